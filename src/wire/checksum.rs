@@ -1,0 +1,97 @@
+//! The Internet checksum (RFC 1071) and its incremental update (RFC 1624).
+
+/// Adds `data` to a running one's-complement sum, without folding.
+#[inline]
+pub fn sum(mut acc: u32, data: &[u8]) -> u32 {
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        acc += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        acc += u32::from(*last) << 8;
+    }
+    acc
+}
+
+/// Folds a running sum into 16 bits and complements it.
+#[inline]
+pub fn finish(mut acc: u32) -> u16 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    !(acc as u16)
+}
+
+/// The checksum of `data`.
+#[inline]
+pub fn checksum(data: &[u8]) -> u16 {
+    finish(sum(0, data))
+}
+
+/// RFC 1624 eqn. 3: the new checksum after a 16-bit field changed from `old` to `new`.
+#[inline]
+pub fn update16(check: u16, old: u16, new: u16) -> u16 {
+    let acc = u32::from(!check) + u32::from(!old) + u32::from(new);
+    finish(acc)
+}
+
+/// The new checksum after a 32-bit field changed from `old` to `new`.
+#[inline]
+pub fn update32(check: u16, old: u32, new: u32) -> u16 {
+    let c = update16(check, (old >> 16) as u16, (new >> 16) as u16);
+    update16(c, old as u16, new as u16)
+}
+
+/// The IPv4 pseudo-header sum for TCP, UDP: source, destination, protocol, length.
+#[inline]
+pub fn pseudo_v4(src: [u8; 4], dst: [u8; 4], proto: u8, len: u16) -> u32 {
+    let acc = sum(sum(0, &src), &dst);
+    acc + u32::from(proto) + u32::from(len)
+}
+
+/// The IPv6 pseudo-header sum for TCP, UDP and ICMPv6.
+#[inline]
+pub fn pseudo_v6(src: [u8; 16], dst: [u8; 16], next_header: u8, len: u32) -> u32 {
+    let acc = sum(sum(0, &src), &dst);
+    acc + (len >> 16) + (len & 0xffff) + u32::from(next_header)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc1071_example() {
+        // The worked example of RFC 1071 section 3: sum 0xddf2, checksum !0xddf2.
+        let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(checksum(&data), !0xddf2);
+    }
+
+    #[test]
+    fn odd_length_pads_with_zero() {
+        assert_eq!(checksum(&[0xab]), !0xab00);
+    }
+
+    #[test]
+    fn incremental_update_matches_recompute() {
+        let mut hdr = [
+            0x45u8, 0x00, 0x00, 0x54, 0x12, 0x34, 0x40, 0x00, 0x40, 0x01, 0x00, 0x00, 10, 1, 1, 2,
+            10, 2, 2, 3,
+        ];
+        let c = checksum(&hdr);
+        hdr[10..12].copy_from_slice(&c.to_be_bytes());
+        for ttl in (1..=64u8).rev() {
+            let old = u16::from_be_bytes([hdr[8], hdr[9]]);
+            hdr[8] = ttl - 1;
+            let new = u16::from_be_bytes([hdr[8], hdr[9]]);
+            let inc = update16(u16::from_be_bytes([hdr[10], hdr[11]]), old, new);
+            hdr[10..12].copy_from_slice(&inc.to_be_bytes());
+            assert_eq!(checksum(&hdr), 0, "ttl {ttl}");
+        }
+        let old = u32::from_be_bytes([hdr[12], hdr[13], hdr[14], hdr[15]]);
+        hdr[12..16].copy_from_slice(&[192, 168, 7, 9]);
+        let inc = update32(u16::from_be_bytes([hdr[10], hdr[11]]), old, 0xc0a8_0709);
+        hdr[10..12].copy_from_slice(&inc.to_be_bytes());
+        assert_eq!(checksum(&hdr), 0);
+    }
+}
