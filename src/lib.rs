@@ -1,1 +1,2 @@
+pub mod tables;
 pub mod wire;

@@ -144,7 +144,13 @@ impl Repr {
             2 => Operation::Reply,
             _ => return Err(WireError::Malformed),
         };
-        Ok(Repr { operation, sha: p.sha(), spa: p.spa(), tha: p.tha(), tpa: p.tpa() })
+        Ok(Repr {
+            operation,
+            sha: p.sha(),
+            spa: p.spa(),
+            tha: p.tha(),
+            tpa: p.tpa(),
+        })
     }
 
     /// Bytes the message takes.
@@ -195,10 +201,16 @@ mod tests {
 
     #[test]
     fn too_short_and_malformed() {
-        assert_eq!(Packet::new_checked(&PACKET_BYTES[..27]).unwrap_err(), WireError::Truncated);
+        assert_eq!(
+            Packet::new_checked(&PACKET_BYTES[..27]).unwrap_err(),
+            WireError::Truncated
+        );
         let mut bad = PACKET_BYTES;
         bad[5] = 16; // IPv6-sized protocol address
-        assert_eq!(Packet::new_checked(&bad[..]).unwrap_err(), WireError::Malformed);
+        assert_eq!(
+            Packet::new_checked(&bad[..]).unwrap_err(),
+            WireError::Malformed
+        );
         let mut op = PACKET_BYTES;
         op[7] = 9;
         assert!(Repr::parse(&Packet::new_checked(&op[..]).unwrap()).is_err());

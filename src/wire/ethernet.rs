@@ -19,7 +19,11 @@ impl MacAddr {
 impl std::fmt::Display for MacAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let m = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
     }
 }
 
@@ -160,7 +164,11 @@ pub struct Repr {
 impl Repr {
     /// Reads the header.
     pub fn parse<T: AsRef<[u8]>>(p: &Packet<T>) -> Result<Repr> {
-        Ok(Repr { src: p.src(), dst: p.dst(), ethertype: p.ethertype() })
+        Ok(Repr {
+            src: p.src(),
+            dst: p.dst(),
+            ethertype: p.ethertype(),
+        })
     }
 
     /// Bytes the header takes.
@@ -210,7 +218,10 @@ mod tests {
 
     #[test]
     fn too_short() {
-        assert_eq!(Packet::new_checked(&FRAME_BYTES[..13]).unwrap_err(), WireError::Truncated);
+        assert_eq!(
+            Packet::new_checked(&FRAME_BYTES[..13]).unwrap_err(),
+            WireError::Truncated
+        );
     }
 
     #[test]

@@ -184,7 +184,11 @@ impl Repr {
         }
         let b = p.buffer.as_ref();
         let rest = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
-        Ok(Repr { msg_type: p.msg_type(), code: p.code(), rest })
+        Ok(Repr {
+            msg_type: p.msg_type(),
+            code: p.code(),
+            rest,
+        })
     }
 
     /// Bytes the header takes.
@@ -256,8 +260,14 @@ mod tests {
 
     #[test]
     fn too_short_and_bad_options() {
-        assert_eq!(Packet::new_checked(&NA_BYTES[..7]).unwrap_err(), WireError::Truncated);
-        assert_eq!(Packet::new_checked(&NA_BYTES[..23]).unwrap_err(), WireError::Truncated);
+        assert_eq!(
+            Packet::new_checked(&NA_BYTES[..7]).unwrap_err(),
+            WireError::Truncated
+        );
+        assert_eq!(
+            Packet::new_checked(&NA_BYTES[..23]).unwrap_err(),
+            WireError::Truncated
+        );
         let mut zero_len = NA_BYTES;
         zero_len[25] = 0;
         let p = Packet::new_checked(&zero_len[..]).unwrap();

@@ -350,14 +350,26 @@ mod tests {
 
     #[test]
     fn too_short_and_malformed() {
-        assert_eq!(Packet::new_checked(&PACKET_BYTES[..19]).unwrap_err(), WireError::Truncated);
-        assert_eq!(Packet::new_checked(&PACKET_BYTES[..23]).unwrap_err(), WireError::Truncated);
+        assert_eq!(
+            Packet::new_checked(&PACKET_BYTES[..19]).unwrap_err(),
+            WireError::Truncated
+        );
+        assert_eq!(
+            Packet::new_checked(&PACKET_BYTES[..23]).unwrap_err(),
+            WireError::Truncated
+        );
         let mut v6 = PACKET_BYTES;
         v6[0] = 0x65;
-        assert_eq!(Packet::new_checked(&v6[..]).unwrap_err(), WireError::Malformed);
+        assert_eq!(
+            Packet::new_checked(&v6[..]).unwrap_err(),
+            WireError::Malformed
+        );
         let mut ihl = PACKET_BYTES;
         ihl[0] = 0x44;
-        assert_eq!(Packet::new_checked(&ihl[..]).unwrap_err(), WireError::Malformed);
+        assert_eq!(
+            Packet::new_checked(&ihl[..]).unwrap_err(),
+            WireError::Malformed
+        );
         let mut bad_sum = PACKET_BYTES;
         bad_sum[11] ^= 1;
         assert!(Repr::parse(&Packet::new_checked(&bad_sum[..]).unwrap()).is_err());

@@ -231,10 +231,19 @@ mod tests {
 
     #[test]
     fn too_short_and_malformed() {
-        assert_eq!(Packet::new_checked(&PACKET_BYTES[..39]).unwrap_err(), WireError::Truncated);
-        assert_eq!(Packet::new_checked(&PACKET_BYTES[..43]).unwrap_err(), WireError::Truncated);
+        assert_eq!(
+            Packet::new_checked(&PACKET_BYTES[..39]).unwrap_err(),
+            WireError::Truncated
+        );
+        assert_eq!(
+            Packet::new_checked(&PACKET_BYTES[..43]).unwrap_err(),
+            WireError::Truncated
+        );
         let mut v4 = PACKET_BYTES;
         v4[0] = 0x45;
-        assert_eq!(Packet::new_checked(&v4[..]).unwrap_err(), WireError::Malformed);
+        assert_eq!(
+            Packet::new_checked(&v4[..]).unwrap_err(),
+            WireError::Malformed
+        );
     }
 }

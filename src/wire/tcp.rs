@@ -107,7 +107,8 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// The MSS option's value, if any.
     pub fn mss(&self) -> Option<u16> {
-        self.mss_offset().map(|at| read_u16(self.buffer.as_ref(), at))
+        self.mss_offset()
+            .map(|at| read_u16(self.buffer.as_ref(), at))
     }
 }
 
@@ -115,7 +116,9 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Lowers the MSS option to `max` when it is larger, updating the checksum
     /// incrementally. Returns true when it changed the segment.
     pub fn clamp_mss(&mut self, max: u16) -> bool {
-        let Some(at) = self.mss_offset() else { return false };
+        let Some(at) = self.mss_offset() else {
+            return false;
+        };
         let b = self.buffer.as_mut();
         let old = read_u16(b, at);
         if old <= max {
@@ -173,8 +176,14 @@ mod tests {
 
     #[test]
     fn too_short_and_malformed_options() {
-        assert_eq!(Packet::new_checked(&SYN_BYTES[..19]).unwrap_err(), WireError::Truncated);
-        assert_eq!(Packet::new_checked(&SYN_BYTES[..27]).unwrap_err(), WireError::Truncated);
+        assert_eq!(
+            Packet::new_checked(&SYN_BYTES[..19]).unwrap_err(),
+            WireError::Truncated
+        );
+        assert_eq!(
+            Packet::new_checked(&SYN_BYTES[..27]).unwrap_err(),
+            WireError::Truncated
+        );
         let mut bad = SYN_BYTES;
         bad[23] = 40; // option length past the header
         assert_eq!(Packet::new_checked(&bad[..]).unwrap().mss(), None);

@@ -1,0 +1,559 @@
+//! Longest-prefix match: a multibit trie with 8-bit strides, in the spirit
+//! of Tungsten Fabric's mtrie, with copy-on-write nodes.
+//!
+//! A lookup reads one 32-bit slot per byte of the address until it meets a
+//! leaf: an IPv4 /24 takes three slot reads, with no branches on prefix
+//! length. Prefixes are expanded into every slot they cover (controlled
+//! prefix expansion), so each slot records how deep its prefix is, and each
+//! child node records the prefix it inherited from its parent slot; that is
+//! what lets a delete restore the covering prefix without rescanning.
+//!
+//! Nodes live behind `Arc`s. Cloning a `Fib` for the next snapshot copies
+//! the node pointers; an insert or delete copies only the nodes on its path
+//! that an older snapshot still shares. Readers keep their snapshot intact.
+//!
+//! Expansion can hide a prefix entirely (a /5 covered by two /6s), so the
+//! trie cannot list its routes: the writer keeps the authoritative prefix
+//! list (see `tables::writer`), and this structure holds only what the data
+//! path needs.
+
+use super::RouteTarget;
+use ahash::AHashMap;
+use std::sync::Arc;
+
+const STRIDE: usize = 8;
+const FANOUT: usize = 1 << STRIDE;
+const CHILD: u32 = 1 << 31;
+const REL_SHIFT: u32 = 27;
+const VALUE_MASK: u32 = (1 << REL_SHIFT) - 1;
+const EMPTY: u32 = 0;
+
+/// An address family's key: an unsigned integer in network bit order.
+pub trait FibKey:
+    Copy + Eq + std::hash::Hash + Ord + std::fmt::Debug + Send + Sync + 'static
+{
+    /// Address width in bits.
+    const BITS: u8;
+    /// The `level`th byte, most significant first.
+    fn byte(self, level: usize) -> usize;
+    /// The key with every bit past `len` cleared.
+    fn mask(self, len: u8) -> Self;
+    /// The key with byte `level` set to `b`.
+    fn with_byte(self, level: usize, b: usize) -> Self;
+    /// The zero key.
+    fn zero() -> Self;
+}
+
+macro_rules! fib_key {
+    ($t:ty) => {
+        impl FibKey for $t {
+            const BITS: u8 = <$t>::BITS as u8;
+            #[inline(always)]
+            fn byte(self, level: usize) -> usize {
+                ((self >> (Self::BITS as usize - STRIDE * (level + 1))) & 0xff) as usize
+            }
+            #[inline]
+            fn mask(self, len: u8) -> Self {
+                if len == 0 {
+                    0
+                } else {
+                    self & (<$t>::MAX << (<Self as FibKey>::BITS - len))
+                }
+            }
+            #[inline]
+            fn with_byte(self, level: usize, b: usize) -> Self {
+                let shift = Self::BITS as usize - STRIDE * (level + 1);
+                (self & !((0xff as $t) << shift)) | ((b as $t) << shift)
+            }
+            fn zero() -> Self {
+                0
+            }
+        }
+    };
+}
+fib_key!(u32);
+fib_key!(u128);
+
+#[derive(Clone)]
+struct Node {
+    slots: [u32; FANOUT],
+    /// The leaf this node's parent slot held when the node was made, kept
+    /// current since: the best prefix from the levels above.
+    inherited: u32,
+}
+
+#[inline(always)]
+fn leaf(value: u32, rel: u8) -> u32 {
+    (u32::from(rel) << REL_SHIFT) | value
+}
+
+#[inline(always)]
+fn rel_of(e: u32) -> u8 {
+    ((e >> REL_SHIFT) & 0xf) as u8
+}
+
+/// Level of the node that holds a prefix of `len` bits, and the prefix's
+/// depth within that node's stride (1..=8; 0 for the default route).
+fn place(len: u8) -> (usize, u8) {
+    if len == 0 {
+        (0, 0)
+    } else {
+        let level = (usize::from(len) - 1) / STRIDE;
+        (level, len - (level * STRIDE) as u8)
+    }
+}
+
+/// One address family's forwarding table.
+#[derive(Clone)]
+pub struct Fib<K: FibKey> {
+    nodes: Vec<Arc<Node>>,
+    free_nodes: Vec<u32>,
+    /// Stands in the slot of a freed node, so freeing never pins a live one.
+    vacant: Arc<Node>,
+    /// Indexed by leaf value - 1.
+    targets: Vec<RouteTarget>,
+    target_refs: Vec<u32>,
+    target_index: AHashMap<RouteTarget, u32>,
+    free_targets: Vec<u32>,
+    _key: std::marker::PhantomData<K>,
+}
+
+impl<K: FibKey> Default for Fib<K> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K: FibKey> Fib<K> {
+    /// An empty table: one root node.
+    pub fn new() -> Self {
+        Fib {
+            nodes: vec![Arc::new(Node {
+                slots: [EMPTY; FANOUT],
+                inherited: EMPTY,
+            })],
+            free_nodes: Vec::new(),
+            vacant: Arc::new(Node {
+                slots: [EMPTY; FANOUT],
+                inherited: EMPTY,
+            }),
+            targets: Vec::new(),
+            target_refs: Vec::new(),
+            target_index: AHashMap::new(),
+            free_targets: Vec::new(),
+            _key: std::marker::PhantomData,
+        }
+    }
+
+    /// The longest-prefix match for `key`.
+    #[inline]
+    pub fn lookup(&self, key: K) -> Option<RouteTarget> {
+        let mut node = &self.nodes[0];
+        let mut level = 0;
+        loop {
+            let e = node.slots[key.byte(level)];
+            if e & CHILD != 0 {
+                node = self.nodes.get((e & !CHILD) as usize)?;
+                level += 1;
+                continue;
+            }
+            let v = e & VALUE_MASK;
+            return if v == 0 {
+                None
+            } else {
+                self.targets.get(v as usize - 1).copied()
+            };
+        }
+    }
+
+    /// The longest-prefix match with the matched prefix length, for
+    /// inspection (`vrctl rt get`). Same answer as `lookup`.
+    pub fn lookup_with_len(&self, key: K) -> Option<(RouteTarget, u8)> {
+        let mut path = [0u32; 16];
+        let mut idx = 0u32;
+        let mut level = 0;
+        loop {
+            path[level] = idx;
+            let e = self.nodes[idx as usize].slots[key.byte(level)];
+            if e & CHILD != 0 {
+                idx = e & !CHILD;
+                level += 1;
+                continue;
+            }
+            let v = e & VALUE_MASK;
+            if v == 0 {
+                return None;
+            }
+            let target = self.targets[v as usize - 1];
+            // A depth of 0 means the prefix came from an upper level: climb
+            // through the nodes' inherited leaves until one says how deep.
+            let mut rel = rel_of(e);
+            let mut at = level;
+            while rel == 0 && at > 0 {
+                rel = rel_of(self.nodes[path[at] as usize].inherited);
+                at -= 1;
+            }
+            let len = if rel == 0 {
+                0
+            } else {
+                (at * STRIDE) as u8 + rel
+            };
+            return Some((target, len));
+        }
+    }
+
+    /// Bytes this table holds in nodes and targets (approximate).
+    pub fn memory_bytes(&self) -> usize {
+        let live = self.nodes.len() - self.free_nodes.len();
+        live * (std::mem::size_of::<Node>() + 16)
+            + self.nodes.capacity() * std::mem::size_of::<Arc<Node>>()
+            + self.targets.capacity() * (std::mem::size_of::<RouteTarget>() + 4)
+            + self.target_index.capacity() * (std::mem::size_of::<(RouteTarget, u32)>() + 1)
+    }
+
+    /// Number of trie nodes in use.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len() - self.free_nodes.len()
+    }
+
+    fn intern(&mut self, t: RouteTarget) -> u32 {
+        if let Some(&i) = self.target_index.get(&t) {
+            self.target_refs[i as usize] += 1;
+            return i + 1;
+        }
+        let i = match self.free_targets.pop() {
+            Some(i) => {
+                self.targets[i as usize] = t;
+                self.target_refs[i as usize] = 1;
+                i
+            }
+            None => {
+                self.targets.push(t);
+                self.target_refs.push(1);
+                (self.targets.len() - 1) as u32
+            }
+        };
+        self.target_index.insert(t, i);
+        i + 1
+    }
+
+    fn release(&mut self, value: u32) {
+        let i = (value - 1) as usize;
+        self.target_refs[i] -= 1;
+        if self.target_refs[i] == 0 {
+            self.target_index.remove(&self.targets[i]);
+            self.free_targets.push(i as u32);
+        }
+    }
+
+    fn value_of(&self, t: RouteTarget) -> u32 {
+        self.target_index.get(&t).map_or(EMPTY, |i| i + 1)
+    }
+
+    fn alloc_node(&mut self, inherited: u32) -> u32 {
+        let fill = inherited & VALUE_MASK;
+        let node = Arc::new(Node {
+            slots: [fill; FANOUT],
+            inherited,
+        });
+        match self.free_nodes.pop() {
+            Some(i) => {
+                self.nodes[i as usize] = node;
+                i
+            }
+            None => {
+                self.nodes.push(node);
+                (self.nodes.len() - 1) as u32
+            }
+        }
+    }
+
+    fn node_mut(&mut self, idx: u32) -> &mut Node {
+        Arc::make_mut(&mut self.nodes[idx as usize])
+    }
+
+    /// Sets the best-from-above leaf of node `idx` to `inherited`, rewriting
+    /// every slot that took its value from above, down through the subtree.
+    fn set_inherited(&mut self, idx: u32, inherited: u32) {
+        let value = inherited & VALUE_MASK;
+        let node = self.node_mut(idx);
+        node.inherited = inherited;
+        let mut children = [0u32; FANOUT];
+        let mut n = 0;
+        for s in node.slots.iter_mut() {
+            if *s & CHILD != 0 {
+                children[n] = *s & !CHILD;
+                n += 1;
+            } else if rel_of(*s) == 0 {
+                *s = value;
+            }
+        }
+        for &c in &children[..n] {
+            if rel_of(self.nodes[c as usize].inherited) == 0 {
+                self.set_inherited(c, value);
+            }
+        }
+    }
+
+    /// Walks to the node at `level` on `key`'s path, creating nodes as needed.
+    fn descend_creating(&mut self, key: K, level: usize) -> u32 {
+        let mut idx = 0u32;
+        for l in 0..level {
+            let slot = key.byte(l);
+            let e = self.nodes[idx as usize].slots[slot];
+            idx = if e & CHILD != 0 {
+                e & !CHILD
+            } else {
+                let child = self.alloc_node(e);
+                self.node_mut(idx).slots[slot] = CHILD | child;
+                child
+            };
+        }
+        idx
+    }
+
+    /// Installs `key/len → target`, replacing the same prefix's old target
+    /// `old` if there was one. `key` has no bits set past `len`.
+    pub(crate) fn insert(
+        &mut self,
+        key: K,
+        len: u8,
+        target: RouteTarget,
+        old: Option<RouteTarget>,
+    ) {
+        let value = self.intern(target);
+        if let Some(o) = old {
+            let ov = self.value_of(o);
+            self.release(ov);
+        }
+        let (level, rel) = place(len);
+        let idx = self.descend_creating(key, level);
+        let span = FANOUT >> rel;
+        let start = key.byte(level) & !(span - 1);
+        let new = leaf(value, rel);
+        if len == 0 {
+            self.node_mut(0).inherited = new;
+        }
+        for s in start..start + span {
+            let e = self.nodes[idx as usize].slots[s];
+            if e & CHILD != 0 {
+                let child = e & !CHILD;
+                if rel_of(self.nodes[child as usize].inherited) <= rel {
+                    self.set_inherited(child, new);
+                }
+            } else if rel_of(e) <= rel {
+                self.node_mut(idx).slots[s] = new;
+            }
+        }
+    }
+
+    /// Removes `key/len`, whose target is `old`. `replacement` is the longest
+    /// prefix shorter than `len` that covers it, with its length, if any.
+    pub(crate) fn remove(
+        &mut self,
+        key: K,
+        len: u8,
+        old: RouteTarget,
+        replacement: Option<(u8, RouteTarget)>,
+    ) {
+        let (level, rel) = place(len);
+        let mut path = [(0u32, 0usize); 16];
+        let mut idx = 0u32;
+        for (l, step) in path.iter_mut().enumerate().take(level) {
+            let slot = key.byte(l);
+            *step = (idx, slot);
+            let e = self.nodes[idx as usize].slots[slot];
+            if e & CHILD == 0 {
+                return; // Never installed: nothing to undo.
+            }
+            idx = e & !CHILD;
+        }
+        let with = match replacement {
+            Some((rlen, t)) if usize::from(rlen) > level * STRIDE => {
+                leaf(self.value_of(t), rlen - (level * STRIDE) as u8)
+            }
+            Some(_) => self.nodes[idx as usize].inherited & VALUE_MASK,
+            None => EMPTY,
+        };
+        if len == 0 {
+            self.node_mut(0).inherited = EMPTY;
+        }
+        let span = FANOUT >> rel;
+        let start = key.byte(level) & !(span - 1);
+        for s in start..start + span {
+            let e = self.nodes[idx as usize].slots[s];
+            if e & CHILD != 0 {
+                let child = e & !CHILD;
+                if rel_of(self.nodes[child as usize].inherited) == rel {
+                    self.set_inherited(child, with);
+                }
+            } else if rel_of(e) == rel {
+                self.node_mut(idx).slots[s] = with;
+            }
+        }
+        let ov = self.value_of(old);
+        if ov != EMPTY {
+            self.release(ov);
+        }
+        // Fold back nodes left holding nothing of their own.
+        for l in (0..level).rev() {
+            let n = &self.nodes[idx as usize];
+            if n.slots.iter().any(|&e| e & CHILD != 0 || rel_of(e) != 0) {
+                break;
+            }
+            let inherited = n.inherited;
+            let (parent, slot) = path[l];
+            self.node_mut(parent).slots[slot] = inherited;
+            self.nodes[idx as usize] = Arc::clone(&self.vacant);
+            self.free_nodes.push(idx);
+            idx = parent;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn t(nh: u32) -> RouteTarget {
+        RouteTarget {
+            nh,
+            label: RouteTarget::NO_LABEL,
+        }
+    }
+
+    /// A model: the longest of all prefixes that match, by brute force.
+    struct Model(BTreeMap<(u32, u8), RouteTarget>);
+
+    impl Model {
+        fn lookup(&self, a: u32) -> Option<(RouteTarget, u8)> {
+            (0..=32u8)
+                .rev()
+                .find_map(|l| self.0.get(&(a.mask(l), l)).map(|t| (*t, l)))
+        }
+        fn covering(&self, a: u32, len: u8) -> Option<(u8, RouteTarget)> {
+            (0..len)
+                .rev()
+                .find_map(|l| self.0.get(&(a.mask(l), l)).map(|t| (l, *t)))
+        }
+    }
+
+    fn apply_insert(fib: &mut Fib<u32>, m: &mut Model, a: u32, len: u8, target: RouteTarget) {
+        let a = a.mask(len);
+        let old = m.0.insert((a, len), target);
+        fib.insert(a, len, target, old);
+    }
+
+    fn apply_remove(fib: &mut Fib<u32>, m: &mut Model, a: u32, len: u8) {
+        let a = a.mask(len);
+        if let Some(old) = m.0.remove(&(a, len)) {
+            let rep = m.covering(a, len);
+            fib.remove(a, len, old, rep);
+        }
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    #[test]
+    fn longest_match_wins_and_deletes_restore_cover() {
+        let mut fib = Fib::<u32>::new();
+        let mut m = Model(BTreeMap::new());
+        apply_insert(&mut fib, &mut m, 0, 0, t(1));
+        apply_insert(&mut fib, &mut m, 0x0a00_0000, 8, t(2));
+        apply_insert(&mut fib, &mut m, 0x0a01_0000, 16, t(3));
+        apply_insert(&mut fib, &mut m, 0x0a01_0100, 24, t(4));
+        apply_insert(&mut fib, &mut m, 0x0a01_0102, 32, t(5));
+        apply_insert(&mut fib, &mut m, 0x0a01_0000, 20, t(6));
+        for (a, want) in [
+            (0x0a01_0102, 5),
+            (0x0a01_0103, 4),
+            (0x0a01_0203, 6),
+            (0x0a01_f000, 3),
+            (0x0a02_0000, 2),
+            (0x0b00_0000, 1),
+        ] {
+            assert_eq!(fib.lookup(a).map(|t| t.nh), Some(want), "{a:#x}");
+            assert_eq!(fib.lookup_with_len(a), m.lookup(a), "{a:#x}");
+        }
+        apply_remove(&mut fib, &mut m, 0x0a01_0100, 24);
+        assert_eq!(fib.lookup(0x0a01_0103).map(|t| t.nh), Some(6));
+        apply_remove(&mut fib, &mut m, 0x0a01_0000, 20);
+        assert_eq!(fib.lookup(0x0a01_0103).map(|t| t.nh), Some(3));
+        apply_remove(&mut fib, &mut m, 0, 0);
+        assert_eq!(fib.lookup(0x0b00_0000), None);
+        assert_eq!(fib.lookup(0x0a01_0102).map(|t| t.nh), Some(5));
+    }
+
+    #[test]
+    fn matches_brute_force_model_under_random_churn() {
+        let mut fib = Fib::<u32>::new();
+        let mut m = Model(BTreeMap::new());
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        // Few distinct high bits, so prefixes nest and overlap a lot.
+        let addr = |r: &mut Rng| ((r.next() as u32) & 0x0f0f_0f0f) | 0x0a00_0000;
+        for round in 0..4000 {
+            let a = addr(&mut rng);
+            let len = (rng.next() % 33) as u8;
+            if rng.next() % 3 == 0 {
+                apply_remove(&mut fib, &mut m, a, len);
+            } else {
+                apply_insert(&mut fib, &mut m, a, len, t((rng.next() % 5) as u32 + 1));
+            }
+            if round % 50 == 0 {
+                for _ in 0..200 {
+                    let q = addr(&mut rng);
+                    assert_eq!(
+                        fib.lookup_with_len(q),
+                        m.lookup(q),
+                        "round {round} q {q:#x}"
+                    );
+                    assert_eq!(fib.lookup(q), m.lookup(q).map(|x| x.0));
+                }
+            }
+        }
+        // Deleting everything folds the trie back to its root.
+        let keys: Vec<_> = m.0.keys().copied().collect();
+        for (a, l) in keys {
+            apply_remove(&mut fib, &mut m, a, l);
+        }
+        assert_eq!(fib.node_count(), 1);
+        assert!(fib
+            .targets
+            .iter()
+            .enumerate()
+            .all(|(i, _)| fib.target_refs[i] == 0));
+    }
+
+    #[test]
+    fn snapshots_are_unaffected_by_later_changes() {
+        let mut fib = Fib::<u32>::new();
+        fib.insert(0x0a00_0000, 8, t(1), None);
+        let snapshot = fib.clone();
+        fib.insert(0x0a01_0100, 24, t(2), None);
+        fib.remove(0x0a00_0000, 8, t(1), None);
+        assert_eq!(snapshot.lookup(0x0a01_0101).map(|t| t.nh), Some(1));
+        assert_eq!(fib.lookup(0x0a01_0101).map(|t| t.nh), Some(2));
+        assert_eq!(fib.lookup(0x0a02_0000), None);
+    }
+
+    #[test]
+    fn ipv6_host_and_default() {
+        let mut fib = Fib::<u128>::new();
+        let a: u128 = "fd00::1:2".parse::<std::net::Ipv6Addr>().unwrap().into();
+        fib.insert(a, 128, t(9), None);
+        fib.insert(a.mask(64), 64, t(8), None);
+        fib.insert(0, 0, t(7), None);
+        assert_eq!(fib.lookup_with_len(a), Some((t(9), 128)));
+        assert_eq!(fib.lookup_with_len(a + 1), Some((t(8), 64)));
+        assert_eq!(fib.lookup_with_len(1), Some((t(7), 0)));
+    }
+}

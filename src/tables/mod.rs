@@ -1,0 +1,207 @@
+//! The forwarding tables and how they are published to the data path.
+//!
+//! A `Tables` value is an immutable snapshot: the data path loads the
+//! current one once per batch from a [`TablesHandle`] and reads it with no
+//! lock. The single [`TablesWriter`] applies a batch of operations to a
+//! private copy and publishes it in one atomic pointer swap (RCU): readers
+//! see all of a batch or none of it, and forwarding never waits for it.
+//! Copies are cheap because every table shares unchanged chunks and trie
+//! nodes with the snapshot before it.
+//!
+//! Every table is bounded by [`Limits`]; a full table is an error for the
+//! control side, never a silent loss.
+
+mod cow;
+pub mod ecmp;
+pub mod lpm;
+pub mod nexthop;
+pub mod vif;
+mod writer;
+
+pub use cow::CowVec;
+pub use ecmp::EcmpGroup;
+pub use lpm::{Fib, FibKey};
+pub use nexthop::{NextHop, NhId, Tunnel, TunnelEncap};
+pub use vif::{Vif, VifFlags, VifIndex, VifKind};
+pub use writer::{
+    BatchError, Object, ObjectKey, Op, Prefix, RouteSpec, TableError, TablesHandle, TablesWriter,
+    VrfSpec,
+};
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+/// VRF id, chosen by the caller.
+pub type VrfId = u32;
+/// An MPLS label.
+pub type Label = u32;
+
+/// What a route or an ECMP member resolves to: a next hop and the MPLS
+/// label to push when that next hop is a tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouteTarget {
+    /// Next hop.
+    pub nh: NhId,
+    /// Label, or `NO_LABEL`.
+    pub label: Label,
+}
+
+impl RouteTarget {
+    /// No label: a route to a local next hop.
+    pub const NO_LABEL: Label = u32::MAX;
+
+    /// The label, if the target has one.
+    pub fn label(&self) -> Option<Label> {
+        (self.label != Self::NO_LABEL).then_some(self.label)
+    }
+}
+
+/// Capacities of every table. Defaults follow Tungsten Fabric's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Vif slots (indexes 0..vifs).
+    pub vifs: usize,
+    /// VRF slots.
+    pub vrfs: usize,
+    /// Next-hop slots.
+    pub nexthops: usize,
+    /// Label slots: labels 16..labels are usable.
+    pub labels: usize,
+    /// Routes per VRF and address family.
+    pub routes_per_vrf: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            vifs: 4355,
+            vrfs: 4096,
+            nexthops: 524_288,
+            labels: 5120,
+            routes_per_vrf: 2_000_000,
+        }
+    }
+}
+
+/// A routing instance: one tenant's IPv4 and IPv6 tables.
+#[derive(Clone)]
+pub struct Vrf {
+    /// Id.
+    pub id: VrfId,
+    /// Name, for operators.
+    pub name: String,
+    /// The gateway address pods use; the source of ICMP errors vrouter sends
+    /// in this VRF, and always answered by proxy ARP.
+    pub gateway_v4: Option<Ipv4Addr>,
+    /// The IPv6 gateway address, likewise.
+    pub gateway_v6: Option<Ipv6Addr>,
+    /// IPv4 routes.
+    pub v4: Arc<Fib<u32>>,
+    /// IPv6 routes.
+    pub v6: Arc<Fib<u128>>,
+}
+
+/// One consistent snapshot of every table.
+#[derive(Clone)]
+pub struct Tables {
+    limits: Limits,
+    generation: u64,
+    vifs: CowVec<Arc<Vif>>,
+    vrfs: CowVec<Arc<Vrf>>,
+    nexthops: CowVec<Arc<NextHop>>,
+    labels: CowVec<NhId>,
+    // Reference counts, for refusing deletes of objects still in use. The
+    // data path never reads them; they ride along so a failed batch is
+    // dropped whole with its copy.
+    vif_refs: CowVec<u32>,
+    vrf_refs: CowVec<u32>,
+    nh_refs: CowVec<u32>,
+}
+
+impl Tables {
+    /// Empty tables, but for next hop 0, `Discard`.
+    pub fn new(limits: Limits) -> Self {
+        let mut nexthops = CowVec::new(limits.nexthops.max(1));
+        let _ = nexthops.set(0, Some(Arc::new(NextHop::Discard)));
+        Tables {
+            limits,
+            generation: 0,
+            vifs: CowVec::new(limits.vifs),
+            vrfs: CowVec::new(limits.vrfs),
+            nexthops,
+            labels: CowVec::new(limits.labels),
+            vif_refs: CowVec::new(limits.vifs),
+            vrf_refs: CowVec::new(limits.vrfs),
+            nh_refs: CowVec::new(limits.nexthops.max(1)),
+        }
+    }
+
+    /// The capacities.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// How many batches have been published before this snapshot.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Vif `i`.
+    #[inline]
+    pub fn vif(&self, i: VifIndex) -> Option<&Vif> {
+        self.vifs.get(i as usize).map(|v| &**v)
+    }
+
+    /// VRF `id`.
+    #[inline]
+    pub fn vrf(&self, id: VrfId) -> Option<&Vrf> {
+        self.vrfs.get(id as usize).map(|v| &**v)
+    }
+
+    /// Next hop `id`.
+    #[inline]
+    pub fn nexthop(&self, id: NhId) -> Option<&NextHop> {
+        self.nexthops.get(id as usize).map(|n| &**n)
+    }
+
+    /// The next hop label `l` names.
+    #[inline]
+    pub fn label(&self, l: Label) -> Option<NhId> {
+        self.labels.get(l as usize).copied()
+    }
+
+    /// Every vif, by index.
+    pub fn vifs(&self) -> impl Iterator<Item = &Vif> {
+        self.vifs.iter().map(|(_, v)| &**v)
+    }
+
+    /// Every VRF, by id.
+    pub fn vrfs(&self) -> impl Iterator<Item = &Vrf> {
+        self.vrfs.iter().map(|(_, v)| &**v)
+    }
+
+    /// Every next hop, by id.
+    pub fn nexthops(&self) -> impl Iterator<Item = (NhId, &NextHop)> {
+        self.nexthops.iter().map(|(i, n)| (i as NhId, &**n))
+    }
+
+    /// Every label with its next hop, by label.
+    pub fn labels(&self) -> impl Iterator<Item = (Label, NhId)> + '_ {
+        self.labels.iter().map(|(l, n)| (l as Label, *n))
+    }
+
+    /// How many times next hop `id` is referenced by routes, labels and composites.
+    pub fn nexthop_refs(&self, id: NhId) -> u32 {
+        self.nh_refs.get(id as usize).copied().unwrap_or(0)
+    }
+
+    /// Occupied and total slots of each table, for `vrctl info`.
+    pub fn occupancy(&self) -> [(&'static str, usize, usize); 4] {
+        [
+            ("vifs", self.vifs.len(), self.vifs.capacity()),
+            ("vrfs", self.vrfs.len(), self.vrfs.capacity()),
+            ("nexthops", self.nexthops.len(), self.nexthops.capacity()),
+            ("labels", self.labels.len(), self.labels.capacity()),
+        ]
+    }
+}

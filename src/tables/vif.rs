@@ -1,0 +1,94 @@
+//! Virtual interfaces: every port vrouter forwards between.
+
+use crate::wire::MacAddr;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// Vif index, chosen by the caller as in Contrail (`vif0/N`).
+pub type VifIndex = u32;
+
+/// What sits behind a vif. It decides how the pipeline treats what arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VifKind {
+    /// The fabric NIC: tunnels to and from other nodes arrive here.
+    Fabric,
+    /// A pod or VM.
+    Virtual,
+    /// The node's own stack (vhost0 in Contrail).
+    Host,
+    /// The trap path to the agent (pkt0 in Contrail).
+    Agent,
+}
+
+impl VifKind {
+    /// Lower-case name as operators type it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VifKind::Fabric => "fabric",
+            VifKind::Virtual => "virtual",
+            VifKind::Host => "host",
+            VifKind::Agent => "agent",
+        }
+    }
+}
+
+/// A vif's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vif {
+    /// Index.
+    pub index: VifIndex,
+    /// Interface name on the host (`veth…`, `eth0`).
+    pub name: String,
+    /// Kind.
+    pub kind: VifKind,
+    /// The VRF its traffic is routed in.
+    pub vrf: u32,
+    /// Its MAC: for a pod, the pod's; for the fabric, the NIC's.
+    pub mac: MacAddr,
+    /// IPv4 address: the pod's, or the node's underlay address on the fabric.
+    pub ipv4: Option<Ipv4Addr>,
+    /// IPv6 address.
+    pub ipv6: Option<Ipv6Addr>,
+    /// MTU of the link, in bytes of IP packet.
+    pub mtu: u16,
+    /// Behaviour flags.
+    pub flags: VifFlags,
+}
+
+/// Per-vif switches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VifFlags {
+    /// Answer ARP and neighbour solicitations from this vif (on by default).
+    pub proxy_arp: bool,
+    /// Clamp the MSS of TCP SYNs from and to this vif so that they fit
+    /// through tunnels (on by default).
+    pub mss_clamp: bool,
+    /// Drop everything the vif receives, counting it (`IfDrop`).
+    pub disabled: bool,
+}
+
+impl Default for VifFlags {
+    fn default() -> Self {
+        VifFlags {
+            proxy_arp: true,
+            mss_clamp: true,
+            disabled: false,
+        }
+    }
+}
+
+impl Vif {
+    /// A vif with default flags and a 1500-byte MTU.
+    pub fn new(index: VifIndex, name: &str, kind: VifKind, vrf: u32, mac: MacAddr) -> Self {
+        Vif {
+            index,
+            name: name.to_string(),
+            kind,
+            vrf,
+            mac,
+            ipv4: None,
+            ipv6: None,
+            mtu: 1500,
+            flags: VifFlags::default(),
+        }
+    }
+}

@@ -1,0 +1,925 @@
+//! Batches of table changes, validated, applied to a private copy and
+//! published atomically.
+
+use super::ecmp::MAX_MEMBERS;
+use super::lpm::{Fib, FibKey};
+use super::{Label, NextHop, NhId, RouteTarget, Tables, Vif, VifIndex, VifKind, Vrf, VrfId};
+use crate::wire::mpls;
+use ahash::AHashMap;
+use arc_swap::ArcSwap;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+/// An IP prefix with no bits set past its length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Prefix {
+    addr: IpAddr,
+    len: u8,
+}
+
+impl Prefix {
+    /// A prefix; an over-long length or host bits set past it are errors.
+    pub fn new(addr: IpAddr, len: u8) -> Result<Prefix, TableError> {
+        let bits = if addr.is_ipv4() { 32 } else { 128 };
+        if len > bits {
+            return Err(TableError::Invalid {
+                field: "prefix",
+                reason: format!("length /{len} is longer than {bits} bits"),
+            });
+        }
+        let canonical = match addr {
+            IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a).mask(len))),
+            IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(u128::from(a).mask(len))),
+        };
+        if canonical != addr {
+            return Err(TableError::Invalid {
+                field: "prefix",
+                reason: format!("{addr}/{len} has host bits set; did you mean {canonical}/{len}?"),
+            });
+        }
+        Ok(Prefix { addr, len })
+    }
+
+    /// The address.
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    /// The length in bits.
+    pub fn len(&self) -> u8 {
+        self.len
+    }
+
+    /// True for a zero-length (default) prefix.
+    pub fn is_default(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+impl std::str::FromStr for Prefix {
+    type Err = TableError;
+    fn from_str(s: &str) -> Result<Prefix, TableError> {
+        let bad = |reason: String| TableError::Invalid {
+            field: "prefix",
+            reason,
+        };
+        let (a, l) = s
+            .split_once('/')
+            .ok_or_else(|| bad(format!("{s:?} is not ADDR/LEN")))?;
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|_| bad(format!("{a:?} is not an IP address")))?;
+        let len: u8 = l
+            .parse()
+            .map_err(|_| bad(format!("{l:?} is not a prefix length")))?;
+        Prefix::new(addr, len)
+    }
+}
+
+/// A VRF's settings (its routes are separate objects).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VrfSpec {
+    /// Id.
+    pub id: VrfId,
+    /// Name.
+    pub name: String,
+    /// IPv4 gateway address of the network.
+    pub gateway_v4: Option<Ipv4Addr>,
+    /// IPv6 gateway address of the network.
+    pub gateway_v6: Option<Ipv6Addr>,
+}
+
+/// A route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteSpec {
+    /// The VRF it belongs to.
+    pub vrf: VrfId,
+    /// Destination prefix.
+    pub prefix: Prefix,
+    /// Next hop and optional label.
+    pub target: RouteTarget,
+}
+
+/// A table object, as added or updated.
+#[derive(Debug, Clone)]
+pub enum Object {
+    /// An interface.
+    Vif(Vif),
+    /// A VRF.
+    Vrf(VrfSpec),
+    /// A next hop with its id.
+    NextHop(NhId, NextHop),
+    /// A route.
+    Route(RouteSpec),
+    /// An incoming label and the next hop it names.
+    Label(Label, NhId),
+}
+
+/// What names an object, for deletes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKey {
+    /// Vif index.
+    Vif(VifIndex),
+    /// VRF id.
+    Vrf(VrfId),
+    /// Next-hop id.
+    NextHop(NhId),
+    /// A route's VRF and prefix.
+    Route(VrfId, Prefix),
+    /// A label.
+    Label(Label),
+}
+
+/// One change in a batch.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// Create an object that must not exist yet.
+    Add(Object),
+    /// Replace an object that must exist.
+    Update(Object),
+    /// Remove an object that must exist and be unused.
+    Delete(ObjectKey),
+}
+
+/// Why an operation was refused. Each names the field or object at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableError {
+    /// Adding an object whose id is taken.
+    Exists {
+        /// Kind of object.
+        what: &'static str,
+        /// Its id, as text.
+        id: String,
+    },
+    /// Updating or deleting an object that does not exist.
+    NotFound {
+        /// Kind of object.
+        what: &'static str,
+        /// Its id, as text.
+        id: String,
+    },
+    /// A field refers to an object that does not exist.
+    MissingReference {
+        /// The field.
+        field: &'static str,
+        /// Kind of the object referred to.
+        what: &'static str,
+        /// Its id.
+        id: u32,
+    },
+    /// Deleting an object that others still use.
+    InUse {
+        /// Kind of object.
+        what: &'static str,
+        /// Its id, as text.
+        id: String,
+        /// How many references remain.
+        refs: u32,
+    },
+    /// A table is at its capacity.
+    Full {
+        /// The table.
+        table: &'static str,
+        /// Its capacity.
+        capacity: usize,
+    },
+    /// A field is outside its range.
+    OutOfRange {
+        /// The field.
+        field: &'static str,
+        /// The value given.
+        value: u64,
+        /// Smallest allowed value.
+        min: u64,
+        /// Largest allowed value.
+        max: u64,
+    },
+    /// A field's value is not acceptable.
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl fmt::Display for TableError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TableError::Exists { what, id } => write!(f, "{what} {id} already exists"),
+            TableError::NotFound { what, id } => write!(f, "{what} {id} does not exist"),
+            TableError::MissingReference { field, what, id } => {
+                write!(f, "field `{field}`: {what} {id} does not exist")
+            }
+            TableError::InUse { what, id, refs } => {
+                write!(f, "{what} {id} is still in use ({refs} references)")
+            }
+            TableError::Full { table, capacity } => {
+                write!(f, "{table} table is full ({capacity} entries)")
+            }
+            TableError::OutOfRange {
+                field,
+                value,
+                min,
+                max,
+            } => {
+                write!(f, "field `{field}`: {value} is outside {min}..={max}")
+            }
+            TableError::Invalid { field, reason } => write!(f, "field `{field}`: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for TableError {}
+
+/// A batch that was refused: nothing of it was applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchError {
+    /// Position of the failing operation in the batch.
+    pub index: usize,
+    /// Why it failed.
+    pub error: TableError,
+}
+
+impl fmt::Display for BatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "operation {}: {}", self.index, self.error)
+    }
+}
+
+impl std::error::Error for BatchError {}
+
+/// Where the data path loads the current snapshot from. Cheap to clone.
+#[derive(Clone)]
+pub struct TablesHandle {
+    current: Arc<ArcSwap<Tables>>,
+}
+
+impl TablesHandle {
+    /// The current snapshot: lock-free, for holding over one batch.
+    #[inline]
+    pub fn load(&self) -> arc_swap::Guard<Arc<Tables>> {
+        self.current.load()
+    }
+
+    /// The current snapshot as an owned `Arc`, for holding longer.
+    pub fn snapshot(&self) -> Arc<Tables> {
+        self.current.load_full()
+    }
+}
+
+/// A VRF's authoritative prefix lists, ordered for paged dumps.
+#[derive(Default)]
+struct VrfRoutes {
+    v4: BTreeMap<(u32, u8), RouteTarget>,
+    v6: BTreeMap<(u128, u8), RouteTarget>,
+}
+
+enum Undo {
+    V4(VrfId, (u32, u8), Option<RouteTarget>),
+    V6(VrfId, (u128, u8), Option<RouteTarget>),
+    VrfCreated(VrfId),
+    VrfRemoved(VrfId),
+}
+
+/// The single writer of the tables.
+pub struct TablesWriter {
+    handle: TablesHandle,
+    current: Arc<Tables>,
+    /// The authoritative prefix lists, which the tries are built from. Only
+    /// the writer reads them, so they are changed in place, with an undo
+    /// log for batches that fail.
+    routes: AHashMap<VrfId, VrfRoutes>,
+    undo: Vec<Undo>,
+}
+
+/// An address family: how its keys, prefix lists and tries are reached.
+trait Family: FibKey {
+    fn routes(r: &mut VrfRoutes) -> &mut BTreeMap<(Self, u8), RouteTarget>;
+    fn fib(v: &mut Vrf) -> &mut Arc<Fib<Self>>;
+    fn undo(vrf: VrfId, key: (Self, u8), old: Option<RouteTarget>) -> Undo;
+}
+
+impl Family for u32 {
+    fn routes(r: &mut VrfRoutes) -> &mut BTreeMap<(u32, u8), RouteTarget> {
+        &mut r.v4
+    }
+    fn fib(v: &mut Vrf) -> &mut Arc<Fib<u32>> {
+        &mut v.v4
+    }
+    fn undo(vrf: VrfId, key: (u32, u8), old: Option<RouteTarget>) -> Undo {
+        Undo::V4(vrf, key, old)
+    }
+}
+
+impl Family for u128 {
+    fn routes(r: &mut VrfRoutes) -> &mut BTreeMap<(u128, u8), RouteTarget> {
+        &mut r.v6
+    }
+    fn fib(v: &mut Vrf) -> &mut Arc<Fib<u128>> {
+        &mut v.v6
+    }
+    fn undo(vrf: VrfId, key: (u128, u8), old: Option<RouteTarget>) -> Undo {
+        Undo::V6(vrf, key, old)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Dep {
+    Vif(VifIndex),
+    Vrf(VrfId),
+    Nh(NhId),
+}
+
+fn deps(nh: &NextHop, mut f: impl FnMut(Dep)) {
+    match nh {
+        NextHop::Discard | NextHop::Receive => {}
+        NextHop::Encap { oif, .. } => f(Dep::Vif(*oif)),
+        NextHop::Tunnel(t) => f(Dep::Vif(t.oif)),
+        NextHop::Composite(g) => g.members().iter().for_each(|m| f(Dep::Nh(m.nh))),
+        NextHop::VrfLookup { vrf } => f(Dep::Vrf(*vrf)),
+    }
+}
+
+fn bump(refs: &mut super::CowVec<u32>, i: u32, up: bool) {
+    let cur = refs.get(i as usize).copied().unwrap_or(0);
+    let next = if up { cur + 1 } else { cur.saturating_sub(1) };
+    let _ = refs.set(i as usize, (next > 0).then_some(next));
+}
+
+fn check_label(field: &'static str, label: Label) -> Result<(), TableError> {
+    if label != RouteTarget::NO_LABEL && label > mpls::MAX_LABEL {
+        return Err(TableError::OutOfRange {
+            field,
+            value: label.into(),
+            min: 0,
+            max: mpls::MAX_LABEL.into(),
+        });
+    }
+    Ok(())
+}
+
+fn check_index(
+    field: &'static str,
+    value: u32,
+    capacity: usize,
+    min: u64,
+) -> Result<(), TableError> {
+    if u64::from(value) < min || value as usize >= capacity {
+        return Err(TableError::OutOfRange {
+            field,
+            value: value.into(),
+            min,
+            max: capacity.saturating_sub(1) as u64,
+        });
+    }
+    Ok(())
+}
+
+impl TablesWriter {
+    /// A writer over empty tables, and the handle readers load from.
+    pub fn new(limits: super::Limits) -> (TablesWriter, TablesHandle) {
+        let current = Arc::new(Tables::new(limits));
+        let handle = TablesHandle {
+            current: Arc::new(ArcSwap::new(Arc::clone(&current))),
+        };
+        let w = TablesWriter {
+            handle: handle.clone(),
+            current,
+            routes: AHashMap::new(),
+            undo: Vec::new(),
+        };
+        (w, handle)
+    }
+
+    /// A handle readers load snapshots from.
+    pub fn handle(&self) -> TablesHandle {
+        self.handle.clone()
+    }
+
+    /// The last published snapshot.
+    pub fn tables(&self) -> &Arc<Tables> {
+        &self.current
+    }
+
+    /// Number of routes of one family in a VRF.
+    pub fn route_count(&self, vrf: VrfId) -> (usize, usize) {
+        self.routes
+            .get(&vrf)
+            .map_or((0, 0), |r| (r.v4.len(), r.v6.len()))
+    }
+
+    /// Up to `limit` routes of VRF `vrf`, in address order (a shorter prefix
+    /// before the longer ones at the same address), IPv4 before IPv6,
+    /// starting after `after`. Dumps of any size are read page by page.
+    pub fn routes_page(
+        &self,
+        vrf: VrfId,
+        after: Option<Prefix>,
+        limit: usize,
+    ) -> Option<Vec<RouteSpec>> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let r = self.routes.get(&vrf)?;
+        let spec = |addr: IpAddr, len: u8, target: RouteTarget| RouteSpec {
+            vrf,
+            prefix: Prefix { addr, len },
+            target,
+        };
+        let (b4, b6) = match after.map(|p| (p.addr, p.len)) {
+            None => (Unbounded, Unbounded),
+            Some((IpAddr::V4(a), l)) => (Excluded((u32::from(a), l)), Unbounded),
+            Some((IpAddr::V6(a), l)) => (Unbounded, Excluded((u128::from(a), l))),
+        };
+        let v4 = match after {
+            Some(p) if p.addr.is_ipv6() => None,
+            _ => Some(
+                r.v4.range((b4, Unbounded))
+                    .map(|(&(a, l), &t)| spec(IpAddr::V4(a.into()), l, t)),
+            ),
+        };
+        let v6 =
+            r.v6.range((b6, Unbounded))
+                .map(|(&(a, l), &t)| spec(IpAddr::V6(a.into()), l, t));
+        Some(v4.into_iter().flatten().chain(v6).take(limit).collect())
+    }
+
+    /// Applies `ops` in order. Either all of them take effect, published to
+    /// readers at once, or none does and the error names the failing one.
+    /// Returns the generation of the new snapshot.
+    pub fn apply(&mut self, ops: &[Op]) -> Result<u64, BatchError> {
+        let mut work = (*self.current).clone();
+        for (index, op) in ops.iter().enumerate() {
+            if let Err(error) = self.apply_one(&mut work, op) {
+                self.rollback();
+                return Err(BatchError { index, error });
+            }
+        }
+        self.undo.clear();
+        work.generation += 1;
+        let generation = work.generation;
+        let published = Arc::new(work);
+        self.handle.current.store(Arc::clone(&published));
+        self.current = published;
+        Ok(generation)
+    }
+
+    fn rollback(&mut self) {
+        while let Some(u) = self.undo.pop() {
+            match u {
+                Undo::V4(vrf, key, old) => {
+                    restore(self.routes.get_mut(&vrf).map(|r| &mut r.v4), key, old)
+                }
+                Undo::V6(vrf, key, old) => {
+                    restore(self.routes.get_mut(&vrf).map(|r| &mut r.v6), key, old)
+                }
+                Undo::VrfCreated(vrf) => {
+                    self.routes.remove(&vrf);
+                }
+                Undo::VrfRemoved(vrf) => {
+                    self.routes.insert(vrf, VrfRoutes::default());
+                }
+            }
+        }
+    }
+
+    fn apply_one(&mut self, w: &mut Tables, op: &Op) -> Result<(), TableError> {
+        match op {
+            Op::Add(o) | Op::Update(o) => {
+                let add = matches!(op, Op::Add(_));
+                match o {
+                    Object::Vif(v) => self.put_vif(w, v, add),
+                    Object::Vrf(v) => self.put_vrf(w, v, add),
+                    Object::NextHop(id, nh) => self.put_nh(w, *id, nh, add),
+                    Object::Route(r) => self.put_route(w, r, add),
+                    Object::Label(l, nh) => self.put_label(w, *l, *nh, add),
+                }
+            }
+            Op::Delete(k) => match *k {
+                ObjectKey::Vif(i) => self.del_vif(w, i),
+                ObjectKey::Vrf(id) => self.del_vrf(w, id),
+                ObjectKey::NextHop(id) => self.del_nh(w, id),
+                ObjectKey::Route(vrf, p) => self.del_route(w, vrf, p),
+                ObjectKey::Label(l) => self.del_label(w, l),
+            },
+        }
+    }
+
+    fn exists_check(
+        what: &'static str,
+        id: u32,
+        present: bool,
+        add: bool,
+    ) -> Result<(), TableError> {
+        match (present, add) {
+            (true, true) => Err(TableError::Exists {
+                what,
+                id: id.to_string(),
+            }),
+            (false, false) => Err(TableError::NotFound {
+                what,
+                id: id.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn put_vif(&mut self, w: &mut Tables, v: &Vif, add: bool) -> Result<(), TableError> {
+        check_index("index", v.index, w.limits.vifs, 0)?;
+        let old = w.vif(v.index).cloned();
+        Self::exists_check("vif", v.index, old.is_some(), add)?;
+        if w.vrf(v.vrf).is_none() {
+            return Err(TableError::MissingReference {
+                field: "vrf",
+                what: "VRF",
+                id: v.vrf,
+            });
+        }
+        if !(68..=9216).contains(&v.mtu) {
+            return Err(TableError::OutOfRange {
+                field: "mtu",
+                value: v.mtu.into(),
+                min: 68,
+                max: 9216,
+            });
+        }
+        if v.name.is_empty() {
+            return Err(TableError::Invalid {
+                field: "name",
+                reason: "must not be empty".into(),
+            });
+        }
+        if let Some(old) = &old {
+            if old.kind != v.kind && w.vif_refs.get(v.index as usize).is_some() {
+                return Err(TableError::Invalid {
+                    field: "kind",
+                    reason: "cannot change the kind of a vif that next hops use".into(),
+                });
+            }
+            bump(&mut w.vrf_refs, old.vrf, false);
+        }
+        bump(&mut w.vrf_refs, v.vrf, true);
+        let _ = w.vifs.set(v.index as usize, Some(Arc::new(v.clone())));
+        Ok(())
+    }
+
+    fn del_vif(&mut self, w: &mut Tables, i: VifIndex) -> Result<(), TableError> {
+        let Some(old) = w.vif(i).cloned() else {
+            return Err(TableError::NotFound {
+                what: "vif",
+                id: i.to_string(),
+            });
+        };
+        if let Some(&refs) = w.vif_refs.get(i as usize) {
+            return Err(TableError::InUse {
+                what: "vif",
+                id: i.to_string(),
+                refs,
+            });
+        }
+        bump(&mut w.vrf_refs, old.vrf, false);
+        let _ = w.vifs.set(i as usize, None);
+        Ok(())
+    }
+
+    fn put_vrf(&mut self, w: &mut Tables, v: &VrfSpec, add: bool) -> Result<(), TableError> {
+        check_index("id", v.id, w.limits.vrfs, 0)?;
+        let old = w.vrfs.get(v.id as usize).cloned();
+        Self::exists_check("VRF", v.id, old.is_some(), add)?;
+        let vrf = match old {
+            Some(o) => Vrf {
+                name: v.name.clone(),
+                gateway_v4: v.gateway_v4,
+                gateway_v6: v.gateway_v6,
+                ..(*o).clone()
+            },
+            None => {
+                self.routes.insert(v.id, VrfRoutes::default());
+                self.undo.push(Undo::VrfCreated(v.id));
+                Vrf {
+                    id: v.id,
+                    name: v.name.clone(),
+                    gateway_v4: v.gateway_v4,
+                    gateway_v6: v.gateway_v6,
+                    v4: Arc::new(Fib::new()),
+                    v6: Arc::new(Fib::new()),
+                }
+            }
+        };
+        let _ = w.vrfs.set(v.id as usize, Some(Arc::new(vrf)));
+        Ok(())
+    }
+
+    fn del_vrf(&mut self, w: &mut Tables, id: VrfId) -> Result<(), TableError> {
+        if w.vrf(id).is_none() {
+            return Err(TableError::NotFound {
+                what: "VRF",
+                id: id.to_string(),
+            });
+        }
+        if let Some(&refs) = w.vrf_refs.get(id as usize) {
+            return Err(TableError::InUse {
+                what: "VRF",
+                id: id.to_string(),
+                refs,
+            });
+        }
+        let (v4, v6) = self.route_count(id);
+        if v4 + v6 > 0 {
+            return Err(TableError::InUse {
+                what: "VRF",
+                id: id.to_string(),
+                refs: (v4 + v6) as u32,
+            });
+        }
+        self.routes.remove(&id);
+        self.undo.push(Undo::VrfRemoved(id));
+        let _ = w.vrfs.set(id as usize, None);
+        Ok(())
+    }
+
+    fn check_nh(w: &Tables, id: NhId, nh: &NextHop) -> Result<(), TableError> {
+        let vif_of = |field, oif: VifIndex| {
+            w.vif(oif).ok_or(TableError::MissingReference {
+                field,
+                what: "vif",
+                id: oif,
+            })
+        };
+        match nh {
+            NextHop::Discard | NextHop::Receive => Ok(()),
+            NextHop::Encap { oif, .. } => vif_of("oif", *oif).map(|_| ()),
+            NextHop::Tunnel(t) => {
+                if vif_of("oif", t.oif)?.kind != VifKind::Fabric {
+                    return Err(TableError::Invalid {
+                        field: "oif",
+                        reason: format!("vif {} is not a fabric vif", t.oif),
+                    });
+                }
+                Ok(())
+            }
+            NextHop::VrfLookup { vrf } => match w.vrf(*vrf) {
+                Some(_) => Ok(()),
+                None => Err(TableError::MissingReference {
+                    field: "vrf",
+                    what: "VRF",
+                    id: *vrf,
+                }),
+            },
+            NextHop::Composite(g) => {
+                let n = g.members().len();
+                if n == 0 || n > MAX_MEMBERS {
+                    return Err(TableError::OutOfRange {
+                        field: "members",
+                        value: n as u64,
+                        min: 1,
+                        max: MAX_MEMBERS as u64,
+                    });
+                }
+                for m in g.members() {
+                    check_label("members.label", m.label)?;
+                    match w.nexthop(m.nh) {
+                        None => {
+                            return Err(TableError::MissingReference {
+                                field: "members.nh",
+                                what: "next hop",
+                                id: m.nh,
+                            })
+                        }
+                        Some(NextHop::Composite(_)) | Some(NextHop::VrfLookup { .. }) => {
+                            return Err(TableError::Invalid {
+                                field: "members.nh",
+                                reason: format!("next hop {} cannot be an ECMP member", m.nh),
+                            })
+                        }
+                        Some(_) if m.nh == id => {
+                            unreachable!("a composite is never its own member")
+                        }
+                        Some(_) => {}
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn put_nh(
+        &mut self,
+        w: &mut Tables,
+        id: NhId,
+        nh: &NextHop,
+        add: bool,
+    ) -> Result<(), TableError> {
+        check_index("id", id, w.limits.nexthops, 1)?;
+        let old = w.nexthops.get(id as usize).cloned();
+        Self::exists_check("next hop", id, old.is_some(), add)?;
+        Self::check_nh(w, id, nh)?;
+        let nh = match (old.as_deref(), nh) {
+            (Some(NextHop::Composite(prev)), NextHop::Composite(next)) => {
+                NextHop::Composite(prev.rebalance(next.members().to_vec()))
+            }
+            _ => nh.clone(),
+        };
+        if let Some(o) = &old {
+            deps(o, |d| Self::bump_dep(w, d, false));
+        }
+        deps(&nh, |d| Self::bump_dep(w, d, true));
+        let _ = w.nexthops.set(id as usize, Some(Arc::new(nh)));
+        Ok(())
+    }
+
+    fn bump_dep(w: &mut Tables, d: Dep, up: bool) {
+        match d {
+            Dep::Vif(i) => bump(&mut w.vif_refs, i, up),
+            Dep::Vrf(i) => bump(&mut w.vrf_refs, i, up),
+            Dep::Nh(i) => bump(&mut w.nh_refs, i, up),
+        }
+    }
+
+    fn del_nh(&mut self, w: &mut Tables, id: NhId) -> Result<(), TableError> {
+        if id == 0 {
+            return Err(TableError::Invalid {
+                field: "id",
+                reason: "next hop 0 (discard) is permanent".into(),
+            });
+        }
+        let Some(old) = w.nexthops.get(id as usize).cloned() else {
+            return Err(TableError::NotFound {
+                what: "next hop",
+                id: id.to_string(),
+            });
+        };
+        if let Some(&refs) = w.nh_refs.get(id as usize) {
+            return Err(TableError::InUse {
+                what: "next hop",
+                id: id.to_string(),
+                refs,
+            });
+        }
+        deps(&old, |d| Self::bump_dep(w, d, false));
+        let _ = w.nexthops.set(id as usize, None);
+        Ok(())
+    }
+
+    fn put_label(
+        &mut self,
+        w: &mut Tables,
+        l: Label,
+        nh: NhId,
+        add: bool,
+    ) -> Result<(), TableError> {
+        check_index(
+            "label",
+            l,
+            w.limits.labels,
+            mpls::FIRST_UNRESERVED_LABEL.into(),
+        )?;
+        let old = w.label(l);
+        Self::exists_check("label", l, old.is_some(), add)?;
+        if w.nexthop(nh).is_none() {
+            return Err(TableError::MissingReference {
+                field: "nh",
+                what: "next hop",
+                id: nh,
+            });
+        }
+        if let Some(o) = old {
+            bump(&mut w.nh_refs, o, false);
+        }
+        bump(&mut w.nh_refs, nh, true);
+        let _ = w.labels.set(l as usize, Some(nh));
+        Ok(())
+    }
+
+    fn del_label(&mut self, w: &mut Tables, l: Label) -> Result<(), TableError> {
+        let Some(old) = w.label(l) else {
+            return Err(TableError::NotFound {
+                what: "label",
+                id: l.to_string(),
+            });
+        };
+        bump(&mut w.nh_refs, old, false);
+        let _ = w.labels.set(l as usize, None);
+        Ok(())
+    }
+
+    fn put_route(&mut self, w: &mut Tables, r: &RouteSpec, add: bool) -> Result<(), TableError> {
+        if w.vrf(r.vrf).is_none() {
+            return Err(TableError::MissingReference {
+                field: "vrf",
+                what: "VRF",
+                id: r.vrf,
+            });
+        }
+        if w.nexthop(r.target.nh).is_none() {
+            return Err(TableError::MissingReference {
+                field: "nh",
+                what: "next hop",
+                id: r.target.nh,
+            });
+        }
+        check_label("label", r.target.label)?;
+        match r.prefix.addr() {
+            IpAddr::V4(a) => self.put_route_in::<u32>(w, r, u32::from(a), add),
+            IpAddr::V6(a) => self.put_route_in::<u128>(w, r, u128::from(a), add),
+        }
+    }
+
+    fn put_route_in<K: Family>(
+        &mut self,
+        w: &mut Tables,
+        r: &RouteSpec,
+        key: K,
+        add: bool,
+    ) -> Result<(), TableError> {
+        let limit = w.limits.routes_per_vrf;
+        let Some(routes) = self.routes.get_mut(&r.vrf) else {
+            return Err(TableError::MissingReference {
+                field: "vrf",
+                what: "VRF",
+                id: r.vrf,
+            });
+        };
+        let map = K::routes(routes);
+        let k = (key, r.prefix.len());
+        let old = map.get(&k).copied();
+        match (old.is_some(), add) {
+            (true, true) => {
+                return Err(TableError::Exists {
+                    what: "route",
+                    id: format!("{} in VRF {}", r.prefix, r.vrf),
+                })
+            }
+            (false, false) => {
+                return Err(TableError::NotFound {
+                    what: "route",
+                    id: format!("{} in VRF {}", r.prefix, r.vrf),
+                })
+            }
+            _ => {}
+        }
+        if old.is_none() && map.len() >= limit {
+            return Err(TableError::Full {
+                table: "route",
+                capacity: limit,
+            });
+        }
+        map.insert(k, r.target);
+        self.undo.push(K::undo(r.vrf, k, old));
+        if let Some(o) = old {
+            bump(&mut w.nh_refs, o.nh, false);
+        }
+        bump(&mut w.nh_refs, r.target.nh, true);
+        let vrf = Arc::make_mut(w.vrfs.get_mut(r.vrf as usize).expect("checked above"));
+        Arc::make_mut(K::fib(vrf)).insert(key, r.prefix.len(), r.target, old);
+        Ok(())
+    }
+
+    fn del_route(&mut self, w: &mut Tables, vrf: VrfId, p: Prefix) -> Result<(), TableError> {
+        match p.addr() {
+            IpAddr::V4(a) => self.del_route_in::<u32>(w, vrf, p, u32::from(a)),
+            IpAddr::V6(a) => self.del_route_in::<u128>(w, vrf, p, u128::from(a)),
+        }
+    }
+
+    fn del_route_in<K: Family>(
+        &mut self,
+        w: &mut Tables,
+        vrf_id: VrfId,
+        p: Prefix,
+        key: K,
+    ) -> Result<(), TableError> {
+        let not_found = || TableError::NotFound {
+            what: "route",
+            id: format!("{p} in VRF {vrf_id}"),
+        };
+        let routes = self.routes.get_mut(&vrf_id).ok_or_else(not_found)?;
+        let map = K::routes(routes);
+        let k = (key, p.len());
+        let old = map.remove(&k).ok_or_else(not_found)?;
+        let cover = (0..p.len())
+            .rev()
+            .find_map(|l| map.get(&(key.mask(l), l)).map(|t| (l, *t)));
+        self.undo.push(K::undo(vrf_id, k, Some(old)));
+        bump(&mut w.nh_refs, old.nh, false);
+        let vrf = Arc::make_mut(w.vrfs.get_mut(vrf_id as usize).ok_or_else(not_found)?);
+        Arc::make_mut(K::fib(vrf)).remove(key, p.len(), old, cover);
+        Ok(())
+    }
+}
+
+fn restore<K: Ord>(map: Option<&mut BTreeMap<K, RouteTarget>>, key: K, old: Option<RouteTarget>) {
+    if let Some(map) = map {
+        match old {
+            Some(t) => map.insert(key, t),
+            None => map.remove(&key),
+        };
+    }
+}
