@@ -1,2 +1,4 @@
+pub mod pipeline;
+pub mod stats;
 pub mod tables;
 pub mod wire;

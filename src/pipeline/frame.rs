@@ -1,0 +1,127 @@
+//! Frames: a buffer with headroom, a window of valid bytes, and a verdict.
+
+use super::Verdict;
+use crate::stats::DropReason;
+use crate::tables::VifIndex;
+
+/// A received frame in a buffer that keeps headroom in front of the data,
+/// so that headers can be prepended in place.
+#[derive(Debug)]
+pub struct Frame<B> {
+    buf: B,
+    head: usize,
+    len: usize,
+    /// The vif the frame arrived on.
+    pub vif: VifIndex,
+    /// Set by the pipeline.
+    pub verdict: Verdict,
+}
+
+impl<B: AsRef<[u8]> + AsMut<[u8]>> Frame<B> {
+    /// A frame whose data is `len` bytes at offset `head` of `buf`. `None`
+    /// when that window does not fit in the buffer.
+    pub fn new(buf: B, head: usize, len: usize, vif: VifIndex) -> Option<Self> {
+        if head.checked_add(len)? > buf.as_ref().len() {
+            return None;
+        }
+        Some(Frame { buf, head, len, vif, verdict: Verdict::Drop(DropReason::Discard) })
+    }
+
+    /// The frame's bytes.
+    #[inline]
+    pub fn data(&self) -> &[u8] {
+        &self.buf.as_ref()[self.head..self.head + self.len]
+    }
+
+    /// The frame's bytes, writable.
+    #[inline]
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        let (h, l) = (self.head, self.len);
+        &mut self.buf.as_mut()[h..h + l]
+    }
+
+    /// Length of the frame.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for a zero-length frame.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Offset of the data in the buffer: the room left for headers.
+    #[inline]
+    pub fn headroom(&self) -> usize {
+        self.head
+    }
+
+    /// Grows the frame by `n` bytes at the front. False if the headroom is short.
+    #[inline]
+    pub(crate) fn push_front(&mut self, n: usize) -> bool {
+        if n > self.head {
+            return false;
+        }
+        self.head -= n;
+        self.len += n;
+        true
+    }
+
+    /// Drops `n` bytes from the front. False if the frame is shorter.
+    #[inline]
+    pub(crate) fn pull_front(&mut self, n: usize) -> bool {
+        if n > self.len {
+            return false;
+        }
+        self.head += n;
+        self.len -= n;
+        true
+    }
+
+    /// Sets the length. False if the buffer has no room for it.
+    #[inline]
+    pub(crate) fn set_len(&mut self, len: usize) -> bool {
+        if self.head + len > self.buf.as_ref().len() {
+            return false;
+        }
+        self.len = len;
+        true
+    }
+
+    /// Gives the buffer back.
+    pub fn into_buf(self) -> B {
+        self.buf
+    }
+
+    /// The buffer.
+    pub fn buf(&self) -> &B {
+        &self.buf
+    }
+}
+
+/// Spare buffers for frames the pipeline makes (extra fragments), and
+/// where those frames are left. Both vectors are reserved up front by the
+/// caller, so the pipeline never allocates.
+pub struct Spill<B> {
+    /// Empty buffers the pipeline may take.
+    pub free: Vec<B>,
+    /// Frames the pipeline made, with their verdicts.
+    pub out: Vec<Frame<B>>,
+    /// Headroom to leave in a spare buffer.
+    pub headroom: usize,
+}
+
+impl<B> Spill<B> {
+    /// A spill with no spare buffers: fragmentation is then impossible and
+    /// counted as `FragmentError`.
+    pub fn none() -> Self {
+        Spill { free: Vec::new(), out: Vec::new(), headroom: 0 }
+    }
+
+    /// A spill that owns `free` buffers with `headroom` bytes kept in front.
+    pub fn with_buffers(free: Vec<B>, headroom: usize) -> Self {
+        let cap = free.len();
+        Spill { free, out: Vec::with_capacity(cap), headroom }
+    }
+}

@@ -1,0 +1,181 @@
+//! The forwarding pipeline: deterministic, no I/O, no allocation, no locks.
+//!
+//! [`Pipeline::process`] takes a batch of received [`Frame`]s and a
+//! [`Tables`] snapshot, rewrites each frame in place and leaves a
+//! [`Verdict`] on it: transmit on a vif, hand to the host, trap to the
+//! agent, or drop with a reason. The I/O layer around it moves buffers; it
+//! makes no forwarding decision. Tests drive it with plain byte buffers.
+//!
+//! A frame's trip, by the vif it came in on:
+//! - a pod, VM, host or agent vif: proxy ARP / ND, or route the IP packet
+//!   in the vif's VRF ([`forward`]);
+//! - the fabric: tunnel packets for this node are decapsulated and their
+//!   label decides ([`decap`]); all else goes to the host stack.
+//!
+//! Encapsulation prepends into the buffer's headroom, so a frame is never
+//! copied unless it must be fragmented.
+
+mod decap;
+mod forward;
+mod frame;
+pub mod hash;
+mod icmp;
+mod neighbor;
+
+pub use frame::{Frame, Spill};
+
+use crate::stats::{DropReason, Stats};
+use crate::tables::{Tables, VifIndex, VifKind};
+use crate::wire::MacAddr;
+
+/// Why a frame is handed to the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TrapReason {
+    /// A DHCPv4 request from a pod: the agent is its DHCP server.
+    Dhcp,
+    /// A DHCPv6 request from a pod.
+    Dhcpv6,
+    /// An IPv6 router solicitation: the agent sends router advertisements.
+    RouterSolicit,
+}
+
+/// What to do with a frame after processing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// Send the (rewritten) frame out of this vif.
+    Tx(VifIndex),
+    /// Hand the frame to the host's own stack.
+    ToHost,
+    /// Trap the frame to the agent.
+    ToAgent(TrapReason),
+    /// Drop it; the reason has been counted.
+    Drop(DropReason),
+}
+
+/// Settings of the pipeline that are not tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PipelineConfig {
+    /// The MAC vrouter answers ARP and ND with, and sends from toward pods.
+    pub router_mac: MacAddr,
+    /// Fold into the flow hash, so that two layers of ECMP (ours and the
+    /// fabric's) do not correlate.
+    pub hash_seed: u64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        // 00:00:5e:00:01:00 is the MAC Tungsten Fabric's vRouter uses.
+        PipelineConfig { router_mac: MacAddr([0x00, 0x00, 0x5e, 0x00, 0x01, 0x00]), hash_seed: 0 }
+    }
+}
+
+/// One worker's pipeline: its configuration and its own counters.
+pub struct Pipeline {
+    config: PipelineConfig,
+    stats: Stats,
+}
+
+/// Most VRF translations one packet may go through before it is a loop.
+const MAX_DEPTH: u8 = 4;
+
+/// Where the packet being routed came from: it decides where ICMP errors go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// Received on this local vif.
+    Vif(VifIndex),
+    /// Decapsulated from a tunnel that arrived on this fabric vif.
+    Tunnel(VifIndex),
+}
+
+/// What one processing step shares: the snapshot, the counters, the
+/// configuration and the spare buffers.
+struct Ctx<'a, B> {
+    t: &'a Tables,
+    stats: &'a mut Stats,
+    cfg: &'a PipelineConfig,
+    spill: &'a mut Spill<B>,
+}
+
+impl Pipeline {
+    /// A pipeline with counters sized for the tables' limits.
+    pub fn new(config: PipelineConfig, limits: &crate::tables::Limits) -> Self {
+        Pipeline { config, stats: Stats::new(limits.vifs, limits.vrfs) }
+    }
+
+    /// This worker's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PipelineConfig {
+        &self.config
+    }
+
+    /// Processes a batch. Each frame gets its verdict in `frame.verdict`.
+    /// Frames made along the way (extra fragments) are taken from
+    /// `spill`'s free buffers and left, with their verdicts, in its output.
+    pub fn process<B>(&mut self, tables: &Tables, frames: &mut [Frame<B>], spill: &mut Spill<B>)
+    where
+        B: AsRef<[u8]> + AsMut<[u8]>,
+    {
+        let mut ctx = Ctx { t: tables, stats: &mut self.stats, cfg: &self.config, spill };
+        for f in frames.iter_mut() {
+            let in_vif = f.vif;
+            let v = receive(&mut ctx, f);
+            f.verdict = v;
+            account(ctx.stats, in_vif, v, f.len());
+        }
+    }
+}
+
+/// Counts a verdict against the vif the frame came in on and the one it leaves by.
+#[inline]
+fn account(stats: &mut Stats, in_vif: VifIndex, v: Verdict, len: usize) {
+    match v {
+        Verdict::Tx(out) => {
+            if let Some(c) = stats.vifs.get_mut(out as usize) {
+                c.tx_packets += 1;
+                c.tx_bytes += len as u64;
+            }
+        }
+        Verdict::ToHost => stats.to_host += 1,
+        Verdict::ToAgent(_) => stats.to_agent += 1,
+        Verdict::Drop(r) => {
+            stats.drops[r as usize] += 1;
+            if let Some(c) = stats.vifs.get_mut(in_vif as usize) {
+                c.drops += 1;
+                if matches!(
+                    r,
+                    DropReason::Truncated
+                        | DropReason::InvalidPacket
+                        | DropReason::ChecksumError
+                        | DropReason::InvalidArp
+                        | DropReason::InvalidNd
+                        | DropReason::BadTunnelHeader
+                ) {
+                    c.rx_errors += 1;
+                }
+            }
+        }
+    }
+}
+
+#[inline]
+fn receive<B: AsRef<[u8]> + AsMut<[u8]>>(ctx: &mut Ctx<'_, B>, f: &mut Frame<B>) -> Verdict {
+    let t = ctx.t;
+    let Some(vif) = t.vif(f.vif) else {
+        return Verdict::Drop(DropReason::InvalidIf);
+    };
+    if let Some(c) = ctx.stats.vifs.get_mut(f.vif as usize) {
+        c.rx_packets += 1;
+        c.rx_bytes += f.len() as u64;
+    }
+    if vif.flags.disabled {
+        return Verdict::Drop(DropReason::IfDrop);
+    }
+    match vif.kind {
+        VifKind::Fabric => decap::from_fabric(ctx, f, vif),
+        VifKind::Virtual | VifKind::Host | VifKind::Agent => forward::from_vif(ctx, f, vif),
+    }
+}

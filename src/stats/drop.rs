@@ -1,0 +1,98 @@
+//! The one list of reasons a frame is dropped.
+
+macro_rules! drop_reasons {
+    ($($(#[doc = $doc:literal])* $name:ident => $key:literal, $contrail:literal;)*) => {
+        /// Why a frame was dropped. Each reason is a counter; the same enum
+        /// serves the pipeline, the stats, the API and the CLI.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum DropReason {
+            $($(#[doc = $doc])* $name,)*
+        }
+
+        impl DropReason {
+            /// Every reason, in counter order.
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$name,)*];
+            /// Number of reasons.
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// Stable snake_case name, for the API, metrics and `--json`.
+            pub const fn as_str(self) -> &'static str {
+                match self { $(DropReason::$name => $key,)* }
+            }
+
+            /// The closest counter in Tungsten Fabric's `dropstats`, for
+            /// operators who know those names.
+            pub const fn contrail_name(self) -> &'static str {
+                match self { $(DropReason::$name => $contrail,)* }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    /// The route or label resolved to a discard next hop.
+    Discard => "discard", "Discard";
+    /// No route in the VRF for the destination.
+    NoRoute => "no_route", "Nowhere to go";
+    /// The frame arrived on a vif that does not exist.
+    InvalidIf => "invalid_if", "Invalid IF";
+    /// The frame arrived on a disabled vif.
+    IfDrop => "if_drop", "IF Drop";
+    /// The output vif of the next hop does not exist or is disabled.
+    IfTxDiscard => "if_tx_discard", "IF TX Discard";
+    /// A malformed ARP message.
+    InvalidArp => "invalid_arp", "Invalid ARP";
+    /// An ARP message vrouter does not answer: a reply, a gratuitous ARP,
+    /// or a request for an address the VRF does not route.
+    ArpNotProxied => "arp_not_proxied", "Invalid ARP";
+    /// A malformed neighbour discovery message.
+    InvalidNd => "invalid_nd", "Invalid ARP";
+    /// A neighbour solicitation vrouter does not answer (duplicate address
+    /// detection, or an address the VRF does not route).
+    NdNotProxied => "nd_not_proxied", "Invalid ARP";
+    /// An EtherType or inner protocol vrouter does not forward.
+    InvalidProtocol => "invalid_protocol", "Invalid Protocol";
+    /// The frame is shorter than its headers say.
+    Truncated => "truncated", "Pull fails";
+    /// An IP header with impossible fields.
+    InvalidPacket => "invalid_packet", "Invalid Packet";
+    /// An IPv4 header checksum that does not verify.
+    ChecksumError => "checksum_error", "Checksum errors";
+    /// The next hop is missing or cannot be used.
+    InvalidNh => "invalid_nh", "Invalid NH";
+    /// A label with no entry in the label table, or a tunnel route without one.
+    InvalidLabel => "invalid_label", "Invalid Label";
+    /// A GRE or MPLS header vrouter does not accept (options, label stacks).
+    BadTunnelHeader => "bad_tunnel_header", "Invalid Protocol";
+    /// A tunnel packet addressed to another node.
+    TunnelNotForUs => "tunnel_not_for_us", "Invalid underlay ECMP";
+    /// TTL or hop limit ran out (an ICMP error is sent where one can be).
+    TtlExceeded => "ttl_exceeded", "TTL Exceeded";
+    /// Too big for the path with DF set, or IPv6: ICMP Fragmentation Needed
+    /// or Packet Too Big was sent instead.
+    MtuExceeded => "mtu_exceeded", "Mcast DF bit";
+    /// Fragmenting failed: no spare buffer, or an outer tunnel fragment.
+    FragmentError => "fragment_error", "Fragment errors";
+    /// Not enough headroom in the buffer to prepend headers.
+    PushFails => "push_fails", "Push fails";
+    /// Too many VRF translations for one packet: a routing loop.
+    PacketLoop => "packet_loop", "Packet Loop";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_snake_case() {
+        let mut names: Vec<_> = DropReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert!(names.iter().all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '_')));
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), DropReason::COUNT);
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+    }
+}

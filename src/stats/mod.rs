@@ -1,0 +1,199 @@
+//! Counters: one plain set per worker, never shared while counting, summed
+//! when read. Every drop has a reason, and every reason has a counter.
+
+mod drop;
+
+pub use drop::DropReason;
+
+/// Counters of one vif.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VifCounters {
+    /// Frames received.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Frames sent.
+    pub tx_packets: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Received frames that were malformed.
+    pub rx_errors: u64,
+    /// Received frames that were dropped, for any reason.
+    pub drops: u64,
+}
+
+/// Counters of one VRF: packets by what their next hop did, as Contrail's `vrfstats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VrfCounters {
+    /// Sent to a discard next hop, or with no route.
+    pub discards: u64,
+    /// Handed to the host.
+    pub receives: u64,
+    /// Delivered to a local vif.
+    pub encaps: u64,
+    /// Resolved through an ECMP composite.
+    pub ecmp_composites: u64,
+    /// Encapsulated in MPLS over GRE.
+    pub gre_mpls_tunnels: u64,
+    /// Encapsulated in MPLS over UDP.
+    pub udp_mpls_tunnels: u64,
+    /// Decapsulated from a tunnel into this VRF.
+    pub decaps: u64,
+    /// Routed again in another VRF.
+    pub vrf_translates: u64,
+    /// ARP requests answered.
+    pub arp_proxies: u64,
+    /// Neighbour solicitations answered.
+    pub nd_proxies: u64,
+    /// ICMP and ICMPv6 errors sent.
+    pub icmp_errors: u64,
+    /// Extra fragments made.
+    pub fragments: u64,
+}
+
+impl VrfCounters {
+    /// Counter names and values, for display.
+    pub fn fields(&self) -> [(&'static str, u64); 12] {
+        [
+            ("discards", self.discards),
+            ("receives", self.receives),
+            ("encaps", self.encaps),
+            ("ecmp_composites", self.ecmp_composites),
+            ("gre_mpls_tunnels", self.gre_mpls_tunnels),
+            ("udp_mpls_tunnels", self.udp_mpls_tunnels),
+            ("decaps", self.decaps),
+            ("vrf_translates", self.vrf_translates),
+            ("arp_proxies", self.arp_proxies),
+            ("nd_proxies", self.nd_proxies),
+            ("icmp_errors", self.icmp_errors),
+            ("fragments", self.fragments),
+        ]
+    }
+
+    fn add(&mut self, o: &VrfCounters) {
+        self.discards += o.discards;
+        self.receives += o.receives;
+        self.encaps += o.encaps;
+        self.ecmp_composites += o.ecmp_composites;
+        self.gre_mpls_tunnels += o.gre_mpls_tunnels;
+        self.udp_mpls_tunnels += o.udp_mpls_tunnels;
+        self.decaps += o.decaps;
+        self.vrf_translates += o.vrf_translates;
+        self.arp_proxies += o.arp_proxies;
+        self.nd_proxies += o.nd_proxies;
+        self.icmp_errors += o.icmp_errors;
+        self.fragments += o.fragments;
+    }
+}
+
+/// All counters of one worker. Sized once from the table limits: counting
+/// never allocates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Drops by reason, indexed by `DropReason as usize`.
+    pub drops: [u64; DropReason::COUNT],
+    /// Per vif, by index.
+    pub vifs: Vec<VifCounters>,
+    /// Per VRF, by id.
+    pub vrfs: Vec<VrfCounters>,
+    /// Frames handed to the host stack.
+    pub to_host: u64,
+    /// Frames trapped to the agent.
+    pub to_agent: u64,
+}
+
+impl Stats {
+    /// Zeroed counters for `vifs` vifs and `vrfs` VRFs.
+    pub fn new(vifs: usize, vrfs: usize) -> Self {
+        Stats {
+            drops: [0; DropReason::COUNT],
+            vifs: vec![VifCounters::default(); vifs],
+            vrfs: vec![VrfCounters::default(); vrfs],
+            to_host: 0,
+            to_agent: 0,
+        }
+    }
+
+    /// The count of one drop reason.
+    pub fn dropped(&self, r: DropReason) -> u64 {
+        self.drops[r as usize]
+    }
+
+    /// Total drops.
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+
+    /// Counters of vif `i` (zero for an index out of range).
+    pub fn vif(&self, i: u32) -> VifCounters {
+        self.vifs.get(i as usize).copied().unwrap_or_default()
+    }
+
+    /// Counters of VRF `id` (zero for an id out of range).
+    pub fn vrf(&self, id: u32) -> VrfCounters {
+        self.vrfs.get(id as usize).copied().unwrap_or_default()
+    }
+
+    #[inline]
+    pub(crate) fn vrf_mut(&mut self, id: u32) -> Option<&mut VrfCounters> {
+        self.vrfs.get_mut(id as usize)
+    }
+
+    /// Adds another worker's counters into these.
+    pub fn add(&mut self, o: &Stats) {
+        for (a, b) in self.drops.iter_mut().zip(o.drops.iter()) {
+            *a += b;
+        }
+        if self.vifs.len() < o.vifs.len() {
+            self.vifs.resize(o.vifs.len(), VifCounters::default());
+        }
+        for (a, b) in self.vifs.iter_mut().zip(&o.vifs) {
+            a.rx_packets += b.rx_packets;
+            a.rx_bytes += b.rx_bytes;
+            a.tx_packets += b.tx_packets;
+            a.tx_bytes += b.tx_bytes;
+            a.rx_errors += b.rx_errors;
+            a.drops += b.drops;
+        }
+        if self.vrfs.len() < o.vrfs.len() {
+            self.vrfs.resize(o.vrfs.len(), VrfCounters::default());
+        }
+        for (a, b) in self.vrfs.iter_mut().zip(&o.vrfs) {
+            a.add(b);
+        }
+        self.to_host += o.to_host;
+        self.to_agent += o.to_agent;
+    }
+
+    /// The sum of several workers' counters.
+    pub fn sum<'a>(all: impl IntoIterator<Item = &'a Stats>) -> Stats {
+        let mut total = Stats::new(0, 0);
+        for s in all {
+            total.add(s);
+        }
+        total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_across_workers() {
+        let mut a = Stats::new(4, 2);
+        let mut b = Stats::new(4, 2);
+        a.drops[DropReason::NoRoute as usize] = 3;
+        b.drops[DropReason::NoRoute as usize] = 4;
+        a.vifs[1].rx_packets = 10;
+        b.vifs[1].rx_packets = 5;
+        b.vrfs[1].encaps = 2;
+        let s = Stats::sum([&a, &b]);
+        assert_eq!(s.dropped(DropReason::NoRoute), 7);
+        assert_eq!(s.total_drops(), 7);
+        assert_eq!(s.vif(1).rx_packets, 15);
+        assert_eq!(s.vrf(1).encaps, 2);
+        assert_eq!(s.vif(99), VifCounters::default());
+    }
+}
