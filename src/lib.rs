@@ -1,4 +1,5 @@
 pub mod pipeline;
+pub mod pktgen;
 pub mod stats;
 pub mod tables;
 pub mod wire;

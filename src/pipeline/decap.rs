@@ -2,63 +2,66 @@
 //! stripped, and its label says where the inner packet goes. Everything
 //! else belongs to the host's own stack.
 
-use super::forward::{parse_ip, resolve, route, ETH};
-use super::{Ctx, Frame, Origin, Verdict};
+use super::forward::{parse_ip_into, resolve, ETH};
+use super::{Ctx, Frame, Origin, Pending, Step, Verdict};
 use crate::stats::DropReason;
+use crate::tables::nexthop::{MPLS_UDP_LEGACY_PORT, MPLS_UDP_PORT};
 use crate::tables::{NextHop, RouteTarget, Vif};
 use crate::wire::{gre, ip_proto, ipv4, mpls, read_u16, udp, write_u16, EtherType, WireError};
 
-/// IANA's port for MPLS over UDP (RFC 7510).
-pub const MPLS_UDP_PORT: u16 = 6635;
-/// Tungsten Fabric's legacy MPLS-over-UDP port, accepted on receive.
-pub const MPLS_UDP_LEGACY_PORT: u16 = 51234;
-
 /// A frame from the fabric vif `vif`.
 #[inline]
-pub(super) fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(ctx: &mut Ctx<'_, B>, f: &mut Frame<B>, vif: &Vif) -> Verdict {
+pub(super) fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
+    ctx: &mut Ctx<'_, B>,
+    f: &mut Frame<B>,
+    vif: &Vif,
+    p: &mut Pending,
+) -> Step {
+    decap(ctx, f, vif, p).unwrap_or_else(|r| Some(Verdict::Drop(r)))
+}
+
+fn decap<B: AsRef<[u8]> + AsMut<[u8]>>(
+    ctx: &mut Ctx<'_, B>,
+    f: &mut Frame<B>,
+    vif: &Vif,
+    p: &mut Pending,
+) -> Result<Step, DropReason> {
     let d = f.data();
     // Only tunnel packets are ours; look no further into anything else.
     if d.len() < ETH + ipv4::HEADER_LEN || EtherType(read_u16(d, 12)) != EtherType::IPV4 {
-        return Verdict::ToHost;
+        return Ok(Some(Verdict::ToHost));
     }
     let hl = usize::from(d[ETH] & 0x0f) * 4;
     let is_tunnel = match d[ETH + 9] {
         ip_proto::GRE => true,
-        ip_proto::UDP => d.len() >= ETH + hl + 4 && {
-            let port = read_u16(d, ETH + hl + 2);
-            port == MPLS_UDP_PORT || port == MPLS_UDP_LEGACY_PORT
-        },
+        ip_proto::UDP => {
+            d.len() >= ETH + hl + 4 && {
+                let port = read_u16(d, ETH + hl + 2);
+                port == MPLS_UDP_PORT || port == MPLS_UDP_LEGACY_PORT
+            }
+        }
         _ => false,
     };
     if !is_tunnel {
-        return Verdict::ToHost;
+        return Ok(Some(Verdict::ToHost));
     }
-    let (label, inner_at, ip_end) = match strip(d, vif) {
-        Ok(x) => x,
-        Err(r) => return Verdict::Drop(r),
-    };
+    let (label, inner_at, ip_end) = strip(d, vif)?;
     let ethertype = match d[inner_at] >> 4 {
         4 => EtherType::IPV4,
         6 => EtherType::IPV6,
-        _ => return Verdict::Drop(DropReason::InvalidProtocol),
+        _ => return Err(DropReason::InvalidProtocol),
     };
     let t = ctx.t;
-    let Some(nh_id) = t.label(label) else {
-        return Verdict::Drop(DropReason::InvalidLabel);
-    };
+    let nh_id = t.label(label).ok_or(DropReason::InvalidLabel)?;
     // Keep 14 bytes in front of the inner packet for its new Ethernet header.
     f.pull_front(inner_at - ETH);
     f.set_len(ETH + ip_end - inner_at);
     write_u16(f.data_mut(), 12, ethertype.0);
-    let info = match parse_ip(f.data(), ethertype == EtherType::IPV6) {
-        Ok(i) => i,
-        Err(r) => return Verdict::Drop(r),
-    };
-    f.set_len(ETH + info.total);
+    parse_ip_into(f.data(), ethertype == EtherType::IPV6, &mut p.info)?;
+    let info = &p.info;
+    f.set_len(ETH + info.total());
     let origin = Origin::Tunnel(vif.index);
-    let Some(nh) = t.nexthop(nh_id) else {
-        return Verdict::Drop(DropReason::InvalidNh);
-    };
+    let nh = t.nexthop(nh_id).ok_or(DropReason::InvalidNh)?;
     // The VRF the packet lands in: the one the label names, or the one of
     // the vif it is delivered to.
     let vrf_id = match nh {
@@ -66,19 +69,19 @@ pub(super) fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(ctx: &mut Ctx<'_, B>, f:
             if let Some(c) = ctx.stats.vrf_mut(*vrf) {
                 c.decaps += 1;
             }
-            return route(ctx, f, *vrf, origin, 0);
+            p.vrf = *vrf;
+            p.origin = origin;
+            return Ok(None);
         }
         NextHop::Encap { oif, .. } => t.vif(*oif).map_or(vif.vrf, |v| v.vrf),
         _ => vif.vrf,
     };
-    let Some(vrf) = t.vrf(vrf_id) else {
-        return Verdict::Drop(DropReason::InvalidNh);
-    };
+    let vrf = t.vrf(vrf_id).ok_or(DropReason::InvalidNh)?;
     if let Some(c) = ctx.stats.vrf_mut(vrf_id) {
         c.decaps += 1;
     }
     let target = RouteTarget { nh: nh_id, label: RouteTarget::NO_LABEL };
-    resolve(ctx, f, vrf, target, &info, origin, 0, None)
+    Ok(Some(resolve(ctx, f, vrf, target, info, origin, 0)))
 }
 
 /// Checks the outer headers; returns the label, where the inner packet

@@ -5,12 +5,12 @@
 //! Ethernet padding trimmed; every function here keeps that shape until it
 //! writes the final headers.
 
-use super::{account, hash, icmp, neighbor, Ctx, Frame, Origin, TrapReason, Verdict, MAX_DEPTH};
+use super::{account, hash, icmp, neighbor, Ctx, Frame, Origin, Pending, Step, TrapReason, Verdict, MAX_DEPTH};
 use crate::stats::DropReason;
+use crate::stats::VrfCounters;
 use crate::tables::{NextHop, RouteTarget, Tunnel, TunnelEncap, Vif, VifKind, Vrf};
 use crate::wire::{
-    checksum, ethernet, icmpv4, icmpv6, ip_proto, ipv4, ipv6, mpls, read_u16, tcp, udp, write_u16,
-    EtherType, MacAddr, WireError,
+    checksum, ethernet, icmpv4, icmpv6, ip_proto, ipv4, ipv6, mpls, read_u16, tcp, EtherType, MacAddr, WireError,
 };
 
 /// Ethernet header length.
@@ -18,26 +18,29 @@ pub(super) const ETH: usize = ethernet::HEADER_LEN;
 const DHCP_SERVER_PORT: u16 = 67;
 const DHCPV6_SERVER_PORT: u16 = 547;
 
-/// The IP header fields the pipeline decides on, read once.
+/// The IP header fields the pipeline decides on, read once per packet and
+/// kept small, since every frame of a vector carries one between stages.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct IpInfo {
-    pub v6: bool,
+    /// Addresses; an IPv4 address sits in the low 32 bits.
+    pub src: u128,
+    pub dst: u128,
+    /// The first four bytes of the transport header (ports, or ICMP type
+    /// and code), zero when the packet does not carry them.
+    pub l4: [u8; 4],
+    /// Header and payload length.
+    total_len: u16,
+    /// Fragment offset in bytes, IPv4.
+    pub frag_offset: u16,
     /// Header length (IPv6: the fixed 40 bytes).
-    pub hl: usize,
-    /// Header and payload.
-    pub total: usize,
+    header_len: u8,
     pub ttl: u8,
     /// Protocol or IPv6 next header.
     pub proto: u8,
-    pub src4: u32,
-    pub dst4: u32,
-    pub src6: u128,
-    pub dst6: u128,
+    pub v6: bool,
     pub df: bool,
-    /// Any fragment (IPv4 only; IPv6 fragments show as next header 44).
+    /// Any IPv4 fragment: the More Fragments flag or a non-zero offset.
     pub frag: bool,
-    /// Fragment offset in bytes and More Fragments, IPv4.
-    pub frag_offset: u16,
     pub more_frags: bool,
 }
 
@@ -48,74 +51,126 @@ fn wire_drop(e: WireError) -> DropReason {
     }
 }
 
-/// Reads the IP header after the Ethernet header, checking it.
+/// Reads and checks the IP header after the Ethernet header.
 #[inline]
 pub(super) fn parse_ip(d: &[u8], v6: bool) -> Result<IpInfo, DropReason> {
+    let mut info = IpInfo::EMPTY;
+    parse_ip_into(d, v6, &mut info)?;
+    Ok(info)
+}
+
+/// `parse_ip`, writing into `out` in place.
+#[inline(always)]
+pub(super) fn parse_ip_into(d: &[u8], v6: bool, out: &mut IpInfo) -> Result<(), DropReason> {
     let b = d.get(ETH..).ok_or(DropReason::Truncated)?;
     if v6 {
         let p = ipv6::Packet::new_checked(b).map_err(wire_drop)?;
-        Ok(IpInfo {
-            v6,
-            hl: ipv6::HEADER_LEN,
-            total: p.total_len(),
+        let total = p.total_len();
+        *out = IpInfo {
+            src: u128::from_be_bytes(p.src_bytes()),
+            dst: u128::from_be_bytes(p.dst_bytes()),
+            l4: first_word(b, ipv6::HEADER_LEN, total),
+            total_len: total as u16,
+            frag_offset: 0,
+            header_len: ipv6::HEADER_LEN as u8,
             ttl: p.hop_limit(),
             proto: p.next_header(),
-            src4: 0,
-            dst4: 0,
-            src6: u128::from_be_bytes(p.src_bytes()),
-            dst6: u128::from_be_bytes(p.dst_bytes()),
+            v6,
             df: true,
             frag: false,
-            frag_offset: 0,
             more_frags: false,
-        })
-    } else {
-        let p = ipv4::Packet::new_checked(b).map_err(wire_drop)?;
-        if !p.verify_checksum() {
-            return Err(DropReason::ChecksumError);
-        }
-        Ok(IpInfo {
-            v6,
-            hl: p.header_len(),
-            total: usize::from(p.total_len()),
-            ttl: p.ttl(),
-            proto: p.protocol(),
-            src4: u32::from_be_bytes(p.src_bytes()),
-            dst4: u32::from_be_bytes(p.dst_bytes()),
-            src6: 0,
-            dst6: 0,
-            df: p.dont_frag(),
-            frag: p.is_fragment(),
-            frag_offset: p.frag_offset(),
-            more_frags: p.more_frags(),
-        })
+        };
+        return Ok(());
+    }
+    // A fixed-size view: every field read below compiles without a bounds check.
+    let fixed: &[u8; ipv4::HEADER_LEN] =
+        b.get(..ipv4::HEADER_LEN).and_then(|h| h.try_into().ok()).ok_or(DropReason::Truncated)?;
+    let h = ipv4::Packet::new_unchecked(fixed);
+    let hl = h.header_len();
+    let total = usize::from(h.total_len());
+    if h.version() != 4 || hl < ipv4::HEADER_LEN || total < hl {
+        return Err(DropReason::InvalidPacket);
+    }
+    if b.len() < total {
+        return Err(DropReason::Truncated);
+    }
+    let header_ok = if hl == ipv4::HEADER_LEN { h.verify_checksum() } else { checksum::checksum(&b[..hl]) == 0 };
+    if !header_ok {
+        return Err(DropReason::ChecksumError);
+    }
+    let frag_offset = h.frag_offset();
+    *out = IpInfo {
+        src: u128::from(u32::from_be_bytes(h.src_bytes())),
+        dst: u128::from(u32::from_be_bytes(h.dst_bytes())),
+        l4: if frag_offset == 0 { first_word(b, hl, total) } else { [0; 4] },
+        total_len: total as u16,
+        frag_offset,
+        header_len: hl as u8,
+        ttl: h.ttl(),
+        proto: h.protocol(),
+        v6,
+        df: h.dont_frag(),
+        frag: h.is_fragment(),
+        more_frags: h.more_frags(),
+    };
+    Ok(())
+}
+
+/// The first four bytes after the IP header, if the packet has them.
+#[inline]
+fn first_word(ip: &[u8], hl: usize, total: usize) -> [u8; 4] {
+    match ip.get(hl..hl + 4) {
+        Some(w) if total >= hl + 4 => [w[0], w[1], w[2], w[3]],
+        _ => [0; 4],
     }
 }
 
 impl IpInfo {
-    /// The bytes of the transport header, when this packet carries it.
+    /// A placeholder, overwritten before use.
+    pub(super) const EMPTY: IpInfo = IpInfo {
+        src: 0,
+        dst: 0,
+        l4: [0; 4],
+        total_len: 0,
+        frag_offset: 0,
+        header_len: 0,
+        ttl: 0,
+        proto: 0,
+        v6: false,
+        df: false,
+        frag: false,
+        more_frags: false,
+    };
+
+    /// Header and payload length.
     #[inline]
-    fn l4<'a>(&self, d: &'a [u8]) -> &'a [u8] {
-        if self.frag_offset != 0 {
-            return &[];
-        }
-        d.get(ETH + self.hl..ETH + self.total).unwrap_or(&[])
+    pub fn total(&self) -> usize {
+        usize::from(self.total_len)
+    }
+
+    /// Header length.
+    #[inline]
+    pub fn hl(&self) -> usize {
+        usize::from(self.header_len)
+    }
+
+    /// The same packet with a new total length: for fragments.
+    fn with_total(&self, total: usize) -> IpInfo {
+        IpInfo { total_len: total as u16, frag: true, ..*self }
     }
 
     /// Source and destination port, or the echo identifier for ICMP echo.
     #[inline]
     fn ports(&self, d: &[u8]) -> (u16, u16) {
-        let l4 = self.l4(d);
-        if l4.len() < 4 {
-            return (0, 0);
-        }
+        let w = self.l4;
+        let (a, b) = (u16::from_be_bytes([w[0], w[1]]), u16::from_be_bytes([w[2], w[3]]));
         match self.proto {
-            ip_proto::TCP | ip_proto::UDP => (read_u16(l4, 0), read_u16(l4, 2)),
-            ip_proto::ICMP if matches!(l4[0], icmpv4::kind::ECHO_REQUEST | icmpv4::kind::ECHO_REPLY) && l4.len() >= 6 => {
-                (read_u16(l4, 4), 0)
+            ip_proto::TCP | ip_proto::UDP => (a, b),
+            ip_proto::ICMP if matches!(w[0], icmpv4::kind::ECHO_REQUEST | icmpv4::kind::ECHO_REPLY) => {
+                (echo_ident(d, self), 0)
             }
-            ip_proto::ICMPV6 if matches!(l4[0], icmpv6::kind::ECHO_REQUEST | icmpv6::kind::ECHO_REPLY) && l4.len() >= 6 => {
-                (read_u16(l4, 4), 0)
+            ip_proto::ICMPV6 if matches!(w[0], icmpv6::kind::ECHO_REQUEST | icmpv6::kind::ECHO_REPLY) => {
+                (echo_ident(d, self), 0)
             }
             _ => (0, 0),
         }
@@ -125,39 +180,55 @@ impl IpInfo {
     /// packet take the same path.
     #[inline]
     pub(super) fn flow_hash(&self, d: &[u8], seed: u64) -> u32 {
-        let (sp, dp) = if self.frag || self.more_frags { (0, 0) } else { self.ports(d) };
+        let (sp, dp) = if self.frag { (0, 0) } else { self.ports(d) };
         if self.v6 {
-            hash::flow_hash_v6(seed, self.src6, self.dst6, self.proto, sp, dp)
+            hash::flow_hash_v6(seed, self.src, self.dst, self.proto, sp, dp)
         } else {
-            hash::flow_hash_v4(seed, self.src4, self.dst4, self.proto, sp, dp)
+            hash::flow_hash_v4(seed, self.src as u32, self.dst as u32, self.proto, sp, dp)
         }
     }
 }
 
-/// A frame from a pod, VM, the host or the agent.
+fn echo_ident(d: &[u8], info: &IpInfo) -> u16 {
+    let at = ETH + info.hl() + 4;
+    if info.total() < info.hl() + 6 {
+        return 0;
+    }
+    d.get(at..at + 2).map_or(0, |w| u16::from_be_bytes([w[0], w[1]]))
+}
+
+/// A frame from a pod, VM, the host or the agent: answered here, or to be
+/// routed in the vif's VRF.
 #[inline]
-pub(super) fn from_vif<B: AsRef<[u8]> + AsMut<[u8]>>(ctx: &mut Ctx<'_, B>, f: &mut Frame<B>, vif: &Vif) -> Verdict {
+pub(super) fn from_vif<B: AsRef<[u8]> + AsMut<[u8]>>(
+    ctx: &mut Ctx<'_, B>,
+    f: &mut Frame<B>,
+    vif: &Vif,
+    p: &mut Pending,
+) -> Step {
     let d = f.data();
     if d.len() < ETH {
-        return Verdict::Drop(DropReason::Truncated);
+        return Some(Verdict::Drop(DropReason::Truncated));
     }
     let v6 = match EtherType(read_u16(d, 12)) {
         EtherType::IPV4 => false,
         EtherType::IPV6 => true,
-        EtherType::ARP => return neighbor::arp(ctx, f, vif),
-        _ => return Verdict::Drop(DropReason::InvalidProtocol),
+        EtherType::ARP => return Some(neighbor::arp(ctx, f, vif)),
+        _ => return Some(Verdict::Drop(DropReason::InvalidProtocol)),
     };
-    let info = match parse_ip(d, v6) {
-        Ok(i) => i,
-        Err(r) => return Verdict::Drop(r),
-    };
-    if vif.kind == VifKind::Virtual {
-        if let Some(v) = trap_or_neighbor(ctx, f, vif, &info) {
-            return v;
+    if let Err(r) = parse_ip_into(d, v6, &mut p.info) {
+        return Some(Verdict::Drop(r));
+    }
+    let info = &p.info;
+    if vif.kind == VifKind::Virtual && matches!(info.proto, ip_proto::UDP | ip_proto::ICMPV6) {
+        if let Some(v) = trap_or_neighbor(ctx, f, vif, info) {
+            return Some(v);
         }
     }
-    f.set_len(ETH + info.total);
-    route(ctx, f, vif.vrf, Origin::Vif(vif.index), 0)
+    f.set_len(ETH + info.total());
+    p.vrf = vif.vrf;
+    p.origin = Origin::Vif(vif.index);
+    None
 }
 
 /// The control packets a pod sends to its router rather than through it.
@@ -167,15 +238,15 @@ fn trap_or_neighbor<B: AsRef<[u8]> + AsMut<[u8]>>(
     vif: &Vif,
     info: &IpInfo,
 ) -> Option<Verdict> {
-    let l4 = info.l4(f.data());
+    if info.total() < info.hl() + 4 || info.frag_offset != 0 {
+        return None;
+    }
+    let w = info.l4;
+    let dport = u16::from_be_bytes([w[2], w[3]]);
     match (info.v6, info.proto) {
-        (false, ip_proto::UDP) if l4.len() >= 4 && read_u16(l4, 2) == DHCP_SERVER_PORT => {
-            Some(Verdict::ToAgent(TrapReason::Dhcp))
-        }
-        (true, ip_proto::UDP) if l4.len() >= 4 && read_u16(l4, 2) == DHCPV6_SERVER_PORT => {
-            Some(Verdict::ToAgent(TrapReason::Dhcpv6))
-        }
-        (true, ip_proto::ICMPV6) if !l4.is_empty() => match l4[0] {
+        (false, ip_proto::UDP) if dport == DHCP_SERVER_PORT => Some(Verdict::ToAgent(TrapReason::Dhcp)),
+        (true, ip_proto::UDP) if dport == DHCPV6_SERVER_PORT => Some(Verdict::ToAgent(TrapReason::Dhcpv6)),
+        (true, ip_proto::ICMPV6) => match w[0] {
             icmpv6::kind::ROUTER_SOLICIT => Some(Verdict::ToAgent(TrapReason::RouterSolicit)),
             icmpv6::kind::NEIGHBOR_SOLICIT => Some(neighbor::nd(ctx, f, vif, info)),
             _ => None,
@@ -184,11 +255,29 @@ fn trap_or_neighbor<B: AsRef<[u8]> + AsMut<[u8]>>(
     }
 }
 
+/// Parses the packet again and routes it: for packets vrouter built itself.
+pub(super) fn reroute<B: AsRef<[u8]> + AsMut<[u8]>>(
+    ctx: &mut Ctx<'_, B>,
+    f: &mut Frame<B>,
+    vrf_id: u32,
+    origin: Origin,
+    depth: u8,
+) -> Verdict {
+    let d = f.data();
+    let v6 = d.len() > ETH && d[ETH] >> 4 == 6;
+    match parse_ip(d, v6) {
+        Ok(info) => route(ctx, f, vrf_id, &info, origin, depth),
+        Err(r) => Verdict::Drop(r),
+    }
+}
+
 /// Routes the packet in VRF `vrf_id` by its destination.
+#[inline]
 pub(super) fn route<B: AsRef<[u8]> + AsMut<[u8]>>(
     ctx: &mut Ctx<'_, B>,
     f: &mut Frame<B>,
     vrf_id: u32,
+    info: &IpInfo,
     origin: Origin,
     depth: u8,
 ) -> Verdict {
@@ -199,91 +288,83 @@ pub(super) fn route<B: AsRef<[u8]> + AsMut<[u8]>>(
     let Some(vrf) = t.vrf(vrf_id) else {
         return Verdict::Drop(DropReason::NoRoute);
     };
-    let d = f.data();
-    let v6 = d.len() > ETH && d[ETH] >> 4 == 6;
-    let info = match parse_ip(d, v6) {
-        Ok(i) => i,
-        Err(r) => return Verdict::Drop(r),
-    };
-    let target = if v6 { vrf.v6.lookup(info.dst6) } else { vrf.v4.lookup(info.dst4) };
+    let target = if info.v6 { vrf.v6.lookup(info.dst) } else { vrf.v4.lookup(info.dst as u32) };
     let Some(target) = target else {
-        if let Some(c) = ctx.stats.vrf_mut(vrf_id) {
-            c.discards += 1;
-        }
+        count(ctx, vrf_id, |c| &mut c.discards);
         return Verdict::Drop(DropReason::NoRoute);
     };
-    resolve(ctx, f, vrf, target, &info, origin, depth, None)
+    resolve(ctx, f, vrf, target, info, origin, depth)
 }
 
-/// Carries out what `target`'s next hop says.
-#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn count<B>(ctx: &mut Ctx<'_, B>, vrf: u32, field: impl FnOnce(&mut VrfCounters) -> &mut u64) {
+    if let Some(c) = ctx.stats.vrf_mut(vrf) {
+        *field(c) += 1;
+    }
+}
+
+/// Carries out what `target`'s next hop says. An ECMP composite picks a
+/// member by flow hash; members cannot be composites themselves.
+#[inline]
 pub(super) fn resolve<B: AsRef<[u8]> + AsMut<[u8]>>(
     ctx: &mut Ctx<'_, B>,
     f: &mut Frame<B>,
     vrf: &Vrf,
-    target: RouteTarget,
+    mut target: RouteTarget,
     info: &IpInfo,
     origin: Origin,
     depth: u8,
-    hash: Option<u32>,
 ) -> Verdict {
     let t = ctx.t;
-    let Some(nh) = t.nexthop(target.nh) else {
-        return Verdict::Drop(DropReason::InvalidNh);
-    };
-    let counters = ctx.stats.vrf_mut(vrf.id);
-    match nh {
-        NextHop::Discard => {
-            if let Some(c) = counters {
-                c.discards += 1;
-            }
-            Verdict::Drop(DropReason::Discard)
-        }
-        NextHop::Receive => {
-            if let Some(c) = counters {
-                c.receives += 1;
-            }
-            Verdict::ToHost
-        }
-        NextHop::Encap { oif, smac, dmac } => {
-            if let Some(c) = counters {
-                c.encaps += 1;
-            }
-            forward(ctx, f, vrf, info, origin, depth, Egress::Local { oif: *oif, smac: *smac, dmac: *dmac })
-        }
-        NextHop::Tunnel(tun) => {
-            if let Some(c) = counters {
-                match tun.encap {
-                    TunnelEncap::MplsOverGre => c.gre_mpls_tunnels += 1,
-                    TunnelEncap::MplsOverUdp => c.udp_mpls_tunnels += 1,
+    let mut hash = None;
+    loop {
+        let Some(nh) = t.nexthop(target.nh) else {
+            return Verdict::Drop(DropReason::InvalidNh);
+        };
+        return match nh {
+            NextHop::Composite(group) => {
+                if hash.is_some() {
+                    return Verdict::Drop(DropReason::InvalidNh);
+                }
+                count(ctx, vrf.id, |c| &mut c.ecmp_composites);
+                let h = info.flow_hash(f.data(), ctx.cfg.hash_seed);
+                match group.select(h) {
+                    Some(m) => {
+                        target = *m;
+                        hash = Some(h);
+                        continue;
+                    }
+                    None => Verdict::Drop(DropReason::InvalidNh),
                 }
             }
-            let Some(label) = target.label() else {
-                return Verdict::Drop(DropReason::InvalidLabel);
-            };
-            let hash = hash.unwrap_or_else(|| info.flow_hash(f.data(), ctx.cfg.hash_seed));
-            forward(ctx, f, vrf, info, origin, depth, Egress::Tunnel { tun, label, hash })
-        }
-        NextHop::Composite(group) => {
-            if let Some(c) = counters {
-                c.ecmp_composites += 1;
+            NextHop::Tunnel(tun) => {
+                count(ctx, vrf.id, |c| match tun.encap {
+                    TunnelEncap::MplsOverGre => &mut c.gre_mpls_tunnels,
+                    TunnelEncap::MplsOverUdp => &mut c.udp_mpls_tunnels,
+                });
+                let Some(label) = target.label() else {
+                    return Verdict::Drop(DropReason::InvalidLabel);
+                };
+                let hash = hash.unwrap_or_else(|| info.flow_hash(f.data(), ctx.cfg.hash_seed));
+                forward(ctx, f, vrf, info, origin, depth, Egress::Tunnel { tun, label, hash })
             }
-            if hash.is_some() {
-                // A composite member that became a composite: refuse to recurse.
-                return Verdict::Drop(DropReason::InvalidNh);
+            NextHop::Encap { oif, smac, dmac } => {
+                count(ctx, vrf.id, |c| &mut c.encaps);
+                forward(ctx, f, vrf, info, origin, depth, Egress::Local { oif: *oif, smac: *smac, dmac: *dmac })
             }
-            let h = info.flow_hash(f.data(), ctx.cfg.hash_seed);
-            match group.select(h) {
-                Some(m) => resolve(ctx, f, vrf, *m, info, origin, depth, Some(h)),
-                None => Verdict::Drop(DropReason::InvalidNh),
+            NextHop::Discard => {
+                count(ctx, vrf.id, |c| &mut c.discards);
+                Verdict::Drop(DropReason::Discard)
             }
-        }
-        NextHop::VrfLookup { vrf: next } => {
-            if let Some(c) = counters {
-                c.vrf_translates += 1;
+            NextHop::Receive => {
+                count(ctx, vrf.id, |c| &mut c.receives);
+                Verdict::ToHost
             }
-            route(ctx, f, *next, origin, depth + 1)
-        }
+            NextHop::VrfLookup { vrf: next } => {
+                count(ctx, vrf.id, |c| &mut c.vrf_translates);
+                route(ctx, f, *next, info, origin, depth + 1)
+            }
+        };
     }
 }
 
@@ -297,6 +378,7 @@ pub(super) enum Egress<'t> {
 }
 
 /// TTL, MSS clamping and MTU, then the final headers.
+#[inline(always)]
 fn forward<B: AsRef<[u8]> + AsMut<[u8]>>(
     ctx: &mut Ctx<'_, B>,
     f: &mut Frame<B>,
@@ -322,7 +404,7 @@ fn forward<B: AsRef<[u8]> + AsMut<[u8]>>(
     if info.proto == ip_proto::TCP && info.frag_offset == 0 {
         clamp_mss(ctx, f, info, origin, out, egress, avail);
     }
-    if info.total > avail {
+    if info.total() > avail {
         if !info.v6 && !info.df {
             return fragment(ctx, f, vrf, info, avail, egress);
         }
@@ -333,16 +415,18 @@ fn forward<B: AsRef<[u8]> + AsMut<[u8]>>(
 
 #[inline]
 fn decrement_ttl<B: AsRef<[u8]> + AsMut<[u8]>>(f: &mut Frame<B>, v6: bool) {
-    let ip = &mut f.data_mut()[ETH..];
+    let Some(ip) = f.data_mut().get_mut(ETH..ETH + ipv4::HEADER_LEN) else { return };
+    let Ok(fixed) = <&mut [u8; ipv4::HEADER_LEN]>::try_from(ip) else { return };
     if v6 {
-        ip[7] -= 1;
+        fixed[7] -= 1;
     } else {
-        ipv4::Packet::new_unchecked(ip).decrement_ttl();
+        ipv4::Packet::new_unchecked(fixed).decrement_ttl();
     }
 }
 
 /// Lowers the MSS of a SYN so that its segments fit through the tunnel:
 /// on the way into a tunnel, and on the way from one to a pod.
+#[inline(never)]
 fn clamp_mss<B: AsRef<[u8]> + AsMut<[u8]>>(
     ctx: &Ctx<'_, B>,
     f: &mut Frame<B>,
@@ -362,7 +446,7 @@ fn clamp_mss<B: AsRef<[u8]> + AsMut<[u8]>>(
     };
     let ip_hl = if info.v6 { ipv6::HEADER_LEN } else { ipv4::HEADER_LEN };
     let max = path_mtu.saturating_sub(ip_hl + tcp::HEADER_LEN).min(usize::from(u16::MAX)) as u16;
-    let (start, end) = (ETH + info.hl, ETH + info.total);
+    let (start, end) = (ETH + info.hl(), ETH + info.total());
     if let Ok(mut seg) = tcp::Packet::new_checked(&mut f.data_mut()[start..end]) {
         if seg.flags() & tcp::FLAG_SYN != 0 {
             seg.clamp_mss(max);
@@ -373,6 +457,8 @@ fn clamp_mss<B: AsRef<[u8]> + AsMut<[u8]>>(
 /// Splits an IPv4 packet with DF clear into fragments that fit `avail`
 /// bytes, the way the DPDK vRouter does: the inner packet is fragmented and
 /// each piece is sent on alone. Pieces after the first go into spare buffers.
+#[cold]
+#[inline(never)]
 fn fragment<B: AsRef<[u8]> + AsMut<[u8]>>(
     ctx: &mut Ctx<'_, B>,
     f: &mut Frame<B>,
@@ -381,8 +467,8 @@ fn fragment<B: AsRef<[u8]> + AsMut<[u8]>>(
     avail: usize,
     egress: Egress<'_>,
 ) -> Verdict {
-    let hl = info.hl;
-    let payload = info.total - hl;
+    let hl = info.hl();
+    let payload = info.total() - hl;
     let chunk = avail.saturating_sub(hl) / 8 * 8;
     if chunk == 0 {
         return Verdict::Drop(DropReason::FragmentError);
@@ -409,7 +495,7 @@ fn fragment<B: AsRef<[u8]> + AsMut<[u8]>>(
         dst[ETH + hl..].copy_from_slice(&src[ETH + hl + off..ETH + hl + off + len]);
         let last = i == pieces - 1;
         set_fragment(&mut dst[ETH..], hl + len, info.frag_offset + off as u16, !last || info.more_frags);
-        let piece = IpInfo { total: hl + len, frag: true, ..*info };
+        let piece = info.with_total(hl + len);
         let v = emit(ctx, &mut g, &piece, egress, out);
         account(ctx.stats, f.vif, v, g.len());
         g.verdict = v;
@@ -420,7 +506,7 @@ fn fragment<B: AsRef<[u8]> + AsMut<[u8]>>(
     }
     set_fragment(&mut f.data_mut()[ETH..], hl + chunk, info.frag_offset, true);
     f.set_len(ETH + hl + chunk);
-    let first = IpInfo { total: hl + chunk, frag: true, ..*info };
+    let first = info.with_total(hl + chunk);
     emit(ctx, f, &first, egress, out)
 }
 
@@ -433,7 +519,7 @@ fn set_fragment(ip: &mut [u8], total: usize, offset: u16, more: bool) {
 
 /// Writes the final headers: a new Ethernet header for a local vif, or the
 /// whole tunnel stack for a remote node.
-#[inline]
+#[inline(always)]
 fn emit<B: AsRef<[u8]> + AsMut<[u8]>>(
     _ctx: &mut Ctx<'_, B>,
     f: &mut Frame<B>,
@@ -464,7 +550,8 @@ fn emit<B: AsRef<[u8]> + AsMut<[u8]>>(
 
 /// Prepends outer Ethernet, IPv4, GRE or UDP, and one MPLS label
 /// (wire-formats.md): outer TTL 64, DF clear, the inner IPv4 ID copied,
-/// UDP checksum 0 and a source port from the flow hash.
+/// UDP checksum 0 and a source port from the flow hash. The constant part
+/// comes from the tunnel's template; only the per-packet fields are written.
 #[inline]
 fn push_tunnel<B: AsRef<[u8]> + AsMut<[u8]>>(
     f: &mut Frame<B>,
@@ -475,46 +562,46 @@ fn push_tunnel<B: AsRef<[u8]> + AsMut<[u8]>>(
     inner_ttl: u8,
     ident: u16,
 ) -> Result<(), DropReason> {
-    let overhead = tun.encap.ip_overhead();
-    if !f.push_front(overhead) {
+    const GRE: usize = ETH + TunnelEncap::MplsOverGre.ip_overhead();
+    const UDP: usize = ETH + TunnelEncap::MplsOverUdp.ip_overhead();
+    match tun.encap {
+        TunnelEncap::MplsOverGre => push_headers::<B, GRE>(f, tun, smac, label, hash, inner_ttl, ident),
+        TunnelEncap::MplsOverUdp => push_headers::<B, UDP>(f, tun, smac, label, hash, inner_ttl, ident),
+    }
+}
+
+/// `push_tunnel` for one header length: `N` is a constant, so the header
+/// is a fixed-size array and every write below is free of bounds checks.
+#[inline(always)]
+fn push_headers<B: AsRef<[u8]> + AsMut<[u8]>, const N: usize>(
+    f: &mut Frame<B>,
+    tun: &Tunnel,
+    smac: MacAddr,
+    label: u32,
+    hash: u32,
+    inner_ttl: u8,
+    ident: u16,
+) -> Result<(), DropReason> {
+    if !f.push_front(N - ETH) {
         return Err(DropReason::PushFails);
     }
     let outer_len = f.len() - ETH;
-    let d = f.data_mut();
-    let mut eth = ethernet::Packet::new_unchecked(&mut d[..ETH]);
-    eth.set_dst(tun.dmac);
-    eth.set_src(smac);
-    eth.set_ethertype(EtherType::IPV4);
-    let ip = &mut d[ETH..ETH + ipv4::HEADER_LEN];
-    let (proto, tunnel_hdr) = match tun.encap {
-        TunnelEncap::MplsOverGre => (ip_proto::GRE, 4),
-        TunnelEncap::MplsOverUdp => (ip_proto::UDP, udp::HEADER_LEN),
+    let Some(Ok(hdr)) = f.data_mut().get_mut(..N).map(<&mut [u8; N]>::try_from) else {
+        return Err(DropReason::PushFails);
     };
-    ip[0] = 0x45;
-    ip[1] = 0;
-    write_u16(ip, 2, outer_len as u16);
-    write_u16(ip, 4, ident);
-    write_u16(ip, 6, 0);
-    ip[8] = mpls::DEFAULT_TTL;
-    ip[9] = proto;
-    ip[12..16].copy_from_slice(&tun.sip.octets());
-    ip[16..20].copy_from_slice(&tun.dip.octets());
+    let Some(Ok(template)) = tun.template.get(..N).map(<&[u8; N]>::try_from) else {
+        return Err(DropReason::PushFails);
+    };
+    *hdr = *template;
+    hdr[6..12].copy_from_slice(&smac.0);
+    hdr[16..18].copy_from_slice(&(outer_len as u16).to_be_bytes());
+    hdr[18..20].copy_from_slice(&ident.to_be_bytes());
     let sum = checksum::finish(tun.ip_sum + outer_len as u32 + u32::from(ident));
-    write_u16(ip, 10, sum);
-    let at = ETH + ipv4::HEADER_LEN;
-    match tun.encap {
-        TunnelEncap::MplsOverGre => {
-            crate::wire::gre::Packet::new_unchecked(&mut d[at..at + 4]).set_plain(EtherType::MPLS_UNICAST);
-        }
-        TunnelEncap::MplsOverUdp => {
-            let mut u = udp::Packet::new_unchecked(&mut d[at..at + udp::HEADER_LEN]);
-            u.set_src_port(hash::tunnel_source_port(hash));
-            u.set_dst_port(crate::pipeline::decap::MPLS_UDP_PORT);
-            u.set_len((outer_len - ipv4::HEADER_LEN) as u16);
-            u.set_checksum(0);
-        }
+    hdr[24..26].copy_from_slice(&sum.to_be_bytes());
+    if N == ETH + TunnelEncap::MplsOverUdp.ip_overhead() {
+        hdr[34..36].copy_from_slice(&hash::tunnel_source_port(hash).to_be_bytes());
+        hdr[38..40].copy_from_slice(&((outer_len - ipv4::HEADER_LEN) as u16).to_be_bytes());
     }
-    let at = at + tunnel_hdr;
-    mpls::Packet::new_unchecked(&mut d[at..at + mpls::HEADER_LEN]).set(label, 0, true, inner_ttl);
+    mpls::Packet::new_unchecked(&mut hdr[N - mpls::HEADER_LEN..]).set(label, 0, true, inner_ttl);
     Ok(())
 }

@@ -89,6 +89,16 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Frame<B> {
         true
     }
 
+    /// Reuses the buffer for a new frame of `len` bytes at `head`. A window
+    /// that does not fit leaves an empty frame.
+    pub fn reset(&mut self, head: usize, len: usize, vif: VifIndex) {
+        let fits = head.checked_add(len).is_some_and(|end| end <= self.buf.as_ref().len());
+        self.head = if fits { head } else { 0 };
+        self.len = if fits { len } else { 0 };
+        self.vif = vif;
+        self.verdict = Verdict::Drop(DropReason::Discard);
+    }
+
     /// Gives the buffer back.
     pub fn into_buf(self) -> B {
         self.buf

@@ -6,7 +6,7 @@
 //! gateway address. It goes back out of the vif the packet came in on, or,
 //! for a packet that came out of a tunnel, is routed back like any other.
 
-use super::forward::{route, IpInfo, ETH};
+use super::forward::{reroute, IpInfo, ETH};
 use super::{Ctx, Frame, Origin, Verdict};
 use crate::stats::DropReason;
 use crate::tables::Vrf;
@@ -19,6 +19,8 @@ const V4_QUOTE_MAX: usize = 576 - ipv4::HEADER_LEN - icmpv4::HEADER_LEN;
 const V6_QUOTE_MAX: usize = ipv6::MIN_MTU - ipv6::HEADER_LEN - icmpv6::HEADER_LEN;
 
 /// TTL or hop limit ran out.
+#[cold]
+#[inline(never)]
 pub(super) fn time_exceeded<B: AsRef<[u8]> + AsMut<[u8]>>(
     ctx: &mut Ctx<'_, B>,
     f: &mut Frame<B>,
@@ -36,6 +38,8 @@ pub(super) fn time_exceeded<B: AsRef<[u8]> + AsMut<[u8]>>(
 }
 
 /// Too big for the path, and not to be fragmented: tell the sender the MTU.
+#[cold]
+#[inline(never)]
 pub(super) fn too_big<B: AsRef<[u8]> + AsMut<[u8]>>(
     ctx: &mut Ctx<'_, B>,
     f: &mut Frame<B>,
@@ -82,14 +86,14 @@ fn send<B: AsRef<[u8]> + AsMut<[u8]>>(
     }
     match origin {
         Origin::Vif(i) => Verdict::Tx(i),
-        Origin::Tunnel(_) => route(ctx, f, vrf.id, origin, depth + 1),
+        Origin::Tunnel(_) => reroute(ctx, f, vrf.id, origin, depth + 1),
     }
 }
 
 /// An ICMP error must not answer an ICMP error, a non-initial fragment, or
 /// a packet from or to an address that names no single host (RFC 1812 4.3.2.7).
 fn may_answer_v4(f: &[u8], info: &IpInfo) -> bool {
-    let (src, dst) = (Ipv4Addr::from(info.src4), Ipv4Addr::from(info.dst4));
+    let (src, dst) = (Ipv4Addr::from(info.src as u32), Ipv4Addr::from(info.dst as u32));
     if src.is_unspecified() || src.is_broadcast() || src.is_multicast() || dst.is_multicast() || dst.is_broadcast() {
         return false;
     }
@@ -97,19 +101,19 @@ fn may_answer_v4(f: &[u8], info: &IpInfo) -> bool {
         return false;
     }
     if info.proto == ip_proto::ICMP {
-        let t = f.get(ETH + info.hl).copied().unwrap_or(icmpv4::kind::DEST_UNREACHABLE);
+        let t = f.get(ETH + info.hl()).copied().unwrap_or(icmpv4::kind::DEST_UNREACHABLE);
         return !icmpv4::is_error(t);
     }
     true
 }
 
 fn may_answer_v6(f: &[u8], info: &IpInfo) -> bool {
-    let (src, dst) = (Ipv6Addr::from(info.src6), Ipv6Addr::from(info.dst6));
+    let (src, dst) = (Ipv6Addr::from(info.src), Ipv6Addr::from(info.dst));
     if src.is_unspecified() || src.is_multicast() || dst.is_multicast() {
         return false;
     }
     if info.proto == ip_proto::ICMPV6 {
-        let t = f.get(ETH + info.hl).copied().unwrap_or(icmpv6::kind::TIME_EXCEEDED);
+        let t = f.get(ETH + info.hl()).copied().unwrap_or(icmpv6::kind::TIME_EXCEEDED);
         return !icmpv6::is_error(t);
     }
     true
@@ -128,7 +132,7 @@ fn build_v4<B: AsRef<[u8]> + AsMut<[u8]>>(
     if !may_answer_v4(f.data(), info) {
         return false;
     }
-    let quote = info.total.min(V4_QUOTE_MAX);
+    let quote = info.total().min(V4_QUOTE_MAX);
     let peer_mac = ethernet::Packet::new_unchecked(f.data()).src();
     let grow = ipv4::HEADER_LEN + icmpv4::HEADER_LEN;
     if !f.push_front(grow) {
@@ -142,7 +146,7 @@ fn build_v4<B: AsRef<[u8]> + AsMut<[u8]>>(
     eth.set_ethertype(EtherType::IPV4);
     let repr = ipv4::Repr {
         src: gw,
-        dst: Ipv4Addr::from(info.src4),
+        dst: Ipv4Addr::from(info.src as u32),
         protocol: ip_proto::ICMP,
         payload_len: icmpv4::HEADER_LEN + quote,
         ttl: 64,
@@ -168,7 +172,7 @@ fn build_v6<B: AsRef<[u8]> + AsMut<[u8]>>(
     if !may_answer_v6(f.data(), info) {
         return false;
     }
-    let quote = info.total.min(V6_QUOTE_MAX);
+    let quote = info.total().min(V6_QUOTE_MAX);
     let peer_mac = ethernet::Packet::new_unchecked(f.data()).src();
     let grow = ipv6::HEADER_LEN + icmpv6::HEADER_LEN;
     if !f.push_front(grow) {
@@ -180,7 +184,7 @@ fn build_v6<B: AsRef<[u8]> + AsMut<[u8]>>(
     eth.set_dst(peer_mac);
     eth.set_src(router_mac);
     eth.set_ethertype(EtherType::IPV6);
-    let dst = Ipv6Addr::from(info.src6);
+    let dst = Ipv6Addr::from(info.src);
     let repr = ipv6::Repr {
         src: gw,
         dst,

@@ -70,20 +70,24 @@ pub(super) fn nd<B: AsRef<[u8]> + AsMut<[u8]>>(
     info: &IpInfo,
 ) -> Verdict {
     let d = f.data();
-    let body = &d[ETH + ipv6::HEADER_LEN..ETH + info.total];
+    let body = &d[ETH + ipv6::HEADER_LEN..ETH + info.total()];
     let Ok(p) = icmpv6::Packet::new_checked(body) else {
         return Verdict::Drop(DropReason::InvalidNd);
     };
-    let (src, dst) = (info.src6.to_be_bytes(), info.dst6.to_be_bytes());
+    let (src, dst) = (info.src.to_be_bytes(), info.dst.to_be_bytes());
     // RFC 4861 7.1.1: hop limit 255, code 0, valid checksum and options.
-    if info.ttl != 255 || p.code() != 0 || !p.verify_checksum(src, dst) || p.nd_lladdr(icmpv6::OPT_SOURCE_LLADDR).is_err() {
+    if info.ttl != 255
+        || p.code() != 0
+        || !p.verify_checksum(src, dst)
+        || p.nd_lladdr(icmpv6::OPT_SOURCE_LLADDR).is_err()
+    {
         return Verdict::Drop(DropReason::InvalidNd);
     }
     let target = p.nd_target();
     if target.is_multicast() {
         return Verdict::Drop(DropReason::InvalidNd);
     }
-    let asker = Ipv6Addr::from(info.src6);
+    let asker = Ipv6Addr::from(info.src);
     // Duplicate address detection comes from the unspecified address; a
     // proxy answer would make the pod give up its own address.
     if asker.is_unspecified() || !vif.flags.proxy_arp || Some(target) == vif.ipv6 {
@@ -104,12 +108,17 @@ pub(super) fn nd<B: AsRef<[u8]> + AsMut<[u8]>>(
     let peer = eth.src();
     eth.set_dst(peer);
     eth.set_src(router);
-    let repr = ipv6::Repr { src: target, dst: asker, next_header: ip_proto::ICMPV6, payload_len: na_len, hop_limit: 255 };
+    let repr =
+        ipv6::Repr { src: target, dst: asker, next_header: ip_proto::ICMPV6, payload_len: na_len, hop_limit: 255 };
     repr.emit(&mut ipv6::Packet::new_unchecked(&mut d[ETH..ETH + ipv6::HEADER_LEN]));
     let mut na = icmpv6::Packet::new_unchecked(&mut d[ETH + ipv6::HEADER_LEN..]);
     na.set_nd_target(target);
     na.set_nd_lladdr_option(icmpv6::OPT_TARGET_LLADDR, router);
-    let icmp = icmpv6::Repr { msg_type: icmpv6::kind::NEIGHBOR_ADVERT, code: 0, rest: icmpv6::NA_FLAGS_ROUTER_SOLICITED_OVERRIDE };
+    let icmp = icmpv6::Repr {
+        msg_type: icmpv6::kind::NEIGHBOR_ADVERT,
+        code: 0,
+        rest: icmpv6::NA_FLAGS_ROUTER_SOLICITED_OVERRIDE,
+    };
     icmp.emit(&mut na, target, asker);
     if let Some(c) = ctx.stats.vrf_mut(vif.vrf) {
         c.nd_proxies += 1;

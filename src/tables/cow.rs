@@ -11,7 +11,7 @@ const CHUNK: usize = 64;
 /// A fixed-capacity array of optional values with chunked copy-on-write.
 #[derive(Clone)]
 pub struct CowVec<T> {
-    chunks: Vec<Arc<[Option<T>]>>,
+    chunks: Vec<Arc<[Option<T>; CHUNK]>>,
     capacity: usize,
     occupied: usize,
 }
@@ -28,12 +28,8 @@ pub struct OutOfRange {
 impl<T: Clone> CowVec<T> {
     /// An empty array of `capacity` slots. All chunks share one empty chunk.
     pub fn new(capacity: usize) -> Self {
-        let empty: Arc<[Option<T>]> = (0..CHUNK).map(|_| None).collect();
-        CowVec {
-            chunks: vec![empty; capacity.div_ceil(CHUNK)],
-            capacity,
-            occupied: 0,
-        }
+        let empty: Arc<[Option<T>; CHUNK]> = Arc::new(std::array::from_fn(|_| None));
+        CowVec { chunks: vec![empty; capacity.div_ceil(CHUNK)], capacity, occupied: 0 }
     }
 
     /// The value in slot `i`.
@@ -48,15 +44,11 @@ impl<T: Clone> CowVec<T> {
     /// Puts `value` into slot `i` and returns what was there.
     pub fn set(&mut self, i: usize, value: Option<T>) -> Result<Option<T>, OutOfRange> {
         if i >= self.capacity {
-            return Err(OutOfRange {
-                index: i,
-                capacity: self.capacity,
-            });
+            return Err(OutOfRange { index: i, capacity: self.capacity });
         }
         let chunk = Arc::make_mut(&mut self.chunks[i / CHUNK]);
         let old = std::mem::replace(&mut chunk[i % CHUNK], value);
-        self.occupied =
-            self.occupied + usize::from(chunk[i % CHUNK].is_some()) - usize::from(old.is_some());
+        self.occupied = self.occupied + usize::from(chunk[i % CHUNK].is_some()) - usize::from(old.is_some());
         Ok(old)
     }
 
@@ -89,10 +81,7 @@ impl<T: Clone> CowVec<T> {
             .iter()
             .enumerate()
             .flat_map(|(c, chunk)| {
-                chunk
-                    .iter()
-                    .enumerate()
-                    .filter_map(move |(i, v)| Some((c * CHUNK + i, v.as_ref()?)))
+                chunk.iter().enumerate().filter_map(move |(i, v)| Some((c * CHUNK + i, v.as_ref()?)))
             })
             .take_while(move |(i, _)| *i < self.capacity)
     }
@@ -106,13 +95,7 @@ mod tests {
     fn bounded_and_counted() {
         let mut v = CowVec::new(100);
         assert_eq!(v.set(99, Some(7u32)), Ok(None));
-        assert_eq!(
-            v.set(100, Some(1)),
-            Err(OutOfRange {
-                index: 100,
-                capacity: 100
-            })
-        );
+        assert_eq!(v.set(100, Some(1)), Err(OutOfRange { index: 100, capacity: 100 }));
         assert_eq!(v.get(99), Some(&7));
         assert_eq!(v.get(100), None);
         assert_eq!(v.len(), 1);

@@ -42,11 +42,8 @@ impl EcmpGroup {
             return EcmpGroup::new(members);
         }
         // Old member index -> new member index, for members that stay.
-        let keep: Vec<Option<u8>> = self
-            .members
-            .iter()
-            .map(|m| members.iter().position(|x| x == m).map(|p| p as u8))
-            .collect();
+        let keep: Vec<Option<u8>> =
+            self.members.iter().map(|m| members.iter().position(|x| x == m).map(|p| p as u8)).collect();
         let mut buckets = Box::new([u8::MAX; BUCKETS]);
         let mut load = vec![0usize; n];
         for (b, &old) in buckets.iter_mut().zip(self.buckets.iter()) {
@@ -81,10 +78,7 @@ impl EcmpGroup {
             if ll >= fair_min || ml <= fair_min {
                 break;
             }
-            let b = buckets
-                .iter()
-                .position(|&x| usize::from(x) == most)
-                .unwrap();
+            let b = buckets.iter().position(|&x| usize::from(x) == most).unwrap();
             buckets[b] = least as u8;
             load[most] -= 1;
             load[least] += 1;
@@ -121,10 +115,7 @@ mod tests {
     use super::*;
 
     fn m(nh: u32) -> RouteTarget {
-        RouteTarget {
-            nh,
-            label: 100 + nh,
-        }
+        RouteTarget { nh, label: 100 + nh }
     }
 
     fn picks(g: &EcmpGroup) -> Vec<RouteTarget> {
@@ -163,10 +154,7 @@ mod tests {
             let ideal = BUCKETS / n as usize;
             assert!(moved <= ideal + 1, "n={n} moved {moved}, ideal {ideal}");
             let s = h.shares();
-            assert!(
-                s.iter().max().unwrap() - s.iter().min().unwrap() <= 1,
-                "{s:?}"
-            );
+            assert!(s.iter().max().unwrap() - s.iter().min().unwrap() <= 1, "{s:?}");
             g = h;
         }
     }
@@ -179,10 +167,7 @@ mod tests {
             if b.nh != 2 {
                 assert_eq!(b, a);
             } else {
-                assert_eq!(
-                    a.nh, 5,
-                    "the replacement takes the removed member's buckets"
-                );
+                assert_eq!(a.nh, 5, "the replacement takes the removed member's buckets");
             }
         }
     }

@@ -27,11 +27,11 @@ const CHILD: u32 = 1 << 31;
 const REL_SHIFT: u32 = 27;
 const VALUE_MASK: u32 = (1 << REL_SHIFT) - 1;
 const EMPTY: u32 = 0;
+/// Most keys `lookup_batch` takes at once.
+pub const BATCH: usize = 32;
 
 /// An address family's key: an unsigned integer in network bit order.
-pub trait FibKey:
-    Copy + Eq + std::hash::Hash + Ord + std::fmt::Debug + Send + Sync + 'static
-{
+pub trait FibKey: Copy + Eq + std::hash::Hash + Ord + std::fmt::Debug + Send + Sync + 'static {
     /// Address width in bits.
     const BITS: u8;
     /// The `level`th byte, most significant first.
@@ -128,15 +128,9 @@ impl<K: FibKey> Fib<K> {
     /// An empty table: one root node.
     pub fn new() -> Self {
         Fib {
-            nodes: vec![Arc::new(Node {
-                slots: [EMPTY; FANOUT],
-                inherited: EMPTY,
-            })],
+            nodes: vec![Arc::new(Node { slots: [EMPTY; FANOUT], inherited: EMPTY })],
             free_nodes: Vec::new(),
-            vacant: Arc::new(Node {
-                slots: [EMPTY; FANOUT],
-                inherited: EMPTY,
-            }),
+            vacant: Arc::new(Node { slots: [EMPTY; FANOUT], inherited: EMPTY }),
             targets: Vec::new(),
             target_refs: Vec::new(),
             target_index: AHashMap::new(),
@@ -158,11 +152,47 @@ impl<K: FibKey> Fib<K> {
                 continue;
             }
             let v = e & VALUE_MASK;
-            return if v == 0 {
-                None
-            } else {
-                self.targets.get(v as usize - 1).copied()
-            };
+            return if v == 0 { None } else { self.targets.get(v as usize - 1).copied() };
+        }
+    }
+
+    /// Looks up many keys, each in its own table, one trie level at a time.
+    ///
+    /// A single lookup is a chain of dependent loads; when its nodes are not
+    /// in cache each load waits on memory in turn. Advancing a whole vector
+    /// of keys level by level makes the loads of different keys independent,
+    /// so the CPU overlaps their misses. `out[i]` gets `fibs[i]`'s match
+    /// for `keys[i]`. At most `BATCH` keys; the rest are left untouched.
+    #[inline]
+    pub fn lookup_batch(fibs: &[&Fib<K>], keys: &[K], out: &mut [Option<RouteTarget>]) {
+        let n = fibs.len().min(keys.len()).min(out.len()).min(BATCH);
+        let mut node = [0u32; BATCH];
+        let mut live = [0u8; BATCH];
+        for (i, l) in live.iter_mut().enumerate().take(n) {
+            *l = i as u8;
+        }
+        let mut active = n;
+        let mut level = 0;
+        while active > 0 {
+            let mut still = 0;
+            for j in 0..active {
+                let i = usize::from(live[j]);
+                let fib = fibs[i];
+                let e = match fib.nodes.get(node[i] as usize) {
+                    Some(nd) => nd.slots[keys[i].byte(level)],
+                    None => EMPTY,
+                };
+                if e & CHILD != 0 {
+                    node[i] = e & !CHILD;
+                    live[still] = i as u8;
+                    still += 1;
+                } else {
+                    let v = e & VALUE_MASK;
+                    out[i] = if v == 0 { None } else { fib.targets.get(v as usize - 1).copied() };
+                }
+            }
+            active = still;
+            level += 1;
         }
     }
 
@@ -193,11 +223,7 @@ impl<K: FibKey> Fib<K> {
                 rel = rel_of(self.nodes[path[at] as usize].inherited);
                 at -= 1;
             }
-            let len = if rel == 0 {
-                0
-            } else {
-                (at * STRIDE) as u8 + rel
-            };
+            let len = if rel == 0 { 0 } else { (at * STRIDE) as u8 + rel };
             return Some((target, len));
         }
     }
@@ -252,10 +278,7 @@ impl<K: FibKey> Fib<K> {
 
     fn alloc_node(&mut self, inherited: u32) -> u32 {
         let fill = inherited & VALUE_MASK;
-        let node = Arc::new(Node {
-            slots: [fill; FANOUT],
-            inherited,
-        });
+        let node = Arc::new(Node { slots: [fill; FANOUT], inherited });
         match self.free_nodes.pop() {
             Some(i) => {
                 self.nodes[i as usize] = node;
@@ -314,13 +337,7 @@ impl<K: FibKey> Fib<K> {
 
     /// Installs `key/len → target`, replacing the same prefix's old target
     /// `old` if there was one. `key` has no bits set past `len`.
-    pub(crate) fn insert(
-        &mut self,
-        key: K,
-        len: u8,
-        target: RouteTarget,
-        old: Option<RouteTarget>,
-    ) {
+    pub(crate) fn insert(&mut self, key: K, len: u8, target: RouteTarget, old: Option<RouteTarget>) {
         let value = self.intern(target);
         if let Some(o) = old {
             let ov = self.value_of(o);
@@ -349,13 +366,7 @@ impl<K: FibKey> Fib<K> {
 
     /// Removes `key/len`, whose target is `old`. `replacement` is the longest
     /// prefix shorter than `len` that covers it, with its length, if any.
-    pub(crate) fn remove(
-        &mut self,
-        key: K,
-        len: u8,
-        old: RouteTarget,
-        replacement: Option<(u8, RouteTarget)>,
-    ) {
+    pub(crate) fn remove(&mut self, key: K, len: u8, old: RouteTarget, replacement: Option<(u8, RouteTarget)>) {
         let (level, rel) = place(len);
         let mut path = [(0u32, 0usize); 16];
         let mut idx = 0u32;
@@ -417,10 +428,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn t(nh: u32) -> RouteTarget {
-        RouteTarget {
-            nh,
-            label: RouteTarget::NO_LABEL,
-        }
+        RouteTarget { nh, label: RouteTarget::NO_LABEL }
     }
 
     /// A model: the longest of all prefixes that match, by brute force.
@@ -428,14 +436,10 @@ mod tests {
 
     impl Model {
         fn lookup(&self, a: u32) -> Option<(RouteTarget, u8)> {
-            (0..=32u8)
-                .rev()
-                .find_map(|l| self.0.get(&(a.mask(l), l)).map(|t| (*t, l)))
+            (0..=32u8).rev().find_map(|l| self.0.get(&(a.mask(l), l)).map(|t| (*t, l)))
         }
         fn covering(&self, a: u32, len: u8) -> Option<(u8, RouteTarget)> {
-            (0..len)
-                .rev()
-                .find_map(|l| self.0.get(&(a.mask(l), l)).map(|t| (l, *t)))
+            (0..len).rev().find_map(|l| self.0.get(&(a.mask(l), l)).map(|t| (l, *t)))
         }
     }
 
@@ -473,14 +477,9 @@ mod tests {
         apply_insert(&mut fib, &mut m, 0x0a01_0100, 24, t(4));
         apply_insert(&mut fib, &mut m, 0x0a01_0102, 32, t(5));
         apply_insert(&mut fib, &mut m, 0x0a01_0000, 20, t(6));
-        for (a, want) in [
-            (0x0a01_0102, 5),
-            (0x0a01_0103, 4),
-            (0x0a01_0203, 6),
-            (0x0a01_f000, 3),
-            (0x0a02_0000, 2),
-            (0x0b00_0000, 1),
-        ] {
+        for (a, want) in
+            [(0x0a01_0102, 5), (0x0a01_0103, 4), (0x0a01_0203, 6), (0x0a01_f000, 3), (0x0a02_0000, 2), (0x0b00_0000, 1)]
+        {
             assert_eq!(fib.lookup(a).map(|t| t.nh), Some(want), "{a:#x}");
             assert_eq!(fib.lookup_with_len(a), m.lookup(a), "{a:#x}");
         }
@@ -511,11 +510,7 @@ mod tests {
             if round % 50 == 0 {
                 for _ in 0..200 {
                     let q = addr(&mut rng);
-                    assert_eq!(
-                        fib.lookup_with_len(q),
-                        m.lookup(q),
-                        "round {round} q {q:#x}"
-                    );
+                    assert_eq!(fib.lookup_with_len(q), m.lookup(q), "round {round} q {q:#x}");
                     assert_eq!(fib.lookup(q), m.lookup(q).map(|x| x.0));
                 }
             }
@@ -526,11 +521,30 @@ mod tests {
             apply_remove(&mut fib, &mut m, a, l);
         }
         assert_eq!(fib.node_count(), 1);
-        assert!(fib
-            .targets
-            .iter()
-            .enumerate()
-            .all(|(i, _)| fib.target_refs[i] == 0));
+        assert!(fib.targets.iter().enumerate().all(|(i, _)| fib.target_refs[i] == 0));
+    }
+
+    #[test]
+    fn batch_lookup_matches_single_lookups() {
+        let mut a = Fib::<u32>::new();
+        let mut b = Fib::<u32>::new();
+        let mut rng = Rng(77);
+        for _ in 0..3000 {
+            let k = (rng.next() as u32) & 0xff0f_f0ff;
+            let len = (rng.next() % 33) as u8;
+            a.insert(k.mask(len), len, t((rng.next() % 7) as u32), None);
+            let k = (rng.next() as u32) & 0xff0f_f0ff;
+            b.insert(k.mask(len), len, t((rng.next() % 7) as u32 + 10), None);
+        }
+        for round in 0..200 {
+            let keys: Vec<u32> = (0..BATCH).map(|_| (rng.next() as u32) & 0xff0f_f0ff).collect();
+            let fibs: Vec<&Fib<u32>> = (0..BATCH).map(|i| if (i + round) % 3 == 0 { &b } else { &a }).collect();
+            let mut out = [Some(t(99)); BATCH];
+            Fib::lookup_batch(&fibs, &keys, &mut out);
+            for i in 0..BATCH {
+                assert_eq!(out[i], fibs[i].lookup(keys[i]), "key {:#x}", keys[i]);
+            }
+        }
     }
 
     #[test]

@@ -24,8 +24,7 @@ pub use lpm::{Fib, FibKey};
 pub use nexthop::{NextHop, NhId, Tunnel, TunnelEncap};
 pub use vif::{Vif, VifFlags, VifIndex, VifKind};
 pub use writer::{
-    BatchError, Object, ObjectKey, Op, Prefix, RouteSpec, TableError, TablesHandle, TablesWriter,
-    VrfSpec,
+    BatchError, Object, ObjectKey, Op, Prefix, RouteSpec, TableError, TablesHandle, TablesWriter, VrfSpec,
 };
 
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -73,13 +72,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            vifs: 4355,
-            vrfs: 4096,
-            nexthops: 524_288,
-            labels: 5120,
-            routes_per_vrf: 2_000_000,
-        }
+        Limits { vifs: 4355, vrfs: 4096, nexthops: 524_288, labels: 5120, routes_per_vrf: 2_000_000 }
     }
 }
 
@@ -116,6 +109,7 @@ pub struct Tables {
     vif_refs: CowVec<u32>,
     vrf_refs: CowVec<u32>,
     nh_refs: CowVec<u32>,
+    empty_v4: Arc<Fib<u32>>,
 }
 
 impl Tables {
@@ -133,7 +127,13 @@ impl Tables {
             vif_refs: CowVec::new(limits.vifs),
             vrf_refs: CowVec::new(limits.vrfs),
             nh_refs: CowVec::new(limits.nexthops.max(1)),
+            empty_v4: Arc::new(Fib::new()),
         }
+    }
+
+    /// An empty IPv4 table, to fill fixed-size arrays of table references.
+    pub fn empty_fib_v4(&self) -> &Fib<u32> {
+        &self.empty_v4
     }
 
     /// The capacities.

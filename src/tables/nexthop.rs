@@ -2,7 +2,12 @@
 
 use super::ecmp::EcmpGroup;
 use super::vif::VifIndex;
-use crate::wire::{checksum, ip_proto, mpls, MacAddr};
+use crate::wire::{checksum, ip_proto, mpls, EtherType, MacAddr};
+
+/// IANA's port for MPLS over UDP (RFC 7510).
+pub const MPLS_UDP_PORT: u16 = 6635;
+/// Tungsten Fabric's legacy MPLS-over-UDP port, accepted on receive.
+pub const MPLS_UDP_LEGACY_PORT: u16 = 51234;
 use std::net::Ipv4Addr;
 
 /// Next-hop id, chosen by the caller. Id 0 is always `Discard`, as in Contrail.
@@ -48,20 +53,22 @@ pub struct Tunnel {
     pub dip: Ipv4Addr,
     /// MAC of the underlay next hop toward `dip`.
     pub dmac: MacAddr,
+    /// The outer headers as far as they are the same for every packet:
+    /// Ethernet (but the source MAC, which is the fabric vif's), IPv4, GRE
+    /// or UDP, room for the label. Encapsulation copies it and fills in the
+    /// rest.
+    pub(crate) template: [u8; TEMPLATE_LEN],
     /// One's-complement sum of the outer IPv4 header's constant words, so
     /// the per-packet checksum needs only the length and identification.
     pub(crate) ip_sum: u32,
 }
 
+/// Longest tunnel header: Ethernet, IPv4, UDP, MPLS.
+pub(crate) const TEMPLATE_LEN: usize = 14 + 20 + 8 + 4;
+
 impl Tunnel {
     /// A tunnel with its header sum precomputed.
-    pub fn new(
-        oif: VifIndex,
-        encap: TunnelEncap,
-        sip: Ipv4Addr,
-        dip: Ipv4Addr,
-        dmac: MacAddr,
-    ) -> Self {
+    pub fn new(oif: VifIndex, encap: TunnelEncap, sip: Ipv4Addr, dip: Ipv4Addr, dmac: MacAddr) -> Self {
         let proto = match encap {
             TunnelEncap::MplsOverGre => ip_proto::GRE,
             TunnelEncap::MplsOverUdp => ip_proto::UDP,
@@ -70,14 +77,19 @@ impl Tunnel {
         let mut acc = 0x4500u32 + ((u32::from(mpls::DEFAULT_TTL) << 8) | u32::from(proto));
         acc = checksum::sum(acc, &sip.octets());
         acc = checksum::sum(acc, &dip.octets());
-        Tunnel {
-            oif,
-            encap,
-            sip,
-            dip,
-            dmac,
-            ip_sum: acc,
+        let mut t = [0u8; TEMPLATE_LEN];
+        t[0..6].copy_from_slice(&dmac.0);
+        t[12..14].copy_from_slice(&EtherType::IPV4.0.to_be_bytes());
+        t[14] = 0x45;
+        t[22] = mpls::DEFAULT_TTL;
+        t[23] = proto;
+        t[26..30].copy_from_slice(&sip.octets());
+        t[30..34].copy_from_slice(&dip.octets());
+        match encap {
+            TunnelEncap::MplsOverGre => t[34..38].copy_from_slice(&[0, 0, 0x88, 0x47]),
+            TunnelEncap::MplsOverUdp => t[36..38].copy_from_slice(&MPLS_UDP_PORT.to_be_bytes()),
         }
+        Tunnel { oif, encap, sip, dip, dmac, template: t, ip_sum: acc }
     }
 }
 

@@ -68,11 +68,7 @@ pub struct VifFlags {
 
 impl Default for VifFlags {
     fn default() -> Self {
-        VifFlags {
-            proxy_arp: true,
-            mss_clamp: true,
-            disabled: false,
-        }
+        VifFlags { proxy_arp: true, mss_clamp: true, disabled: false }
     }
 }
 

@@ -67,19 +67,10 @@ impl fmt::Display for Prefix {
 impl std::str::FromStr for Prefix {
     type Err = TableError;
     fn from_str(s: &str) -> Result<Prefix, TableError> {
-        let bad = |reason: String| TableError::Invalid {
-            field: "prefix",
-            reason,
-        };
-        let (a, l) = s
-            .split_once('/')
-            .ok_or_else(|| bad(format!("{s:?} is not ADDR/LEN")))?;
-        let addr: IpAddr = a
-            .parse()
-            .map_err(|_| bad(format!("{a:?} is not an IP address")))?;
-        let len: u8 = l
-            .parse()
-            .map_err(|_| bad(format!("{l:?} is not a prefix length")))?;
+        let bad = |reason: String| TableError::Invalid { field: "prefix", reason };
+        let (a, l) = s.split_once('/').ok_or_else(|| bad(format!("{s:?} is not ADDR/LEN")))?;
+        let addr: IpAddr = a.parse().map_err(|_| bad(format!("{a:?} is not an IP address")))?;
+        let len: u8 = l.parse().map_err(|_| bad(format!("{l:?} is not a prefix length")))?;
         Prefix::new(addr, len)
     }
 }
@@ -225,12 +216,7 @@ impl fmt::Display for TableError {
             TableError::Full { table, capacity } => {
                 write!(f, "{table} table is full ({capacity} entries)")
             }
-            TableError::OutOfRange {
-                field,
-                value,
-                min,
-                max,
-            } => {
+            TableError::OutOfRange { field, value, min, max } => {
                 write!(f, "field `{field}`: {value} is outside {min}..={max}")
             }
             TableError::Invalid { field, reason } => write!(f, "field `{field}`: {reason}"),
@@ -357,29 +343,14 @@ fn bump(refs: &mut super::CowVec<u32>, i: u32, up: bool) {
 
 fn check_label(field: &'static str, label: Label) -> Result<(), TableError> {
     if label != RouteTarget::NO_LABEL && label > mpls::MAX_LABEL {
-        return Err(TableError::OutOfRange {
-            field,
-            value: label.into(),
-            min: 0,
-            max: mpls::MAX_LABEL.into(),
-        });
+        return Err(TableError::OutOfRange { field, value: label.into(), min: 0, max: mpls::MAX_LABEL.into() });
     }
     Ok(())
 }
 
-fn check_index(
-    field: &'static str,
-    value: u32,
-    capacity: usize,
-    min: u64,
-) -> Result<(), TableError> {
+fn check_index(field: &'static str, value: u32, capacity: usize, min: u64) -> Result<(), TableError> {
     if u64::from(value) < min || value as usize >= capacity {
-        return Err(TableError::OutOfRange {
-            field,
-            value: value.into(),
-            min,
-            max: capacity.saturating_sub(1) as u64,
-        });
+        return Err(TableError::OutOfRange { field, value: value.into(), min, max: capacity.saturating_sub(1) as u64 });
     }
     Ok(())
 }
@@ -388,15 +359,8 @@ impl TablesWriter {
     /// A writer over empty tables, and the handle readers load from.
     pub fn new(limits: super::Limits) -> (TablesWriter, TablesHandle) {
         let current = Arc::new(Tables::new(limits));
-        let handle = TablesHandle {
-            current: Arc::new(ArcSwap::new(Arc::clone(&current))),
-        };
-        let w = TablesWriter {
-            handle: handle.clone(),
-            current,
-            routes: AHashMap::new(),
-            undo: Vec::new(),
-        };
+        let handle = TablesHandle { current: Arc::new(ArcSwap::new(Arc::clone(&current))) };
+        let w = TablesWriter { handle: handle.clone(), current, routes: AHashMap::new(), undo: Vec::new() };
         (w, handle)
     }
 
@@ -412,27 +376,16 @@ impl TablesWriter {
 
     /// Number of routes of one family in a VRF.
     pub fn route_count(&self, vrf: VrfId) -> (usize, usize) {
-        self.routes
-            .get(&vrf)
-            .map_or((0, 0), |r| (r.v4.len(), r.v6.len()))
+        self.routes.get(&vrf).map_or((0, 0), |r| (r.v4.len(), r.v6.len()))
     }
 
     /// Up to `limit` routes of VRF `vrf`, in address order (a shorter prefix
     /// before the longer ones at the same address), IPv4 before IPv6,
     /// starting after `after`. Dumps of any size are read page by page.
-    pub fn routes_page(
-        &self,
-        vrf: VrfId,
-        after: Option<Prefix>,
-        limit: usize,
-    ) -> Option<Vec<RouteSpec>> {
+    pub fn routes_page(&self, vrf: VrfId, after: Option<Prefix>, limit: usize) -> Option<Vec<RouteSpec>> {
         use std::ops::Bound::{Excluded, Unbounded};
         let r = self.routes.get(&vrf)?;
-        let spec = |addr: IpAddr, len: u8, target: RouteTarget| RouteSpec {
-            vrf,
-            prefix: Prefix { addr, len },
-            target,
-        };
+        let spec = |addr: IpAddr, len: u8, target: RouteTarget| RouteSpec { vrf, prefix: Prefix { addr, len }, target };
         let (b4, b6) = match after.map(|p| (p.addr, p.len)) {
             None => (Unbounded, Unbounded),
             Some((IpAddr::V4(a), l)) => (Excluded((u32::from(a), l)), Unbounded),
@@ -440,14 +393,9 @@ impl TablesWriter {
         };
         let v4 = match after {
             Some(p) if p.addr.is_ipv6() => None,
-            _ => Some(
-                r.v4.range((b4, Unbounded))
-                    .map(|(&(a, l), &t)| spec(IpAddr::V4(a.into()), l, t)),
-            ),
+            _ => Some(r.v4.range((b4, Unbounded)).map(|(&(a, l), &t)| spec(IpAddr::V4(a.into()), l, t))),
         };
-        let v6 =
-            r.v6.range((b6, Unbounded))
-                .map(|(&(a, l), &t)| spec(IpAddr::V6(a.into()), l, t));
+        let v6 = r.v6.range((b6, Unbounded)).map(|(&(a, l), &t)| spec(IpAddr::V6(a.into()), l, t));
         Some(v4.into_iter().flatten().chain(v6).take(limit).collect())
     }
 
@@ -474,12 +422,8 @@ impl TablesWriter {
     fn rollback(&mut self) {
         while let Some(u) = self.undo.pop() {
             match u {
-                Undo::V4(vrf, key, old) => {
-                    restore(self.routes.get_mut(&vrf).map(|r| &mut r.v4), key, old)
-                }
-                Undo::V6(vrf, key, old) => {
-                    restore(self.routes.get_mut(&vrf).map(|r| &mut r.v6), key, old)
-                }
+                Undo::V4(vrf, key, old) => restore(self.routes.get_mut(&vrf).map(|r| &mut r.v4), key, old),
+                Undo::V6(vrf, key, old) => restore(self.routes.get_mut(&vrf).map(|r| &mut r.v6), key, old),
                 Undo::VrfCreated(vrf) => {
                     self.routes.remove(&vrf);
                 }
@@ -512,21 +456,10 @@ impl TablesWriter {
         }
     }
 
-    fn exists_check(
-        what: &'static str,
-        id: u32,
-        present: bool,
-        add: bool,
-    ) -> Result<(), TableError> {
+    fn exists_check(what: &'static str, id: u32, present: bool, add: bool) -> Result<(), TableError> {
         match (present, add) {
-            (true, true) => Err(TableError::Exists {
-                what,
-                id: id.to_string(),
-            }),
-            (false, false) => Err(TableError::NotFound {
-                what,
-                id: id.to_string(),
-            }),
+            (true, true) => Err(TableError::Exists { what, id: id.to_string() }),
+            (false, false) => Err(TableError::NotFound { what, id: id.to_string() }),
             _ => Ok(()),
         }
     }
@@ -536,25 +469,13 @@ impl TablesWriter {
         let old = w.vif(v.index).cloned();
         Self::exists_check("vif", v.index, old.is_some(), add)?;
         if w.vrf(v.vrf).is_none() {
-            return Err(TableError::MissingReference {
-                field: "vrf",
-                what: "VRF",
-                id: v.vrf,
-            });
+            return Err(TableError::MissingReference { field: "vrf", what: "VRF", id: v.vrf });
         }
         if !(68..=9216).contains(&v.mtu) {
-            return Err(TableError::OutOfRange {
-                field: "mtu",
-                value: v.mtu.into(),
-                min: 68,
-                max: 9216,
-            });
+            return Err(TableError::OutOfRange { field: "mtu", value: v.mtu.into(), min: 68, max: 9216 });
         }
         if v.name.is_empty() {
-            return Err(TableError::Invalid {
-                field: "name",
-                reason: "must not be empty".into(),
-            });
+            return Err(TableError::Invalid { field: "name", reason: "must not be empty".into() });
         }
         if let Some(old) = &old {
             if old.kind != v.kind && w.vif_refs.get(v.index as usize).is_some() {
@@ -572,17 +493,10 @@ impl TablesWriter {
 
     fn del_vif(&mut self, w: &mut Tables, i: VifIndex) -> Result<(), TableError> {
         let Some(old) = w.vif(i).cloned() else {
-            return Err(TableError::NotFound {
-                what: "vif",
-                id: i.to_string(),
-            });
+            return Err(TableError::NotFound { what: "vif", id: i.to_string() });
         };
         if let Some(&refs) = w.vif_refs.get(i as usize) {
-            return Err(TableError::InUse {
-                what: "vif",
-                id: i.to_string(),
-                refs,
-            });
+            return Err(TableError::InUse { what: "vif", id: i.to_string(), refs });
         }
         bump(&mut w.vrf_refs, old.vrf, false);
         let _ = w.vifs.set(i as usize, None);
@@ -594,12 +508,7 @@ impl TablesWriter {
         let old = w.vrfs.get(v.id as usize).cloned();
         Self::exists_check("VRF", v.id, old.is_some(), add)?;
         let vrf = match old {
-            Some(o) => Vrf {
-                name: v.name.clone(),
-                gateway_v4: v.gateway_v4,
-                gateway_v6: v.gateway_v6,
-                ..(*o).clone()
-            },
+            Some(o) => Vrf { name: v.name.clone(), gateway_v4: v.gateway_v4, gateway_v6: v.gateway_v6, ..(*o).clone() },
             None => {
                 self.routes.insert(v.id, VrfRoutes::default());
                 self.undo.push(Undo::VrfCreated(v.id));
@@ -619,25 +528,14 @@ impl TablesWriter {
 
     fn del_vrf(&mut self, w: &mut Tables, id: VrfId) -> Result<(), TableError> {
         if w.vrf(id).is_none() {
-            return Err(TableError::NotFound {
-                what: "VRF",
-                id: id.to_string(),
-            });
+            return Err(TableError::NotFound { what: "VRF", id: id.to_string() });
         }
         if let Some(&refs) = w.vrf_refs.get(id as usize) {
-            return Err(TableError::InUse {
-                what: "VRF",
-                id: id.to_string(),
-                refs,
-            });
+            return Err(TableError::InUse { what: "VRF", id: id.to_string(), refs });
         }
         let (v4, v6) = self.route_count(id);
         if v4 + v6 > 0 {
-            return Err(TableError::InUse {
-                what: "VRF",
-                id: id.to_string(),
-                refs: (v4 + v6) as u32,
-            });
+            return Err(TableError::InUse { what: "VRF", id: id.to_string(), refs: (v4 + v6) as u32 });
         }
         self.routes.remove(&id);
         self.undo.push(Undo::VrfRemoved(id));
@@ -646,13 +544,8 @@ impl TablesWriter {
     }
 
     fn check_nh(w: &Tables, id: NhId, nh: &NextHop) -> Result<(), TableError> {
-        let vif_of = |field, oif: VifIndex| {
-            w.vif(oif).ok_or(TableError::MissingReference {
-                field,
-                what: "vif",
-                id: oif,
-            })
-        };
+        let vif_of =
+            |field, oif: VifIndex| w.vif(oif).ok_or(TableError::MissingReference { field, what: "vif", id: oif });
         match nh {
             NextHop::Discard | NextHop::Receive => Ok(()),
             NextHop::Encap { oif, .. } => vif_of("oif", *oif).map(|_| ()),
@@ -667,11 +560,7 @@ impl TablesWriter {
             }
             NextHop::VrfLookup { vrf } => match w.vrf(*vrf) {
                 Some(_) => Ok(()),
-                None => Err(TableError::MissingReference {
-                    field: "vrf",
-                    what: "VRF",
-                    id: *vrf,
-                }),
+                None => Err(TableError::MissingReference { field: "vrf", what: "VRF", id: *vrf }),
             },
             NextHop::Composite(g) => {
                 let n = g.members().len();
@@ -710,13 +599,7 @@ impl TablesWriter {
         }
     }
 
-    fn put_nh(
-        &mut self,
-        w: &mut Tables,
-        id: NhId,
-        nh: &NextHop,
-        add: bool,
-    ) -> Result<(), TableError> {
+    fn put_nh(&mut self, w: &mut Tables, id: NhId, nh: &NextHop, add: bool) -> Result<(), TableError> {
         check_index("id", id, w.limits.nexthops, 1)?;
         let old = w.nexthops.get(id as usize).cloned();
         Self::exists_check("next hop", id, old.is_some(), add)?;
@@ -745,50 +628,25 @@ impl TablesWriter {
 
     fn del_nh(&mut self, w: &mut Tables, id: NhId) -> Result<(), TableError> {
         if id == 0 {
-            return Err(TableError::Invalid {
-                field: "id",
-                reason: "next hop 0 (discard) is permanent".into(),
-            });
+            return Err(TableError::Invalid { field: "id", reason: "next hop 0 (discard) is permanent".into() });
         }
         let Some(old) = w.nexthops.get(id as usize).cloned() else {
-            return Err(TableError::NotFound {
-                what: "next hop",
-                id: id.to_string(),
-            });
+            return Err(TableError::NotFound { what: "next hop", id: id.to_string() });
         };
         if let Some(&refs) = w.nh_refs.get(id as usize) {
-            return Err(TableError::InUse {
-                what: "next hop",
-                id: id.to_string(),
-                refs,
-            });
+            return Err(TableError::InUse { what: "next hop", id: id.to_string(), refs });
         }
         deps(&old, |d| Self::bump_dep(w, d, false));
         let _ = w.nexthops.set(id as usize, None);
         Ok(())
     }
 
-    fn put_label(
-        &mut self,
-        w: &mut Tables,
-        l: Label,
-        nh: NhId,
-        add: bool,
-    ) -> Result<(), TableError> {
-        check_index(
-            "label",
-            l,
-            w.limits.labels,
-            mpls::FIRST_UNRESERVED_LABEL.into(),
-        )?;
+    fn put_label(&mut self, w: &mut Tables, l: Label, nh: NhId, add: bool) -> Result<(), TableError> {
+        check_index("label", l, w.limits.labels, mpls::FIRST_UNRESERVED_LABEL.into())?;
         let old = w.label(l);
         Self::exists_check("label", l, old.is_some(), add)?;
         if w.nexthop(nh).is_none() {
-            return Err(TableError::MissingReference {
-                field: "nh",
-                what: "next hop",
-                id: nh,
-            });
+            return Err(TableError::MissingReference { field: "nh", what: "next hop", id: nh });
         }
         if let Some(o) = old {
             bump(&mut w.nh_refs, o, false);
@@ -800,10 +658,7 @@ impl TablesWriter {
 
     fn del_label(&mut self, w: &mut Tables, l: Label) -> Result<(), TableError> {
         let Some(old) = w.label(l) else {
-            return Err(TableError::NotFound {
-                what: "label",
-                id: l.to_string(),
-            });
+            return Err(TableError::NotFound { what: "label", id: l.to_string() });
         };
         bump(&mut w.nh_refs, old, false);
         let _ = w.labels.set(l as usize, None);
@@ -812,18 +667,10 @@ impl TablesWriter {
 
     fn put_route(&mut self, w: &mut Tables, r: &RouteSpec, add: bool) -> Result<(), TableError> {
         if w.vrf(r.vrf).is_none() {
-            return Err(TableError::MissingReference {
-                field: "vrf",
-                what: "VRF",
-                id: r.vrf,
-            });
+            return Err(TableError::MissingReference { field: "vrf", what: "VRF", id: r.vrf });
         }
         if w.nexthop(r.target.nh).is_none() {
-            return Err(TableError::MissingReference {
-                field: "nh",
-                what: "next hop",
-                id: r.target.nh,
-            });
+            return Err(TableError::MissingReference { field: "nh", what: "next hop", id: r.target.nh });
         }
         check_label("label", r.target.label)?;
         match r.prefix.addr() {
@@ -832,44 +679,25 @@ impl TablesWriter {
         }
     }
 
-    fn put_route_in<K: Family>(
-        &mut self,
-        w: &mut Tables,
-        r: &RouteSpec,
-        key: K,
-        add: bool,
-    ) -> Result<(), TableError> {
+    fn put_route_in<K: Family>(&mut self, w: &mut Tables, r: &RouteSpec, key: K, add: bool) -> Result<(), TableError> {
         let limit = w.limits.routes_per_vrf;
         let Some(routes) = self.routes.get_mut(&r.vrf) else {
-            return Err(TableError::MissingReference {
-                field: "vrf",
-                what: "VRF",
-                id: r.vrf,
-            });
+            return Err(TableError::MissingReference { field: "vrf", what: "VRF", id: r.vrf });
         };
         let map = K::routes(routes);
         let k = (key, r.prefix.len());
         let old = map.get(&k).copied();
         match (old.is_some(), add) {
             (true, true) => {
-                return Err(TableError::Exists {
-                    what: "route",
-                    id: format!("{} in VRF {}", r.prefix, r.vrf),
-                })
+                return Err(TableError::Exists { what: "route", id: format!("{} in VRF {}", r.prefix, r.vrf) })
             }
             (false, false) => {
-                return Err(TableError::NotFound {
-                    what: "route",
-                    id: format!("{} in VRF {}", r.prefix, r.vrf),
-                })
+                return Err(TableError::NotFound { what: "route", id: format!("{} in VRF {}", r.prefix, r.vrf) })
             }
             _ => {}
         }
         if old.is_none() && map.len() >= limit {
-            return Err(TableError::Full {
-                table: "route",
-                capacity: limit,
-            });
+            return Err(TableError::Full { table: "route", capacity: limit });
         }
         map.insert(k, r.target);
         self.undo.push(K::undo(r.vrf, k, old));
@@ -889,24 +717,13 @@ impl TablesWriter {
         }
     }
 
-    fn del_route_in<K: Family>(
-        &mut self,
-        w: &mut Tables,
-        vrf_id: VrfId,
-        p: Prefix,
-        key: K,
-    ) -> Result<(), TableError> {
-        let not_found = || TableError::NotFound {
-            what: "route",
-            id: format!("{p} in VRF {vrf_id}"),
-        };
+    fn del_route_in<K: Family>(&mut self, w: &mut Tables, vrf_id: VrfId, p: Prefix, key: K) -> Result<(), TableError> {
+        let not_found = || TableError::NotFound { what: "route", id: format!("{p} in VRF {vrf_id}") };
         let routes = self.routes.get_mut(&vrf_id).ok_or_else(not_found)?;
         let map = K::routes(routes);
         let k = (key, p.len());
         let old = map.remove(&k).ok_or_else(not_found)?;
-        let cover = (0..p.len())
-            .rev()
-            .find_map(|l| map.get(&(key.mask(l), l)).map(|t| (l, *t)));
+        let cover = (0..p.len()).rev().find_map(|l| map.get(&(key.mask(l), l)).map(|t| (l, *t)));
         self.undo.push(K::undo(vrf_id, k, Some(old)));
         bump(&mut w.nh_refs, old.nh, false);
         let vrf = Arc::make_mut(w.vrfs.get_mut(vrf_id as usize).ok_or_else(not_found)?);

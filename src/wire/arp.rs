@@ -144,13 +144,7 @@ impl Repr {
             2 => Operation::Reply,
             _ => return Err(WireError::Malformed),
         };
-        Ok(Repr {
-            operation,
-            sha: p.sha(),
-            spa: p.spa(),
-            tha: p.tha(),
-            tpa: p.tpa(),
-        })
+        Ok(Repr { operation, sha: p.sha(), spa: p.spa(), tha: p.tha(), tpa: p.tpa() })
     }
 
     /// Bytes the message takes.
@@ -172,8 +166,8 @@ mod tests {
     use super::*;
 
     static PACKET_BYTES: [u8; 28] = [
-        0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 10, 1,
-        1, 2, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 10, 1, 1, 1,
+        0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 10, 1, 1, 2, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 10, 1, 1, 1,
     ];
 
     fn repr() -> Repr {
@@ -201,16 +195,10 @@ mod tests {
 
     #[test]
     fn too_short_and_malformed() {
-        assert_eq!(
-            Packet::new_checked(&PACKET_BYTES[..27]).unwrap_err(),
-            WireError::Truncated
-        );
+        assert_eq!(Packet::new_checked(&PACKET_BYTES[..27]).unwrap_err(), WireError::Truncated);
         let mut bad = PACKET_BYTES;
         bad[5] = 16; // IPv6-sized protocol address
-        assert_eq!(
-            Packet::new_checked(&bad[..]).unwrap_err(),
-            WireError::Malformed
-        );
+        assert_eq!(Packet::new_checked(&bad[..]).unwrap_err(), WireError::Malformed);
         let mut op = PACKET_BYTES;
         op[7] = 9;
         assert!(Repr::parse(&Packet::new_checked(&op[..]).unwrap()).is_err());

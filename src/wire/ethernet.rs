@@ -19,11 +19,7 @@ impl MacAddr {
 impl std::fmt::Display for MacAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let m = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        )
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
     }
 }
 
@@ -164,11 +160,7 @@ pub struct Repr {
 impl Repr {
     /// Reads the header.
     pub fn parse<T: AsRef<[u8]>>(p: &Packet<T>) -> Result<Repr> {
-        Ok(Repr {
-            src: p.src(),
-            dst: p.dst(),
-            ethertype: p.ethertype(),
-        })
+        Ok(Repr { src: p.src(), dst: p.dst(), ethertype: p.ethertype() })
     }
 
     /// Bytes the header takes.
@@ -188,10 +180,8 @@ impl Repr {
 mod tests {
     use super::*;
 
-    static FRAME_BYTES: [u8; 18] = [
-        0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x5e, 0x00, 0x01, 0x00, 0x08, 0x00, 0xaa,
-        0xbb, 0xcc, 0xdd,
-    ];
+    static FRAME_BYTES: [u8; 18] =
+        [0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x5e, 0x00, 0x01, 0x00, 0x08, 0x00, 0xaa, 0xbb, 0xcc, 0xdd];
 
     fn repr() -> Repr {
         Repr {
@@ -218,10 +208,7 @@ mod tests {
 
     #[test]
     fn too_short() {
-        assert_eq!(
-            Packet::new_checked(&FRAME_BYTES[..13]).unwrap_err(),
-            WireError::Truncated
-        );
+        assert_eq!(Packet::new_checked(&FRAME_BYTES[..13]).unwrap_err(), WireError::Truncated);
     }
 
     #[test]

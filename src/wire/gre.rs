@@ -102,9 +102,7 @@ impl Repr {
         if p.flags_version() != 0 {
             return Err(WireError::Malformed);
         }
-        Ok(Repr {
-            protocol: p.protocol(),
-        })
+        Ok(Repr { protocol: p.protocol() })
     }
 
     /// Bytes the header takes.
@@ -128,36 +126,22 @@ mod tests {
     fn deconstruct() {
         let p = Packet::new_checked(&PACKET_BYTES[..]).unwrap();
         assert!(p.is_plain_mpls());
-        assert_eq!(
-            Repr::parse(&p).unwrap(),
-            Repr {
-                protocol: EtherType::MPLS_UNICAST
-            }
-        );
+        assert_eq!(Repr::parse(&p).unwrap(), Repr { protocol: EtherType::MPLS_UNICAST });
         assert_eq!(p.payload(), &[0x00, 0x01, 0x01, 0x40]);
     }
 
     #[test]
     fn construct() {
         let mut buf = [0xffu8; 4];
-        Repr {
-            protocol: EtherType::MPLS_UNICAST,
-        }
-        .emit(&mut Packet::new_unchecked(&mut buf[..]));
+        Repr { protocol: EtherType::MPLS_UNICAST }.emit(&mut Packet::new_unchecked(&mut buf[..]));
         assert_eq!(buf, PACKET_BYTES[..4]);
     }
 
     #[test]
     fn too_short_and_options() {
-        assert_eq!(
-            Packet::new_checked(&PACKET_BYTES[..3]).unwrap_err(),
-            WireError::Truncated
-        );
+        assert_eq!(Packet::new_checked(&PACKET_BYTES[..3]).unwrap_err(), WireError::Truncated);
         let with_key = [0x20u8, 0x00, 0x88, 0x47, 0, 0];
-        assert_eq!(
-            Packet::new_checked(&with_key[..]).unwrap_err(),
-            WireError::Truncated
-        );
+        assert_eq!(Packet::new_checked(&with_key[..]).unwrap_err(), WireError::Truncated);
         let with_key = [0x20u8, 0x00, 0x88, 0x47, 0, 0, 0, 7];
         let p = Packet::new_checked(&with_key[..]).unwrap();
         assert_eq!(p.header_len(), 8);

@@ -137,11 +137,7 @@ impl Repr {
         }
         let b = p.buffer.as_ref();
         let rest = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
-        Ok(Repr {
-            msg_type: p.msg_type(),
-            code: p.code(),
-            rest,
-        })
+        Ok(Repr { msg_type: p.msg_type(), code: p.code(), rest })
     }
 
     /// Bytes the header takes.
@@ -162,16 +158,10 @@ mod tests {
     use super::*;
 
     // Fragmentation Needed, next-hop MTU 1472, quoting 4 bytes.
-    static PACKET_BYTES: [u8; 12] = [
-        0x03, 0x04, 0xac, 0x5f, 0x00, 0x00, 0x05, 0xc0, 0x45, 0x00, 0x05, 0xdc,
-    ];
+    static PACKET_BYTES: [u8; 12] = [0x03, 0x04, 0xac, 0x5f, 0x00, 0x00, 0x05, 0xc0, 0x45, 0x00, 0x05, 0xdc];
 
     fn repr() -> Repr {
-        Repr {
-            msg_type: kind::DEST_UNREACHABLE,
-            code: CODE_FRAG_NEEDED,
-            rest: 1472,
-        }
+        Repr { msg_type: kind::DEST_UNREACHABLE, code: CODE_FRAG_NEEDED, rest: 1472 }
     }
 
     #[test]
@@ -192,10 +182,7 @@ mod tests {
 
     #[test]
     fn too_short_and_bad_checksum() {
-        assert_eq!(
-            Packet::new_checked(&PACKET_BYTES[..7]).unwrap_err(),
-            WireError::Truncated
-        );
+        assert_eq!(Packet::new_checked(&PACKET_BYTES[..7]).unwrap_err(), WireError::Truncated);
         let mut bad = PACKET_BYTES;
         bad[3] ^= 0xff;
         assert!(Repr::parse(&Packet::new_checked(&bad[..]).unwrap()).is_err());

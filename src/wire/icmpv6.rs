@@ -184,11 +184,7 @@ impl Repr {
         }
         let b = p.buffer.as_ref();
         let rest = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
-        Ok(Repr {
-            msg_type: p.msg_type(),
-            code: p.code(),
-            rest,
-        })
+        Ok(Repr { msg_type: p.msg_type(), code: p.code(), rest })
     }
 
     /// Bytes the header takes.
@@ -197,12 +193,7 @@ impl Repr {
     }
 
     /// Writes the header and the checksum over the whole buffer.
-    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(
-        &self,
-        p: &mut Packet<T>,
-        src: Ipv6Addr,
-        dst: Ipv6Addr,
-    ) {
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, p: &mut Packet<T>, src: Ipv6Addr, dst: Ipv6Addr) {
         p.set_type_code(self.msg_type, self.code);
         p.set_rest(self.rest);
         p.fill_checksum(src.octets(), dst.octets());
@@ -223,8 +214,8 @@ mod tests {
     // NA from fe80::1 to fe80::2 for target fe80::1, flags R|S|O,
     // target link-layer address 00:00:5e:00:01:00. Checksum hand-computed.
     static NA_BYTES: [u8; 32] = [
-        0x88, 0x00, 0x3b, 0x1c, 0xe0, 0x00, 0x00, 0x00, 0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        0, 0, 0, 0x01, 0x02, 0x01, 0x00, 0x00, 0x5e, 0x00, 0x01, 0x00,
+        0x88, 0x00, 0x3b, 0x1c, 0xe0, 0x00, 0x00, 0x00, 0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x02,
+        0x01, 0x00, 0x00, 0x5e, 0x00, 0x01, 0x00,
     ];
 
     #[test]
@@ -234,10 +225,7 @@ mod tests {
         assert_eq!(r.msg_type, kind::NEIGHBOR_ADVERT);
         assert_eq!(r.rest, NA_FLAGS_ROUTER_SOLICITED_OVERRIDE);
         assert_eq!(p.nd_target(), src());
-        assert_eq!(
-            p.nd_lladdr(OPT_TARGET_LLADDR).unwrap(),
-            Some(MacAddr([0, 0, 0x5e, 0, 1, 0]))
-        );
+        assert_eq!(p.nd_lladdr(OPT_TARGET_LLADDR).unwrap(), Some(MacAddr([0, 0, 0x5e, 0, 1, 0])));
         assert_eq!(p.nd_lladdr(OPT_SOURCE_LLADDR).unwrap(), None);
     }
 
@@ -248,11 +236,7 @@ mod tests {
             let mut p = Packet::new_unchecked(&mut buf[..]);
             p.set_nd_target(src());
             p.set_nd_lladdr_option(OPT_TARGET_LLADDR, MacAddr([0, 0, 0x5e, 0, 1, 0]));
-            let r = Repr {
-                msg_type: kind::NEIGHBOR_ADVERT,
-                code: 0,
-                rest: NA_FLAGS_ROUTER_SOLICITED_OVERRIDE,
-            };
+            let r = Repr { msg_type: kind::NEIGHBOR_ADVERT, code: 0, rest: NA_FLAGS_ROUTER_SOLICITED_OVERRIDE };
             r.emit(&mut p, src(), dst());
         }
         assert_eq!(buf, NA_BYTES);
@@ -260,14 +244,8 @@ mod tests {
 
     #[test]
     fn too_short_and_bad_options() {
-        assert_eq!(
-            Packet::new_checked(&NA_BYTES[..7]).unwrap_err(),
-            WireError::Truncated
-        );
-        assert_eq!(
-            Packet::new_checked(&NA_BYTES[..23]).unwrap_err(),
-            WireError::Truncated
-        );
+        assert_eq!(Packet::new_checked(&NA_BYTES[..7]).unwrap_err(), WireError::Truncated);
+        assert_eq!(Packet::new_checked(&NA_BYTES[..23]).unwrap_err(), WireError::Truncated);
         let mut zero_len = NA_BYTES;
         zero_len[25] = 0;
         let p = Packet::new_checked(&zero_len[..]).unwrap();

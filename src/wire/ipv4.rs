@@ -141,8 +141,20 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// True when the header checksum is right.
+    #[inline]
     pub fn verify_checksum(&self) -> bool {
-        checksum::checksum(&self.buffer.as_ref()[..self.header_len()]) == 0
+        let b = self.buffer.as_ref();
+        let hl = self.header_len();
+        if hl == HEADER_LEN && b.len() >= HEADER_LEN {
+            // The usual header, summed in five fixed steps.
+            let w = |i: usize| u64::from(u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]));
+            let mut s = w(0) + w(4) + w(8) + w(12) + w(16);
+            s = (s & 0xffff_ffff) + (s >> 32);
+            s = (s & 0xffff) + (s >> 16);
+            s = (s & 0xffff) + (s >> 16);
+            return s == 0xffff;
+        }
+        checksum::checksum(&b[..hl]) == 0
     }
 
     /// The payload, up to the total length.
@@ -217,15 +229,21 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.set_checksum(c);
     }
 
-    /// Decrements the TTL and updates the checksum incrementally (RFC 1624).
-    /// The caller has checked that the TTL is above 1.
+    /// Decrements the TTL and updates the checksum incrementally. The caller
+    /// has checked that the TTL is above 1.
+    ///
+    /// The TTL is the high byte of its 16-bit word, so the word drops by
+    /// 0x0100 and the checksum rises by as much, with end-around carry
+    /// (RFC 1141). That shortcut can give 0xffff, negative zero, where a
+    /// full computation gives 0x0000 (RFC 1624 section 3); mapping it back
+    /// keeps the result identical to recomputing.
+    #[inline]
     pub fn decrement_ttl(&mut self) {
         let b = self.buffer.as_mut();
-        let old = read_u16(b, field::TTL);
         b[field::TTL] = b[field::TTL].wrapping_sub(1);
-        let new = read_u16(b, field::TTL);
-        let c = checksum::update16(read_u16(b, field::CHECKSUM), old, new);
-        write_u16(b, field::CHECKSUM, c);
+        let sum = u32::from(read_u16(b, field::CHECKSUM)) + 0x0100;
+        let c = (sum + (sum >> 16)) as u16;
+        write_u16(b, field::CHECKSUM, c.wrapping_add(u16::from(c == 0xffff)));
     }
 
     /// The payload, writable.
@@ -297,8 +315,8 @@ mod tests {
 
     // ICMP echo header from 10.1.1.2 to 10.2.2.3, TTL 64, DF, ident 0x1234, 4-byte payload.
     static PACKET_BYTES: [u8; 24] = [
-        0x45, 0x00, 0x00, 0x18, 0x12, 0x34, 0x40, 0x00, 0x40, 0x01, 0x11, 0xaa, 0x0a, 0x01, 0x01,
-        0x02, 0x0a, 0x02, 0x02, 0x03, 0xde, 0xad, 0xbe, 0xef,
+        0x45, 0x00, 0x00, 0x18, 0x12, 0x34, 0x40, 0x00, 0x40, 0x01, 0x11, 0xaa, 0x0a, 0x01, 0x01, 0x02, 0x0a, 0x02,
+        0x02, 0x03, 0xde, 0xad, 0xbe, 0xef,
     ];
 
     fn repr() -> Repr {
@@ -340,6 +358,22 @@ mod tests {
     }
 
     #[test]
+    fn decrement_ttl_matches_recompute_for_every_checksum() {
+        // Walk the identification field so the checksum takes every value.
+        let mut buf = PACKET_BYTES;
+        for ident in 0..=u16::MAX {
+            let mut p = Packet::new_unchecked(&mut buf[..]);
+            p.set_ident(ident);
+            p.set_ttl(64);
+            p.fill_checksum();
+            p.decrement_ttl();
+            let inc = p.checksum();
+            p.fill_checksum();
+            assert_eq!(inc, p.checksum(), "ident {ident:#x}");
+        }
+    }
+
+    #[test]
     fn fragment_fields() {
         let mut buf = PACKET_BYTES;
         let mut p = Packet::new_unchecked(&mut buf[..]);
@@ -350,26 +384,14 @@ mod tests {
 
     #[test]
     fn too_short_and_malformed() {
-        assert_eq!(
-            Packet::new_checked(&PACKET_BYTES[..19]).unwrap_err(),
-            WireError::Truncated
-        );
-        assert_eq!(
-            Packet::new_checked(&PACKET_BYTES[..23]).unwrap_err(),
-            WireError::Truncated
-        );
+        assert_eq!(Packet::new_checked(&PACKET_BYTES[..19]).unwrap_err(), WireError::Truncated);
+        assert_eq!(Packet::new_checked(&PACKET_BYTES[..23]).unwrap_err(), WireError::Truncated);
         let mut v6 = PACKET_BYTES;
         v6[0] = 0x65;
-        assert_eq!(
-            Packet::new_checked(&v6[..]).unwrap_err(),
-            WireError::Malformed
-        );
+        assert_eq!(Packet::new_checked(&v6[..]).unwrap_err(), WireError::Malformed);
         let mut ihl = PACKET_BYTES;
         ihl[0] = 0x44;
-        assert_eq!(
-            Packet::new_checked(&ihl[..]).unwrap_err(),
-            WireError::Malformed
-        );
+        assert_eq!(Packet::new_checked(&ihl[..]).unwrap_err(), WireError::Malformed);
         let mut bad_sum = PACKET_BYTES;
         bad_sum[11] ^= 1;
         assert!(Repr::parse(&Packet::new_checked(&bad_sum[..]).unwrap()).is_err());

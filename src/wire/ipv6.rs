@@ -198,9 +198,8 @@ mod tests {
     use super::*;
 
     static PACKET_BYTES: [u8; 44] = [
-        0x60, 0x00, 0x00, 0x00, 0x00, 0x04, 0x11, 0x40, 0xfd, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        0, 0, 0, 0x02, 0xfd, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x03, 0xde, 0xad, 0xbe,
-        0xef,
+        0x60, 0x00, 0x00, 0x00, 0x00, 0x04, 0x11, 0x40, 0xfd, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02, 0xfd,
+        0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x03, 0xde, 0xad, 0xbe, 0xef,
     ];
 
     fn repr() -> Repr {
@@ -231,19 +230,10 @@ mod tests {
 
     #[test]
     fn too_short_and_malformed() {
-        assert_eq!(
-            Packet::new_checked(&PACKET_BYTES[..39]).unwrap_err(),
-            WireError::Truncated
-        );
-        assert_eq!(
-            Packet::new_checked(&PACKET_BYTES[..43]).unwrap_err(),
-            WireError::Truncated
-        );
+        assert_eq!(Packet::new_checked(&PACKET_BYTES[..39]).unwrap_err(), WireError::Truncated);
+        assert_eq!(Packet::new_checked(&PACKET_BYTES[..43]).unwrap_err(), WireError::Truncated);
         let mut v4 = PACKET_BYTES;
         v4[0] = 0x45;
-        assert_eq!(
-            Packet::new_checked(&v4[..]).unwrap_err(),
-            WireError::Malformed
-        );
+        assert_eq!(Packet::new_checked(&v4[..]).unwrap_err(), WireError::Malformed);
     }
 }

@@ -64,10 +64,8 @@ impl<T: AsRef<[u8]>> Packet<T> {
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Writes a whole entry.
     pub fn set(&mut self, label: u32, tc: u8, bottom_of_stack: bool, ttl: u8) {
-        let w = ((label & MAX_LABEL) << 12)
-            | (u32::from(tc & 7) << 9)
-            | (u32::from(bottom_of_stack) << 8)
-            | u32::from(ttl);
+        let w =
+            ((label & MAX_LABEL) << 12) | (u32::from(tc & 7) << 9) | (u32::from(bottom_of_stack) << 8) | u32::from(ttl);
         write_u32(self.buffer.as_mut(), 0, w);
     }
 }
@@ -88,12 +86,7 @@ pub struct Repr {
 impl Repr {
     /// Reads an entry.
     pub fn parse<T: AsRef<[u8]>>(p: &Packet<T>) -> Result<Repr> {
-        Ok(Repr {
-            label: p.label(),
-            tc: p.tc(),
-            bottom_of_stack: p.bottom_of_stack(),
-            ttl: p.ttl(),
-        })
+        Ok(Repr { label: p.label(), tc: p.tc(), bottom_of_stack: p.bottom_of_stack(), ttl: p.ttl() })
     }
 
     /// Bytes the entry takes.
@@ -117,52 +110,22 @@ mod tests {
     #[test]
     fn deconstruct() {
         let p = Packet::new_checked(&PACKET_BYTES[..]).unwrap();
-        assert_eq!(
-            Repr::parse(&p).unwrap(),
-            Repr {
-                label: 16,
-                tc: 0,
-                bottom_of_stack: true,
-                ttl: 64
-            }
-        );
+        assert_eq!(Repr::parse(&p).unwrap(), Repr { label: 16, tc: 0, bottom_of_stack: true, ttl: 64 });
         let q = Packet::new_checked(&PACKET_BYTES[4..]).unwrap();
-        assert_eq!(
-            Repr::parse(&q).unwrap(),
-            Repr {
-                label: MAX_LABEL,
-                tc: 7,
-                bottom_of_stack: false,
-                ttl: 1
-            }
-        );
+        assert_eq!(Repr::parse(&q).unwrap(), Repr { label: MAX_LABEL, tc: 7, bottom_of_stack: false, ttl: 1 });
     }
 
     #[test]
     fn construct() {
         let mut buf = [0u8; 8];
-        Repr {
-            label: 16,
-            tc: 0,
-            bottom_of_stack: true,
-            ttl: 64,
-        }
-        .emit(&mut Packet::new_unchecked(&mut buf[..4]));
-        Repr {
-            label: MAX_LABEL,
-            tc: 7,
-            bottom_of_stack: false,
-            ttl: 1,
-        }
-        .emit(&mut Packet::new_unchecked(&mut buf[4..]));
+        Repr { label: 16, tc: 0, bottom_of_stack: true, ttl: 64 }.emit(&mut Packet::new_unchecked(&mut buf[..4]));
+        Repr { label: MAX_LABEL, tc: 7, bottom_of_stack: false, ttl: 1 }
+            .emit(&mut Packet::new_unchecked(&mut buf[4..]));
         assert_eq!(buf, PACKET_BYTES);
     }
 
     #[test]
     fn too_short() {
-        assert_eq!(
-            Packet::new_checked(&PACKET_BYTES[..3]).unwrap_err(),
-            WireError::Truncated
-        );
+        assert_eq!(Packet::new_checked(&PACKET_BYTES[..3]).unwrap_err(), WireError::Truncated);
     }
 }

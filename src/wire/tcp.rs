@@ -107,8 +107,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// The MSS option's value, if any.
     pub fn mss(&self) -> Option<u16> {
-        self.mss_offset()
-            .map(|at| read_u16(self.buffer.as_ref(), at))
+        self.mss_offset().map(|at| read_u16(self.buffer.as_ref(), at))
     }
 }
 
@@ -145,8 +144,8 @@ mod tests {
     // pseudo-header of 10.1.1.2 -> 10.2.2.3. Checksums in these golden arrays
     // were computed with an independent Python implementation of RFC 1071.
     static SYN_BYTES: [u8; 28] = [
-        0x9c, 0x40, 0x00, 0x50, 0, 0, 0, 1, 0, 0, 0, 0, 0x70, 0x02, 0xff, 0xff, 0xd3, 0x88, 0x00,
-        0x00, 0x01, 0x01, 0x02, 0x04, 0x05, 0xb4, 0x00, 0x00,
+        0x9c, 0x40, 0x00, 0x50, 0, 0, 0, 1, 0, 0, 0, 0, 0x70, 0x02, 0xff, 0xff, 0xd3, 0x88, 0x00, 0x00, 0x01, 0x01,
+        0x02, 0x04, 0x05, 0xb4, 0x00, 0x00,
     ];
 
     fn tcp_checksum(seg: &[u8]) -> u16 {
@@ -176,14 +175,8 @@ mod tests {
 
     #[test]
     fn too_short_and_malformed_options() {
-        assert_eq!(
-            Packet::new_checked(&SYN_BYTES[..19]).unwrap_err(),
-            WireError::Truncated
-        );
-        assert_eq!(
-            Packet::new_checked(&SYN_BYTES[..27]).unwrap_err(),
-            WireError::Truncated
-        );
+        assert_eq!(Packet::new_checked(&SYN_BYTES[..19]).unwrap_err(), WireError::Truncated);
+        assert_eq!(Packet::new_checked(&SYN_BYTES[..27]).unwrap_err(), WireError::Truncated);
         let mut bad = SYN_BYTES;
         bad[23] = 40; // option length past the header
         assert_eq!(Packet::new_checked(&bad[..]).unwrap().mss(), None);

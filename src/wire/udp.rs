@@ -107,11 +107,7 @@ pub struct Repr {
 impl Repr {
     /// Reads the header. The checksum is not verified: tunnels send zero.
     pub fn parse<T: AsRef<[u8]>>(p: &Packet<T>) -> Result<Repr> {
-        Ok(Repr {
-            src_port: p.src_port(),
-            dst_port: p.dst_port(),
-            payload_len: usize::from(p.len()) - HEADER_LEN,
-        })
+        Ok(Repr { src_port: p.src_port(), dst_port: p.dst_port(), payload_len: usize::from(p.len()) - HEADER_LEN })
     }
 
     /// Bytes the header takes.
@@ -132,16 +128,10 @@ impl Repr {
 mod tests {
     use super::*;
 
-    static PACKET_BYTES: [u8; 12] = [
-        0xc3, 0x50, 0x19, 0xeb, 0x00, 0x0c, 0x00, 0x00, 0x00, 0x01, 0x01, 0x40,
-    ];
+    static PACKET_BYTES: [u8; 12] = [0xc3, 0x50, 0x19, 0xeb, 0x00, 0x0c, 0x00, 0x00, 0x00, 0x01, 0x01, 0x40];
 
     fn repr() -> Repr {
-        Repr {
-            src_port: 50000,
-            dst_port: 6635,
-            payload_len: 4,
-        }
+        Repr { src_port: 50000, dst_port: 6635, payload_len: 4 }
     }
 
     #[test]
@@ -161,19 +151,10 @@ mod tests {
 
     #[test]
     fn too_short_and_malformed() {
-        assert_eq!(
-            Packet::new_checked(&PACKET_BYTES[..7]).unwrap_err(),
-            WireError::Truncated
-        );
-        assert_eq!(
-            Packet::new_checked(&PACKET_BYTES[..11]).unwrap_err(),
-            WireError::Truncated
-        );
+        assert_eq!(Packet::new_checked(&PACKET_BYTES[..7]).unwrap_err(), WireError::Truncated);
+        assert_eq!(Packet::new_checked(&PACKET_BYTES[..11]).unwrap_err(), WireError::Truncated);
         let mut bad = PACKET_BYTES;
         bad[5] = 7;
-        assert_eq!(
-            Packet::new_checked(&bad[..]).unwrap_err(),
-            WireError::Malformed
-        );
+        assert_eq!(Packet::new_checked(&bad[..]).unwrap_err(), WireError::Malformed);
     }
 }

@@ -1,0 +1,520 @@
+//! The in-memory pipeline benchmark: one node's tables, a batch of frames,
+//! and a loop that processes them. `vrpktgen pipeline` and
+//! `benches/pipeline.rs` both run it, so their numbers are comparable.
+//!
+//! The node: fabric vif 0 (192.168.0.1), pods a1 (vif 1) and a2 (vif 2) in
+//! VRF 1. VRF 1 also holds a BGP-like table of IPv4 prefixes and a set of
+//! IPv6 prefixes, all resolving to the case's next hop; the frames'
+//! destinations are spread over 10,000 addresses inside those prefixes.
+
+use super::build::{self, L2};
+use crate::pipeline::{Frame, Pipeline, PipelineConfig, Spill, Verdict};
+use crate::tables::{
+    EcmpGroup, Limits, NextHop, Object, Op, Prefix, RouteSpec, RouteTarget, Tables, TablesHandle, TablesWriter, Tunnel,
+    TunnelEncap, Vif, VifKind, VrfSpec,
+};
+use crate::wire::MacAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, Instant};
+
+/// The benchmark cases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Case {
+    /// Pod to pod on this node.
+    LocalForward,
+    /// Pod to a remote node over MPLS over UDP.
+    EncapMplsoudp,
+    /// Pod to a remote node over MPLS over GRE.
+    EncapMplsogre,
+    /// Pod to a service: ECMP over three remote nodes, MPLS over UDP.
+    EncapMplsoudpEcmp,
+    /// From a remote node over MPLS over UDP, to a local pod.
+    DecapMplsoudp,
+    /// From a remote node over MPLS over GRE, to a local pod.
+    DecapMplsogre,
+}
+
+impl Case {
+    /// Every case, in report order.
+    pub const ALL: [Case; 6] = [
+        Case::LocalForward,
+        Case::EncapMplsoudp,
+        Case::EncapMplsogre,
+        Case::EncapMplsoudpEcmp,
+        Case::DecapMplsoudp,
+        Case::DecapMplsogre,
+    ];
+
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Case::LocalForward => "local_forward",
+            Case::EncapMplsoudp => "encap_mplsoudp",
+            Case::EncapMplsogre => "encap_mplsogre",
+            Case::EncapMplsoudpEcmp => "encap_mplsoudp_ecmp",
+            Case::DecapMplsoudp => "decap_mplsoudp",
+            Case::DecapMplsogre => "decap_mplsogre",
+        }
+    }
+
+    /// The case with this name.
+    pub fn from_name(s: &str) -> Option<Case> {
+        Case::ALL.into_iter().find(|c| c.name() == s)
+    }
+
+    /// The verdict every frame of this case should get.
+    pub fn expected(self) -> Verdict {
+        match self {
+            Case::LocalForward | Case::DecapMplsoudp | Case::DecapMplsogre => Verdict::Tx(A2),
+            _ => Verdict::Tx(FABRIC),
+        }
+    }
+}
+
+/// Fabric vif index.
+pub const FABRIC: u32 = 0;
+/// Pod a1's vif: the sender in the local and encap cases.
+pub const A1: u32 = 1;
+/// Pod a2's vif: the receiver in the local and decap cases.
+pub const A2: u32 = 2;
+/// The VRF of the pods.
+pub const VRF: u32 = 1;
+const NH_TO_A2: u32 = 1;
+const NH_UDP: u32 = 10;
+const NH_GRE: u32 = 11;
+const NH_ECMP: u32 = 20;
+const NH_VRF_LOOKUP: u32 = 30;
+const LABEL_VRF: u32 = 17;
+const HEADROOM: usize = 256;
+const BUF_LEN: usize = 2048;
+
+/// Node and peer addresses.
+pub fn fabric_ip() -> Ipv4Addr {
+    Ipv4Addr::new(192, 168, 0, 1)
+}
+fn peer_ip(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(192, 168, 0, 1 + n)
+}
+fn mac(n: u8) -> MacAddr {
+    MacAddr([0x02, 0, 0, 0, 0, n])
+}
+
+/// A deterministic xorshift generator: same seed, same tables.
+#[derive(Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator; the seed must not be zero.
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.max(1))
+    }
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// `n` distinct IPv4 prefixes with the length mix of a full BGP table:
+/// about 60 % /24, 20 % /22-/23, 17 % /16-/21 and 3 % /8-/15, spread over
+/// unicast space.
+pub fn bgp_like_v4(n: usize, seed: u64) -> Vec<(u32, u8)> {
+    let mut rng = Rng::new(seed);
+    let mut seen = ahash::AHashSet::with_capacity(n);
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let r = rng.next_u64();
+        let len = match r % 100 {
+            0..=59 => 24,
+            60..=69 => 23,
+            70..=79 => 22,
+            80..=96 => 16 + (r >> 8) as u8 % 6,
+            _ => 8 + (r >> 8) as u8 % 8,
+        };
+        // First octet 1-223, never 10 (the pods' own network) or 127.
+        let a = (r >> 16) as u32;
+        let first = 1 + (a >> 24) % 223;
+        if first == 10 || first == 127 {
+            continue;
+        }
+        let addr = (first << 24 | (a & 0x00ff_ffff)) & (u32::MAX << (32 - len));
+        if seen.insert((addr, len)) {
+            out.push((addr, len));
+        }
+    }
+    out
+}
+
+/// `n` distinct IPv6 prefixes: mostly /48s inside a few thousand /32
+/// allocations, the rest /32-/44, as in the global IPv6 table.
+pub fn bgp_like_v6(n: usize, seed: u64) -> Vec<(u128, u8)> {
+    let mut rng = Rng::new(seed);
+    let allocations: Vec<u128> =
+        (0..4096).map(|_| (0x2000u128 << 112) | (u128::from(rng.next_u64() as u32 & 0x0fff_ffff) << 96)).collect();
+    let mut seen = ahash::AHashSet::with_capacity(n);
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let r = rng.next_u64();
+        let base = allocations[(r % 4096) as usize];
+        let len = match (r >> 12) % 10 {
+            0 => 32,
+            1 => 36 + ((r >> 20) % 9) as u8,
+            _ => 48,
+        };
+        let addr = (base | (u128::from(rng.next_u64() as u32) << 64)) & (u128::MAX << (128 - len));
+        if seen.insert((addr, len)) {
+            out.push((addr, len));
+        }
+    }
+    out
+}
+
+/// Builds the node's tables. Bulk routes resolve to `bulk`.
+fn node_ops(bulk: RouteTarget) -> Vec<Op> {
+    let router = PipelineConfig::default().router_mac;
+    let mut fabric = Vif::new(FABRIC, "eth0", VifKind::Fabric, 0, mac(0xf0));
+    fabric.ipv4 = Some(fabric_ip());
+    let mut a1 = Vif::new(A1, "veth-a1", VifKind::Virtual, VRF, mac(1));
+    a1.ipv4 = Some(Ipv4Addr::new(10, 1, 0, 2));
+    let mut a2 = Vif::new(A2, "veth-a2", VifKind::Virtual, VRF, mac(2));
+    a2.ipv4 = Some(Ipv4Addr::new(10, 1, 0, 3));
+    let tunnel = |encap, n| NextHop::Tunnel(Tunnel::new(FABRIC, encap, fabric_ip(), peer_ip(n), mac(0xe0 + n)));
+    let route = |p: &str, target| {
+        Op::Add(Object::Route(RouteSpec { vrf: VRF, prefix: p.parse().expect("literal prefix"), target }))
+    };
+    let local = RouteTarget { nh: NH_TO_A2, label: RouteTarget::NO_LABEL };
+    vec![
+        Op::Add(Object::Vrf(VrfSpec { id: 0, name: "fabric".into(), gateway_v4: None, gateway_v6: None })),
+        Op::Add(Object::Vrf(VrfSpec {
+            id: VRF,
+            name: "blue".into(),
+            gateway_v4: Some(Ipv4Addr::new(10, 1, 0, 1)),
+            gateway_v6: Some("fd00:1::1".parse().expect("literal")),
+        })),
+        Op::Add(Object::Vif(fabric)),
+        Op::Add(Object::Vif(a1)),
+        Op::Add(Object::Vif(a2)),
+        Op::Add(Object::NextHop(NH_TO_A2, NextHop::Encap { oif: A2, smac: router, dmac: mac(2) })),
+        Op::Add(Object::NextHop(NH_UDP, tunnel(TunnelEncap::MplsOverUdp, 1))),
+        Op::Add(Object::NextHop(NH_GRE, tunnel(TunnelEncap::MplsOverGre, 1))),
+        Op::Add(Object::NextHop(12, tunnel(TunnelEncap::MplsOverUdp, 2))),
+        Op::Add(Object::NextHop(13, tunnel(TunnelEncap::MplsOverUdp, 3))),
+        Op::Add(Object::NextHop(
+            NH_ECMP,
+            NextHop::Composite(EcmpGroup::new(vec![
+                RouteTarget { nh: NH_UDP, label: 100 },
+                RouteTarget { nh: 12, label: 101 },
+                RouteTarget { nh: 13, label: 102 },
+            ])),
+        )),
+        Op::Add(Object::NextHop(NH_VRF_LOOKUP, NextHop::VrfLookup { vrf: VRF })),
+        Op::Add(Object::Label(16, NH_TO_A2)),
+        Op::Add(Object::Label(LABEL_VRF, NH_VRF_LOOKUP)),
+        route("10.1.0.3/32", local),
+        Op::Add(Object::Route(RouteSpec {
+            vrf: VRF,
+            prefix: Prefix::new(IpAddr::V6("fd00:1::3".parse().expect("literal")), 128).expect("valid"),
+            target: local,
+        })),
+        route("0.0.0.0/0", bulk),
+    ]
+}
+
+/// A node's tables with `v4`/`v6` bulk prefixes, loaded in batches of
+/// `batch` routes. Returns the writer, the prefixes, and the load time.
+pub fn build_node(
+    bulk: RouteTarget,
+    v4: &[(u32, u8)],
+    v6: &[(u128, u8)],
+    batch: usize,
+) -> (TablesWriter, TablesHandle, Duration) {
+    let limits = Limits { routes_per_vrf: v4.len().max(v6.len()) + 16, ..Limits::default() };
+    let (mut w, h) = TablesWriter::new(limits);
+    w.apply(&node_ops(bulk)).expect("the node's base tables are valid");
+    let started = Instant::now();
+    let routes = v4
+        .iter()
+        .map(|&(a, l)| (IpAddr::V4(Ipv4Addr::from(a)), l))
+        .chain(v6.iter().map(|&(a, l)| (IpAddr::V6(Ipv6Addr::from(a)), l)));
+    let mut ops = Vec::with_capacity(batch);
+    for (addr, len) in routes {
+        let prefix = Prefix::new(addr, len).expect("generated prefixes are canonical");
+        ops.push(Op::Add(Object::Route(RouteSpec { vrf: VRF, prefix, target: bulk })));
+        if ops.len() == batch {
+            w.apply(&ops).expect("bulk routes fit");
+            ops.clear();
+        }
+    }
+    if !ops.is_empty() {
+        w.apply(&ops).expect("bulk routes fit");
+    }
+    (w, h, started.elapsed())
+}
+
+/// The frames of a case: `flows` distinct frames whose inner packets are
+/// `inner_len` bytes of Ethernet frame.
+pub fn frames(case: Case, v4: &[(u32, u8)], flows: usize, inner_len: usize, seed: u64) -> Vec<Vec<u8>> {
+    let mut rng = Rng::new(seed);
+    let router = PipelineConfig::default().router_mac;
+    let a1_l2 = L2 { src: mac(1), dst: router };
+    let src = Ipv4Addr::new(10, 1, 0, 2);
+    (0..flows)
+        .map(|i| {
+            let sport = 1024 + (i % 60000) as u16;
+            match case {
+                Case::LocalForward => {
+                    build::udp4_frame(a1_l2, src, Ipv4Addr::new(10, 1, 0, 3), sport, 80, 64, inner_len)
+                }
+                Case::EncapMplsoudp | Case::EncapMplsogre | Case::EncapMplsoudpEcmp => {
+                    let (p, l) = v4[(rng.next_u64() % v4.len() as u64) as usize];
+                    let host = (rng.next_u64() as u32) & !(u32::MAX.checked_shl(32 - u32::from(l)).unwrap_or(0));
+                    build::udp4_frame(a1_l2, src, Ipv4Addr::from(p | host), sport, 80, 64, inner_len)
+                }
+                Case::DecapMplsoudp | Case::DecapMplsogre => {
+                    let dst = Ipv4Addr::new(10, 1, 0, 3);
+                    let remote = Ipv4Addr::new(10, 2, (i >> 8) as u8, i as u8);
+                    let inner = build::udp4_frame(a1_l2, remote, dst, sport, 80, 64, inner_len);
+                    let tunnel =
+                        if case == Case::DecapMplsogre { build::Tunnel::Gre } else { build::Tunnel::Udp(6635) };
+                    let outer = L2 { src: mac(0xe1), dst: mac(0xf0) };
+                    let sp = crate::pipeline::hash::tunnel_source_port(i as u32 * 2654435761);
+                    build::mpls_tunnel_frame(outer, tunnel, peer_ip(1), fabric_ip(), LABEL_VRF, 64, sp, &inner[14..])
+                }
+            }
+        })
+        .collect()
+}
+
+/// Where the bulk routes of a case lead.
+pub fn bulk_target(case: Case) -> RouteTarget {
+    match case {
+        Case::LocalForward | Case::DecapMplsoudp | Case::DecapMplsogre => {
+            RouteTarget { nh: NH_TO_A2, label: RouteTarget::NO_LABEL }
+        }
+        Case::EncapMplsoudp => RouteTarget { nh: NH_UDP, label: 16 },
+        Case::EncapMplsogre => RouteTarget { nh: NH_GRE, label: 16 },
+        Case::EncapMplsoudpEcmp => RouteTarget { nh: NH_ECMP, label: RouteTarget::NO_LABEL },
+    }
+}
+
+/// A ready-to-run benchmark: tables, a pipeline and a batch of buffers.
+pub struct Bench {
+    /// The case.
+    pub case: Case,
+    handle: TablesHandle,
+    /// Kept so the tables outlive the bench.
+    pub writer: TablesWriter,
+    pipeline: Pipeline,
+    /// The frames to send, back to back with a fixed stride, the way a
+    /// NIC's receive ring lays them out.
+    templates: Vec<u8>,
+    template_lens: Vec<u16>,
+    stride: usize,
+    batch: Vec<Frame<Box<[u8]>>>,
+    spill: Spill<Box<[u8]>>,
+    in_vif: u32,
+    next: usize,
+    /// Time taken to load the bulk routes.
+    pub load_time: Duration,
+}
+
+/// The parameters of a bench.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchParams {
+    /// IPv4 prefixes in the VRF.
+    pub v4_routes: usize,
+    /// IPv6 prefixes in the VRF.
+    pub v6_routes: usize,
+    /// Distinct flows (destinations or sources).
+    pub flows: usize,
+    /// Frames per batch.
+    pub batch: usize,
+    /// Inner frame length.
+    pub frame_len: usize,
+}
+
+impl Default for BenchParams {
+    fn default() -> Self {
+        BenchParams { v4_routes: 1_000_000, v6_routes: 100_000, flows: 10_000, batch: 64, frame_len: 64 }
+    }
+}
+
+impl Bench {
+    /// Builds the node and the frames.
+    pub fn new(case: Case, p: BenchParams) -> Bench {
+        let v4 = bgp_like_v4(p.v4_routes.max(1), 0x5eed_0004);
+        let v6 = bgp_like_v6(p.v6_routes, 0x5eed_0006);
+        let (writer, handle, load_time) = build_node(bulk_target(case), &v4, &v6, 10_000);
+        let list = frames(case, &v4, p.flows.max(1), p.frame_len, 0x5eed_f10e);
+        let stride = list.iter().map(Vec::len).max().unwrap_or(64).next_multiple_of(64);
+        let mut templates = vec![0u8; stride * list.len()];
+        for (i, t) in list.iter().enumerate() {
+            templates[i * stride..i * stride + t.len()].copy_from_slice(t);
+        }
+        let template_lens = list.iter().map(|t| t.len() as u16).collect();
+        let in_vif = match case {
+            Case::DecapMplsoudp | Case::DecapMplsogre => FABRIC,
+            _ => A1,
+        };
+        let batch = (0..p.batch.max(1))
+            .map(|_| Frame::new(vec![0u8; BUF_LEN].into_boxed_slice(), HEADROOM, 0, in_vif).expect("fits"))
+            .collect();
+        let pipeline = Pipeline::new(PipelineConfig::default(), handle.load().limits());
+        Bench {
+            case,
+            handle,
+            writer,
+            pipeline,
+            templates,
+            template_lens,
+            stride,
+            batch,
+            spill: Spill::none(),
+            in_vif,
+            next: 0,
+            load_time,
+        }
+    }
+
+    /// Refills the batch from the templates (as a NIC would write it) and
+    /// processes it. Returns how many frames got the expected verdict.
+    #[inline]
+    pub fn run_batch(&mut self) -> usize {
+        let n = self.template_lens.len();
+        for f in self.batch.iter_mut() {
+            let len = usize::from(self.template_lens[self.next]);
+            let at = self.next * self.stride;
+            self.next = if self.next + 1 == n { 0 } else { self.next + 1 };
+            f.reset(HEADROOM, len, self.in_vif);
+            f.data_mut().copy_from_slice(&self.templates[at..at + len]);
+        }
+        let tables = self.handle.load();
+        self.pipeline.process(&tables, &mut self.batch, &mut self.spill);
+        let want = self.case.expected();
+        self.batch.iter().filter(|f| f.verdict == want).count()
+    }
+
+    /// Frames per batch.
+    pub fn batch_len(&self) -> usize {
+        self.batch.len()
+    }
+
+    /// The tables.
+    pub fn tables(&self) -> std::sync::Arc<Tables> {
+        self.handle.snapshot()
+    }
+
+    /// The pipeline's counters.
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    /// One processed frame of the batch, for inspection.
+    pub fn frame(&self, i: usize) -> &[u8] {
+        self.batch[i].data()
+    }
+}
+
+/// What a measured run did.
+#[derive(Debug, Clone, Copy)]
+pub struct Report {
+    /// Frames processed.
+    pub packets: u64,
+    /// Frames that got the expected verdict.
+    pub ok: u64,
+    /// Time spent processing (batch refills included).
+    pub elapsed: Duration,
+}
+
+impl Report {
+    /// Million packets per second.
+    pub fn mpps(&self) -> f64 {
+        self.packets as f64 / self.elapsed.as_secs_f64() / 1e6
+    }
+    /// Nanoseconds per packet.
+    pub fn ns_per_packet(&self) -> f64 {
+        self.elapsed.as_nanos() as f64 / self.packets.max(1) as f64
+    }
+}
+
+/// Builds a bench, warms it, and times `packets` frames.
+pub fn measure(case: Case, p: BenchParams, packets: u64) -> Report {
+    let mut b = Bench::new(case, p);
+    for _ in 0..(p.flows / b.batch_len() + 1) {
+        b.run_batch();
+    }
+    let batches = packets.div_ceil(b.batch_len() as u64).max(1);
+    let started = Instant::now();
+    let mut ok = 0u64;
+    for _ in 0..batches {
+        ok += b.run_batch() as u64;
+    }
+    Report { packets: batches * b.batch_len() as u64, ok, elapsed: started.elapsed() }
+}
+
+/// Table memory and load rate.
+#[derive(Debug, Clone, Copy)]
+pub struct TablesReport {
+    /// Growth of the resident set while the tables were built.
+    pub rss_bytes: u64,
+    /// Time to load the routes.
+    pub load: Duration,
+    /// Routes loaded.
+    pub routes: u64,
+}
+
+impl TablesReport {
+    /// Routes loaded per second.
+    pub fn routes_per_second(&self) -> f64 {
+        self.routes as f64 / self.load.as_secs_f64()
+    }
+}
+
+/// Resident set size of this process, from /proc (0 where unavailable).
+pub fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// Builds `vrfs` VRFs of `v4` + `v6` routes each and reports memory and
+/// load rate. The prefix lists are generated before measuring starts.
+pub fn measure_tables(vrfs: usize, v4: usize, v6: usize, batch: usize) -> TablesReport {
+    let p4 = bgp_like_v4(v4, 0x5eed_0004);
+    let p6 = bgp_like_v6(v6, 0x5eed_0006);
+    let limits = Limits { vrfs: vrfs + 1, routes_per_vrf: v4.max(v6) + 1, ..Limits::default() };
+    let before = resident_bytes();
+    let (mut w, _h) = TablesWriter::new(limits);
+    let mut ops = vec![Op::Add(Object::NextHop(1, NextHop::Receive))];
+    for id in 1..=vrfs as u32 {
+        ops.push(Op::Add(Object::Vrf(VrfSpec { id, name: format!("vrf{id}"), gateway_v4: None, gateway_v6: None })));
+    }
+    w.apply(&ops).expect("VRFs fit");
+    let target = RouteTarget { nh: 1, label: RouteTarget::NO_LABEL };
+    let started = Instant::now();
+    let mut ops = Vec::with_capacity(batch);
+    for id in 1..=vrfs as u32 {
+        let routes = p4
+            .iter()
+            .map(|&(a, l)| (IpAddr::V4(a.into()), l))
+            .chain(p6.iter().map(|&(a, l)| (IpAddr::V6(a.into()), l)));
+        for (addr, len) in routes {
+            let prefix = Prefix::new(addr, len).expect("canonical");
+            ops.push(Op::Add(Object::Route(RouteSpec { vrf: id, prefix, target })));
+            if ops.len() == batch {
+                w.apply(&ops).expect("routes fit");
+                ops.clear();
+            }
+        }
+    }
+    if !ops.is_empty() {
+        w.apply(&ops).expect("routes fit");
+    }
+    let load = started.elapsed();
+    let rss = resident_bytes().saturating_sub(before);
+    drop(w);
+    TablesReport { rss_bytes: rss, load, routes: (vrfs * (v4 + v6)) as u64 }
+}
