@@ -1,0 +1,241 @@
+//! A one-node lab for pipeline tests: VRFs blue and red (reusing
+//! addresses), local pods, tunnels to three other nodes, an ECMP service,
+//! labels, and helpers to run frames through the pipeline.
+#![allow(dead_code)]
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use vrouter::pipeline::{Frame, Pipeline, PipelineConfig, Spill, Verdict};
+use vrouter::pktgen::build::L2;
+use vrouter::stats::Stats;
+use vrouter::tables::{
+    EcmpGroup, Limits, NextHop, Object, Op, RouteSpec, RouteTarget, TablesHandle, TablesWriter, Tunnel, TunnelEncap,
+    Vif, VifKind, VrfSpec,
+};
+use vrouter::wire::MacAddr;
+
+pub const FABRIC: u32 = 0;
+pub const A1: u32 = 1;
+pub const A2: u32 = 2;
+pub const R1: u32 = 3;
+pub const DISABLED: u32 = 4;
+pub const BLUE: u32 = 1;
+pub const RED: u32 = 2;
+pub const LOOP_VRF: u32 = 5;
+pub const NH_A1: u32 = 1;
+pub const NH_A2: u32 = 2;
+pub const NH_R1: u32 = 3;
+pub const NH_UDP: u32 = 10;
+pub const NH_GRE: u32 = 11;
+pub const NH_ECMP: u32 = 20;
+pub const NH_BLUE_LOOKUP: u32 = 30;
+pub const NH_RECEIVE: u32 = 31;
+pub const NH_LOOP: u32 = 32;
+pub const NH_MISSING_OIF: u32 = 33;
+pub const LABEL_A1: u32 = 16;
+pub const LABEL_A2: u32 = 17;
+pub const LABEL_BLUE: u32 = 18;
+pub const LABEL_R1: u32 = 19;
+pub const HEADROOM: usize = 256;
+pub const BUF: usize = 10_240;
+
+pub fn router_mac() -> MacAddr {
+    PipelineConfig::default().router_mac
+}
+pub fn mac(n: u8) -> MacAddr {
+    MacAddr([0x02, 0, 0, 0, 0, n])
+}
+pub fn fabric_mac() -> MacAddr {
+    MacAddr([0x02, 0xfa, 0, 0, 0, 1])
+}
+pub fn node_ip() -> Ipv4Addr {
+    Ipv4Addr::new(192, 168, 0, 1)
+}
+pub fn peer(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(192, 168, 0, 1 + n)
+}
+pub fn peer_mac(n: u8) -> MacAddr {
+    MacAddr([0x02, 0xfa, 0, 0, 0, 1 + n])
+}
+pub fn a1_ip() -> Ipv4Addr {
+    Ipv4Addr::new(10, 1, 0, 2)
+}
+pub fn a2_ip() -> Ipv4Addr {
+    Ipv4Addr::new(10, 1, 0, 3)
+}
+pub fn gw() -> Ipv4Addr {
+    Ipv4Addr::new(10, 1, 0, 1)
+}
+pub fn a1_ip6() -> Ipv6Addr {
+    "fd00:1::2".parse().unwrap()
+}
+pub fn a2_ip6() -> Ipv6Addr {
+    "fd00:1::3".parse().unwrap()
+}
+pub fn gw6() -> Ipv6Addr {
+    "fd00:1::1".parse().unwrap()
+}
+pub fn remote_ip() -> Ipv4Addr {
+    Ipv4Addr::new(10, 2, 0, 5)
+}
+pub fn gre_remote_ip() -> Ipv4Addr {
+    Ipv4Addr::new(10, 3, 0, 5)
+}
+pub fn service_ip() -> Ipv4Addr {
+    Ipv4Addr::new(10, 96, 0, 10)
+}
+/// L2 header of a frame a1 sends to its router.
+pub fn from_a1() -> L2 {
+    L2 { src: mac(1), dst: router_mac() }
+}
+/// L2 header of a frame node 2 sends to this node.
+pub fn from_peer() -> L2 {
+    L2 { src: peer_mac(1), dst: fabric_mac() }
+}
+
+fn route(vrf: u32, p: &str, nh: u32, label: u32) -> Op {
+    Op::Add(Object::Route(RouteSpec { vrf, prefix: p.parse().unwrap(), target: RouteTarget { nh, label } }))
+}
+
+pub const NO: u32 = RouteTarget::NO_LABEL;
+
+pub fn lab_ops() -> Vec<Op> {
+    let vrf = |id, name: &str, g4: Option<Ipv4Addr>, g6: Option<Ipv6Addr>| {
+        Op::Add(Object::Vrf(VrfSpec { id, name: name.into(), gateway_v4: g4, gateway_v6: g6 }))
+    };
+    let mut fabric = Vif::new(FABRIC, "eth0", VifKind::Fabric, 0, fabric_mac());
+    fabric.ipv4 = Some(node_ip());
+    let pod = |i, name: &str, v, m, ip: Ipv4Addr, ip6: Option<Ipv6Addr>| {
+        let mut p = Vif::new(i, name, VifKind::Virtual, v, m);
+        p.ipv4 = Some(ip);
+        p.ipv6 = ip6;
+        p
+    };
+    let mut disabled = pod(DISABLED, "veth-off", BLUE, mac(4), Ipv4Addr::new(10, 1, 0, 9), None);
+    disabled.flags.disabled = true;
+    let tunnel = |encap, n| NextHop::Tunnel(Tunnel::new(FABRIC, encap, node_ip(), peer(n), peer_mac(n)));
+    vec![
+        vrf(0, "fabric", None, None),
+        vrf(BLUE, "blue", Some(gw()), Some(gw6())),
+        vrf(RED, "red", Some(gw()), None),
+        vrf(LOOP_VRF, "loop", None, None),
+        Op::Add(Object::Vif(fabric)),
+        Op::Add(Object::Vif(pod(A1, "veth-a1", BLUE, mac(1), a1_ip(), Some(a1_ip6())))),
+        Op::Add(Object::Vif(pod(A2, "veth-a2", BLUE, mac(2), a2_ip(), Some(a2_ip6())))),
+        Op::Add(Object::Vif(pod(R1, "veth-r1", RED, mac(3), a1_ip(), None))),
+        Op::Add(Object::Vif(disabled)),
+        Op::Add(Object::NextHop(NH_A1, NextHop::Encap { oif: A1, smac: router_mac(), dmac: mac(1) })),
+        Op::Add(Object::NextHop(NH_A2, NextHop::Encap { oif: A2, smac: router_mac(), dmac: mac(2) })),
+        Op::Add(Object::NextHop(NH_R1, NextHop::Encap { oif: R1, smac: router_mac(), dmac: mac(3) })),
+        Op::Add(Object::NextHop(NH_UDP, tunnel(TunnelEncap::MplsOverUdp, 1))),
+        Op::Add(Object::NextHop(NH_GRE, tunnel(TunnelEncap::MplsOverGre, 1))),
+        Op::Add(Object::NextHop(12, tunnel(TunnelEncap::MplsOverUdp, 2))),
+        Op::Add(Object::NextHop(13, tunnel(TunnelEncap::MplsOverUdp, 3))),
+        Op::Add(Object::NextHop(
+            NH_ECMP,
+            NextHop::Composite(EcmpGroup::new(vec![
+                RouteTarget { nh: NH_UDP, label: 100 },
+                RouteTarget { nh: 12, label: 101 },
+                RouteTarget { nh: 13, label: 102 },
+            ])),
+        )),
+        Op::Add(Object::NextHop(NH_BLUE_LOOKUP, NextHop::VrfLookup { vrf: BLUE })),
+        Op::Add(Object::NextHop(NH_RECEIVE, NextHop::Receive)),
+        Op::Add(Object::NextHop(NH_LOOP, NextHop::VrfLookup { vrf: LOOP_VRF })),
+        Op::Add(Object::NextHop(NH_MISSING_OIF, NextHop::Encap { oif: DISABLED, smac: router_mac(), dmac: mac(4) })),
+        Op::Add(Object::Label(LABEL_A1, NH_A1)),
+        Op::Add(Object::Label(LABEL_A2, NH_A2)),
+        Op::Add(Object::Label(LABEL_BLUE, NH_BLUE_LOOKUP)),
+        Op::Add(Object::Label(LABEL_R1, NH_R1)),
+        route(BLUE, "10.1.0.1/32", NH_RECEIVE, NO),
+        route(BLUE, "10.1.0.2/32", NH_A1, NO),
+        route(BLUE, "10.1.0.3/32", NH_A2, NO),
+        route(BLUE, "10.2.0.0/24", NH_UDP, 40),
+        route(BLUE, "10.3.0.0/24", NH_GRE, 41),
+        route(BLUE, "10.96.0.10/32", NH_ECMP, NO),
+        route(BLUE, "10.66.0.0/16", 0, NO),
+        route(BLUE, "10.77.0.0/16", NH_MISSING_OIF, NO),
+        route(BLUE, "10.88.0.0/16", NH_UDP, NO),
+        route(BLUE, "fd00:1::2/128", NH_A1, NO),
+        route(BLUE, "fd00:1::3/128", NH_A2, NO),
+        route(BLUE, "fd00:2::/64", NH_UDP, 42),
+        route(RED, "10.1.0.2/32", NH_R1, NO),
+        route(LOOP_VRF, "0.0.0.0/0", NH_LOOP, NO),
+    ]
+}
+
+pub struct Lab {
+    pub writer: TablesWriter,
+    pub handle: TablesHandle,
+    pub pipeline: Pipeline,
+}
+
+impl Lab {
+    pub fn new() -> Lab {
+        let (mut writer, handle) =
+            TablesWriter::new(Limits { vifs: 64, vrfs: 16, nexthops: 1024, labels: 1024, routes_per_vrf: 1000 });
+        writer.apply(&lab_ops()).expect("lab tables are valid");
+        let pipeline = Pipeline::new(PipelineConfig::default(), handle.load().limits());
+        Lab { writer, handle, pipeline }
+    }
+
+    /// Runs frames, each with the vif it arrives on, with `spares` spare
+    /// buffers. Returns the processed frames and any extra ones made.
+    pub fn run_with(&mut self, input: &[(u32, Vec<u8>)], spares: usize) -> (Vec<Frame<Vec<u8>>>, Vec<Frame<Vec<u8>>>) {
+        let mut frames: Vec<Frame<Vec<u8>>> = input
+            .iter()
+            .map(|(vif, bytes)| {
+                let mut buf = vec![0u8; BUF.max(HEADROOM + bytes.len())];
+                buf[HEADROOM..HEADROOM + bytes.len()].copy_from_slice(bytes);
+                Frame::new(buf, HEADROOM, bytes.len(), *vif).unwrap()
+            })
+            .collect();
+        let mut spill = Spill::with_buffers((0..spares).map(|_| vec![0u8; BUF]).collect(), HEADROOM);
+        let tables = self.handle.load();
+        self.pipeline.process(&tables, &mut frames, &mut spill);
+        (frames, spill.out)
+    }
+
+    /// Runs one frame and returns its verdict and bytes.
+    pub fn run(&mut self, vif: u32, bytes: Vec<u8>) -> (Verdict, Vec<u8>) {
+        let (frames, _) = self.run_with(&[(vif, bytes)], 0);
+        let f = &frames[0];
+        (f.verdict, f.data().to_vec())
+    }
+
+    pub fn stats(&self) -> &Stats {
+        self.pipeline.stats()
+    }
+}
+
+/// Writes frames to a pcap file (Ethernet link type) for tshark.
+pub fn write_pcap(path: &std::path::Path, frames: &[Vec<u8>]) {
+    let mut out = Vec::new();
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&0i32.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&65535u32.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    for (i, f) in frames.iter().enumerate() {
+        out.extend_from_slice(&(i as u32).to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        out.extend_from_slice(f);
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// The Internet checksum of `data`, computed independently of the crate.
+pub fn inet_checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for c in data.chunks(2) {
+        let w = if c.len() == 2 { u16::from_be_bytes([c[0], c[1]]) } else { u16::from(c[0]) << 8 };
+        sum += u32::from(w);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}

@@ -1,0 +1,155 @@
+//! Our output, read back by an independent decoder: tshark (Wireshark's
+//! dissectors). tshark must be installed; `tools/test` installs it. Where
+//! it is missing outside CI the test says so and skips; in CI it fails.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+use vrouter::pipeline::Verdict;
+use vrouter::pktgen::build;
+use vrouter::wire::ip_proto;
+
+fn tshark_available() -> bool {
+    Command::new("tshark").arg("--version").output().is_ok_and(|o| o.status.success())
+}
+
+/// Decodes `frames` with tshark and returns, per frame, the requested fields.
+fn tshark(frames: &[Vec<u8>], fields: &[&str]) -> Option<Vec<Vec<String>>> {
+    if !tshark_available() {
+        assert!(std::env::var_os("CI").is_none(), "tshark is required in CI: tools/test installs it");
+        eprintln!("SKIPPED: tshark is not installed (apt-get install tshark, or run tools/test)");
+        return None;
+    }
+    let dir = std::env::temp_dir().join(format!("vrouter-decoders-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{}.pcap", fields.join("_").replace('.', "-")));
+    write_pcap(&path, frames);
+    let mut cmd = Command::new("tshark");
+    cmd.args(["-n", "-r"]).arg(&path);
+    cmd.args(["-o", "ip.check_checksum:TRUE", "-o", "udp.check_checksum:TRUE", "-o", "tcp.check_checksum:TRUE"]);
+    cmd.args([
+        "-d",
+        "udp.port==6635,mpls",
+        "-T",
+        "fields",
+        "-E",
+        "separator=|",
+        "-E",
+        "occurrence=a",
+        "-E",
+        "aggregator=,",
+    ]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd.output().expect("tshark runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "tshark failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    Some(text.lines().map(|l| l.split('|').map(str::to_string).collect()).collect())
+}
+
+/// Wireshark's checksum status values.
+const GOOD: &str = "1";
+const BAD: &str = "0";
+
+fn tx(lab: &mut Lab, vif: u32, frame: Vec<u8>, want: Verdict) -> Vec<u8> {
+    let (v, out) = lab.run(vif, frame);
+    assert_eq!(v, want);
+    out
+}
+
+#[test]
+fn tshark_decodes_our_tunnels() {
+    let mut lab = Lab::new();
+    let udp =
+        tx(&mut lab, A1, build::udp4_frame(from_a1(), a1_ip(), remote_ip(), 4000, 53, 64, 100), Verdict::Tx(FABRIC));
+    let gre = tx(
+        &mut lab,
+        A1,
+        build::udp4_frame(from_a1(), a1_ip(), gre_remote_ip(), 4000, 53, 64, 100),
+        Verdict::Tx(FABRIC),
+    );
+    let syn =
+        tx(&mut lab, A1, build::tcp4_syn_frame(from_a1(), a1_ip(), remote_ip(), 4000, 443, 1460), Verdict::Tx(FABRIC));
+    // A negative control: tshark must call a broken outer checksum bad.
+    let mut broken = udp.clone();
+    broken[24] ^= 0xff;
+    let fields = [
+        "ip.src",
+        "ip.dst",
+        "ip.ttl",
+        "ip.proto",
+        "ip.checksum.status",
+        "ip.flags.df",
+        "udp.dstport",
+        "gre.proto",
+        "mpls.label",
+        "mpls.bottom",
+        "mpls.ttl",
+        "tcp.options.mss_val",
+        "tcp.checksum.status",
+    ];
+    let Some(rows) = tshark(&[udp, gre, syn, broken], &fields) else { return };
+    assert_eq!(rows.len(), 4);
+    assert_eq!(rows[3][4], format!("{BAD},{GOOD}"), "the control shows tshark checks checksums");
+    let udp = &rows[0];
+    // Outer, then inner IPv4 fields, aggregated with commas.
+    assert_eq!(udp[0], "192.168.0.1,10.1.0.2");
+    assert_eq!(udp[1], "192.168.0.2,10.2.0.5");
+    assert_eq!(udp[2], "64,63", "outer TTL 64, inner decremented");
+    assert_eq!(udp[3], "17,17");
+    assert_eq!(udp[4], format!("{GOOD},{GOOD}"), "both IPv4 header checksums good");
+    assert_eq!(udp[5], "0,0", "DF clear");
+    assert_eq!(udp[6], "6635,53");
+    assert_eq!(udp[8], "40");
+    assert_eq!(udp[9], "1", "bottom of stack");
+    assert_eq!(udp[10], "63");
+    let gre = &rows[1];
+    assert_eq!(gre[3], "47,17");
+    assert_eq!(gre[7], "0x8847");
+    assert_eq!(gre[8], "41");
+    assert_eq!(gre[9], "1");
+    assert_eq!(gre[4], format!("{GOOD},{GOOD}"));
+    let syn = &rows[2];
+    assert_eq!(syn[11], "1428", "MSS clamped to fit MPLS over UDP in a 1500-byte fabric");
+    assert_eq!(syn[12], GOOD, "TCP checksum still good after the clamp");
+}
+
+#[test]
+fn tshark_decodes_our_replies_and_errors() {
+    let mut lab = Lab::new();
+    let arp = tx(&mut lab, A1, build::arp_request(mac(1), a1_ip(), gw()), Verdict::Tx(A1));
+    let na = tx(&mut lab, A1, build::neighbor_solicit(mac(1), a1_ip6(), gw6()), Verdict::Tx(A1));
+    let ttl =
+        tx(&mut lab, A1, build::udp4_frame(from_a1(), a1_ip(), remote_ip(), 4000, 33434, 1, 100), Verdict::Tx(A1));
+    let data = vec![0u8; 1600];
+    let udp = build::udp4_segment(a1_ip(), remote_ip(), 1, 2, &data);
+    let big = build::ip_frame(from_a1(), &build::ipv4(a1_ip(), remote_ip(), ip_proto::UDP, 64, true, &udp));
+    let frag_needed = tx(&mut lab, A1, big, Verdict::Tx(A1));
+    let fields = [
+        "arp.opcode",
+        "arp.src.proto_ipv4",
+        "arp.src.hw_mac",
+        "icmpv6.type",
+        "icmpv6.nd.na.target_address",
+        "icmpv6.opt.linkaddr",
+        "icmpv6.checksum.status",
+        "icmp.type",
+        "icmp.code",
+        "icmp.checksum.status",
+        "icmp.mtu",
+    ];
+    let Some(rows) = tshark(&[arp, na, ttl, frag_needed], &fields) else { return };
+    assert_eq!(rows[0][0], "2");
+    assert_eq!(rows[0][1], "10.1.0.1");
+    assert_eq!(rows[0][2], "00:00:5e:00:01:00");
+    assert_eq!(rows[1][3], "136");
+    assert_eq!(rows[1][4], "fd00:1::1");
+    assert_eq!(rows[1][5], "00:00:5e:00:01:00");
+    assert_eq!(rows[1][6], GOOD, "ICMPv6 checksum good");
+    assert_eq!((rows[2][7].as_str(), rows[2][8].as_str(), rows[2][9].as_str()), ("11", "0", GOOD));
+    assert_eq!((rows[3][7].as_str(), rows[3][8].as_str(), rows[3][9].as_str()), ("3", "4", GOOD));
+    assert_eq!(rows[3][10], "1468");
+}

@@ -1,0 +1,659 @@
+//! The forwarding pipeline's behaviour, one capability at a time. Frames
+//! are built with the crate's builders and checked with etherparse, an
+//! independent decoder, and by hand-checked bytes for MPLS and GRE.
+
+mod common;
+
+use common::*;
+use etherparse::{Ethernet2HeaderSlice, Ipv4HeaderSlice, Ipv6HeaderSlice, UdpHeaderSlice};
+use std::net::{Ipv4Addr, Ipv6Addr};
+use vrouter::pipeline::{TrapReason, Verdict};
+use vrouter::pktgen::build::{self, Tunnel, L2};
+use vrouter::stats::DropReason;
+use vrouter::tables::{EcmpGroup, NextHop, Object, Op, RouteTarget};
+use vrouter::wire::ip_proto;
+
+fn udp_from_a1(dst: Ipv4Addr, sport: u16, ttl: u8) -> Vec<u8> {
+    build::udp4_frame(from_a1(), a1_ip(), dst, sport, 80, ttl, 64)
+}
+
+fn ipv4_of(frame: &[u8]) -> Ipv4HeaderSlice<'_> {
+    Ipv4HeaderSlice::from_slice(&frame[14..]).expect("an IPv4 header")
+}
+
+fn assert_ipv4_checksum(ip: &Ipv4HeaderSlice<'_>) {
+    let h = ip.to_header();
+    assert_eq!(ip.header_checksum(), h.calc_header_checksum(), "IPv4 header checksum");
+}
+
+/// The MPLS entry of a tunnel frame: (label, tc, s, ttl), read by hand.
+fn mpls_at(frame: &[u8], at: usize) -> (u32, u8, bool, u8) {
+    let w = u32::from_be_bytes([frame[at], frame[at + 1], frame[at + 2], frame[at + 3]]);
+    (w >> 12, ((w >> 9) & 7) as u8, w & 0x100 != 0, w as u8)
+}
+
+#[test]
+fn local_forward_rewrites_l2_and_decrements_ttl() {
+    let mut lab = Lab::new();
+    let input = udp_from_a1(a2_ip(), 1000, 64);
+    let (v, out) = lab.run(A1, input.clone());
+    assert_eq!(v, Verdict::Tx(A2));
+    let eth = Ethernet2HeaderSlice::from_slice(&out).unwrap();
+    assert_eq!(eth.destination(), mac(2).0);
+    assert_eq!(eth.source(), router_mac().0);
+    let ip = ipv4_of(&out);
+    assert_eq!(ip.ttl(), 63);
+    assert_ipv4_checksum(&ip);
+    assert_eq!(&out[34..], &input[34..], "payload untouched");
+    let s = lab.stats();
+    assert_eq!((s.vif(A1).rx_packets, s.vif(A2).tx_packets), (1, 1));
+    assert_eq!(s.vif(A2).tx_bytes, 64);
+    assert_eq!(s.vrf(BLUE).encaps, 1);
+}
+
+#[test]
+fn local_forward_ipv6_decrements_hop_limit() {
+    let mut lab = Lab::new();
+    let input = build::udp6_frame(from_a1(), a1_ip6(), a2_ip6(), 1000, 80, 64, 90);
+    let (v, out) = lab.run(A1, input);
+    assert_eq!(v, Verdict::Tx(A2));
+    let ip = Ipv6HeaderSlice::from_slice(&out[14..]).unwrap();
+    assert_eq!(ip.hop_limit(), 63);
+    assert_eq!(&out[12..14], &[0x86, 0xdd]);
+}
+
+#[test]
+fn ethernet_padding_is_trimmed() {
+    let mut lab = Lab::new();
+    let mut input = build::udp4_frame(from_a1(), a1_ip(), a2_ip(), 1, 2, 64, 42);
+    input.extend_from_slice(&[0u8; 18]); // padded to the 60-byte minimum
+    let (v, out) = lab.run(A1, input);
+    assert_eq!(v, Verdict::Tx(A2));
+    assert_eq!(out.len(), 42);
+}
+
+#[test]
+fn proxy_arp_answers_for_gateway_and_routed_addresses_only() {
+    let mut lab = Lab::new();
+    for target in [gw(), a2_ip(), remote_ip(), service_ip()] {
+        let (v, out) = lab.run(A1, build::arp_request(mac(1), a1_ip(), target));
+        assert_eq!(v, Verdict::Tx(A1), "ARP for {target}");
+        assert_eq!(&out[0..6], &mac(1).0, "reply to the asker");
+        assert_eq!(&out[6..12], &router_mac().0);
+        assert_eq!(&out[12..14], &[0x08, 0x06]);
+        assert_eq!(&out[20..22], &[0, 2], "operation: reply");
+        assert_eq!(&out[22..28], &router_mac().0, "sender hardware address");
+        assert_eq!(&out[28..32], &target.octets(), "sender protocol address");
+        assert_eq!(&out[32..38], &mac(1).0);
+        assert_eq!(&out[38..42], &a1_ip().octets());
+    }
+    assert_eq!(lab.stats().vrf(BLUE).arp_proxies, 4);
+    // Not routed, routed to discard, the pod's own address, gratuitous.
+    for (spa, tpa) in [
+        (a1_ip(), Ipv4Addr::new(172, 16, 0, 1)),
+        (a1_ip(), Ipv4Addr::new(10, 66, 0, 1)),
+        (Ipv4Addr::UNSPECIFIED, a1_ip()),
+        (a1_ip(), a1_ip()),
+    ] {
+        let (v, _) = lab.run(A1, build::arp_request(mac(1), spa, tpa));
+        assert_eq!(v, Verdict::Drop(DropReason::ArpNotProxied), "ARP {spa} -> {tpa}");
+    }
+    let mut bad = build::arp_request(mac(1), a1_ip(), gw());
+    bad[19] = 16; // protocol address length
+    assert_eq!(lab.run(A1, bad).0, Verdict::Drop(DropReason::InvalidArp));
+    let short = build::arp_request(mac(1), a1_ip(), gw())[..30].to_vec();
+    assert_eq!(lab.run(A1, short).0, Verdict::Drop(DropReason::InvalidArp));
+}
+
+#[test]
+fn neighbour_solicitation_gets_an_advertisement() {
+    let mut lab = Lab::new();
+    let (v, out) = lab.run(A1, build::neighbor_solicit(mac(1), a1_ip6(), gw6()));
+    assert_eq!(v, Verdict::Tx(A1));
+    let ip = Ipv6HeaderSlice::from_slice(&out[14..]).unwrap();
+    assert_eq!(ip.source_addr(), gw6());
+    assert_eq!(ip.destination_addr(), a1_ip6());
+    assert_eq!(ip.hop_limit(), 255);
+    assert_eq!(ip.next_header().0, ip_proto::ICMPV6);
+    let icmp = &out[54..];
+    assert_eq!(icmp.len(), 32);
+    assert_eq!(icmp[0], 136, "neighbour advertisement");
+    assert_eq!(icmp[4] & 0xe0, 0xe0, "router, solicited, override");
+    assert_eq!(&icmp[8..24], &gw6().octets());
+    assert_eq!(&icmp[24..26], &[2, 1], "target link-layer address option");
+    assert_eq!(&icmp[26..32], &router_mac().0);
+    // Checksum over the pseudo-header, computed independently.
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&gw6().octets());
+    pseudo.extend_from_slice(&a1_ip6().octets());
+    pseudo.extend_from_slice(&(icmp.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 58]);
+    pseudo.extend_from_slice(icmp);
+    assert_eq!(inet_checksum(&pseudo), 0);
+    assert_eq!(lab.stats().vrf(BLUE).nd_proxies, 1);
+    // Duplicate address detection and unrouted targets are not answered.
+    let dad = build::neighbor_solicit(mac(1), Ipv6Addr::UNSPECIFIED, a1_ip6());
+    assert_eq!(lab.run(A1, dad).0, Verdict::Drop(DropReason::NdNotProxied));
+    let unrouted = build::neighbor_solicit(mac(1), a1_ip6(), "fd00:9::1".parse().unwrap());
+    assert_eq!(lab.run(A1, unrouted).0, Verdict::Drop(DropReason::NdNotProxied));
+    let mut hop = build::neighbor_solicit(mac(1), a1_ip6(), gw6());
+    hop[21] = 64; // hop limit must be 255
+    assert_eq!(lab.run(A1, hop).0, Verdict::Drop(DropReason::InvalidNd));
+}
+
+#[test]
+fn ttl_expiry_sends_icmp_time_exceeded_to_the_sender() {
+    let mut lab = Lab::new();
+    let input = udp_from_a1(remote_ip(), 33434, 1);
+    let (v, out) = lab.run(A1, input.clone());
+    assert_eq!(v, Verdict::Tx(A1));
+    assert_eq!(&out[0..6], &mac(1).0);
+    let ip = ipv4_of(&out);
+    assert_ipv4_checksum(&ip);
+    assert_eq!(ip.source_addr(), gw());
+    assert_eq!(ip.destination_addr(), a1_ip());
+    assert_eq!(ip.protocol().0, ip_proto::ICMP);
+    let icmp = &out[34..];
+    assert_eq!((icmp[0], icmp[1]), (11, 0), "time exceeded in transit");
+    assert_eq!(inet_checksum(icmp), 0, "ICMP checksum");
+    assert_eq!(&icmp[8..], &input[14..], "quotes the whole small packet");
+    assert_eq!(lab.stats().dropped(DropReason::TtlExceeded), 1);
+    assert_eq!(lab.stats().vrf(BLUE).icmp_errors, 1);
+    // IPv6: ICMPv6 type 3.
+    let input6 = build::udp6_frame(from_a1(), a1_ip6(), "fd00:2::7".parse().unwrap(), 1, 2, 1, 90);
+    let (v, out) = lab.run(A1, input6);
+    assert_eq!(v, Verdict::Tx(A1));
+    let ip = Ipv6HeaderSlice::from_slice(&out[14..]).unwrap();
+    assert_eq!((ip.source_addr(), ip.destination_addr()), (gw6(), a1_ip6()));
+    assert_eq!(out[54], 3);
+}
+
+#[test]
+fn no_icmp_error_about_an_icmp_error() {
+    let mut lab = Lab::new();
+    let mut icmp = vec![11u8, 0, 0, 0, 0, 0, 0, 0];
+    let c = inet_checksum(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let ip = build::ipv4(a1_ip(), remote_ip(), ip_proto::ICMP, 1, false, &icmp);
+    let (v, _) = lab.run(A1, build::ip_frame(from_a1(), &ip));
+    assert_eq!(v, Verdict::Drop(DropReason::TtlExceeded));
+}
+
+#[test]
+fn encap_mpls_over_udp_matches_the_wire_format() {
+    let mut lab = Lab::new();
+    let input = udp_from_a1(remote_ip(), 40000, 64);
+    let (v, out) = lab.run(A1, input.clone());
+    assert_eq!(v, Verdict::Tx(FABRIC));
+    assert_eq!(out.len(), input.len() + 32, "outer IPv4 + UDP + MPLS, Ethernet reused");
+    let eth = Ethernet2HeaderSlice::from_slice(&out).unwrap();
+    assert_eq!((eth.source(), eth.destination()), (fabric_mac().0, peer_mac(1).0));
+    let ip = ipv4_of(&out);
+    assert_ipv4_checksum(&ip);
+    assert_eq!((ip.source_addr(), ip.destination_addr()), (node_ip(), peer(1)));
+    assert_eq!(ip.ttl(), 64);
+    assert_eq!(ip.protocol().0, ip_proto::UDP);
+    assert!(!ip.dont_fragment());
+    assert_eq!(ip.identification(), 0x1234, "inner IPv4 ID copied");
+    assert_eq!(usize::from(ip.total_len()), out.len() - 14);
+    let udp = UdpHeaderSlice::from_slice(&out[34..]).unwrap();
+    assert_eq!(udp.destination_port(), 6635);
+    assert!(udp.source_port() >= 49152);
+    assert_eq!(udp.checksum(), 0);
+    assert_eq!(usize::from(udp.length()), out.len() - 34);
+    assert_eq!(mpls_at(&out, 42), (40, 0, true, 63), "label from the route, S=1, inner TTL");
+    let inner = Ipv4HeaderSlice::from_slice(&out[46..]).unwrap();
+    assert_eq!(inner.ttl(), 63);
+    assert_ipv4_checksum(&inner);
+    assert_eq!(&out[46 + 20..], &input[34..]);
+    assert_eq!(lab.stats().vrf(BLUE).udp_mpls_tunnels, 1);
+    assert_eq!(lab.stats().vif(FABRIC).tx_packets, 1);
+}
+
+#[test]
+fn encap_mpls_over_gre_matches_the_wire_format() {
+    let mut lab = Lab::new();
+    let input = udp_from_a1(gre_remote_ip(), 40000, 64);
+    let (v, out) = lab.run(A1, input.clone());
+    assert_eq!(v, Verdict::Tx(FABRIC));
+    assert_eq!(out.len(), input.len() + 28);
+    let ip = ipv4_of(&out);
+    assert_ipv4_checksum(&ip);
+    assert_eq!(ip.protocol().0, ip_proto::GRE);
+    assert_eq!(ip.ttl(), 64);
+    assert_eq!(&out[34..38], &[0, 0, 0x88, 0x47], "GRE: no flags, version 0, MPLS unicast");
+    assert_eq!(mpls_at(&out, 38), (41, 0, true, 63));
+    assert_eq!(lab.stats().vrf(BLUE).gre_mpls_tunnels, 1);
+}
+
+#[test]
+fn a_tunnel_route_without_label_is_dropped() {
+    let mut lab = Lab::new();
+    let (v, _) = lab.run(A1, udp_from_a1(Ipv4Addr::new(10, 88, 0, 1), 1, 64));
+    assert_eq!(v, Verdict::Drop(DropReason::InvalidLabel));
+}
+
+#[test]
+fn udp_source_port_follows_the_flow() {
+    let mut lab = Lab::new();
+    let sport_of = |lab: &mut Lab, p: u16| {
+        let (_, out) = lab.run(A1, udp_from_a1(remote_ip(), p, 64));
+        UdpHeaderSlice::from_slice(&out[34..]).unwrap().source_port()
+    };
+    let first: Vec<u16> = (0..200).map(|p| sport_of(&mut lab, 1000 + p)).collect();
+    let again: Vec<u16> = (0..200).map(|p| sport_of(&mut lab, 1000 + p)).collect();
+    assert_eq!(first, again, "stable per flow");
+    let distinct: std::collections::HashSet<_> = first.iter().collect();
+    assert!(distinct.len() > 180, "spread over flows: {} distinct of 200", distinct.len());
+    assert!(first.iter().all(|&p| p >= 49152));
+}
+
+fn ecmp_member_of(lab: &mut Lab, sport: u16) -> Ipv4Addr {
+    let (v, out) = lab.run(A1, udp_from_a1(service_ip(), sport, 64));
+    assert_eq!(v, Verdict::Tx(FABRIC));
+    ipv4_of(&out).destination_addr()
+}
+
+#[test]
+fn ecmp_spreads_flows_and_keeps_each_flow_on_its_member() {
+    let mut lab = Lab::new();
+    let picks: Vec<Ipv4Addr> = (0..3000).map(|p| ecmp_member_of(&mut lab, p)).collect();
+    for n in 1..=3 {
+        let share = picks.iter().filter(|&&a| a == peer(n)).count();
+        assert!((800..1200).contains(&share), "member {n} got {share} of 3000 flows");
+    }
+    assert_eq!(picks, (0..3000).map(|p| ecmp_member_of(&mut lab, p)).collect::<Vec<_>>(), "stable");
+    // The member's own label goes on the wire.
+    let (_, out) = lab.run(A1, udp_from_a1(service_ip(), 7, 64));
+    let label = mpls_at(&out, 42).0;
+    let dst = ipv4_of(&out).destination_addr();
+    let want = [(peer(1), 100), (peer(2), 101), (peer(3), 102)];
+    assert!(want.contains(&(dst, label)), "{dst} with label {label}");
+}
+
+#[test]
+fn removing_an_ecmp_member_moves_only_its_flows() {
+    let mut lab = Lab::new();
+    let before: Vec<Ipv4Addr> = (0..3000).map(|p| ecmp_member_of(&mut lab, p)).collect();
+    let members = vec![RouteTarget { nh: 10, label: 100 }, RouteTarget { nh: 13, label: 102 }];
+    lab.writer.apply(&[Op::Update(Object::NextHop(NH_ECMP, NextHop::Composite(EcmpGroup::new(members))))]).unwrap();
+    let after: Vec<Ipv4Addr> = (0..3000).map(|p| ecmp_member_of(&mut lab, p)).collect();
+    for (b, a) in before.iter().zip(&after) {
+        if *b != peer(2) {
+            assert_eq!(b, a, "a flow on a surviving member moved");
+        } else {
+            assert_ne!(*a, peer(2));
+        }
+    }
+    // Adding one back moves about a third of the flows, all to it.
+    let members = vec![
+        RouteTarget { nh: 10, label: 100 },
+        RouteTarget { nh: 13, label: 102 },
+        RouteTarget { nh: 12, label: 101 },
+    ];
+    lab.writer.apply(&[Op::Update(Object::NextHop(NH_ECMP, NextHop::Composite(EcmpGroup::new(members))))]).unwrap();
+    let again: Vec<Ipv4Addr> = (0..3000).map(|p| ecmp_member_of(&mut lab, p)).collect();
+    let moved = after.iter().zip(&again).filter(|(a, b)| a != b).count();
+    assert!(after.iter().zip(&again).all(|(a, b)| a == b || *b == peer(2)));
+    assert!((800..1200).contains(&moved), "adding a third member moved {moved} of 3000");
+}
+
+fn tunnel_frame(tunnel: Tunnel, dst: Ipv4Addr, label: u32, mpls_ttl: u8, inner: &[u8]) -> Vec<u8> {
+    build::mpls_tunnel_frame(from_peer(), tunnel, peer(1), dst, label, mpls_ttl, 50000, inner)
+}
+
+fn inner_from_remote(dst: Ipv4Addr, ttl: u8) -> Vec<u8> {
+    build::udp4_frame(L2 { src: mac(9), dst: mac(9) }, remote_ip(), dst, 5000, 80, ttl, 64)[14..].to_vec()
+}
+
+#[test]
+fn decap_delivers_by_label_over_udp_legacy_udp_and_gre() {
+    let mut lab = Lab::new();
+    for tunnel in [Tunnel::Udp(6635), Tunnel::Udp(51234), Tunnel::Gre] {
+        let inner = inner_from_remote(a2_ip(), 60);
+        let (v, out) = lab.run(FABRIC, tunnel_frame(tunnel, node_ip(), LABEL_A2, 64, &inner));
+        assert_eq!(v, Verdict::Tx(A2), "{tunnel:?}");
+        assert_eq!(out.len(), 14 + inner.len());
+        let eth = Ethernet2HeaderSlice::from_slice(&out).unwrap();
+        assert_eq!((eth.source(), eth.destination()), (router_mac().0, mac(2).0));
+        assert_eq!(eth.ether_type(), etherparse::EtherType::IPV4);
+        let ip = ipv4_of(&out);
+        assert_eq!(ip.ttl(), 59);
+        assert_ipv4_checksum(&ip);
+        assert_eq!(&out[34..], &inner[20..]);
+    }
+    assert_eq!(lab.stats().vrf(BLUE).decaps, 3);
+}
+
+#[test]
+fn decap_to_a_vrf_label_routes_the_inner_packet() {
+    let mut lab = Lab::new();
+    let inner = inner_from_remote(a1_ip(), 60);
+    let (v, out) = lab.run(FABRIC, tunnel_frame(Tunnel::Gre, node_ip(), LABEL_BLUE, 64, &inner));
+    assert_eq!(v, Verdict::Tx(A1));
+    assert_eq!(&out[0..6], &mac(1).0);
+    let inner6 =
+        build::udp6_frame(L2 { src: mac(9), dst: mac(9) }, "fd00:2::5".parse().unwrap(), a2_ip6(), 1, 2, 9, 90);
+    let (v, out) = lab.run(FABRIC, tunnel_frame(Tunnel::Udp(6635), node_ip(), LABEL_BLUE, 64, &inner6[14..]));
+    assert_eq!(v, Verdict::Tx(A2));
+    assert_eq!(&out[12..14], &[0x86, 0xdd]);
+    assert_eq!(Ipv6HeaderSlice::from_slice(&out[14..]).unwrap().hop_limit(), 8);
+}
+
+#[test]
+fn isolation_same_address_in_two_vrfs() {
+    let mut lab = Lab::new();
+    // 10.1.0.2 is a1 in blue and r1 in red; the label decides which.
+    let inner = inner_from_remote(a1_ip(), 60);
+    assert_eq!(lab.run(FABRIC, tunnel_frame(Tunnel::Gre, node_ip(), LABEL_A1, 64, &inner)).0, Verdict::Tx(A1));
+    assert_eq!(lab.run(FABRIC, tunnel_frame(Tunnel::Gre, node_ip(), LABEL_R1, 64, &inner)).0, Verdict::Tx(R1));
+    // r1 cannot reach blue's pods or remote networks: red has no route.
+    let from_r1 = L2 { src: mac(3), dst: router_mac() };
+    for dst in [a2_ip(), remote_ip(), service_ip()] {
+        let (v, _) = lab.run(R1, build::udp4_frame(from_r1, a1_ip(), dst, 1, 2, 64, 64));
+        assert_eq!(v, Verdict::Drop(DropReason::NoRoute), "red to {dst}");
+    }
+    // And red's ARP proxy does not answer for blue's addresses.
+    let (v, _) = lab.run(R1, build::arp_request(mac(3), a1_ip(), a2_ip()));
+    assert_eq!(v, Verdict::Drop(DropReason::ArpNotProxied));
+    assert_eq!(lab.stats().vrf(RED).discards, 3);
+}
+
+#[test]
+fn decap_drops_each_fault_with_its_own_reason() {
+    let mut lab = Lab::new();
+    let inner = inner_from_remote(a1_ip(), 60);
+    let cases: Vec<(Vec<u8>, DropReason)> = vec![
+        (tunnel_frame(Tunnel::Udp(6635), node_ip(), 999, 64, &inner), DropReason::InvalidLabel),
+        (tunnel_frame(Tunnel::Gre, peer(7), LABEL_A1, 64, &inner), DropReason::TunnelNotForUs),
+        (tunnel_frame(Tunnel::Gre, node_ip(), LABEL_A1, 1, &inner), DropReason::TtlExceeded),
+        (
+            {
+                let mut f = tunnel_frame(Tunnel::Gre, node_ip(), LABEL_A1, 64, &inner);
+                f[40] &= !1; // clear bottom-of-stack
+                f
+            },
+            DropReason::BadTunnelHeader,
+        ),
+        (
+            {
+                let mut f = tunnel_frame(Tunnel::Gre, node_ip(), LABEL_A1, 64, &inner);
+                f[34] = 0x20; // key present
+                f
+            },
+            DropReason::BadTunnelHeader,
+        ),
+        (
+            {
+                let mut f = tunnel_frame(Tunnel::Gre, node_ip(), LABEL_A1, 64, &inner);
+                f[24] ^= 0xff; // outer checksum
+                f
+            },
+            DropReason::ChecksumError,
+        ),
+        (tunnel_frame(Tunnel::Gre, node_ip(), LABEL_A1, 64, &inner)[..40].to_vec(), DropReason::Truncated),
+        (tunnel_frame(Tunnel::Gre, node_ip(), LABEL_A1, 64, &[0x11; 30]), DropReason::InvalidProtocol),
+    ];
+    for (frame, want) in cases {
+        assert_eq!(lab.run(FABRIC, frame).0, Verdict::Drop(want));
+        assert_eq!(lab.stats().dropped(want) > 0, true);
+    }
+}
+
+#[test]
+fn other_fabric_traffic_goes_to_the_host() {
+    let mut lab = Lab::new();
+    let ssh = build::tcp4_syn_frame(from_peer(), peer(1), node_ip(), 40000, 22, 1460);
+    let arp = build::arp_request(peer_mac(1), peer(1), node_ip());
+    let v6 = build::udp6_frame(from_peer(), "fe80::2".parse().unwrap(), "fe80::1".parse().unwrap(), 1, 2, 64, 90);
+    let vxlan = build::udp4_frame(from_peer(), peer(1), node_ip(), 1, 4789, 64, 90);
+    for f in [ssh, arp, v6, vxlan] {
+        assert_eq!(lab.run(FABRIC, f).0, Verdict::ToHost);
+    }
+    assert_eq!(lab.stats().to_host, 4);
+}
+
+fn big_frame(dst: Ipv4Addr, len: usize, df: bool) -> Vec<u8> {
+    let data = vec![0xab; len - 42];
+    let udp = build::udp4_segment(a1_ip(), dst, 1234, 80, &data);
+    build::ip_frame(from_a1(), &build::ipv4(a1_ip(), dst, ip_proto::UDP, 64, df, &udp))
+}
+
+#[test]
+fn too_big_with_df_gets_fragmentation_needed_with_the_tunnel_mtu() {
+    let mut lab = Lab::new();
+    let (v, out) = lab.run(A1, big_frame(remote_ip(), 1514, true));
+    assert_eq!(v, Verdict::Tx(A1));
+    let ip = ipv4_of(&out);
+    assert_eq!((ip.source_addr(), ip.destination_addr()), (gw(), a1_ip()));
+    let icmp = &out[34..];
+    assert_eq!((icmp[0], icmp[1]), (3, 4));
+    assert_eq!(u16::from_be_bytes([icmp[6], icmp[7]]), 1500 - 32, "fabric MTU less MPLS-over-UDP overhead");
+    assert_eq!(inet_checksum(icmp), 0);
+    assert!(out.len() <= 14 + 576);
+    assert_eq!(lab.stats().dropped(DropReason::MtuExceeded), 1);
+    // A packet that fits after encapsulation passes.
+    let (v, _) = lab.run(A1, big_frame(remote_ip(), 14 + 1468, true));
+    assert_eq!(v, Verdict::Tx(FABRIC));
+    // IPv6 gets Packet Too Big with the GRE path's MTU.
+    let data = vec![0u8; 1500 - 48];
+    let dst6: Ipv6Addr = "fd00:2::9".parse().unwrap();
+    let udp = build::udp6_segment(a1_ip6(), dst6, 1, 2, &data);
+    let (v, out) = lab.run(A1, build::ip_frame(from_a1(), &build::ipv6(a1_ip6(), dst6, ip_proto::UDP, 64, &udp)));
+    assert_eq!(v, Verdict::Tx(A1));
+    assert_eq!(out[54], 2, "packet too big");
+    assert_eq!(u32::from_be_bytes([out[58], out[59], out[60], out[61]]), 1468);
+    assert!(out.len() - 14 <= 1280, "fits the IPv6 minimum MTU");
+}
+
+#[test]
+fn df_clear_packets_are_fragmented_then_encapsulated() {
+    let mut lab = Lab::new();
+    let input = big_frame(remote_ip(), 3014, false);
+    let (frames, extra) = lab.run_with(&[(A1, input.clone())], 4);
+    let all: Vec<&[u8]> = std::iter::once(frames[0].data()).chain(extra.iter().map(|f| f.data())).collect();
+    assert_eq!(frames[0].verdict, Verdict::Tx(FABRIC));
+    assert!(extra.iter().all(|f| f.verdict == Verdict::Tx(FABRIC)));
+    assert_eq!(all.len(), 3, "3000 bytes of IP over a 1468-byte path");
+    let mut payload = vec![];
+    let mut pieces: Vec<(u16, bool, Vec<u8>)> = vec![];
+    for f in &all {
+        assert!(f.len() - 14 <= 1500, "each outer packet fits the fabric MTU");
+        let outer = ipv4_of(f);
+        assert_ipv4_checksum(&outer);
+        assert_eq!(mpls_at(f, 42).0, 40);
+        let inner = Ipv4HeaderSlice::from_slice(&f[46..]).unwrap();
+        assert_ipv4_checksum(&inner);
+        assert_eq!(inner.ttl(), 63);
+        assert_eq!(inner.identification(), 0x1234);
+        let off = inner.fragments_offset().byte_offset();
+        pieces.push((off, inner.more_fragments(), f[46 + 20..46 + usize::from(inner.total_len())].to_vec()));
+    }
+    pieces.sort_by_key(|p| p.0);
+    for (i, (off, more, data)) in pieces.iter().enumerate() {
+        assert_eq!(usize::from(*off), payload.len(), "fragments are contiguous");
+        assert_eq!(*more, i + 1 < pieces.len());
+        payload.extend_from_slice(data);
+    }
+    assert_eq!(payload, input[34..].to_vec(), "reassembles to the original payload");
+    assert_eq!(lab.stats().vrf(BLUE).fragments, 2);
+    // Without spare buffers, fragmenting fails with its own reason.
+    let (frames, _) = lab.run_with(&[(A1, input)], 0);
+    assert_eq!(frames[0].verdict, Verdict::Drop(DropReason::FragmentError));
+}
+
+fn mss_of(frame: &[u8], tcp_at: usize) -> u16 {
+    u16::from_be_bytes([frame[tcp_at + 22], frame[tcp_at + 23]])
+}
+
+fn tcp_checksum_ok(src: [u8; 4], dst: [u8; 4], seg: &[u8]) -> bool {
+    let mut p = Vec::new();
+    p.extend_from_slice(&src);
+    p.extend_from_slice(&dst);
+    p.extend_from_slice(&[0, 6]);
+    p.extend_from_slice(&(seg.len() as u16).to_be_bytes());
+    p.extend_from_slice(seg);
+    inet_checksum(&p) == 0
+}
+
+#[test]
+fn tcp_syn_mss_is_clamped_to_fit_the_tunnel() {
+    let mut lab = Lab::new();
+    let syn = build::tcp4_syn_frame(from_a1(), a1_ip(), remote_ip(), 40000, 443, 1460);
+    let (v, out) = lab.run(A1, syn);
+    assert_eq!(v, Verdict::Tx(FABRIC));
+    assert_eq!(mss_of(&out, 46 + 20), 1500 - 32 - 40);
+    assert!(tcp_checksum_ok(a1_ip().octets(), remote_ip().octets(), &out[66..]));
+    // A small MSS is left alone.
+    let syn = build::tcp4_syn_frame(from_a1(), a1_ip(), remote_ip(), 40000, 443, 1200);
+    assert_eq!(mss_of(&lab.run(A1, syn).1, 66), 1200);
+    // A SYN arriving through a tunnel for a local pod is clamped too.
+    let syn = build::tcp4_syn_frame(L2 { src: mac(9), dst: mac(9) }, remote_ip(), a2_ip(), 40000, 80, 1460);
+    let (v, out) = lab.run(FABRIC, tunnel_frame(Tunnel::Gre, node_ip(), LABEL_A2, 64, &syn[14..]));
+    assert_eq!(v, Verdict::Tx(A2));
+    assert_eq!(mss_of(&out, 34), 1428);
+    assert!(tcp_checksum_ok(remote_ip().octets(), a2_ip().octets(), &out[34..]));
+    // Pod to pod on the node is not clamped.
+    let syn = build::tcp4_syn_frame(from_a1(), a1_ip(), a2_ip(), 40000, 80, 1460);
+    assert_eq!(mss_of(&lab.run(A1, syn).1, 34), 1460);
+}
+
+#[test]
+fn mss_clamp_can_be_turned_off_per_vif() {
+    let mut lab = Lab::new();
+    let mut a1 = lab.handle.load().vif(A1).unwrap().clone();
+    a1.flags.mss_clamp = false;
+    lab.writer.apply(&[Op::Update(Object::Vif(a1))]).unwrap();
+    let syn = build::tcp4_syn_frame(from_a1(), a1_ip(), remote_ip(), 40000, 443, 1460);
+    assert_eq!(mss_of(&lab.run(A1, syn).1, 66), 1460);
+}
+
+#[test]
+fn control_packets_from_pods_are_trapped_to_the_agent() {
+    let mut lab = Lab::new();
+    let dhcp = build::udp4_frame(from_a1(), Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, 68, 67, 64, 300);
+    assert_eq!(lab.run(A1, dhcp).0, Verdict::ToAgent(TrapReason::Dhcp));
+    let dhcp6 =
+        build::udp6_frame(from_a1(), "fe80::2".parse().unwrap(), "ff02::1:2".parse().unwrap(), 546, 547, 1, 100);
+    assert_eq!(lab.run(A1, dhcp6).0, Verdict::ToAgent(TrapReason::Dhcpv6));
+    let mut rs = vec![133u8, 0, 0, 0, 0, 0, 0, 0];
+    let (src, dst): (Ipv6Addr, Ipv6Addr) = ("fe80::2".parse().unwrap(), "ff02::2".parse().unwrap());
+    let mut pseudo = [src.octets().to_vec(), dst.octets().to_vec(), vec![0, 0, 0, 8, 0, 0, 0, 58], rs.clone()].concat();
+    let c = inet_checksum(&pseudo);
+    rs[2..4].copy_from_slice(&c.to_be_bytes());
+    pseudo.clear();
+    let (v, _) = lab.run(A1, build::ip_frame(from_a1(), &build::ipv6(src, dst, ip_proto::ICMPV6, 255, &rs)));
+    assert_eq!(v, Verdict::ToAgent(TrapReason::RouterSolicit));
+    assert_eq!(lab.stats().to_agent, 3);
+}
+
+#[test]
+fn packets_to_the_gateway_go_to_the_host() {
+    let mut lab = Lab::new();
+    assert_eq!(lab.run(A1, udp_from_a1(gw(), 1, 64)).0, Verdict::ToHost);
+    assert_eq!(lab.stats().vrf(BLUE).receives, 1);
+}
+
+/// Every drop reason, produced by a frame, and counted.
+#[test]
+fn every_drop_reason_is_reachable_and_counted() {
+    let mut lab = Lab::new();
+    let mut bad_sum = udp_from_a1(a2_ip(), 1, 64);
+    bad_sum[24] ^= 0x55;
+    let mut bad_version = udp_from_a1(a2_ip(), 1, 64);
+    bad_version[14] = 0x35;
+    let mut unknown_type = udp_from_a1(a2_ip(), 1, 64);
+    unknown_type[12..14].copy_from_slice(&[0x88, 0xb5]);
+    let inner = inner_from_remote(a1_ip(), 60);
+    let mut bad_gre = tunnel_frame(Tunnel::Gre, node_ip(), LABEL_A1, 64, &inner);
+    bad_gre[35] = 1; // version 1
+    let mut outer_frag = tunnel_frame(Tunnel::Gre, node_ip(), LABEL_A1, 64, &inner);
+    outer_frag[20] = 0x20; // More Fragments
+    let sum = {
+        outer_frag[24..26].copy_from_slice(&[0, 0]);
+        inet_checksum(&outer_frag[14..34])
+    };
+    outer_frag[24..26].copy_from_slice(&sum.to_be_bytes());
+    let loop_frame = build::udp4_frame(L2 { src: mac(9), dst: mac(9) }, remote_ip(), a1_ip(), 1, 2, 64, 64);
+    let mut cases: Vec<(u32, Vec<u8>, DropReason)> = vec![
+        (A1, udp_from_a1(Ipv4Addr::new(10, 66, 1, 1), 1, 64), DropReason::Discard),
+        (A1, udp_from_a1(Ipv4Addr::new(172, 20, 0, 1), 1, 64), DropReason::NoRoute),
+        (60, udp_from_a1(a2_ip(), 1, 64), DropReason::InvalidIf),
+        (DISABLED, udp_from_a1(a2_ip(), 1, 64), DropReason::IfDrop),
+        (A1, udp_from_a1(Ipv4Addr::new(10, 77, 0, 1), 1, 64), DropReason::IfTxDiscard),
+        (A1, build::arp_request(mac(1), a1_ip(), gw())[..20].to_vec(), DropReason::InvalidArp),
+        (A1, build::arp_request(mac(1), a1_ip(), Ipv4Addr::new(1, 1, 1, 1)), DropReason::ArpNotProxied),
+        (A1, build::neighbor_solicit(mac(1), a1_ip6(), "ff02::1".parse().unwrap()), DropReason::InvalidNd),
+        (A1, build::neighbor_solicit(mac(1), Ipv6Addr::UNSPECIFIED, gw6()), DropReason::NdNotProxied),
+        (A1, unknown_type, DropReason::InvalidProtocol),
+        (A1, udp_from_a1(a2_ip(), 1, 64)[..30].to_vec(), DropReason::Truncated),
+        (A1, bad_version, DropReason::InvalidPacket),
+        (A1, bad_sum, DropReason::ChecksumError),
+        (FABRIC, tunnel_frame(Tunnel::Gre, node_ip(), 33, 64, &inner), DropReason::InvalidLabel),
+        (FABRIC, bad_gre, DropReason::BadTunnelHeader),
+        (FABRIC, tunnel_frame(Tunnel::Gre, peer(5), LABEL_A1, 64, &inner), DropReason::TunnelNotForUs),
+        (FABRIC, tunnel_frame(Tunnel::Gre, node_ip(), LABEL_A1, 1, &inner), DropReason::TtlExceeded),
+        (A1, big_frame(remote_ip(), 1600, true), DropReason::MtuExceeded),
+        (FABRIC, outer_frag, DropReason::FragmentError),
+    ];
+    // A loop: the loop VRF's default route looks up the loop VRF again.
+    lab.writer.apply(&[Op::Add(Object::Label(20, 32))]).unwrap();
+    cases.push((FABRIC, tunnel_frame(Tunnel::Gre, node_ip(), 20, 64, &loop_frame[14..]), DropReason::PacketLoop));
+    // A next hop that vanished under a label.
+    lab.writer.apply(&[Op::Add(Object::NextHop(40, NextHop::Receive)), Op::Add(Object::Label(21, 40))]).unwrap();
+    let mut composite_member = vrouter::tables::Tunnel::new(
+        FABRIC,
+        vrouter::tables::TunnelEncap::MplsOverGre,
+        node_ip(),
+        peer(1),
+        peer_mac(1),
+    );
+    composite_member.dmac = peer_mac(1);
+    lab.writer
+        .apply(&[
+            Op::Add(Object::NextHop(41, NextHop::Tunnel(composite_member))),
+            Op::Add(Object::NextHop(42, NextHop::Composite(EcmpGroup::new(vec![RouteTarget { nh: 41, label: 5 }])))),
+            Op::Add(Object::Route(vrouter::tables::RouteSpec {
+                vrf: BLUE,
+                prefix: "10.55.0.0/16".parse().unwrap(),
+                target: RouteTarget { nh: 42, label: RouteTarget::NO_LABEL },
+            })),
+        ])
+        .unwrap();
+    // The member turns into a composite after the fact: the data path refuses.
+    lab.writer
+        .apply(&[Op::Update(Object::NextHop(
+            41,
+            NextHop::Composite(EcmpGroup::new(vec![RouteTarget { nh: 40, label: 5 }])),
+        ))])
+        .unwrap();
+    cases.push((A1, udp_from_a1(Ipv4Addr::new(10, 55, 0, 1), 1, 64), DropReason::InvalidNh));
+    for (vif, frame, want) in &cases {
+        let before = lab.stats().dropped(*want);
+        let (v, _) = lab.run(*vif, frame.clone());
+        if *want == DropReason::MtuExceeded {
+            // The frame itself becomes the ICMP error sent back to the pod.
+            assert_eq!(v, Verdict::Tx(A1));
+        } else {
+            assert_eq!(v, Verdict::Drop(*want), "case {want:?}");
+        }
+        assert_eq!(lab.stats().dropped(*want), before + 1, "{want:?} counted once");
+    }
+    // Headroom too small to prepend a tunnel.
+    let frame = udp_from_a1(remote_ip(), 1, 64);
+    let mut buf = vec![0u8; 20 + frame.len()];
+    buf[20..].copy_from_slice(&frame);
+    let mut frames = vec![vrouter::pipeline::Frame::new(buf, 20, frame.len(), A1).unwrap()];
+    let tables = lab.handle.load();
+    lab.pipeline.process(&tables, &mut frames, &mut vrouter::pipeline::Spill::none());
+    assert_eq!(frames[0].verdict, Verdict::Drop(DropReason::PushFails));
+    let mut seen: Vec<DropReason> = cases.iter().map(|c| c.2).collect();
+    seen.push(DropReason::PushFails);
+    for r in DropReason::ALL {
+        assert!(seen.contains(r), "no test frame produces {r:?}");
+        assert!(lab.stats().dropped(*r) >= 1, "{r:?} was not counted");
+    }
+    // Drops are charged to the vif they arrived on; malformed ones are errors too.
+    assert!(lab.stats().vif(A1).drops >= 10);
+    assert!(lab.stats().vif(A1).rx_errors >= 3);
+}

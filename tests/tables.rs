@@ -1,0 +1,309 @@
+//! The tables: bounds, precise errors, atomic batches, and readers that
+//! keep forwarding while a writer changes them.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use vrouter::tables::{
+    BatchError, Limits, NextHop, Object, ObjectKey, Op, Prefix, RouteSpec, RouteTarget, TableError, TablesWriter, Vif,
+    VifKind, VrfSpec,
+};
+use vrouter::wire::MacAddr;
+
+fn limits() -> Limits {
+    Limits { vifs: 8, vrfs: 4, nexthops: 16, labels: 64, routes_per_vrf: 100 }
+}
+
+fn vrf(id: u32) -> Op {
+    Op::Add(Object::Vrf(VrfSpec { id, name: format!("v{id}"), gateway_v4: None, gateway_v6: None }))
+}
+
+fn route(vrf: u32, p: &str, nh: u32) -> Op {
+    Op::Add(Object::Route(RouteSpec {
+        vrf,
+        prefix: p.parse().unwrap(),
+        target: RouteTarget { nh, label: RouteTarget::NO_LABEL },
+    }))
+}
+
+fn base() -> TablesWriter {
+    let (mut w, _) = TablesWriter::new(limits());
+    w.apply(&[vrf(1), Op::Add(Object::NextHop(1, NextHop::Receive))]).unwrap();
+    w
+}
+
+fn err(w: &mut TablesWriter, ops: &[Op]) -> BatchError {
+    w.apply(ops).expect_err("the batch must be refused")
+}
+
+#[test]
+fn references_to_missing_objects_name_the_field() {
+    let mut w = base();
+    let e = err(&mut w, &[route(1, "10.0.0.0/8", 7)]);
+    assert_eq!(e.error, TableError::MissingReference { field: "nh", what: "next hop", id: 7 });
+    assert_eq!(e.to_string(), "operation 0: field `nh`: next hop 7 does not exist");
+    let e = err(&mut w, &[route(3, "10.0.0.0/8", 1)]);
+    assert_eq!(e.error, TableError::MissingReference { field: "vrf", what: "VRF", id: 3 });
+    let e = err(&mut w, &[Op::Add(Object::Label(20, 9))]);
+    assert_eq!(e.error, TableError::MissingReference { field: "nh", what: "next hop", id: 9 });
+    let e = err(
+        &mut w,
+        &[Op::Add(Object::NextHop(2, NextHop::Encap { oif: 5, smac: MacAddr::default(), dmac: MacAddr::default() }))],
+    );
+    assert_eq!(e.error, TableError::MissingReference { field: "oif", what: "vif", id: 5 });
+    let pod = Vif::new(1, "veth1", VifKind::Virtual, 1, MacAddr([2, 0, 0, 0, 0, 1]));
+    w.apply(&[Op::Add(Object::Vif(pod))]).unwrap();
+    let tunnel = vrouter::tables::Tunnel::new(
+        1,
+        vrouter::tables::TunnelEncap::MplsOverUdp,
+        Ipv4Addr::LOCALHOST,
+        Ipv4Addr::LOCALHOST,
+        MacAddr::default(),
+    );
+    let e = err(&mut w, &[Op::Add(Object::NextHop(3, NextHop::Tunnel(tunnel)))]);
+    assert!(matches!(e.error, TableError::Invalid { field: "oif", .. }), "{e}");
+}
+
+#[test]
+fn objects_in_use_cannot_be_deleted() {
+    let mut w = base();
+    w.apply(&[route(1, "10.0.0.0/8", 1), Op::Add(Object::Label(16, 1))]).unwrap();
+    let e = err(&mut w, &[Op::Delete(ObjectKey::NextHop(1))]);
+    assert_eq!(e.error, TableError::InUse { what: "next hop", id: "1".into(), refs: 2 });
+    let e = err(&mut w, &[Op::Delete(ObjectKey::Vrf(1))]);
+    assert!(matches!(e.error, TableError::InUse { what: "VRF", .. }), "{e}");
+    let e = err(&mut w, &[Op::Delete(ObjectKey::NextHop(0))]);
+    assert!(matches!(e.error, TableError::Invalid { field: "id", .. }));
+    // Removing the users first makes the delete legal, in one batch.
+    w.apply(&[
+        Op::Delete(ObjectKey::Route(1, "10.0.0.0/8".parse().unwrap())),
+        Op::Delete(ObjectKey::Label(16)),
+        Op::Delete(ObjectKey::NextHop(1)),
+        Op::Delete(ObjectKey::Vrf(1)),
+    ])
+    .unwrap();
+    assert!(w.tables().nexthop(1).is_none());
+}
+
+#[test]
+fn every_table_is_bounded() {
+    let mut w = base();
+    let e = err(&mut w, &[Op::Add(Object::Vif(Vif::new(8, "x", VifKind::Virtual, 1, MacAddr::default())))]);
+    assert_eq!(e.error, TableError::OutOfRange { field: "index", value: 8, min: 0, max: 7 });
+    let e = err(&mut w, &[vrf(4)]);
+    assert!(matches!(e.error, TableError::OutOfRange { field: "id", value: 4, .. }));
+    let e = err(&mut w, &[Op::Add(Object::NextHop(16, NextHop::Receive))]);
+    assert!(matches!(e.error, TableError::OutOfRange { field: "id", .. }));
+    let e = err(&mut w, &[Op::Add(Object::Label(64, 1))]);
+    assert!(matches!(e.error, TableError::OutOfRange { field: "label", .. }));
+    let e = err(&mut w, &[Op::Add(Object::Label(15, 1))]);
+    assert_eq!(e.error, TableError::OutOfRange { field: "label", value: 15, min: 16, max: 63 });
+    let ops: Vec<Op> = (0..100).map(|i| route(1, &format!("10.{i}.0.0/16"), 1)).collect();
+    w.apply(&ops).unwrap();
+    let e = err(&mut w, &[route(1, "11.0.0.0/8", 1)]);
+    assert_eq!(e.error, TableError::Full { table: "route", capacity: 100 });
+    assert_eq!(e.error.to_string(), "route table is full (100 entries)");
+    // Replacing a route in a full table is fine.
+    w.apply(&[Op::Update(Object::Route(RouteSpec {
+        vrf: 1,
+        prefix: "10.5.0.0/16".parse().unwrap(),
+        target: RouteTarget { nh: 1, label: 77 },
+    }))])
+    .unwrap();
+    let bad = Op::Add(Object::Route(RouteSpec {
+        vrf: 1,
+        prefix: "12.0.0.0/8".parse().unwrap(),
+        target: RouteTarget { nh: 1, label: 1 << 20 },
+    }));
+    assert!(matches!(
+        err(&mut w, &[bad]).error,
+        TableError::Full { .. } | TableError::OutOfRange { field: "label", .. }
+    ));
+}
+
+#[test]
+fn prefixes_are_validated() {
+    assert!("10.0.0.1/8".parse::<Prefix>().unwrap_err().to_string().contains("did you mean 10.0.0.0/8"));
+    assert!("10.0.0.0/33".parse::<Prefix>().is_err());
+    assert!("fd00::/129".parse::<Prefix>().is_err());
+    assert!("banana/8".parse::<Prefix>().is_err());
+    assert!("10.0.0.0".parse::<Prefix>().is_err());
+    assert_eq!("0.0.0.0/0".parse::<Prefix>().unwrap().len(), 0);
+    assert_eq!("fd00:1::/64".parse::<Prefix>().unwrap().to_string(), "fd00:1::/64");
+}
+
+#[test]
+fn a_failed_batch_changes_nothing() {
+    let mut w = base();
+    w.apply(&[route(1, "10.0.0.0/8", 1)]).unwrap();
+    let before = w.tables().clone();
+    let generation = before.generation();
+    let e = err(
+        &mut w,
+        &[
+            route(1, "10.1.0.0/16", 1),
+            Op::Add(Object::NextHop(2, NextHop::Discard)),
+            Op::Delete(ObjectKey::Route(1, "10.0.0.0/8".parse().unwrap())),
+            route(1, "10.2.0.0/16", 99),
+        ],
+    );
+    assert_eq!(e.index, 3);
+    assert_eq!(w.tables().generation(), generation, "nothing published");
+    let t = w.tables();
+    let v = t.vrf(1).unwrap();
+    assert_eq!(v.v4.lookup(0x0a01_0101).map(|r| r.nh), Some(1), "10.0.0.0/8 still routes");
+    assert!(t.nexthop(2).is_none());
+    assert_eq!(w.route_count(1), (1, 0), "the writer's prefix list was rolled back");
+    // And the writer still works: the same routes can be added now.
+    w.apply(&[route(1, "10.1.0.0/16", 1)]).unwrap();
+    assert_eq!(w.route_count(1), (2, 0));
+    assert_eq!(w.tables().generation(), generation + 1);
+}
+
+#[test]
+fn dumps_page_through_routes_in_address_order() {
+    let mut w = base();
+    let prefixes = ["10.0.0.0/8", "10.0.0.0/16", "9.0.0.0/8", "10.1.0.0/16", "0.0.0.0/0", "fd00::/8", "fd00:1::/64"];
+    w.apply(&prefixes.iter().map(|p| route(1, p, 1)).collect::<Vec<_>>()).unwrap();
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = w.routes_page(1, after, 2).unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = Some(page.last().unwrap().prefix);
+        all.extend(page.into_iter().map(|r| r.prefix.to_string()));
+    }
+    assert_eq!(all, ["0.0.0.0/0", "9.0.0.0/8", "10.0.0.0/8", "10.0.0.0/16", "10.1.0.0/16", "fd00::/8", "fd00:1::/64"]);
+    assert!(w.routes_page(3, None, 10).is_none());
+}
+
+#[test]
+fn readers_see_whole_batches_while_the_writer_works() {
+    // Each batch moves 10.0.0.0/8 and 11.0.0.0/8 together to the same next
+    // hop. A reader that ever sees them disagree has seen half a batch.
+    let (mut w, handle) = TablesWriter::new(Limits { routes_per_vrf: 10_000, ..Limits::default() });
+    let mut setup = vec![vrf(1)];
+    for nh in 1..=8 {
+        setup.push(Op::Add(Object::NextHop(nh, NextHop::Receive)));
+    }
+    setup.push(route(1, "10.0.0.0/8", 1));
+    setup.push(route(1, "11.0.0.0/8", 1));
+    w.apply(&setup).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicU64::new(0));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (h, stop, reads) = (handle.clone(), stop.clone(), reads.clone());
+            std::thread::spawn(move || {
+                let mut last_gen = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let t = h.load();
+                    assert!(t.generation() >= last_gen, "generations go forward");
+                    last_gen = t.generation();
+                    let v = t.vrf(1).unwrap();
+                    let (a, b) = (v.v4.lookup(0x0a00_0001), v.v4.lookup(0x0b00_0001));
+                    assert_eq!(a, b, "saw half a batch at generation {}", t.generation());
+                    reads.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let target = |nh| RouteTarget { nh, label: RouteTarget::NO_LABEL };
+    for i in 0..2000u32 {
+        let nh = 1 + i % 8;
+        let mut ops = vec![
+            Op::Update(Object::Route(RouteSpec { vrf: 1, prefix: "10.0.0.0/8".parse().unwrap(), target: target(nh) })),
+            Op::Update(Object::Route(RouteSpec { vrf: 1, prefix: "11.0.0.0/8".parse().unwrap(), target: target(nh) })),
+        ];
+        // Churn more specifics alongside, so the tries really change shape.
+        let p = Prefix::new(IpAddr::V4(Ipv4Addr::new(12, (i % 200) as u8, 0, 0)), 16).unwrap();
+        ops.push(if i % 400 < 200 {
+            Op::Add(Object::Route(RouteSpec { vrf: 1, prefix: p, target: target(nh) }))
+        } else {
+            Op::Delete(ObjectKey::Route(1, p))
+        });
+        w.apply(&ops).unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.join().expect("a reader saw an inconsistent snapshot");
+    }
+    assert!(reads.load(Ordering::Relaxed) > 100, "the readers ran");
+    assert_eq!(w.route_count(1), (2, 0));
+}
+
+#[test]
+fn an_old_snapshot_stays_valid_after_later_batches() {
+    let mut w = base();
+    w.apply(&[route(1, "10.0.0.0/8", 1)]).unwrap();
+    let old = w.tables().clone();
+    w.apply(&[
+        Op::Delete(ObjectKey::Route(1, "10.0.0.0/8".parse().unwrap())),
+        Op::Add(Object::NextHop(2, NextHop::Discard)),
+    ])
+    .unwrap();
+    assert_eq!(old.vrf(1).unwrap().v4.lookup(0x0a00_0001).map(|t| t.nh), Some(1));
+    assert!(old.nexthop(2).is_none());
+    assert_eq!(w.tables().vrf(1).unwrap().v4.lookup(0x0a00_0001), None);
+}
+
+#[test]
+fn thousands_of_routes_match_a_model_after_random_batches() {
+    let (mut w, _) = TablesWriter::new(Limits { routes_per_vrf: 100_000, ..Limits::default() });
+    let mut setup = vec![vrf(1)];
+    for nh in 1..=4 {
+        setup.push(Op::Add(Object::NextHop(nh, NextHop::Receive)));
+    }
+    w.apply(&setup).unwrap();
+    let mut model = std::collections::BTreeMap::new();
+    let mut x = 0x1234_5678u64;
+    let mut rnd = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for _ in 0..200 {
+        let mut ops = Vec::new();
+        for _ in 0..50 {
+            let len = (rnd() % 33) as u8;
+            let a = (rnd() as u32 & 0x0f0f_ffff) | 0x0a00_0000;
+            let a = if len == 0 { 0 } else { a & (u32::MAX << (32 - len)) };
+            let p = Prefix::new(IpAddr::V4(a.into()), len).unwrap();
+            let nh = (rnd() % 4) as u32 + 1;
+            let key = (a, len);
+            if ops
+                .iter()
+                .any(|o| matches!(o, Op::Add(Object::Route(r)) | Op::Update(Object::Route(r)) if r.prefix == p))
+                || ops.iter().any(|o| matches!(o, Op::Delete(ObjectKey::Route(_, q)) if *q == p))
+            {
+                continue;
+            }
+            if model.contains_key(&key) && rnd() % 2 == 0 {
+                model.remove(&key);
+                ops.push(Op::Delete(ObjectKey::Route(1, p)));
+            } else {
+                let spec = RouteSpec { vrf: 1, prefix: p, target: RouteTarget { nh, label: RouteTarget::NO_LABEL } };
+                ops.push(if model.insert(key, nh).is_some() {
+                    Op::Update(Object::Route(spec))
+                } else {
+                    Op::Add(Object::Route(spec))
+                });
+            }
+        }
+        w.apply(&ops).unwrap();
+    }
+    let t = w.tables();
+    let fib = &t.vrf(1).unwrap().v4;
+    for _ in 0..20_000 {
+        let q = (rnd() as u32 & 0x0f0f_ffff) | 0x0a00_0000;
+        let want = (0..=32u8).rev().find_map(|l| {
+            let m = if l == 0 { 0 } else { q & (u32::MAX << (32 - l)) };
+            model.get(&(m, l)).map(|nh| (*nh, l))
+        });
+        assert_eq!(fib.lookup_with_len(q).map(|(t, l)| (t.nh, l)), want, "{q:#x}");
+    }
+    assert_eq!(w.route_count(1).0, model.len());
+}
