@@ -1,1 +1,37 @@
-fn main() {}
+//! The forwarding pipeline in memory, per case, as `vrpktgen pipeline`
+//! runs it: 64-byte inner frames to 10,000 destinations, VRFs holding
+//! 1,000,000 IPv4 and 100,000 IPv6 prefixes with a BGP-like length mix.
+//! Throughput is in packets (elements) per second.
+//!
+//! `VROUTER_BENCH_QUICK=1` shrinks the tables to 10,000 prefixes, for a
+//! smoke run (`cargo bench --bench pipeline -- --test`).
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use std::time::Duration;
+use vrouter::pktgen::scenario::{Bench, BenchParams, Case};
+
+fn pipeline(c: &mut Criterion) {
+    let quick = std::env::var_os("VROUTER_BENCH_QUICK").is_some();
+    let mut group = c.benchmark_group("pipeline");
+    group.measurement_time(Duration::from_secs(if quick { 1 } else { 4 }));
+    group.warm_up_time(Duration::from_secs(1));
+    group.sample_size(if quick { 10 } else { 30 });
+    for case in Case::ALL {
+        for batch in [32usize, 256] {
+            let params = BenchParams {
+                v4_routes: if quick { 10_000 } else { 1_000_000 },
+                v6_routes: if quick { 1_000 } else { 100_000 },
+                batch,
+                ..BenchParams::default()
+            };
+            let mut bench = Bench::new(case, params);
+            assert_eq!(bench.run_batch(), batch, "{} forwards every frame", case.name());
+            group.throughput(Throughput::Elements(batch as u64));
+            group.bench_function(BenchmarkId::new(case.name(), batch), |b| b.iter(|| bench.run_batch()));
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, pipeline);
+criterion_main!(benches);

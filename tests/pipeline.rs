@@ -396,7 +396,7 @@ fn decap_drops_each_fault_with_its_own_reason() {
     ];
     for (frame, want) in cases {
         assert_eq!(lab.run(FABRIC, frame).0, Verdict::Drop(want));
-        assert_eq!(lab.stats().dropped(want) > 0, true);
+        assert!(lab.stats().dropped(want) > 0);
     }
 }
 

@@ -177,6 +177,10 @@ fn dumps_page_through_routes_in_address_order() {
     }
     assert_eq!(all, ["0.0.0.0/0", "9.0.0.0/8", "10.0.0.0/8", "10.0.0.0/16", "10.1.0.0/16", "fd00::/8", "fd00:1::/64"]);
     assert!(w.routes_page(3, None, 10).is_none());
+    // A change after a dump is seen by the next one.
+    w.apply(&[route(1, "9.1.0.0/16", 1)]).unwrap();
+    let page = w.routes_page(1, Some("9.0.0.0/8".parse().unwrap()), 1).unwrap();
+    assert_eq!(page[0].prefix.to_string(), "9.1.0.0/16");
 }
 
 #[test]

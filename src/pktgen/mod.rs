@@ -3,4 +3,5 @@
 //! (The AF_XDP generator and sink come with the benchmark suite.)
 
 pub mod build;
+pub mod demo;
 pub mod scenario;

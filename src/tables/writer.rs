@@ -7,7 +7,6 @@ use super::{Label, NextHop, NhId, RouteTarget, Tables, Vif, VifIndex, VifKind, V
 use crate::wire::mpls;
 use ahash::AHashMap;
 use arc_swap::ArcSwap;
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -48,6 +47,7 @@ impl Prefix {
     }
 
     /// The length in bits.
+    #[allow(clippy::len_without_is_empty)] // A prefix's length is its mask, not a count.
     pub fn len(&self) -> u8 {
         self.len
     }
@@ -262,11 +262,14 @@ impl TablesHandle {
     }
 }
 
-/// A VRF's authoritative prefix lists, ordered for paged dumps.
+/// A VRF's authoritative prefix lists. Hash maps keep inserts to one
+/// probe; dumps sort the keys once and reuse them until the next change.
 #[derive(Default)]
 struct VrfRoutes {
-    v4: BTreeMap<(u32, u8), RouteTarget>,
-    v6: BTreeMap<(u128, u8), RouteTarget>,
+    v4: AHashMap<(u32, u8), RouteTarget>,
+    v6: AHashMap<(u128, u8), RouteTarget>,
+    /// Keys in dump order, built by the first dump after a change.
+    sorted: Option<(Vec<(u32, u8)>, Vec<(u128, u8)>)>,
 }
 
 enum Undo {
@@ -289,13 +292,14 @@ pub struct TablesWriter {
 
 /// An address family: how its keys, prefix lists and tries are reached.
 trait Family: FibKey {
-    fn routes(r: &mut VrfRoutes) -> &mut BTreeMap<(Self, u8), RouteTarget>;
+    fn routes(r: &mut VrfRoutes) -> &mut AHashMap<(Self, u8), RouteTarget>;
     fn fib(v: &mut Vrf) -> &mut Arc<Fib<Self>>;
     fn undo(vrf: VrfId, key: (Self, u8), old: Option<RouteTarget>) -> Undo;
 }
 
 impl Family for u32 {
-    fn routes(r: &mut VrfRoutes) -> &mut BTreeMap<(u32, u8), RouteTarget> {
+    fn routes(r: &mut VrfRoutes) -> &mut AHashMap<(u32, u8), RouteTarget> {
+        r.sorted = None;
         &mut r.v4
     }
     fn fib(v: &mut Vrf) -> &mut Arc<Fib<u32>> {
@@ -307,7 +311,8 @@ impl Family for u32 {
 }
 
 impl Family for u128 {
-    fn routes(r: &mut VrfRoutes) -> &mut BTreeMap<(u128, u8), RouteTarget> {
+    fn routes(r: &mut VrfRoutes) -> &mut AHashMap<(u128, u8), RouteTarget> {
+        r.sorted = None;
         &mut r.v6
     }
     fn fib(v: &mut Vrf) -> &mut Arc<Fib<u128>> {
@@ -381,22 +386,27 @@ impl TablesWriter {
 
     /// Up to `limit` routes of VRF `vrf`, in address order (a shorter prefix
     /// before the longer ones at the same address), IPv4 before IPv6,
-    /// starting after `after`. Dumps of any size are read page by page.
-    pub fn routes_page(&self, vrf: VrfId, after: Option<Prefix>, limit: usize) -> Option<Vec<RouteSpec>> {
-        use std::ops::Bound::{Excluded, Unbounded};
-        let r = self.routes.get(&vrf)?;
+    /// starting after `after`. Dumps of any size are read page by page; the
+    /// first page after a change sorts the VRF's prefixes once.
+    pub fn routes_page(&mut self, vrf: VrfId, after: Option<Prefix>, limit: usize) -> Option<Vec<RouteSpec>> {
+        let r = self.routes.get_mut(&vrf)?;
+        if r.sorted.is_none() {
+            let mut k4: Vec<(u32, u8)> = r.v4.keys().copied().collect();
+            let mut k6: Vec<(u128, u8)> = r.v6.keys().copied().collect();
+            k4.sort_unstable();
+            k6.sort_unstable();
+            r.sorted = Some((k4, k6));
+        }
+        let (k4, k6) = r.sorted.as_ref()?;
+        let (from4, from6) = match after.map(|p| (p.addr, p.len)) {
+            None => (0, 0),
+            Some((IpAddr::V4(a), l)) => (k4.partition_point(|k| *k <= (u32::from(a), l)), 0),
+            Some((IpAddr::V6(a), l)) => (k4.len(), k6.partition_point(|k| *k <= (u128::from(a), l))),
+        };
         let spec = |addr: IpAddr, len: u8, target: RouteTarget| RouteSpec { vrf, prefix: Prefix { addr, len }, target };
-        let (b4, b6) = match after.map(|p| (p.addr, p.len)) {
-            None => (Unbounded, Unbounded),
-            Some((IpAddr::V4(a), l)) => (Excluded((u32::from(a), l)), Unbounded),
-            Some((IpAddr::V6(a), l)) => (Unbounded, Excluded((u128::from(a), l))),
-        };
-        let v4 = match after {
-            Some(p) if p.addr.is_ipv6() => None,
-            _ => Some(r.v4.range((b4, Unbounded)).map(|(&(a, l), &t)| spec(IpAddr::V4(a.into()), l, t))),
-        };
-        let v6 = r.v6.range((b6, Unbounded)).map(|(&(a, l), &t)| spec(IpAddr::V6(a.into()), l, t));
-        Some(v4.into_iter().flatten().chain(v6).take(limit).collect())
+        let v4 = k4[from4..].iter().map(|&(a, l)| spec(IpAddr::V4(a.into()), l, r.v4[&(a, l)]));
+        let v6 = k6[from6..].iter().map(|&(a, l)| spec(IpAddr::V6(a.into()), l, r.v6[&(a, l)]));
+        Some(v4.chain(v6).take(limit).collect())
     }
 
     /// Applies `ops` in order. Either all of them take effect, published to
@@ -422,8 +432,8 @@ impl TablesWriter {
     fn rollback(&mut self) {
         while let Some(u) = self.undo.pop() {
             match u {
-                Undo::V4(vrf, key, old) => restore(self.routes.get_mut(&vrf).map(|r| &mut r.v4), key, old),
-                Undo::V6(vrf, key, old) => restore(self.routes.get_mut(&vrf).map(|r| &mut r.v6), key, old),
+                Undo::V4(vrf, key, old) => restore(self.routes.get_mut(&vrf).map(u32::routes), key, old),
+                Undo::V6(vrf, key, old) => restore(self.routes.get_mut(&vrf).map(u128::routes), key, old),
                 Undo::VrfCreated(vrf) => {
                     self.routes.remove(&vrf);
                 }
@@ -732,7 +742,7 @@ impl TablesWriter {
     }
 }
 
-fn restore<K: Ord>(map: Option<&mut BTreeMap<K, RouteTarget>>, key: K, old: Option<RouteTarget>) {
+fn restore<K: std::hash::Hash + Eq>(map: Option<&mut AHashMap<K, RouteTarget>>, key: K, old: Option<RouteTarget>) {
     if let Some(map) = map {
         match old {
             Some(t) => map.insert(key, t),

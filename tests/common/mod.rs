@@ -163,6 +163,9 @@ pub fn lab_ops() -> Vec<Op> {
     ]
 }
 
+/// Frames over plain vectors.
+pub type Frames = Vec<Frame<Vec<u8>>>;
+
 pub struct Lab {
     pub writer: TablesWriter,
     pub handle: TablesHandle,
@@ -180,7 +183,7 @@ impl Lab {
 
     /// Runs frames, each with the vif it arrives on, with `spares` spare
     /// buffers. Returns the processed frames and any extra ones made.
-    pub fn run_with(&mut self, input: &[(u32, Vec<u8>)], spares: usize) -> (Vec<Frame<Vec<u8>>>, Vec<Frame<Vec<u8>>>) {
+    pub fn run_with(&mut self, input: &[(u32, Vec<u8>)], spares: usize) -> (Frames, Frames) {
         let mut frames: Vec<Frame<Vec<u8>>> = input
             .iter()
             .map(|(vif, bytes)| {
