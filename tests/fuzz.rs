@@ -10,7 +10,7 @@ mod common;
 
 use common::*;
 use std::net::Ipv4Addr;
-use vrouter::pipeline::{Frame, Spill, Verdict};
+use vrouter::pipeline::{Frame, Pipeline, PipelineConfig, Spill, Verdict};
 use vrouter::pktgen::build::{self, Tunnel, L2};
 use vrouter::wire::ip_proto;
 
@@ -171,4 +171,70 @@ fn random_and_mutated_frames_never_break_the_pipeline() {
     let rx: u64 = s.vifs.iter().map(|v| v.rx_packets).sum();
     assert!(rx > 0 && s.total_drops() > 0 && s.vifs.iter().map(|v| v.tx_packets).sum::<u64>() > 0);
     eprintln!("{cases} cases, {} dropped, {} sent", s.total_drops(), s.vifs.iter().map(|v| v.tx_packets).sum::<u64>());
+}
+
+/// The fast path is an optimisation, not a second behaviour: with it on
+/// and off, every frame must come out with the same verdict and bytes, and
+/// every counter must agree.
+#[test]
+fn the_fast_path_matches_the_general_path_byte_for_byte() {
+    let cases: usize = std::env::var("VROUTER_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+    let mut rng = Rng(0xfa57_0001);
+    let mut corpus = corpus();
+    // Weight the corpus toward what the fast path takes: plain IPv4 from pods.
+    for sport in 0..20u16 {
+        for dst in [
+            a2_ip(),
+            remote_ip(),
+            gre_remote_ip(),
+            service_ip(),
+            Ipv4Addr::new(10, 66, 0, 1),
+            Ipv4Addr::new(10, 77, 0, 1),
+            Ipv4Addr::new(10, 88, 0, 1),
+        ] {
+            corpus.push((A1, build::udp4_frame(from_a1(), a1_ip(), dst, sport, 80, 64, 64 + usize::from(sport))));
+        }
+        let mut icmp = vec![8u8, 0, 0, 0, 0, sport as u8, 0, 1];
+        let c = inet_checksum(&icmp);
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        corpus.push((
+            A1,
+            build::ip_frame(from_a1(), &build::ipv4(a1_ip(), service_ip(), ip_proto::ICMP, 64, true, &icmp)),
+        ));
+    }
+    let lab = Lab::new();
+    let tables = lab.handle.snapshot();
+    let general_cfg = PipelineConfig { fast_path: false, ..PipelineConfig::default() };
+    let mut fast = Pipeline::new(PipelineConfig::default(), tables.limits());
+    let mut general = Pipeline::new(general_cfg, tables.limits());
+    let mut done = 0;
+    while done < cases {
+        let batch: Vec<(u32, Vec<u8>)> = (0..64).map(|_| mutate(&mut rng, &corpus)).collect();
+        let make = || -> Vec<Frame<Vec<u8>>> {
+            batch
+                .iter()
+                .map(|(vif, bytes)| {
+                    let mut buf = vec![0u8; HEADROOM + bytes.len() + 2000];
+                    buf[HEADROOM..HEADROOM + bytes.len()].copy_from_slice(bytes);
+                    Frame::new(buf, HEADROOM, bytes.len(), *vif).unwrap()
+                })
+                .collect()
+        };
+        let (mut a, mut b) = (make(), make());
+        let (mut sa, mut sb) = (
+            Spill::with_buffers(vec![vec![0u8; 4096]; 3], HEADROOM),
+            Spill::with_buffers(vec![vec![0u8; 4096]; 3], HEADROOM),
+        );
+        fast.process(&tables, &mut a, &mut sa);
+        general.process(&tables, &mut b, &mut sb);
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert_eq!(x.verdict, y.verdict, "verdicts differ for vif {} frame {:02x?}", batch[i].0, batch[i].1);
+            assert_eq!(x.data(), y.data(), "bytes differ for frame {:02x?}", batch[i].1);
+        }
+        assert_eq!(sa.out.len(), sb.out.len());
+        done += batch.len();
+    }
+    assert_eq!(fast.stats(), general.stats(), "counters differ");
+    let sent: u64 = fast.stats().vifs.iter().map(|v| v.tx_packets).sum();
+    assert!(sent > (cases / 10) as u64, "the comparison exercised forwarding: {sent} sent");
 }

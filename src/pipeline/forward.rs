@@ -553,7 +553,7 @@ fn emit<B: AsRef<[u8]> + AsMut<[u8]>>(
 /// UDP checksum 0 and a source port from the flow hash. The constant part
 /// comes from the tunnel's template; only the per-packet fields are written.
 #[inline]
-fn push_tunnel<B: AsRef<[u8]> + AsMut<[u8]>>(
+pub(super) fn push_tunnel<B: AsRef<[u8]> + AsMut<[u8]>>(
     f: &mut Frame<B>,
     tun: &Tunnel,
     smac: MacAddr,

@@ -35,10 +35,9 @@ impl<T: Clone> CowVec<T> {
     /// The value in slot `i`.
     #[inline]
     pub fn get(&self, i: usize) -> Option<&T> {
-        if i >= self.capacity {
-            return None;
-        }
-        self.chunks[i / CHUNK][i % CHUNK].as_ref()
+        // Slots past the capacity in the last chunk are never set, so the
+        // chunk bound alone is enough.
+        self.chunks.get(i / CHUNK)?[i % CHUNK].as_ref()
     }
 
     /// Puts `value` into slot `i` and returns what was there.

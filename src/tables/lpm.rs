@@ -166,33 +166,34 @@ impl<K: FibKey> Fib<K> {
     #[inline]
     pub fn lookup_batch(fibs: &[&Fib<K>], keys: &[K], out: &mut [Option<RouteTarget>]) {
         let n = fibs.len().min(keys.len()).min(out.len()).min(BATCH);
-        let mut node = [0u32; BATCH];
-        let mut live = [0u8; BATCH];
-        for (i, l) in live.iter_mut().enumerate().take(n) {
-            *l = i as u8;
+        let (fibs, keys, out) = (&fibs[..n], &keys[..n], &mut out[..n]);
+        // Each key's current slot entry; a leaf once its walk is over.
+        let mut entry = [EMPTY; BATCH];
+        let mut pending = 0u64;
+        for i in 0..n {
+            entry[i] = fibs[i].nodes[0].slots[keys[i].byte(0)];
+            pending |= u64::from(entry[i] & CHILD != 0) << i;
         }
-        let mut active = n;
-        let mut level = 0;
-        while active > 0 {
-            let mut still = 0;
-            for j in 0..active {
-                let i = usize::from(live[j]);
-                let fib = fibs[i];
-                let e = match fib.nodes.get(node[i] as usize) {
-                    Some(nd) => nd.slots[keys[i].byte(level)],
+        let mut level = 1;
+        while pending != 0 {
+            let mut next = 0u64;
+            let mut left = pending;
+            while left != 0 {
+                let i = left.trailing_zeros() as usize;
+                left &= left - 1;
+                let e = match fibs[i].nodes.get((entry[i] & !CHILD) as usize) {
+                    Some(node) => node.slots[keys[i].byte(level)],
                     None => EMPTY,
                 };
-                if e & CHILD != 0 {
-                    node[i] = e & !CHILD;
-                    live[still] = i as u8;
-                    still += 1;
-                } else {
-                    let v = e & VALUE_MASK;
-                    out[i] = if v == 0 { None } else { fib.targets.get(v as usize - 1).copied() };
-                }
+                entry[i] = e;
+                next |= u64::from(e & CHILD != 0) << i;
             }
-            active = still;
+            pending = next;
             level += 1;
+        }
+        for i in 0..n {
+            let v = entry[i] & VALUE_MASK;
+            out[i] = if v == 0 { None } else { fibs[i].targets.get(v as usize - 1).copied() };
         }
     }
 

@@ -1,0 +1,142 @@
+//! The fast path: IPv4 from a pod, routed to a local pod, into a tunnel, or
+//! through an ECMP composite of those. It reads the headers as one
+//! fixed-size array and decides everything before it changes or counts
+//! anything, so that any packet it does not fully handle (options,
+//! fragments, TTL expiry, TCP SYN, DHCP, MTU, a missing vif, ...) falls back
+//! to the general path untouched. The general path is the reference: a
+//! differential test runs both and compares every byte and counter.
+
+use super::forward::{push_tunnel, ETH};
+use super::{hash, Ctx, Frame, Verdict};
+use crate::tables::{NextHop, RouteTarget, TunnelEncap, Vif, Vrf};
+use crate::wire::{icmpv4, ip_proto, ipv4, tcp};
+
+/// Ethernet, IPv4 without options, and the first 8 bytes of the transport
+/// header: all the fast path reads.
+const HEAD: usize = ETH + ipv4::HEADER_LEN + 8;
+const DHCP_SERVER_PORT: u16 = 67;
+
+#[inline(always)]
+fn head<B: AsRef<[u8]> + AsMut<[u8]>>(f: &Frame<B>) -> Option<&[u8; HEAD]> {
+    f.data().get(..HEAD)?.try_into().ok()
+}
+
+/// Stage one: if the frame from pod `vif` is one the fast path handles,
+/// trims its padding and returns its destination address.
+#[inline(always)]
+pub(super) fn classify<B: AsRef<[u8]> + AsMut<[u8]>>(f: &mut Frame<B>) -> Option<u32> {
+    let h = head(f)?;
+    if h[12..14] != [0x08, 0x00] || h[14] != 0x45 {
+        return None;
+    }
+    let total = usize::from(u16::from_be_bytes([h[16], h[17]]));
+    let flags_offset = u16::from_be_bytes([h[20], h[21]]);
+    let (ttl, proto) = (h[22], h[23]);
+    if total < ipv4::HEADER_LEN + 8 || ETH + total > f.len() || flags_offset & 0x3fff != 0 || ttl <= 1 {
+        return None;
+    }
+    let dport = u16::from_be_bytes([h[36], h[37]]);
+    match proto {
+        ip_proto::UDP if dport == DHCP_SERVER_PORT => return None,
+        // SYNs have their MSS clamped on the general path.
+        ip_proto::TCP if f.data().get(ETH + ipv4::HEADER_LEN + 13).is_none_or(|fl| fl & tcp::FLAG_SYN != 0) => {
+            return None
+        }
+        _ => {}
+    }
+    let ip: &[u8; ipv4::HEADER_LEN] = h[ETH..ETH + ipv4::HEADER_LEN].try_into().ok()?;
+    if !ipv4::Packet::new_unchecked(ip).verify_checksum() {
+        return None;
+    }
+    let dst = u32::from_be_bytes([h[30], h[31], h[32], h[33]]);
+    f.set_len(ETH + total);
+    Some(dst)
+}
+
+/// The flow hash of an IPv4 header without options, the same value as the
+/// general path's for the same packet.
+#[inline(always)]
+fn flow_hash(h: &[u8; HEAD], seed: u64) -> u32 {
+    let src = u32::from_be_bytes([h[26], h[27], h[28], h[29]]);
+    let dst = u32::from_be_bytes([h[30], h[31], h[32], h[33]]);
+    let proto = h[23];
+    let (a, b) = (u16::from_be_bytes([h[34], h[35]]), u16::from_be_bytes([h[36], h[37]]));
+    let (sp, dp) = match proto {
+        ip_proto::TCP | ip_proto::UDP => (a, b),
+        ip_proto::ICMP if matches!(h[34], icmpv4::kind::ECHO_REQUEST | icmpv4::kind::ECHO_REPLY) => {
+            (u16::from_be_bytes([h[38], h[39]]), 0)
+        }
+        _ => (0, 0),
+    };
+    hash::flow_hash_v4(seed, src, dst, proto, sp, dp)
+}
+
+/// Stage three: carries out `target` for a frame `classify` accepted, or
+/// returns `None`, having changed nothing, for the general path to take it.
+#[inline(always)]
+pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
+    ctx: &mut Ctx<'_, B>,
+    f: &mut Frame<B>,
+    vrf: &Vrf,
+    target: RouteTarget,
+) -> Option<Verdict> {
+    let t = ctx.t;
+    let h = head(f)?;
+    let total = usize::from(u16::from_be_bytes([h[16], h[17]]));
+    let mut nh = t.nexthop(target.nh)?;
+    let mut label = target.label;
+    let mut hash = None;
+    if let NextHop::Composite(group) = nh {
+        let hv = flow_hash(h, ctx.cfg.hash_seed);
+        let m = group.select(hv)?;
+        nh = t.nexthop(m.nh)?;
+        label = m.label;
+        hash = Some(hv);
+    }
+    let usable = |v: &Vif, overhead: usize| !v.flags.disabled && total + overhead <= usize::from(v.mtu);
+    let verdict = match nh {
+        NextHop::Encap { oif, smac, dmac } => {
+            if !usable(t.vif(*oif)?, 0) {
+                return None;
+            }
+            decrement_ttl(f);
+            let d = f.data_mut();
+            d[0..6].copy_from_slice(&dmac.0);
+            d[6..12].copy_from_slice(&smac.0);
+            Verdict::Tx(*oif)
+        }
+        NextHop::Tunnel(tun) => {
+            let out = t.vif(tun.oif)?;
+            if label == RouteTarget::NO_LABEL || !usable(out, tun.encap.ip_overhead()) {
+                return None;
+            }
+            let hv = hash.unwrap_or_else(|| flow_hash(h, ctx.cfg.hash_seed));
+            let (ttl, ident) = (h[22] - 1, u16::from_be_bytes([h[18], h[19]]));
+            decrement_ttl(f);
+            if let Err(r) = push_tunnel(f, tun, out.mac, label, hv, ttl, ident) {
+                return Some(Verdict::Drop(r));
+            }
+            Verdict::Tx(tun.oif)
+        }
+        _ => return None,
+    };
+    if let Some(c) = ctx.stats.vrf_mut(vrf.id) {
+        if hash.is_some() {
+            c.ecmp_composites += 1;
+        }
+        match nh {
+            NextHop::Tunnel(tun) if tun.encap == TunnelEncap::MplsOverGre => c.gre_mpls_tunnels += 1,
+            NextHop::Tunnel(_) => c.udp_mpls_tunnels += 1,
+            _ => c.encaps += 1,
+        }
+    }
+    Some(verdict)
+}
+
+#[inline(always)]
+fn decrement_ttl<B: AsRef<[u8]> + AsMut<[u8]>>(f: &mut Frame<B>) {
+    if let Some(Ok(ip)) = f.data_mut().get_mut(ETH..ETH + ipv4::HEADER_LEN).map(<&mut [u8; ipv4::HEADER_LEN]>::try_from)
+    {
+        ipv4::Packet::new_unchecked(ip).decrement_ttl();
+    }
+}
