@@ -123,12 +123,13 @@ fn main() -> ExitCode {
             let r = vrouter::pktgen::scenario::measure_tables(vrfs, routes, routes6, batch.max(1));
             if json {
                 println!(
-                    "{{\"vrfs\":{vrfs},\"routes_v4\":{routes},\"routes_v6\":{routes6},\"rss_bytes\":{},\"load_seconds\":{:.3},\"routes_per_second\":{:.0}}}",
-                    r.rss_bytes, r.load.as_secs_f64(), r.routes_per_second()
+                    "{{\"vrfs\":{vrfs},\"routes_v4\":{routes},\"routes_v6\":{routes6},\"table_bytes\":{},\"rss_bytes\":{},\"load_seconds\":{:.3},\"routes_per_second\":{:.0}}}",
+                    r.table_bytes, r.rss_bytes, r.load.as_secs_f64(), r.routes_per_second()
                 );
             } else {
                 println!(
-                    "{vrfs} VRF(s) x ({routes} IPv4 + {routes6} IPv6) routes: {:.1} MiB resident, loaded in {:.3} s ({:.2} M routes/s)",
+                    "{vrfs} VRF(s) x ({routes} IPv4 + {routes6} IPv6) routes: tables hold {:.1} MiB ({:.1} MiB resident growth), loaded in {:.3} s ({:.2} M routes/s)",
+                    r.table_bytes as f64 / 1048576.0,
                     r.rss_bytes as f64 / 1048576.0,
                     r.load.as_secs_f64(),
                     r.routes_per_second() / 1e6

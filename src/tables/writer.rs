@@ -269,8 +269,11 @@ struct VrfRoutes {
     v4: AHashMap<(u32, u8), RouteTarget>,
     v6: AHashMap<(u128, u8), RouteTarget>,
     /// Keys in dump order, built by the first dump after a change.
-    sorted: Option<(Vec<(u32, u8)>, Vec<(u128, u8)>)>,
+    sorted: Option<SortedKeys>,
 }
+
+/// IPv4 and IPv6 prefix keys, sorted.
+type SortedKeys = (Vec<(u32, u8)>, Vec<(u128, u8)>);
 
 enum Undo {
     V4(VrfId, (u32, u8), Option<RouteTarget>),
@@ -377,6 +380,17 @@ impl TablesWriter {
     /// The last published snapshot.
     pub fn tables(&self) -> &Arc<Tables> {
         &self.current
+    }
+
+    /// Bytes held for VRF `vrf`: its tries and the writer's prefix lists,
+    /// counted from the structures' sizes and capacities.
+    pub fn vrf_memory_bytes(&self, vrf: VrfId) -> usize {
+        let fibs = self.current.vrf(vrf).map_or(0, |v| v.v4.memory_bytes() + v.v6.memory_bytes());
+        let lists = self.routes.get(&vrf).map_or(0, |r| {
+            r.v4.capacity() * (std::mem::size_of::<((u32, u8), RouteTarget)>() + 1)
+                + r.v6.capacity() * (std::mem::size_of::<((u128, u8), RouteTarget)>() + 1)
+        });
+        fibs + lists
     }
 
     /// Number of routes of one family in a VRF.
