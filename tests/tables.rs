@@ -311,3 +311,26 @@ fn thousands_of_routes_match_a_model_after_random_batches() {
     }
     assert_eq!(w.route_count(1).0, model.len());
 }
+
+#[test]
+fn old_snapshots_are_freed_by_the_writer_not_by_a_worker() {
+    let (mut w, handle) = TablesWriter::new(limits());
+    w.apply(&[vrf(1), Op::Add(Object::NextHop(1, NextHop::Receive))]).unwrap();
+    // A worker is in the middle of a batch with the current snapshot.
+    let held = handle.load();
+    let generation = held.generation();
+    w.apply(&[route(1, "10.0.0.0/8", 1)]).unwrap();
+    assert_eq!(w.retired(), 1, "the snapshot the worker holds is kept");
+    // The worker finishes its batch: it gives the snapshot back, and the
+    // writer, not the worker, holds the last reference.
+    let weak = std::sync::Arc::downgrade(&*held);
+    drop(held);
+    assert!(weak.upgrade().is_some(), "dropping the guard did not free it on the worker");
+    assert_eq!(w.reclaim(), 1);
+    assert!(weak.upgrade().is_none(), "the writer freed it");
+    assert_eq!(w.retired(), 0);
+    assert_eq!(handle.load().generation(), generation + 1);
+    // With no worker holding anything, replaced snapshots go at once.
+    w.apply(&[route(1, "11.0.0.0/8", 1)]).unwrap();
+    assert_eq!(w.retired(), 0);
+}

@@ -291,6 +291,10 @@ pub struct TablesWriter {
     /// log for batches that fail.
     routes: AHashMap<VrfId, VrfRoutes>,
     undo: Vec<Undo>,
+    /// Snapshots replaced but perhaps still read by a worker. The writer
+    /// frees them once it holds the last reference, so that freeing an old
+    /// snapshot (tens of thousands of trie nodes) never lands on a worker.
+    retired: Vec<Arc<Tables>>,
 }
 
 /// An address family: how its keys, prefix lists and tries are reached.
@@ -368,7 +372,13 @@ impl TablesWriter {
     pub fn new(limits: super::Limits) -> (TablesWriter, TablesHandle) {
         let current = Arc::new(Tables::new(limits));
         let handle = TablesHandle { current: Arc::new(ArcSwap::new(Arc::clone(&current))) };
-        let w = TablesWriter { handle: handle.clone(), current, routes: AHashMap::new(), undo: Vec::new() };
+        let w = TablesWriter {
+            handle: handle.clone(),
+            current,
+            routes: AHashMap::new(),
+            undo: Vec::new(),
+            retired: Vec::new(),
+        };
         (w, handle)
     }
 
@@ -438,9 +448,28 @@ impl TablesWriter {
         work.generation += 1;
         let generation = work.generation;
         let published = Arc::new(work);
+        // `store` turns every reader's claim on the old snapshot into a real
+        // reference before it returns, so the counts below are exact.
         self.handle.current.store(Arc::clone(&published));
-        self.current = published;
+        let old = std::mem::replace(&mut self.current, published);
+        self.retired.push(old);
+        self.reclaim();
         Ok(generation)
+    }
+
+    /// Frees the replaced snapshots no worker holds any more. `apply` calls
+    /// it; a daemon also calls it now and then, so that the last batch's
+    /// snapshot does not wait for the next one.
+    /// Returns how many it freed.
+    pub fn reclaim(&mut self) -> usize {
+        let before = self.retired.len();
+        self.retired.retain(|t| Arc::strong_count(t) > 1);
+        before - self.retired.len()
+    }
+
+    /// Replaced snapshots still held by a worker.
+    pub fn retired(&self) -> usize {
+        self.retired.len()
     }
 
     fn rollback(&mut self) {
