@@ -43,6 +43,10 @@ enum Command {
         /// Inner frame length in bytes.
         #[arg(long, default_value_t = 64)]
         frame_len: usize,
+        /// Send every frame down the general path (no fast path): a
+        /// baseline to compare against in the same run.
+        #[arg(long)]
+        general_path: bool,
         /// Print one JSON object per case instead of a table.
         #[arg(long)]
         json: bool,
@@ -63,6 +67,10 @@ enum Command {
         /// Routes per batch.
         #[arg(long, default_value_t = 10_000)]
         batch: usize,
+        /// Reader threads looking routes up, as workers would, while the
+        /// routes load.
+        #[arg(long, default_value_t = 0)]
+        readers: usize,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -72,7 +80,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Pipeline { case, packets, batch, routes, routes6, flows, frame_len, json } => {
+        Command::Pipeline { case, packets, batch, routes, routes6, flows, frame_len, general_path, json } => {
             let cases: Vec<Case> = if case == "all" {
                 Case::ALL.to_vec()
             } else {
@@ -88,7 +96,14 @@ fn main() -> ExitCode {
                 eprintln!("vrpktgen: --frame-len must be 42..=1500");
                 return ExitCode::from(2);
             }
-            let params = BenchParams { v4_routes: routes, v6_routes: routes6, flows, batch, frame_len };
+            let params = BenchParams {
+                v4_routes: routes,
+                v6_routes: routes6,
+                flows,
+                batch,
+                frame_len,
+                fast_path: !general_path,
+            };
             if !json {
                 println!("{:<22} {:>10} {:>10} {:>12} {:>10}", "case", "Mpps", "ns/pkt", "packets", "ok");
             }
@@ -119,12 +134,12 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Trace => trace(),
-        Command::Tables { vrfs, routes, routes6, batch, json } => {
-            let r = vrouter::pktgen::scenario::measure_tables(vrfs, routes, routes6, batch.max(1));
+        Command::Tables { vrfs, routes, routes6, batch, readers, json } => {
+            let r = vrouter::pktgen::scenario::measure_tables(vrfs, routes, routes6, batch.max(1), readers);
             if json {
                 println!(
-                    "{{\"vrfs\":{vrfs},\"routes_v4\":{routes},\"routes_v6\":{routes6},\"table_bytes\":{},\"rss_bytes\":{},\"load_seconds\":{:.3},\"routes_per_second\":{:.0}}}",
-                    r.table_bytes, r.rss_bytes, r.load.as_secs_f64(), r.routes_per_second()
+                    "{{\"vrfs\":{vrfs},\"routes_v4\":{routes},\"routes_v6\":{routes6},\"table_bytes\":{},\"rss_bytes\":{},\"load_seconds\":{:.3},\"routes_per_second\":{:.0},\"reader_lookups\":{}}}",
+                    r.table_bytes, r.rss_bytes, r.load.as_secs_f64(), r.routes_per_second(), r.reader_lookups
                 );
             } else {
                 println!(
@@ -134,6 +149,9 @@ fn main() -> ExitCode {
                     r.load.as_secs_f64(),
                     r.routes_per_second() / 1e6
                 );
+                if readers > 0 {
+                    println!("{readers} reader(s) completed {} lookups meanwhile", r.reader_lookups);
+                }
             }
             ExitCode::SUCCESS
         }

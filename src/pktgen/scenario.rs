@@ -333,11 +333,21 @@ pub struct BenchParams {
     pub batch: usize,
     /// Inner frame length.
     pub frame_len: usize,
+    /// Take the fast path (the default); off sends every frame down the
+    /// general path, as a same-run baseline.
+    pub fast_path: bool,
 }
 
 impl Default for BenchParams {
     fn default() -> Self {
-        BenchParams { v4_routes: 1_000_000, v6_routes: 100_000, flows: 10_000, batch: 64, frame_len: 64 }
+        BenchParams {
+            v4_routes: 1_000_000,
+            v6_routes: 100_000,
+            flows: 10_000,
+            batch: 64,
+            frame_len: 64,
+            fast_path: true,
+        }
     }
 }
 
@@ -361,7 +371,8 @@ impl Bench {
         let batch = (0..p.batch.max(1))
             .map(|_| Frame::new(vec![0u8; BUF_LEN].into_boxed_slice(), HEADROOM, 0, in_vif).expect("fits"))
             .collect();
-        let pipeline = Pipeline::new(PipelineConfig::default(), handle.load().limits());
+        let config = PipelineConfig { fast_path: p.fast_path, ..PipelineConfig::default() };
+        let pipeline = Pipeline::new(config, handle.load().limits());
         Bench {
             case,
             handle,
@@ -467,6 +478,8 @@ pub struct TablesReport {
     pub load: Duration,
     /// Routes loaded.
     pub routes: u64,
+    /// Lookups the reader threads completed while the routes loaded.
+    pub reader_lookups: u64,
 }
 
 impl TablesReport {
@@ -486,12 +499,32 @@ pub fn resident_bytes() -> u64 {
 
 /// Builds `vrfs` VRFs of `v4` + `v6` routes each and reports memory and
 /// load rate. The prefix lists are generated before measuring starts.
-pub fn measure_tables(vrfs: usize, v4: usize, v6: usize, batch: usize) -> TablesReport {
+pub fn measure_tables(vrfs: usize, v4: usize, v6: usize, batch: usize, readers: usize) -> TablesReport {
     let p4 = bgp_like_v4(v4, 0x5eed_0004);
     let p6 = bgp_like_v6(v6, 0x5eed_0006);
     let limits = Limits { vrfs: vrfs + 1, routes_per_vrf: v4.max(v6) + 1, ..Limits::default() };
     let before = resident_bytes();
-    let (mut w, _h) = TablesWriter::new(limits);
+    let (mut w, handle) = TablesWriter::new(limits);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Readers do what a worker does: load the current snapshot, look up a
+    // vector of addresses in it, and go again.
+    let reader_threads: Vec<_> = (0..readers)
+        .map(|r| {
+            let (handle, stop) = (handle.clone(), stop.clone());
+            let keys: Vec<u32> = p4.iter().skip(r).step_by(97).take(32).map(|&(a, _)| a).collect();
+            std::thread::spawn(move || {
+                let mut lookups = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let t = handle.load();
+                    if let Some(v) = t.vrf(1) {
+                        lookups += keys.iter().filter(|&&k| v.v4.lookup(k).is_some()).count() as u64;
+                    }
+                    lookups += 1;
+                }
+                lookups
+            })
+        })
+        .collect();
     let mut ops = vec![Op::Add(Object::NextHop(1, NextHop::Receive))];
     for id in 1..=vrfs as u32 {
         ops.push(Op::Add(Object::Vrf(VrfSpec { id, name: format!("vrf{id}"), gateway_v4: None, gateway_v6: None })));
@@ -518,8 +551,10 @@ pub fn measure_tables(vrfs: usize, v4: usize, v6: usize, batch: usize) -> Tables
         w.apply(&ops).expect("routes fit");
     }
     let load = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reader_lookups = reader_threads.into_iter().map(|t| t.join().unwrap_or(0)).sum();
     let rss = resident_bytes().saturating_sub(before);
     let table_bytes = (1..=vrfs as u32).map(|id| w.vrf_memory_bytes(id)).sum::<usize>() as u64;
     drop(w);
-    TablesReport { rss_bytes: rss, table_bytes, load, routes: (vrfs * (v4 + v6)) as u64 }
+    TablesReport { rss_bytes: rss, table_bytes, load, routes: (vrfs * (v4 + v6)) as u64, reader_lookups }
 }
