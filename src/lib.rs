@@ -1,3 +1,4 @@
+pub mod io;
 pub mod pipeline;
 pub mod pktgen;
 pub mod stats;

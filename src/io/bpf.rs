@@ -1,0 +1,197 @@
+//! The XDP side: an XSKMAP, the redirect program, and its attachment to an
+//! interface through a bpf_link, which the kernel detaches by itself when
+//! the link's last file descriptor closes, even if the process dies.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_MAP_TYPE_XSKMAP: u32 = 17;
+const BPF_PROG_TYPE_XDP: u32 = 6;
+const BPF_XDP: u32 = 37;
+const BPF_PSEUDO_MAP_FD: u8 = 1;
+const BPF_FUNC_REDIRECT_MAP: i32 = 51;
+const XDP_PASS: i32 = 2;
+const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+
+/// How the XDP program is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdpMode {
+    /// Native if the driver has it, else generic: the kernel decides.
+    Auto,
+    /// In the driver.
+    Native,
+    /// In the generic (skb) path: works on every interface.
+    Generic,
+}
+
+impl XdpMode {
+    fn flags(self) -> u32 {
+        match self {
+            XdpMode::Auto => 0,
+            XdpMode::Native => XDP_FLAGS_DRV_MODE,
+            XdpMode::Generic => XDP_FLAGS_SKB_MODE,
+        }
+    }
+}
+
+/// One eBPF instruction (`struct bpf_insn`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Insn {
+    code: u8,
+    regs: u8,
+    off: i16,
+    imm: i32,
+}
+
+const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
+    Insn { code, regs: (src << 4) | (dst & 0x0f), off, imm }
+}
+
+fn bpf(cmd: libc::c_long, attr: &mut [u8]) -> io::Result<RawFd> {
+    // SAFETY: `attr` is a live, writable buffer of the length passed, laid
+    // out as the kernel's `union bpf_attr` for `cmd`, with unused bytes zero.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r as RawFd)
+}
+
+fn put_u32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_ne_bytes());
+}
+
+fn put_u64(b: &mut [u8], at: usize, v: u64) {
+    b[at..at + 8].copy_from_slice(&v.to_ne_bytes());
+}
+
+/// Takes ownership of a descriptor a syscall just returned.
+fn owned(fd: RawFd) -> OwnedFd {
+    // SAFETY: `fd` was just returned by the kernel to us and nothing else owns it.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// An XSKMAP: receive queue index -> AF_XDP socket.
+pub struct XskMap {
+    fd: OwnedFd,
+}
+
+impl XskMap {
+    /// A map for queues `0..entries`.
+    pub fn new(entries: u32) -> io::Result<XskMap> {
+        let mut attr = [0u8; 128];
+        put_u32(&mut attr, 0, BPF_MAP_TYPE_XSKMAP);
+        put_u32(&mut attr, 4, 4); // key: queue index
+        put_u32(&mut attr, 8, 4); // value: socket fd
+        put_u32(&mut attr, 12, entries);
+        let fd = bpf(BPF_MAP_CREATE, &mut attr)
+            .map_err(|e| io::Error::new(e.kind(), format!("creating the XSKMAP: {e}")))?;
+        Ok(XskMap { fd: owned(fd) })
+    }
+
+    /// Steers queue `queue` to the AF_XDP socket `socket`.
+    pub fn set(&self, queue: u32, socket: RawFd) -> io::Result<()> {
+        let (key, value) = (queue, socket as u32);
+        let mut attr = [0u8; 32];
+        put_u32(&mut attr, 0, self.fd.as_raw_fd() as u32);
+        put_u64(&mut attr, 8, &key as *const u32 as u64);
+        put_u64(&mut attr, 16, &value as *const u32 as u64);
+        bpf(BPF_MAP_UPDATE_ELEM, &mut attr)
+            .map(|_| ())
+            .map_err(|e| io::Error::new(e.kind(), format!("XSKMAP[{queue}]: {e}")))
+    }
+
+    /// Stops steering queue `queue`.
+    pub fn clear(&self, queue: u32) -> io::Result<()> {
+        let key = queue;
+        let mut attr = [0u8; 32];
+        put_u32(&mut attr, 0, self.fd.as_raw_fd() as u32);
+        put_u64(&mut attr, 8, &key as *const u32 as u64);
+        bpf(BPF_MAP_DELETE_ELEM, &mut attr)
+            .map(|_| ())
+            .map_err(|e| io::Error::new(e.kind(), format!("XSKMAP[{queue}]: {e}")))
+    }
+}
+
+/// A loaded XDP program.
+pub struct Program {
+    fd: OwnedFd,
+}
+
+impl Program {
+    /// The pod-port program: every packet goes to the socket of its
+    /// receive queue, or to the kernel when that queue has none. In C:
+    /// `return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);`
+    pub fn redirect_all(map: &XskMap) -> io::Result<Program> {
+        let fd = map.fd.as_raw_fd();
+        let code = [
+            insn(0x61, 2, 1, 16, 0),                 // r2 = *(u32 *)(r1 + 16): rx_queue_index
+            insn(0x18, 1, BPF_PSEUDO_MAP_FD, 0, fd), // r1 = &xsks (64-bit immediate, two slots)
+            insn(0x00, 0, 0, 0, 0),
+            insn(0xb7, 3, 0, 0, XDP_PASS), // r3 = XDP_PASS: the action when the slot is empty
+            insn(0x85, 0, 0, 0, BPF_FUNC_REDIRECT_MAP),
+            insn(0x95, 0, 0, 0, 0), // return r0
+        ];
+        Program::load(&code, "vrouter_xsk")
+    }
+
+    fn load(code: &[Insn], name: &str) -> io::Result<Program> {
+        let license = b"GPL\0";
+        let mut log = vec![0u8; 64 * 1024];
+        let mut attr = [0u8; 128];
+        put_u32(&mut attr, 0, BPF_PROG_TYPE_XDP);
+        put_u32(&mut attr, 4, code.len() as u32);
+        put_u64(&mut attr, 8, code.as_ptr() as u64);
+        put_u64(&mut attr, 16, license.as_ptr() as u64);
+        put_u32(&mut attr, 24, 1); // log level
+        put_u32(&mut attr, 28, log.len() as u32);
+        put_u64(&mut attr, 32, log.as_mut_ptr() as u64);
+        let n = name.as_bytes();
+        attr[48..48 + n.len().min(15)].copy_from_slice(&n[..n.len().min(15)]);
+        put_u32(&mut attr, 68, BPF_XDP); // expected attach type
+        match bpf(BPF_PROG_LOAD, &mut attr) {
+            Ok(fd) => Ok(Program { fd: owned(fd) }),
+            Err(e) => {
+                let end = log.iter().position(|&b| b == 0).unwrap_or(0);
+                let text = String::from_utf8_lossy(&log[..end]);
+                Err(io::Error::new(e.kind(), format!("loading the XDP program: {e}; verifier says: {}", text.trim())))
+            }
+        }
+    }
+}
+
+/// An XDP program attached to an interface. Dropping it detaches it.
+pub struct Attachment {
+    _link: OwnedFd,
+    /// The interface.
+    pub ifindex: u32,
+    /// The mode asked for.
+    pub mode: XdpMode,
+}
+
+impl Attachment {
+    /// Attaches `prog` to interface `ifindex` in `mode` through a bpf_link.
+    pub fn new(prog: &Program, ifindex: u32, mode: XdpMode) -> io::Result<Attachment> {
+        let mut attr = [0u8; 64];
+        put_u32(&mut attr, 0, prog.fd.as_raw_fd() as u32);
+        put_u32(&mut attr, 4, ifindex);
+        put_u32(&mut attr, 8, BPF_XDP);
+        put_u32(&mut attr, 12, mode.flags());
+        let fd = bpf(BPF_LINK_CREATE, &mut attr).map_err(|e| {
+            let hint = if e.raw_os_error() == Some(libc::EEXIST) {
+                " (another XDP program is attached, perhaps through netlink: `ip link set dev IF xdp off`)"
+            } else {
+                ""
+            };
+            io::Error::new(e.kind(), format!("attaching XDP ({mode:?}) to interface {ifindex}: {e}{hint}"))
+        })?;
+        Ok(Attachment { _link: owned(fd), ifindex, mode })
+    }
+}

@@ -1,0 +1,32 @@
+//! The I/O shell's lowest layer: AF_XDP sockets and the XDP program that
+//! steers packets to them, written directly on `libc` (the `afxdp` crate
+//! loses transmitted packets and cannot choose its XDP mode; see
+//! `shared/reference/afxdp-on-this-machine.md`).
+//!
+//! This is one of the two places in the crate with `unsafe` (memory shared
+//! with the kernel: the UMEM and the rings); every block says why it is
+//! sound. Workers, the fabric's filtering program and the daemon build on
+//! it in the daemon's issue.
+
+pub mod bpf;
+pub mod xsk;
+
+use std::io;
+
+/// The errno of the last failed call, with context.
+pub(crate) fn os_error(what: &str) -> io::Error {
+    let e = io::Error::last_os_error();
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+/// The index of the network interface `name` in this network namespace.
+pub fn ifindex(name: &str) -> io::Result<u32> {
+    let c = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in interface name"))?;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if i == 0 {
+        return Err(os_error(&format!("interface {name}")));
+    }
+    Ok(i)
+}

@@ -1,0 +1,489 @@
+//! AF_XDP sockets: a UMEM (packet memory shared with the kernel), its fill
+//! and completion rings, and the rx and tx rings of one queue.
+//!
+//! Ownership of every UMEM frame is always clear: it is in the free stash
+//! (ours), in the fill ring or tx ring (the kernel's until it comes back),
+//! or received and not yet released (ours). We only ever read or write
+//! frames we own, which is what makes handing out slices of shared memory
+//! sound.
+
+use super::os_error;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// How to bind: zero-copy where the driver allows, copy otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindMode {
+    /// Try zero-copy, fall back to copy.
+    Auto,
+    /// Copy mode only.
+    Copy,
+    /// Zero-copy or fail.
+    ZeroCopy,
+}
+
+/// Sizes and switches of a socket.
+#[derive(Debug, Clone, Copy)]
+pub struct XskConfig {
+    /// UMEM frames.
+    pub frames: u32,
+    /// Bytes per frame (2048 or 4096).
+    pub frame_size: u32,
+    /// Entries per ring (a power of two).
+    pub ring_size: u32,
+    /// Bind mode.
+    pub mode: BindMode,
+    /// Let the kernel say when it needs a wake-up, so an idle worker can
+    /// sleep in `poll` instead of spinning.
+    pub need_wakeup: bool,
+}
+
+impl Default for XskConfig {
+    fn default() -> Self {
+        XskConfig { frames: 4096, frame_size: 2048, ring_size: 2048, mode: BindMode::Auto, need_wakeup: true }
+    }
+}
+
+/// A received frame: where it is in the UMEM and how long it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RxDesc {
+    /// UMEM address of the first byte.
+    pub addr: u64,
+    /// Length.
+    pub len: u32,
+}
+
+/// An anonymous mapping, unmapped on drop.
+struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl Mapping {
+    fn anonymous(len: usize) -> io::Result<Mapping> {
+        // SAFETY: a fresh private anonymous mapping aliases nothing.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        Self::checked(p, len, "mapping the UMEM")
+    }
+
+    fn ring(fd: &OwnedFd, len: usize, offset: u64) -> io::Result<Mapping> {
+        // SAFETY: mapping a ring the kernel created on this socket, at the
+        // offset and length it told us; the kernel keeps it alive while mapped.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                fd.as_raw_fd(),
+                offset as libc::off_t,
+            )
+        };
+        Self::checked(p, len, "mapping an AF_XDP ring")
+    }
+
+    fn checked(p: *mut libc::c_void, len: usize, what: &str) -> io::Result<Mapping> {
+        if p == libc::MAP_FAILED {
+            return Err(os_error(what));
+        }
+        NonNull::new(p.cast::<u8>()).map(|ptr| Mapping { ptr, len }).ok_or_else(|| os_error(what))
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `mmap` returned; nothing borrows it
+        // past the owner's lifetime.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// A single-producer, single-consumer ring shared with the kernel.
+struct Ring {
+    /// Keeps the ring mapped as long as the pointers above are used.
+    _map: Mapping,
+    producer: *const AtomicU32,
+    consumer: *const AtomicU32,
+    flags: *const AtomicU32,
+    desc: *mut u8,
+    mask: u32,
+    size: u32,
+}
+
+impl Ring {
+    fn new(map: Mapping, off: &libc::xdp_ring_offset, size: u32) -> Ring {
+        let base = map.ptr.as_ptr();
+        // SAFETY: the offsets come from XDP_MMAP_OFFSETS for this very
+        // mapping and lie inside it; the kernel aligns the indices for atomics.
+        unsafe {
+            Ring {
+                producer: base.add(off.producer as usize).cast(),
+                consumer: base.add(off.consumer as usize).cast(),
+                flags: base.add(off.flags as usize).cast(),
+                desc: base.add(off.desc as usize),
+                mask: size - 1,
+                size,
+                _map: map,
+            }
+        }
+    }
+
+    fn producer(&self) -> &AtomicU32 {
+        // SAFETY: points into `self.map`, alive as long as `self`.
+        unsafe { &*self.producer }
+    }
+
+    fn consumer(&self) -> &AtomicU32 {
+        // SAFETY: as above.
+        unsafe { &*self.consumer }
+    }
+
+    fn needs_wakeup(&self) -> bool {
+        // SAFETY: as above.
+        unsafe { &*self.flags }.load(Ordering::Relaxed) & libc::XDP_RING_NEED_WAKEUP != 0
+    }
+
+    /// Free slots, for a ring we produce into.
+    fn free(&self) -> u32 {
+        let cons = self.consumer().load(Ordering::Acquire);
+        self.size - self.producer().load(Ordering::Relaxed).wrapping_sub(cons)
+    }
+
+    /// Entries ready, for a ring we consume from.
+    fn ready(&self) -> u32 {
+        self.producer().load(Ordering::Acquire).wrapping_sub(self.consumer().load(Ordering::Relaxed))
+    }
+
+    fn write_u64(&mut self, idx: u32, v: u64) {
+        // SAFETY: `idx & mask` is inside the descriptor array of a u64 ring
+        // (fill); slots between consumer and producer are ours to write.
+        unsafe { self.desc.cast::<u64>().add((idx & self.mask) as usize).write(v) }
+    }
+
+    fn read_u64(&self, idx: u32) -> u64 {
+        // SAFETY: as above, for the completion ring's published entries.
+        unsafe { self.desc.cast::<u64>().add((idx & self.mask) as usize).read() }
+    }
+
+    fn write_desc(&mut self, idx: u32, d: libc::xdp_desc) {
+        // SAFETY: as `write_u64`, for the tx ring's `xdp_desc` array.
+        unsafe { self.desc.cast::<libc::xdp_desc>().add((idx & self.mask) as usize).write(d) }
+    }
+
+    fn read_desc(&self, idx: u32) -> libc::xdp_desc {
+        // SAFETY: as `read_u64`, for the rx ring's `xdp_desc` array.
+        unsafe { self.desc.cast::<libc::xdp_desc>().add((idx & self.mask) as usize).read() }
+    }
+}
+
+/// The kernel's counters for a socket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct XskStats {
+    /// Dropped for any reason other than invalid descriptors.
+    pub rx_dropped: u64,
+    /// Dropped because the rx ring was full.
+    pub rx_ring_full: u64,
+    /// Times the fill ring was found empty.
+    pub rx_fill_ring_empty: u64,
+    /// Invalid descriptors on tx.
+    pub tx_invalid_descs: u64,
+}
+
+/// An AF_XDP socket bound to one queue of one interface, with its own UMEM.
+pub struct XskSocket {
+    fd: OwnedFd,
+    umem: Mapping,
+    frame_size: u32,
+    fill: Ring,
+    comp: Ring,
+    rx: Ring,
+    tx: Ring,
+    free: Vec<u64>,
+    zerocopy: bool,
+    need_wakeup: bool,
+}
+
+// SAFETY: the socket owns its mappings and descriptors outright; nothing in
+// it is tied to the thread that created it.
+unsafe impl Send for XskSocket {}
+
+fn setsockopt<T>(fd: &OwnedFd, opt: libc::c_int, v: &T, what: &str) -> io::Result<()> {
+    // SAFETY: `v` is a live value of the type the option expects.
+    let r = unsafe {
+        libc::setsockopt(fd.as_raw_fd(), libc::SOL_XDP, opt, (v as *const T).cast(), std::mem::size_of::<T>() as u32)
+    };
+    if r != 0 {
+        return Err(os_error(what));
+    }
+    Ok(())
+}
+
+/// # Safety
+/// `T` must be a C struct made only of integers (all zeros valid), the one
+/// the kernel writes for `opt`.
+unsafe fn getsockopt<T: Copy>(fd: &OwnedFd, opt: libc::c_int, what: &str) -> io::Result<T> {
+    // SAFETY: the caller promises that all-zero bytes are a valid `T`.
+    let mut v: T = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<T>() as libc::socklen_t;
+    // SAFETY: `v` is writable for `len` bytes and `len` says so.
+    let r = unsafe { libc::getsockopt(fd.as_raw_fd(), libc::SOL_XDP, opt, (&mut v as *mut T).cast(), &mut len) };
+    if r != 0 {
+        return Err(os_error(what));
+    }
+    Ok(v)
+}
+
+impl XskSocket {
+    /// Opens a socket on queue `queue` of interface `ifindex`.
+    pub fn open(ifindex: u32, queue: u32, config: XskConfig) -> io::Result<XskSocket> {
+        match config.mode {
+            BindMode::Auto => match Self::open_with(ifindex, queue, config, libc::XDP_ZEROCOPY) {
+                Ok(s) => Ok(s),
+                Err(_) => Self::open_with(ifindex, queue, config, libc::XDP_COPY),
+            },
+            BindMode::Copy => Self::open_with(ifindex, queue, config, libc::XDP_COPY),
+            BindMode::ZeroCopy => Self::open_with(ifindex, queue, config, libc::XDP_ZEROCOPY),
+        }
+    }
+
+    fn open_with(ifindex: u32, queue: u32, c: XskConfig, copy_flag: u16) -> io::Result<XskSocket> {
+        if !c.ring_size.is_power_of_two() || !c.frame_size.is_power_of_two() || c.frames == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "ring and frame sizes must be powers of two"));
+        }
+        // SAFETY: a plain socket call; the result is checked.
+        let raw = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(os_error("AF_XDP socket"));
+        }
+        // SAFETY: `raw` was just returned to us and nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let umem_len = c.frames as usize * c.frame_size as usize;
+        let umem = Mapping::anonymous(umem_len)?;
+        let reg = libc::xdp_umem_reg {
+            addr: umem.ptr.as_ptr() as u64,
+            len: umem_len as u64,
+            chunk_size: c.frame_size,
+            headroom: 0,
+            flags: 0,
+            tx_metadata_len: 0,
+        };
+        setsockopt(&fd, libc::XDP_UMEM_REG, &reg, "registering the UMEM (RLIMIT_MEMLOCK? CAP_IPC_LOCK?)")?;
+        for opt in [libc::XDP_UMEM_FILL_RING, libc::XDP_UMEM_COMPLETION_RING, libc::XDP_RX_RING, libc::XDP_TX_RING] {
+            setsockopt(&fd, opt, &c.ring_size, "sizing an AF_XDP ring")?;
+        }
+        // SAFETY: `xdp_mmap_offsets` is integers only, and is what this option writes.
+        let off: libc::xdp_mmap_offsets = unsafe { getsockopt(&fd, libc::XDP_MMAP_OFFSETS, "reading ring offsets")? };
+        let n = c.ring_size as usize;
+        let u64_ring = |o: &libc::xdp_ring_offset| o.desc as usize + n * 8;
+        let desc_ring = |o: &libc::xdp_ring_offset| o.desc as usize + n * std::mem::size_of::<libc::xdp_desc>();
+        let fill =
+            Ring::new(Mapping::ring(&fd, u64_ring(&off.fr), libc::XDP_UMEM_PGOFF_FILL_RING)?, &off.fr, c.ring_size);
+        let comp = Ring::new(
+            Mapping::ring(&fd, u64_ring(&off.cr), libc::XDP_UMEM_PGOFF_COMPLETION_RING)?,
+            &off.cr,
+            c.ring_size,
+        );
+        let rx =
+            Ring::new(Mapping::ring(&fd, desc_ring(&off.rx), libc::XDP_PGOFF_RX_RING as u64)?, &off.rx, c.ring_size);
+        let tx =
+            Ring::new(Mapping::ring(&fd, desc_ring(&off.tx), libc::XDP_PGOFF_TX_RING as u64)?, &off.tx, c.ring_size);
+        let flags = copy_flag | if c.need_wakeup { libc::XDP_USE_NEED_WAKEUP } else { 0 };
+        let sa = libc::sockaddr_xdp {
+            sxdp_family: libc::AF_XDP as u16,
+            sxdp_flags: flags,
+            sxdp_ifindex: ifindex,
+            sxdp_queue_id: queue,
+            sxdp_shared_umem_fd: 0,
+        };
+        // SAFETY: `sa` is a valid sockaddr_xdp and the length says so.
+        let r = unsafe {
+            libc::bind(fd.as_raw_fd(), (&sa as *const libc::sockaddr_xdp).cast(), std::mem::size_of_val(&sa) as u32)
+        };
+        if r != 0 {
+            let mode = if copy_flag == libc::XDP_ZEROCOPY { "zero-copy" } else { "copy" };
+            return Err(os_error(&format!("binding AF_XDP ({mode}) to interface {ifindex} queue {queue}")));
+        }
+        // SAFETY: `xdp_options` is integers only, and is what this option writes.
+        let opts: io::Result<libc::xdp_options> =
+            unsafe { getsockopt(&fd, libc::XDP_OPTIONS, "reading socket options") };
+        let mut s = XskSocket {
+            zerocopy: opts.is_ok_and(|o| o.flags & libc::XDP_OPTIONS_ZEROCOPY != 0),
+            fd,
+            umem,
+            frame_size: c.frame_size,
+            fill,
+            comp,
+            rx,
+            tx,
+            free: (0..c.frames as u64).rev().map(|i| i * u64::from(c.frame_size)).collect(),
+            need_wakeup: c.need_wakeup,
+        };
+        // Half the frames wait in the fill ring for packets; the rest stay
+        // in the stash for transmitting.
+        s.refill((c.frames / 2).min(c.ring_size));
+        Ok(s)
+    }
+
+    /// The socket's descriptor, for the XSKMAP.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// True if the driver gave us zero-copy.
+    pub fn is_zerocopy(&self) -> bool {
+        self.zerocopy
+    }
+
+    /// Frames in the stash.
+    pub fn free_frames(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Moves up to `max` stashed frames into the fill ring, as many as fit.
+    pub fn refill(&mut self, max: u32) -> u32 {
+        let n = self.fill.free().min(max).min(self.free.len() as u32);
+        let prod = self.fill.producer().load(Ordering::Relaxed);
+        for i in 0..n {
+            let addr = self.free.pop().unwrap_or(0);
+            self.fill.write_u64(prod.wrapping_add(i), addr);
+        }
+        self.fill.producer().store(prod.wrapping_add(n), Ordering::Release);
+        n
+    }
+
+    /// Takes up to `out.len()` received frames. They are ours until
+    /// `release` or `transmit` gives them back.
+    pub fn receive(&mut self, out: &mut [RxDesc]) -> usize {
+        let n = self.rx.ready().min(out.len() as u32);
+        let cons = self.rx.consumer().load(Ordering::Relaxed);
+        for (i, slot) in out.iter_mut().enumerate().take(n as usize) {
+            let d = self.rx.read_desc(cons.wrapping_add(i as u32));
+            *slot = RxDesc { addr: d.addr, len: d.len };
+        }
+        self.rx.consumer().store(cons.wrapping_add(n), Ordering::Release);
+        n as usize
+    }
+
+    /// Whether the kernel wants a wake-up to fill the rx ring.
+    pub fn fill_needs_wakeup(&self) -> bool {
+        self.need_wakeup && self.fill.needs_wakeup()
+    }
+
+    /// Waits up to `timeout_ms` for something to receive.
+    pub fn poll_rx(&self, timeout_ms: i32) -> io::Result<bool> {
+        let mut p = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd, count 1.
+        let r = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+        if r < 0 {
+            return Err(os_error("poll"));
+        }
+        Ok(r > 0)
+    }
+
+    /// Gives a frame back to the stash.
+    pub fn release(&mut self, addr: u64) {
+        self.free.push(addr - addr % u64::from(self.frame_size));
+    }
+
+    /// Takes a free frame to build a packet in.
+    pub fn alloc(&mut self) -> Option<u64> {
+        self.free.pop()
+    }
+
+    /// The whole frame that holds `addr`, and the offset of `addr` in it:
+    /// the space in front of the offset is headroom for prepending headers.
+    /// The frame must be ours (received or allocated, not yet given back).
+    pub fn frame_mut(&mut self, addr: u64) -> Option<(&mut [u8], usize)> {
+        let fs = u64::from(self.frame_size);
+        let base = addr - addr % fs;
+        if base + fs > self.umem.len as u64 {
+            return None;
+        }
+        // SAFETY: inside the UMEM mapping (checked above); the frame is ours
+        // by the ownership rule in this module's header, so the kernel does
+        // not touch it while the slice lives, and `&mut self` keeps a second
+        // slice from existing.
+        let s = unsafe { std::slice::from_raw_parts_mut(self.umem.ptr.as_ptr().add(base as usize), fs as usize) };
+        Some((s, (addr - base) as usize))
+    }
+
+    /// Queues the frame at `addr`, `len` bytes, for transmission. False when
+    /// the tx ring is full (the frame is still ours).
+    pub fn transmit(&mut self, addr: u64, len: u32) -> bool {
+        if self.tx.free() == 0 {
+            return false;
+        }
+        let prod = self.tx.producer().load(Ordering::Relaxed);
+        self.tx.write_desc(prod, libc::xdp_desc { addr, len, options: 0 });
+        self.tx.producer().store(prod.wrapping_add(1), Ordering::Release);
+        true
+    }
+
+    /// Frames queued for transmission and not yet taken by the kernel.
+    pub fn tx_pending(&self) -> u32 {
+        self.tx.size - self.tx.free()
+    }
+
+    /// Tells the kernel to send what is queued. In copy mode it sends a
+    /// bounded number of frames per call, so callers keep kicking while
+    /// `tx_pending` is not zero.
+    pub fn kick_tx(&self) -> io::Result<()> {
+        if self.need_wakeup && !self.tx.needs_wakeup() && self.zerocopy {
+            return Ok(());
+        }
+        // SAFETY: a zero-length sendto on our own socket, no buffers.
+        let r =
+            unsafe { libc::sendto(self.fd.as_raw_fd(), std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            // Busy or out of buffers: the frames stay queued; kick again.
+            if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EBUSY) | Some(libc::ENOBUFS)) {
+                return Ok(());
+            }
+            return Err(io::Error::new(e.kind(), format!("AF_XDP transmit: {e}")));
+        }
+        Ok(())
+    }
+
+    /// Takes back frames the kernel finished sending. Returns how many.
+    pub fn complete(&mut self) -> u32 {
+        let n = self.comp.ready();
+        let cons = self.comp.consumer().load(Ordering::Relaxed);
+        for i in 0..n {
+            let addr = self.comp.read_u64(cons.wrapping_add(i));
+            self.free.push(addr - addr % u64::from(self.frame_size));
+        }
+        self.comp.consumer().store(cons.wrapping_add(n), Ordering::Release);
+        n
+    }
+
+    /// The kernel's counters for this socket.
+    pub fn stats(&self) -> io::Result<XskStats> {
+        // SAFETY: `xdp_statistics` is integers only, and is what this option writes.
+        let s: libc::xdp_statistics =
+            unsafe { getsockopt(&self.fd, libc::XDP_STATISTICS, "reading AF_XDP statistics")? };
+        Ok(XskStats {
+            rx_dropped: s.rx_dropped,
+            rx_ring_full: s.rx_ring_full,
+            rx_fill_ring_empty: s.rx_fill_ring_empty_descs,
+            tx_invalid_descs: s.tx_invalid_descs,
+        })
+    }
+}
+
+impl std::fmt::Debug for XskSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XskSocket").field("fd", &self.fd).field("zerocopy", &self.zerocopy).finish()
+    }
+}

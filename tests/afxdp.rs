@@ -1,0 +1,194 @@
+//! AF_XDP on a real veth pair, in a network namespace the test creates and
+//! removes: the redirect program steers what the peer sends to our socket,
+//! frames we transmit reach the peer (counted by its `rx_packets`), and
+//! nothing stays attached once the socket and link are gone.
+//!
+//! Needs root. CI runs as root; elsewhere, without root, it says so and skips.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+use vrouter::io::bpf::{Attachment, Program, XdpMode, XskMap};
+use vrouter::io::ifindex;
+use vrouter::io::xsk::{BindMode, RxDesc, XskConfig, XskSocket};
+use vrouter::pktgen::build::{self, L2};
+use vrouter::wire::MacAddr;
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn run(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A veth pair: `outer` in our namespace (the port vrouterd would own),
+/// `inner` in a namespace of its own. Removed on drop.
+struct Veth {
+    ns: String,
+    outer: String,
+    inner: String,
+}
+
+const OUTER_MAC: &str = "02:00:00:00:aa:01";
+const INNER_MAC: &str = "02:00:00:00:aa:02";
+
+impl Veth {
+    fn new(tag: &str) -> Veth {
+        let id = std::process::id() % 100_000;
+        let v = Veth { ns: format!("vrt-{tag}-{id}"), outer: format!("vo{tag}{id}"), inner: format!("vi{tag}{id}") };
+        let _ = Command::new("ip").args(["netns", "del", &v.ns]).output();
+        run(&["ip", "netns", "add", &v.ns]);
+        run(&[
+            "ip", "link", "add", &v.outer, "address", OUTER_MAC, "type", "veth", "peer", "name", &v.inner, "address",
+            INNER_MAC, "netns", &v.ns,
+        ]);
+        run(&["ip", "link", "set", &v.outer, "up"]);
+        v.exec(&["ip", "link", "set", &v.inner, "up"]);
+        v.exec(&["ip", "addr", "add", "10.250.0.2/24", "dev", &v.inner]);
+        // Nothing behind `outer` answers ARP while its traffic goes to AF_XDP.
+        v.exec(&["ip", "neigh", "replace", "10.250.0.1", "lladdr", OUTER_MAC, "dev", &v.inner]);
+        // One frame in, one frame out: no offloads merging or splitting them.
+        for (dev, inside) in [(&v.outer, false), (&v.inner, true)] {
+            let args = ["ethtool", "-K", dev, "gro", "off", "gso", "off", "tso", "off", "tx", "off", "rx", "off"];
+            let _ = if inside {
+                Command::new("ip").args(["netns", "exec", &v.ns]).args(args).output()
+            } else {
+                Command::new(args[0]).args(&args[1..]).output()
+            };
+        }
+        v
+    }
+
+    fn exec(&self, args: &[&str]) -> String {
+        let mut full = vec!["ip", "netns", "exec", &self.ns];
+        full.extend_from_slice(args);
+        run(&full)
+    }
+
+    fn inner_rx_packets(&self) -> u64 {
+        self.exec(&["cat", &format!("/sys/class/net/{}/statistics/rx_packets", self.inner)]).trim().parse().unwrap()
+    }
+
+    /// Sends `n` UDP datagrams from the namespace to 10.250.0.1:9999.
+    fn send_from_inside(&self, n: usize) {
+        let script = format!("for i in $(seq 1 {n}); do printf 'vrouter-%05d' $i > /dev/udp/10.250.0.1/9999; done");
+        self.exec(&["bash", "-c", &script]);
+    }
+}
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+        let _ = Command::new("ip").args(["link", "del", &self.outer]).output();
+    }
+}
+
+fn root_or_skip() -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "CI runs as root, so this test must run there");
+    eprintln!("SKIPPED: AF_XDP tests need root (network namespaces, bpf)");
+    false
+}
+
+fn receive(sock: &mut XskSocket, want: usize, timeout: Duration) -> Vec<Vec<u8>> {
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let mut descs = [RxDesc { addr: 0, len: 0 }; 64];
+    while got.len() < want && start.elapsed() < timeout {
+        sock.refill(64);
+        let n = sock.receive(&mut descs);
+        if n == 0 {
+            let _ = sock.poll_rx(10);
+            continue;
+        }
+        for d in &descs[..n] {
+            let (frame, at) = sock.frame_mut(d.addr).expect("a received frame lies in the UMEM");
+            got.push(frame[at..at + d.len as usize].to_vec());
+            sock.release(d.addr);
+        }
+    }
+    got
+}
+
+fn attach_and_open(veth: &Veth, mode: XdpMode) -> (XskSocket, XskMap, Attachment) {
+    let idx = ifindex(&veth.outer).unwrap();
+    let sock = XskSocket::open(idx, 0, XskConfig { mode: BindMode::Auto, ..XskConfig::default() }).unwrap();
+    assert!(!sock.is_zerocopy(), "veth has no zero-copy support; copy mode was expected");
+    let map = XskMap::new(4).unwrap();
+    map.set(0, sock.raw_fd()).unwrap();
+    let prog = Program::redirect_all(&map).unwrap();
+    let link = Attachment::new(&prog, idx, mode).unwrap();
+    (sock, map, link)
+}
+
+fn xdp_attached(dev: &str) -> bool {
+    let out = run(&["ip", "-d", "link", "show", "dev", dev]);
+    out.contains("prog/xdp") || out.contains("xdpgeneric") || out.contains(" xdp ")
+}
+
+#[test]
+fn af_xdp_receives_transmits_and_detaches() {
+    if !root_or_skip() {
+        return;
+    }
+    for (tag, mode) in [("g", XdpMode::Generic), ("n", XdpMode::Native)] {
+        let veth = Veth::new(tag);
+        let (mut sock, _map, link) = attach_and_open(&veth, mode);
+        assert!(xdp_attached(&veth.outer), "{mode:?}: the program is attached");
+
+        // Receive: what the namespace sends reaches our socket, whole.
+        veth.send_from_inside(100);
+        let frames = receive(&mut sock, 100, Duration::from_secs(5));
+        let ours: Vec<&Vec<u8>> =
+            frames.iter().filter(|f| f.len() >= 42 && f[23] == 17 && f[36..38] == 9999u16.to_be_bytes()).collect();
+        assert_eq!(ours.len(), 100, "{mode:?}: all 100 datagrams received (got {} frames)", frames.len());
+        assert!(ours.iter().all(|f| f[42..].starts_with(b"vrouter-")));
+        assert_eq!(&ours[0][0..6], &OUTER_MAC.parse::<MacAddr>().unwrap().0);
+
+        // Transmit: 1,000 frames in bursts, more than one kick can send.
+        let before = veth.inner_rx_packets();
+        let l2 = L2 { src: OUTER_MAC.parse().unwrap(), dst: INNER_MAC.parse().unwrap() };
+        let frame =
+            build::udp4_frame(l2, "10.250.0.1".parse().unwrap(), "10.250.0.2".parse().unwrap(), 9999, 7777, 64, 64);
+        let mut sent = 0;
+        let start = Instant::now();
+        while sent < 1000 && start.elapsed() < Duration::from_secs(5) {
+            sock.complete();
+            while sent < 1000 {
+                let Some(addr) = sock.alloc() else { break };
+                let (buf, at) = sock.frame_mut(addr).unwrap();
+                buf[at..at + frame.len()].copy_from_slice(&frame);
+                if !sock.transmit(addr, frame.len() as u32) {
+                    sock.release(addr);
+                    break;
+                }
+                sent += 1;
+            }
+            sock.kick_tx().unwrap();
+        }
+        // Keep kicking until the kernel has taken every frame.
+        let start = Instant::now();
+        while (sock.tx_pending() > 0 || veth.inner_rx_packets() < before + 1000)
+            && start.elapsed() < Duration::from_secs(5)
+        {
+            sock.kick_tx().unwrap();
+            sock.complete();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(sent, 1000);
+        let arrived = veth.inner_rx_packets() - before;
+        assert!(arrived >= 1000, "{mode:?}: {arrived} of 1000 transmitted frames reached the peer");
+        let stats = sock.stats().unwrap();
+        assert_eq!(stats.tx_invalid_descs, 0);
+
+        // Detach: dropping the link removes the program from the interface.
+        drop(link);
+        drop(sock);
+        assert!(!xdp_attached(&veth.outer), "{mode:?}: nothing stays attached");
+    }
+}
