@@ -192,3 +192,140 @@ fn af_xdp_receives_transmits_and_detaches() {
         assert!(!xdp_attached(&veth.outer), "{mode:?}: nothing stays attached");
     }
 }
+
+/// Two pods, each a namespace behind a veth, and a worker running the
+/// pipeline between their AF_XDP ports: `ping` from one pod to the other
+/// works through vrouter (proxy ARP for the gateway, routing in VRF blue,
+/// MAC rewrite and TTL decrement on the way).
+#[test]
+fn pods_ping_each_other_through_the_pipeline() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use vrouter::io::worker::{Port, Worker};
+    use vrouter::pipeline::{Pipeline, PipelineConfig};
+    use vrouter::tables::{Limits, NextHop, Object, Op, RouteSpec, RouteTarget, TablesWriter, Vif, VifKind, VrfSpec};
+
+    if !root_or_skip() {
+        return;
+    }
+    let id = std::process::id() % 100_000;
+    struct Pod {
+        ns: String,
+        outer: String,
+    }
+    impl Drop for Pod {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+            let _ = Command::new("ip").args(["link", "del", &self.outer]).output();
+        }
+    }
+    let make_pod = |name: &str, ip: &str, mac: &str| -> Pod {
+        let pod = Pod { ns: format!("vrt-{name}-{id}"), outer: format!("vp{name}{id}") };
+        let _ = Command::new("ip").args(["netns", "del", &pod.ns]).output();
+        run(&["ip", "netns", "add", &pod.ns]);
+        run(&[
+            "ip", "link", "add", &pod.outer, "type", "veth", "peer", "name", "eth0", "address", mac, "netns", &pod.ns,
+        ]);
+        run(&["ip", "link", "set", &pod.outer, "up"]);
+        let ns = |args: &[&str]| {
+            let mut full = vec!["ip", "netns", "exec", &pod.ns];
+            full.extend_from_slice(args);
+            run(&full);
+        };
+        ns(&["ip", "link", "set", "lo", "up"]);
+        ns(&["ip", "link", "set", "eth0", "up"]);
+        ns(&["ip", "addr", "add", &format!("{ip}/32"), "dev", "eth0"]);
+        ns(&["ip", "route", "add", "10.1.0.1", "dev", "eth0"]);
+        ns(&["ip", "route", "add", "default", "via", "10.1.0.1", "dev", "eth0"]);
+        let _ = Command::new("ip")
+            .args(["netns", "exec", &pod.ns, "ethtool", "-K", "eth0", "tx", "off", "gso", "off", "tso", "off"])
+            .output();
+        let _ = Command::new("ethtool").args(["-K", &pod.outer, "gro", "off", "tx", "off"]).output();
+        pod
+    };
+    let a1 = make_pod("a1", "10.1.0.2", "02:00:00:00:01:01");
+    let a2 = make_pod("a2", "10.1.0.3", "02:00:00:00:01:02");
+
+    let router = PipelineConfig::default().router_mac;
+    let (mut writer, handle) =
+        TablesWriter::new(Limits { vifs: 8, vrfs: 4, nexthops: 16, labels: 32, routes_per_vrf: 16 });
+    let pod_vif = |i: u32, name: &str, mac: &str, ip: &str| {
+        let mut v = Vif::new(i, name, VifKind::Virtual, 1, mac.parse().unwrap());
+        v.ipv4 = Some(ip.parse().unwrap());
+        Op::Add(Object::Vif(v))
+    };
+    let route = |p: &str, nh| {
+        Op::Add(Object::Route(RouteSpec {
+            vrf: 1,
+            prefix: p.parse().unwrap(),
+            target: RouteTarget { nh, label: RouteTarget::NO_LABEL },
+        }))
+    };
+    writer
+        .apply(&[
+            Op::Add(Object::Vrf(VrfSpec {
+                id: 1,
+                name: "blue".into(),
+                gateway_v4: Some("10.1.0.1".parse().unwrap()),
+                gateway_v6: None,
+            })),
+            pod_vif(1, &a1.outer, "02:00:00:00:01:01", "10.1.0.2"),
+            pod_vif(2, &a2.outer, "02:00:00:00:01:02", "10.1.0.3"),
+            Op::Add(Object::NextHop(
+                1,
+                NextHop::Encap { oif: 1, smac: router, dmac: "02:00:00:00:01:01".parse().unwrap() },
+            )),
+            Op::Add(Object::NextHop(
+                2,
+                NextHop::Encap { oif: 2, smac: router, dmac: "02:00:00:00:01:02".parse().unwrap() },
+            )),
+            Op::Add(Object::NextHop(3, NextHop::Receive)),
+            route("10.1.0.2/32", 1),
+            route("10.1.0.3/32", 2),
+            route("10.1.0.1/32", 3),
+        ])
+        .unwrap();
+
+    let mut ports = Vec::new();
+    let mut keep = Vec::new();
+    for (vif, pod) in [(1u32, &a1), (2, &a2)] {
+        let idx = ifindex(&pod.outer).unwrap();
+        let sock = XskSocket::open(idx, 0, XskConfig::default()).unwrap();
+        let map = XskMap::new(1).unwrap();
+        map.set(0, sock.raw_fd()).unwrap();
+        let prog = Program::redirect_all(&map).unwrap();
+        keep.push((Attachment::new(&prog, idx, XdpMode::Generic).unwrap(), map));
+        ports.push(Port { vif, sock });
+    }
+    let pipeline = Pipeline::new(PipelineConfig::default(), handle.load().limits());
+    let mut worker = Worker::new(ports, pipeline, handle.clone());
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let thread = std::thread::spawn(move || {
+        while !stop2.load(Ordering::Relaxed) {
+            if worker.poll().unwrap() == 0 {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+        worker
+    });
+    let out = Command::new("ip")
+        .args(["netns", "exec", &a1.ns, "ping", "-c", "5", "-i", "0.2", "-W", "2", "10.1.0.3"])
+        .output()
+        .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let worker = thread.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let c = worker.counters();
+    let s = worker.pipeline().stats();
+    assert!(
+        out.status.success(),
+        "ping through vrouter failed:\n{text}\nworker {c:?}\nblue {:?}\ndrops {:?}",
+        s.vrf(1),
+        s.drops
+    );
+    assert!(text.contains("5 received"), "{text}");
+    assert!(s.vrf(1).arp_proxies >= 2, "both pods learned the gateway from vrouter: {:?}", s.vrf(1));
+    assert!(s.vif(1).rx_packets >= 5 && s.vif(2).tx_packets >= 5 && s.vif(1).tx_packets >= 5);
+    drop(keep);
+}

@@ -46,6 +46,31 @@ impl Default for XskConfig {
     }
 }
 
+/// One whole UMEM frame that the worker owns, as a byte buffer. Made only
+/// by `XskSocket::umem_frame`, whose contract makes it unique and keeps it
+/// from outliving the mapping.
+pub struct UmemFrame {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl AsRef<[u8]> for UmemFrame {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `umem_frame`'s contract: the frame is ours, unique, and mapped.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl AsMut<[u8]> for UmemFrame {
+    fn as_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as `as_ref`; `&mut self` makes the slice exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+// SAFETY: a frame buffer is plain memory owned by one worker at a time.
+unsafe impl Send for UmemFrame {}
+
 /// A received frame: where it is in the UMEM and how long it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RxDesc {
@@ -416,6 +441,29 @@ impl XskSocket {
         // slice from existing.
         let s = unsafe { std::slice::from_raw_parts_mut(self.umem.ptr.as_ptr().add(base as usize), fs as usize) };
         Some((s, (addr - base) as usize))
+    }
+
+    /// The frame that holds `addr` as a buffer the pipeline can rewrite in
+    /// place, and the offset of `addr` in it.
+    ///
+    /// # Safety
+    /// The frame must be ours (received or allocated, not given back), no
+    /// other `UmemFrame` for it may exist, and the returned buffer must be
+    /// dropped before this socket is.
+    pub(crate) unsafe fn umem_frame(&self, addr: u64) -> Option<(UmemFrame, usize)> {
+        let fs = u64::from(self.frame_size);
+        let base = addr - addr % fs;
+        if base + fs > self.umem.len as u64 {
+            return None;
+        }
+        // SAFETY: `base` is inside the mapping (checked above).
+        let ptr = unsafe { NonNull::new_unchecked(self.umem.ptr.as_ptr().add(base as usize)) };
+        Some((UmemFrame { ptr, len: fs as usize }, (addr - base) as usize))
+    }
+
+    /// The UMEM address of a byte in a frame from `umem_frame`.
+    pub(crate) fn addr_of(&self, frame: &UmemFrame, offset: usize) -> u64 {
+        frame.ptr.as_ptr() as u64 - self.umem.ptr.as_ptr() as u64 + offset as u64
     }
 
     /// Queues the frame at `addr`, `len` bytes, for transmission. False when

@@ -1,0 +1,164 @@
+//! A worker: the thin loop between AF_XDP ports and the pipeline. Each
+//! round it takes a vector of frames from every port, runs the pipeline on
+//! them against the current tables, and sends or releases each frame as its
+//! verdict says. It makes no forwarding decision of its own.
+
+use super::xsk::{RxDesc, UmemFrame, XskSocket};
+use crate::pipeline::{Frame, Pipeline, Spill, Verdict, VECTOR};
+use crate::tables::{TablesHandle, VifIndex};
+use std::io;
+
+/// A vif served by an AF_XDP socket.
+pub struct Port {
+    /// The vif this port is.
+    pub vif: VifIndex,
+    /// Its socket.
+    pub sock: XskSocket,
+}
+
+/// What a worker has done, besides the pipeline's own counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerCounters {
+    /// Frames received from ports.
+    pub rx: u64,
+    /// Frames queued for transmission.
+    pub tx: u64,
+    /// Frames the pipeline sent to a vif this worker has no port for, or
+    /// that found no free frame or tx slot there.
+    pub tx_dropped: u64,
+    /// Frames for the host or agent, which this worker cannot deliver yet.
+    pub punted: u64,
+}
+
+/// One worker's ports, pipeline and scratch space.
+pub struct Worker {
+    ports: Vec<Port>,
+    pipeline: Pipeline,
+    tables: TablesHandle,
+    descs: [RxDesc; VECTOR],
+    batch: Vec<Frame<UmemFrame>>,
+    counters: WorkerCounters,
+}
+
+impl Worker {
+    /// A worker over `ports`.
+    pub fn new(ports: Vec<Port>, pipeline: Pipeline, tables: TablesHandle) -> Worker {
+        Worker {
+            ports,
+            pipeline,
+            tables,
+            descs: [RxDesc { addr: 0, len: 0 }; VECTOR],
+            batch: Vec::with_capacity(VECTOR),
+            counters: WorkerCounters::default(),
+        }
+    }
+
+    /// The pipeline, for its counters.
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    /// The worker's own counters.
+    pub fn counters(&self) -> WorkerCounters {
+        self.counters
+    }
+
+    /// One round over every port. Returns how many frames it received.
+    pub fn poll(&mut self) -> io::Result<usize> {
+        let mut received = 0;
+        for p in 0..self.ports.len() {
+            received += self.poll_port(p)?;
+        }
+        for port in &mut self.ports {
+            port.sock.complete();
+            if port.sock.tx_pending() > 0 {
+                port.sock.kick_tx()?;
+            }
+            port.sock.refill(VECTOR as u32 * 2);
+        }
+        Ok(received)
+    }
+
+    /// Waits up to `timeout_ms` for the first port to have something.
+    pub fn wait(&self, timeout_ms: i32) -> io::Result<()> {
+        if let Some(p) = self.ports.first() {
+            p.sock.poll_rx(timeout_ms)?;
+        }
+        Ok(())
+    }
+
+    fn poll_port(&mut self, p: usize) -> io::Result<usize> {
+        let n = self.ports[p].sock.receive(&mut self.descs);
+        if n == 0 {
+            return Ok(0);
+        }
+        self.counters.rx += n as u64;
+        let vif = self.ports[p].vif;
+        self.batch.clear();
+        for d in &self.descs[..n] {
+            // SAFETY: each descriptor was just received, so its frame is
+            // ours and appears once; the batch is emptied below, before the
+            // socket can be dropped.
+            let Some((buf, head)) = (unsafe { self.ports[p].sock.umem_frame(d.addr) }) else { continue };
+            match Frame::new(buf, head, d.len as usize, vif) {
+                Some(f) => self.batch.push(f),
+                None => self.ports[p].sock.release(d.addr),
+            }
+        }
+        let tables = self.tables.load();
+        self.pipeline.process(&tables, &mut self.batch, &mut Spill::none());
+        for f in self.batch.drain(..) {
+            let rx_addr = self.ports[p].sock.addr_of(f.buf(), f.headroom());
+            match f.verdict {
+                Verdict::Tx(out) => {
+                    let sent = match self.ports.iter().position(|q| q.vif == out) {
+                        // Out the port it came in on: send the frame itself.
+                        Some(o) if o == p => {
+                            let ok = self.ports[p].sock.transmit(rx_addr, f.len() as u32);
+                            if !ok {
+                                self.ports[p].sock.release(rx_addr);
+                            }
+                            ok
+                        }
+                        // Another port: each port has its own UMEM for now, so copy.
+                        Some(o) => {
+                            let ok = copy_out(&mut self.ports[o].sock, f.data());
+                            self.ports[p].sock.release(rx_addr);
+                            ok
+                        }
+                        None => {
+                            self.ports[p].sock.release(rx_addr);
+                            false
+                        }
+                    };
+                    if sent {
+                        self.counters.tx += 1;
+                    } else {
+                        self.counters.tx_dropped += 1;
+                    }
+                }
+                Verdict::ToHost | Verdict::ToAgent(_) => {
+                    self.counters.punted += 1;
+                    self.ports[p].sock.release(rx_addr);
+                }
+                Verdict::Drop(_) => self.ports[p].sock.release(rx_addr),
+            }
+        }
+        Ok(n)
+    }
+}
+
+fn copy_out(sock: &mut XskSocket, data: &[u8]) -> bool {
+    let Some(addr) = sock.alloc() else { return false };
+    let Some((buf, at)) = sock.frame_mut(addr) else { return false };
+    if at + data.len() > buf.len() {
+        sock.release(addr);
+        return false;
+    }
+    buf[at..at + data.len()].copy_from_slice(data);
+    if !sock.transmit(addr, data.len() as u32) {
+        sock.release(addr);
+        return false;
+    }
+    true
+}
