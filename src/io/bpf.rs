@@ -142,6 +142,52 @@ impl Program {
         Program::load(&code, "vrouter_xsk")
     }
 
+    /// The fabric-port program: only tunnel packets addressed to this node
+    /// (`node`, the underlay IPv4 address) go to the socket: MPLS over GRE,
+    /// and MPLS over UDP to port 6635 or 51234. Everything else, the node's
+    /// own SSH, ARP and control traffic included, passes to the kernel.
+    pub fn redirect_tunnels(map: &XskMap, node: std::net::Ipv4Addr) -> io::Result<Program> {
+        const PASS: usize = 25;
+        const REDIRECT: usize = 19;
+        // A jump's offset counts from the next instruction.
+        let to = |from: usize, target: usize| (target - from - 1) as i16;
+        // Loads from packets are in host order: compare against the wire
+        // bytes read as little-endian numbers.
+        let le16 = |v: u16| i32::from(u16::from_le_bytes(v.to_be_bytes()));
+        let node = i32::from_le_bytes(node.octets());
+        let fd = map.fd.as_raw_fd();
+        let code = [
+            insn(0xbf, 6, 1, 0, 0),                          // 0: r6 = ctx
+            insn(0x61, 2, 6, 0, 0),                          // 1: r2 = ctx->data
+            insn(0x61, 3, 6, 4, 0),                          // 2: r3 = ctx->data_end
+            insn(0xbf, 4, 2, 0, 0),                          // 3: r4 = r2
+            insn(0x07, 4, 0, 0, 38),                         // 4: r4 += 38: Ethernet, IPv4, UDP ports
+            insn(0x2d, 4, 3, to(5, PASS), 0),                // 5: if r4 > data_end: pass
+            insn(0x69, 5, 2, 12, 0),                         // 6: r5 = ethertype
+            insn(0x55, 5, 0, to(7, PASS), le16(0x0800)),     // 7: not IPv4: pass
+            insn(0x71, 5, 2, 14, 0),                         // 8: r5 = version and header length
+            insn(0x55, 5, 0, to(9, PASS), 0x45),             // 9: options (never ours): pass
+            insn(0x61, 5, 2, 30, 0),                         // 10: r5 = destination address
+            insn(0x56, 5, 0, to(11, PASS), node),            // 11: (32-bit) not for this node: pass
+            insn(0x71, 5, 2, 23, 0),                         // 12: r5 = protocol
+            insn(0x15, 5, 0, to(13, REDIRECT), 47),          // 13: GRE: ours
+            insn(0x55, 5, 0, to(14, PASS), 17),              // 14: not UDP: pass
+            insn(0x69, 5, 2, 36, 0),                         // 15: r5 = UDP destination port
+            insn(0x15, 5, 0, to(16, REDIRECT), le16(6635)),  // 16: MPLS over UDP: ours
+            insn(0x15, 5, 0, to(17, REDIRECT), le16(51234)), // 17: Tungsten Fabric's legacy port: ours
+            insn(0x05, 0, 0, to(18, PASS), 0),               // 18: anything else: pass
+            insn(0x61, 2, 6, 16, 0),                         // 19: r2 = rx_queue_index
+            insn(0x18, 1, BPF_PSEUDO_MAP_FD, 0, fd),         // 20: r1 = &xsks
+            insn(0x00, 0, 0, 0, 0),                          // 21
+            insn(0xb7, 3, 0, 0, XDP_PASS),                   // 22: no socket on this queue: pass
+            insn(0x85, 0, 0, 0, BPF_FUNC_REDIRECT_MAP),      // 23
+            insn(0x95, 0, 0, 0, 0),                          // 24: return
+            insn(0xb7, 0, 0, 0, XDP_PASS),                   // 25: r0 = XDP_PASS
+            insn(0x95, 0, 0, 0, 0),                          // 26: return
+        ];
+        Program::load(&code, "vrouter_fabric")
+    }
+
     fn load(code: &[Insn], name: &str) -> io::Result<Program> {
         let license = b"GPL\0";
         let mut log = vec![0u8; 64 * 1024];

@@ -31,3 +31,17 @@ pub fn ifindex(name: &str) -> io::Result<u32> {
     }
     Ok(i)
 }
+
+/// Moves the calling thread into the network namespace `name` (as made by
+/// `ip netns add`). Sockets, interfaces and XDP attachments made by this
+/// thread afterwards belong to that namespace.
+pub fn enter_netns(name: &str) -> io::Result<()> {
+    let f = std::fs::File::open(format!("/var/run/netns/{name}"))?;
+    // SAFETY: `f` is an open namespace file; setns only changes which
+    // network namespace this thread uses from now on.
+    let r = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
+    if r != 0 {
+        return Err(os_error(&format!("entering network namespace {name}")));
+    }
+    Ok(())
+}
