@@ -1,3 +1,5 @@
+pub mod api;
+pub mod daemon;
 pub mod io;
 pub mod pipeline;
 pub mod pktgen;

@@ -1,7 +1,44 @@
-//! vrouterd: not built yet. The forwarding core it will run is in the library;
-//! see the open issues for the daemon, the control API and the agent.
+//! vrouterd: the per-node virtual router daemon.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("vrouterd: not available yet in this build (only the forwarding core and vrpktgen pipeline are)");
-    std::process::ExitCode::from(2)
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "vrouterd", version, about = "vrouter's per-node dataplane daemon")]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, default_value = "/etc/vrouter/vrouterd.toml")]
+    config: PathBuf,
+    /// Log level (error, warn, info, debug, trace); RUST_LOG works too.
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Check the configuration and tables, then exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = cli.log_level.or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "info".into());
+    let Ok(level) = level.parse::<tracing::Level>() else {
+        eprintln!("vrouterd: unknown log level {level:?}; use error, warn, info, debug or trace");
+        return ExitCode::from(2);
+    };
+    tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).with_ansi(false).init();
+    let cfg = match vrouter::daemon::config::Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vrouterd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = if cli.check { vrouter::daemon::check(&cfg).map(|_| ()) } else { vrouter::daemon::run(cfg) };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vrouterd: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -45,3 +45,17 @@ pub fn enter_netns(name: &str) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Pins the calling thread to one CPU core.
+pub fn pin_to_core(core: usize) -> io::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET writes inside it.
+    let r = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if r != 0 {
+        return Err(os_error(&format!("pinning to core {core}")));
+    }
+    Ok(())
+}

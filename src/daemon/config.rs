@@ -1,0 +1,229 @@
+//! `/etc/vrouter/vrouterd.toml`.
+
+use crate::io::bpf::XdpMode;
+use crate::io::xsk::BindMode;
+use crate::tables::Limits;
+use serde::Deserialize;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The node.
+    pub node: Node,
+    /// Workers and ports.
+    #[serde(default)]
+    pub dataplane: Dataplane,
+    /// Table capacities.
+    #[serde(default)]
+    pub limits: LimitsDef,
+    /// The control API (used from the API's issue on).
+    #[serde(default)]
+    pub api: Api,
+    /// The initial tables.
+    #[serde(default)]
+    pub tables: TablesFile,
+}
+
+/// The node's place on the fabric.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    /// The fabric interface.
+    pub fabric: String,
+    /// The node's underlay address, which tunnels are addressed to.
+    pub underlay: Ipv4Addr,
+}
+
+/// Workers and ports.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dataplane {
+    /// Cores to run workers on, one worker each (one worker for now).
+    #[serde(default = "default_cores")]
+    pub cores: Vec<usize>,
+    /// `auto`, `native` or `generic`.
+    #[serde(default = "default_mode")]
+    pub xdp_mode: String,
+    /// `auto`, `copy` or `zero-copy`.
+    #[serde(default = "default_mode")]
+    pub bind: String,
+    /// UMEM frames per port.
+    #[serde(default = "default_frames")]
+    pub frames: u32,
+}
+
+fn default_cores() -> Vec<usize> {
+    vec![0]
+}
+fn default_mode() -> String {
+    "auto".into()
+}
+fn default_frames() -> u32 {
+    4096
+}
+
+impl Default for Dataplane {
+    fn default() -> Self {
+        Dataplane { cores: default_cores(), xdp_mode: default_mode(), bind: default_mode(), frames: default_frames() }
+    }
+}
+
+impl Dataplane {
+    /// The XDP attach mode.
+    pub fn xdp_mode(&self) -> XdpMode {
+        match self.xdp_mode.as_str() {
+            "native" => XdpMode::Native,
+            "generic" => XdpMode::Generic,
+            _ => XdpMode::Auto,
+        }
+    }
+
+    /// The AF_XDP bind mode.
+    pub fn bind_mode(&self) -> BindMode {
+        match self.bind.as_str() {
+            "copy" => BindMode::Copy,
+            "zero-copy" => BindMode::ZeroCopy,
+            _ => BindMode::Auto,
+        }
+    }
+}
+
+/// Table capacities, Tungsten Fabric's defaults where unset.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsDef {
+    /// Vifs.
+    pub vifs: usize,
+    /// VRFs.
+    pub vrfs: usize,
+    /// Next hops.
+    pub nexthops: usize,
+    /// Labels.
+    pub labels: usize,
+    /// Routes per VRF and family.
+    pub routes_per_vrf: usize,
+}
+
+impl Default for LimitsDef {
+    fn default() -> Self {
+        let l = Limits::default();
+        LimitsDef {
+            vifs: l.vifs,
+            vrfs: l.vrfs,
+            nexthops: l.nexthops,
+            labels: l.labels,
+            routes_per_vrf: l.routes_per_vrf,
+        }
+    }
+}
+
+impl LimitsDef {
+    /// As table limits.
+    pub fn to_limits(self) -> Limits {
+        Limits {
+            vifs: self.vifs,
+            vrfs: self.vrfs,
+            nexthops: self.nexthops,
+            labels: self.labels,
+            routes_per_vrf: self.routes_per_vrf,
+        }
+    }
+}
+
+/// The control API's socket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Api {
+    /// Unix socket path.
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
+}
+
+fn default_socket() -> PathBuf {
+    PathBuf::from("/run/vrouter/vrouterd.sock")
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Api { socket: default_socket() }
+    }
+}
+
+/// Where the initial tables come from.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TablesFile {
+    /// A tables file (vrf, vif, nexthop, label, route); relative to the
+    /// configuration file's folder.
+    pub file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads and checks a configuration file. Errors name the file and line.
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut cfg: Config = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let bad =
+            |field: &str, v: &str, allowed: &str| format!("{}: {field} = {v:?}: expected {allowed}", path.display());
+        if !matches!(cfg.dataplane.xdp_mode.as_str(), "auto" | "native" | "generic") {
+            return Err(bad("dataplane.xdp_mode", &cfg.dataplane.xdp_mode, "auto, native or generic"));
+        }
+        if !matches!(cfg.dataplane.bind.as_str(), "auto" | "copy" | "zero-copy") {
+            return Err(bad("dataplane.bind", &cfg.dataplane.bind, "auto, copy or zero-copy"));
+        }
+        if cfg.dataplane.cores.is_empty() {
+            return Err(format!("{}: dataplane.cores: at least one core", path.display()));
+        }
+        if let Some(f) = &cfg.tables.file {
+            if f.is_relative() {
+                let base = path.parent().unwrap_or(Path::new("."));
+                cfg.tables.file = Some(base.join(f));
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("vrouter-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn a_minimal_file_gets_defaults() {
+        let p =
+            write("min.toml", "[node]\nfabric = \"eth0\"\nunderlay = \"192.168.0.1\"\n[tables]\nfile = \"t.toml\"\n");
+        let c = Config::load(&p).unwrap();
+        assert_eq!(c.dataplane.cores, vec![0]);
+        assert_eq!(c.limits.to_limits(), Limits::default());
+        assert_eq!(c.tables.file.unwrap(), p.parent().unwrap().join("t.toml"));
+    }
+
+    #[test]
+    fn errors_name_file_line_and_problem() {
+        let p = write("bad.toml", "[node]\nfabric = \"eth0\"\nunderlay = \"192.168.0.300\"\n");
+        let e = Config::load(&p).unwrap_err();
+        assert!(e.contains("bad.toml") && e.contains("line 3"), "{e}");
+        let p = write("typo.toml", "[node]\nfabric = \"eth0\"\nunderlay = \"10.0.0.1\"\n[dataplane]\ncorez = [1]\n");
+        let e = Config::load(&p).unwrap_err();
+        assert!(e.contains("line 5") && e.contains("corez"), "{e}");
+        let p = write(
+            "mode.toml",
+            "[node]\nfabric = \"eth0\"\nunderlay = \"10.0.0.1\"\n[dataplane]\nxdp_mode = \"fast\"\n",
+        );
+        assert!(Config::load(&p).unwrap_err().contains("dataplane.xdp_mode"));
+        assert!(Config::load(Path::new("/nonexistent/vrouterd.toml"))
+            .unwrap_err()
+            .contains("/nonexistent/vrouterd.toml"));
+    }
+}

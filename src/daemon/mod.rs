@@ -1,0 +1,215 @@
+//! vrouterd: configuration, start-up, the worker threads, signals and
+//! systemd readiness, around the pipeline and the AF_XDP ports.
+//!
+//! Start-up checks the configuration and the tables file completely before
+//! it touches any interface; a mistake names the file, the line and the
+//! problem, and the process exits non-zero.
+
+pub mod config;
+mod notify;
+
+use crate::api::schema::{Defaults, TablesDef};
+use crate::io::bpf::{Attachment, Program, XskMap};
+use crate::io::worker::{Port, Worker};
+use crate::io::xsk::{XskConfig, XskSocket};
+use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::tables::{Tables, TablesWriter, VifKind};
+use config::Config;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{error, info, warn};
+
+/// Why the daemon could not start or run.
+#[derive(Debug)]
+pub struct DaemonError(pub String);
+
+impl std::fmt::Display for DaemonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DaemonError {}
+
+fn fail(msg: impl Into<String>) -> DaemonError {
+    DaemonError(msg.into())
+}
+
+/// Reads the tables file named by the configuration into a batch.
+fn load_tables(cfg: &Config) -> Result<Vec<crate::tables::Op>, DaemonError> {
+    let Some(path) = &cfg.tables.file else { return Ok(Vec::new()) };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(format!("{}: {e}", path.display())))?;
+    let def = TablesDef::from_toml(&text).map_err(|e| fail(format!("{}: {e}", path.display())))?;
+    let defaults = Defaults { router_mac: PipelineConfig::default().router_mac, underlay: cfg.node.underlay };
+    def.add_ops(&defaults).map_err(|e| fail(format!("{}: {e}", path.display())))
+}
+
+/// Checks the configuration and tables without touching any interface.
+pub fn check(cfg: &Config) -> Result<TablesWriter, DaemonError> {
+    let ops = load_tables(cfg)?;
+    let (mut writer, _) = TablesWriter::new(cfg.limits.to_limits());
+    writer.apply(&ops).map_err(|e| {
+        let file = cfg.tables.file.as_ref().map_or("tables".into(), |p| p.display().to_string());
+        fail(format!("{file}: {e}"))
+    })?;
+    let t = writer.tables();
+    let fabric = t.vifs().find(|v| v.kind == VifKind::Fabric);
+    if let Some(f) = fabric {
+        if f.name != cfg.node.fabric {
+            return Err(fail(format!(
+                "the fabric vif is named {:?} in the tables but the configuration's node.fabric is {:?}",
+                f.name, cfg.node.fabric
+            )));
+        }
+    }
+    Ok(writer)
+}
+
+/// Ports opened and programs attached. Dropping it detaches everything.
+struct Dataplane {
+    ports: Vec<Port>,
+    attachments: Vec<(Attachment, XskMap)>,
+}
+
+fn open_ports(cfg: &Config, tables: &Tables) -> Result<Dataplane, DaemonError> {
+    let mut ports = Vec::new();
+    let mut attachments = Vec::new();
+    for vif in tables.vifs() {
+        if !matches!(vif.kind, VifKind::Fabric | VifKind::Virtual) {
+            continue;
+        }
+        let idx = crate::io::ifindex(&vif.name).map_err(|e| fail(format!("vif {} ({}): {e}", vif.index, vif.name)))?;
+        let xcfg = XskConfig { frames: cfg.dataplane.frames, mode: cfg.dataplane.bind_mode(), ..XskConfig::default() };
+        let sock = XskSocket::open(idx, 0, xcfg).map_err(|e| fail(format!("vif {} ({}): {e}", vif.index, vif.name)))?;
+        let map = XskMap::new(1).map_err(|e| fail(e.to_string()))?;
+        map.set(0, sock.raw_fd()).map_err(|e| fail(e.to_string()))?;
+        let prog = if vif.kind == VifKind::Fabric {
+            Program::redirect_tunnels(&map, cfg.node.underlay)
+        } else {
+            Program::redirect_all(&map)
+        }
+        .map_err(|e| fail(e.to_string()))?;
+        let link = Attachment::new(&prog, idx, cfg.dataplane.xdp_mode()).map_err(|e| fail(e.to_string()))?;
+        info!(
+            vif = vif.index,
+            interface = %vif.name,
+            xdp = ?cfg.dataplane.xdp_mode(),
+            copy = if sock.is_zerocopy() { "zero-copy" } else { "copy" },
+            "port up"
+        );
+        ports.push(Port { vif: vif.index, sock });
+        attachments.push((link, map));
+    }
+    Ok(Dataplane { ports, attachments })
+}
+
+/// Runs the daemon until SIGTERM or SIGINT. SIGHUP reloads the tables file.
+pub fn run(cfg: Config) -> Result<(), DaemonError> {
+    let mut writer = check(&cfg)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let reload = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone()).map_err(|e| fail(format!("signal handler: {e}")))?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
+        .map_err(|e| fail(format!("signal handler: {e}")))?;
+
+    let handle = writer.handle();
+    let dp = open_ports(&cfg, writer.tables())?;
+    let Dataplane { ports, attachments } = dp;
+    let core = cfg.dataplane.cores.first().copied();
+    let worker_stop = stop.clone();
+    let pipeline = Pipeline::new(PipelineConfig::default(), writer.tables().limits());
+    let thread = std::thread::Builder::new()
+        .name("vrouter-worker-0".into())
+        .spawn(move || {
+            if let Some(c) = core {
+                if let Err(e) = crate::io::pin_to_core(c) {
+                    warn!("worker not pinned to core {c}: {e}");
+                }
+            }
+            let mut worker = Worker::new(ports, pipeline, handle);
+            while !worker_stop.load(Ordering::Relaxed) {
+                match worker.poll() {
+                    Ok(0) => {
+                        let _ = worker.wait(10);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        error!("worker: {e}");
+                        break;
+                    }
+                }
+            }
+            worker
+        })
+        .map_err(|e| fail(format!("starting the worker: {e}")))?;
+
+    let notifier = notify::Notifier::from_env();
+    notifier.ready();
+    info!(node = %cfg.node.underlay, fabric = %cfg.node.fabric, "vrouterd ready");
+    let mut last_ping = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        if notifier.watchdog_due(last_ping) {
+            notifier.watchdog();
+            last_ping = Instant::now();
+        }
+        if reload.swap(false, Ordering::Relaxed) {
+            match reload_tables(&cfg, &mut writer) {
+                Ok(g) => info!(generation = g, "tables reloaded"),
+                Err(e) => error!("reload refused, tables unchanged: {e}"),
+            }
+        }
+        writer.reclaim();
+        if thread.is_finished() {
+            break;
+        }
+    }
+    notifier.stopping();
+    stop.store(true, Ordering::Relaxed);
+    let worker = thread.join().map_err(|_| fail("the worker panicked"))?;
+    let s = worker.pipeline().stats();
+    info!(rx = worker.counters().rx, tx = worker.counters().tx, drops = s.total_drops(), "worker stopped");
+    drop(worker);
+    drop(attachments);
+    info!("all XDP programs detached; vrouterd stopped");
+    Ok(())
+}
+
+/// Replaces the tables with the file's: one batch that deletes what the file
+/// no longer has and adds or updates the rest. Ports are fixed at start-up.
+fn reload_tables(cfg: &Config, writer: &mut TablesWriter) -> Result<u64, DaemonError> {
+    use crate::tables::{Object, ObjectKey, Op};
+    let wanted = load_tables(cfg)?;
+    let t = writer.tables().clone();
+    let mut ops = Vec::new();
+    // Routes out first, then labels, next hops, vifs and VRFs: users before the used.
+    for v in t.vrfs() {
+        let mut after = None;
+        while let Some(page) = writer.routes_page(v.id, after, 10_000) {
+            if page.is_empty() {
+                break;
+            }
+            after = page.last().map(|r| r.prefix);
+            ops.extend(page.into_iter().map(|r| Op::Delete(ObjectKey::Route(r.vrf, r.prefix))));
+        }
+    }
+    ops.extend(t.labels().map(|(l, _)| Op::Delete(ObjectKey::Label(l))));
+    let nhs: Vec<_> = t.nexthops().map(|(id, nh)| (id, matches!(nh, crate::tables::NextHop::Composite(_)))).collect();
+    ops.extend(nhs.iter().filter(|(id, c)| *c && *id != 0).map(|(id, _)| Op::Delete(ObjectKey::NextHop(*id))));
+    ops.extend(nhs.iter().filter(|(id, c)| !*c && *id != 0).map(|(id, _)| Op::Delete(ObjectKey::NextHop(*id))));
+    let keep_vifs: Vec<u32> = t.vifs().map(|v| v.index).collect();
+    let keep_vrfs: Vec<u32> = t.vrfs().map(|v| v.id).collect();
+    // Vifs and VRFs stay (ports hold them); the file's versions update them.
+    for op in wanted {
+        let op = match op {
+            Op::Add(Object::Vif(v)) if keep_vifs.contains(&v.index) => Op::Update(Object::Vif(v)),
+            Op::Add(Object::Vrf(v)) if keep_vrfs.contains(&v.id) => Op::Update(Object::Vrf(v)),
+            other => other,
+        };
+        ops.push(op);
+    }
+    writer.apply(&ops).map_err(|e| fail(e.to_string()))
+}

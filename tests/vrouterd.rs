@@ -1,0 +1,230 @@
+//! vrouterd as a process: configuration errors, readiness, forwarding
+//! between pods in network namespaces, SIGHUP reload, and SIGTERM leaving
+//! no XDP program behind. Needs root (CI is root); elsewhere it skips.
+
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const VROUTERD: &str = env!("CARGO_BIN_EXE_vrouterd");
+
+fn run(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn in_ns(ns: &str, args: &[&str]) -> String {
+    let mut full = vec!["ip", "netns", "exec", ns];
+    full.extend_from_slice(args);
+    run(&full)
+}
+
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("vrouterd-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn a_bad_configuration_is_refused_with_file_and_line() {
+    let dir = temp_dir("bad");
+    let cfg = dir.join("vrouterd.toml");
+    std::fs::write(&cfg, "[node]\nfabric = \"eth0\"\nunderlay = \"10.0.0.1\"\n[dataplane]\nxdp_mode = 7\n").unwrap();
+    let out = Command::new(VROUTERD).arg("--config").arg(&cfg).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("vrouterd.toml") && err.contains("line 5"), "{err}");
+    // A tables file that refers to a missing next hop fails before any interface is touched.
+    std::fs::write(
+        dir.join("tables.toml"),
+        "[[vrf]]\nid = 1\nname = \"blue\"\n[[route]]\nvrf = 1\nprefix = \"10.0.0.0/8\"\nnh = 9\n",
+    )
+    .unwrap();
+    std::fs::write(&cfg, "[node]\nfabric = \"eth0\"\nunderlay = \"10.0.0.1\"\n[tables]\nfile = \"tables.toml\"\n")
+        .unwrap();
+    let out = Command::new(VROUTERD).arg("--config").arg(&cfg).arg("--check").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("tables.toml") && err.contains("field `nh`: next hop 9 does not exist"), "{err}");
+}
+
+fn tables(a2_nh: u32) -> String {
+    format!(
+        r#"
+[[vrf]]
+id = 0
+name = "fabric"
+
+[[vrf]]
+id = 1
+name = "blue"
+gateway_v4 = "10.1.0.1"
+
+[[vif]]
+index = 0
+name = "fab"
+kind = "fabric"
+vrf = 0
+mac = "02:fa:00:00:00:01"
+ipv4 = "192.168.77.1"
+
+[[vif]]
+index = 1
+name = "pa1"
+kind = "virtual"
+vrf = 1
+mac = "02:00:00:00:01:01"
+ipv4 = "10.1.0.2"
+
+[[vif]]
+index = 2
+name = "pa2"
+kind = "virtual"
+vrf = 1
+mac = "02:00:00:00:01:02"
+ipv4 = "10.1.0.3"
+
+[[nexthop]]
+type = "encap"
+id = 1
+oif = 1
+dmac = "02:00:00:00:01:01"
+
+[[nexthop]]
+type = "encap"
+id = 2
+oif = 2
+dmac = "02:00:00:00:01:02"
+
+[[nexthop]]
+type = "receive"
+id = 3
+
+[[route]]
+vrf = 1
+prefix = "10.1.0.2/32"
+nh = 1
+
+[[route]]
+vrf = 1
+prefix = "10.1.0.3/32"
+nh = {a2_nh}
+
+[[route]]
+vrf = 1
+prefix = "10.1.0.1/32"
+nh = 3
+"#
+    )
+}
+
+struct Namespaces(Vec<String>, Option<std::process::Child>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.1 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+fn ping(ns: &str, dst: &str, count: &str) -> bool {
+    Command::new("ip")
+        .args(["netns", "exec", ns, "ping", "-c", count, "-i", "0.2", "-W", "1", dst])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+#[test]
+fn vrouterd_forwards_reloads_and_detaches_on_sigterm() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root, so this test must run there");
+        eprintln!("SKIPPED: vrouterd tests need root (network namespaces, bpf)");
+        return;
+    }
+    let id = std::process::id() % 100_000;
+    let (node, a1, a2) = (format!("vrt-d-{id}"), format!("vrt-da1-{id}"), format!("vrt-da2-{id}"));
+    let mut guard = Namespaces(vec![node.clone(), a1.clone(), a2.clone()], None);
+    for ns in [&node, &a1, &a2] {
+        let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        run(&["ip", "netns", "add", ns]);
+        in_ns(ns, &["ip", "link", "set", "lo", "up"]);
+    }
+    // A fabric interface for the node (unused by the pods, but configured).
+    in_ns(&node, &["ip", "link", "add", "fab", "type", "veth", "peer", "name", "fabpeer"]);
+    in_ns(&node, &["ip", "addr", "add", "192.168.77.1/24", "dev", "fab"]);
+    in_ns(&node, &["ip", "link", "set", "fab", "up"]);
+    in_ns(&node, &["ip", "link", "set", "fabpeer", "up"]);
+    for (port, pod, ip, mac) in
+        [("pa1", &a1, "10.1.0.2", "02:00:00:00:01:01"), ("pa2", &a2, "10.1.0.3", "02:00:00:00:01:02")]
+    {
+        run(&[
+            "ip", "link", "add", port, "netns", &node, "type", "veth", "peer", "name", "eth0", "netns", pod, "address",
+            mac,
+        ]);
+        in_ns(&node, &["ip", "link", "set", port, "up"]);
+        in_ns(pod, &["ip", "link", "set", "eth0", "up"]);
+        in_ns(pod, &["ip", "addr", "add", &format!("{ip}/32"), "dev", "eth0"]);
+        in_ns(pod, &["ip", "route", "add", "10.1.0.1", "dev", "eth0"]);
+        in_ns(pod, &["ip", "route", "add", "default", "via", "10.1.0.1", "dev", "eth0"]);
+        let _ = Command::new("ip").args(["netns", "exec", pod, "ethtool", "-K", "eth0", "tx", "off"]).output();
+    }
+    let dir = temp_dir("run");
+    std::fs::write(dir.join("tables.toml"), tables(2)).unwrap();
+    let cfg = dir.join("vrouterd.toml");
+    std::fs::write(&cfg, "[node]\nfabric = \"fab\"\nunderlay = \"192.168.77.1\"\n[dataplane]\nxdp_mode = \"generic\"\n[tables]\nfile = \"tables.toml\"\n").unwrap();
+    let notify_path = dir.join("notify.sock");
+    let _ = std::fs::remove_file(&notify_path);
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let child = Command::new("ip")
+        .args(["netns", "exec", &node, VROUTERD, "--config"])
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    guard.1 = Some(child);
+    let mut buf = [0u8; 64];
+    let n = notify.recv(&mut buf).expect("vrouterd said READY=1 within 10 s");
+    assert_eq!(&buf[..n], b"READY=1");
+    assert!(in_ns(&node, &["ip", "-d", "link", "show", "pa1"]).contains("prog/xdp"), "pod port has its program");
+
+    assert!(ping(&a1, "10.1.0.3", "3"), "a1 reaches a2 through vrouterd");
+
+    // SIGHUP: a2's route now points at discard; the same ping must fail.
+    std::fs::write(dir.join("tables.toml"), tables(0)).unwrap();
+    run(&["kill", "-HUP", &pid.to_string()]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!ping(&a1, "10.1.0.3", "2"), "after the reload a2 is unreachable");
+
+    // SIGTERM: clean exit, nothing attached.
+    run(&["kill", "-TERM", &pid.to_string()]);
+    let child = guard.1.take().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "vrouterd exited cleanly:\n{log}");
+    assert!(log.contains("port up") && log.contains("copy"), "the log says which mode each port got:\n{log}");
+    assert!(log.contains("tables reloaded"), "{log}");
+    let _ = notify.recv(&mut buf); // STOPPING=1
+    for dev in ["pa1", "pa2", "fab"] {
+        let link = in_ns(&node, &["ip", "-d", "link", "show", dev]);
+        assert!(!link.contains("prog/xdp"), "{dev} still has an XDP program after SIGTERM:\n{link}");
+    }
+}
+
+#[test]
+fn the_packaged_configuration_is_valid() {
+    let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/vrouterd.toml");
+    let out = Command::new(VROUTERD).args(["--config", cfg, "--check"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
