@@ -38,6 +38,7 @@ pub struct Worker {
     descs: [RxDesc; VECTOR],
     batch: Vec<Frame<UmemFrame>>,
     counters: WorkerCounters,
+    pollfds: Vec<libc::pollfd>,
 }
 
 impl Worker {
@@ -50,6 +51,7 @@ impl Worker {
             descs: [RxDesc { addr: 0, len: 0 }; VECTOR],
             batch: Vec::with_capacity(VECTOR),
             counters: WorkerCounters::default(),
+            pollfds: Vec::new(),
         }
     }
 
@@ -79,12 +81,11 @@ impl Worker {
         Ok(received)
     }
 
-    /// Waits up to `timeout_ms` for the first port to have something.
-    pub fn wait(&self, timeout_ms: i32) -> io::Result<()> {
-        if let Some(p) = self.ports.first() {
-            p.sock.poll_rx(timeout_ms)?;
-        }
-        Ok(())
+    /// Sleeps until any port has something to receive, or `timeout_ms`.
+    pub fn wait(&mut self, timeout_ms: i32) -> io::Result<()> {
+        self.pollfds.clear();
+        self.pollfds.extend(self.ports.iter().map(|p| libc::pollfd { fd: p.sock.raw_fd(), events: libc::POLLIN, revents: 0 }));
+        super::xsk::poll_all(&mut self.pollfds, timeout_ms)
     }
 
     fn poll_port(&mut self, p: usize) -> io::Result<usize> {

@@ -71,6 +71,16 @@ impl AsMut<[u8]> for UmemFrame {
 // SAFETY: a frame buffer is plain memory owned by one worker at a time.
 unsafe impl Send for UmemFrame {}
 
+/// Waits until one of `fds` is readable, or `timeout_ms` passes.
+pub(crate) fn poll_all(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<()> {
+    // SAFETY: `fds` is a live, writable array of pollfd and its length is passed.
+    let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    if r < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+        return Err(os_error("poll"));
+    }
+    Ok(())
+}
+
 /// A received frame: where it is in the UMEM and how long it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RxDesc {
