@@ -172,6 +172,23 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let worker = thread.join().map_err(|_| fail("the worker panicked"))?;
     let s = worker.pipeline().stats();
     info!(rx = worker.counters().rx, tx = worker.counters().tx, drops = s.total_drops(), "worker stopped");
+    for v in writer.tables().vifs() {
+        let c = s.vif(v.index);
+        info!(
+            vif = v.index,
+            interface = %v.name,
+            rx_packets = c.rx_packets,
+            tx_packets = c.tx_packets,
+            rx_errors = c.rx_errors,
+            drops = c.drops,
+            "vif counters"
+        );
+    }
+    for r in crate::stats::DropReason::ALL {
+        if s.dropped(*r) > 0 {
+            info!(reason = r.as_str(), count = s.dropped(*r), "drops");
+        }
+    }
     drop(worker);
     drop(attachments);
     info!("all XDP programs detached; vrouterd stopped");

@@ -84,7 +84,11 @@ impl Worker {
     /// Sleeps until any port has something to receive, or `timeout_ms`.
     pub fn wait(&mut self, timeout_ms: i32) -> io::Result<()> {
         self.pollfds.clear();
-        self.pollfds.extend(self.ports.iter().map(|p| libc::pollfd { fd: p.sock.raw_fd(), events: libc::POLLIN, revents: 0 }));
+        self.pollfds.extend(self.ports.iter().map(|p| libc::pollfd {
+            fd: p.sock.raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }));
         super::xsk::poll_all(&mut self.pollfds, timeout_ms)
     }
 

@@ -1,0 +1,237 @@
+//! End to end through the lab (`tools/lab`): two nodes running vrouterd,
+//! pods in namespaces, a bridge as the fabric. One test, because the lab's
+//! namespaces have fixed names. Needs root (CI is root); elsewhere it skips.
+
+use std::process::Command;
+use std::time::Duration;
+
+const VROUTERD: &str = env!("CARGO_BIN_EXE_vrouterd");
+
+fn lab(args: &[&str], envs: &[(&str, &str)]) -> String {
+    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tools/lab"))
+        .args(args)
+        .env("VROUTERD", VROUTERD)
+        .env("LAB_DIR", lab_dir())
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tools/lab {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn lab_dir() -> String {
+    format!("/tmp/vrouter-lab-test-{}", std::process::id())
+}
+
+struct LabGuard;
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        let _ = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tools/lab"))
+            .arg("down")
+            .env("LAB_DIR", lab_dir())
+            .output();
+        let _ = std::fs::remove_dir_all(lab_dir());
+    }
+}
+
+fn sh(ns: &str, script: &str) -> (bool, String) {
+    let out = Command::new("ip").args(["netns", "exec", &format!("lab-{ns}"), "bash", "-c", script]).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+fn ping(ns: &str, dst: &str) -> bool {
+    sh(ns, &format!("ping -c 3 -i 0.2 -W 1 {dst}")).0
+}
+
+fn rx_packets(ns: &str) -> u64 {
+    sh(ns, "cat /sys/class/net/eth0/statistics/rx_packets").1.trim().parse().unwrap()
+}
+
+/// Captures tunnel packets on the switch's port toward node 1 while `traffic` runs.
+fn capture(fields: &[&str], traffic: impl FnOnce()) -> Vec<Vec<String>> {
+    let mut cmd = Command::new("ip");
+    cmd.args([
+        "netns",
+        "exec",
+        "lab-sw",
+        "timeout",
+        "6",
+        "tshark",
+        "-n",
+        "-i",
+        "pn1",
+        "-f",
+        "ip proto 47 or udp port 6635",
+    ]);
+    cmd.args([
+        "-o",
+        "ip.check_checksum:TRUE",
+        "-d",
+        "udp.port==6635,mpls",
+        "-T",
+        "fields",
+        "-E",
+        "separator=|",
+        "-E",
+        "aggregator=,",
+    ]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    traffic();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| l.split('|').map(str::to_string).collect()).collect()
+}
+
+/// Sends garbage frames into the pod's side of its link, as a broken pod would.
+fn send_garbage_from(pod: &str, frames: usize) {
+    let ns = format!("lab-{pod}");
+    std::thread::spawn(move || {
+        vrouter::io::enter_netns(&ns).unwrap();
+        let ifindex = vrouter::io::ifindex("eth0").unwrap();
+        // SAFETY: a plain packet socket in this thread's namespace; checked below.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+        assert!(fd >= 0, "packet socket");
+        // SAFETY: sockaddr_ll is integers only; all zeros is valid before we fill it.
+        let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sa.sll_family = libc::AF_PACKET as u16;
+        sa.sll_ifindex = ifindex as i32;
+        sa.sll_halen = 6;
+        let mut x = 0x1234_5678u64;
+        for i in 0..frames {
+            let len = 14 + (i % 80);
+            let mut f: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            f[0..6].copy_from_slice(&[0, 0, 0x5e, 0, 1, 0]);
+            if i % 2 == 0 {
+                f[12..14].copy_from_slice(&[0x08, 0x00]); // "IPv4", truncated or garbled
+            }
+            // SAFETY: `f` and `sa` are live for the call and their lengths are passed.
+            let r = unsafe {
+                libc::sendto(
+                    fd,
+                    f.as_ptr().cast(),
+                    f.len(),
+                    0,
+                    (&sa as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            assert_eq!(r, f.len() as isize, "sent a garbage frame");
+        }
+        // SAFETY: closing the descriptor we opened.
+        unsafe { libc::close(fd) };
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn the_lab_end_to_end() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root, so this test must run there");
+        eprintln!("SKIPPED: the lab needs root");
+        return;
+    }
+    let _guard = LabGuard;
+    lab(&["up"], &[]);
+    let info = lab(&["info", "--json"], &[]);
+    assert!(info.contains("\"name\":\"b3\"") && info.contains("\"address\":\"10.96.0.10\""), "{info}");
+
+    // Pod to pod, same node and across nodes; ICMP and TCP.
+    assert!(ping("a1", "10.1.0.3"), "a1 -> a2 on node 1");
+    assert!(ping("a1", "10.1.1.2"), "a1 -> b1 across nodes");
+    assert!(ping("b3", "10.1.0.2"), "b3 -> a1 across nodes");
+    sh("b1", "iperf3 -s -D -1");
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, out) = sh("a1", "iperf3 -c 10.1.1.2 -t 2");
+    assert!(ok && out.contains("receiver"), "TCP bulk transfer at MTU 1500 across nodes:\n{out}");
+
+    // Isolation: red never reaches blue, though it reuses blue's addresses.
+    assert!(ping("r1", "10.1.1.2"), "r1 -> r2 in red across nodes");
+    assert!(!sh("r1", "ping -c 2 -i 0.2 -W 1 10.1.0.3").0, "red reached blue's a2");
+    assert!(!sh("r1", "ping -c 2 -i 0.2 -W 1 10.1.1.3").0, "red reached blue's b2");
+
+    // traceroute's first probe: ICMP Time Exceeded from the gateway.
+    let (_, out) = sh("a1", "ping -c 1 -t 1 -W 1 10.1.1.2");
+    assert!(out.contains("From 10.1.0.1") && out.contains("Time to live exceeded"), "{out}");
+
+    // The nodes' own traffic on the fabric keeps working.
+    assert!(sh("n1", "ping -c 2 -i 0.2 -W 1 192.168.100.2").0, "node to node through the kernels");
+
+    // ECMP: 300 flows to the service address reach all three pods, each at least 20 %.
+    let before: Vec<u64> = ["b1", "b2", "b3"].iter().map(|p| rx_packets(p)).collect();
+    sh("a1", "for i in $(seq 300); do echo -n x > /dev/udp/10.96.0.10/7777; done");
+    std::thread::sleep(Duration::from_millis(500));
+    let got: Vec<u64> = ["b1", "b2", "b3"].iter().zip(&before).map(|(p, b)| rx_packets(p) - b).collect();
+    assert!(got.iter().sum::<u64>() >= 300, "{got:?}");
+    assert!(got.iter().all(|&n| n >= 60), "each pod gets at least 20 % of 300 flows: {got:?}");
+
+    // The wire, read by tshark on the fabric: MPLS over UDP, labels, TTLs,
+    // checksums, and source ports that differ between flows.
+    let rows = capture(
+        &[
+            "ip.proto",
+            "udp.dstport",
+            "udp.srcport",
+            "mpls.label",
+            "mpls.bottom",
+            "ip.ttl",
+            "ip.checksum.status",
+            "ip.dst",
+        ],
+        || {
+            sh("a1", "for i in $(seq 20); do echo -n flow > /dev/udp/10.1.1.2/5000; done");
+        },
+    );
+    // Toward node 2 only: b1's answers (port unreachable) come back the other way.
+    let to_b1: Vec<&Vec<String>> =
+        rows.iter().filter(|r| r.len() >= 8 && r[7].starts_with("192.168.100.2,") && r[3] == "16").collect();
+    assert!(to_b1.len() >= 20, "captured {} tunnel packets to b1: {rows:?}", to_b1.len());
+    for r in &to_b1 {
+        assert!(r[1].starts_with("6635"), "UDP destination port 6635: {r:?}");
+        assert_eq!(r[4], "1", "bottom of stack");
+        assert_eq!(r[5], "64,63", "outer TTL 64, inner TTL decremented once");
+        assert_eq!(r[6], "1,1", "both IPv4 checksums good");
+    }
+    let ports: std::collections::HashSet<&str> = to_b1.iter().map(|r| r[2].split(',').next().unwrap()).collect();
+    assert!(ports.len() >= 10, "source ports differ between flows: {ports:?}");
+
+    // Bad input from a pod is dropped and counted; the others go on.
+    send_garbage_from("a2", 200);
+    assert!(ping("a1", "10.1.1.2"), "forwarding goes on after garbage from a2");
+    lab(&["down"], &[]);
+    let log = std::fs::read_to_string(format!("{}/n1/vrouterd.log", lab_dir())).unwrap();
+    let a2 = log
+        .lines()
+        .find(|l| l.contains("vif counters") && l.contains("interface=t-a2"))
+        .unwrap_or_else(|| panic!("{log}"));
+    let drops: u64 = a2.split("drops=").nth(1).unwrap().trim().parse().unwrap();
+    assert!(drops >= 200, "garbage from a2 counted as drops: {a2}");
+    assert!(log.contains("all XDP programs detached"), "{log}");
+
+    // MPLS over GRE from node 1.
+    lab(&["up"], &[("LAB_ENCAP", "gre")]);
+    assert!(ping("a1", "10.1.1.3"), "a1 -> b2 over GRE");
+    let rows = capture(&["ip.proto", "gre.proto", "mpls.label", "ip.ttl"], || {
+        sh("a1", "ping -c 3 -i 0.2 -W 1 10.1.1.3");
+    });
+    assert!(
+        rows.iter().any(|r| r.len() >= 4 && r[0] == "47,1" && r[1] == "0x8847" && r[2] == "17" && r[3] == "64,63"),
+        "GRE on the wire: {rows:?}"
+    );
+}
