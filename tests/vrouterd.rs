@@ -49,7 +49,31 @@ fn a_bad_configuration_is_refused_with_file_and_line() {
     assert!(err.contains("tables.toml") && err.contains("field `nh`: next hop 9 does not exist"), "{err}");
 }
 
-fn tables(a2_nh: u32) -> String {
+fn tables(a2_nh: u32, with_a3: bool) -> String {
+    let a3 = if with_a3 {
+        r#"
+[[vif]]
+index = 3
+name = "pa3"
+kind = "virtual"
+vrf = 1
+mac = "02:00:00:00:01:03"
+ipv4 = "10.1.0.4"
+
+[[nexthop]]
+type = "encap"
+id = 4
+oif = 3
+dmac = "02:00:00:00:01:03"
+
+[[route]]
+vrf = 1
+prefix = "10.1.0.4/32"
+nh = 4
+"#
+    } else {
+        ""
+    };
     format!(
         r#"
 [[vrf]]
@@ -115,7 +139,7 @@ nh = {a2_nh}
 vrf = 1
 prefix = "10.1.0.1/32"
 nh = 3
-"#
+{a3}"#
     )
 }
 
@@ -151,9 +175,10 @@ fn vrouterd_forwards_reloads_and_detaches_on_sigterm() {
         return;
     }
     let id = std::process::id() % 100_000;
-    let (node, a1, a2) = (format!("vrt-d-{id}"), format!("vrt-da1-{id}"), format!("vrt-da2-{id}"));
-    let mut guard = Namespaces(vec![node.clone(), a1.clone(), a2.clone()], None);
-    for ns in [&node, &a1, &a2] {
+    let (node, a1, a2, a3) =
+        (format!("vrt-d-{id}"), format!("vrt-da1-{id}"), format!("vrt-da2-{id}"), format!("vrt-da3-{id}"));
+    let mut guard = Namespaces(vec![node.clone(), a1.clone(), a2.clone(), a3.clone()], None);
+    for ns in [&node, &a1, &a2, &a3] {
         let _ = Command::new("ip").args(["netns", "del", ns]).output();
         run(&["ip", "netns", "add", ns]);
         in_ns(ns, &["ip", "link", "set", "lo", "up"]);
@@ -163,9 +188,11 @@ fn vrouterd_forwards_reloads_and_detaches_on_sigterm() {
     in_ns(&node, &["ip", "addr", "add", "192.168.77.1/24", "dev", "fab"]);
     in_ns(&node, &["ip", "link", "set", "fab", "up"]);
     in_ns(&node, &["ip", "link", "set", "fabpeer", "up"]);
-    for (port, pod, ip, mac) in
-        [("pa1", &a1, "10.1.0.2", "02:00:00:00:01:01"), ("pa2", &a2, "10.1.0.3", "02:00:00:00:01:02")]
-    {
+    for (port, pod, ip, mac) in [
+        ("pa1", &a1, "10.1.0.2", "02:00:00:00:01:01"),
+        ("pa2", &a2, "10.1.0.3", "02:00:00:00:01:02"),
+        ("pa3", &a3, "10.1.0.4", "02:00:00:00:01:03"),
+    ] {
         run(&[
             "ip", "link", "add", port, "netns", &node, "type", "veth", "peer", "name", "eth0", "netns", pod, "address",
             mac,
@@ -178,7 +205,7 @@ fn vrouterd_forwards_reloads_and_detaches_on_sigterm() {
         let _ = Command::new("ip").args(["netns", "exec", pod, "ethtool", "-K", "eth0", "tx", "off"]).output();
     }
     let dir = temp_dir("run");
-    std::fs::write(dir.join("tables.toml"), tables(2)).unwrap();
+    std::fs::write(dir.join("tables.toml"), tables(2, false)).unwrap();
     let cfg = dir.join("vrouterd.toml");
     std::fs::write(&cfg, "[node]\nfabric = \"fab\"\nunderlay = \"192.168.77.1\"\n[dataplane]\nxdp_mode = \"generic\"\n[tables]\nfile = \"tables.toml\"\n").unwrap();
     let notify_path = dir.join("notify.sock");
@@ -200,12 +227,36 @@ fn vrouterd_forwards_reloads_and_detaches_on_sigterm() {
     assert!(in_ns(&node, &["ip", "-d", "link", "show", "pa1"]).contains("prog/xdp"), "pod port has its program");
 
     assert!(ping(&a1, "10.1.0.3", "3"), "a1 reaches a2 through vrouterd");
+    assert!(!ping(&a1, "10.1.0.4", "1"), "a3 is not there yet");
 
-    // SIGHUP: a2's route now points at discard; the same ping must fail.
-    std::fs::write(dir.join("tables.toml"), tables(0)).unwrap();
+    // A pod arrives: its port opens on SIGHUP while a1 keeps pinging a2.
+    let steady = Command::new("ip")
+        .args(["netns", "exec", &a1, "ping", "-c", "25", "-i", "0.1", "-W", "1", "10.1.0.3"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(dir.join("tables.toml"), tables(2, true)).unwrap();
+    run(&["kill", "-HUP", &pid.to_string()]);
+    std::thread::sleep(Duration::from_millis(500));
+    if !ping(&a1, "10.1.0.4", "3") {
+        run(&["kill", "-TERM", &pid.to_string()]);
+        let out = guard.1.take().unwrap().wait_with_output().unwrap();
+        panic!("a1 does not reach a3, added at run time; vrouterd said:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let steady = steady.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&steady.stdout);
+    assert!(text.contains("25 received"), "a1 -> a2 lost nothing while a3's port came up:\n{text}");
+
+    // SIGHUP again: a3 leaves and a2's route points at discard.
+    std::fs::write(dir.join("tables.toml"), tables(0, false)).unwrap();
     run(&["kill", "-HUP", &pid.to_string()]);
     std::thread::sleep(Duration::from_millis(500));
     assert!(!ping(&a1, "10.1.0.3", "2"), "after the reload a2 is unreachable");
+    assert!(
+        !in_ns(&node, &["ip", "-d", "link", "show", "pa3"]).contains("prog/xdp"),
+        "a3's port was closed and detached"
+    );
 
     // SIGTERM: clean exit, nothing attached.
     run(&["kill", "-TERM", &pid.to_string()]);

@@ -10,7 +10,7 @@ mod notify;
 
 use crate::api::schema::{Defaults, TablesDef};
 use crate::io::bpf::{Attachment, Program, XskMap};
-use crate::io::worker::{Port, Worker};
+use crate::io::worker::{Port, PortCommand, Worker};
 use crate::io::xsk::{XskConfig, XskSocket};
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::tables::{Tables, TablesWriter, VifKind};
@@ -66,42 +66,36 @@ pub fn check(cfg: &Config) -> Result<TablesWriter, DaemonError> {
     Ok(writer)
 }
 
-/// Ports opened and programs attached. Dropping it detaches everything.
-struct Dataplane {
-    ports: Vec<Port>,
-    attachments: Vec<(Attachment, XskMap)>,
+/// A port's XDP side; dropping it detaches the program.
+type Attached = (Attachment, XskMap);
+
+/// The vifs that get an AF_XDP port.
+fn port_vifs(tables: &Tables) -> Vec<crate::tables::Vif> {
+    tables.vifs().filter(|v| matches!(v.kind, VifKind::Fabric | VifKind::Virtual)).cloned().collect()
 }
 
-fn open_ports(cfg: &Config, tables: &Tables) -> Result<Dataplane, DaemonError> {
-    let mut ports = Vec::new();
-    let mut attachments = Vec::new();
-    for vif in tables.vifs() {
-        if !matches!(vif.kind, VifKind::Fabric | VifKind::Virtual) {
-            continue;
-        }
-        let idx = crate::io::ifindex(&vif.name).map_err(|e| fail(format!("vif {} ({}): {e}", vif.index, vif.name)))?;
-        let xcfg = XskConfig { frames: cfg.dataplane.frames, mode: cfg.dataplane.bind_mode(), ..XskConfig::default() };
-        let sock = XskSocket::open(idx, 0, xcfg).map_err(|e| fail(format!("vif {} ({}): {e}", vif.index, vif.name)))?;
-        let map = XskMap::new(1).map_err(|e| fail(e.to_string()))?;
-        map.set(0, sock.raw_fd()).map_err(|e| fail(e.to_string()))?;
-        let prog = if vif.kind == VifKind::Fabric {
-            Program::redirect_tunnels(&map, cfg.node.underlay)
-        } else {
-            Program::redirect_all(&map)
-        }
-        .map_err(|e| fail(e.to_string()))?;
-        let link = Attachment::new(&prog, idx, cfg.dataplane.xdp_mode()).map_err(|e| fail(e.to_string()))?;
-        info!(
-            vif = vif.index,
-            interface = %vif.name,
-            xdp = ?cfg.dataplane.xdp_mode(),
-            copy = if sock.is_zerocopy() { "zero-copy" } else { "copy" },
-            "port up"
-        );
-        ports.push(Port { vif: vif.index, sock });
-        attachments.push((link, map));
+fn open_port(cfg: &Config, vif: &crate::tables::Vif) -> Result<(Port, Attached), DaemonError> {
+    let what = |e: &dyn std::fmt::Display| fail(format!("vif {} ({}): {e}", vif.index, vif.name));
+    let idx = crate::io::ifindex(&vif.name).map_err(|e| what(&e))?;
+    let xcfg = XskConfig { frames: cfg.dataplane.frames, mode: cfg.dataplane.bind_mode(), ..XskConfig::default() };
+    let sock = XskSocket::open(idx, 0, xcfg).map_err(|e| what(&e))?;
+    let map = XskMap::new(1).map_err(|e| what(&e))?;
+    map.set(0, sock.raw_fd()).map_err(|e| what(&e))?;
+    let prog = if vif.kind == VifKind::Fabric {
+        Program::redirect_tunnels(&map, cfg.node.underlay)
+    } else {
+        Program::redirect_all(&map)
     }
-    Ok(Dataplane { ports, attachments })
+    .map_err(|e| what(&e))?;
+    let link = Attachment::new(&prog, idx, cfg.dataplane.xdp_mode()).map_err(|e| what(&e))?;
+    info!(
+        vif = vif.index,
+        interface = %vif.name,
+        xdp = ?cfg.dataplane.xdp_mode(),
+        copy = if sock.is_zerocopy() { "zero-copy" } else { "copy" },
+        "port up"
+    );
+    Ok((Port { vif: vif.index, sock }, (link, map)))
 }
 
 /// Runs the daemon until SIGTERM or SIGINT. SIGHUP reloads the tables file.
@@ -116,8 +110,14 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         .map_err(|e| fail(format!("signal handler: {e}")))?;
 
     let handle = writer.handle();
-    let dp = open_ports(&cfg, writer.tables())?;
-    let Dataplane { ports, attachments } = dp;
+    let mut ports = Vec::new();
+    let mut attached = std::collections::BTreeMap::new();
+    for vif in port_vifs(writer.tables()) {
+        let (port, xdp) = open_port(&cfg, &vif)?;
+        ports.push(port);
+        attached.insert(vif.index, xdp);
+    }
+    let (control, commands) = std::sync::mpsc::channel();
     let core = cfg.dataplane.cores.first().copied();
     let worker_stop = stop.clone();
     let pipeline = Pipeline::new(PipelineConfig::default(), writer.tables().limits());
@@ -129,7 +129,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                     warn!("worker not pinned to core {c}: {e}");
                 }
             }
-            let mut worker = Worker::new(ports, pipeline, handle);
+            let mut worker = Worker::new(ports, pipeline, handle).with_control(commands);
             while !worker_stop.load(Ordering::Relaxed) {
                 match worker.poll() {
                     Ok(0) => {
@@ -158,7 +158,10 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         }
         if reload.swap(false, Ordering::Relaxed) {
             match reload_tables(&cfg, &mut writer) {
-                Ok(g) => info!(generation = g, "tables reloaded"),
+                Ok(g) => {
+                    info!(generation = g, "tables reloaded");
+                    sync_ports(&cfg, writer.tables(), &mut attached, &control);
+                }
                 Err(e) => error!("reload refused, tables unchanged: {e}"),
             }
         }
@@ -190,13 +193,42 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         }
     }
     drop(worker);
-    drop(attachments);
+    drop(attached);
     info!("all XDP programs detached; vrouterd stopped");
     Ok(())
 }
 
+/// Opens ports for vifs the tables gained and closes those of vifs they
+/// lost, while the worker keeps forwarding for the rest.
+fn sync_ports(
+    cfg: &Config,
+    tables: &Tables,
+    attached: &mut std::collections::BTreeMap<u32, Attached>,
+    control: &std::sync::mpsc::Sender<PortCommand>,
+) {
+    let wanted = port_vifs(tables);
+    let gone: Vec<u32> = attached.keys().copied().filter(|i| !wanted.iter().any(|v| v.index == *i)).collect();
+    for vif in gone {
+        // Detach first: the interface's traffic goes back to the kernel
+        // before the socket closes.
+        attached.remove(&vif);
+        let _ = control.send(PortCommand::Remove(vif));
+        info!(vif, "port down");
+    }
+    let new: Vec<_> = wanted.into_iter().filter(|v| !attached.contains_key(&v.index)).collect();
+    for vif in &new {
+        match open_port(cfg, vif) {
+            Ok((port, xdp)) => {
+                attached.insert(vif.index, xdp);
+                let _ = control.send(PortCommand::Add(port));
+            }
+            Err(e) => error!("{e}"),
+        }
+    }
+}
+
 /// Replaces the tables with the file's: one batch that deletes what the file
-/// no longer has and adds or updates the rest. Ports are fixed at start-up.
+/// no longer has and adds or updates the rest.
 fn reload_tables(cfg: &Config, writer: &mut TablesWriter) -> Result<u64, DaemonError> {
     use crate::tables::{Object, ObjectKey, Op};
     let wanted = load_tables(cfg)?;
@@ -217,9 +249,13 @@ fn reload_tables(cfg: &Config, writer: &mut TablesWriter) -> Result<u64, DaemonE
     let nhs: Vec<_> = t.nexthops().map(|(id, nh)| (id, matches!(nh, crate::tables::NextHop::Composite(_)))).collect();
     ops.extend(nhs.iter().filter(|(id, c)| *c && *id != 0).map(|(id, _)| Op::Delete(ObjectKey::NextHop(*id))));
     ops.extend(nhs.iter().filter(|(id, c)| !*c && *id != 0).map(|(id, _)| Op::Delete(ObjectKey::NextHop(*id))));
-    let keep_vifs: Vec<u32> = t.vifs().map(|v| v.index).collect();
-    let keep_vrfs: Vec<u32> = t.vrfs().map(|v| v.id).collect();
-    // Vifs and VRFs stay (ports hold them); the file's versions update them.
+    // Vifs and VRFs the file still has are updated in place; the others go.
+    let in_file_vif = |i: u32| wanted.iter().any(|o| matches!(o, Op::Add(Object::Vif(v)) if v.index == i));
+    let in_file_vrf = |i: u32| wanted.iter().any(|o| matches!(o, Op::Add(Object::Vrf(v)) if v.id == i));
+    let keep_vifs: Vec<u32> = t.vifs().map(|v| v.index).filter(|i| in_file_vif(*i)).collect();
+    let keep_vrfs: Vec<u32> = t.vrfs().map(|v| v.id).filter(|i| in_file_vrf(*i)).collect();
+    ops.extend(t.vifs().filter(|v| !keep_vifs.contains(&v.index)).map(|v| Op::Delete(ObjectKey::Vif(v.index))));
+    ops.extend(t.vrfs().filter(|v| !keep_vrfs.contains(&v.id)).map(|v| Op::Delete(ObjectKey::Vrf(v.id))));
     for op in wanted {
         let op = match op {
             Op::Add(Object::Vif(v)) if keep_vifs.contains(&v.index) => Op::Update(Object::Vif(v)),

@@ -16,6 +16,14 @@ pub struct Port {
     pub sock: XskSocket,
 }
 
+/// A change to a running worker's ports, sent by the daemon.
+pub enum PortCommand {
+    /// Start serving this port.
+    Add(Port),
+    /// Stop serving the port of this vif and close its socket.
+    Remove(VifIndex),
+}
+
 /// What a worker has done, besides the pipeline's own counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WorkerCounters {
@@ -39,6 +47,7 @@ pub struct Worker {
     batch: Vec<Frame<UmemFrame>>,
     counters: WorkerCounters,
     pollfds: Vec<libc::pollfd>,
+    control: Option<std::sync::mpsc::Receiver<PortCommand>>,
 }
 
 impl Worker {
@@ -52,6 +61,32 @@ impl Worker {
             batch: Vec::with_capacity(VECTOR),
             counters: WorkerCounters::default(),
             pollfds: Vec::new(),
+            control: None,
+        }
+    }
+
+    /// Takes port changes from `rx` between rounds, so that ports come and
+    /// go while the others keep forwarding.
+    pub fn with_control(mut self, rx: std::sync::mpsc::Receiver<PortCommand>) -> Worker {
+        self.control = Some(rx);
+        self
+    }
+
+    /// The vifs this worker serves.
+    pub fn vifs(&self) -> Vec<VifIndex> {
+        self.ports.iter().map(|p| p.vif).collect()
+    }
+
+    fn take_commands(&mut self) {
+        let Some(rx) = &self.control else { return };
+        while let Ok(cmd) = rx.try_recv() {
+            match cmd {
+                PortCommand::Add(port) => {
+                    self.ports.retain(|p| p.vif != port.vif);
+                    self.ports.push(port);
+                }
+                PortCommand::Remove(vif) => self.ports.retain(|p| p.vif != vif),
+            }
         }
     }
 
@@ -67,6 +102,7 @@ impl Worker {
 
     /// One round over every port. Returns how many frames it received.
     pub fn poll(&mut self) -> io::Result<usize> {
+        self.take_commands();
         let mut received = 0;
         for p in 0..self.ports.len() {
             received += self.poll_port(p)?;
