@@ -220,7 +220,7 @@ fn sync_ports(
         match open_port(cfg, vif) {
             Ok((port, xdp)) => {
                 attached.insert(vif.index, xdp);
-                let _ = control.send(PortCommand::Add(port));
+                let _ = control.send(PortCommand::Add(Box::new(port)));
             }
             Err(e) => error!("{e}"),
         }

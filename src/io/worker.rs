@@ -19,7 +19,7 @@ pub struct Port {
 /// A change to a running worker's ports, sent by the daemon.
 pub enum PortCommand {
     /// Start serving this port.
-    Add(Port),
+    Add(Box<Port>),
     /// Stop serving the port of this vif and close its socket.
     Remove(VifIndex),
 }
@@ -83,7 +83,7 @@ impl Worker {
             match cmd {
                 PortCommand::Add(port) => {
                     self.ports.retain(|p| p.vif != port.vif);
-                    self.ports.push(port);
+                    self.ports.push(*port);
                 }
                 PortCommand::Remove(vif) => self.ports.retain(|p| p.vif != vif),
             }
