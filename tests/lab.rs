@@ -211,6 +211,16 @@ fn the_lab_end_to_end() {
     let ports: std::collections::HashSet<&str> = to_b1.iter().map(|r| r[2].split(',').next().unwrap()).collect();
     assert!(ports.len() >= 10, "source ports differ between flows: {ports:?}");
 
+    // The tunnel's MAC comes from the kernel's neighbour table and follows
+    // it: node 2's fabric gets a new MAC, node 1's kernel learns it, and
+    // vrouterd on node 1 follows within its one-second refresh.
+    sh("n2", "ip link set fab address 02:fa:00:00:00:22");
+    sh("n1", "ip neigh flush dev fab; ping -c 2 -i 0.2 -W 1 192.168.100.2");
+    std::thread::sleep(Duration::from_millis(1500));
+    let log = std::fs::read_to_string(format!("{}/n1/vrouterd.log", lab_dir())).unwrap();
+    assert!(log.contains("mac=02:fa:00:00:00:22"), "node 1 followed node 2's new MAC:\n{log}");
+    assert!(ping("a1", "10.1.1.2"), "pods still talk after the MAC change");
+
     // Bad input from a pod is dropped and counted; the others go on.
     send_garbage_from("a2", 200);
     assert!(ping("a1", "10.1.1.2"), "forwarding goes on after garbage from a2");
@@ -227,6 +237,10 @@ fn the_lab_end_to_end() {
     // MPLS over GRE from node 1.
     lab(&["up"], &[("LAB_ENCAP", "gre")]);
     assert!(ping("a1", "10.1.1.3"), "a1 -> b2 over GRE");
+    sh("b2", "iperf3 -s -D -1");
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, out) = sh("a1", "iperf3 -c 10.1.1.3 -t 2");
+    assert!(ok && out.contains("receiver"), "TCP over GRE:\n{out}");
     let rows = capture(&["ip.proto", "gre.proto", "mpls.label", "ip.ttl"], || {
         sh("a1", "ping -c 3 -i 0.2 -W 1 10.1.1.3");
     });

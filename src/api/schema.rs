@@ -151,9 +151,10 @@ pub enum NextHopDef {
         sip: Option<Ipv4Addr>,
         /// Outer destination: the remote node.
         dip: Ipv4Addr,
-        /// MAC of the underlay next hop.
-        #[serde(deserialize_with = "mac")]
-        dmac: MacAddr,
+        /// MAC of the underlay next hop. Leave it out and vrouterd takes it
+        /// from the kernel's neighbour table, and follows its changes.
+        #[serde(default, deserialize_with = "opt_mac")]
+        dmac: Option<MacAddr>,
     },
     /// ECMP over members.
     CompositeEcmp {
@@ -276,7 +277,7 @@ impl NextHopDef {
                     EncapDef::MplsOverUdp => TunnelEncap::MplsOverUdp,
                     EncapDef::MplsOverGre => TunnelEncap::MplsOverGre,
                 };
-                NextHop::Tunnel(Tunnel::new(*oif, encap, sip.unwrap_or(d.underlay), *dip, *dmac))
+                NextHop::Tunnel(Tunnel::new(*oif, encap, sip.unwrap_or(d.underlay), *dip, dmac.unwrap_or_default()))
             }
             NextHopDef::CompositeEcmp { members, .. } => {
                 NextHop::Composite(EcmpGroup::new(members.iter().map(target).collect()))
@@ -287,6 +288,18 @@ impl NextHopDef {
 }
 
 impl TablesDef {
+    /// Tunnel next hops whose MAC is to come from the neighbour table:
+    /// (next-hop id, remote address).
+    pub fn resolved_tunnels(&self) -> Vec<(NhId, Ipv4Addr)> {
+        self.nexthop
+            .iter()
+            .filter_map(|n| match n {
+                NextHopDef::Tunnel { id, dip, dmac: None, .. } => Some((*id, *dip)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Reads a tables file's text. Errors carry the line and column.
     pub fn from_toml(text: &str) -> Result<TablesDef, String> {
         toml::from_str(text).map_err(|e| e.to_string())

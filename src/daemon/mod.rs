@@ -36,18 +36,63 @@ fn fail(msg: impl Into<String>) -> DaemonError {
     DaemonError(msg.into())
 }
 
+/// Tunnel next hops whose MAC comes from the neighbour table.
+type Resolved = Vec<(crate::tables::NhId, std::net::Ipv4Addr)>;
+
 /// Reads the tables file named by the configuration into a batch.
-fn load_tables(cfg: &Config) -> Result<Vec<crate::tables::Op>, DaemonError> {
-    let Some(path) = &cfg.tables.file else { return Ok(Vec::new()) };
+fn load_tables(cfg: &Config) -> Result<(Vec<crate::tables::Op>, Resolved), DaemonError> {
+    let Some(path) = &cfg.tables.file else { return Ok((Vec::new(), Vec::new())) };
     let text = std::fs::read_to_string(path).map_err(|e| fail(format!("{}: {e}", path.display())))?;
     let def = TablesDef::from_toml(&text).map_err(|e| fail(format!("{}: {e}", path.display())))?;
     let defaults = Defaults { router_mac: PipelineConfig::default().router_mac, underlay: cfg.node.underlay };
-    def.add_ops(&defaults).map_err(|e| fail(format!("{}: {e}", path.display())))
+    let ops = def.add_ops(&defaults).map_err(|e| fail(format!("{}: {e}", path.display())))?;
+    Ok((ops, def.resolved_tunnels()))
+}
+
+/// Points tunnels at their underlay next hop's current MAC, from the
+/// kernel's neighbour table; asks the kernel to resolve the ones it does
+/// not know yet. One batch for all the changes.
+fn resolve_tunnels(writer: &mut TablesWriter, tunnels: &Resolved) {
+    use crate::tables::{NextHop, Object, Op, Tunnel};
+    if tunnels.is_empty() {
+        return;
+    }
+    let neighbors = match crate::io::neigh::dump() {
+        Ok(n) => n,
+        Err(e) => {
+            warn!("reading the neighbour table: {e}");
+            return;
+        }
+    };
+    let mut ops = Vec::new();
+    for &(id, dip) in tunnels {
+        let Some(NextHop::Tunnel(t)) = writer.tables().nexthop(id) else { continue };
+        match neighbors.iter().find(|n| n.ip == dip) {
+            Some(n) if n.mac != t.dmac => {
+                info!(nh = id, remote = %dip, mac = %n.mac, "tunnel next hop resolved");
+                ops.push(Op::Update(Object::NextHop(
+                    id,
+                    NextHop::Tunnel(Tunnel::new(t.oif, t.encap, t.sip, t.dip, n.mac)),
+                )));
+            }
+            Some(_) => {}
+            None => {
+                if let Err(e) = crate::io::neigh::probe(dip) {
+                    warn!(remote = %dip, "probing the neighbour: {e}");
+                }
+            }
+        }
+    }
+    if !ops.is_empty() {
+        if let Err(e) = writer.apply(&ops) {
+            error!("updating tunnel MACs: {e}");
+        }
+    }
 }
 
 /// Checks the configuration and tables without touching any interface.
 pub fn check(cfg: &Config) -> Result<TablesWriter, DaemonError> {
-    let ops = load_tables(cfg)?;
+    let (ops, _) = load_tables(cfg)?;
     let (mut writer, _) = TablesWriter::new(cfg.limits.to_limits());
     writer.apply(&ops).map_err(|e| {
         let file = cfg.tables.file.as_ref().map_or("tables".into(), |p| p.display().to_string());
@@ -101,6 +146,18 @@ fn open_port(cfg: &Config, vif: &crate::tables::Vif) -> Result<(Port, Attached),
 /// Runs the daemon until SIGTERM or SIGINT. SIGHUP reloads the tables file.
 pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let mut writer = check(&cfg)?;
+    let mut tunnels = load_tables(&cfg)?.1;
+    // Give the kernel a moment to resolve the remote nodes before we start.
+    for _ in 0..10 {
+        resolve_tunnels(&mut writer, &tunnels);
+        let unresolved = tunnels.iter().any(|(id, _)| {
+            matches!(writer.tables().nexthop(*id), Some(crate::tables::NextHop::Tunnel(t)) if t.dmac == crate::wire::MacAddr::default())
+        });
+        if !unresolved {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let reload = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -150,6 +207,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     notifier.ready();
     info!(node = %cfg.node.underlay, fabric = %cfg.node.fabric, "vrouterd ready");
     let mut last_ping = Instant::now();
+    let mut last_resolve = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
         if notifier.watchdog_due(last_ping) {
@@ -158,12 +216,18 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         }
         if reload.swap(false, Ordering::Relaxed) {
             match reload_tables(&cfg, &mut writer) {
-                Ok(g) => {
+                Ok((g, resolved)) => {
                     info!(generation = g, "tables reloaded");
+                    tunnels = resolved;
+                    resolve_tunnels(&mut writer, &tunnels);
                     sync_ports(&cfg, writer.tables(), &mut attached, &control);
                 }
                 Err(e) => error!("reload refused, tables unchanged: {e}"),
             }
+        }
+        if last_resolve.elapsed() >= Duration::from_secs(1) {
+            resolve_tunnels(&mut writer, &tunnels);
+            last_resolve = Instant::now();
         }
         writer.reclaim();
         if thread.is_finished() {
@@ -229,9 +293,9 @@ fn sync_ports(
 
 /// Replaces the tables with the file's: one batch that deletes what the file
 /// no longer has and adds or updates the rest.
-fn reload_tables(cfg: &Config, writer: &mut TablesWriter) -> Result<u64, DaemonError> {
+fn reload_tables(cfg: &Config, writer: &mut TablesWriter) -> Result<(u64, Resolved), DaemonError> {
     use crate::tables::{Object, ObjectKey, Op};
-    let wanted = load_tables(cfg)?;
+    let (wanted, resolved) = load_tables(cfg)?;
     let t = writer.tables().clone();
     let mut ops = Vec::new();
     // Routes out first, then labels, next hops, vifs and VRFs: users before the used.
@@ -264,5 +328,6 @@ fn reload_tables(cfg: &Config, writer: &mut TablesWriter) -> Result<u64, DaemonE
         };
         ops.push(op);
     }
-    writer.apply(&ops).map_err(|e| fail(e.to_string()))
+    let g = writer.apply(&ops).map_err(|e| fail(e.to_string()))?;
+    Ok((g, resolved))
 }

@@ -9,6 +9,7 @@
 //! it in the daemon's issue.
 
 pub mod bpf;
+pub mod neigh;
 pub mod worker;
 pub mod xsk;
 
