@@ -286,11 +286,15 @@ fn pods_ping_each_other_through_the_pipeline() {
         ])
         .unwrap();
 
-    let mut ports = Vec::new();
+    let mut ports: Vec<Port> = Vec::new();
     let mut keep = Vec::new();
     for (vif, pod) in [(1u32, &a1), (2, &a2)] {
         let idx = ifindex(&pod.outer).unwrap();
-        let sock = XskSocket::open(idx, 0, XskConfig::default()).unwrap();
+        // The second port shares the first one's UMEM.
+        let sock = match ports.first() {
+            Some(first) => XskSocket::open_shared(idx, 0, XskConfig::default(), &first.sock.share().unwrap()).unwrap(),
+            None => XskSocket::open(idx, 0, XskConfig::default()).unwrap(),
+        };
         let map = XskMap::new(1).unwrap();
         map.set(0, sock.raw_fd()).unwrap();
         let prog = Program::redirect_all(&map).unwrap();
@@ -327,6 +331,7 @@ fn pods_ping_each_other_through_the_pipeline() {
     assert!(text.contains("5 received"), "{text}");
     assert!(s.vrf(1).arp_proxies >= 2, "both pods learned the gateway from vrouter: {:?}", s.vrf(1));
     assert!(s.vif(1).rx_packets >= 5 && s.vif(2).tx_packets >= 5 && s.vif(1).tx_packets >= 5);
+    assert!(c.moved >= 10 && c.copied == 0, "frames moved between ports by address, none copied: {c:?}");
     drop(keep);
 }
 

@@ -50,7 +50,7 @@ pub struct Dataplane {
     /// `auto`, `copy` or `zero-copy`.
     #[serde(default = "default_mode")]
     pub bind: String,
-    /// UMEM frames per port.
+    /// Frames in the worker's UMEM, which all its ports share.
     #[serde(default = "default_frames")]
     pub frames: u32,
 }
@@ -62,7 +62,7 @@ fn default_mode() -> String {
     "auto".into()
 }
 fn default_frames() -> u32 {
-    4096
+    16384
 }
 
 impl Default for Dataplane {

@@ -119,11 +119,21 @@ fn port_vifs(tables: &Tables) -> Vec<crate::tables::Vif> {
     tables.vifs().filter(|v| matches!(v.kind, VifKind::Fabric | VifKind::Virtual)).cloned().collect()
 }
 
-fn open_port(cfg: &Config, vif: &crate::tables::Vif) -> Result<(Port, Attached), DaemonError> {
+/// Opens the port of `vif`: on the worker's UMEM when `share` is given (the
+/// first port registers it), so that frames move between ports by address.
+fn open_port(
+    cfg: &Config,
+    vif: &crate::tables::Vif,
+    share: Option<&crate::io::xsk::UmemShare>,
+) -> Result<(Port, Attached), DaemonError> {
     let what = |e: &dyn std::fmt::Display| fail(format!("vif {} ({}): {e}", vif.index, vif.name));
     let idx = crate::io::ifindex(&vif.name).map_err(|e| what(&e))?;
     let xcfg = XskConfig { frames: cfg.dataplane.frames, mode: cfg.dataplane.bind_mode(), ..XskConfig::default() };
-    let sock = XskSocket::open(idx, 0, xcfg).map_err(|e| what(&e))?;
+    let sock = match share {
+        Some(s) => XskSocket::open_shared(idx, 0, xcfg, s),
+        None => XskSocket::open(idx, 0, xcfg),
+    }
+    .map_err(|e| what(&e))?;
     let map = XskMap::new(1).map_err(|e| what(&e))?;
     map.set(0, sock.raw_fd()).map_err(|e| what(&e))?;
     let prog = if vif.kind == VifKind::Fabric {
@@ -167,10 +177,14 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         .map_err(|e| fail(format!("signal handler: {e}")))?;
 
     let handle = writer.handle();
-    let mut ports = Vec::new();
+    let mut ports: Vec<Port> = Vec::new();
     let mut attached = std::collections::BTreeMap::new();
+    let mut share = None;
     for vif in port_vifs(writer.tables()) {
-        let (port, xdp) = open_port(&cfg, &vif)?;
+        let (port, xdp) = open_port(&cfg, &vif, share.as_ref())?;
+        if share.is_none() {
+            share = Some(port.sock.share().map_err(|e| fail(format!("sharing the UMEM: {e}")))?);
+        }
         ports.push(port);
         attached.insert(vif.index, xdp);
     }
@@ -220,7 +234,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                     info!(generation = g, "tables reloaded");
                     tunnels = resolved;
                     resolve_tunnels(&mut writer, &tunnels);
-                    sync_ports(&cfg, writer.tables(), &mut attached, &control);
+                    sync_ports(&cfg, writer.tables(), &mut attached, &control, share.as_ref());
                 }
                 Err(e) => error!("reload refused, tables unchanged: {e}"),
             }
@@ -238,7 +252,8 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     stop.store(true, Ordering::Relaxed);
     let worker = thread.join().map_err(|_| fail("the worker panicked"))?;
     let s = worker.pipeline().stats();
-    info!(rx = worker.counters().rx, tx = worker.counters().tx, drops = s.total_drops(), "worker stopped");
+    let c = worker.counters();
+    info!(rx = c.rx, tx = c.tx, moved = c.moved, copied = c.copied, drops = s.total_drops(), "worker stopped");
     for v in writer.tables().vifs() {
         let c = s.vif(v.index);
         info!(
@@ -250,6 +265,19 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             drops = c.drops,
             "vif counters"
         );
+    }
+    for (vif, xs, free) in worker.port_stats() {
+        if let Some(x) = xs {
+            info!(
+                vif,
+                rx_dropped = x.rx_dropped,
+                rx_ring_full = x.rx_ring_full,
+                fill_ring_empty = x.rx_fill_ring_empty,
+                tx_invalid = x.tx_invalid_descs,
+                free_frames = free,
+                "af_xdp counters"
+            );
+        }
     }
     for r in crate::stats::DropReason::ALL {
         if s.dropped(*r) > 0 {
@@ -269,6 +297,7 @@ fn sync_ports(
     tables: &Tables,
     attached: &mut std::collections::BTreeMap<u32, Attached>,
     control: &std::sync::mpsc::Sender<PortCommand>,
+    share: Option<&crate::io::xsk::UmemShare>,
 ) {
     let wanted = port_vifs(tables);
     let gone: Vec<u32> = attached.keys().copied().filter(|i| !wanted.iter().any(|v| v.index == *i)).collect();
@@ -281,7 +310,7 @@ fn sync_ports(
     }
     let new: Vec<_> = wanted.into_iter().filter(|v| !attached.contains_key(&v.index)).collect();
     for vif in &new {
-        match open_port(cfg, vif) {
+        match open_port(cfg, vif, share) {
             Ok((port, xdp)) => {
                 attached.insert(vif.index, xdp);
                 let _ = control.send(PortCommand::Add(Box::new(port)));

@@ -36,6 +36,10 @@ pub struct WorkerCounters {
     pub tx_dropped: u64,
     /// Frames for the host or agent, which this worker cannot deliver yet.
     pub punted: u64,
+    /// Frames sent out of another port by address, the UMEM being shared.
+    pub moved: u64,
+    /// Frames copied to another port's UMEM.
+    pub copied: u64,
 }
 
 /// One worker's ports, pipeline and scratch space.
@@ -70,6 +74,11 @@ impl Worker {
     pub fn with_control(mut self, rx: std::sync::mpsc::Receiver<PortCommand>) -> Worker {
         self.control = Some(rx);
         self
+    }
+
+    /// The kernel's counters for each port's socket, and its free frames.
+    pub fn port_stats(&self) -> Vec<(VifIndex, Option<super::xsk::XskStats>, usize)> {
+        self.ports.iter().map(|p| (p.vif, p.sock.stats().ok(), p.sock.free_frames())).collect()
     }
 
     /// The vifs this worker serves.
@@ -112,9 +121,37 @@ impl Worker {
             if port.sock.tx_pending() > 0 {
                 port.sock.kick_tx()?;
             }
-            port.sock.refill(VECTOR as u32 * 2);
+        }
+        self.rebalance();
+        for port in &mut self.ports {
+            port.sock.refill_to(super::xsk::FILL_TARGET);
         }
         Ok(received)
+    }
+
+    /// Frames forwarded by address end up in the stash of the port that
+    /// sent them; this moves frames back to ports running low, so that
+    /// every fill ring keeps frames to receive into.
+    fn rebalance(&mut self) {
+        const LOW: usize = super::xsk::FILL_TARGET as usize;
+        for i in 0..self.ports.len() {
+            if self.ports[i].sock.free_frames() >= LOW {
+                continue;
+            }
+            let Some(j) = (0..self.ports.len())
+                .filter(|&j| j != i && self.ports[j].sock.shares_umem_with(&self.ports[i].sock))
+                .max_by_key(|&j| self.ports[j].sock.free_frames())
+            else {
+                continue;
+            };
+            let spare = self.ports[j].sock.free_frames().saturating_sub(LOW) / 2;
+            if spare == 0 {
+                continue;
+            }
+            let (a, b) = if i < j { self.ports.split_at_mut(j) } else { self.ports.split_at_mut(i) };
+            let (low, rich) = if i < j { (&mut a[i], &mut b[0]) } else { (&mut b[0], &mut a[j]) };
+            rich.sock.give_frames(&mut low.sock, spare);
+        }
     }
 
     /// Sleeps until any port has something to receive, or `timeout_ms`.
@@ -161,10 +198,21 @@ impl Worker {
                             }
                             ok
                         }
-                        // Another port: each port has its own UMEM for now, so copy.
+                        // Another port on the same UMEM: hand over the frame itself.
+                        Some(o) if self.ports[o].sock.shares_umem_with(&self.ports[p].sock) => {
+                            let ok = self.ports[o].sock.transmit(rx_addr, f.len() as u32);
+                            if ok {
+                                self.counters.moved += 1;
+                            } else {
+                                self.ports[p].sock.release(rx_addr);
+                            }
+                            ok
+                        }
+                        // Another UMEM: copy.
                         Some(o) => {
                             let ok = copy_out(&mut self.ports[o].sock, f.data());
                             self.ports[p].sock.release(rx_addr);
+                            self.counters.copied += u64::from(ok);
                             ok
                         }
                         None => {

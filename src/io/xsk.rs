@@ -12,6 +12,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
 /// How to bind: zero-copy where the driver allows, copy otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,9 +43,12 @@ pub struct XskConfig {
 
 impl Default for XskConfig {
     fn default() -> Self {
-        XskConfig { frames: 4096, frame_size: 2048, ring_size: 2048, mode: BindMode::Auto, need_wakeup: true }
+        XskConfig { frames: 16384, frame_size: 2048, ring_size: 2048, mode: BindMode::Auto, need_wakeup: true }
     }
 }
+
+/// Frames a port keeps in its fill ring.
+pub const FILL_TARGET: u32 = 512;
 
 /// One whole UMEM frame that the worker owns, as a byte buffer. Made only
 /// by `XskSocket::umem_frame`, whose contract makes it unique and keeps it
@@ -79,6 +83,17 @@ pub(crate) fn poll_all(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<
         return Err(os_error("poll"));
     }
     Ok(())
+}
+
+/// What another socket needs to bind to the same UMEM: a descriptor of
+/// the socket that registered it (duplicated, so it stays valid) and the
+/// memory itself.
+#[derive(Clone)]
+pub struct UmemShare {
+    fd: Arc<OwnedFd>,
+    umem: Arc<Mapping>,
+    frame_size: u32,
+    frames: u32,
 }
 
 /// A received frame: where it is in the UMEM and how long it is.
@@ -135,6 +150,13 @@ impl Mapping {
         NonNull::new(p.cast::<u8>()).map(|ptr| Mapping { ptr, len }).ok_or_else(|| os_error(what))
     }
 }
+
+// SAFETY: a mapping is an address range; who may touch which bytes is
+// governed by the frame ownership rule in this module's header, not by
+// which thread holds the handle.
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
 
 impl Drop for Mapping {
     fn drop(&mut self) {
@@ -238,7 +260,8 @@ pub struct XskStats {
 /// An AF_XDP socket bound to one queue of one interface, with its own UMEM.
 pub struct XskSocket {
     fd: OwnedFd,
-    umem: Mapping,
+    /// Shared with every socket bound to the same UMEM.
+    umem: Arc<Mapping>,
     frame_size: u32,
     fill: Ring,
     comp: Ring,
@@ -282,17 +305,62 @@ unsafe fn getsockopt<T: Copy>(fd: &OwnedFd, opt: libc::c_int, what: &str) -> io:
 impl XskSocket {
     /// Opens a socket on queue `queue` of interface `ifindex`.
     pub fn open(ifindex: u32, queue: u32, config: XskConfig) -> io::Result<XskSocket> {
+        Self::open_mode(ifindex, queue, config, None)
+    }
+
+    /// Opens a socket on another interface or queue that shares `share`'s
+    /// UMEM, so that frames move between the two by address. Its free
+    /// stash starts empty: the caller gives it frames (`give_frames`).
+    pub fn open_shared(ifindex: u32, queue: u32, config: XskConfig, share: &UmemShare) -> io::Result<XskSocket> {
+        let config = XskConfig { frames: share.frames, frame_size: share.frame_size, ..config };
+        Self::open_mode(ifindex, queue, config, Some(share))
+    }
+
+    fn open_mode(ifindex: u32, queue: u32, config: XskConfig, share: Option<&UmemShare>) -> io::Result<XskSocket> {
         match config.mode {
-            BindMode::Auto => match Self::open_with(ifindex, queue, config, libc::XDP_ZEROCOPY) {
+            BindMode::Auto => match Self::open_with(ifindex, queue, config, libc::XDP_ZEROCOPY, share) {
                 Ok(s) => Ok(s),
-                Err(_) => Self::open_with(ifindex, queue, config, libc::XDP_COPY),
+                Err(_) => Self::open_with(ifindex, queue, config, libc::XDP_COPY, share),
             },
-            BindMode::Copy => Self::open_with(ifindex, queue, config, libc::XDP_COPY),
-            BindMode::ZeroCopy => Self::open_with(ifindex, queue, config, libc::XDP_ZEROCOPY),
+            BindMode::Copy => Self::open_with(ifindex, queue, config, libc::XDP_COPY, share),
+            BindMode::ZeroCopy => Self::open_with(ifindex, queue, config, libc::XDP_ZEROCOPY, share),
         }
     }
 
-    fn open_with(ifindex: u32, queue: u32, c: XskConfig, copy_flag: u16) -> io::Result<XskSocket> {
+    /// What another socket needs to share this one's UMEM.
+    pub fn share(&self) -> io::Result<UmemShare> {
+        Ok(UmemShare {
+            fd: Arc::new(self.fd.try_clone()?),
+            umem: Arc::clone(&self.umem),
+            frame_size: self.frame_size,
+            frames: (self.umem.len / self.frame_size as usize) as u32,
+        })
+    }
+
+    /// True when `other` uses the same UMEM, so frames can move between
+    /// the two by address.
+    pub fn shares_umem_with(&self, other: &XskSocket) -> bool {
+        Arc::ptr_eq(&self.umem, &other.umem)
+    }
+
+    /// Moves up to `n` free frames from this socket's stash to `to`'s.
+    pub fn give_frames(&mut self, to: &mut XskSocket, n: usize) -> usize {
+        if !self.shares_umem_with(to) {
+            return 0;
+        }
+        let n = n.min(self.free.len());
+        let at = self.free.len() - n;
+        to.free.extend(self.free.drain(at..));
+        n
+    }
+
+    fn open_with(
+        ifindex: u32,
+        queue: u32,
+        c: XskConfig,
+        copy_flag: u16,
+        share: Option<&UmemShare>,
+    ) -> io::Result<XskSocket> {
         if !c.ring_size.is_power_of_two() || !c.frame_size.is_power_of_two() || c.frames == 0 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "ring and frame sizes must be powers of two"));
         }
@@ -303,17 +371,23 @@ impl XskSocket {
         }
         // SAFETY: `raw` was just returned to us and nothing else owns it.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let umem_len = c.frames as usize * c.frame_size as usize;
-        let umem = Mapping::anonymous(umem_len)?;
-        let reg = libc::xdp_umem_reg {
-            addr: umem.ptr.as_ptr() as u64,
-            len: umem_len as u64,
-            chunk_size: c.frame_size,
-            headroom: 0,
-            flags: 0,
-            tx_metadata_len: 0,
+        let umem = match share {
+            Some(s) => Arc::clone(&s.umem),
+            None => {
+                let umem_len = c.frames as usize * c.frame_size as usize;
+                let umem = Mapping::anonymous(umem_len)?;
+                let reg = libc::xdp_umem_reg {
+                    addr: umem.ptr.as_ptr() as u64,
+                    len: umem_len as u64,
+                    chunk_size: c.frame_size,
+                    headroom: 0,
+                    flags: 0,
+                    tx_metadata_len: 0,
+                };
+                setsockopt(&fd, libc::XDP_UMEM_REG, &reg, "registering the UMEM (RLIMIT_MEMLOCK? CAP_IPC_LOCK?)")?;
+                Arc::new(umem)
+            }
         };
-        setsockopt(&fd, libc::XDP_UMEM_REG, &reg, "registering the UMEM (RLIMIT_MEMLOCK? CAP_IPC_LOCK?)")?;
         for opt in [libc::XDP_UMEM_FILL_RING, libc::XDP_UMEM_COMPLETION_RING, libc::XDP_RX_RING, libc::XDP_TX_RING] {
             setsockopt(&fd, opt, &c.ring_size, "sizing an AF_XDP ring")?;
         }
@@ -333,13 +407,18 @@ impl XskSocket {
             Ring::new(Mapping::ring(&fd, desc_ring(&off.rx), libc::XDP_PGOFF_RX_RING as u64)?, &off.rx, c.ring_size);
         let tx =
             Ring::new(Mapping::ring(&fd, desc_ring(&off.tx), libc::XDP_PGOFF_TX_RING as u64)?, &off.tx, c.ring_size);
-        let flags = copy_flag | if c.need_wakeup { libc::XDP_USE_NEED_WAKEUP } else { 0 };
+        // A socket that shares a UMEM takes the owner's copy mode and
+        // wake-up flag; it may not set its own.
+        let flags = match share {
+            Some(_) => libc::XDP_SHARED_UMEM,
+            None => copy_flag | if c.need_wakeup { libc::XDP_USE_NEED_WAKEUP } else { 0 },
+        };
         let sa = libc::sockaddr_xdp {
             sxdp_family: libc::AF_XDP as u16,
             sxdp_flags: flags,
             sxdp_ifindex: ifindex,
             sxdp_queue_id: queue,
-            sxdp_shared_umem_fd: 0,
+            sxdp_shared_umem_fd: share.map_or(0, |s| s.fd.as_raw_fd() as u32),
         };
         // SAFETY: `sa` is a valid sockaddr_xdp and the length says so.
         let r = unsafe {
@@ -361,12 +440,15 @@ impl XskSocket {
             comp,
             rx,
             tx,
-            free: (0..c.frames as u64).rev().map(|i| i * u64::from(c.frame_size)).collect(),
+            free: match share {
+                Some(_) => Vec::with_capacity(c.frames as usize),
+                None => (0..c.frames as u64).rev().map(|i| i * u64::from(c.frame_size)).collect(),
+            },
             need_wakeup: c.need_wakeup,
         };
-        // Half the frames wait in the fill ring for packets; the rest stay
-        // in the stash for transmitting.
-        s.refill((c.frames / 2).min(c.ring_size));
+        // Some frames wait in the fill ring for packets; the rest stay in the
+        // stash for transmitting and for other ports sharing the UMEM.
+        s.refill((c.frames / 2).min(c.ring_size).min(FILL_TARGET));
         Ok(s)
     }
 
@@ -383,6 +465,19 @@ impl XskSocket {
     /// Frames in the stash.
     pub fn free_frames(&self) -> usize {
         self.free.len()
+    }
+
+    /// Frames waiting in the fill ring for the kernel to receive into.
+    pub fn fill_level(&self) -> u32 {
+        self.fill.size - self.fill.free()
+    }
+
+    /// Tops the fill ring up to `target` frames from the stash. Keeping it
+    /// near a target, not full, leaves the frames of a shared UMEM where
+    /// traffic is, instead of parked in idle ports' fill rings.
+    pub fn refill_to(&mut self, target: u32) -> u32 {
+        let want = target.saturating_sub(self.fill_level());
+        self.refill(want)
     }
 
     /// Moves up to `max` stashed frames into the fill ring, as many as fit.
