@@ -204,6 +204,10 @@ fn vrouterd_forwards_reloads_and_detaches_on_sigterm() {
         in_ns(pod, &["ip", "route", "add", "default", "via", "10.1.0.1", "dev", "eth0"]);
         let _ = Command::new("ip").args(["netns", "exec", pod, "ethtool", "-K", "eth0", "tx", "off"]).output();
     }
+    // a1's link gets two queues on both ends: its packets can land on
+    // queue 1, which a socket bound only to queue 0 would never see.
+    in_ns(&node, &["ethtool", "-L", "pa1", "rx", "2", "tx", "2"]);
+    in_ns(&a1, &["ethtool", "-L", "eth0", "rx", "2", "tx", "2"]);
     let dir = temp_dir("run");
     std::fs::write(dir.join("tables.toml"), tables(2, false)).unwrap();
     let cfg = dir.join("vrouterd.toml");
@@ -265,6 +269,7 @@ fn vrouterd_forwards_reloads_and_detaches_on_sigterm() {
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "vrouterd exited cleanly:\n{log}");
     assert!(log.contains("port up") && log.contains("copy"), "the log says which mode each port got:\n{log}");
+    assert!(log.contains("interface=pa1 queues=2"), "both of a1's queues were bound:\n{log}");
     assert!(log.contains("tables reloaded"), "{log}");
     let _ = notify.recv(&mut buf); // STOPPING=1
     for dev in ["pa1", "pa2", "fab"] {

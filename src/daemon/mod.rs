@@ -119,23 +119,40 @@ fn port_vifs(tables: &Tables) -> Vec<crate::tables::Vif> {
     tables.vifs().filter(|v| matches!(v.kind, VifKind::Fabric | VifKind::Virtual)).cloned().collect()
 }
 
-/// Opens the port of `vif`: on the worker's UMEM when `share` is given (the
-/// first port registers it), so that frames move between ports by address.
+/// Opens the ports of `vif`, one per active receive queue, on the worker's
+/// UMEM when `share` is given (else the first socket registers it), and
+/// attaches its XDP program.
 fn open_port(
     cfg: &Config,
     vif: &crate::tables::Vif,
     share: Option<&crate::io::xsk::UmemShare>,
-) -> Result<(Port, Attached), DaemonError> {
+) -> Result<(Vec<Port>, Attached), DaemonError> {
     let what = |e: &dyn std::fmt::Display| fail(format!("vif {} ({}): {e}", vif.index, vif.name));
     let idx = crate::io::ifindex(&vif.name).map_err(|e| what(&e))?;
+    let queues = crate::io::rx_queues(&vif.name);
     let xcfg = XskConfig { frames: cfg.dataplane.frames, mode: cfg.dataplane.bind_mode(), ..XskConfig::default() };
-    let sock = match share {
-        Some(s) => XskSocket::open_shared(idx, 0, xcfg, s),
-        None => XskSocket::open(idx, 0, xcfg),
+    let map = XskMap::new(queues).map_err(|e| what(&e))?;
+    let mut ports = Vec::new();
+    let mut share = share.cloned();
+    for q in 0..queues {
+        let sock = match &share {
+            Some(s) => XskSocket::open_shared(idx, q, xcfg, s),
+            None => XskSocket::open(idx, q, xcfg),
+        }
+        .map_err(|e| what(&format!("queue {q}: {e}")))?;
+        if share.is_none() {
+            share = Some(sock.share().map_err(|e| what(&e))?);
+        }
+        map.set(q, sock.raw_fd()).map_err(|e| what(&e))?;
+        info!(
+            vif = vif.index,
+            interface = %vif.name,
+            queue = q,
+            copy = if sock.is_zerocopy() { "zero-copy" } else { "copy" },
+            "socket bound"
+        );
+        ports.push(Port { vif: vif.index, sock });
     }
-    .map_err(|e| what(&e))?;
-    let map = XskMap::new(1).map_err(|e| what(&e))?;
-    map.set(0, sock.raw_fd()).map_err(|e| what(&e))?;
     let prog = if vif.kind == VifKind::Fabric {
         Program::redirect_tunnels(&map, cfg.node.underlay)
     } else {
@@ -143,14 +160,8 @@ fn open_port(
     }
     .map_err(|e| what(&e))?;
     let link = Attachment::new(&prog, idx, cfg.dataplane.xdp_mode()).map_err(|e| what(&e))?;
-    info!(
-        vif = vif.index,
-        interface = %vif.name,
-        xdp = ?cfg.dataplane.xdp_mode(),
-        copy = if sock.is_zerocopy() { "zero-copy" } else { "copy" },
-        "port up"
-    );
-    Ok((Port { vif: vif.index, sock }, (link, map)))
+    info!(vif = vif.index, interface = %vif.name, queues, xdp = ?cfg.dataplane.xdp_mode(), "port up");
+    Ok((ports, (link, map)))
 }
 
 /// Runs the daemon until SIGTERM or SIGINT. SIGHUP reloads the tables file.
@@ -181,11 +192,12 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let mut attached = std::collections::BTreeMap::new();
     let mut share = None;
     for vif in port_vifs(writer.tables()) {
-        let (port, xdp) = open_port(&cfg, &vif, share.as_ref())?;
+        let (vif_ports, xdp) = open_port(&cfg, &vif, share.as_ref())?;
         if share.is_none() {
-            share = Some(port.sock.share().map_err(|e| fail(format!("sharing the UMEM: {e}")))?);
+            let first = vif_ports.first().ok_or_else(|| fail("a port with no queue"))?;
+            share = Some(first.sock.share().map_err(|e| fail(format!("sharing the UMEM: {e}")))?);
         }
-        ports.push(port);
+        ports.extend(vif_ports);
         attached.insert(vif.index, xdp);
     }
     let (control, commands) = std::sync::mpsc::channel();
@@ -311,9 +323,11 @@ fn sync_ports(
     let new: Vec<_> = wanted.into_iter().filter(|v| !attached.contains_key(&v.index)).collect();
     for vif in &new {
         match open_port(cfg, vif, share) {
-            Ok((port, xdp)) => {
+            Ok((ports, xdp)) => {
                 attached.insert(vif.index, xdp);
-                let _ = control.send(PortCommand::Add(Box::new(port)));
+                for port in ports {
+                    let _ = control.send(PortCommand::Add(Box::new(port)));
+                }
             }
             Err(e) => error!("{e}"),
         }

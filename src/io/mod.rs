@@ -60,3 +60,13 @@ pub fn pin_to_core(core: usize) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// The number of active receive queues of interface `name`, from sysfs
+/// (1 when sysfs does not say). Packets can land on any of them, so each
+/// needs its own socket.
+pub fn rx_queues(name: &str) -> u32 {
+    std::fs::read_dir(format!("/sys/class/net/{name}/queues"))
+        .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("rx-")).count() as u32)
+        .unwrap_or(1)
+        .max(1)
+}

@@ -8,7 +8,9 @@ use crate::pipeline::{Frame, Pipeline, Spill, Verdict, VECTOR};
 use crate::tables::{TablesHandle, VifIndex};
 use std::io;
 
-/// A vif served by an AF_XDP socket.
+/// One receive queue of a vif, served by an AF_XDP socket. A vif with
+/// several active queues has one `Port` per queue; frames leave by the
+/// first.
 pub struct Port {
     /// The vif this port is.
     pub vif: VifIndex,
@@ -18,9 +20,9 @@ pub struct Port {
 
 /// A change to a running worker's ports, sent by the daemon.
 pub enum PortCommand {
-    /// Start serving this port.
+    /// Start serving this port (one queue of a vif).
     Add(Box<Port>),
-    /// Stop serving the port of this vif and close its socket.
+    /// Stop serving every queue of this vif and close their sockets.
     Remove(VifIndex),
 }
 
@@ -90,10 +92,7 @@ impl Worker {
         let Some(rx) = &self.control else { return };
         while let Ok(cmd) = rx.try_recv() {
             match cmd {
-                PortCommand::Add(port) => {
-                    self.ports.retain(|p| p.vif != port.vif);
-                    self.ports.push(*port);
-                }
+                PortCommand::Add(port) => self.ports.push(*port),
                 PortCommand::Remove(vif) => self.ports.retain(|p| p.vif != vif),
             }
         }
