@@ -119,6 +119,28 @@ fn may_answer_v6(f: &[u8], info: &IpInfo) -> bool {
     true
 }
 
+/// Makes room for an IP and ICMP header (`grow` bytes) in front of the
+/// packet being quoted, keeps `quote` bytes of it, and addresses the new
+/// Ethernet header back to the sender. False when the headroom is short.
+fn reply_frame<B: AsRef<[u8]> + AsMut<[u8]>>(
+    f: &mut Frame<B>,
+    grow: usize,
+    quote: usize,
+    router_mac: MacAddr,
+    ethertype: EtherType,
+) -> bool {
+    let peer_mac = ethernet::Packet::new_unchecked(f.data()).src();
+    if !f.push_front(grow) {
+        return false;
+    }
+    f.set_len(ETH + grow + quote);
+    let mut eth = ethernet::Packet::new_unchecked(&mut f.data_mut()[..ETH]);
+    eth.set_dst(peer_mac);
+    eth.set_src(router_mac);
+    eth.set_ethertype(ethertype);
+    true
+}
+
 fn build_v4<B: AsRef<[u8]> + AsMut<[u8]>>(
     f: &mut Frame<B>,
     vrf: &Vrf,
@@ -133,17 +155,10 @@ fn build_v4<B: AsRef<[u8]> + AsMut<[u8]>>(
         return false;
     }
     let quote = info.total().min(V4_QUOTE_MAX);
-    let peer_mac = ethernet::Packet::new_unchecked(f.data()).src();
-    let grow = ipv4::HEADER_LEN + icmpv4::HEADER_LEN;
-    if !f.push_front(grow) {
+    if !reply_frame(f, ipv4::HEADER_LEN + icmpv4::HEADER_LEN, quote, router_mac, EtherType::IPV4) {
         return false;
     }
-    f.set_len(ETH + grow + quote);
     let d = f.data_mut();
-    let mut eth = ethernet::Packet::new_unchecked(&mut d[..ETH]);
-    eth.set_dst(peer_mac);
-    eth.set_src(router_mac);
-    eth.set_ethertype(EtherType::IPV4);
     let repr = ipv4::Repr {
         src: gw,
         dst: Ipv4Addr::from(info.src as u32),
@@ -173,17 +188,10 @@ fn build_v6<B: AsRef<[u8]> + AsMut<[u8]>>(
         return false;
     }
     let quote = info.total().min(V6_QUOTE_MAX);
-    let peer_mac = ethernet::Packet::new_unchecked(f.data()).src();
-    let grow = ipv6::HEADER_LEN + icmpv6::HEADER_LEN;
-    if !f.push_front(grow) {
+    if !reply_frame(f, ipv6::HEADER_LEN + icmpv6::HEADER_LEN, quote, router_mac, EtherType::IPV6) {
         return false;
     }
-    f.set_len(ETH + grow + quote);
     let d = f.data_mut();
-    let mut eth = ethernet::Packet::new_unchecked(&mut d[..ETH]);
-    eth.set_dst(peer_mac);
-    eth.set_src(router_mac);
-    eth.set_ethertype(EtherType::IPV6);
     let dst = Ipv6Addr::from(info.src);
     let repr = ipv6::Repr {
         src: gw,
