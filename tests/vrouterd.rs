@@ -205,13 +205,15 @@ fn vrouterd_forwards_reloads_and_detaches_on_sigterm() {
         let _ = Command::new("ip").args(["netns", "exec", pod, "ethtool", "-K", "eth0", "tx", "off"]).output();
     }
     // a1's link gets two queues on both ends: its packets can land on
-    // queue 1, which a socket bound only to queue 0 would never see.
+    // queue 1, which a socket bound only to queue 0 would never see. Native
+    // XDP, because veth keeps packets on their queues only in native mode
+    // (generic XDP sees every packet on queue 0).
     in_ns(&node, &["ethtool", "-L", "pa1", "rx", "2", "tx", "2"]);
     in_ns(&a1, &["ethtool", "-L", "eth0", "rx", "2", "tx", "2"]);
     let dir = temp_dir("run");
     std::fs::write(dir.join("tables.toml"), tables(2, false)).unwrap();
     let cfg = dir.join("vrouterd.toml");
-    std::fs::write(&cfg, "[node]\nfabric = \"fab\"\nunderlay = \"192.168.77.1\"\n[dataplane]\nxdp_mode = \"generic\"\n[tables]\nfile = \"tables.toml\"\n").unwrap();
+    std::fs::write(&cfg, "[node]\nfabric = \"fab\"\nunderlay = \"192.168.77.1\"\n[dataplane]\ncores = [0, 1]\nxdp_mode = \"native\"\n[tables]\nfile = \"tables.toml\"\n").unwrap();
     let notify_path = dir.join("notify.sock");
     let _ = std::fs::remove_file(&notify_path);
     let notify = UnixDatagram::bind(&notify_path).unwrap();
@@ -231,6 +233,13 @@ fn vrouterd_forwards_reloads_and_detaches_on_sigterm() {
     assert!(in_ns(&node, &["ip", "-d", "link", "show", "pa1"]).contains("prog/xdp"), "pod port has its program");
 
     assert!(ping(&a1, "10.1.0.3", "3"), "a1 reaches a2 through vrouterd");
+    // Many flows: a1's two queues spread them over both workers; what
+    // worker 1 receives for a2 (whose one queue is worker 0's) is handed over.
+    let rx = |ns: &str| in_ns(ns, &["cat", "/sys/class/net/eth0/statistics/rx_packets"]).trim().parse::<u64>().unwrap();
+    let before = rx(&a2);
+    in_ns(&a1, &["bash", "-c", "for i in $(seq 200); do echo -n x > /dev/udp/10.1.0.3/7777; done"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(rx(&a2) - before >= 200, "all 200 flows reached a2: {}", rx(&a2) - before);
     assert!(!ping(&a1, "10.1.0.4", "1"), "a3 is not there yet");
 
     // A pod arrives: its port opens on SIGHUP while a1 keeps pinging a2.
@@ -270,6 +279,20 @@ fn vrouterd_forwards_reloads_and_detaches_on_sigterm() {
     assert!(out.status.success(), "vrouterd exited cleanly:\n{log}");
     assert!(log.contains("port up") && log.contains("copy"), "the log says which mode each port got:\n{log}");
     assert!(log.contains("interface=pa1 queues=2"), "both of a1's queues were bound:\n{log}");
+    assert!(log.contains("interface=pa1 queue=1 worker=1"), "queue 1 went to worker 1:\n{log}");
+    let w1 =
+        log.lines().find(|l| l.contains("worker stopped") && l.contains("worker=1")).unwrap_or_else(|| panic!("{log}"));
+    let field = |l: &str, k: &str| {
+        l.split(&format!("{k}="))
+            .nth(1)
+            .and_then(|v| v.split(' ').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        field(w1, "rx") > 0 && field(w1, "handed_off") > 0,
+        "worker 1 received on queue 1 and handed frames to worker 0: {w1}"
+    );
     assert!(log.contains("tables reloaded"), "{log}");
     let _ = notify.recv(&mut buf); // STOPPING=1
     for dev in ["pa1", "pa2", "fab"] {

@@ -122,36 +122,39 @@ fn port_vifs(tables: &Tables) -> Vec<crate::tables::Vif> {
 /// Opens the ports of `vif`, one per active receive queue, on the worker's
 /// UMEM when `share` is given (else the first socket registers it), and
 /// attaches its XDP program.
+/// Queue `q` of every port belongs to worker `q % workers`; each worker's
+/// sockets share that worker's UMEM (`shares[w]`, set by its first socket).
 fn open_port(
     cfg: &Config,
     vif: &crate::tables::Vif,
-    share: Option<&crate::io::xsk::UmemShare>,
-) -> Result<(Vec<Port>, Attached), DaemonError> {
+    shares: &mut [Option<crate::io::xsk::UmemShare>],
+) -> Result<(Vec<(usize, Port)>, Attached), DaemonError> {
     let what = |e: &dyn std::fmt::Display| fail(format!("vif {} ({}): {e}", vif.index, vif.name));
     let idx = crate::io::ifindex(&vif.name).map_err(|e| what(&e))?;
     let queues = crate::io::rx_queues(&vif.name);
     let xcfg = XskConfig { frames: cfg.dataplane.frames, mode: cfg.dataplane.bind_mode(), ..XskConfig::default() };
     let map = XskMap::new(queues).map_err(|e| what(&e))?;
     let mut ports = Vec::new();
-    let mut share = share.cloned();
     for q in 0..queues {
-        let sock = match &share {
+        let w = q as usize % shares.len().max(1);
+        let sock = match &shares[w] {
             Some(s) => XskSocket::open_shared(idx, q, xcfg, s),
             None => XskSocket::open(idx, q, xcfg),
         }
         .map_err(|e| what(&format!("queue {q}: {e}")))?;
-        if share.is_none() {
-            share = Some(sock.share().map_err(|e| what(&e))?);
+        if shares[w].is_none() {
+            shares[w] = Some(sock.share().map_err(|e| what(&e))?);
         }
         map.set(q, sock.raw_fd()).map_err(|e| what(&e))?;
         info!(
             vif = vif.index,
             interface = %vif.name,
             queue = q,
+            worker = w,
             copy = if sock.is_zerocopy() { "zero-copy" } else { "copy" },
             "socket bound"
         );
-        ports.push(Port { vif: vif.index, sock });
+        ports.push((w, Port { vif: vif.index, sock }));
     }
     let prog = if vif.kind == VifKind::Fabric {
         Program::redirect_tunnels(&map, cfg.node.underlay)
@@ -188,46 +191,60 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         .map_err(|e| fail(format!("signal handler: {e}")))?;
 
     let handle = writer.handle();
-    let mut ports: Vec<Port> = Vec::new();
+    let workers = cfg.dataplane.cores.len().max(1);
+    let mut ports: Vec<Vec<Port>> = (0..workers).map(|_| Vec::new()).collect();
     let mut attached = std::collections::BTreeMap::new();
-    let mut share = None;
+    let mut shares: Vec<Option<crate::io::xsk::UmemShare>> = vec![None; workers];
     for vif in port_vifs(writer.tables()) {
-        let (vif_ports, xdp) = open_port(&cfg, &vif, share.as_ref())?;
-        if share.is_none() {
-            let first = vif_ports.first().ok_or_else(|| fail("a port with no queue"))?;
-            share = Some(first.sock.share().map_err(|e| fail(format!("sharing the UMEM: {e}")))?);
+        let (vif_ports, xdp) = open_port(&cfg, &vif, &mut shares)?;
+        for (w, port) in vif_ports {
+            ports[w].push(port);
         }
-        ports.extend(vif_ports);
         attached.insert(vif.index, xdp);
     }
-    let (control, commands) = std::sync::mpsc::channel();
-    let core = cfg.dataplane.cores.first().copied();
-    let worker_stop = stop.clone();
-    let pipeline = Pipeline::new(PipelineConfig::default(), writer.tables().limits());
-    let thread = std::thread::Builder::new()
-        .name("vrouter-worker-0".into())
-        .spawn(move || {
-            if let Some(c) = core {
-                if let Err(e) = crate::io::pin_to_core(c) {
-                    warn!("worker not pinned to core {c}: {e}");
-                }
-            }
-            let mut worker = Worker::new(ports, pipeline, handle).with_control(commands);
-            while !worker_stop.load(Ordering::Relaxed) {
-                match worker.poll() {
-                    Ok(0) => {
-                        let _ = worker.wait(10);
+    // Worker 0 owns queue 0 of every port, so the others hand it frames
+    // for ports they have no socket on.
+    let handoffs: Vec<_> = (1..workers).map(|_| crate::io::worker::Handoff::new(1024)).collect();
+    let mut controls = Vec::new();
+    let mut threads = Vec::new();
+    for (w, worker_ports) in ports.into_iter().enumerate() {
+        let (control, commands) = std::sync::mpsc::channel();
+        controls.push(control);
+        let core = cfg.dataplane.cores.get(w).copied();
+        let worker_stop = stop.clone();
+        let pipeline = Pipeline::new(PipelineConfig::default(), writer.tables().limits());
+        let mut worker = Worker::new(worker_ports, pipeline, handle.clone()).with_control(commands);
+        worker = if w == 0 {
+            worker.with_handoff_in(handoffs.clone())
+        } else {
+            worker.with_handoff_out(handoffs[w - 1].clone())
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("vrouter-worker-{w}"))
+            .spawn(move || {
+                if let Some(c) = core {
+                    if let Err(e) = crate::io::pin_to_core(c) {
+                        warn!("worker {w} not pinned to core {c}: {e}");
                     }
-                    Ok(_) => {}
-                    Err(e) => {
-                        error!("worker: {e}");
-                        break;
+                }
+                while !worker_stop.load(Ordering::Relaxed) {
+                    match worker.poll() {
+                        Ok(0) => {
+                            let _ = worker.wait(10);
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            error!("worker {w}: {e}");
+                            break;
+                        }
                     }
                 }
-            }
-            worker
-        })
-        .map_err(|e| fail(format!("starting the worker: {e}")))?;
+                worker
+            })
+            .map_err(|e| fail(format!("starting worker {w}: {e}")))?;
+        threads.push(thread);
+    }
+    info!(workers, cores = ?cfg.dataplane.cores, "workers started");
 
     let notifier = notify::Notifier::from_env();
     notifier.ready();
@@ -246,7 +263,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                     info!(generation = g, "tables reloaded");
                     tunnels = resolved;
                     resolve_tunnels(&mut writer, &tunnels);
-                    sync_ports(&cfg, writer.tables(), &mut attached, &control, share.as_ref());
+                    sync_ports(&cfg, writer.tables(), &mut attached, &controls, &mut shares);
                 }
                 Err(e) => error!("reload refused, tables unchanged: {e}"),
             }
@@ -256,16 +273,44 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             last_resolve = Instant::now();
         }
         writer.reclaim();
-        if thread.is_finished() {
+        if threads.iter().any(|t| t.is_finished()) {
             break;
         }
     }
     notifier.stopping();
     stop.store(true, Ordering::Relaxed);
-    let worker = thread.join().map_err(|_| fail("the worker panicked"))?;
-    let s = worker.pipeline().stats();
-    let c = worker.counters();
-    info!(rx = c.rx, tx = c.tx, moved = c.moved, copied = c.copied, drops = s.total_drops(), "worker stopped");
+    let mut done = Vec::new();
+    for t in threads {
+        done.push(t.join().map_err(|_| fail("a worker panicked"))?);
+    }
+    for (w, worker) in done.iter().enumerate() {
+        let c = worker.counters();
+        info!(
+            worker = w,
+            rx = c.rx,
+            tx = c.tx,
+            moved = c.moved,
+            copied = c.copied,
+            handed_off = c.handed_off,
+            drops = worker.pipeline().stats().total_drops(),
+            "worker stopped"
+        );
+        for (vif, xs, free) in worker.port_stats() {
+            if let Some(x) = xs {
+                info!(
+                    worker = w,
+                    vif,
+                    rx_dropped = x.rx_dropped,
+                    rx_ring_full = x.rx_ring_full,
+                    fill_ring_empty = x.rx_fill_ring_empty,
+                    tx_invalid = x.tx_invalid_descs,
+                    free_frames = free,
+                    "af_xdp counters"
+                );
+            }
+        }
+    }
+    let s = crate::stats::Stats::sum(done.iter().map(|w| w.pipeline().stats()));
     for v in writer.tables().vifs() {
         let c = s.vif(v.index);
         info!(
@@ -278,25 +323,12 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             "vif counters"
         );
     }
-    for (vif, xs, free) in worker.port_stats() {
-        if let Some(x) = xs {
-            info!(
-                vif,
-                rx_dropped = x.rx_dropped,
-                rx_ring_full = x.rx_ring_full,
-                fill_ring_empty = x.rx_fill_ring_empty,
-                tx_invalid = x.tx_invalid_descs,
-                free_frames = free,
-                "af_xdp counters"
-            );
-        }
-    }
     for r in crate::stats::DropReason::ALL {
         if s.dropped(*r) > 0 {
             info!(reason = r.as_str(), count = s.dropped(*r), "drops");
         }
     }
-    drop(worker);
+    drop(done);
     drop(attached);
     info!("all XDP programs detached; vrouterd stopped");
     Ok(())
@@ -308,8 +340,8 @@ fn sync_ports(
     cfg: &Config,
     tables: &Tables,
     attached: &mut std::collections::BTreeMap<u32, Attached>,
-    control: &std::sync::mpsc::Sender<PortCommand>,
-    share: Option<&crate::io::xsk::UmemShare>,
+    controls: &[std::sync::mpsc::Sender<PortCommand>],
+    shares: &mut [Option<crate::io::xsk::UmemShare>],
 ) {
     let wanted = port_vifs(tables);
     let gone: Vec<u32> = attached.keys().copied().filter(|i| !wanted.iter().any(|v| v.index == *i)).collect();
@@ -317,16 +349,18 @@ fn sync_ports(
         // Detach first: the interface's traffic goes back to the kernel
         // before the socket closes.
         attached.remove(&vif);
-        let _ = control.send(PortCommand::Remove(vif));
+        for control in controls {
+            let _ = control.send(PortCommand::Remove(vif));
+        }
         info!(vif, "port down");
     }
     let new: Vec<_> = wanted.into_iter().filter(|v| !attached.contains_key(&v.index)).collect();
     for vif in &new {
-        match open_port(cfg, vif, share) {
+        match open_port(cfg, vif, shares) {
             Ok((ports, xdp)) => {
                 attached.insert(vif.index, xdp);
-                for port in ports {
-                    let _ = control.send(PortCommand::Add(Box::new(port)));
+                for (w, port) in ports {
+                    let _ = controls[w].send(PortCommand::Add(Box::new(port)));
                 }
             }
             Err(e) => error!("{e}"),

@@ -26,6 +26,47 @@ pub enum PortCommand {
     Remove(VifIndex),
 }
 
+/// Bytes a hand-off buffer holds: one UMEM frame.
+pub const HANDOFF_FRAME: usize = 2048;
+
+type HandoffBuf = Box<[u8; HANDOFF_FRAME]>;
+
+/// Frames one worker passes to the worker that owns the port they leave by
+/// (worker 0 owns queue 0 of every port). Buffers circulate between two
+/// lock-free rings, allocated once: nothing is allocated per frame.
+pub struct Handoff {
+    full: crossbeam_queue::ArrayQueue<(VifIndex, u16, HandoffBuf)>,
+    free: crossbeam_queue::ArrayQueue<HandoffBuf>,
+}
+
+impl Handoff {
+    /// A hand-off with `slots` buffers.
+    pub fn new(slots: usize) -> std::sync::Arc<Handoff> {
+        let h =
+            Handoff { full: crossbeam_queue::ArrayQueue::new(slots), free: crossbeam_queue::ArrayQueue::new(slots) };
+        for _ in 0..slots {
+            let _ = h.free.push(Box::new([0u8; HANDOFF_FRAME]));
+        }
+        std::sync::Arc::new(h)
+    }
+
+    /// Posts a frame for `vif`; false when every buffer is in use.
+    fn post(&self, vif: VifIndex, data: &[u8]) -> bool {
+        if data.len() > HANDOFF_FRAME {
+            return false;
+        }
+        let Some(mut buf) = self.free.pop() else { return false };
+        buf[..data.len()].copy_from_slice(data);
+        match self.full.push((vif, data.len() as u16, buf)) {
+            Ok(()) => true,
+            Err((_, _, buf)) => {
+                let _ = self.free.push(buf);
+                false
+            }
+        }
+    }
+}
+
 /// What a worker has done, besides the pipeline's own counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WorkerCounters {
@@ -42,6 +83,8 @@ pub struct WorkerCounters {
     pub moved: u64,
     /// Frames copied to another port's UMEM.
     pub copied: u64,
+    /// Frames handed to the worker that owns their output port.
+    pub handed_off: u64,
 }
 
 /// One worker's ports, pipeline and scratch space.
@@ -54,6 +97,10 @@ pub struct Worker {
     counters: WorkerCounters,
     pollfds: Vec<libc::pollfd>,
     control: Option<std::sync::mpsc::Receiver<PortCommand>>,
+    /// Where frames go that leave by a port this worker has no socket on.
+    handoff_out: Option<std::sync::Arc<Handoff>>,
+    /// Frames other workers passed to this one.
+    handoff_in: Vec<std::sync::Arc<Handoff>>,
 }
 
 impl Worker {
@@ -68,6 +115,37 @@ impl Worker {
             counters: WorkerCounters::default(),
             pollfds: Vec::new(),
             control: None,
+            handoff_out: None,
+            handoff_in: Vec::new(),
+        }
+    }
+
+    /// Sends frames for ports this worker lacks to the owner through `h`.
+    pub fn with_handoff_out(mut self, h: std::sync::Arc<Handoff>) -> Worker {
+        self.handoff_out = Some(h);
+        self
+    }
+
+    /// Transmits what other workers pass through `hs` (worker 0 does this).
+    pub fn with_handoff_in(mut self, hs: Vec<std::sync::Arc<Handoff>>) -> Worker {
+        self.handoff_in = hs;
+        self
+    }
+
+    fn drain_handoffs(&mut self) {
+        for h in &self.handoff_in {
+            while let Some((vif, len, buf)) = h.full.pop() {
+                let sent = match self.ports.iter().position(|p| p.vif == vif) {
+                    Some(o) => copy_out(&mut self.ports[o].sock, &buf[..usize::from(len)]),
+                    None => false,
+                };
+                if sent {
+                    self.counters.tx += 1;
+                } else {
+                    self.counters.tx_dropped += 1;
+                }
+                let _ = h.free.push(buf);
+            }
         }
     }
 
@@ -115,6 +193,7 @@ impl Worker {
         for p in 0..self.ports.len() {
             received += self.poll_port(p)?;
         }
+        self.drain_handoffs();
         for port in &mut self.ports {
             port.sock.complete();
             if port.sock.tx_pending() > 0 {
@@ -153,8 +232,10 @@ impl Worker {
         }
     }
 
-    /// Sleeps until any port has something to receive, or `timeout_ms`.
+    /// Sleeps until any port has something to receive, or `timeout_ms`
+    /// (less when other workers may hand frames over).
     pub fn wait(&mut self, timeout_ms: i32) -> io::Result<()> {
+        let timeout_ms = if self.handoff_in.is_empty() { timeout_ms } else { timeout_ms.min(1) };
         self.pollfds.clear();
         self.pollfds.extend(self.ports.iter().map(|p| libc::pollfd {
             fd: p.sock.raw_fd(),
@@ -214,9 +295,12 @@ impl Worker {
                             self.counters.copied += u64::from(ok);
                             ok
                         }
+                        // No socket here: the owner of the port's queue 0 sends it.
                         None => {
+                            let ok = self.handoff_out.as_ref().is_some_and(|h| h.post(out, f.data()));
+                            self.counters.handed_off += u64::from(ok);
                             self.ports[p].sock.release(rx_addr);
-                            false
+                            ok
                         }
                     };
                     if sent {
