@@ -140,6 +140,9 @@ fn af_xdp_receives_transmits_and_detaches() {
         let veth = Veth::new(tag);
         let (mut sock, _map, link) = attach_and_open(&veth, mode);
         assert!(xdp_attached(&veth.outer), "{mode:?}: the program is attached");
+        let idx = ifindex(&veth.outer).unwrap();
+        let want = if mode == XdpMode::Native { "native" } else { "generic" };
+        assert_eq!(vrouter::io::neigh::xdp_attached(idx).unwrap(), Some(want), "the kernel reports the mode");
 
         // Receive: what the namespace sends reaches our socket, whole.
         veth.send_from_inside(100);
@@ -190,6 +193,7 @@ fn af_xdp_receives_transmits_and_detaches() {
         drop(link);
         drop(sock);
         assert!(!xdp_attached(&veth.outer), "{mode:?}: nothing stays attached");
+        assert_eq!(vrouter::io::neigh::xdp_attached(idx).unwrap(), None);
     }
 }
 

@@ -156,6 +156,10 @@ fn the_lab_end_to_end() {
     assert!(ping("a1", "10.1.0.3"), "a1 -> a2 on node 1");
     assert!(ping("a1", "10.1.1.2"), "a1 -> b1 across nodes");
     assert!(ping("b3", "10.1.0.2"), "b3 -> a1 across nodes");
+    sh("a2", "iperf3 -s -D -1");
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, out) = sh("a1", "iperf3 -c 10.1.0.3 -t 1");
+    assert!(ok && out.contains("receiver"), "TCP between pods on one node:\n{out}");
     sh("b1", "iperf3 -s -D -1");
     std::thread::sleep(Duration::from_millis(300));
     let (ok, out) = sh("a1", "iperf3 -c 10.1.1.2 -t 2");

@@ -279,6 +279,7 @@ fn vrouterd_forwards_reloads_and_detaches_on_sigterm() {
     assert!(out.status.success(), "vrouterd exited cleanly:\n{log}");
     assert!(log.contains("port up") && log.contains("copy"), "the log says which mode each port got:\n{log}");
     assert!(log.contains("interface=pa1 queues=2"), "both of a1's queues were bound:\n{log}");
+    assert!(log.contains("xdp=\"native\""), "the log says the mode each port got from the kernel:\n{log}");
     assert!(log.contains("interface=pa1 queue=1 worker=1"), "queue 1 went to worker 1:\n{log}");
     let w1 =
         log.lines().find(|l| l.contains("worker stopped") && l.contains("worker=1")).unwrap_or_else(|| panic!("{log}"));

@@ -163,7 +163,8 @@ fn open_port(
     }
     .map_err(|e| what(&e))?;
     let link = Attachment::new(&prog, idx, cfg.dataplane.xdp_mode()).map_err(|e| what(&e))?;
-    info!(vif = vif.index, interface = %vif.name, queues, xdp = ?cfg.dataplane.xdp_mode(), "port up");
+    let got = crate::io::neigh::xdp_attached(idx).ok().flatten().unwrap_or("unknown");
+    info!(vif = vif.index, interface = %vif.name, queues, asked = ?cfg.dataplane.xdp_mode(), xdp = got, "port up");
     Ok((ports, (link, map)))
 }
 

@@ -1,6 +1,6 @@
-//! The kernel's neighbour table, read over rtnetlink: the MAC of the
-//! underlay next hop toward a remote node, so that no MAC is configured by
-//! hand. The fabric interface keeps its address in the kernel, which keeps
+//! rtnetlink: the kernel's neighbour table, and how XDP is attached to a
+//! link. The neighbour table gives the MAC of the underlay next hop toward a
+//! remote node, so that no MAC is configured by hand. The fabric interface keeps its address in the kernel, which keeps
 //! resolving it (ARP) as the node's own traffic needs.
 
 use super::os_error;
@@ -32,8 +32,10 @@ pub struct Neighbor {
     pub ifindex: u32,
 }
 
-/// Every usable IPv4 neighbour in this network namespace.
-pub fn dump() -> io::Result<Vec<Neighbor>> {
+/// Sends one rtnetlink request and calls `each` with the payload of every
+/// message of type `want` in the reply, until the kernel says done (dumps)
+/// or the first reply arrives (single requests).
+fn request(kind: u16, flags: u16, body: &[u8], want: u16, mut each: impl FnMut(&[u8])) -> io::Result<()> {
     // SAFETY: a plain socket call; the result is checked.
     let raw = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
     if raw < 0 {
@@ -41,18 +43,18 @@ pub fn dump() -> io::Result<Vec<Neighbor>> {
     }
     // SAFETY: just returned to us; nothing else owns it.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    // nlmsghdr (16 bytes) + ndmsg (12 bytes)
-    let mut req = [0u8; 28];
-    req[0..4].copy_from_slice(&28u32.to_ne_bytes());
-    req[4..6].copy_from_slice(&RTM_GETNEIGH.to_ne_bytes());
-    req[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    let total = 16 + body.len();
+    let mut req = vec![0u8; total];
+    req[0..4].copy_from_slice(&(total as u32).to_ne_bytes());
+    req[4..6].copy_from_slice(&kind.to_ne_bytes());
+    req[6..8].copy_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
     req[8..12].copy_from_slice(&1u32.to_ne_bytes());
-    req[16] = libc::AF_INET as u8;
+    req[16..].copy_from_slice(body);
     // SAFETY: `req` is a live buffer of the length passed.
     if unsafe { libc::send(fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
         return Err(os_error("netlink request"));
     }
-    let mut out = Vec::new();
+    let dump = flags & NLM_F_DUMP != 0;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         // SAFETY: `buf` is writable for its whole length.
@@ -63,23 +65,85 @@ pub fn dump() -> io::Result<Vec<Neighbor>> {
         let mut msgs = &buf[..n as usize];
         while msgs.len() >= 16 {
             let len = u32::from_ne_bytes([msgs[0], msgs[1], msgs[2], msgs[3]]) as usize;
-            let kind = u16::from_ne_bytes([msgs[4], msgs[5]]);
+            let t = u16::from_ne_bytes([msgs[4], msgs[5]]);
             if len < 16 || len > msgs.len() {
                 return Err(io::Error::new(io::ErrorKind::InvalidData, "malformed netlink message"));
             }
-            match kind {
-                NLMSG_DONE => return Ok(out),
+            match t {
+                NLMSG_DONE => return Ok(()),
                 NLMSG_ERROR => return Err(io::Error::other("netlink error reply")),
-                RTM_NEWNEIGH => {
-                    if let Some(nb) = parse(&msgs[16..len]) {
-                        out.push(nb);
-                    }
-                }
+                t if t == want => each(&msgs[16..len]),
                 _ => {}
             }
-            msgs = &msgs[(len + 3) & !3..];
+            msgs = &msgs[((len + 3) & !3).min(msgs.len())..];
+        }
+        if !dump {
+            return Ok(());
         }
     }
+}
+
+/// The rtattrs of a message body after a fixed header of `skip` bytes.
+fn attrs(m: &[u8], skip: usize) -> impl Iterator<Item = (u16, &[u8])> {
+    let mut rest = m.get(skip..).unwrap_or(&[]);
+    std::iter::from_fn(move || {
+        if rest.len() < 4 {
+            return None;
+        }
+        let len = usize::from(u16::from_ne_bytes([rest[0], rest[1]]));
+        let kind = u16::from_ne_bytes([rest[2], rest[3]]);
+        if len < 4 || len > rest.len() {
+            return None;
+        }
+        let v = &rest[4..len];
+        rest = &rest[((len + 3) & !3).min(rest.len())..];
+        Some((kind & 0x3fff, v))
+    })
+}
+
+/// How the XDP program on interface `ifindex` is attached, as the kernel
+/// reports it: `Some("native")`, `Some("generic")`, `Some("offload")`, or
+/// `None` for none.
+pub fn xdp_attached(ifindex: u32) -> io::Result<Option<&'static str>> {
+    const RTM_NEWLINK: u16 = 16;
+    const RTM_GETLINK: u16 = 18;
+    const IFLA_XDP: u16 = 43;
+    const IFLA_XDP_ATTACHED: u16 = 2;
+    let mut body = [0u8; 16]; // ifinfomsg
+    body[0] = libc::AF_UNSPEC as u8;
+    body[4..8].copy_from_slice(&(ifindex as i32).to_ne_bytes());
+    let mut mode = None;
+    request(RTM_GETLINK, 0, &body, RTM_NEWLINK, |m| {
+        for (k, v) in attrs(m, 16) {
+            if k == IFLA_XDP {
+                for (k2, v2) in attrs(v, 0) {
+                    if k2 == IFLA_XDP_ATTACHED && !v2.is_empty() {
+                        mode = match v2[0] {
+                            1 => Some("native"),
+                            2 => Some("generic"),
+                            3 => Some("offload"),
+                            4 => Some("multiple"),
+                            _ => None,
+                        };
+                    }
+                }
+            }
+        }
+    })?;
+    Ok(mode)
+}
+
+/// Every usable IPv4 neighbour in this network namespace.
+pub fn dump() -> io::Result<Vec<Neighbor>> {
+    let mut body = [0u8; 12]; // ndmsg
+    body[0] = libc::AF_INET as u8;
+    let mut out = Vec::new();
+    request(RTM_GETNEIGH, NLM_F_DUMP, &body, RTM_NEWNEIGH, |m| {
+        if let Some(nb) = parse(m) {
+            out.push(nb);
+        }
+    })?;
+    Ok(out)
 }
 
 fn parse(m: &[u8]) -> Option<Neighbor> {
@@ -92,20 +156,12 @@ fn parse(m: &[u8]) -> Option<Neighbor> {
         return None;
     }
     let (mut ip, mut mac) = (None, None);
-    let mut attrs = &m[12..];
-    while attrs.len() >= 4 {
-        let len = usize::from(u16::from_ne_bytes([attrs[0], attrs[1]]));
-        let kind = u16::from_ne_bytes([attrs[2], attrs[3]]);
-        if len < 4 || len > attrs.len() {
-            break;
-        }
-        let v = &attrs[4..len];
+    for (kind, v) in attrs(m, 12) {
         match (kind, v.len()) {
             (NDA_DST, 4) => ip = Some(Ipv4Addr::new(v[0], v[1], v[2], v[3])),
             (NDA_LLADDR, 6) => mac = Some(MacAddr([v[0], v[1], v[2], v[3], v[4], v[5]])),
             _ => {}
         }
-        attrs = &attrs[((len + 3) & !3).min(attrs.len())..];
     }
     Some(Neighbor { ip: ip?, mac: mac?, ifindex })
 }
