@@ -1,3 +1,11 @@
+//! vrouter: a userspace per-host virtual router.
+//!
+//! The forwarding core (`wire`, `tables`, `pipeline`, `stats`) is pure and
+//! does no I/O; `io` is the thin AF_XDP shell around it and the only module
+//! allowed `unsafe`; `daemon` is vrouterd; `api` the shared schema; `pktgen`
+//! the traffic builders and benchmarks. See `docs/architecture.md`.
+#![deny(unsafe_code)]
+
 pub mod api;
 pub mod daemon;
 pub mod io;

@@ -7,6 +7,7 @@
 //! with the kernel: the UMEM and the rings); every block says why it is
 //! sound. Workers, the fabric's filtering program and the daemon build on
 //! it in the daemon's issue.
+#![allow(unsafe_code)]
 
 pub mod bpf;
 pub mod neigh;

@@ -62,7 +62,7 @@ impl EcmpGroup {
             if !orphan && load[cur] <= fair_max {
                 continue;
             }
-            let (least, &least_load) = load.iter().enumerate().min_by_key(|(_, l)| **l).unwrap();
+            let Some((least, &least_load)) = load.iter().enumerate().min_by_key(|(_, l)| **l) else { break };
             if orphan || (least_load < fair_min && load[cur] > fair_max) {
                 if !orphan {
                     load[cur] -= 1;
@@ -72,13 +72,13 @@ impl EcmpGroup {
             }
         }
         // A second pass evens out members still below their share.
-        loop {
-            let (least, &ll) = load.iter().enumerate().min_by_key(|(_, l)| **l).unwrap();
-            let (most, &ml) = load.iter().enumerate().max_by_key(|(_, l)| **l).unwrap();
+        while let (Some((least, &ll)), Some((most, &ml))) =
+            (load.iter().enumerate().min_by_key(|(_, l)| **l), load.iter().enumerate().max_by_key(|(_, l)| **l))
+        {
             if ll >= fair_min || ml <= fair_min {
                 break;
             }
-            let b = buckets.iter().position(|&x| usize::from(x) == most).unwrap();
+            let Some(b) = buckets.iter().position(|&x| usize::from(x) == most) else { break };
             buckets[b] = least as u8;
             load[most] -= 1;
             load[least] += 1;
