@@ -44,6 +44,21 @@ fn sh(ns: &str, script: &str) -> (bool, String) {
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
 }
 
+/// A short iperf3 run from `client` to `server`'s address; the server is
+/// started here, and the client retries while the server comes up.
+fn tcp(server: &str, client: &str, addr: &str, secs: u32) -> (bool, String) {
+    let mut last = (false, String::new());
+    for _ in 0..5 {
+        sh(server, "iperf3 -s -D -1");
+        std::thread::sleep(Duration::from_millis(300));
+        last = sh(client, &format!("iperf3 -c {addr} -t {secs}"));
+        if last.0 && last.1.contains("receiver") {
+            return last;
+        }
+    }
+    last
+}
+
 fn ping(ns: &str, dst: &str) -> bool {
     sh(ns, &format!("ping -c 3 -i 0.2 -W 1 {dst}")).0
 }
@@ -83,8 +98,16 @@ fn capture(fields: &[&str], traffic: impl FnOnce()) -> Vec<Vec<String>> {
     for f in fields {
         cmd.args(["-e", f]);
     }
-    let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    // Send only once tshark is capturing, however long it takes to start.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    // "Capturing on" comes before the capture process runs; "Capture started" after.
+    while std::io::BufRead::read_line(&mut stderr, &mut line).unwrap_or(0) > 0 && !line.contains("Capture started") {
+        line.clear();
+    }
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    std::thread::sleep(Duration::from_millis(200));
     traffic();
     let out = child.wait_with_output().unwrap();
     String::from_utf8_lossy(&out.stdout).lines().map(|l| l.split('|').map(str::to_string).collect()).collect()
@@ -156,13 +179,9 @@ fn the_lab_end_to_end() {
     assert!(ping("a1", "10.1.0.3"), "a1 -> a2 on node 1");
     assert!(ping("a1", "10.1.1.2"), "a1 -> b1 across nodes");
     assert!(ping("b3", "10.1.0.2"), "b3 -> a1 across nodes");
-    sh("a2", "iperf3 -s -D -1");
-    std::thread::sleep(Duration::from_millis(300));
-    let (ok, out) = sh("a1", "iperf3 -c 10.1.0.3 -t 1");
+    let (ok, out) = tcp("a2", "a1", "10.1.0.3", 1);
     assert!(ok && out.contains("receiver"), "TCP between pods on one node:\n{out}");
-    sh("b1", "iperf3 -s -D -1");
-    std::thread::sleep(Duration::from_millis(300));
-    let (ok, out) = sh("a1", "iperf3 -c 10.1.1.2 -t 2");
+    let (ok, out) = tcp("b1", "a1", "10.1.1.2", 2);
     assert!(ok && out.contains("receiver"), "TCP bulk transfer at MTU 1500 across nodes:\n{out}");
 
     // Isolation: red never reaches blue, though it reuses blue's addresses.
@@ -241,9 +260,7 @@ fn the_lab_end_to_end() {
     // MPLS over GRE from node 1.
     lab(&["up"], &[("LAB_ENCAP", "gre")]);
     assert!(ping("a1", "10.1.1.3"), "a1 -> b2 over GRE");
-    sh("b2", "iperf3 -s -D -1");
-    std::thread::sleep(Duration::from_millis(300));
-    let (ok, out) = sh("a1", "iperf3 -c 10.1.1.3 -t 2");
+    let (ok, out) = tcp("b2", "a1", "10.1.1.3", 2);
     assert!(ok && out.contains("receiver"), "TCP over GRE:\n{out}");
     let rows = capture(&["ip.proto", "gre.proto", "mpls.label", "ip.ttl"], || {
         sh("a1", "ping -c 3 -i 0.2 -W 1 10.1.1.3");
