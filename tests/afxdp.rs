@@ -373,7 +373,8 @@ fn pods_on_two_nodes_talk_over_mpls_over_udp() {
         return;
     }
     let id = std::process::id() % 100_000;
-    let name = |s: &str| format!("vrt-{s}-{id}");
+    // Names of their own: other tests in this binary run at the same time.
+    let name = |s: &str| format!("vrt-t{s}-{id}");
     let (n1, n2, a1, b1) = (name("n1"), name("n2"), name("a1"), name("b1"));
     let _cleanup = Namespaces(vec![n1.clone(), n2.clone(), a1.clone(), b1.clone()]);
     for ns in [&n1, &n2, &a1, &b1] {
