@@ -51,19 +51,21 @@ fn load_tables(cfg: &Config) -> Result<(Vec<crate::tables::Op>, Resolved), Daemo
 
 /// Points tunnels at their underlay next hop's current MAC, from the
 /// kernel's neighbour table; asks the kernel to resolve the ones it does
-/// not know yet. One batch for all the changes.
-fn resolve_tunnels(writer: &mut TablesWriter, tunnels: &Resolved) {
+/// not know yet. One batch for all the changes. Returns how many tunnels
+/// are still unresolved.
+fn resolve_tunnels(writer: &mut TablesWriter, tunnels: &Resolved) -> usize {
     use crate::tables::{NextHop, Object, Op, Tunnel};
     if tunnels.is_empty() {
-        return;
+        return 0;
     }
     let neighbors = match crate::io::neigh::dump() {
         Ok(n) => n,
         Err(e) => {
             warn!("reading the neighbour table: {e}");
-            return;
+            return tunnels.len();
         }
     };
+    let mut unresolved = 0;
     let mut ops = Vec::new();
     for &(id, dip) in tunnels {
         let Some(NextHop::Tunnel(t)) = writer.tables().nexthop(id) else { continue };
@@ -77,6 +79,7 @@ fn resolve_tunnels(writer: &mut TablesWriter, tunnels: &Resolved) {
             }
             Some(_) => {}
             None => {
+                unresolved += 1;
                 if let Err(e) = crate::io::neigh::probe(dip) {
                     warn!(remote = %dip, "probing the neighbour: {e}");
                 }
@@ -88,11 +91,17 @@ fn resolve_tunnels(writer: &mut TablesWriter, tunnels: &Resolved) {
             error!("updating tunnel MACs: {e}");
         }
     }
+    unresolved
 }
 
 /// Checks the configuration and tables without touching any interface.
 pub fn check(cfg: &Config) -> Result<TablesWriter, DaemonError> {
-    let (ops, _) = load_tables(cfg)?;
+    prepare(cfg).map(|(writer, _)| writer)
+}
+
+/// The checked tables, and the tunnels whose MAC is to be resolved.
+fn prepare(cfg: &Config) -> Result<(TablesWriter, Resolved), DaemonError> {
+    let (ops, resolved) = load_tables(cfg)?;
     let (mut writer, _) = TablesWriter::new(cfg.limits.to_limits());
     writer.apply(&ops).map_err(|e| {
         let file = cfg.tables.file.as_ref().map_or("tables".into(), |p| p.display().to_string());
@@ -108,7 +117,7 @@ pub fn check(cfg: &Config) -> Result<TablesWriter, DaemonError> {
             )));
         }
     }
-    Ok(writer)
+    Ok((writer, resolved))
 }
 
 /// A port's XDP side; dropping it detaches the program.
@@ -170,15 +179,10 @@ fn open_port(
 
 /// Runs the daemon until SIGTERM or SIGINT. SIGHUP reloads the tables file.
 pub fn run(cfg: Config) -> Result<(), DaemonError> {
-    let mut writer = check(&cfg)?;
-    let mut tunnels = load_tables(&cfg)?.1;
+    let (mut writer, mut tunnels) = prepare(&cfg)?;
     // Give the kernel a moment to resolve the remote nodes before we start.
     for _ in 0..10 {
-        resolve_tunnels(&mut writer, &tunnels);
-        let unresolved = tunnels.iter().any(|(id, _)| {
-            matches!(writer.tables().nexthop(*id), Some(crate::tables::NextHop::Tunnel(t)) if t.dmac == crate::wire::MacAddr::default())
-        });
-        if !unresolved {
+        if resolve_tunnels(&mut writer, &tunnels) == 0 {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));

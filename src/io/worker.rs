@@ -90,6 +90,10 @@ pub struct WorkerCounters {
 /// One worker's ports, pipeline and scratch space.
 pub struct Worker {
     ports: Vec<Port>,
+    /// Index in `ports` of the first port of each vif, by vif index: frames
+    /// leave by it. Rebuilt when ports change, so sending finds its port
+    /// without a search per frame.
+    port_of: Vec<Option<u16>>,
     pipeline: Pipeline,
     tables: TablesHandle,
     descs: [RxDesc; VECTOR],
@@ -107,6 +111,7 @@ impl Worker {
     /// A worker over `ports`.
     pub fn new(ports: Vec<Port>, pipeline: Pipeline, tables: TablesHandle) -> Worker {
         Worker {
+            port_of: index_ports(&ports),
             ports,
             pipeline,
             tables,
@@ -135,7 +140,7 @@ impl Worker {
     fn drain_handoffs(&mut self) {
         for h in &self.handoff_in {
             while let Some((vif, len, buf)) = h.full.pop() {
-                let sent = match self.ports.iter().position(|p| p.vif == vif) {
+                let sent = match port_for(&self.port_of, vif) {
                     Some(o) => copy_out(&mut self.ports[o].sock, &buf[..usize::from(len)]),
                     None => false,
                 };
@@ -161,18 +166,18 @@ impl Worker {
         self.ports.iter().map(|p| (p.vif, p.sock.stats().ok(), p.sock.free_frames())).collect()
     }
 
-    /// The vifs this worker serves.
-    pub fn vifs(&self) -> Vec<VifIndex> {
-        self.ports.iter().map(|p| p.vif).collect()
-    }
-
     fn take_commands(&mut self) {
         let Some(rx) = &self.control else { return };
+        let mut changed = false;
         while let Ok(cmd) = rx.try_recv() {
             match cmd {
                 PortCommand::Add(port) => self.ports.push(*port),
                 PortCommand::Remove(vif) => self.ports.retain(|p| p.vif != vif),
             }
+            changed = true;
+        }
+        if changed {
+            self.port_of = index_ports(&self.ports);
         }
     }
 
@@ -269,7 +274,7 @@ impl Worker {
             let rx_addr = self.ports[p].sock.addr_of(f.buf(), f.headroom());
             match f.verdict {
                 Verdict::Tx(out) => {
-                    let sent = match self.ports.iter().position(|q| q.vif == out) {
+                    let sent = match port_for(&self.port_of, out) {
                         // Out the port it came in on: send the frame itself.
                         Some(o) if o == p => {
                             let ok = self.ports[p].sock.transmit(rx_addr, f.len() as u32);
@@ -318,6 +323,22 @@ impl Worker {
         }
         Ok(n)
     }
+}
+
+/// The port a frame for `vif` leaves by, if the worker has one.
+#[inline]
+fn port_for(port_of: &[Option<u16>], vif: VifIndex) -> Option<usize> {
+    port_of.get(vif as usize).copied().flatten().map(usize::from)
+}
+
+/// For each vif index, the position of its first port in `ports`.
+fn index_ports(ports: &[Port]) -> Vec<Option<u16>> {
+    let len = ports.iter().map(|p| p.vif as usize + 1).max().unwrap_or(0);
+    let mut of = vec![None; len];
+    for (i, p) in ports.iter().enumerate().rev() {
+        of[p.vif as usize] = Some(i as u16);
+    }
+    of
 }
 
 fn copy_out(sock: &mut XskSocket, data: &[u8]) -> bool {

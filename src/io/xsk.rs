@@ -505,11 +505,6 @@ impl XskSocket {
         n as usize
     }
 
-    /// Whether the kernel wants a wake-up to fill the rx ring.
-    pub fn fill_needs_wakeup(&self) -> bool {
-        self.need_wakeup && self.fill.needs_wakeup()
-    }
-
     /// Waits up to `timeout_ms` for something to receive.
     pub fn poll_rx(&self, timeout_ms: i32) -> io::Result<bool> {
         let mut p = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };

@@ -6,10 +6,10 @@
 //! to the general path untouched. The general path is the reference: a
 //! differential test runs both and compares every byte and counter.
 
-use super::forward::{push_tunnel, ETH};
+use super::forward::{decrement_ttl, push_tunnel, ETH};
 use super::{hash, Ctx, Frame, Verdict};
 use crate::tables::{NextHop, RouteTarget, TunnelEncap, Vif, Vrf};
-use crate::wire::{icmpv4, ip_proto, ipv4, tcp};
+use crate::wire::{ip_proto, ipv4, tcp};
 
 /// Ethernet, IPv4 without options, and the first 8 bytes of the transport
 /// header: all the fast path reads.
@@ -60,14 +60,7 @@ fn flow_hash(h: &[u8; HEAD], seed: u64) -> u32 {
     let src = u32::from_be_bytes([h[26], h[27], h[28], h[29]]);
     let dst = u32::from_be_bytes([h[30], h[31], h[32], h[33]]);
     let proto = h[23];
-    let (a, b) = (u16::from_be_bytes([h[34], h[35]]), u16::from_be_bytes([h[36], h[37]]));
-    let (sp, dp) = match proto {
-        ip_proto::TCP | ip_proto::UDP => (a, b),
-        ip_proto::ICMP if matches!(h[34], icmpv4::kind::ECHO_REQUEST | icmpv4::kind::ECHO_REPLY) => {
-            (u16::from_be_bytes([h[38], h[39]]), 0)
-        }
-        _ => (0, 0),
-    };
+    let (sp, dp) = hash::flow_ports(proto, [h[34], h[35], h[36], h[37]], || u16::from_be_bytes([h[38], h[39]]));
     hash::flow_hash_v4(seed, src, dst, proto, sp, dp)
 }
 
@@ -99,7 +92,7 @@ pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
             if !usable(t.vif(*oif)?, 0) {
                 return None;
             }
-            decrement_ttl(f);
+            decrement_ttl(f, false);
             let d = f.data_mut();
             d[0..6].copy_from_slice(&dmac.0);
             d[6..12].copy_from_slice(&smac.0);
@@ -112,7 +105,7 @@ pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
             }
             let hv = hash.unwrap_or_else(|| flow_hash(h, ctx.cfg.hash_seed));
             let (ttl, ident) = (h[22] - 1, u16::from_be_bytes([h[18], h[19]]));
-            decrement_ttl(f);
+            decrement_ttl(f, false);
             if let Err(r) = push_tunnel(f, tun, out.mac, label, hv, ttl, ident) {
                 return Some(Verdict::Drop(r));
             }
@@ -131,12 +124,4 @@ pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
         }
     }
     Some(verdict)
-}
-
-#[inline(always)]
-fn decrement_ttl<B: AsRef<[u8]> + AsMut<[u8]>>(f: &mut Frame<B>) {
-    if let Some(Ok(ip)) = f.data_mut().get_mut(ETH..ETH + ipv4::HEADER_LEN).map(<&mut [u8; ipv4::HEADER_LEN]>::try_from)
-    {
-        ipv4::Packet::new_unchecked(ip).decrement_ttl();
-    }
 }

@@ -10,7 +10,7 @@ use crate::stats::DropReason;
 use crate::stats::VrfCounters;
 use crate::tables::{NextHop, RouteTarget, Tunnel, TunnelEncap, Vif, VifKind, Vrf};
 use crate::wire::{
-    checksum, ethernet, icmpv4, icmpv6, ip_proto, ipv4, ipv6, mpls, read_u16, tcp, EtherType, MacAddr, WireError,
+    checksum, ethernet, icmpv6, ip_proto, ipv4, ipv6, mpls, read_u16, tcp, EtherType, MacAddr, WireError,
 };
 
 /// Ethernet header length.
@@ -159,28 +159,11 @@ impl IpInfo {
         IpInfo { total_len: total as u16, frag: true, ..*self }
     }
 
-    /// Source and destination port, or the echo identifier for ICMP echo.
-    #[inline]
-    fn ports(&self, d: &[u8]) -> (u16, u16) {
-        let w = self.l4;
-        let (a, b) = (u16::from_be_bytes([w[0], w[1]]), u16::from_be_bytes([w[2], w[3]]));
-        match self.proto {
-            ip_proto::TCP | ip_proto::UDP => (a, b),
-            ip_proto::ICMP if matches!(w[0], icmpv4::kind::ECHO_REQUEST | icmpv4::kind::ECHO_REPLY) => {
-                (echo_ident(d, self), 0)
-            }
-            ip_proto::ICMPV6 if matches!(w[0], icmpv6::kind::ECHO_REQUEST | icmpv6::kind::ECHO_REPLY) => {
-                (echo_ident(d, self), 0)
-            }
-            _ => (0, 0),
-        }
-    }
-
     /// The flow hash. Any fragment hashes without ports, so all pieces of a
     /// packet take the same path.
     #[inline]
     pub(super) fn flow_hash(&self, d: &[u8], seed: u64) -> u32 {
-        let (sp, dp) = if self.frag { (0, 0) } else { self.ports(d) };
+        let (sp, dp) = if self.frag { (0, 0) } else { hash::flow_ports(self.proto, self.l4, || echo_ident(d, self)) };
         if self.v6 {
             hash::flow_hash_v6(seed, self.src, self.dst, self.proto, sp, dp)
         } else {
@@ -289,11 +272,16 @@ pub(super) fn route<B: AsRef<[u8]> + AsMut<[u8]>>(
         return Verdict::Drop(DropReason::NoRoute);
     };
     let target = if info.v6 { vrf.v6.lookup(info.dst) } else { vrf.v4.lookup(info.dst as u32) };
-    let Some(target) = target else {
-        count(ctx, vrf_id, |c| &mut c.discards);
-        return Verdict::Drop(DropReason::NoRoute);
-    };
-    resolve(ctx, f, vrf, target, info, origin, depth)
+    match target {
+        Some(target) => resolve(ctx, f, vrf, target, info, origin, depth),
+        None => no_route(ctx, vrf_id),
+    }
+}
+
+/// No route for the destination in VRF `vrf`: counted as a discard there.
+pub(super) fn no_route<B>(ctx: &mut Ctx<'_, B>, vrf: u32) -> Verdict {
+    count(ctx, vrf, |c| &mut c.discards);
+    Verdict::Drop(DropReason::NoRoute)
 }
 
 #[inline(always)]
@@ -406,15 +394,15 @@ fn forward<B: AsRef<[u8]> + AsMut<[u8]>>(
     }
     if info.total() > avail {
         if !info.v6 && !info.df {
-            return fragment(ctx, f, vrf, info, avail, egress);
+            return fragment(ctx, f, vrf, info, avail, egress, out);
         }
         return icmp::too_big(ctx, f, vrf, info, origin, depth, avail);
     }
-    emit(ctx, f, info, egress, out)
+    emit(f, info, egress, out)
 }
 
 #[inline]
-fn decrement_ttl<B: AsRef<[u8]> + AsMut<[u8]>>(f: &mut Frame<B>, v6: bool) {
+pub(super) fn decrement_ttl<B: AsRef<[u8]> + AsMut<[u8]>>(f: &mut Frame<B>, v6: bool) {
     let Some(ip) = f.data_mut().get_mut(ETH..ETH + ipv4::HEADER_LEN) else { return };
     let Ok(fixed) = <&mut [u8; ipv4::HEADER_LEN]>::try_from(ip) else { return };
     if v6 {
@@ -466,6 +454,7 @@ fn fragment<B: AsRef<[u8]> + AsMut<[u8]>>(
     info: &IpInfo,
     avail: usize,
     egress: Egress<'_>,
+    out: &Vif,
 ) -> Verdict {
     let hl = info.hl();
     let payload = info.total() - hl;
@@ -477,11 +466,6 @@ fn fragment<B: AsRef<[u8]> + AsMut<[u8]>>(
     if ctx.spill.free.len() < pieces - 1 || ctx.spill.out.capacity() - ctx.spill.out.len() < pieces - 1 {
         return Verdict::Drop(DropReason::FragmentError);
     }
-    let out = match egress {
-        Egress::Local { oif, .. } => ctx.t.vif(oif),
-        Egress::Tunnel { tun, .. } => ctx.t.vif(tun.oif),
-    };
-    let Some(out) = out else { return Verdict::Drop(DropReason::IfTxDiscard) };
     for i in 1..pieces {
         let off = i * chunk;
         let len = chunk.min(payload - off);
@@ -496,7 +480,7 @@ fn fragment<B: AsRef<[u8]> + AsMut<[u8]>>(
         let last = i == pieces - 1;
         set_fragment(&mut dst[ETH..], hl + len, info.frag_offset + off as u16, !last || info.more_frags);
         let piece = info.with_total(hl + len);
-        let v = emit(ctx, &mut g, &piece, egress, out);
+        let v = emit(&mut g, &piece, egress, out);
         account(ctx.stats, f.vif, v, g.len());
         g.verdict = v;
         ctx.spill.out.push(g);
@@ -507,7 +491,7 @@ fn fragment<B: AsRef<[u8]> + AsMut<[u8]>>(
     set_fragment(&mut f.data_mut()[ETH..], hl + chunk, info.frag_offset, true);
     f.set_len(ETH + hl + chunk);
     let first = info.with_total(hl + chunk);
-    emit(ctx, f, &first, egress, out)
+    emit(f, &first, egress, out)
 }
 
 fn set_fragment(ip: &mut [u8], total: usize, offset: u16, more: bool) {
@@ -520,13 +504,7 @@ fn set_fragment(ip: &mut [u8], total: usize, offset: u16, more: bool) {
 /// Writes the final headers: a new Ethernet header for a local vif, or the
 /// whole tunnel stack for a remote node.
 #[inline(always)]
-fn emit<B: AsRef<[u8]> + AsMut<[u8]>>(
-    _ctx: &mut Ctx<'_, B>,
-    f: &mut Frame<B>,
-    info: &IpInfo,
-    egress: Egress<'_>,
-    out: &Vif,
-) -> Verdict {
+fn emit<B: AsRef<[u8]> + AsMut<[u8]>>(f: &mut Frame<B>, info: &IpInfo, egress: Egress<'_>, out: &Vif) -> Verdict {
     match egress {
         Egress::Local { oif, smac, dmac } => {
             let ethertype = if info.v6 { EtherType::IPV6 } else { EtherType::IPV4 };

@@ -15,6 +15,21 @@ fn fmix64(mut k: u64) -> u64 {
     k ^ (k >> 33)
 }
 
+/// The ports a flow hashes on: TCP and UDP ports, the identifier of an
+/// ICMP or ICMPv6 echo (read only then, by `echo_ident`), zeros otherwise.
+/// `l4` is the first four bytes of the transport header. The general and
+/// the fast path both call this, so a flow hashes alike on either.
+#[inline(always)]
+pub fn flow_ports(proto: u8, l4: [u8; 4], echo_ident: impl FnOnce() -> u16) -> (u16, u16) {
+    use crate::wire::{icmpv4, icmpv6, ip_proto};
+    match proto {
+        ip_proto::TCP | ip_proto::UDP => (u16::from_be_bytes([l4[0], l4[1]]), u16::from_be_bytes([l4[2], l4[3]])),
+        ip_proto::ICMP if matches!(l4[0], icmpv4::kind::ECHO_REQUEST | icmpv4::kind::ECHO_REPLY) => (echo_ident(), 0),
+        ip_proto::ICMPV6 if matches!(l4[0], icmpv6::kind::ECHO_REQUEST | icmpv6::kind::ECHO_REPLY) => (echo_ident(), 0),
+        _ => (0, 0),
+    }
+}
+
 /// Hash of an IPv4 5-tuple.
 #[inline]
 pub fn flow_hash_v4(seed: u64, src: u32, dst: u32, proto: u8, sport: u16, dport: u16) -> u32 {

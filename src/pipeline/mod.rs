@@ -208,12 +208,7 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(ctx: &mut Ctx<'_, B>, frames: &m
                         },
                     },
                     (Some(v), Some(target)) => forward::resolve(ctx, f, v, target, &p.info, p.origin, 0),
-                    _ => {
-                        if let Some(c) = ctx.stats.vrf_mut(p.vrf) {
-                            c.discards += 1;
-                        }
-                        Verdict::Drop(DropReason::NoRoute)
-                    }
+                    _ => forward::no_route(ctx, p.vrf),
                 }
             }
         };
@@ -238,17 +233,7 @@ fn account(stats: &mut Stats, in_vif: VifIndex, v: Verdict, len: usize) {
             stats.drops[r as usize] += 1;
             if let Some(c) = stats.vifs.get_mut(in_vif as usize) {
                 c.drops += 1;
-                if matches!(
-                    r,
-                    DropReason::Truncated
-                        | DropReason::InvalidPacket
-                        | DropReason::ChecksumError
-                        | DropReason::InvalidArp
-                        | DropReason::InvalidNd
-                        | DropReason::BadTunnelHeader
-                ) {
-                    c.rx_errors += 1;
-                }
+                c.rx_errors += u64::from(r.is_malformed_input());
             }
         }
     }

@@ -21,6 +21,20 @@ macro_rules! drop_reasons {
                 match self { $(DropReason::$name => $key,)* }
             }
 
+            /// True for input that was not a valid frame, which also counts
+            /// as a receive error on the vif it came in on.
+            pub const fn is_malformed_input(self) -> bool {
+                matches!(
+                    self,
+                    DropReason::Truncated
+                        | DropReason::InvalidPacket
+                        | DropReason::ChecksumError
+                        | DropReason::InvalidArp
+                        | DropReason::InvalidNd
+                        | DropReason::BadTunnelHeader
+                )
+            }
+
             /// The closest counter in Tungsten Fabric's `dropstats`, for
             /// operators who know those names.
             pub const fn contrail_name(self) -> &'static str {
