@@ -6,7 +6,9 @@
 //! the traffic builders and benchmarks. See `docs/architecture.md`.
 #![deny(unsafe_code)]
 
+pub mod agent;
 pub mod api;
+pub mod cli;
 pub mod daemon;
 pub mod io;
 pub mod pipeline;

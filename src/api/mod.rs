@@ -1,5 +1,11 @@
-//! The control side's shared language: serde types for every table
-//! object. The tables file reads them today; the API (next issue) sends and
-//! returns the same types, so there is one schema, not two.
+//! The control side's language and its server.
+//!
+//! `schema` holds the serde types for every table object: the tables file,
+//! the API and the agent all speak them, so there is one schema, not three.
+//! `proto` is the API's envelope, `server` serves it from vrouterd, and
+//! `client` is what vrctl, the agent and the tests talk through.
 
+pub mod client;
+pub mod proto;
 pub mod schema;
+pub mod server;

@@ -1,11 +1,11 @@
 //! Table objects as they appear in files and API messages.
 
 use crate::tables::{
-    EcmpGroup, Label, NextHop, NhId, Object, Op, RouteSpec, RouteTarget, Tunnel, TunnelEncap, Vif, VifFlags, VifIndex,
-    VifKind, VrfId, VrfSpec,
+    EcmpGroup, Label, NextHop, NhId, Object, ObjectKey, Op, RouteSpec, RouteTarget, TableError, Tunnel, TunnelEncap,
+    Vif, VifFlags, VifIndex, VifKind, VrfId, VrfSpec,
 };
 use crate::wire::MacAddr;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 fn mac<'de, D: Deserializer<'de>>(d: D) -> Result<MacAddr, D::Error> {
@@ -17,8 +17,19 @@ fn opt_mac<'de, D: Deserializer<'de>>(d: D) -> Result<Option<MacAddr>, D::Error>
     mac(d).map(Some)
 }
 
+fn ser_mac<S: Serializer>(m: &MacAddr, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(m)
+}
+
+fn ser_opt_mac<S: Serializer>(m: &Option<MacAddr>, s: S) -> Result<S::Ok, S::Error> {
+    match m {
+        Some(m) => s.collect_str(m),
+        None => s.serialize_none(),
+    }
+}
+
 /// A VRF.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VrfDef {
     /// Id.
@@ -26,15 +37,15 @@ pub struct VrfDef {
     /// Name.
     pub name: String,
     /// IPv4 gateway of the network.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway_v4: Option<Ipv4Addr>,
     /// IPv6 gateway of the network.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway_v6: Option<Ipv6Addr>,
 }
 
 /// A vif: an interface vrouter forwards for.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VifDef {
     /// Index (`vif0/N`).
@@ -46,13 +57,13 @@ pub struct VifDef {
     /// VRF.
     pub vrf: VrfId,
     /// MAC: the pod's for a virtual vif, the NIC's for the fabric.
-    #[serde(deserialize_with = "mac")]
+    #[serde(deserialize_with = "mac", serialize_with = "ser_mac")]
     pub mac: MacAddr,
     /// IPv4 address.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv4: Option<Ipv4Addr>,
     /// IPv6 address.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv6: Option<Ipv6Addr>,
     /// MTU.
     #[serde(default = "default_mtu")]
@@ -76,7 +87,7 @@ fn yes() -> bool {
 }
 
 /// Vif kinds as written.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum VifKindDef {
     /// The fabric NIC.
@@ -90,7 +101,7 @@ pub enum VifKindDef {
 }
 
 /// Tunnel encapsulations as written.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EncapDef {
     /// MPLS over UDP.
     #[serde(rename = "mpls-o-udp")]
@@ -101,18 +112,18 @@ pub enum EncapDef {
 }
 
 /// One ECMP member.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MemberDef {
     /// Next hop.
     pub nh: NhId,
     /// Label to push.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<Label>,
 }
 
 /// A next hop, tagged by `type`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum NextHopDef {
     /// Drop.
@@ -132,10 +143,15 @@ pub enum NextHopDef {
         /// Output vif.
         oif: VifIndex,
         /// Destination MAC (the pod's).
-        #[serde(deserialize_with = "mac")]
+        #[serde(deserialize_with = "mac", serialize_with = "ser_mac")]
         dmac: MacAddr,
         /// Source MAC; the router MAC by default.
-        #[serde(default, deserialize_with = "opt_mac")]
+        #[serde(
+            default,
+            deserialize_with = "opt_mac",
+            serialize_with = "ser_opt_mac",
+            skip_serializing_if = "Option::is_none"
+        )]
         smac: Option<MacAddr>,
     },
     /// To a remote node.
@@ -147,13 +163,18 @@ pub enum NextHopDef {
         /// Encapsulation.
         encap: EncapDef,
         /// Outer source; the node's underlay address by default.
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         sip: Option<Ipv4Addr>,
         /// Outer destination: the remote node.
         dip: Ipv4Addr,
         /// MAC of the underlay next hop. Leave it out and vrouterd takes it
         /// from the kernel's neighbour table, and follows its changes.
-        #[serde(default, deserialize_with = "opt_mac")]
+        #[serde(
+            default,
+            deserialize_with = "opt_mac",
+            serialize_with = "ser_opt_mac",
+            skip_serializing_if = "Option::is_none"
+        )]
         dmac: Option<MacAddr>,
     },
     /// ECMP over members.
@@ -173,7 +194,7 @@ pub enum NextHopDef {
 }
 
 /// A route.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteDef {
     /// VRF.
@@ -183,12 +204,12 @@ pub struct RouteDef {
     /// Next hop.
     pub nh: NhId,
     /// Label for tunnel next hops.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<Label>,
 }
 
 /// An incoming label.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LabelDef {
     /// Label.
@@ -198,7 +219,7 @@ pub struct LabelDef {
 }
 
 /// A whole set of tables: what a tables file holds.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TablesDef {
     /// VRFs.
@@ -309,12 +330,7 @@ impl TablesDef {
     pub fn add_ops(&self, d: &Defaults) -> Result<Vec<Op>, String> {
         let mut ops = Vec::new();
         for v in &self.vrf {
-            ops.push(Op::Add(Object::Vrf(VrfSpec {
-                id: v.id,
-                name: v.name.clone(),
-                gateway_v4: v.gateway_v4,
-                gateway_v6: v.gateway_v6,
-            })));
+            ops.push(Op::Add(Object::Vrf(v.to_spec())));
         }
         for v in &self.vif {
             ops.push(Op::Add(Object::Vif(v.to_vif())));
@@ -329,11 +345,223 @@ impl TablesDef {
             ops.push(Op::Add(Object::Label(l.label, l.nh)));
         }
         for (i, r) in self.route.iter().enumerate() {
-            let prefix = r.prefix.parse().map_err(|e| format!("route {} ({}): {e}", i + 1, r.prefix))?;
-            let target = RouteTarget { nh: r.nh, label: r.label.unwrap_or(RouteTarget::NO_LABEL) };
-            ops.push(Op::Add(Object::Route(RouteSpec { vrf: r.vrf, prefix, target })));
+            let spec = r.to_spec().map_err(|e| format!("route {} ({}): {e}", i + 1, r.prefix))?;
+            ops.push(Op::Add(Object::Route(spec)));
         }
         Ok(ops)
+    }
+}
+
+/// Any table object, named by its kind: `{"route": {...}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ObjectDef {
+    /// A VRF.
+    Vrf(VrfDef),
+    /// A vif.
+    Vif(VifDef),
+    /// A next hop.
+    Nexthop(NextHopDef),
+    /// An incoming MPLS label.
+    Label(LabelDef),
+    /// A route.
+    Route(RouteDef),
+}
+
+/// What names an object, for get and delete: `{"vif": 3}`,
+/// `{"route": {"vrf": 1, "prefix": "10.1.0.0/24"}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum KeyDef {
+    /// VRF id.
+    Vrf(VrfId),
+    /// Vif index.
+    Vif(VifIndex),
+    /// Next-hop id.
+    Nexthop(NhId),
+    /// Label.
+    Label(Label),
+    /// A route's VRF and prefix.
+    Route(RouteKeyDef),
+}
+
+/// A route's identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteKeyDef {
+    /// VRF.
+    pub vrf: VrfId,
+    /// Prefix, `ADDR/LEN`.
+    pub prefix: String,
+}
+
+/// One change in a batch: `{"add": {"route": {...}}}`, `{"delete": {"vif": 3}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum OpDef {
+    /// Create an object that must not exist.
+    Add(ObjectDef),
+    /// Replace an object that must exist.
+    Update(ObjectDef),
+    /// Remove an object that must exist and be unused.
+    Delete(KeyDef),
+}
+
+impl ObjectDef {
+    /// The object's kind, as the API names it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ObjectDef::Vrf(_) => "vrf",
+            ObjectDef::Vif(_) => "vif",
+            ObjectDef::Nexthop(_) => "nexthop",
+            ObjectDef::Label(_) => "label",
+            ObjectDef::Route(_) => "route",
+        }
+    }
+
+    /// The key that names this object.
+    pub fn key(&self) -> KeyDef {
+        match self {
+            ObjectDef::Vrf(v) => KeyDef::Vrf(v.id),
+            ObjectDef::Vif(v) => KeyDef::Vif(v.index),
+            ObjectDef::Nexthop(n) => KeyDef::Nexthop(n.id()),
+            ObjectDef::Label(l) => KeyDef::Label(l.label),
+            ObjectDef::Route(r) => KeyDef::Route(RouteKeyDef { vrf: r.vrf, prefix: r.prefix.clone() }),
+        }
+    }
+
+    /// The table object.
+    pub fn to_object(&self, d: &Defaults) -> Result<Object, TableError> {
+        Ok(match self {
+            ObjectDef::Vrf(v) => Object::Vrf(v.to_spec()),
+            ObjectDef::Vif(v) => Object::Vif(v.to_vif()),
+            ObjectDef::Nexthop(n) => Object::NextHop(n.id(), n.to_nexthop(d)),
+            ObjectDef::Label(l) => Object::Label(l.label, l.nh),
+            ObjectDef::Route(r) => Object::Route(r.to_spec()?),
+        })
+    }
+}
+
+impl KeyDef {
+    /// The table key.
+    pub fn to_key(&self) -> Result<ObjectKey, TableError> {
+        Ok(match self {
+            KeyDef::Vrf(id) => ObjectKey::Vrf(*id),
+            KeyDef::Vif(i) => ObjectKey::Vif(*i),
+            KeyDef::Nexthop(id) => ObjectKey::NextHop(*id),
+            KeyDef::Label(l) => ObjectKey::Label(*l),
+            KeyDef::Route(r) => ObjectKey::Route(r.vrf, r.prefix.parse()?),
+        })
+    }
+}
+
+impl OpDef {
+    /// The table operation.
+    pub fn to_op(&self, d: &Defaults) -> Result<Op, TableError> {
+        Ok(match self {
+            OpDef::Add(o) => Op::Add(o.to_object(d)?),
+            OpDef::Update(o) => Op::Update(o.to_object(d)?),
+            OpDef::Delete(k) => Op::Delete(k.to_key()?),
+        })
+    }
+}
+
+impl VrfDef {
+    /// The VRF's settings.
+    pub fn to_spec(&self) -> VrfSpec {
+        VrfSpec { id: self.id, name: self.name.clone(), gateway_v4: self.gateway_v4, gateway_v6: self.gateway_v6 }
+    }
+
+    /// As the API shows it.
+    pub fn from_vrf(v: &crate::tables::Vrf) -> VrfDef {
+        VrfDef { id: v.id, name: v.name.clone(), gateway_v4: v.gateway_v4, gateway_v6: v.gateway_v6 }
+    }
+}
+
+impl RouteDef {
+    /// The route; a malformed prefix is an error naming the field.
+    pub fn to_spec(&self) -> Result<RouteSpec, TableError> {
+        let prefix = self.prefix.parse()?;
+        let target = RouteTarget { nh: self.nh, label: self.label.unwrap_or(RouteTarget::NO_LABEL) };
+        Ok(RouteSpec { vrf: self.vrf, prefix, target })
+    }
+
+    /// As the API shows it.
+    pub fn from_spec(r: &RouteSpec) -> RouteDef {
+        RouteDef { vrf: r.vrf, prefix: r.prefix.to_string(), nh: r.target.nh, label: r.target.label() }
+    }
+}
+
+impl VifDef {
+    /// As the API shows it.
+    pub fn from_vif(v: &Vif) -> VifDef {
+        let kind = match v.kind {
+            VifKind::Fabric => VifKindDef::Fabric,
+            VifKind::Virtual => VifKindDef::Virtual,
+            VifKind::Host => VifKindDef::Host,
+            VifKind::Agent => VifKindDef::Agent,
+        };
+        VifDef {
+            index: v.index,
+            name: v.name.clone(),
+            kind,
+            vrf: v.vrf,
+            mac: v.mac,
+            ipv4: v.ipv4,
+            ipv6: v.ipv6,
+            mtu: v.mtu,
+            proxy_arp: v.flags.proxy_arp,
+            mss_clamp: v.flags.mss_clamp,
+            disabled: v.flags.disabled,
+        }
+    }
+}
+
+impl NextHopDef {
+    /// As the API shows it: values equal to their defaults are left out,
+    /// and a tunnel whose MAC vrouterd resolves itself (`resolved`) shows
+    /// no `dmac`, so that what a client wrote reads back the same.
+    pub fn from_nexthop(id: NhId, nh: &NextHop, d: &Defaults, resolved: bool) -> NextHopDef {
+        let member = |t: &RouteTarget| MemberDef { nh: t.nh, label: t.label() };
+        match nh {
+            NextHop::Discard => NextHopDef::Discard { id },
+            NextHop::Receive => NextHopDef::Receive { id },
+            NextHop::Encap { oif, smac, dmac } => {
+                NextHopDef::Encap { id, oif: *oif, dmac: *dmac, smac: (*smac != d.router_mac).then_some(*smac) }
+            }
+            NextHop::Tunnel(t) => NextHopDef::Tunnel {
+                id,
+                oif: t.oif,
+                encap: match t.encap {
+                    TunnelEncap::MplsOverUdp => EncapDef::MplsOverUdp,
+                    TunnelEncap::MplsOverGre => EncapDef::MplsOverGre,
+                },
+                sip: (t.sip != d.underlay).then_some(t.sip),
+                dip: t.dip,
+                dmac: (!resolved).then_some(t.dmac),
+            },
+            NextHop::Composite(g) => {
+                NextHopDef::CompositeEcmp { id, members: g.members().iter().map(member).collect() }
+            }
+            NextHop::VrfLookup { vrf } => NextHopDef::VrfLookup { id, vrf: *vrf },
+        }
+    }
+
+    /// The type as the API names it.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            NextHopDef::Discard { .. } => "discard",
+            NextHopDef::Receive { .. } => "receive",
+            NextHopDef::Encap { .. } => "encap",
+            NextHopDef::Tunnel { .. } => "tunnel",
+            NextHopDef::CompositeEcmp { .. } => "composite-ecmp",
+            NextHopDef::VrfLookup { .. } => "vrf-lookup",
+        }
+    }
+
+    /// True for a tunnel whose MAC is to come from the neighbour table.
+    pub fn resolves_mac(&self) -> bool {
+        matches!(self, NextHopDef::Tunnel { dmac: None, .. })
     }
 }
 

@@ -19,9 +19,12 @@ pub struct Config {
     /// Table capacities.
     #[serde(default)]
     pub limits: LimitsDef,
-    /// The control API (used from the API's issue on).
+    /// The control API.
     #[serde(default)]
     pub api: Api,
+    /// The Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: Metrics,
     /// The initial tables.
     #[serde(default)]
     pub tables: TablesFile,
@@ -137,18 +140,59 @@ impl LimitsDef {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Api {
-    /// Unix socket path.
+    /// Unix socket path; mode 0660.
     #[serde(default = "default_socket")]
     pub socket: PathBuf,
+    /// The group that owns the socket, whose members may use the API
+    /// (root only when unset).
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Clients served at once.
+    #[serde(default = "default_max_clients")]
+    pub max_clients: usize,
+    /// Longest message, in bytes.
+    #[serde(default = "default_max_message")]
+    pub max_message: usize,
 }
 
 fn default_socket() -> PathBuf {
-    PathBuf::from("/run/vrouter/vrouterd.sock")
+    PathBuf::from(crate::api::proto::DEFAULT_SOCKET)
+}
+fn default_max_clients() -> usize {
+    64
+}
+fn default_max_message() -> usize {
+    crate::api::proto::MAX_MESSAGE
 }
 
 impl Default for Api {
     fn default() -> Self {
-        Api { socket: default_socket() }
+        Api {
+            socket: default_socket(),
+            group: None,
+            max_clients: default_max_clients(),
+            max_message: default_max_message(),
+        }
+    }
+}
+
+/// The Prometheus endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    /// `ADDR:PORT` to serve `/metrics` on; empty to serve none. Loopback by
+    /// default: counters name tenants' interfaces.
+    #[serde(default = "default_metrics")]
+    pub listen: String,
+}
+
+fn default_metrics() -> String {
+    "127.0.0.1:9432".into()
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics { listen: default_metrics() }
     }
 }
 
@@ -176,6 +220,19 @@ impl Config {
         }
         if cfg.dataplane.cores.is_empty() {
             return Err(format!("{}: dataplane.cores: at least one core", path.display()));
+        }
+        if !cfg.metrics.listen.is_empty() && cfg.metrics.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(bad("metrics.listen", &cfg.metrics.listen, "ADDR:PORT, or \"\" for none"));
+        }
+        if cfg.api.max_clients == 0 || cfg.api.max_message < 1024 {
+            return Err(format!(
+                "{}: api.max_clients must be at least 1, api.max_message at least 1024",
+                path.display()
+            ));
+        }
+        if cfg.api.socket.is_relative() {
+            let base = path.parent().unwrap_or(Path::new("."));
+            cfg.api.socket = base.join(&cfg.api.socket);
         }
         if let Some(f) = &cfg.tables.file {
             if f.is_relative() {

@@ -3,16 +3,21 @@
 //!
 //! Start-up checks the configuration and the tables file completely before
 //! it touches any interface; a mistake names the file, the line and the
-//! problem, and the process exits non-zero.
+//! problem, and the process exits non-zero. After start-up, tables change
+//! only through the API (`crate::api::server`), which shares the writer
+//! with this module's housekeeping: tunnel MACs and port changes.
 
 pub mod config;
+mod metrics;
 mod notify;
 
 use crate::api::schema::{Defaults, TablesDef};
+use crate::api::server::{Control, NodeInfo};
 use crate::io::bpf::{Attachment, Program, XskMap};
 use crate::io::worker::{Port, PortCommand, Worker};
 use crate::io::xsk::{XskConfig, XskSocket};
 use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::stats::{StatsBoard, WorkerIo, PUBLISH_EVERY};
 use crate::tables::{Tables, TablesWriter, VifKind};
 use config::Config;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,43 +56,56 @@ fn load_tables(cfg: &Config) -> Result<(Vec<crate::tables::Op>, Resolved), Daemo
 
 /// Points tunnels at their underlay next hop's current MAC, from the
 /// kernel's neighbour table; asks the kernel to resolve the ones it does
-/// not know yet. One batch for all the changes. Returns how many tunnels
-/// are still unresolved.
-fn resolve_tunnels(writer: &mut TablesWriter, tunnels: &Resolved) -> usize {
+/// not know yet. One batch for all the changes. The tables lock is not held
+/// while the kernel is asked. Returns how many tunnels are still unresolved.
+fn resolve_tunnels(control: &Control) -> usize {
     use crate::tables::{NextHop, Object, Op, Tunnel};
-    if tunnels.is_empty() {
+    let remotes: Vec<std::net::Ipv4Addr> = {
+        let st = control.lock();
+        let t = st.writer.tables();
+        st.resolved
+            .iter()
+            .filter_map(|id| match t.nexthop(*id) {
+                Some(NextHop::Tunnel(tun)) => Some(tun.dip),
+                _ => None,
+            })
+            .collect()
+    };
+    if remotes.is_empty() {
         return 0;
     }
     let neighbors = match crate::io::neigh::dump() {
         Ok(n) => n,
         Err(e) => {
             warn!("reading the neighbour table: {e}");
-            return tunnels.len();
+            return remotes.len();
         }
     };
     let mut unresolved = 0;
+    for dip in &remotes {
+        if !neighbors.iter().any(|n| n.ip == *dip) {
+            unresolved += 1;
+            if let Err(e) = crate::io::neigh::probe(*dip) {
+                warn!(remote = %dip, "probing the neighbour: {e}");
+            }
+        }
+    }
+    let mut st = control.lock();
     let mut ops = Vec::new();
-    for &(id, dip) in tunnels {
-        let Some(NextHop::Tunnel(t)) = writer.tables().nexthop(id) else { continue };
-        match neighbors.iter().find(|n| n.ip == dip) {
-            Some(n) if n.mac != t.dmac => {
-                info!(nh = id, remote = %dip, mac = %n.mac, "tunnel next hop resolved");
+    for &id in &st.resolved {
+        let Some(NextHop::Tunnel(t)) = st.writer.tables().nexthop(id) else { continue };
+        if let Some(n) = neighbors.iter().find(|n| n.ip == t.dip) {
+            if n.mac != t.dmac {
+                info!(nh = id, remote = %t.dip, mac = %n.mac, "tunnel next hop resolved");
                 ops.push(Op::Update(Object::NextHop(
                     id,
                     NextHop::Tunnel(Tunnel::new(t.oif, t.encap, t.sip, t.dip, n.mac)),
                 )));
             }
-            Some(_) => {}
-            None => {
-                unresolved += 1;
-                if let Err(e) = crate::io::neigh::probe(dip) {
-                    warn!(remote = %dip, "probing the neighbour: {e}");
-                }
-            }
         }
     }
     if !ops.is_empty() {
-        if let Err(e) = writer.apply(&ops) {
+        if let Err(e) = st.writer.apply(&ops) {
             error!("updating tunnel MACs: {e}");
         }
     }
@@ -177,12 +195,34 @@ fn open_port(
     Ok((ports, (link, map)))
 }
 
-/// Runs the daemon until SIGTERM or SIGINT. SIGHUP reloads the tables file.
+/// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(cfg: Config) -> Result<(), DaemonError> {
-    let (mut writer, mut tunnels) = prepare(&cfg)?;
+    let (writer, tunnels) = prepare(&cfg)?;
+    let workers = cfg.dataplane.cores.len().max(1);
+    let limits = *writer.tables().limits();
+    let defaults = Defaults { router_mac: PipelineConfig::default().router_mac, underlay: cfg.node.underlay };
+    let node = NodeInfo {
+        boot_id: NodeInfo::new_boot_id(),
+        underlay: cfg.node.underlay,
+        fabric: cfg.node.fabric.clone(),
+        cores: cfg.dataplane.cores.clone(),
+    };
+    let board = StatsBoard::new(workers, limits.vifs, limits.vrfs);
+    let control = Control::new(writer, defaults, Arc::clone(&board), node).with_max_message(cfg.api.max_message);
+    control.lock().resolved = tunnels.iter().map(|(id, _)| *id).collect();
+    // The API socket and the metrics port first: if another vrouterd holds
+    // them, stop before touching any interface.
+    let listener = crate::api::server::bind(&cfg.api.socket, cfg.api.group.as_deref()).map_err(fail)?;
+    let metrics = if cfg.metrics.listen.is_empty() {
+        None
+    } else {
+        let l = std::net::TcpListener::bind(&cfg.metrics.listen)
+            .map_err(|e| fail(format!("metrics.listen {}: {e}", cfg.metrics.listen)))?;
+        Some(l)
+    };
     // Give the kernel a moment to resolve the remote nodes before we start.
     for _ in 0..10 {
-        if resolve_tunnels(&mut writer, &tunnels) == 0 {
+        if resolve_tunnels(&control) == 0 {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -195,13 +235,14 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
         .map_err(|e| fail(format!("signal handler: {e}")))?;
 
-    let handle = writer.handle();
-    let workers = cfg.dataplane.cores.len().max(1);
+    let handle = control.lock().writer.handle();
     let mut ports: Vec<Vec<Port>> = (0..workers).map(|_| Vec::new()).collect();
     let mut attached = std::collections::BTreeMap::new();
     let mut shares: Vec<Option<crate::io::xsk::UmemShare>> = vec![None; workers];
-    for vif in port_vifs(writer.tables()) {
+    let first = control.lock().writer.tables().clone();
+    for vif in port_vifs(&first) {
         let (vif_ports, xdp) = open_port(&cfg, &vif, &mut shares)?;
+        control.set_port_state(vif.index, Some("up".into()));
         for (w, port) in vif_ports {
             ports[w].push(port);
         }
@@ -217,7 +258,8 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         controls.push(control);
         let core = cfg.dataplane.cores.get(w).copied();
         let worker_stop = stop.clone();
-        let pipeline = Pipeline::new(PipelineConfig::default(), writer.tables().limits());
+        let pipeline = Pipeline::new(PipelineConfig::default(), &limits);
+        let board = Arc::clone(&board);
         let mut worker = Worker::new(worker_ports, pipeline, handle.clone()).with_control(commands);
         worker = if w == 0 {
             worker.with_handoff_in(handoffs.clone())
@@ -232,30 +274,59 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                         warn!("worker {w} not pinned to core {c}: {e}");
                     }
                 }
+                let started = Instant::now();
+                let mut busy = Duration::ZERO;
+                let mut published = Instant::now();
+                let publish = |worker: &Worker, busy: Duration| {
+                    let c = worker.counters();
+                    let io = WorkerIo {
+                        rx: c.rx,
+                        tx: c.tx,
+                        tx_dropped: c.tx_dropped,
+                        handed_off: c.handed_off,
+                        busy_ns: busy.as_nanos() as u64,
+                        elapsed_ns: started.elapsed().as_nanos() as u64,
+                    };
+                    board.publish(w, worker.pipeline().stats(), io)
+                };
                 while !worker_stop.load(Ordering::Relaxed) {
+                    let round = Instant::now();
                     match worker.poll() {
                         Ok(0) => {
                             let _ = worker.wait(10);
                         }
-                        Ok(_) => {}
+                        Ok(_) => busy += round.elapsed(),
                         Err(e) => {
                             error!("worker {w}: {e}");
                             break;
                         }
                     }
+                    if published.elapsed() >= PUBLISH_EVERY && publish(&worker, busy) {
+                        published = Instant::now();
+                    }
                 }
+                publish(&worker, busy);
                 worker
             })
             .map_err(|e| fail(format!("starting worker {w}: {e}")))?;
         threads.push(thread);
     }
     info!(workers, cores = ?cfg.dataplane.cores, "workers started");
+    crate::api::server::spawn(Arc::clone(&control), listener, cfg.api.max_clients)
+        .map_err(|e| fail(format!("starting the API: {e}")))?;
+    info!(socket = %cfg.api.socket.display(), "API listening");
+    if let Some(l) = metrics {
+        metrics::spawn(Arc::clone(&control), l).map_err(|e| fail(format!("starting metrics: {e}")))?;
+        info!(listen = %cfg.metrics.listen, "metrics listening");
+    }
 
     let notifier = notify::Notifier::from_env();
     notifier.ready();
     info!(node = %cfg.node.underlay, fabric = %cfg.node.fabric, "vrouterd ready");
     let mut last_ping = Instant::now();
     let mut last_resolve = Instant::now();
+    let mut seen = first.generation();
+    drop(first);
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
         if notifier.watchdog_due(last_ping) {
@@ -263,21 +334,22 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             last_ping = Instant::now();
         }
         if reload.swap(false, Ordering::Relaxed) {
-            match reload_tables(&cfg, &mut writer) {
-                Ok((g, resolved)) => {
-                    info!(generation = g, "tables reloaded");
-                    tunnels = resolved;
-                    resolve_tunnels(&mut writer, &tunnels);
-                    sync_ports(&cfg, writer.tables(), &mut attached, &controls, &mut shares);
-                }
-                Err(e) => error!("reload refused, tables unchanged: {e}"),
-            }
+            info!("SIGHUP: nothing to reload; tables change through the API (vrctl, vrouter-agent)");
         }
-        if last_resolve.elapsed() >= Duration::from_secs(1) {
-            resolve_tunnels(&mut writer, &tunnels);
+        if control.take_resolve_request() || last_resolve.elapsed() >= Duration::from_secs(1) {
+            resolve_tunnels(&control);
             last_resolve = Instant::now();
         }
-        writer.reclaim();
+        let tables = {
+            let mut st = control.lock();
+            st.writer.reclaim();
+            st.writer.tables().clone()
+        };
+        if tables.generation() != seen {
+            seen = tables.generation();
+            sync_ports(&cfg, &tables, &mut attached, &controls, &mut shares, &control);
+        }
+        drop(tables);
         if threads.iter().any(|t| t.is_finished()) {
             break;
         }
@@ -316,7 +388,8 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         }
     }
     let s = crate::stats::Stats::sum(done.iter().map(|w| w.pipeline().stats()));
-    for v in writer.tables().vifs() {
+    let last = control.lock().writer.tables().clone();
+    for v in last.vifs() {
         let c = s.vif(v.index);
         info!(
             vif = v.index,
@@ -347,6 +420,7 @@ fn sync_ports(
     attached: &mut std::collections::BTreeMap<u32, Attached>,
     controls: &[std::sync::mpsc::Sender<PortCommand>],
     shares: &mut [Option<crate::io::xsk::UmemShare>],
+    control: &Control,
 ) {
     let wanted = port_vifs(tables);
     let gone: Vec<u32> = attached.keys().copied().filter(|i| !wanted.iter().any(|v| v.index == *i)).collect();
@@ -354,11 +428,13 @@ fn sync_ports(
         // Detach first: the interface's traffic goes back to the kernel
         // before the socket closes.
         attached.remove(&vif);
-        for control in controls {
-            let _ = control.send(PortCommand::Remove(vif));
+        for c in controls {
+            let _ = c.send(PortCommand::Remove(vif));
         }
+        control.set_port_state(vif, None);
         info!(vif, "port down");
     }
+    // A vif whose port failed to open is retried at the next change.
     let new: Vec<_> = wanted.into_iter().filter(|v| !attached.contains_key(&v.index)).collect();
     for vif in &new {
         match open_port(cfg, vif, shares) {
@@ -367,49 +443,12 @@ fn sync_ports(
                 for (w, port) in ports {
                     let _ = controls[w].send(PortCommand::Add(Box::new(port)));
                 }
+                control.set_port_state(vif.index, Some("up".into()));
             }
-            Err(e) => error!("{e}"),
+            Err(e) => {
+                error!("{e}");
+                control.set_port_state(vif.index, Some(format!("down: {e}")));
+            }
         }
     }
-}
-
-/// Replaces the tables with the file's: one batch that deletes what the file
-/// no longer has and adds or updates the rest.
-fn reload_tables(cfg: &Config, writer: &mut TablesWriter) -> Result<(u64, Resolved), DaemonError> {
-    use crate::tables::{Object, ObjectKey, Op};
-    let (wanted, resolved) = load_tables(cfg)?;
-    let t = writer.tables().clone();
-    let mut ops = Vec::new();
-    // Routes out first, then labels, next hops, vifs and VRFs: users before the used.
-    for v in t.vrfs() {
-        let mut after = None;
-        while let Some(page) = writer.routes_page(v.id, after, 10_000) {
-            if page.is_empty() {
-                break;
-            }
-            after = page.last().map(|r| r.prefix);
-            ops.extend(page.into_iter().map(|r| Op::Delete(ObjectKey::Route(r.vrf, r.prefix))));
-        }
-    }
-    ops.extend(t.labels().map(|(l, _)| Op::Delete(ObjectKey::Label(l))));
-    let nhs: Vec<_> = t.nexthops().map(|(id, nh)| (id, matches!(nh, crate::tables::NextHop::Composite(_)))).collect();
-    ops.extend(nhs.iter().filter(|(id, c)| *c && *id != 0).map(|(id, _)| Op::Delete(ObjectKey::NextHop(*id))));
-    ops.extend(nhs.iter().filter(|(id, c)| !*c && *id != 0).map(|(id, _)| Op::Delete(ObjectKey::NextHop(*id))));
-    // Vifs and VRFs the file still has are updated in place; the others go.
-    let in_file_vif = |i: u32| wanted.iter().any(|o| matches!(o, Op::Add(Object::Vif(v)) if v.index == i));
-    let in_file_vrf = |i: u32| wanted.iter().any(|o| matches!(o, Op::Add(Object::Vrf(v)) if v.id == i));
-    let keep_vifs: Vec<u32> = t.vifs().map(|v| v.index).filter(|i| in_file_vif(*i)).collect();
-    let keep_vrfs: Vec<u32> = t.vrfs().map(|v| v.id).filter(|i| in_file_vrf(*i)).collect();
-    ops.extend(t.vifs().filter(|v| !keep_vifs.contains(&v.index)).map(|v| Op::Delete(ObjectKey::Vif(v.index))));
-    ops.extend(t.vrfs().filter(|v| !keep_vrfs.contains(&v.id)).map(|v| Op::Delete(ObjectKey::Vrf(v.id))));
-    for op in wanted {
-        let op = match op {
-            Op::Add(Object::Vif(v)) if keep_vifs.contains(&v.index) => Op::Update(Object::Vif(v)),
-            Op::Add(Object::Vrf(v)) if keep_vrfs.contains(&v.id) => Op::Update(Object::Vrf(v)),
-            other => other,
-        };
-        ops.push(op);
-    }
-    let g = writer.apply(&ops).map_err(|e| fail(e.to_string()))?;
-    Ok((g, resolved))
 }

@@ -1,8 +1,10 @@
 //! Counters: one plain set per worker, never shared while counting, summed
 //! when read. Every drop has a reason, and every reason has a counter.
 
+mod board;
 mod drop;
 
+pub use board::{StatsBoard, WorkerIo, PUBLISH_EVERY};
 pub use drop::DropReason;
 
 /// Counters of one vif.

@@ -117,6 +117,6 @@ mod tests {
         assert_eq!(b.get(700), Some(&700));
         assert_eq!(a.get(5), Some(&555));
         assert_eq!(a.iter().count(), 1000);
-        assert_eq!(b.iter().map(|(_, v)| *v).sum::<usize>(), (0..1000).sum());
+        assert_eq!(b.iter().map(|(_, v)| *v).sum::<usize>(), (0..1000usize).sum::<usize>());
     }
 }

@@ -41,6 +41,11 @@ impl Prefix {
         Ok(Prefix { addr, len })
     }
 
+    /// The /32 of one IPv4 address.
+    pub const fn host_v4(a: Ipv4Addr) -> Prefix {
+        Prefix { addr: IpAddr::V4(a), len: 32 }
+    }
+
     /// The address.
     pub fn addr(&self) -> IpAddr {
         self.addr
@@ -406,6 +411,16 @@ impl TablesWriter {
     /// Number of routes of one family in a VRF.
     pub fn route_count(&self, vrf: VrfId) -> (usize, usize) {
         self.routes.get(&vrf).map_or((0, 0), |r| (r.v4.len(), r.v6.len()))
+    }
+
+    /// The route for exactly `prefix` in VRF `vrf`.
+    pub fn route(&self, vrf: VrfId, prefix: Prefix) -> Option<RouteSpec> {
+        let r = self.routes.get(&vrf)?;
+        let target = match prefix.addr {
+            IpAddr::V4(a) => r.v4.get(&(u32::from(a), prefix.len)),
+            IpAddr::V6(a) => r.v6.get(&(u128::from(a), prefix.len)),
+        }?;
+        Some(RouteSpec { vrf, prefix, target: *target })
     }
 
     /// Up to `limit` routes of VRF `vrf`, in address order (a shorter prefix

@@ -1,0 +1,300 @@
+//! What the agent is told the node should look like, and where that comes
+//! from. A file today; a cluster store later, behind [`IntentSource`].
+
+use crate::api::schema::EncapDef;
+use crate::tables::{Label, Prefix};
+use crate::wire::MacAddr;
+use serde::{Deserialize, Deserializer};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+fn mac<'de, D: Deserializer<'de>>(d: D) -> Result<MacAddr, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map_err(|_| serde::de::Error::custom(format!("{s:?} is not a MAC address (aa:bb:cc:dd:ee:ff)")))
+}
+
+fn opt_mac<'de, D: Deserializer<'de>>(d: D) -> Result<Option<MacAddr>, D::Error> {
+    mac(d).map(Some)
+}
+
+/// The node's whole intent.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Intent {
+    /// The node itself.
+    pub node: NodeIntent,
+    /// Virtual networks.
+    #[serde(default)]
+    pub network: Vec<Network>,
+    /// Pods on this node.
+    #[serde(default)]
+    pub pod: Vec<Pod>,
+    /// Endpoints on other nodes.
+    #[serde(default)]
+    pub remote: Vec<Remote>,
+    /// Service addresses, load-balanced over endpoints.
+    #[serde(default)]
+    pub service: Vec<Service>,
+}
+
+/// The node.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeIntent {
+    /// The fabric interface.
+    pub fabric: String,
+    /// Its MAC; read from the interface when left out.
+    #[serde(default, deserialize_with = "opt_mac")]
+    pub fabric_mac: Option<MacAddr>,
+    /// The node's underlay address.
+    pub underlay: Ipv4Addr,
+    /// Tunnel encapsulation to other nodes, unless a remote says otherwise.
+    #[serde(default = "default_encap")]
+    pub encap: EncapDef,
+}
+
+fn default_encap() -> EncapDef {
+    EncapDef::MplsOverUdp
+}
+
+/// A virtual network: one VRF.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// Name, unique on the node.
+    pub name: String,
+    /// Its address ranges; pods' addresses must fall in them.
+    #[serde(default)]
+    pub subnets: Vec<String>,
+    /// The IPv4 gateway pods use.
+    #[serde(default)]
+    pub gateway: Option<Ipv4Addr>,
+    /// The IPv6 gateway.
+    #[serde(default)]
+    pub gateway6: Option<Ipv6Addr>,
+}
+
+/// A pod (or VM) on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pod {
+    /// Name, unique on the node.
+    pub name: String,
+    /// The host side of its interface (a veth or tap).
+    pub interface: String,
+    /// Its network.
+    pub network: String,
+    /// Its IPv4 address.
+    pub ip: Ipv4Addr,
+    /// Its IPv6 address.
+    #[serde(default)]
+    pub ip6: Option<Ipv6Addr>,
+    /// The MAC of its interface.
+    #[serde(deserialize_with = "mac")]
+    pub mac: MacAddr,
+    /// The label other nodes reach it by. Left out, the agent allocates
+    /// one; a cluster source pins it so that other nodes can be told.
+    #[serde(default)]
+    pub label: Option<Label>,
+    /// MTU.
+    #[serde(default)]
+    pub mtu: Option<u16>,
+}
+
+/// An endpoint on another node.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Remote {
+    /// Its network.
+    pub network: String,
+    /// Its address, or a prefix behind that node.
+    pub ip: String,
+    /// The other node's underlay address.
+    pub node: Ipv4Addr,
+    /// The label that node gave it.
+    pub label: Label,
+    /// Encapsulation toward that node, if not the node default.
+    #[serde(default)]
+    pub encap: Option<EncapDef>,
+}
+
+/// A service address.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// Name, for messages.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Its network.
+    pub network: String,
+    /// The service address.
+    pub address: IpAddr,
+    /// Endpoint addresses: local pods or remotes of the same network.
+    pub endpoints: Vec<IpAddr>,
+}
+
+impl Intent {
+    /// Reads an intent file's text; errors carry line and column.
+    pub fn from_toml(text: &str) -> Result<Intent, String> {
+        let i: Intent = toml::from_str(text).map_err(|e| e.to_string())?;
+        i.validate()?;
+        Ok(i)
+    }
+
+    /// Checks what the types alone cannot: references, uniqueness, ranges.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut names = std::collections::BTreeSet::new();
+        for n in &self.network {
+            if n.name == FABRIC_VRF {
+                return Err(format!("network {:?}: the name is reserved for the underlay", n.name));
+            }
+            if !names.insert(n.name.as_str()) {
+                return Err(format!("network {:?} is declared twice", n.name));
+            }
+            for s in &n.subnets {
+                s.parse::<Prefix>().map_err(|e| format!("network {:?}: subnet {s:?}: {e}", n.name))?;
+            }
+        }
+        let net = |name: &str, what: &str| {
+            self.network
+                .iter()
+                .find(|n| n.name == name)
+                .ok_or_else(|| format!("{what}: network {name:?} is not declared"))
+        };
+        let mut pods = std::collections::BTreeSet::new();
+        let mut ifaces = std::collections::BTreeSet::new();
+        let mut addrs = std::collections::BTreeSet::new();
+        for p in &self.pod {
+            let what = format!("pod {:?}", p.name);
+            let n = net(&p.network, &what)?;
+            if !pods.insert(p.name.as_str()) {
+                return Err(format!("{what} is declared twice"));
+            }
+            if !ifaces.insert(p.interface.as_str()) || p.interface == self.node.fabric {
+                return Err(format!("{what}: interface {:?} is already used", p.interface));
+            }
+            if !addrs.insert((p.network.as_str(), IpAddr::V4(p.ip))) {
+                return Err(format!("{what}: address {} is already used in network {:?}", p.ip, p.network));
+            }
+            if !n.subnets.is_empty() && !n.subnets.iter().any(|s| contains(s, IpAddr::V4(p.ip))) {
+                return Err(format!("{what}: {} is outside network {:?}'s subnets {:?}", p.ip, n.name, n.subnets));
+            }
+            if let Some(l) = p.label {
+                check_label(&what, l)?;
+            }
+        }
+        for r in &self.remote {
+            let what = format!("remote {} in {:?}", r.ip, r.network);
+            net(&r.network, &what)?;
+            r.prefix().map_err(|e| format!("{what}: {e}"))?;
+            check_label(&what, r.label)?;
+        }
+        for s in &self.service {
+            let what = format!("service {}", s.name.clone().unwrap_or_else(|| s.address.to_string()));
+            net(&s.network, &what)?;
+            if s.endpoints.is_empty() {
+                return Err(format!("{what}: no endpoints"));
+            }
+            for e in &s.endpoints {
+                let local = self.pod.iter().any(|p| p.network == s.network && IpAddr::V4(p.ip) == *e);
+                let remote = self.remote.iter().any(|r| r.network == s.network && r.ip.parse::<IpAddr>() == Ok(*e));
+                if !local && !remote {
+                    return Err(format!(
+                        "{what}: endpoint {e} is neither a pod nor a remote endpoint of network {:?}",
+                        s.network
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Remote {
+    /// The remote's prefix: an address is its host prefix.
+    pub fn prefix(&self) -> Result<Prefix, String> {
+        let text = if self.ip.contains('/') {
+            self.ip.clone()
+        } else {
+            let a: IpAddr = self.ip.parse().map_err(|_| format!("{:?} is not an address or prefix", self.ip))?;
+            format!("{a}/{}", if a.is_ipv4() { 32 } else { 128 })
+        };
+        text.parse().map_err(|e: crate::tables::TableError| e.to_string())
+    }
+}
+
+/// The VRF that holds the fabric vif.
+pub const FABRIC_VRF: &str = "fabric";
+
+fn check_label(what: &str, l: Label) -> Result<(), String> {
+    if !(16..=crate::wire::mpls::MAX_LABEL).contains(&l) {
+        return Err(format!("{what}: label {l} is outside 16..={}", crate::wire::mpls::MAX_LABEL));
+    }
+    Ok(())
+}
+
+fn contains(subnet: &str, a: IpAddr) -> bool {
+    let Ok(p) = subnet.parse::<Prefix>() else { return false };
+    match (p.addr(), a) {
+        (IpAddr::V4(n), IpAddr::V4(a)) => {
+            let m = if p.len() == 0 { 0 } else { u32::MAX << (32 - u32::from(p.len())) };
+            u32::from(a) & m == u32::from(n)
+        }
+        (IpAddr::V6(n), IpAddr::V6(a)) => {
+            let m = if p.len() == 0 { 0 } else { u128::MAX << (128 - u32::from(p.len())) };
+            u128::from(a) & m == u128::from(n)
+        }
+        _ => false,
+    }
+}
+
+/// Where intent comes from. The agent asks it now and then; it answers with
+/// a new intent when there is one.
+pub trait IntentSource {
+    /// A new intent if it changed since the last call (or on the first
+    /// call), `Ok(None)` if not, an error if the new one is unusable (the
+    /// agent then keeps the last good one).
+    fn poll(&mut self) -> Result<Option<Intent>, String>;
+
+    /// Forces the next `poll` to read afresh (SIGHUP).
+    fn refresh(&mut self);
+
+    /// Where the intent comes from, for logs.
+    fn describe(&self) -> String;
+}
+
+/// Intent from a TOML file, reread when its modification time or size changes.
+pub struct FileSource {
+    path: PathBuf,
+    seen: Option<(SystemTime, u64)>,
+}
+
+impl FileSource {
+    /// A source reading `path`.
+    pub fn new(path: PathBuf) -> FileSource {
+        FileSource { path, seen: None }
+    }
+}
+
+impl IntentSource for FileSource {
+    fn poll(&mut self) -> Result<Option<Intent>, String> {
+        let shown = self.path.display();
+        let meta = std::fs::metadata(&self.path).map_err(|e| format!("{shown}: {e}"))?;
+        let stamp = (meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), meta.len());
+        if self.seen == Some(stamp) {
+            return Ok(None);
+        }
+        self.seen = Some(stamp);
+        let text = std::fs::read_to_string(&self.path).map_err(|e| format!("{shown}: {e}"))?;
+        Intent::from_toml(&text).map(Some).map_err(|e| format!("{shown}: {e}"))
+    }
+
+    fn refresh(&mut self) {
+        self.seen = None;
+    }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+}

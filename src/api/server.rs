@@ -1,0 +1,764 @@
+//! The API server: one thread per client over a Unix stream socket, all
+//! sharing one [`Control`].
+//!
+//! A client's thread holds the tables lock only while it applies a batch
+//! or reads one page; it reads requests and writes answers without it. A
+//! client that stalls half-way through a message, or stops reading its
+//! answers, blocks nobody but itself, and the data path never takes this
+//! lock at all.
+
+use super::proto::{self, code, ApiError, RawRequest};
+use super::schema::{Defaults, KeyDef, NextHopDef, ObjectDef, OpDef, RouteDef, VifDef, VrfDef};
+use crate::stats::{DropReason, StatsBoard};
+use crate::tables::{NextHop, NhId, Object, Op, Prefix, TableError, TablesWriter, VifIndex};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
+use std::net::IpAddr;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// The tables writer and what the control side keeps beside it.
+pub struct ControlState {
+    /// The single writer.
+    pub writer: TablesWriter,
+    /// Tunnel next hops whose MAC vrouterd takes from the neighbour table.
+    pub resolved: BTreeSet<NhId>,
+}
+
+/// Facts about the running daemon, for `info` and `hello`.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    /// Changes every time vrouterd starts: a client that sees it change
+    /// knows the tables were lost.
+    pub boot_id: String,
+    /// The node's underlay address.
+    pub underlay: std::net::Ipv4Addr,
+    /// The fabric interface.
+    pub fabric: String,
+    /// Worker cores.
+    pub cores: Vec<usize>,
+}
+
+impl NodeInfo {
+    /// A fresh boot id from the clock and the process id.
+    pub fn new_boot_id() -> String {
+        let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        format!("{:x}-{:x}", t, std::process::id())
+    }
+}
+
+/// Everything the API reads and changes.
+pub struct Control {
+    state: Mutex<ControlState>,
+    defaults: Defaults,
+    stats: Arc<StatsBoard>,
+    node: NodeInfo,
+    started: Instant,
+    /// Port state of each vif that has one: "up" or why it is not.
+    ports: Mutex<BTreeMap<VifIndex, String>>,
+    /// Set when a batch added tunnels to resolve, so the daemon does not
+    /// wait for its next periodic pass.
+    resolve_now: AtomicBool,
+    max_message: usize,
+}
+
+impl Control {
+    /// A control over `writer`.
+    pub fn new(writer: TablesWriter, defaults: Defaults, stats: Arc<StatsBoard>, node: NodeInfo) -> Arc<Control> {
+        Arc::new(Control {
+            state: Mutex::new(ControlState { writer, resolved: BTreeSet::new() }),
+            defaults,
+            stats,
+            node,
+            started: Instant::now(),
+            ports: Mutex::new(BTreeMap::new()),
+            resolve_now: AtomicBool::new(false),
+            max_message: proto::MAX_MESSAGE,
+        })
+    }
+
+    /// Sets the message size limit.
+    pub fn with_max_message(mut self: Arc<Self>, max: usize) -> Arc<Control> {
+        if let Some(c) = Arc::get_mut(&mut self) {
+            c.max_message = max;
+        }
+        self
+    }
+
+    /// The writer and its companions, locked.
+    pub fn lock(&self) -> MutexGuard<'_, ControlState> {
+        // Nothing panics while holding the lock on purpose; if something
+        // did, the writer's state is still whole (batches roll back).
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The live counters.
+    pub fn stats(&self) -> &Arc<StatsBoard> {
+        &self.stats
+    }
+
+    /// The node facts.
+    pub fn node(&self) -> &NodeInfo {
+        &self.node
+    }
+
+    /// Records a vif's port state, for `vif get` and `vif list`.
+    pub fn set_port_state(&self, vif: VifIndex, state: Option<String>) {
+        let mut p = self.ports.lock().unwrap_or_else(|e| e.into_inner());
+        match state {
+            Some(s) => p.insert(vif, s),
+            None => p.remove(&vif),
+        };
+    }
+
+    /// True once after a batch added tunnels whose MAC is to be resolved.
+    pub fn take_resolve_request(&self) -> bool {
+        self.resolve_now.swap(false, Ordering::Relaxed)
+    }
+
+    /// Handles one request line; returns the answer line (no newline).
+    pub fn handle(&self, session: &mut Session, line: &[u8]) -> Vec<u8> {
+        let req: RawRequest = match serde_json::from_slice(line) {
+            Ok(r) => r,
+            Err(e) => return answer(None, Err(ApiError::new(code::PARSE_ERROR, format!("not a request: {e}")))),
+        };
+        let result = self.dispatch(session, &req);
+        answer(req.id, result)
+    }
+
+    fn dispatch(&self, session: &mut Session, req: &RawRequest) -> Result<Value, ApiError> {
+        let params = req.params.map_or("{}", |p| p.get());
+        if req.method == "hello" {
+            let p: HelloParams = parse(params)?;
+            if !(proto::MIN_VERSION..=proto::VERSION).contains(&p.version) {
+                return Err(ApiError::new(
+                    code::VERSION_MISMATCH,
+                    format!(
+                        "this vrouterd serves API versions {}..={}, not {}",
+                        proto::MIN_VERSION,
+                        proto::VERSION,
+                        p.version
+                    ),
+                )
+                .field("version"));
+            }
+            session.version = Some(p.version);
+            return Ok(json!({
+                "version": p.version,
+                "server": format!("vrouterd {}", env!("CARGO_PKG_VERSION")),
+                "boot_id": self.node.boot_id,
+                "max_message": self.max_message,
+            }));
+        }
+        if session.version.is_none() {
+            return Err(ApiError::new(code::HELLO_FIRST, "send hello with the API version first"));
+        }
+        match req.method.as_str() {
+            "info" => Ok(self.info()),
+            "add" => self.apply_ops(&[OpDef::Add(parse(params)?)]),
+            "update" => self.apply_ops(&[OpDef::Update(parse(params)?)]),
+            "delete" => self.apply_ops(&[OpDef::Delete(parse(params)?)]),
+            "batch" => {
+                let p: BatchParams = parse(params)?;
+                self.apply_ops(&p.ops)
+            }
+            "get" => self.get(&parse(params)?),
+            "dump" => self.dump(&parse(params)?),
+            "lookup" => self.lookup(&parse(params)?),
+            "stats" => Ok(self.stats_json()),
+            other => Err(ApiError::new(
+                code::UNKNOWN_METHOD,
+                format!(
+                    "unknown method {other:?}; methods are hello, info, add, update, delete, batch, get, dump, lookup, stats"
+                ),
+            )),
+        }
+    }
+
+    fn apply_ops(&self, defs: &[OpDef]) -> Result<Value, ApiError> {
+        let mut st = self.lock();
+        let mut ops = Vec::with_capacity(defs.len());
+        for (i, d) in defs.iter().enumerate() {
+            let mut op = d.to_op(&self.defaults).map_err(|e| table_error(&e).at(i))?;
+            keep_resolved_mac(&st.writer, d, &mut op);
+            ops.push(op);
+        }
+        let generation = st.writer.apply(&ops).map_err(|e| {
+            let mut err = table_error(&e.error).at(e.index);
+            err.message = format!("operation {}: {}", e.index, e.error);
+            err
+        })?;
+        let mut resolve = false;
+        for d in defs {
+            match d {
+                OpDef::Add(ObjectDef::Nexthop(n)) | OpDef::Update(ObjectDef::Nexthop(n)) => {
+                    if n.resolves_mac() {
+                        resolve |= st.resolved.insert(n.id());
+                    } else {
+                        st.resolved.remove(&n.id());
+                    }
+                }
+                OpDef::Delete(KeyDef::Nexthop(id)) => {
+                    st.resolved.remove(id);
+                }
+                _ => {}
+            }
+        }
+        if resolve {
+            self.resolve_now.store(true, Ordering::Relaxed);
+        }
+        Ok(json!({ "generation": generation, "applied": defs.len() }))
+    }
+
+    fn get(&self, key: &KeyDef) -> Result<Value, ApiError> {
+        let st = self.lock();
+        let t = st.writer.tables();
+        let missing = |what: &str, id: &dyn std::fmt::Display| {
+            ApiError::new(code::NOT_FOUND, format!("{what} {id} does not exist"))
+        };
+        match key {
+            KeyDef::Vif(i) => {
+                let v = t.vif(*i).ok_or_else(|| missing("vif", i))?;
+                let (stats, _) = self.stats.read();
+                Ok(self.vif_json(v, &stats))
+            }
+            KeyDef::Vrf(id) => {
+                let v = t.vrf(*id).ok_or_else(|| missing("VRF", id))?;
+                Ok(vrf_json(v, st.writer.route_count(*id)))
+            }
+            KeyDef::Nexthop(id) => {
+                let nh = t.nexthop(*id).ok_or_else(|| missing("next hop", id))?;
+                Ok(self.nexthop_json(&st, *id, nh))
+            }
+            KeyDef::Label(l) => {
+                let nh = t.label(*l).ok_or_else(|| missing("label", l))?;
+                Ok(json!({ "label": l, "nh": nh }))
+            }
+            KeyDef::Route(r) => {
+                let key = KeyDef::Route(r.clone()).to_key().map_err(|e| table_error(&e))?;
+                let crate::tables::ObjectKey::Route(vrf, prefix) = key else { unreachable!("a route key") };
+                match st.writer.route(vrf, prefix) {
+                    Some(found) => to_value(&RouteDef::from_spec(&found)),
+                    None => Err(missing("route", &format!("{prefix} in VRF {vrf}"))),
+                }
+            }
+        }
+    }
+
+    fn dump(&self, p: &DumpParams) -> Result<Value, ApiError> {
+        let limit = p.limit.unwrap_or(DUMP_PAGE).clamp(1, MAX_DUMP_PAGE);
+        let after_id = || -> Result<Option<u32>, ApiError> {
+            p.after
+                .as_ref()
+                .map(|a| match a {
+                    Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+                    _ => None,
+                })
+                .map(|a| a.ok_or_else(|| ApiError::new(code::INVALID, "`after` must be an id").field("after")))
+                .transpose()
+        };
+        let mut st = self.lock();
+        let t = st.writer.tables().clone();
+        let (items, next): (Vec<Value>, Option<Value>) = match p.object.as_str() {
+            "vif" => {
+                let (stats, _) = self.stats.read();
+                page(t.vifs().map(|v| (v.index, v)), after_id()?, limit, |_, v| self.vif_json(v, &stats))
+            }
+            "vrf" => {
+                page(t.vrfs().map(|v| (v.id, v)), after_id()?, limit, |id, v| vrf_json(v, st.writer.route_count(id)))
+            }
+            "nexthop" => page(t.nexthops(), after_id()?, limit, |id, nh| self.nexthop_json(&st, id, nh)),
+            "label" => page(t.labels(), after_id()?, limit, |l, nh| json!({ "label": l, "nh": nh })),
+            "route" => {
+                let vrf = p.vrf.ok_or_else(|| ApiError::new(code::INVALID, "a route dump needs `vrf`").field("vrf"))?;
+                if st.writer.tables().vrf(vrf).is_none() {
+                    return Err(ApiError::new(code::NOT_FOUND, format!("VRF {vrf} does not exist")).field("vrf"));
+                }
+                let family = p.family.as_deref().unwrap_or("all");
+                let after = match &p.after {
+                    None => None,
+                    Some(Value::String(s)) => Some(s.parse::<Prefix>().map_err(|e| table_error(&e).field("after"))?),
+                    Some(_) => return Err(ApiError::new(code::INVALID, "`after` must be a prefix").field("after")),
+                };
+                let after = match (family, after) {
+                    ("inet6", None) => Some(LAST_V4),
+                    ("inet" | "inet6" | "all", a) => a,
+                    (f, _) => {
+                        return Err(
+                            ApiError::new(code::INVALID, format!("family {f:?}: inet, inet6 or all")).field("family")
+                        )
+                    }
+                };
+                let after = after.map(|a| if family == "inet6" && a.addr().is_ipv4() { LAST_V4 } else { a });
+                let mut routes = st.writer.routes_page(vrf, after, limit + 1).unwrap_or_default();
+                if family == "inet" {
+                    routes.retain(|r| r.prefix.addr().is_ipv4());
+                }
+                let more = routes.len() > limit;
+                routes.truncate(limit);
+                let next = if more { routes.last().map(|r| json!(r.prefix.to_string())) } else { None };
+                let items = routes.iter().map(|r| serde_json::to_value(RouteDef::from_spec(r)).unwrap_or_default());
+                (items.collect(), next)
+            }
+            other => {
+                return Err(ApiError::new(
+                    code::INVALID,
+                    format!("cannot dump {other:?}; objects are vif, vrf, nexthop, label, route"),
+                )
+                .field("object"))
+            }
+        };
+        drop(st);
+        Ok(json!({ "items": items, "next": next }))
+    }
+
+    fn lookup(&self, p: &LookupParams) -> Result<Value, ApiError> {
+        let st = self.lock();
+        let t = st.writer.tables().clone();
+        drop(st);
+        let vrf = t
+            .vrf(p.vrf)
+            .ok_or_else(|| ApiError::new(code::NOT_FOUND, format!("VRF {} does not exist", p.vrf)).field("vrf"))?;
+        let hit = match p.address {
+            IpAddr::V4(a) => vrf.v4.lookup_with_len(u32::from(a)).map(|(t, l)| (IpAddr::V4(a), t, l)),
+            IpAddr::V6(a) => vrf.v6.lookup_with_len(u128::from(a)).map(|(t, l)| (IpAddr::V6(a), t, l)),
+        };
+        let Some((addr, target, len)) = hit else {
+            return Err(ApiError::new(code::NOT_FOUND, format!("no route to {} in VRF {}", p.address, p.vrf)));
+        };
+        let masked = match addr {
+            IpAddr::V4(a) => IpAddr::V4(std::net::Ipv4Addr::from(u32::from(a) & mask32(len))),
+            IpAddr::V6(a) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(a) & mask128(len))),
+        };
+        let nh = t.nexthop(target.nh).map(|nh| self.nexthop_json(&self.lock(), target.nh, nh));
+        Ok(json!({
+            "vrf": p.vrf,
+            "address": p.address,
+            "prefix": format!("{masked}/{len}"),
+            "nh": target.nh,
+            "label": target.label(),
+            "nexthop": nh,
+        }))
+    }
+
+    fn vif_json(&self, v: &crate::tables::Vif, stats: &crate::stats::Stats) -> Value {
+        let c = stats.vif(v.index);
+        let port = self.ports.lock().unwrap_or_else(|e| e.into_inner()).get(&v.index).cloned();
+        with_status(
+            &VifDef::from_vif(v),
+            json!({
+                "port": port,
+                "rx_packets": c.rx_packets,
+                "rx_bytes": c.rx_bytes,
+                "tx_packets": c.tx_packets,
+                "tx_bytes": c.tx_bytes,
+                "rx_errors": c.rx_errors,
+                "drops": c.drops,
+            }),
+        )
+    }
+
+    fn nexthop_json(&self, st: &ControlState, id: NhId, nh: &NextHop) -> Value {
+        let resolved = st.resolved.contains(&id);
+        let def = NextHopDef::from_nexthop(id, nh, &self.defaults, resolved);
+        let mut status = json!({ "refs": st.writer.tables().nexthop_refs(id) });
+        if let (true, NextHop::Tunnel(t)) = (resolved, nh) {
+            let known = t.dmac != crate::wire::MacAddr::default();
+            status["resolved_mac"] = if known { json!(t.dmac.to_string()) } else { Value::Null };
+        }
+        with_status(&def, status)
+    }
+
+    fn info(&self) -> Value {
+        let st = self.lock();
+        let t = st.writer.tables().clone();
+        let routes: usize = t.vrfs().map(|v| st.writer.route_count(v.id)).map(|(a, b)| a + b).sum();
+        drop(st);
+        let l = t.limits();
+        let mut tables: Vec<Value> =
+            t.occupancy().iter().map(|(n, used, cap)| json!({ "table": n, "used": used, "capacity": cap })).collect();
+        tables.push(json!({ "table": "routes", "used": routes, "capacity_per_vrf": l.routes_per_vrf }));
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "api_version": proto::VERSION,
+            "boot_id": self.node.boot_id,
+            "uptime_s": self.started.elapsed().as_secs(),
+            "underlay": self.node.underlay,
+            "fabric": self.node.fabric,
+            "workers": self.stats.workers(),
+            "cores": self.node.cores,
+            "generation": t.generation(),
+            "limits": {
+                "vifs": l.vifs, "vrfs": l.vrfs, "nexthops": l.nexthops,
+                "labels": l.labels, "routes_per_vrf": l.routes_per_vrf,
+            },
+            "tables": tables,
+        })
+    }
+
+    /// Every counter: vifs, VRFs, drops by reason and workers.
+    pub fn stats_json(&self) -> Value {
+        let t = self.lock().writer.tables().clone();
+        let (s, io) = self.stats.read();
+        let vifs: Vec<Value> = t
+            .vifs()
+            .map(|v| {
+                let c = s.vif(v.index);
+                json!({
+                    "index": v.index, "name": v.name,
+                    "rx_packets": c.rx_packets, "rx_bytes": c.rx_bytes,
+                    "tx_packets": c.tx_packets, "tx_bytes": c.tx_bytes,
+                    "rx_errors": c.rx_errors, "drops": c.drops,
+                })
+            })
+            .collect();
+        let vrfs: Vec<Value> = t
+            .vrfs()
+            .map(|v| {
+                let mut o = serde_json::Map::new();
+                o.insert("id".into(), json!(v.id));
+                o.insert("name".into(), json!(v.name));
+                for (k, n) in s.vrf(v.id).fields() {
+                    o.insert(k.into(), json!(n));
+                }
+                Value::Object(o)
+            })
+            .collect();
+        let drops: Vec<Value> = DropReason::ALL
+            .iter()
+            .map(|r| json!({ "reason": r.as_str(), "contrail": r.contrail_name(), "count": s.dropped(*r) }))
+            .collect();
+        let workers: Vec<Value> = io
+            .iter()
+            .enumerate()
+            .map(|(w, io)| {
+                json!({
+                    "worker": w, "core": self.node.cores.get(w),
+                    "rx": io.rx, "tx": io.tx, "tx_dropped": io.tx_dropped, "handed_off": io.handed_off,
+                    "busy_ns": io.busy_ns, "elapsed_ns": io.elapsed_ns,
+                })
+            })
+            .collect();
+        json!({
+            "vifs": vifs, "vrfs": vrfs, "drops": drops, "workers": workers,
+            "to_host": s.to_host, "to_agent": s.to_agent,
+        })
+    }
+}
+
+/// Entries per dump page unless the client asks otherwise, and at most.
+const DUMP_PAGE: usize = 1000;
+const MAX_DUMP_PAGE: usize = 10_000;
+
+/// Sorts after every IPv4 prefix: where an IPv6-only dump starts.
+const LAST_V4: Prefix = Prefix::host_v4(std::net::Ipv4Addr::BROADCAST);
+
+fn mask32(len: u8) -> u32 {
+    if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(len))
+    }
+}
+
+fn mask128(len: u8) -> u128 {
+    if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(len))
+    }
+}
+
+/// One page of an id-keyed table: the items after `after`, and the id to
+/// continue from when more remain.
+fn page<T>(
+    all: impl Iterator<Item = (u32, T)>,
+    after: Option<u32>,
+    limit: usize,
+    f: impl Fn(u32, T) -> Value,
+) -> (Vec<Value>, Option<Value>) {
+    let mut items = Vec::new();
+    let mut last = None;
+    for (k, t) in all.filter(|(k, _)| after.is_none_or(|a| *k > a)) {
+        if items.len() == limit {
+            return (items, last.map(Value::from));
+        }
+        items.push(f(k, t));
+        last = Some(k);
+    }
+    (items, None)
+}
+
+/// An object and its read-only state, side by side: `{...object, "status": {...}}`.
+fn with_status<T: serde::Serialize>(def: &T, status: Value) -> Value {
+    let mut v = serde_json::to_value(def).unwrap_or_default();
+    if let Value::Object(o) = &mut v {
+        o.insert("status".into(), status);
+    }
+    v
+}
+
+fn vrf_json(v: &crate::tables::Vrf, (v4, v6): (usize, usize)) -> Value {
+    with_status(&VrfDef::from_vrf(v), json!({ "routes_v4": v4, "routes_v6": v6 }))
+}
+
+fn to_value<T: serde::Serialize>(t: &T) -> Result<Value, ApiError> {
+    serde_json::to_value(t).map_err(|e| ApiError::new(code::INVALID, e.to_string()))
+}
+
+/// A tunnel updated without a MAC keeps the one vrouterd resolved, so that
+/// reconciling an unchanged tunnel never blackholes it until the next
+/// resolution.
+fn keep_resolved_mac(writer: &TablesWriter, def: &OpDef, op: &mut Op) {
+    let OpDef::Update(ObjectDef::Nexthop(n)) = def else { return };
+    if !n.resolves_mac() {
+        return;
+    }
+    if let (Op::Update(Object::NextHop(id, NextHop::Tunnel(new))), Some(NextHop::Tunnel(old))) =
+        (&mut *op, writer.tables().nexthop(n.id()))
+    {
+        if *id == n.id() && old.dip == new.dip && old.oif == new.oif {
+            *new = crate::tables::Tunnel::new(new.oif, new.encap, new.sip, new.dip, old.dmac);
+        }
+    }
+}
+
+/// The API's form of a table error: its code and the field it names.
+fn table_error(e: &TableError) -> ApiError {
+    let (c, field) = match e {
+        TableError::Exists { .. } => (code::EXISTS, None),
+        TableError::NotFound { .. } => (code::NOT_FOUND, None),
+        TableError::MissingReference { field, .. } => (code::MISSING_REFERENCE, Some(*field)),
+        TableError::InUse { .. } => (code::IN_USE, None),
+        TableError::Full { .. } => (code::FULL, None),
+        TableError::OutOfRange { field, .. } => (code::OUT_OF_RANGE, Some(*field)),
+        TableError::Invalid { field, .. } => (code::INVALID, Some(*field)),
+    };
+    let err = ApiError::new(c, e.to_string());
+    match field {
+        Some(f) => err.field(f),
+        None => err,
+    }
+}
+
+/// Reads parameters into their type; a mistake names its path, e.g.
+/// `ops[3].add.route.nh`, and a batch error its position.
+fn parse<'a, T: Deserialize<'a>>(params: &'a str) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_str(params);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let index = path.strip_prefix("ops[").and_then(|r| r.split(']').next()).and_then(|i| i.parse().ok());
+        let inner = e.into_inner();
+        let mut err = ApiError::new(code::INVALID_PARAMS, format!("{path}: {inner}"));
+        if path != "." {
+            err = err.field(path);
+        }
+        err.index = index;
+        err
+    })
+}
+
+fn answer(id: Option<&serde_json::value::RawValue>, result: Result<Value, ApiError>) -> Vec<u8> {
+    let id = id.map_or(Value::Null, |r| serde_json::from_str(r.get()).unwrap_or(Value::Null));
+    let v = match result {
+        Ok(r) => json!({ "id": id, "result": r }),
+        Err(e) => json!({ "id": id, "error": e }),
+    };
+    serde_json::to_vec(&v).unwrap_or_else(|_| br#"{"error":{"code":"internal","message":"encoding"}}"#.to_vec())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HelloParams {
+    version: u32,
+    #[serde(default)]
+    #[allow(dead_code)] // Read for logs and docs; the server does not act on it.
+    client: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchParams {
+    ops: Vec<OpDef>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DumpParams {
+    object: String,
+    #[serde(default)]
+    vrf: Option<u32>,
+    #[serde(default)]
+    family: Option<String>,
+    #[serde(default)]
+    after: Option<Value>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LookupParams {
+    vrf: u32,
+    address: IpAddr,
+}
+
+/// One client's connection state.
+#[derive(Debug, Default)]
+pub struct Session {
+    version: Option<u32>,
+}
+
+/// How a line read ended.
+enum Line {
+    /// A whole message is in the buffer.
+    Message,
+    /// The message was longer than the limit; it was read and dropped.
+    TooLarge,
+    /// The client closed.
+    Closed,
+}
+
+/// Reads one newline-terminated message of at most `max` bytes. A longer
+/// one is consumed up to its newline and reported, so the connection stays
+/// usable.
+fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> std::io::Result<Line> {
+    buf.clear();
+    let mut too_large = false;
+    loop {
+        let chunk = r.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(Line::Closed);
+        }
+        let (part, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (&chunk[..i], i + 1),
+            None => (chunk, chunk.len()),
+        };
+        let found = done != chunk.len() || chunk.last() == Some(&b'\n');
+        if !too_large && buf.len() + part.len() <= max {
+            buf.extend_from_slice(part);
+        } else {
+            too_large = true;
+            buf.clear();
+        }
+        r.consume(done);
+        if found {
+            return Ok(if too_large { Line::TooLarge } else { Line::Message });
+        }
+    }
+}
+
+/// Serves one client until it closes.
+pub fn serve_client(control: &Control, stream: UnixStream) {
+    let Ok(write_half) = stream.try_clone() else { return };
+    let mut out = std::io::BufWriter::new(write_half);
+    let mut input = BufReader::with_capacity(64 << 10, stream);
+    let mut session = Session::default();
+    let mut buf = Vec::new();
+    loop {
+        let reply = match read_line(&mut input, &mut buf, control.max_message) {
+            Ok(Line::Closed) | Err(_) => return,
+            Ok(Line::TooLarge) => answer(
+                None,
+                Err(ApiError::new(
+                    code::TOO_LARGE,
+                    format!("message longer than {} bytes; split the batch", control.max_message),
+                )),
+            ),
+            Ok(Line::Message) if buf.iter().all(u8::is_ascii_whitespace) => continue,
+            Ok(Line::Message) => control.handle(&mut session, &buf),
+        };
+        if out.write_all(&reply).and_then(|_| out.write_all(b"\n")).and_then(|_| out.flush()).is_err() {
+            return;
+        }
+    }
+}
+
+/// Binds the API socket: mode 0660, group `group` when given. A stale
+/// socket file is replaced; a live one (another vrouterd) is an error.
+pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(format!("{shown}: another vrouterd is serving this socket"));
+        }
+        std::fs::remove_file(path).map_err(|e| format!("{shown}: {e}"))?;
+    }
+    let listener = UnixListener::bind(path).map_err(|e| format!("{shown}: {e}"))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(|e| format!("{shown}: {e}"))?;
+    if let Some(g) = group {
+        let gid = group_id(g).ok_or_else(|| format!("api.group: no group named {g:?}"))?;
+        std::os::unix::fs::chown(path, None, Some(gid)).map_err(|e| format!("{shown}: {e}"))?;
+    }
+    Ok(listener)
+}
+
+fn group_id(name: &str) -> Option<u32> {
+    let text = std::fs::read_to_string("/etc/group").ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next()? == name).then(|| f.nth(1)?.parse().ok()).flatten()
+    })
+}
+
+/// Accepts clients forever, each on its own thread, at most `max_clients`
+/// at a time; one more is told so and closed.
+pub fn serve(control: Arc<Control>, listener: UnixListener, max_clients: usize) {
+    let clients = Arc::new(AtomicUsize::new(0));
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        if clients.load(Ordering::Relaxed) >= max_clients {
+            let msg = answer(
+                None,
+                Err(ApiError::new(code::TOO_MANY_CLIENTS, format!("vrouterd serves {max_clients} clients at a time"))),
+            );
+            let _ = stream.write_all(&msg).and_then(|_| stream.write_all(b"\n"));
+            continue;
+        }
+        clients.fetch_add(1, Ordering::Relaxed);
+        let control = Arc::clone(&control);
+        let count = Arc::clone(&clients);
+        let spawned = std::thread::Builder::new().name("vrouter-api".into()).spawn(move || {
+            serve_client(&control, stream);
+            count.fetch_sub(1, Ordering::Relaxed);
+        });
+        if spawned.is_err() {
+            clients.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Starts [`serve`] on its own thread.
+pub fn spawn(control: Arc<Control>, listener: UnixListener, max_clients: usize) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("vrouter-api-accept".into())
+        .spawn(move || serve(control, listener, max_clients))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_bounded_and_an_oversized_one_leaves_the_stream_usable() {
+        let data = b"{\"a\":1}\n0123456789abcdef\n{\"b\":2}\npartial";
+        let mut r = BufReader::with_capacity(4, &data[..]);
+        let mut buf = Vec::new();
+        assert!(matches!(read_line(&mut r, &mut buf, 10).unwrap(), Line::Message));
+        assert_eq!(buf, b"{\"a\":1}");
+        assert!(matches!(read_line(&mut r, &mut buf, 10).unwrap(), Line::TooLarge));
+        assert!(matches!(read_line(&mut r, &mut buf, 10).unwrap(), Line::Message));
+        assert_eq!(buf, b"{\"b\":2}");
+        assert!(matches!(read_line(&mut r, &mut buf, 10).unwrap(), Line::Closed));
+    }
+}

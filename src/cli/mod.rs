@@ -1,0 +1,111 @@
+//! What the command-line tools share: aligned text tables and the way JSON
+//! values are shown in them.
+
+use serde_json::Value;
+use std::fmt;
+
+/// A table whose columns are as wide as their widest cell.
+pub struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+    min_widths: Vec<usize>,
+    show_header: bool,
+}
+
+impl Table {
+    /// A table with these column titles.
+    pub fn new(header: &[&str]) -> Table {
+        Table::with_widths(header, &[])
+    }
+
+    /// A table whose columns are at least `widths` wide, so that tables
+    /// printed one page at a time line up.
+    pub fn with_widths(header: &[&str], widths: &[usize]) -> Table {
+        Table {
+            header: header.iter().map(|s| s.to_string()).collect(),
+            rows: Vec::new(),
+            min_widths: widths.to_vec(),
+            show_header: true,
+        }
+    }
+
+    /// Leaves the titles out (for the pages after the first).
+    pub fn no_header(&mut self) {
+        self.show_header = false;
+    }
+
+    /// Adds a row.
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// True when there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+impl fmt::Display for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cols = self.header.len();
+        let mut w: Vec<usize> = (0..cols).map(|i| self.min_widths.get(i).copied().unwrap_or(0)).collect();
+        for r in std::iter::once(&self.header).chain(&self.rows) {
+            for (i, c) in r.iter().enumerate().take(cols) {
+                w[i] = w[i].max(c.chars().count());
+            }
+        }
+        let line = |f: &mut fmt::Formatter<'_>, r: &[String]| -> fmt::Result {
+            let mut s = String::new();
+            for (i, c) in r.iter().enumerate().take(cols) {
+                if i + 1 == cols {
+                    s.push_str(c);
+                } else {
+                    s.push_str(&format!("{c:<width$}  ", width = w[i]));
+                }
+            }
+            writeln!(f, "{}", s.trim_end())
+        };
+        if self.show_header {
+            line(f, &self.header)?;
+        }
+        for r in &self.rows {
+            line(f, r)?;
+        }
+        Ok(())
+    }
+}
+
+/// A JSON value as a table cell: strings bare, null as `-`.
+pub fn show(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A JSON number as a count (0 when absent).
+pub fn count(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_align_to_the_widest_cell() {
+        let mut t = Table::new(&["ID", "NAME"]);
+        t.row(vec!["1".into(), "a".into()]);
+        t.row(vec!["100".into(), "bb".into()]);
+        assert_eq!(t.to_string(), "ID   NAME\n1    a\n100  bb\n");
+        assert_eq!(show(&Value::Null), "-");
+        assert_eq!(show(&serde_json::json!("x")), "x");
+        assert_eq!(show(&serde_json::json!(7)), "7");
+    }
+}

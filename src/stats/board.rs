@@ -1,0 +1,115 @@
+//! Where workers publish their counters for the control side to read.
+//!
+//! A worker never waits here: it copies its counters into its own slot
+//! every few milliseconds, and skips the copy when a reader happens to hold
+//! the slot. Readers lock one slot at a time, briefly, and sum.
+
+use super::Stats;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A worker's own I/O counters and how it spent its time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerIo {
+    /// Frames received from ports.
+    pub rx: u64,
+    /// Frames queued for transmission.
+    pub tx: u64,
+    /// Frames that found no port, free frame or tx slot.
+    pub tx_dropped: u64,
+    /// Frames handed to another worker.
+    pub handed_off: u64,
+    /// Time spent in rounds that received frames.
+    pub busy_ns: u64,
+    /// Time since the worker started.
+    pub elapsed_ns: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Slot {
+    stats: Stats,
+    io: WorkerIo,
+}
+
+/// Every worker's last published counters.
+#[derive(Debug)]
+pub struct StatsBoard {
+    slots: Vec<Mutex<Slot>>,
+}
+
+/// How often a worker publishes: often enough for a per-second rate view.
+pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+
+impl StatsBoard {
+    /// A board for `workers` workers whose counters are sized for `vifs` and `vrfs`.
+    pub fn new(workers: usize, vifs: usize, vrfs: usize) -> Arc<StatsBoard> {
+        let slot = Slot { stats: Stats::new(vifs, vrfs), io: WorkerIo::default() };
+        Arc::new(StatsBoard { slots: (0..workers).map(|_| Mutex::new(slot.clone())).collect() })
+    }
+
+    /// Number of workers.
+    pub fn workers(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Worker `w` publishes. Returns false, having copied nothing, when a
+    /// reader holds the slot; the next publication catches up.
+    pub fn publish(&self, w: usize, stats: &Stats, io: WorkerIo) -> bool {
+        let Some(slot) = self.slots.get(w) else { return false };
+        match slot.try_lock() {
+            Ok(mut s) => {
+                // Same sizes every time: `clone_from` copies without allocating.
+                s.stats.clone_from(stats);
+                s.io = io;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The sum of every worker's counters, and each worker's I/O.
+    pub fn read(&self) -> (Stats, Vec<WorkerIo>) {
+        let mut total = Stats::new(0, 0);
+        let mut io = Vec::with_capacity(self.slots.len());
+        for slot in &self.slots {
+            // A worker never panics while holding its slot (it only copies),
+            // so a poisoned lock still holds whole counters.
+            let s = slot.lock().unwrap_or_else(|e| e.into_inner());
+            total.add(&s.stats);
+            io.push(s.io);
+        }
+        (total, io)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::DropReason;
+
+    #[test]
+    fn readers_see_the_sum_of_what_workers_published() {
+        let board = StatsBoard::new(2, 4, 2);
+        let mut a = Stats::new(4, 2);
+        a.drops[DropReason::NoRoute as usize] = 2;
+        a.vifs[1].rx_packets = 7;
+        let mut b = Stats::new(4, 2);
+        b.vifs[1].rx_packets = 3;
+        assert!(board.publish(0, &a, WorkerIo { rx: 7, busy_ns: 5, ..Default::default() }));
+        assert!(board.publish(1, &b, WorkerIo { rx: 3, ..Default::default() }));
+        let (s, io) = board.read();
+        assert_eq!(s.vif(1).rx_packets, 10);
+        assert_eq!(s.dropped(DropReason::NoRoute), 2);
+        assert_eq!(io.iter().map(|w| w.rx).collect::<Vec<_>>(), vec![7, 3]);
+        assert!(!board.publish(2, &a, WorkerIo::default()), "no such worker");
+    }
+
+    #[test]
+    fn a_worker_skips_publishing_rather_than_wait_for_a_reader() {
+        let board = StatsBoard::new(1, 1, 1);
+        let held = board.slots[0].lock().unwrap();
+        assert!(!board.publish(0, &Stats::new(1, 1), WorkerIo::default()));
+        drop(held);
+        assert!(board.publish(0, &Stats::new(1, 1), WorkerIo::default()));
+    }
+}

@@ -1,0 +1,247 @@
+//! The agent against a real API server: intent in, tables out; stable
+//! allocation; minimal diffs; reconciliation without flushing.
+
+use serde_json::json;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use vrouter::agent::{self, Intent};
+use vrouter::api::client::Client;
+use vrouter::api::schema::{Defaults, OpDef};
+use vrouter::api::server::{Control, NodeInfo};
+use vrouter::stats::StatsBoard;
+use vrouter::tables::{Limits, NextHop, TablesHandle, TablesWriter};
+use vrouter::wire::MacAddr;
+
+const INTENT: &str = r#"
+[node]
+fabric = "fab"
+fabric_mac = "02:fa:00:00:00:01"
+underlay = "192.168.100.1"
+
+[[network]]
+name = "blue"
+subnets = ["10.1.0.0/16"]
+gateway = "10.1.0.1"
+
+[[network]]
+name = "red"
+gateway = "10.1.0.1"
+
+[[pod]]
+name = "a1"
+interface = "t-a1"
+network = "blue"
+ip = "10.1.0.2"
+mac = "02:00:00:00:00:11"
+label = 16
+
+[[pod]]
+name = "a2"
+interface = "t-a2"
+network = "blue"
+ip = "10.1.0.3"
+mac = "02:00:00:00:00:12"
+
+[[pod]]
+name = "r1"
+interface = "t-r1"
+network = "red"
+ip = "10.1.0.2"
+mac = "02:00:00:00:00:13"
+
+[[remote]]
+network = "blue"
+ip = "10.1.1.2"
+node = "192.168.100.2"
+label = 16
+
+[[remote]]
+network = "blue"
+ip = "10.1.1.3"
+node = "192.168.100.2"
+label = 17
+
+[[remote]]
+network = "red"
+ip = "10.1.1.2"
+node = "192.168.100.2"
+label = 19
+encap = "mpls-o-gre"
+
+[[service]]
+name = "web"
+network = "blue"
+address = "10.96.0.10"
+endpoints = ["10.1.1.2", "10.1.1.3", "10.1.0.3"]
+"#;
+
+fn server(tag: &str) -> (PathBuf, TablesHandle) {
+    let limits = Limits { vifs: 64, vrfs: 16, nexthops: 1024, labels: 1024, routes_per_vrf: 1000 };
+    let (writer, handle) = TablesWriter::new(limits);
+    let defaults = Defaults { router_mac: MacAddr([0, 0, 0x5e, 0, 1, 0]), underlay: "192.168.100.1".parse().unwrap() };
+    let node = NodeInfo {
+        boot_id: NodeInfo::new_boot_id(),
+        underlay: defaults.underlay,
+        fabric: "fab".into(),
+        cores: vec![0],
+    };
+    let control = Control::new(writer, defaults, StatsBoard::new(1, 64, 16), node);
+    let sock = std::env::temp_dir().join(format!("vrouter-agent-{tag}-{}", std::process::id())).join("api.sock");
+    let listener = vrouter::api::server::bind(&sock, None).unwrap();
+    vrouter::api::server::spawn(Arc::clone(&control), listener, 8).unwrap();
+    (sock, handle)
+}
+
+fn client(sock: &std::path::Path) -> Client {
+    let c = Client::connect(sock, "agent-test").unwrap();
+    c.set_timeout(Some(Duration::from_secs(20)));
+    c
+}
+
+fn intent(text: &str) -> Intent {
+    Intent::from_toml(text).unwrap()
+}
+
+fn mac(i: &Intent) -> MacAddr {
+    agent::fabric_mac(i).unwrap()
+}
+
+#[test]
+fn intent_becomes_tables_and_a_second_pass_changes_nothing() {
+    let (sock, handle) = server("basic");
+    let mut c = client(&sock);
+    let i = intent(INTENT);
+    let o = agent::reconcile_once(&mut c, &i, mac(&i)).unwrap();
+    assert!(o.added > 15 && o.updated == 0 && o.deleted == 0, "{o:?}");
+    let t = handle.load();
+    // Contrail's layout: fabric vif0/0 in VRF 0, pods from vif0/3.
+    assert_eq!(t.vif(0).unwrap().name, "fab");
+    let names: Vec<(u32, String)> = t.vifs().map(|v| (v.index, v.name.clone())).collect();
+    assert_eq!(names, [(0, "fab".into()), (3, "t-a1".into()), (4, "t-a2".into()), (5, "t-r1".into())]);
+    let blue = t.vrfs().find(|v| v.name == "blue").unwrap();
+    let red = t.vrfs().find(|v| v.name == "red").unwrap();
+    // Pods, remotes, gateway and service all route.
+    let nh = |vrf: &vrouter::tables::Vrf, a: [u8; 4]| vrf.v4.lookup(u32::from_be_bytes(a)).unwrap();
+    assert!(matches!(t.nexthop(nh(blue, [10, 1, 0, 2]).nh), Some(NextHop::Encap { oif: 3, .. })));
+    assert!(matches!(t.nexthop(nh(blue, [10, 1, 0, 1]).nh), Some(NextHop::Receive)));
+    let remote = nh(blue, [10, 1, 1, 3]);
+    assert_eq!(remote.label(), Some(17));
+    assert!(matches!(t.nexthop(remote.nh), Some(NextHop::Tunnel(tun)) if tun.dip.octets() == [192, 168, 100, 2]));
+    let red_remote = nh(red, [10, 1, 1, 2]);
+    assert!(matches!(t.nexthop(red_remote.nh), Some(NextHop::Tunnel(tun)) if tun.encap.as_str().contains("gre")));
+    let Some(NextHop::Composite(g)) = t.nexthop(nh(blue, [10, 96, 0, 10]).nh) else { panic!("service is ECMP") };
+    assert_eq!(g.members().len(), 3);
+    // The pinned label, and an allocated one that skips it.
+    assert_eq!(t.label(16), Some(nh(blue, [10, 1, 0, 2]).nh));
+    assert!(t.labels().count() == 3 && t.label(17).is_some());
+    // The same intent again: nothing to do.
+    let again = agent::reconcile_once(&mut c, &i, mac(&i)).unwrap();
+    assert_eq!(again.total(), 0, "{again:?}");
+    // A fresh agent (a restart) over the same tables: nothing to do either.
+    let mut c2 = client(&sock);
+    assert!(agent::plan(&mut c2, &i, mac(&i)).unwrap().is_empty());
+}
+
+#[test]
+fn the_same_intent_allocates_the_same_ids_on_a_fresh_vrouterd() {
+    let i = intent(INTENT);
+    let mut dumps = Vec::new();
+    for tag in ["fresh-a", "fresh-b"] {
+        let (sock, _) = server(tag);
+        let mut c = client(&sock);
+        agent::reconcile_once(&mut c, &i, mac(&i)).unwrap();
+        dumps.push(agent::reconcile::fetch(&mut c).unwrap());
+    }
+    assert_eq!(dumps[0], dumps[1]);
+}
+
+#[test]
+fn a_change_is_applied_as_the_minimal_diff() {
+    let (sock, handle) = server("diff");
+    let mut c = client(&sock);
+    let i = intent(INTENT);
+    agent::reconcile_once(&mut c, &i, mac(&i)).unwrap();
+    let before = handle.load();
+
+    // A new pod named to sort first: the others keep their ids.
+    let more = INTENT.to_string()
+        + r#"
+[[pod]]
+name = "a0"
+interface = "t-a0"
+network = "blue"
+ip = "10.1.0.9"
+mac = "02:00:00:00:00:19"
+"#;
+    let i2 = intent(&more);
+    let ops = agent::plan(&mut c, &i2, mac(&i2)).unwrap();
+    let kinds: Vec<String> = ops.iter().map(|o| serde_json::to_value(o).unwrap().to_string()).collect();
+    assert_eq!(ops.len(), 4, "vif, next hop, label, route of the new pod only: {kinds:#?}");
+    assert!(ops.iter().all(|o| matches!(o, OpDef::Add(_))), "{kinds:#?}");
+    agent::reconcile_once(&mut c, &i2, mac(&i2)).unwrap();
+    let after = handle.load();
+    for v in before.vifs() {
+        assert_eq!(after.vif(v.index).map(|x| &x.name), Some(&v.name), "vif0/{} kept its index", v.index);
+    }
+    for (l, nh) in before.labels() {
+        assert_eq!(after.label(l), Some(nh), "label {l} kept its next hop");
+    }
+    assert_eq!(after.vifs().find(|v| v.name == "t-a0").unwrap().index, 6, "the lowest free index");
+
+    // One endpoint leaves the service: one update of its composite.
+    let fewer =
+        more.replace(r#"endpoints = ["10.1.1.2", "10.1.1.3", "10.1.0.3"]"#, r#"endpoints = ["10.1.1.2", "10.1.0.3"]"#);
+    let i3 = intent(&fewer);
+    let ops = agent::plan(&mut c, &i3, mac(&i3)).unwrap();
+    assert_eq!(ops.len(), 1, "{ops:?}");
+    assert!(matches!(&ops[0], OpDef::Update(vrouter::api::schema::ObjectDef::Nexthop(_))));
+    agent::reconcile_once(&mut c, &i3, mac(&i3)).unwrap();
+
+    // A pod leaves: only its objects go.
+    let without_a2 = fewer.replace("\n[[pod]]\nname = \"a2\"\ninterface = \"t-a2\"\nnetwork = \"blue\"\nip = \"10.1.0.3\"\nmac = \"02:00:00:00:00:12\"\n", "\n")
+        .replace(r#"endpoints = ["10.1.1.2", "10.1.0.3"]"#, r#"endpoints = ["10.1.1.2"]"#);
+    let i4 = intent(&without_a2);
+    let ops = agent::plan(&mut c, &i4, mac(&i4)).unwrap();
+    let deletes = ops.iter().filter(|o| matches!(o, OpDef::Delete(_))).count();
+    assert_eq!((deletes, ops.len() - deletes), (4, 1), "a2's vif, nh, label, route; the service update: {ops:?}");
+    agent::reconcile_once(&mut c, &i4, mac(&i4)).unwrap();
+    assert!(handle.load().vifs().all(|v| v.name != "t-a2"));
+}
+
+#[test]
+fn the_agent_reconciles_against_what_vrouterd_holds_without_flushing() {
+    let (sock, handle) = server("headless");
+    let mut c = client(&sock);
+    let i = intent(INTENT);
+    agent::reconcile_once(&mut c, &i, mac(&i)).unwrap();
+    let g0 = handle.load().generation();
+    // While the agent was away: something stale appeared, something went missing.
+    c.call("add", json!({ "route": { "vrf": 1, "prefix": "10.200.0.0/16", "nh": 0 } })).unwrap();
+    c.call("delete", json!({ "route": { "vrf": 1, "prefix": "10.1.1.3/32" } })).unwrap();
+    let ops = agent::plan(&mut c, &i, mac(&i)).unwrap();
+    assert_eq!(ops.len(), 2, "add the missing route, remove the stale one: {ops:?}");
+    let o = agent::reconcile_once(&mut c, &i, mac(&i)).unwrap();
+    assert_eq!((o.added, o.updated, o.deleted), (1, 0, 1));
+    assert_eq!(handle.load().generation(), g0 + 3, "one batch, no flush-and-refill");
+}
+
+#[test]
+fn bad_intent_is_refused_with_a_reason() {
+    let cases = [
+        (
+            INTENT.replace("network = \"red\"\nip = \"10.1.0.2\"", "network = \"green\"\nip = \"10.1.0.2\""),
+            "not declared",
+        ),
+        (INTENT.replace("ip = \"10.1.0.3\"", "ip = \"10.9.0.3\""), "outside"),
+        (INTENT.replace("label = 16\n\n[[pod]]", "label = 3\n\n[[pod]]"), "outside 16"),
+        (INTENT.replace("\"10.1.0.3\"]", "\"10.1.0.99\"]"), "neither a pod"),
+        (INTENT.replace("interface = \"t-a2\"", "interface = \"t-a1\""), "already used"),
+        (INTENT.replace("underlay = \"192.168.100.1\"", "underlay = \"192.168.100\""), "line"),
+        (INTENT.replace("[[service]]", "[[servise]]"), "servise"),
+    ];
+    for (text, want) in cases {
+        let e = Intent::from_toml(&text).unwrap_err();
+        assert!(e.contains(want), "{want:?} not in {e:?}");
+    }
+}
