@@ -1,11 +1,13 @@
 //! End to end through the lab (`tools/lab`): two nodes running vrouterd,
-//! pods in namespaces, a bridge as the fabric. One test, because the lab's
+//! each filled by its vrouter-agent through the API, pods in namespaces, a
+//! bridge as the fabric. One test, because the lab's
 //! namespaces have fixed names. Needs root (CI is root); elsewhere it skips.
 
 use std::process::Command;
 use std::time::Duration;
 
 const VROUTERD: &str = env!("CARGO_BIN_EXE_vrouterd");
+const VRPKTGEN: &str = env!("CARGO_BIN_EXE_vrpktgen");
 
 fn lab(args: &[&str], envs: &[(&str, &str)]) -> String {
     let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tools/lab"))
@@ -244,6 +246,63 @@ fn the_lab_end_to_end() {
     assert!(log.contains("mac=02:fa:00:00:00:22"), "node 1 followed node 2's new MAC:\n{log}");
     assert!(ping("a1", "10.1.1.2"), "pods still talk after the MAC change");
 
+    // vrctl on a lab node: the agent's tables, as the data path sees them.
+    let hit = lab(&["vrctl", "n1", "rt", "get", "10.1.1.3", "--vrf", "blue", "--json"], &[]);
+    let hit: serde_json::Value = serde_json::from_str(&hit).unwrap();
+    assert_eq!((hit["label"].as_u64(), hit["nexthop"]["type"].as_str()), (Some(17), Some("tunnel")), "{hit}");
+    assert_eq!(hit["nexthop"]["status"]["resolved_mac"], "02:fa:00:00:00:22", "{hit}");
+    let vifs = lab(&["vrctl", "n1", "vif", "list"], &[]);
+    assert!(vifs.lines().any(|l| l.starts_with("vif0/3") && l.contains("t-a1") && l.contains(" up ")), "{vifs}");
+
+    // 100,000 routes come and go on node 1 while a flow runs through it:
+    // the flow loses nothing.
+    let sock = format!("{}/n1/vrouterd.sock", lab_dir());
+    let pinger = Command::new("ip")
+        .args(["netns", "exec", "lab-a1", "ping", "-i", "0.005", "-W", "1", "10.1.1.2"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let load = Command::new(VRPKTGEN)
+        .args(["route-load", "--socket", &sock, "--vrf", "1", "--routes", "100000", "--batch", "5000"])
+        .output()
+        .unwrap();
+    assert!(load.status.success(), "{}", String::from_utf8_lossy(&load.stderr));
+    std::thread::sleep(Duration::from_millis(300));
+    Command::new("kill").args(["-INT", &pinger.id().to_string()]).status().unwrap();
+    let out = String::from_utf8_lossy(&pinger.wait_with_output().unwrap().stdout).into_owned();
+    let stat = out.lines().find(|l| l.contains("packets transmitted")).unwrap_or_else(|| panic!("{out}"));
+    let n = |word: &str| -> u64 {
+        let before = stat.split(word).next().unwrap();
+        before.trim_end().rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(n(" packets transmitted") >= 100, "{stat}");
+    assert_eq!(n(" packets transmitted"), n(" received"), "no loss while routes came and went: {stat}");
+    eprintln!("route churn on a live node: {stat}; {}", String::from_utf8_lossy(&load.stdout).trim());
+    let blue = lab(&["vrctl", "n1", "vrf", "list", "--json"], &[]);
+    let blue: serde_json::Value = serde_json::from_str(&blue).unwrap();
+    assert_eq!(blue[1]["status"]["routes_v4"], 7, "the churn left nothing behind: {blue}");
+
+    // Headless: the agent dies, forwarding goes on with the last tables.
+    let agent_pid = std::fs::read_to_string(format!("{}/n1/agent.pid", lab_dir())).unwrap();
+    Command::new("kill").args(["-KILL", agent_pid.trim()]).status().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(ping("a1", "10.1.1.2"), "forwarding goes on without the agent");
+    // It comes back and finds nothing to change.
+    lab(&["start", "n1", "agent"], &[]);
+    let agent_log = || std::fs::read_to_string(format!("{}/n1/agent.log", lab_dir())).unwrap();
+    assert!(agent_log().contains("tables already match the intent"), "{}", agent_log());
+    // vrouterd restarts with empty tables: the agent notices and pushes
+    // everything again; traffic resumes with nobody touching anything.
+    lab(&["restart", "n1", "vrouterd"], &[]);
+    let resumed = (0..20).any(|_| {
+        std::thread::sleep(Duration::from_millis(500));
+        sh("a1", "ping -c 1 -W 1 10.1.1.2").0
+    });
+    assert!(resumed, "traffic resumed after vrouterd restarted:\n{}", agent_log());
+    assert!(agent_log().contains("vrouterd restarted") || agent_log().matches("connected to vrouterd").count() >= 2);
+    assert!(ping("a1", "10.1.0.3"), "same-node traffic resumed too");
+
     // Bad input from a pod is dropped and counted; the others go on.
     send_garbage_from("a2", 200);
     assert!(ping("a1", "10.1.1.2"), "forwarding goes on after garbage from a2");
@@ -251,7 +310,8 @@ fn the_lab_end_to_end() {
     let log = std::fs::read_to_string(format!("{}/n1/vrouterd.log", lab_dir())).unwrap();
     let a2 = log
         .lines()
-        .find(|l| l.contains("vif counters") && l.contains("interface=t-a2"))
+        .filter(|l| l.contains("vif counters") && l.contains("interface=t-a2"))
+        .last()
         .unwrap_or_else(|| panic!("{log}"));
     let drops: u64 = a2.split("drops=").nth(1).unwrap().trim().parse().unwrap();
     assert!(drops >= 200, "garbage from a2 counted as drops: {a2}");

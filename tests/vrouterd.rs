@@ -1,6 +1,7 @@
 //! vrouterd as a process: configuration errors, readiness, forwarding
-//! between pods in network namespaces, SIGHUP reload, and SIGTERM leaving
-//! no XDP program behind. Needs root (CI is root); elsewhere it skips.
+//! between pods in network namespaces, table changes through the API while
+//! traffic flows, metrics, and SIGTERM leaving no XDP program behind.
+//! Needs root (CI is root); elsewhere it skips.
 
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
@@ -49,31 +50,7 @@ fn a_bad_configuration_is_refused_with_file_and_line() {
     assert!(err.contains("tables.toml") && err.contains("field `nh`: next hop 9 does not exist"), "{err}");
 }
 
-fn tables(a2_nh: u32, with_a3: bool) -> String {
-    let a3 = if with_a3 {
-        r#"
-[[vif]]
-index = 3
-name = "pa3"
-kind = "virtual"
-vrf = 1
-mac = "02:00:00:00:01:03"
-ipv4 = "10.1.0.4"
-
-[[nexthop]]
-type = "encap"
-id = 4
-oif = 3
-dmac = "02:00:00:00:01:03"
-
-[[route]]
-vrf = 1
-prefix = "10.1.0.4/32"
-nh = 4
-"#
-    } else {
-        ""
-    };
+fn tables() -> String {
     format!(
         r#"
 [[vrf]]
@@ -133,13 +110,13 @@ nh = 1
 [[route]]
 vrf = 1
 prefix = "10.1.0.3/32"
-nh = {a2_nh}
+nh = 2
 
 [[route]]
 vrf = 1
 prefix = "10.1.0.1/32"
 nh = 3
-{a3}"#
+"#
     )
 }
 
@@ -167,7 +144,7 @@ fn ping(ns: &str, dst: &str, count: &str) -> bool {
 }
 
 #[test]
-fn vrouterd_forwards_reloads_and_detaches_on_sigterm() {
+fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         assert!(std::env::var_os("CI").is_none(), "CI runs as root, so this test must run there");
@@ -211,9 +188,9 @@ fn vrouterd_forwards_reloads_and_detaches_on_sigterm() {
     in_ns(&node, &["ethtool", "-L", "pa1", "rx", "2", "tx", "2"]);
     in_ns(&a1, &["ethtool", "-L", "eth0", "rx", "2", "tx", "2"]);
     let dir = temp_dir("run");
-    std::fs::write(dir.join("tables.toml"), tables(2, false)).unwrap();
+    std::fs::write(dir.join("tables.toml"), tables()).unwrap();
     let cfg = dir.join("vrouterd.toml");
-    std::fs::write(&cfg, "[node]\nfabric = \"fab\"\nunderlay = \"192.168.77.1\"\n[dataplane]\ncores = [0, 1]\nxdp_mode = \"native\"\n[tables]\nfile = \"tables.toml\"\n").unwrap();
+    std::fs::write(&cfg, "[node]\nfabric = \"fab\"\nunderlay = \"192.168.77.1\"\n[dataplane]\ncores = [0, 1]\nxdp_mode = \"native\"\n[api]\nsocket = \"api.sock\"\n[tables]\nfile = \"tables.toml\"\n").unwrap();
     let notify_path = dir.join("notify.sock");
     let _ = std::fs::remove_file(&notify_path);
     let notify = UnixDatagram::bind(&notify_path).unwrap();
@@ -242,15 +219,29 @@ fn vrouterd_forwards_reloads_and_detaches_on_sigterm() {
     assert!(rx(&a2) - before >= 200, "all 200 flows reached a2: {}", rx(&a2) - before);
     assert!(!ping(&a1, "10.1.0.4", "1"), "a3 is not there yet");
 
-    // A pod arrives: its port opens on SIGHUP while a1 keeps pinging a2.
+    // The API socket is there, mode 0660.
+    let sock = dir.join("api.sock");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&sock).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o660, "socket mode");
+    let mut api = vrouter::api::client::Client::connect(&sock, "test").unwrap();
+
+    // A pod arrives through the API: its port opens while a1 keeps pinging a2.
     let steady = Command::new("ip")
         .args(["netns", "exec", &a1, "ping", "-c", "25", "-i", "0.1", "-W", "1", "10.1.0.3"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    std::fs::write(dir.join("tables.toml"), tables(2, true)).unwrap();
-    run(&["kill", "-HUP", &pid.to_string()]);
+    api.call(
+        "batch",
+        serde_json::json!({ "ops": [
+            { "add": { "vif": { "index": 3, "name": "pa3", "kind": "virtual", "vrf": 1,
+                                "mac": "02:00:00:00:01:03", "ipv4": "10.1.0.4" } } },
+            { "add": { "nexthop": { "type": "encap", "id": 4, "oif": 3, "dmac": "02:00:00:00:01:03" } } },
+            { "add": { "route": { "vrf": 1, "prefix": "10.1.0.4/32", "nh": 4 } } },
+        ]}),
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     if !ping(&a1, "10.1.0.4", "3") {
         run(&["kill", "-TERM", &pid.to_string()]);
@@ -260,16 +251,54 @@ fn vrouterd_forwards_reloads_and_detaches_on_sigterm() {
     let steady = steady.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&steady.stdout);
     assert!(text.contains("25 received"), "a1 -> a2 lost nothing while a3's port came up:\n{text}");
+    let port = api.call("get", serde_json::json!({ "vif": 3 })).unwrap()["status"]["port"].clone();
+    assert_eq!(port, "up");
 
-    // SIGHUP again: a3 leaves and a2's route points at discard.
-    std::fs::write(dir.join("tables.toml"), tables(0, false)).unwrap();
-    run(&["kill", "-HUP", &pid.to_string()]);
+    // Live counters through the API and in Prometheus form.
+    std::thread::sleep(Duration::from_millis(300));
+    let st = api.call("stats", serde_json::json!({})).unwrap();
+    let a1_rx = st["vifs"].as_array().unwrap().iter().find(|v| v["name"] == "pa1").unwrap()["rx_packets"].clone();
+    assert!(a1_rx.as_u64().unwrap() >= 200, "a1's frames counted while running: {a1_rx}");
+    let metrics = in_ns(
+        &node,
+        &["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9432; printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3"],
+    );
+    assert!(metrics.starts_with("HTTP/1.1 200 OK"), "{metrics}");
+    let sample = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
+    };
+    assert!(sample("vrouter_vif_rx_packets_total{vif=\"1\",name=\"pa1\"}") >= 200.0);
+    assert_eq!(sample("vrouter_table_entries{table=\"vifs\"}"), 4.0);
+    assert!(sample("vrouter_worker_seconds_total{worker=\"1\"}") > 0.0);
+    assert!(metrics.contains("# TYPE vrouter_drops_total counter") && metrics.contains("reason=\"no_route\""));
+
+    // a3 leaves and a2's route points at discard, in one batch.
+    api.call(
+        "batch",
+        serde_json::json!({ "ops": [
+            { "delete": { "route": { "vrf": 1, "prefix": "10.1.0.4/32" } } },
+            { "delete": { "nexthop": 4 } },
+            { "delete": { "vif": 3 } },
+            { "update": { "route": { "vrf": 1, "prefix": "10.1.0.3/32", "nh": 0 } } },
+        ]}),
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    assert!(!ping(&a1, "10.1.0.3", "2"), "after the reload a2 is unreachable");
+    assert!(!ping(&a1, "10.1.0.3", "2"), "after the change a2 is unreachable");
     assert!(
         !in_ns(&node, &["ip", "-d", "link", "show", "pa3"]).contains("prog/xdp"),
         "a3's port was closed and detached"
     );
+    // SIGHUP changes nothing now: tables change only through the API.
+    run(&["kill", "-HUP", &pid.to_string()]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!ping(&a1, "10.1.0.3", "1"), "SIGHUP did not bring the tables file back");
+    drop(api);
 
     // SIGTERM: clean exit, nothing attached.
     run(&["kill", "-TERM", &pid.to_string()]);
@@ -294,7 +323,7 @@ fn vrouterd_forwards_reloads_and_detaches_on_sigterm() {
         field(w1, "rx") > 0 && field(w1, "handed_off") > 0,
         "worker 1 received on queue 1 and handed frames to worker 0: {w1}"
     );
-    assert!(log.contains("tables reloaded"), "{log}");
+    assert!(log.contains("SIGHUP: nothing to reload"), "{log}");
     let _ = notify.recv(&mut buf); // STOPPING=1
     for dev in ["pa1", "pa2", "fab"] {
         let link = in_ns(&node, &["ip", "-d", "link", "show", dev]);

@@ -71,6 +71,27 @@ impl Client {
         self.receive(id)
     }
 
+    /// Sends a call whose `params` are JSON text already, without waiting
+    /// for the answer: callers pipeline several and then take the answers,
+    /// in order, with [`Client::receive_result`].
+    pub fn send_call(&mut self, method: &str, params: &str) -> Result<(), ClientError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let line = format!("{{\"id\":{id},\"method\":{},\"params\":{params}}}", json!(method));
+        self.send_raw(line.as_bytes())
+    }
+
+    /// The next answer, as a result or an error.
+    pub fn receive_result(&mut self) -> Result<Value, ClientError> {
+        let mut v = self.read_answer()?;
+        if let Some(e) = v.get_mut("error") {
+            let e: ApiError = serde_json::from_value(e.take())
+                .unwrap_or_else(|_| ApiError::new("internal", "an error vrouterd did not describe"));
+            return Err(ClientError::Api(e));
+        }
+        Ok(v.get_mut("result").map(Value::take).unwrap_or(Value::Null))
+    }
+
     /// Sends one raw line (for tests of malformed input) and reads the answer.
     pub fn raw(&mut self, line: &[u8]) -> Result<Value, ClientError> {
         self.send_raw(line)?;

@@ -53,6 +53,32 @@ enum Command {
     },
     /// Trace packets between pods of two simulated nodes, hop by hop.
     Trace,
+    /// Load routes through the control API and delete them again, timed,
+    /// against the table writer alone as the baseline.
+    RouteLoad {
+        /// vrouterd's API socket; without it, an API server with no data
+        /// path is started in this process.
+        #[arg(long)]
+        socket: Option<std::path::PathBuf>,
+        /// Routes to load.
+        #[arg(long, default_value_t = 1_000_000)]
+        routes: u32,
+        /// Routes per batch.
+        #[arg(long, default_value_t = 10_000)]
+        batch: u32,
+        /// The VRF to load into (it must exist on a running vrouterd).
+        #[arg(long, default_value_t = 1)]
+        vrf: u32,
+        /// The next hop the routes point at (0 is vrouterd's discard).
+        #[arg(long, default_value_t = 0)]
+        nh: u32,
+        /// The first address; routes are consecutive /32s.
+        #[arg(long, default_value = "100.64.0.0")]
+        base: std::net::Ipv4Addr,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Measure table memory (resident set growth) and route load rate.
     Tables {
         /// Number of VRFs.
@@ -134,6 +160,51 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Trace => trace(),
+        Command::RouteLoad { socket, routes, batch, vrf, nh, base, json } => {
+            use vrouter::pktgen::routeload;
+            let p = routeload::LoadParams { routes, batch: batch.clamp(1, 100_000), vrf, nh, base };
+            let (sock, local) = match socket {
+                Some(s) => (s, false),
+                None => match routeload::local_server(vrf) {
+                    Ok(s) => (s, true),
+                    Err(e) => {
+                        eprintln!("vrpktgen: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+            };
+            let r = match routeload::load(&sock, &p) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("vrpktgen: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let baseline = routeload::direct(&p);
+            let secs = |d: std::time::Duration| d.as_secs_f64();
+            if json {
+                println!(
+                    "{{\"routes\":{routes},\"batch\":{},\"server\":\"{}\",\"add_seconds\":{:.3},\"delete_seconds\":{:.3},\"routes_per_second\":{:.0},\"direct_add_seconds\":{:.3},\"api_over_direct\":{:.2}}}",
+                    p.batch, if local { "in-process" } else { "vrouterd" }, secs(r.add), secs(r.delete),
+                    f64::from(routes) / secs(r.add), secs(baseline), secs(r.add) / secs(baseline)
+                );
+            } else {
+                println!(
+                    "{routes} IPv4 routes in batches of {} through the API ({}): added in {:.2} s ({:.2} M routes/s), deleted in {:.2} s",
+                    p.batch, if local { "in-process server, no data path" } else { "vrouterd" },
+                    secs(r.add), f64::from(routes) / secs(r.add) / 1e6, secs(r.delete)
+                );
+                println!(
+                    "baseline, same run: TablesWriter::apply alone adds them in {:.2} s; the API costs x{:.2} of that",
+                    secs(baseline),
+                    secs(r.add) / secs(baseline)
+                );
+            }
+            if local {
+                let _ = std::fs::remove_dir_all(sock.parent().unwrap_or(&sock));
+            }
+            ExitCode::SUCCESS
+        }
         Command::Tables { vrfs, routes, routes6, batch, readers, json } => {
             let r = vrouter::pktgen::scenario::measure_tables(vrfs, routes, routes6, batch.max(1), readers);
             if json {

@@ -1,0 +1,202 @@
+//! vrctl, the binary, against an API server over the common lab's tables:
+//! every command in its table and JSON forms, rates, and its failures.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use vrouter::api::schema::Defaults;
+use vrouter::api::server::{Control, NodeInfo};
+use vrouter::stats::{DropReason, Stats, StatsBoard, WorkerIo};
+use vrouter::tables::{Limits, TablesWriter};
+
+const VRCTL: &str = env!("CARGO_BIN_EXE_vrctl");
+
+fn limits() -> Limits {
+    Limits { vifs: 64, vrfs: 16, nexthops: 1024, labels: 1024, routes_per_vrf: 1000 }
+}
+
+fn server(tag: &str) -> (Arc<Control>, PathBuf) {
+    let (mut writer, _) = TablesWriter::new(limits());
+    writer.apply(&lab_ops()).unwrap();
+    let node = NodeInfo { boot_id: "test-boot".into(), underlay: node_ip(), fabric: "eth0".into(), cores: vec![1] };
+    let control = Control::new(
+        writer,
+        Defaults { router_mac: router_mac(), underlay: node_ip() },
+        StatsBoard::new(1, limits().vifs, limits().vrfs),
+        node,
+    );
+    let sock = std::env::temp_dir().join(format!("vrouter-vrctl-{tag}-{}", std::process::id())).join("api.sock");
+    let listener = vrouter::api::server::bind(&sock, None).unwrap();
+    vrouter::api::server::spawn(Arc::clone(&control), listener, 8).unwrap();
+    (control, sock)
+}
+
+/// Runs vrctl; returns (success, stdout, stderr).
+fn vrctl(sock: &PathBuf, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(VRCTL).arg("--socket").arg(sock).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok(sock: &PathBuf, args: &[&str]) -> String {
+    let (good, out, err) = vrctl(sock, args);
+    assert!(good, "vrctl {args:?} failed: {err}");
+    out
+}
+
+fn json(sock: &PathBuf, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = ok(sock, &all);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("vrctl {args:?} --json is not JSON ({e}):\n{out}"))
+}
+
+/// The row of a table whose first cell is `first`, split into cells.
+fn row(table: &str, first: &str) -> Vec<String> {
+    table
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(first))
+        .unwrap_or_else(|| panic!("no row {first:?} in:\n{table}"))
+        .split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn every_command_prints_an_aligned_table_and_json() {
+    let (control, sock) = server("all");
+    let mut s = Stats::new(limits().vifs, limits().vrfs);
+    s.vifs[A1 as usize].rx_packets = 1234;
+    s.vifs[A1 as usize].drops = 7;
+    s.drops[DropReason::NoRoute as usize] = 7;
+    s.vrfs[BLUE as usize].udp_mpls_tunnels = 99;
+    control.stats().publish(
+        0,
+        &s,
+        WorkerIo { rx: 1234, tx: 1000, busy_ns: 250, elapsed_ns: 1000, ..Default::default() },
+    );
+
+    // vif
+    let t = ok(&sock, &["vif", "list"]);
+    let header = t.lines().next().unwrap();
+    assert!(header.starts_with("VIF") && header.contains("RX PKTS") && header.contains("DROPS"), "{t}");
+    let a1 = row(&t, "vif0/1");
+    assert_eq!(&a1[..4], ["vif0/1", "veth-a1", "virtual", "1"], "{t}");
+    assert!(a1.contains(&"1234".to_string()) && a1.contains(&"10.1.0.2 fd00:1::2".to_string()), "{a1:?}");
+    // Aligned: every row's second column starts where the header's does.
+    let col = header.find("NAME").unwrap();
+    assert!(t.lines().skip(1).all(|l| l[col..].starts_with("veth") || l[col..].starts_with("eth0")), "{t}");
+    let j = json(&sock, &["vif", "list"]);
+    assert_eq!(j.as_array().unwrap().len(), 5);
+    assert_eq!(j[1]["status"]["rx_packets"], 1234);
+    let one = json(&sock, &["vif", "get", "1"]);
+    assert_eq!((one["name"].as_str(), one["mac"].as_str()), (Some("veth-a1"), Some("02:00:00:00:00:01")));
+    assert!(ok(&sock, &["vif", "get", "1"]).contains("rx_packets  1234"));
+
+    // nh
+    let t = ok(&sock, &["nh", "list"]);
+    assert!(row(&t, &NH_ECMP.to_string()).iter().any(|c| c.contains("members 10/L100 12/L101 13/L102")), "{t}");
+    assert!(row(&t, &NH_GRE.to_string()).iter().any(|c| c.contains("mpls-o-gre")), "{t}");
+    let j = json(&sock, &["nh", "get", &NH_A1.to_string()]);
+    assert_eq!((j["type"].as_str(), j["oif"].as_u64()), (Some("encap"), Some(A1.into())));
+    assert!(j["status"]["refs"].as_u64().unwrap() >= 3);
+
+    // rt
+    let t = ok(&sock, &["rt", "dump", "--vrf", "blue"]);
+    assert!(t.lines().next().unwrap().starts_with("PREFIX"), "{t}");
+    assert_eq!(row(&t, "10.2.0.0/24")[1..3], ["40", &NH_UDP.to_string()], "{t}");
+    assert!(t.contains("fd00:2::/64") && t.trim_end().ends_with("12 routes"), "{t}");
+    let inet6 = json(&sock, &["rt", "dump", "--vrf", "1", "--family", "inet6"]);
+    assert_eq!(inet6.as_array().unwrap().len(), 3);
+    let hit = json(&sock, &["rt", "get", "10.96.0.10", "--vrf", "blue"]);
+    assert_eq!(
+        (hit["prefix"].as_str(), hit["nexthop"]["type"].as_str()),
+        (Some("10.96.0.10/32"), Some("composite-ecmp"))
+    );
+    let t = ok(&sock, &["rt", "get", "10.2.0.77", "--vrf", "1"]);
+    assert_eq!(row(&t, "10.2.0.0/24")[1..4], ["40", &NH_UDP.to_string(), "tunnel"], "longest match: {t}");
+    let exact = json(&sock, &["rt", "get", "10.66.0.0/16", "--vrf", "blue"]);
+    assert_eq!(exact["nh"], 0);
+
+    // mpls, vrf
+    let t = ok(&sock, &["mpls", "list"]);
+    assert_eq!(row(&t, &LABEL_A1.to_string())[1..3], [NH_A1.to_string(), "encap".to_string()], "{t}");
+    assert_eq!(json(&sock, &["mpls", "get", &LABEL_BLUE.to_string()])["nh"], NH_BLUE_LOOKUP);
+    let t = ok(&sock, &["vrf", "list"]);
+    assert_eq!(row(&t, "1")[1..3], ["blue", "10.1.0.1"], "{t}");
+    assert_eq!(json(&sock, &["vrf", "list"]).as_array().unwrap().len(), 4);
+
+    // dropstats, vrfstats, info
+    let t = ok(&sock, &["dropstats"]);
+    assert_eq!(row(&t, "no_route").last().unwrap(), "7", "{t}");
+    assert!(t.contains("total drops: 7"), "{t}");
+    assert!(ok(&sock, &["dropstats", "--all"]).lines().count() > DropReason::COUNT);
+    let d = json(&sock, &["dropstats"]);
+    assert_eq!(d.as_array().unwrap().len(), DropReason::COUNT);
+    let t = ok(&sock, &["vrfstats", "--vrf", "blue"]);
+    assert!(t.starts_with("VRF 1 (blue)") && row(&t, "udp_mpls_tunnels")[1] == "99", "{t}");
+    assert_eq!(json(&sock, &["vrfstats"]).as_array().unwrap().len(), 4);
+    let t = ok(&sock, &["info"]);
+    assert!(row(&t, "vifs")[1..] == ["5", "64"] && row(&t, "0")[1..3] == ["1", "1234"], "{t}");
+    assert!(row(&t, "0").last().unwrap() == "25.0%", "busy share: {t}");
+    let i = json(&sock, &["info"]);
+    assert_eq!(i["info"]["boot_id"], "test-boot");
+}
+
+#[test]
+fn rates_show_per_second_deltas() {
+    let (control, sock) = server("rate");
+    let board = Arc::clone(control.stats());
+    // A worker's counters grow by 1,000 frames per 100 ms on a1 while vrctl watches.
+    let feeder = std::thread::spawn(move || {
+        let mut s = Stats::new(limits().vifs, limits().vrfs);
+        for _ in 0..30 {
+            s.vifs[A1 as usize].rx_packets += 1000;
+            s.drops[DropReason::TtlExceeded as usize] += 100;
+            board.publish(0, &s, WorkerIo::default());
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    });
+    let out = ok(&sock, &["vif", "list", "--rate", "--count", "2", "--interval", "1", "--json"]);
+    let dropout = ok(&sock, &["dropstats", "--rate", "--count", "1", "--interval", "0.5"]);
+    feeder.join().unwrap();
+    let lines: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2, "one JSON line per refresh:\n{out}");
+    let a1 = lines[1]["vifs"].as_array().unwrap().iter().find(|v| v["index"] == A1).unwrap();
+    let pps = a1["rx_packets_per_s"].as_f64().unwrap();
+    assert!((5_000.0..=15_000.0).contains(&pps), "about 10,000 frames/s on a1: {pps}");
+    assert!(dropout.contains("ttl_exceeded") && dropout.contains("DROPS/S"), "{dropout}");
+}
+
+#[test]
+fn failures_are_one_line_and_non_zero() {
+    let (_c, sock) = server("fail");
+    let (good, out, err) = vrctl(&sock, &["vif", "get", "42"]);
+    assert!(!good && out.is_empty());
+    assert_eq!(err.trim(), "vrctl: vif 42 does not exist");
+    let (good, _, err) = vrctl(&sock, &["rt", "dump", "--vrf", "purple"]);
+    assert!(!good && err.contains("no VRF named \"purple\""), "{err}");
+    let (good, _, err) = vrctl(&sock, &["rt", "get", "192.0.2.1", "--vrf", "blue"]);
+    assert!(!good && err.contains("no route to 192.0.2.1"), "{err}");
+    let gone = PathBuf::from("/nonexistent/vrouterd.sock");
+    let (good, _, err) = vrctl(&gone, &["info"]);
+    assert!(!good && err.lines().count() == 1 && err.contains("is vrouterd running?"), "{err}");
+}
+
+#[test]
+fn shell_completion_is_generated() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(VRCTL).args(["completion", shell]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains("vrctl") && text.contains("dropstats"), "{shell}");
+    }
+}
