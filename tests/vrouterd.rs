@@ -51,8 +51,7 @@ fn a_bad_configuration_is_refused_with_file_and_line() {
 }
 
 fn tables() -> String {
-    format!(
-        r#"
+    r#"
 [[vrf]]
 id = 0
 name = "fabric"
@@ -117,7 +116,7 @@ vrf = 1
 prefix = "10.1.0.1/32"
 nh = 3
 "#
-    )
+    .to_string()
 }
 
 struct Namespaces(Vec<String>, Option<std::process::Child>);
