@@ -310,8 +310,7 @@ fn the_lab_end_to_end() {
     let log = std::fs::read_to_string(format!("{}/n1/vrouterd.log", lab_dir())).unwrap();
     let a2 = log
         .lines()
-        .filter(|l| l.contains("vif counters") && l.contains("interface=t-a2"))
-        .last()
+        .rfind(|l| l.contains("vif counters") && l.contains("interface=t-a2"))
         .unwrap_or_else(|| panic!("{log}"));
     let drops: u64 = a2.split("drops=").nth(1).unwrap().trim().parse().unwrap();
     assert!(drops >= 200, "garbage from a2 counted as drops: {a2}");
