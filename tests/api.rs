@@ -7,6 +7,7 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use std::io::Write;
+use std::process::Command;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -497,4 +498,98 @@ fn flows_unrelated_to_a_route_load_lose_no_packet() {
     assert!(generations > 10, "the forwarder saw the tables change under it ({generations} generations)");
     assert_eq!(delivered, sent, "every frame of the unrelated flow reached a2");
     assert_eq!(drops, 0);
+}
+
+/// `docs/api.md` shows requests (`→`) and answers (`←`). They are sent, in
+/// order, to a fresh server; each answer must match the documented one:
+/// the same keys and values (but for what differs per run), and for errors
+/// the same code and message.
+#[test]
+fn docs_examples_are_true() {
+    let doc = include_str!("../docs/api.md");
+    let (writer, _) = TablesWriter::new(Limits::default());
+    let node = NodeInfo { boot_id: NodeInfo::new_boot_id(), underlay: "192.168.100.1".parse().unwrap(), fabric: "eth1".into(), cores: vec![0] };
+    let control = Control::new(
+        writer,
+        Defaults { router_mac: router_mac(), underlay: "192.168.100.1".parse().unwrap() },
+        StatsBoard::new(1, 8, 8),
+        node,
+    );
+    let sock = std::env::temp_dir().join(format!("vrouter-api-docs-{}", std::process::id())).join("api.sock");
+    let listener = vrouter::api::server::bind(&sock, None).unwrap();
+    vrouter::api::server::spawn(control, listener, 8).unwrap();
+    let mut s = UnixStream::connect(&sock).unwrap();
+    let mut read = std::io::BufReader::new(s.try_clone().unwrap());
+    let mut pairs = 0;
+    let mut lines = doc.lines().peekable();
+    while let Some(l) = lines.next() {
+        let Some(req) = l.strip_prefix("→ ") else { continue };
+        let want = lines.next().and_then(|n| n.strip_prefix("← ")).unwrap_or_else(|| panic!("no ← after {req}"));
+        s.write_all(req.as_bytes()).unwrap();
+        s.write_all(b"\n").unwrap();
+        let mut got = String::new();
+        std::io::BufRead::read_line(&mut read, &mut got).unwrap();
+        let got: Value = serde_json::from_str(&got).unwrap();
+        let want: Value = serde_json::from_str(want).unwrap_or_else(|e| panic!("docs: bad JSON after {req}: {e}"));
+        if let Some(e) = want.get("error") {
+            assert_eq!(got["error"]["code"], e["code"], "{req}\n got {got}");
+            let (g, w) = (got["error"]["message"].as_str().unwrap(), e["message"].as_str().unwrap());
+            assert!(g.starts_with(w), "{req}\n documented message {w:?}\n actual {g:?}");
+        } else {
+            assert!(got.get("error").is_none(), "{req}\n got {got}");
+            same_shape(&want["result"], &got["result"], req);
+        }
+        pairs += 1;
+    }
+    assert!(pairs >= 20, "the examples were found ({pairs})");
+}
+
+/// `got` has every key of `want`, with equal values, except values that
+/// differ from run to run; an empty array or object in `want` stands for any.
+fn same_shape(want: &Value, got: &Value, ctx: &str) {
+    const VOLATILE: [&str; 4] = ["boot_id", "uptime_s", "server", "version"];
+    match (want, got) {
+        (Value::Object(w), Value::Object(g)) => {
+            for (k, wv) in w {
+                let gv = g.get(k).unwrap_or_else(|| panic!("{ctx}\n no key {k:?} in {got}"));
+                if !VOLATILE.contains(&k.as_str()) {
+                    same_shape(wv, gv, ctx);
+                }
+            }
+        }
+        (Value::Array(w), Value::Array(g)) if w.is_empty() => {
+            let _ = g;
+        }
+        (Value::Array(w), Value::Array(g)) => {
+            assert_eq!(w.len(), g.len(), "{ctx}\n want {want}\n got {got}");
+            for (a, b) in w.iter().zip(g) {
+                same_shape(a, b, ctx);
+            }
+        }
+        (w, g) => assert_eq!(w, g, "{ctx}"),
+    }
+}
+
+/// The docs' socat recipe works: newline-delimited JSON needs nothing more.
+#[test]
+fn socat_speaks_the_api() {
+    if Command::new("socat").arg("-V").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "CI installs socat (tools/test), so this test must run there");
+        eprintln!("SKIPPED: socat is not installed");
+        return;
+    }
+    let (_c, sock, _) = server("socat");
+    let script = format!(
+        "printf '%s\\n' '{}' '{}' '{}' | socat -t 2 - UNIX-CONNECT:{}",
+        r#"{"id":1,"method":"hello","params":{"version":1,"client":"socat"}}"#,
+        r#"{"id":2,"method":"info"}"#,
+        r#"{"id":3,"method":"dump","params":{"object":"vif"}}"#,
+        sock.display()
+    );
+    let out = Command::new("bash").args(["-c", &script]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let answers: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(answers.len(), 3, "{text}");
+    assert_eq!(answers[1]["result"]["api_version"], 1);
+    assert_eq!(answers[2]["result"]["items"].as_array().unwrap().len(), 5);
 }

@@ -336,3 +336,12 @@ fn the_packaged_configuration_is_valid() {
     let out = Command::new(VROUTERD).args(["--config", cfg, "--check"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn the_packaged_intent_is_valid() {
+    let intent = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/intent.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_vrouter-agent")).args(["--check", "--intent", intent]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("2 networks, 2 pods, 2 remotes, 1 services"), "{text}");
+}

@@ -67,7 +67,13 @@ impl Client {
         let id = self.next_id;
         self.next_id += 1;
         let req = json!({ "id": id, "method": method, "params": params });
-        self.send_raw(&serde_json::to_vec(&req).map_err(|e| ClientError::Io(e.to_string()))?)?;
+        if let Err(e) = self.send_raw(&serde_json::to_vec(&req).map_err(|e| ClientError::Io(e.to_string()))?) {
+            // vrouterd may have said why before it closed (too many clients).
+            return match self.receive_result() {
+                Err(ClientError::Api(reason)) => Err(ClientError::Api(reason)),
+                _ => Err(e),
+            };
+        }
         self.receive(id)
     }
 

@@ -160,12 +160,12 @@ impl Control {
         }
         match req.method.as_str() {
             "info" => Ok(self.info()),
-            "add" => self.apply_ops(&[OpDef::Add(parse(params)?)]),
-            "update" => self.apply_ops(&[OpDef::Update(parse(params)?)]),
-            "delete" => self.apply_ops(&[OpDef::Delete(parse(params)?)]),
+            "add" => self.apply_ops(&[OpDef::Add(parse(params)?)], false),
+            "update" => self.apply_ops(&[OpDef::Update(parse(params)?)], false),
+            "delete" => self.apply_ops(&[OpDef::Delete(parse(params)?)], false),
             "batch" => {
                 let p: BatchParams = parse(params)?;
-                self.apply_ops(&p.ops)
+                self.apply_ops(&p.ops, true)
             }
             "get" => self.get(&parse(params)?),
             "dump" => self.dump(&parse(params)?),
@@ -180,19 +180,25 @@ impl Control {
         }
     }
 
-    fn apply_ops(&self, defs: &[OpDef]) -> Result<Value, ApiError> {
+    /// Applies operations as one batch. Errors in a `batch` name the
+    /// operation's position; a single add, update or delete needs none.
+    fn apply_ops(&self, defs: &[OpDef], batch: bool) -> Result<Value, ApiError> {
+        let locate = |err: ApiError, index: usize| {
+            if batch {
+                let message = format!("operation {index}: {}", err.message);
+                ApiError { message, ..err.at(index) }
+            } else {
+                err
+            }
+        };
         let mut st = self.lock();
         let mut ops = Vec::with_capacity(defs.len());
         for (i, d) in defs.iter().enumerate() {
-            let mut op = d.to_op(&self.defaults).map_err(|e| table_error(&e).at(i))?;
+            let mut op = d.to_op(&self.defaults).map_err(|e| locate(table_error(&e), i))?;
             keep_resolved_mac(&st.writer, d, &mut op);
             ops.push(op);
         }
-        let generation = st.writer.apply(&ops).map_err(|e| {
-            let mut err = table_error(&e.error).at(e.index);
-            err.message = format!("operation {}: {}", e.index, e.error);
-            err
-        })?;
+        let generation = st.writer.apply(&ops).map_err(|e| locate(table_error(&e.error), e.index))?;
         let mut resolve = false;
         for d in defs {
             match d {
@@ -554,7 +560,12 @@ fn parse<'a, T: Deserialize<'a>>(params: &'a str) -> Result<T, ApiError> {
         let path = e.path().to_string();
         let index = path.strip_prefix("ops[").and_then(|r| r.split(']').next()).and_then(|i| i.parse().ok());
         let inner = e.into_inner();
-        let mut err = ApiError::new(code::INVALID_PARAMS, format!("{path}: {inner}"));
+        // The position would count from the start of `params`, not of the
+        // line the client sent; the path says where, better.
+        let text = inner.to_string();
+        let position = format!(" at line {} column {}", inner.line(), inner.column());
+        let text = text.strip_suffix(&position).unwrap_or(&text);
+        let mut err = ApiError::new(code::INVALID_PARAMS, format!("{path}: {text}"));
         if path != "." {
             err = err.field(path);
         }

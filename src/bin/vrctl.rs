@@ -338,10 +338,13 @@ fn nh_details(n: &Value) -> String {
             "{} oif {} {} -> {} dmac {}",
             show(&n["encap"]),
             show(&n["oif"]),
-            if n["sip"].is_null() { "node".into() } else { show(&n["sip"]) },
+            if n["sip"].is_null() { "underlay".into() } else { show(&n["sip"]) },
             show(&n["dip"]),
             if n["dmac"].is_null() {
-                format!("{} (neighbour)", show(&n["status"]["resolved_mac"]))
+                match n["status"]["resolved_mac"].as_str() {
+                    Some(m) => format!("{m} (neighbour)"),
+                    None => "unresolved (neighbour)".into(),
+                }
             } else {
                 show(&n["dmac"])
             }

@@ -325,6 +325,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     info!(node = %cfg.node.underlay, fabric = %cfg.node.fabric, "vrouterd ready");
     let mut last_ping = Instant::now();
     let mut last_resolve = Instant::now();
+    let mut unresolved = 0;
     let mut seen = first.generation();
     drop(first);
     while !stop.load(Ordering::Relaxed) {
@@ -336,8 +337,11 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         if reload.swap(false, Ordering::Relaxed) {
             info!("SIGHUP: nothing to reload; tables change through the API (vrctl, vrouter-agent)");
         }
-        if control.take_resolve_request() || last_resolve.elapsed() >= Duration::from_secs(1) {
-            resolve_tunnels(&control);
+        // Unresolved tunnels are retried soon; resolved ones are checked for
+        // MAC changes once a second.
+        let every = if unresolved > 0 { Duration::from_millis(200) } else { Duration::from_secs(1) };
+        if control.take_resolve_request() || last_resolve.elapsed() >= every {
+            unresolved = resolve_tunnels(&control);
             last_resolve = Instant::now();
         }
         let tables = {
