@@ -7,9 +7,9 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use std::io::Write;
-use std::process::Command;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -508,7 +508,12 @@ fn flows_unrelated_to_a_route_load_lose_no_packet() {
 fn docs_examples_are_true() {
     let doc = include_str!("../docs/api.md");
     let (writer, _) = TablesWriter::new(Limits::default());
-    let node = NodeInfo { boot_id: NodeInfo::new_boot_id(), underlay: "192.168.100.1".parse().unwrap(), fabric: "eth1".into(), cores: vec![0] };
+    let node = NodeInfo {
+        boot_id: NodeInfo::new_boot_id(),
+        underlay: "192.168.100.1".parse().unwrap(),
+        fabric: "eth1".into(),
+        cores: vec![0],
+    };
     let control = Control::new(
         writer,
         Defaults { router_mac: router_mac(), underlay: "192.168.100.1".parse().unwrap() },
@@ -592,4 +597,32 @@ fn socat_speaks_the_api() {
     assert_eq!(answers.len(), 3, "{text}");
     assert_eq!(answers[1]["result"]["api_version"], 1);
     assert_eq!(answers[2]["result"]["items"].as_array().unwrap().len(), 5);
+}
+
+#[test]
+fn the_socket_is_0660_and_owned_by_the_configured_group() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = std::env::temp_dir().join(format!("vrouter-api-group-{}", std::process::id()));
+    let sock = dir.join("api.sock");
+    let group = std::fs::read_to_string("/etc/group").unwrap();
+    let (name, gid) = group
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() > 2).then(|| (f[0].to_string(), f[2].parse::<u32>().ok()))
+        })
+        .and_then(|(n, g)| g.map(|g| (n, g)))
+        .unwrap();
+    let listener = vrouter::api::server::bind(&sock, Some(&name));
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let _l = listener.unwrap();
+        let meta = std::fs::metadata(&sock).unwrap();
+        assert_eq!((meta.permissions().mode() & 0o777, meta.gid()), (0o660, gid));
+        // A live socket is not taken over by a second server.
+        let e = vrouter::api::server::bind(&sock, None).unwrap_err();
+        assert!(e.contains("another vrouterd"), "{e}");
+    }
+    let e = vrouter::api::server::bind(&dir.join("other.sock"), Some("no-such-group-here")).unwrap_err();
+    assert!(e.contains("no group named"), "{e}");
 }

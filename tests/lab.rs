@@ -303,6 +303,29 @@ fn the_lab_end_to_end() {
     assert!(agent_log().contains("vrouterd restarted") || agent_log().matches("connected to vrouterd").count() >= 2);
     assert!(ping("a1", "10.1.0.3"), "same-node traffic resumed too");
 
+    // The intent changes: b3 leaves the service. The agent sees the file
+    // change and applies one update; the service's flows go to b1 and b2.
+    let intent_path = format!("{}/n1/intent.toml", lab_dir());
+    let intent = std::fs::read_to_string(&intent_path).unwrap();
+    let fewer = intent.replace(r#""10.1.1.2", "10.1.1.3", "10.1.1.4""#, r#""10.1.1.2", "10.1.1.3""#);
+    assert_ne!(intent, fewer, "the service's endpoints are in the intent:\n{intent}");
+    std::fs::write(&intent_path, fewer).unwrap();
+    let members = || -> usize {
+        let nh = lab(&["vrctl", "n1", "rt", "get", "10.96.0.10", "--vrf", "blue", "--json"], &[]);
+        let nh: serde_json::Value = serde_json::from_str(&nh).unwrap();
+        nh["nexthop"]["members"].as_array().map_or(0, |m| m.len())
+    };
+    let applied = (0..30).any(|_| {
+        std::thread::sleep(Duration::from_millis(200));
+        members() == 2
+    });
+    assert!(applied, "the agent applied the new intent:\n{}", agent_log());
+    assert!(agent_log().contains("added=0 updated=1 deleted=0"), "one update, nothing else:\n{}", agent_log());
+    let before = rx_packets("b3");
+    sh("a1", "for i in $(seq 60); do echo -n x > /dev/udp/10.96.0.10/7777; done");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(rx_packets("b3") - before, 0, "b3 gets no service traffic once it left");
+
     // Bad input from a pod is dropped and counted; the others go on.
     send_garbage_from("a2", 200);
     assert!(ping("a1", "10.1.1.2"), "forwarding goes on after garbage from a2");
