@@ -257,8 +257,10 @@ fn the_lab_end_to_end() {
     // 100,000 routes come and go on node 1 while a flow runs through it:
     // the flow loses nothing.
     let sock = format!("{}/n1/vrouterd.sock", lab_dir());
-    let pinger = Command::new("ip")
-        .args(["netns", "exec", "lab-a1", "ping", "-i", "0.005", "-W", "1", "10.1.1.2"])
+    // A fixed count that outlasts the churn, so that ping ends on its own
+    // and no echo is left in flight when it counts.
+    let mut pinger = Command::new("ip")
+        .args(["netns", "exec", "lab-a1", "ping", "-c", "2000", "-i", "0.005", "-W", "2", "10.1.1.2"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -268,8 +270,7 @@ fn the_lab_end_to_end() {
         .output()
         .unwrap();
     assert!(load.status.success(), "{}", String::from_utf8_lossy(&load.stderr));
-    std::thread::sleep(Duration::from_millis(300));
-    Command::new("kill").args(["-INT", &pinger.id().to_string()]).status().unwrap();
+    assert!(pinger.try_wait().unwrap().is_none(), "the flow ran for the whole churn");
     let out = String::from_utf8_lossy(&pinger.wait_with_output().unwrap().stdout).into_owned();
     let stat = out.lines().find(|l| l.contains("packets transmitted")).unwrap_or_else(|| panic!("{out}"));
     let n = |word: &str| -> u64 {
