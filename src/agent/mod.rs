@@ -123,6 +123,7 @@ pub fn run(
     let mut last_check = Instant::now();
     let mut last_poll = Instant::now() - Duration::from_secs(60);
     let mut said_waiting = false;
+    let mut last_error = String::new();
     info!(intent = %source.describe(), socket = %cfg.socket.display(), "vrouter-agent started");
     while !stop.load(Ordering::Relaxed) {
         if refresh.swap(false, Ordering::Relaxed) {
@@ -133,12 +134,18 @@ pub fn run(
             last_poll = Instant::now();
             match source.poll() {
                 Ok(Some(i)) => {
+                    last_error.clear();
                     info!(pods = i.pod.len(), remotes = i.remote.len(), services = i.service.len(), "intent loaded");
                     intent = Some(i);
                     dirty = true;
                 }
                 Ok(None) => {}
-                Err(e) => error!("intent unusable, keeping the last good one: {e}"),
+                // Said once per distinct problem, not once a second.
+                Err(e) if e != last_error => {
+                    error!("intent unusable, keeping the last good one: {e}");
+                    last_error = e;
+                }
+                Err(_) => {}
             }
         }
         if client.is_none() {

@@ -113,10 +113,12 @@ impl Client {
 
     fn read_answer(&mut self) -> Result<Value, ClientError> {
         self.line.clear();
-        let n = self
-            .reader
-            .read_line(&mut self.line)
-            .map_err(|e| ClientError::Io(format!("connection to vrouterd lost: {e}")))?;
+        let n = self.reader.read_line(&mut self.line).map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                ClientError::Io("vrouterd did not answer in time".into())
+            }
+            _ => ClientError::Io(format!("connection to vrouterd lost: {e}")),
+        })?;
         if n == 0 {
             return Err(ClientError::Io("vrouterd closed the connection".into()));
         }

@@ -391,6 +391,11 @@ impl Control {
         tables.push(json!({ "table": "routes", "used": routes, "capacity_per_vrf": l.routes_per_vrf }));
         json!({
             "version": env!("CARGO_PKG_VERSION"),
+            "build": {
+                "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
+                "arch": std::env::consts::ARCH,
+                "rust_version": env!("CARGO_PKG_RUST_VERSION"),
+            },
             "api_version": proto::VERSION,
             "boot_id": self.node.boot_id,
             "uptime_s": self.started.elapsed().as_secs(),
@@ -664,8 +669,14 @@ fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> std::io::Re
     }
 }
 
-/// Serves one client until it closes.
+/// A connection that sends nothing for this long is closed, so that
+/// abandoned clients do not hold their slot for ever. Clients that stay
+/// connected (the agent, `vrctl --rate`) call far more often.
+pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Serves one client until it closes, or sends nothing for [`IDLE_TIMEOUT`].
 pub fn serve_client(control: &Control, stream: UnixStream) {
+    let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
     let Ok(write_half) = stream.try_clone() else { return };
     let mut out = std::io::BufWriter::new(write_half);
     let mut input = BufReader::with_capacity(64 << 10, stream);

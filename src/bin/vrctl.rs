@@ -154,7 +154,11 @@ fn main() -> ExitCode {
         clap_complete::generate(shell, &mut Cli::command(), "vrctl", &mut std::io::stdout());
         return ExitCode::SUCCESS;
     }
-    let result = Client::connect(&cli.socket, "vrctl").and_then(|mut c| run(&mut c, &cli));
+    let result = Client::connect(&cli.socket, "vrctl").and_then(|mut c| {
+        // A vrouterd that stopped answering is reported, not waited for.
+        c.set_timeout(Some(Duration::from_secs(30)));
+        run(&mut c, &cli)
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -421,8 +425,10 @@ fn vrfstats_table(vrfs: &[Value]) -> String {
 
 fn info_text(i: &Value, workers: &Value) -> String {
     let mut out = format!(
-        "vrouterd {}  (API {}, boot {})\nunderlay {}  fabric {}  uptime {} s  tables generation {}\n\n",
+        "vrouterd {} ({} build, {})  (API {}, boot {})\nunderlay {}  fabric {}  uptime {} s  tables generation {}\n\n",
         show(&i["version"]),
+        show(&i["build"]["profile"]),
+        show(&i["build"]["arch"]),
         show(&i["api_version"]),
         show(&i["boot_id"]),
         show(&i["underlay"]),
