@@ -10,6 +10,7 @@ pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod daemon;
+pub mod flow;
 pub mod io;
 pub mod pipeline;
 pub mod pktgen;

@@ -649,6 +649,52 @@ fn every_drop_reason_is_reachable_and_counted() {
     assert_eq!(frames[0].verdict, Verdict::Drop(DropReason::PushFails));
     let mut seen: Vec<DropReason> = cases.iter().map(|c| c.2).collect();
     seen.push(DropReason::PushFails);
+    // Flows: red denies UDP to port 9; a table of two pairs, one per vif.
+    use vrouter::flow::{Endpoint, FlowConfig, FlowTable, Policy, PolicyAction, PortRange, Rule};
+    let deny9 = Rule {
+        src: Endpoint::Any,
+        dst: Endpoint::Any,
+        proto: Some(17),
+        sport: PortRange::ANY,
+        dport: PortRange { lo: 9, hi: 9 },
+        action: PolicyAction::Deny,
+    };
+    lab.writer
+        .apply(&[
+            Op::Add(Object::Policy(RED, Policy { rules: vec![deny9], default: PolicyAction::Allow })),
+            Op::Add(Object::Policy(BLUE, Policy::allow_all())),
+            Op::Add(Object::Route(vrouter::tables::RouteSpec {
+                vrf: RED,
+                prefix: "10.9.0.0/16".parse().unwrap(),
+                target: RouteTarget { nh: NH_R1, label: RouteTarget::NO_LABEL },
+            })),
+        ])
+        .unwrap();
+    let table = std::sync::Arc::new(FlowTable::new(
+        FlowConfig { capacity: 2, per_vif: 1, per_vrf: 100, ..FlowConfig::default() },
+        64,
+        16,
+    ));
+    lab.pipeline.set_flows(Some(table.clone()));
+    let from = |m: u8, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16| {
+        build::udp4_frame(L2 { src: mac(m), dst: router_mac() }, src, dst, sport, dport, 64, 64)
+    };
+    let flow_cases = [
+        (R1, from(3, a1_ip(), Ipv4Addr::new(10, 9, 0, 1), 1000, 9), Verdict::Drop(DropReason::FlowActionDrop)),
+        (R1, from(3, a1_ip(), Ipv4Addr::new(10, 9, 0, 2), 1000, 10), Verdict::Drop(DropReason::FlowLimit)),
+        (A1, from(1, a1_ip(), a2_ip(), 1000, 10), Verdict::Tx(A2)),
+        (A2, from(2, a2_ip(), a1_ip(), 2000, 20), Verdict::Drop(DropReason::FlowTableFull)),
+        // The answer of a1's flow finds its pair, though the table is full.
+        (A2, from(2, a2_ip(), a1_ip(), 10, 1000), Verdict::Tx(A1)),
+    ];
+    for (vif, frame, want) in flow_cases {
+        let (v, _) = lab.run(vif, frame);
+        assert_eq!(v, want);
+        if let Verdict::Drop(r) = want {
+            seen.push(r);
+        }
+    }
+    assert_eq!(table.len(), 2);
     for r in DropReason::ALL {
         assert!(seen.contains(r), "no test frame produces {r:?}");
         assert!(lab.stats().dropped(*r) >= 1, "{r:?} was not counted");

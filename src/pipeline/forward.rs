@@ -305,10 +305,24 @@ pub(super) fn resolve<B: AsRef<[u8]> + AsMut<[u8]>>(
 ) -> Verdict {
     let t = ctx.t;
     let mut hash = None;
+    // Flows are tracked in the VRF the packet entered by.
+    let flow = if depth == 0 { super::flow::lookup(ctx, vrf, info, f.data()) } else { super::flow::FlowStep::Off };
+    if let super::flow::FlowStep::Hit(key, hit) = &flow {
+        if let Err(r) = super::flow::on_hit(ctx, vrf, key, hit, f.data(), info) {
+            return Verdict::Drop(r);
+        }
+    }
+    let mut member = None;
     loop {
         let Some(nh) = t.nexthop(target.nh) else {
             return Verdict::Drop(DropReason::InvalidNh);
         };
+        // A new flow is decided, and made, once its egress is known.
+        if let (super::flow::FlowStep::Miss(key), NextHop::Tunnel(_) | NextHop::Encap { .. }) = (&flow, nh) {
+            if let Err(r) = super::flow::create(ctx, vrf, key, f.vif, member, f.data(), info) {
+                return Verdict::Drop(r);
+            }
+        }
         return match nh {
             NextHop::Composite(group) => {
                 if hash.is_some() {
@@ -316,9 +330,19 @@ pub(super) fn resolve<B: AsRef<[u8]> + AsMut<[u8]>>(
                 }
                 count(ctx, vrf.id, |c| &mut c.ecmp_composites);
                 let h = info.flow_hash(f.data(), ctx.cfg.hash_seed);
-                match group.select(h) {
+                // A flow keeps the member it was pinned to while that member lives.
+                let pinned = match &flow {
+                    super::flow::FlowStep::Hit(_, hit) => hit.ecmp.filter(|m| group.members().contains(m)),
+                    _ => None,
+                };
+                match pinned.as_ref().or_else(|| group.select(h)) {
                     Some(m) => {
+                        // The flow's member went away: pin it to its new one.
+                        if let (super::flow::FlowStep::Hit(_, hit), None, Some(table)) = (&flow, pinned, ctx.flows) {
+                            table.set_ecmp(hit.slot, Some(*m));
+                        }
                         target = *m;
+                        member = Some(*m);
                         hash = Some(h);
                         continue;
                     }

@@ -17,6 +17,7 @@
 
 mod decap;
 mod fast;
+mod flow;
 mod forward;
 mod frame;
 pub mod hash;
@@ -74,11 +75,19 @@ impl Default for PipelineConfig {
     }
 }
 
-/// One worker's pipeline: its configuration and its own counters.
+/// One worker's pipeline: its configuration, its own counters, and the
+/// flow table it shares with the other workers.
 pub struct Pipeline {
     config: PipelineConfig,
     stats: Stats,
+    flows: Option<std::sync::Arc<crate::flow::FlowTable>>,
+    /// The time, in milliseconds, as the caller last set it: flows are
+    /// stamped and aged by it, and the pipeline never reads a clock.
+    now: u64,
 }
+
+/// Slots of the flow table looked at for ageing per batch.
+const SWEEP_PER_BATCH: usize = 64;
 
 /// Most VRF translations one packet may go through before it is a loop.
 const MAX_DEPTH: u8 = 4;
@@ -99,12 +108,37 @@ struct Ctx<'a, B> {
     stats: &'a mut Stats,
     cfg: &'a PipelineConfig,
     spill: &'a mut Spill<B>,
+    flows: Option<&'a crate::flow::FlowTable>,
+    now: u64,
 }
 
 impl Pipeline {
     /// A pipeline with counters sized for the tables' limits.
     pub fn new(config: PipelineConfig, limits: &crate::tables::Limits) -> Self {
-        Pipeline { config, stats: Stats::new(limits.vifs, limits.vrfs) }
+        Pipeline { config, stats: Stats::new(limits.vifs, limits.vrfs), flows: None, now: 0 }
+    }
+
+    /// Tracks flows in VRFs that have a policy, in `table` (shared with the
+    /// other workers).
+    pub fn with_flows(mut self, table: std::sync::Arc<crate::flow::FlowTable>) -> Self {
+        self.flows = Some(table);
+        self
+    }
+
+    /// Starts (`Some`) or stops (`None`) tracking flows.
+    pub fn set_flows(&mut self, table: Option<std::sync::Arc<crate::flow::FlowTable>>) {
+        self.flows = table;
+    }
+
+    /// The flow table, if flows are tracked.
+    pub fn flows(&self) -> Option<&std::sync::Arc<crate::flow::FlowTable>> {
+        self.flows.as_ref()
+    }
+
+    /// Sets the time (milliseconds) for the next batches: the worker calls
+    /// it once per round, tests whenever they like.
+    pub fn set_now(&mut self, now_ms: u64) {
+        self.now = now_ms;
     }
 
     /// This worker's counters.
@@ -129,9 +163,14 @@ impl Pipeline {
     where
         B: AsRef<[u8]> + AsMut<[u8]>,
     {
-        let mut ctx = Ctx { t: tables, stats: &mut self.stats, cfg: &self.config, spill };
+        let flows = self.flows.as_deref();
+        let mut ctx = Ctx { t: tables, stats: &mut self.stats, cfg: &self.config, spill, flows, now: self.now };
         for vector in frames.chunks_mut(VECTOR) {
             process_vector(&mut ctx, vector);
+        }
+        // Ageing: a bounded look at the table per batch, by every worker.
+        if let Some(t) = flows {
+            t.sweep(self.now, SWEEP_PER_BATCH);
         }
     }
 }
@@ -198,15 +237,18 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(ctx: &mut Ctx<'_, B>, frames: &m
             None => {
                 let p = &mut pending[i];
                 match (t.vrf(p.vrf), found[i]) {
-                    (Some(v), Some(target)) if fast[i] => match fast::finish(ctx, f, v, target) {
-                        Some(verdict) => verdict,
-                        // Not one for the fast path after all: take the
-                        // general one, from the untouched frame.
-                        None => match forward::parse_ip_into(f.data(), false, &mut p.info) {
-                            Ok(()) => forward::resolve(ctx, f, v, target, &p.info, p.origin, 0),
-                            Err(r) => Verdict::Drop(r),
-                        },
-                    },
+                    // Flows need the general path.
+                    (Some(v), Some(target)) if fast[i] => {
+                        match v.policy.is_none().then(|| fast::finish(ctx, f, v, target)).flatten() {
+                            Some(verdict) => verdict,
+                            // Not one for the fast path after all: take the
+                            // general one, from the untouched frame.
+                            None => match forward::parse_ip_into(f.data(), false, &mut p.info) {
+                                Ok(()) => forward::resolve(ctx, f, v, target, &p.info, p.origin, 0),
+                                Err(r) => Verdict::Drop(r),
+                            },
+                        }
+                    }
                     (Some(v), Some(target)) => forward::resolve(ctx, f, v, target, &p.info, p.origin, 0),
                     _ => forward::no_route(ctx, p.vrf),
                 }

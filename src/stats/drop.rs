@@ -92,6 +92,12 @@ drop_reasons! {
     PushFails => "push_fails", "Push fails";
     /// Too many VRF translations for one packet: a routing loop.
     PacketLoop => "packet_loop", "Packet Loop";
+    /// The VRF's policy denies the flow.
+    FlowActionDrop => "flow_action_drop", "Flow Action Drop";
+    /// A new flow found the flow table full.
+    FlowTableFull => "flow_table_full", "Flow Table Full";
+    /// A new flow's vif or VRF is at its flow limit.
+    FlowLimit => "flow_limit", "New Flow Drops";
 }
 
 #[cfg(test)]

@@ -92,6 +92,22 @@ pub struct Vrf {
     pub v4: Arc<Fib<u32>>,
     /// IPv6 routes.
     pub v6: Arc<Fib<u128>>,
+    /// The network policy: flows in this VRF are tracked and decided by it.
+    /// `None`: no policy, no flows, everything routed goes.
+    pub policy: Option<Arc<VrfPolicy>>,
+}
+
+/// A VRF's policy as written, and compiled for the data path. Its
+/// generation grows with every change, so that flows decided under an
+/// older one are decided again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VrfPolicy {
+    /// As written.
+    pub policy: crate::flow::Policy,
+    /// As evaluated.
+    pub compiled: crate::flow::CompiledPolicy,
+    /// Bumped on every change.
+    pub generation: u32,
 }
 
 /// One consistent snapshot of every table.

@@ -117,6 +117,8 @@ pub enum Object {
     Route(RouteSpec),
     /// An incoming label and the next hop it names.
     Label(Label, NhId),
+    /// A VRF's network policy.
+    Policy(VrfId, crate::flow::Policy),
 }
 
 /// What names an object, for deletes.
@@ -132,6 +134,8 @@ pub enum ObjectKey {
     Route(VrfId, Prefix),
     /// A label.
     Label(Label),
+    /// A VRF's policy (the VRF stays, without one).
+    Policy(VrfId),
 }
 
 /// One change in a batch.
@@ -512,6 +516,7 @@ impl TablesWriter {
                     Object::NextHop(id, nh) => self.put_nh(w, *id, nh, add),
                     Object::Route(r) => self.put_route(w, r, add),
                     Object::Label(l, nh) => self.put_label(w, *l, *nh, add),
+                    Object::Policy(vrf, p) => self.put_policy(w, *vrf, Some(p), add),
                 }
             }
             Op::Delete(k) => match *k {
@@ -520,6 +525,7 @@ impl TablesWriter {
                 ObjectKey::NextHop(id) => self.del_nh(w, id),
                 ObjectKey::Route(vrf, p) => self.del_route(w, vrf, p),
                 ObjectKey::Label(l) => self.del_label(w, l),
+                ObjectKey::Policy(vrf) => self.put_policy(w, vrf, None, false),
             },
         }
     }
@@ -587,10 +593,35 @@ impl TablesWriter {
                     gateway_v6: v.gateway_v6,
                     v4: Arc::new(Fib::new()),
                     v6: Arc::new(Fib::new()),
+                    policy: None,
                 }
             }
         };
         let _ = w.vrfs.set(v.id as usize, Some(Arc::new(vrf)));
+        Ok(())
+    }
+
+    /// Sets (`Some`) or removes (`None`) VRF `id`'s policy. Add needs none
+    /// there yet, update and delete need one.
+    fn put_policy(
+        &mut self,
+        w: &mut Tables,
+        id: VrfId,
+        p: Option<&crate::flow::Policy>,
+        add: bool,
+    ) -> Result<(), TableError> {
+        let Some(old) = w.vrf(id).cloned() else {
+            return Err(TableError::MissingReference { field: "vrf", what: "VRF", id });
+        };
+        let present = old.policy.is_some();
+        match (present, add, p.is_some()) {
+            (true, true, _) => return Err(TableError::Exists { what: "policy of VRF", id: id.to_string() }),
+            (false, false, _) => return Err(TableError::NotFound { what: "policy of VRF", id: id.to_string() }),
+            _ => {}
+        }
+        let generation = old.policy.as_ref().map_or(0, |p| p.generation) + 1;
+        let policy = p.map(|p| Arc::new(super::VrfPolicy { policy: p.clone(), compiled: p.compile(), generation }));
+        let _ = w.vrfs.set(id as usize, Some(Arc::new(Vrf { policy, ..old })));
         Ok(())
     }
 

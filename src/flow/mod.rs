@@ -1,0 +1,17 @@
+//! Flows: the table of connections the data path keeps, and the policy it
+//! decides new ones by.
+//!
+//! - `key`: what names a flow;
+//! - `table`: the shared, lock-free-to-read table of flow pairs, with
+//!   limits and ageing driven by a clock the caller passes in;
+//! - `policy`: per-VRF ordered rules, evaluated on a flow's first packet.
+//!
+//! Like the pipeline, nothing here does I/O or reads a clock.
+
+pub mod key;
+pub mod policy;
+pub mod table;
+
+pub use key::FlowKey;
+pub use policy::{CompiledPolicy, Endpoint, Policy, PolicyAction, PortRange, Rule};
+pub use table::{CreateError, DirSpec, FlowAction, FlowConfig, FlowInfo, FlowTable, Hit, Nat, TcpState};

@@ -1,0 +1,305 @@
+//! Network policy: per VRF, an ordered list of rules and a default.
+//!
+//! A rule matches a flow's first packet by source and destination (a prefix,
+//! or a whole virtual network, i.e. a VRF), protocol and port ranges; the
+//! first rule that matches decides. Policy is stateful through the flow
+//! table: once a flow is allowed, its answers are too.
+
+use super::key::FlowKey;
+use crate::tables::Prefix;
+use std::net::IpAddr;
+
+/// Allow or deny.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyAction {
+    /// Let the flow through.
+    Allow,
+    /// Drop it.
+    Deny,
+}
+
+/// One side of a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// Anything.
+    Any,
+    /// Addresses in a prefix.
+    Prefix(Prefix),
+    /// Addresses of a virtual network: the VRF the address belongs to, as
+    /// the caller resolves it (`Rule::matches` is given both sides' VRFs).
+    Network(u32),
+}
+
+/// An inclusive port range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    /// Lowest port.
+    pub lo: u16,
+    /// Highest port.
+    pub hi: u16,
+}
+
+impl PortRange {
+    /// Every port.
+    pub const ANY: PortRange = PortRange { lo: 0, hi: u16::MAX };
+
+    fn contains(&self, p: u16) -> bool {
+        (self.lo..=self.hi).contains(&p)
+    }
+}
+
+/// A rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    /// Source.
+    pub src: Endpoint,
+    /// Destination.
+    pub dst: Endpoint,
+    /// IP protocol, or any.
+    pub proto: Option<u8>,
+    /// Source ports.
+    pub sport: PortRange,
+    /// Destination ports.
+    pub dport: PortRange,
+    /// What to do on a match.
+    pub action: PolicyAction,
+}
+
+/// A VRF's policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Rules, first match wins.
+    pub rules: Vec<Rule>,
+    /// What happens when no rule matches.
+    pub default: PolicyAction,
+}
+
+/// A policy compiled for the data path: prefixes as masks over the key's
+/// 128-bit addresses, so that a rule is a handful of compares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompiledPolicy {
+    rules: Vec<Compiled>,
+    default: PolicyAction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Any,
+    Net { addr: u128, mask: u128 },
+    Vrf(u32),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Compiled {
+    src: Side,
+    dst: Side,
+    /// 0..=255 a protocol; 256 any.
+    proto: u16,
+    sport: (u16, u16),
+    dport: (u16, u16),
+    action: PolicyAction,
+}
+
+impl Side {
+    fn of(e: &Endpoint) -> Side {
+        match e {
+            Endpoint::Any => Side::Any,
+            Endpoint::Prefix(p) => {
+                let n = net(p);
+                Side::Net { addr: n.addr, mask: n.mask }
+            }
+            Endpoint::Network(v) => Side::Vrf(*v),
+        }
+    }
+
+    #[inline(always)]
+    fn matches(&self, addr: u128, vrf: Option<u32>) -> bool {
+        match *self {
+            Side::Any => true,
+            Side::Net { addr: a, mask } => addr & mask == a,
+            Side::Vrf(v) => vrf == Some(v),
+        }
+    }
+}
+
+impl CompiledPolicy {
+    /// The action for a flow's first packet, and the index of the rule that
+    /// decided (`None`: the default). Same answers as [`Policy::evaluate`].
+    #[inline]
+    pub fn evaluate(&self, key: &FlowKey, src_vrf: Option<u32>, dst_vrf: Option<u32>) -> (PolicyAction, Option<usize>) {
+        let proto = u16::from(key.proto);
+        for (i, r) in self.rules.iter().enumerate() {
+            if (r.proto == 256 || r.proto == proto)
+                && (r.dport.0..=r.dport.1).contains(&key.dport)
+                && (r.sport.0..=r.sport.1).contains(&key.sport)
+                && r.dst.matches(key.dst, dst_vrf)
+                && r.src.matches(key.src, src_vrf)
+            {
+                return (r.action, Some(i));
+            }
+        }
+        (self.default, None)
+    }
+
+    /// Number of rules.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// True with no rules.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+}
+
+/// An address and length as integers of the key's width, for matching.
+#[derive(Debug, Clone, Copy)]
+struct Net {
+    addr: u128,
+    mask: u128,
+}
+
+fn net(p: &Prefix) -> Net {
+    // Keys hold IPv4 as IPv4-mapped IPv6; prefixes are matched the same way.
+    let (addr, len) = match p.addr() {
+        IpAddr::V4(a) => (0xffff_0000_0000u128 | u128::from(u32::from(a)), 96 + u32::from(p.len())),
+        IpAddr::V6(a) => (u128::from(a), u32::from(p.len())),
+    };
+    let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+    Net { addr: addr & mask, mask }
+}
+
+impl Endpoint {
+    #[inline]
+    fn matches(&self, addr: u128, vrf: Option<u32>) -> bool {
+        match self {
+            Endpoint::Any => true,
+            Endpoint::Prefix(p) => {
+                let n = net(p);
+                addr & n.mask == n.addr
+            }
+            Endpoint::Network(v) => vrf == Some(*v),
+        }
+    }
+}
+
+impl Rule {
+    /// True if the rule matches the flow. `src_vrf` and `dst_vrf` are the
+    /// networks the addresses belong to, where the caller knows them.
+    #[inline]
+    pub fn matches(&self, key: &FlowKey, src_vrf: Option<u32>, dst_vrf: Option<u32>) -> bool {
+        self.proto.is_none_or(|p| p == key.proto)
+            && self.sport.contains(key.sport)
+            && self.dport.contains(key.dport)
+            && self.src.matches(key.src, src_vrf)
+            && self.dst.matches(key.dst, dst_vrf)
+    }
+}
+
+impl Policy {
+    /// The form the data path evaluates.
+    pub fn compile(&self) -> CompiledPolicy {
+        CompiledPolicy {
+            rules: self
+                .rules
+                .iter()
+                .map(|r| Compiled {
+                    src: Side::of(&r.src),
+                    dst: Side::of(&r.dst),
+                    proto: r.proto.map_or(256, u16::from),
+                    sport: (r.sport.lo, r.sport.hi),
+                    dport: (r.dport.lo, r.dport.hi),
+                    action: r.action,
+                })
+                .collect(),
+            default: self.default,
+        }
+    }
+
+    /// Allows everything.
+    pub fn allow_all() -> Policy {
+        Policy { rules: Vec::new(), default: PolicyAction::Allow }
+    }
+
+    /// The action for a flow's first packet, and the index of the rule that
+    /// decided (`None`: the default).
+    pub fn evaluate(&self, key: &FlowKey, src_vrf: Option<u32>, dst_vrf: Option<u32>) -> (PolicyAction, Option<usize>) {
+        match self.rules.iter().position(|r| r.matches(key, src_vrf, dst_vrf)) {
+            Some(i) => (self.rules[i].action, Some(i)),
+            None => (self.default, None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(src: [u8; 4], dst: [u8; 4], proto: u8, dport: u16) -> FlowKey {
+        FlowKey::v4(1, proto, u32::from_be_bytes(src), u32::from_be_bytes(dst), 40000, dport)
+    }
+
+    /// The founding article: the nginx network may reach the leonardo
+    /// service address, and nothing else.
+    #[test]
+    fn nginx_reaches_the_leonardo_service_and_nothing_else() {
+        let svc: Prefix = "10.254.98.15/32".parse().unwrap();
+        let p = Policy {
+            rules: vec![Rule {
+                src: Endpoint::Network(1),
+                dst: Endpoint::Prefix(svc),
+                proto: Some(6),
+                sport: PortRange::ANY,
+                dport: PortRange { lo: 80, hi: 80 },
+                action: PolicyAction::Allow,
+            }],
+            default: PolicyAction::Deny,
+        };
+        let ok = key([10, 32, 1, 2], [10, 254, 98, 15], 6, 80);
+        assert_eq!(p.evaluate(&ok, Some(1), None), (PolicyAction::Allow, Some(0)));
+        assert_eq!(p.evaluate(&key([10, 32, 1, 2], [10, 254, 98, 15], 6, 22), Some(1), None).0, PolicyAction::Deny);
+        assert_eq!(p.evaluate(&key([10, 32, 1, 2], [10, 47, 255, 250], 6, 80), Some(1), None).0, PolicyAction::Deny);
+        assert_eq!(p.evaluate(&ok, Some(2), None).0, PolicyAction::Deny, "another network");
+        let c = p.compile();
+        for (k, v) in [(ok, Some(1)), (ok, Some(2)), (key([10, 32, 1, 2], [10, 254, 98, 15], 6, 22), Some(1))] {
+            assert_eq!(c.evaluate(&k, v, None), p.evaluate(&k, v, None));
+        }
+        assert_eq!(p.evaluate(&key([10, 32, 1, 2], [10, 254, 98, 15], 17, 80), Some(1), None).0, PolicyAction::Deny);
+    }
+
+    #[test]
+    fn first_match_wins_and_prefixes_match_by_length() {
+        let p = Policy {
+            rules: vec![
+                Rule {
+                    src: Endpoint::Any,
+                    dst: Endpoint::Prefix("10.1.0.0/16".parse().unwrap()),
+                    proto: None,
+                    sport: PortRange::ANY,
+                    dport: PortRange::ANY,
+                    action: PolicyAction::Deny,
+                },
+                Rule {
+                    src: Endpoint::Any,
+                    dst: Endpoint::Prefix("10.0.0.0/8".parse().unwrap()),
+                    proto: None,
+                    sport: PortRange::ANY,
+                    dport: PortRange::ANY,
+                    action: PolicyAction::Allow,
+                },
+            ],
+            default: PolicyAction::Deny,
+        };
+        assert_eq!(p.evaluate(&key([1, 1, 1, 1], [10, 1, 2, 3], 17, 53), None, None), (PolicyAction::Deny, Some(0)));
+        assert_eq!(p.evaluate(&key([1, 1, 1, 1], [10, 2, 2, 3], 17, 53), None, None), (PolicyAction::Allow, Some(1)));
+        assert_eq!(p.evaluate(&key([1, 1, 1, 1], [11, 2, 2, 3], 17, 53), None, None), (PolicyAction::Deny, None));
+        let v6: Prefix = "fd00::/8".parse().unwrap();
+        let r = Rule { dst: Endpoint::Prefix(v6), action: PolicyAction::Allow, ..p.rules[0] };
+        assert!(r.matches(&FlowKey::v6(1, 6, 1, 0xfd00 << 112, 1, 2), None, None));
+        assert!(!r.matches(&key([1, 1, 1, 1], [253, 0, 0, 1], 6, 2), None, None), "an IPv4 key never matches IPv6");
+        let all: Prefix = "0.0.0.0/0".parse().unwrap();
+        let r = Rule { dst: Endpoint::Prefix(all), ..r };
+        assert!(r.matches(&key([1, 1, 1, 1], [253, 0, 0, 1], 6, 2), None, None));
+        assert!(!r.matches(&FlowKey::v6(1, 6, 1, 0xfd00 << 112, 1, 2), None, None), "0.0.0.0/0 is IPv4 only");
+    }
+}

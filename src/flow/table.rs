@@ -1,0 +1,780 @@
+//! The flow table: pairs of linked entries (forward and reverse), shared by
+//! every worker.
+//!
+//! Lookups take no lock. Each slot is a small seqlock: a reader loads the
+//! slot's sequence number, reads the key and the action, and loads the
+//! sequence again; if it changed, or was odd (being written), the reader
+//! skips the slot. Everything is an atomic, so this needs no `unsafe`.
+//!
+//! Creating or removing a pair takes one or two of 4,096 striped locks, so
+//! that two workers creating the same flow at once make one pair, not two.
+//! Packet and byte counts, the last-seen time and TCP flags are updated with
+//! relaxed atomics on every hit, outside the seqlock.
+//!
+//! A key lives in one of two windows of 64 slots, each from its own part of
+//! the key's hash (two choices, as in cuckoo hashing); with 50 % more slots
+//! than entries, a full table leaves both of a key's windows full only very
+//! rarely, and then the new flow is refused as if the table were full. A
+//! lookup scans a compact array of 32-bit tags (a fragment of each live
+//! slot's hash, 256 bytes per window) and reads only the slots whose tag
+//! matches. Time is an
+//! argument (milliseconds from any origin): the table never reads a clock,
+//! so tests age flows without sleeping.
+
+use super::key::FlowKey;
+use crate::stats::DropReason;
+use crate::tables::RouteTarget;
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::Mutex;
+
+/// Slots a key may live in, from each of its two hashes.
+const WINDOW: usize = 64;
+/// Slots per pair of capacity, in quarters: 1.5x the entries, so that both
+/// of a key's windows are full only very rarely when the table is.
+const SLACK_QUARTERS: usize = 6;
+/// Insert locks.
+const STRIPES: usize = 4096;
+
+/// Sizes and timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowConfig {
+    /// Flow pairs the table holds (Contrail's default: 512K).
+    pub capacity: usize,
+    /// Pairs one vif may create.
+    pub per_vif: u32,
+    /// Pairs one VRF may hold.
+    pub per_vrf: u32,
+    /// Idle timeout of established and non-TCP flows (Contrail: 180 s).
+    pub idle_ms: u64,
+    /// Idle timeout of flows whose action is drop.
+    pub drop_ms: u64,
+    /// Timeout of closed TCP flows (FIN both ways, or RST).
+    pub closed_ms: u64,
+    /// Timeout of TCP flows not yet established.
+    pub half_open_ms: u64,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        FlowConfig {
+            capacity: 512 * 1024,
+            per_vif: 64 * 1024,
+            per_vrf: 256 * 1024,
+            idle_ms: 180_000,
+            drop_ms: 30_000,
+            closed_ms: 10_000,
+            half_open_ms: 30_000,
+        }
+    }
+}
+
+/// What a flow does with its packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowAction {
+    /// Forward (with the NAT rewrite, if the entry has one).
+    Forward,
+    /// Drop, counted under the reason.
+    Drop(DropReason),
+}
+
+/// A NAT rewrite of one direction (IPv4): the new addresses and ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Nat {
+    /// New source address, if rewritten.
+    pub src: Option<u32>,
+    /// New destination address, if rewritten.
+    pub dst: Option<u32>,
+    /// New source port, if rewritten.
+    pub sport: Option<u16>,
+    /// New destination port, if rewritten.
+    pub dport: Option<u16>,
+}
+
+impl Nat {
+    /// True if nothing is rewritten.
+    pub fn is_none(&self) -> bool {
+        *self == Nat::default()
+    }
+}
+
+/// One direction of a new pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirSpec {
+    /// Its key.
+    pub key: FlowKey,
+    /// Its action.
+    pub action: FlowAction,
+    /// The ECMP member it is pinned to, if its route was a composite.
+    pub ecmp: Option<RouteTarget>,
+    /// Its NAT rewrite.
+    pub nat: Nat,
+}
+
+/// Why a pair was not created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateError {
+    /// The table holds its capacity, or the key's window is full.
+    TableFull,
+    /// The vif that created it is at its limit.
+    VifLimit,
+    /// The VRF is at its limit.
+    VrfLimit,
+    /// The forward key exists already (another worker was first): here it is.
+    Exists(Hit),
+}
+
+/// What a lookup finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hit {
+    /// The entry's slot.
+    pub slot: u32,
+    /// The other direction's slot.
+    pub reverse: u32,
+    /// The action.
+    pub action: FlowAction,
+    /// The policy generation the action was decided under.
+    pub policy_generation: u32,
+    /// The pinned ECMP member.
+    pub ecmp: Option<RouteTarget>,
+    /// The NAT rewrite.
+    pub nat: Nat,
+    /// True for the direction that created the pair.
+    pub forward: bool,
+}
+
+impl CreateError {
+    /// The drop reason of a packet whose flow could not be made.
+    pub fn drop_reason(&self) -> DropReason {
+        match self {
+            CreateError::TableFull | CreateError::Exists(_) => DropReason::FlowTableFull,
+            CreateError::VifLimit | CreateError::VrfLimit => DropReason::FlowLimit,
+        }
+    }
+}
+
+/// TCP state of a pair, from the flags each direction has seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpState {
+    /// Not TCP.
+    None,
+    /// A SYN, not yet answered and acknowledged.
+    HalfOpen,
+    /// SYN, SYN-ACK and ACK seen.
+    Established,
+    /// FIN one way.
+    Closing,
+    /// FIN both ways, or a RST.
+    Closed,
+}
+
+impl TcpState {
+    /// As `vrctl flow` shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TcpState::None => "-",
+            TcpState::HalfOpen => "syn",
+            TcpState::Established => "established",
+            TcpState::Closing => "fin",
+            TcpState::Closed => "closed",
+        }
+    }
+}
+
+/// A whole entry, for inspection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowInfo {
+    /// Slot.
+    pub slot: u32,
+    /// Key.
+    pub key: FlowKey,
+    /// The other direction's slot.
+    pub reverse: u32,
+    /// True for the direction that created the pair.
+    pub forward: bool,
+    /// Action.
+    pub action: FlowAction,
+    /// Pinned ECMP member.
+    pub ecmp: Option<RouteTarget>,
+    /// NAT rewrite.
+    pub nat: Nat,
+    /// The vif whose packet created the pair.
+    pub vif: u32,
+    /// Packets and bytes of this direction.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// TCP state of the pair.
+    pub tcp: TcpState,
+    /// Milliseconds since creation, at `now`.
+    pub age_ms: u64,
+    /// Milliseconds since the last packet either way, at `now`.
+    pub idle_ms: u64,
+}
+
+// Sequence number bits.
+const WRITING: u32 = 1;
+const LIVE: u32 = 2;
+const STEP: u32 = 4;
+
+// Action word: kind, drop reason, flags, policy generation.
+const KIND_FORWARD: u64 = 1;
+const KIND_DROP: u64 = 2;
+const FLAG_FORWARD_DIR: u64 = 1 << 16;
+
+const NO_ECMP: u64 = u64::MAX;
+
+// TCP flags as seen per direction (TCP's own bits), and RST.
+const TCP_FIN: u32 = 0x01;
+const TCP_SYN: u32 = 0x02;
+const TCP_RST: u32 = 0x04;
+const TCP_ACK: u32 = 0x10;
+
+#[derive(Default)]
+struct Slot {
+    seq: AtomicU32,
+    key: [AtomicU64; 6],
+    action: AtomicU64,
+    ecmp: AtomicU64,
+    nat_addrs: AtomicU64,
+    nat_ports: AtomicU32,
+    nat_which: AtomicU32,
+    reverse: AtomicU32,
+    vif: AtomicU32,
+    tcp: AtomicU32,
+    packets: AtomicU64,
+    bytes: AtomicU64,
+    last_seen: AtomicU64,
+    created: AtomicU64,
+}
+
+/// Who made a pair, when, and under which policy generation.
+#[derive(Clone, Copy)]
+struct Stamp {
+    vif: u32,
+    now: u64,
+    generation: u32,
+}
+
+/// Where a key lives.
+struct Place {
+    starts: [usize; 2],
+    stripe: usize,
+    tag: u32,
+}
+
+/// The flow table.
+pub struct FlowTable {
+    cfg: FlowConfig,
+    /// Where windows may start; `slots` has `WINDOW` more, so that a
+    /// window never wraps and an index needs no division.
+    starts: u64,
+    slots: Box<[Slot]>,
+    /// Per slot: a fragment of the live key's hash (never 0), or 0.
+    tags: Box<[AtomicU32]>,
+    stripes: Box<[Mutex<()>]>,
+    pairs: AtomicU32,
+    per_vif: Box<[AtomicU32]>,
+    per_vrf: Box<[AtomicU32]>,
+    cursor: AtomicUsize,
+    created: AtomicU64,
+    removed: AtomicU64,
+}
+
+fn encode_action(a: FlowAction, forward: bool, generation: u32) -> u64 {
+    let dir = if forward { FLAG_FORWARD_DIR } else { 0 };
+    let kind = match a {
+        FlowAction::Forward => KIND_FORWARD,
+        FlowAction::Drop(r) => KIND_DROP | ((r as u64) << 8),
+    };
+    kind | dir | (u64::from(generation) << 32)
+}
+
+fn decode_action(w: u64) -> FlowAction {
+    if w & 0xff == KIND_DROP {
+        let r = ((w >> 8) & 0xff) as usize;
+        FlowAction::Drop(DropReason::ALL.get(r).copied().unwrap_or(DropReason::Discard))
+    } else {
+        FlowAction::Forward
+    }
+}
+
+fn encode_ecmp(t: Option<RouteTarget>) -> u64 {
+    t.map_or(NO_ECMP, |t| (u64::from(t.nh) << 32) | u64::from(t.label))
+}
+
+fn decode_ecmp(w: u64) -> Option<RouteTarget> {
+    (w != NO_ECMP).then_some(RouteTarget { nh: (w >> 32) as u32, label: w as u32 })
+}
+
+fn encode_nat(n: &Nat) -> (u64, u32, u32) {
+    let which = u32::from(n.src.is_some())
+        | u32::from(n.dst.is_some()) << 1
+        | u32::from(n.sport.is_some()) << 2
+        | u32::from(n.dport.is_some()) << 3;
+    let addrs = (u64::from(n.src.unwrap_or(0)) << 32) | u64::from(n.dst.unwrap_or(0));
+    let ports = (u32::from(n.sport.unwrap_or(0)) << 16) | u32::from(n.dport.unwrap_or(0));
+    (addrs, ports, which)
+}
+
+fn decode_nat(addrs: u64, ports: u32, which: u32) -> Nat {
+    Nat {
+        src: (which & 1 != 0).then_some((addrs >> 32) as u32),
+        dst: (which & 2 != 0).then_some(addrs as u32),
+        sport: (which & 4 != 0).then_some((ports >> 16) as u16),
+        dport: (which & 8 != 0).then_some(ports as u16),
+    }
+}
+
+impl FlowTable {
+    /// An empty table for `cfg.capacity` pairs, counting limits over `vifs`
+    /// vifs and `vrfs` VRFs.
+    pub fn new(cfg: FlowConfig, vifs: usize, vrfs: usize) -> FlowTable {
+        let n = Self::slots_for(cfg.capacity);
+        FlowTable {
+            cfg,
+            starts: (n - WINDOW) as u64,
+            slots: (0..n).map(|_| Slot::default()).collect(),
+            tags: (0..n).map(|_| AtomicU32::new(0)).collect(),
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            pairs: AtomicU32::new(0),
+            per_vif: (0..vifs).map(|_| AtomicU32::new(0)).collect(),
+            per_vrf: (0..vrfs).map(|_| AtomicU32::new(0)).collect(),
+            cursor: AtomicUsize::new(0),
+            created: AtomicU64::new(0),
+            removed: AtomicU64::new(0),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &FlowConfig {
+        &self.cfg
+    }
+
+    /// Pairs in the table.
+    pub fn len(&self) -> usize {
+        self.pairs.load(Relaxed) as usize
+    }
+
+    /// True when the table holds no pair.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Pairs created and removed since the start: setup and teardown rates
+    /// are their differences over time.
+    pub fn churn(&self) -> (u64, u64) {
+        (self.created.load(Relaxed), self.removed.load(Relaxed))
+    }
+
+    /// Bytes a table of `capacity` pairs takes, all of it allocated up front.
+    pub fn memory_for(capacity: usize, vifs: usize, vrfs: usize) -> usize {
+        Self::slots_for(capacity) * (std::mem::size_of::<Slot>() + 4)
+            + STRIPES * std::mem::size_of::<Mutex<()>>()
+            + (vifs + vrfs) * 4
+    }
+
+    fn slots_for(capacity: usize) -> usize {
+        (capacity.max(1) * 2 * SLACK_QUARTERS / 4).max(WINDOW * 2) + WINDOW
+    }
+
+    /// Bytes the table holds, all of it allocated up front.
+    pub fn memory_bytes(&self) -> usize {
+        self.slots.len() * (std::mem::size_of::<Slot>() + 4)
+            + self.stripes.len() * std::mem::size_of::<Mutex<()>>()
+            + (self.per_vif.len() + self.per_vrf.len()) * 4
+    }
+
+    /// From one hash of the key: the starts of its two windows, its lock
+    /// stripe, and its tag (a hash fragment, never 0, which marks a free slot).
+    #[inline]
+    fn place(&self, key: &FlowKey) -> Place {
+        let h = key.hash();
+        let first = (((h >> 32) * self.starts) >> 32) as usize;
+        let second = (((h & 0xffff_ffff) * self.starts) >> 32) as usize;
+        Place {
+            starts: [first, second],
+            stripe: (h.rotate_right(7) as usize) % STRIPES,
+            tag: (h.rotate_right(17) as u32) | 1,
+        }
+    }
+
+    /// The key's windows' slot indexes, first window first.
+    #[inline]
+    fn candidates(starts: [usize; 2]) -> impl Iterator<Item = usize> {
+        (starts[0]..starts[0] + WINDOW).chain(starts[1]..starts[1] + WINDOW)
+    }
+
+    fn lock(&self, stripe: usize) -> std::sync::MutexGuard<'_, ()> {
+        // The guarded data is `()`: a poisoned stripe is still a good lock.
+        self.stripes[stripe].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads slot `i` if it is live and stable: its key and what a hit needs.
+    fn read(&self, i: usize) -> Option<(FlowKey, Hit)> {
+        let s = &self.slots[i];
+        let v1 = s.seq.load(Acquire);
+        if v1 & (LIVE | WRITING) != LIVE {
+            return None;
+        }
+        let mut w = [0u64; 6];
+        for (d, k) in w.iter_mut().zip(&s.key) {
+            *d = k.load(Relaxed);
+        }
+        let action = s.action.load(Relaxed);
+        let ecmp = s.ecmp.load(Relaxed);
+        let (addrs, ports, which) = (s.nat_addrs.load(Relaxed), s.nat_ports.load(Relaxed), s.nat_which.load(Relaxed));
+        let reverse = s.reverse.load(Relaxed);
+        fence(Acquire);
+        if s.seq.load(Relaxed) != v1 {
+            return None;
+        }
+        let hit = Hit {
+            slot: i as u32,
+            reverse,
+            action: decode_action(action),
+            policy_generation: (action >> 32) as u32,
+            ecmp: decode_ecmp(ecmp),
+            nat: decode_nat(addrs, ports, which),
+            forward: action & FLAG_FORWARD_DIR != 0,
+        };
+        Some((FlowKey::from_words(&w), hit))
+    }
+
+    /// The entry for `key`, if any. Lock-free.
+    #[inline]
+    pub fn lookup(&self, key: &FlowKey) -> Option<Hit> {
+        self.find(key, &self.place(key))
+    }
+
+    #[inline]
+    fn find(&self, key: &FlowKey, at: &Place) -> Option<Hit> {
+        for start in at.starts {
+            // The tags are compact: most slots are ruled out without
+            // touching them.
+            for (k, t) in self.tags[start..start + WINDOW].iter().enumerate() {
+                if t.load(Relaxed) != at.tag {
+                    continue;
+                }
+                if let Some((found, hit)) = self.read(start + k) {
+                    if found == *key {
+                        return Some(hit);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Counts a packet of `bytes` on the entry at `slot`, with the TCP
+    /// flags it carried (0 for other protocols), at `now`.
+    #[inline]
+    pub fn touch(&self, slot: u32, bytes: u32, tcp_flags: u8, now: u64) {
+        let Some(s) = self.slots.get(slot as usize) else { return };
+        s.packets.fetch_add(1, Relaxed);
+        s.bytes.fetch_add(u64::from(bytes), Relaxed);
+        s.last_seen.store(now, Relaxed);
+        let f = u32::from(tcp_flags) & (TCP_FIN | TCP_SYN | TCP_RST | TCP_ACK);
+        if f != 0 && s.tcp.load(Relaxed) & f != f {
+            s.tcp.fetch_or(f, Relaxed);
+        }
+    }
+
+    fn claim(&self, starts: [usize; 2], taken: Option<usize>) -> Option<usize> {
+        Self::candidates(starts).find(|&i| {
+            if Some(i) == taken {
+                return false;
+            }
+            let s = &self.slots[i];
+            let v = s.seq.load(Relaxed);
+            v & (LIVE | WRITING) == 0 && s.seq.compare_exchange(v, v | WRITING, Acquire, Relaxed).is_ok()
+        })
+    }
+
+    fn write(&self, i: usize, d: &DirSpec, reverse: usize, forward: bool, stamp: Stamp) {
+        let Stamp { vif, now, generation } = stamp;
+        let s = &self.slots[i];
+        for (k, w) in s.key.iter().zip(d.key.words()) {
+            k.store(w, Relaxed);
+        }
+        s.action.store(encode_action(d.action, forward, generation), Relaxed);
+        s.ecmp.store(encode_ecmp(d.ecmp), Relaxed);
+        let (a, p, w) = encode_nat(&d.nat);
+        s.nat_addrs.store(a, Relaxed);
+        s.nat_ports.store(p, Relaxed);
+        s.nat_which.store(w, Relaxed);
+        s.reverse.store(reverse as u32, Relaxed);
+        s.vif.store(vif, Relaxed);
+        s.tcp.store(0, Relaxed);
+        s.packets.store(0, Relaxed);
+        s.bytes.store(0, Relaxed);
+        s.last_seen.store(now, Relaxed);
+        s.created.store(now, Relaxed);
+    }
+
+    fn publish(&self, i: usize) {
+        let s = &self.slots[i];
+        let v = s.seq.load(Relaxed);
+        s.seq.store(((v & !(STEP - 1)) + STEP) | LIVE, Release);
+    }
+
+    fn release(&self, i: usize) {
+        let s = &self.slots[i];
+        let v = s.seq.load(Relaxed);
+        s.seq.store((v & !(STEP - 1)) + STEP, Release);
+    }
+
+    fn count_up(&self, vif: u32, vrf: u32) -> Result<(), CreateError> {
+        let bump = |c: &AtomicU32, max: u32| {
+            c.fetch_add(1, Relaxed) < max || {
+                c.fetch_sub(1, Relaxed);
+                false
+            }
+        };
+        if !bump(&self.pairs, self.cfg.capacity as u32) {
+            return Err(CreateError::TableFull);
+        }
+        if let Some(c) = self.per_vif.get(vif as usize) {
+            if !bump(c, self.cfg.per_vif) {
+                self.pairs.fetch_sub(1, Relaxed);
+                return Err(CreateError::VifLimit);
+            }
+        }
+        if let Some(c) = self.per_vrf.get(vrf as usize) {
+            if !bump(c, self.cfg.per_vrf) {
+                self.pairs.fetch_sub(1, Relaxed);
+                if let Some(c) = self.per_vif.get(vif as usize) {
+                    c.fetch_sub(1, Relaxed);
+                }
+                return Err(CreateError::VrfLimit);
+            }
+        }
+        Ok(())
+    }
+
+    fn count_down(&self, vif: u32, vrf: u32) {
+        self.pairs.fetch_sub(1, Relaxed);
+        if let Some(c) = self.per_vif.get(vif as usize) {
+            c.fetch_sub(1, Relaxed);
+        }
+        if let Some(c) = self.per_vrf.get(vrf as usize) {
+            c.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// Creates a pair: `fwd` for the packet at hand, `rev` for its answers.
+    /// `vif` is the vif the packet came in on (its limit applies) and
+    /// `generation` the policy generation the actions were decided under.
+    /// Returns the forward entry. If another worker created the same flow
+    /// first, that one is returned as `Exists`.
+    pub fn create(
+        &self,
+        fwd: &DirSpec,
+        rev: &DirSpec,
+        vif: u32,
+        generation: u32,
+        now: u64,
+    ) -> Result<Hit, CreateError> {
+        let fp = self.place(&fwd.key);
+        let rp = self.place(&rev.key);
+        let (fs, rs) = (fp.starts, rp.starts);
+        // Lock order by stripe index; one lock when both share a stripe.
+        let (a, b) = (fp.stripe.min(rp.stripe), fp.stripe.max(rp.stripe));
+        let _g1 = self.lock(a);
+        let _g2 = (a != b).then(|| self.lock(b));
+        if let Some(h) = self.find(&fwd.key, &fp) {
+            return Err(CreateError::Exists(h));
+        }
+        // The reverse key taken already (by a flow seen the other way
+        // first) is treated as a full table: counted, never overwritten.
+        if self.find(&rev.key, &rp).is_some() {
+            return Err(CreateError::TableFull);
+        }
+        self.count_up(vif, fwd.key.vrf)?;
+        let Some(fi) = self.claim(fs, None) else {
+            self.count_down(vif, fwd.key.vrf);
+            return Err(CreateError::TableFull);
+        };
+        let Some(ri) = self.claim(rs, Some(fi)) else {
+            self.release(fi);
+            self.count_down(vif, fwd.key.vrf);
+            return Err(CreateError::TableFull);
+        };
+        let stamp = Stamp { vif, now, generation };
+        self.write(fi, fwd, ri, true, stamp);
+        self.write(ri, rev, fi, false, stamp);
+        self.publish(ri);
+        self.publish(fi);
+        self.tags[ri].store(rp.tag, Release);
+        self.tags[fi].store(fp.tag, Release);
+        self.created.fetch_add(1, Relaxed);
+        Ok(Hit {
+            slot: fi as u32,
+            reverse: ri as u32,
+            action: fwd.action,
+            policy_generation: generation,
+            ecmp: fwd.ecmp,
+            nat: fwd.nat,
+            forward: true,
+        })
+    }
+
+    /// Rewrites part of a live entry under its stripe lock and its seqlock.
+    fn rewrite(&self, slot: u32, change: impl FnOnce(&Slot)) {
+        let Some((key, _)) = self.read(slot as usize) else { return };
+        let _g = self.lock(self.place(&key).stripe);
+        let s = &self.slots[slot as usize];
+        let v = s.seq.load(Relaxed);
+        if v & (LIVE | WRITING) != LIVE || FlowKey::from_words(&s.key.each_ref().map(|k| k.load(Relaxed))) != key {
+            return;
+        }
+        s.seq.store(v | WRITING, Relaxed);
+        fence(Release);
+        change(s);
+        s.seq.store(((v & !(STEP - 1)) + STEP) | LIVE, Release);
+    }
+
+    /// Changes the action of one entry (after a policy change).
+    pub fn set_action(&self, slot: u32, action: FlowAction, generation: u32) {
+        self.rewrite(slot, |s| {
+            let forward = s.action.load(Relaxed) & FLAG_FORWARD_DIR != 0;
+            s.action.store(encode_action(action, forward, generation), Relaxed);
+        });
+    }
+
+    /// Pins one entry to another ECMP member (its own went away).
+    pub fn set_ecmp(&self, slot: u32, member: Option<RouteTarget>) {
+        self.rewrite(slot, |s| s.ecmp.store(encode_ecmp(member), Relaxed));
+    }
+
+    /// Removes the pair that entry `slot` belongs to. False if it was gone.
+    pub fn remove(&self, slot: u32) -> bool {
+        let Some((key, hit)) = self.read(slot as usize) else { return false };
+        let Some((rkey, _)) = self.read(hit.reverse as usize) else { return false };
+        let (s1, s2) = (self.place(&key).stripe, self.place(&rkey).stripe);
+        let (a, b) = (s1.min(s2), s1.max(s2));
+        let _g1 = self.lock(a);
+        let _g2 = (a != b).then(|| self.lock(b));
+        // Re-check under the locks: another remover may have been first.
+        match (self.read(slot as usize), self.read(hit.reverse as usize)) {
+            (Some((k1, h1)), Some((k2, _))) if k1 == key && k2 == rkey && h1.reverse == hit.reverse => {}
+            _ => return false,
+        }
+        let (fwd, vif, vrf) = {
+            let s = &self.slots[slot as usize];
+            let forward = s.action.load(Relaxed) & FLAG_FORWARD_DIR != 0;
+            (forward, s.vif.load(Relaxed), if forward { key.vrf } else { rkey.vrf })
+        };
+        let _ = fwd;
+        for i in [slot as usize, hit.reverse as usize] {
+            self.tags[i].store(0, Relaxed);
+            let s = &self.slots[i];
+            let v = s.seq.load(Relaxed);
+            s.seq.store(v | WRITING, Relaxed);
+            fence(Release);
+            self.release(i);
+        }
+        self.count_down(vif, vrf);
+        self.removed.fetch_add(1, Relaxed);
+        true
+    }
+
+    /// The TCP state of the pair entry `slot` belongs to.
+    fn tcp_state(&self, slot: usize, reverse: usize, proto: u8) -> TcpState {
+        if proto != crate::wire::ip_proto::TCP {
+            return TcpState::None;
+        }
+        let a = self.slots[slot].tcp.load(Relaxed);
+        let b = self.slots.get(reverse).map_or(0, |s| s.tcp.load(Relaxed));
+        let (fwd, rev) = if self.slots[slot].action.load(Relaxed) & FLAG_FORWARD_DIR != 0 { (a, b) } else { (b, a) };
+        if (a | b) & TCP_RST != 0 || (fwd & TCP_FIN != 0 && rev & TCP_FIN != 0) {
+            TcpState::Closed
+        } else if (fwd | rev) & TCP_FIN != 0 {
+            TcpState::Closing
+        } else if fwd & TCP_SYN != 0 && rev & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK && fwd & TCP_ACK != 0 {
+            TcpState::Established
+        } else {
+            TcpState::HalfOpen
+        }
+    }
+
+    /// How long the pair of entry `slot` may stay idle.
+    fn timeout(&self, key: &FlowKey, hit: &Hit) -> u64 {
+        if let FlowAction::Drop(_) = hit.action {
+            return self.cfg.drop_ms;
+        }
+        match self.tcp_state(hit.slot as usize, hit.reverse as usize, key.proto) {
+            TcpState::Closed => self.cfg.closed_ms,
+            TcpState::HalfOpen => self.cfg.half_open_ms,
+            _ => self.cfg.idle_ms,
+        }
+    }
+
+    /// Looks at up to `budget` slots from where the last sweep stopped and
+    /// removes the pairs that have been idle past their timeout. Workers
+    /// call it once per batch with a small budget, so ageing costs a
+    /// bounded amount of work and no thread of its own. Returns how many
+    /// pairs it removed.
+    pub fn sweep(&self, now: u64, budget: usize) -> usize {
+        let n = self.slots.len();
+        let start = self.cursor.fetch_add(budget, Relaxed) % n;
+        let mut removed = 0;
+        for k in 0..budget.min(n) {
+            let i = if start + k >= n { start + k - n } else { start + k };
+            let Some((key, hit)) = self.read(i) else { continue };
+            // Each pair is judged from its forward entry.
+            if self.slots[i].action.load(Relaxed) & FLAG_FORWARD_DIR == 0 {
+                continue;
+            }
+            let last =
+                self.slots[i].last_seen.load(Relaxed).max(self.slots[hit.reverse as usize].last_seen.load(Relaxed));
+            if now.saturating_sub(last) >= self.timeout(&key, &hit) && self.remove(i as u32) {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// Entry `slot`, whole, as seen at `now`.
+    pub fn get(&self, slot: u32, now: u64) -> Option<FlowInfo> {
+        let (key, hit) = self.read(slot as usize)?;
+        let s = &self.slots[slot as usize];
+        let r = self.slots.get(hit.reverse as usize)?;
+        let last = s.last_seen.load(Relaxed).max(r.last_seen.load(Relaxed));
+        Some(FlowInfo {
+            slot,
+            key,
+            reverse: hit.reverse,
+            forward: s.action.load(Relaxed) & FLAG_FORWARD_DIR != 0,
+            action: hit.action,
+            ecmp: hit.ecmp,
+            nat: hit.nat,
+            vif: s.vif.load(Relaxed),
+            packets: s.packets.load(Relaxed),
+            bytes: s.bytes.load(Relaxed),
+            tcp: self.tcp_state(slot as usize, hit.reverse as usize, key.proto),
+            age_ms: now.saturating_sub(s.created.load(Relaxed)),
+            idle_ms: now.saturating_sub(last),
+        })
+    }
+
+    /// Up to `limit` live entries after slot `after`, in slot order.
+    pub fn dump(&self, after: Option<u32>, limit: usize, now: u64) -> Vec<FlowInfo> {
+        let from = after.map_or(0, |a| a as usize + 1);
+        (from..self.slots.len()).filter_map(|i| self.get(i as u32, now)).take(limit).collect()
+    }
+
+    /// Removes every pair. Returns how many.
+    pub fn flush(&self) -> usize {
+        (0..self.slots.len())
+            .filter(|&i| self.slots[i].action.load(Relaxed) & FLAG_FORWARD_DIR != 0 && self.remove(i as u32))
+            .count()
+    }
+
+    /// Pairs created by vif `vif`, and held by VRF `vrf`.
+    pub fn counts(&self, vif: u32, vrf: u32) -> (u32, u32) {
+        (
+            self.per_vif.get(vif as usize).map_or(0, |c| c.load(Relaxed)),
+            self.per_vrf.get(vrf as usize).map_or(0, |c| c.load(Relaxed)),
+        )
+    }
+}

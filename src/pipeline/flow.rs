@@ -1,0 +1,138 @@
+//! The flow stage: for VRFs with a network policy, every TCP, UDP and ICMP
+//! echo packet belongs to a flow pair. The first packet of a flow is
+//! decided by the policy here, in the data path, and the pair is created at
+//! once (no trip to an agent); the others find their pair. The answers of
+//! an allowed flow find the pair's reverse entry, so policy is stateful.
+
+use super::forward::{IpInfo, ETH};
+use super::Ctx;
+use crate::flow::{DirSpec, FlowAction, FlowKey, Hit, Nat, PolicyAction};
+use crate::stats::DropReason;
+use crate::tables::{RouteTarget, Vrf};
+use crate::wire::{icmpv4, icmpv6, ip_proto};
+
+/// What the flow stage knows about a packet before its next hop is carried out.
+#[derive(Clone, Copy)]
+pub(super) enum FlowStep {
+    /// No policy in the VRF, no flow table, or a packet flows do not track.
+    Off,
+    /// The packet's flow exists.
+    Hit(FlowKey, Hit),
+    /// The packet starts a new flow.
+    Miss(FlowKey),
+}
+
+/// The packet's flow key, if flows track it: TCP, UDP and ICMP echo.
+/// ICMP errors and other protocols pass untracked.
+fn key_of(vrf: u32, info: &IpInfo, d: &[u8]) -> Option<FlowKey> {
+    let (sport, dport) = match info.proto {
+        ip_proto::TCP | ip_proto::UDP if info.frag_offset == 0 && !info.frag => {
+            (u16::from_be_bytes([info.l4[0], info.l4[1]]), u16::from_be_bytes([info.l4[2], info.l4[3]]))
+        }
+        // Later fragments carry no ports: they count as the ports-less flow.
+        ip_proto::TCP | ip_proto::UDP => (0, 0),
+        ip_proto::ICMP if matches!(info.l4[0], icmpv4::kind::ECHO_REQUEST | icmpv4::kind::ECHO_REPLY) => {
+            let id = echo_id(d, info);
+            (id, id)
+        }
+        ip_proto::ICMPV6 if matches!(info.l4[0], icmpv6::kind::ECHO_REQUEST | icmpv6::kind::ECHO_REPLY) => {
+            let id = echo_id(d, info);
+            (id, id)
+        }
+        _ => return None,
+    };
+    Some(if info.v6 {
+        FlowKey::v6(vrf, info.proto, info.src, info.dst, sport, dport)
+    } else {
+        FlowKey::v4(vrf, info.proto, info.src as u32, info.dst as u32, sport, dport)
+    })
+}
+
+fn echo_id(d: &[u8], info: &IpInfo) -> u16 {
+    let at = ETH + info.hl() + 4;
+    d.get(at..at + 2).map_or(0, |w| u16::from_be_bytes([w[0], w[1]]))
+}
+
+fn tcp_flags(d: &[u8], info: &IpInfo) -> u8 {
+    if info.proto != ip_proto::TCP || info.frag_offset != 0 {
+        return 0;
+    }
+    d.get(ETH + info.hl() + 13).copied().unwrap_or(0)
+}
+
+/// Looks the packet's flow up, when its VRF has a policy.
+#[inline]
+pub(super) fn lookup<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, info: &IpInfo, d: &[u8]) -> FlowStep {
+    let (Some(table), Some(_)) = (ctx.flows, &vrf.policy) else { return FlowStep::Off };
+    let Some(key) = key_of(vrf.id, info, d) else { return FlowStep::Off };
+    match table.lookup(&key) {
+        Some(hit) => FlowStep::Hit(key, hit),
+        None => FlowStep::Miss(key),
+    }
+}
+
+fn decide(vrf: &Vrf, key: &FlowKey) -> FlowAction {
+    let Some(p) = &vrf.policy else { return FlowAction::Forward };
+    match p.compiled.evaluate(key, Some(vrf.id), None).0 {
+        PolicyAction::Allow => FlowAction::Forward,
+        PolicyAction::Deny => FlowAction::Drop(DropReason::FlowActionDrop),
+    }
+}
+
+/// A packet of an existing flow: decided again if the policy changed since,
+/// counted, and dropped if the flow's action says so.
+#[inline]
+pub(super) fn on_hit<B>(
+    ctx: &Ctx<'_, B>,
+    vrf: &Vrf,
+    key: &FlowKey,
+    hit: &Hit,
+    d: &[u8],
+    info: &IpInfo,
+) -> Result<(), DropReason> {
+    let Some(table) = ctx.flows else { return Ok(()) };
+    let mut action = hit.action;
+    if let Some(p) = &vrf.policy {
+        if p.generation != hit.policy_generation {
+            // The pair is judged by its forward direction.
+            let forward_key = if hit.forward { *key } else { key.reversed() };
+            action = decide(vrf, &forward_key);
+            table.set_action(hit.slot, action, p.generation);
+            table.set_action(hit.reverse, action, p.generation);
+        }
+    }
+    table.touch(hit.slot, info.total() as u32, tcp_flags(d, info), ctx.now);
+    match action {
+        FlowAction::Forward => Ok(()),
+        FlowAction::Drop(r) => Err(r),
+    }
+}
+
+/// A new flow's first packet, once its next hop (and ECMP member) is known:
+/// the policy decides, and the pair is made with the member pinned.
+pub(super) fn create<B>(
+    ctx: &Ctx<'_, B>,
+    vrf: &Vrf,
+    key: &FlowKey,
+    in_vif: u32,
+    ecmp: Option<RouteTarget>,
+    d: &[u8],
+    info: &IpInfo,
+) -> Result<(), DropReason> {
+    let Some(table) = ctx.flows else { return Ok(()) };
+    let action = decide(vrf, key);
+    let generation = vrf.policy.as_ref().map_or(0, |p| p.generation);
+    let fwd = DirSpec { key: *key, action, ecmp, nat: Nat::default() };
+    let rev = DirSpec { key: key.reversed(), action, ecmp: None, nat: Nat::default() };
+    let hit = match table.create(&fwd, &rev, in_vif, generation, ctx.now) {
+        Ok(h) => h,
+        // Another worker made it a moment ago: count on theirs.
+        Err(crate::flow::CreateError::Exists(h)) => h,
+        Err(e) => return Err(e.drop_reason()),
+    };
+    table.touch(hit.slot, info.total() as u32, tcp_flags(d, info), ctx.now);
+    match action {
+        FlowAction::Forward => Ok(()),
+        FlowAction::Drop(r) => Err(r),
+    }
+}

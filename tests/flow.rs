@@ -1,0 +1,400 @@
+//! Flows: the table (pairs, concurrency, limits, ageing on an injected
+//! clock), and flows in the pipeline (stateful policy, policy changes,
+//! pinned ECMP members).
+
+mod common;
+
+use common::*;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use vrouter::flow::{CreateError, DirSpec, FlowAction, FlowConfig, FlowKey, FlowTable, Nat, TcpState};
+use vrouter::flow::{Endpoint, Policy, PolicyAction, PortRange, Rule};
+use vrouter::pipeline::Verdict;
+use vrouter::pktgen::build::{self, L2};
+use vrouter::stats::DropReason;
+use vrouter::tables::RouteTarget;
+use vrouter::tables::{EcmpGroup, NextHop, Object, Op};
+
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+
+fn key(i: u32, proto: u8) -> FlowKey {
+    FlowKey::v4(1, proto, 0x0a01_0000 | (i >> 16), 0x0a02_0000 | (i & 0xffff), 1024 + (i % 50_000) as u16, 80)
+}
+
+fn pair(k: FlowKey) -> (DirSpec, DirSpec) {
+    let f = DirSpec { key: k, action: FlowAction::Forward, ecmp: None, nat: Nat::default() };
+    (f, DirSpec { key: k.reversed(), ..f })
+}
+
+fn table(capacity: usize) -> FlowTable {
+    FlowTable::new(FlowConfig { capacity, per_vif: u32::MAX, per_vrf: u32::MAX, ..FlowConfig::default() }, 8, 8)
+}
+
+#[test]
+fn a_pair_is_two_linked_entries() {
+    let t = table(1000);
+    let k = key(1, TCP);
+    let member = RouteTarget { nh: 7, label: 20 };
+    let nat = Nat { dst: Some(0x0a01_0002), ..Nat::default() };
+    let f = DirSpec { key: k, action: FlowAction::Forward, ecmp: Some(member), nat };
+    let r = DirSpec {
+        key: k.reversed(),
+        action: FlowAction::Forward,
+        ecmp: None,
+        nat: Nat { src: Some(0xb916_61bc), ..Nat::default() },
+    };
+    let made = t.create(&f, &r, 3, 9, 1_000).unwrap();
+    let fwd = t.lookup(&k).unwrap();
+    let rev = t.lookup(&k.reversed()).unwrap();
+    assert_eq!((fwd.slot, fwd.reverse), (made.slot, rev.slot));
+    assert_eq!(rev.reverse, fwd.slot);
+    assert_eq!((fwd.ecmp, fwd.nat, fwd.policy_generation), (Some(member), nat, 9));
+    assert_eq!(rev.nat.src, Some(0xb916_61bc));
+    assert_eq!(t.len(), 1);
+    // The same flow again: the existing pair.
+    assert!(matches!(t.create(&f, &r, 3, 9, 1_000), Err(CreateError::Exists(h)) if h.slot == fwd.slot));
+    // Counting and inspection.
+    t.touch(fwd.slot, 100, 0x02, 1_500);
+    t.touch(rev.slot, 60, 0x12, 1_600);
+    t.touch(fwd.slot, 40, 0x10, 1_700);
+    let info = t.get(fwd.slot, 2_000).unwrap();
+    assert_eq!((info.packets, info.bytes, info.tcp, info.vif), (2, 140, TcpState::Established, 3));
+    assert_eq!((info.age_ms, info.idle_ms, info.forward), (1_000, 300, true));
+    assert!(!t.get(rev.slot, 2_000).unwrap().forward);
+    // A policy change turns it to drop.
+    t.set_action(fwd.slot, FlowAction::Drop(DropReason::Discard), 10);
+    let again = t.lookup(&k).unwrap();
+    assert_eq!((again.action, again.policy_generation), (FlowAction::Drop(DropReason::Discard), 10));
+    assert!(t.remove(rev.slot), "removing either entry removes the pair");
+    assert!(t.lookup(&k).is_none() && t.lookup(&k.reversed()).is_none());
+    assert_eq!((t.len(), t.churn()), (0, (1, 1)));
+    assert!(!t.remove(fwd.slot), "gone already");
+}
+
+#[test]
+fn a_full_table_refuses_new_flows_and_keeps_the_old() {
+    let t = table(100);
+    for i in 0..100 {
+        let (f, r) = pair(key(i, UDP));
+        t.create(&f, &r, 1, 0, 0).unwrap();
+    }
+    let (f, r) = pair(key(100, UDP));
+    assert_eq!(t.create(&f, &r, 1, 0, 0), Err(CreateError::TableFull));
+    assert!((0..100).all(|i| t.lookup(&key(i, UDP)).is_some()), "existing flows unaffected");
+    assert_eq!(t.len(), 100);
+}
+
+#[test]
+fn per_vif_and_per_vrf_limits_keep_one_pod_from_taking_the_table() {
+    let t = FlowTable::new(FlowConfig { capacity: 1000, per_vif: 10, per_vrf: 15, ..FlowConfig::default() }, 8, 8);
+    for i in 0..10 {
+        let (f, r) = pair(key(i, UDP));
+        t.create(&f, &r, 2, 0, 0).unwrap();
+    }
+    let (f, r) = pair(key(10, UDP));
+    assert_eq!(t.create(&f, &r, 2, 0, 0), Err(CreateError::VifLimit), "vif 2 is at its limit");
+    for i in 10..15 {
+        let (f, r) = pair(key(i, UDP));
+        t.create(&f, &r, 3, 0, 0).unwrap();
+    }
+    let (f, r) = pair(key(15, UDP));
+    assert_eq!(t.create(&f, &r, 4, 0, 0), Err(CreateError::VrfLimit), "VRF 1 is at its limit");
+    let other_vrf = FlowKey { vrf: 2, ..key(15, UDP) };
+    let (f, r) = pair(other_vrf);
+    t.create(&f, &r, 4, 0, 0).unwrap();
+    assert_eq!(t.counts(2, 1), (10, 15));
+    assert_eq!(t.counts(4, 2), (1, 1));
+}
+
+#[test]
+fn flows_age_by_state_on_the_callers_clock() {
+    let cfg = FlowConfig {
+        capacity: 100,
+        idle_ms: 180_000,
+        drop_ms: 30_000,
+        closed_ms: 10_000,
+        half_open_ms: 20_000,
+        ..FlowConfig::default()
+    };
+    let t = FlowTable::new(cfg, 8, 8);
+    let mk = |i: u32, proto: u8, action: FlowAction| {
+        let k = key(i, proto);
+        let f = DirSpec { key: k, action, ecmp: None, nat: Nat::default() };
+        let r = DirSpec { key: k.reversed(), ..f };
+        t.create(&f, &r, 1, 0, 0).unwrap()
+    };
+    let udp = mk(1, UDP, FlowAction::Forward);
+    let syn = mk(2, TCP, FlowAction::Forward);
+    let est = mk(3, TCP, FlowAction::Forward);
+    let fin = mk(4, TCP, FlowAction::Forward);
+    let dropped = mk(5, UDP, FlowAction::Drop(DropReason::Discard));
+    t.touch(syn.slot, 60, 0x02, 0);
+    for (h, flags) in [(est, [0x02, 0x12, 0x10]), (fin, [0x02, 0x12, 0x10])] {
+        t.touch(h.slot, 60, flags[0], 0);
+        t.touch(h.reverse, 60, flags[1], 0);
+        t.touch(h.slot, 60, flags[2], 0);
+    }
+    t.touch(fin.slot, 60, 0x11, 0);
+    t.touch(fin.reverse, 60, 0x11, 0);
+    assert_eq!(t.get(fin.slot, 0).unwrap().tcp, TcpState::Closed);
+    assert_eq!(t.get(syn.slot, 0).unwrap().tcp, TcpState::HalfOpen);
+    let sweep_all = |now| (0..4).map(|_| t.sweep(now, 100)).sum::<usize>();
+    assert_eq!(sweep_all(9_999), 0, "nothing has timed out yet");
+    assert_eq!(sweep_all(10_000), 1, "the closed flow goes first");
+    assert!(t.lookup(&key(4, TCP)).is_none());
+    assert_eq!(sweep_all(20_000), 1, "then the half-open one");
+    assert_eq!(sweep_all(30_000), 1, "then the dropped one");
+    // A packet keeps a flow alive; the other idles out.
+    t.touch(udp.reverse, 60, 0, 100_000);
+    assert_eq!(sweep_all(180_000), 1, "the idle established flow");
+    assert!(t.lookup(&key(1, UDP)).is_some(), "the UDP flow saw a packet at 100 s");
+    assert_eq!(sweep_all(280_000), 1);
+    assert!(t.is_empty());
+    let _ = (est, dropped);
+}
+
+#[test]
+fn sweeping_does_a_bounded_amount_of_work() {
+    let t = FlowTable::new(FlowConfig { capacity: 10_000, idle_ms: 1, ..FlowConfig::default() }, 8, 8);
+    for i in 0..10_000 {
+        let (f, r) = pair(key(i, UDP));
+        t.create(&f, &r, 1, 0, 0).unwrap();
+    }
+    let removed = t.sweep(10, 64);
+    assert!(removed <= 64, "at most one pair per slot looked at: {removed}");
+    let mut total = removed;
+    let mut rounds = 1;
+    while !t.is_empty() {
+        total += t.sweep(10, 64);
+        rounds += 1;
+    }
+    assert_eq!(total, 10_000);
+    assert!(rounds >= 10_000 * 2 * 5 / 4 / 64, "{rounds} rounds of 64 slots cover the table");
+}
+
+#[test]
+fn workers_racing_to_create_the_same_flows_make_one_pair_each() {
+    let t = Arc::new(table(50_000));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let t = Arc::clone(&t);
+            std::thread::spawn(move || {
+                let mut mine = 0;
+                for i in 0..20_000 {
+                    let (f, r) = pair(key(i, TCP));
+                    match t.create(&f, &r, 1, 0, 0) {
+                        Ok(_) => mine += 1,
+                        Err(CreateError::Exists(h)) => assert_eq!(t.lookup(&key(i, TCP)).unwrap().slot, h.slot),
+                        Err(e) => panic!("{e:?}"),
+                    }
+                }
+                mine
+            })
+        })
+        .collect();
+    let made: u32 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(made, 20_000);
+    assert_eq!(t.len(), 20_000);
+    for i in 0..20_000 {
+        let h = t.lookup(&key(i, TCP)).unwrap();
+        assert_eq!(t.lookup(&key(i, TCP).reversed()).unwrap().slot, h.reverse);
+    }
+}
+
+#[test]
+fn readers_never_see_a_torn_entry_while_pairs_come_and_go() {
+    let t = Arc::new(table(4_096));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (t, stop) = (Arc::clone(&t), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut round = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for i in 0..2_000 {
+                    // The NAT address encodes the key, so a reader can check it.
+                    let k = key(i, UDP);
+                    let nat = Nat { dst: Some(i ^ round), ..Nat::default() };
+                    let f = DirSpec { key: k, action: FlowAction::Forward, ecmp: None, nat };
+                    let r = DirSpec { key: k.reversed(), nat: Nat::default(), ..f };
+                    let _ = t.create(&f, &r, 1, round, 0);
+                }
+                for i in 0..2_000 {
+                    if let Some(h) = t.lookup(&key(i, UDP)) {
+                        t.remove(h.slot);
+                    }
+                }
+                round += 1;
+            }
+            round
+        })
+    };
+    let mut seen = 0u64;
+    for _ in 0..200 {
+        for i in 0..2_000 {
+            if let Some(h) = t.lookup(&key(i, UDP)) {
+                // The action's generation and the NAT address were written together.
+                assert_eq!(h.nat.dst, Some(i ^ h.policy_generation), "a torn entry for flow {i}");
+                seen += 1;
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let rounds = writer.join().unwrap();
+    assert!(rounds > 2 && seen > 1000, "the test raced for real: {rounds} rounds, {seen} hits");
+}
+
+#[test]
+fn half_a_million_pairs_fit_in_256_mib() {
+    let bytes = FlowTable::memory_for(512 * 1024, 4355, 4096);
+    let per_pair = bytes / (512 * 1024);
+    eprintln!("flow table: {per_pair} bytes per pair, {:.1} MiB for 512K pairs", bytes as f64 / 1048576.0);
+    assert!(bytes < 256 << 20, "{bytes} bytes");
+    assert_eq!(table(1000).memory_bytes(), FlowTable::memory_for(1000, 8, 8));
+}
+
+/// Two windows of 64 slots with 1.5x slots per entry: a table fills to its
+/// capacity without a key finding both its windows full.
+#[test]
+fn a_table_fills_to_its_capacity() {
+    let t = table(100_000);
+    for i in 0..100_000 {
+        let (f, r) = pair(key(i, if i % 3 == 0 { TCP } else { UDP }));
+        if let Err(e) = t.create(&f, &r, 1, 0, 0) {
+            panic!("pair {i} refused ({e:?}) with {} in the table", t.len());
+        }
+    }
+    assert_eq!(t.len(), 100_000);
+}
+
+// ---- flows in the pipeline ----
+
+fn tcp(l2: L2, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
+    build::tcp4_syn_frame(l2, src, dst, sport, dport, 1460)
+}
+
+fn udp(m: u8, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
+    build::udp4_frame(L2 { src: mac(m), dst: router_mac() }, src, dst, sport, dport, 64, 64)
+}
+
+/// The lab with a flow table, and BLUE's policy: a1 may reach a2 on TCP 80.
+fn lab_with_policy() -> (Lab, Arc<FlowTable>) {
+    let mut lab = Lab::new();
+    let table = Arc::new(FlowTable::new(FlowConfig { capacity: 10_000, ..FlowConfig::default() }, 64, 16));
+    lab.pipeline.set_flows(Some(table.clone()));
+    let web = Rule {
+        src: Endpoint::Prefix("10.1.0.2/32".parse().unwrap()),
+        dst: Endpoint::Prefix("10.1.0.3/32".parse().unwrap()),
+        proto: Some(TCP),
+        sport: PortRange::ANY,
+        dport: PortRange { lo: 80, hi: 80 },
+        action: PolicyAction::Allow,
+    };
+    lab.writer
+        .apply(&[Op::Add(Object::Policy(BLUE, Policy { rules: vec![web], default: PolicyAction::Deny }))])
+        .unwrap();
+    (lab, table)
+}
+
+#[test]
+fn policy_is_stateful_both_ways() {
+    let (mut lab, table) = lab_with_policy();
+    let a2_l2 = L2 { src: mac(2), dst: router_mac() };
+    assert_eq!(lab.run(A1, tcp(from_a1(), a1_ip(), a2_ip(), 40000, 80)).0, Verdict::Tx(A2), "allowed by the rule");
+    assert_eq!(lab.run(A2, tcp(a2_l2, a2_ip(), a1_ip(), 80, 40000)).0, Verdict::Tx(A1), "its answer passes");
+    let denied = Verdict::Drop(DropReason::FlowActionDrop);
+    assert_eq!(lab.run(A2, tcp(a2_l2, a2_ip(), a1_ip(), 40001, 80)).0, denied, "a2 may not open to a1");
+    assert_eq!(lab.run(A1, tcp(from_a1(), a1_ip(), a2_ip(), 40002, 22)).0, denied, "nor a1 to a2:22");
+    assert_eq!(lab.run(A1, udp(1, a1_ip(), a2_ip(), 5, 80)).0, denied, "nor UDP");
+    // Denied flows are kept too, so their next packets are dropped cheaply.
+    assert_eq!(table.len(), 4);
+    assert_eq!(lab.stats().dropped(DropReason::FlowActionDrop), 3);
+    // Red has no policy: it tracks no flows.
+    assert_eq!(lab.run(R1, udp(3, a1_ip(), a1_ip(), 1, 2)).0, Verdict::Tx(R1));
+    assert_eq!(table.len(), 4);
+}
+
+#[test]
+fn a_policy_change_stops_flows_it_now_denies() {
+    let (mut lab, table) = lab_with_policy();
+    assert_eq!(lab.run(A1, tcp(from_a1(), a1_ip(), a2_ip(), 40000, 80)).0, Verdict::Tx(A2));
+    lab.writer
+        .apply(&[Op::Update(Object::Policy(BLUE, Policy { rules: vec![], default: PolicyAction::Deny }))])
+        .unwrap();
+    let a2_l2 = L2 { src: mac(2), dst: router_mac() };
+    assert_eq!(
+        lab.run(A2, tcp(a2_l2, a2_ip(), a1_ip(), 80, 40000)).0,
+        Verdict::Drop(DropReason::FlowActionDrop),
+        "the answer of a flow the new policy denies"
+    );
+    assert_eq!(lab.run(A1, tcp(from_a1(), a1_ip(), a2_ip(), 40000, 80)).0, Verdict::Drop(DropReason::FlowActionDrop));
+    assert_eq!(table.len(), 1, "the same pair, decided again");
+    // And back: allowed again.
+    lab.writer.apply(&[Op::Delete(vrouter::tables::ObjectKey::Policy(BLUE))]).unwrap();
+    assert_eq!(lab.run(A1, tcp(from_a1(), a1_ip(), a2_ip(), 40000, 80)).0, Verdict::Tx(A2), "no policy: routed");
+}
+
+/// The tunnel a frame left by, from its outer destination address.
+fn peer_of(frame: &[u8]) -> u8 {
+    frame[33] - 1
+}
+
+#[test]
+fn a_flow_stays_on_its_ecmp_member_while_members_change() {
+    let mut lab = Lab::new();
+    let table = Arc::new(FlowTable::new(FlowConfig { capacity: 10_000, ..FlowConfig::default() }, 64, 16));
+    lab.pipeline.set_flows(Some(table.clone()));
+    lab.writer.apply(&[Op::Add(Object::Policy(BLUE, Policy::allow_all()))]).unwrap();
+    let service = Ipv4Addr::new(10, 96, 0, 10);
+    let send = |lab: &mut Lab, sport: u16| {
+        let (v, out) = lab.run(A1, udp(1, a1_ip(), service, sport, 53));
+        assert_eq!(v, Verdict::Tx(FABRIC));
+        peer_of(&out)
+    };
+    let before: Vec<u8> = (0..300).map(|p| send(&mut lab, 1000 + p)).collect();
+    for peer in 1..=3 {
+        assert!(before.iter().filter(|&&p| p == peer).count() > 50, "spread over three members: {before:?}");
+    }
+    let members = |ids: &[(u32, u32)]| {
+        NextHop::Composite(EcmpGroup::new(ids.iter().map(|&(nh, label)| RouteTarget { nh, label }).collect()))
+    };
+    // Member 3 (next hop 13) leaves: only its flows move.
+    lab.writer.apply(&[Op::Update(Object::NextHop(NH_ECMP, members(&[(NH_UDP, 100), (12, 101)])))]).unwrap();
+    let after: Vec<u8> = (0..300).map(|p| send(&mut lab, 1000 + p)).collect();
+    for (b, a) in before.iter().zip(&after) {
+        if *b != 3 {
+            assert_eq!(a, b, "a flow not on the removed member stayed put");
+        } else {
+            assert_ne!(*a, 3);
+        }
+    }
+    // A new member arrives (next hop 13 again, in a new group whose hash
+    // buckets all differ): pinned flows do not move at all.
+    lab.writer.apply(&[Op::Update(Object::NextHop(NH_ECMP, members(&[(13, 102), (12, 101), (NH_UDP, 100)])))]).unwrap();
+    let later: Vec<u8> = (0..300).map(|p| send(&mut lab, 1000 + p)).collect();
+    assert_eq!(later, after, "every flow kept its member");
+    // New flows use the new member too.
+    let fresh: Vec<u8> = (0..300).map(|p| send(&mut lab, 5000 + p)).collect();
+    assert!(fresh.contains(&3));
+}
+
+#[test]
+fn the_pipeline_ages_flows_by_the_time_it_is_given() {
+    let (mut lab, table) = lab_with_policy();
+    lab.pipeline.set_now(1_000);
+    assert_eq!(lab.run(A1, udp(1, a1_ip(), a2_ip(), 5, 80)).0, Verdict::Drop(DropReason::FlowActionDrop));
+    assert_eq!(lab.run(A1, tcp(from_a1(), a1_ip(), a2_ip(), 40000, 80)).0, Verdict::Tx(A2));
+    assert_eq!(table.len(), 2);
+    // Empty batches still sweep a bounded part of the table each.
+    let sweep_all = |lab: &mut Lab| {
+        for _ in 0..2_000 {
+            lab.run_with(&[], 0);
+        }
+    };
+    lab.pipeline.set_now(1_000 + 29_999);
+    sweep_all(&mut lab);
+    assert_eq!(table.len(), 2);
+    lab.pipeline.set_now(1_000 + 30_000);
+    sweep_all(&mut lab);
+    assert_eq!(table.len(), 0, "the dropped flow after 30 s, the half-open TCP one too");
+}
