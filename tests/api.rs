@@ -626,3 +626,54 @@ fn the_socket_is_0660_and_owned_by_the_configured_group() {
     let e = vrouter::api::server::bind(&dir.join("other.sock"), Some("no-such-group-here")).unwrap_err();
     assert!(e.contains("no group named"), "{e}");
 }
+
+#[test]
+fn policies_are_objects_like_any_other() {
+    let (_c, sock, handle) = server("policy");
+    let mut c = client(&sock);
+    let policy = json!({ "vrf": BLUE, "default": "deny", "rules": [
+        { "src": { "network": BLUE }, "dst": "10.254.98.15/32", "proto": "tcp", "dport": 80, "action": "allow" },
+        { "dst": "10.0.0.0/8", "proto": 17, "sport": "1000-2000", "action": "deny" },
+    ] });
+    c.call("add", json!({ "policy": policy.clone() })).unwrap();
+    let mut got = c.call("get", json!({ "policy": BLUE })).unwrap();
+    assert_eq!(got["status"]["generation"], 1);
+    got.as_object_mut().unwrap().remove("status");
+    let mut want = policy.clone();
+    want["rules"][1]["src"] = json!("any");
+    want["rules"][1]["proto"] = json!("udp");
+    assert_eq!(got, want, "reads back as written, with defaults spelled out");
+    assert_eq!(handle.load().vrf(BLUE).unwrap().policy.as_ref().unwrap().compiled.len(), 2);
+    let e = api_err(c.call("add", json!({ "policy": policy.clone() })));
+    assert_eq!(e.code, "exists");
+    c.call("update", json!({ "policy": { "vrf": BLUE, "default": "allow" } })).unwrap();
+    assert_eq!(c.call("get", json!({ "policy": BLUE })).unwrap()["status"]["generation"], 2, "a change bumps it");
+    assert_eq!(c.dump_all(json!({ "object": "policy" })).unwrap().len(), 1);
+    for (bad, code, field) in [
+        (json!({ "vrf": 99, "default": "deny" }), "missing_reference", "vrf"),
+        (
+            json!({ "vrf": RED, "default": "deny", "rules": [{ "dst": "10.0.0.1/8", "action": "allow" }] }),
+            "invalid",
+            "dst",
+        ),
+        (
+            json!({ "vrf": RED, "default": "deny", "rules": [{ "proto": "sctp", "action": "allow" }] }),
+            "invalid",
+            "proto",
+        ),
+        (
+            json!({ "vrf": RED, "default": "deny", "rules": [{ "dport": "90-80", "action": "allow" }] }),
+            "invalid",
+            "dport",
+        ),
+        (json!({ "vrf": RED, "default": "maybe" }), "invalid_params", "policy.default"),
+    ] {
+        let e = api_err(c.call("add", json!({ "policy": bad.clone() })));
+        assert_eq!((e.code.as_str(), e.field.as_deref()), (code, Some(field)), "{bad}: {e:?}");
+    }
+    c.call("delete", json!({ "policy": BLUE })).unwrap();
+    assert!(handle.load().vrf(BLUE).unwrap().policy.is_none());
+    assert_eq!(api_err(c.call("delete", json!({ "policy": BLUE }))).code, "not_found");
+    let e = api_err(c.call("flow.list", json!({})));
+    assert!(e.message.contains("no flow table"), "a server without flows says so: {e:?}");
+}

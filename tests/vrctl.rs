@@ -200,3 +200,96 @@ fn shell_completion_is_generated() {
         assert!(out.status.success() && text.contains("vrctl") && text.contains("dropstats"), "{shell}");
     }
 }
+
+/// A server whose tables have BLUE's policy (a1 may reach a2 on TCP 80),
+/// a flow table, and a pipeline over the same tables that fills it.
+fn server_with_flows(tag: &str) -> (PathBuf, vrouter::pipeline::Pipeline, vrouter::tables::TablesHandle) {
+    use vrouter::api::client::Client;
+    let (mut writer, handle) = TablesWriter::new(limits());
+    writer.apply(&lab_ops()).unwrap();
+    let table = Arc::new(vrouter::flow::FlowTable::new(
+        vrouter::flow::FlowConfig { capacity: 1000, ..Default::default() },
+        64,
+        16,
+    ));
+    let node = NodeInfo { boot_id: "b".into(), underlay: node_ip(), fabric: "eth0".into(), cores: vec![0] };
+    let control = Control::new(
+        writer,
+        Defaults { router_mac: router_mac(), underlay: node_ip() },
+        StatsBoard::new(1, limits().vifs, limits().vrfs),
+        node,
+    )
+    .with_flows(table.clone(), std::time::Instant::now());
+    let sock = std::env::temp_dir().join(format!("vrouter-vrctl-{tag}-{}", std::process::id())).join("api.sock");
+    let listener = vrouter::api::server::bind(&sock, None).unwrap();
+    vrouter::api::server::spawn(Arc::clone(&control), listener, 8).unwrap();
+    let mut c = Client::connect(&sock, "test").unwrap();
+    c.call(
+        "add",
+        serde_json::json!({ "policy": { "vrf": BLUE, "default": "deny", "rules": [
+            { "src": "10.1.0.2/32", "dst": "10.1.0.3/32", "proto": "tcp", "dport": 80, "action": "allow" }
+        ] } }),
+    )
+    .unwrap();
+    let pipeline =
+        vrouter::pipeline::Pipeline::new(vrouter::pipeline::PipelineConfig::default(), &limits()).with_flows(table);
+    (sock, pipeline, handle)
+}
+
+fn run(
+    p: &mut vrouter::pipeline::Pipeline,
+    h: &vrouter::tables::TablesHandle,
+    vif: u32,
+    bytes: Vec<u8>,
+) -> vrouter::pipeline::Verdict {
+    let mut buf = vec![0u8; 256 + bytes.len() + 64];
+    buf[256..256 + bytes.len()].copy_from_slice(&bytes);
+    let mut frames = vec![vrouter::pipeline::Frame::new(buf, 256, bytes.len(), vif).unwrap()];
+    p.process(&h.load(), &mut frames, &mut vrouter::pipeline::Spill::none());
+    frames[0].verdict
+}
+
+#[test]
+fn flows_are_listed_matched_watched_and_removed() {
+    use vrouter::pipeline::Verdict;
+    use vrouter::pktgen::build::{self, L2};
+    let (sock, mut p, h) = server_with_flows("flows");
+    let a2 = L2 { src: mac(2), dst: router_mac() };
+    assert_eq!(
+        run(&mut p, &h, A1, build::tcp4_syn_frame(from_a1(), a1_ip(), a2_ip(), 40000, 80, 1460)),
+        Verdict::Tx(A2)
+    );
+    assert_eq!(run(&mut p, &h, A2, build::tcp4_syn_frame(a2, a2_ip(), a1_ip(), 80, 40000, 1460)), Verdict::Tx(A1));
+    let denied = run(&mut p, &h, A1, build::tcp4_syn_frame(from_a1(), a1_ip(), a2_ip(), 40001, 22, 1460));
+    assert_eq!(denied, Verdict::Drop(DropReason::FlowActionDrop));
+
+    let t = ok(&sock, &["flow", "list"]);
+    assert!(t.lines().next().unwrap().starts_with("INDEX") && t.contains("4 entries shown; 2 pairs of 1000"), "{t}");
+    let allowed =
+        t.lines().find(|l| l.contains("10.1.0.2:40000") && l.contains(" F<=>")).unwrap_or_else(|| panic!("{t}"));
+    assert!(allowed.contains(" tcp ") && allowed.contains(" F ") && allowed.contains(" syn"), "{allowed}");
+    assert!(t.lines().any(|l| l.contains("10.1.0.3:22") && l.contains("D(flow_action_drop)")), "{t}");
+    let j = json(&sock, &["flow", "list", "--match", "10.1.0.3:22"]);
+    assert_eq!(j.as_array().unwrap().len(), 2, "both directions of the denied pair: {j}");
+    assert_eq!(json(&sock, &["flow", "list", "--match", "vrf 1 & proto udp"]).as_array().unwrap().len(), 0);
+    assert_eq!(json(&sock, &["flow", "list", "--match", ":80 & proto tcp & vif 1"]).as_array().unwrap().len(), 2);
+    let first = j[0]["index"].as_u64().unwrap().to_string();
+    let one = json(&sock, &["flow", "get", &first]);
+    assert_eq!(one["action"]["drop"], "flow_action_drop");
+    assert_eq!(one["packets"], u64::from(one["direction"] == "forward"), "the forward entry counted one packet");
+
+    let rate = ok(&sock, &["flow", "rate", "--count", "1", "--interval", "0.2"]);
+    assert!(rate.starts_with("setup 0/s") && rate.contains("pairs 2"), "{rate}");
+    let top = ok(&sock, &["flow", "top", "--count", "1", "--interval", "0.2", "--sort", "bps"]);
+    assert!(top.contains("top flows by bits/s") && top.contains("10.1.0.2:40000"), "{top}");
+
+    let t = ok(&sock, &["policy", "list"]);
+    assert!(t.contains("VRF 1  default deny") && t.contains("10.1.0.3/32") && t.contains("allow"), "{t}");
+
+    ok(&sock, &["flow", "delete", &first]);
+    assert_eq!(json(&sock, &["flow", "list"]).as_array().unwrap().len(), 2);
+    let (good, _, err) = vrctl(&sock, &["flow", "get", &first]);
+    assert!(!good && err.contains("does not exist"), "{err}");
+    assert!(ok(&sock, &["flow", "flush"]).contains("1 flow pairs removed"));
+    assert_eq!(json(&sock, &["flow", "list"]).as_array().unwrap().len(), 0);
+}

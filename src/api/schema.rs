@@ -352,6 +352,195 @@ impl TablesDef {
     }
 }
 
+/// A VRF's network policy: ordered rules, first match wins, and a default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyDef {
+    /// The VRF (virtual network) whose flows it decides.
+    pub vrf: VrfId,
+    /// `allow` or `deny` when no rule matches.
+    pub default: ActionDef,
+    /// The rules.
+    #[serde(default)]
+    pub rules: Vec<RuleDef>,
+}
+
+/// Allow or deny.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActionDef {
+    /// Let the flow through.
+    Allow,
+    /// Drop it.
+    Deny,
+}
+
+/// One rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleDef {
+    /// Source: `any`, a prefix, or `{"network": VRF}`.
+    #[serde(default = "any")]
+    pub src: EndpointDef,
+    /// Destination, likewise.
+    #[serde(default = "any")]
+    pub dst: EndpointDef,
+    /// `tcp`, `udp`, `icmp`, `icmp6`, a protocol number, or left out for any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<ProtoDef>,
+    /// Source ports: `80`, `"1000-2000"`, or left out for any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sport: Option<PortsDef>,
+    /// Destination ports, likewise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dport: Option<PortsDef>,
+    /// What a match does.
+    pub action: ActionDef,
+}
+
+fn any() -> EndpointDef {
+    EndpointDef::Text("any".into())
+}
+
+/// A rule's source or destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EndpointDef {
+    /// `any`, or a prefix `ADDR/LEN`.
+    Text(String),
+    /// Every address of a virtual network.
+    Network {
+        /// Its VRF.
+        network: VrfId,
+    },
+}
+
+/// A protocol by name or number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ProtoDef {
+    /// Its number.
+    Number(u8),
+    /// `tcp`, `udp`, `icmp` or `icmp6`.
+    Name(String),
+}
+
+/// One port or a range.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PortsDef {
+    /// One port.
+    One(u16),
+    /// `"LO-HI"`, or one port as text.
+    Range(String),
+}
+
+impl PolicyDef {
+    /// The policy, or an error naming the rule and field at fault.
+    pub fn to_policy(&self) -> Result<crate::flow::Policy, TableError> {
+        use crate::flow::{Endpoint, Policy, PolicyAction, PortRange, Rule};
+        let action = |a: ActionDef| match a {
+            ActionDef::Allow => PolicyAction::Allow,
+            ActionDef::Deny => PolicyAction::Deny,
+        };
+        let bad = |field: &'static str, reason: String| TableError::Invalid { field, reason };
+        let endpoint = |field: &'static str, e: &EndpointDef, i: usize| -> Result<Endpoint, TableError> {
+            match e {
+                EndpointDef::Network { network } => Ok(Endpoint::Network(*network)),
+                EndpointDef::Text(t) if t == "any" => Ok(Endpoint::Any),
+                EndpointDef::Text(t) => {
+                    t.parse().map(Endpoint::Prefix).map_err(|e: TableError| bad(field, format!("rule {i}: {t:?}: {e}")))
+                }
+            }
+        };
+        let ports = |field: &'static str, p: &Option<PortsDef>, i: usize| -> Result<PortRange, TableError> {
+            let range = match p {
+                None => return Ok(PortRange::ANY),
+                Some(PortsDef::One(p)) => (*p, *p),
+                Some(PortsDef::Range(t)) => {
+                    let parse = |x: &str| x.trim().parse::<u16>().ok();
+                    match t.split_once('-') {
+                        Some((a, b)) => parse(a).zip(parse(b)),
+                        None => parse(t).map(|p| (p, p)),
+                    }
+                    .filter(|(a, b)| a <= b)
+                    .ok_or_else(|| bad(field, format!("rule {i}: {t:?} is not a port or a range LO-HI")))?
+                }
+            };
+            Ok(PortRange { lo: range.0, hi: range.1 })
+        };
+        let mut rules = Vec::with_capacity(self.rules.len());
+        for (i, r) in self.rules.iter().enumerate() {
+            let proto = match &r.proto {
+                None => None,
+                Some(ProtoDef::Number(n)) => Some(*n),
+                Some(ProtoDef::Name(n)) => Some(match n.as_str() {
+                    "tcp" => 6,
+                    "udp" => 17,
+                    "icmp" => 1,
+                    "icmp6" => 58,
+                    other => {
+                        return Err(bad("proto", format!("rule {i}: {other:?}: tcp, udp, icmp, icmp6 or a number")))
+                    }
+                }),
+            };
+            rules.push(Rule {
+                src: endpoint("src", &r.src, i)?,
+                dst: endpoint("dst", &r.dst, i)?,
+                proto,
+                sport: ports("sport", &r.sport, i)?,
+                dport: ports("dport", &r.dport, i)?,
+                action: action(r.action),
+            });
+        }
+        Ok(Policy { rules, default: action(self.default) })
+    }
+
+    /// As the API shows it.
+    pub fn from_policy(vrf: VrfId, p: &crate::flow::Policy) -> PolicyDef {
+        use crate::flow::{Endpoint, PolicyAction, PortRange};
+        let action = |a: PolicyAction| match a {
+            PolicyAction::Allow => ActionDef::Allow,
+            PolicyAction::Deny => ActionDef::Deny,
+        };
+        let endpoint = |e: &Endpoint| match e {
+            Endpoint::Any => EndpointDef::Text("any".into()),
+            Endpoint::Prefix(p) => EndpointDef::Text(p.to_string()),
+            Endpoint::Network(n) => EndpointDef::Network { network: *n },
+        };
+        let ports = |r: &PortRange| match (r.lo, r.hi) {
+            (0, u16::MAX) => None,
+            (a, b) if a == b => Some(PortsDef::One(a)),
+            (a, b) => Some(PortsDef::Range(format!("{a}-{b}"))),
+        };
+        let proto = |p: Option<u8>| {
+            p.map(|n| match n {
+                6 => ProtoDef::Name("tcp".into()),
+                17 => ProtoDef::Name("udp".into()),
+                1 => ProtoDef::Name("icmp".into()),
+                58 => ProtoDef::Name("icmp6".into()),
+                n => ProtoDef::Number(n),
+            })
+        };
+        PolicyDef {
+            vrf,
+            default: action(p.default),
+            rules: p
+                .rules
+                .iter()
+                .map(|r| RuleDef {
+                    src: endpoint(&r.src),
+                    dst: endpoint(&r.dst),
+                    proto: proto(r.proto),
+                    sport: ports(&r.sport),
+                    dport: ports(&r.dport),
+                    action: action(r.action),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Any table object, named by its kind: `{"route": {...}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -366,6 +555,8 @@ pub enum ObjectDef {
     Label(LabelDef),
     /// A route.
     Route(RouteDef),
+    /// A VRF's network policy.
+    Policy(PolicyDef),
 }
 
 /// What names an object, for get and delete: `{"vif": 3}`,
@@ -383,6 +574,8 @@ pub enum KeyDef {
     Label(Label),
     /// A route's VRF and prefix.
     Route(RouteKeyDef),
+    /// The policy of a VRF.
+    Policy(VrfId),
 }
 
 /// A route's identity.
@@ -416,6 +609,7 @@ impl ObjectDef {
             ObjectDef::Nexthop(_) => "nexthop",
             ObjectDef::Label(_) => "label",
             ObjectDef::Route(_) => "route",
+            ObjectDef::Policy(_) => "policy",
         }
     }
 
@@ -427,6 +621,7 @@ impl ObjectDef {
             ObjectDef::Nexthop(n) => KeyDef::Nexthop(n.id()),
             ObjectDef::Label(l) => KeyDef::Label(l.label),
             ObjectDef::Route(r) => KeyDef::Route(RouteKeyDef { vrf: r.vrf, prefix: r.prefix.clone() }),
+            ObjectDef::Policy(p) => KeyDef::Policy(p.vrf),
         }
     }
 
@@ -438,6 +633,7 @@ impl ObjectDef {
             ObjectDef::Nexthop(n) => Object::NextHop(n.id(), n.to_nexthop(d)),
             ObjectDef::Label(l) => Object::Label(l.label, l.nh),
             ObjectDef::Route(r) => Object::Route(r.to_spec()?),
+            ObjectDef::Policy(p) => Object::Policy(p.vrf, p.to_policy()?),
         })
     }
 }
@@ -451,6 +647,7 @@ impl KeyDef {
             KeyDef::Nexthop(id) => ObjectKey::NextHop(*id),
             KeyDef::Label(l) => ObjectKey::Label(*l),
             KeyDef::Route(r) => ObjectKey::Route(r.vrf, r.prefix.parse()?),
+            KeyDef::Policy(vrf) => ObjectKey::Policy(*vrf),
         })
     }
 }

@@ -65,6 +65,8 @@ pub struct Control {
     /// wait for its next periodic pass.
     resolve_now: AtomicBool,
     max_message: usize,
+    /// The flow table the workers share, and the origin of their clock.
+    flows: Option<(Arc<crate::flow::FlowTable>, Instant)>,
 }
 
 impl Control {
@@ -79,7 +81,16 @@ impl Control {
             ports: Mutex::new(BTreeMap::new()),
             resolve_now: AtomicBool::new(false),
             max_message: proto::MAX_MESSAGE,
+            flows: None,
         })
+    }
+
+    /// Serves the flow table (`flows`), whose times count from `epoch`.
+    pub fn with_flows(mut self: Arc<Self>, table: Arc<crate::flow::FlowTable>, epoch: Instant) -> Arc<Control> {
+        if let Some(c) = Arc::get_mut(&mut self) {
+            c.flows = Some((table, epoch));
+        }
+        self
     }
 
     /// Sets the message size limit.
@@ -171,10 +182,42 @@ impl Control {
             "dump" => self.dump(&parse(params)?),
             "lookup" => self.lookup(&parse(params)?),
             "stats" => Ok(self.stats_json()),
+            "flow.list" => self.flow_list(&parse(params)?),
+            "flow.get" => {
+                let p: FlowSlot = parse(params)?;
+                let (table, now) = self.flow_table()?;
+                let f = table.get(p.index, now).ok_or_else(|| {
+                    ApiError::new(code::NOT_FOUND, format!("flow {} does not exist", p.index)).field("index")
+                })?;
+                Ok(flow_json(&f))
+            }
+            "flow.delete" => {
+                let p: FlowSlot = parse(params)?;
+                let (table, _) = self.flow_table()?;
+                if !table.remove(p.index) {
+                    return Err(ApiError::new(code::NOT_FOUND, format!("flow {} does not exist", p.index)).field("index"));
+                }
+                Ok(json!({ "deleted": 1 }))
+            }
+            "flow.flush" => {
+                let (table, _) = self.flow_table()?;
+                Ok(json!({ "deleted": table.flush() }))
+            }
+            "flow.stats" => {
+                let (table, _) = self.flow_table()?;
+                let (created, removed) = table.churn();
+                let c = table.config();
+                Ok(json!({
+                    "pairs": table.len(), "capacity": c.capacity, "created": created, "removed": removed,
+                    "memory_bytes": table.memory_bytes(), "per_vif_limit": c.per_vif, "per_vrf_limit": c.per_vrf,
+                    "idle_timeout_ms": c.idle_ms, "drop_timeout_ms": c.drop_ms,
+                    "closed_timeout_ms": c.closed_ms, "half_open_timeout_ms": c.half_open_ms,
+                }))
+            }
             other => Err(ApiError::new(
                 code::UNKNOWN_METHOD,
                 format!(
-                    "unknown method {other:?}; methods are hello, info, add, update, delete, batch, get, dump, lookup, stats"
+                    "unknown method {other:?}; methods are hello, info, add, update, delete, batch, get, dump, lookup, stats, flow.list, flow.get, flow.delete, flow.flush, flow.stats"
                 ),
             )),
         }
@@ -245,6 +288,11 @@ impl Control {
                 let nh = t.label(*l).ok_or_else(|| missing("label", l))?;
                 Ok(json!({ "label": l, "nh": nh }))
             }
+            KeyDef::Policy(id) => {
+                let v = t.vrf(*id).ok_or_else(|| missing("VRF", id))?;
+                let p = v.policy.as_ref().ok_or_else(|| missing("policy of VRF", id))?;
+                Ok(policy_json(*id, p))
+            }
             KeyDef::Route(r) => {
                 let key = KeyDef::Route(r.clone()).to_key().map_err(|e| table_error(&e))?;
                 let crate::tables::ObjectKey::Route(vrf, prefix) = key else { unreachable!("a route key") };
@@ -280,6 +328,11 @@ impl Control {
             }
             "nexthop" => page(t.nexthops(), after_id()?, limit, |id, nh| self.nexthop_json(&st, id, nh)),
             "label" => page(t.labels(), after_id()?, limit, |l, nh| json!({ "label": l, "nh": nh })),
+            "policy" => {
+                page(t.vrfs().filter_map(|v| v.policy.as_ref().map(|p| (v.id, p))), after_id()?, limit, |id, p| {
+                    policy_json(id, p)
+                })
+            }
             "route" => {
                 let vrf = p.vrf.ok_or_else(|| ApiError::new(code::INVALID, "a route dump needs `vrf`").field("vrf"))?;
                 if st.writer.tables().vrf(vrf).is_none() {
@@ -314,7 +367,7 @@ impl Control {
             other => {
                 return Err(ApiError::new(
                     code::INVALID,
-                    format!("cannot dump {other:?}; objects are vif, vrf, nexthop, label, route"),
+                    format!("cannot dump {other:?}; objects are vif, vrf, nexthop, label, route, policy"),
                 )
                 .field("object"))
             }
@@ -350,6 +403,65 @@ impl Control {
             "label": target.label(),
             "nexthop": nh,
         }))
+    }
+
+    fn flow_table(&self) -> Result<(&crate::flow::FlowTable, u64), ApiError> {
+        let (t, epoch) =
+            self.flows.as_ref().ok_or_else(|| ApiError::new(code::NOT_FOUND, "this vrouterd keeps no flow table"))?;
+        Ok((t, epoch.elapsed().as_millis() as u64))
+    }
+
+    fn flow_list(&self, p: &FlowListParams) -> Result<Value, ApiError> {
+        let (table, now) = self.flow_table()?;
+        let limit = p.limit.unwrap_or(DUMP_PAGE).clamp(1, MAX_DUMP_PAGE);
+        let m = p.r#match.as_ref();
+        let proto = match m.and_then(|m| m.proto.as_ref()) {
+            None => None,
+            Some(super::schema::ProtoDef::Number(n)) => Some(*n),
+            Some(super::schema::ProtoDef::Name(n)) => Some(match n.as_str() {
+                "tcp" => 6,
+                "udp" => 17,
+                "icmp" => 1,
+                "icmp6" => 58,
+                other => {
+                    return Err(ApiError::new(
+                        code::INVALID,
+                        format!("proto {other:?}: tcp, udp, icmp, icmp6 or a number"),
+                    )
+                    .field("match.proto"))
+                }
+            }),
+        };
+        let wanted = |f: &crate::flow::FlowInfo| {
+            let Some(m) = m else { return true };
+            let side =
+                |ip: IpAddr, port: u16| m.ip.is_none_or(|want| want == ip) && m.port.is_none_or(|want| want == port);
+            (side(f.key.src_ip(), f.key.sport) || side(f.key.dst_ip(), f.key.dport))
+                && m.vrf.is_none_or(|v| v == f.key.vrf)
+                && proto.is_none_or(|p| p == f.key.proto)
+                && m.vif.is_none_or(|v| v == f.vif)
+        };
+        let mut items = Vec::new();
+        let mut next = None;
+        let mut after = p.after;
+        // Pages of the table, filtered, until the page is full.
+        'scan: loop {
+            let chunk = table.dump(after, 4096, now);
+            if chunk.is_empty() {
+                break;
+            }
+            for f in &chunk {
+                after = Some(f.slot);
+                if wanted(f) {
+                    if items.len() == limit {
+                        next = Some(items.last().map_or(0, |v: &Value| v["index"].as_u64().unwrap_or(0)));
+                        break 'scan;
+                    }
+                    items.push(flow_json(f));
+                }
+            }
+        }
+        Ok(json!({ "items": items, "next": next }))
     }
 
     fn vif_json(&self, v: &crate::tables::Vif, stats: &crate::stats::Stats) -> Value {
@@ -514,6 +626,47 @@ fn with_status<T: serde::Serialize>(def: &T, status: Value) -> Value {
     v
 }
 
+fn policy_json(vrf: u32, p: &crate::tables::VrfPolicy) -> Value {
+    with_status(&super::schema::PolicyDef::from_policy(vrf, &p.policy), json!({ "generation": p.generation }))
+}
+
+/// One flow entry as the API shows it.
+fn flow_json(f: &crate::flow::FlowInfo) -> Value {
+    use crate::flow::FlowAction;
+    let action = match f.action {
+        FlowAction::Forward if f.nat.is_none() => json!("forward"),
+        FlowAction::Forward => json!("nat"),
+        FlowAction::Drop(r) => json!({ "drop": r.as_str() }),
+    };
+    let nat = (!f.nat.is_none()).then(|| {
+        json!({
+            "src": f.nat.src.map(|a| std::net::Ipv4Addr::from(a).to_string()),
+            "dst": f.nat.dst.map(|a| std::net::Ipv4Addr::from(a).to_string()),
+            "sport": f.nat.sport, "dport": f.nat.dport,
+        })
+    });
+    json!({
+        "index": f.slot,
+        "reverse": f.reverse,
+        "direction": if f.forward { "forward" } else { "reverse" },
+        "vrf": f.key.vrf,
+        "proto": f.key.proto,
+        "src": f.key.src_ip(),
+        "sport": f.key.sport,
+        "dst": f.key.dst_ip(),
+        "dport": f.key.dport,
+        "action": action,
+        "nat": nat,
+        "ecmp": f.ecmp.map(|m| json!({ "nh": m.nh, "label": (m.label != crate::tables::RouteTarget::NO_LABEL).then_some(m.label) })),
+        "vif": f.vif,
+        "tcp": f.tcp.as_str(),
+        "packets": f.packets,
+        "bytes": f.bytes,
+        "age_ms": f.age_ms,
+        "idle_ms": f.idle_ms,
+    })
+}
+
 fn vrf_json(v: &crate::tables::Vrf, (v4, v6): (usize, usize)) -> Value {
     with_status(&VrfDef::from_vrf(v), json!({ "routes_v4": v4, "routes_v6": v6 }))
 }
@@ -615,6 +768,40 @@ struct DumpParams {
     after: Option<Value>,
     #[serde(default)]
     limit: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlowSlot {
+    index: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlowListParams {
+    #[serde(default)]
+    after: Option<u32>,
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    r#match: Option<FlowMatch>,
+}
+
+/// Flows to show: every field given must match (an address and port on
+/// either side).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlowMatch {
+    #[serde(default)]
+    ip: Option<IpAddr>,
+    #[serde(default)]
+    port: Option<u16>,
+    #[serde(default)]
+    vrf: Option<u32>,
+    #[serde(default)]
+    proto: Option<super::schema::ProtoDef>,
+    #[serde(default)]
+    vif: Option<u32>,
 }
 
 #[derive(Deserialize)]

@@ -53,6 +53,16 @@ enum Cmd {
         #[command(subcommand)]
         cmd: VrfCmd,
     },
+    /// Flows (`flow`): list, get, top, rate, delete, flush.
+    Flow {
+        #[command(subcommand)]
+        cmd: FlowCmd,
+    },
+    /// VRFs' network policies.
+    Policy {
+        #[command(subcommand)]
+        cmd: VrfCmd,
+    },
     /// Drops by reason (`dropstats`).
     Dropstats {
         #[command(flatten)]
@@ -103,8 +113,54 @@ enum GetList {
 
 #[derive(Subcommand)]
 enum VrfCmd {
-    /// Every VRF.
+    /// Every one.
     List,
+}
+
+#[derive(Subcommand)]
+enum FlowCmd {
+    /// Flow entries, both directions of each pair (Contrail's `flow -l`).
+    List {
+        /// Only flows that match, terms joined by `&`: `IP`, `IP:PORT`,
+        /// `:PORT` (either side), `vrf N`, `proto tcp|udp|icmp|N`, `vif N`.
+        /// E.g. "10.1.0.2:80 & vrf 1 & proto tcp".
+        #[arg(long = "match")]
+        filter: Option<String>,
+    },
+    /// One entry by its index.
+    Get {
+        /// Index.
+        index: u32,
+    },
+    /// The busiest flows, refreshed like top.
+    Top {
+        #[command(flatten)]
+        rate: RateArgs,
+        /// Sort by packets or bytes per second.
+        #[arg(long, value_enum, default_value = "pps")]
+        sort: TopSort,
+        /// How many to show.
+        #[arg(long, default_value_t = 20)]
+        lines: usize,
+    },
+    /// Flow setups and teardowns per second.
+    Rate {
+        #[command(flatten)]
+        rate: RateArgs,
+    },
+    /// Removes one flow pair, by either entry's index.
+    Delete {
+        /// Index.
+        index: u32,
+    },
+    /// Removes every flow.
+    Flush,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TopSort {
+    Pps,
+    Bps,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -140,11 +196,11 @@ struct RateArgs {
     /// Live per-second rates, refreshed until Ctrl-C.
     #[arg(long)]
     rate: bool,
-    /// With --rate: stop after this many refreshes.
-    #[arg(long, requires = "rate")]
+    /// With --rate (or top, rate): stop after this many refreshes.
+    #[arg(long)]
     count: Option<u64>,
-    /// With --rate: seconds between refreshes.
-    #[arg(long, default_value_t = 1.0, requires = "rate")]
+    /// With --rate (or top, rate): seconds between refreshes.
+    #[arg(long, default_value_t = 1.0)]
     interval: f64,
 }
 
@@ -254,6 +310,11 @@ fn run(c: &mut Client, cli: &Cli) -> Result<()> {
                 .cloned()
                 .collect();
             emit(json, &Value::from(vrfs.clone()), || vrfstats_table(&vrfs))
+        }
+        Cmd::Flow { cmd } => flow(c, json, cmd),
+        Cmd::Policy { cmd: VrfCmd::List } => {
+            let items = c.dump_all(json!({ "object": "policy" }))?;
+            emit(json, &Value::from(items.clone()), || policy_text(&items))
         }
         Cmd::Info => {
             let i = c.call("info", json!({}))?;
@@ -598,4 +659,321 @@ fn drop_rates(prev: &Value, cur: &Value, secs: f64, json: bool) -> String {
         }
     }
     format!("drop rates over {secs:.1} s (Ctrl-C to stop)\n{t}")
+}
+
+fn policy_text(items: &[Value]) -> String {
+    let mut out = String::new();
+    for p in items {
+        out.push_str(&format!(
+            "VRF {}  default {}  (generation {})\n",
+            show(&p["vrf"]),
+            show(&p["default"]),
+            show(&p["status"]["generation"])
+        ));
+        let mut t = Table::new(&["  RULE", "SOURCE", "DESTINATION", "PROTO", "SPORT", "DPORT", "ACTION"]);
+        let side = |v: &Value| match v.get("network") {
+            Some(n) => format!("network {n}"),
+            None => show(v),
+        };
+        for (i, r) in p["rules"].as_array().into_iter().flatten().enumerate() {
+            t.row(vec![
+                format!("  {i}"),
+                side(&r["src"]),
+                side(&r["dst"]),
+                show(&r["proto"]).replace('-', "any"),
+                show(&r["sport"]).replace('-', "any"),
+                show(&r["dport"]),
+                show(&r["action"]),
+            ]);
+        }
+        out.push_str(&t.to_string());
+        out.push('\n');
+    }
+    out
+}
+
+/// `--match` terms as the API's `match` object.
+fn flow_match(text: &str) -> Result<Value> {
+    let bad =
+        |t: &str| ClientError::Io(format!("--match: cannot read {t:?} (IP, IP:PORT, :PORT, vrf N, proto P, vif N)"));
+    let mut m = serde_json::Map::new();
+    for term in text.split('&').map(str::trim).filter(|t| !t.is_empty()) {
+        let mut words = term.split_whitespace();
+        let (first, second) = (words.next().unwrap_or(""), words.next());
+        match (first, second) {
+            ("vrf", Some(n)) => m.insert("vrf".into(), json!(n.parse::<u32>().map_err(|_| bad(term))?)),
+            ("vif", Some(n)) => m.insert("vif".into(), json!(n.parse::<u32>().map_err(|_| bad(term))?)),
+            ("proto", Some(p)) => m.insert("proto".into(), p.parse::<u8>().map_or_else(|_| json!(p), |n| json!(n))),
+            (addr, None) => {
+                let (ip, port) = if let Some(rest) = addr.strip_prefix('[') {
+                    let (ip, port) = rest.split_once(']').ok_or_else(|| bad(term))?;
+                    (Some(ip), port.strip_prefix(':'))
+                } else if let Some(port) = addr.strip_prefix(':') {
+                    (None, Some(port))
+                } else if addr.matches(':').count() == 1 {
+                    let (ip, port) = addr.split_once(':').ok_or_else(|| bad(term))?;
+                    (Some(ip), Some(port))
+                } else {
+                    (Some(addr), None)
+                };
+                if let Some(ip) = ip {
+                    let ip: std::net::IpAddr = ip.parse().map_err(|_| bad(term))?;
+                    m.insert("ip".into(), json!(ip));
+                }
+                if let Some(p) = port {
+                    m.insert("port".into(), json!(p.parse::<u16>().map_err(|_| bad(term))?));
+                }
+                None
+            }
+            _ => return Err(bad(term)),
+        };
+    }
+    Ok(Value::Object(m))
+}
+
+fn all_flows(c: &mut Client, filter: Option<Value>) -> Result<Vec<Value>> {
+    let mut params = json!({ "limit": 10_000 });
+    if let Some(m) = filter {
+        params["match"] = m;
+    }
+    let mut all = Vec::new();
+    loop {
+        let mut page = c.call("flow.list", params.clone())?;
+        if let Some(items) = page["items"].as_array_mut() {
+            all.append(items);
+        }
+        match page.get("next") {
+            Some(n) if !n.is_null() => params["after"] = n.clone(),
+            _ => return Ok(all),
+        }
+    }
+}
+
+fn endpoint(ip: &Value, port: &Value) -> String {
+    let ip = show(ip);
+    if ip.contains(':') {
+        format!("[{ip}]:{}", show(port))
+    } else {
+        format!("{ip}:{}", show(port))
+    }
+}
+
+fn proto_name(p: &Value) -> String {
+    match p.as_u64() {
+        Some(6) => "tcp".into(),
+        Some(17) => "udp".into(),
+        Some(1) => "icmp".into(),
+        Some(58) => "icmp6".into(),
+        _ => show(p),
+    }
+}
+
+/// Contrail's action letters: F forward, D(reason) drop, N(...) NAT.
+fn flow_action(f: &Value) -> String {
+    if let Some(r) = f["action"].get("drop") {
+        return format!("D({})", show(r));
+    }
+    if f["nat"].is_null() {
+        return "F".into();
+    }
+    let n = &f["nat"];
+    let mut parts = Vec::new();
+    for (k, tag) in [("src", "S"), ("dst", "D"), ("sport", "Ps"), ("dport", "Pd")] {
+        if !n[k].is_null() {
+            parts.push(format!("{tag}={}", show(&n[k])));
+        }
+    }
+    format!("N({})", parts.join(","))
+}
+
+fn age(ms: &Value) -> String {
+    let s = count(ms) / 1000;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, s % 3600 / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+fn flow_table(items: &[Value]) -> String {
+    let mut t = Table::new(&[
+        "INDEX",
+        "DIR",
+        "SOURCE",
+        "DESTINATION",
+        "PROTO",
+        "VRF",
+        "ACTION",
+        "ECMP",
+        "TCP",
+        "VIF",
+        "PKTS",
+        "BYTES",
+        "AGE",
+    ]);
+    for f in items {
+        let dir = format!("{}<=>{}", if f["direction"] == "forward" { "F" } else { "R" }, show(&f["reverse"]));
+        let ecmp = match &f["ecmp"] {
+            Value::Null => "-".into(),
+            e => format!(
+                "E:{}{}",
+                show(&e["nh"]),
+                if e["label"].is_null() { String::new() } else { format!("/L{}", show(&e["label"])) }
+            ),
+        };
+        t.row(vec![
+            show(&f["index"]),
+            dir,
+            endpoint(&f["src"], &f["sport"]),
+            endpoint(&f["dst"], &f["dport"]),
+            proto_name(&f["proto"]),
+            show(&f["vrf"]),
+            flow_action(f),
+            ecmp,
+            show(&f["tcp"]),
+            show(&f["vif"]),
+            show(&f["packets"]),
+            show(&f["bytes"]),
+            age(&f["age_ms"]),
+        ]);
+    }
+    t.to_string()
+}
+
+fn flow(c: &mut Client, json: bool, cmd: &FlowCmd) -> Result<()> {
+    match cmd {
+        FlowCmd::List { filter } => {
+            let m = filter.as_deref().map(flow_match).transpose()?;
+            let items = all_flows(c, m)?;
+            let stats = c.call("flow.stats", json!({}))?;
+            emit(json, &Value::from(items.clone()), || {
+                format!(
+                    "{}{} entries shown; {} pairs of {} in the table\n",
+                    flow_table(&items),
+                    items.len(),
+                    show(&stats["pairs"]),
+                    show(&stats["capacity"])
+                )
+            })
+        }
+        FlowCmd::Get { index } => {
+            let f = c.call("flow.get", json!({ "index": index }))?;
+            emit(json, &f, || flow_table(std::slice::from_ref(&f)))
+        }
+        FlowCmd::Delete { index } => {
+            let r = c.call("flow.delete", json!({ "index": index }))?;
+            emit(json, &r, || format!("flow {index} and its reverse removed\n"))
+        }
+        FlowCmd::Flush => {
+            let r = c.call("flow.flush", json!({}))?;
+            emit(json, &r, || format!("{} flow pairs removed\n", show(&r["deleted"])))
+        }
+        FlowCmd::Rate { rate } => {
+            let interval = Duration::from_secs_f64(rate.interval.clamp(0.1, 3600.0));
+            let mut prev = c.call("flow.stats", json!({}))?;
+            let mut at = Instant::now();
+            let mut n = 0;
+            while rate.count.is_none_or(|c| n < c) {
+                std::thread::sleep(interval);
+                let cur = c.call("flow.stats", json!({}))?;
+                let secs = at.elapsed().as_secs_f64();
+                at = Instant::now();
+                let setup = per_sec(&prev["created"], &cur["created"], secs);
+                let teardown = per_sec(&prev["removed"], &cur["removed"], secs);
+                let line = if json {
+                    format!(
+                        "{}\n",
+                        json!({ "interval_s": secs, "setup_per_s": setup, "teardown_per_s": teardown, "pairs": cur["pairs"] })
+                    )
+                } else {
+                    format!("setup {setup:.0}/s  teardown {teardown:.0}/s  pairs {}\n", show(&cur["pairs"]))
+                };
+                print_out(&line);
+                prev = cur;
+                n += 1;
+            }
+            Ok(())
+        }
+        FlowCmd::Top { rate, sort, lines } => {
+            let interval = Duration::from_secs_f64(rate.interval.clamp(0.1, 3600.0));
+            let tty = std::io::stdout().is_terminal() && !json;
+            let key = |f: &Value| (f["index"].as_u64().unwrap_or(0), f["src"].clone(), f["sport"].clone());
+            let mut prev: std::collections::HashMap<_, Value> =
+                all_flows(c, None)?.into_iter().map(|f| (key(&f), f)).collect();
+            let mut at = Instant::now();
+            let mut n = 0;
+            while rate.count.is_none_or(|c| n < c) {
+                std::thread::sleep(interval);
+                let cur = all_flows(c, None)?;
+                let secs = at.elapsed().as_secs_f64();
+                at = Instant::now();
+                let mut rows: Vec<(f64, f64, Value)> = cur
+                    .iter()
+                    .map(|f| {
+                        let before = prev.get(&key(f));
+                        let pps = before.map_or(count(&f["packets"]) as f64 / secs, |b| {
+                            per_sec(&b["packets"], &f["packets"], secs)
+                        });
+                        let bps = before
+                            .map_or(count(&f["bytes"]) as f64 / secs, |b| per_sec(&b["bytes"], &f["bytes"], secs));
+                        (pps, bps * 8.0, f.clone())
+                    })
+                    .collect();
+                rows.sort_by(|a, b| {
+                    let (x, y) = match sort {
+                        TopSort::Pps => (a.0, b.0),
+                        TopSort::Bps => (a.1, b.1),
+                    };
+                    y.total_cmp(&x)
+                });
+                rows.truncate(*lines);
+                let body = if json {
+                    let all: Vec<Value> = rows
+                        .iter()
+                        .map(|(p, b, f)| json!({ "index": f["index"], "pps": p, "bps": b, "flow": f }))
+                        .collect();
+                    format!("{}\n", json!({ "interval_s": secs, "top": all }))
+                } else {
+                    let mut t = Table::new(&[
+                        "INDEX",
+                        "SOURCE",
+                        "DESTINATION",
+                        "PROTO",
+                        "VRF",
+                        "ACTION",
+                        "PKTS/S",
+                        "MBIT/S",
+                        "PKTS",
+                    ]);
+                    for (p, b, f) in &rows {
+                        t.row(vec![
+                            show(&f["index"]),
+                            endpoint(&f["src"], &f["sport"]),
+                            endpoint(&f["dst"], &f["dport"]),
+                            proto_name(&f["proto"]),
+                            show(&f["vrf"]),
+                            flow_action(f),
+                            format!("{p:.0}"),
+                            format!("{:.2}", b / 1e6),
+                            show(&f["packets"]),
+                        ]);
+                    }
+                    format!(
+                        "{}top flows by {} over {secs:.1} s (Ctrl-C to stop)\n{t}\n",
+                        if tty { "\x1b[2J\x1b[H" } else { "" },
+                        match sort {
+                            TopSort::Pps => "packets/s",
+                            TopSort::Bps => "bits/s",
+                        }
+                    )
+                };
+                print_out(&body);
+                prev = cur.into_iter().map(|f| (key(&f), f)).collect();
+                n += 1;
+            }
+            Ok(())
+        }
+    }
 }

@@ -25,6 +25,9 @@ pub struct Config {
     /// The Prometheus endpoint.
     #[serde(default)]
     pub metrics: Metrics,
+    /// The flow table.
+    #[serde(default)]
+    pub flows: FlowsDef,
     /// The initial tables.
     #[serde(default)]
     pub tables: TablesFile,
@@ -196,6 +199,56 @@ impl Default for Metrics {
     }
 }
 
+/// The flow table: its size, limits and timeouts (seconds).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowsDef {
+    /// Flow pairs (Contrail's default, 512K).
+    pub capacity: usize,
+    /// Pairs one vif may create.
+    pub per_vif: u32,
+    /// Pairs one VRF may hold.
+    pub per_vrf: u32,
+    /// Idle timeout of established and non-TCP flows.
+    pub idle_timeout: u64,
+    /// Idle timeout of denied flows.
+    pub drop_timeout: u64,
+    /// Timeout of closed TCP flows.
+    pub closed_timeout: u64,
+    /// Timeout of TCP flows not yet established.
+    pub half_open_timeout: u64,
+}
+
+impl Default for FlowsDef {
+    fn default() -> Self {
+        let d = crate::flow::FlowConfig::default();
+        FlowsDef {
+            capacity: d.capacity,
+            per_vif: d.per_vif,
+            per_vrf: d.per_vrf,
+            idle_timeout: d.idle_ms / 1000,
+            drop_timeout: d.drop_ms / 1000,
+            closed_timeout: d.closed_ms / 1000,
+            half_open_timeout: d.half_open_ms / 1000,
+        }
+    }
+}
+
+impl FlowsDef {
+    /// As the flow table's configuration.
+    pub fn to_config(self) -> crate::flow::FlowConfig {
+        crate::flow::FlowConfig {
+            capacity: self.capacity,
+            per_vif: self.per_vif,
+            per_vrf: self.per_vrf,
+            idle_ms: self.idle_timeout * 1000,
+            drop_ms: self.drop_timeout * 1000,
+            closed_ms: self.closed_timeout * 1000,
+            half_open_ms: self.half_open_timeout * 1000,
+        }
+    }
+}
+
 /// Where the initial tables come from.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -229,6 +282,9 @@ impl Config {
                 "{}: api.max_clients must be at least 1, api.max_message at least 1024",
                 path.display()
             ));
+        }
+        if cfg.flows.capacity == 0 || cfg.flows.capacity > 16 << 20 {
+            return Err(format!("{}: flows.capacity must be 1..=16777216", path.display()));
         }
         if cfg.api.socket.is_relative() {
             let base = path.parent().unwrap_or(Path::new("."));

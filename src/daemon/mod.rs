@@ -208,7 +208,13 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         cores: cfg.dataplane.cores.clone(),
     };
     let board = StatsBoard::new(workers, limits.vifs, limits.vrfs);
-    let control = Control::new(writer, defaults, Arc::clone(&board), node).with_max_message(cfg.api.max_message);
+    let flows = Arc::new(crate::flow::FlowTable::new(cfg.flows.to_config(), limits.vifs, limits.vrfs));
+    info!(pairs = cfg.flows.capacity, mib = flows.memory_bytes() >> 20, "flow table allocated");
+    // Workers and the API read flow times from one origin.
+    let epoch = Instant::now();
+    let control = Control::new(writer, defaults, Arc::clone(&board), node)
+        .with_max_message(cfg.api.max_message)
+        .with_flows(Arc::clone(&flows), epoch);
     control.lock().resolved = tunnels.iter().map(|(id, _)| *id).collect();
     // The API socket and the metrics port first: if another vrouterd holds
     // them, stop before touching any interface.
@@ -258,7 +264,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         controls.push(control);
         let core = cfg.dataplane.cores.get(w).copied();
         let worker_stop = stop.clone();
-        let pipeline = Pipeline::new(PipelineConfig::default(), &limits);
+        let pipeline = Pipeline::new(PipelineConfig::default(), &limits).with_flows(Arc::clone(&flows));
         let board = Arc::clone(&board);
         let mut worker = Worker::new(worker_ports, pipeline, handle.clone()).with_control(commands);
         worker = if w == 0 {
@@ -291,6 +297,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                 };
                 while !worker_stop.load(Ordering::Relaxed) {
                     let round = Instant::now();
+                    worker.set_now(round.duration_since(epoch).as_millis() as u64);
                     match worker.poll() {
                         Ok(0) => {
                             let _ = worker.wait(10);

@@ -186,6 +186,11 @@ impl Worker {
         &self.pipeline
     }
 
+    /// Sets the time (milliseconds) the pipeline stamps and ages flows by.
+    pub fn set_now(&mut self, now_ms: u64) {
+        self.pipeline.set_now(now_ms);
+    }
+
     /// The worker's own counters.
     pub fn counters(&self) -> WorkerCounters {
         self.counters
