@@ -514,12 +514,14 @@ fn docs_examples_are_true() {
         fabric: "eth1".into(),
         cores: vec![0],
     };
+    let flows = vrouter::flow::FlowTable::new(vrouter::flow::FlowConfig { capacity: 1000, ..Default::default() }, 8, 8);
     let control = Control::new(
         writer,
         Defaults { router_mac: router_mac(), underlay: "192.168.100.1".parse().unwrap() },
         StatsBoard::new(1, 8, 8),
         node,
-    );
+    )
+    .with_flows(Arc::new(flows), std::time::Instant::now());
     let sock = std::env::temp_dir().join(format!("vrouter-api-docs-{}", std::process::id())).join("api.sock");
     let listener = vrouter::api::server::bind(&sock, None).unwrap();
     vrouter::api::server::spawn(control, listener, 8).unwrap();
@@ -546,7 +548,7 @@ fn docs_examples_are_true() {
         }
         pairs += 1;
     }
-    assert!(pairs >= 20, "the examples were found ({pairs})");
+    assert!(pairs >= 27, "the examples were found ({pairs})");
 }
 
 /// `got` has every key of `want`, with equal values, except values that

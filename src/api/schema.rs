@@ -448,9 +448,13 @@ impl PolicyDef {
             match e {
                 EndpointDef::Network { network } => Ok(Endpoint::Network(*network)),
                 EndpointDef::Text(t) if t == "any" => Ok(Endpoint::Any),
-                EndpointDef::Text(t) => {
-                    t.parse().map(Endpoint::Prefix).map_err(|e: TableError| bad(field, format!("rule {i}: {t:?}: {e}")))
-                }
+                EndpointDef::Text(t) => t.parse().map(Endpoint::Prefix).map_err(|e: TableError| {
+                    let why = match e {
+                        TableError::Invalid { reason, .. } => reason,
+                        other => other.to_string(),
+                    };
+                    bad(field, format!("rule {i}: {why}"))
+                }),
             }
         };
         let ports = |field: &'static str, p: &Option<PortsDef>, i: usize| -> Result<PortRange, TableError> {
