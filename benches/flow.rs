@@ -4,37 +4,11 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use std::time::{Duration, Instant};
-use vrouter::flow::{
-    CompiledPolicy, DirSpec, Endpoint, FlowAction, FlowConfig, FlowKey, FlowTable, Nat, Policy, PolicyAction,
-    PortRange, Rule,
-};
+use vrouter::flow::{CompiledPolicy, DirSpec, FlowAction, FlowConfig, FlowKey, FlowTable, Nat, PolicyAction};
 use vrouter::stats::DropReason;
 
 fn quick() -> bool {
     std::env::var_os("VROUTER_BENCH_QUICK").is_some()
-}
-
-/// 99 rules that miss (other networks' prefixes) and a last one that allows.
-fn policy_100() -> Policy {
-    let mut rules: Vec<Rule> = (0..99u32)
-        .map(|i| Rule {
-            src: Endpoint::Prefix(format!("172.{}.0.0/16", 16 + i % 16).parse().unwrap()),
-            dst: Endpoint::Prefix(format!("192.168.{}.0/24", i).parse().unwrap()),
-            proto: Some(6),
-            sport: PortRange::ANY,
-            dport: PortRange { lo: 1000 + i as u16, hi: 1000 + i as u16 },
-            action: PolicyAction::Deny,
-        })
-        .collect();
-    rules.push(Rule {
-        src: Endpoint::Network(1),
-        dst: Endpoint::Prefix("10.0.0.0/8".parse().unwrap()),
-        proto: None,
-        sport: PortRange::ANY,
-        dport: PortRange::ANY,
-        action: PolicyAction::Allow,
-    });
-    Policy { rules, default: PolicyAction::Deny }
 }
 
 fn key(i: u64) -> FlowKey {
@@ -65,7 +39,7 @@ fn flows(c: &mut Criterion) {
     let capacity = if quick() { 20_000 } else { 512 * 1024 };
     let cfg = FlowConfig { capacity, per_vif: u32::MAX, per_vrf: u32::MAX, idle_ms: 1_000, ..FlowConfig::default() };
     let table = FlowTable::new(cfg, 64, 64);
-    let policy = policy_100().compile();
+    let policy = vrouter::pktgen::scenario::policy_100(1).compile();
     eprintln!(
         "flow table: {} pairs in {:.1} MiB, {} bytes per pair",
         capacity,

@@ -245,3 +245,45 @@ fn bad_intent_is_refused_with_a_reason() {
         assert!(e.contains(want), "{want:?} not in {e:?}");
     }
 }
+
+const POLICY: &str = r#"
+[[policy]]
+network = "blue"
+default = "deny"
+
+[[policy.rule]]
+src = { network = "blue" }
+dst = "10.96.0.10/32"
+proto = "tcp"
+dport = 80
+action = "allow"
+
+[[policy.rule]]
+dst = "10.1.1.0/24"
+proto = "icmp"
+action = "allow"
+"#;
+
+#[test]
+fn policies_come_from_the_intent_with_networks_by_name() {
+    let (sock, handle) = server("policy");
+    let mut c = client(&sock);
+    let i = intent(&(INTENT.to_string() + POLICY));
+    agent::reconcile_once(&mut c, &i, mac(&i)).unwrap();
+    let t = handle.load();
+    let blue = t.vrfs().find(|v| v.name == "blue").unwrap();
+    let p = blue.policy.as_ref().expect("blue has its policy");
+    assert_eq!(p.policy.rules.len(), 2);
+    assert_eq!(p.policy.rules[0].src, vrouter::flow::Endpoint::Network(blue.id), "the network by its VRF");
+    assert!(t.vrfs().find(|v| v.name == "red").unwrap().policy.is_none());
+    assert_eq!(agent::plan(&mut c, &i, mac(&i)).unwrap().len(), 0, "an unchanged policy diffs as equal");
+    // A rule changes: one update.
+    let changed = intent(&(INTENT.to_string() + &POLICY.replace("dport = 80", "dport = \"80-81\"")));
+    let ops = agent::plan(&mut c, &changed, mac(&changed)).unwrap();
+    assert!(matches!(ops.as_slice(), [OpDef::Update(vrouter::api::schema::ObjectDef::Policy(_))]), "{ops:?}");
+    // The policy goes: one delete.
+    let ops = agent::plan(&mut c, &intent(INTENT), mac(&i)).unwrap();
+    assert!(matches!(ops.as_slice(), [OpDef::Delete(vrouter::api::schema::KeyDef::Policy(_))]), "{ops:?}");
+    let bad = INTENT.to_string() + &POLICY.replace("src = { network = \"blue\" }", "src = { network = \"green\" }");
+    assert!(Intent::from_toml(&bad).unwrap_err().contains("network \"green\" is not declared"));
+}

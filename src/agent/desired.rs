@@ -8,7 +8,9 @@
 //! ids of the others.
 
 use super::intent::{Intent, FABRIC_VRF};
-use crate::api::schema::{EncapDef, LabelDef, MemberDef, NextHopDef, RouteDef, VifDef, VifKindDef, VrfDef};
+use crate::api::schema::{
+    EncapDef, EndpointDef, LabelDef, MemberDef, NextHopDef, PolicyDef, RouteDef, RuleDef, VifDef, VifKindDef, VrfDef,
+};
 use crate::tables::{Label, Limits, NhId, VifIndex, VrfId};
 use crate::wire::MacAddr;
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,6 +29,8 @@ pub struct Snapshot {
     pub labels: BTreeMap<Label, LabelDef>,
     /// Routes by VRF and prefix.
     pub routes: BTreeMap<(VrfId, String), RouteDef>,
+    /// Policies by VRF.
+    pub policies: BTreeMap<VrfId, PolicyDef>,
 }
 
 /// The fabric vif's index and the VRF it sits in, as in Contrail (vif0/0).
@@ -285,6 +289,34 @@ pub fn desired(intent: &Intent, fabric_mac: MacAddr, limits: &Limits, now: &Snap
             .collect::<Result<Vec<_>, String>>()?;
         route(vrf, host(s.address), id, None);
         out.nexthops.insert(id, NextHopDef::CompositeEcmp { id, members });
+    }
+
+    // Policies, with networks named by their VRFs.
+    for p in &intent.policy {
+        let vrf = vrf_of[&p.network];
+        let side = |e: &Option<super::intent::EndpointIntent>| match e {
+            None => EndpointDef::Text("any".into()),
+            Some(super::intent::EndpointIntent::Text(t)) => EndpointDef::Text(t.clone()),
+            Some(super::intent::EndpointIntent::Network { network }) => {
+                EndpointDef::Network { network: vrf_of.get(network).copied().unwrap_or(u32::MAX) }
+            }
+        };
+        let rules = p
+            .rules
+            .iter()
+            .map(|r| RuleDef {
+                src: side(&r.src),
+                dst: side(&r.dst),
+                proto: r.proto.clone(),
+                sport: r.sport.clone(),
+                dport: r.dport.clone(),
+                action: r.action,
+            })
+            .collect();
+        // As vrouterd reads it back, so that an unchanged policy diffs as equal.
+        let def = PolicyDef { vrf, default: p.default, rules };
+        let canonical = def.to_policy().map(|pol| PolicyDef::from_policy(vrf, &pol)).map_err(|e| e.to_string())?;
+        out.policies.insert(vrf, canonical);
     }
     Ok(out)
 }

@@ -36,6 +36,58 @@ pub struct Intent {
     /// Service addresses, load-balanced over endpoints.
     #[serde(default)]
     pub service: Vec<Service>,
+    /// Network policies, one per network at most.
+    #[serde(default)]
+    pub policy: Vec<PolicyIntent>,
+}
+
+/// A network's policy: what its pods' flows may do.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyIntent {
+    /// The network whose flows it decides.
+    pub network: String,
+    /// `allow` or `deny` when no rule matches.
+    pub default: crate::api::schema::ActionDef,
+    /// Rules, first match wins.
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<RuleIntent>,
+}
+
+/// A rule, with networks named.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleIntent {
+    /// `"any"`, a prefix, or `{ network = "NAME" }`.
+    #[serde(default)]
+    pub src: Option<EndpointIntent>,
+    /// Likewise.
+    #[serde(default)]
+    pub dst: Option<EndpointIntent>,
+    /// Protocol: name or number.
+    #[serde(default)]
+    pub proto: Option<crate::api::schema::ProtoDef>,
+    /// Source ports.
+    #[serde(default)]
+    pub sport: Option<crate::api::schema::PortsDef>,
+    /// Destination ports.
+    #[serde(default)]
+    pub dport: Option<crate::api::schema::PortsDef>,
+    /// What a match does.
+    pub action: crate::api::schema::ActionDef,
+}
+
+/// A rule's side, with networks named.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum EndpointIntent {
+    /// `"any"` or a prefix.
+    Text(String),
+    /// A network by name.
+    Network {
+        /// Its name.
+        network: String,
+    },
 }
 
 /// The node.
@@ -189,6 +241,27 @@ impl Intent {
             net(&r.network, &what)?;
             r.prefix().map_err(|e| format!("{what}: {e}"))?;
             check_label(&what, r.label)?;
+        }
+        let mut with_policy = std::collections::BTreeSet::new();
+        for p in &self.policy {
+            let what = format!("policy of {:?}", p.network);
+            net(&p.network, &what)?;
+            if !with_policy.insert(p.network.as_str()) {
+                return Err(format!("{what} is declared twice"));
+            }
+            for (i, r) in p.rules.iter().enumerate() {
+                for e in [&r.src, &r.dst].into_iter().flatten() {
+                    match e {
+                        EndpointIntent::Network { network } => {
+                            net(network, &format!("{what}, rule {i}"))?;
+                        }
+                        EndpointIntent::Text(t) if t == "any" => {}
+                        EndpointIntent::Text(t) => {
+                            t.parse::<Prefix>().map_err(|e| format!("{what}, rule {i}: {t:?}: {e}"))?;
+                        }
+                    }
+                }
+            }
         }
         for s in &self.service {
             let what = format!("service {}", s.name.clone().unwrap_or_else(|| s.address.to_string()));

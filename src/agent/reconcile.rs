@@ -3,7 +3,9 @@
 
 use super::desired::Snapshot;
 use crate::api::client::{Client, ClientError};
-use crate::api::schema::{KeyDef, LabelDef, NextHopDef, ObjectDef, OpDef, RouteDef, RouteKeyDef, VifDef, VrfDef};
+use crate::api::schema::{
+    KeyDef, LabelDef, NextHopDef, ObjectDef, OpDef, PolicyDef, RouteDef, RouteKeyDef, VifDef, VrfDef,
+};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
@@ -33,6 +35,10 @@ pub fn fetch(c: &mut Client) -> Result<Snapshot, ClientError> {
     for v in c.dump_all(json!({ "object": "label", "limit": 10_000 }))? {
         let l: LabelDef = object(v)?;
         s.labels.insert(l.label, l);
+    }
+    for v in c.dump_all(json!({ "object": "policy" }))? {
+        let p: PolicyDef = object(v)?;
+        s.policies.insert(p.vrf, p);
     }
     let vrfs: Vec<u32> = s.vrfs.keys().copied().collect();
     for vrf in vrfs {
@@ -73,7 +79,11 @@ pub fn diff(now: &Snapshot, want: &Snapshot) -> Vec<OpDef> {
     put(&mut ops, &now.nexthops, &want.nexthops, composite, ObjectDef::Nexthop);
     put(&mut ops, &now.labels, &want.labels, |_| true, ObjectDef::Label);
     put(&mut ops, &now.routes, &want.routes, |_| true, ObjectDef::Route);
+    put(&mut ops, &now.policies, &want.policies, |_| true, ObjectDef::Policy);
 
+    for vrf in now.policies.keys().filter(|k| !want.policies.contains_key(*k)) {
+        ops.push(OpDef::Delete(KeyDef::Policy(*vrf)));
+    }
     for (vrf, prefix) in now.routes.keys().filter(|k| !want.routes.contains_key(*k)) {
         ops.push(OpDef::Delete(KeyDef::Route(RouteKeyDef { vrf: *vrf, prefix: prefix.clone() })));
     }

@@ -47,6 +47,10 @@ enum Command {
         /// baseline to compare against in the same run.
         #[arg(long)]
         general_path: bool,
+        /// Give the VRF a 100-rule policy: every packet goes through the
+        /// flow table (flows are set up in the warm-up, then hit).
+        #[arg(long)]
+        flow_policy: bool,
         /// Print one JSON object per case instead of a table.
         #[arg(long)]
         json: bool,
@@ -106,7 +110,18 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Pipeline { case, packets, batch, routes, routes6, flows, frame_len, general_path, json } => {
+        Command::Pipeline {
+            case,
+            packets,
+            batch,
+            routes,
+            routes6,
+            flows,
+            frame_len,
+            general_path,
+            flow_policy,
+            json,
+        } => {
             let cases: Vec<Case> = if case == "all" {
                 Case::ALL.to_vec()
             } else {
@@ -129,6 +144,7 @@ fn main() -> ExitCode {
                 batch,
                 frame_len,
                 fast_path: !general_path,
+                flow_policy,
             };
             if !json {
                 println!("{:<22} {:>10} {:>10} {:>12} {:>10}", "case", "Mpps", "ns/pkt", "packets", "ok");

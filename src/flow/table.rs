@@ -718,8 +718,15 @@ impl FlowTable {
         let n = self.slots.len();
         let start = self.cursor.fetch_add(budget, Relaxed) % n;
         let mut removed = 0;
+        let shortest = self.cfg.idle_ms.min(self.cfg.drop_ms).min(self.cfg.closed_ms).min(self.cfg.half_open_ms);
         for k in 0..budget.min(n) {
             let i = if start + k >= n { start + k - n } else { start + k };
+            // Most slots are free, or were seen too recently to expire
+            // under any timeout: ruled out from two words, without the
+            // full read.
+            if self.tags[i].load(Relaxed) == 0 || now.saturating_sub(self.slots[i].last_seen.load(Relaxed)) < shortest {
+                continue;
+            }
             let Some((key, hit)) = self.read(i) else { continue };
             // Each pair is judged from its forward entry.
             if self.slots[i].action.load(Relaxed) & FLAG_FORWARD_DIR == 0 {

@@ -336,6 +336,34 @@ pub struct BenchParams {
     /// Take the fast path (the default); off sends every frame down the
     /// general path, as a same-run baseline.
     pub fast_path: bool,
+    /// Give the VRF a 100-rule policy, so that every packet goes through
+    /// the flow table (the warm-up creates the flows; the measurement hits them).
+    pub flow_policy: bool,
+}
+
+/// A 100-rule policy for network `vrf`: 99 rules that miss (other
+/// networks' prefixes and ports) and a last one that allows.
+pub fn policy_100(vrf: u32) -> crate::flow::Policy {
+    use crate::flow::{Endpoint, Policy, PolicyAction, PortRange, Rule};
+    let mut rules: Vec<Rule> = (0..99u32)
+        .map(|i| Rule {
+            src: Endpoint::Prefix(format!("172.{}.0.0/16", 16 + i % 16).parse().expect("a prefix")),
+            dst: Endpoint::Prefix(format!("192.168.{i}.0/24").parse().expect("a prefix")),
+            proto: Some(6),
+            sport: PortRange::ANY,
+            dport: PortRange { lo: 1000 + i as u16, hi: 1000 + i as u16 },
+            action: PolicyAction::Deny,
+        })
+        .collect();
+    rules.push(Rule {
+        src: Endpoint::Network(vrf),
+        dst: Endpoint::Any,
+        proto: None,
+        sport: PortRange::ANY,
+        dport: PortRange::ANY,
+        action: PolicyAction::Allow,
+    });
+    Policy { rules, default: PolicyAction::Deny }
 }
 
 impl Default for BenchParams {
@@ -347,6 +375,7 @@ impl Default for BenchParams {
             batch: 64,
             frame_len: 64,
             fast_path: true,
+            flow_policy: false,
         }
     }
 }
@@ -372,7 +401,23 @@ impl Bench {
             .map(|_| Frame::new(vec![0u8; BUF_LEN].into_boxed_slice(), HEADROOM, 0, in_vif).expect("fits"))
             .collect();
         let config = PipelineConfig { fast_path: p.fast_path, ..PipelineConfig::default() };
-        let pipeline = Pipeline::new(config, handle.load().limits());
+        let mut pipeline = Pipeline::new(config, handle.load().limits());
+        let mut writer = writer;
+        if p.flow_policy {
+            use crate::tables::{Object, Op};
+            let vrfs: Vec<u32> = handle.load().vrfs().map(|v| v.id).collect();
+            let ops: Vec<Op> = vrfs.iter().map(|&v| Op::Add(Object::Policy(v, policy_100(v)))).collect();
+            writer.apply(&ops).expect("a valid policy");
+            let cfg = crate::flow::FlowConfig {
+                capacity: (p.flows * 2).max(1024),
+                per_vif: u32::MAX,
+                per_vrf: u32::MAX,
+                ..crate::flow::FlowConfig::default()
+            };
+            let limits = *handle.load().limits();
+            pipeline =
+                pipeline.with_flows(std::sync::Arc::new(crate::flow::FlowTable::new(cfg, limits.vifs, limits.vrfs)));
+        }
         Bench {
             case,
             handle,
