@@ -5,50 +5,9 @@
 mod common;
 
 use common::*;
-use std::process::Command;
 use vrouter::pipeline::Verdict;
 use vrouter::pktgen::build;
 use vrouter::wire::ip_proto;
-
-fn tshark_available() -> bool {
-    Command::new("tshark").arg("--version").output().is_ok_and(|o| o.status.success())
-}
-
-/// Decodes `frames` with tshark and returns, per frame, the requested fields.
-fn tshark(frames: &[Vec<u8>], fields: &[&str]) -> Option<Vec<Vec<String>>> {
-    if !tshark_available() {
-        assert!(std::env::var_os("CI").is_none(), "tshark is required in CI: tools/test installs it");
-        eprintln!("SKIPPED: tshark is not installed (apt-get install tshark, or run tools/test)");
-        return None;
-    }
-    let dir = std::env::temp_dir().join(format!("vrouter-decoders-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{}.pcap", fields.join("_").replace('.', "-")));
-    write_pcap(&path, frames);
-    let mut cmd = Command::new("tshark");
-    cmd.args(["-n", "-r"]).arg(&path);
-    cmd.args(["-o", "ip.check_checksum:TRUE", "-o", "udp.check_checksum:TRUE", "-o", "tcp.check_checksum:TRUE"]);
-    cmd.args([
-        "-d",
-        "udp.port==6635,mpls",
-        "-T",
-        "fields",
-        "-E",
-        "separator=|",
-        "-E",
-        "occurrence=a",
-        "-E",
-        "aggregator=,",
-    ]);
-    for f in fields {
-        cmd.args(["-e", f]);
-    }
-    let out = cmd.output().expect("tshark runs");
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(out.status.success(), "tshark failed: {}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8(out.stdout).unwrap();
-    Some(text.lines().map(|l| l.split('|').map(str::to_string).collect()).collect())
-}
 
 /// Wireshark's checksum status values.
 const GOOD: &str = "1";

@@ -22,6 +22,7 @@ mod forward;
 mod frame;
 pub mod hash;
 mod icmp;
+pub mod nat;
 mod neighbor;
 
 pub use frame::{Frame, Spill};
