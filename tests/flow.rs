@@ -23,7 +23,7 @@ fn key(i: u32, proto: u8) -> FlowKey {
 }
 
 fn pair(k: FlowKey) -> (DirSpec, DirSpec) {
-    let f = DirSpec { key: k, action: FlowAction::Forward, ecmp: None, nat: Nat::default() };
+    let f = DirSpec { key: k, action: FlowAction::Forward, ecmp: None, nat: Nat::default(), route_vrf: None };
     (f, DirSpec { key: k.reversed(), ..f })
 }
 
@@ -37,12 +37,13 @@ fn a_pair_is_two_linked_entries() {
     let k = key(1, TCP);
     let member = RouteTarget { nh: 7, label: 20 };
     let nat = Nat { dst: Some(0x0a01_0002), ..Nat::default() };
-    let f = DirSpec { key: k, action: FlowAction::Forward, ecmp: Some(member), nat };
+    let f = DirSpec { key: k, action: FlowAction::Forward, ecmp: Some(member), nat, route_vrf: None };
     let r = DirSpec {
         key: k.reversed(),
         action: FlowAction::Forward,
         ecmp: None,
         nat: Nat { src: Some(0xb916_61bc), ..Nat::default() },
+        route_vrf: Some(6),
     };
     let made = t.create(&f, &r, 3, 9, 1_000).unwrap();
     let fwd = t.lookup(&k).unwrap();
@@ -50,7 +51,7 @@ fn a_pair_is_two_linked_entries() {
     assert_eq!((fwd.slot, fwd.reverse), (made.slot, rev.slot));
     assert_eq!(rev.reverse, fwd.slot);
     assert_eq!((fwd.ecmp, fwd.nat, fwd.policy_generation), (Some(member), nat, 9));
-    assert_eq!(rev.nat.src, Some(0xb916_61bc));
+    assert_eq!((rev.nat.src, rev.route_vrf, fwd.route_vrf), (Some(0xb916_61bc), Some(6), None));
     assert_eq!(t.len(), 1);
     // The same flow again: the existing pair.
     assert!(matches!(t.create(&f, &r, 3, 9, 1_000), Err(CreateError::Exists(h)) if h.slot == fwd.slot));
@@ -120,7 +121,7 @@ fn flows_age_by_state_on_the_callers_clock() {
     let t = FlowTable::new(cfg, 8, 8);
     let mk = |i: u32, proto: u8, action: FlowAction| {
         let k = key(i, proto);
-        let f = DirSpec { key: k, action, ecmp: None, nat: Nat::default() };
+        let f = DirSpec { key: k, action, ecmp: None, nat: Nat::default(), route_vrf: None };
         let r = DirSpec { key: k.reversed(), ..f };
         t.create(&f, &r, 1, 0, 0).unwrap()
     };
@@ -215,7 +216,7 @@ fn readers_never_see_a_torn_entry_while_pairs_come_and_go() {
                     // The NAT address encodes the key, so a reader can check it.
                     let k = key(i, UDP);
                     let nat = Nat { dst: Some(i ^ round), ..Nat::default() };
-                    let f = DirSpec { key: k, action: FlowAction::Forward, ecmp: None, nat };
+                    let f = DirSpec { key: k, action: FlowAction::Forward, ecmp: None, nat, route_vrf: None };
                     let r = DirSpec { key: k.reversed(), nat: Nat::default(), ..f };
                     let _ = t.create(&f, &r, 1, round, 0);
                 }
@@ -397,4 +398,127 @@ fn the_pipeline_ages_flows_by_the_time_it_is_given() {
     lab.pipeline.set_now(1_000 + 30_000);
     sweep_all(&mut lab);
     assert_eq!(table.len(), 0, "the dropped flow after 30 s, the half-open TCP one too");
+}
+
+// ---- floating IPs ----
+
+const PUBLIC: u32 = 6;
+const GW: u32 = 6;
+const FIP: Ipv4Addr = Ipv4Addr::new(185, 22, 97, 188);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
+
+/// The lab plus a public VRF: a gateway vif toward the client network, and
+/// the floating IP 185.22.97.188 on a1 and a2, routed by ECMP over both.
+fn lab_with_floating_ip() -> (Lab, Arc<FlowTable>) {
+    use vrouter::tables::{FloatingIp, RouteSpec, Vif, VifKind, VrfSpec};
+    let mut lab = Lab::new();
+    let table = Arc::new(FlowTable::new(FlowConfig { capacity: 10_000, ..FlowConfig::default() }, 64, 16));
+    lab.pipeline.set_flows(Some(table.clone()));
+    let t = lab.handle.load();
+    let with_fip = |i: u32| {
+        let mut v = t.vif(i).unwrap().clone();
+        v.floating = vec![FloatingIp { address: FIP, vrf: PUBLIC }];
+        Op::Update(Object::Vif(v))
+    };
+    let mut gw = Vif::new(GW, "gw", VifKind::Virtual, PUBLIC, mac(9));
+    gw.ipv4 = Some(Ipv4Addr::new(203, 0, 113, 1));
+    let route = |p: &str, nh: u32| {
+        Op::Add(Object::Route(RouteSpec {
+            vrf: PUBLIC,
+            prefix: p.parse().unwrap(),
+            target: RouteTarget { nh, label: RouteTarget::NO_LABEL },
+        }))
+    };
+    lab.writer
+        .apply(&[
+            Op::Add(Object::Vrf(VrfSpec { id: PUBLIC, name: "public".into(), gateway_v4: None, gateway_v6: None })),
+            Op::Add(Object::Vif(gw)),
+            with_fip(A1),
+            with_fip(A2),
+            Op::Add(Object::NextHop(50, NextHop::Encap { oif: GW, smac: router_mac(), dmac: mac(9) })),
+            Op::Add(Object::NextHop(
+                51,
+                NextHop::Composite(EcmpGroup::new(vec![
+                    RouteTarget { nh: NH_A1, label: RouteTarget::NO_LABEL },
+                    RouteTarget { nh: NH_A2, label: RouteTarget::NO_LABEL },
+                ])),
+            )),
+            route("185.22.97.188/32", 51),
+            route("203.0.113.0/24", 50),
+            Op::Add(Object::Policy(PUBLIC, Policy::allow_all())),
+        ])
+        .unwrap();
+    drop(t);
+    (lab, table)
+}
+
+fn ip_addrs(frame: &[u8]) -> (Ipv4Addr, Ipv4Addr) {
+    let a = |o: usize| Ipv4Addr::new(frame[o], frame[o + 1], frame[o + 2], frame[o + 3]);
+    (a(26), a(30))
+}
+
+#[test]
+fn a_floating_ip_reaches_its_pods_and_their_answers_come_from_it() {
+    let (mut lab, table) = lab_with_floating_ip();
+    let client = L2 { src: mac(9), dst: router_mac() };
+    let mut seen = [0u32; 3];
+    let mut out_frames = Vec::new();
+    for port in 0..40u16 {
+        let syn = tcp(client, CLIENT, FIP, 40000 + port, 80);
+        let (v, inbound) = lab.run(GW, syn);
+        let pod = match v {
+            Verdict::Tx(p) if p == A1 || p == A2 => p,
+            other => panic!("the SYN went to {other:?}"),
+        };
+        seen[pod as usize] += 1;
+        let pod_ip = if pod == A1 { a1_ip() } else { a2_ip() };
+        assert_eq!(ip_addrs(&inbound), (CLIENT, pod_ip), "DNAT to the pod's own address");
+        // The pod answers from its own address; the client sees the floating IP.
+        let (v, outbound) =
+            lab.run(pod, tcp(L2 { src: mac(pod as u8), dst: router_mac() }, pod_ip, CLIENT, 80, 40000 + port));
+        assert_eq!(v, Verdict::Tx(GW), "the answer leaves through the public VRF");
+        assert_eq!(ip_addrs(&outbound), (FIP, CLIENT), "SNAT back to the floating IP");
+        out_frames.push(inbound);
+        out_frames.push(outbound);
+    }
+    assert!(seen[A1 as usize] >= 8 && seen[A2 as usize] >= 8, "ECMP over both pods: {seen:?}");
+    assert_eq!(table.len(), 40);
+    // Pods' own traffic inside blue is not NATed.
+    let (v, plain) = lab.run(A1, udp(1, a1_ip(), a2_ip(), 7, 7));
+    assert_eq!((v, ip_addrs(&plain)), (Verdict::Tx(A2), (a1_ip(), a2_ip())));
+    // An ICMP error from a pod about the client's datagram reaches the
+    // client from the floating IP, quoting what the client sent.
+    let sent = udp(9, CLIENT, FIP, 5353, 53);
+    let (v, at_pod) = lab.run(GW, sent.clone());
+    let pod = match v {
+        Verdict::Tx(p) => p,
+        other => panic!("{other:?}"),
+    };
+    let pod_ip = if pod == A1 { a1_ip() } else { a2_ip() };
+    let mut m = vec![3u8, 3, 0, 0, 0, 0, 0, 0];
+    m.extend_from_slice(&at_pod[14..14 + 28]);
+    let c = inet_checksum(&m);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    let err =
+        build::ip_frame(L2 { src: mac(pod as u8), dst: router_mac() }, &build::ipv4(pod_ip, CLIENT, 1, 64, false, &m));
+    let (v, to_client) = lab.run(pod, err);
+    assert_eq!(v, Verdict::Tx(GW));
+    assert_eq!(ip_addrs(&to_client), (FIP, CLIENT));
+    // The quote is the client's packet as the pod got it: one hop (TTL) on.
+    let (quote, original) = (&to_client[14 + 28..14 + 56], &sent[14..14 + 28]);
+    assert_eq!(&quote[12..], &original[12..], "addresses, ports and UDP checksum as the client sent them");
+    assert_eq!(quote[8], original[8] - 1);
+    assert_eq!(inet_checksum(&quote[..20]), 0, "the quoted header's checksum is right");
+    out_frames.push(to_client);
+    if let Some(rows) = tshark(&out_frames, &["ip.checksum.status", "tcp.checksum.status", "icmp.checksum.status"]) {
+        for r in &rows {
+            assert!(r[0].split(',').all(|c| c == "1"), "{r:?}");
+            assert!(r[1..].iter().all(|c| c.is_empty() || c == "1"), "{r:?}");
+        }
+    }
+    // The flows show the rewrite on both sides.
+    let fwd = table.lookup(&FlowKey::v4(PUBLIC, TCP, CLIENT.into(), FIP.into(), 40000, 80)).unwrap();
+    assert!(fwd.nat.dst.is_some() && fwd.route_vrf.is_none());
+    let rev = table.get(fwd.reverse, 0).unwrap();
+    assert_eq!((rev.nat.src, rev.route_vrf, rev.key.vrf), (Some(FIP.into()), Some(PUBLIC), BLUE));
 }

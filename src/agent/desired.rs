@@ -123,6 +123,7 @@ pub fn desired(intent: &Intent, fabric_mac: MacAddr, limits: &Limits, now: &Snap
             proxy_arp: true,
             mss_clamp: true,
             disabled: false,
+            floating_ips: Vec::new(),
         },
     );
     let vif_by_name: BTreeMap<&str, VifIndex> = now.vifs.values().map(|v| (v.name.as_str(), v.index)).collect();
@@ -148,6 +149,11 @@ pub fn desired(intent: &Intent, fabric_mac: MacAddr, limits: &Limits, now: &Snap
                 proxy_arp: true,
                 mss_clamp: true,
                 disabled: false,
+                floating_ips: p
+                    .floating_ips
+                    .iter()
+                    .map(|f| crate::api::schema::FloatingIpDef { address: f.address, vrf: vrf_of[&f.network] })
+                    .collect(),
             },
         );
     }

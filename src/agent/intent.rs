@@ -152,6 +152,19 @@ pub struct Pod {
     /// MTU.
     #[serde(default)]
     pub mtu: Option<u16>,
+    /// Public addresses that reach the pod, NATed to its address.
+    #[serde(default)]
+    pub floating_ips: Vec<FloatingIpIntent>,
+}
+
+/// A floating IP of a pod.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FloatingIpIntent {
+    /// The public address.
+    pub address: Ipv4Addr,
+    /// The public network it lives in.
+    pub network: String,
 }
 
 /// An endpoint on another node.
@@ -234,6 +247,9 @@ impl Intent {
             }
             if let Some(l) = p.label {
                 check_label(&what, l)?;
+            }
+            for f in &p.floating_ips {
+                net(&f.network, &format!("{what}, floating IP {}", f.address))?;
             }
         }
         for r in &self.remote {

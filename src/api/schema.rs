@@ -77,6 +77,19 @@ pub struct VifDef {
     /// Drop everything it receives.
     #[serde(default)]
     pub disabled: bool,
+    /// Public addresses that reach this vif, NATed to its IPv4 address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub floating_ips: Vec<FloatingIpDef>,
+}
+
+/// A floating IP: a public address in a public VRF.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FloatingIpDef {
+    /// The public address.
+    pub address: Ipv4Addr,
+    /// The VRF it lives in.
+    pub vrf: VrfId,
 }
 
 fn default_mtu() -> u16 {
@@ -267,6 +280,11 @@ impl VifDef {
             ipv6: self.ipv6,
             mtu: self.mtu,
             flags: VifFlags { proxy_arp: self.proxy_arp, mss_clamp: self.mss_clamp, disabled: self.disabled },
+            floating: self
+                .floating_ips
+                .iter()
+                .map(|f| crate::tables::FloatingIp { address: f.address, vrf: f.vrf })
+                .collect(),
         }
     }
 }
@@ -714,6 +732,7 @@ impl VifDef {
             proxy_arp: v.flags.proxy_arp,
             mss_clamp: v.flags.mss_clamp,
             disabled: v.flags.disabled,
+            floating_ips: v.floating.iter().map(|f| FloatingIpDef { address: f.address, vrf: f.vrf }).collect(),
         }
     }
 }

@@ -108,6 +108,9 @@ pub struct DirSpec {
     pub ecmp: Option<RouteTarget>,
     /// Its NAT rewrite.
     pub nat: Nat,
+    /// After the rewrite, route in this VRF instead of the packet's own (a
+    /// floating IP's answers go back out through the public VRF).
+    pub route_vrf: Option<u32>,
 }
 
 /// Why a pair was not created.
@@ -140,6 +143,8 @@ pub struct Hit {
     pub nat: Nat,
     /// True for the direction that created the pair.
     pub forward: bool,
+    /// The VRF to route in after the rewrite, if not the packet's own.
+    pub route_vrf: Option<u32>,
 }
 
 impl CreateError {
@@ -197,6 +202,8 @@ pub struct FlowInfo {
     pub ecmp: Option<RouteTarget>,
     /// NAT rewrite.
     pub nat: Nat,
+    /// The VRF routed in after the rewrite, if not the packet's own.
+    pub route_vrf: Option<u32>,
     /// The vif whose packet created the pair.
     pub vif: u32,
     /// Packets and bytes of this direction.
@@ -436,6 +443,7 @@ impl FlowTable {
             ecmp: decode_ecmp(ecmp),
             nat: decode_nat(addrs, ports, which),
             forward: action & FLAG_FORWARD_DIR != 0,
+            route_vrf: (which >> 8).checked_sub(1),
         };
         Some((FlowKey::from_words(&w), hit))
     }
@@ -499,9 +507,11 @@ impl FlowTable {
         s.action.store(encode_action(d.action, forward, generation), Relaxed);
         s.ecmp.store(encode_ecmp(d.ecmp), Relaxed);
         let (a, p, w) = encode_nat(&d.nat);
+        // The route VRF rides in the word of NAT flags, above them (+1, so 0 is none).
+        let route = d.route_vrf.map_or(0, |v| (v & 0x00ff_ffff) + 1) << 8;
         s.nat_addrs.store(a, Relaxed);
         s.nat_ports.store(p, Relaxed);
-        s.nat_which.store(w, Relaxed);
+        s.nat_which.store(w | route, Relaxed);
         s.reverse.store(reverse as u32, Relaxed);
         s.vif.store(vif, Relaxed);
         s.tcp.store(0, Relaxed);
@@ -615,6 +625,7 @@ impl FlowTable {
             ecmp: fwd.ecmp,
             nat: fwd.nat,
             forward: true,
+            route_vrf: fwd.route_vrf,
         })
     }
 
@@ -755,6 +766,7 @@ impl FlowTable {
             action: hit.action,
             ecmp: hit.ecmp,
             nat: hit.nat,
+            route_vrf: hit.route_vrf,
             vif: s.vif.load(Relaxed),
             packets: s.packets.load(Relaxed),
             bytes: s.bytes.load(Relaxed),

@@ -8,7 +8,7 @@ use super::forward::{IpInfo, ETH};
 use super::Ctx;
 use crate::flow::{DirSpec, FlowAction, FlowKey, Hit, Nat, PolicyAction};
 use crate::stats::DropReason;
-use crate::tables::{RouteTarget, Vrf};
+use crate::tables::{RouteTarget, Vif, Vrf};
 use crate::wire::{icmpv4, icmpv6, ip_proto};
 
 /// What the flow stage knows about a packet before its next hop is carried out.
@@ -60,14 +60,45 @@ fn tcp_flags(d: &[u8], info: &IpInfo) -> u8 {
     d.get(ETH + info.hl() + 13).copied().unwrap_or(0)
 }
 
-/// Looks the packet's flow up, when its VRF has a policy.
+/// The flow an ICMP error belongs to: the reverse of the packet it quotes.
+fn error_key(vrf: u32, info: &IpInfo, d: &[u8]) -> Option<FlowKey> {
+    if info.v6 || info.proto != ip_proto::ICMP || !icmpv4::is_error(info.l4[0]) || info.frag {
+        return None;
+    }
+    let q = ETH + info.hl() + 8;
+    let qhl = usize::from(*d.get(q)? & 0x0f) * 4;
+    let word = |at: usize| Some(u32::from_be_bytes([*d.get(at)?, *d.get(at + 1)?, *d.get(at + 2)?, *d.get(at + 3)?]));
+    let (qsrc, qdst, qproto) = (word(q + 12)?, word(q + 16)?, *d.get(q + 9)?);
+    let port = |at: usize| Some(u16::from_be_bytes([*d.get(at)?, *d.get(at + 1)?]));
+    let (qs, qd) = match qproto {
+        ip_proto::TCP | ip_proto::UDP => (port(q + qhl)?, port(q + qhl + 2)?),
+        ip_proto::ICMP => {
+            let id = port(q + qhl + 4)?;
+            (id, id)
+        }
+        _ => return None,
+    };
+    Some(FlowKey::v4(vrf, qproto, qdst, qsrc, qd, qs))
+}
+
+/// Looks the packet's flow up, where flows are tracked: in VRFs with a
+/// policy, and for packets from vifs with floating IPs (their answers must
+/// find the NAT). An ICMP error finds the flow of the packet it quotes.
 #[inline]
-pub(super) fn lookup<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, info: &IpInfo, d: &[u8]) -> FlowStep {
-    let (Some(table), Some(_)) = (ctx.flows, &vrf.policy) else { return FlowStep::Off };
-    let Some(key) = key_of(vrf.id, info, d) else { return FlowStep::Off };
-    match table.lookup(&key) {
-        Some(hit) => FlowStep::Hit(key, hit),
-        None => FlowStep::Miss(key),
+pub(super) fn lookup<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, in_vif: Option<&Vif>, info: &IpInfo, d: &[u8]) -> FlowStep {
+    let Some(table) = ctx.flows else { return FlowStep::Off };
+    if vrf.policy.is_none() && in_vif.is_none_or(|v| v.floating.is_empty()) {
+        return FlowStep::Off;
+    }
+    if let Some(key) = key_of(vrf.id, info, d) {
+        return match table.lookup(&key) {
+            Some(hit) => FlowStep::Hit(key, hit),
+            None => FlowStep::Miss(key),
+        };
+    }
+    match error_key(vrf.id, info, d).and_then(|k| table.lookup(&k).map(|h| (k, h))) {
+        Some((key, hit)) => FlowStep::Hit(key, hit),
+        None => FlowStep::Off,
     }
 }
 
@@ -108,22 +139,35 @@ pub(super) fn on_hit<B>(
     }
 }
 
-/// A new flow's first packet, once its next hop (and ECMP member) is known:
-/// the policy decides, and the pair is made with the member pinned.
+/// A new flow's first packet, once its next hop (and ECMP member) is
+/// known: the policy decides, and the pair is made with the member pinned.
+/// A packet to a floating IP of the vif it leaves by is DNATed to the vif's
+/// address, and the pair's reverse entry, in the vif's own VRF, SNATs the
+/// answers back and routes them in this (public) VRF. Returns the rewrite
+/// for this packet.
+#[allow(clippy::too_many_arguments)] // The packet, its flow and its two ends: each is needed.
 pub(super) fn create<B>(
     ctx: &Ctx<'_, B>,
     vrf: &Vrf,
     key: &FlowKey,
     in_vif: u32,
+    out: Option<&Vif>,
     ecmp: Option<RouteTarget>,
     d: &[u8],
     info: &IpInfo,
-) -> Result<(), DropReason> {
-    let Some(table) = ctx.flows else { return Ok(()) };
+) -> Result<Nat, DropReason> {
+    let Some(table) = ctx.flows else { return Ok(Nat::default()) };
     let action = decide(vrf, key);
     let generation = vrf.policy.as_ref().map_or(0, |p| p.generation);
-    let fwd = DirSpec { key: *key, action, ecmp, nat: Nat::default() };
-    let rev = DirSpec { key: key.reversed(), action, ecmp: None, nat: Nat::default() };
+    let mut fwd = DirSpec { key: *key, action, ecmp, nat: Nat::default(), route_vrf: None };
+    let mut rev = DirSpec { key: key.reversed(), action, ecmp: None, nat: Nat::default(), route_vrf: None };
+    if let Some((vif, fip)) = out.and_then(|v| floating(v, vrf.id, key).map(|f| (v, f))) {
+        let pod = vif.ipv4.map_or(0, u32::from);
+        fwd.nat = Nat { dst: Some(pod), ..Nat::default() };
+        rev.key = FlowKey::v4(vif.vrf, key.proto, pod, key.src as u32, key.dport, key.sport);
+        rev.nat = Nat { src: Some(fip), ..Nat::default() };
+        rev.route_vrf = Some(vrf.id);
+    }
     let hit = match table.create(&fwd, &rev, in_vif, generation, ctx.now) {
         Ok(h) => h,
         // Another worker made it a moment ago: count on theirs.
@@ -132,7 +176,16 @@ pub(super) fn create<B>(
     };
     table.touch(hit.slot, info.total() as u32, tcp_flags(d, info), ctx.now);
     match action {
-        FlowAction::Forward => Ok(()),
+        FlowAction::Forward => Ok(hit.nat),
         FlowAction::Drop(r) => Err(r),
     }
+}
+
+/// The floating IP of `vif` in VRF `vrf` that `key` is addressed to.
+fn floating(vif: &Vif, vrf: u32, key: &FlowKey) -> Option<u32> {
+    if !key.is_v4() {
+        return None;
+    }
+    let dst = key.dst as u32;
+    vif.floating.iter().find(|f| f.vrf == vrf && u32::from(f.address) == dst).map(|f| u32::from(f.address))
 }

@@ -278,6 +278,32 @@ pub(super) fn route<B: AsRef<[u8]> + AsMut<[u8]>>(
     }
 }
 
+/// No route for the destination in the packet's VRF: unless its flow says
+/// to route it in another (the answer of a floating IP), a drop.
+pub(super) fn unrouted<B: AsRef<[u8]> + AsMut<[u8]>>(
+    ctx: &mut Ctx<'_, B>,
+    f: &mut Frame<B>,
+    vrf: &Vrf,
+    info: &IpInfo,
+    origin: Origin,
+) -> Verdict {
+    if let super::flow::FlowStep::Hit(key, hit) = super::flow::lookup(ctx, vrf, ctx.t.vif(f.vif), info, f.data()) {
+        if let Some(public) = hit.route_vrf {
+            if let Err(r) = super::flow::on_hit(ctx, vrf, &key, &hit, f.data(), info) {
+                return Verdict::Drop(r);
+            }
+            if let Err(r) = super::nat::apply_v4(&mut f.data_mut()[ETH..], &hit.nat) {
+                return Verdict::Drop(r);
+            }
+            return match parse_ip(f.data(), false) {
+                Ok(natted) => route(ctx, f, public, &natted, origin, 1),
+                Err(r) => Verdict::Drop(r),
+            };
+        }
+    }
+    no_route(ctx, vrf.id)
+}
+
 /// No route for the destination in VRF `vrf`: counted as a discard there.
 pub(super) fn no_route<B>(ctx: &mut Ctx<'_, B>, vrf: u32) -> Verdict {
     count(ctx, vrf, |c| &mut c.discards);
@@ -306,10 +332,26 @@ pub(super) fn resolve<B: AsRef<[u8]> + AsMut<[u8]>>(
     let t = ctx.t;
     let mut hash = None;
     // Flows are tracked in the VRF the packet entered by.
-    let flow = if depth == 0 { super::flow::lookup(ctx, vrf, info, f.data()) } else { super::flow::FlowStep::Off };
+    let flow = if depth == 0 {
+        super::flow::lookup(ctx, vrf, t.vif(f.vif), info, f.data())
+    } else {
+        super::flow::FlowStep::Off
+    };
     if let super::flow::FlowStep::Hit(key, hit) = &flow {
         if let Err(r) = super::flow::on_hit(ctx, vrf, key, hit, f.data(), info) {
             return Verdict::Drop(r);
+        }
+        if !hit.nat.is_none() {
+            if let Err(r) = super::nat::apply_v4(&mut f.data_mut()[ETH..], &hit.nat) {
+                return Verdict::Drop(r);
+            }
+            // A floating IP's answer leaves through the public VRF.
+            if let Some(public) = hit.route_vrf {
+                return match parse_ip(f.data(), false) {
+                    Ok(natted) => route(ctx, f, public, &natted, origin, depth + 1),
+                    Err(r) => Verdict::Drop(r),
+                };
+            }
         }
     }
     let mut member = None;
@@ -319,8 +361,18 @@ pub(super) fn resolve<B: AsRef<[u8]> + AsMut<[u8]>>(
         };
         // A new flow is decided, and made, once its egress is known.
         if let (super::flow::FlowStep::Miss(key), NextHop::Tunnel(_) | NextHop::Encap { .. }) = (&flow, nh) {
-            if let Err(r) = super::flow::create(ctx, vrf, key, f.vif, member, f.data(), info) {
-                return Verdict::Drop(r);
+            let out = match nh {
+                NextHop::Encap { oif, .. } => t.vif(*oif),
+                _ => None,
+            };
+            match super::flow::create(ctx, vrf, key, f.vif, out, member, f.data(), info) {
+                Ok(nat) if !nat.is_none() => {
+                    if let Err(r) = super::nat::apply_v4(&mut f.data_mut()[ETH..], &nat) {
+                        return Verdict::Drop(r);
+                    }
+                }
+                Ok(_) => {}
+                Err(r) => return Verdict::Drop(r),
             }
         }
         return match nh {

@@ -251,6 +251,10 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(ctx: &mut Ctx<'_, B>, frames: &m
                         }
                     }
                     (Some(v), Some(target)) => forward::resolve(ctx, f, v, target, &p.info, p.origin, 0),
+                    // No route here, but a floating IP's answer routes elsewhere.
+                    (Some(v), None) if ctx.flows.is_some() && !fast[i] => {
+                        forward::unrouted(ctx, f, v, &p.info, p.origin)
+                    }
                     _ => forward::no_route(ctx, p.vrf),
                 }
             }
@@ -300,7 +304,8 @@ fn receive<B: AsRef<[u8]> + AsMut<[u8]>>(
     if vif.flags.disabled {
         return Some(Verdict::Drop(DropReason::IfDrop));
     }
-    if vif.kind == VifKind::Virtual && ctx.cfg.fast_path {
+    // A vif with floating IPs needs the flow stage for its answers.
+    if vif.kind == VifKind::Virtual && ctx.cfg.fast_path && vif.floating.is_empty() {
         if let Some(dst) = fast::classify(f) {
             *fast = true;
             p.info.dst = u128::from(dst);

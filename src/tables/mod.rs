@@ -22,7 +22,7 @@ pub use cow::CowVec;
 pub use ecmp::EcmpGroup;
 pub use lpm::{Fib, FibKey};
 pub use nexthop::{NextHop, NhId, Tunnel, TunnelEncap};
-pub use vif::{Vif, VifFlags, VifIndex, VifKind};
+pub use vif::{FloatingIp, Vif, VifFlags, VifIndex, VifKind};
 pub use writer::{
     BatchError, Object, ObjectKey, Op, Prefix, RouteSpec, TableError, TablesHandle, TablesWriter, VrfSpec,
 };

@@ -52,6 +52,18 @@ pub struct Vif {
     pub mtu: u16,
     /// Behaviour flags.
     pub flags: VifFlags,
+    /// Floating IPs: public addresses, each in a public VRF, that traffic
+    /// reaches this vif by, NATed to its own address.
+    pub floating: Vec<FloatingIp>,
+}
+
+/// A floating IP of a vif.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FloatingIp {
+    /// The public address.
+    pub address: Ipv4Addr,
+    /// The VRF it lives in.
+    pub vrf: u32,
 }
 
 /// Per-vif switches.
@@ -85,6 +97,7 @@ impl Vif {
             ipv6: None,
             mtu: 1500,
             flags: VifFlags::default(),
+            floating: Vec::new(),
         }
     }
 }

@@ -551,7 +551,21 @@ impl TablesWriter {
         if v.name.is_empty() {
             return Err(TableError::Invalid { field: "name", reason: "must not be empty".into() });
         }
+        for fip in &v.floating {
+            if w.vrf(fip.vrf).is_none() {
+                return Err(TableError::MissingReference { field: "floating_ips.vrf", what: "VRF", id: fip.vrf });
+            }
+            if v.ipv4.is_none() || v.kind != VifKind::Virtual {
+                return Err(TableError::Invalid {
+                    field: "floating_ips",
+                    reason: "a floating IP needs a virtual vif with an IPv4 address to NAT to".into(),
+                });
+            }
+        }
         if let Some(old) = &old {
+            for fip in &old.floating {
+                bump(&mut w.vrf_refs, fip.vrf, false);
+            }
             if old.kind != v.kind && w.vif_refs.get(v.index as usize).is_some() {
                 return Err(TableError::Invalid {
                     field: "kind",
@@ -561,6 +575,9 @@ impl TablesWriter {
             bump(&mut w.vrf_refs, old.vrf, false);
         }
         bump(&mut w.vrf_refs, v.vrf, true);
+        for fip in &v.floating {
+            bump(&mut w.vrf_refs, fip.vrf, true);
+        }
         let _ = w.vifs.set(v.index as usize, Some(Arc::new(v.clone())));
         Ok(())
     }
@@ -573,6 +590,9 @@ impl TablesWriter {
             return Err(TableError::InUse { what: "vif", id: i.to_string(), refs });
         }
         bump(&mut w.vrf_refs, old.vrf, false);
+        for fip in &old.floating {
+            bump(&mut w.vrf_refs, fip.vrf, false);
+        }
         let _ = w.vifs.set(i as usize, None);
         Ok(())
     }
