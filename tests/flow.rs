@@ -408,7 +408,8 @@ const FIP: Ipv4Addr = Ipv4Addr::new(185, 22, 97, 188);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
 
 /// The lab plus a public VRF: a gateway vif toward the client network, and
-/// the floating IP 185.22.97.188 on a1 and a2, routed by ECMP over both.
+/// the floating IP 185.22.97.188 on a1 and a2, routed by ECMP over both. No
+/// policy anywhere: the floating IPs alone make the VRFs track flows.
 fn lab_with_floating_ip() -> (Lab, Arc<FlowTable>) {
     use vrouter::tables::{FloatingIp, RouteSpec, Vif, VifKind, VrfSpec};
     let mut lab = Lab::new();
@@ -445,7 +446,6 @@ fn lab_with_floating_ip() -> (Lab, Arc<FlowTable>) {
             )),
             route("185.22.97.188/32", 51),
             route("203.0.113.0/24", 50),
-            Op::Add(Object::Policy(PUBLIC, Policy::allow_all())),
         ])
         .unwrap();
     drop(t);

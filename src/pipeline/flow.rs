@@ -82,12 +82,13 @@ fn error_key(vrf: u32, info: &IpInfo, d: &[u8]) -> Option<FlowKey> {
 }
 
 /// Looks the packet's flow up, where flows are tracked: in VRFs with a
-/// policy, and for packets from vifs with floating IPs (their answers must
-/// find the NAT). An ICMP error finds the flow of the packet it quotes.
+/// policy or floating IPs, and for packets from vifs with floating IPs
+/// (their answers must find the NAT). An ICMP error finds the flow of the
+/// packet it quotes.
 #[inline]
 pub(super) fn lookup<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, in_vif: Option<&Vif>, info: &IpInfo, d: &[u8]) -> FlowStep {
     let Some(table) = ctx.flows else { return FlowStep::Off };
-    if vrf.policy.is_none() && in_vif.is_none_or(|v| v.floating.is_empty()) {
+    if !vrf.tracks_flows() && in_vif.is_none_or(|v| v.floating.is_empty()) {
         return FlowStep::Off;
     }
     if let Some(key) = key_of(vrf.id, info, d) {

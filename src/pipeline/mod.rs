@@ -240,7 +240,7 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(ctx: &mut Ctx<'_, B>, frames: &m
                 match (t.vrf(p.vrf), found[i]) {
                     // Flows need the general path.
                     (Some(v), Some(target)) if fast[i] => {
-                        match v.policy.is_none().then(|| fast::finish(ctx, f, v, target)).flatten() {
+                        match (!v.tracks_flows()).then(|| fast::finish(ctx, f, v, target)).flatten() {
                             Some(verdict) => verdict,
                             // Not one for the fast path after all: take the
                             // general one, from the untouched frame.

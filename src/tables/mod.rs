@@ -93,8 +93,19 @@ pub struct Vrf {
     /// IPv6 routes.
     pub v6: Arc<Fib<u128>>,
     /// The network policy: flows in this VRF are tracked and decided by it.
-    /// `None`: no policy, no flows, everything routed goes.
+    /// `None`: no policy, everything routed goes.
     pub policy: Option<Arc<VrfPolicy>>,
+    /// Floating IPs that vifs hold in this VRF. While there are any, flows
+    /// are tracked here, even without a policy: they carry the NAT.
+    pub floating_ips: u32,
+}
+
+impl Vrf {
+    /// True when packets routed in this VRF belong to flows.
+    #[inline]
+    pub fn tracks_flows(&self) -> bool {
+        self.policy.is_some() || self.floating_ips > 0
+    }
 }
 
 /// A VRF's policy as written, and compiled for the data path. Its

@@ -362,6 +362,14 @@ fn bump(refs: &mut super::CowVec<u32>, i: u32, up: bool) {
     let _ = refs.set(i as usize, (next > 0).then_some(next));
 }
 
+/// Counts a floating IP in (or out of) VRF `vrf`, which tracks flows while it has any.
+fn count_floating(w: &mut Tables, vrf: VrfId, up: bool) {
+    if let Some(old) = w.vrf(vrf) {
+        let n = if up { old.floating_ips + 1 } else { old.floating_ips.saturating_sub(1) };
+        let _ = w.vrfs.set(vrf as usize, Some(Arc::new(Vrf { floating_ips: n, ..old.clone() })));
+    }
+}
+
 fn check_label(field: &'static str, label: Label) -> Result<(), TableError> {
     if label != RouteTarget::NO_LABEL && label > mpls::MAX_LABEL {
         return Err(TableError::OutOfRange { field, value: label.into(), min: 0, max: mpls::MAX_LABEL.into() });
@@ -565,6 +573,7 @@ impl TablesWriter {
         if let Some(old) = &old {
             for fip in &old.floating {
                 bump(&mut w.vrf_refs, fip.vrf, false);
+                count_floating(w, fip.vrf, false);
             }
             if old.kind != v.kind && w.vif_refs.get(v.index as usize).is_some() {
                 return Err(TableError::Invalid {
@@ -577,6 +586,7 @@ impl TablesWriter {
         bump(&mut w.vrf_refs, v.vrf, true);
         for fip in &v.floating {
             bump(&mut w.vrf_refs, fip.vrf, true);
+            count_floating(w, fip.vrf, true);
         }
         let _ = w.vifs.set(v.index as usize, Some(Arc::new(v.clone())));
         Ok(())
@@ -592,6 +602,7 @@ impl TablesWriter {
         bump(&mut w.vrf_refs, old.vrf, false);
         for fip in &old.floating {
             bump(&mut w.vrf_refs, fip.vrf, false);
+            count_floating(w, fip.vrf, false);
         }
         let _ = w.vifs.set(i as usize, None);
         Ok(())
@@ -614,6 +625,7 @@ impl TablesWriter {
                     v4: Arc::new(Fib::new()),
                     v6: Arc::new(Fib::new()),
                     policy: None,
+                    floating_ips: 0,
                 }
             }
         };
