@@ -287,3 +287,33 @@ fn policies_come_from_the_intent_with_networks_by_name() {
     let bad = INTENT.to_string() + &POLICY.replace("src = { network = \"blue\" }", "src = { network = \"green\" }");
     assert!(Intent::from_toml(&bad).unwrap_err().contains("network \"green\" is not declared"));
 }
+
+#[test]
+fn floating_ips_come_from_the_intent() {
+    let (sock, handle) = server("fip");
+    let mut c = client(&sock);
+    let text = INTENT
+        .replace(
+            "mac = \"02:00:00:00:00:11\"\nlabel = 16",
+            "mac = \"02:00:00:00:00:11\"\nlabel = 16\nfloating_ips = [{ address = \"185.22.97.188\", network = \"public\" }]",
+        )
+        .replace(
+            "mac = \"02:00:00:00:00:12\"",
+            "mac = \"02:00:00:00:00:12\"\nfloating_ips = [{ address = \"185.22.97.188\", network = \"public\" }, { address = \"185.22.97.189\", network = \"public\" }]",
+        )
+        + "\n[[network]]\nname = \"public\"\nsubnets = [\"185.22.97.0/24\"]\n";
+    let i = intent(&text);
+    agent::reconcile_once(&mut c, &i, mac(&i)).unwrap();
+    let t = handle.load();
+    let public = t.vrfs().find(|v| v.name == "public").unwrap();
+    assert_eq!(public.floating_ips, 3, "three floating IPs live in the public VRF");
+    assert!(public.tracks_flows());
+    let shared = public.v4.lookup(u32::from_be_bytes([185, 22, 97, 188])).unwrap();
+    let Some(NextHop::Composite(g)) = t.nexthop(shared.nh) else { panic!("a shared floating IP is ECMP") };
+    assert_eq!(g.members().len(), 2);
+    let single = public.v4.lookup(u32::from_be_bytes([185, 22, 97, 189])).unwrap();
+    assert!(matches!(t.nexthop(single.nh), Some(NextHop::Encap { .. })), "one owner: straight to it");
+    let a2 = t.vifs().find(|v| v.name == "t-a2").unwrap();
+    assert_eq!(a2.floating.len(), 2);
+    assert!(agent::plan(&mut c, &i, mac(&i)).unwrap().is_empty(), "a second pass changes nothing");
+}

@@ -166,6 +166,7 @@ pub fn desired(intent: &Intent, fabric_mac: MacAddr, limits: &Limits, now: &Snap
         Pod(String),
         Tunnel(Ipv4Addr, u8),
         Service(String, IpAddr),
+        Floating(String, Ipv4Addr),
     }
     let encap_code = |e: EncapDef| match e {
         EncapDef::MplsOverUdp => 0u8,
@@ -205,6 +206,24 @@ pub fn desired(intent: &Intent, fabric_mac: MacAddr, limits: &Limits, now: &Snap
             .map(|r| r.nh)
             .filter(|id| matches!(now.nexthops.get(id), Some(NextHopDef::CompositeEcmp { .. })));
         nh_keys.push((NhKey::Service(s.network.clone(), s.address), hint));
+    }
+    // Floating IPs shared by several local pods: an ECMP composite each.
+    let mut floating: BTreeMap<(String, Ipv4Addr), Vec<String>> = BTreeMap::new();
+    for p in &pods {
+        for f in &p.floating_ips {
+            floating.entry((f.network.clone(), f.address)).or_default().push(p.name.clone());
+        }
+    }
+    for ((network, address), owners) in &floating {
+        if owners.len() > 1 {
+            let key = (vrf_of[network], host(IpAddr::V4(*address)));
+            let hint = now
+                .routes
+                .get(&key)
+                .map(|r| r.nh)
+                .filter(|id| matches!(now.nexthops.get(id), Some(NextHopDef::CompositeEcmp { .. })));
+            nh_keys.push((NhKey::Floating(network.clone(), *address), hint));
+        }
     }
     // Next hop 0 is vrouterd's built-in discard.
     let mut nh_ids = Ids::new("next-hop", 1, cap(limits.nexthops));
@@ -295,6 +314,23 @@ pub fn desired(intent: &Intent, fabric_mac: MacAddr, limits: &Limits, now: &Snap
             .collect::<Result<Vec<_>, String>>()?;
         route(vrf, host(s.address), id, None);
         out.nexthops.insert(id, NextHopDef::CompositeEcmp { id, members });
+    }
+
+    // Floating IPs: the public network routes each to the local pods that hold it.
+    for ((network, address), owners) in &floating {
+        let vrf = vrf_of[network];
+        let nh = if let [only] = owners.as_slice() {
+            nh_of[&NhKey::Pod(only.clone())]
+        } else {
+            let id = nh_of[&NhKey::Floating(network.clone(), *address)];
+            let members = owners.iter().map(|o| MemberDef { nh: nh_of[&NhKey::Pod(o.clone())], label: None }).collect();
+            out.nexthops.insert(id, NextHopDef::CompositeEcmp { id, members });
+            id
+        };
+        out.routes.insert(
+            (vrf, host(IpAddr::V4(*address))),
+            RouteDef { vrf, prefix: host(IpAddr::V4(*address)), nh, label: None },
+        );
     }
 
     // Policies, with networks named by their VRFs.
