@@ -317,3 +317,40 @@ fn floating_ips_come_from_the_intent() {
     assert_eq!(a2.floating.len(), 2);
     assert!(agent::plan(&mut c, &i, mac(&i)).unwrap().is_empty(), "a second pass changes nothing");
 }
+
+#[test]
+fn network_labels_and_prefixes_served_by_several_nodes() {
+    let (sock, handle) = server("netlabel");
+    let mut c = client(&sock);
+    let text = INTENT.to_string()
+        + r#"
+[[network]]
+name = "public"
+label = 100
+
+[[remote]]
+network = "public"
+ip = "185.22.97.188"
+node = "192.168.100.2"
+label = 100
+
+[[remote]]
+network = "public"
+ip = "185.22.97.188"
+node = "192.168.100.3"
+label = 100
+"#;
+    let i = intent(&text);
+    agent::reconcile_once(&mut c, &i, mac(&i)).unwrap();
+    let t = handle.load();
+    let public = t.vrfs().find(|v| v.name == "public").unwrap();
+    assert!(matches!(t.nexthop(t.label(100).unwrap()), Some(NextHop::VrfLookup { vrf }) if *vrf == public.id));
+    let fip = public.v4.lookup(u32::from_be_bytes([185, 22, 97, 188])).unwrap();
+    let Some(NextHop::Composite(g)) = t.nexthop(fip.nh) else { panic!("two nodes: ECMP") };
+    assert!(g.members().iter().all(|m| m.label == 100) && g.members().len() == 2);
+    assert!(agent::plan(&mut c, &i, mac(&i)).unwrap().is_empty());
+    // A pod pinned to the network's label is refused.
+    let clash = text.replace("label = 16\n", "label = 100\n");
+    let e = agent::plan(&mut c, &intent(&clash), mac(&i)).unwrap_err();
+    assert!(e.contains("pinned twice"), "{e}");
+}

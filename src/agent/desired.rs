@@ -167,6 +167,8 @@ pub fn desired(intent: &Intent, fabric_mac: MacAddr, limits: &Limits, now: &Snap
         Tunnel(Ipv4Addr, u8),
         Service(String, IpAddr),
         Floating(String, Ipv4Addr),
+        NetworkLookup(String),
+        Remote(String, String),
     }
     let encap_code = |e: EncapDef| match e {
         EncapDef::MplsOverUdp => 0u8,
@@ -207,6 +209,30 @@ pub fn desired(intent: &Intent, fabric_mac: MacAddr, limits: &Limits, now: &Snap
             .filter(|id| matches!(now.nexthops.get(id), Some(NextHopDef::CompositeEcmp { .. })));
         nh_keys.push((NhKey::Service(s.network.clone(), s.address), hint));
     }
+    // Networks reachable by label: a VRF-lookup next hop each.
+    for n in &nets {
+        if n.label.is_some() {
+            let vrf = vrf_of[&n.name];
+            let hint = held(&|h| matches!(h, NextHopDef::VrfLookup { vrf: v, .. } if *v == vrf));
+            nh_keys.push((NhKey::NetworkLookup(n.name.clone()), hint));
+        }
+    }
+    // A prefix several nodes serve (a floating IP on pods of several nodes):
+    // ECMP over their tunnels.
+    let mut remote_groups: BTreeMap<(String, String), Vec<&super::intent::Remote>> = BTreeMap::new();
+    for r in &intent.remote {
+        remote_groups.entry((r.network.clone(), r.prefix()?.to_string())).or_default().push(r);
+    }
+    for ((network, prefix), rs) in &remote_groups {
+        if rs.len() > 1 {
+            let hint = now
+                .routes
+                .get(&(vrf_of[network], prefix.clone()))
+                .map(|r| r.nh)
+                .filter(|id| matches!(now.nexthops.get(id), Some(NextHopDef::CompositeEcmp { .. })));
+            nh_keys.push((NhKey::Remote(network.clone(), prefix.clone()), hint));
+        }
+    }
     // Floating IPs shared by several local pods: an ECMP composite each.
     let mut floating: BTreeMap<(String, Ipv4Addr), Vec<String>> = BTreeMap::new();
     for p in &pods {
@@ -246,12 +272,14 @@ pub fn desired(intent: &Intent, fabric_mac: MacAddr, limits: &Limits, now: &Snap
     // Labels: pinned ones as given, the others keep theirs or get the lowest free.
     let mut label_ids = Ids::new("label", FIRST_LABEL, cap(limits.labels).min(crate::wire::mpls::MAX_LABEL));
     let label_held: BTreeMap<NhId, Label> = now.labels.values().map(|l| (l.nh, l.label)).collect();
-    let pinned: Vec<(String, Option<u32>)> =
+    // Pinned labels first: pods', and networks' (keyed apart from pods).
+    let mut pinned: Vec<(String, Option<u32>)> =
         pods.iter().filter(|p| p.label.is_some()).map(|p| (p.name.clone(), p.label)).collect();
+    pinned.extend(nets.iter().filter(|n| n.label.is_some()).map(|n| (format!("network {:?}", n.name), n.label)));
     let mut label_of = label_ids.assign(&pinned)?;
     for (name, want) in &pinned {
         if label_of.get(name) != want.as_ref() {
-            return Err(format!("pod {name:?}: label {} is pinned twice or out of range", want.unwrap_or(0)));
+            return Err(format!("{name}: label {} is pinned twice or out of range", want.unwrap_or(0)));
         }
     }
     let rest: Vec<(String, Option<u32>)> = pods
@@ -285,11 +313,21 @@ pub fn desired(intent: &Intent, fabric_mac: MacAddr, limits: &Limits, now: &Snap
             route(vrf, host(IpAddr::V6(a)), nh, None);
         }
     }
-    for r in &intent.remote {
-        let vrf = vrf_of[&r.network];
-        let nh = nh_of[&NhKey::Tunnel(r.node, encap_code(r.encap.unwrap_or(intent.node.encap)))];
-        let prefix = r.prefix()?.to_string();
-        route(vrf, prefix, nh, Some(r.label));
+    let tunnel_of =
+        |r: &super::intent::Remote| nh_of[&NhKey::Tunnel(r.node, encap_code(r.encap.unwrap_or(intent.node.encap)))];
+    let mut remote_composites = Vec::new();
+    for ((network, prefix), rs) in &remote_groups {
+        let vrf = vrf_of[network];
+        if let [r] = rs.as_slice() {
+            route(vrf, prefix.clone(), tunnel_of(r), Some(r.label));
+        } else {
+            let id = nh_of[&NhKey::Remote(network.clone(), prefix.clone())];
+            let mut members: Vec<MemberDef> =
+                rs.iter().map(|r| MemberDef { nh: tunnel_of(r), label: Some(r.label) }).collect();
+            members.sort_by_key(|m| (m.nh, m.label));
+            remote_composites.push((id, members));
+            route(vrf, prefix.clone(), id, None);
+        }
     }
     for s in &services {
         let vrf = vrf_of[&s.network];
@@ -314,6 +352,18 @@ pub fn desired(intent: &Intent, fabric_mac: MacAddr, limits: &Limits, now: &Snap
             .collect::<Result<Vec<_>, String>>()?;
         route(vrf, host(s.address), id, None);
         out.nexthops.insert(id, NextHopDef::CompositeEcmp { id, members });
+    }
+
+    for (id, members) in remote_composites {
+        out.nexthops.insert(id, NextHopDef::CompositeEcmp { id, members });
+    }
+    // Network labels: a VRF lookup each.
+    for n in &nets {
+        if let Some(label) = n.label {
+            let id = nh_of[&NhKey::NetworkLookup(n.name.clone())];
+            out.nexthops.insert(id, NextHopDef::VrfLookup { id, vrf: vrf_of[&n.name] });
+            out.labels.insert(label, LabelDef { label, nh: id });
+        }
     }
 
     // Floating IPs: the public network routes each to the local pods that hold it.

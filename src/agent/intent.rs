@@ -125,6 +125,12 @@ pub struct Network {
     /// The IPv6 gateway.
     #[serde(default)]
     pub gateway6: Option<Ipv6Addr>,
+    /// The label by which other nodes send packets to be routed in this
+    /// network here (as for a floating IP or a gateway): an MPLS label
+    /// naming a VRF lookup. Pinned, as pods' labels are, so that other
+    /// nodes can be told it.
+    #[serde(default)]
+    pub label: Option<Label>,
 }
 
 /// A pod (or VM) on this node.
@@ -219,6 +225,9 @@ impl Intent {
             }
             for s in &n.subnets {
                 s.parse::<Prefix>().map_err(|e| format!("network {:?}: subnet {s:?}: {e}", n.name))?;
+            }
+            if let Some(l) = n.label {
+                check_label(&format!("network {:?}", n.name), l)?;
             }
         }
         let net = |name: &str, what: &str| {
