@@ -327,6 +327,42 @@ fn the_lab_end_to_end() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(rx_packets("b3") - before, 0, "b3 gets no service traffic once it left");
 
+    // The floating IP 185.22.97.188, held by a2 (node 1) and b2 (node 2):
+    // the external client on the gateway node reaches it over tunnels; each
+    // node NATs it to its pod, and the answers come back from it.
+    let (ok, out) = sh("ext", "ping -c 3 -i 0.2 -W 1 185.22.97.188");
+    assert!(ok && out.contains("from 185.22.97.188"), "{out}");
+    let before = (rx_packets("a2"), rx_packets("b2"));
+    sh("ext", "for i in $(seq 100); do echo -n x > /dev/udp/185.22.97.188/7777; done");
+    std::thread::sleep(Duration::from_millis(500));
+    let got = (rx_packets("a2") - before.0, rx_packets("b2") - before.1);
+    assert!(got.0 + got.1 >= 100 && got.0 >= 15 && got.1 >= 15, "connections spread over both pods: {got:?}");
+    // TCP, one connection at a time (iperf3's two connections could land on
+    // different pods): each pod answers with its name, through the NAT.
+    for pod in ["a2", "b2"] {
+        let cmd = format!("socat TCP-LISTEN:8080,reuseaddr,fork SYSTEM:'echo {pod}' >/dev/null 2>&1 &");
+        sh(pod, &cmd);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let answers: Vec<String> =
+        (0..20).map(|_| sh("ext", "socat -T 2 - TCP:185.22.97.188:8080 </dev/null").1.trim().to_string()).collect();
+    assert!(answers.iter().all(|a| a == "a2" || a == "b2"), "every connection completed: {answers:?}");
+    assert!(answers.contains(&"a2".into()) && answers.contains(&"b2".into()), "spread over both: {answers:?}");
+    // The flows say so: NAT on the pods' nodes, the pinned member on the gateway.
+    let natted = [
+        lab(&["vrctl", "n1", "flow", "list", "--match", "203.0.113.7"], &[]),
+        lab(&["vrctl", "n2", "flow", "list", "--match", "203.0.113.7"], &[]),
+    ]
+    .concat();
+    assert!(natted.contains("N(D=10.1.0.3)") || natted.contains("N(D=10.1.1.3)"), "{natted}");
+    assert!(natted.contains("N(S=185.22.97.188)"), "{natted}");
+    let gw = lab(&["vrctl", "n3", "flow", "list", "--match", "185.22.97.188 & proto tcp", "--json"], &[]);
+    let gw: serde_json::Value = serde_json::from_str(&gw).unwrap();
+    assert!(
+        gw.as_array().unwrap().iter().any(|f| f["direction"] == "forward" && f["ecmp"]["label"] == 100),
+        "the gateway pins each connection to a node: {gw}"
+    );
+
     // Bad input from a pod is dropped and counted; the others go on.
     send_garbage_from("a2", 200);
     assert!(ping("a1", "10.1.1.2"), "forwarding goes on after garbage from a2");
