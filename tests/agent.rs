@@ -354,3 +354,28 @@ label = 100
     let e = agent::plan(&mut c, &intent(&clash), mac(&i)).unwrap_err();
     assert!(e.contains("pinned twice"), "{e}");
 }
+
+#[test]
+fn an_imported_network_s_routes_are_joined_in() {
+    let (sock, handle) = server("import");
+    let mut c = client(&sock);
+    let text = INTENT.replace(
+        "name = \"red\"\ngateway = \"10.1.0.1\"",
+        "name = \"red\"\ngateway = \"10.1.0.1\"\nimport = [\"blue\"]",
+    );
+    let i = intent(&text);
+    agent::reconcile_once(&mut c, &i, mac(&i)).unwrap();
+    let t = handle.load();
+    let red = t.vrfs().find(|v| v.name == "red").unwrap();
+    let blue = t.vrfs().find(|v| v.name == "blue").unwrap();
+    let at = |v: &vrouter::tables::Vrf, a: [u8; 4]| v.v4.lookup(u32::from_be_bytes(a)).map(|r| r.nh);
+    assert_eq!(at(red, [10, 96, 0, 10]), at(blue, [10, 96, 0, 10]), "blue's service, in red");
+    assert_eq!(at(red, [10, 1, 0, 3]), at(blue, [10, 1, 0, 3]), "blue's pod a2, in red");
+    assert_ne!(at(red, [10, 1, 0, 2]), at(blue, [10, 1, 0, 2]), "red's own r1 wins over blue's a1 at the same address");
+    assert!(agent::plan(&mut c, &i, mac(&i)).unwrap().is_empty());
+    let bad = INTENT.replace(
+        "name = \"red\"\ngateway = \"10.1.0.1\"",
+        "name = \"red\"\ngateway = \"10.1.0.1\"\nimport = [\"green\"]",
+    );
+    assert!(Intent::from_toml(&bad).unwrap_err().contains("imports \"green\""));
+}

@@ -363,6 +363,31 @@ fn the_lab_end_to_end() {
         "the gateway pins each connection to a node: {gw}"
     );
 
+    // The article's policy: the nginx network reaches the leonardo service
+    // on TCP 80 and nothing else, across nodes, decided in the data path.
+    for pod in ["leo1", "leo2"] {
+        for port in [80, 81] {
+            sh(pod, &format!("socat TCP-LISTEN:{port},reuseaddr,fork SYSTEM:'echo {pod}' >/dev/null 2>&1 &"));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let answers: Vec<String> =
+        (0..12).map(|_| sh("nx1", "socat -T 2 - TCP:10.254.98.15:80 </dev/null").1.trim().to_string()).collect();
+    assert!(answers.iter().all(|a| a == "leo1" || a == "leo2"), "nginx reaches the service: {answers:?}");
+    assert!(answers.contains(&"leo1".into()) && answers.contains(&"leo2".into()), "over both pods: {answers:?}");
+    let (ok, out) = sh("nx2", "timeout 3 socat -T 2 - TCP:10.254.98.15:80 </dev/null");
+    assert!(ok && out.trim().starts_with("leo"), "from node 2 as well: {out}");
+    for denied in ["10.47.255.251:80", "10.254.98.15:81", "10.47.255.250:80"] {
+        let (ok, out) = sh("nx1", &format!("timeout 3 socat -T 2 - TCP:{denied} </dev/null"));
+        assert!(!ok && out.trim().is_empty(), "nginx may not reach {denied}: {out}");
+    }
+    let (ok, _) = sh("nx1", "ping -c 1 -W 1 10.254.98.15");
+    assert!(!ok, "not even ping");
+    let flows = lab(&["vrctl", "n1", "flow", "list", "--match", "10.32.1.2 & proto tcp"], &[]);
+    assert!(flows.lines().any(|l| l.contains("10.254.98.15:80") && l.contains(" F ")), "{flows}");
+    assert!(flows.lines().any(|l| l.contains("10.254.98.15:81") && l.contains("D(flow_action_drop)")), "{flows}");
+    assert!(flows.lines().any(|l| l.contains("10.47.255.251:80") && l.contains("D(flow_action_drop)")), "{flows}");
+
     // Bad input from a pod is dropped and counted; the others go on.
     send_garbage_from("a2", 200);
     assert!(ping("a1", "10.1.1.2"), "forwarding goes on after garbage from a2");

@@ -383,6 +383,25 @@ pub fn desired(intent: &Intent, fabric_mac: MacAddr, limits: &Limits, now: &Snap
         );
     }
 
+    // Imports: a network that imports another gets its routes (its pods,
+    // remotes and services), as Contrail joins networks that share a route
+    // target. Its own routes win where both have one; gateways stay apart.
+    for n in &nets {
+        let into = vrf_of[&n.name];
+        for m in &n.import {
+            let from = vrf_of[m];
+            let copies: Vec<RouteDef> = out
+                .routes
+                .values()
+                .filter(|r| r.vrf == from && Some(r.nh) != receive)
+                .map(|r| RouteDef { vrf: into, ..r.clone() })
+                .collect();
+            for r in copies {
+                out.routes.entry((into, r.prefix.clone())).or_insert(r);
+            }
+        }
+    }
+
     // Policies, with networks named by their VRFs.
     for p in &intent.policy {
         let vrf = vrf_of[&p.network];

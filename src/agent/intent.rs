@@ -131,6 +131,10 @@ pub struct Network {
     /// nodes can be told it.
     #[serde(default)]
     pub label: Option<Label>,
+    /// Networks whose routes this one gets (pods, remotes, services): how
+    /// two networks are joined. Policy then decides which flows may cross.
+    #[serde(default)]
+    pub import: Vec<String>,
 }
 
 /// A pod (or VM) on this node.
@@ -228,6 +232,11 @@ impl Intent {
             }
             if let Some(l) = n.label {
                 check_label(&format!("network {:?}", n.name), l)?;
+            }
+            for m in &n.import {
+                if !self.network.iter().any(|x| &x.name == m) {
+                    return Err(format!("network {:?} imports {m:?}, which is not declared", n.name));
+                }
             }
         }
         let net = |name: &str, what: &str| {
