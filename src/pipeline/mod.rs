@@ -305,7 +305,11 @@ fn receive<B: AsRef<[u8]> + AsMut<[u8]>>(
         return Some(Verdict::Drop(DropReason::IfDrop));
     }
     // A vif with floating IPs needs the flow stage for its answers.
-    if vif.kind == VifKind::Virtual && ctx.cfg.fast_path && vif.floating.is_empty() {
+    if vif.kind == VifKind::Virtual
+        && ctx.cfg.fast_path
+        && vif.floating.is_empty()
+        && !t.vrf(vif.vrf).is_some_and(|v| v.tracks_flows())
+    {
         if let Some(dst) = fast::classify(f) {
             *fast = true;
             p.info.dst = u128::from(dst);
