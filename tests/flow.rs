@@ -310,6 +310,10 @@ fn policy_is_stateful_both_ways() {
     // Denied flows are kept too, so their next packets are dropped cheaply.
     assert_eq!(table.len(), 4);
     assert_eq!(lab.stats().dropped(DropReason::FlowActionDrop), 3);
+    // Protocols flows do not track are still decided by the policy, packet by packet.
+    let gre = build::ip_frame(from_a1(), &build::ipv4(a1_ip(), a2_ip(), 47, 64, false, &[0; 8]));
+    assert_eq!(lab.run(A1, gre).0, denied, "GRE from a1 is denied too");
+    assert_eq!(table.len(), 4, "and makes no flow");
     // Red has no policy: it tracks no flows.
     assert_eq!(lab.run(R1, udp(3, a1_ip(), a1_ip(), 1, 2)).0, Verdict::Tx(R1));
     assert_eq!(table.len(), 4);

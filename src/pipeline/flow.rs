@@ -20,6 +20,9 @@ pub(super) enum FlowStep {
     Hit(FlowKey, Hit),
     /// The packet starts a new flow.
     Miss(FlowKey),
+    /// A packet flows do not track (another protocol, or an ICMP error with
+    /// no flow), which the VRF's policy denies.
+    Denied,
 }
 
 /// The packet's flow key, if flows track it: TCP, UDP and ICMP echo.
@@ -97,9 +100,19 @@ pub(super) fn lookup<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, in_vif: Option<&Vif>, info:
             None => FlowStep::Miss(key),
         };
     }
-    match error_key(vrf.id, info, d).and_then(|k| table.lookup(&k).map(|h| (k, h))) {
-        Some((key, hit)) => FlowStep::Hit(key, hit),
-        None => FlowStep::Off,
+    if let Some((key, hit)) = error_key(vrf.id, info, d).and_then(|k| table.lookup(&k).map(|h| (k, h))) {
+        return FlowStep::Hit(key, hit);
+    }
+    // Untracked, but not unpoliced: the policy decides each such packet on
+    // its own, by addresses and protocol (ports 0).
+    let bare = if info.v6 {
+        FlowKey::v6(vrf.id, info.proto, info.src, info.dst, 0, 0)
+    } else {
+        FlowKey::v4(vrf.id, info.proto, info.src as u32, info.dst as u32, 0, 0)
+    };
+    match decide(vrf, &bare) {
+        FlowAction::Drop(_) => FlowStep::Denied,
+        FlowAction::Forward => FlowStep::Off,
     }
 }
 

@@ -337,6 +337,9 @@ pub(super) fn resolve<B: AsRef<[u8]> + AsMut<[u8]>>(
     } else {
         super::flow::FlowStep::Off
     };
+    if let super::flow::FlowStep::Denied = flow {
+        return Verdict::Drop(DropReason::FlowActionDrop);
+    }
     if let super::flow::FlowStep::Hit(key, hit) = &flow {
         if let Err(r) = super::flow::on_hit(ctx, vrf, key, hit, f.data(), info) {
             return Verdict::Drop(r);
