@@ -1,5 +1,6 @@
 //! What names a flow: the VRF, the protocol, both addresses and both ports.
 
+use crate::pipeline::hash::fmix64;
 use std::net::IpAddr;
 
 /// A flow's key. IPv4 addresses are stored as IPv4-mapped IPv6
@@ -98,15 +99,6 @@ fn unmap(a: u128) -> IpAddr {
     } else {
         IpAddr::V6(a.into())
     }
-}
-
-#[inline(always)]
-fn fmix64(mut k: u64) -> u64 {
-    k ^= k >> 33;
-    k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    k ^= k >> 33;
-    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    k ^ (k >> 33)
 }
 
 impl std::fmt::Display for FlowKey {

@@ -670,12 +670,10 @@ impl FlowTable {
             (Some((k1, h1)), Some((k2, _))) if k1 == key && k2 == rkey && h1.reverse == hit.reverse => {}
             _ => return false,
         }
-        let (fwd, vif, vrf) = {
-            let s = &self.slots[slot as usize];
-            let forward = s.action.load(Relaxed) & FLAG_FORWARD_DIR != 0;
-            (forward, s.vif.load(Relaxed), if forward { key.vrf } else { rkey.vrf })
-        };
-        let _ = fwd;
+        // The pair was counted against its creating vif and the forward key's VRF.
+        let s = &self.slots[slot as usize];
+        let vif = s.vif.load(Relaxed);
+        let vrf = if s.action.load(Relaxed) & FLAG_FORWARD_DIR != 0 { key.vrf } else { rkey.vrf };
         for i in [slot as usize, hit.reverse as usize] {
             self.tags[i].store(0, Relaxed);
             let s = &self.slots[i];

@@ -5,9 +5,10 @@
 //! fragment hashes on addresses and protocol only, and all pieces of a
 //! packet take one path.
 
-/// The 64-bit finaliser of MurmurHash3: every input bit reaches every output bit.
+/// The 64-bit finaliser of MurmurHash3: every input bit reaches every
+/// output bit. The flow table hashes its keys with it too.
 #[inline(always)]
-fn fmix64(mut k: u64) -> u64 {
+pub fn fmix64(mut k: u64) -> u64 {
     k ^= k >> 33;
     k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
     k ^= k >> 33;
