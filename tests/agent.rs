@@ -86,7 +86,7 @@ fn server(tag: &str) -> (PathBuf, TablesHandle) {
         fabric: "fab".into(),
         cores: vec![0],
     };
-    let control = Control::new(writer, defaults, StatsBoard::new(1, 64, 16), node);
+    let control = Arc::new(Control::new(writer, defaults, StatsBoard::new(1, 64, 16), node));
     let sock = std::env::temp_dir().join(format!("vrouter-agent-{tag}-{}", std::process::id())).join("api.sock");
     let listener = vrouter::api::server::bind(&sock, None).unwrap();
     vrouter::api::server::spawn(Arc::clone(&control), listener, 8).unwrap();

@@ -31,8 +31,10 @@ fn server(tag: &str) -> (Arc<Control>, PathBuf, TablesHandle) {
     let board = StatsBoard::new(1, limits().vifs, limits().vrfs);
     let node =
         NodeInfo { boot_id: NodeInfo::new_boot_id(), underlay: node_ip(), fabric: "eth0".into(), cores: vec![0] };
-    let control = Control::new(writer, Defaults { router_mac: router_mac(), underlay: node_ip() }, board, node)
-        .with_max_message(1 << 20);
+    let control = Arc::new(
+        Control::new(writer, Defaults { router_mac: router_mac(), underlay: node_ip() }, board, node)
+            .with_max_message(1 << 20),
+    );
     let dir = std::env::temp_dir().join(format!("vrouter-api-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let sock = dir.join("api.sock");
@@ -515,13 +517,15 @@ fn docs_examples_are_true() {
         cores: vec![0],
     };
     let flows = vrouter::flow::FlowTable::new(vrouter::flow::FlowConfig { capacity: 1000, ..Default::default() }, 8, 8);
-    let control = Control::new(
-        writer,
-        Defaults { router_mac: router_mac(), underlay: "192.168.100.1".parse().unwrap() },
-        StatsBoard::new(1, 8, 8),
-        node,
-    )
-    .with_flows(Arc::new(flows), std::time::Instant::now());
+    let control = Arc::new(
+        Control::new(
+            writer,
+            Defaults { router_mac: router_mac(), underlay: "192.168.100.1".parse().unwrap() },
+            StatsBoard::new(1, 8, 8),
+            node,
+        )
+        .with_flows(Arc::new(flows), std::time::Instant::now()),
+    );
     let sock = std::env::temp_dir().join(format!("vrouter-api-docs-{}", std::process::id())).join("api.sock");
     let listener = vrouter::api::server::bind(&sock, None).unwrap();
     vrouter::api::server::spawn(control, listener, 8).unwrap();

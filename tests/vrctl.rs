@@ -23,12 +23,12 @@ fn server(tag: &str) -> (Arc<Control>, PathBuf) {
     let (mut writer, _) = TablesWriter::new(limits());
     writer.apply(&lab_ops()).unwrap();
     let node = NodeInfo { boot_id: "test-boot".into(), underlay: node_ip(), fabric: "eth0".into(), cores: vec![1] };
-    let control = Control::new(
+    let control = Arc::new(Control::new(
         writer,
         Defaults { router_mac: router_mac(), underlay: node_ip() },
         StatsBoard::new(1, limits().vifs, limits().vrfs),
         node,
-    );
+    ));
     let sock = std::env::temp_dir().join(format!("vrouter-vrctl-{tag}-{}", std::process::id())).join("api.sock");
     let listener = vrouter::api::server::bind(&sock, None).unwrap();
     vrouter::api::server::spawn(Arc::clone(&control), listener, 8).unwrap();
@@ -213,13 +213,15 @@ fn server_with_flows(tag: &str) -> (PathBuf, vrouter::pipeline::Pipeline, vroute
         16,
     ));
     let node = NodeInfo { boot_id: "b".into(), underlay: node_ip(), fabric: "eth0".into(), cores: vec![0] };
-    let control = Control::new(
-        writer,
-        Defaults { router_mac: router_mac(), underlay: node_ip() },
-        StatsBoard::new(1, limits().vifs, limits().vrfs),
-        node,
-    )
-    .with_flows(table.clone(), std::time::Instant::now());
+    let control = Arc::new(
+        Control::new(
+            writer,
+            Defaults { router_mac: router_mac(), underlay: node_ip() },
+            StatsBoard::new(1, limits().vifs, limits().vrfs),
+            node,
+        )
+        .with_flows(table.clone(), std::time::Instant::now()),
+    );
     let sock = std::env::temp_dir().join(format!("vrouter-vrctl-{tag}-{}", std::process::id())).join("api.sock");
     let listener = vrouter::api::server::bind(&sock, None).unwrap();
     vrouter::api::server::spawn(Arc::clone(&control), listener, 8).unwrap();

@@ -33,6 +33,15 @@ pub struct Snapshot {
     pub policies: BTreeMap<VrfId, PolicyDef>,
 }
 
+impl Snapshot {
+    /// The composite next hop the route for `prefix` in `vrf` leads to, if
+    /// it leads to one: the id a service or shared address keeps.
+    fn composite_route(&self, vrf: VrfId, prefix: &str) -> Option<NhId> {
+        let nh = self.routes.get(&(vrf, prefix.to_string()))?.nh;
+        matches!(self.nexthops.get(&nh), Some(NextHopDef::CompositeEcmp { .. })).then_some(nh)
+    }
+}
+
 /// The fabric vif's index and the VRF it sits in, as in Contrail (vif0/0).
 pub const FABRIC_VIF: VifIndex = 0;
 /// The underlay VRF.
@@ -201,12 +210,7 @@ pub fn desired(intent: &Intent, fabric_mac: MacAddr, limits: &Limits, now: &Snap
     services.sort_by(|a, b| (&a.network, a.address).cmp(&(&b.network, b.address)));
     for s in &services {
         let vrf = vrf_of[&s.network];
-        let key = (vrf, host(s.address));
-        let hint = now
-            .routes
-            .get(&key)
-            .map(|r| r.nh)
-            .filter(|id| matches!(now.nexthops.get(id), Some(NextHopDef::CompositeEcmp { .. })));
+        let hint = now.composite_route(vrf, &host(s.address));
         nh_keys.push((NhKey::Service(s.network.clone(), s.address), hint));
     }
     // Networks reachable by label: a VRF-lookup next hop each.
@@ -225,11 +229,7 @@ pub fn desired(intent: &Intent, fabric_mac: MacAddr, limits: &Limits, now: &Snap
     }
     for ((network, prefix), rs) in &remote_groups {
         if rs.len() > 1 {
-            let hint = now
-                .routes
-                .get(&(vrf_of[network], prefix.clone()))
-                .map(|r| r.nh)
-                .filter(|id| matches!(now.nexthops.get(id), Some(NextHopDef::CompositeEcmp { .. })));
+            let hint = now.composite_route(vrf_of[network], prefix);
             nh_keys.push((NhKey::Remote(network.clone(), prefix.clone()), hint));
         }
     }
@@ -242,12 +242,7 @@ pub fn desired(intent: &Intent, fabric_mac: MacAddr, limits: &Limits, now: &Snap
     }
     for ((network, address), owners) in &floating {
         if owners.len() > 1 {
-            let key = (vrf_of[network], host(IpAddr::V4(*address)));
-            let hint = now
-                .routes
-                .get(&key)
-                .map(|r| r.nh)
-                .filter(|id| matches!(now.nexthops.get(id), Some(NextHopDef::CompositeEcmp { .. })));
+            let hint = now.composite_route(vrf_of[network], &host(IpAddr::V4(*address)));
             nh_keys.push((NhKey::Floating(network.clone(), *address), hint));
         }
     }

@@ -2,21 +2,13 @@
 //! from. A file today; a cluster store later, behind [`IntentSource`].
 
 use crate::api::schema::EncapDef;
+use crate::api::schema::{mac, opt_mac};
 use crate::tables::{Label, Prefix};
 use crate::wire::MacAddr;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::SystemTime;
-
-fn mac<'de, D: Deserializer<'de>>(d: D) -> Result<MacAddr, D::Error> {
-    let s = String::deserialize(d)?;
-    s.parse().map_err(|_| serde::de::Error::custom(format!("{s:?} is not a MAC address (aa:bb:cc:dd:ee:ff)")))
-}
-
-fn opt_mac<'de, D: Deserializer<'de>>(d: D) -> Result<Option<MacAddr>, D::Error> {
-    mac(d).map(Some)
-}
 
 /// The node's whole intent.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -260,7 +252,9 @@ impl Intent {
             if !addrs.insert((p.network.as_str(), IpAddr::V4(p.ip))) {
                 return Err(format!("{what}: address {} is already used in network {:?}", p.ip, p.network));
             }
-            if !n.subnets.is_empty() && !n.subnets.iter().any(|s| contains(s, IpAddr::V4(p.ip))) {
+            if !n.subnets.is_empty()
+                && !n.subnets.iter().any(|s| s.parse::<Prefix>().is_ok_and(|s| s.contains(IpAddr::V4(p.ip))))
+            {
                 return Err(format!("{what}: {} is outside network {:?}'s subnets {:?}", p.ip, n.name, n.subnets));
             }
             if let Some(l) = p.label {
@@ -339,21 +333,6 @@ fn check_label(what: &str, l: Label) -> Result<(), String> {
         return Err(format!("{what}: label {l} is outside 16..={}", crate::wire::mpls::MAX_LABEL));
     }
     Ok(())
-}
-
-fn contains(subnet: &str, a: IpAddr) -> bool {
-    let Ok(p) = subnet.parse::<Prefix>() else { return false };
-    match (p.addr(), a) {
-        (IpAddr::V4(n), IpAddr::V4(a)) => {
-            let m = if p.len() == 0 { 0 } else { u32::MAX << (32 - u32::from(p.len())) };
-            u32::from(a) & m == u32::from(n)
-        }
-        (IpAddr::V6(n), IpAddr::V6(a)) => {
-            let m = if p.len() == 0 { 0 } else { u128::MAX << (128 - u32::from(p.len())) };
-            u128::from(a) & m == u128::from(n)
-        }
-        _ => false,
-    }
 }
 
 /// Where intent comes from. The agent asks it now and then; it answers with

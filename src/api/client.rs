@@ -89,7 +89,12 @@ impl Client {
 
     /// The next answer, as a result or an error.
     pub fn receive_result(&mut self) -> Result<Value, ClientError> {
-        let mut v = self.read_answer()?;
+        let v = self.read_answer()?;
+        Self::outcome(v)
+    }
+
+    /// An answer's result, or its error.
+    fn outcome(mut v: Value) -> Result<Value, ClientError> {
         if let Some(e) = v.get_mut("error") {
             let e: ApiError = serde_json::from_value(e.take())
                 .unwrap_or_else(|_| ApiError::new("internal", "an error vrouterd did not describe"));
@@ -126,23 +131,24 @@ impl Client {
     }
 
     fn receive(&mut self, id: u64) -> Result<Value, ClientError> {
-        let mut v = self.read_answer()?;
+        let v = self.read_answer()?;
         if v["id"] != json!(id) && v.get("error").is_none() {
             return Err(ClientError::Io(format!("answer to request {} where {id} was expected", v["id"])));
         }
-        if let Some(e) = v.get_mut("error") {
-            let e: ApiError = serde_json::from_value(e.take())
-                .unwrap_or_else(|_| ApiError::new("internal", "an error vrouterd did not describe"));
-            return Err(ClientError::Api(e));
-        }
-        Ok(v.get_mut("result").map(Value::take).unwrap_or(Value::Null))
+        Self::outcome(v)
     }
 
     /// Every item of a paged dump.
-    pub fn dump_all(&mut self, mut params: Value) -> Result<Vec<Value>, ClientError> {
+    pub fn dump_all(&mut self, params: Value) -> Result<Vec<Value>, ClientError> {
+        self.all_pages("dump", params)
+    }
+
+    /// Every item of a paged method (`dump`, `flow.list`): each page's
+    /// `next` is passed back as `after` until there is none.
+    pub fn all_pages(&mut self, method: &str, mut params: Value) -> Result<Vec<Value>, ClientError> {
         let mut all = Vec::new();
         loop {
-            let mut page = self.call("dump", params.clone())?;
+            let mut page = self.call(method, params.clone())?;
             if let Some(items) = page["items"].as_array_mut() {
                 all.append(items);
             }

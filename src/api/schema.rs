@@ -8,12 +8,14 @@ use crate::wire::MacAddr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-fn mac<'de, D: Deserializer<'de>>(d: D) -> Result<MacAddr, D::Error> {
+/// Reads a MAC address written `aa:bb:cc:dd:ee:ff`, for `deserialize_with`.
+pub(crate) fn mac<'de, D: Deserializer<'de>>(d: D) -> Result<MacAddr, D::Error> {
     let s = String::deserialize(d)?;
     s.parse().map_err(|_| serde::de::Error::custom(format!("{s:?} is not a MAC address (aa:bb:cc:dd:ee:ff)")))
 }
 
-fn opt_mac<'de, D: Deserializer<'de>>(d: D) -> Result<Option<MacAddr>, D::Error> {
+/// [`mac`] for an optional field.
+pub(crate) fn opt_mac<'de, D: Deserializer<'de>>(d: D) -> Result<Option<MacAddr>, D::Error> {
     mac(d).map(Some)
 }
 
@@ -453,6 +455,31 @@ pub enum PortsDef {
     Range(String),
 }
 
+/// Protocols known by name, both ways.
+const PROTO_NAMES: [(&str, u8); 4] = [("tcp", 6), ("udp", 17), ("icmp", 1), ("icmp6", 58)];
+
+impl ProtoDef {
+    /// The protocol number.
+    pub fn number(&self) -> Result<u8, String> {
+        match self {
+            ProtoDef::Number(n) => Ok(*n),
+            ProtoDef::Name(n) => PROTO_NAMES
+                .iter()
+                .find(|(name, _)| name == n)
+                .map(|&(_, num)| num)
+                .ok_or_else(|| format!("{n:?}: tcp, udp, icmp, icmp6 or a number")),
+        }
+    }
+
+    /// A number, by name where it has one.
+    pub fn from_number(n: u8) -> ProtoDef {
+        match PROTO_NAMES.iter().find(|&&(_, num)| num == n) {
+            Some((name, _)) => ProtoDef::Name((*name).into()),
+            None => ProtoDef::Number(n),
+        }
+    }
+}
+
 impl PolicyDef {
     /// The policy, or an error naming the rule and field at fault.
     pub fn to_policy(&self) -> Result<crate::flow::Policy, TableError> {
@@ -493,19 +520,12 @@ impl PolicyDef {
         };
         let mut rules = Vec::with_capacity(self.rules.len());
         for (i, r) in self.rules.iter().enumerate() {
-            let proto = match &r.proto {
-                None => None,
-                Some(ProtoDef::Number(n)) => Some(*n),
-                Some(ProtoDef::Name(n)) => Some(match n.as_str() {
-                    "tcp" => 6,
-                    "udp" => 17,
-                    "icmp" => 1,
-                    "icmp6" => 58,
-                    other => {
-                        return Err(bad("proto", format!("rule {i}: {other:?}: tcp, udp, icmp, icmp6 or a number")))
-                    }
-                }),
-            };
+            let proto = r
+                .proto
+                .as_ref()
+                .map(ProtoDef::number)
+                .transpose()
+                .map_err(|e| bad("proto", format!("rule {i}: {e}")))?;
             rules.push(Rule {
                 src: endpoint("src", &r.src, i)?,
                 dst: endpoint("dst", &r.dst, i)?,
@@ -535,15 +555,7 @@ impl PolicyDef {
             (a, b) if a == b => Some(PortsDef::One(a)),
             (a, b) => Some(PortsDef::Range(format!("{a}-{b}"))),
         };
-        let proto = |p: Option<u8>| {
-            p.map(|n| match n {
-                6 => ProtoDef::Name("tcp".into()),
-                17 => ProtoDef::Name("udp".into()),
-                1 => ProtoDef::Name("icmp".into()),
-                58 => ProtoDef::Name("icmp6".into()),
-                n => ProtoDef::Number(n),
-            })
-        };
+        let proto = |p: Option<u8>| p.map(ProtoDef::from_number);
         PolicyDef {
             vrf,
             default: action(p.default),

@@ -71,8 +71,8 @@ pub struct Control {
 
 impl Control {
     /// A control over `writer`.
-    pub fn new(writer: TablesWriter, defaults: Defaults, stats: Arc<StatsBoard>, node: NodeInfo) -> Arc<Control> {
-        Arc::new(Control {
+    pub fn new(writer: TablesWriter, defaults: Defaults, stats: Arc<StatsBoard>, node: NodeInfo) -> Control {
+        Control {
             state: Mutex::new(ControlState { writer, resolved: BTreeSet::new() }),
             defaults,
             stats,
@@ -82,22 +82,18 @@ impl Control {
             resolve_now: AtomicBool::new(false),
             max_message: proto::MAX_MESSAGE,
             flows: None,
-        })
+        }
     }
 
     /// Serves the flow table (`flows`), whose times count from `epoch`.
-    pub fn with_flows(mut self: Arc<Self>, table: Arc<crate::flow::FlowTable>, epoch: Instant) -> Arc<Control> {
-        if let Some(c) = Arc::get_mut(&mut self) {
-            c.flows = Some((table, epoch));
-        }
+    pub fn with_flows(mut self, table: Arc<crate::flow::FlowTable>, epoch: Instant) -> Control {
+        self.flows = Some((table, epoch));
         self
     }
 
     /// Sets the message size limit.
-    pub fn with_max_message(mut self: Arc<Self>, max: usize) -> Arc<Control> {
-        if let Some(c) = Arc::get_mut(&mut self) {
-            c.max_message = max;
-        }
+    pub fn with_max_message(mut self, max: usize) -> Control {
+        self.max_message = max;
         self
     }
 
@@ -159,6 +155,7 @@ impl Control {
                 .field("version"));
             }
             session.version = Some(p.version);
+            tracing::debug!(client = p.client.as_deref().unwrap_or("-"), version = p.version, "API client said hello");
             return Ok(json!({
                 "version": p.version,
                 "server": format!("vrouterd {}", env!("CARGO_PKG_VERSION")),
@@ -390,15 +387,12 @@ impl Control {
         let Some((addr, target, len)) = hit else {
             return Err(ApiError::new(code::NOT_FOUND, format!("no route to {} in VRF {}", p.address, p.vrf)));
         };
-        let masked = match addr {
-            IpAddr::V4(a) => IpAddr::V4(std::net::Ipv4Addr::from(u32::from(a) & mask32(len))),
-            IpAddr::V6(a) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(a) & mask128(len))),
-        };
+        let prefix = Prefix::covering(addr, len);
         let nh = t.nexthop(target.nh).map(|nh| self.nexthop_json(&self.lock(), target.nh, nh));
         Ok(json!({
             "vrf": p.vrf,
             "address": p.address,
-            "prefix": format!("{masked}/{len}"),
+            "prefix": prefix.to_string(),
             "nh": target.nh,
             "label": target.label(),
             "nexthop": nh,
@@ -415,23 +409,11 @@ impl Control {
         let (table, now) = self.flow_table()?;
         let limit = p.limit.unwrap_or(DUMP_PAGE).clamp(1, MAX_DUMP_PAGE);
         let m = p.r#match.as_ref();
-        let proto = match m.and_then(|m| m.proto.as_ref()) {
-            None => None,
-            Some(super::schema::ProtoDef::Number(n)) => Some(*n),
-            Some(super::schema::ProtoDef::Name(n)) => Some(match n.as_str() {
-                "tcp" => 6,
-                "udp" => 17,
-                "icmp" => 1,
-                "icmp6" => 58,
-                other => {
-                    return Err(ApiError::new(
-                        code::INVALID,
-                        format!("proto {other:?}: tcp, udp, icmp, icmp6 or a number"),
-                    )
-                    .field("match.proto"))
-                }
-            }),
-        };
+        let proto = m
+            .and_then(|m| m.proto.as_ref())
+            .map(super::schema::ProtoDef::number)
+            .transpose()
+            .map_err(|e| ApiError::new(code::INVALID, format!("proto {e}")).field("match.proto"))?;
         let wanted = |f: &crate::flow::FlowInfo| {
             let Some(m) = m else { return true };
             let side =
@@ -580,22 +562,6 @@ const MAX_DUMP_PAGE: usize = 10_000;
 
 /// Sorts after every IPv4 prefix: where an IPv6-only dump starts.
 const LAST_V4: Prefix = Prefix::host_v4(std::net::Ipv4Addr::BROADCAST);
-
-fn mask32(len: u8) -> u32 {
-    if len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(len))
-    }
-}
-
-fn mask128(len: u8) -> u128 {
-    if len == 0 {
-        0
-    } else {
-        u128::MAX << (128 - u32::from(len))
-    }
-}
 
 /// One page of an id-keyed table: the items after `after`, and the id to
 /// continue from when more remain.
@@ -746,7 +712,6 @@ fn answer(id: Option<&serde_json::value::RawValue>, result: Result<Value, ApiErr
 struct HelloParams {
     version: u32,
     #[serde(default)]
-    #[allow(dead_code)] // Read for logs and docs; the server does not act on it.
     client: Option<String>,
 }
 

@@ -736,17 +736,7 @@ fn all_flows(c: &mut Client, filter: Option<Value>) -> Result<Vec<Value>> {
     if let Some(m) = filter {
         params["match"] = m;
     }
-    let mut all = Vec::new();
-    loop {
-        let mut page = c.call("flow.list", params.clone())?;
-        if let Some(items) = page["items"].as_array_mut() {
-            all.append(items);
-        }
-        match page.get("next") {
-            Some(n) if !n.is_null() => params["after"] = n.clone(),
-            _ => return Ok(all),
-        }
-    }
+    c.all_pages("flow.list", params)
 }
 
 fn endpoint(ip: &Value, port: &Value) -> String {

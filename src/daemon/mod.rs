@@ -212,9 +212,11 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     info!(pairs = cfg.flows.capacity, mib = flows.memory_bytes() >> 20, "flow table allocated");
     // Workers and the API read flow times from one origin.
     let epoch = Instant::now();
-    let control = Control::new(writer, defaults, Arc::clone(&board), node)
-        .with_max_message(cfg.api.max_message)
-        .with_flows(Arc::clone(&flows), epoch);
+    let control = Arc::new(
+        Control::new(writer, defaults, Arc::clone(&board), node)
+            .with_max_message(cfg.api.max_message)
+            .with_flows(Arc::clone(&flows), epoch),
+    );
     control.lock().resolved = tunnels.iter().map(|(id, _)| *id).collect();
     // The API socket and the metrics port first: if another vrouterd holds
     // them, stop before touching any interface.

@@ -6,7 +6,7 @@
 //! table: once a flow is allowed, its answers are too.
 
 use super::key::FlowKey;
-use crate::tables::Prefix;
+use crate::tables::{FibKey, Prefix};
 use std::net::IpAddr;
 
 /// Allow or deny.
@@ -165,8 +165,8 @@ fn net(p: &Prefix) -> Net {
         IpAddr::V4(a) => (0xffff_0000_0000u128 | u128::from(u32::from(a)), 96 + u32::from(p.len())),
         IpAddr::V6(a) => (u128::from(a), u32::from(p.len())),
     };
-    let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
-    Net { addr: addr & mask, mask }
+    let len = len as u8;
+    Net { addr: addr.mask(len), mask: u128::MAX.mask(len) }
 }
 
 impl Endpoint {

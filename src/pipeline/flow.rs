@@ -4,7 +4,7 @@
 //! once (no trip to an agent); the others find their pair. The answers of
 //! an allowed flow find the pair's reverse entry, so policy is stateful.
 
-use super::forward::{IpInfo, ETH};
+use super::forward::{echo_ident, IpInfo, ETH};
 use super::Ctx;
 use crate::flow::{DirSpec, FlowAction, FlowKey, Hit, Nat, PolicyAction};
 use crate::stats::DropReason;
@@ -35,11 +35,11 @@ fn key_of(vrf: u32, info: &IpInfo, d: &[u8]) -> Option<FlowKey> {
         // Later fragments carry no ports: they count as the ports-less flow.
         ip_proto::TCP | ip_proto::UDP => (0, 0),
         ip_proto::ICMP if matches!(info.l4[0], icmpv4::kind::ECHO_REQUEST | icmpv4::kind::ECHO_REPLY) => {
-            let id = echo_id(d, info);
+            let id = echo_ident(d, info);
             (id, id)
         }
         ip_proto::ICMPV6 if matches!(info.l4[0], icmpv6::kind::ECHO_REQUEST | icmpv6::kind::ECHO_REPLY) => {
-            let id = echo_id(d, info);
+            let id = echo_ident(d, info);
             (id, id)
         }
         _ => return None,
@@ -49,11 +49,6 @@ fn key_of(vrf: u32, info: &IpInfo, d: &[u8]) -> Option<FlowKey> {
     } else {
         FlowKey::v4(vrf, info.proto, info.src as u32, info.dst as u32, sport, dport)
     })
-}
-
-fn echo_id(d: &[u8], info: &IpInfo) -> u16 {
-    let at = ETH + info.hl() + 4;
-    d.get(at..at + 2).map_or(0, |w| u16::from_be_bytes([w[0], w[1]]))
 }
 
 fn tcp_flags(d: &[u8], info: &IpInfo) -> u8 {
@@ -137,7 +132,12 @@ pub(super) fn on_hit<B>(
 ) -> Result<(), DropReason> {
     let Some(table) = ctx.flows else { return Ok(()) };
     let mut action = hit.action;
-    if let Some(p) = &vrf.policy {
+    // A pair is judged in its forward entry's VRF. The reverse entry of a
+    // floating IP's pair lives in the pod's VRF, under another policy: it
+    // leaves the judging to the forward entry, or the two VRFs' policies
+    // would take turns rewriting the pair on every packet.
+    let judged_here = hit.forward || hit.route_vrf.is_none();
+    if let (Some(p), true) = (&vrf.policy, judged_here) {
         if p.generation != hit.policy_generation {
             // The pair is judged by its forward direction.
             let forward_key = if hit.forward { *key } else { key.reversed() };

@@ -172,7 +172,8 @@ impl IpInfo {
     }
 }
 
-fn echo_ident(d: &[u8], info: &IpInfo) -> u16 {
+/// The identifier of an ICMP or ICMPv6 echo (0 if the packet is too short).
+pub(super) fn echo_ident(d: &[u8], info: &IpInfo) -> u16 {
     let at = ETH + info.hl() + 4;
     if info.total() < info.hl() + 6 {
         return 0;
@@ -288,20 +289,43 @@ pub(super) fn unrouted<B: AsRef<[u8]> + AsMut<[u8]>>(
     origin: Origin,
 ) -> Verdict {
     if let super::flow::FlowStep::Hit(key, hit) = super::flow::lookup(ctx, vrf, ctx.t.vif(f.vif), info, f.data()) {
-        if let Some(public) = hit.route_vrf {
-            if let Err(r) = super::flow::on_hit(ctx, vrf, &key, &hit, f.data(), info) {
-                return Verdict::Drop(r);
+        if hit.route_vrf.is_some() {
+            if let Some(v) = follow_flow(ctx, f, vrf, &key, &hit, info, origin, 0) {
+                return v;
             }
-            if let Err(r) = super::nat::apply_v4(&mut f.data_mut()[ETH..], &hit.nat) {
-                return Verdict::Drop(r);
-            }
-            return match parse_ip(f.data(), false) {
-                Ok(natted) => route(ctx, f, public, &natted, origin, 1),
-                Err(r) => Verdict::Drop(r),
-            };
         }
     }
     no_route(ctx, vrf.id)
+}
+
+/// A packet of an existing flow: counted, then dropped, NATed, or (a
+/// floating IP's answer) NATed and routed on in the public VRF. Returns the
+/// verdict when the flow settled the packet, `None` to go on with its route.
+#[allow(clippy::too_many_arguments)] // The packet, where it is, and its flow.
+fn follow_flow<B: AsRef<[u8]> + AsMut<[u8]>>(
+    ctx: &mut Ctx<'_, B>,
+    f: &mut Frame<B>,
+    vrf: &Vrf,
+    key: &crate::flow::FlowKey,
+    hit: &crate::flow::Hit,
+    info: &IpInfo,
+    origin: Origin,
+    depth: u8,
+) -> Option<Verdict> {
+    if let Err(r) = super::flow::on_hit(ctx, vrf, key, hit, f.data(), info) {
+        return Some(Verdict::Drop(r));
+    }
+    if hit.nat.is_none() {
+        return None;
+    }
+    if let Err(r) = super::nat::apply_v4(&mut f.data_mut()[ETH..], &hit.nat) {
+        return Some(Verdict::Drop(r));
+    }
+    let public = hit.route_vrf?;
+    Some(match parse_ip(f.data(), false) {
+        Ok(natted) => route(ctx, f, public, &natted, origin, depth + 1),
+        Err(r) => Verdict::Drop(r),
+    })
 }
 
 /// No route for the destination in VRF `vrf`: counted as a discard there.
@@ -341,20 +365,8 @@ pub(super) fn resolve<B: AsRef<[u8]> + AsMut<[u8]>>(
         return Verdict::Drop(DropReason::FlowActionDrop);
     }
     if let super::flow::FlowStep::Hit(key, hit) = &flow {
-        if let Err(r) = super::flow::on_hit(ctx, vrf, key, hit, f.data(), info) {
-            return Verdict::Drop(r);
-        }
-        if !hit.nat.is_none() {
-            if let Err(r) = super::nat::apply_v4(&mut f.data_mut()[ETH..], &hit.nat) {
-                return Verdict::Drop(r);
-            }
-            // A floating IP's answer leaves through the public VRF.
-            if let Some(public) = hit.route_vrf {
-                return match parse_ip(f.data(), false) {
-                    Ok(natted) => route(ctx, f, public, &natted, origin, depth + 1),
-                    Err(r) => Verdict::Drop(r),
-                };
-            }
+        if let Some(v) = follow_flow(ctx, f, vrf, key, hit, info, origin, depth) {
+            return v;
         }
     }
     let mut member = None;

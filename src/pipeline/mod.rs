@@ -238,18 +238,17 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(ctx: &mut Ctx<'_, B>, frames: &m
             None => {
                 let p = &mut pending[i];
                 match (t.vrf(p.vrf), found[i]) {
-                    // Flows need the general path.
-                    (Some(v), Some(target)) if fast[i] => {
-                        match (!v.tracks_flows()).then(|| fast::finish(ctx, f, v, target)).flatten() {
-                            Some(verdict) => verdict,
-                            // Not one for the fast path after all: take the
-                            // general one, from the untouched frame.
-                            None => match forward::parse_ip_into(f.data(), false, &mut p.info) {
-                                Ok(()) => forward::resolve(ctx, f, v, target, &p.info, p.origin, 0),
-                                Err(r) => Verdict::Drop(r),
-                            },
-                        }
-                    }
+                    // Stage one classified no frame of a VRF that tracks
+                    // flows as fast: those need the general path.
+                    (Some(v), Some(target)) if fast[i] => match fast::finish(ctx, f, v, target) {
+                        Some(verdict) => verdict,
+                        // Not one for the fast path after all: take the
+                        // general one, from the untouched frame.
+                        None => match forward::parse_ip_into(f.data(), false, &mut p.info) {
+                            Ok(()) => forward::resolve(ctx, f, v, target, &p.info, p.origin, 0),
+                            Err(r) => Verdict::Drop(r),
+                        },
+                    },
                     (Some(v), Some(target)) => forward::resolve(ctx, f, v, target, &p.info, p.origin, 0),
                     // No route here, but a floating IP's answer routes elsewhere.
                     (Some(v), None) if ctx.flows.is_some() && !fast[i] => {

@@ -103,7 +103,7 @@ pub fn local_server(vrf: u32) -> Result<PathBuf, String> {
         Defaults { router_mac: crate::pipeline::PipelineConfig::default().router_mac, underlay: Ipv4Addr::LOCALHOST };
     let node =
         NodeInfo { boot_id: NodeInfo::new_boot_id(), underlay: Ipv4Addr::LOCALHOST, fabric: "-".into(), cores: vec![] };
-    let control = Control::new(writer, defaults, StatsBoard::new(1, limits.vifs, limits.vrfs), node);
+    let control = Arc::new(Control::new(writer, defaults, StatsBoard::new(1, limits.vifs, limits.vrfs), node));
     let dir = std::env::temp_dir().join(format!("vrpktgen-{}", std::process::id()));
     let sock = dir.join("api.sock");
     let listener = crate::api::server::bind(&sock, None)?;

@@ -61,6 +61,26 @@ impl Prefix {
     pub fn is_default(&self) -> bool {
         self.len == 0
     }
+
+    /// The prefix of length `len` that holds `addr` (host bits cleared;
+    /// a length past the family's width is cut to it).
+    pub fn covering(addr: IpAddr, len: u8) -> Prefix {
+        match addr {
+            IpAddr::V4(a) => {
+                let len = len.min(32);
+                Prefix { addr: IpAddr::V4(Ipv4Addr::from(u32::from(a).mask(len))), len }
+            }
+            IpAddr::V6(a) => {
+                let len = len.min(128);
+                Prefix { addr: IpAddr::V6(Ipv6Addr::from(u128::from(a).mask(len))), len }
+            }
+        }
+    }
+
+    /// True if `addr` is in the prefix (and of its family).
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        addr.is_ipv4() == self.addr.is_ipv4() && Prefix::covering(addr, self.len) == *self
+    }
 }
 
 impl fmt::Display for Prefix {
