@@ -254,9 +254,10 @@ pub fn tshark(frames: &[Vec<u8>], fields: &[&str]) -> Option<Vec<Vec<String>>> {
         eprintln!("SKIPPED: tshark is not installed (apt-get install tshark, or run tools/test)");
         return None;
     }
-    let dir = std::env::temp_dir().join(format!("vrouter-decoders-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{}.pcap", fields.join("_").replace('.', "-")));
+    // Tests in one binary run in parallel: each call gets its own file, and removes only that file.
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("vrouter-decoders-{}-{call}.pcap", std::process::id()));
     write_pcap(&path, frames);
     let mut cmd = std::process::Command::new("tshark");
     cmd.args(["-n", "-r"]).arg(&path);
@@ -277,7 +278,7 @@ pub fn tshark(frames: &[Vec<u8>], fields: &[&str]) -> Option<Vec<Vec<String>>> {
         cmd.args(["-e", f]);
     }
     let out = cmd.output().expect("tshark runs");
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&path);
     assert!(out.status.success(), "tshark failed: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
     Some(text.lines().map(|l| l.split('|').map(str::to_string).collect()).collect())
