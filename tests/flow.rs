@@ -254,8 +254,8 @@ fn half_a_million_pairs_fit_in_256_mib() {
     assert_eq!(table(1000).memory_bytes(), FlowTable::memory_for(1000, 8, 8));
 }
 
-/// Two windows of 64 slots with 1.5x slots per entry: a table fills to its
-/// capacity without a key finding both its windows full.
+/// Two choices of a 16-slot bucket with 1.5x slots per entry: a table fills
+/// to its capacity without a key finding both its buckets full.
 #[test]
 fn a_table_fills_to_its_capacity() {
     let t = table(100_000);
@@ -266,6 +266,34 @@ fn a_table_fills_to_its_capacity() {
         }
     }
     assert_eq!(t.len(), 100_000);
+}
+
+/// A full table under steady replacement (a pair out, a new pair in) keeps
+/// finding room: the second choice keeps buckets even over time, not only
+/// while the table first fills.
+#[test]
+fn a_full_table_keeps_room_under_churn() {
+    let t = table(50_000);
+    let mut live: Vec<u32> = (0..50_000)
+        .map(|i| {
+            let (f, r) = pair(key(i, UDP));
+            t.create(&f, &r, 1, 0, 0).expect("fills").slot
+        })
+        .collect();
+    let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+    for n in 0..200_000u32 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let victim = (rng % live.len() as u64) as usize;
+        assert!(t.remove(live[victim]), "replacement {n}: the pair was live");
+        let (f, r) = pair(key(50_000 + n, TCP));
+        match t.create(&f, &r, 1, 0, 0) {
+            Ok(h) => live[victim] = h.slot,
+            Err(e) => panic!("replacement {n} refused ({e:?}) with {} in the table", t.len()),
+        }
+    }
+    assert_eq!(t.len(), 50_000);
 }
 
 // ---- flows in the pipeline ----
