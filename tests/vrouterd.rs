@@ -258,6 +258,20 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
     let st = api.call("stats", serde_json::json!({})).unwrap();
     let a1_rx = st["vifs"].as_array().unwrap().iter().find(|v| v["name"] == "pa1").unwrap()["rx_packets"].clone();
     assert!(a1_rx.as_u64().unwrap() >= 200, "a1's frames counted while running: {a1_rx}");
+    // Where the time went: the sampled batches were timed in every stage.
+    let timed: Vec<&serde_json::Value> =
+        st["workers"].as_array().unwrap().iter().map(|w| &w["runtime"]).filter(|r| r["packets"] != 0).collect();
+    assert!(!timed.is_empty(), "some batch was timed: {}", st["workers"]);
+    for rt in &timed {
+        for stage in rt["stages"].as_array().unwrap() {
+            assert!(stage["cycles"].as_u64().unwrap() > 0, "{stage} took time");
+            assert!(stage["ns_per_packet"].as_f64().unwrap() > 0.0, "{stage} in nanoseconds too");
+        }
+    }
+    let runtime =
+        Command::new(env!("CARGO_BIN_EXE_vrctl")).args(["--socket"]).arg(&sock).arg("runtime").output().unwrap();
+    let text = String::from_utf8_lossy(&runtime.stdout);
+    assert!(runtime.status.success() && text.starts_with("WORKER") && text.contains("rewrite"), "{text}");
     let metrics = in_ns(
         &node,
         &["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9432; printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3"],

@@ -546,6 +546,7 @@ impl Control {
                     "worker": w, "core": self.node.cores.get(w),
                     "rx": io.rx, "tx": io.tx, "tx_dropped": io.tx_dropped, "handed_off": io.handed_off,
                     "busy_ns": io.busy_ns, "elapsed_ns": io.elapsed_ns,
+                    "runtime": runtime_json(&io.runtime, io.tsc_hz),
                 })
             })
             .collect();
@@ -554,6 +555,24 @@ impl Control {
             "to_host": s.to_host, "to_agent": s.to_agent,
         })
     }
+}
+
+/// A worker's stage runtime: per stage, total cycles and (when packets were
+/// timed) cycles and nanoseconds per packet.
+fn runtime_json(rt: &crate::stats::Runtime, tsc_hz: u64) -> Value {
+    let stages: Vec<Value> = crate::stats::Stage::ALL
+        .iter()
+        .map(|&s| {
+            let per = rt.per_packet(s);
+            json!({
+                "stage": s.as_str(),
+                "cycles": rt.cycles[s as usize],
+                "cycles_per_packet": per,
+                "ns_per_packet": per.filter(|_| tsc_hz > 0).map(|c| c * 1e9 / tsc_hz as f64),
+            })
+        })
+        .collect();
+    json!({ "packets": rt.packets, "batches": rt.batches, "tsc_hz": tsc_hz, "stages": stages })
 }
 
 /// Entries per dump page unless the client asks otherwise, and at most.

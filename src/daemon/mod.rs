@@ -261,6 +261,8 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let handoffs: Vec<_> = (1..workers).map(|_| crate::io::worker::Handoff::new(1024)).collect();
     let mut controls = Vec::new();
     let mut threads = Vec::new();
+    // Measured once, to turn the workers' stage cycles into time.
+    let tsc_hz = crate::io::tsc_hz(Duration::from_millis(20));
     for (w, worker_ports) in ports.into_iter().enumerate() {
         let (control, commands) = std::sync::mpsc::channel();
         controls.push(control);
@@ -294,6 +296,8 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                         handed_off: c.handed_off,
                         busy_ns: busy.as_nanos() as u64,
                         elapsed_ns: started.elapsed().as_nanos() as u64,
+                        runtime: c.runtime,
+                        tsc_hz,
                     };
                     board.publish(w, worker.pipeline().stats(), io)
                 };

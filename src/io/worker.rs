@@ -5,6 +5,8 @@
 
 use super::xsk::{RxDesc, UmemFrame, XskSocket};
 use crate::pipeline::{Frame, Pipeline, Spill, Verdict, VECTOR};
+use crate::stats::runtime::{Stopwatch, SAMPLE_EVERY};
+use crate::stats::{Runtime, Stage};
 use crate::tables::{TablesHandle, VifIndex};
 use std::io;
 
@@ -85,6 +87,8 @@ pub struct WorkerCounters {
     pub copied: u64,
     /// Frames handed to the worker that owns their output port.
     pub handed_off: u64,
+    /// Cycles per stage over the sampled batches.
+    pub runtime: Runtime,
 }
 
 /// One worker's ports, pipeline and scratch space.
@@ -99,6 +103,8 @@ pub struct Worker {
     descs: [RxDesc; VECTOR],
     batch: Vec<Frame<UmemFrame>>,
     counters: WorkerCounters,
+    /// Batches received, to time one in `SAMPLE_EVERY`.
+    batches: u64,
     pollfds: Vec<libc::pollfd>,
     control: Option<std::sync::mpsc::Receiver<PortCommand>>,
     /// Where frames go that leave by a port this worker has no socket on.
@@ -118,6 +124,7 @@ impl Worker {
             descs: [RxDesc { addr: 0, len: 0 }; VECTOR],
             batch: Vec::with_capacity(VECTOR),
             counters: WorkerCounters::default(),
+            batches: 0,
             pollfds: Vec::new(),
             control: None,
             handoff_out: None,
@@ -256,11 +263,20 @@ impl Worker {
     }
 
     fn poll_port(&mut self, p: usize) -> io::Result<usize> {
+        let t0 = super::tsc();
         let n = self.ports[p].sock.receive(&mut self.descs);
         if n == 0 {
             return Ok(0);
         }
         self.counters.rx += n as u64;
+        // One batch in SAMPLE_EVERY is timed, stage by stage.
+        self.batches += 1;
+        let mut runtime = Runtime::default();
+        let mut watch = if self.batches % SAMPLE_EVERY == 0 {
+            Stopwatch::started_at(super::tsc, t0, &mut runtime)
+        } else {
+            Stopwatch::off()
+        };
         let vif = self.ports[p].vif;
         self.batch.clear();
         for d in &self.descs[..n] {
@@ -273,8 +289,9 @@ impl Worker {
                 None => self.ports[p].sock.release(d.addr),
             }
         }
+        watch.mark(Stage::Rx);
         let tables = self.tables.load();
-        self.pipeline.process(&tables, &mut self.batch, &mut Spill::none());
+        self.pipeline.process_timed(&tables, &mut self.batch, &mut Spill::none(), &mut watch);
         for f in self.batch.drain(..) {
             let rx_addr = self.ports[p].sock.addr_of(f.buf(), f.headroom());
             match f.verdict {
@@ -325,6 +342,12 @@ impl Worker {
                 }
                 Verdict::Drop(_) => self.ports[p].sock.release(rx_addr),
             }
+        }
+        watch.mark(Stage::Tx);
+        if watch.is_on() {
+            runtime.packets = n as u64;
+            runtime.batches = 1;
+            self.counters.runtime.add(&runtime);
         }
         Ok(n)
     }

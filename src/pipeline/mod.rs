@@ -27,7 +27,8 @@ mod neighbor;
 
 pub use frame::{Frame, Spill};
 
-use crate::stats::{DropReason, Stats};
+use crate::stats::runtime::Stopwatch;
+use crate::stats::{DropReason, Stage, Stats};
 use crate::tables::{Fib, Tables, VifIndex, VifKind};
 use crate::wire::MacAddr;
 
@@ -164,10 +165,24 @@ impl Pipeline {
     where
         B: AsRef<[u8]> + AsMut<[u8]>,
     {
+        self.process_timed(tables, frames, spill, &mut Stopwatch::off())
+    }
+
+    /// `process`, charging each stage's time to `watch` (parse, lookup and
+    /// rewrite). The caller owns the clock: the pipeline reads none.
+    pub fn process_timed<B>(
+        &mut self,
+        tables: &Tables,
+        frames: &mut [Frame<B>],
+        spill: &mut Spill<B>,
+        watch: &mut Stopwatch<'_>,
+    ) where
+        B: AsRef<[u8]> + AsMut<[u8]>,
+    {
         let flows = self.flows.as_deref();
         let mut ctx = Ctx { t: tables, stats: &mut self.stats, cfg: &self.config, spill, flows, now: self.now };
         for vector in frames.chunks_mut(VECTOR) {
-            process_vector(&mut ctx, vector);
+            process_vector(&mut ctx, vector, watch);
         }
         // Ageing: a bounded look at the table per batch, by every worker.
         if let Some(t) = flows {
@@ -195,7 +210,11 @@ impl Pending {
 /// when the frame's `Pending` slot was filled and it needs a route lookup.
 type Step = Option<Verdict>;
 
-fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(ctx: &mut Ctx<'_, B>, frames: &mut [Frame<B>]) {
+fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
+    ctx: &mut Ctx<'_, B>,
+    frames: &mut [Frame<B>],
+    watch: &mut Stopwatch<'_>,
+) {
     let t = ctx.t;
     let mut pending = [Pending::EMPTY; VECTOR];
     let mut done: [Step; VECTOR] = [None; VECTOR];
@@ -203,6 +222,7 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(ctx: &mut Ctx<'_, B>, frames: &m
     for (i, f) in frames.iter_mut().enumerate() {
         done[i] = receive(ctx, f, &mut pending[i], &mut fast[i]);
     }
+    watch.mark(Stage::Parse);
     // Stage two: every route lookup of the vector, per family, at once.
     let mut v4_fibs: [&Fib<u32>; VECTOR] = [t.empty_fib_v4(); VECTOR];
     let mut v4_keys = [0u32; VECTOR];
@@ -230,6 +250,7 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(ctx: &mut Ctx<'_, B>, frames: &m
     for j in 0..n4 {
         found[usize::from(v4_at[j])] = v4_found[j];
     }
+    watch.mark(Stage::Lookup);
     // Stage three: carry out each frame's next hop.
     for (i, f) in frames.iter_mut().enumerate() {
         let in_vif = f.vif;
@@ -261,6 +282,7 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(ctx: &mut Ctx<'_, B>, frames: &m
         f.verdict = v;
         account(ctx.stats, in_vif, v, f.len());
     }
+    watch.mark(Stage::Rewrite);
 }
 
 /// Counts a verdict against the vif the frame came in on and the one it leaves by.

@@ -23,6 +23,10 @@ pub struct WorkerIo {
     pub busy_ns: u64,
     /// Time since the worker started.
     pub elapsed_ns: u64,
+    /// Cycles per stage over the sampled batches.
+    pub runtime: super::Runtime,
+    /// Time-stamp counter ticks per second, to turn cycles into time.
+    pub tsc_hz: u64,
 }
 
 #[derive(Debug, Clone)]

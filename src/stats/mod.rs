@@ -3,9 +3,11 @@
 
 mod board;
 mod drop;
+pub mod runtime;
 
 pub use board::{StatsBoard, WorkerIo, PUBLISH_EVERY};
 pub use drop::DropReason;
+pub use runtime::{Runtime, Stage};
 
 /// Counters of one vif.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
