@@ -25,9 +25,6 @@ fn key(i: u64) -> FlowKey {
 /// A new flow's whole setup: policy, then the pair.
 #[inline]
 fn setup(t: &FlowTable, p: &CompiledPolicy, k: FlowKey, now: u64) -> bool {
-    // As the pipeline does: the table's lines are on their way while the policy runs.
-    t.prefetch(&k);
-    t.prefetch(&k.reversed());
     let (verdict, _) = p.evaluate(&k, Some(1), None);
     let action = match verdict {
         PolicyAction::Allow => FlowAction::Forward,

@@ -1,5 +1,6 @@
-//! Large tables' memory: zeroed, and backed by huge pages where the kernel
-//! allows it.
+//! Mapped memory: the one owner of `mmap`ed ranges (the AF_XDP UMEM and
+//! rings, large tables), and large tables' memory, zeroed and backed by
+//! huge pages where the kernel allows it.
 //!
 //! The flow table is hundreds of megabytes read at random. With 4 KiB pages
 //! nearly every access also misses the TLB, and in a virtual machine a TLB
@@ -14,7 +15,11 @@
 //! This is one of the two places with `unsafe` (the other is `io`).
 #![allow(unsafe_code)]
 
+use std::io;
+use std::marker::PhantomData;
 use std::ops::Deref;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::ptr::NonNull;
 
 /// Types for which all-zero bytes are a valid value.
 ///
@@ -25,74 +30,121 @@ pub(crate) unsafe trait Zeroable: Sized {}
 
 const HUGE_PAGE: usize = 2 << 20;
 
-/// `len` zeroed values of `T` in memory of their own, advised to the kernel
-/// as huge-page memory. Shared through `&`: `T` is made of atomics.
-pub(crate) struct ZeroedSlice<T: Zeroable> {
-    ptr: *mut T,
+/// Memory mapped with `mmap`, unmapped when dropped: the flow table's, the
+/// AF_XDP UMEM and the rings the kernel shares with us.
+pub(crate) struct Mapping {
+    ptr: NonNull<u8>,
     len: usize,
-    /// Bytes mapped: `len * size_of::<T>()`, at least one.
-    mapped: usize,
 }
 
-// SAFETY: the slice owns its memory like a `Box<[T]>` does, and hands out
-// only `&[T]`: it may move and be shared between threads when `T` may.
-unsafe impl<T: Zeroable + Send> Send for ZeroedSlice<T> {}
+// SAFETY: a mapping is an address range; who may touch which bytes is
+// governed by its owner (the typed slice below, the UMEM's frame ownership
+// rule), not by which thread holds the handle.
+unsafe impl Send for Mapping {}
 // SAFETY: as above.
-unsafe impl<T: Zeroable + Sync> Sync for ZeroedSlice<T> {}
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// `len` bytes of fresh, zero-filled private memory. With `populate`,
+    /// every page is faulted in now; without it, no page is touched yet.
+    pub(crate) fn anonymous(len: usize, populate: bool, what: &str) -> io::Result<Mapping> {
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | if populate { libc::MAP_POPULATE } else { 0 };
+        // SAFETY: a fresh private anonymous mapping: no file, no fixed
+        // address, so it aliases nothing.
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0) };
+        Self::checked(p, len, what)
+    }
+
+    /// `len` bytes of what `fd` shares at `offset` (an AF_XDP ring), faulted in now.
+    pub(crate) fn shared(fd: BorrowedFd<'_>, len: usize, offset: u64, what: &str) -> io::Result<Mapping> {
+        // SAFETY: mapping what the kernel created on this descriptor, at the
+        // offset and length it told the caller; the kernel keeps it alive
+        // while mapped.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                fd.as_raw_fd(),
+                offset as libc::off_t,
+            )
+        };
+        Self::checked(p, len, what)
+    }
+
+    fn checked(p: *mut libc::c_void, len: usize, what: &str) -> io::Result<Mapping> {
+        let failed = || {
+            let e = io::Error::last_os_error();
+            io::Error::new(e.kind(), format!("{what} ({len} bytes): {e}"))
+        };
+        if p == libc::MAP_FAILED {
+            return Err(failed());
+        }
+        NonNull::new(p.cast::<u8>()).map(|ptr| Mapping { ptr, len }).ok_or_else(failed)
+    }
+
+    /// The first byte.
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Bytes mapped.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Asks for huge pages over the whole 2 MiB pages of the mapping.
+    /// Advice only: where the kernel says no (THP disabled), the memory
+    /// works the same on small pages.
+    fn advise_huge_pages(&self) {
+        let addr = self.ptr.as_ptr() as usize;
+        let start = addr.next_multiple_of(HUGE_PAGE);
+        let end = (addr + self.len) / HUGE_PAGE * HUGE_PAGE;
+        if end > start {
+            // SAFETY: the range lies inside this mapping, and MADV_HUGEPAGE
+            // changes no content, only how pages are backed.
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
+        }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `mmap` returned; nothing borrows it
+        // past the owner's lifetime.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// `len` zeroed values of `T` in a mapping of their own, advised to the
+/// kernel as huge-page memory. Shared through `&`: `T` is made of atomics.
+pub(crate) struct ZeroedSlice<T: Zeroable> {
+    map: Mapping,
+    len: usize,
+    _values: PhantomData<T>,
+}
 
 impl<T: Zeroable> ZeroedSlice<T> {
     /// Maps `len` zeroed values. Panics, like an allocation, if the memory
     /// cannot be had.
     pub(crate) fn new(len: usize) -> Self {
         assert!(std::mem::align_of::<T>() <= 4096, "pages align to 4 KiB");
-        let mapped = len.checked_mul(std::mem::size_of::<T>()).expect("table size fits the address space").max(1);
-        // SAFETY: a fresh private anonymous mapping: no file, no fixed
-        // address, so it aliases nothing. The kernel gives it zero-filled.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                mapped,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert!(ptr != libc::MAP_FAILED, "cannot map {mapped} bytes: {}", std::io::Error::last_os_error());
-        advise_huge_pages(ptr as usize, mapped);
-        ZeroedSlice { ptr: ptr.cast(), len, mapped }
+        let bytes = len.checked_mul(std::mem::size_of::<T>()).expect("table size fits the address space").max(1);
+        // Not populated: the advice must come before the first touch.
+        let map = Mapping::anonymous(bytes, false, "mapping a table").unwrap_or_else(|e| panic!("{e}"));
+        map.advise_huge_pages();
+        ZeroedSlice { map, len, _values: PhantomData }
     }
 }
 
 impl<T: Zeroable> Deref for ZeroedSlice<T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
-        // SAFETY: `ptr` maps at least `len` values of `T`, page-aligned (so
-        // aligned for `T`), zero-filled (a valid `T` by `Zeroable`), alive
-        // until `drop`, and never handed out mutably.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
-    }
-}
-
-impl<T: Zeroable> Drop for ZeroedSlice<T> {
-    fn drop(&mut self) {
-        // Atomics and integers need no drop of their own.
-        // SAFETY: unmaps exactly the mapping made in `new`, once; no
-        // reference into it outlives `self`.
-        unsafe { libc::munmap(self.ptr.cast(), self.mapped) };
-    }
-}
-
-/// Asks for huge pages over the whole 2 MiB pages inside `[addr, addr + len)`.
-/// Advice only: where the kernel says no (THP disabled), the memory works
-/// the same on small pages.
-fn advise_huge_pages(addr: usize, len: usize) {
-    let start = addr.next_multiple_of(HUGE_PAGE);
-    let end = (addr + len) / HUGE_PAGE * HUGE_PAGE;
-    if end > start {
-        // SAFETY: the range lies inside a mapping of ours, and
-        // MADV_HUGEPAGE changes no content, only how pages are backed.
-        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
+        // SAFETY: the mapping holds at least `len` values of `T`,
+        // page-aligned (so aligned for `T`), zero-filled (a valid `T` by
+        // `Zeroable`), alive as long as `self`, and never handed out mutably.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().cast::<T>(), self.len) }
     }
 }
 

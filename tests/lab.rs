@@ -3,6 +3,9 @@
 //! bridge as the fabric. One test, because the lab's
 //! namespaces have fixed names. Needs root (CI is root); elsewhere it skips.
 
+mod common;
+
+use common::{tshark_fields, tshark_rows};
 use std::process::Command;
 use std::time::Duration;
 
@@ -85,21 +88,7 @@ fn capture(fields: &[&str], traffic: impl FnOnce()) -> Vec<Vec<String>> {
         "-f",
         "ip proto 47 or udp port 6635",
     ]);
-    cmd.args([
-        "-o",
-        "ip.check_checksum:TRUE",
-        "-d",
-        "udp.port==6635,mpls",
-        "-T",
-        "fields",
-        "-E",
-        "separator=|",
-        "-E",
-        "aggregator=,",
-    ]);
-    for f in fields {
-        cmd.args(["-e", f]);
-    }
+    tshark_fields(&mut cmd, fields);
     let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
     // Send only once tshark is capturing, however long it takes to start.
     let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
@@ -112,7 +101,7 @@ fn capture(fields: &[&str], traffic: impl FnOnce()) -> Vec<Vec<String>> {
     std::thread::sleep(Duration::from_millis(200));
     traffic();
     let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout).lines().map(|l| l.split('|').map(str::to_string).collect()).collect()
+    tshark_rows(&out.stdout)
 }
 
 /// Sends garbage frames into the pod's side of its link, as a broken pod would.

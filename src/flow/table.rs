@@ -287,25 +287,11 @@ const _: () = assert!(std::mem::size_of::<Slot>() == 128 && std::mem::size_of::<
 struct Tags([AtomicU32; BUCKET]);
 
 impl Tags {
-    /// The slots whose tag is `tag`, and the free ones, as bit masks: read
-    /// in one pass, straight from the line.
+    /// The free slots, as a bit mask.
     #[inline]
-    fn scan(&self, tag: u32) -> Masks {
-        let (mut matching, mut free) = (0, 0);
-        for (i, t) in self.0.iter().enumerate() {
-            let t = t.load(Relaxed);
-            matching |= u32::from(t == tag) << i;
-            free |= u32::from(t == 0) << i;
-        }
-        Masks { matching, free }
+    fn free(&self) -> u32 {
+        self.0.iter().enumerate().fold(0, |m, (i, t)| m | (u32::from(t.load(Relaxed) == 0) << i))
     }
-}
-
-/// A bucket's slots, as bit masks.
-#[derive(Clone, Copy)]
-struct Masks {
-    matching: u32,
-    free: u32,
 }
 
 /// Who made a pair, when, and under which policy generation.
@@ -494,15 +480,7 @@ impl FlowTable {
         Some((FlowKey::from_words(&w), hit))
     }
 
-    /// Starts fetching what a lookup or a creation of `key` reads first,
-    /// its buckets' tag lines, without waiting for them: a caller with work
-    /// to do before (a policy to evaluate) calls it first, so that the work
-    /// and the memory's latency overlap.
-    #[inline]
-    pub fn prefetch(&self, key: &FlowKey) {
-        self.fetch(&self.place(key));
-    }
-
+    /// Starts fetching a key's two tag lines, without waiting for them.
     #[inline]
     fn fetch(&self, at: &Place) {
         for b in at.buckets {
@@ -540,39 +518,16 @@ impl FlowTable {
         None
     }
 
-    /// Both buckets' masks. Their two lines are read before either is
-    /// used, so that their misses overlap.
+    /// Both buckets' free slots, as bit masks.
     #[inline]
-    fn scan(&self, at: &Place) -> [Masks; 2] {
-        at.buckets.map(|b| self.tags[b].scan(at.tag))
-    }
-
-    /// Looks for `key` among the slots whose tag matches: most slots are
-    /// ruled out without touching them.
-    #[inline]
-    fn find_in(&self, key: &FlowKey, at: &Place, masks: &[Masks; 2]) -> Option<Hit> {
-        (0..2).find_map(|k| self.find_in_bucket(key, at.buckets[k], masks[k].matching))
-    }
-
-    #[inline]
-    fn find_in_bucket(&self, key: &FlowKey, b: usize, matching: u32) -> Option<Hit> {
-        let mut m = matching;
-        while m != 0 {
-            let i = b * BUCKET + m.trailing_zeros() as usize;
-            m &= m - 1;
-            if let Some((found, hit)) = self.read(i) {
-                if found == *key {
-                    return Some(hit);
-                }
-            }
-        }
-        None
+    fn free(&self, at: &Place) -> [u32; 2] {
+        at.buckets.map(|b| self.tags[b].free())
     }
 
     /// Which of a key's buckets a new entry tries first: its first bucket
     /// while that has room to spare, else the emptier one.
-    fn order(masks: &[Masks; 2]) -> [usize; 2] {
-        let free = masks.map(|m| m.free.count_ones());
+    fn order(free: &[u32; 2]) -> [usize; 2] {
+        let free = free.map(u32::count_ones);
         if free[0] < SPARE && free[1] > free[0] {
             [1, 0]
         } else {
@@ -582,9 +537,9 @@ impl FlowTable {
 
     /// The slot a key not in the table would take, unless another creator
     /// takes it first.
-    fn first_choice(at: &Place, masks: &[Masks; 2]) -> Option<usize> {
-        let k = Self::order(masks)[0];
-        (masks[k].free != 0).then(|| at.buckets[k] * BUCKET + masks[k].free.trailing_zeros() as usize)
+    fn first_choice(at: &Place, free: &[u32; 2]) -> Option<usize> {
+        let k = Self::order(free)[0];
+        (free[k] != 0).then(|| at.buckets[k] * BUCKET + free[k].trailing_zeros() as usize)
     }
 
     /// Counts a packet of `bytes` on the entry at `slot`, with the TCP
@@ -601,12 +556,11 @@ impl FlowTable {
         }
     }
 
-    /// Takes a free slot for a key with buckets `at` (whose masks are
-    /// `masks`), in the emptier bucket first. Slot `taken` (the pair's other
-    /// half, not yet tagged) is skipped.
-    fn claim(&self, at: &Place, masks: &[Masks; 2], taken: Option<usize>) -> Option<usize> {
-        let free = masks.map(|m| m.free);
-        Self::order(masks).into_iter().find_map(|k| {
+    /// Takes a free slot for a key with buckets `at` (whose free slots are
+    /// `free`), in the bucket `order` says first. Slot `taken` (the pair's
+    /// other half, not yet tagged) is skipped.
+    fn claim(&self, at: &Place, free: &[u32; 2], taken: Option<usize>) -> Option<usize> {
+        Self::order(free).into_iter().find_map(|k| {
             let mut m = free[k];
             while m != 0 {
                 let i = at.buckets[k] * BUCKET + m.trailing_zeros() as usize;
@@ -731,25 +685,25 @@ impl FlowTable {
         let (a, b) = (fp.stripe.min(rp.stripe), fp.stripe.max(rp.stripe));
         let _g1 = self.lock(a);
         let _g2 = (a != b).then(|| self.lock(b));
-        let (fm, rm) = (self.scan(&fp), self.scan(&rp));
+        let (ff, rf) = (self.free(&fp), self.free(&rp));
         // Then both slots the pair will likely take, both their lines.
-        for i in [Self::first_choice(&fp, &fm), Self::first_choice(&rp, &rm)].into_iter().flatten() {
+        for i in [Self::first_choice(&fp, &ff), Self::first_choice(&rp, &rf)].into_iter().flatten() {
             std::hint::black_box(self.slots[i].seq.load(Relaxed) ^ self.slots[i].tcp.load(Relaxed));
         }
-        if let Some(h) = self.find_in(&fwd.key, &fp, &fm) {
+        if let Some(h) = self.find(&fwd.key, &fp) {
             return Err(CreateError::Exists(h));
         }
         // The reverse key taken already (by a flow seen the other way
         // first) is treated as a full table: counted, never overwritten.
-        if self.find_in(&rev.key, &rp, &rm).is_some() {
+        if self.find(&rev.key, &rp).is_some() {
             return Err(CreateError::TableFull);
         }
         self.count_up(vif, fwd.key.vrf)?;
-        let Some(fi) = self.claim(&fp, &fm, None) else {
+        let Some(fi) = self.claim(&fp, &ff, None) else {
             self.count_down(vif, fwd.key.vrf);
             return Err(CreateError::TableFull);
         };
-        let Some(ri) = self.claim(&rp, &rm, Some(fi)) else {
+        let Some(ri) = self.claim(&rp, &rf, Some(fi)) else {
             self.release(fi);
             self.count_down(vif, fwd.key.vrf);
             return Err(CreateError::TableFull);

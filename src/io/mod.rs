@@ -3,9 +3,9 @@
 //! loses transmitted packets and cannot choose its XDP mode; see
 //! `shared/reference/afxdp-on-this-machine.md`).
 //!
-//! This is one of the two places in the crate with `unsafe` (memory shared
-//! with the kernel: the UMEM and the rings); every block says why it is
-//! sound. Workers, the fabric's filtering program and the daemon build on
+//! This is, with `crate::memory` (the mappings themselves), where the
+//! crate's `unsafe` lives (memory shared with the kernel: the UMEM and the
+//! rings); every block says why it is sound. Workers, the fabric's filtering program and the daemon build on
 //! it in the daemon's issue.
 #![allow(unsafe_code)]
 

@@ -8,8 +8,9 @@
 //! sound.
 
 use super::os_error;
+use crate::memory::Mapping;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -105,67 +106,6 @@ pub struct RxDesc {
     pub len: u32,
 }
 
-/// An anonymous mapping, unmapped on drop.
-struct Mapping {
-    ptr: NonNull<u8>,
-    len: usize,
-}
-
-impl Mapping {
-    fn anonymous(len: usize) -> io::Result<Mapping> {
-        // SAFETY: a fresh private anonymous mapping aliases nothing.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
-                -1,
-                0,
-            )
-        };
-        Self::checked(p, len, "mapping the UMEM")
-    }
-
-    fn ring(fd: &OwnedFd, len: usize, offset: u64) -> io::Result<Mapping> {
-        // SAFETY: mapping a ring the kernel created on this socket, at the
-        // offset and length it told us; the kernel keeps it alive while mapped.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
-                fd.as_raw_fd(),
-                offset as libc::off_t,
-            )
-        };
-        Self::checked(p, len, "mapping an AF_XDP ring")
-    }
-
-    fn checked(p: *mut libc::c_void, len: usize, what: &str) -> io::Result<Mapping> {
-        if p == libc::MAP_FAILED {
-            return Err(os_error(what));
-        }
-        NonNull::new(p.cast::<u8>()).map(|ptr| Mapping { ptr, len }).ok_or_else(|| os_error(what))
-    }
-}
-
-// SAFETY: a mapping is an address range; who may touch which bytes is
-// governed by the frame ownership rule in this module's header, not by
-// which thread holds the handle.
-unsafe impl Send for Mapping {}
-// SAFETY: as above.
-unsafe impl Sync for Mapping {}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly what `mmap` returned; nothing borrows it
-        // past the owner's lifetime.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
-    }
-}
-
 /// A single-producer, single-consumer ring shared with the kernel.
 struct Ring {
     /// Keeps the ring mapped as long as the pointers above are used.
@@ -180,7 +120,7 @@ struct Ring {
 
 impl Ring {
     fn new(map: Mapping, off: &libc::xdp_ring_offset, size: u32) -> Ring {
-        let base = map.ptr.as_ptr();
+        let base = map.as_ptr();
         // SAFETY: the offsets come from XDP_MMAP_OFFSETS for this very
         // mapping and lie inside it; the kernel aligns the indices for atomics.
         unsafe {
@@ -333,7 +273,7 @@ impl XskSocket {
             fd: Arc::new(self.fd.try_clone()?),
             umem: Arc::clone(&self.umem),
             frame_size: self.frame_size,
-            frames: (self.umem.len / self.frame_size as usize) as u32,
+            frames: (self.umem.len() / self.frame_size as usize) as u32,
         })
     }
 
@@ -375,9 +315,9 @@ impl XskSocket {
             Some(s) => Arc::clone(&s.umem),
             None => {
                 let umem_len = c.frames as usize * c.frame_size as usize;
-                let umem = Mapping::anonymous(umem_len)?;
+                let umem = Mapping::anonymous(umem_len, true, "mapping the UMEM")?;
                 let reg = libc::xdp_umem_reg {
-                    addr: umem.ptr.as_ptr() as u64,
+                    addr: umem.as_ptr() as u64,
                     len: umem_len as u64,
                     chunk_size: c.frame_size,
                     headroom: 0,
@@ -396,17 +336,31 @@ impl XskSocket {
         let n = c.ring_size as usize;
         let u64_ring = |o: &libc::xdp_ring_offset| o.desc as usize + n * 8;
         let desc_ring = |o: &libc::xdp_ring_offset| o.desc as usize + n * std::mem::size_of::<libc::xdp_desc>();
-        let fill =
-            Ring::new(Mapping::ring(&fd, u64_ring(&off.fr), libc::XDP_UMEM_PGOFF_FILL_RING)?, &off.fr, c.ring_size);
+        let fill = Ring::new(
+            Mapping::shared(fd.as_fd(), u64_ring(&off.fr), libc::XDP_UMEM_PGOFF_FILL_RING, "mapping an AF_XDP ring")?,
+            &off.fr,
+            c.ring_size,
+        );
         let comp = Ring::new(
-            Mapping::ring(&fd, u64_ring(&off.cr), libc::XDP_UMEM_PGOFF_COMPLETION_RING)?,
+            Mapping::shared(
+                fd.as_fd(),
+                u64_ring(&off.cr),
+                libc::XDP_UMEM_PGOFF_COMPLETION_RING,
+                "mapping an AF_XDP ring",
+            )?,
             &off.cr,
             c.ring_size,
         );
-        let rx =
-            Ring::new(Mapping::ring(&fd, desc_ring(&off.rx), libc::XDP_PGOFF_RX_RING as u64)?, &off.rx, c.ring_size);
-        let tx =
-            Ring::new(Mapping::ring(&fd, desc_ring(&off.tx), libc::XDP_PGOFF_TX_RING as u64)?, &off.tx, c.ring_size);
+        let rx = Ring::new(
+            Mapping::shared(fd.as_fd(), desc_ring(&off.rx), libc::XDP_PGOFF_RX_RING as u64, "mapping an AF_XDP ring")?,
+            &off.rx,
+            c.ring_size,
+        );
+        let tx = Ring::new(
+            Mapping::shared(fd.as_fd(), desc_ring(&off.tx), libc::XDP_PGOFF_TX_RING as u64, "mapping an AF_XDP ring")?,
+            &off.tx,
+            c.ring_size,
+        );
         // A socket that shares a UMEM takes the owner's copy mode and
         // wake-up flag; it may not set its own.
         let flags = match share {
@@ -532,14 +486,14 @@ impl XskSocket {
     pub fn frame_mut(&mut self, addr: u64) -> Option<(&mut [u8], usize)> {
         let fs = u64::from(self.frame_size);
         let base = addr - addr % fs;
-        if base + fs > self.umem.len as u64 {
+        if base + fs > self.umem.len() as u64 {
             return None;
         }
         // SAFETY: inside the UMEM mapping (checked above); the frame is ours
         // by the ownership rule in this module's header, so the kernel does
         // not touch it while the slice lives, and `&mut self` keeps a second
         // slice from existing.
-        let s = unsafe { std::slice::from_raw_parts_mut(self.umem.ptr.as_ptr().add(base as usize), fs as usize) };
+        let s = unsafe { std::slice::from_raw_parts_mut(self.umem.as_ptr().add(base as usize), fs as usize) };
         Some((s, (addr - base) as usize))
     }
 
@@ -553,17 +507,17 @@ impl XskSocket {
     pub(crate) unsafe fn umem_frame(&self, addr: u64) -> Option<(UmemFrame, usize)> {
         let fs = u64::from(self.frame_size);
         let base = addr - addr % fs;
-        if base + fs > self.umem.len as u64 {
+        if base + fs > self.umem.len() as u64 {
             return None;
         }
         // SAFETY: `base` is inside the mapping (checked above).
-        let ptr = unsafe { NonNull::new_unchecked(self.umem.ptr.as_ptr().add(base as usize)) };
+        let ptr = unsafe { NonNull::new_unchecked(self.umem.as_ptr().add(base as usize)) };
         Some((UmemFrame { ptr, len: fs as usize }, (addr - base) as usize))
     }
 
     /// The UMEM address of a byte in a frame from `umem_frame`.
     pub(crate) fn addr_of(&self, frame: &UmemFrame, offset: usize) -> u64 {
-        frame.ptr.as_ptr() as u64 - self.umem.ptr.as_ptr() as u64 + offset as u64
+        frame.ptr.as_ptr() as u64 - self.umem.as_ptr() as u64 + offset as u64
     }
 
     /// Queues the frame at `addr`, `len` bytes, for transmission. False when

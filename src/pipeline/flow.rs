@@ -171,9 +171,6 @@ pub(super) fn create<B>(
     info: &IpInfo,
 ) -> Result<Nat, DropReason> {
     let Some(table) = ctx.flows else { return Ok(Nat::default()) };
-    // The reverse key's lines are fetched while the policy runs (the
-    // forward key's were read by the lookup that missed).
-    table.prefetch(&key.reversed());
     let action = decide(vrf, key);
     let generation = vrf.policy.as_ref().map_or(0, |p| p.generation);
     let mut fwd = DirSpec { key: *key, action, ecmp, nat: Nat::default(), route_vrf: None };

@@ -70,35 +70,38 @@ impl Runtime {
     }
 }
 
+/// A clock: time-stamp counter ticks, or any other monotonic count.
+pub type Clock = fn() -> u64;
+
 /// A stopwatch over consecutive stages: each `mark` charges the time since
 /// the last one to a stage. Without a clock it does nothing at all, so the
 /// pipeline stays deterministic and untimed unless its caller asks.
 pub struct Stopwatch<'a> {
-    clock: Option<fn() -> u64>,
+    /// The clock and where its readings go; none when off.
+    on: Option<(Clock, &'a mut Runtime)>,
     last: u64,
-    into: Option<&'a mut Runtime>,
 }
 
 impl<'a> Stopwatch<'a> {
     /// A stopwatch that records nothing.
     pub fn off() -> Stopwatch<'static> {
-        Stopwatch { clock: None, last: 0, into: None }
+        Stopwatch { on: None, last: 0 }
     }
 
     /// Starts timing into `into`, reading `clock` (ticks).
-    pub fn start(clock: fn() -> u64, into: &'a mut Runtime) -> Self {
+    pub fn start(clock: Clock, into: &'a mut Runtime) -> Self {
         Self::started_at(clock, clock(), into)
     }
 
     /// As `start`, from an earlier reading `at` of the same clock.
-    pub fn started_at(clock: fn() -> u64, at: u64, into: &'a mut Runtime) -> Self {
-        Stopwatch { clock: Some(clock), last: at, into: Some(into) }
+    pub fn started_at(clock: Clock, at: u64, into: &'a mut Runtime) -> Self {
+        Stopwatch { on: Some((clock, into)), last: at }
     }
 
     /// Charges the time since the last mark to `stage`.
     #[inline]
     pub fn mark(&mut self, stage: Stage) {
-        if let (Some(clock), Some(rt)) = (self.clock, self.into.as_deref_mut()) {
+        if let Some((clock, rt)) = &mut self.on {
             let now = clock();
             rt.cycles[stage as usize] += now.wrapping_sub(self.last);
             self.last = now;
@@ -107,7 +110,7 @@ impl<'a> Stopwatch<'a> {
 
     /// True when it records.
     pub fn is_on(&self) -> bool {
-        self.clock.is_some()
+        self.on.is_some()
     }
 }
 

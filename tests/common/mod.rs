@@ -261,6 +261,16 @@ pub fn tshark(frames: &[Vec<u8>], fields: &[&str]) -> Option<Vec<Vec<String>>> {
     write_pcap(&path, frames);
     let mut cmd = std::process::Command::new("tshark");
     cmd.args(["-n", "-r"]).arg(&path);
+    tshark_fields(&mut cmd, fields);
+    let out = cmd.output().expect("tshark runs");
+    let _ = std::fs::remove_file(&path);
+    assert!(out.status.success(), "tshark failed: {}", String::from_utf8_lossy(&out.stderr));
+    Some(tshark_rows(&out.stdout))
+}
+
+/// Asks tshark for `fields` of every frame, '|'-separated, with checksums
+/// verified and our MPLS-over-UDP port decoded as MPLS.
+pub fn tshark_fields(cmd: &mut std::process::Command, fields: &[&str]) {
     cmd.args(["-o", "ip.check_checksum:TRUE", "-o", "udp.check_checksum:TRUE", "-o", "tcp.check_checksum:TRUE"]);
     cmd.args([
         "-d",
@@ -277,9 +287,9 @@ pub fn tshark(frames: &[Vec<u8>], fields: &[&str]) -> Option<Vec<Vec<String>>> {
     for f in fields {
         cmd.args(["-e", f]);
     }
-    let out = cmd.output().expect("tshark runs");
-    let _ = std::fs::remove_file(&path);
-    assert!(out.status.success(), "tshark failed: {}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8(out.stdout).unwrap();
-    Some(text.lines().map(|l| l.split('|').map(str::to_string).collect()).collect())
+}
+
+/// tshark's output for `tshark_fields`: per frame, the fields.
+pub fn tshark_rows(stdout: &[u8]) -> Vec<Vec<String>> {
+    String::from_utf8_lossy(stdout).lines().map(|l| l.split('|').map(str::to_string).collect()).collect()
 }
