@@ -3,8 +3,8 @@
 //! `vrpktgen pipeline` runs the forwarding pipeline in memory, with no I/O,
 //! so that anyone can measure or profile (perf, callgrind) the per-packet
 //! cost of our own code. `vrpktgen tables` measures table memory and load
-//! rate. The AF_XDP `send`, `sink` and `run` modes arrive with the
-//! benchmark suite.
+//! rate. `vrpktgen send` and `sink` are the two ends of real traffic on
+//! AF_XDP sockets: stamped frames, counted per flow, with latency.
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -17,8 +17,77 @@ struct Cli {
     command: Command,
 }
 
+/// Where a generator end runs.
+#[derive(clap::Args)]
+struct PortArgs {
+    /// The interface to send or receive on (queue 0).
+    #[arg(long)]
+    dev: String,
+    /// Run in this network namespace (`ip netns` name).
+    #[arg(long)]
+    netns: Option<String>,
+    /// Stop after this many seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Stop after this many frames.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Send stamped UDP frames out of an interface on an AF_XDP socket.
+    Send {
+        #[command(flatten)]
+        port: PortArgs,
+        /// Source MAC.
+        #[arg(long)]
+        src_mac: vrouter::wire::MacAddr,
+        /// Destination MAC.
+        #[arg(long)]
+        dst_mac: vrouter::wire::MacAddr,
+        /// Source address (IPv4 or IPv6).
+        #[arg(long)]
+        src: std::net::IpAddr,
+        /// Destination address.
+        #[arg(long)]
+        dst: std::net::IpAddr,
+        /// Frame size on the wire (FCS included), 64 to 1518, or imix.
+        #[arg(long, default_value = "64")]
+        size: vrouter::pktgen::traffic::Sizes,
+        /// Distinct flows (UDP source ports).
+        #[arg(long, default_value_t = 1)]
+        flows: u16,
+        /// Frames per second; 0 for as fast as possible.
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// Send the frames already in a tunnel, to drive decapsulation: udp
+        /// (MPLS over UDP) or gre (MPLS over GRE).
+        #[arg(long)]
+        encap: Option<String>,
+        /// The tunnel's outer source (IPv4).
+        #[arg(long, requires = "encap")]
+        outer_src: Option<std::net::Ipv4Addr>,
+        /// The tunnel's outer destination (IPv4).
+        #[arg(long, requires = "encap")]
+        outer_dst: Option<std::net::Ipv4Addr>,
+        /// The tunnel's MPLS label.
+        #[arg(long, requires = "encap")]
+        label: Option<u32>,
+    },
+    /// Receive on an interface (an AF_XDP socket and XDP program of its
+    /// own) and count what `send` stamped: per flow, loss, reordering,
+    /// latency percentiles.
+    Sink {
+        #[command(flatten)]
+        port: PortArgs,
+        /// Stop once no frame has come for this many milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        idle_ms: u64,
+    },
     /// Run the forwarding pipeline in memory and report Mpps and ns per packet.
     Pipeline {
         /// local_forward, encap_mplsoudp, encap_mplsogre, encap_mplsoudp_ecmp,
@@ -176,6 +245,94 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Trace => trace(),
+        Command::Send { port, src_mac, dst_mac, src, dst, size, flows, rate, encap, outer_src, outer_dst, label } => {
+            use vrouter::pktgen::traffic::{Encap, Spec, Templates};
+            let encap = match encap.as_deref() {
+                None => None,
+                Some(kind) => {
+                    let tunnel = match kind {
+                        "udp" => vrouter::pktgen::build::Tunnel::Udp(vrouter::tables::nexthop::MPLS_UDP_PORT),
+                        "gre" => vrouter::pktgen::build::Tunnel::Gre,
+                        _ => return fail(&format!("--encap {kind:?}: udp or gre")),
+                    };
+                    let (Some(src), Some(dst), Some(label)) = (outer_src, outer_dst, label) else {
+                        return fail("--encap needs --outer-src, --outer-dst and --label");
+                    };
+                    Some(Encap { tunnel, src, dst, label })
+                }
+            };
+            let l2 = vrouter::pktgen::build::L2 { src: src_mac, dst: dst_mac };
+            let templates = match Templates::new(&Spec { l2, src, dst, flows, sizes: size, encap }) {
+                Ok(t) => t,
+                Err(e) => return fail(&e),
+            };
+            if let Err(e) = enter(&port) {
+                return fail(&e);
+            }
+            let o = vrouter::pktgen::port::SendOptions {
+                rate,
+                count: port.count,
+                duration: std::time::Duration::from_secs_f64(port.duration),
+                progress: !port.json,
+            };
+            match vrouter::pktgen::port::send(&port.dev, &templates, &o) {
+                Ok(r) => {
+                    let v = serde_json::json!({
+                        "sent": r.sent, "bytes": r.bytes, "seconds": r.seconds, "pps": r.pps(),
+                        "flows": flows, "rate": rate,
+                    });
+                    if port.json {
+                        println!("{v}");
+                    } else {
+                        println!(
+                            "sent {} frames ({} bytes) in {:.3} s: {:.3} Mpps",
+                            r.sent,
+                            r.bytes,
+                            r.seconds,
+                            r.pps() / 1e6
+                        );
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&format!("send on {}: {e}", port.dev)),
+            }
+        }
+        Command::Sink { port, idle_ms } => {
+            if let Err(e) = enter(&port) {
+                return fail(&e);
+            }
+            let o = vrouter::pktgen::port::SinkOptions {
+                duration: std::time::Duration::from_secs_f64(port.duration),
+                count: port.count,
+                idle: std::time::Duration::from_millis(idle_ms),
+                progress: !port.json,
+            };
+            match vrouter::pktgen::port::sink(&port.dev, &o) {
+                Ok(r) => {
+                    let t = &r.tally;
+                    let p = t.percentiles(&[50.0, 99.0, 99.9]);
+                    let lost = t.seq_end.saturating_sub(t.stamped);
+                    let v = serde_json::json!({
+                        "received": t.stamped, "other": t.other, "bytes": t.bytes, "flows": t.flows_seen(),
+                        "per_flow": t.per_flow, "lost": lost, "reordered": t.reordered, "seconds": r.seconds,
+                        "pps": t.stamped as f64 / r.seconds.max(1e-9), "xdp_mode": format!("{:?}", r.mode).to_lowercase(),
+                        "latency_ns": { "p50": p[0], "p99": p[1], "p999": p[2] },
+                    });
+                    if port.json {
+                        println!("{v}");
+                    } else {
+                        let us = |x: Option<u64>| x.map_or("-".to_string(), |n| format!("{:.1} µs", n as f64 / 1e3));
+                        println!(
+                            "received {} frames in {} flows ({} lost, {} reordered, {} not ours) in {:.3} s: {:.3} Mpps; latency p50 {} p99 {} p99.9 {}",
+                            t.stamped, t.flows_seen(), lost, t.reordered, t.other, r.seconds,
+                            t.stamped as f64 / r.seconds.max(1e-9) / 1e6, us(p[0]), us(p[1]), us(p[2])
+                        );
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&format!("sink on {}: {e}", port.dev)),
+            }
+        }
         Command::RouteLoad { socket, routes, batch, vrf, nh, base, json } => {
             use vrouter::pktgen::routeload;
             let p = routeload::LoadParams { routes, batch: batch.clamp(1, 100_000), vrf, nh, base };
@@ -302,5 +459,21 @@ fn trace() -> ExitCode {
     } else {
         eprintln!("\nsome steps did not behave as expected");
         ExitCode::FAILURE
+    }
+}
+
+fn fail(why: &str) -> ExitCode {
+    eprintln!("vrpktgen: {why}");
+    ExitCode::from(1)
+}
+
+/// Enters the port's network namespace, if it names one, and checks its duration.
+fn enter(port: &PortArgs) -> Result<(), String> {
+    if !(port.duration.is_finite() && port.duration > 0.0) {
+        return Err(format!("--duration {}: a positive number of seconds", port.duration));
+    }
+    match &port.netns {
+        Some(ns) => vrouter::io::enter_netns(ns).map_err(|e| format!("network namespace {ns}: {e}")),
+        None => Ok(()),
     }
 }

@@ -1,9 +1,12 @@
 //! Traffic for vrouter: packet builders, and the in-memory pipeline
 //! benchmark that `vrpktgen pipeline` and `benches/pipeline.rs` share, and
 //! the API route-load benchmark (`vrpktgen route-load`).
-//! (The AF_XDP generator and sink come with the benchmark suite.)
+//! `traffic` builds and reads back what `vrpktgen send` and `sink` (in
+//! `port`, on AF_XDP) put on the wire.
 
 pub mod build;
 pub mod demo;
+pub mod port;
 pub mod routeload;
 pub mod scenario;
+pub mod traffic;
