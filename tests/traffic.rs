@@ -125,6 +125,46 @@ fn the_sink_counts_every_stamped_frame_per_flow_with_latency() {
     assert!((0.9..3.0).contains(&seconds), "20,000 frames at 20,000/s took {seconds} s");
 }
 
+/// `vrpktgen run` drives both ends from a settings file, a flag overriding
+/// it, and reports what the two ends saw together.
+#[test]
+fn run_drives_both_ends_from_a_file_and_flags() {
+    if !root_or_skip() {
+        return;
+    }
+    let link = Link::new("r");
+    let dir = std::env::temp_dir().join(format!("vrpktgen-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("run.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "tx-dev = \"{}\"\ntx-netns = \"{}\"\nrx-dev = \"{}\"\nrx-netns = \"{}\"\nsrc-mac = \"{MAC_A}\"\ndst-mac = \"{MAC_B}\"\nsrc = \"10.9.0.1\"\ndst = \"10.9.0.2\"\nflows = 5\nrate = 1000\ncount = 3000\n",
+            link.dev_a, link.a, link.dev_b, link.b
+        ),
+    )
+    .unwrap();
+    // The flag's rate wins over the file's 1,000/s: 3,000 frames take ~0.3 s, not 3.
+    let out =
+        vrpktgen().args(["run", "--config", file.to_str().unwrap(), "--rate", "10000", "--json"]).output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "run: {}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (r["sent"].as_u64(), r["received"].as_u64(), r["lost"].as_u64()),
+        (Some(3000), Some(3000), Some(0)),
+        "{r}"
+    );
+    assert_eq!(r["sink"]["flows"], 5, "{r}");
+    let seconds = r["seconds"].as_f64().unwrap();
+    assert!((0.25..1.5).contains(&seconds), "3,000 frames at 10,000/s took {seconds} s");
+    assert!(r["sink"]["latency_ns"]["p50"].as_u64().unwrap() > 0);
+
+    let bad = vrpktgen().args(["run", "--tx-dev", &link.dev_a, "--json"]).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is required"), "{}", String::from_utf8_lossy(&bad.stderr));
+}
+
 /// What goes on the wire, read by tshark: sizes (IMIX), IPv6 with valid UDP
 /// checksums after stamping, and frames already in an MPLS over UDP tunnel.
 #[test]

@@ -272,6 +272,7 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
         Command::new(env!("CARGO_BIN_EXE_vrctl")).args(["--socket"]).arg(&sock).arg("runtime").output().unwrap();
     let text = String::from_utf8_lossy(&runtime.stdout);
     assert!(runtime.status.success() && text.starts_with("WORKER") && text.contains("rewrite"), "{text}");
+    assert!(text.contains("busy"), "busy time per packet, once frames have come: {text}");
     let metrics = in_ns(
         &node,
         &["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9432; printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3"],

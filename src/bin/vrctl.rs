@@ -332,7 +332,12 @@ fn run(c: &mut Client, cli: &Cli) -> Result<()> {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .map(|w| json!({ "worker": w["worker"], "core": w["core"], "runtime": w["runtime"] }))
+                .map(|w| {
+                    json!({
+                        "worker": w["worker"], "core": w["core"], "rx": w["rx"], "busy_ns": w["busy_ns"],
+                        "elapsed_ns": w["elapsed_ns"], "runtime": w["runtime"],
+                    })
+                })
                 .collect();
             emit(json, &Value::from(rows.clone()), || runtime_table(&rows))
         }
@@ -367,6 +372,21 @@ fn runtime_table(workers: &[Value]) -> String {
             if has { format!("{ns:.1}") } else { "-".to_string() },
             format!("{} pkts timed", count(&rt["packets"])),
         ]);
+        // Wall time in rounds that moved frames (syscalls and the softirq
+        // work they run included), over every frame received.
+        let rx = count(&w["rx"]);
+        if rx > 0 {
+            t.row(vec![
+                show(&w["worker"]),
+                "busy".to_string(),
+                "-".to_string(),
+                format!("{:.1}", count(&w["busy_ns"]) as f64 / rx as f64),
+                format!(
+                    "{:.1}% of the time",
+                    count(&w["busy_ns"]) as f64 * 100.0 / count(&w["elapsed_ns"]).max(1) as f64
+                ),
+            ]);
+        }
     }
     t.to_string()
 }

@@ -58,9 +58,9 @@ enum Command {
         /// Frame size on the wire (FCS included), 64 to 1518, or imix.
         #[arg(long, default_value = "64")]
         size: vrouter::pktgen::traffic::Sizes,
-        /// Distinct flows (UDP source ports).
+        /// Distinct flows (UDP port pairs), up to 16,777,216.
         #[arg(long, default_value_t = 1)]
-        flows: u16,
+        flows: u32,
         /// Frames per second; 0 for as fast as possible.
         #[arg(long, default_value_t = 0)]
         rate: u64,
@@ -87,6 +87,18 @@ enum Command {
         /// Stop once no frame has come for this many milliseconds.
         #[arg(long, default_value_t = 1000)]
         idle_ms: u64,
+    },
+    /// Send and sink at once, each in its own namespace, and report both:
+    /// offered and delivered rate, loss, latency.
+    Run {
+        #[command(flatten)]
+        settings: Box<vrouter::pktgen::run::RunSettings>,
+        /// A TOML file with the same settings (`tx-dev = "eth0"`); flags win.
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Run the forwarding pipeline in memory and report Mpps and ns per packet.
     Pipeline {
@@ -120,6 +132,10 @@ enum Command {
         /// flow table (flows are set up in the warm-up, then hit).
         #[arg(long)]
         flow_policy: bool,
+        /// Workers side by side on the same tables, one per core: their
+        /// Mpps add up (1 to 64).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
         /// Print one JSON object per case instead of a table.
         #[arg(long)]
         json: bool,
@@ -148,6 +164,10 @@ enum Command {
         /// The first address; routes are consecutive /32s.
         #[arg(long, default_value = "100.64.0.0")]
         base: std::net::Ipv4Addr,
+        /// Leave the routes in place (no delete pass and no baseline): to
+        /// measure forwarding with a big table.
+        #[arg(long)]
+        keep: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -189,8 +209,13 @@ fn main() -> ExitCode {
             frame_len,
             general_path,
             flow_policy,
+            threads,
             json,
         } => {
+            if !(1..=64).contains(&threads) {
+                eprintln!("vrpktgen: --threads must be 1..=64");
+                return ExitCode::from(2);
+            }
             let cases: Vec<Case> = if case == "all" {
                 Case::ALL.to_vec()
             } else {
@@ -220,19 +245,31 @@ fn main() -> ExitCode {
             }
             let mut failed = false;
             for c in cases {
-                let r = vrouter::pktgen::scenario::measure(c, params, packets);
+                let r = if threads == 1 {
+                    vrouter::pktgen::scenario::measure(c, params, packets)
+                } else {
+                    // Side by side: packets and rates add up, time is the slowest's.
+                    let all = vrouter::pktgen::scenario::measure_threads(c, params, packets, threads, true);
+                    let mut sum = all[0];
+                    for r in &all[1..] {
+                        sum.packets += r.packets;
+                        sum.ok += r.ok;
+                        sum.elapsed = sum.elapsed.max(r.elapsed);
+                    }
+                    sum
+                };
                 failed |= r.ok != r.packets;
                 if json {
                     println!(
-                        "{{\"case\":\"{}\",\"mpps\":{:.3},\"ns_per_packet\":{:.2},\"packets\":{},\"ok\":{},\"batch\":{},\"routes_v4\":{},\"routes_v6\":{},\"flows\":{}}}",
-                        c.name(), r.mpps(), r.ns_per_packet(), r.packets, r.ok, batch, routes, routes6, flows
+                        "{{\"case\":\"{}\",\"mpps\":{:.3},\"ns_per_packet\":{:.2},\"packets\":{},\"ok\":{},\"batch\":{},\"routes_v4\":{},\"routes_v6\":{},\"flows\":{},\"threads\":{}}}",
+                        c.name(), r.mpps(), r.ns_per_packet() * threads as f64, r.packets, r.ok, batch, routes, routes6, flows, threads
                     );
                 } else {
                     println!(
                         "{:<22} {:>10.2} {:>10.1} {:>12} {:>10}",
                         c.name(),
                         r.mpps(),
-                        r.ns_per_packet(),
+                        r.ns_per_packet() * threads as f64,
                         r.packets,
                         r.ok
                     );
@@ -297,6 +334,53 @@ fn main() -> ExitCode {
                 Err(e) => fail(&format!("send on {}: {e}", port.dev)),
             }
         }
+        Command::Run { settings, config, json } => {
+            let settings = match config {
+                Some(path) => match vrouter::pktgen::run::RunSettings::from_file(&path) {
+                    Ok(file) => settings.over(file).into(),
+                    Err(e) => return fail(&e),
+                },
+                None => settings,
+            };
+            let plan = match settings.resolve() {
+                Ok(p) => p,
+                Err(e) => return fail(&e),
+            };
+            let r = match plan.run() {
+                Ok(r) => r,
+                Err(e) => return fail(&e),
+            };
+            let s = &r.sent;
+            let mut sink = sink_json(&r.received);
+            if let Some(o) = sink.as_object_mut() {
+                o.remove("per_flow");
+            }
+            let v = serde_json::json!({
+                "sent": s.sent, "seconds": s.seconds, "offered_pps": s.pps(), "delivered_pps": r.delivered_pps(),
+                "received": r.received.tally.stamped, "lost": r.lost(),
+                "loss": r.lost() as f64 / s.sent.max(1) as f64, "busy_cores": r.busy_cores, "sink": sink,
+            });
+            if json {
+                println!("{v}");
+            } else {
+                let p = r.received.tally.percentiles(&[50.0, 99.0, 99.9]);
+                let us = |x: Option<u64>| x.map_or("-".to_string(), |n| format!("{:.1} µs", n as f64 / 1e3));
+                println!(
+                    "offered {:.3} Mpps, delivered {:.3} Mpps: {} sent, {} received, {} lost ({:.2} %) in {:.3} s; latency p50 {} p99 {} p99.9 {}",
+                    s.pps() / 1e6,
+                    r.delivered_pps() / 1e6,
+                    s.sent,
+                    r.received.tally.stamped,
+                    r.lost(),
+                    r.lost() as f64 * 100.0 / s.sent.max(1) as f64,
+                    s.seconds,
+                    us(p[0]),
+                    us(p[1]),
+                    us(p[2])
+                );
+            }
+            ExitCode::SUCCESS
+        }
         Command::Sink { port, idle_ms } => {
             if let Err(e) = enter(&port) {
                 return fail(&e);
@@ -312,12 +396,7 @@ fn main() -> ExitCode {
                     let t = &r.tally;
                     let p = t.percentiles(&[50.0, 99.0, 99.9]);
                     let lost = t.seq_end.saturating_sub(t.stamped);
-                    let v = serde_json::json!({
-                        "received": t.stamped, "other": t.other, "bytes": t.bytes, "flows": t.flows_seen(),
-                        "per_flow": t.per_flow, "lost": lost, "reordered": t.reordered, "seconds": r.seconds,
-                        "pps": t.stamped as f64 / r.seconds.max(1e-9), "xdp_mode": format!("{:?}", r.mode).to_lowercase(),
-                        "latency_ns": { "p50": p[0], "p99": p[1], "p999": p[2] },
-                    });
+                    let v = sink_json(&r);
                     if port.json {
                         println!("{v}");
                     } else {
@@ -333,9 +412,9 @@ fn main() -> ExitCode {
                 Err(e) => fail(&format!("sink on {}: {e}", port.dev)),
             }
         }
-        Command::RouteLoad { socket, routes, batch, vrf, nh, base, json } => {
+        Command::RouteLoad { socket, routes, batch, vrf, nh, base, keep, json } => {
             use vrouter::pktgen::routeload;
-            let p = routeload::LoadParams { routes, batch: batch.clamp(1, 100_000), vrf, nh, base };
+            let p = routeload::LoadParams { routes, batch: batch.clamp(1, 100_000), vrf, nh, base, keep };
             let (sock, local) = match socket {
                 Some(s) => (s, false),
                 None => match routeload::local_server(vrf) {
@@ -353,19 +432,31 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let baseline = routeload::direct(&p);
             let secs = |d: std::time::Duration| d.as_secs_f64();
+            let Some(delete) = r.delete else {
+                if json {
+                    println!(
+                        "{{\"routes\":{routes},\"batch\":{},\"add_seconds\":{:.3},\"kept\":true}}",
+                        p.batch,
+                        secs(r.add)
+                    );
+                } else {
+                    println!("{routes} IPv4 routes added through the API in {:.2} s, and kept", secs(r.add));
+                }
+                return ExitCode::SUCCESS;
+            };
+            let baseline = routeload::direct(&p);
             if json {
                 println!(
                     "{{\"routes\":{routes},\"batch\":{},\"server\":\"{}\",\"add_seconds\":{:.3},\"delete_seconds\":{:.3},\"routes_per_second\":{:.0},\"direct_add_seconds\":{:.3},\"api_over_direct\":{:.2}}}",
-                    p.batch, if local { "in-process" } else { "vrouterd" }, secs(r.add), secs(r.delete),
+                    p.batch, if local { "in-process" } else { "vrouterd" }, secs(r.add), secs(delete),
                     f64::from(routes) / secs(r.add), secs(baseline), secs(r.add) / secs(baseline)
                 );
             } else {
                 println!(
                     "{routes} IPv4 routes in batches of {} through the API ({}): added in {:.2} s ({:.2} M routes/s), deleted in {:.2} s",
                     p.batch, if local { "in-process server, no data path" } else { "vrouterd" },
-                    secs(r.add), f64::from(routes) / secs(r.add) / 1e6, secs(r.delete)
+                    secs(r.add), f64::from(routes) / secs(r.add) / 1e6, secs(delete)
                 );
                 println!(
                     "baseline, same run: TablesWriter::apply alone adds them in {:.2} s; the API costs x{:.2} of that",
@@ -468,6 +559,19 @@ fn fail(why: &str) -> ExitCode {
 }
 
 /// Enters the port's network namespace, if it names one, and checks its duration.
+/// A sink's report as JSON (`vrpktgen sink --json`, and `run`'s "sink").
+fn sink_json(r: &vrouter::pktgen::port::SinkReport) -> serde_json::Value {
+    let t = &r.tally;
+    let p = t.percentiles(&[50.0, 99.0, 99.9]);
+    serde_json::json!({
+        "received": t.stamped, "other": t.other, "bytes": t.bytes, "flows": t.flows_seen(),
+        "per_flow": t.per_flow, "lost": t.seq_end.saturating_sub(t.stamped), "reordered": t.reordered,
+        "seconds": r.seconds, "pps": t.stamped as f64 / r.seconds.max(1e-9),
+        "xdp_mode": format!("{:?}", r.mode).to_lowercase(),
+        "latency_ns": { "p50": p[0], "p99": p[1], "p999": p[2] },
+    })
+}
+
 fn enter(port: &PortArgs) -> Result<(), String> {
     if !(port.duration.is_finite() && port.duration > 0.0) {
         return Err(format!("--duration {}: a positive number of seconds", port.duration));

@@ -48,6 +48,19 @@ pub fn enter_netns(name: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// All cores' busy time so far (user, nice, system, irq and softirq, as
+/// /proc/stat counts it), in seconds: the difference over an interval,
+/// divided by its length, is how many cores were busy.
+pub fn busy_seconds() -> io::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().find(|l| l.starts_with("cpu ")).ok_or_else(|| io::Error::other("no cpu line"))?;
+    let f: Vec<u64> = line.split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)).collect();
+    let ticks: u64 = [0, 1, 2, 5, 6].iter().filter_map(|&i| f.get(i)).sum();
+    // SAFETY: sysconf only reads a system setting.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+    Ok(ticks as f64 / hz as f64)
+}
+
 /// The CPU's time-stamp counter: the cheapest clock there is (about 25 ns
 /// to read on a virtual machine, against 80 for `Instant::now`), for timing
 /// the data path's stages.

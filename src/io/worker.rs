@@ -207,10 +207,12 @@ impl Worker {
     pub fn poll(&mut self) -> io::Result<usize> {
         self.take_commands();
         let mut received = 0;
+        let timed_before = self.counters.runtime.batches;
         for p in 0..self.ports.len() {
             received += self.poll_port(p)?;
         }
         self.drain_handoffs();
+        let t0 = (self.counters.runtime.batches != timed_before).then(super::tsc);
         for port in &mut self.ports {
             port.sock.complete();
             if port.sock.tx_pending() > 0 {
@@ -220,6 +222,9 @@ impl Worker {
         self.rebalance();
         for port in &mut self.ports {
             port.sock.refill_to(super::xsk::FILL_TARGET);
+        }
+        if let Some(t0) = t0 {
+            self.counters.runtime.cycles[Stage::Kick as usize] += super::tsc().wrapping_sub(t0);
         }
         Ok(received)
     }

@@ -26,6 +26,9 @@ pub struct LoadParams {
     pub nh: u32,
     /// The first route's address; routes are consecutive /32s from it.
     pub base: Ipv4Addr,
+    /// Leave the routes in place (no delete pass), to measure forwarding
+    /// with a big table.
+    pub keep: bool,
 }
 
 /// How long it took.
@@ -33,8 +36,8 @@ pub struct LoadParams {
 pub struct LoadResult {
     /// Adding every route through the API.
     pub add: Duration,
-    /// Deleting them again through the API.
-    pub delete: Duration,
+    /// Deleting them again through the API; `None` when kept.
+    pub delete: Option<Duration>,
 }
 
 fn prefix(p: &LoadParams, i: u32) -> Ipv4Addr {
@@ -61,7 +64,8 @@ fn batch_text(p: &LoadParams, from: u32, to: u32, add: bool) -> String {
     s
 }
 
-/// Adds `p.routes` routes through the API at `socket`, then deletes them.
+/// Adds `p.routes` routes through the API at `socket`, then deletes them
+/// unless `p.keep`.
 /// Batches are pipelined two deep, so the client writes the next batch
 /// while vrouterd applies the last.
 pub fn load(socket: &Path, p: &LoadParams) -> Result<LoadResult, ClientError> {
@@ -87,7 +91,7 @@ pub fn load(socket: &Path, p: &LoadParams) -> Result<LoadResult, ClientError> {
         Ok(start.elapsed())
     };
     let add = pass(true)?;
-    let delete = pass(false)?;
+    let delete = if p.keep { None } else { Some(pass(false)?) };
     Ok(LoadResult { add, delete })
 }
 

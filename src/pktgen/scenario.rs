@@ -256,6 +256,21 @@ pub fn build_node(
 /// The frames of a case: `flows` distinct frames whose inner packets are
 /// `inner_len` bytes of Ethernet frame.
 pub fn frames(case: Case, v4: &[(u32, u8)], flows: usize, inner_len: usize, seed: u64) -> Vec<Vec<u8>> {
+    worker_frames(case, v4, flows, inner_len, seed, 0)
+}
+
+/// `frames` for worker `worker` of several: its flows differ from the
+/// others' by destination port, as a NIC's RSS would give each queue
+/// flows of its own.
+pub fn worker_frames(
+    case: Case,
+    v4: &[(u32, u8)],
+    flows: usize,
+    inner_len: usize,
+    seed: u64,
+    worker: u16,
+) -> Vec<Vec<u8>> {
+    let dport = 80 + worker;
     let mut rng = Rng::new(seed);
     let router = PipelineConfig::default().router_mac;
     let a1_l2 = L2 { src: mac(1), dst: router };
@@ -265,17 +280,17 @@ pub fn frames(case: Case, v4: &[(u32, u8)], flows: usize, inner_len: usize, seed
             let sport = 1024 + (i % 60000) as u16;
             match case {
                 Case::LocalForward => {
-                    build::udp4_frame(a1_l2, src, Ipv4Addr::new(10, 1, 0, 3), sport, 80, 64, inner_len)
+                    build::udp4_frame(a1_l2, src, Ipv4Addr::new(10, 1, 0, 3), sport, dport, 64, inner_len)
                 }
                 Case::EncapMplsoudp | Case::EncapMplsogre | Case::EncapMplsoudpEcmp => {
                     let (p, l) = v4[(rng.next_u64() % v4.len() as u64) as usize];
                     let host = (rng.next_u64() as u32) & !(u32::MAX.checked_shl(32 - u32::from(l)).unwrap_or(0));
-                    build::udp4_frame(a1_l2, src, Ipv4Addr::from(p | host), sport, 80, 64, inner_len)
+                    build::udp4_frame(a1_l2, src, Ipv4Addr::from(p | host), sport, dport, 64, inner_len)
                 }
                 Case::DecapMplsoudp | Case::DecapMplsogre => {
                     let dst = Ipv4Addr::new(10, 1, 0, 3);
                     let remote = Ipv4Addr::new(10, 2, (i >> 8) as u8, i as u8);
-                    let inner = build::udp4_frame(a1_l2, remote, dst, sport, 80, 64, inner_len);
+                    let inner = build::udp4_frame(a1_l2, remote, dst, sport, dport, 64, inner_len);
                     let tunnel =
                         if case == Case::DecapMplsogre { build::Tunnel::Gre } else { build::Tunnel::Udp(6635) };
                     let outer = L2 { src: mac(0xe1), dst: mac(0xf0) };
@@ -299,14 +314,35 @@ pub fn bulk_target(case: Case) -> RouteTarget {
     }
 }
 
+/// The seed of a bench's frames.
+const FRAME_SEED: u64 = 0x5eed_f10e;
+
+/// Frames back to back with a fixed stride, as a NIC's receive ring lays
+/// them out: the bytes, each frame's length, and the stride.
+fn lay_out(list: &[Vec<u8>]) -> (Vec<u8>, Vec<u16>, usize) {
+    let stride = list.iter().map(Vec::len).max().unwrap_or(64).next_multiple_of(64);
+    let mut bytes = vec![0u8; stride * list.len()];
+    for (i, t) in list.iter().enumerate() {
+        bytes[i * stride..i * stride + t.len()].copy_from_slice(t);
+    }
+    (bytes, list.iter().map(|t| t.len() as u16).collect(), stride)
+}
+
 /// A ready-to-run benchmark: tables, a pipeline and a batch of buffers.
 pub struct Bench {
     /// The case.
     pub case: Case,
     handle: TablesHandle,
-    /// Kept so the tables outlive the bench.
-    pub writer: TablesWriter,
+    /// Kept so the tables outlive the bench; siblings have none.
+    _writer: Option<TablesWriter>,
     pipeline: Pipeline,
+    config: PipelineConfig,
+    flows: Option<std::sync::Arc<crate::flow::FlowTable>>,
+    params: BenchParams,
+    /// The bulk prefixes, from which siblings make frames of their own.
+    v4: std::sync::Arc<Vec<(u32, u8)>>,
+    /// Workers made so far from this bench, itself included.
+    workers: u16,
     /// The frames to send, back to back with a fixed stride, the way a
     /// NIC's receive ring lays them out.
     templates: Vec<u8>,
@@ -386,13 +422,7 @@ impl Bench {
         let v4 = bgp_like_v4(p.v4_routes.max(1), 0x5eed_0004);
         let v6 = bgp_like_v6(p.v6_routes, 0x5eed_0006);
         let (writer, handle, load_time) = build_node(bulk_target(case), &v4, &v6, 10_000);
-        let list = frames(case, &v4, p.flows.max(1), p.frame_len, 0x5eed_f10e);
-        let stride = list.iter().map(Vec::len).max().unwrap_or(64).next_multiple_of(64);
-        let mut templates = vec![0u8; stride * list.len()];
-        for (i, t) in list.iter().enumerate() {
-            templates[i * stride..i * stride + t.len()].copy_from_slice(t);
-        }
-        let template_lens = list.iter().map(|t| t.len() as u16).collect();
+        let (templates, template_lens, stride) = lay_out(&frames(case, &v4, p.flows.max(1), p.frame_len, FRAME_SEED));
         let in_vif = match case {
             Case::DecapMplsoudp | Case::DecapMplsogre => FABRIC,
             _ => A1,
@@ -403,26 +433,34 @@ impl Bench {
         let config = PipelineConfig { fast_path: p.fast_path, ..PipelineConfig::default() };
         let mut pipeline = Pipeline::new(config, handle.load().limits());
         let mut writer = writer;
+        let mut flows = None;
         if p.flow_policy {
             use crate::tables::{Object, Op};
             let vrfs: Vec<u32> = handle.load().vrfs().map(|v| v.id).collect();
             let ops: Vec<Op> = vrfs.iter().map(|&v| Op::Add(Object::Policy(v, policy_100(v)))).collect();
             writer.apply(&ops).expect("a valid policy");
             let cfg = crate::flow::FlowConfig {
-                capacity: (p.flows * 2).max(1024),
+                // Room for two workers' flows (--threads 2) at half load.
+                capacity: (p.flows * 4).max(1024),
                 per_vif: u32::MAX,
                 per_vrf: u32::MAX,
                 ..crate::flow::FlowConfig::default()
             };
             let limits = *handle.load().limits();
-            pipeline =
-                pipeline.with_flows(std::sync::Arc::new(crate::flow::FlowTable::new(cfg, limits.vifs, limits.vrfs)));
+            let table = std::sync::Arc::new(crate::flow::FlowTable::new(cfg, limits.vifs, limits.vrfs));
+            pipeline = pipeline.with_flows(std::sync::Arc::clone(&table));
+            flows = Some(table);
         }
         Bench {
             case,
             handle,
-            writer,
+            _writer: Some(writer),
             pipeline,
+            config,
+            flows,
+            params: p,
+            v4: std::sync::Arc::new(v4),
+            workers: 1,
             templates,
             template_lens,
             stride,
@@ -431,6 +469,43 @@ impl Bench {
             in_vif,
             next: 0,
             load_time,
+        }
+    }
+
+    /// Another worker on the same tables and flow table, with its own
+    /// pipeline, buffers and flows (as RSS gives each queue its own), as
+    /// vrouterd's workers are.
+    pub fn sibling(&mut self) -> Bench {
+        let mut pipeline = Pipeline::new(self.config, self.handle.load().limits());
+        if let Some(f) = &self.flows {
+            pipeline = pipeline.with_flows(std::sync::Arc::clone(f));
+        }
+        let batch = (0..self.batch.len())
+            .map(|_| Frame::new(vec![0u8; BUF_LEN].into_boxed_slice(), HEADROOM, 0, self.in_vif).expect("fits"))
+            .collect();
+        let worker = self.workers;
+        self.workers += 1;
+        let p = self.params;
+        let list = worker_frames(self.case, &self.v4, p.flows.max(1), p.frame_len, FRAME_SEED, worker);
+        let (templates, template_lens, stride) = lay_out(&list);
+        Bench {
+            case: self.case,
+            handle: self.handle.clone(),
+            _writer: None,
+            pipeline,
+            config: self.config,
+            flows: self.flows.clone(),
+            params: p,
+            v4: std::sync::Arc::clone(&self.v4),
+            workers: 1,
+            templates,
+            template_lens,
+            stride,
+            batch,
+            spill: Spill::none(),
+            in_vif: self.in_vif,
+            next: 0,
+            load_time: Duration::ZERO,
         }
     }
 
@@ -508,6 +583,44 @@ pub fn measure(case: Case, p: BenchParams, packets: u64) -> Report {
         ok += b.run_batch() as u64;
     }
     Report { packets: batches * b.batch_len() as u64, ok, elapsed: started.elapsed() }
+}
+
+/// Runs `threads` workers at once on one set of tables (and flow table),
+/// each on its own core when `pin` allows, each timing `packets` frames
+/// after a shared warm-up. Returns one report per worker: their rates add
+/// up, since they run side by side.
+pub fn measure_threads(case: Case, p: BenchParams, packets: u64, threads: usize, pin: bool) -> Vec<Report> {
+    let mut first = Bench::new(case, p);
+    let mut benches: Vec<Bench> = (1..threads.max(1)).map(|_| first.sibling()).collect();
+    benches.insert(0, first);
+    let start = std::sync::Arc::new(std::sync::Barrier::new(benches.len()));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = benches
+            .iter_mut()
+            .enumerate()
+            .map(|(i, b)| {
+                let start = std::sync::Arc::clone(&start);
+                scope.spawn(move || {
+                    if pin {
+                        let _ = crate::io::pin_to_core(i % cores);
+                    }
+                    for _ in 0..(p.flows / b.batch_len() + 1) {
+                        b.run_batch();
+                    }
+                    start.wait();
+                    let batches = packets.div_ceil(b.batch_len() as u64).max(1);
+                    let started = Instant::now();
+                    let mut ok = 0u64;
+                    for _ in 0..batches {
+                        ok += b.run_batch() as u64;
+                    }
+                    Report { packets: batches * b.batch_len() as u64, ok, elapsed: started.elapsed() }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a bench thread")).collect()
+    })
 }
 
 /// Table memory and load rate.

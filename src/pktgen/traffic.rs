@@ -4,9 +4,11 @@
 //! the sink's tallies (per flow, loss, reordering, latency percentiles).
 //!
 //! The stamp is 16 bytes at the start of the innermost UDP payload: a magic
-//! number, the flow, a sequence number and the send time. Its checksum
-//! effect is folded into the template's UDP checksum incrementally, so a
-//! frame is a copy of its template plus 16 bytes and one checksum update.
+//! number, the flow (32 bits), a sequence number and the send time (the low
+//! 48 bits of the clock's nanoseconds: 78 hours before it wraps). A flow is
+//! the innermost UDP port pair, so a million flows need no more templates
+//! than one: a frame is a copy of its size's template, its ports and stamp
+//! written in, and one incremental UDP checksum update for both.
 
 use super::build::{self, Tunnel, L2};
 use crate::wire::{checksum, ip_proto};
@@ -20,10 +22,17 @@ const MAGIC: u16 = 0x5650;
 pub const IMIX: [u16; 12] = [64, 576, 64, 64, 1500, 64, 576, 64, 64, 576, 64, 576];
 /// The FCS, counted in a frame's size but not in the bytes we hand over.
 const FCS: usize = 4;
-/// UDP source ports of the flows start here (the destination port is fixed).
+/// UDP source ports of the flows start here.
 const FIRST_SPORT: u16 = 10_000;
-/// UDP destination port of generated traffic.
+/// Source ports per destination port: flow `f` has source port
+/// `FIRST_SPORT + f % SPORTS` and destination port `DPORT + f / SPORTS`.
+const SPORTS: u32 = 50_000;
+/// UDP destination port of the first 50,000 flows.
 pub const DPORT: u16 = 9;
+/// Most flows a spec may ask for.
+pub const MAX_FLOWS: u32 = 1 << 24;
+/// The send time's bits in a stamp.
+const TIME_MASK: u64 = (1 << 48) - 1;
 
 /// Frame sizes to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,12 +84,12 @@ pub struct Encap {
 pub struct Spec {
     /// Ethernet addresses.
     pub l2: L2,
-    /// Source address (the flows' source ports differ).
+    /// Source address (the flows' ports differ).
     pub src: IpAddr,
     /// Destination address.
     pub dst: IpAddr,
-    /// Distinct flows (UDP source ports), at least 1, at most 65,535 - 10,000.
-    pub flows: u16,
+    /// Distinct flows (UDP port pairs), from 1 to `MAX_FLOWS`.
+    pub flows: u32,
     /// Frame sizes.
     pub sizes: Sizes,
     /// Wrap each frame in this tunnel.
@@ -90,54 +99,49 @@ pub struct Spec {
 /// One frame to copy, and where its stamp and UDP checksum lie.
 #[derive(Debug, Clone)]
 pub struct Template {
-    /// The frame, stamp zeroed.
+    /// The frame of flow 0, stamp zeroed.
     pub bytes: Vec<u8>,
-    stamp_at: usize,
+    /// The innermost UDP header's; the stamp follows it.
+    udp_at: usize,
     /// The innermost UDP checksum; `None` when it is 0 (not used, IPv4).
     checksum_at: Option<usize>,
 }
 
-/// Every template of a spec: `templates[flow * sizes + k]` for the `k`th
-/// size of the cycle's distinct sizes.
+/// The templates of a spec, one per distinct frame size.
 #[derive(Debug, Clone)]
 pub struct Templates {
     templates: Vec<Template>,
     /// For each position of the size cycle, the index of its size.
     cycle: Vec<usize>,
-    sizes: usize,
-    flows: u16,
+    flows: u32,
 }
 
 impl Templates {
     /// Builds them. Sizes too small for the headers and the stamp are an error.
     pub fn new(spec: &Spec) -> Result<Templates, String> {
-        if spec.flows == 0 || spec.flows > u16::MAX - FIRST_SPORT {
-            return Err(format!("flows: from 1 to {}", u16::MAX - FIRST_SPORT));
+        if spec.flows == 0 || spec.flows > MAX_FLOWS {
+            return Err(format!("flows: from 1 to {MAX_FLOWS}"));
         }
         let cycle_sizes = spec.sizes.cycle();
         let mut distinct = cycle_sizes.clone();
         distinct.sort_unstable();
         distinct.dedup();
         let cycle = cycle_sizes.iter().map(|s| distinct.iter().position(|d| d == s).unwrap_or(0)).collect();
-        let mut templates = Vec::with_capacity(usize::from(spec.flows) * distinct.len());
-        for flow in 0..spec.flows {
-            for &size in &distinct {
-                // IMIX's 64 bytes cannot hold IPv6 or a tunnel, headers and
-                // stamp: its small frames are then the smallest that can.
-                let imix = spec.sizes == Sizes::Imix;
-                templates.push(template(spec, FIRST_SPORT + flow, usize::from(size), imix)?);
-            }
-        }
-        Ok(Templates { templates, cycle, sizes: distinct.len(), flows: spec.flows })
+        // IMIX's 64 bytes cannot hold IPv6 or a tunnel, headers and stamp:
+        // its small frames are then the smallest that can.
+        let imix = spec.sizes == Sizes::Imix;
+        let templates =
+            distinct.iter().map(|&size| template(spec, usize::from(size), imix)).collect::<Result<_, _>>()?;
+        Ok(Templates { templates, cycle, flows: spec.flows })
     }
 
     /// The template of the `n`th frame sent, and its flow: flows take turns,
     /// and sizes follow the cycle.
     #[inline]
-    pub fn nth(&self, n: u64) -> (&Template, u16) {
-        let flow = (n % u64::from(self.flows)) as u16;
+    pub fn nth(&self, n: u64) -> (&Template, u32) {
+        let flow = (n % u64::from(self.flows)) as u32;
         let k = self.cycle[(n % self.cycle.len() as u64) as usize];
-        (&self.templates[usize::from(flow) * self.sizes + k], flow)
+        (&self.templates[k], flow)
     }
 
     /// The largest frame, in bytes handed over.
@@ -146,19 +150,25 @@ impl Templates {
     }
 }
 
-fn template(spec: &Spec, sport: u16, size: usize, grow: bool) -> Result<Template, String> {
+/// The innermost UDP ports of `flow`.
+pub fn flow_ports(flow: u32) -> (u16, u16) {
+    (FIRST_SPORT + (flow % SPORTS) as u16, DPORT + (flow / SPORTS) as u16)
+}
+
+fn template(spec: &Spec, size: usize, grow: bool) -> Result<Template, String> {
     // Headers first, to size the payload so that the frame is `size` long.
-    let probe = frame(spec, sport, &[])?;
+    let probe = frame(spec, &[])?;
     let least = probe.bytes.len() + STAMP_LEN;
     let len = match size - FCS {
         l if l >= least => l,
         _ if grow => least,
         _ => return Err(format!("frame size {size}: this traffic needs at least {} bytes", least + FCS)),
     };
-    frame(spec, sport, &vec![0u8; len - probe.bytes.len()])
+    frame(spec, &vec![0u8; len - probe.bytes.len()])
 }
 
-fn frame(spec: &Spec, sport: u16, data: &[u8]) -> Result<Template, String> {
+fn frame(spec: &Spec, data: &[u8]) -> Result<Template, String> {
+    let sport = FIRST_SPORT;
     let (ip, udp_at) = match (spec.src, spec.dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
             (build::ipv4(s, d, ip_proto::UDP, 64, false, &build::udp4_segment(s, d, sport, DPORT, data)), 20)
@@ -175,34 +185,45 @@ fn frame(spec: &Spec, sport: u16, data: &[u8]) -> Result<Template, String> {
     // The inner packet is the frame's tail, whatever wraps it.
     let udp = bytes.len() - ip.len() + udp_at;
     let checksum_at = (bytes[udp + 6..udp + 8] != [0, 0]).then_some(udp + 6);
-    Ok(Template { bytes, stamp_at: udp + 8, checksum_at })
+    Ok(Template { bytes, udp_at: udp, checksum_at })
 }
 
 /// What a stamp says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stamp {
     /// The flow (0 for the first).
-    pub flow: u16,
+    pub flow: u32,
     /// Its place in the whole send (the `n` of `Templates::nth`).
     pub seq: u32,
-    /// When it was sent, in nanoseconds of the sender's clock.
+    /// When it was sent: the low 48 bits of the sender's clock in nanoseconds.
     pub sent_ns: u64,
 }
 
-/// Writes `stamp` into `frame`, a copy of `t`, and updates the UDP checksum.
+/// Writes the ports of `stamp.flow` and `stamp` into `frame`, a copy of
+/// `t`, and updates the UDP checksum.
 #[inline]
 pub fn write_stamp(frame: &mut [u8], t: &Template, stamp: Stamp) {
     let mut s = [0u8; STAMP_LEN];
     s[0..2].copy_from_slice(&MAGIC.to_be_bytes());
-    s[2..4].copy_from_slice(&stamp.flow.to_be_bytes());
-    s[4..8].copy_from_slice(&stamp.seq.to_be_bytes());
-    s[8..16].copy_from_slice(&stamp.sent_ns.to_be_bytes());
-    frame[t.stamp_at..t.stamp_at + STAMP_LEN].copy_from_slice(&s);
+    s[2..6].copy_from_slice(&stamp.flow.to_be_bytes());
+    s[6..10].copy_from_slice(&stamp.seq.to_be_bytes());
+    s[10..16].copy_from_slice(&(stamp.sent_ns & TIME_MASK).to_be_bytes()[2..]);
+    let (sport, dport) = flow_ports(stamp.flow);
+    let udp = t.udp_at;
+    frame[udp..udp + 2].copy_from_slice(&sport.to_be_bytes());
+    frame[udp + 2..udp + 4].copy_from_slice(&dport.to_be_bytes());
+    frame[udp + 8..udp + 8 + STAMP_LEN].copy_from_slice(&s);
     if let Some(at) = t.checksum_at {
-        // The template summed zeros where the stamp now is: add the stamp's
-        // words to the sum the checksum complements (RFC 1624).
+        // The template summed flow 0's ports and zeros where the stamp now
+        // is: take the old ports out, put the new ports and the stamp's
+        // words in (RFC 1624).
+        let mut ports = [0u8; 8];
+        ports[0..2].copy_from_slice(&(!FIRST_SPORT).to_be_bytes());
+        ports[2..4].copy_from_slice(&(!DPORT).to_be_bytes());
+        ports[4..6].copy_from_slice(&sport.to_be_bytes());
+        ports[6..8].copy_from_slice(&dport.to_be_bytes());
         let old = u16::from_be_bytes([frame[at], frame[at + 1]]);
-        let c = match checksum::finish(checksum::sum(u32::from(!old), &s)) {
+        let c = match checksum::finish(checksum::sum(checksum::sum(u32::from(!old), &ports), &s)) {
             0 => 0xffff,
             c => c,
         };
@@ -217,9 +238,9 @@ pub fn read_stamp(frame: &[u8]) -> Option<Stamp> {
     let payload = udp_payload(frame.get(14..)?, ethertype, 2)?;
     let s = payload.get(..STAMP_LEN)?;
     (u16::from_be_bytes([s[0], s[1]]) == MAGIC).then(|| Stamp {
-        flow: u16::from_be_bytes([s[2], s[3]]),
-        seq: u32::from_be_bytes([s[4], s[5], s[6], s[7]]),
-        sent_ns: u64::from_be_bytes([s[8], s[9], s[10], s[11], s[12], s[13], s[14], s[15]]),
+        flow: u32::from_be_bytes([s[2], s[3], s[4], s[5]]),
+        seq: u32::from_be_bytes([s[6], s[7], s[8], s[9]]),
+        sent_ns: u64::from_be_bytes([0, 0, s[10], s[11], s[12], s[13], s[14], s[15]]),
     })
 }
 
@@ -293,7 +314,7 @@ impl Tally {
         };
         self.stamped += 1;
         self.bytes += frame.len() as u64;
-        let flow = usize::from(s.flow);
+        let flow = s.flow as usize;
         if flow >= self.per_flow.len() {
             self.per_flow.resize(flow + 1, 0);
         }
@@ -312,7 +333,9 @@ impl Tally {
                 });
                 self.sample_every *= 2;
             }
-            self.latencies.push(now_ns.saturating_sub(s.sent_ns).min(u64::from(u32::MAX)) as u32);
+            // Both ends' clocks in 48 bits: the difference modulo 2^48.
+            let latency = now_ns.wrapping_sub(s.sent_ns) & TIME_MASK;
+            self.latencies.push(latency.min(u64::from(u32::MAX)) as u32);
         }
     }
 
@@ -388,7 +411,7 @@ mod tests {
                 assert_eq!(tpl.bytes.len(), 124, "128 on the wire, FCS excluded");
                 assert_eq!(u64::from(flow), n % 3);
                 let mut f = tpl.bytes.clone();
-                let stamp = Stamp { flow, seq: n as u32 + 7, sent_ns: 0x0123_4567_89ab_cdef };
+                let stamp = Stamp { flow, seq: n as u32 + 7, sent_ns: 0x4567_89ab_cdef };
                 write_stamp(&mut f, tpl, stamp);
                 assert!(udp_checksum_ok(&f), "{src}: the UDP checksum stays valid");
                 assert_eq!(read_stamp(&f), Some(stamp));
@@ -397,6 +420,44 @@ mod tests {
             }
             assert_eq!(ports[0..3], [FIRST_SPORT, FIRST_SPORT + 1, FIRST_SPORT + 2], "flows differ by source port");
         }
+    }
+
+    #[test]
+    fn a_million_flows_are_distinct_port_pairs_with_valid_checksums() {
+        for (src, dst) in [("10.0.0.1", "10.0.0.2"), ("fd00::1", "fd00::2")] {
+            let mut s = spec(src, dst, Sizes::Fixed(128), None);
+            s.flows = 1_000_000;
+            let t = Templates::new(&s).unwrap();
+            let l4 = if src.contains(':') { 54 } else { 34 };
+            let mut seen = std::collections::HashSet::new();
+            for n in [0u64, 1, 49_999, 50_000, 50_001, 999_999, 1_000_000] {
+                let (tpl, flow) = t.nth(n);
+                let mut f = tpl.bytes.clone();
+                write_stamp(&mut f, tpl, Stamp { flow, seq: n as u32, sent_ns: n });
+                assert!(udp_checksum_ok(&f), "{src} flow {flow}: checksum");
+                assert_eq!(read_stamp(&f).map(|s| s.flow), Some(flow));
+                let ports = (u16::from_be_bytes([f[l4], f[l4 + 1]]), u16::from_be_bytes([f[l4 + 2], f[l4 + 3]]));
+                assert_eq!(ports, flow_ports(flow));
+                seen.insert(ports);
+            }
+            assert_eq!(seen.len(), 6, "frame 1,000,000 is flow 0 again; the others differ");
+            assert_eq!(flow_ports(999_999), (FIRST_SPORT + 49_999, DPORT + 19));
+        }
+        let mut s = spec("10.0.0.1", "10.0.0.2", Sizes::Fixed(64), None);
+        s.flows = MAX_FLOWS + 1;
+        assert!(Templates::new(&s).is_err());
+    }
+
+    #[test]
+    fn latency_survives_the_stamp_clock_wrapping() {
+        let t = Templates::new(&spec("10.0.0.1", "10.0.0.2", Sizes::Fixed(64), None)).unwrap();
+        let (tpl, flow) = t.nth(0);
+        let mut f = tpl.bytes.clone();
+        let sent = (5 << 48) + TIME_MASK - 10;
+        write_stamp(&mut f, tpl, Stamp { flow, seq: 0, sent_ns: sent });
+        let mut tally = Tally::new();
+        tally.record(&f, sent + 250);
+        assert_eq!(tally.percentiles(&[50.0]), vec![Some(250)]);
     }
 
     #[test]
