@@ -6,7 +6,7 @@
 
 use super::forward::{echo_ident, IpInfo, ETH};
 use super::Ctx;
-use crate::flow::{DirSpec, FlowAction, FlowKey, Hit, Nat, PolicyAction};
+use crate::flow::{DirSpec, FlowAction, FlowKey, Hit, Nat, Place, PolicyAction};
 use crate::stats::DropReason;
 use crate::tables::{RouteTarget, Vif, Vrf};
 use crate::wire::{icmpv4, icmpv6, ip_proto};
@@ -79,6 +79,21 @@ fn error_key(vrf: u32, info: &IpInfo, d: &[u8]) -> Option<FlowKey> {
     Some(FlowKey::v4(vrf, qproto, qdst, qsrc, qd, qs))
 }
 
+/// The first of a vector's two prefetch steps, for one packet: where its
+/// flow lives, if flows track it, with that place's tag lines on their way
+/// (the second step is `FlowTable::prefetch_slots`). ICMP errors and
+/// untracked packets get none: they are rare, and looked up cold.
+#[inline]
+pub(super) fn prefetch<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, in_vif: Option<&Vif>, info: &IpInfo, d: &[u8]) -> Option<Place> {
+    let table = ctx.flows?;
+    if !vrf.tracks_flows() && in_vif.is_none_or(|v| v.floating.is_empty()) {
+        return None;
+    }
+    let at = table.locate(&key_of(vrf.id, info, d)?);
+    table.prefetch_tags(&at);
+    Some(at)
+}
+
 /// Looks the packet's flow up, where flows are tracked: in VRFs with a
 /// policy or floating IPs, and for packets from vifs with floating IPs
 /// (their answers must find the NAT). An ICMP error finds the flow of the
@@ -90,7 +105,11 @@ pub(super) fn lookup<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, in_vif: Option<&Vif>, info:
         return FlowStep::Off;
     }
     if let Some(key) = key_of(vrf.id, info, d) {
-        return match table.lookup(&key) {
+        let mut at = table.locate(&key);
+        if let Some(hint) = &ctx.flow_hint {
+            at.adopt(hint);
+        }
+        return match table.lookup_at(&key, &at) {
             Some(hit) => FlowStep::Hit(key, hit),
             None => FlowStep::Miss(key),
         };
