@@ -189,7 +189,7 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
     let dir = temp_dir("run");
     std::fs::write(dir.join("tables.toml"), tables()).unwrap();
     let cfg = dir.join("vrouterd.toml");
-    std::fs::write(&cfg, "[node]\nfabric = \"fab\"\nunderlay = \"192.168.77.1\"\n[dataplane]\ncores = [0, 1]\nxdp_mode = \"native\"\n[api]\nsocket = \"api.sock\"\n[tables]\nfile = \"tables.toml\"\n").unwrap();
+    std::fs::write(&cfg, "[node]\nfabric = \"fab\"\nunderlay = \"192.168.77.1\"\n[dataplane]\ncores = [0, 1]\nxdp_mode = \"native\"\n[api]\nsocket = \"api.sock\"\n[tables]\nfile = \"tables.toml\"\n[flows]\nidle_timeout = 1\n").unwrap();
     let notify_path = dir.join("notify.sock");
     let _ = std::fs::remove_file(&notify_path);
     let notify = UnixDatagram::bind(&notify_path).unwrap();
@@ -223,6 +223,23 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&sock).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o660, "socket mode");
     let mut api = vrouter::api::client::Client::connect(&sock, "test").unwrap();
+
+    // Flows age on a quiet node too. With a policy, a1's UDP flows are
+    // tracked; after the last frame no batch comes to drive ageing, and
+    // still they go within the idle timeout (1 s) and a sweep period (1 s).
+    api.call("add", serde_json::json!({ "policy": { "vrf": 1, "default": "allow" } })).unwrap();
+    in_ns(&a1, &["bash", "-c", "for i in $(seq 20); do echo -n x > /dev/udp/10.1.0.3/7000; done"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let pairs = |api: &mut vrouter::api::client::Client| {
+        api.call("flow.stats", serde_json::json!({})).unwrap()["pairs"].as_u64().unwrap()
+    };
+    assert!(pairs(&mut api) >= 20, "each datagram from its own port is a flow");
+    let gone = (0..40).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        pairs(&mut api) == 0
+    });
+    assert!(gone, "the idle flows expired within 4 s with no traffic: {} left", pairs(&mut api));
+    api.call("delete", serde_json::json!({ "policy": 1 })).unwrap();
 
     // A pod arrives through the API: its port opens while a1 keeps pinging a2.
     let steady = Command::new("ip")

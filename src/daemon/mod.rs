@@ -306,6 +306,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                     worker.set_now(round.duration_since(epoch).as_millis() as u64);
                     match worker.poll() {
                         Ok(0) => {
+                            worker.age();
                             let _ = worker.wait(10);
                         }
                         Ok(_) => busy += round.elapsed(),

@@ -193,6 +193,11 @@ impl Worker {
         &self.pipeline
     }
 
+    /// Ages flows while no frames come (a batch does it otherwise).
+    pub fn age(&mut self) {
+        self.pipeline.age(crate::pipeline::SWEEP_IDLE);
+    }
+
     /// Sets the time (milliseconds) the pipeline stamps and ages flows by.
     pub fn set_now(&mut self, now_ms: u64) {
         self.pipeline.set_now(now_ms);

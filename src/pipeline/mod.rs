@@ -94,12 +94,16 @@ pub struct Pipeline {
 
 /// Ageing: each worker looks over the whole flow table once per this much
 /// of its clock, in steps of at most `SWEEP_PER_BATCH` slots per batch (at
-/// least `SWEEP_MIN_PER_BATCH`). A fixed step per batch, as before, swept a
+/// least `SWEEP_MIN_PER_BATCH`), or `SWEEP_IDLE` when it has no frames. A fixed step per batch, as before, swept a
 /// small table dozens of times a second at full rate and cost 8 % of the
 /// flow-hit path (perf), for timeouts counted in seconds.
 const SWEEP_PERIOD_MS: u64 = 1_000;
-const SWEEP_PER_BATCH: u64 = 64;
+/// A batch's largest ageing step, in slots.
+pub const SWEEP_PER_BATCH: u64 = 64;
 const SWEEP_MIN_PER_BATCH: u64 = 2;
+/// An idle worker's step, every 10 ms or so: a table of 512K pairs (about
+/// a million slots) in about a second and a half.
+pub const SWEEP_IDLE: u64 = 8192;
 
 /// Flows whose slots stage three prefetches ahead of the one it finishes.
 const FLOW_LOOKAHEAD: usize = 4;
@@ -208,9 +212,15 @@ impl Pipeline {
         for vector in frames.chunks_mut(VECTOR) {
             process_vector(&mut ctx, vector, watch);
         }
-        // Ageing: a bounded look at the table per batch, by every worker,
-        // paced by the clock.
-        if let Some(t) = flows {
+        self.age(SWEEP_PER_BATCH);
+    }
+
+    /// Ageing: a look at up to `most` slots of the flow table, paced by the
+    /// clock. Every batch does it (`SWEEP_PER_BATCH`); an idle worker calls
+    /// it between its waits with a larger step (`SWEEP_IDLE`), so that
+    /// flows expire on a quiet node too.
+    pub fn age(&mut self, most: u64) {
+        if let Some(t) = self.flows.as_deref() {
             // Owed in slot-milliseconds, so that no remainder is lost: a
             // whole table per period, however the clock advances.
             let elapsed = self.now.saturating_sub(self.swept_at);
@@ -220,7 +230,7 @@ impl Pipeline {
                 self.sweep_owed =
                     self.sweep_owed.saturating_add(slots.saturating_mul(elapsed)).min(slots * SWEEP_PERIOD_MS);
             }
-            let budget = (self.sweep_owed / SWEEP_PERIOD_MS).clamp(SWEEP_MIN_PER_BATCH, SWEEP_PER_BATCH);
+            let budget = (self.sweep_owed / SWEEP_PERIOD_MS).clamp(SWEEP_MIN_PER_BATCH, most.max(SWEEP_MIN_PER_BATCH));
             self.sweep_owed = self.sweep_owed.saturating_sub(budget * SWEEP_PERIOD_MS);
             t.sweep(self.now, budget as usize);
         }
