@@ -328,6 +328,11 @@ fn lay_out(list: &[Vec<u8>]) -> (Vec<u8>, Vec<u16>, usize) {
     (bytes, list.iter().map(|t| t.len() as u16).collect(), stride)
 }
 
+/// A batch of `n` empty receive buffers on vif `in_vif`.
+fn buffers(n: usize, in_vif: u32) -> Vec<Frame<Box<[u8]>>> {
+    (0..n).map(|_| Frame::new(vec![0u8; BUF_LEN].into_boxed_slice(), HEADROOM, 0, in_vif).expect("fits")).collect()
+}
+
 /// A ready-to-run benchmark: tables, a pipeline and a batch of buffers.
 pub struct Bench {
     /// The case.
@@ -427,9 +432,7 @@ impl Bench {
             Case::DecapMplsoudp | Case::DecapMplsogre => FABRIC,
             _ => A1,
         };
-        let batch = (0..p.batch.max(1))
-            .map(|_| Frame::new(vec![0u8; BUF_LEN].into_boxed_slice(), HEADROOM, 0, in_vif).expect("fits"))
-            .collect();
+        let batch = buffers(p.batch.max(1), in_vif);
         let config = PipelineConfig { fast_path: p.fast_path, ..PipelineConfig::default() };
         let mut pipeline = Pipeline::new(config, handle.load().limits());
         let mut writer = writer;
@@ -480,9 +483,7 @@ impl Bench {
         if let Some(f) = &self.flows {
             pipeline = pipeline.with_flows(std::sync::Arc::clone(f));
         }
-        let batch = (0..self.batch.len())
-            .map(|_| Frame::new(vec![0u8; BUF_LEN].into_boxed_slice(), HEADROOM, 0, self.in_vif).expect("fits"))
-            .collect();
+        let batch = buffers(self.batch.len(), self.in_vif);
         let worker = self.workers;
         self.workers += 1;
         let p = self.params;
@@ -570,19 +571,31 @@ impl Report {
     }
 }
 
+impl Bench {
+    /// Sends every flow through once: flows are set up, caches warm.
+    pub fn warm_up(&mut self) {
+        for _ in 0..(self.params.flows / self.batch_len() + 1) {
+            self.run_batch();
+        }
+    }
+
+    /// Times `packets` frames (whole batches).
+    pub fn timed(&mut self, packets: u64) -> Report {
+        let batches = packets.div_ceil(self.batch_len() as u64).max(1);
+        let started = Instant::now();
+        let mut ok = 0u64;
+        for _ in 0..batches {
+            ok += self.run_batch() as u64;
+        }
+        Report { packets: batches * self.batch_len() as u64, ok, elapsed: started.elapsed() }
+    }
+}
+
 /// Builds a bench, warms it, and times `packets` frames.
 pub fn measure(case: Case, p: BenchParams, packets: u64) -> Report {
     let mut b = Bench::new(case, p);
-    for _ in 0..(p.flows / b.batch_len() + 1) {
-        b.run_batch();
-    }
-    let batches = packets.div_ceil(b.batch_len() as u64).max(1);
-    let started = Instant::now();
-    let mut ok = 0u64;
-    for _ in 0..batches {
-        ok += b.run_batch() as u64;
-    }
-    Report { packets: batches * b.batch_len() as u64, ok, elapsed: started.elapsed() }
+    b.warm_up();
+    b.timed(packets)
 }
 
 /// Runs `threads` workers at once on one set of tables (and flow table),
@@ -605,17 +618,9 @@ pub fn measure_threads(case: Case, p: BenchParams, packets: u64, threads: usize,
                     if pin {
                         let _ = crate::io::pin_to_core(i % cores);
                     }
-                    for _ in 0..(p.flows / b.batch_len() + 1) {
-                        b.run_batch();
-                    }
+                    b.warm_up();
                     start.wait();
-                    let batches = packets.div_ceil(b.batch_len() as u64).max(1);
-                    let started = Instant::now();
-                    let mut ok = 0u64;
-                    for _ in 0..batches {
-                        ok += b.run_batch() as u64;
-                    }
-                    Report { packets: batches * b.batch_len() as u64, ok, elapsed: started.elapsed() }
+                    b.timed(packets)
                 })
             })
             .collect();
