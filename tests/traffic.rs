@@ -147,7 +147,14 @@ fn run_drives_both_ends_from_a_file_and_flags() {
     // The flag's rate wins over the file's 1,000/s: 3,000 frames take ~0.3 s, not 3.
     let out =
         vrpktgen().args(["run", "--config", file.to_str().unwrap(), "--rate", "10000", "--json"]).output().unwrap();
+    // Without --json: a progress line each second from both ends, and a summary.
+    let text = vrpktgen().args(["run", "--config", file.to_str().unwrap(), "--rate", "2000"]).output().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
+    let (stdout, stderr) = (String::from_utf8_lossy(&text.stdout), String::from_utf8_lossy(&text.stderr));
+    assert!(text.status.success() && stdout.starts_with("offered"), "{stdout}{stderr}");
+    assert!(stdout.contains("3000 sent, 3000 received, 0 lost"), "{stdout}");
+    assert!(stderr.contains("vrpktgen send: ") && stderr.contains(" Mpps"), "the sender's progress: {stderr}");
+    assert!(stderr.contains("vrpktgen sink: "), "the sink's progress: {stderr}");
     assert!(out.status.success(), "run: {}", String::from_utf8_lossy(&out.stderr));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(

@@ -343,7 +343,7 @@ fn main() -> ExitCode {
                 None => settings,
             };
             let plan = match settings.resolve() {
-                Ok(p) => p,
+                Ok(p) => p.with_progress(!json),
                 Err(e) => return fail(&e),
             };
             let r = match plan.run() {

@@ -195,6 +195,13 @@ impl RunReport {
 }
 
 impl RunPlan {
+    /// Prints a progress line from each end every second, on stderr.
+    pub fn with_progress(mut self, on: bool) -> RunPlan {
+        self.send.progress = on;
+        self.sink.progress = on;
+        self
+    }
+
     /// Starts the sink, sends, and waits for the sink. The calling thread
     /// moves into the sender's namespace.
     pub fn run(self) -> Result<RunReport, String> {
