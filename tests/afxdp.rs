@@ -5,6 +5,9 @@
 //!
 //! Needs root. CI runs as root; elsewhere, without root, it says so and skips.
 
+mod common;
+
+use common::{root_or_skip, run};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use vrouter::io::bpf::{Attachment, Program, XdpMode, XskMap};
@@ -12,17 +15,6 @@ use vrouter::io::ifindex;
 use vrouter::io::xsk::{BindMode, RxDesc, XskConfig, XskSocket};
 use vrouter::pktgen::build::{self, L2};
 use vrouter::wire::MacAddr;
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// A veth pair: `outer` in our namespace (the port vrouterd would own),
 /// `inner` in a namespace of its own. Removed on drop.
@@ -86,15 +78,6 @@ impl Drop for Veth {
     }
 }
 
-fn root_or_skip() -> bool {
-    if is_root() {
-        return true;
-    }
-    assert!(std::env::var_os("CI").is_none(), "CI runs as root, so this test must run there");
-    eprintln!("SKIPPED: AF_XDP tests need root (network namespaces, bpf)");
-    false
-}
-
 fn receive(sock: &mut XskSocket, want: usize, timeout: Duration) -> Vec<Vec<u8>> {
     let start = Instant::now();
     let mut got = Vec::new();
@@ -133,7 +116,7 @@ fn xdp_attached(dev: &str) -> bool {
 
 #[test]
 fn af_xdp_receives_transmits_and_detaches() {
-    if !root_or_skip() {
+    if !root_or_skip("AF_XDP tests") {
         return;
     }
     for (tag, mode) in [("g", XdpMode::Generic), ("n", XdpMode::Native)] {
@@ -209,7 +192,7 @@ fn pods_ping_each_other_through_the_pipeline() {
     use vrouter::pipeline::{Pipeline, PipelineConfig};
     use vrouter::tables::{Limits, NextHop, Object, Op, RouteSpec, RouteTarget, TablesWriter, Vif, VifKind, VrfSpec};
 
-    if !root_or_skip() {
+    if !root_or_skip("AF_XDP tests") {
         return;
     }
     let id = std::process::id() % 100_000;
@@ -369,7 +352,7 @@ fn pods_on_two_nodes_talk_over_mpls_over_udp() {
         Limits, NextHop, Object, Op, RouteSpec, RouteTarget, TablesWriter, Tunnel, TunnelEncap, Vif, VifKind, VrfSpec,
     };
 
-    if !root_or_skip() {
+    if !root_or_skip("AF_XDP tests") {
         return;
     }
     let id = std::process::id() % 100_000;

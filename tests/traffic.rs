@@ -6,20 +6,9 @@
 
 mod common;
 
-use common::{tshark_available, tshark_fields, tshark_rows};
+use common::{root_or_skip, run, tshark_available, tshark_fields, tshark_rows};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 const MAC_A: &str = "02:00:00:00:0a:01";
 const MAC_B: &str = "02:00:00:00:0b:01";
@@ -80,18 +69,9 @@ fn send(link: &Link, extra: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn root_or_skip() -> bool {
-    if is_root() {
-        return true;
-    }
-    assert!(std::env::var_os("CI").is_none(), "CI runs as root, so this test must run there");
-    eprintln!("SKIPPED: vrpktgen's AF_XDP ends need root (network namespaces, bpf)");
-    false
-}
-
 #[test]
 fn the_sink_counts_every_stamped_frame_per_flow_with_latency() {
-    if !root_or_skip() {
+    if !root_or_skip("vrpktgen's AF_XDP ends") {
         return;
     }
     let link = Link::new("s");
@@ -129,7 +109,7 @@ fn the_sink_counts_every_stamped_frame_per_flow_with_latency() {
 /// it, and reports what the two ends saw together.
 #[test]
 fn run_drives_both_ends_from_a_file_and_flags() {
-    if !root_or_skip() {
+    if !root_or_skip("vrpktgen's AF_XDP ends") {
         return;
     }
     let link = Link::new("r");
@@ -176,7 +156,7 @@ fn run_drives_both_ends_from_a_file_and_flags() {
 /// checksums after stamping, and frames already in an MPLS over UDP tunnel.
 #[test]
 fn frames_on_the_wire_are_what_was_asked_for() {
-    if !root_or_skip() {
+    if !root_or_skip("vrpktgen's AF_XDP ends") {
         return;
     }
     if !tshark_available() {

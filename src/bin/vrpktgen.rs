@@ -248,15 +248,7 @@ fn main() -> ExitCode {
                 let r = if threads == 1 {
                     vrouter::pktgen::scenario::measure(c, params, packets)
                 } else {
-                    // Side by side: packets and rates add up, time is the slowest's.
-                    let all = vrouter::pktgen::scenario::measure_threads(c, params, packets, threads, true);
-                    let mut sum = all[0];
-                    for r in &all[1..] {
-                        sum.packets += r.packets;
-                        sum.ok += r.ok;
-                        sum.elapsed = sum.elapsed.max(r.elapsed);
-                    }
-                    sum
+                    vrouter::pktgen::scenario::measure_threads(c, params, packets, threads, true)
                 };
                 failed |= r.ok != r.packets;
                 if json {
@@ -284,19 +276,10 @@ fn main() -> ExitCode {
         Command::Trace => trace(),
         Command::Send { port, src_mac, dst_mac, src, dst, size, flows, rate, encap, outer_src, outer_dst, label } => {
             use vrouter::pktgen::traffic::{Encap, Spec, Templates};
-            let encap = match encap.as_deref() {
+            let encap = match encap.as_deref().map(|k| Encap::from_settings(k, outer_src, outer_dst, label)) {
                 None => None,
-                Some(kind) => {
-                    let tunnel = match kind {
-                        "udp" => vrouter::pktgen::build::Tunnel::Udp(vrouter::tables::nexthop::MPLS_UDP_PORT),
-                        "gre" => vrouter::pktgen::build::Tunnel::Gre,
-                        _ => return fail(&format!("--encap {kind:?}: udp or gre")),
-                    };
-                    let (Some(src), Some(dst), Some(label)) = (outer_src, outer_dst, label) else {
-                        return fail("--encap needs --outer-src, --outer-dst and --label");
-                    };
-                    Some(Encap { tunnel, src, dst, label })
-                }
+                Some(Ok(e)) => Some(e),
+                Some(Err(e)) => return fail(&e),
             };
             let l2 = vrouter::pktgen::build::L2 { src: src_mac, dst: dst_mac };
             let templates = match Templates::new(&Spec { l2, src, dst, flows, sizes: size, encap }) {
@@ -351,9 +334,13 @@ fn main() -> ExitCode {
                 Err(e) => return fail(&e),
             };
             let s = &r.sent;
+            // Per-flow counts summarised: a million of them is no use here.
             let mut sink = sink_json(&r.received);
             if let Some(o) = sink.as_object_mut() {
                 o.remove("per_flow");
+                let per_flow = &r.received.tally.per_flow;
+                o.insert("per_flow_min".into(), per_flow.iter().min().copied().unwrap_or(0).into());
+                o.insert("per_flow_max".into(), per_flow.iter().max().copied().unwrap_or(0).into());
             }
             let v = serde_json::json!({
                 "sent": s.sent, "seconds": s.seconds, "offered_pps": s.pps(), "delivered_pps": r.delivered_pps(),
@@ -558,7 +545,6 @@ fn fail(why: &str) -> ExitCode {
     ExitCode::from(1)
 }
 
-/// Enters the port's network namespace, if it names one, and checks its duration.
 /// A sink's report as JSON (`vrpktgen sink --json`, and `run`'s "sink").
 fn sink_json(r: &vrouter::pktgen::port::SinkReport) -> serde_json::Value {
     let t = &r.tally;
@@ -572,6 +558,7 @@ fn sink_json(r: &vrouter::pktgen::port::SinkReport) -> serde_json::Value {
     })
 }
 
+/// Enters the port's network namespace, if it names one, and checks its duration.
 fn enter(port: &PortArgs) -> Result<(), String> {
     if !(port.duration.is_finite() && port.duration > 0.0) {
         return Err(format!("--duration {}: a positive number of seconds", port.duration));

@@ -308,24 +308,6 @@ pub struct Place {
     buckets: [usize; 2],
     stripe: usize,
     tag: u32,
-    /// The slot `prefetch_slots` found the tag in, if any: a lookup reads
-    /// it first instead of scanning the tags again.
-    slot: u32,
-}
-
-/// `Place::slot` when no slot is known.
-const NO_SLOT: u32 = u32::MAX;
-
-impl Place {
-    /// Takes `other`'s known slot if it is a place of the same key (same
-    /// buckets and tag): how a lookup uses the work of a prefetch made
-    /// earlier for the same packet.
-    #[inline]
-    pub fn adopt(&mut self, other: &Place) {
-        if other.buckets == self.buckets && other.tag == self.tag {
-            self.slot = other.slot;
-        }
-    }
 }
 
 /// The flow table.
@@ -464,7 +446,6 @@ impl FlowTable {
             buckets: [first, second],
             stripe: (h.rotate_right(7) as usize) % STRIPES,
             tag: (h.rotate_right(17) as u32) | 1,
-            slot: NO_SLOT,
         }
     }
 
@@ -509,7 +490,7 @@ impl FlowTable {
     #[inline]
     fn fetch(&self, at: &Place) {
         for b in at.buckets {
-            std::hint::black_box(self.tags[b].0[0].load(Relaxed));
+            crate::memory::prefetch(&self.tags[b]);
         }
     }
 
@@ -519,24 +500,10 @@ impl FlowTable {
         self.find(key, &self.place(key))
     }
 
-    /// Where `key` would live: what the two prefetch steps and
-    /// `lookup_at` take, so that a batch hashes each key once.
+    /// Where `key` would live: what the two prefetch steps take.
     #[inline]
     pub fn locate(&self, key: &FlowKey) -> Place {
         self.place(key)
-    }
-
-    /// `lookup`, at a place from `locate`: its known slot first, if any.
-    #[inline]
-    pub fn lookup_at(&self, key: &FlowKey, at: &Place) -> Option<Hit> {
-        if at.slot != NO_SLOT {
-            if let Some((found, hit)) = self.read(at.slot as usize) {
-                if found == *key {
-                    return Some(hit);
-                }
-            }
-        }
-        self.find(key, at)
     }
 
     /// The first of a batch's two prefetch steps: starts fetching the
@@ -552,17 +519,14 @@ impl FlowTable {
 
     /// The second step, once the tag line is in: starts fetching both
     /// lines (the key and action; the NAT and the counters a hit writes)
-    /// of the first slot in the first bucket whose tag matches, and keeps
-    /// its place for `lookup_at`.
+    /// of the first slot in the first bucket whose tag matches.
     #[inline]
-    pub fn prefetch_slots(&self, at: &mut Place) {
+    pub fn prefetch_slots(&self, at: &Place) {
         let b = at.buckets[0];
         if let Some(k) = self.tags[b].0.iter().position(|t| t.load(Relaxed) == at.tag) {
-            let i = b * BUCKET + k;
-            let slot = &self.slots[i];
+            let slot = &self.slots[b * BUCKET + k];
             crate::memory::prefetch(&slot.seq);
             crate::memory::prefetch(&slot.ecmp);
-            at.slot = i as u32;
         }
     }
 
@@ -760,7 +724,8 @@ impl FlowTable {
         let (ff, rf) = (self.free(&fp), self.free(&rp));
         // Then both slots the pair will likely take, both their lines.
         for i in [Self::first_choice(&fp, &ff), Self::first_choice(&rp, &rf)].into_iter().flatten() {
-            std::hint::black_box(self.slots[i].seq.load(Relaxed) ^ self.slots[i].tcp.load(Relaxed));
+            crate::memory::prefetch(&self.slots[i].seq);
+            crate::memory::prefetch(&self.slots[i].ecmp);
         }
         if let Some(h) = self.find(&fwd.key, &fp) {
             return Err(CreateError::Exists(h));

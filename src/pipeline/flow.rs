@@ -105,11 +105,7 @@ pub(super) fn lookup<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, in_vif: Option<&Vif>, info:
         return FlowStep::Off;
     }
     if let Some(key) = key_of(vrf.id, info, d) {
-        let mut at = table.locate(&key);
-        if let Some(hint) = &ctx.flow_hint {
-            at.adopt(hint);
-        }
-        return match table.lookup_at(&key, &at) {
+        return match table.lookup(&key) {
             Some(hit) => FlowStep::Hit(key, hit),
             None => FlowStep::Miss(key),
         };

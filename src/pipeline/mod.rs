@@ -94,9 +94,10 @@ pub struct Pipeline {
 
 /// Ageing: each worker looks over the whole flow table once per this much
 /// of its clock, in steps of at most `SWEEP_PER_BATCH` slots per batch (at
-/// least `SWEEP_MIN_PER_BATCH`), or `SWEEP_IDLE` when it has no frames. A fixed step per batch, as before, swept a
-/// small table dozens of times a second at full rate and cost 8 % of the
-/// flow-hit path (perf), for timeouts counted in seconds.
+/// least `SWEEP_MIN_PER_BATCH`), or `SWEEP_IDLE` when it has no frames. A
+/// fixed step per batch, as before, swept a small table dozens of times a
+/// second at full rate and cost 8 % of the flow-hit path (perf), for
+/// timeouts counted in seconds.
 const SWEEP_PERIOD_MS: u64 = 1_000;
 /// A batch's largest ageing step, in slots.
 pub const SWEEP_PER_BATCH: u64 = 64;
@@ -129,9 +130,6 @@ struct Ctx<'a, B> {
     spill: &'a mut Spill<B>,
     flows: Option<&'a crate::flow::FlowTable>,
     now: u64,
-    /// The flow place that stage three's prefetch found for the frame
-    /// being finished, for its flow lookup.
-    flow_hint: Option<crate::flow::Place>,
 }
 
 impl Pipeline {
@@ -207,8 +205,7 @@ impl Pipeline {
         B: AsRef<[u8]> + AsMut<[u8]>,
     {
         let flows = self.flows.as_deref();
-        let mut ctx =
-            Ctx { t: tables, stats: &mut self.stats, cfg: &self.config, spill, flows, now: self.now, flow_hint: None };
+        let mut ctx = Ctx { t: tables, stats: &mut self.stats, cfg: &self.config, spill, flows, now: self.now };
         for vector in frames.chunks_mut(VECTOR) {
             process_vector(&mut ctx, vector, watch);
         }
@@ -313,15 +310,14 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
     // tag lines asked for in step one are in, so start fetching the slots
     // whose tags match, a few frames ahead of the frame being finished.
     if let Some(table) = ctx.flows {
-        for at in places.iter_mut().take(FLOW_LOOKAHEAD).flatten() {
+        for at in places.iter().take(FLOW_LOOKAHEAD).flatten() {
             table.prefetch_slots(at);
         }
     }
     for (i, f) in frames.iter_mut().enumerate() {
-        if let (Some(table), Some(Some(at))) = (ctx.flows, places.get_mut(i + FLOW_LOOKAHEAD)) {
+        if let (Some(table), Some(Some(at))) = (ctx.flows, places.get(i + FLOW_LOOKAHEAD)) {
             table.prefetch_slots(at);
         }
-        ctx.flow_hint = places[i];
         let in_vif = f.vif;
         let v = match done[i] {
             Some(v) => v,
@@ -351,7 +347,6 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
         f.verdict = v;
         account(ctx.stats, in_vif, v, f.len());
     }
-    ctx.flow_hint = None;
     watch.mark(Stage::Rewrite);
 }
 

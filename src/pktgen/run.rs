@@ -112,22 +112,15 @@ impl RunSettings {
         let src: IpAddr = parse(need(&self.src, "src")?, "src")?;
         let dst: IpAddr = parse(need(&self.dst, "dst")?, "dst")?;
         let sizes: Sizes = parse(self.size.as_deref().unwrap_or("64"), "size")?;
+        let outer = |v: &Option<String>, name: &str| v.as_deref().map(|a| parse::<Ipv4Addr>(a, name)).transpose();
         let encap = match self.encap.as_deref() {
             None => None,
-            Some(kind) => {
-                let tunnel = match kind {
-                    "udp" => super::build::Tunnel::Udp(crate::tables::nexthop::MPLS_UDP_PORT),
-                    "gre" => super::build::Tunnel::Gre,
-                    _ => return Err(format!("encap {kind:?}: udp or gre")),
-                };
-                let outer_src: Ipv4Addr = parse(need(&self.outer_src, "outer-src")?, "outer-src")?;
-                let outer_dst: Ipv4Addr = parse(need(&self.outer_dst, "outer-dst")?, "outer-dst")?;
-                let label = self.label.ok_or("encap needs a label")?;
-                if label >= 1 << 20 {
-                    return Err(format!("label {label}: MPLS labels are 20 bits"));
-                }
-                Some(Encap { tunnel, src: outer_src, dst: outer_dst, label })
-            }
+            Some(kind) => Some(Encap::from_settings(
+                kind,
+                outer(&self.outer_src, "outer-src")?,
+                outer(&self.outer_dst, "outer-dst")?,
+                self.label,
+            )?),
         };
         let spec = Spec { l2, src, dst, flows: self.flows.unwrap_or(1), sizes, encap };
         let templates = Templates::new(&spec)?;

@@ -79,6 +79,30 @@ pub struct Encap {
     pub label: u32,
 }
 
+impl Encap {
+    /// From `vrpktgen`'s settings: `kind` is udp or gre, and a tunnel
+    /// needs both outer addresses and a 20-bit label.
+    pub fn from_settings(
+        kind: &str,
+        src: Option<std::net::Ipv4Addr>,
+        dst: Option<std::net::Ipv4Addr>,
+        label: Option<u32>,
+    ) -> Result<Encap, String> {
+        let tunnel = match kind {
+            "udp" => Tunnel::Udp(crate::tables::nexthop::MPLS_UDP_PORT),
+            "gre" => Tunnel::Gre,
+            _ => return Err(format!("encap {kind:?}: udp or gre")),
+        };
+        let (Some(src), Some(dst), Some(label)) = (src, dst, label) else {
+            return Err("encap needs outer-src, outer-dst and label".into());
+        };
+        if label >= 1 << 20 {
+            return Err(format!("label {label}: MPLS labels are 20 bits"));
+        }
+        Ok(Encap { tunnel, src, dst, label })
+    }
+}
+
 /// What to send.
 #[derive(Debug, Clone, Copy)]
 pub struct Spec {

@@ -293,3 +293,22 @@ pub fn tshark_fields(cmd: &mut std::process::Command, fields: &[&str]) {
 pub fn tshark_rows(stdout: &[u8]) -> Vec<Vec<String>> {
     String::from_utf8_lossy(stdout).lines().map(|l| l.split('|').map(str::to_string).collect()).collect()
 }
+
+/// Runs a command, which must succeed; its standard output.
+pub fn run(args: &[&str]) -> String {
+    let out = std::process::Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// True as root. Elsewhere it says the test (which `needs` root) is skipped,
+/// except in CI, which runs as root: there it fails.
+pub fn root_or_skip(needs: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "CI runs as root, so this test must run there");
+    eprintln!("SKIPPED: {needs} need root (network namespaces, bpf)");
+    false
+}
