@@ -27,11 +27,13 @@ const V4_MAPPED: u128 = 0xffff_0000_0000;
 
 impl FlowKey {
     /// An IPv4 key.
+    #[inline]
     pub fn v4(vrf: u32, proto: u8, src: u32, dst: u32, sport: u16, dport: u16) -> FlowKey {
         FlowKey { vrf, proto, src: V4_MAPPED | u128::from(src), dst: V4_MAPPED | u128::from(dst), sport, dport }
     }
 
     /// An IPv6 key.
+    #[inline]
     pub fn v6(vrf: u32, proto: u8, src: u128, dst: u128, sport: u16, dport: u16) -> FlowKey {
         FlowKey { vrf, proto, src, dst, sport, dport }
     }
@@ -57,6 +59,7 @@ impl FlowKey {
     }
 
     /// The key's words, as the table stores them.
+    #[inline]
     pub(crate) fn words(&self) -> [u64; 6] {
         [
             (u64::from(self.vrf) << 32) | (u64::from(self.proto) << 16) | 1,
@@ -85,12 +88,17 @@ impl FlowKey {
     /// runs side by side) and one finaliser, not a chain of six.
     #[inline]
     pub fn hash(&self) -> u64 {
-        let w = self.words();
-        let a = (w[2] ^ w[3].rotate_left(32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let b = (w[4] ^ w[5].rotate_left(32)).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
-        let c = (w[0] ^ w[1].rotate_left(17)).wrapping_mul(0x1656_67b1_9e37_79f9);
-        fmix64(a ^ b.rotate_left(29) ^ c.rotate_left(43))
+        hash_words(&self.words())
     }
+}
+
+/// `FlowKey::hash`, from the key's words.
+#[inline]
+pub(crate) fn hash_words(w: &[u64; 6]) -> u64 {
+    let a = (w[2] ^ w[3].rotate_left(32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let b = (w[4] ^ w[5].rotate_left(32)).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+    let c = (w[0] ^ w[1].rotate_left(17)).wrapping_mul(0x1656_67b1_9e37_79f9);
+    fmix64(a ^ b.rotate_left(29) ^ c.rotate_left(43))
 }
 
 fn unmap(a: u128) -> IpAddr {

@@ -304,10 +304,31 @@ struct Stamp {
 
 /// Where a key lives.
 #[derive(Clone, Copy)]
-pub struct Place {
+struct Place {
     buckets: [usize; 2],
     stripe: usize,
     tag: u32,
+}
+
+/// A key made ready for lookups: its words as slots store them, and its
+/// place, computed once per packet although the packet is looked up in
+/// steps (`prefetch_tags`, `prefetch_slots`, `find`).
+#[derive(Clone, Copy)]
+pub struct Probe {
+    words: [u64; 6],
+    at: Place,
+    /// The slot whose tag `prefetch_slots` matched, tried first by `find`
+    /// (which checks the key), so that the tags are scanned once.
+    hint: u32,
+}
+
+const NO_HINT: u32 = u32::MAX;
+
+impl Probe {
+    /// True if the probe was made for `key`.
+    pub fn is_for(&self, key: &FlowKey) -> bool {
+        self.words == key.words()
+    }
 }
 
 /// The flow table.
@@ -438,7 +459,12 @@ impl FlowTable {
     /// tag (a hash fragment, never 0, which marks a free slot).
     #[inline]
     fn place(&self, key: &FlowKey) -> Place {
-        let h = key.hash();
+        self.place_of(&key.words())
+    }
+
+    #[inline]
+    fn place_of(&self, words: &[u64; 6]) -> Place {
+        let h = super::key::hash_words(words);
         let n = self.tags.len() as u64;
         let first = (((h >> 32) * n) >> 32) as usize;
         let second = (((h & 0xffff_ffff) * n) >> 32) as usize;
@@ -494,16 +520,50 @@ impl FlowTable {
         }
     }
 
+    /// Reads slot `i` if it is live, stable and holds the key of `words`:
+    /// what a hit needs. The key is compared before anything else is read.
+    #[inline]
+    fn read_if(&self, i: usize, words: &[u64; 6]) -> Option<Hit> {
+        let s = &self.slots[i];
+        let v1 = s.seq.load(Acquire);
+        if v1 & (LIVE | WRITING) != LIVE {
+            return None;
+        }
+        let differ = words.iter().zip(&s.key).fold(0, |d, (w, k)| d | (w ^ k.load(Relaxed)));
+        if differ != 0 {
+            return None;
+        }
+        let action = s.action.load(Relaxed);
+        let ecmp = s.ecmp.load(Relaxed);
+        let (addrs, ports, which) = (s.nat_addrs.load(Relaxed), s.nat_ports.load(Relaxed), s.nat_which.load(Relaxed));
+        let reverse = s.reverse.load(Relaxed);
+        fence(Acquire);
+        if s.seq.load(Relaxed) != v1 {
+            return None;
+        }
+        Some(Hit {
+            slot: i as u32,
+            reverse,
+            action: decode_action(action),
+            policy_generation: (action >> 32) as u32,
+            ecmp: decode_ecmp(ecmp),
+            nat: decode_nat(addrs, ports, which),
+            forward: action & FLAG_FORWARD_DIR != 0,
+            route_vrf: (which >> 8).checked_sub(1),
+        })
+    }
+
     /// The entry for `key`, if any. Lock-free.
     #[inline]
     pub fn lookup(&self, key: &FlowKey) -> Option<Hit> {
-        self.find(key, &self.place(key))
+        self.find(&self.probe(key))
     }
 
-    /// Where `key` would live: what the two prefetch steps take.
+    /// `key`, ready for the lookup steps.
     #[inline]
-    pub fn locate(&self, key: &FlowKey) -> Place {
-        self.place(key)
+    pub fn probe(&self, key: &FlowKey) -> Probe {
+        let words = key.words();
+        Probe { at: self.place_of(&words), words, hint: NO_HINT }
     }
 
     /// The first of a batch's two prefetch steps: starts fetching the
@@ -513,26 +573,36 @@ impl FlowTable {
     /// Only the first bucket: nearly every key lives there (see `order`),
     /// and fetching both doubled the misses in flight for 3 % of the keys.
     #[inline]
-    pub fn prefetch_tags(&self, at: &Place) {
-        crate::memory::prefetch(&self.tags[at.buckets[0]]);
+    pub fn prefetch_tags(&self, p: &Probe) {
+        crate::memory::prefetch(&self.tags[p.at.buckets[0]]);
     }
 
     /// The second step, once the tag line is in: starts fetching both
     /// lines (the key and action; the NAT and the counters a hit writes)
-    /// of the first slot in the first bucket whose tag matches.
+    /// of the first slot in the first bucket whose tag matches, and notes
+    /// it in the probe for `find`.
     #[inline]
-    pub fn prefetch_slots(&self, at: &Place) {
+    pub fn prefetch_slots(&self, p: &mut Probe) {
+        let at = &p.at;
         let b = at.buckets[0];
         if let Some(k) = self.tags[b].0.iter().position(|t| t.load(Relaxed) == at.tag) {
-            let slot = &self.slots[b * BUCKET + k];
+            let i = b * BUCKET + k;
+            let slot = &self.slots[i];
             crate::memory::prefetch(&slot.seq);
             crate::memory::prefetch(&slot.ecmp);
+            p.hint = i as u32;
         }
     }
 
+    /// The entry a probe names, if any: `lookup` after the prefetch steps.
     #[inline]
-    fn find(&self, key: &FlowKey, at: &Place) -> Option<Hit> {
-        at.buckets.iter().find_map(|&b| self.find_in_line(key, b, at.tag))
+    pub fn find(&self, p: &Probe) -> Option<Hit> {
+        if p.hint != NO_HINT {
+            if let Some(hit) = self.read_if(p.hint as usize, &p.words) {
+                return Some(hit);
+            }
+        }
+        p.at.buckets.iter().find_map(|&b| self.find_in_line(&p.words, b, p.at.tag))
     }
 
     /// Tag by tag, with a branch each rather than a mask: the branches
@@ -541,13 +611,11 @@ impl FlowTable {
     /// mask first made the slot's address wait for the tags: a whole
     /// memory round trip more per hit, measured.)
     #[inline]
-    fn find_in_line(&self, key: &FlowKey, b: usize, tag: u32) -> Option<Hit> {
+    fn find_in_line(&self, words: &[u64; 6], b: usize, tag: u32) -> Option<Hit> {
         for (k, t) in self.tags[b].0.iter().enumerate() {
             if t.load(Relaxed) == tag {
-                if let Some((found, hit)) = self.read(b * BUCKET + k) {
-                    if found == *key {
-                        return Some(hit);
-                    }
+                if let Some(hit) = self.read_if(b * BUCKET + k, words) {
+                    return Some(hit);
                 }
             }
         }
@@ -709,8 +777,8 @@ impl FlowTable {
         generation: u32,
         now: u64,
     ) -> Result<Hit, CreateError> {
-        let fp = self.place(&fwd.key);
-        let rp = self.place(&rev.key);
+        let (fwd_probe, rev_probe) = (self.probe(&fwd.key), self.probe(&rev.key));
+        let (fp, rp) = (fwd_probe.at, rev_probe.at);
         // The table is far larger than the caches: what a creation reads
         // is fetched in two rounds of misses that overlap within each
         // round, rather than one miss after another. First the four tag
@@ -727,12 +795,12 @@ impl FlowTable {
             crate::memory::prefetch(&self.slots[i].seq);
             crate::memory::prefetch(&self.slots[i].ecmp);
         }
-        if let Some(h) = self.find(&fwd.key, &fp) {
+        if let Some(h) = self.find(&fwd_probe) {
             return Err(CreateError::Exists(h));
         }
         // The reverse key taken already (by a flow seen the other way
         // first) is treated as a full table: counted, never overwritten.
-        if self.find(&rev.key, &rp).is_some() {
+        if self.find(&rev_probe).is_some() {
             return Err(CreateError::TableFull);
         }
         self.count_up(vif, fwd.key.vrf)?;

@@ -2,7 +2,7 @@
 //! stripped, and its label says where the inner packet goes. Everything
 //! else belongs to the host's own stack.
 
-use super::forward::{parse_ip_into, resolve, ETH};
+use super::forward::{parse_ip_into, ETH};
 use super::{Ctx, Frame, Origin, Pending, Step, Verdict};
 use crate::stats::DropReason;
 use crate::tables::nexthop::{MPLS_UDP_LEGACY_PORT, MPLS_UDP_PORT};
@@ -76,12 +76,16 @@ fn decap<B: AsRef<[u8]> + AsMut<[u8]>>(
         NextHop::Encap { oif, .. } => t.vif(*oif).map_or(vif.vrf, |v| v.vrf),
         _ => vif.vrf,
     };
-    let vrf = t.vrf(vrf_id).ok_or(DropReason::InvalidNh)?;
+    if t.vrf(vrf_id).is_none() {
+        return Err(DropReason::InvalidNh);
+    }
     if let Some(c) = ctx.stats.vrf_mut(vrf_id) {
         c.decaps += 1;
     }
-    let target = RouteTarget { nh: nh_id, label: RouteTarget::NO_LABEL };
-    Ok(Some(resolve(ctx, f, vrf, target, info, origin, 0)))
+    p.vrf = vrf_id;
+    p.origin = origin;
+    p.target = Some(RouteTarget { nh: nh_id, label: RouteTarget::NO_LABEL });
+    Ok(None)
 }
 
 /// Checks the outer headers; returns the label, where the inner packet

@@ -1,12 +1,16 @@
 //! The fast path: IPv4 from a pod, routed to a local pod, into a tunnel, or
-//! through an ECMP composite of those. It reads the headers as one
+//! through an ECMP composite of those. In a VRF that tracks flows it takes
+//! the packets of flows that only forward (`flow::settled`): their pinned
+//! ECMP member is used and the flow counts them; a new flow, a drop, a NAT
+//! or a policy changed since goes to the general path. It reads the headers as one
 //! fixed-size array and decides everything before it changes or counts
 //! anything, so that any packet it does not fully handle (options,
 //! fragments, TTL expiry, TCP SYN, DHCP, MTU, a missing vif, ...) falls back
 //! to the general path untouched. The general path is the reference: a
 //! differential test runs both and compares every byte and counter.
 
-use super::forward::{decrement_ttl, push_tunnel, ETH};
+use super::flow::{count_settled, Settled};
+use super::forward::{decrement_ttl, push_tunnel, IpInfo, ETH};
 use super::{hash, Ctx, Frame, Verdict};
 use crate::tables::{NextHop, RouteTarget, TunnelEncap, Vif, Vrf};
 use crate::wire::{ip_proto, ipv4, tcp};
@@ -53,6 +57,16 @@ pub(super) fn classify<B: AsRef<[u8]> + AsMut<[u8]>>(f: &mut Frame<B>) -> Option
     Some(dst)
 }
 
+/// What the flow stage needs to know of a frame `classify` accepted, in a
+/// VRF that tracks flows.
+#[inline(always)]
+pub(super) fn flow_info<B: AsRef<[u8]> + AsMut<[u8]>>(f: &Frame<B>) -> Option<IpInfo> {
+    let h = head(f)?;
+    let word = |at: usize| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+    let total = u16::from_be_bytes([h[16], h[17]]);
+    Some(IpInfo::plain_v4(word(26), word(30), h[23], [h[34], h[35], h[36], h[37]], total, h[22]))
+}
+
 /// The flow hash of an IPv4 header without options, the same value as the
 /// general path's for the same packet.
 #[inline(always)]
@@ -66,12 +80,16 @@ fn flow_hash(h: &[u8; HEAD], seed: u64) -> u32 {
 
 /// Stage three: carries out `target` for a frame `classify` accepted, or
 /// returns `None`, having changed nothing, for the general path to take it.
+/// In a VRF that tracks flows, `flow` is the packet's settled flow: an
+/// ECMP route takes the member the flow is pinned to, and the flow counts
+/// the packet.
 #[inline(always)]
 pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
     ctx: &mut Ctx<'_, B>,
     f: &mut Frame<B>,
     vrf: &Vrf,
     target: RouteTarget,
+    flow: Option<&Settled>,
 ) -> Option<Verdict> {
     let t = ctx.t;
     let h = head(f)?;
@@ -81,7 +99,11 @@ pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
     let mut hash = None;
     if let NextHop::Composite(group) = nh {
         let hv = flow_hash(h, ctx.cfg.hash_seed);
-        let m = group.select(hv)?;
+        let m = match flow {
+            // A flow whose member went away is pinned again on the general path.
+            Some(s) => s.hit.ecmp.filter(|m| group.members().contains(m))?,
+            None => *group.select(hv)?,
+        };
         nh = t.nexthop(m.nh)?;
         label = m.label;
         hash = Some(hv);
@@ -91,6 +113,9 @@ pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
         NextHop::Encap { oif, smac, dmac } => {
             if !usable(t.vif(*oif)?, 0) {
                 return None;
+            }
+            if let Some(s) = flow {
+                count_settled(ctx, s);
             }
             decrement_ttl(f, false);
             let d = f.data_mut();
@@ -105,6 +130,9 @@ pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
             }
             let hv = hash.unwrap_or_else(|| flow_hash(h, ctx.cfg.hash_seed));
             let (ttl, ident) = (h[22] - 1, u16::from_be_bytes([h[18], h[19]]));
+            if let Some(s) = flow {
+                count_settled(ctx, s);
+            }
             decrement_ttl(f, false);
             if let Err(r) = push_tunnel(f, tun, out.mac, label, hv, ttl, ident) {
                 return Some(Verdict::Drop(r));

@@ -6,7 +6,7 @@
 
 use super::forward::{echo_ident, IpInfo, ETH};
 use super::Ctx;
-use crate::flow::{DirSpec, FlowAction, FlowKey, Hit, Nat, Place, PolicyAction};
+use crate::flow::{DirSpec, FlowAction, FlowKey, Hit, Nat, PolicyAction, Probe};
 use crate::stats::DropReason;
 use crate::tables::{RouteTarget, Vif, Vrf};
 use crate::wire::{icmpv4, icmpv6, ip_proto};
@@ -27,6 +27,7 @@ pub(super) enum FlowStep {
 
 /// The packet's flow key, if flows track it: TCP, UDP and ICMP echo.
 /// ICMP errors and other protocols pass untracked.
+#[inline(always)]
 fn key_of(vrf: u32, info: &IpInfo, d: &[u8]) -> Option<FlowKey> {
     let (sport, dport) = match info.proto {
         ip_proto::TCP | ip_proto::UDP if info.frag_offset == 0 && !info.frag => {
@@ -84,28 +85,44 @@ fn error_key(vrf: u32, info: &IpInfo, d: &[u8]) -> Option<FlowKey> {
 /// (the second step is `FlowTable::prefetch_slots`). ICMP errors and
 /// untracked packets get none: they are rare, and looked up cold.
 #[inline]
-pub(super) fn prefetch<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, in_vif: Option<&Vif>, info: &IpInfo, d: &[u8]) -> Option<Place> {
+pub(super) fn prefetch<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, in_vif: Option<&Vif>, info: &IpInfo, d: &[u8]) -> Option<Probe> {
     let table = ctx.flows?;
     if !vrf.tracks_flows() && in_vif.is_none_or(|v| v.floating.is_empty()) {
         return None;
     }
-    let at = table.locate(&key_of(vrf.id, info, d)?);
-    table.prefetch_tags(&at);
-    Some(at)
+    let probe = table.probe(&key_of(vrf.id, info, d)?);
+    table.prefetch_tags(&probe);
+    Some(probe)
 }
 
 /// Looks the packet's flow up, where flows are tracked: in VRFs with a
 /// policy or floating IPs, and for packets from vifs with floating IPs
 /// (their answers must find the NAT). An ICMP error finds the flow of the
-/// packet it quotes.
+/// packet it quotes. `probe` is the one `prefetch` made for this packet in
+/// this VRF, if any: its hash is not computed again, and its slot is
+/// already on its way.
 #[inline]
-pub(super) fn lookup<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, in_vif: Option<&Vif>, info: &IpInfo, d: &[u8]) -> FlowStep {
+pub(super) fn lookup<B>(
+    ctx: &Ctx<'_, B>,
+    vrf: &Vrf,
+    in_vif: Option<&Vif>,
+    info: &IpInfo,
+    d: &[u8],
+    probe: Option<&Probe>,
+) -> FlowStep {
     let Some(table) = ctx.flows else { return FlowStep::Off };
     if !vrf.tracks_flows() && in_vif.is_none_or(|v| v.floating.is_empty()) {
         return FlowStep::Off;
     }
     if let Some(key) = key_of(vrf.id, info, d) {
-        return match table.lookup(&key) {
+        let found = match probe {
+            Some(p) => {
+                debug_assert!(p.is_for(&key), "a probe made for another packet");
+                table.find(p)
+            }
+            None => table.lookup(&key),
+        };
+        return match found {
             Some(hit) => FlowStep::Hit(key, hit),
             None => FlowStep::Miss(key),
         };
@@ -123,6 +140,36 @@ pub(super) fn lookup<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, in_vif: Option<&Vif>, info:
     match decide(vrf, &bare) {
         FlowAction::Drop(_) => FlowStep::Denied,
         FlowAction::Forward => FlowStep::Off,
+    }
+}
+
+/// A packet whose flow needs nothing of the general path: what the fast
+/// path counts on the entry once it has decided to send the packet.
+pub(super) struct Settled {
+    pub hit: Hit,
+    bytes: u32,
+    tcp_flags: u8,
+}
+
+/// The fast path's flow check, for a packet of a VRF that tracks flows,
+/// with the probe `prefetch` made: its flow, if that flow's entry says only
+/// "forward", under the current policy, with no NAT and no other VRF to
+/// route in. Anything else (a new flow, a drop, a policy changed since, a
+/// floating IP's rewrite) is `None`: the general path creates, decides
+/// again, rewrites or drops.
+#[inline]
+pub(super) fn settled<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, probe: &Probe, info: &IpInfo, d: &[u8]) -> Option<Settled> {
+    let hit = ctx.flows?.find(probe)?;
+    let current = vrf.policy.as_ref().is_none_or(|p| p.generation == hit.policy_generation);
+    let plain = hit.action == FlowAction::Forward && hit.nat.is_none() && hit.route_vrf.is_none();
+    (current && plain).then(|| Settled { hit, bytes: info.total() as u32, tcp_flags: tcp_flags(d, info) })
+}
+
+/// Counts a settled packet on its entry, as `on_hit` counts the others.
+#[inline]
+pub(super) fn count_settled<B>(ctx: &Ctx<'_, B>, s: &Settled) {
+    if let Some(table) = ctx.flows {
+        table.touch(s.hit.slot, s.bytes, s.tcp_flags, ctx.now);
     }
 }
 

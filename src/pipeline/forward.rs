@@ -6,6 +6,7 @@
 //! writes the final headers.
 
 use super::{account, hash, icmp, neighbor, Ctx, Frame, Origin, Pending, Step, TrapReason, Verdict, MAX_DEPTH};
+use crate::flow::Probe;
 use crate::stats::DropReason;
 use crate::stats::VrfCounters;
 use crate::tables::{NextHop, RouteTarget, Tunnel, TunnelEncap, Vif, VifKind, Vrf};
@@ -142,6 +143,22 @@ impl IpInfo {
         more_frags: false,
     };
 
+    /// A plain IPv4 header (no options, not a fragment) that the fast path
+    /// has checked already: what the flow stage needs of it.
+    #[inline(always)]
+    pub(super) fn plain_v4(src: u32, dst: u32, proto: u8, l4: [u8; 4], total: u16, ttl: u8) -> IpInfo {
+        IpInfo {
+            src: u128::from(src),
+            dst: u128::from(dst),
+            l4,
+            total_len: total,
+            header_len: ipv4::HEADER_LEN as u8,
+            ttl,
+            proto,
+            ..IpInfo::EMPTY
+        }
+    }
+
     /// Header and payload length.
     #[inline]
     pub fn total(&self) -> usize {
@@ -274,7 +291,7 @@ pub(super) fn route<B: AsRef<[u8]> + AsMut<[u8]>>(
     };
     let target = if info.v6 { vrf.v6.lookup(info.dst) } else { vrf.v4.lookup(info.dst as u32) };
     match target {
-        Some(target) => resolve(ctx, f, vrf, target, info, origin, depth),
+        Some(target) => resolve(ctx, f, vrf, target, info, origin, depth, None),
         None => no_route(ctx, vrf_id),
     }
 }
@@ -287,8 +304,10 @@ pub(super) fn unrouted<B: AsRef<[u8]> + AsMut<[u8]>>(
     vrf: &Vrf,
     info: &IpInfo,
     origin: Origin,
+    probe: Option<&Probe>,
 ) -> Verdict {
-    if let super::flow::FlowStep::Hit(key, hit) = super::flow::lookup(ctx, vrf, ctx.t.vif(f.vif), info, f.data()) {
+    let flow = super::flow::lookup(ctx, vrf, ctx.t.vif(f.vif), info, f.data(), probe);
+    if let super::flow::FlowStep::Hit(key, hit) = flow {
         if hit.route_vrf.is_some() {
             if let Some(v) = follow_flow(ctx, f, vrf, &key, &hit, info, origin, 0) {
                 return v;
@@ -342,8 +361,10 @@ fn count<B>(ctx: &mut Ctx<'_, B>, vrf: u32, field: impl FnOnce(&mut VrfCounters)
 }
 
 /// Carries out what `target`'s next hop says. An ECMP composite picks a
-/// member by flow hash; members cannot be composites themselves.
+/// member by flow hash; members cannot be composites themselves. `probe`
+/// is the packet's flow probe from stage one (depth 0 only).
 #[inline]
+#[allow(clippy::too_many_arguments)] // The packet, where it is, and its flow probe.
 pub(super) fn resolve<B: AsRef<[u8]> + AsMut<[u8]>>(
     ctx: &mut Ctx<'_, B>,
     f: &mut Frame<B>,
@@ -352,12 +373,13 @@ pub(super) fn resolve<B: AsRef<[u8]> + AsMut<[u8]>>(
     info: &IpInfo,
     origin: Origin,
     depth: u8,
+    probe: Option<&Probe>,
 ) -> Verdict {
     let t = ctx.t;
     let mut hash = None;
     // Flows are tracked in the VRF the packet entered by.
     let flow = if depth == 0 {
-        super::flow::lookup(ctx, vrf, t.vif(f.vif), info, f.data())
+        super::flow::lookup(ctx, vrf, t.vif(f.vif), info, f.data(), probe)
     } else {
         super::flow::FlowStep::Off
     };

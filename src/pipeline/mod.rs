@@ -29,7 +29,7 @@ pub use frame::{Frame, Spill};
 
 use crate::stats::runtime::Stopwatch;
 use crate::stats::{DropReason, Stage, Stats};
-use crate::tables::{Fib, Tables, VifIndex, VifKind};
+use crate::tables::{Fib, RouteTarget, Tables, VifIndex, VifKind};
 use crate::wire::MacAddr;
 
 /// Why a frame is handed to the agent.
@@ -90,6 +90,16 @@ pub struct Pipeline {
     /// sweeping it still owes.
     swept_at: u64,
     sweep_owed: u64,
+    /// What each frame of a vector carries between the stages: kept here,
+    /// not made for every vector (5 KB, cleared with `memset`: 80
+    /// instructions a packet, callgrind). Each frame resets its own.
+    scratch: Box<Scratch>,
+}
+
+/// A vector's per-frame state between its stages.
+struct Scratch {
+    pending: [Pending; VECTOR],
+    probes: [Option<crate::flow::Probe>; VECTOR],
 }
 
 /// Ageing: each worker looks over the whole flow table once per this much
@@ -142,6 +152,7 @@ impl Pipeline {
             now: 0,
             swept_at: 0,
             sweep_owed: 0,
+            scratch: Box::new(Scratch { pending: [Pending::EMPTY; VECTOR], probes: [None; VECTOR] }),
         }
     }
 
@@ -207,7 +218,7 @@ impl Pipeline {
         let flows = self.flows.as_deref();
         let mut ctx = Ctx { t: tables, stats: &mut self.stats, cfg: &self.config, spill, flows, now: self.now };
         for vector in frames.chunks_mut(VECTOR) {
-            process_vector(&mut ctx, vector, watch);
+            process_vector(&mut ctx, vector, &mut self.scratch, watch);
         }
         self.age(SWEEP_PER_BATCH);
     }
@@ -237,16 +248,21 @@ impl Pipeline {
 /// Frames per vector: the width of the batched route lookup.
 pub const VECTOR: usize = crate::tables::lpm::BATCH;
 
-/// What stage one learned about a frame that still needs its route.
+/// What stage one learned about a frame that still needs its next hop.
 #[derive(Clone, Copy)]
 pub(super) struct Pending {
     info: forward::IpInfo,
     vrf: u32,
     origin: Origin,
+    /// Where the frame goes when stage one knows already (a decapsulated
+    /// packet's label names its next hop): no route lookup, but its next
+    /// hop is still carried out in stage three, after its flow's lines
+    /// were fetched with the others'.
+    target: Option<RouteTarget>,
 }
 
 impl Pending {
-    const EMPTY: Pending = Pending { info: forward::IpInfo::EMPTY, vrf: 0, origin: Origin::Vif(0) };
+    const EMPTY: Pending = Pending { info: forward::IpInfo::EMPTY, vrf: 0, origin: Origin::Vif(0), target: None };
 }
 
 /// Stage one's answer for a frame: finished with a verdict, or `None`
@@ -256,25 +272,26 @@ type Step = Option<Verdict>;
 fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
     ctx: &mut Ctx<'_, B>,
     frames: &mut [Frame<B>],
+    scratch: &mut Scratch,
     watch: &mut Stopwatch<'_>,
 ) {
     let t = ctx.t;
-    let mut pending = [Pending::EMPTY; VECTOR];
+    let probes = &mut scratch.probes[..frames.len()];
+    let pending = &mut scratch.pending;
     let mut done: [Step; VECTOR] = [None; VECTOR];
     let mut fast = [false; VECTOR];
     for (i, f) in frames.iter_mut().enumerate() {
         done[i] = receive(ctx, f, &mut pending[i], &mut fast[i]);
-    }
-    // Flows, step one: start fetching the vector's flow buckets now, so
-    // that they arrive while the routes are looked up.
-    let mut places: [Option<crate::flow::Place>; VECTOR] = [None; VECTOR];
-    if ctx.flows.is_some() {
-        for (i, f) in frames.iter().enumerate() {
-            if done[i].is_none() && !fast[i] {
-                if let Some(v) = t.vrf(pending[i].vrf) {
-                    places[i] = flow::prefetch(ctx, v, t.vif(f.vif), &pending[i].info, f.data());
-                }
-            }
+        // Flows, step one: start fetching the frame's flow bucket as soon
+        // as its key is known, so that it arrives while the rest of the
+        // vector is parsed and the routes are looked up (a decapsulated
+        // packet's label spares it the route lookup: parsing is all the
+        // time its bucket has).
+        if ctx.flows.is_some() {
+            probes[i] = match (done[i], t.vrf(pending[i].vrf)) {
+                (None, Some(v)) => flow::prefetch(ctx, v, t.vif(f.vif), &pending[i].info, f.data()),
+                _ => None,
+            };
         }
     }
     watch.mark(Stage::Parse);
@@ -289,6 +306,10 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
             continue;
         }
         let p = &pending[i];
+        if p.target.is_some() {
+            found[i] = p.target;
+            continue;
+        }
         match t.vrf(p.vrf) {
             Some(v) if !p.info.v6 => {
                 v4_fibs[n4] = &v.v4;
@@ -310,13 +331,13 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
     // tag lines asked for in step one are in, so start fetching the slots
     // whose tags match, a few frames ahead of the frame being finished.
     if let Some(table) = ctx.flows {
-        for at in places.iter().take(FLOW_LOOKAHEAD).flatten() {
-            table.prefetch_slots(at);
+        for probe in probes.iter_mut().take(FLOW_LOOKAHEAD).flatten() {
+            table.prefetch_slots(probe);
         }
     }
     for (i, f) in frames.iter_mut().enumerate() {
-        if let (Some(table), Some(Some(at))) = (ctx.flows, places.get(i + FLOW_LOOKAHEAD)) {
-            table.prefetch_slots(at);
+        if let (Some(table), Some(Some(probe))) = (ctx.flows, probes.get_mut(i + FLOW_LOOKAHEAD)) {
+            table.prefetch_slots(probe);
         }
         let in_vif = f.vif;
         let v = match done[i] {
@@ -324,21 +345,32 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
             None => {
                 let p = &mut pending[i];
                 match (t.vrf(p.vrf), found[i]) {
-                    // Stage one classified no frame of a VRF that tracks
-                    // flows as fast: those need the general path.
-                    (Some(v), Some(target)) if fast[i] => match fast::finish(ctx, f, v, target) {
-                        Some(verdict) => verdict,
-                        // Not one for the fast path after all: take the
-                        // general one, from the untouched frame.
-                        None => match forward::parse_ip_into(f.data(), false, &mut p.info) {
-                            Ok(()) => forward::resolve(ctx, f, v, target, &p.info, p.origin, 0),
-                            Err(r) => Verdict::Drop(r),
-                        },
-                    },
-                    (Some(v), Some(target)) => forward::resolve(ctx, f, v, target, &p.info, p.origin, 0),
+                    (Some(v), Some(target)) if fast[i] => {
+                        // In a VRF that tracks flows, only packets of flows
+                        // that need nothing more than forwarding stay fast.
+                        let flow = match ctx.flows.is_some() && v.tracks_flows() {
+                            true => probes[i]
+                                .as_ref()
+                                .and_then(|probe| flow::settled(ctx, v, probe, &p.info, f.data()))
+                                .map(Some),
+                            false => Some(None),
+                        };
+                        match flow.and_then(|flow| fast::finish(ctx, f, v, target, flow.as_ref())) {
+                            Some(verdict) => verdict,
+                            // Not one for the fast path after all: take the
+                            // general one, from the untouched frame.
+                            None => match forward::parse_ip_into(f.data(), false, &mut p.info) {
+                                Ok(()) => forward::resolve(ctx, f, v, target, &p.info, p.origin, 0, probes[i].as_ref()),
+                                Err(r) => Verdict::Drop(r),
+                            },
+                        }
+                    }
+                    (Some(v), Some(target)) => {
+                        forward::resolve(ctx, f, v, target, &p.info, p.origin, 0, probes[i].as_ref())
+                    }
                     // No route here, but a floating IP's answer routes elsewhere.
-                    (Some(v), None) if ctx.flows.is_some() && !fast[i] => {
-                        forward::unrouted(ctx, f, v, &p.info, p.origin)
+                    (Some(v), None) if ctx.flows.is_some() && (!fast[i] || v.tracks_flows()) => {
+                        forward::unrouted(ctx, f, v, &p.info, p.origin, probes[i].as_ref())
                     }
                     _ => forward::no_route(ctx, p.vrf),
                 }
@@ -348,6 +380,12 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
         account(ctx.stats, in_vif, v, f.len());
     }
     watch.mark(Stage::Rewrite);
+}
+
+/// True when packets routed in VRF `vrf` go through the flow table.
+#[inline(always)]
+fn tracks_flows<B>(ctx: &Ctx<'_, B>, vrf: u32) -> bool {
+    ctx.flows.is_some() && ctx.t.vrf(vrf).is_some_and(|v| v.tracks_flows())
 }
 
 /// Counts a verdict against the vif the frame came in on and the one it leaves by.
@@ -380,6 +418,8 @@ fn receive<B: AsRef<[u8]> + AsMut<[u8]>>(
     fast: &mut bool,
 ) -> Step {
     let t = ctx.t;
+    // The slot held the previous vector's frame.
+    *p = Pending::EMPTY;
     let Some(vif) = t.vif(f.vif) else {
         return Some(Verdict::Drop(DropReason::InvalidIf));
     };
@@ -391,14 +431,15 @@ fn receive<B: AsRef<[u8]> + AsMut<[u8]>>(
         return Some(Verdict::Drop(DropReason::IfDrop));
     }
     // A vif with floating IPs needs the flow stage for its answers.
-    if vif.kind == VifKind::Virtual
-        && ctx.cfg.fast_path
-        && vif.floating.is_empty()
-        && !t.vrf(vif.vrf).is_some_and(|v| v.tracks_flows())
-    {
+    if vif.kind == VifKind::Virtual && ctx.cfg.fast_path && vif.floating.is_empty() {
         if let Some(dst) = fast::classify(f) {
             *fast = true;
             p.info.dst = u128::from(dst);
+            if tracks_flows(ctx, vif.vrf) {
+                if let Some(info) = fast::flow_info(f) {
+                    p.info = info;
+                }
+            }
             p.vrf = vif.vrf;
             p.origin = Origin::Vif(vif.index);
             return None;
