@@ -482,14 +482,29 @@ impl FlowTable {
 
     /// Reads slot `i` if it is live and stable: its key and what a hit needs.
     fn read(&self, i: usize) -> Option<(FlowKey, Hit)> {
+        self.read_slot(i, None).map(|(w, hit)| (FlowKey::from_words(&w), hit))
+    }
+
+    /// Reads slot `i` if it is live, stable and holds the key of `words`:
+    /// what a hit needs.
+    #[inline]
+    fn read_if(&self, i: usize, words: &[u64; 6]) -> Option<Hit> {
+        self.read_slot(i, Some(words)).map(|(_, hit)| hit)
+    }
+
+    /// The seqlock read of slot `i`: its key's words and what a hit needs,
+    /// if it is live and stable (and holds `expect`, if given: compared
+    /// before anything else is read).
+    #[inline(always)]
+    fn read_slot(&self, i: usize, expect: Option<&[u64; 6]>) -> Option<([u64; 6], Hit)> {
         let s = &self.slots[i];
         let v1 = s.seq.load(Acquire);
         if v1 & (LIVE | WRITING) != LIVE {
             return None;
         }
-        let mut w = [0u64; 6];
-        for (d, k) in w.iter_mut().zip(&s.key) {
-            *d = k.load(Relaxed);
+        let w: [u64; 6] = std::array::from_fn(|k| s.key[k].load(Relaxed));
+        if expect.is_some_and(|e| *e != w) {
+            return None;
         }
         let action = s.action.load(Relaxed);
         let ecmp = s.ecmp.load(Relaxed);
@@ -509,7 +524,7 @@ impl FlowTable {
             forward: action & FLAG_FORWARD_DIR != 0,
             route_vrf: (which >> 8).checked_sub(1),
         };
-        Some((FlowKey::from_words(&w), hit))
+        Some((w, hit))
     }
 
     /// Starts fetching a key's two tag lines, without waiting for them.
@@ -518,39 +533,6 @@ impl FlowTable {
         for b in at.buckets {
             crate::memory::prefetch(&self.tags[b]);
         }
-    }
-
-    /// Reads slot `i` if it is live, stable and holds the key of `words`:
-    /// what a hit needs. The key is compared before anything else is read.
-    #[inline]
-    fn read_if(&self, i: usize, words: &[u64; 6]) -> Option<Hit> {
-        let s = &self.slots[i];
-        let v1 = s.seq.load(Acquire);
-        if v1 & (LIVE | WRITING) != LIVE {
-            return None;
-        }
-        let differ = words.iter().zip(&s.key).fold(0, |d, (w, k)| d | (w ^ k.load(Relaxed)));
-        if differ != 0 {
-            return None;
-        }
-        let action = s.action.load(Relaxed);
-        let ecmp = s.ecmp.load(Relaxed);
-        let (addrs, ports, which) = (s.nat_addrs.load(Relaxed), s.nat_ports.load(Relaxed), s.nat_which.load(Relaxed));
-        let reverse = s.reverse.load(Relaxed);
-        fence(Acquire);
-        if s.seq.load(Relaxed) != v1 {
-            return None;
-        }
-        Some(Hit {
-            slot: i as u32,
-            reverse,
-            action: decode_action(action),
-            policy_generation: (action >> 32) as u32,
-            ecmp: decode_ecmp(ecmp),
-            nat: decode_nat(addrs, ports, which),
-            forward: action & FLAG_FORWARD_DIR != 0,
-            route_vrf: (which >> 8).checked_sub(1),
-        })
     }
 
     /// The entry for `key`, if any. Lock-free.
