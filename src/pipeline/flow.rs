@@ -80,6 +80,14 @@ fn error_key(vrf: u32, info: &IpInfo, d: &[u8]) -> Option<FlowKey> {
     Some(FlowKey::v4(vrf, qproto, qdst, qsrc, qd, qs))
 }
 
+/// True when a packet routed in `vrf`, from `in_vif`, belongs to a flow:
+/// in VRFs with a policy or floating IPs, and from vifs with floating IPs
+/// (their answers must find the NAT).
+#[inline]
+fn tracked(vrf: &Vrf, in_vif: Option<&Vif>) -> bool {
+    vrf.tracks_flows() || in_vif.is_some_and(|v| !v.floating.is_empty())
+}
+
 /// The first of a vector's two prefetch steps, for one packet: where its
 /// flow lives, if flows track it, with that place's tag lines on their way
 /// (the second step is `FlowTable::prefetch_slots`). ICMP errors and
@@ -87,7 +95,7 @@ fn error_key(vrf: u32, info: &IpInfo, d: &[u8]) -> Option<FlowKey> {
 #[inline]
 pub(super) fn prefetch<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, in_vif: Option<&Vif>, info: &IpInfo, d: &[u8]) -> Option<Probe> {
     let table = ctx.flows?;
-    if !vrf.tracks_flows() && in_vif.is_none_or(|v| v.floating.is_empty()) {
+    if !tracked(vrf, in_vif) {
         return None;
     }
     let probe = table.probe(&key_of(vrf.id, info, d)?);
@@ -111,7 +119,7 @@ pub(super) fn lookup<B>(
     probe: Option<&Probe>,
 ) -> FlowStep {
     let Some(table) = ctx.flows else { return FlowStep::Off };
-    if !vrf.tracks_flows() && in_vif.is_none_or(|v| v.floating.is_empty()) {
+    if !tracked(vrf, in_vif) {
         return FlowStep::Off;
     }
     if let Some(key) = key_of(vrf.id, info, d) {

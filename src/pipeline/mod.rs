@@ -348,14 +348,15 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
                     (Some(v), Some(target)) if fast[i] => {
                         // In a VRF that tracks flows, only packets of flows
                         // that need nothing more than forwarding stay fast.
-                        let flow = match ctx.flows.is_some() && v.tracks_flows() {
-                            true => probes[i]
+                        let finished = if ctx.flows.is_some() && v.tracks_flows() {
+                            probes[i]
                                 .as_ref()
                                 .and_then(|probe| flow::settled(ctx, v, probe, &p.info, f.data()))
-                                .map(Some),
-                            false => Some(None),
+                                .and_then(|settled| fast::finish(ctx, f, v, target, Some(&settled)))
+                        } else {
+                            fast::finish(ctx, f, v, target, None)
                         };
-                        match flow.and_then(|flow| fast::finish(ctx, f, v, target, flow.as_ref())) {
+                        match finished {
                             Some(verdict) => verdict,
                             // Not one for the fast path after all: take the
                             // general one, from the untouched frame.
@@ -380,12 +381,6 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
         account(ctx.stats, in_vif, v, f.len());
     }
     watch.mark(Stage::Rewrite);
-}
-
-/// True when packets routed in VRF `vrf` go through the flow table.
-#[inline(always)]
-fn tracks_flows<B>(ctx: &Ctx<'_, B>, vrf: u32) -> bool {
-    ctx.flows.is_some() && ctx.t.vrf(vrf).is_some_and(|v| v.tracks_flows())
 }
 
 /// Counts a verdict against the vif the frame came in on and the one it leaves by.
@@ -435,7 +430,7 @@ fn receive<B: AsRef<[u8]> + AsMut<[u8]>>(
         if let Some(dst) = fast::classify(f) {
             *fast = true;
             p.info.dst = u128::from(dst);
-            if tracks_flows(ctx, vif.vrf) {
+            if ctx.flows.is_some() && t.vrf(vif.vrf).is_some_and(|v| v.tracks_flows()) {
                 if let Some(info) = fast::flow_info(f) {
                     p.info = info;
                 }
