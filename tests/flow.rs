@@ -73,6 +73,58 @@ fn a_pair_is_two_linked_entries() {
     assert!(!t.remove(fwd.slot), "gone already");
 }
 
+/// `forward_only`, the fast path's read, answers exactly for the entries
+/// that need nothing but forwarding under the current policy, and agrees
+/// with `lookup` on those.
+#[test]
+fn only_plain_forwarding_entries_are_settled() {
+    use vrouter::flow::Forwarding;
+    let t = table(1000);
+    let settled = |k: &FlowKey, generation| t.forward_only(&t.probe(k), generation);
+    let member = RouteTarget { nh: 7, label: 20 };
+    // Plain both ways: the member pinned on the forward entry only.
+    let k = key(1, TCP);
+    let (mut f, r) = pair(k);
+    f.ecmp = Some(member);
+    let made = t.create(&f, &r, 3, 9, 0).unwrap();
+    let rev = t.lookup(&k.reversed()).unwrap().slot;
+    assert_eq!(settled(&k, Some(9)), Some(Forwarding { slot: made.slot, ecmp: Some(member) }));
+    assert_eq!(settled(&k.reversed(), Some(9)), Some(Forwarding { slot: rev, ecmp: None }));
+    assert_eq!(
+        settled(&k, None),
+        Some(Forwarding { slot: made.slot, ecmp: Some(member) }),
+        "no policy: any generation"
+    );
+    assert_eq!(settled(&k, Some(10)), None, "decided under another policy");
+    assert_eq!(settled(&key(2, TCP), Some(9)), None, "no such flow");
+    // A policy change keeps the entry plain: it settles under the new generation.
+    t.set_action(made.slot, FlowAction::Drop(DropReason::FlowActionDrop), 10);
+    assert_eq!(settled(&k, Some(10)), None, "dropped");
+    t.set_action(made.slot, FlowAction::Forward, 11);
+    assert_eq!(settled(&k, Some(11)), Some(Forwarding { slot: made.slot, ecmp: Some(member) }));
+    // A rewrite, or another VRF to route in, is never settled: the general
+    // path carries them out.
+    let k = key(3, UDP);
+    let (mut f, mut r) = pair(k);
+    f.nat = Nat { dst: Some(0x0a01_0002), ..Nat::default() };
+    r.nat = Nat { src: Some(0xb916_61bc), ..Nat::default() };
+    r.route_vrf = Some(6);
+    t.create(&f, &r, 3, 9, 0).unwrap();
+    assert_eq!((settled(&k, Some(9)), settled(&k.reversed(), Some(9))), (None, None));
+    let k = key(4, UDP);
+    let (f, mut r) = pair(k);
+    r.route_vrf = Some(6);
+    t.create(&f, &r, 3, 9, 0).unwrap();
+    assert!(settled(&k, Some(9)).is_some() && settled(&k.reversed(), Some(9)).is_none());
+    // A dropped flow.
+    let k = key(5, UDP);
+    let (mut f, mut r) = pair(k);
+    (f.action, r.action) = (FlowAction::Drop(DropReason::FlowActionDrop), FlowAction::Drop(DropReason::FlowActionDrop));
+    t.create(&f, &r, 3, 9, 0).unwrap();
+    assert_eq!(settled(&k, Some(9)), None);
+    assert!(t.lookup(&k).is_some());
+}
+
 #[test]
 fn a_full_table_refuses_new_flows_and_keeps_the_old() {
     let t = table(100);
@@ -515,6 +567,16 @@ fn a_floating_ip_reaches_its_pods_and_their_answers_come_from_it() {
     }
     assert!(seen[A1 as usize] >= 8 && seen[A2 as usize] >= 8, "ECMP over both pods: {seen:?}");
     assert_eq!(table.len(), 40);
+    // Later datagrams of a flow (which, unlike SYNs, the fast path looks
+    // at) are DNATed like the first, to the same pod.
+    for port in 0..8u16 {
+        let first = lab.run(GW, udp(9, CLIENT, FIP, 6000 + port, 53));
+        for _ in 0..3 {
+            let again = lab.run(GW, udp(9, CLIENT, FIP, 6000 + port, 53));
+            assert_eq!((again.0, ip_addrs(&again.1)), (first.0, ip_addrs(&first.1)), "datagram {port}");
+            assert_ne!(ip_addrs(&again.1).1, FIP, "datagram {port} is DNATed");
+        }
+    }
     // Pods' own traffic inside blue is not NATed.
     let (v, plain) = lab.run(A1, udp(1, a1_ip(), a2_ip(), 7, 7));
     assert_eq!((v, ip_addrs(&plain)), (Verdict::Tx(A2), (a1_ip(), a2_ip())));

@@ -59,7 +59,7 @@ impl FlowKey {
     }
 
     /// The key's words, as the table stores them.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn words(&self) -> [u64; 6] {
         [
             (u64::from(self.vrf) << 32) | (u64::from(self.proto) << 16) | 1,
@@ -93,7 +93,7 @@ impl FlowKey {
 }
 
 /// `FlowKey::hash`, from the key's words.
-#[inline]
+#[inline(always)]
 pub(crate) fn hash_words(w: &[u64; 6]) -> u64 {
     let a = (w[2] ^ w[3].rotate_left(32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let b = (w[4] ^ w[5].rotate_left(32)).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);

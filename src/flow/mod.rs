@@ -14,4 +14,6 @@ pub mod table;
 
 pub use key::FlowKey;
 pub use policy::{CompiledPolicy, Endpoint, Policy, PolicyAction, PortRange, Rule};
-pub use table::{CreateError, DirSpec, FlowAction, FlowConfig, FlowInfo, FlowTable, Hit, Nat, Probe, TcpState};
+pub use table::{
+    CreateError, DirSpec, FlowAction, FlowConfig, FlowInfo, FlowTable, Forwarding, Hit, Nat, Probe, TcpState,
+};

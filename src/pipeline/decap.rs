@@ -1,23 +1,28 @@
 //! Frames from the fabric: MPLS over GRE or UDP addressed to this node is
 //! stripped, and its label says where the inner packet goes. Everything
-//! else belongs to the host's own stack.
+//! else belongs to the host's own stack. A plain IPv4 inner packet goes on
+//! by the fast path, as a pod's would; the rest by the general path.
 
 use super::forward::{parse_ip_into, ETH};
-use super::{Ctx, Frame, Origin, Pending, Step, Verdict};
+use super::{fast, flow, Ctx, Frame, Origin, Pending, Step, Verdict};
+use crate::flow::Probe;
 use crate::stats::DropReason;
 use crate::tables::nexthop::{MPLS_UDP_LEGACY_PORT, MPLS_UDP_PORT};
 use crate::tables::{NextHop, RouteTarget, Vif};
 use crate::wire::{gre, ip_proto, ipv4, mpls, read_u16, udp, write_u16, EtherType, WireError};
 
-/// A frame from the fabric vif `vif`.
+/// A frame from the fabric vif `vif`. Like `receive`, it sets `fast` for a
+/// frame the fast path takes, with its flow `probe`.
 #[inline]
 pub(super) fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
     ctx: &mut Ctx<'_, B>,
     f: &mut Frame<B>,
     vif: &Vif,
     p: &mut Pending,
+    fast: &mut bool,
+    probe: &mut Option<Probe>,
 ) -> Step {
-    decap(ctx, f, vif, p).unwrap_or_else(|r| Some(Verdict::Drop(r)))
+    decap(ctx, f, vif, p, fast, probe).unwrap_or_else(|r| Some(Verdict::Drop(r)))
 }
 
 fn decap<B: AsRef<[u8]> + AsMut<[u8]>>(
@@ -25,6 +30,8 @@ fn decap<B: AsRef<[u8]> + AsMut<[u8]>>(
     f: &mut Frame<B>,
     vif: &Vif,
     p: &mut Pending,
+    fast: &mut bool,
+    probe: &mut Option<Probe>,
 ) -> Result<Step, DropReason> {
     let d = f.data();
     // Only tunnel packets are ours; look no further into anything else.
@@ -57,9 +64,19 @@ fn decap<B: AsRef<[u8]> + AsMut<[u8]>>(
     f.pull_front(inner_at - ETH);
     f.set_len(ETH + ip_end - inner_at);
     write_u16(f.data_mut(), 12, ethertype.0);
-    parse_ip_into(f.data(), ethertype == EtherType::IPV6, &mut p.info)?;
-    let info = &p.info;
-    f.set_len(ETH + info.total());
+    // The fast path reads the header itself, and hands anything it does not
+    // finish to the general path, which parses it then.
+    let may_be_fast = ctx.cfg.fast_path && vif.floating.is_empty();
+    match if may_be_fast { fast::classify(f) } else { None } {
+        Some(dst) => {
+            *fast = true;
+            p.info.dst = u128::from(dst);
+        }
+        None => {
+            parse_ip_into(f.data(), ethertype == EtherType::IPV6, &mut p.info)?;
+            f.set_len(ETH + p.info.total());
+        }
+    }
     let origin = Origin::Tunnel(vif.index);
     let nh = t.nexthop(nh_id).ok_or(DropReason::InvalidNh)?;
     // The VRF the packet lands in: the one the label names, or the one of
@@ -71,6 +88,9 @@ fn decap<B: AsRef<[u8]> + AsMut<[u8]>>(
             }
             p.vrf = *vrf;
             p.origin = origin;
+            if *fast {
+                *probe = flow::prefetch_fast(ctx, f, *vrf);
+            }
             return Ok(None);
         }
         NextHop::Encap { oif, .. } => t.vif(*oif).map_or(vif.vrf, |v| v.vrf),
@@ -85,6 +105,9 @@ fn decap<B: AsRef<[u8]> + AsMut<[u8]>>(
     p.vrf = vrf_id;
     p.origin = origin;
     p.target = Some(RouteTarget { nh: nh_id, label: RouteTarget::NO_LABEL });
+    if *fast {
+        *probe = flow::prefetch_fast(ctx, f, vrf_id);
+    }
     Ok(None)
 }
 

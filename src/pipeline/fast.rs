@@ -9,11 +9,12 @@
 //! to the general path untouched. The general path is the reference: a
 //! differential test runs both and compares every byte and counter.
 
-use super::flow::{count_settled, Settled};
-use super::forward::{decrement_ttl, push_tunnel, IpInfo, ETH};
+use super::flow::count_settled;
+use super::forward::{decrement_ttl, push_tunnel, ETH};
 use super::{hash, Ctx, Frame, Verdict};
+use crate::flow::{FlowKey, Forwarding};
 use crate::tables::{NextHop, RouteTarget, TunnelEncap, Vif, Vrf};
-use crate::wire::{ip_proto, ipv4, tcp};
+use crate::wire::{icmpv4, ip_proto, ipv4, tcp};
 
 /// Ethernet, IPv4 without options, and the first 8 bytes of the transport
 /// header: all the fast path reads.
@@ -57,14 +58,33 @@ pub(super) fn classify<B: AsRef<[u8]> + AsMut<[u8]>>(f: &mut Frame<B>) -> Option
     Some(dst)
 }
 
-/// What the flow stage needs to know of a frame `classify` accepted, in a
-/// VRF that tracks flows.
+/// The flow key of a frame `classify` accepted, in VRF `vrf`, if flows
+/// track it: TCP, UDP and ICMP echo, as `flow::key_of` makes it on the
+/// general path (`classify` lets no fragment through).
 #[inline(always)]
-pub(super) fn flow_info<B: AsRef<[u8]> + AsMut<[u8]>>(f: &Frame<B>) -> Option<IpInfo> {
+pub(super) fn flow_key<B: AsRef<[u8]> + AsMut<[u8]>>(f: &Frame<B>, vrf: u32) -> Option<FlowKey> {
     let h = head(f)?;
     let word = |at: usize| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
-    let total = u16::from_be_bytes([h[16], h[17]]);
-    Some(IpInfo::plain_v4(word(26), word(30), h[23], [h[34], h[35], h[36], h[37]], total, h[22]))
+    let port = |at: usize| u16::from_be_bytes([h[at], h[at + 1]]);
+    let (sport, dport) = match h[23] {
+        ip_proto::TCP | ip_proto::UDP => (port(34), port(36)),
+        ip_proto::ICMP if matches!(h[34], icmpv4::kind::ECHO_REQUEST | icmpv4::kind::ECHO_REPLY) => {
+            (port(38), port(38))
+        }
+        _ => return None,
+    };
+    Some(FlowKey::v4(vrf, h[23], word(26), word(30), sport, dport))
+}
+
+/// The TCP flags of a frame `classify` accepted (0 for other protocols),
+/// which a flow keeps for its TCP state.
+#[inline(always)]
+fn tcp_flags(h: &[u8; HEAD], d: &[u8]) -> u8 {
+    if h[23] == ip_proto::TCP {
+        d.get(ETH + ipv4::HEADER_LEN + 13).copied().unwrap_or(0)
+    } else {
+        0
+    }
 }
 
 /// The flow hash of an IPv4 header without options, the same value as the
@@ -89,7 +109,7 @@ pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
     f: &mut Frame<B>,
     vrf: &Vrf,
     target: RouteTarget,
-    flow: Option<&Settled>,
+    flow: Option<Forwarding>,
 ) -> Option<Verdict> {
     let t = ctx.t;
     let h = head(f)?;
@@ -101,7 +121,7 @@ pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
         let hv = flow_hash(h, ctx.cfg.hash_seed);
         let m = match flow {
             // A flow whose member went away is pinned again on the general path.
-            Some(s) => s.hit.ecmp.filter(|m| group.members().contains(m))?,
+            Some(s) => s.ecmp.filter(|m| group.members().contains(m))?,
             None => *group.select(hv)?,
         };
         nh = t.nexthop(m.nh)?;
@@ -115,7 +135,7 @@ pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
                 return None;
             }
             if let Some(s) = flow {
-                count_settled(ctx, s);
+                count_settled(ctx, s, total, tcp_flags(h, f.data()));
             }
             decrement_ttl(f, false);
             let d = f.data_mut();
@@ -131,7 +151,7 @@ pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
             let hv = hash.unwrap_or_else(|| flow_hash(h, ctx.cfg.hash_seed));
             let (ttl, ident) = (h[22] - 1, u16::from_be_bytes([h[18], h[19]]));
             if let Some(s) = flow {
-                count_settled(ctx, s);
+                count_settled(ctx, s, total, tcp_flags(h, f.data()));
             }
             decrement_ttl(f, false);
             if let Err(r) = push_tunnel(f, tun, out.mac, label, hv, ttl, ident) {

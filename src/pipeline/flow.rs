@@ -5,8 +5,8 @@
 //! an allowed flow find the pair's reverse entry, so policy is stateful.
 
 use super::forward::{echo_ident, IpInfo, ETH};
-use super::Ctx;
-use crate::flow::{DirSpec, FlowAction, FlowKey, Hit, Nat, PolicyAction, Probe};
+use super::{Ctx, Frame};
+use crate::flow::{DirSpec, FlowAction, FlowKey, Forwarding, Hit, Nat, PolicyAction, Probe};
 use crate::stats::DropReason;
 use crate::tables::{RouteTarget, Vif, Vrf};
 use crate::wire::{icmpv4, icmpv6, ip_proto};
@@ -103,6 +103,22 @@ pub(super) fn prefetch<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, in_vif: Option<&Vif>, inf
     Some(probe)
 }
 
+/// `prefetch`, for a frame the fast path took (`fast::classify`), routed in
+/// VRF `vrf`: the key comes straight from its header. The fast path takes
+/// no frame from a vif with floating IPs, so the VRF alone says whether
+/// flows track it.
+#[inline(always)]
+pub(super) fn prefetch_fast<B: AsRef<[u8]> + AsMut<[u8]>>(ctx: &Ctx<'_, B>, f: &Frame<B>, vrf: u32) -> Option<Probe> {
+    let table = ctx.flows?;
+    if !ctx.t.vrf(vrf).is_some_and(Vrf::tracks_flows) {
+        return None;
+    }
+    let key = super::fast::flow_key(f, vrf)?;
+    let probe = table.probe(&key);
+    table.prefetch_tags(&probe);
+    Some(probe)
+}
+
 /// Looks the packet's flow up, where flows are tracked: in VRFs with a
 /// policy or floating IPs, and for packets from vifs with floating IPs
 /// (their answers must find the NAT). An ICMP error finds the flow of the
@@ -151,33 +167,23 @@ pub(super) fn lookup<B>(
     }
 }
 
-/// A packet whose flow needs nothing of the general path: what the fast
-/// path counts on the entry once it has decided to send the packet.
-pub(super) struct Settled {
-    pub hit: Hit,
-    bytes: u32,
-    tcp_flags: u8,
-}
-
 /// The fast path's flow check, for a packet of a VRF that tracks flows,
-/// with the probe `prefetch` made: its flow, if that flow's entry says only
+/// with the probe made for it: its flow, if that flow's entry says only
 /// "forward", under the current policy, with no NAT and no other VRF to
 /// route in. Anything else (a new flow, a drop, a policy changed since, a
 /// floating IP's rewrite) is `None`: the general path creates, decides
 /// again, rewrites or drops.
 #[inline]
-pub(super) fn settled<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, probe: &Probe, info: &IpInfo, d: &[u8]) -> Option<Settled> {
-    let hit = ctx.flows?.find(probe)?;
-    let current = vrf.policy.as_ref().is_none_or(|p| p.generation == hit.policy_generation);
-    let plain = hit.action == FlowAction::Forward && hit.nat.is_none() && hit.route_vrf.is_none();
-    (current && plain).then(|| Settled { hit, bytes: info.total() as u32, tcp_flags: tcp_flags(d, info) })
+pub(super) fn settled<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, probe: &Probe) -> Option<Forwarding> {
+    ctx.flows?.forward_only(probe, vrf.policy.as_ref().map(|p| p.generation))
 }
 
-/// Counts a settled packet on its entry, as `on_hit` counts the others.
+/// Counts a packet of `bytes` (with `tcp_flags`) on its settled flow, once
+/// the fast path has decided to send it, as `on_hit` counts the others.
 #[inline]
-pub(super) fn count_settled<B>(ctx: &Ctx<'_, B>, s: &Settled) {
+pub(super) fn count_settled<B>(ctx: &Ctx<'_, B>, flow: Forwarding, bytes: usize, tcp_flags: u8) {
     if let Some(table) = ctx.flows {
-        table.touch(s.hit.slot, s.bytes, s.tcp_flags, ctx.now);
+        table.touch(flow.slot, bytes as u32, tcp_flags, ctx.now);
     }
 }
 

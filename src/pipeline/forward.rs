@@ -143,22 +143,6 @@ impl IpInfo {
         more_frags: false,
     };
 
-    /// A plain IPv4 header (no options, not a fragment) that the fast path
-    /// has checked already: what the flow stage needs of it.
-    #[inline(always)]
-    pub(super) fn plain_v4(src: u32, dst: u32, proto: u8, l4: [u8; 4], total: u16, ttl: u8) -> IpInfo {
-        IpInfo {
-            src: u128::from(src),
-            dst: u128::from(dst),
-            l4,
-            total_len: total,
-            header_len: ipv4::HEADER_LEN as u8,
-            ttl,
-            proto,
-            ..IpInfo::EMPTY
-        }
-    }
-
     /// Header and payload length.
     #[inline]
     pub fn total(&self) -> usize {
@@ -514,7 +498,7 @@ fn forward<B: AsRef<[u8]> + AsMut<[u8]>>(
     emit(f, info, egress, out)
 }
 
-#[inline]
+#[inline(always)]
 pub(super) fn decrement_ttl<B: AsRef<[u8]> + AsMut<[u8]>>(f: &mut Frame<B>, v6: bool) {
     let Some(ip) = f.data_mut().get_mut(ETH..ETH + ipv4::HEADER_LEN) else { return };
     let Ok(fixed) = <&mut [u8; ipv4::HEADER_LEN]>::try_from(ip) else { return };

@@ -27,6 +27,7 @@ mod neighbor;
 
 pub use frame::{Frame, Spill};
 
+use crate::flow::Probe;
 use crate::stats::runtime::Stopwatch;
 use crate::stats::{DropReason, Stage, Stats};
 use crate::tables::{Fib, RouteTarget, Tables, VifIndex, VifKind};
@@ -99,7 +100,7 @@ pub struct Pipeline {
 /// A vector's per-frame state between its stages.
 struct Scratch {
     pending: [Pending; VECTOR],
-    probes: [Option<crate::flow::Probe>; VECTOR],
+    probes: [Option<Probe>; VECTOR],
 }
 
 /// Ageing: each worker looks over the whole flow table once per this much
@@ -269,6 +270,7 @@ impl Pending {
 /// when the frame's `Pending` slot was filled and it needs a route lookup.
 type Step = Option<Verdict>;
 
+#[inline(always)]
 fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
     ctx: &mut Ctx<'_, B>,
     frames: &mut [Frame<B>],
@@ -281,13 +283,13 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
     let mut done: [Step; VECTOR] = [None; VECTOR];
     let mut fast = [false; VECTOR];
     for (i, f) in frames.iter_mut().enumerate() {
-        done[i] = receive(ctx, f, &mut pending[i], &mut fast[i]);
+        done[i] = receive(ctx, f, &mut pending[i], &mut fast[i], &mut probes[i]);
         // Flows, step one: start fetching the frame's flow bucket as soon
         // as its key is known, so that it arrives while the rest of the
         // vector is parsed and the routes are looked up (a decapsulated
         // packet's label spares it the route lookup: parsing is all the
-        // time its bucket has).
-        if ctx.flows.is_some() {
+        // time its bucket has). `receive` did it for fast frames.
+        if ctx.flows.is_some() && !fast[i] {
             probes[i] = match (done[i], t.vrf(pending[i].vrf)) {
                 (None, Some(v)) => flow::prefetch(ctx, v, t.vif(f.vif), &pending[i].info, f.data()),
                 _ => None,
@@ -351,8 +353,8 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
                         let finished = if ctx.flows.is_some() && v.tracks_flows() {
                             probes[i]
                                 .as_ref()
-                                .and_then(|probe| flow::settled(ctx, v, probe, &p.info, f.data()))
-                                .and_then(|settled| fast::finish(ctx, f, v, target, Some(&settled)))
+                                .and_then(|probe| flow::settled(ctx, v, probe))
+                                .and_then(|settled| fast::finish(ctx, f, v, target, Some(settled)))
                         } else {
                             fast::finish(ctx, f, v, target, None)
                         };
@@ -411,10 +413,12 @@ fn receive<B: AsRef<[u8]> + AsMut<[u8]>>(
     f: &mut Frame<B>,
     p: &mut Pending,
     fast: &mut bool,
+    probe: &mut Option<Probe>,
 ) -> Step {
     let t = ctx.t;
-    // The slot held the previous vector's frame.
+    // The slots held the previous vector's frame.
     *p = Pending::EMPTY;
+    *probe = None;
     let Some(vif) = t.vif(f.vif) else {
         return Some(Verdict::Drop(DropReason::InvalidIf));
     };
@@ -430,18 +434,15 @@ fn receive<B: AsRef<[u8]> + AsMut<[u8]>>(
         if let Some(dst) = fast::classify(f) {
             *fast = true;
             p.info.dst = u128::from(dst);
-            if ctx.flows.is_some() && t.vrf(vif.vrf).is_some_and(|v| v.tracks_flows()) {
-                if let Some(info) = fast::flow_info(f) {
-                    p.info = info;
-                }
-            }
+            // Flows, step one, for a fast frame (see `process_vector`).
+            *probe = flow::prefetch_fast(ctx, f, vif.vrf);
             p.vrf = vif.vrf;
             p.origin = Origin::Vif(vif.index);
             return None;
         }
     }
     match vif.kind {
-        VifKind::Fabric => decap::from_fabric(ctx, f, vif, p),
+        VifKind::Fabric => decap::from_fabric(ctx, f, vif, p, fast, probe),
         VifKind::Virtual | VifKind::Host | VifKind::Agent => forward::from_vif(ctx, f, vif, p),
     }
 }
