@@ -28,13 +28,13 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Frame<B> {
     }
 
     /// The frame's bytes.
-    #[inline]
+    #[inline(always)]
     pub fn data(&self) -> &[u8] {
         &self.buf.as_ref()[self.head..self.head + self.len]
     }
 
     /// The frame's bytes, writable.
-    #[inline]
+    #[inline(always)]
     pub fn data_mut(&mut self) -> &mut [u8] {
         let (h, l) = (self.head, self.len);
         &mut self.buf.as_mut()[h..h + l]
