@@ -514,28 +514,33 @@ impl FlowTable {
         self.read_slot(i, Some(words)).map(|(_, hit)| hit)
     }
 
-    /// The seqlock read of slot `i`: its key's words and what a hit needs,
-    /// if it is live and stable (and holds `expect`, if given: compared
-    /// before anything else is read).
+    /// The seqlock read of slot `i`: what `read` takes from the slot, if the
+    /// slot is live and nobody wrote it meanwhile. `read` may give up early
+    /// (`None`), as when the key is not the one looked for.
     #[inline(always)]
-    fn read_slot(&self, i: usize, expect: Option<&[u64; 6]>) -> Option<([u64; 6], Hit)> {
+    fn read_stable<R>(&self, i: usize, read: impl FnOnce(&Slot) -> Option<R>) -> Option<R> {
         let s = &self.slots[i];
         let v1 = s.seq.load(Acquire);
         if v1 & (LIVE | WRITING) != LIVE {
             return None;
         }
-        let w: [u64; 6] = std::array::from_fn(|k| s.key[k].load(Relaxed));
-        if expect.is_some_and(|e| !same_words(e, &w)) {
-            return None;
-        }
-        let action = s.action.load(Relaxed);
-        let ecmp = s.ecmp.load(Relaxed);
-        let (addrs, ports, which) = (s.nat_addrs.load(Relaxed), s.nat_ports.load(Relaxed), s.nat_which.load(Relaxed));
-        let reverse = s.reverse.load(Relaxed);
+        let r = read(s)?;
         fence(Acquire);
-        if s.seq.load(Relaxed) != v1 {
-            return None;
-        }
+        (s.seq.load(Relaxed) == v1).then_some(r)
+    }
+
+    /// Slot `i`'s key words and what a hit needs, if it is live and stable
+    /// (and holds `expect`, if given: compared before anything else is read).
+    #[inline(always)]
+    fn read_slot(&self, i: usize, expect: Option<&[u64; 6]>) -> Option<([u64; 6], Hit)> {
+        let (w, action, ecmp, (addrs, ports, which), reverse) = self.read_stable(i, |s| {
+            let w: [u64; 6] = std::array::from_fn(|k| s.key[k].load(Relaxed));
+            if expect.is_some_and(|e| !same_words(e, &w)) {
+                return None;
+            }
+            let nat = (s.nat_addrs.load(Relaxed), s.nat_ports.load(Relaxed), s.nat_which.load(Relaxed));
+            Some((w, s.action.load(Relaxed), s.ecmp.load(Relaxed), nat, s.reverse.load(Relaxed)))
+        })?;
         let hit = Hit {
             slot: i as u32,
             reverse,
@@ -616,17 +621,10 @@ impl FlowTable {
         let want = KIND_FORWARD | FLAG_PLAIN | generation.map_or(0, |g| u64::from(g) << 32);
         let mask = 0xffff | FLAG_PLAIN | generation.map_or(0, |_| 0xffff_ffff << 32);
         self.search(p, |i| {
-            let s = &self.slots[i];
-            let v1 = s.seq.load(Acquire);
-            if v1 & (LIVE | WRITING) != LIVE {
-                return None;
-            }
-            let w: [u64; 6] = std::array::from_fn(|k| s.key[k].load(Relaxed));
-            let action = s.action.load(Relaxed);
-            let ecmp = s.ecmp.load(Relaxed);
-            fence(Acquire);
-            let stable = s.seq.load(Relaxed) == v1;
-            (stable && same_words(&p.words, &w) && action & mask == want)
+            let (w, action, ecmp) = self.read_stable(i, |s| {
+                Some((s.key.each_ref().map(|k| k.load(Relaxed)), s.action.load(Relaxed), s.ecmp.load(Relaxed)))
+            })?;
+            (same_words(&p.words, &w) && action & mask == want)
                 .then(|| Forwarding { slot: i as u32, ecmp: decode_ecmp(ecmp) })
         })
     }
