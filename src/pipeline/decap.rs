@@ -4,15 +4,14 @@
 //! by the fast path, as a pod's would; the rest by the general path.
 
 use super::forward::{parse_ip_into, ETH};
-use super::{fast, flow, Ctx, Frame, Origin, Pending, Step, Verdict};
-use crate::flow::Probe;
+use super::{fast, Ctx, Frame, Origin, Pending, Step, Verdict};
 use crate::stats::DropReason;
 use crate::tables::nexthop::{MPLS_UDP_LEGACY_PORT, MPLS_UDP_PORT};
 use crate::tables::{NextHop, RouteTarget, Vif};
 use crate::wire::{gre, ip_proto, ipv4, mpls, read_u16, udp, write_u16, EtherType, WireError};
 
 /// A frame from the fabric vif `vif`. Like `receive`, it sets `fast` for a
-/// frame the fast path takes, with its flow `probe`.
+/// frame the fast path takes.
 #[inline]
 pub(super) fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
     ctx: &mut Ctx<'_, B>,
@@ -20,9 +19,8 @@ pub(super) fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
     vif: &Vif,
     p: &mut Pending,
     fast: &mut bool,
-    probe: &mut Option<Probe>,
 ) -> Step {
-    decap(ctx, f, vif, p, fast, probe).unwrap_or_else(|r| Some(Verdict::Drop(r)))
+    decap(ctx, f, vif, p, fast).unwrap_or_else(|r| Some(Verdict::Drop(r)))
 }
 
 fn decap<B: AsRef<[u8]> + AsMut<[u8]>>(
@@ -31,7 +29,6 @@ fn decap<B: AsRef<[u8]> + AsMut<[u8]>>(
     vif: &Vif,
     p: &mut Pending,
     fast: &mut bool,
-    probe: &mut Option<Probe>,
 ) -> Result<Step, DropReason> {
     let d = f.data();
     // Only tunnel packets are ours; look no further into anything else.
@@ -88,9 +85,6 @@ fn decap<B: AsRef<[u8]> + AsMut<[u8]>>(
             }
             p.vrf = *vrf;
             p.origin = origin;
-            if *fast {
-                *probe = flow::prefetch_fast(ctx, f, *vrf);
-            }
             return Ok(None);
         }
         NextHop::Encap { oif, .. } => t.vif(*oif).map_or(vif.vrf, |v| v.vrf),
@@ -105,9 +99,6 @@ fn decap<B: AsRef<[u8]> + AsMut<[u8]>>(
     p.vrf = vrf_id;
     p.origin = origin;
     p.target = Some(RouteTarget { nh: nh_id, label: RouteTarget::NO_LABEL });
-    if *fast {
-        *probe = flow::prefetch_fast(ctx, f, vrf_id);
-    }
     Ok(None)
 }
 

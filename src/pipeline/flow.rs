@@ -104,16 +104,16 @@ pub(super) fn prefetch<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, in_vif: Option<&Vif>, inf
 }
 
 /// `prefetch`, for a frame the fast path took (`fast::classify`), routed in
-/// VRF `vrf`: the key comes straight from its header. The fast path takes
-/// no frame from a vif with floating IPs, so the VRF alone says whether
-/// flows track it.
+/// `vrf`: the key comes straight from its header. The fast path takes no
+/// frame from a vif with floating IPs, so the VRF alone says whether flows
+/// track it.
 #[inline(always)]
-pub(super) fn prefetch_fast<B: AsRef<[u8]> + AsMut<[u8]>>(ctx: &Ctx<'_, B>, f: &Frame<B>, vrf: u32) -> Option<Probe> {
+pub(super) fn prefetch_fast<B: AsRef<[u8]> + AsMut<[u8]>>(ctx: &Ctx<'_, B>, f: &Frame<B>, vrf: &Vrf) -> Option<Probe> {
     let table = ctx.flows?;
-    if !ctx.t.vrf(vrf).is_some_and(Vrf::tracks_flows) {
+    if !vrf.tracks_flows() {
         return None;
     }
-    let key = super::fast::flow_key(f, vrf)?;
+    let key = super::fast::flow_key(f, vrf.id)?;
     let probe = table.probe(&key);
     table.prefetch_tags(&probe);
     Some(probe)

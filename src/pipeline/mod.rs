@@ -30,7 +30,7 @@ pub use frame::{Frame, Spill};
 use crate::flow::Probe;
 use crate::stats::runtime::Stopwatch;
 use crate::stats::{DropReason, Stage, Stats};
-use crate::tables::{Fib, RouteTarget, Tables, VifIndex, VifKind};
+use crate::tables::{Fib, RouteTarget, Tables, VifIndex, VifKind, Vrf};
 use crate::wire::MacAddr;
 
 /// Why a frame is handed to the agent.
@@ -282,19 +282,21 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
     let pending = &mut scratch.pending;
     let mut done: [Step; VECTOR] = [None; VECTOR];
     let mut fast = [false; VECTOR];
+    // Each frame's VRF, looked up once for the three stages.
+    let mut vrfs: [Option<&Vrf>; VECTOR] = [None; VECTOR];
     for (i, f) in frames.iter_mut().enumerate() {
-        done[i] = receive(ctx, f, &mut pending[i], &mut fast[i], &mut probes[i]);
+        done[i] = receive(ctx, f, &mut pending[i], &mut fast[i]);
+        vrfs[i] = if done[i].is_none() { t.vrf(pending[i].vrf) } else { None };
         // Flows, step one: start fetching the frame's flow bucket as soon
         // as its key is known, so that it arrives while the rest of the
         // vector is parsed and the routes are looked up (a decapsulated
         // packet's label spares it the route lookup: parsing is all the
-        // time its bucket has). `receive` did it for fast frames.
-        if ctx.flows.is_some() && !fast[i] {
-            probes[i] = match (done[i], t.vrf(pending[i].vrf)) {
-                (None, Some(v)) => flow::prefetch(ctx, v, t.vif(f.vif), &pending[i].info, f.data()),
-                _ => None,
-            };
-        }
+        // time its bucket has).
+        probes[i] = match (ctx.flows.is_some(), vrfs[i]) {
+            (true, Some(v)) if fast[i] => flow::prefetch_fast(ctx, f, v),
+            (true, Some(v)) => flow::prefetch(ctx, v, t.vif(f.vif), &pending[i].info, f.data()),
+            _ => None,
+        };
     }
     watch.mark(Stage::Parse);
     // Stage two: every route lookup of the vector, per family, at once.
@@ -312,7 +314,7 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
             found[i] = p.target;
             continue;
         }
-        match t.vrf(p.vrf) {
+        match vrfs[i] {
             Some(v) if !p.info.v6 => {
                 v4_fibs[n4] = &v.v4;
                 v4_keys[n4] = p.info.dst as u32;
@@ -346,7 +348,7 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
             Some(v) => v,
             None => {
                 let p = &mut pending[i];
-                match (t.vrf(p.vrf), found[i]) {
+                match (vrfs[i], found[i]) {
                     (Some(v), Some(target)) if fast[i] => {
                         // In a VRF that tracks flows, only packets of flows
                         // that need nothing more than forwarding stay fast.
@@ -413,12 +415,10 @@ fn receive<B: AsRef<[u8]> + AsMut<[u8]>>(
     f: &mut Frame<B>,
     p: &mut Pending,
     fast: &mut bool,
-    probe: &mut Option<Probe>,
 ) -> Step {
     let t = ctx.t;
-    // The slots held the previous vector's frame.
+    // The slot held the previous vector's frame.
     *p = Pending::EMPTY;
-    *probe = None;
     let Some(vif) = t.vif(f.vif) else {
         return Some(Verdict::Drop(DropReason::InvalidIf));
     };
@@ -434,15 +434,13 @@ fn receive<B: AsRef<[u8]> + AsMut<[u8]>>(
         if let Some(dst) = fast::classify(f) {
             *fast = true;
             p.info.dst = u128::from(dst);
-            // Flows, step one, for a fast frame (see `process_vector`).
-            *probe = flow::prefetch_fast(ctx, f, vif.vrf);
             p.vrf = vif.vrf;
             p.origin = Origin::Vif(vif.index);
             return None;
         }
     }
     match vif.kind {
-        VifKind::Fabric => decap::from_fabric(ctx, f, vif, p, fast, probe),
+        VifKind::Fabric => decap::from_fabric(ctx, f, vif, p, fast),
         VifKind::Virtual | VifKind::Host | VifKind::Agent => forward::from_vif(ctx, f, vif, p),
     }
 }
