@@ -30,11 +30,8 @@ fn verify(ip: &[u8]) {
             if ip[9] == 17 && l4[6..8] == [0, 0] {
                 return;
             }
-            let mut pseudo = Vec::from(&ip[12..20]);
-            pseudo.extend_from_slice(&[0, ip[9]]);
-            pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-            pseudo.extend_from_slice(l4);
-            assert_eq!(inet_checksum(&pseudo), 0, "transport checksum");
+            let (src, dst) = (ip[12..16].try_into().unwrap(), ip[16..20].try_into().unwrap());
+            assert_eq!(transport_checksum_v4(src, dst, ip[9], l4), 0, "transport checksum");
         }
         1 => assert_eq!(inet_checksum(l4), 0, "ICMP checksum"),
         _ => {}

@@ -487,13 +487,7 @@ fn mss_of(frame: &[u8], tcp_at: usize) -> u16 {
 }
 
 fn tcp_checksum_ok(src: [u8; 4], dst: [u8; 4], seg: &[u8]) -> bool {
-    let mut p = Vec::new();
-    p.extend_from_slice(&src);
-    p.extend_from_slice(&dst);
-    p.extend_from_slice(&[0, 6]);
-    p.extend_from_slice(&(seg.len() as u16).to_be_bytes());
-    p.extend_from_slice(seg);
-    inet_checksum(&p) == 0
+    transport_checksum_v4(src, dst, 6, seg) == 0
 }
 
 #[test]

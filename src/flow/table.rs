@@ -348,7 +348,7 @@ const NO_HINT: u32 = u32::MAX;
 impl Probe {
     /// True if the probe was made for `key`.
     pub fn is_for(&self, key: &FlowKey) -> bool {
-        self.words == key.words()
+        same_words(&self.words, &key.words())
     }
 }
 
@@ -507,13 +507,6 @@ impl FlowTable {
         self.read_slot(i, None).map(|(w, hit)| (FlowKey::from_words(&w), hit))
     }
 
-    /// Reads slot `i` if it is live, stable and holds the key of `words`:
-    /// what a hit needs.
-    #[inline]
-    fn read_if(&self, i: usize, words: &[u64; 6]) -> Option<Hit> {
-        self.read_slot(i, Some(words)).map(|(_, hit)| hit)
-    }
-
     /// The seqlock read of slot `i`: what `read` takes from the slot, if the
     /// slot is live and nobody wrote it meanwhile. `read` may give up early
     /// (`None`), as when the key is not the one looked for.
@@ -607,7 +600,7 @@ impl FlowTable {
     /// The entry a probe names, if any: `lookup` after the prefetch steps.
     #[inline]
     pub fn find(&self, p: &Probe) -> Option<Hit> {
-        self.search(p, |i| self.read_if(i, &p.words))
+        self.search(p, |i| self.read_slot(i, Some(&p.words)).map(|(_, hit)| hit))
     }
 
     /// The probe's entry if it only forwards, as decided under policy

@@ -11,7 +11,7 @@
 
 use super::flow::count_settled;
 use super::forward::{decrement_ttl, push_tunnel, ETH};
-use super::{hash, Ctx, Frame, Verdict};
+use super::{hash, Ctx, Frame, PipelineConfig, Verdict};
 use crate::flow::{FlowKey, Forwarding};
 use crate::tables::{NextHop, RouteTarget, TunnelEncap, Vif, Vrf};
 use crate::wire::{icmpv4, ip_proto, ipv4, tcp};
@@ -24,6 +24,15 @@ const DHCP_SERVER_PORT: u16 = 67;
 #[inline(always)]
 fn head<B: AsRef<[u8]> + AsMut<[u8]>>(f: &Frame<B>) -> Option<&[u8; HEAD]> {
     f.data().get(..HEAD)?.try_into().ok()
+}
+
+/// True if frames from `vif` may take the fast path at all: not where it
+/// is turned off, and not from a vif with floating IPs, whose answers need
+/// the flow stage to find their NAT (so, for the fast path, a VRF's policy
+/// alone says whether flows track a frame: `flow::prefetch_fast`).
+#[inline(always)]
+pub(super) fn allowed(cfg: &PipelineConfig, vif: &Vif) -> bool {
+    cfg.fast_path && vif.floating.is_empty()
 }
 
 /// Stage one: if the frame from pod `vif` is one the fast path handles,

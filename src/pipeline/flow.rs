@@ -104,9 +104,8 @@ pub(super) fn prefetch<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, in_vif: Option<&Vif>, inf
 }
 
 /// `prefetch`, for a frame the fast path took (`fast::classify`), routed in
-/// `vrf`: the key comes straight from its header. The fast path takes no
-/// frame from a vif with floating IPs, so the VRF alone says whether flows
-/// track it.
+/// `vrf`: the key comes straight from its header, and the VRF alone says
+/// whether flows track it (see `fast::allowed`).
 #[inline(always)]
 pub(super) fn prefetch_fast<B: AsRef<[u8]> + AsMut<[u8]>>(ctx: &Ctx<'_, B>, f: &Frame<B>, vrf: &Vrf) -> Option<Probe> {
     let table = ctx.flows?;

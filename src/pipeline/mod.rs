@@ -429,8 +429,7 @@ fn receive<B: AsRef<[u8]> + AsMut<[u8]>>(
     if vif.flags.disabled {
         return Some(Verdict::Drop(DropReason::IfDrop));
     }
-    // A vif with floating IPs needs the flow stage for its answers.
-    if vif.kind == VifKind::Virtual && ctx.cfg.fast_path && vif.floating.is_empty() {
+    if vif.kind == VifKind::Virtual && fast::allowed(ctx.cfg, vif) {
         if let Some(dst) = fast::classify(f) {
             *fast = true;
             p.info.dst = u128::from(dst);

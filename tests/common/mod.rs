@@ -230,6 +230,19 @@ pub fn write_pcap(path: &std::path::Path, frames: &[Vec<u8>]) {
     std::fs::write(path, out).unwrap();
 }
 
+/// The Internet checksum of a TCP or UDP segment `seg` of protocol `proto`
+/// from `src` to `dst` over IPv4, with its pseudo-header: 0 when the
+/// segment's own checksum field is right.
+pub fn transport_checksum_v4(src: [u8; 4], dst: [u8; 4], proto: u8, seg: &[u8]) -> u16 {
+    let mut pseudo = Vec::with_capacity(12 + seg.len());
+    pseudo.extend_from_slice(&src);
+    pseudo.extend_from_slice(&dst);
+    pseudo.extend_from_slice(&[0, proto]);
+    pseudo.extend_from_slice(&(seg.len() as u16).to_be_bytes());
+    pseudo.extend_from_slice(seg);
+    inet_checksum(&pseudo)
+}
+
 /// The Internet checksum of `data`, computed independently of the crate.
 pub fn inet_checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = 0;
