@@ -12,8 +12,7 @@ use vrouter::flow::{Endpoint, Policy, PolicyAction, PortRange, Rule};
 use vrouter::pipeline::Verdict;
 use vrouter::pktgen::build::{self, L2};
 use vrouter::stats::DropReason;
-use vrouter::tables::RouteTarget;
-use vrouter::tables::{EcmpGroup, NextHop, Object, Op};
+use vrouter::tables::{EcmpGroup, NextHop, Object, ObjectKey, Op, Route, RouteSpec, RouteTarget};
 
 const TCP: u8 = 6;
 const UDP: u8 = 17;
@@ -78,9 +77,11 @@ fn a_pair_is_two_linked_entries() {
 /// with `lookup` on those.
 #[test]
 fn only_plain_forwarding_entries_are_settled() {
-    use vrouter::flow::Forwarding;
+    use vrouter::flow::{Forwarding, RouteMemo};
     let t = table(1000);
-    let settled = |k: &FlowKey, generation| t.forward_only(&t.probe(k), generation);
+    let settled = |k: &FlowKey, generation| {
+        t.forward_only(&t.probe(k), generation).map(|f| Forwarding { route: RouteMemo::NONE, ..f })
+    };
     let member = RouteTarget { nh: 7, label: 20 };
     // Plain both ways: the member pinned on the forward entry only.
     let k = key(1, TCP);
@@ -88,11 +89,11 @@ fn only_plain_forwarding_entries_are_settled() {
     f.ecmp = Some(member);
     let made = t.create(&f, &r, 3, 9, 0).unwrap();
     let rev = t.lookup(&k.reversed()).unwrap().slot;
-    assert_eq!(settled(&k, Some(9)), Some(Forwarding { slot: made.slot, ecmp: Some(member) }));
-    assert_eq!(settled(&k.reversed(), Some(9)), Some(Forwarding { slot: rev, ecmp: None }));
+    assert_eq!(settled(&k, Some(9)), Some(Forwarding { slot: made.slot, ecmp: Some(member), route: RouteMemo::NONE }));
+    assert_eq!(settled(&k.reversed(), Some(9)), Some(Forwarding { slot: rev, ecmp: None, route: RouteMemo::NONE }));
     assert_eq!(
         settled(&k, None),
-        Some(Forwarding { slot: made.slot, ecmp: Some(member) }),
+        Some(Forwarding { slot: made.slot, ecmp: Some(member), route: RouteMemo::NONE }),
         "no policy: any generation"
     );
     assert_eq!(settled(&k, Some(10)), None, "decided under another policy");
@@ -101,7 +102,7 @@ fn only_plain_forwarding_entries_are_settled() {
     t.set_action(made.slot, FlowAction::Drop(DropReason::FlowActionDrop), 10);
     assert_eq!(settled(&k, Some(10)), None, "dropped");
     t.set_action(made.slot, FlowAction::Forward, 11);
-    assert_eq!(settled(&k, Some(11)), Some(Forwarding { slot: made.slot, ecmp: Some(member) }));
+    assert_eq!(settled(&k, Some(11)), Some(Forwarding { slot: made.slot, ecmp: Some(member), route: RouteMemo::NONE }));
     // A rewrite, or another VRF to route in, is never settled: the general
     // path carries them out.
     let k = key(3, UDP);
@@ -123,6 +124,41 @@ fn only_plain_forwarding_entries_are_settled() {
     t.create(&f, &r, 3, 9, 0).unwrap();
     assert_eq!(settled(&k, Some(9)), None);
     assert!(t.lookup(&k).is_some());
+}
+
+/// An entry remembers the route the data path looked up for it, for its
+/// next packets. Workers update it without a lock, so an update made from
+/// an old read must fail: when another worker remembered first, and when
+/// the slot holds another entry now (whose route may differ).
+#[test]
+fn a_flow_remembers_its_route_until_its_slot_holds_another_entry() {
+    let t = table(1000);
+    let k = key(1, UDP);
+    let (f, r) = pair(k);
+    t.create(&f, &r, 3, 9, 0).unwrap();
+    let read = || t.forward_only(&t.probe(&k), Some(9)).unwrap();
+    let first = read();
+    assert_eq!(first.route.route(), Route { version: 0, leaf: 0 }, "nothing remembered yet");
+    let route = Route { version: 77, leaf: 5 };
+    t.remember_route(&first, route);
+    let second = read();
+    assert_eq!(second.route.route(), route);
+    t.remember_route(&first, Route { version: 78, leaf: 6 });
+    assert_eq!(read().route.route(), route, "an update from a read older than the last update");
+    t.remember_route(&second, Route { version: 79, leaf: 1 << 24 });
+    assert_eq!(read().route.route(), route, "a leaf that does not fit is not remembered");
+    // The slot's next entry starts with nothing, and no update meant for
+    // the old one reaches it: not even from a read that saw nothing either.
+    assert!(t.remove(second.slot));
+    t.create(&f, &r, 3, 9, 0).unwrap();
+    let fresh = read();
+    assert_eq!(fresh.slot, second.slot, "the same slot, reused");
+    assert_eq!(fresh.route.route().version, 0);
+    t.remember_route(&first, Route { version: 80, leaf: 2 });
+    t.remember_route(&second, Route { version: 81, leaf: 2 });
+    assert_eq!(read().route.route().version, 0, "updates for the slot's old entry");
+    t.remember_route(&fresh, route);
+    assert_eq!(read().route.route(), route);
 }
 
 #[test]
@@ -461,6 +497,55 @@ fn a_flow_stays_on_its_ecmp_member_while_members_change() {
     // New flows use the new member too.
     let fresh: Vec<u8> = (0..300).map(|p| send(&mut lab, 5000 + p)).collect();
     assert!(fresh.contains(&3));
+}
+
+/// The MPLS label of a frame encapsulated in MPLS over UDP.
+fn udp_label_of(frame: &[u8]) -> u32 {
+    u32::from_be_bytes([0, frame[42], frame[43], frame[44]]) >> 4
+}
+
+/// A settled flow's packets skip the route lookup while its VRF's routes
+/// are unchanged (the flow remembers the route). When a route changes,
+/// the next packet goes where the new routes say, and when none is left,
+/// it is dropped as any unrouted packet is.
+#[test]
+fn a_flow_follows_route_changes() {
+    let mut lab = Lab::new();
+    let table = Arc::new(FlowTable::new(FlowConfig { capacity: 10_000, ..FlowConfig::default() }, 64, 16));
+    lab.pipeline.set_flows(Some(table.clone()));
+    lab.writer.apply(&[Op::Add(Object::Policy(BLUE, Policy::allow_all()))]).unwrap();
+    let send = |lab: &mut Lab, dst: Ipv4Addr| {
+        let (v, out) = lab.run(A1, udp(1, a1_ip(), dst, 4000, 53));
+        (v, (v == Verdict::Tx(FABRIC)).then(|| (peer_of(&out), udp_label_of(&out))))
+    };
+    let route = |p: &str, nh, label| {
+        Object::Route(RouteSpec { vrf: BLUE, prefix: p.parse().unwrap(), target: RouteTarget { nh, label } })
+    };
+    // The first packet makes the flow, the second takes the fast path and
+    // looks the route up, the rest recall it.
+    for n in 0..4 {
+        assert_eq!(send(&mut lab, remote_ip()).1, Some((1, 40)), "packet {n}: 10.2.0.0/24 to peer 1");
+    }
+    lab.writer.apply(&[Op::Add(route("10.2.0.5/32", 12, 50))]).unwrap();
+    for n in 0..3 {
+        assert_eq!(send(&mut lab, remote_ip()).1, Some((2, 50)), "packet {n}: a longer prefix to peer 2");
+    }
+    lab.writer.apply(&[Op::Update(route("10.2.0.5/32", 13, 51))]).unwrap();
+    for n in 0..3 {
+        assert_eq!(send(&mut lab, remote_ip()).1, Some((3, 51)), "packet {n}: the route moved to peer 3");
+    }
+    // A change elsewhere in the VRF changes no answer.
+    lab.writer.apply(&[Op::Add(route("10.9.0.0/16", 12, 52))]).unwrap();
+    assert_eq!(send(&mut lab, remote_ip()).1, Some((3, 51)));
+    lab.writer.apply(&[Op::Delete(ObjectKey::Route(BLUE, "10.2.0.5/32".parse().unwrap()))]).unwrap();
+    assert_eq!(send(&mut lab, remote_ip()).1, Some((1, 40)), "back to the /24");
+    lab.writer.apply(&[Op::Delete(ObjectKey::Route(BLUE, "10.2.0.0/24".parse().unwrap()))]).unwrap();
+    let (unrouted, _) = send(&mut lab, Ipv4Addr::new(10, 2, 0, 6));
+    assert!(matches!(unrouted, Verdict::Drop(_)), "{unrouted:?}");
+    for n in 0..2 {
+        assert_eq!(send(&mut lab, remote_ip()).0, unrouted, "packet {n}: no route left");
+    }
+    assert_eq!(table.len(), 1, "the same pair all along (an unrouted packet makes none)");
 }
 
 #[test]

@@ -15,5 +15,5 @@ pub mod table;
 pub use key::FlowKey;
 pub use policy::{CompiledPolicy, Endpoint, Policy, PolicyAction, PortRange, Rule};
 pub use table::{
-    CreateError, DirSpec, FlowAction, FlowConfig, FlowInfo, FlowTable, Forwarding, Hit, Nat, Probe, TcpState,
+    CreateError, DirSpec, FlowAction, FlowConfig, FlowInfo, FlowTable, Forwarding, Hit, Nat, Probe, RouteMemo, TcpState,
 };

@@ -33,7 +33,7 @@
 use super::key::FlowKey;
 use crate::memory::{Zeroable, ZeroedSlice};
 use crate::stats::DropReason;
-use crate::tables::RouteTarget;
+use crate::tables::{Route, RouteTarget};
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::Mutex;
 
@@ -254,9 +254,33 @@ const TCP_FIN: u32 = 0x01;
 const TCP_SYN: u32 = 0x02;
 const TCP_RST: u32 = 0x04;
 const TCP_ACK: u32 = 0x10;
+/// Where `nat_which` keeps them: FIN, SYN and RST as they are, ACK next
+/// to them, all shifted by 4.
+const TCP_SHIFT: u32 = 4;
+const TCP_BITS: u32 = 0xf << TCP_SHIFT;
+/// The vif in `origin`: vif indexes are far below 2^24 (`Limits`).
+const VIF_BITS: u32 = 24;
+
+/// The creating vif, from an `origin` word.
+fn origin_vif(origin: u64) -> u32 {
+    (origin & ((1 << VIF_BITS) - 1)) as u32
+}
+
+/// TCP flags (TCP's bits) as `nat_which` keeps them.
+#[inline(always)]
+fn pack_tcp(flags: u32) -> u32 {
+    ((flags & (TCP_FIN | TCP_SYN | TCP_RST)) | ((flags & TCP_ACK) >> 1)) << TCP_SHIFT
+}
+
+/// TCP flags (TCP's bits) from a `nat_which` word.
+fn unpack_tcp(which: u32) -> u32 {
+    let f = (which & TCP_BITS) >> TCP_SHIFT;
+    (f & (TCP_FIN | TCP_SYN | TCP_RST)) | ((f & 0x8) << 1)
+}
 
 /// One entry: two cache lines. The first holds what a lookup compares and
-/// a hit needs most; the second, the NAT rewrite and what a hit counts.
+/// a hit needs most; the second, the route, the NAT rewrite and what a hit
+/// counts.
 #[derive(Default)]
 #[repr(C, align(64))]
 struct Slot {
@@ -266,15 +290,18 @@ struct Slot {
     action: AtomicU64,
     // Second line.
     ecmp: AtomicU64,
+    /// The route the data path last looked up for the entry (`RouteMemo`).
+    route: AtomicU64,
     nat_addrs: AtomicU64,
     nat_ports: AtomicU32,
+    /// From the bottom: the NAT flags (4 bits), the TCP flags seen
+    /// (`TCP_BITS`), and the route VRF + 1 (24 bits; 0 for none).
     nat_which: AtomicU32,
-    vif: AtomicU32,
-    tcp: AtomicU32,
+    /// The creating vif (24 bits, `VIF_BITS`) under the creation time.
+    origin: AtomicU64,
     packets: AtomicU64,
     bytes: AtomicU64,
     last_seen: AtomicU64,
-    created: AtomicU64,
 }
 
 // SAFETY: both are made of atomic integers only; zero is a valid value.
@@ -313,6 +340,46 @@ pub struct Forwarding {
     pub slot: u32,
     /// The pinned ECMP member.
     pub ecmp: Option<RouteTarget>,
+    /// The entry's route, as the data path last looked it up.
+    pub route: RouteMemo,
+}
+
+/// A flow entry's memory of its route: the route lookup's answer in one
+/// table version (`Route`), which spares the flow's packets the lookup
+/// while that version lasts. One word, so that workers can update it
+/// without the entry's lock: the table version (32 bits), the entry's
+/// incarnation (8 bits) and the leaf value (24 bits). The incarnation
+/// changes whenever the slot is given to a new entry, so an update meant
+/// for the old entry fails (`FlowTable::remember_route`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteMemo(u64);
+
+const LEAF_BITS: u32 = 24;
+const LEAF_MASK: u64 = (1 << LEAF_BITS) - 1;
+const INCARNATION_MASK: u64 = 0xff << LEAF_BITS;
+
+impl RouteMemo {
+    /// No route remembered.
+    pub const NONE: RouteMemo = RouteMemo(0);
+
+    /// The route remembered, if any (version 0: none yet).
+    #[inline(always)]
+    pub fn route(self) -> Route {
+        Route { version: (self.0 >> 32) as u32, leaf: (self.0 & LEAF_MASK) as u32 }
+    }
+
+    /// The same entry's memory of `route`, if its leaf fits.
+    #[inline(always)]
+    fn with(self, route: Route) -> Option<RouteMemo> {
+        (u64::from(route.leaf) <= LEAF_MASK).then_some(RouteMemo(
+            (u64::from(route.version) << 32) | (self.0 & INCARNATION_MASK) | u64::from(route.leaf),
+        ))
+    }
+
+    /// The memory of the slot's next entry: nothing, under a new incarnation.
+    fn next_incarnation(self) -> RouteMemo {
+        RouteMemo((self.0 & INCARNATION_MASK).wrapping_add(1 << LEAF_BITS) & INCARNATION_MASK)
+    }
 }
 
 /// Who made a pair, when, and under which policy generation.
@@ -614,11 +681,15 @@ impl FlowTable {
         let want = KIND_FORWARD | FLAG_PLAIN | generation.map_or(0, |g| u64::from(g) << 32);
         let mask = 0xffff | FLAG_PLAIN | generation.map_or(0, |_| 0xffff_ffff << 32);
         self.search(p, |i| {
-            let (w, action, ecmp) = self.read_stable(i, |s| {
-                Some((s.key.each_ref().map(|k| k.load(Relaxed)), s.action.load(Relaxed), s.ecmp.load(Relaxed)))
+            let (w, action, ecmp, route) = self.read_stable(i, |s| {
+                let w = s.key.each_ref().map(|k| k.load(Relaxed));
+                Some((w, s.action.load(Relaxed), s.ecmp.load(Relaxed), s.route.load(Relaxed)))
             })?;
-            (same_words(&p.words, &w) && action & mask == want)
-                .then(|| Forwarding { slot: i as u32, ecmp: decode_ecmp(ecmp) })
+            (same_words(&p.words, &w) && action & mask == want).then(|| Forwarding {
+                slot: i as u32,
+                ecmp: decode_ecmp(ecmp),
+                route: RouteMemo(route),
+            })
         })
     }
 
@@ -683,9 +754,21 @@ impl FlowTable {
         s.packets.fetch_add(1, Relaxed);
         s.bytes.fetch_add(u64::from(bytes), Relaxed);
         s.last_seen.store(now, Relaxed);
-        let f = u32::from(tcp_flags) & (TCP_FIN | TCP_SYN | TCP_RST | TCP_ACK);
-        if f != 0 && s.tcp.load(Relaxed) & f != f {
-            s.tcp.fetch_or(f, Relaxed);
+        let f = pack_tcp(u32::from(tcp_flags));
+        if f != 0 && s.nat_which.load(Relaxed) & f != f {
+            s.nat_which.fetch_or(f, Relaxed);
+        }
+    }
+
+    /// Remembers `route` in the entry a `forward_only` hit answered with,
+    /// for the entry's next packets. Lock-free: if the entry changed since
+    /// (another worker remembered first, or the slot holds another entry
+    /// now), nothing is written.
+    #[inline]
+    pub fn remember_route(&self, hit: &Forwarding, route: Route) {
+        let (Some(s), Some(new)) = (self.slots.get(hit.slot as usize), hit.route.with(route)) else { return };
+        if new != hit.route {
+            let _ = s.route.compare_exchange(hit.route.0, new.0, Relaxed, Relaxed);
         }
     }
 
@@ -736,13 +819,12 @@ impl FlowTable {
         s.nat_addrs.store(a, Relaxed);
         s.nat_ports.store(p, Relaxed);
         s.nat_which.store(w | route, Relaxed);
+        s.route.store(RouteMemo(s.route.load(Relaxed)).next_incarnation().0, Relaxed);
         s.reverse.store(reverse as u32, Relaxed);
-        s.vif.store(vif, Relaxed);
-        s.tcp.store(0, Relaxed);
+        s.origin.store((now << VIF_BITS) | u64::from(vif & ((1 << VIF_BITS) - 1)), Relaxed);
         s.packets.store(0, Relaxed);
         s.bytes.store(0, Relaxed);
         s.last_seen.store(now, Relaxed);
-        s.created.store(now, Relaxed);
     }
 
     fn publish(&self, i: usize) {
@@ -906,7 +988,7 @@ impl FlowTable {
         }
         // The pair was counted against its creating vif and the forward key's VRF.
         let s = &self.slots[slot as usize];
-        let vif = s.vif.load(Relaxed);
+        let vif = origin_vif(s.origin.load(Relaxed));
         let vrf = if s.action.load(Relaxed) & FLAG_FORWARD_DIR != 0 { key.vrf } else { rkey.vrf };
         for i in [slot as usize, hit.reverse as usize] {
             self.set_tag(i, 0);
@@ -926,8 +1008,8 @@ impl FlowTable {
         if proto != crate::wire::ip_proto::TCP {
             return TcpState::None;
         }
-        let a = self.slots[slot].tcp.load(Relaxed);
-        let b = self.slots.get(reverse).map_or(0, |s| s.tcp.load(Relaxed));
+        let a = unpack_tcp(self.slots[slot].nat_which.load(Relaxed));
+        let b = self.slots.get(reverse).map_or(0, |s| unpack_tcp(s.nat_which.load(Relaxed)));
         let (fwd, rev) = if self.slots[slot].action.load(Relaxed) & FLAG_FORWARD_DIR != 0 { (a, b) } else { (b, a) };
         if (a | b) & TCP_RST != 0 || (fwd & TCP_FIN != 0 && rev & TCP_FIN != 0) {
             TcpState::Closed
@@ -999,11 +1081,11 @@ impl FlowTable {
             ecmp: hit.ecmp,
             nat: hit.nat,
             route_vrf: hit.route_vrf,
-            vif: s.vif.load(Relaxed),
+            vif: origin_vif(s.origin.load(Relaxed)),
             packets: s.packets.load(Relaxed),
             bytes: s.bytes.load(Relaxed),
             tcp: self.tcp_state(slot as usize, hit.reverse as usize, key.proto),
-            age_ms: now.saturating_sub(s.created.load(Relaxed)),
+            age_ms: now.saturating_sub(s.origin.load(Relaxed) >> VIF_BITS),
             idle_ms: now.saturating_sub(last),
         })
     }

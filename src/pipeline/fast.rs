@@ -59,7 +59,7 @@ pub(super) fn classify<B: AsRef<[u8]> + AsMut<[u8]>>(f: &mut Frame<B>) -> Option
         _ => {}
     }
     let ip: &[u8; ipv4::HEADER_LEN] = h[ETH..ETH + ipv4::HEADER_LEN].try_into().ok()?;
-    if !ipv4::Packet::new_unchecked(ip).verify_checksum() {
+    if !ipv4::checksum_ok(ip) {
         return None;
     }
     let dst = u32::from_be_bytes([h[30], h[31], h[32], h[33]]);

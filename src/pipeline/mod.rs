@@ -27,10 +27,10 @@ mod neighbor;
 
 pub use frame::{Frame, Spill};
 
-use crate::flow::Probe;
+use crate::flow::{Forwarding, Probe};
 use crate::stats::runtime::Stopwatch;
 use crate::stats::{DropReason, Stage, Stats};
-use crate::tables::{Fib, RouteTarget, Tables, VifIndex, VifKind, Vrf};
+use crate::tables::{Fib, Route, RouteTarget, Tables, VifIndex, VifKind, Vrf};
 use crate::wire::MacAddr;
 
 /// Why a frame is handed to the agent.
@@ -117,8 +117,8 @@ const SWEEP_MIN_PER_BATCH: u64 = 2;
 /// a million slots) in about a second and a half.
 pub const SWEEP_IDLE: u64 = 8192;
 
-/// Flows whose slots stage three prefetches ahead of the one it finishes.
-const FLOW_LOOKAHEAD: usize = 4;
+/// Flows whose slots step two of the flow lookup prefetches ahead of the one it reads.
+const FLOW_LOOKAHEAD: usize = 16;
 
 /// Most VRF translations one packet may go through before it is a loop.
 const MAX_DEPTH: u8 = 4;
@@ -299,14 +299,42 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
         };
     }
     watch.mark(Stage::Parse);
+    // Flows, step two: the tag lines asked for in step one are in, so
+    // start fetching the slots whose tags match, a few frames ahead, and
+    // read each fast frame's flow. A flow that only forwards, and that
+    // remembers its route in the VRF's current table version, spares its
+    // packet the route lookup: the flow table is the route cache, as in
+    // Contrail, where a flow holds its next hop.
+    let mut settled: [Option<Forwarding>; VECTOR] = [None; VECTOR];
+    let mut found = [None; VECTOR];
+    let mut recalled = [false; VECTOR];
+    if let Some(table) = ctx.flows {
+        for probe in probes.iter_mut().take(FLOW_LOOKAHEAD).flatten() {
+            table.prefetch_slots(probe);
+        }
+        for i in 0..frames.len() {
+            if let Some(Some(probe)) = probes.get_mut(i + FLOW_LOOKAHEAD) {
+                table.prefetch_slots(probe);
+            }
+            // A fast frame has a probe only in a VRF that tracks flows.
+            if let (true, Some(v), Some(probe)) = (fast[i], vrfs[i], &probes[i]) {
+                settled[i] = flow::settled(ctx, v, probe);
+                if let (Some(s), None) = (settled[i], pending[i].target) {
+                    if let Some(target) = v.v4.recall(s.route.route()) {
+                        found[i] = target;
+                        recalled[i] = true;
+                    }
+                }
+            }
+        }
+    }
     // Stage two: every route lookup of the vector, per family, at once.
     let mut v4_fibs: [&Fib<u32>; VECTOR] = [t.empty_fib_v4(); VECTOR];
     let mut v4_keys = [0u32; VECTOR];
     let mut v4_at = [0u8; VECTOR];
     let mut n4 = 0;
-    let mut found = [None; VECTOR];
     for i in 0..frames.len() {
-        if done[i].is_some() {
+        if done[i].is_some() || recalled[i] {
             continue;
         }
         let p = &pending[i];
@@ -325,24 +353,19 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
             None => {}
         }
     }
-    let mut v4_found = [None; VECTOR];
-    Fib::lookup_batch(&v4_fibs[..n4], &v4_keys[..n4], &mut v4_found[..n4]);
+    let mut v4_routes = [Route { version: 0, leaf: 0 }; VECTOR];
+    Fib::lookup_batch_routes(&v4_fibs[..n4], &v4_keys[..n4], &mut v4_routes[..n4]);
     for j in 0..n4 {
-        found[usize::from(v4_at[j])] = v4_found[j];
+        let i = usize::from(v4_at[j]);
+        found[i] = v4_fibs[j].target(v4_routes[j]);
+        // The settled flows that had no route in this version keep this one.
+        if let (Some(table), Some(s)) = (ctx.flows, settled[i]) {
+            table.remember_route(&s, v4_routes[j]);
+        }
     }
     watch.mark(Stage::Lookup);
-    // Stage three: carry out each frame's next hop. Flows, step two: the
-    // tag lines asked for in step one are in, so start fetching the slots
-    // whose tags match, a few frames ahead of the frame being finished.
-    if let Some(table) = ctx.flows {
-        for probe in probes.iter_mut().take(FLOW_LOOKAHEAD).flatten() {
-            table.prefetch_slots(probe);
-        }
-    }
+    // Stage three: carry out each frame's next hop.
     for (i, f) in frames.iter_mut().enumerate() {
-        if let (Some(table), Some(Some(probe))) = (ctx.flows, probes.get_mut(i + FLOW_LOOKAHEAD)) {
-            table.prefetch_slots(probe);
-        }
         let in_vif = f.vif;
         let v = match done[i] {
             Some(v) => v,
@@ -353,10 +376,7 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
                         // In a VRF that tracks flows, only packets of flows
                         // that need nothing more than forwarding stay fast.
                         let finished = if ctx.flows.is_some() && v.tracks_flows() {
-                            probes[i]
-                                .as_ref()
-                                .and_then(|probe| flow::settled(ctx, v, probe))
-                                .and_then(|settled| fast::finish(ctx, f, v, target, Some(settled)))
+                            settled[i].and_then(|settled| fast::finish(ctx, f, v, target, Some(settled)))
                         } else {
                             fast::finish(ctx, f, v, target, None)
                         };

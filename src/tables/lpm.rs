@@ -115,7 +115,39 @@ pub struct Fib<K: FibKey> {
     target_refs: Vec<u32>,
     target_index: AHashMap<RouteTarget, u32>,
     free_targets: Vec<u32>,
+    /// Changed by every insert and remove, never reused by another table
+    /// in this process: what a flow that remembers its route (`Route`)
+    /// checks its memory against.
+    version: u32,
     _key: std::marker::PhantomData<K>,
+}
+
+/// Where a lookup ended: a leaf value of one table version, which names
+/// its target without walking the trie again (`Fib::route`). The data
+/// path keeps it in a flow, so that the flow's later packets skip the
+/// route lookup while the table is unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// The table version the lookup was made in (`Fib::version`).
+    pub version: u32,
+    /// The leaf value: 0 for no route, else the target's index + 1.
+    pub leaf: u32,
+}
+
+/// The source of table versions. 32 bits wrap after four billion route
+/// changes; a flow could only mistake an old version for the current one
+/// if it saw no packet through all of them, and idle flows are aged out
+/// long before (at 1 M changes a second, a wrap takes 71 minutes).
+static VERSIONS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+
+fn next_version() -> u32 {
+    loop {
+        // 0 stays free: a flow that has never looked its route up.
+        let v = VERSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if v != 0 {
+            return v;
+        }
+    }
 }
 
 impl<K: FibKey> Default for Fib<K> {
@@ -135,7 +167,37 @@ impl<K: FibKey> Fib<K> {
             target_refs: Vec::new(),
             target_index: AHashMap::new(),
             free_targets: Vec::new(),
+            version: next_version(),
             _key: std::marker::PhantomData,
+        }
+    }
+
+    /// The table's version: see `Route`.
+    #[inline(always)]
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// The target of a lookup made in this version (`lookup_batch_routes`).
+    #[inline(always)]
+    pub fn target(&self, route: Route) -> Option<RouteTarget> {
+        debug_assert_eq!(route.version, self.version, "a route from another version");
+        self.target_of(route.leaf)
+    }
+
+    /// The target `route` names, if it was looked up in this version; else
+    /// `None`, and it must be looked up again.
+    #[inline(always)]
+    pub fn recall(&self, route: Route) -> Option<Option<RouteTarget>> {
+        (route.version == self.version).then(|| self.target_of(route.leaf))
+    }
+
+    #[inline(always)]
+    fn target_of(&self, leaf: u32) -> Option<RouteTarget> {
+        if leaf == 0 {
+            None
+        } else {
+            self.targets.get(leaf as usize - 1).copied()
         }
     }
 
@@ -151,8 +213,7 @@ impl<K: FibKey> Fib<K> {
                 level += 1;
                 continue;
             }
-            let v = e & VALUE_MASK;
-            return if v == 0 { None } else { self.targets.get(v as usize - 1).copied() };
+            return self.target_of(e & VALUE_MASK);
         }
     }
 
@@ -165,6 +226,18 @@ impl<K: FibKey> Fib<K> {
     /// for `keys[i]`. At most `BATCH` keys; the rest are left untouched.
     #[inline]
     pub fn lookup_batch(fibs: &[&Fib<K>], keys: &[K], out: &mut [Option<RouteTarget>]) {
+        let mut routes = [Route { version: 0, leaf: 0 }; BATCH];
+        let n = fibs.len().min(keys.len()).min(out.len()).min(BATCH);
+        Self::lookup_batch_routes(&fibs[..n], &keys[..n], &mut routes[..n]);
+        for i in 0..n {
+            out[i] = fibs[i].target_of(routes[i].leaf);
+        }
+    }
+
+    /// `lookup_batch`, answering with where each lookup ended, for
+    /// callers that keep it (`Route`); `fibs[i].target(out[i])` is the target.
+    #[inline]
+    pub fn lookup_batch_routes(fibs: &[&Fib<K>], keys: &[K], out: &mut [Route]) {
         let n = fibs.len().min(keys.len()).min(out.len()).min(BATCH);
         let (fibs, keys, out) = (&fibs[..n], &keys[..n], &mut out[..n]);
         // Each key's current slot entry; a leaf once its walk is over.
@@ -192,8 +265,7 @@ impl<K: FibKey> Fib<K> {
             level += 1;
         }
         for i in 0..n {
-            let v = entry[i] & VALUE_MASK;
-            out[i] = if v == 0 { None } else { fibs[i].targets.get(v as usize - 1).copied() };
+            out[i] = Route { version: fibs[i].version, leaf: entry[i] & VALUE_MASK };
         }
     }
 
@@ -339,6 +411,7 @@ impl<K: FibKey> Fib<K> {
     /// Installs `key/len → target`, replacing the same prefix's old target
     /// `old` if there was one. `key` has no bits set past `len`.
     pub(crate) fn insert(&mut self, key: K, len: u8, target: RouteTarget, old: Option<RouteTarget>) {
+        self.version = next_version();
         let value = self.intern(target);
         if let Some(o) = old {
             let ov = self.value_of(o);
@@ -368,6 +441,7 @@ impl<K: FibKey> Fib<K> {
     /// Removes `key/len`, whose target is `old`. `replacement` is the longest
     /// prefix shorter than `len` that covers it, with its length, if any.
     pub(crate) fn remove(&mut self, key: K, len: u8, old: RouteTarget, replacement: Option<(u8, RouteTarget)>) {
+        self.version = next_version();
         let (level, rel) = place(len);
         let mut path = [(0u32, 0usize); 16];
         let mut idx = 0u32;
@@ -466,6 +540,34 @@ mod tests {
             self.0 ^= self.0 << 17;
             self.0
         }
+    }
+
+    /// A route looked up in one version of a table names its target in
+    /// that version only: every change makes a version no table had.
+    #[test]
+    fn a_route_is_recalled_only_in_the_version_it_was_looked_up_in() {
+        let mut fib = Fib::<u32>::new();
+        let mut m = Model(BTreeMap::new());
+        apply_insert(&mut fib, &mut m, 0x0a00_0000, 8, t(2));
+        let keys = [0x0a01_0203, 0x0b00_0000];
+        let mut routes = [Route { version: 0, leaf: 0 }; 2];
+        Fib::lookup_batch_routes(&[&fib, &fib], &keys, &mut routes);
+        assert_eq!(routes.map(|r| fib.target(r)), [Some(t(2)), None]);
+        assert_eq!(routes.map(|r| fib.recall(r)), [Some(Some(t(2))), Some(None)], "same version: no lookup needed");
+        let (before, copy) = (fib.version(), fib.clone());
+        apply_insert(&mut fib, &mut m, 0x0a01_0000, 16, t(3));
+        assert_ne!(fib.version(), before, "an insert is a new version");
+        assert_eq!(copy.version(), before, "a copy keeps its own");
+        assert_eq!(routes.map(|r| fib.recall(r)), [None, None], "look up again");
+        let mut after = routes;
+        Fib::lookup_batch_routes(&[&fib, &fib], &keys, &mut after);
+        assert_eq!(after.map(|r| fib.target(r)), [Some(t(3)), None]);
+        let inserted = fib.version();
+        apply_remove(&mut fib, &mut m, 0x0a01_0000, 16);
+        assert!(fib.version() != inserted && fib.version() != before, "a remove too, never an old one");
+        assert_eq!(after.map(|r| fib.recall(r)), [None, None]);
+        assert_ne!(Fib::<u32>::new().version(), fib.version(), "nor another table's");
+        assert_ne!(Fib::<u32>::new().version(), 0, "0 is no version");
     }
 
     #[test]

@@ -20,7 +20,7 @@ mod writer;
 
 pub use cow::CowVec;
 pub use ecmp::EcmpGroup;
-pub use lpm::{Fib, FibKey};
+pub use lpm::{Fib, FibKey, Route};
 pub use nexthop::{NextHop, NhId, Tunnel, TunnelEncap};
 pub use vif::{FloatingIp, Vif, VifFlags, VifIndex, VifKind};
 pub use writer::{
