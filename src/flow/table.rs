@@ -413,6 +413,9 @@ pub struct Probe {
 const NO_HINT: u32 = u32::MAX;
 
 impl Probe {
+    /// A placeholder, for arrays of probes: made for no key.
+    pub const UNUSED: Probe = Probe { words: [0; 6], at: Place { buckets: [0; 2], stripe: 0, tag: 0 }, hint: NO_HINT };
+
     /// True if the probe was made for `key`.
     pub fn is_for(&self, key: &FlowKey) -> bool {
         same_words(&self.words, &key.words())

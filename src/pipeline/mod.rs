@@ -100,8 +100,12 @@ pub struct Pipeline {
 /// A vector's per-frame state between its stages.
 struct Scratch {
     pending: [Pending; VECTOR],
-    probes: [Option<Probe>; VECTOR],
+    /// Frame `i`'s flow probe, if bit `i` of the vector's `probed` mask is set.
+    probes: [Probe; VECTOR],
 }
+
+// A vector's frames fit the bit masks of `process_vector`.
+const _: () = assert!(VECTOR <= 32);
 
 /// Ageing: each worker looks over the whole flow table once per this much
 /// of its clock, in steps of at most `SWEEP_PER_BATCH` slots per batch (at
@@ -153,7 +157,7 @@ impl Pipeline {
             now: 0,
             swept_at: 0,
             sweep_owed: 0,
-            scratch: Box::new(Scratch { pending: [Pending::EMPTY; VECTOR], probes: [None; VECTOR] }),
+            scratch: Box::new(Scratch { pending: [Pending::EMPTY; VECTOR], probes: [Probe::UNUSED; VECTOR] }),
         }
     }
 
@@ -278,7 +282,8 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
     watch: &mut Stopwatch<'_>,
 ) {
     let t = ctx.t;
-    let probes = &mut scratch.probes[..frames.len()];
+    let probes = &mut scratch.probes;
+    let mut probed = 0u32;
     let pending = &mut scratch.pending;
     let mut done: [Step; VECTOR] = [None; VECTOR];
     let mut fast = [false; VECTOR];
@@ -289,14 +294,16 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
         vrfs[i] = if done[i].is_none() { t.vrf(pending[i].vrf) } else { None };
         // Flows, step one: start fetching the frame's flow bucket as soon
         // as its key is known, so that it arrives while the rest of the
-        // vector is parsed and the routes are looked up (a decapsulated
-        // packet's label spares it the route lookup: parsing is all the
-        // time its bucket has).
-        probes[i] = match (ctx.flows.is_some(), vrfs[i]) {
+        // vector is parsed. Only made probes are written (80 bytes each).
+        let probe = match (ctx.flows.is_some(), vrfs[i]) {
             (true, Some(v)) if fast[i] => flow::prefetch_fast(ctx, f, v),
             (true, Some(v)) => flow::prefetch(ctx, v, t.vif(f.vif), &pending[i].info, f.data()),
             _ => None,
         };
+        if let Some(p) = probe {
+            probes[i] = p;
+            probed |= 1 << i;
+        }
     }
     watch.mark(Stage::Parse);
     // Flows, step two: the tag lines asked for in step one are in, so
@@ -309,16 +316,19 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
     let mut found = [None; VECTOR];
     let mut recalled = [false; VECTOR];
     if let Some(table) = ctx.flows {
-        for probe in probes.iter_mut().take(FLOW_LOOKAHEAD).flatten() {
-            table.prefetch_slots(probe);
-        }
-        for i in 0..frames.len() {
-            if let Some(Some(probe)) = probes.get_mut(i + FLOW_LOOKAHEAD) {
+        for (i, probe) in probes.iter_mut().enumerate().take(FLOW_LOOKAHEAD) {
+            if probed & (1 << i) != 0 {
                 table.prefetch_slots(probe);
             }
+        }
+        for i in 0..frames.len() {
+            let ahead = i + FLOW_LOOKAHEAD;
+            if ahead < VECTOR && probed & (1 << ahead) != 0 {
+                table.prefetch_slots(&mut probes[ahead]);
+            }
             // A fast frame has a probe only in a VRF that tracks flows.
-            if let (true, Some(v), Some(probe)) = (fast[i], vrfs[i], &probes[i]) {
-                settled[i] = flow::settled(ctx, v, probe);
+            if let (true, Some(v), true) = (fast[i], vrfs[i], probed & (1 << i) != 0) {
+                settled[i] = flow::settled(ctx, v, &probes[i]);
                 if let (Some(s), None) = (settled[i], pending[i].target) {
                     if let Some(target) = v.v4.recall(s.route.route()) {
                         found[i] = target;
@@ -364,6 +374,7 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
         }
     }
     watch.mark(Stage::Lookup);
+    let probe_of = |i: usize| (probed & (1 << i) != 0).then(|| &probes[i]);
     // Stage three: carry out each frame's next hop.
     for (i, f) in frames.iter_mut().enumerate() {
         let in_vif = f.vif;
@@ -385,17 +396,15 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
                             // Not one for the fast path after all: take the
                             // general one, from the untouched frame.
                             None => match forward::parse_ip_into(f.data(), false, &mut p.info) {
-                                Ok(()) => forward::resolve(ctx, f, v, target, &p.info, p.origin, 0, probes[i].as_ref()),
+                                Ok(()) => forward::resolve(ctx, f, v, target, &p.info, p.origin, 0, probe_of(i)),
                                 Err(r) => Verdict::Drop(r),
                             },
                         }
                     }
-                    (Some(v), Some(target)) => {
-                        forward::resolve(ctx, f, v, target, &p.info, p.origin, 0, probes[i].as_ref())
-                    }
+                    (Some(v), Some(target)) => forward::resolve(ctx, f, v, target, &p.info, p.origin, 0, probe_of(i)),
                     // No route here, but a floating IP's answer routes elsewhere.
                     (Some(v), None) if ctx.flows.is_some() && (!fast[i] || v.tracks_flows()) => {
-                        forward::unrouted(ctx, f, v, &p.info, p.origin, probes[i].as_ref())
+                        forward::unrouted(ctx, f, v, &p.info, p.origin, probe_of(i))
                     }
                     _ => forward::no_route(ctx, p.vrf),
                 }
