@@ -1,7 +1,8 @@
 //! The fast path: IPv4 from a pod, routed to a local pod, into a tunnel, or
 //! through an ECMP composite of those. In a VRF that tracks flows it takes
 //! the packets of flows that only forward (`flow::settled`): their pinned
-//! ECMP member is used and the flow counts them; a new flow, a drop, a NAT
+//! ECMP member is used, the route the flow remembers spares them the route
+//! lookup (`process_vector`), and the flow counts them; a new flow, a drop, a NAT
 //! or a policy changed since goes to the general path. It reads the headers as one
 //! fixed-size array and decides everything before it changes or counts
 //! anything, so that any packet it does not fully handle (options,
