@@ -394,11 +394,24 @@ fn udp(m: u8, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
     build::udp4_frame(L2 { src: mac(m), dst: router_mac() }, src, dst, sport, dport, 64, 64)
 }
 
-/// The lab with a flow table, and BLUE's policy: a1 may reach a2 on TCP 80.
-fn lab_with_policy() -> (Lab, Arc<FlowTable>) {
+/// The lab with a flow table of 10,000 pairs.
+fn lab_with_flows() -> (Lab, Arc<FlowTable>) {
     let mut lab = Lab::new();
     let table = Arc::new(FlowTable::new(FlowConfig { capacity: 10_000, ..FlowConfig::default() }, 64, 16));
     lab.pipeline.set_flows(Some(table.clone()));
+    (lab, table)
+}
+
+/// `lab_with_flows`, with BLUE tracking flows under a policy that allows all.
+fn lab_allowing_all() -> (Lab, Arc<FlowTable>) {
+    let (mut lab, table) = lab_with_flows();
+    lab.writer.apply(&[Op::Add(Object::Policy(BLUE, Policy::allow_all()))]).unwrap();
+    (lab, table)
+}
+
+/// The lab with a flow table, and BLUE's policy: a1 may reach a2 on TCP 80.
+fn lab_with_policy() -> (Lab, Arc<FlowTable>) {
+    let (mut lab, table) = lab_with_flows();
     let web = Rule {
         src: Endpoint::Prefix("10.1.0.2/32".parse().unwrap()),
         dst: Endpoint::Prefix("10.1.0.3/32".parse().unwrap()),
@@ -462,10 +475,7 @@ fn peer_of(frame: &[u8]) -> u8 {
 
 #[test]
 fn a_flow_stays_on_its_ecmp_member_while_members_change() {
-    let mut lab = Lab::new();
-    let table = Arc::new(FlowTable::new(FlowConfig { capacity: 10_000, ..FlowConfig::default() }, 64, 16));
-    lab.pipeline.set_flows(Some(table.clone()));
-    lab.writer.apply(&[Op::Add(Object::Policy(BLUE, Policy::allow_all()))]).unwrap();
+    let (mut lab, _flows) = lab_allowing_all();
     let service = Ipv4Addr::new(10, 96, 0, 10);
     let send = |lab: &mut Lab, sport: u16| {
         let (v, out) = lab.run(A1, udp(1, a1_ip(), service, sport, 53));
@@ -510,10 +520,7 @@ fn udp_label_of(frame: &[u8]) -> u32 {
 /// it is dropped as any unrouted packet is.
 #[test]
 fn a_flow_follows_route_changes() {
-    let mut lab = Lab::new();
-    let table = Arc::new(FlowTable::new(FlowConfig { capacity: 10_000, ..FlowConfig::default() }, 64, 16));
-    lab.pipeline.set_flows(Some(table.clone()));
-    lab.writer.apply(&[Op::Add(Object::Policy(BLUE, Policy::allow_all()))]).unwrap();
+    let (mut lab, table) = lab_allowing_all();
     let send = |lab: &mut Lab, dst: Ipv4Addr| {
         let (v, out) = lab.run(A1, udp(1, a1_ip(), dst, 4000, 53));
         (v, (v == Verdict::Tx(FABRIC)).then(|| (peer_of(&out), udp_label_of(&out))))
@@ -581,9 +588,7 @@ const CLIENT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
 /// policy anywhere: the floating IPs alone make the VRFs track flows.
 fn lab_with_floating_ip() -> (Lab, Arc<FlowTable>) {
     use vrouter::tables::{FloatingIp, RouteSpec, Vif, VifKind, VrfSpec};
-    let mut lab = Lab::new();
-    let table = Arc::new(FlowTable::new(FlowConfig { capacity: 10_000, ..FlowConfig::default() }, 64, 16));
-    lab.pipeline.set_flows(Some(table.clone()));
+    let (mut lab, table) = lab_with_flows();
     let t = lab.handle.load();
     let with_fip = |i: u32| {
         let mut v = t.vif(i).unwrap().clone();
