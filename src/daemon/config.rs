@@ -283,6 +283,11 @@ impl Config {
                 path.display()
             ));
         }
+        // Flow entries hold vif and VRF numbers in 24 bits.
+        let (vifs, vrfs) = (crate::flow::MAX_VIFS, crate::flow::MAX_VRFS);
+        if cfg.limits.vifs > vifs || cfg.limits.vrfs > vrfs {
+            return Err(format!("{}: limits.vifs must be at most {vifs}, limits.vrfs at most {vrfs}", path.display()));
+        }
         if cfg.flows.capacity == 0 || cfg.flows.capacity > 16 << 20 {
             return Err(format!("{}: flows.capacity must be 1..=16777216", path.display()));
         }
@@ -335,6 +340,10 @@ mod tests {
             "[node]\nfabric = \"eth0\"\nunderlay = \"10.0.0.1\"\n[dataplane]\nxdp_mode = \"fast\"\n",
         );
         assert!(Config::load(&p).unwrap_err().contains("dataplane.xdp_mode"));
+        let p = write("limits.toml", "[node]\nfabric = \"eth0\"\nunderlay = \"10.0.0.1\"\n[limits]\nvifs = 20000000\n");
+        assert!(Config::load(&p).unwrap_err().contains("limits.vifs must be at most 16777216"));
+        let p = write("vrfs.toml", "[node]\nfabric = \"eth0\"\nunderlay = \"10.0.0.1\"\n[limits]\nvrfs = 16777216\n");
+        assert!(Config::load(&p).unwrap_err().contains("limits.vrfs at most 16777215"));
         assert!(Config::load(Path::new("/nonexistent/vrouterd.toml"))
             .unwrap_err()
             .contains("/nonexistent/vrouterd.toml"));

@@ -15,5 +15,6 @@ pub mod table;
 pub use key::FlowKey;
 pub use policy::{CompiledPolicy, Endpoint, Policy, PolicyAction, PortRange, Rule};
 pub use table::{
-    CreateError, DirSpec, FlowAction, FlowConfig, FlowInfo, FlowTable, Forwarding, Hit, Nat, Probe, RouteMemo, TcpState,
+    CreateError, DirSpec, FlowAction, FlowConfig, FlowInfo, FlowTable, Forwarding, Hit, Nat, Probe, RouteMemo,
+    TcpState, MAX_VIFS, MAX_VRFS,
 };

@@ -258,12 +258,32 @@ const TCP_ACK: u32 = 0x10;
 /// to them, all shifted by 4.
 const TCP_SHIFT: u32 = 4;
 const TCP_BITS: u32 = 0xf << TCP_SHIFT;
-/// The vif in `origin`: vif indexes are far below 2^24 (`Limits`).
+/// The vif in `origin`, under the creation time (40 bits of milliseconds:
+/// 34 years of the caller's clock).
 const VIF_BITS: u32 = 24;
+const VIF_MASK: u64 = (1 << VIF_BITS) - 1;
+/// The route VRF in `nat_which`, + 1, above the NAT and TCP flags.
+const ROUTE_VRF_SHIFT: u32 = 8;
+
+/// Vif indexes an entry can hold: a daemon's `limits.vifs` may not exceed it.
+pub const MAX_VIFS: usize = 1 << VIF_BITS;
+/// VRF ids an entry can route in (+ 1 in 24 bits): a daemon's
+/// `limits.vrfs` may not exceed it.
+pub const MAX_VRFS: usize = (1 << (32 - ROUTE_VRF_SHIFT)) - 1;
+
+/// An `origin` word: the creating vif, and when.
+fn pack_origin(vif: u32, now: u64) -> u64 {
+    (now << VIF_BITS) | (u64::from(vif) & VIF_MASK)
+}
 
 /// The creating vif, from an `origin` word.
 fn origin_vif(origin: u64) -> u32 {
-    (origin & ((1 << VIF_BITS) - 1)) as u32
+    (origin & VIF_MASK) as u32
+}
+
+/// The creation time, from an `origin` word.
+fn origin_time(origin: u64) -> u64 {
+    origin >> VIF_BITS
 }
 
 /// TCP flags (TCP's bits) as `nat_which` keeps them.
@@ -612,7 +632,7 @@ impl FlowTable {
             ecmp: decode_ecmp(ecmp),
             nat: decode_nat(addrs, ports, which),
             forward: action & FLAG_FORWARD_DIR != 0,
-            route_vrf: (which >> 8).checked_sub(1),
+            route_vrf: (which >> ROUTE_VRF_SHIFT).checked_sub(1),
         };
         Some((w, hit))
     }
@@ -818,13 +838,13 @@ impl FlowTable {
         s.ecmp.store(encode_ecmp(d.ecmp), Relaxed);
         let (a, p, w) = encode_nat(&d.nat);
         // The route VRF rides in the word of NAT flags, above them (+1, so 0 is none).
-        let route = d.route_vrf.map_or(0, |v| (v & 0x00ff_ffff) + 1) << 8;
+        let route = d.route_vrf.map_or(0, |v| (v & MAX_VRFS as u32) + 1) << ROUTE_VRF_SHIFT;
         s.nat_addrs.store(a, Relaxed);
         s.nat_ports.store(p, Relaxed);
         s.nat_which.store(w | route, Relaxed);
         s.route.store(RouteMemo(s.route.load(Relaxed)).next_incarnation().0, Relaxed);
         s.reverse.store(reverse as u32, Relaxed);
-        s.origin.store((now << VIF_BITS) | u64::from(vif & ((1 << VIF_BITS) - 1)), Relaxed);
+        s.origin.store(pack_origin(vif, now), Relaxed);
         s.packets.store(0, Relaxed);
         s.bytes.store(0, Relaxed);
         s.last_seen.store(now, Relaxed);
@@ -1088,7 +1108,7 @@ impl FlowTable {
             packets: s.packets.load(Relaxed),
             bytes: s.bytes.load(Relaxed),
             tcp: self.tcp_state(slot as usize, hit.reverse as usize, key.proto),
-            age_ms: now.saturating_sub(s.origin.load(Relaxed) >> VIF_BITS),
+            age_ms: now.saturating_sub(origin_time(s.origin.load(Relaxed))),
             idle_ms: now.saturating_sub(last),
         })
     }
