@@ -225,6 +225,18 @@ fn the_lab_end_to_end() {
     let ports: std::collections::HashSet<&str> = to_b1.iter().map(|r| r[2].split(',').next().unwrap()).collect();
     assert!(ports.len() >= 10, "source ports differ between flows: {ports:?}");
 
+    // A datagram bigger than the tunnel's MTU: a1's kernel cuts it into
+    // 1500-byte fragments, too long for the tunnel once encapsulated, and
+    // vrouterd cuts those again (DF is clear) into spare frames of its own.
+    sh("b1", "rm -f /tmp/lab-b1-7779; (timeout 4 socat -u UDP-RECV:7779 OPEN:/tmp/lab-b1-7779,creat,append >/dev/null 2>&1 &)");
+    std::thread::sleep(Duration::from_millis(300));
+    let big = "python3 -c \"import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'b' * 3000, ('10.1.1.2', 7779))\"";
+    assert!(sh("a1", big).0);
+    std::thread::sleep(Duration::from_millis(500));
+    let got = std::fs::read("/tmp/lab-b1-7779").map(|b| b.len()).unwrap_or(0);
+    let _ = std::fs::remove_file("/tmp/lab-b1-7779");
+    assert_eq!(got, 3000, "b1 reassembled the datagram from the pieces");
+
     // The tunnel's MAC comes from the kernel's neighbour table and follows
     // it: node 2's fabric gets a new MAC, node 1's kernel learns it, and
     // vrouterd on node 1 follows within its one-second refresh.

@@ -28,6 +28,15 @@ pub enum PortCommand {
     Remove(VifIndex),
 }
 
+/// Spare frames a batch may cut its frames' extra pieces into.
+const SPARES: usize = 16;
+
+/// Headroom of a spare frame, as the kernel leaves in received ones
+/// (XDP_PACKET_HEADROOM): room for the tunnel headers.
+const SPARE_HEADROOM: usize = 256;
+
+const ETH: usize = crate::wire::ethernet::HEADER_LEN;
+
 /// Bytes a hand-off buffer holds: one UMEM frame.
 pub const HANDOFF_FRAME: usize = 2048;
 
@@ -111,6 +120,12 @@ pub struct Worker {
     handoff_out: Option<std::sync::Arc<Handoff>>,
     /// Frames other workers passed to this one.
     handoff_in: Vec<std::sync::Arc<Handoff>>,
+    /// Spare frames for the pieces of frames the pipeline fragments, and
+    /// the pieces it made; reserved once, filled per batch when needed.
+    spill: Spill<UmemFrame>,
+    /// The tables' generation, and the frame length above which a frame
+    /// may have to be fragmented under them.
+    fragment_floor: (u64, usize),
 }
 
 impl Worker {
@@ -129,6 +144,8 @@ impl Worker {
             control: None,
             handoff_out: None,
             handoff_in: Vec::new(),
+            spill: Spill::with_capacity(SPARES, SPARE_HEADROOM),
+            fragment_floor: (u64::MAX, 0),
         }
     }
 
@@ -185,6 +202,87 @@ impl Worker {
         }
         if changed {
             self.port_of = index_ports(&self.ports);
+        }
+    }
+
+    /// Frames the pipeline may need to cut a batch's frames into pieces
+    /// (IPv4 with DF clear, longer than the path's MTU), taken from port
+    /// `p`'s free frames. Only when some frame of the batch may need it:
+    /// longer than the smallest MTU of any vif, less the largest tunnel
+    /// overhead (the bound is recomputed when the tables change).
+    fn take_spares(&mut self, p: usize, tables: &crate::tables::Tables) {
+        if self.fragment_floor.0 != tables.generation() {
+            let mtu = tables.vifs().map(|v| usize::from(v.mtu)).min().unwrap_or(usize::MAX);
+            let overhead = crate::tables::TunnelEncap::MplsOverUdp.ip_overhead();
+            self.fragment_floor = (tables.generation(), (mtu + ETH).saturating_sub(overhead));
+        }
+        if !self.batch.iter().any(|f| f.len() > self.fragment_floor.1) {
+            return;
+        }
+        let sock = &mut self.ports[p].sock;
+        while self.spill.free.len() < SPARES {
+            let Some(addr) = sock.alloc() else { break };
+            // SAFETY: the frame was just taken from the free stash, so it is
+            // ours and no other `UmemFrame` for it exists; it is sent or
+            // given back before `poll_port` returns, while the socket lives.
+            match unsafe { sock.umem_frame(addr) } {
+                Some((buf, _)) => self.spill.free.push(buf),
+                None => sock.release(addr),
+            }
+        }
+    }
+
+    /// Sends a frame the pipeline is done with as its verdict says, or
+    /// gives it back to port `p`, whose frame it is.
+    fn send(&mut self, p: usize, f: Frame<UmemFrame>) {
+        let rx_addr = self.ports[p].sock.addr_of(f.buf(), f.headroom());
+        match f.verdict {
+            Verdict::Tx(out) => {
+                let sent = match port_for(&self.port_of, out) {
+                    // Out the port it came in on: send the frame itself.
+                    Some(o) if o == p => {
+                        let ok = self.ports[p].sock.transmit(rx_addr, f.len() as u32);
+                        if !ok {
+                            self.ports[p].sock.release(rx_addr);
+                        }
+                        ok
+                    }
+                    // Another port on the same UMEM: hand over the frame itself.
+                    Some(o) if self.ports[o].sock.shares_umem_with(&self.ports[p].sock) => {
+                        let ok = self.ports[o].sock.transmit(rx_addr, f.len() as u32);
+                        if ok {
+                            self.counters.moved += 1;
+                        } else {
+                            self.ports[p].sock.release(rx_addr);
+                        }
+                        ok
+                    }
+                    // Another UMEM: copy.
+                    Some(o) => {
+                        let ok = copy_out(&mut self.ports[o].sock, f.data());
+                        self.ports[p].sock.release(rx_addr);
+                        self.counters.copied += u64::from(ok);
+                        ok
+                    }
+                    // No socket here: the owner of the port's queue 0 sends it.
+                    None => {
+                        let ok = self.handoff_out.as_ref().is_some_and(|h| h.post(out, f.data()));
+                        self.counters.handed_off += u64::from(ok);
+                        self.ports[p].sock.release(rx_addr);
+                        ok
+                    }
+                };
+                if sent {
+                    self.counters.tx += 1;
+                } else {
+                    self.counters.tx_dropped += 1;
+                }
+            }
+            Verdict::ToHost | Verdict::ToAgent(_) => {
+                self.counters.punted += 1;
+                self.ports[p].sock.release(rx_addr);
+            }
+            Verdict::Drop(_) => self.ports[p].sock.release(rx_addr),
         }
     }
 
@@ -299,57 +397,21 @@ impl Worker {
         }
         watch.mark(Stage::Rx);
         let tables = self.tables.load();
-        self.pipeline.process_timed(&tables, &mut self.batch, &mut Spill::none(), &mut watch);
-        for f in self.batch.drain(..) {
-            let rx_addr = self.ports[p].sock.addr_of(f.buf(), f.headroom());
-            match f.verdict {
-                Verdict::Tx(out) => {
-                    let sent = match port_for(&self.port_of, out) {
-                        // Out the port it came in on: send the frame itself.
-                        Some(o) if o == p => {
-                            let ok = self.ports[p].sock.transmit(rx_addr, f.len() as u32);
-                            if !ok {
-                                self.ports[p].sock.release(rx_addr);
-                            }
-                            ok
-                        }
-                        // Another port on the same UMEM: hand over the frame itself.
-                        Some(o) if self.ports[o].sock.shares_umem_with(&self.ports[p].sock) => {
-                            let ok = self.ports[o].sock.transmit(rx_addr, f.len() as u32);
-                            if ok {
-                                self.counters.moved += 1;
-                            } else {
-                                self.ports[p].sock.release(rx_addr);
-                            }
-                            ok
-                        }
-                        // Another UMEM: copy.
-                        Some(o) => {
-                            let ok = copy_out(&mut self.ports[o].sock, f.data());
-                            self.ports[p].sock.release(rx_addr);
-                            self.counters.copied += u64::from(ok);
-                            ok
-                        }
-                        // No socket here: the owner of the port's queue 0 sends it.
-                        None => {
-                            let ok = self.handoff_out.as_ref().is_some_and(|h| h.post(out, f.data()));
-                            self.counters.handed_off += u64::from(ok);
-                            self.ports[p].sock.release(rx_addr);
-                            ok
-                        }
-                    };
-                    if sent {
-                        self.counters.tx += 1;
-                    } else {
-                        self.counters.tx_dropped += 1;
-                    }
-                }
-                Verdict::ToHost | Verdict::ToAgent(_) => {
-                    self.counters.punted += 1;
-                    self.ports[p].sock.release(rx_addr);
-                }
-                Verdict::Drop(_) => self.ports[p].sock.release(rx_addr),
-            }
+        self.take_spares(p, &tables);
+        self.pipeline.process_timed(&tables, &mut self.batch, &mut self.spill, &mut watch);
+        let mut batch = std::mem::take(&mut self.batch);
+        for f in batch.drain(..) {
+            self.send(p, f);
+        }
+        self.batch = batch;
+        let mut made = std::mem::take(&mut self.spill.out);
+        for f in made.drain(..) {
+            self.send(p, f);
+        }
+        self.spill.out = made;
+        for buf in self.spill.free.drain(..) {
+            let addr = self.ports[p].sock.addr_of(&buf, 0);
+            self.ports[p].sock.release(addr);
         }
         watch.mark(Stage::Tx);
         if watch.is_on() {

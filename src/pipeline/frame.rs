@@ -129,6 +129,12 @@ impl<B> Spill<B> {
         Spill { free: Vec::new(), out: Vec::new(), headroom: 0 }
     }
 
+    /// An empty spill with room reserved for `capacity` spare buffers and
+    /// as many frames made, so that filling it does not allocate.
+    pub fn with_capacity(capacity: usize, headroom: usize) -> Self {
+        Spill { free: Vec::with_capacity(capacity), out: Vec::with_capacity(capacity), headroom }
+    }
+
     /// A spill that owns `free` buffers with `headroom` bytes kept in front.
     pub fn with_buffers(free: Vec<B>, headroom: usize) -> Self {
         let cap = free.len();
