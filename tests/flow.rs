@@ -16,6 +16,7 @@ use vrouter::tables::{EcmpGroup, NextHop, Object, ObjectKey, Op, Route, RouteSpe
 
 const TCP: u8 = 6;
 const UDP: u8 = 17;
+const ICMP: u8 = 1;
 
 fn key(i: u32, proto: u8) -> FlowKey {
     FlowKey::v4(1, proto, 0x0a01_0000 | (i >> 16), 0x0a02_0000 | (i & 0xffff), 1024 + (i % 50_000) as u16, 80)
@@ -335,11 +336,14 @@ fn readers_never_see_a_torn_entry_while_pairs_come_and_go() {
 
 #[test]
 fn half_a_million_pairs_fit_in_256_mib() {
-    let bytes = FlowTable::memory_for(512 * 1024, 4355, 4096);
+    let bytes = FlowTable::memory_for(&FlowConfig::default(), 4355, 4096);
     let per_pair = bytes / (512 * 1024);
     eprintln!("flow table: {per_pair} bytes per pair, {:.1} MiB for 512K pairs", bytes as f64 / 1048576.0);
     assert!(bytes < 256 << 20, "{bytes} bytes");
-    assert_eq!(table(1000).memory_bytes(), FlowTable::memory_for(1000, 8, 8));
+    assert_eq!(
+        table(1000).memory_bytes(),
+        FlowTable::memory_for(&FlowConfig { capacity: 1000, ..FlowConfig::default() }, 8, 8)
+    );
 }
 
 /// Two choices of a 16-slot bucket with 1.5x slots per entry: a table fills
@@ -466,6 +470,69 @@ fn a_policy_change_stops_flows_it_now_denies() {
     // And back: allowed again.
     lab.writer.apply(&[Op::Delete(vrouter::tables::ObjectKey::Policy(BLUE))]).unwrap();
     assert_eq!(lab.run(A1, tcp(from_a1(), a1_ip(), a2_ip(), 40000, 80)).0, Verdict::Tx(A2), "no policy: routed");
+}
+
+/// The lab with a flow table, and BLUE's policy: a1 may reach a2 on UDP 53
+/// and ICMP.
+fn lab_with_dns_policy() -> (Lab, Arc<FlowTable>) {
+    let (mut lab, table) = lab_with_flows();
+    let rule = |proto, dport| Rule {
+        src: Endpoint::Prefix("10.1.0.2/32".parse().unwrap()),
+        dst: Endpoint::Prefix("10.1.0.3/32".parse().unwrap()),
+        proto: Some(proto),
+        sport: PortRange::ANY,
+        dport,
+        action: PolicyAction::Allow,
+    };
+    let rules = vec![rule(UDP, PortRange { lo: 53, hi: 53 }), rule(ICMP, PortRange::ANY)];
+    lab.writer.apply(&[Op::Add(Object::Policy(BLUE, Policy { rules, default: PolicyAction::Deny }))]).unwrap();
+    (lab, table)
+}
+
+#[test]
+fn every_fragment_of_an_allowed_datagram_belongs_to_its_flow() {
+    let (mut lab, table) = lab_with_dns_policy();
+    let a2_l2 = L2 { src: mac(2), dst: router_mac() };
+    let query = build::udp4_segment(a1_ip(), a2_ip(), 40000, 53, &[0x11; 1200]);
+    for (i, f) in ipv4_fragments(from_a1(), a1_ip(), a2_ip(), UDP, 7, &query, 512).into_iter().enumerate() {
+        assert_eq!(lab.run(A1, f).0, Verdict::Tx(A2), "fragment {i} of a query to port 53");
+    }
+    let flows = table.dump(None, 10, 0);
+    assert_eq!(flows.len(), 2, "one pair: {flows:?}");
+    let fwd = flows.iter().find(|f| f.forward).unwrap();
+    assert_eq!((fwd.key.sport, fwd.key.dport, fwd.packets), (40000, 53, 3), "the later fragments counted on it");
+    // The fragmented answer is the pair's reverse direction.
+    let answer = build::udp4_segment(a2_ip(), a1_ip(), 53, 40000, &[0x22; 1500]);
+    for (i, f) in ipv4_fragments(a2_l2, a2_ip(), a1_ip(), UDP, 7, &answer, 504).into_iter().enumerate() {
+        assert_eq!(lab.run(A2, f).0, Verdict::Tx(A1), "fragment {i} of the answer");
+    }
+    assert_eq!(table.len(), 1);
+    // Another port stays denied, fragment by fragment.
+    let other = build::udp4_segment(a1_ip(), a2_ip(), 40000, 54, &[0x33; 1200]);
+    for f in ipv4_fragments(from_a1(), a1_ip(), a2_ip(), UDP, 8, &other, 512) {
+        assert_eq!(lab.run(A1, f).0, Verdict::Drop(DropReason::FlowActionDrop));
+    }
+    // A fragment that comes before its datagram's first cannot know its
+    // ports: it is judged without them (denied here), and the rest, once
+    // the first fragment is seen, by the flow.
+    let late = ipv4_fragments(from_a1(), a1_ip(), a2_ip(), UDP, 9, &query, 512);
+    assert_eq!(lab.run(A1, late[2].clone()).0, Verdict::Drop(DropReason::FlowActionDrop), "no ports yet");
+    assert_eq!(lab.run(A1, late[0].clone()).0, Verdict::Tx(A2));
+    assert_eq!(lab.run(A1, late[1].clone()).0, Verdict::Tx(A2));
+    // A big ping makes one pair, not one per fragment.
+    let before = table.len();
+    let mut echo = vec![8, 0, 0, 0, 0x12, 0x34, 0, 1];
+    echo.extend_from_slice(&[0x44; 2000]);
+    let c = inet_checksum(&echo);
+    echo[2..4].copy_from_slice(&c.to_be_bytes());
+    for f in ipv4_fragments(from_a1(), a1_ip(), a2_ip(), ICMP, 10, &echo, 800) {
+        assert_eq!(lab.run(A1, f).0, Verdict::Tx(A2));
+    }
+    assert_eq!(table.len(), before + 1, "{:?}", table.dump(None, 20, 0));
+    let ping = table.dump(None, 20, 0).into_iter().find(|f| f.forward && f.key.proto == ICMP).unwrap();
+    assert_eq!((ping.key.sport, ping.packets), (0x1234, 3), "every fragment counted on the echo's flow");
+    let counts = table.fragments().counts();
+    assert_eq!((counts.recorded, counts.unmatched), (5, 1), "five first fragments, one fragment before its first");
 }
 
 /// The tunnel a frame left by, from its outer destination address.

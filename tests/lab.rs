@@ -366,6 +366,41 @@ fn the_lab_end_to_end() {
         (0..20).map(|_| sh("ext", "socat -T 2 - TCP:185.22.97.188:8080 </dev/null").1.trim().to_string()).collect();
     assert!(answers.iter().all(|a| a == "a2" || a == "b2"), "every connection completed: {answers:?}");
     assert!(answers.contains(&"a2".into()) && answers.contains(&"b2".into()), "spread over both: {answers:?}");
+    // A datagram too big for one packet: the external client's kernel
+    // fragments it, and only the first fragment carries the ports. Every
+    // node keys its flow by them, and the later fragments find them in the
+    // fragment table, so all pieces take the first one's pod and NAT, and
+    // the pod reassembles all 3000 bytes.
+    for pod in ["a2", "b2"] {
+        let cmd = format!(
+            "rm -f /tmp/lab-{pod}-7778; (timeout 4 socat -u UDP-RECV:7778 OPEN:/tmp/lab-{pod}-7778,creat,append >/dev/null 2>&1 &)"
+        );
+        sh(pod, &cmd);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let send = "python3 -c \"import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'f' * 3000, ('185.22.97.188', 7778))\"";
+    assert!(sh("ext", send).0);
+    std::thread::sleep(Duration::from_millis(500));
+    let got: Vec<usize> = ["a2", "b2"]
+        .iter()
+        .map(|pod| {
+            let path = format!("/tmp/lab-{pod}-7778");
+            let n = std::fs::read(&path).map(|b| b.len()).unwrap_or(0);
+            let _ = std::fs::remove_file(&path);
+            n
+        })
+        .collect();
+    assert!(got.contains(&3000) && got.iter().sum::<usize>() == 3000, "one pod got the whole datagram: {got:?}");
+    let frags: serde_json::Value =
+        serde_json::from_str(&lab(&["vrctl", "n3", "flow", "fragments", "--json"], &[])).unwrap();
+    assert!(frags["matched"].as_u64().unwrap() >= 2, "the gateway matched the later fragments: {frags}");
+    let gw = lab(&["vrctl", "n3", "flow", "list", "--match", "185.22.97.188:7778 & proto udp", "--json"], &[]);
+    let gw: serde_json::Value = serde_json::from_str(&gw).unwrap();
+    assert!(
+        gw.as_array().unwrap().iter().any(|f| f["direction"] == "forward" && f["packets"].as_u64() >= Some(3)),
+        "the datagram's flow, keyed by its ports, counted every fragment: {gw}"
+    );
+
     // The flows say so: NAT on the pods' nodes, the pinned member on the gateway.
     let natted = [
         lab(&["vrctl", "n1", "flow", "list", "--match", "203.0.113.7"], &[]),

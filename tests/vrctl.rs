@@ -280,6 +280,23 @@ fn flows_are_listed_matched_watched_and_removed() {
     assert_eq!(one["action"]["drop"], "flow_action_drop");
     assert_eq!(one["packets"], u64::from(one["direction"] == "forward"), "the forward entry counted one packet");
 
+    // A fragmented segment of the allowed flow: its second fragment, with
+    // no ports of its own, finds them in the fragment table.
+    let mut segment = vec![0u8; 20 + 1000];
+    segment[0..4].copy_from_slice(&[0x9c, 0x40, 0x00, 0x50]); // 40000 -> 80
+    (segment[12], segment[13]) = (0x50, 0x10); // 20-byte header, ACK
+    for f in ipv4_fragments(from_a1(), a1_ip(), a2_ip(), 6, 0x4242, &segment, 512) {
+        assert_eq!(run(&mut p, &h, A1, f), Verdict::Tx(A2));
+    }
+    let frags = ok(&sock, &["flow", "fragments"]);
+    let row = frags.lines().find(|l| l.contains("10.1.0.2")).unwrap_or_else(|| panic!("{frags}"));
+    assert!(
+        row.contains(" tcp ") && row.contains("10.1.0.3") && row.contains("16962") && row.contains("40000:80"),
+        "{row}"
+    );
+    assert!(frags.contains("first fragments recorded 1; later fragments matched 1, unmatched 0"), "{frags}");
+    assert_eq!(json(&sock, &["flow", "fragments"])["entries"][0]["ident"], 0x4242);
+
     let rate = ok(&sock, &["flow", "rate", "--count", "1", "--interval", "0.2"]);
     assert!(rate.starts_with("setup 0/s") && rate.contains("pairs 2"), "{rate}");
     let top = ok(&sock, &["flow", "top", "--count", "1", "--interval", "0.2", "--sort", "bps"]);

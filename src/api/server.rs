@@ -211,10 +211,30 @@ impl Control {
                     "closed_timeout_ms": c.closed_ms, "half_open_timeout_ms": c.half_open_ms,
                 }))
             }
+            "flow.fragments" => {
+                let (table, now) = self.flow_table()?;
+                let t = table.fragments();
+                let c = t.counts();
+                let entries: Vec<Value> = t
+                    .dump(now)
+                    .iter()
+                    .map(|f| {
+                        json!({
+                            "vrf": f.key.vrf, "proto": f.key.proto, "src": std::net::Ipv4Addr::from(f.key.src),
+                            "dst": std::net::Ipv4Addr::from(f.key.dst), "ident": f.key.ident,
+                            "sport": f.ports.0, "dport": f.ports.1, "expires_in_ms": f.expires_in_ms,
+                        })
+                    })
+                    .collect();
+                Ok(json!({
+                    "capacity": t.capacity(), "recorded": c.recorded, "matched": c.matched,
+                    "unmatched": c.unmatched, "entries": entries,
+                }))
+            }
             other => Err(ApiError::new(
                 code::UNKNOWN_METHOD,
                 format!(
-                    "unknown method {other:?}; methods are hello, info, add, update, delete, batch, get, dump, lookup, stats, flow.list, flow.get, flow.delete, flow.flush, flow.stats"
+                    "unknown method {other:?}; methods are hello, info, add, update, delete, batch, get, dump, lookup, stats, flow.list, flow.get, flow.delete, flow.flush, flow.stats, flow.fragments"
                 ),
             )),
         }

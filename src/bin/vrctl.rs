@@ -152,6 +152,9 @@ enum FlowCmd {
         #[command(flatten)]
         rate: RateArgs,
     },
+    /// Fragmented datagrams whose first fragment's ports are kept for the
+    /// later fragments, and how often those found them.
+    Fragments,
     /// Removes one flow pair, by either entry's index.
     Delete {
         /// Index.
@@ -920,6 +923,31 @@ fn flow(c: &mut Client, json: bool, cmd: &FlowCmd) -> Result<()> {
         FlowCmd::Delete { index } => {
             let r = c.call("flow.delete", json!({ "index": index }))?;
             emit(json, &r, || format!("flow {index} and its reverse removed\n"))
+        }
+        FlowCmd::Fragments => {
+            let r = c.call("flow.fragments", json!({}))?;
+            emit(json, &r, || {
+                let mut t = Table::new(&["VRF", "PROTO", "SOURCE", "DESTINATION", "IDENT", "PORTS", "EXPIRES"]);
+                for e in r["entries"].as_array().into_iter().flatten() {
+                    t.row(vec![
+                        show(&e["vrf"]),
+                        proto_name(&e["proto"]),
+                        show(&e["src"]),
+                        show(&e["dst"]),
+                        show(&e["ident"]),
+                        format!("{}:{}", show(&e["sport"]), show(&e["dport"])),
+                        age(&e["expires_in_ms"]),
+                    ]);
+                }
+                format!(
+                    "{}first fragments recorded {}; later fragments matched {}, unmatched {}; capacity {}\n",
+                    t,
+                    show(&r["recorded"]),
+                    show(&r["matched"]),
+                    show(&r["unmatched"]),
+                    show(&r["capacity"])
+                )
+            })
         }
         FlowCmd::Flush => {
             let r = c.call("flow.flush", json!({}))?;

@@ -217,6 +217,8 @@ pub struct FlowsDef {
     pub closed_timeout: u64,
     /// Timeout of TCP flows not yet established.
     pub half_open_timeout: u64,
+    /// Fragmented datagrams whose ports are kept for their later fragments.
+    pub fragments: usize,
 }
 
 impl Default for FlowsDef {
@@ -230,6 +232,7 @@ impl Default for FlowsDef {
             drop_timeout: d.drop_ms / 1000,
             closed_timeout: d.closed_ms / 1000,
             half_open_timeout: d.half_open_ms / 1000,
+            fragments: d.fragments,
         }
     }
 }
@@ -245,6 +248,7 @@ impl FlowsDef {
             drop_ms: self.drop_timeout * 1000,
             closed_ms: self.closed_timeout * 1000,
             half_open_ms: self.half_open_timeout * 1000,
+            fragments: self.fragments,
         }
     }
 }
@@ -290,6 +294,9 @@ impl Config {
         }
         if cfg.flows.capacity == 0 || cfg.flows.capacity > 16 << 20 {
             return Err(format!("{}: flows.capacity must be 1..=16777216", path.display()));
+        }
+        if cfg.flows.fragments == 0 || cfg.flows.fragments > 1 << 20 {
+            return Err(format!("{}: flows.fragments must be 1..=1048576", path.display()));
         }
         if cfg.api.socket.is_relative() {
             let base = path.parent().unwrap_or(Path::new("."));
@@ -342,6 +349,8 @@ mod tests {
         assert!(Config::load(&p).unwrap_err().contains("dataplane.xdp_mode"));
         let p = write("limits.toml", "[node]\nfabric = \"eth0\"\nunderlay = \"10.0.0.1\"\n[limits]\nvifs = 20000000\n");
         assert!(Config::load(&p).unwrap_err().contains("limits.vifs must be at most 16777216"));
+        let p = write("frags.toml", "[node]\nfabric = \"eth0\"\nunderlay = \"10.0.0.1\"\n[flows]\nfragments = 0\n");
+        assert!(Config::load(&p).unwrap_err().contains("flows.fragments must be 1..=1048576"));
         let p = write("vrfs.toml", "[node]\nfabric = \"eth0\"\nunderlay = \"10.0.0.1\"\n[limits]\nvrfs = 16777216\n");
         assert!(Config::load(&p).unwrap_err().contains("limits.vrfs at most 16777215"));
         assert!(Config::load(Path::new("/nonexistent/vrouterd.toml"))

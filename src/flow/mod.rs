@@ -4,14 +4,17 @@
 //! - `key`: what names a flow;
 //! - `table`: the shared, lock-free-to-read table of flow pairs, with
 //!   limits and ageing driven by a clock the caller passes in;
-//! - `policy`: per-VRF ordered rules, evaluated on a flow's first packet.
+//! - `policy`: per-VRF ordered rules, evaluated on a flow's first packet;
+//! - `fragment`: the ports of fragmented datagrams, for their later fragments.
 //!
 //! Like the pipeline, nothing here does I/O or reads a clock.
 
+pub mod fragment;
 pub mod key;
 pub mod policy;
 pub mod table;
 
+pub use fragment::{FragmentCounts, FragmentInfo, FragmentKey, FragmentTable};
 pub use key::FlowKey;
 pub use policy::{CompiledPolicy, Endpoint, Policy, PolicyAction, PortRange, Rule};
 pub use table::{

@@ -30,6 +30,7 @@
 //! Time is an argument (milliseconds from any origin): the table never
 //! reads a clock, so tests age flows without sleeping.
 
+use super::fragment::FragmentTable;
 use super::key::FlowKey;
 use crate::memory::{Zeroable, ZeroedSlice};
 use crate::stats::DropReason;
@@ -65,6 +66,8 @@ pub struct FlowConfig {
     pub closed_ms: u64,
     /// Timeout of TCP flows not yet established.
     pub half_open_ms: u64,
+    /// Fragmented datagrams whose ports are kept for their later fragments.
+    pub fragments: usize,
 }
 
 impl Default for FlowConfig {
@@ -77,6 +80,7 @@ impl Default for FlowConfig {
             drop_ms: 30_000,
             closed_ms: 10_000,
             half_open_ms: 30_000,
+            fragments: 4096,
         }
     }
 }
@@ -455,6 +459,7 @@ pub struct FlowTable {
     cursor: AtomicUsize,
     created: AtomicU64,
     removed: AtomicU64,
+    fragments: FragmentTable,
 }
 
 /// The action word: the action, the policy generation it was decided
@@ -509,7 +514,6 @@ impl FlowTable {
     pub fn new(cfg: FlowConfig, vifs: usize, vrfs: usize) -> FlowTable {
         let n = Self::slots_for(cfg.capacity);
         FlowTable {
-            cfg,
             slots: ZeroedSlice::new(n),
             tags: ZeroedSlice::new(n / BUCKET),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
@@ -519,6 +523,8 @@ impl FlowTable {
             cursor: AtomicUsize::new(0),
             created: AtomicU64::new(0),
             removed: AtomicU64::new(0),
+            fragments: FragmentTable::new(cfg.fragments),
+            cfg,
         }
     }
 
@@ -543,9 +549,10 @@ impl FlowTable {
         (self.created.load(Relaxed), self.removed.load(Relaxed))
     }
 
-    /// Bytes a table of `capacity` pairs takes, all of it allocated up front.
-    pub fn memory_for(capacity: usize, vifs: usize, vrfs: usize) -> usize {
-        Self::slots_for(capacity) * (std::mem::size_of::<Slot>() + 4)
+    /// Bytes a table configured as `cfg` takes, all of it allocated up front.
+    pub fn memory_for(cfg: &FlowConfig, vifs: usize, vrfs: usize) -> usize {
+        Self::slots_for(cfg.capacity) * (std::mem::size_of::<Slot>() + 4)
+            + FragmentTable::memory_for(cfg.fragments)
             + STRIPES * std::mem::size_of::<Mutex<()>>()
             + (vifs + vrfs) * 4
     }
@@ -565,6 +572,12 @@ impl FlowTable {
             + self.tags.len() * std::mem::size_of::<Tags>()
             + self.stripes.len() * std::mem::size_of::<Mutex<()>>()
             + (self.per_vif.len() + self.per_vrf.len()) * 4
+            + self.fragments.memory_bytes()
+    }
+
+    /// The ports of fragmented datagrams, kept for their later fragments.
+    pub fn fragments(&self) -> &FragmentTable {
+        &self.fragments
     }
 
     /// From one hash of the key: its two buckets, its lock stripe, and its

@@ -6,7 +6,9 @@
 
 use super::forward::{echo_ident, IpInfo, ETH};
 use super::{Ctx, Frame};
-use crate::flow::{DirSpec, FlowAction, FlowKey, Forwarding, Hit, Nat, PolicyAction, Probe};
+use crate::flow::{
+    DirSpec, FlowAction, FlowKey, Forwarding, FragmentKey, FragmentTable, Hit, Nat, PolicyAction, Probe,
+};
 use crate::stats::DropReason;
 use crate::tables::{RouteTarget, Vif, Vrf};
 use crate::wire::{icmpv4, icmpv6, ip_proto};
@@ -26,15 +28,25 @@ pub(super) enum FlowStep {
 }
 
 /// The packet's flow key, if flows track it: TCP, UDP and ICMP echo.
-/// ICMP errors and other protocols pass untracked.
+/// ICMP errors and other protocols pass untracked. An IPv4 fragment after
+/// the first carries no ports: it takes those its datagram's first fragment
+/// left in `fragments` (`record_first_fragment`), or, if that has not been
+/// seen, none (TCP and UDP) or no flow at all (ICMP, whose echo it cannot
+/// tell from the rest). Without `fragments`, later fragments are not keyed.
 #[inline(always)]
-fn key_of(vrf: u32, info: &IpInfo, d: &[u8]) -> Option<FlowKey> {
+fn key_of(fragments: Option<(&FragmentTable, u64)>, vrf: u32, info: &IpInfo, d: &[u8]) -> Option<FlowKey> {
     let (sport, dport) = match info.proto {
-        ip_proto::TCP | ip_proto::UDP if info.frag_offset == 0 && !info.frag => {
+        _ if info.frag_offset != 0 => {
+            let (table, now) = fragments?;
+            match (table.find(&datagram_of(vrf, info, d), now), info.proto) {
+                (Some(ports), _) => ports,
+                (None, ip_proto::TCP | ip_proto::UDP) => (0, 0),
+                (None, _) => return None,
+            }
+        }
+        ip_proto::TCP | ip_proto::UDP => {
             (u16::from_be_bytes([info.l4[0], info.l4[1]]), u16::from_be_bytes([info.l4[2], info.l4[3]]))
         }
-        // Later fragments carry no ports: they count as the ports-less flow.
-        ip_proto::TCP | ip_proto::UDP => (0, 0),
         ip_proto::ICMP if matches!(info.l4[0], icmpv4::kind::ECHO_REQUEST | icmpv4::kind::ECHO_REPLY) => {
             let id = echo_ident(d, info);
             (id, id)
@@ -50,6 +62,20 @@ fn key_of(vrf: u32, info: &IpInfo, d: &[u8]) -> Option<FlowKey> {
     } else {
         FlowKey::v4(vrf, info.proto, info.src as u32, info.dst as u32, sport, dport)
     })
+}
+
+/// The datagram an IPv4 fragment is part of, in `vrf`.
+fn datagram_of(vrf: u32, info: &IpInfo, d: &[u8]) -> FragmentKey {
+    let ident = d.get(ETH + 4..ETH + 6).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+    FragmentKey { vrf, proto: info.proto, src: info.src as u32, dst: info.dst as u32, ident }
+}
+
+/// Leaves a first fragment's ports (its flow `key`'s) for the later
+/// fragments of its datagram.
+fn record_first_fragment(table: &FragmentTable, key: &FlowKey, info: &IpInfo, d: &[u8], now: u64) {
+    if info.frag && info.frag_offset == 0 && !info.v6 {
+        table.record(&datagram_of(key.vrf, info, d), (key.sport, key.dport), now);
+    }
 }
 
 fn tcp_flags(d: &[u8], info: &IpInfo) -> u8 {
@@ -90,32 +116,43 @@ fn tracked(vrf: &Vrf, in_vif: Option<&Vif>) -> bool {
 
 /// The first of a vector's two prefetch steps, for one packet: where its
 /// flow lives, if flows track it, with that place's tag lines on their way
-/// (the second step is `FlowTable::prefetch_slots`). ICMP errors and
-/// untracked packets get none: they are rare, and looked up cold.
+/// (the second step is `FlowTable::prefetch_slots`). The probe is written
+/// into `probe`, in place (it is 80 bytes), and the answer says whether one
+/// was made. ICMP errors and untracked packets get none: they are rare, and
+/// looked up cold.
 #[inline]
-pub(super) fn prefetch<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, in_vif: Option<&Vif>, info: &IpInfo, d: &[u8]) -> Option<Probe> {
-    let table = ctx.flows?;
-    if !tracked(vrf, in_vif) {
-        return None;
-    }
-    let probe = table.probe(&key_of(vrf.id, info, d)?);
-    table.prefetch_tags(&probe);
-    Some(probe)
+pub(super) fn prefetch<B>(
+    ctx: &Ctx<'_, B>,
+    vrf: &Vrf,
+    in_vif: Option<&Vif>,
+    info: &IpInfo,
+    d: &[u8],
+    probe: &mut Probe,
+) -> bool {
+    // A later fragment's key is known only once the fragments before it
+    // in the vector were looked up: it is looked up cold.
+    let (Some(table), true, 0) = (ctx.flows, tracked(vrf, in_vif), info.frag_offset) else { return false };
+    let Some(key) = key_of(None, vrf.id, info, d) else { return false };
+    *probe = table.probe(&key);
+    table.prefetch_tags(probe);
+    true
 }
 
 /// `prefetch`, for a frame the fast path took (`fast::classify`), routed in
 /// `vrf`: the key comes straight from its header, and the VRF alone says
 /// whether flows track it (see `fast::allowed`).
 #[inline(always)]
-pub(super) fn prefetch_fast<B: AsRef<[u8]> + AsMut<[u8]>>(ctx: &Ctx<'_, B>, f: &Frame<B>, vrf: &Vrf) -> Option<Probe> {
-    let table = ctx.flows?;
-    if !vrf.tracks_flows() {
-        return None;
-    }
-    let key = super::fast::flow_key(f, vrf.id)?;
-    let probe = table.probe(&key);
-    table.prefetch_tags(&probe);
-    Some(probe)
+pub(super) fn prefetch_fast<B: AsRef<[u8]> + AsMut<[u8]>>(
+    ctx: &Ctx<'_, B>,
+    f: &Frame<B>,
+    vrf: &Vrf,
+    probe: &mut Probe,
+) -> bool {
+    let (Some(table), true) = (ctx.flows, vrf.tracks_flows()) else { return false };
+    let Some(key) = super::fast::flow_key(f, vrf.id) else { return false };
+    *probe = table.probe(&key);
+    table.prefetch_tags(probe);
+    true
 }
 
 /// Looks the packet's flow up, where flows are tracked: in VRFs with a
@@ -137,7 +174,8 @@ pub(super) fn lookup<B>(
     if !tracked(vrf, in_vif) {
         return FlowStep::Off;
     }
-    if let Some(key) = key_of(vrf.id, info, d) {
+    if let Some(key) = key_of(Some((table.fragments(), ctx.now)), vrf.id, info, d) {
+        record_first_fragment(table.fragments(), &key, info, d, ctx.now);
         let found = match probe {
             Some(p) => {
                 debug_assert!(p.is_for(&key), "a probe made for another packet");

@@ -295,15 +295,12 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
         // Flows, step one: start fetching the frame's flow bucket as soon
         // as its key is known, so that it arrives while the rest of the
         // vector is parsed. Only made probes are written (80 bytes each).
-        let probe = match (ctx.flows.is_some(), vrfs[i]) {
-            (true, Some(v)) if fast[i] => flow::prefetch_fast(ctx, f, v),
-            (true, Some(v)) => flow::prefetch(ctx, v, t.vif(f.vif), &pending[i].info, f.data()),
-            _ => None,
+        let made = match (ctx.flows.is_some(), vrfs[i]) {
+            (true, Some(v)) if fast[i] => flow::prefetch_fast(ctx, f, v, &mut probes[i]),
+            (true, Some(v)) => flow::prefetch(ctx, v, t.vif(f.vif), &pending[i].info, f.data(), &mut probes[i]),
+            _ => false,
         };
-        if let Some(p) = probe {
-            probes[i] = p;
-            probed |= 1 << i;
-        }
+        probed |= u32::from(made) << i;
     }
     watch.mark(Stage::Parse);
     // Flows, step two: the tag lines asked for in step one are in, so

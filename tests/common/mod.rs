@@ -5,7 +5,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use vrouter::pipeline::{Frame, Pipeline, PipelineConfig, Spill, Verdict};
-use vrouter::pktgen::build::L2;
+use vrouter::pktgen::build::{self, L2};
 use vrouter::stats::Stats;
 use vrouter::tables::{
     EcmpGroup, Limits, NextHop, Object, Op, RouteSpec, RouteTarget, TablesHandle, TablesWriter, Tunnel, TunnelEncap,
@@ -324,4 +324,30 @@ pub fn root_or_skip(needs: &str) -> bool {
     assert!(std::env::var_os("CI").is_none(), "CI runs as root, so this test must run there");
     eprintln!("SKIPPED: {needs} need root (network namespaces, bpf)");
     false
+}
+
+/// `segment` (a transport header and what follows) from `src` to `dst`,
+/// cut into IPv4 fragments of `piece` bytes (a multiple of 8) with
+/// identification `ident`, each in a frame from `l2`.
+pub fn ipv4_fragments(
+    l2: L2,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    ident: u16,
+    segment: &[u8],
+    piece: usize,
+) -> Vec<Vec<u8>> {
+    segment
+        .chunks(piece)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut ip = build::ipv4(src, dst, proto, 64, false, chunk);
+            let mut p = vrouter::wire::ipv4::Packet::new_unchecked(&mut ip[..]);
+            p.set_ident(ident);
+            p.set_frag(false, (i + 1) * piece < segment.len(), (i * piece) as u16);
+            p.fill_checksum();
+            build::ip_frame(l2, &ip)
+        })
+        .collect()
 }

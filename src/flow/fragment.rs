@@ -1,0 +1,306 @@
+//! Which flow an IPv4 fragment belongs to. Only a datagram's first
+//! fragment carries its ports, so the data path records them here, under
+//! the datagram's identity (VRF, addresses, protocol and identification),
+//! and its later fragments look them up: every fragment then counts on the
+//! datagram's flow and is judged by the same policy rule. Contrail's
+//! vRouter keeps such a table for the same reason.
+//!
+//! Bounded (a fixed number of sets of `WAYS` entries, the oldest replaced
+//! first), lock-free for readers and writers, and an entry lives
+//! `FRAGMENT_MS` at most: no reassembly waits longer than that anywhere
+//! that matters (Linux gives up after 30 s, and hosts resend far sooner).
+
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64};
+
+/// How long a first fragment's ports are kept for its datagram's other
+/// fragments, in milliseconds.
+pub const FRAGMENT_MS: u64 = 5_000;
+
+/// Entries per set: a datagram may take any entry of its set.
+const WAYS: usize = 4;
+
+/// A datagram's identity: what all its fragments share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FragmentKey {
+    /// The VRF the datagram is routed in.
+    pub vrf: u32,
+    /// IP protocol.
+    pub proto: u8,
+    /// Source address.
+    pub src: u32,
+    /// Destination address.
+    pub dst: u32,
+    /// The IPv4 identification field.
+    pub ident: u16,
+}
+
+impl FragmentKey {
+    /// The key as entries store it: VRF and protocol; both addresses;
+    /// identification.
+    fn words(&self) -> (u32, u64, u16) {
+        (self.vrf << 8 | u32::from(self.proto), u64::from(self.src) << 32 | u64::from(self.dst), self.ident)
+    }
+
+    fn hash(&self) -> u64 {
+        let (a, b, c) = self.words();
+        crate::pipeline::hash::fmix64(b ^ (u64::from(a) << 16 | u64::from(c)).rotate_left(23))
+    }
+}
+
+/// A recorded datagram, as `dump` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FragmentInfo {
+    /// The datagram.
+    pub key: FragmentKey,
+    /// The ports its first fragment carried (for ICMP echo, the identifier twice).
+    pub ports: (u16, u16),
+    /// Milliseconds it is kept for, from `now`.
+    pub expires_in_ms: u64,
+}
+
+/// What the table did since the start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FragmentCounts {
+    /// First fragments whose ports were recorded.
+    pub recorded: u64,
+    /// Later fragments that found their datagram's ports.
+    pub matched: u64,
+    /// Later fragments that did not: their first fragment came later, or
+    /// never, or was replaced. They are judged without ports.
+    pub unmatched: u64,
+}
+
+/// One recorded datagram. `seq` is a seqlock: odd while being written.
+/// `expires` is 0 for an entry never used.
+#[derive(Default)]
+#[repr(C, align(32))]
+struct Entry {
+    seq: AtomicU32,
+    vrf_proto: AtomicU32,
+    addrs: AtomicU64,
+    /// Identification (bits 32–47) and the two ports (16 each, below).
+    ident_ports: AtomicU64,
+    expires: AtomicU64,
+}
+
+const _: () = assert!(std::mem::size_of::<Entry>() == 32);
+
+/// The table of first fragments' ports.
+pub struct FragmentTable {
+    entries: Box<[Entry]>,
+    recorded: AtomicU64,
+    matched: AtomicU64,
+    unmatched: AtomicU64,
+}
+
+impl FragmentTable {
+    /// A table of about `capacity` entries (rounded up to whole sets).
+    pub fn new(capacity: usize) -> FragmentTable {
+        FragmentTable {
+            entries: (0..Self::entries_for(capacity)).map(|_| Entry::default()).collect(),
+            recorded: AtomicU64::new(0),
+            matched: AtomicU64::new(0),
+            unmatched: AtomicU64::new(0),
+        }
+    }
+
+    fn entries_for(capacity: usize) -> usize {
+        capacity.div_ceil(WAYS).max(1) * WAYS
+    }
+
+    /// Bytes a table of `capacity` entries takes.
+    pub fn memory_for(capacity: usize) -> usize {
+        Self::entries_for(capacity) * std::mem::size_of::<Entry>()
+    }
+
+    /// Entries the table holds at most.
+    pub fn capacity(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Bytes the table takes.
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.entries)
+    }
+
+    fn set(&self, key: &FragmentKey) -> &[Entry] {
+        let sets = (self.entries.len() / WAYS) as u64;
+        let s = (((key.hash() >> 32) * sets) >> 32) as usize;
+        &self.entries[s * WAYS..(s + 1) * WAYS]
+    }
+
+    /// The entry's datagram, ports and expiry, if it is not being written.
+    fn read(e: &Entry) -> Option<(FragmentKey, (u16, u16), u64)> {
+        let v = e.seq.load(Acquire);
+        if v & 1 != 0 {
+            return None;
+        }
+        let (vp, addrs, ip, expires) =
+            (e.vrf_proto.load(Relaxed), e.addrs.load(Relaxed), e.ident_ports.load(Relaxed), e.expires.load(Relaxed));
+        fence(Acquire);
+        if e.seq.load(Relaxed) != v || expires == 0 {
+            return None;
+        }
+        let key = FragmentKey {
+            vrf: vp >> 8,
+            proto: vp as u8,
+            src: (addrs >> 32) as u32,
+            dst: addrs as u32,
+            ident: (ip >> 32) as u16,
+        };
+        Some((key, ((ip >> 16) as u16, ip as u16), expires))
+    }
+
+    /// Records the ports of datagram `key`'s first fragment, at `now`.
+    /// The datagram's own entry is refreshed; otherwise a free or expired
+    /// entry of its set is taken, else the one closest to expiry. A writer
+    /// that meets another on the same entry gives up: the datagram's later
+    /// fragments are then judged without ports, counted as unmatched.
+    pub fn record(&self, key: &FragmentKey, ports: (u16, u16), now: u64) {
+        let set = self.set(key);
+        let mut victim = 0;
+        let mut soonest = u64::MAX;
+        for (i, e) in set.iter().enumerate() {
+            let expires = match Self::read(e) {
+                Some((k, _, _)) if k == *key => {
+                    victim = i;
+                    break;
+                }
+                Some((_, _, x)) if x > now => x,
+                _ => 0,
+            };
+            if expires < soonest {
+                (victim, soonest) = (i, expires);
+            }
+        }
+        let e = &set[victim];
+        let v = e.seq.load(Relaxed);
+        if v & 1 != 0 || e.seq.compare_exchange(v, v.wrapping_add(1), Acquire, Relaxed).is_err() {
+            return;
+        }
+        // Readers that see any of the writes below see the odd sequence.
+        fence(Release);
+        let (vp, addrs, ident) = key.words();
+        e.vrf_proto.store(vp, Relaxed);
+        e.addrs.store(addrs, Relaxed);
+        e.ident_ports.store(u64::from(ident) << 32 | u64::from(ports.0) << 16 | u64::from(ports.1), Relaxed);
+        e.expires.store(now.saturating_add(FRAGMENT_MS).max(1), Relaxed);
+        e.seq.store(v.wrapping_add(2), Release);
+        self.recorded.fetch_add(1, Relaxed);
+    }
+
+    /// The ports of datagram `key`, if its first fragment was recorded and
+    /// has not expired at `now`. Counts the answer.
+    pub fn find(&self, key: &FragmentKey, now: u64) -> Option<(u16, u16)> {
+        let found = self.set(key).iter().find_map(|e| match Self::read(e) {
+            Some((k, ports, expires)) if k == *key && expires > now => Some(ports),
+            _ => None,
+        });
+        let counter = if found.is_some() { &self.matched } else { &self.unmatched };
+        counter.fetch_add(1, Relaxed);
+        found
+    }
+
+    /// The datagrams recorded and not expired at `now`.
+    pub fn dump(&self, now: u64) -> Vec<FragmentInfo> {
+        self.entries
+            .iter()
+            .filter_map(Self::read)
+            .filter(|&(_, _, expires)| expires > now)
+            .map(|(key, ports, expires)| FragmentInfo { key, ports, expires_in_ms: expires - now })
+            .collect()
+    }
+
+    /// What the table did since the start.
+    pub fn counts(&self) -> FragmentCounts {
+        FragmentCounts {
+            recorded: self.recorded.load(Relaxed),
+            matched: self.matched.load(Relaxed),
+            unmatched: self.unmatched.load(Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(ident: u16) -> FragmentKey {
+        FragmentKey { vrf: 3, proto: 17, src: 0x0a01_0002, dst: 0x0a01_0003, ident }
+    }
+
+    #[test]
+    fn a_first_fragments_ports_are_found_until_they_expire() {
+        let t = FragmentTable::new(64);
+        assert_eq!(t.find(&key(1), 0), None);
+        t.record(&key(1), (40000, 53), 1_000);
+        assert_eq!(t.find(&key(1), 1_000), Some((40000, 53)));
+        assert_eq!(t.find(&key(1), 1_000 + FRAGMENT_MS - 1), Some((40000, 53)));
+        assert_eq!(t.find(&key(1), 1_000 + FRAGMENT_MS), None, "expired");
+        // Each part of the identity counts.
+        t.record(&key(1), (40000, 53), 10_000);
+        for other in [
+            key(2),
+            FragmentKey { vrf: 4, ..key(1) },
+            FragmentKey { proto: 6, ..key(1) },
+            FragmentKey { src: 1, ..key(1) },
+            FragmentKey { dst: 1, ..key(1) },
+        ] {
+            assert_eq!(t.find(&other, 10_000), None, "{other:?}");
+        }
+        assert_eq!(t.counts(), FragmentCounts { recorded: 2, matched: 2, unmatched: 7 });
+        let dump = t.dump(10_000);
+        assert_eq!(dump, vec![FragmentInfo { key: key(1), ports: (40000, 53), expires_in_ms: FRAGMENT_MS }]);
+    }
+
+    #[test]
+    fn the_table_is_bounded_and_replaces_the_oldest() {
+        let t = FragmentTable::new(8);
+        assert_eq!(t.capacity(), 8);
+        assert_eq!(t.memory_bytes(), 8 * 32);
+        for i in 0..1_000u16 {
+            t.record(&key(i), (i, i), u64::from(i));
+        }
+        assert!(t.dump(1_000).len() <= 8);
+        // The newest datagrams are the ones kept: the last 8 recorded land
+        // in sets whose older entries they replace first.
+        let kept: Vec<u16> = t.dump(1_000).iter().map(|f| f.key.ident).collect();
+        assert!(kept.contains(&999), "{kept:?}");
+        assert!(kept.iter().all(|&i| i >= 1_000 - 8 * 4), "only recent datagrams: {kept:?}");
+        // A datagram recorded again keeps one entry.
+        t.record(&key(999), (1, 2), 1_001);
+        assert_eq!(t.dump(1_001).iter().filter(|f| f.key.ident == 999).count(), 1);
+        assert_eq!(t.find(&key(999), 1_001), Some((1, 2)));
+    }
+
+    #[test]
+    fn readers_never_see_a_torn_entry_while_writers_race() {
+        let t = std::sync::Arc::new(FragmentTable::new(4));
+        let writers: Vec<_> = (0..2u16)
+            .map(|w| {
+                let t = t.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20_000u16 {
+                        // Ports always mirror the identification: a torn
+                        // entry would break the rule.
+                        let ident = i.wrapping_mul(2).wrapping_add(w);
+                        t.record(&key(ident), (ident, !ident), 1);
+                    }
+                })
+            })
+            .collect();
+        let consistent = |t: &FragmentTable| {
+            for f in t.dump(1) {
+                assert_eq!(f.ports, (f.key.ident, !f.key.ident), "torn: {f:?}");
+                assert_eq!((f.key.vrf, f.key.proto, f.key.src, f.key.dst), (3, 17, 0x0a01_0002, 0x0a01_0003));
+            }
+        };
+        while !writers.iter().all(|w| w.is_finished()) {
+            consistent(&t);
+        }
+        writers.into_iter().for_each(|w| w.join().unwrap());
+        consistent(&t);
+        assert!(!t.dump(1).is_empty() && t.dump(1).len() <= 4);
+    }
+}
