@@ -645,51 +645,12 @@ fn the_pipeline_ages_flows_by_the_time_it_is_given() {
 
 // ---- floating IPs ----
 
-const PUBLIC: u32 = 6;
-const GW: u32 = 6;
-const FIP: Ipv4Addr = Ipv4Addr::new(185, 22, 97, 188);
-const CLIENT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
-
-/// The lab plus a public VRF: a gateway vif toward the client network, and
-/// the floating IP 185.22.97.188 on a1 and a2, routed by ECMP over both. No
-/// policy anywhere: the floating IPs alone make the VRFs track flows.
+/// The lab plus a public VRF with the floating IP 185.22.97.188 on a1 and
+/// a2 (`add_floating_ip`). No policy anywhere: the floating IPs alone make
+/// the VRFs track flows.
 fn lab_with_floating_ip() -> (Lab, Arc<FlowTable>) {
-    use vrouter::tables::{FloatingIp, RouteSpec, Vif, VifKind, VrfSpec};
     let (mut lab, table) = lab_with_flows();
-    let t = lab.handle.load();
-    let with_fip = |i: u32| {
-        let mut v = t.vif(i).unwrap().clone();
-        v.floating = vec![FloatingIp { address: FIP, vrf: PUBLIC }];
-        Op::Update(Object::Vif(v))
-    };
-    let mut gw = Vif::new(GW, "gw", VifKind::Virtual, PUBLIC, mac(9));
-    gw.ipv4 = Some(Ipv4Addr::new(203, 0, 113, 1));
-    let route = |p: &str, nh: u32| {
-        Op::Add(Object::Route(RouteSpec {
-            vrf: PUBLIC,
-            prefix: p.parse().unwrap(),
-            target: RouteTarget { nh, label: RouteTarget::NO_LABEL },
-        }))
-    };
-    lab.writer
-        .apply(&[
-            Op::Add(Object::Vrf(VrfSpec { id: PUBLIC, name: "public".into(), gateway_v4: None, gateway_v6: None })),
-            Op::Add(Object::Vif(gw)),
-            with_fip(A1),
-            with_fip(A2),
-            Op::Add(Object::NextHop(50, NextHop::Encap { oif: GW, smac: router_mac(), dmac: mac(9) })),
-            Op::Add(Object::NextHop(
-                51,
-                NextHop::Composite(EcmpGroup::new(vec![
-                    RouteTarget { nh: NH_A1, label: RouteTarget::NO_LABEL },
-                    RouteTarget { nh: NH_A2, label: RouteTarget::NO_LABEL },
-                ])),
-            )),
-            route("185.22.97.188/32", 51),
-            route("203.0.113.0/24", 50),
-        ])
-        .unwrap();
-    drop(t);
+    add_floating_ip(&mut lab);
     (lab, table)
 }
 

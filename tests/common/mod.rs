@@ -351,3 +351,51 @@ pub fn ipv4_fragments(
         })
         .collect()
 }
+
+/// The public VRF of `add_floating_ip`, its gateway vif, the floating IP,
+/// and a client address behind the gateway.
+pub const PUBLIC: u32 = 6;
+pub const GW: u32 = 6;
+pub const FIP: Ipv4Addr = Ipv4Addr::new(185, 22, 97, 188);
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
+
+/// Adds a public VRF to the lab: a gateway vif toward the client network
+/// (203.0.113.0/24), and the floating IP 185.22.97.188 on a1 and a2, routed
+/// by ECMP over both.
+pub fn add_floating_ip(lab: &mut Lab) {
+    use vrouter::tables::FloatingIp;
+    let t = lab.handle.load();
+    let with_fip = |i: u32| {
+        let mut v = t.vif(i).unwrap().clone();
+        v.floating = vec![FloatingIp { address: FIP, vrf: PUBLIC }];
+        Op::Update(Object::Vif(v))
+    };
+    let mut gw = Vif::new(GW, "gw", VifKind::Virtual, PUBLIC, mac(9));
+    gw.ipv4 = Some(Ipv4Addr::new(203, 0, 113, 1));
+    let route = |p: &str, nh: u32| {
+        Op::Add(Object::Route(RouteSpec {
+            vrf: PUBLIC,
+            prefix: p.parse().unwrap(),
+            target: RouteTarget { nh, label: RouteTarget::NO_LABEL },
+        }))
+    };
+    lab.writer
+        .apply(&[
+            Op::Add(Object::Vrf(VrfSpec { id: PUBLIC, name: "public".into(), gateway_v4: None, gateway_v6: None })),
+            Op::Add(Object::Vif(gw)),
+            with_fip(A1),
+            with_fip(A2),
+            Op::Add(Object::NextHop(50, NextHop::Encap { oif: GW, smac: router_mac(), dmac: mac(9) })),
+            Op::Add(Object::NextHop(
+                51,
+                NextHop::Composite(EcmpGroup::new(vec![
+                    RouteTarget { nh: NH_A1, label: RouteTarget::NO_LABEL },
+                    RouteTarget { nh: NH_A2, label: RouteTarget::NO_LABEL },
+                ])),
+            )),
+            route("185.22.97.188/32", 51),
+            route("203.0.113.0/24", 50),
+        ])
+        .unwrap();
+    drop(t);
+}
