@@ -112,3 +112,26 @@ fn tshark_decodes_our_replies_and_errors() {
     assert_eq!((rows[3][7].as_str(), rows[3][8].as_str(), rows[3][9].as_str()), ("3", "4", GOOD));
     assert_eq!(rows[3][10], "1468");
 }
+
+/// The IPv6 fragment header as we build and parse it (`wire::ipv6ext`),
+/// read by tshark from frames the pipeline forwarded: next header, offset,
+/// More Fragments and the 32-bit identification.
+#[test]
+fn tshark_reads_our_ipv6_fragment_headers() {
+    let mut lab = Lab::new();
+    let udp = build::udp6_segment(a1_ip6(), a2_ip6(), 40000, 53, &[0x11; 3000]);
+    let frames: Vec<Vec<u8>> = ipv6_fragments(from_a1(), a1_ip6(), a2_ip6(), ip_proto::UDP, 0x8000_0001, &udp, 1232)
+        .into_iter()
+        .map(|f| tx(&mut lab, A1, f, Verdict::Tx(A2)))
+        .collect();
+    let fields = ["ipv6.fraghdr.nxt", "ipv6.fraghdr.offset", "ipv6.fraghdr.more", "ipv6.fraghdr.ident", "ipv6.hlim"];
+    let Some(rows) = tshark(&frames, &fields) else { return };
+    let want = [("17", "0", "1"), ("17", "154", "1"), ("17", "308", "0")];
+    for (row, (nxt, offset, more)) in rows.iter().zip(want) {
+        // tshark gives the offset in 8-byte units.
+        assert_eq!((row[0].as_str(), row[1].as_str(), row[2].as_str()), (nxt, offset, more), "{rows:?}");
+        assert_eq!(row[3], "0x80000001");
+        assert_eq!(row[4], "63", "forwarded: hop limit decremented");
+    }
+    assert_eq!(rows.len(), 3);
+}

@@ -535,6 +535,48 @@ fn every_fragment_of_an_allowed_datagram_belongs_to_its_flow() {
     assert_eq!((counts.recorded, counts.unmatched), (5, 1), "five first fragments, one fragment before its first");
 }
 
+#[test]
+fn ipv6_flows_see_past_extension_headers_and_through_fragments() {
+    use vrouter::wire::ipv6ext::kind;
+    let (mut lab, table) = lab_with_flows();
+    let dns = Rule {
+        src: Endpoint::Any,
+        dst: Endpoint::Any,
+        proto: Some(UDP),
+        sport: PortRange::ANY,
+        dport: PortRange { lo: 53, hi: 53 },
+        action: PolicyAction::Allow,
+    };
+    lab.writer
+        .apply(&[Op::Add(Object::Policy(BLUE, Policy { rules: vec![dns], default: PolicyAction::Deny }))])
+        .unwrap();
+    // UDP behind hop-by-hop and destination options: the rule sees port 53.
+    let with_options = |dport: u16| {
+        let mut body = vec![kind::DEST_OPTS, 0, 1, 4, 0, 0, 0, 0, UDP, 1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        body.extend_from_slice(&build::udp6_segment(a1_ip6(), a2_ip6(), 40000, dport, &[7; 32]));
+        build::ip_frame(from_a1(), &build::ipv6(a1_ip6(), a2_ip6(), kind::HOP_BY_HOP, 64, &body))
+    };
+    assert_eq!(lab.run(A1, with_options(53)).0, Verdict::Tx(A2), "to port 53 past two option headers");
+    assert_eq!(lab.run(A1, with_options(54)).0, Verdict::Drop(DropReason::FlowActionDrop));
+    let ports = |t: &FlowTable| {
+        let mut v: Vec<(u8, u16, u16)> =
+            t.dump(None, 20, 0).iter().filter(|f| f.forward).map(|f| (f.key.proto, f.key.sport, f.key.dport)).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ports(&table), vec![(UDP, 40000, 53), (UDP, 40000, 54)]);
+    // A fragmented query: every piece on the query's flow.
+    let query = build::udp6_segment(a1_ip6(), a2_ip6(), 40001, 53, &[0x11; 3000]);
+    for (i, f) in ipv6_fragments(from_a1(), a1_ip6(), a2_ip6(), UDP, 0x8000_0001, &query, 1232).into_iter().enumerate()
+    {
+        assert_eq!(lab.run(A1, f).0, Verdict::Tx(A2), "fragment {i}");
+    }
+    assert_eq!(ports(&table), vec![(UDP, 40000, 53), (UDP, 40000, 54), (UDP, 40001, 53)]);
+    let query_flow = table.dump(None, 20, 0).into_iter().find(|f| f.forward && f.key.sport == 40001).unwrap();
+    assert_eq!(query_flow.packets, 3);
+    assert_eq!(table.fragments().counts().matched, 2);
+}
+
 /// The tunnel a frame left by, from its outer destination address.
 fn peer_of(frame: &[u8]) -> u8 {
     frame[33] - 1

@@ -234,6 +234,14 @@ fn random_and_mutated_frames_never_break_the_flow_stage() {
         corpus.push((vif, build::udp4_frame(l2, src, dst, 1000, 2, 64, 100)));
         corpus.push((vif, build::tcp4_syn_frame(l2, src, dst, 1000, 443, 1460)));
     }
+    // IPv6: fragments, and UDP behind hop-by-hop and destination options.
+    let udp6 = build::udp6_segment(a1_ip6(), a2_ip6(), 1, 2, &[0x5a; 1500]);
+    for f in ipv6_fragments(from_a1(), a1_ip6(), a2_ip6(), ip_proto::UDP, 9, &udp6, 504) {
+        corpus.push((A1, f));
+    }
+    let mut options = vec![60, 0, 1, 4, 0, 0, 0, 0, ip_proto::UDP, 1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    options.extend_from_slice(&build::udp6_segment(a1_ip6(), a2_ip6(), 1, 2, &[3; 40]));
+    corpus.push((A1, build::ip_frame(from_a1(), &build::ipv6(a1_ip6(), a2_ip6(), 0, 64, &options))));
     // a2's answers to the client, NATed back to the floating IP, and an ICMP
     // error from a2 about a packet it got from the client.
     corpus.push((A2, build::udp4_frame(a2, a2_ip(), CLIENT, 2, 1000, 64, 100)));

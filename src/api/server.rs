@@ -220,8 +220,8 @@ impl Control {
                     .iter()
                     .map(|f| {
                         json!({
-                            "vrf": f.key.vrf, "proto": f.key.proto, "src": std::net::Ipv4Addr::from(f.key.src),
-                            "dst": std::net::Ipv4Addr::from(f.key.dst), "ident": f.key.ident,
+                            "vrf": f.key.vrf, "proto": f.key.proto, "src": f.key.src_ip(), "dst": f.key.dst_ip(),
+                            "ident": f.key.ident,
                             "sport": f.ports.0, "dport": f.ports.1, "expires_in_ms": f.expires_in_ms,
                         })
                     })

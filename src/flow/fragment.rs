@@ -1,5 +1,5 @@
-//! Which flow an IPv4 fragment belongs to. Only a datagram's first
-//! fragment carries its ports, so the data path records them here, under
+//! Which flow a fragment belongs to. Only a datagram's first fragment
+//! carries its ports, so the data path records them here, under
 //! the datagram's identity (VRF, addresses, protocol and identification),
 //! and its later fragments look them up: every fragment then counts on the
 //! datagram's flow and is judged by the same policy rule. Contrail's
@@ -10,6 +10,7 @@
 //! `FRAGMENT_MS` at most: no reassembly waits longer than that anywhere
 //! that matters (Linux gives up after 30 s, and hosts resend far sooner).
 
+use super::key::FlowKey;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::atomic::{fence, AtomicU32, AtomicU64};
 
@@ -20,31 +21,48 @@ pub const FRAGMENT_MS: u64 = 5_000;
 /// Entries per set: a datagram may take any entry of its set.
 const WAYS: usize = 4;
 
-/// A datagram's identity: what all its fragments share.
+/// A datagram's identity: what all its fragments share. Addresses are
+/// kept as a `FlowKey` keeps them (IPv4 mapped into IPv6), so that the two
+/// families never meet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FragmentKey {
     /// The VRF the datagram is routed in.
     pub vrf: u32,
-    /// IP protocol.
+    /// IP protocol (IPv6: the one after the fragment header).
     pub proto: u8,
     /// Source address.
-    pub src: u32,
+    pub src: u128,
     /// Destination address.
-    pub dst: u32,
-    /// The IPv4 identification field.
-    pub ident: u16,
+    pub dst: u128,
+    /// The identification field (16 bits in IPv4, 32 in IPv6).
+    pub ident: u32,
 }
 
 impl FragmentKey {
-    /// The key as entries store it: VRF and protocol; both addresses;
-    /// identification.
-    fn words(&self) -> (u32, u64, u16) {
-        (self.vrf << 8 | u32::from(self.proto), u64::from(self.src) << 32 | u64::from(self.dst), self.ident)
+    /// An IPv4 datagram.
+    pub fn v4(vrf: u32, proto: u8, src: u32, dst: u32, ident: u16) -> FragmentKey {
+        let k = FlowKey::v4(vrf, proto, src, dst, 0, 0);
+        FragmentKey { vrf, proto, src: k.src, dst: k.dst, ident: u32::from(ident) }
+    }
+
+    /// An IPv6 datagram.
+    pub fn v6(vrf: u32, proto: u8, src: u128, dst: u128, ident: u32) -> FragmentKey {
+        FragmentKey { vrf, proto, src, dst, ident }
+    }
+
+    /// The source address, as `FlowKey` shows it.
+    pub fn src_ip(&self) -> std::net::IpAddr {
+        FlowKey::v6(self.vrf, self.proto, self.src, self.dst, 0, 0).src_ip()
+    }
+
+    /// The destination address.
+    pub fn dst_ip(&self) -> std::net::IpAddr {
+        FlowKey::v6(self.vrf, self.proto, self.src, self.dst, 0, 0).dst_ip()
     }
 
     fn hash(&self) -> u64 {
-        let (a, b, c) = self.words();
-        crate::pipeline::hash::fmix64(b ^ (u64::from(a) << 16 | u64::from(c)).rotate_left(23))
+        let words = FlowKey::v6(self.vrf, self.proto, self.src, self.dst, 0, 0).words();
+        super::key::hash_words(&words) ^ crate::pipeline::hash::fmix64(u64::from(self.ident))
     }
 }
 
@@ -71,20 +89,22 @@ pub struct FragmentCounts {
     pub unmatched: u64,
 }
 
-/// One recorded datagram. `seq` is a seqlock: odd while being written.
-/// `expires` is 0 for an entry never used.
+/// One recorded datagram, one cache line. `seq` is a seqlock: odd while
+/// being written. `expires` is 0 for an entry never used.
 #[derive(Default)]
-#[repr(C, align(32))]
+#[repr(C, align(64))]
 struct Entry {
     seq: AtomicU32,
+    /// The VRF (24 bits) above the protocol.
     vrf_proto: AtomicU32,
-    addrs: AtomicU64,
-    /// Identification (bits 32–47) and the two ports (16 each, below).
+    /// Source then destination, each as two halves, high first.
+    addrs: [AtomicU64; 4],
+    /// Identification (the high 32 bits) and the two ports (16 each, below).
     ident_ports: AtomicU64,
     expires: AtomicU64,
 }
 
-const _: () = assert!(std::mem::size_of::<Entry>() == 32);
+const _: () = assert!(std::mem::size_of::<Entry>() == 64);
 
 /// The table of first fragments' ports.
 pub struct FragmentTable {
@@ -136,8 +156,9 @@ impl FragmentTable {
         if v & 1 != 0 {
             return None;
         }
-        let (vp, addrs, ip, expires) =
-            (e.vrf_proto.load(Relaxed), e.addrs.load(Relaxed), e.ident_ports.load(Relaxed), e.expires.load(Relaxed));
+        let vp = e.vrf_proto.load(Relaxed);
+        let a = e.addrs.each_ref().map(|w| u128::from(w.load(Relaxed)));
+        let (ip, expires) = (e.ident_ports.load(Relaxed), e.expires.load(Relaxed));
         fence(Acquire);
         if e.seq.load(Relaxed) != v || expires == 0 {
             return None;
@@ -145,9 +166,9 @@ impl FragmentTable {
         let key = FragmentKey {
             vrf: vp >> 8,
             proto: vp as u8,
-            src: (addrs >> 32) as u32,
-            dst: addrs as u32,
-            ident: (ip >> 32) as u16,
+            src: a[0] << 64 | a[1],
+            dst: a[2] << 64 | a[3],
+            ident: (ip >> 32) as u32,
         };
         Some((key, ((ip >> 16) as u16, ip as u16), expires))
     }
@@ -181,10 +202,11 @@ impl FragmentTable {
         }
         // Readers that see any of the writes below see the odd sequence.
         fence(Release);
-        let (vp, addrs, ident) = key.words();
-        e.vrf_proto.store(vp, Relaxed);
-        e.addrs.store(addrs, Relaxed);
-        e.ident_ports.store(u64::from(ident) << 32 | u64::from(ports.0) << 16 | u64::from(ports.1), Relaxed);
+        e.vrf_proto.store(key.vrf << 8 | u32::from(key.proto), Relaxed);
+        for (w, v) in e.addrs.iter().zip([key.src >> 64, key.src, key.dst >> 64, key.dst]) {
+            w.store(v as u64, Relaxed);
+        }
+        e.ident_ports.store(u64::from(key.ident) << 32 | u64::from(ports.0) << 16 | u64::from(ports.1), Relaxed);
         e.expires.store(now.saturating_add(FRAGMENT_MS).max(1), Relaxed);
         e.seq.store(v.wrapping_add(2), Release);
         self.recorded.fetch_add(1, Relaxed);
@@ -227,7 +249,7 @@ mod tests {
     use super::*;
 
     fn key(ident: u16) -> FragmentKey {
-        FragmentKey { vrf: 3, proto: 17, src: 0x0a01_0002, dst: 0x0a01_0003, ident }
+        FragmentKey::v4(3, 17, 0x0a01_0002, 0x0a01_0003, ident)
     }
 
     #[test]
@@ -246,26 +268,36 @@ mod tests {
             FragmentKey { proto: 6, ..key(1) },
             FragmentKey { src: 1, ..key(1) },
             FragmentKey { dst: 1, ..key(1) },
+            // The same numbers in IPv6 are another datagram.
+            FragmentKey::v6(3, 17, 0x0a01_0002, 0x0a01_0003, 1),
         ] {
             assert_eq!(t.find(&other, 10_000), None, "{other:?}");
         }
-        assert_eq!(t.counts(), FragmentCounts { recorded: 2, matched: 2, unmatched: 7 });
-        let dump = t.dump(10_000);
-        assert_eq!(dump, vec![FragmentInfo { key: key(1), ports: (40000, 53), expires_in_ms: FRAGMENT_MS }]);
+        assert_eq!(t.counts(), FragmentCounts { recorded: 2, matched: 2, unmatched: 8 });
+        // IPv6, with a 32-bit identification.
+        let six = FragmentKey::v6(3, 17, 0xfd00 << 112 | 2, 0xfd00 << 112 | 3, 0x8000_0001);
+        t.record(&six, (5353, 5353), 10_000);
+        assert_eq!(t.find(&six, 10_000), Some((5353, 5353)));
+        assert_eq!(t.find(&FragmentKey { ident: 1, ..six }, 10_000), None);
+        assert_eq!(six.src_ip().to_string(), "fd00::2");
+        assert_eq!(key(1).src_ip().to_string(), "10.1.0.2");
+        let dump = t.dump(10_001);
+        assert_eq!(dump.len(), 2);
+        assert!(dump.contains(&FragmentInfo { key: key(1), ports: (40000, 53), expires_in_ms: FRAGMENT_MS - 1 }));
     }
 
     #[test]
     fn the_table_is_bounded_and_replaces_the_oldest() {
         let t = FragmentTable::new(8);
         assert_eq!(t.capacity(), 8);
-        assert_eq!(t.memory_bytes(), 8 * 32);
+        assert_eq!(t.memory_bytes(), 8 * 64);
         for i in 0..1_000u16 {
             t.record(&key(i), (i, i), u64::from(i));
         }
         assert!(t.dump(1_000).len() <= 8);
         // The newest datagrams are the ones kept: the last 8 recorded land
         // in sets whose older entries they replace first.
-        let kept: Vec<u16> = t.dump(1_000).iter().map(|f| f.key.ident).collect();
+        let kept: Vec<u32> = t.dump(1_000).iter().map(|f| f.key.ident).collect();
         assert!(kept.contains(&999), "{kept:?}");
         assert!(kept.iter().all(|&i| i >= 1_000 - 8 * 4), "only recent datagrams: {kept:?}");
         // A datagram recorded again keeps one entry.
@@ -286,14 +318,18 @@ mod tests {
                         // entry would break the rule.
                         let ident = i.wrapping_mul(2).wrapping_add(w);
                         t.record(&key(ident), (ident, !ident), 1);
+                        t.record(&FragmentKey::v6(3, 17, u128::MAX, 1, ident.into()), (ident, !ident), 1);
                     }
                 })
             })
             .collect();
         let consistent = |t: &FragmentTable| {
             for f in t.dump(1) {
-                assert_eq!(f.ports, (f.key.ident, !f.key.ident), "torn: {f:?}");
-                assert_eq!((f.key.vrf, f.key.proto, f.key.src, f.key.dst), (3, 17, 0x0a01_0002, 0x0a01_0003));
+                let ident = f.key.ident as u16;
+                assert_eq!((f.key.ident >> 16, f.ports), (0, (ident, !ident)), "torn: {f:?}");
+                let v4 = key(ident);
+                let v6 = FragmentKey::v6(3, 17, u128::MAX, 1, ident.into());
+                assert!(f.key == v4 || f.key == v6, "torn: {f:?}");
             }
         };
         while !writers.iter().all(|w| w.is_finished()) {

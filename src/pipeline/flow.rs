@@ -11,7 +11,7 @@ use crate::flow::{
 };
 use crate::stats::DropReason;
 use crate::tables::{RouteTarget, Vif, Vrf};
-use crate::wire::{icmpv4, icmpv6, ip_proto};
+use crate::wire::{icmpv4, icmpv6, ip_proto, ipv6ext};
 
 /// What the flow stage knows about a packet before its next hop is carried out.
 #[derive(Clone, Copy)]
@@ -28,8 +28,8 @@ pub(super) enum FlowStep {
 }
 
 /// The packet's flow key, if flows track it: TCP, UDP and ICMP echo.
-/// ICMP errors and other protocols pass untracked. An IPv4 fragment after
-/// the first carries no ports: it takes those its datagram's first fragment
+/// ICMP errors and other protocols pass untracked. A fragment after the
+/// first carries no ports: it takes those its datagram's first fragment
 /// left in `fragments` (`record_first_fragment`), or, if that has not been
 /// seen, none (TCP and UDP) or no flow at all (ICMP, whose echo it cannot
 /// tell from the rest). Without `fragments`, later fragments are not keyed.
@@ -38,7 +38,7 @@ fn key_of(fragments: Option<(&FragmentTable, u64)>, vrf: u32, info: &IpInfo, d: 
     let (sport, dport) = match info.proto {
         _ if info.frag_offset != 0 => {
             let (table, now) = fragments?;
-            match (table.find(&datagram_of(vrf, info, d), now), info.proto) {
+            match (datagram_of(vrf, info, d).and_then(|k| table.find(&k, now)), info.proto) {
                 (Some(ports), _) => ports,
                 (None, ip_proto::TCP | ip_proto::UDP) => (0, 0),
                 (None, _) => return None,
@@ -64,17 +64,25 @@ fn key_of(fragments: Option<(&FragmentTable, u64)>, vrf: u32, info: &IpInfo, d: 
     })
 }
 
-/// The datagram an IPv4 fragment is part of, in `vrf`.
-fn datagram_of(vrf: u32, info: &IpInfo, d: &[u8]) -> FragmentKey {
-    let ident = d.get(ETH + 4..ETH + 6).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
-    FragmentKey { vrf, proto: info.proto, src: info.src as u32, dst: info.dst as u32, ident }
+/// The datagram a fragment is part of, in `vrf`: its identification is in
+/// the IPv4 header, or in IPv6's fragment header.
+fn datagram_of(vrf: u32, info: &IpInfo, d: &[u8]) -> Option<FragmentKey> {
+    let ip = d.get(ETH..)?;
+    if info.v6 {
+        let ident = ipv6ext::Chain::walk(ip, info.total()).ok()?.fragment?.ident;
+        return Some(FragmentKey::v6(vrf, info.proto, info.src, info.dst, ident));
+    }
+    let ident = u16::from_be_bytes([*ip.get(4)?, *ip.get(5)?]);
+    Some(FragmentKey::v4(vrf, info.proto, info.src as u32, info.dst as u32, ident))
 }
 
 /// Leaves a first fragment's ports (its flow `key`'s) for the later
 /// fragments of its datagram.
 fn record_first_fragment(table: &FragmentTable, key: &FlowKey, info: &IpInfo, d: &[u8], now: u64) {
-    if info.frag && info.frag_offset == 0 && !info.v6 {
-        table.record(&datagram_of(key.vrf, info, d), (key.sport, key.dport), now);
+    if info.frag && info.frag_offset == 0 {
+        if let Some(datagram) = datagram_of(key.vrf, info, d) {
+            table.record(&datagram, (key.sport, key.dport), now);
+        }
     }
 }
 

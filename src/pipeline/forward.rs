@@ -11,7 +11,7 @@ use crate::stats::DropReason;
 use crate::stats::VrfCounters;
 use crate::tables::{NextHop, RouteTarget, Tunnel, TunnelEncap, Vif, VifKind, Vrf};
 use crate::wire::{
-    checksum, ethernet, icmpv6, ip_proto, ipv4, ipv6, mpls, read_u16, tcp, EtherType, MacAddr, WireError,
+    checksum, ethernet, icmpv6, ip_proto, ipv4, ipv6, ipv6ext, mpls, read_u16, tcp, EtherType, MacAddr, WireError,
 };
 
 /// Ethernet header length.
@@ -31,16 +31,18 @@ pub(super) struct IpInfo {
     pub l4: [u8; 4],
     /// Header and payload length.
     total_len: u16,
-    /// Fragment offset in bytes, IPv4.
+    /// Fragment offset in bytes.
     pub frag_offset: u16,
-    /// Header length (IPv6: the fixed 40 bytes).
-    header_len: u8,
+    /// Header length: IPv4 with options; IPv6 with its extension headers,
+    /// up to the transport header (or, in a later fragment, the data).
+    header_len: u16,
     pub ttl: u8,
-    /// Protocol or IPv6 next header.
+    /// Protocol: IPv6's past its extension headers.
     pub proto: u8,
     pub v6: bool,
     pub df: bool,
-    /// Any IPv4 fragment: the More Fragments flag or a non-zero offset.
+    /// Any fragment: the More Fragments flag or a non-zero offset (IPv4),
+    /// or a fragment header (IPv6).
     pub frag: bool,
     pub more_frags: bool,
 }
@@ -65,23 +67,7 @@ pub(super) fn parse_ip(d: &[u8], v6: bool) -> Result<IpInfo, DropReason> {
 pub(super) fn parse_ip_into(d: &[u8], v6: bool, out: &mut IpInfo) -> Result<(), DropReason> {
     let b = d.get(ETH..).ok_or(DropReason::Truncated)?;
     if v6 {
-        let p = ipv6::Packet::new_checked(b).map_err(wire_drop)?;
-        let total = p.total_len();
-        *out = IpInfo {
-            src: u128::from_be_bytes(p.src_bytes()),
-            dst: u128::from_be_bytes(p.dst_bytes()),
-            l4: first_word(b, ipv6::HEADER_LEN, total),
-            total_len: total as u16,
-            frag_offset: 0,
-            header_len: ipv6::HEADER_LEN as u8,
-            ttl: p.hop_limit(),
-            proto: p.next_header(),
-            v6,
-            df: true,
-            frag: false,
-            more_frags: false,
-        };
-        return Ok(());
+        return parse_ipv6_into(b, out);
     }
     // A fixed-size view: every field read below compiles without a bounds check.
     let fixed: &[u8; ipv4::HEADER_LEN] =
@@ -106,13 +92,40 @@ pub(super) fn parse_ip_into(d: &[u8], v6: bool, out: &mut IpInfo) -> Result<(), 
         l4: if frag_offset == 0 { first_word(b, hl, total) } else { [0; 4] },
         total_len: total as u16,
         frag_offset,
-        header_len: hl as u8,
+        header_len: hl as u16,
         ttl: h.ttl(),
         proto: h.protocol(),
         v6,
         df: h.dont_frag(),
         frag: h.is_fragment(),
         more_frags: h.more_frags(),
+    };
+    Ok(())
+}
+
+/// `parse_ip_into` for IPv6 (`b` from the IP header on). Out of line: its
+/// walk of the extension headers would otherwise weigh on how the compiler
+/// inlines the IPv4 path around it.
+#[inline(never)]
+fn parse_ipv6_into(b: &[u8], out: &mut IpInfo) -> Result<(), DropReason> {
+    let p = ipv6::Packet::new_checked(b).map_err(wire_drop)?;
+    let total = p.total_len();
+    // The transport header may sit behind extension headers.
+    let chain = ipv6ext::Chain::walk(b, total).map_err(wire_drop)?;
+    let frag_offset = chain.fragment.map_or(0, |f| f.offset);
+    *out = IpInfo {
+        src: u128::from_be_bytes(p.src_bytes()),
+        dst: u128::from_be_bytes(p.dst_bytes()),
+        l4: if frag_offset == 0 { first_word(b, chain.header_len, total) } else { [0; 4] },
+        total_len: total as u16,
+        frag_offset,
+        header_len: chain.header_len as u16,
+        ttl: p.hop_limit(),
+        proto: chain.next_header,
+        v6: true,
+        df: true,
+        frag: chain.fragment.is_some(),
+        more_frags: chain.fragment.is_some_and(|f| f.more),
     };
     Ok(())
 }

@@ -70,7 +70,7 @@ pub(super) fn nd<B: AsRef<[u8]> + AsMut<[u8]>>(
     info: &IpInfo,
 ) -> Verdict {
     let d = f.data();
-    let body = &d[ETH + ipv6::HEADER_LEN..ETH + info.total()];
+    let body = &d[ETH + info.hl()..ETH + info.total()];
     let Ok(p) = icmpv6::Packet::new_checked(body) else {
         return Verdict::Drop(DropReason::InvalidNd);
     };

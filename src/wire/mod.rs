@@ -17,6 +17,7 @@ pub mod icmpv4;
 pub mod icmpv6;
 pub mod ipv4;
 pub mod ipv6;
+pub mod ipv6ext;
 pub mod mpls;
 pub mod tcp;
 pub mod udp;
@@ -62,17 +63,17 @@ pub mod ip_proto {
     pub const IPV6_FRAGMENT: u8 = 44;
 }
 
-#[inline]
+#[inline(always)]
 pub(crate) fn read_u16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
 
-#[inline]
+#[inline(always)]
 pub(crate) fn read_u32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-#[inline]
+#[inline(always)]
 pub(crate) fn write_u16(b: &mut [u8], at: usize, v: u16) {
     b[at..at + 2].copy_from_slice(&v.to_be_bytes());
 }

@@ -31,6 +31,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
         Ok(Packet { buffer })
     }
 
+    #[inline(always)]
     fn word(&self) -> u32 {
         read_u32(self.buffer.as_ref(), 0)
     }

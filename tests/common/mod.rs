@@ -352,6 +352,33 @@ pub fn ipv4_fragments(
         .collect()
 }
 
+/// `segment` from `src` to `dst` over IPv6, cut into fragments of `piece`
+/// bytes (a multiple of 8), each with a fragment header of identification
+/// `ident` (next header `proto`), in a frame from `l2`.
+pub fn ipv6_fragments(
+    l2: L2,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    proto: u8,
+    ident: u32,
+    segment: &[u8],
+    piece: usize,
+) -> Vec<Vec<u8>> {
+    use vrouter::wire::ipv6ext::{kind, Fragment, FragmentRepr, FRAGMENT_LEN};
+    segment
+        .chunks(piece)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut body = vec![0u8; FRAGMENT_LEN];
+            let more = (i + 1) * piece < segment.len();
+            FragmentRepr { next_header: proto, offset: (i * piece) as u16, more, ident }
+                .emit(&mut Fragment::new_unchecked(&mut body[..]));
+            body.extend_from_slice(chunk);
+            build::ip_frame(l2, &build::ipv6(src, dst, kind::FRAGMENT, 64, &body))
+        })
+        .collect()
+}
+
 /// The public VRF of `add_floating_ip`, its gateway vif, the floating IP,
 /// and a client address behind the gateway.
 pub const PUBLIC: u32 = 6;
