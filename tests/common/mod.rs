@@ -326,8 +326,14 @@ pub fn root_or_skip(needs: &str) -> bool {
     false
 }
 
-/// `segment` (a transport header and what follows) from `src` to `dst`,
-/// cut into IPv4 fragments of `piece` bytes (a multiple of 8) with
+/// `segment` (a transport header and what follows) cut into `piece`-byte
+/// chunks (a multiple of 8), each with its offset in bytes and whether more
+/// follow: a datagram's fragments, as the sender's IP layer cuts them.
+fn pieces(segment: &[u8], piece: usize) -> impl Iterator<Item = (u16, bool, &[u8])> {
+    segment.chunks(piece).enumerate().map(move |(i, c)| ((i * piece) as u16, (i + 1) * piece < segment.len(), c))
+}
+
+/// `segment` from `src` to `dst` as IPv4 fragments of `piece` bytes with
 /// identification `ident`, each in a frame from `l2`.
 pub fn ipv4_fragments(
     l2: L2,
@@ -338,23 +344,20 @@ pub fn ipv4_fragments(
     segment: &[u8],
     piece: usize,
 ) -> Vec<Vec<u8>> {
-    segment
-        .chunks(piece)
-        .enumerate()
-        .map(|(i, chunk)| {
+    pieces(segment, piece)
+        .map(|(offset, more, chunk)| {
             let mut ip = build::ipv4(src, dst, proto, 64, false, chunk);
             let mut p = vrouter::wire::ipv4::Packet::new_unchecked(&mut ip[..]);
             p.set_ident(ident);
-            p.set_frag(false, (i + 1) * piece < segment.len(), (i * piece) as u16);
+            p.set_frag(false, more, offset);
             p.fill_checksum();
             build::ip_frame(l2, &ip)
         })
         .collect()
 }
 
-/// `segment` from `src` to `dst` over IPv6, cut into fragments of `piece`
-/// bytes (a multiple of 8), each with a fragment header of identification
-/// `ident` (next header `proto`), in a frame from `l2`.
+/// The same over IPv6: each fragment has a fragment header with next
+/// header `proto` and identification `ident`.
 pub fn ipv6_fragments(
     l2: L2,
     src: Ipv6Addr,
@@ -365,14 +368,10 @@ pub fn ipv6_fragments(
     piece: usize,
 ) -> Vec<Vec<u8>> {
     use vrouter::wire::ipv6ext::{kind, Fragment, FragmentRepr, FRAGMENT_LEN};
-    segment
-        .chunks(piece)
-        .enumerate()
-        .map(|(i, chunk)| {
+    pieces(segment, piece)
+        .map(|(offset, more, chunk)| {
             let mut body = vec![0u8; FRAGMENT_LEN];
-            let more = (i + 1) * piece < segment.len();
-            FragmentRepr { next_header: proto, offset: (i * piece) as u16, more, ident }
-                .emit(&mut Fragment::new_unchecked(&mut body[..]));
+            FragmentRepr { next_header: proto, offset, more, ident }.emit(&mut Fragment::new_unchecked(&mut body[..]));
             body.extend_from_slice(chunk);
             build::ip_frame(l2, &build::ipv6(src, dst, kind::FRAGMENT, 64, &body))
         })
