@@ -1,10 +1,12 @@
 //! The flow table: setting up new flows under a 100-rule policy, hitting
-//! established ones, and steady churn (flows created and aged out all the
-//! time), on one core. `VROUTER_BENCH_QUICK=1` shrinks it to a smoke run.
+//! established ones, steady churn (flows created and aged out all the
+//! time), and the scan for a deleted vif's flows, on one core. `VROUTER_BENCH_QUICK=1` shrinks it to a smoke run.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use std::time::{Duration, Instant};
-use vrouter::flow::{CompiledPolicy, DirSpec, FlowAction, FlowConfig, FlowKey, FlowTable, Nat, PolicyAction};
+use vrouter::flow::{
+    CompiledPolicy, DeletedVif, DirSpec, FlowAction, FlowConfig, FlowKey, FlowTable, Nat, PolicyAction,
+};
 use vrouter::stats::DropReason;
 
 fn quick() -> bool {
@@ -101,6 +103,11 @@ fn flows(c: &mut Criterion) {
             black_box(h)
         })
     });
+    // Deleting a vif: the control plane scans the whole table for its
+    // flows (here it has none, so the scan is all there is), with half the
+    // table live.
+    let gone = [DeletedVif { index: 63, vrf: 9, addrs: vec!["10.9.9.9".parse().unwrap()] }];
+    g.bench_function("vif_delete_scan", |b| b.iter(|| black_box(table.remove_for_vifs(&gone))));
     table.flush();
 
     // Hits on a table small enough for the caches: what a hit costs when

@@ -312,3 +312,44 @@ fn flows_are_listed_matched_watched_and_removed() {
     assert!(ok(&sock, &["flow", "flush"]).contains("1 flow pairs removed"));
     assert_eq!(json(&sock, &["flow", "list"]).as_array().unwrap().len(), 0);
 }
+
+/// A deleted vif takes its flows with it: those it created (its per-vif
+/// count starts again from zero for the next vif with its index) and those
+/// to or from its addresses in its VRF. Other flows stay.
+#[test]
+fn deleting_a_vif_removes_its_flows() {
+    use vrouter::api::client::Client;
+    use vrouter::pipeline::Verdict;
+    use vrouter::pktgen::build::{self, L2};
+    let (sock, mut p, h) = server_with_flows("vif-delete");
+    let a2 = L2 { src: mac(2), dst: router_mac() };
+    let syn = |src, dst, sport, dport| build::tcp4_syn_frame(from_a1(), src, dst, sport, dport, 1460);
+    assert_eq!(run(&mut p, &h, A1, syn(a1_ip(), a2_ip(), 40000, 80)), Verdict::Tx(A2));
+    let denied = run(&mut p, &h, A2, build::tcp4_syn_frame(a2, a2_ip(), a1_ip(), 40001, 22, 1460));
+    assert_eq!(denied, Verdict::Drop(DropReason::FlowActionDrop), "a2 opens a pair of its own");
+    // A flow that does not involve a2: it stays.
+    assert_eq!(run(&mut p, &h, A1, syn(a1_ip(), remote_ip(), 40002, 443)), Verdict::Drop(DropReason::FlowActionDrop));
+    assert_eq!(json(&sock, &["flow", "list"]).as_array().unwrap().len(), 6);
+
+    let mut c = Client::connect(&sock, "test").unwrap();
+    let r = c
+        .call(
+            "batch",
+            serde_json::json!({ "ops": [
+                { "delete": { "route": { "vrf": BLUE, "prefix": "10.1.0.3/32" } } },
+                { "delete": { "route": { "vrf": BLUE, "prefix": "fd00:1::3/128" } } },
+                { "delete": { "label": LABEL_A2 } },
+                { "delete": { "nexthop": NH_A2 } },
+                { "delete": { "vif": A2 } },
+            ] }),
+        )
+        .unwrap();
+    assert_eq!(r["flows_removed"], 2, "{r}");
+    let left = json(&sock, &["flow", "list"]);
+    let left = left.as_array().unwrap();
+    assert_eq!(left.len(), 2, "{left:?}");
+    let remote = remote_ip().to_string();
+    assert!(left.iter().all(|f| f["src"] == remote.as_str() || f["dst"] == remote.as_str()), "{left:?}");
+    let stats = c.call("flow.stats", serde_json::json!({})).unwrap();
+    assert_eq!((stats["pairs"].as_u64(), stats["removed"].as_u64()), (Some(1), Some(2)), "{stats}");
+}

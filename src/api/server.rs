@@ -258,7 +258,24 @@ impl Control {
             keep_resolved_mac(&st.writer, d, &mut op);
             ops.push(op);
         }
+        // The vifs deleted, as they were: their flows go with them.
+        let gone: Vec<crate::flow::DeletedVif> = defs
+            .iter()
+            .filter_map(|d| match d {
+                OpDef::Delete(KeyDef::Vif(i)) => st.writer.tables().vif(*i),
+                _ => None,
+            })
+            .map(|v| crate::flow::DeletedVif {
+                index: v.index,
+                vrf: v.vrf,
+                addrs: v.ipv4.map(std::net::IpAddr::V4).into_iter().chain(v.ipv6.map(std::net::IpAddr::V6)).collect(),
+            })
+            .collect();
         let generation = st.writer.apply(&ops).map_err(|e| locate(table_error(&e.error), e.index))?;
+        let flows_removed = self.flows.as_ref().map_or(0, |(table, _)| table.remove_for_vifs(&gone));
+        if !gone.is_empty() {
+            tracing::info!(vifs = gone.len(), flows_removed, "vifs deleted, with their flows");
+        }
         let mut resolve = false;
         for d in defs {
             match d {
@@ -278,7 +295,10 @@ impl Control {
         if resolve {
             self.resolve_now.store(true, Ordering::Relaxed);
         }
-        Ok(json!({ "generation": generation, "applied": defs.len() }))
+        if gone.is_empty() {
+            return Ok(json!({ "generation": generation, "applied": defs.len() }));
+        }
+        Ok(json!({ "generation": generation, "applied": defs.len(), "flows_removed": flows_removed }))
     }
 
     fn get(&self, key: &KeyDef) -> Result<Value, ApiError> {

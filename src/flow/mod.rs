@@ -18,6 +18,6 @@ pub use fragment::{FragmentCounts, FragmentInfo, FragmentKey, FragmentTable};
 pub use key::FlowKey;
 pub use policy::{CompiledPolicy, Endpoint, Policy, PolicyAction, PortRange, Rule};
 pub use table::{
-    CreateError, DirSpec, FlowAction, FlowConfig, FlowInfo, FlowTable, Forwarding, Hit, Nat, Probe, RouteMemo,
-    TcpState, MAX_VIFS, MAX_VRFS,
+    CreateError, DeletedVif, DirSpec, FlowAction, FlowConfig, FlowInfo, FlowTable, Forwarding, Hit, Nat, Probe,
+    RouteMemo, TcpState, MAX_VIFS, MAX_VRFS,
 };

@@ -406,6 +406,17 @@ impl RouteMemo {
     }
 }
 
+/// A vif that was deleted, as it was: whose flows `remove_for_vifs` removes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletedVif {
+    /// Its index.
+    pub index: u32,
+    /// Its VRF.
+    pub vrf: u32,
+    /// Its addresses.
+    pub addrs: Vec<std::net::IpAddr>,
+}
+
 /// Who made a pair, when, and under which policy generation.
 #[derive(Clone, Copy)]
 struct Stamp {
@@ -1136,6 +1147,29 @@ impl FlowTable {
     pub fn flush(&self) -> usize {
         (0..self.slots.len())
             .filter(|&i| self.slots[i].action.load(Relaxed) & FLAG_FORWARD_DIR != 0 && self.remove(i as u32))
+            .count()
+    }
+
+    /// Removes the pairs deleted vifs leave behind: those each created (so
+    /// that its per-vif count does not pass to the next vif with its index),
+    /// and those with an entry in its VRF to or from one of its addresses
+    /// (flows other vifs opened to it, a floating IP's pairs). Returns how
+    /// many. One scan of the whole table, however many vifs: for the
+    /// control plane when vifs go, not for the data path.
+    pub fn remove_for_vifs(&self, gone: &[DeletedVif]) -> usize {
+        if gone.is_empty() {
+            return 0;
+        }
+        (0..self.slots.len())
+            .filter(|&i| {
+                let Some((key, hit)) = self.read(i) else { return false };
+                let creator = origin_vif(self.slots[i].origin.load(Relaxed));
+                let left = |v: &DeletedVif| {
+                    (hit.forward && creator == v.index)
+                        || (key.vrf == v.vrf && (v.addrs.contains(&key.src_ip()) || v.addrs.contains(&key.dst_ip())))
+                };
+                gone.iter().any(left) && self.remove(i as u32)
+            })
             .count()
     }
 
