@@ -48,6 +48,9 @@ impl Default for XskConfig {
     }
 }
 
+/// Binds tried while the queue is busy, 50 ms apart.
+const BIND_TRIES: u32 = 20;
+
 /// Frames a port keeps in its fill ring.
 pub const FILL_TARGET: u32 = 512;
 
@@ -374,10 +377,21 @@ impl XskSocket {
             sxdp_queue_id: queue,
             sxdp_shared_umem_fd: share.map_or(0, |s| s.fd.as_raw_fd() as u32),
         };
-        // SAFETY: `sa` is a valid sockaddr_xdp and the length says so.
-        let r = unsafe {
-            libc::bind(fd.as_raw_fd(), (&sa as *const libc::sockaddr_xdp).cast(), std::mem::size_of_val(&sa) as u32)
-        };
+        // A queue stays taken for a moment after the socket that held it is
+        // closed: the kernel frees its buffer pool from a work queue. So a
+        // bind right after another process let go (a restart, the next run
+        // of a tool) can see EBUSY; it is retried for up to a second.
+        let mut r = -1;
+        for attempt in 1..=BIND_TRIES {
+            // SAFETY: `sa` is a valid sockaddr_xdp and the length says so.
+            r = unsafe {
+                libc::bind(fd.as_raw_fd(), (&sa as *const libc::sockaddr_xdp).cast(), std::mem::size_of_val(&sa) as u32)
+            };
+            if r == 0 || attempt == BIND_TRIES || io::Error::last_os_error().raw_os_error() != Some(libc::EBUSY) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         if r != 0 {
             let mode = if copy_flag == libc::XDP_ZEROCOPY { "zero-copy" } else { "copy" };
             return Err(os_error(&format!("binding AF_XDP ({mode}) to interface {ifindex} queue {queue}")));
