@@ -17,6 +17,7 @@ use vrouter::tables::{EcmpGroup, NextHop, Object, ObjectKey, Op, Route, RouteSpe
 const TCP: u8 = 6;
 const UDP: u8 = 17;
 const ICMP: u8 = 1;
+const ICMPV6: u8 = 58;
 
 fn key(i: u32, proto: u8) -> FlowKey {
     FlowKey::v4(1, proto, 0x0a01_0000 | (i >> 16), 0x0a02_0000 | (i & 0xffff), 1024 + (i % 50_000) as u16, 80)
@@ -575,6 +576,23 @@ fn ipv6_flows_see_past_extension_headers_and_through_fragments() {
     let query_flow = table.dump(None, 20, 0).into_iter().find(|f| f.forward && f.key.sport == 40001).unwrap();
     assert_eq!(query_flow.packets, 3);
     assert_eq!(table.fragments().counts().matched, 2);
+    // ICMPv6 errors about the allowed flow find it, though the policy
+    // allows no ICMPv6: port unreachable, and Packet Too Big (path MTU
+    // discovery needs it). One about a packet of no flow is denied.
+    let a2 = L2 { src: mac(2), dst: router_mac() };
+    let error = |kind: u8, code: u8, dport: u16| {
+        let quoted =
+            build::ipv6(a1_ip6(), a2_ip6(), UDP, 63, &build::udp6_segment(a1_ip6(), a2_ip6(), 40000, dport, &[7; 32]));
+        let mut body = vec![kind, code, 0, 0, 0, 0, 0x05, 0x00];
+        body.extend_from_slice(&quoted);
+        build::ip_frame(a2, &build::ipv6(a2_ip6(), a1_ip6(), ICMPV6, 64, &body))
+    };
+    assert_eq!(lab.run(A2, error(1, 4, 53)).0, Verdict::Tx(A1), "port unreachable");
+    assert_eq!(lab.run(A2, error(2, 0, 53)).0, Verdict::Tx(A1), "packet too big");
+    assert_eq!(lab.run(A2, error(1, 4, 99)).0, Verdict::Drop(DropReason::FlowActionDrop), "no such flow");
+    let reverse = table.dump(None, 20, 0).into_iter().find(|f| !f.forward && (f.key.sport, f.key.dport) == (53, 40000));
+    let reverse = reverse.unwrap();
+    assert_eq!(reverse.packets, 2, "the errors counted on the flow's reverse entry");
 }
 
 /// The tunnel a frame left by, from its outer destination address.

@@ -242,6 +242,9 @@ fn random_and_mutated_frames_never_break_the_flow_stage() {
     let mut options = vec![60, 0, 1, 4, 0, 0, 0, 0, ip_proto::UDP, 1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
     options.extend_from_slice(&build::udp6_segment(a1_ip6(), a2_ip6(), 1, 2, &[3; 40]));
     corpus.push((A1, build::ip_frame(from_a1(), &build::ipv6(a1_ip6(), a2_ip6(), 0, 64, &options))));
+    let mut too_big = vec![2u8, 0, 0, 0, 0, 0, 0x05, 0x00];
+    too_big.extend_from_slice(&build::ipv6(a1_ip6(), a2_ip6(), 0, 63, &options));
+    corpus.push((A2, build::ip_frame(a2, &build::ipv6(a2_ip6(), a1_ip6(), ip_proto::ICMPV6, 64, &too_big))));
     // a2's answers to the client, NATed back to the floating IP, and an ICMP
     // error from a2 about a packet it got from the client.
     corpus.push((A2, build::udp4_frame(a2, a2_ip(), CLIENT, 2, 1000, 64, 100)));

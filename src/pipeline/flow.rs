@@ -93,25 +93,55 @@ fn tcp_flags(d: &[u8], info: &IpInfo) -> u8 {
     d.get(ETH + info.hl() + 13).copied().unwrap_or(0)
 }
 
-/// The flow an ICMP error belongs to: the reverse of the packet it quotes.
+/// The flow an ICMP or ICMPv6 error belongs to: the reverse of the packet
+/// it quotes. Without it, a policy with port rules would deny the errors of
+/// the flows it allows, Packet Too Big included, and IPv6 path MTU
+/// discovery with them.
 fn error_key(vrf: u32, info: &IpInfo, d: &[u8]) -> Option<FlowKey> {
-    if info.v6 || info.proto != ip_proto::ICMP || !icmpv4::is_error(info.l4[0]) || info.frag {
+    if info.frag {
         return None;
     }
-    let q = ETH + info.hl() + 8;
-    let qhl = usize::from(*d.get(q)? & 0x0f) * 4;
-    let word = |at: usize| Some(u32::from_be_bytes([*d.get(at)?, *d.get(at + 1)?, *d.get(at + 2)?, *d.get(at + 3)?]));
-    let (qsrc, qdst, qproto) = (word(q + 12)?, word(q + 16)?, *d.get(q + 9)?);
-    let port = |at: usize| Some(u16::from_be_bytes([*d.get(at)?, *d.get(at + 1)?]));
-    let (qs, qd) = match qproto {
-        ip_proto::TCP | ip_proto::UDP => (port(q + qhl)?, port(q + qhl + 2)?),
-        ip_proto::ICMP => {
-            let id = port(q + qhl + 4)?;
-            (id, id)
+    // The quoted packet, up to the end of the error (not the frame's padding).
+    let quote = d.get(ETH + info.hl() + 8..ETH + info.total())?;
+    match (info.v6, info.proto) {
+        (false, ip_proto::ICMP) if icmpv4::is_error(info.l4[0]) => quoted_v4(vrf, quote),
+        (true, ip_proto::ICMPV6) if icmpv6::is_error(info.l4[0]) => quoted_v6(vrf, quote),
+        _ => None,
+    }
+}
+
+/// The transport ports of a quoted packet whose transport header starts at
+/// `at`: TCP and UDP ports, or an ICMP or ICMPv6 echo's identifier twice.
+fn quoted_ports(q: &[u8], at: usize, proto: u8) -> Option<(u16, u16)> {
+    let port = |at: usize| Some(u16::from_be_bytes([*q.get(at)?, *q.get(at + 1)?]));
+    match proto {
+        ip_proto::TCP | ip_proto::UDP => Some((port(at)?, port(at + 2)?)),
+        ip_proto::ICMP | ip_proto::ICMPV6 => {
+            let id = port(at + 4)?;
+            Some((id, id))
         }
-        _ => return None,
-    };
-    Some(FlowKey::v4(vrf, qproto, qdst, qsrc, qd, qs))
+        _ => None,
+    }
+}
+
+fn quoted_v4(vrf: u32, q: &[u8]) -> Option<FlowKey> {
+    let qhl = usize::from(*q.first()? & 0x0f) * 4;
+    let word = |at: usize| Some(u32::from_be_bytes([*q.get(at)?, *q.get(at + 1)?, *q.get(at + 2)?, *q.get(at + 3)?]));
+    let (src, dst, proto) = (word(12)?, word(16)?, *q.get(9)?);
+    let (sport, dport) = quoted_ports(q, qhl, proto)?;
+    Some(FlowKey::v4(vrf, proto, dst, src, dport, sport))
+}
+
+fn quoted_v6(vrf: u32, q: &[u8]) -> Option<FlowKey> {
+    let addr = |at: usize| Some(u128::from_be_bytes(q.get(at..at + 16)?.try_into().ok()?));
+    let (src, dst) = (addr(8)?, addr(24)?);
+    // The quote is often cut short of the packet's length: walk what is there.
+    let chain = ipv6ext::Chain::walk(q, q.len()).ok()?;
+    if chain.fragment.is_some_and(|f| f.offset != 0) {
+        return None;
+    }
+    let (sport, dport) = quoted_ports(q, chain.header_len, chain.next_header)?;
+    Some(FlowKey::v6(vrf, chain.next_header, dst, src, dport, sport))
 }
 
 /// True when a packet routed in `vrf`, from `in_vif`, belongs to a flow:
