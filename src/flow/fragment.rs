@@ -6,9 +6,10 @@
 //! vRouter keeps such a table for the same reason.
 //!
 //! Bounded (a fixed number of sets of `WAYS` entries, the oldest replaced
-//! first), lock-free for readers and writers, and an entry lives
-//! `FRAGMENT_MS` at most: no reassembly waits longer than that anywhere
-//! that matters (Linux gives up after 30 s, and hosts resend far sooner).
+//! first) and lock-free for readers and writers. An entry lives
+//! `FRAGMENT_MS` at most: a datagram's fragments follow each other within
+//! milliseconds, and an entry that outlived its datagram could only lend
+//! its ports to a later one that reuses the identification.
 
 use super::key::FlowKey;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
