@@ -103,10 +103,7 @@ pub(super) fn parse_ip_into(d: &[u8], v6: bool, out: &mut IpInfo) -> Result<(), 
     Ok(())
 }
 
-/// `parse_ip_into` for IPv6 (`b` from the IP header on). Out of line: its
-/// walk of the extension headers would otherwise weigh on how the compiler
-/// inlines the IPv4 path around it.
-#[inline(never)]
+/// `parse_ip_into` for IPv6 (`b` from the IP header on).
 fn parse_ipv6_into(b: &[u8], out: &mut IpInfo) -> Result<(), DropReason> {
     let p = ipv6::Packet::new_checked(b).map_err(wire_drop)?;
     let total = p.total_len();
