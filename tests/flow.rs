@@ -414,21 +414,31 @@ fn lab_allowing_all() -> (Lab, Arc<FlowTable>) {
     (lab, table)
 }
 
+/// A rule that allows `proto` from `src` to `dst`, to ports `dport`.
+fn allow(src: Endpoint, dst: Endpoint, proto: u8, dport: PortRange) -> Rule {
+    Rule { src, dst, proto: Some(proto), sport: PortRange::ANY, dport, action: PolicyAction::Allow }
+}
+
+fn port(p: u16) -> PortRange {
+    PortRange { lo: p, hi: p }
+}
+
+/// a1's and a2's addresses, as policy endpoints.
+fn a1_a2() -> (Endpoint, Endpoint) {
+    (Endpoint::Prefix("10.1.0.2/32".parse().unwrap()), Endpoint::Prefix("10.1.0.3/32".parse().unwrap()))
+}
+
+/// The lab with a flow table, and BLUE's policy: `rules`, else deny.
+fn lab_allowing(rules: Vec<Rule>) -> (Lab, Arc<FlowTable>) {
+    let (mut lab, table) = lab_with_flows();
+    lab.writer.apply(&[Op::Add(Object::Policy(BLUE, Policy { rules, default: PolicyAction::Deny }))]).unwrap();
+    (lab, table)
+}
+
 /// The lab with a flow table, and BLUE's policy: a1 may reach a2 on TCP 80.
 fn lab_with_policy() -> (Lab, Arc<FlowTable>) {
-    let (mut lab, table) = lab_with_flows();
-    let web = Rule {
-        src: Endpoint::Prefix("10.1.0.2/32".parse().unwrap()),
-        dst: Endpoint::Prefix("10.1.0.3/32".parse().unwrap()),
-        proto: Some(TCP),
-        sport: PortRange::ANY,
-        dport: PortRange { lo: 80, hi: 80 },
-        action: PolicyAction::Allow,
-    };
-    lab.writer
-        .apply(&[Op::Add(Object::Policy(BLUE, Policy { rules: vec![web], default: PolicyAction::Deny }))])
-        .unwrap();
-    (lab, table)
+    let (a1, a2) = a1_a2();
+    lab_allowing(vec![allow(a1, a2, TCP, port(80))])
 }
 
 #[test]
@@ -476,18 +486,8 @@ fn a_policy_change_stops_flows_it_now_denies() {
 /// The lab with a flow table, and BLUE's policy: a1 may reach a2 on UDP 53
 /// and ICMP.
 fn lab_with_dns_policy() -> (Lab, Arc<FlowTable>) {
-    let (mut lab, table) = lab_with_flows();
-    let rule = |proto, dport| Rule {
-        src: Endpoint::Prefix("10.1.0.2/32".parse().unwrap()),
-        dst: Endpoint::Prefix("10.1.0.3/32".parse().unwrap()),
-        proto: Some(proto),
-        sport: PortRange::ANY,
-        dport,
-        action: PolicyAction::Allow,
-    };
-    let rules = vec![rule(UDP, PortRange { lo: 53, hi: 53 }), rule(ICMP, PortRange::ANY)];
-    lab.writer.apply(&[Op::Add(Object::Policy(BLUE, Policy { rules, default: PolicyAction::Deny }))]).unwrap();
-    (lab, table)
+    let (a1, a2) = a1_a2();
+    lab_allowing(vec![allow(a1, a2, UDP, port(53)), allow(a1, a2, ICMP, PortRange::ANY)])
 }
 
 #[test]
@@ -539,18 +539,7 @@ fn every_fragment_of_an_allowed_datagram_belongs_to_its_flow() {
 #[test]
 fn ipv6_flows_see_past_extension_headers_and_through_fragments() {
     use vrouter::wire::ipv6ext::kind;
-    let (mut lab, table) = lab_with_flows();
-    let dns = Rule {
-        src: Endpoint::Any,
-        dst: Endpoint::Any,
-        proto: Some(UDP),
-        sport: PortRange::ANY,
-        dport: PortRange { lo: 53, hi: 53 },
-        action: PolicyAction::Allow,
-    };
-    lab.writer
-        .apply(&[Op::Add(Object::Policy(BLUE, Policy { rules: vec![dns], default: PolicyAction::Deny }))])
-        .unwrap();
+    let (mut lab, table) = lab_allowing(vec![allow(Endpoint::Any, Endpoint::Any, UDP, port(53))]);
     // UDP behind hop-by-hop and destination options: the rule sees port 53.
     let with_options = |dport: u16| {
         let mut body = vec![kind::DEST_OPTS, 0, 1, 4, 0, 0, 0, 0, UDP, 1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];

@@ -64,6 +64,36 @@ fn tcp(server: &str, client: &str, addr: &str, secs: u32) -> (bool, String) {
     last
 }
 
+/// Starts a listener on UDP `port` in each of `pods` for four seconds,
+/// appending what it hears to a file for `heard`, and gives them time to bind.
+fn listen_udp(pods: &[&str], port: u16) {
+    for pod in pods {
+        let file = format!("/tmp/lab-{pod}-{port}");
+        sh(
+            pod,
+            &format!("rm -f {file}; (timeout 4 socat -u UDP-RECV:{port} OPEN:{file},creat,append >/dev/null 2>&1 &)"),
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+/// Bytes `pod`'s listener on `port` has heard (`listen_udp`); its file goes.
+fn heard(pod: &str, port: u16) -> usize {
+    let path = format!("/tmp/lab-{pod}-{port}");
+    let n = std::fs::read(&path).map(|b| b.len()).unwrap_or(0);
+    let _ = std::fs::remove_file(&path);
+    n
+}
+
+/// Sends one UDP datagram of `len` bytes from `ns` to `addr:port`, in one
+/// write: the sender's kernel fragments it if it must.
+fn send_datagram(ns: &str, addr: &str, port: u16, len: usize) -> bool {
+    let py = format!(
+        "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'd' * {len}, ('{addr}', {port}))"
+    );
+    sh(ns, &format!("python3 -c \"{py}\"")).0
+}
+
 fn ping(ns: &str, dst: &str) -> bool {
     sh(ns, &format!("ping -c 3 -i 0.2 -W 1 {dst}")).0
 }
@@ -228,14 +258,10 @@ fn the_lab_end_to_end() {
     // A datagram bigger than the tunnel's MTU: a1's kernel cuts it into
     // 1500-byte fragments, too long for the tunnel once encapsulated, and
     // vrouterd cuts those again (DF is clear) into spare frames of its own.
-    sh("b1", "rm -f /tmp/lab-b1-7779; (timeout 4 socat -u UDP-RECV:7779 OPEN:/tmp/lab-b1-7779,creat,append >/dev/null 2>&1 &)");
-    std::thread::sleep(Duration::from_millis(300));
-    let big = "python3 -c \"import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'b' * 3000, ('10.1.1.2', 7779))\"";
-    assert!(sh("a1", big).0);
+    listen_udp(&["b1"], 7779);
+    assert!(send_datagram("a1", "10.1.1.2", 7779, 3000));
     std::thread::sleep(Duration::from_millis(500));
-    let got = std::fs::read("/tmp/lab-b1-7779").map(|b| b.len()).unwrap_or(0);
-    let _ = std::fs::remove_file("/tmp/lab-b1-7779");
-    assert_eq!(got, 3000, "b1 reassembled the datagram from the pieces");
+    assert_eq!(heard("b1", 7779), 3000, "b1 reassembled the datagram from the pieces");
 
     // The tunnel's MAC comes from the kernel's neighbour table and follows
     // it: node 2's fabric gets a new MAC, node 1's kernel learns it, and
@@ -326,22 +352,10 @@ fn the_lab_end_to_end() {
     // Counted by listeners on port 7777 (the interface counters also see ARP
     // and neighbour refreshes, which come at any time); b2, still a member,
     // shows that the listeners hear what arrives.
-    for pod in ["b2", "b3"] {
-        let cmd = format!(
-            "rm -f /tmp/lab-{pod}-7777; (timeout 3 socat -u UDP-RECV:7777 OPEN:/tmp/lab-{pod}-7777,creat,append >/dev/null 2>&1 &)"
-        );
-        sh(pod, &cmd);
-    }
-    std::thread::sleep(Duration::from_millis(300));
+    listen_udp(&["b2", "b3"], 7777);
     sh("a1", "for i in $(seq 60); do echo -n x > /dev/udp/10.96.0.10/7777; done");
     std::thread::sleep(Duration::from_millis(500));
-    let heard = |pod: &str| {
-        let path = format!("/tmp/lab-{pod}-7777");
-        let n = std::fs::read(&path).map(|b| b.len()).unwrap_or(0);
-        let _ = std::fs::remove_file(&path);
-        n
-    };
-    let (b2, b3) = (heard("b2"), heard("b3"));
+    let (b2, b3) = (heard("b2", 7777), heard("b3", 7777));
     assert!(b2 > 0, "b2, still a member, gets service traffic ({b2} datagrams)");
     assert_eq!(b3, 0, "b3 gets no service traffic once it left ({b3} datagrams of 60)");
 
@@ -371,25 +385,10 @@ fn the_lab_end_to_end() {
     // node keys its flow by them, and the later fragments find them in the
     // fragment table, so all pieces take the first one's pod and NAT, and
     // the pod reassembles all 3000 bytes.
-    for pod in ["a2", "b2"] {
-        let cmd = format!(
-            "rm -f /tmp/lab-{pod}-7778; (timeout 4 socat -u UDP-RECV:7778 OPEN:/tmp/lab-{pod}-7778,creat,append >/dev/null 2>&1 &)"
-        );
-        sh(pod, &cmd);
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    let send = "python3 -c \"import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'f' * 3000, ('185.22.97.188', 7778))\"";
-    assert!(sh("ext", send).0);
+    listen_udp(&["a2", "b2"], 7778);
+    assert!(send_datagram("ext", "185.22.97.188", 7778, 3000));
     std::thread::sleep(Duration::from_millis(500));
-    let got: Vec<usize> = ["a2", "b2"]
-        .iter()
-        .map(|pod| {
-            let path = format!("/tmp/lab-{pod}-7778");
-            let n = std::fs::read(&path).map(|b| b.len()).unwrap_or(0);
-            let _ = std::fs::remove_file(&path);
-            n
-        })
-        .collect();
+    let got: Vec<usize> = ["a2", "b2"].iter().map(|pod| heard(pod, 7778)).collect();
     assert!(got.contains(&3000) && got.iter().sum::<usize>() == 3000, "one pod got the whole datagram: {got:?}");
     let frags: serde_json::Value =
         serde_json::from_str(&lab(&["vrctl", "n3", "flow", "fragments", "--json"], &[])).unwrap();

@@ -1145,9 +1145,14 @@ impl FlowTable {
 
     /// Removes every pair. Returns how many.
     pub fn flush(&self) -> usize {
-        (0..self.slots.len())
-            .filter(|&i| self.slots[i].action.load(Relaxed) & FLAG_FORWARD_DIR != 0 && self.remove(i as u32))
-            .count()
+        self.remove_where(|i| self.slots[i].action.load(Relaxed) & FLAG_FORWARD_DIR != 0)
+    }
+
+    /// Removes the pair of every slot `doomed` says, in one scan of the
+    /// table; counts the pairs removed (a pair's other entry, read after,
+    /// is gone by then). For the control plane, not the data path.
+    fn remove_where(&self, doomed: impl Fn(usize) -> bool) -> usize {
+        (0..self.slots.len()).filter(|&i| doomed(i) && self.remove(i as u32)).count()
     }
 
     /// Removes the pairs deleted vifs leave behind: those each created (so
@@ -1160,17 +1165,15 @@ impl FlowTable {
         if gone.is_empty() {
             return 0;
         }
-        (0..self.slots.len())
-            .filter(|&i| {
-                let Some((key, hit)) = self.read(i) else { return false };
-                let creator = origin_vif(self.slots[i].origin.load(Relaxed));
-                let left = |v: &DeletedVif| {
-                    (hit.forward && creator == v.index)
-                        || (key.vrf == v.vrf && (v.addrs.contains(&key.src_ip()) || v.addrs.contains(&key.dst_ip())))
-                };
-                gone.iter().any(left) && self.remove(i as u32)
-            })
-            .count()
+        self.remove_where(|i| {
+            let Some((key, hit)) = self.read(i) else { return false };
+            let creator = origin_vif(self.slots[i].origin.load(Relaxed));
+            let left = |v: &DeletedVif| {
+                (hit.forward && creator == v.index)
+                    || (key.vrf == v.vrf && (v.addrs.contains(&key.src_ip()) || v.addrs.contains(&key.dst_ip())))
+            };
+            gone.iter().any(left)
+        })
     }
 
     /// Pairs created by vif `vif`, and held by VRF `vrf`.

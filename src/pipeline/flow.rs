@@ -7,7 +7,7 @@
 use super::forward::{echo_ident, IpInfo, ETH};
 use super::{Ctx, Frame};
 use crate::flow::{
-    DirSpec, FlowAction, FlowKey, Forwarding, FragmentKey, FragmentTable, Hit, Nat, PolicyAction, Probe,
+    DirSpec, FlowAction, FlowKey, FlowTable, Forwarding, FragmentKey, FragmentTable, Hit, Nat, PolicyAction, Probe,
 };
 use crate::stats::DropReason;
 use crate::tables::{RouteTarget, Vif, Vrf};
@@ -170,10 +170,7 @@ pub(super) fn prefetch<B>(
     // A later fragment's key is known only once the fragments before it
     // in the vector were looked up: it is looked up cold.
     let (Some(table), true, 0) = (ctx.flows, tracked(vrf, in_vif), info.frag_offset) else { return false };
-    let Some(key) = key_of(None, vrf.id, info, d) else { return false };
-    *probe = table.probe(&key);
-    table.prefetch_tags(probe);
-    true
+    key_of(None, vrf.id, info, d).is_some_and(|key| start_probe(table, &key, probe))
 }
 
 /// `prefetch`, for a frame the fast path took (`fast::classify`), routed in
@@ -187,8 +184,14 @@ pub(super) fn prefetch_fast<B: AsRef<[u8]> + AsMut<[u8]>>(
     probe: &mut Probe,
 ) -> bool {
     let (Some(table), true) = (ctx.flows, vrf.tracks_flows()) else { return false };
-    let Some(key) = super::fast::flow_key(f, vrf.id) else { return false };
-    *probe = table.probe(&key);
+    super::fast::flow_key(f, vrf.id).is_some_and(|key| start_probe(table, &key, probe))
+}
+
+/// Makes `key`'s probe in place and starts fetching its tag line: the
+/// first lookup step, for both paths. Always true, for `is_some_and`.
+#[inline(always)]
+fn start_probe(table: &FlowTable, key: &FlowKey, probe: &mut Probe) -> bool {
+    *probe = table.probe(key);
     table.prefetch_tags(probe);
     true
 }
