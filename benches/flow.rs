@@ -4,9 +4,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use std::time::{Duration, Instant};
-use vrouter::flow::{
-    CompiledPolicy, DeletedVif, DirSpec, FlowAction, FlowConfig, FlowKey, FlowTable, Nat, PolicyAction,
-};
+use vrouter::flow::{CompiledPolicy, DirSpec, FlowAction, FlowConfig, FlowKey, FlowTable, Nat, PolicyAction, StaleEnd};
 use vrouter::stats::DropReason;
 
 fn quick() -> bool {
@@ -106,8 +104,8 @@ fn flows(c: &mut Criterion) {
     // Deleting a vif: the control plane scans the whole table for its
     // flows (here it has none, so the scan is all there is), with half the
     // table live.
-    let gone = [DeletedVif { index: 63, vrf: 9, addrs: vec!["10.9.9.9".parse().unwrap()] }];
-    g.bench_function("vif_delete_scan", |b| b.iter(|| black_box(table.remove_for_vifs(&gone))));
+    let gone = [StaleEnd { creator: Some(63), vrf: 9, addrs: vec!["10.9.9.9".parse().unwrap()], nat_to: None }];
+    g.bench_function("vif_delete_scan", |b| b.iter(|| black_box(table.remove_stale(&gone))));
     table.flush();
 
     // Hits on a table small enough for the caches: what a hit costs when

@@ -7,8 +7,8 @@ mod common;
 use common::*;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
+use vrouter::flow::{stale_ends, Endpoint, Policy, PolicyAction, PortRange, Rule};
 use vrouter::flow::{CreateError, DirSpec, FlowAction, FlowConfig, FlowKey, FlowTable, Nat, TcpState};
-use vrouter::flow::{Endpoint, Policy, PolicyAction, PortRange, Rule};
 use vrouter::pipeline::Verdict;
 use vrouter::pktgen::build::{self, L2};
 use vrouter::stats::DropReason;
@@ -782,4 +782,51 @@ fn a_floating_ip_reaches_its_pods_and_their_answers_come_from_it() {
     assert!(fwd.nat.dst.is_some() && fwd.route_vrf.is_none());
     let rev = table.get(fwd.reverse, 0).unwrap();
     assert_eq!((rev.nat.src, rev.route_vrf, rev.key.vrf), (Some(FIP.into()), Some(PUBLIC), BLUE));
+}
+
+/// The pairs in `table` whose forward entry translates to `pod`, and the others.
+fn pairs_to(table: &FlowTable, pod: Ipv4Addr) -> (usize, usize) {
+    let all = table.dump(None, 100_000, 0);
+    let forward: Vec<_> = all.iter().filter(|f| f.forward).collect();
+    let to_pod = forward.iter().filter(|f| f.nat.dst == Some(u32::from(pod))).count();
+    (to_pod, forward.len() - to_pod)
+}
+
+#[test]
+fn a_vif_changed_under_its_flows_takes_them_with_it() {
+    let (mut lab, table) = lab_with_floating_ip();
+    let client = L2 { src: mac(9), dst: router_mac() };
+    for port in 0..40u16 {
+        assert!(matches!(lab.run(GW, tcp(client, CLIENT, FIP, 40000 + port, 80)).0, Verdict::Tx(_)));
+    }
+    assert_eq!(lab.run(A1, udp(1, a1_ip(), a2_ip(), 7, 7)).0, Verdict::Tx(A2));
+    let (to_a1, others) = pairs_to(&table, a1_ip());
+    assert!(to_a1 >= 8 && others > 8, "{to_a1} pairs to a1, {others} others (a2 and the plain pair)");
+    let before = lab.handle.load();
+    let a1 = before.vif(A1).unwrap().clone();
+    let remove = |lab: &mut Lab, ops: &[Op]| {
+        let ends = stale_ends(&lab.handle.load(), ops);
+        lab.writer.apply(ops).unwrap();
+        table.remove_stale(&ends)
+    };
+
+    // A change that leaves the flows valid removes none.
+    let mut bigger = a1.clone();
+    bigger.mtu = 9000;
+    assert_eq!(remove(&mut lab, &[Op::Update(Object::Vif(bigger))]), 0);
+    assert_eq!(table.len(), to_a1 + others);
+
+    // Taking the floating IP off a1 removes the pairs translated to a1,
+    // and only those: a2 shares the address and keeps its connections.
+    let mut without = a1.clone();
+    without.floating.clear();
+    assert_eq!(remove(&mut lab, &[Op::Update(Object::Vif(without.clone()))]), to_a1);
+    assert_eq!(pairs_to(&table, a1_ip()), (0, others));
+
+    // Moving a1 to another address removes its own flows, and those to it.
+    let mut moved = without;
+    moved.ipv4 = Some(Ipv4Addr::new(10, 1, 0, 42));
+    assert_eq!(remove(&mut lab, &[Op::Update(Object::Vif(moved))]), 1, "the a1 to a2 pair");
+    assert_eq!(table.len(), others - 1);
+    assert_eq!(table.counts(A1, BLUE).0, 0, "a1's pairs are counted down");
 }

@@ -332,6 +332,13 @@ fn deleting_a_vif_removes_its_flows() {
     assert_eq!(json(&sock, &["flow", "list"]).as_array().unwrap().len(), 6);
 
     let mut c = Client::connect(&sock, "test").unwrap();
+    // An update that leaves a2 where it was keeps its flows; one that moves it does not.
+    let mut a2 = c.call("get", serde_json::json!({ "vif": A2 })).unwrap();
+    a2.as_object_mut().unwrap().remove("status");
+    a2["mtu"] = 9000.into();
+    let r = c.call("update", serde_json::json!({ "vif": a2 })).unwrap();
+    assert_eq!((r["applied"].as_u64(), r.get("flows_removed")), (Some(1), None), "{r}");
+    assert_eq!(json(&sock, &["flow", "list"]).as_array().unwrap().len(), 6);
     let r = c
         .call(
             "batch",

@@ -258,23 +258,12 @@ impl Control {
             keep_resolved_mac(&st.writer, d, &mut op);
             ops.push(op);
         }
-        // The vifs deleted, as they were: their flows go with them.
-        let gone: Vec<crate::flow::DeletedVif> = defs
-            .iter()
-            .filter_map(|d| match d {
-                OpDef::Delete(KeyDef::Vif(i)) => st.writer.tables().vif(*i),
-                _ => None,
-            })
-            .map(|v| crate::flow::DeletedVif {
-                index: v.index,
-                vrf: v.vrf,
-                addrs: v.ipv4.map(std::net::IpAddr::V4).into_iter().chain(v.ipv6.map(std::net::IpAddr::V6)).collect(),
-            })
-            .collect();
+        // The flows of vifs deleted or moved, as they were: they go with them.
+        let stale = crate::flow::stale_ends(st.writer.tables(), &ops);
         let generation = st.writer.apply(&ops).map_err(|e| locate(table_error(&e.error), e.index))?;
-        let flows_removed = self.flows.as_ref().map_or(0, |(table, _)| table.remove_for_vifs(&gone));
-        if !gone.is_empty() {
-            tracing::info!(vifs = gone.len(), flows_removed, "vifs deleted, with their flows");
+        let flows_removed = self.flows.as_ref().map_or(0, |(table, _)| table.remove_stale(&stale));
+        if !stale.is_empty() {
+            tracing::info!(ends = stale.len(), flows_removed, "vifs deleted or moved, with their flows");
         }
         let mut resolve = false;
         for d in defs {
@@ -295,7 +284,7 @@ impl Control {
         if resolve {
             self.resolve_now.store(true, Ordering::Relaxed);
         }
-        if gone.is_empty() {
+        if stale.is_empty() {
             return Ok(json!({ "generation": generation, "applied": defs.len() }));
         }
         Ok(json!({ "generation": generation, "applied": defs.len(), "flows_removed": flows_removed }))

@@ -5,19 +5,22 @@
 //! - `table`: the shared, lock-free-to-read table of flow pairs, with
 //!   limits and ageing driven by a clock the caller passes in;
 //! - `policy`: per-VRF ordered rules, evaluated on a flow's first packet;
-//! - `fragment`: the ports of fragmented datagrams, for their later fragments.
+//! - `fragment`: the ports of fragmented datagrams, for their later fragments;
+//! - `stale`: the flows a change of vifs leaves stale.
 //!
 //! Like the pipeline, nothing here does I/O or reads a clock.
 
 pub mod fragment;
 pub mod key;
 pub mod policy;
+pub mod stale;
 pub mod table;
 
 pub use fragment::{FragmentCounts, FragmentInfo, FragmentKey, FragmentTable};
 pub use key::FlowKey;
 pub use policy::{CompiledPolicy, Endpoint, Policy, PolicyAction, PortRange, Rule};
+pub use stale::{stale_ends, StaleEnd};
 pub use table::{
-    CreateError, DeletedVif, DirSpec, FlowAction, FlowConfig, FlowInfo, FlowTable, Forwarding, Hit, Nat, Probe,
-    RouteMemo, TcpState, MAX_VIFS, MAX_VRFS,
+    CreateError, DirSpec, FlowAction, FlowConfig, FlowInfo, FlowTable, Forwarding, Hit, Nat, Probe, RouteMemo,
+    TcpState, MAX_VIFS, MAX_VRFS,
 };

@@ -32,6 +32,7 @@
 
 use super::fragment::FragmentTable;
 use super::key::FlowKey;
+use super::stale::StaleEnd;
 use crate::memory::{Zeroable, ZeroedSlice};
 use crate::stats::DropReason;
 use crate::tables::{Route, RouteTarget};
@@ -404,17 +405,6 @@ impl RouteMemo {
     fn next_incarnation(self) -> RouteMemo {
         RouteMemo((self.0 & INCARNATION_MASK).wrapping_add(1 << LEAF_BITS) & INCARNATION_MASK)
     }
-}
-
-/// A vif that was deleted, as it was: whose flows `remove_for_vifs` removes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeletedVif {
-    /// Its index.
-    pub index: u32,
-    /// Its VRF.
-    pub vrf: u32,
-    /// Its addresses.
-    pub addrs: Vec<std::net::IpAddr>,
 }
 
 /// Who made a pair, when, and under which policy generation.
@@ -1155,24 +1145,27 @@ impl FlowTable {
         (0..self.slots.len()).filter(|&i| doomed(i) && self.remove(i as u32)).count()
     }
 
-    /// Removes the pairs deleted vifs leave behind: those each created (so
-    /// that its per-vif count does not pass to the next vif with its index),
-    /// and those with an entry in its VRF to or from one of its addresses
-    /// (flows other vifs opened to it, a floating IP's pairs). Returns how
-    /// many. One scan of the whole table, however many vifs: for the
-    /// control plane when vifs go, not for the data path.
-    pub fn remove_for_vifs(&self, gone: &[DeletedVif]) -> usize {
-        if gone.is_empty() {
+    /// Removes the pairs that vif changes leave behind: those a deleted or
+    /// moved vif created (so that its per-vif count does not pass to the
+    /// next vif with its index), and those with an entry to or from an
+    /// address that left its VRF (flows other vifs opened to it, a floating
+    /// IP's pairs). Returns how many. One scan of the whole table, however
+    /// many ends: for the control plane when vifs change, not for the data
+    /// path.
+    pub fn remove_stale(&self, ends: &[StaleEnd]) -> usize {
+        if ends.is_empty() {
             return 0;
         }
         self.remove_where(|i| {
             let Some((key, hit)) = self.read(i) else { return false };
             let creator = origin_vif(self.slots[i].origin.load(Relaxed));
-            let left = |v: &DeletedVif| {
-                (hit.forward && creator == v.index)
-                    || (key.vrf == v.vrf && (v.addrs.contains(&key.src_ip()) || v.addrs.contains(&key.dst_ip())))
+            let stale = |e: &StaleEnd| {
+                (hit.forward && e.creator == Some(creator))
+                    || (key.vrf == e.vrf
+                        && (e.addrs.contains(&key.src_ip()) || e.addrs.contains(&key.dst_ip()))
+                        && e.nat_to.is_none_or(|to| hit.nat.dst == Some(to)))
             };
-            gone.iter().any(left)
+            ends.iter().any(stale)
         })
     }
 
