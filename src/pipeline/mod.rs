@@ -308,7 +308,10 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
     // read each fast frame's flow. A flow that only forwards, and that
     // remembers its route in the VRF's current table version, spares its
     // packet the route lookup: the flow table is the route cache, as in
-    // Contrail, where a flow holds its next hop.
+    // Contrail, where a flow holds its next hop. Such a packet is finished
+    // at once, since the later stages have nothing for it: carrying its
+    // state through them cost 46 instructions a packet (callgrind). The
+    // stopwatch charges its rewrite to the lookup.
     let mut settled: [Option<Forwarding>; VECTOR] = [None; VECTOR];
     let mut found = [None; VECTOR];
     let mut recalled = [false; VECTOR];
@@ -330,6 +333,9 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
                     if let Some(target) = v.v4.recall(s.route.route()) {
                         found[i] = target;
                         recalled[i] = true;
+                        if let Some(target) = target {
+                            done[i] = fast::finish(ctx, &mut frames[i], v, target, Some(s));
+                        }
                     }
                 }
             }
