@@ -27,6 +27,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// Views `buffer`, checking that the header, with any optional fields, fits.
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Packet<T>> {
         if buffer.as_ref().len() < HEADER_LEN {
             return Err(WireError::Truncated);
@@ -39,6 +40,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// Flags and version, raw.
+    #[inline]
     pub fn flags_version(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::FLAGS_VER)
     }
@@ -49,11 +51,13 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// Protocol type of the payload.
+    #[inline]
     pub fn protocol(&self) -> EtherType {
         EtherType(read_u16(self.buffer.as_ref(), field::PROTOCOL))
     }
 
     /// Header length including optional checksum, key and sequence fields.
+    #[inline]
     pub fn header_len(&self) -> usize {
         let f = self.flags_version();
         let mut n = HEADER_LEN;
@@ -70,6 +74,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// True for the exact header MPLS over GRE uses: no options, version 0, MPLS.
+    #[inline]
     pub fn is_plain_mpls(&self) -> bool {
         self.flags_version() == 0 && self.protocol() == EtherType::MPLS_UNICAST
     }

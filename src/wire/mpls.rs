@@ -24,6 +24,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// Views `buffer`, checking that it holds an entry.
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Packet<T>> {
         if buffer.as_ref().len() < HEADER_LEN {
             return Err(WireError::Truncated);
@@ -37,21 +38,25 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// The 20-bit label.
+    #[inline]
     pub fn label(&self) -> u32 {
         self.word() >> 12
     }
 
     /// Traffic class.
+    #[inline]
     pub fn tc(&self) -> u8 {
         ((self.word() >> 9) & 0x7) as u8
     }
 
     /// Bottom-of-stack bit.
+    #[inline]
     pub fn bottom_of_stack(&self) -> bool {
         self.word() & 0x100 != 0
     }
 
     /// TTL.
+    #[inline]
     pub fn ttl(&self) -> u8 {
         self.word() as u8
     }
