@@ -329,14 +329,21 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
             // A fast frame has a probe only in a VRF that tracks flows.
             if let (true, Some(v), true) = (fast[i], vrfs[i], probed & (1 << i) != 0) {
                 settled[i] = flow::settled(ctx, v, &probes[i]);
-                if let (Some(s), None) = (settled[i], pending[i].target) {
-                    if let Some(target) = v.v4.recall(s.route.route()) {
-                        found[i] = target;
-                        recalled[i] = true;
-                        if let Some(target) = target {
-                            done[i] = fast::finish(ctx, &mut frames[i], v, target, Some(s));
+                let Some(s) = settled[i] else { continue };
+                // A decapsulated packet's label named its next hop already.
+                let target = match pending[i].target {
+                    Some(target) => Some(target),
+                    None => match v.v4.recall(s.route.route()) {
+                        Some(target) => {
+                            found[i] = target;
+                            recalled[i] = true;
+                            target
                         }
-                    }
+                        None => None,
+                    },
+                };
+                if let Some(target) = target {
+                    done[i] = fast::finish(ctx, &mut frames[i], v, target, Some(s));
                 }
             }
         }
