@@ -328,8 +328,11 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
             }
             // A fast frame has a probe only in a VRF that tracks flows.
             if let (true, Some(v), true) = (fast[i], vrfs[i], probed & (1 << i) != 0) {
-                settled[i] = flow::settled(ctx, v, &probes[i]);
-                let Some(s) = settled[i] else { continue };
+                // Used from here, not read back from `settled`: the array
+                // is written field by field, and reading it whole at once
+                // stalls on the store forward (perf).
+                let Some(s) = flow::settled(ctx, v, &probes[i]) else { continue };
+                settled[i] = Some(s);
                 // A decapsulated packet's label named its next hop already.
                 let target = match pending[i].target {
                     Some(target) => Some(target),
