@@ -32,7 +32,7 @@ pub fn flow_ports(proto: u8, l4: [u8; 4], echo_ident: impl FnOnce() -> u16) -> (
 }
 
 /// Hash of an IPv4 5-tuple.
-#[inline]
+#[inline(always)]
 pub fn flow_hash_v4(seed: u64, src: u32, dst: u32, proto: u8, sport: u16, dport: u16) -> u32 {
     let a = (u64::from(src) << 32) | u64::from(dst);
     let b = (u64::from(proto) << 32) | (u64::from(sport) << 16) | u64::from(dport);

@@ -40,7 +40,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// Flags and version, raw.
-    #[inline]
+    #[inline(always)]
     pub fn flags_version(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::FLAGS_VER)
     }
@@ -51,7 +51,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// Protocol type of the payload.
-    #[inline]
+    #[inline(always)]
     pub fn protocol(&self) -> EtherType {
         EtherType(read_u16(self.buffer.as_ref(), field::PROTOCOL))
     }
@@ -74,7 +74,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// True for the exact header MPLS over GRE uses: no options, version 0, MPLS.
-    #[inline]
+    #[inline(always)]
     pub fn is_plain_mpls(&self) -> bool {
         self.flags_version() == 0 && self.protocol() == EtherType::MPLS_UNICAST
     }
