@@ -659,10 +659,14 @@ impl FlowTable {
         }
     }
 
-    /// The entry for `key`, if any. Lock-free.
+    /// The entry for `key`, if any. Lock-free. The steps of a vector's
+    /// lookups, one right after the other: the hint the tag scan leaves
+    /// lets `find` read the common case in line (`search`).
     #[inline]
     pub fn lookup(&self, key: &FlowKey) -> Option<Hit> {
-        self.find(&self.probe(key))
+        let mut p = self.probe(key);
+        self.prefetch_slots(&mut p);
+        self.find(&p)
     }
 
     /// `key`, ready for the lookup steps. Always inlined: the key is built
