@@ -741,7 +741,8 @@ impl FlowTable {
     /// the one `locate` names, so that it stays in registers. (When the tag
     /// scan returned the answer itself, through memory, the two ways met in
     /// a stack slot written piecewise and read whole: a stalled store
-    /// forward that took a tenth of the flow-hit path's time, perf.)
+    /// forward, the pipeline's hottest instruction in a run of flow hits,
+    /// with a tenth of its samples: `perf record -e cpu-clock`.)
     #[inline(always)]
     fn search<R>(&self, p: &Probe, read: impl Fn(usize) -> Option<R>) -> Option<R> {
         if p.hint != NO_HINT {
