@@ -284,10 +284,11 @@ impl Control {
         if resolve {
             self.resolve_now.store(true, Ordering::Relaxed);
         }
-        if stale.is_empty() {
-            return Ok(json!({ "generation": generation, "applied": defs.len() }));
+        let mut answer = json!({ "generation": generation, "applied": defs.len() });
+        if !stale.is_empty() {
+            answer["flows_removed"] = flows_removed.into();
         }
-        Ok(json!({ "generation": generation, "applied": defs.len(), "flows_removed": flows_removed }))
+        Ok(answer)
     }
 
     fn get(&self, key: &KeyDef) -> Result<Value, ApiError> {

@@ -11,7 +11,7 @@
 //! milliseconds, and an entry that outlived its datagram could only lend
 //! its ports to a later one that reuses the identification.
 
-use super::key::FlowKey;
+use super::key::{map_v4, unmap, FlowKey};
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::atomic::{fence, AtomicU32, AtomicU64};
 
@@ -42,8 +42,7 @@ pub struct FragmentKey {
 impl FragmentKey {
     /// An IPv4 datagram.
     pub fn v4(vrf: u32, proto: u8, src: u32, dst: u32, ident: u16) -> FragmentKey {
-        let k = FlowKey::v4(vrf, proto, src, dst, 0, 0);
-        FragmentKey { vrf, proto, src: k.src, dst: k.dst, ident: u32::from(ident) }
+        FragmentKey { vrf, proto, src: map_v4(src), dst: map_v4(dst), ident: u32::from(ident) }
     }
 
     /// An IPv6 datagram.
@@ -53,12 +52,12 @@ impl FragmentKey {
 
     /// The source address, as `FlowKey` shows it.
     pub fn src_ip(&self) -> std::net::IpAddr {
-        FlowKey::v6(self.vrf, self.proto, self.src, self.dst, 0, 0).src_ip()
+        unmap(self.src)
     }
 
     /// The destination address.
     pub fn dst_ip(&self) -> std::net::IpAddr {
-        FlowKey::v6(self.vrf, self.proto, self.src, self.dst, 0, 0).dst_ip()
+        unmap(self.dst)
     }
 
     fn hash(&self) -> u64 {

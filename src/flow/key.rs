@@ -29,7 +29,7 @@ impl FlowKey {
     /// An IPv4 key.
     #[inline]
     pub fn v4(vrf: u32, proto: u8, src: u32, dst: u32, sport: u16, dport: u16) -> FlowKey {
-        FlowKey { vrf, proto, src: V4_MAPPED | u128::from(src), dst: V4_MAPPED | u128::from(dst), sport, dport }
+        FlowKey { vrf, proto, src: map_v4(src), dst: map_v4(dst), sport, dport }
     }
 
     /// An IPv6 key.
@@ -101,7 +101,15 @@ pub(crate) fn hash_words(w: &[u64; 6]) -> u64 {
     fmix64(a ^ b.rotate_left(29) ^ c.rotate_left(43))
 }
 
-fn unmap(a: u128) -> IpAddr {
+/// An IPv4 address as keys keep it: mapped into IPv6, so that the two
+/// families never meet.
+#[inline(always)]
+pub(crate) fn map_v4(a: u32) -> u128 {
+    V4_MAPPED | u128::from(a)
+}
+
+/// A kept address back as an address of its family.
+pub(crate) fn unmap(a: u128) -> IpAddr {
     if a >> 32 == V4_MAPPED >> 32 {
         IpAddr::V4((a as u32).into())
     } else {

@@ -336,14 +336,11 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
                 // A decapsulated packet's label named its next hop already.
                 let target = match pending[i].target {
                     Some(target) => Some(target),
-                    None => match v.v4.recall(s.route.route()) {
-                        Some(target) => {
-                            found[i] = target;
-                            recalled[i] = true;
-                            target
-                        }
-                        None => None,
-                    },
+                    None => {
+                        let Some(target) = v.v4.recall(s.route.route()) else { continue };
+                        (found[i], recalled[i]) = (target, true);
+                        target
+                    }
                 };
                 if let Some(target) = target {
                     done[i] = fast::finish(ctx, &mut frames[i], v, target, Some(s));

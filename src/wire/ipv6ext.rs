@@ -4,7 +4,7 @@
 //! of every packet, including those behind hop-by-hop or destination
 //! options, and the datagram a fragment belongs to.
 
-use super::{read_u16, write_u16, Result, WireError};
+use super::{read_u16, read_u32, write_u16, Result, WireError};
 
 /// Next-header values of the extension headers the walk steps over.
 pub mod kind {
@@ -72,8 +72,7 @@ impl<T: AsRef<[u8]>> Fragment<T> {
 
     /// The identification every fragment of the datagram carries.
     pub fn ident(&self) -> u32 {
-        let b = &self.buffer.as_ref()[field::IDENT];
-        u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+        read_u32(self.buffer.as_ref(), field::IDENT.start)
     }
 }
 
