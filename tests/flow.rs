@@ -24,8 +24,9 @@ fn key(i: u32, proto: u8) -> FlowKey {
 }
 
 fn pair(k: FlowKey) -> (DirSpec, DirSpec) {
-    let f = DirSpec { key: k, action: FlowAction::Forward, ecmp: None, nat: Nat::default(), route_vrf: None };
-    (f, DirSpec { key: k.reversed(), ..f })
+    let f =
+        DirSpec { key: k, action: FlowAction::Forward, ecmp: None, nat: Nat::default(), route_vrf: None, hash: 0x1111 };
+    (f, DirSpec { key: k.reversed(), hash: 0x2222, ..f })
 }
 
 fn table(capacity: usize) -> FlowTable {
@@ -37,14 +38,17 @@ fn a_pair_is_two_linked_entries() {
     let t = table(1000);
     let k = key(1, TCP);
     let member = RouteTarget { nh: 7, label: 20 };
-    let nat = Nat { dst: Some(0x0a01_0002), ..Nat::default() };
-    let f = DirSpec { key: k, action: FlowAction::Forward, ecmp: Some(member), nat, route_vrf: None };
+    // Where the plain entries keep their hash, these keep their ports.
+    let nat = Nat { dst: Some(0x0a01_0002), dport: Some(8080), ..Nat::default() };
+    let f =
+        DirSpec { key: k, action: FlowAction::Forward, ecmp: Some(member), nat, route_vrf: None, hash: 0xdead_beef };
     let r = DirSpec {
         key: k.reversed(),
         action: FlowAction::Forward,
         ecmp: None,
         nat: Nat { src: Some(0xb916_61bc), ..Nat::default() },
         route_vrf: Some(6),
+        hash: 0xdead_beef,
     };
     let made = t.create(&f, &r, 3, 9, 1_000).unwrap();
     let fwd = t.lookup(&k).unwrap();
@@ -52,7 +56,10 @@ fn a_pair_is_two_linked_entries() {
     assert_eq!((fwd.slot, fwd.reverse), (made.slot, rev.slot));
     assert_eq!(rev.reverse, fwd.slot);
     assert_eq!((fwd.ecmp, fwd.nat, fwd.policy_generation), (Some(member), nat, 9));
-    assert_eq!((rev.nat.src, rev.route_vrf, fwd.route_vrf), (Some(0xb916_61bc), Some(6), None));
+    assert_eq!(
+        (rev.nat, rev.route_vrf, fwd.route_vrf),
+        (Nat { src: Some(0xb916_61bc), ..Nat::default() }, Some(6), None)
+    );
     assert_eq!(t.len(), 1);
     // The same flow again: the existing pair.
     assert!(matches!(t.create(&f, &r, 3, 9, 1_000), Err(CreateError::Exists(h)) if h.slot == fwd.slot));
@@ -91,11 +98,17 @@ fn only_plain_forwarding_entries_are_settled() {
     f.ecmp = Some(member);
     let made = t.create(&f, &r, 3, 9, 0).unwrap();
     let rev = t.lookup(&k.reversed()).unwrap().slot;
-    assert_eq!(settled(&k, Some(9)), Some(Forwarding { slot: made.slot, ecmp: Some(member), route: RouteMemo::NONE }));
-    assert_eq!(settled(&k.reversed(), Some(9)), Some(Forwarding { slot: rev, ecmp: None, route: RouteMemo::NONE }));
+    assert_eq!(
+        settled(&k, Some(9)),
+        Some(Forwarding { slot: made.slot, ecmp: Some(member), route: RouteMemo::NONE, hash: 0x1111 })
+    );
+    assert_eq!(
+        settled(&k.reversed(), Some(9)),
+        Some(Forwarding { slot: rev, ecmp: None, route: RouteMemo::NONE, hash: 0x2222 })
+    );
     assert_eq!(
         settled(&k, None),
-        Some(Forwarding { slot: made.slot, ecmp: Some(member), route: RouteMemo::NONE }),
+        Some(Forwarding { slot: made.slot, ecmp: Some(member), route: RouteMemo::NONE, hash: 0x1111 }),
         "no policy: any generation"
     );
     assert_eq!(settled(&k, Some(10)), None, "decided under another policy");
@@ -104,7 +117,10 @@ fn only_plain_forwarding_entries_are_settled() {
     t.set_action(made.slot, FlowAction::Drop(DropReason::FlowActionDrop), 10);
     assert_eq!(settled(&k, Some(10)), None, "dropped");
     t.set_action(made.slot, FlowAction::Forward, 11);
-    assert_eq!(settled(&k, Some(11)), Some(Forwarding { slot: made.slot, ecmp: Some(member), route: RouteMemo::NONE }));
+    assert_eq!(
+        settled(&k, Some(11)),
+        Some(Forwarding { slot: made.slot, ecmp: Some(member), route: RouteMemo::NONE, hash: 0x1111 })
+    );
     // A rewrite, or another VRF to route in, is never settled: the general
     // path carries them out.
     let k = key(3, UDP);
@@ -211,7 +227,7 @@ fn flows_age_by_state_on_the_callers_clock() {
     let t = FlowTable::new(cfg, 8, 8);
     let mk = |i: u32, proto: u8, action: FlowAction| {
         let k = key(i, proto);
-        let f = DirSpec { key: k, action, ecmp: None, nat: Nat::default(), route_vrf: None };
+        let f = DirSpec { key: k, action, ecmp: None, nat: Nat::default(), route_vrf: None, hash: 0 };
         let r = DirSpec { key: k.reversed(), ..f };
         t.create(&f, &r, 1, 0, 0).unwrap()
     };
@@ -306,7 +322,7 @@ fn readers_never_see_a_torn_entry_while_pairs_come_and_go() {
                     // The NAT address encodes the key, so a reader can check it.
                     let k = key(i, UDP);
                     let nat = Nat { dst: Some(i ^ round), ..Nat::default() };
-                    let f = DirSpec { key: k, action: FlowAction::Forward, ecmp: None, nat, route_vrf: None };
+                    let f = DirSpec { key: k, action: FlowAction::Forward, ecmp: None, nat, route_vrf: None, hash: 0 };
                     let r = DirSpec { key: k.reversed(), nat: Nat::default(), ..f };
                     let _ = t.create(&f, &r, 1, round, 0);
                 }

@@ -126,17 +126,23 @@ pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
     let total = usize::from(u16::from_be_bytes([h[16], h[17]]));
     let mut nh = t.nexthop(target.nh)?;
     let mut label = target.label;
-    let mut hash = None;
+    // A flow knows its hash; otherwise it is worked out once it is needed
+    // (not for a GRE tunnel to a single next hop).
+    let mut hash = flow.map(|s| s.hash);
+    let mut ecmp = false;
     if let NextHop::Composite(group) = nh {
-        let hv = flow_hash(h, ctx.cfg.hash_seed);
         let m = match flow {
             // A flow whose member went away is pinned again on the general path.
             Some(s) => s.ecmp.filter(|m| group.members().contains(m))?,
-            None => *group.select(hv)?,
+            None => {
+                let hv = flow_hash(h, ctx.cfg.hash_seed);
+                hash = Some(hv);
+                *group.select(hv)?
+            }
         };
         nh = t.nexthop(m.nh)?;
         label = m.label;
-        hash = Some(hv);
+        ecmp = true;
     }
     let usable = |v: &Vif, overhead: usize| !v.flags.disabled && total + overhead <= usize::from(v.mtu);
     let verdict = match nh {
@@ -158,7 +164,10 @@ pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
             if label == RouteTarget::NO_LABEL || !usable(out, tun.encap.ip_overhead()) {
                 return None;
             }
-            let hv = hash.unwrap_or_else(|| flow_hash(h, ctx.cfg.hash_seed));
+            let hv = match tun.encap {
+                TunnelEncap::MplsOverUdp => hash.unwrap_or_else(|| flow_hash(h, ctx.cfg.hash_seed)),
+                TunnelEncap::MplsOverGre => 0,
+            };
             let (ttl, ident) = (h[22] - 1, u16::from_be_bytes([h[18], h[19]]));
             if let Some(s) = flow {
                 count_settled(ctx, s, total, tcp_flags(h, f.data()));
@@ -172,7 +181,7 @@ pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
         _ => return None,
     };
     if let Some(c) = ctx.stats.vrf_mut(vrf.id) {
-        if hash.is_some() {
+        if ecmp {
             c.ecmp_composites += 1;
         }
         match nh {

@@ -5,6 +5,7 @@
 //! an allowed flow find the pair's reverse entry, so policy is stateful.
 
 use super::forward::{echo_ident, IpInfo, ETH};
+use super::hash::key_hash;
 use super::{Ctx, Frame};
 use crate::flow::{
     DirSpec, FlowAction, FlowKey, FlowTable, Forwarding, FragmentKey, FragmentTable, Hit, Nat, PolicyAction, Probe,
@@ -327,8 +328,17 @@ pub(super) fn create<B>(
     let Some(table) = ctx.flows else { return Ok(Nat::default()) };
     let action = decide(vrf, key);
     let generation = vrf.policy.as_ref().map_or(0, |p| p.generation);
-    let mut fwd = DirSpec { key: *key, action, ecmp, nat: Nat::default(), route_vrf: None };
-    let mut rev = DirSpec { key: key.reversed(), action, ecmp: None, nat: Nat::default(), route_vrf: None };
+    let seed = ctx.cfg.hash_seed;
+    let mut fwd = DirSpec { key: *key, action, ecmp, nat: Nat::default(), route_vrf: None, hash: key_hash(seed, key) };
+    let rev_key = key.reversed();
+    let mut rev = DirSpec {
+        key: rev_key,
+        action,
+        ecmp: None,
+        nat: Nat::default(),
+        route_vrf: None,
+        hash: key_hash(seed, &rev_key),
+    };
     if let Some((vif, fip)) = out.and_then(|v| floating(v, vrf.id, key).map(|f| (v, f))) {
         let pod = vif.ipv4.map_or(0, u32::from);
         fwd.nat = Nat { dst: Some(pod), ..Nat::default() };

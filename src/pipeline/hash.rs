@@ -48,6 +48,24 @@ pub fn flow_hash_v6(seed: u64, src: u128, dst: u128, proto: u8, sport: u16, dpor
     (fmix64(a ^ fmix64(d ^ fmix64(b ^ seed))) >> 32) as u32
 }
 
+/// The flow hash of the unfragmented packets of flow `key`: what
+/// `flow_hash_v4` or `flow_hash_v6` gives for each of them. A flow entry
+/// keeps it (`DirSpec::hash`), so that its packets need not hash again.
+/// Keys hold an echo's identifier as both ports; the hash, as the source.
+pub fn key_hash(seed: u64, key: &crate::flow::FlowKey) -> u32 {
+    use crate::wire::ip_proto;
+    let (sp, dp) = match key.proto {
+        ip_proto::TCP | ip_proto::UDP => (key.sport, key.dport),
+        ip_proto::ICMP | ip_proto::ICMPV6 => (key.sport, 0),
+        _ => (0, 0),
+    };
+    if key.is_v4() {
+        flow_hash_v4(seed, key.src as u32, key.dst as u32, key.proto, sp, dp)
+    } else {
+        flow_hash_v6(seed, key.src, key.dst, key.proto, sp, dp)
+    }
+}
+
 /// The UDP source port of an MPLS-over-UDP tunnel: 49152-65535, from the hash.
 #[inline]
 pub fn tunnel_source_port(hash: u32) -> u16 {
@@ -77,5 +95,21 @@ mod tests {
             ports.insert(sp);
         }
         assert!(ports.len() > 7000, "source ports collapse: {}", ports.len());
+    }
+
+    /// An entry's kept hash is what its packets would hash to.
+    #[test]
+    fn a_key_hashes_as_its_packets_do() {
+        use crate::flow::FlowKey;
+        use crate::wire::ip_proto;
+        let (src, dst) = (0x0a01_0102, 0x0a02_0203);
+        let tcp = FlowKey::v4(3, ip_proto::TCP, src, dst, 40000, 443);
+        assert_eq!(key_hash(9, &tcp), flow_hash_v4(9, src, dst, ip_proto::TCP, 40000, 443));
+        assert_eq!(key_hash(9, &tcp.reversed()), flow_hash_v4(9, dst, src, ip_proto::TCP, 443, 40000));
+        // An echo's key holds its identifier twice; its packets hash it once.
+        let echo = FlowKey::v4(3, ip_proto::ICMP, src, dst, 77, 77);
+        assert_eq!(key_hash(9, &echo), flow_hash_v4(9, src, dst, ip_proto::ICMP, 77, 0));
+        let udp6 = FlowKey::v6(3, ip_proto::UDP, 1, 2, 53, 5353);
+        assert_eq!(key_hash(9, &udp6), flow_hash_v6(9, 1, 2, ip_proto::UDP, 53, 5353));
     }
 }
