@@ -499,6 +499,23 @@ fn a_policy_change_stops_flows_it_now_denies() {
     assert_eq!(lab.run(A1, tcp(from_a1(), a1_ip(), a2_ip(), 40000, 80)).0, Verdict::Tx(A2), "no policy: routed");
 }
 
+/// A policy removed and another added in its place (here in one batch)
+/// is a change like any other: the flows are decided again. (The
+/// policy's generation once restarted after a removal, and the flows
+/// decided under the first policy passed for decided under the new one.)
+#[test]
+fn a_policy_replaced_after_a_removal_decides_flows_again() {
+    let (mut lab, _table) = lab_allowing_all();
+    let send = |lab: &mut Lab| lab.run(A1, tcp(from_a1(), a1_ip(), a2_ip(), 40000, 80)).0;
+    assert_eq!(send(&mut lab), Verdict::Tx(A2));
+    assert_eq!(send(&mut lab), Verdict::Tx(A2), "the flow's second packet");
+    let deny_all = Policy { rules: vec![], default: PolicyAction::Deny };
+    lab.writer
+        .apply(&[Op::Delete(vrouter::tables::ObjectKey::Policy(BLUE)), Op::Add(Object::Policy(BLUE, deny_all))])
+        .unwrap();
+    assert_eq!(send(&mut lab), Verdict::Drop(DropReason::FlowActionDrop));
+}
+
 /// The lab with a flow table, and BLUE's policy: a1 may reach a2 on UDP 53
 /// and ICMP.
 fn lab_with_dns_policy() -> (Lab, Arc<FlowTable>) {
@@ -607,7 +624,23 @@ fn peer_of(frame: &[u8]) -> u8 {
 
 #[test]
 fn a_flow_stays_on_its_ecmp_member_while_members_change() {
-    let (mut lab, _flows) = lab_allowing_all();
+    let (lab, _flows) = lab_allowing_all();
+    flows_stay_on_their_members(lab);
+}
+
+/// Without a policy too: a VRF that routes to an ECMP composite tracks
+/// flows for the pinning alone, or adding a pod to a service would move
+/// some of its open connections to the new pod.
+#[test]
+fn a_vrf_with_an_ecmp_route_pins_flows_without_a_policy() {
+    let (lab, flows) = lab_with_flows();
+    let blue = lab.writer.tables().vrf(BLUE).unwrap().clone();
+    assert!(blue.policy.is_none() && blue.ecmp_routes > 0 && blue.tracks_flows());
+    flows_stay_on_their_members(lab);
+    assert!(flows.len() >= 600, "a flow per connection: {}", flows.len());
+}
+
+fn flows_stay_on_their_members(mut lab: Lab) {
     let service = Ipv4Addr::new(10, 96, 0, 10);
     let send = |lab: &mut Lab, sport: u16| {
         let (v, out) = lab.run(A1, udp(1, a1_ip(), service, sport, 53));

@@ -334,3 +334,55 @@ fn old_snapshots_are_freed_by_the_writer_not_by_a_worker() {
     w.apply(&[route(1, "11.0.0.0/8", 1)]).unwrap();
     assert_eq!(w.retired(), 0);
 }
+
+/// A VRF counts its routes to ECMP composites (it tracks flows while it
+/// has any, to pin their members), through route and next-hop changes
+/// and failed batches alike.
+#[test]
+fn a_vrf_counts_its_routes_to_ecmp_composites() {
+    let mut w = base();
+    let ecmp = |members: &[u32]| {
+        NextHop::Composite(vrouter::tables::EcmpGroup::new(
+            members.iter().map(|&nh| RouteTarget { nh, label: RouteTarget::NO_LABEL }).collect(),
+        ))
+    };
+    let count = |w: &TablesWriter, id: u32| {
+        let v = w.tables().vrf(id).unwrap();
+        (v.ecmp_routes, v.tracks_flows())
+    };
+    w.apply(&[vrf(2), Op::Add(Object::NextHop(2, NextHop::Receive)), Op::Add(Object::NextHop(3, ecmp(&[1, 2])))])
+        .unwrap();
+    assert_eq!(count(&w, 1), (0, false));
+    w.apply(&[route(1, "10.96.0.10/32", 3), route(1, "10.96.0.11/32", 3), route(2, "10.96.0.10/32", 3)]).unwrap();
+    w.apply(&[route(1, "10.0.0.0/8", 1), route(1, "fd00::/64", 3)]).unwrap();
+    assert_eq!((count(&w, 1), count(&w, 2)), ((3, true), (1, true)));
+    // A route moved off the composite, and one deleted.
+    let moved = RouteSpec { vrf: 1, prefix: "10.96.0.11/32".parse().unwrap(), target: RouteTarget { nh: 2, label: 0 } };
+    w.apply(&[Op::Update(Object::Route(moved))]).unwrap();
+    w.apply(&[Op::Delete(ObjectKey::Route(1, "fd00::/64".parse().unwrap()))]).unwrap();
+    assert_eq!(count(&w, 1), (1, true));
+    // Next hop 2 becomes a composite: the route to it counts now, in a
+    // batch that fails later, and then in one that holds.
+    let to_ecmp = Op::Update(Object::NextHop(2, ecmp(&[1])));
+    err(&mut w, &[to_ecmp.clone(), route(3, "10.0.0.0/8", 1)]);
+    assert_eq!(count(&w, 1), (1, true), "the failed batch counted nothing");
+    w.apply(&[to_ecmp]).unwrap();
+    assert_eq!(count(&w, 1), (2, true));
+    // And stops being one; the last composite route goes.
+    w.apply(&[Op::Update(Object::NextHop(2, NextHop::Receive))]).unwrap();
+    w.apply(&[Op::Delete(ObjectKey::Route(1, "10.96.0.10/32".parse().unwrap()))]).unwrap();
+    assert_eq!((count(&w, 1), count(&w, 2)), ((0, false), (1, true)));
+}
+
+/// A next hop cannot be made a composite of itself: a clear error.
+#[test]
+fn a_composite_cannot_be_its_own_member() {
+    let mut w = base();
+    w.apply(&[Op::Add(Object::NextHop(2, NextHop::Receive))]).unwrap();
+    let own = NextHop::Composite(vrouter::tables::EcmpGroup::new(vec![
+        RouteTarget { nh: 1, label: RouteTarget::NO_LABEL },
+        RouteTarget { nh: 2, label: RouteTarget::NO_LABEL },
+    ]));
+    let e = err(&mut w, &[Op::Update(Object::NextHop(2, own))]);
+    assert!(matches!(e.error, TableError::Invalid { field: "members.nh", .. }), "{e}");
+}

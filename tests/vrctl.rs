@@ -133,6 +133,15 @@ fn every_command_prints_an_aligned_table_and_json() {
     assert_eq!(json(&sock, &["mpls", "get", &LABEL_BLUE.to_string()])["nh"], NH_BLUE_LOOKUP);
     let t = ok(&sock, &["vrf", "list"]);
     assert_eq!(row(&t, "1")[1..3], ["blue", "10.1.0.1"], "{t}");
+    // Why each VRF tracks flows: blue routes a service to an ECMP composite.
+    assert_eq!(row(&t, "1").last().unwrap(), "ecmp_routes", "{t}");
+    assert_eq!(row(&t, &RED.to_string()).last().unwrap(), "-", "{t}");
+    let vrfs = json(&sock, &["vrf", "list"]);
+    let blue = vrfs.as_array().unwrap().iter().find(|v| v["id"] == BLUE).unwrap();
+    assert_eq!(
+        (&blue["status"]["ecmp_routes"], &blue["status"]["tracks_flows"]),
+        (&1.into(), &serde_json::json!(["ecmp_routes"]))
+    );
     assert_eq!(json(&sock, &["vrf", "list"]).as_array().unwrap().len(), 4);
 
     // dropstats, vrfstats, info

@@ -683,7 +683,19 @@ fn flow_json(f: &crate::flow::FlowInfo) -> Value {
 }
 
 fn vrf_json(v: &crate::tables::Vrf, (v4, v6): (usize, usize)) -> Value {
-    with_status(&VrfDef::from_vrf(v), json!({ "routes_v4": v4, "routes_v6": v6 }))
+    // Why the VRF tracks flows, if it does: an operator's first question
+    // when a flow shows up (or does not) where no policy is.
+    let why =
+        [("policy", v.policy.is_some()), ("floating_ips", v.floating_ips > 0), ("ecmp_routes", v.ecmp_routes > 0)];
+    let flows: Vec<&str> = why.iter().filter(|(_, yes)| *yes).map(|(name, _)| *name).collect();
+    let status = json!({
+        "routes_v4": v4,
+        "routes_v6": v6,
+        "ecmp_routes": v.ecmp_routes,
+        "floating_ips": v.floating_ips,
+        "tracks_flows": flows,
+    });
+    with_status(&VrfDef::from_vrf(v), status)
 }
 
 fn to_value<T: serde::Serialize>(t: &T) -> Result<Value, ApiError> {

@@ -522,8 +522,11 @@ fn label_table(items: &[Value], nhs: &std::collections::HashMap<u64, Value>) -> 
 }
 
 fn vrf_table(items: &[Value]) -> String {
-    let mut t = Table::new(&["VRF", "NAME", "GATEWAY", "GATEWAY6", "ROUTES", "ROUTES6"]);
+    let mut t = Table::new(&["VRF", "NAME", "GATEWAY", "GATEWAY6", "ROUTES", "ROUTES6", "FLOWS"]);
     for v in items {
+        // Why it tracks flows ("policy,ecmp_routes"), or "-".
+        let why: Vec<&str> =
+            v["status"]["tracks_flows"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
         t.row(vec![
             show(&v["id"]),
             show(&v["name"]),
@@ -531,6 +534,7 @@ fn vrf_table(items: &[Value]) -> String {
             show(&v["gateway_v6"]),
             show(&v["status"]["routes_v4"]),
             show(&v["status"]["routes_v6"]),
+            if why.is_empty() { "-".to_string() } else { why.join(",") },
         ]);
     }
     t.to_string()

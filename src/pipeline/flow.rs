@@ -146,8 +146,8 @@ fn quoted_v6(vrf: u32, q: &[u8]) -> Option<FlowKey> {
 }
 
 /// True when a packet routed in `vrf`, from `in_vif`, belongs to a flow:
-/// in VRFs with a policy or floating IPs, and from vifs with floating IPs
-/// (their answers must find the NAT).
+/// in VRFs that track flows (`Vrf::tracks_flows`), and from vifs with
+/// floating IPs (their answers must find the NAT).
 #[inline]
 fn tracked(vrf: &Vrf, in_vif: Option<&Vif>) -> bool {
     vrf.tracks_flows() || in_vif.is_some_and(|v| !v.floating.is_empty())
@@ -197,12 +197,10 @@ fn start_probe(table: &FlowTable, key: &FlowKey, probe: &mut Probe) -> bool {
     true
 }
 
-/// Looks the packet's flow up, where flows are tracked: in VRFs with a
-/// policy or floating IPs, and for packets from vifs with floating IPs
-/// (their answers must find the NAT). An ICMP error finds the flow of the
-/// packet it quotes. `probe` is the one `prefetch` made for this packet in
-/// this VRF, if any: its hash is not computed again, and its slot is
-/// already on its way.
+/// Looks the packet's flow up, where flows are tracked (`tracked`). An
+/// ICMP error finds the flow of the packet it quotes. `probe` is the one
+/// `prefetch` made for this packet in this VRF, if any: its hash is not
+/// computed again, and its slot is already on its way.
 #[inline]
 pub(super) fn lookup<B>(
     ctx: &Ctx<'_, B>,
@@ -254,7 +252,7 @@ pub(super) fn lookup<B>(
 /// again, rewrites or drops.
 #[inline]
 pub(super) fn settled<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, probe: &Probe) -> Option<Forwarding> {
-    ctx.flows?.forward_only(probe, vrf.policy.as_ref().map(|p| p.generation))
+    ctx.flows?.forward_only(probe, Some(vrf.policy_generation))
 }
 
 /// Counts a packet of `bytes` (with `tcp_flags`) on its settled flow, once
@@ -292,14 +290,14 @@ pub(super) fn on_hit<B>(
     // leaves the judging to the forward entry, or the two VRFs' policies
     // would take turns rewriting the pair on every packet.
     let judged_here = hit.forward || hit.route_vrf.is_none();
-    if let (Some(p), true) = (&vrf.policy, judged_here) {
-        if p.generation != hit.policy_generation {
-            // The pair is judged by its forward direction.
-            let forward_key = if hit.forward { *key } else { key.reversed() };
-            action = decide(vrf, &forward_key);
-            table.set_action(hit.slot, action, p.generation);
-            table.set_action(hit.reverse, action, p.generation);
-        }
+    // Decided again after any change of the policy: a new one, or none
+    // left (then the pair forwards).
+    if judged_here && vrf.policy_generation != hit.policy_generation {
+        // The pair is judged by its forward direction.
+        let forward_key = if hit.forward { *key } else { key.reversed() };
+        action = decide(vrf, &forward_key);
+        table.set_action(hit.slot, action, vrf.policy_generation);
+        table.set_action(hit.reverse, action, vrf.policy_generation);
     }
     table.touch(hit.slot, info.total() as u32, tcp_flags(d, info), ctx.now);
     match action {
@@ -327,7 +325,7 @@ pub(super) fn create<B>(
 ) -> Result<Nat, DropReason> {
     let Some(table) = ctx.flows else { return Ok(Nat::default()) };
     let action = decide(vrf, key);
-    let generation = vrf.policy.as_ref().map_or(0, |p| p.generation);
+    let generation = vrf.policy_generation;
     let seed = ctx.cfg.hash_seed;
     let mut fwd = DirSpec { key: *key, action, ecmp, nat: Nat::default(), route_vrf: None, hash: key_hash(seed, key) };
     let rev_key = key.reversed();

@@ -161,8 +161,8 @@ impl Pipeline {
         }
     }
 
-    /// Tracks flows in VRFs that have a policy, in `table` (shared with the
-    /// other workers).
+    /// Tracks flows in the VRFs that track them (`Vrf::tracks_flows`), in
+    /// `table` (shared with the other workers).
     pub fn with_flows(mut self, table: std::sync::Arc<crate::flow::FlowTable>) -> Self {
         self.flows = Some(table);
         self

@@ -95,16 +95,27 @@ pub struct Vrf {
     /// The network policy: flows in this VRF are tracked and decided by it.
     /// `None`: no policy, everything routed goes.
     pub policy: Option<Arc<VrfPolicy>>,
+    /// Grows with every change of the policy, its removal included (a
+    /// policy's own `generation` is this, as of its change): flows decided
+    /// under another one are decided again. Had it restarted with a
+    /// policy added after a removal, flows decided under the removed one
+    /// would have passed for decided under the new one.
+    pub policy_generation: u32,
     /// Floating IPs that vifs hold in this VRF. While there are any, flows
     /// are tracked here, even without a policy: they carry the NAT.
     pub floating_ips: u32,
+    /// Routes in this VRF (either family) to an ECMP composite, such as a
+    /// service address. While there are any, flows are tracked here, even
+    /// without a policy: a flow pins its member, so that a connection
+    /// stays on its pod while endpoints come and go.
+    pub ecmp_routes: u32,
 }
 
 impl Vrf {
     /// True when packets routed in this VRF belong to flows.
     #[inline]
     pub fn tracks_flows(&self) -> bool {
-        self.policy.is_some() || self.floating_ips > 0
+        self.policy.is_some() || self.floating_ips > 0 || self.ecmp_routes > 0
     }
 }
 
@@ -117,7 +128,7 @@ pub struct VrfPolicy {
     pub policy: crate::flow::Policy,
     /// As evaluated.
     pub compiled: crate::flow::CompiledPolicy,
-    /// Bumped on every change.
+    /// The VRF's `policy_generation` this policy came with.
     pub generation: u32,
 }
 

@@ -382,6 +382,11 @@ fn bump(refs: &mut super::CowVec<u32>, i: u32, up: bool) {
     let _ = refs.set(i as usize, (next > 0).then_some(next));
 }
 
+/// True if next hop `nh` is an ECMP composite.
+fn is_composite(w: &Tables, nh: NhId) -> bool {
+    matches!(w.nexthop(nh), Some(NextHop::Composite(_)))
+}
+
 /// Counts a floating IP in (or out of) VRF `vrf`, which tracks flows while it has any.
 fn count_floating(w: &mut Tables, vrf: VrfId, up: bool) {
     if let Some(old) = w.vrf(vrf) {
@@ -645,7 +650,9 @@ impl TablesWriter {
                     v4: Arc::new(Fib::new()),
                     v6: Arc::new(Fib::new()),
                     policy: None,
+                    policy_generation: 0,
                     floating_ips: 0,
+                    ecmp_routes: 0,
                 }
             }
         };
@@ -671,9 +678,9 @@ impl TablesWriter {
             (false, false, _) => return Err(TableError::NotFound { what: "policy of VRF", id: id.to_string() }),
             _ => {}
         }
-        let generation = old.policy.as_ref().map_or(0, |p| p.generation) + 1;
+        let generation = old.policy_generation.wrapping_add(1);
         let policy = p.map(|p| Arc::new(super::VrfPolicy { policy: p.clone(), compiled: p.compile(), generation }));
-        let _ = w.vrfs.set(id as usize, Some(Arc::new(Vrf { policy, ..old })));
+        let _ = w.vrfs.set(id as usize, Some(Arc::new(Vrf { policy, policy_generation: generation, ..old })));
         Ok(())
     }
 
@@ -739,8 +746,12 @@ impl TablesWriter {
                                 reason: format!("next hop {} cannot be an ECMP member", m.nh),
                             })
                         }
+                        // Updating a next hop into a composite of itself.
                         Some(_) if m.nh == id => {
-                            unreachable!("a composite is never its own member")
+                            return Err(TableError::Invalid {
+                                field: "members.nh",
+                                reason: format!("next hop {id} cannot be a member of itself"),
+                            })
                         }
                         Some(_) => {}
                     }
@@ -765,8 +776,30 @@ impl TablesWriter {
             deps(o, |d| Self::bump_dep(w, d, false));
         }
         deps(&nh, |d| Self::bump_dep(w, d, true));
+        let was = old.as_deref().is_some_and(|o| matches!(o, NextHop::Composite(_)));
+        let now = matches!(nh, NextHop::Composite(_));
         let _ = w.nexthops.set(id as usize, Some(Arc::new(nh)));
+        if was != now {
+            self.recount_ecmp_routes(w, id, now);
+        }
         Ok(())
+    }
+
+    /// Next hop `id` became (`now`) or stopped being an ECMP composite:
+    /// every VRF's routes to it change its `ecmp_routes`. A scan of all
+    /// routes, for a rare change (a service's next hop is made a
+    /// composite from the start).
+    fn recount_ecmp_routes(&self, w: &mut Tables, id: NhId, now: bool) {
+        for (&vrf_id, routes) in &self.routes {
+            let n = routes.v4.values().chain(routes.v6.values()).filter(|t| t.nh == id).count() as u32;
+            if n == 0 {
+                continue;
+            }
+            if let Some(vrf) = w.vrfs.get_mut(vrf_id as usize) {
+                let vrf = Arc::make_mut(vrf);
+                vrf.ecmp_routes = if now { vrf.ecmp_routes + n } else { vrf.ecmp_routes.saturating_sub(n) };
+            }
+        }
     }
 
     fn bump_dep(w: &mut Tables, d: Dep, up: bool) {
@@ -856,7 +889,10 @@ impl TablesWriter {
             bump(&mut w.nh_refs, o.nh, false);
         }
         bump(&mut w.nh_refs, r.target.nh, true);
+        let ecmp = |t: Option<RouteTarget>| u32::from(t.is_some_and(|t| is_composite(w, t.nh)));
+        let (gained, lost) = (ecmp(Some(r.target)), ecmp(old));
         let vrf = Arc::make_mut(w.vrfs.get_mut(r.vrf as usize).expect("checked above"));
+        vrf.ecmp_routes = (vrf.ecmp_routes + gained).saturating_sub(lost);
         Arc::make_mut(K::fib(vrf)).insert(key, r.prefix.len(), r.target, old);
         Ok(())
     }
@@ -877,7 +913,9 @@ impl TablesWriter {
         let cover = (0..p.len()).rev().find_map(|l| map.get(&(key.mask(l), l)).map(|t| (l, *t)));
         self.undo.push(K::undo(vrf_id, k, Some(old)));
         bump(&mut w.nh_refs, old.nh, false);
+        let lost = u32::from(is_composite(w, old.nh));
         let vrf = Arc::make_mut(w.vrfs.get_mut(vrf_id as usize).ok_or_else(not_found)?);
+        vrf.ecmp_routes = vrf.ecmp_routes.saturating_sub(lost);
         Arc::make_mut(K::fib(vrf)).remove(key, p.len(), old, cover);
         Ok(())
     }
