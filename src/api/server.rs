@@ -168,11 +168,11 @@ impl Control {
         }
         match req.method.as_str() {
             "info" => Ok(self.info()),
-            "add" => self.apply_ops(&[OpDef::Add(parse(params)?)], false),
-            "update" => self.apply_ops(&[OpDef::Update(parse(params)?)], false),
+            "add" => self.apply_ops(&[OpDef::Add(parse(&without_status(params))?)], false),
+            "update" => self.apply_ops(&[OpDef::Update(parse(&without_status(params))?)], false),
             "delete" => self.apply_ops(&[OpDef::Delete(parse(params)?)], false),
             "batch" => {
-                let p: BatchParams = parse(params)?;
+                let p: BatchParams = parse(&without_status(params))?;
                 self.apply_ops(&p.ops, true)
             }
             "get" => self.get(&parse(params)?),
@@ -739,6 +739,33 @@ fn table_error(e: &TableError) -> ApiError {
 
 /// Reads parameters into their type; a mistake names its path, e.g.
 /// `ops[3].add.route.nh`, and a batch error its position.
+/// `params` without the read-only `status` of the objects it adds or
+/// updates: `get` answers an object with its status, and what it answers
+/// can be edited and sent back as it is (as Kubernetes ignores the status
+/// sent with an object). Anything else, malformed JSON included, is left
+/// for `parse` to judge.
+fn without_status(params: &str) -> std::borrow::Cow<'_, str> {
+    // `{"vif": {...}}`: the one object in a single-member map.
+    fn strip(one: &mut Value) -> bool {
+        let Some(map) = one.as_object_mut().filter(|m| m.len() == 1) else { return false };
+        map.values_mut().next().and_then(Value::as_object_mut).is_some_and(|def| def.remove("status").is_some())
+    }
+    let Ok(mut v) = serde_json::from_str::<Value>(params) else { return params.into() };
+    let mut changed = strip(&mut v);
+    if let Some(ops) = v.get_mut("ops").and_then(Value::as_array_mut) {
+        for (kind, change) in ops.iter_mut().filter_map(Value::as_object_mut).flatten() {
+            if kind == "add" || kind == "update" {
+                changed |= strip(change);
+            }
+        }
+    }
+    if changed {
+        v.to_string().into()
+    } else {
+        params.into()
+    }
+}
+
 fn parse<'a, T: Deserialize<'a>>(params: &'a str) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_str(params);
     serde_path_to_error::deserialize(de).map_err(|e| {
