@@ -737,8 +737,6 @@ fn table_error(e: &TableError) -> ApiError {
     }
 }
 
-/// Reads parameters into their type; a mistake names its path, e.g.
-/// `ops[3].add.route.nh`, and a batch error its position.
 /// `params` without the read-only `status` of the objects it adds or
 /// updates: `get` answers an object with its status, and what it answers
 /// can be edited and sent back as it is (as Kubernetes ignores the status
@@ -766,6 +764,8 @@ fn without_status(params: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// Reads parameters into their type; a mistake names its path, e.g.
+/// `ops[3].add.route.nh`, and a batch error its position.
 fn parse<'a, T: Deserialize<'a>>(params: &'a str) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_str(params);
     serde_path_to_error::deserialize(de).map_err(|e| {

@@ -341,6 +341,7 @@ pub(super) fn create<B>(
         let pod = vif.ipv4.map_or(0, u32::from);
         fwd.nat = Nat { dst: Some(pod), ..Nat::default() };
         rev.key = FlowKey::v4(vif.vrf, key.proto, pod, key.src as u32, key.dport, key.sport);
+        rev.hash = key_hash(seed, &rev.key);
         rev.nat = Nat { src: Some(fip), ..Nat::default() };
         rev.route_vrf = Some(vrf.id);
     }
