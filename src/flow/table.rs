@@ -616,6 +616,9 @@ impl FlowTable {
 
     /// Reads slot `i` if it is live and stable: its key and what a hit needs.
     fn read(&self, i: usize) -> Option<(FlowKey, Hit)> {
+        // Slot numbers come from outside here (the API's `flow.get` and
+        // `flow.delete`): one past the table is no flow, not a panic.
+        self.slots.get(i)?;
         self.read_slot(i, None).map(|(w, hit)| (FlowKey::from_words(&w), hit))
     }
 
