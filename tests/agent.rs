@@ -379,3 +379,93 @@ fn an_imported_network_s_routes_are_joined_in() {
     );
     assert!(Intent::from_toml(&bad).unwrap_err().contains("imports \"green\""));
 }
+
+/// An intent file with mistakes in it gets an error from the agent, never a
+/// panic: thousands of versions of this file's intent and the packaged
+/// example, each with a line dropped, repeated or given an odd value. Those
+/// the agent accepts become tables that vrouterd accepts or refuses with an
+/// error, again without a panic.
+#[test]
+fn mutated_intent_files_get_errors_never_panics() {
+    let limits = Limits { vifs: 64, vrfs: 16, nexthops: 1024, labels: 1024, routes_per_vrf: 1000 };
+    let seeds = [INTENT, include_str!("../packaging/intent.toml")];
+    let odd = [
+        "\"\"",
+        "-1",
+        "0",
+        "4294967296",
+        "1048576",
+        "\"10.0.0.0/33\"",
+        "\"300.1.1.1\"",
+        "\"::1\"",
+        "[]",
+        "true",
+        "\"02:00:00:00:00\"",
+        "\"blue\"",
+        "\"red\"",
+        "[\"10.1.0.0/16\", \"10.1.0.0/16\"]",
+        "\"mpls-o-vxlan\"",
+        "\"0.0.0.0\"",
+        "\"255.255.255.255\"",
+        "16",
+        "\"x\"",
+    ];
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |n: usize| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng % n as u64) as usize
+    };
+    let (mut accepted, mut refused) = (0, 0);
+    for round in 0..3000 {
+        let mut lines: Vec<String> = seeds[round % 2].lines().map(str::to_string).collect();
+        for _ in 0..=next(3) {
+            let i = next(lines.len());
+            match next(4) {
+                0 => {
+                    lines.remove(i);
+                }
+                1 => {
+                    let l = lines[i].clone();
+                    lines.insert(i, l);
+                }
+                _ => {
+                    if let Some((k, _)) = lines[i].clone().split_once('=') {
+                        lines[i] = format!("{k}= {}", odd[next(odd.len())]);
+                    }
+                }
+            }
+        }
+        let text = lines.join("\n");
+        let outcome = std::panic::catch_unwind(|| {
+            let intent = Intent::from_toml(&text)?;
+            intent.validate()?;
+            let fabric = intent.node.fabric_mac.unwrap_or(MacAddr([2, 0xfa, 0, 0, 0, 1]));
+            let want = agent::desired(&intent, fabric, &limits, &agent::Snapshot::default())?;
+            let ops = vrouter::agent::reconcile::diff(&agent::Snapshot::default(), &want);
+            let (writer, _handle) = TablesWriter::new(limits);
+            let defaults =
+                Defaults { router_mac: MacAddr([0, 0, 0x5e, 0, 1, 0]), underlay: "192.168.100.1".parse().unwrap() };
+            let node = NodeInfo {
+                boot_id: NodeInfo::new_boot_id(),
+                underlay: defaults.underlay,
+                fabric: "fab".into(),
+                cores: vec![0],
+            };
+            let control = Control::new(writer, defaults, StatsBoard::new(1, 64, 16), node);
+            let mut session = vrouter::api::server::Session::default();
+            control.handle(&mut session, br#"{"id":0,"method":"hello","params":{"version":1}}"#);
+            let line = json!({ "id": 1, "method": "batch", "params": { "ops": ops } }).to_string();
+            let answer: serde_json::Value =
+                serde_json::from_slice(&control.handle(&mut session, line.as_bytes())).map_err(|e| e.to_string())?;
+            answer.get("result").map(|_| ()).ok_or_else(|| answer["error"].to_string())
+        });
+        match outcome {
+            Ok(Ok(())) => accepted += 1,
+            Ok(Err(_)) => refused += 1,
+            Err(_) => panic!("a panic on this intent:\n{text}"),
+        }
+    }
+    assert!(accepted > 100 && refused > 100, "both outcomes: {accepted} accepted, {refused} refused");
+}

@@ -262,6 +262,16 @@ pub struct TablesFile {
     pub file: Option<PathBuf>,
 }
 
+/// The most next hops a configuration may ask for: 16M, 2 MiB of chunk
+/// pointers when empty.
+const MAX_NEXTHOPS: usize = 1 << 24;
+/// The most labels: every 20-bit MPLS label.
+const MAX_LABELS: usize = 1 << 20;
+/// UMEM frames per port: enough for the fill and completion rings, and at
+/// most 8 GiB of 2 KiB frames.
+const MIN_FRAMES: u32 = 1024;
+const MAX_FRAMES: u32 = 1 << 22;
+
 impl Config {
     /// Reads and checks a configuration file. Errors name the file and line.
     pub fn load(path: &Path) -> Result<Config, String> {
@@ -291,6 +301,28 @@ impl Config {
         let (vifs, vrfs) = (crate::flow::MAX_VIFS, crate::flow::MAX_VRFS);
         if cfg.limits.vifs > vifs || cfg.limits.vrfs > vrfs {
             return Err(format!("{}: limits.vifs must be at most {vifs}, limits.vrfs at most {vrfs}", path.display()));
+        }
+        // Tables are made for their whole capacity at start: a limit past
+        // these would fail the allocation, not the configuration. A label
+        // is 20 bits on the wire.
+        let l = &cfg.limits;
+        for (field, value, max) in [
+            ("vifs", l.vifs, vifs),
+            ("vrfs", l.vrfs, vrfs),
+            ("nexthops", l.nexthops, MAX_NEXTHOPS),
+            ("labels", l.labels, MAX_LABELS),
+        ] {
+            if value == 0 || value > max {
+                return Err(format!("{}: limits.{field} = {value}: expected 1..={max}", path.display()));
+            }
+        }
+        if !(MIN_FRAMES..=MAX_FRAMES).contains(&cfg.dataplane.frames) {
+            let f = cfg.dataplane.frames;
+            return Err(format!("{}: dataplane.frames = {f}: expected {MIN_FRAMES}..={MAX_FRAMES}", path.display()));
+        }
+        if let Some(c) = cfg.dataplane.cores.iter().find(|&&c| c >= crate::io::MAX_CORES) {
+            let max = crate::io::MAX_CORES - 1;
+            return Err(format!("{}: dataplane.cores: core {c}: expected 0..={max}", path.display()));
         }
         if cfg.flows.capacity == 0 || cfg.flows.capacity > 16 << 20 {
             return Err(format!("{}: flows.capacity must be 1..=16777216", path.display()));
@@ -353,6 +385,23 @@ mod tests {
         assert!(Config::load(&p).unwrap_err().contains("flows.fragments must be 1..=1048576"));
         let p = write("vrfs.toml", "[node]\nfabric = \"eth0\"\nunderlay = \"10.0.0.1\"\n[limits]\nvrfs = 16777216\n");
         assert!(Config::load(&p).unwrap_err().contains("limits.vrfs at most 16777215"));
+        // Values that once made vrouterd abort at start (an allocation of
+        // the whole capacity, a CPU set's assertion), or start useless.
+        let base = "[node]\nfabric = \"eth0\"\nunderlay = \"10.0.0.1\"\n";
+        for (text, says) in [
+            (
+                "[limits]\nnexthops = 9223372036854775807\n",
+                "limits.nexthops = 9223372036854775807: expected 1..=16777216",
+            ),
+            ("[limits]\nlabels = 2000000\n", "limits.labels = 2000000: expected 1..=1048576"),
+            ("[limits]\nvrfs = 0\n", "limits.vrfs = 0"),
+            ("[dataplane]\nframes = 3\n", "dataplane.frames = 3: expected 1024..=4194304"),
+            ("[dataplane]\ncores = [1, 9999]\n", "dataplane.cores: core 9999: expected 0..=1023"),
+        ] {
+            let p = write("range.toml", &format!("{base}{text}"));
+            let e = Config::load(&p).unwrap_err();
+            assert!(e.contains(says), "{text}: {e}");
+        }
         assert!(Config::load(Path::new("/nonexistent/vrouterd.toml"))
             .unwrap_err()
             .contains("/nonexistent/vrouterd.toml"));

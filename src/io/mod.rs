@@ -81,8 +81,18 @@ pub fn tsc_hz(over: std::time::Duration) -> u64 {
     ((c1 - c0) as f64 / (t1 - t0).as_secs_f64()) as u64
 }
 
+/// Cores a CPU set can name (`CPU_SETSIZE`).
+pub const MAX_CORES: usize = libc::CPU_SETSIZE as usize;
+
 /// Pins the calling thread to one CPU core.
 pub fn pin_to_core(core: usize) -> io::Result<()> {
+    // `CPU_SET` asserts on a core past the set, and the worker aborts.
+    if core >= MAX_CORES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("core {core} is past the {MAX_CORES} a CPU set holds"),
+        ));
+    }
     // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET writes inside it.
     let r = unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
