@@ -290,6 +290,26 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
     let text = String::from_utf8_lossy(&runtime.stdout);
     assert!(runtime.status.success() && text.starts_with("WORKER") && text.contains("rewrite"), "{text}");
     assert!(text.contains("busy"), "busy time per packet, once frames have come: {text}");
+    // A client that sends a request without end first (64 MiB, no line
+    // end): it is cut off without vrouterd holding what it sent (its peak
+    // resident set grows by far less), and the scrape after it is answered.
+    let peak_kib = || -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap().to_string();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let peak_before = peak_kib();
+    let endless = in_ns(
+        &node,
+        &[
+            "bash",
+            "-c",
+            "exec 3<>/dev/tcp/127.0.0.1/9432; head -c 67108864 /dev/zero >&3 2>/dev/null; cat <&3; echo sent",
+        ],
+    );
+    assert!(endless.contains("sent"), "{endless}");
+    let grown = peak_kib() - peak_before;
+    assert!(grown < 16 * 1024, "vrouterd kept the endless request: peak resident set up {grown} KiB");
     let metrics = in_ns(
         &node,
         &["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9432; printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3"],

@@ -4,10 +4,30 @@
 
 use crate::api::server::Control;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// The most of a request that is read.
+const MAX_REQUEST: u64 = 16 * 1024;
+/// The longest a request may take to arrive.
+const REQUEST_TIME: Duration = Duration::from_secs(2);
+
+/// A reader that gives up once its time is over.
+struct Deadline<R> {
+    inner: R,
+    until: Instant,
+}
+
+impl<R: Read> Read for Deadline<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if Instant::now() >= self.until {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.inner.read(buf)
+    }
+}
 
 /// Serves `/metrics` on `listener` from its own thread.
 pub fn spawn(control: Arc<Control>, listener: TcpListener) -> std::io::Result<()> {
@@ -17,7 +37,12 @@ pub fn spawn(control: Arc<Control>, listener: TcpListener) -> std::io::Result<()
             // A scraper that stalls gets two seconds, then the next one is served.
             let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
             let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
-            let mut reader = BufReader::new(&stream);
+            // A request is a line and a few headers: reading stops at
+            // MAX_REQUEST bytes or after REQUEST_TIME, so that a client
+            // sending without end neither fills memory nor holds the thread
+            // (a timeout per read alone lets a byte a second go on forever).
+            let until = Instant::now() + REQUEST_TIME;
+            let mut reader = BufReader::new(Deadline { inner: Read::take(&stream, MAX_REQUEST), until });
             let mut request = String::new();
             if reader.read_line(&mut request).is_err() {
                 continue;
