@@ -638,6 +638,30 @@ fn a_vrf_with_an_ecmp_route_pins_flows_without_a_policy() {
     assert!(blue.policy.is_none() && blue.ecmp_routes > 0 && blue.tracks_flows());
     flows_stay_on_their_members(lab);
     assert!(flows.len() >= 600, "a flow per connection: {}", flows.len());
+    // Each connection's packets count on its flow: three rounds of sends.
+    let key = FlowKey::v4(BLUE, UDP, u32::from(a1_ip()), u32::from(Ipv4Addr::new(10, 96, 0, 10)), 1000, 53);
+    let entry = flows.get(flows.lookup(&key).unwrap().slot, 0).unwrap();
+    assert_eq!(entry.packets, 3);
+}
+
+/// In a VRF that tracks flows for its ECMP routes alone, only the packets
+/// routed to a composite belong to flows: pod-to-pod traffic there stays
+/// untracked, and costs what it did.
+#[test]
+fn only_packets_to_a_composite_are_tracked_for_ecmp_alone() {
+    let (mut lab, flows) = lab_with_flows();
+    for sport in 0..20 {
+        assert_eq!(lab.run(A1, udp(1, a1_ip(), a2_ip(), 2000 + sport, 53)).0, Verdict::Tx(A2));
+    }
+    // A SYN takes the general path (its MSS is clamped there): no flow either.
+    assert_eq!(lab.run(A1, tcp(from_a1(), a1_ip(), a2_ip(), 40000, 80)).0, Verdict::Tx(A2));
+    assert_eq!(flows.len(), 0, "pod to pod: no flow");
+    let (v, _) = lab.run(A1, udp(1, a1_ip(), Ipv4Addr::new(10, 96, 0, 10), 2000, 53));
+    assert_eq!((v, flows.len()), (Verdict::Tx(FABRIC), 1), "to the service: a flow");
+    // With a policy every packet is tracked again.
+    lab.writer.apply(&[Op::Add(Object::Policy(BLUE, Policy::allow_all()))]).unwrap();
+    assert_eq!(lab.run(A1, udp(1, a1_ip(), a2_ip(), 2000, 53)).0, Verdict::Tx(A2));
+    assert_eq!(flows.len(), 2);
 }
 
 fn flows_stay_on_their_members(mut lab: Lab) {

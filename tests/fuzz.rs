@@ -409,6 +409,9 @@ fn the_fast_path_matches_the_general_path_with_flows() {
                     RouteTarget { nh: 13, label: 102 },
                 ])),
             )),
+            // After 900 the policy goes: blue tracks flows for its service
+            // route alone, and its flows are decided again (they forward).
+            900 => Op::Delete(vrouter::tables::ObjectKey::Policy(BLUE)),
             _ => return,
         };
         lab.writer.apply(&[change]).unwrap();

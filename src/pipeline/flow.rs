@@ -11,7 +11,7 @@ use crate::flow::{
     DirSpec, FlowAction, FlowKey, FlowTable, Forwarding, FragmentKey, FragmentTable, Hit, Nat, PolicyAction, Probe,
 };
 use crate::stats::DropReason;
-use crate::tables::{RouteTarget, Vif, Vrf};
+use crate::tables::{RouteTarget, Tables, Vif, Vrf};
 use crate::wire::{icmpv4, icmpv6, ip_proto, ipv6ext};
 
 /// What the flow stage knows about a packet before its next hop is carried out.
@@ -153,6 +153,39 @@ fn tracked(vrf: &Vrf, in_vif: Option<&Vif>) -> bool {
     vrf.tracks_flows() || in_vif.is_some_and(|v| !v.floating.is_empty())
 }
 
+/// `tracked`, for every packet routed in `vrf` from `in_vif`, whatever its
+/// route: what the first stage, before the route lookup, may probe for.
+#[inline]
+fn tracked_up_front(vrf: &Vrf, in_vif: Option<&Vif>) -> bool {
+    vrf.tracks_every_flow() || in_vif.is_some_and(|v| !v.floating.is_empty())
+}
+
+/// True when a packet routed in `vrf` from `in_vif` to `target` belongs to
+/// a flow: as `tracked_up_front` says, or, in a VRF that tracks flows for
+/// its ECMP routes, when it goes to a composite (whose member the flow
+/// pins). Pod-to-pod packets in such a VRF stay untracked.
+#[inline]
+pub(super) fn tracked_to(t: &Tables, vrf: &Vrf, in_vif: Option<&Vif>, target: RouteTarget) -> bool {
+    tracked_up_front(vrf, in_vif)
+        || (vrf.ecmp_routes > 0 && matches!(t.nexthop(target.nh), Some(crate::tables::NextHop::Composite(_))))
+}
+
+/// The settled flow of a frame the fast path took, in a VRF that tracks
+/// flows for its ECMP routes alone, once its route named a composite: a
+/// lookup made then, cold, since only such frames need one.
+#[inline]
+pub(super) fn settled_late<B: AsRef<[u8]> + AsMut<[u8]>>(
+    ctx: &Ctx<'_, B>,
+    f: &Frame<B>,
+    vrf: &Vrf,
+) -> Option<Forwarding> {
+    let table = ctx.flows?;
+    let key = super::fast::flow_key(f, vrf.id)?;
+    let mut probe = table.probe(&key);
+    table.prefetch_slots(&mut probe);
+    settled(ctx, vrf, &probe)
+}
+
 /// The first of a vector's two prefetch steps, for one packet: where its
 /// flow lives, if flows track it, with that place's tag lines on their way
 /// (the second step is `FlowTable::prefetch_slots`). The probe is written
@@ -170,7 +203,7 @@ pub(super) fn prefetch<B>(
 ) -> bool {
     // A later fragment's key is known only once the fragments before it
     // in the vector were looked up: it is looked up cold.
-    let (Some(table), true, 0) = (ctx.flows, tracked(vrf, in_vif), info.frag_offset) else { return false };
+    let (Some(table), true, 0) = (ctx.flows, tracked_up_front(vrf, in_vif), info.frag_offset) else { return false };
     key_of(None, vrf.id, info, d).is_some_and(|key| start_probe(table, &key, probe))
 }
 
@@ -184,7 +217,7 @@ pub(super) fn prefetch_fast<B: AsRef<[u8]> + AsMut<[u8]>>(
     vrf: &Vrf,
     probe: &mut Probe,
 ) -> bool {
-    let (Some(table), true) = (ctx.flows, vrf.tracks_flows()) else { return false };
+    let (Some(table), true) = (ctx.flows, vrf.tracks_every_flow()) else { return false };
     super::fast::flow_key(f, vrf.id).is_some_and(|key| start_probe(table, &key, probe))
 }
 

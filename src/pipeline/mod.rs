@@ -396,8 +396,15 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
                     (Some(v), Some(target)) if fast[i] => {
                         // In a VRF that tracks flows, only packets of flows
                         // that need nothing more than forwarding stay fast.
-                        let finished = if ctx.flows.is_some() && v.tracks_flows() {
+                        // Where only the ECMP routes track them, only the
+                        // packets to a composite look theirs up, now.
+                        let finished = if ctx.flows.is_none() || !v.tracks_flows() {
+                            fast::finish(ctx, f, v, target, None)
+                        } else if v.tracks_every_flow() {
                             settled[i].and_then(|settled| fast::finish(ctx, f, v, target, Some(settled)))
+                        } else if flow::tracked_to(t, v, None, target) {
+                            flow::settled_late(ctx, f, v)
+                                .and_then(|settled| fast::finish(ctx, f, v, target, Some(settled)))
                         } else {
                             fast::finish(ctx, f, v, target, None)
                         };

@@ -115,7 +115,16 @@ impl Vrf {
     /// True when packets routed in this VRF belong to flows.
     #[inline]
     pub fn tracks_flows(&self) -> bool {
-        self.policy.is_some() || self.floating_ips > 0 || self.ecmp_routes > 0
+        self.tracks_every_flow() || self.ecmp_routes > 0
+    }
+
+    /// True when every packet routed here belongs to a flow, which is
+    /// known before its route is: a policy judges them all, or floating
+    /// IPs' NAT may apply. In a VRF that tracks flows for its ECMP routes
+    /// alone, only the packets routed to a composite do.
+    #[inline]
+    pub fn tracks_every_flow(&self) -> bool {
+        self.policy.is_some() || self.floating_ips > 0
     }
 }
 
