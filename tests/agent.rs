@@ -1,6 +1,8 @@
 //! The agent against a real API server: intent in, tables out; stable
 //! allocation; minimal diffs; reconciliation without flushing.
 
+mod common;
+
 use serde_json::json;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -410,13 +412,8 @@ fn mutated_intent_files_get_errors_never_panics() {
         "16",
         "\"x\"",
     ];
-    let mut rng = 0x2545_f491_4f6c_dd1du64;
-    let mut next = |n: usize| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        (rng % n as u64) as usize
-    };
+    let mut rng = common::Rng(0x2545_f491_4f6c_dd1d);
+    let mut next = |n: usize| rng.below(n);
     let (mut accepted, mut refused) = (0, 0);
     for round in 0..3000 {
         let mut lines: Vec<String> = seeds[round % 2].lines().map(str::to_string).collect();

@@ -684,26 +684,10 @@ fn policies_are_objects_like_any_other() {
     assert!(e.message.contains("no flow table"), "a server without flows says so: {e:?}");
 }
 
-/// A tiny deterministic generator, so that a failure can be replayed.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// Replaces one value somewhere in `v` (or drops a member) with something
 /// an API must refuse or survive: wrong types, huge and negative numbers,
 /// odd addresses and prefixes, long strings.
-fn mutate(v: &mut Value, rng: &mut XorShift) {
+fn mutate(v: &mut Value, rng: &mut Rng) {
     let odd = [
         json!(null),
         json!(-1),
@@ -841,7 +825,7 @@ fn mutated_requests_get_answers_never_panics() {
         requests.push(json!({ "method": "delete", "params": key_of(o) }));
     }
     requests.push(json!({ "method": "flow.flush", "params": {} }));
-    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let (mut results, mut errors) = (0, 0);
     for round in 0..400 {
         for (i, r) in requests.iter().enumerate() {

@@ -14,19 +14,6 @@ use vrouter::pipeline::{Frame, Pipeline, PipelineConfig, Spill, Verdict};
 use vrouter::pktgen::build::{self, Tunnel, L2};
 use vrouter::wire::ip_proto;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 /// One valid frame of every kind the pipeline handles, with its vif.
 fn corpus() -> Vec<(u32, Vec<u8>)> {
     let inner = build::udp4_frame(L2 { src: mac(9), dst: mac(9) }, remote_ip(), a1_ip(), 1, 2, 64, 80);

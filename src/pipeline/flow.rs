@@ -167,7 +167,7 @@ fn tracked_up_front(vrf: &Vrf, in_vif: Option<&Vif>) -> bool {
 #[inline]
 pub(super) fn tracked_to(t: &Tables, vrf: &Vrf, in_vif: Option<&Vif>, target: RouteTarget) -> bool {
     tracked_up_front(vrf, in_vif)
-        || (vrf.ecmp_routes > 0 && matches!(t.nexthop(target.nh), Some(crate::tables::NextHop::Composite(_))))
+        || (vrf.ecmp_routes > 0 && t.nexthop(target.nh).is_some_and(crate::tables::NextHop::is_composite))
 }
 
 /// The settled flow of a frame the fast path took, in a VRF that tracks

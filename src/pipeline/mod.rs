@@ -397,7 +397,10 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
                         // In a VRF that tracks flows, only packets of flows
                         // that need nothing more than forwarding stay fast.
                         // Where only the ECMP routes track them, only the
-                        // packets to a composite look theirs up, now.
+                        // packets to a composite look theirs up, now. (The
+                        // untracked test comes first, alone: folded into
+                        // one match with the others, the untracked encap
+                        // took 13 instructions more, callgrind.)
                         let finished = if ctx.flows.is_none() || !v.tracks_flows() {
                             fast::finish(ctx, f, v, target, None)
                         } else if v.tracks_every_flow() {

@@ -121,6 +121,13 @@ pub enum NextHop {
 }
 
 impl NextHop {
+    /// True for an ECMP composite: a VRF with routes to one tracks flows,
+    /// to pin their members (`Vrf::ecmp_routes`).
+    #[inline]
+    pub fn is_composite(&self) -> bool {
+        matches!(self, NextHop::Composite(_))
+    }
+
     /// Type name as `vrctl nh` shows it.
     pub fn type_name(&self) -> &'static str {
         match self {

@@ -382,11 +382,6 @@ fn bump(refs: &mut super::CowVec<u32>, i: u32, up: bool) {
     let _ = refs.set(i as usize, (next > 0).then_some(next));
 }
 
-/// True if next hop `nh` is an ECMP composite.
-fn is_composite(w: &Tables, nh: NhId) -> bool {
-    matches!(w.nexthop(nh), Some(NextHop::Composite(_)))
-}
-
 /// Counts a floating IP in (or out of) VRF `vrf`, which tracks flows while it has any.
 fn count_floating(w: &mut Tables, vrf: VrfId, up: bool) {
     if let Some(old) = w.vrf(vrf) {
@@ -776,8 +771,7 @@ impl TablesWriter {
             deps(o, |d| Self::bump_dep(w, d, false));
         }
         deps(&nh, |d| Self::bump_dep(w, d, true));
-        let was = old.as_deref().is_some_and(|o| matches!(o, NextHop::Composite(_)));
-        let now = matches!(nh, NextHop::Composite(_));
+        let (was, now) = (old.as_deref().is_some_and(NextHop::is_composite), nh.is_composite());
         let _ = w.nexthops.set(id as usize, Some(Arc::new(nh)));
         if was != now {
             self.recount_ecmp_routes(w, id, now);
@@ -889,7 +883,8 @@ impl TablesWriter {
             bump(&mut w.nh_refs, o.nh, false);
         }
         bump(&mut w.nh_refs, r.target.nh, true);
-        let ecmp = |t: Option<RouteTarget>| u32::from(t.is_some_and(|t| is_composite(w, t.nh)));
+        let ecmp =
+            |t: Option<RouteTarget>| u32::from(t.and_then(|t| w.nexthop(t.nh)).is_some_and(NextHop::is_composite));
         let (gained, lost) = (ecmp(Some(r.target)), ecmp(old));
         let vrf = Arc::make_mut(w.vrfs.get_mut(r.vrf as usize).expect("checked above"));
         vrf.ecmp_routes = (vrf.ecmp_routes + gained).saturating_sub(lost);
@@ -913,7 +908,7 @@ impl TablesWriter {
         let cover = (0..p.len()).rev().find_map(|l| map.get(&(key.mask(l), l)).map(|t| (l, *t)));
         self.undo.push(K::undo(vrf_id, k, Some(old)));
         bump(&mut w.nh_refs, old.nh, false);
-        let lost = u32::from(is_composite(w, old.nh));
+        let lost = u32::from(w.nexthop(old.nh).is_some_and(NextHop::is_composite));
         let vrf = Arc::make_mut(w.vrfs.get_mut(vrf_id as usize).ok_or_else(not_found)?);
         vrf.ecmp_routes = vrf.ecmp_routes.saturating_sub(lost);
         Arc::make_mut(K::fib(vrf)).remove(key, p.len(), old, cover);

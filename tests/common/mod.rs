@@ -4,6 +4,24 @@
 #![allow(dead_code)]
 
 use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// A small deterministic generator (xorshift), so that a failing fuzz
+/// case can be replayed from its seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
 use vrouter::pipeline::{Frame, Pipeline, PipelineConfig, Spill, Verdict};
 use vrouter::pktgen::build::{self, L2};
 use vrouter::stats::Stats;
