@@ -132,6 +132,11 @@ enum Command {
         /// flow table (flows are set up in the warm-up, then hit).
         #[arg(long)]
         flow_policy: bool,
+        /// Give the pipeline a flow table but no policy, as vrouterd runs
+        /// it: a VRF tracks only the flows it must (those to an ECMP
+        /// composite, whose member they pin).
+        #[arg(long)]
+        flow_table: bool,
         /// Workers side by side on the same tables, one per core: their
         /// Mpps add up (1 to 64).
         #[arg(long, default_value_t = 1)]
@@ -209,6 +214,7 @@ fn main() -> ExitCode {
             frame_len,
             general_path,
             flow_policy,
+            flow_table,
             threads,
             json,
         } => {
@@ -239,6 +245,7 @@ fn main() -> ExitCode {
                 frame_len,
                 fast_path: !general_path,
                 flow_policy,
+                flow_table,
             };
             if !json {
                 println!("{:<22} {:>10} {:>10} {:>12} {:>10}", "case", "Mpps", "ns/pkt", "packets", "ok");

@@ -29,8 +29,8 @@ fn head<B: AsRef<[u8]> + AsMut<[u8]>>(f: &Frame<B>) -> Option<&[u8; HEAD]> {
 
 /// True if frames from `vif` may take the fast path at all: not where it
 /// is turned off, and not from a vif with floating IPs, whose answers need
-/// the flow stage to find their NAT (so, for the fast path, a VRF's policy
-/// alone says whether flows track a frame: `flow::prefetch_fast`).
+/// the flow stage to find their NAT (so, for the fast path, the VRF
+/// and its route say whether flows track a frame: `flow::prefetch_fast`).
 #[inline(always)]
 pub(super) fn allowed(cfg: &PipelineConfig, vif: &Vif) -> bool {
     cfg.fast_path && vif.floating.is_empty()
@@ -98,14 +98,21 @@ fn tcp_flags(h: &[u8; HEAD], d: &[u8]) -> u8 {
 }
 
 /// The flow hash of an IPv4 header without options, the same value as the
-/// general path's for the same packet.
+/// general path's for the same packet. The addresses, and a TCP or UDP
+/// packet's ports, are each read as one word (`flow_hash_v4` takes them
+/// in these halves).
 #[inline(always)]
 fn flow_hash(h: &[u8; HEAD], seed: u64) -> u32 {
-    let src = u32::from_be_bytes([h[26], h[27], h[28], h[29]]);
-    let dst = u32::from_be_bytes([h[30], h[31], h[32], h[33]]);
+    let addresses = u64::from_be_bytes([h[26], h[27], h[28], h[29], h[30], h[31], h[32], h[33]]);
     let proto = h[23];
-    let (sp, dp) = hash::flow_ports(proto, [h[34], h[35], h[36], h[37]], || u16::from_be_bytes([h[38], h[39]]));
-    hash::flow_hash_v4(seed, src, dst, proto, sp, dp)
+    let ports = match proto {
+        ip_proto::TCP | ip_proto::UDP => u32::from_be_bytes([h[34], h[35], h[36], h[37]]),
+        _ => {
+            let (sp, dp) = hash::flow_ports(proto, [h[34], h[35], h[36], h[37]], || u16::from_be_bytes([h[38], h[39]]));
+            (u32::from(sp) << 16) | u32::from(dp)
+        }
+    };
+    hash::flow_hash_words(seed, addresses, proto, ports)
 }
 
 /// Stage three: carries out `target` for a frame `classify` accepted, or

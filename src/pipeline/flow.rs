@@ -170,22 +170,6 @@ pub(super) fn tracked_to(t: &Tables, vrf: &Vrf, in_vif: Option<&Vif>, target: Ro
         || (vrf.ecmp_routes > 0 && t.nexthop(target.nh).is_some_and(crate::tables::NextHop::is_composite))
 }
 
-/// The settled flow of a frame the fast path took, in a VRF that tracks
-/// flows for its ECMP routes alone, once its route named a composite: a
-/// lookup made then, cold, since only such frames need one.
-#[inline]
-pub(super) fn settled_late<B: AsRef<[u8]> + AsMut<[u8]>>(
-    ctx: &Ctx<'_, B>,
-    f: &Frame<B>,
-    vrf: &Vrf,
-) -> Option<Forwarding> {
-    let table = ctx.flows?;
-    let key = super::fast::flow_key(f, vrf.id)?;
-    let mut probe = table.probe(&key);
-    table.prefetch_slots(&mut probe);
-    settled(ctx, vrf, &probe)
-}
-
 /// The first of a vector's two prefetch steps, for one packet: where its
 /// flow lives, if flows track it, with that place's tag lines on their way
 /// (the second step is `FlowTable::prefetch_slots`). The probe is written
@@ -208,16 +192,18 @@ pub(super) fn prefetch<B>(
 }
 
 /// `prefetch`, for a frame the fast path took (`fast::classify`), routed in
-/// `vrf`: the key comes straight from its header, and the VRF alone says
-/// whether flows track it (see `fast::allowed`).
+/// `vrf`, once the caller knows flows track it: in a VRF that tracks every
+/// flow (a vif with floating IPs takes no fast path: `fast::allowed`), or,
+/// in one that tracks flows for its ECMP routes alone, once its route named
+/// a composite (`tracked_to`). The key comes straight from its header.
+/// False if it has none.
 #[inline(always)]
 pub(super) fn prefetch_fast<B: AsRef<[u8]> + AsMut<[u8]>>(
-    ctx: &Ctx<'_, B>,
+    table: &FlowTable,
     f: &Frame<B>,
     vrf: &Vrf,
     probe: &mut Probe,
 ) -> bool {
-    let (Some(table), true) = (ctx.flows, vrf.tracks_every_flow()) else { return false };
     super::fast::flow_key(f, vrf.id).is_some_and(|key| start_probe(table, &key, probe))
 }
 

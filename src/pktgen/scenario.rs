@@ -380,6 +380,10 @@ pub struct BenchParams {
     /// Give the VRF a 100-rule policy, so that every packet goes through
     /// the flow table (the warm-up creates the flows; the measurement hits them).
     pub flow_policy: bool,
+    /// Give the pipeline a flow table even without a policy (`flow_policy`
+    /// implies one), as vrouterd always has: a VRF then tracks the flows
+    /// routed to its ECMP composites, to pin their member.
+    pub flow_table: bool,
 }
 
 /// A 100-rule policy for network `vrf`: 99 rules that miss (other
@@ -417,6 +421,7 @@ impl Default for BenchParams {
             frame_len: 64,
             fast_path: true,
             flow_policy: false,
+            flow_table: false,
         }
     }
 }
@@ -442,6 +447,8 @@ impl Bench {
             let vrfs: Vec<u32> = handle.load().vrfs().map(|v| v.id).collect();
             let ops: Vec<Op> = vrfs.iter().map(|&v| Op::Add(Object::Policy(v, policy_100(v)))).collect();
             writer.apply(&ops).expect("a valid policy");
+        }
+        if p.flow_policy || p.flow_table {
             let cfg = crate::flow::FlowConfig {
                 // Room for two workers' flows (--threads 2) at half load.
                 capacity: (p.flows * 4).max(1024),

@@ -30,10 +30,13 @@ pub struct Packet<T: AsRef<[u8]>> {
 }
 
 /// True when the checksum of a header without options is right: the
-/// usual header, summed in five fixed steps (the fast path's check).
+/// usual header, summed in five fixed steps (the fast path's check). The
+/// words are read in the machine's byte order: a one's-complement sum in
+/// swapped order is the swapped sum (RFC 1071, 2.B), and all ones is all
+/// ones either way, so no byte is swapped.
 #[inline(always)]
 pub fn checksum_ok(b: &[u8; HEADER_LEN]) -> bool {
-    let w = |i: usize| u64::from(u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]));
+    let w = |i: usize| u64::from(u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]));
     let mut s = w(0) + w(4) + w(8) + w(12) + w(16);
     s = (s & 0xffff_ffff) + (s >> 32);
     s = (s & 0xffff) + (s >> 16);
