@@ -755,8 +755,15 @@ fn mutated_requests_get_answers_never_panics() {
     let slots: Vec<u32> = (0..20u16)
         .map(|p| {
             let key = FlowKey::v4(BLUE, 6, u32::from(a1_ip()), u32::from(a2_ip()), 1000 + p, 80);
-            let f =
-                DirSpec { key, action: FlowAction::Forward, ecmp: None, nat: Nat::default(), route_vrf: None, hash: 0 };
+            let f = DirSpec {
+                key,
+                action: FlowAction::Forward,
+                ecmp: None,
+                nat: Nat::default(),
+                route_vrf: None,
+                hash: 0,
+                one_way: false,
+            };
             flows.create(&f, &DirSpec { key: key.reversed(), ..f }, A1, 0, 0).unwrap().slot
         })
         .collect();

@@ -24,8 +24,15 @@ fn key(i: u32, proto: u8) -> FlowKey {
 }
 
 fn pair(k: FlowKey) -> (DirSpec, DirSpec) {
-    let f =
-        DirSpec { key: k, action: FlowAction::Forward, ecmp: None, nat: Nat::default(), route_vrf: None, hash: 0x1111 };
+    let f = DirSpec {
+        key: k,
+        action: FlowAction::Forward,
+        ecmp: None,
+        nat: Nat::default(),
+        route_vrf: None,
+        hash: 0x1111,
+        one_way: false,
+    };
     (f, DirSpec { key: k.reversed(), hash: 0x2222, ..f })
 }
 
@@ -40,8 +47,15 @@ fn a_pair_is_two_linked_entries() {
     let member = RouteTarget { nh: 7, label: 20 };
     // Where the plain entries keep their hash, these keep their ports.
     let nat = Nat { dst: Some(0x0a01_0002), dport: Some(8080), ..Nat::default() };
-    let f =
-        DirSpec { key: k, action: FlowAction::Forward, ecmp: Some(member), nat, route_vrf: None, hash: 0xdead_beef };
+    let f = DirSpec {
+        key: k,
+        action: FlowAction::Forward,
+        ecmp: Some(member),
+        nat,
+        route_vrf: None,
+        hash: 0xdead_beef,
+        one_way: false,
+    };
     let r = DirSpec {
         key: k.reversed(),
         action: FlowAction::Forward,
@@ -49,6 +63,7 @@ fn a_pair_is_two_linked_entries() {
         nat: Nat { src: Some(0xb916_61bc), ..Nat::default() },
         route_vrf: Some(6),
         hash: 0xdead_beef,
+        one_way: false,
     };
     let made = t.create(&f, &r, 3, 9, 1_000).unwrap();
     let fwd = t.lookup(&k).unwrap();
@@ -227,7 +242,7 @@ fn flows_age_by_state_on_the_callers_clock() {
     let t = FlowTable::new(cfg, 8, 8);
     let mk = |i: u32, proto: u8, action: FlowAction| {
         let k = key(i, proto);
-        let f = DirSpec { key: k, action, ecmp: None, nat: Nat::default(), route_vrf: None, hash: 0 };
+        let f = DirSpec { key: k, action, ecmp: None, nat: Nat::default(), route_vrf: None, hash: 0, one_way: false };
         let r = DirSpec { key: k.reversed(), ..f };
         t.create(&f, &r, 1, 0, 0).unwrap()
     };
@@ -324,7 +339,15 @@ fn readers_never_see_a_torn_entry_while_pairs_come_and_go() {
                     // The NAT address encodes the key, so a reader can check it.
                     let k = key(i, UDP);
                     let nat = Nat { dst: Some(i ^ round), ..Nat::default() };
-                    let f = DirSpec { key: k, action: FlowAction::Forward, ecmp: None, nat, route_vrf: None, hash: 0 };
+                    let f = DirSpec {
+                        key: k,
+                        action: FlowAction::Forward,
+                        ecmp: None,
+                        nat,
+                        route_vrf: None,
+                        hash: 0,
+                        one_way: false,
+                    };
                     let r = DirSpec { key: k.reversed(), nat: Nat::default(), ..f };
                     let _ = t.create(&f, &r, 1, round, 0);
                 }
@@ -699,6 +722,46 @@ fn an_icmp_error_to_a_service_follows_the_connection_to_its_member() {
         assert_eq!(peer_of(&out), pinned, "the error of connection {sport} reached its pinned member");
     }
     assert_eq!(flows.len(), 40, "a flow per connection, none for the errors");
+}
+
+/// `frame`, a TCP segment from `tcp`, with its flags set to `flags` (and
+/// its TCP checksum made right again).
+fn with_tcp_flags(frame: &[u8], flags: u8) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    f[14 + 20 + 13] = flags;
+    f[14 + 20 + 16..14 + 20 + 18].fill(0);
+    let (src, dst) = (f[26..30].try_into().unwrap(), f[30..34].try_into().unwrap());
+    let c = transport_checksum_v4(src, dst, TCP, &f[14 + 20..]);
+    f[14 + 20 + 16..14 + 20 + 18].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+/// A VRF that tracks flows for its ECMP routes alone does not track the
+/// answers of a service's connections (they are routed to the client, not
+/// to a composite), so the TCP state of their flows is judged from the
+/// client's side: after its handshake ACK a connection is established and
+/// idles out after the idle timeout (180 s), keeping its pinned member that
+/// long, not after the half-open one (30 s). A connection that never got
+/// past its SYN still goes after 30 s.
+#[test]
+fn a_service_connection_whose_answers_are_not_tracked_ages_as_established() {
+    let (mut lab, flows) = lab_with_flows();
+    let service = Ipv4Addr::new(10, 96, 0, 10);
+    lab.pipeline.set_now(1_000);
+    let syn = tcp(from_a1(), a1_ip(), service, 40000, 80);
+    assert_eq!(lab.run(A1, syn.clone()).0, Verdict::Tx(FABRIC));
+    assert_eq!(lab.run(A1, with_tcp_flags(&syn, 0x10)).0, Verdict::Tx(FABRIC), "the handshake's ACK");
+    assert_eq!(lab.run(A1, tcp(from_a1(), a1_ip(), service, 40001, 80)).0, Verdict::Tx(FABRIC), "a SYN alone");
+    let slot = |sport| flows.lookup(&FlowKey::v4(BLUE, TCP, u32::from(a1_ip()), u32::from(service), sport, 80));
+    let entry = flows.get(slot(40000).unwrap().slot, 1_000).unwrap();
+    assert_eq!((entry.tcp, entry.packets), (TcpState::Established, 2));
+    assert_eq!(flows.get(slot(40001).unwrap().slot, 1_000).unwrap().tcp, TcpState::HalfOpen);
+    let sweep_all = |now| flows.sweep(now, 1 << 20);
+    sweep_all(1_000 + 60_000);
+    assert!(slot(40000).is_some(), "established: still there after 60 s idle");
+    assert!(slot(40001).is_none(), "half-open: gone after 30 s");
+    sweep_all(1_000 + 180_000);
+    assert!(slot(40000).is_none(), "gone after 180 s idle");
 }
 
 fn flows_stay_on_their_members(mut lab: Lab) {

@@ -132,6 +132,11 @@ pub struct DirSpec {
     /// The flow hash of its packets (`pipeline::hash::key_hash`), kept by
     /// an entry that rewrites nothing, for `Forwarding::hash`.
     pub hash: u32,
+    /// Only this direction's packets are tracked (in a VRF that tracks flows
+    /// for its ECMP routes alone, the answers go to the client, not to a
+    /// composite): the pair's TCP state is judged from this direction's
+    /// flags alone. Read from the forward entry.
+    pub one_way: bool,
 }
 
 /// Why a pair was not created.
@@ -252,8 +257,10 @@ const FLAG_FORWARD_DIR: u64 = 1 << 16;
 /// VRF. With `KIND_FORWARD`, a hit needs nothing but its pinned member,
 /// which `forward_only` answers from the action word alone.
 const FLAG_PLAIN: u64 = 1 << 17;
+/// The other direction's packets are not tracked (`DirSpec::one_way`).
+const FLAG_ONE_WAY: u64 = 1 << 18;
 /// The action word's flags that belong to the entry, not to its action.
-const ENTRY_FLAGS: u64 = FLAG_FORWARD_DIR | FLAG_PLAIN;
+const ENTRY_FLAGS: u64 = FLAG_FORWARD_DIR | FLAG_PLAIN | FLAG_ONE_WAY;
 
 const NO_ECMP: u64 = u64::MAX;
 
@@ -876,7 +883,8 @@ impl FlowTable {
         }
         let dir = if forward { FLAG_FORWARD_DIR } else { 0 };
         let plain = if d.nat.is_none() && d.route_vrf.is_none() { FLAG_PLAIN } else { 0 };
-        s.action.store(encode_action(d.action, dir | plain, generation), Relaxed);
+        let one_way = if d.one_way { FLAG_ONE_WAY } else { 0 };
+        s.action.store(encode_action(d.action, dir | plain | one_way, generation), Relaxed);
         s.ecmp.store(encode_ecmp(d.ecmp), Relaxed);
         let (a, p, w) = encode_nat(&d.nat);
         // The route VRF rides in the word of NAT flags, above them (+1, so 0 is none).
@@ -1075,7 +1083,26 @@ impl FlowTable {
         }
         let a = unpack_tcp(self.slots[slot].nat_which.load(Relaxed));
         let b = self.slots.get(reverse).map_or(0, |s| unpack_tcp(s.nat_which.load(Relaxed)));
-        let (fwd, rev) = if self.slots[slot].action.load(Relaxed) & FLAG_FORWARD_DIR != 0 { (a, b) } else { (b, a) };
+        let action = self.slots[slot].action.load(Relaxed);
+        let (fwd, rev) = if action & FLAG_FORWARD_DIR != 0 { (a, b) } else { (b, a) };
+        // With only the client's side to go by, its ACK after its SYN says
+        // the server's SYN-ACK came; a FIN says the pair is closing.
+        let forward_action = if action & FLAG_FORWARD_DIR != 0 {
+            action
+        } else {
+            self.slots.get(reverse).map_or(0, |s| s.action.load(Relaxed))
+        };
+        if forward_action & FLAG_ONE_WAY != 0 {
+            return if fwd & TCP_RST != 0 {
+                TcpState::Closed
+            } else if fwd & TCP_FIN != 0 {
+                TcpState::Closing
+            } else if fwd & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK {
+                TcpState::Established
+            } else {
+                TcpState::HalfOpen
+            };
+        }
         if (a | b) & TCP_RST != 0 || (fwd & TCP_FIN != 0 && rev & TCP_FIN != 0) {
             TcpState::Closed
         } else if (fwd | rev) & TCP_FIN != 0 {

@@ -346,7 +346,11 @@ pub(super) fn create<B>(
     let action = decide(vrf, key);
     let generation = vrf.policy_generation;
     let seed = ctx.cfg.hash_seed;
-    let mut fwd = DirSpec { key: *key, action, ecmp, nat: Nat::default(), route_vrf: None, hash: key_hash(seed, key) };
+    // Where the ECMP routes alone make the VRF track flows, the answers,
+    // routed to the client and not to a composite, are not tracked.
+    let one_way = !vrf.tracks_every_flow();
+    let mut fwd =
+        DirSpec { key: *key, action, ecmp, nat: Nat::default(), route_vrf: None, hash: key_hash(seed, key), one_way };
     let rev_key = key.reversed();
     let mut rev = DirSpec {
         key: rev_key,
@@ -355,6 +359,7 @@ pub(super) fn create<B>(
         nat: Nat::default(),
         route_vrf: None,
         hash: key_hash(seed, &rev_key),
+        one_way: false,
     };
     if let Some((vif, fip)) = out.and_then(|v| floating(v, vrf.id, key).map(|f| (v, f))) {
         let pod = vif.ipv4.map_or(0, u32::from);
