@@ -695,6 +695,8 @@ fn only_packets_to_a_composite_are_tracked_for_ecmp_alone() {
     lab.writer.apply(&[Op::Add(Object::Policy(BLUE, Policy::allow_all()))]).unwrap();
     assert_eq!(lab.run(A1, udp(1, a1_ip(), a2_ip(), 2000, 53)).0, Verdict::Tx(A2));
     assert_eq!(flows.len(), 2);
+    let both = flows.dump(None, 10, 0);
+    assert!(both.iter().any(|f| f.one_way) && both.iter().any(|f| !f.one_way), "one-way before the policy only");
 }
 
 /// In a VRF that tracks flows for its ECMP routes alone, an ICMP error a
@@ -754,7 +756,8 @@ fn a_service_connection_whose_answers_are_not_tracked_ages_as_established() {
     assert_eq!(lab.run(A1, tcp(from_a1(), a1_ip(), service, 40001, 80)).0, Verdict::Tx(FABRIC), "a SYN alone");
     let slot = |sport| flows.lookup(&FlowKey::v4(BLUE, TCP, u32::from(a1_ip()), u32::from(service), sport, 80));
     let entry = flows.get(slot(40000).unwrap().slot, 1_000).unwrap();
-    assert_eq!((entry.tcp, entry.packets), (TcpState::Established, 2));
+    assert_eq!((entry.tcp, entry.packets, entry.one_way), (TcpState::Established, 2, true));
+    assert!(flows.get(entry.reverse, 1_000).unwrap().one_way, "either entry says so");
     assert_eq!(flows.get(slot(40001).unwrap().slot, 1_000).unwrap().tcp, TcpState::HalfOpen);
     let sweep_all = |now| flows.sweep(now, 1 << 20);
     sweep_all(1_000 + 60_000);

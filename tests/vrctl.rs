@@ -287,6 +287,7 @@ fn flows_are_listed_matched_watched_and_removed() {
     let first = j[0]["index"].as_u64().unwrap().to_string();
     let one = json(&sock, &["flow", "get", &first]);
     assert_eq!(one["action"]["drop"], "flow_action_drop");
+    assert_eq!(one["one_way"], false, "under a policy both directions are tracked");
     assert_eq!(one["packets"], u64::from(one["direction"] == "forward"), "the forward entry counted one packet");
 
     // A fragmented segment of the allowed flow: its second fragment, with

@@ -675,6 +675,7 @@ fn flow_json(f: &crate::flow::FlowInfo) -> Value {
         "ecmp": f.ecmp.map(|m| json!({ "nh": m.nh, "label": (m.label != crate::tables::RouteTarget::NO_LABEL).then_some(m.label) })),
         "vif": f.vif,
         "tcp": f.tcp.as_str(),
+        "one_way": f.one_way,
         "packets": f.packets,
         "bytes": f.bytes,
         "age_ms": f.age_ms,

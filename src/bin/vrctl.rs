@@ -876,7 +876,15 @@ fn flow_table(items: &[Value]) -> String {
         "AGE",
     ]);
     for f in items {
-        let dir = format!("{}<=>{}", if f["direction"] == "forward" { "F" } else { "R" }, show(&f["reverse"]));
+        // F<=>N: a pair tracked both ways; F=>N and R<=N: only the forward
+        // direction is tracked (a service's answers, where the ECMP routes
+        // alone make the VRF track flows), so the reverse counts nothing.
+        let arrow = match (f["one_way"] == true, f["direction"] == "forward") {
+            (false, _) => "<=>",
+            (true, true) => "=>",
+            (true, false) => "<=",
+        };
+        let dir = format!("{}{arrow}{}", if f["direction"] == "forward" { "F" } else { "R" }, show(&f["reverse"]));
         let ecmp = match &f["ecmp"] {
             Value::Null => "-".into(),
             e => format!(

@@ -238,6 +238,9 @@ pub struct FlowInfo {
     pub bytes: u64,
     /// TCP state of the pair.
     pub tcp: TcpState,
+    /// The pair tracks its forward direction alone (`DirSpec::one_way`):
+    /// the reverse entry counts no packets.
+    pub one_way: bool,
     /// Milliseconds since creation, at `now`.
     pub age_ms: u64,
     /// Milliseconds since the last packet either way, at `now`.
@@ -1076,6 +1079,18 @@ impl FlowTable {
         true
     }
 
+    /// True when the pair of entry `slot` (whose other entry is `reverse`)
+    /// tracks its forward direction alone (`DirSpec::one_way`).
+    fn one_way(&self, slot: usize, reverse: usize) -> bool {
+        let action = self.slots[slot].action.load(Relaxed);
+        let forward = if action & FLAG_FORWARD_DIR != 0 {
+            action
+        } else {
+            self.slots.get(reverse).map_or(0, |s| s.action.load(Relaxed))
+        };
+        forward & FLAG_ONE_WAY != 0
+    }
+
     /// The TCP state of the pair entry `slot` belongs to.
     fn tcp_state(&self, slot: usize, reverse: usize, proto: u8) -> TcpState {
         if proto != crate::wire::ip_proto::TCP {
@@ -1083,16 +1098,10 @@ impl FlowTable {
         }
         let a = unpack_tcp(self.slots[slot].nat_which.load(Relaxed));
         let b = self.slots.get(reverse).map_or(0, |s| unpack_tcp(s.nat_which.load(Relaxed)));
-        let action = self.slots[slot].action.load(Relaxed);
-        let (fwd, rev) = if action & FLAG_FORWARD_DIR != 0 { (a, b) } else { (b, a) };
+        let (fwd, rev) = if self.slots[slot].action.load(Relaxed) & FLAG_FORWARD_DIR != 0 { (a, b) } else { (b, a) };
         // With only the client's side to go by, its ACK after its SYN says
         // the server's SYN-ACK came; a FIN says the pair is closing.
-        let forward_action = if action & FLAG_FORWARD_DIR != 0 {
-            action
-        } else {
-            self.slots.get(reverse).map_or(0, |s| s.action.load(Relaxed))
-        };
-        if forward_action & FLAG_ONE_WAY != 0 {
+        if self.one_way(slot, reverse) {
             return if fwd & TCP_RST != 0 {
                 TcpState::Closed
             } else if fwd & TCP_FIN != 0 {
@@ -1177,6 +1186,7 @@ impl FlowTable {
             packets: s.packets.load(Relaxed),
             bytes: s.bytes.load(Relaxed),
             tcp: self.tcp_state(slot as usize, hit.reverse as usize, key.proto),
+            one_way: self.one_way(slot as usize, hit.reverse as usize),
             age_ms: now.saturating_sub(origin_time(s.origin.load(Relaxed))),
             idle_ms: now.saturating_sub(last),
         })
