@@ -139,17 +139,8 @@ pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
     let mut ecmp = false;
     if let NextHop::Composite(group) = nh {
         let m = match flow {
-            // A flow whose member went away is pinned again on the general
-            // path. Its member is nearly always the one its hash selects
-            // (only the buckets of a member that left change hands), which
-            // is cheaper to check than the list of members.
-            Some(s) => {
-                let pinned = s.ecmp?;
-                if group.select(s.hash) != Some(&pinned) && !group.members().contains(&pinned) {
-                    return None;
-                }
-                pinned
-            }
+            // A flow whose member went away is pinned again on the general path.
+            Some(s) => s.ecmp.filter(|m| group.members().contains(m))?,
             None => {
                 let hv = flow_hash(h, ctx.cfg.hash_seed);
                 hash = Some(hv);
