@@ -11,24 +11,42 @@
 //! `VROUTER_BENCH_QUICK=1` shrinks the tables to 10,000 prefixes, for a
 //! smoke run (`cargo bench --bench pipeline -- --test`).
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use std::time::Duration;
 use vrouter::pktgen::scenario::{Bench, BenchParams, Case};
 
-fn pipeline(c: &mut Criterion) {
-    let quick = std::env::var_os("VROUTER_BENCH_QUICK").is_some();
-    let mut group = c.benchmark_group("pipeline");
+/// A smoke run's shrunken tables and timings (`VROUTER_BENCH_QUICK`).
+fn quick() -> bool {
+    std::env::var_os("VROUTER_BENCH_QUICK").is_some()
+}
+
+/// A group with this file's timings.
+fn group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
+    let quick = quick();
+    let mut group = c.benchmark_group(name);
     group.measurement_time(Duration::from_secs(if quick { 1 } else { 4 }));
     group.warm_up_time(Duration::from_secs(1));
     group.sample_size(if quick { 10 } else { 30 });
+    group
+}
+
+/// The tables every case runs on, in batches of `batch`.
+fn params(batch: usize) -> BenchParams {
+    let quick = quick();
+    BenchParams {
+        v4_routes: if quick { 10_000 } else { 1_000_000 },
+        v6_routes: if quick { 1_000 } else { 100_000 },
+        batch,
+        ..BenchParams::default()
+    }
+}
+
+fn pipeline(c: &mut Criterion) {
+    let mut group = group(c, "pipeline");
     for case in Case::ALL {
         for batch in [32usize, 256] {
-            let params = BenchParams {
-                v4_routes: if quick { 10_000 } else { 1_000_000 },
-                v6_routes: if quick { 1_000 } else { 100_000 },
-                batch,
-                ..BenchParams::default()
-            };
+            let params = params(batch);
             let mut bench = Bench::new(case, params);
             assert_eq!(bench.run_batch(), batch, "{} forwards every frame", case.name());
             group.throughput(Throughput::Elements(batch as u64));
@@ -39,21 +57,10 @@ fn pipeline(c: &mut Criterion) {
 }
 
 fn pipeline_flows(c: &mut Criterion) {
-    let quick = std::env::var_os("VROUTER_BENCH_QUICK").is_some();
-    let mut group = c.benchmark_group("pipeline_flows");
-    group.measurement_time(Duration::from_secs(if quick { 1 } else { 4 }));
-    group.warm_up_time(Duration::from_secs(1));
-    group.sample_size(if quick { 10 } else { 30 });
+    let mut group = group(c, "pipeline_flows");
     for case in [Case::EncapMplsoudpEcmp, Case::LocalForward] {
         for (mode, flow_table, flow_policy) in [("flow_table", true, false), ("flow_policy", false, true)] {
-            let params = BenchParams {
-                v4_routes: if quick { 10_000 } else { 1_000_000 },
-                v6_routes: if quick { 1_000 } else { 100_000 },
-                batch: 32,
-                flow_table,
-                flow_policy,
-                ..BenchParams::default()
-            };
+            let params = BenchParams { flow_table, flow_policy, ..params(32) };
             let mut bench = Bench::new(case, params);
             // The warm-up sets the flows up; the measurement hits them.
             bench.warm_up();

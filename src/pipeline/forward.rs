@@ -372,8 +372,9 @@ pub(super) fn resolve<B: AsRef<[u8]> + AsMut<[u8]>>(
     let t = ctx.t;
     let mut hash = None;
     // Flows are tracked in the VRF the packet entered by.
-    let flow = if depth == 0 && super::flow::tracked_to(t, vrf, t.vif(f.vif), target) {
-        super::flow::lookup(ctx, vrf, t.vif(f.vif), info, f.data(), probe)
+    let in_vif = t.vif(f.vif);
+    let flow = if depth == 0 && super::flow::tracked_to(t, vrf, in_vif, target) {
+        super::flow::lookup(ctx, vrf, in_vif, info, f.data(), probe)
     } else {
         super::flow::FlowStep::Off
     };

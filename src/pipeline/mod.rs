@@ -326,7 +326,7 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
                     false
                 }
             }
-            (Some(_), Some(v)) => flow::prefetch(ctx, v, t.vif(f.vif), &pending[i].info, f.data(), &mut probes[i]),
+            (Some(_), Some(v)) => flow::prefetch(ctx, v, vif, &pending[i].info, f.data(), &mut probes[i]),
             _ => false,
         };
         probed |= u32::from(made) << i;
