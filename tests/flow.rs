@@ -699,6 +699,46 @@ fn only_packets_to_a_composite_are_tracked_for_ecmp_alone() {
     assert!(both.iter().any(|f| f.one_way) && both.iter().any(|f| !f.one_way), "one-way before the policy only");
 }
 
+/// In a VRF that tracks flows for its ECMP routes alone, the first stage
+/// looks up the flows of packets to addresses near a service (the VRF's
+/// hint), before their route. A flow outlives its route: once the route no
+/// longer leads to a composite, its packets are not the flow's any more,
+/// though the flow still remembers the new route.
+#[test]
+fn a_service_flow_stops_counting_once_its_route_leaves_the_composite() {
+    let (mut lab, flows) = lab_with_flows();
+    let route = |p: &str, nh, label| {
+        Object::Route(RouteSpec { vrf: BLUE, prefix: p.parse().unwrap(), target: RouteTarget { nh, label } })
+    };
+    // A second service in the same block: BLUE keeps tracking flows for
+    // its ECMP routes after the first one's route changes.
+    lab.writer.apply(&[Op::Add(route("10.96.0.11/32", NH_ECMP, NO))]).unwrap();
+    let service = Ipv4Addr::new(10, 96, 0, 10);
+    let send = |lab: &mut Lab| {
+        let (v, out) = lab.run(A1, udp(1, a1_ip(), service, 2000, 53));
+        assert_eq!(v, Verdict::Tx(FABRIC));
+        (peer_of(&out), udp_label_of(&out))
+    };
+    let key = FlowKey::v4(BLUE, UDP, u32::from(a1_ip()), u32::from(service), 2000, 53);
+    let packets = || flows.get(flows.lookup(&key).unwrap().slot, 0).unwrap().packets;
+    // The first packet makes the flow, the second looks its route up, the
+    // rest recall it: all on the pinned member.
+    let member = send(&mut lab);
+    for _ in 0..3 {
+        assert_eq!(send(&mut lab), member);
+    }
+    assert_eq!(packets(), 4);
+    lab.writer.apply(&[Op::Update(route("10.96.0.10/32", NH_UDP, 40))]).unwrap();
+    for n in 0..3 {
+        assert_eq!(send(&mut lab), (1, 40), "packet {n}: the plain route");
+    }
+    assert_eq!(packets(), 4, "not the flow's packets any more");
+    lab.writer.apply(&[Op::Update(route("10.96.0.10/32", NH_ECMP, NO))]).unwrap();
+    assert_eq!(send(&mut lab), member, "a composite again: the flow's member");
+    assert_eq!(send(&mut lab), member);
+    assert_eq!(packets(), 6);
+}
+
 /// In a VRF that tracks flows for its ECMP routes alone, an ICMP error a
 /// pod sends about a service's answer has no flow key of its own: it goes
 /// the general way, finds the connection's flow by the packet it quotes,

@@ -350,12 +350,19 @@ fn a_vrf_counts_its_routes_to_ecmp_composites() {
         let v = w.tables().vrf(id).unwrap();
         (v.ecmp_routes, v.tracks_flows())
     };
+    // The first pipeline stage's hint: whether an address's block holds
+    // one routed to a composite.
+    let hinted = |w: &TablesWriter, id: u32, a: &str| {
+        w.tables().vrf(id).unwrap().ecmp_blocks.may_hold(u32::from(a.parse::<Ipv4Addr>().unwrap()))
+    };
     w.apply(&[vrf(2), Op::Add(Object::NextHop(2, NextHop::Receive)), Op::Add(Object::NextHop(3, ecmp(&[1, 2])))])
         .unwrap();
     assert_eq!(count(&w, 1), (0, false));
     w.apply(&[route(1, "10.96.0.10/32", 3), route(1, "10.96.0.11/32", 3), route(2, "10.96.0.10/32", 3)]).unwrap();
     w.apply(&[route(1, "10.0.0.0/8", 1), route(1, "fd00::/64", 3)]).unwrap();
     assert_eq!((count(&w, 1), count(&w, 2)), ((3, true), (1, true)));
+    assert!(hinted(&w, 1, "10.96.0.10") && hinted(&w, 1, "10.96.0.11") && hinted(&w, 2, "10.96.0.10"));
+    assert!(!hinted(&w, 1, "10.1.0.2"), "routed, but not to a composite");
     // A route moved off the composite, and one deleted.
     let moved = RouteSpec { vrf: 1, prefix: "10.96.0.11/32".parse().unwrap(), target: RouteTarget { nh: 2, label: 0 } };
     w.apply(&[Op::Update(Object::Route(moved))]).unwrap();
@@ -366,12 +373,17 @@ fn a_vrf_counts_its_routes_to_ecmp_composites() {
     let to_ecmp = Op::Update(Object::NextHop(2, ecmp(&[1])));
     err(&mut w, &[to_ecmp.clone(), route(3, "10.0.0.0/8", 1)]);
     assert_eq!(count(&w, 1), (1, true), "the failed batch counted nothing");
+    w.apply(&[route(1, "10.97.0.0/20", 2)]).unwrap();
+    assert!(!hinted(&w, 1, "10.97.15.200"), "not to a composite yet");
     w.apply(&[to_ecmp]).unwrap();
-    assert_eq!(count(&w, 1), (2, true));
+    assert_eq!(count(&w, 1), (3, true));
+    assert!(hinted(&w, 1, "10.97.15.200"), "its next hop became one");
     // And stops being one; the last composite route goes.
     w.apply(&[Op::Update(Object::NextHop(2, NextHop::Receive))]).unwrap();
     w.apply(&[Op::Delete(ObjectKey::Route(1, "10.96.0.10/32".parse().unwrap()))]).unwrap();
     assert_eq!((count(&w, 1), count(&w, 2)), ((0, false), (1, true)));
+    assert!(w.tables().vrf(1).unwrap().ecmp_blocks.is_empty(), "no composite routes, no hint");
+    assert!(hinted(&w, 2, "10.96.0.10"), "the other VRF's stays");
 }
 
 /// A next hop cannot be made a composite of itself: a clear error.

@@ -320,10 +320,17 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
             (Some(table), Some(v)) if fast[i] => {
                 if v.tracks_every_flow() {
                     flow::prefetch_fast(table, f, v, &mut probes[i])
-                } else {
-                    // Its route will say (see "Flows, late" below).
-                    ecmp_alone |= u32::from(v.ecmp_routes > 0) << i;
+                } else if v.ecmp_routes == 0 {
                     false
+                } else {
+                    // Its route will say (see "Flows, late" below). A
+                    // packet to an address the VRF's hint names (likely a
+                    // service's) has its flow looked up from here on, as
+                    // where every flow is tracked, so that a hit spares
+                    // its route lookup too.
+                    ecmp_alone |= 1 << i;
+                    v.ecmp_blocks.may_hold(pending[i].info.dst as u32)
+                        && flow::prefetch_fast(table, f, v, &mut probes[i])
                 }
             }
             (Some(_), Some(v)) => flow::prefetch(ctx, v, vif, &pending[i].info, f.data(), &mut probes[i]),
@@ -344,38 +351,21 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
     let mut settled: [Option<Forwarding>; VECTOR] = [None; VECTOR];
     let mut found = [None; VECTOR];
     let mut recalled = [false; VECTOR];
-    if let Some(table) = ctx.flows {
-        for (i, probe) in probes.iter_mut().enumerate().take(FLOW_LOOKAHEAD) {
-            if probed & (1 << i) != 0 {
-                table.prefetch_slots(probe);
-            }
-        }
-        for i in 0..frames.len() {
-            let ahead = i + FLOW_LOOKAHEAD;
-            if ahead < VECTOR && probed & (1 << ahead) != 0 {
-                table.prefetch_slots(&mut probes[ahead]);
-            }
-            // A fast frame has a probe only in a VRF that tracks flows.
-            if let (true, Some(v), true) = (fast[i], vrfs[i], probed & (1 << i) != 0) {
-                // Used from here, not read back from `settled`: the array
-                // is written field by field, and reading it whole at once
-                // stalls on the store forward (perf).
-                let Some(s) = flow::settled(ctx, v, &probes[i]) else { continue };
-                settled[i] = Some(s);
-                // A decapsulated packet's label named its next hop already.
-                let target = match pending[i].target {
-                    Some(target) => Some(target),
-                    None => {
-                        let Some(target) = v.v4.recall(s.route.route()) else { continue };
-                        (found[i], recalled[i]) = (target, true);
-                        target
-                    }
-                };
-                if let Some(target) = target {
-                    done[i] = fast::finish(ctx, &mut frames[i], v, target, Some(s));
-                }
-            }
-        }
+    if let (Some(table), true) = (ctx.flows, probed != 0) {
+        flow_hits(
+            ctx,
+            table,
+            frames,
+            probed,
+            &fast,
+            &vrfs,
+            pending,
+            probes,
+            &mut settled,
+            &mut found,
+            &mut recalled,
+            &mut done,
+        );
     }
     // Stage two: every route lookup of the vector, per family, at once.
     let mut v4_fibs: [&Fib<u32>; VECTOR] = [t.empty_fib_v4(); VECTOR];
@@ -421,7 +411,7 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
     // routes: 155 ns against 108).
     let (late, probed_late) = match ctx.flows {
         Some(table) if ecmp_alone != 0 => {
-            flow_late(ctx, table, frames, ecmp_alone, &done, &vrfs, &found, probes, &mut settled)
+            flow_late(ctx, table, frames, ecmp_alone, probed, &done, &vrfs, &found, probes, &mut settled)
         }
         _ => (0, 0),
     };
@@ -476,11 +466,70 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
     watch.mark(Stage::Rewrite);
 }
 
+/// Flows, step two (see `process_vector`), for the frames with a probe
+/// (`probed`): fetches their slots, a few frames ahead, reads each fast
+/// frame's flow into `settled`, and finishes the frames whose flow
+/// remembers their route (`recalled`, `found`) in `done`. Out of line, and
+/// called only when some frame has a probe, so that the untracked path's
+/// registers do not pay for it.
+#[inline(never)]
+#[allow(clippy::too_many_arguments)] // The vector's per-frame arrays.
+fn flow_hits<B: AsRef<[u8]> + AsMut<[u8]>>(
+    ctx: &mut Ctx<'_, B>,
+    table: &crate::flow::FlowTable,
+    frames: &mut [Frame<B>],
+    probed: u32,
+    fast: &[bool; VECTOR],
+    vrfs: &[Option<&Vrf>; VECTOR],
+    pending: &[Pending; VECTOR],
+    probes: &mut [Probe; VECTOR],
+    settled: &mut [Option<Forwarding>; VECTOR],
+    found: &mut [Option<RouteTarget>; VECTOR],
+    recalled: &mut [bool; VECTOR],
+    done: &mut [Step; VECTOR],
+) {
+    for (i, probe) in probes.iter_mut().enumerate().take(FLOW_LOOKAHEAD) {
+        if probed & (1 << i) != 0 {
+            table.prefetch_slots(probe);
+        }
+    }
+    for i in 0..frames.len() {
+        let ahead = i + FLOW_LOOKAHEAD;
+        if ahead < VECTOR && probed & (1 << ahead) != 0 {
+            table.prefetch_slots(&mut probes[ahead]);
+        }
+        // A fast frame has a probe only in a VRF that tracks flows.
+        if let (true, Some(v), true) = (fast[i], vrfs[i], probed & (1 << i) != 0) {
+            // Used from here, not read back from `settled`: the array
+            // is written field by field, and reading it whole at once
+            // stalls on the store forward (perf).
+            let Some(s) = flow::settled(ctx, v, &probes[i]) else { continue };
+            settled[i] = Some(s);
+            // A decapsulated packet's label named its next hop already.
+            let target = match pending[i].target {
+                Some(target) => Some(target),
+                None => {
+                    let Some(target) = v.v4.recall(s.route.route()) else { continue };
+                    (found[i], recalled[i]) = (target, true);
+                    target
+                }
+            };
+            // Where only the ECMP routes track flows, the route must
+            // still be one (a flow outlives a route that changed).
+            if let Some(target) = target.filter(|&t| v.tracks_every_flow() || flow::tracked_to(ctx.t, v, None, t)) {
+                done[i] = fast::finish(ctx, &mut frames[i], v, target, Some(s));
+            }
+        }
+    }
+}
+
 /// The frames of a vector that the fast path took in VRFs that track
 /// flows for their ECMP routes alone (`candidates`), and that their routes
 /// sent to a composite: their flows, looked up together (see "Flows, late" in
 /// `process_vector`). Answers those frames, and those that had a flow key
-/// and so a probe; `settled` gets their flows. Out of line, and called only
+/// and so a probe; `settled` gets their flows. The frames the first stage
+/// probed already (`early`: the VRF's hint named their address) were read
+/// in step two, and are not looked up again. Out of line, and called only
 /// when there are such frames: inlined, it cost the vector's other paths
 /// 3-7 instructions a packet in spilled registers (callgrind).
 #[inline(never)]
@@ -490,6 +539,7 @@ fn flow_late<B: AsRef<[u8]> + AsMut<[u8]>>(
     table: &crate::flow::FlowTable,
     frames: &[Frame<B>],
     candidates: u32,
+    early: u32,
     done: &[Step; VECTOR],
     vrfs: &[Option<&Vrf>; VECTOR],
     found: &[Option<RouteTarget>; VECTOR],
@@ -504,8 +554,9 @@ fn flow_late<B: AsRef<[u8]> + AsMut<[u8]>>(
         if let (None, Some(v), Some(target)) = (done[i], vrfs[i], found[i]) {
             if flow::tracked_to(ctx.t, v, None, target) {
                 late |= 1 << i;
-                // A frame with no flow key keeps `settled` empty: the general path's.
-                if flow::prefetch_fast(table, &frames[i], v, &mut probes[i]) {
+                // A frame with no flow key keeps `settled` empty: the general
+                // path's. One the first stage probed (`early`) was read.
+                if early & (1 << i) == 0 && flow::prefetch_fast(table, &frames[i], v, &mut probes[i]) {
                     probed |= 1 << i;
                 }
             }

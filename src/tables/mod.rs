@@ -13,6 +13,7 @@
 
 mod cow;
 pub mod ecmp;
+mod ecmp_blocks;
 pub mod lpm;
 pub mod nexthop;
 pub mod vif;
@@ -20,6 +21,7 @@ mod writer;
 
 pub use cow::CowVec;
 pub use ecmp::EcmpGroup;
+pub use ecmp_blocks::EcmpBlocks;
 pub use lpm::{Fib, FibKey, Route};
 pub use nexthop::{NextHop, NhId, Tunnel, TunnelEncap};
 pub use vif::{FloatingIp, Vif, VifFlags, VifIndex, VifKind};
@@ -109,6 +111,10 @@ pub struct Vrf {
     /// without a policy: a flow pins its member, so that a connection
     /// stays on its pod while endpoints come and go.
     pub ecmp_routes: u32,
+    /// The /24 blocks with addresses routed to a composite, as a hint for
+    /// the first pipeline stage (`EcmpBlocks`). The writer makes it again
+    /// after a batch that changed the VRF's ECMP routes.
+    pub ecmp_blocks: EcmpBlocks,
 }
 
 impl Vrf {

@@ -3,7 +3,7 @@
 
 use super::ecmp::MAX_MEMBERS;
 use super::lpm::{Fib, FibKey};
-use super::{Label, NextHop, NhId, RouteTarget, Tables, Vif, VifIndex, VifKind, Vrf, VrfId};
+use super::{EcmpBlocks, Label, NextHop, NhId, RouteTarget, Tables, Vif, VifIndex, VifKind, Vrf, VrfId};
 use crate::wire::mpls;
 use ahash::AHashMap;
 use arc_swap::ArcSwap;
@@ -320,6 +320,9 @@ pub struct TablesWriter {
     /// log for batches that fail.
     routes: AHashMap<VrfId, VrfRoutes>,
     undo: Vec<Undo>,
+    /// The VRFs whose ECMP routes the batch being applied changed: their
+    /// `ecmp_blocks` is made again before it is published.
+    ecmp_changed: Vec<VrfId>,
     /// Snapshots replaced but perhaps still read by a worker. The writer
     /// frees them once it holds the last reference, so that freeing an old
     /// snapshot (tens of thousands of trie nodes) never lands on a worker.
@@ -414,6 +417,7 @@ impl TablesWriter {
             current,
             routes: AHashMap::new(),
             undo: Vec::new(),
+            ecmp_changed: Vec::new(),
             retired: Vec::new(),
         };
         (w, handle)
@@ -485,6 +489,7 @@ impl TablesWriter {
     /// Returns the generation of the new snapshot.
     pub fn apply(&mut self, ops: &[Op]) -> Result<u64, BatchError> {
         let mut work = (*self.current).clone();
+        self.ecmp_changed.clear();
         for (index, op) in ops.iter().enumerate() {
             if let Err(error) = self.apply_one(&mut work, op) {
                 self.rollback();
@@ -492,6 +497,7 @@ impl TablesWriter {
             }
         }
         self.undo.clear();
+        self.remake_ecmp_blocks(&mut work);
         work.generation += 1;
         let generation = work.generation;
         let published = Arc::new(work);
@@ -502,6 +508,28 @@ impl TablesWriter {
         self.retired.push(old);
         self.reclaim();
         Ok(generation)
+    }
+
+    /// Makes `ecmp_blocks` again for the VRFs whose ECMP routes the batch
+    /// changed, from their prefix lists: once per batch, not per route, so
+    /// that a batch of a thousand service routes scans its VRF once.
+    fn remake_ecmp_blocks(&mut self, w: &mut Tables) {
+        self.ecmp_changed.sort_unstable();
+        self.ecmp_changed.dedup();
+        for &id in &self.ecmp_changed {
+            let Some(routes) = self.routes.get(&id) else { continue };
+            let ecmp: Vec<(u32, u8)> = routes
+                .v4
+                .iter()
+                .filter(|&(&(_, len), t)| {
+                    len >= super::ecmp_blocks::WIDEST && w.nexthop(t.nh).is_some_and(NextHop::is_composite)
+                })
+                .map(|(&k, _)| k)
+                .collect();
+            if let Some(vrf) = w.vrfs.get_mut(id as usize) {
+                Arc::make_mut(vrf).ecmp_blocks = EcmpBlocks::new(ecmp.iter().copied());
+            }
+        }
     }
 
     /// Frees the replaced snapshots no worker holds any more. `apply` calls
@@ -648,6 +676,7 @@ impl TablesWriter {
                     policy_generation: 0,
                     floating_ips: 0,
                     ecmp_routes: 0,
+                    ecmp_blocks: EcmpBlocks::default(),
                 }
             }
         };
@@ -783,7 +812,7 @@ impl TablesWriter {
     /// every VRF's routes to it change its `ecmp_routes`. A scan of all
     /// routes, for a rare change (a service's next hop is made a
     /// composite from the start).
-    fn recount_ecmp_routes(&self, w: &mut Tables, id: NhId, now: bool) {
+    fn recount_ecmp_routes(&mut self, w: &mut Tables, id: NhId, now: bool) {
         for (&vrf_id, routes) in &self.routes {
             let n = routes.v4.values().chain(routes.v6.values()).filter(|t| t.nh == id).count() as u32;
             if n == 0 {
@@ -793,6 +822,7 @@ impl TablesWriter {
                 let vrf = Arc::make_mut(vrf);
                 vrf.ecmp_routes = if now { vrf.ecmp_routes + n } else { vrf.ecmp_routes.saturating_sub(n) };
             }
+            self.ecmp_changed.push(vrf_id);
         }
     }
 
@@ -888,6 +918,9 @@ impl TablesWriter {
         let (gained, lost) = (ecmp(Some(r.target)), ecmp(old));
         let vrf = Arc::make_mut(w.vrfs.get_mut(r.vrf as usize).expect("checked above"));
         vrf.ecmp_routes = (vrf.ecmp_routes + gained).saturating_sub(lost);
+        if gained + lost > 0 {
+            self.ecmp_changed.push(r.vrf);
+        }
         Arc::make_mut(K::fib(vrf)).insert(key, r.prefix.len(), r.target, old);
         Ok(())
     }
@@ -911,6 +944,9 @@ impl TablesWriter {
         let lost = u32::from(w.nexthop(old.nh).is_some_and(NextHop::is_composite));
         let vrf = Arc::make_mut(w.vrfs.get_mut(vrf_id as usize).ok_or_else(not_found)?);
         vrf.ecmp_routes = vrf.ecmp_routes.saturating_sub(lost);
+        if lost > 0 {
+            self.ecmp_changed.push(vrf_id);
+        }
         Arc::make_mut(K::fib(vrf)).remove(key, p.len(), old, cover);
         Ok(())
     }

@@ -1,0 +1,135 @@
+//! Which /24 blocks of a VRF's IPv4 space hold addresses routed to an
+//! ECMP composite, such as a service range: a bit set the first pipeline
+//! stage reads before any route lookup.
+//!
+//! In a VRF that tracks flows for its ECMP routes alone, a packet's route
+//! says whether it belongs to a flow, so its flow lookup had to wait for
+//! the route lookup, and a hit could not spare it. With this hint the
+//! first stage starts the flow lookups of the packets it names, as it does
+//! where every packet is tracked. A hint, not an answer: it may name an
+//! address that has no such route (another address of its block does, or
+//! a hash collision, about one block in sixteen at most), which costs that
+//! packet a probe for nothing; it leaves out the routes wider than
+//! `WIDEST` (whose packets are looked up after their route, as before).
+//! The route still decides whether a packet is tracked.
+
+use std::sync::Arc;
+
+/// The block's prefix length: a service range's addresses share few.
+const BLOCK_LEN: u8 = 24;
+/// Routes wider than this are left out: a /15 would mark 512 blocks, a
+/// default route all of them, and make the hint name everything.
+pub const WIDEST: u8 = 16;
+/// Bits kept per block, at least: the share of other blocks a hint names
+/// falls to about 1 in this many.
+const BITS_PER_BLOCK: usize = 16;
+/// The smallest set, in bits.
+const MIN_BITS: usize = 1 << 10;
+/// The largest set, in bits (2 MiB): a VRF with more blocks than this
+/// allows for gets more false hints, nothing worse.
+const MAX_BITS: usize = 1 << 24;
+
+/// The hint. Empty (naming no address) by default, and while the VRF has
+/// no IPv4 route of `WIDEST` bits or longer to a composite.
+#[derive(Clone, Default)]
+pub struct EcmpBlocks {
+    bits: Option<Arc<[u64]>>,
+    /// 32 minus log2 of the set's size in bits: a product's top bits index it.
+    shift: u32,
+}
+
+impl EcmpBlocks {
+    /// The hint for these routes (address and prefix length, the address
+    /// masked to it).
+    pub fn new(routes: impl Iterator<Item = (u32, u8)> + Clone) -> EcmpBlocks {
+        let blocks = |len: u8| 1usize << (BLOCK_LEN - len.min(BLOCK_LEN));
+        let n: usize = routes.clone().filter(|&(_, len)| len >= WIDEST).map(|(_, len)| blocks(len)).sum();
+        if n == 0 {
+            return EcmpBlocks::default();
+        }
+        let size = n.saturating_mul(BITS_PER_BLOCK).next_power_of_two().clamp(MIN_BITS, MAX_BITS);
+        let shift = 32 - size.trailing_zeros();
+        let mut bits = vec![0u64; size / 64];
+        for (addr, len) in routes.filter(|&(_, len)| len >= WIDEST) {
+            let first = addr >> (32 - BLOCK_LEN);
+            for block in first..first + blocks(len) as u32 {
+                let i = index(block, shift);
+                bits[i / 64] |= 1 << (i % 64);
+            }
+        }
+        EcmpBlocks { bits: Some(bits.into()), shift }
+    }
+
+    /// False if no route of `WIDEST` bits or longer to a composite covers
+    /// an address of `addr`'s block; true if one may.
+    #[inline(always)]
+    pub fn may_hold(&self, addr: u32) -> bool {
+        let Some(bits) = &self.bits else { return false };
+        let i = index(addr >> (32 - BLOCK_LEN), self.shift);
+        bits.get(i / 64).is_some_and(|w| w >> (i % 64) & 1 != 0)
+    }
+
+    /// True while it names no address.
+    pub fn is_empty(&self) -> bool {
+        self.bits.is_none()
+    }
+}
+
+/// Multiplicative (Fibonacci) hashing: the top bits of the product, so
+/// that consecutive blocks spread over the set.
+#[inline(always)]
+fn index(block: u32, shift: u32) -> usize {
+    (block.wrapping_mul(0x9e37_79b1) >> shift) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn others() -> impl Iterator<Item = u32> {
+        (0..100_000u32).map(|i| 0x0a01_0000 + i).chain((0..100_000u32).map(|i| i.wrapping_mul(2_654_435_761)))
+    }
+
+    #[test]
+    fn names_every_service_address_and_few_others() {
+        // A thousand services, consecutive in 10.96.0.0/12, as Kubernetes
+        // gives them: four blocks.
+        let services: Vec<u32> = (0..1000).map(|i| 0x0a60_0000 + i).collect();
+        let h = EcmpBlocks::new(services.iter().map(|&a| (a, 32)));
+        assert!(services.iter().all(|&a| h.may_hold(a)));
+        let in_service_blocks = |a: u32| (0x0a60_0000..=0x0a60_03ff).contains(&a);
+        let (mut named, mut n) = (0, 0);
+        for a in others().filter(|&a| !in_service_blocks(a)) {
+            named += u32::from(h.may_hold(a));
+            n += 1;
+        }
+        let share = f64::from(named) / f64::from(n);
+        assert!(share < 1.5 / BITS_PER_BLOCK as f64, "{named} of {n} other addresses named");
+    }
+
+    #[test]
+    fn a_prefix_names_its_whole_range_and_a_too_wide_one_nothing() {
+        let h = EcmpBlocks::new([(0xc0a8_0000, 20), (0x0a00_0000, 8)].into_iter());
+        assert!((0xc0a8_0000..0xc0a8_1000u32).all(|a| h.may_hold(a)));
+        assert!(!h.may_hold(0xc0a8_1000) || !h.may_hold(0xc0a8_2000), "the next blocks, both named");
+        let wide = EcmpBlocks::new([(0x0a00_0000, 8), (0, 0)].into_iter());
+        assert!(wide.is_empty());
+        assert!(!wide.may_hold(0x0a01_0203));
+    }
+
+    #[test]
+    fn an_empty_hint_names_nothing() {
+        let h = EcmpBlocks::new(std::iter::empty());
+        assert!(h.is_empty());
+        assert!(!others().any(|a| h.may_hold(a)));
+        assert!(!EcmpBlocks::default().may_hold(0));
+    }
+
+    #[test]
+    fn a_huge_set_stays_bounded_and_still_names_its_routes() {
+        let routes: Vec<(u32, u8)> = (0..2_000_000u32).map(|i| (i.wrapping_mul(7919) << 8, 24)).collect();
+        let h = EcmpBlocks::new(routes.iter().copied());
+        assert_eq!(h.bits.as_ref().map(|b| b.len() * 64), Some(MAX_BITS));
+        assert!(routes.iter().all(|&(a, _)| h.may_hold(a | 0x7f)));
+    }
+}
