@@ -370,11 +370,12 @@ fn a_vrf_counts_its_routes_to_ecmp_composites() {
     assert_eq!(count(&w, 1), (1, true));
     // Next hop 2 becomes a composite: the route to it counts now, in a
     // batch that fails later, and then in one that holds.
+    w.apply(&[route(1, "10.97.0.0/20", 2)]).unwrap();
+    assert!(!hinted(&w, 1, "10.97.15.200"), "not to a composite yet");
     let to_ecmp = Op::Update(Object::NextHop(2, ecmp(&[1])));
     err(&mut w, &[to_ecmp.clone(), route(3, "10.0.0.0/8", 1)]);
     assert_eq!(count(&w, 1), (1, true), "the failed batch counted nothing");
-    w.apply(&[route(1, "10.97.0.0/20", 2)]).unwrap();
-    assert!(!hinted(&w, 1, "10.97.15.200"), "not to a composite yet");
+    assert!(!hinted(&w, 1, "10.97.15.200"), "nor changed the hint");
     w.apply(&[to_ecmp]).unwrap();
     assert_eq!(count(&w, 1), (3, true));
     assert!(hinted(&w, 1, "10.97.15.200"), "its next hop became one");

@@ -25,9 +25,10 @@ pub const WIDEST: u8 = 16;
 const BITS_PER_BLOCK: usize = 16;
 /// The smallest set, in bits.
 const MIN_BITS: usize = 1 << 10;
-/// The largest set, in bits (2 MiB): a VRF with more blocks than this
-/// allows for gets more false hints, nothing worse.
-const MAX_BITS: usize = 1 << 24;
+/// The largest set, in bits (512 KiB; the writer's counts for it, 8 MiB): a
+/// VRF whose wide ECMP routes cover more blocks than this allows for gets
+/// more false hints, nothing worse.
+const MAX_BITS: usize = 1 << 22;
 
 /// The hint. Empty (naming no address) by default, and while the VRF has
 /// no IPv4 route of `WIDEST` bits or longer to a composite.
@@ -42,22 +43,11 @@ impl EcmpBlocks {
     /// The hint for these routes (address and prefix length, the address
     /// masked to it).
     pub fn new(routes: impl Iterator<Item = (u32, u8)> + Clone) -> EcmpBlocks {
-        let blocks = |len: u8| 1usize << (BLOCK_LEN - len.min(BLOCK_LEN));
-        let n: usize = routes.clone().filter(|&(_, len)| len >= WIDEST).map(|(_, len)| blocks(len)).sum();
-        if n == 0 {
-            return EcmpBlocks::default();
+        let mut index = EcmpBlockIndex::default();
+        for (addr, len) in routes.clone() {
+            index.route(addr, len, true);
         }
-        let size = n.saturating_mul(BITS_PER_BLOCK).next_power_of_two().clamp(MIN_BITS, MAX_BITS);
-        let shift = 32 - size.trailing_zeros();
-        let mut bits = vec![0u64; size / 64];
-        for (addr, len) in routes.filter(|&(_, len)| len >= WIDEST) {
-            let first = addr >> (32 - BLOCK_LEN);
-            for block in first..first + blocks(len) as u32 {
-                let i = index(block, shift);
-                bits[i / 64] |= 1 << (i % 64);
-            }
-        }
-        EcmpBlocks { bits: Some(bits.into()), shift }
+        index.hint(|| routes.clone())
     }
 
     /// False if no route of `WIDEST` bits or longer to a composite covers
@@ -73,6 +63,88 @@ impl EcmpBlocks {
     pub fn is_empty(&self) -> bool {
         self.bits.is_none()
     }
+}
+
+/// The writer's side of one VRF's hint: per bit of the set, how many
+/// (route, block) pairs hash to it, so that a route's change sets or
+/// clears bits in place, with no scan of the VRF's routes. The set is
+/// sized again, from the routes, only when the number of pairs has grown
+/// past it or shrunk to a quarter of it: a VRF that gains a million ECMP
+/// routes in a thousand batches scans its routes about a dozen times, not
+/// a thousand.
+#[derive(Default)]
+pub(crate) struct EcmpBlockIndex {
+    /// Per bit, the pairs that hash to it; one that reaches `u16::MAX`
+    /// stays there, and its bit set, until the set is sized again.
+    refs: Vec<u16>,
+    bits: Vec<u64>,
+    shift: u32,
+    /// (route, block) pairs counted.
+    pairs: usize,
+}
+
+impl EcmpBlockIndex {
+    /// Counts (`add`) or uncounts a route to a composite, as its address
+    /// and prefix length. Routes wider than `WIDEST` are left out.
+    pub(crate) fn route(&mut self, addr: u32, len: u8, add: bool) {
+        if !(WIDEST..=32).contains(&len) {
+            return;
+        }
+        let first = addr >> (32 - BLOCK_LEN);
+        let n = blocks(len);
+        self.pairs = if add { self.pairs + n } else { self.pairs.saturating_sub(n) };
+        if self.bits.is_empty() {
+            // Sized (and filled) by the next `hint`.
+            return;
+        }
+        for block in first..first + n as u32 {
+            let i = index(block, self.shift);
+            let r = &mut self.refs[i];
+            match (add, *r) {
+                (_, u16::MAX) => {}
+                (true, _) => {
+                    *r += 1;
+                    self.bits[i / 64] |= 1 << (i % 64);
+                }
+                (false, 0) => {}
+                (false, _) => {
+                    *r -= 1;
+                    if *r == 0 {
+                        self.bits[i / 64] &= !(1 << (i % 64));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The hint as counted, to publish. `routes` lists the VRF's routes to
+    /// composites as they are now, for when the set must be sized again.
+    pub(crate) fn hint<I: Iterator<Item = (u32, u8)>>(&mut self, routes: impl Fn() -> I) -> EcmpBlocks {
+        if self.pairs == 0 {
+            *self = EcmpBlockIndex::default();
+            return EcmpBlocks::default();
+        }
+        let size = size_for(self.pairs);
+        let have = self.bits.len() * 64;
+        if size > have || size * 4 <= have {
+            self.refs = vec![0; size];
+            self.bits = vec![0; size / 64];
+            self.shift = 32 - size.trailing_zeros();
+            self.pairs = 0;
+            for (addr, len) in routes() {
+                self.route(addr, len, true);
+            }
+        }
+        EcmpBlocks { bits: Some(self.bits.as_slice().into()), shift: self.shift }
+    }
+}
+
+fn blocks(len: u8) -> usize {
+    1 << (BLOCK_LEN - len.min(BLOCK_LEN))
+}
+
+fn size_for(pairs: usize) -> usize {
+    pairs.saturating_mul(BITS_PER_BLOCK).next_power_of_two().clamp(MIN_BITS, MAX_BITS)
 }
 
 /// Multiplicative (Fibonacci) hashing: the top bits of the product, so
@@ -115,6 +187,58 @@ mod tests {
         let wide = EcmpBlocks::new([(0x0a00_0000, 8), (0, 0)].into_iter());
         assert!(wide.is_empty());
         assert!(!wide.may_hold(0x0a01_0203));
+    }
+
+    /// Routes come and go, overlapping, in batches: the hint counted in
+    /// place is the one made from scratch at the same size, bit for bit.
+    #[test]
+    fn a_hint_counted_in_place_matches_one_made_from_scratch() {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut live: Vec<(u32, u8)> = Vec::new();
+        let mut counted = EcmpBlockIndex::default();
+        for batch in 0..300 {
+            for _ in 0..(next() % 40) {
+                if live.is_empty() || next() % 3 != 0 {
+                    let len = 16 + (next() % 17) as u8;
+                    // A small space, so that routes overlap and share blocks.
+                    let addr = (0x0a60_0000 | (next() as u32 & 0x000f_ffff)) & (u32::MAX << (32 - len));
+                    live.push((addr, len));
+                    counted.route(addr, len, true);
+                } else {
+                    let (addr, len) = live.swap_remove((next() % live.len() as u64) as usize);
+                    counted.route(addr, len, false);
+                }
+            }
+            let hint = counted.hint(|| live.iter().copied());
+            assert_eq!(hint.is_empty(), live.is_empty(), "batch {batch}");
+            let Some(bits) = &hint.bits else { continue };
+            let mut fresh = vec![0u64; bits.len()];
+            for &(addr, len) in &live {
+                for block in (addr >> 8)..(addr >> 8) + blocks(len) as u32 {
+                    let i = index(block, hint.shift);
+                    fresh[i / 64] |= 1 << (i % 64);
+                }
+            }
+            assert_eq!(&bits[..], &fresh[..], "batch {batch}: {} routes", live.len());
+            assert!(live
+                .iter()
+                .all(|&(a, len)| hint.may_hold(a)
+                    && hint.may_hold(a | u32::MAX.checked_shr(u32::from(len)).unwrap_or(0))));
+        }
+        // Grown for many routes, the set shrinks again when few are left.
+        counted = EcmpBlockIndex::default();
+        let many: Vec<(u32, u8)> = (0..5000u32).map(|i| (0x0a60_0000 + (i << 8), 24)).collect();
+        many.iter().for_each(|&(a, l)| counted.route(a, l, true));
+        let big = counted.hint(|| many.iter().copied()).bits.map_or(0, |b| b.len() * 64);
+        many[1..].iter().for_each(|&(a, l)| counted.route(a, l, false));
+        let small = counted.hint(|| many[..1].iter().copied()).bits.map_or(0, |b| b.len() * 64);
+        assert_eq!((big, small), (size_for(5000), MIN_BITS));
     }
 
     #[test]

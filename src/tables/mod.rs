@@ -112,8 +112,8 @@ pub struct Vrf {
     /// stays on its pod while endpoints come and go.
     pub ecmp_routes: u32,
     /// The /24 blocks with addresses routed to a composite, as a hint for
-    /// the first pipeline stage (`EcmpBlocks`). The writer makes it again
-    /// after a batch that changed the VRF's ECMP routes.
+    /// the first pipeline stage (`EcmpBlocks`). The writer publishes it
+    /// again after a batch that changed the VRF's ECMP routes.
     pub ecmp_blocks: EcmpBlocks,
 }
 

@@ -2,6 +2,7 @@
 //! published atomically.
 
 use super::ecmp::MAX_MEMBERS;
+use super::ecmp_blocks::EcmpBlockIndex;
 use super::lpm::{Fib, FibKey};
 use super::{EcmpBlocks, Label, NextHop, NhId, RouteTarget, Tables, Vif, VifIndex, VifKind, Vrf, VrfId};
 use crate::wire::mpls;
@@ -320,9 +321,12 @@ pub struct TablesWriter {
     /// log for batches that fail.
     routes: AHashMap<VrfId, VrfRoutes>,
     undo: Vec<Undo>,
-    /// The VRFs whose ECMP routes the batch being applied changed: their
-    /// `ecmp_blocks` is made again before it is published.
-    ecmp_changed: Vec<VrfId>,
+    /// The IPv4 routes to composites that the batch being applied gained
+    /// (true) or lost, in order: counted into `ecmp_blocks` once the batch
+    /// holds, forgotten if it fails.
+    ecmp_changes: Vec<(VrfId, u32, u8, bool)>,
+    /// Each VRF's count behind its `Vrf::ecmp_blocks` hint.
+    ecmp_blocks: AHashMap<VrfId, EcmpBlockIndex>,
     /// Snapshots replaced but perhaps still read by a worker. The writer
     /// frees them once it holds the last reference, so that freeing an old
     /// snapshot (tens of thousands of trie nodes) never lands on a worker.
@@ -334,6 +338,8 @@ trait Family: FibKey {
     fn routes(r: &mut VrfRoutes) -> &mut AHashMap<(Self, u8), RouteTarget>;
     fn fib(v: &mut Vrf) -> &mut Arc<Fib<Self>>;
     fn undo(vrf: VrfId, key: (Self, u8), old: Option<RouteTarget>) -> Undo;
+    /// The key as an IPv4 address, for the IPv4 family.
+    fn v4(key: Self) -> Option<u32>;
 }
 
 impl Family for u32 {
@@ -347,6 +353,9 @@ impl Family for u32 {
     fn undo(vrf: VrfId, key: (u32, u8), old: Option<RouteTarget>) -> Undo {
         Undo::V4(vrf, key, old)
     }
+    fn v4(key: u32) -> Option<u32> {
+        Some(key)
+    }
 }
 
 impl Family for u128 {
@@ -359,6 +368,9 @@ impl Family for u128 {
     }
     fn undo(vrf: VrfId, key: (u128, u8), old: Option<RouteTarget>) -> Undo {
         Undo::V6(vrf, key, old)
+    }
+    fn v4(_: u128) -> Option<u32> {
+        None
     }
 }
 
@@ -417,7 +429,8 @@ impl TablesWriter {
             current,
             routes: AHashMap::new(),
             undo: Vec::new(),
-            ecmp_changed: Vec::new(),
+            ecmp_changes: Vec::new(),
+            ecmp_blocks: AHashMap::new(),
             retired: Vec::new(),
         };
         (w, handle)
@@ -489,7 +502,7 @@ impl TablesWriter {
     /// Returns the generation of the new snapshot.
     pub fn apply(&mut self, ops: &[Op]) -> Result<u64, BatchError> {
         let mut work = (*self.current).clone();
-        self.ecmp_changed.clear();
+        self.ecmp_changes.clear();
         for (index, op) in ops.iter().enumerate() {
             if let Err(error) = self.apply_one(&mut work, op) {
                 self.rollback();
@@ -510,24 +523,34 @@ impl TablesWriter {
         Ok(generation)
     }
 
-    /// Makes `ecmp_blocks` again for the VRFs whose ECMP routes the batch
-    /// changed, from their prefix lists: once per batch, not per route, so
-    /// that a batch of a thousand service routes scans its VRF once.
+    /// Counts the batch's changes of IPv4 routes to composites into the
+    /// VRFs' hints, and publishes each changed VRF's hint once.
     fn remake_ecmp_blocks(&mut self, w: &mut Tables) {
-        self.ecmp_changed.sort_unstable();
-        self.ecmp_changed.dedup();
-        for &id in &self.ecmp_changed {
-            let Some(routes) = self.routes.get(&id) else { continue };
-            let ecmp: Vec<(u32, u8)> = routes
-                .v4
-                .iter()
-                .filter(|&(&(_, len), t)| {
-                    len >= super::ecmp_blocks::WIDEST && w.nexthop(t.nh).is_some_and(NextHop::is_composite)
-                })
-                .map(|(&k, _)| k)
-                .collect();
+        let mut changed: Vec<VrfId> = Vec::new();
+        for &(vrf, addr, len, add) in &self.ecmp_changes {
+            self.ecmp_blocks.entry(vrf).or_default().route(addr, len, add);
+            changed.push(vrf);
+        }
+        changed.sort_unstable();
+        changed.dedup();
+        for id in changed {
+            let (Some(index), Some(routes)) = (self.ecmp_blocks.get_mut(&id), self.routes.get(&id)) else {
+                self.ecmp_blocks.remove(&id);
+                continue;
+            };
+            let to_composites = || {
+                routes
+                    .v4
+                    .iter()
+                    .filter(|&(_, t)| w.nexthop(t.nh).is_some_and(NextHop::is_composite))
+                    .map(|(&key, _)| key)
+            };
+            let hint = index.hint(to_composites);
+            if hint.is_empty() {
+                self.ecmp_blocks.remove(&id);
+            }
             if let Some(vrf) = w.vrfs.get_mut(id as usize) {
-                Arc::make_mut(vrf).ecmp_blocks = EcmpBlocks::new(ecmp.iter().copied());
+                Arc::make_mut(vrf).ecmp_blocks = hint;
             }
         }
     }
@@ -822,7 +845,9 @@ impl TablesWriter {
                 let vrf = Arc::make_mut(vrf);
                 vrf.ecmp_routes = if now { vrf.ecmp_routes + n } else { vrf.ecmp_routes.saturating_sub(n) };
             }
-            self.ecmp_changed.push(vrf_id);
+            for (&(addr, len), _) in routes.v4.iter().filter(|(_, t)| t.nh == id) {
+                self.ecmp_changes.push((vrf_id, addr, len, now));
+            }
         }
     }
 
@@ -918,8 +943,13 @@ impl TablesWriter {
         let (gained, lost) = (ecmp(Some(r.target)), ecmp(old));
         let vrf = Arc::make_mut(w.vrfs.get_mut(r.vrf as usize).expect("checked above"));
         vrf.ecmp_routes = (vrf.ecmp_routes + gained).saturating_sub(lost);
-        if gained + lost > 0 {
-            self.ecmp_changed.push(r.vrf);
+        if let Some(addr) = K::v4(key) {
+            if lost > 0 {
+                self.ecmp_changes.push((r.vrf, addr, r.prefix.len(), false));
+            }
+            if gained > 0 {
+                self.ecmp_changes.push((r.vrf, addr, r.prefix.len(), true));
+            }
         }
         Arc::make_mut(K::fib(vrf)).insert(key, r.prefix.len(), r.target, old);
         Ok(())
@@ -944,8 +974,8 @@ impl TablesWriter {
         let lost = u32::from(w.nexthop(old.nh).is_some_and(NextHop::is_composite));
         let vrf = Arc::make_mut(w.vrfs.get_mut(vrf_id as usize).ok_or_else(not_found)?);
         vrf.ecmp_routes = vrf.ecmp_routes.saturating_sub(lost);
-        if lost > 0 {
-            self.ecmp_changed.push(vrf_id);
+        if let (Some(addr), true) = (K::v4(key), lost > 0) {
+            self.ecmp_changes.push((vrf_id, addr, p.len(), false));
         }
         Arc::make_mut(K::fib(vrf)).remove(key, p.len(), old, cover);
         Ok(())
