@@ -297,18 +297,14 @@ impl Config {
                 path.display()
             ));
         }
-        // Flow entries hold vif and VRF numbers in 24 bits.
-        let (vifs, vrfs) = (crate::flow::MAX_VIFS, crate::flow::MAX_VRFS);
-        if cfg.limits.vifs > vifs || cfg.limits.vrfs > vrfs {
-            return Err(format!("{}: limits.vifs must be at most {vifs}, limits.vrfs at most {vrfs}", path.display()));
-        }
         // Tables are made for their whole capacity at start: a limit past
-        // these would fail the allocation, not the configuration. A label
-        // is 20 bits on the wire.
+        // these would fail the allocation, not the configuration. Flow
+        // entries hold vif and VRF numbers in 24 bits; a label is 20 bits
+        // on the wire.
         let l = &cfg.limits;
         for (field, value, max) in [
-            ("vifs", l.vifs, vifs),
-            ("vrfs", l.vrfs, vrfs),
+            ("vifs", l.vifs, crate::flow::MAX_VIFS),
+            ("vrfs", l.vrfs, crate::flow::MAX_VRFS),
             ("nexthops", l.nexthops, MAX_NEXTHOPS),
             ("labels", l.labels, MAX_LABELS),
         ] {
@@ -380,11 +376,11 @@ mod tests {
         );
         assert!(Config::load(&p).unwrap_err().contains("dataplane.xdp_mode"));
         let p = write("limits.toml", "[node]\nfabric = \"eth0\"\nunderlay = \"10.0.0.1\"\n[limits]\nvifs = 20000000\n");
-        assert!(Config::load(&p).unwrap_err().contains("limits.vifs must be at most 16777216"));
+        assert!(Config::load(&p).unwrap_err().contains("limits.vifs = 20000000: expected 1..=16777216"));
         let p = write("frags.toml", "[node]\nfabric = \"eth0\"\nunderlay = \"10.0.0.1\"\n[flows]\nfragments = 0\n");
         assert!(Config::load(&p).unwrap_err().contains("flows.fragments must be 1..=1048576"));
         let p = write("vrfs.toml", "[node]\nfabric = \"eth0\"\nunderlay = \"10.0.0.1\"\n[limits]\nvrfs = 16777216\n");
-        assert!(Config::load(&p).unwrap_err().contains("limits.vrfs at most 16777215"));
+        assert!(Config::load(&p).unwrap_err().contains("limits.vrfs = 16777216: expected 1..=16777215"));
         // Values that once made vrouterd abort at start (an allocation of
         // the whole capacity, a CPU set's assertion), or start useless.
         let base = "[node]\nfabric = \"eth0\"\nunderlay = \"10.0.0.1\"\n";
