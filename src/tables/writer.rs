@@ -510,7 +510,7 @@ impl TablesWriter {
             }
         }
         self.undo.clear();
-        self.remake_ecmp_blocks(&mut work);
+        self.count_ecmp_blocks(&mut work);
         work.generation += 1;
         let generation = work.generation;
         let published = Arc::new(work);
@@ -525,7 +525,7 @@ impl TablesWriter {
 
     /// Counts the batch's changes of IPv4 routes to composites into the
     /// VRFs' hints, and publishes each changed VRF's hint once.
-    fn remake_ecmp_blocks(&mut self, w: &mut Tables) {
+    fn count_ecmp_blocks(&mut self, w: &mut Tables) {
         let mut changed: Vec<VrfId> = Vec::new();
         for &(vrf, addr, len, add) in &self.ecmp_changes {
             self.ecmp_blocks.entry(vrf).or_default().route(addr, len, add);
