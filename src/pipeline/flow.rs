@@ -192,10 +192,11 @@ pub(super) fn prefetch<B>(
 }
 
 /// `prefetch`, for a frame the fast path took (`fast::classify`), routed in
-/// `vrf`, once the caller knows flows track it: in a VRF that tracks every
-/// flow (a vif with floating IPs takes no fast path: `fast::allowed`), or,
-/// in one that tracks flows for its ECMP routes alone, once its route named
-/// a composite (`tracked_to`). The key comes straight from its header.
+/// `vrf`, once the caller knows flows may track it: in a VRF that tracks
+/// every flow (a vif with floating IPs takes no fast path: `fast::allowed`),
+/// or, in one that tracks flows for its ECMP routes alone, when the VRF's
+/// hint names its address (`Vrf::ecmp_blocks`) or its route named a
+/// composite (`tracked_to`). The key comes straight from its header.
 /// False if it has none.
 #[inline(always)]
 pub(super) fn prefetch_fast<B: AsRef<[u8]> + AsMut<[u8]>>(

@@ -41,8 +41,10 @@ pub struct EcmpBlocks {
 
 impl EcmpBlocks {
     /// The hint for these routes (address and prefix length, the address
-    /// masked to it).
-    pub fn new(routes: impl Iterator<Item = (u32, u8)> + Clone) -> EcmpBlocks {
+    /// masked to it), made at once; the writer counts its changes in
+    /// (`EcmpBlockIndex`) instead.
+    #[cfg(test)]
+    fn new(routes: impl Iterator<Item = (u32, u8)> + Clone) -> EcmpBlocks {
         let mut index = EcmpBlockIndex::default();
         for (addr, len) in routes.clone() {
             index.route(addr, len, true);

@@ -832,21 +832,21 @@ impl TablesWriter {
     }
 
     /// Next hop `id` became (`now`) or stopped being an ECMP composite:
-    /// every VRF's routes to it change its `ecmp_routes`. A scan of all
-    /// routes, for a rare change (a service's next hop is made a
-    /// composite from the start).
+    /// every VRF's routes to it change its `ecmp_routes`, and its IPv4
+    /// routes its hint (`ecmp_changes`). A scan of all routes, for a rare
+    /// change (a service's next hop is made a composite from the start).
     fn recount_ecmp_routes(&mut self, w: &mut Tables, id: NhId, now: bool) {
         for (&vrf_id, routes) in &self.routes {
-            let n = routes.v4.values().chain(routes.v6.values()).filter(|t| t.nh == id).count() as u32;
+            let before = self.ecmp_changes.len();
+            let v4 = routes.v4.iter().filter(|(_, t)| t.nh == id);
+            self.ecmp_changes.extend(v4.map(|(&(addr, len), _)| (vrf_id, addr, len, now)));
+            let n = (self.ecmp_changes.len() - before + routes.v6.values().filter(|t| t.nh == id).count()) as u32;
             if n == 0 {
                 continue;
             }
             if let Some(vrf) = w.vrfs.get_mut(vrf_id as usize) {
                 let vrf = Arc::make_mut(vrf);
                 vrf.ecmp_routes = if now { vrf.ecmp_routes + n } else { vrf.ecmp_routes.saturating_sub(n) };
-            }
-            for (&(addr, len), _) in routes.v4.iter().filter(|(_, t)| t.nh == id) {
-                self.ecmp_changes.push((vrf_id, addr, len, now));
             }
         }
     }
