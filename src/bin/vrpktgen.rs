@@ -103,7 +103,8 @@ enum Command {
     /// Run the forwarding pipeline in memory and report Mpps and ns per packet.
     Pipeline {
         /// local_forward, encap_mplsoudp, encap_mplsogre, encap_mplsoudp_ecmp,
-        /// decap_mplsoudp, decap_mplsogre, or all.
+        /// decap_mplsoudp, decap_mplsogre, service_mix (pods to remote
+        /// pods, one flow in ten to a service), or all.
         #[arg(long, default_value = "all")]
         case: String,
         /// Packets to process per case.

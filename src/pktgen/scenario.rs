@@ -6,6 +6,8 @@
 //! VRF 1. VRF 1 also holds a BGP-like table of IPv4 prefixes and a set of
 //! IPv6 prefixes, all resolving to the case's next hop; the frames'
 //! destinations are spread over 10,000 addresses inside those prefixes.
+//! `service_mix` adds 256 service addresses (/32s to the ECMP composite),
+//! the destination of one flow in ten.
 
 use super::build::{self, L2};
 use crate::pipeline::{Frame, Pipeline, PipelineConfig, Spill, Verdict};
@@ -32,17 +34,23 @@ pub enum Case {
     DecapMplsoudp,
     /// From a remote node over MPLS over GRE, to a local pod.
     DecapMplsogre,
+    /// A pod network's mix: pod to remote nodes over MPLS over UDP, and one
+    /// flow in ten to one of `SERVICES` service addresses (/32 routes to
+    /// an ECMP composite among the bulk routes), as a Kubernetes node
+    /// carries it. With a flow table, only the service flows are tracked.
+    ServiceMix,
 }
 
 impl Case {
     /// Every case, in report order.
-    pub const ALL: [Case; 6] = [
+    pub const ALL: [Case; 7] = [
         Case::LocalForward,
         Case::EncapMplsoudp,
         Case::EncapMplsogre,
         Case::EncapMplsoudpEcmp,
         Case::DecapMplsoudp,
         Case::DecapMplsogre,
+        Case::ServiceMix,
     ];
 
     /// The name used on the command line and in reports.
@@ -54,6 +62,7 @@ impl Case {
             Case::EncapMplsoudpEcmp => "encap_mplsoudp_ecmp",
             Case::DecapMplsoudp => "decap_mplsoudp",
             Case::DecapMplsogre => "decap_mplsogre",
+            Case::ServiceMix => "service_mix",
         }
     }
 
@@ -84,6 +93,12 @@ const NH_UDP: u32 = 10;
 const NH_GRE: u32 = 11;
 const NH_ECMP: u32 = 20;
 const NH_VRF_LOOKUP: u32 = 30;
+/// Service addresses in `ServiceMix`: 10.96.0.0 onwards, Kubernetes'
+/// default service range, as many as a mid-sized cluster has.
+pub const SERVICES: u32 = 256;
+const SERVICE_BASE: u32 = 0x0a60_0000;
+/// One flow in this many is to a service, in `ServiceMix`.
+const SERVICE_SHARE: usize = 10;
 const LABEL_VRF: u32 = 17;
 const HEADROOM: usize = 256;
 const BUF_LEN: usize = 2048;
@@ -230,7 +245,7 @@ pub fn build_node(
     v6: &[(u128, u8)],
     batch: usize,
 ) -> (TablesWriter, TablesHandle, Duration) {
-    let limits = Limits { routes_per_vrf: v4.len().max(v6.len()) + 16, ..Limits::default() };
+    let limits = Limits { routes_per_vrf: v4.len().max(v6.len()) + 16 + SERVICES as usize, ..Limits::default() };
     let (mut w, h) = TablesWriter::new(limits);
     w.apply(&node_ops(bulk)).expect("the node's base tables are valid");
     let started = Instant::now();
@@ -282,7 +297,11 @@ pub fn worker_frames(
                 Case::LocalForward => {
                     build::udp4_frame(a1_l2, src, Ipv4Addr::new(10, 1, 0, 3), sport, dport, 64, inner_len)
                 }
-                Case::EncapMplsoudp | Case::EncapMplsogre | Case::EncapMplsoudpEcmp => {
+                Case::ServiceMix if i % SERVICE_SHARE == 0 => {
+                    let service = SERVICE_BASE + (i / SERVICE_SHARE) as u32 % SERVICES;
+                    build::udp4_frame(a1_l2, src, Ipv4Addr::from(service), sport, dport, 64, inner_len)
+                }
+                Case::EncapMplsoudp | Case::EncapMplsogre | Case::EncapMplsoudpEcmp | Case::ServiceMix => {
                     let (p, l) = v4[(rng.next_u64() % v4.len() as u64) as usize];
                     let host = (rng.next_u64() as u32) & !(u32::MAX.checked_shl(32 - u32::from(l)).unwrap_or(0));
                     build::udp4_frame(a1_l2, src, Ipv4Addr::from(p | host), sport, dport, 64, inner_len)
@@ -308,10 +327,25 @@ pub fn bulk_target(case: Case) -> RouteTarget {
         Case::LocalForward | Case::DecapMplsoudp | Case::DecapMplsogre => {
             RouteTarget { nh: NH_TO_A2, label: RouteTarget::NO_LABEL }
         }
-        Case::EncapMplsoudp => RouteTarget { nh: NH_UDP, label: 16 },
+        Case::EncapMplsoudp | Case::ServiceMix => RouteTarget { nh: NH_UDP, label: 16 },
         Case::EncapMplsogre => RouteTarget { nh: NH_GRE, label: 16 },
         Case::EncapMplsoudpEcmp => RouteTarget { nh: NH_ECMP, label: RouteTarget::NO_LABEL },
     }
+}
+
+/// The routes a case has besides its bulk routes: `ServiceMix`'s service
+/// addresses, each a /32 to the ECMP composite.
+fn case_routes(case: Case) -> Vec<Op> {
+    if case != Case::ServiceMix {
+        return Vec::new();
+    }
+    let ecmp = RouteTarget { nh: NH_ECMP, label: RouteTarget::NO_LABEL };
+    (0..SERVICES)
+        .map(|k| {
+            let prefix = Prefix::new(IpAddr::V4(Ipv4Addr::from(SERVICE_BASE + k)), 32).expect("a host route");
+            Op::Add(Object::Route(RouteSpec { vrf: VRF, prefix, target: ecmp }))
+        })
+        .collect()
 }
 
 /// The seed of a bench's frames.
@@ -441,6 +475,7 @@ impl Bench {
         let config = PipelineConfig { fast_path: p.fast_path, ..PipelineConfig::default() };
         let mut pipeline = Pipeline::new(config, handle.load().limits());
         let mut writer = writer;
+        writer.apply(&case_routes(case)).expect("the case's routes are valid");
         let mut flows = None;
         if p.flow_policy {
             use crate::tables::{Object, Op};
