@@ -358,12 +358,13 @@ fn the_fast_path_matches_the_general_path_byte_for_byte() {
 /// flows whose policy changed and flows whose ECMP member went away to the
 /// general path. Both must agree on every frame, every counter and every
 /// flow entry (its action, pinned member, packets, bytes and TCP flags),
-/// while the policy and the service's members change under them.
+/// while the policy, the service's members and the VRF's ECMP routes
+/// change under them.
 #[test]
 fn the_fast_path_matches_the_general_path_with_flows() {
     use std::sync::Arc;
     use vrouter::flow::{Endpoint, FlowConfig, FlowTable, Policy, PolicyAction, PortRange, Rule};
-    use vrouter::tables::{EcmpGroup, NextHop, Object, Op, RouteTarget};
+    use vrouter::tables::{EcmpGroup, NextHop, Object, ObjectKey, Op, RouteSpec, RouteTarget};
     let mut lab = Lab::new();
     let limits = *lab.handle.load().limits();
     let table = || Arc::new(FlowTable::new(FlowConfig { capacity: 50_000, ..FlowConfig::default() }, 64, 16));
@@ -383,25 +384,36 @@ fn the_fast_path_matches_the_general_path_with_flows() {
         default: PolicyAction::Allow,
     };
     lab.writer.apply(&[Op::Add(Object::Policy(BLUE, deny_udp_from(0, 4)))]).unwrap();
+    let route = |p: &str, nh: u32, label: u32| {
+        Op::Add(Object::Route(RouteSpec { vrf: BLUE, prefix: p.parse().unwrap(), target: RouteTarget { nh, label } }))
+    };
+    let unroute = |p: &str| Op::Delete(ObjectKey::Route(BLUE, p.parse().unwrap()));
     compare_paths(&mut lab, &mut fast, &mut general, |round, lab| {
         let change = match round {
             // After 300 batches the policy denies more: the flows it now
             // denies stop, on both paths alike.
-            300 => Op::Update(Object::Policy(BLUE, deny_udp_from(0, 9))),
+            300 => vec![Op::Update(Object::Policy(BLUE, deny_udp_from(0, 9)))],
             // After 600 the service loses a member: its flows move.
-            600 => Op::Update(Object::NextHop(
+            600 => vec![Op::Update(Object::NextHop(
                 NH_ECMP,
                 NextHop::Composite(EcmpGroup::new(vec![
                     RouteTarget { nh: NH_UDP, label: 100 },
                     RouteTarget { nh: 13, label: 102 },
                 ])),
-            )),
+            ))],
             // After 900 the policy goes: blue tracks flows for its service
             // route alone, and its flows are decided again (they forward).
-            900 => Op::Delete(vrouter::tables::ObjectKey::Policy(BLUE)),
+            900 => vec![Op::Delete(ObjectKey::Policy(BLUE))],
+            // After 1200 10.88.0.1 goes to the composite by a /15, wider
+            // than the VRF's ECMP hint counts: the hint is no longer
+            // complete, and its packets are tracked by their route alone.
+            1200 => vec![unroute("10.88.0.0/16"), route("10.88.0.0/15", NH_ECMP, NO)],
+            // After 1800 the /16 is back: the hint is complete again, and
+            // says which packets are not tracked.
+            1800 => vec![unroute("10.88.0.0/15"), route("10.88.0.0/16", NH_UDP, NO)],
             _ => return,
         };
-        lab.writer.apply(&[change]).unwrap();
+        lab.writer.apply(&change).unwrap();
     });
     let entries = |t: &FlowTable| {
         let mut v: Vec<_> = t

@@ -385,6 +385,27 @@ fn a_vrf_counts_its_routes_to_ecmp_composites() {
     assert_eq!((count(&w, 1), count(&w, 2)), ((0, false), (1, true)));
     assert!(w.tables().vrf(1).unwrap().ecmp_blocks.is_empty(), "no composite routes, no hint");
     assert!(hinted(&w, 2, "10.96.0.10"), "the other VRF's stays");
+    // A composite route wider than the hint counts (/15) leaves it
+    // incomplete: it no longer says which addresses go to no composite.
+    let complete = |w: &TablesWriter, id: u32| w.tables().vrf(id).unwrap().ecmp_blocks.is_complete();
+    assert!(complete(&w, 1) && complete(&w, 2));
+    w.apply(&[route(1, "10.200.0.0/15", 2), route(2, "10.200.0.0/15", 2)]).unwrap();
+    assert!(complete(&w, 1) && complete(&w, 2), "not to a composite yet");
+    let to_ecmp = Op::Update(Object::NextHop(2, ecmp(&[1])));
+    err(&mut w, &[to_ecmp.clone(), route(3, "10.0.0.0/8", 1)]);
+    assert!(complete(&w, 1) && complete(&w, 2), "the failed batch changed nothing");
+    w.apply(&[to_ecmp]).unwrap();
+    assert!(!complete(&w, 1) && !complete(&w, 2), "its next hop became one");
+    assert!(!hinted(&w, 1, "10.200.1.1") && hinted(&w, 2, "10.96.0.10"), "left out, the rest still named");
+    // The wide route alone, then with a counted one again: still left out.
+    w.apply(&[Op::Delete(ObjectKey::Route(2, "10.96.0.10/32".parse().unwrap()))]).unwrap();
+    assert!(!complete(&w, 2) && w.tables().vrf(2).unwrap().ecmp_blocks.is_empty());
+    w.apply(&[route(2, "10.96.0.20/32", 3)]).unwrap();
+    assert!(!complete(&w, 2) && hinted(&w, 2, "10.96.0.20"));
+    w.apply(&[Op::Delete(ObjectKey::Route(2, "10.200.0.0/15".parse().unwrap()))]).unwrap();
+    assert!(!complete(&w, 1) && complete(&w, 2), "one VRF's route went");
+    w.apply(&[Op::Update(Object::NextHop(2, NextHop::Receive))]).unwrap();
+    assert!(complete(&w, 1), "the other's next hop stopped being a composite");
 }
 
 /// A next hop cannot be made a composite of itself: a clear error.

@@ -327,10 +327,12 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
                     // packet to an address the VRF's hint names (likely a
                     // service's) has its flow looked up from here on, as
                     // where every flow is tracked, so that a hit spares
-                    // its route lookup too.
-                    ecmp_alone |= 1 << i;
-                    v.ecmp_blocks.may_hold(pending[i].info.dst as u32)
-                        && flow::prefetch_fast(table, f, v, &mut probes[i])
+                    // its route lookup too. One the hint does not name,
+                    // where it leaves no route out, goes to no composite:
+                    // untracked, its route need not be asked.
+                    let named = v.ecmp_blocks.may_hold(pending[i].info.dst as u32);
+                    ecmp_alone |= u32::from(named || !v.ecmp_blocks.is_complete()) << i;
+                    named && flow::prefetch_fast(table, f, v, &mut probes[i])
                 }
             }
             (Some(_), Some(v)) => flow::prefetch(ctx, v, vif, &pending[i].info, f.data(), &mut probes[i]),
@@ -500,8 +502,13 @@ fn flow_hits<B: AsRef<[u8]> + AsMut<[u8]>>(
         if ahead < VECTOR && probed & (1 << ahead) != 0 {
             table.prefetch_slots(&mut probes[ahead]);
         }
+        // Tested first and alone: in a pod network, only the few frames
+        // to services have a probe.
+        if probed & (1 << i) == 0 {
+            continue;
+        }
         // A fast frame has a probe only in a VRF that tracks flows.
-        if let (true, Some(v), true) = (fast[i], vrfs[i], probed & (1 << i) != 0) {
+        if let (true, Some(v)) = (fast[i], vrfs[i]) {
             // Used from here, not read back from `settled`: the array
             // is written field by field, and reading it whole at once
             // stalls on the store forward (perf).
@@ -566,13 +573,16 @@ fn flow_late<B: AsRef<[u8]> + AsMut<[u8]>>(
     }
     // All their tag lines are on their way, then all their slots: the
     // misses overlap.
-    for (i, probe) in probes.iter_mut().enumerate() {
-        if probed & (1 << i) != 0 {
-            table.prefetch_slots(probe);
-        }
+    let mut left = probed;
+    while left != 0 {
+        table.prefetch_slots(&mut probes[left.trailing_zeros() as usize]);
+        left &= left - 1;
     }
-    for i in 0..frames.len() {
-        if let (true, Some(v)) = (probed & (1 << i) != 0, vrfs[i]) {
+    let mut left = probed;
+    while left != 0 {
+        let i = left.trailing_zeros() as usize;
+        left &= left - 1;
+        if let Some(v) = vrfs[i] {
             settled[i] = flow::settled(ctx, v, &probes[i]);
         }
     }

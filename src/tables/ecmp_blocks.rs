@@ -11,7 +11,10 @@
 //! a hash collision, about one block in sixteen at most), which costs that
 //! packet a probe for nothing; it leaves out the routes wider than
 //! `WIDEST` (whose packets are looked up after their route, as before).
-//! The route still decides whether a packet is tracked.
+//! The route still decides whether a packet is tracked. Where no route
+//! was left out (`is_complete`), the hint can also say no: an address it
+//! does not name is routed to no composite, so the pipeline need not ask
+//! its route (most of a pod network's packets, which go to other pods).
 
 use std::sync::Arc;
 
@@ -37,6 +40,9 @@ pub struct EcmpBlocks {
     bits: Option<Arc<[u64]>>,
     /// 32 minus log2 of the set's size in bits: a product's top bits index it.
     shift: u32,
+    /// No IPv4 route to a composite was left out (none is wider than
+    /// `WIDEST`). False by default: a hint no writer made claims nothing.
+    complete: bool,
 }
 
 impl EcmpBlocks {
@@ -65,6 +71,13 @@ impl EcmpBlocks {
     pub fn is_empty(&self) -> bool {
         self.bits.is_none()
     }
+
+    /// True if every IPv4 route to a composite is counted in, so that an
+    /// address `may_hold` does not name is routed to no composite.
+    #[inline(always)]
+    pub fn is_complete(&self) -> bool {
+        self.complete
+    }
 }
 
 /// The writer's side of one VRF's hint: per bit of the set, how many
@@ -83,6 +96,8 @@ pub(crate) struct EcmpBlockIndex {
     shift: u32,
     /// (route, block) pairs counted.
     pairs: usize,
+    /// Routes to composites left out, as wider than `WIDEST`.
+    wide: usize,
 }
 
 impl EcmpBlockIndex {
@@ -90,6 +105,7 @@ impl EcmpBlockIndex {
     /// and prefix length. Routes wider than `WIDEST` are left out.
     pub(crate) fn route(&mut self, addr: u32, len: u8, add: bool) {
         if !(WIDEST..=32).contains(&len) {
+            self.wide = if add { self.wide + 1 } else { self.wide.saturating_sub(1) };
             return;
         }
         let first = addr >> (32 - BLOCK_LEN);
@@ -122,9 +138,10 @@ impl EcmpBlockIndex {
     /// The hint as counted, to publish. `routes` lists the VRF's routes to
     /// composites as they are now, for when the set must be sized again.
     pub(crate) fn hint<I: Iterator<Item = (u32, u8)>>(&mut self, routes: impl Fn() -> I) -> EcmpBlocks {
+        let complete = self.wide == 0;
         if self.pairs == 0 {
-            *self = EcmpBlockIndex::default();
-            return EcmpBlocks::default();
+            *self = EcmpBlockIndex { wide: self.wide, ..EcmpBlockIndex::default() };
+            return EcmpBlocks { complete, ..EcmpBlocks::default() };
         }
         let size = size_for(self.pairs);
         let have = self.bits.len() * 64;
@@ -132,12 +149,17 @@ impl EcmpBlockIndex {
             self.refs = vec![0; size];
             self.bits = vec![0; size / 64];
             self.shift = 32 - size.trailing_zeros();
-            self.pairs = 0;
+            (self.pairs, self.wide) = (0, 0);
             for (addr, len) in routes() {
                 self.route(addr, len, true);
             }
         }
-        EcmpBlocks { bits: Some(self.bits.as_slice().into()), shift: self.shift }
+        EcmpBlocks { bits: Some(self.bits.as_slice().into()), shift: self.shift, complete }
+    }
+
+    /// True while it counts nothing: no route to a composite, kept or left out.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.pairs == 0 && self.wide == 0
     }
 }
 
@@ -186,13 +208,16 @@ mod tests {
         let h = EcmpBlocks::new([(0xc0a8_0000, 20), (0x0a00_0000, 8)].into_iter());
         assert!((0xc0a8_0000..0xc0a8_1000u32).all(|a| h.may_hold(a)));
         assert!(!h.may_hold(0xc0a8_1000) || !h.may_hold(0xc0a8_2000), "the next blocks, both named");
+        assert!(!h.is_complete(), "a /8 was left out");
         let wide = EcmpBlocks::new([(0x0a00_0000, 8), (0, 0)].into_iter());
-        assert!(wide.is_empty());
+        assert!(wide.is_empty() && !wide.is_complete());
         assert!(!wide.may_hold(0x0a01_0203));
+        assert!(EcmpBlocks::new([(0xc0a8_0000, 20)].into_iter()).is_complete());
     }
 
     /// Routes come and go, overlapping, in batches: the hint counted in
-    /// place is the one made from scratch at the same size, bit for bit.
+    /// place is the one made from scratch at the same size, bit for bit,
+    /// and complete exactly while no route wider than `WIDEST` is live.
     #[test]
     fn a_hint_counted_in_place_matches_one_made_from_scratch() {
         let mut rng = 0x2545_f491_4f6c_dd1du64;
@@ -207,7 +232,8 @@ mod tests {
         for batch in 0..300 {
             for _ in 0..(next() % 40) {
                 if live.is_empty() || next() % 3 != 0 {
-                    let len = 16 + (next() % 17) as u8;
+                    // Now and then one too wide to count (/12-/15).
+                    let len = if next() % 50 == 0 { 12 + (next() % 4) as u8 } else { 16 + (next() % 17) as u8 };
                     // A small space, so that routes overlap and share blocks.
                     let addr = (0x0a60_0000 | (next() as u32 & 0x000f_ffff)) & (u32::MAX << (32 - len));
                     live.push((addr, len));
@@ -218,10 +244,13 @@ mod tests {
                 }
             }
             let hint = counted.hint(|| live.iter().copied());
-            assert_eq!(hint.is_empty(), live.is_empty(), "batch {batch}");
+            let wide = live.iter().filter(|&&(_, len)| len < WIDEST).count();
+            assert_eq!(hint.is_empty(), live.len() == wide, "batch {batch}");
+            assert_eq!(hint.is_complete(), wide == 0, "batch {batch}: {wide} wide routes");
+            assert_eq!(counted.is_empty(), live.is_empty(), "batch {batch}");
             let Some(bits) = &hint.bits else { continue };
             let mut fresh = vec![0u64; bits.len()];
-            for &(addr, len) in &live {
+            for &(addr, len) in live.iter().filter(|&&(_, len)| len >= WIDEST) {
                 for block in (addr >> 8)..(addr >> 8) + blocks(len) as u32 {
                     let i = index(block, hint.shift);
                     fresh[i / 64] |= 1 << (i % 64);
@@ -230,23 +259,31 @@ mod tests {
             assert_eq!(&bits[..], &fresh[..], "batch {batch}: {} routes", live.len());
             assert!(live
                 .iter()
+                .filter(|&&(_, len)| len >= WIDEST)
                 .all(|&(a, len)| hint.may_hold(a)
                     && hint.may_hold(a | u32::MAX.checked_shr(u32::from(len)).unwrap_or(0))));
         }
-        // Grown for many routes, the set shrinks again when few are left.
+        // Grown for many routes, the set shrinks again when few are left;
+        // a wide route counted before it is sized again counts once after.
         counted = EcmpBlockIndex::default();
+        let wide = (0x0a00_0000, 12);
+        counted.route(wide.0, wide.1, true);
         let many: Vec<(u32, u8)> = (0..5000u32).map(|i| (0x0a60_0000 + (i << 8), 24)).collect();
         many.iter().for_each(|&(a, l)| counted.route(a, l, true));
-        let big = counted.hint(|| many.iter().copied()).bits.map_or(0, |b| b.len() * 64);
+        let big = counted.hint(|| many.iter().copied().chain([wide])).bits.map_or(0, |b| b.len() * 64);
+        counted.route(wide.0, wide.1, false);
         many[1..].iter().for_each(|&(a, l)| counted.route(a, l, false));
-        let small = counted.hint(|| many[..1].iter().copied()).bits.map_or(0, |b| b.len() * 64);
+        let small = counted.hint(|| many[..1].iter().copied());
+        assert!(small.is_complete(), "the wide route went");
+        let small = small.bits.map_or(0, |b| b.len() * 64);
         assert_eq!((big, small), (size_for(5000), MIN_BITS));
     }
 
     #[test]
     fn an_empty_hint_names_nothing() {
         let h = EcmpBlocks::new(std::iter::empty());
-        assert!(h.is_empty());
+        assert!(h.is_empty() && h.is_complete(), "counted, and nothing left out");
+        assert!(!EcmpBlocks::default().is_complete(), "made by no writer: claims nothing");
         assert!(!others().any(|a| h.may_hold(a)));
         assert!(!EcmpBlocks::default().may_hold(0));
     }

@@ -546,7 +546,7 @@ impl TablesWriter {
                     .map(|(&key, _)| key)
             };
             let hint = index.hint(to_composites);
-            if hint.is_empty() {
+            if index.is_empty() {
                 self.ecmp_blocks.remove(&id);
             }
             if let Some(vrf) = w.vrfs.get_mut(id as usize) {
