@@ -425,6 +425,14 @@ impl RouteMemo {
     }
 }
 
+/// Which direction of its pair an entry is, and whether the pair is
+/// one-way (`DirSpec::one_way`), from one read of each action word.
+#[derive(Clone, Copy)]
+struct Directions {
+    forward: bool,
+    one_way: bool,
+}
+
 /// Who made a pair, when, and under which policy generation.
 #[derive(Clone, Copy)]
 struct Stamp {
@@ -1090,29 +1098,28 @@ impl FlowTable {
         true
     }
 
-    /// True when the pair of entry `slot` (whose other entry is `reverse`)
-    /// tracks its forward direction alone (`DirSpec::one_way`).
-    fn one_way(&self, slot: usize, reverse: usize) -> bool {
+    /// Whether entry `slot` (whose other entry is `reverse`) is its pair's
+    /// forward direction, and whether the pair tracks that direction alone.
+    fn directions(&self, slot: usize, reverse: usize) -> Directions {
         let action = self.slots[slot].action.load(Relaxed);
-        let forward = if action & FLAG_FORWARD_DIR != 0 {
-            action
-        } else {
-            self.slots.get(reverse).map_or(0, |s| s.action.load(Relaxed))
-        };
-        forward & FLAG_ONE_WAY != 0
+        let forward = action & FLAG_FORWARD_DIR != 0;
+        let forward_action =
+            if forward { action } else { self.slots.get(reverse).map_or(0, |s| s.action.load(Relaxed)) };
+        Directions { forward, one_way: forward_action & FLAG_ONE_WAY != 0 }
     }
 
-    /// The TCP state of the pair entry `slot` belongs to.
-    fn tcp_state(&self, slot: usize, reverse: usize, proto: u8) -> TcpState {
+    /// The TCP state of the pair entry `slot` belongs to, whose
+    /// directions are `dirs` (`directions`).
+    fn tcp_state(&self, slot: usize, reverse: usize, proto: u8, dirs: Directions) -> TcpState {
         if proto != crate::wire::ip_proto::TCP {
             return TcpState::None;
         }
         let a = unpack_tcp(self.slots[slot].nat_which.load(Relaxed));
         let b = self.slots.get(reverse).map_or(0, |s| unpack_tcp(s.nat_which.load(Relaxed)));
-        let (fwd, rev) = if self.slots[slot].action.load(Relaxed) & FLAG_FORWARD_DIR != 0 { (a, b) } else { (b, a) };
+        let (fwd, rev) = if dirs.forward { (a, b) } else { (b, a) };
         // With only the client's side to go by, its ACK after its SYN says
         // the server's SYN-ACK came; a FIN says the pair is closing.
-        if self.one_way(slot, reverse) {
+        if dirs.one_way {
             return if fwd & TCP_RST != 0 {
                 TcpState::Closed
             } else if fwd & TCP_FIN != 0 {
@@ -1139,7 +1146,8 @@ impl FlowTable {
         if let FlowAction::Drop(_) = hit.action {
             return self.cfg.drop_ms;
         }
-        match self.tcp_state(hit.slot as usize, hit.reverse as usize, key.proto) {
+        let (slot, reverse) = (hit.slot as usize, hit.reverse as usize);
+        match self.tcp_state(slot, reverse, key.proto, self.directions(slot, reverse)) {
             TcpState::Closed => self.cfg.closed_ms,
             TcpState::HalfOpen => self.cfg.half_open_ms,
             _ => self.cfg.idle_ms,
@@ -1184,11 +1192,13 @@ impl FlowTable {
         let s = &self.slots[slot as usize];
         let r = self.slots.get(hit.reverse as usize)?;
         let last = s.last_seen.load(Relaxed).max(r.last_seen.load(Relaxed));
+        // The action words read once, for both what they say.
+        let dirs = self.directions(slot as usize, hit.reverse as usize);
         Some(FlowInfo {
             slot,
             key,
             reverse: hit.reverse,
-            forward: s.action.load(Relaxed) & FLAG_FORWARD_DIR != 0,
+            forward: dirs.forward,
             action: hit.action,
             ecmp: hit.ecmp,
             nat: hit.nat,
@@ -1196,8 +1206,8 @@ impl FlowTable {
             vif: origin_vif(s.origin.load(Relaxed)),
             packets: s.packets.load(Relaxed),
             bytes: s.bytes.load(Relaxed),
-            tcp: self.tcp_state(slot as usize, hit.reverse as usize, key.proto),
-            one_way: self.one_way(slot as usize, hit.reverse as usize),
+            tcp: self.tcp_state(slot as usize, hit.reverse as usize, key.proto, dirs),
+            one_way: dirs.one_way,
             age_ms: now.saturating_sub(origin_time(s.origin.load(Relaxed))),
             idle_ms: now.saturating_sub(last),
         })
