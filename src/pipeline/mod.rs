@@ -292,7 +292,9 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
     // A vector's frames mostly share one vif and VRF (a receive queue
     // belongs to one vif), so they are looked up once while they last.
     let mut last = Last { vif: None, vrf: None };
-    // Fast frames in VRFs that track flows for their ECMP routes alone.
+    // Fast frames in VRFs that track flows for their ECMP routes alone,
+    // whose routes may lead to a composite (the VRF's hint cannot say
+    // they do not).
     let mut ecmp_alone = 0u32;
     for (i, f) in frames.iter_mut().enumerate() {
         let vif = match last.vif {
@@ -533,7 +535,8 @@ fn flow_hits<B: AsRef<[u8]> + AsMut<[u8]>>(
 }
 
 /// The frames of a vector that the fast path took in VRFs that track
-/// flows for their ECMP routes alone (`candidates`), and that their routes
+/// flows for their ECMP routes alone, and that may go to a composite
+/// (`candidates`: the VRF's hint did not rule them out), and that their routes
 /// sent to a composite: their flows, looked up together (see "Flows, late" in
 /// `process_vector`). Answers those frames, and those that had a flow key
 /// and so a probe; `settled` gets their flows. The frames the first stage
