@@ -360,6 +360,20 @@ const _: () = assert!(std::mem::size_of::<Slot>() == 128 && std::mem::size_of::<
 struct Tags([AtomicU32; BUCKET]);
 
 impl Tags {
+    /// The first slot whose tag is `tag`. Four tags at a time, each four
+    /// compared with no early exit: where in its bucket a key lives is
+    /// random from packet to packet, so a scan that stops at it is a branch
+    /// the CPU mispredicts on most packets, while a bucket's first four
+    /// slots hold nearly every key (a bucket fills from its first free
+    /// slot, and holds a few keys at the table's load).
+    #[inline(always)]
+    fn position(&self, tag: u32) -> Option<usize> {
+        self.0.chunks_exact(4).enumerate().find_map(|(g, four)| {
+            let m = four.iter().enumerate().fold(0u32, |m, (i, t)| m | (u32::from(t.load(Relaxed) == tag) << i));
+            (m != 0).then(|| g * 4 + m.trailing_zeros() as usize)
+        })
+    }
+
     /// The free slots, as a bit mask.
     #[inline]
     fn free(&self) -> u32 {
@@ -725,7 +739,7 @@ impl FlowTable {
     pub fn prefetch_slots(&self, p: &mut Probe) {
         let at = &p.at;
         let b = at.buckets[0];
-        if let Some(k) = self.tags[b].0.iter().position(|t| t.load(Relaxed) == at.tag) {
+        if let Some(k) = self.tags[b].position(at.tag) {
             let i = b * BUCKET + k;
             let slot = &self.slots[i];
             crate::memory::prefetch(&slot.seq);
@@ -1261,5 +1275,34 @@ impl FlowTable {
             self.per_vif.get(vif as usize).map_or(0, |c| c.load(Relaxed)),
             self.per_vrf.get(vrf as usize).map_or(0, |c| c.load(Relaxed)),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tags(at: &[(usize, u32)]) -> Tags {
+        let t = Tags::default();
+        for &(k, tag) in at {
+            t.0[k].store(tag, Relaxed);
+        }
+        t
+    }
+
+    /// The scan in groups finds the first matching slot wherever it is:
+    /// in the first group, a later one, the last slot, or none.
+    #[test]
+    fn a_bucket_scan_finds_the_first_slot_with_the_tag() {
+        assert_eq!(tags(&[]).position(7), None);
+        assert_eq!(tags(&[(0, 7)]).position(7), Some(0));
+        assert_eq!(tags(&[(0, 5), (3, 7)]).position(7), Some(3));
+        assert_eq!(tags(&[(0, 5), (1, 6), (2, 8), (3, 9), (4, 7)]).position(7), Some(4));
+        assert_eq!(tags(&[(6, 7), (13, 7)]).position(7), Some(6), "the first of two");
+        assert_eq!(tags(&[(15, 7)]).position(7), Some(15));
+        assert_eq!(tags(&[(15, 7)]).position(8), None);
+        for k in 0..BUCKET {
+            assert_eq!(tags(&[(k, 9), ((k + 1) % BUCKET, 9)]).position(9), Some(k.min((k + 1) % BUCKET)));
+        }
     }
 }
