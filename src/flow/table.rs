@@ -365,7 +365,10 @@ impl Tags {
     /// random from packet to packet, so a scan that stops at it is a branch
     /// the CPU mispredicts on most packets, while a bucket's first four
     /// slots hold nearly every key (a bucket fills from its first free
-    /// slot, and holds a few keys at the table's load).
+    /// slot, and holds a few keys at the table's load). `locate` keeps a
+    /// branch per tag on purpose: its tags are still on their way, and a
+    /// predicted "no match" lets the CPU run ahead into the next lookup;
+    /// here the line was asked for while the vector was parsed.
     #[inline(always)]
     fn position(&self, tag: u32) -> Option<usize> {
         self.0.chunks_exact(4).enumerate().find_map(|(g, four)| {
