@@ -140,11 +140,7 @@ pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
     if let NextHop::Composite(group) = nh {
         let m = match flow {
             // A flow whose member went away is pinned again on the general path.
-            // The member the flow's hash selects is nearly always the one
-            // it is pinned to, and asking it first spares the scan, whose
-            // exit at a random member the CPU mispredicts about every
-            // other packet.
-            Some(s) => s.ecmp.filter(|m| group.select(s.hash) == Some(m) || group.members().contains(m))?,
+            Some(s) => s.ecmp.filter(|m| group.keeps(m, s.hash))?,
             None => {
                 let hv = flow_hash(h, ctx.cfg.hash_seed);
                 hash = Some(hv);

@@ -416,7 +416,7 @@ pub(super) fn resolve<B: AsRef<[u8]> + AsMut<[u8]>>(
                 let h = info.flow_hash(f.data(), ctx.cfg.hash_seed);
                 // A flow keeps the member it was pinned to while that member lives.
                 let pinned = match &flow {
-                    super::flow::FlowStep::Hit(_, hit) => hit.ecmp.filter(|m| group.members().contains(m)),
+                    super::flow::FlowStep::Hit(_, hit) => hit.ecmp.filter(|m| group.keeps(m, h)),
                     _ => None,
                 };
                 match pinned.as_ref().or_else(|| group.select(h)) {

@@ -559,10 +559,7 @@ fn flow_late<B: AsRef<[u8]> + AsMut<[u8]>>(
     settled: &mut [Option<Forwarding>; VECTOR],
 ) -> (u32, u32) {
     let (mut late, mut probed) = (0u32, 0u32);
-    let mut left = candidates;
-    while left != 0 {
-        let i = left.trailing_zeros() as usize;
-        left &= left - 1;
+    for i in lanes(candidates) {
         if let (None, Some(v), Some(target)) = (done[i], vrfs[i], found[i]) {
             if flow::tracked_to(ctx.t, v, None, target) {
                 late |= 1 << i;
@@ -576,20 +573,28 @@ fn flow_late<B: AsRef<[u8]> + AsMut<[u8]>>(
     }
     // All their tag lines are on their way, then all their slots: the
     // misses overlap.
-    let mut left = probed;
-    while left != 0 {
-        table.prefetch_slots(&mut probes[left.trailing_zeros() as usize]);
-        left &= left - 1;
+    for i in lanes(probed) {
+        table.prefetch_slots(&mut probes[i]);
     }
-    let mut left = probed;
-    while left != 0 {
-        let i = left.trailing_zeros() as usize;
-        left &= left - 1;
+    for i in lanes(probed) {
         if let Some(v) = vrfs[i] {
             settled[i] = flow::settled(ctx, v, &probes[i]);
         }
     }
     (late, probed)
+}
+
+/// The frames a vector's mask names (bit `i`: frame `i`), in order.
+#[inline(always)]
+fn lanes(mask: u32) -> impl Iterator<Item = usize> {
+    let mut left = mask;
+    std::iter::from_fn(move || {
+        (left != 0).then(|| {
+            let i = left.trailing_zeros() as usize;
+            left &= left - 1;
+            i
+        })
+    })
 }
 
 /// The vif and VRF the previous frame of a vector had.
