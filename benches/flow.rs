@@ -30,7 +30,16 @@ fn setup(t: &FlowTable, p: &CompiledPolicy, k: FlowKey, now: u64) -> bool {
         PolicyAction::Allow => FlowAction::Forward,
         PolicyAction::Deny => FlowAction::Drop(DropReason::Discard),
     };
-    let f = DirSpec { key: k, action, ecmp: None, nat: Nat::default(), route_vrf: None, hash: 0, one_way: false };
+    let f = DirSpec {
+        key: k,
+        action,
+        ecmp: None,
+        nat: Nat::default(),
+        route_vrf: None,
+        route: None,
+        hash: 0,
+        one_way: false,
+    };
     let r = DirSpec { key: k.reversed(), ..f };
     t.create(&f, &r, 1, 0, now).is_ok()
 }

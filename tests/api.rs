@@ -763,6 +763,7 @@ fn mutated_requests_get_answers_never_panics() {
                 route_vrf: None,
                 hash: 0,
                 one_way: false,
+                route: None,
             };
             flows.create(&f, &DirSpec { key: key.reversed(), ..f }, A1, 0, 0).unwrap().slot
         })

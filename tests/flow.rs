@@ -32,6 +32,7 @@ fn pair(k: FlowKey) -> (DirSpec, DirSpec) {
         route_vrf: None,
         hash: 0x1111,
         one_way: false,
+        route: None,
     };
     (f, DirSpec { key: k.reversed(), hash: 0x2222, ..f })
 }
@@ -55,6 +56,7 @@ fn a_pair_is_two_linked_entries() {
         route_vrf: None,
         hash: 0xdead_beef,
         one_way: false,
+        route: None,
     };
     let r = DirSpec {
         key: k.reversed(),
@@ -64,6 +66,7 @@ fn a_pair_is_two_linked_entries() {
         route_vrf: Some(6),
         hash: 0xdead_beef,
         one_way: false,
+        route: None,
     };
     let made = t.create(&f, &r, 3, 9, 1_000).unwrap();
     let fwd = t.lookup(&k).unwrap();
@@ -194,6 +197,33 @@ fn a_flow_remembers_its_route_until_its_slot_holds_another_entry() {
     assert_eq!(read().route.route(), route);
 }
 
+/// A new flow's forward entry remembers the route its first packet was
+/// looked up with, so that its second packet is a full hit already (no
+/// route lookup) and not only its third. The reverse entry remembers
+/// nothing until its own first packet.
+#[test]
+fn a_new_flow_remembers_its_first_packets_route() {
+    let (mut lab, flows) = lab_allowing_all();
+    let service = Ipv4Addr::new(10, 96, 0, 10);
+    let first = [
+        (udp(1, a1_ip(), a2_ip(), 2000, 53), FlowKey::v4(BLUE, UDP, u32::from(a1_ip()), u32::from(a2_ip()), 2000, 53)),
+        (
+            tcp(from_a1(), a1_ip(), a2_ip(), 40000, 80),
+            FlowKey::v4(BLUE, TCP, u32::from(a1_ip()), u32::from(a2_ip()), 40000, 80),
+        ),
+        (udp(1, a1_ip(), service, 2001, 53), FlowKey::v4(BLUE, UDP, u32::from(a1_ip()), u32::from(service), 2001, 53)),
+    ];
+    let blue = lab.writer.tables().vrf(BLUE).unwrap().clone();
+    for (frame, key) in first {
+        assert!(matches!(lab.run(A1, frame).0, Verdict::Tx(_)));
+        let memo = flows.forward_only(&flows.probe(&key), None).expect("a plain forward entry").route;
+        let dst = key.dst as u32;
+        assert_eq!(blue.v4.recall(memo.route()), Some(blue.v4.lookup(dst)), "{key:?}: its route, in this version");
+        let reverse = flows.forward_only(&flows.probe(&key.reversed()), None).expect("a plain reverse entry").route;
+        assert_eq!(reverse.route().version, 0, "{key:?}: the answers' route is not this one");
+    }
+}
+
 #[test]
 fn a_full_table_refuses_new_flows_and_keeps_the_old() {
     let t = table(100);
@@ -242,7 +272,16 @@ fn flows_age_by_state_on_the_callers_clock() {
     let t = FlowTable::new(cfg, 8, 8);
     let mk = |i: u32, proto: u8, action: FlowAction| {
         let k = key(i, proto);
-        let f = DirSpec { key: k, action, ecmp: None, nat: Nat::default(), route_vrf: None, hash: 0, one_way: false };
+        let f = DirSpec {
+            key: k,
+            action,
+            ecmp: None,
+            nat: Nat::default(),
+            route_vrf: None,
+            route: None,
+            hash: 0,
+            one_way: false,
+        };
         let r = DirSpec { key: k.reversed(), ..f };
         t.create(&f, &r, 1, 0, 0).unwrap()
     };
@@ -347,6 +386,7 @@ fn readers_never_see_a_torn_entry_while_pairs_come_and_go() {
                         route_vrf: None,
                         hash: 0,
                         one_way: false,
+                        route: None,
                     };
                     let r = DirSpec { key: k.reversed(), nat: Nat::default(), ..f };
                     let _ = t.create(&f, &r, 1, round, 0);

@@ -137,6 +137,9 @@ pub struct DirSpec {
     /// composite): the pair's TCP state is judged from this direction's
     /// flags alone. Read from the forward entry.
     pub one_way: bool,
+    /// The IPv4 route its first packet was looked up with, in the VRF
+    /// of its key, for its next packets to recall (`RouteMemo`).
+    pub route: Option<Route>,
 }
 
 /// Why a pair was not created.
@@ -931,7 +934,8 @@ impl FlowTable {
         s.nat_addrs.store(a, Relaxed);
         s.nat_ports.store(if plain != 0 { d.hash } else { p }, Relaxed);
         s.nat_which.store(w | route, Relaxed);
-        s.route.store(RouteMemo(s.route.load(Relaxed)).next_incarnation().0, Relaxed);
+        let memo = RouteMemo(s.route.load(Relaxed)).next_incarnation();
+        s.route.store(d.route.and_then(|r| memo.with(r)).unwrap_or(memo).0, Relaxed);
         s.reverse.store(reverse as u32, Relaxed);
         s.origin.store(pack_origin(vif, now), Relaxed);
         s.packets.store(0, Relaxed);

@@ -145,6 +145,10 @@ struct Ctx<'a, B> {
     spill: &'a mut Spill<B>,
     flows: Option<&'a crate::flow::FlowTable>,
     now: u64,
+    /// The IPv4 route stage two found for the frame the general path has in
+    /// hand, if it was looked up there: a flow made for the frame remembers
+    /// it, so that the flow's next packet is spared the lookup too.
+    route: Option<Route>,
 }
 
 impl Pipeline {
@@ -221,7 +225,8 @@ impl Pipeline {
         B: AsRef<[u8]> + AsMut<[u8]>,
     {
         let flows = self.flows.as_deref();
-        let mut ctx = Ctx { t: tables, stats: &mut self.stats, cfg: &self.config, spill, flows, now: self.now };
+        let mut ctx =
+            Ctx { t: tables, stats: &mut self.stats, cfg: &self.config, spill, flows, now: self.now, route: None };
         for vector in frames.chunks_mut(VECTOR) {
             process_vector(&mut ctx, vector, &mut self.scratch, watch);
         }
@@ -424,6 +429,8 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
     watch.mark(Stage::Lookup);
     probed |= probed_late;
     let probe_of = |i: usize| (probed & (1 << i) != 0).then(|| &probes[i]);
+    // For the general path only: a scan, not a per-frame array to fill.
+    let route_of = |i: usize| v4_at[..n4].iter().position(|&a| usize::from(a) == i).map(|j| v4_routes[j]);
     // Stage three: carry out each frame's next hop.
     for (i, f) in frames.iter_mut().enumerate() {
         let in_vif = f.vif;
@@ -452,12 +459,18 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
                             // Not one for the fast path after all: take the
                             // general one, from the untouched frame.
                             None => match forward::parse_ip_into(f.data(), false, &mut p.info) {
-                                Ok(()) => forward::resolve(ctx, f, v, target, &p.info, p.origin, 0, probe_of(i)),
+                                Ok(()) => {
+                                    ctx.route = route_of(i);
+                                    forward::resolve(ctx, f, v, target, &p.info, p.origin, 0, probe_of(i))
+                                }
                                 Err(r) => Verdict::Drop(r),
                             },
                         }
                     }
-                    (Some(v), Some(target)) => forward::resolve(ctx, f, v, target, &p.info, p.origin, 0, probe_of(i)),
+                    (Some(v), Some(target)) => {
+                        ctx.route = route_of(i);
+                        forward::resolve(ctx, f, v, target, &p.info, p.origin, 0, probe_of(i))
+                    }
                     // No route here, but a floating IP's answer routes elsewhere.
                     (Some(v), None) if ctx.flows.is_some() && (!fast[i] || v.tracks_flows()) => {
                         forward::unrouted(ctx, f, v, &p.info, p.origin, probe_of(i))
