@@ -4,7 +4,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use std::time::{Duration, Instant};
-use vrouter::flow::{CompiledPolicy, DirSpec, FlowAction, FlowConfig, FlowKey, FlowTable, Nat, PolicyAction, StaleEnd};
+use vrouter::flow::{CompiledPolicy, DirSpec, FlowAction, FlowConfig, FlowKey, FlowTable, PolicyAction, StaleEnd};
 use vrouter::stats::DropReason;
 
 fn quick() -> bool {
@@ -30,17 +30,8 @@ fn setup(t: &FlowTable, p: &CompiledPolicy, k: FlowKey, now: u64) -> bool {
         PolicyAction::Allow => FlowAction::Forward,
         PolicyAction::Deny => FlowAction::Drop(DropReason::Discard),
     };
-    let f = DirSpec {
-        key: k,
-        action,
-        ecmp: None,
-        nat: Nat::default(),
-        route_vrf: None,
-        route: None,
-        hash: 0,
-        one_way: false,
-    };
-    let r = DirSpec { key: k.reversed(), ..f };
+    let f = DirSpec::new(k, action);
+    let r = DirSpec::new(k.reversed(), action);
     t.create(&f, &r, 1, 0, now).is_ok()
 }
 

@@ -750,22 +750,13 @@ fn mutated_requests_get_answers_never_panics() {
     let node =
         NodeInfo { boot_id: NodeInfo::new_boot_id(), underlay: node_ip(), fabric: "eth0".into(), cores: vec![0] };
     // A flow table with a few pairs, for the flow methods.
-    use vrouter::flow::{DirSpec, FlowAction, FlowConfig, FlowKey, FlowTable, Nat};
+    use vrouter::flow::{DirSpec, FlowAction, FlowConfig, FlowKey, FlowTable};
     let flows = Arc::new(FlowTable::new(FlowConfig { capacity: 1000, ..FlowConfig::default() }, 64, 16));
     let slots: Vec<u32> = (0..20u16)
         .map(|p| {
             let key = FlowKey::v4(BLUE, 6, u32::from(a1_ip()), u32::from(a2_ip()), 1000 + p, 80);
-            let f = DirSpec {
-                key,
-                action: FlowAction::Forward,
-                ecmp: None,
-                nat: Nat::default(),
-                route_vrf: None,
-                hash: 0,
-                one_way: false,
-                route: None,
-            };
-            flows.create(&f, &DirSpec { key: key.reversed(), ..f }, A1, 0, 0).unwrap().slot
+            let (f, r) = (DirSpec::new(key, FlowAction::Forward), DirSpec::new(key.reversed(), FlowAction::Forward));
+            flows.create(&f, &r, A1, 0, 0).unwrap().slot
         })
         .collect();
     let control = Control::new(writer, Defaults { router_mac: router_mac(), underlay: node_ip() }, board, node)

@@ -24,16 +24,7 @@ fn key(i: u32, proto: u8) -> FlowKey {
 }
 
 fn pair(k: FlowKey) -> (DirSpec, DirSpec) {
-    let f = DirSpec {
-        key: k,
-        action: FlowAction::Forward,
-        ecmp: None,
-        nat: Nat::default(),
-        route_vrf: None,
-        hash: 0x1111,
-        one_way: false,
-        route: None,
-    };
+    let f = DirSpec { hash: 0x1111, ..DirSpec::new(k, FlowAction::Forward) };
     (f, DirSpec { key: k.reversed(), hash: 0x2222, ..f })
 }
 
@@ -272,18 +263,7 @@ fn flows_age_by_state_on_the_callers_clock() {
     let t = FlowTable::new(cfg, 8, 8);
     let mk = |i: u32, proto: u8, action: FlowAction| {
         let k = key(i, proto);
-        let f = DirSpec {
-            key: k,
-            action,
-            ecmp: None,
-            nat: Nat::default(),
-            route_vrf: None,
-            route: None,
-            hash: 0,
-            one_way: false,
-        };
-        let r = DirSpec { key: k.reversed(), ..f };
-        t.create(&f, &r, 1, 0, 0).unwrap()
+        t.create(&DirSpec::new(k, action), &DirSpec::new(k.reversed(), action), 1, 0, 0).unwrap()
     };
     let udp = mk(1, UDP, FlowAction::Forward);
     let syn = mk(2, TCP, FlowAction::Forward);

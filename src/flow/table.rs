@@ -142,6 +142,15 @@ pub struct DirSpec {
     pub route: Option<Route>,
 }
 
+impl DirSpec {
+    /// An entry for `key` that only applies `action`: no NAT, no member
+    /// pinned, no other VRF, no route remembered, hash 0, both directions
+    /// tracked. The fields are public; set the others as needed.
+    pub fn new(key: FlowKey, action: FlowAction) -> DirSpec {
+        DirSpec { key, action, ecmp: None, nat: Nat::default(), route_vrf: None, hash: 0, one_way: false, route: None }
+    }
+}
+
 /// Why a pair was not created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CreateError {
