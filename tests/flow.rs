@@ -358,17 +358,8 @@ fn readers_never_see_a_torn_entry_while_pairs_come_and_go() {
                     // The NAT address encodes the key, so a reader can check it.
                     let k = key(i, UDP);
                     let nat = Nat { dst: Some(i ^ round), ..Nat::default() };
-                    let f = DirSpec {
-                        key: k,
-                        action: FlowAction::Forward,
-                        ecmp: None,
-                        nat,
-                        route_vrf: None,
-                        hash: 0,
-                        one_way: false,
-                        route: None,
-                    };
-                    let r = DirSpec { key: k.reversed(), nat: Nat::default(), ..f };
+                    let f = DirSpec { nat, ..DirSpec::new(k, FlowAction::Forward) };
+                    let r = DirSpec::new(k.reversed(), FlowAction::Forward);
                     let _ = t.create(&f, &r, 1, round, 0);
                 }
                 for i in 0..2_000 {

@@ -353,27 +353,10 @@ pub(super) fn create<B>(
     // Where the ECMP routes alone make the VRF track flows, the answers,
     // routed to the client and not to a composite, are not tracked.
     let one_way = !vrf.tracks_every_flow();
-    let mut fwd = DirSpec {
-        key: *key,
-        action,
-        ecmp,
-        nat: Nat::default(),
-        route_vrf: None,
-        hash: key_hash(seed, key),
-        one_way,
-        route: ctx.route.filter(|_| key.is_v4()),
-    };
+    let route = ctx.route.filter(|_| key.is_v4());
+    let mut fwd = DirSpec { ecmp, hash: key_hash(seed, key), one_way, route, ..DirSpec::new(*key, action) };
     let rev_key = key.reversed();
-    let mut rev = DirSpec {
-        key: rev_key,
-        action,
-        ecmp: None,
-        nat: Nat::default(),
-        route_vrf: None,
-        hash: key_hash(seed, &rev_key),
-        one_way: false,
-        route: None,
-    };
+    let mut rev = DirSpec { hash: key_hash(seed, &rev_key), ..DirSpec::new(rev_key, action) };
     if let Some((vif, fip)) = out.and_then(|v| floating(v, vrf.id, key).map(|f| (v, f))) {
         let pod = vif.ipv4.map_or(0, u32::from);
         fwd.nat = Nat { dst: Some(pod), ..Nat::default() };

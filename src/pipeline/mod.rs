@@ -147,7 +147,8 @@ struct Ctx<'a, B> {
     now: u64,
     /// The IPv4 route stage two found for the frame the general path has in
     /// hand, if it was looked up there: a flow made for the frame remembers
-    /// it, so that the flow's next packet is spared the lookup too.
+    /// it, so that the flow's next packet is spared the lookup too. Set
+    /// only for the length of that call (`resolve_routed`).
     route: Option<Route>,
 }
 
@@ -459,18 +460,12 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
                             // Not one for the fast path after all: take the
                             // general one, from the untouched frame.
                             None => match forward::parse_ip_into(f.data(), false, &mut p.info) {
-                                Ok(()) => {
-                                    ctx.route = route_of(i);
-                                    forward::resolve(ctx, f, v, target, &p.info, p.origin, 0, probe_of(i))
-                                }
+                                Ok(()) => resolve_routed(ctx, f, v, target, p, route_of(i), probe_of(i)),
                                 Err(r) => Verdict::Drop(r),
                             },
                         }
                     }
-                    (Some(v), Some(target)) => {
-                        ctx.route = route_of(i);
-                        forward::resolve(ctx, f, v, target, &p.info, p.origin, 0, probe_of(i))
-                    }
+                    (Some(v), Some(target)) => resolve_routed(ctx, f, v, target, p, route_of(i), probe_of(i)),
                     // No route here, but a floating IP's answer routes elsewhere.
                     (Some(v), None) if ctx.flows.is_some() && (!fast[i] || v.tracks_flows()) => {
                         forward::unrouted(ctx, f, v, &p.info, p.origin, probe_of(i))
@@ -483,6 +478,25 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
         account(ctx.stats, in_vif, v, f.len());
     }
     watch.mark(Stage::Rewrite);
+}
+
+/// The general path for a frame of the vector, routed to `target` in
+/// `vrf`: `forward::resolve` from the top, with the frame's IPv4 route as
+/// stage two found it (`None` if it looked none up) in `Ctx::route` for
+/// that call alone, for a flow the frame makes to remember.
+fn resolve_routed<B: AsRef<[u8]> + AsMut<[u8]>>(
+    ctx: &mut Ctx<'_, B>,
+    f: &mut Frame<B>,
+    vrf: &Vrf,
+    target: RouteTarget,
+    p: &Pending,
+    route: Option<Route>,
+    probe: Option<&Probe>,
+) -> Verdict {
+    ctx.route = route;
+    let verdict = forward::resolve(ctx, f, vrf, target, &p.info, p.origin, 0, probe);
+    ctx.route = None;
+    verdict
 }
 
 /// Flows, step two (see `process_vector`), for the frames with a probe
