@@ -84,6 +84,8 @@ fn a_pair_is_two_linked_entries() {
     t.set_action(fwd.slot, FlowAction::Drop(DropReason::Discard), 10);
     let again = t.lookup(&k).unwrap();
     assert_eq!((again.action, again.policy_generation), (FlowAction::Drop(DropReason::Discard), 10));
+    // The TCP flags share the action word, and outlive the change.
+    assert_eq!(t.get(fwd.slot, 2_000).unwrap().tcp, TcpState::Established);
     assert!(t.remove(rev.slot), "removing either entry removes the pair");
     assert!(t.lookup(&k).is_none() && t.lookup(&k.reversed()).is_none());
     assert_eq!((t.len(), t.churn()), (0, (1, 1)));
@@ -293,6 +295,27 @@ fn flows_age_by_state_on_the_callers_clock() {
     assert_eq!(sweep_all(280_000), 1);
     assert!(t.is_empty());
     let _ = (est, dropped);
+}
+
+/// An entry keeps its last packet's time in 32 bits of milliseconds:
+/// idle times and ageing are right across the wrap (every 49.7 days of
+/// the clock), and a timeout past 2^31 ms is cut to it.
+#[test]
+fn ageing_is_right_across_the_clocks_32_bit_wrap() {
+    let t = FlowTable::new(FlowConfig { capacity: 100, idle_ms: 180_000, ..FlowConfig::default() }, 8, 8);
+    let start = (1u64 << 32) - 5_000;
+    let k = key(1, UDP);
+    let made = t
+        .create(&DirSpec::new(k, FlowAction::Forward), &DirSpec::new(k.reversed(), FlowAction::Forward), 1, 0, start)
+        .unwrap();
+    t.touch(made.reverse, 60, 0, start + 6_000);
+    let info = t.get(made.slot, start + 10_000).unwrap();
+    assert_eq!((info.idle_ms, info.age_ms), (4_000, 10_000));
+    let sweep_all = |now| (0..4).map(|_| t.sweep(now, 100)).sum::<usize>();
+    assert_eq!(sweep_all(start + 6_000 + 179_999), 0, "a packet after the wrap keeps it");
+    assert_eq!(sweep_all(start + 6_000 + 180_000), 1);
+    let long = FlowTable::new(FlowConfig { idle_ms: u64::MAX, ..FlowConfig::default() }, 8, 8);
+    assert_eq!(long.config().idle_ms, vrouter::flow::MAX_TIMEOUT_MS);
 }
 
 #[test]

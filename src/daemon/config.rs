@@ -323,6 +323,19 @@ impl Config {
         if cfg.flows.capacity == 0 || cfg.flows.capacity > 16 << 20 {
             return Err(format!("{}: flows.capacity must be 1..=16777216", path.display()));
         }
+        // A flow entry keeps its last packet's time in 32 bits of milliseconds.
+        let max_timeout = crate::flow::MAX_TIMEOUT_MS / 1000;
+        let f = &cfg.flows;
+        for (field, value) in [
+            ("idle_timeout", f.idle_timeout),
+            ("drop_timeout", f.drop_timeout),
+            ("closed_timeout", f.closed_timeout),
+            ("half_open_timeout", f.half_open_timeout),
+        ] {
+            if value == 0 || value > max_timeout {
+                return Err(format!("{}: flows.{field} = {value}: expected 1..={max_timeout} seconds", path.display()));
+            }
+        }
         if cfg.flows.fragments == 0 || cfg.flows.fragments > 1 << 20 {
             return Err(format!("{}: flows.fragments must be 1..=1048576", path.display()));
         }
@@ -379,8 +392,8 @@ mod tests {
         assert!(Config::load(&p).unwrap_err().contains("limits.vifs = 20000000: expected 1..=16777216"));
         let p = write("frags.toml", "[node]\nfabric = \"eth0\"\nunderlay = \"10.0.0.1\"\n[flows]\nfragments = 0\n");
         assert!(Config::load(&p).unwrap_err().contains("flows.fragments must be 1..=1048576"));
-        let p = write("vrfs.toml", "[node]\nfabric = \"eth0\"\nunderlay = \"10.0.0.1\"\n[limits]\nvrfs = 16777216\n");
-        assert!(Config::load(&p).unwrap_err().contains("limits.vrfs = 16777216: expected 1..=16777215"));
+        let p = write("vrfs.toml", "[node]\nfabric = \"eth0\"\nunderlay = \"10.0.0.1\"\n[limits]\nvrfs = 8388608\n");
+        assert!(Config::load(&p).unwrap_err().contains("limits.vrfs = 8388608: expected 1..=8388607"));
         // Values that once made vrouterd abort at start (an allocation of
         // the whole capacity, a CPU set's assertion), or start useless.
         let base = "[node]\nfabric = \"eth0\"\nunderlay = \"10.0.0.1\"\n";
@@ -393,6 +406,12 @@ mod tests {
             ("[limits]\nvrfs = 0\n", "limits.vrfs = 0"),
             ("[dataplane]\nframes = 3\n", "dataplane.frames = 3: expected 1024..=4194304"),
             ("[dataplane]\ncores = [1, 9999]\n", "dataplane.cores: core 9999: expected 0..=1023"),
+            // A timeout in seconds once overflowed its milliseconds.
+            (
+                "[flows]\nidle_timeout = 9223372036854775807\n",
+                "flows.idle_timeout = 9223372036854775807: expected 1..=2147483 seconds",
+            ),
+            ("[flows]\nclosed_timeout = 0\n", "flows.closed_timeout = 0: expected 1..="),
         ] {
             let p = write("range.toml", &format!("{base}{text}"));
             let e = Config::load(&p).unwrap_err();

@@ -58,46 +58,69 @@ impl FlowKey {
         unmap(self.dst)
     }
 
-    /// The key's words, as the table stores them.
+    /// The key's words, as the table stores them. An IPv4 key fits in the
+    /// first two, which a table slot keeps on the line a hit reads: the
+    /// family, the VRF (`VRF_BITS`), the protocol and both ports in the
+    /// first, both addresses in the second; the other four are 0. An IPv6
+    /// key takes five: the same first word, then the source's and the
+    /// destination's halves.
     #[inline(always)]
     pub(crate) fn words(&self) -> [u64; 6] {
-        [
-            (u64::from(self.vrf) << 32) | (u64::from(self.proto) << 16) | 1,
-            (u64::from(self.sport) << 16) | u64::from(self.dport),
-            self.src as u64,
-            (self.src >> 64) as u64,
-            self.dst as u64,
-            (self.dst >> 64) as u64,
-        ]
+        let head = (u64::from(self.vrf & VRF_MASK) << 40)
+            | (u64::from(self.proto) << 32)
+            | (u64::from(self.sport) << 16)
+            | u64::from(self.dport);
+        if self.is_v4() {
+            [head, ((self.src as u64) << 32) | (self.dst as u32 as u64), 0, 0, 0, 0]
+        } else {
+            let (src, dst) = (self.src, self.dst);
+            [V6_WORD | head, (src >> 64) as u64, src as u64, (dst >> 64) as u64, dst as u64, 0]
+        }
     }
 
     /// The key back from its words.
     pub(crate) fn from_words(w: &[u64; 6]) -> FlowKey {
-        FlowKey {
-            vrf: (w[0] >> 32) as u32,
-            proto: (w[0] >> 16) as u8,
-            sport: (w[1] >> 16) as u16,
-            dport: w[1] as u16,
-            src: u128::from(w[2]) | (u128::from(w[3]) << 64),
-            dst: u128::from(w[4]) | (u128::from(w[5]) << 64),
+        let (vrf, proto) = (((w[0] >> 40) as u32) & VRF_MASK, (w[0] >> 32) as u8);
+        let (sport, dport) = ((w[0] >> 16) as u16, w[0] as u16);
+        if w[0] & V6_WORD == 0 {
+            FlowKey::v4(vrf, proto, (w[1] >> 32) as u32, w[1] as u32, sport, dport)
+        } else {
+            let src = (u128::from(w[1]) << 64) | u128::from(w[2]);
+            let dst = (u128::from(w[3]) << 64) | u128::from(w[4]);
+            FlowKey::v6(vrf, proto, src, dst, sport, dport)
         }
     }
 
     /// The table's hash of the key: stable, and spread over every bit.
     /// The words are mixed by independent multiplications (which the CPU
-    /// runs side by side) and one finaliser, not a chain of six.
+    /// runs side by side) and one finaliser, not a chain of six. An IPv4
+    /// key's last four words are 0, so its hash is two multiplications
+    /// and the finaliser where the key is built in line.
     #[inline]
     pub fn hash(&self) -> u64 {
         hash_words(&self.words())
     }
 }
 
+/// VRF ids a key holds: 23 bits, under the family bit (`FlowKey::words`).
+pub(crate) const VRF_BITS: u32 = 23;
+const VRF_MASK: u32 = (1 << VRF_BITS) - 1;
+/// The family bit of a key's first word: set for IPv6.
+const V6_WORD: u64 = 1 << 63;
+
+/// True if a key's words (`FlowKey::words`) are an IPv6 key's, whose last
+/// four words count.
+#[inline(always)]
+pub(crate) fn is_v6_words(w: &[u64; 6]) -> bool {
+    w[0] & V6_WORD != 0
+}
+
 /// `FlowKey::hash`, from the key's words.
 #[inline(always)]
 pub(crate) fn hash_words(w: &[u64; 6]) -> u64 {
-    let a = (w[2] ^ w[3].rotate_left(32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    let b = (w[4] ^ w[5].rotate_left(32)).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
-    let c = (w[0] ^ w[1].rotate_left(17)).wrapping_mul(0x1656_67b1_9e37_79f9);
+    let a = (w[1] ^ w[2].rotate_left(32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let b = (w[3] ^ w[4].rotate_left(32)).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+    let c = (w[0] ^ w[5].rotate_left(17)).wrapping_mul(0x1656_67b1_9e37_79f9);
     fmix64(a ^ b.rotate_left(29) ^ c.rotate_left(43))
 }
 
@@ -140,6 +163,13 @@ mod tests {
         let k6 = FlowKey::v6(1, 17, 1, 2, 5, 6);
         assert!(!k6.is_v4());
         assert_eq!(FlowKey::from_words(&k6.words()), k6);
+        let big = FlowKey::v6((1 << VRF_BITS) - 1, 6, u128::MAX - 7, 1 << 100, 65535, 1);
+        assert_eq!(FlowKey::from_words(&big.words()), big);
+        // An IPv4 key takes two words, and never equals an IPv6 key's.
+        assert_eq!(k.words()[2..], [0; 4]);
+        assert!(!is_v6_words(&k.words()) && is_v6_words(&k6.words()));
+        let mapped = FlowKey::v6(3, 6, map_v4(0x0a01_0002), 0x0a01_0103, 40000, 80);
+        assert_ne!(mapped.words()[..2], k.words()[..2]);
         assert_ne!(k.hash(), k.reversed().hash());
         assert_ne!(FlowKey { vrf: 4, ..k }.hash(), k.hash());
     }

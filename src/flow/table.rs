@@ -31,7 +31,7 @@
 //! reads a clock, so tests age flows without sleeping.
 
 use super::fragment::FragmentTable;
-use super::key::FlowKey;
+use super::key::{is_v6_words, FlowKey};
 use super::stale::StaleEnd;
 use crate::memory::{Zeroable, ZeroedSlice};
 use crate::stats::DropReason;
@@ -129,8 +129,8 @@ pub struct DirSpec {
     /// After the rewrite, route in this VRF instead of the packet's own (a
     /// floating IP's answers go back out through the public VRF).
     pub route_vrf: Option<u32>,
-    /// The flow hash of its packets (`pipeline::hash::key_hash`), kept by
-    /// an entry that rewrites nothing, for `Forwarding::hash`.
+    /// The flow hash of its packets (`pipeline::hash::key_hash`), kept for
+    /// `Forwarding::hash`.
     pub hash: u32,
     /// Only this direction's packets are tracked (in a VRF that tracks flows
     /// for its ECMP routes alone, the answers go to the client, not to a
@@ -264,7 +264,7 @@ const WRITING: u32 = 1;
 const LIVE: u32 = 2;
 const STEP: u32 = 4;
 
-// Action word: kind, drop reason, flags, policy generation.
+// Action word: kind, drop reason, flags, TCP flags seen, policy generation.
 const KIND_FORWARD: u64 = 1;
 const KIND_DROP: u64 = 2;
 const FLAG_FORWARD_DIR: u64 = 1 << 16;
@@ -284,10 +284,14 @@ const TCP_FIN: u32 = 0x01;
 const TCP_SYN: u32 = 0x02;
 const TCP_RST: u32 = 0x04;
 const TCP_ACK: u32 = 0x10;
-/// Where `nat_which` keeps them: FIN, SYN and RST as they are, ACK next
-/// to them, all shifted by 4.
-const TCP_SHIFT: u32 = 4;
-const TCP_BITS: u32 = 0xf << TCP_SHIFT;
+/// Where the action word keeps them: FIN, SYN and RST as they are, ACK
+/// next to them, all shifted by 20, on the line a hit writes anyway. Not
+/// compared by `forward_only`, and kept by `set_action`.
+const TCP_SHIFT: u32 = 20;
+const TCP_BITS: u64 = 0xf << TCP_SHIFT;
+/// The longest timeout a table keeps to (`FlowConfig`'s are cut to it):
+/// `last_seen` is 32 bits of milliseconds, read with wrapping.
+pub const MAX_TIMEOUT_MS: u64 = 1 << 31;
 /// The vif in `origin`, under the creation time (40 bits of milliseconds:
 /// 34 years of the caller's clock).
 const VIF_BITS: u32 = 24;
@@ -297,9 +301,10 @@ const ROUTE_VRF_SHIFT: u32 = 8;
 
 /// Vif indexes an entry can hold: a daemon's `limits.vifs` may not exceed it.
 pub const MAX_VIFS: usize = 1 << VIF_BITS;
-/// VRF ids an entry can route in (+ 1 in 24 bits): a daemon's
-/// `limits.vrfs` may not exceed it.
-pub const MAX_VRFS: usize = (1 << (32 - ROUTE_VRF_SHIFT)) - 1;
+/// VRF ids a key holds (`key::VRF_BITS`), and an entry can route in (+ 1,
+/// in 24 bits): a daemon's `limits.vrfs` may not exceed it.
+pub const MAX_VRFS: usize = (1 << super::key::VRF_BITS) - 1;
+const _: () = assert!(MAX_VRFS < 1 << (32 - ROUTE_VRF_SHIFT));
 
 /// An `origin` word: the creating vif, and when.
 fn pack_origin(vif: u32, now: u64) -> u64 {
@@ -316,44 +321,90 @@ fn origin_time(origin: u64) -> u64 {
     origin >> VIF_BITS
 }
 
-/// TCP flags (TCP's bits) as `nat_which` keeps them.
+/// TCP flags (TCP's bits) as the action word keeps them.
 #[inline(always)]
-fn pack_tcp(flags: u32) -> u32 {
-    ((flags & (TCP_FIN | TCP_SYN | TCP_RST)) | ((flags & TCP_ACK) >> 1)) << TCP_SHIFT
+fn pack_tcp(flags: u32) -> u64 {
+    u64::from((flags & (TCP_FIN | TCP_SYN | TCP_RST)) | ((flags & TCP_ACK) >> 1)) << TCP_SHIFT
 }
 
-/// TCP flags (TCP's bits) from a `nat_which` word.
-fn unpack_tcp(which: u32) -> u32 {
-    let f = (which & TCP_BITS) >> TCP_SHIFT;
+/// TCP flags (TCP's bits) from an action word.
+fn unpack_tcp(action: u64) -> u32 {
+    let f = ((action & TCP_BITS) >> TCP_SHIFT) as u32;
     (f & (TCP_FIN | TCP_SYN | TCP_RST)) | ((f & 0x8) << 1)
 }
 
-/// One entry: two cache lines. The first holds what a lookup compares and
-/// a hit needs most; the second, the route, the NAT rewrite and what a hit
-/// counts.
+/// One entry: two cache lines. The first holds everything a hit on an
+/// IPv4 entry that only forwards reads and writes: the key (two words, see
+/// `FlowKey::words`), the action, the pinned member, the route, the hash
+/// and the counts. A hit is three lines from memory (its tag line, the
+/// slot's first line, the frame), not four: 1.07-1.12x on the flow-hit
+/// cases (`tools/perf-compare`, see docs/architecture.md). The second
+/// holds the rest of an IPv6 key, the NAT rewrite and what only the
+/// control plane and the general path read.
 #[derive(Default)]
 #[repr(C, align(64))]
 struct Slot {
     seq: AtomicU32,
-    reverse: AtomicU32,
-    key: [AtomicU64; 6],
+    /// The flow hash of the entry's packets (`DirSpec::hash`).
+    hash: AtomicU32,
+    /// The key's first two words: an IPv4 key whole.
+    key: [AtomicU64; 2],
+    /// The action word, with the TCP flags seen (`TCP_BITS`).
     action: AtomicU64,
-    // Second line.
     ecmp: AtomicU64,
     /// The route the data path last looked up for the entry (`RouteMemo`).
     route: AtomicU64,
-    nat_addrs: AtomicU64,
-    /// The NAT ports; in a plain entry (`FLAG_PLAIN`), which has none, the
-    /// flow hash (`DirSpec::hash`), on the line a hit reads anyway.
+    /// Packets, the low 32 bits (`packets_high` has the rest).
+    packets: AtomicU32,
+    /// When the last packet came: the low 32 bits of the caller's clock, in
+    /// milliseconds, compared with wrapping (`idle`): 49 days around, far
+    /// past the longest timeout (`MAX_TIMEOUT_MS`).
+    last_seen: AtomicU32,
+    bytes: AtomicU64,
+    // Second line.
+    /// An IPv6 key's other four words (0 for IPv4).
+    key_rest: [AtomicU64; 4],
+    reverse: AtomicU32,
     nat_ports: AtomicU32,
-    /// From the bottom: the NAT flags (4 bits), the TCP flags seen
-    /// (`TCP_BITS`), and the route VRF + 1 (24 bits; 0 for none).
+    /// From the bottom: the NAT flags (4 bits), and the route VRF + 1
+    /// (24 bits; 0 for none) above `ROUTE_VRF_SHIFT`.
     nat_which: AtomicU32,
+    /// Packets over 2^32, added to once in 4G packets.
+    packets_high: AtomicU32,
+    nat_addrs: AtomicU64,
     /// The creating vif (24 bits, `VIF_BITS`) under the creation time.
     origin: AtomicU64,
-    packets: AtomicU64,
-    bytes: AtomicU64,
-    last_seen: AtomicU64,
+}
+
+impl Slot {
+    /// The key's words (`FlowKey::words`).
+    #[inline(always)]
+    fn key_words(&self) -> [u64; 6] {
+        let [a, b] = self.key.each_ref().map(|k| k.load(Relaxed));
+        let [c, d, e, f] = self.key_rest.each_ref().map(|k| k.load(Relaxed));
+        [a, b, c, d, e, f]
+    }
+
+    /// True if the slot holds the key whose words are `w`: the first line
+    /// alone for an IPv4 key (the family is in the first word, so an IPv6
+    /// entry never answers an IPv4 key).
+    #[inline(always)]
+    fn holds(&self, w: &[u64; 6]) -> bool {
+        let first = (self.key[0].load(Relaxed) ^ w[0]) | (self.key[1].load(Relaxed) ^ w[1]);
+        first == 0 && (!is_v6_words(w) || same_words(&self.key_words(), w))
+    }
+
+    /// Packets counted. Read without a lock: at the very moment the low
+    /// word wraps, once in 4G packets, a reader may see 2^32 too few.
+    fn packets(&self) -> u64 {
+        (u64::from(self.packets_high.load(Relaxed)) << 32) | u64::from(self.packets.load(Relaxed))
+    }
+
+    /// Milliseconds since the entry's last packet (or its creation), at `now`.
+    #[inline(always)]
+    fn idle(&self, now: u64) -> u64 {
+        u64::from((now as u32).wrapping_sub(self.last_seen.load(Relaxed)))
+    }
 }
 
 // SAFETY: both are made of atomic integers only; zero is a valid value.
@@ -364,6 +415,7 @@ unsafe impl Zeroable for Tags {}
 
 // The layout the costs above count on.
 const _: () = assert!(std::mem::size_of::<Slot>() == 128 && std::mem::size_of::<Tags>() == 64);
+const _: () = assert!(std::mem::offset_of!(Slot, key_rest) == 64);
 
 /// A bucket's tags, one cache line: per slot, a fragment of its live key's
 /// hash (never 0), or 0 for a free slot.
@@ -488,13 +540,20 @@ pub struct Probe {
     /// The slot whose tag `prefetch_slots` matched, tried first by `find`
     /// (which checks the key), so that the tags are scanned once.
     hint: u32,
+    /// `prefetch_slots` fetches the slot's second line too: for an IPv6
+    /// key (the rest of it is there) and for `find` (`probe_whole`).
+    whole: bool,
 }
 
 const NO_HINT: u32 = u32::MAX;
 
+// The size the pipeline's comments give (it writes probes in place).
+const _: () = assert!(std::mem::size_of::<Probe>() == 88);
+
 impl Probe {
     /// A placeholder, for arrays of probes: made for no key.
-    pub const UNUSED: Probe = Probe { words: [0; 6], at: Place { buckets: [0; 2], stripe: 0, tag: 0 }, hint: NO_HINT };
+    pub const UNUSED: Probe =
+        Probe { words: [0; 6], at: Place { buckets: [0; 2], stripe: 0, tag: 0 }, hint: NO_HINT, whole: false };
 
     /// True if the probe was made for `key`.
     pub fn is_for(&self, key: &FlowKey) -> bool {
@@ -567,8 +626,17 @@ fn decode_nat(addrs: u64, ports: u32, which: u32) -> Nat {
 impl FlowTable {
     /// An empty table for `cfg.capacity` pairs, counting limits over `vifs`
     /// vifs and `vrfs` VRFs.
+    /// Timeouts past `MAX_TIMEOUT_MS` are cut to it.
     pub fn new(cfg: FlowConfig, vifs: usize, vrfs: usize) -> FlowTable {
         let n = Self::slots_for(cfg.capacity);
+        let cut = |ms: u64| ms.min(MAX_TIMEOUT_MS);
+        let cfg = FlowConfig {
+            idle_ms: cut(cfg.idle_ms),
+            drop_ms: cut(cfg.drop_ms),
+            closed_ms: cut(cfg.closed_ms),
+            half_open_ms: cut(cfg.half_open_ms),
+            ..cfg
+        };
         FlowTable {
             slots: ZeroedSlice::new(n),
             tags: ZeroedSlice::new(n / BUCKET),
@@ -689,10 +757,10 @@ impl FlowTable {
     #[inline(always)]
     fn read_slot(&self, i: usize, expect: Option<&[u64; 6]>) -> Option<([u64; 6], Hit)> {
         let (w, action, ecmp, (addrs, ports, which), reverse) = self.read_stable(i, |s| {
-            let w: [u64; 6] = std::array::from_fn(|k| s.key[k].load(Relaxed));
-            if expect.is_some_and(|e| !same_words(e, &w)) {
+            if expect.is_some_and(|e| !s.holds(e)) {
                 return None;
             }
+            let w = s.key_words();
             let nat = (s.nat_addrs.load(Relaxed), s.nat_ports.load(Relaxed), s.nat_which.load(Relaxed));
             Some((w, s.action.load(Relaxed), s.ecmp.load(Relaxed), nat, s.reverse.load(Relaxed)))
         })?;
@@ -729,10 +797,18 @@ impl FlowTable {
 
     /// `key`, ready for the lookup steps. Always inlined: the key is built
     /// in registers just before, and a call would pass it through memory.
+    /// For `forward_only`: an IPv4 key's slot is fetched one line.
     #[inline(always)]
     pub fn probe(&self, key: &FlowKey) -> Probe {
         let words = key.words();
-        Probe { at: self.place_of(&words), words, hint: NO_HINT }
+        Probe { at: self.place_of(&words), words, hint: NO_HINT, whole: is_v6_words(&words) }
+    }
+
+    /// `probe`, for `find`, which reads the whole slot (the NAT rewrite,
+    /// the other entry): both lines are fetched.
+    #[inline(always)]
+    pub fn probe_whole(&self, key: &FlowKey) -> Probe {
+        Probe { whole: true, ..self.probe(key) }
     }
 
     /// The first of a batch's two prefetch steps: starts fetching the
@@ -746,10 +822,10 @@ impl FlowTable {
         crate::memory::prefetch(&self.tags[p.at.buckets[0]]);
     }
 
-    /// The second step, once the tag line is in: starts fetching both
-    /// lines (the key and action; the NAT and the counters a hit writes)
-    /// of the first slot in the first bucket whose tag matches, and notes
-    /// it in the probe for `find`.
+    /// The second step, once the tag line is in: starts fetching the
+    /// first slot in the first bucket whose tag matches, and notes it in
+    /// the probe for `find`. Its first line, all an IPv4 hit that only
+    /// forwards reads and writes; its second too if the probe is `whole`.
     #[inline]
     pub fn prefetch_slots(&self, p: &mut Probe) {
         let at = &p.at;
@@ -758,7 +834,9 @@ impl FlowTable {
             let i = b * BUCKET + k;
             let slot = &self.slots[i];
             crate::memory::prefetch(&slot.seq);
-            crate::memory::prefetch(&slot.ecmp);
+            if p.whole {
+                crate::memory::prefetch(&slot.key_rest);
+            }
             p.hint = i as u32;
         }
     }
@@ -784,11 +862,10 @@ impl FlowTable {
         // the stack on the common, hinted way too.
         self.search(p, move |i| {
             let (action, ecmp, route, hash) = self.read_stable(i, |s| {
-                let w = s.key.each_ref().map(|k| k.load(Relaxed));
-                if !same_words(&p.words, &w) {
+                if !s.holds(&p.words) {
                     return None;
                 }
-                Some((s.action.load(Relaxed), s.ecmp.load(Relaxed), s.route.load(Relaxed), s.nat_ports.load(Relaxed)))
+                Some((s.action.load(Relaxed), s.ecmp.load(Relaxed), s.route.load(Relaxed), s.hash.load(Relaxed)))
             })?;
             (action & mask == want).then(|| Forwarding {
                 slot: i as u32,
@@ -870,16 +947,21 @@ impl FlowTable {
     /// stores. Open vSwitch's userspace datapath counts its flows the
     /// same way (`non_atomic_ullong_add`). Should a direction's packets
     /// move between queues (RSS reprogrammed), two workers' adds could
-    /// meet and one be lost: a count, never the entry's state.
+    /// meet and one be lost: a count, never the entry's state. All of it
+    /// is on the slot's first line, which the lookup read.
     #[inline]
     pub fn touch(&self, slot: u32, bytes: u32, tcp_flags: u8, now: u64) {
         let Some(s) = self.slots.get(slot as usize) else { return };
-        s.packets.store(s.packets.load(Relaxed).wrapping_add(1), Relaxed);
+        let packets = s.packets.load(Relaxed).wrapping_add(1);
+        s.packets.store(packets, Relaxed);
+        if packets == 0 {
+            s.packets_high.fetch_add(1, Relaxed);
+        }
         s.bytes.store(s.bytes.load(Relaxed).wrapping_add(u64::from(bytes)), Relaxed);
-        s.last_seen.store(now, Relaxed);
+        s.last_seen.store(now as u32, Relaxed);
         let f = pack_tcp(u32::from(tcp_flags));
-        if f != 0 && s.nat_which.load(Relaxed) & f != f {
-            s.nat_which.fetch_or(f, Relaxed);
+        if f != 0 && s.action.load(Relaxed) & f != f {
+            s.action.fetch_or(f, Relaxed);
         }
     }
 
@@ -929,7 +1011,7 @@ impl FlowTable {
     fn write(&self, i: usize, d: &DirSpec, reverse: usize, forward: bool, stamp: Stamp) {
         let Stamp { vif, now, generation } = stamp;
         let s = &self.slots[i];
-        for (k, w) in s.key.iter().zip(d.key.words()) {
+        for (k, w) in s.key.iter().chain(&s.key_rest).zip(d.key.words()) {
             k.store(w, Relaxed);
         }
         let dir = if forward { FLAG_FORWARD_DIR } else { 0 };
@@ -941,15 +1023,17 @@ impl FlowTable {
         // The route VRF rides in the word of NAT flags, above them (+1, so 0 is none).
         let route = d.route_vrf.map_or(0, |v| (v & MAX_VRFS as u32) + 1) << ROUTE_VRF_SHIFT;
         s.nat_addrs.store(a, Relaxed);
-        s.nat_ports.store(if plain != 0 { d.hash } else { p }, Relaxed);
+        s.nat_ports.store(p, Relaxed);
         s.nat_which.store(w | route, Relaxed);
+        s.hash.store(d.hash, Relaxed);
         let memo = RouteMemo(s.route.load(Relaxed)).next_incarnation();
         s.route.store(d.route.and_then(|r| memo.with(r)).unwrap_or(memo).0, Relaxed);
         s.reverse.store(reverse as u32, Relaxed);
         s.origin.store(pack_origin(vif, now), Relaxed);
         s.packets.store(0, Relaxed);
+        s.packets_high.store(0, Relaxed);
         s.bytes.store(0, Relaxed);
-        s.last_seen.store(now, Relaxed);
+        s.last_seen.store(now as u32, Relaxed);
     }
 
     fn publish(&self, i: usize) {
@@ -1077,7 +1161,7 @@ impl FlowTable {
         let _g = self.lock(self.place(&key).stripe);
         let s = &self.slots[slot as usize];
         let v = s.seq.load(Relaxed);
-        if v & (LIVE | WRITING) != LIVE || FlowKey::from_words(&s.key.each_ref().map(|k| k.load(Relaxed))) != key {
+        if v & (LIVE | WRITING) != LIVE || FlowKey::from_words(&s.key_words()) != key {
             return;
         }
         s.seq.store(v | WRITING, Relaxed);
@@ -1088,8 +1172,12 @@ impl FlowTable {
 
     /// Changes the action of one entry (after a policy change).
     pub fn set_action(&self, slot: u32, action: FlowAction, generation: u32) {
+        // An update, not a store: the data path adds TCP flags to the word
+        // without the lock (`touch`), and they are kept.
         self.rewrite(slot, |s| {
-            s.action.store(encode_action(action, s.action.load(Relaxed), generation), Relaxed);
+            let _ = s
+                .action
+                .fetch_update(Relaxed, Relaxed, |w| Some(encode_action(action, w, generation) | (w & TCP_BITS)));
         });
     }
 
@@ -1144,8 +1232,8 @@ impl FlowTable {
         if proto != crate::wire::ip_proto::TCP {
             return TcpState::None;
         }
-        let a = unpack_tcp(self.slots[slot].nat_which.load(Relaxed));
-        let b = self.slots.get(reverse).map_or(0, |s| unpack_tcp(s.nat_which.load(Relaxed)));
+        let a = unpack_tcp(self.slots[slot].action.load(Relaxed));
+        let b = self.slots.get(reverse).map_or(0, |s| unpack_tcp(s.action.load(Relaxed)));
         let (fwd, rev) = if dirs.forward { (a, b) } else { (b, a) };
         // With only the client's side to go by, its ACK after its SYN says
         // the server's SYN-ACK came; a FIN says the pair is closing.
@@ -1199,7 +1287,7 @@ impl FlowTable {
             // Most slots are free, or were seen too recently to expire
             // under any timeout: ruled out from two words, without the
             // full read.
-            if self.tag(i) == 0 || now.saturating_sub(self.slots[i].last_seen.load(Relaxed)) < shortest {
+            if self.tag(i) == 0 || self.slots[i].idle(now) < shortest {
                 continue;
             }
             let Some((key, hit)) = self.read(i) else { continue };
@@ -1207,9 +1295,8 @@ impl FlowTable {
             if self.slots[i].action.load(Relaxed) & FLAG_FORWARD_DIR == 0 {
                 continue;
             }
-            let last =
-                self.slots[i].last_seen.load(Relaxed).max(self.slots[hit.reverse as usize].last_seen.load(Relaxed));
-            if now.saturating_sub(last) >= self.timeout(&key, &hit) && self.remove(i as u32) {
+            let idle = self.slots[i].idle(now).min(self.slots[hit.reverse as usize].idle(now));
+            if idle >= self.timeout(&key, &hit) && self.remove(i as u32) {
                 removed += 1;
             }
         }
@@ -1221,7 +1308,7 @@ impl FlowTable {
         let (key, hit) = self.read(slot as usize)?;
         let s = &self.slots[slot as usize];
         let r = self.slots.get(hit.reverse as usize)?;
-        let last = s.last_seen.load(Relaxed).max(r.last_seen.load(Relaxed));
+        let idle_ms = s.idle(now).min(r.idle(now));
         // The action words read once, for both what they say.
         let dirs = self.directions(slot as usize, hit.reverse as usize);
         Some(FlowInfo {
@@ -1234,12 +1321,12 @@ impl FlowTable {
             nat: hit.nat,
             route_vrf: hit.route_vrf,
             vif: origin_vif(s.origin.load(Relaxed)),
-            packets: s.packets.load(Relaxed),
+            packets: s.packets(),
             bytes: s.bytes.load(Relaxed),
             tcp: self.tcp_state(slot as usize, hit.reverse as usize, key.proto, dirs),
             one_way: dirs.one_way,
             age_ms: now.saturating_sub(origin_time(s.origin.load(Relaxed))),
-            idle_ms: now.saturating_sub(last),
+            idle_ms,
         })
     }
 
@@ -1304,6 +1391,21 @@ mod tests {
             t.0[k].store(tag, Relaxed);
         }
         t
+    }
+
+    /// The packet count's low word wraps into the high one, which a hit
+    /// never reads.
+    #[test]
+    fn packets_count_past_32_bits() {
+        let t = FlowTable::new(FlowConfig { capacity: 16, ..FlowConfig::default() }, 1, 1);
+        let s = &t.slots[3];
+        s.packets.store(u32::MAX - 1, Relaxed);
+        t.touch(3, 100, 0, 7);
+        assert_eq!(s.packets(), u64::from(u32::MAX));
+        t.touch(3, 100, 0, 8);
+        assert_eq!((s.packets(), s.bytes.load(Relaxed), s.idle(10)), (1 << 32, 200, 2));
+        t.touch(3, 100, 0, 9);
+        assert_eq!(s.packets(), (1 << 32) + 1);
     }
 
     /// The scan in groups finds the first matching slot wherever it is:

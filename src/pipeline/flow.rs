@@ -173,7 +173,7 @@ pub(super) fn tracked_to(t: &Tables, vrf: &Vrf, in_vif: Option<&Vif>, target: Ro
 /// The first of a vector's two prefetch steps, for one packet: where its
 /// flow lives, if flows track it, with that place's tag lines on their way
 /// (the second step is `FlowTable::prefetch_slots`). The probe is written
-/// into `probe`, in place (it is 80 bytes), and the answer says whether one
+/// into `probe`, in place (it is 88 bytes), and the answer says whether one
 /// was made. ICMP errors and untracked packets get none: they are rare, and
 /// looked up cold.
 #[inline]
@@ -188,7 +188,7 @@ pub(super) fn prefetch<B>(
     // A later fragment's key is known only once the fragments before it
     // in the vector were looked up: it is looked up cold.
     let (Some(table), true, 0) = (ctx.flows, tracked_up_front(vrf, in_vif), info.frag_offset) else { return false };
-    key_of(None, vrf.id, info, d).is_some_and(|key| start_probe(table, &key, probe))
+    key_of(None, vrf.id, info, d).is_some_and(|key| start_probe(table, table.probe_whole(&key), probe))
 }
 
 /// `prefetch`, for a frame the fast path took (`fast::classify`), routed in
@@ -205,14 +205,21 @@ pub(super) fn prefetch_fast<B: AsRef<[u8]> + AsMut<[u8]>>(
     vrf: &Vrf,
     probe: &mut Probe,
 ) -> bool {
-    super::fast::flow_key(f, vrf.id).is_some_and(|key| start_probe(table, &key, probe))
+    // A match, not `is_some_and`: its closure was compiled out of line,
+    // and the key went through memory (40 instructions a hit, callgrind).
+    match super::fast::flow_key(f, vrf.id) {
+        Some(key) => start_probe(table, table.probe(&key), probe),
+        None => false,
+    }
 }
 
-/// Makes `key`'s probe in place and starts fetching its tag line: the
-/// first lookup step, for both paths. Always true, for `is_some_and`.
+/// Keeps a key's probe (`made`: `FlowTable::probe`, or `probe_whole` for
+/// the general path, which reads the whole slot) and starts fetching its
+/// tag line: the first lookup step, for both paths. Always true, for
+/// `is_some_and`.
 #[inline(always)]
-fn start_probe(table: &FlowTable, key: &FlowKey, probe: &mut Probe) -> bool {
-    *probe = table.probe(key);
+fn start_probe(table: &FlowTable, made: Probe, probe: &mut Probe) -> bool {
+    *probe = made;
     table.prefetch_tags(probe);
     true
 }

@@ -323,7 +323,7 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
         };
         // Flows, step one: start fetching the frame's flow bucket as soon
         // as its key is known, so that it arrives while the rest of the
-        // vector is parsed. Only made probes are written (80 bytes each).
+        // vector is parsed. Only made probes are written (88 bytes each).
         let made = match (ctx.flows, vrfs[i]) {
             (Some(table), Some(v)) if fast[i] => {
                 if v.tracks_every_flow() {
