@@ -546,6 +546,58 @@ fn policy_is_stateful_both_ways() {
     assert_eq!(table.len(), 4);
 }
 
+/// A pod reaches a pod of another VRF on the same node (a route one
+/// network imports from the other), and each VRF's policy allows only what
+/// comes in: the answers pass, on the pair's reverse entry, which lives in
+/// the answering pod's VRF, where they are looked up; that pod may still
+/// open nothing itself. (The reverse entry once stayed in the client's VRF,
+/// and the answers were judged as new flows by the server's policy.)
+#[test]
+fn answers_from_a_pod_of_another_vrf_on_this_node_pass_its_policy() {
+    use vrouter::tables::{Vif, VifKind, VrfSpec};
+    const GREEN: u32 = 7;
+    const G1: u32 = 20;
+    const NH_G1: u32 = 40;
+    let g1_ip = Ipv4Addr::new(10, 5, 0, 2);
+    let (mut lab, table) = lab_with_flows();
+    let mut g1 = Vif::new(G1, "veth-g1", VifKind::Virtual, GREEN, mac(7));
+    g1.ipv4 = Some(g1_ip);
+    let route = |vrf, p: &str, nh| {
+        Op::Add(Object::Route(RouteSpec { vrf, prefix: p.parse().unwrap(), target: RouteTarget { nh, label: NO } }))
+    };
+    let blue_net = Endpoint::Prefix("10.1.0.0/16".parse().unwrap());
+    let g1_end = Endpoint::Prefix("10.5.0.2/32".parse().unwrap());
+    let inbound_only = |rule| Policy { rules: vec![rule], default: PolicyAction::Deny };
+    lab.writer
+        .apply(&[
+            Op::Add(Object::Vrf(VrfSpec { id: GREEN, name: "green".into(), gateway_v4: None, gateway_v6: None })),
+            Op::Add(Object::Vif(g1)),
+            Op::Add(Object::NextHop(NH_G1, NextHop::Encap { oif: G1, smac: router_mac(), dmac: mac(7) })),
+            route(BLUE, "10.5.0.2/32", NH_G1),
+            route(GREEN, "10.5.0.2/32", NH_G1),
+            route(GREEN, "10.1.0.2/32", NH_A1),
+            Op::Add(Object::Policy(BLUE, inbound_only(allow(blue_net, g1_end, TCP, port(80))))),
+            Op::Add(Object::Policy(GREEN, inbound_only(allow(blue_net, g1_end, TCP, port(80))))),
+        ])
+        .unwrap();
+    let g1_l2 = L2 { src: mac(7), dst: router_mac() };
+    assert_eq!(lab.run(A1, tcp(from_a1(), a1_ip(), g1_ip, 40000, 80)).0, Verdict::Tx(G1), "allowed both ways in");
+    assert_eq!(lab.run(G1, tcp(g1_l2, g1_ip, a1_ip(), 80, 40000)).0, Verdict::Tx(A1), "its answer passes");
+    assert_eq!(lab.run(G1, tcp(g1_l2, g1_ip, a1_ip(), 80, 40000)).0, Verdict::Tx(A1), "and the next");
+    let answers = table.lookup(&FlowKey::v4(GREEN, TCP, g1_ip.into(), a1_ip().into(), 80, 40000));
+    let answers = answers.expect("the reverse entry, in the answering pod's VRF");
+    assert_eq!((answers.forward, answers.route_vrf), (false, Some(BLUE)));
+    assert_eq!(table.get(answers.slot, 0).unwrap().packets, 2, "the answers are counted on it");
+    let denied = Verdict::Drop(DropReason::FlowActionDrop);
+    assert_eq!(lab.run(G1, tcp(g1_l2, g1_ip, a1_ip(), 80, 40001)).0, denied, "g1 opens nothing itself");
+    assert_eq!(table.len(), 2);
+    // The answers are routed back in the client's VRF: green need not
+    // import blue's routes for blue to reach it.
+    lab.writer.apply(&[Op::Delete(ObjectKey::Route(GREEN, "10.1.0.2/32".parse().unwrap()))]).unwrap();
+    assert_eq!(lab.run(G1, tcp(g1_l2, g1_ip, a1_ip(), 80, 40000)).0, Verdict::Tx(A1), "routed in blue");
+    assert_eq!(lab.run(G1, tcp(g1_l2, g1_ip, a1_ip(), 80, 40002)).0, Verdict::Drop(DropReason::NoRoute));
+}
+
 #[test]
 fn a_policy_change_stops_flows_it_now_denies() {
     let (mut lab, table) = lab_with_policy();

@@ -11,7 +11,7 @@ use crate::flow::{
     DirSpec, FlowAction, FlowKey, FlowTable, Forwarding, FragmentKey, FragmentTable, Hit, Nat, PolicyAction, Probe,
 };
 use crate::stats::DropReason;
-use crate::tables::{RouteTarget, Tables, Vif, Vrf};
+use crate::tables::{RouteTarget, Tables, Vif, VifKind, Vrf};
 use crate::wire::{icmpv4, icmpv6, ip_proto, ipv6ext};
 
 /// What the flow stage knows about a packet before its next hop is carried out.
@@ -316,9 +316,10 @@ pub(super) fn on_hit<B>(
     let Some(table) = ctx.flows else { return Ok(()) };
     let mut action = hit.action;
     // A pair is judged in its forward entry's VRF. The reverse entry of a
-    // floating IP's pair lives in the pod's VRF, under another policy: it
-    // leaves the judging to the forward entry, or the two VRFs' policies
-    // would take turns rewriting the pair on every packet.
+    // floating IP's pair, or of a pair to a pod in another VRF, lives in
+    // the pod's VRF, under another policy: it leaves the judging to the
+    // forward entry, or the two VRFs' policies would take turns rewriting
+    // the pair on every packet.
     let judged_here = hit.forward || hit.route_vrf.is_none();
     // Decided again after any change of the policy: a new one, or none
     // left (then the pair forwards).
@@ -340,8 +341,12 @@ pub(super) fn on_hit<B>(
 /// known: the policy decides, and the pair is made with the member pinned.
 /// A packet to a floating IP of the vif it leaves by is DNATed to the vif's
 /// address, and the pair's reverse entry, in the vif's own VRF, SNATs the
-/// answers back and routes them in this (public) VRF. Returns the rewrite
-/// for this packet.
+/// answers back and routes them in this (public) VRF. A packet to a pod of
+/// another VRF on this node (a route one network imports from another)
+/// gets its reverse entry in that pod's VRF, where its answers are looked
+/// up, routing them back in this one: without it the answers were judged
+/// as new flows by the other VRF's policy, and denied where that policy
+/// allows only what comes in. Returns the rewrite for this packet.
 #[allow(clippy::too_many_arguments)] // The packet, its flow and its two ends: each is needed.
 pub(super) fn create<B>(
     ctx: &Ctx<'_, B>,
@@ -370,6 +375,10 @@ pub(super) fn create<B>(
         rev.key = FlowKey::v4(vif.vrf, key.proto, pod, key.src as u32, key.dport, key.sport);
         rev.hash = key_hash(seed, &rev.key);
         rev.nat = Nat { src: Some(fip), ..Nat::default() };
+        rev.route_vrf = Some(vrf.id);
+    } else if let Some(vif) = out.filter(|v| v.kind == VifKind::Virtual && v.vrf != vrf.id) {
+        rev.key = FlowKey { vrf: vif.vrf, ..rev_key };
+        rev.hash = key_hash(seed, &rev.key);
         rev.route_vrf = Some(vrf.id);
     }
     let hit = match table.create(&fwd, &rev, in_vif, generation, ctx.now) {

@@ -312,8 +312,10 @@ pub(super) fn unrouted<B: AsRef<[u8]> + AsMut<[u8]>>(
 }
 
 /// A packet of an existing flow: counted, then dropped, NATed, or (a
-/// floating IP's answer) NATed and routed on in the public VRF. Returns the
-/// verdict when the flow settled the packet, `None` to go on with its route.
+/// floating IP's answer, or an answer from a pod of another VRF) NATed if
+/// its entry says so and routed on in the VRF its flow came from. Returns
+/// the verdict when the flow settled the packet, `None` to go on with its
+/// route.
 #[allow(clippy::too_many_arguments)] // The packet, where it is, and its flow.
 fn follow_flow<B: AsRef<[u8]> + AsMut<[u8]>>(
     ctx: &mut Ctx<'_, B>,
@@ -328,11 +330,13 @@ fn follow_flow<B: AsRef<[u8]> + AsMut<[u8]>>(
     if let Err(r) = super::flow::on_hit(ctx, vrf, key, hit, f.data(), info) {
         return Some(Verdict::Drop(r));
     }
-    if hit.nat.is_none() {
+    if hit.nat.is_none() && hit.route_vrf.is_none() {
         return None;
     }
-    if let Err(r) = super::nat::apply_v4(&mut f.data_mut()[ETH..], &hit.nat) {
-        return Some(Verdict::Drop(r));
+    if !hit.nat.is_none() {
+        if let Err(r) = super::nat::apply_v4(&mut f.data_mut()[ETH..], &hit.nat) {
+            return Some(Verdict::Drop(r));
+        }
     }
     let public = hit.route_vrf?;
     Some(match parse_ip(f.data(), false) {
