@@ -587,7 +587,8 @@ fn answers_from_a_pod_of_another_vrf_on_this_node_pass_its_policy() {
     let answers = table.lookup(&FlowKey::v4(GREEN, TCP, g1_ip.into(), a1_ip().into(), 80, 40000));
     let answers = answers.expect("the reverse entry, in the answering pod's VRF");
     assert_eq!((answers.forward, answers.route_vrf), (false, Some(BLUE)));
-    assert_eq!(table.get(answers.slot, 0).unwrap().packets, 2, "the answers are counted on it");
+    let info = table.get(answers.slot, 0).unwrap();
+    assert_eq!((info.packets, info.one_way), (2, false), "the answers are counted on it");
     let denied = Verdict::Drop(DropReason::FlowActionDrop);
     assert_eq!(lab.run(G1, tcp(g1_l2, g1_ip, a1_ip(), 80, 40001)).0, denied, "g1 opens nothing itself");
     assert_eq!(table.len(), 2);
@@ -596,6 +597,13 @@ fn answers_from_a_pod_of_another_vrf_on_this_node_pass_its_policy() {
     lab.writer.apply(&[Op::Delete(ObjectKey::Route(GREEN, "10.1.0.2/32".parse().unwrap()))]).unwrap();
     assert_eq!(lab.run(G1, tcp(g1_l2, g1_ip, a1_ip(), 80, 40000)).0, Verdict::Tx(A1), "routed in blue");
     assert_eq!(lab.run(G1, tcp(g1_l2, g1_ip, a1_ip(), 80, 40002)).0, Verdict::Drop(DropReason::NoRoute));
+    // Where green tracks no flows, its answers are never looked up: the
+    // pair is judged from blue's side alone (`one_way`), as `vrctl flow
+    // list` shows it, instead of waiting for answers it will not see.
+    lab.writer.apply(&[Op::Delete(ObjectKey::Policy(GREEN))]).unwrap();
+    assert_eq!(lab.run(A1, tcp(from_a1(), a1_ip(), g1_ip, 40003, 80)).0, Verdict::Tx(G1));
+    let opened = table.lookup(&FlowKey::v4(BLUE, TCP, a1_ip().into(), g1_ip.into(), 40003, 80)).unwrap();
+    assert!(table.get(opened.slot, 0).unwrap().one_way);
 }
 
 #[test]

@@ -380,6 +380,9 @@ pub(super) fn create<B>(
         rev.key = FlowKey { vrf: vif.vrf, ..rev_key };
         rev.hash = key_hash(seed, &rev.key);
         rev.route_vrf = Some(vrf.id);
+        // The answers are looked up only where that VRF tracks every flow;
+        // elsewhere the pair is judged from this direction alone.
+        fwd.one_way |= ctx.t.vrf(vif.vrf).is_none_or(|v| !v.tracks_every_flow());
     }
     let hit = match table.create(&fwd, &rev, in_vif, generation, ctx.now) {
         Ok(h) => h,
