@@ -367,23 +367,26 @@ pub(super) fn create<B>(
     let one_way = !vrf.tracks_every_flow();
     let route = ctx.route.filter(|_| key.is_v4());
     let mut fwd = DirSpec { ecmp, hash: key_hash(seed, key), one_way, route, ..DirSpec::new(*key, action) };
-    let rev_key = key.reversed();
-    let mut rev = DirSpec { hash: key_hash(seed, &rev_key), ..DirSpec::new(rev_key, action) };
-    if let Some((vif, fip)) = out.and_then(|v| floating(v, vrf.id, key).map(|f| (v, f))) {
-        let pod = vif.ipv4.map_or(0, u32::from);
-        fwd.nat = Nat { dst: Some(pod), ..Nat::default() };
-        rev.key = FlowKey::v4(vif.vrf, key.proto, pod, key.src as u32, key.dport, key.sport);
-        rev.hash = key_hash(seed, &rev.key);
-        rev.nat = Nat { src: Some(fip), ..Nat::default() };
-        rev.route_vrf = Some(vrf.id);
-    } else if let Some(vif) = out.filter(|v| v.kind == VifKind::Virtual && v.vrf != vrf.id) {
-        rev.key = FlowKey { vrf: vif.vrf, ..rev_key };
-        rev.hash = key_hash(seed, &rev.key);
-        rev.route_vrf = Some(vrf.id);
-        // The answers are looked up only where that VRF tracks every flow;
-        // elsewhere the pair is judged from this direction alone.
-        fwd.one_way |= ctx.t.vrf(vif.vrf).is_none_or(|v| !v.tracks_every_flow());
+    let mut rev = DirSpec::new(key.reversed(), action);
+    if let Some(vif) = out.filter(|v| v.kind == VifKind::Virtual) {
+        let fip = floating(vif, vrf.id, key);
+        // The answers come in on that vif and are looked up in its VRF:
+        // the reverse entry lives there, and routes them back in this one.
+        if vif.vrf != vrf.id || fip.is_some() {
+            rev.key.vrf = vif.vrf;
+            rev.route_vrf = Some(vrf.id);
+            // Where they are not looked up at all, the pair is judged from
+            // this direction alone.
+            fwd.one_way |= ctx.t.vrf(vif.vrf).is_none_or(|v| !tracked_up_front(v, Some(vif)));
+        }
+        if let Some(fip) = fip {
+            let pod = vif.ipv4.map_or(0, u32::from);
+            fwd.nat = Nat { dst: Some(pod), ..Nat::default() };
+            rev.key = FlowKey::v4(vif.vrf, key.proto, pod, key.src as u32, key.dport, key.sport);
+            rev.nat = Nat { src: Some(fip), ..Nat::default() };
+        }
     }
+    rev.hash = key_hash(seed, &rev.key);
     let hit = match table.create(&fwd, &rev, in_vif, generation, ctx.now) {
         Ok(h) => h,
         // Another worker made it a moment ago: count on theirs.
