@@ -30,7 +30,7 @@ fn our_fibs(v4: &[(u32, u8)], v6: &[(u128, u8)]) -> TablesWriter {
         .enumerate()
         .map(|(i, (a, l))| {
             let target = RouteTarget { nh: 1, label: (i % 1000) as u32 };
-            Op::Add(Object::Route(RouteSpec { vrf: 1, prefix: Prefix::new(a, l).unwrap(), target }))
+            Op::Add(Object::Route(RouteSpec { network: None, vrf: 1, prefix: Prefix::new(a, l).unwrap(), target }))
         })
         .collect();
     for chunk in ops.chunks(50_000) {

@@ -243,6 +243,7 @@ fn pods_ping_each_other_through_the_pipeline() {
     };
     let route = |p: &str, nh| {
         Op::Add(Object::Route(RouteSpec {
+            network: None,
             vrf: 1,
             prefix: p.parse().unwrap(),
             target: RouteTarget { nh, label: RouteTarget::NO_LABEL },
@@ -436,7 +437,12 @@ fn pods_on_two_nodes_talk_over_mpls_over_udp() {
             fab_mac(other).parse().unwrap(),
         );
         let route = |p: &str, nh, label| {
-            Op::Add(Object::Route(RouteSpec { vrf: 1, prefix: p.parse().unwrap(), target: RouteTarget { nh, label } }))
+            Op::Add(Object::Route(RouteSpec {
+                network: None,
+                vrf: 1,
+                prefix: p.parse().unwrap(),
+                target: RouteTarget { nh, label },
+            }))
         };
         w.apply(&[
             Op::Add(Object::Vrf(VrfSpec { id: 0, name: "fabric".into(), gateway_v4: None, gateway_v6: None })),

@@ -158,6 +158,16 @@ fn every_object_can_be_added_read_updated_dumped_and_deleted() {
     assert_eq!(hit["nexthop"]["type"], "tunnel");
     let miss = api_err(c.call("lookup", json!({ "vrf": 7, "address": "192.0.2.1" })));
     assert_eq!(miss.code, "not_found");
+    // A route imported from another network keeps that network: it reads
+    // back, and the lookup names it (a VRF's own routes, its own).
+    let imported = json!({ "vrf": 7, "prefix": "10.1.0.2/32", "nh": 70, "network": 1 });
+    c.call("add", json!({ "route": imported })).unwrap();
+    let mut got = c.call("get", json!({ "route": { "vrf": 7, "prefix": "10.1.0.2/32" } })).unwrap();
+    got.as_object_mut().unwrap().remove("status");
+    assert_eq!(got, imported);
+    assert_eq!(c.call("lookup", json!({ "vrf": 7, "address": "10.1.0.2" })).unwrap()["network"], 1);
+    assert_eq!(c.call("lookup", json!({ "vrf": 7, "address": "10.70.3.4" })).unwrap()["network"], 7);
+    c.call("delete", json!({ "route": { "vrf": 7, "prefix": "10.1.0.2/32" } })).unwrap();
 
     // Delete, users first.
     let ops = json!({ "ops": [
@@ -232,6 +242,12 @@ fn every_error_is_precise_and_leaves_the_connection_usable() {
             "VRF 99",
         ),
         (json!({ "route": { "vrf": 1, "prefix": "10.9.0.1/16", "nh": 1 } }), "invalid", Some("prefix"), "host bits"),
+        (
+            json!({ "route": { "vrf": 1, "prefix": "10.9.0.0/16", "nh": 1, "network": 99 } }),
+            "missing_reference",
+            Some("network"),
+            "VRF 99",
+        ),
         (
             json!({ "route": { "vrf": 1, "prefix": "10.9.0.0/33", "nh": 1 } }),
             "invalid",

@@ -546,6 +546,39 @@ fn policy_is_stateful_both_ways() {
     assert_eq!(table.len(), 4);
 }
 
+/// The green network's VRF, and its pod g1 with its next hop and label.
+const GREEN: u32 = 7;
+const G1: u32 = 20;
+const NH_G1: u32 = 40;
+const LABEL_G1: u32 = 21;
+
+fn g1_ip() -> Ipv4Addr {
+    Ipv4Addr::new(10, 5, 0, 2)
+}
+
+/// Adds green and its pod g1 (no routes): a second network on the node.
+fn green_pod_ops() -> Vec<Op> {
+    use vrouter::tables::{Vif, VifKind, VrfSpec};
+    let mut g1 = Vif::new(G1, "veth-g1", VifKind::Virtual, GREEN, mac(7));
+    g1.ipv4 = Some(g1_ip());
+    vec![
+        Op::Add(Object::Vrf(VrfSpec { id: GREEN, name: "green".into(), gateway_v4: None, gateway_v6: None })),
+        Op::Add(Object::Vif(g1)),
+        Op::Add(Object::NextHop(NH_G1, NextHop::Encap { oif: G1, smac: router_mac(), dmac: mac(7) })),
+        Op::Add(Object::Label(LABEL_G1, NH_G1)),
+    ]
+}
+
+/// Adds a route of `vrf`, in `network` (`None`: `vrf`'s own).
+fn route_in(vrf: u32, prefix: &str, nh: u32, label: u32, network: Option<u32>) -> Op {
+    Op::Add(Object::Route(RouteSpec {
+        vrf,
+        prefix: prefix.parse().unwrap(),
+        target: RouteTarget { nh, label },
+        network,
+    }))
+}
+
 /// A pod reaches a pod of another VRF on the same node (a route one
 /// network imports from the other), and each VRF's policy allows only what
 /// comes in: the answers pass, on the pair's reverse entry, which lives in
@@ -554,25 +587,15 @@ fn policy_is_stateful_both_ways() {
 /// and the answers were judged as new flows by the server's policy.)
 #[test]
 fn answers_from_a_pod_of_another_vrf_on_this_node_pass_its_policy() {
-    use vrouter::tables::{Vif, VifKind, VrfSpec};
-    const GREEN: u32 = 7;
-    const G1: u32 = 20;
-    const NH_G1: u32 = 40;
-    let g1_ip = Ipv4Addr::new(10, 5, 0, 2);
+    let g1_ip = g1_ip();
     let (mut lab, table) = lab_with_flows();
-    let mut g1 = Vif::new(G1, "veth-g1", VifKind::Virtual, GREEN, mac(7));
-    g1.ipv4 = Some(g1_ip);
-    let route = |vrf, p: &str, nh| {
-        Op::Add(Object::Route(RouteSpec { vrf, prefix: p.parse().unwrap(), target: RouteTarget { nh, label: NO } }))
-    };
+    let route = |vrf, p: &str, nh| route_in(vrf, p, nh, NO, None);
     let blue_net = Endpoint::Prefix("10.1.0.0/16".parse().unwrap());
     let g1_end = Endpoint::Prefix("10.5.0.2/32".parse().unwrap());
     let inbound_only = |rule| Policy { rules: vec![rule], default: PolicyAction::Deny };
+    lab.writer.apply(&green_pod_ops()).unwrap();
     lab.writer
         .apply(&[
-            Op::Add(Object::Vrf(VrfSpec { id: GREEN, name: "green".into(), gateway_v4: None, gateway_v6: None })),
-            Op::Add(Object::Vif(g1)),
-            Op::Add(Object::NextHop(NH_G1, NextHop::Encap { oif: G1, smac: router_mac(), dmac: mac(7) })),
             route(BLUE, "10.5.0.2/32", NH_G1),
             route(GREEN, "10.5.0.2/32", NH_G1),
             route(GREEN, "10.1.0.2/32", NH_A1),
@@ -604,6 +627,112 @@ fn answers_from_a_pod_of_another_vrf_on_this_node_pass_its_policy() {
     assert_eq!(lab.run(A1, tcp(from_a1(), a1_ip(), g1_ip, 40003, 80)).0, Verdict::Tx(G1));
     let opened = table.lookup(&FlowKey::v4(BLUE, TCP, a1_ip().into(), g1_ip.into(), 40003, 80)).unwrap();
     assert!(table.get(opened.slot, 0).unwrap().one_way);
+}
+
+/// A rule that names a network matches that network's addresses wherever
+/// they are: another network's pod on this node, whose route a VRF
+/// imports (the route keeps its network), and a remote pod, whose packets
+/// arrive by tunnel and are from the network its route names, as
+/// Contrail takes a packet's source network from its source route. (Until
+/// this, a network as destination matched nothing, and as source only the
+/// VRF judging: a remote pod of another network was never from it.)
+#[test]
+fn policy_rules_that_name_networks_match_their_addresses_by_route() {
+    use vrouter::pktgen::build::Tunnel as Encap;
+    let g1_ip = g1_ip();
+    let (mut lab, _table) = lab_with_flows();
+    let route = route_in;
+    let to_green = Rule { dst: Endpoint::Network(GREEN), ..allow(Endpoint::Any, Endpoint::Any, TCP, port(80)) };
+    let from_blue = Rule { src: Endpoint::Network(BLUE), ..allow(Endpoint::Any, Endpoint::Any, TCP, port(80)) };
+    let only = |rule| Policy { rules: vec![rule], default: PolicyAction::Deny };
+    lab.writer.apply(&green_pod_ops()).unwrap();
+    lab.writer
+        .apply(&[
+            route(BLUE, "10.5.0.2/32", NH_G1, NO, Some(GREEN)),
+            route(GREEN, "10.5.0.2/32", NH_G1, NO, None),
+            route(GREEN, "10.1.0.2/32", NH_A1, NO, Some(BLUE)),
+            // Remote pods: one of blue's, one of green's own.
+            route(GREEN, "10.2.0.7/32", NH_UDP, 40, Some(BLUE)),
+            route(GREEN, "10.2.0.0/24", NH_UDP, 41, None),
+            Op::Add(Object::Policy(BLUE, only(to_green))),
+            Op::Add(Object::Policy(GREEN, only(from_blue))),
+        ])
+        .unwrap();
+    let denied = Verdict::Drop(DropReason::FlowActionDrop);
+    assert_eq!(lab.run(A1, tcp(from_a1(), a1_ip(), g1_ip, 40000, 80)).0, Verdict::Tx(G1), "to green's pod");
+    assert_eq!(lab.run(A1, tcp(from_a1(), a1_ip(), a2_ip(), 40000, 80)).0, denied, "a2 is in blue");
+    assert_eq!(lab.run(A1, tcp(from_a1(), a1_ip(), g1_ip, 40001, 81)).0, denied, "the rule's port only");
+    // From the tunnel, into green: blue's remote pod is from blue.
+    let from_remote = |src: Ipv4Addr, sport| {
+        let inner = tcp(from_peer(), src, g1_ip, sport, 80);
+        build::mpls_tunnel_frame(from_peer(), Encap::Udp(6635), peer(1), node_ip(), LABEL_G1, 64, 50000, &inner[14..])
+    };
+    let (blue_pod, green_pod) = (Ipv4Addr::new(10, 2, 0, 7), Ipv4Addr::new(10, 2, 0, 8));
+    assert_eq!(lab.run(FABRIC, from_remote(blue_pod, 40000)).0, Verdict::Tx(G1), "from blue's remote pod");
+    assert_eq!(lab.run(FABRIC, from_remote(green_pod, 40000)).0, denied, "green's own remote pod is not blue's");
+    // The route's network decides, not its next hop: g1's route in blue,
+    // as blue's own, is no longer green's.
+    lab.writer
+        .apply(&[Op::Update(Object::Route(RouteSpec::new(
+            BLUE,
+            "10.5.0.2/32".parse().unwrap(),
+            RouteTarget { nh: NH_G1, label: NO },
+        )))])
+        .unwrap();
+    assert_eq!(lab.run(A1, tcp(from_a1(), a1_ip(), g1_ip, 40002, 80)).0, denied, "a new flow, to blue's own route");
+}
+
+/// A pod's network policy holds for its clients on its own node as it
+/// does for remote ones (whose packets the tunnel delivers into its VRF,
+/// where the policy judges them): a flow from another network's pod on
+/// the same node is judged by both networks' policies, even where the
+/// client's network has none and tracks no flows. (Until this, only the
+/// client network's policy judged it: green's pod was open to any pod of
+/// blue on its node.)
+#[test]
+fn a_pods_policy_holds_for_clients_of_another_network_on_its_node() {
+    let g1_ip = g1_ip();
+    let (mut lab, table) = lab_with_flows();
+    let route = |vrf, p: &str, nh, network| route_in(vrf, p, nh, NO, network);
+    let from_blue = Rule { src: Endpoint::Network(BLUE), ..allow(Endpoint::Any, Endpoint::Any, TCP, port(80)) };
+    lab.writer.apply(&green_pod_ops()).unwrap();
+    lab.writer
+        .apply(&[
+            route(BLUE, "10.5.0.2/32", NH_G1, Some(GREEN)),
+            route(GREEN, "10.5.0.2/32", NH_G1, None),
+            route(GREEN, "10.1.0.2/32", NH_A1, Some(BLUE)),
+            Op::Add(Object::Policy(GREEN, Policy { rules: vec![from_blue], default: PolicyAction::Deny })),
+            // Blue's service route would make it track flows for it.
+            Op::Delete(ObjectKey::Route(BLUE, "10.96.0.10/32".parse().unwrap())),
+        ])
+        .unwrap();
+    let denied = Verdict::Drop(DropReason::FlowActionDrop);
+    let ack = |f: Vec<u8>| with_tcp_flags(&f, vrouter::wire::tcp::FLAG_ACK);
+    let g1_l2 = L2 { src: mac(7), dst: router_mac() };
+    // Blue has no policy and tracks no flows of its own.
+    assert!(!lab.writer.tables().vrf(BLUE).unwrap().tracks_flows());
+    assert_eq!(lab.run(A1, tcp(from_a1(), a1_ip(), g1_ip, 40000, 80)).0, Verdict::Tx(G1), "green allows :80");
+    assert_eq!(lab.run(G1, ack(tcp(g1_l2, g1_ip, a1_ip(), 80, 40000))).0, Verdict::Tx(A1), "and its answers");
+    assert_eq!(lab.run(A1, ack(tcp(from_a1(), a1_ip(), g1_ip, 40000, 80))).0, Verdict::Tx(G1), "the next packet");
+    assert_eq!(lab.run(A1, tcp(from_a1(), a1_ip(), g1_ip, 40001, 81)).0, denied, "green denies :81");
+    assert_eq!(lab.run(A1, ack(tcp(from_a1(), a1_ip(), g1_ip, 40001, 81))).0, denied, "every packet of it");
+    let opened = table.lookup(&FlowKey::v4(BLUE, TCP, a1_ip().into(), g1_ip.into(), 40000, 80));
+    assert!(opened.is_some(), "the pair is kept in blue, where its packets are routed");
+    // Green's policy changes: blue's flows to green's pods are decided again.
+    lab.writer
+        .apply(&[Op::Update(Object::Policy(GREEN, Policy { rules: vec![], default: PolicyAction::Deny }))])
+        .unwrap();
+    assert_eq!(lab.run(A1, ack(tcp(from_a1(), a1_ip(), g1_ip, 40000, 80))).0, denied, "now denied by green");
+    // Under a policy of blue's own that allows all, green still judges.
+    lab.writer
+        .apply(&[
+            Op::Add(Object::Policy(BLUE, Policy::allow_all())),
+            Op::Update(Object::Policy(GREEN, Policy { rules: vec![from_blue], default: PolicyAction::Deny })),
+        ])
+        .unwrap();
+    assert_eq!(lab.run(A1, ack(tcp(from_a1(), a1_ip(), g1_ip, 40000, 80))).0, Verdict::Tx(G1), "allowed again");
+    assert_eq!(lab.run(A1, tcp(from_a1(), a1_ip(), g1_ip, 40002, 81)).0, denied, "green denies :81");
+    assert_eq!(lab.run(A1, tcp(from_a1(), a1_ip(), a2_ip(), 40002, 81)).0, Verdict::Tx(A2), "blue's own pods: blue's");
 }
 
 #[test]
@@ -802,7 +931,12 @@ fn only_packets_to_a_composite_are_tracked_for_ecmp_alone() {
 fn a_service_flow_stops_counting_once_its_route_leaves_the_composite() {
     let (mut lab, flows) = lab_with_flows();
     let route = |p: &str, nh, label| {
-        Object::Route(RouteSpec { vrf: BLUE, prefix: p.parse().unwrap(), target: RouteTarget { nh, label } })
+        Object::Route(RouteSpec {
+            network: None,
+            vrf: BLUE,
+            prefix: p.parse().unwrap(),
+            target: RouteTarget { nh, label },
+        })
     };
     // A second service in the same block: BLUE keeps tracking flows for
     // its ECMP routes after the first one's route changes.
@@ -981,7 +1115,12 @@ fn a_flow_follows_route_changes() {
         (v, (v == Verdict::Tx(FABRIC)).then(|| (peer_of(&out), udp_label_of(&out))))
     };
     let route = |p: &str, nh, label| {
-        Object::Route(RouteSpec { vrf: BLUE, prefix: p.parse().unwrap(), target: RouteTarget { nh, label } })
+        Object::Route(RouteSpec {
+            network: None,
+            vrf: BLUE,
+            prefix: p.parse().unwrap(),
+            target: RouteTarget { nh, label },
+        })
     };
     // The first packet makes the flow, the second takes the fast path and
     // looks the route up, the rest recall it.
@@ -1045,6 +1184,21 @@ fn lab_with_floating_ip() -> (Lab, Arc<FlowTable>) {
 fn ip_addrs(frame: &[u8]) -> (Ipv4Addr, Ipv4Addr) {
     let a = |o: usize| Ipv4Addr::new(frame[o], frame[o + 1], frame[o + 2], frame[o + 3]);
     (a(26), a(30))
+}
+
+/// A floating IP's flows are the public network's: the policy of the
+/// pods' own network, which judges flows from other networks' pods on
+/// the node, does not judge them (the floating IP is what exposes them).
+#[test]
+fn a_floating_ips_flows_are_judged_by_the_public_network_alone() {
+    let (mut lab, _table) = lab_with_floating_ip();
+    let deny_all = Policy { rules: vec![], default: PolicyAction::Deny };
+    lab.writer.apply(&[Op::Add(Object::Policy(BLUE, deny_all))]).unwrap();
+    let client = L2 { src: mac(9), dst: router_mac() };
+    let (v, _) = lab.run(GW, tcp(client, CLIENT, FIP, 40000, 80));
+    assert!(matches!(v, Verdict::Tx(p) if p == A1 || p == A2), "{v:?}");
+    let (v, _) = lab.run(A1, tcp(from_a1(), a1_ip(), a2_ip(), 40000, 80));
+    assert_eq!(v, Verdict::Drop(DropReason::FlowActionDrop), "blue's own flows are blue's");
 }
 
 #[test]

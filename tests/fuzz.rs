@@ -385,7 +385,12 @@ fn the_fast_path_matches_the_general_path_with_flows() {
     };
     lab.writer.apply(&[Op::Add(Object::Policy(BLUE, deny_udp_from(0, 4)))]).unwrap();
     let route = |p: &str, nh: u32, label: u32| {
-        Op::Add(Object::Route(RouteSpec { vrf: BLUE, prefix: p.parse().unwrap(), target: RouteTarget { nh, label } }))
+        Op::Add(Object::Route(RouteSpec {
+            network: None,
+            vrf: BLUE,
+            prefix: p.parse().unwrap(),
+            target: RouteTarget { nh, label },
+        }))
     };
     let unroute = |p: &str| Op::Delete(ObjectKey::Route(BLUE, p.parse().unwrap()));
     compare_paths(&mut lab, &mut fast, &mut general, |round, lab| {

@@ -376,8 +376,9 @@ fn the_lab_end_to_end() {
         sh(pod, &cmd);
     }
     std::thread::sleep(Duration::from_millis(300));
-    let answers: Vec<String> =
-        (0..20).map(|_| sh("ext", "socat -T 2 - TCP:185.22.97.188:8080 </dev/null").1.trim().to_string()).collect();
+    let answers: Vec<String> = (0..20)
+        .map(|_| sh("ext", "timeout 3 socat -T 2 - TCP:185.22.97.188:8080 </dev/null").1.trim().to_string())
+        .collect();
     assert!(answers.iter().all(|a| a == "a2" || a == "b2"), "every connection completed: {answers:?}");
     assert!(answers.contains(&"a2".into()) && answers.contains(&"b2".into()), "spread over both: {answers:?}");
     // A datagram too big for one packet: the external client's kernel
@@ -423,8 +424,9 @@ fn the_lab_end_to_end() {
         }
     }
     std::thread::sleep(Duration::from_millis(300));
-    let answers: Vec<String> =
-        (0..12).map(|_| sh("nx1", "socat -T 2 - TCP:10.254.98.15:80 </dev/null").1.trim().to_string()).collect();
+    let answers: Vec<String> = (0..12)
+        .map(|_| sh("nx1", "timeout 3 socat -T 2 - TCP:10.254.98.15:80 </dev/null").1.trim().to_string())
+        .collect();
     assert!(answers.iter().all(|a| a == "leo1" || a == "leo2"), "nginx reaches the service: {answers:?}");
     assert!(answers.contains(&"leo1".into()) && answers.contains(&"leo2".into()), "over both pods: {answers:?}");
     let (ok, out) = sh("nx2", "timeout 3 socat -T 2 - TCP:10.254.98.15:80 </dev/null");
@@ -439,6 +441,21 @@ fn the_lab_end_to_end() {
     assert!(flows.lines().any(|l| l.contains("10.254.98.15:80") && l.contains(" F ")), "{flows}");
     assert!(flows.lines().any(|l| l.contains("10.254.98.15:81") && l.contains("D(flow_action_drop)")), "{flows}");
     assert!(flows.lines().any(|l| l.contains("10.47.255.251:80") && l.contains("D(flow_action_drop)")), "{flows}");
+    // Leonardo's own policy let leo2 answer nx1, from node 1: a flow of
+    // leonardo's on node 2, allowed because nx1 is in the nginx network by
+    // its route there (imported from nginx, it keeps nginx as its network).
+    let vrfs: serde_json::Value = serde_json::from_str(&lab(&["vrctl", "n2", "vrf", "list", "--json"], &[])).unwrap();
+    let leo = vrfs.as_array().unwrap().iter().find(|v| v["name"] == "leonardo").unwrap().clone();
+    let on_n2 = lab(&["vrctl", "n2", "flow", "list", "--match", "10.32.1.2 & proto tcp", "--json"], &[]);
+    let on_n2: serde_json::Value = serde_json::from_str(&on_n2).unwrap();
+    assert!(
+        on_n2.as_array().unwrap().iter().any(|f| f["vrf"] == leo["id"]
+            && f["direction"] == "forward"
+            && f["dst"] == "10.254.98.15"
+            && f["dport"] == 80
+            && f["action"] == "forward"),
+        "leonardo judged nx1's connections on node 2: {on_n2}"
+    );
 
     // Bad input from a pod is dropped and counted; the others go on.
     send_garbage_from("a2", 200);

@@ -608,6 +608,7 @@ fn every_drop_reason_is_reachable_and_counted() {
             Op::Add(Object::NextHop(41, NextHop::Tunnel(composite_member))),
             Op::Add(Object::NextHop(42, NextHop::Composite(EcmpGroup::new(vec![RouteTarget { nh: 41, label: 5 }])))),
             Op::Add(Object::Route(vrouter::tables::RouteSpec {
+                network: None,
                 vrf: BLUE,
                 prefix: "10.55.0.0/16".parse().unwrap(),
                 target: RouteTarget { nh: 42, label: RouteTarget::NO_LABEL },
@@ -658,6 +659,7 @@ fn every_drop_reason_is_reachable_and_counted() {
             Op::Add(Object::Policy(RED, Policy { rules: vec![deny9], default: PolicyAction::Allow })),
             Op::Add(Object::Policy(BLUE, Policy::allow_all())),
             Op::Add(Object::Route(vrouter::tables::RouteSpec {
+                network: None,
                 vrf: RED,
                 prefix: "10.9.0.0/16".parse().unwrap(),
                 target: RouteTarget { nh: NH_R1, label: RouteTarget::NO_LABEL },

@@ -20,6 +20,7 @@ fn vrf(id: u32) -> Op {
 
 fn route(vrf: u32, p: &str, nh: u32) -> Op {
     Op::Add(Object::Route(RouteSpec {
+        network: None,
         vrf,
         prefix: p.parse().unwrap(),
         target: RouteTarget { nh, label: RouteTarget::NO_LABEL },
@@ -105,12 +106,14 @@ fn every_table_is_bounded() {
     assert_eq!(e.error.to_string(), "route table is full (100 entries)");
     // Replacing a route in a full table is fine.
     w.apply(&[Op::Update(Object::Route(RouteSpec {
+        network: None,
         vrf: 1,
         prefix: "10.5.0.0/16".parse().unwrap(),
         target: RouteTarget { nh: 1, label: 77 },
     }))])
     .unwrap();
     let bad = Op::Add(Object::Route(RouteSpec {
+        network: None,
         vrf: 1,
         prefix: "12.0.0.0/8".parse().unwrap(),
         target: RouteTarget { nh: 1, label: 1 << 20 },
@@ -218,13 +221,23 @@ fn readers_see_whole_batches_while_the_writer_works() {
     for i in 0..2000u32 {
         let nh = 1 + i % 8;
         let mut ops = vec![
-            Op::Update(Object::Route(RouteSpec { vrf: 1, prefix: "10.0.0.0/8".parse().unwrap(), target: target(nh) })),
-            Op::Update(Object::Route(RouteSpec { vrf: 1, prefix: "11.0.0.0/8".parse().unwrap(), target: target(nh) })),
+            Op::Update(Object::Route(RouteSpec {
+                network: None,
+                vrf: 1,
+                prefix: "10.0.0.0/8".parse().unwrap(),
+                target: target(nh),
+            })),
+            Op::Update(Object::Route(RouteSpec {
+                network: None,
+                vrf: 1,
+                prefix: "11.0.0.0/8".parse().unwrap(),
+                target: target(nh),
+            })),
         ];
         // Churn more specifics alongside, so the tries really change shape.
         let p = Prefix::new(IpAddr::V4(Ipv4Addr::new(12, (i % 200) as u8, 0, 0)), 16).unwrap();
         ops.push(if i % 400 < 200 {
-            Op::Add(Object::Route(RouteSpec { vrf: 1, prefix: p, target: target(nh) }))
+            Op::Add(Object::Route(RouteSpec { network: None, vrf: 1, prefix: p, target: target(nh) }))
         } else {
             Op::Delete(ObjectKey::Route(1, p))
         });
@@ -289,7 +302,12 @@ fn thousands_of_routes_match_a_model_after_random_batches() {
                 model.remove(&key);
                 ops.push(Op::Delete(ObjectKey::Route(1, p)));
             } else {
-                let spec = RouteSpec { vrf: 1, prefix: p, target: RouteTarget { nh, label: RouteTarget::NO_LABEL } };
+                let spec = RouteSpec {
+                    network: None,
+                    vrf: 1,
+                    prefix: p,
+                    target: RouteTarget { nh, label: RouteTarget::NO_LABEL },
+                };
                 ops.push(if model.insert(key, nh).is_some() {
                     Op::Update(Object::Route(spec))
                 } else {
@@ -364,7 +382,12 @@ fn a_vrf_counts_its_routes_to_ecmp_composites() {
     assert!(hinted(&w, 1, "10.96.0.10") && hinted(&w, 1, "10.96.0.11") && hinted(&w, 2, "10.96.0.10"));
     assert!(!hinted(&w, 1, "10.1.0.2"), "routed, but not to a composite");
     // A route moved off the composite, and one deleted.
-    let moved = RouteSpec { vrf: 1, prefix: "10.96.0.11/32".parse().unwrap(), target: RouteTarget { nh: 2, label: 0 } };
+    let moved = RouteSpec {
+        network: None,
+        vrf: 1,
+        prefix: "10.96.0.11/32".parse().unwrap(),
+        target: RouteTarget { nh: 2, label: 0 },
+    };
     w.apply(&[Op::Update(Object::Route(moved))]).unwrap();
     w.apply(&[Op::Delete(ObjectKey::Route(1, "fd00::/64".parse().unwrap()))]).unwrap();
     assert_eq!(count(&w, 1), (1, true));

@@ -113,7 +113,8 @@ fn every_command_prints_an_aligned_table_and_json() {
     // rt
     let t = ok(&sock, &["rt", "dump", "--vrf", "blue"]);
     assert!(t.lines().next().unwrap().starts_with("PREFIX"), "{t}");
-    assert_eq!(row(&t, "10.2.0.0/24")[1..3], ["40", &NH_UDP.to_string()], "{t}");
+    // NET: "-" for the VRF's own routes (an imported one names its network).
+    assert_eq!(row(&t, "10.2.0.0/24")[1..4], ["40", &NH_UDP.to_string(), "-"], "{t}");
     assert!(t.contains("fd00:2::/64") && t.trim_end().ends_with("12 routes"), "{t}");
     let inet6 = json(&sock, &["rt", "dump", "--vrf", "1", "--family", "inet6"]);
     assert_eq!(inet6.as_array().unwrap().len(), 3);
@@ -123,7 +124,7 @@ fn every_command_prints_an_aligned_table_and_json() {
         (Some("10.96.0.10/32"), Some("composite-ecmp"))
     );
     let t = ok(&sock, &["rt", "get", "10.2.0.77", "--vrf", "1"]);
-    assert_eq!(row(&t, "10.2.0.0/24")[1..4], ["40", &NH_UDP.to_string(), "tunnel"], "longest match: {t}");
+    assert_eq!(row(&t, "10.2.0.0/24")[1..5], ["40", &NH_UDP.to_string(), "1", "tunnel"], "longest match: {t}");
     let exact = json(&sock, &["rt", "get", "10.66.0.0/16", "--vrf", "blue"]);
     assert_eq!(exact["nh"], 0);
 

@@ -290,7 +290,7 @@ pub fn desired(intent: &Intent, fabric_mac: MacAddr, limits: &Limits, now: &Snap
 
     // Routes.
     let mut route = |vrf: VrfId, prefix: String, nh: NhId, label: Option<Label>| {
-        out.routes.insert((vrf, prefix.clone()), RouteDef { vrf, prefix, nh, label });
+        out.routes.insert((vrf, prefix.clone()), RouteDef { vrf, prefix, nh, label, network: None });
     };
     for n in &nets {
         let vrf = vrf_of[&n.name];
@@ -374,13 +374,14 @@ pub fn desired(intent: &Intent, fabric_mac: MacAddr, limits: &Limits, now: &Snap
         };
         out.routes.insert(
             (vrf, host(IpAddr::V4(*address))),
-            RouteDef { vrf, prefix: host(IpAddr::V4(*address)), nh, label: None },
+            RouteDef { vrf, prefix: host(IpAddr::V4(*address)), nh, label: None, network: None },
         );
     }
 
     // Imports: a network that imports another gets its routes (its pods,
     // remotes and services), as Contrail joins networks that share a route
     // target. Its own routes win where both have one; gateways stay apart.
+    // An imported route keeps its network, for policies that name it.
     for n in &nets {
         let into = vrf_of[&n.name];
         for m in &n.import {
@@ -389,7 +390,11 @@ pub fn desired(intent: &Intent, fabric_mac: MacAddr, limits: &Limits, now: &Snap
                 .routes
                 .values()
                 .filter(|r| r.vrf == from && Some(r.nh) != receive)
-                .map(|r| RouteDef { vrf: into, ..r.clone() })
+                .map(|r| RouteDef {
+                    vrf: into,
+                    network: Some(r.network.unwrap_or(from)).filter(|&n| n != into),
+                    ..r.clone()
+                })
                 .collect();
             for r in copies {
                 out.routes.entry((into, r.prefix.clone())).or_insert(r);

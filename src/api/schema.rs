@@ -221,6 +221,11 @@ pub struct RouteDef {
     /// Label for tunnel next hops.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<Label>,
+    /// The virtual network (VRF) the prefix's addresses belong to, where
+    /// not the route's own VRF's: an imported route's. Policy rules that
+    /// name a network match its addresses by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<VrfId>,
 }
 
 /// An incoming label.
@@ -714,12 +719,13 @@ impl RouteDef {
     pub fn to_spec(&self) -> Result<RouteSpec, TableError> {
         let prefix = self.prefix.parse()?;
         let target = RouteTarget { nh: self.nh, label: self.label.unwrap_or(RouteTarget::NO_LABEL) };
-        Ok(RouteSpec { vrf: self.vrf, prefix, target })
+        Ok(RouteSpec { vrf: self.vrf, prefix, target, network: self.network.filter(|&n| n != self.vrf) })
     }
 
     /// As the API shows it.
     pub fn from_spec(r: &RouteSpec) -> RouteDef {
-        RouteDef { vrf: r.vrf, prefix: r.prefix.to_string(), nh: r.target.nh, label: r.target.label() }
+        let (vrf, nh, label, network) = (r.vrf, r.target.nh, r.target.label(), r.network);
+        RouteDef { vrf, prefix: r.prefix.to_string(), nh, label, network }
     }
 }
 

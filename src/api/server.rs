@@ -414,6 +414,11 @@ impl Control {
             IpAddr::V4(a) => vrf.v4.lookup_with_len(u32::from(a)).map(|(t, l)| (IpAddr::V4(a), t, l)),
             IpAddr::V6(a) => vrf.v6.lookup_with_len(u128::from(a)).map(|(t, l)| (IpAddr::V6(a), t, l)),
         };
+        // The network a policy takes the address to be in.
+        let network = match p.address {
+            IpAddr::V4(a) => vrf.v4.network_of(u32::from(a)),
+            IpAddr::V6(a) => vrf.v6.network_of(u128::from(a)),
+        };
         let Some((addr, target, len)) = hit else {
             return Err(ApiError::new(code::NOT_FOUND, format!("no route to {} in VRF {}", p.address, p.vrf)));
         };
@@ -425,6 +430,7 @@ impl Control {
             "prefix": prefix.to_string(),
             "nh": target.nh,
             "label": target.label(),
+            "network": network,
             "nexthop": nh,
         }))
     }

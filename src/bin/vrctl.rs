@@ -276,16 +276,18 @@ fn run(c: &mut Client, cli: &Cli) -> Result<()> {
             let v = if addr.contains('/') {
                 let r = c.call("get", json!({ "route": { "vrf": id, "prefix": addr } }))?;
                 let nh = c.call("get", json!({ "nexthop": r["nh"] })).unwrap_or(Value::Null);
-                json!({ "vrf": id, "prefix": r["prefix"], "nh": r["nh"], "label": r["label"], "nexthop": nh })
+                let network = r.get("network").cloned().unwrap_or(json!(id));
+                json!({ "vrf": id, "prefix": r["prefix"], "nh": r["nh"], "label": r["label"], "network": network, "nexthop": nh })
             } else {
                 c.call("lookup", json!({ "vrf": id, "address": addr }))?
             };
             emit(json, &v, || {
-                let mut t = Table::new(&["PREFIX", "LABEL", "NH", "TYPE", "DETAILS"]);
+                let mut t = Table::new(&["PREFIX", "LABEL", "NH", "NET", "TYPE", "DETAILS"]);
                 t.row(vec![
                     show(&v["prefix"]),
                     show(&v["label"]),
                     show(&v["nh"]),
+                    show(&v["network"]),
                     show(&v["nexthop"]["type"]),
                     nh_details(&v["nexthop"]),
                 ]);
@@ -623,13 +625,18 @@ fn route_dump(c: &mut Client, json: bool, vrf: u32, family: Option<Family>) -> R
             }
             print_out(&s);
         } else {
-            let mut t = Table::with_widths(&["PREFIX", "LABEL", "NH", "TYPE", "DETAILS"], &[43, 7, 7, 14, 0]);
+            // NET: the network of the prefix's addresses, where imported
+            // from another (a VRF's id); "-" for the VRF's own.
+            let mut t = Table::with_widths(&["PREFIX", "LABEL", "NH", "NET", "TYPE", "DETAILS"], &[43, 7, 7, 5, 14, 0]);
             if !first {
                 t.no_header();
             }
             for r in &items {
                 let nh = r["nh"].as_u64().and_then(|id| nhs.get(&id)).cloned().unwrap_or(Value::Null);
-                t.row(vec![show(&r["prefix"]), show(&r["label"]), show(&r["nh"]), show(&nh["type"]), nh_details(&nh)]);
+                let cells = [&r["prefix"], &r["label"], &r["nh"], &r["network"], &nh["type"]];
+                let mut row: Vec<String> = cells.into_iter().map(show).collect();
+                row.push(nh_details(&nh));
+                t.row(row);
             }
             print_out(&t.to_string());
             first = false;

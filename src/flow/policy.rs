@@ -80,6 +80,9 @@ pub struct Policy {
 pub struct CompiledPolicy {
     rules: Vec<Compiled>,
     default: PolicyAction,
+    /// Whether some rule names a network as its source, and as its
+    /// destination: only then must the caller find an address's network.
+    networks: (bool, bool),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +142,14 @@ impl CompiledPolicy {
             }
         }
         (self.default, None)
+    }
+
+    /// Whether some rule names a network (`Endpoint::Network`) as its
+    /// source, and as its destination: the sides whose networks
+    /// `evaluate` must be given.
+    #[inline]
+    pub fn names_networks(&self) -> (bool, bool) {
+        self.networks
     }
 
     /// Number of rules.
@@ -213,6 +224,10 @@ impl Policy {
                 })
                 .collect(),
             default: self.default,
+            networks: (
+                self.rules.iter().any(|r| matches!(r.src, Endpoint::Network(_))),
+                self.rules.iter().any(|r| matches!(r.dst, Endpoint::Network(_))),
+            ),
         }
     }
 

@@ -1303,6 +1303,12 @@ impl FlowTable {
         removed
     }
 
+    /// The vif whose packet created the entry in `slot` (both of a pair's
+    /// entries name it); a vif index past any table's for a free slot.
+    pub fn creator(&self, slot: u32) -> u32 {
+        self.slots.get(slot as usize).map_or(u32::MAX, |s| origin_vif(s.origin.load(Relaxed)))
+    }
+
     /// Entry `slot`, whole, as seen at `now`.
     pub fn get(&self, slot: u32, now: u64) -> Option<FlowInfo> {
         let (key, hit) = self.read(slot as usize)?;

@@ -10,7 +10,7 @@
 //! to the general path untouched. The general path is the reference: a
 //! differential test runs both and compares every byte and counter.
 
-use super::flow::count_settled;
+use super::flow::{count_settled, policed_elsewhere};
 use super::forward::{decrement_ttl, push_tunnel, ETH};
 use super::{hash, Ctx, Frame, PipelineConfig, Verdict};
 use crate::flow::{FlowKey, Forwarding};
@@ -154,7 +154,10 @@ pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
     let usable = |v: &Vif, overhead: usize| !v.flags.disabled && total + overhead <= usize::from(v.mtu);
     let verdict = match nh {
         NextHop::Encap { oif, smac, dmac } => {
-            if !usable(t.vif(*oif)?, 0) {
+            let out = t.vif(*oif)?;
+            // A pod of another network whose policy must judge the flow
+            // (`tracked_to`): its flow is made on the general path.
+            if !usable(out, 0) || (out.vrf != vrf.id && flow.is_none() && policed_elsewhere(t, vrf, out)) {
                 return None;
             }
             if let Some(s) = flow {

@@ -149,7 +149,7 @@ fn quoted_v6(vrf: u32, q: &[u8]) -> Option<FlowKey> {
 /// in VRFs that track flows (`Vrf::tracks_flows`), and from vifs with
 /// floating IPs (their answers must find the NAT).
 #[inline]
-fn tracked(vrf: &Vrf, in_vif: Option<&Vif>) -> bool {
+pub(super) fn tracked(vrf: &Vrf, in_vif: Option<&Vif>) -> bool {
     vrf.tracks_flows() || in_vif.is_some_and(|v| !v.floating.is_empty())
 }
 
@@ -161,13 +161,32 @@ fn tracked_up_front(vrf: &Vrf, in_vif: Option<&Vif>) -> bool {
 }
 
 /// True when a packet routed in `vrf` from `in_vif` to `target` belongs to
-/// a flow: as `tracked_up_front` says, or, in a VRF that tracks flows for
+/// a flow: as `tracked_up_front` says; or, in a VRF that tracks flows for
 /// its ECMP routes, when it goes to a composite (whose member the flow
-/// pins). Pod-to-pod packets in such a VRF stay untracked.
+/// pins); or when it goes to a pod of another network on this node whose
+/// policy must judge it too (`policed_elsewhere`). Other pod-to-pod
+/// packets in such a VRF stay untracked.
 #[inline]
 pub(super) fn tracked_to(t: &Tables, vrf: &Vrf, in_vif: Option<&Vif>, target: RouteTarget) -> bool {
-    tracked_up_front(vrf, in_vif)
-        || (vrf.ecmp_routes > 0 && t.nexthop(target.nh).is_some_and(crate::tables::NextHop::is_composite))
+    use crate::tables::NextHop;
+    if tracked_up_front(vrf, in_vif) {
+        return true;
+    }
+    match t.nexthop(target.nh) {
+        Some(NextHop::Composite(_)) => vrf.ecmp_routes > 0,
+        Some(NextHop::Encap { oif, .. }) => t.vif(*oif).is_some_and(|out| policed_elsewhere(t, vrf, out)),
+        _ => false,
+    }
+}
+
+/// True when a packet routed in `vrf` to local vif `out` enters a pod of
+/// another network whose policy judges its flows: that policy judges the
+/// flow too, as it would on the pod's node if the pod were remote (where
+/// the tunnel delivers the packet into the pod's VRF). A floating IP's
+/// packets are not: they are addressed to the public network.
+#[inline]
+pub(super) fn policed_elsewhere(t: &Tables, vrf: &Vrf, out: &Vif) -> bool {
+    out.vrf != vrf.id && out.kind == VifKind::Virtual && t.vrf(out.vrf).is_some_and(|v| v.policy.is_some())
 }
 
 /// The first of a vector's two prefetch steps, for one packet: where its
@@ -224,8 +243,9 @@ fn start_probe(table: &FlowTable, made: Probe, probe: &mut Probe) -> bool {
     true
 }
 
-/// Looks the packet's flow up, where flows are tracked (`tracked`). An
-/// ICMP error finds the flow of the packet it quotes. `probe` is the one
+/// Looks the packet's flow up, once the caller has found that flows track
+/// it (`tracked_to` for a routed packet, `tracked` for one with no route).
+/// An ICMP error finds the flow of the packet it quotes. `probe` is the one
 /// `prefetch` made for this packet in this VRF, if any: its hash is not
 /// computed again, and its slot is already on its way.
 #[inline]
@@ -238,9 +258,6 @@ pub(super) fn lookup<B>(
     probe: Option<&Probe>,
 ) -> FlowStep {
     let Some(table) = ctx.flows else { return FlowStep::Off };
-    if !tracked(vrf, in_vif) {
-        return FlowStep::Off;
-    }
     if let Some(key) = key_of(Some((table.fragments(), ctx.now)), vrf.id, info, d) {
         record_first_fragment(table.fragments(), &key, info, d, ctx.now);
         let found = match probe {
@@ -265,7 +282,7 @@ pub(super) fn lookup<B>(
     } else {
         FlowKey::v4(vrf.id, info.proto, info.src as u32, info.dst as u32, 0, 0)
     };
-    match decide(vrf, &bare) {
+    match decide(vrf, &bare, in_vif) {
         FlowAction::Drop(_) => FlowStep::Denied,
         FlowAction::Forward => FlowStep::Off,
     }
@@ -294,9 +311,44 @@ pub(super) fn count_settled<B>(ctx: &Ctx<'_, B>, flow: Forwarding, bytes: usize,
     }
 }
 
-fn decide(vrf: &Vrf, key: &FlowKey) -> FlowAction {
+/// The action on a flow routed in `vrf` whose first packet (`key`) came
+/// in on `from`: `vrf`'s policy decides, and where the flow `reaches` a
+/// pod of another network on this node (`policed_elsewhere`: that
+/// network's VRF), that network's policy too; both must allow it. Had the
+/// pod been remote, its node would have judged the flow by its network's
+/// policy (the tunnel delivers it into that VRF): so a pod's policy holds
+/// alike whether its clients are on its node or not.
+fn judge(vrf: &Vrf, key: &FlowKey, from: Option<&Vif>, reaches: Option<&Vrf>) -> FlowAction {
+    match (decide(vrf, key, from), reaches) {
+        (FlowAction::Forward, Some(other)) => decide(other, &FlowKey { vrf: other.id, ..*key }, from),
+        (here, _) => here,
+    }
+}
+
+/// `vrf`'s policy on a flow whose first packet (`key`) came in on `from`.
+/// A rule that names a network matches an address of that network: a
+/// packet from a pod is from the pod's network; any other address is in
+/// the network its route in `vrf` names (`RouteEntry::network`: the VRF's
+/// own, or the one an imported route came from), and in none without a
+/// route. So a policy judges a remote pod's packets, which arrive by
+/// tunnel, by the pod's network, as Contrail does by the source route's.
+fn decide(vrf: &Vrf, key: &FlowKey, from: Option<&Vif>) -> FlowAction {
     let Some(p) = &vrf.policy else { return FlowAction::Forward };
-    match p.compiled.evaluate(key, Some(vrf.id), None).0 {
+    let (src_named, dst_named) = p.compiled.names_networks();
+    let network_of = |addr: u128| {
+        if key.is_v4() {
+            vrf.v4.network_of(addr as u32)
+        } else {
+            vrf.v6.network_of(addr)
+        }
+    };
+    let src = match from {
+        Some(v) if v.kind == VifKind::Virtual => Some(v.vrf),
+        _ if src_named => network_of(key.src),
+        _ => None,
+    };
+    let dst = if dst_named { network_of(key.dst) } else { None };
+    match p.compiled.evaluate(key, src, dst).0 {
         PolicyAction::Allow => FlowAction::Forward,
         PolicyAction::Deny => FlowAction::Drop(DropReason::FlowActionDrop),
     }
@@ -326,7 +378,16 @@ pub(super) fn on_hit<B>(
     if judged_here && vrf.policy_generation != hit.policy_generation {
         // The pair is judged by its forward direction.
         let forward_key = if hit.forward { *key } else { key.reversed() };
-        action = decide(vrf, &forward_key);
+        let creator = ctx.t.vif(table.creator(hit.slot));
+        // The pod the pair reaches on this node, if it is of another
+        // network: its policy judges the pair too (`judge`). A floating
+        // IP's pair (with NAT) reaches a pod of another network too, but
+        // is addressed to the public one alone.
+        let reaches = match table.get(hit.reverse, ctx.now) {
+            Some(r) if hit.nat.is_none() && r.key.vrf != forward_key.vrf => ctx.t.vrf(r.key.vrf),
+            _ => None,
+        };
+        action = judge(vrf, &forward_key, creator, reaches);
         table.set_action(hit.slot, action, vrf.policy_generation);
         table.set_action(hit.reverse, action, vrf.policy_generation);
     }
@@ -359,7 +420,12 @@ pub(super) fn create<B>(
     info: &IpInfo,
 ) -> Result<Nat, DropReason> {
     let Some(table) = ctx.flows else { return Ok(Nat::default()) };
-    let action = decide(vrf, key);
+    // A pod of another network on this node whose policy judges the flow
+    // too; not through a floating IP, which is the public network's.
+    let reaches = out
+        .filter(|o| policed_elsewhere(ctx.t, vrf, o) && floating(o, vrf.id, key).is_none())
+        .and_then(|o| ctx.t.vrf(o.vrf));
+    let action = judge(vrf, key, ctx.t.vif(in_vif), reaches);
     let generation = vrf.policy_generation;
     let seed = ctx.cfg.hash_seed;
     // Where the ECMP routes alone make the VRF track flows, the answers,

@@ -300,7 +300,11 @@ pub(super) fn unrouted<B: AsRef<[u8]> + AsMut<[u8]>>(
     origin: Origin,
     probe: Option<&Probe>,
 ) -> Verdict {
-    let flow = super::flow::lookup(ctx, vrf, ctx.t.vif(f.vif), info, f.data(), probe);
+    let in_vif = ctx.t.vif(f.vif);
+    if !super::flow::tracked(vrf, in_vif) {
+        return no_route(ctx, vrf.id);
+    }
+    let flow = super::flow::lookup(ctx, vrf, in_vif, info, f.data(), probe);
     if let super::flow::FlowStep::Hit(key, hit) = flow {
         if hit.route_vrf.is_some() {
             if let Some(v) = follow_flow(ctx, f, vrf, &key, &hit, info, origin, 0) {

@@ -77,6 +77,7 @@ fn node_ops(me: u8) -> Vec<Op> {
     let router = PipelineConfig::default().router_mac;
     let route = |vrf, p: &str, nh, label| {
         Op::Add(Object::Route(RouteSpec {
+            network: None,
             vrf,
             prefix: p.parse().expect("literal"),
             target: RouteTarget { nh, label },

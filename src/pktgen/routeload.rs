@@ -133,6 +133,7 @@ pub fn direct(p: &LoadParams) -> Duration {
             .map(|i| {
                 let prefix = crate::tables::Prefix::host_v4(prefix(p, i));
                 Op::Add(Object::Route(RouteSpec {
+                    network: None,
                     vrf: p.vrf,
                     prefix,
                     target: RouteTarget { nh: p.nh, label: RouteTarget::NO_LABEL },

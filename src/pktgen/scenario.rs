@@ -197,7 +197,12 @@ fn node_ops(bulk: RouteTarget) -> Vec<Op> {
     a2.ipv4 = Some(Ipv4Addr::new(10, 1, 0, 3));
     let tunnel = |encap, n| NextHop::Tunnel(Tunnel::new(FABRIC, encap, fabric_ip(), peer_ip(n), mac(0xe0 + n)));
     let route = |p: &str, target| {
-        Op::Add(Object::Route(RouteSpec { vrf: VRF, prefix: p.parse().expect("literal prefix"), target }))
+        Op::Add(Object::Route(RouteSpec {
+            network: None,
+            vrf: VRF,
+            prefix: p.parse().expect("literal prefix"),
+            target,
+        }))
     };
     let local = RouteTarget { nh: NH_TO_A2, label: RouteTarget::NO_LABEL };
     vec![
@@ -229,6 +234,7 @@ fn node_ops(bulk: RouteTarget) -> Vec<Op> {
         Op::Add(Object::Label(LABEL_VRF, NH_VRF_LOOKUP)),
         route("10.1.0.3/32", local),
         Op::Add(Object::Route(RouteSpec {
+            network: None,
             vrf: VRF,
             prefix: Prefix::new(IpAddr::V6("fd00:1::3".parse().expect("literal")), 128).expect("valid"),
             target: local,
@@ -256,7 +262,7 @@ pub fn build_node(
     let mut ops = Vec::with_capacity(batch);
     for (addr, len) in routes {
         let prefix = Prefix::new(addr, len).expect("generated prefixes are canonical");
-        ops.push(Op::Add(Object::Route(RouteSpec { vrf: VRF, prefix, target: bulk })));
+        ops.push(Op::Add(Object::Route(RouteSpec { network: None, vrf: VRF, prefix, target: bulk })));
         if ops.len() == batch {
             w.apply(&ops).expect("bulk routes fit");
             ops.clear();
@@ -343,7 +349,7 @@ fn case_routes(case: Case) -> Vec<Op> {
     (0..SERVICES)
         .map(|k| {
             let prefix = Prefix::new(IpAddr::V4(Ipv4Addr::from(SERVICE_BASE + k)), 32).expect("a host route");
-            Op::Add(Object::Route(RouteSpec { vrf: VRF, prefix, target: ecmp }))
+            Op::Add(Object::Route(RouteSpec { network: None, vrf: VRF, prefix, target: ecmp }))
         })
         .collect()
 }
@@ -752,7 +758,7 @@ pub fn measure_tables(vrfs: usize, v4: usize, v6: usize, batch: usize, readers: 
             .chain(p6.iter().map(|&(a, l)| (IpAddr::V6(a.into()), l)));
         for (addr, len) in routes {
             let prefix = Prefix::new(addr, len).expect("canonical");
-            ops.push(Op::Add(Object::Route(RouteSpec { vrf: id, prefix, target })));
+            ops.push(Op::Add(Object::Route(RouteSpec { network: None, vrf: id, prefix, target })));
             if ops.len() == batch {
                 w.apply(&ops).expect("routes fit");
                 ops.clear();

@@ -17,7 +17,7 @@
 //! list (see `tables::writer`), and this structure holds only what the data
 //! path needs.
 
-use super::RouteTarget;
+use super::{RouteEntry, RouteTarget, VrfId};
 use ahash::AHashMap;
 use std::sync::Arc;
 
@@ -110,10 +110,13 @@ pub struct Fib<K: FibKey> {
     free_nodes: Vec<u32>,
     /// Stands in the slot of a freed node, so freeing never pins a live one.
     vacant: Arc<Node>,
-    /// Indexed by leaf value - 1.
+    /// Indexed by leaf value - 1: what the data path reads on every lookup.
     targets: Vec<RouteTarget>,
+    /// The network of each target's addresses, indexed alike: read only
+    /// where a policy names networks, so kept out of `targets`' lines.
+    networks: Vec<VrfId>,
     target_refs: Vec<u32>,
-    target_index: AHashMap<RouteTarget, u32>,
+    target_index: AHashMap<RouteEntry, u32>,
     free_targets: Vec<u32>,
     /// Changed by every insert and remove, never reused by another table
     /// in this process: what a flow that remembers its route (`Route`)
@@ -164,6 +167,7 @@ impl<K: FibKey> Fib<K> {
             free_nodes: Vec::new(),
             vacant: Arc::new(Node { slots: [EMPTY; FANOUT], inherited: EMPTY }),
             targets: Vec::new(),
+            networks: Vec::new(),
             target_refs: Vec::new(),
             target_index: AHashMap::new(),
             free_targets: Vec::new(),
@@ -204,16 +208,31 @@ impl<K: FibKey> Fib<K> {
     /// The longest-prefix match for `key`.
     #[inline]
     pub fn lookup(&self, key: K) -> Option<RouteTarget> {
+        self.target_of(self.leaf(key))
+    }
+
+    /// The network of `key`'s longest-prefix match (`RouteEntry::network`):
+    /// the virtual network a policy takes the address to be in.
+    pub fn network_of(&self, key: K) -> Option<VrfId> {
+        let leaf = self.leaf(key);
+        leaf.checked_sub(1).and_then(|i| self.networks.get(i as usize)).copied()
+    }
+
+    /// The leaf value `key`'s walk ends at: 0 for no route.
+    #[inline(always)]
+    fn leaf(&self, key: K) -> u32 {
         let mut node = &self.nodes[0];
         let mut level = 0;
         loop {
             let e = node.slots[key.byte(level)];
-            if e & CHILD != 0 {
-                node = self.nodes.get((e & !CHILD) as usize)?;
-                level += 1;
-                continue;
+            if e & CHILD == 0 {
+                return e & VALUE_MASK;
             }
-            return self.target_of(e & VALUE_MASK);
+            match self.nodes.get((e & !CHILD) as usize) {
+                Some(child) => node = child,
+                None => return EMPTY,
+            }
+            level += 1;
         }
     }
 
@@ -306,8 +325,8 @@ impl<K: FibKey> Fib<K> {
         let live = self.nodes.len() - self.free_nodes.len();
         live * (std::mem::size_of::<Node>() + 16)
             + self.nodes.capacity() * std::mem::size_of::<Arc<Node>>()
-            + self.targets.capacity() * (std::mem::size_of::<RouteTarget>() + 4)
-            + self.target_index.capacity() * (std::mem::size_of::<(RouteTarget, u32)>() + 1)
+            + self.targets.capacity() * (std::mem::size_of::<RouteTarget>() + std::mem::size_of::<VrfId>() + 4)
+            + self.target_index.capacity() * (std::mem::size_of::<(RouteEntry, u32)>() + 1)
     }
 
     /// Number of trie nodes in use.
@@ -315,24 +334,26 @@ impl<K: FibKey> Fib<K> {
         self.nodes.len() - self.free_nodes.len()
     }
 
-    fn intern(&mut self, t: RouteTarget) -> u32 {
-        if let Some(&i) = self.target_index.get(&t) {
+    fn intern(&mut self, e: RouteEntry) -> u32 {
+        if let Some(&i) = self.target_index.get(&e) {
             self.target_refs[i as usize] += 1;
             return i + 1;
         }
         let i = match self.free_targets.pop() {
             Some(i) => {
-                self.targets[i as usize] = t;
+                self.targets[i as usize] = e.target;
+                self.networks[i as usize] = e.network;
                 self.target_refs[i as usize] = 1;
                 i
             }
             None => {
-                self.targets.push(t);
+                self.targets.push(e.target);
+                self.networks.push(e.network);
                 self.target_refs.push(1);
                 (self.targets.len() - 1) as u32
             }
         };
-        self.target_index.insert(t, i);
+        self.target_index.insert(e, i);
         i + 1
     }
 
@@ -340,13 +361,13 @@ impl<K: FibKey> Fib<K> {
         let i = (value - 1) as usize;
         self.target_refs[i] -= 1;
         if self.target_refs[i] == 0 {
-            self.target_index.remove(&self.targets[i]);
+            self.target_index.remove(&RouteEntry { target: self.targets[i], network: self.networks[i] });
             self.free_targets.push(i as u32);
         }
     }
 
-    fn value_of(&self, t: RouteTarget) -> u32 {
-        self.target_index.get(&t).map_or(EMPTY, |i| i + 1)
+    fn value_of(&self, e: RouteEntry) -> u32 {
+        self.target_index.get(&e).map_or(EMPTY, |i| i + 1)
     }
 
     fn alloc_node(&mut self, inherited: u32) -> u32 {
@@ -408,11 +429,11 @@ impl<K: FibKey> Fib<K> {
         idx
     }
 
-    /// Installs `key/len → target`, replacing the same prefix's old target
+    /// Installs `key/len → entry`, replacing the same prefix's old entry
     /// `old` if there was one. `key` has no bits set past `len`.
-    pub(crate) fn insert(&mut self, key: K, len: u8, target: RouteTarget, old: Option<RouteTarget>) {
+    pub(crate) fn insert(&mut self, key: K, len: u8, entry: RouteEntry, old: Option<RouteEntry>) {
         self.version = next_version();
-        let value = self.intern(target);
+        let value = self.intern(entry);
         if let Some(o) = old {
             let ov = self.value_of(o);
             self.release(ov);
@@ -438,9 +459,9 @@ impl<K: FibKey> Fib<K> {
         }
     }
 
-    /// Removes `key/len`, whose target is `old`. `replacement` is the longest
+    /// Removes `key/len`, whose entry is `old`. `replacement` is the longest
     /// prefix shorter than `len` that covers it, with its length, if any.
-    pub(crate) fn remove(&mut self, key: K, len: u8, old: RouteTarget, replacement: Option<(u8, RouteTarget)>) {
+    pub(crate) fn remove(&mut self, key: K, len: u8, old: RouteEntry, replacement: Option<(u8, RouteEntry)>) {
         self.version = next_version();
         let (level, rel) = place(len);
         let mut path = [(0u32, 0usize); 16];
@@ -506,6 +527,11 @@ mod tests {
         RouteTarget { nh, label: RouteTarget::NO_LABEL }
     }
 
+    /// `target`'s entry in the table's own network (0).
+    fn own(target: RouteTarget) -> RouteEntry {
+        RouteEntry { target, network: 0 }
+    }
+
     /// A model: the longest of all prefixes that match, by brute force.
     struct Model(BTreeMap<(u32, u8), RouteTarget>);
 
@@ -521,14 +547,14 @@ mod tests {
     fn apply_insert(fib: &mut Fib<u32>, m: &mut Model, a: u32, len: u8, target: RouteTarget) {
         let a = a.mask(len);
         let old = m.0.insert((a, len), target);
-        fib.insert(a, len, target, old);
+        fib.insert(a, len, own(target), old.map(own));
     }
 
     fn apply_remove(fib: &mut Fib<u32>, m: &mut Model, a: u32, len: u8) {
         let a = a.mask(len);
         if let Some(old) = m.0.remove(&(a, len)) {
             let rep = m.covering(a, len);
-            fib.remove(a, len, old, rep);
+            fib.remove(a, len, own(old), rep.map(|(l, t)| (l, own(t))));
         }
     }
 
@@ -635,9 +661,9 @@ mod tests {
         for _ in 0..3000 {
             let k = (rng.next() as u32) & 0xff0f_f0ff;
             let len = (rng.next() % 33) as u8;
-            a.insert(k.mask(len), len, t((rng.next() % 7) as u32), None);
+            a.insert(k.mask(len), len, own(t((rng.next() % 7) as u32)), None);
             let k = (rng.next() as u32) & 0xff0f_f0ff;
-            b.insert(k.mask(len), len, t((rng.next() % 7) as u32 + 10), None);
+            b.insert(k.mask(len), len, own(t((rng.next() % 7) as u32 + 10)), None);
         }
         for round in 0..200 {
             let keys: Vec<u32> = (0..BATCH).map(|_| (rng.next() as u32) & 0xff0f_f0ff).collect();
@@ -653,10 +679,10 @@ mod tests {
     #[test]
     fn snapshots_are_unaffected_by_later_changes() {
         let mut fib = Fib::<u32>::new();
-        fib.insert(0x0a00_0000, 8, t(1), None);
+        fib.insert(0x0a00_0000, 8, own(t(1)), None);
         let snapshot = fib.clone();
-        fib.insert(0x0a01_0100, 24, t(2), None);
-        fib.remove(0x0a00_0000, 8, t(1), None);
+        fib.insert(0x0a01_0100, 24, own(t(2)), None);
+        fib.remove(0x0a00_0000, 8, own(t(1)), None);
         assert_eq!(snapshot.lookup(0x0a01_0101).map(|t| t.nh), Some(1));
         assert_eq!(fib.lookup(0x0a01_0101).map(|t| t.nh), Some(2));
         assert_eq!(fib.lookup(0x0a02_0000), None);
@@ -666,11 +692,29 @@ mod tests {
     fn ipv6_host_and_default() {
         let mut fib = Fib::<u128>::new();
         let a: u128 = "fd00::1:2".parse::<std::net::Ipv6Addr>().unwrap().into();
-        fib.insert(a, 128, t(9), None);
-        fib.insert(a.mask(64), 64, t(8), None);
-        fib.insert(0, 0, t(7), None);
+        fib.insert(a, 128, own(t(9)), None);
+        fib.insert(a.mask(64), 64, own(t(8)), None);
+        fib.insert(0, 0, own(t(7)), None);
         assert_eq!(fib.lookup_with_len(a), Some((t(9), 128)));
         assert_eq!(fib.lookup_with_len(a + 1), Some((t(8), 64)));
         assert_eq!(fib.lookup_with_len(1), Some((t(7), 0)));
+    }
+
+    /// Two prefixes with one next hop, in two networks, are two entries:
+    /// each answers with its own network, and removing one leaves the other.
+    #[test]
+    fn a_prefix_answers_with_its_own_network() {
+        let mut fib = Fib::<u32>::new();
+        let (own_net, imported) = (RouteEntry { target: t(4), network: 1 }, RouteEntry { target: t(4), network: 7 });
+        fib.insert(0x0a01_0000, 16, own_net, None);
+        fib.insert(0x0a05_0002, 32, imported, None);
+        assert_eq!((fib.network_of(0x0a01_0009), fib.network_of(0x0a05_0002)), (Some(1), Some(7)));
+        assert_eq!(fib.lookup(0x0a05_0002), fib.lookup(0x0a01_0009), "the same next hop");
+        assert_eq!(fib.network_of(0x0b00_0000), None, "no route, no network");
+        fib.remove(0x0a05_0002, 32, imported, None);
+        assert_eq!(fib.network_of(0x0a05_0002), None);
+        assert_eq!(fib.network_of(0x0a01_0009), Some(1));
+        fib.insert(0x0a01_0000, 16, RouteEntry { network: 3, ..own_net }, Some(own_net));
+        assert_eq!(fib.network_of(0x0a01_0009), Some(3), "replaced");
     }
 }

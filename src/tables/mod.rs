@@ -57,6 +57,19 @@ impl RouteTarget {
     }
 }
 
+/// What a prefix of a VRF holds: where its packets go, and the virtual
+/// network its addresses belong to (a VRF's id) for policy rules that
+/// name networks. A VRF's own routes are in its own network; a route it
+/// imports from another keeps that one's, as Contrail's routes carry
+/// their virtual network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RouteEntry {
+    /// Where it goes.
+    pub target: RouteTarget,
+    /// Its addresses' network.
+    pub network: VrfId,
+}
+
 /// Capacities of every table. Defaults follow Tungsten Fabric's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -98,10 +111,12 @@ pub struct Vrf {
     /// `None`: no policy, everything routed goes.
     pub policy: Option<Arc<VrfPolicy>>,
     /// Grows with every change of the policy, its removal included (a
-    /// policy's own `generation` is this, as of its change): flows decided
-    /// under another one are decided again. Had it restarted with a
-    /// policy added after a removal, flows decided under the removed one
-    /// would have passed for decided under the new one.
+    /// policy's own `generation` is this, as of its change), and with
+    /// every change of another VRF's (whose policy judges this VRF's flows
+    /// to its pods on this node too): flows decided under another one are
+    /// decided again. Had it restarted with a policy added after a
+    /// removal, flows decided under the removed one would have passed for
+    /// decided under the new one.
     pub policy_generation: u32,
     /// Floating IPs that vifs hold in this VRF. While there are any, flows
     /// are tracked here, even without a policy: they carry the NAT.

@@ -4,7 +4,7 @@
 use super::ecmp::MAX_MEMBERS;
 use super::ecmp_blocks::EcmpBlockIndex;
 use super::lpm::{Fib, FibKey};
-use super::{EcmpBlocks, Label, NextHop, NhId, RouteTarget, Tables, Vif, VifIndex, VifKind, Vrf, VrfId};
+use super::{EcmpBlocks, Label, NextHop, NhId, RouteEntry, RouteTarget, Tables, Vif, VifIndex, VifKind, Vrf, VrfId};
 use crate::wire::mpls;
 use ahash::AHashMap;
 use arc_swap::ArcSwap;
@@ -123,6 +123,25 @@ pub struct RouteSpec {
     pub prefix: Prefix,
     /// Next hop and optional label.
     pub target: RouteTarget,
+    /// The virtual network (VRF) the prefix's addresses belong to, where
+    /// it is not this VRF's own: a route imported from another network
+    /// keeps that network, for policy rules that name it.
+    pub network: Option<VrfId>,
+}
+
+impl RouteSpec {
+    /// A route of `vrf`'s own network.
+    pub fn new(vrf: VrfId, prefix: Prefix, target: RouteTarget) -> Self {
+        RouteSpec { vrf, prefix, target, network: None }
+    }
+
+    fn entry(&self) -> RouteEntry {
+        RouteEntry { target: self.target, network: self.network.unwrap_or(self.vrf) }
+    }
+
+    fn from_entry(vrf: VrfId, prefix: Prefix, e: RouteEntry) -> Self {
+        RouteSpec { vrf, prefix, target: e.target, network: (e.network != vrf).then_some(e.network) }
+    }
 }
 
 /// A table object, as added or updated.
@@ -296,8 +315,8 @@ impl TablesHandle {
 /// probe; dumps sort the keys once and reuse them until the next change.
 #[derive(Default)]
 struct VrfRoutes {
-    v4: AHashMap<(u32, u8), RouteTarget>,
-    v6: AHashMap<(u128, u8), RouteTarget>,
+    v4: AHashMap<(u32, u8), RouteEntry>,
+    v6: AHashMap<(u128, u8), RouteEntry>,
     /// Keys in dump order, built by the first dump after a change.
     sorted: Option<SortedKeys>,
 }
@@ -306,8 +325,8 @@ struct VrfRoutes {
 type SortedKeys = (Vec<(u32, u8)>, Vec<(u128, u8)>);
 
 enum Undo {
-    V4(VrfId, (u32, u8), Option<RouteTarget>),
-    V6(VrfId, (u128, u8), Option<RouteTarget>),
+    V4(VrfId, (u32, u8), Option<RouteEntry>),
+    V6(VrfId, (u128, u8), Option<RouteEntry>),
     VrfCreated(VrfId),
     VrfRemoved(VrfId),
 }
@@ -335,22 +354,22 @@ pub struct TablesWriter {
 
 /// An address family: how its keys, prefix lists and tries are reached.
 trait Family: FibKey {
-    fn routes(r: &mut VrfRoutes) -> &mut AHashMap<(Self, u8), RouteTarget>;
+    fn routes(r: &mut VrfRoutes) -> &mut AHashMap<(Self, u8), RouteEntry>;
     fn fib(v: &mut Vrf) -> &mut Arc<Fib<Self>>;
-    fn undo(vrf: VrfId, key: (Self, u8), old: Option<RouteTarget>) -> Undo;
+    fn undo(vrf: VrfId, key: (Self, u8), old: Option<RouteEntry>) -> Undo;
     /// The key as an IPv4 address, for the IPv4 family.
     fn v4(key: Self) -> Option<u32>;
 }
 
 impl Family for u32 {
-    fn routes(r: &mut VrfRoutes) -> &mut AHashMap<(u32, u8), RouteTarget> {
+    fn routes(r: &mut VrfRoutes) -> &mut AHashMap<(u32, u8), RouteEntry> {
         r.sorted = None;
         &mut r.v4
     }
     fn fib(v: &mut Vrf) -> &mut Arc<Fib<u32>> {
         &mut v.v4
     }
-    fn undo(vrf: VrfId, key: (u32, u8), old: Option<RouteTarget>) -> Undo {
+    fn undo(vrf: VrfId, key: (u32, u8), old: Option<RouteEntry>) -> Undo {
         Undo::V4(vrf, key, old)
     }
     fn v4(key: u32) -> Option<u32> {
@@ -359,14 +378,14 @@ impl Family for u32 {
 }
 
 impl Family for u128 {
-    fn routes(r: &mut VrfRoutes) -> &mut AHashMap<(u128, u8), RouteTarget> {
+    fn routes(r: &mut VrfRoutes) -> &mut AHashMap<(u128, u8), RouteEntry> {
         r.sorted = None;
         &mut r.v6
     }
     fn fib(v: &mut Vrf) -> &mut Arc<Fib<u128>> {
         &mut v.v6
     }
-    fn undo(vrf: VrfId, key: (u128, u8), old: Option<RouteTarget>) -> Undo {
+    fn undo(vrf: VrfId, key: (u128, u8), old: Option<RouteEntry>) -> Undo {
         Undo::V6(vrf, key, old)
     }
     fn v4(_: u128) -> Option<u32> {
@@ -451,8 +470,8 @@ impl TablesWriter {
     pub fn vrf_memory_bytes(&self, vrf: VrfId) -> usize {
         let fibs = self.current.vrf(vrf).map_or(0, |v| v.v4.memory_bytes() + v.v6.memory_bytes());
         let lists = self.routes.get(&vrf).map_or(0, |r| {
-            r.v4.capacity() * (std::mem::size_of::<((u32, u8), RouteTarget)>() + 1)
-                + r.v6.capacity() * (std::mem::size_of::<((u128, u8), RouteTarget)>() + 1)
+            r.v4.capacity() * (std::mem::size_of::<((u32, u8), RouteEntry)>() + 1)
+                + r.v6.capacity() * (std::mem::size_of::<((u128, u8), RouteEntry)>() + 1)
         });
         fibs + lists
     }
@@ -465,11 +484,11 @@ impl TablesWriter {
     /// The route for exactly `prefix` in VRF `vrf`.
     pub fn route(&self, vrf: VrfId, prefix: Prefix) -> Option<RouteSpec> {
         let r = self.routes.get(&vrf)?;
-        let target = match prefix.addr {
+        let entry = match prefix.addr {
             IpAddr::V4(a) => r.v4.get(&(u32::from(a), prefix.len)),
             IpAddr::V6(a) => r.v6.get(&(u128::from(a), prefix.len)),
         }?;
-        Some(RouteSpec { vrf, prefix, target: *target })
+        Some(RouteSpec::from_entry(vrf, prefix, *entry))
     }
 
     /// Up to `limit` routes of VRF `vrf`, in address order (a shorter prefix
@@ -491,7 +510,7 @@ impl TablesWriter {
             Some((IpAddr::V4(a), l)) => (k4.partition_point(|k| *k <= (u32::from(a), l)), 0),
             Some((IpAddr::V6(a), l)) => (k4.len(), k6.partition_point(|k| *k <= (u128::from(a), l))),
         };
-        let spec = |addr: IpAddr, len: u8, target: RouteTarget| RouteSpec { vrf, prefix: Prefix { addr, len }, target };
+        let spec = |addr: IpAddr, len: u8, e: RouteEntry| RouteSpec::from_entry(vrf, Prefix { addr, len }, e);
         let v4 = k4[from4..].iter().map(|&(a, l)| spec(IpAddr::V4(a.into()), l, r.v4[&(a, l)]));
         let v6 = k6[from6..].iter().map(|&(a, l)| spec(IpAddr::V6(a.into()), l, r.v6[&(a, l)]));
         Some(v4.chain(v6).take(limit).collect())
@@ -542,7 +561,7 @@ impl TablesWriter {
                 routes
                     .v4
                     .iter()
-                    .filter(|&(_, t)| w.nexthop(t.nh).is_some_and(NextHop::is_composite))
+                    .filter(|&(_, e)| w.nexthop(e.target.nh).is_some_and(NextHop::is_composite))
                     .map(|(&key, _)| key)
             };
             let hint = index.hint(to_composites);
@@ -728,6 +747,17 @@ impl TablesWriter {
         let generation = old.policy_generation.wrapping_add(1);
         let policy = p.map(|p| Arc::new(super::VrfPolicy { policy: p.clone(), compiled: p.compile(), generation }));
         let _ = w.vrfs.set(id as usize, Some(Arc::new(Vrf { policy, policy_generation: generation, ..old })));
+        // Every other VRF's flows are decided again too: a flow to a pod of
+        // this network on this node is judged by this policy as well
+        // (`pipeline::flow::judge`), wherever the flow is kept. Policies
+        // change seldom; each flow is decided again once, on its next packet.
+        let others: Vec<VrfId> = w.vrfs().map(|v| v.id).filter(|&v| v != id).collect();
+        for v in others {
+            if let Some(vrf) = w.vrfs.get_mut(v as usize) {
+                let vrf = Arc::make_mut(vrf);
+                vrf.policy_generation = vrf.policy_generation.wrapping_add(1);
+            }
+        }
         Ok(())
     }
 
@@ -838,9 +868,10 @@ impl TablesWriter {
     fn recount_ecmp_routes(&mut self, w: &mut Tables, id: NhId, now: bool) {
         for (&vrf_id, routes) in &self.routes {
             let before = self.ecmp_changes.len();
-            let v4 = routes.v4.iter().filter(|(_, t)| t.nh == id);
+            let v4 = routes.v4.iter().filter(|(_, e)| e.target.nh == id);
             self.ecmp_changes.extend(v4.map(|(&(addr, len), _)| (vrf_id, addr, len, now)));
-            let n = (self.ecmp_changes.len() - before + routes.v6.values().filter(|t| t.nh == id).count()) as u32;
+            let n =
+                (self.ecmp_changes.len() - before + routes.v6.values().filter(|e| e.target.nh == id).count()) as u32;
             if n == 0 {
                 continue;
             }
@@ -906,6 +937,9 @@ impl TablesWriter {
             return Err(TableError::MissingReference { field: "nh", what: "next hop", id: r.target.nh });
         }
         check_label("label", r.target.label)?;
+        if let Some(n) = r.network.filter(|&n| w.vrf(n).is_none()) {
+            return Err(TableError::MissingReference { field: "network", what: "VRF", id: n });
+        }
         match r.prefix.addr() {
             IpAddr::V4(a) => self.put_route_in::<u32>(w, r, u32::from(a), add),
             IpAddr::V6(a) => self.put_route_in::<u128>(w, r, u128::from(a), add),
@@ -932,15 +966,16 @@ impl TablesWriter {
         if old.is_none() && map.len() >= limit {
             return Err(TableError::Full { table: "route", capacity: limit });
         }
-        map.insert(k, r.target);
+        let entry = r.entry();
+        map.insert(k, entry);
         self.undo.push(K::undo(r.vrf, k, old));
         if let Some(o) = old {
-            bump(&mut w.nh_refs, o.nh, false);
+            bump(&mut w.nh_refs, o.target.nh, false);
         }
         bump(&mut w.nh_refs, r.target.nh, true);
         let ecmp =
             |t: Option<RouteTarget>| u32::from(t.and_then(|t| w.nexthop(t.nh)).is_some_and(NextHop::is_composite));
-        let (gained, lost) = (ecmp(Some(r.target)), ecmp(old));
+        let (gained, lost) = (ecmp(Some(r.target)), ecmp(old.map(|o| o.target)));
         let vrf = Arc::make_mut(w.vrfs.get_mut(r.vrf as usize).expect("checked above"));
         vrf.ecmp_routes = (vrf.ecmp_routes + gained).saturating_sub(lost);
         if let Some(addr) = K::v4(key) {
@@ -951,7 +986,7 @@ impl TablesWriter {
                 self.ecmp_changes.push((r.vrf, addr, r.prefix.len(), true));
             }
         }
-        Arc::make_mut(K::fib(vrf)).insert(key, r.prefix.len(), r.target, old);
+        Arc::make_mut(K::fib(vrf)).insert(key, r.prefix.len(), entry, old);
         Ok(())
     }
 
@@ -970,8 +1005,8 @@ impl TablesWriter {
         let old = map.remove(&k).ok_or_else(not_found)?;
         let cover = (0..p.len()).rev().find_map(|l| map.get(&(key.mask(l), l)).map(|t| (l, *t)));
         self.undo.push(K::undo(vrf_id, k, Some(old)));
-        bump(&mut w.nh_refs, old.nh, false);
-        let lost = u32::from(w.nexthop(old.nh).is_some_and(NextHop::is_composite));
+        bump(&mut w.nh_refs, old.target.nh, false);
+        let lost = u32::from(w.nexthop(old.target.nh).is_some_and(NextHop::is_composite));
         let vrf = Arc::make_mut(w.vrfs.get_mut(vrf_id as usize).ok_or_else(not_found)?);
         vrf.ecmp_routes = vrf.ecmp_routes.saturating_sub(lost);
         if let (Some(addr), true) = (K::v4(key), lost > 0) {
@@ -982,7 +1017,7 @@ impl TablesWriter {
     }
 }
 
-fn restore<K: std::hash::Hash + Eq>(map: Option<&mut AHashMap<K, RouteTarget>>, key: K, old: Option<RouteTarget>) {
+fn restore<K: std::hash::Hash + Eq>(map: Option<&mut AHashMap<K, RouteEntry>>, key: K, old: Option<RouteEntry>) {
     if let Some(map) = map {
         match old {
             Some(t) => map.insert(key, t),

@@ -111,7 +111,12 @@ pub fn from_peer() -> L2 {
 }
 
 fn route(vrf: u32, p: &str, nh: u32, label: u32) -> Op {
-    Op::Add(Object::Route(RouteSpec { vrf, prefix: p.parse().unwrap(), target: RouteTarget { nh, label } }))
+    Op::Add(Object::Route(RouteSpec {
+        network: None,
+        vrf,
+        prefix: p.parse().unwrap(),
+        target: RouteTarget { nh, label },
+    }))
 }
 
 pub const NO: u32 = RouteTarget::NO_LABEL;
@@ -418,6 +423,7 @@ pub fn add_floating_ip(lab: &mut Lab) {
     gw.ipv4 = Some(Ipv4Addr::new(203, 0, 113, 1));
     let route = |p: &str, nh: u32| {
         Op::Add(Object::Route(RouteSpec {
+            network: None,
             vrf: PUBLIC,
             prefix: p.parse().unwrap(),
             target: RouteTarget { nh, label: RouteTarget::NO_LABEL },
