@@ -155,9 +155,12 @@ pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
     let verdict = match nh {
         NextHop::Encap { oif, smac, dmac } => {
             let out = t.vif(*oif)?;
+            if !usable(out, 0) {
+                return None;
+            }
             // A pod of another network whose policy must judge the flow
             // (`tracked_to`): its flow is made on the general path.
-            if !usable(out, 0) || (out.vrf != vrf.id && flow.is_none() && policed_elsewhere(t, vrf, out)) {
+            if out.vrf != vrf.id && flow.is_none() && policed_elsewhere(t, vrf, out) {
                 return None;
             }
             if let Some(s) = flow {

@@ -554,7 +554,7 @@ fn flow_hits<B: AsRef<[u8]> + AsMut<[u8]>>(
             };
             // Where only the ECMP routes track flows, the route must
             // still be one (a flow outlives a route that changed).
-            if let Some(target) = target.filter(|&t| flow::tracked_to(ctx.t, v, None, t)) {
+            if let Some(target) = target.filter(|&t| flow::tracked_to_composite(ctx.t, v, None, t)) {
                 done[i] = fast::finish(ctx, &mut frames[i], v, target, Some(s));
             }
         }
