@@ -86,6 +86,27 @@ fn objects_in_use_cannot_be_deleted() {
     assert!(w.tables().nexthop(1).is_none());
 }
 
+/// A route in another network names that network's VRF: the VRF stays
+/// while such a route does (replaced by one of its own VRF's, or removed,
+/// it lets go), and a route may not name a VRF that does not exist.
+#[test]
+fn a_network_named_by_a_route_cannot_be_deleted() {
+    let mut w = base();
+    let in_net = |p: &str, network| {
+        let target = RouteTarget { nh: 1, label: RouteTarget::NO_LABEL };
+        RouteSpec { vrf: 1, prefix: p.parse().unwrap(), target, network }
+    };
+    let e = err(&mut w, &[Op::Add(Object::Route(in_net("10.2.0.0/16", Some(3))))]);
+    assert_eq!(e.error, TableError::MissingReference { field: "network", what: "VRF", id: 3 });
+    w.apply(&[vrf(2), Op::Add(Object::Route(in_net("10.2.0.0/16", Some(2))))]).unwrap();
+    let e = err(&mut w, &[Op::Delete(ObjectKey::Vrf(2))]);
+    assert_eq!(e.error, TableError::InUse { what: "VRF", id: "2".into(), refs: 1 });
+    w.apply(&[Op::Update(Object::Route(in_net("10.2.0.0/16", None)))]).unwrap();
+    w.apply(&[Op::Delete(ObjectKey::Vrf(2))]).unwrap();
+    w.apply(&[vrf(2), Op::Add(Object::Route(in_net("10.3.0.0/16", Some(2))))]).unwrap();
+    w.apply(&[Op::Delete(ObjectKey::Route(1, "10.3.0.0/16".parse().unwrap())), Op::Delete(ObjectKey::Vrf(2))]).unwrap();
+}
+
 #[test]
 fn every_table_is_bounded() {
     let mut w = base();

@@ -971,8 +971,10 @@ impl TablesWriter {
         self.undo.push(K::undo(r.vrf, k, old));
         if let Some(o) = old {
             bump(&mut w.nh_refs, o.target.nh, false);
+            bump_network(w, r.vrf, o.network, false);
         }
         bump(&mut w.nh_refs, r.target.nh, true);
+        bump_network(w, r.vrf, entry.network, true);
         let ecmp =
             |t: Option<RouteTarget>| u32::from(t.and_then(|t| w.nexthop(t.nh)).is_some_and(NextHop::is_composite));
         let (gained, lost) = (ecmp(Some(r.target)), ecmp(old.map(|o| o.target)));
@@ -1006,6 +1008,7 @@ impl TablesWriter {
         let cover = (0..p.len()).rev().find_map(|l| map.get(&(key.mask(l), l)).map(|t| (l, *t)));
         self.undo.push(K::undo(vrf_id, k, Some(old)));
         bump(&mut w.nh_refs, old.target.nh, false);
+        bump_network(w, vrf_id, old.network, false);
         let lost = u32::from(w.nexthop(old.target.nh).is_some_and(NextHop::is_composite));
         let vrf = Arc::make_mut(w.vrfs.get_mut(vrf_id as usize).ok_or_else(not_found)?);
         vrf.ecmp_routes = vrf.ecmp_routes.saturating_sub(lost);
@@ -1014,6 +1017,14 @@ impl TablesWriter {
         }
         Arc::make_mut(K::fib(vrf)).remove(key, p.len(), old, cover);
         Ok(())
+    }
+}
+
+/// A route of `vrf` whose addresses are in another network refers to that
+/// network's VRF, which may not be removed while such routes name it.
+fn bump_network(w: &mut Tables, vrf: VrfId, network: VrfId, up: bool) {
+    if network != vrf {
+        bump(&mut w.vrf_refs, network, up);
     }
 }
 
