@@ -52,12 +52,13 @@ fn run(cli: &Cli) -> Result<(), String> {
         let intent = source.poll()?.ok_or("the intent file could not be read")?;
         if cli.check {
             println!(
-                "{}: {} networks, {} pods, {} remotes, {} services",
+                "{}: {} networks, {} pods, {} remotes, {} services, {} policies",
                 cli.intent.display(),
                 intent.network.len(),
                 intent.pod.len(),
                 intent.remote.len(),
-                intent.service.len()
+                intent.service.len(),
+                intent.policy.len()
             );
             return Ok(());
         }
