@@ -7,10 +7,11 @@ mod common;
 use common::*;
 use etherparse::{Ethernet2HeaderSlice, Ipv4HeaderSlice, Ipv6HeaderSlice, UdpHeaderSlice};
 use std::net::{Ipv4Addr, Ipv6Addr};
+use vrouter::pipeline::{Pipeline, PipelineConfig};
 use vrouter::pipeline::{TrapReason, Verdict};
 use vrouter::pktgen::build::{self, Tunnel, L2};
 use vrouter::stats::DropReason;
-use vrouter::tables::{EcmpGroup, NextHop, Object, Op, RouteTarget};
+use vrouter::tables::{EcmpGroup, NextHop, Object, Op, RouteSpec, RouteTarget, Vif, VifKind};
 use vrouter::wire::ip_proto;
 
 fn udp_from_a1(dst: Ipv4Addr, sport: u16, ttl: u8) -> Vec<u8> {
@@ -571,6 +572,7 @@ fn every_drop_reason_is_reachable_and_counted() {
     let loop_frame = build::udp4_frame(L2 { src: mac(9), dst: mac(9) }, remote_ip(), a1_ip(), 1, 2, 64, 64);
     let mut cases: Vec<(u32, Vec<u8>, DropReason)> = vec![
         (A1, udp_from_a1(Ipv4Addr::new(10, 66, 1, 1), 1, 64), DropReason::Discard),
+        (A1, build::udp4_frame(from_a1(), a2_ip(), remote_ip(), 1, 80, 64, 64), DropReason::InvalidSource),
         (A1, udp_from_a1(Ipv4Addr::new(172, 20, 0, 1), 1, 64), DropReason::NoRoute),
         (60, udp_from_a1(a2_ip(), 1, 64), DropReason::InvalidIf),
         (DISABLED, udp_from_a1(a2_ip(), 1, 64), DropReason::IfDrop),
@@ -730,4 +732,55 @@ fn stage_timing_charges_parse_lookup_and_rewrite_and_changes_no_verdict() {
     assert_eq!(rt.cycles[Stage::Lookup as usize], 14);
     assert_eq!(rt.cycles[Stage::Rewrite as usize], 14);
     assert_eq!((rt.cycles[Stage::Rx as usize], rt.cycles[Stage::Tx as usize]), (0, 0), "the caller's stages");
+}
+
+/// A pod sends only from its own addresses: its vif's, an IPv6
+/// link-local one, or one its VRF routes back to it (a service address
+/// it is a member of, which it answers from). Anything else is dropped and
+/// counted as an invalid source, on the fast path and the general one
+/// alike: without the check, a pod could pass for another network's pod
+/// under a policy rule that names that network.
+#[test]
+fn a_pod_sends_only_from_its_own_addresses() {
+    for fast_path in [true, false] {
+        let mut lab = Lab::new();
+        lab.pipeline =
+            Pipeline::new(PipelineConfig { fast_path, ..PipelineConfig::default() }, lab.handle.load().limits());
+        // A service on this node with a1 among its members.
+        let members = vec![RouteTarget { nh: NH_A1, label: NO }, RouteTarget { nh: NH_UDP, label: 100 }];
+        let service = Ipv4Addr::new(10, 96, 0, 20);
+        lab.writer
+            .apply(&[
+                Op::Add(Object::NextHop(40, NextHop::Composite(EcmpGroup::new(members)))),
+                Op::Add(Object::Route(RouteSpec {
+                    vrf: BLUE,
+                    prefix: "10.96.0.20/32".parse().unwrap(),
+                    target: RouteTarget { nh: 40, label: NO },
+                    network: None,
+                })),
+            ])
+            .unwrap();
+        let from = |src: Ipv4Addr| build::udp4_frame(from_a1(), src, a2_ip(), 1, 80, 64, 64);
+        let invalid = Verdict::Drop(DropReason::InvalidSource);
+        assert_eq!(lab.run(A1, from(a1_ip())).0, Verdict::Tx(A2), "its own (fast path {fast_path})");
+        assert_eq!(lab.run(A1, from(a2_ip())).0, invalid, "a2's");
+        assert_eq!(lab.run(A1, from(remote_ip())).0, invalid, "a remote pod's");
+        assert_eq!(lab.run(A1, from(Ipv4Addr::new(192, 0, 2, 1))).0, invalid, "one routed nowhere");
+        assert_eq!(lab.run(A1, from(service)).0, Verdict::Tx(A2), "a service's it is a member of");
+        assert_eq!(
+            lab.run(A2, build::udp4_frame(L2 { src: mac(2), dst: router_mac() }, service, a1_ip(), 1, 80, 64, 64)).0,
+            invalid,
+            "not a2"
+        );
+        let v6 = |src: Ipv6Addr| build::udp6_frame(from_a1(), src, a2_ip6(), 1, 80, 64, 100);
+        assert_eq!(lab.run(A1, v6(a1_ip6())).0, Verdict::Tx(A2), "its own IPv6");
+        assert_eq!(lab.run(A1, v6("fe80::1".parse().unwrap())).0, Verdict::Tx(A2), "link-local");
+        assert_eq!(lab.run(A1, v6(a2_ip6())).0, invalid, "a2's IPv6");
+        assert_eq!(lab.pipeline.stats().drops[DropReason::InvalidSource as usize], 5);
+        // A pod with no address of a family is not checked in it.
+        let mut bare = Vif::new(A1, "veth-a1", VifKind::Virtual, BLUE, mac(1));
+        bare.ipv4 = None;
+        lab.writer.apply(&[Op::Update(Object::Vif(bare))]).unwrap();
+        assert_eq!(lab.run(A1, from(a2_ip())).0, Verdict::Tx(A2), "no address to check against");
+    }
 }

@@ -63,7 +63,7 @@ fn decap<B: AsRef<[u8]> + AsMut<[u8]>>(
     write_u16(f.data_mut(), 12, ethertype.0);
     // The fast path reads the header itself, and hands anything it does not
     // finish to the general path, which parses it then.
-    match if fast::allowed(ctx.cfg, vif) { fast::classify(f) } else { None } {
+    match if fast::allowed(ctx.cfg, vif) { fast::classify(f, None) } else { None } {
         Some(dst) => {
             *fast = true;
             p.info.dst = u128::from(dst);

@@ -16,6 +16,7 @@ use super::{hash, Ctx, Frame, PipelineConfig, Verdict};
 use crate::flow::{FlowKey, Forwarding};
 use crate::tables::{NextHop, RouteTarget, TunnelEncap, Vif, Vrf};
 use crate::wire::{icmpv4, ip_proto, ipv4, tcp};
+use std::net::Ipv4Addr;
 
 /// Ethernet, IPv4 without options, and the first 8 bytes of the transport
 /// header: all the fast path reads.
@@ -36,12 +37,17 @@ pub(super) fn allowed(cfg: &PipelineConfig, vif: &Vif) -> bool {
     cfg.fast_path && vif.floating.is_empty()
 }
 
-/// Stage one: if the frame from pod `vif` is one the fast path handles,
-/// trims its padding and returns its destination address.
+/// Stage one: if the frame is one the fast path handles, trims its padding
+/// and returns its destination address. From a pod with an IPv4 address
+/// (`own`), only a packet from that address is one: any other source goes
+/// to the general path's reverse path check (`forward::source_ok`).
 #[inline(always)]
-pub(super) fn classify<B: AsRef<[u8]> + AsMut<[u8]>>(f: &mut Frame<B>) -> Option<u32> {
+pub(super) fn classify<B: AsRef<[u8]> + AsMut<[u8]>>(f: &mut Frame<B>, own: Option<Ipv4Addr>) -> Option<u32> {
     let h = head(f)?;
     if h[12..14] != [0x08, 0x00] || h[14] != 0x45 {
+        return None;
+    }
+    if matches!(own, Some(a) if a.octets() != [h[26], h[27], h[28], h[29]]) {
         return None;
     }
     let total = usize::from(u16::from_be_bytes([h[16], h[17]]));

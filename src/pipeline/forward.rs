@@ -220,10 +220,48 @@ pub(super) fn from_vif<B: AsRef<[u8]> + AsMut<[u8]>>(
             return Some(v);
         }
     }
+    if vif.kind == VifKind::Virtual && !source_ok(ctx.t, vif, info) {
+        return Some(Verdict::Drop(DropReason::InvalidSource));
+    }
     f.set_len(ETH + info.total());
     p.vrf = vif.vrf;
     p.origin = Origin::Vif(vif.index);
     None
+}
+
+/// The reverse path check of a pod's packet, as Contrail's vRouter makes
+/// it: the source is the pod's own address (of that family; a pod with
+/// none is not checked), an IPv6 link-local one, or an address its VRF
+/// routes back to this pod (directly, or as a member of a composite: a
+/// pod answering from a service address it holds). Without it, a pod could
+/// send as another network's pod, and a policy rule that names that
+/// network (a remote node judges a packet's network by its source's
+/// route) would let it through.
+fn source_ok(t: &crate::tables::Tables, vif: &Vif, info: &IpInfo) -> bool {
+    let own = if info.v6 {
+        match vif.ipv6 {
+            None => return true,
+            Some(a) => u128::from(a) == info.src || info.src >> 118 == 0xfe80 >> 6,
+        }
+    } else {
+        match vif.ipv4 {
+            None => return true,
+            Some(a) => u128::from(u32::from(a)) == info.src,
+        }
+    };
+    own || {
+        let vrf = t.vrf(vif.vrf);
+        let back = vrf.and_then(|v| if info.v6 { v.v6.lookup(info.src) } else { v.v4.lookup(info.src as u32) });
+        let to_vif = |target: &RouteTarget| match t.nexthop(target.nh) {
+            Some(NextHop::Encap { oif, .. }) => *oif == vif.index,
+            _ => false,
+        };
+        match back.and_then(|b| t.nexthop(b.nh).map(|nh| (b, nh))) {
+            Some((_, NextHop::Composite(group))) => group.members().iter().any(to_vif),
+            Some((b, _)) => to_vif(&b),
+            None => false,
+        }
+    }
 }
 
 /// The control packets a pod sends to its router rather than through it.

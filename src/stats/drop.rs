@@ -65,6 +65,9 @@ drop_reasons! {
     /// A neighbour solicitation vrouter does not answer (duplicate address
     /// detection, or an address the VRF does not route).
     NdNotProxied => "nd_not_proxied", "Invalid ARP";
+    /// A pod sent from an address that is not its own: neither its vif's
+    /// address nor one its VRF routes back to it (reverse path check).
+    InvalidSource => "invalid_source", "Invalid Source";
     /// An EtherType or inner protocol vrouter does not forward.
     InvalidProtocol => "invalid_protocol", "Invalid Protocol";
     /// The frame is shorter than its headers say.
