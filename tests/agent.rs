@@ -290,6 +290,22 @@ fn policies_come_from_the_intent_with_networks_by_name() {
     assert!(Intent::from_toml(&bad).unwrap_err().contains("network \"green\" is not declared"));
 }
 
+/// A pod that routes, or shares a VRRP address, has its source check
+/// turned off in the intent; the others keep it.
+#[test]
+fn a_pods_source_check_comes_from_the_intent() {
+    let (sock, handle) = server("rpf");
+    let mut c = client(&sock);
+    let text = INTENT.replace("mac = \"02:00:00:00:00:12\"", "mac = \"02:00:00:00:00:12\"\nsource_check = false");
+    let i = intent(&text);
+    agent::reconcile_once(&mut c, &i, mac(&i)).unwrap();
+    let t = handle.load();
+    let check = |name: &str| t.vifs().find(|v| v.name == name).unwrap().flags.source_check;
+    assert!(check("t-a1"), "on by default");
+    assert!(!check("t-a2"), "off where the intent says");
+    assert!(agent::plan(&mut c, &i, mac(&i)).unwrap().is_empty(), "a second pass changes nothing");
+}
+
 #[test]
 fn floating_ips_come_from_the_intent() {
     let (sock, handle) = server("fip");

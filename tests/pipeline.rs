@@ -777,6 +777,13 @@ fn a_pod_sends_only_from_its_own_addresses() {
         assert_eq!(lab.run(A1, v6("fe80::1".parse().unwrap())).0, Verdict::Tx(A2), "link-local");
         assert_eq!(lab.run(A1, v6(a2_ip6())).0, invalid, "a2's IPv6");
         assert_eq!(lab.pipeline.stats().drops[DropReason::InvalidSource as usize], 5);
+        // A pod that sends as others by right (a router, a VRRP address)
+        // has the check turned off.
+        let mut router = lab.handle.load().vif(A1).unwrap().clone();
+        router.flags.source_check = false;
+        lab.writer.apply(&[Op::Update(Object::Vif(router))]).unwrap();
+        assert_eq!(lab.run(A1, from(remote_ip())).0, Verdict::Tx(A2), "the check off");
+        assert_eq!(lab.run(A1, v6(a2_ip6())).0, Verdict::Tx(A2), "the check off, IPv6");
         // A pod with no address of a family is not checked in it.
         let mut bare = Vif::new(A1, "veth-a1", VifKind::Virtual, BLUE, mac(1));
         bare.ipv4 = None;

@@ -132,6 +132,7 @@ pub fn desired(intent: &Intent, fabric_mac: MacAddr, limits: &Limits, now: &Snap
             proxy_arp: true,
             mss_clamp: true,
             disabled: false,
+            source_check: true,
             floating_ips: Vec::new(),
         },
     );
@@ -158,6 +159,7 @@ pub fn desired(intent: &Intent, fabric_mac: MacAddr, limits: &Limits, now: &Snap
                 proxy_arp: true,
                 mss_clamp: true,
                 disabled: false,
+                source_check: p.source_check,
                 floating_ips: p
                     .floating_ips
                     .iter()

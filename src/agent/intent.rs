@@ -157,6 +157,14 @@ pub struct Pod {
     /// Public addresses that reach the pod, NATed to its address.
     #[serde(default)]
     pub floating_ips: Vec<FloatingIpIntent>,
+    /// Drop what it sends from an address not its own (default true): off
+    /// for a pod that routes, or shares a VRRP address.
+    #[serde(default = "on")]
+    pub source_check: bool,
+}
+
+fn on() -> bool {
+    true
 }
 
 /// A floating IP of a pod.

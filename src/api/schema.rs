@@ -79,6 +79,9 @@ pub struct VifDef {
     /// Drop everything it receives.
     #[serde(default)]
     pub disabled: bool,
+    /// Drop what a pod sends from an address not its own (default true).
+    #[serde(default = "yes")]
+    pub source_check: bool,
     /// Public addresses that reach this vif, NATed to its IPv4 address.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub floating_ips: Vec<FloatingIpDef>,
@@ -286,7 +289,12 @@ impl VifDef {
             ipv4: self.ipv4,
             ipv6: self.ipv6,
             mtu: self.mtu,
-            flags: VifFlags { proxy_arp: self.proxy_arp, mss_clamp: self.mss_clamp, disabled: self.disabled },
+            flags: VifFlags {
+                proxy_arp: self.proxy_arp,
+                mss_clamp: self.mss_clamp,
+                disabled: self.disabled,
+                source_check: self.source_check,
+            },
             floating: self
                 .floating_ips
                 .iter()
@@ -750,6 +758,7 @@ impl VifDef {
             proxy_arp: v.flags.proxy_arp,
             mss_clamp: v.flags.mss_clamp,
             disabled: v.flags.disabled,
+            source_check: v.flags.source_check,
             floating_ips: v.floating.iter().map(|f| FloatingIpDef { address: f.address, vrf: f.vrf }).collect(),
         }
     }

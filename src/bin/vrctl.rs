@@ -455,7 +455,20 @@ fn vif_table(items: &[Value]) -> String {
 
 fn vif_detail(v: &Value) -> String {
     let mut t = Table::new(&["FIELD", "VALUE"]);
-    for key in ["index", "name", "kind", "vrf", "mac", "ipv4", "ipv6", "mtu", "proxy_arp", "mss_clamp", "disabled"] {
+    for key in [
+        "index",
+        "name",
+        "kind",
+        "vrf",
+        "mac",
+        "ipv4",
+        "ipv6",
+        "mtu",
+        "proxy_arp",
+        "mss_clamp",
+        "disabled",
+        "source_check",
+    ] {
         t.row(vec![key.into(), show(&v[key])]);
     }
     if let Some(s) = v["status"].as_object() {

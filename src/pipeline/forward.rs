@@ -220,7 +220,7 @@ pub(super) fn from_vif<B: AsRef<[u8]> + AsMut<[u8]>>(
             return Some(v);
         }
     }
-    if vif.kind == VifKind::Virtual && !source_ok(ctx.t, vif, info) {
+    if vif.kind == VifKind::Virtual && vif.flags.source_check && !source_ok(ctx.t, vif, info) {
         return Some(Verdict::Drop(DropReason::InvalidSource));
     }
     f.set_len(ETH + info.total());

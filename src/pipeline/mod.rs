@@ -673,7 +673,7 @@ fn receive<B: AsRef<[u8]> + AsMut<[u8]>>(
         return Some(Verdict::Drop(DropReason::IfDrop));
     }
     if vif.kind == VifKind::Virtual && fast::allowed(ctx.cfg, vif) {
-        if let Some(dst) = fast::classify(f, vif.ipv4) {
+        if let Some(dst) = fast::classify(f, vif.ipv4.filter(|_| vif.flags.source_check)) {
             *fast = true;
             p.info.dst = u128::from(dst);
             p.vrf = vif.vrf;

@@ -76,11 +76,15 @@ pub struct VifFlags {
     pub mss_clamp: bool,
     /// Drop everything the vif receives, counting it (`IfDrop`).
     pub disabled: bool,
+    /// Drop what a pod sends from an address that is not its own (reverse
+    /// path check, `InvalidSource`; on by default). Off for a pod that
+    /// sends as others by right: a router, a VRRP pair's shared address.
+    pub source_check: bool,
 }
 
 impl Default for VifFlags {
     fn default() -> Self {
-        VifFlags { proxy_arp: true, mss_clamp: true, disabled: false }
+        VifFlags { proxy_arp: true, mss_clamp: true, disabled: false, source_check: true }
     }
 }
 
