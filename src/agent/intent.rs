@@ -159,12 +159,8 @@ pub struct Pod {
     pub floating_ips: Vec<FloatingIpIntent>,
     /// Drop what it sends from an address not its own (default true): off
     /// for a pod that routes, or shares a VRRP address.
-    #[serde(default = "on")]
+    #[serde(default = "crate::api::schema::yes")]
     pub source_check: bool,
-}
-
-fn on() -> bool {
-    true
 }
 
 /// A floating IP of a pod.

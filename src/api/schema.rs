@@ -100,7 +100,7 @@ pub struct FloatingIpDef {
 fn default_mtu() -> u16 {
     1500
 }
-fn yes() -> bool {
+pub(crate) fn yes() -> bool {
     true
 }
 
@@ -727,7 +727,7 @@ impl RouteDef {
     pub fn to_spec(&self) -> Result<RouteSpec, TableError> {
         let prefix = self.prefix.parse()?;
         let target = RouteTarget { nh: self.nh, label: self.label.unwrap_or(RouteTarget::NO_LABEL) };
-        Ok(RouteSpec { vrf: self.vrf, prefix, target, network: self.network.filter(|&n| n != self.vrf) })
+        Ok(RouteSpec { vrf: self.vrf, prefix, target, network: self.network })
     }
 
     /// As the API shows it.

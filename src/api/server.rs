@@ -416,8 +416,8 @@ impl Control {
         };
         // The network a policy takes the address to be in.
         let network = match p.address {
-            IpAddr::V4(a) => vrf.v4.network_of(u32::from(a)),
-            IpAddr::V6(a) => vrf.v6.network_of(u128::from(a)),
+            IpAddr::V4(a) => vrf.network_of(false, u32::from(a).into()),
+            IpAddr::V6(a) => vrf.network_of(true, a.into()),
         };
         let Some((addr, target, len)) = hit else {
             return Err(ApiError::new(code::NOT_FOUND, format!("no route to {} in VRF {}", p.address, p.vrf)));

@@ -1303,6 +1303,11 @@ impl FlowTable {
         removed
     }
 
+    /// The key of the entry in `slot`, if it holds one.
+    pub fn key(&self, slot: u32) -> Option<FlowKey> {
+        self.read(slot as usize).map(|(key, _)| key)
+    }
+
     /// The vif whose packet created the entry in `slot` (both of a pair's
     /// entries name it); a vif index past any table's for a free slot.
     pub fn creator(&self, slot: u32) -> u32 {

@@ -166,7 +166,7 @@ pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
             }
             // A pod of another network whose policy must judge the flow
             // (`tracked_to`): its flow is made on the general path.
-            if out.vrf != vrf.id && flow.is_none() && policed_elsewhere(t, vrf, out) {
+            if flow.is_none() && policed_elsewhere(t, vrf, out) {
                 return None;
             }
             if let Some(s) = flow {

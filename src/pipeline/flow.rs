@@ -185,9 +185,10 @@ pub(super) fn tracked_to_composite(t: &Tables, vrf: &Vrf, in_vif: Option<&Vif>, 
 
 /// True when a packet routed in `vrf` to local vif `out` enters a pod of
 /// another network whose policy judges its flows: that policy judges the
-/// flow too, as it would on the pod's node if the pod were remote (where
-/// the tunnel delivers the packet into the pod's VRF). A floating IP's
-/// packets are not: they are addressed to the public network.
+/// flow too (`judge`), as it would on the pod's node if the pod were
+/// remote (where the tunnel delivers the packet into the pod's VRF). The
+/// callers leave out a floating IP's flows, which are the public
+/// network's.
 #[inline]
 pub(super) fn policed_elsewhere(t: &Tables, vrf: &Vrf, out: &Vif) -> bool {
     out.vrf != vrf.id && out.kind == VifKind::Virtual && t.vrf(out.vrf).is_some_and(|v| v.policy.is_some())
@@ -339,13 +340,7 @@ fn judge(vrf: &Vrf, key: &FlowKey, from: Option<&Vif>, reaches: Option<&Vrf>) ->
 fn decide(vrf: &Vrf, key: &FlowKey, from: Option<&Vif>) -> FlowAction {
     let Some(p) = &vrf.policy else { return FlowAction::Forward };
     let (src_named, dst_named) = p.compiled.names_networks();
-    let network_of = |addr: u128| {
-        if key.is_v4() {
-            vrf.v4.network_of(addr as u32)
-        } else {
-            vrf.v6.network_of(addr)
-        }
-    };
+    let network_of = |addr: u128| vrf.network_of(!key.is_v4(), addr);
     let src = match from {
         Some(v) if v.kind == VifKind::Virtual => Some(v.vrf),
         _ if src_named => network_of(key.src),
@@ -387,8 +382,8 @@ pub(super) fn on_hit<B>(
         // network: its policy judges the pair too (`judge`). A floating
         // IP's pair (with NAT) reaches a pod of another network too, but
         // is addressed to the public one alone.
-        let reaches = match table.get(hit.reverse, ctx.now) {
-            Some(r) if hit.nat.is_none() && r.key.vrf != forward_key.vrf => ctx.t.vrf(r.key.vrf),
+        let reaches = match table.key(hit.reverse) {
+            Some(r) if hit.nat.is_none() && r.vrf != forward_key.vrf => ctx.t.vrf(r.vrf),
             _ => None,
         };
         action = judge(vrf, &forward_key, creator, reaches);
@@ -424,11 +419,11 @@ pub(super) fn create<B>(
     info: &IpInfo,
 ) -> Result<Nat, DropReason> {
     let Some(table) = ctx.flows else { return Ok(Nat::default()) };
+    let pod = out.filter(|v| v.kind == VifKind::Virtual);
+    let fip = pod.and_then(|v| floating(v, vrf.id, key));
     // A pod of another network on this node whose policy judges the flow
     // too; not through a floating IP, which is the public network's.
-    let reaches = out
-        .filter(|o| policed_elsewhere(ctx.t, vrf, o) && floating(o, vrf.id, key).is_none())
-        .and_then(|o| ctx.t.vrf(o.vrf));
+    let reaches = pod.filter(|o| fip.is_none() && policed_elsewhere(ctx.t, vrf, o)).and_then(|o| ctx.t.vrf(o.vrf));
     let action = judge(vrf, key, ctx.t.vif(in_vif), reaches);
     let generation = vrf.policy_generation;
     let seed = ctx.cfg.hash_seed;
@@ -438,8 +433,7 @@ pub(super) fn create<B>(
     let route = ctx.route.filter(|_| key.is_v4());
     let mut fwd = DirSpec { ecmp, hash: key_hash(seed, key), one_way, route, ..DirSpec::new(*key, action) };
     let mut rev = DirSpec::new(key.reversed(), action);
-    if let Some(vif) = out.filter(|v| v.kind == VifKind::Virtual) {
-        let fip = floating(vif, vrf.id, key);
+    if let Some(vif) = pod {
         // The answers come in on that vif and are looked up in its VRF:
         // the reverse entry lives there, and routes them back in this one.
         if vif.vrf != vrf.id || fip.is_some() {

@@ -9,7 +9,7 @@ use super::{account, hash, icmp, neighbor, Ctx, Frame, Origin, Pending, Step, Tr
 use crate::flow::Probe;
 use crate::stats::DropReason;
 use crate::stats::VrfCounters;
-use crate::tables::{NextHop, RouteTarget, Tunnel, TunnelEncap, Vif, VifKind, Vrf};
+use crate::tables::{NextHop, NhId, RouteTarget, Tunnel, TunnelEncap, Vif, VifKind, Vrf};
 use crate::wire::{
     checksum, ethernet, icmpv6, ip_proto, ipv4, ipv6, ipv6ext, mpls, read_u16, tcp, EtherType, MacAddr, WireError,
 };
@@ -249,18 +249,17 @@ fn source_ok(t: &crate::tables::Tables, vif: &Vif, info: &IpInfo) -> bool {
             Some(a) => u128::from(u32::from(a)) == info.src,
         }
     };
-    own || {
-        let vrf = t.vrf(vif.vrf);
-        let back = vrf.and_then(|v| if info.v6 { v.v6.lookup(info.src) } else { v.v4.lookup(info.src as u32) });
-        let to_vif = |target: &RouteTarget| match t.nexthop(target.nh) {
-            Some(NextHop::Encap { oif, .. }) => *oif == vif.index,
-            _ => false,
-        };
-        match back.and_then(|b| t.nexthop(b.nh).map(|nh| (b, nh))) {
-            Some((_, NextHop::Composite(group))) => group.members().iter().any(to_vif),
-            Some((b, _)) => to_vif(&b),
-            None => false,
-        }
+    if own {
+        return true;
+    }
+    let Some(back) = t.vrf(vif.vrf).and_then(|v| v.lookup(info.v6, info.src)) else { return false };
+    let to_vif = |nh: NhId| match t.nexthop(nh) {
+        Some(NextHop::Encap { oif, .. }) => *oif == vif.index,
+        _ => false,
+    };
+    match t.nexthop(back.nh) {
+        Some(NextHop::Composite(group)) => group.members().iter().any(|m| to_vif(m.nh)),
+        _ => to_vif(back.nh),
     }
 }
 
@@ -321,7 +320,7 @@ pub(super) fn route<B: AsRef<[u8]> + AsMut<[u8]>>(
     let Some(vrf) = t.vrf(vrf_id) else {
         return Verdict::Drop(DropReason::NoRoute);
     };
-    let target = if info.v6 { vrf.v6.lookup(info.dst) } else { vrf.v4.lookup(info.dst as u32) };
+    let target = vrf.lookup(info.v6, info.dst);
     match target {
         Some(target) => resolve(ctx, f, vrf, target, info, origin, depth, None),
         None => no_route(ctx, vrf_id),

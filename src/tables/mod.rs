@@ -133,6 +133,25 @@ pub struct Vrf {
 }
 
 impl Vrf {
+    /// The longest-prefix match for `addr` (IPv4 in the low 32 bits unless `v6`).
+    #[inline]
+    pub fn lookup(&self, v6: bool, addr: u128) -> Option<RouteTarget> {
+        if v6 {
+            self.v6.lookup(addr)
+        } else {
+            self.v4.lookup(addr as u32)
+        }
+    }
+
+    /// The network of `addr`'s route (`Fib::network_of`), by family as `lookup`.
+    pub fn network_of(&self, v6: bool, addr: u128) -> Option<VrfId> {
+        if v6 {
+            self.v6.network_of(addr)
+        } else {
+            self.v4.network_of(addr as u32)
+        }
+    }
+
     /// True when packets routed in this VRF belong to flows.
     #[inline]
     pub fn tracks_flows(&self) -> bool {
