@@ -230,9 +230,16 @@ impl Pipeline {
         let mut ctx =
             Ctx { t: tables, stats: &mut self.stats, cfg: &self.config, spill, flows, now: self.now, route: None };
         for vector in frames.chunks_mut(VECTOR) {
+            // The fast lane first; the general vector takes what it left.
             let left = lane::run(&mut ctx, vector, &mut self.scratch.probes, watch);
-            if left != 0 {
-                process_left(&mut ctx, vector, left, &mut self.scratch, watch);
+            if left == 0 {
+                continue;
+            }
+            let mut from = [0u8; VECTOR];
+            let k = if left == lane::all(vector.len()) { vector.len() } else { gather(vector, left, &mut from) };
+            process_vector(&mut ctx, &mut vector[..k], &mut self.scratch, watch);
+            if k < vector.len() {
+                scatter(vector, &from[..k]);
             }
         }
         self.age(SWEEP_PER_BATCH);
@@ -284,30 +291,25 @@ impl Pending {
 /// when the frame's `Pending` slot was filled and it needs a route lookup.
 type Step = Option<Verdict>;
 
-/// The general vector over the frames of `vector` that the fast lane
-/// left (`left`): moved to the front in order, processed together, and put
-/// back where they were.
+/// Moves the frames of `vector` that `left` names to its front, in
+/// order, for the general vector to take together; answers how many they
+/// are, and `from` says where each came from (`scatter` puts them back).
 #[inline(never)]
-fn process_left<B: AsRef<[u8]> + AsMut<[u8]>>(
-    ctx: &mut Ctx<'_, B>,
-    vector: &mut [Frame<B>],
-    left: u32,
-    scratch: &mut Scratch,
-    watch: &mut Stopwatch<'_>,
-) {
-    if left == lane::all(vector.len()) {
-        return process_vector(ctx, vector, scratch, watch);
-    }
-    let mut from = [0u8; VECTOR];
+fn gather<B>(vector: &mut [Frame<B>], left: u32, from: &mut [u8; VECTOR]) -> usize {
     let mut k = 0;
     for i in lanes(left) {
         vector.swap(k, i);
         from[k] = i as u8;
         k += 1;
     }
-    process_vector(ctx, &mut vector[..k], scratch, watch);
-    for j in (0..k).rev() {
-        vector.swap(j, usize::from(from[j]));
+    k
+}
+
+/// Undoes `gather`.
+#[inline(never)]
+fn scatter<B>(vector: &mut [Frame<B>], from: &[u8]) {
+    for (j, &i) in from.iter().enumerate().rev() {
+        vector.swap(j, usize::from(i));
     }
 }
 
