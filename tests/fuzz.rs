@@ -283,6 +283,13 @@ fn fast_corpus() -> Vec<(u32, Vec<u8>)> {
         );
         syn[tcp_at + 16..tcp_at + 18].copy_from_slice(&c.to_be_bytes());
         corpus.push((A1, syn));
+        // Tunnels from a remote pod to ours, for the fabric's fast lane.
+        let inner = build::udp4_frame(from_peer(), remote_ip(), a1_ip(), sport, 80, 64, 64 + usize::from(sport));
+        for (tunnel, label) in [(Tunnel::Udp(6635), LABEL_A1), (Tunnel::Gre, LABEL_A2)] {
+            let frame =
+                build::mpls_tunnel_frame(from_peer(), tunnel, peer(1), node_ip(), label, 64, sport, &inner[14..]);
+            corpus.push((FABRIC, frame));
+        }
         let mut icmp = vec![8u8, 0, 0, 0, 0, sport as u8, 0, 1];
         let c = inet_checksum(&icmp);
         icmp[2..4].copy_from_slice(&c.to_be_bytes());

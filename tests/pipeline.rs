@@ -853,3 +853,60 @@ fn a_vector_the_fast_lane_takes_in_part_comes_out_as_the_general_path_alone_make
     assert_eq!(lane.stats().dropped(DropReason::TtlExceeded), 1);
     assert_eq!(mss_of(a[1].data(), 66), 1500 - 32 - 40, "the SYN went the general way");
 }
+
+/// The same from the fabric: the lane strips the tunnels that deliver a
+/// plain IPv4 packet to a local pod and leaves the rest. Among those it
+/// leaves, one it stripped before the fast path refused it (too big for
+/// the pod's MTU, so the general path fragments it), which must be given
+/// back its outer headers as it came.
+#[test]
+fn a_vector_from_the_fabric_the_fast_lane_takes_in_part_comes_out_as_the_general_path_alone_makes_it() {
+    let big = {
+        let udp = build::udp4_segment(remote_ip(), a2_ip(), 5000, 80, &[0xab; 1500]);
+        build::ipv4(remote_ip(), a2_ip(), ip_proto::UDP, 64, false, &udp)
+    };
+    let syn = build::tcp4_syn_frame(L2 { src: mac(9), dst: mac(9) }, remote_ip(), a2_ip(), 40000, 80, 1460);
+    let plain = |dst| inner_from_remote(dst, 60);
+    let mut not_a_tunnel = build::udp4_frame(from_peer(), peer(1), node_ip(), 5000, 53, 64, 80);
+    not_a_tunnel[12..14].copy_from_slice(&[0x08, 0x00]);
+    let vector: Vec<(u32, Vec<u8>)> = vec![
+        (FABRIC, tunnel_frame(Tunnel::Udp(6635), node_ip(), LABEL_A1, 64, &plain(a1_ip()))),
+        (FABRIC, tunnel_frame(Tunnel::Gre, node_ip(), LABEL_A2, 64, &plain(a2_ip()))),
+        (FABRIC, tunnel_frame(Tunnel::Udp(51234), node_ip(), LABEL_A2, 64, &big)),
+        (FABRIC, tunnel_frame(Tunnel::Udp(6635), node_ip(), 999, 64, &plain(a1_ip()))),
+        (FABRIC, tunnel_frame(Tunnel::Gre, node_ip(), LABEL_BLUE, 64, &plain(a1_ip()))),
+        (FABRIC, tunnel_frame(Tunnel::Udp(6635), node_ip(), LABEL_A2, 64, &syn[14..])),
+        (FABRIC, tunnel_frame(Tunnel::Udp(6635), node_ip(), LABEL_A1, 1, &plain(a1_ip()))),
+        (FABRIC, tunnel_frame(Tunnel::Udp(6635), node_ip(), LABEL_A1, 64, &inner_from_remote(a1_ip(), 1))),
+        (FABRIC, not_a_tunnel),
+        (A1, udp_from_a1(a2_ip(), 1000, 64)),
+        (FABRIC, tunnel_frame(Tunnel::Udp(6635), peer(2), LABEL_A1, 64, &plain(a1_ip()))),
+        (FABRIC, tunnel_frame(Tunnel::Gre, node_ip(), LABEL_A1, 64, &plain(a1_ip()))),
+    ];
+    let mut lane = Lab::new();
+    let mut general = Lab::new();
+    general.pipeline =
+        Pipeline::new(PipelineConfig { fast_path: false, ..PipelineConfig::default() }, general.handle.load().limits());
+    let (a, a_extra) = lane.run_with(&vector, 4);
+    let (b, b_extra) = general.run_with(&vector, 4);
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert_eq!((x.vif, x.verdict), (y.vif, y.verdict), "frame {i}'s verdict");
+        assert_eq!(x.data(), y.data(), "frame {i}'s bytes");
+    }
+    let extra = |e: &[vrouter::pipeline::Frame<Vec<u8>>]| -> Vec<(Verdict, Vec<u8>)> {
+        e.iter().map(|f| (f.verdict, f.data().to_vec())).collect()
+    };
+    assert_eq!(extra(&a_extra), extra(&b_extra), "the extra fragments");
+    assert!(!a_extra.is_empty(), "the big packet was fragmented");
+    assert_eq!(lane.stats(), general.stats(), "counters");
+    let v: Vec<Verdict> = a.iter().map(|f| f.verdict).collect();
+    assert_eq!(v[..3], [Verdict::Tx(A1), Verdict::Tx(A2), Verdict::Tx(A2)]);
+    assert_eq!(v[3], Verdict::Drop(DropReason::InvalidLabel));
+    assert_eq!((v[4], v[5]), (Verdict::Tx(A1), Verdict::Tx(A2)));
+    assert_eq!(v[6], Verdict::Drop(DropReason::TtlExceeded));
+    assert_eq!((v[8], v[9]), (Verdict::ToHost, Verdict::Tx(A2)));
+    assert_eq!(v[10], Verdict::Drop(DropReason::TunnelNotForUs));
+    assert_eq!(v[11], Verdict::Tx(A1));
+    assert_eq!(mss_of(a[5].data(), 34), 1428, "the SYN went the general way: clamped");
+    assert_eq!(lane.stats().vrf(BLUE).decaps, 7);
+}

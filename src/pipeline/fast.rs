@@ -20,7 +20,7 @@ use std::net::Ipv4Addr;
 
 /// Ethernet, IPv4 without options, and the first 8 bytes of the transport
 /// header: all the fast path reads.
-const HEAD: usize = ETH + ipv4::HEADER_LEN + 8;
+pub(super) const HEAD: usize = ETH + ipv4::HEADER_LEN + 8;
 const DHCP_SERVER_PORT: u16 = 67;
 
 #[inline(always)]
@@ -43,8 +43,22 @@ pub(super) fn allowed(cfg: &PipelineConfig, vif: &Vif) -> bool {
 /// to the general path's reverse path check (`forward::source_ok`).
 #[inline(always)]
 pub(super) fn classify<B: AsRef<[u8]> + AsMut<[u8]>>(f: &mut Frame<B>, own: Option<Ipv4Addr>) -> Option<u32> {
-    let h = head(f)?;
-    if h[12..14] != [0x08, 0x00] || h[14] != 0x45 {
+    if f.data().get(12..14)? != [0x08, 0x00] {
+        return None;
+    }
+    let (dst, total) = inspect(f.data(), own)?;
+    f.set_len(ETH + total);
+    Some(dst)
+}
+
+/// `classify`'s checks, changing nothing, of the IPv4 packet behind the
+/// Ethernet header at the start of `d` (whose type it does not read: a
+/// tunnel's inner packet has none yet), `d` ending where the frame would:
+/// its destination address and total length.
+#[inline(always)]
+pub(super) fn inspect(d: &[u8], own: Option<Ipv4Addr>) -> Option<(u32, usize)> {
+    let h: &[u8; HEAD] = d.get(..HEAD)?.try_into().ok()?;
+    if h[14] != 0x45 {
         return None;
     }
     if matches!(own, Some(a) if a.octets() != [h[26], h[27], h[28], h[29]]) {
@@ -53,25 +67,21 @@ pub(super) fn classify<B: AsRef<[u8]> + AsMut<[u8]>>(f: &mut Frame<B>, own: Opti
     let total = usize::from(u16::from_be_bytes([h[16], h[17]]));
     let flags_offset = u16::from_be_bytes([h[20], h[21]]);
     let (ttl, proto) = (h[22], h[23]);
-    if total < ipv4::HEADER_LEN + 8 || ETH + total > f.len() || flags_offset & 0x3fff != 0 || ttl <= 1 {
+    if total < ipv4::HEADER_LEN + 8 || ETH + total > d.len() || flags_offset & 0x3fff != 0 || ttl <= 1 {
         return None;
     }
     let dport = u16::from_be_bytes([h[36], h[37]]);
     match proto {
         ip_proto::UDP if dport == DHCP_SERVER_PORT => return None,
         // SYNs have their MSS clamped on the general path.
-        ip_proto::TCP if f.data().get(ETH + ipv4::HEADER_LEN + 13).is_none_or(|fl| fl & tcp::FLAG_SYN != 0) => {
-            return None
-        }
+        ip_proto::TCP if d.get(ETH + ipv4::HEADER_LEN + 13).is_none_or(|fl| fl & tcp::FLAG_SYN != 0) => return None,
         _ => {}
     }
     let ip: &[u8; ipv4::HEADER_LEN] = h[ETH..ETH + ipv4::HEADER_LEN].try_into().ok()?;
     if !ipv4::checksum_ok(ip) {
         return None;
     }
-    let dst = u32::from_be_bytes([h[30], h[31], h[32], h[33]]);
-    f.set_len(ETH + total);
-    Some(dst)
+    Some((u32::from_be_bytes([h[30], h[31], h[32], h[33]]), total))
 }
 
 /// The flow key of a frame `classify` accepted, in VRF `vrf`, if flows
@@ -79,7 +89,13 @@ pub(super) fn classify<B: AsRef<[u8]> + AsMut<[u8]>>(f: &mut Frame<B>, own: Opti
 /// general path (`classify` lets no fragment through).
 #[inline(always)]
 pub(super) fn flow_key<B: AsRef<[u8]> + AsMut<[u8]>>(f: &Frame<B>, vrf: u32) -> Option<FlowKey> {
-    let h = head(f)?;
+    flow_key_of(head(f)?, vrf)
+}
+
+/// `flow_key`, from the first `HEAD` bytes of a frame (or of a tunnel's
+/// inner packet with the 14 bytes before it, where its Ethernet header will be).
+#[inline(always)]
+pub(super) fn flow_key_of(h: &[u8; HEAD], vrf: u32) -> Option<FlowKey> {
     let word = |at: usize| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
     let port = |at: usize| u16::from_be_bytes([h[at], h[at + 1]]);
     let (sport, dport) = match h[23] {

@@ -237,6 +237,16 @@ pub(super) fn prefetch_fast<B: AsRef<[u8]> + AsMut<[u8]>>(
     }
 }
 
+/// `prefetch_fast` for a tunnel's inner packet, before it is stripped:
+/// `h` is its first `fast::HEAD` bytes with the 14 before them.
+#[inline(always)]
+pub(super) fn prefetch_inner(table: &FlowTable, h: &[u8; super::fast::HEAD], vrf: &Vrf, probe: &mut Probe) -> bool {
+    match super::fast::flow_key_of(h, vrf.id) {
+        Some(key) => start_probe(table, table.probe(&key), probe),
+        None => false,
+    }
+}
+
 /// Keeps a key's probe (`made`: `FlowTable::probe`, or `probe_whole` for
 /// the general path, which reads the whole slot) and starts fetching its
 /// tag line: the first lookup step, for both paths. Always true, for

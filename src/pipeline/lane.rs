@@ -14,11 +14,14 @@
 
 use super::fast;
 use super::flow;
+use super::forward::ETH;
 use super::{account, lanes, Ctx, Frame, VECTOR};
 use crate::flow::{Forwarding, Probe};
 use crate::stats::runtime::Stopwatch;
 use crate::stats::Stage;
-use crate::tables::{Fib, Route, RouteTarget, VifKind, Vrf};
+use crate::tables::nexthop::{MPLS_UDP_LEGACY_PORT, MPLS_UDP_PORT};
+use crate::tables::{Fib, NextHop, Route, RouteTarget, Tables, Vif, VifKind, Vrf};
+use crate::wire::{gre, ip_proto, ipv4, mpls, udp};
 
 /// Every frame of a vector, as a mask (bit `i`: frame `i`).
 #[inline(always)]
@@ -32,8 +35,8 @@ pub(super) fn all(frames: usize) -> u32 {
 
 /// Takes what it can of `frames`, whose verdicts it sets, and answers with
 /// the mask of those it left untouched. It takes frames only from the
-/// first frame's vif (a receive queue's vector comes from one vif), and
-/// only from a pod that may take the fast path.
+/// first frame's vif (a receive queue's vector comes from one vif): from a
+/// pod (`from_pod`) or from the fabric (`from_fabric`).
 #[inline(always)]
 pub(super) fn run<B: AsRef<[u8]> + AsMut<[u8]>>(
     ctx: &mut Ctx<'_, B>,
@@ -41,13 +44,31 @@ pub(super) fn run<B: AsRef<[u8]> + AsMut<[u8]>>(
     probes: &mut [Probe; VECTOR],
     watch: &mut Stopwatch<'_>,
 ) -> u32 {
-    let t = ctx.t;
     let every = all(frames.len());
     let Some(first) = frames.first().map(|f| f.vif) else { return 0 };
-    let Some(vif) = t.vif(first) else { return every };
-    if vif.kind != VifKind::Virtual || vif.flags.disabled || !fast::allowed(ctx.cfg, vif) {
+    let Some(vif) = ctx.t.vif(first) else { return every };
+    if vif.flags.disabled || !fast::allowed(ctx.cfg, vif) {
         return every;
     }
+    match vif.kind {
+        VifKind::Virtual => from_pod(ctx, frames, vif, probes, watch),
+        VifKind::Fabric => from_fabric(ctx, frames, vif, probes, watch),
+        _ => every,
+    }
+}
+
+/// The lane for a vector from pod `vif`.
+#[inline(always)]
+fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
+    ctx: &mut Ctx<'_, B>,
+    frames: &mut [Frame<B>],
+    vif: &Vif,
+    probes: &mut [Probe; VECTOR],
+    watch: &mut Stopwatch<'_>,
+) -> u32 {
+    let t = ctx.t;
+    let every = all(frames.len());
+    let first = vif.index;
     let Some(vrf) = t.vrf(vif.vrf) else { return every };
     // Where flows are tracked, the lane takes the hits; where only the
     // ECMP routes track them, an address the VRF's hint rules out of
@@ -175,4 +196,221 @@ fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
             1 << i
         }
     }
+}
+
+/// The lane for a vector from the fabric: MPLS over UDP or GRE to this node
+/// around a plain IPv4 packet, whose label names a local pod (`encap`) or
+/// a VRF to route it in (`vrf-lookup`), as `decap` and the fast path would
+/// carry it. The flows of the packets are looked up as from a pod, in the
+/// VRF each lands in. Each frame is checked whole before anything
+/// changes; one stripped in pass three that the fast path then refuses is
+/// given back its outer headers, as it came.
+#[inline(never)]
+fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
+    ctx: &mut Ctx<'_, B>,
+    frames: &mut [Frame<B>],
+    vif: &Vif,
+    probes: &mut [Probe; VECTOR],
+    watch: &mut Stopwatch<'_>,
+) -> u32 {
+    let t = ctx.t;
+    let every = all(frames.len());
+    let Some(me) = vif.ipv4 else { return every };
+    let first = vif.index;
+
+    // Pass one: check each tunnel and its inner packet; queue the route
+    // lookups, and start the flow lookups, that the VRF it lands in asks for.
+    let mut left = 0u32;
+    let mut probed = 0u32;
+    let mut came = [0u32; VECTOR];
+    let mut inbound = [Inbound::NONE; VECTOR];
+    let mut vrfs: [Option<&Vrf>; VECTOR] = [None; VECTOR];
+    let mut last: Option<&Vrf> = None;
+    let mut fibs: [&Fib<u32>; VECTOR] = [t.empty_fib_v4(); VECTOR];
+    let mut keys = [0u32; VECTOR];
+    let mut lookup_of = [0u8; VECTOR];
+    let mut n = 0;
+    for (i, f) in frames.iter_mut().enumerate() {
+        came[i] = f.len() as u32;
+        let found = if f.vif == first { tunnel_in(t, f.data(), me) } else { None };
+        let Some(tun) = found else {
+            left |= 1 << i;
+            continue;
+        };
+        let vrf = match last {
+            Some(v) if v.id == tun.vrf => Some(v),
+            _ => {
+                let v = t.vrf(tun.vrf);
+                last = v.or(last);
+                v
+            }
+        };
+        let Some(vrf) = vrf else {
+            left |= 1 << i;
+            continue;
+        };
+        let lookup = tun.nh.is_none();
+        let untracked = match ctx.flows.filter(|_| vrf.tracks_flows()) {
+            None => true,
+            Some(table) if vrf.tracks_every_flow() => {
+                let at = usize::from(tun.inner_at) - ETH;
+                let inner = f.data().get(at..at + fast::HEAD).and_then(|h| h.try_into().ok());
+                if inner.is_some_and(|h| flow::prefetch_inner(table, h, vrf, &mut probes[i])) {
+                    probed |= 1 << i;
+                }
+                false
+            }
+            // Only the ECMP routes track flows: a pod's label goes to no
+            // composite; a VRF's, where the hint rules the address out.
+            Some(_) => !lookup || (!vrf.ecmp_blocks.may_hold(tun.dst) && vrf.ecmp_blocks.is_complete()),
+        };
+        if !untracked && probed & (1 << i) == 0 {
+            left |= 1 << i;
+            continue;
+        }
+        if untracked && lookup {
+            fibs[n] = &vrf.v4;
+            keys[n] = tun.dst;
+            lookup_of[i] = n as u8;
+            n += 1;
+        }
+        inbound[i] = tun;
+        vrfs[i] = Some(vrf);
+    }
+    watch.mark(Stage::Parse);
+
+    // Pass two: the flows' slots are fetched while the routes are looked up.
+    if let Some(table) = ctx.flows {
+        for i in lanes(probed) {
+            table.prefetch_slots(&mut probes[i]);
+        }
+    }
+    let mut routes = [Route { version: 0, leaf: 0 }; VECTOR];
+    if n > 0 {
+        Fib::lookup_batch_routes(&fibs[..n], &keys[..n], &mut routes[..n]);
+    }
+    watch.mark(Stage::Lookup);
+
+    // Pass three: strip each tunnel and carry out its packet's next hop.
+    let mut rx = Received::default();
+    for (i, f) in frames.iter_mut().enumerate() {
+        let Some(vrf) = vrfs[i] else { continue };
+        let tun = inbound[i];
+        let (target, settled) = if probed & (1 << i) != 0 {
+            // A hit on a flow that only forwards; routed in a VRF, its
+            // route remembered in this table version.
+            let hit = flow::settled(ctx, vrf, &probes[i]).and_then(|s| match tun.nh {
+                Some(nh) => Some((RouteTarget { nh, label: RouteTarget::NO_LABEL }, s)),
+                None => vrf.v4.recall(s.route.route())?.map(|target| (target, s)),
+            });
+            match hit {
+                Some((target, s)) => (Some(target), Some(s)),
+                None => (None, None),
+            }
+        } else {
+            let target = match tun.nh {
+                Some(nh) => Some(RouteTarget { nh, label: RouteTarget::NO_LABEL }),
+                None => fibs[usize::from(lookup_of[i])].target(routes[usize::from(lookup_of[i])]),
+            };
+            (target, None)
+        };
+        let Some(target) = target else {
+            left |= 1 << i;
+            continue;
+        };
+        let strip = usize::from(tun.inner_at) - ETH;
+        let kept = [f.data()[strip + 12], f.data()[strip + 13]];
+        f.pull_front(strip);
+        f.set_len(ETH + usize::from(tun.inner_len));
+        f.data_mut()[12..14].copy_from_slice(&[0x08, 0x00]);
+        match fast::finish(ctx, f, vrf, target, settled) {
+            Some(v) => {
+                f.verdict = v;
+                rx.packets += 1;
+                rx.bytes += u64::from(came[i]);
+                if let Some(c) = ctx.stats.vrf_mut(vrf.id) {
+                    c.decaps += 1;
+                }
+                account(ctx.stats, first, v, f.len());
+            }
+            None => {
+                f.data_mut()[12..14].copy_from_slice(&kept);
+                f.push_front(strip);
+                f.set_len(came[i] as usize);
+                left |= 1 << i;
+            }
+        }
+    }
+    if let Some(c) = ctx.stats.vifs.get_mut(first as usize) {
+        c.rx_packets += rx.packets;
+        c.rx_bytes += rx.bytes;
+    }
+    watch.mark(Stage::Rewrite);
+    left
+}
+
+/// A tunnel packet the fabric lane takes: where its inner packet starts,
+/// its length and destination, the VRF it lands in, and the pod's next
+/// hop its label names (`None`: the label names the VRF, to route it in).
+#[derive(Clone, Copy)]
+struct Inbound {
+    inner_at: u16,
+    inner_len: u16,
+    dst: u32,
+    vrf: u32,
+    nh: Option<u32>,
+}
+
+impl Inbound {
+    const NONE: Inbound = Inbound { inner_at: 0, inner_len: 0, dst: 0, vrf: 0, nh: None };
+}
+
+/// `d`, a frame from the fabric, if it is MPLS over UDP or GRE to this node
+/// (`me`), with no IP options or fragments, one label with TTL to spare
+/// that names an `encap` next hop to a local pod or a VRF to route in,
+/// around a plain IPv4 packet that `fast::inspect` accepts. Anything else
+/// is the general path's, which says why it drops it.
+#[inline(always)]
+fn tunnel_in(t: &Tables, d: &[u8], me: std::net::Ipv4Addr) -> Option<Inbound> {
+    let outer: &[u8; ETH + ipv4::HEADER_LEN] = d.get(..ETH + ipv4::HEADER_LEN)?.try_into().ok()?;
+    let fragment = u16::from_be_bytes([outer[20], outer[21]]) & 0x3fff != 0;
+    if outer[12..15] != [0x08, 0x00, 0x45] || outer[30..34] != me.octets() || fragment {
+        return None;
+    }
+    let ip_end = ETH + usize::from(u16::from_be_bytes([outer[16], outer[17]]));
+    let ip: &[u8; ipv4::HEADER_LEN] = outer[ETH..].try_into().ok()?;
+    if ip_end > d.len() || !ipv4::checksum_ok(ip) {
+        return None;
+    }
+    let l4 = ETH + ipv4::HEADER_LEN;
+    let payload = d.get(l4..ip_end)?;
+    let mpls_at = match outer[23] {
+        ip_proto::UDP => {
+            let u = udp::Packet::new_checked(payload).ok()?;
+            if !matches!(u.dst_port(), MPLS_UDP_PORT | MPLS_UDP_LEGACY_PORT) {
+                return None;
+            }
+            l4 + udp::HEADER_LEN
+        }
+        ip_proto::GRE => {
+            if !gre::Packet::new_checked(payload).ok()?.is_plain_mpls() {
+                return None;
+            }
+            l4 + gre::HEADER_LEN
+        }
+        _ => return None,
+    };
+    let m = mpls::Packet::new_checked(d.get(mpls_at..ip_end)?).ok()?;
+    if !m.bottom_of_stack() || m.ttl() <= 1 {
+        return None;
+    }
+    let inner_at = mpls_at + mpls::HEADER_LEN;
+    let (dst, inner_len) = fast::inspect(d.get(inner_at - ETH..ip_end)?, None)?;
+    let label_nh = t.label(m.label())?;
+    let (vrf, nh) = match t.nexthop(label_nh)? {
+        NextHop::Encap { oif, .. } => (t.vif(*oif)?.vrf, Some(label_nh)),
+        NextHop::VrfLookup { vrf } => (*vrf, None),
+        _ => return None,
+    };
+    Some(Inbound { inner_at: inner_at as u16, inner_len: inner_len as u16, dst, vrf, nh })
 }
