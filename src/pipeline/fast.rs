@@ -23,8 +23,9 @@ use std::net::Ipv4Addr;
 pub(super) const HEAD: usize = ETH + ipv4::HEADER_LEN + 8;
 const DHCP_SERVER_PORT: u16 = 67;
 
+/// The first `HEAD` bytes of a frame.
 #[inline(always)]
-fn head<B: AsRef<[u8]> + AsMut<[u8]>>(f: &Frame<B>) -> Option<&[u8; HEAD]> {
+pub(super) fn head<B: AsRef<[u8]> + AsMut<[u8]>>(f: &Frame<B>) -> Option<&[u8; HEAD]> {
     f.data().get(..HEAD)?.try_into().ok()
 }
 
@@ -84,18 +85,12 @@ pub(super) fn inspect(d: &[u8], own: Option<Ipv4Addr>) -> Option<(u32, usize)> {
     Some((u32::from_be_bytes([h[30], h[31], h[32], h[33]]), total))
 }
 
-/// The flow key of a frame `classify` accepted, in VRF `vrf`, if flows
-/// track it: TCP, UDP and ICMP echo, as `flow::key_of` makes it on the
-/// general path (`classify` lets no fragment through).
+/// The flow key of a frame `classify` accepted (its first `HEAD` bytes),
+/// in VRF `vrf`, if flows track it: TCP, UDP and ICMP echo, as
+/// `flow::key_of` makes it on the general path (`classify` lets no
+/// fragment through).
 #[inline(always)]
-pub(super) fn flow_key<B: AsRef<[u8]> + AsMut<[u8]>>(f: &Frame<B>, vrf: u32) -> Option<FlowKey> {
-    flow_key_of(head(f)?, vrf)
-}
-
-/// `flow_key`, from the first `HEAD` bytes of a frame (or of a tunnel's
-/// inner packet with the 14 bytes before it, where its Ethernet header will be).
-#[inline(always)]
-pub(super) fn flow_key_of(h: &[u8; HEAD], vrf: u32) -> Option<FlowKey> {
+pub(super) fn flow_key(h: &[u8; HEAD], vrf: u32) -> Option<FlowKey> {
     let word = |at: usize| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
     let port = |at: usize| u16::from_be_bytes([h[at], h[at + 1]]);
     let (sport, dport) = match h[23] {

@@ -229,19 +229,19 @@ pub(super) fn prefetch_fast<B: AsRef<[u8]> + AsMut<[u8]>>(
     vrf: &Vrf,
     probe: &mut Probe,
 ) -> bool {
-    // A match, not `is_some_and`: its closure was compiled out of line,
-    // and the key went through memory (40 instructions a hit, callgrind).
-    match super::fast::flow_key(f, vrf.id) {
-        Some(key) => start_probe(table, table.probe(&key), probe),
+    match super::fast::head(f) {
+        Some(h) => prefetch_head(table, h, vrf, probe),
         None => false,
     }
 }
 
-/// `prefetch_fast` for a tunnel's inner packet, before it is stripped:
-/// `h` is its first `fast::HEAD` bytes with the 14 before them.
+/// `prefetch_fast` from the first `fast::HEAD` bytes of a frame, or of a
+/// tunnel's inner packet with the 14 bytes before it, before it is stripped.
 #[inline(always)]
-pub(super) fn prefetch_inner(table: &FlowTable, h: &[u8; super::fast::HEAD], vrf: &Vrf, probe: &mut Probe) -> bool {
-    match super::fast::flow_key_of(h, vrf.id) {
+pub(super) fn prefetch_head(table: &FlowTable, h: &[u8; super::fast::HEAD], vrf: &Vrf, probe: &mut Probe) -> bool {
+    // A match, not `is_some_and`: its closure was compiled out of line,
+    // and the key went through memory (40 instructions a hit, callgrind).
+    match super::fast::flow_key(h, vrf.id) {
         Some(key) => start_probe(table, table.probe(&key), probe),
         None => false,
     }

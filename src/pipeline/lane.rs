@@ -1,10 +1,11 @@
-//! The fast lane: a whole vector of frames from one pod, in the common
+//! The fast lane: a whole vector of frames from one vif, in the common
 //! case, in three short passes with nothing carried between them but each
-//! frame's destination or flow probe. It takes plain IPv4 that the fast
-//! path handles (`fast::classify`, `fast::finish`): untracked, or a hit on
-//! a flow that only forwards and remembers its route. Every other frame is
-//! left as it came, for the general vector (`process_vector`) to take
-//! afterwards from the start, so the lane needs no fallback of its own.
+//! frame's destination or flow probe. From a pod it takes plain IPv4 that
+//! the fast path handles (`fast::classify`, `fast::finish`); from the
+//! fabric, the same inside MPLS over UDP or GRE. Untracked, or a hit on a
+//! flow that only forwards (and, routed, remembers its route). Every other
+//! frame is left as it came, for the general vector (`process_vector`) to
+//! take afterwards from the start, so the lane needs no fallback of its own.
 //!
 //! Why a lane beside the vector: the vector keeps a dozen per-frame
 //! arrays (`Pending`, verdicts, VRFs, flows) so that any frame can take any
@@ -132,9 +133,17 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
 
     // Pass three: each frame's next hop, carried out.
     let mut rx = Received::default();
+    let give_back = |f: &mut Frame<B>, i: usize| {
+        f.set_len(came[i] as usize);
+        1u32 << i
+    };
     for j in 0..n {
         let i = usize::from(at[j]);
-        left |= finish(ctx, &mut frames[i], i, came[i], vrf, vrf.v4.target(routes[j]), None, &mut rx);
+        let f = &mut frames[i];
+        match vrf.v4.target(routes[j]) {
+            Some(target) if deliver(ctx, f, came[i], vrf, target, None, &mut rx) => {}
+            _ => left |= give_back(f, i),
+        }
     }
     for i in lanes(probed) {
         // A hit on a flow that only forwards, whose route is remembered in
@@ -144,18 +153,13 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
             let target = vrf.v4.recall(s.route.route())??;
             flow::tracked_to_composite(t, vrf, None, target).then_some((target, s))
         });
-        left |= match hit {
-            Some((target, s)) => finish(ctx, &mut frames[i], i, came[i], vrf, Some(target), Some(s), &mut rx),
-            None => {
-                frames[i].set_len(came[i] as usize);
-                1 << i
-            }
-        };
+        let f = &mut frames[i];
+        match hit {
+            Some((target, s)) if deliver(ctx, f, came[i], vrf, target, Some(s), &mut rx) => {}
+            _ => left |= give_back(f, i),
+        }
     }
-    if let Some(c) = ctx.stats.vifs.get_mut(first as usize) {
-        c.rx_packets += rx.packets;
-        c.rx_bytes += rx.bytes;
-    }
+    rx.count(ctx.stats, first);
     watch.mark(Stage::Rewrite);
     left
 }
@@ -167,35 +171,37 @@ struct Received {
     bytes: u64,
 }
 
-/// Pass three for frame `i`, which came `came` bytes long: `fast::finish`
-/// to `target`, and the verdict counted; or, if the fast path will not
-/// take it after all, the frame given back as it came, and its bit in the
-/// mask of those left.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)] // One frame's state, kept in registers.
-fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
-    ctx: &mut Ctx<'_, B>,
-    f: &mut Frame<B>,
-    i: usize,
-    came: u32,
-    vrf: &Vrf,
-    target: Option<RouteTarget>,
-    settled: Option<Forwarding>,
-    rx: &mut Received,
-) -> u32 {
-    match target.and_then(|target| fast::finish(ctx, f, vrf, target, settled)) {
-        Some(v) => {
-            f.verdict = v;
-            rx.packets += 1;
-            rx.bytes += u64::from(came);
-            account(ctx.stats, f.vif, v, f.len());
-            0
-        }
-        None => {
-            f.set_len(came as usize);
-            1 << i
+impl Received {
+    /// Adds what the vector brought to vif `vif`'s counters.
+    #[inline(always)]
+    fn count(self, stats: &mut crate::stats::Stats, vif: crate::tables::VifIndex) {
+        if let Some(c) = stats.vifs.get_mut(vif as usize) {
+            c.rx_packets += self.packets;
+            c.rx_bytes += self.bytes;
         }
     }
+}
+
+/// Pass three for a frame that came `came` bytes long: `fast::finish` to
+/// `target`, the verdict set and counted. False if the fast path will not
+/// take it after all, having changed nothing: the caller gives the frame
+/// back as it came.
+#[inline(always)]
+fn deliver<B: AsRef<[u8]> + AsMut<[u8]>>(
+    ctx: &mut Ctx<'_, B>,
+    f: &mut Frame<B>,
+    came: u32,
+    vrf: &Vrf,
+    target: RouteTarget,
+    settled: Option<Forwarding>,
+    rx: &mut Received,
+) -> bool {
+    let Some(v) = fast::finish(ctx, f, vrf, target, settled) else { return false };
+    f.verdict = v;
+    rx.packets += 1;
+    rx.bytes += u64::from(came);
+    account(ctx.stats, f.vif, v, f.len());
+    true
 }
 
 /// The lane for a vector from the fabric: MPLS over UDP or GRE to this node
@@ -255,7 +261,7 @@ fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
             Some(table) if vrf.tracks_every_flow() => {
                 let at = usize::from(tun.inner_at) - ETH;
                 let inner = f.data().get(at..at + fast::HEAD).and_then(|h| h.try_into().ok());
-                if inner.is_some_and(|h| flow::prefetch_inner(table, h, vrf, &mut probes[i])) {
+                if inner.is_some_and(|h| flow::prefetch_head(table, h, vrf, &mut probes[i])) {
                     probed |= 1 << i;
                 }
                 false
@@ -323,28 +329,18 @@ fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
         f.pull_front(strip);
         f.set_len(ETH + usize::from(tun.inner_len));
         f.data_mut()[12..14].copy_from_slice(&[0x08, 0x00]);
-        match fast::finish(ctx, f, vrf, target, settled) {
-            Some(v) => {
-                f.verdict = v;
-                rx.packets += 1;
-                rx.bytes += u64::from(came[i]);
-                if let Some(c) = ctx.stats.vrf_mut(vrf.id) {
-                    c.decaps += 1;
-                }
-                account(ctx.stats, first, v, f.len());
+        if deliver(ctx, f, came[i], vrf, target, settled, &mut rx) {
+            if let Some(c) = ctx.stats.vrf_mut(vrf.id) {
+                c.decaps += 1;
             }
-            None => {
-                f.data_mut()[12..14].copy_from_slice(&kept);
-                f.push_front(strip);
-                f.set_len(came[i] as usize);
-                left |= 1 << i;
-            }
+        } else {
+            f.data_mut()[12..14].copy_from_slice(&kept);
+            f.push_front(strip);
+            f.set_len(came[i] as usize);
+            left |= 1 << i;
         }
     }
-    if let Some(c) = ctx.stats.vifs.get_mut(first as usize) {
-        c.rx_packets += rx.packets;
-        c.rx_bytes += rx.bytes;
-    }
+    rx.count(ctx.stats, first);
     watch.mark(Stage::Rewrite);
     left
 }

@@ -207,7 +207,9 @@ impl Pipeline {
     /// The batch goes through in vectors of up to [`VECTOR`] frames, in
     /// three stages, as VPP does: classify every frame, look up all their
     /// routes together so that the trie's cache misses overlap, then finish
-    /// each frame.
+    /// each frame. The fast lane (`lane`) takes the common frames of a
+    /// vector first, in the same three stages with nothing else to carry;
+    /// the general vector takes the rest.
     pub fn process<B>(&mut self, tables: &Tables, frames: &mut [Frame<B>], spill: &mut Spill<B>)
     where
         B: AsRef<[u8]> + AsMut<[u8]>,
