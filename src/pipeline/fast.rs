@@ -136,7 +136,8 @@ fn flow_hash(h: &[u8; HEAD], seed: u64) -> u32 {
 /// returns `None`, having changed nothing, for the general path to take it.
 /// In a VRF that tracks flows, `flow` is the packet's settled flow: an
 /// ECMP route takes the member the flow is pinned to, and the flow counts
-/// the packet.
+/// the packet. (Where only ECMP routes track flows, that is the only
+/// route a flow's packet is finished by.)
 #[inline(always)]
 pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
     ctx: &mut Ctx<'_, B>,
@@ -167,6 +168,12 @@ pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
         nh = t.nexthop(m.nh)?;
         label = m.label;
         ecmp = true;
+    }
+    // Where only the ECMP routes track flows, a flow's packet is finished
+    // here only on its way to a composite (a flow outlives a route that
+    // changed); the general path takes any other as untracked.
+    if flow.is_some() && !ecmp && !vrf.tracks_every_flow() {
+        return None;
     }
     let usable = |v: &Vif, overhead: usize| !v.flags.disabled && total + overhead <= usize::from(v.mtu);
     let verdict = match nh {

@@ -168,19 +168,12 @@ fn tracked_up_front(vrf: &Vrf, in_vif: Option<&Vif>) -> bool {
 /// packets in such a VRF stay untracked.
 #[inline]
 pub(super) fn tracked_to(t: &Tables, vrf: &Vrf, in_vif: Option<&Vif>, target: RouteTarget) -> bool {
-    tracked_to_composite(t, vrf, in_vif, target)
-        || matches!(t.nexthop(target.nh), Some(NextHop::Encap { oif, .. })
-            if t.vif(*oif).is_some_and(|out| policed_elsewhere(t, vrf, out)))
-}
-
-/// `tracked_to` without the pod of another network: what step two of the
-/// flow lookup asks of a settled flow's recalled route, on every hit where
-/// the ECMP routes alone track flows (the whole question cost those hits 9
-/// instructions, callgrind). A packet to such a pod is not finished there,
-/// and the later stages ask `tracked_to` whole.
-#[inline]
-pub(super) fn tracked_to_composite(t: &Tables, vrf: &Vrf, in_vif: Option<&Vif>, target: RouteTarget) -> bool {
-    tracked_up_front(vrf, in_vif) || (vrf.ecmp_routes > 0 && t.nexthop(target.nh).is_some_and(NextHop::is_composite))
+    tracked_up_front(vrf, in_vif)
+        || match t.nexthop(target.nh) {
+            Some(NextHop::Composite(_)) => vrf.ecmp_routes > 0,
+            Some(NextHop::Encap { oif, .. }) => t.vif(*oif).is_some_and(|out| policed_elsewhere(t, vrf, out)),
+            _ => false,
+        }
 }
 
 /// True when a packet routed in `vrf` to local vif `out` enters a pod of

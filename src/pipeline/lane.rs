@@ -147,12 +147,11 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
     }
     for i in lanes(probed) {
         // A hit on a flow that only forwards, whose route is remembered in
-        // this table version and (where only ECMP routes track flows) still
-        // leads to a composite; anything else is the general path's.
-        let hit = flow::settled(ctx, vrf, &probes[i]).and_then(|s| {
-            let target = vrf.v4.recall(s.route.route())??;
-            flow::tracked_to_composite(t, vrf, None, target).then_some((target, s))
-        });
+        // this table version (and, where only ECMP routes track flows,
+        // still leads to a composite: `fast::finish` checks); anything else
+        // is the general path's.
+        let hit =
+            flow::settled(ctx, vrf, &probes[i]).and_then(|s| vrf.v4.recall(s.route.route())?.map(|target| (target, s)));
         let f = &mut frames[i];
         match hit {
             Some((target, s)) if deliver(ctx, f, came[i], vrf, target, Some(s), &mut rx) => {}

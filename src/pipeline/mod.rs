@@ -587,9 +587,9 @@ fn flow_hits<B: AsRef<[u8]> + AsMut<[u8]>>(
                     target
                 }
             };
-            // Where only the ECMP routes track flows, the route must
-            // still be one (a flow outlives a route that changed).
-            if let Some(target) = target.filter(|&t| flow::tracked_to_composite(ctx.t, v, None, t)) {
+            // (Where only the ECMP routes track flows, `fast::finish`
+            // takes the flow's packet only if its route still is one.)
+            if let Some(target) = target {
                 done[i] = fast::finish(ctx, &mut frames[i], v, target, Some(s));
             }
         }
