@@ -819,18 +819,7 @@ fn a_vector_the_fast_lane_takes_in_part_comes_out_as_the_general_path_alone_make
         (A1, padded),
         (A1, udp_from_a1(gre_remote_ip(), 1004, 64)),
     ];
-    let mut lane = Lab::new();
-    let mut general = Lab::new();
-    general.pipeline =
-        Pipeline::new(PipelineConfig { fast_path: false, ..PipelineConfig::default() }, general.handle.load().limits());
-    let (a, a_extra) = lane.run_with(&vector, 4);
-    let (b, b_extra) = general.run_with(&vector, 4);
-    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-        assert_eq!((x.vif, x.verdict), (y.vif, y.verdict), "frame {i}'s verdict");
-        assert_eq!(x.data(), y.data(), "frame {i}'s bytes");
-    }
-    assert_eq!(a_extra.len(), b_extra.len());
-    assert_eq!(lane.stats(), general.stats(), "counters");
+    let (lane, a, _) = both_ways(&vector);
     // The mix is what it claims: plain packets forwarded, the SYN clamped,
     // ARP answered, the big one refused with an ICMP error, TTL 1 expired.
     let verdicts: Vec<Verdict> = a.iter().map(|f| f.verdict).collect();
@@ -883,22 +872,8 @@ fn a_vector_from_the_fabric_the_fast_lane_takes_in_part_comes_out_as_the_general
         (FABRIC, tunnel_frame(Tunnel::Udp(6635), peer(2), LABEL_A1, 64, &plain(a1_ip()))),
         (FABRIC, tunnel_frame(Tunnel::Gre, node_ip(), LABEL_A1, 64, &plain(a1_ip()))),
     ];
-    let mut lane = Lab::new();
-    let mut general = Lab::new();
-    general.pipeline =
-        Pipeline::new(PipelineConfig { fast_path: false, ..PipelineConfig::default() }, general.handle.load().limits());
-    let (a, a_extra) = lane.run_with(&vector, 4);
-    let (b, b_extra) = general.run_with(&vector, 4);
-    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-        assert_eq!((x.vif, x.verdict), (y.vif, y.verdict), "frame {i}'s verdict");
-        assert_eq!(x.data(), y.data(), "frame {i}'s bytes");
-    }
-    let extra = |e: &[vrouter::pipeline::Frame<Vec<u8>>]| -> Vec<(Verdict, Vec<u8>)> {
-        e.iter().map(|f| (f.verdict, f.data().to_vec())).collect()
-    };
-    assert_eq!(extra(&a_extra), extra(&b_extra), "the extra fragments");
-    assert!(!a_extra.is_empty(), "the big packet was fragmented");
-    assert_eq!(lane.stats(), general.stats(), "counters");
+    let (lane, a, extra) = both_ways(&vector);
+    assert!(!extra.is_empty(), "the big packet was fragmented");
     let v: Vec<Verdict> = a.iter().map(|f| f.verdict).collect();
     assert_eq!(v[..3], [Verdict::Tx(A1), Verdict::Tx(A2), Verdict::Tx(A2)]);
     assert_eq!(v[3], Verdict::Drop(DropReason::InvalidLabel));
@@ -909,4 +884,25 @@ fn a_vector_from_the_fabric_the_fast_lane_takes_in_part_comes_out_as_the_general
     assert_eq!(v[11], Verdict::Tx(A1));
     assert_eq!(mss_of(a[5].data(), 34), 1428, "the SYN went the general way: clamped");
     assert_eq!(lane.stats().vrf(BLUE).decaps, 7);
+}
+
+/// Runs `vector` through the pipeline with the fast path (so the fast
+/// lane) and without, asserting that every frame, every extra fragment and
+/// every counter come out the same; answers the fast run's lab, frames and
+/// extra fragments.
+fn both_ways(vector: &[(u32, Vec<u8>)]) -> (Lab, Frames, Frames) {
+    let mut lane = Lab::new();
+    let mut general = Lab::new();
+    general.pipeline =
+        Pipeline::new(PipelineConfig { fast_path: false, ..PipelineConfig::default() }, general.handle.load().limits());
+    let (a, a_extra) = lane.run_with(vector, 4);
+    let (b, b_extra) = general.run_with(vector, 4);
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert_eq!((x.vif, x.verdict), (y.vif, y.verdict), "frame {i}'s verdict");
+        assert_eq!(x.data(), y.data(), "frame {i}'s bytes");
+    }
+    let extra = |e: &Frames| -> Vec<(Verdict, Vec<u8>)> { e.iter().map(|f| (f.verdict, f.data().to_vec())).collect() };
+    assert_eq!(extra(&a_extra), extra(&b_extra), "the extra fragments");
+    assert_eq!(lane.stats(), general.stats(), "counters");
+    (lane, a, a_extra)
 }
