@@ -26,7 +26,14 @@ const DHCP_SERVER_PORT: u16 = 67;
 /// The first `HEAD` bytes of a frame.
 #[inline(always)]
 pub(super) fn head<B: AsRef<[u8]> + AsMut<[u8]>>(f: &Frame<B>) -> Option<&[u8; HEAD]> {
-    f.data().get(..HEAD)?.try_into().ok()
+    head_of(f.data())
+}
+
+/// The first `HEAD` bytes of `d`: a frame, or a tunnel's inner packet with
+/// the 14 bytes before it, where its Ethernet header will be.
+#[inline(always)]
+pub(super) fn head_of(d: &[u8]) -> Option<&[u8; HEAD]> {
+    d.get(..HEAD)?.try_into().ok()
 }
 
 /// True if frames from `vif` may take the fast path at all: not where it
@@ -58,7 +65,7 @@ pub(super) fn classify<B: AsRef<[u8]> + AsMut<[u8]>>(f: &mut Frame<B>, own: Opti
 /// its destination address and total length.
 #[inline(always)]
 pub(super) fn inspect(d: &[u8], own: Option<Ipv4Addr>) -> Option<(u32, usize)> {
-    let h: &[u8; HEAD] = d.get(..HEAD)?.try_into().ok()?;
+    let h = head_of(d)?;
     if h[14] != 0x45 {
         return None;
     }

@@ -13,6 +13,7 @@
 //! work (callgrind: about 220 of 660 instructions a packet for an ECMP
 //! encap, 2.3 times the forwarding core's target).
 
+use super::decap;
 use super::fast;
 use super::flow;
 use super::forward::ETH;
@@ -20,9 +21,7 @@ use super::{account, lanes, Ctx, Frame, VECTOR};
 use crate::flow::{Forwarding, Probe};
 use crate::stats::runtime::Stopwatch;
 use crate::stats::Stage;
-use crate::tables::nexthop::{MPLS_UDP_LEGACY_PORT, MPLS_UDP_PORT};
 use crate::tables::{Fib, NextHop, Route, RouteTarget, Tables, Vif, VifKind, Vrf};
-use crate::wire::{gre, ip_proto, ipv4, mpls, udp};
 
 /// Every frame of a vector, as a mask (bit `i`: frame `i`).
 #[inline(always)]
@@ -219,8 +218,6 @@ fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
     watch: &mut Stopwatch<'_>,
 ) -> u32 {
     let t = ctx.t;
-    let every = all(frames.len());
-    let Some(me) = vif.ipv4 else { return every };
     let first = vif.index;
 
     // Pass one: check each tunnel and its inner packet; queue the route
@@ -237,7 +234,7 @@ fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
     let mut n = 0;
     for (i, f) in frames.iter_mut().enumerate() {
         came[i] = f.len() as u32;
-        let found = if f.vif == first { tunnel_in(t, f.data(), me) } else { None };
+        let found = if f.vif == first { tunnel_in(t, f.data(), vif) } else { None };
         let Some(tun) = found else {
             left |= 1 << i;
             continue;
@@ -258,8 +255,7 @@ fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
         let untracked = match ctx.flows.filter(|_| vrf.tracks_flows()) {
             None => true,
             Some(table) if vrf.tracks_every_flow() => {
-                let at = usize::from(tun.inner_at) - ETH;
-                let inner = f.data().get(at..at + fast::HEAD).and_then(|h| h.try_into().ok());
+                let inner = f.data().get(usize::from(tun.inner_at) - ETH..).and_then(fast::head_of);
                 if inner.is_some_and(|h| flow::prefetch_head(table, h, vrf, &mut probes[i])) {
                     probed |= 1 << i;
                 }
@@ -360,48 +356,16 @@ impl Inbound {
     const NONE: Inbound = Inbound { inner_at: 0, inner_len: 0, dst: 0, vrf: 0, nh: None };
 }
 
-/// `d`, a frame from the fabric, if it is MPLS over UDP or GRE to this node
-/// (`me`), with no IP options or fragments, one label with TTL to spare
-/// that names an `encap` next hop to a local pod or a VRF to route in,
-/// around a plain IPv4 packet that `fast::inspect` accepts. Anything else
-/// is the general path's, which says why it drops it.
+/// `d`, a frame from fabric vif `vif`, if it is a tunnel to this node that
+/// `decap::tunnel` accepts, whose label names an `encap` next hop to a
+/// local pod or a VRF to route in, around a plain IPv4 packet that
+/// `fast::inspect` accepts. Anything else is the general path's, which
+/// says why it drops it.
 #[inline(always)]
-fn tunnel_in(t: &Tables, d: &[u8], me: std::net::Ipv4Addr) -> Option<Inbound> {
-    let outer: &[u8; ETH + ipv4::HEADER_LEN] = d.get(..ETH + ipv4::HEADER_LEN)?.try_into().ok()?;
-    let fragment = u16::from_be_bytes([outer[20], outer[21]]) & 0x3fff != 0;
-    if outer[12..15] != [0x08, 0x00, 0x45] || outer[30..34] != me.octets() || fragment {
-        return None;
-    }
-    let ip_end = ETH + usize::from(u16::from_be_bytes([outer[16], outer[17]]));
-    let ip: &[u8; ipv4::HEADER_LEN] = outer[ETH..].try_into().ok()?;
-    if ip_end > d.len() || !ipv4::checksum_ok(ip) {
-        return None;
-    }
-    let l4 = ETH + ipv4::HEADER_LEN;
-    let payload = d.get(l4..ip_end)?;
-    let mpls_at = match outer[23] {
-        ip_proto::UDP => {
-            let u = udp::Packet::new_checked(payload).ok()?;
-            if !matches!(u.dst_port(), MPLS_UDP_PORT | MPLS_UDP_LEGACY_PORT) {
-                return None;
-            }
-            l4 + udp::HEADER_LEN
-        }
-        ip_proto::GRE => {
-            if !gre::Packet::new_checked(payload).ok()?.is_plain_mpls() {
-                return None;
-            }
-            l4 + gre::HEADER_LEN
-        }
-        _ => return None,
-    };
-    let m = mpls::Packet::new_checked(d.get(mpls_at..ip_end)?).ok()?;
-    if !m.bottom_of_stack() || m.ttl() <= 1 {
-        return None;
-    }
-    let inner_at = mpls_at + mpls::HEADER_LEN;
+fn tunnel_in(t: &Tables, d: &[u8], vif: &Vif) -> Option<Inbound> {
+    let Ok((label, inner_at, ip_end)) = decap::tunnel(d, vif)? else { return None };
     let (dst, inner_len) = fast::inspect(d.get(inner_at - ETH..ip_end)?, None)?;
-    let label_nh = t.label(m.label())?;
+    let label_nh = t.label(label)?;
     let (vrf, nh) = match t.nexthop(label_nh)? {
         NextHop::Encap { oif, .. } => (t.vif(*oif)?.vrf, Some(label_nh)),
         NextHop::VrfLookup { vrf } => (*vrf, None),
