@@ -922,6 +922,32 @@ fn only_packets_to_a_composite_are_tracked_for_ecmp_alone() {
     assert!(both.iter().any(|f| f.one_way) && both.iter().any(|f| !f.one_way), "one-way before the policy only");
 }
 
+/// A route to a composite wider than the VRF's hint's blocks (as a
+/// default route to a set of gateways is) leaves the hint unable to rule
+/// addresses out. Its packets still belong to flows that pin their members,
+/// and pod-to-pod packets beside it stay untracked.
+#[test]
+fn flows_under_a_wide_route_to_a_composite_keep_their_members() {
+    let (mut lab, flows) = lab_with_flows();
+    let wide = Object::Route(RouteSpec {
+        network: None,
+        vrf: BLUE,
+        prefix: "172.16.0.0/12".parse().unwrap(),
+        target: RouteTarget { nh: NH_ECMP, label: NO },
+    });
+    lab.writer.apply(&[Op::Add(wide)]).unwrap();
+    assert!(!lab.writer.tables().vrf(BLUE).unwrap().ecmp_blocks.is_complete());
+    for sport in 0..20 {
+        assert_eq!(lab.run(A1, udp(1, a1_ip(), a2_ip(), 2000 + sport, 53)).0, Verdict::Tx(A2));
+    }
+    assert_eq!(flows.len(), 0, "pod to pod: no flow");
+    flows_to_stay_on_their_members(lab, Ipv4Addr::new(172, 20, 1, 1));
+    assert!(flows.len() >= 600, "a flow per connection: {}", flows.len());
+    let key = FlowKey::v4(BLUE, UDP, u32::from(a1_ip()), u32::from(Ipv4Addr::new(172, 20, 1, 1)), 1000, 53);
+    let entry = flows.get(flows.lookup(&key).unwrap().slot, 0).unwrap();
+    assert_eq!(entry.packets, 3, "each round's packet counted on the flow");
+}
+
 /// In a VRF that tracks flows for its ECMP routes alone, the first stage
 /// looks up the flows of packets to addresses near a service (the VRF's
 /// hint), before their route. A flow outlives its route: once the route no
@@ -1035,8 +1061,13 @@ fn a_service_connection_whose_answers_are_not_tracked_ages_as_established() {
     assert!(slot(40000).is_none(), "gone after 180 s idle");
 }
 
-fn flows_stay_on_their_members(mut lab: Lab) {
-    let service = Ipv4Addr::new(10, 96, 0, 10);
+fn flows_stay_on_their_members(lab: Lab) {
+    flows_to_stay_on_their_members(lab, Ipv4Addr::new(10, 96, 0, 10));
+}
+
+/// Connections to `service`, routed to the lab's composite, keep their
+/// members while the members change.
+fn flows_to_stay_on_their_members(mut lab: Lab, service: Ipv4Addr) {
     let send = |lab: &mut Lab, sport: u16| {
         let (v, out) = lab.run(A1, udp(1, a1_ip(), service, sport, 53));
         assert_eq!(v, Verdict::Tx(FABRIC));

@@ -307,6 +307,24 @@ pub(super) fn settled<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, probe: &Probe) -> Option<F
     ctx.flows?.forward_only(probe, Some(vrf.policy_generation))
 }
 
+/// `prefetch_fast` and `FlowTable::prefetch_slots` at once, for a frame
+/// whose route, looked up first, says that flows track it: its flow is
+/// looked up cold. Out of line: it is the rare way (a route wider than
+/// the VRF's hint), and the lane's registers are the common way's.
+#[inline(never)]
+pub(super) fn probe_cold<B: AsRef<[u8]> + AsMut<[u8]>>(
+    table: &FlowTable,
+    f: &Frame<B>,
+    vrf: &Vrf,
+    probe: &mut Probe,
+) -> bool {
+    if !prefetch_fast(table, f, vrf, probe) {
+        return false;
+    }
+    table.prefetch_slots(probe);
+    true
+}
+
 /// Counts a packet of `bytes` (with `tcp_flags`) on its settled flow, once
 /// the fast path has decided to send it, as `on_hit` counts the others.
 /// Out of line: inlined into the copies of `fast::finish`, its loads and

@@ -71,8 +71,10 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
     let first = vif.index;
     let Some(vrf) = t.vrf(vif.vrf) else { return every };
     // Where flows are tracked, the lane takes the hits; where only the
-    // ECMP routes track them, an address the VRF's hint rules out of
-    // every composite is untracked, and one it names is looked up.
+    // ECMP routes track them, an address the VRF's hint names is looked
+    // up, and any other is routed first: the hint rules it out of every
+    // composite, or, where a route wider than the hint's blocks leads to
+    // one (`unsure`), its route says whether to look its flow up.
     let table = ctx.flows.filter(|_| vrf.tracks_flows());
     let every_flow = vrf.tracks_every_flow();
     let hint_complete = vrf.ecmp_blocks.is_complete();
@@ -81,6 +83,7 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
     // Pass one: classify, and start each tracked frame's flow lookup.
     let mut left = 0u32;
     let mut probed = 0u32;
+    let mut unsure = 0u32;
     let mut keys = [0u32; VECTOR];
     let mut at = [0u8; VECTOR];
     let mut n = 0;
@@ -101,8 +104,13 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
                 if named && flow::prefetch_fast(table, f, vrf, &mut probes[i]) {
                     probed |= 1 << i;
                     false
+                } else if named {
+                    false
                 } else {
-                    !named && hint_complete
+                    if !hint_complete {
+                        unsure |= 1 << i;
+                    }
+                    true
                 }
             }
         };
@@ -136,6 +144,27 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
         f.set_len(came[i] as usize);
         1u32 << i
     };
+    if unsure != 0 {
+        // A frame whose route, wider than the VRF's hint, leads to a
+        // composite is tracked after all: its flow, looked up cold, pins
+        // the member, and its hit is taken with the others below.
+        let mut kept = 0;
+        for j in 0..n {
+            let i = usize::from(at[j]);
+            let to_composite = unsure & (1 << i) != 0
+                && vrf.v4.target(routes[j]).is_some_and(|r| matches!(t.nexthop(r.nh), Some(NextHop::Composite(_))));
+            if !to_composite {
+                (at[kept], routes[kept]) = (at[j], routes[j]);
+                kept += 1;
+                continue;
+            }
+            match table {
+                Some(table) if flow::probe_cold(table, &frames[i], vrf, &mut probes[i]) => probed |= 1 << i,
+                _ => left |= give_back(&mut frames[i], i),
+            }
+        }
+        n = kept;
+    }
     for j in 0..n {
         let i = usize::from(at[j]);
         let f = &mut frames[i];
