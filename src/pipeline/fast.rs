@@ -11,7 +11,7 @@
 //! differential test runs both and compares every byte and counter.
 
 use super::flow::{count_settled, policed_elsewhere};
-use super::forward::{decrement_ttl, push_tunnel, ETH};
+use super::forward::{push_tunnel_routed, ETH};
 use super::{hash, Ctx, Frame, PipelineConfig, Verdict};
 use crate::flow::{FlowKey, Forwarding};
 use crate::tables::{NextHop, RouteTarget, TunnelEncap, Vif, Vrf};
@@ -194,13 +194,16 @@ pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
             if flow.is_none() && policed_elsewhere(t, vrf, out) {
                 return None;
             }
-            if let Some(s) = flow {
-                count_settled(ctx, s, total, tcp_flags(h, f.data()));
+            let flags = flow.map(|_| tcp_flags(h, f.data()));
+            // The Ethernet header and the TTL, in one write.
+            const HDR: usize = ETH + ipv4::HEADER_LEN;
+            let Some(Ok(hdr)) = f.data_mut().get_mut(..HDR).map(<&mut [u8; HDR]>::try_from) else { return None };
+            hdr[0..6].copy_from_slice(&dmac.0);
+            hdr[6..12].copy_from_slice(&smac.0);
+            ipv4::Packet::new_unchecked(&mut hdr[ETH..]).decrement_ttl();
+            if let (Some(s), Some(flags)) = (flow, flags) {
+                count_settled(ctx, s, total, flags);
             }
-            decrement_ttl(f, false);
-            let d = f.data_mut();
-            d[0..6].copy_from_slice(&dmac.0);
-            d[6..12].copy_from_slice(&smac.0);
             Verdict::Tx(*oif)
         }
         NextHop::Tunnel(tun) => {
@@ -216,8 +219,7 @@ pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
             if let Some(s) = flow {
                 count_settled(ctx, s, total, tcp_flags(h, f.data()));
             }
-            decrement_ttl(f, false);
-            if let Err(r) = push_tunnel(f, tun, out.mac, label, hv, ttl, ident) {
+            if let Err(r) = push_tunnel_routed(f, tun, out.mac, label, hv, ttl, ident) {
                 return Some(Verdict::Drop(r));
             }
             Verdict::Tx(tun.oif)

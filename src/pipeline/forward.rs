@@ -696,15 +696,43 @@ pub(super) fn push_tunnel<B: AsRef<[u8]> + AsMut<[u8]>>(
     const GRE: usize = ETH + TunnelEncap::MplsOverGre.ip_overhead();
     const UDP: usize = ETH + TunnelEncap::MplsOverUdp.ip_overhead();
     match tun.encap {
-        TunnelEncap::MplsOverGre => push_headers::<B, GRE>(f, tun, smac, label, hash, inner_ttl, ident),
-        TunnelEncap::MplsOverUdp => push_headers::<B, UDP>(f, tun, smac, label, hash, inner_ttl, ident),
+        TunnelEncap::MplsOverGre => push_headers::<B, GRE, GRE, false>(f, tun, smac, label, hash, inner_ttl, ident),
+        TunnelEncap::MplsOverUdp => push_headers::<B, UDP, UDP, false>(f, tun, smac, label, hash, inner_ttl, ident),
+    }
+}
+
+/// `push_tunnel` for an IPv4 packet without options that is being routed
+/// (`fast::finish`): its TTL is decremented (to `inner_ttl`) in the same
+/// write, not through a second look at the frame.
+#[inline]
+pub(super) fn push_tunnel_routed<B: AsRef<[u8]> + AsMut<[u8]>>(
+    f: &mut Frame<B>,
+    tun: &Tunnel,
+    smac: MacAddr,
+    label: u32,
+    hash: u32,
+    inner_ttl: u8,
+    ident: u16,
+) -> Result<(), DropReason> {
+    const GRE: usize = ETH + TunnelEncap::MplsOverGre.ip_overhead();
+    const UDP: usize = ETH + TunnelEncap::MplsOverUdp.ip_overhead();
+    const IP: usize = ipv4::HEADER_LEN;
+    match tun.encap {
+        TunnelEncap::MplsOverGre => {
+            push_headers::<B, GRE, { GRE + IP }, true>(f, tun, smac, label, hash, inner_ttl, ident)
+        }
+        TunnelEncap::MplsOverUdp => {
+            push_headers::<B, UDP, { UDP + IP }, true>(f, tun, smac, label, hash, inner_ttl, ident)
+        }
     }
 }
 
 /// `push_tunnel` for one header length: `N` is a constant, so the header
 /// is a fixed-size array and every write below is free of bounds checks.
+/// `M` is `N`, or, where the inner IPv4 header's TTL is decremented too
+/// (`ROUTED`), `N` and that header.
 #[inline(always)]
-fn push_headers<B: AsRef<[u8]> + AsMut<[u8]>, const N: usize>(
+fn push_headers<B: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const M: usize, const ROUTED: bool>(
     f: &mut Frame<B>,
     tun: &Tunnel,
     smac: MacAddr,
@@ -717,7 +745,14 @@ fn push_headers<B: AsRef<[u8]> + AsMut<[u8]>, const N: usize>(
         return Err(DropReason::PushFails);
     }
     let outer_len = f.len() - ETH;
-    let Some(Ok(hdr)) = f.data_mut().get_mut(..N).map(<&mut [u8; N]>::try_from) else {
+    let Some(Ok(whole)) = f.data_mut().get_mut(..M).map(<&mut [u8; M]>::try_from) else {
+        return Err(DropReason::PushFails);
+    };
+    let (hdr, inner) = whole.split_at_mut(N);
+    if ROUTED {
+        ipv4::Packet::new_unchecked(inner).decrement_ttl();
+    }
+    let Ok(hdr) = <&mut [u8; N]>::try_from(hdr) else {
         return Err(DropReason::PushFails);
     };
     let Some(Ok(template)) = tun.template.get(..N).map(<&[u8; N]>::try_from) else {
