@@ -178,11 +178,11 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
         // this table version (and, where only ECMP routes track flows,
         // still leads to a composite: `fast::finish` checks); anything else
         // is the general path's.
-        let hit =
-            flow::settled(ctx, vrf, &probes[i]).and_then(|s| vrf.v4.recall(s.route.route())?.map(|target| (target, s)));
+        let settled = flow::settled(ctx, vrf, &probes[i]);
+        let target = settled.and_then(|s| vrf.v4.recall(s.route.route()).flatten());
         let f = &mut frames[i];
-        match hit {
-            Some((target, s)) if deliver(ctx, f, came[i], vrf, target, Some(s), &mut rx) => {}
+        match target {
+            Some(target) if deliver(ctx, f, came[i], vrf, target, settled, &mut rx) => {}
             _ => left |= give_back(f, i),
         }
     }
@@ -329,14 +329,12 @@ fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
         let (target, settled) = if probed & (1 << i) != 0 {
             // A hit on a flow that only forwards; routed in a VRF, its
             // route remembered in this table version.
-            let hit = flow::settled(ctx, vrf, &probes[i]).and_then(|s| match tun.nh {
-                Some(nh) => Some((RouteTarget { nh, label: RouteTarget::NO_LABEL }, s)),
-                None => vrf.v4.recall(s.route.route())?.map(|target| (target, s)),
+            let settled = flow::settled(ctx, vrf, &probes[i]);
+            let target = settled.and_then(|s| match tun.nh {
+                Some(nh) => Some(RouteTarget { nh, label: RouteTarget::NO_LABEL }),
+                None => vrf.v4.recall(s.route.route()).flatten(),
             });
-            match hit {
-                Some((target, s)) => (Some(target), Some(s)),
-                None => (None, None),
-            }
+            (target, settled)
         } else {
             let target = match tun.nh {
                 Some(nh) => Some(RouteTarget { nh, label: RouteTarget::NO_LABEL }),
