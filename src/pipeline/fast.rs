@@ -202,7 +202,7 @@ pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
             hdr[6..12].copy_from_slice(&smac.0);
             ipv4::Packet::new_unchecked(&mut hdr[ETH..]).decrement_ttl();
             if let (Some(s), Some(flags)) = (flow, flags) {
-                count_settled(ctx, s, total, flags);
+                count_settled(ctx, s.slot, total, flags);
             }
             Verdict::Tx(*oif)
         }
@@ -217,7 +217,7 @@ pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
             };
             let (ttl, ident) = (h[22] - 1, u16::from_be_bytes([h[18], h[19]]));
             if let Some(s) = flow {
-                count_settled(ctx, s, total, tcp_flags(h, f.data()));
+                count_settled(ctx, s.slot, total, tcp_flags(h, f.data()));
             }
             if let Err(r) = push_tunnel_routed(f, tun, out.mac, label, hv, ttl, ident) {
                 return Some(Verdict::Drop(r));

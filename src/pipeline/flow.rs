@@ -325,15 +325,16 @@ pub(super) fn probe_cold<B: AsRef<[u8]> + AsMut<[u8]>>(
     true
 }
 
-/// Counts a packet of `bytes` (with `tcp_flags`) on its settled flow, once
-/// the fast path has decided to send it, as `on_hit` counts the others.
+/// Counts a packet of `bytes` (with `tcp_flags`) on its settled flow (in
+/// `slot`), once the fast path has decided to send it, as `on_hit` counts
+/// the others.
 /// Out of line: inlined into the copies of `fast::finish`, its loads and
 /// stores cost the untracked path 15-20 instructions a packet in spilled
 /// registers, more than the call costs a hit (callgrind).
 #[inline(never)]
-pub(super) fn count_settled<B>(ctx: &Ctx<'_, B>, flow: Forwarding, bytes: usize, tcp_flags: u8) {
+pub(super) fn count_settled<B>(ctx: &Ctx<'_, B>, slot: u32, bytes: usize, tcp_flags: u8) {
     if let Some(table) = ctx.flows {
-        table.touch(flow.slot, bytes as u32, tcp_flags, ctx.now);
+        table.touch(slot, bytes as u32, tcp_flags, ctx.now);
     }
 }
 
