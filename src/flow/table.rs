@@ -826,7 +826,7 @@ impl FlowTable {
     /// first slot in the first bucket whose tag matches, and notes it in
     /// the probe for `find`. Its first line, all an IPv4 hit that only
     /// forwards reads and writes; its second too if the probe is `whole`.
-    #[inline]
+    #[inline(always)]
     pub fn prefetch_slots(&self, p: &mut Probe) {
         let at = &p.at;
         let b = at.buckets[0];
