@@ -881,7 +881,7 @@ fn peer_of(frame: &[u8]) -> u8 {
 #[test]
 fn a_flow_stays_on_its_ecmp_member_while_members_change() {
     let (lab, _flows) = lab_allowing_all();
-    flows_stay_on_their_members(lab);
+    flows_stay_on_their_members(lab, Ipv4Addr::new(10, 96, 0, 10));
 }
 
 /// Without a policy too: a VRF that routes to an ECMP composite tracks
@@ -892,7 +892,7 @@ fn a_vrf_with_an_ecmp_route_pins_flows_without_a_policy() {
     let (lab, flows) = lab_with_flows();
     let blue = lab.writer.tables().vrf(BLUE).unwrap().clone();
     assert!(blue.policy.is_none() && blue.ecmp_routes > 0 && blue.tracks_flows());
-    flows_stay_on_their_members(lab);
+    flows_stay_on_their_members(lab, Ipv4Addr::new(10, 96, 0, 10));
     assert!(flows.len() >= 600, "a flow per connection: {}", flows.len());
     // Each connection's packets count on its flow: three rounds of sends.
     let key = FlowKey::v4(BLUE, UDP, u32::from(a1_ip()), u32::from(Ipv4Addr::new(10, 96, 0, 10)), 1000, 53);
@@ -941,7 +941,7 @@ fn flows_under_a_wide_route_to_a_composite_keep_their_members() {
         assert_eq!(lab.run(A1, udp(1, a1_ip(), a2_ip(), 2000 + sport, 53)).0, Verdict::Tx(A2));
     }
     assert_eq!(flows.len(), 0, "pod to pod: no flow");
-    flows_to_stay_on_their_members(lab, Ipv4Addr::new(172, 20, 1, 1));
+    flows_stay_on_their_members(lab, Ipv4Addr::new(172, 20, 1, 1));
     assert!(flows.len() >= 600, "a flow per connection: {}", flows.len());
     let key = FlowKey::v4(BLUE, UDP, u32::from(a1_ip()), u32::from(Ipv4Addr::new(172, 20, 1, 1)), 1000, 53);
     let entry = flows.get(flows.lookup(&key).unwrap().slot, 0).unwrap();
@@ -1061,13 +1061,9 @@ fn a_service_connection_whose_answers_are_not_tracked_ages_as_established() {
     assert!(slot(40000).is_none(), "gone after 180 s idle");
 }
 
-fn flows_stay_on_their_members(lab: Lab) {
-    flows_to_stay_on_their_members(lab, Ipv4Addr::new(10, 96, 0, 10));
-}
-
 /// Connections to `service`, routed to the lab's composite, keep their
 /// members while the members change.
-fn flows_to_stay_on_their_members(mut lab: Lab, service: Ipv4Addr) {
+fn flows_stay_on_their_members(mut lab: Lab, service: Ipv4Addr) {
     let send = |lab: &mut Lab, sport: u16| {
         let (v, out) = lab.run(A1, udp(1, a1_ip(), service, sport, 53));
         assert_eq!(v, Verdict::Tx(FABRIC));

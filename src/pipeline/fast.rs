@@ -11,7 +11,7 @@
 //! differential test runs both and compares every byte and counter.
 
 use super::flow::{count_settled, policed_elsewhere};
-use super::forward::{push_tunnel_routed, ETH};
+use super::forward::{push_tunnel, ETH};
 use super::{hash, Ctx, Frame, PipelineConfig, Verdict};
 use crate::flow::{FlowKey, Forwarding};
 use crate::tables::{NextHop, RouteTarget, TunnelEncap, Vif, Vrf};
@@ -219,7 +219,7 @@ pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
             if let Some(s) = flow {
                 count_settled(ctx, s.slot, total, tcp_flags(h, f.data()));
             }
-            if let Err(r) = push_tunnel_routed(f, tun, out.mac, label, hv, ttl, ident) {
+            if let Err(r) = push_tunnel::<_, true>(f, tun, out.mac, label, hv, ttl, ident) {
                 return Some(Verdict::Drop(r));
             }
             Verdict::Tx(tun.oif)

@@ -671,7 +671,7 @@ fn emit<B: AsRef<[u8]> + AsMut<[u8]>>(f: &mut Frame<B>, info: &IpInfo, egress: E
             // The inner TTL was decremented already; MPLS carries it on.
             let inner_ttl = info.ttl - 1;
             let ident = if info.v6 { hash as u16 } else { read_u16(f.data(), ETH + 4) };
-            match push_tunnel(f, tun, out.mac, label, hash, inner_ttl, ident) {
+            match push_tunnel::<_, false>(f, tun, out.mac, label, hash, inner_ttl, ident) {
                 Ok(()) => Verdict::Tx(tun.oif),
                 Err(r) => Verdict::Drop(r),
             }
@@ -683,29 +683,11 @@ fn emit<B: AsRef<[u8]> + AsMut<[u8]>>(f: &mut Frame<B>, info: &IpInfo, egress: E
 /// (wire-formats.md): outer TTL 64, DF clear, the inner IPv4 ID copied,
 /// UDP checksum 0 and a source port from the flow hash. The constant part
 /// comes from the tunnel's template; only the per-packet fields are written.
+/// `ROUTED`: the packet is IPv4 without options, being routed
+/// (`fast::finish`), and its TTL is decremented (to `inner_ttl`) in the
+/// same write, not through a second look at the frame.
 #[inline]
-pub(super) fn push_tunnel<B: AsRef<[u8]> + AsMut<[u8]>>(
-    f: &mut Frame<B>,
-    tun: &Tunnel,
-    smac: MacAddr,
-    label: u32,
-    hash: u32,
-    inner_ttl: u8,
-    ident: u16,
-) -> Result<(), DropReason> {
-    const GRE: usize = ETH + TunnelEncap::MplsOverGre.ip_overhead();
-    const UDP: usize = ETH + TunnelEncap::MplsOverUdp.ip_overhead();
-    match tun.encap {
-        TunnelEncap::MplsOverGre => push_headers::<B, GRE, GRE, false>(f, tun, smac, label, hash, inner_ttl, ident),
-        TunnelEncap::MplsOverUdp => push_headers::<B, UDP, UDP, false>(f, tun, smac, label, hash, inner_ttl, ident),
-    }
-}
-
-/// `push_tunnel` for an IPv4 packet without options that is being routed
-/// (`fast::finish`): its TTL is decremented (to `inner_ttl`) in the same
-/// write, not through a second look at the frame.
-#[inline]
-pub(super) fn push_tunnel_routed<B: AsRef<[u8]> + AsMut<[u8]>>(
+pub(super) fn push_tunnel<B: AsRef<[u8]> + AsMut<[u8]>, const ROUTED: bool>(
     f: &mut Frame<B>,
     tun: &Tunnel,
     smac: MacAddr,
@@ -717,13 +699,12 @@ pub(super) fn push_tunnel_routed<B: AsRef<[u8]> + AsMut<[u8]>>(
     const GRE: usize = ETH + TunnelEncap::MplsOverGre.ip_overhead();
     const UDP: usize = ETH + TunnelEncap::MplsOverUdp.ip_overhead();
     const IP: usize = ipv4::HEADER_LEN;
+    let args = (tun, smac, label, hash, inner_ttl, ident);
     match tun.encap {
-        TunnelEncap::MplsOverGre => {
-            push_headers::<B, GRE, { GRE + IP }, true>(f, tun, smac, label, hash, inner_ttl, ident)
-        }
-        TunnelEncap::MplsOverUdp => {
-            push_headers::<B, UDP, { UDP + IP }, true>(f, tun, smac, label, hash, inner_ttl, ident)
-        }
+        TunnelEncap::MplsOverGre if ROUTED => push_headers::<B, GRE, { GRE + IP }, true>(f, args),
+        TunnelEncap::MplsOverGre => push_headers::<B, GRE, GRE, false>(f, args),
+        TunnelEncap::MplsOverUdp if ROUTED => push_headers::<B, UDP, { UDP + IP }, true>(f, args),
+        TunnelEncap::MplsOverUdp => push_headers::<B, UDP, UDP, false>(f, args),
     }
 }
 
@@ -734,12 +715,7 @@ pub(super) fn push_tunnel_routed<B: AsRef<[u8]> + AsMut<[u8]>>(
 #[inline(always)]
 fn push_headers<B: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const M: usize, const ROUTED: bool>(
     f: &mut Frame<B>,
-    tun: &Tunnel,
-    smac: MacAddr,
-    label: u32,
-    hash: u32,
-    inner_ttl: u8,
-    ident: u16,
+    (tun, smac, label, hash, inner_ttl, ident): (&Tunnel, MacAddr, u32, u32, u8, u16),
 ) -> Result<(), DropReason> {
     if !f.push_front(N - ETH) {
         return Err(DropReason::PushFails);
