@@ -194,15 +194,15 @@ pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
             if flow.is_none() && policed_elsewhere(t, vrf, out) {
                 return None;
             }
-            let flags = flow.map(|_| tcp_flags(h, f.data()));
+            let count = flow.map(|s| (s.slot, tcp_flags(h, f.data())));
             // The Ethernet header and the TTL, in one write.
             const HDR: usize = ETH + ipv4::HEADER_LEN;
             let Some(Ok(hdr)) = f.data_mut().get_mut(..HDR).map(<&mut [u8; HDR]>::try_from) else { return None };
             hdr[0..6].copy_from_slice(&dmac.0);
             hdr[6..12].copy_from_slice(&smac.0);
             ipv4::Packet::new_unchecked(&mut hdr[ETH..]).decrement_ttl();
-            if let (Some(s), Some(flags)) = (flow, flags) {
-                count_settled(ctx, s.slot, total, flags);
+            if let Some((slot, flags)) = count {
+                count_settled(ctx, slot, total, flags);
             }
             Verdict::Tx(*oif)
         }

@@ -701,19 +701,19 @@ pub(super) fn push_tunnel<B: AsRef<[u8]> + AsMut<[u8]>, const ROUTED: bool>(
     const IP: usize = ipv4::HEADER_LEN;
     let args = (tun, smac, label, hash, inner_ttl, ident);
     match tun.encap {
-        TunnelEncap::MplsOverGre if ROUTED => push_headers::<B, GRE, { GRE + IP }, true>(f, args),
-        TunnelEncap::MplsOverGre => push_headers::<B, GRE, GRE, false>(f, args),
-        TunnelEncap::MplsOverUdp if ROUTED => push_headers::<B, UDP, { UDP + IP }, true>(f, args),
-        TunnelEncap::MplsOverUdp => push_headers::<B, UDP, UDP, false>(f, args),
+        TunnelEncap::MplsOverGre if ROUTED => push_headers::<B, GRE, { GRE + IP }>(f, args),
+        TunnelEncap::MplsOverGre => push_headers::<B, GRE, GRE>(f, args),
+        TunnelEncap::MplsOverUdp if ROUTED => push_headers::<B, UDP, { UDP + IP }>(f, args),
+        TunnelEncap::MplsOverUdp => push_headers::<B, UDP, UDP>(f, args),
     }
 }
 
 /// `push_tunnel` for one header length: `N` is a constant, so the header
 /// is a fixed-size array and every write below is free of bounds checks.
-/// `M` is `N`, or, where the inner IPv4 header's TTL is decremented too
-/// (`ROUTED`), `N` and that header.
+/// `M` is `N`, or `N` and the inner IPv4 header, whose TTL is then
+/// decremented too (`push_tunnel`'s `ROUTED`).
 #[inline(always)]
-fn push_headers<B: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const M: usize, const ROUTED: bool>(
+fn push_headers<B: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const M: usize>(
     f: &mut Frame<B>,
     (tun, smac, label, hash, inner_ttl, ident): (&Tunnel, MacAddr, u32, u32, u8, u16),
 ) -> Result<(), DropReason> {
@@ -725,7 +725,7 @@ fn push_headers<B: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const M: usize, co
         return Err(DropReason::PushFails);
     };
     let (hdr, inner) = whole.split_at_mut(N);
-    if ROUTED {
+    if M > N {
         ipv4::Packet::new_unchecked(inner).decrement_ttl();
     }
     let Ok(hdr) = <&mut [u8; N]>::try_from(hdr) else {

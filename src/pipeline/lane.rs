@@ -74,7 +74,8 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
     // ECMP routes track them, an address the VRF's hint names is looked
     // up, and any other is routed first: the hint rules it out of every
     // composite, or, where a route wider than the hint's blocks leads to
-    // one (`unsure`), its route says whether to look its flow up.
+    // one (`unsure`), its route says whether to look its flow up
+    // (`flow::tracked_to`).
     let table = ctx.flows.filter(|_| vrf.tracks_flows());
     let every_flow = vrf.tracks_every_flow();
     let hint_complete = vrf.ecmp_blocks.is_complete();
@@ -99,19 +100,18 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
         };
         let untracked = match table {
             None => true,
-            Some(table) => {
-                let named = every_flow || vrf.ecmp_blocks.may_hold(dst);
-                if named && flow::prefetch_fast(table, f, vrf, &mut probes[i]) {
-                    probed |= 1 << i;
-                    false
-                } else if named {
-                    false
-                } else {
-                    if !hint_complete {
-                        unsure |= 1 << i;
-                    }
-                    true
+            // Not named: routed first.
+            Some(_) if !every_flow && !vrf.ecmp_blocks.may_hold(dst) => {
+                if !hint_complete {
+                    unsure |= 1 << i;
                 }
+                true
+            }
+            Some(table) => {
+                if flow::prefetch_fast(table, f, vrf, &mut probes[i]) {
+                    probed |= 1 << i;
+                }
+                false
             }
         };
         if untracked {
@@ -151,9 +151,9 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
         let mut kept = 0;
         for j in 0..n {
             let i = usize::from(at[j]);
-            let to_composite = unsure & (1 << i) != 0
-                && vrf.v4.target(routes[j]).is_some_and(|r| matches!(t.nexthop(r.nh), Some(NextHop::Composite(_))));
-            if !to_composite {
+            let tracked = unsure & (1 << i) != 0
+                && vrf.v4.target(routes[j]).is_some_and(|r| flow::tracked_to(t, vrf, Some(vif), r));
+            if !tracked {
                 (at[kept], routes[kept]) = (at[j], routes[j]);
                 kept += 1;
                 continue;
@@ -326,21 +326,16 @@ fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
     for (i, f) in frames.iter_mut().enumerate() {
         let Some(vrf) = vrfs[i] else { continue };
         let tun = inbound[i];
+        // The pod the label names, or the VRF's route.
+        let pod = tun.nh.map(|nh| RouteTarget { nh, label: RouteTarget::NO_LABEL });
         let (target, settled) = if probed & (1 << i) != 0 {
             // A hit on a flow that only forwards; routed in a VRF, its
             // route remembered in this table version.
             let settled = flow::settled(ctx, vrf, &probes[i]);
-            let target = settled.and_then(|s| match tun.nh {
-                Some(nh) => Some(RouteTarget { nh, label: RouteTarget::NO_LABEL }),
-                None => vrf.v4.recall(s.route.route()).flatten(),
-            });
-            (target, settled)
+            (settled.and_then(|s| pod.or_else(|| vrf.v4.recall(s.route.route()).flatten())), settled)
         } else {
-            let target = match tun.nh {
-                Some(nh) => Some(RouteTarget { nh, label: RouteTarget::NO_LABEL }),
-                None => fibs[usize::from(lookup_of[i])].target(routes[usize::from(lookup_of[i])]),
-            };
-            (target, None)
+            let j = usize::from(lookup_of[i]);
+            (pod.or_else(|| fibs[j].target(routes[j])), None)
         };
         let Some(target) = target else {
             left |= 1 << i;
