@@ -803,12 +803,25 @@ fn every_fragment_of_an_allowed_datagram_belongs_to_its_flow() {
         assert_eq!(lab.run(A1, f).0, Verdict::Drop(DropReason::FlowActionDrop));
     }
     // A fragment that comes before its datagram's first cannot know its
-    // ports: it is judged without them (denied here), and the rest, once
-    // the first fragment is seen, by the flow.
+    // ports: it waits for the first (no spare buffer is needed to hold
+    // it), and goes with it, on the flow, in a spare buffer.
     let late = ipv4_fragments(from_a1(), a1_ip(), a2_ip(), UDP, 9, &query, 512);
-    assert_eq!(lab.run(A1, late[2].clone()).0, Verdict::Drop(DropReason::FlowActionDrop), "no ports yet");
-    assert_eq!(lab.run(A1, late[0].clone()).0, Verdict::Tx(A2));
+    assert_eq!(lab.run(A1, late[2].clone()).0, Verdict::Held, "no ports yet");
+    assert!(lab.pipeline.has_held());
+    let (first, released) = lab.run_with(&[(A1, late[0].clone())], 4);
+    assert_eq!(first[0].verdict, Verdict::Tx(A2));
+    assert_eq!(released.len(), 1, "the held fragment went with its first");
+    assert_eq!(released[0].verdict, Verdict::Tx(A2));
+    let mut expected = late[2][14..].to_vec();
+    let mut ip = vrouter::wire::ipv4::Packet::new_unchecked(&mut expected[..]);
+    ip.set_ttl(63);
+    ip.fill_checksum();
+    assert_eq!(&released[0].data()[14..], &expected[..], "the fragment, forwarded once: its TTL down by one");
+    assert!(!lab.pipeline.has_held());
     assert_eq!(lab.run(A1, late[1].clone()).0, Verdict::Tx(A2));
+    let fwd = table.dump(None, 10, 0).into_iter().find(|f| f.forward && f.key.dport == 53).unwrap();
+    assert_eq!(fwd.packets, 6, "all three of the second query's fragments counted on the flow");
+    assert_eq!((lab.stats().fragments_held, lab.stats().fragments_released), (1, 1));
     // A big ping makes one pair, not one per fragment.
     let before = table.len();
     let mut echo = vec![8, 0, 0, 0, 0x12, 0x34, 0, 1];
@@ -823,6 +836,144 @@ fn every_fragment_of_an_allowed_datagram_belongs_to_its_flow() {
     assert_eq!((ping.key.sport, ping.packets), (0x1234, 3), "every fragment counted on the echo's flow");
     let counts = table.fragments().counts();
     assert_eq!((counts.recorded, counts.unmatched), (5, 1), "five first fragments, one fragment before its first");
+}
+
+/// A flow to a service, pinned to its member by its first, whole packets,
+/// then a fragmented datagram of it whose fragments come out of order: the
+/// later one waits for the first, and both go to the flow's member. A
+/// fragment is hashed without ports (so that a datagram's pieces stay
+/// together where no flow pins them); judged without its ports, the later
+/// one made a flow of its own, on the member of that hash, another than
+/// its flow's two times in three, where it could never be reassembled.
+#[test]
+fn a_fragment_before_its_first_goes_to_its_flows_ecmp_member() {
+    let (mut lab, table) = lab_allowing_all();
+    let service = Ipv4Addr::new(10, 96, 0, 10);
+    let mut members = std::collections::HashSet::new();
+    for i in 0..60u16 {
+        let (v, whole) = lab.run(A1, udp(1, a1_ip(), service, 2000 + i, 53));
+        assert_eq!(v, Verdict::Tx(FABRIC));
+        let member = peer_of(&whole);
+        members.insert(member);
+        let segment = build::udp4_segment(a1_ip(), service, 2000 + i, 53, &[0x55; 1000]);
+        let pieces = ipv4_fragments(from_a1(), a1_ip(), service, UDP, 100 + i, &segment, 512);
+        assert_eq!(lab.run(A1, pieces[1].clone()).0, Verdict::Held, "flow {i}: its first fragment is not there yet");
+        let (first, released) = lab.run_with(&[(A1, pieces[0].clone())], 2);
+        assert_eq!((first[0].verdict, released.len()), (Verdict::Tx(FABRIC), 1), "flow {i}");
+        assert_eq!(released[0].verdict, Verdict::Tx(FABRIC));
+        assert_eq!(peer_of(first[0].data()), member, "flow {i}: the first fragment on the flow's member");
+        assert_eq!(peer_of(released[0].data()), member, "flow {i}: the later one too");
+    }
+    assert_eq!(members.len(), 3, "the flows spread over the members: {members:?}");
+    let flows = table.dump(None, 200, 0);
+    assert_eq!(flows.len(), 120, "one pair per flow, none for a portless fragment");
+    assert!(flows.iter().filter(|f| f.forward).all(|f| f.packets == 3), "each packet and fragment on its flow");
+    assert_eq!((lab.stats().fragments_held, lab.stats().fragments_released), (60, 60));
+}
+
+/// A fragment that came through a tunnel before its first waits decapsulated,
+/// and is delivered by its label once the first has been seen: as it would
+/// have been, had it come after its first.
+#[test]
+fn a_tunnels_fragment_before_its_first_waits_and_goes_to_its_pod() {
+    let (mut lab, table) = lab_allowing_all();
+    let segment = build::udp4_segment(remote_ip(), a1_ip(), 5000, 80, &[0x99; 1000]);
+    let inner = ipv4_fragments(L2 { src: mac(9), dst: mac(9) }, remote_ip(), a1_ip(), UDP, 77, &segment, 512);
+    let tunnel = |i: usize| {
+        build::mpls_tunnel_frame(
+            from_peer(),
+            build::Tunnel::Udp(6635),
+            peer(1),
+            node_ip(),
+            LABEL_A1,
+            64,
+            50000,
+            &inner[i][14..],
+        )
+    };
+    assert_eq!(lab.run(FABRIC, tunnel(1)).0, Verdict::Held);
+    let (first, released) = lab.run_with(&[(FABRIC, tunnel(0))], 1);
+    assert_eq!(first[0].verdict, Verdict::Tx(A1));
+    assert_eq!(released.len(), 1);
+    assert_eq!(released[0].verdict, Verdict::Tx(A1));
+    let (again, after_first) = lab.run(FABRIC, tunnel(1));
+    assert_eq!(again, Verdict::Tx(A1));
+    assert_eq!(released[0].data(), &after_first[..], "as if it had come after its first");
+    let fwd = table.dump(None, 10, 0).into_iter().find(|f| f.forward).unwrap();
+    assert_eq!((fwd.key.sport, fwd.key.dport, fwd.packets), (5000, 80, 3));
+}
+
+/// Held fragments are bounded in number and in time, and judged by their
+/// datagram's flow when let go: a denied datagram's later fragment is
+/// dropped with it. Each worker holds its own; the first fragment may come
+/// to another, and the holder lets its fragment go when it next runs, with
+/// no frames of its own.
+#[test]
+fn held_fragments_are_bounded_judged_by_their_flow_and_let_go_by_their_worker() {
+    use vrouter::pipeline::{hold, Pipeline, PipelineConfig};
+    let (mut lab, table) = lab_with_dns_policy();
+    let datagram = |dport: u16, ident: u16| {
+        let segment = build::udp4_segment(a1_ip(), a2_ip(), 40000, dport, &[0x66; 1000]);
+        ipv4_fragments(from_a1(), a1_ip(), a2_ip(), UDP, ident, &segment, 512)
+    };
+    // Denied: the later fragment waits, then goes the first's way.
+    let denied = datagram(54, 1);
+    assert_eq!(lab.run(A1, denied[1].clone()).0, Verdict::Held);
+    let (first, released) = lab.run_with(&[(A1, denied[0].clone())], 2);
+    assert_eq!(first[0].verdict, Verdict::Drop(DropReason::FlowActionDrop));
+    assert_eq!(released.len(), 1);
+    assert_eq!(released[0].verdict, Verdict::Drop(DropReason::FlowActionDrop), "denied with its datagram");
+    // Without a spare buffer to go in, a fragment whose first came waits on.
+    let allowed = datagram(53, 2);
+    assert_eq!(lab.run(A1, allowed[1].clone()).0, Verdict::Held);
+    let (first, released) = lab.run_with(&[(A1, allowed[0].clone())], 0);
+    assert_eq!((first[0].verdict, released.len()), (Verdict::Tx(A2), 0));
+    assert!(lab.pipeline.has_held());
+    let (_, released) = lab.run_with(&[], 1);
+    assert_eq!(released.len(), 1, "let go by a batch with no frames");
+    assert_eq!(released[0].verdict, Verdict::Tx(A2));
+    // Room for `hold::SLOTS`; the next is dropped at once.
+    for ident in 0..hold::SLOTS as u16 {
+        assert_eq!(lab.run(A1, datagram(53, 1000 + ident)[1].clone()).0, Verdict::Held);
+    }
+    let over = lab.run(A1, datagram(53, 999)[1].clone()).0;
+    assert_eq!(over, Verdict::Drop(DropReason::FragmentQueueFull));
+    // Their firsts never come: after `HOLD_MS` they are dropped, counted
+    // against a1's vif.
+    let a1_drops = lab.stats().vif(A1).drops;
+    lab.pipeline.set_now(hold::HOLD_MS - 1);
+    lab.run_with(&[], 0);
+    assert!(lab.pipeline.has_held(), "not before their time");
+    lab.pipeline.set_now(hold::HOLD_MS);
+    lab.run_with(&[], 0);
+    assert!(!lab.pipeline.has_held());
+    assert_eq!(lab.stats().dropped(DropReason::NoFragEntry), hold::SLOTS as u64);
+    assert_eq!(lab.stats().vif(A1).drops - a1_drops, hold::SLOTS as u64);
+    assert_eq!(lab.stats().fragments_held, 2 + hold::SLOTS as u64);
+    assert_eq!(lab.stats().fragments_released, 2);
+    // Another worker holds a fragment whose first comes to this one.
+    let mut other = Pipeline::new(PipelineConfig::default(), lab.handle.load().limits()).with_flows(table.clone());
+    other.set_now(hold::HOLD_MS);
+    let later = datagram(53, 3);
+    let handle = lab.handle.clone();
+    let run_other = move |other: &mut Pipeline, input: &[(u32, Vec<u8>)], spares: usize| {
+        let frame_of = |vif: u32, b: &[u8]| {
+            let mut buf = vec![0u8; BUF];
+            buf[HEADROOM..HEADROOM + b.len()].copy_from_slice(b);
+            vrouter::pipeline::Frame::new(buf, HEADROOM, b.len(), vif).unwrap()
+        };
+        let mut frames: Frames = input.iter().map(|(vif, b)| frame_of(*vif, b)).collect();
+        let mut spill = vrouter::pipeline::Spill::with_buffers(vec![vec![0u8; BUF]; spares], HEADROOM);
+        other.process(&handle.load(), &mut frames, &mut spill);
+        (frames, spill.out)
+    };
+    let (held, _) = run_other(&mut other, &[(A1, later[1].clone())], 0);
+    assert_eq!(held[0].verdict, Verdict::Held);
+    assert_eq!(lab.run(A1, later[0].clone()).0, Verdict::Tx(A2), "the first, on this worker");
+    assert!(other.has_held(), "the other worker has not run since");
+    let (_, released) = run_other(&mut other, &[], 1);
+    assert_eq!(released.iter().map(|f| f.verdict).collect::<Vec<_>>(), vec![Verdict::Tx(A2)]);
+    assert!(!other.has_held());
 }
 
 #[test]

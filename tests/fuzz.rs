@@ -12,6 +12,7 @@ use common::*;
 use std::net::Ipv4Addr;
 use vrouter::pipeline::{Frame, Pipeline, PipelineConfig, Spill, Verdict};
 use vrouter::pktgen::build::{self, Tunnel, L2};
+use vrouter::stats::DropReason;
 use vrouter::wire::ip_proto;
 
 /// One valid frame of every kind the pipeline handles, with its vif.
@@ -111,6 +112,7 @@ fn fuzz(lab: &mut Lab, corpus: &[(u32, Vec<u8>)], seed: u64, ms_per_batch: u64) 
     let mut rng = Rng(seed.max(1));
     let tables = lab.handle.snapshot();
     let mut drop_verdicts = 0u64;
+    let mut held_verdicts = 0u64;
     let mut done = 0usize;
     let mut frames: Vec<Frame<Vec<u8>>> = Vec::with_capacity(64);
     while done < cases {
@@ -150,16 +152,28 @@ fn fuzz(lab: &mut Lab, corpus: &[(u32, Vec<u8>)], seed: u64, ms_per_batch: u64) 
                     }
                 }
                 Verdict::ToHost | Verdict::ToAgent(_) => {}
+                Verdict::Held => held_verdicts += 1,
             }
         }
         done += batch.len();
     }
     let s = lab.stats();
     let icmp_errors: u64 = s.vrfs.iter().map(|v| v.icmp_errors).sum();
-    assert_eq!(s.total_drops(), drop_verdicts + icmp_errors, "every drop is counted exactly once");
+    // A held fragment that waits in vain is dropped with no frame to carry
+    // the verdict.
+    let expired = s.dropped(DropReason::NoFragEntry);
+    assert_eq!(s.total_drops(), drop_verdicts + icmp_errors + expired, "every drop is counted exactly once");
+    assert_eq!(s.fragments_held, held_verdicts, "every held fragment is counted");
+    assert!(s.fragments_released + expired <= held_verdicts, "a held fragment goes once");
     let rx: u64 = s.vifs.iter().map(|v| v.rx_packets).sum();
     assert!(rx > 0 && s.total_drops() > 0 && s.vifs.iter().map(|v| v.tx_packets).sum::<u64>() > 0);
-    eprintln!("{cases} cases, {} dropped, {} sent", s.total_drops(), s.vifs.iter().map(|v| v.tx_packets).sum::<u64>());
+    eprintln!(
+        "{cases} cases, {} dropped, {} sent, {} fragments held ({} let go, {expired} expired)",
+        s.total_drops(),
+        s.vifs.iter().map(|v| v.tx_packets).sum::<u64>(),
+        s.fragments_held,
+        s.fragments_released
+    );
 }
 
 fn seed() -> u64 {

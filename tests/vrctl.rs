@@ -308,6 +308,7 @@ fn flows_are_listed_matched_watched_and_removed() {
         "{row}"
     );
     assert!(frags.contains("first fragments recorded 1; later fragments matched 1, unmatched 0"), "{frags}");
+    assert!(frags.contains("held before their first 0: let go 0, expired 0, no room 0"), "{frags}");
     assert_eq!(json(&sock, &["flow", "fragments"])["entries"][0]["ident"], 0x4242);
 
     let rate = ok(&sock, &["flow", "rate", "--count", "1", "--interval", "0.2"]);

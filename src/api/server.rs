@@ -226,9 +226,14 @@ impl Control {
                         })
                     })
                     .collect();
+                // Later fragments that came before their first, held by the workers.
+                let (s, _) = self.stats.read();
                 Ok(json!({
                     "capacity": t.capacity(), "recorded": c.recorded, "matched": c.matched,
                     "unmatched": c.unmatched, "entries": entries,
+                    "held": s.fragments_held, "released": s.fragments_released,
+                    "expired": s.dropped(DropReason::NoFragEntry),
+                    "no_room": s.dropped(DropReason::FragmentQueueFull),
                 }))
             }
             other => Err(ApiError::new(
@@ -589,6 +594,7 @@ impl Control {
         json!({
             "vifs": vifs, "vrfs": vrfs, "drops": drops, "workers": workers,
             "to_host": s.to_host, "to_agent": s.to_agent,
+            "fragments_held": s.fragments_held, "fragments_released": s.fragments_released,
         })
     }
 }

@@ -153,7 +153,8 @@ enum FlowCmd {
         rate: RateArgs,
     },
     /// Fragmented datagrams whose first fragment's ports are kept for the
-    /// later fragments, and how often those found them.
+    /// later fragments, how often those found them, and what became of
+    /// those held because they came before their first.
     Fragments,
     /// Removes one flow pair, by either entry's index.
     Delete {
@@ -972,12 +973,17 @@ fn flow(c: &mut Client, json: bool, cmd: &FlowCmd) -> Result<()> {
                     ]);
                 }
                 format!(
-                    "{}first fragments recorded {}; later fragments matched {}, unmatched {}; capacity {}\n",
+                    "{}first fragments recorded {}; later fragments matched {}, unmatched {}; capacity {}\n\
+                     held before their first {}: let go {}, expired {}, no room {}\n",
                     t,
                     show(&r["recorded"]),
                     show(&r["matched"]),
                     show(&r["unmatched"]),
-                    show(&r["capacity"])
+                    show(&r["capacity"]),
+                    show(&r["held"]),
+                    show(&r["released"]),
+                    show(&r["expired"]),
+                    show(&r["no_room"])
                 )
             })
         }

@@ -137,6 +137,10 @@ pub fn render(control: &Control) -> String {
     f.sample("vrouter_to_host_total", "", s.to_host);
     f.header("vrouter_to_agent_total", "counter", "Frames trapped to the agent.");
     f.sample("vrouter_to_agent_total", "", s.to_agent);
+    f.header("vrouter_fragments_held_total", "counter", "Fragments held to wait for their datagram's first.");
+    f.sample("vrouter_fragments_held_total", "", s.fragments_held);
+    f.header("vrouter_fragments_released_total", "counter", "Held fragments let go once their first came.");
+    f.sample("vrouter_fragments_released_total", "", s.fragments_released);
 
     f.header("vrouter_table_entries", "gauge", "Entries in each table.");
     for (t, used, _) in tables.occupancy() {

@@ -85,7 +85,8 @@ pub struct FragmentCounts {
     /// Later fragments that found their datagram's ports.
     pub matched: u64,
     /// Later fragments that did not: their first fragment came later, or
-    /// never, or was replaced. They are judged without ports.
+    /// never, or was replaced. TCP and UDP ones wait for it
+    /// (`pipeline::hold`); others pass untracked.
     pub unmatched: u64,
 }
 
@@ -177,7 +178,8 @@ impl FragmentTable {
     /// The datagram's own entry is refreshed; otherwise a free or expired
     /// entry of its set is taken, else the one closest to expiry. A writer
     /// that meets another on the same entry gives up: the datagram's later
-    /// fragments are then judged without ports, counted as unmatched.
+    /// fragments are then unmatched, and wait for ports that do not come
+    /// (a datagram lost, as when its first fragment is).
     pub fn record(&self, key: &FragmentKey, ports: (u16, u16), now: u64) {
         let set = self.set(key);
         let mut victim = 0;
@@ -215,13 +217,19 @@ impl FragmentTable {
     /// The ports of datagram `key`, if its first fragment was recorded and
     /// has not expired at `now`. Counts the answer.
     pub fn find(&self, key: &FragmentKey, now: u64) -> Option<(u16, u16)> {
-        let found = self.set(key).iter().find_map(|e| match Self::read(e) {
-            Some((k, ports, expires)) if k == *key && expires > now => Some(ports),
-            _ => None,
-        });
+        let found = self.peek(key, now);
         let counter = if found.is_some() { &self.matched } else { &self.unmatched };
         counter.fetch_add(1, Relaxed);
         found
+    }
+
+    /// `find`, uncounted: whether a held fragment's first has come is not
+    /// a fragment's lookup.
+    pub fn peek(&self, key: &FragmentKey, now: u64) -> Option<(u16, u16)> {
+        self.set(key).iter().find_map(|e| match Self::read(e) {
+            Some((k, ports, expires)) if k == *key && expires > now => Some(ports),
+            _ => None,
+        })
     }
 
     /// The datagrams recorded and not expired at `now`.

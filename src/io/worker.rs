@@ -216,7 +216,7 @@ impl Worker {
             let overhead = crate::tables::TunnelEncap::MplsOverUdp.ip_overhead();
             self.fragment_floor = (tables.generation(), (mtu + ETH).saturating_sub(overhead));
         }
-        if !self.batch.iter().any(|f| f.len() > self.fragment_floor.1) {
+        if !self.pipeline.has_held() && !self.batch.iter().any(|f| f.len() > self.fragment_floor.1) {
             return;
         }
         let sock = &mut self.ports[p].sock;
@@ -224,7 +224,8 @@ impl Worker {
             let Some(addr) = sock.alloc() else { break };
             // SAFETY: the frame was just taken from the free stash, so it is
             // ours and no other `UmemFrame` for it exists; it is sent or
-            // given back before `poll_port` returns, while the socket lives.
+            // given back before `poll_port` or `age` returns, while the
+            // socket lives.
             match unsafe { sock.umem_frame(addr) } {
                 Some((buf, _)) => self.spill.free.push(buf),
                 None => sock.release(addr),
@@ -282,7 +283,21 @@ impl Worker {
                 self.counters.punted += 1;
                 self.ports[p].sock.release(rx_addr);
             }
-            Verdict::Drop(_) => self.ports[p].sock.release(rx_addr),
+            Verdict::Drop(_) | Verdict::Held => self.ports[p].sock.release(rx_addr),
+        }
+    }
+
+    /// Sends the frames the pipeline made from port `p`'s spare buffers,
+    /// and gives back the spares it did not use.
+    fn send_spill(&mut self, p: usize) {
+        let mut made = std::mem::take(&mut self.spill.out);
+        for f in made.drain(..) {
+            self.send(p, f);
+        }
+        self.spill.out = made;
+        for buf in self.spill.free.drain(..) {
+            let addr = self.ports[p].sock.addr_of(&buf, 0);
+            self.ports[p].sock.release(addr);
         }
     }
 
@@ -291,9 +306,17 @@ impl Worker {
         &self.pipeline
     }
 
-    /// Ages flows while no frames come (a batch does it otherwise).
+    /// Ages flows while no frames come (a batch does it otherwise), and
+    /// lets go the held fragments whose datagram's first fragment another
+    /// worker has seen since (or drops those that waited too long).
     pub fn age(&mut self) {
         self.pipeline.age(crate::pipeline::SWEEP_IDLE);
+        if self.pipeline.has_held() && !self.ports.is_empty() {
+            let tables = self.tables.load();
+            self.take_spares(0, &tables);
+            self.pipeline.process(&tables, &mut [], &mut self.spill);
+            self.send_spill(0);
+        }
     }
 
     /// Sets the time (milliseconds) the pipeline stamps and ages flows by.
@@ -404,15 +427,7 @@ impl Worker {
             self.send(p, f);
         }
         self.batch = batch;
-        let mut made = std::mem::take(&mut self.spill.out);
-        for f in made.drain(..) {
-            self.send(p, f);
-        }
-        self.spill.out = made;
-        for buf in self.spill.free.drain(..) {
-            let addr = self.ports[p].sock.addr_of(&buf, 0);
-            self.ports[p].sock.release(addr);
-        }
+        self.send_spill(p);
         watch.mark(Stage::Tx);
         if watch.is_on() {
             runtime.packets = n as u64;

@@ -21,6 +21,9 @@ pub(super) enum FlowStep {
     Off,
     /// The packet's flow exists.
     Hit(FlowKey, Hit),
+    /// The packet is a later fragment whose datagram's first fragment, with
+    /// the ports, has not been seen: it waits for it (`hold`).
+    Early(FragmentKey),
     /// The packet starts a new flow.
     Miss(FlowKey),
     /// A packet flows do not track (another protocol, or an ICMP error with
@@ -28,21 +31,27 @@ pub(super) enum FlowStep {
     Denied,
 }
 
-/// The packet's flow key, if flows track it: TCP, UDP and ICMP echo.
-/// ICMP errors and other protocols pass untracked. A fragment after the
-/// first carries no ports: it takes those its datagram's first fragment
-/// left in `fragments` (`record_first_fragment`), or, if that has not been
-/// seen, none (TCP and UDP) or no flow at all (ICMP, whose echo it cannot
-/// tell from the rest). Without `fragments`, later fragments are not keyed.
+/// The packet's flow key, if flows track it (`Ok(Some)`): TCP, UDP and
+/// ICMP echo. ICMP errors and other protocols pass untracked (`Ok(None)`).
+/// A fragment after the first carries no ports: it takes those its
+/// datagram's first fragment left in `fragments` (`record_first_fragment`).
+/// If that has not been seen, a TCP or UDP fragment is early (`Err`, with
+/// its datagram), and an ICMP one is untracked (its echo cannot be told
+/// from the rest). Without `fragments`, later fragments are not keyed.
 #[inline(always)]
-fn key_of(fragments: Option<(&FragmentTable, u64)>, vrf: u32, info: &IpInfo, d: &[u8]) -> Option<FlowKey> {
+fn key_of(
+    fragments: Option<(&FragmentTable, u64)>,
+    vrf: u32,
+    info: &IpInfo,
+    d: &[u8],
+) -> Result<Option<FlowKey>, FragmentKey> {
     let (sport, dport) = match info.proto {
         _ if info.frag_offset != 0 => {
-            let (table, now) = fragments?;
-            match (datagram_of(vrf, info, d).and_then(|k| table.find(&k, now)), info.proto) {
+            let (Some((table, now)), Some(datagram)) = (fragments, datagram_of(vrf, info, d)) else { return Ok(None) };
+            match (table.find(&datagram, now), info.proto) {
                 (Some(ports), _) => ports,
-                (None, ip_proto::TCP | ip_proto::UDP) => (0, 0),
-                (None, _) => return None,
+                (None, ip_proto::TCP | ip_proto::UDP) => return Err(datagram),
+                (None, _) => return Ok(None),
             }
         }
         ip_proto::TCP | ip_proto::UDP => {
@@ -56,13 +65,13 @@ fn key_of(fragments: Option<(&FragmentTable, u64)>, vrf: u32, info: &IpInfo, d: 
             let id = echo_ident(d, info);
             (id, id)
         }
-        _ => return None,
+        _ => return Ok(None),
     };
-    Some(if info.v6 {
+    Ok(Some(if info.v6 {
         FlowKey::v6(vrf, info.proto, info.src, info.dst, sport, dport)
     } else {
         FlowKey::v4(vrf, info.proto, info.src as u32, info.dst as u32, sport, dport)
-    })
+    }))
 }
 
 /// The datagram a fragment is part of, in `vrf`: its identification is in
@@ -205,7 +214,10 @@ pub(super) fn prefetch<B>(
     // A later fragment's key is known only once the fragments before it
     // in the vector were looked up: it is looked up cold.
     let (Some(table), true, 0) = (ctx.flows, tracked_up_front(vrf, in_vif), info.frag_offset) else { return false };
-    key_of(None, vrf.id, info, d).is_some_and(|key| start_probe(table, table.probe_whole(&key), probe))
+    match key_of(None, vrf.id, info, d) {
+        Ok(Some(key)) => start_probe(table, table.probe_whole(&key), probe),
+        _ => false,
+    }
 }
 
 /// `prefetch`, for a frame the fast path took (`fast::classify`), routed in
@@ -266,7 +278,11 @@ pub(super) fn lookup<B>(
     probe: Option<&Probe>,
 ) -> FlowStep {
     let Some(table) = ctx.flows else { return FlowStep::Off };
-    if let Some(key) = key_of(Some((table.fragments(), ctx.now)), vrf.id, info, d) {
+    let keyed = match key_of(Some((table.fragments(), ctx.now)), vrf.id, info, d) {
+        Ok(keyed) => keyed,
+        Err(datagram) => return FlowStep::Early(datagram),
+    };
+    if let Some(key) = keyed {
         record_first_fragment(table.fragments(), &key, info, d, ctx.now);
         let found = match probe {
             Some(p) => {

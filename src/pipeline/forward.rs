@@ -342,6 +342,9 @@ pub(super) fn unrouted<B: AsRef<[u8]> + AsMut<[u8]>>(
         return no_route(ctx, vrf.id);
     }
     let flow = super::flow::lookup(ctx, vrf, in_vif, info, f.data(), probe);
+    if let super::flow::FlowStep::Early(datagram) = flow {
+        return super::hold::hold_fragment(ctx, f, datagram, vrf.id, None, info, origin);
+    }
     if let super::flow::FlowStep::Hit(key, hit) = flow {
         if hit.route_vrf.is_some() {
             if let Some(v) = follow_flow(ctx, f, vrf, &key, &hit, info, origin, 0) {
@@ -423,8 +426,12 @@ pub(super) fn resolve<B: AsRef<[u8]> + AsMut<[u8]>>(
     } else {
         super::flow::FlowStep::Off
     };
-    if let super::flow::FlowStep::Denied = flow {
-        return Verdict::Drop(DropReason::FlowActionDrop);
+    match flow {
+        super::flow::FlowStep::Denied => return Verdict::Drop(DropReason::FlowActionDrop),
+        super::flow::FlowStep::Early(datagram) => {
+            return super::hold::hold_fragment(ctx, f, datagram, vrf.id, Some(target), info, origin);
+        }
+        _ => {}
     }
     if let super::flow::FlowStep::Hit(key, hit) = &flow {
         if let Some(v) = follow_flow(ctx, f, vrf, key, hit, info, origin, depth) {

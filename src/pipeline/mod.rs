@@ -21,6 +21,7 @@ mod flow;
 mod forward;
 mod frame;
 pub mod hash;
+pub mod hold;
 mod icmp;
 mod lane;
 pub mod nat;
@@ -56,6 +57,9 @@ pub enum Verdict {
     ToAgent(TrapReason),
     /// Drop it; the reason has been counted.
     Drop(DropReason),
+    /// Nothing to send: the pipeline kept a copy (a fragment waiting for
+    /// its datagram's first, `hold`), and the frame's buffer is free.
+    Held,
 }
 
 /// Settings of the pipeline that are not tables.
@@ -96,6 +100,8 @@ pub struct Pipeline {
     /// not made for every vector (5 KB, cleared with `memset`: 80
     /// instructions a packet, callgrind). Each frame resets its own.
     scratch: Box<Scratch>,
+    /// Fragments waiting for their datagram's first.
+    hold: hold::FragmentHold,
 }
 
 /// A vector's per-frame state between its stages.
@@ -145,6 +151,8 @@ struct Ctx<'a, B> {
     cfg: &'a PipelineConfig,
     spill: &'a mut Spill<B>,
     flows: Option<&'a crate::flow::FlowTable>,
+    /// Where a fragment that came before its datagram's first waits.
+    hold: &'a mut hold::FragmentHold,
     now: u64,
     /// The IPv4 route stage two found for the frame the general path has in
     /// hand, if it was looked up there: a flow made for the frame remembers
@@ -164,6 +172,7 @@ impl Pipeline {
             swept_at: 0,
             sweep_owed: 0,
             scratch: Box::new(Scratch { pending: [Pending::EMPTY; VECTOR], probes: [Probe::UNUSED; VECTOR] }),
+            hold: hold::FragmentHold::new(),
         }
     }
 
@@ -229,8 +238,16 @@ impl Pipeline {
         B: AsRef<[u8]> + AsMut<[u8]>,
     {
         let flows = self.flows.as_deref();
-        let mut ctx =
-            Ctx { t: tables, stats: &mut self.stats, cfg: &self.config, spill, flows, now: self.now, route: None };
+        let mut ctx = Ctx {
+            t: tables,
+            stats: &mut self.stats,
+            cfg: &self.config,
+            spill,
+            flows,
+            hold: &mut self.hold,
+            now: self.now,
+            route: None,
+        };
         for vector in frames.chunks_mut(VECTOR) {
             // The fast lane first; the general vector takes what it left.
             let left = lane::run(&mut ctx, vector, &mut self.scratch.probes, watch);
@@ -244,7 +261,17 @@ impl Pipeline {
                 scatter(vector, &from[..k]);
             }
         }
+        if !ctx.hold.is_empty() {
+            release_held(&mut ctx);
+        }
         self.age(SWEEP_PER_BATCH);
+    }
+
+    /// True while fragments wait for their datagram's first (`hold`): the
+    /// caller then gives `process` spare buffers to let them go in, and
+    /// calls it, with no frames, when idle too.
+    pub fn has_held(&self) -> bool {
+        !self.hold.is_empty()
     }
 
     /// Ageing: a look at up to `most` slots of the flow table, paced by the
@@ -665,6 +692,51 @@ struct Last<'t> {
     vrf: Option<&'t Vrf>,
 }
 
+/// Lets go the held fragments whose datagram's first fragment has been
+/// seen: each is copied into a spare buffer and finished where it stopped,
+/// on its datagram's flow, and left in the spill's output. Those that
+/// waited too long are dropped. One without a spare buffer waits for the
+/// next batch.
+#[cold]
+#[inline(never)]
+fn release_held<B: AsRef<[u8]> + AsMut<[u8]>>(ctx: &mut Ctx<'_, B>) {
+    for slot in 0..hold::SLOTS {
+        let Some(&w) = ctx.hold.get(slot) else { continue };
+        let first_seen = ctx.flows.is_some_and(|t| t.fragments().peek(&w.datagram, ctx.now).is_some());
+        if !first_seen {
+            if ctx.now.saturating_sub(w.since) >= hold::HOLD_MS || ctx.flows.is_none() {
+                ctx.hold.discard(slot);
+                account(ctx.stats, w.vif, Verdict::Drop(DropReason::NoFragEntry), usize::from(w.len));
+            }
+            continue;
+        }
+        let Some(mut buf) = ctx.spill.free.pop() else { return };
+        let (head, len) = (ctx.spill.headroom, usize::from(w.len));
+        let Some(room) = buf.as_mut().get_mut(head..head + len) else {
+            ctx.spill.free.push(buf);
+            continue;
+        };
+        ctx.hold.take(slot, room);
+        // The window was just checked: `new` cannot refuse it.
+        let Some(mut f) = Frame::new(buf, head, len, w.vif) else { continue };
+        let v = resume(ctx, &mut f, &w);
+        f.verdict = v;
+        ctx.stats.fragments_released += 1;
+        account(ctx.stats, w.vif, v, f.len());
+        ctx.spill.out.push(f);
+    }
+}
+
+/// A held fragment, from where `hold::hold_fragment` stopped it: its flow
+/// lookup, now that its datagram's ports are known.
+fn resume<B: AsRef<[u8]> + AsMut<[u8]>>(ctx: &mut Ctx<'_, B>, f: &mut Frame<B>, w: &hold::Waiting) -> Verdict {
+    let Some(vrf) = ctx.t.vrf(w.vrf) else { return forward::no_route(ctx, w.vrf) };
+    match w.target {
+        Some(target) => forward::resolve(ctx, f, vrf, target, &w.info, w.origin, 0, None),
+        None => forward::unrouted(ctx, f, vrf, &w.info, w.origin, None),
+    }
+}
+
 /// Counts a verdict against the vif the frame came in on and the one it leaves by.
 #[inline]
 fn account(stats: &mut Stats, in_vif: VifIndex, v: Verdict, len: usize) {
@@ -676,6 +748,7 @@ fn account(stats: &mut Stats, in_vif: VifIndex, v: Verdict, len: usize) {
             }
         }
         Verdict::ToHost => stats.to_host += 1,
+        Verdict::Held => {}
         Verdict::ToAgent(_) => stats.to_agent += 1,
         Verdict::Drop(r) => {
             stats.drops[r as usize] += 1;

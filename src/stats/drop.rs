@@ -101,6 +101,12 @@ drop_reasons! {
     FlowTableFull => "flow_table_full", "Flow Table Full";
     /// A new flow's vif or VRF is at its flow limit.
     FlowLimit => "flow_limit", "New Flow Drops";
+    /// A fragment waited for its datagram's first fragment, which did not
+    /// come in time (`pipeline::hold`).
+    NoFragEntry => "no_frag_entry", "No Frag Entry";
+    /// A fragment that came before its datagram's first found no room to
+    /// wait for it.
+    FragmentQueueFull => "fragment_queue_full", "Fragment Queue Fail";
 }
 
 #[cfg(test)]

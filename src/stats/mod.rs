@@ -105,6 +105,11 @@ pub struct Stats {
     pub to_host: u64,
     /// Frames trapped to the agent.
     pub to_agent: u64,
+    /// Fragments held to wait for their datagram's first fragment.
+    pub fragments_held: u64,
+    /// Held fragments let go once their datagram's first came (the others
+    /// were dropped as `NoFragEntry`, or wait still).
+    pub fragments_released: u64,
 }
 
 impl Stats {
@@ -116,6 +121,8 @@ impl Stats {
             vrfs: vec![VrfCounters::default(); vrfs],
             to_host: 0,
             to_agent: 0,
+            fragments_held: 0,
+            fragments_released: 0,
         }
     }
 
@@ -168,6 +175,8 @@ impl Stats {
         }
         self.to_host += o.to_host;
         self.to_agent += o.to_agent;
+        self.fragments_held += o.fragments_held;
+        self.fragments_released += o.fragments_released;
     }
 
     /// The sum of several workers' counters.

@@ -1,0 +1,172 @@
+//! Later fragments that come before their datagram's first, held until
+//! its ports are known. Only the first fragment carries the ports, so a
+//! later one judged alone could only be judged by its addresses: a policy
+//! with port rules would decide it apart from its datagram, and ECMP could
+//! send it to another member than the rest, where it is never reassembled.
+//! So it waits, and once the first fragment has been seen (by any worker:
+//! the ports are in the flow table's `FragmentTable`) it is finished where
+//! it stopped, on its datagram's flow. Contrail's vRouter queues such
+//! fragments for the same reason.
+//!
+//! Each worker holds its own, copied out of the frame they came in, so that
+//! the frame goes back to its ring at once and holding never starves the
+//! receive rings. Bounded: `SLOTS` fragments of up to `BYTES` bytes. A
+//! fragment that finds no room is dropped as `FragmentQueueFull`; one that
+//! waits `HOLD_MS` for its first, as `NoFragEntry`.
+
+use super::forward::IpInfo;
+use super::Origin;
+use crate::flow::FragmentKey;
+use crate::stats::DropReason;
+use crate::tables::{RouteTarget, VifIndex};
+
+/// Fragments one worker holds at most (Contrail's per-CPU queue: 256).
+pub const SLOTS: usize = 64;
+/// The longest fragment held, in bytes from its Ethernet header: an AF_XDP
+/// frame's.
+pub const BYTES: usize = 2048;
+/// How long a fragment waits for its datagram's first, in milliseconds.
+/// The first fragment of a reordered datagram follows within a round trip;
+/// one that has not come by now was lost, and the datagram with it.
+pub const HOLD_MS: u64 = 2_000;
+
+/// Where a held fragment stopped: what the pipeline had decided about it
+/// before its flow lookup.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Waiting {
+    /// The datagram it is part of: its first fragment releases it.
+    pub datagram: FragmentKey,
+    /// The vif it came in on.
+    pub vif: VifIndex,
+    /// The VRF it is routed in.
+    pub vrf: u32,
+    /// Where it goes, as its route or label said; `None` when it had no
+    /// route (a floating IP's answer, which its flow routes elsewhere).
+    pub target: Option<RouteTarget>,
+    /// Where it came from, for the ICMP errors it may cause.
+    pub origin: Origin,
+    /// Its IP header, as parsed (its offsets hold in the copy).
+    pub info: IpInfo,
+    /// When it was held.
+    pub since: u64,
+    /// Its length.
+    pub len: u16,
+}
+
+/// One worker's held fragments (see the module's documentation).
+pub(super) struct FragmentHold {
+    waiting: Box<[Option<Waiting>; SLOTS]>,
+    /// Slot `i`'s bytes are `bytes[i * BYTES..][..len]`.
+    bytes: Box<[u8]>,
+    held: usize,
+}
+
+impl FragmentHold {
+    pub fn new() -> Self {
+        FragmentHold { waiting: Box::new([None; SLOTS]), bytes: vec![0; SLOTS * BYTES].into_boxed_slice(), held: 0 }
+    }
+
+    /// True when no fragment waits: the pipeline's one test per batch.
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.held == 0
+    }
+
+    /// Keeps a copy of `frame`, a later fragment, as `w` says.
+    pub fn hold(&mut self, frame: &[u8], w: Waiting) -> Result<(), DropReason> {
+        let free = self.waiting.iter().position(Option::is_none);
+        let (Some(slot), true) = (free, frame.len() <= BYTES) else { return Err(DropReason::FragmentQueueFull) };
+        self.bytes[slot * BYTES..][..frame.len()].copy_from_slice(frame);
+        self.waiting[slot] = Some(Waiting { len: frame.len() as u16, ..w });
+        self.held += 1;
+        Ok(())
+    }
+
+    /// What slot `slot` holds, if anything.
+    pub fn get(&self, slot: usize) -> Option<&Waiting> {
+        self.waiting[slot].as_ref()
+    }
+
+    /// Lets slot `slot` go, its bytes copied into `out`, which is as long
+    /// as they are (`Waiting::len`). `None` if the slot is empty or `out`
+    /// is not that long; the slot is then kept.
+    pub fn take(&mut self, slot: usize, out: &mut [u8]) -> Option<Waiting> {
+        let w = self.waiting[slot].filter(|w| usize::from(w.len) == out.len())?;
+        self.waiting[slot] = None;
+        self.held -= 1;
+        out.copy_from_slice(&self.bytes[slot * BYTES..][..out.len()]);
+        Some(w)
+    }
+
+    /// Drops slot `slot`'s fragment without looking at it.
+    pub fn discard(&mut self, slot: usize) -> Option<Waiting> {
+        let w = self.waiting[slot].take()?;
+        self.held -= 1;
+        Some(w)
+    }
+}
+
+/// Holds `f`, a later fragment of `datagram` routed in `vrf` to `target`
+/// (see `Waiting`), whose first fragment has not been seen.
+#[cold]
+#[inline(never)]
+pub(super) fn hold_fragment<B: AsRef<[u8]> + AsMut<[u8]>>(
+    ctx: &mut super::Ctx<'_, B>,
+    f: &super::Frame<B>,
+    datagram: FragmentKey,
+    vrf: u32,
+    target: Option<RouteTarget>,
+    info: &IpInfo,
+    origin: Origin,
+) -> super::Verdict {
+    let w = Waiting { datagram, vif: f.vif, vrf, target, origin, info: *info, since: ctx.now, len: 0 };
+    match ctx.hold.hold(f.data(), w) {
+        Ok(()) => {
+            ctx.stats.fragments_held += 1;
+            super::Verdict::Held
+        }
+        Err(r) => super::Verdict::Drop(r),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiting(ident: u16) -> Waiting {
+        Waiting {
+            datagram: FragmentKey::v4(1, 17, 0x0a01_0002, 0x0a01_0003, ident),
+            vif: 1,
+            vrf: 1,
+            target: None,
+            origin: Origin::Vif(1),
+            info: IpInfo::EMPTY,
+            since: 0,
+            len: 0,
+        }
+    }
+
+    #[test]
+    fn holds_copies_up_to_its_bound_and_gives_them_back() {
+        let mut hold = FragmentHold::new();
+        assert!(hold.is_empty());
+        for i in 0..SLOTS {
+            let frame = vec![i as u8; 60 + i];
+            hold.hold(&frame, waiting(i as u16)).unwrap();
+        }
+        assert_eq!(hold.hold(&[0; 60], waiting(999)), Err(DropReason::FragmentQueueFull), "full");
+        let mut out = [0u8; 67];
+        assert!(hold.take(7, &mut out[..66]).is_none(), "not into a window of another length");
+        let w = hold.take(7, &mut out).unwrap();
+        assert_eq!((w.datagram.ident, w.len), (7, 67));
+        assert_eq!(out, [7u8; 67], "its own bytes");
+        assert!(hold.take(7, &mut out).is_none(), "taken once");
+        assert_eq!(hold.hold(&[0; BYTES + 1], waiting(1)), Err(DropReason::FragmentQueueFull), "too long");
+        hold.hold(&[0xee; 100], waiting(1000)).unwrap();
+        assert_eq!(hold.get(7).map(|w| w.datagram.ident), Some(1000), "the freed slot is reused");
+        for slot in 0..SLOTS {
+            hold.discard(slot).unwrap();
+        }
+        assert!(hold.is_empty());
+    }
+}
