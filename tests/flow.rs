@@ -1005,6 +1005,22 @@ fn ipv6_flows_see_past_extension_headers_and_through_fragments() {
     let query_flow = table.dump(None, 20, 0).into_iter().find(|f| f.forward && f.key.sport == 40001).unwrap();
     assert_eq!(query_flow.packets, 3);
     assert_eq!(table.fragments().counts().matched, 2);
+    // Out of order: the last piece waits for the first, then goes on the
+    // flow; one to a denied port waits, then is denied with its datagram.
+    for (dport, ident, want) in
+        [(53, 0x8000_0002, Verdict::Tx(A2)), (54, 0x8000_0003, Verdict::Drop(DropReason::FlowActionDrop))]
+    {
+        let query = build::udp6_segment(a1_ip6(), a2_ip6(), 40001, dport, &[0x12; 3000]);
+        let pieces = ipv6_fragments(from_a1(), a1_ip6(), a2_ip6(), UDP, ident, &query, 1232);
+        assert_eq!(lab.run(A1, pieces[2].clone()).0, Verdict::Held, "port {dport}: before its first");
+        let (first, released) = lab.run_with(&[(A1, pieces[0].clone())], 1);
+        assert_eq!((first[0].verdict, released.len()), (want, 1), "port {dport}");
+        assert_eq!(released[0].verdict, want, "port {dport}: the held piece goes its datagram's way");
+        assert_eq!(lab.run(A1, pieces[1].clone()).0, want);
+    }
+    let query_flow =
+        table.dump(None, 20, 0).into_iter().find(|f| f.forward && f.key.sport == 40001 && f.key.dport == 53);
+    assert_eq!(query_flow.unwrap().packets, 6);
     // ICMPv6 errors about the allowed flow find it, though the policy
     // allows no ICMPv6: port unreachable, and Packet Too Big (path MTU
     // discovery needs it). One about a packet of no flow is denied.
