@@ -10,7 +10,10 @@
 //!
 //! Each worker holds its own, copied out of the frame they came in, so that
 //! the frame goes back to its ring at once and holding never starves the
-//! receive rings. Bounded: `SLOTS` fragments of up to `BYTES` bytes. A
+//! receive rings. Bounded: `SLOTS` fragments of up to `BYTES` bytes, of
+//! which one pod's vif may take `PER_POD` (so that one pod sending
+//! fragments whose firsts never come cannot take the others' room; the
+//! fabric, which carries every remote pod's, may take them all). A
 //! fragment that finds no room is dropped as `FragmentQueueFull`; one that
 //! waits `HOLD_MS` for its first, as `NoFragEntry`.
 
@@ -22,6 +25,8 @@ use crate::tables::{RouteTarget, VifIndex};
 
 /// Fragments one worker holds at most (Contrail's per-CPU queue: 256).
 pub const SLOTS: usize = 64;
+/// Fragments one worker holds at most from one pod's vif.
+pub const PER_POD: usize = SLOTS / 4;
 /// The longest fragment held, in bytes from its Ethernet header: an AF_XDP
 /// frame's.
 pub const BYTES: usize = 2048;
@@ -72,8 +77,12 @@ impl FragmentHold {
         self.held == 0
     }
 
-    /// Keeps a copy of `frame`, a later fragment, as `w` says.
-    pub fn hold(&mut self, frame: &[u8], w: Waiting) -> Result<(), DropReason> {
+    /// Keeps a copy of `frame`, a later fragment, as `w` says; at most
+    /// `most` of those from `w.vif`.
+    pub fn hold(&mut self, frame: &[u8], w: Waiting, most: usize) -> Result<(), DropReason> {
+        if self.waiting.iter().flatten().filter(|h| h.vif == w.vif).count() >= most {
+            return Err(DropReason::FragmentQueueFull);
+        }
         let free = self.waiting.iter().position(Option::is_none);
         let (Some(slot), true) = (free, frame.len() <= BYTES) else { return Err(DropReason::FragmentQueueFull) };
         self.bytes[slot * BYTES..][..frame.len()].copy_from_slice(frame);
@@ -120,7 +129,8 @@ pub(super) fn hold_fragment<B: AsRef<[u8]> + AsMut<[u8]>>(
     origin: Origin,
 ) -> super::Verdict {
     let w = Waiting { datagram, vif: f.vif, vrf, target, origin, info: *info, since: ctx.now, len: 0 };
-    match ctx.hold.hold(f.data(), w) {
+    let pod = ctx.t.vif(f.vif).is_some_and(|v| v.kind == crate::tables::VifKind::Virtual);
+    match ctx.hold.hold(f.data(), w, if pod { PER_POD } else { SLOTS }) {
         Ok(()) => {
             ctx.stats.fragments_held += 1;
             super::Verdict::Held
@@ -152,21 +162,33 @@ mod tests {
         assert!(hold.is_empty());
         for i in 0..SLOTS {
             let frame = vec![i as u8; 60 + i];
-            hold.hold(&frame, waiting(i as u16)).unwrap();
+            hold.hold(&frame, waiting(i as u16), SLOTS).unwrap();
         }
-        assert_eq!(hold.hold(&[0; 60], waiting(999)), Err(DropReason::FragmentQueueFull), "full");
+        assert_eq!(hold.hold(&[0; 60], waiting(999), SLOTS + 1), Err(DropReason::FragmentQueueFull), "full");
         let mut out = [0u8; 67];
         assert!(hold.take(7, &mut out[..66]).is_none(), "not into a window of another length");
         let w = hold.take(7, &mut out).unwrap();
         assert_eq!((w.datagram.ident, w.len), (7, 67));
         assert_eq!(out, [7u8; 67], "its own bytes");
         assert!(hold.take(7, &mut out).is_none(), "taken once");
-        assert_eq!(hold.hold(&[0; BYTES + 1], waiting(1)), Err(DropReason::FragmentQueueFull), "too long");
-        hold.hold(&[0xee; 100], waiting(1000)).unwrap();
+        assert_eq!(hold.hold(&[0; BYTES + 1], waiting(1), SLOTS), Err(DropReason::FragmentQueueFull), "too long");
+        hold.hold(&[0xee; 100], waiting(1000), SLOTS).unwrap();
         assert_eq!(hold.get(7).map(|w| w.datagram.ident), Some(1000), "the freed slot is reused");
         for slot in 0..SLOTS {
             hold.discard(slot).unwrap();
         }
         assert!(hold.is_empty());
+    }
+
+    #[test]
+    fn one_vif_takes_at_most_its_share() {
+        let mut hold = FragmentHold::new();
+        for i in 0..3 {
+            hold.hold(&[0; 60], waiting(i), 3).unwrap();
+        }
+        assert_eq!(hold.hold(&[0; 60], waiting(3), 3), Err(DropReason::FragmentQueueFull), "vif 1's share is taken");
+        hold.hold(&[0; 60], Waiting { vif: 2, ..waiting(4) }, 3).unwrap();
+        hold.discard(0).unwrap();
+        hold.hold(&[0; 60], waiting(5), 3).unwrap();
     }
 }
