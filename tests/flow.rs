@@ -932,10 +932,9 @@ fn held_fragments_are_bounded_judged_by_their_flow_and_let_go_by_their_worker() 
     let (_, released) = lab.run_with(&[], 1);
     assert_eq!(released.len(), 1, "let go by a batch with no frames");
     assert_eq!(released[0].verdict, Verdict::Tx(A2));
-    // One pod may fill `hold::PER_POD` slots, its next is dropped at once,
-    // and another pod's still waits. The fabric, which carries every remote
-    // pod's, may fill the rest: `hold::SLOTS` in all.
-    for ident in 0..hold::PER_POD as u16 {
+    // One pod may fill `hold::PER_SENDER` slots, its next is dropped at
+    // once, and another pod's still waits.
+    for ident in 0..hold::PER_SENDER as u16 {
         assert_eq!(lab.run(A1, datagram(53, 1000 + ident)[1].clone()).0, Verdict::Held);
     }
     let over = lab.run(A1, datagram(53, 999)[1].clone()).0;
@@ -944,24 +943,24 @@ fn held_fragments_are_bounded_judged_by_their_flow_and_let_go_by_their_worker() 
     let answer = build::udp4_segment(a2_ip(), a1_ip(), 53, 40000, &[0x67; 1000]);
     let answer = ipv4_fragments(a2_l2, a2_ip(), a1_ip(), UDP, 5, &answer, 512);
     assert_eq!(lab.run(A2, answer[1].clone()).0, Verdict::Held, "a2 has its own share");
-    let remote = build::udp4_segment(remote_ip(), a1_ip(), 5000, 53, &[0x68; 1000]);
-    let through_fabric = |ident: u16| {
-        let inner = ipv4_fragments(L2 { src: mac(9), dst: mac(9) }, remote_ip(), a1_ip(), UDP, ident, &remote, 512);
-        build::mpls_tunnel_frame(
-            from_peer(),
-            build::Tunnel::Udp(6635),
-            peer(1),
-            node_ip(),
-            LABEL_A1,
-            64,
-            50000,
-            &inner[1][14..],
-        )
+    // Through the fabric, which carries every remote pod's, a sender is a
+    // remote source address: one takes its share, many the rest.
+    let through_fabric = |src: Ipv4Addr, ident: u16| {
+        let remote = build::udp4_segment(src, a1_ip(), 5000, 53, &[0x68; 1000]);
+        let inner = ipv4_fragments(L2 { src: mac(9), dst: mac(9) }, src, a1_ip(), UDP, ident, &remote, 512);
+        let (tunnel, to) = (build::Tunnel::Udp(6635), node_ip());
+        build::mpls_tunnel_frame(from_peer(), tunnel, peer(1), to, LABEL_A1, 64, 50000, &inner[1][14..])
     };
-    for ident in 0..(hold::SLOTS - hold::PER_POD - 1) as u16 {
-        assert_eq!(lab.run(FABRIC, through_fabric(ident)).0, Verdict::Held, "from the fabric");
+    for ident in 0..hold::PER_SENDER as u16 {
+        assert_eq!(lab.run(FABRIC, through_fabric(remote_ip(), ident)).0, Verdict::Held);
     }
-    assert_eq!(lab.run(FABRIC, through_fabric(999)).0, Verdict::Drop(DropReason::FragmentQueueFull), "all taken");
+    let over = lab.run(FABRIC, through_fabric(remote_ip(), 999)).0;
+    assert_eq!(over, Verdict::Drop(DropReason::FragmentQueueFull), "the remote source's share is taken");
+    for k in 0..(hold::SLOTS - 2 * hold::PER_SENDER - 1) as u8 {
+        assert_eq!(lab.run(FABRIC, through_fabric(Ipv4Addr::new(10, 200, 0, k), 1)).0, Verdict::Held);
+    }
+    let full = lab.run(FABRIC, through_fabric(Ipv4Addr::new(10, 200, 1, 1), 1)).0;
+    assert_eq!(full, Verdict::Drop(DropReason::FragmentQueueFull), "all taken");
     // Their firsts never come: after `HOLD_MS` they are dropped, counted
     // against a1's vif.
     let a1_drops = lab.stats().vif(A1).drops;
@@ -972,7 +971,7 @@ fn held_fragments_are_bounded_judged_by_their_flow_and_let_go_by_their_worker() 
     lab.run_with(&[], 0);
     assert!(!lab.pipeline.has_held());
     assert_eq!(lab.stats().dropped(DropReason::NoFragEntry), hold::SLOTS as u64);
-    assert_eq!(lab.stats().vif(A1).drops - a1_drops, hold::PER_POD as u64);
+    assert_eq!(lab.stats().vif(A1).drops - a1_drops, hold::PER_SENDER as u64);
     assert_eq!(lab.stats().fragments_held, 2 + hold::SLOTS as u64);
     assert_eq!(lab.stats().fragments_released, 2);
     // Another worker holds a fragment whose first comes to this one.

@@ -698,13 +698,13 @@ fn every_drop_reason_is_reachable_and_counted() {
     use vrouter::pipeline::hold;
     let segment = build::udp4_segment(a1_ip(), a2_ip(), 3000, 30, &[0x77; 900]);
     let later = |ident: u16| ipv4_fragments(from_a1(), a1_ip(), a2_ip(), 17, ident, &segment, 512).remove(1);
-    for ident in 0..hold::PER_POD as u16 {
+    for ident in 0..hold::PER_SENDER as u16 {
         assert_eq!(lab.run(A1, later(ident)).0, Verdict::Held);
     }
     assert_eq!(lab.run(A1, later(999)).0, Verdict::Drop(DropReason::FragmentQueueFull));
     lab.pipeline.set_now(hold::HOLD_MS);
     lab.run_with(&[], 0);
-    assert_eq!(lab.stats().dropped(DropReason::NoFragEntry), hold::PER_POD as u64);
+    assert_eq!(lab.stats().dropped(DropReason::NoFragEntry), hold::PER_SENDER as u64);
     seen.extend([DropReason::FragmentQueueFull, DropReason::NoFragEntry]);
     for r in DropReason::ALL {
         assert!(seen.contains(r), "no test frame produces {r:?}");

@@ -11,11 +11,12 @@
 //! Each worker holds its own, copied out of the frame they came in, so that
 //! the frame goes back to its ring at once and holding never starves the
 //! receive rings. Bounded: `SLOTS` fragments of up to `BYTES` bytes, of
-//! which one pod's vif may take `PER_POD` (so that one pod sending
-//! fragments whose firsts never come cannot take the others' room; the
-//! fabric, which carries every remote pod's, may take them all). A
-//! fragment that finds no room is dropped as `FragmentQueueFull`; one that
-//! waits `HOLD_MS` for its first, as `NoFragEntry`.
+//! which one sender may take `PER_SENDER`, so that one sending fragments
+//! whose firsts never come cannot take the others' room. A local sender is
+//! its vif; from the fabric, which carries every remote pod's, a sender is
+//! an inner source address. A fragment that finds no room is dropped as
+//! `FragmentQueueFull`; one that waits `HOLD_MS` for its first, as
+//! `NoFragEntry`.
 
 use super::forward::IpInfo;
 use super::Origin;
@@ -25,8 +26,8 @@ use crate::tables::{RouteTarget, VifIndex};
 
 /// Fragments one worker holds at most (Contrail's per-CPU queue: 256).
 pub const SLOTS: usize = 64;
-/// Fragments one worker holds at most from one pod's vif.
-pub const PER_POD: usize = SLOTS / 4;
+/// Fragments one worker holds at most from one sender.
+pub const PER_SENDER: usize = SLOTS / 4;
 /// The longest fragment held, in bytes from its Ethernet header: an AF_XDP
 /// frame's.
 pub const BYTES: usize = 2048;
@@ -77,10 +78,12 @@ impl FragmentHold {
         self.held == 0
     }
 
-    /// Keeps a copy of `frame`, a later fragment, as `w` says; at most
-    /// `most` of those from `w.vif`.
-    pub fn hold(&mut self, frame: &[u8], w: Waiting, most: usize) -> Result<(), DropReason> {
-        if self.waiting.iter().flatten().filter(|h| h.vif == w.vif).count() >= most {
+    /// Keeps a copy of `frame`, a later fragment, as `w` says, unless its
+    /// sender (`w.vif`, and with `by_source` its source address) has its
+    /// share held already.
+    pub fn hold(&mut self, frame: &[u8], w: Waiting, by_source: bool) -> Result<(), DropReason> {
+        let same = |h: &&Waiting| h.vif == w.vif && (!by_source || h.datagram.src == w.datagram.src);
+        if self.waiting.iter().flatten().filter(same).count() >= PER_SENDER {
             return Err(DropReason::FragmentQueueFull);
         }
         let free = self.waiting.iter().position(Option::is_none);
@@ -129,8 +132,8 @@ pub(super) fn hold_fragment<B: AsRef<[u8]> + AsMut<[u8]>>(
     origin: Origin,
 ) -> super::Verdict {
     let w = Waiting { datagram, vif: f.vif, vrf, target, origin, info: *info, since: ctx.now, len: 0 };
-    let pod = ctx.t.vif(f.vif).is_some_and(|v| v.kind == crate::tables::VifKind::Virtual);
-    match ctx.hold.hold(f.data(), w, if pod { PER_POD } else { SLOTS }) {
+    let fabric = ctx.t.vif(f.vif).is_some_and(|v| v.kind == crate::tables::VifKind::Fabric);
+    match ctx.hold.hold(f.data(), w, fabric) {
         Ok(()) => {
             ctx.stats.fragments_held += 1;
             super::Verdict::Held
@@ -143,13 +146,13 @@ pub(super) fn hold_fragment<B: AsRef<[u8]> + AsMut<[u8]>>(
 mod tests {
     use super::*;
 
-    fn waiting(ident: u16) -> Waiting {
+    fn waiting(vif: VifIndex, src: u32, ident: u16) -> Waiting {
         Waiting {
-            datagram: FragmentKey::v4(1, 17, 0x0a01_0002, 0x0a01_0003, ident),
-            vif: 1,
+            datagram: FragmentKey::v4(1, 17, src, 0x0a01_0003, ident),
+            vif,
             vrf: 1,
             target: None,
-            origin: Origin::Vif(1),
+            origin: Origin::Vif(vif),
             info: IpInfo::EMPTY,
             since: 0,
             len: 0,
@@ -160,19 +163,21 @@ mod tests {
     fn holds_copies_up_to_its_bound_and_gives_them_back() {
         let mut hold = FragmentHold::new();
         assert!(hold.is_empty());
+        // From the fabric, from as many sources as it takes.
         for i in 0..SLOTS {
             let frame = vec![i as u8; 60 + i];
-            hold.hold(&frame, waiting(i as u16), SLOTS).unwrap();
+            hold.hold(&frame, waiting(0, i as u32, i as u16), true).unwrap();
         }
-        assert_eq!(hold.hold(&[0; 60], waiting(999), SLOTS + 1), Err(DropReason::FragmentQueueFull), "full");
+        assert_eq!(hold.hold(&[0; 60], waiting(0, 999, 999), true), Err(DropReason::FragmentQueueFull), "full");
         let mut out = [0u8; 67];
         assert!(hold.take(7, &mut out[..66]).is_none(), "not into a window of another length");
         let w = hold.take(7, &mut out).unwrap();
         assert_eq!((w.datagram.ident, w.len), (7, 67));
         assert_eq!(out, [7u8; 67], "its own bytes");
         assert!(hold.take(7, &mut out).is_none(), "taken once");
-        assert_eq!(hold.hold(&[0; BYTES + 1], waiting(1), SLOTS), Err(DropReason::FragmentQueueFull), "too long");
-        hold.hold(&[0xee; 100], waiting(1000), SLOTS).unwrap();
+        let long = hold.hold(&[0; BYTES + 1], waiting(0, 1000, 1), true);
+        assert_eq!(long, Err(DropReason::FragmentQueueFull), "too long");
+        hold.hold(&[0xee; 100], waiting(0, 1000, 1000), true).unwrap();
         assert_eq!(hold.get(7).map(|w| w.datagram.ident), Some(1000), "the freed slot is reused");
         for slot in 0..SLOTS {
             hold.discard(slot).unwrap();
@@ -181,14 +186,23 @@ mod tests {
     }
 
     #[test]
-    fn one_vif_takes_at_most_its_share() {
+    fn one_sender_takes_at_most_its_share() {
         let mut hold = FragmentHold::new();
-        for i in 0..3 {
-            hold.hold(&[0; 60], waiting(i), 3).unwrap();
+        // A pod is its vif, whatever addresses it sends from.
+        for i in 0..PER_SENDER as u16 {
+            hold.hold(&[0; 60], waiting(1, u32::from(i), i), false).unwrap();
         }
-        assert_eq!(hold.hold(&[0; 60], waiting(3), 3), Err(DropReason::FragmentQueueFull), "vif 1's share is taken");
-        hold.hold(&[0; 60], Waiting { vif: 2, ..waiting(4) }, 3).unwrap();
+        let over = hold.hold(&[0; 60], waiting(1, 5000, 5000), false);
+        assert_eq!(over, Err(DropReason::FragmentQueueFull), "vif 1's share is taken");
+        hold.hold(&[0; 60], waiting(2, 1, 1), false).expect("vif 2 has its own");
+        // Through the fabric, a sender is a source address.
+        for i in 0..PER_SENDER as u16 {
+            hold.hold(&[0; 60], waiting(0, 7, i), true).unwrap();
+        }
+        assert_eq!(hold.hold(&[0; 60], waiting(0, 7, 99), true), Err(DropReason::FragmentQueueFull));
+        hold.hold(&[0; 60], waiting(0, 8, 99), true).expect("another remote source has its own");
+        // A slot let go makes room in its sender's share.
         hold.discard(0).unwrap();
-        hold.hold(&[0; 60], waiting(5), 3).unwrap();
+        hold.hold(&[0; 60], waiting(1, 5000, 5000), false).unwrap();
     }
 }
