@@ -106,7 +106,7 @@ drop_reasons! {
     NoFragEntry => "no_frag_entry", "No Frag Entry";
     /// A fragment that came before its datagram's first found no room to
     /// wait for it.
-    FragmentQueueFull => "fragment_queue_full", "Fragment Queue Fail";
+    FragmentQueueFull => "fragment_queue_full", "Fragment Queueing Failures";
 }
 
 #[cfg(test)]
