@@ -629,8 +629,7 @@ fn fragment<B: AsRef<[u8]> + AsMut<[u8]>>(
     for i in 1..pieces {
         let off = i * chunk;
         let len = chunk.min(payload - off);
-        let Some(buf) = ctx.spill.free.pop() else { return Verdict::Drop(DropReason::FragmentError) };
-        let Some(mut g) = Frame::new(buf, ctx.spill.headroom, ETH + hl + len, f.vif) else {
+        let Some(mut g) = ctx.spill.take_frame(ETH + hl + len, f.vif) else {
             return Verdict::Drop(DropReason::FragmentError);
         };
         let src = f.data();

@@ -141,3 +141,18 @@ impl<B> Spill<B> {
         Spill { free, out: Vec::with_capacity(cap), headroom }
     }
 }
+
+impl<B: AsRef<[u8]> + AsMut<[u8]>> Spill<B> {
+    /// A spare buffer as a frame of `len` bytes after the headroom, from
+    /// vif `vif`: for a piece the pipeline makes (`forward::fragment`) or a
+    /// held fragment it lets go (`hold`). `None` if no spare is left, or
+    /// one is too short; the spare is then kept.
+    pub(super) fn take_frame(&mut self, len: usize, vif: VifIndex) -> Option<Frame<B>> {
+        let buf = self.free.pop()?;
+        if self.headroom.checked_add(len).is_none_or(|end| end > buf.as_ref().len()) {
+            self.free.push(buf);
+            return None;
+        }
+        Frame::new(buf, self.headroom, len, vif)
+    }
+}

@@ -64,6 +64,7 @@ pub(super) struct FragmentHold {
     waiting: Box<[Option<Waiting>; SLOTS]>,
     /// Slot `i`'s bytes are `bytes[i * BYTES..][..len]`.
     bytes: Box<[u8]>,
+    /// The slots in use, kept rather than counted: every batch asks.
     held: usize,
 }
 

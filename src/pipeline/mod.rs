@@ -710,15 +710,11 @@ fn release_held<B: AsRef<[u8]> + AsMut<[u8]>>(ctx: &mut Ctx<'_, B>) {
             }
             continue;
         }
-        let Some(mut buf) = ctx.spill.free.pop() else { return };
-        let (head, len) = (ctx.spill.headroom, usize::from(w.len));
-        let Some(room) = buf.as_mut().get_mut(head..head + len) else {
-            ctx.spill.free.push(buf);
-            continue;
-        };
-        ctx.hold.take(slot, room);
-        // The window was just checked: `new` cannot refuse it.
-        let Some(mut f) = Frame::new(buf, head, len, w.vif) else { continue };
+        if ctx.spill.free.is_empty() {
+            return;
+        }
+        let Some(mut f) = ctx.spill.take_frame(usize::from(w.len), w.vif) else { continue };
+        ctx.hold.take(slot, f.data_mut());
         let v = resume(ctx, &mut f, &w);
         f.verdict = v;
         ctx.stats.fragments_released += 1;
