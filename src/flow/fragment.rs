@@ -177,30 +177,51 @@ impl FragmentTable {
     /// Records the ports of datagram `key`'s first fragment, at `now`.
     /// The datagram's own entry is refreshed; otherwise a free or expired
     /// entry of its set is taken, else the one closest to expiry. A writer
-    /// that meets another on the same entry gives up: the datagram's later
-    /// fragments are then unmatched, and wait for ports that do not come
-    /// (a datagram lost, as when its first fragment is).
+    /// that meets another on the entry it chose takes the next best one,
+    /// even where that was the datagram's own (the other may be replacing
+    /// it): giving up would leave the datagram's later fragments
+    /// unmatched, to wait for ports already seen and be lost. It gives up
+    /// only where other writers hold every entry of the set.
     pub fn record(&self, key: &FragmentKey, ports: (u16, u16), now: u64) {
         let set = self.set(key);
-        let mut victim = 0;
-        let mut soonest = u64::MAX;
+        let mut busy = 0u32;
+        for _ in 0..WAYS {
+            let Some(victim) = Self::choose(set, key, now, busy) else { return };
+            if Self::write(&set[victim], key, ports, now) {
+                self.recorded.fetch_add(1, Relaxed);
+                return;
+            }
+            busy |= 1 << victim;
+        }
+    }
+
+    /// The entry of `set` that `record` writes `key` into, leaving out the
+    /// entries in `busy` (a mask): the datagram's own, else the first free
+    /// or expired one, else the one closest to expiry.
+    fn choose(set: &[Entry], key: &FragmentKey, now: u64, busy: u32) -> Option<usize> {
+        let mut best: Option<(usize, u64)> = None;
         for (i, e) in set.iter().enumerate() {
+            if busy & (1 << i) != 0 {
+                continue;
+            }
             let expires = match Self::read(e) {
-                Some((k, _, _)) if k == *key => {
-                    victim = i;
-                    break;
-                }
+                Some((k, _, _)) if k == *key => return Some(i),
                 Some((_, _, x)) if x > now => x,
                 _ => 0,
             };
-            if expires < soonest {
-                (victim, soonest) = (i, expires);
+            if best.is_none_or(|(_, soonest)| expires < soonest) {
+                best = Some((i, expires));
             }
         }
-        let e = &set[victim];
+        best.map(|(i, _)| i)
+    }
+
+    /// Writes `key` and `ports` into `e`, unless another writer has it
+    /// (false).
+    fn write(e: &Entry, key: &FragmentKey, ports: (u16, u16), now: u64) -> bool {
         let v = e.seq.load(Relaxed);
         if v & 1 != 0 || e.seq.compare_exchange(v, v.wrapping_add(1), Acquire, Relaxed).is_err() {
-            return;
+            return false;
         }
         // Readers that see any of the writes below see the odd sequence.
         fence(Release);
@@ -211,7 +232,7 @@ impl FragmentTable {
         e.ident_ports.store(u64::from(key.ident) << 32 | u64::from(ports.0) << 16 | u64::from(ports.1), Relaxed);
         e.expires.store(now.saturating_add(FRAGMENT_MS).max(1), Relaxed);
         e.seq.store(v.wrapping_add(2), Release);
-        self.recorded.fetch_add(1, Relaxed);
+        true
     }
 
     /// The ports of datagram `key`, if its first fragment was recorded and
@@ -312,6 +333,28 @@ mod tests {
         t.record(&key(999), (1, 2), 1_001);
         assert_eq!(t.dump(1_001).iter().filter(|f| f.key.ident == 999).count(), 1);
         assert_eq!(t.find(&key(999), 1_001), Some((1, 2)));
+    }
+
+    #[test]
+    fn a_writer_that_meets_another_takes_another_entry() {
+        // One set: every datagram may take any entry.
+        let t = FragmentTable::new(WAYS);
+        t.record(&key(1), (1, 1), 0);
+        for ident in 100..100 + WAYS as u16 - 1 {
+            t.record(&key(ident), (0, 0), 1_000);
+        }
+        // Key 2 would replace key 1, the closest to expiry; but another
+        // writer is there.
+        let victim = FragmentTable::choose(&t.entries, &key(2), 1_000, 0);
+        assert_eq!(victim.map(|i| t.entries[i].ident_ports.load(Relaxed) >> 32), Some(1));
+        let victim = victim.unwrap_or_default();
+        t.entries[victim].seq.fetch_add(1, Relaxed);
+        t.record(&key(2), (2, 2), 1_000);
+        assert_eq!(t.find(&key(2), 1_000), Some((2, 2)), "recorded in the next best entry");
+        // Where other writers hold every entry, it gives up.
+        t.entries.iter().enumerate().filter(|&(i, _)| i != victim).for_each(|(_, e)| _ = e.seq.fetch_add(1, Relaxed));
+        t.record(&key(3), (3, 3), 1_000);
+        assert_eq!(t.counts().recorded, WAYS as u64 + 1, "key 3 gave up");
     }
 
     #[test]
