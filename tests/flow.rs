@@ -871,6 +871,55 @@ fn a_fragment_before_its_first_goes_to_its_flows_ecmp_member() {
     assert_eq!((lab.stats().fragments_held, lab.stats().fragments_released), (60, 60));
 }
 
+/// ICMP is held too: a big ping's later fragment that comes first waits for
+/// it and goes to the echo flow's member. An ICMP message that is not an
+/// echo has no flow, but its later fragment cannot tell: it waits the same
+/// way, and passes untracked once its first has said so.
+#[test]
+fn an_icmp_fragment_before_its_first_waits_and_learns_its_flow() {
+    let (mut lab, table) = lab_allowing_all();
+    let service = Ipv4Addr::new(10, 96, 0, 10);
+    let icmp = |kind: u8, id: u16, len: usize| {
+        let mut m = vec![kind, 0, 0, 0, (id >> 8) as u8, id as u8, 0, 1];
+        m.extend(std::iter::repeat_n(0x5a, len));
+        let c = inet_checksum(&m);
+        m[2..4].copy_from_slice(&c.to_be_bytes());
+        m
+    };
+    let mut members = std::collections::HashSet::new();
+    for i in 0..45u16 {
+        let whole = build::ip_frame(from_a1(), &build::ipv4(a1_ip(), service, ICMP, 64, false, &icmp(8, i, 56)));
+        let (v, sent) = lab.run(A1, whole);
+        assert_eq!(v, Verdict::Tx(FABRIC));
+        let member = peer_of(&sent);
+        members.insert(member);
+        let pieces = ipv4_fragments(from_a1(), a1_ip(), service, ICMP, 500 + i, &icmp(8, i, 1000), 512);
+        assert_eq!(lab.run(A1, pieces[1].clone()).0, Verdict::Held, "echo {i}: its first fragment is not there yet");
+        let (first, released) = lab.run_with(&[(A1, pieces[0].clone())], 2);
+        assert_eq!((first[0].verdict, released.len()), (Verdict::Tx(FABRIC), 1), "echo {i}");
+        assert_eq!(released[0].verdict, Verdict::Tx(FABRIC));
+        assert_eq!(peer_of(first[0].data()), member, "echo {i}: the first fragment on the flow's member");
+        assert_eq!(peer_of(released[0].data()), member, "echo {i}: the later one too");
+    }
+    assert_eq!(members.len(), 3, "the echoes spread over the members: {members:?}");
+    let flows = table.dump(None, 200, 0);
+    assert_eq!(flows.len(), 90, "one pair per echo");
+    assert!(flows.iter().filter(|f| f.forward).all(|f| f.packets == 3), "each packet and fragment on its flow");
+    // Not an echo (an unreachable, quoting a big datagram): no flow, and
+    // the later fragment goes on untracked once the first has come.
+    let unreachable = icmp(3, 0, 1000);
+    let pieces = ipv4_fragments(from_a1(), a1_ip(), a2_ip(), ICMP, 900, &unreachable, 512);
+    assert_eq!(lab.run(A1, pieces[1].clone()).0, Verdict::Held);
+    let (first, released) = lab.run_with(&[(A1, pieces[0].clone())], 1);
+    assert_eq!((first[0].verdict, released.len()), (Verdict::Tx(A2), 1));
+    assert_eq!(released[0].verdict, Verdict::Tx(A2));
+    assert_eq!(table.len(), 45, "pairs: none for it");
+    let recorded = table.fragments().dump(0).into_iter().find(|f| f.key.ident == 900).map(|f| f.ports);
+    assert_eq!(recorded, Some(None), "its first fragment recorded, with no flow");
+    assert_eq!(lab.run(A1, pieces[1].clone()).0, Verdict::Tx(A2), "after its first, at once");
+    assert_eq!((lab.stats().fragments_held, lab.stats().fragments_released), (46, 46));
+}
+
 /// A fragment that came through a tunnel before its first waits decapsulated,
 /// and is delivered by its label once the first has been seen: as it would
 /// have been, had it come after its first.
@@ -1044,6 +1093,16 @@ fn ipv6_flows_see_past_extension_headers_and_through_fragments() {
     let query_flow =
         table.dump(None, 20, 0).into_iter().find(|f| f.forward && f.key.sport == 40001 && f.key.dport == 53);
     assert_eq!(query_flow.unwrap().packets, 6);
+    // A big ICMPv6 echo out of order: its last piece waits for the first
+    // too, and is denied with it (the policy allows no ICMPv6).
+    let mut echo = vec![128, 0, 0, 0, 0x43, 0x21, 0, 1];
+    echo.extend_from_slice(&[0x13; 3000]);
+    let pieces = ipv6_fragments(from_a1(), a1_ip6(), a2_ip6(), ICMPV6, 0x8000_0004, &echo, 1232);
+    assert_eq!(lab.run(A1, pieces[2].clone()).0, Verdict::Held, "an echo's piece before its first");
+    let (first, released) = lab.run_with(&[(A1, pieces[0].clone())], 1);
+    let denied = Verdict::Drop(DropReason::FlowActionDrop);
+    assert_eq!((first[0].verdict, released.len()), (denied, 1));
+    assert_eq!(released[0].verdict, denied, "the echo's held piece is denied with it");
     // ICMPv6 errors about the allowed flow find it, though the policy
     // allows no ICMPv6: port unreachable, and Packet Too Big (path MTU
     // discovery needs it). One about a packet of no flow is denied.

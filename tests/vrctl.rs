@@ -310,6 +310,18 @@ fn flows_are_listed_matched_watched_and_removed() {
     assert!(frags.contains("first fragments recorded 1; later fragments matched 1, unmatched 0"), "{frags}");
     assert!(frags.contains("held before their first 0: let go 0, expired 0, no room 0"), "{frags}");
     assert_eq!(json(&sock, &["flow", "fragments"])["entries"][0]["ident"], 0x4242);
+    // An ICMP message other than an echo has no flow: its row says so.
+    let mut unreachable = vec![3, 3, 0, 0, 0, 0, 0, 0];
+    unreachable.extend_from_slice(&[0; 1000]);
+    for f in ipv4_fragments(from_a1(), a1_ip(), a2_ip(), 1, 0x4343, &unreachable, 512) {
+        run(&mut p, &h, A1, f);
+    }
+    let frags = ok(&sock, &["flow", "fragments"]);
+    let row = frags.lines().find(|l| l.contains("17219")).unwrap_or_else(|| panic!("{frags}"));
+    assert!(row.contains(" icmp ") && row.contains("no flow"), "{row}");
+    let entries = json(&sock, &["flow", "fragments"])["entries"].clone();
+    let entry = entries.as_array().into_iter().flatten().find(|e| e["ident"] == 0x4343).cloned();
+    assert_eq!(entry.map(|e| (e["sport"].is_null(), e["dport"].is_null())), Some((true, true)), "{entries}");
 
     let rate = ok(&sock, &["flow", "rate", "--count", "1", "--interval", "0.2"]);
     assert!(rate.starts_with("setup 0/s") && rate.contains("pairs 2"), "{rate}");

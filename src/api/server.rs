@@ -222,7 +222,9 @@ impl Control {
                         json!({
                             "vrf": f.key.vrf, "proto": f.key.proto, "src": f.key.src_ip(), "dst": f.key.dst_ip(),
                             "ident": f.key.ident,
-                            "sport": f.ports.0, "dport": f.ports.1, "expires_in_ms": f.expires_in_ms,
+                            // No ports: an ICMP message with no flow.
+                            "sport": f.ports.map(|p| p.0), "dport": f.ports.map(|p| p.1),
+                            "expires_in_ms": f.expires_in_ms,
                         })
                     })
                     .collect();

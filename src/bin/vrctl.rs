@@ -968,7 +968,10 @@ fn flow(c: &mut Client, json: bool, cmd: &FlowCmd) -> Result<()> {
                         show(&e["src"]),
                         show(&e["dst"]),
                         show(&e["ident"]),
-                        format!("{}:{}", show(&e["sport"]), show(&e["dport"])),
+                        match (&e["sport"], &e["dport"]) {
+                            (Value::Null, Value::Null) => "no flow".to_string(),
+                            (s, d) => format!("{}:{}", show(s), show(d)),
+                        },
                         age(&e["expires_in_ms"]),
                     ]);
                 }

@@ -3,7 +3,10 @@
 //! the datagram's identity (VRF, addresses, protocol and identification),
 //! and its later fragments look them up: every fragment then counts on the
 //! datagram's flow and is judged by the same policy rule. Contrail's
-//! vRouter keeps such a table for the same reason.
+//! vRouter keeps such a table for the same reason. An ICMP message's
+//! first fragment is recorded whether or not it has a flow (only an echo
+//! has one), so that a later fragment that comes first can wait for it
+//! and learn which it is.
 //!
 //! Bounded (a fixed number of sets of `WAYS` entries, the oldest replaced
 //! first) and lock-free for readers and writers. An entry lives
@@ -66,13 +69,19 @@ impl FragmentKey {
     }
 }
 
+/// What a datagram's first fragment left for its later ones: its flow's
+/// ports (for ICMP echo, the identifier twice), or `None` where it has no
+/// flow (an ICMP message other than an echo), whose later fragments then
+/// pass untracked, as it did.
+pub type FirstPorts = Option<(u16, u16)>;
+
 /// A recorded datagram, as `dump` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FragmentInfo {
     /// The datagram.
     pub key: FragmentKey,
-    /// The ports its first fragment carried (for ICMP echo, the identifier twice).
-    pub ports: (u16, u16),
+    /// The ports its first fragment carried.
+    pub ports: FirstPorts,
     /// Milliseconds it is kept for, from `now`.
     pub expires_in_ms: u64,
 }
@@ -80,12 +89,12 @@ pub struct FragmentInfo {
 /// What the table did since the start.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FragmentCounts {
-    /// First fragments whose ports were recorded.
+    /// First fragments recorded.
     pub recorded: u64,
     /// Later fragments that found their datagram's ports.
     pub matched: u64,
     /// Later fragments that did not: their first fragment came later, or
-    /// never, or was replaced. TCP and UDP ones wait for it
+    /// never, or was replaced. TCP, UDP and ICMP ones wait for it
     /// (`pipeline::hold`); others pass untracked.
     pub unmatched: u64,
 }
@@ -103,6 +112,8 @@ struct Entry {
     /// Identification (the high 32 bits) and the two ports (16 each, below).
     ident_ports: AtomicU64,
     expires: AtomicU64,
+    /// 1 if the ports are a flow's, 0 if the datagram has none.
+    flow: AtomicU32,
 }
 
 const _: () = assert!(std::mem::size_of::<Entry>() == 64);
@@ -152,14 +163,14 @@ impl FragmentTable {
     }
 
     /// The entry's datagram, ports and expiry, if it is not being written.
-    fn read(e: &Entry) -> Option<(FragmentKey, (u16, u16), u64)> {
+    fn read(e: &Entry) -> Option<(FragmentKey, FirstPorts, u64)> {
         let v = e.seq.load(Acquire);
         if v & 1 != 0 {
             return None;
         }
         let vp = e.vrf_proto.load(Relaxed);
         let a = e.addrs.each_ref().map(|w| u128::from(w.load(Relaxed)));
-        let (ip, expires) = (e.ident_ports.load(Relaxed), e.expires.load(Relaxed));
+        let (ip, expires, flow) = (e.ident_ports.load(Relaxed), e.expires.load(Relaxed), e.flow.load(Relaxed));
         fence(Acquire);
         if e.seq.load(Relaxed) != v || expires == 0 {
             return None;
@@ -171,10 +182,10 @@ impl FragmentTable {
             dst: a[2] << 64 | a[3],
             ident: (ip >> 32) as u32,
         };
-        Some((key, ((ip >> 16) as u16, ip as u16), expires))
+        Some((key, (flow != 0).then_some(((ip >> 16) as u16, ip as u16)), expires))
     }
 
-    /// Records the ports of datagram `key`'s first fragment, at `now`.
+    /// Records what datagram `key`'s first fragment says of its flow, at `now`.
     /// The datagram's own entry is refreshed; otherwise a free or expired
     /// entry of its set is taken, else the one closest to expiry. A writer
     /// that meets another on the entry it chose takes the next best one,
@@ -182,7 +193,7 @@ impl FragmentTable {
     /// it): giving up would leave the datagram's later fragments
     /// unmatched, to wait for ports already seen and be lost. It gives up
     /// only where other writers hold every entry of the set.
-    pub fn record(&self, key: &FragmentKey, ports: (u16, u16), now: u64) {
+    pub fn record(&self, key: &FragmentKey, ports: FirstPorts, now: u64) {
         let set = self.set(key);
         let mut busy = 0u32;
         for _ in 0..WAYS {
@@ -218,7 +229,7 @@ impl FragmentTable {
 
     /// Writes `key` and `ports` into `e`, unless another writer has it
     /// (false).
-    fn write(e: &Entry, key: &FragmentKey, ports: (u16, u16), now: u64) -> bool {
+    fn write(e: &Entry, key: &FragmentKey, ports: FirstPorts, now: u64) -> bool {
         let v = e.seq.load(Relaxed);
         if v & 1 != 0 || e.seq.compare_exchange(v, v.wrapping_add(1), Acquire, Relaxed).is_err() {
             return false;
@@ -229,15 +240,17 @@ impl FragmentTable {
         for (w, v) in e.addrs.iter().zip([key.src >> 64, key.src, key.dst >> 64, key.dst]) {
             w.store(v as u64, Relaxed);
         }
-        e.ident_ports.store(u64::from(key.ident) << 32 | u64::from(ports.0) << 16 | u64::from(ports.1), Relaxed);
+        let (sport, dport) = ports.unwrap_or_default();
+        e.ident_ports.store(u64::from(key.ident) << 32 | u64::from(sport) << 16 | u64::from(dport), Relaxed);
+        e.flow.store(u32::from(ports.is_some()), Relaxed);
         e.expires.store(now.saturating_add(FRAGMENT_MS).max(1), Relaxed);
         e.seq.store(v.wrapping_add(2), Release);
         true
     }
 
-    /// The ports of datagram `key`, if its first fragment was recorded and
+    /// What datagram `key`'s first fragment left, if it was recorded and
     /// has not expired at `now`. Counts the answer.
-    pub fn find(&self, key: &FragmentKey, now: u64) -> Option<(u16, u16)> {
+    pub fn find(&self, key: &FragmentKey, now: u64) -> Option<FirstPorts> {
         let found = self.peek(key, now);
         let counter = if found.is_some() { &self.matched } else { &self.unmatched };
         counter.fetch_add(1, Relaxed);
@@ -246,7 +259,7 @@ impl FragmentTable {
 
     /// `find`, uncounted: whether a held fragment's first has come is not
     /// a fragment's lookup.
-    pub fn peek(&self, key: &FragmentKey, now: u64) -> Option<(u16, u16)> {
+    pub fn peek(&self, key: &FragmentKey, now: u64) -> Option<FirstPorts> {
         self.set(key).iter().find_map(|e| match Self::read(e) {
             Some((k, ports, expires)) if k == *key && expires > now => Some(ports),
             _ => None,
@@ -285,12 +298,12 @@ mod tests {
     fn a_first_fragments_ports_are_found_until_they_expire() {
         let t = FragmentTable::new(64);
         assert_eq!(t.find(&key(1), 0), None);
-        t.record(&key(1), (40000, 53), 1_000);
-        assert_eq!(t.find(&key(1), 1_000), Some((40000, 53)));
-        assert_eq!(t.find(&key(1), 1_000 + FRAGMENT_MS - 1), Some((40000, 53)));
+        t.record(&key(1), Some((40000, 53)), 1_000);
+        assert_eq!(t.find(&key(1), 1_000), Some(Some((40000, 53))));
+        assert_eq!(t.find(&key(1), 1_000 + FRAGMENT_MS - 1), Some(Some((40000, 53))));
         assert_eq!(t.find(&key(1), 1_000 + FRAGMENT_MS), None, "expired");
         // Each part of the identity counts.
-        t.record(&key(1), (40000, 53), 10_000);
+        t.record(&key(1), Some((40000, 53)), 10_000);
         for other in [
             key(2),
             FragmentKey { vrf: 4, ..key(1) },
@@ -305,14 +318,21 @@ mod tests {
         assert_eq!(t.counts(), FragmentCounts { recorded: 2, matched: 2, unmatched: 8 });
         // IPv6, with a 32-bit identification.
         let six = FragmentKey::v6(3, 17, 0xfd00 << 112 | 2, 0xfd00 << 112 | 3, 0x8000_0001);
-        t.record(&six, (5353, 5353), 10_000);
-        assert_eq!(t.find(&six, 10_000), Some((5353, 5353)));
+        t.record(&six, Some((5353, 5353)), 10_000);
+        assert_eq!(t.find(&six, 10_000), Some(Some((5353, 5353))));
         assert_eq!(t.find(&FragmentKey { ident: 1, ..six }, 10_000), None);
         assert_eq!(six.src_ip().to_string(), "fd00::2");
         assert_eq!(key(1).src_ip().to_string(), "10.1.0.2");
+        // An ICMP message other than an echo: seen, with no flow.
+        let error = FragmentKey::v4(3, 1, 0x0a01_0002, 0x0a01_0003, 9);
+        t.record(&error, None, 10_000);
+        assert_eq!(t.find(&error, 10_000), Some(None));
         let dump = t.dump(10_001);
-        assert_eq!(dump.len(), 2);
-        assert!(dump.contains(&FragmentInfo { key: key(1), ports: (40000, 53), expires_in_ms: FRAGMENT_MS - 1 }));
+        assert_eq!(dump.len(), 3);
+        assert!(dump.contains(&FragmentInfo { key: error, ports: None, expires_in_ms: FRAGMENT_MS - 1 }));
+        t.record(&error, Some((7, 7)), 10_000);
+        assert_eq!(t.find(&error, 10_000), Some(Some((7, 7))), "the same entry, rewritten whole");
+        assert!(dump.contains(&FragmentInfo { key: key(1), ports: Some((40000, 53)), expires_in_ms: FRAGMENT_MS - 1 }));
     }
 
     #[test]
@@ -321,7 +341,7 @@ mod tests {
         assert_eq!(t.capacity(), 8);
         assert_eq!(t.memory_bytes(), 8 * 64);
         for i in 0..1_000u16 {
-            t.record(&key(i), (i, i), u64::from(i));
+            t.record(&key(i), Some((i, i)), u64::from(i));
         }
         assert!(t.dump(1_000).len() <= 8);
         // The newest datagrams are the ones kept: the last 8 recorded land
@@ -330,18 +350,18 @@ mod tests {
         assert!(kept.contains(&999), "{kept:?}");
         assert!(kept.iter().all(|&i| i >= 1_000 - 8 * 4), "only recent datagrams: {kept:?}");
         // A datagram recorded again keeps one entry.
-        t.record(&key(999), (1, 2), 1_001);
+        t.record(&key(999), Some((1, 2)), 1_001);
         assert_eq!(t.dump(1_001).iter().filter(|f| f.key.ident == 999).count(), 1);
-        assert_eq!(t.find(&key(999), 1_001), Some((1, 2)));
+        assert_eq!(t.find(&key(999), 1_001), Some(Some((1, 2))));
     }
 
     #[test]
     fn a_writer_that_meets_another_takes_another_entry() {
         // One set: every datagram may take any entry.
         let t = FragmentTable::new(WAYS);
-        t.record(&key(1), (1, 1), 0);
+        t.record(&key(1), Some((1, 1)), 0);
         for ident in 100..100 + WAYS as u16 - 1 {
-            t.record(&key(ident), (0, 0), 1_000);
+            t.record(&key(ident), Some((0, 0)), 1_000);
         }
         // Key 2 would replace key 1, the closest to expiry; but another
         // writer is there.
@@ -349,11 +369,11 @@ mod tests {
         assert_eq!(victim.map(|i| t.entries[i].ident_ports.load(Relaxed) >> 32), Some(1));
         let victim = victim.unwrap_or_default();
         t.entries[victim].seq.fetch_add(1, Relaxed);
-        t.record(&key(2), (2, 2), 1_000);
-        assert_eq!(t.find(&key(2), 1_000), Some((2, 2)), "recorded in the next best entry");
+        t.record(&key(2), Some((2, 2)), 1_000);
+        assert_eq!(t.find(&key(2), 1_000), Some(Some((2, 2))), "recorded in the next best entry");
         // Where other writers hold every entry, it gives up.
         t.entries.iter().enumerate().filter(|&(i, _)| i != victim).for_each(|(_, e)| _ = e.seq.fetch_add(1, Relaxed));
-        t.record(&key(3), (3, 3), 1_000);
+        t.record(&key(3), Some((3, 3)), 1_000);
         assert_eq!(t.counts().recorded, WAYS as u64 + 1, "key 3 gave up");
     }
 
@@ -368,8 +388,8 @@ mod tests {
                         // Ports always mirror the identification: a torn
                         // entry would break the rule.
                         let ident = i.wrapping_mul(2).wrapping_add(w);
-                        t.record(&key(ident), (ident, !ident), 1);
-                        t.record(&FragmentKey::v6(3, 17, u128::MAX, 1, ident.into()), (ident, !ident), 1);
+                        t.record(&key(ident), Some((ident, !ident)), 1);
+                        t.record(&FragmentKey::v6(3, 17, u128::MAX, 1, ident.into()), Some((ident, !ident)), 1);
                     }
                 })
             })
@@ -377,7 +397,7 @@ mod tests {
         let consistent = |t: &FragmentTable| {
             for f in t.dump(1) {
                 let ident = f.key.ident as u16;
-                assert_eq!((f.key.ident >> 16, f.ports), (0, (ident, !ident)), "torn: {f:?}");
+                assert_eq!((f.key.ident >> 16, f.ports), (0, Some((ident, !ident))), "torn: {f:?}");
                 let v4 = key(ident);
                 let v6 = FragmentKey::v6(3, 17, u128::MAX, 1, ident.into());
                 assert!(f.key == v4 || f.key == v6, "torn: {f:?}");

@@ -16,7 +16,7 @@ pub mod policy;
 pub mod stale;
 pub mod table;
 
-pub use fragment::{FragmentCounts, FragmentInfo, FragmentKey, FragmentTable};
+pub use fragment::{FirstPorts, FragmentCounts, FragmentInfo, FragmentKey, FragmentTable};
 pub use key::FlowKey;
 pub use policy::{CompiledPolicy, Endpoint, Policy, PolicyAction, PortRange, Rule};
 pub use stale::{stale_ends, StaleEnd};

@@ -34,10 +34,11 @@ pub(super) enum FlowStep {
 /// The packet's flow key, if flows track it (`Ok(Some)`): TCP, UDP and
 /// ICMP echo. ICMP errors and other protocols pass untracked (`Ok(None)`).
 /// A fragment after the first carries no ports: it takes those its
-/// datagram's first fragment left in `fragments` (`record_first_fragment`).
-/// If that has not been seen, a TCP or UDP fragment is early (`Err`, with
-/// its datagram), and an ICMP one is untracked (its echo cannot be told
-/// from the rest). Without `fragments`, later fragments are not keyed.
+/// datagram's first fragment left in `fragments` (`record_first_fragment`),
+/// or is untracked where that had no flow (an ICMP message other than an
+/// echo). If that has not been seen, a TCP, UDP or ICMP fragment is early
+/// (`Err`, with its datagram); another protocol's is untracked, as its
+/// first is. Without `fragments`, later fragments are not keyed.
 #[inline(always)]
 fn key_of(
     fragments: Option<(&FragmentTable, u64)>,
@@ -48,10 +49,11 @@ fn key_of(
     let (sport, dport) = match info.proto {
         _ if info.frag_offset != 0 => {
             let (Some((table, now)), Some(datagram)) = (fragments, datagram_of(vrf, info, d)) else { return Ok(None) };
-            match (table.find(&datagram, now), info.proto) {
-                (Some(ports), _) => ports,
-                (None, ip_proto::TCP | ip_proto::UDP) => return Err(datagram),
-                (None, _) => return Ok(None),
+            match table.find(&datagram, now) {
+                Some(Some(ports)) => ports,
+                Some(None) => return Ok(None),
+                None if may_have_flow(info) => return Err(datagram),
+                None => return Ok(None),
             }
         }
         ip_proto::TCP | ip_proto::UDP => {
@@ -86,13 +88,27 @@ fn datagram_of(vrf: u32, info: &IpInfo, d: &[u8]) -> Option<FragmentKey> {
     Some(FragmentKey::v4(vrf, info.proto, info.src as u32, info.dst as u32, ident))
 }
 
-/// Leaves a first fragment's ports (its flow `key`'s) for the later
-/// fragments of its datagram.
-fn record_first_fragment(table: &FragmentTable, key: &FlowKey, info: &IpInfo, d: &[u8], now: u64) {
-    if info.frag && info.frag_offset == 0 {
-        if let Some(datagram) = datagram_of(key.vrf, info, d) {
-            table.record(&datagram, (key.sport, key.dport), now);
-        }
+/// True if a packet of `info`'s protocol may have a flow: TCP, UDP, and
+/// ICMP (in its own IP version), whose echoes do.
+fn may_have_flow(info: &IpInfo) -> bool {
+    match info.proto {
+        ip_proto::TCP | ip_proto::UDP => true,
+        ip_proto::ICMP => !info.v6,
+        ip_proto::ICMPV6 => info.v6,
+        _ => false,
+    }
+}
+
+/// Leaves what a first fragment says of its flow (`key`, in `vrf`) for
+/// the later fragments of its datagram: its ports, or that it has none,
+/// where a later fragment could not tell (an ICMP message other than an
+/// echo).
+fn record_first_fragment(table: &FragmentTable, vrf: u32, key: Option<&FlowKey>, info: &IpInfo, d: &[u8], now: u64) {
+    if !info.frag || info.frag_offset != 0 || (key.is_none() && !may_have_flow(info)) {
+        return;
+    }
+    if let Some(datagram) = datagram_of(vrf, info, d) {
+        table.record(&datagram, key.map(|k| (k.sport, k.dport)), now);
     }
 }
 
@@ -282,8 +298,8 @@ pub(super) fn lookup<B>(
         Ok(keyed) => keyed,
         Err(datagram) => return FlowStep::Early(datagram),
     };
+    record_first_fragment(table.fragments(), vrf.id, keyed.as_ref(), info, d, ctx.now);
     if let Some(key) = keyed {
-        record_first_fragment(table.fragments(), &key, info, d, ctx.now);
         let found = match probe {
             Some(p) => {
                 debug_assert!(p.is_for(&key), "a probe made for another packet");

@@ -1,5 +1,6 @@
 //! Later fragments that come before their datagram's first, held until
-//! its ports are known. Only the first fragment carries the ports, so a
+//! its ports are known: TCP, UDP and ICMP (whose first says whether it is
+//! an echo, with a flow, or not). Only the first fragment carries the ports, so a
 //! later one judged alone could only be judged by its addresses: a policy
 //! with port rules would decide it apart from its datagram, and ECMP could
 //! send it to another member than the rest, where it is never reassembled.
