@@ -287,6 +287,19 @@ fn flows_are_listed_matched_watched_and_removed() {
     assert_eq!(j.as_array().unwrap().len(), 2, "both directions of the denied pair: {j}");
     assert_eq!(json(&sock, &["flow", "list", "--match", "vrf 1 & proto udp"]).as_array().unwrap().len(), 0);
     assert_eq!(json(&sock, &["flow", "list", "--match", ":80 & proto tcp & vif 1"]).as_array().unwrap().len(), 2);
+    // Between two endpoints, either way round (Contrail's "IP:PORT,IP:PORT").
+    let between = |m: &str| json(&sock, &["flow", "list", "--match", m]).as_array().map_or(0, Vec::len);
+    assert_eq!(between("10.1.0.2:40000,10.1.0.3:80"), 2, "the allowed pair");
+    assert_eq!(between("10.1.0.3:80,10.1.0.2"), 2, "named the other way round");
+    assert_eq!(between("10.1.0.2,10.1.0.3"), 4, "both pairs");
+    assert_eq!(between("10.1.0.2,10.1.0.3:22 & proto tcp"), 2, "the denied pair");
+    assert_eq!(between("10.1.0.2:40000,10.1.0.3:22"), 0, "no such pair");
+    assert_eq!(between("10.1.0.2,10.1.0.2"), 0, "not a flow to itself");
+    // A term given twice would have replaced the first unseen: an error.
+    let (done, _, err) = vrctl(&sock, &["flow", "list", "--match", "10.1.0.2 & 10.1.0.3"]);
+    assert!(!done && err.contains("gives ip a second time") && err.contains("IP:PORT,IP:PORT"), "{err}");
+    let (done, _, err) = vrctl(&sock, &["flow", "list", "--match", "10.1.0.2 & & vrf 1"]);
+    assert!(!done && err.contains("cannot read \"\""), "{err}");
     let first = j[0]["index"].as_u64().unwrap().to_string();
     let one = json(&sock, &["flow", "get", &first]);
     assert_eq!(one["action"]["drop"], "flow_action_drop");

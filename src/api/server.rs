@@ -459,9 +459,12 @@ impl Control {
             .map_err(|e| ApiError::new(code::INVALID, format!("proto {e}")).field("match.proto"))?;
         let wanted = |f: &crate::flow::FlowInfo| {
             let Some(m) = m else { return true };
-            let side =
-                |ip: IpAddr, port: u16| m.ip.is_none_or(|want| want == ip) && m.port.is_none_or(|want| want == port);
-            (side(f.key.src_ip(), f.key.sport) || side(f.key.dst_ip(), f.key.dport))
+            let is = |(ip, port): (Option<IpAddr>, Option<u16>), (at, on): (IpAddr, u16)| {
+                ip.is_none_or(|want| want == at) && port.is_none_or(|want| want == on)
+            };
+            let (one, peer) = ((m.ip, m.port), (m.peer_ip, m.peer_port));
+            let (src, dst) = ((f.key.src_ip(), f.key.sport), (f.key.dst_ip(), f.key.dport));
+            (is(one, src) && is(peer, dst) || is(one, dst) && is(peer, src))
                 && m.vrf.is_none_or(|v| v == f.key.vrf)
                 && proto.is_none_or(|p| p == f.key.proto)
                 && m.vif.is_none_or(|v| v == f.vif)
@@ -855,8 +858,9 @@ struct FlowListParams {
     r#match: Option<FlowMatch>,
 }
 
-/// Flows to show: every field given must match (an address and port on
-/// either side).
+/// Flows to show: every field given must match. An address and port
+/// match either side; with a peer's too, the flow is between the two, in
+/// either direction (Contrail's `--match "IP1:PORT1,IP2:PORT2"`).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FlowMatch {
@@ -864,6 +868,10 @@ struct FlowMatch {
     ip: Option<IpAddr>,
     #[serde(default)]
     port: Option<u16>,
+    #[serde(default)]
+    peer_ip: Option<IpAddr>,
+    #[serde(default)]
+    peer_port: Option<u16>,
     #[serde(default)]
     vrf: Option<u32>,
     #[serde(default)]

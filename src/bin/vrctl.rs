@@ -126,8 +126,9 @@ enum FlowCmd {
     /// Flow entries, both directions of each pair (Contrail's `flow -l`).
     List {
         /// Only flows that match, terms joined by `&`: `IP`, `IP:PORT`,
-        /// `:PORT` (either side), `vrf N`, `proto tcp|udp|icmp|N`, `vif N`.
-        /// E.g. "10.1.0.2:80 & vrf 1 & proto tcp".
+        /// `:PORT` (either side), `IP:PORT,IP:PORT` (between the two, either
+        /// way), `vrf N`, `proto tcp|udp|icmp|N`, `vif N`.
+        /// E.g. "10.1.0.2:80 & vrf 1 & proto tcp", "10.1.0.2,10.1.1.3:80".
         #[arg(long = "match")]
         filter: Option<String>,
     },
@@ -785,43 +786,77 @@ fn policy_text(items: &[Value]) -> String {
     out
 }
 
-/// `--match` terms as the API's `match` object.
+/// `--match` terms as the API's `match` object. A term may be given once:
+/// a second address would have replaced the first unseen, so it is an
+/// error that names the form for two endpoints.
 fn flow_match(text: &str) -> Result<Value> {
-    let bad =
-        |t: &str| ClientError::Io(format!("--match: cannot read {t:?} (IP, IP:PORT, :PORT, vrf N, proto P, vif N)"));
+    let bad = |t: &str| {
+        ClientError::Io(format!(
+            "--match: cannot read {t:?} (IP, IP:PORT, :PORT, IP:PORT,IP:PORT, vrf N, proto P, vif N, joined by &)"
+        ))
+    };
     let mut m = serde_json::Map::new();
-    for term in text.split('&').map(str::trim).filter(|t| !t.is_empty()) {
-        let mut words = term.split_whitespace();
-        let (first, second) = (words.next().unwrap_or(""), words.next());
-        match (first, second) {
-            ("vrf", Some(n)) => m.insert("vrf".into(), json!(n.parse::<u32>().map_err(|_| bad(term))?)),
-            ("vif", Some(n)) => m.insert("vif".into(), json!(n.parse::<u32>().map_err(|_| bad(term))?)),
-            ("proto", Some(p)) => m.insert("proto".into(), p.parse::<u8>().map_or_else(|_| json!(p), |n| json!(n))),
-            (addr, None) => {
-                let (ip, port) = if let Some(rest) = addr.strip_prefix('[') {
-                    let (ip, port) = rest.split_once(']').ok_or_else(|| bad(term))?;
-                    (Some(ip), port.strip_prefix(':'))
-                } else if let Some(port) = addr.strip_prefix(':') {
-                    (None, Some(port))
-                } else if addr.matches(':').count() == 1 {
-                    let (ip, port) = addr.split_once(':').ok_or_else(|| bad(term))?;
-                    (Some(ip), Some(port))
-                } else {
-                    (Some(addr), None)
+    if text.trim().is_empty() {
+        return Ok(Value::Object(m));
+    }
+    for term in text.split('&').map(str::trim) {
+        let words: Vec<&str> = term.split_whitespace().collect();
+        let fields = match words.as_slice() {
+            ["vrf", n] => vec![("vrf", json!(n.parse::<u32>().map_err(|_| bad(term))?))],
+            ["vif", n] => vec![("vif", json!(n.parse::<u32>().map_err(|_| bad(term))?))],
+            ["proto", p] => vec![("proto", p.parse::<u8>().map_or_else(|_| json!(p), |n| json!(n)))],
+            [ends] => {
+                let (one, peer) = match ends.split_once(',') {
+                    Some((one, peer)) => (one, Some(peer)),
+                    None => (*ends, None),
                 };
-                if let Some(ip) = ip {
-                    let ip: std::net::IpAddr = ip.parse().map_err(|_| bad(term))?;
-                    m.insert("ip".into(), json!(ip));
+                let (ip, port) = match_endpoint(one).ok_or_else(|| bad(term))?;
+                let mut fields = vec![("ip", ip), ("port", port)];
+                if let Some(peer) = peer {
+                    let (ip, port) = match_endpoint(peer).ok_or_else(|| bad(term))?;
+                    fields.extend([("peer_ip", ip), ("peer_port", port)]);
                 }
-                if let Some(p) = port {
-                    m.insert("port".into(), json!(p.parse::<u16>().map_err(|_| bad(term))?));
-                }
-                None
+                fields.into_iter().filter(|(_, v)| !v.is_null()).collect()
             }
             _ => return Err(bad(term)),
         };
+        for (field, value) in fields {
+            if m.insert(field.into(), value).is_some() {
+                let two = if field.ends_with("port") || field.ends_with("ip") {
+                    " (two endpoints: IP:PORT,IP:PORT)"
+                } else {
+                    ""
+                };
+                return Err(ClientError::Io(format!("--match: {term:?} gives {field} a second time{two}")));
+            }
+        }
     }
     Ok(Value::Object(m))
+}
+
+/// One endpoint of `--match`: `IP`, `IP:PORT`, `:PORT`, `[IPv6]:PORT`, as
+/// the address and port (JSON null where not given); `None` if unreadable.
+fn match_endpoint(text: &str) -> Option<(Value, Value)> {
+    let (ip, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (ip, port) = rest.split_once(']')?;
+        (Some(ip), Some(port.strip_prefix(':')?))
+    } else if let Some(port) = text.strip_prefix(':') {
+        (None, Some(port))
+    } else if text.matches(':').count() == 1 {
+        let (ip, port) = text.split_once(':')?;
+        (Some(ip), Some(port))
+    } else {
+        (Some(text), None)
+    };
+    let ip = match ip {
+        Some(ip) => json!(ip.parse::<std::net::IpAddr>().ok()?),
+        None => Value::Null,
+    };
+    let port = match port {
+        Some(p) => json!(p.parse::<u16>().ok()?),
+        None => Value::Null,
+    };
+    Some((ip, port))
 }
 
 fn all_flows(c: &mut Client, filter: Option<Value>) -> Result<Vec<Value>> {
