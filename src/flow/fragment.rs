@@ -80,7 +80,7 @@ pub type FirstPorts = Option<(u16, u16)>;
 pub struct FragmentInfo {
     /// The datagram.
     pub key: FragmentKey,
-    /// The ports its first fragment carried.
+    /// The ports its first fragment carried, or `None` for no flow.
     pub ports: FirstPorts,
     /// Milliseconds it is kept for, from `now`.
     pub expires_in_ms: u64,
