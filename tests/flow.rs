@@ -851,24 +851,31 @@ fn a_fragment_before_its_first_goes_to_its_flows_ecmp_member() {
     let service = Ipv4Addr::new(10, 96, 0, 10);
     let mut members = std::collections::HashSet::new();
     for i in 0..60u16 {
-        let (v, whole) = lab.run(A1, udp(1, a1_ip(), service, 2000 + i, 53));
-        assert_eq!(v, Verdict::Tx(FABRIC));
-        let member = peer_of(&whole);
-        members.insert(member);
         let segment = build::udp4_segment(a1_ip(), service, 2000 + i, 53, &[0x55; 1000]);
         let pieces = ipv4_fragments(from_a1(), a1_ip(), service, UDP, 100 + i, &segment, 512);
-        assert_eq!(lab.run(A1, pieces[1].clone()).0, Verdict::Held, "flow {i}: its first fragment is not there yet");
-        let (first, released) = lab.run_with(&[(A1, pieces[0].clone())], 2);
-        assert_eq!((first[0].verdict, released.len()), (Verdict::Tx(FABRIC), 1), "flow {i}");
-        assert_eq!(released[0].verdict, Verdict::Tx(FABRIC));
-        assert_eq!(peer_of(first[0].data()), member, "flow {i}: the first fragment on the flow's member");
-        assert_eq!(peer_of(released[0].data()), member, "flow {i}: the later one too");
+        members.insert(pinned_then_reordered(&mut lab, udp(1, a1_ip(), service, 2000 + i, 53), &pieces, i));
     }
     assert_eq!(members.len(), 3, "the flows spread over the members: {members:?}");
     let flows = table.dump(None, 200, 0);
     assert_eq!(flows.len(), 120, "one pair per flow, none for a portless fragment");
     assert!(flows.iter().filter(|f| f.forward).all(|f| f.packets == 3), "each packet and fragment on its flow");
     assert_eq!((lab.stats().fragments_held, lab.stats().fragments_released), (60, 60));
+}
+
+/// Sends `whole`, a packet from a1 to the service, whose flow pins its
+/// member, then the two `pieces` of a datagram of that flow, the second
+/// first: it waits, and both go to the member (flow `i`), which it returns.
+fn pinned_then_reordered(lab: &mut Lab, whole: Vec<u8>, pieces: &[Vec<u8>], i: u16) -> u8 {
+    let (v, sent) = lab.run(A1, whole);
+    assert_eq!(v, Verdict::Tx(FABRIC));
+    let member = peer_of(&sent);
+    assert_eq!(lab.run(A1, pieces[1].clone()).0, Verdict::Held, "flow {i}: its first fragment is not there yet");
+    let (first, released) = lab.run_with(&[(A1, pieces[0].clone())], 2);
+    assert_eq!((first[0].verdict, released.len()), (Verdict::Tx(FABRIC), 1), "flow {i}");
+    assert_eq!(released[0].verdict, Verdict::Tx(FABRIC));
+    assert_eq!(peer_of(first[0].data()), member, "flow {i}: the first fragment on the flow's member");
+    assert_eq!(peer_of(released[0].data()), member, "flow {i}: the later one too");
+    member
 }
 
 /// ICMP is held too: a big ping's later fragment that comes first waits for
@@ -889,17 +896,8 @@ fn an_icmp_fragment_before_its_first_waits_and_learns_its_flow() {
     let mut members = std::collections::HashSet::new();
     for i in 0..45u16 {
         let whole = build::ip_frame(from_a1(), &build::ipv4(a1_ip(), service, ICMP, 64, false, &icmp(8, i, 56)));
-        let (v, sent) = lab.run(A1, whole);
-        assert_eq!(v, Verdict::Tx(FABRIC));
-        let member = peer_of(&sent);
-        members.insert(member);
         let pieces = ipv4_fragments(from_a1(), a1_ip(), service, ICMP, 500 + i, &icmp(8, i, 1000), 512);
-        assert_eq!(lab.run(A1, pieces[1].clone()).0, Verdict::Held, "echo {i}: its first fragment is not there yet");
-        let (first, released) = lab.run_with(&[(A1, pieces[0].clone())], 2);
-        assert_eq!((first[0].verdict, released.len()), (Verdict::Tx(FABRIC), 1), "echo {i}");
-        assert_eq!(released[0].verdict, Verdict::Tx(FABRIC));
-        assert_eq!(peer_of(first[0].data()), member, "echo {i}: the first fragment on the flow's member");
-        assert_eq!(peer_of(released[0].data()), member, "echo {i}: the later one too");
+        members.insert(pinned_then_reordered(&mut lab, whole, &pieces, i));
     }
     assert_eq!(members.len(), 3, "the echoes spread over the members: {members:?}");
     let flows = table.dump(None, 200, 0);
