@@ -295,6 +295,11 @@ fn flows_are_listed_matched_watched_and_removed() {
     assert_eq!(between("10.1.0.2,10.1.0.3:22 & proto tcp"), 2, "the denied pair");
     assert_eq!(between("10.1.0.2:40000,10.1.0.3:22"), 0, "no such pair");
     assert_eq!(between("10.1.0.2,10.1.0.2"), 0, "not a flow to itself");
+    // IPv6 in brackets, with or without a port.
+    assert_eq!(between("[fd00::2]"), 0);
+    assert_eq!(between("[fd00::2]:80,10.1.0.2"), 0);
+    let (done, _, err) = vrctl(&sock, &["flow", "list", "--match", "[fd00::2]80"]);
+    assert!(!done && err.contains("cannot read"), "{err}");
     // A term given twice would have replaced the first unseen: an error.
     let (done, _, err) = vrctl(&sock, &["flow", "list", "--match", "10.1.0.2 & 10.1.0.3"]);
     assert!(!done && err.contains("gives ip a second time") && err.contains("IP:PORT,IP:PORT"), "{err}");

@@ -839,7 +839,11 @@ fn flow_match(text: &str) -> Result<Value> {
 fn match_endpoint(text: &str) -> Option<(Value, Value)> {
     let (ip, port) = if let Some(rest) = text.strip_prefix('[') {
         let (ip, port) = rest.split_once(']')?;
-        (Some(ip), Some(port.strip_prefix(':')?))
+        let port = match port {
+            "" => None,
+            p => Some(p.strip_prefix(':')?),
+        };
+        (Some(ip), port)
     } else if let Some(port) = text.strip_prefix(':') {
         (None, Some(port))
     } else if text.matches(':').count() == 1 {

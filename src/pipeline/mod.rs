@@ -714,7 +714,11 @@ fn release_held<B: AsRef<[u8]> + AsMut<[u8]>>(ctx: &mut Ctx<'_, B>) {
             return;
         }
         let Some(mut f) = ctx.spill.take_frame(usize::from(w.len), w.vif) else { continue };
-        ctx.hold.take(slot, f.data_mut());
+        if ctx.hold.take(slot, f.data_mut()).is_none() {
+            // Not a frame of the fragment's length: the spare goes back.
+            ctx.spill.free.push(f.into_buf());
+            continue;
+        }
         let v = resume(ctx, &mut f, &w);
         f.verdict = v;
         ctx.stats.fragments_released += 1;
