@@ -957,7 +957,7 @@ fn a_tunnels_fragment_before_its_first_waits_and_goes_to_its_pod() {
 /// no frames of its own.
 #[test]
 fn held_fragments_are_bounded_judged_by_their_flow_and_let_go_by_their_worker() {
-    use vrouter::pipeline::{hold, Pipeline, PipelineConfig};
+    use vrouter::pipeline::hold;
     let (mut lab, table) = lab_with_dns_policy();
     let datagram = |dport: u16, ident: u16| {
         let segment = build::udp4_segment(a1_ip(), a2_ip(), 40000, dport, &[0x66; 1000]);
@@ -1022,28 +1022,85 @@ fn held_fragments_are_bounded_judged_by_their_flow_and_let_go_by_their_worker() 
     assert_eq!(lab.stats().fragments_held, 2 + hold::SLOTS as u64);
     assert_eq!(lab.stats().fragments_released, 2);
     // Another worker holds a fragment whose first comes to this one.
-    let mut other = Pipeline::new(PipelineConfig::default(), lab.handle.load().limits()).with_flows(table.clone());
+    let mut other = another_worker(&lab, &table);
     other.set_now(hold::HOLD_MS);
     let later = datagram(53, 3);
-    let handle = lab.handle.clone();
-    let run_other = move |other: &mut Pipeline, input: &[(u32, Vec<u8>)], spares: usize| {
-        let frame_of = |vif: u32, b: &[u8]| {
-            let mut buf = vec![0u8; BUF];
-            buf[HEADROOM..HEADROOM + b.len()].copy_from_slice(b);
-            vrouter::pipeline::Frame::new(buf, HEADROOM, b.len(), vif).unwrap()
-        };
-        let mut frames: Frames = input.iter().map(|(vif, b)| frame_of(*vif, b)).collect();
-        let mut spill = vrouter::pipeline::Spill::with_buffers(vec![vec![0u8; BUF]; spares], HEADROOM);
-        other.process(&handle.load(), &mut frames, &mut spill);
-        (frames, spill.out)
-    };
-    let (held, _) = run_other(&mut other, &[(A1, later[1].clone())], 0);
+    let (held, _) = run_on(&mut other, &lab, &[(A1, later[1].clone())], 0);
     assert_eq!(held[0].verdict, Verdict::Held);
     assert_eq!(lab.run(A1, later[0].clone()).0, Verdict::Tx(A2), "the first, on this worker");
     assert!(other.has_held(), "the other worker has not run since");
-    let (_, released) = run_other(&mut other, &[], 1);
+    let (_, released) = run_on(&mut other, &lab, &[], 1);
     assert_eq!(released.iter().map(|f| f.verdict).collect::<Vec<_>>(), vec![Verdict::Tx(A2)]);
     assert!(!other.has_held());
+}
+
+/// A second worker on the lab's tables and flow table.
+fn another_worker(lab: &Lab, table: &Arc<FlowTable>) -> vrouter::pipeline::Pipeline {
+    use vrouter::pipeline::{Pipeline, PipelineConfig};
+    Pipeline::new(PipelineConfig::default(), lab.handle.load().limits()).with_flows(table.clone())
+}
+
+/// `Lab::run_with` on worker `worker`.
+fn run_on(
+    worker: &mut vrouter::pipeline::Pipeline,
+    lab: &Lab,
+    input: &[(u32, Vec<u8>)],
+    spares: usize,
+) -> (Frames, Frames) {
+    let frame_of = |vif: u32, b: &[u8]| {
+        let mut buf = vec![0u8; BUF];
+        buf[HEADROOM..HEADROOM + b.len()].copy_from_slice(b);
+        vrouter::pipeline::Frame::new(buf, HEADROOM, b.len(), vif).unwrap()
+    };
+    let mut frames: Frames = input.iter().map(|(vif, b)| frame_of(*vif, b)).collect();
+    let mut spill = vrouter::pipeline::Spill::with_buffers(vec![vec![0u8; BUF]; spares], HEADROOM);
+    worker.process(&lab.handle.load(), &mut frames, &mut spill);
+    (frames, spill.out)
+}
+
+/// A held fragment keeps the next hop it was going to, not only its id.
+/// The tables may change while it waits: a next hop updated in place, its
+/// route unchanged, still takes it; an id deleted and given to another
+/// next hop (here, to a pod of another network) does not: the fragment is
+/// dropped, not sent to that pod.
+#[test]
+fn a_held_fragment_goes_nowhere_its_next_hops_id_was_given_to_meanwhile() {
+    let (mut lab, table) = lab_allowing_all();
+    let datagram = |ident: u16| {
+        let segment = build::udp4_segment(a1_ip(), a2_ip(), 40000, 53, &[0x6a; 1000]);
+        ipv4_fragments(from_a1(), a1_ip(), a2_ip(), UDP, ident, &segment, 512)
+    };
+    let a2_nh =
+        |vif: u32, dmac: u8| Object::NextHop(NH_A2, NextHop::Encap { oif: vif, smac: router_mac(), dmac: mac(dmac) });
+    // Its first comes to another worker, before the tables change; the
+    // holder lets it go on its next batch, after.
+    let mut other = another_worker(&lab, &table);
+    let updated = datagram(1);
+    assert_eq!(lab.run(A1, updated[1].clone()).0, Verdict::Held);
+    assert_eq!(run_on(&mut other, &lab, &[(A1, updated[0].clone())], 0).0[0].verdict, Verdict::Tx(A2));
+    lab.writer.apply(&[Op::Update(a2_nh(A2, 12))]).unwrap();
+    let (_, released) = lab.run_with(&[], 1);
+    assert_eq!(released.len(), 1);
+    assert_eq!(released[0].verdict, Verdict::Tx(A2), "updated in place: its route still names it");
+    assert_eq!(&released[0].data()[..6], &mac(12).0, "with the next hop as it is now");
+    let moved = datagram(2);
+    assert_eq!(lab.run(A1, moved[1].clone()).0, Verdict::Held);
+    assert_eq!(run_on(&mut other, &lab, &[(A1, moved[0].clone())], 0).0[0].verdict, Verdict::Tx(A2));
+    lab.writer
+        .apply(&[
+            Op::Delete(ObjectKey::Route(BLUE, "10.1.0.3/32".parse().unwrap())),
+            Op::Delete(ObjectKey::Route(BLUE, "fd00:1::3/128".parse().unwrap())),
+            Op::Delete(ObjectKey::Label(LABEL_A2)),
+            Op::Delete(ObjectKey::NextHop(NH_A2)),
+            Op::Add(a2_nh(R1, 3)),
+        ])
+        .unwrap();
+    let invalid = lab.stats().dropped(DropReason::InvalidNh);
+    let (_, released) = lab.run_with(&[], 1);
+    assert_eq!(released.len(), 1);
+    assert_eq!(released[0].verdict, Verdict::Drop(DropReason::InvalidNh), "not to red's pod");
+    assert_eq!(lab.stats().dropped(DropReason::InvalidNh) - invalid, 1);
+    assert_eq!(lab.stats().vif(R1).tx_packets, 0);
 }
 
 #[test]

@@ -18,12 +18,18 @@
 //! an inner source address. A fragment that finds no room is dropped as
 //! `FragmentQueueFull`; one that waits `HOLD_MS` for its first, as
 //! `NoFragEntry`.
+//!
+//! A held fragment keeps the next hop it was going to, not only its id:
+//! the tables may change while it waits, and an id deleted and given to
+//! another next hop meanwhile must not send it elsewhere, perhaps to
+//! another tenant's pod (`Waiting::still_goes_to`).
 
 use super::forward::IpInfo;
 use super::Origin;
 use crate::flow::FragmentKey;
 use crate::stats::DropReason;
-use crate::tables::{RouteTarget, VifIndex};
+use crate::tables::{NextHop, RouteTarget, Tables, VifIndex};
+use std::sync::{Arc, Weak};
 
 /// Fragments one worker holds at most (Contrail's per-CPU queue: 256).
 pub const SLOTS: usize = 64;
@@ -39,7 +45,7 @@ pub const HOLD_MS: u64 = 2_000;
 
 /// Where a held fragment stopped: what the pipeline had decided about it
 /// before its flow lookup.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) struct Waiting {
     /// The datagram it is part of: its first fragment releases it.
     pub datagram: FragmentKey,
@@ -50,6 +56,9 @@ pub(super) struct Waiting {
     /// Where it goes, as its route or label said; `None` when it had no
     /// route (a floating IP's answer, which its flow routes elsewhere).
     pub target: Option<RouteTarget>,
+    /// The next hop `target` named when the fragment was held. Weak: it
+    /// keeps no next hop alive, but its address is not reused meanwhile.
+    pub nh: Weak<NextHop>,
     /// Where it came from, for the ICMP errors it may cause.
     pub origin: Origin,
     /// Its IP header, as parsed (its offsets hold in the copy).
@@ -58,6 +67,23 @@ pub(super) struct Waiting {
     pub since: u64,
     /// Its length.
     pub len: u16,
+}
+
+impl Waiting {
+    /// Where the fragment goes in tables `t`: its target, if that still
+    /// names the next hop it was held for. Else the route for its
+    /// destination, if that names the same id (the next hop was updated in
+    /// place: a composite's members, a tunnel's MAC). If neither, the id was
+    /// deleted, or given to another next hop, while it waited: `InvalidNh`.
+    pub fn still_goes_to(&self, t: &Tables) -> Result<Option<RouteTarget>, DropReason> {
+        let Some(target) = self.target else { return Ok(None) };
+        let now = t.nexthop_shared(target.nh);
+        if now.is_some_and(|nh| std::ptr::eq(Arc::as_ptr(nh), self.nh.as_ptr())) {
+            return Ok(Some(target));
+        }
+        let routed = t.vrf(self.vrf).and_then(|v| v.lookup(self.info.v6, self.info.dst));
+        routed.filter(|r| *r == target).map(Some).ok_or(DropReason::InvalidNh)
+    }
 }
 
 /// One worker's held fragments (see the module's documentation).
@@ -71,7 +97,11 @@ pub(super) struct FragmentHold {
 
 impl FragmentHold {
     pub fn new() -> Self {
-        FragmentHold { waiting: Box::new([None; SLOTS]), bytes: vec![0; SLOTS * BYTES].into_boxed_slice(), held: 0 }
+        FragmentHold {
+            waiting: Box::new(std::array::from_fn(|_| None)),
+            bytes: vec![0; SLOTS * BYTES].into_boxed_slice(),
+            held: 0,
+        }
     }
 
     /// True when no fragment waits: the pipeline's one test per batch.
@@ -105,8 +135,10 @@ impl FragmentHold {
     /// as they are (`Waiting::len`). `None` if the slot is empty or `out`
     /// is not that long; the slot is then kept.
     pub fn take(&mut self, slot: usize, out: &mut [u8]) -> Option<Waiting> {
-        let w = self.waiting[slot].filter(|w| usize::from(w.len) == out.len())?;
-        self.waiting[slot] = None;
+        if self.waiting[slot].as_ref().is_none_or(|w| usize::from(w.len) != out.len()) {
+            return None;
+        }
+        let w = self.waiting[slot].take()?;
         self.held -= 1;
         out.copy_from_slice(&self.bytes[slot * BYTES..][..out.len()]);
         Some(w)
@@ -133,7 +165,8 @@ pub(super) fn hold_fragment<B: AsRef<[u8]> + AsMut<[u8]>>(
     info: &IpInfo,
     origin: Origin,
 ) -> super::Verdict {
-    let w = Waiting { datagram, vif: f.vif, vrf, target, origin, info: *info, since: ctx.now, len: 0 };
+    let nh = target.and_then(|r| ctx.t.nexthop_shared(r.nh)).map_or_else(Weak::new, Arc::downgrade);
+    let w = Waiting { datagram, vif: f.vif, vrf, target, nh, origin, info: *info, since: ctx.now, len: 0 };
     let fabric = ctx.t.vif(f.vif).is_some_and(|v| v.kind == crate::tables::VifKind::Fabric);
     match ctx.hold.hold(f.data(), w, fabric) {
         Ok(()) => {
@@ -154,6 +187,7 @@ mod tests {
             vif,
             vrf: 1,
             target: None,
+            nh: Weak::new(),
             origin: Origin::Vif(vif),
             info: IpInfo::EMPTY,
             since: 0,

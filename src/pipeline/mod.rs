@@ -701,24 +701,25 @@ struct Last<'t> {
 #[inline(never)]
 fn release_held<B: AsRef<[u8]> + AsMut<[u8]>>(ctx: &mut Ctx<'_, B>) {
     for slot in 0..hold::SLOTS {
-        let Some(&w) = ctx.hold.get(slot) else { continue };
+        let Some(w) = ctx.hold.get(slot) else { continue };
+        let (vif, len) = (w.vif, usize::from(w.len));
         let first_seen = ctx.flows.is_some_and(|t| t.fragments().peek(&w.datagram, ctx.now).is_some());
         if !first_seen {
             if ctx.now.saturating_sub(w.since) >= hold::HOLD_MS || ctx.flows.is_none() {
                 ctx.hold.discard(slot);
-                account(ctx.stats, w.vif, Verdict::Drop(DropReason::NoFragEntry), usize::from(w.len));
+                account(ctx.stats, vif, Verdict::Drop(DropReason::NoFragEntry), len);
             }
             continue;
         }
         if ctx.spill.free.is_empty() {
             return;
         }
-        let Some(mut f) = ctx.spill.take_frame(usize::from(w.len), w.vif) else { continue };
-        if ctx.hold.take(slot, f.data_mut()).is_none() {
+        let Some(mut f) = ctx.spill.take_frame(len, vif) else { continue };
+        let Some(w) = ctx.hold.take(slot, f.data_mut()) else {
             // Not a frame of the fragment's length: the spare goes back.
             ctx.spill.free.push(f.into_buf());
             continue;
-        }
+        };
         let v = resume(ctx, &mut f, &w);
         f.verdict = v;
         ctx.stats.fragments_released += 1;
@@ -731,7 +732,11 @@ fn release_held<B: AsRef<[u8]> + AsMut<[u8]>>(ctx: &mut Ctx<'_, B>) {
 /// lookup, now that its datagram's ports are known.
 fn resume<B: AsRef<[u8]> + AsMut<[u8]>>(ctx: &mut Ctx<'_, B>, f: &mut Frame<B>, w: &hold::Waiting) -> Verdict {
     let Some(vrf) = ctx.t.vrf(w.vrf) else { return forward::no_route(ctx, w.vrf) };
-    match w.target {
+    let target = match w.still_goes_to(ctx.t) {
+        Ok(target) => target,
+        Err(r) => return Verdict::Drop(r),
+    };
+    match target {
         Some(target) => forward::resolve(ctx, f, vrf, target, &w.info, w.origin, 0, None),
         None => forward::unrouted(ctx, f, vrf, &w.info, w.origin, None),
     }

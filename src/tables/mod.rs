@@ -251,6 +251,12 @@ impl Tables {
         self.nexthops.get(id as usize).map(|n| &**n)
     }
 
+    /// Next hop `id` as shared, for a holder that must tell it apart from
+    /// a next hop given the same id later (a held fragment's).
+    pub fn nexthop_shared(&self, id: NhId) -> Option<&Arc<NextHop>> {
+        self.nexthops.get(id as usize)
+    }
+
     /// The next hop label `l` names.
     #[inline]
     pub fn label(&self, l: Label) -> Option<NhId> {
