@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use serde_json::Value;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
@@ -345,6 +346,27 @@ fn flows_are_listed_matched_watched_and_removed() {
     assert!(rate.starts_with("setup 0/s") && rate.contains("pairs 2"), "{rate}");
     let top = ok(&sock, &["flow", "top", "--count", "1", "--interval", "0.2", "--sort", "bps"]);
     assert!(top.contains("top flows by bits/s") && top.contains("10.1.0.2:40000"), "{top}");
+
+    // Where only an ECMP route makes a VRF track flows (red has no
+    // policy), a pair tracks its forward way alone: its reverse counts
+    // nothing, and says so rather than showing 0.
+    let mut c = vrouter::api::client::Client::connect(&sock, "test").unwrap();
+    c.call("add", serde_json::json!({ "route": { "vrf": RED, "prefix": "10.96.0.10/32", "nh": NH_ECMP } })).unwrap();
+    let r1 = L2 { src: mac(3), dst: router_mac() };
+    let to_service = build::udp4_frame(r1, a1_ip(), Ipv4Addr::new(10, 96, 0, 10), 5353, 53, 64, 64);
+    assert_eq!(run(&mut p, &h, R1, to_service), Verdict::Tx(FABRIC));
+    let t = ok(&sock, &["flow", "list", "--match", "vrf 2"]);
+    let fwd = t.lines().find(|l| l.contains(" F=>")).unwrap_or_else(|| panic!("{t}"));
+    let rev = t.lines().find(|l| l.contains(" R<=")).unwrap_or_else(|| panic!("{t}"));
+    // PKTS and BYTES: the two columns before AGE.
+    let counts = |l: &str| l.split_whitespace().rev().skip(1).take(2).map(String::from).collect::<Vec<_>>();
+    assert_eq!(counts(fwd)[1], "1", "packets: {fwd}");
+    assert_eq!(counts(rev), ["-", "-"], "{rev}");
+    assert!(t.contains("DIR ") && t.contains("ACTION ") && t.contains("ECMP "), "the legend: {t}");
+    let red = json(&sock, &["flow", "list", "--match", "vrf 2"]);
+    assert_eq!(red.as_array().unwrap().len(), 2);
+    ok(&sock, &["flow", "delete", &red[0]["index"].to_string()]);
+    c.call("delete", serde_json::json!({ "route": { "vrf": RED, "prefix": "10.96.0.10/32" } })).unwrap();
 
     let t = ok(&sock, &["policy", "list"]);
     assert!(t.contains("VRF 1  default deny") && t.contains("10.1.0.3/32") && t.contains("allow"), "{t}");

@@ -953,6 +953,9 @@ fn flow_table(items: &[Value]) -> String {
                 if e["label"].is_null() { String::new() } else { format!("/L{}", show(&e["label"])) }
             ),
         };
+        // The reverse of a one-way pair counts nothing: not none seen.
+        let counted =
+            |v: &Value| if f["one_way"] == true && f["direction"] != "forward" { "-".into() } else { show(v) };
         t.row(vec![
             show(&f["index"]),
             dir,
@@ -964,13 +967,21 @@ fn flow_table(items: &[Value]) -> String {
             ecmp,
             show(&f["tcp"]),
             show(&f["vif"]),
-            show(&f["packets"]),
-            show(&f["bytes"]),
+            counted(&f["packets"]),
+            counted(&f["bytes"]),
             age(&f["age_ms"]),
         ]);
     }
     t.to_string()
 }
+
+/// What `flow_table`'s letters mean, as Contrail's `flow -l` prints it.
+const FLOW_LEGEND: &str = "\
+DIR     F forward, R reverse, then the other entry: <=> tracked both ways; => and <= the forward way alone
+        (a service's answers, where only the ECMP routes make the VRF track flows), its reverse counting nothing (-)
+ACTION  F forward, D(reason) drop, N(S=source, D=destination, Ps=source port, Pd=destination port) NAT
+ECMP    E:next hop/Llabel, the member the flow is pinned to
+";
 
 fn flow(c: &mut Client, json: bool, cmd: &FlowCmd) -> Result<()> {
     match cmd {
@@ -980,7 +991,7 @@ fn flow(c: &mut Client, json: bool, cmd: &FlowCmd) -> Result<()> {
             let stats = c.call("flow.stats", json!({}))?;
             emit(json, &Value::from(items.clone()), || {
                 format!(
-                    "{}{} entries shown; {} pairs of {} in the table\n",
+                    "{}{} entries shown; {} pairs of {} in the table\n{FLOW_LEGEND}",
                     flow_table(&items),
                     items.len(),
                     show(&stats["pairs"]),
@@ -990,7 +1001,7 @@ fn flow(c: &mut Client, json: bool, cmd: &FlowCmd) -> Result<()> {
         }
         FlowCmd::Get { index } => {
             let f = c.call("flow.get", json!({ "index": index }))?;
-            emit(json, &f, || flow_table(std::slice::from_ref(&f)))
+            emit(json, &f, || format!("{}{FLOW_LEGEND}", flow_table(std::slice::from_ref(&f))))
         }
         FlowCmd::Delete { index } => {
             let r = c.call("flow.delete", json!({ "index": index }))?;
