@@ -347,6 +347,9 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
     assert_eq!(sample("vrouter_table_entries{table=\"vifs\"}"), 4.0);
     assert!(sample("vrouter_worker_seconds_total{worker=\"1\"}") > 0.0);
     assert!(metrics.contains("# TYPE vrouter_drops_total counter") && metrics.contains("reason=\"no_route\""));
+    let flow_stats = api.call("flow.stats", serde_json::json!({})).unwrap();
+    assert_eq!(Some(sample("vrouter_flow_capacity") as u64), flow_stats["capacity"].as_u64(), "{metrics}");
+    assert!(metrics.contains("vrouter_vif_flow_pairs{vif=\"1\",name=\"pa1\"}"), "{metrics}");
 
     // a3 leaves and a2's route points at discard, in one batch.
     api.call(

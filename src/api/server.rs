@@ -104,6 +104,11 @@ impl Control {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The flow table it serves, if any.
+    pub fn flows(&self) -> Option<&crate::flow::FlowTable> {
+        self.flows.as_ref().map(|(t, _)| &**t)
+    }
+
     /// The live counters.
     pub fn stats(&self) -> &Arc<StatsBoard> {
         &self.stats

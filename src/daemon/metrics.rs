@@ -142,6 +142,10 @@ pub fn render(control: &Control) -> String {
     f.header("vrouter_fragments_released_total", "counter", "Held fragments let go once their first came.");
     f.sample("vrouter_fragments_released_total", "", s.fragments_released);
 
+    if let Some(flows) = control.flows() {
+        render_flows(&mut f, flows, &tables);
+    }
+
     f.header("vrouter_table_entries", "gauge", "Entries in each table.");
     for (t, used, _) in tables.occupancy() {
         f.sample("vrouter_table_entries", &format!("table=\"{t}\""), used);
@@ -180,4 +184,104 @@ pub fn render(control: &Control) -> String {
         }
     }
     out
+}
+
+/// The flow table: how full it is (alert before new flows drop as "flow
+/// table full"), its setups and teardowns (`rate()` of them is `vrctl flow
+/// rate`), and the pairs each vif and VRF holds against its limit.
+fn render_flows(f: &mut Family<'_>, flows: &crate::flow::FlowTable, tables: &crate::tables::Tables) {
+    let c = flows.config();
+    let (created, removed) = flows.churn();
+    let gauges: [(&str, &str, u64); 5] = [
+        ("vrouter_flow_pairs", "Flow pairs in the table.", flows.len() as u64),
+        ("vrouter_flow_capacity", "Flow pairs the table holds at most.", c.capacity as u64),
+        ("vrouter_flow_memory_bytes", "Memory the flow table takes.", flows.memory_bytes() as u64),
+        ("vrouter_flow_vif_limit", "Flow pairs one vif may create.", c.per_vif as u64),
+        ("vrouter_flow_vrf_limit", "Flow pairs one VRF may hold.", c.per_vrf as u64),
+    ];
+    for (name, help, v) in gauges {
+        f.header(name, "gauge", help);
+        f.sample(name, "", v);
+    }
+    f.header("vrouter_flows_created_total", "counter", "Flow pairs set up.");
+    f.sample("vrouter_flows_created_total", "", created);
+    f.header("vrouter_flows_removed_total", "counter", "Flow pairs torn down: aged, evicted, deleted or flushed.");
+    f.sample("vrouter_flows_removed_total", "", removed);
+    f.header("vrouter_vif_flow_pairs", "gauge", "Flow pairs each vif created.");
+    for v in tables.vifs() {
+        let label = format!("vif=\"{}\",name=\"{}\"", v.index, esc(&v.name));
+        f.sample("vrouter_vif_flow_pairs", &label, flows.counts(v.index, 0).0);
+    }
+    f.header("vrouter_vrf_flow_pairs", "gauge", "Flow pairs each VRF holds.");
+    for v in tables.vrfs() {
+        f.sample("vrouter_vrf_flow_pairs", &format!("vrf=\"{}\"", v.id), flows.counts(0, v.id).1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::schema::Defaults;
+    use crate::api::server::NodeInfo;
+    use crate::flow::{DirSpec, FlowAction, FlowConfig, FlowKey, FlowTable};
+    use crate::stats::StatsBoard;
+    use crate::tables::{Limits, Object, Op, Vif, VifKind, VrfSpec};
+    use crate::wire::MacAddr;
+
+    /// The value of the sample `line` starts with (its name and labels).
+    fn sample(text: &str, line: &str) -> Option<u64> {
+        text.lines().find_map(|l| l.strip_prefix(line)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn the_flow_table_is_exported_with_each_vif_and_vrf_share() {
+        let limits = Limits { vifs: 8, vrfs: 8, nexthops: 16, labels: 16, routes_per_vrf: 16 };
+        let (mut writer, _) = crate::tables::TablesWriter::new(limits);
+        let vrf = |id| Op::Add(Object::Vrf(VrfSpec { id, name: format!("v{id}"), gateway_v4: None, gateway_v6: None }));
+        let vif = |i, v| {
+            Op::Add(Object::Vif(Vif::new(
+                i,
+                &format!("veth{i}"),
+                VifKind::Virtual,
+                v,
+                MacAddr([2, 0, 0, 0, 0, i as u8]),
+            )))
+        };
+        writer.apply(&[vrf(1), vrf(2), vif(1, 1), vif(2, 2)]).unwrap();
+        let flows = Arc::new(FlowTable::new(FlowConfig { capacity: 1000, per_vif: 50, ..FlowConfig::default() }, 8, 8));
+        // Three pairs from vif 1 in VRF 1, one from vif 2 in VRF 2; one of vif 1's goes again.
+        let pair = |vrf, vif, port| {
+            let key = FlowKey::v4(vrf, 17, 0x0a00_0001, 0x0a00_0002, port, 53);
+            let (f, r) = (DirSpec::new(key, FlowAction::Forward), DirSpec::new(key.reversed(), FlowAction::Forward));
+            flows.create(&f, &r, vif, 0, 0).unwrap().slot
+        };
+        let gone = pair(1, 1, 1000);
+        pair(1, 1, 1001);
+        pair(1, 1, 1002);
+        pair(2, 2, 1000);
+        assert!(flows.remove(gone));
+        let node =
+            NodeInfo { boot_id: "b".into(), underlay: [192, 0, 2, 1].into(), fabric: "eth0".into(), cores: vec![0] };
+        let defaults = Defaults { router_mac: MacAddr([2, 0, 0, 0, 0, 1]), underlay: [192, 0, 2, 1].into() };
+        let control = Control::new(writer, defaults, StatsBoard::new(1, 8, 8), node)
+            .with_flows(Arc::clone(&flows), Instant::now());
+        let text = render(&control);
+        assert_eq!(sample(&text, "vrouter_flow_pairs"), Some(3), "{text}");
+        assert_eq!(sample(&text, "vrouter_flow_capacity"), Some(1000));
+        assert_eq!(sample(&text, "vrouter_flow_vif_limit"), Some(50));
+        assert_eq!(sample(&text, "vrouter_flow_memory_bytes"), Some(flows.memory_bytes() as u64));
+        assert_eq!(sample(&text, "vrouter_flows_created_total"), Some(4));
+        assert_eq!(sample(&text, "vrouter_flows_removed_total"), Some(1));
+        assert_eq!(sample(&text, "vrouter_vif_flow_pairs{vif=\"1\",name=\"veth1\"}"), Some(2));
+        assert_eq!(sample(&text, "vrouter_vif_flow_pairs{vif=\"2\",name=\"veth2\"}"), Some(1));
+        assert_eq!(sample(&text, "vrouter_vrf_flow_pairs{vrf=\"1\"}"), Some(2));
+        assert_eq!(sample(&text, "vrouter_vrf_flow_pairs{vrf=\"2\"}"), Some(1));
+        assert!(text.contains("# TYPE vrouter_flows_created_total counter\n"));
+        // Without a flow table, no flow families.
+        let (writer, _) = crate::tables::TablesWriter::new(limits);
+        let node =
+            NodeInfo { boot_id: "b".into(), underlay: [192, 0, 2, 1].into(), fabric: "eth0".into(), cores: vec![0] };
+        let bare = Control::new(writer, defaults, StatsBoard::new(1, 8, 8), node);
+        assert!(!render(&bare).contains("vrouter_flow"));
+    }
 }
