@@ -53,7 +53,7 @@ enum Cmd {
         #[command(subcommand)]
         cmd: VrfCmd,
     },
-    /// Flows (`flow`): list, get, top, rate, delete, flush.
+    /// Flows (`flow`): list, get, top, stats, rate, delete, flush.
     Flow {
         #[command(subcommand)]
         cmd: FlowCmd,
@@ -148,6 +148,9 @@ enum FlowCmd {
         #[arg(long, default_value_t = 20)]
         lines: usize,
     },
+    /// The table: how full, its memory, the limits per vif and per VRF,
+    /// the timeouts, and the pairs set up and torn down so far.
+    Stats,
     /// Flow setups and teardowns per second.
     Rate {
         #[command(flatten)]
@@ -983,6 +986,27 @@ ACTION  F forward, D(reason) drop, N(S=source, D=destination, Ps=source port, Pd
 ECMP    E:next hop/Llabel, the member the flow is pinned to
 ";
 
+fn flow_stats_text(r: &Value) -> String {
+    let (pairs, capacity) = (count(&r["pairs"]), count(&r["capacity"]).max(1));
+    let secs = |k: &str| format!("{} s", count(&r[k]) as f64 / 1000.0);
+    format!(
+        "pairs      {pairs} of {capacity} ({:.1}%), {:.1} MiB\n\
+         limits     {} pairs per vif, {} per VRF\n\
+         timeouts   idle {}, dropped {}, closed {}, half-open {}\n\
+         so far     {} set up, {} torn down\n",
+        pairs as f64 * 100.0 / capacity as f64,
+        count(&r["memory_bytes"]) as f64 / f64::from(1 << 20),
+        show(&r["per_vif_limit"]),
+        show(&r["per_vrf_limit"]),
+        secs("idle_timeout_ms"),
+        secs("drop_timeout_ms"),
+        secs("closed_timeout_ms"),
+        secs("half_open_timeout_ms"),
+        show(&r["created"]),
+        show(&r["removed"]),
+    )
+}
+
 fn flow(c: &mut Client, json: bool, cmd: &FlowCmd) -> Result<()> {
     match cmd {
         FlowCmd::List { filter } => {
@@ -1043,6 +1067,10 @@ fn flow(c: &mut Client, json: bool, cmd: &FlowCmd) -> Result<()> {
         FlowCmd::Flush => {
             let r = c.call("flow.flush", json!({}))?;
             emit(json, &r, || format!("{} flow pairs removed\n", show(&r["deleted"])))
+        }
+        FlowCmd::Stats => {
+            let r = c.call("flow.stats", json!({}))?;
+            emit(json, &r, || flow_stats_text(&r))
         }
         FlowCmd::Rate { rate } => {
             let interval = Duration::from_secs_f64(rate.interval.clamp(0.1, 3600.0));
