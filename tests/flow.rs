@@ -733,6 +733,23 @@ fn a_pods_policy_holds_for_clients_of_another_network_on_its_node() {
     assert_eq!(lab.run(A1, ack(tcp(from_a1(), a1_ip(), g1_ip, 40000, 80))).0, Verdict::Tx(G1), "allowed again");
     assert_eq!(lab.run(A1, tcp(from_a1(), a1_ip(), g1_ip, 40002, 81)).0, denied, "green denies :81");
     assert_eq!(lab.run(A1, tcp(from_a1(), a1_ip(), a2_ip(), 40002, 81)).0, Verdict::Tx(A2), "blue's own pods: blue's");
+    // Which rule decides each pair, as the API and `vrctl flow list` show
+    // it: the other network's, where its policy judges too.
+    let tables = lab.writer.tables().clone();
+    let rule_of = |vrf, src: Ipv4Addr, sport, dst: Ipv4Addr, dport| {
+        let hit = table.lookup(&FlowKey::v4(vrf, TCP, src.into(), dst.into(), sport, dport)).unwrap();
+        vrouter::pipeline::ruling(&tables, &table, &table.get(hit.slot, 0).unwrap())
+    };
+    let ruled = |vrf, rule| Some(vrouter::pipeline::Ruling { vrf, rule });
+    assert_eq!(rule_of(BLUE, a1_ip(), 40000, g1_ip, 80), ruled(GREEN, Some(0)), "green's rule let it reach g1");
+    assert_eq!(rule_of(GREEN, g1_ip, 80, a1_ip(), 40000), ruled(GREEN, Some(0)), "its reverse entry says the same");
+    assert_eq!(rule_of(BLUE, a1_ip(), 40002, g1_ip, 81), ruled(GREEN, None), "green's default stopped it");
+    assert_eq!(rule_of(BLUE, a1_ip(), 40002, a2_ip(), 81), ruled(BLUE, None), "blue's default allows all");
+    lab.writer.apply(&[Op::Delete(ObjectKey::Policy(BLUE)), Op::Delete(ObjectKey::Policy(GREEN))]).unwrap();
+    let tables = lab.writer.tables().clone();
+    let hit = table.lookup(&FlowKey::v4(BLUE, TCP, a1_ip().into(), g1_ip.into(), 40000, 80)).unwrap();
+    let info = table.get(hit.slot, 0).unwrap();
+    assert_eq!(vrouter::pipeline::ruling(&tables, &table, &info), None, "no policy judges it now");
 }
 
 #[test]

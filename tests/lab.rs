@@ -548,6 +548,31 @@ fn the_lab_end_to_end() {
     assert!(flows.lines().any(|l| l.contains("10.254.98.15:80") && l.contains(" F ")), "{flows}");
     assert!(flows.lines().any(|l| l.contains("10.254.98.15:81") && l.contains("D(flow_action_drop)")), "{flows}");
     assert!(flows.lines().any(|l| l.contains("10.47.255.251:80") && l.contains("D(flow_action_drop)")), "{flows}");
+    // And which rule decided each: nginx's one rule let :80 through (or,
+    // where the member was leo1, a pod of leonardo on this node, leonardo's
+    // one rule, whose policy judges too); nginx's default stopped the rest.
+    let vrf_id = |node: &str, name: &str| -> serde_json::Value {
+        let vrfs: serde_json::Value =
+            serde_json::from_str(&lab(&["vrctl", node, "vrf", "list", "--json"], &[])).unwrap();
+        vrfs.as_array().unwrap().iter().find(|v| v["name"] == name).unwrap()["id"].clone()
+    };
+    let (nginx, leonardo) = (vrf_id("n1", "nginx"), vrf_id("n1", "leonardo"));
+    let listed = lab(&["vrctl", "n1", "flow", "list", "--match", "10.32.1.2 & proto tcp", "--json"], &[]);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let rules_to = |dst: &str, port: u16| -> Vec<serde_json::Value> {
+        let forward = listed.as_array().unwrap().iter().filter(|f| f["direction"] == "forward");
+        forward.filter(|f| f["dst"] == dst && f["dport"] == port).map(|f| f["rule"].clone()).collect()
+    };
+    let allowed = rules_to("10.254.98.15", 80);
+    assert!(!allowed.is_empty(), "{listed}");
+    for r in &allowed {
+        assert!(r["index"] == 0 && (r["vrf"] == nginx || r["vrf"] == leonardo), "{r}: {listed}");
+    }
+    for (dst, port) in [("10.254.98.15", 81), ("10.47.255.251", 80)] {
+        let ruled = rules_to(dst, port);
+        assert!(!ruled.is_empty(), "{dst}:{port}: {listed}");
+        assert!(ruled.iter().all(|r| r["vrf"] == nginx && r["index"].is_null()), "{dst}:{port}: {ruled:?}");
+    }
     // Leonardo's own policy let leo2 answer nx1, from node 1: a flow of
     // leonardo's on node 2, allowed because nx1 is in the nginx network by
     // its route there (imported from nginx, it keeps nginx as its network).

@@ -264,6 +264,12 @@ fn run(
     frames[0].verdict
 }
 
+/// The cell of `row` under `header` in `table`, whose cells hold no spaces.
+fn column(table: &str, row: &str, header: &str) -> String {
+    let at = table.lines().next().and_then(|h| h.split_whitespace().position(|c| c == header));
+    at.and_then(|i| row.split_whitespace().nth(i)).unwrap_or_else(|| panic!("no {header} in {row}")).to_string()
+}
+
 #[test]
 fn flows_are_listed_matched_watched_and_removed() {
     use vrouter::pipeline::Verdict;
@@ -283,7 +289,9 @@ fn flows_are_listed_matched_watched_and_removed() {
     let allowed =
         t.lines().find(|l| l.contains("10.1.0.2:40000") && l.contains(" F<=>")).unwrap_or_else(|| panic!("{t}"));
     assert!(allowed.contains(" tcp ") && allowed.contains(" F ") && allowed.contains(" syn"), "{allowed}");
-    assert!(t.lines().any(|l| l.contains("10.1.0.3:22") && l.contains("D(flow_action_drop)")), "{t}");
+    assert_eq!(column(&t, allowed, "RULE"), "vrf1:0", "the rule that allowed it: {allowed}");
+    let denied = t.lines().find(|l| l.contains("10.1.0.3:22") && l.contains("D(flow_action_drop)"));
+    assert_eq!(denied.map(|l| column(&t, l, "RULE")), Some("vrf1:default".into()), "{t}");
     let j = json(&sock, &["flow", "list", "--match", "10.1.0.3:22"]);
     assert_eq!(j.as_array().unwrap().len(), 2, "both directions of the denied pair: {j}");
     assert_eq!(json(&sock, &["flow", "list", "--match", "vrf 1 & proto udp"]).as_array().unwrap().len(), 0);
@@ -309,6 +317,7 @@ fn flows_are_listed_matched_watched_and_removed() {
     let first = j[0]["index"].as_u64().unwrap().to_string();
     let one = json(&sock, &["flow", "get", &first]);
     assert_eq!(one["action"]["drop"], "flow_action_drop");
+    assert_eq!(one["rule"], serde_json::json!({ "vrf": 1, "index": null }), "the default denied it");
     assert_eq!(one["one_way"], false, "under a policy both directions are tracked");
     assert_eq!(one["packets"], u64::from(one["direction"] == "forward"), "the forward entry counted one packet");
 
@@ -362,10 +371,9 @@ fn flows_are_listed_matched_watched_and_removed() {
     let t = ok(&sock, &["flow", "list", "--match", "vrf 2"]);
     let fwd = t.lines().find(|l| l.contains(" F=>")).unwrap_or_else(|| panic!("{t}"));
     let rev = t.lines().find(|l| l.contains(" R<=")).unwrap_or_else(|| panic!("{t}"));
-    // PKTS and BYTES: the two columns before AGE.
-    let counts = |l: &str| l.split_whitespace().rev().skip(1).take(2).map(String::from).collect::<Vec<_>>();
-    assert_eq!(counts(fwd)[1], "1", "packets: {fwd}");
-    assert_eq!(counts(rev), ["-", "-"], "{rev}");
+    assert_eq!(column(&t, fwd, "PKTS"), "1", "{fwd}");
+    assert_eq!((column(&t, rev, "PKTS"), column(&t, rev, "BYTES")), ("-".into(), "-".into()), "{rev}");
+    assert_eq!(column(&t, fwd, "RULE"), "-", "no policy judges it: {fwd}");
     assert!(t.contains("DIR ") && t.contains("ACTION ") && t.contains("ECMP "), "the legend: {t}");
     let red = json(&sock, &["flow", "list", "--match", "vrf 2"]);
     assert_eq!(red.as_array().unwrap().len(), 2);

@@ -191,7 +191,8 @@ impl Control {
                 let f = table.get(p.index, now).ok_or_else(|| {
                     ApiError::new(code::NOT_FOUND, format!("flow {} does not exist", p.index)).field("index")
                 })?;
-                Ok(flow_json(&f))
+                let tables = self.lock().writer.tables().clone();
+                Ok(flow_json(&f, crate::pipeline::ruling(&tables, table, &f)))
             }
             "flow.delete" => {
                 let p: FlowSlot = parse(params)?;
@@ -474,6 +475,7 @@ impl Control {
                 && proto.is_none_or(|p| p == f.key.proto)
                 && m.vif.is_none_or(|v| v == f.vif)
         };
+        let tables = self.lock().writer.tables().clone();
         let mut items = Vec::new();
         let mut next = None;
         let mut after = p.after;
@@ -490,7 +492,7 @@ impl Control {
                         next = Some(items.last().map_or(0, |v: &Value| v["index"].as_u64().unwrap_or(0)));
                         break 'scan;
                     }
-                    items.push(flow_json(f));
+                    items.push(flow_json(f, crate::pipeline::ruling(&tables, table, f)));
                 }
             }
         }
@@ -667,8 +669,9 @@ fn policy_json(vrf: u32, p: &crate::tables::VrfPolicy) -> Value {
     with_status(&super::schema::PolicyDef::from_policy(vrf, &p.policy), json!({ "generation": p.generation }))
 }
 
-/// One flow entry as the API shows it.
-fn flow_json(f: &crate::flow::FlowInfo) -> Value {
+/// One flow entry as the API shows it, with the policy rule that decides
+/// its pair now (`pipeline::ruling`).
+fn flow_json(f: &crate::flow::FlowInfo, ruling: Option<crate::pipeline::Ruling>) -> Value {
     use crate::flow::FlowAction;
     let action = match f.action {
         FlowAction::Forward if f.nat.is_none() => json!("forward"),
@@ -698,6 +701,7 @@ fn flow_json(f: &crate::flow::FlowInfo) -> Value {
         "vif": f.vif,
         "tcp": f.tcp.as_str(),
         "one_way": f.one_way,
+        "rule": ruling.map(|r| json!({ "vrf": r.vrf, "index": r.rule })),
         "packets": f.packets,
         "bytes": f.bytes,
         "age_ms": f.age_ms,

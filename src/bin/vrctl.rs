@@ -911,6 +911,16 @@ fn flow_action(f: &Value) -> String {
     format!("N({})", parts.join(","))
 }
 
+/// The policy rule that decides a pair, as `vrctl policy list` numbers
+/// them: `vrf1:3`, `vrf1:default`, or `-` where no policy judges it.
+fn flow_rule(r: &Value) -> String {
+    if r.is_null() {
+        return "-".into();
+    }
+    let rule = if r["index"].is_null() { "default".into() } else { show(&r["index"]) };
+    format!("vrf{}:{rule}", show(&r["vrf"]))
+}
+
 fn age(ms: &Value) -> String {
     let s = count(ms) / 1000;
     if s >= 3600 {
@@ -931,6 +941,7 @@ fn flow_table(items: &[Value]) -> String {
         "PROTO",
         "VRF",
         "ACTION",
+        "RULE",
         "ECMP",
         "TCP",
         "VIF",
@@ -967,6 +978,7 @@ fn flow_table(items: &[Value]) -> String {
             proto_name(&f["proto"]),
             show(&f["vrf"]),
             flow_action(f),
+            flow_rule(&f["rule"]),
             ecmp,
             show(&f["tcp"]),
             show(&f["vif"]),
@@ -983,6 +995,8 @@ const FLOW_LEGEND: &str = "\
 DIR     F forward, R reverse, then the other entry: <=> tracked both ways; => and <= the forward way alone
         (a service's answers, where only the ECMP routes make the VRF track flows), its reverse counting nothing (-)
 ACTION  F forward, D(reason) drop, N(S=source, D=destination, Ps=source port, Pd=destination port) NAT
+RULE    the policy rule that decides the pair now: vrf1:3 is rule 3 of VRF 1's policy (as policy list numbers them),
+        vrf1:default its default, - no policy
 ECMP    E:next hop/Llabel, the member the flow is pinned to
 ";
 

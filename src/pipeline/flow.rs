@@ -8,7 +8,8 @@ use super::forward::{echo_ident, IpInfo, ETH};
 use super::hash::key_hash;
 use super::{Ctx, Frame};
 use crate::flow::{
-    DirSpec, FlowAction, FlowKey, FlowTable, Forwarding, FragmentKey, FragmentTable, Hit, Nat, PolicyAction, Probe,
+    DirSpec, FlowAction, FlowInfo, FlowKey, FlowTable, Forwarding, FragmentKey, FragmentTable, Hit, Nat, PolicyAction,
+    Probe,
 };
 use crate::stats::DropReason;
 use crate::tables::{NextHop, RouteTarget, Tables, Vif, VifKind, Vrf};
@@ -322,7 +323,7 @@ pub(super) fn lookup<B>(
     } else {
         FlowKey::v4(vrf.id, info.proto, info.src as u32, info.dst as u32, 0, 0)
     };
-    match decide(vrf, &bare, in_vif) {
+    match decide(vrf, &bare, in_vif).0 {
         FlowAction::Drop(_) => FlowStep::Denied,
         FlowAction::Forward => FlowStep::Off,
     }
@@ -377,11 +378,43 @@ pub(super) fn count_settled<B>(ctx: &Ctx<'_, B>, slot: u32, bytes: usize, tcp_fl
 /// pod been remote, its node would have judged the flow by its network's
 /// policy (the tunnel delivers it into that VRF): so a pod's policy holds
 /// alike whether its clients are on its node or not.
-fn judge(vrf: &Vrf, key: &FlowKey, from: Option<&Vif>, reaches: Option<&Vrf>) -> FlowAction {
+fn judge(vrf: &Vrf, key: &FlowKey, from: Option<&Vif>, reaches: Option<&Vrf>) -> (FlowAction, Option<Ruling>) {
     match (decide(vrf, key, from), reaches) {
-        (FlowAction::Forward, Some(other)) => decide(other, &FlowKey { vrf: other.id, ..*key }, from),
+        ((FlowAction::Forward, here), Some(other)) => match decide(other, &FlowKey { vrf: other.id, ..*key }, from) {
+            // No policy there: this one's rule let it through.
+            (action, None) => (action, here),
+            there => there,
+        },
         (here, _) => here,
     }
+}
+
+/// Which rule decided a flow: the VRF whose policy it is, and the rule's
+/// index in that policy (`None`: the policy's default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ruling {
+    pub vrf: u32,
+    pub rule: Option<usize>,
+}
+
+/// The rule of the current policies in `t` that decides the pair entry `f`
+/// of `table` belongs to, as the data path judges a pair (`on_hit`): by
+/// its forward entry, in that entry's VRF and, where the pair reaches a pod
+/// of another network on this node, in that network's too. `None` if no
+/// policy judges it. For operators: "which rule let this through, or
+/// stopped it?"
+pub fn ruling(t: &Tables, table: &FlowTable, f: &FlowInfo) -> Option<Ruling> {
+    let reverse_key = table.key(f.reverse)?;
+    let (forward_key, nat, creator) = if f.forward {
+        (f.key, f.nat, f.vif)
+    } else {
+        let fwd = table.get(f.reverse, 0)?;
+        (fwd.key, fwd.nat, fwd.vif)
+    };
+    let other = if f.forward { reverse_key } else { f.key };
+    let vrf = t.vrf(forward_key.vrf)?;
+    let reaches = (nat.is_none() && other.vrf != forward_key.vrf).then(|| t.vrf(other.vrf)).flatten();
+    judge(vrf, &forward_key, t.vif(creator), reaches).1
 }
 
 /// `vrf`'s policy on a flow whose first packet (`key`) came in on `from`.
@@ -391,8 +424,8 @@ fn judge(vrf: &Vrf, key: &FlowKey, from: Option<&Vif>, reaches: Option<&Vrf>) ->
 /// own, or the one an imported route came from), and in none without a
 /// route. So a policy judges a remote pod's packets, which arrive by
 /// tunnel, by the pod's network, as Contrail does by the source route's.
-fn decide(vrf: &Vrf, key: &FlowKey, from: Option<&Vif>) -> FlowAction {
-    let Some(p) = &vrf.policy else { return FlowAction::Forward };
+fn decide(vrf: &Vrf, key: &FlowKey, from: Option<&Vif>) -> (FlowAction, Option<Ruling>) {
+    let Some(p) = &vrf.policy else { return (FlowAction::Forward, None) };
     let (src_named, dst_named) = p.compiled.names_networks();
     let network_of = |addr: u128| vrf.network_of(!key.is_v4(), addr);
     let src = match from {
@@ -401,9 +434,11 @@ fn decide(vrf: &Vrf, key: &FlowKey, from: Option<&Vif>) -> FlowAction {
         _ => None,
     };
     let dst = if dst_named { network_of(key.dst) } else { None };
-    match p.compiled.evaluate(key, src, dst).0 {
-        PolicyAction::Allow => FlowAction::Forward,
-        PolicyAction::Deny => FlowAction::Drop(DropReason::FlowActionDrop),
+    let (action, rule) = p.compiled.evaluate(key, src, dst);
+    let ruling = Some(Ruling { vrf: vrf.id, rule });
+    match action {
+        PolicyAction::Allow => (FlowAction::Forward, ruling),
+        PolicyAction::Deny => (FlowAction::Drop(DropReason::FlowActionDrop), ruling),
     }
 }
 
@@ -440,7 +475,7 @@ pub(super) fn on_hit<B>(
             Some(r) if hit.nat.is_none() && r.vrf != forward_key.vrf => ctx.t.vrf(r.vrf),
             _ => None,
         };
-        action = judge(vrf, &forward_key, creator, reaches);
+        action = judge(vrf, &forward_key, creator, reaches).0;
         table.set_action(hit.slot, action, vrf.policy_generation);
         table.set_action(hit.reverse, action, vrf.policy_generation);
     }
@@ -478,7 +513,7 @@ pub(super) fn create<B>(
     // A pod of another network on this node whose policy judges the flow
     // too; not through a floating IP, which is the public network's.
     let reaches = pod.filter(|o| fip.is_none() && policed_elsewhere(ctx.t, vrf, o)).and_then(|o| ctx.t.vrf(o.vrf));
-    let action = judge(vrf, key, ctx.t.vif(in_vif), reaches);
+    let action = judge(vrf, key, ctx.t.vif(in_vif), reaches).0;
     let generation = vrf.policy_generation;
     let seed = ctx.cfg.hash_seed;
     // Where the ECMP routes alone make the VRF track flows, the answers,

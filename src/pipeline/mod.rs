@@ -27,6 +27,7 @@ mod lane;
 pub mod nat;
 mod neighbor;
 
+pub use flow::{ruling, Ruling};
 pub use frame::{Frame, Spill};
 
 use crate::flow::{Forwarding, Probe};
