@@ -360,10 +360,30 @@ fn flows_are_listed_matched_watched_and_removed() {
     let top = ok(&sock, &["flow", "top", "--count", "1", "--interval", "0.2", "--sort", "bps"]);
     assert!(top.contains("top flows by bits/s") && top.contains("10.1.0.2:40000"), "{top}");
 
+    // A policy change: the denied pair's action stands until its next
+    // packet, marked, beside the rule that will decide it.
+    let ssh = |p: u16| serde_json::json!({ "src": "10.1.0.2/32", "dst": "10.1.0.3/32", "proto": "tcp", "dport": p, "action": "allow" });
+    let mut c = vrouter::api::client::Client::connect(&sock, "test").unwrap();
+    c.call("update", serde_json::json!({ "policy": { "vrf": BLUE, "default": "deny", "rules": [ssh(80), ssh(22)] } }))
+        .unwrap();
+    let denied_row = |t: &str| t.lines().find(|l| l.contains("10.1.0.3:22") && l.contains(" F<=>")).map(String::from);
+    let t = ok(&sock, &["flow", "list"]);
+    let row = denied_row(&t).unwrap_or_else(|| panic!("{t}"));
+    assert_eq!(
+        (column(&t, &row, "ACTION"), column(&t, &row, "RULE")),
+        ("D(flow_action_drop)*".into(), "vrf1:1".into())
+    );
+    assert_eq!(json(&sock, &["flow", "get", &first])["stale"], true);
+    let again = run(&mut p, &h, A1, build::tcp4_syn_frame(from_a1(), a1_ip(), a2_ip(), 40001, 22, 1460));
+    assert_eq!(again, Verdict::Tx(A2), "decided again by rule 1");
+    let t = ok(&sock, &["flow", "list"]);
+    let row = denied_row(&t).unwrap_or_else(|| panic!("{t}"));
+    assert_eq!((column(&t, &row, "ACTION"), column(&t, &row, "RULE")), ("F".into(), "vrf1:1".into()));
+    assert_eq!(json(&sock, &["flow", "get", &first])["stale"], false);
+
     // Where only an ECMP route makes a VRF track flows (red has no
     // policy), a pair tracks its forward way alone: its reverse counts
     // nothing, and says so rather than showing 0.
-    let mut c = vrouter::api::client::Client::connect(&sock, "test").unwrap();
     c.call("add", serde_json::json!({ "route": { "vrf": RED, "prefix": "10.96.0.10/32", "nh": NH_ECMP } })).unwrap();
     let r1 = L2 { src: mac(3), dst: router_mac() };
     let to_service = build::udp4_frame(r1, a1_ip(), Ipv4Addr::new(10, 96, 0, 10), 5353, 53, 64, 64);

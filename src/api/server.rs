@@ -192,7 +192,7 @@ impl Control {
                     ApiError::new(code::NOT_FOUND, format!("flow {} does not exist", p.index)).field("index")
                 })?;
                 let tables = self.lock().writer.tables().clone();
-                Ok(flow_json(&f, crate::pipeline::ruling(&tables, table, &f)))
+                Ok(flow_json(&f, &tables, table))
             }
             "flow.delete" => {
                 let p: FlowSlot = parse(params)?;
@@ -492,7 +492,7 @@ impl Control {
                         next = Some(items.last().map_or(0, |v: &Value| v["index"].as_u64().unwrap_or(0)));
                         break 'scan;
                     }
-                    items.push(flow_json(f, crate::pipeline::ruling(&tables, table, f)));
+                    items.push(flow_json(f, &tables, table));
                 }
             }
         }
@@ -669,9 +669,11 @@ fn policy_json(vrf: u32, p: &crate::tables::VrfPolicy) -> Value {
     with_status(&super::schema::PolicyDef::from_policy(vrf, &p.policy), json!({ "generation": p.generation }))
 }
 
-/// One flow entry as the API shows it, with the policy rule that decides
-/// its pair now (`pipeline::ruling`).
-fn flow_json(f: &crate::flow::FlowInfo, ruling: Option<crate::pipeline::Ruling>) -> Value {
+/// One flow entry of `table` as the API shows it, with the policy rule of
+/// `tables` that decides its pair (`pipeline::ruling`), and whether its
+/// action was decided under those policies (`pipeline::decided_now`).
+fn flow_json(f: &crate::flow::FlowInfo, tables: &crate::tables::Tables, table: &crate::flow::FlowTable) -> Value {
+    let ruling = crate::pipeline::ruling(tables, table, f);
     use crate::flow::FlowAction;
     let action = match f.action {
         FlowAction::Forward if f.nat.is_none() => json!("forward"),
@@ -702,6 +704,7 @@ fn flow_json(f: &crate::flow::FlowInfo, ruling: Option<crate::pipeline::Ruling>)
         "tcp": f.tcp.as_str(),
         "one_way": f.one_way,
         "rule": ruling.map(|r| json!({ "vrf": r.vrf, "index": r.rule })),
+        "stale": !crate::pipeline::decided_now(tables, table, f),
         "packets": f.packets,
         "bytes": f.bytes,
         "age_ms": f.age_ms,

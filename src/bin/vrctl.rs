@@ -893,8 +893,18 @@ fn proto_name(p: &Value) -> String {
     }
 }
 
-/// Contrail's action letters: F forward, D(reason) drop, N(...) NAT.
+/// Contrail's action letters: F forward, D(reason) drop, N(...) NAT; a
+/// `*` after them while the policies changed since they were decided.
 fn flow_action(f: &Value) -> String {
+    let action = flow_action_letters(f);
+    if f["stale"] == true {
+        format!("{action}*")
+    } else {
+        action
+    }
+}
+
+fn flow_action_letters(f: &Value) -> String {
     if let Some(r) = f["action"].get("drop") {
         return format!("D({})", show(r));
     }
@@ -994,7 +1004,8 @@ fn flow_table(items: &[Value]) -> String {
 const FLOW_LEGEND: &str = "\
 DIR     F forward, R reverse, then the other entry: <=> tracked both ways; => and <= the forward way alone
         (a service's answers, where only the ECMP routes make the VRF track flows), its reverse counting nothing (-)
-ACTION  F forward, D(reason) drop, N(S=source, D=destination, Ps=source port, Pd=destination port) NAT
+ACTION  F forward, D(reason) drop, N(S=source, D=destination, Ps=source port, Pd=destination port) NAT;
+        * the policies changed since it was decided: the pair's next packet decides it again, by RULE
 RULE    the policy rule that decides the pair now: vrf1:3 is rule 3 of VRF 1's policy (as policy list numbers them),
         vrf1:default its default, - no policy
 ECMP    E:next hop/Llabel, the member the flow is pinned to

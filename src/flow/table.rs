@@ -253,6 +253,9 @@ pub struct FlowInfo {
     /// The pair tracks its forward direction alone (`DirSpec::one_way`):
     /// the reverse entry counts no packets.
     pub one_way: bool,
+    /// The policy generation of the VRF that judged the pair, when its
+    /// action was decided (`Vrf::policy_generation`).
+    pub policy_generation: u32,
     /// Milliseconds since creation, at `now`.
     pub age_ms: u64,
     /// Milliseconds since the last packet either way, at `now`.
@@ -1336,6 +1339,7 @@ impl FlowTable {
             bytes: s.bytes.load(Relaxed),
             tcp: self.tcp_state(slot as usize, hit.reverse as usize, key.proto, dirs),
             one_way: dirs.one_way,
+            policy_generation: hit.policy_generation,
             age_ms: now.saturating_sub(origin_time(s.origin.load(Relaxed))),
             idle_ms,
         })

@@ -417,6 +417,15 @@ pub fn ruling(t: &Tables, table: &FlowTable, f: &FlowInfo) -> Option<Ruling> {
     judge(vrf, &forward_key, t.vif(creator), reaches).1
 }
 
+/// False if the policies in `t` changed since the action of the pair that
+/// entry `f` belongs to was decided: its next packet decides it again
+/// (`on_hit`), so until then its action may not be what `ruling` says.
+pub fn decided_now(t: &Tables, table: &FlowTable, f: &FlowInfo) -> bool {
+    // Judged in its forward entry's VRF.
+    let vrf = if f.forward { Some(f.key.vrf) } else { table.key(f.reverse).map(|k| k.vrf) };
+    vrf.and_then(|v| t.vrf(v)).is_some_and(|v| v.policy_generation == f.policy_generation)
+}
+
 /// `vrf`'s policy on a flow whose first packet (`key`) came in on `from`.
 /// A rule that names a network matches an address of that network: a
 /// packet from a pod is from the pod's network; any other address is in
