@@ -362,10 +362,13 @@ fn flows_are_listed_matched_watched_and_removed() {
 
     // A policy change: the denied pair's action stands until its next
     // packet, marked, beside the rule that will decide it.
-    let ssh = |p: u16| serde_json::json!({ "src": "10.1.0.2/32", "dst": "10.1.0.3/32", "proto": "tcp", "dport": p, "action": "allow" });
+    let allow_port = |p: u16| serde_json::json!({ "src": "10.1.0.2/32", "dst": "10.1.0.3/32", "proto": "tcp", "dport": p, "action": "allow" });
     let mut c = vrouter::api::client::Client::connect(&sock, "test").unwrap();
-    c.call("update", serde_json::json!({ "policy": { "vrf": BLUE, "default": "deny", "rules": [ssh(80), ssh(22)] } }))
-        .unwrap();
+    c.call(
+        "update",
+        serde_json::json!({ "policy": { "vrf": BLUE, "default": "deny", "rules": [allow_port(80), allow_port(22)] } }),
+    )
+    .unwrap();
     let denied_row = |t: &str| t.lines().find(|l| l.contains("10.1.0.3:22") && l.contains(" F<=>")).map(String::from);
     let t = ok(&sock, &["flow", "list"]);
     let row = denied_row(&t).unwrap_or_else(|| panic!("{t}"));

@@ -673,8 +673,8 @@ fn policy_json(vrf: u32, p: &crate::tables::VrfPolicy) -> Value {
 /// `tables` that decides its pair (`pipeline::ruling`), and whether its
 /// action was decided under those policies (`pipeline::decided_now`).
 fn flow_json(f: &crate::flow::FlowInfo, tables: &crate::tables::Tables, table: &crate::flow::FlowTable) -> Value {
-    let ruling = crate::pipeline::ruling(tables, table, f);
     use crate::flow::FlowAction;
+    let ruling = crate::pipeline::ruling(tables, table, f);
     let action = match f.action {
         FlowAction::Forward if f.nat.is_none() => json!("forward"),
         FlowAction::Forward => json!("nat"),

@@ -260,11 +260,17 @@ mod tests {
         pair(1, 1, 1002);
         pair(2, 2, 1000);
         assert!(flows.remove(gone));
-        let node =
-            NodeInfo { boot_id: "b".into(), underlay: [192, 0, 2, 1].into(), fabric: "eth0".into(), cores: vec![0] };
-        let defaults = Defaults { router_mac: MacAddr([2, 0, 0, 0, 0, 1]), underlay: [192, 0, 2, 1].into() };
-        let control = Control::new(writer, defaults, StatsBoard::new(1, 8, 8), node)
-            .with_flows(Arc::clone(&flows), Instant::now());
+        let control_of = |writer| {
+            let node = NodeInfo {
+                boot_id: "b".into(),
+                underlay: [192, 0, 2, 1].into(),
+                fabric: "eth0".into(),
+                cores: vec![0],
+            };
+            let defaults = Defaults { router_mac: MacAddr([2, 0, 0, 0, 0, 1]), underlay: [192, 0, 2, 1].into() };
+            Control::new(writer, defaults, StatsBoard::new(1, 8, 8), node)
+        };
+        let control = control_of(writer).with_flows(Arc::clone(&flows), Instant::now());
         let text = render(&control);
         assert_eq!(sample(&text, "vrouter_flow_pairs"), Some(3), "{text}");
         assert_eq!(sample(&text, "vrouter_flow_capacity"), Some(1000));
@@ -278,10 +284,7 @@ mod tests {
         assert_eq!(sample(&text, "vrouter_vrf_flow_pairs{vrf=\"2\"}"), Some(1));
         assert!(text.contains("# TYPE vrouter_flows_created_total counter\n"));
         // Without a flow table, no flow families.
-        let (writer, _) = crate::tables::TablesWriter::new(limits);
-        let node =
-            NodeInfo { boot_id: "b".into(), underlay: [192, 0, 2, 1].into(), fabric: "eth0".into(), cores: vec![0] };
-        let bare = Control::new(writer, defaults, StatsBoard::new(1, 8, 8), node);
+        let bare = control_of(crate::tables::TablesWriter::new(limits).0);
         assert!(!render(&bare).contains("vrouter_flow"));
     }
 }

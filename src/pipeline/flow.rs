@@ -377,7 +377,9 @@ pub(super) fn count_settled<B>(ctx: &Ctx<'_, B>, slot: u32, bytes: usize, tcp_fl
 /// network's VRF), that network's policy too; both must allow it. Had the
 /// pod been remote, its node would have judged the flow by its network's
 /// policy (the tunnel delivers it into that VRF): so a pod's policy holds
-/// alike whether its clients are on its node or not.
+/// alike whether its clients are on its node or not. With the action, the
+/// rule that decided it (`Ruling`): the other network's where that judged
+/// too and has a policy, `None` where no policy judged.
 fn judge(vrf: &Vrf, key: &FlowKey, from: Option<&Vif>, reaches: Option<&Vrf>) -> (FlowAction, Option<Ruling>) {
     match (decide(vrf, key, from), reaches) {
         ((FlowAction::Forward, here), Some(other)) => match decide(other, &FlowKey { vrf: other.id, ..*key }, from) {
@@ -393,7 +395,9 @@ fn judge(vrf: &Vrf, key: &FlowKey, from: Option<&Vif>, reaches: Option<&Vrf>) ->
 /// index in that policy (`None`: the policy's default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ruling {
+    /// The VRF whose policy decided.
     pub vrf: u32,
+    /// The rule's index, as `vrctl policy list` numbers them (`None`: the default).
     pub rule: Option<usize>,
 }
 
