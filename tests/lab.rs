@@ -85,12 +85,24 @@ fn heard(pod: &str, port: u16) -> usize {
     n
 }
 
+/// What the reordering scripts share: `send_ipv4_fragment(raw, src, dst,
+/// proto, ident, offset, more, data)` writes one IPv4 fragment of a
+/// datagram through the raw socket `raw`, so that its pieces can be sent
+/// in any order.
+const IPV4_FRAGMENT_PY: &str = r#"
+import socket, struct, sys, time
+def send_ipv4_fragment(raw, src, dst, proto, ident, offset, more, data):
+    flags = (0x2000 if more else 0) | (offset // 8)
+    ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(data), ident, flags, 64, proto, 0,
+                     socket.inet_aton(src), socket.inet_aton(dst))
+    raw.sendto(ip + data, (dst, 0))
+"#;
+
 /// `reordered.py DST PORT FLOWS`: for each of FLOWS flows from its own
 /// source port, a 10-byte datagram, then a 1,200-byte one in two IPv4
 /// fragments sent through a raw socket, the second first (UDP checksum 0:
 /// none, as IPv4 allows).
 const REORDERED: &str = r#"
-import socket, struct, sys, time
 dst, port, flows = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
 for i in range(flows):
@@ -103,15 +115,10 @@ for i in range(flows):
     u.close()
     payload = b'f' * 1200
     udp = struct.pack('!HHHH', sport, port, 8 + len(payload), 0) + payload
-    def fragment(offset, more, data):
-        flags = (0x2000 if more else 0) | (offset // 8)
-        ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(data), 0x5000 + i, flags, 64, 17, 0,
-                         socket.inet_aton(src), socket.inet_aton(dst))
-        raw.sendto(ip + data, (dst, 0))
     time.sleep(0.05)
-    fragment(600, False, udp[600:])
+    send_ipv4_fragment(raw, src, dst, 17, 0x5000 + i, 600, False, udp[600:])
     time.sleep(0.05)
-    fragment(0, True, udp[:600])
+    send_ipv4_fragment(raw, src, dst, 17, 0x5000 + i, 0, True, udp[:600])
 "#;
 
 /// `repinged.py DST COUNT`: for each of COUNT echo identifiers, a small
@@ -119,7 +126,6 @@ for i in range(flows):
 /// a raw socket, the second first; prints how many of the big ones were
 /// answered, whole.
 const REPINGED: &str = r#"
-import socket, struct, sys, time
 dst, count = sys.argv[1], int(sys.argv[2])
 def csum(b):
     if len(b) % 2:
@@ -143,14 +149,9 @@ for i in range(count):
     icmp.sendto(echo(ident, b'p' * 16), (dst, 0))
     time.sleep(0.05)
     m = echo(ident, b'q' * 1192)
-    def fragment(offset, more, data):
-        flags = (0x2000 if more else 0) | (offset // 8)
-        ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(data), 0x6000 + i, flags, 64, 1, 0,
-                         socket.inet_aton(src), socket.inet_aton(dst))
-        raw.sendto(ip + data, (dst, 0))
-    fragment(600, False, m[600:])
+    send_ipv4_fragment(raw, src, dst, 1, 0x6000 + i, 600, False, m[600:])
     time.sleep(0.05)
-    fragment(0, True, m[:600])
+    send_ipv4_fragment(raw, src, dst, 1, 0x6000 + i, 0, True, m[:600])
 big = set()
 deadline = time.time() + 1.0
 while time.time() < deadline:
@@ -352,7 +353,7 @@ fn the_lab_end_to_end() {
     let flows = 6;
     listen_udp(&["b1", "b2", "b3"], 7780);
     let script = format!("{}/reordered.py", lab_dir());
-    std::fs::write(&script, REORDERED).unwrap();
+    std::fs::write(&script, format!("{IPV4_FRAGMENT_PY}{REORDERED}")).unwrap();
     let (ok, out) = sh("a1", &format!("python3 {script} 10.96.0.10 7780 {flows}"));
     assert!(ok, "{out}");
     std::thread::sleep(Duration::from_millis(500));
@@ -361,7 +362,7 @@ fn the_lab_end_to_end() {
     // The same for big pings: each reordered echo is answered whole by the
     // member its flow is pinned to (before ICMP pieces waited: 1 of 6, once).
     let script = format!("{}/repinged.py", lab_dir());
-    std::fs::write(&script, REPINGED).unwrap();
+    std::fs::write(&script, format!("{IPV4_FRAGMENT_PY}{REPINGED}")).unwrap();
     let (ok, out) = sh("a1", &format!("python3 {script} 10.96.0.10 {flows}"));
     assert!(ok, "{out}");
     assert_eq!(out.trim(), flows.to_string(), "every reordered big echo answered");

@@ -669,12 +669,11 @@ fn policy_json(vrf: u32, p: &crate::tables::VrfPolicy) -> Value {
     with_status(&super::schema::PolicyDef::from_policy(vrf, &p.policy), json!({ "generation": p.generation }))
 }
 
-/// One flow entry of `table` as the API shows it, with the policy rule of
-/// `tables` that decides its pair (`pipeline::ruling`), and whether its
-/// action was decided under those policies (`pipeline::decided_now`).
+/// One flow entry of `table` as the API shows it, with what the policies
+/// of `tables` say of its pair (`pipeline::judgement`).
 fn flow_json(f: &crate::flow::FlowInfo, tables: &crate::tables::Tables, table: &crate::flow::FlowTable) -> Value {
     use crate::flow::FlowAction;
-    let ruling = crate::pipeline::ruling(tables, table, f);
+    let judged = crate::pipeline::judgement(tables, table, f);
     let action = match f.action {
         FlowAction::Forward if f.nat.is_none() => json!("forward"),
         FlowAction::Forward => json!("nat"),
@@ -703,8 +702,8 @@ fn flow_json(f: &crate::flow::FlowInfo, tables: &crate::tables::Tables, table: &
         "vif": f.vif,
         "tcp": f.tcp.as_str(),
         "one_way": f.one_way,
-        "rule": ruling.map(|r| json!({ "vrf": r.vrf, "index": r.rule })),
-        "stale": !crate::pipeline::decided_now(tables, table, f),
+        "rule": judged.rule.map(|r| json!({ "vrf": r.vrf, "index": r.rule })),
+        "stale": !judged.current,
         "packets": f.packets,
         "bytes": f.bytes,
         "age_ms": f.age_ms,

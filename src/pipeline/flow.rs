@@ -401,33 +401,33 @@ pub struct Ruling {
     pub rule: Option<usize>,
 }
 
-/// The rule of the current policies in `t` that decides the pair entry `f`
-/// of `table` belongs to, as the data path judges a pair (`on_hit`): by
-/// its forward entry, in that entry's VRF and, where the pair reaches a pod
-/// of another network on this node, in that network's too. `None` if no
-/// policy judges it. For operators: "which rule let this through, or
-/// stopped it?"
-pub fn ruling(t: &Tables, table: &FlowTable, f: &FlowInfo) -> Option<Ruling> {
-    let reverse_key = table.key(f.reverse)?;
-    let (forward_key, nat, creator) = if f.forward {
-        (f.key, f.nat, f.vif)
-    } else {
-        let fwd = table.get(f.reverse, 0)?;
-        (fwd.key, fwd.nat, fwd.vif)
-    };
-    let other = if f.forward { reverse_key } else { f.key };
-    let vrf = t.vrf(forward_key.vrf)?;
-    let reaches = (nat.is_none() && other.vrf != forward_key.vrf).then(|| t.vrf(other.vrf)).flatten();
-    judge(vrf, &forward_key, t.vif(creator), reaches).1
+/// What the current policies say of a pair (`judgement`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Judgement {
+    /// The rule that decides it (`None`: no policy judges it).
+    pub rule: Option<Ruling>,
+    /// False if the policies changed since its action was decided: its
+    /// next packet decides it again (`on_hit`), so until then its action
+    /// may not be what `rule` says.
+    pub current: bool,
 }
 
-/// False if the policies in `t` changed since the action of the pair that
-/// entry `f` belongs to was decided: its next packet decides it again
-/// (`on_hit`), so until then its action may not be what `ruling` says.
-pub fn decided_now(t: &Tables, table: &FlowTable, f: &FlowInfo) -> bool {
-    // Judged in its forward entry's VRF.
-    let vrf = if f.forward { Some(f.key.vrf) } else { table.key(f.reverse).map(|k| k.vrf) };
-    vrf.and_then(|v| t.vrf(v)).is_some_and(|v| v.policy_generation == f.policy_generation)
+/// What the current policies in `t` say of the pair that entry `f` of
+/// `table` belongs to, as the data path judges a pair (`on_hit`): by its
+/// forward entry, in that entry's VRF and, where the pair reaches a pod of
+/// another network on this node, in that network's too. For operators:
+/// "which rule let this through, or stopped it?" A pair half gone, or
+/// whose VRF is, is judged by nothing, and claimed current.
+pub fn judgement(t: &Tables, table: &FlowTable, f: &FlowInfo) -> Judgement {
+    let unknown = Judgement { rule: None, current: true };
+    let Some(other) = table.get(f.reverse, 0) else { return unknown };
+    let (fwd, rev) = if f.forward { (f, &other) } else { (&other, f) };
+    let Some(vrf) = t.vrf(fwd.key.vrf) else { return unknown };
+    let reaches = (fwd.nat.is_none() && rev.key.vrf != fwd.key.vrf).then(|| t.vrf(rev.key.vrf)).flatten();
+    Judgement {
+        rule: judge(vrf, &fwd.key, t.vif(fwd.vif), reaches).1,
+        current: vrf.policy_generation == fwd.policy_generation,
+    }
 }
 
 /// `vrf`'s policy on a flow whose first packet (`key`) came in on `from`.

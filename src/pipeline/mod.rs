@@ -27,7 +27,7 @@ mod lane;
 pub mod nat;
 mod neighbor;
 
-pub use flow::{decided_now, ruling, Ruling};
+pub use flow::{judgement, Judgement, Ruling};
 pub use frame::{Frame, Spill};
 
 use crate::flow::{Forwarding, Probe};

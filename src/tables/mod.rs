@@ -248,11 +248,12 @@ impl Tables {
     /// Next hop `id`.
     #[inline]
     pub fn nexthop(&self, id: NhId) -> Option<&NextHop> {
-        self.nexthops.get(id as usize).map(|n| &**n)
+        self.nexthop_shared(id).map(|n| &**n)
     }
 
     /// Next hop `id` as shared, for a holder that must tell it apart from
     /// a next hop given the same id later (a held fragment's).
+    #[inline]
     pub fn nexthop_shared(&self, id: NhId) -> Option<&Arc<NextHop>> {
         self.nexthops.get(id as usize)
     }
