@@ -351,6 +351,37 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
     assert_eq!(Some(sample("vrouter_flow_capacity") as u64), flow_stats["capacity"].as_u64(), "{metrics}");
     assert!(metrics.contains("vrouter_vif_flow_pairs{vif=\"1\",name=\"pa1\"}"), "{metrics}");
 
+    // A pod whose interface offloads TX checksums sends its segments with
+    // the checksum unfinished, for a NIC that AF_XDP does not stand in
+    // for: its SYNs are dropped, counted and named in the log, while ping
+    // (checksummed by the kernel itself) works. Once the offload is off, the
+    // same connection is answered: refused, as nothing listens on a2.
+    let connect = concat!(
+        "import socket\n",
+        "s = socket.socket()\n",
+        "s.settimeout(1.5)\n",
+        "try:\n",
+        "    s.connect(('10.1.0.3', 8081))\n",
+        "    print('connected')\n",
+        "except ConnectionRefusedError:\n",
+        "    print('refused')\n",
+        "except socket.timeout:\n",
+        "    print('timed out')\n",
+    );
+    let unfinished = |api: &mut vrouter::api::client::Client| {
+        let st = api.call("stats", serde_json::json!({})).unwrap();
+        st["drops"].as_array().unwrap().iter().find(|d| d["reason"] == "unfinished_checksum").unwrap()["count"]
+            .as_u64()
+            .unwrap()
+    };
+    in_ns(&a1, &["ethtool", "-K", "eth0", "tx", "on"]);
+    assert!(ping(&a1, "10.1.0.3", "1"), "ping works with the offload on");
+    assert_eq!(in_ns(&a1, &["python3", "-c", connect]).trim(), "timed out");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(unfinished(&mut api) >= 1, "a1's SYNs were counted");
+    in_ns(&a1, &["ethtool", "-K", "eth0", "tx", "off"]);
+    assert_eq!(in_ns(&a1, &["python3", "-c", connect]).trim(), "refused", "a2 answered once a1's offload was off");
+
     // a3 leaves and a2's route points at discard, in one batch.
     api.call(
         "batch",
@@ -398,6 +429,8 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
         "worker 1 received on queue 1 and handed frames to worker 0: {w1}"
     );
     assert!(log.contains("SIGHUP: nothing to reload"), "{log}");
+    let advice = log.lines().find(|l| l.contains("checksums left for a NIC")).unwrap_or_else(|| panic!("{log}"));
+    assert!(advice.contains("interface=\"pa1\"") && advice.contains("ethtool -K eth0 tx off"), "{advice}");
     let _ = notify.recv(&mut buf); // STOPPING=1
     for dev in ["pa1", "pa2", "fab"] {
         let link = in_ns(&node, &["ip", "-d", "link", "show", dev]);

@@ -7,6 +7,7 @@
 //! only through the API (`crate::api::server`), which shares the writer
 //! with this module's housekeeping: tunnel MACs and port changes.
 
+mod advice;
 pub mod config;
 mod metrics;
 mod notify;
@@ -17,7 +18,7 @@ use crate::io::bpf::{Attachment, Program, XskMap};
 use crate::io::worker::{Port, PortCommand, Worker};
 use crate::io::xsk::{XskConfig, XskSocket};
 use crate::pipeline::{Pipeline, PipelineConfig};
-use crate::stats::{StatsBoard, WorkerIo, PUBLISH_EVERY};
+use crate::stats::{DropReason, StatsBoard, WorkerIo, PUBLISH_EVERY};
 use crate::tables::{Tables, TablesWriter, VifKind};
 use config::Config;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -342,6 +343,8 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let mut unresolved = 0;
     let mut seen = first.generation();
     drop(first);
+    let mut last_advice = Instant::now();
+    let mut unfinished = advice::UnfinishedChecksums::default();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
         if notifier.watchdog_due(last_ping) {
@@ -366,6 +369,23 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         if tables.generation() != seen {
             seen = tables.generation();
             sync_ports(&cfg, &tables, &mut attached, &controls, &mut shares, &control);
+        }
+        if last_advice.elapsed() >= Duration::from_secs(1) {
+            last_advice = Instant::now();
+            let (stats, _) = board.read();
+            if unfinished.due(stats.dropped(DropReason::UnfinishedChecksum), last_advice) {
+                let vif = stats.unfinished_checksum_vif;
+                let interface = vif.and_then(|i| tables.vif(i)).map_or("?", |v| v.name.as_str());
+                warn!(
+                    dropped = stats.dropped(DropReason::UnfinishedChecksum),
+                    vif,
+                    interface,
+                    "pods' TCP SYNs came with checksums left for a NIC to finish, and were dropped \
+                     (dropstats unfinished_checksum): the pod's interface offloads TX checksums, which \
+                     vrouterd cannot carry out, so its connections hang while ping works; turn the offload \
+                     off in the pod (ethtool -K eth0 tx off); the last came on this vif"
+                );
+            }
         }
         drop(tables);
         if threads.iter().any(|t| t.is_finished()) {

@@ -223,10 +223,54 @@ pub(super) fn from_vif<B: AsRef<[u8]> + AsMut<[u8]>>(
     if vif.kind == VifKind::Virtual && vif.flags.source_check && !source_ok(ctx.t, vif, info) {
         return Some(Verdict::Drop(DropReason::InvalidSource));
     }
+    if vif.kind == VifKind::Virtual && info.proto == ip_proto::TCP && !info.frag {
+        if let Err(r) = syn_checksum(f.data(), info) {
+            if r == DropReason::UnfinishedChecksum {
+                ctx.stats.unfinished_checksum_vif = Some(vif.index);
+            }
+            return Some(Verdict::Drop(r));
+        }
+    }
     f.set_len(ETH + info.total());
     p.vrf = vif.vrf;
     p.origin = Origin::Vif(vif.index);
     None
+}
+
+/// Checks the TCP checksum of a pod's SYN or SYN-ACK (`d` a whole,
+/// unfragmented TCP packet that `parse_ip` read into `info`; any other
+/// segment passes unchecked). A pod whose interface offloads TX checksums
+/// leaves in each segment's checksum field only the pseudo-header's sum,
+/// for a NIC to finish; AF_XDP hands vrouterd the frame without the mark
+/// that says so, so nothing finishes it, and the receiver drops every
+/// segment while ping, which the kernel checksums itself, works. That is
+/// `UnfinishedChecksum`, so that `dropstats` and vrouterd's log tell the
+/// operator what to turn off; any other mismatch is `ChecksumError`. Only
+/// a connection's opening segments are summed: they are short and take
+/// the general path anyway (the fast path takes no SYN), so the check
+/// costs the rest nothing, and every connection starts with one.
+pub(super) fn syn_checksum(d: &[u8], info: &IpInfo) -> Result<(), DropReason> {
+    let Some(seg) = d.get(ETH + info.hl()..ETH + info.total()) else { return Ok(()) };
+    if seg.len() < tcp::HEADER_LEN || seg[13] & tcp::FLAG_SYN == 0 {
+        return Ok(());
+    }
+    let pseudo = if info.v6 {
+        checksum::pseudo_v6(info.src.to_be_bytes(), info.dst.to_be_bytes(), ip_proto::TCP, seg.len() as u32)
+    } else {
+        let (src, dst) = ((info.src as u32).to_be_bytes(), (info.dst as u32).to_be_bytes());
+        checksum::pseudo_v4(src, dst, ip_proto::TCP, seg.len() as u16)
+    };
+    if checksum::finish(checksum::sum(pseudo, seg)) == 0 {
+        return Ok(());
+    }
+    // What Linux leaves for the NIC: the pseudo-header's sum, folded but
+    // not complemented.
+    let partial = !checksum::finish(pseudo);
+    if u16::from_be_bytes([seg[16], seg[17]]) == partial {
+        Err(DropReason::UnfinishedChecksum)
+    } else {
+        Err(DropReason::ChecksumError)
+    }
 }
 
 /// The reverse path check of a pod's packet, as Contrail's vRouter makes

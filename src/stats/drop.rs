@@ -29,6 +29,7 @@ macro_rules! drop_reasons {
                     DropReason::Truncated
                         | DropReason::InvalidPacket
                         | DropReason::ChecksumError
+                        | DropReason::UnfinishedChecksum
                         | DropReason::InvalidArp
                         | DropReason::InvalidNd
                         | DropReason::BadTunnelHeader
@@ -74,8 +75,15 @@ drop_reasons! {
     Truncated => "truncated", "Pull fails";
     /// An IP header with impossible fields.
     InvalidPacket => "invalid_packet", "Invalid Packet";
-    /// An IPv4 header checksum that does not verify.
+    /// An IPv4 header checksum that does not verify, or a pod's TCP SYN
+    /// whose checksum does not.
     ChecksumError => "checksum_error", "Checksum errors";
+    /// A pod's TCP SYN whose checksum was left for a NIC to finish: the pod's
+    /// interface offloads TX checksums, which vrouterd cannot carry out
+    /// (AF_XDP does not say which frames need it). Its segments would all
+    /// be dropped by their receiver; turn the offload off in the pod
+    /// (`ethtool -K eth0 tx off`). `forward::syn_checksum`.
+    UnfinishedChecksum => "unfinished_checksum", "Checksum errors";
     /// The next hop is missing or cannot be used.
     InvalidNh => "invalid_nh", "Invalid NH";
     /// A label with no entry in the label table, or a tunnel route without one.

@@ -110,6 +110,9 @@ pub struct Stats {
     /// Held fragments let go once their datagram's first came (the others
     /// were dropped as `NoFragEntry`, or wait still).
     pub fragments_released: u64,
+    /// The last vif whose TCP SYN came with a checksum left for a NIC to
+    /// finish (`DropReason::UnfinishedChecksum`), for the log to name.
+    pub unfinished_checksum_vif: Option<u32>,
 }
 
 impl Stats {
@@ -123,6 +126,7 @@ impl Stats {
             to_agent: 0,
             fragments_held: 0,
             fragments_released: 0,
+            unfinished_checksum_vif: None,
         }
     }
 
@@ -177,6 +181,7 @@ impl Stats {
         self.to_agent += o.to_agent;
         self.fragments_held += o.fragments_held;
         self.fragments_released += o.fragments_released;
+        self.unfinished_checksum_vif = o.unfinished_checksum_vif.or(self.unfinished_checksum_vif);
     }
 
     /// The sum of several workers' counters.
