@@ -366,7 +366,8 @@ fn flows_are_listed_matched_watched_and_removed() {
     let mut c = vrouter::api::client::Client::connect(&sock, "test").unwrap();
     c.call(
         "update",
-        serde_json::json!({ "policy": { "vrf": BLUE, "default": "deny", "rules": [allow_port(80), allow_port(22)] } }),
+        serde_json::json!({ "policy": { "vrf": BLUE, "default": "deny", "rules": [allow_port(80), allow_port(22),
+            { "src": { "network": RED }, "action": "deny" }] } }),
     )
     .unwrap();
     let denied_row = |t: &str| t.lines().find(|l| l.contains("10.1.0.3:22") && l.contains(" F<=>")).map(String::from);
@@ -404,7 +405,9 @@ fn flows_are_listed_matched_watched_and_removed() {
     c.call("delete", serde_json::json!({ "route": { "vrf": RED, "prefix": "10.96.0.10/32" } })).unwrap();
 
     let t = ok(&sock, &["policy", "list"]);
-    assert!(t.contains("VRF 1  default deny") && t.contains("10.1.0.3/32") && t.contains("allow"), "{t}");
+    assert!(t.contains("VRF blue (1)  default deny") && t.contains("10.1.0.3/32") && t.contains("allow"), "{t}");
+    let red_rule = t.lines().find(|l| l.trim_start().starts_with('2')).unwrap_or_else(|| panic!("{t}"));
+    assert!(red_rule.contains("network red (2)") && red_rule.contains("deny"), "the network by name: {t}");
 
     ok(&sock, &["flow", "delete", &first]);
     assert_eq!(json(&sock, &["flow", "list"]).as_array().unwrap().len(), 2);

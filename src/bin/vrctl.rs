@@ -328,7 +328,8 @@ fn run(c: &mut Client, cli: &Cli) -> Result<()> {
         Cmd::Flow { cmd } => flow(c, json, cmd),
         Cmd::Policy { cmd: VrfCmd::List } => {
             let items = c.dump_all(json!({ "object": "policy" }))?;
-            emit(json, &Value::from(items.clone()), || policy_text(&items))
+            let vrfs = c.dump_all(json!({ "object": "vrf" }))?;
+            emit(json, &Value::from(items.clone()), || policy_text(&items, &vrfs))
         }
         Cmd::Info => {
             let i = c.call("info", json!({}))?;
@@ -758,18 +759,24 @@ fn drop_rates(prev: &Value, cur: &Value, secs: f64, json: bool) -> String {
     format!("drop rates over {secs:.1} s (Ctrl-C to stop)\n{t}")
 }
 
-fn policy_text(items: &[Value]) -> String {
+/// The policies, each under its VRF's id and name; a rule's network is
+/// named too, with its id (`vrfs`: the VRFs as the API dumps them).
+fn policy_text(items: &[Value], vrfs: &[Value]) -> String {
+    let name = |id: &Value| match vrfs.iter().find(|v| v["id"] == *id).map(|v| &v["name"]) {
+        Some(Value::String(n)) => format!("{n} ({id})"),
+        _ => show(id),
+    };
     let mut out = String::new();
     for p in items {
         out.push_str(&format!(
             "VRF {}  default {}  (generation {})\n",
-            show(&p["vrf"]),
+            name(&p["vrf"]),
             show(&p["default"]),
             show(&p["status"]["generation"])
         ));
         let mut t = Table::new(&["  RULE", "SOURCE", "DESTINATION", "PROTO", "SPORT", "DPORT", "ACTION"]);
         let side = |v: &Value| match v.get("network") {
-            Some(n) => format!("network {n}"),
+            Some(n) => format!("network {}", name(n)),
             None => show(v),
         };
         for (i, r) in p["rules"].as_array().into_iter().flatten().enumerate() {
