@@ -752,6 +752,87 @@ fn a_pods_policy_holds_for_clients_of_another_network_on_its_node() {
     assert_eq!(vrouter::pipeline::judgement(&tables, &table, &info).rule, None, "no policy judges it now");
 }
 
+/// The pair of an established connection goes while the connection is
+/// idle (the idle timeout, or a restart of vrouterd). Its server then
+/// speaks first: a segment a2 may not open a connection with, but the
+/// answer of one a1 may open. It passes without making a pair; a1's
+/// next segment makes it, the right way round. (A pair made from a2's
+/// segment would have been denied, and stopped both sides for good.)
+#[test]
+fn a_connection_whose_pair_went_while_idle_survives_its_server_speaking_first() {
+    use vrouter::wire::tcp::{FLAG_ACK, FLAG_PSH, FLAG_SYN};
+    let (mut lab, table) = lab_with_policy();
+    let a2_l2 = L2 { src: mac(2), dst: router_mac() };
+    let from_a1_ = |flags| with_tcp_flags(&tcp(from_a1(), a1_ip(), a2_ip(), 40000, 80), flags);
+    let from_a2 = |flags| with_tcp_flags(&tcp(a2_l2, a2_ip(), a1_ip(), 80, 40000), flags);
+    assert_eq!(lab.run(A1, tcp(from_a1(), a1_ip(), a2_ip(), 40000, 80)).0, Verdict::Tx(A2));
+    assert_eq!(lab.run(A2, from_a2(FLAG_SYN | FLAG_ACK)).0, Verdict::Tx(A1));
+    assert_eq!(lab.run(A1, from_a1_(FLAG_ACK)).0, Verdict::Tx(A2));
+    let idle = FlowConfig::default().idle_ms;
+    assert_eq!((0..4).map(|_| table.sweep(idle, 10_000)).sum::<usize>(), 1, "the idle pair aged out");
+    lab.pipeline.set_now(idle);
+
+    assert_eq!(lab.run(A2, from_a2(FLAG_ACK | FLAG_PSH)).0, Verdict::Tx(A1), "the server's segment passes");
+    assert!(table.is_empty(), "and makes no pair");
+    assert_eq!(lab.run(A1, from_a1_(FLAG_ACK)).0, Verdict::Tx(A2), "the client's answer");
+    let pair = table.lookup(&FlowKey::v4(BLUE, TCP, a1_ip().into(), a2_ip().into(), 40000, 80));
+    let pair = pair.expect("makes the pair, from the client's side");
+    assert_eq!(pair.action, FlowAction::Forward);
+    assert_eq!(lab.run(A2, from_a2(FLAG_ACK | FLAG_PSH)).0, Verdict::Tx(A1), "the server's next, on the pair");
+    assert_eq!(table.get(pair.reverse, 0).unwrap().packets, 1, "counted on its reverse entry");
+    assert_eq!(table.len(), 1);
+}
+
+/// A segment taken for an answer opens nothing: a2, which may not open a
+/// connection to a1, sends from port 80 as if answering one a1 could open
+/// to a2:80. It passes, a1 refuses it with a RST, and the RST makes no
+/// pair, which would have let a2 open a connection to a1:22 in its name.
+/// A segment that neither side may open is denied, as a pair, as before.
+#[test]
+fn a_segment_taken_for_an_answer_opens_nothing() {
+    use vrouter::wire::tcp::{FLAG_ACK, FLAG_RST};
+    let (mut lab, table) = lab_with_policy();
+    let a2_l2 = L2 { src: mac(2), dst: router_mac() };
+    let denied = Verdict::Drop(DropReason::FlowActionDrop);
+    let a2_to_a1 = |sport, dport, flags| with_tcp_flags(&tcp(a2_l2, a2_ip(), a1_ip(), sport, dport), flags);
+    assert_eq!(lab.run(A2, a2_to_a1(80, 22, FLAG_ACK)).0, Verdict::Tx(A1));
+    let rst = with_tcp_flags(&tcp(from_a1(), a1_ip(), a2_ip(), 22, 80), FLAG_RST | FLAG_ACK);
+    assert_eq!(lab.run(A1, rst).0, Verdict::Tx(A2), "a1's refusal goes back");
+    assert!(table.is_empty(), "and neither made a pair");
+    assert_eq!(lab.run(A2, tcp(a2_l2, a2_ip(), a1_ip(), 80, 22)).0, denied, "so a2's SYN is judged as its own");
+
+    assert_eq!(lab.run(A2, a2_to_a1(81, 22, FLAG_ACK)).0, denied, "neither side may open :81");
+    assert_eq!(table.len(), 2, "its denial is kept as a pair, like the SYN's");
+    assert_eq!(lab.run(A2, a2_to_a1(82, 23, FLAG_RST)).0, denied, "a RST neither side may send");
+    assert_eq!(table.len(), 2, "makes no pair");
+}
+
+/// The same across networks on one node: g1 (green) serves blue's a1,
+/// green's policy allowing blue's pods to reach :80. After the pair went,
+/// g1's segment to a1 is judged as a1's would have been: by blue (no
+/// policy) and by green, whose pod it reaches.
+#[test]
+fn a_pod_of_another_network_may_speak_first_once_its_clients_pair_went() {
+    use vrouter::wire::tcp::{FLAG_ACK, FLAG_PSH};
+    let (mut lab, table) = lab_with_flows();
+    let from_blue = Rule { src: Endpoint::Network(BLUE), ..allow(Endpoint::Any, Endpoint::Any, TCP, port(80)) };
+    lab.writer.apply(&green_pod_ops()).unwrap();
+    lab.writer
+        .apply(&[
+            route_in(BLUE, "10.5.0.2/32", NH_G1, NO, Some(GREEN)),
+            route_in(GREEN, "10.5.0.2/32", NH_G1, NO, None),
+            route_in(GREEN, "10.1.0.2/32", NH_A1, NO, Some(BLUE)),
+            Op::Add(Object::Policy(GREEN, Policy { rules: vec![from_blue], default: PolicyAction::Deny })),
+        ])
+        .unwrap();
+    let g1_l2 = L2 { src: mac(7), dst: router_mac() };
+    let from_g1 = |sport, dport| with_tcp_flags(&tcp(g1_l2, g1_ip(), a1_ip(), sport, dport), FLAG_ACK | FLAG_PSH);
+    assert_eq!(lab.run(G1, from_g1(80, 40000)).0, Verdict::Tx(A1), "the answer of what blue may open");
+    assert!(table.is_empty());
+    let denied = Verdict::Drop(DropReason::FlowActionDrop);
+    assert_eq!(lab.run(G1, from_g1(81, 40000)).0, denied, "not of what green forbids blue");
+}
+
 #[test]
 fn a_policy_change_stops_flows_it_now_denies() {
     let (mut lab, table) = lab_with_policy();

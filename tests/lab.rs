@@ -590,6 +590,62 @@ fn the_lab_end_to_end() {
         "leonardo judged nx1's connections on node 2: {on_n2}"
     );
 
+    // A connection whose pairs go while it is open (aged out while idle,
+    // or lost with a restart of vrouterd) goes on when its server speaks
+    // first, though leonardo may not open connections to nginx: twelve
+    // connections to the service, over both pods, the servers pushing a
+    // line every 0.1 s; every flow on both nodes is flushed meanwhile.
+    for pod in ["leo1", "leo2"] {
+        let listener =
+            "for p in $(ip netns pids lab-POD); do grep -qa 'TCP-LISTEN:80,' /proc/$p/cmdline && kill $p; done"
+                .replace("POD", pod);
+        sh(pod, &listener);
+        let push = format!("while echo {pod}; do sleep 0.1; done");
+        sh(pod, &format!("socat TCP-LISTEN:80,reuseaddr,fork SYSTEM:'{push}' >/dev/null 2>&1 &"));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let sockets = ["n1", "n2"].map(|n| format!("{}/{n}/vrouterd.sock", lab_dir()));
+    let script = format!(
+        concat!(
+            "import socket, subprocess, time\n",
+            "conns = []\n",
+            "for i in range(12):\n",
+            "    s = socket.socket()\n",
+            "    s.bind(('', 42000 + i))\n",
+            "    s.connect(('10.254.98.15', 80))\n",
+            "    s.settimeout(0.02)\n",
+            "    conns.append(s)\n",
+            "def read(secs):\n",
+            "    got = [b''] * len(conns)\n",
+            "    end = time.time() + secs\n",
+            "    while time.time() < end:\n",
+            "        for i, s in enumerate(conns):\n",
+            "            try:\n",
+            "                got[i] += s.recv(1000)\n",
+            "            except socket.timeout:\n",
+            "                pass\n",
+            "    return got\n",
+            "before = read(0.6)\n",
+            "for sock in {sockets:?}:\n",
+            "    subprocess.run(['{vrctl}', '--socket', sock, 'flow', 'flush'], check=True, capture_output=True)\n",
+            "after = read(1.5)\n",
+            "for b, a in zip(before, after):\n",
+            "    print(b.decode().split()[0] if b else '-', a.count(b'\\n'))\n",
+        ),
+        sockets = sockets,
+        vrctl = env!("CARGO_BIN_EXE_vrctl"),
+    );
+    let client = format!("{}/push_client.py", lab_dir());
+    std::fs::write(&client, script).unwrap();
+    let (ok, out) = sh("nx1", &format!("python3 {client}"));
+    assert!(ok && out.lines().count() == 12, "{out}");
+    for line in out.lines() {
+        let (pod, after) = line.split_once(' ').unwrap();
+        let after: u32 = after.parse().unwrap();
+        assert!(pod.starts_with("leo") && after >= 3, "each connection went on after the flush: {out}");
+    }
+    assert!(out.contains("leo1") && out.contains("leo2"), "over both pods, local and remote: {out}");
+
     // Bad input from a pod is dropped and counted; the others go on.
     send_garbage_from("a2", 200);
     assert!(ping("a1", "10.1.1.2"), "forwarding goes on after garbage from a2");

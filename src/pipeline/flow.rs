@@ -526,7 +526,11 @@ pub(super) fn create<B>(
     // A pod of another network on this node whose policy judges the flow
     // too; not through a floating IP, which is the public network's.
     let reaches = pod.filter(|o| fip.is_none() && policed_elsewhere(ctx.t, vrf, o)).and_then(|o| ctx.t.vrf(o.vrf));
-    let action = judge(vrf, key, ctx.t.vif(in_vif), reaches).0;
+    let from = ctx.t.vif(in_vif);
+    let action = judge(vrf, key, from, reaches).0;
+    if let Some(stateless) = midstream(ctx.t, vrf, key, from, out, fip, action, d, info) {
+        return stateless.map(|()| Nat::default());
+    }
     let generation = vrf.policy_generation;
     let seed = ctx.cfg.hash_seed;
     // Where the ECMP routes alone make the VRF track flows, the answers,
@@ -563,6 +567,61 @@ pub(super) fn create<B>(
     match action {
         FlowAction::Forward => Ok(hit.nat),
         FlowAction::Drop(r) => Err(r),
+    }
+}
+
+/// A TCP segment without SYN that finds no pair, decided without making
+/// one (`Some`), or `None` for `create` to make the pair as for any first
+/// packet. Such a segment is from the middle of a connection whose pair
+/// went: aged out while the connection was idle, or lost when vrouterd
+/// restarted. If the policies deny this side opening it (`action`) but
+/// let the other side open it, it is taken for that connection's answer
+/// and passes; the other side's next segment (its ACK of this one, at the
+/// latest) makes the pair, as its SYN did. Made here, the pair would have
+/// been denied, and stopped both sides for as long as they kept trying:
+/// a connection idle for the idle timeout died when its server spoke
+/// first. A RST makes no pair either way: nothing follows it, and a pair
+/// would let its receiver open a connection in its sender's name (an ACK
+/// taken for an answer is refused with one). Not with floating IPs, whose
+/// NAT only a pair carries.
+#[allow(clippy::too_many_arguments)] // `create`'s packet and its two ends.
+fn midstream(
+    t: &Tables,
+    vrf: &Vrf,
+    key: &FlowKey,
+    from: Option<&Vif>,
+    out: Option<&Vif>,
+    fip: Option<u32>,
+    action: FlowAction,
+    d: &[u8],
+    info: &IpInfo,
+) -> Option<Result<(), DropReason>> {
+    let flags = tcp_flags(d, info);
+    if key.proto != ip_proto::TCP || info.frag || flags & crate::wire::tcp::FLAG_SYN != 0 || fip.is_some() {
+        return None;
+    }
+    let floating = |v: Option<&Vif>| v.is_some_and(|v| !v.floating.is_empty());
+    if floating(from) || floating(out) {
+        return None;
+    }
+    let rst = flags & crate::wire::tcp::FLAG_RST != 0;
+    if action == FlowAction::Forward {
+        return rst.then_some(Ok(()));
+    }
+    // The other side's first packet: from the pod this one goes to, in its
+    // VRF, or from the fabric into this VRF; judged, as `create` judges,
+    // by the network of a pod it reaches here too.
+    let pod = out.filter(|o| o.kind == VifKind::Virtual);
+    let there = match pod {
+        Some(o) => t.vrf(o.vrf)?,
+        None => vrf,
+    };
+    let reaches = from.filter(|v| policed_elsewhere(t, there, v)).and_then(|v| t.vrf(v.vrf));
+    let answer = FlowKey { vrf: there.id, ..key.reversed() };
+    match judge(there, &answer, pod, reaches).0 {
+        FlowAction::Forward => Some(Ok(())),
+        FlowAction::Drop(r) if rst => Some(Err(r)),
+        FlowAction::Drop(_) => None,
     }
 }
 

@@ -21,6 +21,8 @@ pub const FLAG_FIN: u8 = 0x01;
 pub const FLAG_SYN: u8 = 0x02;
 /// RST flag.
 pub const FLAG_RST: u8 = 0x04;
+/// PSH flag.
+pub const FLAG_PSH: u8 = 0x08;
 /// ACK flag.
 pub const FLAG_ACK: u8 = 0x10;
 const OPT_END: u8 = 0;
