@@ -528,7 +528,7 @@ pub(super) fn create<B>(
     let reaches = pod.filter(|o| fip.is_none() && policed_elsewhere(ctx.t, vrf, o)).and_then(|o| ctx.t.vrf(o.vrf));
     let from = ctx.t.vif(in_vif);
     let action = judge(vrf, key, from, reaches).0;
-    if let Some(stateless) = without_pair(ctx.t, vrf, key, from, out, fip, action, d, info) {
+    if let Some(stateless) = midstream(ctx.t, vrf, key, from, out, fip, action, d, info) {
         return stateless.map(|()| Nat::default());
     }
     let generation = vrf.policy_generation;
@@ -570,26 +570,22 @@ pub(super) fn create<B>(
     }
 }
 
-/// A packet that finds no pair, decided without making one (`Some`), or
-/// `None` for `create` to make the pair as for any first packet. Such a
-/// packet may be from the middle of a conversation whose pair went: aged
-/// out while it was idle, or lost when vrouterd restarted. Where the
-/// policies deny this side opening it (`action`) but let the other side
-/// open it, it is taken for an answer:
-/// - a TCP segment without SYN passes. It cannot open a connection, and
-///   the other side's next segment (its ACK of this one, at the latest)
-///   makes the pair, as its SYN did;
-/// - anything else (a datagram, a SYN) is dropped, but makes no pair
-///   either: the other side may still open the conversation.
-///
-/// A pair made from it would have been denied, and dropped both sides'
-/// packets for as long as they kept trying: a connection idle for the
-/// idle timeout died when its server spoke first. A RST makes no pair
-/// either way: nothing follows it, and a pair would let its receiver open
-/// a connection in its sender's name (an ACK taken for an answer is
-/// refused with one). Not with floating IPs, whose NAT only a pair carries.
+/// A TCP segment without SYN that finds no pair, decided without making
+/// one (`Some`), or `None` for `create` to make the pair as for any first
+/// packet. Such a segment is from the middle of a connection whose pair
+/// went: aged out while the connection was idle, or lost when vrouterd
+/// restarted. If the policies deny this side opening it (`action`) but
+/// let the other side open it, it is taken for that connection's answer
+/// and passes; the other side's next segment (its ACK of this one, at the
+/// latest) makes the pair, as its SYN did. Made here, the pair would have
+/// been denied, and stopped both sides for as long as they kept trying:
+/// a connection idle for the idle timeout died when its server spoke
+/// first. A RST makes no pair either way: nothing follows it, and a pair
+/// would let its receiver open a connection in its sender's name (an ACK
+/// taken for an answer is refused with one). Not with floating IPs, whose
+/// NAT only a pair carries.
 #[allow(clippy::too_many_arguments)] // `create`'s packet and its two ends.
-fn without_pair(
+fn midstream(
     t: &Tables,
     vrf: &Vrf,
     key: &FlowKey,
@@ -600,17 +596,18 @@ fn without_pair(
     d: &[u8],
     info: &IpInfo,
 ) -> Option<Result<(), DropReason>> {
-    let floating = |v: Option<&Vif>| v.is_some_and(|v| !v.floating.is_empty());
-    if info.frag || fip.is_some() || floating(from) || floating(out) {
+    let flags = tcp_flags(d, info);
+    if key.proto != ip_proto::TCP || info.frag || flags & crate::wire::tcp::FLAG_SYN != 0 || fip.is_some() {
         return None;
     }
-    let flags = tcp_flags(d, info);
-    let tcp = key.proto == ip_proto::TCP;
-    let rst = tcp && flags & crate::wire::tcp::FLAG_RST != 0;
-    let denied = match action {
-        FlowAction::Forward => return rst.then_some(Ok(())),
-        FlowAction::Drop(r) => r,
-    };
+    let floating = |v: Option<&Vif>| v.is_some_and(|v| !v.floating.is_empty());
+    if floating(from) || floating(out) {
+        return None;
+    }
+    let rst = flags & crate::wire::tcp::FLAG_RST != 0;
+    if action == FlowAction::Forward {
+        return rst.then_some(Ok(()));
+    }
     // The other side's first packet: from the pod this one goes to, in its
     // VRF, or from the fabric into this VRF; judged, as `create` judges,
     // by the network of a pod it reaches here too.
@@ -621,13 +618,10 @@ fn without_pair(
     };
     let reaches = from.filter(|v| policed_elsewhere(t, there, v)).and_then(|v| t.vrf(v.vrf));
     let answer = FlowKey { vrf: there.id, ..key.reversed() };
-    let answers = judge(there, &answer, pod, reaches).0 == FlowAction::Forward;
-    let opening = !tcp || flags & crate::wire::tcp::FLAG_SYN != 0;
-    match (answers, opening) {
-        (true, false) => Some(Ok(())),
-        (true, true) => Some(Err(denied)),
-        (false, _) if rst => Some(Err(denied)),
-        (false, _) => None,
+    match judge(there, &answer, pod, reaches).0 {
+        FlowAction::Forward => Some(Ok(())),
+        FlowAction::Drop(r) if rst => Some(Err(r)),
+        FlowAction::Drop(_) => None,
     }
 }
 
