@@ -373,17 +373,18 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         if last_advice.elapsed() >= Duration::from_secs(1) {
             last_advice = Instant::now();
             let (stats, _) = board.read();
-            if unfinished.due(stats.dropped(DropReason::UnfinishedChecksum), last_advice) {
+            let dropped = stats.dropped(DropReason::UnfinishedChecksum);
+            if unfinished.due(dropped, last_advice) {
                 let vif = stats.unfinished_checksum_vif;
                 let interface = vif.and_then(|i| tables.vif(i)).map_or("?", |v| v.name.as_str());
                 warn!(
-                    dropped = stats.dropped(DropReason::UnfinishedChecksum),
+                    dropped,
                     vif,
                     interface,
                     "pods' TCP SYNs came with checksums left for a NIC to finish, and were dropped \
                      (dropstats unfinished_checksum): the pod's interface offloads TX checksums, which \
                      vrouterd cannot carry out, so its connections hang while ping works; turn the offload \
-                     off in the pod (ethtool -K eth0 tx off); the last came on this vif"
+                     off in the pod (ethtool -K eth0 tx off); the last such SYN came on this vif"
                 );
             }
         }

@@ -528,7 +528,7 @@ pub(super) fn create<B>(
     let reaches = pod.filter(|o| fip.is_none() && policed_elsewhere(ctx.t, vrf, o)).and_then(|o| ctx.t.vrf(o.vrf));
     let from = ctx.t.vif(in_vif);
     let action = judge(vrf, key, from, reaches).0;
-    if let Some(stateless) = midstream(ctx.t, vrf, key, from, out, fip, action, d, info) {
+    if let Some(stateless) = midstream(ctx.t, vrf, key, from, out, action, d, info) {
         return stateless.map(|()| Nat::default());
     }
     let generation = vrf.policy_generation;
@@ -591,16 +591,15 @@ fn midstream(
     key: &FlowKey,
     from: Option<&Vif>,
     out: Option<&Vif>,
-    fip: Option<u32>,
     action: FlowAction,
     d: &[u8],
     info: &IpInfo,
 ) -> Option<Result<(), DropReason>> {
     let flags = tcp_flags(d, info);
-    if key.proto != ip_proto::TCP || info.frag || flags & crate::wire::tcp::FLAG_SYN != 0 || fip.is_some() {
+    let floating = |v: Option<&Vif>| v.is_some_and(|v| !v.floating.is_empty());
+    if key.proto != ip_proto::TCP || info.frag || flags & crate::wire::tcp::FLAG_SYN != 0 {
         return None;
     }
-    let floating = |v: Option<&Vif>| v.is_some_and(|v| !v.floating.is_empty());
     if floating(from) || floating(out) {
         return None;
     }

@@ -249,7 +249,7 @@ pub(super) fn from_vif<B: AsRef<[u8]> + AsMut<[u8]>>(
 /// a connection's opening segments are summed: they are short and take
 /// the general path anyway (the fast path takes no SYN), so the check
 /// costs the rest nothing, and every connection starts with one.
-pub(super) fn syn_checksum(d: &[u8], info: &IpInfo) -> Result<(), DropReason> {
+fn syn_checksum(d: &[u8], info: &IpInfo) -> Result<(), DropReason> {
     let Some(seg) = d.get(ETH + info.hl()..ETH + info.total()) else { return Ok(()) };
     if seg.len() < tcp::HEADER_LEN || seg[13] & tcp::FLAG_SYN == 0 {
         return Ok(());
