@@ -807,6 +807,38 @@ fn a_segment_taken_for_an_answer_opens_nothing() {
     assert_eq!(table.len(), 2, "makes no pair");
 }
 
+/// A pair denied to the side that made it (a2, which may not open
+/// conversations to a1) stays denied to that side, cached; but the other
+/// side, which may open the conversation, is not stopped by it: its
+/// packet makes the pair again, its own way round. Before, a2's datagram
+/// or SYN, sent first (a server whose client's pair had aged out),
+/// stopped a1 for as long as both kept trying.
+#[test]
+fn a_pair_denied_to_one_side_does_not_stop_the_side_that_may_open_it() {
+    let (a1, a2) = a1_a2();
+    let (mut lab, table) =
+        lab_allowing(vec![allow(a1.clone(), a2.clone(), UDP, port(53)), allow(a1, a2, TCP, port(80))]);
+    let a2_l2 = L2 { src: mac(2), dst: router_mac() };
+    let denied = Verdict::Drop(DropReason::FlowActionDrop);
+    for _ in 0..2 {
+        assert_eq!(lab.run(A2, udp(2, a2_ip(), a1_ip(), 53, 40000)).0, denied, "a2 may not send first");
+    }
+    assert_eq!(table.len(), 1, "the denial is cached as a pair");
+    assert_eq!(lab.run(A1, udp(1, a1_ip(), a2_ip(), 40000, 53)).0, Verdict::Tx(A2), "a1 may");
+    let pair = table.lookup(&FlowKey::v4(BLUE, UDP, a1_ip().into(), a2_ip().into(), 40000, 53));
+    assert_eq!(pair.map(|h| (h.forward, h.action)), Some((true, FlowAction::Forward)), "made again, a1's way");
+    assert_eq!(lab.run(A2, udp(2, a2_ip(), a1_ip(), 53, 40000)).0, Verdict::Tx(A1), "and a2 answers");
+    assert_eq!(table.len(), 1);
+
+    assert_eq!(lab.run(A2, tcp(a2_l2, a2_ip(), a1_ip(), 80, 22)).0, denied, "a2's SYN");
+    assert_eq!(lab.run(A1, tcp(from_a1(), a1_ip(), a2_ip(), 22, 80)).0, Verdict::Tx(A2), "a1's SYN opens it");
+
+    assert_eq!(lab.run(A2, udp(2, a2_ip(), a1_ip(), 54, 40000)).0, denied);
+    assert_eq!(lab.run(A1, udp(1, a1_ip(), a2_ip(), 40000, 54)).0, denied, "neither side may: denied both ways");
+    let kept = table.lookup(&FlowKey::v4(BLUE, UDP, a2_ip().into(), a1_ip().into(), 54, 40000));
+    assert_eq!(kept.map(|h| h.forward), Some(true), "still a2's pair");
+}
+
 /// The same across networks on one node: g1 (green) serves blue's a1,
 /// green's policy allowing blue's pods to reach :80. After the pair went,
 /// g1's segment to a1 is judged as a1's would have been: by blue (no

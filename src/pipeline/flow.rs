@@ -309,6 +309,10 @@ pub(super) fn lookup<B>(
             None => table.lookup(&key),
         };
         return match found {
+            Some(hit) if opens_what_was_denied(vrf, in_vif, &key, &hit) => {
+                table.remove(hit.slot);
+                FlowStep::Miss(key)
+            }
             Some(hit) => FlowStep::Hit(key, hit),
             None => FlowStep::Miss(key),
         };
@@ -327,6 +331,22 @@ pub(super) fn lookup<B>(
         FlowAction::Drop(_) => FlowStep::Denied,
         FlowAction::Forward => FlowStep::Off,
     }
+}
+
+/// True for a packet on the reverse entry of a pair its policy denied,
+/// which this VRF's policy lets open the conversation from this side: the
+/// pair was made by the other side, which may not open it (a datagram or
+/// a SYN from a server whose client's pair had aged out, say), and would
+/// drop this side's packets too, for as long as they kept coming. The
+/// pair is made again from this side (`create`), the whole policy
+/// judging; a segment without SYN from the other side never makes such a
+/// pair (`midstream`). A denial stays cached for the side it denies.
+fn opens_what_was_denied(vrf: &Vrf, in_vif: Option<&Vif>, key: &FlowKey, hit: &Hit) -> bool {
+    !hit.forward
+        && hit.action == FlowAction::Drop(DropReason::FlowActionDrop)
+        && hit.nat.is_none()
+        && hit.route_vrf.is_none()
+        && decide(vrf, key, in_vif).0 == FlowAction::Forward
 }
 
 /// The fast path's flow check, for a packet of a VRF that tracks flows,
