@@ -816,8 +816,7 @@ fn a_segment_taken_for_an_answer_opens_nothing() {
 #[test]
 fn a_pair_denied_to_one_side_does_not_stop_the_side_that_may_open_it() {
     let (a1, a2) = a1_a2();
-    let (mut lab, table) =
-        lab_allowing(vec![allow(a1.clone(), a2.clone(), UDP, port(53)), allow(a1, a2, TCP, port(80))]);
+    let (mut lab, table) = lab_allowing(vec![allow(a1, a2, UDP, port(53)), allow(a1, a2, TCP, port(80))]);
     let a2_l2 = L2 { src: mac(2), dst: router_mac() };
     let denied = Verdict::Drop(DropReason::FlowActionDrop);
     for _ in 0..2 {
