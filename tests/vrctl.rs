@@ -79,6 +79,7 @@ fn every_command_prints_an_aligned_table_and_json() {
     s.vifs[A1 as usize].rx_packets = 1234;
     s.vifs[A1 as usize].drops = 7;
     s.drops[DropReason::NoRoute as usize] = 7;
+    s.drops[DropReason::UnfinishedChecksum as usize] = 2;
     s.vrfs[BLUE as usize].udp_mpls_tunnels = 99;
     control.stats().publish(
         0,
@@ -151,7 +152,10 @@ fn every_command_prints_an_aligned_table_and_json() {
     // dropstats, vrfstats, info
     let t = ok(&sock, &["dropstats"]);
     assert_eq!(row(&t, "no_route").last().unwrap(), "7", "{t}");
-    assert!(t.contains("total drops: 7"), "{t}");
+    assert!(t.contains("total drops: 9"), "{t}");
+    let hint = t.lines().find(|l| l.starts_with("unfinished_checksum:")).unwrap_or_else(|| panic!("{t}"));
+    assert!(hint.contains("ethtool -K eth0 tx off"), "what to do about it: {t}");
+    assert!(!t.lines().any(|l| l.starts_with("no_route:")), "no hint where vrouterd knows of none: {t}");
     assert!(ok(&sock, &["dropstats", "--all"]).lines().count() > DropReason::COUNT);
     let d = json(&sock, &["dropstats"]);
     assert_eq!(d.as_array().unwrap().len(), DropReason::COUNT);
@@ -404,10 +408,12 @@ fn flows_are_listed_matched_watched_and_removed() {
     ok(&sock, &["flow", "delete", &red[0]["index"].to_string()]);
     c.call("delete", serde_json::json!({ "route": { "vrf": RED, "prefix": "10.96.0.10/32" } })).unwrap();
 
+    c.call("add", serde_json::json!({ "policy": { "vrf": RED, "default": "allow" } })).unwrap();
     let t = ok(&sock, &["policy", "list"]);
-    assert!(t.contains("VRF blue (1)  default deny") && t.contains("10.1.0.3/32") && t.contains("allow"), "{t}");
+    assert!(t.contains("VRF 2 (red)  default allow") && t.contains("no rules: the default decides"), "{t}");
+    assert!(t.contains("VRF 1 (blue)  default deny") && t.contains("10.1.0.3/32") && t.contains("allow"), "{t}");
     let red_rule = t.lines().find(|l| l.trim_start().starts_with('2')).unwrap_or_else(|| panic!("{t}"));
-    assert!(red_rule.contains("network red (2)") && red_rule.contains("deny"), "the network by name: {t}");
+    assert!(red_rule.contains("network 2 (red)") && red_rule.contains("deny"), "the network by name: {t}");
 
     ok(&sock, &["flow", "delete", &first]);
     assert_eq!(json(&sock, &["flow", "list"]).as_array().unwrap().len(), 2);

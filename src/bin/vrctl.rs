@@ -310,7 +310,15 @@ fn run(c: &mut Client, cli: &Cli) -> Result<()> {
                     }
                 }
                 let total: u64 = s["drops"].as_array().into_iter().flatten().map(|d| count(&d["count"])).sum();
-                format!("{t}total drops: {total}\n")
+                let hints: String = s["drops"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|d| count(&d["count"]) > 0)
+                    .filter_map(|d| drop_hint(d["reason"].as_str()?))
+                    .map(|h| format!("{h}\n"))
+                    .collect();
+                format!("{t}total drops: {total}\n{hints}")
             })
         }
         Cmd::Vrfstats { vrf } => {
@@ -759,11 +767,24 @@ fn drop_rates(prev: &Value, cur: &Value, secs: f64, json: bool) -> String {
     format!("drop rates over {secs:.1} s (Ctrl-C to stop)\n{t}")
 }
 
-/// The policies, each under its VRF's id and name; a rule's network is
-/// named too, with its id (`vrfs`: the VRFs as the API dumps them).
+/// What an operator can do about drops whose cause lies outside vrouterd,
+/// said under `dropstats` when there are any.
+fn drop_hint(reason: &str) -> Option<&'static str> {
+    match reason {
+        "unfinished_checksum" => Some(
+            "unfinished_checksum: a pod's interface offloads TX checksums, which vrouterd cannot finish (its TCP \
+             hangs while ping works); turn it off in the pod (ethtool -K eth0 tx off). vrouterd's log names the vif.",
+        ),
+        _ => None,
+    }
+}
+
+/// The policies, each under its VRF's id and name (as `vrfstats` shows a
+/// VRF); a rule's network is named too (`vrfs`: the VRFs as the API dumps
+/// them).
 fn policy_text(items: &[Value], vrfs: &[Value]) -> String {
     let name = |id: &Value| match vrfs.iter().find(|v| v["id"] == *id).map(|v| &v["name"]) {
-        Some(Value::String(n)) => format!("{n} ({id})"),
+        Some(Value::String(n)) => format!("{id} ({n})"),
         _ => show(id),
     };
     let mut out = String::new();
@@ -790,7 +811,11 @@ fn policy_text(items: &[Value], vrfs: &[Value]) -> String {
                 show(&r["action"]),
             ]);
         }
-        out.push_str(&t.to_string());
+        if p["rules"].as_array().is_none_or(|r| r.is_empty()) {
+            out.push_str("  no rules: the default decides every flow\n");
+        } else {
+            out.push_str(&t.to_string());
+        }
         out.push('\n');
     }
     out
