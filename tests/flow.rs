@@ -569,6 +569,19 @@ fn green_pod_ops() -> Vec<Op> {
     ]
 }
 
+/// `green_pod_ops`, and the routes by which a1 (blue) and g1 (green) reach
+/// each other on this node: blue imports g1's and green a1's, each route
+/// keeping its pod's network.
+fn green_joined_to_blue_ops() -> Vec<Op> {
+    let mut ops = green_pod_ops();
+    ops.extend([
+        route_in(BLUE, "10.5.0.2/32", NH_G1, NO, Some(GREEN)),
+        route_in(GREEN, "10.5.0.2/32", NH_G1, NO, None),
+        route_in(GREEN, "10.1.0.2/32", NH_A1, NO, Some(BLUE)),
+    ]);
+    ops
+}
+
 /// Adds a route of `vrf`, in `network` (`None`: `vrf`'s own).
 fn route_in(vrf: u32, prefix: &str, nh: u32, label: u32, network: Option<u32>) -> Op {
     Op::Add(Object::Route(RouteSpec {
@@ -645,12 +658,9 @@ fn policy_rules_that_name_networks_match_their_addresses_by_route() {
     let to_green = Rule { dst: Endpoint::Network(GREEN), ..allow(Endpoint::Any, Endpoint::Any, TCP, port(80)) };
     let from_blue = Rule { src: Endpoint::Network(BLUE), ..allow(Endpoint::Any, Endpoint::Any, TCP, port(80)) };
     let only = |rule| Policy { rules: vec![rule], default: PolicyAction::Deny };
-    lab.writer.apply(&green_pod_ops()).unwrap();
+    lab.writer.apply(&green_joined_to_blue_ops()).unwrap();
     lab.writer
         .apply(&[
-            route(BLUE, "10.5.0.2/32", NH_G1, NO, Some(GREEN)),
-            route(GREEN, "10.5.0.2/32", NH_G1, NO, None),
-            route(GREEN, "10.1.0.2/32", NH_A1, NO, Some(BLUE)),
             // Remote pods: one of blue's, one of green's own.
             route(GREEN, "10.2.0.7/32", NH_UDP, 40, Some(BLUE)),
             route(GREEN, "10.2.0.0/24", NH_UDP, 41, None),
@@ -693,14 +703,10 @@ fn policy_rules_that_name_networks_match_their_addresses_by_route() {
 fn a_pods_policy_holds_for_clients_of_another_network_on_its_node() {
     let g1_ip = g1_ip();
     let (mut lab, table) = lab_with_flows();
-    let route = |vrf, p: &str, nh, network| route_in(vrf, p, nh, NO, network);
     let from_blue = Rule { src: Endpoint::Network(BLUE), ..allow(Endpoint::Any, Endpoint::Any, TCP, port(80)) };
-    lab.writer.apply(&green_pod_ops()).unwrap();
+    lab.writer.apply(&green_joined_to_blue_ops()).unwrap();
     lab.writer
         .apply(&[
-            route(BLUE, "10.5.0.2/32", NH_G1, Some(GREEN)),
-            route(GREEN, "10.5.0.2/32", NH_G1, None),
-            route(GREEN, "10.1.0.2/32", NH_A1, Some(BLUE)),
             Op::Add(Object::Policy(GREEN, Policy { rules: vec![from_blue], default: PolicyAction::Deny })),
             // Blue's service route would make it track flows for it.
             Op::Delete(ObjectKey::Route(BLUE, "10.96.0.10/32".parse().unwrap())),
@@ -847,14 +853,9 @@ fn a_pod_of_another_network_may_speak_first_once_its_clients_pair_went() {
     use vrouter::wire::tcp::{FLAG_ACK, FLAG_PSH};
     let (mut lab, table) = lab_with_flows();
     let from_blue = Rule { src: Endpoint::Network(BLUE), ..allow(Endpoint::Any, Endpoint::Any, TCP, port(80)) };
-    lab.writer.apply(&green_pod_ops()).unwrap();
+    lab.writer.apply(&green_joined_to_blue_ops()).unwrap();
     lab.writer
-        .apply(&[
-            route_in(BLUE, "10.5.0.2/32", NH_G1, NO, Some(GREEN)),
-            route_in(GREEN, "10.5.0.2/32", NH_G1, NO, None),
-            route_in(GREEN, "10.1.0.2/32", NH_A1, NO, Some(BLUE)),
-            Op::Add(Object::Policy(GREEN, Policy { rules: vec![from_blue], default: PolicyAction::Deny })),
-        ])
+        .apply(&[Op::Add(Object::Policy(GREEN, Policy { rules: vec![from_blue], default: PolicyAction::Deny }))])
         .unwrap();
     let g1_l2 = L2 { src: mac(7), dst: router_mac() };
     let from_g1 = |sport, dport| with_tcp_flags(&tcp(g1_l2, g1_ip(), a1_ip(), sport, dport), FLAG_ACK | FLAG_PSH);

@@ -121,6 +121,38 @@ for i in range(flows):
     send_ipv4_fragment(raw, src, dst, 17, 0x5000 + i, 0, True, udp[:600])
 "#;
 
+/// `pushed.py VRCTL SOCKET...`: twelve connections to the leonardo service
+/// from ports 42000-42011, read for 0.6 s; then `vrctl flow flush` on
+/// each vrouterd; then read for 1.5 s. Prints, per connection, the first
+/// word its server sent (its pod) and how many lines came after the flush.
+const PUSHED: &str = r#"
+import socket, subprocess, sys, time
+vrctl, sockets = sys.argv[1], sys.argv[2:]
+conns = []
+for i in range(12):
+    s = socket.socket()
+    s.bind(('', 42000 + i))
+    s.connect(('10.254.98.15', 80))
+    s.settimeout(0.02)
+    conns.append(s)
+def read(secs):
+    got = [b''] * len(conns)
+    end = time.time() + secs
+    while time.time() < end:
+        for i, s in enumerate(conns):
+            try:
+                got[i] += s.recv(1000)
+            except socket.timeout:
+                pass
+    return got
+before = read(0.6)
+for sock in sockets:
+    subprocess.run([vrctl, '--socket', sock, 'flow', 'flush'], check=True, capture_output=True)
+after = read(1.5)
+for b, a in zip(before, after):
+    print(b.decode().split()[0] if b else '-', a.count(b'\n'))
+"#;
+
 /// `repinged.py DST COUNT`: for each of COUNT echo identifiers, a small
 /// echo request, then a 1,200-byte one in two IPv4 fragments sent through
 /// a raw socket, the second first; prints how many of the big ones were
@@ -604,40 +636,11 @@ fn the_lab_end_to_end() {
         sh(pod, &format!("socat TCP-LISTEN:80,reuseaddr,fork SYSTEM:'{push}' >/dev/null 2>&1 &"));
     }
     std::thread::sleep(Duration::from_millis(300));
-    let sockets = ["n1", "n2"].map(|n| format!("{}/{n}/vrouterd.sock", lab_dir()));
-    let script = format!(
-        concat!(
-            "import socket, subprocess, time\n",
-            "conns = []\n",
-            "for i in range(12):\n",
-            "    s = socket.socket()\n",
-            "    s.bind(('', 42000 + i))\n",
-            "    s.connect(('10.254.98.15', 80))\n",
-            "    s.settimeout(0.02)\n",
-            "    conns.append(s)\n",
-            "def read(secs):\n",
-            "    got = [b''] * len(conns)\n",
-            "    end = time.time() + secs\n",
-            "    while time.time() < end:\n",
-            "        for i, s in enumerate(conns):\n",
-            "            try:\n",
-            "                got[i] += s.recv(1000)\n",
-            "            except socket.timeout:\n",
-            "                pass\n",
-            "    return got\n",
-            "before = read(0.6)\n",
-            "for sock in {sockets:?}:\n",
-            "    subprocess.run(['{vrctl}', '--socket', sock, 'flow', 'flush'], check=True, capture_output=True)\n",
-            "after = read(1.5)\n",
-            "for b, a in zip(before, after):\n",
-            "    print(b.decode().split()[0] if b else '-', a.count(b'\\n'))\n",
-        ),
-        sockets = sockets,
-        vrctl = env!("CARGO_BIN_EXE_vrctl"),
-    );
-    let client = format!("{}/push_client.py", lab_dir());
-    std::fs::write(&client, script).unwrap();
-    let (ok, out) = sh("nx1", &format!("python3 {client}"));
+    let client = format!("{}/pushed.py", lab_dir());
+    std::fs::write(&client, PUSHED).unwrap();
+    let sockets = ["n1", "n2"].map(|n| format!("{}/{n}/vrouterd.sock", lab_dir())).join(" ");
+    let vrctl = env!("CARGO_BIN_EXE_vrctl");
+    let (ok, out) = sh("nx1", &format!("python3 {client} {vrctl} {sockets}"));
     assert!(ok && out.lines().count() == 12, "{out}");
     for line in out.lines() {
         let (pod, after) = line.split_once(' ').unwrap();

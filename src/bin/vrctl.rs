@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use vrouter::api::client::{Client, ClientError};
 use vrouter::cli::{count, show, Table};
+use vrouter::stats::DropReason;
 
 #[derive(Parser)]
 #[command(name = "vrctl", version, about = "Inspect vrouterd: interfaces, next hops, routes, labels, counters")]
@@ -315,8 +316,8 @@ fn run(c: &mut Client, cli: &Cli) -> Result<()> {
                     .into_iter()
                     .flatten()
                     .filter(|d| count(&d["count"]) > 0)
-                    .filter_map(|d| drop_hint(d["reason"].as_str()?))
-                    .map(|h| format!("{h}\n"))
+                    .filter_map(|d| DropReason::from_key(d["reason"].as_str()?))
+                    .filter_map(|r| Some(format!("{}: {}; vrouterd's log names the vif\n", r.as_str(), r.remedy()?)))
                     .collect();
                 format!("{t}total drops: {total}\n{hints}")
             })
@@ -765,18 +766,6 @@ fn drop_rates(prev: &Value, cur: &Value, secs: f64, json: bool) -> String {
         }
     }
     format!("drop rates over {secs:.1} s (Ctrl-C to stop)\n{t}")
-}
-
-/// What an operator can do about drops whose cause lies outside vrouterd,
-/// said under `dropstats` when there are any.
-fn drop_hint(reason: &str) -> Option<&'static str> {
-    match reason {
-        "unfinished_checksum" => Some(
-            "unfinished_checksum: a pod's interface offloads TX checksums, which vrouterd cannot finish (its TCP \
-             hangs while ping works); turn it off in the pod (ethtool -K eth0 tx off). vrouterd's log names the vif.",
-        ),
-        _ => None,
-    }
 }
 
 /// The policies, each under its VRF's id and name (as `vrfstats` shows a

@@ -382,9 +382,8 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                     vif,
                     interface,
                     "pods' TCP SYNs came with checksums left for a NIC to finish, and were dropped \
-                     (dropstats unfinished_checksum): the pod's interface offloads TX checksums, which \
-                     vrouterd cannot carry out, so its connections hang while ping works; turn the offload \
-                     off in the pod (ethtool -K eth0 tx off); the last such SYN came on this vif"
+                     (dropstats unfinished_checksum; the last such SYN came on this vif): {}",
+                    DropReason::UnfinishedChecksum.remedy().unwrap_or_default()
                 );
             }
         }

@@ -41,6 +41,23 @@ macro_rules! drop_reasons {
             pub const fn contrail_name(self) -> &'static str {
                 match self { $(DropReason::$name => $contrail,)* }
             }
+
+            /// The reason named `key` (`as_str`).
+            pub fn from_key(key: &str) -> Option<DropReason> {
+                Self::ALL.iter().copied().find(|r| r.as_str() == key)
+            }
+
+            /// What an operator can do where the cause lies outside
+            /// vrouterd, for its log and `vrctl dropstats` to say.
+            pub const fn remedy(self) -> Option<&'static str> {
+                match self {
+                    DropReason::UnfinishedChecksum => Some(
+                        "a pod's interface offloads TX checksums, which vrouterd cannot carry out, so its \
+                         connections hang while ping works; turn the offload off in the pod (ethtool -K eth0 tx off)",
+                    ),
+                    _ => None,
+                }
+            }
         }
     };
 }
