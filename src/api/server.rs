@@ -188,11 +188,13 @@ impl Control {
             "flow.get" => {
                 let p: FlowSlot = parse(params)?;
                 let (table, now) = self.flow_table()?;
-                let f = table.get(p.index, now).ok_or_else(|| {
-                    ApiError::new(code::NOT_FOUND, format!("flow {} does not exist", p.index)).field("index")
-                })?;
                 let tables = self.lock().writer.tables().clone();
-                Ok(flow_json(&f, &tables, table))
+                table
+                    .get(p.index, now)
+                    .and_then(|f| Some(flow_json(&f, crate::pipeline::judgement(&tables, table, &f)?)))
+                    .ok_or_else(|| {
+                        ApiError::new(code::NOT_FOUND, format!("flow {} does not exist", p.index)).field("index")
+                    })
             }
             "flow.delete" => {
                 let p: FlowSlot = parse(params)?;
@@ -487,13 +489,15 @@ impl Control {
             }
             for f in &chunk {
                 after = Some(f.slot);
-                if wanted(f) {
-                    if items.len() == limit {
-                        next = Some(items.last().map_or(0, |v: &Value| v["index"].as_u64().unwrap_or(0)));
-                        break 'scan;
-                    }
-                    items.push(flow_json(f, &tables, table));
+                // A pair removed since the chunk was read is left out.
+                let Some(judged) = wanted(f).then(|| crate::pipeline::judgement(&tables, table, f)).flatten() else {
+                    continue;
+                };
+                if items.len() == limit {
+                    next = Some(items.last().map_or(0, |v: &Value| v["index"].as_u64().unwrap_or(0)));
+                    break 'scan;
                 }
+                items.push(flow_json(f, judged));
             }
         }
         Ok(json!({ "items": items, "next": next }))
@@ -669,11 +673,10 @@ fn policy_json(vrf: u32, p: &crate::tables::VrfPolicy) -> Value {
     with_status(&super::schema::PolicyDef::from_policy(vrf, &p.policy), json!({ "generation": p.generation }))
 }
 
-/// One flow entry of `table` as the API shows it, with what the policies
-/// of `tables` say of its pair (`pipeline::judgement`).
-fn flow_json(f: &crate::flow::FlowInfo, tables: &crate::tables::Tables, table: &crate::flow::FlowTable) -> Value {
+/// One flow entry as the API shows it, with what the policies say of its
+/// pair (`pipeline::judgement`).
+fn flow_json(f: &crate::flow::FlowInfo, judged: crate::pipeline::Judgement) -> Value {
     use crate::flow::FlowAction;
-    let judged = crate::pipeline::judgement(tables, table, f);
     let action = match f.action {
         FlowAction::Forward if f.nat.is_none() => json!("forward"),
         FlowAction::Forward => json!("nat"),

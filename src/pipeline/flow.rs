@@ -436,18 +436,23 @@ pub struct Judgement {
 /// `table` belongs to, as the data path judges a pair (`on_hit`): by its
 /// forward entry, in that entry's VRF and, where the pair reaches a pod of
 /// another network on this node, in that network's too. For operators:
-/// "which rule let this through, or stopped it?" A pair half gone, or
-/// whose VRF is, is judged by nothing, and claimed current.
-pub fn judgement(t: &Tables, table: &FlowTable, f: &FlowInfo) -> Judgement {
-    let unknown = Judgement { rule: None, current: true };
-    let Some(other) = table.get(f.reverse, 0) else { return unknown };
+/// "which rule let this through, or stopped it?" A pair whose VRF is gone
+/// is judged by nothing, and claimed current.
+///
+/// `None` if the pair is no longer whole: its other entry was removed
+/// since `f` was read (ageing goes on while an operator lists the table,
+/// and removes a pair one entry after the other) or belongs to another
+/// pair by now. Such an entry is on its way out, and a listing leaves it
+/// out rather than show it judged by nothing.
+pub fn judgement(t: &Tables, table: &FlowTable, f: &FlowInfo) -> Option<Judgement> {
+    let other = table.get(f.reverse, 0).filter(|o| o.reverse == f.slot)?;
     let (fwd, rev) = if f.forward { (f, &other) } else { (&other, f) };
-    let Some(vrf) = t.vrf(fwd.key.vrf) else { return unknown };
+    let Some(vrf) = t.vrf(fwd.key.vrf) else { return Some(Judgement { rule: None, current: true }) };
     let reaches = (fwd.nat.is_none() && rev.key.vrf != fwd.key.vrf).then(|| t.vrf(rev.key.vrf)).flatten();
-    Judgement {
+    Some(Judgement {
         rule: judge(vrf, &fwd.key, t.vif(fwd.vif), reaches).1,
         current: vrf.policy_generation == fwd.policy_generation,
-    }
+    })
 }
 
 /// `vrf`'s policy on a flow whose first packet (`key`) came in on `from`.
