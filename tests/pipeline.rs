@@ -627,6 +627,92 @@ fn a_pods_syn_with_a_checksum_left_for_the_nic_is_dropped_and_its_vif_named() {
     }
 }
 
+/// A UDP datagram from a pod (`payload` after an 8-byte header, from
+/// port `sport` to 53) whose checksum field holds `check`, or, where that
+/// is `None`, the right checksum. `pseudo` as for `tcp_segment`.
+fn udp_segment(pseudo: &[u8], v6: bool, sport: u16, payload: &[u8], check: Option<u16>) -> Vec<u8> {
+    let mut seg = [&sport.to_be_bytes()[..], &53u16.to_be_bytes(), &[0; 4], payload].concat();
+    let len = seg.len() as u16;
+    seg[4..6].copy_from_slice(&len.to_be_bytes());
+    let head = udp_pseudo(pseudo, v6, len);
+    let c = check.unwrap_or_else(|| inet_checksum(&[head.as_slice(), &seg].concat()));
+    seg[6..8].copy_from_slice(&c.to_be_bytes());
+    seg
+}
+
+/// The whole UDP pseudo-header, for a datagram of `len` bytes.
+fn udp_pseudo(pseudo: &[u8], v6: bool, len: u16) -> Vec<u8> {
+    let mut head = pseudo.to_vec();
+    if v6 {
+        head.extend_from_slice(&u32::from(len).to_be_bytes());
+        head.extend_from_slice(&[0, 0, 0, ip_proto::UDP]);
+    } else {
+        head.extend_from_slice(&[0, ip_proto::UDP]);
+        head.extend_from_slice(&len.to_be_bytes());
+    }
+    head
+}
+
+/// The pod that offloads TX checksums sends its UDP datagrams unfinished
+/// too: the field holds the pseudo-header's sum, folded, not complemented,
+/// so its DNS lookups time out. Those that would open a flow in a VRF that
+/// tracks flows are dropped as `unfinished_checksum` and the vif named. A
+/// datagram is summed only where its field holds what such a pod leaves
+/// there, so a right checksum that happens to be equal passes, and other
+/// mismatches are the receiver's.
+#[test]
+fn a_pods_udp_datagram_with_a_checksum_left_for_the_nic_is_dropped_where_it_opens_a_flow() {
+    use vrouter::flow::{FlowConfig, FlowTable, Policy};
+    let pseudo = [a1_ip().octets(), a2_ip().octets()].concat();
+    let to_a2 = |seg: &[u8]| build::ip_frame(from_a1(), &build::ipv4(a1_ip(), a2_ip(), ip_proto::UDP, 64, true, seg));
+    let query = b"a DNS query, or as long as one";
+    let len = 8 + query.len() as u16;
+    let left_for_the_nic = !inet_checksum(&udp_pseudo(&pseudo, false, len));
+    let unfinished = |sport| to_a2(&udp_segment(&pseudo, false, sport, query, Some(left_for_the_nic)));
+
+    // Untracked, the fast path takes it, unlooked at: no cost there.
+    let mut lab = Lab::new();
+    assert_eq!(lab.run(A1, unfinished(5353)).0, Verdict::Tx(A2), "the fast path does not sum");
+
+    lab.writer.apply(&[Op::Add(Object::Policy(BLUE, Policy::allow_all()))]).unwrap();
+    lab.pipeline.set_flows(Some(std::sync::Arc::new(FlowTable::new(FlowConfig::default(), 64, 16))));
+    let (v, _) = lab.run(A1, unfinished(5353));
+    assert_eq!(v, Verdict::Drop(DropReason::UnfinishedChecksum), "it would open a flow");
+    assert_eq!(lab.stats().unfinished_checksum_vif, Some(A1));
+    assert_eq!(lab.stats().vif(A1).rx_errors, 1, "malformed input from the pod");
+    assert_eq!(lab.run(A1, unfinished(5353)).0, Verdict::Drop(DropReason::UnfinishedChecksum), "and made none");
+
+    // A right checksum goes, and one that is wrong some other way (or
+    // absent: zero in IPv4) is left to the receiver. Each its own flow.
+    let right = udp_segment(&pseudo, false, 5354, query, None);
+    let mut corrupt = udp_segment(&pseudo, false, 5355, query, None);
+    corrupt[7] ^= 0x01;
+    let none = udp_segment(&pseudo, false, 5356, query, Some(0));
+    for (seg, what) in [(right, "right"), (corrupt, "corrupt"), (none, "none")] {
+        assert_eq!(lab.run(A1, to_a2(&seg)).0, Verdict::Tx(A2), "{what}");
+    }
+    // A right checksum equal to what an offloading pod leaves: two payload
+    // bytes chosen to make the sum come out right with that field.
+    let mut payload = query.to_vec();
+    payload[0..2].fill(0);
+    let zeroed = udp_segment(&pseudo, false, 5357, &payload, Some(left_for_the_nic));
+    payload[0..2].copy_from_slice(&inet_checksum(&[udp_pseudo(&pseudo, false, len), zeroed].concat()).to_be_bytes());
+    let coincident = udp_segment(&pseudo, false, 5357, &payload, Some(left_for_the_nic));
+    assert_eq!(udp_segment(&pseudo, false, 5357, &payload, None), coincident, "the right checksum is that field");
+    assert_eq!(lab.run(A1, to_a2(&coincident)).0, Verdict::Tx(A2), "summed, and right");
+    assert_eq!(lab.stats().dropped(DropReason::UnfinishedChecksum), 2);
+
+    // IPv6, with its own pseudo-header.
+    let pseudo6 = [a1_ip6().octets(), a2_ip6().octets()].concat();
+    let udp6 = |sport, check| {
+        let seg = udp_segment(&pseudo6, true, sport, query, check);
+        build::ip_frame(from_a1(), &build::ipv6(a1_ip6(), a2_ip6(), ip_proto::UDP, 64, &seg))
+    };
+    let left_for_the_nic6 = !inet_checksum(&udp_pseudo(&pseudo6, true, len));
+    assert_eq!(lab.run(A1, udp6(5353, Some(left_for_the_nic6))).0, Verdict::Drop(DropReason::UnfinishedChecksum));
+    assert_eq!(lab.run(A1, udp6(5354, None)).0, Verdict::Tx(A2));
+}
+
 /// Every drop reason, produced by a frame, and counted.
 #[test]
 fn every_drop_reason_is_reachable_and_counted() {

@@ -378,8 +378,37 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
     assert!(ping(&a1, "10.1.0.3", "1"), "ping works with the offload on");
     assert_eq!(in_ns(&a1, &["python3", "-c", connect]).trim(), "timed out");
     std::thread::sleep(Duration::from_millis(300));
-    assert!(unfinished(&mut api) >= 1, "a1's SYNs were counted");
+    let syns = unfinished(&mut api);
+    assert!(syns >= 1, "a1's SYNs were counted");
+    // Its datagrams too, where they would open a flow (the VRF tracks
+    // them under a policy): a DNS-like query to a2, whose listener hears
+    // it only once the offload is off.
+    api.call("add", serde_json::json!({ "policy": { "vrf": 1, "default": "allow" } })).unwrap();
+    let listen = concat!(
+        "import socket\n",
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n",
+        "s.bind(('0.0.0.0', 5300))\n",
+        "s.settimeout(1.5)\n",
+        "try:\n",
+        "    print(s.recv(64))\n",
+        "except socket.timeout:\n",
+        "    print('nothing')\n",
+    );
+    let heard = |ns: &str| {
+        let listener = Command::new("ip")
+            .args(["netns", "exec", ns, "python3", "-c", listen])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        in_ns(&a1, &["bash", "-c", "echo -n query > /dev/udp/10.1.0.3/5300"]);
+        String::from_utf8_lossy(&listener.wait_with_output().unwrap().stdout).trim().to_string()
+    };
+    assert_eq!(heard(&a2), "nothing", "a datagram with its checksum left for the NIC");
+    assert!(unfinished(&mut api) > syns, "counted as unfinished_checksum");
     in_ns(&a1, &["ethtool", "-K", "eth0", "tx", "off"]);
+    assert_eq!(heard(&a2), "b'query'", "heard once a1's offload was off");
+    api.call("delete", serde_json::json!({ "policy": 1 })).unwrap();
     assert_eq!(in_ns(&a1, &["python3", "-c", connect]).trim(), "refused", "a2 answered once a1's offload was off");
 
     // a3 leaves and a2's route points at discard, in one batch.

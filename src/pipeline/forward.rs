@@ -223,11 +223,8 @@ pub(super) fn from_vif<B: AsRef<[u8]> + AsMut<[u8]>>(
     if vif.kind == VifKind::Virtual && vif.flags.source_check && !source_ok(ctx.t, vif, info) {
         return Some(Verdict::Drop(DropReason::InvalidSource));
     }
-    if vif.kind == VifKind::Virtual && info.proto == ip_proto::TCP && !info.frag {
-        if let Err(r) = syn_checksum(f.data(), info) {
-            if r == DropReason::UnfinishedChecksum {
-                ctx.stats.unfinished_checksum_vif = Some(vif.index);
-            }
+    if vif.kind == VifKind::Virtual && info.proto == ip_proto::TCP {
+        if let Err(r) = pod_checksum(ctx, f.data(), info, vif) {
             return Some(Verdict::Drop(r));
         }
     }
@@ -237,40 +234,62 @@ pub(super) fn from_vif<B: AsRef<[u8]> + AsMut<[u8]>>(
     None
 }
 
-/// Checks the TCP checksum of a pod's SYN or SYN-ACK (`d` a whole,
-/// unfragmented TCP packet that `parse_ip` read into `info`; any other
-/// segment passes unchecked). A pod whose interface offloads TX checksums
-/// leaves in each segment's checksum field only the pseudo-header's sum,
-/// for a NIC to finish; AF_XDP hands vrouterd the frame without the mark
-/// that says so, so nothing finishes it, and the receiver drops every
-/// segment while ping, which the kernel checksums itself, works. That is
-/// `UnfinishedChecksum`, so that `dropstats` and vrouterd's log tell the
-/// operator what to turn off; any other mismatch is `ChecksumError`. Only
-/// a connection's opening segments are summed: they are short and take
-/// the general path anyway (the fast path takes no SYN), so the check
-/// costs the rest nothing, and every connection starts with one.
-fn syn_checksum(d: &[u8], info: &IpInfo) -> Result<(), DropReason> {
-    let Some(seg) = d.get(ETH + info.hl()..ETH + info.total()) else { return Ok(()) };
-    if seg.len() < tcp::HEADER_LEN || seg[13] & tcp::FLAG_SYN == 0 {
+/// Checks the checksum of a pod's TCP SYN or SYN-ACK, and whether a pod's
+/// UDP datagram left its checksum for a NIC to finish (`d` a whole packet
+/// from `vif` that `parse_ip` read into `info`; fragments and anything
+/// else pass unchecked), and names `vif` for the log if it did.
+///
+/// A pod whose interface offloads TX checksums leaves in each TCP and UDP
+/// checksum field only the pseudo-header's sum, for a NIC to finish;
+/// AF_XDP hands vrouterd the frame without the mark that says so, so
+/// nothing finishes it, and the receiver drops every segment and datagram
+/// while ping, which the kernel checksums itself, works: its connections
+/// hang, and its DNS lookups time out. That is `UnfinishedChecksum`, so
+/// that `dropstats` and vrouterd's log tell the operator what to turn off.
+///
+/// Only what takes the general path anyway is looked at, so that the
+/// check costs the fast path nothing: every connection opens with a SYN,
+/// which the fast path never takes (`from_vif` checks it), and a datagram
+/// that would open a flow in a VRF that tracks flows (`resolve` checks
+/// it; a DNS service address is an ECMP route, which makes its VRF track).
+/// A SYN is summed whole, being short, and any other mismatch is a
+/// `ChecksumError`. A datagram may be long and is summed only where its
+/// field holds what an offloading pod leaves there, to tell that from a
+/// right checksum that happens to be equal; other mismatches are the
+/// receiver's to judge.
+fn pod_checksum<B>(ctx: &mut Ctx<'_, B>, d: &[u8], info: &IpInfo, vif: &Vif) -> Result<(), DropReason> {
+    let r = unfinished_or_wrong(d, info);
+    if r == Err(DropReason::UnfinishedChecksum) {
+        ctx.stats.unfinished_checksum_vif = Some(vif.index);
+    }
+    r
+}
+
+/// `pod_checksum`'s verdict on the packet alone.
+fn unfinished_or_wrong(d: &[u8], info: &IpInfo) -> Result<(), DropReason> {
+    if info.frag {
         return Ok(());
     }
+    let Some(seg) = d.get(ETH + info.hl()..ETH + info.total()) else { return Ok(()) };
+    let (field, whole) = match info.proto {
+        ip_proto::TCP if seg.len() >= tcp::HEADER_LEN && seg[13] & tcp::FLAG_SYN != 0 => (16, true),
+        // Zero: an IPv4 datagram without a checksum.
+        ip_proto::UDP if seg.len() >= 8 && seg[6..8] != [0, 0] => (6, false),
+        _ => return Ok(()),
+    };
     let pseudo = if info.v6 {
-        checksum::pseudo_v6(info.src.to_be_bytes(), info.dst.to_be_bytes(), ip_proto::TCP, seg.len() as u32)
+        checksum::pseudo_v6(info.src.to_be_bytes(), info.dst.to_be_bytes(), info.proto, seg.len() as u32)
     } else {
         let (src, dst) = ((info.src as u32).to_be_bytes(), (info.dst as u32).to_be_bytes());
-        checksum::pseudo_v4(src, dst, ip_proto::TCP, seg.len() as u16)
+        checksum::pseudo_v4(src, dst, info.proto, seg.len() as u16)
     };
-    if checksum::finish(checksum::sum(pseudo, seg)) == 0 {
-        return Ok(());
-    }
     // What Linux leaves for the NIC: the pseudo-header's sum, folded but
     // not complemented.
-    let partial = !checksum::finish(pseudo);
-    if u16::from_be_bytes([seg[16], seg[17]]) == partial {
-        Err(DropReason::UnfinishedChecksum)
-    } else {
-        Err(DropReason::ChecksumError)
+    let unfinished = u16::from_be_bytes([seg[field], seg[field + 1]]) == !checksum::finish(pseudo);
+    if (!whole && !unfinished) || checksum::finish(checksum::sum(pseudo, seg)) == 0 {
+        return Ok(());
     }
+    Err(if unfinished { DropReason::UnfinishedChecksum } else { DropReason::ChecksumError })
 }
 
 /// The reverse path check of a pod's packet, as Contrail's vRouter makes
@@ -476,6 +495,15 @@ pub(super) fn resolve<B: AsRef<[u8]> + AsMut<[u8]>>(
             return super::hold::hold_fragment(ctx, f, datagram, vrf.id, Some(target), info, origin);
         }
         _ => {}
+    }
+    // A pod's datagram that would open a flow: not one whose checksum was
+    // left for a NIC (`pod_checksum`), for all its flow's would be so.
+    if let (super::flow::FlowStep::Miss(_), Some(vif)) = (&flow, in_vif) {
+        if vif.kind == VifKind::Virtual && info.proto == ip_proto::UDP {
+            if let Err(r) = pod_checksum(ctx, f.data(), info, vif) {
+                return Verdict::Drop(r);
+            }
+        }
     }
     if let super::flow::FlowStep::Hit(key, hit) = &flow {
         if let Some(v) = follow_flow(ctx, f, vrf, key, hit, info, origin, depth) {

@@ -53,7 +53,8 @@ macro_rules! drop_reasons {
                 match self {
                     DropReason::UnfinishedChecksum => Some(
                         "a pod's interface offloads TX checksums, which vrouterd cannot carry out, so its \
-                         connections hang while ping works; turn the offload off in the pod (ethtool -K eth0 tx off)",
+                         connections and DNS lookups hang while ping works; turn the offload off in the pod \
+                         (ethtool -K eth0 tx off)",
                     ),
                     _ => None,
                 }
@@ -95,11 +96,12 @@ drop_reasons! {
     /// An IPv4 header checksum that does not verify, or a pod's TCP SYN
     /// whose checksum does not.
     ChecksumError => "checksum_error", "Checksum errors";
-    /// A pod's TCP SYN whose checksum was left for a NIC to finish: the pod's
-    /// interface offloads TX checksums, which vrouterd cannot carry out
-    /// (AF_XDP does not say which frames need it). Its segments would all
-    /// be dropped by their receiver; turn the offload off in the pod
-    /// (`ethtool -K eth0 tx off`). `forward::syn_checksum`.
+    /// A pod's TCP SYN or UDP datagram whose checksum was left for a NIC to
+    /// finish: the pod's interface offloads TX checksums, which vrouterd
+    /// cannot carry out (AF_XDP does not say which frames need it). Its
+    /// segments and datagrams would all be dropped by their receiver; turn
+    /// the offload off in the pod (`ethtool -K eth0 tx off`).
+    /// `forward::pod_checksum`.
     UnfinishedChecksum => "unfinished_checksum", "Checksum errors";
     /// The next hop is missing or cannot be used.
     InvalidNh => "invalid_nh", "Invalid NH";
