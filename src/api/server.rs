@@ -191,7 +191,7 @@ impl Control {
                 let tables = self.lock().writer.tables().clone();
                 table
                     .get(p.index, now)
-                    .and_then(|f| Some(flow_json(&f, crate::pipeline::judgement(&tables, table, &f)?)))
+                    .and_then(|f| crate::pipeline::judgement(&tables, table, &f).map(|judged| flow_json(&f, judged)))
                     .ok_or_else(|| {
                         ApiError::new(code::NOT_FOUND, format!("flow {} does not exist", p.index)).field("index")
                     })

@@ -496,8 +496,8 @@ pub(super) fn resolve<B: AsRef<[u8]> + AsMut<[u8]>>(
         }
         _ => {}
     }
-    // A pod's datagram that would open a flow: not one whose checksum was
-    // left for a NIC (`pod_checksum`), for all its flow's would be so.
+    // A pod's datagram that would open a flow, the one of its flow that
+    // the general path sees: its checksum may be left for a NIC (`pod_checksum`).
     if let (super::flow::FlowStep::Miss(_), Some(vif)) = (&flow, in_vif) {
         if vif.kind == VifKind::Virtual && info.proto == ip_proto::UDP {
             if let Err(r) = pod_checksum(ctx, f.data(), info, vif) {
