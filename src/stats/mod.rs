@@ -110,8 +110,9 @@ pub struct Stats {
     /// Held fragments let go once their datagram's first came (the others
     /// were dropped as `NoFragEntry`, or wait still).
     pub fragments_released: u64,
-    /// The last vif whose TCP SYN came with a checksum left for a NIC to
-    /// finish (`DropReason::UnfinishedChecksum`), for the log to name.
+    /// The last vif whose TCP SYN or UDP datagram came with a checksum left
+    /// for a NIC to finish (`DropReason::UnfinishedChecksum`), for the log
+    /// to name.
     pub unfinished_checksum_vif: Option<u32>,
 }
 
