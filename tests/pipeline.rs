@@ -713,6 +713,46 @@ fn a_pods_udp_datagram_with_a_checksum_left_for_the_nic_is_dropped_where_it_open
     assert_eq!(lab.run(A1, udp6(5354, None)).0, Verdict::Tx(A2));
 }
 
+/// A pod's MLDv2 report (ICMPv6 143 behind a Hop-by-Hop header with a
+/// router alert) from `src`, as Linux sends them when an interface comes up.
+fn mld_report_from_a1(src: std::net::Ipv6Addr) -> Vec<u8> {
+    let hop_by_hop = [ip_proto::ICMPV6, 0, 5, 2, 0, 0, 1, 0];
+    let mut report = vec![143, 0, 0, 0, 0, 0, 0, 1, 4, 0, 0, 0];
+    report.extend_from_slice(&"ff02::1:ff00:11".parse::<std::net::Ipv6Addr>().unwrap().octets());
+    let dst = "ff02::16".parse().unwrap();
+    build::ip_frame(from_a1(), &build::ipv6(src, dst, 0, 1, &[&hop_by_hop[..], &report].concat()))
+}
+
+/// What a pod sends over IPv6 to its own link alone (MLD reports when
+/// its interface comes up, mDNS) no router forwards. It is dropped as
+/// `link_local`, not as `no_route`, so that this chatter does not look like
+/// a routing fault in `dropstats`; before the source check, since a pod's
+/// first MLD reports come from the unspecified address. Multicast of wider
+/// scope, with no route, is still `no_route`, and so is IPv4's link-local
+/// multicast, which takes the fast path, whose loop telling it apart would
+/// cost instructions.
+#[test]
+fn a_pods_link_local_chatter_is_told_apart_from_a_missing_route() {
+    let link_local = Verdict::Drop(DropReason::LinkLocal);
+    let mut lab = Lab::new();
+    for src in ["fe80::ff:fe00:11", "::"] {
+        assert_eq!(lab.run(A1, mld_report_from_a1(src.parse().unwrap())).0, link_local, "MLD from {src}");
+    }
+    let to = |dst: &str| {
+        let udp =
+            build::ipv6(a1_ip6(), dst.parse().unwrap(), ip_proto::UDP, 255, &[0x14, 0xe9, 0x14, 0xe9, 0, 8, 0, 0]);
+        build::ip_frame(from_a1(), &udp)
+    };
+    assert_eq!(lab.run(A1, to("ff02::fb")).0, link_local, "mDNS");
+    assert_eq!(lab.run(A1, to("ff01::1")).0, link_local, "interface-local");
+    assert_eq!(lab.run(A1, to("ff05::1:3")).0, Verdict::Drop(DropReason::NoRoute), "site-local: no route");
+    let igmp = build::ip_frame(from_a1(), &build::ipv4(a1_ip(), Ipv4Addr::new(224, 0, 0, 22), 2, 1, false, &[0; 8]));
+    assert_eq!(lab.run(A1, igmp).0, Verdict::Drop(DropReason::NoRoute), "IPv4's: no route");
+    assert_eq!(lab.stats().dropped(DropReason::LinkLocal), 4);
+    assert_eq!(lab.stats().vif(A1).rx_errors, 0, "not malformed: chatter");
+    assert_eq!(lab.stats().vrf(BLUE).discards, 6, "discarded in the pod's VRF, as a missing route is");
+}
+
 /// Every drop reason, produced by a frame, and counted.
 #[test]
 fn every_drop_reason_is_reachable_and_counted() {
@@ -738,6 +778,7 @@ fn every_drop_reason_is_reachable_and_counted() {
         (A1, udp_from_a1(Ipv4Addr::new(10, 66, 1, 1), 1, 64), DropReason::Discard),
         (A1, build::udp4_frame(from_a1(), a2_ip(), remote_ip(), 1, 80, 64, 64), DropReason::InvalidSource),
         (A1, udp_from_a1(Ipv4Addr::new(172, 20, 0, 1), 1, 64), DropReason::NoRoute),
+        (A1, mld_report_from_a1("fe80::ff:fe00:11".parse().unwrap()), DropReason::LinkLocal),
         (60, udp_from_a1(a2_ip(), 1, 64), DropReason::InvalidIf),
         (DISABLED, udp_from_a1(a2_ip(), 1, 64), DropReason::IfDrop),
         (A1, udp_from_a1(Ipv4Addr::new(10, 77, 0, 1), 1, 64), DropReason::IfTxDiscard),
