@@ -549,11 +549,25 @@ fn packets_to_the_gateway_go_to_the_host() {
     assert_eq!(lab.stats().vrf(BLUE).receives, 1);
 }
 
+/// The whole TCP or UDP pseudo-header (`proto`) of a segment of `len`
+/// bytes, `pseudo` being its source and destination addresses.
+fn pseudo_header(pseudo: &[u8], v6: bool, proto: u8, len: u16) -> Vec<u8> {
+    let mut head = pseudo.to_vec();
+    if v6 {
+        head.extend_from_slice(&u32::from(len).to_be_bytes());
+        head.extend_from_slice(&[0, 0, 0, proto]);
+    } else {
+        head.extend_from_slice(&[0, proto]);
+        head.extend_from_slice(&len.to_be_bytes());
+    }
+    head
+}
+
 /// A TCP segment from a pod with flags `flags`, whose checksum field is
 /// right, or (`unfinished`) holds only the pseudo-header's sum, folded and
 /// not complemented, as a Linux pod whose interface offloads TX checksums
-/// leaves it for the NIC. `pseudo` is the pseudo-header without the
-/// length, which is appended here; checksums by the tests' own `inet_checksum`.
+/// leaves it for the NIC. `pseudo` is the two addresses, for
+/// `pseudo_header`; checksums by the tests' own `inet_checksum`.
 fn tcp_segment(pseudo: &[u8], v6: bool, flags: u8, unfinished: bool) -> Vec<u8> {
     let mut seg = vec![0u8; 24];
     seg[0..2].copy_from_slice(&40000u16.to_be_bytes());
@@ -562,14 +576,7 @@ fn tcp_segment(pseudo: &[u8], v6: bool, flags: u8, unfinished: bool) -> Vec<u8> 
     seg[13] = flags;
     seg[14..16].copy_from_slice(&64240u16.to_be_bytes());
     seg[20..24].copy_from_slice(&[2, 4, 0x05, 0xb4]);
-    let mut head = pseudo.to_vec();
-    if v6 {
-        head.extend_from_slice(&(seg.len() as u32).to_be_bytes());
-        head.extend_from_slice(&[0, 0, 0, ip_proto::TCP]);
-    } else {
-        head.extend_from_slice(&[0, ip_proto::TCP]);
-        head.extend_from_slice(&(seg.len() as u16).to_be_bytes());
-    }
+    let head = pseudo_header(pseudo, v6, ip_proto::TCP, seg.len() as u16);
     let c = if unfinished { !inet_checksum(&head) } else { inet_checksum(&[head.as_slice(), &seg].concat()) };
     seg[16..18].copy_from_slice(&c.to_be_bytes());
     seg
@@ -634,23 +641,10 @@ fn udp_segment(pseudo: &[u8], v6: bool, sport: u16, payload: &[u8], check: Optio
     let mut seg = [&sport.to_be_bytes()[..], &53u16.to_be_bytes(), &[0; 4], payload].concat();
     let len = seg.len() as u16;
     seg[4..6].copy_from_slice(&len.to_be_bytes());
-    let head = udp_pseudo(pseudo, v6, len);
+    let head = pseudo_header(pseudo, v6, ip_proto::UDP, len);
     let c = check.unwrap_or_else(|| inet_checksum(&[head.as_slice(), &seg].concat()));
     seg[6..8].copy_from_slice(&c.to_be_bytes());
     seg
-}
-
-/// The whole UDP pseudo-header, for a datagram of `len` bytes.
-fn udp_pseudo(pseudo: &[u8], v6: bool, len: u16) -> Vec<u8> {
-    let mut head = pseudo.to_vec();
-    if v6 {
-        head.extend_from_slice(&u32::from(len).to_be_bytes());
-        head.extend_from_slice(&[0, 0, 0, ip_proto::UDP]);
-    } else {
-        head.extend_from_slice(&[0, ip_proto::UDP]);
-        head.extend_from_slice(&len.to_be_bytes());
-    }
-    head
 }
 
 /// The pod that offloads TX checksums sends its UDP datagrams unfinished
@@ -667,7 +661,7 @@ fn a_pods_udp_datagram_with_a_checksum_left_for_the_nic_is_dropped_where_it_open
     let to_a2 = |seg: &[u8]| build::ip_frame(from_a1(), &build::ipv4(a1_ip(), a2_ip(), ip_proto::UDP, 64, true, seg));
     let query = b"a DNS query, or as long as one";
     let len = 8 + query.len() as u16;
-    let left_for_the_nic = !inet_checksum(&udp_pseudo(&pseudo, false, len));
+    let left_for_the_nic = !inet_checksum(&pseudo_header(&pseudo, false, ip_proto::UDP, len));
     let unfinished = |sport| to_a2(&udp_segment(&pseudo, false, sport, query, Some(left_for_the_nic)));
 
     // Untracked, the fast path takes it, unlooked at: no cost there.
@@ -696,7 +690,9 @@ fn a_pods_udp_datagram_with_a_checksum_left_for_the_nic_is_dropped_where_it_open
     let mut payload = query.to_vec();
     payload[0..2].fill(0);
     let zeroed = udp_segment(&pseudo, false, 5357, &payload, Some(left_for_the_nic));
-    payload[0..2].copy_from_slice(&inet_checksum(&[udp_pseudo(&pseudo, false, len), zeroed].concat()).to_be_bytes());
+    payload[0..2].copy_from_slice(
+        &inet_checksum(&[pseudo_header(&pseudo, false, ip_proto::UDP, len), zeroed].concat()).to_be_bytes(),
+    );
     let coincident = udp_segment(&pseudo, false, 5357, &payload, Some(left_for_the_nic));
     assert_eq!(udp_segment(&pseudo, false, 5357, &payload, None), coincident, "the right checksum is that field");
     assert_eq!(lab.run(A1, to_a2(&coincident)).0, Verdict::Tx(A2), "summed, and right");
@@ -708,7 +704,7 @@ fn a_pods_udp_datagram_with_a_checksum_left_for_the_nic_is_dropped_where_it_open
         let seg = udp_segment(&pseudo6, true, sport, query, check);
         build::ip_frame(from_a1(), &build::ipv6(a1_ip6(), a2_ip6(), ip_proto::UDP, 64, &seg))
     };
-    let left_for_the_nic6 = !inet_checksum(&udp_pseudo(&pseudo6, true, len));
+    let left_for_the_nic6 = !inet_checksum(&pseudo_header(&pseudo6, true, ip_proto::UDP, len));
     assert_eq!(lab.run(A1, udp6(5353, Some(left_for_the_nic6))).0, Verdict::Drop(DropReason::UnfinishedChecksum));
     assert_eq!(lab.run(A1, udp6(5354, None)).0, Verdict::Tx(A2));
 }

@@ -353,6 +353,17 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
     assert_eq!(Some(sample("vrouter_flow_capacity") as u64), flow_stats["capacity"].as_u64(), "{metrics}");
     assert!(metrics.contains("vrouter_vif_flow_pairs{vif=\"1\",name=\"pa1\"}"), "{metrics}");
 
+    // What a pod sends to its own link alone is told apart from a missing
+    // route: pings to all nodes on the link.
+    let dropped = |api: &mut vrouter::api::client::Client, reason: &str| {
+        let st = api.call("stats", serde_json::json!({})).unwrap();
+        st["drops"].as_array().unwrap().iter().find(|d| d["reason"] == reason).unwrap()["count"].as_u64().unwrap()
+    };
+    let link_local = dropped(&mut api, "link_local");
+    in_ns(&a1, &["ping", "-6", "-c", "2", "-i", "0.2", "-W", "1", "ff02::1%eth0"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(dropped(&mut api, "link_local") >= link_local + 2, "counted as link_local, not as no_route");
+
     // A pod whose interface offloads TX checksums sends its segments with
     // the checksum unfinished, for a NIC that AF_XDP does not stand in
     // for: its SYNs are dropped, counted and named in the log, while ping
@@ -370,17 +381,7 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
         "except socket.timeout:\n",
         "    print('timed out')\n",
     );
-    let dropped = |api: &mut vrouter::api::client::Client, reason: &str| {
-        let st = api.call("stats", serde_json::json!({})).unwrap();
-        st["drops"].as_array().unwrap().iter().find(|d| d["reason"] == reason).unwrap()["count"].as_u64().unwrap()
-    };
     let unfinished = |api: &mut vrouter::api::client::Client| dropped(api, "unfinished_checksum");
-    // What a pod sends to its own link alone is told apart from a missing
-    // route: pings to all nodes on the link.
-    let link_local = dropped(&mut api, "link_local");
-    in_ns(&a1, &["ping", "-6", "-c", "2", "-i", "0.2", "-W", "1", "ff02::1%eth0"]);
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(dropped(&mut api, "link_local") >= link_local + 2, "counted as link_local, not as no_route");
     in_ns(&a1, &["ethtool", "-K", "eth0", "tx", "on"]);
     assert!(ping(&a1, "10.1.0.3", "1"), "ping works with the offload on");
     assert_eq!(in_ns(&a1, &["python3", "-c", connect]).trim(), "timed out");

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 /// How often a warning that still holds is repeated.
 pub const REPEAT: Duration = Duration::from_secs(60);
 
-/// Pods' TCP SYNs that came with their checksums left for a NIC to finish
-/// (`DropReason::UnfinishedChecksum`): said at the first, then at most
-/// once every `REPEAT` while more come, so that a pod retrying its
-/// connections does not flood the log.
+/// Pods' TCP SYNs and UDP datagrams that came with their checksums left
+/// for a NIC to finish (`DropReason::UnfinishedChecksum`): said at the
+/// first, then at most once every `REPEAT` while more come, so that a pod
+/// retrying its connections does not flood the log.
 #[derive(Debug, Default)]
 pub struct UnfinishedChecksums {
     /// The count the last warning reported.

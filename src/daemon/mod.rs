@@ -381,8 +381,8 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                     dropped,
                     vif,
                     interface,
-                    "pods' TCP SYNs came with checksums left for a NIC to finish, and were dropped \
-                     (dropstats unfinished_checksum; the last such SYN came on this vif): {}",
+                    "pods' TCP SYNs or UDP datagrams came with checksums left for a NIC to finish, and were \
+                     dropped (dropstats unfinished_checksum; the last such packet came on this vif): {}",
                     DropReason::UnfinishedChecksum.remedy().unwrap_or_default()
                 );
             }
