@@ -591,18 +591,18 @@ fn tcp_from_a1(flags: u8, unfinished: bool) -> Vec<u8> {
 /// A pod whose interface offloads TX checksums sends every segment with
 /// its checksum unfinished, and AF_XDP does not say so: its connections
 /// would hang while ping works. Its SYN is dropped as `unfinished_checksum`
-/// and its vif named for the log; a SYN that is wrong otherwise is a
+/// and counted against its vif, which the log names; a SYN wrong otherwise is a
 /// `checksum_error`; other segments are not summed.
 #[test]
 fn a_pods_syn_with_a_checksum_left_for_the_nic_is_dropped_and_its_vif_named() {
     use vrouter::wire::tcp::{FLAG_ACK, FLAG_SYN};
     let mut lab = Lab::new();
     assert_eq!(lab.run(A1, tcp_from_a1(FLAG_SYN, false)).0, Verdict::Tx(A2), "a finished SYN goes");
-    assert_eq!(lab.stats().unfinished_checksum_vif, None);
+    assert_eq!(lab.stats().vif_drops(A1)[DropReason::UnfinishedChecksum as usize], 0);
 
     let (v, _) = lab.run(A1, tcp_from_a1(FLAG_SYN, true));
     assert_eq!(v, Verdict::Drop(DropReason::UnfinishedChecksum));
-    assert_eq!(lab.stats().unfinished_checksum_vif, Some(A1));
+    assert_eq!(lab.stats().vif_drops(A1)[DropReason::UnfinishedChecksum as usize], 1, "counted against a1");
     assert_eq!(lab.stats().vif(A1).rx_errors, 1, "malformed input from the pod");
     // A SYN-ACK too: a pod that serves.
     let (v, _) = lab.run(A1, tcp_from_a1(FLAG_SYN | FLAG_ACK, true));
@@ -650,7 +650,7 @@ fn udp_segment(pseudo: &[u8], v6: bool, sport: u16, payload: &[u8], check: Optio
 /// The pod that offloads TX checksums sends its UDP datagrams unfinished
 /// too: the field holds the pseudo-header's sum, folded, not complemented,
 /// so its DNS lookups time out. Those that would open a flow in a VRF that
-/// tracks flows are dropped as `unfinished_checksum` and the vif named. A
+/// tracks flows are dropped as `unfinished_checksum`, against the vif. A
 /// datagram is summed only where its field holds what such a pod leaves
 /// there, so a right checksum that happens to be equal passes, and other
 /// mismatches are the receiver's.
@@ -672,7 +672,7 @@ fn a_pods_udp_datagram_with_a_checksum_left_for_the_nic_is_dropped_where_it_open
     lab.pipeline.set_flows(Some(std::sync::Arc::new(FlowTable::new(FlowConfig::default(), 64, 16))));
     let (v, _) = lab.run(A1, unfinished(5353));
     assert_eq!(v, Verdict::Drop(DropReason::UnfinishedChecksum), "it would open a flow");
-    assert_eq!(lab.stats().unfinished_checksum_vif, Some(A1));
+    assert_eq!(lab.stats().vif_drops(A1)[DropReason::UnfinishedChecksum as usize], 1, "counted against a1");
     assert_eq!(lab.stats().vif(A1).rx_errors, 1, "malformed input from the pod");
     assert_eq!(lab.run(A1, unfinished(5353)).0, Verdict::Drop(DropReason::UnfinishedChecksum), "and made none");
 
@@ -829,6 +829,8 @@ fn every_drop_reason_is_reachable_and_counted() {
     cases.push((A1, udp_from_a1(Ipv4Addr::new(10, 55, 0, 1), 1, 64), DropReason::InvalidNh));
     for (vif, frame, want) in &cases {
         let before = lab.stats().dropped(*want);
+        let on_vif = |lab: &Lab| (lab.stats().vif_drops(*vif)[*want as usize], lab.stats().vif(*vif).drops);
+        let before_on_vif = on_vif(&lab);
         let (v, _) = lab.run(*vif, frame.clone());
         if *want == DropReason::MtuExceeded {
             // The frame itself becomes the ICMP error sent back to the pod.
@@ -837,6 +839,8 @@ fn every_drop_reason_is_reachable_and_counted() {
             assert_eq!(v, Verdict::Drop(*want), "case {want:?}");
         }
         assert_eq!(lab.stats().dropped(*want), before + 1, "{want:?} counted once");
+        let (reason, all) = before_on_vif;
+        assert_eq!(on_vif(&lab), (reason + 1, all + 1), "{want:?} counted against vif {vif}");
     }
     // Headroom too small to prepend a tunnel.
     let frame = udp_from_a1(remote_ip(), 1, 64);
@@ -915,6 +919,16 @@ fn every_drop_reason_is_reachable_and_counted() {
     // Drops are charged to the vif they arrived on; malformed ones are errors too.
     assert!(lab.stats().vif(A1).drops >= 10);
     assert!(lab.stats().vif(A1).rx_errors >= 4);
+    // Every drop is in some vif's breakdown (`dropstats --vif`), and each
+    // vif's breakdown adds up to its drops.
+    let stats = lab.stats();
+    for r in DropReason::ALL {
+        let on_vifs: u64 = (0..64).map(|i| stats.vif_drops(i)[*r as usize]).sum();
+        assert_eq!(on_vifs, stats.dropped(*r), "{r:?}");
+    }
+    for i in [FABRIC, A1, A2, R1, DISABLED] {
+        assert_eq!(stats.vif_drops(i).iter().sum::<u64>(), stats.vif(i).drops, "vif {i}");
+    }
 }
 
 static TICKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

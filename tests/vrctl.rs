@@ -80,6 +80,10 @@ fn every_command_prints_an_aligned_table_and_json() {
     s.vifs[A1 as usize].drops = 7;
     s.drops[DropReason::NoRoute as usize] = 7;
     s.drops[DropReason::UnfinishedChecksum as usize] = 2;
+    // a1's share of them: 5 of the no_routes and both unfinished checksums.
+    s.vif_drops.resize(A1 as usize + 1, [0; DropReason::COUNT]);
+    s.vif_drops[A1 as usize][DropReason::NoRoute as usize] = 5;
+    s.vif_drops[A1 as usize][DropReason::UnfinishedChecksum as usize] = 2;
     s.vrfs[BLUE as usize].udp_mpls_tunnels = 99;
     control.stats().publish(
         0,
@@ -105,6 +109,9 @@ fn every_command_prints_an_aligned_table_and_json() {
     let detail = ok(&sock, &["vif", "get", "1"]);
     assert!(detail.lines().any(|l| l.split_whitespace().eq(["rx_packets", "1234"])), "{detail}");
     assert!(detail.lines().any(|l| l.split_whitespace().eq(["source_check", "true"])), "{detail}");
+    let reasons = detail.lines().find(|l| l.starts_with("drop_reasons")).unwrap_or_else(|| panic!("{detail}"));
+    assert_eq!(reasons.split_whitespace().collect::<Vec<_>>()[1..], ["no_route", "5,", "unfinished_checksum", "2"]);
+    assert_eq!(one["status"]["drop_reasons"], serde_json::json!({ "no_route": 5, "unfinished_checksum": 2 }));
 
     // nh
     let t = ok(&sock, &["nh", "list"]);
@@ -159,6 +166,18 @@ fn every_command_prints_an_aligned_table_and_json() {
     assert!(ok(&sock, &["dropstats", "--all"]).lines().count() > DropReason::COUNT);
     let d = json(&sock, &["dropstats"]);
     assert_eq!(d.as_array().unwrap().len(), DropReason::COUNT);
+    // One vif's share, by index or by name.
+    for which in ["1", "veth-a1"] {
+        let t = ok(&sock, &["dropstats", "--vif", which]);
+        assert!(t.starts_with("vif0/1 (veth-a1)\n"), "{t}");
+        assert_eq!(row(&t, "no_route").last().unwrap(), "5", "{t}");
+        assert!(t.contains("total drops: 7") && t.contains("ethtool -K eth0 tx off"), "{t}");
+    }
+    let t = ok(&sock, &["dropstats", "--vif", "2"]);
+    assert!(t.contains("total drops: 0") && !t.contains("no_route"), "{t}");
+    let d = json(&sock, &["dropstats", "--vif", "1"]);
+    let no_route = d.as_array().unwrap().iter().find(|d| d["reason"] == "no_route").unwrap();
+    assert_eq!((d.as_array().unwrap().len(), &no_route["count"]), (DropReason::COUNT, &serde_json::json!(5)));
     let t = ok(&sock, &["vrfstats", "--vrf", "blue"]);
     assert!(t.starts_with("VRF 1 (blue)") && row(&t, "udp_mpls_tunnels")[1] == "99", "{t}");
     assert_eq!(json(&sock, &["vrfstats"]).as_array().unwrap().len(), 4);
@@ -176,15 +195,18 @@ fn rates_show_per_second_deltas() {
     // A worker's counters grow by 1,000 frames per 100 ms on a1 while vrctl watches.
     let feeder = std::thread::spawn(move || {
         let mut s = Stats::new(limits().vifs, limits().vrfs);
-        for _ in 0..30 {
+        for _ in 0..50 {
             s.vifs[A1 as usize].rx_packets += 1000;
             s.drops[DropReason::TtlExceeded as usize] += 100;
+            s.vif_drops.resize(A1 as usize + 1, [0; DropReason::COUNT]);
+            s.vif_drops[A1 as usize][DropReason::TtlExceeded as usize] += 50;
             board.publish(0, &s, WorkerIo::default());
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     });
     let out = ok(&sock, &["vif", "list", "--rate", "--count", "2", "--interval", "1", "--json"]);
     let dropout = ok(&sock, &["dropstats", "--rate", "--count", "1", "--interval", "0.5"]);
+    let vifout = ok(&sock, &["dropstats", "--vif", "veth-a1", "--rate", "--count", "1", "--interval", "1", "--json"]);
     feeder.join().unwrap();
     let lines: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2, "one JSON line per refresh:\n{out}");
@@ -192,6 +214,10 @@ fn rates_show_per_second_deltas() {
     let pps = a1["rx_packets_per_s"].as_f64().unwrap();
     assert!((5_000.0..=15_000.0).contains(&pps), "about 10,000 frames/s on a1: {pps}");
     assert!(dropout.contains("ttl_exceeded") && dropout.contains("DROPS/S"), "{dropout}");
+    let v: Value = serde_json::from_str(&vifout).unwrap();
+    let ttl = v["drops"].as_array().unwrap().iter().find(|d| d["reason"] == "ttl_exceeded").unwrap();
+    let per_s = ttl["per_s"].as_f64().unwrap();
+    assert!((250.0..=750.0).contains(&per_s), "a1's share, about 500 a second: {vifout}");
 }
 
 #[test]
@@ -200,6 +226,8 @@ fn failures_are_one_line_and_non_zero() {
     let (good, out, err) = vrctl(&sock, &["vif", "get", "42"]);
     assert!(!good && out.is_empty());
     assert_eq!(err.trim(), "vrctl: vif 42 does not exist");
+    let (good, _, err) = vrctl(&sock, &["dropstats", "--vif", "veth-zz"]);
+    assert!(!good && err.contains("no vif \"veth-zz\""), "{err}");
     let (good, _, err) = vrctl(&sock, &["rt", "dump", "--vrf", "purple"]);
     assert!(!good && err.contains("no VRF named \"purple\""), "{err}");
     let (good, _, err) = vrctl(&sock, &["rt", "get", "192.0.2.1", "--vrf", "blue"]);

@@ -414,6 +414,19 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
     };
     assert_eq!(heard(&a2), "nothing", "a datagram with its checksum left for the NIC");
     assert!(unfinished(&mut api) > syns, "counted as unfinished_checksum");
+    // All of them against a1's vif, which `vrctl dropstats --vif` shows.
+    let on_vif = |vif: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_vrctl"))
+            .args(["--json", "--socket"])
+            .arg(&sock)
+            .args(["dropstats", "--vif", vif])
+            .output()
+            .unwrap();
+        let drops: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let found = drops.as_array().and_then(|d| d.iter().find(|d| d["reason"] == "unfinished_checksum"));
+        found.and_then(|d| d["count"].as_u64()).unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&out.stderr)))
+    };
+    assert_eq!((on_vif("pa1"), on_vif("pa2")), (unfinished(&mut api), 0), "dropstats --vif");
     in_ns(&a1, &["ethtool", "-K", "eth0", "tx", "off"]);
     assert_eq!(heard(&a2), "b'query'", "heard once a1's offload was off");
     api.call("delete", serde_json::json!({ "policy": 1 })).unwrap();

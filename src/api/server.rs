@@ -516,6 +516,7 @@ impl Control {
                 "tx_bytes": c.tx_bytes,
                 "rx_errors": c.rx_errors,
                 "drops": c.drops,
+                "drop_reasons": drop_reasons(&stats.vif_drops(v.index)),
             }),
         )
     }
@@ -576,6 +577,7 @@ impl Control {
                     "rx_packets": c.rx_packets, "rx_bytes": c.rx_bytes,
                     "tx_packets": c.tx_packets, "tx_bytes": c.tx_bytes,
                     "rx_errors": c.rx_errors, "drops": c.drops,
+                    "drop_reasons": drop_reasons(&s.vif_drops(v.index)),
                 })
             })
             .collect();
@@ -617,6 +619,13 @@ impl Control {
 
 /// A worker's stage runtime: per stage, total cycles and (when packets were
 /// timed) cycles and nanoseconds per packet.
+/// A vif's drops by reason, the reasons it has dropped for alone
+/// (`{"no_route": 3}`): most vifs have none, or one or two.
+fn drop_reasons(counts: &[u64; DropReason::COUNT]) -> Value {
+    let had = DropReason::ALL.iter().zip(counts).filter(|(_, n)| **n > 0);
+    Value::Object(had.map(|(r, n)| (r.as_str().to_string(), json!(n))).collect())
+}
+
 fn runtime_json(rt: &crate::stats::Runtime, tsc_hz: u64) -> Value {
     let stages: Vec<Value> = crate::stats::Stage::ALL
         .iter()

@@ -71,6 +71,10 @@ enum Cmd {
         /// Show reasons with no drops too.
         #[arg(long)]
         all: bool,
+        /// Only what came in on one vif, by index or interface name
+        /// (`dropstats --vif`): which pod's packets drop, and why.
+        #[arg(long)]
+        vif: Option<String>,
     },
     /// Per-VRF packet counters by next-hop type (`vrfstats`).
     Vrfstats {
@@ -242,7 +246,7 @@ type Result<T> = std::result::Result<T, ClientError>;
 fn run(c: &mut Client, cli: &Cli) -> Result<()> {
     let json = cli.json;
     match &cli.cmd {
-        Cmd::Vif { cmd: VifCmd::List { rate } } if rate.rate => rates(c, json, *rate, vif_rates),
+        Cmd::Vif { cmd: VifCmd::List { rate } } if rate.rate => rates(c, json, *rate, &vif_rates),
         Cmd::Vif { cmd: VifCmd::List { .. } } => {
             let items = c.dump_all(json!({ "object": "vif" }))?;
             emit(json, &Value::from(items.clone()), || vif_table(&items))
@@ -300,28 +304,7 @@ fn run(c: &mut Client, cli: &Cli) -> Result<()> {
                 t.to_string()
             })
         }
-        Cmd::Dropstats { rate, .. } if rate.rate => rates(c, json, *rate, drop_rates),
-        Cmd::Dropstats { all, .. } => {
-            let s = c.call("stats", json!({}))?;
-            emit(json, &s["drops"], || {
-                let mut t = Table::new(&["REASON", "CONTRAIL NAME", "PACKETS"]);
-                for d in s["drops"].as_array().into_iter().flatten() {
-                    if *all || count(&d["count"]) > 0 {
-                        t.row(vec![show(&d["reason"]), show(&d["contrail"]), show(&d["count"])]);
-                    }
-                }
-                let total: u64 = s["drops"].as_array().into_iter().flatten().map(|d| count(&d["count"])).sum();
-                let hints: String = s["drops"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|d| count(&d["count"]) > 0)
-                    .filter_map(|d| DropReason::from_key(d["reason"].as_str()?))
-                    .filter_map(|r| Some(format!("{}: {}; vrouterd's log names the vif\n", r.as_str(), r.remedy()?)))
-                    .collect();
-                format!("{t}total drops: {total}\n{hints}")
-            })
-        }
+        Cmd::Dropstats { rate, all, vif } => dropstats(c, json, *rate, *all, vif.as_deref()),
         Cmd::Vrfstats { vrf } => {
             let want = vrf.as_ref().map(|v| vrf_id(c, v)).transpose()?;
             let s = c.call("stats", json!({}))?;
@@ -488,7 +471,13 @@ fn vif_detail(v: &Value) -> String {
     }
     if let Some(s) = v["status"].as_object() {
         for (k, x) in s {
-            t.row(vec![k.clone(), show(x)]);
+            let shown = match x.as_object() {
+                // drop_reasons: `no_route 3, link_local 2`, as `dropstats --vif` counts them.
+                Some(o) if o.is_empty() => "-".to_string(),
+                Some(o) => o.iter().map(|(r, n)| format!("{r} {}", show(n))).collect::<Vec<_>>().join(", "),
+                None => show(x),
+            };
+            t.row(vec![k.clone(), shown]);
         }
     }
     t.to_string()
@@ -684,9 +673,9 @@ fn route_dump(c: &mut Client, json: bool, vrf: u32, family: Option<Family>) -> R
 
 /// One refresh of a rate view: from the previous and current stats and the
 /// seconds between them, a table (or JSON).
-type RateView = fn(&Value, &Value, f64, bool) -> String;
+type RateView<'a> = &'a dyn Fn(&Value, &Value, f64, bool) -> String;
 
-fn rates(c: &mut Client, json: bool, args: RateArgs, view: RateView) -> Result<()> {
+fn rates(c: &mut Client, json: bool, args: RateArgs, view: RateView<'_>) -> Result<()> {
     let interval = Duration::from_secs_f64(args.interval.clamp(0.1, 3600.0));
     let tty = std::io::stdout().is_terminal() && !json;
     let mut prev = c.call("stats", json!({}))?;
@@ -745,6 +734,74 @@ fn vif_rates(prev: &Value, cur: &Value, secs: f64, json: bool) -> String {
         ]);
     }
     format!("vif rates over {secs:.1} s (Ctrl-C to stop)\n{t}")
+}
+
+/// `vrctl dropstats`: the node's drops by reason, or (`vif`) those of
+/// what came in on one vif.
+fn dropstats(c: &mut Client, json: bool, rate: RateArgs, all: bool, vif: Option<&str>) -> Result<()> {
+    let Some(which) = vif else {
+        if rate.rate {
+            return rates(c, json, rate, &drop_rates);
+        }
+        let s = c.call("stats", json!({}))?;
+        return emit(json, &s["drops"], || drop_table(&s, all, "; vrouterd's log names the vif"));
+    };
+    let s = c.call("stats", json!({}))?;
+    let found = s["vifs"].as_array().into_iter().flatten().find(|v| match which.parse::<u64>() {
+        Ok(i) => v["index"] == json!(i),
+        Err(_) => v["name"] == json!(which),
+    });
+    let Some(found) = found else { return Err(ClientError::Io(format!("no vif {which:?}"))) };
+    let (index, title) =
+        (count(&found["index"]), format!("vif0/{} ({})\n", show(&found["index"]), show(&found["name"])));
+    if rate.rate {
+        return rates(c, json, rate, &|p, c, secs, json| {
+            let shown = drop_rates(&vif_drops(p, index), &vif_drops(c, index), secs, json);
+            if json {
+                shown
+            } else {
+                format!("{title}{shown}")
+            }
+        });
+    }
+    let mine = vif_drops(&s, index);
+    emit(json, &mine["drops"], || format!("{title}{}", drop_table(&mine, all, "")))
+}
+
+/// `stats` with its drops by reason those of vif `index` alone (from its
+/// `drop_reasons`), for the drop views.
+fn vif_drops(stats: &Value, index: u64) -> Value {
+    let vif = stats["vifs"].as_array().into_iter().flatten().find(|v| v["index"] == json!(index));
+    let drops: Vec<Value> = stats["drops"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            let n = vif.and_then(|v| v["drop_reasons"].get(d["reason"].as_str()?)).cloned();
+            json!({ "reason": d["reason"], "contrail": d["contrail"], "count": n.unwrap_or(json!(0)) })
+        })
+        .collect();
+    json!({ "drops": drops })
+}
+
+/// The drops of `s` by reason (those with none too, if `all`), their total,
+/// and what to do about the ones whose cause lies outside vrouterd, each
+/// hint ending in `whose`.
+fn drop_table(s: &Value, all: bool, whose: &str) -> String {
+    let mut t = Table::new(&["REASON", "CONTRAIL NAME", "PACKETS"]);
+    let drops = || s["drops"].as_array().into_iter().flatten();
+    for d in drops() {
+        if all || count(&d["count"]) > 0 {
+            t.row(vec![show(&d["reason"]), show(&d["contrail"]), show(&d["count"])]);
+        }
+    }
+    let total: u64 = drops().map(|d| count(&d["count"])).sum();
+    let hints: String = drops()
+        .filter(|d| count(&d["count"]) > 0)
+        .filter_map(|d| DropReason::from_key(d["reason"].as_str()?))
+        .filter_map(|r| Some(format!("{}: {}{whose}\n", r.as_str(), r.remedy()?)))
+        .collect();
+    format!("{t}total drops: {total}\n{hints}")
 }
 
 fn drop_rates(prev: &Value, cur: &Value, secs: f64, json: bool) -> String {

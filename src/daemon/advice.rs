@@ -7,26 +7,40 @@ use std::time::{Duration, Instant};
 pub const REPEAT: Duration = Duration::from_secs(60);
 
 /// Pods' TCP SYNs and UDP datagrams that came with their checksums left
-/// for a NIC to finish (`DropReason::UnfinishedChecksum`): said at the
-/// first, then at most once every `REPEAT` while more come, so that a pod
-/// retrying its connections does not flood the log.
+/// for a NIC to finish (`DropReason::UnfinishedChecksum`), per vif: each
+/// vif named at its first, then at most once every `REPEAT` while more
+/// come from any, so that pods retrying their connections do not flood
+/// the log.
 #[derive(Debug, Default)]
 pub struct UnfinishedChecksums {
-    /// The count the last warning reported.
-    warned: u64,
-    /// When it was given.
+    /// Per vif index, the count the last warning that named it reported.
+    warned: Vec<u64>,
+    /// When the last warning was given.
     at: Option<Instant>,
 }
 
 impl UnfinishedChecksums {
-    /// True if the log should say so now, `dropped` being the count so far.
-    pub fn due(&mut self, dropped: u64, now: Instant) -> bool {
-        let quiet = self.at.is_none_or(|at| now.duration_since(at) >= REPEAT);
-        if dropped > self.warned && quiet {
-            (self.warned, self.at) = (dropped, Some(now));
-            return true;
+    /// The vifs the log should name now, each with its count so far, from
+    /// `counts`: each vif's count so far, by index.
+    pub fn due(&mut self, counts: impl IntoIterator<Item = (u32, u64)>, now: Instant) -> Vec<(u32, u64)> {
+        if self.at.is_some_and(|at| now.duration_since(at) < REPEAT) {
+            return Vec::new();
         }
-        false
+        let mut rising = Vec::new();
+        for (vif, n) in counts {
+            let i = vif as usize;
+            if n > self.warned.get(i).copied().unwrap_or(0) {
+                if self.warned.len() <= i {
+                    self.warned.resize(i + 1, 0);
+                }
+                self.warned[i] = n;
+                rising.push((vif, n));
+            }
+        }
+        if !rising.is_empty() {
+            self.at = Some(now);
+        }
+        rising
     }
 }
 
@@ -35,14 +49,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn warns_at_the_first_then_once_a_minute_while_more_come() {
+    fn names_each_vif_at_its_first_then_once_a_minute_while_more_come() {
         let mut w = UnfinishedChecksums::default();
         let t0 = Instant::now();
-        assert!(!w.due(0, t0), "nothing to say");
-        assert!(w.due(1, t0), "the first");
-        assert!(!w.due(5, t0 + Duration::from_secs(30)), "more, but within the minute");
-        assert!(w.due(5, t0 + REPEAT), "more, a minute on");
-        assert!(!w.due(5, t0 + REPEAT * 3), "no more since");
-        assert!(w.due(6, t0 + REPEAT * 3), "one more, long after");
+        assert_eq!(w.due([(3, 0)], t0), [], "nothing to say");
+        assert_eq!(w.due([(3, 1)], t0), [(3, 1)], "the first");
+        assert_eq!(w.due([(3, 5), (7, 2)], t0 + Duration::from_secs(30)), [], "more, but within the minute");
+        assert_eq!(w.due([(3, 5), (7, 2)], t0 + REPEAT), [(3, 5), (7, 2)], "more, a minute on: both named");
+        assert_eq!(w.due([(3, 5), (7, 2)], t0 + REPEAT * 3), [], "no more since");
+        assert_eq!(w.due([(3, 5), (7, 3)], t0 + REPEAT * 3), [(7, 3)], "one more, long after: that vif alone");
     }
 }

@@ -119,6 +119,17 @@ pub fn render(control: &Control) -> String {
             f.sample(name, &format!("vif=\"{}\",name=\"{}\"", v.index, esc(&v.name)), get(&s.vif(v.index)));
         }
     }
+    // A series per reason a vif has dropped for, from its first such drop:
+    // most vifs have none, and every vif times every reason would be
+    // thousands of zeros on a full node.
+    let name = "vrouter_vif_drop_reasons_total";
+    f.header(name, "counter", "Frames received on the vif and dropped, by reason (dropstats --vif).");
+    for v in tables.vifs() {
+        let had = crate::stats::DropReason::ALL.iter().zip(s.vif_drops(v.index)).filter(|(_, n)| *n > 0);
+        for (r, n) in had {
+            f.sample(name, &format!("vif=\"{}\",name=\"{}\",reason=\"{}\"", v.index, esc(&v.name), r.as_str()), n);
+        }
+    }
     f.header("vrouter_vrf_packets_total", "counter", "Packets by what their next hop did, per VRF (vrfstats).");
     for v in tables.vrfs() {
         for (kind, n) in s.vrf(v.id).fields() {
@@ -271,7 +282,16 @@ mod tests {
             Control::new(writer, defaults, StatsBoard::new(1, 8, 8), node)
         };
         let control = control_of(writer).with_flows(Arc::clone(&flows), Instant::now());
+        // vif 2 hit its flow limit three times; vif 1 dropped nothing.
+        let mut counted = crate::stats::Stats::new(8, 8);
+        for _ in 0..3 {
+            counted.count_drop(2, crate::stats::DropReason::FlowLimit);
+        }
+        control.stats().publish(0, &counted, crate::stats::WorkerIo::default());
         let text = render(&control);
+        let reasons = "vrouter_vif_drop_reasons_total";
+        assert_eq!(sample(&text, &format!("{reasons}{{vif=\"2\",name=\"veth2\",reason=\"flow_limit\"}}")), Some(3));
+        assert!(!text.contains(&format!("{reasons}{{vif=\"1\"")), "no series for a vif without drops: {text}");
         assert_eq!(sample(&text, "vrouter_flow_pairs"), Some(3), "{text}");
         assert_eq!(sample(&text, "vrouter_flow_capacity"), Some(1000));
         assert_eq!(sample(&text, "vrouter_flow_vif_limit"), Some(50));

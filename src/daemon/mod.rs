@@ -373,16 +373,16 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         if last_advice.elapsed() >= Duration::from_secs(1) {
             last_advice = Instant::now();
             let (stats, _) = board.read();
-            let dropped = stats.dropped(DropReason::UnfinishedChecksum);
-            if unfinished.due(dropped, last_advice) {
-                let vif = stats.unfinished_checksum_vif;
-                let interface = vif.and_then(|i| tables.vif(i)).map_or("?", |v| v.name.as_str());
+            let counts = stats.vif_drops.iter().enumerate();
+            let counts = counts.map(|(i, d)| (i as u32, d[DropReason::UnfinishedChecksum as usize]));
+            for (vif, dropped) in unfinished.due(counts, last_advice) {
+                let interface = tables.vif(vif).map_or("?", |v| v.name.as_str());
                 warn!(
                     dropped,
                     vif,
                     interface,
-                    "pods' TCP SYNs or UDP datagrams came with checksums left for a NIC to finish, and were \
-                     dropped (dropstats unfinished_checksum; the last such packet came on this vif): {}",
+                    "a pod's TCP SYNs or UDP datagrams came with checksums left for a NIC to finish, and were \
+                     dropped (vrctl dropstats --vif {vif}: unfinished_checksum): {}",
                     DropReason::UnfinishedChecksum.remedy().unwrap_or_default()
                 );
             }

@@ -234,7 +234,7 @@ pub(super) fn from_vif<B: AsRef<[u8]> + AsMut<[u8]>>(
         return Some(Verdict::Drop(DropReason::InvalidSource));
     }
     if vif.kind == VifKind::Virtual && info.proto == ip_proto::TCP {
-        if let Err(r) = pod_checksum(ctx, f.data(), info, vif) {
+        if let Err(r) = pod_checksum(f.data(), info) {
             return Some(Verdict::Drop(r));
         }
     }
@@ -246,8 +246,9 @@ pub(super) fn from_vif<B: AsRef<[u8]> + AsMut<[u8]>>(
 
 /// Checks the checksum of a pod's TCP SYN or SYN-ACK, and whether a pod's
 /// UDP datagram left its checksum for a NIC to finish (`d` a whole packet
-/// from `vif` that `parse_ip` read into `info`; fragments and anything
-/// else pass unchecked), and names `vif` for the log if it did.
+/// from a pod that `parse_ip` read into `info`; fragments and anything
+/// else pass unchecked). The drop is counted against the pod's vif, which
+/// is how vrouterd's log names it.
 ///
 /// A pod whose interface offloads TX checksums leaves in each TCP and UDP
 /// checksum field only the pseudo-header's sum, for a NIC to finish;
@@ -267,16 +268,7 @@ pub(super) fn from_vif<B: AsRef<[u8]> + AsMut<[u8]>>(
 /// field holds what an offloading pod leaves there, to tell that from a
 /// right checksum that happens to be equal; other mismatches are the
 /// receiver's to judge.
-fn pod_checksum<B>(ctx: &mut Ctx<'_, B>, d: &[u8], info: &IpInfo, vif: &Vif) -> Result<(), DropReason> {
-    let r = unfinished_or_wrong(d, info);
-    if r == Err(DropReason::UnfinishedChecksum) {
-        ctx.stats.unfinished_checksum_vif = Some(vif.index);
-    }
-    r
-}
-
-/// `pod_checksum`'s verdict on the packet alone.
-fn unfinished_or_wrong(d: &[u8], info: &IpInfo) -> Result<(), DropReason> {
+fn pod_checksum(d: &[u8], info: &IpInfo) -> Result<(), DropReason> {
     if info.frag {
         return Ok(());
     }
@@ -517,7 +509,7 @@ pub(super) fn resolve<B: AsRef<[u8]> + AsMut<[u8]>>(
     // the general path sees: its checksum may be left for a NIC (`pod_checksum`).
     if let (super::flow::FlowStep::Miss(_), Some(vif)) = (&flow, in_vif) {
         if vif.kind == VifKind::Virtual && info.proto == ip_proto::UDP {
-            if let Err(r) = pod_checksum(ctx, f.data(), info, vif) {
+            if let Err(r) = pod_checksum(f.data(), info) {
                 return Verdict::Drop(r);
             }
         }

@@ -80,7 +80,7 @@ fn send<B: AsRef<[u8]> + AsMut<[u8]>>(
     if !built {
         return Verdict::Drop(reason);
     }
-    ctx.stats.drops[reason as usize] += 1;
+    ctx.stats.count_drop(f.vif, reason);
     if let Some(c) = ctx.stats.vrf_mut(vrf.id) {
         c.icmp_errors += 1;
     }

@@ -756,13 +756,7 @@ fn account(stats: &mut Stats, in_vif: VifIndex, v: Verdict, len: usize) {
         Verdict::ToHost => stats.to_host += 1,
         Verdict::Held => {}
         Verdict::ToAgent(_) => stats.to_agent += 1,
-        Verdict::Drop(r) => {
-            stats.drops[r as usize] += 1;
-            if let Some(c) = stats.vifs.get_mut(in_vif as usize) {
-                c.drops += 1;
-                c.rx_errors += u64::from(r.is_malformed_input());
-            }
-        }
+        Verdict::Drop(r) => stats.count_drop(in_vif, r),
     }
 }
 

@@ -47,8 +47,10 @@ pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 impl StatsBoard {
     /// A board for `workers` workers whose counters are sized for `vifs` and `vrfs`.
     pub fn new(workers: usize, vifs: usize, vrfs: usize) -> Arc<StatsBoard> {
-        let slot = Slot { stats: Stats::new(vifs, vrfs), io: WorkerIo::default() };
-        Arc::new(StatsBoard { slots: (0..workers).map(|_| Mutex::new(slot.clone())).collect() })
+        // Each slot made, not cloned: a clone would not keep the room
+        // `Stats::new` reserves, and a worker's first copy would allocate.
+        let slot = || Mutex::new(Slot { stats: Stats::new(vifs, vrfs), io: WorkerIo::default() });
+        Arc::new(StatsBoard { slots: (0..workers).map(|_| slot()).collect() })
     }
 
     /// Number of workers.

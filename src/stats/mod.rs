@@ -99,6 +99,13 @@ pub struct Stats {
     pub drops: [u64; DropReason::COUNT],
     /// Per vif, by index.
     pub vifs: Vec<VifCounters>,
+    /// Per vif, by index: its drops by reason (Contrail's `dropstats
+    /// --vif`), which tell one pod's trouble from another's. Only as long as
+    /// the highest vif that has dropped anything, so that publishing and
+    /// summing copy what is there, not a row for every vif the limits
+    /// allow; it grows within the capacity `new` reserved, so counting
+    /// never allocates.
+    pub vif_drops: Vec<[u64; DropReason::COUNT]>,
     /// Per VRF, by id.
     pub vrfs: Vec<VrfCounters>,
     /// Frames handed to the host stack.
@@ -110,10 +117,6 @@ pub struct Stats {
     /// Held fragments let go once their datagram's first came (the others
     /// were dropped as `NoFragEntry`, or wait still).
     pub fragments_released: u64,
-    /// The last vif whose TCP SYN or UDP datagram came with a checksum left
-    /// for a NIC to finish (`DropReason::UnfinishedChecksum`), for the log
-    /// to name.
-    pub unfinished_checksum_vif: Option<u32>,
 }
 
 impl Stats {
@@ -122,12 +125,12 @@ impl Stats {
         Stats {
             drops: [0; DropReason::COUNT],
             vifs: vec![VifCounters::default(); vifs],
+            vif_drops: Vec::with_capacity(vifs),
             vrfs: vec![VrfCounters::default(); vrfs],
             to_host: 0,
             to_agent: 0,
             fragments_held: 0,
             fragments_released: 0,
-            unfinished_checksum_vif: None,
         }
     }
 
@@ -144,6 +147,37 @@ impl Stats {
     /// Counters of vif `i` (zero for an index out of range).
     pub fn vif(&self, i: u32) -> VifCounters {
         self.vifs.get(i as usize).copied().unwrap_or_default()
+    }
+
+    /// Drops of frames that came in on vif `i`, by reason (all zero for an
+    /// index out of range or a vif that has dropped nothing).
+    pub fn vif_drops(&self, i: u32) -> [u64; DropReason::COUNT] {
+        self.vif_drops.get(i as usize).copied().unwrap_or([0; DropReason::COUNT])
+    }
+
+    /// Counts a frame that came in on vif `vif` and was dropped for `r`:
+    /// by reason, against the vif, and in the vif's own breakdown.
+    #[inline]
+    pub(crate) fn count_drop(&mut self, vif: u32, r: DropReason) {
+        self.drops[r as usize] += 1;
+        let i = vif as usize;
+        if let Some(c) = self.vifs.get_mut(i) {
+            c.drops += 1;
+            c.rx_errors += u64::from(r.is_malformed_input());
+            if i >= self.vif_drops.len() {
+                self.grow_vif_drops(i);
+            }
+            if let Some(d) = self.vif_drops.get_mut(i) {
+                d[r as usize] += 1;
+            }
+        }
+    }
+
+    /// Makes room for vif `i`'s drops: within the capacity `new` reserved
+    /// for every vif, so without allocating.
+    #[cold]
+    fn grow_vif_drops(&mut self, i: usize) {
+        self.vif_drops.resize(i + 1, [0; DropReason::COUNT]);
     }
 
     /// Counters of VRF `id` (zero for an id out of range).
@@ -172,6 +206,14 @@ impl Stats {
             a.rx_errors += b.rx_errors;
             a.drops += b.drops;
         }
+        if self.vif_drops.len() < o.vif_drops.len() {
+            self.vif_drops.resize(o.vif_drops.len(), [0; DropReason::COUNT]);
+        }
+        for (a, b) in self.vif_drops.iter_mut().zip(&o.vif_drops) {
+            for (a, b) in a.iter_mut().zip(b) {
+                *a += b;
+            }
+        }
         if self.vrfs.len() < o.vrfs.len() {
             self.vrfs.resize(o.vrfs.len(), VrfCounters::default());
         }
@@ -182,7 +224,6 @@ impl Stats {
         self.to_agent += o.to_agent;
         self.fragments_held += o.fragments_held;
         self.fragments_released += o.fragments_released;
-        self.unfinished_checksum_vif = o.unfinished_checksum_vif.or(self.unfinished_checksum_vif);
     }
 
     /// The sum of several workers' counters.
@@ -214,5 +255,25 @@ mod tests {
         assert_eq!(s.vif(1).rx_packets, 15);
         assert_eq!(s.vrf(1).encaps, 2);
         assert_eq!(s.vif(99), VifCounters::default());
+    }
+
+    #[test]
+    fn a_vifs_drops_are_broken_down_by_reason_without_allocating() {
+        use DropReason::{NoRoute, Truncated};
+        let mut s = Stats::new(8, 1);
+        let room = s.vif_drops.capacity();
+        s.count_drop(5, NoRoute);
+        s.count_drop(5, Truncated);
+        s.count_drop(2, NoRoute);
+        s.count_drop(99, NoRoute); // no such vif: counted by reason alone
+        assert_eq!(s.vif_drops.capacity(), room, "grown within the room `new` reserved");
+        assert_eq!(s.vif_drops.len(), 6, "as long as the highest vif that dropped");
+        assert_eq!((s.vif_drops(5)[NoRoute as usize], s.vif_drops(5)[Truncated as usize]), (1, 1));
+        assert_eq!((s.vif(5).drops, s.vif(5).rx_errors), (2, 1), "truncated is malformed input");
+        assert_eq!((s.dropped(NoRoute), s.vif_drops(99)), (3, [0; DropReason::COUNT]));
+        let other = Stats::new(8, 1);
+        let total = Stats::sum([&other, &s, &s]);
+        assert_eq!(total.vif_drops(5)[NoRoute as usize], 2, "summed across workers");
+        assert_eq!(total.vif_drops(2)[NoRoute as usize], 2);
     }
 }
