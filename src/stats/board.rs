@@ -111,6 +111,21 @@ mod tests {
     }
 
     #[test]
+    fn publishing_copies_into_the_slots_own_buffers() {
+        let board = StatsBoard::new(1, 64, 8);
+        let buffers = || {
+            let s = &board.slots[0].lock().unwrap().stats;
+            (s.vifs.as_ptr(), s.vif_drops.as_ptr(), s.vrfs.as_ptr())
+        };
+        let before = buffers();
+        let mut s = Stats::new(64, 8);
+        s.count_drop(63, DropReason::NoRoute);
+        assert!(board.publish(0, &s, WorkerIo::default()));
+        assert_eq!(buffers(), before, "no allocation on the worker's side");
+        assert_eq!(board.read().0.vif_drops(63)[DropReason::NoRoute as usize], 1);
+    }
+
+    #[test]
     fn a_worker_skips_publishing_rather_than_wait_for_a_reader() {
         let board = StatsBoard::new(1, 1, 1);
         let held = board.slots[0].lock().unwrap();

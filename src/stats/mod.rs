@@ -92,7 +92,7 @@ impl VrfCounters {
 
 /// All counters of one worker. Sized once from the table limits: counting
 /// never allocates.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
     /// Drops by reason, indexed by `DropReason as usize`.
@@ -117,6 +117,28 @@ pub struct Stats {
     /// Held fragments let go once their datagram's first came (the others
     /// were dropped as `NoFragEntry`, or wait still).
     pub fragments_released: u64,
+}
+
+impl Clone for Stats {
+    fn clone(&self) -> Self {
+        let mut c = Stats::new(0, 0);
+        c.clone_from(self);
+        c
+    }
+
+    /// Field by field, so that copying into counters of the same size (a
+    /// worker publishing to the stats board, every 100 ms) reuses their
+    /// buffers: a derived `Clone`'s `clone_from` allocates anew. Taken
+    /// apart whole, so that a field added later cannot be left out.
+    fn clone_from(&mut self, o: &Self) {
+        let Stats { drops, vifs, vif_drops, vrfs, to_host, to_agent, fragments_held, fragments_released } = o;
+        self.drops = *drops;
+        self.vifs.clone_from(vifs);
+        self.vif_drops.clone_from(vif_drops);
+        self.vrfs.clone_from(vrfs);
+        (self.to_host, self.to_agent) = (*to_host, *to_agent);
+        (self.fragments_held, self.fragments_released) = (*fragments_held, *fragments_released);
+    }
 }
 
 impl Stats {
