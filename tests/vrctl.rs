@@ -162,6 +162,7 @@ fn every_command_prints_an_aligned_table_and_json() {
     assert!(t.contains("total drops: 9"), "{t}");
     let hint = t.lines().find(|l| l.starts_with("unfinished_checksum:")).unwrap_or_else(|| panic!("{t}"));
     assert!(hint.contains("ethtool -K eth0 tx off"), "what to do about it: {t}");
+    assert!(hint.ends_with("; on vif0/1 (veth-a1)"), "and where: {t}");
     assert!(!t.lines().any(|l| l.starts_with("no_route:")), "no hint where vrouterd knows of none: {t}");
     assert!(ok(&sock, &["dropstats", "--all"]).lines().count() > DropReason::COUNT);
     let d = json(&sock, &["dropstats"]);

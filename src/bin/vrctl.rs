@@ -744,7 +744,7 @@ fn dropstats(c: &mut Client, json: bool, rate: RateArgs, all: bool, vif: Option<
             return rates(c, json, rate, &drop_rates);
         }
         let s = c.call("stats", json!({}))?;
-        return emit(json, &s["drops"], || drop_table(&s, all, "; vrouterd's log names the vif"));
+        return emit(json, &s["drops"], || drop_table(&s, all, s["vifs"].as_array()));
     };
     let s = c.call("stats", json!({}))?;
     let found = s["vifs"].as_array().into_iter().flatten().find(|v| match which.parse::<u64>() {
@@ -765,7 +765,7 @@ fn dropstats(c: &mut Client, json: bool, rate: RateArgs, all: bool, vif: Option<
         });
     }
     let mine = vif_drops(&s, index);
-    emit(json, &mine["drops"], || format!("{title}{}", drop_table(&mine, all, "")))
+    emit(json, &mine["drops"], || format!("{title}{}", drop_table(&mine, all, None)))
 }
 
 /// `stats` with its drops by reason those of vif `index` alone (from its
@@ -786,10 +786,23 @@ fn vif_drops(stats: &Value, index: u64) -> Value {
 
 /// The drops of `s` by reason (those with none too, if `all`), their total,
 /// and what to do about the ones whose cause lies outside vrouterd, each
-/// hint ending in `whose`.
-fn drop_table(s: &Value, all: bool, whose: &str) -> String {
+/// hint naming the vifs it concerns, if given (`stats`' vifs).
+fn drop_table(s: &Value, all: bool, vifs: Option<&Vec<Value>>) -> String {
     let mut t = Table::new(&["REASON", "CONTRAIL NAME", "PACKETS"]);
     let drops = || s["drops"].as_array().into_iter().flatten();
+    let on_vifs = |r: DropReason| {
+        let named: Vec<String> = vifs
+            .into_iter()
+            .flatten()
+            .filter(|v| count(&v["drop_reasons"][r.as_str()]) > 0)
+            .map(|v| format!("vif0/{} ({})", show(&v["index"]), show(&v["name"])))
+            .collect();
+        if named.is_empty() {
+            String::new()
+        } else {
+            format!("; on {}", named.join(", "))
+        }
+    };
     for d in drops() {
         if all || count(&d["count"]) > 0 {
             t.row(vec![show(&d["reason"]), show(&d["contrail"]), show(&d["count"])]);
@@ -799,7 +812,7 @@ fn drop_table(s: &Value, all: bool, whose: &str) -> String {
     let hints: String = drops()
         .filter(|d| count(&d["count"]) > 0)
         .filter_map(|d| DropReason::from_key(d["reason"].as_str()?))
-        .filter_map(|r| Some(format!("{}: {}{whose}\n", r.as_str(), r.remedy()?)))
+        .filter_map(|r| Some(format!("{}: {}{}\n", r.as_str(), r.remedy()?, on_vifs(r))))
         .collect();
     format!("{t}total drops: {total}\n{hints}")
 }
