@@ -683,6 +683,73 @@ pub fn measure_threads(case: Case, p: BenchParams, packets: u64, threads: usize,
     })
 }
 
+/// What `measure_setup` measured.
+#[derive(Debug, Clone, Copy)]
+pub struct SetupReport {
+    /// The frames that each set up a flow.
+    pub setup: Report,
+    /// The same frames again, each a hit on the pair its first made: the
+    /// baseline of the same run.
+    pub hit: Report,
+    /// Pairs the setup passes made, all rounds together: one a frame if
+    /// every frame was a new flow.
+    pub pairs: u64,
+    /// The flow table's capacity in pairs.
+    pub capacity: usize,
+}
+
+/// Distinct 5-tuples a worker's frames carry (`worker_frames` wraps its
+/// source ports there).
+const PORTS_PER_WORKER: usize = 60_000;
+
+/// Flow setup in the pipeline, as the data path does it on a flow's first
+/// packet: `flows` frames whose 5-tuples all differ (at most three
+/// quarters of the table, rounded down to whole batches) go through a VRF
+/// with a 100-rule policy into an empty flow table of vrouterd's default
+/// size, so each is parsed, routed, judged by the policy, made a pair
+/// (with its ECMP member pinned) and forwarded; then the same frames
+/// again, each a hit on its pair. `rounds` times, the table emptied
+/// between (untimed), after an untimed round that touches its memory the
+/// way a running vrouterd's table is touched.
+pub fn measure_setup(case: Case, p: BenchParams, flows: usize, rounds: u32) -> SetupReport {
+    let cfg = crate::flow::FlowConfig { per_vif: u32::MAX, per_vrf: u32::MAX, ..crate::flow::FlowConfig::default() };
+    // A one-flow bench for its node and pipeline; its frames and table are replaced.
+    let mut b = Bench::new(case, BenchParams { flow_policy: true, flows: 1, ..p });
+    let batch = b.batch_len();
+    let flows = (flows.min(cfg.capacity * 3 / 4) / batch).max(1) * batch;
+    // Each worker's frames take other destination ports (`worker_frames`).
+    let list: Vec<Vec<u8>> = (0..flows.div_ceil(PORTS_PER_WORKER))
+        .flat_map(|w| {
+            let n = PORTS_PER_WORKER.min(flows - w * PORTS_PER_WORKER);
+            worker_frames(case, &b.v4, n, p.frame_len, FRAME_SEED + w as u64, w as u16)
+        })
+        .collect();
+    (b.templates, b.template_lens, b.stride) = lay_out(&list);
+    let limits = *b.handle.load().limits();
+    let table = std::sync::Arc::new(crate::flow::FlowTable::new(cfg, limits.vifs, limits.vrfs));
+    b.pipeline.set_flows(Some(std::sync::Arc::clone(&table)));
+    b.flows = Some(std::sync::Arc::clone(&table));
+    let zero = Report { packets: 0, ok: 0, elapsed: Duration::ZERO };
+    let add = |a: Report, r: Report| Report {
+        packets: a.packets + r.packets,
+        ok: a.ok + r.ok,
+        elapsed: a.elapsed + r.elapsed,
+    };
+    let (mut setup, mut hit, mut pairs) = (zero, zero, 0);
+    for round in 0..=rounds {
+        table.flush();
+        b.next = 0;
+        let s = b.timed(flows as u64);
+        let made = table.len() as u64;
+        b.next = 0;
+        let h = b.timed(flows as u64);
+        if round > 0 {
+            (setup, hit, pairs) = (add(setup, s), add(hit, h), pairs + made);
+        }
+    }
+    SetupReport { setup, hit, pairs, capacity: cfg.capacity }
+}
+
 /// Table memory and load rate.
 #[derive(Debug, Clone, Copy)]
 pub struct TablesReport {
@@ -775,4 +842,23 @@ pub fn measure_tables(vrfs: usize, v4: usize, v6: usize, batch: usize, readers: 
     let table_bytes = (1..=vrfs as u32).map(|id| w.vrf_memory_bytes(id)).sum::<usize>() as u64;
     drop(w);
     TablesReport { rss_bytes: rss, table_bytes, load, routes: (vrfs * (v4 + v6)) as u64, reader_lookups }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The setup measurement counts what it says: each frame a flow of its
+    /// own (past the 60,000 ports one worker's frames wrap at, too), each
+    /// making its pair and forwarded, then each a hit.
+    #[test]
+    fn every_frame_of_a_setup_run_makes_a_pair_and_is_forwarded() {
+        let p = BenchParams { v4_routes: 1000, v6_routes: 10, ..BenchParams::default() };
+        for (case, flows) in [(Case::LocalForward, PORTS_PER_WORKER + 1000), (Case::EncapMplsoudpEcmp, 5000)] {
+            let r = measure_setup(case, p, flows, 1);
+            let whole = flows / p.batch * p.batch;
+            assert_eq!((r.setup.packets, r.pairs), (whole as u64, whole as u64), "{case:?}");
+            assert_eq!((r.setup.ok, r.hit.ok), (r.setup.packets, r.setup.packets), "{case:?}: forwarded");
+        }
+    }
 }
