@@ -844,6 +844,39 @@ impl FlowTable {
         }
     }
 
+    /// For a probe whose key `prefetch_slots` found no tag for: a new
+    /// flow, whose pair `create` will make. Starts fetching what `create`
+    /// reads first, and would otherwise wait for there, one miss after
+    /// the other: the key's second tag line and the tag lines of the
+    /// reverse key in the same VRF (its answers' key, in the common case;
+    /// `create` fetches the right one whatever it is). A vector makes its
+    /// new flows' misses overlap this way.
+    /// True if it did: the probe found no tag (`prefetch_pair_slots`
+    /// is the second step).
+    #[inline(never)]
+    pub fn prefetch_pair(&self, p: &Probe) -> bool {
+        if p.hint != NO_HINT {
+            return false;
+        }
+        self.fetch(&p.at);
+        self.fetch(&self.place(&FlowKey::from_words(&p.words).reversed()));
+        true
+    }
+
+    /// `prefetch_pair`'s second step, once its tag lines are in: starts
+    /// fetching both lines of the slot each of the pair's entries would
+    /// take (`first_choice`), which `create` writes.
+    #[inline(never)]
+    pub fn prefetch_pair_slots(&self, p: &Probe) {
+        let reverse = self.place(&FlowKey::from_words(&p.words).reversed());
+        for at in [&p.at, &reverse] {
+            if let Some(i) = Self::first_choice(at, &self.free(at)) {
+                crate::memory::prefetch(&self.slots[i].seq);
+                crate::memory::prefetch(&self.slots[i].key_rest);
+            }
+        }
+    }
+
     /// The entry a probe names, if any: `lookup` after the prefetch steps.
     #[inline]
     pub fn find(&self, p: &Probe) -> Option<Hit> {
