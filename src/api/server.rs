@@ -617,8 +617,6 @@ impl Control {
     }
 }
 
-/// A worker's stage runtime: per stage, total cycles and (when packets were
-/// timed) cycles and nanoseconds per packet.
 /// A vif's drops by reason, the reasons it has dropped for alone
 /// (`{"no_route": 3}`): most vifs have none, or one or two.
 fn drop_reasons(counts: &[u64; DropReason::COUNT]) -> Value {
@@ -626,6 +624,8 @@ fn drop_reasons(counts: &[u64; DropReason::COUNT]) -> Value {
     Value::Object(had.map(|(r, n)| (r.as_str().to_string(), json!(n))).collect())
 }
 
+/// A worker's stage runtime: per stage, total cycles and (when packets were
+/// timed) cycles and nanoseconds per packet.
 fn runtime_json(rt: &crate::stats::Runtime, tsc_hz: u64) -> Value {
     let stages: Vec<Value> = crate::stats::Stage::ALL
         .iter()

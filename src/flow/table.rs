@@ -851,8 +851,9 @@ impl FlowTable {
     /// reverse key in the same VRF (its answers' key, in the common case;
     /// `create` fetches the right one whatever it is). A vector makes its
     /// new flows' misses overlap this way.
-    /// True if it did: the probe found no tag (`prefetch_pair_slots`
-    /// is the second step).
+    ///
+    /// True if it did: the probe found no tag (`prefetch_pair_slots` is
+    /// the second step).
     #[inline(never)]
     pub fn prefetch_pair(&self, p: &Probe) -> bool {
         if p.hint != NO_HINT {

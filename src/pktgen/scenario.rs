@@ -280,6 +280,10 @@ pub fn frames(case: Case, v4: &[(u32, u8)], flows: usize, inner_len: usize, seed
     worker_frames(case, v4, flows, inner_len, seed, 0)
 }
 
+/// Distinct 5-tuples a worker's frames carry: `worker_frames` wraps its
+/// source ports there.
+const PORTS_PER_WORKER: usize = 60_000;
+
 /// `frames` for worker `worker` of several: its flows differ from the
 /// others' by destination port, as a NIC's RSS would give each queue
 /// flows of its own.
@@ -298,7 +302,7 @@ pub fn worker_frames(
     let src = Ipv4Addr::new(10, 1, 0, 2);
     (0..flows)
         .map(|i| {
-            let sport = 1024 + (i % 60000) as u16;
+            let sport = 1024 + (i % PORTS_PER_WORKER) as u16;
             match case {
                 Case::LocalForward => {
                     build::udp4_frame(a1_l2, src, Ipv4Addr::new(10, 1, 0, 3), sport, dport, 64, inner_len)
@@ -697,10 +701,6 @@ pub struct SetupReport {
     /// The flow table's capacity in pairs.
     pub capacity: usize,
 }
-
-/// Distinct 5-tuples a worker's frames carry (`worker_frames` wraps its
-/// source ports there).
-const PORTS_PER_WORKER: usize = 60_000;
 
 /// Flow setup in the pipeline, as the data path does it on a flow's first
 /// packet: `flows` frames whose 5-tuples all differ (at most three
