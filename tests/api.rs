@@ -456,6 +456,27 @@ fn stats_and_info_report_counters_and_occupancy() {
         lab_ops().iter().filter(|o| matches!(o, vrouter::tables::Op::Add(vrouter::tables::Object::Route(_)))).count()
     );
     assert_eq!(info["limits"]["labels"], 1024);
+
+    // A vif added where another was counts from zero; updated, it keeps its counts.
+    let vif = |name: &str| json!({ "vif": { "index": 20, "name": name, "kind": "virtual", "vrf": BLUE, "mac": "02:00:00:00:00:20" } });
+    c.call("add", vif("veth-old")).unwrap();
+    s.vifs[20].rx_packets = 500;
+    s.vif_drops.resize(21, [0; vrouter::stats::DropReason::COUNT]);
+    s.vif_drops[20][vrouter::stats::DropReason::NoRoute as usize] = 7;
+    control.stats().publish(0, &s, vrouter::stats::WorkerIo::default());
+    let counted = |c: &mut vrouter::api::client::Client| {
+        let st = c.call("get", json!({ "vif": 20 })).unwrap()["status"].clone();
+        (st["rx_packets"].as_u64().unwrap(), st["drop_reasons"].clone())
+    };
+    assert_eq!(counted(&mut c), (500, json!({ "no_route": 7 })));
+    c.call("update", vif("veth-renamed")).unwrap();
+    assert_eq!(counted(&mut c), (500, json!({ "no_route": 7 })), "the same vif, updated");
+    c.call("delete", json!({ "vif": 20 })).unwrap();
+    c.call("add", vif("veth-new")).unwrap();
+    assert_eq!(counted(&mut c), (0, json!({})), "a new vif at the index");
+    s.vifs[20].rx_packets += 3;
+    control.stats().publish(0, &s, vrouter::stats::WorkerIo::default());
+    assert_eq!(counted(&mut c).0, 3, "its own frames");
 }
 
 /// Forwards a fixed stream of frames from a1 to a2 on another thread while a client

@@ -283,6 +283,8 @@ impl Control {
         let mut resolve = false;
         for d in defs {
             match d {
+                // A new vif counts from zero, whichever vif had its index before.
+                OpDef::Add(ObjectDef::Vif(v)) => self.stats.restart_vif(v.index),
                 OpDef::Add(ObjectDef::Nexthop(n)) | OpDef::Update(ObjectDef::Nexthop(n)) => {
                     if n.resolves_mac() {
                         resolve |= st.resolved.insert(n.id());

@@ -29,10 +29,15 @@ impl UnfinishedChecksums {
         let mut rising = Vec::new();
         for (vif, n) in counts {
             let i = vif as usize;
-            if n > self.warned.get(i).copied().unwrap_or(0) {
-                if self.warned.len() <= i {
-                    self.warned.resize(i + 1, 0);
-                }
+            if self.warned.len() <= i {
+                self.warned.resize(i + 1, 0);
+            }
+            // Fewer than were warned of: a new vif at the index, counting
+            // from zero (`StatsBoard::restart_vif`), to be named afresh.
+            if n < self.warned[i] {
+                self.warned[i] = 0;
+            }
+            if n > self.warned[i] {
                 self.warned[i] = n;
                 rising.push((vif, n));
             }
@@ -58,5 +63,8 @@ mod tests {
         assert_eq!(w.due([(3, 5), (7, 2)], t0 + REPEAT), [(3, 5), (7, 2)], "more, a minute on: both named");
         assert_eq!(w.due([(3, 5), (7, 2)], t0 + REPEAT * 3), [], "no more since");
         assert_eq!(w.due([(3, 5), (7, 3)], t0 + REPEAT * 3), [(7, 3)], "one more, long after: that vif alone");
+        // A new vif took index 7: its count starts again, and its first is named.
+        assert_eq!(w.due([(3, 5), (7, 0)], t0 + REPEAT * 5), [], "a new vif, no drops yet");
+        assert_eq!(w.due([(3, 5), (7, 1)], t0 + REPEAT * 6), [(7, 1)], "the new vif's first");
     }
 }

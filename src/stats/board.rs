@@ -4,7 +4,8 @@
 //! every few milliseconds, and skips the copy when a reader happens to hold
 //! the slot. Readers lock one slot at a time, briefly, and sum.
 
-use super::Stats;
+use super::{DropReason, Stats, VifCounters};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,6 +40,18 @@ struct Slot {
 #[derive(Debug)]
 pub struct StatsBoard {
     slots: Vec<Mutex<Slot>>,
+    /// Per vif index, its counters when a vif was last added there
+    /// (`restart_vif`). Workers count by index for as long as they run, so
+    /// reads count from these: a new vif starts from zero, not with the
+    /// counts of the one it took the index from, as Contrail's vifs do.
+    restarts: Mutex<HashMap<u32, Restart>>,
+}
+
+/// A vif's counters when it was added.
+#[derive(Debug, Clone, Copy)]
+struct Restart {
+    counters: VifCounters,
+    drops: [u64; DropReason::COUNT],
 }
 
 /// How often a worker publishes: often enough for a per-second rate view.
@@ -50,7 +63,7 @@ impl StatsBoard {
         // Each slot made, not cloned: a clone would not keep the room
         // `Stats::new` reserves, and a worker's first copy would allocate.
         let slot = || Mutex::new(Slot { stats: Stats::new(vifs, vrfs), io: WorkerIo::default() });
-        Arc::new(StatsBoard { slots: (0..workers).map(|_| slot()).collect() })
+        Arc::new(StatsBoard { slots: (0..workers).map(|_| slot()).collect(), restarts: Mutex::default() })
     }
 
     /// Number of workers.
@@ -73,8 +86,36 @@ impl StatsBoard {
         }
     }
 
-    /// The sum of every worker's counters, and each worker's I/O.
+    /// A vif was added at index `vif`: its counters start from zero. What
+    /// the workers counted there until now, and have published (they
+    /// publish every `PUBLISH_EVERY`), belongs to the vif it replaced.
+    pub fn restart_vif(&self, vif: u32) {
+        let (now, _) = self.sum();
+        let r = Restart { counters: now.vif(vif), drops: now.vif_drops(vif) };
+        self.restarts.lock().unwrap_or_else(|e| e.into_inner()).insert(vif, r);
+    }
+
+    /// The sum of every worker's counters, and each worker's I/O; a vif's
+    /// counted from when it was added (`restart_vif`).
     pub fn read(&self) -> (Stats, Vec<WorkerIo>) {
+        let (mut total, io) = self.sum();
+        let restarts = self.restarts.lock().unwrap_or_else(|e| e.into_inner());
+        for (&vif, r) in restarts.iter() {
+            let i = vif as usize;
+            if let Some(c) = total.vifs.get_mut(i) {
+                *c = since(c, &r.counters);
+            }
+            if let Some(d) = total.vif_drops.get_mut(i) {
+                for (d, r) in d.iter_mut().zip(r.drops) {
+                    *d = d.saturating_sub(r);
+                }
+            }
+        }
+        (total, io)
+    }
+
+    /// The sum of every worker's counters as they counted them.
+    fn sum(&self) -> (Stats, Vec<WorkerIo>) {
         let mut total = Stats::new(0, 0);
         let mut io = Vec::with_capacity(self.slots.len());
         for slot in &self.slots {
@@ -85,6 +126,18 @@ impl StatsBoard {
             io.push(s.io);
         }
         (total, io)
+    }
+}
+
+/// `now`'s counts since `then`'s.
+fn since(now: &VifCounters, then: &VifCounters) -> VifCounters {
+    VifCounters {
+        rx_packets: now.rx_packets.saturating_sub(then.rx_packets),
+        rx_bytes: now.rx_bytes.saturating_sub(then.rx_bytes),
+        tx_packets: now.tx_packets.saturating_sub(then.tx_packets),
+        tx_bytes: now.tx_bytes.saturating_sub(then.tx_bytes),
+        rx_errors: now.rx_errors.saturating_sub(then.rx_errors),
+        drops: now.drops.saturating_sub(then.drops),
     }
 }
 
@@ -123,6 +176,33 @@ mod tests {
         assert!(board.publish(0, &s, WorkerIo::default()));
         assert_eq!(buffers(), before, "no allocation on the worker's side");
         assert_eq!(board.read().0.vif_drops(63)[DropReason::NoRoute as usize], 1);
+    }
+
+    #[test]
+    fn a_vif_added_again_counts_from_zero() {
+        let board = StatsBoard::new(1, 8, 2);
+        let mut s = Stats::new(8, 2);
+        for _ in 0..3 {
+            s.count_drop(5, DropReason::NoRoute);
+        }
+        s.vifs[5].rx_packets = 3;
+        s.vifs[4].rx_packets = 9;
+        assert!(board.publish(0, &s, WorkerIo::default()));
+        board.restart_vif(5);
+        let (read, _) = board.read();
+        assert_eq!((read.vif(5), read.vif_drops(5)), (VifCounters::default(), [0; DropReason::COUNT]));
+        assert_eq!((read.vif(4).rx_packets, read.dropped(DropReason::NoRoute)), (9, 3), "others, and the node's");
+        // The new vif's own frames.
+        s.count_drop(5, DropReason::Truncated);
+        s.vifs[5].rx_packets += 1;
+        assert!(board.publish(0, &s, WorkerIo::default()));
+        let (read, _) = board.read();
+        assert_eq!((read.vif(5).rx_packets, read.vif(5).drops, read.vif(5).rx_errors), (1, 1, 1));
+        assert_eq!(read.vif_drops(5)[DropReason::Truncated as usize], 1);
+        assert_eq!(read.vif_drops(5)[DropReason::NoRoute as usize], 0);
+        // Added again: from zero again.
+        board.restart_vif(5);
+        assert_eq!(board.read().0.vif(5), VifCounters::default());
     }
 
     #[test]
