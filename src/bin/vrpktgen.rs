@@ -145,6 +145,12 @@ enum Command {
         /// their pairs, the baseline of the same run.
         #[arg(long, conflicts_with_all = ["flow_policy", "flow_table", "threads"])]
         flow_setup: bool,
+        /// With --flow-setup: each new flow a TCP SYN (a connection's first
+        /// packet, which takes the general path), not a UDP datagram. The
+        /// hits are then the same SYNs again, as retransmissions are: on
+        /// the general path too.
+        #[arg(long, requires = "flow_setup")]
+        syn: bool,
         /// Workers side by side on the same tables, one per core: their
         /// Mpps add up (1 to 64).
         #[arg(long, default_value_t = 1)]
@@ -211,7 +217,7 @@ enum Command {
 
 /// `vrpktgen pipeline --flow-setup`: per case, flows set up per second
 /// and per flow, against hits on the same flows in the same run.
-fn flow_setups(cases: &[Case], params: BenchParams, packets: u64, json: bool) -> ExitCode {
+fn flow_setups(cases: &[Case], params: BenchParams, packets: u64, syn: bool, json: bool) -> ExitCode {
     if !json {
         println!(
             "{:<22} {:>12} {:>10} {:>12} {:>10} {:>10} {:>10}",
@@ -223,7 +229,7 @@ fn flow_setups(cases: &[Case], params: BenchParams, packets: u64, json: bool) ->
         let per_round = vrouter::flow::FlowConfig::default().capacity * 3 / 4;
         let rounds = packets.div_ceil(per_round as u64).max(1) as u32;
         let flows = (packets as usize).div_ceil(rounds as usize);
-        let r = vrouter::pktgen::scenario::measure_setup(c, params, flows, rounds);
+        let r = vrouter::pktgen::scenario::measure_setup(c, params, flows, rounds, syn);
         let (setup, hit) = (r.setup.ns_per_packet(), r.hit.ns_per_packet());
         // Every frame forwarded, and every setup frame a pair of its own.
         failed |= r.setup.ok != r.setup.packets || r.hit.ok != r.hit.packets || r.pairs != r.setup.packets;
@@ -231,7 +237,8 @@ fn flow_setups(cases: &[Case], params: BenchParams, packets: u64, json: bool) ->
             println!(
                 "{}",
                 serde_json::json!({
-                    "case": c.name(), "setups_per_s": 1e9 / setup, "ns_per_setup": setup,
+                    "case": c.name(), "proto": if syn { "tcp" } else { "udp" },
+                    "setups_per_s": 1e9 / setup, "ns_per_setup": setup,
                     "hit_ns_per_packet": hit, "flows": r.setup.packets, "pairs": r.pairs,
                     "ok": r.setup.ok + r.hit.ok, "capacity": r.capacity, "rounds": rounds,
                     "batch": params.batch, "routes_v4": params.v4_routes,
@@ -272,6 +279,7 @@ fn main() -> ExitCode {
             flow_policy,
             flow_table,
             flow_setup,
+            syn,
             threads,
             json,
         } => {
@@ -305,7 +313,7 @@ fn main() -> ExitCode {
                 flow_table,
             };
             if flow_setup {
-                return flow_setups(&cases, params, packets, json);
+                return flow_setups(&cases, params, packets, syn, json);
             }
             if !json {
                 println!("{:<22} {:>10} {:>10} {:>12} {:>10}", "case", "Mpps", "ns/pkt", "packets", "ok");

@@ -295,6 +295,23 @@ pub fn worker_frames(
     seed: u64,
     worker: u16,
 ) -> Vec<Vec<u8>> {
+    let udp = |l2, src, dst, sport, dport| build::udp4_frame(l2, src, dst, sport, dport, 64, inner_len);
+    worker_packets(case, v4, flows, seed, worker, &udp)
+}
+
+/// A pod's packet from its L2 header, addresses and ports.
+type MakePacket<'a> = &'a dyn Fn(L2, Ipv4Addr, Ipv4Addr, u16, u16) -> Vec<u8>;
+
+/// `worker_frames` with the packets `packet` makes (a pod's, or the one
+/// inside a tunnel for the decap cases).
+fn worker_packets(
+    case: Case,
+    v4: &[(u32, u8)],
+    flows: usize,
+    seed: u64,
+    worker: u16,
+    packet: MakePacket<'_>,
+) -> Vec<Vec<u8>> {
     let dport = 80 + worker;
     let mut rng = Rng::new(seed);
     let router = PipelineConfig::default().router_mac;
@@ -304,26 +321,24 @@ pub fn worker_frames(
         .map(|i| {
             let sport = 1024 + (i % PORTS_PER_WORKER) as u16;
             match case {
-                Case::LocalForward => {
-                    build::udp4_frame(a1_l2, src, Ipv4Addr::new(10, 1, 0, 3), sport, dport, 64, inner_len)
-                }
+                Case::LocalForward => packet(a1_l2, src, Ipv4Addr::new(10, 1, 0, 3), sport, dport),
                 Case::ServiceMix if i % SERVICE_SHARE == 0 => {
                     let service = SERVICE_BASE + (i / SERVICE_SHARE) as u32 % SERVICES;
-                    build::udp4_frame(a1_l2, src, Ipv4Addr::from(service), sport, dport, 64, inner_len)
+                    packet(a1_l2, src, Ipv4Addr::from(service), sport, dport)
                 }
                 Case::EncapMplsoudp | Case::EncapMplsogre | Case::EncapMplsoudpEcmp | Case::ServiceMix => {
                     let (p, l) = v4[(rng.next_u64() % v4.len() as u64) as usize];
                     let host = (rng.next_u64() as u32) & !(u32::MAX.checked_shl(32 - u32::from(l)).unwrap_or(0));
-                    build::udp4_frame(a1_l2, src, Ipv4Addr::from(p | host), sport, dport, 64, inner_len)
+                    packet(a1_l2, src, Ipv4Addr::from(p | host), sport, dport)
                 }
                 Case::DecapMplsoudp | Case::DecapMplsogre => {
                     let dst = Ipv4Addr::new(10, 1, 0, 3);
                     let remote = Ipv4Addr::new(10, 2, (i >> 8) as u8, i as u8);
-                    let inner = build::udp4_frame(a1_l2, remote, dst, sport, dport, 64, inner_len);
+                    let inner = packet(a1_l2, remote, dst, sport, dport);
                     let tunnel =
                         if case == Case::DecapMplsogre { build::Tunnel::Gre } else { build::Tunnel::Udp(6635) };
                     let outer = L2 { src: mac(0xe1), dst: mac(0xf0) };
-                    let sp = crate::pipeline::hash::tunnel_source_port(i as u32 * 2654435761);
+                    let sp = crate::pipeline::hash::tunnel_source_port((i as u32).wrapping_mul(2654435761));
                     build::mpls_tunnel_frame(outer, tunnel, peer_ip(1), fabric_ip(), LABEL_VRF, 64, sp, &inner[14..])
                 }
             }
@@ -710,8 +725,11 @@ pub struct SetupReport {
 /// (with its ECMP member pinned) and forwarded; then the same frames
 /// again, each a hit on its pair. `rounds` times, the table emptied
 /// between (untimed), after an untimed round that touches its memory the
-/// way a running vrouterd's table is touched.
-pub fn measure_setup(case: Case, p: BenchParams, flows: usize, rounds: u32) -> SetupReport {
+/// way a running vrouterd's table is touched. With `syn`, each flow's
+/// frame is a TCP SYN (a connection's first packet, which takes the
+/// general path, its checksum checked and its MSS clamped), not a UDP
+/// datagram.
+pub fn measure_setup(case: Case, p: BenchParams, flows: usize, rounds: u32, syn: bool) -> SetupReport {
     let cfg = crate::flow::FlowConfig { per_vif: u32::MAX, per_vrf: u32::MAX, ..crate::flow::FlowConfig::default() };
     // A one-flow bench for its node and pipeline; its frames and table are replaced.
     let mut b = Bench::new(case, BenchParams { flow_policy: true, flows: 1, ..p });
@@ -721,7 +739,13 @@ pub fn measure_setup(case: Case, p: BenchParams, flows: usize, rounds: u32) -> S
     let list: Vec<Vec<u8>> = (0..flows.div_ceil(PORTS_PER_WORKER))
         .flat_map(|w| {
             let n = PORTS_PER_WORKER.min(flows - w * PORTS_PER_WORKER);
-            worker_frames(case, &b.v4, n, p.frame_len, FRAME_SEED + w as u64, w as u16)
+            let seed = FRAME_SEED + w as u64;
+            match syn {
+                true => worker_packets(case, &b.v4, n, seed, w as u16, &|l2, src, dst, sport, dport| {
+                    build::tcp4_syn_frame(l2, src, dst, sport, dport, 1460)
+                }),
+                false => worker_frames(case, &b.v4, n, p.frame_len, seed, w as u16),
+            }
         })
         .collect();
     (b.templates, b.template_lens, b.stride) = lay_out(&list);
@@ -850,12 +874,14 @@ mod tests {
 
     /// The setup measurement counts what it says: each frame a flow of its
     /// own (past the 60,000 ports one worker's frames wrap at, too), each
-    /// making its pair and forwarded, then each a hit.
+    /// making its pair and forwarded, then each a hit; TCP SYNs too.
     #[test]
     fn every_frame_of_a_setup_run_makes_a_pair_and_is_forwarded() {
         let p = BenchParams { v4_routes: 1000, v6_routes: 10, ..BenchParams::default() };
-        for (case, flows) in [(Case::LocalForward, PORTS_PER_WORKER + 1000), (Case::EncapMplsoudpEcmp, 5000)] {
-            let r = measure_setup(case, p, flows, 1);
+        let runs = [(Case::LocalForward, PORTS_PER_WORKER + 1000, false), (Case::EncapMplsoudpEcmp, 5000, false)];
+        let syns = [(Case::EncapMplsoudp, 5000, true), (Case::DecapMplsogre, 5000, true)];
+        for (case, flows, syn) in runs.into_iter().chain(syns) {
+            let r = measure_setup(case, p, flows, 1, syn);
             let whole = flows / p.batch * p.batch;
             assert_eq!((r.setup.packets, r.pairs), (whole as u64, whole as u64), "{case:?}");
             assert_eq!((r.setup.ok, r.hit.ok), (r.setup.packets, r.setup.packets), "{case:?}: forwarded");
