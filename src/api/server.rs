@@ -518,7 +518,7 @@ impl Control {
                 "tx_bytes": c.tx_bytes,
                 "rx_errors": c.rx_errors,
                 "drops": c.drops,
-                "drop_reasons": drop_reasons(&stats.vif_drops(v.index)),
+                "drop_reasons": drop_reasons(stats, v.index),
             }),
         )
     }
@@ -579,7 +579,7 @@ impl Control {
                     "rx_packets": c.rx_packets, "rx_bytes": c.rx_bytes,
                     "tx_packets": c.tx_packets, "tx_bytes": c.tx_bytes,
                     "rx_errors": c.rx_errors, "drops": c.drops,
-                    "drop_reasons": drop_reasons(&s.vif_drops(v.index)),
+                    "drop_reasons": drop_reasons(&s, v.index),
                 })
             })
             .collect();
@@ -619,11 +619,10 @@ impl Control {
     }
 }
 
-/// A vif's drops by reason, the reasons it has dropped for alone
+/// Vif `vif`'s drops by reason, the reasons it has dropped for alone
 /// (`{"no_route": 3}`): most vifs have none, or one or two.
-fn drop_reasons(counts: &[u64; DropReason::COUNT]) -> Value {
-    let had = DropReason::ALL.iter().zip(counts).filter(|(_, n)| **n > 0);
-    Value::Object(had.map(|(r, n)| (r.as_str().to_string(), json!(n))).collect())
+fn drop_reasons(stats: &crate::stats::Stats, vif: u32) -> Value {
+    Value::Object(stats.vif_drop_reasons(vif).map(|(r, n)| (r.as_str().to_string(), json!(n))).collect())
 }
 
 /// A worker's stage runtime: per stage, total cycles and (when packets were

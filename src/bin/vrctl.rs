@@ -752,8 +752,7 @@ fn dropstats(c: &mut Client, json: bool, rate: RateArgs, all: bool, vif: Option<
         Err(_) => v["name"] == json!(which),
     });
     let Some(found) = found else { return Err(ClientError::Io(format!("no vif {which:?}"))) };
-    let (index, title) =
-        (count(&found["index"]), format!("vif0/{} ({})\n", show(&found["index"]), show(&found["name"])));
+    let (index, title) = (count(&found["index"]), format!("{}\n", vif_label(found)));
     if rate.rate {
         return rates(c, json, rate, &|p, c, secs, json| {
             let shown = drop_rates(&vif_drops(p, index), &vif_drops(c, index), secs, json);
@@ -766,6 +765,11 @@ fn dropstats(c: &mut Client, json: bool, rate: RateArgs, all: bool, vif: Option<
     }
     let mine = vif_drops(&s, index);
     emit(json, &mine["drops"], || format!("{title}{}", drop_table(&mine, all, None)))
+}
+
+/// A vif as the drop views name it: `vif0/3 (t-a1)`, from its entry in `stats`.
+fn vif_label(v: &Value) -> String {
+    format!("vif0/{} ({})", show(&v["index"]), show(&v["name"]))
 }
 
 /// `stats` with its drops by reason those of vif `index` alone (from its
@@ -791,12 +795,8 @@ fn drop_table(s: &Value, all: bool, vifs: Option<&Vec<Value>>) -> String {
     let mut t = Table::new(&["REASON", "CONTRAIL NAME", "PACKETS"]);
     let drops = || s["drops"].as_array().into_iter().flatten();
     let on_vifs = |r: DropReason| {
-        let named: Vec<String> = vifs
-            .into_iter()
-            .flatten()
-            .filter(|v| count(&v["drop_reasons"][r.as_str()]) > 0)
-            .map(|v| format!("vif0/{} ({})", show(&v["index"]), show(&v["name"])))
-            .collect();
+        let named: Vec<String> =
+            vifs.into_iter().flatten().filter(|v| count(&v["drop_reasons"][r.as_str()]) > 0).map(vif_label).collect();
         if named.is_empty() {
             String::new()
         } else {

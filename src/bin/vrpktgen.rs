@@ -226,10 +226,7 @@ fn flow_setups(cases: &[Case], params: BenchParams, packets: u64, syn: bool, jso
     }
     let mut failed = false;
     for &c in cases {
-        let per_round = vrouter::flow::FlowConfig::default().capacity * 3 / 4;
-        let rounds = packets.div_ceil(per_round as u64).max(1) as u32;
-        let flows = (packets as usize).div_ceil(rounds as usize);
-        let r = vrouter::pktgen::scenario::measure_setup(c, params, flows, rounds, syn);
+        let r = vrouter::pktgen::scenario::measure_setup(c, params, packets, syn);
         let (setup, hit) = (r.setup.ns_per_packet(), r.hit.ns_per_packet());
         // Every frame forwarded, and every setup frame a pair of its own.
         failed |= r.setup.ok != r.setup.packets || r.hit.ok != r.hit.packets || r.pairs != r.setup.packets;
@@ -240,7 +237,7 @@ fn flow_setups(cases: &[Case], params: BenchParams, packets: u64, syn: bool, jso
                     "case": c.name(), "proto": if syn { "tcp" } else { "udp" },
                     "setups_per_s": 1e9 / setup, "ns_per_setup": setup,
                     "hit_ns_per_packet": hit, "flows": r.setup.packets, "pairs": r.pairs,
-                    "ok": r.setup.ok + r.hit.ok, "capacity": r.capacity, "rounds": rounds,
+                    "ok": r.setup.ok + r.hit.ok, "capacity": r.capacity, "rounds": r.rounds,
                     "batch": params.batch, "routes_v4": params.v4_routes,
                 })
             );

@@ -125,8 +125,7 @@ pub fn render(control: &Control) -> String {
     let name = "vrouter_vif_drop_reasons_total";
     f.header(name, "counter", "Frames received on the vif and dropped, by reason (dropstats --vif).");
     for v in tables.vifs() {
-        let had = crate::stats::DropReason::ALL.iter().zip(s.vif_drops(v.index)).filter(|(_, n)| *n > 0);
-        for (r, n) in had {
+        for (r, n) in s.vif_drop_reasons(v.index) {
             f.sample(name, &format!("vif=\"{}\",name=\"{}\",reason=\"{}\"", v.index, esc(&v.name), r.as_str()), n);
         }
     }

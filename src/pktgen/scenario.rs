@@ -715,36 +715,38 @@ pub struct SetupReport {
     pub pairs: u64,
     /// The flow table's capacity in pairs.
     pub capacity: usize,
+    /// Timed rounds, each on the table emptied.
+    pub rounds: u32,
 }
 
 /// Flow setup in the pipeline, as the data path does it on a flow's first
-/// packet: `flows` frames whose 5-tuples all differ (at most three
-/// quarters of the table, rounded down to whole batches) go through a VRF
+/// packet: about `flows` frames whose 5-tuples all differ go through a VRF
 /// with a 100-rule policy into an empty flow table of vrouterd's default
 /// size, so each is parsed, routed, judged by the policy, made a pair
 /// (with its ECMP member pinned) and forwarded; then the same frames
-/// again, each a hit on its pair. `rounds` times, the table emptied
-/// between (untimed), after an untimed round that touches its memory the
-/// way a running vrouterd's table is touched. With `syn`, each flow's
-/// frame is a TCP SYN (a connection's first packet, which takes the
-/// general path, its checksum checked and its MSS clamped), not a UDP
-/// datagram.
-pub fn measure_setup(case: Case, p: BenchParams, flows: usize, rounds: u32, syn: bool) -> SetupReport {
+/// again, each a hit on its pair. In rounds of at most three quarters of
+/// the table, whole batches, each on the table emptied (untimed), after an
+/// untimed round that touches its memory the way a running vrouterd's
+/// table is touched. With `syn`, each flow's frame is a TCP SYN (a
+/// connection's first packet, which takes the general path, its checksum
+/// checked and its MSS clamped), not a UDP datagram.
+pub fn measure_setup(case: Case, p: BenchParams, flows: u64, syn: bool) -> SetupReport {
     let cfg = crate::flow::FlowConfig { per_vif: u32::MAX, per_vrf: u32::MAX, ..crate::flow::FlowConfig::default() };
     // A one-flow bench for its node and pipeline; its frames and table are replaced.
     let mut b = Bench::new(case, BenchParams { flow_policy: true, flows: 1, ..p });
     let batch = b.batch_len();
-    let flows = (flows.min(cfg.capacity * 3 / 4) / batch).max(1) * batch;
+    let rounds = flows.div_ceil((cfg.capacity * 3 / 4) as u64).max(1) as u32;
+    let flows = (flows.div_ceil(u64::from(rounds)) as usize / batch).max(1) * batch;
     // Each worker's frames take other destination ports (`worker_frames`).
     let list: Vec<Vec<u8>> = (0..flows.div_ceil(PORTS_PER_WORKER))
         .flat_map(|w| {
             let n = PORTS_PER_WORKER.min(flows - w * PORTS_PER_WORKER);
             let seed = FRAME_SEED + w as u64;
-            match syn {
-                true => worker_packets(case, &b.v4, n, seed, w as u16, &|l2, src, dst, sport, dport| {
-                    build::tcp4_syn_frame(l2, src, dst, sport, dport, 1460)
-                }),
-                false => worker_frames(case, &b.v4, n, p.frame_len, seed, w as u16),
+            if syn {
+                let syn = |l2, src, dst, sport, dport| build::tcp4_syn_frame(l2, src, dst, sport, dport, 1460);
+                worker_packets(case, &b.v4, n, seed, w as u16, &syn)
+            } else {
+                worker_frames(case, &b.v4, n, p.frame_len, seed, w as u16)
             }
         })
         .collect();
@@ -771,7 +773,7 @@ pub fn measure_setup(case: Case, p: BenchParams, flows: usize, rounds: u32, syn:
             (setup, hit, pairs) = (add(setup, s), add(hit, h), pairs + made);
         }
     }
-    SetupReport { setup, hit, pairs, capacity: cfg.capacity }
+    SetupReport { setup, hit, pairs, capacity: cfg.capacity, rounds }
 }
 
 /// Table memory and load rate.
@@ -881,7 +883,7 @@ mod tests {
         let runs = [(Case::LocalForward, PORTS_PER_WORKER + 1000, false), (Case::EncapMplsoudpEcmp, 5000, false)];
         let syns = [(Case::EncapMplsoudp, 5000, true), (Case::DecapMplsogre, 5000, true)];
         for (case, flows, syn) in runs.into_iter().chain(syns) {
-            let r = measure_setup(case, p, flows, 1, syn);
+            let r = measure_setup(case, p, flows as u64, syn);
             let whole = flows / p.batch * p.batch;
             assert_eq!((r.setup.packets, r.pairs), (whole as u64, whole as u64), "{case:?}");
             assert_eq!((r.setup.ok, r.hit.ok), (r.setup.packets, r.setup.packets), "{case:?}: forwarded");

@@ -103,7 +103,7 @@ impl StatsBoard {
         for (&vif, r) in restarts.iter() {
             let i = vif as usize;
             if let Some(c) = total.vifs.get_mut(i) {
-                *c = since(c, &r.counters);
+                *c = c.since(&r.counters);
             }
             if let Some(d) = total.vif_drops.get_mut(i) {
                 for (d, r) in d.iter_mut().zip(r.drops) {
@@ -126,18 +126,6 @@ impl StatsBoard {
             io.push(s.io);
         }
         (total, io)
-    }
-}
-
-/// `now`'s counts since `then`'s.
-fn since(now: &VifCounters, then: &VifCounters) -> VifCounters {
-    VifCounters {
-        rx_packets: now.rx_packets.saturating_sub(then.rx_packets),
-        rx_bytes: now.rx_bytes.saturating_sub(then.rx_bytes),
-        tx_packets: now.tx_packets.saturating_sub(then.tx_packets),
-        tx_bytes: now.tx_bytes.saturating_sub(then.tx_bytes),
-        rx_errors: now.rx_errors.saturating_sub(then.rx_errors),
-        drops: now.drops.saturating_sub(then.drops),
     }
 }
 

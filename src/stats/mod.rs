@@ -26,6 +26,25 @@ pub struct VifCounters {
     pub drops: u64,
 }
 
+impl VifCounters {
+    /// Each counter of `self` with its fellow of `o`, by `f`.
+    fn combine(&self, o: &VifCounters, f: impl Fn(u64, u64) -> u64) -> VifCounters {
+        VifCounters {
+            rx_packets: f(self.rx_packets, o.rx_packets),
+            rx_bytes: f(self.rx_bytes, o.rx_bytes),
+            tx_packets: f(self.tx_packets, o.tx_packets),
+            tx_bytes: f(self.tx_bytes, o.tx_bytes),
+            rx_errors: f(self.rx_errors, o.rx_errors),
+            drops: f(self.drops, o.drops),
+        }
+    }
+
+    /// The counts since `then` (an earlier reading of the same counters).
+    pub(crate) fn since(&self, then: &VifCounters) -> VifCounters {
+        self.combine(then, u64::saturating_sub)
+    }
+}
+
 /// Counters of one VRF: packets by what their next hop did, as Contrail's `vrfstats`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct VrfCounters {
@@ -177,6 +196,12 @@ impl Stats {
         self.vif_drops.get(i as usize).copied().unwrap_or([0; DropReason::COUNT])
     }
 
+    /// The reasons vif `i` dropped frames for, with their counts (those
+    /// with none left out).
+    pub fn vif_drop_reasons(&self, i: u32) -> impl Iterator<Item = (DropReason, u64)> {
+        DropReason::ALL.iter().copied().zip(self.vif_drops(i)).filter(|&(_, n)| n > 0)
+    }
+
     /// Counts a frame that came in on vif `vif` and was dropped for `r`:
     /// by reason, against the vif, and in the vif's own breakdown.
     #[inline]
@@ -221,12 +246,7 @@ impl Stats {
             self.vifs.resize(o.vifs.len(), VifCounters::default());
         }
         for (a, b) in self.vifs.iter_mut().zip(&o.vifs) {
-            a.rx_packets += b.rx_packets;
-            a.rx_bytes += b.rx_bytes;
-            a.tx_packets += b.tx_packets;
-            a.tx_bytes += b.tx_bytes;
-            a.rx_errors += b.rx_errors;
-            a.drops += b.drops;
+            *a = a.combine(b, |x, y| x + y);
         }
         if self.vif_drops.len() < o.vif_drops.len() {
             self.vif_drops.resize(o.vif_drops.len(), [0; DropReason::COUNT]);
