@@ -723,10 +723,10 @@ fn mld_report_from_a1(src: std::net::Ipv6Addr) -> Vec<u8> {
 /// its interface comes up, mDNS) no router forwards. It is dropped as
 /// `link_local`, not as `no_route`, so that this chatter does not look like
 /// a routing fault in `dropstats`; before the source check, since a pod's
-/// first MLD reports come from the unspecified address. Multicast of wider
-/// scope, with no route, is still `no_route`, and so is IPv4's link-local
-/// multicast, which takes the fast path, whose loop telling it apart would
-/// cost instructions.
+/// first MLD reports come from the unspecified address. IPv4's (IGMP
+/// reports, mDNS, the limited broadcast) is told apart once its lookup
+/// has missed. Multicast of wider scope, with no route, is still
+/// `no_route`.
 #[test]
 fn a_pods_link_local_chatter_is_told_apart_from_a_missing_route() {
     let link_local = Verdict::Drop(DropReason::LinkLocal);
@@ -742,11 +742,20 @@ fn a_pods_link_local_chatter_is_told_apart_from_a_missing_route() {
     assert_eq!(lab.run(A1, to("ff02::fb")).0, link_local, "mDNS");
     assert_eq!(lab.run(A1, to("ff01::1")).0, link_local, "interface-local");
     assert_eq!(lab.run(A1, to("ff05::1:3")).0, Verdict::Drop(DropReason::NoRoute), "site-local: no route");
-    let igmp = build::ip_frame(from_a1(), &build::ipv4(a1_ip(), Ipv4Addr::new(224, 0, 0, 22), 2, 1, false, &[0; 8]));
-    assert_eq!(lab.run(A1, igmp).0, Verdict::Drop(DropReason::NoRoute), "IPv4's: no route");
-    assert_eq!(lab.stats().dropped(DropReason::LinkLocal), 4);
+    let v4 = |dst: [u8; 4], proto, payload: &[u8]| {
+        build::ip_frame(from_a1(), &build::ipv4(a1_ip(), Ipv4Addr::from(dst), proto, 1, false, payload))
+    };
+    let igmp = v4([224, 0, 0, 22], 2, &[0x22, 0, 0xfa, 0xfd, 0, 0, 0, 0]);
+    assert_eq!(lab.run(A1, igmp).0, link_local, "IGMPv3 report");
+    let udp = [0x14, 0xe9, 0x14, 0xe9, 0, 8, 0, 0];
+    assert_eq!(lab.run(A1, v4([224, 0, 0, 251], ip_proto::UDP, &udp)).0, link_local, "IPv4 mDNS");
+    assert_eq!(lab.run(A1, v4([255; 4], ip_proto::UDP, &udp)).0, link_local, "limited broadcast");
+    let no_route = Verdict::Drop(DropReason::NoRoute);
+    assert_eq!(lab.run(A1, v4([239, 255, 255, 250], ip_proto::UDP, &udp)).0, no_route, "SSDP: wider scope");
+    assert_eq!(lab.run(A1, v4([224, 0, 1, 1], ip_proto::UDP, &udp)).0, no_route, "NTP's group: wider scope");
+    assert_eq!(lab.stats().dropped(DropReason::LinkLocal), 7);
     assert_eq!(lab.stats().vif(A1).rx_errors, 0, "not malformed: chatter");
-    assert_eq!(lab.stats().vrf(BLUE).discards, 6, "discarded in the pod's VRF, as a missing route is");
+    assert_eq!(lab.stats().vrf(BLUE).discards, 10, "discarded in the pod's VRF, as a missing route is");
 }
 
 /// Every drop reason, produced by a frame, and counted.

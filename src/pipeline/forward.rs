@@ -224,8 +224,8 @@ pub(super) fn from_vif<B: AsRef<[u8]> + AsMut<[u8]>>(
     // apart from a missing route, so that a pod's MLD reports when its
     // interface comes up do not look like a routing fault in `dropstats`.
     // Before the source check, since its first come from the unspecified
-    // address. (IPv6 alone, which takes this path alone: telling IPv4's
-    // apart would cost the fast path's loop instructions, callgrind.)
+    // address. (IPv6 alone, which takes this path alone: IPv4's is told
+    // apart in `no_route`.)
     if vif.kind == VifKind::Virtual && link_scoped_v6(info) {
         count(ctx, vif.vrf, |c| &mut c.discards);
         return Some(Verdict::Drop(DropReason::LinkLocal));
@@ -388,7 +388,7 @@ pub(super) fn route<B: AsRef<[u8]> + AsMut<[u8]>>(
     let target = vrf.lookup(info.v6, info.dst);
     match target {
         Some(target) => resolve(ctx, f, vrf, target, info, origin, depth, None),
-        None => no_route(ctx, vrf_id),
+        None => no_route(ctx, f, vrf_id),
     }
 }
 
@@ -404,7 +404,7 @@ pub(super) fn unrouted<B: AsRef<[u8]> + AsMut<[u8]>>(
 ) -> Verdict {
     let in_vif = ctx.t.vif(f.vif);
     if !super::flow::tracked(vrf, in_vif) {
-        return no_route(ctx, vrf.id);
+        return no_route(ctx, f, vrf.id);
     }
     let flow = super::flow::lookup(ctx, vrf, in_vif, info, f.data(), probe);
     if let super::flow::FlowStep::Early(datagram) = flow {
@@ -417,7 +417,7 @@ pub(super) fn unrouted<B: AsRef<[u8]> + AsMut<[u8]>>(
             }
         }
     }
-    no_route(ctx, vrf.id)
+    no_route(ctx, f, vrf.id)
 }
 
 /// A packet of an existing flow: counted, then dropped, NATed, or (a
@@ -454,10 +454,25 @@ fn follow_flow<B: AsRef<[u8]> + AsMut<[u8]>>(
     })
 }
 
-/// No route for the destination in VRF `vrf`: counted as a discard there.
-pub(super) fn no_route<B>(ctx: &mut Ctx<'_, B>, vrf: u32) -> Verdict {
+/// No route for the destination of the packet in `f` in VRF `vrf`:
+/// counted as a discard there. IPv4 for the sender's link alone is told
+/// apart here, where the lookup has already missed, rather than in
+/// `from_vif` as IPv6's is: there the fast path's loop would pay for the
+/// test on every packet (callgrind).
+#[cold]
+#[inline(never)]
+pub(super) fn no_route<B: AsRef<[u8]> + AsMut<[u8]>>(ctx: &mut Ctx<'_, B>, f: &Frame<B>, vrf: u32) -> Verdict {
     count(ctx, vrf, |c| &mut c.discards);
-    Verdict::Drop(DropReason::NoRoute)
+    Verdict::Drop(if link_scoped_v4(f.data()) { DropReason::LinkLocal } else { DropReason::NoRoute })
+}
+
+/// Whether `d`, a frame, holds an IPv4 packet whose destination no router
+/// forwards: the local network control block 224.0.0.0/24 (IGMP reports,
+/// mDNS, VRRP, OSPF hellos; RFC 5771) or the limited broadcast.
+fn link_scoped_v4(d: &[u8]) -> bool {
+    let Some(&[version_ihl, ..]) = d.get(ETH..) else { return false };
+    let Some(dst) = d.get(ETH + 16..ETH + 20) else { return false };
+    version_ihl >> 4 == 4 && (dst[..3] == [224, 0, 0] || dst == [255; 4])
 }
 
 /// Whether an IPv6 packet's destination is on the sender's link alone,

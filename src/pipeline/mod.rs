@@ -544,7 +544,7 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
                     (Some(v), None) if ctx.flows.is_some() && (!fast[i] || v.tracks_flows()) => {
                         forward::unrouted(ctx, f, v, &p.info, p.origin, probe_of(i))
                     }
-                    _ => forward::no_route(ctx, p.vrf),
+                    _ => forward::no_route(ctx, f, p.vrf),
                 }
             }
         };
@@ -755,7 +755,7 @@ fn release_held<B: AsRef<[u8]> + AsMut<[u8]>>(ctx: &mut Ctx<'_, B>) {
 /// A held fragment, from where `hold::hold_fragment` stopped it: its flow
 /// lookup, now that its datagram's ports are known.
 fn resume<B: AsRef<[u8]> + AsMut<[u8]>>(ctx: &mut Ctx<'_, B>, f: &mut Frame<B>, w: &hold::Waiting) -> Verdict {
-    let Some(vrf) = ctx.t.vrf(w.vrf) else { return forward::no_route(ctx, w.vrf) };
+    let Some(vrf) = ctx.t.vrf(w.vrf) else { return forward::no_route(ctx, f, w.vrf) };
     let target = match w.still_goes_to(ctx.t) {
         Ok(target) => target,
         Err(r) => return Verdict::Drop(r),

@@ -68,11 +68,12 @@ drop_reasons! {
     Discard => "discard", "Discard";
     /// No route in the VRF for the destination.
     NoRoute => "no_route", "Nowhere to go";
-    /// IPv6 for the sender's own link alone, which no router forwards:
-    /// multicast of interface- or link-local scope (a pod's MLD reports when
-    /// its interface comes up, mDNS). Harmless chatter, told apart from
-    /// `no_route` so that it does not look like a routing fault. (IPv4's,
-    /// as IGMP, is still `no_route`: `forward::from_vif`.)
+    /// What is for the sender's own link alone, which no router forwards:
+    /// IPv6 multicast of interface- or link-local scope (a pod's MLD
+    /// reports when its interface comes up, mDNS), IPv4's 224.0.0.0/24
+    /// (IGMP reports, mDNS) and the limited broadcast. Harmless chatter,
+    /// told apart from `no_route` so that it does not look like a routing
+    /// fault.
     LinkLocal => "link_local", "Nowhere to go";
     /// The frame arrived on a vif that does not exist.
     InvalidIf => "invalid_if", "Invalid IF";
