@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod capture;
 pub mod cli;
 pub mod daemon;
 pub mod flow;

@@ -561,7 +561,8 @@ fn docs_examples_are_true() {
             StatsBoard::new(1, 8, 8),
             node,
         )
-        .with_flows(Arc::new(flows), std::time::Instant::now()),
+        .with_flows(Arc::new(flows), std::time::Instant::now())
+        .with_tap(Arc::new(vrouter::capture::Tap::new())),
     );
     let sock = std::env::temp_dir().join(format!("vrouter-api-docs-{}", std::process::id())).join("api.sock");
     let listener = vrouter::api::server::bind(&sock, None).unwrap();
@@ -589,7 +590,7 @@ fn docs_examples_are_true() {
         }
         pairs += 1;
     }
-    assert!(pairs >= 27, "the examples were found ({pairs})");
+    assert!(pairs >= 31, "the examples were found ({pairs})");
 }
 
 /// `got` has every key of `want`, with equal values, except values that
@@ -779,6 +780,80 @@ fn mutate(v: &mut Value, rng: &mut Rng) {
 /// (It found `flow.get` with an index past the table panicking.)
 /// Afterwards the server still works, and the data path's tables are
 /// still whole.
+/// A capture (`vrctl vifdump`) belongs to the connection that started it:
+/// one each, four at most on a node, each taking only its vif's frames
+/// with what became of them, and stopped when its connection closes.
+#[test]
+fn captures_belong_to_their_connection_and_are_bounded() {
+    use vrouter::capture::{Tap, SESSIONS};
+    // A server with no tap says so.
+    let (_, sock, _) = server("capture");
+    let mut plain = client(&sock);
+    assert_eq!(api_err(plain.call("capture.start", json!({ "vif": A1 }))).message, "this vrouterd captures nothing");
+
+    let (mut writer, _) = TablesWriter::new(limits());
+    writer.apply(&lab_ops()).unwrap();
+    let node =
+        NodeInfo { boot_id: NodeInfo::new_boot_id(), underlay: node_ip(), fabric: "eth0".into(), cores: vec![0] };
+    let board = StatsBoard::new(1, limits().vifs, limits().vrfs);
+    let tap = Arc::new(Tap::new());
+    let control = Arc::new(
+        Control::new(writer, Defaults { router_mac: router_mac(), underlay: node_ip() }, board, node)
+            .with_tap(Arc::clone(&tap)),
+    );
+    let sock = std::env::temp_dir().join(format!("vrouter-api-tap-{}", std::process::id())).join("api.sock");
+    let listener = vrouter::api::server::bind(&sock, None).unwrap();
+    vrouter::api::server::spawn(control, listener, 8).unwrap();
+
+    let mut c = client(&sock);
+    assert_eq!(api_err(c.call("capture.read", json!({}))).code, "not_found");
+    let e = api_err(c.call("capture.start", json!({ "vif": 60 })));
+    assert_eq!((e.code.as_str(), e.field.as_deref()), ("missing_reference", Some("vif")));
+    let e = api_err(c.call("capture.start", json!({ "vif": A1, "snaplen": 0 })));
+    assert_eq!((e.code.as_str(), e.field.as_deref()), ("out_of_range", Some("snaplen")));
+    assert!(!tap.armed(), "nothing started");
+    let started = c.call("capture.start", json!({ "vif": A1, "snaplen": 64 })).unwrap();
+    assert_eq!((started["vif"].as_u64(), started["snaplen"].as_u64()), (Some(u64::from(A1)), Some(64)));
+    assert_eq!(api_err(c.call("capture.start", json!({ "vif": A2 }))).code, "exists");
+
+    // What a worker does: a frame sent out of A1, one received with its verdict, one of another vif.
+    let frame: Vec<u8> = (0..100).collect();
+    tap.sent(A1, &frame, 5);
+    let mut staged = Vec::with_capacity(SESSIONS);
+    tap.stage(A1, 0, &frame, 6, &mut staged);
+    tap.stage(A2, 1, &frame, 6, &mut staged);
+    tap.post_staged(&mut staged, |_| Some(Verdict::Drop(vrouter::stats::DropReason::NoRoute)));
+    let read = c.call("capture.read", json!({})).unwrap();
+    let packets = read["packets"].as_array().unwrap();
+    assert_eq!(packets.len(), 2, "{read}");
+    assert_eq!((packets[0]["dir"].as_str(), packets[0]["len"].as_u64()), (Some("out"), Some(frame.len() as u64)));
+    assert_eq!(packets[0]["data"].as_str().unwrap(), vrouter::capture::to_hex(&frame[..64]), "cut at 64 bytes");
+    assert!(packets[0].get("verdict").is_none(), "a sent frame has none");
+    assert_eq!(packets[1]["verdict"], json!({ "action": "drop", "reason": "no_route" }));
+    assert_eq!((packets[1]["dir"].as_str(), packets[1]["time_ns"].as_u64()), (Some("in"), Some(6)));
+    assert_eq!(read["missed"], 0);
+
+    // Four at most, on the node; a fifth is told.
+    let mut others: Vec<Client> = (1..SESSIONS).map(|_| client(&sock)).collect();
+    for o in &mut others {
+        o.call("capture.start", json!({ "vif": A2 })).unwrap();
+    }
+    let mut fifth = client(&sock);
+    assert_eq!(api_err(fifth.call("capture.start", json!({ "vif": A2 }))).code, "full");
+    // Stopping frees a place, and so does closing a connection.
+    assert_eq!(c.call("capture.stop", json!({})).unwrap()["stopped"], true);
+    assert_eq!(c.call("capture.stop", json!({})).unwrap()["stopped"], false);
+    fifth.call("capture.start", json!({ "vif": A2 })).unwrap();
+    drop(others);
+    drop(fifth);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while tap.armed() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!tap.armed(), "closed connections stop their captures");
+    let _ = std::fs::remove_dir_all(sock.parent().unwrap());
+}
+
 #[test]
 fn mutated_requests_get_answers_never_panics() {
     let (mut writer, handle) = TablesWriter::new(limits());
@@ -797,7 +872,8 @@ fn mutated_requests_get_answers_never_panics() {
         })
         .collect();
     let control = Control::new(writer, Defaults { router_mac: router_mac(), underlay: node_ip() }, board, node)
-        .with_flows(flows, std::time::Instant::now());
+        .with_flows(flows, std::time::Instant::now())
+        .with_tap(Arc::new(vrouter::capture::Tap::new()));
     let mut session = vrouter::api::server::Session::default();
     let ask = |session: &mut vrouter::api::server::Session, req: &Value| -> Value {
         let line = req.to_string();
@@ -850,6 +926,9 @@ fn mutated_requests_get_answers_never_panics() {
         json!({ "method": "flow.get", "params": { "index": slots[3] } }),
         json!({ "method": "flow.stats", "params": {} }),
         json!({ "method": "flow.delete", "params": { "index": slots[4] } }),
+        json!({ "method": "capture.start", "params": { "vif": A1, "snaplen": 128 } }),
+        json!({ "method": "capture.read", "params": { "max_packets": 10 } }),
+        json!({ "method": "capture.stop", "params": {} }),
     ];
     for o in &objects {
         requests.push(json!({ "method": "add", "params": o }));

@@ -368,6 +368,34 @@ fn the_lab_end_to_end() {
     let ports: std::collections::HashSet<&str> = to_b1.iter().map(|r| r[2].split(',').next().unwrap()).collect();
     assert!(ports.len() >= 10, "source ports differ between flows: {ports:?}");
 
+    // The same tunnels as vrouterd saw them on n1's fabric vif, which
+    // tcpdump there cannot see (XDP takes them first): `vrctl vifdump -w -`
+    // into tshark. a1's datagrams to b1 leave wrapped (label 16), and b1's
+    // answers (port unreachable) come in wrapped, each with the pod
+    // vrouterd delivered it to.
+    let dump = format!(
+        "{} vrctl n1 vifdump fab --duration 3 -w - | tshark -r - -T fields -E 'separator=;' \
+         -e frame.packet_flags_direction -e mpls.label -e udp.dstport -e icmp.type -e frame.comment",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tools/lab")
+    );
+    let reader = Command::new("bash")
+        .args(["-c", &dump])
+        .env("VROUTERD", VROUTERD)
+        .env("LAB_DIR", lab_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    sh("a1", "for i in $(seq 20); do echo -n flow > /dev/udp/10.1.1.2/5000; done");
+    let out = reader.wait_with_output().unwrap();
+    let seen = String::from_utf8_lossy(&out.stdout);
+    let said = String::from_utf8_lossy(&out.stderr);
+    let out_to_b1 = seen.lines().filter(|l| l.starts_with("0x00000002;16;6635,5000;;")).count();
+    assert!(out_to_b1 >= 20, "a1's datagrams, wrapped, out of fab:\n{seen}{said}");
+    let answers = seen.lines().filter(|l| l.starts_with("0x00000001;") && l.ends_with(";3;tx vif0/3 (t-a1)"));
+    assert!(answers.count() >= 1, "b1's answers, in by fab, to a1:\n{seen}{said}");
+
     // A datagram bigger than the tunnel's MTU: a1's kernel cuts it into
     // 1500-byte fragments, too long for the tunnel once encapsulated, and
     // vrouterd cuts those again (DF is clear) into spare frames of its own.

@@ -503,3 +503,85 @@ fn deleting_a_vif_removes_its_flows() {
     let stats = c.call("flow.stats", serde_json::json!({})).unwrap();
     assert_eq!((stats["pairs"].as_u64(), stats["removed"].as_u64()), (Some(1), Some(2)), "{stats}");
 }
+
+/// `vrctl vifdump`: a line a frame, received ones with what vrouterd did
+/// with them (the vif they left by, by name, or the drop reason), sent
+/// ones as they left; a JSON object a frame with --json; and it stops
+/// after -c frames, stopping its capture. The frames come from the tap, as
+/// a worker leaves them.
+#[test]
+fn vifdump_prints_each_frame_with_its_verdict() {
+    use vrouter::capture::Tap;
+    use vrouter::pipeline::Verdict;
+    use vrouter::pktgen::build;
+    let (mut writer, _) = TablesWriter::new(limits());
+    writer.apply(&lab_ops()).unwrap();
+    let node = NodeInfo { boot_id: "test-boot".into(), underlay: node_ip(), fabric: "eth0".into(), cores: vec![1] };
+    let tap = Arc::new(Tap::new());
+    let control = Arc::new(
+        Control::new(
+            writer,
+            Defaults { router_mac: router_mac(), underlay: node_ip() },
+            StatsBoard::new(1, limits().vifs, limits().vrfs),
+            node,
+        )
+        .with_tap(Arc::clone(&tap)),
+    );
+    let sock = std::env::temp_dir().join(format!("vrouter-vrctl-dump-{}", std::process::id())).join("api.sock");
+    let listener = vrouter::api::server::bind(&sock, None).unwrap();
+    vrouter::api::server::spawn(control, listener, 8).unwrap();
+
+    let ping = |dst: Ipv4Addr, kind: u8| {
+        let icmp = [kind, 0, 0, 0, 0, 1, 0, 1];
+        build::ip_frame(from_a1(), &build::ipv4(a1_ip(), dst, 1, 64, false, &icmp))
+    };
+    let feed = || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !tap.armed() {
+            assert!(std::time::Instant::now() < deadline, "vifdump started no capture");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let mut staged = Vec::with_capacity(4);
+        tap.stage(A1, 0, &ping(a2_ip(), 8), 1_000_000, &mut staged);
+        tap.stage(A1, 1, &ping(Ipv4Addr::new(10, 9, 9, 9), 8), 1_000_000, &mut staged);
+        let verdicts = [Verdict::Tx(A2), Verdict::Drop(DropReason::NoRoute)];
+        tap.post_staged(&mut staged, |at| verdicts.get(at).copied());
+        tap.sent(A1, &ping(a2_ip(), 0), 2_000_000);
+    };
+    let run = |args: &[&str]| {
+        let child = Command::new(VRCTL)
+            .arg("--socket")
+            .arg(&sock)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        feed();
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "vrctl {args:?}: {err}");
+        (String::from_utf8_lossy(&out.stdout).into_owned(), err)
+    };
+
+    let (text, said) = run(&["vifdump", "veth-a1", "-c", "3"]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[0].starts_with("00:00:00.001000 in "), "{text}");
+    assert!(lines[0].ends_with("IP 10.1.0.2 > 10.1.0.3: ICMP echo request => tx vif0/2 (veth-a2)"), "{text}");
+    assert!(lines[1].ends_with("IP 10.1.0.2 > 10.9.9.9: ICMP echo request => drop no_route"), "{text}");
+    assert!(lines[2].starts_with("00:00:00.002000 out"), "{text}");
+    assert!(lines[2].ends_with("ICMP echo reply"), "a sent frame has no verdict: {text}");
+    assert!(said.contains("3 frames captured on vif0/1 (veth-a1); 0 missed"), "{said}");
+    assert!(!tap.armed(), "vifdump stopped its capture");
+
+    let (json, _) = run(&["vifdump", "1", "-c", "2", "--json"]);
+    let objects: Vec<Value> = json.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(objects.len(), 2, "{json}");
+    assert_eq!(objects[1]["verdict"], serde_json::json!({ "action": "drop", "reason": "no_route" }));
+    assert_eq!(
+        objects[1]["data"].as_str(),
+        Some(vrouter::capture::to_hex(&ping(Ipv4Addr::new(10, 9, 9, 9), 8)).as_str())
+    );
+    let _ = std::fs::remove_dir_all(sock.parent().unwrap());
+}

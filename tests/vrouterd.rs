@@ -367,6 +367,36 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(dropped(&mut api, "link_local") >= link_local + 4, "counted as link_local, not as no_route");
 
+    // `vrctl vifdump` shows a1's frames as vrouterd saw them, which tcpdump
+    // on pa1 cannot (XDP redirects them first), read here by tshark from
+    // its pcapng: a1's pings to a2 in, each with where it went, a2's
+    // answers out, and a ping to an address with no route, with why it
+    // dropped. a1's frames land on both queues, so both workers copy them.
+    let pcap = dir.join("pa1.pcapng");
+    let dump = Command::new(env!("CARGO_BIN_EXE_vrctl"))
+        .arg("--socket")
+        .arg(&sock)
+        .args(["vifdump", "pa1", "--duration", "3", "-w"])
+        .arg(&pcap)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    in_ns(&a1, &["ping", "-c", "3", "-i", "0.2", "-W", "1", "10.1.0.3"]);
+    let unrouted = ["ip", "netns", "exec", &a1, "ping", "-c", "1", "-W", "1", "10.9.9.9"];
+    Command::new(unrouted[0]).args(&unrouted[1..]).output().unwrap();
+    let dump = dump.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&dump.stderr);
+    assert!(dump.status.success() && said.contains("0 missed"), "{said}");
+    let fields = ["frame.packet_flags_direction", "ip.src", "ip.dst", "icmp.type", "frame.comment"];
+    let mut tshark = vec!["tshark", "-r", pcap.to_str().unwrap(), "-Y", "icmp", "-T", "fields"];
+    tshark.extend(fields.iter().flat_map(|f| ["-e", f]));
+    let seen = run(&tshark);
+    let count = |line: &str| seen.lines().filter(|l| *l == line).count();
+    assert_eq!(count("0x00000001\t10.1.0.2\t10.1.0.3\t8\ttx vif0/2 (pa2)"), 3, "requests in:\n{seen}");
+    assert_eq!(count("0x00000002\t10.1.0.3\t10.1.0.2\t0\t"), 3, "answers out:\n{seen}");
+    assert_eq!(count("0x00000001\t10.1.0.2\t10.9.9.9\t8\tdrop no_route"), 1, "dropped:\n{seen}");
+
     // A pod whose interface offloads TX checksums sends its segments with
     // the checksum unfinished, for a NIC that AF_XDP does not stand in
     // for: its SYNs are dropped, counted and named in the log, while ping

@@ -67,6 +67,8 @@ pub struct Control {
     max_message: usize,
     /// The flow table the workers share, and the origin of their clock.
     flows: Option<(Arc<crate::flow::FlowTable>, Instant)>,
+    /// Where the workers copy the frames of vifs being captured.
+    tap: Option<Arc<crate::capture::Tap>>,
 }
 
 impl Control {
@@ -82,7 +84,14 @@ impl Control {
             resolve_now: AtomicBool::new(false),
             max_message: proto::MAX_MESSAGE,
             flows: None,
+            tap: None,
         }
+    }
+
+    /// Serves captures (`capture.*`) from `tap`, which the workers fill.
+    pub fn with_tap(mut self, tap: Arc<crate::capture::Tap>) -> Control {
+        self.tap = Some(tap);
+        self
     }
 
     /// Serves the flow table (`flows`), whose times count from `epoch`.
@@ -246,10 +255,16 @@ impl Control {
                     "no_room": s.dropped(DropReason::FragmentQueueFull),
                 }))
             }
+            "capture.start" => self.capture_start(session, &parse(params)?),
+            "capture.read" => self.capture_read(session, &parse(params)?),
+            "capture.stop" => {
+                let _: Empty = parse(params)?;
+                Ok(json!({ "stopped": self.end_capture(session) }))
+            }
             other => Err(ApiError::new(
                 code::UNKNOWN_METHOD,
                 format!(
-                    "unknown method {other:?}; methods are hello, info, add, update, delete, batch, get, dump, lookup, stats, flow.list, flow.get, flow.delete, flow.flush, flow.stats, flow.fragments"
+                    "unknown method {other:?}; methods are hello, info, add, update, delete, batch, get, dump, lookup, stats, flow.list, flow.get, flow.delete, flow.flush, flow.stats, flow.fragments, capture.start, capture.read, capture.stop"
                 ),
             )),
         }
@@ -450,6 +465,57 @@ impl Control {
             "network": network,
             "nexthop": nh,
         }))
+    }
+
+    /// Starts copying a vif's frames for this session, which reads them
+    /// with `capture.read`; they stop with `capture.stop` or when the
+    /// client goes.
+    fn capture_start(&self, session: &mut Session, p: &CaptureStartParams) -> Result<Value, ApiError> {
+        use crate::capture::{StartError, MAX_SNAPLEN, SESSIONS};
+        let tap = self.tap.as_ref().ok_or_else(|| ApiError::new(code::NOT_FOUND, "this vrouterd captures nothing"))?;
+        if let Some(c) = &session.capture {
+            let message = format!("this connection captures vif {} already; capture.stop first", c.vif);
+            return Err(ApiError::new(code::EXISTS, message));
+        }
+        let name = self.lock().writer.tables().vif(p.vif).map(|v| v.name.clone());
+        let name = name.ok_or_else(|| {
+            ApiError::new(code::MISSING_REFERENCE, format!("vif {} does not exist", p.vif)).field("vif")
+        })?;
+        let snaplen = p.snaplen.unwrap_or(MAX_SNAPLEN as u32);
+        if snaplen == 0 || snaplen as usize > MAX_SNAPLEN {
+            let message = format!("snaplen {snaplen} is not in 1..={MAX_SNAPLEN}");
+            return Err(ApiError::new(code::OUT_OF_RANGE, message).field("snaplen"));
+        }
+        let running = tap.start(p.vif, snaplen as usize).map_err(|StartError::Busy| {
+            ApiError::new(code::FULL, format!("{SESSIONS} captures run already; stop one first"))
+        })?;
+        session.capture = Some(Capture { session: running, vif: p.vif });
+        tracing::info!(vif = p.vif, interface = %name, snaplen, "capture started");
+        Ok(json!({ "vif": p.vif, "name": name, "snaplen": snaplen }))
+    }
+
+    /// The frames this session's capture took since its last read, oldest
+    /// first: at most `max_packets`, and about `CAPTURE_READ_BYTES` of them.
+    fn capture_read(&self, session: &mut Session, p: &CaptureReadParams) -> Result<Value, ApiError> {
+        let (Some(tap), Some(c)) = (&self.tap, &session.capture) else {
+            return Err(ApiError::new(code::NOT_FOUND, "this connection captures nothing; capture.start first"));
+        };
+        let max = p.max_packets.unwrap_or(CAPTURE_READ_PACKETS).clamp(1, CAPTURE_READ_PACKETS);
+        let (mut packets, mut bytes) = (Vec::new(), 0);
+        let missed = tap.read(c.session, |f| {
+            bytes += f.data().len();
+            packets.push(captured_json(f));
+            packets.len() < max && bytes < CAPTURE_READ_BYTES
+        });
+        Ok(json!({ "packets": packets, "missed": missed }))
+    }
+
+    /// Stops this session's capture, if it runs one. True if it did.
+    fn end_capture(&self, session: &mut Session) -> bool {
+        let (Some(tap), Some(c)) = (&self.tap, session.capture.take()) else { return false };
+        tap.stop(c.session);
+        tracing::info!(vif = c.vif, "capture stopped");
+        true
     }
 
     fn flow_table(&self) -> Result<(&crate::flow::FlowTable, u64), ApiError> {
@@ -915,6 +981,62 @@ struct LookupParams {
 #[derive(Debug, Default)]
 pub struct Session {
     version: Option<u32>,
+    /// The capture this connection runs, stopped when it closes.
+    capture: Option<Capture>,
+}
+
+#[derive(Debug)]
+struct Capture {
+    session: crate::capture::Session,
+    vif: VifIndex,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaptureStartParams {
+    vif: VifIndex,
+    #[serde(default)]
+    snaplen: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaptureReadParams {
+    #[serde(default)]
+    max_packets: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+/// Frames one `capture.read` returns at most: a quarter of a session's ring.
+const CAPTURE_READ_PACKETS: usize = crate::capture::SESSION_FRAMES / 4;
+
+/// Bytes of frames after which a `capture.read` stops, so that an answer
+/// stays far below a client's message limit once in hex.
+const CAPTURE_READ_BYTES: usize = 1 << 20;
+
+/// A captured frame for `capture.read`: the frame in hex and, for a
+/// received one, what vrouterd did with it.
+fn captured_json(f: &crate::capture::Captured) -> Value {
+    use crate::pipeline::Verdict;
+    let mut v = json!({
+        "time_ns": f.time_ns,
+        "dir": match f.direction { crate::capture::Direction::In => "in", crate::capture::Direction::Out => "out" },
+        "len": f.len,
+        "data": crate::capture::to_hex(f.data()),
+    });
+    if let Some(verdict) = f.verdict {
+        v["verdict"] = match verdict {
+            Verdict::Tx(out) => json!({ "action": "tx", "vif": out }),
+            Verdict::ToHost => json!({ "action": "to_host" }),
+            Verdict::ToAgent(trap) => json!({ "action": "to_agent", "trap": trap.as_str() }),
+            Verdict::Drop(r) => json!({ "action": "drop", "reason": r.as_str() }),
+            Verdict::Held => json!({ "action": "held" }),
+        };
+    }
+    v
 }
 
 /// How a line read ended.
@@ -963,11 +1085,16 @@ pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600
 
 /// Serves one client until it closes, or sends nothing for [`IDLE_TIMEOUT`].
 pub fn serve_client(control: &Control, stream: UnixStream) {
+    let mut session = Session::default();
+    serve_lines(control, &mut session, stream);
+    control.end_capture(&mut session);
+}
+
+fn serve_lines(control: &Control, session: &mut Session, stream: UnixStream) {
     let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
     let Ok(write_half) = stream.try_clone() else { return };
     let mut out = std::io::BufWriter::new(write_half);
     let mut input = BufReader::with_capacity(64 << 10, stream);
-    let mut session = Session::default();
     let mut buf = Vec::new();
     loop {
         let reply = match read_line(&mut input, &mut buf, control.max_message) {
@@ -980,7 +1107,7 @@ pub fn serve_client(control: &Control, stream: UnixStream) {
                 )),
             ),
             Ok(Line::Message) if buf.iter().all(u8::is_ascii_whitespace) => continue,
-            Ok(Line::Message) => control.handle(&mut session, &buf),
+            Ok(Line::Message) => control.handle(session, &buf),
         };
         if out.write_all(&reply).and_then(|_| out.write_all(b"\n")).and_then(|_| out.flush()).is_err() {
             return;

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vrouter::api::client::{Client, ClientError};
 use vrouter::cli::{count, show, Table};
@@ -75,6 +76,30 @@ enum Cmd {
         /// (`dropstats --vif`): which pod's packets drop, and why.
         #[arg(long)]
         vif: Option<String>,
+    },
+    /// A vif's frames, as vrouterd sees them (Contrail's `vifdump`): each
+    /// one received, with what vrouterd did with it, and each one sent, as
+    /// rewritten. tcpdump on a pod's veth misses what XDP redirects, and on
+    /// the fabric NIC sees no tunnel vrouterd takes. One line a frame, or
+    /// pcapng with -w, which tcpdump, tshark and Wireshark read (the
+    /// direction, and the verdict as a comment). Until Ctrl-C, -c or
+    /// --duration.
+    Vifdump {
+        /// The vif, by index or interface name.
+        vif: String,
+        /// Write pcapng to FILE (`-`: standard output, as in
+        /// `vrctl vifdump 3 -w - | tshark -r -`).
+        #[arg(short = 'w', long = "write")]
+        write: Option<PathBuf>,
+        /// Stop after this many frames.
+        #[arg(short = 'c', long)]
+        count: Option<u64>,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Keep at most this many bytes of each frame.
+        #[arg(short = 's', long, default_value_t = vrouter::capture::MAX_SNAPLEN as u32)]
+        snaplen: u32,
     },
     /// Per-VRF packet counters by next-hop type (`vrfstats`).
     Vrfstats {
@@ -305,6 +330,10 @@ fn run(c: &mut Client, cli: &Cli) -> Result<()> {
             })
         }
         Cmd::Dropstats { rate, all, vif } => dropstats(c, json, *rate, *all, vif.as_deref()),
+        Cmd::Vifdump { vif, write, count, duration, snaplen } => {
+            let stop = DumpStop { count: *count, duration: duration.map(Duration::from_secs_f64) };
+            vifdump(c, json, vif, write.as_deref(), stop, *snaplen)
+        }
         Cmd::Vrfstats { vrf } => {
             let want = vrf.as_ref().map(|v| vrf_id(c, v)).transpose()?;
             let s = c.call("stats", json!({}))?;
@@ -747,11 +776,7 @@ fn dropstats(c: &mut Client, json: bool, rate: RateArgs, all: bool, vif: Option<
         return emit(json, &s["drops"], || drop_table(&s, all, s["vifs"].as_array()));
     };
     let s = c.call("stats", json!({}))?;
-    let found = s["vifs"].as_array().into_iter().flatten().find(|v| match which.parse::<u64>() {
-        Ok(i) => v["index"] == json!(i),
-        Err(_) => v["name"] == json!(which),
-    });
-    let Some(found) = found else { return Err(ClientError::Io(format!("no vif {which:?}"))) };
+    let found = find_vif(&s, which)?;
     let (index, title) = (count(&found["index"]), format!("{}\n", vif_label(found)));
     if rate.rate {
         return rates(c, json, rate, &|p, c, secs, json| {
@@ -765,6 +790,129 @@ fn dropstats(c: &mut Client, json: bool, rate: RateArgs, all: bool, vif: Option<
     }
     let mine = vif_drops(&s, index);
     emit(json, &mine["drops"], || format!("{title}{}", drop_table(&mine, all, None)))
+}
+
+/// The vif named `which` (an index or an interface name) among `stats`' vifs.
+fn find_vif<'a>(stats: &'a Value, which: &str) -> Result<&'a Value> {
+    let found = stats["vifs"].as_array().into_iter().flatten().find(|v| match which.parse::<u64>() {
+        Ok(i) => v["index"] == json!(i),
+        Err(_) => v["name"] == json!(which),
+    });
+    found.ok_or_else(|| ClientError::Io(format!("no vif {which:?}")))
+}
+
+/// When `vifdump` stops, besides Ctrl-C.
+#[derive(Clone, Copy)]
+struct DumpStop {
+    count: Option<u64>,
+    duration: Option<Duration>,
+}
+
+/// Captures vif `which`'s frames until `stop` or Ctrl-C: a line each, a
+/// JSON object each (`json`), or pcapng to `write`. Says on standard error
+/// how many it took, and how many vrouterd missed because this reader
+/// fell behind.
+fn vifdump(
+    c: &mut Client,
+    json: bool,
+    which: &str,
+    write: Option<&std::path::Path>,
+    stop: DumpStop,
+    snaplen: u32,
+) -> Result<()> {
+    let stats = c.call("stats", json!({}))?;
+    let names: std::collections::BTreeMap<u64, String> =
+        stats["vifs"].as_array().into_iter().flatten().map(|v| (count(&v["index"]), vif_label(v))).collect();
+    let found = find_vif(&stats, which)?;
+    let label = vif_label(found);
+    let io = |e: std::io::Error| ClientError::Io(format!("vifdump: {e}"));
+    let mut pcap = match write {
+        None => None,
+        Some(p) => {
+            let out: Box<dyn Write> = if p.as_os_str() == "-" {
+                Box::new(std::io::stdout().lock())
+            } else {
+                Box::new(std::fs::File::create(p).map_err(|e| ClientError::Io(format!("{}: {e}", p.display())))?)
+            };
+            Some(vrouter::capture::pcapng::Writer::new(std::io::BufWriter::new(out), &label, snaplen).map_err(io)?)
+        }
+    };
+    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&interrupted)).map_err(io)?;
+    }
+    c.call("capture.start", json!({ "vif": found["index"], "snaplen": snaplen }))?;
+    eprintln!("vrctl: capturing {label}, {snaplen} bytes a frame; Ctrl-C stops");
+    let started = Instant::now();
+    let (mut taken, mut missed) = (0u64, 0u64);
+    let mut out = std::io::stdout().lock();
+    'reading: while !interrupted.load(std::sync::atomic::Ordering::Relaxed) {
+        if stop.duration.is_some_and(|d| started.elapsed() >= d) {
+            break;
+        }
+        let r = c.call("capture.read", json!({}))?;
+        missed = r["missed"].as_u64().unwrap_or(missed);
+        let packets = r["packets"].as_array().cloned().unwrap_or_default();
+        for p in &packets {
+            let data = p["data"].as_str().and_then(vrouter::capture::from_hex).unwrap_or_default();
+            let verdict = verdict_text(&p["verdict"], &names);
+            let inbound = p["dir"] == "in";
+            if let Some(w) = &mut pcap {
+                let dir = if inbound { vrouter::capture::Direction::In } else { vrouter::capture::Direction::Out };
+                let len = p["len"].as_u64().unwrap_or(0) as u32;
+                w.packet(count(&p["time_ns"]), dir, len, &data, verdict.as_deref()).map_err(io)?;
+            } else if json {
+                writeln!(out, "{p}").map_err(io)?;
+            } else {
+                let time = clock_time(count(&p["time_ns"]));
+                let dir = if inbound { "in " } else { "out" };
+                let what = vrouter::capture::summary(&data);
+                let verdict = verdict.map(|v| format!(" => {v}")).unwrap_or_default();
+                writeln!(out, "{time} {dir} {:>5} {what}{verdict}", show(&p["len"])).map_err(io)?;
+            }
+            taken += 1;
+            if stop.count.is_some_and(|n| taken >= n) {
+                break 'reading;
+            }
+        }
+        if let Some(w) = &mut pcap {
+            w.flush().map_err(io)?;
+        }
+        out.flush().map_err(io)?;
+        if packets.is_empty() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    if let Some(w) = &mut pcap {
+        w.flush().map_err(io)?;
+    }
+    let r = c.call("capture.stop", json!({}))?;
+    debug_assert_eq!(r["stopped"], json!(true));
+    let behind = if missed > 0 { " (this reader fell behind: a slower terminal or disk? try -w or -s)" } else { "" };
+    eprintln!("vrctl: {taken} frames captured on {label}; {missed} missed by vrouterd{behind}");
+    Ok(())
+}
+
+/// What vrouterd did with a received frame (`capture.read`'s `verdict`), as
+/// vifdump says it: `tx vif0/1 (t-b1)`, `drop no_route`, `to_host`,
+/// `to_agent dhcp`, `held`. `None` for a frame it sent.
+fn verdict_text(v: &Value, names: &std::collections::BTreeMap<u64, String>) -> Option<String> {
+    let action = v["action"].as_str()?;
+    Some(match action {
+        "tx" => {
+            let out = count(&v["vif"]);
+            format!("tx {}", names.get(&out).cloned().unwrap_or_else(|| format!("vif0/{out}")))
+        }
+        "drop" => format!("drop {}", show(&v["reason"])),
+        "to_agent" => format!("to_agent {}", show(&v["trap"])),
+        other => other.to_string(),
+    })
+}
+
+/// `time_ns` (since the Unix epoch) as a UTC time of day, to the microsecond.
+fn clock_time(time_ns: u64) -> String {
+    let (secs, micros) = (time_ns / 1_000_000_000, time_ns % 1_000_000_000 / 1000);
+    format!("{:02}:{:02}:{:02}.{micros:06}", secs / 3600 % 24, secs / 60 % 60, secs % 60)
 }
 
 /// A vif as the drop views name it: `vif0/3 (t-a1)`, from its entry in `stats`.

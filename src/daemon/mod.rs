@@ -213,10 +213,12 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     info!(pairs = cfg.flows.capacity, mib = flows.memory_bytes() >> 20, "flow table allocated");
     // Workers and the API read flow times from one origin.
     let epoch = Instant::now();
+    let tap = Arc::new(crate::capture::Tap::new());
     let control = Arc::new(
         Control::new(writer, defaults, Arc::clone(&board), node)
             .with_max_message(cfg.api.max_message)
-            .with_flows(Arc::clone(&flows), epoch),
+            .with_flows(Arc::clone(&flows), epoch)
+            .with_tap(Arc::clone(&tap)),
     );
     control.lock().resolved = tunnels.iter().map(|(id, _)| *id).collect();
     // The API socket and the metrics port first: if another vrouterd holds
@@ -271,7 +273,8 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         let worker_stop = stop.clone();
         let pipeline = Pipeline::new(PipelineConfig::default(), &limits).with_flows(Arc::clone(&flows));
         let board = Arc::clone(&board);
-        let mut worker = Worker::new(worker_ports, pipeline, handle.clone()).with_control(commands);
+        let mut worker =
+            Worker::new(worker_ports, pipeline, handle.clone()).with_control(commands).with_tap(Arc::clone(&tap));
         worker = if w == 0 {
             worker.with_handoff_in(handoffs.clone())
         } else {

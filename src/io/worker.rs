@@ -4,6 +4,7 @@
 //! verdict says. It makes no forwarding decision of its own.
 
 use super::xsk::{RxDesc, UmemFrame, XskSocket};
+use crate::capture::{Staged, Tap};
 use crate::pipeline::{Frame, Pipeline, Spill, Verdict, VECTOR};
 use crate::stats::runtime::{Stopwatch, SAMPLE_EVERY};
 use crate::stats::{Runtime, Stage};
@@ -126,6 +127,14 @@ pub struct Worker {
     /// The tables' generation, and the frame length above which a frame
     /// may have to be fragmented under them.
     fragment_floor: (u64, usize),
+    /// Where frames of vifs being captured (`vrctl vifdump`) are copied.
+    tap: Option<std::sync::Arc<Tap>>,
+    /// When the current batch was taken, if a capture runs; 0 if none
+    /// does, so that sending a frame tests one field.
+    tap_now: u64,
+    /// Copies of the batch's received frames, waiting for their verdicts;
+    /// reserved once for a whole batch.
+    staged: Vec<Staged>,
 }
 
 impl Worker {
@@ -146,7 +155,25 @@ impl Worker {
             handoff_in: Vec::new(),
             spill: Spill::with_capacity(SPARES, SPARE_HEADROOM),
             fragment_floor: (u64::MAX, 0),
+            tap: None,
+            tap_now: 0,
+            staged: Vec::new(),
         }
+    }
+
+    /// Copies the frames of vifs being captured into `tap`.
+    pub fn with_tap(mut self, tap: std::sync::Arc<Tap>) -> Worker {
+        self.tap = Some(tap);
+        self.staged = Vec::with_capacity(VECTOR * crate::capture::SESSIONS);
+        self
+    }
+
+    /// Notes whether a capture runs, for the batch about to be processed.
+    fn check_tap(&mut self) {
+        self.tap_now = match &self.tap {
+            Some(tap) if tap.armed() => crate::capture::now_ns(),
+            _ => 0,
+        };
     }
 
     /// Sends frames for ports this worker lacks to the owner through `h`.
@@ -236,6 +263,11 @@ impl Worker {
     /// Sends a frame the pipeline is done with as its verdict says, or
     /// gives it back to port `p`, whose frame it is.
     fn send(&mut self, p: usize, f: Frame<UmemFrame>) {
+        if self.tap_now != 0 {
+            if let (Some(tap), Verdict::Tx(out)) = (&self.tap, f.verdict) {
+                tap.sent(out, f.data(), self.tap_now);
+            }
+        }
         let rx_addr = self.ports[p].sock.addr_of(f.buf(), f.headroom());
         match f.verdict {
             Verdict::Tx(out) => {
@@ -312,6 +344,7 @@ impl Worker {
     pub fn age(&mut self) {
         self.pipeline.age(crate::pipeline::SWEEP_IDLE);
         if self.pipeline.has_held() && !self.ports.is_empty() {
+            self.check_tap();
             let tables = self.tables.load();
             self.take_spares(0, &tables);
             self.pipeline.process(&tables, &mut [], &mut self.spill);
@@ -418,10 +451,20 @@ impl Worker {
                 None => self.ports[p].sock.release(d.addr),
             }
         }
+        self.check_tap();
+        if let Some(tap) = self.tap.as_ref().filter(|t| self.tap_now != 0 && t.watches(vif)) {
+            for (at, f) in self.batch.iter().enumerate() {
+                tap.stage(vif, at, f.data(), self.tap_now, &mut self.staged);
+            }
+        }
         watch.mark(Stage::Rx);
         let tables = self.tables.load();
         self.take_spares(p, &tables);
         self.pipeline.process_timed(&tables, &mut self.batch, &mut self.spill, &mut watch);
+        if let (false, Some(tap)) = (self.staged.is_empty(), &self.tap) {
+            let batch = &self.batch;
+            tap.post_staged(&mut self.staged, |at| batch.get(at).map(|f| f.verdict));
+        }
         let mut batch = std::mem::take(&mut self.batch);
         for f in batch.drain(..) {
             self.send(p, f);

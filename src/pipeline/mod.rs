@@ -47,6 +47,17 @@ pub enum TrapReason {
     RouterSolicit,
 }
 
+impl TrapReason {
+    /// Stable snake_case name, for the API.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TrapReason::Dhcp => "dhcp",
+            TrapReason::Dhcpv6 => "dhcpv6",
+            TrapReason::RouterSolicit => "router_solicit",
+        }
+    }
+}
+
 /// What to do with a frame after processing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Verdict {
