@@ -370,11 +370,12 @@ fn the_lab_end_to_end() {
 
     // The same tunnels as vrouterd saw them on n1's fabric vif, which
     // tcpdump there cannot see (XDP takes them first): `vrctl vifdump -w -`
-    // into tshark. a1's datagrams to b1 leave wrapped (label 16), and b1's
+    // into tshark, only what goes to or from b1 (matched inside the
+    // tunnel). a1's datagrams to b1 leave wrapped (label 16), and b1's
     // answers (port unreachable) come in wrapped, each with the pod
-    // vrouterd delivered it to.
+    // vrouterd delivered it to; nothing else.
     let dump = format!(
-        "{} vrctl n1 vifdump fab --duration 3 -w - | tshark -r - -T fields -E 'separator=;' \
+        "{} vrctl n1 vifdump fab --match 10.1.1.2 --duration 3 -w - | tshark -r - -T fields -E 'separator=;' \
          -e frame.packet_flags_direction -e mpls.label -e udp.dstport -e icmp.type -e frame.comment",
         concat!(env!("CARGO_MANIFEST_DIR"), "/tools/lab")
     );
@@ -393,8 +394,9 @@ fn the_lab_end_to_end() {
     let said = String::from_utf8_lossy(&out.stderr);
     let out_to_b1 = seen.lines().filter(|l| l.starts_with("0x00000002;16;6635,5000;;")).count();
     assert!(out_to_b1 >= 20, "a1's datagrams, wrapped, out of fab:\n{seen}{said}");
-    let answers = seen.lines().filter(|l| l.starts_with("0x00000001;") && l.ends_with(";3;tx vif0/3 (t-a1)"));
-    assert!(answers.count() >= 1, "b1's answers, in by fab, to a1:\n{seen}{said}");
+    let answers = seen.lines().filter(|l| l.starts_with("0x00000001;") && l.ends_with(";3;tx vif0/3 (t-a1)")).count();
+    assert!(answers >= 1, "b1's answers, in by fab, to a1:\n{seen}{said}");
+    assert_eq!(seen.lines().count(), out_to_b1 + answers, "only b1's:\n{seen}{said}");
 
     // A datagram bigger than the tunnel's MTU: a1's kernel cuts it into
     // 1500-byte fragments, too long for the tunnel once encapsulated, and

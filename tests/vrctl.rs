@@ -583,5 +583,12 @@ fn vifdump_prints_each_frame_with_its_verdict() {
         objects[1]["data"].as_str(),
         Some(vrouter::capture::to_hex(&ping(Ipv4Addr::new(10, 9, 9, 9), 8)).as_str())
     );
+
+    // --match: vrouterd copies only what matches.
+    let (text, _) = run(&["vifdump", "veth-a1", "-c", "1", "--match", "10.9.9.9 & proto icmp"]);
+    assert!(text.trim_end().ends_with("IP 10.1.0.2 > 10.9.9.9: ICMP echo request => drop no_route"), "{text}");
+    assert_eq!(text.lines().count(), 1, "{text}");
+    let (succeeded, _, err) = vrctl(&sock, &["vifdump", "veth-a1", "--match", "vrf 1"]);
+    assert!(!succeeded && err.contains("no vrf or vif"), "{err}");
     let _ = std::fs::remove_dir_all(sock.parent().unwrap());
 }

@@ -486,7 +486,11 @@ impl Control {
             let message = format!("snaplen {snaplen} is not in 1..={MAX_SNAPLEN}");
             return Err(ApiError::new(code::OUT_OF_RANGE, message).field("snaplen"));
         }
-        let running = tap.start(p.vif, snaplen as usize).map_err(|StartError::Busy| {
+        let filter = match &p.r#match {
+            None => crate::capture::Filter::default(),
+            Some(m) => capture_filter(m)?,
+        };
+        let running = tap.start(p.vif, snaplen as usize, filter).map_err(|StartError::Busy| {
             ApiError::new(code::FULL, format!("{SESSIONS} captures run already; stop one first"))
         })?;
         session.capture = Some(Capture { session: running, vif: p.vif });
@@ -528,11 +532,7 @@ impl Control {
         let (table, now) = self.flow_table()?;
         let limit = p.limit.unwrap_or(DUMP_PAGE).clamp(1, MAX_DUMP_PAGE);
         let m = p.r#match.as_ref();
-        let proto = m
-            .and_then(|m| m.proto.as_ref())
-            .map(super::schema::ProtoDef::number)
-            .transpose()
-            .map_err(|e| ApiError::new(code::INVALID, format!("proto {e}")).field("match.proto"))?;
+        let proto = m.map(FlowMatch::proto).transpose()?.flatten();
         let wanted = |f: &crate::flow::FlowInfo| {
             let Some(m) = m else { return true };
             let is = |(ip, port): (Option<IpAddr>, Option<u16>), (at, on): (IpAddr, u16)| {
@@ -970,6 +970,14 @@ struct FlowMatch {
     vif: Option<u32>,
 }
 
+impl FlowMatch {
+    /// The protocol asked for, by number.
+    fn proto(&self) -> Result<Option<u8>, ApiError> {
+        let number = self.proto.as_ref().map(super::schema::ProtoDef::number).transpose();
+        number.map_err(|e| ApiError::new(code::INVALID, format!("proto {e}")).field("match.proto"))
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LookupParams {
@@ -997,6 +1005,10 @@ struct CaptureStartParams {
     vif: VifIndex,
     #[serde(default)]
     snaplen: Option<u32>,
+    /// Which frames to keep, as `flow.list` picks flows (no `vrf` or `vif`:
+    /// a capture is of one vif).
+    #[serde(default)]
+    r#match: Option<FlowMatch>,
 }
 
 #[derive(Deserialize)]
@@ -1009,6 +1021,19 @@ struct CaptureReadParams {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Empty {}
+
+/// A capture's filter from `capture.start`'s `match`.
+fn capture_filter(m: &FlowMatch) -> Result<crate::capture::Filter, ApiError> {
+    if m.vrf.is_some() || m.vif.is_some() {
+        let message = "a capture is of one vif: its match takes addresses, ports and a protocol, no vrf or vif";
+        return Err(ApiError::new(code::INVALID, message).field(if m.vrf.is_some() {
+            "match.vrf"
+        } else {
+            "match.vif"
+        }));
+    }
+    Ok(crate::capture::Filter { one: (m.ip, m.port), peer: (m.peer_ip, m.peer_port), proto: m.proto()? })
+}
 
 /// Frames one `capture.read` returns at most: a quarter of a session's ring.
 const CAPTURE_READ_PACKETS: usize = crate::capture::SESSION_FRAMES / 4;

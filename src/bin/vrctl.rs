@@ -100,6 +100,12 @@ enum Cmd {
         /// Keep at most this many bytes of each frame.
         #[arg(short = 's', long, default_value_t = vrouter::capture::MAX_SNAPLEN as u32)]
         snaplen: u32,
+        /// Only frames whose packet (the one inside, for a tunnel) matches,
+        /// terms joined by `&`, as for `flow list`: `IP`, `IP:PORT`, `:PORT`,
+        /// `IP:PORT,IP:PORT` (between the two), `proto tcp|udp|icmp|N`.
+        /// vrouterd leaves the rest uncopied, so a busy vif's capture keeps up.
+        #[arg(long = "match")]
+        filter: Option<String>,
     },
     /// Per-VRF packet counters by next-hop type (`vrfstats`).
     Vrfstats {
@@ -330,9 +336,11 @@ fn run(c: &mut Client, cli: &Cli) -> Result<()> {
             })
         }
         Cmd::Dropstats { rate, all, vif } => dropstats(c, json, *rate, *all, vif.as_deref()),
-        Cmd::Vifdump { vif, write, count, duration, snaplen } => {
-            let stop = DumpStop { count: *count, duration: duration.map(Duration::from_secs_f64) };
-            vifdump(c, json, vif, write.as_deref(), stop, *snaplen)
+        Cmd::Vifdump { vif, write, count, duration, snaplen, filter } => {
+            let filter = filter.as_deref().map(flow_match).transpose()?;
+            let how =
+                Dump { count: *count, duration: duration.map(Duration::from_secs_f64), snaplen: *snaplen, filter };
+            vifdump(c, json, vif, write.as_deref(), how)
         }
         Cmd::Vrfstats { vrf } => {
             let want = vrf.as_ref().map(|v| vrf_id(c, v)).transpose()?;
@@ -801,25 +809,21 @@ fn find_vif<'a>(stats: &'a Value, which: &str) -> Result<&'a Value> {
     found.ok_or_else(|| ClientError::Io(format!("no vif {which:?}")))
 }
 
-/// When `vifdump` stops, besides Ctrl-C.
-#[derive(Clone, Copy)]
-struct DumpStop {
+/// What `vifdump` keeps, and when it stops besides Ctrl-C.
+struct Dump {
     count: Option<u64>,
     duration: Option<Duration>,
+    snaplen: u32,
+    /// `capture.start`'s `match`.
+    filter: Option<Value>,
 }
 
-/// Captures vif `which`'s frames until `stop` or Ctrl-C: a line each, a
+/// Captures vif `which`'s frames as `how` says, or until Ctrl-C: a line each, a
 /// JSON object each (`json`), or pcapng to `write`. Says on standard error
 /// how many it took, and how many vrouterd missed because this reader
 /// fell behind.
-fn vifdump(
-    c: &mut Client,
-    json: bool,
-    which: &str,
-    write: Option<&std::path::Path>,
-    stop: DumpStop,
-    snaplen: u32,
-) -> Result<()> {
+fn vifdump(c: &mut Client, json: bool, which: &str, write: Option<&std::path::Path>, how: Dump) -> Result<()> {
+    let (stop, snaplen) = (&how, how.snaplen);
     let stats = c.call("stats", json!({}))?;
     let names: std::collections::BTreeMap<u64, String> =
         stats["vifs"].as_array().into_iter().flatten().map(|v| (count(&v["index"]), vif_label(v))).collect();
@@ -841,7 +845,11 @@ fn vifdump(
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&interrupted)).map_err(io)?;
     }
-    c.call("capture.start", json!({ "vif": found["index"], "snaplen": snaplen }))?;
+    let mut start = json!({ "vif": found["index"], "snaplen": snaplen });
+    if let Some(m) = &how.filter {
+        start["match"] = m.clone();
+    }
+    c.call("capture.start", start)?;
     eprintln!("vrctl: capturing {label}, {snaplen} bytes a frame; Ctrl-C stops");
     let started = Instant::now();
     let (mut taken, mut missed) = (0u64, 0u64);

@@ -9,8 +9,10 @@
 //! "dropped by kernel"). With no session running, a worker pays one atomic
 //! load per batch.
 
+use super::Filter;
 use crate::pipeline::Verdict;
 use crate::tables::VifIndex;
+use arc_swap::ArcSwapOption;
 use crossbeam_queue::ArrayQueue;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -77,6 +79,8 @@ struct Slot {
     /// Bumped at each start, so that a frame a worker copied for the
     /// previous session is not read as this one's.
     generation: AtomicU32,
+    /// Which frames it keeps; `None`: all. Set before the slot is armed.
+    filter: ArcSwapOption<Filter>,
     ring: ArrayQueue<Captured>,
     free: ArrayQueue<Box<[u8]>>,
     missed: AtomicU64,
@@ -121,6 +125,7 @@ impl Tap {
                 vif: AtomicU32::new(NO_VIF),
                 snaplen: AtomicU32::new(0),
                 generation: AtomicU32::new(0),
+                filter: ArcSwapOption::empty(),
                 ring: ArrayQueue::new(RING),
                 free: ArrayQueue::new(RING),
                 missed: AtomicU64::new(0),
@@ -144,9 +149,9 @@ impl Tap {
         watching
     }
 
-    /// Starts copying `vif`'s frames, keeping at most `snaplen` bytes of each
-    /// (capped at `MAX_SNAPLEN`).
-    pub fn start(&self, vif: VifIndex, snaplen: usize) -> Result<Session, StartError> {
+    /// Starts copying `vif`'s frames that `filter` matches, keeping at most
+    /// `snaplen` bytes of each (capped at `MAX_SNAPLEN`).
+    pub fn start(&self, vif: VifIndex, snaplen: usize, filter: Filter) -> Result<Session, StartError> {
         let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
         let i = taken.iter().position(|t| !t).ok_or(StartError::Busy)?;
         taken[i] = true;
@@ -160,6 +165,7 @@ impl Tap {
         slot.generation.store(generation, Ordering::Relaxed);
         slot.snaplen.store(snaplen as u32, Ordering::Relaxed);
         slot.missed.store(0, Ordering::Relaxed);
+        slot.filter.store((!filter.is_any()).then(|| std::sync::Arc::new(filter)));
         slot.vif.store(vif, Ordering::Relaxed);
         // Release: a worker that sees the bit sees the slot as set above.
         self.armed.fetch_or(1 << i, Ordering::Release);
@@ -212,6 +218,9 @@ impl Tap {
     #[inline]
     pub fn stage(&self, vif: VifIndex, at: usize, data: &[u8], time_ns: u64, staged: &mut Vec<Staged>) {
         self.each_watching(vif, |i, slot, generation| {
+            if !Self::keeps(slot, data) {
+                return;
+            }
             if staged.len() == staged.capacity() {
                 slot.missed.fetch_add(1, Ordering::Relaxed);
                 return;
@@ -235,6 +244,9 @@ impl Tap {
     #[inline]
     pub fn sent(&self, vif: VifIndex, data: &[u8], time_ns: u64) {
         self.each_watching(vif, |_, slot, generation| {
+            if !Self::keeps(slot, data) {
+                return;
+            }
             if let Some(c) = Self::copy(slot, generation, vif, Direction::Out, data, time_ns) {
                 Self::post(slot, c);
             }
@@ -252,6 +264,10 @@ impl Tap {
                 f(i, slot, slot.generation.load(Ordering::Relaxed));
             }
         }
+    }
+
+    fn keeps(slot: &Slot, data: &[u8]) -> bool {
+        slot.filter.load().as_ref().is_none_or(|f| f.matches(data))
     }
 
     fn copy(
@@ -317,7 +333,7 @@ mod tests {
         let tap = Tap::new();
         assert!(!tap.armed());
         tap.sent(3, &[1, 2, 3], 1);
-        let s = tap.start(3, MAX_SNAPLEN).unwrap();
+        let s = tap.start(3, MAX_SNAPLEN, Filter::default()).unwrap();
         assert!(tap.armed() && tap.watches(3) && !tap.watches(4));
         tap.sent(4, &[9], 1);
         tap.sent(3, &[1, 2, 3], 5);
@@ -327,9 +343,36 @@ mod tests {
     }
 
     #[test]
+    fn a_filtered_session_copies_only_what_matches() {
+        let tap = Tap::new();
+        let frame = |dport: u8| {
+            let mut f = vec![0u8; 42];
+            f[12..14].copy_from_slice(&[0x08, 0x00]);
+            f[14..34].copy_from_slice(&[0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+            f[34..42].copy_from_slice(&[0, 9, 0, dport, 0, 8, 0, 0]);
+            f
+        };
+        let filter = Filter { one: (None, Some(53)), ..Filter::default() };
+        let s = tap.start(1, MAX_SNAPLEN, filter).unwrap();
+        let all = tap.start(1, MAX_SNAPLEN, Filter::default()).unwrap();
+        tap.sent(1, &frame(53), 0);
+        tap.sent(1, &frame(54), 0);
+        let mut staged = Vec::with_capacity(8);
+        tap.stage(1, 0, &frame(54), 0, &mut staged);
+        assert_eq!(staged.len(), 1, "only the unfiltered session stages it");
+        tap.post_staged(&mut staged, |_| None);
+        assert_eq!(drain(&tap, s).0.iter().map(|g| g.3[37]).collect::<Vec<_>>(), [53]);
+        assert_eq!(drain(&tap, all).0.len(), 3);
+        tap.stop(s);
+        let again = tap.start(1, MAX_SNAPLEN, Filter::default()).unwrap();
+        tap.sent(1, &frame(54), 0);
+        assert_eq!(drain(&tap, again).0.len(), 1, "a new session has its own filter");
+    }
+
+    #[test]
     fn received_frames_wait_for_their_verdict() {
         let tap = Tap::new();
-        let s = tap.start(1, MAX_SNAPLEN).unwrap();
+        let s = tap.start(1, MAX_SNAPLEN, Filter::default()).unwrap();
         let mut staged = Vec::with_capacity(4);
         tap.stage(1, 0, &[0xaa], 7, &mut staged);
         tap.stage(2, 1, &[0xbb], 7, &mut staged);
@@ -346,7 +389,7 @@ mod tests {
     #[test]
     fn a_reader_that_falls_behind_misses_frames_and_counts_them() {
         let tap = Tap::new();
-        let s = tap.start(1, 64).unwrap();
+        let s = tap.start(1, 64, Filter::default()).unwrap();
         for i in 0..RING + 10 {
             tap.sent(1, &[i as u8; 100], 0);
         }
@@ -360,7 +403,7 @@ mod tests {
     #[test]
     fn a_read_stops_where_the_reader_says() {
         let tap = Tap::new();
-        let s = tap.start(1, MAX_SNAPLEN).unwrap();
+        let s = tap.start(1, MAX_SNAPLEN, Filter::default()).unwrap();
         for i in 0..5u8 {
             tap.sent(1, &[i], 0);
         }
@@ -376,15 +419,16 @@ mod tests {
     #[test]
     fn sessions_are_bounded_and_separate() {
         let tap = Tap::new();
-        let sessions: Vec<_> = (0..SESSIONS as u32).map(|v| tap.start(v % 2, MAX_SNAPLEN).unwrap()).collect();
-        assert_eq!(tap.start(1, MAX_SNAPLEN), Err(StartError::Busy));
+        let sessions: Vec<_> =
+            (0..SESSIONS as u32).map(|v| tap.start(v % 2, MAX_SNAPLEN, Filter::default()).unwrap()).collect();
+        assert_eq!(tap.start(1, MAX_SNAPLEN, Filter::default()), Err(StartError::Busy));
         tap.sent(1, &[1], 0);
         assert_eq!(drain(&tap, sessions[1]).0.len(), 1);
         assert_eq!(drain(&tap, sessions[3]).0.len(), 1, "each watcher of vif 1 gets its copy");
         assert_eq!(drain(&tap, sessions[0]).0.len(), 0);
         tap.stop(sessions[1]);
         tap.stop(sessions[1]);
-        let again = tap.start(5, MAX_SNAPLEN).unwrap();
+        let again = tap.start(5, MAX_SNAPLEN, Filter::default()).unwrap();
         assert!(!sessions.contains(&again), "a new generation");
         tap.stop(sessions[1]);
         tap.sent(5, &[5], 0);
@@ -394,13 +438,13 @@ mod tests {
     #[test]
     fn a_stopped_session_leaves_nothing_for_the_next() {
         let tap = Tap::new();
-        let old = tap.start(1, MAX_SNAPLEN).unwrap();
+        let old = tap.start(1, MAX_SNAPLEN, Filter::default()).unwrap();
         tap.sent(1, &[1], 0);
         let mut staged = Vec::with_capacity(1);
         tap.stage(1, 0, &[2], 0, &mut staged);
         tap.stop(old);
         assert!(!tap.armed());
-        let new = tap.start(1, MAX_SNAPLEN).unwrap();
+        let new = tap.start(1, MAX_SNAPLEN, Filter::default()).unwrap();
         // A worker that staged a frame before the stop posts it after.
         tap.post_staged(&mut staged, |_| None);
         tap.sent(1, &[3], 0);
