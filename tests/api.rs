@@ -26,15 +26,21 @@ fn limits() -> Limits {
 
 /// A server over the common lab's tables on a fresh socket.
 fn server(tag: &str) -> (Arc<Control>, PathBuf, TablesHandle) {
+    server_with(tag, |c| c)
+}
+
+/// A server over the common lab's tables on a fresh socket, its control
+/// built on by `extra` (a tap).
+fn server_with(tag: &str, extra: impl FnOnce(Control) -> Control) -> (Arc<Control>, PathBuf, TablesHandle) {
     let (mut writer, handle) = TablesWriter::new(limits());
     writer.apply(&lab_ops()).unwrap();
     let board = StatsBoard::new(1, limits().vifs, limits().vrfs);
     let node =
         NodeInfo { boot_id: NodeInfo::new_boot_id(), underlay: node_ip(), fabric: "eth0".into(), cores: vec![0] };
-    let control = Arc::new(
+    let control = Arc::new(extra(
         Control::new(writer, Defaults { router_mac: router_mac(), underlay: node_ip() }, board, node)
             .with_max_message(1 << 20),
-    );
+    ));
     let dir = std::env::temp_dir().join(format!("vrouter-api-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let sock = dir.join("api.sock");
@@ -791,19 +797,8 @@ fn captures_belong_to_their_connection_and_are_bounded() {
     let mut plain = client(&sock);
     assert_eq!(api_err(plain.call("capture.start", json!({ "vif": A1 }))).message, "this vrouterd captures nothing");
 
-    let (mut writer, _) = TablesWriter::new(limits());
-    writer.apply(&lab_ops()).unwrap();
-    let node =
-        NodeInfo { boot_id: NodeInfo::new_boot_id(), underlay: node_ip(), fabric: "eth0".into(), cores: vec![0] };
-    let board = StatsBoard::new(1, limits().vifs, limits().vrfs);
     let tap = Arc::new(Tap::new());
-    let control = Arc::new(
-        Control::new(writer, Defaults { router_mac: router_mac(), underlay: node_ip() }, board, node)
-            .with_tap(Arc::clone(&tap)),
-    );
-    let sock = std::env::temp_dir().join(format!("vrouter-api-tap-{}", std::process::id())).join("api.sock");
-    let listener = vrouter::api::server::bind(&sock, None).unwrap();
-    vrouter::api::server::spawn(control, listener, 8).unwrap();
+    let (_, sock, _) = server_with("tap", |c| c.with_tap(Arc::clone(&tap)));
 
     let mut c = client(&sock);
     assert_eq!(api_err(c.call("capture.read", json!({}))).code, "not_found");

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use vrouter::api::schema::Defaults;
 use vrouter::api::server::{Control, NodeInfo};
 use vrouter::stats::{DropReason, Stats, StatsBoard, WorkerIo};
-use vrouter::tables::{Limits, TablesWriter};
+use vrouter::tables::{Limits, TablesHandle, TablesWriter};
 
 const VRCTL: &str = env!("CARGO_BIN_EXE_vrctl");
 
@@ -21,19 +21,26 @@ fn limits() -> Limits {
 }
 
 fn server(tag: &str) -> (Arc<Control>, PathBuf) {
-    let (mut writer, _) = TablesWriter::new(limits());
+    let (control, sock, _) = server_with(tag, |c| c);
+    (control, sock)
+}
+
+/// A server over the common lab's tables whose control `extra` builds on
+/// (a flow table, a tap), and the data path's handle on its tables.
+fn server_with(tag: &str, extra: impl FnOnce(Control) -> Control) -> (Arc<Control>, PathBuf, TablesHandle) {
+    let (mut writer, handle) = TablesWriter::new(limits());
     writer.apply(&lab_ops()).unwrap();
     let node = NodeInfo { boot_id: "test-boot".into(), underlay: node_ip(), fabric: "eth0".into(), cores: vec![1] };
-    let control = Arc::new(Control::new(
+    let control = Arc::new(extra(Control::new(
         writer,
         Defaults { router_mac: router_mac(), underlay: node_ip() },
         StatsBoard::new(1, limits().vifs, limits().vrfs),
         node,
-    ));
+    )));
     let sock = std::env::temp_dir().join(format!("vrouter-vrctl-{tag}-{}", std::process::id())).join("api.sock");
     let listener = vrouter::api::server::bind(&sock, None).unwrap();
     vrouter::api::server::spawn(Arc::clone(&control), listener, 8).unwrap();
-    (control, sock)
+    (control, sock, handle)
 }
 
 /// Runs vrctl; returns (success, stdout, stderr).
@@ -251,26 +258,12 @@ fn shell_completion_is_generated() {
 /// a flow table, and a pipeline over the same tables that fills it.
 fn server_with_flows(tag: &str) -> (PathBuf, vrouter::pipeline::Pipeline, vrouter::tables::TablesHandle) {
     use vrouter::api::client::Client;
-    let (mut writer, handle) = TablesWriter::new(limits());
-    writer.apply(&lab_ops()).unwrap();
     let table = Arc::new(vrouter::flow::FlowTable::new(
         vrouter::flow::FlowConfig { capacity: 1000, ..Default::default() },
         64,
         16,
     ));
-    let node = NodeInfo { boot_id: "b".into(), underlay: node_ip(), fabric: "eth0".into(), cores: vec![0] };
-    let control = Arc::new(
-        Control::new(
-            writer,
-            Defaults { router_mac: router_mac(), underlay: node_ip() },
-            StatsBoard::new(1, limits().vifs, limits().vrfs),
-            node,
-        )
-        .with_flows(table.clone(), std::time::Instant::now()),
-    );
-    let sock = std::env::temp_dir().join(format!("vrouter-vrctl-{tag}-{}", std::process::id())).join("api.sock");
-    let listener = vrouter::api::server::bind(&sock, None).unwrap();
-    vrouter::api::server::spawn(Arc::clone(&control), listener, 8).unwrap();
+    let (_, sock, handle) = server_with(tag, |c| c.with_flows(table.clone(), std::time::Instant::now()));
     let mut c = Client::connect(&sock, "test").unwrap();
     c.call(
         "add",
@@ -514,22 +507,8 @@ fn vifdump_prints_each_frame_with_its_verdict() {
     use vrouter::capture::Tap;
     use vrouter::pipeline::Verdict;
     use vrouter::pktgen::build;
-    let (mut writer, _) = TablesWriter::new(limits());
-    writer.apply(&lab_ops()).unwrap();
-    let node = NodeInfo { boot_id: "test-boot".into(), underlay: node_ip(), fabric: "eth0".into(), cores: vec![1] };
     let tap = Arc::new(Tap::new());
-    let control = Arc::new(
-        Control::new(
-            writer,
-            Defaults { router_mac: router_mac(), underlay: node_ip() },
-            StatsBoard::new(1, limits().vifs, limits().vrfs),
-            node,
-        )
-        .with_tap(Arc::clone(&tap)),
-    );
-    let sock = std::env::temp_dir().join(format!("vrouter-vrctl-dump-{}", std::process::id())).join("api.sock");
-    let listener = vrouter::api::server::bind(&sock, None).unwrap();
-    vrouter::api::server::spawn(control, listener, 8).unwrap();
+    let (_, sock, _) = server_with("dump", |c| c.with_tap(Arc::clone(&tap)));
 
     let ping = |dst: Ipv4Addr, kind: u8| {
         let icmp = [kind, 0, 0, 0, 0, 1, 0, 1];
