@@ -83,7 +83,7 @@ enum Cmd {
     /// the fabric NIC sees no tunnel vrouterd takes. One line a frame, or
     /// pcapng with -w, which tcpdump, tshark and Wireshark read (the
     /// direction, and the verdict as a comment). Until Ctrl-C, -c or
-    /// --duration.
+    /// --duration. Lines give the time of day in UTC.
     Vifdump {
         /// The vif, by index or interface name.
         vif: String,
@@ -823,7 +823,7 @@ struct Dump {
 /// how many it took, and how many vrouterd missed because this reader
 /// fell behind.
 fn vifdump(c: &mut Client, json: bool, which: &str, write: Option<&std::path::Path>, how: Dump) -> Result<()> {
-    let (stop, snaplen) = (&how, how.snaplen);
+    let snaplen = how.snaplen;
     let stats = c.call("stats", json!({}))?;
     let names: std::collections::BTreeMap<u64, String> =
         stats["vifs"].as_array().into_iter().flatten().map(|v| (count(&v["index"]), vif_label(v))).collect();
@@ -855,7 +855,7 @@ fn vifdump(c: &mut Client, json: bool, which: &str, write: Option<&std::path::Pa
     let (mut taken, mut missed) = (0u64, 0u64);
     let mut out = std::io::stdout().lock();
     'reading: while !interrupted.load(std::sync::atomic::Ordering::Relaxed) {
-        if stop.duration.is_some_and(|d| started.elapsed() >= d) {
+        if how.duration.is_some_and(|d| started.elapsed() >= d) {
             break;
         }
         let r = c.call("capture.read", json!({}))?;
@@ -879,7 +879,7 @@ fn vifdump(c: &mut Client, json: bool, which: &str, write: Option<&std::path::Pa
                 writeln!(out, "{time} {dir} {:>5} {what}{verdict}", show(&p["len"])).map_err(io)?;
             }
             taken += 1;
-            if stop.count.is_some_and(|n| taken >= n) {
+            if how.count.is_some_and(|n| taken >= n) {
                 break 'reading;
             }
         }
@@ -894,9 +894,9 @@ fn vifdump(c: &mut Client, json: bool, which: &str, write: Option<&std::path::Pa
     if let Some(w) = &mut pcap {
         w.flush().map_err(io)?;
     }
-    let r = c.call("capture.stop", json!({}))?;
-    debug_assert_eq!(r["stopped"], json!(true));
-    let behind = if missed > 0 { " (this reader fell behind: a slower terminal or disk? try -w or -s)" } else { "" };
+    c.call("capture.stop", json!({}))?;
+    let behind =
+        if missed > 0 { " (this reader fell behind: narrow it with --match, or keep less with -s)" } else { "" };
     eprintln!("vrctl: {taken} frames captured on {label}; {missed} missed by vrouterd{behind}");
     Ok(())
 }
