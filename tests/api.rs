@@ -596,7 +596,7 @@ fn docs_examples_are_true() {
         }
         pairs += 1;
     }
-    assert!(pairs >= 32, "the examples were found ({pairs})");
+    assert!(pairs >= 34, "the examples were found ({pairs})");
 }
 
 /// `got` has every key of `want`, with equal values, except values that
@@ -943,6 +943,7 @@ fn mutated_requests_get_answers_never_panics() {
         json!({ "method": "flow.delete", "params": { "index": slots[4] } }),
         json!({ "method": "capture.start", "params": { "vif": A1, "snaplen": 128, "match": { "ip": "10.1.0.2", "port": 53 } } }),
         json!({ "method": "capture.read", "params": { "max_packets": 10 } }),
+        json!({ "method": "trace", "params": { "vif": A1, "dst": "10.1.0.3", "proto": "tcp", "sport": 1, "dport": 2 } }),
         json!({ "method": "capture.stop", "params": {} }),
     ];
     for o in &objects {

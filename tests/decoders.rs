@@ -135,3 +135,46 @@ fn tshark_reads_our_ipv6_fragment_headers() {
     }
     assert_eq!(rows.len(), 3);
 }
+
+/// `vrctl trace`'s probes (`build::probe`): a UDP datagram, a TCP SYN and
+/// an ICMP echo request, in both families, each read by tshark with every
+/// checksum right; and one traced through the pipeline to a2 comes out
+/// with its checksums still right.
+#[test]
+fn tshark_reads_trace_probes_with_every_checksum_right() {
+    use std::net::IpAddr;
+    let (a4, b4) = (IpAddr::V4(a1_ip()), IpAddr::V4(a2_ip()));
+    let (a6, b6) = (IpAddr::V6(a1_ip6()), IpAddr::V6(a2_ip6()));
+    let mut frames = Vec::new();
+    for (src, dst, icmp) in [(a4, b4, ip_proto::ICMP), (a6, b6, ip_proto::ICMPV6)] {
+        for proto in [ip_proto::UDP, ip_proto::TCP, icmp] {
+            frames.push(build::probe(from_a1(), src, dst, proto, 40000, 80).unwrap());
+        }
+    }
+    assert!(build::probe(from_a1(), a4, b6, ip_proto::UDP, 1, 2).is_none(), "two families");
+    assert!(build::probe(from_a1(), a4, b4, ip_proto::GRE, 1, 2).is_none());
+    let lab = Lab::new();
+    let traced = vrouter::pipeline::trace(&lab.handle.load(), Default::default(), A1, &frames[1]);
+    assert_eq!(traced.verdict, Verdict::Tx(A2));
+    frames.push(traced.frame);
+    let fields = [
+        "ip.checksum.status",
+        "udp.checksum.status",
+        "tcp.checksum.status",
+        "icmp.checksum.status",
+        "icmpv6.checksum.status",
+        "udp.dstport",
+        "tcp.flags.syn",
+        "icmp.type",
+        "icmpv6.type",
+    ];
+    let Some(rows) = tshark(&frames, &fields) else { return };
+    assert_eq!(rows.len(), 7);
+    for (i, r) in rows.iter().enumerate() {
+        let statuses: Vec<&str> = r[..5].iter().map(String::as_str).filter(|s| !s.is_empty()).collect();
+        let v4 = i < 3 || i == 6;
+        assert_eq!(statuses, vec![GOOD; if v4 { 2 } else { 1 }], "probe {i}: {r:?}");
+    }
+    let what: Vec<&str> = rows.iter().map(|r| r[5..].iter().find(|f| !f.is_empty()).unwrap().as_str()).collect();
+    assert_eq!(what, ["80", "1", "8", "80", "1", "128", "1"], "{rows:?}");
+}

@@ -571,3 +571,59 @@ fn vifdump_prints_each_frame_with_its_verdict() {
     assert!(!succeeded && err.contains("no vrf or vif"), "{err}");
     let _ = std::fs::remove_dir_all(sock.parent().unwrap());
 }
+
+/// `vrctl trace`: the first packet of a flow from a pod, through a pipeline
+/// of its own over the live tables: its route, the policy rule that judges
+/// it, the ECMP member its hash picks, what becomes of it and the frame as
+/// it would leave (tunnel and all); nothing is sent and no flow is made.
+#[test]
+fn trace_says_what_the_data_path_would_do() {
+    let flows = Arc::new(vrouter::flow::FlowTable::new(
+        vrouter::flow::FlowConfig { capacity: 1000, ..Default::default() },
+        64,
+        16,
+    ));
+    let (_, sock, _) = server_with("trace", |c| c.with_flows(Arc::clone(&flows), std::time::Instant::now()));
+    let to_a2 = ok(&sock, &["trace", "veth-a1", "10.1.0.3"]);
+    assert!(to_a2.contains("in      vif0/1 (veth-a1), VRF 1: IP 10.1.0.2.40000 > 10.1.0.3.80: UDP"), "{to_a2}");
+    assert!(to_a2.contains("route   10.1.0.3/32 -> nh 2 (encap)"), "{to_a2}");
+    assert!(to_a2.contains("policy  none: the VRF tracks no flows"), "{to_a2}");
+    assert!(to_a2.contains("=>      tx vif0/2 (veth-a2)"), "{to_a2}");
+
+    let tunnel = ok(&sock, &["trace", "veth-a1", "10.2.0.9", "--proto", "tcp", "--dport", "443"]);
+    assert!(tunnel.contains("route   10.2.0.0/24 -> nh 10 (tunnel), label 40"), "{tunnel}");
+    assert!(tunnel.contains("=>      tx vif0/0 (eth0)"), "{tunnel}");
+    assert!(tunnel.contains(", MPLS label 40: IP 10.1.0.2.40000 > 10.2.0.9.443: TCP [S]"), "{tunnel}");
+
+    let service = json(&sock, &["trace", "1", "10.96.0.10", "--sport", "5555"]);
+    let member = &service["flow"]["ecmp"];
+    let members = service["route"]["nexthop"]["members"].as_array().unwrap();
+    assert!(members.iter().any(|m| m["nh"] == member["nh"] && m["label"] == member["label"]), "{service}");
+    assert_eq!(service["flow"]["rule"], Value::Null, "tracked for the ECMP route, judged by no policy");
+    let again = json(&sock, &["trace", "1", "10.96.0.10", "--sport", "5555"]);
+    assert_eq!(again["flow"]["ecmp"], *member, "the same flow, the same member");
+
+    let v6 = ok(&sock, &["trace", "veth-a1", "fd00:1::3", "--proto", "icmp"]);
+    assert!(v6.contains("IP6 fd00:1::2 > fd00:1::3: ICMP6 echo request") && v6.contains("tx vif0/2"), "{v6}");
+    let nowhere = ok(&sock, &["trace", "veth-a1", "10.99.0.1", "--proto", "icmp"]);
+    assert!(nowhere.contains("route   none") && nowhere.contains("=>      drop no_route"), "{nowhere}");
+    assert!(!nowhere.contains("out "), "a dropped packet leaves by nothing: {nowhere}");
+
+    // A policy that denies everything: the trace names its default.
+    let mut c = vrouter::api::client::Client::connect(&sock, "test").unwrap();
+    c.call("add", serde_json::json!({ "policy": { "vrf": BLUE, "default": "deny" } })).unwrap();
+    let denied = ok(&sock, &["trace", "veth-a1", "10.1.0.3"]);
+    assert!(
+        denied.contains("policy  the default of VRF 1") && denied.contains("=>      drop flow_action_drop"),
+        "{denied}"
+    );
+    assert_eq!(flows.len(), 0, "the live flow table is untouched");
+
+    let (succeeded, _, err) = vrctl(&sock, &["trace", "eth0", "10.1.0.3"]);
+    assert!(!succeeded && err.contains("a trace starts at a pod's vif"), "{err}");
+    let (succeeded, _, err) = vrctl(&sock, &["trace", "veth-a1", "10.1.0.3", "--proto", "47"]);
+    assert!(!succeeded && err.contains("udp, tcp or icmp"), "{err}");
+    let (succeeded, _, err) = vrctl(&sock, &["trace", "veth-a1", "fd00:9::1", "--src", "10.1.0.2"]);
+    assert!(!succeeded && err.contains("two families"), "{err}");
+    let _ = std::fs::remove_dir_all(sock.parent().unwrap());
+}

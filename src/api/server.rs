@@ -9,6 +9,7 @@
 
 use super::proto::{self, code, ApiError, RawRequest};
 use super::schema::{Defaults, KeyDef, NextHopDef, ObjectDef, OpDef, RouteDef, VifDef, VrfDef};
+use crate::pipeline::PipelineConfig;
 use crate::stats::{DropReason, StatsBoard};
 use crate::tables::{NextHop, NhId, Object, Op, Prefix, TableError, TablesWriter, VifIndex};
 use serde::Deserialize;
@@ -255,6 +256,7 @@ impl Control {
                     "no_room": s.dropped(DropReason::FragmentQueueFull),
                 }))
             }
+            "trace" => self.trace(&parse(params)?),
             "capture.start" => self.capture_start(session, &parse(params)?),
             "capture.read" => self.capture_read(session, &parse(params)?),
             "capture.stop" => {
@@ -264,7 +266,7 @@ impl Control {
             other => Err(ApiError::new(
                 code::UNKNOWN_METHOD,
                 format!(
-                    "unknown method {other:?}; methods are hello, info, add, update, delete, batch, get, dump, lookup, stats, flow.list, flow.get, flow.delete, flow.flush, flow.stats, flow.fragments, capture.start, capture.read, capture.stop"
+                    "unknown method {other:?}; methods are hello, info, add, update, delete, batch, get, dump, lookup, stats, flow.list, flow.get, flow.delete, flow.flush, flow.stats, flow.fragments, trace, capture.start, capture.read, capture.stop"
                 ),
             )),
         }
@@ -464,6 +466,58 @@ impl Control {
             "label": target.label(),
             "network": network,
             "nexthop": nh,
+        }))
+    }
+
+    /// What the data path would do with the first packet of a flow from a
+    /// pod (`pipeline::trace`): the packet, the route, the verdict, the
+    /// frame as it would leave, and the policy rule that decided it.
+    fn trace(&self, p: &TraceParams) -> Result<Value, ApiError> {
+        use crate::wire::ip_proto;
+        let tables = self.lock().writer.tables().clone();
+        let vif = tables.vif(p.vif).ok_or_else(|| {
+            ApiError::new(code::MISSING_REFERENCE, format!("vif {} does not exist", p.vif)).field("vif")
+        })?;
+        if vif.kind != crate::tables::VifKind::Virtual {
+            let message = format!("a trace starts at a pod's vif; vif {} is {}", p.vif, vif.kind.as_str());
+            return Err(ApiError::new(code::INVALID, message).field("vif"));
+        }
+        let own = if p.dst.is_ipv4() { vif.ipv4.map(IpAddr::V4) } else { vif.ipv6.map(IpAddr::V6) };
+        let src = p.src.or(own).ok_or_else(|| {
+            ApiError::new(code::INVALID, format!("vif {} has no address of {}'s family; give src", p.vif, p.dst))
+                .field("src")
+        })?;
+        let proto = match &p.proto {
+            None => ip_proto::UDP,
+            Some(d) => d.number().map_err(|e| ApiError::new(code::INVALID, format!("proto {e}")).field("proto"))?,
+        };
+        // "icmp" to an IPv6 address is an ICMPv6 echo.
+        let proto = if proto == ip_proto::ICMP && p.dst.is_ipv6() { ip_proto::ICMPV6 } else { proto };
+        let config = PipelineConfig { router_mac: self.defaults.router_mac, ..PipelineConfig::default() };
+        let l2 = crate::pktgen::build::L2 { src: vif.mac, dst: config.router_mac };
+        let (sport, dport) = (p.sport.unwrap_or(40000), p.dport.unwrap_or(80));
+        let Some(frame) = crate::pktgen::build::probe(l2, src, p.dst, proto, sport, dport) else {
+            return Err(if src.is_ipv4() != p.dst.is_ipv4() {
+                ApiError::new(code::INVALID, format!("src {src} and dst {} are of two families", p.dst)).field("src")
+            } else {
+                ApiError::new(code::INVALID, "a trace sends udp, tcp or icmp").field("proto")
+            });
+        };
+        let traced = crate::pipeline::trace(&tables, config, p.vif, &frame);
+        let route = self.lookup(&LookupParams { vrf: vif.vrf, address: p.dst }).ok();
+        let frame_json =
+            |data: &[u8]| json!({ "summary": crate::capture::summary(data), "data": crate::capture::to_hex(data) });
+        Ok(json!({
+            "in": { "vif": p.vif, "vrf": vif.vrf, "frame": frame_json(&frame) },
+            "route": route,
+            "verdict": verdict_json(traced.verdict),
+            "out": frame_json(&traced.frame),
+            "made": traced.made.iter().map(|(v, f)| json!({ "verdict": verdict_json(*v), "frame": frame_json(f) })).collect::<Vec<_>>(),
+            "flow": traced.flow.map(|f| json!({
+                "rule": f.rule.map(|r| json!({ "vrf": r.vrf, "index": r.rule })),
+                "ecmp": ecmp_json(f.ecmp),
+                "nat": nat_json(&f.nat),
+            })),
         }))
     }
 
@@ -750,6 +804,24 @@ fn policy_json(vrf: u32, p: &crate::tables::VrfPolicy) -> Value {
 }
 
 /// One flow entry as the API shows it, with what the policies say of its
+/// A flow's NAT rewrite: its new addresses and ports (`null` if none).
+fn nat_json(nat: &crate::flow::Nat) -> Value {
+    if nat.is_none() {
+        return Value::Null;
+    }
+    json!({
+        "src": nat.src.map(|a| std::net::Ipv4Addr::from(a).to_string()),
+        "dst": nat.dst.map(|a| std::net::Ipv4Addr::from(a).to_string()),
+        "sport": nat.sport, "dport": nat.dport,
+    })
+}
+
+/// The ECMP member a flow is pinned to (`null` if none).
+fn ecmp_json(member: Option<crate::tables::RouteTarget>) -> Value {
+    let label = |m: crate::tables::RouteTarget| (m.label != crate::tables::RouteTarget::NO_LABEL).then_some(m.label);
+    member.map_or(Value::Null, |m| json!({ "nh": m.nh, "label": label(m) }))
+}
+
 /// pair (`pipeline::judgement`).
 fn flow_json(f: &crate::flow::FlowInfo, judged: crate::pipeline::Judgement) -> Value {
     use crate::flow::FlowAction;
@@ -758,13 +830,6 @@ fn flow_json(f: &crate::flow::FlowInfo, judged: crate::pipeline::Judgement) -> V
         FlowAction::Forward => json!("nat"),
         FlowAction::Drop(r) => json!({ "drop": r.as_str() }),
     };
-    let nat = (!f.nat.is_none()).then(|| {
-        json!({
-            "src": f.nat.src.map(|a| std::net::Ipv4Addr::from(a).to_string()),
-            "dst": f.nat.dst.map(|a| std::net::Ipv4Addr::from(a).to_string()),
-            "sport": f.nat.sport, "dport": f.nat.dport,
-        })
-    });
     json!({
         "index": f.slot,
         "reverse": f.reverse,
@@ -776,8 +841,8 @@ fn flow_json(f: &crate::flow::FlowInfo, judged: crate::pipeline::Judgement) -> V
         "dst": f.key.dst_ip(),
         "dport": f.key.dport,
         "action": action,
-        "nat": nat,
-        "ecmp": f.ecmp.map(|m| json!({ "nh": m.nh, "label": (m.label != crate::tables::RouteTarget::NO_LABEL).then_some(m.label) })),
+        "nat": nat_json(&f.nat),
+        "ecmp": ecmp_json(f.ecmp),
         "vif": f.vif,
         "tcp": f.tcp.as_str(),
         "one_way": f.one_way,
@@ -1022,6 +1087,21 @@ struct CaptureReadParams {
 #[serde(deny_unknown_fields)]
 struct Empty {}
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TraceParams {
+    vif: VifIndex,
+    dst: IpAddr,
+    #[serde(default)]
+    src: Option<IpAddr>,
+    #[serde(default)]
+    proto: Option<super::schema::ProtoDef>,
+    #[serde(default)]
+    sport: Option<u16>,
+    #[serde(default)]
+    dport: Option<u16>,
+}
+
 /// A capture's filter from `capture.start`'s `match`.
 fn capture_filter(m: &FlowMatch) -> Result<crate::capture::Filter, ApiError> {
     if m.vrf.is_some() || m.vif.is_some() {
@@ -1045,7 +1125,6 @@ const CAPTURE_READ_BYTES: usize = 1 << 20;
 /// A captured frame for `capture.read`: the frame in hex and, for a
 /// received one, what vrouterd did with it.
 fn captured_json(f: &crate::capture::Captured) -> Value {
-    use crate::pipeline::Verdict;
     let mut v = json!({
         "time_ns": f.time_ns,
         "dir": match f.direction { crate::capture::Direction::In => "in", crate::capture::Direction::Out => "out" },
@@ -1053,15 +1132,21 @@ fn captured_json(f: &crate::capture::Captured) -> Value {
         "data": crate::capture::to_hex(f.data()),
     });
     if let Some(verdict) = f.verdict {
-        v["verdict"] = match verdict {
-            Verdict::Tx(out) => json!({ "action": "tx", "vif": out }),
-            Verdict::ToHost => json!({ "action": "to_host" }),
-            Verdict::ToAgent(trap) => json!({ "action": "to_agent", "trap": trap.as_str() }),
-            Verdict::Drop(r) => json!({ "action": "drop", "reason": r.as_str() }),
-            Verdict::Held => json!({ "action": "held" }),
-        };
+        v["verdict"] = verdict_json(verdict);
     }
     v
+}
+
+/// What the data path did with a frame, as `capture.read` and `trace` say it.
+fn verdict_json(v: crate::pipeline::Verdict) -> Value {
+    use crate::pipeline::Verdict;
+    match v {
+        Verdict::Tx(out) => json!({ "action": "tx", "vif": out }),
+        Verdict::ToHost => json!({ "action": "to_host" }),
+        Verdict::ToAgent(trap) => json!({ "action": "to_agent", "trap": trap.as_str() }),
+        Verdict::Drop(r) => json!({ "action": "drop", "reason": r.as_str() }),
+        Verdict::Held => json!({ "action": "held" }),
+    }
 }
 
 /// How a line read ended.

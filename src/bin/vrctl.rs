@@ -107,6 +107,30 @@ enum Cmd {
         #[arg(long = "match")]
         filter: Option<String>,
     },
+    /// What vrouterd would do with the first packet of a flow from a pod
+    /// (OVS's `ofproto/trace`): the route it takes, the policy rule that
+    /// judges it, the ECMP member its hash picks, and the frame as it would
+    /// leave, tunnel and all; or why it would be dropped. Run through a
+    /// pipeline of its own against the live tables: nothing is sent, and
+    /// no flow is made.
+    Trace {
+        /// The pod's vif, by index or interface name.
+        vif: String,
+        /// The destination address.
+        dst: std::net::IpAddr,
+        /// The source address (the vif's own by default).
+        #[arg(long)]
+        src: Option<std::net::IpAddr>,
+        /// udp, tcp (a SYN) or icmp (an echo request).
+        #[arg(long, default_value = "udp")]
+        proto: String,
+        /// Source port (the echo id for icmp).
+        #[arg(long, default_value_t = 40000)]
+        sport: u16,
+        /// Destination port.
+        #[arg(long, default_value_t = 80)]
+        dport: u16,
+    },
     /// Per-VRF packet counters by next-hop type (`vrfstats`).
     Vrfstats {
         /// One VRF, by id or name.
@@ -341,6 +365,17 @@ fn run(c: &mut Client, cli: &Cli) -> Result<()> {
             let how =
                 Dump { count: *count, duration: duration.map(Duration::from_secs_f64), snaplen: *snaplen, filter };
             vifdump(c, json, vif, write.as_deref(), how)
+        }
+        Cmd::Trace { vif, dst, src, proto, sport, dport } => {
+            let stats = c.call("stats", json!({}))?;
+            let index = find_vif(&stats, vif)?["index"].clone();
+            let proto = proto.parse::<u8>().map_or_else(|_| json!(proto), |n| json!(n));
+            let mut params = json!({ "vif": index, "dst": dst, "proto": proto, "sport": sport, "dport": dport });
+            if let Some(src) = src {
+                params["src"] = json!(src);
+            }
+            let t = c.call("trace", params)?;
+            emit(json, &t, || trace_text(&t, &stats))
         }
         Cmd::Vrfstats { vrf } => {
             let want = vrf.as_ref().map(|v| vrf_id(c, v)).transpose()?;
@@ -915,6 +950,60 @@ fn verdict_text(v: &Value, names: &std::collections::BTreeMap<u64, String>) -> O
         "to_agent" => format!("to_agent {}", show(&v["trap"])),
         other => other.to_string(),
     })
+}
+
+/// A trace (`trace`'s answer) as lines: the packet, its route, the policy
+/// rule, and what became of it (`stats` names the vifs).
+fn trace_text(t: &Value, stats: &Value) -> String {
+    let names: std::collections::BTreeMap<u64, String> =
+        stats["vifs"].as_array().into_iter().flatten().map(|v| (count(&v["index"]), vif_label(v))).collect();
+    let vif = |i: &Value| names.get(&count(i)).cloned().unwrap_or_else(|| format!("vif0/{}", show(i)));
+    let mut out = format!(
+        "in      {}, VRF {}: {}\n",
+        vif(&t["in"]["vif"]),
+        show(&t["in"]["vrf"]),
+        show(&t["in"]["frame"]["summary"])
+    );
+    let r = &t["route"];
+    out += &match r {
+        Value::Null => "route   none\n".to_string(),
+        _ => {
+            let label = if r["label"].is_null() { String::new() } else { format!(", label {}", show(&r["label"])) };
+            format!(
+                "route   {} -> nh {} ({}){label}\n",
+                show(&r["prefix"]),
+                show(&r["nh"]),
+                show(&r["nexthop"]["type"])
+            )
+        }
+    };
+    out += &match &t["flow"] {
+        Value::Null => "policy  none: the VRF tracks no flows\n".to_string(),
+        f => match &f["rule"] {
+            Value::Null => "policy  none judges it (a new pair, forwarded)\n".to_string(),
+            rule if rule["index"].is_null() => format!("policy  the default of VRF {}\n", show(&rule["vrf"])),
+            rule => format!("policy  rule {} of VRF {}\n", show(&rule["index"]), show(&rule["vrf"])),
+        },
+    };
+    let m = &t["flow"]["ecmp"];
+    if !m.is_null() {
+        let label = if m["label"].is_null() { String::new() } else { format!(", label {}", show(&m["label"])) };
+        out += &format!("ecmp    member nh {}{label}, pinned in the flow\n", show(&m["nh"]));
+    }
+    if let Some(nat) = t["flow"]["nat"].as_object() {
+        let rewrites: Vec<String> =
+            nat.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| format!("{k} {}", show(v))).collect();
+        out += &format!("nat     {}\n", rewrites.join(", "));
+    }
+    let verdict = |v: &Value| verdict_text(v, &names).unwrap_or_default();
+    out += &format!("=>      {}\n", verdict(&t["verdict"]));
+    if t["verdict"]["action"] == "tx" {
+        out += &format!("out     {}\n", show(&t["out"]["summary"]));
+    }
+    for m in t["made"].as_array().into_iter().flatten() {
+        out += &format!("also    {}: {}\n", verdict(&m["verdict"]), show(&m["frame"]["summary"]));
+    }
+    out
 }
 
 /// `time_ns` (since the Unix epoch) as a UTC time of day, to the microsecond.

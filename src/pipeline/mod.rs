@@ -26,9 +26,11 @@ mod icmp;
 mod lane;
 pub mod nat;
 mod neighbor;
+mod trace;
 
 pub use flow::{judgement, Judgement, Ruling};
 pub use frame::{Frame, Spill};
+pub use trace::{trace, Traced, TracedFlow};
 
 use crate::flow::{Forwarding, Probe};
 use crate::stats::runtime::Stopwatch;

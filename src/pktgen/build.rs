@@ -112,6 +112,67 @@ pub fn tcp4_syn_frame(l2: L2, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u
     eth(l2, EtherType::IPV4, &ipv4(src, dst, ip_proto::TCP, 64, true, &seg))
 }
 
+/// The first packet of a flow from `src` to `dst`, as `vrctl trace` sends
+/// one through the pipeline: a UDP datagram, a TCP SYN (with an MSS), or an
+/// ICMP echo request (its id `sport`), in either family, every checksum
+/// right. `None` for another protocol, or addresses of two families.
+pub fn probe(
+    l2: L2,
+    src: std::net::IpAddr,
+    dst: std::net::IpAddr,
+    proto: u8,
+    sport: u16,
+    dport: u16,
+) -> Option<Vec<u8>> {
+    use std::net::IpAddr::{V4, V6};
+    let icmp = if src.is_ipv4() { ip_proto::ICMP } else { ip_proto::ICMPV6 };
+    let (mut seg, check_at) = match proto {
+        ip_proto::UDP => {
+            let mut u = vec![0u8; udp::HEADER_LEN + 4];
+            udp::Repr { src_port: sport, dst_port: dport, payload_len: 4 }
+                .emit(&mut udp::Packet::new_unchecked(&mut u[..]));
+            u[udp::HEADER_LEN..].copy_from_slice(b"vrtr");
+            (u, 6)
+        }
+        ip_proto::TCP => {
+            let mut t = vec![0u8; 24];
+            t[0..2].copy_from_slice(&sport.to_be_bytes());
+            t[2..4].copy_from_slice(&dport.to_be_bytes());
+            t[4..8].copy_from_slice(&1u32.to_be_bytes());
+            t[12] = 6 << 4;
+            t[13] = crate::wire::tcp::FLAG_SYN;
+            t[14..16].copy_from_slice(&64240u16.to_be_bytes());
+            t[20..24].copy_from_slice(&[2, 4, 0x05, 0xb4]);
+            (t, 16)
+        }
+        p if p == icmp => {
+            let echo = if p == ip_proto::ICMP { 8 } else { 128 };
+            let mut e = vec![echo, 0, 0, 0, 0, 0, 0, 1, b'v', b'r', b't', b'r'];
+            e[4..6].copy_from_slice(&sport.to_be_bytes());
+            (e, 2)
+        }
+        _ => return None,
+    };
+    let len = seg.len();
+    let acc = match (src, dst) {
+        (V4(_), V4(_)) if proto == ip_proto::ICMP => 0,
+        (V4(s), V4(d)) => checksum::pseudo_v4(s.octets(), d.octets(), proto, len as u16),
+        (V6(s), V6(d)) => checksum::pseudo_v6(s.octets(), d.octets(), proto, len as u32),
+        _ => return None,
+    };
+    let c = match checksum::finish(checksum::sum(acc, &seg)) {
+        0 if proto == ip_proto::UDP => 0xffff,
+        c => c,
+    };
+    seg[check_at..check_at + 2].copy_from_slice(&c.to_be_bytes());
+    let ip = match (src, dst) {
+        (V4(s), V4(d)) => ipv4(s, d, proto, 64, proto == ip_proto::TCP, &seg),
+        (V6(s), V6(d)) => ipv6(s, d, proto, 64, &seg),
+        _ => return None,
+    };
+    Some(ip_frame(l2, &ip))
+}
+
 /// An ARP request from `sha`/`spa` for `tpa`, broadcast.
 pub fn arp_request(sha: MacAddr, spa: Ipv4Addr, tpa: Ipv4Addr) -> Vec<u8> {
     let mut body = vec![0u8; arp::PACKET_LEN];

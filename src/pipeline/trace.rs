@@ -1,0 +1,69 @@
+//! One packet through the pipeline, to see what vrouterd would do with it
+//! (OVS's `ofproto/trace`, VPP's `trace`): against the tables as they are,
+//! in a pipeline of its own whose flow table is a scratch one, so that the
+//! packet is judged as the first of a new flow (policy, NAT, the ECMP
+//! member its hash picks) and leaves nothing behind in the data path.
+
+use super::{judgement, Frame, Pipeline, PipelineConfig, Ruling, Spill, Verdict};
+use crate::flow::{FlowConfig, FlowTable, Nat};
+use crate::tables::{RouteTarget, Tables, VifIndex};
+
+/// What became of a traced packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Traced {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// The frame as it would leave (rewritten), or as it was left when
+    /// dropped.
+    pub frame: Vec<u8>,
+    /// Frames the pipeline made besides (fragments, an ICMP error), with
+    /// their verdicts.
+    pub made: Vec<(Verdict, Vec<u8>)>,
+    /// The pair the packet made, if its VRF tracks flows.
+    pub flow: Option<TracedFlow>,
+}
+
+/// The pair a traced packet made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TracedFlow {
+    /// The policy rule that decided it (`None`: no policy judged it).
+    pub rule: Option<Ruling>,
+    /// The ECMP member its flow is pinned to, where its route was a composite.
+    pub ecmp: Option<RouteTarget>,
+    /// Its NAT rewrite.
+    pub nat: Nat,
+}
+
+/// Room in front of the traced frame for the tunnel headers.
+const HEADROOM: usize = 256;
+/// A traced frame's buffer, and each spare's: room for a jumbo frame.
+const BUF: usize = 10_240;
+/// Spare buffers, for fragments and ICMP errors.
+const SPARES: usize = 8;
+
+/// Runs `frame`, received on `vif`, through a pipeline of its own over
+/// `tables`.
+pub fn trace(tables: &Tables, config: PipelineConfig, vif: VifIndex, frame: &[u8]) -> Traced {
+    let limits = tables.limits();
+    let scratch = std::sync::Arc::new(FlowTable::new(
+        FlowConfig { capacity: 64, ..FlowConfig::default() },
+        limits.vifs,
+        limits.vrfs,
+    ));
+    let mut pipeline = Pipeline::new(config, limits).with_flows(std::sync::Arc::clone(&scratch));
+    let mut buf = vec![0u8; BUF.max(HEADROOM + frame.len())];
+    buf[HEADROOM..HEADROOM + frame.len()].copy_from_slice(frame);
+    let mut frames: Vec<Frame<Vec<u8>>> = Frame::new(buf, HEADROOM, frame.len(), vif).into_iter().collect();
+    let mut spill = Spill::with_buffers((0..SPARES).map(|_| vec![0u8; BUF]).collect(), HEADROOM);
+    pipeline.process(tables, &mut frames, &mut spill);
+    let forward = scratch.dump(None, 2, 0).into_iter().find(|f| f.forward);
+    let flow = forward.and_then(|f| {
+        let judged = judgement(tables, &scratch, &f)?;
+        Some(TracedFlow { rule: judged.rule, ecmp: f.ecmp, nat: f.nat })
+    });
+    let (verdict, frame) = match frames.first() {
+        Some(f) => (f.verdict, f.data().to_vec()),
+        None => (Verdict::Drop(crate::stats::DropReason::Truncated), frame.to_vec()),
+    };
+    Traced { verdict, frame, made: spill.out.iter().map(|f| (f.verdict, f.data().to_vec())).collect(), flow }
+}
