@@ -338,6 +338,39 @@ fn the_lab_end_to_end() {
     assert!(got.iter().sum::<u64>() >= 300, "{got:?}");
     assert!(got.iter().all(|&n| n >= 60), "each pod gets at least 20 % of 300 flows: {got:?}");
 
+    // `vrctl trace` foretells which pod a flow to the service lands on: the
+    // label of the member its trace picks is the one node 2 maps to the pod
+    // that then receives the flow's datagram.
+    let listing = |node: &str, what: &str| -> Vec<serde_json::Value> {
+        serde_json::from_str(&lab(&["vrctl", node, what, "list", "--json"], &[])).unwrap()
+    };
+    let (labels, nexthops, vifs) = (listing("n2", "mpls"), listing("n2", "nh"), listing("n2", "vif"));
+    let pod_of_label = |label: &serde_json::Value| -> String {
+        let nh = &labels.iter().find(|l| l["label"] == *label).unwrap()["nh"];
+        let oif = &nexthops.iter().find(|n| n["id"] == *nh).unwrap()["oif"];
+        let name = vifs.iter().find(|v| v["index"] == *oif).unwrap()["name"].as_str().unwrap().to_string();
+        name.trim_start_matches("t-").to_string()
+    };
+    let no_ports = |pod: &str| -> u64 {
+        let snmp = sh(pod, "awk '/^Udp:/ && ++n == 2 {print $3}' /proc/net/snmp").1;
+        snmp.trim().parse().unwrap()
+    };
+    let mut foretold = std::collections::BTreeSet::new();
+    for sport in 41000..41012 {
+        let args =
+            ["vrctl", "n1", "trace", "t-a1", "10.96.0.10", "--sport", &sport.to_string(), "--dport", "7777", "--json"];
+        let traced: serde_json::Value = serde_json::from_str(&lab(&args, &[])).unwrap();
+        let pod = pod_of_label(&traced["flow"]["ecmp"]["label"]);
+        let before: Vec<u64> = ["b1", "b2", "b3"].iter().map(|p| no_ports(p)).collect();
+        sh("a1", &format!("echo -n x | socat -u - UDP:10.96.0.10:7777,sourceport={sport}"));
+        std::thread::sleep(Duration::from_millis(200));
+        let landed: Vec<&str> =
+            ["b1", "b2", "b3"].iter().zip(&before).filter(|(p, b)| no_ports(p) > **b).map(|(p, _)| *p).collect();
+        assert_eq!(landed, [pod.as_str()], "port {sport}: traced to {pod}, landed on {landed:?}");
+        foretold.insert(pod);
+    }
+    assert!(foretold.len() >= 2, "twelve flows, more than one pod: {foretold:?}");
+
     // The wire, read by tshark on the fabric: MPLS over UDP, labels, TTLs,
     // checksums, and source ports that differ between flows.
     let rows = capture(
