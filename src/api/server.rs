@@ -70,6 +70,9 @@ pub struct Control {
     flows: Option<(Arc<crate::flow::FlowTable>, Instant)>,
     /// Where the workers copy the frames of vifs being captured.
     tap: Option<Arc<crate::capture::Tap>>,
+    /// The workers' pipeline settings, which `trace` runs with: the same
+    /// router MAC and ECMP hash seed, so it picks the members they pick.
+    pipeline: PipelineConfig,
 }
 
 impl Control {
@@ -86,7 +89,15 @@ impl Control {
             max_message: proto::MAX_MESSAGE,
             flows: None,
             tap: None,
+            pipeline: PipelineConfig { router_mac: defaults.router_mac, ..PipelineConfig::default() },
         }
+    }
+
+    /// Traces with the workers' pipeline settings (by default, those with
+    /// the defaults' router MAC).
+    pub fn with_pipeline(mut self, config: PipelineConfig) -> Control {
+        self.pipeline = config;
+        self
     }
 
     /// Serves captures (`capture.*`) from `tap`, which the workers fill.
@@ -493,7 +504,7 @@ impl Control {
         };
         // "icmp" to an IPv6 address is an ICMPv6 echo.
         let proto = if proto == ip_proto::ICMP && p.dst.is_ipv6() { ip_proto::ICMPV6 } else { proto };
-        let config = PipelineConfig { router_mac: self.defaults.router_mac, ..PipelineConfig::default() };
+        let config = self.pipeline;
         let l2 = crate::pktgen::build::L2 { src: vif.mac, dst: config.router_mac };
         let (sport, dport) = (p.sport.unwrap_or(40000), p.dport.unwrap_or(80));
         let Some(frame) = crate::pktgen::build::probe(l2, src, p.dst, proto, sport, dport) else {
@@ -514,7 +525,7 @@ impl Control {
             "out": frame_json(&traced.frame),
             "made": traced.made.iter().map(|(v, f)| json!({ "verdict": verdict_json(*v), "frame": frame_json(f) })).collect::<Vec<_>>(),
             "flow": traced.flow.map(|f| json!({
-                "rule": f.rule.map(|r| json!({ "vrf": r.vrf, "index": r.rule })),
+                "rule": rule_json(f.rule),
                 "ecmp": ecmp_json(f.ecmp),
                 "nat": nat_json(&f.nat),
             })),
@@ -816,6 +827,12 @@ fn nat_json(nat: &crate::flow::Nat) -> Value {
     })
 }
 
+/// The policy rule that decides a pair: rule `index` of VRF `vrf`'s
+/// policy (`index` `null`: its default; all `null`: no policy judges it).
+fn rule_json(rule: Option<crate::pipeline::Ruling>) -> Value {
+    rule.map_or(Value::Null, |r| json!({ "vrf": r.vrf, "index": r.rule }))
+}
+
 /// The ECMP member a flow is pinned to (`null` if none).
 fn ecmp_json(member: Option<crate::tables::RouteTarget>) -> Value {
     let label = |m: crate::tables::RouteTarget| (m.label != crate::tables::RouteTarget::NO_LABEL).then_some(m.label);
@@ -846,7 +863,7 @@ fn flow_json(f: &crate::flow::FlowInfo, judged: crate::pipeline::Judgement) -> V
         "vif": f.vif,
         "tcp": f.tcp.as_str(),
         "one_way": f.one_way,
-        "rule": judged.rule.map(|r| json!({ "vrf": r.vrf, "index": r.rule })),
+        "rule": rule_json(judged.rule),
         "stale": !judged.current,
         "packets": f.packets,
         "bytes": f.bytes,

@@ -201,7 +201,9 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let (writer, tunnels) = prepare(&cfg)?;
     let workers = cfg.dataplane.cores.len().max(1);
     let limits = *writer.tables().limits();
-    let defaults = Defaults { router_mac: PipelineConfig::default().router_mac, underlay: cfg.node.underlay };
+    // One pipeline setting for every worker, and for the API's traces.
+    let pipeline_config = PipelineConfig::default();
+    let defaults = Defaults { router_mac: pipeline_config.router_mac, underlay: cfg.node.underlay };
     let node = NodeInfo {
         boot_id: NodeInfo::new_boot_id(),
         underlay: cfg.node.underlay,
@@ -218,7 +220,8 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         Control::new(writer, defaults, Arc::clone(&board), node)
             .with_max_message(cfg.api.max_message)
             .with_flows(Arc::clone(&flows), epoch)
-            .with_tap(Arc::clone(&tap)),
+            .with_tap(Arc::clone(&tap))
+            .with_pipeline(pipeline_config),
     );
     control.lock().resolved = tunnels.iter().map(|(id, _)| *id).collect();
     // The API socket and the metrics port first: if another vrouterd holds
@@ -271,7 +274,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         controls.push(control);
         let core = cfg.dataplane.cores.get(w).copied();
         let worker_stop = stop.clone();
-        let pipeline = Pipeline::new(PipelineConfig::default(), &limits).with_flows(Arc::clone(&flows));
+        let pipeline = Pipeline::new(pipeline_config, &limits).with_flows(Arc::clone(&flows));
         let board = Arc::clone(&board);
         let mut worker =
             Worker::new(worker_ports, pipeline, handle.clone()).with_control(commands).with_tap(Arc::clone(&tap));
