@@ -96,8 +96,8 @@ pub fn ip_frame(l2: L2, ip: &[u8]) -> Vec<u8> {
     eth(l2, t, ip)
 }
 
-/// A TCP SYN with an MSS option, IPv4, with correct checksums.
-pub fn tcp4_syn_frame(l2: L2, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, mss: u16) -> Vec<u8> {
+/// A TCP SYN header with an MSS option, its checksum left zero.
+fn syn_segment(sport: u16, dport: u16, mss: u16) -> Vec<u8> {
     let mut seg = vec![0u8; 24];
     seg[0..2].copy_from_slice(&sport.to_be_bytes());
     seg[2..4].copy_from_slice(&dport.to_be_bytes());
@@ -106,6 +106,12 @@ pub fn tcp4_syn_frame(l2: L2, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u
     seg[13] = crate::wire::tcp::FLAG_SYN;
     seg[14..16].copy_from_slice(&64240u16.to_be_bytes());
     seg[20..24].copy_from_slice(&[2, 4, (mss >> 8) as u8, mss as u8]);
+    seg
+}
+
+/// A TCP SYN with an MSS option, IPv4, with correct checksums.
+pub fn tcp4_syn_frame(l2: L2, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, mss: u16) -> Vec<u8> {
+    let mut seg = syn_segment(sport, dport, mss);
     let acc = checksum::pseudo_v4(src.octets(), dst.octets(), ip_proto::TCP, seg.len() as u16);
     let c = checksum::finish(checksum::sum(acc, &seg));
     seg[16..18].copy_from_slice(&c.to_be_bytes());
@@ -134,17 +140,7 @@ pub fn probe(
             u[udp::HEADER_LEN..].copy_from_slice(b"vrtr");
             (u, 6)
         }
-        ip_proto::TCP => {
-            let mut t = vec![0u8; 24];
-            t[0..2].copy_from_slice(&sport.to_be_bytes());
-            t[2..4].copy_from_slice(&dport.to_be_bytes());
-            t[4..8].copy_from_slice(&1u32.to_be_bytes());
-            t[12] = 6 << 4;
-            t[13] = crate::wire::tcp::FLAG_SYN;
-            t[14..16].copy_from_slice(&64240u16.to_be_bytes());
-            t[20..24].copy_from_slice(&[2, 4, 0x05, 0xb4]);
-            (t, 16)
-        }
+        ip_proto::TCP => (syn_segment(sport, dport, 1460), 16),
         p if p == icmp => {
             let echo = if p == ip_proto::ICMP { 8 } else { 128 };
             let mut e = vec![echo, 0, 0, 0, 0, 0, 0, 1, b'v', b'r', b't', b'r'];
