@@ -848,6 +848,22 @@ fn captures_belong_to_their_connection_and_are_bounded() {
     assert_eq!(c.call("capture.read", json!({})).unwrap()["packets"].as_array().unwrap().len(), 2, "c keeps all");
     m.call("capture.stop", json!({})).unwrap();
 
+    // A vif that goes ends its capture.
+    let mut gone = client(&sock);
+    gone.call("capture.start", json!({ "vif": DISABLED })).unwrap();
+    gone.call(
+        "batch",
+        json!({ "ops": [
+            { "delete": { "route": { "vrf": BLUE, "prefix": "10.77.0.0/16" } } },
+            { "delete": { "nexthop": NH_MISSING_OIF } },
+            { "delete": { "vif": DISABLED } },
+        ] }),
+    )
+    .unwrap();
+    let e = api_err(gone.call("capture.read", json!({})));
+    assert_eq!((e.code.as_str(), e.message.as_str()), ("not_found", "vif 4 (veth-off) is gone; its capture stopped"));
+    assert_eq!(gone.call("capture.stop", json!({})).unwrap()["stopped"], false, "already stopped");
+
     // Four at most, on the node; a fifth is told.
     let mut others: Vec<Client> = (1..SESSIONS).map(|_| client(&sock)).collect();
     for o in &mut others {

@@ -558,7 +558,7 @@ impl Control {
         let running = tap.start(p.vif, snaplen as usize, filter).map_err(|StartError::Busy| {
             ApiError::new(code::FULL, format!("{SESSIONS} captures run already; stop one first"))
         })?;
-        session.capture = Some(Capture { session: running, vif: p.vif });
+        session.capture = Some(Capture { session: running, vif: p.vif, name: name.clone() });
         tracing::info!(vif = p.vif, interface = %name, snaplen, "capture started");
         Ok(json!({ "vif": p.vif, "name": name, "snaplen": snaplen }))
     }
@@ -569,6 +569,14 @@ impl Control {
         let (Some(tap), Some(c)) = (&self.tap, &session.capture) else {
             return Err(ApiError::new(code::NOT_FOUND, "this connection captures nothing; capture.start first"));
         };
+        // A vif deleted, or replaced by another pod at its index, ends the
+        // capture rather than go on with a stranger's frames.
+        let still = self.lock().writer.tables().vif(c.vif).is_some_and(|v| v.name == c.name);
+        if !still {
+            let message = format!("vif {} ({}) is gone; its capture stopped", c.vif, c.name);
+            self.end_capture(session);
+            return Err(ApiError::new(code::NOT_FOUND, message));
+        }
         let max = p.max_packets.unwrap_or(CAPTURE_READ_PACKETS).clamp(1, CAPTURE_READ_PACKETS);
         let (mut packets, mut bytes) = (Vec::new(), 0);
         let missed = tap.read(c.session, |f| {
@@ -1079,6 +1087,9 @@ pub struct Session {
 struct Capture {
     session: crate::capture::Session,
     vif: VifIndex,
+    /// The vif's interface name when the capture started: a vif of another
+    /// name at its index is another pod.
+    name: String,
 }
 
 #[derive(Deserialize)]
