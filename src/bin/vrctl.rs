@@ -860,8 +860,7 @@ struct Dump {
 fn vifdump(c: &mut Client, json: bool, which: &str, write: Option<&std::path::Path>, how: Dump) -> Result<()> {
     let snaplen = how.snaplen;
     let stats = c.call("stats", json!({}))?;
-    let names: std::collections::BTreeMap<u64, String> =
-        stats["vifs"].as_array().into_iter().flatten().map(|v| (count(&v["index"]), vif_label(v))).collect();
+    let names = vif_labels(&stats);
     let found = find_vif(&stats, which)?;
     let label = vif_label(found);
     let io = |e: std::io::Error| ClientError::Io(format!("vifdump: {e}"));
@@ -955,8 +954,7 @@ fn verdict_text(v: &Value, names: &std::collections::BTreeMap<u64, String>) -> O
 /// A trace (`trace`'s answer) as lines: the packet, its route, the policy
 /// rule, and what became of it (`stats` names the vifs).
 fn trace_text(t: &Value, stats: &Value) -> String {
-    let names: std::collections::BTreeMap<u64, String> =
-        stats["vifs"].as_array().into_iter().flatten().map(|v| (count(&v["index"]), vif_label(v))).collect();
+    let names = vif_labels(stats);
     let vif = |i: &Value| names.get(&count(i)).cloned().unwrap_or_else(|| format!("vif0/{}", show(i)));
     let mut out = format!(
         "in      {}, VRF {}: {}\n",
@@ -964,17 +962,14 @@ fn trace_text(t: &Value, stats: &Value) -> String {
         show(&t["in"]["vrf"]),
         show(&t["in"]["frame"]["summary"])
     );
+    // ", label 16" where a route or member carries one.
+    let label = |v: &Value| if v["label"].is_null() { String::new() } else { format!(", label {}", show(&v["label"])) };
     let r = &t["route"];
     out += &match r {
         Value::Null => "route   none\n".to_string(),
         _ => {
-            let label = if r["label"].is_null() { String::new() } else { format!(", label {}", show(&r["label"])) };
-            format!(
-                "route   {} -> nh {} ({}){label}\n",
-                show(&r["prefix"]),
-                show(&r["nh"]),
-                show(&r["nexthop"]["type"])
-            )
+            let (prefix, nh, kind) = (show(&r["prefix"]), show(&r["nh"]), show(&r["nexthop"]["type"]));
+            format!("route   {prefix} -> nh {nh} ({kind}){}\n", label(r))
         }
     };
     out += &match &t["flow"] {
@@ -987,8 +982,7 @@ fn trace_text(t: &Value, stats: &Value) -> String {
     };
     let m = &t["flow"]["ecmp"];
     if !m.is_null() {
-        let label = if m["label"].is_null() { String::new() } else { format!(", label {}", show(&m["label"])) };
-        out += &format!("ecmp    member nh {}{label}, pinned in the flow\n", show(&m["nh"]));
+        out += &format!("ecmp    member nh {}{}, pinned in the flow\n", show(&m["nh"]), label(m));
     }
     if let Some(nat) = t["flow"]["nat"].as_object() {
         let rewrites: Vec<String> =
@@ -1010,6 +1004,11 @@ fn trace_text(t: &Value, stats: &Value) -> String {
 fn clock_time(time_ns: u64) -> String {
     let (secs, micros) = (time_ns / 1_000_000_000, time_ns % 1_000_000_000 / 1000);
     format!("{:02}:{:02}:{:02}.{micros:06}", secs / 3600 % 24, secs / 60 % 60, secs % 60)
+}
+
+/// Every vif of `stats`, by index, as `vif_label` names it.
+fn vif_labels(stats: &Value) -> std::collections::BTreeMap<u64, String> {
+    stats["vifs"].as_array().into_iter().flatten().map(|v| (count(&v["index"]), vif_label(v))).collect()
 }
 
 /// A vif as the drop views name it: `vif0/3 (t-a1)`, from its entry in `stats`.
