@@ -462,3 +462,33 @@ fn the_fast_path_matches_the_general_path_with_flows() {
     assert!(a.iter().any(|e| e.4 > 10), "and hit them");
     assert_eq!(a, b, "the flow tables differ");
 }
+
+/// A capture reads every frame of the vif it watches, as it came in: its
+/// filter runs in the worker and its one-line summary in vrctl, on whatever
+/// a pod or the fabric sent. Neither may panic on any of the fuzzed frames
+/// (tunnels with mangled labels, GRE options, cut headers), and a filter
+/// that asks for nothing keeps every frame.
+#[test]
+fn random_and_mutated_frames_never_break_a_capture() {
+    use vrouter::capture::{summary, Filter};
+    let cases: usize = std::env::var("VROUTER_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+    let corpus = corpus();
+    let mut rng = Rng(seed().max(1));
+    let filters = [
+        Filter::default(),
+        Filter { one: (Some(a1_ip().into()), None), ..Filter::default() },
+        Filter { one: (None, Some(2)), peer: (Some(remote_ip().into()), Some(1)), proto: Some(ip_proto::UDP) },
+        Filter { proto: Some(ip_proto::TCP), ..Filter::default() },
+    ];
+    let mut kept = [0usize; 4];
+    for _ in 0..cases {
+        let (_, frame) = mutate(&mut rng, &corpus);
+        for (i, f) in filters.iter().enumerate() {
+            kept[i] += usize::from(f.matches(&frame));
+        }
+        assert!(!summary(&frame).is_empty());
+    }
+    assert_eq!(kept[0], cases, "no filter keeps everything");
+    assert!(kept[1] > 0 && kept[1] < cases, "an address filter keeps some: {kept:?}");
+    assert!(kept[2] > 0 && kept[2] < kept[1], "so does one of both ends, fewer: {kept:?}");
+}
