@@ -605,18 +605,12 @@ impl Control {
         let (table, now) = self.flow_table()?;
         let limit = p.limit.unwrap_or(DUMP_PAGE).clamp(1, MAX_DUMP_PAGE);
         let m = p.r#match.as_ref();
-        let proto = m.map(FlowMatch::proto).transpose()?.flatten();
+        let ends = m.map(FlowMatch::ends).transpose()?.unwrap_or_default();
         let wanted = |f: &crate::flow::FlowInfo| {
-            let Some(m) = m else { return true };
-            let is = |(ip, port): (Option<IpAddr>, Option<u16>), (at, on): (IpAddr, u16)| {
-                ip.is_none_or(|want| want == at) && port.is_none_or(|want| want == on)
-            };
-            let (one, peer) = ((m.ip, m.port), (m.peer_ip, m.peer_port));
-            let (src, dst) = ((f.key.src_ip(), f.key.sport), (f.key.dst_ip(), f.key.dport));
-            (is(one, src) && is(peer, dst) || is(one, dst) && is(peer, src))
-                && m.vrf.is_none_or(|v| v == f.key.vrf)
-                && proto.is_none_or(|p| p == f.key.proto)
-                && m.vif.is_none_or(|v| v == f.vif)
+            // A flow always has ports: an ICMP flow's are its echo id.
+            let ports = Some((f.key.sport, f.key.dport));
+            ends.matches_ends(f.key.proto, f.key.src_ip(), f.key.dst_ip(), ports)
+                && m.is_none_or(|m| m.vrf.is_none_or(|v| v == f.key.vrf) && m.vif.is_none_or(|v| v == f.vif))
         };
         let tables = self.lock().writer.tables().clone();
         let mut items = Vec::new();
@@ -1061,10 +1055,12 @@ struct FlowMatch {
 }
 
 impl FlowMatch {
-    /// The protocol asked for, by number.
-    fn proto(&self) -> Result<Option<u8>, ApiError> {
-        let number = self.proto.as_ref().map(super::schema::ProtoDef::number).transpose();
-        number.map_err(|e| ApiError::new(code::INVALID, format!("proto {e}")).field("match.proto"))
+    /// Its addresses, ports and protocol, as flows and captured frames are
+    /// matched by them (`vrf` and `vif` aside).
+    fn ends(&self) -> Result<crate::capture::Filter, ApiError> {
+        let proto = self.proto.as_ref().map(super::schema::ProtoDef::number).transpose();
+        let proto = proto.map_err(|e| ApiError::new(code::INVALID, format!("proto {e}")).field("match.proto"))?;
+        Ok(crate::capture::Filter { one: (self.ip, self.port), peer: (self.peer_ip, self.peer_port), proto })
     }
 }
 
@@ -1140,7 +1136,7 @@ fn capture_filter(m: &FlowMatch) -> Result<crate::capture::Filter, ApiError> {
             "match.vif"
         }));
     }
-    Ok(crate::capture::Filter { one: (m.ip, m.port), peer: (m.peer_ip, m.peer_port), proto: m.proto()? })
+    m.ends()
 }
 
 /// Frames one `capture.read` returns at most: a quarter of a session's ring.

@@ -37,20 +37,23 @@ impl Filter {
             return true;
         }
         let Some(ip) = innermost(frame) else { return false };
-        if self.proto.is_some_and(|p| p != ip.proto) {
+        self.matches_ends(ip.proto, ip.src, ip.dst, ip.ports())
+    }
+
+    /// Whether a packet or flow of protocol `proto` from `src` to `dst`
+    /// matches, with its source and destination `ports` (`None`: it has
+    /// none, and matches no filter that asks for a port). `flow.list`
+    /// picks flows by it too.
+    pub fn matches_ends(&self, proto: u8, src: IpAddr, dst: IpAddr, ports: Option<(u16, u16)>) -> bool {
+        if self.proto.is_some_and(|p| p != proto) {
             return false;
         }
-        let ports = ip.ports();
         let wants_port = self.one.1.is_some() || self.peer.1.is_some();
-        if wants_port && ports.is_none() {
-            return false;
-        }
-        let (sport, dport) = ports.unwrap_or_default();
+        let Some((sport, dport)) = ports.or((!wants_port).then_some((0, 0))) else { return false };
         let is = |(ip, port): Endpoint, at: IpAddr, on: u16| {
             ip.is_none_or(|want| want == at) && port.is_none_or(|want| want == on)
         };
-        is(self.one, ip.src, sport) && is(self.peer, ip.dst, dport)
-            || is(self.one, ip.dst, dport) && is(self.peer, ip.src, sport)
+        is(self.one, src, sport) && is(self.peer, dst, dport) || is(self.one, dst, dport) && is(self.peer, src, sport)
     }
 }
 
