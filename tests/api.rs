@@ -960,6 +960,8 @@ fn mutated_requests_get_answers_never_panics() {
         json!({ "method": "capture.start", "params": { "vif": A1, "snaplen": 128, "match": { "ip": "10.1.0.2", "port": 53 } } }),
         json!({ "method": "capture.read", "params": { "max_packets": 10 } }),
         json!({ "method": "trace", "params": { "vif": A1, "dst": "10.1.0.3", "proto": "tcp", "sport": 1, "dport": 2 } }),
+        json!({ "method": "trace", "params": { "vif": 0, "dst": "10.7.0.2", "src": "203.0.113.7", "label": 700,
+                                                "encap": "mpls-o-gre", "from": "192.168.0.9", "proto": "icmp" } }),
         json!({ "method": "capture.stop", "params": {} }),
     ];
     for o in &objects {

@@ -618,6 +618,43 @@ fn the_lab_end_to_end() {
         gw.as_array().unwrap().iter().any(|f| f["direction"] == "forward" && f["ecmp"]["label"] == 100),
         "the gateway pins each connection to a node: {gw}"
     );
+    // `vrctl trace` from node 1's fabric says the same of a connection
+    // the gateway sends there, with the label its route gives node 1's
+    // member: the floating IP's VRF routes it to a2, NATed to a2's address.
+    let to_fip: serde_json::Value =
+        serde_json::from_str(&lab(&["vrctl", "n3", "rt", "get", "--vrf", "public", "185.22.97.188", "--json"], &[]))
+            .unwrap();
+    let n3_nexthops = listing("n3", "nh");
+    let to_n1 = to_fip["nexthop"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| n3_nexthops.iter().any(|n| n["id"] == m["nh"] && n["dip"] == "192.168.100.1"));
+    let label = to_n1.unwrap_or_else(|| panic!("a member to node 1: {to_fip}"))["label"].to_string();
+    let args = [
+        "vrctl",
+        "n1",
+        "trace",
+        "fab",
+        "185.22.97.188",
+        "--label",
+        &label,
+        "--src",
+        "203.0.113.7",
+        "--from",
+        "192.168.100.3",
+        "--proto",
+        "tcp",
+        "--dport",
+        "8080",
+        "--json",
+    ];
+    let traced: serde_json::Value = serde_json::from_str(&lab(&args, &[])).unwrap();
+    let a2 = listing("n1", "vif").into_iter().find(|v| v["name"] == "t-a2").unwrap()["index"].clone();
+    assert_eq!(traced["verdict"], serde_json::json!({ "action": "tx", "vif": a2 }), "{traced}");
+    assert_eq!(traced["flow"]["nat"]["dst"], "10.1.0.3", "{traced}");
+    let out = traced["out"]["summary"].as_str().unwrap();
+    assert!(out.contains("203.0.113.7.40000 > 10.1.0.3.8080: TCP [S]"), "{out}");
 
     // The article's policy: the nginx network reaches the leonardo service
     // on TCP 80 and nothing else, across nodes, decided in the data path.

@@ -572,6 +572,49 @@ fn vifdump_prints_each_frame_with_its_verdict() {
     let _ = std::fs::remove_dir_all(sock.parent().unwrap());
 }
 
+/// `vrctl trace` from the fabric: a packet as another node sends it, in
+/// MPLS over UDP or GRE with a label that names a pod or a VRF to route in.
+#[test]
+fn trace_from_the_fabric_follows_the_label() {
+    let (_, sock, _) = server_with("trace-fabric", |c| c);
+    let to_pod =
+        ok(&sock, &["trace", "eth0", "10.1.0.2", "--label", "16", "--src", "10.2.0.5", "--from", "192.168.0.2"]);
+    assert!(
+        to_pod.contains("in      vif0/0 (eth0), VRF 1: IP 192.168.0.2.49152 > 192.168.0.1.6635: UDP, MPLS label 16: IP 10.2.0.5.40000 > 10.1.0.2.80: UDP"),
+        "{to_pod}"
+    );
+    assert!(to_pod.contains("label   16 -> nh 1 (encap)"), "{to_pod}");
+    assert!(to_pod.contains("route   none: the label names where it goes"), "{to_pod}");
+    assert!(to_pod.contains("=>      tx vif0/1 (veth-a1)"), "{to_pod}");
+    assert!(to_pod.contains("out     IP 10.2.0.5.40000 > 10.1.0.2.80: UDP"), "stripped: {to_pod}");
+
+    // A VRF's label: the packet is routed there, here to the other pod.
+    let routed =
+        json(&sock, &["trace", "0", "10.1.0.3", "--label", "18", "--src", "10.2.0.5", "--encap", "mpls-o-gre"]);
+    assert_eq!(routed["in"]["label"]["nexthop"]["type"], "vrf-lookup", "{routed}");
+    assert_eq!(routed["in"]["vrf"], 1, "{routed}");
+    assert_eq!(routed["route"]["prefix"], "10.1.0.3/32", "{routed}");
+    assert_eq!(routed["verdict"], serde_json::json!({ "action": "tx", "vif": 2 }), "{routed}");
+    let summary = routed["in"]["frame"]["summary"].as_str().unwrap();
+    assert!(summary.contains("GRE") && summary.contains("MPLS label 18"), "{summary}");
+
+    let unknown = ok(&sock, &["trace", "eth0", "10.1.0.2", "--label", "999", "--src", "10.2.0.5"]);
+    assert!(
+        unknown.contains("label   999 names nothing") && unknown.contains("=>      drop invalid_label"),
+        "{unknown}"
+    );
+    assert!(unknown.contains("in      vif0/0 (eth0): IP") && unknown.contains("policy  none: no VRF"), "{unknown}");
+
+    let (succeeded, _, err) = vrctl(&sock, &["trace", "eth0", "10.1.0.2", "--label", "16"]);
+    assert!(!succeeded && err.contains("needs src"), "{err}");
+    let (succeeded, _, err) = vrctl(&sock, &["trace", "eth0", "10.1.0.2", "--label", "2000000", "--src", "10.2.0.5"]);
+    assert!(!succeeded && err.contains("20 bits"), "{err}");
+    let (succeeded, _, err) =
+        vrctl(&sock, &["trace", "eth0", "10.1.0.2", "--label", "16", "--src", "10.2.0.5", "--encap", "vxlan"]);
+    assert!(!succeeded && err.contains("encap"), "{err}");
+    let _ = std::fs::remove_dir_all(sock.parent().unwrap());
+}
+
 /// `vrctl trace`: the first packet of a flow from a pod, through a pipeline
 /// of its own over the live tables: its route, the policy rule that judges
 /// it, the ECMP member its hash picks, what becomes of it and the frame as
@@ -620,7 +663,9 @@ fn trace_says_what_the_data_path_would_do() {
     assert_eq!(flows.len(), 0, "the live flow table is untouched");
 
     let (succeeded, _, err) = vrctl(&sock, &["trace", "eth0", "10.1.0.3"]);
-    assert!(!succeeded && err.contains("a trace starts at a pod's vif"), "{err}");
+    assert!(!succeeded && err.contains("needs the label"), "{err}");
+    let (succeeded, _, err) = vrctl(&sock, &["trace", "veth-a1", "10.1.0.3", "--label", "16"]);
+    assert!(!succeeded && err.contains("label is for a trace from the fabric"), "{err}");
     let (succeeded, _, err) = vrctl(&sock, &["trace", "veth-a1", "10.1.0.3", "--proto", "47"]);
     assert!(!succeeded && err.contains("udp, tcp or icmp"), "{err}");
     let (succeeded, _, err) = vrctl(&sock, &["trace", "veth-a1", "fd00:9::1", "--src", "10.1.0.2"]);

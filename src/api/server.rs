@@ -480,23 +480,50 @@ impl Control {
         }))
     }
 
-    /// What the data path would do with the first packet of a flow from a
-    /// pod (`pipeline::trace`): the packet, the route, the verdict, the
-    /// frame as it would leave, and the policy rule that decided it.
+    /// What the data path would do with the first packet of a flow
+    /// (`pipeline::trace`), from a pod, or from another node through a
+    /// tunnel to the fabric vif: the packet, the label it came with, the
+    /// route, the verdict, the frame as it would leave, and the policy rule
+    /// that decided it.
     fn trace(&self, p: &TraceParams) -> Result<Value, ApiError> {
         use crate::wire::ip_proto;
         let tables = self.lock().writer.tables().clone();
         let vif = tables.vif(p.vif).ok_or_else(|| {
             ApiError::new(code::MISSING_REFERENCE, format!("vif {} does not exist", p.vif)).field("vif")
         })?;
-        if vif.kind != crate::tables::VifKind::Virtual {
-            let message = format!("a trace starts at a pod's vif; vif {} is {}", p.vif, vif.kind.as_str());
-            return Err(ApiError::new(code::INVALID, message).field("vif"));
+        let tunnel = match vif.kind {
+            crate::tables::VifKind::Virtual => None,
+            crate::tables::VifKind::Fabric => Some(trace_tunnel(vif, p)?),
+            kind => {
+                let message =
+                    format!("a trace starts at a pod's vif or the fabric's; vif {} is {}", p.vif, kind.as_str());
+                return Err(ApiError::new(code::INVALID, message).field("vif"));
+            }
+        };
+        if tunnel.is_none() {
+            if let Some(field) =
+                [("label", p.label.is_some()), ("encap", p.encap.is_some()), ("from", p.from.is_some())]
+                    .into_iter()
+                    .find_map(|(name, given)| given.then_some(name))
+            {
+                let message = format!("{field} is for a trace from the fabric; a pod's packet comes with no tunnel");
+                return Err(ApiError::new(code::INVALID, message).field(field));
+            }
         }
-        let own = if p.dst.is_ipv4() { vif.ipv4.map(IpAddr::V4) } else { vif.ipv6.map(IpAddr::V6) };
+        // A pod's packets come from its own address; a tunnel's from
+        // anywhere behind another node, so it has to be given.
+        let own = match (&tunnel, p.dst) {
+            (Some(_), _) => None,
+            (None, IpAddr::V4(_)) => vif.ipv4.map(IpAddr::V4),
+            (None, IpAddr::V6(_)) => vif.ipv6.map(IpAddr::V6),
+        };
         let src = p.src.or(own).ok_or_else(|| {
-            ApiError::new(code::INVALID, format!("vif {} has no address of {}'s family; give src", p.vif, p.dst))
-                .field("src")
+            let message = if tunnel.is_some() {
+                "a trace from the fabric needs src, the address behind the other node".to_string()
+            } else {
+                format!("vif {} has no address of {}'s family; give src", p.vif, p.dst)
+            };
+            ApiError::new(code::INVALID, message).field("src")
         })?;
         let proto = match &p.proto {
             None => ip_proto::UDP,
@@ -507,19 +534,48 @@ impl Control {
         let config = self.pipeline;
         let l2 = crate::pktgen::build::L2 { src: vif.mac, dst: config.router_mac };
         let (sport, dport) = (p.sport.unwrap_or(40000), p.dport.unwrap_or(80));
-        let Some(frame) = crate::pktgen::build::probe(l2, src, p.dst, proto, sport, dport) else {
+        let Some(packet) = crate::pktgen::build::probe(l2, src, p.dst, proto, sport, dport) else {
             return Err(if src.is_ipv4() != p.dst.is_ipv4() {
                 ApiError::new(code::INVALID, format!("src {src} and dst {} are of two families", p.dst)).field("src")
             } else {
                 ApiError::new(code::INVALID, "a trace sends udp, tcp or icmp").field("proto")
             });
         };
+        let frame = match &tunnel {
+            None => packet,
+            Some(t) => t.wrap(&packet[crate::wire::ethernet::HEADER_LEN..]),
+        };
         let traced = crate::pipeline::trace(&tables, config, p.vif, &frame);
-        let route = self.lookup(&LookupParams { vrf: vif.vrf, address: p.dst }).ok();
+        // The VRF the packet is routed in: the pod's, or the one the label
+        // lands it in (none where the label names a pod, or nothing).
+        let (vrf, label, routed) = match &tunnel {
+            None => (Some(vif.vrf), Value::Null, true),
+            Some(t) => {
+                let nh = tables.label(t.label);
+                let nexthop = nh.and_then(|id| tables.nexthop(id).map(|n| (id, n)));
+                let vrf = match nexthop {
+                    Some((_, NextHop::VrfLookup { vrf })) => Some(*vrf),
+                    Some((_, NextHop::Encap { oif, .. })) => tables.vif(*oif).map(|v| v.vrf),
+                    _ => None,
+                };
+                let st = self.lock();
+                let label = json!({
+                    "label": t.label,
+                    "nh": nh,
+                    "nexthop": nexthop.map(|(id, n)| self.nexthop_json(&st, id, n)),
+                });
+                (vrf, label, matches!(nexthop, Some((_, NextHop::VrfLookup { .. }))))
+            }
+        };
+        let route = vrf.filter(|_| routed).and_then(|vrf| self.lookup(&LookupParams { vrf, address: p.dst }).ok());
         let frame_json =
             |data: &[u8]| json!({ "summary": crate::capture::summary(data), "data": crate::capture::to_hex(data) });
+        let mut input = json!({ "vif": p.vif, "vrf": vrf, "frame": frame_json(&frame) });
+        if tunnel.is_some() {
+            input["label"] = label;
+        }
         Ok(json!({
-            "in": { "vif": p.vif, "vrf": vif.vrf, "frame": frame_json(&frame) },
+            "in": input,
             "route": route,
             "verdict": verdict_json(traced.verdict),
             "out": frame_json(&traced.frame),
@@ -1124,6 +1180,60 @@ struct TraceParams {
     sport: Option<u16>,
     #[serde(default)]
     dport: Option<u16>,
+    /// From the fabric: the MPLS label the packet comes with.
+    #[serde(default)]
+    label: Option<u32>,
+    /// From the fabric: the tunnel (MPLS over UDP unless given).
+    #[serde(default)]
+    encap: Option<super::schema::EncapDef>,
+    /// From the fabric: the outer source, the node that sent it.
+    #[serde(default)]
+    from: Option<std::net::Ipv4Addr>,
+}
+
+/// The tunnel a trace from the fabric comes in by, as another node would
+/// send it to this one.
+struct TraceTunnel {
+    label: u32,
+    encap: super::schema::EncapDef,
+    from: std::net::Ipv4Addr,
+    to: std::net::Ipv4Addr,
+    l2: crate::pktgen::build::L2,
+}
+
+/// `p`'s tunnel to fabric vif `vif`.
+fn trace_tunnel(vif: &crate::tables::Vif, p: &TraceParams) -> Result<TraceTunnel, ApiError> {
+    let label = p.label.ok_or_else(|| {
+        ApiError::new(code::INVALID, "a trace from the fabric needs the label the packet comes with").field("label")
+    })?;
+    if label > crate::wire::mpls::MAX_LABEL {
+        let message = format!("label {label} does not fit MPLS's 20 bits");
+        return Err(ApiError::new(code::OUT_OF_RANGE, message).field("label"));
+    }
+    let to = vif.ipv4.ok_or_else(|| {
+        ApiError::new(code::INVALID, format!("vif {} has no IPv4 address for tunnels to come to", vif.index))
+            .field("vif")
+    })?;
+    Ok(TraceTunnel {
+        label,
+        encap: p.encap.unwrap_or(super::schema::EncapDef::MplsOverUdp),
+        // vrouterd takes a tunnel from any node: the source is for show.
+        from: p.from.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+        to,
+        l2: crate::pktgen::build::L2 { src: crate::wire::MacAddr::default(), dst: vif.mac },
+    })
+}
+
+impl TraceTunnel {
+    /// The frame that carries IP packet `inner` in this tunnel.
+    fn wrap(&self, inner: &[u8]) -> Vec<u8> {
+        use crate::pktgen::build::{mpls_tunnel_frame, Tunnel};
+        let tunnel = match self.encap {
+            super::schema::EncapDef::MplsOverUdp => Tunnel::Udp(crate::tables::nexthop::MPLS_UDP_PORT),
+            super::schema::EncapDef::MplsOverGre => Tunnel::Gre,
+        };
+        mpls_tunnel_frame(self.l2, tunnel, self.from, self.to, self.label, 64, 49152, inner)
+    }
 }
 
 /// A capture's filter from `capture.start`'s `match`.

@@ -107,20 +107,32 @@ enum Cmd {
         #[arg(long = "match")]
         filter: Option<String>,
     },
-    /// What vrouterd would do with the first packet of a flow from a pod
-    /// (OVS's `ofproto/trace`): the route it takes, the policy rule that
-    /// judges it, the ECMP member its hash picks, and the frame as it would
-    /// leave, tunnel and all; or why it would be dropped. Run through a
-    /// pipeline of its own against the live tables: nothing is sent, and
+    /// What vrouterd would do with the first packet of a flow from a pod,
+    /// or from another node through a tunnel to the fabric vif (OVS's
+    /// `ofproto/trace`): the route it takes, the policy rule that judges
+    /// it, the ECMP member its hash picks, its NAT, and the frame as it
+    /// would leave, tunnel and all; or why it would be dropped. Run through
+    /// a pipeline of its own against the live tables: nothing is sent, and
     /// no flow is made.
     Trace {
-        /// The pod's vif, by index or interface name.
+        /// The pod's vif, or the fabric's, by index or interface name.
         vif: String,
         /// The destination address.
         dst: std::net::IpAddr,
-        /// The source address (the vif's own by default).
+        /// The source address (a pod's own by default; from the fabric,
+        /// the address behind the other node, which must be given).
         #[arg(long)]
         src: Option<std::net::IpAddr>,
+        /// From the fabric: the MPLS label the packet comes with (`vrctl
+        /// mpls` lists this node's).
+        #[arg(long)]
+        label: Option<u32>,
+        /// From the fabric: the tunnel, mpls-o-udp (the default) or mpls-o-gre.
+        #[arg(long)]
+        encap: Option<String>,
+        /// From the fabric: the node that sent it, the tunnel's outer source.
+        #[arg(long)]
+        from: Option<std::net::Ipv4Addr>,
         /// udp, tcp (a SYN) or icmp (an echo request).
         #[arg(long, default_value = "udp")]
         proto: String,
@@ -366,13 +378,17 @@ fn run(c: &mut Client, cli: &Cli) -> Result<()> {
                 Dump { count: *count, duration: duration.map(Duration::from_secs_f64), snaplen: *snaplen, filter };
             vifdump(c, json, vif, write.as_deref(), how)
         }
-        Cmd::Trace { vif, dst, src, proto, sport, dport } => {
+        Cmd::Trace { vif, dst, src, label, encap, from, proto, sport, dport } => {
             let stats = c.call("stats", json!({}))?;
             let index = find_vif(&stats, vif)?["index"].clone();
             let proto = proto.parse::<u8>().map_or_else(|_| json!(proto), |n| json!(n));
             let mut params = json!({ "vif": index, "dst": dst, "proto": proto, "sport": sport, "dport": dport });
-            if let Some(src) = src {
-                params["src"] = json!(src);
+            let given = [("src", src.map(|a| json!(a))), ("label", label.map(|l| json!(l)))];
+            let tunnel = [("encap", encap.as_ref().map(|e| json!(e))), ("from", from.map(|a| json!(a)))];
+            for (name, value) in given.into_iter().chain(tunnel) {
+                if let Some(v) = value {
+                    params[name] = v;
+                }
             }
             let t = c.call("trace", params)?;
             emit(json, &t, || trace_text(&t, &stats))
@@ -956,16 +972,26 @@ fn verdict_text(v: &Value, names: &std::collections::BTreeMap<u64, String>) -> O
 fn trace_text(t: &Value, stats: &Value) -> String {
     let names = vif_labels(stats);
     let vif = |i: &Value| names.get(&count(i)).cloned().unwrap_or_else(|| format!("vif0/{}", show(i)));
-    let mut out = format!(
-        "in      {}, VRF {}: {}\n",
-        vif(&t["in"]["vif"]),
-        show(&t["in"]["vrf"]),
-        show(&t["in"]["frame"]["summary"])
-    );
+    let vrf = match &t["in"]["vrf"] {
+        Value::Null => String::new(),
+        v => format!(", VRF {}", show(v)),
+    };
+    let mut out = format!("in      {}{vrf}: {}\n", vif(&t["in"]["vif"]), show(&t["in"]["frame"]["summary"]));
     // ", label 16" where a route or member carries one.
     let label = |v: &Value| if v["label"].is_null() { String::new() } else { format!(", label {}", show(&v["label"])) };
+    // From the fabric: what the label names.
+    let tunnel = &t["in"]["label"];
+    if !tunnel.is_null() {
+        out += &match &tunnel["nh"] {
+            Value::Null => format!("label   {} names nothing\n", show(&tunnel["label"])),
+            nh => format!("label   {} -> nh {nh} ({})\n", show(&tunnel["label"]), show(&tunnel["nexthop"]["type"])),
+        };
+    }
     let r = &t["route"];
     out += &match r {
+        Value::Null if !tunnel["nexthop"].is_null() && tunnel["nexthop"]["type"] != "vrf-lookup" => {
+            "route   none: the label names where it goes\n".to_string()
+        }
         Value::Null => "route   none\n".to_string(),
         _ => {
             let (prefix, nh, kind) = (show(&r["prefix"]), show(&r["nh"]), show(&r["nexthop"]["type"]));
@@ -973,6 +999,7 @@ fn trace_text(t: &Value, stats: &Value) -> String {
         }
     };
     out += &match &t["flow"] {
+        Value::Null if t["in"]["vrf"].is_null() => "policy  none: no VRF takes it\n".to_string(),
         Value::Null => "policy  none: the VRF tracks no flows\n".to_string(),
         f => match &f["rule"] {
             Value::Null => "policy  none judges it (a new pair, forwarded)\n".to_string(),
