@@ -742,15 +742,20 @@ fn a_pods_policy_holds_for_clients_of_another_network_on_its_node() {
     // Which rule decides each pair, as the API and `vrctl flow list` show
     // it: the other network's, where its policy judges too.
     let tables = lab.writer.tables().clone();
-    let rule_of = |vrf, src: Ipv4Addr, sport, dst: Ipv4Addr, dport| {
+    let judged = |vrf, src: Ipv4Addr, sport, dst: Ipv4Addr, dport| {
         let hit = table.lookup(&FlowKey::v4(vrf, TCP, src.into(), dst.into(), sport, dport)).unwrap();
-        vrouter::pipeline::judgement(&tables, &table, &table.get(hit.slot, 0).unwrap()).unwrap().rule
+        vrouter::pipeline::judgement(&tables, &table, &table.get(hit.slot, 0).unwrap()).unwrap()
     };
+    let rule_of = |vrf, src, sport, dst, dport| judged(vrf, src, sport, dst, dport).rule;
     let ruled = |vrf, rule| Some(vrouter::pipeline::Ruling { vrf, rule });
     assert_eq!(rule_of(BLUE, a1_ip(), 40000, g1_ip, 80), ruled(GREEN, Some(0)), "green's rule let it reach g1");
     assert_eq!(rule_of(GREEN, g1_ip, 80, a1_ip(), 40000), ruled(GREEN, Some(0)), "its reverse entry says the same");
     assert_eq!(rule_of(BLUE, a1_ip(), 40002, g1_ip, 81), ruled(GREEN, None), "green's default stopped it");
     assert_eq!(rule_of(BLUE, a1_ip(), 40002, a2_ip(), 81), ruled(BLUE, None), "blue's default allows all");
+    // Both rules behind it, where two policies judged: blue's let it on.
+    let both = judged(BLUE, a1_ip(), 40000, g1_ip, 80);
+    assert_eq!(both.passed_by, ruled(BLUE, None), "blue's default let it on to green's rule");
+    assert_eq!(judged(BLUE, a1_ip(), 40002, a2_ip(), 81).passed_by, None, "one policy judged it");
     lab.writer.apply(&[Op::Delete(ObjectKey::Policy(BLUE)), Op::Delete(ObjectKey::Policy(GREEN))]).unwrap();
     let tables = lab.writer.tables().clone();
     let hit = table.lookup(&FlowKey::v4(BLUE, TCP, a1_ip().into(), g1_ip.into(), 40000, 80)).unwrap();

@@ -705,7 +705,30 @@ fn the_lab_end_to_end() {
     for f in &allowed {
         let r = &f["rule"];
         assert!(r["index"] == 0 && (r["vrf"] == nginx || r["vrf"] == leonardo), "{f}");
+        // To leo1, on this node, leonardo's policy decided after nginx's
+        // rule 0 let the flow on; to leo2, nginx's alone judged here.
+        let first = &f["passed_by"];
+        if r["vrf"] == leonardo {
+            assert!(first["vrf"] == nginx && first["index"] == 0, "both rules: {f}");
+        } else {
+            assert!(first.is_null(), "one rule: {f}");
+        }
     }
+    if allowed.iter().any(|f| f["rule"]["vrf"] == leonardo) {
+        let text = lab(&["vrctl", "n1", "flow", "list", "--match", "10.254.98.15:80 & proto tcp"], &[]);
+        assert!(text.contains(&format!("vrf{nginx}:0,vrf{leonardo}:0")), "{text}");
+    }
+    // `vrctl trace` names both rules too, for a connection its hash sends to leo1.
+    let to_leo1 = (41000..41040).find_map(|sport| {
+        let port = sport.to_string();
+        let args =
+            ["vrctl", "n1", "trace", "t-nx1", "10.254.98.15", "--proto", "tcp", "--sport", &port, "--dport", "80"];
+        let text = lab(&args, &[]);
+        text.lines().any(|l| l.starts_with("=>") && l.ends_with("(t-leo1)")).then_some(text)
+    });
+    let text = to_leo1.expect("one of 40 connections to the service goes to leo1");
+    let both = format!("policy  rule 0 of VRF {nginx}, then rule 0 of VRF {leonardo} (the pod's network)");
+    assert!(text.contains(&both), "{text}");
     for (dst, port) in [("10.254.98.15", 81), ("10.47.255.251", 80)] {
         let ruled = flows_to(dst, port);
         assert!(!ruled.is_empty(), "{dst}:{port}: {listed}");

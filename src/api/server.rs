@@ -582,6 +582,7 @@ impl Control {
             "made": traced.made.iter().map(|(v, f)| json!({ "verdict": verdict_json(*v), "frame": frame_json(f) })).collect::<Vec<_>>(),
             "flow": traced.flow.map(|f| json!({
                 "rule": rule_json(f.rule),
+                "passed_by": rule_json(f.passed_by),
                 "ecmp": ecmp_json(f.ecmp),
                 "nat": nat_json(&f.nat),
             })),
@@ -922,6 +923,7 @@ fn flow_json(f: &crate::flow::FlowInfo, judged: crate::pipeline::Judgement) -> V
         "tcp": f.tcp.as_str(),
         "one_way": f.one_way,
         "rule": rule_json(judged.rule),
+        "passed_by": rule_json(judged.passed_by),
         "stale": !judged.current,
         "packets": f.packets,
         "bytes": f.bytes,

@@ -1001,11 +1001,17 @@ fn trace_text(t: &Value, stats: &Value) -> String {
     out += &match &t["flow"] {
         Value::Null if t["in"]["vrf"].is_null() => "policy  none: no VRF takes it\n".to_string(),
         Value::Null => "policy  none: the VRF tracks no flows\n".to_string(),
-        f => match &f["rule"] {
-            Value::Null => "policy  none judges it (a new pair, forwarded)\n".to_string(),
-            rule if rule["index"].is_null() => format!("policy  the default of VRF {}\n", show(&rule["vrf"])),
-            rule => format!("policy  rule {} of VRF {}\n", show(&rule["index"]), show(&rule["vrf"])),
-        },
+        f => {
+            let rule = |r: &Value| match &r["index"] {
+                Value::Null => format!("the default of VRF {}", show(&r["vrf"])),
+                index => format!("rule {} of VRF {}", show(index), show(&r["vrf"])),
+            };
+            match (&f["passed_by"], &f["rule"]) {
+                (_, Value::Null) => "policy  none judges it (a new pair, forwarded)\n".to_string(),
+                (Value::Null, r) => format!("policy  {}\n", rule(r)),
+                (first, r) => format!("policy  {}, then {} (the pod's network)\n", rule(first), rule(r)),
+            }
+        }
     };
     let m = &t["flow"]["ecmp"];
     if !m.is_null() {
@@ -1293,6 +1299,15 @@ fn flow_rule(r: &Value) -> String {
     format!("vrf{}:{rule}", show(&r["vrf"]))
 }
 
+/// A flow's RULE: the rule that decides it, after the one of its own VRF
+/// that let it on where two policies judge it (`vrf3:0,vrf4:1`).
+fn flow_rules(f: &Value) -> String {
+    match &f["passed_by"] {
+        Value::Null => flow_rule(&f["rule"]),
+        first => format!("{},{}", flow_rule(first), flow_rule(&f["rule"])),
+    }
+}
+
 fn age(ms: &Value) -> String {
     let s = count(ms) / 1000;
     if s >= 3600 {
@@ -1350,7 +1365,7 @@ fn flow_table(items: &[Value]) -> String {
             proto_name(&f["proto"]),
             show(&f["vrf"]),
             flow_action(f),
-            flow_rule(&f["rule"]),
+            flow_rules(f),
             ecmp,
             show(&f["tcp"]),
             show(&f["vif"]),
@@ -1369,7 +1384,8 @@ DIR     F forward, R reverse, then the other entry: <=> tracked both ways; => an
 ACTION  F forward, D(reason) drop, N(S=source, D=destination, Ps=source port, Pd=destination port) NAT;
         * the policies changed since it was decided: the pair's next packet decides it again, by RULE
 RULE    the policy rule that decides the pair now: vrf1:3 is rule 3 of VRF 1's policy (as policy list numbers them),
-        vrf1:default its default, - no policy
+        vrf1:default its default, - no policy; vrf3:0,vrf4:1 where two judge it (a pod of another network on this
+        node): VRF 3's rule 0 let it on, then VRF 4's rule 1 decided
 ECMP    E:next hop/Llabel, the member the flow is pinned to
 ";
 

@@ -401,13 +401,33 @@ pub(super) fn count_settled<B>(ctx: &Ctx<'_, B>, slot: u32, bytes: usize, tcp_fl
 /// rule that decided it (`Ruling`): the other network's where that judged
 /// too and has a policy, `None` where no policy judged.
 fn judge(vrf: &Vrf, key: &FlowKey, from: Option<&Vif>, reaches: Option<&Vrf>) -> (FlowAction, Option<Ruling>) {
-    match (decide(vrf, key, from), reaches) {
-        ((FlowAction::Forward, here), Some(other)) => match decide(other, &FlowKey { vrf: other.id, ..*key }, from) {
-            // No policy there: this one's rule let it through.
-            (action, None) => (action, here),
-            there => there,
-        },
-        (here, _) => here,
+    let (action, rulings) = judge_by_both(vrf, key, from, reaches);
+    (action, rulings.decided)
+}
+
+/// The rules behind a flow's action: the one that decided it and, where
+/// two policies judged it, the one of the flow's own VRF that let it on
+/// to the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Rulings {
+    /// The rule that decided (`None`: no policy judged the flow).
+    decided: Option<Ruling>,
+    /// Where the pod's network's policy decided, the rule of the flow's
+    /// own VRF's policy that allowed it first (`None`: only one judged).
+    passed_by: Option<Ruling>,
+}
+
+/// `judge`, with both policies' rules where two judged: for operators,
+/// who ask which rules let a flow through, not only which decided.
+fn judge_by_both(vrf: &Vrf, key: &FlowKey, from: Option<&Vif>, reaches: Option<&Vrf>) -> (FlowAction, Rulings) {
+    let (action, here) = decide(vrf, key, from);
+    let Some(other) = reaches.filter(|_| action == FlowAction::Forward) else {
+        return (action, Rulings { decided: here, passed_by: None });
+    };
+    match decide(other, &FlowKey { vrf: other.id, ..*key }, from) {
+        // No policy there: this one's rule let it through.
+        (action, None) => (action, Rulings { decided: here, passed_by: None }),
+        (action, there) => (action, Rulings { decided: there, passed_by: here }),
     }
 }
 
@@ -426,6 +446,10 @@ pub struct Ruling {
 pub struct Judgement {
     /// The rule that decides it (`None`: no policy judges it).
     pub rule: Option<Ruling>,
+    /// Where the policy of the network of the pod it reaches decides it,
+    /// the rule of its own VRF's policy that allowed it first
+    /// (`Rulings::passed_by`).
+    pub passed_by: Option<Ruling>,
     /// False if the policies changed since its action was decided: its
     /// next packet decides it again (`on_hit`), so until then its action
     /// may not be what `rule` says.
@@ -447,10 +471,12 @@ pub struct Judgement {
 pub fn judgement(t: &Tables, table: &FlowTable, f: &FlowInfo) -> Option<Judgement> {
     let other = table.get(f.reverse, 0).filter(|o| o.reverse == f.slot)?;
     let (fwd, rev) = if f.forward { (f, &other) } else { (&other, f) };
-    let Some(vrf) = t.vrf(fwd.key.vrf) else { return Some(Judgement { rule: None, current: true }) };
+    let Some(vrf) = t.vrf(fwd.key.vrf) else { return Some(Judgement { rule: None, passed_by: None, current: true }) };
     let reaches = (fwd.nat.is_none() && rev.key.vrf != fwd.key.vrf).then(|| t.vrf(rev.key.vrf)).flatten();
+    let rulings = judge_by_both(vrf, &fwd.key, t.vif(fwd.vif), reaches).1;
     Some(Judgement {
-        rule: judge(vrf, &fwd.key, t.vif(fwd.vif), reaches).1,
+        rule: rulings.decided,
+        passed_by: rulings.passed_by,
         current: vrf.policy_generation == fwd.policy_generation,
     })
 }

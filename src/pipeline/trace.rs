@@ -28,6 +28,8 @@ pub struct Traced {
 pub struct TracedFlow {
     /// The policy rule that decided it (`None`: no policy judged it).
     pub rule: Option<Ruling>,
+    /// Where two policies judged it, the rule of the first that let it on.
+    pub passed_by: Option<Ruling>,
     /// The ECMP member its flow is pinned to, where its route was a composite.
     pub ecmp: Option<RouteTarget>,
     /// Its NAT rewrite.
@@ -59,7 +61,7 @@ pub fn trace(tables: &Tables, config: PipelineConfig, vif: VifIndex, frame: &[u8
     let forward = scratch.dump(None, 2, 0).into_iter().find(|f| f.forward);
     let flow = forward.and_then(|f| {
         let judged = judgement(tables, &scratch, &f)?;
-        Some(TracedFlow { rule: judged.rule, ecmp: f.ecmp, nat: f.nat })
+        Some(TracedFlow { rule: judged.rule, passed_by: judged.passed_by, ecmp: f.ecmp, nat: f.nat })
     });
     let (verdict, frame) = match frames.first() {
         Some(f) => (f.verdict, f.data().to_vec()),
