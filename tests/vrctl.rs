@@ -626,7 +626,7 @@ fn trace_says_what_the_data_path_would_do() {
         64,
         16,
     ));
-    let (_, sock, _) = server_with("trace", |c| c.with_flows(Arc::clone(&flows), std::time::Instant::now()));
+    let (_, sock, handle) = server_with("trace", |c| c.with_flows(Arc::clone(&flows), std::time::Instant::now()));
     let to_a2 = ok(&sock, &["trace", "veth-a1", "10.1.0.3"]);
     assert!(to_a2.contains("in      vif0/1 (veth-a1), VRF 1: IP 10.1.0.2.40000 > 10.1.0.3.80: UDP"), "{to_a2}");
     assert!(to_a2.contains("route   10.1.0.3/32 -> nh 2 (encap)"), "{to_a2}");
@@ -645,6 +645,33 @@ fn trace_says_what_the_data_path_would_do() {
     assert_eq!(service["flow"]["rule"], Value::Null, "tracked for the ECMP route, judged by no policy");
     let again = json(&sock, &["trace", "1", "10.96.0.10", "--sport", "5555"]);
     assert_eq!(again["flow"]["ecmp"], *member, "the same flow, the same member");
+    assert_eq!(again["existing"], Value::Null, "no live flow yet");
+
+    // Live flows to the service: a trace says which one its key finds, and
+    // when the members changed since, that the flow keeps its own.
+    let mut p = vrouter::pipeline::Pipeline::new(Default::default(), &limits()).with_flows(Arc::clone(&flows));
+    let sports = 5000..5016u16;
+    for sport in sports.clone() {
+        let datagram = vrouter::pktgen::build::udp4_frame(from_a1(), a1_ip(), service_ip(), sport, 80, 64, 64);
+        assert!(matches!(run(&mut p, &handle, A1, datagram), vrouter::pipeline::Verdict::Tx(_)));
+    }
+    let live = json(&sock, &["trace", "1", "10.96.0.10", "--sport", "5000"]);
+    assert_eq!(live["existing"]["ecmp"], live["flow"]["ecmp"], "{live}");
+    assert_eq!(
+        (live["existing"]["direction"].as_str(), live["existing"]["packets"].as_u64()),
+        (Some("forward"), Some(1))
+    );
+    let mut c = vrouter::api::client::Client::connect(&sock, "test").unwrap();
+    let members = serde_json::json!([{ "nh": 10, "label": 100 }, { "nh": 12, "label": 101 }, { "nh": 13, "label": 102 },
+                                     { "nh": 12, "label": 103 }, { "nh": 13, "label": 104 }]);
+    c.call("update", serde_json::json!({ "nexthop": { "type": "composite-ecmp", "id": 20, "members": members } }))
+        .unwrap();
+    let moved = sports.clone().find_map(|sport| {
+        let text = ok(&sock, &["trace", "veth-a1", "10.96.0.10", "--sport", &sport.to_string()]);
+        text.contains("pinned to another member").then_some(text)
+    });
+    let moved = moved.expect("of 16 flows, one whose new pick is another member");
+    assert!(moved.contains("live    flow ") && moved.contains("(forward) has this key: F, member nh "), "{moved}");
 
     let v6 = ok(&sock, &["trace", "veth-a1", "fd00:1::3", "--proto", "icmp"]);
     assert!(v6.contains("IP6 fd00:1::2 > fd00:1::3: ICMP6 echo request") && v6.contains("tx vif0/2"), "{v6}");
@@ -660,7 +687,7 @@ fn trace_says_what_the_data_path_would_do() {
         denied.contains("policy  the default of VRF 1") && denied.contains("=>      drop flow_action_drop"),
         "{denied}"
     );
-    assert_eq!(flows.len(), 0, "the live flow table is untouched");
+    assert_eq!(flows.len(), 16, "the live flow table holds the pipeline's flows, none of the traces'");
 
     let (succeeded, _, err) = vrctl(&sock, &["trace", "eth0", "10.1.0.3"]);
     assert!(!succeeded && err.contains("needs the label"), "{err}");

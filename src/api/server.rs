@@ -574,6 +574,25 @@ impl Control {
         if tunnel.is_some() {
             input["label"] = label;
         }
+        // The trace judges a new flow; a live one with the same key goes
+        // by what it holds (its pinned member, its NAT, its action), which
+        // may differ since the endpoints or policies changed.
+        let existing = vrf.and_then(|vrf| {
+            let (table, now) = self.flow_table().ok()?;
+            let ports =
+                if matches!(proto, ip_proto::ICMP | ip_proto::ICMPV6) { (sport, sport) } else { (sport, dport) };
+            let key = match (src, p.dst) {
+                (IpAddr::V4(s), IpAddr::V4(d)) => {
+                    crate::flow::FlowKey::v4(vrf, proto, s.into(), d.into(), ports.0, ports.1)
+                }
+                (IpAddr::V6(s), IpAddr::V6(d)) => {
+                    crate::flow::FlowKey::v6(vrf, proto, s.into(), d.into(), ports.0, ports.1)
+                }
+                _ => return None,
+            };
+            let f = table.get(table.lookup(&key)?.slot, now)?;
+            crate::pipeline::judgement(&tables, table, &f).map(|judged| flow_json(&f, judged))
+        });
         Ok(json!({
             "in": input,
             "route": route,
@@ -586,6 +605,7 @@ impl Control {
                 "ecmp": ecmp_json(f.ecmp),
                 "nat": nat_json(&f.nat),
             })),
+            "existing": existing,
         }))
     }
 

@@ -1030,6 +1030,26 @@ fn trace_text(t: &Value, stats: &Value) -> String {
     for m in t["made"].as_array().into_iter().flatten() {
         out += &format!("also    {}: {}\n", verdict(&m["verdict"]), show(&m["frame"]["summary"]));
     }
+    // The lines above judge a new flow; a live one with this key goes by
+    // what it holds.
+    let live = &t["existing"];
+    if !live.is_null() {
+        let mut holds = vec![flow_action(live)];
+        if !live["ecmp"].is_null() {
+            holds.push(format!("member nh {}{}", show(&live["ecmp"]["nh"]), label(&live["ecmp"])));
+        }
+        if live["proto"] == 6 {
+            holds.push(format!("tcp {}", show(&live["tcp"])));
+        }
+        let packets = count(&live["packets"]);
+        holds.push(format!("{packets} packet{}", if packets == 1 { "" } else { "s" }));
+        let (index, direction) = (show(&live["index"]), show(&live["direction"]));
+        out +=
+            &format!("live    flow {index} ({direction}) has this key: {}; its packets go by it\n", holds.join(", "));
+        if !live["ecmp"].is_null() && live["ecmp"] != t["flow"]["ecmp"] {
+            out += "        pinned to another member than a new flow would be: the members changed since it began\n";
+        }
+    }
     out
 }
 
