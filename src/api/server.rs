@@ -550,22 +550,7 @@ impl Control {
         // lands it in (none where the label names a pod, or nothing).
         let (vrf, label, routed) = match &tunnel {
             None => (Some(vif.vrf), Value::Null, true),
-            Some(t) => {
-                let nh = tables.label(t.label);
-                let nexthop = nh.and_then(|id| tables.nexthop(id).map(|n| (id, n)));
-                let vrf = match nexthop {
-                    Some((_, NextHop::VrfLookup { vrf })) => Some(*vrf),
-                    Some((_, NextHop::Encap { oif, .. })) => tables.vif(*oif).map(|v| v.vrf),
-                    _ => None,
-                };
-                let st = self.lock();
-                let label = json!({
-                    "label": t.label,
-                    "nh": nh,
-                    "nexthop": nexthop.map(|(id, n)| self.nexthop_json(&st, id, n)),
-                });
-                (vrf, label, matches!(nexthop, Some((_, NextHop::VrfLookup { .. }))))
-            }
+            Some(t) => self.label_lands(&tables, t.label),
         };
         let route = vrf.filter(|_| routed).and_then(|vrf| self.lookup(&LookupParams { vrf, address: p.dst }).ok());
         let frame_json =
@@ -574,25 +559,8 @@ impl Control {
         if tunnel.is_some() {
             input["label"] = label;
         }
-        // The trace judges a new flow; a live one with the same key goes
-        // by what it holds (its pinned member, its NAT, its action), which
-        // may differ since the endpoints or policies changed.
-        let existing = vrf.and_then(|vrf| {
-            let (table, now) = self.flow_table().ok()?;
-            let ports =
-                if matches!(proto, ip_proto::ICMP | ip_proto::ICMPV6) { (sport, sport) } else { (sport, dport) };
-            let key = match (src, p.dst) {
-                (IpAddr::V4(s), IpAddr::V4(d)) => {
-                    crate::flow::FlowKey::v4(vrf, proto, s.into(), d.into(), ports.0, ports.1)
-                }
-                (IpAddr::V6(s), IpAddr::V6(d)) => {
-                    crate::flow::FlowKey::v6(vrf, proto, s.into(), d.into(), ports.0, ports.1)
-                }
-                _ => return None,
-            };
-            let f = table.get(table.lookup(&key)?.slot, now)?;
-            crate::pipeline::judgement(&tables, table, &f).map(|judged| flow_json(&f, judged))
-        });
+        let key = vrf.and_then(|vrf| probe_key(vrf, proto, src, p.dst, sport, dport));
+        let existing = key.and_then(|key| self.live_flow(&tables, &key));
         Ok(json!({
             "in": input,
             "route": route,
@@ -607,6 +575,36 @@ impl Control {
             })),
             "existing": existing,
         }))
+    }
+
+    /// Where a tunnel packet with `label` lands: the VRF it is routed or
+    /// delivered in (`None` where the label names nothing that has one),
+    /// what the label names as the trace gives it, and whether the VRF
+    /// routes it (`vrf-lookup`) rather than the label naming a pod.
+    fn label_lands(&self, tables: &crate::tables::Tables, label: u32) -> (Option<u32>, Value, bool) {
+        let nh = tables.label(label);
+        let nexthop = nh.and_then(|id| tables.nexthop(id).map(|n| (id, n)));
+        let vrf = match nexthop {
+            Some((_, NextHop::VrfLookup { vrf })) => Some(*vrf),
+            Some((_, NextHop::Encap { oif, .. })) => tables.vif(*oif).map(|v| v.vrf),
+            _ => None,
+        };
+        let st = self.lock();
+        let named = json!({
+            "label": label,
+            "nh": nh,
+            "nexthop": nexthop.map(|(id, n)| self.nexthop_json(&st, id, n)),
+        });
+        (vrf, named, matches!(nexthop, Some((_, NextHop::VrfLookup { .. }))))
+    }
+
+    /// The live flow with `key`, as `flow.get` gives it. A trace judges a
+    /// new flow; a live one goes by what it holds (its pinned member, its
+    /// NAT, its action), which differ once the members or policies change.
+    fn live_flow(&self, tables: &crate::tables::Tables, key: &crate::flow::FlowKey) -> Option<Value> {
+        let (table, now) = self.flow_table().ok()?;
+        let f = table.get(table.lookup(key)?.slot, now)?;
+        crate::pipeline::judgement(tables, table, &f).map(|judged| flow_json(&f, judged))
     }
 
     /// Starts copying a vif's frames for this session, which reads them
@@ -1211,6 +1209,18 @@ struct TraceParams {
     /// From the fabric: the outer source, the node that sent it.
     #[serde(default)]
     from: Option<std::net::Ipv4Addr>,
+}
+
+/// The flow key, in `vrf`, of the probe a trace sends (`build::probe`: an
+/// ICMP echo's id is `sport`, and its key's two ports).
+fn probe_key(vrf: u32, proto: u8, src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> Option<crate::flow::FlowKey> {
+    use crate::wire::ip_proto::{ICMP, ICMPV6};
+    let dport = if matches!(proto, ICMP | ICMPV6) { sport } else { dport };
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => Some(crate::flow::FlowKey::v4(vrf, proto, s.into(), d.into(), sport, dport)),
+        (IpAddr::V6(s), IpAddr::V6(d)) => Some(crate::flow::FlowKey::v6(vrf, proto, s.into(), d.into(), sport, dport)),
+        _ => None,
+    }
 }
 
 /// The tunnel a trace from the fabric comes in by, as another node would
