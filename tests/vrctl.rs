@@ -427,6 +427,16 @@ fn flows_are_listed_matched_watched_and_removed() {
     assert!(t.contains("DIR ") && t.contains("ACTION ") && t.contains("ECMP "), "the legend: {t}");
     let red = json(&sock, &["flow", "list", "--match", "vrf 2"]);
     assert_eq!(red.as_array().unwrap().len(), 2);
+    // By name, as every other command takes a VRF or a vif.
+    let indexes = |m: &str| -> Vec<Value> {
+        json(&sock, &["flow", "list", "--match", m]).as_array().unwrap().iter().map(|f| f["index"].clone()).collect()
+    };
+    let red_indexes: Vec<Value> = red.as_array().unwrap().iter().map(|f| f["index"].clone()).collect();
+    assert_eq!(indexes("vrf red"), red_indexes);
+    assert_eq!(indexes("vif veth-r1 & vrf red"), red_indexes);
+    assert_eq!(indexes("vif veth-a1 & vrf red"), Vec::<Value>::new());
+    let (succeeded, _, err) = vrctl(&sock, &["flow", "list", "--match", "vrf purple"]);
+    assert!(!succeeded && err.contains("no VRF named \"purple\""), "{err}");
     ok(&sock, &["flow", "delete", &red[0]["index"].to_string()]);
     c.call("delete", serde_json::json!({ "route": { "vrf": RED, "prefix": "10.96.0.10/32" } })).unwrap();
 

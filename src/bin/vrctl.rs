@@ -199,8 +199,8 @@ enum FlowCmd {
     List {
         /// Only flows that match, terms joined by `&`: `IP`, `IP:PORT`,
         /// `:PORT` (either side), `IP:PORT,IP:PORT` (between the two, either
-        /// way), `vrf N`, `proto tcp|udp|icmp|N`, `vif N`.
-        /// E.g. "10.1.0.2:80 & vrf 1 & proto tcp", "10.1.0.2,10.1.1.3:80".
+        /// way), `vrf ID|NAME`, `proto tcp|udp|icmp|N`, `vif INDEX|NAME`.
+        /// E.g. "10.1.0.2:80 & vrf blue & proto tcp", "10.1.0.2,10.1.1.3:80".
         #[arg(long = "match")]
         filter: Option<String>,
     },
@@ -373,7 +373,7 @@ fn run(c: &mut Client, cli: &Cli) -> Result<()> {
         }
         Cmd::Dropstats { rate, all, vif } => dropstats(c, json, *rate, *all, vif.as_deref()),
         Cmd::Vifdump { vif, write, count, duration, snaplen, filter } => {
-            let filter = filter.as_deref().map(flow_match).transpose()?;
+            let filter = match_of(c, filter.as_deref())?;
             let how =
                 Dump { count: *count, duration: duration.map(Duration::from_secs_f64), snaplen: *snaplen, filter };
             vifdump(c, json, vif, write.as_deref(), how)
@@ -1183,7 +1183,7 @@ fn policy_text(items: &[Value], vrfs: &[Value]) -> String {
 fn flow_match(text: &str) -> Result<Value> {
     let bad = |t: &str| {
         ClientError::Io(format!(
-            "--match: cannot read {t:?} (IP, IP:PORT, :PORT, IP:PORT,IP:PORT, vrf N, proto P, vif N, joined by &)"
+            "--match: cannot read {t:?} (IP, IP:PORT, :PORT, IP:PORT,IP:PORT, vrf ID|NAME, proto P, vif INDEX|NAME, joined by &)"
         ))
     };
     let mut m = serde_json::Map::new();
@@ -1193,8 +1193,8 @@ fn flow_match(text: &str) -> Result<Value> {
     for term in text.split('&').map(str::trim) {
         let words: Vec<&str> = term.split_whitespace().collect();
         let fields = match words.as_slice() {
-            ["vrf", n] => vec![("vrf", json!(n.parse::<u32>().map_err(|_| bad(term))?))],
-            ["vif", n] => vec![("vif", json!(n.parse::<u32>().map_err(|_| bad(term))?))],
+            // A name stays a string, for `match_names` to look up.
+            ["vrf" | "vif", n] => vec![(words[0], n.parse::<u32>().map_or_else(|_| json!(n), |id| json!(id)))],
             ["proto", p] => vec![("proto", p.parse::<u8>().map_or_else(|_| json!(p), |n| json!(n)))],
             [ends] => {
                 let (one, peer) = match ends.split_once(',') {
@@ -1223,6 +1223,20 @@ fn flow_match(text: &str) -> Result<Value> {
         }
     }
     Ok(Value::Object(m))
+}
+
+/// `--match`'s terms as the API takes them (`flow_match`), a VRF or vif
+/// given by name (as every other command takes them) looked up as its id.
+fn match_of(c: &mut Client, text: Option<&str>) -> Result<Option<Value>> {
+    let Some(mut m) = text.map(flow_match).transpose()? else { return Ok(None) };
+    if let Some(name) = m["vrf"].as_str().map(str::to_owned) {
+        m["vrf"] = json!(vrf_id(c, &name)?);
+    }
+    if let Some(name) = m["vif"].as_str().map(str::to_owned) {
+        let stats = c.call("stats", json!({}))?;
+        m["vif"] = find_vif(&stats, &name)?["index"].clone();
+    }
+    Ok(Some(m))
 }
 
 /// One endpoint of `--match`: `IP`, `IP:PORT`, `:PORT`, `[IPv6]:PORT`, as
@@ -1433,7 +1447,7 @@ fn flow_stats_text(r: &Value) -> String {
 fn flow(c: &mut Client, json: bool, cmd: &FlowCmd) -> Result<()> {
     match cmd {
         FlowCmd::List { filter } => {
-            let m = filter.as_deref().map(flow_match).transpose()?;
+            let m = match_of(c, filter.as_deref())?;
             let items = all_flows(c, m)?;
             let stats = c.call("flow.stats", json!({}))?;
             emit(json, &Value::from(items.clone()), || {
