@@ -113,6 +113,7 @@ fn every_command_prints_an_aligned_table_and_json() {
     assert_eq!(j[1]["status"]["rx_packets"], 1234);
     let one = json(&sock, &["vif", "get", "1"]);
     assert_eq!((one["name"].as_str(), one["mac"].as_str()), (Some("veth-a1"), Some("02:00:00:00:00:01")));
+    assert_eq!(json(&sock, &["vif", "get", "veth-a1"])["index"], 1, "by name too");
     let detail = ok(&sock, &["vif", "get", "1"]);
     assert!(detail.lines().any(|l| l.split_whitespace().eq(["rx_packets", "1234"])), "{detail}");
     assert!(detail.lines().any(|l| l.split_whitespace().eq(["source_check", "true"])), "{detail}");

@@ -171,8 +171,8 @@ enum VifCmd {
     },
     /// One vif.
     Get {
-        /// Vif index.
-        index: u32,
+        /// Vif index, or interface name.
+        vif: String,
     },
 }
 
@@ -318,7 +318,11 @@ fn run(c: &mut Client, cli: &Cli) -> Result<()> {
             let items = c.dump_all(json!({ "object": "vif" }))?;
             emit(json, &Value::from(items.clone()), || vif_table(&items))
         }
-        Cmd::Vif { cmd: VifCmd::Get { index } } => {
+        Cmd::Vif { cmd: VifCmd::Get { vif } } => {
+            let index = match vif.parse::<u32>() {
+                Ok(index) => json!(index),
+                Err(_) => find_vif(&c.call("stats", json!({}))?, vif)?["index"].clone(),
+            };
             let v = c.call("get", json!({ "vif": index }))?;
             emit(json, &v, || vif_detail(&v))
         }
