@@ -609,6 +609,11 @@ fn trace_from_the_fabric_follows_the_label() {
     let summary = routed["in"]["frame"]["summary"].as_str().unwrap();
     assert!(summary.contains("GRE") && summary.contains("MPLS label 18"), "{summary}");
 
+    // An IPv6 packet in the IPv4 underlay's tunnel.
+    let v6 = ok(&sock, &["trace", "eth0", "fd00:1::2", "--label", "16", "--src", "fd00:2::5", "--proto", "icmp"]);
+    assert!(v6.contains("MPLS label 16: IP6 fd00:2::5 > fd00:1::2: ICMP6 echo request"), "{v6}");
+    assert!(v6.contains("=>      tx vif0/1 (veth-a1)"), "{v6}");
+
     let unknown = ok(&sock, &["trace", "eth0", "10.1.0.2", "--label", "999", "--src", "10.2.0.5"]);
     assert!(
         unknown.contains("label   999 names nothing") && unknown.contains("=>      drop invalid_label"),
