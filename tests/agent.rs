@@ -241,6 +241,22 @@ fn bad_intent_is_refused_with_a_reason() {
         (INTENT.replace("interface = \"t-a2\"", "interface = \"t-a1\""), "already used"),
         (INTENT.replace("underlay = \"192.168.100.1\"", "underlay = \"192.168.100\""), "line"),
         (INTENT.replace("[[service]]", "[[servise]]"), "servise"),
+        (
+            INTENT.replace("00:11\"\nlabel = 16\n", "00:11\"\nlabel = 16\nallowed_addresses = [\"10.1.0.3\"]\n"),
+            "pod \"a2\"'s own",
+        ),
+        (
+            INTENT.replace("00:11\"\nlabel = 16\n", "00:11\"\nlabel = 16\nallowed_addresses = [\"10.1.0.1/32\"]\n"),
+            "gateway",
+        ),
+        (
+            INTENT.replace("00:11\"\nlabel = 16\n", "00:11\"\nlabel = 16\nallowed_addresses = [\"10.1.0.1/8\"]\n"),
+            "allowed address",
+        ),
+        (
+            INTENT.replace("00:11\"\nlabel = 16\n", "00:11\"\nlabel = 16\nallowed_addresses = [\"vip\"]\n"),
+            "not an address",
+        ),
     ];
     for (text, want) in cases {
         let e = Intent::from_toml(&text).unwrap_err();
@@ -334,6 +350,69 @@ fn floating_ips_come_from_the_intent() {
     let a2 = t.vifs().find(|v| v.name == "t-a2").unwrap();
     assert_eq!(a2.floating.len(), 2);
     assert!(agent::plan(&mut c, &i, mac(&i)).unwrap().is_empty(), "a second pass changes nothing");
+}
+
+/// Allowed addresses (OpenStack's allowed address pairs): a VRRP-style
+/// address two pods hold, routed by ECMP over both; a prefix and an IPv6
+/// address one holds, routed to it in place of a remote's route; and the
+/// data path's source check lets each pod send from what it holds, and
+/// only that.
+#[test]
+fn allowed_addresses_come_from_the_intent() {
+    use vrouter::pipeline::{Frame, Pipeline, PipelineConfig, Spill, Verdict};
+    use vrouter::pktgen::build::{udp4_frame, L2};
+    let (sock, handle) = server("aap");
+    let mut c = client(&sock);
+    let text =
+        INTENT.replace("00:11\"\nlabel = 16\n", "00:11\"\nlabel = 16\nallowed_addresses = [\"10.1.0.100\"]\n").replace(
+            "mac = \"02:00:00:00:00:12\"",
+            "mac = \"02:00:00:00:00:12\"\nallowed_addresses = [\"10.1.0.100\", \"10.1.5.0/28\", \"fd00:1::64\"]",
+        ) + "\n[[remote]]\nnetwork = \"blue\"\nip = \"10.1.5.0/28\"\nnode = \"192.168.100.2\"\nlabel = 30\n";
+    let i = intent(&text);
+    agent::reconcile_once(&mut c, &i, mac(&i)).unwrap();
+    let t = handle.load();
+    let vif = |name: &str| t.vifs().find(|v| v.name == name).unwrap().index;
+    let (a1, a2) = (vif("t-a1"), vif("t-a2"));
+    let to = |nh: u32| match t.nexthop(nh) {
+        Some(NextHop::Encap { oif, .. }) => vec![*oif],
+        Some(NextHop::Composite(g)) => g
+            .members()
+            .iter()
+            .map(|m| match t.nexthop(m.nh) {
+                Some(NextHop::Encap { oif, .. }) => *oif,
+                other => panic!("a member to a pod: {other:?}"),
+            })
+            .collect(),
+        other => panic!("to pods: {other:?}"),
+    };
+    let blue = t.vrfs().find(|v| v.name == "blue").unwrap();
+    let v4 = |a: [u8; 4]| to(blue.v4.lookup(u32::from_be_bytes(a)).unwrap().nh);
+    let mut shared = v4([10, 1, 0, 100]);
+    shared.sort();
+    assert_eq!(shared, [a1, a2], "held by both: ECMP");
+    assert_eq!(v4([10, 1, 5, 7]), [a2], "a2's prefix, not the remote's tunnel");
+    let v6 = blue.v6.lookup(u128::from("fd00:1::64".parse::<std::net::Ipv6Addr>().unwrap())).unwrap();
+    assert_eq!(to(v6.nh), [a2]);
+    assert!(agent::plan(&mut c, &i, mac(&i)).unwrap().is_empty(), "a second pass changes nothing");
+
+    // The source check: each pod sends from what it holds, and only that.
+    let mut p = Pipeline::new(PipelineConfig::default(), t.limits());
+    let router = PipelineConfig::default().router_mac;
+    let mut send = |from: u32, pod_mac: [u8; 6], src: [u8; 4]| {
+        let l2 = L2 { src: MacAddr(pod_mac), dst: router };
+        let bytes = udp4_frame(l2, src.into(), "10.1.0.2".parse().unwrap(), 5000, 53, 64, 64);
+        let mut buf = vec![0u8; 256 + bytes.len()];
+        buf[256..].copy_from_slice(&bytes);
+        let mut frames = vec![Frame::new(buf, 256, bytes.len(), from).unwrap()];
+        p.process(&t, &mut frames, &mut Spill::none());
+        frames[0].verdict
+    };
+    let a2_mac = [2, 0, 0, 0, 0, 0x12];
+    assert_eq!(send(a2, a2_mac, [10, 1, 0, 100]), Verdict::Tx(a1), "the shared address");
+    assert_eq!(send(a2, a2_mac, [10, 1, 5, 9]), Verdict::Tx(a1), "a2's prefix");
+    let refused = Verdict::Drop(vrouter::stats::DropReason::InvalidSource);
+    assert_eq!(send(a2, a2_mac, [10, 1, 6, 9]), refused, "outside what a2 holds");
+    assert_eq!(send(a1, [2, 0, 0, 0, 0, 0x11], [10, 1, 5, 9]), refused, "a2's prefix is not a1's");
 }
 
 #[test]

@@ -330,6 +330,14 @@ fn the_lab_end_to_end() {
     // The nodes' own traffic on the fabric keeps working.
     assert!(sh("n1", "ping -c 2 -i 0.2 -W 1 192.168.100.2").0, "node to node through the kernels");
 
+    // a2's allowed address 10.1.0.100 (the intent's allowed_addresses, a
+    // keepalived VIP): reached on its node and from node 2 by a2's label,
+    // and a2 sends from it past the source check.
+    assert!(ping("a1", "10.1.0.100"), "a1 -> a2's allowed address");
+    let (ok, out) = sh("b1", "ping -c 3 -i 0.2 -W 1 10.1.0.100");
+    assert!(ok && out.contains("from 10.1.0.100"), "b1 -> a2's allowed address, across nodes: {out}");
+    assert!(sh("a2", "ping -I 10.1.0.100 -c 3 -i 0.2 -W 1 10.1.1.2").0, "a2 sends from its allowed address");
+
     // ECMP: 300 flows to the service address reach all three pods, each at least 20 %.
     let before: Vec<u64> = ["b1", "b2", "b3"].iter().map(|p| rx_packets(p)).collect();
     sh("a1", "for i in $(seq 300); do echo -n x > /dev/udp/10.96.0.10/7777; done");
@@ -512,7 +520,8 @@ fn the_lab_end_to_end() {
     eprintln!("route churn on a live node: {stat}; {}", String::from_utf8_lossy(&load.stdout).trim());
     let blue = lab(&["vrctl", "n1", "vrf", "list", "--json"], &[]);
     let blue: serde_json::Value = serde_json::from_str(&blue).unwrap();
-    assert_eq!(blue[1]["status"]["routes_v4"], 7, "the churn left nothing behind: {blue}");
+    // The agent's 8: the gateway, a1, a2, a2's allowed address, b1-b3, the service.
+    assert_eq!(blue[1]["status"]["routes_v4"], 8, "the churn left nothing behind: {blue}");
 
     // Headless: the agent dies, forwarding goes on with the last tables.
     let agent_pid = std::fs::read_to_string(format!("{}/n1/agent.pid", lab_dir())).unwrap();

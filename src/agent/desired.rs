@@ -177,7 +177,7 @@ pub fn desired(intent: &Intent, fabric_mac: MacAddr, limits: &Limits, now: &Snap
         Pod(String),
         Tunnel(Ipv4Addr, u8),
         Service(String, IpAddr),
-        Floating(String, Ipv4Addr),
+        Held(String, String),
         NetworkLookup(String),
         Remote(String, String),
     }
@@ -223,11 +223,28 @@ pub fn desired(intent: &Intent, fabric_mac: MacAddr, limits: &Limits, now: &Snap
             nh_keys.push((NhKey::NetworkLookup(n.name.clone()), hint));
         }
     }
+    // What local pods hold besides their own addresses, by network and
+    // prefix: floating IPs (in their public network) and allowed addresses
+    // (in the pod's own), each with the pods that hold it.
+    let mut held: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for p in &pods {
+        for f in &p.floating_ips {
+            held.entry((f.network.clone(), host(IpAddr::V4(f.address)))).or_default().push(p.name.clone());
+        }
+        for a in &p.allowed_addresses {
+            let prefix = super::intent::address_or_prefix(a)?.to_string();
+            held.entry((p.network.clone(), prefix)).or_default().push(p.name.clone());
+        }
+    }
     // A prefix several nodes serve (a floating IP on pods of several nodes):
-    // ECMP over their tunnels.
+    // ECMP over their tunnels. One that a pod here holds is routed to it,
+    // without a tunnel.
     let mut remote_groups: BTreeMap<(String, String), Vec<&super::intent::Remote>> = BTreeMap::new();
     for r in &intent.remote {
-        remote_groups.entry((r.network.clone(), r.prefix()?.to_string())).or_default().push(r);
+        let at = (r.network.clone(), r.prefix()?.to_string());
+        if !held.contains_key(&at) {
+            remote_groups.entry(at).or_default().push(r);
+        }
     }
     for ((network, prefix), rs) in &remote_groups {
         if rs.len() > 1 {
@@ -235,17 +252,12 @@ pub fn desired(intent: &Intent, fabric_mac: MacAddr, limits: &Limits, now: &Snap
             nh_keys.push((NhKey::Remote(network.clone(), prefix.clone()), hint));
         }
     }
-    // Floating IPs shared by several local pods: an ECMP composite each.
-    let mut floating: BTreeMap<(String, Ipv4Addr), Vec<String>> = BTreeMap::new();
-    for p in &pods {
-        for f in &p.floating_ips {
-            floating.entry((f.network.clone(), f.address)).or_default().push(p.name.clone());
-        }
-    }
-    for ((network, address), owners) in &floating {
+    // A floating IP or allowed address several local pods hold: an ECMP
+    // composite each.
+    for ((network, prefix), owners) in &held {
         if owners.len() > 1 {
-            let hint = now.composite_route(vrf_of[network], &host(IpAddr::V4(*address)));
-            nh_keys.push((NhKey::Floating(network.clone(), *address), hint));
+            let hint = now.composite_route(vrf_of[network], prefix);
+            nh_keys.push((NhKey::Held(network.clone(), prefix.clone()), hint));
         }
     }
     // Next hop 0 is vrouterd's built-in discard.
@@ -363,21 +375,20 @@ pub fn desired(intent: &Intent, fabric_mac: MacAddr, limits: &Limits, now: &Snap
         }
     }
 
-    // Floating IPs: the public network routes each to the local pods that hold it.
-    for ((network, address), owners) in &floating {
+    // Floating IPs and allowed addresses: their network routes each to the
+    // local pods that hold it, straight to one, or by ECMP over several.
+    for ((network, prefix), owners) in &held {
         let vrf = vrf_of[network];
         let nh = if let [only] = owners.as_slice() {
             nh_of[&NhKey::Pod(only.clone())]
         } else {
-            let id = nh_of[&NhKey::Floating(network.clone(), *address)];
+            let id = nh_of[&NhKey::Held(network.clone(), prefix.clone())];
             let members = owners.iter().map(|o| MemberDef { nh: nh_of[&NhKey::Pod(o.clone())], label: None }).collect();
             out.nexthops.insert(id, NextHopDef::CompositeEcmp { id, members });
             id
         };
-        out.routes.insert(
-            (vrf, host(IpAddr::V4(*address))),
-            RouteDef { vrf, prefix: host(IpAddr::V4(*address)), nh, label: None, network: None },
-        );
+        out.routes
+            .insert((vrf, prefix.clone()), RouteDef { vrf, prefix: prefix.clone(), nh, label: None, network: None });
     }
 
     // Imports: a network that imports another gets its routes (its pods,

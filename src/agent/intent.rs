@@ -158,9 +158,17 @@ pub struct Pod {
     #[serde(default)]
     pub floating_ips: Vec<FloatingIpIntent>,
     /// Drop what it sends from an address not its own (default true): off
-    /// for a pod that routes, or shares a VRRP address.
+    /// for a pod that routes.
     #[serde(default = "crate::api::schema::yes")]
     pub source_check: bool,
+    /// Further addresses or prefixes the pod uses as its own (OpenStack's
+    /// allowed address pairs: a keepalived or VRRP address, an anycast
+    /// one): its network routes them to it, and the source check lets them
+    /// through. One that several pods of this node hold is routed over all
+    /// of them (ECMP, Contrail's active-active mode); which of them holds
+    /// it at a time (VRRP's master) is not learned.
+    #[serde(default)]
+    pub allowed_addresses: Vec<String>,
 }
 
 /// A floating IP of a pod.
@@ -267,6 +275,25 @@ impl Intent {
             for f in &p.floating_ips {
                 net(&f.network, &format!("{what}, floating IP {}", f.address))?;
             }
+            for a in &p.allowed_addresses {
+                let prefix = address_or_prefix(a).map_err(|e| format!("{what}: allowed address {a:?}: {e}"))?;
+                // A pod's own address, or the gateway, would be taken from
+                // it: its packets would go to this pod. (A wider prefix, as
+                // a router pod's 0.0.0.0/0, leaves them be: their host
+                // routes are longer.)
+                let is = |addr: IpAddr| prefix == Prefix::covering(addr, if addr.is_ipv4() { 32 } else { 128 });
+                let owner = self.pod.iter().find(|o| {
+                    o.network == p.network
+                        && [Some(IpAddr::V4(o.ip)), o.ip6.map(IpAddr::V6)].into_iter().flatten().any(is)
+                });
+                if let Some(o) = owner {
+                    return Err(format!("{what}: allowed address {a} is pod {:?}'s own address", o.name));
+                }
+                let gateways = [n.gateway.map(IpAddr::V4), n.gateway6.map(IpAddr::V6)];
+                if gateways.into_iter().flatten().any(is) {
+                    return Err(format!("{what}: allowed address {a} is network {:?}'s gateway", n.name));
+                }
+            }
         }
         for r in &self.remote {
             let what = format!("remote {} in {:?}", r.ip, r.network);
@@ -319,14 +346,20 @@ impl Intent {
 impl Remote {
     /// The remote's prefix: an address is its host prefix.
     pub fn prefix(&self) -> Result<Prefix, String> {
-        let text = if self.ip.contains('/') {
-            self.ip.clone()
-        } else {
-            let a: IpAddr = self.ip.parse().map_err(|_| format!("{:?} is not an address or prefix", self.ip))?;
-            format!("{a}/{}", if a.is_ipv4() { 32 } else { 128 })
-        };
-        text.parse().map_err(|e: crate::tables::TableError| e.to_string())
+        address_or_prefix(&self.ip)
     }
+}
+
+/// `text`, an address or a prefix, as a prefix: an address is its host
+/// prefix.
+pub fn address_or_prefix(text: &str) -> Result<Prefix, String> {
+    let text = if text.contains('/') {
+        text.to_string()
+    } else {
+        let a: IpAddr = text.parse().map_err(|_| format!("{text:?} is not an address or prefix"))?;
+        format!("{a}/{}", if a.is_ipv4() { 32 } else { 128 })
+    };
+    text.parse().map_err(|e: crate::tables::TableError| e.to_string())
 }
 
 /// The VRF that holds the fabric vif.
