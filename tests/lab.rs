@@ -723,6 +723,14 @@ fn the_lab_end_to_end() {
             assert!(first.is_null(), "one rule: {f}");
         }
     }
+    // The flows nginx's rule 0 lets through, by `--match "rule nginx:0"`:
+    // those it decides, and those it lets on to leonardo's.
+    let by_rule = lab(&["vrctl", "n1", "flow", "list", "--match", "rule nginx:0 & proto tcp", "--json"], &[]);
+    let by_rule: serde_json::Value = serde_json::from_str(&by_rule).unwrap();
+    let nginx_0 = serde_json::json!({ "vrf": nginx, "index": 0 });
+    let by_rule = by_rule.as_array().unwrap();
+    assert!(!by_rule.is_empty(), "nx1's connections to the service");
+    assert!(by_rule.iter().all(|f| f["rule"] == nginx_0 || f["passed_by"] == nginx_0), "{by_rule:?}");
     if allowed.iter().any(|f| f["rule"]["vrf"] == leonardo) {
         let text = lab(&["vrctl", "n1", "flow", "list", "--match", "10.254.98.15:80 & proto tcp"], &[]);
         assert!(text.contains(&format!("vrf{nginx}:0,vrf{leonardo}:0")), "{text}");

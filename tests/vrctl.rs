@@ -323,6 +323,20 @@ fn flows_are_listed_matched_watched_and_removed() {
     assert_eq!(j.as_array().unwrap().len(), 2, "both directions of the denied pair: {j}");
     assert_eq!(json(&sock, &["flow", "list", "--match", "vrf 1 & proto udp"]).as_array().unwrap().len(), 0);
     assert_eq!(json(&sock, &["flow", "list", "--match", ":80 & proto tcp & vif 1"]).as_array().unwrap().len(), 2);
+    // By the rule that decides them, as RULE shows it, or by the VRF's name.
+    let by_rule = |m: &str| -> Vec<String> {
+        let flows = json(&sock, &["flow", "list", "--match", m]);
+        let mut ports: Vec<String> =
+            flows.as_array().unwrap().iter().map(|f| format!("{}:{}", f["sport"], f["dport"])).collect();
+        ports.sort();
+        ports
+    };
+    assert_eq!(by_rule("rule vrf1:0"), ["40000:80", "80:40000"], "the allowed pair");
+    assert_eq!(by_rule("rule blue:0 & proto tcp"), ["40000:80", "80:40000"]);
+    assert_eq!(by_rule("rule 1:default"), ["22:40001", "40001:22"], "the denied pair");
+    assert_eq!(by_rule("rule vrf2:0"), Vec::<String>::new());
+    let (succeeded, _, err) = vrctl(&sock, &["flow", "list", "--match", "rule vrf1"]);
+    assert!(!succeeded && err.contains("rule VRF:N|VRF:default"), "{err}");
     // Between two endpoints, either way round (Contrail's "IP:PORT,IP:PORT").
     let between = |m: &str| json(&sock, &["flow", "list", "--match", m]).as_array().map_or(0, Vec::len);
     assert_eq!(between("10.1.0.2:40000,10.1.0.3:80"), 2, "the allowed pair");
@@ -579,7 +593,7 @@ fn vifdump_prints_each_frame_with_its_verdict() {
     assert!(text.trim_end().ends_with("IP 10.1.0.2 > 10.9.9.9: ICMP echo request => drop no_route"), "{text}");
     assert_eq!(text.lines().count(), 1, "{text}");
     let (succeeded, _, err) = vrctl(&sock, &["vifdump", "veth-a1", "--match", "vrf 1"]);
-    assert!(!succeeded && err.contains("no vrf or vif"), "{err}");
+    assert!(!succeeded && err.contains("no vrf, vif or rule"), "{err}");
     let _ = std::fs::remove_dir_all(sock.parent().unwrap());
 }
 

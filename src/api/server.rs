@@ -703,6 +703,9 @@ impl Control {
                 let Some(judged) = wanted(f).then(|| crate::pipeline::judgement(&tables, table, f)).flatten() else {
                     continue;
                 };
+                if m.and_then(|m| m.rule.as_ref()).is_some_and(|r| !r.judged(&judged)) {
+                    continue;
+                }
                 if items.len() == limit {
                     next = Some(items.last().map_or(0, |v: &Value| v["index"].as_u64().unwrap_or(0)));
                     break 'scan;
@@ -1128,6 +1131,28 @@ struct FlowMatch {
     proto: Option<super::schema::ProtoDef>,
     #[serde(default)]
     vif: Option<u32>,
+    /// The flows a policy rule decides, or lets on to the pod's network's
+    /// policy (`passed_by`): `{"vrf": V, "index": N}`, `index` `null` or
+    /// absent for the default.
+    #[serde(default)]
+    rule: Option<RuleMatch>,
+}
+
+/// A policy rule, as `flow.list`'s `match` names one.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleMatch {
+    vrf: u32,
+    #[serde(default)]
+    index: Option<usize>,
+}
+
+impl RuleMatch {
+    /// True if the rule decided the pair, or let it on to the rule that did.
+    fn judged(&self, j: &crate::pipeline::Judgement) -> bool {
+        let this = Some(crate::pipeline::Ruling { vrf: self.vrf, rule: self.index });
+        j.rule == this || j.passed_by == this
+    }
 }
 
 impl FlowMatch {
@@ -1270,13 +1295,10 @@ impl TraceTunnel {
 
 /// A capture's filter from `capture.start`'s `match`.
 fn capture_filter(m: &FlowMatch) -> Result<crate::capture::Filter, ApiError> {
-    if m.vrf.is_some() || m.vif.is_some() {
-        let message = "a capture is of one vif: its match takes addresses, ports and a protocol, no vrf or vif";
-        return Err(ApiError::new(code::INVALID, message).field(if m.vrf.is_some() {
-            "match.vrf"
-        } else {
-            "match.vif"
-        }));
+    let given = [("match.vrf", m.vrf.is_some()), ("match.vif", m.vif.is_some()), ("match.rule", m.rule.is_some())];
+    if let Some((field, _)) = given.into_iter().find(|(_, given)| *given) {
+        let message = "a capture is of one vif: its match takes addresses, ports and a protocol, no vrf, vif or rule";
+        return Err(ApiError::new(code::INVALID, message).field(field));
     }
     m.ends()
 }

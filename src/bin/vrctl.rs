@@ -199,7 +199,9 @@ enum FlowCmd {
     List {
         /// Only flows that match, terms joined by `&`: `IP`, `IP:PORT`,
         /// `:PORT` (either side), `IP:PORT,IP:PORT` (between the two, either
-        /// way), `vrf ID|NAME`, `proto tcp|udp|icmp|N`, `vif INDEX|NAME`.
+        /// way), `vrf ID|NAME`, `proto tcp|udp|icmp|N`, `vif INDEX|NAME`,
+        /// `rule VRF:N|VRF:default` (the flows a policy rule decides or
+        /// lets on, as RULE shows it: `rule vrf3:0`, or `rule nginx:0`).
         /// E.g. "10.1.0.2:80 & vrf blue & proto tcp", "10.1.0.2,10.1.1.3:80".
         #[arg(long = "match")]
         filter: Option<String>,
@@ -1187,7 +1189,7 @@ fn policy_text(items: &[Value], vrfs: &[Value]) -> String {
 fn flow_match(text: &str) -> Result<Value> {
     let bad = |t: &str| {
         ClientError::Io(format!(
-            "--match: cannot read {t:?} (IP, IP:PORT, :PORT, IP:PORT,IP:PORT, vrf ID|NAME, proto P, vif INDEX|NAME, joined by &)"
+            "--match: cannot read {t:?} (IP, IP:PORT, :PORT, IP:PORT,IP:PORT, vrf ID|NAME, proto P, vif INDEX|NAME, rule VRF:N|VRF:default, joined by &)"
         ))
     };
     let mut m = serde_json::Map::new();
@@ -1200,6 +1202,18 @@ fn flow_match(text: &str) -> Result<Value> {
             // A name stays a string, for `match_names` to look up.
             ["vrf" | "vif", n] => vec![(words[0], n.parse::<u32>().map_or_else(|_| json!(n), |id| json!(id)))],
             ["proto", p] => vec![("proto", p.parse::<u8>().map_or_else(|_| json!(p), |n| json!(n)))],
+            // As RULE shows it (vrf3:0, vrf3:default), or by the VRF's name.
+            ["rule", r] => {
+                let (which, index) = r.rsplit_once(':').ok_or_else(|| bad(term))?;
+                let index = match index {
+                    "default" => Value::Null,
+                    n => json!(n.parse::<usize>().map_err(|_| bad(term))?),
+                };
+                // A name stays a string, for `match_of` to look up.
+                let id = which.strip_prefix("vrf").unwrap_or(which).parse::<u32>();
+                let vrf = id.map_or_else(|_| json!(which), |id| json!(id));
+                vec![("rule", json!({ "vrf": vrf, "index": index }))]
+            }
             [ends] => {
                 let (one, peer) = match ends.split_once(',') {
                     Some((one, peer)) => (one, Some(peer)),
@@ -1239,6 +1253,9 @@ fn match_of(c: &mut Client, text: Option<&str>) -> Result<Option<Value>> {
     if let Some(name) = m["vif"].as_str().map(str::to_owned) {
         let stats = c.call("stats", json!({}))?;
         m["vif"] = find_vif(&stats, &name)?["index"].clone();
+    }
+    if let Some(name) = m["rule"]["vrf"].as_str().map(str::to_owned) {
+        m["rule"]["vrf"] = json!(vrf_id(c, &name)?);
     }
     Ok(Some(m))
 }
