@@ -1199,7 +1199,7 @@ fn flow_match(text: &str) -> Result<Value> {
     for term in text.split('&').map(str::trim) {
         let words: Vec<&str> = term.split_whitespace().collect();
         let fields = match words.as_slice() {
-            // A name stays a string, for `match_names` to look up.
+            // A name stays a string, for `match_of` to look up.
             ["vrf" | "vif", n] => vec![(words[0], n.parse::<u32>().map_or_else(|_| json!(n), |id| json!(id)))],
             ["proto", p] => vec![("proto", p.parse::<u8>().map_or_else(|_| json!(p), |n| json!(n)))],
             // As RULE shows it (vrf3:0, vrf3:default), or by the VRF's name.
