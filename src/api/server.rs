@@ -894,7 +894,6 @@ fn policy_json(vrf: u32, p: &crate::tables::VrfPolicy) -> Value {
     with_status(&super::schema::PolicyDef::from_policy(vrf, &p.policy), json!({ "generation": p.generation }))
 }
 
-/// One flow entry as the API shows it, with what the policies say of its
 /// A flow's NAT rewrite: its new addresses and ports (`null` if none).
 fn nat_json(nat: &crate::flow::Nat) -> Value {
     if nat.is_none() {
@@ -919,6 +918,7 @@ fn ecmp_json(member: Option<crate::tables::RouteTarget>) -> Value {
     member.map_or(Value::Null, |m| json!({ "nh": m.nh, "label": label(m) }))
 }
 
+/// One flow entry as the API shows it, with what the policies say of its
 /// pair (`pipeline::judgement`).
 fn flow_json(f: &crate::flow::FlowInfo, judged: crate::pipeline::Judgement) -> Value {
     use crate::flow::FlowAction;

@@ -321,10 +321,7 @@ fn run(c: &mut Client, cli: &Cli) -> Result<()> {
             emit(json, &Value::from(items.clone()), || vif_table(&items))
         }
         Cmd::Vif { cmd: VifCmd::Get { vif } } => {
-            let index = match vif.parse::<u32>() {
-                Ok(index) => json!(index),
-                Err(_) => find_vif(&c.call("stats", json!({}))?, vif)?["index"].clone(),
-            };
+            let index = vif_index(c, vif)?;
             let v = c.call("get", json!({ "vif": index }))?;
             emit(json, &v, || vif_detail(&v))
         }
@@ -866,6 +863,15 @@ fn find_vif<'a>(stats: &'a Value, which: &str) -> Result<&'a Value> {
     found.ok_or_else(|| ClientError::Io(format!("no vif {which:?}")))
 }
 
+/// The index of vif `which`, given by index or interface name (a name is
+/// looked up in `stats`).
+fn vif_index(c: &mut Client, which: &str) -> Result<Value> {
+    match which.parse::<u32>() {
+        Ok(index) => Ok(json!(index)),
+        Err(_) => Ok(find_vif(&c.call("stats", json!({}))?, which)?["index"].clone()),
+    }
+}
+
 /// What `vifdump` keeps, and when it stops besides Ctrl-C.
 struct Dump {
     count: Option<u64>,
@@ -985,6 +991,7 @@ fn trace_text(t: &Value, stats: &Value) -> String {
     let mut out = format!("in      {}{vrf}: {}\n", vif(&t["in"]["vif"]), show(&t["in"]["frame"]["summary"]));
     // ", label 16" where a route or member carries one.
     let label = |v: &Value| if v["label"].is_null() { String::new() } else { format!(", label {}", show(&v["label"])) };
+    let member = |m: &Value| format!("member nh {}{}", show(&m["nh"]), label(m));
     // From the fabric: what the label names.
     let tunnel = &t["in"]["label"];
     if !tunnel.is_null() {
@@ -1021,7 +1028,7 @@ fn trace_text(t: &Value, stats: &Value) -> String {
     };
     let m = &t["flow"]["ecmp"];
     if !m.is_null() {
-        out += &format!("ecmp    member nh {}{}, pinned in the flow\n", show(&m["nh"]), label(m));
+        out += &format!("ecmp    {}, pinned in the flow\n", member(m));
     }
     if let Some(nat) = t["flow"]["nat"].as_object() {
         let rewrites: Vec<String> =
@@ -1042,7 +1049,7 @@ fn trace_text(t: &Value, stats: &Value) -> String {
     if !live.is_null() {
         let mut holds = vec![flow_action(live)];
         if !live["ecmp"].is_null() {
-            holds.push(format!("member nh {}{}", show(&live["ecmp"]["nh"]), label(&live["ecmp"])));
+            holds.push(member(&live["ecmp"]));
         }
         if live["proto"] == 6 {
             holds.push(format!("tcp {}", show(&live["tcp"])));
@@ -1251,8 +1258,7 @@ fn match_of(c: &mut Client, text: Option<&str>) -> Result<Option<Value>> {
         m["vrf"] = json!(vrf_id(c, &name)?);
     }
     if let Some(name) = m["vif"].as_str().map(str::to_owned) {
-        let stats = c.call("stats", json!({}))?;
-        m["vif"] = find_vif(&stats, &name)?["index"].clone();
+        m["vif"] = vif_index(c, &name)?;
     }
     if let Some(name) = m["rule"]["vrf"].as_str().map(str::to_owned) {
         m["rule"]["vrf"] = json!(vrf_id(c, &name)?);

@@ -73,21 +73,14 @@ mod tests {
     }
 
     fn udp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
-        let mut seg = sport.to_be_bytes().to_vec();
-        seg.extend_from_slice(&dport.to_be_bytes());
-        seg.extend_from_slice(&[0, 8, 0, 0]);
-        build::ip_frame(l2(), &build::ipv4(src, dst, ip_proto::UDP, 64, false, &seg))
+        build::udp4_frame(l2(), src, dst, sport, dport, 64, 64)
     }
 
     /// `inner` wrapped in MPLS over UDP between two nodes, as vrouterd sends it.
     fn tunnelled(inner: &[u8]) -> Vec<u8> {
-        let ip = &inner[14..];
-        let mut seg = vec![0xc3, 0x50, 0x19, 0xeb];
-        seg.extend_from_slice(&((8 + 4 + ip.len()) as u16).to_be_bytes());
-        seg.extend_from_slice(&[0, 0, 0x00, 0x01, 0x01, 0x40]);
-        seg.extend_from_slice(ip);
         let (n1, n2) = (Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2));
-        build::ip_frame(l2(), &build::ipv4(n1, n2, ip_proto::UDP, 64, false, &seg))
+        let to_6635 = build::Tunnel::Udp(crate::tables::nexthop::MPLS_UDP_PORT);
+        build::mpls_tunnel_frame(l2(), to_6635, n1, n2, 16, 64, 50000, &inner[14..])
     }
 
     #[test]

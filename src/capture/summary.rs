@@ -144,21 +144,14 @@ mod tests {
             "IP 10.1.0.2 > 10.1.0.3: ICMP echo request"
         );
 
-        let mut syn = [0u8; 20];
-        syn[..4].copy_from_slice(&[0xc0, 0x00, 0x00, 0x50]);
-        syn[12] = 5 << 4;
-        syn[13] = tcp::FLAG_SYN;
-        let inner = build::ipv4(a, b, ip_proto::TCP, 64, false, &syn);
-        let udp_len = (8 + 4 + inner.len()) as u16;
-        let mut tunnel = vec![0xc3, 0x50, 0x19, 0xeb]; // 50000 > 6635
-        tunnel.extend_from_slice(&udp_len.to_be_bytes());
-        tunnel.extend_from_slice(&[0, 0]);
-        tunnel.extend_from_slice(&[0x00, 0x01, 0x01, 0x40]); // label 16, bottom, ttl 64
-        tunnel.extend_from_slice(&inner);
-        let outer =
-            build::ipv4(Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2), ip_proto::UDP, 64, false, &tunnel);
+        let l2 =
+            build::L2 { src: crate::wire::MacAddr([2, 0, 0, 0, 0, 1]), dst: crate::wire::MacAddr([2, 0, 0, 0, 0, 2]) };
+        let syn = build::tcp4_syn_frame(l2, a, b, 49152, 80, 1460);
+        let (n1, n2) = (Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2));
+        let to_6635 = build::Tunnel::Udp(crate::tables::nexthop::MPLS_UDP_PORT);
+        let outer = build::mpls_tunnel_frame(l2, to_6635, n1, n2, 16, 64, 50000, &syn[14..]);
         assert_eq!(
-            summary(&eth(0x0800, &outer)),
+            summary(&outer),
             "IP 192.0.2.1.50000 > 192.0.2.2.6635: UDP, MPLS label 16: IP 10.1.0.2.49152 > 10.1.0.3.80: TCP [S]"
         );
     }
