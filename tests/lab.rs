@@ -124,7 +124,8 @@ for i in range(flows):
 /// `pushed.py VRCTL SOCKET...`: twelve connections to the leonardo service
 /// from ports 42000-42011, read for 0.6 s; then `vrctl flow flush` on
 /// each vrouterd; then read for 1.5 s. Prints, per connection, the first
-/// word its server sent (its pod) and how many lines came after the flush.
+/// word its server sent (its pod) and how many lines came before the flush
+/// and after it.
 const PUSHED: &str = r#"
 import socket, subprocess, sys, time
 vrctl, sockets = sys.argv[1], sys.argv[2:]
@@ -150,7 +151,7 @@ for sock in sockets:
     subprocess.run([vrctl, '--socket', sock, 'flow', 'flush'], check=True, capture_output=True)
 after = read(1.5)
 for b, a in zip(before, after):
-    print(b.decode().split()[0] if b else '-', a.count(b'\n'))
+    print(b.decode().split()[0] if b else '-', b.count(b'\n'), a.count(b'\n'))
 "#;
 
 /// `repinged.py DST COUNT`: for each of COUNT echo identifiers, a small
@@ -669,7 +670,9 @@ fn the_lab_end_to_end() {
     // on TCP 80 and nothing else, across nodes, decided in the data path.
     for pod in ["leo1", "leo2"] {
         for port in [80, 81] {
-            sh(pod, &format!("socat TCP-LISTEN:{port},reuseaddr,fork SYSTEM:'echo {pod}' >/dev/null 2>&1 &"));
+            // Port 80's listener is replaced below, by the pid kept here.
+            let keep = format!("echo $! >{}/{pod}-{port}.pid", lab_dir());
+            sh(pod, &format!("socat TCP-LISTEN:{port},reuseaddr,fork SYSTEM:'echo {pod}' >/dev/null 2>&1 & {keep}"));
         }
     }
     std::thread::sleep(Duration::from_millis(300));
@@ -774,11 +777,14 @@ fn the_lab_end_to_end() {
     // first, though leonardo may not open connections to nginx: twelve
     // connections to the service, over both pods, the servers pushing a
     // line every 0.1 s; every flow on both nodes is flushed meanwhile.
+    // (By its pid, not by a pattern of its command line: the shell that
+    // looked for the pattern matched it too, and once pids wrapped past
+    // the listener's, killed itself first and left the old server on.)
     for pod in ["leo1", "leo2"] {
-        let listener =
-            "for p in $(ip netns pids lab-POD); do grep -qa 'TCP-LISTEN:80,' /proc/$p/cmdline && kill $p; done"
-                .replace("POD", pod);
-        sh(pod, &listener);
+        let pid = std::fs::read_to_string(format!("{}/{pod}-80.pid", lab_dir())).unwrap();
+        let pid = pid.trim();
+        // Gone before the next one binds the port.
+        sh(pod, &format!("kill {pid}; for i in $(seq 40); do kill -0 {pid} 2>/dev/null || break; sleep 0.05; done"));
         let push = format!("while echo {pod}; do sleep 0.1; done");
         sh(pod, &format!("socat TCP-LISTEN:80,reuseaddr,fork SYSTEM:'{push}' >/dev/null 2>&1 &"));
     }
@@ -790,9 +796,10 @@ fn the_lab_end_to_end() {
     let (ok, out) = sh("nx1", &format!("python3 {client} {vrctl} {sockets}"));
     assert!(ok && out.lines().count() == 12, "{out}");
     for line in out.lines() {
-        let (pod, after) = line.split_once(' ').unwrap();
-        let after: u32 = after.parse().unwrap();
-        assert!(pod.starts_with("leo") && after >= 3, "each connection went on after the flush: {out}");
+        let [pod, before, after] = line.split(' ').collect::<Vec<_>>()[..] else { panic!("{out}") };
+        let (before, after): (u32, u32) = (before.parse().unwrap(), after.parse().unwrap());
+        assert!(pod.starts_with("leo") && before >= 3, "the servers push lines: {out}");
+        assert!(after >= 3, "each connection went on after the flush: {out}");
     }
     assert!(out.contains("leo1") && out.contains("leo2"), "over both pods, local and remote: {out}");
 
