@@ -3,8 +3,8 @@
 
 mod common;
 
+use common::Scratch;
 use serde_json::json;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use vrouter::agent::{self, Intent};
@@ -78,7 +78,7 @@ address = "10.96.0.10"
 endpoints = ["10.1.1.2", "10.1.1.3", "10.1.0.3"]
 "#;
 
-fn server(tag: &str) -> (PathBuf, TablesHandle) {
+fn server(tag: &str) -> (Scratch, TablesHandle) {
     let limits = Limits { vifs: 64, vrfs: 16, nexthops: 1024, labels: 1024, routes_per_vrf: 1000 };
     let (writer, handle) = TablesWriter::new(limits);
     let defaults = Defaults { router_mac: MacAddr([0, 0, 0x5e, 0, 1, 0]), underlay: "192.168.100.1".parse().unwrap() };
@@ -89,7 +89,7 @@ fn server(tag: &str) -> (PathBuf, TablesHandle) {
         cores: vec![0],
     };
     let control = Arc::new(Control::new(writer, defaults, StatsBoard::new(1, 64, 16), node));
-    let sock = std::env::temp_dir().join(format!("vrouter-agent-{tag}-{}", std::process::id())).join("api.sock");
+    let sock = Scratch::socket(tag);
     let listener = vrouter::api::server::bind(&sock, None).unwrap();
     vrouter::api::server::spawn(Arc::clone(&control), listener, 8).unwrap();
     (sock, handle)

@@ -8,7 +8,6 @@ use common::*;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -25,13 +24,13 @@ fn limits() -> Limits {
 }
 
 /// A server over the common lab's tables on a fresh socket.
-fn server(tag: &str) -> (Arc<Control>, PathBuf, TablesHandle) {
+fn server(tag: &str) -> (Arc<Control>, Scratch, TablesHandle) {
     server_with(tag, |c| c)
 }
 
 /// A server over the common lab's tables on a fresh socket, its control
 /// built on by `extra` (a tap).
-fn server_with(tag: &str, extra: impl FnOnce(Control) -> Control) -> (Arc<Control>, PathBuf, TablesHandle) {
+fn server_with(tag: &str, extra: impl FnOnce(Control) -> Control) -> (Arc<Control>, Scratch, TablesHandle) {
     let (mut writer, handle) = TablesWriter::new(limits());
     writer.apply(&lab_ops()).unwrap();
     let board = StatsBoard::new(1, limits().vifs, limits().vrfs);
@@ -41,9 +40,7 @@ fn server_with(tag: &str, extra: impl FnOnce(Control) -> Control) -> (Arc<Contro
         Control::new(writer, Defaults { router_mac: router_mac(), underlay: node_ip() }, board, node)
             .with_max_message(1 << 20),
     ));
-    let dir = std::env::temp_dir().join(format!("vrouter-api-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let sock = dir.join("api.sock");
+    let sock = Scratch::socket(tag);
     let listener = vrouter::api::server::bind(&sock, None).unwrap();
     vrouter::api::server::spawn(Arc::clone(&control), listener, 8).unwrap();
     (control, sock, handle)
@@ -570,7 +567,7 @@ fn docs_examples_are_true() {
         .with_flows(Arc::new(flows), std::time::Instant::now())
         .with_tap(Arc::new(vrouter::capture::Tap::new())),
     );
-    let sock = std::env::temp_dir().join(format!("vrouter-api-docs-{}", std::process::id())).join("api.sock");
+    let sock = Scratch::socket("docs");
     let listener = vrouter::api::server::bind(&sock, None).unwrap();
     vrouter::api::server::spawn(control, listener, 8).unwrap();
     let mut s = UnixStream::connect(&sock).unwrap();
@@ -652,7 +649,7 @@ fn socat_speaks_the_api() {
 #[test]
 fn the_socket_is_0660_and_owned_by_the_configured_group() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let dir = std::env::temp_dir().join(format!("vrouter-api-group-{}", std::process::id()));
+    let dir = Scratch::dir("group");
     let sock = dir.join("api.sock");
     let group = std::fs::read_to_string("/etc/group").unwrap();
     let (name, gid) = group
@@ -882,7 +879,6 @@ fn captures_belong_to_their_connection_and_are_bounded() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert!(!tap.armed(), "closed connections stop their captures");
-    let _ = std::fs::remove_dir_all(sock.parent().unwrap());
 }
 
 #[test]

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{root_or_skip, run, tshark_available, tshark_fields, tshark_rows};
+use common::{root_or_skip, run, tshark_available, tshark_fields, tshark_rows, Scratch};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -113,8 +113,7 @@ fn run_drives_both_ends_from_a_file_and_flags() {
         return;
     }
     let link = Link::new("r");
-    let dir = std::env::temp_dir().join(format!("vrpktgen-run-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::dir("vrpktgen-run");
     let file = dir.join("run.toml");
     std::fs::write(
         &file,
@@ -129,7 +128,6 @@ fn run_drives_both_ends_from_a_file_and_flags() {
         vrpktgen().args(["run", "--config", file.to_str().unwrap(), "--rate", "10000", "--json"]).output().unwrap();
     // Without --json: a progress line each second from both ends, and a summary.
     let text = vrpktgen().args(["run", "--config", file.to_str().unwrap(), "--rate", "2000"]).output().unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
     let (stdout, stderr) = (String::from_utf8_lossy(&text.stdout), String::from_utf8_lossy(&text.stderr));
     assert!(text.status.success() && stdout.starts_with("offered"), "{stdout}{stderr}");
     assert!(stdout.contains("3000 sent, 3000 received, 0 lost"), "{stdout}");

@@ -20,14 +20,14 @@ fn limits() -> Limits {
     Limits { vifs: 64, vrfs: 16, nexthops: 1024, labels: 1024, routes_per_vrf: 1000 }
 }
 
-fn server(tag: &str) -> (Arc<Control>, PathBuf) {
+fn server(tag: &str) -> (Arc<Control>, Scratch) {
     let (control, sock, _) = server_with(tag, |c| c);
     (control, sock)
 }
 
 /// A server over the common lab's tables whose control `extra` builds on
 /// (a flow table, a tap), and the data path's handle on its tables.
-fn server_with(tag: &str, extra: impl FnOnce(Control) -> Control) -> (Arc<Control>, PathBuf, TablesHandle) {
+fn server_with(tag: &str, extra: impl FnOnce(Control) -> Control) -> (Arc<Control>, Scratch, TablesHandle) {
     let (mut writer, handle) = TablesWriter::new(limits());
     writer.apply(&lab_ops()).unwrap();
     let node = NodeInfo { boot_id: "test-boot".into(), underlay: node_ip(), fabric: "eth0".into(), cores: vec![1] };
@@ -37,7 +37,7 @@ fn server_with(tag: &str, extra: impl FnOnce(Control) -> Control) -> (Arc<Contro
         StatsBoard::new(1, limits().vifs, limits().vrfs),
         node,
     )));
-    let sock = std::env::temp_dir().join(format!("vrouter-vrctl-{tag}-{}", std::process::id())).join("api.sock");
+    let sock = Scratch::socket(tag);
     let listener = vrouter::api::server::bind(&sock, None).unwrap();
     vrouter::api::server::spawn(Arc::clone(&control), listener, 8).unwrap();
     (control, sock, handle)
@@ -257,7 +257,7 @@ fn shell_completion_is_generated() {
 
 /// A server whose tables have BLUE's policy (a1 may reach a2 on TCP 80),
 /// a flow table, and a pipeline over the same tables that fills it.
-fn server_with_flows(tag: &str) -> (PathBuf, vrouter::pipeline::Pipeline, vrouter::tables::TablesHandle) {
+fn server_with_flows(tag: &str) -> (Scratch, vrouter::pipeline::Pipeline, vrouter::tables::TablesHandle) {
     use vrouter::api::client::Client;
     let table = Arc::new(vrouter::flow::FlowTable::new(
         vrouter::flow::FlowConfig { capacity: 1000, ..Default::default() },
@@ -594,7 +594,6 @@ fn vifdump_prints_each_frame_with_its_verdict() {
     assert_eq!(text.lines().count(), 1, "{text}");
     let (succeeded, _, err) = vrctl(&sock, &["vifdump", "veth-a1", "--match", "vrf 1"]);
     assert!(!succeeded && err.contains("no vrf, vif or rule"), "{err}");
-    let _ = std::fs::remove_dir_all(sock.parent().unwrap());
 }
 
 /// `vrctl trace` from the fabric: a packet as another node sends it, in
@@ -642,7 +641,6 @@ fn trace_from_the_fabric_follows_the_label() {
     let (succeeded, _, err) =
         vrctl(&sock, &["trace", "eth0", "10.1.0.2", "--label", "16", "--src", "10.2.0.5", "--encap", "vxlan"]);
     assert!(!succeeded && err.contains("encap"), "{err}");
-    let _ = std::fs::remove_dir_all(sock.parent().unwrap());
 }
 
 /// `vrctl trace`: the first packet of a flow from a pod, through a pipeline
@@ -727,5 +725,4 @@ fn trace_says_what_the_data_path_would_do() {
     assert!(!succeeded && err.contains("udp, tcp or icmp"), "{err}");
     let (succeeded, _, err) = vrctl(&sock, &["trace", "veth-a1", "fd00:9::1", "--src", "10.1.0.2"]);
     assert!(!succeeded && err.contains("two families"), "{err}");
-    let _ = std::fs::remove_dir_all(sock.parent().unwrap());
 }

@@ -3,6 +3,9 @@
 //! traffic flows, metrics, and SIGTERM leaving no XDP program behind.
 //! Needs root (CI is root); elsewhere it skips.
 
+mod common;
+
+use common::Scratch;
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -21,15 +24,9 @@ fn in_ns(ns: &str, args: &[&str]) -> String {
     run(&full)
 }
 
-fn temp_dir(tag: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("vrouterd-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 #[test]
 fn a_bad_configuration_is_refused_with_file_and_line() {
-    let dir = temp_dir("bad");
+    let dir = Scratch::dir("bad");
     let cfg = dir.join("vrouterd.toml");
     std::fs::write(&cfg, "[node]\nfabric = \"eth0\"\nunderlay = \"10.0.0.1\"\n[dataplane]\nxdp_mode = 7\n").unwrap();
     let out = Command::new(VROUTERD).arg("--config").arg(&cfg).output().unwrap();
@@ -186,7 +183,7 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
     // (generic XDP sees every packet on queue 0).
     in_ns(&node, &["ethtool", "-L", "pa1", "rx", "2", "tx", "2"]);
     in_ns(&a1, &["ethtool", "-L", "eth0", "rx", "2", "tx", "2"]);
-    let dir = temp_dir("run");
+    let dir = Scratch::dir("run");
     std::fs::write(dir.join("tables.toml"), tables()).unwrap();
     let cfg = dir.join("vrouterd.toml");
     std::fs::write(&cfg, "[node]\nfabric = \"fab\"\nunderlay = \"192.168.77.1\"\n[dataplane]\ncores = [0, 1]\nxdp_mode = \"native\"\n[api]\nsocket = \"api.sock\"\n[tables]\nfile = \"tables.toml\"\n[flows]\nidle_timeout = 1\n").unwrap();

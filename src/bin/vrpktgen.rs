@@ -484,7 +484,12 @@ fn main() -> ExitCode {
                     }
                 },
             };
-            let r = match routeload::load(&sock, &p) {
+            let loaded = routeload::load(&sock, &p);
+            if local {
+                // The server was this process's own; its socket goes with it.
+                let _ = std::fs::remove_dir_all(sock.parent().unwrap_or(&sock));
+            }
+            let r = match loaded {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("vrpktgen: {e}");
@@ -522,9 +527,6 @@ fn main() -> ExitCode {
                     secs(baseline),
                     secs(r.add) / secs(baseline)
                 );
-            }
-            if local {
-                let _ = std::fs::remove_dir_all(sock.parent().unwrap_or(&sock));
             }
             ExitCode::SUCCESS
         }

@@ -357,12 +357,28 @@ impl Config {
 mod tests {
     use super::*;
 
-    fn write(name: &str, text: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("vrouter-config-{}", std::process::id()));
+    /// A file in a directory of its own, removed with it when dropped.
+    struct Written(PathBuf);
+
+    impl std::ops::Deref for Written {
+        type Target = PathBuf;
+        fn deref(&self) -> &PathBuf {
+            &self.0
+        }
+    }
+
+    impl Drop for Written {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(self.0.parent().unwrap());
+        }
+    }
+
+    fn write(name: &str, text: &str) -> Written {
+        let dir = std::env::temp_dir().join(format!("vrouter-config-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join(name);
         std::fs::write(&p, text).unwrap();
-        p
+        Written(p)
     }
 
     #[test]

@@ -4,6 +4,62 @@
 #![allow(dead_code)]
 
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+
+/// A directory of one test's own under the system's temporary directory,
+/// removed with what is in it when dropped, whether the test passed or
+/// not: a run leaves nothing behind. It stands for `path`: the directory
+/// itself, or the API socket in it.
+pub struct Scratch {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl Scratch {
+    /// An empty directory named after `tag` and this process.
+    pub fn dir(tag: &str) -> Scratch {
+        let dir = Self::fresh(tag);
+        Scratch { path: dir.clone(), dir }
+    }
+
+    /// A place for an API server's socket, in a directory of its own.
+    pub fn socket(tag: &str) -> Scratch {
+        let dir = Self::fresh(tag);
+        Scratch { path: dir.join("api.sock"), dir }
+    }
+
+    fn fresh(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("vrouter-test-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.path
+    }
+}
+
+impl AsRef<std::path::Path> for Scratch {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for Scratch {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.path.as_os_str()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
 
 /// A small deterministic generator (xorshift), so that a failing fuzz
 /// case can be replayed from its seed.
