@@ -257,6 +257,22 @@ fn bad_intent_is_refused_with_a_reason() {
             INTENT.replace("00:11\"\nlabel = 16\n", "00:11\"\nlabel = 16\nallowed_addresses = [\"vip\"]\n"),
             "not an address",
         ),
+        (
+            INTENT.replace(
+                "00:11\"\nlabel = 16\n",
+                "00:11\"\nlabel = 16\nfloating_ips = [{ address = \"10.1.0.50\", network = \"blue\", ports = [\
+                 { proto = \"tcp\", port = 80, target = 8080 }, { proto = \"tcp\", port = 80, target = 81 }] }]\n",
+            ),
+            "pod \"a1\", floating IP 10.1.0.50: port map 1: port 80 is forwarded twice",
+        ),
+        (
+            INTENT.replace(
+                "00:11\"\nlabel = 16\n",
+                "00:11\"\nlabel = 16\nfloating_ips = [{ address = \"10.1.0.50\", network = \"blue\", ports = [\
+                 { proto = \"sctp\", port = 80, target = 8080 }] }]\n",
+            ),
+            "unknown variant `sctp`",
+        ),
     ];
     for (text, want) in cases {
         let e = Intent::from_toml(&text).unwrap_err();
@@ -333,7 +349,7 @@ fn floating_ips_come_from_the_intent() {
         )
         .replace(
             "mac = \"02:00:00:00:00:12\"",
-            "mac = \"02:00:00:00:00:12\"\nfloating_ips = [{ address = \"185.22.97.188\", network = \"public\" }, { address = \"185.22.97.189\", network = \"public\" }]",
+            "mac = \"02:00:00:00:00:12\"\nfloating_ips = [{ address = \"185.22.97.188\", network = \"public\" }, { address = \"185.22.97.189\", network = \"public\", ports = [{ proto = \"tcp\", port = 80, target = 8080 }, { proto = \"udp\", port = 53, target = 5353 }] }]",
         )
         + "\n[[network]]\nname = \"public\"\nsubnets = [\"185.22.97.0/24\"]\n";
     let i = intent(&text);
@@ -349,6 +365,9 @@ fn floating_ips_come_from_the_intent() {
     assert!(matches!(t.nexthop(single.nh), Some(NextHop::Encap { .. })), "one owner: straight to it");
     let a2 = t.vifs().find(|v| v.name == "t-a2").unwrap();
     assert_eq!(a2.floating.len(), 2);
+    let ported = a2.floating.iter().find(|f| f.address == std::net::Ipv4Addr::new(185, 22, 97, 189)).unwrap();
+    let maps: Vec<_> = ported.ports.iter().map(|m| (m.proto, m.port, m.target)).collect();
+    assert_eq!(maps, [(6, 80, 8080), (17, 53, 5353)], "its forwarded ports");
     assert!(agent::plan(&mut c, &i, mac(&i)).unwrap().is_empty(), "a second pass changes nothing");
 }
 

@@ -302,6 +302,30 @@ fn every_error_is_precise_and_leaves_the_connection_usable() {
         ),
         (json!({ "table": {} }), "invalid_params", None, "unknown variant"),
     ];
+    // A floating IP's forwarded ports: the protocol by name, no port 0,
+    // each port once, a bounded list.
+    let fip = |ports: Value| {
+        json!({ "vif": { "index": 5, "name": "x", "kind": "virtual", "vrf": 1, "mac": "02:00:00:00:00:99",
+                         "ipv4": "10.1.0.99", "floating_ips": [{ "address": "185.22.97.9", "vrf": 1, "ports": ports }] } })
+    };
+    let map = |port: u16| json!({ "proto": "tcp", "port": port, "target": 8080 });
+    let mut cases = cases;
+    cases.extend([
+        (
+            fip(json!([{ "proto": "icmp", "port": 1, "target": 1 }])),
+            "invalid_params",
+            Some("vif.floating_ips[0].ports[0].proto"),
+            "unknown variant",
+        ),
+        (fip(json!([map(0)])), "invalid", Some("floating_ips.ports"), "port 0"),
+        (fip(json!([map(80), map(443), map(80)])), "invalid", Some("floating_ips.ports"), "port 80 is forwarded twice"),
+        (
+            fip(Value::Array((1..=17).map(map).collect())),
+            "invalid",
+            Some("floating_ips.ports"),
+            "17 forwarded ports; at most 16",
+        ),
+    ]);
     for (params, code, field, text) in cases {
         let e = api_err(c.call("add", params.clone()));
         assert_eq!(e.code, code, "{params}: {e:?}");
@@ -918,7 +942,8 @@ fn mutated_requests_get_answers_never_panics() {
         json!({ "vif": { "index": 9, "name": "veth-g1", "kind": "virtual", "vrf": 7, "mac": "02:00:00:00:07:01",
                          "ipv4": "10.7.0.2", "ipv6": "fd07::2", "mtu": 9000, "proxy_arp": true, "mss_clamp": false,
                          "disabled": false, "source_check": true,
-                         "floating_ips": [{ "address": "185.22.97.9", "vrf": 7 }] } }),
+                         "floating_ips": [{ "address": "185.22.97.9", "vrf": 7,
+                                            "ports": [{ "proto": "tcp", "port": 80, "target": 8080 }] }] } }),
         json!({ "nexthop": { "type": "encap", "id": 70, "oif": 9, "dmac": "02:00:00:00:07:01" } }),
         json!({ "nexthop": { "type": "tunnel", "id": 71, "oif": 0, "encap": "mpls-o-gre", "dip": "192.168.0.9",
                              "dmac": "02:fa:00:00:00:09" } }),

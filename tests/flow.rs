@@ -1748,6 +1748,108 @@ fn a_floating_ip_reaches_its_pods_and_their_answers_come_from_it() {
     assert_eq!((rev.nat.src, rev.route_vrf, rev.key.vrf), (Some(FIP.into()), Some(PUBLIC), BLUE));
 }
 
+fn l4_ports(frame: &[u8]) -> (u16, u16) {
+    let l4 = 14 + usize::from(frame[14] & 0xf) * 4;
+    (u16::from_be_bytes([frame[l4], frame[l4 + 1]]), u16::from_be_bytes([frame[l4 + 2], frame[l4 + 3]]))
+}
+
+/// A floating IP that forwards ports (Contrail's port mappings, a
+/// Kubernetes service's port and target port): the client's port 80 is
+/// the pod's 8080, and its answers come from port 80 again; ports it does
+/// not forward, and ICMP, are dropped without a pair.
+#[test]
+fn a_floating_ip_forwards_its_ports_to_the_pods_and_no_others() {
+    use vrouter::tables::PortMap;
+    let (mut lab, table) = lab_with_floating_ip();
+    let maps = vec![PortMap { proto: 6, port: 80, target: 8080 }, PortMap { proto: 17, port: 53, target: 5353 }];
+    let t = lab.handle.load();
+    let ported = |i: u32| {
+        let mut v = t.vif(i).unwrap().clone();
+        v.floating[0].ports = maps.clone();
+        Op::Update(Object::Vif(v))
+    };
+    let ops = [ported(A1), ported(A2)];
+    drop(t);
+    lab.writer.apply(&ops).unwrap();
+    let client = L2 { src: mac(9), dst: router_mac() };
+    let pod_of = |v: &Verdict| match v {
+        Verdict::Tx(p) if *p == A1 => (A1, a1_ip()),
+        Verdict::Tx(p) if *p == A2 => (A2, a2_ip()),
+        other => panic!("{other:?}"),
+    };
+    let mut frames = Vec::new();
+    for port in 0..4u16 {
+        let (v, inbound) = lab.run(GW, tcp(client, CLIENT, FIP, 40000 + port, 80));
+        let (pod, pod_ip) = pod_of(&v);
+        assert_eq!((ip_addrs(&inbound), l4_ports(&inbound)), ((CLIENT, pod_ip), (40000 + port, 8080)));
+        let answer = tcp(L2 { src: mac(pod as u8), dst: router_mac() }, pod_ip, CLIENT, 8080, 40000 + port);
+        let (v, outbound) = lab.run(pod, answer);
+        assert_eq!(v, Verdict::Tx(GW));
+        assert_eq!((ip_addrs(&outbound), l4_ports(&outbound)), ((FIP, CLIENT), (80, 40000 + port)), "from port 80");
+        frames.extend([inbound, outbound]);
+    }
+    let fwd = table.lookup(&FlowKey::v4(PUBLIC, TCP, CLIENT.into(), FIP.into(), 40000, 80)).unwrap();
+    assert_eq!(fwd.nat.dport, Some(8080));
+    let rev = table.get(fwd.reverse, 0).unwrap();
+    assert_eq!((rev.key.sport, rev.nat.src, rev.nat.sport), (8080, Some(FIP.into()), Some(80)));
+    // UDP too, its later datagrams (hits) alike, and an ICMP error from the
+    // pod quotes what the client sent: port 53 of the floating IP.
+    let sent = udp(9, CLIENT, FIP, 6000, 53);
+    let (v, at_pod) = lab.run(GW, sent.clone());
+    let (pod, pod_ip) = pod_of(&v);
+    assert_eq!(l4_ports(&at_pod), (6000, 5353));
+    assert_eq!(l4_ports(&lab.run(GW, sent.clone()).1), (6000, 5353), "a hit");
+    let mut m = vec![3u8, 3, 0, 0, 0, 0, 0, 0];
+    m.extend_from_slice(&at_pod[14..14 + 28]);
+    let c = inet_checksum(&m);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    let err =
+        build::ip_frame(L2 { src: mac(pod as u8), dst: router_mac() }, &build::ipv4(pod_ip, CLIENT, 1, 64, false, &m));
+    let (v, to_client) = lab.run(pod, err);
+    assert_eq!((v, ip_addrs(&to_client)), (Verdict::Tx(GW), (FIP, CLIENT)));
+    let (quote, original) = (&to_client[14 + 28..14 + 56], &sent[14..14 + 28]);
+    assert_eq!(&quote[12..], &original[12..], "addresses, ports and UDP checksum as the client sent them");
+    frames.extend([at_pod, to_client]);
+    if let Some(rows) = tshark(
+        &frames,
+        &["ip.checksum.status", "tcp.checksum.status", "udp.checksum.status", "icmp.checksum.status", "tcp.dstport"],
+    ) {
+        assert_eq!(rows.len(), frames.len());
+        let good = |c: &String| c.is_empty() || c.split(',').all(|c| c == "1");
+        for r in &rows {
+            assert!(r[0].split(',').all(|c| c == "1"), "{r:?}");
+            assert!(good(&r[1]) && good(&r[3]), "{r:?}");
+            // (An ICMP error quotes a datagram's header alone, whose
+            // checksum tshark cannot verify.)
+            assert!(!r[3].is_empty() || good(&r[2]), "{r:?}");
+        }
+        assert_eq!(rows[0][4], "8080", "tshark reads the pod's port");
+        assert_eq!(rows[rows.len() - 2][2], "1", "the datagram's checksum, its port rewritten");
+    }
+    // Not forwarded: another TCP port, another protocol's port, ICMP.
+    let pairs = table.len();
+    for (frame, what) in [
+        (tcp(client, CLIENT, FIP, 41000, 22), "TCP 22"),
+        (udp(9, CLIENT, FIP, 41000, 80), "UDP 80"),
+        (build::ip_frame(client, &build::ipv4(CLIENT, FIP, 1, 64, false, &[8, 0, 0xf7, 0xff, 0, 0, 0, 0])), "ping"),
+    ] {
+        let (v, _) = lab.run(GW, frame);
+        assert_eq!(v, Verdict::Drop(DropReason::PortNotForwarded), "{what}");
+    }
+    assert_eq!(table.len(), pairs, "no pair for what is not forwarded");
+    // Other ports forwarded: the pairs of the old ones go.
+    let t = lab.handle.load();
+    let mut a1 = t.vif(A1).unwrap().clone();
+    drop(t);
+    a1.floating[0].ports = vec![PortMap { proto: 6, port: 443, target: 8443 }];
+    let ops = [Op::Update(Object::Vif(a1))];
+    let ends = stale_ends(&lab.handle.load(), &ops);
+    lab.writer.apply(&ops).unwrap();
+    let to_a1 = pairs_to(&table, a1_ip()).0;
+    assert!(to_a1 > 0);
+    assert_eq!(table.remove_stale(&ends), to_a1, "the pairs translated to a1");
+}
+
 /// The pairs in `table` whose forward entry translates to `pod`, and the others.
 fn pairs_to(table: &FlowTable, pod: Ipv4Addr) -> (usize, usize) {
     let all = table.dump(None, 100_000, 0);

@@ -187,7 +187,7 @@ fn random_and_mutated_frames_never_break_the_pipeline() {
 
 /// The same through the flow stage: a small flow table (so that it fills,
 /// and limits and ageing act), a policy with port rules in blue, floating
-/// IPs (NAT both ways), and a corpus with what the flow stage reads beyond
+/// IPs (NAT both ways, ports forwarded on one pod), and a corpus with what the flow stage reads beyond
 /// the headers: fragments, ICMP errors that quote a packet, echo requests.
 #[test]
 fn random_and_mutated_frames_never_break_the_flow_stage() {
@@ -196,6 +196,15 @@ fn random_and_mutated_frames_never_break_the_flow_stage() {
     use vrouter::tables::{Object, Op};
     let mut lab = Lab::new();
     add_floating_ip(&mut lab);
+    // a1 forwards two of the floating IP's ports, to others; a2 takes all.
+    let t = lab.handle.load();
+    let mut a1 = t.vif(A1).unwrap().clone();
+    drop(t);
+    a1.floating[0].ports = vec![
+        vrouter::tables::PortMap { proto: ip_proto::UDP, port: 2, target: 20 },
+        vrouter::tables::PortMap { proto: ip_proto::TCP, port: 443, target: 8443 },
+    ];
+    lab.writer.apply(&[Op::Update(Object::Vif(a1))]).unwrap();
     let rule = |proto, dport, action| Rule {
         src: Endpoint::Any,
         dst: Endpoint::Any,

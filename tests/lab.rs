@@ -218,20 +218,15 @@ fn rx_packets(ns: &str) -> u64 {
 
 /// Captures tunnel packets on the switch's port toward node 1 while `traffic` runs.
 fn capture(fields: &[&str], traffic: impl FnOnce()) -> Vec<Vec<String>> {
+    capture_at("sw", "pn1", "ip proto 47 or udp port 6635", fields, traffic)
+}
+
+/// Captures what `filter` takes on interface `dev` of namespace `lab-NS`
+/// while `traffic` runs, and reads `fields` of it with tshark.
+fn capture_at(ns: &str, dev: &str, filter: &str, fields: &[&str], traffic: impl FnOnce()) -> Vec<Vec<String>> {
     let mut cmd = Command::new("ip");
-    cmd.args([
-        "netns",
-        "exec",
-        "lab-sw",
-        "timeout",
-        "6",
-        "tshark",
-        "-n",
-        "-i",
-        "pn1",
-        "-f",
-        "ip proto 47 or udp port 6635",
-    ]);
+    let ns = format!("lab-{ns}");
+    cmd.args(["netns", "exec", &ns, "timeout", "6", "tshark", "-n", "-i", dev, "-f", filter]);
     tshark_fields(&mut cmd, fields);
     let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
     // Send only once tshark is capturing, however long it takes to start.
@@ -665,6 +660,42 @@ fn the_lab_end_to_end() {
     assert_eq!(traced["flow"]["nat"]["dst"], "10.1.0.3", "{traced}");
     let out = traced["out"]["summary"].as_str().unwrap();
     assert!(out.contains("203.0.113.7.40000 > 10.1.0.3.8080: TCP [S]"), "{out}");
+
+    // 185.22.97.189, a1's floating IP, forwards TCP 80 to a1's port 8080
+    // and nothing else (a Kubernetes service's port and target port): the
+    // external client's connection to port 80 is served by a1's 8080, its
+    // answers come back from port 80, and port 8080 itself reaches nothing.
+    // tshark on a1's link reads what node 1 made of it.
+    sh("a1", "socat TCP-LISTEN:8080,reuseaddr,fork SYSTEM:'echo a1' >/dev/null 2>&1 &");
+    std::thread::sleep(Duration::from_millis(300));
+    let fields = ["ip.src", "ip.dst", "tcp.srcport", "tcp.dstport", "ip.checksum.status", "tcp.checksum.status"];
+    let mut results = Vec::new();
+    let rows = capture_at("a1", "eth0", "tcp", &fields, || {
+        for port in [80, 8080] {
+            let cmd = format!("timeout 3 socat -T 2 - TCP:185.22.97.189:{port} </dev/null");
+            results.push(sh("ext", &cmd));
+        }
+    });
+    assert!(results[0].0 && results[0].1.trim() == "a1", "port 80 reaches a1: {:?}", results[0]);
+    assert!(!results[1].0 && results[1].1.trim().is_empty(), "port 8080 is not forwarded: {:?}", results[1]);
+    assert!(!rows.is_empty(), "a1's link carried the connection");
+    for r in &rows {
+        let inbound = r[0] == "203.0.113.7";
+        let ends = if inbound { ["10.1.0.2", "8080"] } else { ["203.0.113.7", "8080"] };
+        assert!(r[1] == ends[0] && (r[3] == ends[1] || r[2] == ends[1]), "only port 8080 at a1: {r:?}");
+        assert!(r[4] == "1" && r[5] == "1", "every checksum right after the NAT: {r:?}");
+    }
+    let ext_side = lab(&["vrctl", "n1", "flow", "list", "--match", "203.0.113.7 & proto tcp"], &[]);
+    assert!(ext_side.contains("N(D=10.1.0.2,Pd=8080)") && ext_side.contains("N(S=185.22.97.189,Ps=80)"), "{ext_side}");
+    let drops = lab(&["vrctl", "n1", "dropstats", "--json"], &[]);
+    let drops: serde_json::Value = serde_json::from_str(&drops).unwrap();
+    let closed = drops.as_array().unwrap().iter().find(|d| d["reason"] == "port_not_forwarded").unwrap();
+    assert!(closed["count"].as_u64() >= Some(1), "the connection to 8080, counted: {closed}");
+    let args = ["vrctl", "n1", "trace", "fab", "185.22.97.189", "--label", &label, "--src", "203.0.113.7"];
+    let traced = lab(&[&args[..], &["--proto", "tcp", "--dport", "80"]].concat(), &[]);
+    assert!(traced.contains("nat     dst 10.1.0.2, dport 8080") && traced.contains("(t-a1)"), "{traced}");
+    let traced = lab(&[&args[..], &["--proto", "tcp", "--dport", "8080"]].concat(), &[]);
+    assert!(traced.contains("=>      drop port_not_forwarded"), "{traced}");
 
     // The article's policy: the nginx network reaches the leonardo service
     // on TCP 80 and nothing else, across nodes, decided in the data path.

@@ -908,6 +908,19 @@ fn every_drop_reason_is_reachable_and_counted() {
         }
     }
     assert_eq!(table.len(), 2);
+    // A floating IP that forwards a port drops what comes to another.
+    add_floating_ip(&mut lab);
+    let t = lab.handle.load();
+    let forward_53 = |i: u32| {
+        let mut v = t.vif(i).unwrap().clone();
+        v.floating[0].ports = vec![vrouter::tables::PortMap { proto: 17, port: 53, target: 5353 }];
+        Op::Update(Object::Vif(v))
+    };
+    let ops = [forward_53(A1), forward_53(A2)];
+    drop(t);
+    lab.writer.apply(&ops).unwrap();
+    assert_eq!(lab.run(GW, from(9, CLIENT, FIP, 1000, 54)).0, Verdict::Drop(DropReason::PortNotForwarded));
+    seen.push(DropReason::PortNotForwarded);
     // Later fragments whose firsts never come: held while there is room,
     // and dropped once they have waited their time.
     use vrouter::pipeline::hold;

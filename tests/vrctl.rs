@@ -120,6 +120,21 @@ fn every_command_prints_an_aligned_table_and_json() {
     let reasons = detail.lines().find(|l| l.starts_with("drop_reasons")).unwrap_or_else(|| panic!("{detail}"));
     assert_eq!(reasons.split_whitespace().collect::<Vec<_>>()[1..], ["no_route", "5,", "unfinished_checksum", "2"]);
     assert_eq!(one["status"]["drop_reasons"], serde_json::json!({ "no_route": 5, "unfinished_checksum": 2 }));
+    // A floating IP, with the ports it forwards.
+    let mut a2 = json(&sock, &["vif", "get", "veth-a2"]);
+    a2.as_object_mut().unwrap().remove("status");
+    let plain = a2.clone();
+    a2["floating_ips"] = serde_json::json!([{ "address": "185.22.97.188", "vrf": 1, "ports": [
+        { "proto": "tcp", "port": 80, "target": 8080 }, { "proto": "udp", "port": 53, "target": 5353 } ] }]);
+    let mut c = vrouter::api::client::Client::connect(&sock, "test").unwrap();
+    c.call("update", serde_json::json!({ "vif": a2 })).unwrap();
+    let detail = ok(&sock, &["vif", "get", "veth-a2"]);
+    let fip = detail.lines().find(|l| l.starts_with("floating_ip")).unwrap_or_else(|| panic!("{detail}"));
+    assert_eq!(
+        fip.split_whitespace().collect::<Vec<_>>()[1..].join(" "),
+        "185.22.97.188 in VRF 1, tcp 80->8080 udp 53->5353"
+    );
+    c.call("update", serde_json::json!({ "vif": plain })).unwrap();
 
     // nh
     let t = ok(&sock, &["nh", "list"]);
@@ -705,6 +720,7 @@ fn trace_says_what_the_data_path_would_do() {
     assert!(v6.contains("IP6 fd00:1::2 > fd00:1::3: ICMP6 echo request") && v6.contains("tx vif0/2"), "{v6}");
     let nowhere = ok(&sock, &["trace", "veth-a1", "10.99.0.1", "--proto", "icmp"]);
     assert!(nowhere.contains("route   none") && nowhere.contains("=>      drop no_route"), "{nowhere}");
+    assert!(nowhere.contains("policy  not reached: dropped before a flow is made"), "{nowhere}");
     assert!(!nowhere.contains("out "), "a dropped packet leaves by nothing: {nowhere}");
 
     // A policy that denies everything: the trace names its default.

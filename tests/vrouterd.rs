@@ -531,5 +531,5 @@ fn the_packaged_intent_is_valid() {
     let out = Command::new(env!("CARGO_BIN_EXE_vrouter-agent")).args(["--check", "--intent", intent]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("2 networks, 2 pods, 2 remotes, 1 services, 2 policies"), "{text}");
+    assert!(text.contains("3 networks, 2 pods, 2 remotes, 1 services, 2 policies"), "{text}");
 }

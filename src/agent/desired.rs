@@ -163,7 +163,11 @@ pub fn desired(intent: &Intent, fabric_mac: MacAddr, limits: &Limits, now: &Snap
                 floating_ips: p
                     .floating_ips
                     .iter()
-                    .map(|f| crate::api::schema::FloatingIpDef { address: f.address, vrf: vrf_of[&f.network] })
+                    .map(|f| crate::api::schema::FloatingIpDef {
+                        address: f.address,
+                        vrf: vrf_of[&f.network],
+                        ports: f.ports.clone(),
+                    })
                     .collect(),
             },
         );

@@ -179,6 +179,11 @@ pub struct FloatingIpIntent {
     pub address: Ipv4Addr,
     /// The public network it lives in.
     pub network: String,
+    /// Forwarded ports (`{ proto = "tcp", port = 80, target = 8080 }`):
+    /// only these reach the pod, each at its target port. Left out, every
+    /// port does, unchanged.
+    #[serde(default)]
+    pub ports: Vec<crate::api::schema::PortMapDef>,
 }
 
 /// An endpoint on another node.
@@ -273,7 +278,10 @@ impl Intent {
                 check_label(&what, l)?;
             }
             for f in &p.floating_ips {
-                net(&f.network, &format!("{what}, floating IP {}", f.address))?;
+                let fip = format!("{what}, floating IP {}", f.address);
+                net(&f.network, &fip)?;
+                let def = crate::api::schema::FloatingIpDef { address: f.address, vrf: 0, ports: f.ports.clone() };
+                crate::tables::check_port_maps(&def.to_floating_ip().ports).map_err(|e| format!("{fip}: {e}"))?;
             }
             for a in &p.allowed_addresses {
                 let prefix = address_or_prefix(a).map_err(|e| format!("{what}: allowed address {a:?}: {e}"))?;

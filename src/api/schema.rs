@@ -88,13 +88,64 @@ pub struct VifDef {
 }
 
 /// A floating IP: a public address in a public VRF.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FloatingIpDef {
     /// The public address.
     pub address: Ipv4Addr,
     /// The VRF it lives in.
     pub vrf: VrfId,
+    /// Forwarded ports: left out, every packet to the address reaches the
+    /// pod, ports unchanged; given, only TCP and UDP to these ports do.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortMapDef>,
+}
+
+/// A forwarded port of a floating IP: `port` reaches the pod's `target`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortMapDef {
+    /// `tcp` or `udp`.
+    pub proto: TransportDef,
+    /// The floating IP's port.
+    pub port: u16,
+    /// The pod's port.
+    pub target: u16,
+}
+
+/// A transport protocol with ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportDef {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl FloatingIpDef {
+    /// The floating IP.
+    pub fn to_floating_ip(&self) -> crate::tables::FloatingIp {
+        let proto = |p: TransportDef| match p {
+            TransportDef::Tcp => crate::wire::ip_proto::TCP,
+            TransportDef::Udp => crate::wire::ip_proto::UDP,
+        };
+        let ports = self
+            .ports
+            .iter()
+            .map(|m| crate::tables::PortMap { proto: proto(m.proto), port: m.port, target: m.target })
+            .collect();
+        crate::tables::FloatingIp { address: self.address, vrf: self.vrf, ports }
+    }
+
+    /// As written, from the floating IP.
+    pub fn from_floating_ip(f: &crate::tables::FloatingIp) -> FloatingIpDef {
+        // The tables hold only TCP and UDP maps (`check_port_maps`).
+        let proto = |p: u8| if p == crate::wire::ip_proto::UDP { TransportDef::Udp } else { TransportDef::Tcp };
+        let ports =
+            f.ports.iter().map(|m| PortMapDef { proto: proto(m.proto), port: m.port, target: m.target }).collect();
+        FloatingIpDef { address: f.address, vrf: f.vrf, ports }
+    }
 }
 
 fn default_mtu() -> u16 {
@@ -295,11 +346,7 @@ impl VifDef {
                 disabled: self.disabled,
                 source_check: self.source_check,
             },
-            floating: self
-                .floating_ips
-                .iter()
-                .map(|f| crate::tables::FloatingIp { address: f.address, vrf: f.vrf })
-                .collect(),
+            floating: self.floating_ips.iter().map(FloatingIpDef::to_floating_ip).collect(),
         }
     }
 }
@@ -759,7 +806,7 @@ impl VifDef {
             mss_clamp: v.flags.mss_clamp,
             disabled: v.flags.disabled,
             source_check: v.flags.source_check,
-            floating_ips: v.floating.iter().map(|f| FloatingIpDef { address: f.address, vrf: f.vrf }).collect(),
+            floating_ips: v.floating.iter().map(FloatingIpDef::from_floating_ip).collect(),
         }
     }
 }

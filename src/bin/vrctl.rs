@@ -560,6 +560,18 @@ fn vif_detail(v: &Value) -> String {
     ] {
         t.row(vec![key.into(), show(&v[key])]);
     }
+    // `185.22.97.188 in VRF 4, tcp 80->8080 udp 53->5353`: where they
+    // live, and which ports they forward where.
+    for f in v["floating_ips"].as_array().into_iter().flatten() {
+        let ports: Vec<String> = f["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| format!(" {} {}->{}", show(&m["proto"]), show(&m["port"]), show(&m["target"])))
+            .collect();
+        let ports = if ports.is_empty() { String::new() } else { format!(",{}", ports.concat()) };
+        t.row(vec!["floating_ip".into(), format!("{} in VRF {}{ports}", show(&f["address"]), show(&f["vrf"]))]);
+    }
     if let Some(s) = v["status"].as_object() {
         for (k, x) in s {
             let shown = match x.as_object() {
@@ -1013,6 +1025,10 @@ fn trace_text(t: &Value, stats: &Value) -> String {
     };
     out += &match &t["flow"] {
         Value::Null if t["in"]["vrf"].is_null() => "policy  none: no VRF takes it\n".to_string(),
+        // (A policy's own drop makes a flow: this drop came first.)
+        Value::Null if t["verdict"]["action"] == "drop" => {
+            "policy  not reached: dropped before a flow is made\n".into()
+        }
         Value::Null => "policy  none: the VRF tracks no flows\n".to_string(),
         f => {
             let rule = |r: &Value| match &r["index"] {

@@ -12,7 +12,7 @@ use crate::flow::{
     Probe,
 };
 use crate::stats::DropReason;
-use crate::tables::{NextHop, RouteTarget, Tables, Vif, VifKind, Vrf};
+use crate::tables::{FloatingIp, NextHop, PortForward, RouteTarget, Tables, Vif, VifKind, Vrf};
 use crate::wire::{icmpv4, icmpv6, ip_proto, ipv6ext};
 
 /// What the flow stage knows about a packet before its next hop is carried out.
@@ -574,6 +574,14 @@ pub(super) fn create<B>(
     let Some(table) = ctx.flows else { return Ok(Nat::default()) };
     let pod = out.filter(|v| v.kind == VifKind::Virtual);
     let fip = pod.and_then(|v| floating(v, vrf.id, key));
+    // A floating IP that forwards some ports takes packets to those alone,
+    // with no pair for the rest: a scan of its ports fills no table.
+    let target_port = match fip.map(|f| f.forward(key.proto, key.dport)) {
+        Some(PortForward::Closed) => return Err(DropReason::PortNotForwarded),
+        Some(PortForward::To(port)) => Some(port),
+        Some(PortForward::Same) | None => None,
+    };
+    let fip = fip.map(|f| u32::from(f.address));
     // A pod of another network on this node whose policy judges the flow
     // too; not through a floating IP, which is the public network's.
     let reaches = pod.filter(|o| fip.is_none() && policed_elsewhere(ctx.t, vrf, o)).and_then(|o| ctx.t.vrf(o.vrf));
@@ -602,9 +610,10 @@ pub(super) fn create<B>(
         }
         if let Some(fip) = fip {
             let pod = vif.ipv4.map_or(0, u32::from);
-            fwd.nat = Nat { dst: Some(pod), ..Nat::default() };
-            rev.key = FlowKey::v4(vif.vrf, key.proto, pod, key.src as u32, key.dport, key.sport);
-            rev.nat = Nat { src: Some(fip), ..Nat::default() };
+            fwd.nat = Nat { dst: Some(pod), dport: target_port, ..Nat::default() };
+            let dport = target_port.unwrap_or(key.dport);
+            rev.key = FlowKey::v4(vif.vrf, key.proto, pod, key.src as u32, dport, key.sport);
+            rev.nat = Nat { src: Some(fip), sport: target_port.map(|_| key.dport), ..Nat::default() };
         }
     }
     rev.hash = key_hash(seed, &rev.key);
@@ -676,10 +685,10 @@ fn midstream(
 }
 
 /// The floating IP of `vif` in VRF `vrf` that `key` is addressed to.
-fn floating(vif: &Vif, vrf: u32, key: &FlowKey) -> Option<u32> {
+fn floating<'v>(vif: &'v Vif, vrf: u32, key: &FlowKey) -> Option<&'v FloatingIp> {
     if !key.is_v4() {
         return None;
     }
     let dst = key.dst as u32;
-    vif.floating.iter().find(|f| f.vrf == vrf && u32::from(f.address) == dst).map(|f| u32::from(f.address))
+    vif.floating.iter().find(|f| f.vrf == vrf && u32::from(f.address) == dst)
 }

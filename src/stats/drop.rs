@@ -135,6 +135,9 @@ drop_reasons! {
     FlowTableFull => "flow_table_full", "Flow Table Full";
     /// A new flow's vif or VRF is at its flow limit.
     FlowLimit => "flow_limit", "New Flow Drops";
+    /// A packet to a floating IP that forwards some ports (TCP or UDP, each
+    /// to a port of its pod), not this one: no pair is made for it.
+    PortNotForwarded => "port_not_forwarded", "Flow Action Drop";
     /// A fragment waited for its datagram's first fragment, which did not
     /// come in time (`pipeline::hold`).
     NoFragEntry => "no_frag_entry", "No Frag Entry";

@@ -24,7 +24,7 @@ pub use ecmp::EcmpGroup;
 pub use ecmp_blocks::EcmpBlocks;
 pub use lpm::{Fib, FibKey, Route};
 pub use nexthop::{NextHop, NhId, Tunnel, TunnelEncap};
-pub use vif::{FloatingIp, Vif, VifFlags, VifIndex, VifKind};
+pub use vif::{check_port_maps, FloatingIp, PortForward, PortMap, Vif, VifFlags, VifIndex, VifKind, MAX_PORT_MAPS};
 pub use writer::{
     BatchError, Object, ObjectKey, Op, Prefix, RouteSpec, TableError, TablesHandle, TablesWriter, VrfSpec,
 };

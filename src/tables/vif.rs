@@ -58,12 +58,78 @@ pub struct Vif {
 }
 
 /// A floating IP of a vif.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FloatingIp {
     /// The public address.
     pub address: Ipv4Addr,
     /// The VRF it lives in.
     pub vrf: u32,
+    /// Its forwarded ports. None: every packet to the address reaches the
+    /// pod, its ports unchanged. Some: only TCP and UDP to these ports do,
+    /// each to its target port (Contrail's floating IP port mappings,
+    /// OpenStack's port forwarding, a Kubernetes service's port and target
+    /// port); the rest is dropped.
+    pub ports: Vec<PortMap>,
+}
+
+/// At most this many forwarded ports a floating IP.
+pub const MAX_PORT_MAPS: usize = 16;
+
+/// A forwarded port of a floating IP: `port` of the floating IP, for
+/// protocol `proto` (TCP or UDP), reaches the pod's `target`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortMap {
+    /// 6 (TCP) or 17 (UDP).
+    pub proto: u8,
+    /// The floating IP's port.
+    pub port: u16,
+    /// The pod's port it reaches.
+    pub target: u16,
+}
+
+/// Whether a floating IP's forwarded ports can be used: TCP or UDP, no
+/// port 0, each of the floating IP's ports once, at most `MAX_PORT_MAPS`.
+pub fn check_port_maps(maps: &[PortMap]) -> Result<(), String> {
+    if maps.len() > MAX_PORT_MAPS {
+        return Err(format!("{} forwarded ports; at most {MAX_PORT_MAPS}", maps.len()));
+    }
+    for (i, m) in maps.iter().enumerate() {
+        if m.proto != crate::wire::ip_proto::TCP && m.proto != crate::wire::ip_proto::UDP {
+            return Err(format!("port map {i}: protocol {} is neither TCP nor UDP", m.proto));
+        }
+        if m.port == 0 || m.target == 0 {
+            return Err(format!("port map {i}: port 0"));
+        }
+        if maps[..i].iter().any(|o| (o.proto, o.port) == (m.proto, m.port)) {
+            return Err(format!("port map {i}: port {} is forwarded twice", m.port));
+        }
+    }
+    Ok(())
+}
+
+/// Where a floating IP takes a packet to one of its ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortForward {
+    /// To the pod, the port unchanged: the floating IP forwards no ports
+    /// in particular.
+    Same,
+    /// To the pod's port.
+    To(u16),
+    /// Nowhere: the floating IP forwards some ports, not this one.
+    Closed,
+}
+
+impl FloatingIp {
+    /// Where a packet of protocol `proto` to `port` goes.
+    pub fn forward(&self, proto: u8, port: u16) -> PortForward {
+        if self.ports.is_empty() {
+            return PortForward::Same;
+        }
+        match self.ports.iter().find(|m| m.proto == proto && m.port == port) {
+            Some(m) => PortForward::To(m.target),
+            None => PortForward::Closed,
+        }
+    }
 }
 
 /// Per-vif switches.

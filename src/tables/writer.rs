@@ -659,6 +659,9 @@ impl TablesWriter {
                     reason: "a floating IP needs a virtual vif with an IPv4 address to NAT to".into(),
                 });
             }
+            if let Err(reason) = super::vif::check_port_maps(&fip.ports) {
+                return Err(TableError::Invalid { field: "floating_ips.ports", reason });
+            }
         }
         if let Some(old) = &old {
             for fip in &old.floating {

@@ -472,7 +472,7 @@ pub fn add_floating_ip(lab: &mut Lab) {
     let t = lab.handle.load();
     let with_fip = |i: u32| {
         let mut v = t.vif(i).unwrap().clone();
-        v.floating = vec![FloatingIp { address: FIP, vrf: PUBLIC }];
+        v.floating = vec![FloatingIp { address: FIP, vrf: PUBLIC, ports: vec![] }];
         Op::Update(Object::Vif(v))
     };
     let mut gw = Vif::new(GW, "gw", VifKind::Virtual, PUBLIC, mac(9));
