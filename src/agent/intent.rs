@@ -280,8 +280,8 @@ impl Intent {
             for f in &p.floating_ips {
                 let fip = format!("{what}, floating IP {}", f.address);
                 net(&f.network, &fip)?;
-                let def = crate::api::schema::FloatingIpDef { address: f.address, vrf: 0, ports: f.ports.clone() };
-                crate::tables::check_port_maps(&def.to_floating_ip().ports).map_err(|e| format!("{fip}: {e}"))?;
+                let ports: Vec<_> = f.ports.iter().map(crate::api::schema::PortMapDef::to_port_map).collect();
+                crate::tables::check_port_maps(&ports).map_err(|e| format!("{fip}: {e}"))?;
             }
             for a in &p.allowed_addresses {
                 let prefix = address_or_prefix(a).map_err(|e| format!("{what}: allowed address {a:?}: {e}"))?;

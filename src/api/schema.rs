@@ -126,25 +126,32 @@ pub enum TransportDef {
 impl FloatingIpDef {
     /// The floating IP.
     pub fn to_floating_ip(&self) -> crate::tables::FloatingIp {
-        let proto = |p: TransportDef| match p {
-            TransportDef::Tcp => crate::wire::ip_proto::TCP,
-            TransportDef::Udp => crate::wire::ip_proto::UDP,
-        };
-        let ports = self
-            .ports
-            .iter()
-            .map(|m| crate::tables::PortMap { proto: proto(m.proto), port: m.port, target: m.target })
-            .collect();
+        let ports = self.ports.iter().map(PortMapDef::to_port_map).collect();
         crate::tables::FloatingIp { address: self.address, vrf: self.vrf, ports }
     }
 
     /// As written, from the floating IP.
     pub fn from_floating_ip(f: &crate::tables::FloatingIp) -> FloatingIpDef {
-        // The tables hold only TCP and UDP maps (`check_port_maps`).
-        let proto = |p: u8| if p == crate::wire::ip_proto::UDP { TransportDef::Udp } else { TransportDef::Tcp };
-        let ports =
-            f.ports.iter().map(|m| PortMapDef { proto: proto(m.proto), port: m.port, target: m.target }).collect();
+        let ports = f.ports.iter().map(PortMapDef::from_port_map).collect();
         FloatingIpDef { address: f.address, vrf: f.vrf, ports }
+    }
+}
+
+impl PortMapDef {
+    /// The forwarded port.
+    pub fn to_port_map(&self) -> crate::tables::PortMap {
+        let proto = match self.proto {
+            TransportDef::Tcp => crate::wire::ip_proto::TCP,
+            TransportDef::Udp => crate::wire::ip_proto::UDP,
+        };
+        crate::tables::PortMap { proto, port: self.port, target: self.target }
+    }
+
+    /// As written, from the forwarded port.
+    pub fn from_port_map(m: &crate::tables::PortMap) -> PortMapDef {
+        // The tables hold only TCP and UDP maps (`check_port_maps`).
+        let proto = if m.proto == crate::wire::ip_proto::UDP { TransportDef::Udp } else { TransportDef::Tcp };
+        PortMapDef { proto, port: m.port, target: m.target }
     }
 }
 
