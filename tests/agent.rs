@@ -273,6 +273,16 @@ fn bad_intent_is_refused_with_a_reason() {
             ),
             "unknown variant `sctp`",
         ),
+        (
+            INTENT.replace("\"10.1.0.3\"]\n", "\"10.1.0.3\"]\nports = [{ proto = \"udp\", port = 0, target = 53 }]\n"),
+            "service web: port map 0: port 0",
+        ),
+        (
+            INTENT.to_string()
+                + "\n[[service]]\nnetwork = \"blue\"\naddress = \"fd00:96::1\"\nendpoints = [\"10.1.0.3\"]\n\
+                   ports = [{ proto = \"tcp\", port = 80, target = 8080 }]\n",
+            "forwarded ports need an IPv4 service address",
+        ),
     ];
     for (text, want) in cases {
         let e = Intent::from_toml(&text).unwrap_err();
@@ -369,6 +379,76 @@ fn floating_ips_come_from_the_intent() {
     let maps: Vec<_> = ported.ports.iter().map(|m| (m.proto, m.port, m.target)).collect();
     assert_eq!(maps, [(6, 80, 8080), (17, 53, 5353)], "its forwarded ports");
     assert!(agent::plan(&mut c, &i, mac(&i)).unwrap().is_empty(), "a second pass changes nothing");
+}
+
+/// A service with ports (a Kubernetes service's port and target port):
+/// its address becomes a floating IP of each local endpoint, forwarding
+/// those ports, and its route spreads over the endpoints, local and
+/// remote, as for any service. In the data path, a connection that lands
+/// on the local endpoint reaches its target port; one that lands on the
+/// remote leaves by the tunnel untranslated, for that node to translate.
+#[test]
+fn a_service_with_ports_is_a_floating_ip_of_its_local_endpoints() {
+    use std::sync::Arc;
+    use vrouter::flow::{FlowConfig, FlowTable};
+    use vrouter::pipeline::{Frame, Pipeline, PipelineConfig, Spill, Verdict};
+    use vrouter::pktgen::build::{tcp4_syn_frame, L2};
+    let (sock, handle) = server("svcports");
+    let mut c = client(&sock);
+    let text = INTENT.to_string()
+        + r#"
+[[service]]
+name = "web-k8s"
+network = "blue"
+address = "10.96.0.30"
+endpoints = ["10.1.1.2", "10.1.0.3"]
+ports = [{ proto = "tcp", port = 80, target = 8080 }]
+"#;
+    let i = intent(&text);
+    agent::reconcile_once(&mut c, &i, mac(&i)).unwrap();
+    let t = handle.load();
+    let a2 = t.vifs().find(|v| v.name == "t-a2").unwrap();
+    let svc = std::net::Ipv4Addr::new(10, 96, 0, 30);
+    let fip = a2.floating.iter().find(|f| f.address == svc).unwrap_or_else(|| panic!("{:?}", a2.floating));
+    let maps: Vec<_> = fip.ports.iter().map(|m| (m.proto, m.port, m.target)).collect();
+    assert_eq!((fip.vrf, maps), (a2.vrf, vec![(6, 80, 8080)]), "in the service's network, with its ports");
+    assert!(t.vifs().find(|v| v.name == "t-a1").unwrap().floating.is_empty(), "a1 is no endpoint");
+    let blue = t.vrfs().find(|v| v.name == "blue").unwrap();
+    let route = blue.v4.lookup(u32::from(svc)).unwrap();
+    let Some(NextHop::Composite(g)) = t.nexthop(route.nh) else { panic!("ECMP over the endpoints") };
+    assert_eq!(g.members().len(), 2);
+    assert!(agent::plan(&mut c, &i, mac(&i)).unwrap().is_empty(), "a second pass changes nothing");
+
+    let mut p = Pipeline::new(PipelineConfig::default(), t.limits());
+    p.set_flows(Some(Arc::new(FlowTable::new(FlowConfig { capacity: 1000, ..FlowConfig::default() }, 64, 16))));
+    let router = PipelineConfig::default().router_mac;
+    let a1 = t.vifs().find(|v| v.name == "t-a1").unwrap().index;
+    let (mut local, mut remote) = (0, 0);
+    for sport in 40000..40032u16 {
+        let l2 = L2 { src: MacAddr([2, 0, 0, 0, 0, 0x11]), dst: router };
+        let bytes = tcp4_syn_frame(l2, "10.1.0.2".parse().unwrap(), svc, sport, 80, 1460);
+        let mut buf = vec![0u8; 256 + bytes.len()];
+        buf[256..].copy_from_slice(&bytes);
+        let mut frames = vec![Frame::new(buf, 256, bytes.len(), a1).unwrap()];
+        p.process(&t, &mut frames, &mut Spill::none());
+        let out = frames[0].data();
+        // The inner IPv4 header: after Ethernet, or after the tunnel's.
+        let ip = match frames[0].verdict {
+            Verdict::Tx(v) if v == a2.index => 14,
+            Verdict::Tx(0) => 14 + 20 + 8 + 4,
+            other => panic!("{other:?}"),
+        };
+        let dst = std::net::Ipv4Addr::new(out[ip + 16], out[ip + 17], out[ip + 18], out[ip + 19]);
+        let dport = u16::from_be_bytes([out[ip + 22], out[ip + 23]]);
+        if ip == 14 {
+            assert_eq!((dst, dport), ("10.1.0.3".parse().unwrap(), 8080), "a2's target port");
+            local += 1;
+        } else {
+            assert_eq!((dst, dport), (svc, 80), "for the remote's node to translate");
+            remote += 1;
+        }
+    }
+    assert!(local >= 4 && remote >= 4, "over both endpoints: {local} local, {remote} remote");
 }
 
 /// Allowed addresses (OpenStack's allowed address pairs): a VRRP-style

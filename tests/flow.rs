@@ -1850,6 +1850,77 @@ fn a_floating_ip_forwards_its_ports_to_the_pods_and_no_others() {
     assert_eq!(table.remove_stale(&ends), to_a1, "the pairs translated to a1");
 }
 
+/// A Kubernetes ClusterIP service as vrouter can carry it: the service
+/// address is a floating IP of its endpoints in their own network, which
+/// forwards the service's port to the pods' target port. A client on
+/// another node reaches it by the network's label; the pod it lands on
+/// sees the client's address at its own port, and its answers go back
+/// through the tunnel from the service's address and port.
+#[test]
+fn a_service_address_held_as_a_floating_ip_in_its_network_forwards_its_port() {
+    use vrouter::pktgen::build::Tunnel as Encap;
+    use vrouter::tables::{FloatingIp, PortMap};
+    let (mut lab, _table) = lab_with_flows();
+    let cluster_ip = Ipv4Addr::new(10, 96, 0, 20);
+    let t = lab.handle.load();
+    let held = |i: u32| {
+        let mut v = t.vif(i).unwrap().clone();
+        let ports = vec![PortMap { proto: TCP, port: 80, target: 8080 }];
+        v.floating = vec![FloatingIp { address: cluster_ip, vrf: BLUE, ports }];
+        Op::Update(Object::Vif(v))
+    };
+    let member = |nh| RouteTarget { nh, label: RouteTarget::NO_LABEL };
+    let ops = [
+        held(A1),
+        held(A2),
+        Op::Add(Object::NextHop(60, NextHop::Composite(EcmpGroup::new(vec![member(NH_A1), member(NH_A2)])))),
+        Op::Add(Object::Route(RouteSpec {
+            network: None,
+            vrf: BLUE,
+            prefix: "10.96.0.20/32".parse().unwrap(),
+            target: member(60),
+        })),
+    ];
+    drop(t);
+    lab.writer.apply(&ops).unwrap();
+    let mut seen = [0u32; 3];
+    for port in 0..16u16 {
+        let syn = tcp(L2 { src: mac(9), dst: mac(9) }, remote_ip(), cluster_ip, 40000 + port, 80);
+        let frame = build::mpls_tunnel_frame(
+            from_peer(),
+            Encap::Udp(6635),
+            peer(1),
+            node_ip(),
+            LABEL_BLUE,
+            64,
+            50000,
+            &syn[14..],
+        );
+        let (v, at_pod) = lab.run(FABRIC, frame);
+        let (pod, pod_ip) = match v {
+            Verdict::Tx(p) if p == A1 => (A1, a1_ip()),
+            Verdict::Tx(p) if p == A2 => (A2, a2_ip()),
+            other => panic!("{other:?}"),
+        };
+        seen[pod as usize] += 1;
+        assert_eq!((ip_addrs(&at_pod), l4_ports(&at_pod)), ((remote_ip(), pod_ip), (40000 + port, 8080)));
+        let answer = tcp(L2 { src: mac(pod as u8), dst: router_mac() }, pod_ip, remote_ip(), 8080, 40000 + port);
+        let (v, out) = lab.run(pod, answer);
+        assert_eq!(v, Verdict::Tx(FABRIC), "back through the tunnel");
+        // Ethernet, the outer IPv4 and UDP headers, one label: then the answer.
+        let inner = [&out[..14], &out[14 + 20 + 8 + 4..]].concat();
+        assert_eq!((ip_addrs(&inner), l4_ports(&inner)), ((cluster_ip, remote_ip()), (80, 40000 + port)));
+    }
+    assert!(seen[A1 as usize] >= 3 && seen[A2 as usize] >= 3, "spread over both endpoints: {seen:?}");
+    // A node whose route to the service picked a1 sends by a1's own label:
+    // translated the same.
+    let syn = tcp(L2 { src: mac(9), dst: mac(9) }, remote_ip(), cluster_ip, 41000, 80);
+    let frame =
+        build::mpls_tunnel_frame(from_peer(), Encap::Udp(6635), peer(1), node_ip(), LABEL_A1, 64, 50000, &syn[14..]);
+    let (v, at_pod) = lab.run(FABRIC, frame);
+    assert_eq!((v, ip_addrs(&at_pod), l4_ports(&at_pod)), (Verdict::Tx(A1), (remote_ip(), a1_ip()), (41000, 8080)));
+}
+
 /// The pairs in `table` whose forward entry translates to `pod`, and the others.
 fn pairs_to(table: &FlowTable, pod: Ipv4Addr) -> (usize, usize) {
     let all = table.dump(None, 100_000, 0);

@@ -834,6 +834,36 @@ fn the_lab_end_to_end() {
     }
     assert!(out.contains("leo1") && out.contains("leo2"), "over both pods, local and remote: {out}");
 
+    // A service with ports, as Kubernetes has them (port 80 to the pods'
+    // 8080), added to both nodes' intents: the address becomes a floating
+    // IP of each endpoint on its node, which need not hold it. From either
+    // node, connections spread over a2 (node 1) and b3 (node 2), each
+    // node translating for its own endpoint.
+    let service = "\n[[service]]\nname = \"web-k8s\"\nnetwork = \"blue\"\naddress = \"10.96.0.30\"\n\
+                   endpoints = [\"10.1.0.3\", \"10.1.1.4\"]\nports = [{ proto = \"tcp\", port = 80, target = 8080 }]\n";
+    for node in ["n1", "n2"] {
+        let path = format!("{}/{node}/intent.toml", lab_dir());
+        let intent = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, intent + service).unwrap();
+    }
+    let held = |node: &str, pod: &str| lab(&["vrctl", node, "vif", "get", pod], &[]).contains("10.96.0.30 in VRF");
+    let applied = (0..30).any(|_| {
+        std::thread::sleep(Duration::from_millis(200));
+        held("n1", "t-a2") && held("n2", "t-b3")
+    });
+    assert!(applied, "the agents made the service address a floating IP of a2 and b3");
+    for pod in ["a2", "b3"] {
+        sh(pod, &format!("socat TCP-LISTEN:8080,reuseaddr,fork SYSTEM:'echo {pod}' >/dev/null 2>&1 &"));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for client in ["a1", "b1"] {
+        let answers: Vec<String> = (0..12)
+            .map(|_| sh(client, "timeout 3 socat -T 2 - TCP:10.96.0.30:80 </dev/null").1.trim().to_string())
+            .collect();
+        assert!(answers.iter().all(|a| a == "a2" || a == "b3"), "{client}: {answers:?}");
+        assert!(answers.contains(&"a2".into()) && answers.contains(&"b3".into()), "{client}: {answers:?}");
+    }
+
     // Bad input from a pod is dropped and counted; the others go on.
     send_garbage_from("a2", 200);
     assert!(ping("a1", "10.1.1.2"), "forwarding goes on after garbage from a2");

@@ -216,6 +216,14 @@ pub struct Service {
     pub address: IpAddr,
     /// Endpoint addresses: local pods or remotes of the same network.
     pub endpoints: Vec<IpAddr>,
+    /// Its ports, each to the endpoints' target port (a Kubernetes
+    /// service's `port` and `targetPort`): the address becomes a floating
+    /// IP of each local endpoint, in the service's network, forwarding
+    /// these ports and no others, so that the pods need not hold it. Left
+    /// out, the pods hold the address themselves and every port reaches
+    /// them unchanged (Contrail's ECMP service).
+    #[serde(default)]
+    pub ports: Vec<crate::api::schema::PortMapDef>,
 }
 
 impl Intent {
@@ -335,6 +343,13 @@ impl Intent {
             net(&s.network, &what)?;
             if s.endpoints.is_empty() {
                 return Err(format!("{what}: no endpoints"));
+            }
+            if !s.ports.is_empty() {
+                if !s.address.is_ipv4() {
+                    return Err(format!("{what}: forwarded ports need an IPv4 service address"));
+                }
+                let ports: Vec<_> = s.ports.iter().map(crate::api::schema::PortMapDef::to_port_map).collect();
+                crate::tables::check_port_maps(&ports).map_err(|e| format!("{what}: {e}"))?;
             }
             for e in &s.endpoints {
                 let local = self.pod.iter().any(|p| p.network == s.network && IpAddr::V4(p.ip) == *e);
