@@ -1919,6 +1919,30 @@ fn a_service_address_held_as_a_floating_ip_in_its_network_forwards_its_port() {
         build::mpls_tunnel_frame(from_peer(), Encap::Udp(6635), peer(1), node_ip(), LABEL_A1, 64, 50000, &syn[14..]);
     let (v, at_pod) = lab.run(FABRIC, frame);
     assert_eq!((v, ip_addrs(&at_pod), l4_ports(&at_pod)), (Verdict::Tx(A1), (remote_ip(), a1_ip()), (41000, 8080)));
+    // An endpoint calling its own service: where the hash sends it back to
+    // itself, it sees the service's address as the source (or it would
+    // answer itself past the translation), and its answer comes back to
+    // it from the service's port.
+    let (mut hairpins, mut across, mut frames) = (0, 0, Vec::new());
+    for sport in 42000..42032u16 {
+        let (v, got) = lab.run(A1, tcp(from_a1(), a1_ip(), cluster_ip, sport, 80));
+        if v == Verdict::Tx(A2) {
+            assert_eq!((ip_addrs(&got), l4_ports(&got)), ((a1_ip(), a2_ip()), (sport, 8080)), "to the other endpoint");
+            across += 1;
+            continue;
+        }
+        assert_eq!(v, Verdict::Tx(A1));
+        assert_eq!((ip_addrs(&got), l4_ports(&got)), ((cluster_ip, a1_ip()), (sport, 8080)), "from the service");
+        let (v, back) = lab.run(A1, tcp(from_a1(), a1_ip(), cluster_ip, 8080, sport));
+        assert_eq!(v, Verdict::Tx(A1));
+        assert_eq!((ip_addrs(&back), l4_ports(&back)), ((cluster_ip, a1_ip()), (80, sport)), "the answer");
+        frames.extend([got, back]);
+        hairpins += 1;
+    }
+    assert!(hairpins >= 4 && across >= 4, "{hairpins} back to a1, {across} to a2");
+    if let Some(rows) = tshark(&frames, &["ip.checksum.status", "tcp.checksum.status"]) {
+        assert!(rows.len() == frames.len() && rows.iter().all(|r| r[0] == "1" && r[1] == "1"), "{rows:?}");
+    }
 }
 
 /// The pairs in `table` whose forward entry translates to `pod`, and the others.

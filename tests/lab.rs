@@ -838,7 +838,9 @@ fn the_lab_end_to_end() {
     // 8080), added to both nodes' intents: the address becomes a floating
     // IP of each endpoint on its node, which need not hold it. From either
     // node, connections spread over a2 (node 1) and b3 (node 2), each
-    // node translating for its own endpoint.
+    // node translating for its own endpoint; and from a2, an endpoint
+    // calling its own service, sent back to itself from the service's
+    // address (hairpin).
     let service = "\n[[service]]\nname = \"web-k8s\"\nnetwork = \"blue\"\naddress = \"10.96.0.30\"\n\
                    endpoints = [\"10.1.0.3\", \"10.1.1.4\"]\nports = [{ proto = \"tcp\", port = 80, target = 8080 }]\n";
     for node in ["n1", "n2"] {
@@ -856,7 +858,7 @@ fn the_lab_end_to_end() {
         sh(pod, &format!("socat TCP-LISTEN:8080,reuseaddr,fork SYSTEM:'echo {pod}' >/dev/null 2>&1 &"));
     }
     std::thread::sleep(Duration::from_millis(300));
-    for client in ["a1", "b1"] {
+    for client in ["a1", "b1", "a2"] {
         let answers: Vec<String> = (0..12)
             .map(|_| sh(client, "timeout 3 socat -T 2 - TCP:10.96.0.30:80 </dev/null").1.trim().to_string())
             .collect();

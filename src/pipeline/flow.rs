@@ -610,10 +610,18 @@ pub(super) fn create<B>(
         }
         if let Some(fip) = fip {
             let pod = vif.ipv4.map_or(0, u32::from);
-            fwd.nat = Nat { dst: Some(pod), dport: target_port, ..Nat::default() };
+            // A pod sent back to itself through a floating IP it holds (a
+            // service's endpoint calling its own service): from its own
+            // address, it would answer itself inside its kernel, past the
+            // translation, so its source becomes the floating IP too
+            // (hairpin NAT), and the answers' destination the pod again.
+            let hairpin = vif.index == in_vif && key.src as u32 == pod;
+            let peer = if hairpin { fip } else { key.src as u32 };
+            fwd.nat = Nat { src: hairpin.then_some(fip), dst: Some(pod), dport: target_port, ..Nat::default() };
             let dport = target_port.unwrap_or(key.dport);
-            rev.key = FlowKey::v4(vif.vrf, key.proto, pod, key.src as u32, dport, key.sport);
-            rev.nat = Nat { src: Some(fip), sport: target_port.map(|_| key.dport), ..Nat::default() };
+            rev.key = FlowKey::v4(vif.vrf, key.proto, pod, peer, dport, key.sport);
+            rev.nat =
+                Nat { src: Some(fip), dst: hairpin.then_some(pod), sport: target_port.map(|_| key.dport), dport: None };
         }
     }
     rev.hash = key_hash(seed, &rev.key);
