@@ -1945,6 +1945,49 @@ fn a_service_address_held_as_a_floating_ip_in_its_network_forwards_its_port() {
     }
 }
 
+/// A service with ports of another network, reached on the same node by
+/// an imported route: translated as from its own network, and judged by
+/// the service's network's policy too, as a flow to that network's pod is
+/// without a floating IP; its answers go back translated.
+#[test]
+fn a_service_of_another_network_is_translated_and_judged_by_its_network_too() {
+    use vrouter::tables::{FloatingIp, PortMap};
+    let (mut lab, table) = lab_with_flows();
+    let svc = Ipv4Addr::new(10, 5, 0, 100);
+    let mut ops = green_joined_to_blue_ops();
+    let mut g1 = vrouter::tables::Vif::new(G1, "veth-g1", vrouter::tables::VifKind::Virtual, GREEN, mac(7));
+    g1.ipv4 = Some(g1_ip());
+    g1.floating =
+        vec![FloatingIp { address: svc, vrf: GREEN, ports: vec![PortMap { proto: TCP, port: 80, target: 8080 }] }];
+    ops.extend([
+        Op::Update(Object::Vif(g1)),
+        route_in(GREEN, "10.5.0.100/32", NH_G1, NO, None),
+        route_in(BLUE, "10.5.0.100/32", NH_G1, NO, Some(GREEN)),
+        Op::Add(Object::Policy(
+            GREEN,
+            Policy { rules: vec![allow(Endpoint::Any, Endpoint::Any, TCP, port(80))], default: PolicyAction::Deny },
+        )),
+    ]);
+    lab.writer.apply(&ops).unwrap();
+    let g1_l2 = L2 { src: mac(7), dst: router_mac() };
+    let (v, at_g1) = lab.run(A1, tcp(from_a1(), a1_ip(), svc, 40000, 80));
+    assert_eq!((v, ip_addrs(&at_g1), l4_ports(&at_g1)), (Verdict::Tx(G1), (a1_ip(), g1_ip()), (40000, 8080)));
+    let (v, back) = lab.run(G1, tcp(g1_l2, g1_ip(), a1_ip(), 8080, 40000));
+    assert_eq!((v, ip_addrs(&back), l4_ports(&back)), (Verdict::Tx(A1), (svc, a1_ip()), (80, 40000)), "the answer");
+    let tables = lab.writer.tables().clone();
+    let hit = table.lookup(&FlowKey::v4(BLUE, TCP, a1_ip().into(), svc.into(), 40000, 80)).unwrap();
+    let judged = vrouter::pipeline::judgement(&tables, &table, &table.get(hit.slot, 0).unwrap()).unwrap();
+    assert_eq!(judged.rule, Some(vrouter::pipeline::Ruling { vrf: GREEN, rule: Some(0) }), "green's rule");
+    // Green stops it: the pair's next packet is denied, and a new one too.
+    lab.writer
+        .apply(&[Op::Update(Object::Policy(GREEN, Policy { rules: vec![], default: PolicyAction::Deny }))])
+        .unwrap();
+    let denied = Verdict::Drop(DropReason::FlowActionDrop);
+    let ack = |f: Vec<u8>| with_tcp_flags(&f, vrouter::wire::tcp::FLAG_ACK);
+    assert_eq!(lab.run(A1, ack(tcp(from_a1(), a1_ip(), svc, 40000, 80))).0, denied, "decided again by green");
+    assert_eq!(lab.run(A1, tcp(from_a1(), a1_ip(), svc, 40001, 80)).0, denied, "a new one");
+}
+
 /// The pairs in `table` whose forward entry translates to `pod`, and the others.
 fn pairs_to(table: &FlowTable, pod: Ipv4Addr) -> (usize, usize) {
     let all = table.dump(None, 100_000, 0);

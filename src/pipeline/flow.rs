@@ -472,13 +472,28 @@ pub fn judgement(t: &Tables, table: &FlowTable, f: &FlowInfo) -> Option<Judgemen
     let other = table.get(f.reverse, 0).filter(|o| o.reverse == f.slot)?;
     let (fwd, rev) = if f.forward { (f, &other) } else { (&other, f) };
     let Some(vrf) = t.vrf(fwd.key.vrf) else { return Some(Judgement { rule: None, passed_by: None, current: true }) };
-    let reaches = (fwd.nat.is_none() && rev.key.vrf != fwd.key.vrf).then(|| t.vrf(rev.key.vrf)).flatten();
+    let reaches = reached(t, vrf, &fwd.key, rev.key.vrf, !fwd.nat.is_none());
     let rulings = judge_by_both(vrf, &fwd.key, t.vif(fwd.vif), reaches).1;
     Some(Judgement {
         rule: rulings.decided,
         passed_by: rulings.passed_by,
         current: vrf.policy_generation == fwd.policy_generation,
     })
+}
+
+/// The network of the pod a pair reaches on this node, where that is not
+/// the pair's own (`forward`'s VRF, `vrf`): the reverse entry's VRF
+/// (`reverse_vrf`), where the pair's answers come from. Its policy judges
+/// the pair too (`judge`). A pair translated through a floating IP
+/// (`natted`) reaches it so only where the floating IP is of the pod's own
+/// network (a service's address, routed here by an import, which keeps
+/// its network): a public floating IP's pair is the public network's
+/// alone, which exposes the pod.
+fn reached<'t>(t: &'t Tables, vrf: &Vrf, forward: &FlowKey, reverse_vrf: u32, natted: bool) -> Option<&'t Vrf> {
+    if reverse_vrf == forward.vrf || (natted && vrf.network_of(!forward.is_v4(), forward.dst) != Some(reverse_vrf)) {
+        return None;
+    }
+    t.vrf(reverse_vrf)
 }
 
 /// `vrf`'s policy on a flow whose first packet (`key`) came in on `from`.
@@ -532,13 +547,8 @@ pub(super) fn on_hit<B>(
         let forward_key = if hit.forward { *key } else { key.reversed() };
         let creator = ctx.t.vif(table.creator(hit.slot));
         // The pod the pair reaches on this node, if it is of another
-        // network: its policy judges the pair too (`judge`). A floating
-        // IP's pair (with NAT) reaches a pod of another network too, but
-        // is addressed to the public one alone.
-        let reaches = match table.key(hit.reverse) {
-            Some(r) if hit.nat.is_none() && r.vrf != forward_key.vrf => ctx.t.vrf(r.vrf),
-            _ => None,
-        };
+        // network: its policy judges the pair too (`judge`).
+        let reaches = table.key(hit.reverse).and_then(|r| reached(ctx.t, vrf, &forward_key, r.vrf, !hit.nat.is_none()));
         action = judge(vrf, &forward_key, creator, reaches).0;
         table.set_action(hit.slot, action, vrf.policy_generation);
         table.set_action(hit.reverse, action, vrf.policy_generation);
@@ -582,9 +592,9 @@ pub(super) fn create<B>(
         Some(PortForward::Same) | None => None,
     };
     let fip = fip.map(|f| u32::from(f.address));
-    // A pod of another network on this node whose policy judges the flow
-    // too; not through a floating IP, which is the public network's.
-    let reaches = pod.filter(|o| fip.is_none() && policed_elsewhere(ctx.t, vrf, o)).and_then(|o| ctx.t.vrf(o.vrf));
+    // A pod of another network on this node whose policy judges the flow too.
+    let reaches =
+        pod.filter(|o| policed_elsewhere(ctx.t, vrf, o)).and_then(|o| reached(ctx.t, vrf, key, o.vrf, fip.is_some()));
     let from = ctx.t.vif(in_vif);
     let action = judge(vrf, key, from, reaches).0;
     if let Some(stateless) = midstream(ctx.t, vrf, key, from, out, action, d, info) {
@@ -692,11 +702,13 @@ fn midstream(
     }
 }
 
-/// The floating IP of `vif` in VRF `vrf` that `key` is addressed to.
+/// The floating IP of `vif` that `key`, routed in VRF `vrf`, is addressed
+/// to: one of that VRF, or one of the pod's own network (a service's
+/// address) that `vrf` routes to it by an import.
 fn floating<'v>(vif: &'v Vif, vrf: u32, key: &FlowKey) -> Option<&'v FloatingIp> {
     if !key.is_v4() {
         return None;
     }
     let dst = key.dst as u32;
-    vif.floating.iter().find(|f| f.vrf == vrf && u32::from(f.address) == dst)
+    vif.floating.iter().find(|f| (f.vrf == vrf || f.vrf == vif.vrf) && u32::from(f.address) == dst)
 }
