@@ -381,6 +381,21 @@ fn floating_ips_come_from_the_intent() {
     assert!(agent::plan(&mut c, &i, mac(&i)).unwrap().is_empty(), "a second pass changes nothing");
 }
 
+/// `bytes` through pipeline `p` over tables `t`, as received on vif `from`.
+fn through(
+    p: &mut vrouter::pipeline::Pipeline,
+    t: &vrouter::tables::Tables,
+    bytes: &[u8],
+    from: u32,
+) -> vrouter::pipeline::Frame<Vec<u8>> {
+    use vrouter::pipeline::{Frame, Spill};
+    let mut buf = vec![0u8; 256 + bytes.len()];
+    buf[256..].copy_from_slice(bytes);
+    let mut frames = vec![Frame::new(buf, 256, bytes.len(), from).unwrap()];
+    p.process(t, &mut frames, &mut Spill::none());
+    frames.remove(0)
+}
+
 /// A service with ports (a Kubernetes service's port and target port):
 /// its address becomes a floating IP of each local endpoint, forwarding
 /// those ports, and its route spreads over the endpoints, local and
@@ -391,7 +406,7 @@ fn floating_ips_come_from_the_intent() {
 fn a_service_with_ports_is_a_floating_ip_of_its_local_endpoints() {
     use std::sync::Arc;
     use vrouter::flow::{FlowConfig, FlowTable};
-    use vrouter::pipeline::{Frame, Pipeline, PipelineConfig, Spill, Verdict};
+    use vrouter::pipeline::{Pipeline, PipelineConfig, Verdict};
     use vrouter::pktgen::build::{tcp4_syn_frame, L2};
     let (sock, handle) = server("svcports");
     let mut c = client(&sock);
@@ -427,13 +442,10 @@ ports = [{ proto = "tcp", port = 80, target = 8080 }]
     for sport in 40000..40032u16 {
         let l2 = L2 { src: MacAddr([2, 0, 0, 0, 0, 0x11]), dst: router };
         let bytes = tcp4_syn_frame(l2, "10.1.0.2".parse().unwrap(), svc, sport, 80, 1460);
-        let mut buf = vec![0u8; 256 + bytes.len()];
-        buf[256..].copy_from_slice(&bytes);
-        let mut frames = vec![Frame::new(buf, 256, bytes.len(), a1).unwrap()];
-        p.process(&t, &mut frames, &mut Spill::none());
-        let out = frames[0].data();
+        let frame = through(&mut p, &t, &bytes, a1);
+        let out = frame.data();
         // The inner IPv4 header: after Ethernet, or after the tunnel's.
-        let ip = match frames[0].verdict {
+        let ip = match frame.verdict {
             Verdict::Tx(v) if v == a2.index => 14,
             Verdict::Tx(0) => 14 + 20 + 8 + 4,
             other => panic!("{other:?}"),
@@ -458,7 +470,7 @@ ports = [{ proto = "tcp", port = 80, target = 8080 }]
 /// only that.
 #[test]
 fn allowed_addresses_come_from_the_intent() {
-    use vrouter::pipeline::{Frame, Pipeline, PipelineConfig, Spill, Verdict};
+    use vrouter::pipeline::{Pipeline, PipelineConfig, Verdict};
     use vrouter::pktgen::build::{udp4_frame, L2};
     let (sock, handle) = server("aap");
     let mut c = client(&sock);
@@ -500,11 +512,7 @@ fn allowed_addresses_come_from_the_intent() {
     let mut send = |from: u32, pod_mac: [u8; 6], src: [u8; 4]| {
         let l2 = L2 { src: MacAddr(pod_mac), dst: router };
         let bytes = udp4_frame(l2, src.into(), "10.1.0.2".parse().unwrap(), 5000, 53, 64, 64);
-        let mut buf = vec![0u8; 256 + bytes.len()];
-        buf[256..].copy_from_slice(&bytes);
-        let mut frames = vec![Frame::new(buf, 256, bytes.len(), from).unwrap()];
-        p.process(&t, &mut frames, &mut Spill::none());
-        frames[0].verdict
+        through(&mut p, &t, &bytes, from).verdict
     };
     let a2_mac = [2, 0, 0, 0, 0, 0x12];
     assert_eq!(send(a2, a2_mac, [10, 1, 0, 100]), Verdict::Tx(a1), "the shared address");

@@ -1652,6 +1652,16 @@ fn lab_with_floating_ip() -> (Lab, Arc<FlowTable>) {
     (lab, table)
 }
 
+/// The ICMP port unreachable that pod `pod` (`pod_ip`) sends to `to` about
+/// `frame`, quoting its IPv4 header and 8 bytes.
+fn port_unreachable(pod: u32, pod_ip: Ipv4Addr, to: Ipv4Addr, frame: &[u8]) -> Vec<u8> {
+    let mut m = vec![3u8, 3, 0, 0, 0, 0, 0, 0];
+    m.extend_from_slice(&frame[14..14 + 28]);
+    let c = inet_checksum(&m);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    build::ip_frame(L2 { src: mac(pod as u8), dst: router_mac() }, &build::ipv4(pod_ip, to, 1, 64, false, &m))
+}
+
 fn ip_addrs(frame: &[u8]) -> (Ipv4Addr, Ipv4Addr) {
     let a = |o: usize| Ipv4Addr::new(frame[o], frame[o + 1], frame[o + 2], frame[o + 3]);
     (a(26), a(30))
@@ -1720,13 +1730,7 @@ fn a_floating_ip_reaches_its_pods_and_their_answers_come_from_it() {
         other => panic!("{other:?}"),
     };
     let pod_ip = if pod == A1 { a1_ip() } else { a2_ip() };
-    let mut m = vec![3u8, 3, 0, 0, 0, 0, 0, 0];
-    m.extend_from_slice(&at_pod[14..14 + 28]);
-    let c = inet_checksum(&m);
-    m[2..4].copy_from_slice(&c.to_be_bytes());
-    let err =
-        build::ip_frame(L2 { src: mac(pod as u8), dst: router_mac() }, &build::ipv4(pod_ip, CLIENT, 1, 64, false, &m));
-    let (v, to_client) = lab.run(pod, err);
+    let (v, to_client) = lab.run(pod, port_unreachable(pod, pod_ip, CLIENT, &at_pod));
     assert_eq!(v, Verdict::Tx(GW));
     assert_eq!(ip_addrs(&to_client), (FIP, CLIENT));
     // The quote is the client's packet as the pod got it: one hop (TTL) on.
@@ -1799,13 +1803,7 @@ fn a_floating_ip_forwards_its_ports_to_the_pods_and_no_others() {
     let (pod, pod_ip) = pod_of(&v);
     assert_eq!(l4_ports(&at_pod), (6000, 5353));
     assert_eq!(l4_ports(&lab.run(GW, sent.clone()).1), (6000, 5353), "a hit");
-    let mut m = vec![3u8, 3, 0, 0, 0, 0, 0, 0];
-    m.extend_from_slice(&at_pod[14..14 + 28]);
-    let c = inet_checksum(&m);
-    m[2..4].copy_from_slice(&c.to_be_bytes());
-    let err =
-        build::ip_frame(L2 { src: mac(pod as u8), dst: router_mac() }, &build::ipv4(pod_ip, CLIENT, 1, 64, false, &m));
-    let (v, to_client) = lab.run(pod, err);
+    let (v, to_client) = lab.run(pod, port_unreachable(pod, pod_ip, CLIENT, &at_pod));
     assert_eq!((v, ip_addrs(&to_client)), (Verdict::Tx(GW), (FIP, CLIENT)));
     let (quote, original) = (&to_client[14 + 28..14 + 56], &sent[14..14 + 28]);
     assert_eq!(&quote[12..], &original[12..], "addresses, ports and UDP checksum as the client sent them");
