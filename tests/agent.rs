@@ -278,6 +278,20 @@ fn bad_intent_is_refused_with_a_reason() {
             "service web: port map 0: port 0",
         ),
         (
+            INTENT.replace(
+                "00:12\"\n",
+                "00:12\"\nfloating_ips = [{ address = \"185.22.97.9\", network = \"red\" }, \
+                 { address = \"185.22.97.9\", network = \"red\" }]\n",
+            ),
+            "pod \"a2\", floating IP 185.22.97.9 is given twice",
+        ),
+        (
+            INTENT
+                .replace("00:12\"\n", "00:12\"\nfloating_ips = [{ address = \"10.96.0.10\", network = \"blue\" }]\n")
+                .replace("\"10.1.0.3\"]\n", "\"10.1.0.3\"]\nports = [{ proto = \"tcp\", port = 80, target = 8080 }]\n"),
+            "is service web's address, already a floating IP of its endpoints",
+        ),
+        (
             INTENT.to_string()
                 + "\n[[service]]\nnetwork = \"blue\"\naddress = \"fd00:96::1\"\nendpoints = [\"10.1.0.3\"]\n\
                    ports = [{ proto = \"tcp\", port = 80, target = 8080 }]\n",

@@ -318,6 +318,14 @@ fn every_error_is_precise_and_leaves_the_connection_usable() {
             "unknown variant",
         ),
         (fip(json!([map(0)])), "invalid", Some("floating_ips.ports"), "port 0"),
+        (
+            json!({ "vif": { "index": 5, "name": "x", "kind": "virtual", "vrf": 1, "mac": "02:00:00:00:00:99",
+                             "ipv4": "10.1.0.99", "floating_ips": [{ "address": "185.22.97.9", "vrf": 1 },
+                                                                   { "address": "185.22.97.9", "vrf": 1 }] } }),
+            "invalid",
+            Some("floating_ips"),
+            "185.22.97.9 in VRF 1 is given twice",
+        ),
         (fip(json!([map(80), map(443), map(80)])), "invalid", Some("floating_ips.ports"), "port 80 is forwarded twice"),
         (
             fip(Value::Array((1..=17).map(map).collect())),

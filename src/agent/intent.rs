@@ -285,9 +285,23 @@ impl Intent {
             if let Some(l) = p.label {
                 check_label(&what, l)?;
             }
-            for f in &p.floating_ips {
+            for (i, f) in p.floating_ips.iter().enumerate() {
                 let fip = format!("{what}, floating IP {}", f.address);
                 net(&f.network, &fip)?;
+                // One address of a network, one way to translate it.
+                if p.floating_ips[..i].iter().any(|o| (o.address, &o.network) == (f.address, &f.network)) {
+                    return Err(format!("{fip} is given twice"));
+                }
+                let service = self.service.iter().find(|s| {
+                    !s.ports.is_empty()
+                        && (&s.network, s.address) == (&f.network, IpAddr::V4(f.address))
+                        && s.network == p.network
+                        && s.endpoints.contains(&IpAddr::V4(p.ip))
+                });
+                if let Some(s) = service {
+                    let name = s.name.clone().unwrap_or_else(|| s.address.to_string());
+                    return Err(format!("{fip} is service {name}'s address, already a floating IP of its endpoints"));
+                }
                 let ports: Vec<_> = f.ports.iter().map(crate::api::schema::PortMapDef::to_port_map).collect();
                 crate::tables::check_port_maps(&ports).map_err(|e| format!("{fip}: {e}"))?;
             }

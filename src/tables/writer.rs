@@ -649,7 +649,13 @@ impl TablesWriter {
         if v.name.is_empty() {
             return Err(TableError::Invalid { field: "name", reason: "must not be empty".into() });
         }
-        for fip in &v.floating {
+        for (i, fip) in v.floating.iter().enumerate() {
+            if v.floating[..i].iter().any(|o| (o.address, o.vrf) == (fip.address, fip.vrf)) {
+                return Err(TableError::Invalid {
+                    field: "floating_ips",
+                    reason: format!("{} in VRF {} is given twice", fip.address, fip.vrf),
+                });
+            }
             if w.vrf(fip.vrf).is_none() {
                 return Err(TableError::MissingReference { field: "floating_ips.vrf", what: "VRF", id: fip.vrf });
             }
