@@ -168,7 +168,7 @@ pub fn desired(intent: &Intent, fabric_mac: MacAddr, limits: &Limits, now: &Snap
                         vrf: vrf_of[&f.network],
                         ports: f.ports.clone(),
                     })
-                    .chain(service_addresses(intent, p).map(|(s, address)| crate::api::schema::FloatingIpDef {
+                    .chain(intent.port_services(p).map(|(s, address)| crate::api::schema::FloatingIpDef {
                         address,
                         vrf: vrf_of[&s.network],
                         ports: s.ports.clone(),
@@ -452,22 +452,6 @@ pub fn desired(intent: &Intent, fabric_mac: MacAddr, limits: &Limits, now: &Snap
         out.policies.insert(vrf, canonical);
     }
     Ok(out)
-}
-
-/// The services with forwarded ports that pod `p` is an endpoint of, with
-/// their (IPv4, as `Intent::validate` checks) addresses: each is a
-/// floating IP of the pod in the service's network. Their routes are the
-/// services' own, not a held address's.
-fn service_addresses<'i>(
-    intent: &'i Intent,
-    p: &'i super::intent::Pod,
-) -> impl Iterator<Item = (&'i super::intent::Service, std::net::Ipv4Addr)> + 'i {
-    intent.service.iter().filter_map(move |s| match s.address {
-        IpAddr::V4(a) if !s.ports.is_empty() && s.network == p.network && s.endpoints.contains(&IpAddr::V4(p.ip)) => {
-            Some((s, a))
-        }
-        _ => None,
-    })
 }
 
 /// `ADDR/32` or `ADDR/128`.

@@ -292,18 +292,12 @@ impl Intent {
                 if p.floating_ips[..i].iter().any(|o| (o.address, &o.network) == (f.address, &f.network)) {
                     return Err(format!("{fip} is given twice"));
                 }
-                let service = self.service.iter().find(|s| {
-                    !s.ports.is_empty()
-                        && (&s.network, s.address) == (&f.network, IpAddr::V4(f.address))
-                        && s.network == p.network
-                        && s.endpoints.contains(&IpAddr::V4(p.ip))
-                });
-                if let Some(s) = service {
+                let service = self.port_services(p).find(|&(s, a)| (&s.network, a) == (&f.network, f.address));
+                if let Some((s, _)) = service {
                     let name = s.name.clone().unwrap_or_else(|| s.address.to_string());
                     return Err(format!("{fip} is service {name}'s address, already a floating IP of its endpoints"));
                 }
-                let ports: Vec<_> = f.ports.iter().map(crate::api::schema::PortMapDef::to_port_map).collect();
-                crate::tables::check_port_maps(&ports).map_err(|e| format!("{fip}: {e}"))?;
+                check_ports(&f.ports).map_err(|e| format!("{fip}: {e}"))?;
             }
             for a in &p.allowed_addresses {
                 let prefix = address_or_prefix(a).map_err(|e| format!("{what}: allowed address {a:?}: {e}"))?;
@@ -362,8 +356,7 @@ impl Intent {
                 if !s.address.is_ipv4() {
                     return Err(format!("{what}: forwarded ports need an IPv4 service address"));
                 }
-                let ports: Vec<_> = s.ports.iter().map(crate::api::schema::PortMapDef::to_port_map).collect();
-                crate::tables::check_port_maps(&ports).map_err(|e| format!("{what}: {e}"))?;
+                check_ports(&s.ports).map_err(|e| format!("{what}: {e}"))?;
             }
             for e in &s.endpoints {
                 let local = self.pod.iter().any(|p| p.network == s.network && IpAddr::V4(p.ip) == *e);
@@ -378,6 +371,29 @@ impl Intent {
         }
         Ok(())
     }
+}
+
+impl Intent {
+    /// The services with forwarded ports that pod `p` is an endpoint of,
+    /// with their (IPv4, as `validate` checks) addresses: each is a
+    /// floating IP of the pod in the service's network, whose route is the
+    /// service's own, not a held address's.
+    pub fn port_services<'i>(&'i self, p: &'i Pod) -> impl Iterator<Item = (&'i Service, Ipv4Addr)> + 'i {
+        self.service.iter().filter_map(move |s| match s.address {
+            IpAddr::V4(a)
+                if !s.ports.is_empty() && s.network == p.network && s.endpoints.contains(&IpAddr::V4(p.ip)) =>
+            {
+                Some((s, a))
+            }
+            _ => None,
+        })
+    }
+}
+
+/// Whether forwarded ports as written can be used (`tables::check_port_maps`).
+fn check_ports(ports: &[crate::api::schema::PortMapDef]) -> Result<(), String> {
+    let maps: Vec<_> = ports.iter().map(crate::api::schema::PortMapDef::to_port_map).collect();
+    crate::tables::check_port_maps(&maps)
 }
 
 impl Remote {
