@@ -768,6 +768,86 @@ fn a_pods_policy_holds_for_clients_of_another_network_on_its_node() {
     assert_eq!(vrouter::pipeline::judgement(&tables, &table, &info), None, "a pair gone is not judged");
 }
 
+/// A policy change sends back through the policies the flows of the VRFs
+/// it can judge flows of, and only those: the changed network's own, and
+/// those of networks whose routes lead to its pods on this node. Blue's
+/// flows keep their decisions when red's policy changes, as red's pod is
+/// out of blue's reach (until this, any change sent every flow of the node
+/// through its policies again: about a thousand instructions a flow with a
+/// hundred rules, all at once on a busy node). Green's change sends back
+/// blue's flows, as blue has a route to green's pod: all of them, as the
+/// generation that tells is the VRF's.
+#[test]
+fn a_policy_change_sends_back_only_the_vrfs_it_can_judge() {
+    let g1_ip = g1_ip();
+    let (mut lab, table) = lab_with_flows();
+    lab.writer.apply(&green_joined_to_blue_ops()).unwrap();
+    lab.writer
+        .apply(&[
+            Op::Add(Object::Policy(BLUE, Policy::allow_all())),
+            Op::Add(Object::Policy(GREEN, Policy::allow_all())),
+        ])
+        .unwrap();
+    assert_eq!(lab.run(A1, tcp(from_a1(), a1_ip(), a2_ip(), 40000, 80)).0, Verdict::Tx(A2));
+    assert_eq!(lab.run(A1, tcp(from_a1(), a1_ip(), g1_ip, 40000, 80)).0, Verdict::Tx(G1));
+    let current = |lab: &Lab, dst: Ipv4Addr| {
+        let hit = table.lookup(&FlowKey::v4(BLUE, TCP, a1_ip().into(), dst.into(), 40000, 80)).unwrap();
+        vrouter::pipeline::judgement(lab.writer.tables(), &table, &table.get(hit.slot, 0).unwrap()).unwrap().current
+    };
+    let deny_all = Policy { rules: vec![], default: PolicyAction::Deny };
+    lab.writer.apply(&[Op::Add(Object::Policy(RED, deny_all.clone()))]).unwrap();
+    assert!(current(&lab, a2_ip()) && current(&lab, g1_ip), "red's pods are out of blue's reach");
+    lab.writer.apply(&[Op::Update(Object::Policy(GREEN, deny_all))]).unwrap();
+    assert!(!current(&lab, a2_ip()) && !current(&lab, g1_ip), "blue reaches green's pod");
+    let ack = |dst| with_tcp_flags(&tcp(from_a1(), a1_ip(), dst, 40000, 80), vrouter::wire::tcp::FLAG_ACK);
+    assert_eq!(lab.run(A1, ack(g1_ip)).0, Verdict::Drop(DropReason::FlowActionDrop), "denied by green now");
+    assert_eq!(lab.run(A1, ack(a2_ip())).0, Verdict::Tx(A2), "blue's own, decided again alike");
+    assert!(current(&lab, a2_ip()) && current(&lab, g1_ip), "each once");
+}
+
+/// The VRFs a policy change tells to decide their flows again: its own,
+/// and every VRF with a route to one of its pods on this node, directly,
+/// through an ECMP member, or through a lookup in another VRF (taken to
+/// reach anything); the fabric's, with a label to a composite with such a
+/// member. Removing the policy tells the same ones.
+#[test]
+fn a_policy_change_tells_the_vrfs_whose_routes_lead_to_its_pods() {
+    let mut lab = Lab::new();
+    lab.writer.apply(&green_pod_ops()).unwrap();
+    const FABRIC_VRF: u32 = 0;
+    let vrfs = [FABRIC_VRF, BLUE, RED, LOOP_VRF, GREEN];
+    let generations = |lab: &Lab| vrfs.map(|v| lab.writer.tables().vrf(v).unwrap().policy_generation);
+    let told_by = |lab: &mut Lab, ops: &[Op]| {
+        let before = generations(lab);
+        lab.writer.apply(ops).unwrap();
+        let after = generations(lab);
+        vrfs.iter().zip(before.iter().zip(after)).filter(|(_, (b, a))| **b != *a).map(|(v, _)| *v).collect::<Vec<_>>()
+    };
+    let green_policy = |op: fn(Object) -> Op| op(Object::Policy(GREEN, Policy::allow_all()));
+    // Only the loop VRF's lookup route might lead to green's pod.
+    assert_eq!(told_by(&mut lab, &[green_policy(Op::Add)]), [LOOP_VRF, GREEN]);
+    // A route in red to g1.
+    lab.writer.apply(&[route_in(RED, "10.5.0.2/32", NH_G1, NO, Some(GREEN))]).unwrap();
+    assert_eq!(told_by(&mut lab, &[green_policy(Op::Update)]), [RED, LOOP_VRF, GREEN]);
+    // A route in blue to a composite with g1 as a member, and a label to it.
+    let composite = NextHop::Composite(EcmpGroup::new(vec![
+        RouteTarget { nh: NH_UDP, label: 100 },
+        RouteTarget { nh: NH_G1, label: NO },
+    ]));
+    lab.writer.apply(&[Op::Add(Object::NextHop(90, composite)), route_in(BLUE, "10.97.0.1/32", 90, NO, None)]).unwrap();
+    assert_eq!(told_by(&mut lab, &[green_policy(Op::Update)]), [BLUE, RED, LOOP_VRF, GREEN]);
+    lab.writer.apply(&[Op::Add(Object::Label(99, 90))]).unwrap();
+    assert_eq!(told_by(&mut lab, &[Op::Delete(ObjectKey::Policy(GREEN))]), [FABRIC_VRF, BLUE, RED, LOOP_VRF, GREEN]);
+    // Red's pod r1 is reached from red alone (and the lookup).
+    assert_eq!(told_by(&mut lab, &[Op::Add(Object::Policy(RED, Policy::allow_all()))]), [RED, LOOP_VRF]);
+    // One batch, one step each, whatever it changed.
+    let both = [green_policy(Op::Add), Op::Update(Object::Policy(RED, Policy::allow_all()))];
+    let before = generations(&lab);
+    lab.writer.apply(&both).unwrap();
+    let steps: Vec<u32> = generations(&lab).iter().zip(before).map(|(a, b)| a - b).collect();
+    assert_eq!(steps, [1, 1, 1, 1, 1]);
+}
+
 /// The pair of an established connection goes while the connection is
 /// idle (the idle timeout, or a restart of vrouterd). Its server then
 /// speaks first: a segment a2 may not open a connection with, but the

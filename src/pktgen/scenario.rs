@@ -791,6 +791,13 @@ pub struct TablesReport {
     pub routes: u64,
     /// Lookups the reader threads completed while the routes loaded.
     pub reader_lookups: u64,
+    /// Median time of a batch that changes the policy of a network with a
+    /// pod on this node that no loaded route reaches: the writer looks
+    /// through every route to find which VRFs' flows the change can judge.
+    pub policy_change: Duration,
+    /// Mean time of a batch of routes while they loaded: the same run's
+    /// baseline for `policy_change`.
+    pub route_batch: Duration,
 }
 
 impl TablesReport {
@@ -813,7 +820,7 @@ pub fn resident_bytes() -> u64 {
 pub fn measure_tables(vrfs: usize, v4: usize, v6: usize, batch: usize, readers: usize) -> TablesReport {
     let p4 = bgp_like_v4(v4, 0x5eed_0004);
     let p6 = bgp_like_v6(v6, 0x5eed_0006);
-    let limits = Limits { vrfs: vrfs + 1, routes_per_vrf: v4.max(v6) + 1, ..Limits::default() };
+    let limits = Limits { vrfs: vrfs + 2, routes_per_vrf: v4.max(v6) + 1, ..Limits::default() };
     let before = resident_bytes();
     let (mut w, handle) = TablesWriter::new(limits);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -866,13 +873,59 @@ pub fn measure_tables(vrfs: usize, v4: usize, v6: usize, batch: usize, readers: 
     let reader_lookups = reader_threads.into_iter().map(|t| t.join().unwrap_or(0)).sum();
     let rss = resident_bytes().saturating_sub(before);
     let table_bytes = (1..=vrfs as u32).map(|id| w.vrf_memory_bytes(id)).sum::<usize>() as u64;
+    let routes = (vrfs * (v4 + v6)) as u64;
+    let route_batch = load / routes.div_ceil(batch as u64).max(1) as u32;
+    let policy_change = time_policy_changes(&mut w, vrfs as u32 + 1);
     drop(w);
-    TablesReport { rss_bytes: rss, table_bytes, load, routes: (vrfs * (v4 + v6)) as u64, reader_lookups }
+    TablesReport { rss_bytes: rss, table_bytes, load, routes, reader_lookups, policy_change, route_batch }
+}
+
+/// The median of nine batches that each change the policy of VRF `id`, made
+/// here with a pod and its route: a network none of the other VRFs reach.
+fn time_policy_changes(w: &mut TablesWriter, id: u32) -> Duration {
+    use crate::flow::Policy;
+    let mut pod = Vif::new(1, "pod", VifKind::Virtual, id, MacAddr([2, 0, 0, 0, 0, 1]));
+    pod.ipv4 = Some(Ipv4Addr::new(10, 9, 0, 2));
+    let route = RouteSpec {
+        network: None,
+        vrf: id,
+        prefix: Prefix::new(IpAddr::V4(Ipv4Addr::new(10, 9, 0, 2)), 32).expect("canonical"),
+        target: RouteTarget { nh: 2, label: RouteTarget::NO_LABEL },
+    };
+    w.apply(&[
+        Op::Add(Object::Vrf(VrfSpec { id, name: "pods".into(), gateway_v4: None, gateway_v6: None })),
+        Op::Add(Object::Vif(pod)),
+        Op::Add(Object::NextHop(
+            2,
+            NextHop::Encap { oif: 1, smac: MacAddr([2, 0, 0, 0, 0, 2]), dmac: MacAddr([2, 0, 0, 0, 0, 1]) },
+        )),
+        Op::Add(Object::Route(route)),
+        Op::Add(Object::Policy(id, Policy::allow_all())),
+    ])
+    .expect("a pod fits");
+    let mut times: Vec<Duration> = (0..9)
+        .map(|_| {
+            let started = Instant::now();
+            w.apply(&[Op::Update(Object::Policy(id, Policy::allow_all()))]).expect("the policy is there");
+            started.elapsed()
+        })
+        .collect();
+    times.sort_unstable();
+    times[times.len() / 2]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The tables measurement loads what it says, and times policy changes
+    /// and route batches (both run: a policy change that fails panics).
+    #[test]
+    fn the_tables_measurement_loads_every_route_and_times_a_policy_change() {
+        let r = measure_tables(2, 1000, 10, 100, 0);
+        assert_eq!(r.routes, 2 * 1010);
+        assert!(r.table_bytes > 0 && r.policy_change > Duration::ZERO && r.route_batch > Duration::ZERO);
+    }
 
     /// The setup measurement counts what it says: each frame a flow of its
     /// own (past the 60,000 ports one worker's frames wrap at, too), each

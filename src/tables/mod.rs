@@ -111,12 +111,12 @@ pub struct Vrf {
     /// `None`: no policy, everything routed goes.
     pub policy: Option<Arc<VrfPolicy>>,
     /// Grows with every change of the policy, its removal included (a
-    /// policy's own `generation` is this, as of its change), and with
-    /// every change of another VRF's (whose policy judges this VRF's flows
-    /// to its pods on this node too): flows decided under another one are
-    /// decided again. Had it restarted with a policy added after a
-    /// removal, flows decided under the removed one would have passed for
-    /// decided under the new one.
+    /// policy's own `generation` is this, as of its change), and with a
+    /// change of another VRF's whose pods this VRF's routes lead to (that
+    /// policy judges this VRF's flows to them too): flows decided under
+    /// another one are decided again. Had it restarted with a policy added
+    /// after a removal, flows decided under the removed one would have
+    /// passed for decided under the new one.
     pub policy_generation: u32,
     /// Floating IPs that vifs hold in this VRF. While there are any, flows
     /// are tracked here, even without a policy: they carry the NAT.

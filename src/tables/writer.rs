@@ -346,6 +346,10 @@ pub struct TablesWriter {
     ecmp_changes: Vec<(VrfId, u32, u8, bool)>,
     /// Each VRF's count behind its `Vrf::ecmp_blocks` hint.
     ecmp_blocks: AHashMap<VrfId, EcmpBlockIndex>,
+    /// The VRFs whose policy the batch being applied changed: once it
+    /// holds, the VRFs whose flows their pods may be reached from are told
+    /// (`judge_again_reaching`).
+    policy_changes: Vec<VrfId>,
     /// Snapshots replaced but perhaps still read by a worker. The writer
     /// frees them once it holds the last reference, so that freeing an old
     /// snapshot (tens of thousands of trie nodes) never lands on a worker.
@@ -450,6 +454,7 @@ impl TablesWriter {
             undo: Vec::new(),
             ecmp_changes: Vec::new(),
             ecmp_blocks: AHashMap::new(),
+            policy_changes: Vec::new(),
             retired: Vec::new(),
         };
         (w, handle)
@@ -522,6 +527,7 @@ impl TablesWriter {
     pub fn apply(&mut self, ops: &[Op]) -> Result<u64, BatchError> {
         let mut work = (*self.current).clone();
         self.ecmp_changes.clear();
+        self.policy_changes.clear();
         for (index, op) in ops.iter().enumerate() {
             if let Err(error) = self.apply_one(&mut work, op) {
                 self.rollback();
@@ -530,6 +536,7 @@ impl TablesWriter {
         }
         self.undo.clear();
         self.count_ecmp_blocks(&mut work);
+        self.judge_again_reaching(&mut work);
         work.generation += 1;
         let generation = work.generation;
         let published = Arc::new(work);
@@ -756,18 +763,68 @@ impl TablesWriter {
         let generation = old.policy_generation.wrapping_add(1);
         let policy = p.map(|p| Arc::new(super::VrfPolicy { policy: p.clone(), compiled: p.compile(), generation }));
         let _ = w.vrfs.set(id as usize, Some(Arc::new(Vrf { policy, policy_generation: generation, ..old })));
-        // Every other VRF's flows are decided again too: a flow to a pod of
-        // this network on this node is judged by this policy as well
-        // (`pipeline::flow::judge`), wherever the flow is kept. Policies
-        // change seldom; each flow is decided again once, on its next packet.
-        let others: Vec<VrfId> = w.vrfs().map(|v| v.id).filter(|&v| v != id).collect();
-        for v in others {
-            if let Some(vrf) = w.vrfs.get_mut(v as usize) {
+        self.policy_changes.push(id);
+        Ok(())
+    }
+
+    /// Makes the flows that a pod of a VRF whose policy the batch changed
+    /// may be reached by, in other VRFs, be decided again: such a flow is
+    /// judged by the pod's network's policy too (`pipeline::flow::judge`),
+    /// wherever it is kept. A VRF's flows can reach a pod of VRF `o` on this
+    /// node by a route to the pod's next hop, or to a composite with it as
+    /// a member, or to a lookup in another VRF (taken to reach anything),
+    /// and a fabric vif's VRF by a label to such a composite. The other
+    /// VRFs' flows keep their decisions: a policy change of one tenant does
+    /// not send every flow of the node back through its policy, which costs
+    /// about a thousand instructions a flow with a hundred rules. Each flow
+    /// told is decided again once, on its next packet.
+    fn judge_again_reaching(&self, w: &mut Tables) {
+        if self.policy_changes.is_empty() {
+            return;
+        }
+        let changed = &self.policy_changes;
+        let to_changed_pod = |nh: NhId| match w.nexthop(nh) {
+            Some(NextHop::Encap { oif, .. }) => {
+                w.vif(*oif).is_some_and(|v| v.kind == VifKind::Virtual && changed.contains(&v.vrf))
+            }
+            _ => false,
+        };
+        // By next hop, looked up once: a VRF's routes are millions at most,
+        // its next hops a few.
+        let mut reaching = vec![false; w.nexthops().map(|(id, _)| id as usize + 1).max().unwrap_or(0)];
+        for (id, nh) in w.nexthops() {
+            reaching[id as usize] = match nh {
+                NextHop::Composite(g) => g.members().iter().any(|m| to_changed_pod(m.nh)),
+                NextHop::VrfLookup { .. } => true,
+                _ => to_changed_pod(id),
+            };
+        }
+        if !reaching.contains(&true) {
+            return;
+        }
+        let reaches = |nh: NhId| reaching.get(nh as usize).copied().unwrap_or(false);
+        let by_route = |id: VrfId| {
+            self.routes.get(&id).is_some_and(|r| {
+                r.v4.values().any(|e| reaches(e.target.nh)) || r.v6.values().any(|e| reaches(e.target.nh))
+            })
+        };
+        let by_label = w.labels().any(|(_, nh)| matches!(w.nexthop(nh), Some(NextHop::Composite(_))) && reaches(nh));
+        let fabric_vrfs: Vec<VrfId> = if by_label {
+            w.vifs().filter(|v| v.kind != VifKind::Virtual).map(|v| v.vrf).collect()
+        } else {
+            Vec::new()
+        };
+        let told: Vec<VrfId> = w
+            .vrfs()
+            .map(|v| v.id)
+            .filter(|id| !changed.contains(id) && (fabric_vrfs.contains(id) || by_route(*id)))
+            .collect();
+        for id in told {
+            if let Some(vrf) = w.vrfs.get_mut(id as usize) {
                 let vrf = Arc::make_mut(vrf);
                 vrf.policy_generation = vrf.policy_generation.wrapping_add(1);
             }
         }
-        Ok(())
     }
 
     fn del_vrf(&mut self, w: &mut Tables, id: VrfId) -> Result<(), TableError> {
