@@ -301,6 +301,26 @@ fn every_error_is_precise_and_leaves_the_connection_usable() {
             "unknown field",
         ),
         (json!({ "table": {} }), "invalid_params", None, "unknown variant"),
+        // Where serde would say only "expected value": what was found.
+        (json!(16), "invalid_params", Some("params"), "params: expected an object, not 16"),
+        (
+            json!({}),
+            "invalid_params",
+            None,
+            "params: expected an object with one key, naming what it holds, not 0 keys",
+        ),
+        (
+            json!({ "vrf": { "id": 9, "name": "x" }, "label": { "label": 99, "nh": 1 } }),
+            "invalid_params",
+            None,
+            "not 2 keys",
+        ),
+        (
+            json!({ "vif": { "index": 5, "name": "x", "kind": 7, "vrf": 1, "mac": "02:00:00:00:00:99" } }),
+            "invalid_params",
+            Some("vif.kind"),
+            "vif.kind: expected a name, not 7",
+        ),
     ];
     // A floating IP's forwarded ports: the protocol by name, no port 0,
     // each port once, a bounded list.

@@ -1038,9 +1038,18 @@ fn without_status(params: &str) -> std::borrow::Cow<'_, str> {
 /// Reads parameters into their type; a mistake names its path, e.g.
 /// `ops[3].add.route.nh`, and a batch error its position.
 fn parse<'a, T: Deserialize<'a>>(params: &'a str) -> Result<T, ApiError> {
+    // Every method's parameters are an object; serde's words for a number
+    // or a string where its enums expect one ("expected value") say less.
+    if !params.trim_start().starts_with('{') {
+        let shown: String = params.trim().chars().take(40).collect();
+        return Err(
+            ApiError::new(code::INVALID_PARAMS, format!("params: expected an object, not {shown}")).field("params")
+        );
+    }
     let de = &mut serde_json::Deserializer::from_str(params);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
+        let segments = e.path().clone();
         let index = path.strip_prefix("ops[").and_then(|r| r.split(']').next()).and_then(|i| i.parse().ok());
         let inner = e.into_inner();
         // The position would count from the start of `params`, not of the
@@ -1048,13 +1057,44 @@ fn parse<'a, T: Deserialize<'a>>(params: &'a str) -> Result<T, ApiError> {
         let text = inner.to_string();
         let position = format!(" at line {} column {}", inner.line(), inner.column());
         let text = text.strip_suffix(&position).unwrap_or(&text);
-        let mut err = ApiError::new(code::INVALID_PARAMS, format!("{path}: {text}"));
-        if path != "." {
-            err = err.field(path);
-        }
+        // Serde's words, for a valid document, where an enum found neither
+        // a name (`"allow"`) nor an object of one key naming what it holds
+        // (`{"vif": {...}}`): what it found says more.
+        let found;
+        let text = if text == "expected value" {
+            found = match value_at(params, &segments) {
+                Some(Value::Object(m)) => {
+                    format!("expected an object with one key, naming what it holds, not {} keys", m.len())
+                }
+                Some(v) => format!("expected a name, not {}", v.to_string().chars().take(40).collect::<String>()),
+                None => "expected a value".into(),
+            };
+            found.as_str()
+        } else {
+            text
+        };
+        let mut err = if path == "." {
+            ApiError::new(code::INVALID_PARAMS, format!("params: {text}"))
+        } else {
+            ApiError::new(code::INVALID_PARAMS, format!("{path}: {text}")).field(path)
+        };
         err.index = index;
         err
     })
+}
+
+/// The value at `path` in the JSON document `params`.
+fn value_at(params: &str, path: &serde_path_to_error::Path) -> Option<Value> {
+    use serde_path_to_error::Segment;
+    let mut v: Value = serde_json::from_str(params).ok()?;
+    for segment in path {
+        v = match segment {
+            Segment::Seq { index } => v.get_mut(*index)?.take(),
+            Segment::Map { key } | Segment::Enum { variant: key } => v.get_mut(key.as_str())?.take(),
+            Segment::Unknown => return None,
+        };
+    }
+    Some(v)
 }
 
 fn answer(id: Option<&serde_json::value::RawValue>, result: Result<Value, ApiError>) -> Vec<u8> {
