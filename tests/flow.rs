@@ -80,10 +80,12 @@ fn a_pair_is_two_linked_entries() {
     assert_eq!((info.packets, info.bytes, info.tcp, info.vif), (2, 140, TcpState::Established, 3));
     assert_eq!((info.age_ms, info.idle_ms, info.forward), (1_000, 300, true));
     assert!(!t.get(rev.slot, 2_000).unwrap().forward);
-    // A policy change turns it to drop.
-    t.set_action(fwd.slot, FlowAction::Drop(DropReason::Discard), 10);
+    // A policy change turns it to drop, both ways, and counts the pair once.
+    t.decide_again(fwd.slot, rev.slot, FlowAction::Drop(DropReason::Discard), 10);
     let again = t.lookup(&k).unwrap();
     assert_eq!((again.action, again.policy_generation), (FlowAction::Drop(DropReason::Discard), 10));
+    assert_eq!(t.lookup(&k.reversed()).unwrap().action, FlowAction::Drop(DropReason::Discard));
+    assert_eq!(t.redecided(), 1);
     // The TCP flags share the action word, and outlive the change.
     assert_eq!(t.get(fwd.slot, 2_000).unwrap().tcp, TcpState::Established);
     assert!(t.remove(rev.slot), "removing either entry removes the pair");
@@ -125,9 +127,9 @@ fn only_plain_forwarding_entries_are_settled() {
     assert_eq!(settled(&k, Some(10)), None, "decided under another policy");
     assert_eq!(settled(&key(2, TCP), Some(9)), None, "no such flow");
     // A policy change keeps the entry plain: it settles under the new generation.
-    t.set_action(made.slot, FlowAction::Drop(DropReason::FlowActionDrop), 10);
+    t.decide_again(made.slot, rev, FlowAction::Drop(DropReason::FlowActionDrop), 10);
     assert_eq!(settled(&k, Some(10)), None, "dropped");
-    t.set_action(made.slot, FlowAction::Forward, 11);
+    t.decide_again(made.slot, rev, FlowAction::Forward, 11);
     assert_eq!(
         settled(&k, Some(11)),
         Some(Forwarding { slot: made.slot, ecmp: Some(member), route: RouteMemo::NONE, hash: 0x1111 })
@@ -797,12 +799,17 @@ fn a_policy_change_sends_back_only_the_vrfs_it_can_judge() {
     let deny_all = Policy { rules: vec![], default: PolicyAction::Deny };
     lab.writer.apply(&[Op::Add(Object::Policy(RED, deny_all.clone()))]).unwrap();
     assert!(current(&lab, a2_ip()) && current(&lab, g1_ip), "red's pods are out of blue's reach");
+    let ack = |dst| with_tcp_flags(&tcp(from_a1(), a1_ip(), dst, 40000, 80), vrouter::wire::tcp::FLAG_ACK);
+    assert_eq!(lab.run(A1, ack(a2_ip())).0, Verdict::Tx(A2));
+    assert_eq!(lab.run(A1, ack(g1_ip)).0, Verdict::Tx(G1));
+    assert_eq!(table.redecided(), 0, "their packets went on as decided");
     lab.writer.apply(&[Op::Update(Object::Policy(GREEN, deny_all))]).unwrap();
     assert!(!current(&lab, a2_ip()) && !current(&lab, g1_ip), "blue reaches green's pod");
-    let ack = |dst| with_tcp_flags(&tcp(from_a1(), a1_ip(), dst, 40000, 80), vrouter::wire::tcp::FLAG_ACK);
     assert_eq!(lab.run(A1, ack(g1_ip)).0, Verdict::Drop(DropReason::FlowActionDrop), "denied by green now");
     assert_eq!(lab.run(A1, ack(a2_ip())).0, Verdict::Tx(A2), "blue's own, decided again alike");
-    assert!(current(&lab, a2_ip()) && current(&lab, g1_ip), "each once");
+    assert_eq!(lab.run(A1, ack(a2_ip())).0, Verdict::Tx(A2));
+    assert!(current(&lab, a2_ip()) && current(&lab, g1_ip));
+    assert_eq!(table.redecided(), 2, "each once");
 }
 
 /// The VRFs a policy change tells to decide their flows again: its own,

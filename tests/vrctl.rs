@@ -409,7 +409,11 @@ fn flows_are_listed_matched_watched_and_removed() {
 
     let stats = ok(&sock, &["flow", "stats"]);
     assert!(stats.contains("pairs      2 of 1000 (0.2%)"), "{stats}");
-    assert!(stats.contains("timeouts   idle 180 s,") && stats.contains("so far     2 set up, 0 torn down"), "{stats}");
+    assert!(
+        stats.contains("timeouts   idle 180 s,")
+            && stats.contains("so far     2 set up, 0 torn down, 0 decided again after policy changes"),
+        "{stats}"
+    );
     assert_eq!(json(&sock, &["flow", "stats"])["capacity"], 1000);
     let rate = ok(&sock, &["flow", "rate", "--count", "1", "--interval", "0.2"]);
     assert!(rate.starts_with("setup 0/s") && rate.contains("pairs 2"), "{rate}");

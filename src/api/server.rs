@@ -235,6 +235,7 @@ impl Control {
                 let c = table.config();
                 Ok(json!({
                     "pairs": table.len(), "capacity": c.capacity, "created": created, "removed": removed,
+                    "redecided": table.redecided(),
                     "memory_bytes": table.memory_bytes(), "per_vif_limit": c.per_vif, "per_vrf_limit": c.per_vrf,
                     "idle_timeout_ms": c.idle_ms, "drop_timeout_ms": c.drop_ms,
                     "closed_timeout_ms": c.closed_ms, "half_open_timeout_ms": c.half_open_ms,

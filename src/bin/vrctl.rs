@@ -1473,7 +1473,7 @@ fn flow_stats_text(r: &Value) -> String {
         "pairs      {pairs} of {capacity} ({:.1}%), {:.1} MiB\n\
          limits     {} pairs per vif, {} per VRF\n\
          timeouts   idle {}, dropped {}, closed {}, half-open {}\n\
-         so far     {} set up, {} torn down\n",
+         so far     {} set up, {} torn down, {} decided again after policy changes\n",
         pairs as f64 * 100.0 / capacity as f64,
         count(&r["memory_bytes"]) as f64 / f64::from(1 << 20),
         show(&r["per_vif_limit"]),
@@ -1484,6 +1484,7 @@ fn flow_stats_text(r: &Value) -> String {
         secs("half_open_timeout_ms"),
         show(&r["created"]),
         show(&r["removed"]),
+        show(&r["redecided"]),
     )
 }
 
@@ -1564,13 +1565,18 @@ fn flow(c: &mut Client, json: bool, cmd: &FlowCmd) -> Result<()> {
                 at = Instant::now();
                 let setup = per_sec(&prev["created"], &cur["created"], secs);
                 let teardown = per_sec(&prev["removed"], &cur["removed"], secs);
+                let redecide = per_sec(&prev["redecided"], &cur["redecided"], secs);
                 let line = if json {
                     format!(
                         "{}\n",
-                        json!({ "interval_s": secs, "setup_per_s": setup, "teardown_per_s": teardown, "pairs": cur["pairs"] })
+                        json!({ "interval_s": secs, "setup_per_s": setup, "teardown_per_s": teardown,
+                                "redecide_per_s": redecide, "pairs": cur["pairs"] })
                     )
                 } else {
-                    format!("setup {setup:.0}/s  teardown {teardown:.0}/s  pairs {}\n", show(&cur["pairs"]))
+                    format!(
+                        "setup {setup:.0}/s  teardown {teardown:.0}/s  redecide {redecide:.0}/s  pairs {}\n",
+                        show(&cur["pairs"])
+                    )
                 };
                 print_out(&line);
                 prev = cur;

@@ -289,7 +289,7 @@ const TCP_RST: u32 = 0x04;
 const TCP_ACK: u32 = 0x10;
 /// Where the action word keeps them: FIN, SYN and RST as they are, ACK
 /// next to them, all shifted by 20, on the line a hit writes anyway. Not
-/// compared by `forward_only`, and kept by `set_action`.
+/// compared by `forward_only`, and kept by `decide_again`.
 const TCP_SHIFT: u32 = 20;
 const TCP_BITS: u64 = 0xf << TCP_SHIFT;
 /// The longest timeout a table keeps to (`FlowConfig`'s are cut to it):
@@ -577,6 +577,7 @@ pub struct FlowTable {
     cursor: AtomicUsize,
     created: AtomicU64,
     removed: AtomicU64,
+    redecided: AtomicU64,
     fragments: FragmentTable,
 }
 
@@ -650,6 +651,7 @@ impl FlowTable {
             cursor: AtomicUsize::new(0),
             created: AtomicU64::new(0),
             removed: AtomicU64::new(0),
+            redecided: AtomicU64::new(0),
             fragments: FragmentTable::new(cfg.fragments),
             cfg,
         }
@@ -674,6 +676,14 @@ impl FlowTable {
     /// are their differences over time.
     pub fn churn(&self) -> (u64, u64) {
         (self.created.load(Relaxed), self.removed.load(Relaxed))
+    }
+
+    /// Pairs decided again since the start (`decide_again`): after a policy
+    /// change, each pair it can judge, once, on its next packet. What a
+    /// policy push cost the data path, and whether it reached the flows it
+    /// was meant for.
+    pub fn redecided(&self) -> u64 {
+        self.redecided.load(Relaxed)
     }
 
     /// Bytes a table configured as `cfg` takes, all of it allocated up front.
@@ -1211,15 +1221,19 @@ impl FlowTable {
         s.seq.store(((v & !(STEP - 1)) + STEP) | LIVE, Release);
     }
 
-    /// Changes the action of one entry (after a policy change).
-    pub fn set_action(&self, slot: u32, action: FlowAction, generation: u32) {
-        // An update, not a store: the data path adds TCP flags to the word
-        // without the lock (`touch`), and they are kept.
-        self.rewrite(slot, |s| {
-            let _ = s
-                .action
-                .fetch_update(Relaxed, Relaxed, |w| Some(encode_action(action, w, generation) | (w & TCP_BITS)));
-        });
+    /// Gives both entries of a pair (`slot` and its `reverse`) the action a
+    /// policy decided again, under `generation`, and counts the pair.
+    pub fn decide_again(&self, slot: u32, reverse: u32, action: FlowAction, generation: u32) {
+        for entry in [slot, reverse] {
+            // An update, not a store: the data path adds TCP flags to the
+            // word without the lock (`touch`), and they are kept.
+            self.rewrite(entry, |s| {
+                let _ = s
+                    .action
+                    .fetch_update(Relaxed, Relaxed, |w| Some(encode_action(action, w, generation) | (w & TCP_BITS)));
+            });
+        }
+        self.redecided.fetch_add(1, Relaxed);
     }
 
     /// Pins one entry to another ECMP member (its own went away).

@@ -550,8 +550,7 @@ pub(super) fn on_hit<B>(
         // network: its policy judges the pair too (`judge`).
         let reaches = table.key(hit.reverse).and_then(|r| reached(ctx.t, vrf, &forward_key, r.vrf, !hit.nat.is_none()));
         action = judge(vrf, &forward_key, creator, reaches).0;
-        table.set_action(hit.slot, action, vrf.policy_generation);
-        table.set_action(hit.reverse, action, vrf.policy_generation);
+        table.decide_again(hit.slot, hit.reverse, action, vrf.policy_generation);
     }
     table.touch(hit.slot, info.total() as u32, tcp_flags(d, info), ctx.now);
     match action {
