@@ -1221,6 +1221,19 @@ impl FlowTable {
         s.seq.store(((v & !(STEP - 1)) + STEP) | LIVE, Release);
     }
 
+    /// Stamps both entries of a pair (`slot` and its `reverse`) with
+    /// `generation`, their action kept: a policy change moved their VRF's
+    /// generation, but cannot change what decided them (`pipeline::flow::stale`).
+    pub fn keep_decision(&self, slot: u32, reverse: u32, generation: u32) {
+        for entry in [slot, reverse] {
+            self.rewrite(entry, |s| {
+                let _ = s
+                    .action
+                    .fetch_update(Relaxed, Relaxed, |w| Some((w & 0xffff_ffff) | (u64::from(generation) << 32)));
+            });
+        }
+    }
+
     /// Gives both entries of a pair (`slot` and its `reverse`) the action a
     /// policy decided again, under `generation`, and counts the pair.
     pub fn decide_again(&self, slot: u32, reverse: u32, action: FlowAction, generation: u32) {

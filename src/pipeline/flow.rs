@@ -477,8 +477,26 @@ pub fn judgement(t: &Tables, table: &FlowTable, f: &FlowInfo) -> Option<Judgemen
     Some(Judgement {
         rule: rulings.decided,
         passed_by: rulings.passed_by,
-        current: vrf.policy_generation == fwd.policy_generation,
+        current: !stale(vrf, fwd.policy_generation, reaches),
     })
+}
+
+/// Whether a pair of `vrf` decided under `generation` must be decided
+/// again. Its VRF's generation moves with a change of the VRF's own policy
+/// and with one of another network's whose pods its routes reach
+/// (`TablesWriter::judge_again_reaching`, VRF by VRF). A pair that
+/// reaches no other network's pod (`reaches`) is judged by its own VRF's
+/// policy alone: unless that changed since, its decision stands, and only
+/// its stamp needs the new generation (`FlowTable::keep_decision`), once.
+fn stale(vrf: &Vrf, generation: u32, reaches: Option<&Vrf>) -> bool {
+    if vrf.policy_generation == generation {
+        return false;
+    }
+    // Generations only grow (wrapping): the own change is the newer when
+    // it is fewer steps back from now.
+    let own_changed_since =
+        vrf.policy_generation.wrapping_sub(vrf.policy_changed_at) < vrf.policy_generation.wrapping_sub(generation);
+    reaches.is_some() || own_changed_since
 }
 
 /// The network of the pod a pair reaches on this node, where that is not
@@ -540,17 +558,21 @@ pub(super) fn on_hit<B>(
     // forward entry, or the two VRFs' policies would take turns rewriting
     // the pair on every packet.
     let judged_here = hit.forward || hit.route_vrf.is_none();
-    // Decided again after any change of the policy: a new one, or none
-    // left (then the pair forwards).
+    // Decided again after a change of a policy that judges it: a new one,
+    // or none left (then the pair forwards).
     if judged_here && vrf.policy_generation != hit.policy_generation {
         // The pair is judged by its forward direction.
         let forward_key = if hit.forward { *key } else { key.reversed() };
-        let creator = ctx.t.vif(table.creator(hit.slot));
         // The pod the pair reaches on this node, if it is of another
         // network: its policy judges the pair too (`judge`).
         let reaches = table.key(hit.reverse).and_then(|r| reached(ctx.t, vrf, &forward_key, r.vrf, !hit.nat.is_none()));
-        action = judge(vrf, &forward_key, creator, reaches).0;
-        table.decide_again(hit.slot, hit.reverse, action, vrf.policy_generation);
+        if stale(vrf, hit.policy_generation, reaches) {
+            let creator = ctx.t.vif(table.creator(hit.slot));
+            action = judge(vrf, &forward_key, creator, reaches).0;
+            table.decide_again(hit.slot, hit.reverse, action, vrf.policy_generation);
+        } else {
+            table.keep_decision(hit.slot, hit.reverse, vrf.policy_generation);
+        }
     }
     table.touch(hit.slot, info.total() as u32, tcp_flags(d, info), ctx.now);
     match action {

@@ -118,6 +118,11 @@ pub struct Vrf {
     /// after a removal, flows decided under the removed one would have
     /// passed for decided under the new one.
     pub policy_generation: u32,
+    /// The `policy_generation` its own policy last changed at (0: never):
+    /// a pair decided since, that no other network's policy judges, keeps
+    /// its decision when another network's change moves the generation
+    /// (`pipeline::flow::stale`).
+    pub policy_changed_at: u32,
     /// Floating IPs that vifs hold in this VRF. While there are any, flows
     /// are tracked here, even without a policy: they carry the NAT.
     pub floating_ips: u32,

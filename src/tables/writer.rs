@@ -732,6 +732,7 @@ impl TablesWriter {
                     v6: Arc::new(Fib::new()),
                     policy: None,
                     policy_generation: 0,
+                    policy_changed_at: 0,
                     floating_ips: 0,
                     ecmp_routes: 0,
                     ecmp_blocks: EcmpBlocks::default(),
@@ -762,7 +763,10 @@ impl TablesWriter {
         }
         let generation = old.policy_generation.wrapping_add(1);
         let policy = p.map(|p| Arc::new(super::VrfPolicy { policy: p.clone(), compiled: p.compile(), generation }));
-        let _ = w.vrfs.set(id as usize, Some(Arc::new(Vrf { policy, policy_generation: generation, ..old })));
+        let _ = w.vrfs.set(
+            id as usize,
+            Some(Arc::new(Vrf { policy, policy_generation: generation, policy_changed_at: generation, ..old })),
+        );
         self.policy_changes.push(id);
         Ok(())
     }
