@@ -154,8 +154,10 @@ enum Command {
         /// Measure what a policy change costs instead: --flows flows set
         /// up under a 100-rule policy, passed over once as hits (the
         /// baseline of the same run), once after another network's policy
-        /// changed (one whose pods the VRF's routes do not reach), and
-        /// once after the VRF's own changed (each flow decided again).
+        /// changed (one whose pods the VRF's routes do not reach), once
+        /// after it changed again with a route to its pod in the VRF (each
+        /// flow checked, none decided again), and once after the VRF's own
+        /// changed (each flow decided again).
         #[arg(long, conflicts_with_all = ["flow_policy", "flow_table", "threads", "flow_setup"])]
         policy_change: bool,
         /// Workers side by side on the same tables, one per core: their

@@ -1225,28 +1225,25 @@ impl FlowTable {
     /// `generation`, their action kept: a policy change moved their VRF's
     /// generation, but cannot change what decided them (`pipeline::flow::stale`).
     pub fn keep_decision(&self, slot: u32, reverse: u32, generation: u32) {
-        for entry in [slot, reverse] {
-            self.rewrite(entry, |s| {
-                let _ = s
-                    .action
-                    .fetch_update(Relaxed, Relaxed, |w| Some((w & 0xffff_ffff) | (u64::from(generation) << 32)));
-            });
-        }
+        self.rewrite_actions(slot, reverse, |w| (w & 0xffff_ffff) | (u64::from(generation) << 32));
     }
 
     /// Gives both entries of a pair (`slot` and its `reverse`) the action a
     /// policy decided again, under `generation`, and counts the pair.
     pub fn decide_again(&self, slot: u32, reverse: u32, action: FlowAction, generation: u32) {
+        self.rewrite_actions(slot, reverse, |w| encode_action(action, w, generation) | (w & TCP_BITS));
+        self.redecided.fetch_add(1, Relaxed);
+    }
+
+    /// Rewrites the action words of both entries of a pair. An update, not
+    /// a store: the data path adds TCP flags to the word without the lock
+    /// (`touch`), and `new` keeps them.
+    fn rewrite_actions(&self, slot: u32, reverse: u32, new: impl Fn(u64) -> u64) {
         for entry in [slot, reverse] {
-            // An update, not a store: the data path adds TCP flags to the
-            // word without the lock (`touch`), and they are kept.
             self.rewrite(entry, |s| {
-                let _ = s
-                    .action
-                    .fetch_update(Relaxed, Relaxed, |w| Some(encode_action(action, w, generation) | (w & TCP_BITS)));
+                let _ = s.action.fetch_update(Relaxed, Relaxed, |w| Some(new(w)));
             });
         }
-        self.redecided.fetch_add(1, Relaxed);
     }
 
     /// Pins one entry to another ECMP member (its own went away).

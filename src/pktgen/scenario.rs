@@ -843,14 +843,12 @@ pub fn measure_policy_change(case: Case, p: BenchParams) -> PolicyChangeReport {
     let (after_other, redecided_other) = over_every_flow(&mut b);
     let writer = b._writer.as_mut().expect("the bench owns its writer");
     writer
-        .apply(&[
-            Op::Add(Object::Route(RouteSpec {
-                network: Some(OTHER),
-                vrf: VRF,
-                prefix: Prefix::new(IpAddr::V4(Ipv4Addr::new(10, 7, 0, 2)), 32).expect("canonical"),
-                target: RouteTarget { nh: 90, label: RouteTarget::NO_LABEL },
-            })),
-        ])
+        .apply(&[Op::Add(Object::Route(RouteSpec {
+            network: Some(OTHER),
+            vrf: VRF,
+            prefix: Prefix::new(IpAddr::V4(Ipv4Addr::new(10, 7, 0, 2)), 32).expect("canonical"),
+            target: RouteTarget { nh: 90, label: RouteTarget::NO_LABEL },
+        }))])
         .expect("an imported route fits");
     // A route change makes the flows look their routes up again: once, untimed.
     over_every_flow(&mut b);

@@ -113,8 +113,9 @@ pub struct Vrf {
     /// Grows with every change of the policy, its removal included (a
     /// policy's own `generation` is this, as of its change), and with a
     /// change of another VRF's whose pods this VRF's routes lead to (that
-    /// policy judges this VRF's flows to them too): flows decided under
-    /// another one are decided again. Had it restarted with a policy added
+    /// policy judges this VRF's flows to them too): a pair stamped with
+    /// an older one is checked on its next packet, and decided again if
+    /// the change can judge it (`pipeline::flow::stale`). Had it restarted with a policy added
     /// after a removal, flows decided under the removed one would have
     /// passed for decided under the new one.
     pub policy_generation: u32,

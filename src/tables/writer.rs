@@ -771,17 +771,17 @@ impl TablesWriter {
         Ok(())
     }
 
-    /// Makes the flows that a pod of a VRF whose policy the batch changed
-    /// may be reached by, in other VRFs, be decided again: such a flow is
-    /// judged by the pod's network's policy too (`pipeline::flow::judge`),
-    /// wherever it is kept. A VRF's flows can reach a pod of VRF `o` on this
-    /// node by a route to the pod's next hop, or to a composite with it as
-    /// a member, or to a lookup in another VRF (taken to reach anything),
-    /// and a fabric vif's VRF by a label to such a composite. The other
-    /// VRFs' flows keep their decisions: a policy change of one tenant does
-    /// not send every flow of the node back through its policy, which costs
-    /// about a thousand instructions a flow with a hundred rules. Each flow
-    /// told is decided again once, on its next packet.
+    /// Moves the policy generation of the VRFs whose flows may reach a pod
+    /// of a VRF whose policy the batch changed: such a flow is judged by
+    /// the pod's network's policy too (`pipeline::flow::judge`), wherever
+    /// it is kept. A VRF's flows can reach a pod of VRF `o` on this node by
+    /// a route to the pod's next hop, or to a composite with it as a
+    /// member, or to a lookup in another VRF (taken to reach anything), and
+    /// a fabric vif's VRF by a label to such a composite. Each pair of a
+    /// VRF told is checked once, on its next packet, and decided again if
+    /// the change can judge it (`pipeline::flow::stale`). The other VRFs'
+    /// pairs are not even checked: one tenant's policy change does not send
+    /// every flow of the node off the fast path.
     fn judge_again_reaching(&self, w: &mut Tables) {
         if self.policy_changes.is_empty() {
             return;
@@ -793,8 +793,8 @@ impl TablesWriter {
             }
             _ => false,
         };
-        // By next hop, looked up once: a VRF's routes are millions at most,
-        // its next hops a few.
+        // By next hop, looked up once: a VRF may hold millions of routes, a
+        // node far fewer next hops.
         let mut reaching = vec![false; w.nexthops().map(|(id, _)| id as usize + 1).max().unwrap_or(0)];
         for (id, nh) in w.nexthops() {
             reaching[id as usize] = match nh {
