@@ -602,23 +602,7 @@ fn flows_unrelated_to_a_route_load_lose_no_packet() {
 fn docs_examples_are_true() {
     let doc = include_str!("../docs/api.md");
     let (writer, _) = TablesWriter::new(Limits::default());
-    let node = NodeInfo {
-        boot_id: NodeInfo::new_boot_id(),
-        underlay: "192.168.100.1".parse().unwrap(),
-        fabric: "eth1".into(),
-        cores: vec![0],
-    };
-    let flows = vrouter::flow::FlowTable::new(vrouter::flow::FlowConfig { capacity: 1000, ..Default::default() }, 8, 8);
-    let control = Arc::new(
-        Control::new(
-            writer,
-            Defaults { router_mac: router_mac(), underlay: "192.168.100.1".parse().unwrap() },
-            StatsBoard::new(1, 8, 8),
-            node,
-        )
-        .with_flows(Arc::new(flows), std::time::Instant::now())
-        .with_tap(Arc::new(vrouter::capture::Tap::new())),
-    );
+    let control = Arc::new(docs_control(writer, 8, 8));
     let sock = Scratch::socket("docs");
     let listener = vrouter::api::server::bind(&sock, None).unwrap();
     vrouter::api::server::spawn(control, listener, 8).unwrap();

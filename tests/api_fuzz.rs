@@ -11,10 +11,7 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use std::sync::Arc;
-use vrouter::api::schema::Defaults;
-use vrouter::api::server::{Control, NodeInfo, Session};
-use vrouter::stats::StatsBoard;
+use vrouter::api::server::Session;
 use vrouter::tables::{Limits, TablesWriter};
 
 /// Values that sit on an edge somewhere: of a type, a width, a range.
@@ -168,21 +165,7 @@ fn mutated_api_requests_get_one_answer_and_never_break_the_server() {
     assert!(corpus.len() >= 34, "the docs' requests were found ({})", corpus.len());
     let (writer, _) =
         TablesWriter::new(Limits { vifs: 64, vrfs: 64, nexthops: 1024, labels: 4096, routes_per_vrf: 10_000 });
-    let node = NodeInfo {
-        boot_id: NodeInfo::new_boot_id(),
-        underlay: "192.168.100.1".parse().unwrap(),
-        fabric: "eth1".into(),
-        cores: vec![0],
-    };
-    let flows = vrouter::flow::FlowTable::new(vrouter::flow::FlowConfig { capacity: 1000, ..Default::default() }, 8, 8);
-    let control = Control::new(
-        writer,
-        Defaults { router_mac: router_mac(), underlay: "192.168.100.1".parse().unwrap() },
-        StatsBoard::new(1, 64, 64),
-        node,
-    )
-    .with_flows(Arc::new(flows), std::time::Instant::now())
-    .with_tap(Arc::new(vrouter::capture::Tap::new()));
+    let control = docs_control(writer, 64, 64);
     let mut session = Session::default();
     let ask = |session: &mut Session, req: &Value| -> Value {
         let line = serde_json::to_vec(req).unwrap();

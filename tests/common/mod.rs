@@ -505,3 +505,22 @@ pub fn add_floating_ip(lab: &mut Lab) {
         .unwrap();
     drop(t);
 }
+
+/// The control plane `docs/api.md`'s examples are written against, over
+/// `writer`'s tables: node 192.168.100.1 on eth1, a flow table of 1,000
+/// pairs and a capture tap.
+pub fn docs_control(writer: TablesWriter, vifs: usize, vrfs: usize) -> vrouter::api::server::Control {
+    use vrouter::api::schema::Defaults;
+    use vrouter::api::server::{Control, NodeInfo};
+    let underlay: Ipv4Addr = "192.168.100.1".parse().unwrap();
+    let node = NodeInfo { boot_id: NodeInfo::new_boot_id(), underlay, fabric: "eth1".into(), cores: vec![0] };
+    let flows = vrouter::flow::FlowTable::new(vrouter::flow::FlowConfig { capacity: 1000, ..Default::default() }, 8, 8);
+    Control::new(
+        writer,
+        Defaults { router_mac: router_mac(), underlay },
+        vrouter::stats::StatsBoard::new(1, vifs, vrfs),
+        node,
+    )
+    .with_flows(std::sync::Arc::new(flows), std::time::Instant::now())
+    .with_tap(std::sync::Arc::new(vrouter::capture::Tap::new()))
+}
