@@ -397,8 +397,9 @@ pub struct Bench {
     /// The case.
     pub case: Case,
     handle: TablesHandle,
-    /// Kept so the tables outlive the bench; siblings have none.
-    _writer: Option<TablesWriter>,
+    /// The tables' writer, kept so that they outlive the bench and so that a
+    /// measurement can change them (`apply`); siblings have none.
+    writer: Option<TablesWriter>,
     pipeline: Pipeline,
     config: PipelineConfig,
     flows: Option<std::sync::Arc<crate::flow::FlowTable>>,
@@ -524,7 +525,7 @@ impl Bench {
         Bench {
             case,
             handle,
-            _writer: Some(writer),
+            writer: Some(writer),
             pipeline,
             config,
             flows,
@@ -559,7 +560,7 @@ impl Bench {
         Bench {
             case: self.case,
             handle: self.handle.clone(),
-            _writer: None,
+            writer: None,
             pipeline,
             config: self.config,
             flows: self.flows.clone(),
@@ -639,6 +640,14 @@ impl Report {
 }
 
 impl Bench {
+    /// Applies `ops` to the bench's tables, as the agent would while it
+    /// forwards. Panics on a sibling, which has no writer, or on ops the
+    /// tables refuse: a bench's own batches are valid.
+    fn apply(&mut self, ops: &[Op]) {
+        let writer = self.writer.as_mut().expect("the bench owns its writer");
+        writer.apply(ops).expect("the bench's batch is valid");
+    }
+
     /// Sends every flow through once: flows are set up, caches warm.
     pub fn warm_up(&mut self) {
         for _ in 0..(self.params.flows / self.batch_len() + 1) {
@@ -823,42 +832,42 @@ pub fn measure_policy_change(case: Case, p: BenchParams) -> PolicyChangeReport {
     };
     over_every_flow(&mut b);
     let (hit, _) = over_every_flow(&mut b);
-    let mut pod = Vif::new(9, "veth-g1", VifKind::Virtual, OTHER, mac(9));
-    pod.ipv4 = Some(Ipv4Addr::new(10, 7, 0, 2));
-    let writer = b._writer.as_mut().expect("the bench owns its writer");
-    writer
-        .apply(&[
-            Op::Add(Object::Vrf(VrfSpec { id: OTHER, name: "green".into(), gateway_v4: None, gateway_v6: None })),
-            Op::Add(Object::Vif(pod)),
-            Op::Add(Object::NextHop(90, NextHop::Encap { oif: 9, smac: mac(0), dmac: mac(9) })),
-            Op::Add(Object::Route(RouteSpec {
-                network: None,
-                vrf: OTHER,
-                prefix: Prefix::new(IpAddr::V4(Ipv4Addr::new(10, 7, 0, 2)), 32).expect("canonical"),
-                target: RouteTarget { nh: 90, label: RouteTarget::NO_LABEL },
-            })),
-            Op::Add(Object::Policy(OTHER, Policy::allow_all())),
-        ])
-        .expect("another network fits");
+    let (pod, nh) = (Ipv4Addr::new(10, 7, 0, 2), 90);
+    b.apply(&pod_network_ops(OTHER, 9, nh, pod));
     let (after_other, redecided_other) = over_every_flow(&mut b);
-    let writer = b._writer.as_mut().expect("the bench owns its writer");
-    writer
-        .apply(&[Op::Add(Object::Route(RouteSpec {
-            network: Some(OTHER),
-            vrf: VRF,
-            prefix: Prefix::new(IpAddr::V4(Ipv4Addr::new(10, 7, 0, 2)), 32).expect("canonical"),
-            target: RouteTarget { nh: 90, label: RouteTarget::NO_LABEL },
-        }))])
-        .expect("an imported route fits");
+    b.apply(&[host_route(VRF, pod, nh, Some(OTHER))]);
     // A route change makes the flows look their routes up again: once, untimed.
     over_every_flow(&mut b);
-    let writer = b._writer.as_mut().expect("the bench owns its writer");
-    writer.apply(&[Op::Update(Object::Policy(OTHER, Policy::allow_all()))]).expect("the policy is there");
+    b.apply(&[Op::Update(Object::Policy(OTHER, Policy::allow_all()))]);
     let (after_reached, redecided_reached) = over_every_flow(&mut b);
-    let writer = b._writer.as_mut().expect("the bench owns its writer");
-    writer.apply(&[Op::Update(Object::Policy(VRF, policy_100(VRF)))]).expect("the policy is there");
+    b.apply(&[Op::Update(Object::Policy(VRF, policy_100(VRF)))]);
     let (after_own, redecided_own) = over_every_flow(&mut b);
     PolicyChangeReport { hit, after_other, redecided_other, after_reached, redecided_reached, after_own, redecided_own }
+}
+
+/// Network `vrf` with one pod on this node, vif `vif` at `addr`, its next
+/// hop `nh` and its host route, under a policy that allows all.
+fn pod_network_ops(vrf: u32, vif: u32, nh: u32, addr: Ipv4Addr) -> Vec<Op> {
+    let mut pod = Vif::new(vif, "pod", VifKind::Virtual, vrf, mac(9));
+    pod.ipv4 = Some(addr);
+    vec![
+        Op::Add(Object::Vrf(VrfSpec { id: vrf, name: format!("pods{vrf}"), gateway_v4: None, gateway_v6: None })),
+        Op::Add(Object::Vif(pod)),
+        Op::Add(Object::NextHop(nh, NextHop::Encap { oif: vif, smac: mac(0), dmac: mac(9) })),
+        host_route(vrf, addr, nh, None),
+        Op::Add(Object::Policy(vrf, crate::flow::Policy::allow_all())),
+    ]
+}
+
+/// A route in `vrf` to `addr` alone, by next hop `nh`, of `network`
+/// (`None`: `vrf`'s own).
+fn host_route(vrf: u32, addr: Ipv4Addr, nh: u32, network: Option<u32>) -> Op {
+    Op::Add(Object::Route(RouteSpec {
+        network,
+        vrf,
+        prefix: Prefix::new(IpAddr::V4(addr), 32).expect("a host prefix is canonical"),
+        target: RouteTarget { nh, label: RouteTarget::NO_LABEL },
+    }))
 }
 
 /// Table memory and load rate.
@@ -969,25 +978,7 @@ pub fn measure_tables(vrfs: usize, v4: usize, v6: usize, batch: usize, readers: 
 /// here with a pod and its route: a network none of the other VRFs reach.
 fn time_policy_changes(w: &mut TablesWriter, id: u32) -> Duration {
     use crate::flow::Policy;
-    let mut pod = Vif::new(1, "pod", VifKind::Virtual, id, MacAddr([2, 0, 0, 0, 0, 1]));
-    pod.ipv4 = Some(Ipv4Addr::new(10, 9, 0, 2));
-    let route = RouteSpec {
-        network: None,
-        vrf: id,
-        prefix: Prefix::new(IpAddr::V4(Ipv4Addr::new(10, 9, 0, 2)), 32).expect("canonical"),
-        target: RouteTarget { nh: 2, label: RouteTarget::NO_LABEL },
-    };
-    w.apply(&[
-        Op::Add(Object::Vrf(VrfSpec { id, name: "pods".into(), gateway_v4: None, gateway_v6: None })),
-        Op::Add(Object::Vif(pod)),
-        Op::Add(Object::NextHop(
-            2,
-            NextHop::Encap { oif: 1, smac: MacAddr([2, 0, 0, 0, 0, 2]), dmac: MacAddr([2, 0, 0, 0, 0, 1]) },
-        )),
-        Op::Add(Object::Route(route)),
-        Op::Add(Object::Policy(id, Policy::allow_all())),
-    ])
-    .expect("a pod fits");
+    w.apply(&pod_network_ops(id, 1, 2, Ipv4Addr::new(10, 9, 0, 2))).expect("a pod fits");
     let mut times: Vec<Duration> = (0..9)
         .map(|_| {
             let started = Instant::now();

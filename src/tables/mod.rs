@@ -113,11 +113,11 @@ pub struct Vrf {
     /// Grows with every change of the policy, its removal included (a
     /// policy's own `generation` is this, as of its change), and with a
     /// change of another VRF's whose pods this VRF's routes lead to (that
-    /// policy judges this VRF's flows to them too): a pair stamped with
-    /// an older one is checked on its next packet, and decided again if
-    /// the change can judge it (`pipeline::flow::stale`). Had it restarted with a policy added
-    /// after a removal, flows decided under the removed one would have
-    /// passed for decided under the new one.
+    /// policy judges this VRF's flows to them too): a pair stamped with an
+    /// older one is checked on its next packet, and decided again if the
+    /// change can judge it (`pipeline::flow::stale`). Had it restarted with
+    /// a policy added after a removal, flows decided under the removed one
+    /// would have passed for decided under the new one.
     pub policy_generation: u32,
     /// The `policy_generation` its own policy last changed at (0: never):
     /// a pair decided since, that no other network's policy judges, keeps

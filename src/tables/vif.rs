@@ -64,8 +64,8 @@ pub struct FloatingIp {
     pub address: Ipv4Addr,
     /// The VRF it lives in.
     pub vrf: u32,
-    /// Its forwarded ports. None: every packet to the address reaches the
-    /// pod, its ports unchanged. Some: only TCP and UDP to these ports do,
+    /// Its forwarded ports. Empty: every packet to the address reaches the
+    /// pod, its ports unchanged. Otherwise only TCP and UDP to these do,
     /// each to its target port (Contrail's floating IP port mappings,
     /// OpenStack's port forwarding, a Kubernetes service's port and target
     /// port); the rest is dropped.
