@@ -121,18 +121,23 @@ for i in range(flows):
     send_ipv4_fragment(raw, src, dst, 17, 0x5000 + i, 0, True, udp[:600])
 "#;
 
-/// `pushed.py VRCTL SOCKET...`: twelve connections to the leonardo service
-/// from ports 42000-42011, read for 0.6 s; then `vrctl flow flush` on
-/// each vrouterd; then read for 1.5 s. Prints, per connection, the first
-/// word its server sent (its pod) and how many lines came before the flush
-/// and after it.
+/// `pushed.py PORT VRCTL SOCKET... [--move NEW INTENT]`: twelve
+/// connections to the leonardo service from ports PORT..PORT+11, read for
+/// 0.6 s; then `vrctl flow flush` on each vrouterd or, with `--move`, NEW
+/// renamed over INTENT and, once the first vrouterd's policies show the
+/// change, 0.5 s of reading left uncounted (what was on its way); then
+/// read for 1.5 s. Prints, per connection, the first word its server sent
+/// (its pod) and how many lines came before and after.
 const PUSHED: &str = r#"
-import socket, subprocess, sys, time
-vrctl, sockets = sys.argv[1], sys.argv[2:]
+import os, socket, subprocess, sys, time
+args = sys.argv[1:]
+move = args[-2:] if '--move' in args else None
+args = args[:-3] if move else args
+port, vrctl, sockets = int(args[0]), args[1], args[2:]
 conns = []
 for i in range(12):
     s = socket.socket()
-    s.bind(('', 42000 + i))
+    s.bind(('', port + i))
     s.connect(('10.254.98.15', 80))
     s.settimeout(0.02)
     conns.append(s)
@@ -146,9 +151,19 @@ def read(secs):
             except socket.timeout:
                 pass
     return got
+def policies():
+    return subprocess.run([vrctl, '--socket', sockets[0], 'policy', 'list', '--json'], check=True, capture_output=True).stdout
 before = read(0.6)
-for sock in sockets:
-    subprocess.run([vrctl, '--socket', sock, 'flow', 'flush'], check=True, capture_output=True)
+if move:
+    was = policies()
+    os.replace(move[0], move[1])
+    end = time.time() + 10
+    while policies() == was and time.time() < end:
+        time.sleep(0.1)
+    read(0.5)
+else:
+    for sock in sockets:
+        subprocess.run([vrctl, '--socket', sock, 'flow', 'flush'], check=True, capture_output=True)
 after = read(1.5)
 for b, a in zip(before, after):
     print(b.decode().split()[0] if b else '-', b.count(b'\n'), a.count(b'\n'))
@@ -824,7 +839,7 @@ fn the_lab_end_to_end() {
     std::fs::write(&client, PUSHED).unwrap();
     let sockets = ["n1", "n2"].map(|n| format!("{}/{n}/vrouterd.sock", lab_dir())).join(" ");
     let vrctl = env!("CARGO_BIN_EXE_vrctl");
-    let (ok, out) = sh("nx1", &format!("python3 {client} {vrctl} {sockets}"));
+    let (ok, out) = sh("nx1", &format!("python3 {client} 42000 {vrctl} {sockets}"));
     assert!(ok && out.lines().count() == 12, "{out}");
     for line in out.lines() {
         let [pod, before, after] = line.split(' ').collect::<Vec<_>>()[..] else { panic!("{out}") };
@@ -833,6 +848,61 @@ fn the_lab_end_to_end() {
         assert!(after >= 3, "each connection went on after the flush: {out}");
     }
     assert!(out.contains("leo1") && out.contains("leo2"), "over both pods, local and remote: {out}");
+
+    // A policy change stops the open connections it now denies: nginx's
+    // rule moved from TCP 80 to 81 in node 1's intent, where nx1's pairs
+    // are judged by nginx's policy. Each pair is decided again on its next
+    // packet, to leo1 on this node and to leo2 on node 2 alike, and its
+    // server's lines stop; put back, the rule lets new connections through.
+    let intent = format!("{}/n1/intent.toml", lab_dir());
+    let allowing = std::fs::read_to_string(&intent).unwrap();
+    let rule = "dst = \"10.254.98.15/32\"\nproto = \"tcp\"\ndport = 80";
+    let denying = allowing.replacen(rule, &rule.replace("80", "81"), 1);
+    assert_ne!(denying, allowing, "nginx's rule in {intent}");
+    let staged = format!("{}/n1/intent.denying", lab_dir());
+    std::fs::write(&staged, denying).unwrap();
+    let redecided = || -> u64 {
+        let stats: serde_json::Value =
+            serde_json::from_str(&lab(&["vrctl", "n1", "flow", "stats", "--json"], &[])).unwrap();
+        stats["redecided"].as_u64().unwrap()
+    };
+    let redecided_before = redecided();
+    let (ok, out) = sh("nx1", &format!("python3 {client} 43000 {vrctl} {sockets} --move {staged} {intent}"));
+    assert!(ok && out.lines().count() == 12, "{out}");
+    for line in out.lines() {
+        let [pod, before, after] = line.split(' ').collect::<Vec<_>>()[..] else { panic!("{out}") };
+        assert!(pod.starts_with("leo") && before.parse::<u32>().unwrap() >= 3, "pushed before the change: {out}");
+        assert_eq!(after, "0", "nothing came once the policy denied the connections: {out}");
+    }
+    assert!(out.contains("leo1") && out.contains("leo2"), "over both pods, local and remote: {out}");
+    let now = redecided();
+    assert!(now >= redecided_before + 12, "the 12 pairs decided again: {redecided_before} -> {now}");
+    let listed = lab(&["vrctl", "n1", "flow", "list", "--match", "10.254.98.15:80 & proto tcp", "--json"], &[]);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let pairs: Vec<&serde_json::Value> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["direction"] == "forward" && (43000..43012).contains(&f["sport"].as_u64().unwrap_or(0)))
+        .collect();
+    assert_eq!(pairs.len(), 12, "{listed}");
+    for f in pairs {
+        let by_default = serde_json::json!({ "vrf": nginx, "index": null });
+        assert!(f["action"]["drop"] == "flow_action_drop" && f["rule"] == by_default && f["stale"] == false, "{f}");
+    }
+    std::fs::write(&intent, &allowing).unwrap();
+    let nginx_dport = || -> serde_json::Value {
+        let p: serde_json::Value =
+            serde_json::from_str(&lab(&["vrctl", "n1", "policy", "list", "--json"], &[])).unwrap();
+        p.as_array().unwrap().iter().find(|p| p["vrf"] == nginx).unwrap()["rules"][0]["dport"].clone()
+    };
+    let restored = (0..30).any(|_| {
+        std::thread::sleep(Duration::from_millis(200));
+        nginx_dport() == 80
+    });
+    assert!(restored, "the agent put nginx's rule back");
+    let (_, out) = sh("nx1", "timeout 3 socat -T 2 - TCP:10.254.98.15:80 </dev/null | head -n 1");
+    assert!(out.trim().starts_with("leo"), "allowed again: {out}");
 
     // A service with ports, as Kubernetes has them (port 80 to the pods'
     // 8080), added to both nodes' intents: the address becomes a floating
