@@ -694,6 +694,66 @@ fn policy_rules_that_name_networks_match_their_addresses_by_route() {
     assert_eq!(lab.run(A1, tcp(from_a1(), a1_ip(), g1_ip, 40002, 80)).0, denied, "a new flow, to blue's own route");
 }
 
+/// A route change that moves addresses to another network changes what
+/// the rules that name networks match, as a change of the policy would:
+/// the VRF's pairs are decided again on their next packet, and so are the
+/// pairs reaching its pods. One that moves no address (a pod's route in the
+/// network of the subnet that covers it), or in a VRF whose policy names
+/// no network, leaves every decision and generation alone. (Until this,
+/// only a policy change decided flows again: a pair kept the network its
+/// addresses were in when its first packet came.)
+#[test]
+fn a_route_that_moves_addresses_to_another_network_decides_flows_again() {
+    use vrouter::pktgen::build::Tunnel as Encap;
+    use vrouter::wire::tcp::FLAG_ACK;
+    let g1_ip = g1_ip();
+    let (mut lab, table) = lab_with_flows();
+    let to_green = Rule { dst: Endpoint::Network(GREEN), ..allow(Endpoint::Any, Endpoint::Any, TCP, port(80)) };
+    let from_blue = Rule { src: Endpoint::Network(BLUE), ..allow(Endpoint::Any, Endpoint::Any, TCP, port(80)) };
+    let only = |rule| Policy { rules: vec![rule], default: PolicyAction::Deny };
+    lab.writer.apply(&green_joined_to_blue_ops()).unwrap();
+    lab.writer
+        .apply(&[
+            // Blue's remote pods, in green.
+            route_in(GREEN, "10.2.0.0/24", NH_UDP, 41, Some(BLUE)),
+            Op::Add(Object::Policy(BLUE, only(to_green))),
+            Op::Add(Object::Policy(GREEN, only(from_blue))),
+            Op::Add(Object::Policy(RED, Policy::allow_all())),
+        ])
+        .unwrap();
+    let a1_to_g1 = || with_tcp_flags(&tcp(from_a1(), a1_ip(), g1_ip, 40000, 80), FLAG_ACK);
+    let remote_to_g1 = || {
+        let inner = with_tcp_flags(&tcp(from_peer(), Ipv4Addr::new(10, 2, 0, 7), g1_ip, 40000, 80), FLAG_ACK);
+        build::mpls_tunnel_frame(from_peer(), Encap::Udp(6635), peer(1), node_ip(), LABEL_G1, 64, 50000, &inner[14..])
+    };
+    let denied = Verdict::Drop(DropReason::FlowActionDrop);
+    assert_eq!(lab.run(A1, a1_to_g1()).0, Verdict::Tx(G1), "g1 is green's, by its route in blue");
+    assert_eq!(lab.run(FABRIC, remote_to_g1()).0, Verdict::Tx(G1), "10.2.0.7 is blue's, by its route in green");
+    let generations = |lab: &Lab| [BLUE, GREEN, RED].map(|v| lab.writer.tables().vrf(v).unwrap().policy_generation);
+    let before = generations(&lab);
+    lab.writer.apply(&[route_in(GREEN, "10.2.0.7/32", NH_UDP, 40, Some(BLUE))]).unwrap();
+    lab.writer.apply(&[route_in(RED, "10.9.0.0/16", NH_UDP, 42, None)]).unwrap();
+    assert_eq!(generations(&lab), before, "no address moved, and red's policy names no network");
+    assert_eq!(lab.run(A1, a1_to_g1()).0, Verdict::Tx(G1));
+    assert_eq!(lab.run(FABRIC, remote_to_g1()).0, Verdict::Tx(G1));
+    assert_eq!(table.redecided(), 0);
+
+    // g1's route in blue becomes blue's own: blue's rule no longer takes g1
+    // for green's.
+    let own = |vrf, p: &str, nh, label| RouteSpec::new(vrf, p.parse().unwrap(), RouteTarget { nh, label });
+    lab.writer.apply(&[Op::Update(Object::Route(own(BLUE, "10.5.0.2/32", NH_G1, NO)))]).unwrap();
+    assert_ne!(generations(&lab)[0], before[0]);
+    assert_eq!(lab.run(A1, a1_to_g1()).0, denied, "the open connection to g1 stops");
+    assert_eq!(table.redecided(), 1);
+    // 10.2.0.7's route in green becomes green's own: not from blue now;
+    // removed, 10.2.0.7 is in blue's subnet again.
+    lab.writer.apply(&[Op::Update(Object::Route(own(GREEN, "10.2.0.7/32", NH_UDP, 40)))]).unwrap();
+    assert_eq!(lab.run(FABRIC, remote_to_g1()).0, denied, "the remote pod's connection stops");
+    lab.writer.apply(&[Op::Delete(ObjectKey::Route(GREEN, "10.2.0.7/32".parse().unwrap()))]).unwrap();
+    assert_eq!(lab.run(FABRIC, remote_to_g1()).0, Verdict::Tx(G1), "and goes on once the route is gone");
+    assert_eq!(table.redecided(), 3);
+}
+
 /// A pod's network policy holds for its clients on its own node as it
 /// does for remote ones (whose packets the tunnel delivers into its VRF,
 /// where the policy judges them): a flow from another network's pod on

@@ -111,7 +111,9 @@ pub struct Vrf {
     /// `None`: no policy, everything routed goes.
     pub policy: Option<Arc<VrfPolicy>>,
     /// Grows with every change of the policy, its removal included (a
-    /// policy's own `generation` is this, as of its change), and with a
+    /// policy's own `generation` is this, as of its change), with a batch
+    /// of routes that moved addresses to another network where the policy
+    /// names networks (its rules match other addresses now), and with a
     /// change of another VRF's whose pods this VRF's routes lead to (that
     /// policy judges this VRF's flows to them too): a pair stamped with an
     /// older one is checked on its next packet, and decided again if the
@@ -119,7 +121,8 @@ pub struct Vrf {
     /// a policy added after a removal, flows decided under the removed one
     /// would have passed for decided under the new one.
     pub policy_generation: u32,
-    /// The `policy_generation` its own policy last changed at (0: never):
+    /// The `policy_generation` its own policy last changed at, in its rules
+    /// or in the networks they name (0: never):
     /// a pair decided since, that no other network's policy judges, keeps
     /// its decision when another network's change moves the generation
     /// (`pipeline::flow::stale`).

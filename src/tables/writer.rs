@@ -350,6 +350,10 @@ pub struct TablesWriter {
     /// holds, the VRFs whose flows their pods may be reached from are told
     /// (`judge_again_reaching`).
     policy_changes: Vec<VrfId>,
+    /// The VRFs where the batch being applied moved an address to another
+    /// network (a route added, changed or removed), whose policy names
+    /// networks: their policy means something else now (`network_moved`).
+    network_moves: Vec<VrfId>,
     /// Snapshots replaced but perhaps still read by a worker. The writer
     /// frees them once it holds the last reference, so that freeing an old
     /// snapshot (tens of thousands of trie nodes) never lands on a worker.
@@ -455,6 +459,7 @@ impl TablesWriter {
             ecmp_changes: Vec::new(),
             ecmp_blocks: AHashMap::new(),
             policy_changes: Vec::new(),
+            network_moves: Vec::new(),
             retired: Vec::new(),
         };
         (w, handle)
@@ -528,6 +533,7 @@ impl TablesWriter {
         let mut work = (*self.current).clone();
         self.ecmp_changes.clear();
         self.policy_changes.clear();
+        self.network_moves.clear();
         for (index, op) in ops.iter().enumerate() {
             if let Err(error) = self.apply_one(&mut work, op) {
                 self.rollback();
@@ -536,6 +542,7 @@ impl TablesWriter {
         }
         self.undo.clear();
         self.count_ecmp_blocks(&mut work);
+        self.policies_changed_by_routes(&mut work);
         self.judge_again_reaching(&mut work);
         work.generation += 1;
         let generation = work.generation;
@@ -769,6 +776,37 @@ impl TablesWriter {
         );
         self.policy_changes.push(id);
         Ok(())
+    }
+
+    /// Takes a batch that moved addresses of a VRF to another network, where
+    /// the VRF's policy names networks, for a change of that policy: the
+    /// rules that name networks now match other addresses. The VRF's pairs
+    /// are decided again, and those reaching its pods from other VRFs
+    /// (`judge_again_reaching`), as by a policy change, once a batch
+    /// (whichever prefix moved: a change is rare, an import added or
+    /// removed, and a pair does not keep its addresses' routes). A batch of
+    /// pods' routes each in the network of the subnet that covers it, the
+    /// common case, moves nothing.
+    fn policies_changed_by_routes(&mut self, w: &mut Tables) {
+        for &id in &self.network_moves {
+            if self.policy_changes.contains(&id) {
+                continue;
+            }
+            if let Some(vrf) = w.vrfs.get_mut(id as usize) {
+                let vrf = Arc::make_mut(vrf);
+                vrf.policy_generation = vrf.policy_generation.wrapping_add(1);
+                vrf.policy_changed_at = vrf.policy_generation;
+                self.policy_changes.push(id);
+            }
+        }
+    }
+
+    /// Notes that the batch moved addresses of `vrf` from network `was` to
+    /// `now` (`None`: no route), where that matters to its policy.
+    fn network_moved(&mut self, w: &Tables, vrf: VrfId, was: Option<VrfId>, now: Option<VrfId>) {
+        if was != now && !self.network_moves.contains(&vrf) && names_networks(w, vrf) {
+            self.network_moves.push(vrf);
+        }
     }
 
     /// Moves the policy generation of the VRFs whose flows may reach a pod
@@ -1037,6 +1075,10 @@ impl TablesWriter {
             return Err(TableError::Full { table: "route", capacity: limit });
         }
         let entry = r.entry();
+        // Only a policy that names networks needs the network the addresses
+        // were in: the scan for the covering route stays off the common path.
+        let was = names_networks(w, r.vrf)
+            .then(|| old.or_else(|| covering(map, key, r.prefix.len()).map(|(_, e)| e)).map(|e| e.network));
         map.insert(k, entry);
         self.undo.push(K::undo(r.vrf, k, old));
         if let Some(o) = old {
@@ -1059,6 +1101,9 @@ impl TablesWriter {
             }
         }
         Arc::make_mut(K::fib(vrf)).insert(key, r.prefix.len(), entry, old);
+        if let Some(was) = was {
+            self.network_moved(w, r.vrf, was, Some(entry.network));
+        }
         Ok(())
     }
 
@@ -1075,7 +1120,7 @@ impl TablesWriter {
         let map = K::routes(routes);
         let k = (key, p.len());
         let old = map.remove(&k).ok_or_else(not_found)?;
-        let cover = (0..p.len()).rev().find_map(|l| map.get(&(key.mask(l), l)).map(|t| (l, *t)));
+        let cover = covering(map, key, p.len());
         self.undo.push(K::undo(vrf_id, k, Some(old)));
         bump(&mut w.nh_refs, old.target.nh, false);
         bump_network(w, vrf_id, old.network, false);
@@ -1086,8 +1131,22 @@ impl TablesWriter {
             self.ecmp_changes.push((vrf_id, addr, p.len(), false));
         }
         Arc::make_mut(K::fib(vrf)).remove(key, p.len(), old, cover);
+        self.network_moved(w, vrf_id, Some(old.network), cover.map(|(_, e)| e.network));
         Ok(())
     }
+}
+
+/// Whether `vrf`'s policy has a rule that names a network, whose addresses
+/// are those its routes say are in it.
+fn names_networks(w: &Tables, vrf: VrfId) -> bool {
+    let policy = w.vrf(vrf).and_then(|v| v.policy.as_ref());
+    policy.is_some_and(|p| p.compiled.names_networks() != (false, false))
+}
+
+/// The longest route in `map` shorter than `len` that covers `key`, with
+/// its length: where `key/len`'s addresses go without that route.
+fn covering<K: Family>(map: &AHashMap<(K, u8), RouteEntry>, key: K, len: u8) -> Option<(u8, RouteEntry)> {
+    (0..len).rev().find_map(|l| map.get(&(key.mask(l), l)).map(|e| (l, *e)))
 }
 
 /// A route of `vrf` whose addresses are in another network refers to that
