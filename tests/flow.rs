@@ -697,9 +697,10 @@ fn policy_rules_that_name_networks_match_their_addresses_by_route() {
 /// A route change that moves addresses to another network changes what
 /// the rules that name networks match, as a change of the policy would:
 /// the VRF's pairs are decided again on their next packet, and so are the
-/// pairs reaching its pods. One that moves no address (a pod's route in the
-/// network of the subnet that covers it), or in a VRF whose policy names
-/// no network, leaves every decision and generation alone. (Until this,
+/// pairs reaching its pods. One that moves no address from one network to
+/// another (a pod's route in the network of the subnet that covers it, or
+/// a pod's route added where nothing covered it), or in a VRF whose policy
+/// names no network, leaves every decision and generation alone. (Until this,
 /// only a policy change decided flows again: a pair kept the network its
 /// addresses were in when its first packet came.)
 #[test]
@@ -732,8 +733,10 @@ fn a_route_that_moves_addresses_to_another_network_decides_flows_again() {
     let generations = |lab: &Lab| [BLUE, GREEN, RED].map(|v| lab.writer.tables().vrf(v).unwrap().policy_generation);
     let before = generations(&lab);
     lab.writer.apply(&[route_in(GREEN, "10.2.0.7/32", NH_UDP, 40, Some(BLUE))]).unwrap();
+    lab.writer.apply(&[route_in(GREEN, "10.3.0.9/32", NH_UDP, 43, Some(BLUE))]).unwrap();
+    lab.writer.apply(&[Op::Delete(ObjectKey::Route(GREEN, "10.3.0.9/32".parse().unwrap()))]).unwrap();
     lab.writer.apply(&[route_in(RED, "10.9.0.0/16", NH_UDP, 42, None)]).unwrap();
-    assert_eq!(generations(&lab), before, "no address moved, and red's policy names no network");
+    assert_eq!(generations(&lab), before, "no address moved between networks; red's policy names none");
     assert_eq!(lab.run(A1, a1_to_g1()).0, Verdict::Tx(G1));
     assert_eq!(lab.run(FABRIC, remote_to_g1()).0, Verdict::Tx(G1));
     assert_eq!(table.redecided(), 0);

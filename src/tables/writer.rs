@@ -783,10 +783,10 @@ impl TablesWriter {
     /// rules that name networks now match other addresses. The VRF's pairs
     /// are decided again, and those reaching its pods from other VRFs
     /// (`judge_again_reaching`), as by a policy change, once a batch
-    /// (whichever prefix moved: a change is rare, an import added or
-    /// removed, and a pair does not keep its addresses' routes). A batch of
-    /// pods' routes each in the network of the subnet that covers it, the
-    /// common case, moves nothing.
+    /// (whichever prefix moved: a move is rare, a route's network changed
+    /// or one of another network laid over or taken off a covering one,
+    /// and a pair does not keep its addresses' routes). A pod's route
+    /// added or removed, the common case, moves nothing (`network_moved`).
     fn policies_changed_by_routes(&mut self, w: &mut Tables) {
         for &id in &self.network_moves {
             if self.policy_changes.contains(&id) {
@@ -802,9 +802,16 @@ impl TablesWriter {
     }
 
     /// Notes that the batch moved addresses of `vrf` from network `was` to
-    /// `now` (`None`: no route), where that matters to its policy.
+    /// `now` (`None`: no route), where that matters to its policy. Giving
+    /// unrouted addresses a network, or taking theirs away, is a pod added
+    /// or removed, the common case, and moves nothing: a pair to an
+    /// unrouted address was never made, and one from an unrouted source
+    /// (a remote pod whose route came after its first packet) keeps its
+    /// decision until it idles out, rather than every pod's arrival sending
+    /// the VRF's pairs through the policy again.
     fn network_moved(&mut self, w: &Tables, vrf: VrfId, was: Option<VrfId>, now: Option<VrfId>) {
-        if was != now && !self.network_moves.contains(&vrf) && names_networks(w, vrf) {
+        let moved = matches!((was, now), (Some(a), Some(b)) if a != b);
+        if moved && !self.network_moves.contains(&vrf) && names_networks(w, vrf) {
             self.network_moves.push(vrf);
         }
     }
