@@ -99,10 +99,16 @@ fn a_pair_is_two_linked_entries() {
 /// with `lookup` on those.
 #[test]
 fn only_plain_forwarding_entries_are_settled() {
-    use vrouter::flow::{Forwarding, RouteMemo};
+    use vrouter::flow::{Forwarding, PolicyGenerations, RouteMemo};
     let t = table(1000);
-    let settled = |k: &FlowKey, generation| {
-        t.forward_only(&t.probe(k), generation).map(|f| Forwarding { route: RouteMemo::NONE, ..f })
+    // Under the VRF's generation `now`, its own policy last changed at `own`.
+    let told = |k: &FlowKey, now, own| {
+        let policy = Some(PolicyGenerations { now, own_change: own });
+        t.forward_only(&t.probe(k), policy).map(|f| Forwarding { route: RouteMemo::NONE, ..f })
+    };
+    let settled = |k: &FlowKey, generation: Option<u32>| match generation {
+        Some(g) => told(k, g, g),
+        None => t.forward_only(&t.probe(k), None).map(|f| Forwarding { route: RouteMemo::NONE, ..f }),
     };
     let member = RouteTarget { nh: 7, label: 20 };
     // Plain both ways: the member pinned on the forward entry only.
@@ -125,6 +131,12 @@ fn only_plain_forwarding_entries_are_settled() {
         "no policy: any generation"
     );
     assert_eq!(settled(&k, Some(10)), None, "decided under another policy");
+    // Another network's change moved the generation: the VRF's own
+    // policy last changed at 9 or before, and decided the pair.
+    assert_eq!(told(&k, 10, 9).map(|f| f.slot), Some(made.slot), "kept");
+    assert_eq!(told(&k, 12, 3).map(|f| f.slot), Some(made.slot), "kept");
+    assert_eq!(told(&k, 12, 10), None, "its own changed since");
+    assert_eq!(told(&k, 3, 10), None, "its own changed since, and the generations wrapped past 0");
     assert_eq!(settled(&key(2, TCP), Some(9)), None, "no such flow");
     // A policy change keeps the entry plain: it settles under the new generation.
     t.decide_again(made.slot, rev, FlowAction::Drop(DropReason::FlowActionDrop), 10);
@@ -146,8 +158,13 @@ fn only_plain_forwarding_entries_are_settled() {
     let k = key(4, UDP);
     let (f, mut r) = pair(k);
     r.route_vrf = Some(6);
+    r.key.vrf = 6;
     t.create(&f, &r, 3, 9, 0).unwrap();
-    assert!(settled(&k, Some(9)).is_some() && settled(&k.reversed(), Some(9)).is_none());
+    assert!(settled(&k, Some(9)).is_some() && settled(&r.key, Some(9)).is_none());
+    // A pair of two VRFs (to a pod of another network), which that
+    // network's policy may judge, is checked whichever change moved the
+    // generation.
+    assert_eq!(told(&k, 10, 9), None);
     // A dropped flow.
     let k = key(5, UDP);
     let (mut f, mut r) = pair(k);
@@ -167,7 +184,8 @@ fn a_flow_remembers_its_route_until_its_slot_holds_another_entry() {
     let k = key(1, UDP);
     let (f, r) = pair(k);
     t.create(&f, &r, 3, 9, 0).unwrap();
-    let read = || t.forward_only(&t.probe(&k), Some(9)).unwrap();
+    let read =
+        || t.forward_only(&t.probe(&k), Some(vrouter::flow::PolicyGenerations { now: 9, own_change: 9 })).unwrap();
     let first = read();
     assert_eq!(first.route.route(), Route { version: 0, leaf: 0 }, "nothing remembered yet");
     let route = Route { version: 77, leaf: 5 };
@@ -876,7 +894,8 @@ fn a_policy_change_decides_again_only_the_flows_it_can_judge() {
     assert_eq!(lab.run(A1, ack(g1_ip)).0, Verdict::Drop(DropReason::FlowActionDrop), "denied by green now");
     assert_eq!(lab.run(A1, ack(a2_ip())).0, Verdict::Tx(A2));
     assert_eq!(table.redecided(), 1, "the flow to g1, once");
-    assert_eq!(hit(a2_ip()).policy_generation, blue_generation(&lab), "a2's took the new generation");
+    // A pair of one VRF keeps its decision on the fast path, unwritten.
+    assert_eq!(hit(a2_ip()).policy_generation, before, "a2's kept its stamp");
     assert!(current(&lab, g1_ip));
     // Blue's own change decides its flow to a2 again.
     lab.writer.apply(&[Op::Update(Object::Policy(BLUE, Policy::allow_all()))]).unwrap();

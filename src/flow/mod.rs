@@ -21,6 +21,6 @@ pub use key::FlowKey;
 pub use policy::{CompiledPolicy, Endpoint, Policy, PolicyAction, PortRange, Rule};
 pub use stale::{stale_ends, StaleEnd};
 pub use table::{
-    CreateError, DirSpec, FlowAction, FlowConfig, FlowInfo, FlowTable, Forwarding, Hit, Nat, Probe, RouteMemo,
-    TcpState, MAX_TIMEOUT_MS, MAX_VIFS, MAX_VRFS,
+    CreateError, DirSpec, FlowAction, FlowConfig, FlowInfo, FlowTable, Forwarding, Hit, Nat, PolicyGenerations, Probe,
+    RouteMemo, TcpState, MAX_TIMEOUT_MS, MAX_VIFS, MAX_VRFS,
 };

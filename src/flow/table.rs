@@ -277,8 +277,14 @@ const FLAG_FORWARD_DIR: u64 = 1 << 16;
 const FLAG_PLAIN: u64 = 1 << 17;
 /// The other direction's packets are not tracked (`DirSpec::one_way`).
 const FLAG_ONE_WAY: u64 = 1 << 18;
+/// The pair's entries are in two VRFs: it reaches a pod of another network
+/// on this node (or is a floating IP's), whose policy may judge it too. A
+/// pair of one VRF is judged by that VRF's policy alone, so it keeps its
+/// decision when another network's change moves its VRF's generation
+/// (`forward_only`, `pipeline::flow::stale`); a pair of two VRFs is checked.
+const FLAG_CROSS: u64 = 1 << 19;
 /// The action word's flags that belong to the entry, not to its action.
-const ENTRY_FLAGS: u64 = FLAG_FORWARD_DIR | FLAG_PLAIN | FLAG_ONE_WAY;
+const ENTRY_FLAGS: u64 = FLAG_FORWARD_DIR | FLAG_PLAIN | FLAG_ONE_WAY | FLAG_CROSS;
 
 const NO_ECMP: u64 = u64::MAX;
 
@@ -457,6 +463,31 @@ fn same_words(a: &[u64; 6], b: &[u64; 6]) -> bool {
     a.iter().zip(b).fold(0, |d, (x, y)| d | (x ^ y)) == 0
 }
 
+/// A VRF's policy generation as a hit checks its entry against it
+/// (`forward_only`): `Vrf::policy_generation` and `Vrf::policy_changed_at`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PolicyGenerations {
+    /// The VRF's generation now.
+    pub now: u32,
+    /// The generation its own policy last changed at.
+    pub own_change: u32,
+}
+
+impl PolicyGenerations {
+    /// Whether a plain forward entry (`action`) decided under an older
+    /// generation keeps its decision: the moves since were other
+    /// networks' changes (the VRF's own policy last changed at or before
+    /// the entry's decision), and the pair is of one VRF (not
+    /// `FLAG_CROSS`), which no other network's policy judges. The general
+    /// path's test for the same (`pipeline::flow::stale`).
+    #[inline(always)]
+    fn keeps(self, action: u64) -> bool {
+        let decided = (action >> 32) as u32;
+        action & (0xffff | FLAG_PLAIN | FLAG_CROSS) == KIND_FORWARD | FLAG_PLAIN
+            && self.now.wrapping_sub(decided) <= self.now.wrapping_sub(self.own_change)
+    }
+}
+
 /// What a hit on an entry that only forwards needs (`forward_only`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Forwarding {
@@ -523,6 +554,8 @@ struct Stamp {
     vif: u32,
     now: u64,
     generation: u32,
+    /// The pair's entries are in two VRFs (`FLAG_CROSS`).
+    cross: bool,
 }
 
 /// Where a key lives.
@@ -898,16 +931,16 @@ impl FlowTable {
         self.search(p, |i| self.read_slot(i, Some(&p.words)).map(|(_, hit)| hit))
     }
 
-    /// The probe's entry if it only forwards, as decided under policy
-    /// `generation` (`None`: any): no drop, no NAT, no other VRF to route
-    /// in. Then a hit needs only its slot (to count the packet) and its
-    /// pinned member, and this reads nothing else: the data path's
-    /// common case, at a fraction of `find`'s cost. `None` says nothing
-    /// about the entry: `find` tells the rest.
+    /// The probe's entry if it only forwards, as decided under its VRF's
+    /// current policy (`policy`; `None`: any): no drop, no NAT, no other
+    /// VRF to route in. Then a hit needs only its slot (to count the
+    /// packet) and its pinned member, and this reads nothing else: the
+    /// data path's common case, at a fraction of `find`'s cost. `None`
+    /// says nothing about the entry: `find` tells the rest.
     #[inline]
-    pub fn forward_only(&self, p: &Probe, generation: Option<u32>) -> Option<Forwarding> {
-        let want = KIND_FORWARD | FLAG_PLAIN | generation.map_or(0, |g| u64::from(g) << 32);
-        let mask = 0xffff | FLAG_PLAIN | generation.map_or(0, |_| 0xffff_ffff << 32);
+    pub fn forward_only(&self, p: &Probe, policy: Option<PolicyGenerations>) -> Option<Forwarding> {
+        let want = KIND_FORWARD | FLAG_PLAIN | policy.map_or(0, |g| u64::from(g.now) << 32);
+        let mask = 0xffff | FLAG_PLAIN | policy.map_or(0, |_| 0xffff_ffff << 32);
         // Values, not references, in the closure: `locate` takes it as a
         // `dyn Fn`, and captured references sent `want` and `mask` through
         // the stack on the common, hinted way too.
@@ -918,12 +951,10 @@ impl FlowTable {
                 }
                 Some((s.action.load(Relaxed), s.ecmp.load(Relaxed), s.route.load(Relaxed), s.hash.load(Relaxed)))
             })?;
-            (action & mask == want).then(|| Forwarding {
-                slot: i as u32,
-                ecmp: decode_ecmp(ecmp),
-                route: RouteMemo(route),
-                hash,
-            })
+            // Off the common way, after the first compare: an entry decided
+            // before its VRF's generation last moved.
+            let current = action & mask == want || policy.is_some_and(|g| g.keeps(action));
+            current.then(|| Forwarding { slot: i as u32, ecmp: decode_ecmp(ecmp), route: RouteMemo(route), hash })
         })
     }
 
@@ -1060,7 +1091,7 @@ impl FlowTable {
     }
 
     fn write(&self, i: usize, d: &DirSpec, reverse: usize, forward: bool, stamp: Stamp) {
-        let Stamp { vif, now, generation } = stamp;
+        let Stamp { vif, now, generation, cross } = stamp;
         let s = &self.slots[i];
         for (k, w) in s.key.iter().chain(&s.key_rest).zip(d.key.words()) {
             k.store(w, Relaxed);
@@ -1068,7 +1099,8 @@ impl FlowTable {
         let dir = if forward { FLAG_FORWARD_DIR } else { 0 };
         let plain = if d.nat.is_none() && d.route_vrf.is_none() { FLAG_PLAIN } else { 0 };
         let one_way = if d.one_way { FLAG_ONE_WAY } else { 0 };
-        s.action.store(encode_action(d.action, dir | plain | one_way, generation), Relaxed);
+        let cross = if cross { FLAG_CROSS } else { 0 };
+        s.action.store(encode_action(d.action, dir | plain | one_way | cross, generation), Relaxed);
         s.ecmp.store(encode_ecmp(d.ecmp), Relaxed);
         let (a, p, w) = encode_nat(&d.nat);
         // The route VRF rides in the word of NAT flags, above them (+1, so 0 is none).
@@ -1186,7 +1218,7 @@ impl FlowTable {
             self.count_down(vif, fwd.key.vrf);
             return Err(CreateError::TableFull);
         };
-        let stamp = Stamp { vif, now, generation };
+        let stamp = Stamp { vif, now, generation, cross: fwd.key.vrf != rev.key.vrf };
         self.write(fi, fwd, ri, true, stamp);
         self.write(ri, rev, fi, false, stamp);
         self.publish(ri);

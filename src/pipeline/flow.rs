@@ -9,7 +9,7 @@ use super::hash::key_hash;
 use super::{Ctx, Frame};
 use crate::flow::{
     DirSpec, FlowAction, FlowInfo, FlowKey, FlowTable, Forwarding, FragmentKey, FragmentTable, Hit, Nat, PolicyAction,
-    Probe,
+    PolicyGenerations, Probe,
 };
 use crate::stats::DropReason;
 use crate::tables::{FloatingIp, NextHop, PortForward, RouteTarget, Tables, Vif, VifKind, Vrf};
@@ -357,7 +357,8 @@ fn opens_what_was_denied(vrf: &Vrf, in_vif: Option<&Vif>, key: &FlowKey, hit: &H
 /// again, rewrites or drops.
 #[inline]
 pub(super) fn settled<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, probe: &Probe) -> Option<Forwarding> {
-    ctx.flows?.forward_only(probe, Some(vrf.policy_generation))
+    let policy = PolicyGenerations { now: vrf.policy_generation, own_change: vrf.policy_changed_at };
+    ctx.flows?.forward_only(probe, Some(policy))
 }
 
 /// `prefetch_fast` and `FlowTable::prefetch_slots` at once, for a frame
