@@ -479,8 +479,11 @@ impl PolicyGenerations {
     /// networks' changes (the VRF's own policy last changed at or before
     /// the entry's decision), and the pair is of one VRF (not
     /// `FLAG_CROSS`), which no other network's policy judges. The general
-    /// path's test for the same (`pipeline::flow::stale`).
-    #[inline(always)]
+    /// path's test for the same (`pipeline::flow::stale`). Cold and out of
+    /// line: a hit under the current generation, the common case, pays
+    /// for the branch alone.
+    #[cold]
+    #[inline(never)]
     fn keeps(self, action: u64) -> bool {
         let decided = (action >> 32) as u32;
         action & (0xffff | FLAG_PLAIN | FLAG_CROSS) == KIND_FORWARD | FLAG_PLAIN
@@ -937,25 +940,27 @@ impl FlowTable {
     /// packet) and its pinned member, and this reads nothing else: the
     /// data path's common case, at a fraction of `find`'s cost. `None`
     /// says nothing about the entry: `find` tells the rest.
-    #[inline]
+    #[inline(always)]
     pub fn forward_only(&self, p: &Probe, policy: Option<PolicyGenerations>) -> Option<Forwarding> {
         let want = KIND_FORWARD | FLAG_PLAIN | policy.map_or(0, |g| u64::from(g.now) << 32);
         let mask = 0xffff | FLAG_PLAIN | policy.map_or(0, |_| 0xffff_ffff << 32);
-        // Values, not references, in the closure: `locate` takes it as a
-        // `dyn Fn`, and captured references sent `want` and `mask` through
-        // the stack on the common, hinted way too.
-        self.search(p, move |i| {
-            let (action, ecmp, route, hash) = self.read_stable(i, |s| {
+        // The entry that holds the key, whatever its action: a key is in
+        // one slot at most, so its action is judged once it is found,
+        // outside the closure `locate` takes as a `dyn Fn` (with the
+        // judging inside, LLVM stopped inlining the closure: 30 more
+        // instructions a hit, callgrind).
+        let (i, action, ecmp, route, hash) = self.search(p, |i| {
+            self.read_stable(i, |s| {
                 if !s.holds(&p.words) {
                     return None;
                 }
-                Some((s.action.load(Relaxed), s.ecmp.load(Relaxed), s.route.load(Relaxed), s.hash.load(Relaxed)))
-            })?;
-            // Off the common way, after the first compare: an entry decided
-            // before its VRF's generation last moved.
-            let current = action & mask == want || policy.is_some_and(|g| g.keeps(action));
-            current.then(|| Forwarding { slot: i as u32, ecmp: decode_ecmp(ecmp), route: RouteMemo(route), hash })
-        })
+                Some((i, s.action.load(Relaxed), s.ecmp.load(Relaxed), s.route.load(Relaxed), s.hash.load(Relaxed)))
+            })
+        })?;
+        // Off the common way, after the first compare: an entry decided
+        // before its VRF's generation last moved.
+        let current = action & mask == want || policy.is_some_and(|g| g.keeps(action));
+        current.then(|| Forwarding { slot: i as u32, ecmp: decode_ecmp(ecmp), route: RouteMemo(route), hash })
     }
 
     /// The first answer of `read` for the probe's slots: the hinted slot,
