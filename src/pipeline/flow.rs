@@ -489,6 +489,8 @@ pub fn judgement(t: &Tables, table: &FlowTable, f: &FlowInfo) -> Option<Judgemen
 /// reaches no other network's pod (`reaches`) is judged by its own VRF's
 /// policy alone: unless that changed since, its decision stands, and only
 /// its stamp needs the new generation (`FlowTable::keep_decision`), once.
+/// The fast path's test for its entries is the same
+/// (`flow::table::PolicyGenerations::keeps`).
 fn stale(vrf: &Vrf, generation: u32, reaches: Option<&Vrf>) -> bool {
     if vrf.policy_generation == generation {
         return false;

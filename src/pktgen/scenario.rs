@@ -798,8 +798,8 @@ pub struct PolicyChangeReport {
     pub redecided_other: u64,
     /// The first pass after that network's policy changed again, once the
     /// VRF has a route to its pod: the VRF's generation moves, and each
-    /// pair, which reaches no pod of that network, takes the new one and
-    /// keeps its decision.
+    /// pair, which reaches no pod of that network, keeps its decision, on
+    /// the fast path where it was on it (`PolicyGenerations::keeps`).
     pub after_reached: Report,
     /// Pairs that pass decided again.
     pub redecided_reached: u64,
