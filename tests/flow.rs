@@ -602,6 +602,22 @@ fn green_joined_to_blue_ops() -> Vec<Op> {
     ops
 }
 
+/// Policies whose rules name networks: blue opens TCP 80 to green's
+/// addresses alone, and green takes TCP 80 from blue's alone.
+fn policies_naming_networks() -> [Op; 2] {
+    let to_green = Rule { dst: Endpoint::Network(GREEN), ..allow(Endpoint::Any, Endpoint::Any, TCP, port(80)) };
+    let from_blue = Rule { src: Endpoint::Network(BLUE), ..allow(Endpoint::Any, Endpoint::Any, TCP, port(80)) };
+    let only = |rule| Policy { rules: vec![rule], default: PolicyAction::Deny };
+    [Op::Add(Object::Policy(BLUE, only(to_green))), Op::Add(Object::Policy(GREEN, only(from_blue)))]
+}
+
+/// `frame` (an Ethernet frame) as a peer node sends it to g1: MPLS over
+/// UDP, with g1's label.
+fn tunnelled_to_g1(frame: &[u8]) -> Vec<u8> {
+    use vrouter::pktgen::build::Tunnel as Encap;
+    build::mpls_tunnel_frame(from_peer(), Encap::Udp(6635), peer(1), node_ip(), LABEL_G1, 64, 50000, &frame[14..])
+}
+
 /// Adds a route of `vrf`, in `network` (`None`: `vrf`'s own).
 fn route_in(vrf: u32, prefix: &str, nh: u32, label: u32, network: Option<u32>) -> Op {
     Op::Add(Object::Route(RouteSpec {
@@ -671,32 +687,24 @@ fn answers_from_a_pod_of_another_vrf_on_this_node_pass_its_policy() {
 /// VRF judging: a remote pod of another network was never from it.)
 #[test]
 fn policy_rules_that_name_networks_match_their_addresses_by_route() {
-    use vrouter::pktgen::build::Tunnel as Encap;
     let g1_ip = g1_ip();
     let (mut lab, _table) = lab_with_flows();
     let route = route_in;
-    let to_green = Rule { dst: Endpoint::Network(GREEN), ..allow(Endpoint::Any, Endpoint::Any, TCP, port(80)) };
-    let from_blue = Rule { src: Endpoint::Network(BLUE), ..allow(Endpoint::Any, Endpoint::Any, TCP, port(80)) };
-    let only = |rule| Policy { rules: vec![rule], default: PolicyAction::Deny };
     lab.writer.apply(&green_joined_to_blue_ops()).unwrap();
     lab.writer
         .apply(&[
             // Remote pods: one of blue's, one of green's own.
             route(GREEN, "10.2.0.7/32", NH_UDP, 40, Some(BLUE)),
             route(GREEN, "10.2.0.0/24", NH_UDP, 41, None),
-            Op::Add(Object::Policy(BLUE, only(to_green))),
-            Op::Add(Object::Policy(GREEN, only(from_blue))),
         ])
         .unwrap();
+    lab.writer.apply(&policies_naming_networks()).unwrap();
     let denied = Verdict::Drop(DropReason::FlowActionDrop);
     assert_eq!(lab.run(A1, tcp(from_a1(), a1_ip(), g1_ip, 40000, 80)).0, Verdict::Tx(G1), "to green's pod");
     assert_eq!(lab.run(A1, tcp(from_a1(), a1_ip(), a2_ip(), 40000, 80)).0, denied, "a2 is in blue");
     assert_eq!(lab.run(A1, tcp(from_a1(), a1_ip(), g1_ip, 40001, 81)).0, denied, "the rule's port only");
     // From the tunnel, into green: blue's remote pod is from blue.
-    let from_remote = |src: Ipv4Addr, sport| {
-        let inner = tcp(from_peer(), src, g1_ip, sport, 80);
-        build::mpls_tunnel_frame(from_peer(), Encap::Udp(6635), peer(1), node_ip(), LABEL_G1, 64, 50000, &inner[14..])
-    };
+    let from_remote = |src: Ipv4Addr, sport| tunnelled_to_g1(&tcp(from_peer(), src, g1_ip, sport, 80));
     let (blue_pod, green_pod) = (Ipv4Addr::new(10, 2, 0, 7), Ipv4Addr::new(10, 2, 0, 8));
     assert_eq!(lab.run(FABRIC, from_remote(blue_pod, 40000)).0, Verdict::Tx(G1), "from blue's remote pod");
     assert_eq!(lab.run(FABRIC, from_remote(green_pod, 40000)).0, denied, "green's own remote pod is not blue's");
@@ -723,28 +731,21 @@ fn policy_rules_that_name_networks_match_their_addresses_by_route() {
 /// addresses were in when its first packet came.)
 #[test]
 fn a_route_that_moves_addresses_to_another_network_decides_flows_again() {
-    use vrouter::pktgen::build::Tunnel as Encap;
     use vrouter::wire::tcp::FLAG_ACK;
     let g1_ip = g1_ip();
     let (mut lab, table) = lab_with_flows();
-    let to_green = Rule { dst: Endpoint::Network(GREEN), ..allow(Endpoint::Any, Endpoint::Any, TCP, port(80)) };
-    let from_blue = Rule { src: Endpoint::Network(BLUE), ..allow(Endpoint::Any, Endpoint::Any, TCP, port(80)) };
-    let only = |rule| Policy { rules: vec![rule], default: PolicyAction::Deny };
     lab.writer.apply(&green_joined_to_blue_ops()).unwrap();
     lab.writer
         .apply(&[
             // Blue's remote pods, in green.
             route_in(GREEN, "10.2.0.0/24", NH_UDP, 41, Some(BLUE)),
-            Op::Add(Object::Policy(BLUE, only(to_green))),
-            Op::Add(Object::Policy(GREEN, only(from_blue))),
             Op::Add(Object::Policy(RED, Policy::allow_all())),
         ])
         .unwrap();
+    lab.writer.apply(&policies_naming_networks()).unwrap();
     let a1_to_g1 = || with_tcp_flags(&tcp(from_a1(), a1_ip(), g1_ip, 40000, 80), FLAG_ACK);
-    let remote_to_g1 = || {
-        let inner = with_tcp_flags(&tcp(from_peer(), Ipv4Addr::new(10, 2, 0, 7), g1_ip, 40000, 80), FLAG_ACK);
-        build::mpls_tunnel_frame(from_peer(), Encap::Udp(6635), peer(1), node_ip(), LABEL_G1, 64, 50000, &inner[14..])
-    };
+    let remote_to_g1 =
+        || tunnelled_to_g1(&with_tcp_flags(&tcp(from_peer(), Ipv4Addr::new(10, 2, 0, 7), g1_ip, 40000, 80), FLAG_ACK));
     let denied = Verdict::Drop(DropReason::FlowActionDrop);
     assert_eq!(lab.run(A1, a1_to_g1()).0, Verdict::Tx(G1), "g1 is green's, by its route in blue");
     assert_eq!(lab.run(FABRIC, remote_to_g1()).0, Verdict::Tx(G1), "10.2.0.7 is blue's, by its route in green");
