@@ -8,9 +8,9 @@
 //!
 //! A frame's trip, by the vif it came in on:
 //! - a pod, VM, host or agent vif: proxy ARP / ND, or route the IP packet
-//!   in the vif's VRF ([`forward`]);
+//!   in the vif's VRF (`forward`);
 //! - the fabric: tunnel packets for this node are decapsulated and their
-//!   label decides ([`decap`]); all else goes to the host stack.
+//!   label decides (`decap`); all else goes to the host stack.
 //!
 //! Encapsulation prepends into the buffer's headroom, so a frame is never
 //! copied unless it must be fragmented.
