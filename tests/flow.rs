@@ -48,6 +48,7 @@ fn a_pair_is_two_linked_entries() {
         hash: 0xdead_beef,
         one_way: false,
         route: None,
+        unrouted: false,
     };
     let r = DirSpec {
         key: k.reversed(),
@@ -58,6 +59,7 @@ fn a_pair_is_two_linked_entries() {
         hash: 0xdead_beef,
         one_way: false,
         route: None,
+        unrouted: false,
     };
     let made = t.create(&f, &r, 3, 9, 1_000).unwrap();
     let fwd = t.lookup(&k).unwrap();
@@ -81,7 +83,7 @@ fn a_pair_is_two_linked_entries() {
     assert_eq!((info.age_ms, info.idle_ms, info.forward), (1_000, 300, true));
     assert!(!t.get(rev.slot, 2_000).unwrap().forward);
     // A policy change turns it to drop, both ways, and counts the pair once.
-    t.decide_again(fwd.slot, rev.slot, FlowAction::Drop(DropReason::Discard), 10);
+    t.decide_again(fwd.slot, rev.slot, FlowAction::Drop(DropReason::Discard), 10, false);
     let again = t.lookup(&k).unwrap();
     assert_eq!((again.action, again.policy_generation), (FlowAction::Drop(DropReason::Discard), 10));
     assert_eq!(t.lookup(&k.reversed()).unwrap().action, FlowAction::Drop(DropReason::Discard));
@@ -139,9 +141,9 @@ fn only_plain_forwarding_entries_are_settled() {
     assert_eq!(told(&k, 3, 10), None, "its own changed since, and the generations wrapped past 0");
     assert_eq!(settled(&key(2, TCP), Some(9)), None, "no such flow");
     // A policy change keeps the entry plain: it settles under the new generation.
-    t.decide_again(made.slot, rev, FlowAction::Drop(DropReason::FlowActionDrop), 10);
+    t.decide_again(made.slot, rev, FlowAction::Drop(DropReason::FlowActionDrop), 10, false);
     assert_eq!(settled(&k, Some(10)), None, "dropped");
-    t.decide_again(made.slot, rev, FlowAction::Forward, 11);
+    t.decide_again(made.slot, rev, FlowAction::Forward, 11, false);
     assert_eq!(
         settled(&k, Some(11)),
         Some(Forwarding { slot: made.slot, ecmp: Some(member), route: RouteMemo::NONE, hash: 0x1111 })
@@ -600,6 +602,58 @@ fn green_joined_to_blue_ops() -> Vec<Op> {
         route_in(GREEN, "10.1.0.2/32", NH_A1, NO, Some(BLUE)),
     ]);
     ops
+}
+
+/// A remote pod's first packets may come before its route does (its
+/// node's agent was faster than this one's). Its pair is decided with its
+/// source in no network, marked so, and decided again on each packet
+/// until the route comes, without a write while nothing changes; then it
+/// settles, as a pair that had its route from the start. Both ways: a
+/// denial the route lifts (green takes TCP 80 from blue alone: until
+/// this, the SYNs' retries kept the denied pair alive, and the connection
+/// waited for a gap longer than the dropped flows' timeout), and an
+/// allowance it withdraws (red refuses TCP from blue, and allows the
+/// rest: until this, such a pod kept a pair it may not have).
+#[test]
+fn a_pair_decided_before_its_sources_route_came_is_decided_again_when_it_comes() {
+    use vrouter::wire::tcp::{FLAG_ACK, FLAG_SYN};
+    let g1_ip = g1_ip();
+    let (mut lab, table) = lab_with_flows();
+    lab.writer.apply(&green_joined_to_blue_ops()).unwrap();
+    lab.writer.apply(&policies_naming_networks()).unwrap();
+    let remote = Ipv4Addr::new(10, 2, 0, 7);
+    let to_g1 = |flags| tunnelled_to_g1(&with_tcp_flags(&tcp(from_peer(), remote, g1_ip, 40000, 80), flags));
+    let pair = || table.lookup(&FlowKey::v4(GREEN, TCP, remote.into(), g1_ip.into(), 40000, 80)).unwrap();
+    let info = || table.get(pair().slot, 0).unwrap();
+    let denied = Verdict::Drop(DropReason::FlowActionDrop);
+    assert_eq!(lab.run(FABRIC, to_g1(FLAG_SYN)).0, denied, "from no network, before its route");
+    assert!(pair().unrouted);
+    assert!(!vrouter::pipeline::judgement(lab.writer.tables(), &table, &info()).unwrap().current);
+    assert_eq!(lab.run(FABRIC, to_g1(FLAG_SYN)).0, denied, "the SYN again, still without it");
+    assert_eq!(table.redecided(), 0, "nothing changed, nothing written");
+    // Blue's remote pod's route, in green: no policy or network moved.
+    let generation = lab.writer.tables().vrf(GREEN).unwrap().policy_generation;
+    lab.writer.apply(&[route_in(GREEN, "10.2.0.7/32", NH_UDP, 40, Some(BLUE))]).unwrap();
+    assert_eq!(lab.writer.tables().vrf(GREEN).unwrap().policy_generation, generation);
+    assert_eq!(lab.run(FABRIC, to_g1(FLAG_SYN)).0, Verdict::Tx(G1), "from blue now");
+    assert_eq!((pair().unrouted, pair().action, table.redecided()), (false, FlowAction::Forward, 1));
+    assert!(vrouter::pipeline::judgement(lab.writer.tables(), &table, &info()).unwrap().current);
+    assert_eq!(lab.run(FABRIC, to_g1(FLAG_ACK)).0, Verdict::Tx(G1));
+    assert_eq!(table.redecided(), 1);
+
+    // The other way: a policy that allows what it does not know.
+    let not_from_blue = Rule {
+        src: Endpoint::Network(BLUE),
+        action: PolicyAction::Deny,
+        ..allow(Endpoint::Any, Endpoint::Any, TCP, PortRange::ANY)
+    };
+    let policy = Policy { rules: vec![not_from_blue], default: PolicyAction::Allow };
+    lab.writer.apply(&[Op::Update(Object::Policy(GREEN, policy))]).unwrap();
+    let later = Ipv4Addr::new(10, 2, 0, 8);
+    let from_later = |flags| tunnelled_to_g1(&with_tcp_flags(&tcp(from_peer(), later, g1_ip, 40001, 80), flags));
+    assert_eq!(lab.run(FABRIC, from_later(FLAG_SYN)).0, Verdict::Tx(G1), "in no network yet: allowed");
+    lab.writer.apply(&[route_in(GREEN, "10.2.0.8/32", NH_UDP, 41, Some(BLUE))]).unwrap();
+    assert_eq!(lab.run(FABRIC, from_later(FLAG_ACK)).0, denied, "blue's, once its route came");
 }
 
 /// Policies whose rules name networks: blue opens TCP 80 to green's

@@ -1459,7 +1459,8 @@ const FLOW_LEGEND: &str = "\
 DIR     F forward, R reverse, then the other entry: <=> tracked both ways; => and <= the forward way alone
         (a service's answers, where only the ECMP routes make the VRF track flows), its reverse counting nothing (-)
 ACTION  F forward, D(reason) drop, N(S=source, D=destination, Ps=source port, Pd=destination port) NAT;
-        * the policies changed since it was decided: the pair's next packet decides it again, by RULE
+        * the policies changed since it was decided, or an address it is judged by network had no route then:
+        the pair's next packet decides it again, by RULE
 RULE    the policy rule that decides the pair now: vrf1:3 is rule 3 of VRF 1's policy (as policy list numbers them),
         vrf1:default its default, - no policy; vrf3:0,vrf4:1 where two judge it (a pod of another network on this
         node): VRF 3's rule 0 let it on, then VRF 4's rule 1 decided

@@ -140,6 +140,11 @@ pub struct DirSpec {
     /// The IPv4 route its first packet was looked up with, in the VRF
     /// of its key, for its next packets to recall (`RouteMemo`).
     pub route: Option<Route>,
+    /// Its action was decided while an address that a policy judges by
+    /// its network had no route (a remote pod whose route had not come
+    /// yet): the decision may change once the route comes, so the pair is
+    /// decided again on each packet until then (`Hit::unrouted`).
+    pub unrouted: bool,
 }
 
 impl DirSpec {
@@ -147,7 +152,17 @@ impl DirSpec {
     /// pinned, no other VRF, no route remembered, hash 0, both directions
     /// tracked. The fields are public; set the others as needed.
     pub fn new(key: FlowKey, action: FlowAction) -> DirSpec {
-        DirSpec { key, action, ecmp: None, nat: Nat::default(), route_vrf: None, hash: 0, one_way: false, route: None }
+        DirSpec {
+            key,
+            action,
+            ecmp: None,
+            nat: Nat::default(),
+            route_vrf: None,
+            hash: 0,
+            one_way: false,
+            route: None,
+            unrouted: false,
+        }
     }
 }
 
@@ -183,6 +198,9 @@ pub struct Hit {
     pub forward: bool,
     /// The VRF to route in after the rewrite, if not the packet's own.
     pub route_vrf: Option<u32>,
+    /// Decided without a route for an address the policy judges by its
+    /// network (`DirSpec::unrouted`): to be decided again.
+    pub unrouted: bool,
 }
 
 impl CreateError {
@@ -256,6 +274,9 @@ pub struct FlowInfo {
     /// The policy generation of the VRF that judged the pair, when its
     /// action was decided (`Vrf::policy_generation`).
     pub policy_generation: u32,
+    /// Decided without a route for an address a policy judges by its
+    /// network (`DirSpec::unrouted`): its next packet decides it again.
+    pub unrouted: bool,
     /// Milliseconds since creation, at `now`.
     pub age_ms: u64,
     /// Milliseconds since the last packet either way, at `now`.
@@ -283,8 +304,12 @@ const FLAG_ONE_WAY: u64 = 1 << 18;
 /// decision when another network's change moves its VRF's generation
 /// (`forward_only`, `pipeline::flow::stale`); a pair of two VRFs is checked.
 const FLAG_CROSS: u64 = 1 << 19;
+/// Decided without a route for an address a policy judges by its network
+/// (`DirSpec::unrouted`): never settled, decided again on each packet.
+/// Above the TCP bits.
+const FLAG_UNROUTED: u64 = 1 << 24;
 /// The action word's flags that belong to the entry, not to its action.
-const ENTRY_FLAGS: u64 = FLAG_FORWARD_DIR | FLAG_PLAIN | FLAG_ONE_WAY | FLAG_CROSS;
+const ENTRY_FLAGS: u64 = FLAG_FORWARD_DIR | FLAG_PLAIN | FLAG_ONE_WAY | FLAG_CROSS | FLAG_UNROUTED;
 
 const NO_ECMP: u64 = u64::MAX;
 
@@ -486,7 +511,7 @@ impl PolicyGenerations {
     #[inline(never)]
     fn keeps(self, action: u64) -> bool {
         let decided = (action >> 32) as u32;
-        action & (0xffff | FLAG_PLAIN | FLAG_CROSS) == KIND_FORWARD | FLAG_PLAIN
+        action & (0xffff | FLAG_PLAIN | FLAG_CROSS | FLAG_UNROUTED) == KIND_FORWARD | FLAG_PLAIN
             && self.now.wrapping_sub(decided) <= self.now.wrapping_sub(self.own_change)
     }
 }
@@ -822,6 +847,7 @@ impl FlowTable {
             nat: decode_nat(addrs, ports, which),
             forward: action & FLAG_FORWARD_DIR != 0,
             route_vrf: (which >> ROUTE_VRF_SHIFT).checked_sub(1),
+            unrouted: action & FLAG_UNROUTED != 0,
         };
         Some((w, hit))
     }
@@ -943,7 +969,7 @@ impl FlowTable {
     #[inline(always)]
     pub fn forward_only(&self, p: &Probe, policy: Option<PolicyGenerations>) -> Option<Forwarding> {
         let want = KIND_FORWARD | FLAG_PLAIN | policy.map_or(0, |g| u64::from(g.now) << 32);
-        let mask = 0xffff | FLAG_PLAIN | policy.map_or(0, |_| 0xffff_ffff << 32);
+        let mask = 0xffff | FLAG_PLAIN | FLAG_UNROUTED | policy.map_or(0, |_| 0xffff_ffff << 32);
         // The entry that holds the key, whatever its action: a key is in
         // one slot at most, so its action is judged once it is found,
         // outside the closure `locate` takes as a `dyn Fn` (with the
@@ -1105,7 +1131,8 @@ impl FlowTable {
         let plain = if d.nat.is_none() && d.route_vrf.is_none() { FLAG_PLAIN } else { 0 };
         let one_way = if d.one_way { FLAG_ONE_WAY } else { 0 };
         let cross = if cross { FLAG_CROSS } else { 0 };
-        s.action.store(encode_action(d.action, dir | plain | one_way | cross, generation), Relaxed);
+        let unrouted = if d.unrouted { FLAG_UNROUTED } else { 0 };
+        s.action.store(encode_action(d.action, dir | plain | one_way | cross | unrouted, generation), Relaxed);
         s.ecmp.store(encode_ecmp(d.ecmp), Relaxed);
         let (a, p, w) = encode_nat(&d.nat);
         // The route VRF rides in the word of NAT flags, above them (+1, so 0 is none).
@@ -1240,6 +1267,7 @@ impl FlowTable {
             nat: fwd.nat,
             forward: true,
             route_vrf: fwd.route_vrf,
+            unrouted: fwd.unrouted,
         })
     }
 
@@ -1266,9 +1294,14 @@ impl FlowTable {
     }
 
     /// Gives both entries of a pair (`slot` and its `reverse`) the action a
-    /// policy decided again, under `generation`, and counts the pair.
-    pub fn decide_again(&self, slot: u32, reverse: u32, action: FlowAction, generation: u32) {
-        self.rewrite_actions(slot, reverse, |w| encode_action(action, w, generation) | (w & TCP_BITS));
+    /// policy decided again, under `generation`, and whether it was decided
+    /// without a route for an address it judges by network (`unrouted`),
+    /// and counts the pair.
+    pub fn decide_again(&self, slot: u32, reverse: u32, action: FlowAction, generation: u32, unrouted: bool) {
+        let unrouted = if unrouted { FLAG_UNROUTED } else { 0 };
+        self.rewrite_actions(slot, reverse, |w| {
+            encode_action(action, (w & !FLAG_UNROUTED) | unrouted, generation) | (w & TCP_BITS)
+        });
         self.redecided.fetch_add(1, Relaxed);
     }
 
@@ -1439,6 +1472,7 @@ impl FlowTable {
             tcp: self.tcp_state(slot as usize, hit.reverse as usize, key.proto, dirs),
             one_way: dirs.one_way,
             policy_generation: hit.policy_generation,
+            unrouted: hit.unrouted,
             age_ms: now.saturating_sub(origin_time(s.origin.load(Relaxed))),
             idle_ms,
         })

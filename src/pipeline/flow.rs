@@ -327,7 +327,7 @@ pub(super) fn lookup<B>(
     } else {
         FlowKey::v4(vrf.id, info.proto, info.src as u32, info.dst as u32, 0, 0)
     };
-    match decide(vrf, &bare, in_vif).0 {
+    match decide(vrf, &bare, in_vif).action {
         FlowAction::Drop(_) => FlowStep::Denied,
         FlowAction::Forward => FlowStep::Off,
     }
@@ -346,7 +346,7 @@ fn opens_what_was_denied(vrf: &Vrf, in_vif: Option<&Vif>, key: &FlowKey, hit: &H
         && hit.action == FlowAction::Drop(DropReason::FlowActionDrop)
         && hit.nat.is_none()
         && hit.route_vrf.is_none()
-        && decide(vrf, key, in_vif).0 == FlowAction::Forward
+        && decide(vrf, key, in_vif).action == FlowAction::Forward
 }
 
 /// The fast path's flow check, for a packet of a VRF that tracks flows,
@@ -401,9 +401,11 @@ pub(super) fn count_settled<B>(ctx: &Ctx<'_, B>, slot: u32, bytes: usize, tcp_fl
 /// alike whether its clients are on its node or not. With the action, the
 /// rule that decided it (`Ruling`): the other network's where that judged
 /// too and has a policy, `None` where no policy judged.
-fn judge(vrf: &Vrf, key: &FlowKey, from: Option<&Vif>, reaches: Option<&Vrf>) -> (FlowAction, Option<Ruling>) {
-    let (action, rulings) = judge_by_both(vrf, key, from, reaches);
-    (action, rulings.decided)
+/// And whether an address a policy judged by its network had no route
+/// (`Decision::unrouted`).
+fn judge(vrf: &Vrf, key: &FlowKey, from: Option<&Vif>, reaches: Option<&Vrf>) -> (FlowAction, Option<Ruling>, bool) {
+    let (d, rulings) = judge_by_both(vrf, key, from, reaches);
+    (d.action, rulings.decided, d.unrouted)
 }
 
 /// The rules behind a flow's action: the one that decided it and, where
@@ -420,16 +422,29 @@ struct Rulings {
 
 /// `judge`, with both policies' rules where two judged: for operators,
 /// who ask which rules let a flow through, not only which decided.
-fn judge_by_both(vrf: &Vrf, key: &FlowKey, from: Option<&Vif>, reaches: Option<&Vrf>) -> (FlowAction, Rulings) {
-    let (action, here) = decide(vrf, key, from);
-    let Some(other) = reaches.filter(|_| action == FlowAction::Forward) else {
-        return (action, Rulings { decided: here, passed_by: None });
+fn judge_by_both(vrf: &Vrf, key: &FlowKey, from: Option<&Vif>, reaches: Option<&Vrf>) -> (Decision, Rulings) {
+    let here = decide(vrf, key, from);
+    let Some(other) = reaches.filter(|_| here.action == FlowAction::Forward) else {
+        return (here, Rulings { decided: here.rule, passed_by: None });
     };
-    match decide(other, &FlowKey { vrf: other.id, ..*key }, from) {
+    let there = decide(other, &FlowKey { vrf: other.id, ..*key }, from);
+    let both = Decision { unrouted: here.unrouted || there.unrouted, ..there };
+    match there.rule {
         // No policy there: this one's rule let it through.
-        (action, None) => (action, Rulings { decided: here, passed_by: None }),
-        (action, there) => (action, Rulings { decided: there, passed_by: here }),
+        None => (both, Rulings { decided: here.rule, passed_by: None }),
+        Some(_) => (both, Rulings { decided: there.rule, passed_by: here.rule }),
     }
+}
+
+/// One policy's decision on a flow (`decide`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Decision {
+    action: FlowAction,
+    /// The rule that decided (`None`: no policy).
+    rule: Option<Ruling>,
+    /// The policy names networks on a side whose address had no route, so
+    /// was in no network: once its route comes, the decision may differ.
+    unrouted: bool,
 }
 
 /// Which rule decided a flow: the VRF whose policy it is, and the rule's
@@ -478,7 +493,7 @@ pub fn judgement(t: &Tables, table: &FlowTable, f: &FlowInfo) -> Option<Judgemen
     Some(Judgement {
         rule: rulings.decided,
         passed_by: rulings.passed_by,
-        current: !stale(vrf, fwd.policy_generation, reaches),
+        current: !fwd.unrouted && !stale(vrf, fwd.policy_generation, reaches),
     })
 }
 
@@ -524,22 +539,22 @@ fn reached<'t>(t: &'t Tables, vrf: &Vrf, forward: &FlowKey, reverse_vrf: u32, na
 /// own, or the one an imported route came from), and in none without a
 /// route. So a policy judges a remote pod's packets, which arrive by
 /// tunnel, by the pod's network, as Contrail does by the source route's.
-fn decide(vrf: &Vrf, key: &FlowKey, from: Option<&Vif>) -> (FlowAction, Option<Ruling>) {
-    let Some(p) = &vrf.policy else { return (FlowAction::Forward, None) };
+fn decide(vrf: &Vrf, key: &FlowKey, from: Option<&Vif>) -> Decision {
+    let Some(p) = &vrf.policy else { return Decision { action: FlowAction::Forward, rule: None, unrouted: false } };
     let (src_named, dst_named) = p.compiled.names_networks();
     let network_of = |addr: u128| vrf.network_of(!key.is_v4(), addr);
-    let src = match from {
-        Some(v) if v.kind == VifKind::Virtual => Some(v.vrf),
-        _ if src_named => network_of(key.src),
-        _ => None,
+    let (src, src_routed) = match from {
+        Some(v) if v.kind == VifKind::Virtual => (Some(v.vrf), true),
+        _ if src_named => network_of(key.src).map_or((None, false), |n| (Some(n), true)),
+        _ => (None, true),
     };
     let dst = if dst_named { network_of(key.dst) } else { None };
     let (action, rule) = p.compiled.evaluate(key, src, dst);
-    let ruling = Some(Ruling { vrf: vrf.id, rule });
-    match action {
-        PolicyAction::Allow => (FlowAction::Forward, ruling),
-        PolicyAction::Deny => (FlowAction::Drop(DropReason::FlowActionDrop), ruling),
-    }
+    let action = match action {
+        PolicyAction::Allow => FlowAction::Forward,
+        PolicyAction::Deny => FlowAction::Drop(DropReason::FlowActionDrop),
+    };
+    Decision { action, rule: Some(Ruling { vrf: vrf.id, rule }), unrouted: !src_routed || (dst_named && dst.is_none()) }
 }
 
 /// A packet of an existing flow: decided again if the policy changed since,
@@ -561,18 +576,24 @@ pub(super) fn on_hit<B>(
     // forward entry, or the two VRFs' policies would take turns rewriting
     // the pair on every packet.
     let judged_here = hit.forward || hit.route_vrf.is_none();
-    // Decided again after a change of a policy that judges it: a new one,
-    // or none left (then the pair forwards).
-    if judged_here && vrf.policy_generation != hit.policy_generation {
+    // Decided again after a change of a policy that judges it (a new one,
+    // or none left: then the pair forwards), and while an address it
+    // judges by network has no route.
+    let current = vrf.policy_generation == hit.policy_generation;
+    if judged_here && (!current || hit.unrouted) {
         // The pair is judged by its forward direction.
         let forward_key = if hit.forward { *key } else { key.reversed() };
         // The pod the pair reaches on this node, if it is of another
         // network: its policy judges the pair too (`judge`).
         let reaches = table.key(hit.reverse).and_then(|r| reached(ctx.t, vrf, &forward_key, r.vrf, !hit.nat.is_none()));
-        if stale(vrf, hit.policy_generation, reaches) {
+        if hit.unrouted || stale(vrf, hit.policy_generation, reaches) {
             let creator = ctx.t.vif(table.creator(hit.slot));
-            action = judge(vrf, &forward_key, creator, reaches).0;
-            table.decide_again(hit.slot, hit.reverse, action, vrf.policy_generation);
+            let (again, _, unrouted) = judge(vrf, &forward_key, creator, reaches);
+            // Still without its route, and as decided: nothing to write.
+            if !(current && unrouted && again == action) {
+                table.decide_again(hit.slot, hit.reverse, again, vrf.policy_generation, unrouted);
+            }
+            action = again;
         } else {
             table.keep_decision(hit.slot, hit.reverse, vrf.policy_generation);
         }
@@ -620,7 +641,7 @@ pub(super) fn create<B>(
     let reaches =
         pod.filter(|o| policed_elsewhere(ctx.t, vrf, o)).and_then(|o| reached(ctx.t, vrf, key, o.vrf, fip.is_some()));
     let from = ctx.t.vif(in_vif);
-    let action = judge(vrf, key, from, reaches).0;
+    let (action, _, unrouted) = judge(vrf, key, from, reaches);
     if let Some(stateless) = midstream(ctx.t, vrf, key, from, out, action, d, info) {
         return stateless.map(|()| Nat::default());
     }
@@ -630,8 +651,8 @@ pub(super) fn create<B>(
     // routed to the client and not to a composite, are not tracked.
     let one_way = !vrf.tracks_every_flow();
     let route = ctx.route.filter(|_| key.is_v4());
-    let mut fwd = DirSpec { ecmp, hash: key_hash(seed, key), one_way, route, ..DirSpec::new(*key, action) };
-    let mut rev = DirSpec::new(key.reversed(), action);
+    let mut fwd = DirSpec { ecmp, hash: key_hash(seed, key), one_way, route, unrouted, ..DirSpec::new(*key, action) };
+    let mut rev = DirSpec { unrouted, ..DirSpec::new(key.reversed(), action) };
     if let Some(vif) = pod {
         // The answers come in on that vif and are looked up in its VRF:
         // the reverse entry lives there, and routes them back in this one.

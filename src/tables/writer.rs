@@ -804,11 +804,12 @@ impl TablesWriter {
     /// Notes that the batch moved addresses of `vrf` from network `was` to
     /// `now` (`None`: no route), where that matters to its policy. Giving
     /// unrouted addresses a network, or taking theirs away, is a pod added
-    /// or removed, the common case, and moves nothing: a pair to an
-    /// unrouted address was never made, and one from an unrouted source
-    /// (a remote pod whose route came after its first packet) keeps its
-    /// decision until it idles out, rather than every pod's arrival sending
-    /// the VRF's pairs through the policy again.
+    /// or removed, the common case, and moves nothing, rather than every
+    /// pod's arrival sending the VRF's pairs through the policy again: a
+    /// pair to an unrouted address was never made, and one from an
+    /// unrouted source (a remote pod whose route came after its first
+    /// packet) is decided again on each packet until its route comes
+    /// (`DirSpec::unrouted`). A removed pod's pairs idle out.
     fn network_moved(&mut self, w: &Tables, vrf: VrfId, was: Option<VrfId>, now: Option<VrfId>) {
         let moved = matches!((was, now), (Some(a), Some(b)) if a != b);
         if moved && !self.network_moves.contains(&vrf) && names_networks(w, vrf) {
