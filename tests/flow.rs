@@ -911,8 +911,8 @@ fn a_pods_policy_holds_for_clients_of_another_network_on_its_node() {
 /// routes lead to them on this node. Red's change leaves blue's flows
 /// alone, as red's pod is out of blue's reach. Green's moves blue's
 /// generation (blue has a route to green's pod), but only blue's flow to
-/// g1 is decided again; blue's flow to its own a2 keeps its decision, and
-/// takes the new generation on its next packet. (Until this session any
+/// g1 is decided again; blue's flow to its own a2 keeps its decision, on
+/// the fast path, its stamp unwritten. (Until this session any
 /// change decided every flow of the node again: about a thousand
 /// instructions a flow with a hundred rules, all at once on a busy node.)
 #[test]

@@ -217,7 +217,11 @@ fn render_flows(f: &mut Family<'_>, flows: &crate::flow::FlowTable, tables: &cra
     f.sample("vrouter_flows_created_total", "", created);
     f.header("vrouter_flows_removed_total", "counter", "Flow pairs torn down: aged, evicted, deleted or flushed.");
     f.sample("vrouter_flows_removed_total", "", removed);
-    f.header("vrouter_flows_redecided_total", "counter", "Flow pairs decided again after a policy change.");
+    f.header(
+        "vrouter_flows_redecided_total",
+        "counter",
+        "Flow pairs decided again after a change of a policy that judges them, or of the routes it judges by.",
+    );
     f.sample("vrouter_flows_redecided_total", "", flows.redecided());
     f.header("vrouter_vif_flow_pairs", "gauge", "Flow pairs each vif created.");
     for v in tables.vifs() {

@@ -499,20 +499,26 @@ pub struct PolicyGenerations {
 }
 
 impl PolicyGenerations {
+    /// Whether a decision made under generation `decided` is at or after
+    /// the VRF's own policy last changed: the moves since, if any, were
+    /// other networks' changes. Generations only grow (wrapping), so the
+    /// own change is the older when it is more steps back from now.
+    #[inline]
+    pub fn own_unchanged_since(self, decided: u32) -> bool {
+        self.now.wrapping_sub(decided) <= self.now.wrapping_sub(self.own_change)
+    }
+
     /// Whether a plain forward entry (`action`) decided under an older
-    /// generation keeps its decision: the moves since were other
-    /// networks' changes (the VRF's own policy last changed at or before
-    /// the entry's decision), and the pair is of one VRF (not
-    /// `FLAG_CROSS`), which no other network's policy judges. The general
-    /// path's test for the same (`pipeline::flow::stale`). Cold and out of
-    /// line: a hit under the current generation, the common case, pays
-    /// for the branch alone.
+    /// generation keeps its decision: its VRF's own policy is unchanged
+    /// since, and the pair is of one VRF (not `FLAG_CROSS`), which no other
+    /// network's policy judges. The general path's test for the same
+    /// (`pipeline::flow::stale`). Cold and out of line: a hit under the
+    /// current generation, the common case, pays for the branch alone.
     #[cold]
     #[inline(never)]
     fn keeps(self, action: u64) -> bool {
-        let decided = (action >> 32) as u32;
         action & (0xffff | FLAG_PLAIN | FLAG_CROSS | FLAG_UNROUTED) == KIND_FORWARD | FLAG_PLAIN
-            && self.now.wrapping_sub(decided) <= self.now.wrapping_sub(self.own_change)
+            && self.own_unchanged_since((action >> 32) as u32)
     }
 }
 

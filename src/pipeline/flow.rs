@@ -9,7 +9,7 @@ use super::hash::key_hash;
 use super::{Ctx, Frame};
 use crate::flow::{
     DirSpec, FlowAction, FlowInfo, FlowKey, FlowTable, Forwarding, FragmentKey, FragmentTable, Hit, Nat, PolicyAction,
-    PolicyGenerations, Probe,
+    Probe,
 };
 use crate::stats::DropReason;
 use crate::tables::{FloatingIp, NextHop, PortForward, RouteTarget, Tables, Vif, VifKind, Vrf};
@@ -357,8 +357,7 @@ fn opens_what_was_denied(vrf: &Vrf, in_vif: Option<&Vif>, key: &FlowKey, hit: &H
 /// again, rewrites or drops.
 #[inline]
 pub(super) fn settled<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, probe: &Probe) -> Option<Forwarding> {
-    let policy = PolicyGenerations { now: vrf.policy_generation, own_change: vrf.policy_changed_at };
-    ctx.flows?.forward_only(probe, Some(policy))
+    ctx.flows?.forward_only(probe, Some(vrf.policy_generations()))
 }
 
 /// `prefetch_fast` and `FlowTable::prefetch_slots` at once, for a frame
@@ -507,14 +506,8 @@ pub fn judgement(t: &Tables, table: &FlowTable, f: &FlowInfo) -> Option<Judgemen
 /// The fast path's test for its entries is the same
 /// (`flow::table::PolicyGenerations::keeps`).
 fn stale(vrf: &Vrf, generation: u32, reaches: Option<&Vrf>) -> bool {
-    if vrf.policy_generation == generation {
-        return false;
-    }
-    // Generations only grow (wrapping): the own change is the newer when
-    // it is fewer steps back from now.
-    let own_changed_since =
-        vrf.policy_generation.wrapping_sub(vrf.policy_changed_at) < vrf.policy_generation.wrapping_sub(generation);
-    reaches.is_some() || own_changed_since
+    vrf.policy_generation != generation
+        && (reaches.is_some() || !vrf.policy_generations().own_unchanged_since(generation))
 }
 
 /// The network of the pod a pair reaches on this node, where that is not

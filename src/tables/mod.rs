@@ -161,6 +161,13 @@ impl Vrf {
         }
     }
 
+    /// Its policy generation, and the one its own policy last changed at,
+    /// as a flow's decision is checked against them.
+    #[inline]
+    pub fn policy_generations(&self) -> crate::flow::PolicyGenerations {
+        crate::flow::PolicyGenerations { now: self.policy_generation, own_change: self.policy_changed_at }
+    }
+
     /// True when packets routed in this VRF belong to flows.
     #[inline]
     pub fn tracks_flows(&self) -> bool {
