@@ -7,7 +7,10 @@
 //! IPv6 prefixes, all resolving to the case's next hop; the frames'
 //! destinations are spread over 10,000 addresses inside those prefixes.
 //! `service_mix` adds 256 service addresses (/32s to the ECMP composite),
-//! the destination of one flow in ten.
+//! the destination of one flow in ten. The floating-IP cases add a public
+//! VRF 2 in which a2 holds 185.22.97.188, reached by label 18 from a
+//! gateway, whose clients (198.18.0.0/15) it routes back to over MPLS over
+//! UDP; they always run with a flow table, which carries the NAT.
 
 use super::build::{self, L2};
 use crate::pipeline::{Frame, Pipeline, PipelineConfig, Spill, Verdict};
@@ -39,11 +42,19 @@ pub enum Case {
     /// an ECMP composite among the bulk routes), as a Kubernetes node
     /// carries it. With a flow table, only the service flows are tracked.
     ServiceMix,
+    /// From a gateway over MPLS over UDP to pod a2's floating IP, in the
+    /// public VRF: DNATed to the pod, as the clients of a service reached
+    /// from outside the cluster are.
+    FloatingIpIn,
+    /// Pod a2's answers to those clients: SNATed back to the floating IP
+    /// and routed in the public VRF, to the gateway over MPLS over UDP.
+    /// Their pairs are made by the clients' packets first (`Bench::new`).
+    FloatingIpOut,
 }
 
 impl Case {
     /// Every case, in report order.
-    pub const ALL: [Case; 7] = [
+    pub const ALL: [Case; 9] = [
         Case::LocalForward,
         Case::EncapMplsoudp,
         Case::EncapMplsogre,
@@ -51,6 +62,8 @@ impl Case {
         Case::DecapMplsoudp,
         Case::DecapMplsogre,
         Case::ServiceMix,
+        Case::FloatingIpIn,
+        Case::FloatingIpOut,
     ];
 
     /// The name used on the command line and in reports.
@@ -63,6 +76,8 @@ impl Case {
             Case::DecapMplsoudp => "decap_mplsoudp",
             Case::DecapMplsogre => "decap_mplsogre",
             Case::ServiceMix => "service_mix",
+            Case::FloatingIpIn => "floating_ip_in",
+            Case::FloatingIpOut => "floating_ip_out",
         }
     }
 
@@ -74,8 +89,23 @@ impl Case {
     /// The verdict every frame of this case should get.
     pub fn expected(self) -> Verdict {
         match self {
-            Case::LocalForward | Case::DecapMplsoudp | Case::DecapMplsogre => Verdict::Tx(A2),
+            Case::LocalForward | Case::DecapMplsoudp | Case::DecapMplsogre | Case::FloatingIpIn => Verdict::Tx(A2),
             _ => Verdict::Tx(FABRIC),
+        }
+    }
+
+    /// True for the cases through a floating IP, whose NAT a flow carries:
+    /// they run with a flow table whatever the parameters say.
+    pub fn floating(self) -> bool {
+        matches!(self, Case::FloatingIpIn | Case::FloatingIpOut)
+    }
+
+    /// The vif the case's frames come in on.
+    pub fn in_vif(self) -> u32 {
+        match self {
+            Case::DecapMplsoudp | Case::DecapMplsogre | Case::FloatingIpIn => FABRIC,
+            Case::FloatingIpOut => A2,
+            _ => A1,
         }
     }
 }
@@ -93,6 +123,12 @@ const NH_UDP: u32 = 10;
 const NH_GRE: u32 = 11;
 const NH_ECMP: u32 = 20;
 const NH_VRF_LOOKUP: u32 = 30;
+const NH_PUBLIC_LOOKUP: u32 = 31;
+/// The public VRF of the floating-IP cases.
+pub const PUBLIC_VRF: u32 = 2;
+/// Pod a2's floating IP, in `PUBLIC_VRF` (the article's nginx address).
+pub const FLOATING_IP: Ipv4Addr = Ipv4Addr::new(185, 22, 97, 188);
+const LABEL_PUBLIC: u32 = 18;
 /// Service addresses in `ServiceMix`: 10.96.0.0 onwards, Kubernetes'
 /// default service range, as many as a mid-sized cluster has.
 pub const SERVICES: u32 = 256;
@@ -317,6 +353,13 @@ fn worker_packets(
     let router = PipelineConfig::default().router_mac;
     let a1_l2 = L2 { src: mac(1), dst: router };
     let src = Ipv4Addr::new(10, 1, 0, 2);
+    let client = |i: usize| Ipv4Addr::from(0xc612_0000 + i as u32);
+    // A packet from peer 1, over `tunnel` with `label`.
+    let tunnelled = |tunnel, label: u32, i: usize, inner: &[u8]| {
+        let outer = L2 { src: mac(0xe1), dst: mac(0xf0) };
+        let sp = crate::pipeline::hash::tunnel_source_port((i as u32).wrapping_mul(2654435761));
+        build::mpls_tunnel_frame(outer, tunnel, peer_ip(1), fabric_ip(), label, 64, sp, inner)
+    };
     (0..flows)
         .map(|i| {
             let sport = 1024 + (i % PORTS_PER_WORKER) as u16;
@@ -337,9 +380,15 @@ fn worker_packets(
                     let inner = packet(a1_l2, remote, dst, sport, dport);
                     let tunnel =
                         if case == Case::DecapMplsogre { build::Tunnel::Gre } else { build::Tunnel::Udp(6635) };
-                    let outer = L2 { src: mac(0xe1), dst: mac(0xf0) };
-                    let sp = crate::pipeline::hash::tunnel_source_port((i as u32).wrapping_mul(2654435761));
-                    build::mpls_tunnel_frame(outer, tunnel, peer_ip(1), fabric_ip(), LABEL_VRF, 64, sp, &inner[14..])
+                    tunnelled(tunnel, LABEL_VRF, i, &inner[14..])
+                }
+                Case::FloatingIpIn => {
+                    let inner = packet(a1_l2, client(i), FLOATING_IP, sport, dport);
+                    tunnelled(build::Tunnel::Udp(6635), LABEL_PUBLIC, i, &inner[14..])
+                }
+                Case::FloatingIpOut => {
+                    let a2_l2 = L2 { src: mac(2), dst: router };
+                    packet(a2_l2, Ipv4Addr::new(10, 1, 0, 3), client(i), dport, sport)
                 }
             }
         })
@@ -349,18 +398,22 @@ fn worker_packets(
 /// Where the bulk routes of a case lead.
 pub fn bulk_target(case: Case) -> RouteTarget {
     match case {
-        Case::LocalForward | Case::DecapMplsoudp | Case::DecapMplsogre => {
+        Case::LocalForward | Case::DecapMplsoudp | Case::DecapMplsogre | Case::FloatingIpIn => {
             RouteTarget { nh: NH_TO_A2, label: RouteTarget::NO_LABEL }
         }
-        Case::EncapMplsoudp | Case::ServiceMix => RouteTarget { nh: NH_UDP, label: 16 },
+        Case::EncapMplsoudp | Case::ServiceMix | Case::FloatingIpOut => RouteTarget { nh: NH_UDP, label: 16 },
         Case::EncapMplsogre => RouteTarget { nh: NH_GRE, label: 16 },
         Case::EncapMplsoudpEcmp => RouteTarget { nh: NH_ECMP, label: RouteTarget::NO_LABEL },
     }
 }
 
 /// The routes a case has besides its bulk routes: `ServiceMix`'s service
-/// addresses, each a /32 to the ECMP composite.
+/// addresses, each a /32 to the ECMP composite; the floating-IP cases'
+/// public VRF.
 fn case_routes(case: Case) -> Vec<Op> {
+    if case.floating() {
+        return public_vrf_ops();
+    }
     if case != Case::ServiceMix {
         return Vec::new();
     }
@@ -371,6 +424,27 @@ fn case_routes(case: Case) -> Vec<Op> {
             Op::Add(Object::Route(RouteSpec { network: None, vrf: VRF, prefix, target: ecmp }))
         })
         .collect()
+}
+
+/// The floating-IP cases' public VRF: pod a2 holds `FLOATING_IP` in it,
+/// label 18 reaches it from the gateway, and its default route leads back
+/// to the gateway (peer 1), as the agent lays a public network out.
+fn public_vrf_ops() -> Vec<Op> {
+    let route = |p: &str, target| {
+        let prefix = p.parse().expect("literal prefix");
+        Op::Add(Object::Route(RouteSpec { network: None, vrf: PUBLIC_VRF, prefix, target }))
+    };
+    let mut a2 = Vif::new(A2, "veth-a2", VifKind::Virtual, VRF, mac(2));
+    a2.ipv4 = Some(Ipv4Addr::new(10, 1, 0, 3));
+    a2.floating = vec![crate::tables::FloatingIp { address: FLOATING_IP, vrf: PUBLIC_VRF, ports: Vec::new() }];
+    vec![
+        Op::Add(Object::Vrf(VrfSpec { id: PUBLIC_VRF, name: "public".into(), gateway_v4: None, gateway_v6: None })),
+        Op::Update(Object::Vif(a2)),
+        Op::Add(Object::NextHop(NH_PUBLIC_LOOKUP, NextHop::VrfLookup { vrf: PUBLIC_VRF })),
+        Op::Add(Object::Label(LABEL_PUBLIC, NH_PUBLIC_LOOKUP)),
+        route("185.22.97.188/32", RouteTarget { nh: NH_TO_A2, label: RouteTarget::NO_LABEL }),
+        route("0.0.0.0/0", RouteTarget { nh: NH_UDP, label: 16 }),
+    ]
 }
 
 /// The seed of a bench's frames.
@@ -493,10 +567,7 @@ impl Bench {
         let v6 = bgp_like_v6(p.v6_routes, 0x5eed_0006);
         let (writer, handle, load_time) = build_node(bulk_target(case), &v4, &v6, 10_000);
         let (templates, template_lens, stride) = lay_out(&frames(case, &v4, p.flows.max(1), p.frame_len, FRAME_SEED));
-        let in_vif = match case {
-            Case::DecapMplsoudp | Case::DecapMplsogre => FABRIC,
-            _ => A1,
-        };
+        let in_vif = case.in_vif();
         let batch = buffers(p.batch.max(1), in_vif);
         let config = PipelineConfig { fast_path: p.fast_path, ..PipelineConfig::default() };
         let mut pipeline = Pipeline::new(config, handle.load().limits());
@@ -509,7 +580,7 @@ impl Bench {
             let ops: Vec<Op> = vrfs.iter().map(|&v| Op::Add(Object::Policy(v, policy_100(v)))).collect();
             writer.apply(&ops).expect("a valid policy");
         }
-        if p.flow_policy || p.flow_table {
+        if p.flow_policy || p.flow_table || case.floating() {
             let cfg = crate::flow::FlowConfig {
                 // Room for two workers' flows (--threads 2) at half load.
                 capacity: (p.flows * 4).max(1024),
@@ -522,7 +593,7 @@ impl Bench {
             pipeline = pipeline.with_flows(std::sync::Arc::clone(&table));
             flows = Some(table);
         }
-        Bench {
+        let mut bench = Bench {
             case,
             handle,
             writer: Some(writer),
@@ -540,7 +611,9 @@ impl Bench {
             in_vif,
             next: 0,
             load_time,
-        }
+        };
+        bench.let_clients_open(0);
+        bench
     }
 
     /// Another worker on the same tables and flow table, with its own
@@ -557,7 +630,7 @@ impl Bench {
         let p = self.params;
         let list = worker_frames(self.case, &self.v4, p.flows.max(1), p.frame_len, FRAME_SEED, worker);
         let (templates, template_lens, stride) = lay_out(&list);
-        Bench {
+        let mut sibling = Bench {
             case: self.case,
             handle: self.handle.clone(),
             writer: None,
@@ -575,7 +648,9 @@ impl Bench {
             in_vif: self.in_vif,
             next: 0,
             load_time: Duration::ZERO,
-        }
+        };
+        sibling.let_clients_open(worker);
+        sibling
     }
 
     /// Refills the batch from the templates (as a NIC would write it) and
@@ -594,6 +669,26 @@ impl Bench {
         self.pipeline.process(&tables, &mut self.batch, &mut self.spill);
         let want = self.case.expected();
         self.batch.iter().filter(|f| f.verdict == want).count()
+    }
+
+    /// For `FloatingIpOut`, worker `worker`'s clients' packets to the
+    /// floating IP, once each: the pod's answers then hit the pairs they
+    /// made, as they do in a service's life.
+    fn let_clients_open(&mut self, worker: u16) {
+        if self.case != Case::FloatingIpOut {
+            return;
+        }
+        let p = self.params;
+        let list = worker_frames(Case::FloatingIpIn, &self.v4, p.flows.max(1), p.frame_len, FRAME_SEED, worker);
+        let mut batch = buffers(self.batch.len(), FABRIC);
+        let tables = self.handle.load();
+        for chunk in list.chunks(batch.len()) {
+            for (f, t) in batch.iter_mut().zip(chunk) {
+                f.reset(HEADROOM, t.len(), FABRIC);
+                f.data_mut().copy_from_slice(t);
+            }
+            self.pipeline.process(&tables, &mut batch[..chunk.len()], &mut self.spill);
+        }
     }
 
     /// Frames per batch.
