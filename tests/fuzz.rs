@@ -10,6 +10,8 @@ mod common;
 
 use common::*;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
+use vrouter::flow::{FlowConfig, FlowTable};
 use vrouter::pipeline::{Frame, Pipeline, PipelineConfig, Spill, Verdict};
 use vrouter::pktgen::build::{self, Tunnel, L2};
 use vrouter::stats::DropReason;
@@ -191,8 +193,7 @@ fn random_and_mutated_frames_never_break_the_pipeline() {
 /// the headers: fragments, ICMP errors that quote a packet, echo requests.
 #[test]
 fn random_and_mutated_frames_never_break_the_flow_stage() {
-    use std::sync::Arc;
-    use vrouter::flow::{Endpoint, FlowConfig, FlowTable, Policy, PolicyAction, PortRange, Rule};
+    use vrouter::flow::{Endpoint, Policy, PolicyAction, PortRange, Rule};
     use vrouter::tables::{Object, Op};
     let mut lab = Lab::new();
     add_floating_ip(&mut lab);
@@ -292,20 +293,7 @@ fn fast_corpus() -> Vec<(u32, Vec<u8>)> {
         ] {
             corpus.push((A1, build::udp4_frame(from_a1(), a1_ip(), dst, sport, 80, 64, 64 + usize::from(sport))));
         }
-        let mut syn = build::tcp4_syn_frame(from_a1(), a1_ip(), service_ip(), 2000 + sport, 443, 1460);
-        // An ACK: the same segment with SYN cleared and the checksum mended.
-        let tcp_at = 14 + 20;
-        syn[tcp_at + 13] = 0x10;
-        syn[tcp_at + 16..tcp_at + 18].fill(0);
-        let ip = &syn[14..];
-        let c = transport_checksum_v4(
-            ip[12..16].try_into().unwrap(),
-            ip[16..20].try_into().unwrap(),
-            ip_proto::TCP,
-            &ip[20..usize::from(u16::from_be_bytes([ip[2], ip[3]]))],
-        );
-        syn[tcp_at + 16..tcp_at + 18].copy_from_slice(&c.to_be_bytes());
-        corpus.push((A1, syn));
+        corpus.push((A1, tcp_ack(from_a1(), a1_ip(), service_ip(), 2000 + sport, 443)));
         // Tunnels from a remote pod to ours, for the fabric's fast lane.
         let inner = build::udp4_frame(from_peer(), remote_ip(), a1_ip(), sport, 80, 64, 64 + usize::from(sport));
         for (tunnel, label) in [(Tunnel::Udp(6635), LABEL_A1), (Tunnel::Gre, LABEL_A2)] {
@@ -320,13 +308,7 @@ fn fast_corpus() -> Vec<(u32, Vec<u8>)> {
             FABRIC,
             build::mpls_tunnel_frame(from_peer(), Tunnel::Gre, peer(1), node_ip(), LABEL_A2, 64, 1, &big),
         ));
-        let mut icmp = vec![8u8, 0, 0, 0, 0, sport as u8, 0, 1];
-        let c = inet_checksum(&icmp);
-        icmp[2..4].copy_from_slice(&c.to_be_bytes());
-        corpus.push((
-            A1,
-            build::ip_frame(from_a1(), &build::ipv4(a1_ip(), service_ip(), ip_proto::ICMP, 64, true, &icmp)),
-        ));
+        corpus.push((A1, echo(from_a1(), a1_ip(), service_ip(), sport, 8)));
     }
     corpus
 }
@@ -335,10 +317,15 @@ fn fast_corpus() -> Vec<(u32, Vec<u8>)> {
 /// path off), asserting that every frame comes out of both with the same
 /// verdict and bytes. `between(batch)` runs before each batch, to change
 /// the tables mid-run.
-fn compare_paths(lab: &mut Lab, fast: &mut Pipeline, general: &mut Pipeline, mut between: impl FnMut(usize, &mut Lab)) {
+fn compare_paths(
+    lab: &mut Lab,
+    corpus: &[(u32, Vec<u8>)],
+    fast: &mut Pipeline,
+    general: &mut Pipeline,
+    mut between: impl FnMut(usize, &mut Lab),
+) {
     let cases: usize = std::env::var("VROUTER_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
     let mut rng = Rng(seed() ^ 0xfa57_0001);
-    let corpus = fast_corpus();
     let mut done = 0;
     for round in 0.. {
         if done >= cases {
@@ -348,7 +335,7 @@ fn compare_paths(lab: &mut Lab, fast: &mut Pipeline, general: &mut Pipeline, mut
         let tables = lab.handle.snapshot();
         fast.set_now(round as u64);
         general.set_now(round as u64);
-        let batch: Vec<(u32, Vec<u8>)> = (0..64).map(|_| mutate(&mut rng, &corpus)).collect();
+        let batch: Vec<(u32, Vec<u8>)> = (0..64).map(|_| mutate(&mut rng, corpus)).collect();
         let make = || -> Vec<Frame<Vec<u8>>> {
             batch
                 .iter()
@@ -387,7 +374,7 @@ fn the_fast_path_matches_the_general_path_byte_for_byte() {
     let limits = *lab.handle.load().limits();
     let mut fast = Pipeline::new(PipelineConfig::default(), &limits);
     let mut general = Pipeline::new(PipelineConfig { fast_path: false, ..PipelineConfig::default() }, &limits);
-    compare_paths(&mut lab, &mut fast, &mut general, |_, _| {});
+    compare_paths(&mut lab, &fast_corpus(), &mut fast, &mut general, |_, _| {});
 }
 
 /// The same with a policy in the pods' VRF: the fast path takes the
@@ -399,16 +386,10 @@ fn the_fast_path_matches_the_general_path_byte_for_byte() {
 /// change under them.
 #[test]
 fn the_fast_path_matches_the_general_path_with_flows() {
-    use std::sync::Arc;
-    use vrouter::flow::{Endpoint, FlowConfig, FlowTable, Policy, PolicyAction, PortRange, Rule};
+    use vrouter::flow::{Endpoint, Policy, PolicyAction, PortRange, Rule};
     use vrouter::tables::{EcmpGroup, NextHop, Object, ObjectKey, Op, RouteSpec, RouteTarget};
     let mut lab = Lab::new();
-    let limits = *lab.handle.load().limits();
-    let table = || Arc::new(FlowTable::new(FlowConfig { capacity: 50_000, ..FlowConfig::default() }, 64, 16));
-    let (fast_flows, general_flows) = (table(), table());
-    let mut fast = Pipeline::new(PipelineConfig::default(), &limits).with_flows(fast_flows.clone());
-    let mut general = Pipeline::new(PipelineConfig { fast_path: false, ..PipelineConfig::default() }, &limits)
-        .with_flows(general_flows.clone());
+    let (mut fast, mut general, fast_flows, general_flows) = pipelines_with_flows(&lab);
     let deny_udp_from = |lo: u16, hi: u16| Policy {
         rules: vec![Rule {
             src: Endpoint::Any,
@@ -430,7 +411,7 @@ fn the_fast_path_matches_the_general_path_with_flows() {
         }))
     };
     let unroute = |p: &str| Op::Delete(ObjectKey::Route(BLUE, p.parse().unwrap()));
-    compare_paths(&mut lab, &mut fast, &mut general, |round, lab| {
+    compare_paths(&mut lab, &fast_corpus(), &mut fast, &mut general, |round, lab| {
         let change = match round {
             // After 300 batches the policy denies more: the flows it now
             // denies stop, on both paths alike.
@@ -457,6 +438,25 @@ fn the_fast_path_matches_the_general_path_with_flows() {
         };
         lab.writer.apply(&change).unwrap();
     });
+    same_flows(&fast_flows, &general_flows);
+}
+
+/// A pipeline with the fast path and one without, each with a flow table
+/// of its own, on `lab`'s limits.
+fn pipelines_with_flows(lab: &Lab) -> (Pipeline, Pipeline, Arc<FlowTable>, Arc<FlowTable>) {
+    let limits = *lab.handle.load().limits();
+    let table = || Arc::new(FlowTable::new(FlowConfig { capacity: 50_000, ..FlowConfig::default() }, 64, 16));
+    let (fast_flows, general_flows) = (table(), table());
+    let fast = Pipeline::new(PipelineConfig::default(), &limits).with_flows(fast_flows.clone());
+    let general = Pipeline::new(PipelineConfig { fast_path: false, ..PipelineConfig::default() }, &limits)
+        .with_flows(general_flows.clone());
+    (fast, general, fast_flows, general_flows)
+}
+
+/// Asserts that the two flow tables hold the same entries, each with the
+/// same action, pinned member, rewrite, packets, bytes and TCP flags, and
+/// that the comparison made and hit flows.
+fn same_flows(fast: &FlowTable, general: &FlowTable) {
     let entries = |t: &FlowTable| {
         let mut v: Vec<_> = t
             .dump(None, usize::MAX, 10_000)
@@ -466,10 +466,141 @@ fn the_fast_path_matches_the_general_path_with_flows() {
         v.sort_by_key(|e| format!("{:?}", e));
         v
     };
-    let (a, b) = (entries(&fast_flows), entries(&general_flows));
+    let (a, b) = (entries(fast), entries(general));
     assert!(a.len() > 100, "the comparison made flows: {}", a.len());
     assert!(a.iter().any(|e| e.4 > 10), "and hit them");
     assert_eq!(a, b, "the flow tables differ");
+}
+
+/// The same through floating IPs: clients (from the public VRF's gateway
+/// vif, and from the fabric, by the public network's label) reach pods a1
+/// and a2 through the floating IP they share, DNATed; the pods' answers are
+/// SNATed back and routed in the public VRF. The fast path takes the hits
+/// of those pairs, rewrite and all; both paths must agree on every byte,
+/// counter and flow entry while the public policy, the pods' policy and
+/// the floating IP's members change under them.
+#[test]
+fn the_fast_path_matches_the_general_path_through_floating_ips() {
+    use vrouter::flow::{Endpoint, Policy, PolicyAction, PortRange, Rule};
+    use vrouter::tables::{EcmpGroup, NextHop, Object, ObjectKey, Op, RouteSpec, RouteTarget};
+    const NH_PUBLIC_LOOKUP: u32 = 52;
+    const LABEL_PUBLIC: u32 = 40;
+    let mut lab = Lab::new();
+    add_floating_ip(&mut lab);
+    let remote_client = |n: u16| Ipv4Addr::new(198, 18, 0, n as u8);
+    lab.writer
+        .apply(&[
+            Op::Add(Object::NextHop(NH_PUBLIC_LOOKUP, NextHop::VrfLookup { vrf: PUBLIC })),
+            Op::Add(Object::Label(LABEL_PUBLIC, NH_PUBLIC_LOOKUP)),
+            Op::Add(Object::Route(RouteSpec {
+                network: None,
+                vrf: PUBLIC,
+                prefix: "198.18.0.0/15".parse().unwrap(),
+                target: RouteTarget { nh: NH_UDP, label: 41 },
+            })),
+        ])
+        .unwrap();
+    let (mut fast, mut general, fast_flows, general_flows) = pipelines_with_flows(&lab);
+    let from_gw = L2 { src: mac(9), dst: router_mac() };
+    let from = |vif: u32| L2 { src: mac(vif as u8), dst: router_mac() };
+    let pod_ip = |vif: u32| if vif == A1 { a1_ip() } else { a2_ip() };
+    let mut corpus = fast_corpus();
+    for sport in 0..20u16 {
+        let len = 64 + usize::from(sport);
+        corpus.push((GW, build::udp4_frame(from_gw, CLIENT, FIP, 1000 + sport, 80, 64, len)));
+        corpus.push((GW, tcp_ack(from_gw, CLIENT, FIP, 2000 + sport, 443)));
+        corpus.push((GW, echo(from_gw, CLIENT, FIP, sport, 8)));
+        let inner = build::udp4_frame(from_peer(), remote_client(sport), FIP, 3000 + sport, 80, 64, len);
+        let tunnelled = build::mpls_tunnel_frame(
+            from_peer(),
+            Tunnel::Udp(6635),
+            peer(1),
+            node_ip(),
+            LABEL_PUBLIC,
+            64,
+            sport,
+            &inner[14..],
+        );
+        corpus.push((FABRIC, tunnelled));
+        // The answers, from both pods: only the one a client's flow was
+        // pinned to has its pair; the other's makes a flow of its own.
+        for pod in [A1, A2] {
+            corpus.push((pod, build::udp4_frame(from(pod), pod_ip(pod), CLIENT, 80, 1000 + sport, 64, len)));
+            corpus.push((pod, tcp_ack(from(pod), pod_ip(pod), CLIENT, 443, 2000 + sport)));
+            corpus.push((pod, echo(from(pod), pod_ip(pod), CLIENT, sport, 0)));
+            corpus.push((
+                pod,
+                build::udp4_frame(from(pod), pod_ip(pod), remote_client(sport), 80, 3000 + sport, 64, len),
+            ));
+        }
+    }
+    let deny_udp_from = |lo: u16, hi: u16| Policy {
+        rules: vec![Rule {
+            src: Endpoint::Any,
+            dst: Endpoint::Any,
+            proto: Some(ip_proto::UDP),
+            sport: PortRange { lo, hi },
+            dport: PortRange::ANY,
+            action: PolicyAction::Deny,
+        }],
+        default: PolicyAction::Allow,
+    };
+    compare_paths(&mut lab, &corpus, &mut fast, &mut general, |round, lab| {
+        let change = match round {
+            // The public network denies some clients' ports: their pairs
+            // stop, their answers with them.
+            300 => vec![Op::Add(Object::Policy(PUBLIC, deny_udp_from(1000, 1004)))],
+            // The pods' network gets a policy: the answers' entries are
+            // judged by the public one, not by it.
+            600 => vec![Op::Add(Object::Policy(BLUE, deny_udp_from(0, 79)))],
+            // a2 stops serving the floating IP: its clients move to a1.
+            900 => vec![Op::Update(Object::NextHop(
+                51,
+                NextHop::Composite(EcmpGroup::new(vec![RouteTarget { nh: NH_A1, label: RouteTarget::NO_LABEL }])),
+            ))],
+            // The public policy goes; the way back to remote clients moves.
+            1200 => vec![
+                Op::Delete(ObjectKey::Policy(PUBLIC)),
+                Op::Update(Object::Route(RouteSpec {
+                    network: None,
+                    vrf: PUBLIC,
+                    prefix: "198.18.0.0/15".parse().unwrap(),
+                    target: RouteTarget { nh: NH_GRE, label: 42 },
+                })),
+            ],
+            _ => return,
+        };
+        lab.writer.apply(&change).unwrap();
+    });
+    same_flows(&fast_flows, &general_flows);
+    let natted =
+        fast_flows.dump(None, usize::MAX, 10_000).into_iter().filter(|e| !e.nat.is_none() && e.packets > 10).count();
+    assert!(natted > 10, "the comparison hit floating IPs' pairs: {natted}");
+}
+
+/// A TCP segment with ACK alone (no SYN: the fast path's kind), checksummed.
+fn tcp_ack(l2: L2, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
+    let mut f = build::tcp4_syn_frame(l2, src, dst, sport, dport, 1460);
+    let tcp_at = 14 + 20;
+    f[tcp_at + 13] = 0x10;
+    f[tcp_at + 16..tcp_at + 18].fill(0);
+    let ip = &f[14..];
+    let c = transport_checksum_v4(
+        ip[12..16].try_into().unwrap(),
+        ip[16..20].try_into().unwrap(),
+        ip_proto::TCP,
+        &ip[20..usize::from(u16::from_be_bytes([ip[2], ip[3]]))],
+    );
+    f[tcp_at + 16..tcp_at + 18].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+/// An ICMP echo request (`kind` 8) or reply (0) with identifier `id`.
+fn echo(l2: L2, src: Ipv4Addr, dst: Ipv4Addr, id: u16, kind: u8) -> Vec<u8> {
+    let mut icmp = vec![kind, 0, 0, 0, (id >> 8) as u8, id as u8, 0, 1];
+    let c = inet_checksum(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    build::ip_frame(l2, &build::ipv4(src, dst, ip_proto::ICMP, 64, true, &icmp))
 }
 
 /// A capture reads every frame of the vif it watches, as it came in: its

@@ -536,6 +536,17 @@ pub struct Forwarding {
     pub hash: u32,
 }
 
+/// What a hit on an entry that rewrites or routes elsewhere does besides
+/// forwarding (`forward_translated`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Translation {
+    /// The rewrite of the entry's packets.
+    pub nat: Nat,
+    /// The VRF its packets are routed in, once rewritten: the public one,
+    /// for a floating IP's answers (`None`: the one they were looked up in).
+    pub route_vrf: Option<u32>,
+}
+
 /// A flow entry's memory of its route: the route lookup's answer in one
 /// table version (`Route`), which spares the flow's packets the lookup
 /// while that version lasts. One word, so that workers can update it
@@ -628,6 +639,13 @@ impl Probe {
     /// True if the probe was made for `key`.
     pub fn is_for(&self, key: &FlowKey) -> bool {
         same_words(&self.words, &key.words())
+    }
+
+    /// Asks `FlowTable::prefetch_slots` for the slot's second line too,
+    /// where a rewrite and a route VRF are: for `forward_translated`.
+    #[inline(always)]
+    pub fn fetch_whole_slot(&mut self) {
+        self.whole = true;
     }
 }
 
@@ -993,6 +1011,39 @@ impl FlowTable {
         // before its VRF's generation last moved.
         let current = action & mask == want || policy.is_some_and(|g| g.keeps(action));
         current.then(|| Forwarding { slot: i as u32, ecmp: decode_ecmp(ecmp), route: RouteMemo(route), hash })
+    }
+
+    /// `forward_only` for the entries that rewrite or route elsewhere: a
+    /// floating IP's pair, or a pair across VRFs. The entry forwards, with
+    /// the rewrite it makes and the VRF its packets are routed in
+    /// (`Translation`). The reverse entry of such a pair (one with a route
+    /// VRF) leaves the judging to its forward entry, as the general path
+    /// does (`pipeline::flow::on_hit`): only its action is read, not its
+    /// generation. Reads the slot's second line, where the rewrite is.
+    #[inline]
+    pub fn forward_translated(&self, p: &Probe, policy: PolicyGenerations) -> Option<(Forwarding, Translation)> {
+        let (i, action, ecmp, route, hash, (addrs, ports, which)) = self.search(p, |i| {
+            self.read_stable(i, |s| {
+                if !s.holds(&p.words) {
+                    return None;
+                }
+                let nat = (s.nat_addrs.load(Relaxed), s.nat_ports.load(Relaxed), s.nat_which.load(Relaxed));
+                let (action, ecmp, route) = (s.action.load(Relaxed), s.ecmp.load(Relaxed), s.route.load(Relaxed));
+                Some((i, action, ecmp, route, s.hash.load(Relaxed), nat))
+            })
+        })?;
+        let route_vrf = (which >> ROUTE_VRF_SHIFT).checked_sub(1);
+        let judged_elsewhere = action & FLAG_FORWARD_DIR == 0 && route_vrf.is_some();
+        let current = if judged_elsewhere {
+            action & 0xffff == KIND_FORWARD
+        } else {
+            let want = KIND_FORWARD | u64::from(policy.now) << 32;
+            action & (0xffff | FLAG_UNROUTED | 0xffff_ffff << 32) == want || policy.keeps(action)
+        };
+        current.then(|| {
+            let forwarding = Forwarding { slot: i as u32, ecmp: decode_ecmp(ecmp), route: RouteMemo(route), hash };
+            (forwarding, Translation { nat: decode_nat(addrs, ports, which), route_vrf })
+        })
     }
 
     /// The first answer of `read` for the probe's slots: the hinted slot,

@@ -13,7 +13,7 @@
 use super::flow::{count_settled, policed_elsewhere};
 use super::forward::{push_tunnel, ETH};
 use super::{hash, Ctx, Frame, PipelineConfig, Verdict};
-use crate::flow::{FlowKey, Forwarding};
+use crate::flow::{FlowKey, Forwarding, Nat};
 use crate::tables::{NextHop, RouteTarget, TunnelEncap, Vif, Vrf};
 use crate::wire::{icmpv4, ip_proto, ipv4, tcp};
 use std::net::Ipv4Addr;
@@ -36,10 +36,12 @@ pub(super) fn head_of(d: &[u8]) -> Option<&[u8; HEAD]> {
     d.get(..HEAD)?.try_into().ok()
 }
 
-/// True if frames from `vif` may take the fast path at all: not where it
-/// is turned off, and not from a vif with floating IPs, whose answers need
-/// the flow stage to find their NAT (so, for the fast path, the VRF
-/// and its route say whether flows track a frame: `flow::prefetch_fast`).
+/// True if frames from `vif` may take the vector's fast path at all: not
+/// where it is turned off, and not from a vif with floating IPs, whose
+/// answers need their flow's NAT (so, for the fast path, the VRF and its
+/// route say whether flows track a frame: `flow::prefetch_fast`). The
+/// fast lane takes such a vif's frames, every one tracked, and rewrites
+/// its flows' hits (`lane::translated`).
 #[inline(always)]
 pub(super) fn allowed(cfg: &PipelineConfig, vif: &Vif) -> bool {
     cfg.fast_path && vif.floating.is_empty()
@@ -139,12 +141,37 @@ fn flow_hash(h: &[u8; HEAD], seed: u64) -> u32 {
     hash::flow_hash_words(seed, addresses, proto, ports)
 }
 
+/// The flow hash of the packet whose first `HEAD` bytes are `h` once `nat`
+/// has rewritten it, as the general path hashes a floating IP's answer,
+/// routed on after its rewrite. The ports move for TCP and UDP alone, as
+/// `nat::apply_v4` moves them.
+#[inline]
+pub(super) fn translated_hash(h: &[u8; HEAD], nat: &Nat, seed: u64) -> u32 {
+    let mut t = *h;
+    if let Some(a) = nat.src {
+        t[26..30].copy_from_slice(&a.to_be_bytes());
+    }
+    if let Some(a) = nat.dst {
+        t[30..34].copy_from_slice(&a.to_be_bytes());
+    }
+    if matches!(t[23], ip_proto::TCP | ip_proto::UDP) {
+        if let Some(p) = nat.sport {
+            t[34..36].copy_from_slice(&p.to_be_bytes());
+        }
+        if let Some(p) = nat.dport {
+            t[36..38].copy_from_slice(&p.to_be_bytes());
+        }
+    }
+    flow_hash(&t, seed)
+}
+
 /// Stage three: carries out `target` for a frame `classify` accepted, or
 /// returns `None`, having changed nothing, for the general path to take it.
 /// In a VRF that tracks flows, `flow` is the packet's settled flow: an
 /// ECMP route takes the member the flow is pinned to, and the flow counts
 /// the packet. (Where only ECMP routes track flows, that is the only
-/// route a flow's packet is finished by.)
+/// route a flow's packet is finished by.) `nat` is the flow's rewrite, made
+/// once everything else is decided (a floating IP's: `flow::translated`).
 #[inline(always)]
 pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
     ctx: &mut Ctx<'_, B>,
@@ -152,6 +179,7 @@ pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
     vrf: &Vrf,
     target: RouteTarget,
     flow: Option<Forwarding>,
+    nat: Option<&Nat>,
 ) -> Option<Verdict> {
     let t = ctx.t;
     let h = head(f)?;
@@ -195,6 +223,9 @@ pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
                 return None;
             }
             let count = flow.map(|s| (s.slot, tcp_flags(h, f.data())));
+            if let Some(nat) = nat {
+                translate(f, nat);
+            }
             // The Ethernet header and the TTL, in one write.
             const HDR: usize = ETH + ipv4::HEADER_LEN;
             let Some(Ok(hdr)) = f.data_mut().get_mut(..HDR).map(<&mut [u8; HDR]>::try_from) else { return None };
@@ -219,6 +250,9 @@ pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
             if let Some(s) = flow {
                 count_settled(ctx, s.slot, total, tcp_flags(h, f.data()));
             }
+            if let Some(nat) = nat {
+                translate(f, nat);
+            }
             if let Err(r) = push_tunnel::<_, true>(f, tun, out.mac, label, hv, ttl, ident) {
                 return Some(Verdict::Drop(r));
             }
@@ -237,4 +271,13 @@ pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
         }
     }
     Some(verdict)
+}
+
+/// Rewrites the packet in `f` as its flow's `nat` says, before its new
+/// headers and its TTL, as the general path does (`forward::follow_flow`).
+#[inline(always)]
+fn translate<B: AsRef<[u8]> + AsMut<[u8]>>(f: &mut Frame<B>, nat: &Nat) {
+    if let Some(ip) = f.data_mut().get_mut(ETH..) {
+        super::nat::apply_v4_plain(ip, nat);
+    }
 }

@@ -3,9 +3,12 @@
 //! frame's destination or flow probe. From a pod it takes plain IPv4 that
 //! the fast path handles (`fast::classify`, `fast::finish`); from the
 //! fabric, the same inside MPLS over UDP or GRE. Untracked, or a hit on a
-//! flow that only forwards (and, routed, remembers its route). Every other
-//! frame is left as it came, for the general vector (`process_vector`) to
-//! take afterwards from the start, so the lane needs no fallback of its own.
+//! flow that only forwards (and, routed, remembers its route), or, from a
+//! pod with floating IPs or in a VRF that has them, a hit on a flow that
+//! forwards with a NAT rewrite, into another VRF perhaps (`translated`).
+//! Every other frame is left as it came, for the general vector
+//! (`process_vector`) to take afterwards from the start, so the lane needs
+//! no fallback of its own.
 //!
 //! Why a lane beside the vector: the vector keeps a dozen per-frame
 //! arrays (`Pending`, verdicts, VRFs, flows) so that any frame can take any
@@ -18,7 +21,7 @@ use super::fast;
 use super::flow;
 use super::forward::ETH;
 use super::{account, lanes, Ctx, Frame, VECTOR};
-use crate::flow::{Forwarding, Probe};
+use crate::flow::{Forwarding, Nat, Probe};
 use crate::stats::runtime::Stopwatch;
 use crate::stats::Stage;
 use crate::tables::{Fib, NextHop, Route, RouteTarget, Tables, Vif, VifKind, Vrf};
@@ -47,7 +50,9 @@ pub(super) fn run<B: AsRef<[u8]> + AsMut<[u8]>>(
     let every = all(frames.len());
     let Some(first) = frames.first().map(|f| f.vif) else { return 0 };
     let Some(vif) = ctx.t.vif(first) else { return every };
-    if vif.flags.disabled || !fast::allowed(ctx.cfg, vif) {
+    // A pod with floating IPs too, unlike the vector's fast path: the lane
+    // tracks all its packets and rewrites its flows' hits (`translated`).
+    if vif.flags.disabled || !ctx.cfg.fast_path {
         return every;
     }
     match vif.kind {
@@ -76,8 +81,14 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
     // composite, or, where a route wider than the hint's blocks leads to
     // one (`unsure`), its route says whether to look its flow up
     // (`flow::tracked_to`).
-    let table = ctx.flows.filter(|_| vrf.tracks_flows());
-    let every_flow = vrf.tracks_every_flow();
+    // A pod's floating IPs make every packet of its tracked: their
+    // answers find their rewrite in their flow (`flow::tracked`).
+    let floating = !vif.floating.is_empty();
+    let table = ctx.flows.filter(|_| floating || vrf.tracks_flows());
+    let every_flow = floating || vrf.tracks_every_flow();
+    // Hits that may rewrite: a floating IP's answers, from its pod, or its
+    // clients' packets, in its VRF.
+    let translating = floating || vrf.floating_ips > 0;
     let hint_complete = vrf.ecmp_blocks.is_complete();
     let own = vif.ipv4.filter(|_| vif.flags.source_check);
 
@@ -110,6 +121,9 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
             Some(table) => {
                 if flow::prefetch_fast(table, f, vrf, &mut probes[i]) {
                     probed |= 1 << i;
+                    if translating {
+                        probes[i].fetch_whole_slot();
+                    }
                 }
                 false
             }
@@ -169,20 +183,26 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
         let i = usize::from(at[j]);
         let f = &mut frames[i];
         match vrf.v4.target(routes[j]) {
-            Some(target) if deliver(ctx, f, came[i], vrf, target, None, &mut rx) => {}
+            Some(target) if deliver(ctx, f, came[i], vrf, target, None, None, &mut rx) => {}
             _ => left |= give_back(f, i),
         }
     }
     for i in lanes(probed) {
+        let f = &mut frames[i];
+        if translating {
+            if !translated(ctx, f, came[i], vrf, &probes[i], None, &mut rx) {
+                left |= give_back(f, i);
+            }
+            continue;
+        }
         // A hit on a flow that only forwards, whose route is remembered in
         // this table version (and, where only ECMP routes track flows,
         // still leads to a composite: `fast::finish` checks); anything else
         // is the general path's.
         let settled = flow::settled(ctx, vrf, &probes[i]);
         let target = settled.and_then(|s| vrf.v4.recall(s.route.route()).flatten());
-        let f = &mut frames[i];
         match target {
-            Some(target) if deliver(ctx, f, came[i], vrf, target, settled, &mut rx) => {}
+            Some(target) if deliver(ctx, f, came[i], vrf, target, settled, None, &mut rx) => {}
             _ => left |= give_back(f, i),
         }
     }
@@ -214,6 +234,7 @@ impl Received {
 /// take it after all, having changed nothing: the caller gives the frame
 /// back as it came.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)] // `fast::finish`'s, and the frame's count.
 fn deliver<B: AsRef<[u8]> + AsMut<[u8]>>(
     ctx: &mut Ctx<'_, B>,
     f: &mut Frame<B>,
@@ -221,14 +242,66 @@ fn deliver<B: AsRef<[u8]> + AsMut<[u8]>>(
     vrf: &Vrf,
     target: RouteTarget,
     settled: Option<Forwarding>,
+    nat: Option<&Nat>,
     rx: &mut Received,
 ) -> bool {
-    let Some(v) = fast::finish(ctx, f, vrf, target, settled) else { return false };
+    let Some(v) = fast::finish(ctx, f, vrf, target, settled, nat) else { return false };
     f.verdict = v;
     rx.packets += 1;
     rx.bytes += u64::from(came);
     account(ctx.stats, f.vif, v, f.len());
     true
+}
+
+/// Pass three for a hit from a pod with floating IPs, or in a VRF that
+/// has them (`flow::translated`): the flow's entry forwards, perhaps with
+/// a NAT rewrite, perhaps into another VRF to route in (a floating IP's
+/// answers, routed in its public VRF). `pod` is the next hop a tunnel's
+/// label named, if it named a pod's. The route is the one the entry
+/// remembers in the VRF it routes in, or looked up now and remembered:
+/// no vector-wide lookup knew which VRF to look in. False, with nothing
+/// changed, for the general path to take the frame: a new flow, a drop, a
+/// decision to make again, an ECMP member to choose.
+#[inline(never)]
+fn translated<B: AsRef<[u8]> + AsMut<[u8]>>(
+    ctx: &mut Ctx<'_, B>,
+    f: &mut Frame<B>,
+    came: u32,
+    vrf: &Vrf,
+    probe: &Probe,
+    pod: Option<RouteTarget>,
+    rx: &mut Received,
+) -> bool {
+    let (Some((settled, tr)), Some(h)) = (flow::translated(ctx, vrf, probe), fast::head(f)) else { return false };
+    let routed_in = match tr.route_vrf {
+        None => vrf,
+        Some(id) => match ctx.t.vrf(id) {
+            Some(v) => v,
+            None => return false,
+        },
+    };
+    let target = match (pod, tr.route_vrf) {
+        (Some(pod), None) => Some(pod),
+        _ => routed_in.v4.recall(settled.route.route()).unwrap_or_else(|| {
+            let dst = u32::from_be_bytes([h[30], h[31], h[32], h[33]]);
+            let mut route = [Route { version: 0, leaf: 0 }];
+            Fib::lookup_batch_routes(&[&routed_in.v4], &[dst], &mut route);
+            if let Some(table) = ctx.flows {
+                table.remember_route(&settled, route[0]);
+            }
+            routed_in.v4.target(route[0])
+        }),
+    };
+    let Some(target) = target else { return false };
+    let nat = (!tr.nat.is_none()).then_some(&tr.nat);
+    // Routed on after its rewrite, the packet is hashed as rewritten, as
+    // the general path hashes it there; the entry's own hash is of the
+    // packet as it came.
+    let settled = match (nat, tr.route_vrf) {
+        (Some(nat), Some(_)) => Forwarding { hash: fast::translated_hash(h, nat, ctx.cfg.hash_seed), ..settled },
+        _ => settled,
+    };
+    deliver(ctx, f, came, routed_in, target, Some(settled), nat, rx)
 }
 
 /// The lane for a vector from the fabric: MPLS over UDP or GRE to this node
@@ -287,6 +360,10 @@ fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
                 let inner = f.data().get(usize::from(tun.inner_at) - ETH..).and_then(fast::head_of);
                 if inner.is_some_and(|h| flow::prefetch_head(table, h, vrf, &mut probes[i])) {
                     probed |= 1 << i;
+                    // Its hit reads the rewrite too (`translated`).
+                    if vrf.floating_ips > 0 {
+                        probes[i].fetch_whole_slot();
+                    }
                 }
                 false
             }
@@ -328,16 +405,22 @@ fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
         let tun = inbound[i];
         // The pod the label names, or the VRF's route.
         let pod = tun.nh.map(|nh| RouteTarget { nh, label: RouteTarget::NO_LABEL });
-        let (target, settled) = if probed & (1 << i) != 0 {
+        let hit = probed & (1 << i) != 0;
+        let carry = if hit && vrf.floating_ips > 0 {
+            // In a VRF with floating IPs, a hit's target comes with its
+            // rewrite, once the tunnel is stripped.
+            Some(Carry::Translated)
+        } else if hit {
             // A hit on a flow that only forwards; routed in a VRF, its
             // route remembered in this table version.
             let settled = flow::settled(ctx, vrf, &probes[i]);
-            (settled.and_then(|s| pod.or_else(|| vrf.v4.recall(s.route.route()).flatten())), settled)
+            let target = settled.and_then(|s| pod.or_else(|| vrf.v4.recall(s.route.route()).flatten()));
+            target.map(|t| Carry::To(t, settled))
         } else {
             let j = usize::from(lookup_of[i]);
-            (pod.or_else(|| fibs[j].target(routes[j])), None)
+            pod.or_else(|| fibs[j].target(routes[j])).map(|t| Carry::To(t, None))
         };
-        let Some(target) = target else {
+        let Some(carry) = carry else {
             left |= 1 << i;
             continue;
         };
@@ -346,7 +429,11 @@ fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
         f.pull_front(strip);
         f.set_len(ETH + usize::from(tun.inner_len));
         f.data_mut()[12..14].copy_from_slice(&[0x08, 0x00]);
-        if deliver(ctx, f, came[i], vrf, target, settled, &mut rx) {
+        let delivered = match carry {
+            Carry::To(target, settled) => deliver(ctx, f, came[i], vrf, target, settled, None, &mut rx),
+            Carry::Translated => translated(ctx, f, came[i], vrf, &probes[i], pod, &mut rx),
+        };
+        if delivered {
             if let Some(c) = ctx.stats.vrf_mut(vrf.id) {
                 c.decaps += 1;
             }
@@ -360,6 +447,16 @@ fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
     rx.count(ctx.stats, first);
     watch.mark(Stage::Rewrite);
     left
+}
+
+/// How the fabric lane's pass three carries out a packet, once its tunnel
+/// is stripped.
+#[derive(Clone, Copy)]
+enum Carry {
+    /// To its route's or its label's target, with its settled flow, if any.
+    To(RouteTarget, Option<Forwarding>),
+    /// As its flow's entry says, rewrite and all (`translated`).
+    Translated,
 }
 
 /// A tunnel packet the fabric lane takes: where its inner packet starts,

@@ -536,11 +536,11 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
                         // one match with the others, the untracked encap
                         // took 13 instructions more, callgrind.)
                         let finished = if ctx.flows.is_none() || !v.tracks_flows() {
-                            fast::finish(ctx, f, v, target, None)
+                            fast::finish(ctx, f, v, target, None, None)
                         } else if v.tracks_every_flow() || late & (1 << i) != 0 {
-                            settled[i].and_then(|settled| fast::finish(ctx, f, v, target, Some(settled)))
+                            settled[i].and_then(|settled| fast::finish(ctx, f, v, target, Some(settled), None))
                         } else {
-                            fast::finish(ctx, f, v, target, None)
+                            fast::finish(ctx, f, v, target, None, None)
                         };
                         match finished {
                             Some(verdict) => verdict,
@@ -653,7 +653,7 @@ fn flow_hits<B: AsRef<[u8]> + AsMut<[u8]>>(
             // (Where only the ECMP routes track flows, `fast::finish`
             // takes the flow's packet only if its route still is one.)
             if let Some(target) = target {
-                done[i] = fast::finish(ctx, &mut frames[i], v, target, Some(s));
+                done[i] = fast::finish(ctx, &mut frames[i], v, target, Some(s), None);
             }
         }
     }
