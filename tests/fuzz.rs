@@ -477,8 +477,9 @@ fn same_flows(fast: &FlowTable, general: &FlowTable) {
 /// and a2 through the floating IP they share, DNATed; the pods' answers are
 /// SNATed back and routed in the public VRF. The fast path takes the hits
 /// of those pairs, rewrite and all; both paths must agree on every byte,
-/// counter and flow entry while the public policy, the pods' policy and
-/// the floating IP's members change under them.
+/// counter and flow entry while the public policy, the pods' policy, the
+/// floating IP's members and the way back to the clients (one gateway,
+/// then three by ECMP) change under them.
 #[test]
 fn the_fast_path_matches_the_general_path_through_floating_ips() {
     use vrouter::flow::{Endpoint, Policy, PolicyAction, PortRange, Rule};
@@ -568,6 +569,14 @@ fn the_fast_path_matches_the_general_path_through_floating_ips() {
                     target: RouteTarget { nh: NH_GRE, label: 42 },
                 })),
             ],
+            // The way back to remote clients goes over three gateways: an
+            // answer takes the member its rewritten packet's hash selects.
+            1500 => vec![Op::Update(Object::Route(RouteSpec {
+                network: None,
+                vrf: PUBLIC,
+                prefix: "198.18.0.0/15".parse().unwrap(),
+                target: RouteTarget { nh: NH_ECMP, label: RouteTarget::NO_LABEL },
+            }))],
             _ => return,
         };
         lab.writer.apply(&change).unwrap();

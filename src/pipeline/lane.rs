@@ -261,7 +261,7 @@ fn deliver<B: AsRef<[u8]> + AsMut<[u8]>>(
 /// remembers in the VRF it routes in, or looked up now and remembered:
 /// no vector-wide lookup knew which VRF to look in. False, with nothing
 /// changed, for the general path to take the frame: a new flow, a drop, a
-/// decision to make again, an ECMP member to choose.
+/// decision to make again, an ECMP member to pin again.
 #[inline(never)]
 fn translated<B: AsRef<[u8]> + AsMut<[u8]>>(
     ctx: &mut Ctx<'_, B>,
@@ -292,7 +292,7 @@ fn translated<B: AsRef<[u8]> + AsMut<[u8]>>(
             routed_in.v4.target(route[0])
         }),
     };
-    let Some(target) = target else { return false };
+    let Some(mut target) = target else { return false };
     let nat = (!tr.nat.is_none()).then_some(&tr.nat);
     // Routed on after its rewrite, the packet is hashed as rewritten, as
     // the general path hashes it there; the entry's own hash is of the
@@ -301,7 +301,22 @@ fn translated<B: AsRef<[u8]> + AsMut<[u8]>>(
         (Some(nat), Some(_)) => Forwarding { hash: fast::translated_hash(h, nat, ctx.cfg.hash_seed), ..settled },
         _ => settled,
     };
-    deliver(ctx, f, came, routed_in, target, Some(settled), nat, rx)
+    // Routed on in another VRF to a composite (a public network's
+    // gateways), the packet takes the member its hash selects, unpinned:
+    // its entry pins nothing there, as the general path does not.
+    let mut ecmp = false;
+    if let (Some(_), Some(NextHop::Composite(group))) = (tr.route_vrf, ctx.t.nexthop(target.nh)) {
+        let Some(member) = group.select(settled.hash) else { return false };
+        target = *member;
+        ecmp = true;
+    }
+    let delivered = deliver(ctx, f, came, routed_in, target, Some(settled), nat, rx);
+    if delivered && ecmp {
+        if let Some(c) = ctx.stats.vrf_mut(routed_in.id) {
+            c.ecmp_composites += 1;
+        }
+    }
+    delivered
 }
 
 /// The lane for a vector from the fabric: MPLS over UDP or GRE to this node
