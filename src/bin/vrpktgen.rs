@@ -104,7 +104,9 @@ enum Command {
     Pipeline {
         /// local_forward, encap_mplsoudp, encap_mplsogre, encap_mplsoudp_ecmp,
         /// decap_mplsoudp, decap_mplsogre, service_mix (pods to remote
-        /// pods, one flow in ten to a service), or all.
+        /// pods, one flow in ten to a service), floating_ip_in (a
+        /// gateway's clients to a pod's floating IP, DNATed),
+        /// floating_ip_out (the pod's answers, SNATed back), or all.
         #[arg(long, default_value = "all")]
         case: String,
         /// Packets to process per case.
@@ -142,7 +144,8 @@ enum Command {
         /// through a VRF with a 100-rule policy into a flow table of
         /// vrouterd's default size (in rounds of at most three quarters
         /// of it, emptied between), then the same frames again as hits on
-        /// their pairs, the baseline of the same run.
+        /// their pairs, the baseline of the same run. Not floating_ip_out,
+        /// whose pairs its clients make (floating_ip_in).
         #[arg(long, conflicts_with_all = ["flow_policy", "flow_table", "threads"])]
         flow_setup: bool,
         /// With --flow-setup: each new flow a TCP SYN (a connection's first
@@ -157,7 +160,8 @@ enum Command {
         /// changed (one whose pods the VRF's routes do not reach), once
         /// after it changed again with a route to its pod in the VRF (each
         /// flow checked, none decided again), and once after the VRF's own
-        /// changed (each flow decided again).
+        /// changed (each flow decided again). Not the floating-IP cases,
+        /// whose pairs the public VRF's policy judges.
         #[arg(long, conflicts_with_all = ["flow_policy", "flow_table", "threads", "flow_setup"])]
         policy_change: bool,
         /// Workers side by side on the same tables, one per core: their
@@ -345,11 +349,21 @@ fn main() -> ExitCode {
                 eprintln!("vrpktgen: --threads must be 1..=64");
                 return ExitCode::from(2);
             }
+            // A measurement takes the cases it means something for: flow
+            // setup not floating_ip_out (its frames answer pairs its
+            // clients made: their setups are floating_ip_in's), a policy
+            // change neither floating-IP case (their pairs are judged in
+            // the public VRF, not in the pods' one the measurement changes).
+            let measured = |c: &Case| !(flow_setup && *c == Case::FloatingIpOut || policy_change && c.floating());
             let cases: Vec<Case> = if case == "all" {
-                Case::ALL.to_vec()
+                Case::ALL.into_iter().filter(measured).collect()
             } else {
                 match Case::from_name(&case) {
-                    Some(c) => vec![c],
+                    Some(c) if measured(&c) => vec![c],
+                    Some(_) => {
+                        eprintln!("vrpktgen: {case} is not measured that way: see --help for --flow-setup and --policy-change");
+                        return ExitCode::from(2);
+                    }
                     None => {
                         eprintln!("vrpktgen: unknown case {case:?}; try --case all");
                         return ExitCode::from(2);

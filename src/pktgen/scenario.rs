@@ -1089,6 +1089,27 @@ fn time_policy_changes(w: &mut TablesWriter, id: u32) -> Duration {
 mod tests {
     use super::*;
 
+    /// The floating-IP cases measure what they say: the clients' packets
+    /// reach a2 DNATed to its address, and a2's answers leave in a tunnel
+    /// to the gateway, SNATed back to the floating IP, on the pairs the
+    /// clients made (the answers make none), on both paths alike.
+    #[test]
+    fn the_floating_ip_cases_translate_every_frame() {
+        let p = BenchParams { v4_routes: 1000, v6_routes: 10, flows: 100, batch: 32, ..BenchParams::default() };
+        for fast_path in [true, false] {
+            let p = BenchParams { fast_path, ..p };
+            let mut inbound = Bench::new(Case::FloatingIpIn, p);
+            inbound.warm_up();
+            assert_eq!(inbound.run_batch(), 32);
+            assert_eq!(inbound.frame(0)[30..34], [10, 1, 0, 3], "DNATed to a2");
+            let mut answers = Bench::new(Case::FloatingIpOut, p);
+            assert_eq!(answers.run_batch(), 32);
+            // Outer Ethernet, IPv4, UDP and MPLS, then the inner source.
+            assert_eq!(answers.frame(0)[46 + 12..46 + 16], FLOATING_IP.octets(), "SNATed back");
+            assert_eq!(answers.flows.as_ref().map(|f| f.len()), Some(100), "one pair a client");
+        }
+    }
+
     /// The policy-change measurement passes over every flow four times:
     /// another network's change decides none again, reached or not, the
     /// VRF's own every one, once, and every frame is forwarded throughout.
