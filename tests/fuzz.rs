@@ -475,7 +475,9 @@ fn same_flows(fast: &FlowTable, general: &FlowTable) {
 /// The same through floating IPs: clients (from the public VRF's gateway
 /// vif, and from the fabric, by the public network's label) reach pods a1
 /// and a2 through the floating IP they share, DNATed; the pods' answers are
-/// SNATed back and routed in the public VRF. The fast path takes the hits
+/// SNATed back and routed in the public VRF; a service's address that a1
+/// holds in its own network, with a forwarded port, reached by a2 and by
+/// a1 itself (hairpin NAT). The fast path takes the hits
 /// of those pairs, rewrite and all; both paths must agree on every byte,
 /// counter and flow entry while the public policy, the pods' policy, the
 /// floating IP's members and the way back to the clients (one gateway,
@@ -483,9 +485,10 @@ fn same_flows(fast: &FlowTable, general: &FlowTable) {
 #[test]
 fn the_fast_path_matches_the_general_path_through_floating_ips() {
     use vrouter::flow::{Endpoint, Policy, PolicyAction, PortRange, Rule};
-    use vrouter::tables::{EcmpGroup, NextHop, Object, ObjectKey, Op, RouteSpec, RouteTarget};
+    use vrouter::tables::{EcmpGroup, FloatingIp, NextHop, Object, ObjectKey, Op, PortMap, RouteSpec, RouteTarget};
     const NH_PUBLIC_LOOKUP: u32 = 52;
     const LABEL_PUBLIC: u32 = 40;
+    const NH_SERVICE: u32 = 53;
     let mut lab = Lab::new();
     add_floating_ip(&mut lab);
     let remote_client = |n: u16| Ipv4Addr::new(198, 18, 0, n as u8);
@@ -498,6 +501,32 @@ fn the_fast_path_matches_the_general_path_through_floating_ips() {
                 vrf: PUBLIC,
                 prefix: "198.18.0.0/15".parse().unwrap(),
                 target: RouteTarget { nh: NH_UDP, label: 41 },
+            })),
+        ])
+        .unwrap();
+    // A service's address held by a1 as a floating IP of its own network,
+    // port 80 forwarded to 8080, its other endpoint on another node: a2
+    // calls it, and so does a1 (hairpin, whose answers are routed to a1
+    // again, not to the service).
+    let service = Ipv4Addr::new(10, 96, 0, 30);
+    let mut a1 = lab.handle.load().vif(A1).unwrap().clone();
+    let ports = [ip_proto::TCP, ip_proto::UDP].map(|proto| PortMap { proto, port: 80, target: 8080 });
+    a1.floating.push(FloatingIp { address: service, vrf: BLUE, ports: ports.to_vec() });
+    lab.writer
+        .apply(&[
+            Op::Update(Object::Vif(a1)),
+            Op::Add(Object::NextHop(
+                NH_SERVICE,
+                NextHop::Composite(EcmpGroup::new(vec![
+                    RouteTarget { nh: NH_A1, label: RouteTarget::NO_LABEL },
+                    RouteTarget { nh: NH_UDP, label: 43 },
+                ])),
+            )),
+            Op::Add(Object::Route(RouteSpec {
+                network: None,
+                vrf: BLUE,
+                prefix: "10.96.0.30/32".parse().unwrap(),
+                target: RouteTarget { nh: NH_SERVICE, label: RouteTarget::NO_LABEL },
             })),
         ])
         .unwrap();
@@ -533,6 +562,13 @@ fn the_fast_path_matches_the_general_path_through_floating_ips() {
                 pod,
                 build::udp4_frame(from(pod), pod_ip(pod), remote_client(sport), 80, 3000 + sport, 64, len),
             ));
+            // To the service, and a1's answers: to a2, or to itself from
+            // the service's address.
+            corpus.push((pod, build::udp4_frame(from(pod), pod_ip(pod), service, 4000 + sport, 80, 64, len)));
+            corpus.push((pod, tcp_ack(from(pod), pod_ip(pod), service, 4000 + sport, 80)));
+            let back_to = if pod == A1 { service } else { a2_ip() };
+            corpus.push((A1, build::udp4_frame(from(A1), a1_ip(), back_to, 8080, 4000 + sport, 64, len)));
+            corpus.push((A1, tcp_ack(from(A1), a1_ip(), back_to, 8080, 4000 + sport)));
         }
     }
     let deny_udp_from = |lo: u16, hi: u16| Policy {

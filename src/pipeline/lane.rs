@@ -283,7 +283,10 @@ fn translated<B: AsRef<[u8]> + AsMut<[u8]>>(
     let target = match (pod, tr.route_vrf) {
         (Some(pod), None) => Some(pod),
         _ => routed_in.v4.recall(settled.route.route()).unwrap_or_else(|| {
-            let dst = u32::from_be_bytes([h[30], h[31], h[32], h[33]]);
+            // Routed in another VRF, the packet is routed as rewritten (to
+            // the pod again, for a hairpin's answers); otherwise as it came.
+            let came_to = u32::from_be_bytes([h[30], h[31], h[32], h[33]]);
+            let dst = tr.nat.dst.filter(|_| tr.route_vrf.is_some()).unwrap_or(came_to);
             let mut route = [Route { version: 0, leaf: 0 }];
             Fib::lookup_batch_routes(&[&routed_in.v4], &[dst], &mut route);
             if let Some(table) = ctx.flows {
