@@ -11,7 +11,7 @@ mod common;
 use common::*;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use vrouter::flow::{FlowConfig, FlowTable};
+use vrouter::flow::{Endpoint, FlowConfig, FlowTable, Policy, PolicyAction, PortRange, Rule};
 use vrouter::pipeline::{Frame, Pipeline, PipelineConfig, Spill, Verdict};
 use vrouter::pktgen::build::{self, Tunnel, L2};
 use vrouter::stats::DropReason;
@@ -193,7 +193,6 @@ fn random_and_mutated_frames_never_break_the_pipeline() {
 /// the headers: fragments, ICMP errors that quote a packet, echo requests.
 #[test]
 fn random_and_mutated_frames_never_break_the_flow_stage() {
-    use vrouter::flow::{Endpoint, Policy, PolicyAction, PortRange, Rule};
     use vrouter::tables::{Object, Op};
     let mut lab = Lab::new();
     add_floating_ip(&mut lab);
@@ -386,21 +385,9 @@ fn the_fast_path_matches_the_general_path_byte_for_byte() {
 /// change under them.
 #[test]
 fn the_fast_path_matches_the_general_path_with_flows() {
-    use vrouter::flow::{Endpoint, Policy, PolicyAction, PortRange, Rule};
     use vrouter::tables::{EcmpGroup, NextHop, Object, ObjectKey, Op, RouteSpec, RouteTarget};
     let mut lab = Lab::new();
     let (mut fast, mut general, fast_flows, general_flows) = pipelines_with_flows(&lab);
-    let deny_udp_from = |lo: u16, hi: u16| Policy {
-        rules: vec![Rule {
-            src: Endpoint::Any,
-            dst: Endpoint::Any,
-            proto: Some(ip_proto::UDP),
-            sport: PortRange { lo, hi },
-            dport: PortRange::ANY,
-            action: PolicyAction::Deny,
-        }],
-        default: PolicyAction::Allow,
-    };
     lab.writer.apply(&[Op::Add(Object::Policy(BLUE, deny_udp_from(0, 4)))]).unwrap();
     let route = |p: &str, nh: u32, label: u32| {
         Op::Add(Object::Route(RouteSpec {
@@ -439,6 +426,21 @@ fn the_fast_path_matches_the_general_path_with_flows() {
         lab.writer.apply(&change).unwrap();
     });
     same_flows(&fast_flows, &general_flows);
+}
+
+/// A policy that denies UDP from source ports `lo..=hi` and allows the rest.
+fn deny_udp_from(lo: u16, hi: u16) -> Policy {
+    Policy {
+        rules: vec![Rule {
+            src: Endpoint::Any,
+            dst: Endpoint::Any,
+            proto: Some(ip_proto::UDP),
+            sport: PortRange { lo, hi },
+            dport: PortRange::ANY,
+            action: PolicyAction::Deny,
+        }],
+        default: PolicyAction::Allow,
+    }
 }
 
 /// A pipeline with the fast path and one without, each with a flow table
@@ -484,7 +486,6 @@ fn same_flows(fast: &FlowTable, general: &FlowTable) {
 /// then three by ECMP) change under them.
 #[test]
 fn the_fast_path_matches_the_general_path_through_floating_ips() {
-    use vrouter::flow::{Endpoint, Policy, PolicyAction, PortRange, Rule};
     use vrouter::tables::{EcmpGroup, FloatingIp, NextHop, Object, ObjectKey, Op, PortMap, RouteSpec, RouteTarget};
     const NH_PUBLIC_LOOKUP: u32 = 52;
     const LABEL_PUBLIC: u32 = 40;
@@ -571,17 +572,6 @@ fn the_fast_path_matches_the_general_path_through_floating_ips() {
             corpus.push((A1, tcp_ack(from(A1), a1_ip(), back_to, 8080, 4000 + sport)));
         }
     }
-    let deny_udp_from = |lo: u16, hi: u16| Policy {
-        rules: vec![Rule {
-            src: Endpoint::Any,
-            dst: Endpoint::Any,
-            proto: Some(ip_proto::UDP),
-            sport: PortRange { lo, hi },
-            dport: PortRange::ANY,
-            action: PolicyAction::Deny,
-        }],
-        default: PolicyAction::Allow,
-    };
     compare_paths(&mut lab, &corpus, &mut fast, &mut general, |round, lab| {
         let change = match round {
             // The public network denies some clients' ports: their pairs

@@ -224,17 +224,7 @@ pub(super) fn apply_v4_plain(ip: &mut [u8], nat: &Nat) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A small xorshift generator, for the property below.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-    }
+    use crate::pktgen::scenario::Rng;
 
     /// The fast path's rewrite makes the same bytes as the general one, for
     /// any addresses, ports and checksums (0x0000 and 0xffff among them, the
@@ -242,11 +232,11 @@ mod tests {
     /// checksum.
     #[test]
     fn the_plain_rewrite_matches_the_general_one() {
-        let mut rng = Rng(0x5eed_04a7);
+        let mut rng = Rng::new(0x5eed_04a7);
         for round in 0..200_000 {
             let proto = [ip_proto::TCP, ip_proto::UDP, ip_proto::ICMP][round % 3];
-            let len = 28 + (rng.next() % 40) as usize;
-            let mut ip: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            let len = 28 + (rng.next_u64() % 40) as usize;
+            let mut ip: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
             ip[0] = 0x45;
             ip[6] = 0;
             ip[7] = 0;
@@ -256,16 +246,16 @@ mod tests {
             }
             let edge = [0x0000u16, 0xffff, 0x0001, 0xfffe];
             for at in [10, 26, 36] {
-                if at + 2 <= len && rng.next() % 4 == 0 {
-                    ip[at..at + 2].copy_from_slice(&edge[(rng.next() % 4) as usize].to_be_bytes());
+                if at + 2 <= len && rng.next_u64() % 4 == 0 {
+                    ip[at..at + 2].copy_from_slice(&edge[(rng.next_u64() % 4) as usize].to_be_bytes());
                 }
             }
-            let pick = |r: &mut Rng| r.next() % 2 == 0;
+            let pick = |r: &mut Rng| r.next_u64() % 2 == 0;
             let nat = Nat {
-                src: pick(&mut rng).then(|| rng.next() as u32),
-                dst: pick(&mut rng).then(|| rng.next() as u32),
-                sport: pick(&mut rng).then(|| rng.next() as u16),
-                dport: pick(&mut rng).then(|| rng.next() as u16),
+                src: pick(&mut rng).then(|| rng.next_u64() as u32),
+                dst: pick(&mut rng).then(|| rng.next_u64() as u32),
+                sport: pick(&mut rng).then(|| rng.next_u64() as u16),
+                dport: pick(&mut rng).then(|| rng.next_u64() as u16),
             };
             let (mut general, mut plain) = (ip.clone(), ip.clone());
             apply_v4(&mut general, &nat).unwrap();

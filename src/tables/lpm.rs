@@ -518,6 +518,7 @@ impl<K: FibKey> Fib<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pktgen::scenario::Rng;
     use std::collections::BTreeMap;
 
     fn t(nh: u32) -> RouteTarget {
@@ -552,16 +553,6 @@ mod tests {
         if let Some(old) = m.0.remove(&(a, len)) {
             let rep = m.covering(a, len);
             fib.remove(a, len, own(old), rep.map(|(l, t)| (l, own(t))));
-        }
-    }
-
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
         }
     }
 
@@ -622,16 +613,16 @@ mod tests {
     fn matches_brute_force_model_under_random_churn() {
         let mut fib = Fib::<u32>::new();
         let mut m = Model(BTreeMap::new());
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
         // Few distinct high bits, so prefixes nest and overlap a lot.
-        let addr = |r: &mut Rng| ((r.next() as u32) & 0x0f0f_0f0f) | 0x0a00_0000;
+        let addr = |r: &mut Rng| ((r.next_u64() as u32) & 0x0f0f_0f0f) | 0x0a00_0000;
         for round in 0..4000 {
             let a = addr(&mut rng);
-            let len = (rng.next() % 33) as u8;
-            if rng.next() % 3 == 0 {
+            let len = (rng.next_u64() % 33) as u8;
+            if rng.next_u64() % 3 == 0 {
                 apply_remove(&mut fib, &mut m, a, len);
             } else {
-                apply_insert(&mut fib, &mut m, a, len, t((rng.next() % 5) as u32 + 1));
+                apply_insert(&mut fib, &mut m, a, len, t((rng.next_u64() % 5) as u32 + 1));
             }
             if round % 50 == 0 {
                 for _ in 0..200 {
@@ -654,16 +645,16 @@ mod tests {
     fn batch_lookup_matches_single_lookups() {
         let mut a = Fib::<u32>::new();
         let mut b = Fib::<u32>::new();
-        let mut rng = Rng(77);
+        let mut rng = Rng::new(77);
         for _ in 0..3000 {
-            let k = (rng.next() as u32) & 0xff0f_f0ff;
-            let len = (rng.next() % 33) as u8;
-            a.insert(k.mask(len), len, own(t((rng.next() % 7) as u32)), None);
-            let k = (rng.next() as u32) & 0xff0f_f0ff;
-            b.insert(k.mask(len), len, own(t((rng.next() % 7) as u32 + 10)), None);
+            let k = (rng.next_u64() as u32) & 0xff0f_f0ff;
+            let len = (rng.next_u64() % 33) as u8;
+            a.insert(k.mask(len), len, own(t((rng.next_u64() % 7) as u32)), None);
+            let k = (rng.next_u64() as u32) & 0xff0f_f0ff;
+            b.insert(k.mask(len), len, own(t((rng.next_u64() % 7) as u32 + 10)), None);
         }
         for round in 0..200 {
-            let keys: Vec<u32> = (0..BATCH).map(|_| (rng.next() as u32) & 0xff0f_f0ff).collect();
+            let keys: Vec<u32> = (0..BATCH).map(|_| (rng.next_u64() as u32) & 0xff0f_f0ff).collect();
             let fibs: Vec<&Fib<u32>> = (0..BATCH).map(|i| if (i + round) % 3 == 0 { &b } else { &a }).collect();
             let mut out = [Some(t(99)); BATCH];
             Fib::lookup_batch(&fibs, &keys, &mut out);
