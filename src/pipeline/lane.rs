@@ -189,7 +189,9 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
     }
     for i in lanes(probed) {
         let f = &mut frames[i];
-        if translating {
+        // A pod with floating IPs: most of its hits are its answers, which
+        // rewrite (`translated`).
+        if floating {
             if !translated(ctx, f, came[i], vrf, &probes[i], None, &mut rx) {
                 left |= give_back(f, i);
             }
@@ -197,13 +199,20 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
         }
         // A hit on a flow that only forwards, whose route is remembered in
         // this table version (and, where only ECMP routes track flows,
-        // still leads to a composite: `fast::finish` checks); anything else
-        // is the general path's.
+        // still leads to a composite: `fast::finish` checks); in a VRF with
+        // floating IPs, else one on a flow that rewrites (asked second: a
+        // plain hit is the cheaper read, and most of such a VRF's, a pod
+        // network with a service's ports, are plain); anything else is
+        // the general path's.
         let settled = flow::settled(ctx, vrf, &probes[i]);
         let target = settled.and_then(|s| vrf.v4.recall(s.route.route()).flatten());
-        match target {
-            Some(target) if deliver(ctx, f, came[i], vrf, target, settled, None, &mut rx) => {}
-            _ => left |= give_back(f, i),
+        let done = match target {
+            Some(target) => deliver(ctx, f, came[i], vrf, target, settled, None, &mut rx),
+            None if translating && settled.is_none() => translated(ctx, f, came[i], vrf, &probes[i], None, &mut rx),
+            None => false,
+        };
+        if !done {
+            left |= give_back(f, i);
         }
     }
     rx.count(ctx.stats, first);
@@ -423,17 +432,18 @@ fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
         let tun = inbound[i];
         // The pod the label names, or the VRF's route.
         let pod = tun.nh.map(|nh| RouteTarget { nh, label: RouteTarget::NO_LABEL });
-        let hit = probed & (1 << i) != 0;
-        let carry = if hit && vrf.floating_ips > 0 {
-            // In a VRF with floating IPs, a hit's target comes with its
-            // rewrite, once the tunnel is stripped.
-            Some(Carry::Translated)
-        } else if hit {
+        let carry = if probed & (1 << i) != 0 {
             // A hit on a flow that only forwards; routed in a VRF, its
-            // route remembered in this table version.
+            // route remembered in this table version. In a VRF with
+            // floating IPs, else one on a flow that rewrites, whose target
+            // comes with its rewrite once the tunnel is stripped.
             let settled = flow::settled(ctx, vrf, &probes[i]);
             let target = settled.and_then(|s| pod.or_else(|| vrf.v4.recall(s.route.route()).flatten()));
-            target.map(|t| Carry::To(t, settled))
+            match target {
+                Some(t) => Some(Carry::To(t, settled)),
+                None if settled.is_none() && vrf.floating_ips > 0 => Some(Carry::Translated),
+                None => None,
+            }
         } else {
             let j = usize::from(lookup_of[i]);
             pod.or_else(|| fibs[j].target(routes[j])).map(|t| Carry::To(t, None))
