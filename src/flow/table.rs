@@ -522,6 +522,19 @@ impl PolicyGenerations {
     }
 }
 
+/// Whether an entry's action word (`action`) says "forward", with the entry
+/// flags `flags` (`FLAG_PLAIN`, or none), as decided under its VRF's
+/// current policy (`policy`; `None`: any), not waiting for a route: the
+/// fast path's test of a hit (`forward_only`, `forward_translated`). An
+/// entry decided before the generation last moved is checked off the
+/// common way, after the first compare (`PolicyGenerations::keeps`).
+#[inline(always)]
+fn decided_now(action: u64, flags: u64, policy: Option<PolicyGenerations>) -> bool {
+    let want = KIND_FORWARD | flags | policy.map_or(0, |g| u64::from(g.now) << 32);
+    let mask = 0xffff | flags | FLAG_UNROUTED | policy.map_or(0, |_| 0xffff_ffff << 32);
+    action & mask == want || policy.is_some_and(|g| g.keeps(action))
+}
+
 /// What a hit on an entry that only forwards needs (`forward_only`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Forwarding {
@@ -992,8 +1005,6 @@ impl FlowTable {
     /// says nothing about the entry: `find` tells the rest.
     #[inline(always)]
     pub fn forward_only(&self, p: &Probe, policy: Option<PolicyGenerations>) -> Option<Forwarding> {
-        let want = KIND_FORWARD | FLAG_PLAIN | policy.map_or(0, |g| u64::from(g.now) << 32);
-        let mask = 0xffff | FLAG_PLAIN | FLAG_UNROUTED | policy.map_or(0, |_| 0xffff_ffff << 32);
         // The entry that holds the key, whatever its action: a key is in
         // one slot at most, so its action is judged once it is found,
         // outside the closure `locate` takes as a `dyn Fn` (with the
@@ -1007,10 +1018,12 @@ impl FlowTable {
                 Some((i, s.action.load(Relaxed), s.ecmp.load(Relaxed), s.route.load(Relaxed), s.hash.load(Relaxed)))
             })
         })?;
-        // Off the common way, after the first compare: an entry decided
-        // before its VRF's generation last moved.
-        let current = action & mask == want || policy.is_some_and(|g| g.keeps(action));
-        current.then(|| Forwarding { slot: i as u32, ecmp: decode_ecmp(ecmp), route: RouteMemo(route), hash })
+        decided_now(action, FLAG_PLAIN, policy).then(|| Forwarding {
+            slot: i as u32,
+            ecmp: decode_ecmp(ecmp),
+            route: RouteMemo(route),
+            hash,
+        })
     }
 
     /// `forward_only` for the entries that rewrite or route elsewhere: a
@@ -1034,12 +1047,8 @@ impl FlowTable {
         })?;
         let route_vrf = (which >> ROUTE_VRF_SHIFT).checked_sub(1);
         let judged_elsewhere = action & FLAG_FORWARD_DIR == 0 && route_vrf.is_some();
-        let current = if judged_elsewhere {
-            action & 0xffff == KIND_FORWARD
-        } else {
-            let want = KIND_FORWARD | u64::from(policy.now) << 32;
-            action & (0xffff | FLAG_UNROUTED | 0xffff_ffff << 32) == want || policy.keeps(action)
-        };
+        let current =
+            if judged_elsewhere { action & 0xffff == KIND_FORWARD } else { decided_now(action, 0, Some(policy)) };
         current.then(|| {
             let forwarding = Forwarding { slot: i as u32, ecmp: decode_ecmp(ecmp), route: RouteMemo(route), hash };
             (forwarding, Translation { nat: decode_nat(addrs, ports, which), route_vrf })

@@ -143,25 +143,12 @@ fn flow_hash(h: &[u8; HEAD], seed: u64) -> u32 {
 
 /// The flow hash of the packet whose first `HEAD` bytes are `h` once `nat`
 /// has rewritten it, as the general path hashes a floating IP's answer,
-/// routed on after its rewrite. The ports move for TCP and UDP alone, as
-/// `nat::apply_v4` moves them.
+/// routed on after its rewrite: the rewrite's fields (not its checksums),
+/// on a copy.
 #[inline]
 pub(super) fn translated_hash(h: &[u8; HEAD], nat: &Nat, seed: u64) -> u32 {
     let mut t = *h;
-    if let Some(a) = nat.src {
-        t[26..30].copy_from_slice(&a.to_be_bytes());
-    }
-    if let Some(a) = nat.dst {
-        t[30..34].copy_from_slice(&a.to_be_bytes());
-    }
-    if matches!(t[23], ip_proto::TCP | ip_proto::UDP) {
-        if let Some(p) = nat.sport {
-            t[34..36].copy_from_slice(&p.to_be_bytes());
-        }
-        if let Some(p) = nat.dport {
-            t[36..38].copy_from_slice(&p.to_be_bytes());
-        }
-    }
+    let _ = super::nat::rewrite_plain_fields(&mut t[ETH..], nat);
     flow_hash(&t, seed)
 }
 

@@ -296,12 +296,11 @@ fn translated<B: AsRef<[u8]> + AsMut<[u8]>>(
             // the pod again, for a hairpin's answers); otherwise as it came.
             let came_to = u32::from_be_bytes([h[30], h[31], h[32], h[33]]);
             let dst = tr.nat.dst.filter(|_| tr.route_vrf.is_some()).unwrap_or(came_to);
-            let mut route = [Route { version: 0, leaf: 0 }];
-            Fib::lookup_batch_routes(&[&routed_in.v4], &[dst], &mut route);
+            let route = routed_in.v4.lookup_route(dst);
             if let Some(table) = ctx.flows {
-                table.remember_route(&settled, route[0]);
+                table.remember_route(&settled, route);
             }
-            routed_in.v4.target(route[0])
+            routed_in.v4.target(route)
         }),
     };
     let Some(mut target) = target else { return false };

@@ -179,34 +179,14 @@ pub fn apply_v4(ip: &mut [u8], nat: &Nat) -> Result<(), DropReason> {
 /// checksum takes the whole rewrite's difference at once (RFC 1624's
 /// update, summed: one's-complement sums do not depend on their order).
 pub(super) fn apply_v4_plain(ip: &mut [u8], nat: &Nat) {
-    if ip.len() < 28 {
-        return;
-    }
-    // Each change, as RFC 1624 adds it: the old word complemented, the new.
-    let mut addrs = 0u32;
-    let mut swap32 = |ip: &mut [u8], at: usize, new: Option<u32>| {
-        if let Some(n) = new {
-            let o = u32::from_be_bytes([ip[at], ip[at + 1], ip[at + 2], ip[at + 3]]);
-            ip[at..at + 4].copy_from_slice(&n.to_be_bytes());
-            addrs += u32::from(!(o >> 16) as u16) + u32::from(!o as u16) + (n >> 16) + (n & 0xffff);
-        }
-    };
-    swap32(ip, 12, nat.src);
-    swap32(ip, 16, nat.dst);
+    let Some((addrs, ports)) = rewrite_plain_fields(ip, nat) else { return };
     let ip_sum = u16::from_be_bytes([ip[10], ip[11]]);
     ip[10..12].copy_from_slice(&finish(u32::from(!ip_sum) + addrs).to_be_bytes());
     let proto = ip[9];
     if !matches!(proto, ip_proto::TCP | ip_proto::UDP) {
         return;
     }
-    let mut all = addrs;
-    for (at, new) in [(20, nat.sport), (22, nat.dport)] {
-        if let Some(n) = new {
-            let o = u16::from_be_bytes([ip[at], ip[at + 1]]);
-            ip[at..at + 2].copy_from_slice(&n.to_be_bytes());
-            all += u32::from(!o) + u32::from(n);
-        }
-    }
+    let all = addrs + ports;
     let at = if proto == ip_proto::TCP { 36 } else { 26 };
     let Some(field) = ip.get_mut(at..at + 2) else { return };
     let old = u16::from_be_bytes([field[0], field[1]]);
@@ -219,6 +199,39 @@ pub(super) fn apply_v4_plain(ip: &mut [u8], nat: &Nat) {
         new = 0xffff;
     }
     field.copy_from_slice(&new.to_be_bytes());
+}
+
+/// The fields `apply_v4_plain` rewrites, rewritten, checksums left as
+/// they were: the addresses, and TCP's and UDP's ports. Answers with the
+/// changes as RFC 1624 sums them (each old word complemented, and the
+/// new), of the addresses and of the ports, or `None` (nothing changed)
+/// for a packet shorter than an IPv4 header and 8 bytes. The fast path
+/// also hashes a packet as a rewrite leaves it, on a copy
+/// (`fast::translated_hash`).
+#[inline(always)]
+pub(super) fn rewrite_plain_fields(ip: &mut [u8], nat: &Nat) -> Option<(u32, u32)> {
+    if ip.len() < 28 {
+        return None;
+    }
+    let mut addrs = 0u32;
+    for (at, new) in [(12, nat.src), (16, nat.dst)] {
+        if let Some(n) = new {
+            let o = u32::from_be_bytes([ip[at], ip[at + 1], ip[at + 2], ip[at + 3]]);
+            ip[at..at + 4].copy_from_slice(&n.to_be_bytes());
+            addrs += u32::from(!(o >> 16) as u16) + u32::from(!o as u16) + (n >> 16) + (n & 0xffff);
+        }
+    }
+    let mut ports = 0u32;
+    if matches!(ip[9], ip_proto::TCP | ip_proto::UDP) {
+        for (at, new) in [(20, nat.sport), (22, nat.dport)] {
+            if let Some(n) = new {
+                let o = u16::from_be_bytes([ip[at], ip[at + 1]]);
+                ip[at..at + 2].copy_from_slice(&n.to_be_bytes());
+                ports += u32::from(!o) + u32::from(n);
+            }
+        }
+    }
+    Some((addrs, ports))
 }
 
 #[cfg(test)]

@@ -228,9 +228,16 @@ impl<K: FibKey> Fib<K> {
     /// inlined into the vector, where any change to it moved every case's
     /// count: a shared walk cost local forwarding 17 instructions a packet).
     pub fn network_of(&self, key: K) -> Option<VrfId> {
+        self.lookup_route(key).leaf.checked_sub(1).and_then(|i| self.networks.get(i as usize)).copied()
+    }
+
+    /// Where `key`'s lookup ends in this version (`Route`), for a caller
+    /// that keeps it: a batch of one (`lookup_batch_routes`), off the
+    /// vector's way (`network_of` says why not through `lookup`).
+    pub fn lookup_route(&self, key: K) -> Route {
         let mut route = [Route { version: 0, leaf: 0 }];
         Self::lookup_batch_routes(&[self], &[key], &mut route);
-        route[0].leaf.checked_sub(1).and_then(|i| self.networks.get(i as usize)).copied()
+        route[0]
     }
 
     /// Looks up many keys, each in its own table, one trie level at a time.
