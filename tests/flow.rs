@@ -569,28 +569,6 @@ fn policy_is_stateful_both_ways() {
 }
 
 /// The green network's VRF, and its pod g1 with its next hop and label.
-const GREEN: u32 = 7;
-const G1: u32 = 20;
-const NH_G1: u32 = 40;
-const LABEL_G1: u32 = 21;
-
-fn g1_ip() -> Ipv4Addr {
-    Ipv4Addr::new(10, 5, 0, 2)
-}
-
-/// Adds green and its pod g1 (no routes): a second network on the node.
-fn green_pod_ops() -> Vec<Op> {
-    use vrouter::tables::{Vif, VifKind, VrfSpec};
-    let mut g1 = Vif::new(G1, "veth-g1", VifKind::Virtual, GREEN, mac(7));
-    g1.ipv4 = Some(g1_ip());
-    vec![
-        Op::Add(Object::Vrf(VrfSpec { id: GREEN, name: "green".into(), gateway_v4: None, gateway_v6: None })),
-        Op::Add(Object::Vif(g1)),
-        Op::Add(Object::NextHop(NH_G1, NextHop::Encap { oif: G1, smac: router_mac(), dmac: mac(7) })),
-        Op::Add(Object::Label(LABEL_G1, NH_G1)),
-    ]
-}
-
 /// `green_pod_ops`, and the routes by which a1 (blue) and g1 (green) reach
 /// each other on this node: blue imports g1's and green a1's, each route
 /// keeping its pod's network.
@@ -730,6 +708,36 @@ fn answers_from_a_pod_of_another_vrf_on_this_node_pass_its_policy() {
     assert_eq!(lab.run(A1, tcp(from_a1(), a1_ip(), g1_ip, 40003, 80)).0, Verdict::Tx(G1));
     let opened = table.lookup(&FlowKey::v4(BLUE, TCP, a1_ip().into(), g1_ip.into(), 40003, 80)).unwrap();
     assert!(table.get(opened.slot, 0).unwrap().one_way);
+}
+
+/// The answers of a pod of another VRF whose network has no route back are
+/// routed in the client's VRF by their pair whichever way they take: as
+/// their own vector (the fast lane's) and behind another vif's frame in
+/// one, where the general vector had classified them for its fast path
+/// and looked their flow up by a key of unparsed fields, dropping them as
+/// unrouted (only SYNs, which the fast path leaves, were tested).
+#[test]
+fn answers_from_a_pod_of_another_vrf_route_back_in_any_vector() {
+    let g1_ip = g1_ip();
+    let (mut lab, table) = lab_with_flows();
+    lab.writer.apply(&green_pod_ops()).unwrap();
+    lab.writer
+        .apply(&[
+            route_in(BLUE, "10.5.0.2/32", NH_G1, NO, Some(GREEN)),
+            Op::Add(Object::Policy(BLUE, Policy::allow_all())),
+            Op::Add(Object::Policy(GREEN, Policy::allow_all())),
+        ])
+        .unwrap();
+    assert_eq!(lab.run(A2, udp(2, a2_ip(), g1_ip, 5000, 53)).0, Verdict::Tx(G1));
+    let answer = udp(7, g1_ip, a2_ip(), 53, 5000);
+    assert_eq!(lab.run(G1, answer.clone()).0, Verdict::Tx(A2), "alone");
+    let (out, _) = lab.run_with(&[(A1, udp(1, a1_ip(), a2_ip(), 1, 2)), (G1, answer.clone())], 0);
+    assert_eq!(out[1].verdict, Verdict::Tx(A2), "behind another pod's frame");
+    let unrouted = udp(7, g1_ip, a2_ip(), 53, 5001);
+    let (out, _) = lab.run_with(&[(A1, udp(1, a1_ip(), a2_ip(), 1, 2)), (G1, unrouted)], 0);
+    assert_eq!(out[1].verdict, Verdict::Drop(DropReason::NoRoute), "without a pair, green has no route");
+    let answers = table.lookup(&FlowKey::v4(GREEN, UDP, g1_ip.into(), a2_ip().into(), 53, 5000)).unwrap();
+    assert_eq!(table.get(answers.slot, 0).unwrap().packets, 2, "both counted on the pair");
 }
 
 /// A rule that names a network matches that network's addresses wherever

@@ -613,6 +613,90 @@ fn the_fast_path_matches_the_general_path_through_floating_ips() {
     assert!(natted > 10, "the comparison hit floating IPs' pairs: {natted}");
 }
 
+/// The same across networks: blue's pods a1 and a2, and remote clients of
+/// blue by its label, reach g1, a pod of green on this node, by a route
+/// blue imports from green. The pairs' reverse entries live in green and
+/// route g1's answers back in blue; the fast path takes those hits. Both
+/// paths must agree on every byte, counter and flow entry while green's
+/// policy (which judges the pairs too), blue's, the way back to the
+/// remote clients (three nodes by ECMP: the answer's hash picks) and
+/// green's tracking change under them.
+#[test]
+fn the_fast_path_matches_the_general_path_across_networks() {
+    use vrouter::tables::{Object, ObjectKey, Op, RouteSpec, RouteTarget};
+    let mut lab = Lab::new();
+    let route = |vrf, p: &str, nh, network| {
+        Op::Add(Object::Route(RouteSpec {
+            network,
+            vrf,
+            prefix: p.parse().unwrap(),
+            target: RouteTarget { nh, label: RouteTarget::NO_LABEL },
+        }))
+    };
+    lab.writer.apply(&green_pod_ops()).unwrap();
+    lab.writer
+        .apply(&[
+            route(BLUE, "10.5.0.2/32", NH_G1, Some(GREEN)),
+            route(GREEN, "10.5.0.2/32", NH_G1, None),
+            Op::Add(Object::Policy(BLUE, deny_udp_from(0, 4))),
+            Op::Add(Object::Policy(GREEN, Policy::allow_all())),
+        ])
+        .unwrap();
+    let (mut fast, mut general, fast_flows, general_flows) = pipelines_with_flows(&lab);
+    let g1 = g1_ip();
+    let g1_l2 = L2 { src: mac(7), dst: router_mac() };
+    let from = |vif: u32| L2 { src: mac(vif as u8), dst: router_mac() };
+    let remote_client = |n: u16| Ipv4Addr::new(10, 2, 0, 10 + n as u8);
+    let mut corpus = fast_corpus();
+    for sport in 0..20u16 {
+        let len = 64 + usize::from(sport);
+        for (pod, ip) in [(A1, a1_ip()), (A2, a2_ip())] {
+            corpus.push((pod, build::udp4_frame(from(pod), ip, g1, 1000 + sport, 80, 64, len)));
+            corpus.push((pod, tcp_ack(from(pod), ip, g1, 2000 + sport, 443)));
+            corpus.push((pod, echo(from(pod), ip, g1, sport, 8)));
+            corpus.push((G1, build::udp4_frame(g1_l2, g1, ip, 80, 1000 + sport, 64, len)));
+            corpus.push((G1, tcp_ack(g1_l2, g1, ip, 443, 2000 + sport)));
+            corpus.push((G1, echo(g1_l2, g1, ip, sport, 0)));
+        }
+        let inner = build::udp4_frame(from_peer(), remote_client(sport), g1, 3000 + sport, 80, 64, len);
+        let tunnelled = |tunnel| {
+            build::mpls_tunnel_frame(from_peer(), tunnel, peer(1), node_ip(), LABEL_BLUE, 64, sport, &inner[14..])
+        };
+        corpus.push((FABRIC, tunnelled(Tunnel::Udp(6635))));
+        corpus.push((FABRIC, tunnelled(Tunnel::Gre)));
+        corpus.push((G1, build::udp4_frame(g1_l2, g1, remote_client(sport), 80, 3000 + sport, 64, len)));
+    }
+    compare_paths(&mut lab, &corpus, &mut fast, &mut general, |round, lab| {
+        let change = match round {
+            // Green's policy denies some of blue's ports: the pairs it
+            // judges stop, their answers with them.
+            300 => vec![Op::Update(Object::Policy(GREEN, deny_udp_from(1000, 1004)))],
+            // Blue's denies more of its own.
+            600 => vec![Op::Update(Object::Policy(BLUE, deny_udp_from(1005, 1009)))],
+            // The remote clients are reached over three nodes: an answer
+            // takes the member its hash selects.
+            900 => vec![Op::Update(Object::Route(RouteSpec {
+                network: None,
+                vrf: BLUE,
+                prefix: "10.2.0.0/24".parse().unwrap(),
+                target: RouteTarget { nh: NH_ECMP, label: RouteTarget::NO_LABEL },
+            }))],
+            // Green tracks no flows any more: its answers are not looked
+            // up, and it has no route back to blue.
+            1200 => vec![Op::Delete(ObjectKey::Policy(GREEN))],
+            _ => return,
+        };
+        lab.writer.apply(&change).unwrap();
+    });
+    same_flows(&fast_flows, &general_flows);
+    let answered = fast_flows
+        .dump(None, usize::MAX, 10_000)
+        .into_iter()
+        .filter(|e| e.key.vrf == GREEN && e.route_vrf == Some(BLUE) && e.packets > 10)
+        .count();
+    assert!(answered > 10, "the comparison hit pairs' answers across networks: {answered}");
+}
+
 /// A TCP segment with ACK alone (no SYN: the fast path's kind), checksummed.
 fn tcp_ack(l2: L2, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
     let mut f = build::tcp4_syn_frame(l2, src, dst, sport, dport, 1460);

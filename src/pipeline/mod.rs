@@ -553,9 +553,15 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
                         }
                     }
                     (Some(v), Some(target)) => resolve_routed(ctx, f, v, target, p, route_of(i), probe_of(i)),
-                    // No route here, but a floating IP's answer routes elsewhere.
+                    // No route here, but a floating IP's answer, or one
+                    // to a pod of another VRF, routes elsewhere. A fast
+                    // frame was classified, not parsed: its flow's key
+                    // needs the whole header.
                     (Some(v), None) if ctx.flows.is_some() && (!fast[i] || v.tracks_flows()) => {
-                        forward::unrouted(ctx, f, v, &p.info, p.origin, probe_of(i))
+                        match if fast[i] { forward::parse_ip_into(f.data(), false, &mut p.info) } else { Ok(()) } {
+                            Ok(()) => forward::unrouted(ctx, f, v, &p.info, p.origin, probe_of(i)),
+                            Err(r) => Verdict::Drop(r),
+                        }
                     }
                     _ => forward::no_route(ctx, f, p.vrf),
                 }

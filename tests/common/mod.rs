@@ -464,6 +464,28 @@ pub const GW: u32 = 6;
 pub const FIP: Ipv4Addr = Ipv4Addr::new(185, 22, 97, 188);
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
 
+/// A second network on the node: green, with its pod g1.
+pub const GREEN: u32 = 7;
+pub const G1: u32 = 20;
+pub const NH_G1: u32 = 40;
+pub const LABEL_G1: u32 = 21;
+
+pub fn g1_ip() -> Ipv4Addr {
+    Ipv4Addr::new(10, 5, 0, 2)
+}
+
+/// Adds green and its pod g1 (no routes): a second network on the node.
+pub fn green_pod_ops() -> Vec<Op> {
+    let mut g1 = Vif::new(G1, "veth-g1", VifKind::Virtual, GREEN, mac(7));
+    g1.ipv4 = Some(g1_ip());
+    vec![
+        Op::Add(Object::Vrf(VrfSpec { id: GREEN, name: "green".into(), gateway_v4: None, gateway_v6: None })),
+        Op::Add(Object::Vif(g1)),
+        Op::Add(Object::NextHop(NH_G1, NextHop::Encap { oif: G1, smac: router_mac(), dmac: mac(7) })),
+        Op::Add(Object::Label(LABEL_G1, NH_G1)),
+    ]
+}
+
 /// Adds a public VRF to the lab: a gateway vif toward the client network
 /// (203.0.113.0/24), and the floating IP 185.22.97.188 on a1 and a2, routed
 /// by ECMP over both.
