@@ -106,7 +106,10 @@ enum Command {
         /// decap_mplsoudp, decap_mplsogre, service_mix (pods to remote
         /// pods, one flow in ten to a service), floating_ip_in (a
         /// gateway's clients to a pod's floating IP, DNATed),
-        /// floating_ip_out (the pod's answers, SNATed back), or all.
+        /// floating_ip_out (the pod's answers, SNATed back), cross_vrf_in
+        /// (remote clients to a pod of another network on this node, by a
+        /// route their network imports), cross_vrf_out (that pod's answers,
+        /// routed back in the clients' network by their pairs), or all.
         #[arg(long, default_value = "all")]
         case: String,
         /// Packets to process per case.
@@ -144,8 +147,9 @@ enum Command {
         /// through a VRF with a 100-rule policy into a flow table of
         /// vrouterd's default size (in rounds of at most three quarters
         /// of it, emptied between), then the same frames again as hits on
-        /// their pairs, the baseline of the same run. Not floating_ip_out,
-        /// whose pairs its clients make (floating_ip_in).
+        /// their pairs, the baseline of the same run. Not floating_ip_out
+        /// or cross_vrf_out, whose pairs their clients make (the _in
+        /// cases).
         #[arg(long, conflicts_with_all = ["flow_policy", "flow_table", "threads"])]
         flow_setup: bool,
         /// With --flow-setup: each new flow a TCP SYN (a connection's first
@@ -161,7 +165,10 @@ enum Command {
         /// after it changed again with a route to its pod in the VRF (each
         /// flow checked, none decided again), and once after the VRF's own
         /// changed (each flow decided again). Not the floating-IP cases,
-        /// whose pairs the public VRF's policy judges.
+        /// whose pairs the public VRF's policy judges, nor cross_vrf_out,
+        /// whose pairs its clients make. cross_vrf_in's pairs reach a pod
+        /// of another network, whose policy judges them too: any reached
+        /// network's change decides them again, the third pass's too.
         #[arg(long, conflicts_with_all = ["flow_policy", "flow_table", "threads", "flow_setup"])]
         policy_change: bool,
         /// Workers side by side on the same tables, one per core: their
@@ -350,11 +357,13 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             // A measurement takes the cases it means something for: flow
-            // setup not floating_ip_out (its frames answer pairs its
-            // clients made: their setups are floating_ip_in's), a policy
-            // change neither floating-IP case (their pairs are judged in
-            // the public VRF, not in the pods' one the measurement changes).
-            let measured = |c: &Case| !(flow_setup && *c == Case::FloatingIpOut || policy_change && c.floating());
+            // setup not the answers' cases (their frames answer pairs their
+            // clients made: those setups are the clients' cases'), a policy
+            // change neither those nor the floating-IP cases (their pairs
+            // are judged in the public VRF, not in the pods' one the
+            // measurement changes).
+            let answers = |c: &Case| c.opened_by().is_some();
+            let measured = |c: &Case| !((flow_setup || policy_change) && answers(c) || policy_change && c.floating());
             let cases: Vec<Case> = if case == "all" {
                 Case::ALL.into_iter().filter(measured).collect()
             } else {

@@ -10,7 +10,15 @@
 //! the destination of one flow in ten. The floating-IP cases add a public
 //! VRF 2 in which a2 holds 185.22.97.188, reached by label 18 from a
 //! gateway, whose clients (198.18.0.0/15) it routes back to over MPLS over
-//! UDP; they always run with a flow table, which carries the NAT.
+//! UDP; they always run with a flow table, which carries the NAT. The
+//! cross-VRF cases add network green (VRF 3) with pod g1 (vif 3,
+//! 10.3.0.2), which VRF 1 reaches by a route it imports from green (and
+//! green VRF 1's default route): remote clients of VRF 1 reach g1 by label
+//! 17, and g1's answers, looked up in green, are routed back in VRF 1 by
+//! their pairs. They always run with a
+//! flow table and a policy in both VRFs (one that allows all, unless
+//! `--flow-policy` gives each its 100 rules), since only a policy makes
+//! the pairs.
 
 use super::build::{self, L2};
 use crate::pipeline::{Frame, Pipeline, PipelineConfig, Spill, Verdict};
@@ -50,11 +58,19 @@ pub enum Case {
     /// and routed in the public VRF, to the gateway over MPLS over UDP.
     /// Their pairs are made by the clients' packets first (`Bench::new`).
     FloatingIpOut,
+    /// From a remote node over MPLS over UDP, by VRF 1's label, to pod g1
+    /// of network green, by the route VRF 1 imports from green: a pair
+    /// whose reverse entry lives in green.
+    CrossVrfIn,
+    /// g1's answers to those clients: looked up in green, routed back in
+    /// VRF 1 by their pairs, to the remote node over MPLS over UDP. Their pairs are made by the
+    /// clients' packets first (`Bench::new`).
+    CrossVrfOut,
 }
 
 impl Case {
     /// Every case, in report order.
-    pub const ALL: [Case; 9] = [
+    pub const ALL: [Case; 11] = [
         Case::LocalForward,
         Case::EncapMplsoudp,
         Case::EncapMplsogre,
@@ -64,6 +80,8 @@ impl Case {
         Case::ServiceMix,
         Case::FloatingIpIn,
         Case::FloatingIpOut,
+        Case::CrossVrfIn,
+        Case::CrossVrfOut,
     ];
 
     /// The name used on the command line and in reports.
@@ -78,6 +96,8 @@ impl Case {
             Case::ServiceMix => "service_mix",
             Case::FloatingIpIn => "floating_ip_in",
             Case::FloatingIpOut => "floating_ip_out",
+            Case::CrossVrfIn => "cross_vrf_in",
+            Case::CrossVrfOut => "cross_vrf_out",
         }
     }
 
@@ -90,21 +110,43 @@ impl Case {
     pub fn expected(self) -> Verdict {
         match self {
             Case::LocalForward | Case::DecapMplsoudp | Case::DecapMplsogre | Case::FloatingIpIn => Verdict::Tx(A2),
+            Case::CrossVrfIn => Verdict::Tx(G1),
             _ => Verdict::Tx(FABRIC),
         }
     }
 
-    /// True for the cases through a floating IP, whose NAT a flow carries:
-    /// they run with a flow table whatever the parameters say.
+    /// True for the cases through a floating IP, whose NAT a flow carries.
     pub fn floating(self) -> bool {
         matches!(self, Case::FloatingIpIn | Case::FloatingIpOut)
+    }
+
+    /// True for the cases to and from a pod of another VRF on this node.
+    pub fn cross_vrf(self) -> bool {
+        matches!(self, Case::CrossVrfIn | Case::CrossVrfOut)
+    }
+
+    /// True for the cases whose packets only a flow carries where they go:
+    /// they run with a flow table whatever the parameters say.
+    pub fn needs_flows(self) -> bool {
+        self.floating() || self.cross_vrf()
+    }
+
+    /// For the cases of answers, the case of the clients' packets, which
+    /// make the pairs the answers hit.
+    pub fn opened_by(self) -> Option<Case> {
+        match self {
+            Case::FloatingIpOut => Some(Case::FloatingIpIn),
+            Case::CrossVrfOut => Some(Case::CrossVrfIn),
+            _ => None,
+        }
     }
 
     /// The vif the case's frames come in on.
     pub fn in_vif(self) -> u32 {
         match self {
-            Case::DecapMplsoudp | Case::DecapMplsogre | Case::FloatingIpIn => FABRIC,
+            Case::DecapMplsoudp | Case::DecapMplsogre | Case::FloatingIpIn | Case::CrossVrfIn => FABRIC,
             Case::FloatingIpOut => A2,
+            Case::CrossVrfOut => G1,
             _ => A1,
         }
     }
@@ -129,6 +171,13 @@ pub const PUBLIC_VRF: u32 = 2;
 /// Pod a2's floating IP, in `PUBLIC_VRF` (the article's nginx address).
 pub const FLOATING_IP: Ipv4Addr = Ipv4Addr::new(185, 22, 97, 188);
 const LABEL_PUBLIC: u32 = 18;
+/// Network green of the cross-VRF cases.
+pub const GREEN_VRF: u32 = 3;
+/// Green's pod g1's vif.
+pub const G1: u32 = 3;
+/// g1's address.
+pub const G1_IP: Ipv4Addr = Ipv4Addr::new(10, 3, 0, 2);
+const NH_TO_G1: u32 = 2;
 /// Service addresses in `ServiceMix`: 10.96.0.0 onwards, Kubernetes'
 /// default service range, as many as a mid-sized cluster has.
 pub const SERVICES: u32 = 256;
@@ -390,6 +439,14 @@ fn worker_packets(
                     let a2_l2 = L2 { src: mac(2), dst: router };
                     packet(a2_l2, Ipv4Addr::new(10, 1, 0, 3), client(i), dport, sport)
                 }
+                Case::CrossVrfIn => {
+                    let inner = packet(a1_l2, client(i), G1_IP, sport, dport);
+                    tunnelled(build::Tunnel::Udp(6635), LABEL_VRF, i, &inner[14..])
+                }
+                Case::CrossVrfOut => {
+                    let g1_l2 = L2 { src: mac(G1 as u8), dst: router };
+                    packet(g1_l2, G1_IP, client(i), dport, sport)
+                }
             }
         })
         .collect()
@@ -401,7 +458,9 @@ pub fn bulk_target(case: Case) -> RouteTarget {
         Case::LocalForward | Case::DecapMplsoudp | Case::DecapMplsogre | Case::FloatingIpIn => {
             RouteTarget { nh: NH_TO_A2, label: RouteTarget::NO_LABEL }
         }
-        Case::EncapMplsoudp | Case::ServiceMix | Case::FloatingIpOut => RouteTarget { nh: NH_UDP, label: 16 },
+        Case::EncapMplsoudp | Case::ServiceMix | Case::FloatingIpOut | Case::CrossVrfIn | Case::CrossVrfOut => {
+            RouteTarget { nh: NH_UDP, label: 16 }
+        }
         Case::EncapMplsogre => RouteTarget { nh: NH_GRE, label: 16 },
         Case::EncapMplsoudpEcmp => RouteTarget { nh: NH_ECMP, label: RouteTarget::NO_LABEL },
     }
@@ -409,10 +468,13 @@ pub fn bulk_target(case: Case) -> RouteTarget {
 
 /// The routes a case has besides its bulk routes: `ServiceMix`'s service
 /// addresses, each a /32 to the ECMP composite; the floating-IP cases'
-/// public VRF.
+/// public VRF; the cross-VRF cases' network green.
 fn case_routes(case: Case) -> Vec<Op> {
     if case.floating() {
         return public_vrf_ops();
+    }
+    if case.cross_vrf() {
+        return green_vrf_ops();
     }
     if case != Case::ServiceMix {
         return Vec::new();
@@ -446,6 +508,37 @@ fn public_vrf_ops() -> Vec<Op> {
         route("0.0.0.0/0", RouteTarget { nh: NH_UDP, label: 16 }),
     ]
 }
+
+/// The cross-VRF cases' network green: pod g1, its route in green, the
+/// route VRF 1 imports from green to it, and the default route green
+/// imports from VRF 1, each keeping its network, as a policy between two
+/// networks leaks their routes both ways: green's policy then knows the
+/// clients for VRF 1's. g1's answers are still routed back in VRF 1, by
+/// their pairs.
+fn green_vrf_ops() -> Vec<Op> {
+    let router = PipelineConfig::default().router_mac;
+    let mut g1 = Vif::new(G1, "veth-g1", VifKind::Virtual, GREEN_VRF, mac(G1 as u8));
+    g1.ipv4 = Some(G1_IP);
+    let to_g1 = RouteTarget { nh: NH_TO_G1, label: RouteTarget::NO_LABEL };
+    let prefix = Prefix::new(IpAddr::V4(G1_IP), 32).expect("a host route");
+    vec![
+        Op::Add(Object::Vrf(VrfSpec { id: GREEN_VRF, name: "green".into(), gateway_v4: None, gateway_v6: None })),
+        Op::Add(Object::Vif(g1)),
+        Op::Add(Object::NextHop(NH_TO_G1, NextHop::Encap { oif: G1, smac: router, dmac: mac(G1 as u8) })),
+        Op::Add(Object::Route(RouteSpec { network: None, vrf: GREEN_VRF, prefix, target: to_g1 })),
+        Op::Add(Object::Route(RouteSpec { network: Some(GREEN_VRF), vrf: VRF, prefix, target: to_g1 })),
+        Op::Add(Object::Route(RouteSpec {
+            network: Some(VRF),
+            vrf: GREEN_VRF,
+            prefix: "0.0.0.0/0".parse().expect("literal prefix"),
+            target: RouteTarget { nh: NH_UDP, label: GREEN_DEFAULT_LABEL },
+        })),
+    ]
+}
+
+/// The label of green's default route, which g1's answers do not take:
+/// their pairs route them in VRF 1, whose routes label 16.
+const GREEN_DEFAULT_LABEL: u32 = 19;
 
 /// The seed of a bench's frames.
 const FRAME_SEED: u64 = 0x5eed_f10e;
@@ -520,9 +613,10 @@ pub struct BenchParams {
     pub flow_table: bool,
 }
 
-/// A 100-rule policy for network `vrf`: 99 rules that miss (other
-/// networks' prefixes and ports) and a last one that allows.
-pub fn policy_100(vrf: u32) -> crate::flow::Policy {
+/// A 100-rule policy: 99 rules that miss (other networks' prefixes and
+/// ports) and a last one that allows what comes from network `from` (a
+/// network's own, in most cases).
+pub fn policy_100(from: u32) -> crate::flow::Policy {
     use crate::flow::{Endpoint, Policy, PolicyAction, PortRange, Rule};
     let mut rules: Vec<Rule> = (0..99u32)
         .map(|i| Rule {
@@ -535,7 +629,7 @@ pub fn policy_100(vrf: u32) -> crate::flow::Policy {
         })
         .collect();
     rules.push(Rule {
-        src: Endpoint::Network(vrf),
+        src: Endpoint::Network(from),
         dst: Endpoint::Any,
         proto: None,
         sport: PortRange::ANY,
@@ -575,12 +669,16 @@ impl Bench {
         writer.apply(&case_routes(case)).expect("the case's routes are valid");
         let mut flows = None;
         if p.flow_policy {
-            use crate::tables::{Object, Op};
             let vrfs: Vec<u32> = handle.load().vrfs().map(|v| v.id).collect();
-            let ops: Vec<Op> = vrfs.iter().map(|&v| Op::Add(Object::Policy(v, policy_100(v)))).collect();
+            // Green takes what VRF 1's clients send its pod.
+            let from = |v| if v == GREEN_VRF { VRF } else { v };
+            let ops: Vec<Op> = vrfs.iter().map(|&v| Op::Add(Object::Policy(v, policy_100(from(v))))).collect();
             writer.apply(&ops).expect("a valid policy");
+        } else if case.cross_vrf() {
+            let allow = |v| Op::Add(Object::Policy(v, crate::flow::Policy::allow_all()));
+            writer.apply(&[allow(VRF), allow(GREEN_VRF)]).expect("a valid policy");
         }
-        if p.flow_policy || p.flow_table || case.floating() {
+        if p.flow_policy || p.flow_table || case.needs_flows() {
             let cfg = crate::flow::FlowConfig {
                 // Room for two workers' flows (--threads 2) at half load.
                 capacity: (p.flows * 4).max(1024),
@@ -671,15 +769,13 @@ impl Bench {
         self.batch.iter().filter(|f| f.verdict == want).count()
     }
 
-    /// For `FloatingIpOut`, worker `worker`'s clients' packets to the
-    /// floating IP, once each: the pod's answers then hit the pairs they
-    /// made, as they do in a service's life.
+    /// For the cases of answers (`Case::opened_by`), worker `worker`'s
+    /// clients' packets, once each: the pod's answers then hit the pairs
+    /// they made, as they do in a service's life.
     fn let_clients_open(&mut self, worker: u16) {
-        if self.case != Case::FloatingIpOut {
-            return;
-        }
+        let Some(clients) = self.case.opened_by() else { return };
         let p = self.params;
-        let list = worker_frames(Case::FloatingIpIn, &self.v4, p.flows.max(1), p.frame_len, FRAME_SEED, worker);
+        let list = worker_frames(clients, &self.v4, p.flows.max(1), p.frame_len, FRAME_SEED, worker);
         let mut batch = buffers(self.batch.len(), FABRIC);
         let tables = self.handle.load();
         for chunk in list.chunks(batch.len()) {
@@ -1107,6 +1203,29 @@ mod tests {
             // Outer Ethernet, IPv4, UDP and MPLS, then the inner source.
             assert_eq!(answers.frame(0)[46 + 12..46 + 16], FLOATING_IP.octets(), "SNATed back");
             assert_eq!(answers.flows.as_ref().map(|f| f.len()), Some(100), "one pair a client");
+        }
+    }
+
+    /// The cross-VRF cases measure what they say: the clients' packets
+    /// reach g1 in green, and g1's answers leave by VRF 1's route (label
+    /// 16), not green's (`GREEN_DEFAULT_LABEL`), on the pairs the clients
+    /// made, whose reverse entries live in green; on both paths alike.
+    #[test]
+    fn the_cross_vrf_cases_route_the_answers_back_by_their_pairs() {
+        let p = BenchParams { v4_routes: 1000, v6_routes: 10, flows: 100, batch: 32, ..BenchParams::default() };
+        for (fast_path, flow_policy) in [(true, false), (false, false), (true, true)] {
+            let p = BenchParams { fast_path, flow_policy, ..p };
+            let mut inbound = Bench::new(Case::CrossVrfIn, p);
+            inbound.warm_up();
+            assert_eq!(inbound.run_batch(), 32, "to g1");
+            let mut answers = Bench::new(Case::CrossVrfOut, p);
+            assert_eq!(answers.run_batch(), 32);
+            // Outer Ethernet, IPv4 and UDP, then the MPLS label's 20 bits.
+            let label = u32::from_be_bytes(answers.frame(0)[42..46].try_into().expect("4 bytes")) >> 12;
+            assert_eq!(label, 16, "routed in VRF 1, not in green");
+            let entries = answers.flows.as_ref().expect("a flow table").dump(None, usize::MAX, 1000);
+            let back = entries.iter().filter(|e| e.key.vrf == GREEN_VRF && e.route_vrf == Some(VRF)).count();
+            assert_eq!((entries.len(), back), (200, 100), "one pair a client, its reverse entry in green");
         }
     }
 
