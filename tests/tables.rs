@@ -88,7 +88,9 @@ fn objects_in_use_cannot_be_deleted() {
 
 /// A route in another network names that network's VRF: the VRF stays
 /// while such a route does (replaced by one of its own VRF's, or removed,
-/// it lets go), and a route may not name a VRF that does not exist.
+/// it lets go), and a route may not name a VRF that does not exist. The
+/// network counts the routes others import from it (a failed batch
+/// leaves the count as it was).
 #[test]
 fn a_network_named_by_a_route_cannot_be_deleted() {
     let mut w = base();
@@ -96,12 +98,18 @@ fn a_network_named_by_a_route_cannot_be_deleted() {
         let target = RouteTarget { nh: 1, label: RouteTarget::NO_LABEL };
         RouteSpec { vrf: 1, prefix: p.parse().unwrap(), target, network }
     };
+    let imported = |w: &TablesWriter| w.tables().vrf(2).map(|v| v.imported_elsewhere);
     let e = err(&mut w, &[Op::Add(Object::Route(in_net("10.2.0.0/16", Some(3))))]);
     assert_eq!(e.error, TableError::MissingReference { field: "network", what: "VRF", id: 3 });
     w.apply(&[vrf(2), Op::Add(Object::Route(in_net("10.2.0.0/16", Some(2))))]).unwrap();
+    assert_eq!(imported(&w), Some(1));
+    let e = err(&mut w, &[Op::Add(Object::Route(in_net("10.4.0.0/16", Some(2)))), route(1, "10.2.0.0/16", 1)]);
+    assert!(matches!(e.error, TableError::Exists { .. }));
+    assert_eq!(imported(&w), Some(1), "the failed batch counts nothing");
     let e = err(&mut w, &[Op::Delete(ObjectKey::Vrf(2))]);
     assert_eq!(e.error, TableError::InUse { what: "VRF", id: "2".into(), refs: 1 });
     w.apply(&[Op::Update(Object::Route(in_net("10.2.0.0/16", None)))]).unwrap();
+    assert_eq!(imported(&w), Some(0));
     w.apply(&[Op::Delete(ObjectKey::Vrf(2))]).unwrap();
     w.apply(&[vrf(2), Op::Add(Object::Route(in_net("10.3.0.0/16", Some(2))))]).unwrap();
     w.apply(&[Op::Delete(ObjectKey::Route(1, "10.3.0.0/16".parse().unwrap())), Op::Delete(ObjectKey::Vrf(2))]).unwrap();

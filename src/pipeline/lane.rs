@@ -3,9 +3,9 @@
 //! frame's destination or flow probe. From a pod it takes plain IPv4 that
 //! the fast path handles (`fast::classify`, `fast::finish`); from the
 //! fabric, the same inside MPLS over UDP or GRE. Untracked, or a hit on a
-//! flow that only forwards (and, routed, remembers its route), or, from a
-//! pod with floating IPs or in a VRF that has them, a hit on a flow that
-//! forwards with a NAT rewrite, into another VRF perhaps (`translated`).
+//! flow that only forwards (and, routed, remembers its route), or a hit
+//! on a flow that forwards with a NAT rewrite or into another VRF (a
+//! floating IP's, or an answer to a pod of another network: `translated`).
 //! Every other frame is left as it came, for the general vector
 //! (`process_vector`) to take afterwards from the start, so the lane needs
 //! no fallback of its own.
@@ -86,9 +86,12 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
     let floating = !vif.floating.is_empty();
     let table = ctx.flows.filter(|_| floating || vrf.tracks_flows());
     let every_flow = floating || vrf.tracks_every_flow();
-    // Hits that may rewrite: a floating IP's answers, from its pod, or its
-    // clients' packets, in its VRF.
-    let translating = floating || vrf.floating_ips > 0;
+    // Hits that may rewrite or route in another VRF, whose slot's second
+    // line is fetched up front: a floating IP's answers, from its pod, or
+    // its clients' packets, in its VRF; the answers of a network that
+    // others import, to their pods on this node. (Any hit may be one: a
+    // route without its network, for one. Then its line comes cold.)
+    let translating = floating || vrf.floating_ips > 0 || vrf.imported_elsewhere > 0;
     let hint_complete = vrf.ecmp_blocks.is_complete();
     let own = vif.ipv4.filter(|_| vif.flags.source_check);
 
@@ -199,16 +202,16 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
         }
         // A hit on a flow that only forwards, whose route is remembered in
         // this table version (and, where only ECMP routes track flows,
-        // still leads to a composite: `fast::finish` checks); in a VRF with
-        // floating IPs, else one on a flow that rewrites (asked second: a
-        // plain hit is the cheaper read, and most of such a VRF's, a pod
-        // network with a service's ports, are plain); anything else is
-        // the general path's.
+        // still leads to a composite: `fast::finish` checks); else one on
+        // a flow that rewrites or routes in another VRF (asked second: a
+        // plain hit is the cheaper read, and most hits are plain, even in
+        // a pod network with a service's ports); anything else is the
+        // general path's.
         let settled = flow::settled(ctx, vrf, &probes[i]);
         let target = settled.and_then(|s| vrf.v4.recall(s.route.route()).flatten());
         let done = match target {
             Some(target) => deliver(ctx, f, came[i], vrf, target, settled, None, &mut rx),
-            None if translating && settled.is_none() => translated(ctx, f, came[i], vrf, &probes[i], None, &mut rx),
+            None if settled.is_none() => translated(ctx, f, came[i], vrf, &probes[i], None, &mut rx),
             None => false,
         };
         if !done {
@@ -262,10 +265,10 @@ fn deliver<B: AsRef<[u8]> + AsMut<[u8]>>(
     true
 }
 
-/// Pass three for a hit from a pod with floating IPs, or in a VRF that
-/// has them (`flow::translated`): the flow's entry forwards, perhaps with
-/// a NAT rewrite, perhaps into another VRF to route in (a floating IP's
-/// answers, routed in its public VRF). `pod` is the next hop a tunnel's
+/// Pass three for a hit that is not plain (`flow::translated`): the
+/// flow's entry forwards, perhaps with a NAT rewrite, perhaps into another
+/// VRF to route in (a floating IP's answers, routed in its public VRF; a
+/// pod's answers to a pod of another network, routed in that network). `pod` is the next hop a tunnel's
 /// label named, if it named a pod's. The route is the one the entry
 /// remembers in the VRF it routes in, or looked up now and remembered:
 /// no vector-wide lookup knew which VRF to look in. False, with nothing

@@ -130,6 +130,12 @@ pub struct Vrf {
     /// Floating IPs that vifs hold in this VRF. While there are any, flows
     /// are tracked here, even without a policy: they carry the NAT.
     pub floating_ips: u32,
+    /// Routes of this network that other VRFs hold (imports, which keep
+    /// their network). Where there are any, its pods may be reached from
+    /// those VRFs, and the reverse entries of such pairs, which route the
+    /// answers back there, live here: a hint for the fast path to fetch a
+    /// hit's whole slot, not for any decision.
+    pub imported_elsewhere: u32,
     /// Routes in this VRF (either family) to an ECMP composite, such as a
     /// service address. While there are any, flows are tracked here, even
     /// without a policy: a flow pins its member, so that a connection

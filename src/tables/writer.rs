@@ -741,6 +741,7 @@ impl TablesWriter {
                     policy_generation: 0,
                     policy_changed_at: 0,
                     floating_ips: 0,
+                    imported_elsewhere: 0,
                     ecmp_routes: 0,
                     ecmp_blocks: EcmpBlocks::default(),
                 }
@@ -1158,10 +1159,15 @@ fn covering<K: Family>(map: &AHashMap<(K, u8), RouteEntry>, key: K, len: u8) -> 
 }
 
 /// A route of `vrf` whose addresses are in another network refers to that
-/// network's VRF, which may not be removed while such routes name it.
+/// network's VRF, which may not be removed while such routes name it, and
+/// which counts it (`Vrf::imported_elsewhere`).
 fn bump_network(w: &mut Tables, vrf: VrfId, network: VrfId, up: bool) {
     if network != vrf {
         bump(&mut w.vrf_refs, network, up);
+        if let Some(n) = w.vrfs.get_mut(network as usize) {
+            let n = Arc::make_mut(n);
+            n.imported_elsewhere = if up { n.imported_elsewhere + 1 } else { n.imported_elsewhere.saturating_sub(1) };
+        }
     }
 }
 
