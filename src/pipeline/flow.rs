@@ -364,8 +364,8 @@ pub(super) fn settled<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, probe: &Probe) -> Option<F
 /// `settled`, for a hit that is not plain: its flow, if that flow's entry
 /// forwards, with the rewrite it makes and the VRF it routes in (a
 /// floating IP's NAT, its answers' public VRF; the network of the client
-/// a pod of another network answers). Judged as `on_hit` judges: the reverse entry of a pair
-/// across VRFs by its forward entry.
+/// a pod of another network answers). Judged as `on_hit` judges: the
+/// reverse entry of a pair across VRFs by its forward entry.
 #[inline]
 pub(super) fn translated<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, probe: &Probe) -> Option<(Forwarding, Translation)> {
     ctx.flows?.forward_translated(probe, vrf.policy_generations())

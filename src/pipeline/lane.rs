@@ -268,8 +268,8 @@ fn deliver<B: AsRef<[u8]> + AsMut<[u8]>>(
 /// Pass three for a hit that is not plain (`flow::translated`): the
 /// flow's entry forwards, perhaps with a NAT rewrite, perhaps into another
 /// VRF to route in (a floating IP's answers, routed in its public VRF; a
-/// pod's answers to a pod of another network, routed in that network). `pod` is the next hop a tunnel's
-/// label named, if it named a pod's. The route is the one the entry
+/// pod's answers to a pod of another network, routed in that network).
+/// `pod` is the next hop a tunnel's label named, if it named a pod's. The route is the one the entry
 /// remembers in the VRF it routes in, or looked up now and remembered:
 /// no vector-wide lookup knew which VRF to look in. False, with nothing
 /// changed, for the general path to take the frame: a new flow, a drop, a

@@ -15,10 +15,9 @@
 //! 10.3.0.2), which VRF 1 reaches by a route it imports from green (and
 //! green VRF 1's default route): remote clients of VRF 1 reach g1 by label
 //! 17, and g1's answers, looked up in green, are routed back in VRF 1 by
-//! their pairs. They always run with a
-//! flow table and a policy in both VRFs (one that allows all, unless
-//! `--flow-policy` gives each its 100 rules), since only a policy makes
-//! the pairs.
+//! their pairs. They always run with a flow table and a policy in both
+//! VRFs (one that allows all, unless `--flow-policy` gives each its 100
+//! rules), since only a policy makes the pairs.
 
 use super::build::{self, L2};
 use crate::pipeline::{Frame, Pipeline, PipelineConfig, Spill, Verdict};
@@ -63,8 +62,8 @@ pub enum Case {
     /// whose reverse entry lives in green.
     CrossVrfIn,
     /// g1's answers to those clients: looked up in green, routed back in
-    /// VRF 1 by their pairs, to the remote node over MPLS over UDP. Their pairs are made by the
-    /// clients' packets first (`Bench::new`).
+    /// VRF 1 by their pairs, to the remote node over MPLS over UDP. Their
+    /// pairs are made by the clients' packets first (`Bench::new`).
     CrossVrfOut,
 }
 
