@@ -740,6 +740,39 @@ fn answers_from_a_pod_of_another_vrf_route_back_in_any_vector() {
     assert_eq!(table.get(answers.slot, 0).unwrap().packets, 2, "both counted on the pair");
 }
 
+/// A pair that reaches a pod of another network on this node is judged by
+/// that network's policy too: it is decided again after that network's
+/// change, and keeps its decision after the change of another network the
+/// VRF's routes also reach, whose change moves the VRF's generation all
+/// the same (until `Vrf::reached_changes`, any such change decided every
+/// such pair again).
+#[test]
+fn a_pair_across_networks_is_decided_again_after_its_own_networks_change_alone() {
+    let (mut lab, table) = lab_with_flows();
+    lab.writer.apply(&green_pod_ops()).unwrap();
+    lab.writer
+        .apply(&[
+            route_in(BLUE, "10.5.0.2/32", NH_G1, NO, Some(GREEN)),
+            route_in(BLUE, "10.9.9.9/32", NH_R1, NO, Some(RED)),
+            Op::Add(Object::Policy(BLUE, Policy::allow_all())),
+            Op::Add(Object::Policy(GREEN, Policy::allow_all())),
+            Op::Add(Object::Policy(RED, Policy::allow_all())),
+        ])
+        .unwrap();
+    let to_g1 = || udp(1, a1_ip(), g1_ip(), 5000, 53);
+    let generation = |lab: &Lab| lab.handle.load().vrf(BLUE).unwrap().policy_generation;
+    assert_eq!(lab.run(A1, to_g1()).0, Verdict::Tx(G1));
+    let (before, redecided) = (generation(&lab), table.redecided());
+    let deny_all = Policy { rules: vec![], default: PolicyAction::Deny };
+    lab.writer.apply(&[Op::Update(Object::Policy(RED, deny_all.clone()))]).unwrap();
+    assert_ne!(generation(&lab), before, "blue reaches red's pod: red's change moves blue's generation");
+    assert_eq!(lab.run(A1, to_g1()).0, Verdict::Tx(G1));
+    assert_eq!(table.redecided(), redecided, "a pair to green's pod keeps its decision");
+    lab.writer.apply(&[Op::Update(Object::Policy(GREEN, deny_all))]).unwrap();
+    assert_eq!(lab.run(A1, to_g1()).0, Verdict::Drop(DropReason::FlowActionDrop), "green's change judges it");
+    assert_eq!(table.redecided(), redecided + 1);
+}
+
 /// A rule that names a network matches that network's addresses wherever
 /// they are: another network's pod on this node, whose route a VRF
 /// imports (the route keeps its network), and a remote pod, whose packets

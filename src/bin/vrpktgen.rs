@@ -167,8 +167,9 @@ enum Command {
         /// changed (each flow decided again). Not the floating-IP cases,
         /// whose pairs the public VRF's policy judges, nor cross_vrf_out,
         /// whose pairs its clients make. cross_vrf_in's pairs reach a pod
-        /// of another network, whose policy judges them too: any reached
-        /// network's change decides them again, the third pass's too.
+        /// of another network, whose policy judges them too; not the one
+        /// whose change the third pass follows, so they keep their
+        /// decisions there as well.
         #[arg(long, conflicts_with_all = ["flow_policy", "flow_table", "threads", "flow_setup"])]
         policy_change: bool,
         /// Workers side by side on the same tables, one per core: their

@@ -510,15 +510,20 @@ pub fn judgement(t: &Tables, table: &FlowTable, f: &FlowInfo) -> Option<Judgemen
 /// Whether a pair of `vrf` decided under `generation` must be decided
 /// again. Its VRF's generation moves with a change of the VRF's own policy
 /// and with one of another network's whose pods its routes reach
-/// (`TablesWriter::judge_again_reaching`, VRF by VRF). A pair that
-/// reaches no other network's pod (`reaches`) is judged by its own VRF's
-/// policy alone: unless that changed since, its decision stands, and only
-/// its stamp needs the new generation (`FlowTable::keep_decision`), once.
-/// The fast path's test for its entries is the same
-/// (`flow::table::PolicyGenerations::keeps`).
+/// (`TablesWriter::judge_again_reaching`, VRF by VRF). A pair is judged by
+/// its own VRF's policy and by that of the network whose pod it reaches
+/// (`reaches`), if any: unless one of those changed since, its decision
+/// stands, and only its stamp needs the new generation
+/// (`FlowTable::keep_decision`), once. (Until `Vrf::reached_changes`, a
+/// pair that reached another network's pod was decided again after any
+/// network's change.) The fast path's test for its entries of one VRF is
+/// the same (`flow::table::PolicyGenerations::keeps`); it leaves those
+/// that reach another network's to this one.
 fn stale(vrf: &Vrf, generation: u32, reaches: Option<&Vrf>) -> bool {
-    vrf.policy_generation != generation
-        && (reaches.is_some() || !vrf.policy_generations().own_unchanged_since(generation))
+    let now = vrf.policy_generation;
+    now != generation
+        && (!vrf.policy_generations().own_unchanged_since(generation)
+            || reaches.is_some_and(|r| vrf.reached_changes.changed_since(now, r.id, generation)))
 }
 
 /// The network of the pod a pair reaches on this node, where that is not

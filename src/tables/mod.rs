@@ -91,6 +91,43 @@ impl Default for Limits {
     }
 }
 
+/// The networks whose policy changes moved a VRF's generation
+/// (`Vrf::reached_changes`), newest last, each with the generation its last
+/// change moved the VRF's to. Bounded: past `ReachedChanges::MAX`, the
+/// oldest is forgotten, and a pair decided before the newest forgotten
+/// change is taken as changed for any network without an entry, as if
+/// every reached network had changed then.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReachedChanges {
+    changes: Vec<(VrfId, u32)>,
+    forgotten: Option<u32>,
+}
+
+impl ReachedChanges {
+    /// Networks remembered: a VRF's pairs reach few others' pods.
+    pub const MAX: usize = 16;
+
+    /// Notes that `network`'s change moved the generation to `at`.
+    pub fn record(&mut self, network: VrfId, at: u32) {
+        self.changes.retain(|&(n, _)| n != network);
+        self.changes.push((network, at));
+        if self.changes.len() > Self::MAX {
+            self.forgotten = Some(self.changes.remove(0).1);
+        }
+    }
+
+    /// Whether `network`'s policy changed after a decision made under
+    /// generation `decided`, the VRF's generation being `now` (generations
+    /// wrap: the later of two is fewer steps back from `now`).
+    pub fn changed_since(&self, now: u32, network: VrfId, decided: u32) -> bool {
+        let after = |at: u32| now.wrapping_sub(at) < now.wrapping_sub(decided);
+        match self.changes.iter().find(|&&(n, _)| n == network) {
+            Some(&(_, at)) => after(at),
+            None => self.forgotten.is_some_and(after),
+        }
+    }
+}
+
 /// A routing instance: one tenant's IPv4 and IPv6 tables.
 #[derive(Clone)]
 pub struct Vrf {
@@ -127,6 +164,11 @@ pub struct Vrf {
     /// its decision when another network's change moves the generation
     /// (`pipeline::flow::stale`).
     pub policy_changed_at: u32,
+    /// The other networks whose policy changes moved `policy_generation`,
+    /// each with the generation its last one moved it to: a pair that
+    /// reaches a pod of one of them is decided again only after that
+    /// network's own change, not after any other's (`pipeline::flow::stale`).
+    pub reached_changes: ReachedChanges,
     /// Floating IPs that vifs hold in this VRF. While there are any, flows
     /// are tracked here, even without a policy: they carry the NAT.
     pub floating_ips: u32,
@@ -319,5 +361,42 @@ impl Tables {
             ("nexthops", self.nexthops.len(), self.nexthops.capacity()),
             ("labels", self.labels.len(), self.labels.capacity()),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReachedChanges;
+
+    /// A network's change is after a decision made before it, and not after
+    /// one made at or after it, whatever other networks changed since and
+    /// across the generations' wrap; a network forgotten for room is taken
+    /// as changed after any decision older than its change, and a network
+    /// never recorded as unchanged.
+    #[test]
+    fn reached_changes_tell_which_network_changed_since_a_decision() {
+        for base in [0u32, u32::MAX - 3] {
+            let g = |n: u32| base.wrapping_add(n);
+            let mut r = ReachedChanges::default();
+            r.record(7, g(2));
+            r.record(8, g(3));
+            let now = g(3);
+            assert!(r.changed_since(now, 7, g(1)));
+            assert!(!r.changed_since(now, 7, g(2)), "decided under the generation the change moved to");
+            assert!(!r.changed_since(now, 7, g(3)));
+            assert!(r.changed_since(now, 8, g(2)));
+            assert!(!r.changed_since(now, 9, g(1)), "a network that never changed");
+            r.record(7, g(4));
+            assert!(r.changed_since(g(4), 7, g(3)), "its last change counts");
+        }
+        let mut r = ReachedChanges::default();
+        for n in 0..=ReachedChanges::MAX as u32 {
+            r.record(100 + n, n + 1);
+        }
+        let now = ReachedChanges::MAX as u32 + 1;
+        assert!(r.changed_since(now, 100, 0), "forgotten: taken as changed after an older decision");
+        assert!(r.changed_since(now, 5, 0), "so is any network without an entry");
+        assert!(!r.changed_since(now, 5, 1), "but not after a decision at the forgotten change");
+        assert!(!r.changed_since(now, 116, now), "the newest is remembered");
     }
 }

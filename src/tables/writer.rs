@@ -4,7 +4,10 @@
 use super::ecmp::MAX_MEMBERS;
 use super::ecmp_blocks::EcmpBlockIndex;
 use super::lpm::{Fib, FibKey};
-use super::{EcmpBlocks, Label, NextHop, NhId, RouteEntry, RouteTarget, Tables, Vif, VifIndex, VifKind, Vrf, VrfId};
+use super::{
+    EcmpBlocks, Label, NextHop, NhId, ReachedChanges, RouteEntry, RouteTarget, Tables, Vif, VifIndex, VifKind, Vrf,
+    VrfId,
+};
 use crate::wire::mpls;
 use ahash::AHashMap;
 use arc_swap::ArcSwap;
@@ -740,6 +743,7 @@ impl TablesWriter {
                     policy: None,
                     policy_generation: 0,
                     policy_changed_at: 0,
+                    reached_changes: ReachedChanges::default(),
                     floating_ips: 0,
                     imported_elsewhere: 0,
                     ecmp_routes: 0,
@@ -874,6 +878,11 @@ impl TablesWriter {
             if let Some(vrf) = w.vrfs.get_mut(id as usize) {
                 let vrf = Arc::make_mut(vrf);
                 vrf.policy_generation = vrf.policy_generation.wrapping_add(1);
+                // Every network changed in the batch, reached or not: a
+                // pair reaches one only if the VRF's routes did.
+                for &network in changed {
+                    vrf.reached_changes.record(network, vrf.policy_generation);
+                }
             }
         }
     }
