@@ -650,16 +650,6 @@ fn tunnelled_to_g1(frame: &[u8]) -> Vec<u8> {
     build::mpls_tunnel_frame(from_peer(), Encap::Udp(6635), peer(1), node_ip(), LABEL_G1, 64, 50000, &frame[14..])
 }
 
-/// Adds a route of `vrf`, in `network` (`None`: `vrf`'s own).
-fn route_in(vrf: u32, prefix: &str, nh: u32, label: u32, network: Option<u32>) -> Op {
-    Op::Add(Object::Route(RouteSpec {
-        vrf,
-        prefix: prefix.parse().unwrap(),
-        target: RouteTarget { nh, label },
-        network,
-    }))
-}
-
 /// A pod reaches a pod of another VRF on the same node (a route one
 /// network imports from the other), and each VRF's policy allows only what
 /// comes in: the answers pass, on the pair's reverse entry, which lives in

@@ -625,19 +625,11 @@ fn the_fast_path_matches_the_general_path_through_floating_ips() {
 fn the_fast_path_matches_the_general_path_across_networks() {
     use vrouter::tables::{Object, ObjectKey, Op, RouteSpec, RouteTarget};
     let mut lab = Lab::new();
-    let route = |vrf, p: &str, nh, network| {
-        Op::Add(Object::Route(RouteSpec {
-            network,
-            vrf,
-            prefix: p.parse().unwrap(),
-            target: RouteTarget { nh, label: RouteTarget::NO_LABEL },
-        }))
-    };
     lab.writer.apply(&green_pod_ops()).unwrap();
     lab.writer
         .apply(&[
-            route(BLUE, "10.5.0.2/32", NH_G1, Some(GREEN)),
-            route(GREEN, "10.5.0.2/32", NH_G1, None),
+            route_in(BLUE, "10.5.0.2/32", NH_G1, NO, Some(GREEN)),
+            route_in(GREEN, "10.5.0.2/32", NH_G1, NO, None),
             Op::Add(Object::Policy(BLUE, deny_udp_from(0, 4))),
             Op::Add(Object::Policy(GREEN, Policy::allow_all())),
         ])

@@ -371,7 +371,8 @@ fn main() -> ExitCode {
                 match Case::from_name(&case) {
                     Some(c) if measured(&c) => vec![c],
                     Some(_) => {
-                        eprintln!("vrpktgen: {case} is not measured that way: see --help for --flow-setup and --policy-change");
+                        let help = "see --help for --flow-setup and --policy-change";
+                        eprintln!("vrpktgen: {case} is not measured that way: {help}");
                         return ExitCode::from(2);
                     }
                     None => {

@@ -91,7 +91,7 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
     // its clients' packets, in its VRF; the answers of a network that
     // others import, to their pods on this node. (Any hit may be one: a
     // route without its network, for one. Then its line comes cold.)
-    let translating = floating || vrf.floating_ips > 0 || vrf.imported_elsewhere > 0;
+    let whole_slot = floating || vrf.floating_ips > 0 || vrf.imported_elsewhere > 0;
     let hint_complete = vrf.ecmp_blocks.is_complete();
     let own = vif.ipv4.filter(|_| vif.flags.source_check);
 
@@ -124,7 +124,7 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
             Some(table) => {
                 if flow::prefetch_fast(table, f, vrf, &mut probes[i]) {
                     probed |= 1 << i;
-                    if translating {
+                    if whole_slot {
                         probes[i].fetch_whole_slot();
                     }
                 }
@@ -269,9 +269,9 @@ fn deliver<B: AsRef<[u8]> + AsMut<[u8]>>(
 /// flow's entry forwards, perhaps with a NAT rewrite, perhaps into another
 /// VRF to route in (a floating IP's answers, routed in its public VRF; a
 /// pod's answers to a pod of another network, routed in that network).
-/// `pod` is the next hop a tunnel's label named, if it named a pod's. The route is the one the entry
-/// remembers in the VRF it routes in, or looked up now and remembered:
-/// no vector-wide lookup knew which VRF to look in. False, with nothing
+/// `pod` is the next hop a tunnel's label named, if it named a pod's. The
+/// route is the one the entry remembers in the VRF it routes in, or looked
+/// up now and remembered: no vector-wide lookup knew which VRF to look in. False, with nothing
 /// changed, for the general path to take the frame: a new flow, a drop, a
 /// decision to make again, an ECMP member to pin again.
 #[inline(never)]

@@ -558,7 +558,9 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
                     // frame was classified, not parsed: its flow's key
                     // needs the whole header.
                     (Some(v), None) if ctx.flows.is_some() && (!fast[i] || v.tracks_flows()) => {
-                        match if fast[i] { forward::parse_ip_into(f.data(), false, &mut p.info) } else { Ok(()) } {
+                        let parsed =
+                            if fast[i] { forward::parse_ip_into(f.data(), false, &mut p.info) } else { Ok(()) };
+                        match parsed {
                             Ok(()) => forward::unrouted(ctx, f, v, &p.info, p.origin, probe_of(i)),
                             Err(r) => Verdict::Drop(r),
                         }

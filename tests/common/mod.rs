@@ -167,11 +167,16 @@ pub fn from_peer() -> L2 {
 }
 
 fn route(vrf: u32, p: &str, nh: u32, label: u32) -> Op {
+    route_in(vrf, p, nh, label, None)
+}
+
+/// Adds a route of `vrf`, in `network` (`None`: `vrf`'s own).
+pub fn route_in(vrf: u32, prefix: &str, nh: u32, label: u32, network: Option<u32>) -> Op {
     Op::Add(Object::Route(RouteSpec {
-        network: None,
         vrf,
-        prefix: p.parse().unwrap(),
+        prefix: prefix.parse().unwrap(),
         target: RouteTarget { nh, label },
+        network,
     }))
 }
 
