@@ -172,6 +172,14 @@ enum Command {
         /// decisions there as well.
         #[arg(long, conflicts_with_all = ["flow_policy", "flow_table", "threads", "flow_setup"])]
         policy_change: bool,
+        /// Measure what a route change costs the flows it does not move
+        /// instead: --flows flows set up under a 100-rule policy, passed
+        /// over once as hits (the baseline of the same run), once after a
+        /// pod's /32 was added to the VRF they route in (a pod on another
+        /// node), and once after it was deleted; with the frames of each
+        /// pass that the fast lane left to the general path.
+        #[arg(long, conflicts_with_all = ["flow_policy", "flow_table", "threads", "flow_setup", "policy_change"])]
+        route_change: bool,
         /// Workers side by side on the same tables, one per core: their
         /// Mpps add up (1 to 64).
         #[arg(long, default_value_t = 1)]
@@ -333,6 +341,55 @@ fn policy_changes(cases: &[Case], params: BenchParams, json: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `vrpktgen pipeline --route-change`: per case, ns per packet of a pass
+/// over every flow after a route was added and after it was deleted,
+/// against hits in the same run, and the frames of each pass that took the
+/// general path.
+fn route_changes(cases: &[Case], params: BenchParams, json: bool) -> ExitCode {
+    if !json {
+        println!(
+            "{:<22} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            "case", "hit ns", "general", "added ns", "general", "deleted ns", "general", "added/hit"
+        );
+    }
+    let mut failed = false;
+    for &c in cases {
+        let r = vrouter::pktgen::scenario::measure_route_change(c, params);
+        let (hit, added, deleted) =
+            (r.hit.ns_per_packet(), r.after_add.ns_per_packet(), r.after_delete.ns_per_packet());
+        failed |= [r.hit, r.after_add, r.after_delete].iter().any(|p| p.ok != p.packets);
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "case": c.name(), "flows": params.flows, "hit_ns_per_packet": hit,
+                    "general_hit": r.general_hit, "after_add_ns_per_packet": added,
+                    "general_after_add": r.general_after_add, "after_delete_ns_per_packet": deleted,
+                    "general_after_delete": r.general_after_delete,
+                    "batch": params.batch, "routes_v4": params.v4_routes,
+                })
+            );
+        } else {
+            println!(
+                "{:<22} {:>10.1} {:>10} {:>10.1} {:>10} {:>10.1} {:>10} {:>10.2}",
+                c.name(),
+                hit,
+                r.general_hit,
+                added,
+                r.general_after_add,
+                deleted,
+                r.general_after_delete,
+                added / hit
+            );
+        }
+    }
+    if failed {
+        eprintln!("vrpktgen: some frames were not forwarded");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -350,6 +407,7 @@ fn main() -> ExitCode {
             flow_setup,
             syn,
             policy_change,
+            route_change,
             threads,
             json,
         } => {
@@ -400,6 +458,9 @@ fn main() -> ExitCode {
             }
             if policy_change {
                 return policy_changes(&cases, params, json);
+            }
+            if route_change {
+                return route_changes(&cases, params, json);
             }
             if !json {
                 println!("{:<22} {:>10} {:>10} {:>12} {:>10}", "case", "Mpps", "ns/pkt", "packets", "ok");

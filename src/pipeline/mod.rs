@@ -116,6 +116,8 @@ pub struct Pipeline {
     scratch: Box<Scratch>,
     /// Fragments waiting for their datagram's first.
     hold: hold::FragmentHold,
+    /// Frames the fast lane left to the general vector (`general_frames`).
+    general: u64,
 }
 
 /// A vector's per-frame state between its stages.
@@ -187,6 +189,7 @@ impl Pipeline {
             sweep_owed: 0,
             scratch: Box::new(Scratch { pending: [Pending::EMPTY; VECTOR], probes: [Probe::UNUSED; VECTOR] }),
             hold: hold::FragmentHold::new(),
+            general: 0,
         }
     }
 
@@ -216,6 +219,15 @@ impl Pipeline {
     /// This worker's counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// Frames the fast lane left to the general vector, since the start:
+    /// those it may not take (a SYN, ARP, a new flow, a drop) and those it
+    /// gave back (a flow whose decision is to be made again). A measure of
+    /// how much of the traffic takes the slow way, not a counter of the
+    /// data path's: `Stats` are the same whichever way a frame went.
+    pub fn general_frames(&self) -> u64 {
+        self.general
     }
 
     /// The configuration.
@@ -270,6 +282,7 @@ impl Pipeline {
             }
             let mut from = [0u8; VECTOR];
             let k = if left == lane::all(vector.len()) { vector.len() } else { gather(vector, left, &mut from) };
+            self.general += k as u64;
             process_vector(&mut ctx, &mut vector[..k], &mut self.scratch, watch);
             if k < vector.len() {
                 scatter(vector, &from[..k]);

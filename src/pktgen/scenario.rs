@@ -22,8 +22,8 @@
 use super::build::{self, L2};
 use crate::pipeline::{Frame, Pipeline, PipelineConfig, Spill, Verdict};
 use crate::tables::{
-    EcmpGroup, Limits, NextHop, Object, Op, Prefix, RouteSpec, RouteTarget, Tables, TablesHandle, TablesWriter, Tunnel,
-    TunnelEncap, Vif, VifKind, VrfSpec,
+    EcmpGroup, Limits, NextHop, Object, ObjectKey, Op, Prefix, RouteSpec, RouteTarget, Tables, TablesHandle,
+    TablesWriter, Tunnel, TunnelEncap, Vif, VifKind, VrfSpec,
 };
 use crate::wire::MacAddr;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -1033,6 +1033,58 @@ pub fn measure_policy_change(case: Case, p: BenchParams) -> PolicyChangeReport {
     b.apply(&[Op::Update(Object::Policy(VRF, policy_100(VRF)))]);
     let (after_own, redecided_own) = over_every_flow(&mut b);
     PolicyChangeReport { hit, after_other, redecided_other, after_reached, redecided_reached, after_own, redecided_own }
+}
+
+/// What `measure_route_change` measured: passes over the same flows, and
+/// how many of each pass's frames the fast lane left to the general path
+/// (`Pipeline::general_frames`).
+#[derive(Debug, Clone, Copy)]
+pub struct RouteChangeReport {
+    /// Hits, with no route change: the baseline of the same run.
+    pub hit: Report,
+    /// Frames of that pass the general path took.
+    pub general_hit: u64,
+    /// The first pass after a pod's route was added to the VRF the flows
+    /// route in: a route none of them takes.
+    pub after_add: Report,
+    /// Frames of that pass the general path took.
+    pub general_after_add: u64,
+    /// The first pass after that route was deleted again.
+    pub after_delete: Report,
+    /// Frames of that pass the general path took.
+    pub general_after_delete: u64,
+}
+
+/// What a route change costs the flows it does not move, as pods come and
+/// go on other nodes (each a /32 added to, then deleted from, every node's
+/// VRF of its network): a VRF with a 100-rule policy and `p.flows` flows
+/// set up, passed over once as hits, once after a route was added to the
+/// VRF the flows route in, and once after it was deleted. A route change
+/// makes the VRF's table a new version, in which no flow's remembered
+/// route holds: each flow's next packet looks its route up again.
+pub fn measure_route_change(case: Case, p: BenchParams) -> RouteChangeReport {
+    let mut b = Bench::new(case, BenchParams { flow_policy: true, ..p });
+    let pass = b.params.flows.div_ceil(b.batch_len()) * b.batch_len();
+    let over_every_flow = |b: &mut Bench| {
+        b.next = 0;
+        let before = b.pipeline.general_frames();
+        let r = b.timed(pass as u64);
+        (r, b.pipeline.general_frames() - before)
+    };
+    over_every_flow(&mut b);
+    let (hit, general_hit) = over_every_flow(&mut b);
+    // A pod of the network on another node, or another floating IP.
+    let (vrf, pod) = match case.floating() {
+        true => (PUBLIC_VRF, Ipv4Addr::new(185, 22, 97, 189)),
+        false => (VRF, Ipv4Addr::new(10, 1, 254, 254)),
+    };
+    let prefix = Prefix::new(IpAddr::V4(pod), 32).expect("a host prefix is canonical");
+    let target = RouteTarget { nh: NH_UDP, label: 16 };
+    b.apply(&[Op::Add(Object::Route(RouteSpec { network: None, vrf, prefix, target }))]);
+    let (after_add, general_after_add) = over_every_flow(&mut b);
+    b.apply(&[Op::Delete(ObjectKey::Route(vrf, prefix))]);
+    let (after_delete, general_after_delete) = over_every_flow(&mut b);
+    RouteChangeReport { hit, general_hit, after_add, general_after_add, after_delete, general_after_delete }
 }
 
 /// Network `vrf` with one pod on this node, vif `vif` at `addr`, its next
