@@ -190,6 +190,7 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
             _ => left |= give_back(f, i),
         }
     }
+    let mut stale = 0u32;
     for i in lanes(probed) {
         let f = &mut frames[i];
         // A pod with floating IPs: most of its hits are its answers, which
@@ -207,16 +208,24 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
         // plain hit is the cheaper read, and most hits are plain, even in
         // a pod network with a service's ports); anything else is the
         // general path's.
+        // A hit whose route is remembered in an older table version (a
+        // route of the VRF changed since) is looked up again below.
         let settled = flow::settled(ctx, vrf, &probes[i]);
-        let target = settled.and_then(|s| vrf.v4.recall(s.route.route()).flatten());
-        let done = match target {
-            Some(target) => deliver(ctx, f, came[i], vrf, target, settled, None, &mut rx),
-            None if settled.is_none() => translated(ctx, f, came[i], vrf, &probes[i], None, &mut rx),
-            None => false,
+        let done = match settled.map(|s| vrf.v4.recall(s.route.route())) {
+            Some(Some(Some(target))) => deliver(ctx, f, came[i], vrf, target, settled, None, &mut rx),
+            Some(None) => {
+                stale |= 1 << i;
+                continue;
+            }
+            None => translated(ctx, f, came[i], vrf, &probes[i], None, &mut rx),
+            Some(Some(None)) => false,
         };
         if !done {
             left |= give_back(f, i);
         }
+    }
+    if stale != 0 {
+        left |= routed_again(ctx, frames, &came, vrf, probes, stale, &mut rx);
     }
     rx.count(ctx.stats, first);
     watch.mark(Stage::Rewrite);
@@ -265,6 +274,97 @@ fn deliver<B: AsRef<[u8]> + AsMut<[u8]>>(
     true
 }
 
+/// Pass three for the plain hits (`stale`) whose flows remember their
+/// routes in an older version of the VRF's table: their routes, looked up
+/// again together and remembered, for the flows' next packets. Any route
+/// change in the VRF (a pod come or gone on another node) makes its table
+/// a new version. Left to the general path, every active flow of the VRF
+/// took it once after each change: 1.6-3.1x a hit's time for that packet
+/// (`vrpktgen pipeline --case all --route-change`). Answers with the
+/// frames it gave back, as they came.
+#[inline(never)]
+fn routed_again<B: AsRef<[u8]> + AsMut<[u8]>>(
+    ctx: &mut Ctx<'_, B>,
+    frames: &mut [Frame<B>],
+    came: &[u32; VECTOR],
+    vrf: &Vrf,
+    probes: &[Probe; VECTOR],
+    stale: u32,
+    rx: &mut Received,
+) -> u32 {
+    let Some(table) = ctx.flows else { return stale };
+    let mut left = stale;
+    // Where no change since covered its destination, its route holds;
+    // the others are looked up together.
+    let mut keys = [0u32; VECTOR];
+    let mut at = [0u8; VECTOR];
+    let mut n = 0;
+    for i in lanes(stale) {
+        // Classified, so its head is whole.
+        let (Some(settled), Some(h)) = (flow::settled(ctx, vrf, &probes[i]), fast::head(&frames[i])) else {
+            continue;
+        };
+        let dst = u32::from_be_bytes([h[30], h[31], h[32], h[33]]);
+        match vrf.v4.carried_over(settled.route.route(), dst) {
+            Some(route) => {
+                if take(ctx, table, &mut frames[i], came[i], vrf, settled, route, rx) {
+                    left &= !(1 << i);
+                }
+            }
+            None => {
+                keys[n] = dst;
+                at[n] = i as u8;
+                n += 1;
+            }
+        }
+    }
+    let mut routes = [Route { version: 0, leaf: 0 }; VECTOR];
+    let fibs: [&Fib<u32>; VECTOR] = [&vrf.v4; VECTOR];
+    Fib::lookup_batch_routes(&fibs[..n], &keys[..n], &mut routes[..n]);
+    for j in 0..n {
+        let i = usize::from(at[j]);
+        let Some(settled) = flow::settled(ctx, vrf, &probes[i]) else { continue };
+        if take(ctx, table, &mut frames[i], came[i], vrf, settled, routes[j], rx) {
+            left &= !(1 << i);
+        }
+    }
+    for i in lanes(left) {
+        frames[i].set_len(came[i] as usize);
+    }
+    left
+}
+
+/// `routed_again` for one frame: its flow (`settled`) remembers `route`,
+/// of the table's current version, and the frame goes where it leads.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // `deliver`'s, and the route.
+fn take<B: AsRef<[u8]> + AsMut<[u8]>>(
+    ctx: &mut Ctx<'_, B>,
+    table: &crate::flow::FlowTable,
+    f: &mut Frame<B>,
+    came: u32,
+    vrf: &Vrf,
+    settled: Forwarding,
+    route: Route,
+    rx: &mut Received,
+) -> bool {
+    table.remember_route(&settled, route);
+    vrf.v4.target(route).is_some_and(|target| deliver(ctx, f, came, vrf, target, Some(settled), None, rx))
+}
+
+/// The route of `dst` in `vrf`, looked up for a hit (`settled`) whose
+/// flow remembers it in an older version of the table, and remembered
+/// again: the fabric lane's `routed_again`, a frame at a time. Out of line:
+/// it is the rare way.
+#[inline(never)]
+fn route_again<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, settled: &Forwarding, dst: u32) -> Option<RouteTarget> {
+    let route = vrf.v4.route_again(settled.route.route(), dst);
+    if let Some(table) = ctx.flows {
+        table.remember_route(settled, route);
+    }
+    vrf.v4.target(route)
+}
+
 /// Pass three for a hit that is not plain (`flow::translated`): the
 /// flow's entry forwards, perhaps with a NAT rewrite, perhaps into another
 /// VRF to route in (a floating IP's answers, routed in its public VRF; a
@@ -299,7 +399,7 @@ fn translated<B: AsRef<[u8]> + AsMut<[u8]>>(
             // the pod again, for a hairpin's answers); otherwise as it came.
             let came_to = u32::from_be_bytes([h[30], h[31], h[32], h[33]]);
             let dst = tr.nat.dst.filter(|_| tr.route_vrf.is_some()).unwrap_or(came_to);
-            let route = routed_in.v4.lookup_route(dst);
+            let route = routed_in.v4.route_again(settled.route.route(), dst);
             if let Some(table) = ctx.flows {
                 table.remember_route(&settled, route);
             }
@@ -439,8 +539,12 @@ fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
             // route remembered in this table version. In a VRF with
             // floating IPs, else one on a flow that rewrites, whose target
             // comes with its rewrite once the tunnel is stripped.
+            // Its route remembered in an older version (a route of the
+            // VRF changed since), looked up again (`routed_again` says why).
             let settled = flow::settled(ctx, vrf, &probes[i]);
-            let target = settled.and_then(|s| pod.or_else(|| vrf.v4.recall(s.route.route()).flatten()));
+            let target = settled.and_then(|s| {
+                pod.or_else(|| vrf.v4.recall(s.route.route()).unwrap_or_else(|| route_again(ctx, vrf, &s, tun.dst)))
+            });
             match target {
                 Some(t) => Some(Carry::To(t, settled)),
                 None if settled.is_none() && vrf.floating_ips > 0 => Some(Carry::Translated),

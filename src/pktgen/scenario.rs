@@ -1296,6 +1296,22 @@ mod tests {
         }
     }
 
+    /// The route-change measurement forwards every frame of every pass,
+    /// and the fast lane takes every hit, after a route change too: a flow
+    /// whose remembered route is of an older table version is looked up
+    /// again in the lane, not left to the general path.
+    #[test]
+    fn after_a_route_change_the_fast_lane_still_takes_every_hit() {
+        let p = BenchParams { v4_routes: 1000, v6_routes: 10, flows: 500, batch: 32, ..BenchParams::default() };
+        for case in Case::ALL {
+            let r = measure_route_change(case, p);
+            let passes = [r.hit, r.after_add, r.after_delete];
+            assert!(passes.iter().all(|p| p.ok == p.packets && p.packets >= 500), "{}", case.name());
+            let general = (r.general_hit, r.general_after_add, r.general_after_delete);
+            assert_eq!(general, (0, 0, 0), "{}", case.name());
+        }
+    }
+
     /// The tables measurement loads what it says, and times policy changes
     /// and route batches (both run: a policy change that fails panics).
     #[test]

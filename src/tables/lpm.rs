@@ -122,7 +122,65 @@ pub struct Fib<K: FibKey> {
     /// in this process: what a flow that remembers its route (`Route`)
     /// checks its memory against.
     version: u32,
+    /// The last inserts' and removes' prefixes, for a route remembered in
+    /// an older version to be kept where none of them covers its key.
+    recent: RecentChanges<K>,
     _key: std::marker::PhantomData<K>,
+}
+
+/// Most changes a table remembers (`RecentChanges`). A route remembered
+/// before the oldest is looked up again, as before any was kept.
+pub const RECENT_CHANGES: usize = 16;
+
+/// The prefixes of a table's last changes, each with the version it made.
+/// A key's longest match depends only on the prefixes that cover the key,
+/// so a route looked up in an older version still holds in this one if no
+/// later change covered its key: the leaf it names stays interned for the
+/// prefix that still holds it. In a cluster where pods come and go on
+/// other nodes (a /32 added or deleted on every node each time), that
+/// spares every other flow its route lookup after each change.
+#[derive(Clone)]
+struct RecentChanges<K: FibKey> {
+    /// (version made, prefix, length), oldest at `next` once full.
+    changes: [(u32, K, u8); RECENT_CHANGES],
+    len: u8,
+    next: u8,
+    /// The oldest version from which every later change is kept.
+    since: u32,
+}
+
+impl<K: FibKey> RecentChanges<K> {
+    fn new(version: u32) -> Self {
+        RecentChanges { changes: [(0, K::zero(), 0); RECENT_CHANGES], len: 0, next: 0, since: version }
+    }
+
+    /// Notes that the change of `key/len` made `version`.
+    fn record(&mut self, version: u32, key: K, len: u8) {
+        let at = usize::from(self.next);
+        if usize::from(self.len) == RECENT_CHANGES {
+            // Forgotten: routes remembered before the oldest change kept.
+            self.since = self.changes[at].0;
+        } else {
+            self.len += 1;
+        }
+        self.changes[at] = (version, key, len);
+        self.next = ((at + 1) % RECENT_CHANGES) as u8;
+    }
+
+    /// True if no change kept after `version` covered `key`, and every
+    /// change since `version` is kept.
+    fn untouched_since(&self, version: u32, key: K) -> bool {
+        for k in 1..=usize::from(self.len) {
+            let (made, prefix, len) = self.changes[(usize::from(self.next) + RECENT_CHANGES - k) % RECENT_CHANGES];
+            if made == version {
+                return true;
+            }
+            if key.mask(len) == prefix {
+                return false;
+            }
+        }
+        version == self.since
+    }
 }
 
 /// Where a lookup ended: a leaf value of one table version, which names
@@ -162,6 +220,7 @@ impl<K: FibKey> Default for Fib<K> {
 impl<K: FibKey> Fib<K> {
     /// An empty table: one root node.
     pub fn new() -> Self {
+        let version = next_version();
         Fib {
             nodes: vec![Arc::new(Node { slots: [EMPTY; FANOUT], inherited: EMPTY })],
             free_nodes: Vec::new(),
@@ -171,7 +230,8 @@ impl<K: FibKey> Fib<K> {
             target_refs: Vec::new(),
             target_index: AHashMap::new(),
             free_targets: Vec::new(),
-            version: next_version(),
+            version,
+            recent: RecentChanges::new(version),
             _key: std::marker::PhantomData,
         }
     }
@@ -194,6 +254,22 @@ impl<K: FibKey> Fib<K> {
     #[inline(always)]
     pub fn recall(&self, route: Route) -> Option<Option<RouteTarget>> {
         (route.version == self.version).then(|| self.target_of(route.leaf))
+    }
+
+    /// `route`, looked up for `key` in an older version, made this
+    /// version's if no change since covered `key` (`RecentChanges`); else
+    /// `key` looked up again. Either way a route of this version, for the
+    /// caller to remember.
+    pub fn route_again(&self, route: Route, key: K) -> Route {
+        self.carried_over(route, key).unwrap_or_else(|| self.lookup_route(key))
+    }
+
+    /// `route`, looked up for `key` in an older version, made this
+    /// version's if no change since covered `key`: `route_again` without
+    /// the lookup, for a caller that batches those.
+    #[inline]
+    pub fn carried_over(&self, route: Route, key: K) -> Option<Route> {
+        self.recent.untouched_since(route.version, key).then_some(Route { version: self.version, ..route })
     }
 
     #[inline(always)]
@@ -437,6 +513,7 @@ impl<K: FibKey> Fib<K> {
     /// `old` if there was one. `key` has no bits set past `len`.
     pub(crate) fn insert(&mut self, key: K, len: u8, entry: RouteEntry, old: Option<RouteEntry>) {
         self.version = next_version();
+        self.recent.record(self.version, key, len);
         let value = self.intern(entry);
         if let Some(o) = old {
             let ov = self.value_of(o);
@@ -467,6 +544,7 @@ impl<K: FibKey> Fib<K> {
     /// prefix shorter than `len` that covers it, with its length, if any.
     pub(crate) fn remove(&mut self, key: K, len: u8, old: RouteEntry, replacement: Option<(u8, RouteEntry)>) {
         self.version = next_version();
+        self.recent.record(self.version, key, len);
         let (level, rel) = place(len);
         let mut path = [(0u32, 0usize); 16];
         let mut idx = 0u32;
@@ -589,6 +667,73 @@ mod tests {
         assert_eq!(after.map(|r| fib.recall(r)), [None, None]);
         assert_ne!(Fib::<u32>::new().version(), fib.version(), "nor another table's");
         assert_ne!(Fib::<u32>::new().version(), 0, "0 is no version");
+    }
+
+    /// A route remembered in an older version is carried over to the
+    /// current one while no change since covered its key, and only while
+    /// the table keeps every change since: else it is looked up again.
+    #[test]
+    fn a_remembered_route_holds_until_a_change_covers_its_key() {
+        let mut fib = Fib::<u32>::new();
+        let mut m = Model(BTreeMap::new());
+        apply_insert(&mut fib, &mut m, 0x0a00_0000, 8, t(2));
+        let (key, other) = (0x0a01_0203, 0x0b00_0001);
+        let (memo, none) = (fib.lookup_route(key), fib.lookup_route(other));
+        apply_insert(&mut fib, &mut m, 0x0a09_0000, 16, t(3));
+        let carried = fib.carried_over(memo, key).expect("10.9/16 does not cover 10.1.2.3");
+        assert_eq!((carried.version, fib.target(carried)), (fib.version(), Some(t(2))));
+        assert_eq!(fib.carried_over(none, other).map(|r| fib.target(r)), Some(None), "no route still");
+        apply_insert(&mut fib, &mut m, 0x0a01_0000, 16, t(4));
+        assert_eq!(fib.carried_over(memo, key), None, "10.1/16 covers it");
+        assert_eq!(fib.carried_over(carried, key), None, "from the version after 10.9/16 too");
+        assert_eq!(fib.target(fib.route_again(memo, key)), Some(t(4)), "looked up again");
+        let fresh = fib.lookup_route(key);
+        apply_remove(&mut fib, &mut m, 0x0a01_0000, 16);
+        assert_eq!(fib.carried_over(fresh, key), None, "a remove that covers it");
+        let fresh = fib.lookup_route(key);
+        for i in 0..RECENT_CHANGES as u32 {
+            apply_insert(&mut fib, &mut m, 0x0c00_0000 + (i << 8), 24, t(5));
+        }
+        assert!(fib.carried_over(fresh, key).is_some(), "every change since is kept");
+        apply_insert(&mut fib, &mut m, 0x0d00_0000, 24, t(5));
+        assert_eq!(fib.carried_over(fresh, key), None, "the first change after it is forgotten");
+        assert_eq!(fib.target(fib.route_again(fresh, key)), Some(t(2)));
+        assert_eq!(fib.carried_over(Route { version: 0, leaf: 0 }, key), None, "never looked up");
+        let elsewhere = Fib::<u32>::new().lookup_route(key);
+        assert_eq!(fib.carried_over(elsewhere, key), None, "another table's");
+    }
+
+    /// Under random churn, a route remembered any number of changes ago
+    /// and taken again (`route_again`) names what a lookup now finds.
+    #[test]
+    fn a_route_taken_again_matches_a_lookup_under_random_churn() {
+        let mut fib = Fib::<u32>::new();
+        let mut m = Model(BTreeMap::new());
+        let mut rng = Rng::new(0x5eed_0c4a);
+        let addr = |r: &mut Rng| ((r.next_u64() as u32) & 0x0f0f_0f0f) | 0x0a00_0000;
+        let keys: Vec<u32> = (0..64).map(|_| addr(&mut rng)).collect();
+        let mut memos: Vec<Route> = keys.iter().map(|&k| fib.lookup_route(k)).collect();
+        let mut carried = 0;
+        for round in 0..3000 {
+            let (a, len) = (addr(&mut rng), 8 + (rng.next_u64() % 25) as u8);
+            if rng.next_u64() % 3 == 0 {
+                apply_remove(&mut fib, &mut m, a, len);
+            } else {
+                apply_insert(&mut fib, &mut m, a, len, t((rng.next_u64() % 5) as u32 + 1));
+            }
+            // Some flows see a packet after this change; the others keep
+            // their memory for a later one.
+            for (memo, &key) in memos.iter_mut().zip(&keys) {
+                if rng.next_u64() % 4 != 0 {
+                    continue;
+                }
+                carried += usize::from(fib.carried_over(*memo, key).is_some());
+                *memo = fib.route_again(*memo, key);
+                assert_eq!(memo.version, fib.version());
+                assert_eq!(fib.target(*memo), m.lookup(key).map(|x| x.0), "round {round} key {key:#x}");
+            }
+        }
+        assert!(carried > 1000, "most changes cover few keys: {carried} carried over");
     }
 
     #[test]
