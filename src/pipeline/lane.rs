@@ -209,7 +209,7 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
         // a pod network with a service's ports); anything else is the
         // general path's.
         // A hit whose route is remembered in an older table version (a
-        // route of the VRF changed since) is looked up again below.
+        // route of the VRF changed since) is taken below (`routed_again`).
         let settled = flow::settled(ctx, vrf, &probes[i]);
         let done = match settled.map(|s| vrf.v4.recall(s.route.route())) {
             Some(Some(Some(target))) => deliver(ctx, f, came[i], vrf, target, settled, None, &mut rx),
@@ -275,11 +275,13 @@ fn deliver<B: AsRef<[u8]> + AsMut<[u8]>>(
 }
 
 /// Pass three for the plain hits (`stale`) whose flows remember their
-/// routes in an older version of the VRF's table: their routes, looked up
-/// again together and remembered, for the flows' next packets. Any route
-/// change in the VRF (a pod come or gone on another node) makes its table
-/// a new version. Left to the general path, every active flow of the VRF
-/// took it once after each change: 1.6-3.1x a hit's time for that packet
+/// routes in an older version of the VRF's table: each route carried over
+/// to the current version where no change since covered the destination
+/// (`Fib::carried_over`), the others looked up again together, and
+/// remembered for the flows' next packets. Any route change in the VRF (a
+/// pod come or gone on another node) makes its table a new version. Left
+/// to the general path, every active flow of the VRF took it once after
+/// each change: its pass cost 1.8-3.0x a hit pass, against 1.1-1.4x now
 /// (`vrpktgen pipeline --case all --route-change`). Answers with the
 /// frames it gave back, as they came.
 #[inline(never)]
@@ -352,10 +354,10 @@ fn take<B: AsRef<[u8]> + AsMut<[u8]>>(
     vrf.v4.target(route).is_some_and(|target| deliver(ctx, f, came, vrf, target, Some(settled), None, rx))
 }
 
-/// The route of `dst` in `vrf`, looked up for a hit (`settled`) whose
-/// flow remembers it in an older version of the table, and remembered
-/// again: the fabric lane's `routed_again`, a frame at a time. Out of line:
-/// it is the rare way.
+/// The route of `dst` in `vrf` for a hit (`settled`) whose flow remembers
+/// it in an older version of the table, carried over or looked up again
+/// (`Fib::route_again`), and remembered: the fabric lane's `routed_again`,
+/// a frame at a time. Out of line: it is the rare way.
 #[inline(never)]
 fn route_again<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, settled: &Forwarding, dst: u32) -> Option<RouteTarget> {
     let route = vrf.v4.route_again(settled.route.route(), dst);
@@ -540,7 +542,8 @@ fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
             // floating IPs, else one on a flow that rewrites, whose target
             // comes with its rewrite once the tunnel is stripped.
             // Its route remembered in an older version (a route of the
-            // VRF changed since), looked up again (`routed_again` says why).
+            // VRF changed since): carried over or looked up again
+            // (`route_again`; `routed_again` says why).
             let settled = flow::settled(ctx, vrf, &probes[i]);
             let target = settled.and_then(|s| {
                 pod.or_else(|| vrf.v4.recall(s.route.route()).unwrap_or_else(|| route_again(ctx, vrf, &s, tun.dst)))

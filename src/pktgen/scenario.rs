@@ -1060,8 +1060,9 @@ pub struct RouteChangeReport {
 /// VRF of its network): a VRF with a 100-rule policy and `p.flows` flows
 /// set up, passed over once as hits, once after a route was added to the
 /// VRF the flows route in, and once after it was deleted. A route change
-/// makes the VRF's table a new version, in which no flow's remembered
-/// route holds: each flow's next packet looks its route up again.
+/// makes the VRF's table a new version, which no flow's remembered route
+/// is of: each flow's next packet takes its route again, carried over
+/// where the change did not cover its destination (`Fib::route_again`).
 pub fn measure_route_change(case: Case, p: BenchParams) -> RouteChangeReport {
     let mut b = Bench::new(case, BenchParams { flow_policy: true, ..p });
     let pass = b.params.flows.div_ceil(b.batch_len()) * b.batch_len();
@@ -1074,9 +1075,10 @@ pub fn measure_route_change(case: Case, p: BenchParams) -> RouteChangeReport {
     over_every_flow(&mut b);
     let (hit, general_hit) = over_every_flow(&mut b);
     // A pod of the network on another node, or another floating IP.
-    let (vrf, pod) = match case.floating() {
-        true => (PUBLIC_VRF, Ipv4Addr::new(185, 22, 97, 189)),
-        false => (VRF, Ipv4Addr::new(10, 1, 254, 254)),
+    let (vrf, pod) = if case.floating() {
+        (PUBLIC_VRF, Ipv4Addr::new(185, 22, 97, 189))
+    } else {
+        (VRF, Ipv4Addr::new(10, 1, 254, 254))
     };
     let prefix = Prefix::new(IpAddr::V4(pod), 32).expect("a host prefix is canonical");
     let target = RouteTarget { nh: NH_UDP, label: 16 };
@@ -1298,8 +1300,8 @@ mod tests {
 
     /// The route-change measurement forwards every frame of every pass,
     /// and the fast lane takes every hit, after a route change too: a flow
-    /// whose remembered route is of an older table version is looked up
-    /// again in the lane, not left to the general path.
+    /// whose remembered route is of an older table version takes it again
+    /// in the lane, not on the general path.
     #[test]
     fn after_a_route_change_the_fast_lane_still_takes_every_hit() {
         let p = BenchParams { v4_routes: 1000, v6_routes: 10, flows: 500, batch: 32, ..BenchParams::default() };

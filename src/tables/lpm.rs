@@ -141,7 +141,8 @@ pub const RECENT_CHANGES: usize = 16;
 /// spares every other flow its route lookup after each change.
 #[derive(Clone)]
 struct RecentChanges<K: FibKey> {
-    /// (version made, prefix, length), oldest at `next` once full.
+    /// (the version the change made, its prefix, its length), the oldest
+    /// at `next` once full.
     changes: [(u32, K, u8); RECENT_CHANGES],
     len: u8,
     next: u8,
@@ -163,7 +164,7 @@ impl<K: FibKey> RecentChanges<K> {
         } else {
             self.len += 1;
         }
-        self.changes[at] = (version, key, len);
+        self.changes[at] = (version, key.mask(len), len);
         self.next = ((at + 1) % RECENT_CHANGES) as u8;
     }
 
@@ -250,7 +251,7 @@ impl<K: FibKey> Fib<K> {
     }
 
     /// The target `route` names, if it was looked up in this version; else
-    /// `None`, and it must be looked up again.
+    /// `None`, and it must be taken again (`route_again`).
     #[inline(always)]
     pub fn recall(&self, route: Route) -> Option<Option<RouteTarget>> {
         (route.version == self.version).then(|| self.target_of(route.leaf))
