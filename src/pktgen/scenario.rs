@@ -57,6 +57,12 @@ pub enum Case {
     /// and routed in the public VRF, to the gateway over MPLS over UDP.
     /// Their pairs are made by the clients' packets first (`Bench::new`).
     FloatingIpOut,
+    /// Pod a2, which holds the floating IP, to remote pods over MPLS over
+    /// UDP: its own flows in its network, which no NAT touches, as an
+    /// OpenStack VM with a floating IP talks to the other VMs of its
+    /// network. Every packet of such a pod is tracked, its answers'
+    /// rewrites being in their flows.
+    FloatingPodEncap,
     /// From a remote node over MPLS over UDP, by VRF 1's label, to pod g1
     /// of network green, by the route VRF 1 imports from green: a pair
     /// whose reverse entry lives in green.
@@ -69,7 +75,7 @@ pub enum Case {
 
 impl Case {
     /// Every case, in report order.
-    pub const ALL: [Case; 11] = [
+    pub const ALL: [Case; 12] = [
         Case::LocalForward,
         Case::EncapMplsoudp,
         Case::EncapMplsogre,
@@ -79,6 +85,7 @@ impl Case {
         Case::ServiceMix,
         Case::FloatingIpIn,
         Case::FloatingIpOut,
+        Case::FloatingPodEncap,
         Case::CrossVrfIn,
         Case::CrossVrfOut,
     ];
@@ -95,6 +102,7 @@ impl Case {
             Case::ServiceMix => "service_mix",
             Case::FloatingIpIn => "floating_ip_in",
             Case::FloatingIpOut => "floating_ip_out",
+            Case::FloatingPodEncap => "floating_pod_encap",
             Case::CrossVrfIn => "cross_vrf_in",
             Case::CrossVrfOut => "cross_vrf_out",
         }
@@ -119,6 +127,12 @@ impl Case {
         matches!(self, Case::FloatingIpIn | Case::FloatingIpOut)
     }
 
+    /// True for the cases whose pod a2 holds a floating IP (in the public
+    /// VRF, `public_vrf_ops`).
+    pub fn floating_pod(self) -> bool {
+        self.floating() || self == Case::FloatingPodEncap
+    }
+
     /// True for the cases to and from a pod of another VRF on this node.
     pub fn cross_vrf(self) -> bool {
         matches!(self, Case::CrossVrfIn | Case::CrossVrfOut)
@@ -127,7 +141,7 @@ impl Case {
     /// True for the cases whose packets only a flow carries where they go:
     /// they run with a flow table whatever the parameters say.
     pub fn needs_flows(self) -> bool {
-        self.floating() || self.cross_vrf()
+        self.floating_pod() || self.cross_vrf()
     }
 
     /// For the cases of answers, the case of the clients' packets, which
@@ -144,7 +158,7 @@ impl Case {
     pub fn in_vif(self) -> u32 {
         match self {
             Case::DecapMplsoudp | Case::DecapMplsogre | Case::FloatingIpIn | Case::CrossVrfIn => FABRIC,
-            Case::FloatingIpOut => A2,
+            Case::FloatingIpOut | Case::FloatingPodEncap => A2,
             Case::CrossVrfOut => G1,
             _ => A1,
         }
@@ -417,10 +431,19 @@ fn worker_packets(
                     let service = SERVICE_BASE + (i / SERVICE_SHARE) as u32 % SERVICES;
                     packet(a1_l2, src, Ipv4Addr::from(service), sport, dport)
                 }
-                Case::EncapMplsoudp | Case::EncapMplsogre | Case::EncapMplsoudpEcmp | Case::ServiceMix => {
+                Case::EncapMplsoudp
+                | Case::EncapMplsogre
+                | Case::EncapMplsoudpEcmp
+                | Case::ServiceMix
+                | Case::FloatingPodEncap => {
                     let (p, l) = v4[(rng.next_u64() % v4.len() as u64) as usize];
                     let host = (rng.next_u64() as u32) & !(u32::MAX.checked_shl(32 - u32::from(l)).unwrap_or(0));
-                    packet(a1_l2, src, Ipv4Addr::from(p | host), sport, dport)
+                    if case == Case::FloatingPodEncap {
+                        let a2_l2 = L2 { src: mac(2), dst: router };
+                        packet(a2_l2, Ipv4Addr::new(10, 1, 0, 3), Ipv4Addr::from(p | host), sport, dport)
+                    } else {
+                        packet(a1_l2, src, Ipv4Addr::from(p | host), sport, dport)
+                    }
                 }
                 Case::DecapMplsoudp | Case::DecapMplsogre => {
                     let dst = Ipv4Addr::new(10, 1, 0, 3);
@@ -457,9 +480,12 @@ pub fn bulk_target(case: Case) -> RouteTarget {
         Case::LocalForward | Case::DecapMplsoudp | Case::DecapMplsogre | Case::FloatingIpIn => {
             RouteTarget { nh: NH_TO_A2, label: RouteTarget::NO_LABEL }
         }
-        Case::EncapMplsoudp | Case::ServiceMix | Case::FloatingIpOut | Case::CrossVrfIn | Case::CrossVrfOut => {
-            RouteTarget { nh: NH_UDP, label: 16 }
-        }
+        Case::EncapMplsoudp
+        | Case::ServiceMix
+        | Case::FloatingIpOut
+        | Case::FloatingPodEncap
+        | Case::CrossVrfIn
+        | Case::CrossVrfOut => RouteTarget { nh: NH_UDP, label: 16 },
         Case::EncapMplsogre => RouteTarget { nh: NH_GRE, label: 16 },
         Case::EncapMplsoudpEcmp => RouteTarget { nh: NH_ECMP, label: RouteTarget::NO_LABEL },
     }
@@ -469,7 +495,7 @@ pub fn bulk_target(case: Case) -> RouteTarget {
 /// addresses, each a /32 to the ECMP composite; the floating-IP cases'
 /// public VRF; the cross-VRF cases' network green.
 fn case_routes(case: Case) -> Vec<Op> {
-    if case.floating() {
+    if case.floating_pod() {
         return public_vrf_ops();
     }
     if case.cross_vrf() {
