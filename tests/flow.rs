@@ -1932,6 +1932,30 @@ fn ip_addrs(frame: &[u8]) -> (Ipv4Addr, Ipv4Addr) {
     (a(26), a(30))
 }
 
+/// A pod with floating IPs has every packet tracked, its own flows in its
+/// network too (no NAT), wherever they go: their hits take the fast lane,
+/// as any pod's do, and are counted on their flows. Refused there in a VRF
+/// that tracks only its ECMP routes' flows (the lab's, with no policy),
+/// each of their packets took the general path.
+#[test]
+fn a_floating_ip_pods_own_flows_take_the_fast_lane() {
+    let (mut lab, table) = lab_with_floating_ip();
+    for (dst, out) in [(remote_ip(), FABRIC), (a2_ip(), A2)] {
+        let before = lab.pipeline.general_frames();
+        for _ in 0..10 {
+            let (v, _) = lab.run(A1, udp(1, a1_ip(), dst, 5000, 53));
+            assert_eq!(v, Verdict::Tx(out), "to {dst}");
+        }
+        assert_eq!(lab.pipeline.general_frames() - before, 1, "to {dst}: the first packet alone, making its flow");
+        let flow = table
+            .dump(None, 10, 0)
+            .into_iter()
+            .find(|f| f.forward && f.key.dst == u128::from(dst.to_ipv6_mapped()))
+            .unwrap();
+        assert_eq!((flow.packets, flow.nat.is_none()), (10, true), "to {dst}");
+    }
+}
+
 /// A floating IP's flows are the public network's: the policy of the
 /// pods' own network, which judges flows from other networks' pods on
 /// the node, does not judge them (the floating IP is what exposes them).

@@ -193,8 +193,11 @@ pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
     }
     // Where only the ECMP routes track flows, a flow's packet is finished
     // here only on its way to a composite (a flow outlives a route that
-    // changed); the general path takes any other as untracked.
-    if flow.is_some() && !ecmp && !vrf.tracks_every_flow() {
+    // changed); the general path takes any other as untracked. Not from a
+    // pod with floating IPs, every packet of which is tracked, in any VRF
+    // (`flow::tracked`): refused here, each of its plain flows' packets
+    // took the general path (asked last: the common ways never get there).
+    if flow.is_some() && !ecmp && !vrf.tracks_every_flow() && !t.vif(f.vif).is_some_and(|v| !v.floating.is_empty()) {
         return None;
     }
     let usable = |v: &Vif, overhead: usize| !v.flags.disabled && total + overhead <= usize::from(v.mtu);
