@@ -197,7 +197,7 @@ pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
     // pod with floating IPs, every packet of which is tracked, in any VRF
     // (`flow::tracked`): refused here, each of its plain flows' packets
     // took the general path (asked last: the common ways never get there).
-    if flow.is_some() && !ecmp && !vrf.tracks_every_flow() && !t.vif(f.vif).is_some_and(|v| !v.floating.is_empty()) {
+    if flow.is_some() && !ecmp && !vrf.tracks_every_flow() && t.vif(f.vif).is_none_or(|v| v.floating.is_empty()) {
         return None;
     }
     let usable = |v: &Vif, overhead: usize| !v.flags.disabled && total + overhead <= usize::from(v.mtu);
