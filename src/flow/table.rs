@@ -560,6 +560,14 @@ pub struct Translation {
     pub route_vrf: Option<u32>,
 }
 
+impl Translation {
+    /// True if the entry neither rewrites nor routes elsewhere: a plain
+    /// entry's (`forward_only` would have taken it).
+    pub fn forwards_only(&self) -> bool {
+        self.nat.is_none() && self.route_vrf.is_none()
+    }
+}
+
 /// A flow entry's memory of its route: the route lookup's answer in one
 /// table version (`Route`), which spares the flow's packets the lookup
 /// while that version lasts. One word, so that workers can update it
