@@ -106,7 +106,9 @@ enum Command {
         /// decap_mplsoudp, decap_mplsogre, service_mix (pods to remote
         /// pods, one flow in ten to a service), floating_ip_in (a
         /// gateway's clients to a pod's floating IP, DNATed),
-        /// floating_ip_out (the pod's answers, SNATed back), cross_vrf_in
+        /// floating_ip_out (the pod's answers, SNATed back),
+        /// floating_pod_encap (that pod's own flows to remote pods, no
+        /// NAT), cross_vrf_in
         /// (remote clients to a pod of another network on this node, by a
         /// route their network imports), cross_vrf_out (that pod's answers,
         /// routed back in the clients' network by their pairs), or all.
