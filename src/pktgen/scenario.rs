@@ -1340,6 +1340,31 @@ mod tests {
         }
     }
 
+    /// Once its flows are set up, every case's traffic takes the fast lane
+    /// alone, in every mode: none of its frames is left to the general
+    /// path, and all are forwarded. A floating-IP pod's own flows in a VRF
+    /// without a policy (`floating_pod_encap`, untracked and flow-table)
+    /// left every one there until `dc0c260`.
+    #[test]
+    fn every_cases_settled_traffic_takes_the_fast_lane_alone_in_every_mode() {
+        let base = BenchParams { v4_routes: 1000, v6_routes: 10, flows: 500, batch: 32, ..BenchParams::default() };
+        let modes = [
+            ("untracked", base),
+            ("flow-table", BenchParams { flow_table: true, ..base }),
+            ("flow-policy", BenchParams { flow_policy: true, ..base }),
+        ];
+        for (mode, p) in modes {
+            for case in Case::ALL {
+                let mut b = Bench::new(case, p);
+                b.warm_up();
+                let before = b.pipeline.general_frames();
+                let r = b.timed(1024);
+                let general = b.pipeline.general_frames() - before;
+                assert_eq!((general, r.ok), (0, r.packets), "{} {mode}: to the general path, forwarded", case.name());
+            }
+        }
+    }
+
     /// The tables measurement loads what it says, and times policy changes
     /// and route batches (both run: a policy change that fails panics).
     #[test]
