@@ -489,7 +489,7 @@ fn stats_and_info_report_counters_and_occupancy() {
     control.stats().publish(
         0,
         &s,
-        vrouter::stats::WorkerIo { rx: 42, busy_ns: 10, elapsed_ns: 100, ..Default::default() },
+        vrouter::stats::WorkerIo { rx: 42, busy_ns: 10, elapsed_ns: 100, general_path: 3, ..Default::default() },
     );
     let mut c = client(&sock);
     let st = c.call("stats", json!({})).unwrap();
@@ -501,6 +501,7 @@ fn stats_and_info_report_counters_and_occupancy() {
     let blue = st["vrfs"].as_array().unwrap().iter().find(|v| v["id"] == BLUE).unwrap();
     assert_eq!(blue["encaps"], 9);
     assert_eq!(st["workers"][0]["busy_ns"], 10);
+    assert_eq!(st["workers"][0]["general_path"], 3);
     assert_eq!(c.call("get", json!({ "vif": A1 })).unwrap()["status"]["rx_packets"], 42);
     let info = c.call("info", json!({})).unwrap();
     let table = |n: &str| info["tables"].as_array().unwrap().iter().find(|t| t["table"] == n).unwrap().clone();

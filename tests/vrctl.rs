@@ -95,8 +95,13 @@ fn every_command_prints_an_aligned_table_and_json() {
     control.stats().publish(
         0,
         &s,
-        WorkerIo { rx: 1234, tx: 1000, busy_ns: 250, elapsed_ns: 1000, ..Default::default() },
+        WorkerIo { rx: 1234, tx: 1000, busy_ns: 250, elapsed_ns: 1000, general_path: 617, ..Default::default() },
     );
+    // runtime: the share of frames the fast lane left to the general path.
+    let t = ok(&sock, &["runtime"]);
+    let general = t.lines().find(|l| l.split_whitespace().nth(1) == Some("general")).unwrap_or_else(|| panic!("{t}"));
+    assert!(general.ends_with("617 pkts, 50.0% of rx"), "{t}");
+    assert_eq!(json(&sock, &["runtime"])[0]["general_path"], 617);
 
     // vif
     let t = ok(&sock, &["vif", "list"]);

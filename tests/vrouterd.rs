@@ -309,6 +309,12 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
     let text = String::from_utf8_lossy(&runtime.stdout);
     assert!(runtime.status.success() && text.starts_with("WORKER") && text.contains("rewrite"), "{text}");
     assert!(text.contains("busy"), "busy time per packet, once frames have come: {text}");
+    // The frames the fast lane left to the general path: a1's and a3's ARP
+    // at least, and never more than came in.
+    let sum = |k: &str| st["workers"].as_array().unwrap().iter().map(|w| w[k].as_u64().unwrap()).sum::<u64>();
+    let (general, rx) = (sum("general_path"), sum("rx"));
+    assert!(general > 0 && general <= rx, "{general} of {rx} frames to the general path");
+    assert!(text.lines().any(|l| l.contains("general") && l.contains("% of rx")), "{text}");
     // A client that sends a request without end first (64 MiB, no line
     // end): it is cut off without vrouterd holding what it sent (its peak
     // resident set grows by far less), and the scrape after it is answered.
@@ -345,6 +351,7 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
     assert!(sample("vrouter_vif_rx_packets_total{vif=\"1\",name=\"pa1\"}") >= 200.0);
     assert_eq!(sample("vrouter_table_entries{table=\"vifs\"}"), 4.0);
     assert!(sample("vrouter_worker_seconds_total{worker=\"1\"}") > 0.0);
+    assert!(metrics.contains("# TYPE vrouter_worker_general_path_packets_total counter"), "{metrics}");
     assert!(metrics.contains("# TYPE vrouter_drops_total counter") && metrics.contains("reason=\"no_route\""));
     let flow_stats = api.call("flow.stats", serde_json::json!({})).unwrap();
     assert_eq!(Some(sample("vrouter_flow_capacity") as u64), flow_stats["capacity"].as_u64(), "{metrics}");

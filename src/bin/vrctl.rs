@@ -429,7 +429,7 @@ fn run(c: &mut Client, cli: &Cli) -> Result<()> {
                 .map(|w| {
                     json!({
                         "worker": w["worker"], "core": w["core"], "rx": w["rx"], "busy_ns": w["busy_ns"],
-                        "elapsed_ns": w["elapsed_ns"], "runtime": w["runtime"],
+                        "elapsed_ns": w["elapsed_ns"], "general_path": w["general_path"], "runtime": w["runtime"],
                     })
                 })
                 .collect();
@@ -479,6 +479,16 @@ fn runtime_table(workers: &[Value]) -> String {
                     "{:.1}% of the time",
                     count(&w["busy_ns"]) as f64 * 100.0 / count(&w["elapsed_ns"]).max(1) as f64
                 ),
+            ]);
+            // Frames the fast lane left to the general path: ARP, SYNs
+            // and new flows; steady traffic that lands here is slow.
+            let general = count(&w["general_path"]);
+            t.row(vec![
+                show(&w["worker"]),
+                "general".to_string(),
+                "-".to_string(),
+                "-".to_string(),
+                format!("{general} pkts, {:.1}% of rx", general as f64 * 100.0 / rx as f64),
             ]);
         }
     }

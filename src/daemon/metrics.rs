@@ -182,10 +182,15 @@ pub fn render(control: &Control) -> String {
     for (w, i) in io.iter().enumerate() {
         f.sample("vrouter_worker_seconds_total", &format!("worker=\"{w}\""), i.elapsed_ns as f64 / 1e9);
     }
-    let worker_counters: [Counter<crate::stats::WorkerIo>; 3] = [
+    let worker_counters: [Counter<crate::stats::WorkerIo>; 4] = [
         ("vrouter_worker_rx_packets_total", "Frames a worker received from its ports.", |i| i.rx),
         ("vrouter_worker_tx_packets_total", "Frames a worker queued for transmission.", |i| i.tx),
         ("vrouter_worker_tx_dropped_total", "Frames a worker found no port, frame or slot for.", |i| i.tx_dropped),
+        (
+            "vrouter_worker_general_path_packets_total",
+            "Frames a worker's fast lane left to the general path (ARP, SYNs, new flows, drops).",
+            |i| i.general_path,
+        ),
     ];
     for (name, help, get) in worker_counters {
         f.header(name, "counter", help);

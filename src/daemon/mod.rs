@@ -301,6 +301,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                         tx: c.tx,
                         tx_dropped: c.tx_dropped,
                         handed_off: c.handed_off,
+                        general_path: worker.pipeline().general_frames(),
                         busy_ns: busy.as_nanos() as u64,
                         elapsed_ns: started.elapsed().as_nanos() as u64,
                         runtime: c.runtime,

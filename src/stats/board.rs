@@ -20,6 +20,11 @@ pub struct WorkerIo {
     pub tx_dropped: u64,
     /// Frames handed to another worker.
     pub handed_off: u64,
+    /// Frames the fast lane left to the general path
+    /// (`Pipeline::general_frames`): ARP and ND, TCP SYNs, new flows,
+    /// drops, decisions to make again. A steady share of plain traffic here
+    /// is a performance bug.
+    pub general_path: u64,
     /// Time spent in rounds that received frames.
     pub busy_ns: u64,
     /// Time since the worker started.
