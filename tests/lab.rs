@@ -64,6 +64,14 @@ fn tcp(server: &str, client: &str, addr: &str, secs: u32) -> (bool, String) {
     last
 }
 
+/// Node `node`'s frames received, and those its fast lanes left to the
+/// general path, over all its workers (`vrctl runtime`).
+fn frames_and_general(node: &str) -> (u64, u64) {
+    let w: serde_json::Value = serde_json::from_str(&lab(&["vrctl", node, "runtime", "--json"], &[])).unwrap();
+    let sum = |k: &str| w.as_array().unwrap().iter().map(|x| x[k].as_u64().unwrap()).sum::<u64>();
+    (sum("rx"), sum("general_path"))
+}
+
 /// Starts a listener on UDP `port` in each of `pods` for four seconds,
 /// appending what it hears to a file for `heard`, and gives them time to bind.
 fn listen_udp(pods: &[&str], port: u16) {
@@ -326,8 +334,16 @@ fn the_lab_end_to_end() {
     assert!(ping("b3", "10.1.0.2"), "b3 -> a1 across nodes");
     let (ok, out) = tcp("a2", "a1", "10.1.0.3", 1);
     assert!(ok && out.contains("receiver"), "TCP between pods on one node:\n{out}");
+    let before = frames_and_general("n1");
     let (ok, out) = tcp("b1", "a1", "10.1.1.2", 2);
     assert!(ok && out.contains("receiver"), "TCP bulk transfer at MTU 1500 across nodes:\n{out}");
+    // The bulk transfer's segments take the fast lanes: node 1's general
+    // path sees its handshakes and little else (the workers publish their
+    // counters every few milliseconds).
+    std::thread::sleep(Duration::from_millis(200));
+    let after = frames_and_general("n1");
+    let (rx, general) = (after.0 - before.0, after.1 - before.1);
+    assert!(rx > 10_000 && general * 100 < rx, "node 1: {general} of {rx} frames to the general path");
 
     // Isolation: red never reaches blue, though it reuses blue's addresses.
     assert!(ping("r1", "10.1.1.2"), "r1 -> r2 in red across nodes");
