@@ -308,6 +308,15 @@ fn fast_corpus() -> Vec<(u32, Vec<u8>)> {
             build::mpls_tunnel_frame(from_peer(), Tunnel::Gre, peer(1), node_ip(), LABEL_A2, 64, 1, &big),
         ));
         corpus.push((A1, echo(from_a1(), a1_ip(), service_ip(), sport, 8)));
+        // a1's answers from the service address it holds (where the test
+        // adds it: `add_a1_service_address`; elsewhere a spoofed source),
+        // and from a2's address, which never routes back to a1.
+        for src in [a1_service_ip(), a2_ip()] {
+            for dst in [remote_ip(), a2_ip()] {
+                corpus.push((A1, build::udp4_frame(from_a1(), src, dst, 80, 3000 + sport, 64, 80)));
+                corpus.push((A1, tcp_ack(from_a1(), src, dst, 80, 3000 + sport)));
+            }
+        }
     }
     corpus
 }
@@ -370,6 +379,7 @@ fn compare_paths(
 #[test]
 fn the_fast_path_matches_the_general_path_byte_for_byte() {
     let mut lab = Lab::new();
+    add_a1_service_address(&mut lab);
     let limits = *lab.handle.load().limits();
     let mut fast = Pipeline::new(PipelineConfig::default(), &limits);
     let mut general = Pipeline::new(PipelineConfig { fast_path: false, ..PipelineConfig::default() }, &limits);
@@ -387,6 +397,7 @@ fn the_fast_path_matches_the_general_path_byte_for_byte() {
 fn the_fast_path_matches_the_general_path_with_flows() {
     use vrouter::tables::{EcmpGroup, NextHop, Object, ObjectKey, Op, RouteSpec, RouteTarget};
     let mut lab = Lab::new();
+    add_a1_service_address(&mut lab);
     let (mut fast, mut general, fast_flows, general_flows) = pipelines_with_flows(&lab);
     lab.writer.apply(&[Op::Add(Object::Policy(BLUE, deny_udp_from(0, 4)))]).unwrap();
     let route = |p: &str, nh: u32, label: u32| {

@@ -989,8 +989,9 @@ fn stage_timing_charges_parse_lookup_and_rewrite_and_changes_no_verdict() {
 /// link-local one, or one its VRF routes back to it (a service address
 /// it is a member of, which it answers from). Anything else is dropped and
 /// counted as an invalid source, on the fast path and the general one
-/// alike: without the check, a pod could pass for another network's pod
-/// under a policy rule that names that network.
+/// alike (the service's source taking the fast lane, checked there):
+/// without the check, a pod could pass for another network's pod under a
+/// policy rule that names that network.
 #[test]
 fn a_pod_sends_only_from_its_own_addresses() {
     for fast_path in [true, false] {
@@ -1018,6 +1019,12 @@ fn a_pod_sends_only_from_its_own_addresses() {
         assert_eq!(lab.run(A1, from(remote_ip())).0, invalid, "a remote pod's");
         assert_eq!(lab.run(A1, from(Ipv4Addr::new(192, 0, 2, 1))).0, invalid, "one routed nowhere");
         assert_eq!(lab.run(A1, from(service)).0, Verdict::Tx(A2), "a service's it is a member of");
+        // The fast lane checks such a source itself, as the general path
+        // would (every answer of a service's endpoint came its way before).
+        let before = lab.pipeline.general_frames();
+        assert_eq!(lab.run(A1, from(service)).0, Verdict::Tx(A2));
+        let general = lab.pipeline.general_frames() - before;
+        assert_eq!(general, u64::from(!fast_path), "to the general path (fast path {fast_path})");
         assert_eq!(
             lab.run(A2, build::udp4_frame(L2 { src: mac(2), dst: router_mac() }, service, a1_ip(), 1, 80, 64, 64)).0,
             invalid,

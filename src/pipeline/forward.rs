@@ -314,10 +314,15 @@ fn source_ok(t: &crate::tables::Tables, vif: &Vif, info: &IpInfo) -> bool {
             Some(a) => u128::from(u32::from(a)) == info.src,
         }
     };
-    if own {
-        return true;
-    }
-    let Some(back) = t.vrf(vif.vrf).and_then(|v| v.lookup(info.v6, info.src)) else { return false };
+    own || routes_back(t, vif, t.vrf(vif.vrf).and_then(|v| v.lookup(info.v6, info.src)))
+}
+
+/// True if `back`, the route of a packet's source in its pod's VRF, leads
+/// to that pod (`vif`): directly, or as a member of a composite (a pod
+/// answering from a service address it holds). `source_ok`'s test of a
+/// source that is not the pod's own, which the fast lane makes too.
+pub(super) fn routes_back(t: &crate::tables::Tables, vif: &Vif, back: Option<RouteTarget>) -> bool {
+    let Some(back) = back else { return false };
     let to_vif = |nh: NhId| match t.nexthop(nh) {
         Some(NextHop::Encap { oif, .. }) => *oif == vif.index,
         _ => false,

@@ -491,6 +491,32 @@ pub fn green_pod_ops() -> Vec<Op> {
     ]
 }
 
+/// A service address that a1 holds, as a Kubernetes or Contrail ECMP
+/// service's endpoints do: its route in blue is a composite of a1 and a
+/// remote endpoint, so a1 may send from it (the reverse path check).
+pub fn a1_service_ip() -> Ipv4Addr {
+    Ipv4Addr::new(10, 96, 0, 20)
+}
+
+/// The next hop of `a1_service_ip`'s route.
+pub const NH_A1_SERVICE: u32 = 60;
+
+/// Adds `a1_service_ip`'s composite and route to the lab's blue.
+pub fn add_a1_service_address(lab: &mut Lab) {
+    lab.writer
+        .apply(&[
+            Op::Add(Object::NextHop(
+                NH_A1_SERVICE,
+                NextHop::Composite(EcmpGroup::new(vec![
+                    RouteTarget { nh: NH_A1, label: RouteTarget::NO_LABEL },
+                    RouteTarget { nh: NH_UDP, label: 44 },
+                ])),
+            )),
+            route(BLUE, "10.96.0.20/32", NH_A1_SERVICE, NO),
+        ])
+        .unwrap();
+}
+
 /// Adds a public VRF to the lab: a gateway vif toward the client network
 /// (203.0.113.0/24), and the floating IP 185.22.97.188 on a1 and a2, routed
 /// by ECMP over both.
