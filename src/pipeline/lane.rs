@@ -267,14 +267,17 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
 fn from_elsewhere<B: AsRef<[u8]> + AsMut<[u8]>>(t: &Tables, f: &mut Frame<B>, vif: &Vif, vrf: &Vrf) -> Option<u32> {
     // The frame's other checks first, changing nothing: most frames here
     // fail them (ARP, a SYN) and need no route lookup.
-    if f.data().get(12..14)? != [0x08, 0x00] || fast::inspect(f.data(), None).is_none() {
+    if f.data().get(12..14)? != [0x08, 0x00] {
         return None;
     }
+    let (dst, total) = fast::inspect(f.data(), None)?;
     let src = fast::head(f).map(|h| u32::from_be_bytes([h[26], h[27], h[28], h[29]]))?;
     if !super::forward::routes_back(t, vif, vrf.v4.lookup(src)) {
         return None;
     }
-    fast::classify(f, None)
+    // As `fast::classify` trims it, once accepted.
+    f.set_len(ETH + total);
+    Some(dst)
 }
 
 /// What the lane received and finished from its vif, counted once a vector.
@@ -339,7 +342,6 @@ fn routed_again<B: AsRef<[u8]> + AsMut<[u8]>>(
     stale: u32,
     rx: &mut Received,
 ) -> u32 {
-    let Some(table) = ctx.flows else { return stale };
     let mut left = stale;
     // Where no change since covered its destination, its route holds;
     // the others are looked up together.
@@ -354,7 +356,8 @@ fn routed_again<B: AsRef<[u8]> + AsMut<[u8]>>(
         let dst = u32::from_be_bytes([h[30], h[31], h[32], h[33]]);
         match vrf.v4.carried_over(settled.route.route(), dst) {
             Some(route) => {
-                if take(ctx, table, &mut frames[i], came[i], vrf, settled, route, rx) {
+                let target = remember(ctx, vrf, &settled, route);
+                if target.is_some_and(|t| deliver(ctx, &mut frames[i], came[i], vrf, t, Some(settled), None, rx)) {
                     left &= !(1 << i);
                 }
             }
@@ -371,7 +374,8 @@ fn routed_again<B: AsRef<[u8]> + AsMut<[u8]>>(
     for j in 0..n {
         let i = usize::from(at[j]);
         let Some(settled) = flow::settled(ctx, vrf, &probes[i]) else { continue };
-        if take(ctx, table, &mut frames[i], came[i], vrf, settled, routes[j], rx) {
+        let target = remember(ctx, vrf, &settled, routes[j]);
+        if target.is_some_and(|t| deliver(ctx, &mut frames[i], came[i], vrf, t, Some(settled), None, rx)) {
             left &= !(1 << i);
         }
     }
@@ -381,35 +385,24 @@ fn routed_again<B: AsRef<[u8]> + AsMut<[u8]>>(
     left
 }
 
-/// `routed_again` for one frame: its flow (`settled`) remembers `route`,
-/// of the table's current version, and the frame goes where it leads.
+/// `route`, of `vrf`'s current table version, remembered in the hit's
+/// flow (`settled`) for its next packets; answers with its target.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)] // `deliver`'s, and the route.
-fn take<B: AsRef<[u8]> + AsMut<[u8]>>(
-    ctx: &mut Ctx<'_, B>,
-    table: &crate::flow::FlowTable,
-    f: &mut Frame<B>,
-    came: u32,
-    vrf: &Vrf,
-    settled: Forwarding,
-    route: Route,
-    rx: &mut Received,
-) -> bool {
-    table.remember_route(&settled, route);
-    vrf.v4.target(route).is_some_and(|target| deliver(ctx, f, came, vrf, target, Some(settled), None, rx))
-}
-
-/// The route of `dst` in `vrf` for a hit (`settled`) whose flow remembers
-/// it in an older version of the table, carried over or looked up again
-/// (`Fib::route_again`), and remembered: the fabric lane's `routed_again`,
-/// a frame at a time. Out of line: it is the rare way.
-#[inline(never)]
-fn route_again<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, settled: &Forwarding, dst: u32) -> Option<RouteTarget> {
-    let route = vrf.v4.route_again(settled.route.route(), dst);
+fn remember<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, settled: &Forwarding, route: Route) -> Option<RouteTarget> {
     if let Some(table) = ctx.flows {
         table.remember_route(settled, route);
     }
     vrf.v4.target(route)
+}
+
+/// The route of `dst` in `vrf` for a hit (`settled`) whose flow remembers
+/// it in an older version of the table, carried over or looked up again
+/// (`Fib::route_again`), and remembered: `routed_again` a frame at a time,
+/// for the fabric lane and the rewriting hits. Out of line: it is the rare
+/// way.
+#[inline(never)]
+fn route_again<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, settled: &Forwarding, dst: u32) -> Option<RouteTarget> {
+    remember(ctx, vrf, settled, vrf.v4.route_again(settled.route.route(), dst))
 }
 
 /// Pass three for a hit that is not plain (`flow::translated`): the
@@ -463,11 +456,7 @@ fn translated_hit<B: AsRef<[u8]> + AsMut<[u8]>>(
             // the pod again, for a hairpin's answers); otherwise as it came.
             let came_to = u32::from_be_bytes([h[30], h[31], h[32], h[33]]);
             let dst = tr.nat.dst.filter(|_| tr.route_vrf.is_some()).unwrap_or(came_to);
-            let route = routed_in.v4.route_again(settled.route.route(), dst);
-            if let Some(table) = ctx.flows {
-                table.remember_route(&settled, route);
-            }
-            routed_in.v4.target(route)
+            route_again(ctx, routed_in, &settled, dst)
         }),
     };
     let Some(mut target) = target else { return false };
