@@ -489,7 +489,14 @@ fn stats_and_info_report_counters_and_occupancy() {
     control.stats().publish(
         0,
         &s,
-        vrouter::stats::WorkerIo { rx: 42, busy_ns: 10, elapsed_ns: 100, general_path: 3, ..Default::default() },
+        vrouter::stats::WorkerIo {
+            rx: 42,
+            busy_ns: 10,
+            elapsed_ns: 100,
+            general_path: 3,
+            general_causes: std::array::from_fn(|c| u64::from(c == vrouter::stats::GeneralCause::TcpSyn as usize) * 3),
+            ..Default::default()
+        },
     );
     let mut c = client(&sock);
     let st = c.call("stats", json!({})).unwrap();
@@ -502,6 +509,9 @@ fn stats_and_info_report_counters_and_occupancy() {
     assert_eq!(blue["encaps"], 9);
     assert_eq!(st["workers"][0]["busy_ns"], 10);
     assert_eq!(st["workers"][0]["general_path"], 3);
+    let causes = st["workers"][0]["general_causes"].as_object().unwrap();
+    assert_eq!(causes.len(), vrouter::stats::GeneralCause::COUNT, "every cause, zero or not");
+    assert_eq!((causes["tcp_syn"].as_u64(), causes["arp"].as_u64()), (Some(3), Some(0)));
     assert_eq!(c.call("get", json!({ "vif": A1 })).unwrap()["status"]["rx_packets"], 42);
     let info = c.call("info", json!({})).unwrap();
     let table = |n: &str| info["tables"].as_array().unwrap().iter().find(|t| t["table"] == n).unwrap().clone();

@@ -2334,3 +2334,27 @@ fn a_vif_changed_under_its_flows_takes_them_with_it() {
     assert_eq!(table.len(), others - 1);
     assert_eq!(table.counts(A1, BLUE).0, 0, "a1's pairs are counted down");
 }
+
+/// The general path's count by cause, where flows are tracked: a flow's
+/// first packet is a new flow's, its next ones take the lane, and once a
+/// policy change denies it, its packets are the flow's decision's. A
+/// protocol flows do not key is counted as such, not as a new flow.
+#[test]
+fn the_general_path_counts_new_flows_and_flow_decisions_apart() {
+    let (mut lab, _table) = lab_allowing_all();
+    let counted = |lab: &mut Lab, frame: Vec<u8>, expect: Verdict| {
+        let before = *lab.pipeline.general_causes();
+        assert_eq!(lab.run(A1, frame).0, expect);
+        general_since(&lab.pipeline, &before)
+    };
+    let packet = || udp(1, a1_ip(), a2_ip(), 5000, 53);
+    assert_eq!(counted(&mut lab, packet(), Verdict::Tx(A2)), vec![("new_flow", 1)]);
+    assert_eq!(counted(&mut lab, packet(), Verdict::Tx(A2)), vec![], "its flow's next packet takes the lane");
+    let deny_all = Policy { rules: vec![], default: PolicyAction::Deny };
+    lab.writer.apply(&[Op::Update(Object::Policy(BLUE, deny_all))]).unwrap();
+    let denied = Verdict::Drop(DropReason::FlowActionDrop);
+    assert_eq!(counted(&mut lab, packet(), denied), vec![("flow_decision", 1)], "decided again");
+    assert_eq!(counted(&mut lab, packet(), denied), vec![("flow_decision", 1)], "a flow that drops");
+    let gre = build::ip_frame(from_a1(), &build::ipv4(a1_ip(), a2_ip(), 47, 64, false, &[0; 8]));
+    assert_eq!(counted(&mut lab, gre, denied), vec![("protocol", 1)]);
+}

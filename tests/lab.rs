@@ -65,10 +65,17 @@ fn tcp(server: &str, client: &str, addr: &str, secs: u32) -> (bool, String) {
 }
 
 /// Node `node`'s frames received, and those its fast lanes left to the
-/// general path, over all its workers (`vrctl runtime`).
+/// general path, over all its workers (`vrctl runtime`), whose counts by
+/// cause add up to them.
 fn frames_and_general(node: &str) -> (u64, u64) {
     let w: serde_json::Value = serde_json::from_str(&lab(&["vrctl", node, "runtime", "--json"], &[])).unwrap();
-    let sum = |k: &str| w.as_array().unwrap().iter().map(|x| x[k].as_u64().unwrap()).sum::<u64>();
+    let workers = w.as_array().unwrap();
+    let sum = |k: &str| workers.iter().map(|x| x[k].as_u64().unwrap()).sum::<u64>();
+    let by_cause: u64 = workers
+        .iter()
+        .flat_map(|x| x["general_causes"].as_object().unwrap().values().map(|n| n.as_u64().unwrap()))
+        .sum();
+    assert_eq!(by_cause, sum("general_path"), "node {node}'s general path by cause: {w}");
     (sum("rx"), sum("general_path"))
 }
 

@@ -1164,3 +1164,87 @@ fn both_ways(vector: &[(u32, Vec<u8>)]) -> (Lab, Frames, Frames) {
     assert_eq!(lane.stats(), general.stats(), "counters");
     (lane, a, a_extra)
 }
+
+/// Every frame the fast lane leaves to the general path is counted once,
+/// under the first of the lane's checks it failed: the count `vrctl
+/// runtime` breaks the general path's share down by, to say which traffic
+/// takes the slow way. A frame the lane takes counts under none.
+#[test]
+fn the_general_path_counts_each_frame_under_why_the_lane_left_it() {
+    let plain = || udp_from_a1(a2_ip(), 1, 64);
+    let udp_tunnel = |dst, label, inner: &[u8]| tunnel_frame(Tunnel::Udp(6635), dst, label, 64, inner);
+    let cases: Vec<(&str, u32, Vec<u8>)> = vec![
+        ("", A1, plain()),
+        ("arp", A1, build::arp_request(mac(1), a1_ip(), gw())),
+        ("ipv6", A1, build::udp6_frame(from_a1(), a1_ip6(), a2_ip6(), 1, 80, 64, 100)),
+        ("other_ethertype", A1, {
+            let mut f = plain();
+            f[12..14].copy_from_slice(&[0x88, 0xcc]);
+            f
+        }),
+        ("ipv4_header", A1, {
+            let mut f = plain();
+            f[24] ^= 0xff;
+            f
+        }),
+        ("ipv4_header", A1, reheadered(plain(), |f| f[14] = 0x46)),
+        ("fragment", A1, reheadered(plain(), |f| f[20] = 0x20)),
+        ("ttl_expiry", A1, udp_from_a1(a2_ip(), 1, 1)),
+        ("tcp_syn", A1, build::tcp4_syn_frame(from_a1(), a1_ip(), a2_ip(), 40000, 80, 1460)),
+        ("dhcp", A1, build::udp4_frame(from_a1(), a1_ip(), gw(), 68, 67, 64, 300)),
+        ("source", A1, build::udp4_frame(from_a1(), a2_ip(), remote_ip(), 1, 80, 64, 64)),
+        ("local", A1, udp_from_a1(gw(), 1, 64)),
+        ("next_hop", A1, udp_from_a1(Ipv4Addr::new(10, 77, 0, 1), 1, 64)),
+        ("no_route", A1, udp_from_a1(Ipv4Addr::new(10, 66, 0, 1), 1, 64)),
+        ("no_route", A1, udp_from_a1(Ipv4Addr::new(192, 0, 2, 1), 1, 64)),
+        ("mtu", A1, big_frame(remote_ip(), 1514, true)),
+        ("mtu", A1, big_frame(remote_ip(), 3014, false)),
+        ("", A1, big_frame(a2_ip(), 1514, true)),
+        ("", FABRIC, udp_tunnel(node_ip(), LABEL_A2, &inner_from_remote(a2_ip(), 60))),
+        ("arp", FABRIC, build::arp_request(peer_mac(1), peer(1), node_ip())),
+        ("not_tunnel", FABRIC, build::udp4_frame(from_peer(), peer(1), node_ip(), 1, 22, 64, 64)),
+        ("tunnel", FABRIC, udp_tunnel(node_ip(), 999, &inner_from_remote(a2_ip(), 60))),
+        ("tunnel", FABRIC, udp_tunnel(peer(2), LABEL_A2, &inner_from_remote(a2_ip(), 60))),
+        ("ttl_expiry", FABRIC, udp_tunnel(node_ip(), LABEL_A2, &inner_from_remote(a2_ip(), 1))),
+        ("", FABRIC, udp_tunnel(node_ip(), LABEL_BLUE, &inner_from_remote(a2_ip(), 60))),
+        ("no_route", FABRIC, udp_tunnel(node_ip(), LABEL_BLUE, &inner_from_remote(Ipv4Addr::new(10, 66, 0, 1), 60))),
+        ("local", FABRIC, udp_tunnel(node_ip(), LABEL_BLUE, &inner_from_remote(gw(), 60))),
+        ("fast_path_off", DISABLED, build::udp4_frame(from_a1(), Ipv4Addr::new(10, 1, 0, 9), a2_ip(), 1, 80, 64, 64)),
+    ];
+    let mut lab = Lab::new();
+    for (cause, vif, frame) in &cases {
+        let before = *lab.pipeline.general_causes();
+        let general = lab.pipeline.general_frames();
+        lab.run(*vif, frame.clone());
+        let expected: Vec<(&str, u64)> = if cause.is_empty() { vec![] } else { vec![(*cause, 1)] };
+        assert_eq!(general_since(&lab.pipeline, &before), expected, "{cause:?} from vif {vif}");
+        assert_eq!(lab.pipeline.general_frames() - general, expected.len() as u64, "{cause:?} from vif {vif}");
+    }
+    // In one vector, the lane takes the first frame's vif's: the others
+    // are counted as another vif's, whatever they are.
+    let before = *lab.pipeline.general_causes();
+    let vector: Vec<(u32, Vec<u8>)> = cases.iter().map(|(_, vif, f)| (*vif, f.clone())).collect();
+    lab.run_with(&vector, 4);
+    let from_a1 = cases.iter().filter(|(c, vif, _)| *vif == A1 && !c.is_empty()).count() as u64;
+    let others = cases.iter().filter(|(_, vif, _)| *vif != A1).count() as u64;
+    let mut counted = general_since(&lab.pipeline, &before);
+    counted.retain(|(c, _)| *c == "other_vif");
+    assert_eq!(counted, vec![("other_vif", others)]);
+    assert_eq!(
+        lab.pipeline.general_causes().iter().zip(&before).map(|(n, b)| n - b).sum::<u64>(),
+        from_a1 + others,
+        "each frame once"
+    );
+    // With the fast path off, every frame is counted as such.
+    let mut off = Lab::new();
+    off.pipeline =
+        Pipeline::new(PipelineConfig { fast_path: false, ..PipelineConfig::default() }, off.handle.load().limits());
+    off.run_with(&[(A1, plain()), (A1, plain())], 0);
+    assert_eq!(general_since(&off.pipeline, &[0; vrouter::stats::GeneralCause::COUNT]), vec![("fast_path_off", 2)]);
+    // A vif the lane does not serve: the node's own stack.
+    let host = Vif::new(9, "vhost0", VifKind::Host, BLUE, mac(9));
+    lab.writer.apply(&[Op::Add(Object::Vif(host))]).unwrap();
+    let before = *lab.pipeline.general_causes();
+    lab.run(9, build::udp4_frame(L2 { src: mac(9), dst: router_mac() }, gw(), a2_ip(), 1, 80, 64, 64));
+    assert_eq!(general_since(&lab.pipeline, &before), vec![("other_vif", 1)]);
+}

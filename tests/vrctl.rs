@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::Arc;
 use vrouter::api::schema::Defaults;
 use vrouter::api::server::{Control, NodeInfo};
-use vrouter::stats::{DropReason, Stats, StatsBoard, WorkerIo};
+use vrouter::stats::{DropReason, GeneralCause, Stats, StatsBoard, WorkerIo};
 use vrouter::tables::{Limits, TablesHandle, TablesWriter};
 
 const VRCTL: &str = env!("CARGO_BIN_EXE_vrctl");
@@ -92,16 +92,39 @@ fn every_command_prints_an_aligned_table_and_json() {
     s.vif_drops[A1 as usize][DropReason::NoRoute as usize] = 5;
     s.vif_drops[A1 as usize][DropReason::UnfinishedChecksum as usize] = 2;
     s.vrfs[BLUE as usize].udp_mpls_tunnels = 99;
+    let mut general_causes = [0; GeneralCause::COUNT];
+    general_causes[GeneralCause::Arp as usize] = 17;
+    general_causes[GeneralCause::NewFlow as usize] = 600;
     control.stats().publish(
         0,
         &s,
-        WorkerIo { rx: 1234, tx: 1000, busy_ns: 250, elapsed_ns: 1000, general_path: 617, ..Default::default() },
+        WorkerIo {
+            rx: 1234,
+            tx: 1000,
+            busy_ns: 250,
+            elapsed_ns: 1000,
+            general_path: 617,
+            general_causes,
+            ..Default::default()
+        },
     );
-    // runtime: the share of frames the fast lane left to the general path.
+    // runtime: the share of frames the fast lane left to the general path,
+    // then why, the largest cause first, the causes that counted none left out.
     let t = ok(&sock, &["runtime"]);
-    let general = t.lines().find(|l| l.split_whitespace().nth(1) == Some("general")).unwrap_or_else(|| panic!("{t}"));
-    assert!(general.ends_with("617 pkts, 50.0% of rx"), "{t}");
-    assert_eq!(json(&sock, &["runtime"])[0]["general_path"], 617);
+    let at = t.lines().position(|l| l.split_whitespace().nth(1) == Some("general")).unwrap_or_else(|| panic!("{t}"));
+    let lines: Vec<&str> = t.lines().skip(at).collect();
+    assert!(lines[0].ends_with("617 pkts, 50.0% of rx"), "{t}");
+    assert_eq!(lines[1].split_whitespace().nth(1), Some("new_flow"), "{t}");
+    assert!(lines[1].ends_with("600 pkts, 97.2% of general"), "{t}");
+    assert_eq!(lines[2].split_whitespace().nth(1), Some("arp"), "{t}");
+    assert!(lines[2].ends_with("17 pkts, 2.8% of general"), "{t}");
+    assert_eq!(lines.len(), 3, "{t}");
+    let j = json(&sock, &["runtime"]);
+    assert_eq!(j[0]["general_path"], 617);
+    assert_eq!(
+        (j[0]["general_causes"]["arp"].as_u64(), j[0]["general_causes"]["tcp_syn"].as_u64()),
+        (Some(17), Some(0))
+    );
 
     // vif
     let t = ok(&sock, &["vif", "list"]);

@@ -315,6 +315,14 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
     let (general, rx) = (sum("general_path"), sum("rx"));
     assert!(general > 0 && general <= rx, "{general} of {rx} frames to the general path");
     assert!(text.lines().any(|l| l.contains("general") && l.contains("% of rx")), "{text}");
+    // By cause: they add up, and the ARP is there.
+    let by_cause = |c: &str| -> u64 {
+        st["workers"].as_array().unwrap().iter().map(|w| w["general_causes"][c].as_u64().unwrap()).sum()
+    };
+    let causes: u64 = vrouter::stats::GeneralCause::ALL.iter().map(|c| by_cause(c.as_str())).sum();
+    assert_eq!(causes, general, "{}", st["workers"]);
+    assert!(by_cause("arp") > 0, "{}", st["workers"]);
+    assert!(text.lines().any(|l| l.split_whitespace().nth(1) == Some("arp") && l.ends_with("% of general")), "{text}");
     // A client that sends a request without end first (64 MiB, no line
     // end): it is cut off without vrouterd holding what it sent (its peak
     // resident set grows by far less), and the scrape after it is answered.
@@ -352,6 +360,12 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
     assert_eq!(sample("vrouter_table_entries{table=\"vifs\"}"), 4.0);
     assert!(sample("vrouter_worker_seconds_total{worker=\"1\"}") > 0.0);
     assert!(metrics.contains("# TYPE vrouter_worker_general_path_packets_total counter"), "{metrics}");
+    let arp: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("vrouter_worker_general_path_cause_packets_total{") && l.contains("cause=\"arp\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(arp > 0.0, "ARP by cause: {metrics}");
     assert!(metrics.contains("# TYPE vrouter_drops_total counter") && metrics.contains("reason=\"no_route\""));
     let flow_stats = api.call("flow.stats", serde_json::json!({})).unwrap();
     assert_eq!(Some(sample("vrouter_flow_capacity") as u64), flow_stats["capacity"].as_u64(), "{metrics}");

@@ -818,7 +818,8 @@ impl Control {
                 json!({
                     "worker": w, "core": self.node.cores.get(w),
                     "rx": io.rx, "tx": io.tx, "tx_dropped": io.tx_dropped, "handed_off": io.handed_off,
-                    "general_path": io.general_path, "busy_ns": io.busy_ns, "elapsed_ns": io.elapsed_ns,
+                    "general_path": io.general_path, "general_causes": general_causes_json(&io.general_causes),
+                    "busy_ns": io.busy_ns, "elapsed_ns": io.elapsed_ns,
                     "runtime": runtime_json(&io.runtime, io.tsc_hz),
                 })
             })
@@ -835,6 +836,13 @@ impl Control {
 /// (`{"no_route": 3}`): most vifs have none, or one or two.
 fn drop_reasons(stats: &crate::stats::Stats, vif: u32) -> Value {
     Value::Object(stats.vif_drop_reasons(vif).map(|(r, n)| (r.as_str().to_string(), json!(n))).collect())
+}
+
+/// A worker's general-path frames by cause, every cause named, in counter
+/// order (`GeneralCause`).
+fn general_causes_json(counts: &[u64; crate::stats::GeneralCause::COUNT]) -> Value {
+    let causes = crate::stats::GeneralCause::ALL.iter().zip(counts);
+    Value::Object(causes.map(|(c, n)| (c.as_str().to_string(), json!(n))).collect())
 }
 
 /// A worker's stage runtime: per stage, total cycles and (when packets were

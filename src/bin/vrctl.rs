@@ -429,7 +429,8 @@ fn run(c: &mut Client, cli: &Cli) -> Result<()> {
                 .map(|w| {
                     json!({
                         "worker": w["worker"], "core": w["core"], "rx": w["rx"], "busy_ns": w["busy_ns"],
-                        "elapsed_ns": w["elapsed_ns"], "general_path": w["general_path"], "runtime": w["runtime"],
+                        "elapsed_ns": w["elapsed_ns"], "general_path": w["general_path"],
+                        "general_causes": w["general_causes"], "runtime": w["runtime"],
                     })
                 })
                 .collect();
@@ -481,7 +482,8 @@ fn runtime_table(workers: &[Value]) -> String {
                 ),
             ]);
             // Frames the fast lane left to the general path: ARP, SYNs
-            // and new flows; steady traffic that lands here is slow.
+            // and new flows; steady traffic that lands here is slow. Then
+            // why, the largest cause first.
             let general = count(&w["general_path"]);
             t.row(vec![
                 show(&w["worker"]),
@@ -490,6 +492,23 @@ fn runtime_table(workers: &[Value]) -> String {
                 "-".to_string(),
                 format!("{general} pkts, {:.1}% of rx", general as f64 * 100.0 / rx as f64),
             ]);
+            let mut causes: Vec<(&String, u64)> = w["general_causes"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(c, n)| (c, count(n)))
+                .filter(|(_, n)| *n > 0)
+                .collect();
+            causes.sort_by_key(|c| std::cmp::Reverse(c.1));
+            for (cause, n) in causes {
+                t.row(vec![
+                    show(&w["worker"]),
+                    format!("  {cause}"),
+                    "-".to_string(),
+                    "-".to_string(),
+                    format!("{n} pkts, {:.1}% of general", n as f64 * 100.0 / general.max(1) as f64),
+                ]);
+            }
         }
     }
     t.to_string()

@@ -198,6 +198,15 @@ pub fn render(control: &Control) -> String {
             f.sample(name, &format!("worker=\"{w}\""), get(i));
         }
     }
+    // Its own name, not a label of the total's: a sum over its causes
+    // would count the total twice.
+    let name = "vrouter_worker_general_path_cause_packets_total";
+    f.header(name, "counter", "Frames a worker's fast lane left to the general path, by why it left them.");
+    for (w, i) in io.iter().enumerate() {
+        for (c, n) in crate::stats::GeneralCause::ALL.iter().zip(&i.general_causes) {
+            f.sample(name, &format!("worker=\"{w}\",cause=\"{}\"", c.as_str()), *n);
+        }
+    }
     out
 }
 

@@ -302,6 +302,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                         tx_dropped: c.tx_dropped,
                         handed_off: c.handed_off,
                         general_path: worker.pipeline().general_frames(),
+                        general_causes: *worker.pipeline().general_causes(),
                         busy_ns: busy.as_nanos() as u64,
                         elapsed_ns: started.elapsed().as_nanos() as u64,
                         runtime: c.runtime,

@@ -662,6 +662,11 @@ impl Probe {
         same_words(&self.words, &key.words())
     }
 
+    /// The key the probe was made for.
+    pub fn key(&self) -> FlowKey {
+        FlowKey::from_words(&self.words)
+    }
+
     /// Asks `FlowTable::prefetch_slots` for the slot's second line too,
     /// where a rewrite and a route VRF are: for `forward_translated`.
     #[inline(always)]

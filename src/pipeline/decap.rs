@@ -114,7 +114,7 @@ pub(super) fn tunnel(d: &[u8], vif: &Vif) -> Option<Result<(u32, usize, usize), 
 /// (callgrind). The fast lane inlines it: out of line there, decap took 39
 /// more.
 #[inline(never)]
-fn tunnel_out_of_line(d: &[u8], vif: &Vif) -> Option<Result<(u32, usize, usize), DropReason>> {
+pub(super) fn tunnel_out_of_line(d: &[u8], vif: &Vif) -> Option<Result<(u32, usize, usize), DropReason>> {
     tunnel(d, vif)
 }
 

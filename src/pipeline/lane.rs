@@ -36,29 +36,43 @@ pub(super) fn all(frames: usize) -> u32 {
     }
 }
 
+/// The frames of a vector the lane left untouched, as a mask, and which of
+/// them it looked a flow up for (their probes are in the lane's array):
+/// what `general::cause` starts from.
+#[derive(Clone, Copy)]
+pub(super) struct Left {
+    pub frames: u32,
+    pub probed: u32,
+}
+
+impl Left {
+    fn all(frames: usize) -> Left {
+        Left { frames: all(frames), probed: 0 }
+    }
+}
+
 /// Takes what it can of `frames`, whose verdicts it sets, and answers with
-/// the mask of those it left untouched. It takes frames only from the
-/// first frame's vif (a receive queue's vector comes from one vif): from a
-/// pod (`from_pod`) or from the fabric (`from_fabric`).
+/// those it left untouched. It takes frames only from the first frame's
+/// vif (a receive queue's vector comes from one vif): from a pod
+/// (`from_pod`) or from the fabric (`from_fabric`).
 #[inline(always)]
 pub(super) fn run<B: AsRef<[u8]> + AsMut<[u8]>>(
     ctx: &mut Ctx<'_, B>,
     frames: &mut [Frame<B>],
     probes: &mut [Probe; VECTOR],
     watch: &mut Stopwatch<'_>,
-) -> u32 {
-    let every = all(frames.len());
-    let Some(first) = frames.first().map(|f| f.vif) else { return 0 };
-    let Some(vif) = ctx.t.vif(first) else { return every };
+) -> Left {
+    let Some(first) = frames.first().map(|f| f.vif) else { return Left { frames: 0, probed: 0 } };
+    let Some(vif) = ctx.t.vif(first) else { return Left::all(frames.len()) };
     // A pod with floating IPs too, unlike the vector's fast path: the lane
     // tracks all its packets and rewrites its flows' hits (`translated`).
     if vif.flags.disabled || !ctx.cfg.fast_path {
-        return every;
+        return Left::all(frames.len());
     }
     match vif.kind {
         VifKind::Virtual => from_pod(ctx, frames, vif, probes, watch),
         VifKind::Fabric => from_fabric(ctx, frames, vif, probes, watch),
-        _ => every,
+        _ => Left::all(frames.len()),
     }
 }
 
@@ -70,11 +84,11 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
     vif: &Vif,
     probes: &mut [Probe; VECTOR],
     watch: &mut Stopwatch<'_>,
-) -> u32 {
+) -> Left {
     let t = ctx.t;
     let every = all(frames.len());
     let first = vif.index;
-    let Some(vrf) = t.vrf(vif.vrf) else { return every };
+    let Some(vrf) = t.vrf(vif.vrf) else { return Left { frames: every, probed: 0 } };
     // Where flows are tracked, the lane takes the hits; where only the
     // ECMP routes track them, an address the VRF's hint names is looked
     // up, and any other is routed first: the hint rules it out of every
@@ -250,7 +264,7 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
     }
     rx.count(ctx.stats, first);
     watch.mark(Stage::Rewrite);
-    left
+    Left { frames: left, probed }
 }
 
 /// `fast::classify` for a frame from pod `vif` (in `vrf`) that it refused
@@ -500,7 +514,7 @@ fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
     vif: &Vif,
     probes: &mut [Probe; VECTOR],
     watch: &mut Stopwatch<'_>,
-) -> u32 {
+) -> Left {
     let t = ctx.t;
     let first = vif.index;
 
@@ -634,7 +648,7 @@ fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
     }
     rx.count(ctx.stats, first);
     watch.mark(Stage::Rewrite);
-    left
+    Left { frames: left, probed }
 }
 
 /// How the fabric lane's pass three carries out a packet, once its tunnel
@@ -672,11 +686,19 @@ impl Inbound {
 fn tunnel_in(t: &Tables, d: &[u8], vif: &Vif) -> Option<Inbound> {
     let Ok((label, inner_at, ip_end)) = decap::tunnel(d, vif)? else { return None };
     let (dst, inner_len) = fast::inspect(d.get(inner_at - ETH..ip_end)?, None)?;
-    let label_nh = t.label(label)?;
-    let (vrf, nh) = match t.nexthop(label_nh)? {
-        NextHop::Encap { oif, .. } => (t.vif(*oif)?.vrf, Some(label_nh)),
-        NextHop::VrfLookup { vrf } => (*vrf, None),
-        _ => return None,
-    };
+    let (vrf, nh) = landing(t, label)?;
     Some(Inbound { inner_at: inner_at as u16, inner_len: inner_len as u16, dst, vrf, nh })
+}
+
+/// Where a tunnel's `label` lands its packet, if the lane takes it there:
+/// the VRF, and the pod's next hop if the label names one (`None`: the
+/// label names the VRF, to route in).
+#[inline(always)]
+pub(super) fn landing(t: &Tables, label: u32) -> Option<(u32, Option<u32>)> {
+    let label_nh = t.label(label)?;
+    match t.nexthop(label_nh)? {
+        NextHop::Encap { oif, .. } => Some((t.vif(*oif)?.vrf, Some(label_nh))),
+        NextHop::VrfLookup { vrf } => Some((*vrf, None)),
+        _ => None,
+    }
 }

@@ -20,6 +20,7 @@ mod fast;
 mod flow;
 mod forward;
 mod frame;
+mod general;
 pub mod hash;
 pub mod hold;
 mod icmp;
@@ -34,7 +35,7 @@ pub use trace::{trace, Traced, TracedFlow};
 
 use crate::flow::{Forwarding, Probe};
 use crate::stats::runtime::Stopwatch;
-use crate::stats::{DropReason, Stage, Stats};
+use crate::stats::{DropReason, GeneralCause, Stage, Stats};
 use crate::tables::{Fib, Route, RouteTarget, Tables, VifIndex, VifKind, Vrf};
 use crate::wire::MacAddr;
 
@@ -118,6 +119,8 @@ pub struct Pipeline {
     hold: hold::FragmentHold,
     /// Frames the fast lane left to the general vector (`general_frames`).
     general: u64,
+    /// The same frames by why the lane left them (`general_causes`).
+    causes: [u64; GeneralCause::COUNT],
 }
 
 /// A vector's per-frame state between its stages.
@@ -190,6 +193,7 @@ impl Pipeline {
             scratch: Box::new(Scratch { pending: [Pending::EMPTY; VECTOR], probes: [Probe::UNUSED; VECTOR] }),
             hold: hold::FragmentHold::new(),
             general: 0,
+            causes: [0; GeneralCause::COUNT],
         }
     }
 
@@ -228,6 +232,12 @@ impl Pipeline {
     /// data path's: `Stats` are the same whichever way a frame went.
     pub fn general_frames(&self) -> u64 {
         self.general
+    }
+
+    /// `general_frames`, by why the lane left each (`GeneralCause`, in its
+    /// counter order): they add up to it.
+    pub fn general_causes(&self) -> &[u64; GeneralCause::COUNT] {
+        &self.causes
     }
 
     /// The configuration.
@@ -277,9 +287,13 @@ impl Pipeline {
         for vector in frames.chunks_mut(VECTOR) {
             // The fast lane first; the general vector takes what it left.
             let left = lane::run(&mut ctx, vector, &mut self.scratch.probes, watch);
-            if left == 0 {
+            if left.frames == 0 {
                 continue;
             }
+            for i in lanes(left.frames) {
+                self.causes[general::cause(&ctx, vector, i, left, &self.scratch.probes) as usize] += 1;
+            }
+            let left = left.frames;
             let mut from = [0u8; VECTOR];
             let k = if left == lane::all(vector.len()) { vector.len() } else { gather(vector, left, &mut from) };
             self.general += k as u64;

@@ -25,6 +25,8 @@ pub struct WorkerIo {
     /// drops, decisions to make again. A steady share of plain traffic here
     /// is a performance bug.
     pub general_path: u64,
+    /// `general_path` by cause (`GeneralCause`, in its counter order).
+    pub general_causes: [u64; super::GeneralCause::COUNT],
     /// Time spent in rounds that received frames.
     pub busy_ns: u64,
     /// Time since the worker started.

@@ -3,10 +3,12 @@
 
 mod board;
 mod drop;
+mod general;
 pub mod runtime;
 
 pub use board::{StatsBoard, WorkerIo, PUBLISH_EVERY};
 pub use drop::DropReason;
+pub use general::GeneralCause;
 pub use runtime::{Runtime, Stage};
 
 /// Counters of one vif.

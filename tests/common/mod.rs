@@ -80,7 +80,7 @@ impl Rng {
 }
 use vrouter::pipeline::{Frame, Pipeline, PipelineConfig, Spill, Verdict};
 use vrouter::pktgen::build::{self, L2};
-use vrouter::stats::Stats;
+use vrouter::stats::{GeneralCause, Stats};
 use vrouter::tables::{
     EcmpGroup, Limits, NextHop, Object, Op, RouteSpec, RouteTarget, TablesHandle, TablesWriter, Tunnel, TunnelEncap,
     Vif, VifKind, VrfSpec,
@@ -292,6 +292,23 @@ impl Lab {
     pub fn stats(&self) -> &Stats {
         self.pipeline.stats()
     }
+}
+
+/// The frames `p` left to the general path since its `general_causes`
+/// were `before`, by cause name: the causes that counted any, in counter order.
+pub fn general_since(p: &Pipeline, before: &[u64; GeneralCause::COUNT]) -> Vec<(&'static str, u64)> {
+    let counts = p.general_causes().iter().zip(before);
+    GeneralCause::ALL.iter().zip(counts).filter(|(_, (n, b))| n > b).map(|(c, (n, b))| (c.as_str(), n - b)).collect()
+}
+
+/// `frame` (Ethernet, then IPv4) after `edit`, with its IPv4 header
+/// checksum made right again.
+pub fn reheadered(mut frame: Vec<u8>, edit: impl Fn(&mut [u8])) -> Vec<u8> {
+    edit(&mut frame);
+    frame[24..26].copy_from_slice(&[0, 0]);
+    let sum = inet_checksum(&frame[14..34]);
+    frame[24..26].copy_from_slice(&sum.to_be_bytes());
+    frame
 }
 
 /// Writes frames to a pcap file (Ethernet link type) for tshark.

@@ -1,0 +1,150 @@
+//! Why the fast lane left a frame to the general path (`GeneralCause`),
+//! for the count operators read (`vrctl runtime`). Worked out again from
+//! the frame and the tables, once the lane is done with a vector and
+//! before the general path changes anything, in the order the lane makes
+//! its checks (with its own checks where they say why: `fast::inspect_or_why`,
+//! `lane::tunnel_in_or_why`). So the lane carries no cause, and a frame it
+//! takes pays nothing for this: only the general path's frames do.
+
+use super::decap;
+use super::fast;
+use super::forward::{routes_back, ETH};
+use super::lane::{landing, Left};
+use super::{Ctx, Frame};
+use crate::flow::Probe;
+use crate::stats::GeneralCause;
+use crate::tables::{NextHop, RouteTarget, Tables, Vif, VifKind, Vrf};
+
+/// Why the lane left frame `i` of `frames` (a vector it was given, as it
+/// left them: `left`), whose flow probe is `probes[i]` if the lane made one.
+#[inline(never)]
+pub(super) fn cause<B: AsRef<[u8]> + AsMut<[u8]>>(
+    ctx: &Ctx<'_, B>,
+    frames: &[Frame<B>],
+    i: usize,
+    left: Left,
+    probes: &[Probe],
+) -> GeneralCause {
+    let Some(first) = frames.first().map(|f| f.vif) else { return GeneralCause::OtherVif };
+    let Some(vif) = ctx.t.vif(first).filter(|v| !v.flags.disabled && ctx.cfg.fast_path) else {
+        return GeneralCause::FastPathOff;
+    };
+    let f = &frames[i];
+    if f.vif != first {
+        return GeneralCause::OtherVif;
+    }
+    let probe = (left.probed & (1 << i) != 0).then(|| &probes[i]);
+    let found = match vif.kind {
+        VifKind::Virtual => from_pod(ctx.t, f.data(), vif),
+        VifKind::Fabric => from_fabric(ctx.t, f.data(), vif),
+        _ => return GeneralCause::OtherVif,
+    };
+    let classified = match found {
+        Ok(c) => c,
+        Err(cause) => return cause,
+    };
+    match (probe, ctx.flows) {
+        (Some(probe), Some(table)) => {
+            if let Some(cause) = super::flow::refused(table, probe, classified.vrf) {
+                return cause;
+            }
+        }
+        // Where flows track it, a frame with no flow key.
+        (None, Some(_)) if classified.tracked && classified.keyless() => return GeneralCause::Protocol,
+        _ => {}
+    }
+    of_route(ctx.t, &classified)
+}
+
+/// A frame the lane's classification accepted: the VRF it is routed in,
+/// where it goes (a label's pod, or its destination's route), its first
+/// bytes and length, and whether flows track it there.
+struct Classified<'a> {
+    vrf: &'a Vrf,
+    to: Option<RouteTarget>,
+    head: Option<&'a [u8; fast::HEAD]>,
+    total: usize,
+    tracked: bool,
+}
+
+impl Classified<'_> {
+    fn keyless(&self) -> bool {
+        self.head.is_none_or(|h| fast::flow_key(h, self.vrf.id).is_none())
+    }
+}
+
+/// The Ethernet types the lane does not take, by what they are.
+fn not_ipv4(d: &[u8]) -> Option<GeneralCause> {
+    match d.get(12..14)? {
+        [0x08, 0x00] => None,
+        [0x08, 0x06] => Some(GeneralCause::Arp),
+        [0x86, 0xdd] => Some(GeneralCause::Ipv6),
+        _ => Some(GeneralCause::OtherEthertype),
+    }
+}
+
+/// `d`, from pod `vif`, as the lane classifies it (`fast::classify`, then
+/// `lane::from_elsewhere` for a source other than the pod's own).
+fn from_pod<'a>(t: &'a Tables, d: &'a [u8], vif: &Vif) -> Result<Classified<'a>, GeneralCause> {
+    if let Some(c) = not_ipv4(d).or((d.len() < ETH).then_some(GeneralCause::OtherEthertype)) {
+        return Err(c);
+    }
+    let vrf = t.vrf(vif.vrf).ok_or(GeneralCause::NoRoute)?;
+    let own = vif.ipv4.filter(|_| vif.flags.source_check);
+    let (dst, total) = match fast::inspect_or_why(d, own) {
+        Err(GeneralCause::Source) => {
+            let found = fast::inspect_or_why(d, None)?;
+            let src = u32::from_be_bytes([d[26], d[27], d[28], d[29]]);
+            if !routes_back(t, vif, vrf.v4.lookup(src)) {
+                return Err(GeneralCause::Source);
+            }
+            found
+        }
+        found => found?,
+    };
+    let tracked =
+        !vif.floating.is_empty() || vrf.tracks_every_flow() || (vrf.tracks_flows() && vrf.ecmp_blocks.may_hold(dst));
+    Ok(Classified { vrf, to: vrf.v4.lookup(dst), head: fast::head_of(d), total, tracked })
+}
+
+/// `d`, from fabric vif `vif`, as the lane takes a tunnel (`lane::tunnel_in`),
+/// with the general path's copy of the outer checks (`tunnel` is inlined
+/// where it is called).
+fn from_fabric<'a>(t: &'a Tables, d: &'a [u8], vif: &Vif) -> Result<Classified<'a>, GeneralCause> {
+    let (label, inner_at, ip_end) = match decap::tunnel_out_of_line(d, vif) {
+        None => return Err(not_ipv4(d).unwrap_or(GeneralCause::NotTunnel)),
+        Some(Err(_)) => return Err(GeneralCause::Tunnel),
+        Some(Ok(found)) => found,
+    };
+    let inner = d.get(inner_at - ETH..ip_end).ok_or(GeneralCause::Tunnel)?;
+    let (dst, total) = fast::inspect_or_why(inner, None)?;
+    let (vrf, pod) = landing(t, label).ok_or(GeneralCause::Tunnel)?;
+    let vrf = t.vrf(vrf).ok_or(GeneralCause::NoRoute)?;
+    let to = match pod {
+        Some(nh) => Some(RouteTarget { nh, label: RouteTarget::NO_LABEL }),
+        None => vrf.v4.lookup(dst),
+    };
+    Ok(Classified { vrf, to, head: fast::head_of(inner), total, tracked: vrf.tracks_every_flow() })
+}
+
+/// What the route of a frame the lane accepted leads to that the lane
+/// does not carry out, as `fast::finish` refuses it.
+fn of_route(t: &Tables, c: &Classified<'_>) -> GeneralCause {
+    let Some(to) = c.to else { return GeneralCause::NoRoute };
+    let mut nh = t.nexthop(to.nh);
+    // Any member: they leave by the same kind of way, in practice.
+    if let Some(NextHop::Composite(group)) = nh {
+        nh = group.members().first().and_then(|m| t.nexthop(m.nh));
+    }
+    let leaving = |oif, overhead| match t.vif(oif) {
+        Some(out) if !out.flags.disabled && c.total + overhead > usize::from(out.mtu) => GeneralCause::Mtu,
+        _ => GeneralCause::NextHop,
+    };
+    match nh {
+        None | Some(NextHop::Discard) => GeneralCause::NoRoute,
+        Some(NextHop::Receive) => GeneralCause::Local,
+        Some(NextHop::Encap { oif, .. }) => leaving(*oif, 0),
+        Some(NextHop::Tunnel(tun)) => leaving(tun.oif, tun.encap.ip_overhead()),
+        Some(_) => GeneralCause::NextHop,
+    }
+}
