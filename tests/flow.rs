@@ -2337,11 +2337,13 @@ fn a_vif_changed_under_its_flows_takes_them_with_it() {
 
 /// The general path's count by cause, where flows are tracked: a flow's
 /// first packet is a new flow's, its next ones take the lane, and once a
-/// policy change denies it, its packets are the flow's decision's. A
-/// protocol flows do not key is counted as such, not as a new flow.
+/// policy change denies it, its next packet is the flow's decision's; the
+/// packets after it the lane drops itself, counted on the flow and as the
+/// flow's drop reason. A protocol flows do not key is counted as such, not
+/// as a new flow.
 #[test]
 fn the_general_path_counts_new_flows_and_flow_decisions_apart() {
-    let (mut lab, _table) = lab_allowing_all();
+    let (mut lab, table) = lab_allowing_all();
     let counted = |lab: &mut Lab, frame: Vec<u8>, expect: Verdict| {
         let before = *lab.pipeline.general_causes();
         assert_eq!(lab.run(A1, frame).0, expect);
@@ -2354,7 +2356,14 @@ fn the_general_path_counts_new_flows_and_flow_decisions_apart() {
     lab.writer.apply(&[Op::Update(Object::Policy(BLUE, deny_all))]).unwrap();
     let denied = Verdict::Drop(DropReason::FlowActionDrop);
     assert_eq!(counted(&mut lab, packet(), denied), vec![("flow_decision", 1)], "decided again");
-    assert_eq!(counted(&mut lab, packet(), denied), vec![("flow_decision", 1)], "a flow that drops");
+    let drops = lab.stats().dropped(DropReason::FlowActionDrop);
+    for _ in 0..3 {
+        assert_eq!(counted(&mut lab, packet(), denied), vec![], "a flow that drops, in the lane");
+    }
+    assert_eq!(lab.stats().dropped(DropReason::FlowActionDrop), drops + 3);
+    let key = FlowKey::v4(BLUE, vrouter::wire::ip_proto::UDP, a1_ip().into(), a2_ip().into(), 5000, 53);
+    let flow = table.get(table.lookup(&key).unwrap().slot, 0).unwrap();
+    assert_eq!(flow.packets, 6, "each packet counted on its flow");
     let gre = build::ip_frame(from_a1(), &build::ipv4(a1_ip(), a2_ip(), 47, 64, false, &[0; 8]));
     assert_eq!(counted(&mut lab, gre, denied), vec![("protocol", 1)]);
 }

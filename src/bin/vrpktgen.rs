@@ -145,6 +145,11 @@ enum Command {
         /// composite, whose member they pin).
         #[arg(long)]
         flow_table: bool,
+        /// With --flow-policy: the policy denies every flow (its allowing
+        /// rule left out); the warm-up makes the pairs, and the measured
+        /// packets are dropped as their flows say, "ok" when they are.
+        #[arg(long, requires = "flow_policy")]
+        flow_deny: bool,
         /// Measure flow setup instead: --packets frames, each a new flow,
         /// through a VRF with a 100-rule policy into a flow table of
         /// vrouterd's default size (in rounds of at most three quarters
@@ -406,6 +411,7 @@ fn main() -> ExitCode {
             general_path,
             flow_policy,
             flow_table,
+            flow_deny,
             flow_setup,
             syn,
             policy_change,
@@ -454,6 +460,7 @@ fn main() -> ExitCode {
                 fast_path: !general_path,
                 flow_policy,
                 flow_table,
+                flow_deny,
             };
             if flow_setup {
                 return flow_setups(&cases, params, packets, syn, json);

@@ -667,6 +667,13 @@ impl Probe {
         FlowKey::from_words(&self.words)
     }
 
+    /// True if `FlowTable::prefetch_slots` found a tag of the key's in its
+    /// first bucket: false for nearly every new flow.
+    #[inline(always)]
+    pub fn hinted(&self) -> bool {
+        self.hint != NO_HINT
+    }
+
     /// Asks `FlowTable::prefetch_slots` for the slot's second line too,
     /// where a rewrite and a route VRF are: for `forward_translated`.
     #[inline(always)]
@@ -1037,6 +1044,34 @@ impl FlowTable {
             route: RouteMemo(route),
             hash,
         })
+    }
+
+    /// The probe's entry if it drops, as decided under its VRF's current
+    /// generation (`policy`), rewriting nothing, routing in its own VRF and
+    /// not waiting for a route: the entry and why it drops. The fast lane
+    /// drops such a flow's packets itself, as `pipeline::flow::on_hit`
+    /// would (a pod that keeps sending what its policy denies, a UDP flood
+    /// among them, took the general path with every packet). An entry
+    /// decided under an older generation is left to the general path,
+    /// which decides it again or keeps its decision for the next packet.
+    #[inline]
+    pub fn dropping(&self, p: &Probe, policy: PolicyGenerations) -> Option<(Forwarding, DropReason)> {
+        let (i, action, ecmp, route, hash) = self.search(p, |i| {
+            self.read_stable(i, |s| {
+                if !s.holds(&p.words) {
+                    return None;
+                }
+                Some((i, s.action.load(Relaxed), s.ecmp.load(Relaxed), s.route.load(Relaxed), s.hash.load(Relaxed)))
+            })
+        })?;
+        let want = KIND_DROP | FLAG_PLAIN | (u64::from(policy.now) << 32);
+        let mask = 0xff | FLAG_PLAIN | FLAG_UNROUTED | (0xffff_ffff << 32);
+        if action & mask != want {
+            return None;
+        }
+        let FlowAction::Drop(reason) = decode_action(action) else { return None };
+        let hit = Forwarding { slot: i as u32, ecmp: decode_ecmp(ecmp), route: RouteMemo(route), hash };
+        Some((hit, reason))
     }
 
     /// `forward_only` for the entries that rewrite or route elsewhere: a

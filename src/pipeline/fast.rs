@@ -160,7 +160,7 @@ pub(super) fn flow_key(h: &[u8; HEAD], vrf: u32) -> Option<FlowKey> {
 /// The TCP flags of a frame `classify` accepted (0 for other protocols),
 /// which a flow keeps for its TCP state.
 #[inline(always)]
-fn tcp_flags(h: &[u8; HEAD], d: &[u8]) -> u8 {
+pub(super) fn tcp_flags(h: &[u8; HEAD], d: &[u8]) -> u8 {
     if h[23] == ip_proto::TCP {
         d.get(ETH + ipv4::HEADER_LEN + 13).copied().unwrap_or(0)
     } else {

@@ -13,7 +13,7 @@ use super::lane::{landing, Left};
 use super::{Ctx, Frame};
 use crate::flow::Probe;
 use crate::stats::GeneralCause;
-use crate::tables::{NextHop, RouteTarget, Tables, Vif, VifKind, Vrf};
+use crate::tables::{NextHop, Tables, Vif, VifKind, Vrf};
 
 /// Why the lane left frame `i` of `frames` (a vector it was given, as it
 /// left them: `left`), whose flow probe is `probes[i]` if the lane made one.
@@ -34,6 +34,15 @@ pub(super) fn cause<B: AsRef<[u8]> + AsMut<[u8]>>(
         return GeneralCause::OtherVif;
     }
     let probe = (left.probed & (1 << i) != 0).then(|| &probes[i]);
+    // A frame the lane probed a flow for passed its classification: its
+    // flow says why first, without classifying it again (a new flow, the
+    // general path's commonest frame, paid 5-7 % of its setup for that).
+    if let (Some(probe), Some(table)) = (probe, ctx.flows) {
+        let vrf = ctx.t.vrf(probe.key().vrf);
+        if let Some(cause) = vrf.and_then(|vrf| super::flow::refused(table, probe, vrf)) {
+            return cause;
+        }
+    }
     let found = match vif.kind {
         VifKind::Virtual => from_pod(ctx.t, f.data(), vif),
         VifKind::Fabric => from_fabric(ctx.t, f.data(), vif),
@@ -43,25 +52,21 @@ pub(super) fn cause<B: AsRef<[u8]> + AsMut<[u8]>>(
         Ok(c) => c,
         Err(cause) => return cause,
     };
-    match (probe, ctx.flows) {
-        (Some(probe), Some(table)) => {
-            if let Some(cause) = super::flow::refused(table, probe, classified.vrf) {
-                return cause;
-            }
-        }
-        // Where flows track it, a frame with no flow key.
-        (None, Some(_)) if classified.tracked && classified.keyless() => return GeneralCause::Protocol,
-        _ => {}
+    // Where flows track it, a frame with no flow key.
+    if probe.is_none() && ctx.flows.is_some() && classified.tracked && classified.keyless() {
+        return GeneralCause::Protocol;
     }
     of_route(ctx.t, &classified)
 }
 
 /// A frame the lane's classification accepted: the VRF it is routed in,
-/// where it goes (a label's pod, or its destination's route), its first
-/// bytes and length, and whether flows track it there.
+/// its destination and the pod its label names (if it came by a tunnel
+/// whose label does), its first bytes and length, and whether flows track
+/// it there.
 struct Classified<'a> {
     vrf: &'a Vrf,
-    to: Option<RouteTarget>,
+    dst: u32,
+    pod: Option<u32>,
     head: Option<&'a [u8; fast::HEAD]>,
     total: usize,
     tracked: bool,
@@ -104,7 +109,7 @@ fn from_pod<'a>(t: &'a Tables, d: &'a [u8], vif: &Vif) -> Result<Classified<'a>,
     };
     let tracked =
         !vif.floating.is_empty() || vrf.tracks_every_flow() || (vrf.tracks_flows() && vrf.ecmp_blocks.may_hold(dst));
-    Ok(Classified { vrf, to: vrf.v4.lookup(dst), head: fast::head_of(d), total, tracked })
+    Ok(Classified { vrf, dst, pod: None, head: fast::head_of(d), total, tracked })
 }
 
 /// `d`, from fabric vif `vif`, as the lane takes a tunnel (`lane::tunnel_in`),
@@ -120,18 +125,23 @@ fn from_fabric<'a>(t: &'a Tables, d: &'a [u8], vif: &Vif) -> Result<Classified<'
     let (dst, total) = fast::inspect_or_why(inner, None)?;
     let (vrf, pod) = landing(t, label).ok_or(GeneralCause::Tunnel)?;
     let vrf = t.vrf(vrf).ok_or(GeneralCause::NoRoute)?;
-    let to = match pod {
-        Some(nh) => Some(RouteTarget { nh, label: RouteTarget::NO_LABEL }),
-        None => vrf.v4.lookup(dst),
-    };
-    Ok(Classified { vrf, to, head: fast::head_of(inner), total, tracked: vrf.tracks_every_flow() })
+    Ok(Classified { vrf, dst, pod, head: fast::head_of(inner), total, tracked: vrf.tracks_every_flow() })
 }
 
 /// What the route of a frame the lane accepted leads to that the lane
-/// does not carry out, as `fast::finish` refuses it.
+/// does not carry out, as `fast::finish` refuses it. Looked up only here:
+/// a new flow's frame, the most common of the general path's, is told
+/// without it (a lookup in a large table cost a new flow a quarter of
+/// its time: `tools/perf-compare --modes flow-setup`).
 fn of_route(t: &Tables, c: &Classified<'_>) -> GeneralCause {
-    let Some(to) = c.to else { return GeneralCause::NoRoute };
-    let mut nh = t.nexthop(to.nh);
+    let nh = match c.pod {
+        Some(pod) => pod,
+        None => match c.vrf.v4.lookup(c.dst) {
+            Some(to) => to.nh,
+            None => return GeneralCause::NoRoute,
+        },
+    };
+    let mut nh = t.nexthop(nh);
     // Any member: they leave by the same kind of way, in practice.
     if let Some(NextHop::Composite(group)) = nh {
         nh = group.members().first().and_then(|m| t.nexthop(m.nh));

@@ -636,6 +636,10 @@ pub struct BenchParams {
     /// implies one), as vrouterd always has: a VRF then tracks the flows
     /// routed to its ECMP composites, to pin their member.
     pub flow_table: bool,
+    /// With `flow_policy`: the policy without its last rule, so that it
+    /// denies every flow; the warm-up makes the pairs, and the measurement
+    /// drops their packets as they say (`flow_action_drop`).
+    pub flow_deny: bool,
 }
 
 /// A 100-rule policy: 99 rules that miss (other networks' prefixes and
@@ -675,6 +679,7 @@ impl Default for BenchParams {
             fast_path: true,
             flow_policy: false,
             flow_table: false,
+            flow_deny: false,
         }
     }
 }
@@ -697,7 +702,14 @@ impl Bench {
             let vrfs: Vec<u32> = handle.load().vrfs().map(|v| v.id).collect();
             // Green takes what VRF 1's clients send its pod.
             let from = |v| if v == GREEN_VRF { VRF } else { v };
-            let ops: Vec<Op> = vrfs.iter().map(|&v| Op::Add(Object::Policy(v, policy_100(from(v))))).collect();
+            let policy = |v| {
+                let mut p100 = policy_100(from(v));
+                if p.flow_deny {
+                    p100.rules.pop();
+                }
+                p100
+            };
+            let ops: Vec<Op> = vrfs.iter().map(|&v| Op::Add(Object::Policy(v, policy(v)))).collect();
             writer.apply(&ops).expect("a valid policy");
         } else if case.cross_vrf() {
             let allow = |v| Op::Add(Object::Policy(v, crate::flow::Policy::allow_all()));
@@ -790,7 +802,11 @@ impl Bench {
         }
         let tables = self.handle.load();
         self.pipeline.process(&tables, &mut self.batch, &mut self.spill);
-        let want = self.case.expected();
+        let want = if self.params.flow_deny {
+            Verdict::Drop(crate::stats::DropReason::FlowActionDrop)
+        } else {
+            self.case.expected()
+        };
         self.batch.iter().filter(|f| f.verdict == want).count()
     }
 
@@ -1362,6 +1378,33 @@ mod tests {
                 let general = b.pipeline.general_frames() - before;
                 assert_eq!((general, r.ok), (0, r.packets), "{} {mode}: to the general path, forwarded", case.name());
             }
+        }
+    }
+
+    /// Denied flows' packets are dropped in the fast lane once their pairs
+    /// are made, from a pod or from the fabric, plain flows, in every case
+    /// whose flows are of one VRF and rewrite nothing; the others' are
+    /// still the general path's, dropped there alike.
+    #[test]
+    fn denied_flows_are_dropped_in_the_fast_lane() {
+        let p = BenchParams {
+            v4_routes: 1000,
+            v6_routes: 10,
+            flows: 500,
+            batch: 32,
+            flow_policy: true,
+            flow_deny: true,
+            ..BenchParams::default()
+        };
+        let general_path = [Case::FloatingIpIn, Case::FloatingIpOut, Case::FloatingPodEncap, Case::CrossVrfOut];
+        for case in Case::ALL {
+            let mut b = Bench::new(case, p);
+            b.warm_up();
+            let before = b.pipeline.general_frames();
+            let r = b.timed(1024);
+            let general = b.pipeline.general_frames() - before;
+            let expected = if general_path.contains(&case) { r.packets } else { 0 };
+            assert_eq!((general, r.ok), (expected, r.packets), "{}: to the general path, dropped", case.name());
         }
     }
 
