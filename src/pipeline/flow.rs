@@ -377,8 +377,8 @@ pub(super) fn translated<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, probe: &Probe) -> Optio
 /// `None`: its entry forwards, and something past the flow refused it.
 /// Here, beside the lane's own reads, not in `general`: called from there,
 /// `find` moved the crate's partition into codegen units, and LLVM inlined
-/// less into the fabric lane (decap +18-29 instructions a packet, callgrind;
-/// with one codegen unit, the count by cause costs no lane -10 to +10).
+/// less into the fabric lane (decap +18-29 instructions a packet,
+/// callgrind; built with one codegen unit, no lane paid for the count).
 #[inline(never)]
 pub(super) fn refused(table: &FlowTable, probe: &Probe, vrf: &Vrf) -> Option<GeneralCause> {
     // No tag of its key in its first bucket, where nearly every key lives:

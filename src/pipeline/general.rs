@@ -2,9 +2,10 @@
 //! for the count operators read (`vrctl runtime`). Worked out again from
 //! the frame and the tables, once the lane is done with a vector and
 //! before the general path changes anything, in the order the lane makes
-//! its checks (with its own checks where they say why: `fast::inspect_or_why`,
-//! `lane::tunnel_in_or_why`). So the lane carries no cause, and a frame it
-//! takes pays nothing for this: only the general path's frames do.
+//! its checks (with the lane's own code where it can say why:
+//! `fast::inspect_or_why`, `lane::landing`, `flow::refused`). So the lane
+//! carries no cause, and a frame it takes pays nothing for this: only the
+//! general path's frames do.
 
 use super::decap;
 use super::fast;

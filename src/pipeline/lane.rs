@@ -420,11 +420,11 @@ fn route_again<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, settled: &Forwarding, dst: u32) -
 }
 
 /// Pass three for a hit on a flow that drops (`FlowTable::dropping`), from
-/// a pod, or from the fabric with `pod` the next hop its label named, if
-/// it named a pod's, once `translated` found no entry that forwards:
-/// dropped and counted on its flow, as the general path
-/// drops it (`flow::on_hit`) once it has routed it, so only where its
-/// route, as the flow remembers it, still holds and has flows tracked.
+/// a pod (once `translated` found no entry that forwards), or from the
+/// fabric with `pod` the next hop its label named, if it named a pod's:
+/// dropped and counted on its flow, as the general path drops it
+/// (`flow::on_hit`) once it has routed it, so only where its route, as the
+/// flow remembers it, still holds and has flows tracked.
 /// Before, a pod that kept sending what its policy denies (a UDP flood, a
 /// retrying client) sent every packet through the general path (72-75 ns
 /// a packet to a local pod, 88-91 into a tunnel, as `--general-path`

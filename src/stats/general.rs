@@ -74,11 +74,12 @@ general_causes! {
     /// GRE, SCTP): the general path finds its flow, or tracks none.
     Protocol => "protocol";
     /// The first packet of a flow the table does not hold: the general path
-    /// judges it by policy and makes the flow.
+    /// judges it by policy and makes the flow. (Told by the lane's probe:
+    /// a key with no tag in its first bucket, where nearly every key lives.)
     NewFlow => "new_flow";
-    /// A flow the lane may not carry out: it drops, or its decision is to
-    /// be made again (its policy changed), or it rewrites in a way only the
-    /// general path does.
+    /// A flow the lane may not carry out: its decision is to be made again
+    /// (its policy changed), or it drops or rewrites where only the general
+    /// path does (a floating IP's, a pair across networks).
     FlowDecision => "flow_decision";
     /// No route, or a discard route: the general path drops it and says why.
     NoRoute => "no_route";
