@@ -1371,14 +1371,20 @@ mod tests {
         ];
         for (mode, p) in modes {
             for case in Case::ALL {
-                let mut b = Bench::new(case, p);
-                b.warm_up();
-                let before = b.pipeline.general_frames();
-                let r = b.timed(1024);
-                let general = b.pipeline.general_frames() - before;
+                let (general, r) = settled_run(case, p);
                 assert_eq!((general, r.ok), (0, r.packets), "{} {mode}: to the general path, forwarded", case.name());
             }
         }
+    }
+
+    /// 1024 of `case`'s frames once the warm-up has set its flows up: how
+    /// many took the general path, and the run's report.
+    fn settled_run(case: Case, p: BenchParams) -> (u64, Report) {
+        let mut b = Bench::new(case, p);
+        b.warm_up();
+        let before = b.pipeline.general_frames();
+        let r = b.timed(1024);
+        (b.pipeline.general_frames() - before, r)
     }
 
     /// Denied flows' packets are dropped in the fast lane once their pairs
@@ -1398,11 +1404,7 @@ mod tests {
         };
         let general_path = [Case::FloatingIpIn, Case::FloatingIpOut, Case::FloatingPodEncap, Case::CrossVrfOut];
         for case in Case::ALL {
-            let mut b = Bench::new(case, p);
-            b.warm_up();
-            let before = b.pipeline.general_frames();
-            let r = b.timed(1024);
-            let general = b.pipeline.general_frames() - before;
+            let (general, r) = settled_run(case, p);
             let expected = if general_path.contains(&case) { r.packets } else { 0 };
             assert_eq!((general, r.ok), (expected, r.packets), "{}: to the general path, dropped", case.name());
         }
