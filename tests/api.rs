@@ -486,9 +486,12 @@ fn stats_and_info_report_counters_and_occupancy() {
     s.vifs[A1 as usize].rx_packets = 42;
     s.drops[vrouter::stats::DropReason::NoRoute as usize] = 5;
     s.vrfs[BLUE as usize].encaps = 9;
+    let mut general_by_vif = vec![0; limits().vifs];
+    general_by_vif[A1 as usize] = 3;
     control.stats().publish(
         0,
         &s,
+        &general_by_vif,
         vrouter::stats::WorkerIo {
             rx: 42,
             busy_ns: 10,
@@ -501,7 +504,7 @@ fn stats_and_info_report_counters_and_occupancy() {
     let mut c = client(&sock);
     let st = c.call("stats", json!({})).unwrap();
     let a1 = st["vifs"].as_array().unwrap().iter().find(|v| v["index"] == A1).unwrap();
-    assert_eq!(a1["rx_packets"], 42);
+    assert_eq!((&a1["rx_packets"], &a1["general_path"]), (&json!(42), &json!(3)));
     let nr = st["drops"].as_array().unwrap().iter().find(|d| d["reason"] == "no_route").unwrap();
     assert_eq!(nr["count"], 5);
     assert_eq!(st["drops"].as_array().unwrap().len(), vrouter::stats::DropReason::COUNT, "every reason, zero or not");
@@ -512,7 +515,11 @@ fn stats_and_info_report_counters_and_occupancy() {
     let causes = st["workers"][0]["general_causes"].as_object().unwrap();
     assert_eq!(causes.len(), vrouter::stats::GeneralCause::COUNT, "every cause, zero or not");
     assert_eq!((causes["tcp_syn"].as_u64(), causes["arp"].as_u64()), (Some(3), Some(0)));
-    assert_eq!(c.call("get", json!({ "vif": A1 })).unwrap()["status"]["rx_packets"], 42);
+    let status = c.call("get", json!({ "vif": A1 })).unwrap()["status"].clone();
+    assert_eq!((&status["rx_packets"], &status["general_path"]), (&json!(42), &json!(3)));
+    let listed = c.call("dump", json!({ "object": "vif" })).unwrap()["items"].clone();
+    let a1 = listed.as_array().unwrap().iter().find(|v| v["index"] == A1).unwrap();
+    assert_eq!(a1["status"]["general_path"], 3);
     let info = c.call("info", json!({})).unwrap();
     let table = |n: &str| info["tables"].as_array().unwrap().iter().find(|t| t["table"] == n).unwrap().clone();
     assert_eq!(table("vifs")["used"], 5);
@@ -529,20 +536,22 @@ fn stats_and_info_report_counters_and_occupancy() {
     s.vifs[20].rx_packets = 500;
     s.vif_drops.resize(21, [0; vrouter::stats::DropReason::COUNT]);
     s.vif_drops[20][vrouter::stats::DropReason::NoRoute as usize] = 7;
-    control.stats().publish(0, &s, vrouter::stats::WorkerIo::default());
+    general_by_vif[20] = 40;
+    control.stats().publish(0, &s, &general_by_vif, vrouter::stats::WorkerIo::default());
     let counted = |c: &mut vrouter::api::client::Client| {
         let st = c.call("get", json!({ "vif": 20 })).unwrap()["status"].clone();
-        (st["rx_packets"].as_u64().unwrap(), st["drop_reasons"].clone())
+        (st["rx_packets"].as_u64().unwrap(), st["drop_reasons"].clone(), st["general_path"].as_u64().unwrap())
     };
-    assert_eq!(counted(&mut c), (500, json!({ "no_route": 7 })));
+    assert_eq!(counted(&mut c), (500, json!({ "no_route": 7 }), 40));
     c.call("update", vif("veth-renamed")).unwrap();
-    assert_eq!(counted(&mut c), (500, json!({ "no_route": 7 })), "the same vif, updated");
+    assert_eq!(counted(&mut c), (500, json!({ "no_route": 7 }), 40), "the same vif, updated");
     c.call("delete", json!({ "vif": 20 })).unwrap();
     c.call("add", vif("veth-new")).unwrap();
-    assert_eq!(counted(&mut c), (0, json!({})), "a new vif at the index");
+    assert_eq!(counted(&mut c), (0, json!({}), 0), "a new vif at the index");
     s.vifs[20].rx_packets += 3;
-    control.stats().publish(0, &s, vrouter::stats::WorkerIo::default());
-    assert_eq!(counted(&mut c).0, 3, "its own frames");
+    general_by_vif[20] += 2;
+    control.stats().publish(0, &s, &general_by_vif, vrouter::stats::WorkerIo::default());
+    assert_eq!((counted(&mut c).0, counted(&mut c).2), (3, 2), "its own frames");
 }
 
 /// Forwards a fixed stream of frames from a1 to a2 on another thread while a client

@@ -1212,17 +1212,25 @@ fn the_general_path_counts_each_frame_under_why_the_lane_left_it() {
         ("fast_path_off", DISABLED, build::udp4_frame(from_a1(), Ipv4Addr::new(10, 1, 0, 9), a2_ip(), 1, 80, 64, 64)),
     ];
     let mut lab = Lab::new();
+    // Each vif's frames on the general path, since `then`.
+    let by_vif_since = |p: &Pipeline, then: &[u64]| -> Vec<(usize, u64)> {
+        let now = p.general_frames_by_vif();
+        now.iter().zip(then).enumerate().filter(|(_, (n, t))| n > t).map(|(v, (n, t))| (v, n - t)).collect()
+    };
     for (cause, vif, frame) in &cases {
         let before = *lab.pipeline.general_causes();
-        let general = lab.pipeline.general_frames();
+        let (general, by_vif) = (lab.pipeline.general_frames(), lab.pipeline.general_frames_by_vif().to_vec());
         lab.run(*vif, frame.clone());
         let expected: Vec<(&str, u64)> = if cause.is_empty() { vec![] } else { vec![(*cause, 1)] };
         assert_eq!(general_since(&lab.pipeline, &before), expected, "{cause:?} from vif {vif}");
         assert_eq!(lab.pipeline.general_frames() - general, expected.len() as u64, "{cause:?} from vif {vif}");
+        let on_its_vif: Vec<(usize, u64)> = expected.iter().map(|_| (*vif as usize, 1)).collect();
+        assert_eq!(by_vif_since(&lab.pipeline, &by_vif), on_its_vif, "{cause:?} from vif {vif}");
     }
     // In one vector, the lane takes the first frame's vif's: the others
     // are counted as another vif's, whatever they are.
     let before = *lab.pipeline.general_causes();
+    let by_vif = lab.pipeline.general_frames_by_vif().to_vec();
     let vector: Vec<(u32, Vec<u8>)> = cases.iter().map(|(_, vif, f)| (*vif, f.clone())).collect();
     lab.run_with(&vector, 4);
     let from_a1 = cases.iter().filter(|(c, vif, _)| *vif == A1 && !c.is_empty()).count() as u64;
@@ -1235,6 +1243,11 @@ fn the_general_path_counts_each_frame_under_why_the_lane_left_it() {
         from_a1 + others,
         "each frame once"
     );
+    // By the vif each came in on, the lane's or not.
+    let from_fabric = cases.iter().filter(|(_, vif, _)| *vif == FABRIC).count() as u64;
+    let mut on_vifs = vec![(A1 as usize, from_a1), (FABRIC as usize, from_fabric), (DISABLED as usize, 1)];
+    on_vifs.sort();
+    assert_eq!(by_vif_since(&lab.pipeline, &by_vif), on_vifs);
     // With the fast path off, every frame is counted as such.
     let mut off = Lab::new();
     off.pipeline =

@@ -95,9 +95,14 @@ fn every_command_prints_an_aligned_table_and_json() {
     let mut general_causes = [0; GeneralCause::COUNT];
     general_causes[GeneralCause::Arp as usize] = 17;
     general_causes[GeneralCause::NewFlow as usize] = 600;
+    // a1 sent 600 of the general path's frames; vif 2, 17.
+    let mut general_by_vif = vec![0; limits().vifs];
+    general_by_vif[A1 as usize] = 600;
+    general_by_vif[2] = 17;
     control.stats().publish(
         0,
         &s,
+        &general_by_vif,
         WorkerIo {
             rx: 1234,
             tx: 1000,
@@ -129,9 +134,11 @@ fn every_command_prints_an_aligned_table_and_json() {
     // vif
     let t = ok(&sock, &["vif", "list"]);
     let header = t.lines().next().unwrap();
-    assert!(header.starts_with("VIF") && header.contains("RX PKTS") && header.contains("DROPS"), "{t}");
+    assert!(header.starts_with("VIF") && header.contains("RX PKTS") && header.ends_with("DROPS  GENERAL"), "{t}");
     let a1 = row(&t, "vif0/1");
     assert_eq!(&a1[..4], ["vif0/1", "veth-a1", "virtual", "1"], "{t}");
+    assert_eq!(a1.last().map(String::as_str), Some("600"), "{t}");
+    assert_eq!(row(&t, "vif0/2").last().map(String::as_str), Some("17"), "{t}");
     assert!(a1.contains(&"1234".to_string()) && a1.contains(&"10.1.0.2 fd00:1::2".to_string()), "{a1:?}");
     // Aligned: every row's second column starts where the header's does.
     let col = header.find("NAME").unwrap();
@@ -145,6 +152,8 @@ fn every_command_prints_an_aligned_table_and_json() {
     let detail = ok(&sock, &["vif", "get", "1"]);
     assert!(detail.lines().any(|l| l.split_whitespace().eq(["rx_packets", "1234"])), "{detail}");
     assert!(detail.lines().any(|l| l.split_whitespace().eq(["source_check", "true"])), "{detail}");
+    assert!(detail.lines().any(|l| l.split_whitespace().eq(["general_path", "600"])), "{detail}");
+    assert_eq!(one["status"]["general_path"], 600);
     let reasons = detail.lines().find(|l| l.starts_with("drop_reasons")).unwrap_or_else(|| panic!("{detail}"));
     assert_eq!(reasons.split_whitespace().collect::<Vec<_>>()[1..], ["no_route", "5,", "unfinished_checksum", "2"]);
     assert_eq!(one["status"]["drop_reasons"], serde_json::json!({ "no_route": 5, "unfinished_checksum": 2 }));
@@ -247,12 +256,14 @@ fn rates_show_per_second_deltas() {
     // A worker's counters grow by 1,000 frames per 100 ms on a1 while vrctl watches.
     let feeder = std::thread::spawn(move || {
         let mut s = Stats::new(limits().vifs, limits().vrfs);
+        let mut general_by_vif = vec![0; limits().vifs];
         for _ in 0..50 {
+            general_by_vif[A1 as usize] += 200;
             s.vifs[A1 as usize].rx_packets += 1000;
             s.drops[DropReason::TtlExceeded as usize] += 100;
             s.vif_drops.resize(A1 as usize + 1, [0; DropReason::COUNT]);
             s.vif_drops[A1 as usize][DropReason::TtlExceeded as usize] += 50;
-            board.publish(0, &s, WorkerIo::default());
+            board.publish(0, &s, &general_by_vif, WorkerIo::default());
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     });
@@ -265,6 +276,8 @@ fn rates_show_per_second_deltas() {
     let a1 = lines[1]["vifs"].as_array().unwrap().iter().find(|v| v["index"] == A1).unwrap();
     let pps = a1["rx_packets_per_s"].as_f64().unwrap();
     assert!((5_000.0..=15_000.0).contains(&pps), "about 10,000 frames/s on a1: {pps}");
+    let general = a1["general_path_per_s"].as_f64().unwrap();
+    assert!((1_000.0..=3_000.0).contains(&general), "about 2,000 of them to the general path: {general}");
     assert!(dropout.contains("ttl_exceeded") && dropout.contains("DROPS/S"), "{dropout}");
     let v: Value = serde_json::from_str(&vifout).unwrap();
     let ttl = v["drops"].as_array().unwrap().iter().find(|d| d["reason"] == "ttl_exceeded").unwrap();

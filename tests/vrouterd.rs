@@ -322,6 +322,11 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
     let causes: u64 = vrouter::stats::GeneralCause::ALL.iter().map(|c| by_cause(c.as_str())).sum();
     assert_eq!(causes, general, "{}", st["workers"]);
     assert!(by_cause("arp") > 0, "{}", st["workers"]);
+    // By vif, read at the same moment: they add up too, and a1's ARP is a1's.
+    let vifs = st["vifs"].as_array().unwrap();
+    assert_eq!(vifs.iter().map(|v| v["general_path"].as_u64().unwrap()).sum::<u64>(), general, "{vifs:?}");
+    let pa1 = vifs.iter().find(|v| v["name"] == "pa1").unwrap();
+    assert!(pa1["general_path"].as_u64().unwrap() > 0, "{pa1}");
     assert!(text.lines().any(|l| l.split_whitespace().nth(1) == Some("arp") && l.ends_with("% of general")), "{text}");
     // A client that sends a request without end first (64 MiB, no line
     // end): it is cut off without vrouterd holding what it sent (its peak
@@ -366,6 +371,7 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert!(arp > 0.0, "ARP by cause: {metrics}");
+    assert!(sample("vrouter_vif_general_path_packets_total{vif=\"1\",name=\"pa1\"}") > 0.0, "{metrics}");
     assert!(metrics.contains("# TYPE vrouter_drops_total counter") && metrics.contains("reason=\"no_route\""));
     let flow_stats = api.call("flow.stats", serde_json::json!({})).unwrap();
     assert_eq!(Some(sample("vrouter_flow_capacity") as u64), flow_stats["capacity"].as_u64(), "{metrics}");

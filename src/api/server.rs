@@ -259,7 +259,7 @@ impl Control {
                     })
                     .collect();
                 // Later fragments that came before their first, held by the workers.
-                let (s, _) = self.stats.read();
+                let s = self.stats.read().stats;
                 Ok(json!({
                     "capacity": t.capacity(), "recorded": c.recorded, "matched": c.matched,
                     "unmatched": c.unmatched, "entries": entries,
@@ -346,8 +346,7 @@ impl Control {
         match key {
             KeyDef::Vif(i) => {
                 let v = t.vif(*i).ok_or_else(|| missing("vif", i))?;
-                let (stats, _) = self.stats.read();
-                Ok(self.vif_json(v, &stats))
+                Ok(self.vif_json(v, &self.stats.read()))
             }
             KeyDef::Vrf(id) => {
                 let v = t.vrf(*id).ok_or_else(|| missing("VRF", id))?;
@@ -393,8 +392,8 @@ impl Control {
         let t = st.writer.tables().clone();
         let (items, next): (Vec<Value>, Option<Value>) = match p.object.as_str() {
             "vif" => {
-                let (stats, _) = self.stats.read();
-                page(t.vifs().map(|v| (v.index, v)), after_id()?, limit, |_, v| self.vif_json(v, &stats))
+                let counted = self.stats.read();
+                page(t.vifs().map(|v| (v.index, v)), after_id()?, limit, |_, v| self.vif_json(v, &counted))
             }
             "vrf" => {
                 page(t.vrfs().map(|v| (v.id, v)), after_id()?, limit, |id, v| vrf_json(v, st.writer.route_count(id)))
@@ -717,8 +716,9 @@ impl Control {
         Ok(json!({ "items": items, "next": next }))
     }
 
-    fn vif_json(&self, v: &crate::tables::Vif, stats: &crate::stats::Stats) -> Value {
-        let c = stats.vif(v.index);
+    /// Vif `v` with its counters.
+    fn vif_json(&self, v: &crate::tables::Vif, counted: &crate::stats::Reading) -> Value {
+        let c = counted.stats.vif(v.index);
         let port = self.ports.lock().unwrap_or_else(|e| e.into_inner()).get(&v.index).cloned();
         with_status(
             &VifDef::from_vif(v),
@@ -730,7 +730,8 @@ impl Control {
                 "tx_bytes": c.tx_bytes,
                 "rx_errors": c.rx_errors,
                 "drops": c.drops,
-                "drop_reasons": drop_reasons(stats, v.index),
+                "drop_reasons": drop_reasons(&counted.stats, v.index),
+                "general_path": counted.general_from(v.index),
             }),
         )
     }
@@ -781,7 +782,8 @@ impl Control {
     /// Every counter: vifs, VRFs, drops by reason and workers.
     pub fn stats_json(&self) -> Value {
         let t = self.lock().writer.tables().clone();
-        let (s, io) = self.stats.read();
+        let counted = self.stats.read();
+        let (s, io) = (&counted.stats, &counted.io);
         let vifs: Vec<Value> = t
             .vifs()
             .map(|v| {
@@ -791,7 +793,8 @@ impl Control {
                     "rx_packets": c.rx_packets, "rx_bytes": c.rx_bytes,
                     "tx_packets": c.tx_packets, "tx_bytes": c.tx_bytes,
                     "rx_errors": c.rx_errors, "drops": c.drops,
-                    "drop_reasons": drop_reasons(&s, v.index),
+                    "drop_reasons": drop_reasons(s, v.index),
+                    "general_path": counted.general_from(v.index),
                 })
             })
             .collect();

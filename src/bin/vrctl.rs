@@ -547,7 +547,7 @@ fn nexthops(c: &mut Client) -> Result<std::collections::HashMap<u64, Value>> {
 fn vif_table(items: &[Value]) -> String {
     let mut t = Table::new(&[
         "VIF", "NAME", "KIND", "VRF", "MAC", "IP", "MTU", "PORT", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES",
-        "ERRORS", "DROPS",
+        "ERRORS", "DROPS", "GENERAL",
     ]);
     for v in items {
         let s = &v["status"];
@@ -566,6 +566,7 @@ fn vif_table(items: &[Value]) -> String {
             show(&s["tx_bytes"]),
             show(&s["rx_errors"]),
             show(&s["drops"]),
+            show(&s["general_path"]),
         ]);
     }
     t.to_string()
@@ -832,7 +833,7 @@ fn per_sec(prev: &Value, cur: &Value, secs: f64) -> f64 {
 }
 
 fn vif_rates(prev: &Value, cur: &Value, secs: f64, json: bool) -> String {
-    let keys = ["rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "rx_errors", "drops"];
+    let keys = ["rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "rx_errors", "drops", "general_path"];
     let mut rows = Vec::new();
     for v in cur["vifs"].as_array().into_iter().flatten() {
         let before = prev["vifs"].as_array().into_iter().flatten().find(|p| p["index"] == v["index"]);
@@ -852,7 +853,8 @@ fn vif_rates(prev: &Value, cur: &Value, secs: f64, json: bool) -> String {
             .collect();
         return format!("{}\n", json!({ "interval_s": secs, "vifs": all }));
     }
-    let mut t = Table::new(&["VIF", "NAME", "RX PPS", "RX MBIT/S", "TX PPS", "TX MBIT/S", "ERRORS/S", "DROPS/S"]);
+    let mut t =
+        Table::new(&["VIF", "NAME", "RX PPS", "RX MBIT/S", "TX PPS", "TX MBIT/S", "ERRORS/S", "DROPS/S", "GENERAL/S"]);
     for (v, r) in rows {
         t.row(vec![
             format!("vif0/{}", show(&v["index"])),
@@ -863,6 +865,7 @@ fn vif_rates(prev: &Value, cur: &Value, secs: f64, json: bool) -> String {
             format!("{:.2}", r[3] * 8.0 / 1e6),
             format!("{:.0}", r[4]),
             format!("{:.0}", r[5]),
+            format!("{:.0}", r[6]),
         ]);
     }
     format!("vif rates over {secs:.1} s (Ctrl-C to stop)\n{t}")

@@ -101,7 +101,8 @@ pub fn render(control: &Control) -> String {
         let st = control.lock();
         tables.vrfs().map(|v| (v.id, st.writer.route_count(v.id))).collect()
     };
-    let (s, io) = control.stats().read();
+    let counted = control.stats().read();
+    let (s, io) = (&counted.stats, &counted.io);
     let mut out = String::with_capacity(16 << 10);
     let mut f = Family { out: &mut out };
 
@@ -118,6 +119,11 @@ pub fn render(control: &Control) -> String {
         for v in tables.vifs() {
             f.sample(name, &format!("vif=\"{}\",name=\"{}\"", v.index, esc(&v.name)), get(&s.vif(v.index)));
         }
+    }
+    let name = "vrouter_vif_general_path_packets_total";
+    f.header(name, "counter", "Frames received on the vif that the fast lane left to the general path.");
+    for v in tables.vifs() {
+        f.sample(name, &format!("vif=\"{}\",name=\"{}\"", v.index, esc(&v.name)), counted.general_from(v.index));
     }
     // A series per reason a vif has dropped for, from its first such drop:
     // most vifs have none, and every vif times every reason would be
@@ -306,11 +312,15 @@ mod tests {
         for _ in 0..3 {
             counted.count_drop(2, crate::stats::DropReason::FlowLimit);
         }
-        control.stats().publish(0, &counted, crate::stats::WorkerIo::default());
+        // And sent 4 frames to the general path; vif 1, none.
+        control.stats().publish(0, &counted, &[0, 0, 4], crate::stats::WorkerIo::default());
         let text = render(&control);
         let reasons = "vrouter_vif_drop_reasons_total";
         assert_eq!(sample(&text, &format!("{reasons}{{vif=\"2\",name=\"veth2\",reason=\"flow_limit\"}}")), Some(3));
         assert!(!text.contains(&format!("{reasons}{{vif=\"1\"")), "no series for a vif without drops: {text}");
+        let general = "vrouter_vif_general_path_packets_total";
+        assert_eq!(sample(&text, &format!("{general}{{vif=\"2\",name=\"veth2\"}}")), Some(4));
+        assert_eq!(sample(&text, &format!("{general}{{vif=\"1\",name=\"veth1\"}}")), Some(0));
         assert_eq!(sample(&text, "vrouter_flow_pairs"), Some(3), "{text}");
         assert_eq!(sample(&text, "vrouter_flow_capacity"), Some(1000));
         assert_eq!(sample(&text, "vrouter_flow_vif_limit"), Some(50));

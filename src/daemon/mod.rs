@@ -308,7 +308,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                         runtime: c.runtime,
                         tsc_hz,
                     };
-                    board.publish(w, worker.pipeline().stats(), io)
+                    board.publish(w, worker.pipeline().stats(), worker.pipeline().general_frames_by_vif(), io)
                 };
                 while !worker_stop.load(Ordering::Relaxed) {
                     let round = Instant::now();
@@ -380,7 +380,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         }
         if last_advice.elapsed() >= Duration::from_secs(1) {
             last_advice = Instant::now();
-            let (stats, _) = board.read();
+            let stats = board.read().stats;
             let counts = stats.vif_drops.iter().enumerate();
             let counts = counts.map(|(i, d)| (i as u32, d[DropReason::UnfinishedChecksum as usize]));
             for (vif, dropped) in unfinished.due(counts, last_advice) {

@@ -121,6 +121,8 @@ pub struct Pipeline {
     general: u64,
     /// The same frames by why the lane left them (`general_causes`).
     causes: [u64; GeneralCause::COUNT],
+    /// The same frames by the vif they came in on (`general_frames_by_vif`).
+    general_by_vif: Vec<u64>,
 }
 
 /// A vector's per-frame state between its stages.
@@ -194,6 +196,7 @@ impl Pipeline {
             hold: hold::FragmentHold::new(),
             general: 0,
             causes: [0; GeneralCause::COUNT],
+            general_by_vif: vec![0; limits.vifs],
         }
     }
 
@@ -238,6 +241,13 @@ impl Pipeline {
     /// counter order): they add up to it.
     pub fn general_causes(&self) -> &[u64; GeneralCause::COUNT] {
         &self.causes
+    }
+
+    /// `general_frames`, by the index of the vif each came in on: which pod
+    /// sends the traffic that takes the slow way. Kept apart from `Stats`'
+    /// vif counters for the reason `general_frames` is.
+    pub fn general_frames_by_vif(&self) -> &[u64] {
+        &self.general_by_vif
     }
 
     /// The configuration.
@@ -292,6 +302,9 @@ impl Pipeline {
             }
             for i in lanes(left.frames) {
                 self.causes[general::cause(&ctx, vector, i, left, &self.scratch.probes) as usize] += 1;
+                if let Some(n) = self.general_by_vif.get_mut(vector[i].vif as usize) {
+                    *n += 1;
+                }
             }
             let left = left.frames;
             let mut from = [0u8; VECTOR];

@@ -41,6 +41,8 @@ pub struct WorkerIo {
 struct Slot {
     stats: Stats,
     io: WorkerIo,
+    /// `io.general_path` by vif index (`Pipeline::general_frames_by_vif`).
+    general_by_vif: Vec<u64>,
 }
 
 /// Every worker's last published counters.
@@ -59,6 +61,7 @@ pub struct StatsBoard {
 struct Restart {
     counters: VifCounters,
     drops: [u64; DropReason::COUNT],
+    general: u64,
 }
 
 /// How often a worker publishes: often enough for a per-second rate view.
@@ -69,7 +72,10 @@ impl StatsBoard {
     pub fn new(workers: usize, vifs: usize, vrfs: usize) -> Arc<StatsBoard> {
         // Each slot made, not cloned: a clone would not keep the room
         // `Stats::new` reserves, and a worker's first copy would allocate.
-        let slot = || Mutex::new(Slot { stats: Stats::new(vifs, vrfs), io: WorkerIo::default() });
+        let slot = || {
+            let general_by_vif = Vec::with_capacity(vifs);
+            Mutex::new(Slot { stats: Stats::new(vifs, vrfs), io: WorkerIo::default(), general_by_vif })
+        };
         Arc::new(StatsBoard { slots: (0..workers).map(|_| slot()).collect(), restarts: Mutex::default() })
     }
 
@@ -78,14 +84,17 @@ impl StatsBoard {
         self.slots.len()
     }
 
-    /// Worker `w` publishes. Returns false, having copied nothing, when a
-    /// reader holds the slot; the next publication catches up.
-    pub fn publish(&self, w: usize, stats: &Stats, io: WorkerIo) -> bool {
+    /// Worker `w` publishes its counters, its frames on the general path
+    /// by vif index, and its I/O. Returns false, having copied nothing,
+    /// when a reader holds the slot; the next publication catches up.
+    pub fn publish(&self, w: usize, stats: &Stats, general_by_vif: &[u64], io: WorkerIo) -> bool {
         let Some(slot) = self.slots.get(w) else { return false };
         match slot.try_lock() {
             Ok(mut s) => {
                 // Same sizes every time: `clone_from` copies without allocating.
                 s.stats.clone_from(stats);
+                s.general_by_vif.clear();
+                s.general_by_vif.extend_from_slice(general_by_vif);
                 s.io = io;
                 true
             }
@@ -97,42 +106,75 @@ impl StatsBoard {
     /// the workers counted there until now, and have published (they
     /// publish every `PUBLISH_EVERY`), belongs to the vif it replaced.
     pub fn restart_vif(&self, vif: u32) {
-        let (now, _) = self.sum();
-        let r = Restart { counters: now.vif(vif), drops: now.vif_drops(vif) };
+        let now = self.sum();
+        let general = now.general_by_vif.get(vif as usize).copied().unwrap_or(0);
+        let r = Restart { counters: now.stats.vif(vif), drops: now.stats.vif_drops(vif), general };
         self.restarts.lock().unwrap_or_else(|e| e.into_inner()).insert(vif, r);
     }
 
-    /// The sum of every worker's counters, and each worker's I/O; a vif's
-    /// counted from when it was added (`restart_vif`).
-    pub fn read(&self) -> (Stats, Vec<WorkerIo>) {
-        let (mut total, io) = self.sum();
+    /// The sum of every worker's counters, each worker's I/O, and the
+    /// frames on the general path by vif; a vif's counted from when it was
+    /// added (`restart_vif`).
+    pub fn read(&self) -> Reading {
+        let mut total = self.sum();
         let restarts = self.restarts.lock().unwrap_or_else(|e| e.into_inner());
         for (&vif, r) in restarts.iter() {
             let i = vif as usize;
-            if let Some(c) = total.vifs.get_mut(i) {
+            if let Some(c) = total.stats.vifs.get_mut(i) {
                 *c = c.since(&r.counters);
             }
-            if let Some(d) = total.vif_drops.get_mut(i) {
+            if let Some(d) = total.stats.vif_drops.get_mut(i) {
                 for (d, r) in d.iter_mut().zip(r.drops) {
                     *d = d.saturating_sub(r);
                 }
             }
+            if let Some(n) = total.general_by_vif.get_mut(i) {
+                *n = n.saturating_sub(r.general);
+            }
         }
-        (total, io)
+        total
     }
 
-    /// The sum of every worker's counters as they counted them.
-    fn sum(&self) -> (Stats, Vec<WorkerIo>) {
-        let mut total = Stats::new(0, 0);
-        let mut io = Vec::with_capacity(self.slots.len());
+    /// The sum of every worker's counters as they counted them, each
+    /// worker's taken at one moment.
+    fn sum(&self) -> Reading {
+        let mut total =
+            Reading { stats: Stats::new(0, 0), io: Vec::with_capacity(self.slots.len()), general_by_vif: vec![] };
         for slot in &self.slots {
             // A worker never panics while holding its slot (it only copies),
             // so a poisoned lock still holds whole counters.
             let s = slot.lock().unwrap_or_else(|e| e.into_inner());
-            total.add(&s.stats);
-            io.push(s.io);
+            total.stats.add(&s.stats);
+            total.io.push(s.io);
+            let general = &mut total.general_by_vif;
+            if general.len() < s.general_by_vif.len() {
+                general.resize(s.general_by_vif.len(), 0);
+            }
+            for (t, n) in general.iter_mut().zip(&s.general_by_vif) {
+                *t += n;
+            }
         }
-        (total, io)
+        total
+    }
+}
+
+/// What the workers have published, summed (`StatsBoard::read`).
+#[derive(Debug, Clone)]
+pub struct Reading {
+    /// Every worker's counters, added up.
+    pub stats: Stats,
+    /// Each worker's I/O, in worker order.
+    pub io: Vec<WorkerIo>,
+    /// Frames the workers' fast lanes left to the general path, by the
+    /// index of the vif they came in on (`Pipeline::general_frames_by_vif`).
+    /// An index past the end counted none.
+    pub general_by_vif: Vec<u64>,
+}
+
+impl Reading {
+    /// Frames from vif index `vif` that took the general path.
+    pub fn general_from(&self, vif: u32) -> u64 {
+        self.general_by_vif.get(vif as usize).copied().unwrap_or(0)
     }
 }
 
@@ -149,28 +191,32 @@ mod tests {
         a.vifs[1].rx_packets = 7;
         let mut b = Stats::new(4, 2);
         b.vifs[1].rx_packets = 3;
-        assert!(board.publish(0, &a, WorkerIo { rx: 7, busy_ns: 5, ..Default::default() }));
-        assert!(board.publish(1, &b, WorkerIo { rx: 3, ..Default::default() }));
-        let (s, io) = board.read();
+        assert!(board.publish(0, &a, &[0, 4, 0, 0], WorkerIo { rx: 7, busy_ns: 5, ..Default::default() }));
+        assert!(board.publish(1, &b, &[0, 1, 0, 2], WorkerIo { rx: 3, ..Default::default() }));
+        let read = board.read();
+        let (s, io) = (&read.stats, &read.io);
+        assert_eq!(read.general_by_vif, vec![0, 5, 0, 2]);
+        assert_eq!((read.general_from(3), read.general_from(4)), (2, 0), "past the end: none");
         assert_eq!(s.vif(1).rx_packets, 10);
         assert_eq!(s.dropped(DropReason::NoRoute), 2);
         assert_eq!(io.iter().map(|w| w.rx).collect::<Vec<_>>(), vec![7, 3]);
-        assert!(!board.publish(2, &a, WorkerIo::default()), "no such worker");
+        assert!(!board.publish(2, &a, &[], WorkerIo::default()), "no such worker");
     }
 
     #[test]
     fn publishing_copies_into_the_slots_own_buffers() {
         let board = StatsBoard::new(1, 64, 8);
         let buffers = || {
-            let s = &board.slots[0].lock().unwrap().stats;
-            (s.vifs.as_ptr(), s.vif_drops.as_ptr(), s.vrfs.as_ptr())
+            let slot = board.slots[0].lock().unwrap();
+            let s = &slot.stats;
+            (s.vifs.as_ptr(), s.vif_drops.as_ptr(), s.vrfs.as_ptr(), slot.general_by_vif.as_ptr())
         };
         let before = buffers();
         let mut s = Stats::new(64, 8);
         s.count_drop(63, DropReason::NoRoute);
-        assert!(board.publish(0, &s, WorkerIo::default()));
+        assert!(board.publish(0, &s, &[1; 64], WorkerIo::default()));
         assert_eq!(buffers(), before, "no allocation on the worker's side");
-        assert_eq!(board.read().0.vif_drops(63)[DropReason::NoRoute as usize], 1);
+        assert_eq!(board.read().stats.vif_drops(63)[DropReason::NoRoute as usize], 1);
     }
 
     #[test]
@@ -182,30 +228,39 @@ mod tests {
         }
         s.vifs[5].rx_packets = 3;
         s.vifs[4].rx_packets = 9;
-        assert!(board.publish(0, &s, WorkerIo::default()));
+        let mut general = [0, 0, 0, 0, 6, 2, 0, 0];
+        assert!(board.publish(0, &s, &general, WorkerIo::default()));
         board.restart_vif(5);
-        let (read, _) = board.read();
-        assert_eq!((read.vif(5), read.vif_drops(5)), (VifCounters::default(), [0; DropReason::COUNT]));
-        assert_eq!((read.vif(4).rx_packets, read.dropped(DropReason::NoRoute)), (9, 3), "others, and the node's");
+        let read = board.read();
+        assert_eq!((read.stats.vif(5), read.stats.vif_drops(5)), (VifCounters::default(), [0; DropReason::COUNT]));
+        assert_eq!(&read.general_by_vif[4..6], [6, 0]);
+        assert_eq!(
+            (read.stats.vif(4).rx_packets, read.stats.dropped(DropReason::NoRoute)),
+            (9, 3),
+            "others, and the node's"
+        );
         // The new vif's own frames.
         s.count_drop(5, DropReason::Truncated);
         s.vifs[5].rx_packets += 1;
-        assert!(board.publish(0, &s, WorkerIo::default()));
-        let (read, _) = board.read();
-        assert_eq!((read.vif(5).rx_packets, read.vif(5).drops, read.vif(5).rx_errors), (1, 1, 1));
-        assert_eq!(read.vif_drops(5)[DropReason::Truncated as usize], 1);
-        assert_eq!(read.vif_drops(5)[DropReason::NoRoute as usize], 0);
+        general[5] += 1;
+        assert!(board.publish(0, &s, &general, WorkerIo::default()));
+        let read = board.read();
+        assert_eq!((read.stats.vif(5).rx_packets, read.stats.vif(5).drops, read.stats.vif(5).rx_errors), (1, 1, 1));
+        assert_eq!(read.stats.vif_drops(5)[DropReason::Truncated as usize], 1);
+        assert_eq!(read.stats.vif_drops(5)[DropReason::NoRoute as usize], 0);
         // Added again: from zero again.
+        assert_eq!(read.general_from(5), 1);
         board.restart_vif(5);
-        assert_eq!(board.read().0.vif(5), VifCounters::default());
+        assert_eq!(board.read().stats.vif(5), VifCounters::default());
+        assert_eq!(board.read().general_from(5), 0);
     }
 
     #[test]
     fn a_worker_skips_publishing_rather_than_wait_for_a_reader() {
         let board = StatsBoard::new(1, 1, 1);
         let held = board.slots[0].lock().unwrap();
-        assert!(!board.publish(0, &Stats::new(1, 1), WorkerIo::default()));
+        assert!(!board.publish(0, &Stats::new(1, 1), &[], WorkerIo::default()));
         drop(held);
-        assert!(board.publish(0, &Stats::new(1, 1), WorkerIo::default()));
+        assert!(board.publish(0, &Stats::new(1, 1), &[], WorkerIo::default()));
     }
 }
