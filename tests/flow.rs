@@ -1119,6 +1119,38 @@ fn a_pair_denied_to_one_side_does_not_stop_the_side_that_may_open_it() {
     assert_eq!(kept.map(|h| h.forward), Some(true), "still a2's pair");
 }
 
+/// The same from another node: a1's denied pair does not stop a remote
+/// pod whose packets the policy lets open the conversation, arriving by
+/// tunnel with a1's label. Each of its packets hits the reverse entry of
+/// a1's denial; the fast lane drops hits on denied pairs itself
+/// (`lane::dropped`), and once dropped these too, where the general path
+/// makes the pair again the remote pod's way (found by the differential
+/// test through floating IPs with another seed). A packet of the side the
+/// pair denies is still dropped in the lane.
+#[test]
+fn a_pair_denied_to_a_pod_does_not_stop_a_remote_pod_that_may_open_it() {
+    let (a1, _) = a1_a2();
+    let (mut lab, table) = lab_allowing(vec![allow(Endpoint::Any, a1, UDP, port(53))]);
+    let denied = Verdict::Drop(DropReason::FlowActionDrop);
+    let remote = remote_ip();
+    let from_remote = |sport| {
+        let inner = build::udp4_frame(L2 { src: mac(9), dst: mac(9) }, remote, a1_ip(), sport, 53, 64, 64);
+        let udp = build::Tunnel::Udp(6635);
+        build::mpls_tunnel_frame(from_peer(), udp, peer(1), node_ip(), LABEL_A1, 64, 50000, &inner[14..])
+    };
+    for _ in 0..3 {
+        assert_eq!(lab.run(A1, udp(1, a1_ip(), remote, 53, 40000)).0, denied, "a1 may not send first");
+    }
+    let general = lab.pipeline.general_frames();
+    assert_eq!(lab.run(A1, udp(1, a1_ip(), remote, 53, 40000)).0, denied);
+    assert_eq!(lab.pipeline.general_frames(), general, "dropped in the lane");
+    assert_eq!(lab.run(FABRIC, from_remote(40000)).0, Verdict::Tx(A1), "the remote pod may");
+    let pair = table.lookup(&FlowKey::v4(BLUE, UDP, remote.into(), a1_ip().into(), 40000, 53));
+    assert_eq!(pair.map(|h| (h.forward, h.action)), Some((true, FlowAction::Forward)), "made again, its way");
+    assert_eq!(lab.run(A1, udp(1, a1_ip(), remote, 53, 40000)).0, Verdict::Tx(FABRIC), "and a1 answers");
+    assert_eq!(table.len(), 1);
+}
+
 /// The same across networks on one node: g1 (green) serves blue's a1,
 /// green's policy allowing blue's pods to reach :80. After the pair went,
 /// g1's segment to a1 is judged as a1's would have been: by blue (no

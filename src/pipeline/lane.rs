@@ -433,7 +433,9 @@ fn route_again<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, settled: &Forwarding, dst: u32) -
 /// --case CASE --flow-policy --flow-deny`). False, with nothing changed,
 /// for any other frame: a new flow (no tag of its key found: asked first,
 /// and nearly free), an entry decided under an older policy, one that
-/// rewrites or routes elsewhere.
+/// rewrites or routes elsewhere, and the reverse entry of a denied pair,
+/// whose side the policy may let open the conversation
+/// (`FlowTable::dropping`).
 #[inline(never)]
 fn dropped<B: AsRef<[u8]> + AsMut<[u8]>>(
     ctx: &mut Ctx<'_, B>,
