@@ -870,14 +870,17 @@ fn captures_belong_to_their_connection_and_are_bounded() {
     let mut staged = Vec::with_capacity(SESSIONS);
     tap.stage(A1, 0, &frame, 6, &mut staged);
     tap.stage(A2, 1, &frame, 6, &mut staged);
-    tap.post_staged(&mut staged, |_| Some(Verdict::Drop(vrouter::stats::DropReason::NoRoute)));
+    let no_route =
+        (Some(Verdict::Drop(vrouter::stats::DropReason::NoRoute)), Some(vrouter::stats::GeneralCause::NoRoute));
+    tap.post_staged(&mut staged, |_| no_route);
     let read = c.call("capture.read", json!({})).unwrap();
     let packets = read["packets"].as_array().unwrap();
     assert_eq!(packets.len(), 2, "{read}");
     assert_eq!((packets[0]["dir"].as_str(), packets[0]["len"].as_u64()), (Some("out"), Some(frame.len() as u64)));
     assert_eq!(packets[0]["data"].as_str().unwrap(), vrouter::capture::to_hex(&frame[..64]), "cut at 64 bytes");
-    assert!(packets[0].get("verdict").is_none(), "a sent frame has none");
+    assert!(packets[0].get("verdict").is_none() && packets[0].get("general").is_none(), "a sent frame has none");
     assert_eq!(packets[1]["verdict"], json!({ "action": "drop", "reason": "no_route" }));
+    assert_eq!(packets[1]["general"], "no_route", "and why it took the general path");
     assert_eq!((packets[1]["dir"].as_str(), packets[1]["time_ns"].as_u64()), (Some("in"), Some(6)));
     assert_eq!(read["missed"], 0);
 
@@ -900,6 +903,26 @@ fn captures_belong_to_their_connection_and_are_bounded() {
     assert_eq!(times, [8], "only the DNS query: {kept}");
     assert_eq!(c.call("capture.read", json!({})).unwrap()["packets"].as_array().unwrap().len(), 2, "c keeps all");
     m.call("capture.stop", json!({})).unwrap();
+    c.call("capture.read", json!({})).unwrap();
+
+    // `general`: only the received frames the fast lane left to the
+    // general path; c, which asked for all, gets the others too.
+    let mut g = client(&sock);
+    let started = g.call("capture.start", json!({ "vif": A1, "general": true })).unwrap();
+    assert_eq!(started["general"], true);
+    tap.sent(A1, &frame, 9);
+    let mut staged = Vec::with_capacity(SESSIONS * 2);
+    tap.stage(A1, 0, &frame, 10, &mut staged);
+    tap.stage(A1, 1, &dns, 11, &mut staged);
+    tap.post_staged(&mut staged, |at| {
+        (Some(Verdict::Tx(A2)), (at == 1).then_some(vrouter::stats::GeneralCause::NewFlow))
+    });
+    let kept = g.call("capture.read", json!({})).unwrap();
+    let packets = kept["packets"].as_array().unwrap();
+    assert_eq!(packets.len(), 1, "{kept}");
+    assert_eq!((packets[0]["time_ns"].as_u64(), packets[0]["general"].as_str()), (Some(11), Some("new_flow")));
+    assert_eq!(c.call("capture.read", json!({})).unwrap()["packets"].as_array().unwrap().len(), 3, "c keeps all");
+    g.call("capture.stop", json!({})).unwrap();
 
     // A vif that goes ends its capture.
     let mut gone = client(&sock);

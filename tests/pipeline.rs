@@ -1226,6 +1226,9 @@ fn the_general_path_counts_each_frame_under_why_the_lane_left_it() {
         assert_eq!(lab.pipeline.general_frames() - general, expected.len() as u64, "{cause:?} from vif {vif}");
         let on_its_vif: Vec<(usize, u64)> = expected.iter().map(|_| (*vif as usize, 1)).collect();
         assert_eq!(by_vif_since(&lab.pipeline, &by_vif), on_its_vif, "{cause:?} from vif {vif}");
+        // The frame's own record, for a capture.
+        let recorded = lab.pipeline.general_cause_at(0).map(|c| c.as_str());
+        assert_eq!(recorded, (!cause.is_empty()).then_some(*cause), "{cause:?} from vif {vif}");
     }
     // In one vector, the lane takes the first frame's vif's: the others
     // are counted as another vif's, whatever they are.
@@ -1243,11 +1246,27 @@ fn the_general_path_counts_each_frame_under_why_the_lane_left_it() {
         from_a1 + others,
         "each frame once"
     );
+    // Each frame's record by its place in the batch: its own cause where
+    // the lane served its vif.
+    let recorded: Vec<Option<&str>> =
+        (0..vector.len() + 1).map(|at| lab.pipeline.general_cause_at(at).map(|c| c.as_str())).collect();
+    assert_eq!(recorded.iter().flatten().count() as u64, from_a1 + others, "{recorded:?}");
+    for (at, (cause, vif, _)) in cases.iter().enumerate() {
+        let expected = if *vif != A1 { Some("other_vif") } else { (!cause.is_empty()).then_some(*cause) };
+        assert_eq!(recorded[at], expected, "frame {at}, {cause:?} from vif {vif}: {recorded:?}");
+    }
     // By the vif each came in on, the lane's or not.
     let from_fabric = cases.iter().filter(|(_, vif, _)| *vif == FABRIC).count() as u64;
     let mut on_vifs = vec![(A1 as usize, from_a1), (FABRIC as usize, from_fabric), (DISABLED as usize, 1)];
     on_vifs.sort();
     assert_eq!(by_vif_since(&lab.pipeline, &by_vif), on_vifs);
+    // A batch of more than a vector: each frame is recorded by its place
+    // in the batch, not in its vector.
+    let arp = (A1, build::arp_request(mac(1), a1_ip(), gw()));
+    let n = vrouter::pipeline::VECTOR + 3;
+    lab.run_with(&vec![arp; n], 0);
+    let recorded: Vec<_> = (0..n + 1).map(|at| lab.pipeline.general_cause_at(at).map(|c| c.as_str())).collect();
+    assert_eq!(recorded, [vec![Some("arp"); n], vec![None]].concat());
     // With the fast path off, every frame is counted as such.
     let mut off = Lab::new();
     off.pipeline =

@@ -608,8 +608,10 @@ fn vifdump_prints_each_frame_with_its_verdict() {
         let mut staged = Vec::with_capacity(4);
         tap.stage(A1, 0, &ping(a2_ip(), 8), 1_000_000, &mut staged);
         tap.stage(A1, 1, &ping(Ipv4Addr::new(10, 9, 9, 9), 8), 1_000_000, &mut staged);
+        // The second took the general path, the lane having found no route.
         let verdicts = [Verdict::Tx(A2), Verdict::Drop(DropReason::NoRoute)];
-        tap.post_staged(&mut staged, |at| verdicts.get(at).copied());
+        let general = [None, Some(vrouter::stats::GeneralCause::NoRoute)];
+        tap.post_staged(&mut staged, |at| (verdicts.get(at).copied(), general.get(at).copied().flatten()));
         tap.sent(A1, &ping(a2_ip(), 0), 2_000_000);
     };
     let run = |args: &[&str]| {
@@ -633,7 +635,10 @@ fn vifdump_prints_each_frame_with_its_verdict() {
     assert_eq!(lines.len(), 3, "{text}");
     assert!(lines[0].starts_with("00:00:00.001000 in "), "{text}");
     assert!(lines[0].ends_with("IP 10.1.0.2 > 10.1.0.3: ICMP echo request => tx vif0/2 (veth-a2)"), "{text}");
-    assert!(lines[1].ends_with("IP 10.1.0.2 > 10.9.9.9: ICMP echo request => drop no_route"), "{text}");
+    assert!(
+        lines[1].ends_with("IP 10.1.0.2 > 10.9.9.9: ICMP echo request => drop no_route, general path: no_route"),
+        "{text}"
+    );
     assert!(lines[2].starts_with("00:00:00.002000 out"), "{text}");
     assert!(lines[2].ends_with("ICMP echo reply"), "a sent frame has no verdict: {text}");
     assert!(said.contains("3 frames captured on vif0/1 (veth-a1); 0 missed"), "{said}");
@@ -643,6 +648,7 @@ fn vifdump_prints_each_frame_with_its_verdict() {
     let objects: Vec<Value> = json.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(objects.len(), 2, "{json}");
     assert_eq!(objects[1]["verdict"], serde_json::json!({ "action": "drop", "reason": "no_route" }));
+    assert_eq!((objects[0]["general"].as_str(), objects[1]["general"].as_str()), (None, Some("no_route")));
     assert_eq!(
         objects[1]["data"].as_str(),
         Some(vrouter::capture::to_hex(&ping(Ipv4Addr::new(10, 9, 9, 9), 8)).as_str())
@@ -650,8 +656,19 @@ fn vifdump_prints_each_frame_with_its_verdict() {
 
     // --match: vrouterd copies only what matches.
     let (text, _) = run(&["vifdump", "veth-a1", "-c", "1", "--match", "10.9.9.9 & proto icmp"]);
-    assert!(text.trim_end().ends_with("IP 10.1.0.2 > 10.9.9.9: ICMP echo request => drop no_route"), "{text}");
+    assert!(
+        text.trim_end().ends_with("IP 10.1.0.2 > 10.9.9.9: ICMP echo request => drop no_route, general path: no_route"),
+        "{text}"
+    );
     assert_eq!(text.lines().count(), 1, "{text}");
+    // --general: only what took the general path.
+    let (text, said) = run(&["vifdump", "veth-a1", "-c", "1", "--general"]);
+    assert!(
+        text.trim_end().ends_with("10.9.9.9: ICMP echo request => drop no_route, general path: no_route"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(said.contains("1 frames captured"), "{said}");
     let (succeeded, _, err) = vrctl(&sock, &["vifdump", "veth-a1", "--match", "vrf 1"]);
     assert!(!succeeded && err.contains("no vrf, vif or rule"), "{err}");
 }

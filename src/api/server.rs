@@ -630,12 +630,12 @@ impl Control {
             None => crate::capture::Filter::default(),
             Some(m) => capture_filter(m)?,
         };
-        let running = tap.start(p.vif, snaplen as usize, filter).map_err(|StartError::Busy| {
+        let running = tap.start(p.vif, snaplen as usize, filter, p.general).map_err(|StartError::Busy| {
             ApiError::new(code::FULL, format!("{SESSIONS} captures run already; stop one first"))
         })?;
         session.capture = Some(Capture { session: running, vif: p.vif, name: name.clone() });
-        tracing::info!(vif = p.vif, interface = %name, snaplen, "capture started");
-        Ok(json!({ "vif": p.vif, "name": name, "snaplen": snaplen }))
+        tracing::info!(vif = p.vif, interface = %name, snaplen, general = p.general, "capture started");
+        Ok(json!({ "vif": p.vif, "name": name, "snaplen": snaplen, "general": p.general }))
     }
 
     /// The frames this session's capture took since its last read, oldest
@@ -1251,6 +1251,9 @@ struct CaptureStartParams {
     /// a capture is of one vif).
     #[serde(default)]
     r#match: Option<FlowMatch>,
+    /// Only the received frames the fast lane left to the general path.
+    #[serde(default)]
+    general: bool,
 }
 
 #[derive(Deserialize)]
@@ -1363,7 +1366,8 @@ const CAPTURE_READ_PACKETS: usize = crate::capture::SESSION_FRAMES / 4;
 const CAPTURE_READ_BYTES: usize = 1 << 20;
 
 /// A captured frame for `capture.read`: the frame in hex and, for a
-/// received one, what vrouterd did with it.
+/// received one, what vrouterd did with it, and why the fast lane left it
+/// to the general path if it did (`general`).
 fn captured_json(f: &crate::capture::Captured) -> Value {
     let mut v = json!({
         "time_ns": f.time_ns,
@@ -1373,6 +1377,9 @@ fn captured_json(f: &crate::capture::Captured) -> Value {
     });
     if let Some(verdict) = f.verdict {
         v["verdict"] = verdict_json(verdict);
+    }
+    if let Some(cause) = f.general {
+        v["general"] = json!(cause.as_str());
     }
     v
 }

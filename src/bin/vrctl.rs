@@ -106,6 +106,12 @@ enum Cmd {
         /// vrouterd leaves the rest uncopied, so a busy vif's capture keeps up.
         #[arg(long = "match")]
         filter: Option<String>,
+        /// Only the received frames the fast lane left to the general path,
+        /// each with why (`vrctl runtime`'s causes): which of a vif's
+        /// packets take the slow way. vrouterd queues no other frame, so
+        /// a busy vif's traffic does not crowd them out.
+        #[arg(long)]
+        general: bool,
     },
     /// What vrouterd would do with the first packet of a flow from a pod,
     /// or from another node through a tunnel to the fabric vif (OVS's
@@ -375,10 +381,10 @@ fn run(c: &mut Client, cli: &Cli) -> Result<()> {
             })
         }
         Cmd::Dropstats { rate, all, vif } => dropstats(c, json, *rate, *all, vif.as_deref()),
-        Cmd::Vifdump { vif, write, count, duration, snaplen, filter } => {
+        Cmd::Vifdump { vif, write, count, duration, snaplen, filter, general } => {
             let filter = match_of(c, filter.as_deref())?;
-            let how =
-                Dump { count: *count, duration: duration.map(Duration::from_secs_f64), snaplen: *snaplen, filter };
+            let duration = duration.map(Duration::from_secs_f64);
+            let how = Dump { count: *count, duration, snaplen: *snaplen, filter, general_only: *general };
             vifdump(c, json, vif, write.as_deref(), how)
         }
         Cmd::Trace { vif, dst, src, label, encap, from, proto, sport, dport } => {
@@ -923,6 +929,8 @@ struct Dump {
     snaplen: u32,
     /// `capture.start`'s `match`.
     filter: Option<Value>,
+    /// Only frames that took the general path (`--general`).
+    general_only: bool,
 }
 
 /// Captures vif `which`'s frames as `how` says, or until Ctrl-C: a line each, a
@@ -951,7 +959,7 @@ fn vifdump(c: &mut Client, json: bool, which: &str, write: Option<&std::path::Pa
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&interrupted)).map_err(io)?;
     }
-    let mut start = json!({ "vif": found["index"], "snaplen": snaplen });
+    let mut start = json!({ "vif": found["index"], "snaplen": snaplen, "general": how.general_only });
     if let Some(m) = &how.filter {
         start["match"] = m.clone();
     }
@@ -969,7 +977,9 @@ fn vifdump(c: &mut Client, json: bool, which: &str, write: Option<&std::path::Pa
         let packets = r["packets"].as_array().cloned().unwrap_or_default();
         for p in &packets {
             let data = p["data"].as_str().and_then(vrouter::capture::from_hex).unwrap_or_default();
-            let verdict = verdict_text(&p["verdict"], &names);
+            // `tx vif0/2 (t-a2), general path: tcp_syn`.
+            let general = p["general"].as_str().map(|c| format!(", general path: {c}")).unwrap_or_default();
+            let verdict = verdict_text(&p["verdict"], &names).map(|v| v + &general);
             let inbound = p["dir"] == "in";
             if let Some(w) = &mut pcap {
                 let dir = if inbound { vrouter::capture::Direction::In } else { vrouter::capture::Direction::Out };

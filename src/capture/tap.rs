@@ -11,10 +11,11 @@
 
 use super::Filter;
 use crate::pipeline::Verdict;
+use crate::stats::GeneralCause;
 use crate::tables::VifIndex;
 use arc_swap::ArcSwapOption;
 use crossbeam_queue::ArrayQueue;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// Sessions that can run at once, on the same vif or on others.
@@ -52,6 +53,9 @@ pub struct Captured {
     pub len: u32,
     /// What vrouterd did with a received frame (`None` for one sent).
     pub verdict: Option<Verdict>,
+    /// Why the fast lane left a received frame to the general path (`None`:
+    /// the lane took it, or the frame was sent).
+    pub general: Option<GeneralCause>,
     buf: Box<[u8]>,
     caplen: u16,
 }
@@ -81,6 +85,9 @@ struct Slot {
     generation: AtomicU32,
     /// Which frames it keeps; `None`: all. Set before the slot is armed.
     filter: ArcSwapOption<Filter>,
+    /// Keeps only the received frames the fast lane left to the general
+    /// path (`post_staged` decides, once the pipeline has run).
+    general_only: AtomicBool,
     ring: ArrayQueue<Captured>,
     free: ArrayQueue<Box<[u8]>>,
     missed: AtomicU64,
@@ -126,6 +133,7 @@ impl Tap {
                 snaplen: AtomicU32::new(0),
                 generation: AtomicU32::new(0),
                 filter: ArcSwapOption::empty(),
+                general_only: AtomicBool::new(false),
                 ring: ArrayQueue::new(RING),
                 free: ArrayQueue::new(RING),
                 missed: AtomicU64::new(0),
@@ -150,8 +158,18 @@ impl Tap {
     }
 
     /// Starts copying `vif`'s frames that `filter` matches, keeping at most
-    /// `snaplen` bytes of each (capped at `MAX_SNAPLEN`).
-    pub fn start(&self, vif: VifIndex, snaplen: usize, filter: Filter) -> Result<Session, StartError> {
+    /// `snaplen` bytes of each (capped at `MAX_SNAPLEN`); with
+    /// `general_only`, only the received ones the fast lane left to the
+    /// general path. Those are known once the pipeline has run, so each
+    /// frame is copied first: the others' buffers go back unqueued, and a
+    /// busy vif's capture misses none of those it keeps for them.
+    pub fn start(
+        &self,
+        vif: VifIndex,
+        snaplen: usize,
+        filter: Filter,
+        general_only: bool,
+    ) -> Result<Session, StartError> {
         let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
         let i = taken.iter().position(|t| !t).ok_or(StartError::Busy)?;
         taken[i] = true;
@@ -166,6 +184,7 @@ impl Tap {
         slot.snaplen.store(snaplen as u32, Ordering::Relaxed);
         slot.missed.store(0, Ordering::Relaxed);
         slot.filter.store((!filter.is_any()).then(|| std::sync::Arc::new(filter)));
+        slot.general_only.store(general_only, Ordering::Relaxed);
         slot.vif.store(vif, Ordering::Relaxed);
         // Release: a worker that sees the bit sees the slot as set above.
         self.armed.fetch_or(1 << i, Ordering::Release);
@@ -232,11 +251,21 @@ impl Tap {
     }
 
     /// Queues the staged copies of a batch, each with the verdict of the
-    /// frame at its position (`verdict_at`).
-    pub fn post_staged(&self, staged: &mut Vec<Staged>, verdict_at: impl Fn(usize) -> Option<Verdict>) {
+    /// frame at its position and why it took the general path, if it did
+    /// (`outcome_at`).
+    pub fn post_staged(
+        &self,
+        staged: &mut Vec<Staged>,
+        outcome_at: impl Fn(usize) -> (Option<Verdict>, Option<GeneralCause>),
+    ) {
         for mut s in staged.drain(..) {
-            s.captured.verdict = verdict_at(usize::from(s.at));
-            Self::post(&self.slots[usize::from(s.slot)], s.captured);
+            (s.captured.verdict, s.captured.general) = outcome_at(usize::from(s.at));
+            let slot = &self.slots[usize::from(s.slot)];
+            if s.captured.general.is_none() && slot.general_only.load(Ordering::Relaxed) {
+                let _ = slot.free.push(s.captured.buf);
+                continue;
+            }
+            Self::post(slot, s.captured);
         }
     }
 
@@ -244,7 +273,7 @@ impl Tap {
     #[inline]
     pub fn sent(&self, vif: VifIndex, data: &[u8], time_ns: u64) {
         self.each_watching(vif, |_, slot, generation| {
-            if !Self::keeps(slot, data) {
+            if slot.general_only.load(Ordering::Relaxed) || !Self::keeps(slot, data) {
                 return;
             }
             if let Some(c) = Self::copy(slot, generation, vif, Direction::Out, data, time_ns) {
@@ -291,6 +320,7 @@ impl Tap {
             direction,
             len: data.len() as u32,
             verdict: None,
+            general: None,
             buf,
             caplen: caplen as u16,
         })
@@ -316,13 +346,14 @@ mod tests {
     use super::*;
     use crate::stats::DropReason;
 
-    /// A frame as read: vif, direction, length, bytes kept, verdict.
-    type Read = (VifIndex, Direction, u32, Vec<u8>, Option<Verdict>);
+    /// A frame as read: vif, direction, length, bytes kept, verdict, why it
+    /// took the general path.
+    type Read = (VifIndex, Direction, u32, Vec<u8>, Option<Verdict>, Option<GeneralCause>);
 
     fn drain(tap: &Tap, s: Session) -> (Vec<Read>, u64) {
         let mut got = Vec::new();
         let missed = tap.read(s, |c| {
-            got.push((c.vif, c.direction, c.len, c.data().to_vec(), c.verdict));
+            got.push((c.vif, c.direction, c.len, c.data().to_vec(), c.verdict, c.general));
             true
         });
         (got, missed)
@@ -333,12 +364,12 @@ mod tests {
         let tap = Tap::new();
         assert!(!tap.armed());
         tap.sent(3, &[1, 2, 3], 1);
-        let s = tap.start(3, MAX_SNAPLEN, Filter::default()).unwrap();
+        let s = tap.start(3, MAX_SNAPLEN, Filter::default(), false).unwrap();
         assert!(tap.armed() && tap.watches(3) && !tap.watches(4));
         tap.sent(4, &[9], 1);
         tap.sent(3, &[1, 2, 3], 5);
         let (got, missed) = drain(&tap, s);
-        assert_eq!(got, vec![(3, Direction::Out, 3, vec![1, 2, 3], None)]);
+        assert_eq!(got, vec![(3, Direction::Out, 3, vec![1, 2, 3], None, None)]);
         assert_eq!(missed, 0);
     }
 
@@ -353,18 +384,18 @@ mod tests {
             f
         };
         let filter = Filter { one: (None, Some(53)), ..Filter::default() };
-        let s = tap.start(1, MAX_SNAPLEN, filter).unwrap();
-        let all = tap.start(1, MAX_SNAPLEN, Filter::default()).unwrap();
+        let s = tap.start(1, MAX_SNAPLEN, filter, false).unwrap();
+        let all = tap.start(1, MAX_SNAPLEN, Filter::default(), false).unwrap();
         tap.sent(1, &frame(53), 0);
         tap.sent(1, &frame(54), 0);
         let mut staged = Vec::with_capacity(8);
         tap.stage(1, 0, &frame(54), 0, &mut staged);
         assert_eq!(staged.len(), 1, "only the unfiltered session stages it");
-        tap.post_staged(&mut staged, |_| None);
+        tap.post_staged(&mut staged, |_| (None, None));
         assert_eq!(drain(&tap, s).0.iter().map(|g| g.3[37]).collect::<Vec<_>>(), [53]);
         assert_eq!(drain(&tap, all).0.len(), 3);
         tap.stop(s);
-        let again = tap.start(1, MAX_SNAPLEN, Filter::default()).unwrap();
+        let again = tap.start(1, MAX_SNAPLEN, Filter::default(), false).unwrap();
         tap.sent(1, &frame(54), 0);
         assert_eq!(drain(&tap, again).0.len(), 1, "a new session has its own filter");
     }
@@ -372,24 +403,48 @@ mod tests {
     #[test]
     fn received_frames_wait_for_their_verdict() {
         let tap = Tap::new();
-        let s = tap.start(1, MAX_SNAPLEN, Filter::default()).unwrap();
+        let s = tap.start(1, MAX_SNAPLEN, Filter::default(), false).unwrap();
         let mut staged = Vec::with_capacity(4);
         tap.stage(1, 0, &[0xaa], 7, &mut staged);
         tap.stage(2, 1, &[0xbb], 7, &mut staged);
         tap.stage(1, 2, &[0xcc], 7, &mut staged);
         assert_eq!(staged.len(), 2);
         let verdicts = [Verdict::Tx(2), Verdict::ToHost, Verdict::Drop(DropReason::NoRoute)];
-        tap.post_staged(&mut staged, |at| verdicts.get(at).copied());
+        let general = [None, None, Some(GeneralCause::NoRoute)];
+        tap.post_staged(&mut staged, |at| (verdicts.get(at).copied(), general.get(at).copied().flatten()));
         assert!(staged.is_empty());
         let (got, _) = drain(&tap, s);
-        assert_eq!(got[0], (1, Direction::In, 1, vec![0xaa], Some(Verdict::Tx(2))));
+        assert_eq!(got[0], (1, Direction::In, 1, vec![0xaa], Some(Verdict::Tx(2)), None));
         assert_eq!(got[1].4, Some(Verdict::Drop(DropReason::NoRoute)), "the verdict of its own position");
+        assert_eq!(got[1].5, Some(GeneralCause::NoRoute), "and why it took the general path");
+    }
+
+    /// `general_only`: only the received frames that took the general
+    /// path are queued, and the others' buffers go back, so that a busy
+    /// vif's frames the lane takes never crowd them out.
+    #[test]
+    fn a_general_only_session_keeps_what_took_the_general_path() {
+        let tap = Tap::new();
+        let s = tap.start(1, MAX_SNAPLEN, Filter::default(), true).unwrap();
+        tap.sent(1, &[0x01], 1);
+        // Batches of 64, ten times the ring's frames in all.
+        let batches = 10 * RING / 64;
+        for _ in 0..batches {
+            let mut staged = Vec::with_capacity(64);
+            for at in 0..64 {
+                tap.stage(1, at, &[0xaa], 2, &mut staged);
+            }
+            tap.post_staged(&mut staged, |at| (Some(Verdict::Tx(2)), (at == 5).then_some(GeneralCause::TcpSyn)));
+        }
+        let (got, missed) = drain(&tap, s);
+        assert_eq!((got.len(), missed), (batches, 0), "one a batch, none missed, none sent");
+        assert!(got.iter().all(|g| g.1 == Direction::In && g.5 == Some(GeneralCause::TcpSyn)), "{got:?}");
     }
 
     #[test]
     fn a_reader_that_falls_behind_misses_frames_and_counts_them() {
         let tap = Tap::new();
-        let s = tap.start(1, 64, Filter::default()).unwrap();
+        let s = tap.start(1, 64, Filter::default(), false).unwrap();
         for i in 0..RING + 10 {
             tap.sent(1, &[i as u8; 100], 0);
         }
@@ -403,7 +458,7 @@ mod tests {
     #[test]
     fn a_read_stops_where_the_reader_says() {
         let tap = Tap::new();
-        let s = tap.start(1, MAX_SNAPLEN, Filter::default()).unwrap();
+        let s = tap.start(1, MAX_SNAPLEN, Filter::default(), false).unwrap();
         for i in 0..5u8 {
             tap.sent(1, &[i], 0);
         }
@@ -420,15 +475,15 @@ mod tests {
     fn sessions_are_bounded_and_separate() {
         let tap = Tap::new();
         let sessions: Vec<_> =
-            (0..SESSIONS as u32).map(|v| tap.start(v % 2, MAX_SNAPLEN, Filter::default()).unwrap()).collect();
-        assert_eq!(tap.start(1, MAX_SNAPLEN, Filter::default()), Err(StartError::Busy));
+            (0..SESSIONS as u32).map(|v| tap.start(v % 2, MAX_SNAPLEN, Filter::default(), false).unwrap()).collect();
+        assert_eq!(tap.start(1, MAX_SNAPLEN, Filter::default(), false), Err(StartError::Busy));
         tap.sent(1, &[1], 0);
         assert_eq!(drain(&tap, sessions[1]).0.len(), 1);
         assert_eq!(drain(&tap, sessions[3]).0.len(), 1, "each watcher of vif 1 gets its copy");
         assert_eq!(drain(&tap, sessions[0]).0.len(), 0);
         tap.stop(sessions[1]);
         tap.stop(sessions[1]);
-        let again = tap.start(5, MAX_SNAPLEN, Filter::default()).unwrap();
+        let again = tap.start(5, MAX_SNAPLEN, Filter::default(), false).unwrap();
         assert!(!sessions.contains(&again), "a new generation");
         tap.stop(sessions[1]);
         tap.sent(5, &[5], 0);
@@ -438,15 +493,15 @@ mod tests {
     #[test]
     fn a_stopped_session_leaves_nothing_for_the_next() {
         let tap = Tap::new();
-        let old = tap.start(1, MAX_SNAPLEN, Filter::default()).unwrap();
+        let old = tap.start(1, MAX_SNAPLEN, Filter::default(), false).unwrap();
         tap.sent(1, &[1], 0);
         let mut staged = Vec::with_capacity(1);
         tap.stage(1, 0, &[2], 0, &mut staged);
         tap.stop(old);
         assert!(!tap.armed());
-        let new = tap.start(1, MAX_SNAPLEN, Filter::default()).unwrap();
+        let new = tap.start(1, MAX_SNAPLEN, Filter::default(), false).unwrap();
         // A worker that staged a frame before the stop posts it after.
-        tap.post_staged(&mut staged, |_| None);
+        tap.post_staged(&mut staged, |_| (None, None));
         tap.sent(1, &[3], 0);
         assert_eq!(drain(&tap, new).0.iter().map(|g| g.3[0]).collect::<Vec<_>>(), [3]);
     }

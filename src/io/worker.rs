@@ -462,8 +462,8 @@ impl Worker {
         self.take_spares(p, &tables);
         self.pipeline.process_timed(&tables, &mut self.batch, &mut self.spill, &mut watch);
         if let (false, Some(tap)) = (self.staged.is_empty(), &self.tap) {
-            let batch = &self.batch;
-            tap.post_staged(&mut self.staged, |at| batch.get(at).map(|f| f.verdict));
+            let (batch, pipeline) = (&self.batch, &self.pipeline);
+            tap.post_staged(&mut self.staged, |at| (batch.get(at).map(|f| f.verdict), pipeline.general_cause_at(at)));
         }
         let mut batch = std::mem::take(&mut self.batch);
         for f in batch.drain(..) {

@@ -117,12 +117,8 @@ pub struct Pipeline {
     scratch: Box<Scratch>,
     /// Fragments waiting for their datagram's first.
     hold: hold::FragmentHold,
-    /// Frames the fast lane left to the general vector (`general_frames`).
-    general: u64,
-    /// The same frames by why the lane left them (`general_causes`).
-    causes: [u64; GeneralCause::COUNT],
-    /// The same frames by the vif they came in on (`general_frames_by_vif`).
-    general_by_vif: Vec<u64>,
+    /// The frames the fast lane left to the general vector, counted.
+    general: general::Counts,
 }
 
 /// A vector's per-frame state between its stages.
@@ -194,9 +190,7 @@ impl Pipeline {
             sweep_owed: 0,
             scratch: Box::new(Scratch { pending: [Pending::EMPTY; VECTOR], probes: [Probe::UNUSED; VECTOR] }),
             hold: hold::FragmentHold::new(),
-            general: 0,
-            causes: [0; GeneralCause::COUNT],
-            general_by_vif: vec![0; limits.vifs],
+            general: general::Counts::new(limits.vifs),
         }
     }
 
@@ -234,20 +228,27 @@ impl Pipeline {
     /// how much of the traffic takes the slow way, not a counter of the
     /// data path's: `Stats` are the same whichever way a frame went.
     pub fn general_frames(&self) -> u64 {
-        self.general
+        self.general.frames
     }
 
     /// `general_frames`, by why the lane left each (`GeneralCause`, in its
     /// counter order): they add up to it.
     pub fn general_causes(&self) -> &[u64; GeneralCause::COUNT] {
-        &self.causes
+        &self.general.causes
     }
 
     /// `general_frames`, by the index of the vif each came in on: which pod
     /// sends the traffic that takes the slow way. Kept apart from `Stats`'
     /// vif counters for the reason `general_frames` is.
     pub fn general_frames_by_vif(&self) -> &[u64] {
-        &self.general_by_vif
+        &self.general.by_vif
+    }
+
+    /// Why the fast lane left frame `at` of the last batch to the general
+    /// path; `None` if it took the frame (or the batch had more than 1,024
+    /// general frames before it). A capture's copy of a frame carries it.
+    pub fn general_cause_at(&self, at: usize) -> Option<GeneralCause> {
+        self.general.cause_at(at)
     }
 
     /// The configuration.
@@ -294,22 +295,18 @@ impl Pipeline {
             now: self.now,
             route: None,
         };
+        self.general.new_batch();
         for vector in frames.chunks_mut(VECTOR) {
+            self.general.next_vector(vector.len());
             // The fast lane first; the general vector takes what it left.
             let left = lane::run(&mut ctx, vector, &mut self.scratch.probes, watch);
             if left.frames == 0 {
                 continue;
             }
-            for i in lanes(left.frames) {
-                self.causes[general::cause(&ctx, vector, i, left, &self.scratch.probes) as usize] += 1;
-                if let Some(n) = self.general_by_vif.get_mut(vector[i].vif as usize) {
-                    *n += 1;
-                }
-            }
+            self.general.count(&ctx, vector, left, &self.scratch.probes);
             let left = left.frames;
             let mut from = [0u8; VECTOR];
             let k = if left == lane::all(vector.len()) { vector.len() } else { gather(vector, left, &mut from) };
-            self.general += k as u64;
             process_vector(&mut ctx, &mut vector[..k], &mut self.scratch, watch);
             if k < vector.len() {
                 scatter(vector, &from[..k]);
