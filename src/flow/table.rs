@@ -1047,16 +1047,18 @@ impl FlowTable {
     }
 
     /// The probe's entry if it drops, as decided under its VRF's current
-    /// generation (`policy`), rewriting nothing, routing in its own VRF and
-    /// not waiting for a route, and is the forward entry of its pair: the
-    /// entry and why it drops. The fast lane drops such a flow's packets
-    /// itself, as `pipeline::flow::on_hit` would (a pod that keeps sending
-    /// what its policy denies, a UDP flood among them, took the general
-    /// path with every packet). An entry decided under an older generation
-    /// is left to the general path, which decides it again or keeps its
-    /// decision for the next packet. So is a reverse entry: the other side
-    /// of a denied pair may be one the policy lets open the conversation,
-    /// and the general path then makes the pair again, its way round
+    /// generation (`policy`), not waiting for a route, and is the forward
+    /// entry of its pair: the entry and why it drops. The fast lane drops
+    /// such a flow's packets itself, as `pipeline::flow::on_hit` would (a
+    /// pod that keeps sending what its policy denies, a UDP flood among
+    /// them, or a client a floating IP's policy denies, took the general
+    /// path with every packet). A forward entry routes in its own VRF; its
+    /// rewrite, if it has one (a floating IP's DNAT), is never made for a
+    /// drop. An entry decided under an older generation is left to the
+    /// general path, which decides it again or keeps its decision for the
+    /// next packet. So is a reverse entry: the other side of a denied pair
+    /// may be one the policy lets open the conversation, and the general
+    /// path then makes the pair again, its way round
     /// (`pipeline::flow::lookup`), which takes the policy's verdict.
     #[inline]
     pub fn dropping(&self, p: &Probe, policy: PolicyGenerations) -> Option<(Forwarding, DropReason)> {
@@ -1068,8 +1070,8 @@ impl FlowTable {
                 Some((i, s.action.load(Relaxed), s.ecmp.load(Relaxed), s.route.load(Relaxed), s.hash.load(Relaxed)))
             })
         })?;
-        let want = KIND_DROP | FLAG_FORWARD_DIR | FLAG_PLAIN | (u64::from(policy.now) << 32);
-        let mask = 0xff | FLAG_FORWARD_DIR | FLAG_PLAIN | FLAG_UNROUTED | (0xffff_ffff << 32);
+        let want = KIND_DROP | FLAG_FORWARD_DIR | (u64::from(policy.now) << 32);
+        let mask = 0xff | FLAG_FORWARD_DIR | FLAG_UNROUTED | (0xffff_ffff << 32);
         if action & mask != want {
             return None;
         }
