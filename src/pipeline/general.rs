@@ -1,6 +1,7 @@
 //! Why the fast lane left a frame to the general path (`GeneralCause`),
-//! for the count operators read (`vrctl runtime`). Worked out again from
-//! the frame and the tables, once the lane is done with a vector and
+//! for the counts operators read (`vrctl runtime`, by cause; `vrctl vif`,
+//! by vif) and for captures (`vrctl vifdump --general`). Worked out again
+//! from the frame and the tables, once the lane is done with a vector and
 //! before the general path changes anything, in the order the lane makes
 //! its checks (with the lane's own code where it can say why:
 //! `fast::inspect_or_why`, `lane::landing`, `flow::refused`). So the lane
@@ -30,9 +31,6 @@ pub(super) struct Counts {
     pub(super) by_vif: Vec<u64>,
     /// The current batch's, by position, with why (`cause_at`).
     last_batch: Vec<(u32, GeneralCause)>,
-    /// Where in the batch the current vector starts, and the next.
-    vector_at: u32,
-    next_at: u32,
 }
 
 /// How many of a batch's general-path frames `Counts::cause_at` can tell
@@ -48,8 +46,6 @@ impl Counts {
             causes: [0; GeneralCause::COUNT],
             by_vif: vec![0; vifs],
             last_batch: Vec::with_capacity(RECORDED),
-            vector_at: 0,
-            next_at: 0,
         }
     }
 
@@ -57,25 +53,17 @@ impl Counts {
     #[inline(always)]
     pub(super) fn new_batch(&mut self) {
         self.last_batch.clear();
-        self.next_at = 0;
     }
 
-    /// The batch's next vector, `len` frames, begins. Kept here, in
-    /// memory, not as the batch loop's count: a count live across the
-    /// inlined lane cost its hits 7-15 instructions a packet (callgrind).
-    #[inline(always)]
-    pub(super) fn next_vector(&mut self, len: usize) {
-        self.vector_at = self.next_at;
-        self.next_at = self.next_at.wrapping_add(len as u32);
-    }
-
-    /// Counts the frames the lane `left` of `vector`, the current vector.
-    /// Out of line, and only for a vector the lane left frames of.
+    /// Counts the frames the lane `left` of `vector`, the batch's frames
+    /// from `base` on. Out of line, and only for a vector the lane left
+    /// frames of.
     #[inline(never)]
     pub(super) fn count<B: AsRef<[u8]> + AsMut<[u8]>>(
         &mut self,
         ctx: &Ctx<'_, B>,
         vector: &[Frame<B>],
+        base: usize,
         left: Left,
         probes: &[Probe],
     ) {
@@ -87,7 +75,7 @@ impl Counts {
                 *n += 1;
             }
             if self.last_batch.len() < RECORDED {
-                self.last_batch.push((self.vector_at.wrapping_add(i as u32), why));
+                self.last_batch.push(((base + i) as u32, why));
             }
         }
     }

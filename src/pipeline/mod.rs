@@ -296,14 +296,13 @@ impl Pipeline {
             route: None,
         };
         self.general.new_batch();
-        for vector in frames.chunks_mut(VECTOR) {
-            self.general.next_vector(vector.len());
+        for (v, vector) in frames.chunks_mut(VECTOR).enumerate() {
             // The fast lane first; the general vector takes what it left.
             let left = lane::run(&mut ctx, vector, &mut self.scratch.probes, watch);
             if left.frames == 0 {
                 continue;
             }
-            self.general.count(&ctx, vector, left, &self.scratch.probes);
+            self.general.count(&ctx, vector, v * VECTOR, left, &self.scratch.probes);
             let left = left.frames;
             let mut from = [0u8; VECTOR];
             let k = if left == lane::all(vector.len()) { vector.len() } else { gather(vector, left, &mut from) };
