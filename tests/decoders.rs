@@ -154,7 +154,7 @@ fn tshark_reads_trace_probes_with_every_checksum_right() {
     assert!(build::probe(from_a1(), a4, b6, ip_proto::UDP, 1, 2).is_none(), "two families");
     assert!(build::probe(from_a1(), a4, b4, ip_proto::GRE, 1, 2).is_none());
     let lab = Lab::new();
-    let traced = vrouter::pipeline::trace(&lab.handle.load(), Default::default(), A1, &frames[1]);
+    let traced = vrouter::pipeline::trace(&lab.handle.load(), Default::default(), A1, &frames[1], None);
     assert_eq!(traced.verdict, Verdict::Tx(A2));
     frames.push(traced.frame);
     let fields = [

@@ -688,6 +688,9 @@ fn trace_from_the_fabric_follows_the_label() {
     assert!(to_pod.contains("route   none: the label names where it goes"), "{to_pod}");
     assert!(to_pod.contains("=>      tx vif0/1 (veth-a1)"), "{to_pod}");
     assert!(to_pod.contains("out     IP 10.2.0.5.40000 > 10.1.0.2.80: UDP"), "stripped: {to_pod}");
+    assert!(to_pod.contains("path    first packet: fast lane; next ones: fast lane\n"), "the fabric's lane: {to_pod}");
+    let syn = ok(&sock, &["trace", "eth0", "10.1.0.2", "--label", "16", "--src", "10.2.0.5", "--proto", "tcp"]);
+    assert!(syn.contains("path    first packet: general path (tcp_syn); next ones: fast lane\n"), "{syn}");
 
     // A VRF's label: the packet is routed there, here to the other pod.
     let routed =
@@ -737,17 +740,28 @@ fn trace_says_what_the_data_path_would_do() {
     assert!(to_a2.contains("route   10.1.0.3/32 -> nh 2 (encap)"), "{to_a2}");
     assert!(to_a2.contains("policy  none: the VRF tracks no flows"), "{to_a2}");
     assert!(to_a2.contains("=>      tx vif0/2 (veth-a2)"), "{to_a2}");
+    // Which way the flow's packets go: an untracked datagram, the fast lane.
+    assert!(to_a2.contains("path    first packet: fast lane; next ones: fast lane\n"), "{to_a2}");
 
     let tunnel = ok(&sock, &["trace", "veth-a1", "10.2.0.9", "--proto", "tcp", "--dport", "443"]);
     assert!(tunnel.contains("route   10.2.0.0/24 -> nh 10 (tunnel), label 40"), "{tunnel}");
     assert!(tunnel.contains("=>      tx vif0/0 (eth0)"), "{tunnel}");
     assert!(tunnel.contains(", MPLS label 40: IP 10.1.0.2.40000 > 10.2.0.9.443: TCP [S]"), "{tunnel}");
+    // A connection: its SYN the general path's (the MSS is clamped there),
+    // its segments after it the lane's.
+    assert!(tunnel.contains("path    first packet: general path (tcp_syn); next ones: fast lane\n"), "{tunnel}");
 
     let service = json(&sock, &["trace", "1", "10.96.0.10", "--sport", "5555"]);
     let member = &service["flow"]["ecmp"];
     let members = service["route"]["nexthop"]["members"].as_array().unwrap();
     assert!(members.iter().any(|m| m["nh"] == member["nh"] && m["label"] == member["label"]), "{service}");
     assert_eq!(service["flow"]["rule"], Value::Null, "tracked for the ECMP route, judged by no policy");
+    // A new flow's first packet is the general path's; its next, the lane's.
+    let path = serde_json::json!({
+        "first": { "lane": "general", "cause": "new_flow" },
+        "next": { "verdict": service["verdict"], "path": { "lane": "fast" } },
+    });
+    assert_eq!(service["path"], path, "{service}");
     let again = json(&sock, &["trace", "1", "10.96.0.10", "--sport", "5555"]);
     assert_eq!(again["flow"]["ecmp"], *member, "the same flow, the same member");
     assert_eq!(again["existing"], Value::Null, "no live flow yet");
@@ -783,6 +797,8 @@ fn trace_says_what_the_data_path_would_do() {
     let nowhere = ok(&sock, &["trace", "veth-a1", "10.99.0.1", "--proto", "icmp"]);
     assert!(nowhere.contains("route   none") && nowhere.contains("=>      drop no_route"), "{nowhere}");
     assert!(nowhere.contains("policy  not reached: dropped before a flow is made"), "{nowhere}");
+    let slow = "path    first packet: general path (no_route); next ones: general path (no_route)\n";
+    assert!(nowhere.contains(slow), "{nowhere}");
     assert!(!nowhere.contains("out "), "a dropped packet leaves by nothing: {nowhere}");
 
     // A policy that denies everything: the trace names its default.
@@ -793,6 +809,8 @@ fn trace_says_what_the_data_path_would_do() {
         denied.contains("policy  the default of VRF 1") && denied.contains("=>      drop flow_action_drop"),
         "{denied}"
     );
+    // Its pair denies the next ones too, dropped in the lane.
+    assert!(denied.contains("path    first packet: general path (new_flow); next ones: fast lane\n"), "{denied}");
     assert_eq!(flows.len(), 16, "the live flow table holds the pipeline's flows, none of the traces'");
 
     let (succeeded, _, err) = vrctl(&sock, &["trace", "eth0", "10.1.0.3"]);

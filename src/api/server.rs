@@ -541,11 +541,13 @@ impl Control {
                 ApiError::new(code::INVALID, "a trace sends udp, tcp or icmp").field("proto")
             });
         };
-        let frame = match &tunnel {
+        let wrap = |packet: Vec<u8>| match &tunnel {
             None => packet,
             Some(t) => t.wrap(&packet[crate::wire::ethernet::HEADER_LEN..]),
         };
-        let traced = crate::pipeline::trace(&tables, config, p.vif, &frame);
+        let frame = wrap(packet);
+        let next = crate::pktgen::build::probe_next(l2, src, p.dst, proto, sport, dport).map(wrap);
+        let traced = crate::pipeline::trace(&tables, config, p.vif, &frame, next.as_deref());
         // The VRF the packet is routed in: the pod's, or the one the label
         // lands it in (none where the label names a pod, or nothing).
         let (vrf, label, routed) = match &tunnel {
@@ -574,6 +576,11 @@ impl Control {
                 "nat": nat_json(&f.nat),
             })),
             "existing": existing,
+            // Which way the flow's packets go: its first, and its next.
+            "path": {
+                "first": path_json(traced.general),
+                "next": traced.next.map(|(v, general)| json!({ "verdict": verdict_json(v), "path": path_json(general) })),
+            },
         }))
     }
 
@@ -1382,6 +1389,15 @@ fn captured_json(f: &crate::capture::Captured) -> Value {
         v["general"] = json!(cause.as_str());
     }
     v
+}
+
+/// Which way a traced packet went: `{"lane": "fast"}`, or `{"lane":
+/// "general", "cause": C}`, the cause as `stats` counts it.
+fn path_json(general: Option<crate::stats::GeneralCause>) -> Value {
+    match general {
+        None => json!({ "lane": "fast" }),
+        Some(c) => json!({ "lane": "general", "cause": c.as_str() }),
+    }
 }
 
 /// What the data path did with a frame, as `capture.read` and `trace` say it.

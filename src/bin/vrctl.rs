@@ -1101,6 +1101,24 @@ fn trace_text(t: &Value, stats: &Value) -> String {
     for m in t["made"].as_array().into_iter().flatten() {
         out += &format!("also    {}: {}\n", verdict(&m["verdict"]), show(&m["frame"]["summary"]));
     }
+    // Which way the flow's packets go: `fast lane`, or `general path
+    // (tcp_syn)`; the next packet's verdict where it is not the first's.
+    let lane = |p: &Value| match p["cause"].as_str() {
+        Some(cause) => format!("general path ({cause})"),
+        None => "fast lane".to_string(),
+    };
+    let path = &t["path"];
+    if !path.is_null() {
+        let mut line = format!("path    first packet: {}", lane(&path["first"]));
+        let next = &path["next"];
+        if !next.is_null() {
+            line += &format!("; next ones: {}", lane(&next["path"]));
+            if next["verdict"] != t["verdict"] {
+                line += &format!(" => {}", verdict(&next["verdict"]));
+            }
+        }
+        out += &format!("{line}\n");
+    }
     // The lines above judge a new flow; a live one with this key goes by
     // what it holds.
     let live = &t["existing"];

@@ -109,6 +109,20 @@ fn syn_segment(sport: u16, dport: u16, mss: u16) -> Vec<u8> {
     seg
 }
 
+/// A TCP segment of an established connection (ACK, sequence 2, no
+/// options), its checksum left zero.
+fn ack_segment(sport: u16, dport: u16) -> Vec<u8> {
+    let mut seg = vec![0u8; 20];
+    seg[0..2].copy_from_slice(&sport.to_be_bytes());
+    seg[2..4].copy_from_slice(&dport.to_be_bytes());
+    seg[4..8].copy_from_slice(&2u32.to_be_bytes());
+    seg[8..12].copy_from_slice(&1u32.to_be_bytes());
+    seg[12] = 5 << 4;
+    seg[13] = crate::wire::tcp::FLAG_ACK;
+    seg[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    seg
+}
+
 /// A TCP SYN with an MSS option, IPv4, with correct checksums.
 pub fn tcp4_syn_frame(l2: L2, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, mss: u16) -> Vec<u8> {
     let mut seg = syn_segment(sport, dport, mss);
@@ -130,6 +144,32 @@ pub fn probe(
     sport: u16,
     dport: u16,
 ) -> Option<Vec<u8>> {
+    probe_packet(l2, src, dst, proto, sport, dport, true)
+}
+
+/// `probe`'s flow's next packet, as `vrctl trace` sends one after it: the
+/// same, but for TCP a segment of the connection (ACK, no SYN).
+pub fn probe_next(
+    l2: L2,
+    src: std::net::IpAddr,
+    dst: std::net::IpAddr,
+    proto: u8,
+    sport: u16,
+    dport: u16,
+) -> Option<Vec<u8>> {
+    probe_packet(l2, src, dst, proto, sport, dport, false)
+}
+
+/// `probe` (`first`) or `probe_next`.
+fn probe_packet(
+    l2: L2,
+    src: std::net::IpAddr,
+    dst: std::net::IpAddr,
+    proto: u8,
+    sport: u16,
+    dport: u16,
+    first: bool,
+) -> Option<Vec<u8>> {
     use std::net::IpAddr::{V4, V6};
     let icmp = if src.is_ipv4() { ip_proto::ICMP } else { ip_proto::ICMPV6 };
     let (mut seg, check_at) = match proto {
@@ -140,7 +180,8 @@ pub fn probe(
             u[udp::HEADER_LEN..].copy_from_slice(b"vrtr");
             (u, 6)
         }
-        ip_proto::TCP => (syn_segment(sport, dport, 1460), 16),
+        ip_proto::TCP if first => (syn_segment(sport, dport, 1460), 16),
+        ip_proto::TCP => (ack_segment(sport, dport), 16),
         p if p == icmp => {
             let echo = if p == ip_proto::ICMP { 8 } else { 128 };
             let mut e = vec![echo, 0, 0, 0, 0, 0, 0, 1, b'v', b'r', b't', b'r'];
