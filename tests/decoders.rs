@@ -139,7 +139,8 @@ fn tshark_reads_our_ipv6_fragment_headers() {
 /// `vrctl trace`'s probes (`build::probe`): a UDP datagram, a TCP SYN and
 /// an ICMP echo request, in both families, each read by tshark with every
 /// checksum right; and one traced through the pipeline to a2 comes out
-/// with its checksums still right.
+/// with its checksums still right. Then the TCP segments trace sends after
+/// the SYN (`build::probe_next`), in both families: no SYN, checksums right.
 #[test]
 fn tshark_reads_trace_probes_with_every_checksum_right() {
     use std::net::IpAddr;
@@ -157,6 +158,9 @@ fn tshark_reads_trace_probes_with_every_checksum_right() {
     let traced = vrouter::pipeline::trace(&lab.handle.load(), Default::default(), A1, &frames[1], None);
     assert_eq!(traced.verdict, Verdict::Tx(A2));
     frames.push(traced.frame);
+    for (src, dst) in [(a4, b4), (a6, b6)] {
+        frames.push(build::probe_next(from_a1(), src, dst, ip_proto::TCP, 40000, 80).unwrap());
+    }
     let fields = [
         "ip.checksum.status",
         "udp.checksum.status",
@@ -169,12 +173,12 @@ fn tshark_reads_trace_probes_with_every_checksum_right() {
         "icmpv6.type",
     ];
     let Some(rows) = tshark(&frames, &fields) else { return };
-    assert_eq!(rows.len(), 7);
+    assert_eq!(rows.len(), 9);
     for (i, r) in rows.iter().enumerate() {
         let statuses: Vec<&str> = r[..5].iter().map(String::as_str).filter(|s| !s.is_empty()).collect();
-        let v4 = i < 3 || i == 6;
+        let v4 = i < 3 || i == 6 || i == 7;
         assert_eq!(statuses, vec![GOOD; if v4 { 2 } else { 1 }], "probe {i}: {r:?}");
     }
     let what: Vec<&str> = rows.iter().map(|r| r[5..].iter().find(|f| !f.is_empty()).unwrap().as_str()).collect();
-    assert_eq!(what, ["80", "1", "8", "80", "1", "128", "1"], "{rows:?}");
+    assert_eq!(what, ["80", "1", "8", "80", "1", "128", "1", "0", "0"], "{rows:?}");
 }
