@@ -140,26 +140,27 @@ fn tshark_reads_our_ipv6_fragment_headers() {
 /// an ICMP echo request, in both families, each read by tshark with every
 /// checksum right; and one traced through the pipeline to a2 comes out
 /// with its checksums still right. Then the TCP segments trace sends after
-/// the SYN (`build::probe_next`), in both families: no SYN, checksums right.
+/// the SYN (`TracePacket::Next`), in both families: no SYN, checksums right.
 #[test]
 fn tshark_reads_trace_probes_with_every_checksum_right() {
     use std::net::IpAddr;
+    use vrouter::pktgen::build::TracePacket;
     let (a4, b4) = (IpAddr::V4(a1_ip()), IpAddr::V4(a2_ip()));
     let (a6, b6) = (IpAddr::V6(a1_ip6()), IpAddr::V6(a2_ip6()));
     let mut frames = Vec::new();
     for (src, dst, icmp) in [(a4, b4, ip_proto::ICMP), (a6, b6, ip_proto::ICMPV6)] {
         for proto in [ip_proto::UDP, ip_proto::TCP, icmp] {
-            frames.push(build::probe(from_a1(), src, dst, proto, 40000, 80).unwrap());
+            frames.push(build::probe(from_a1(), (src, dst), proto, 40000, 80, TracePacket::First).unwrap());
         }
     }
-    assert!(build::probe(from_a1(), a4, b6, ip_proto::UDP, 1, 2).is_none(), "two families");
-    assert!(build::probe(from_a1(), a4, b4, ip_proto::GRE, 1, 2).is_none());
+    assert!(build::probe(from_a1(), (a4, b6), ip_proto::UDP, 1, 2, TracePacket::First).is_none(), "two families");
+    assert!(build::probe(from_a1(), (a4, b4), ip_proto::GRE, 1, 2, TracePacket::First).is_none());
     let lab = Lab::new();
     let traced = vrouter::pipeline::trace(&lab.handle.load(), Default::default(), A1, &frames[1], None);
     assert_eq!(traced.verdict, Verdict::Tx(A2));
     frames.push(traced.frame);
     for (src, dst) in [(a4, b4), (a6, b6)] {
-        frames.push(build::probe_next(from_a1(), src, dst, ip_proto::TCP, 40000, 80).unwrap());
+        frames.push(build::probe(from_a1(), (src, dst), ip_proto::TCP, 40000, 80, TracePacket::Next).unwrap());
     }
     let fields = [
         "ip.checksum.status",

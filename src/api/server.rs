@@ -534,7 +534,8 @@ impl Control {
         let config = self.pipeline;
         let l2 = crate::pktgen::build::L2 { src: vif.mac, dst: config.router_mac };
         let (sport, dport) = (p.sport.unwrap_or(40000), p.dport.unwrap_or(80));
-        let Some(packet) = crate::pktgen::build::probe(l2, src, p.dst, proto, sport, dport) else {
+        use crate::pktgen::build::{probe, TracePacket};
+        let Some(packet) = probe(l2, (src, p.dst), proto, sport, dport, TracePacket::First) else {
             return Err(if src.is_ipv4() != p.dst.is_ipv4() {
                 ApiError::new(code::INVALID, format!("src {src} and dst {} are of two families", p.dst)).field("src")
             } else {
@@ -546,7 +547,7 @@ impl Control {
             Some(t) => t.wrap(&packet[crate::wire::ethernet::HEADER_LEN..]),
         };
         let frame = wrap(packet);
-        let next = crate::pktgen::build::probe_next(l2, src, p.dst, proto, sport, dport).map(wrap);
+        let next = probe(l2, (src, p.dst), proto, sport, dport, TracePacket::Next).map(wrap);
         let traced = crate::pipeline::trace(&tables, config, p.vif, &frame, next.as_deref());
         // The VRF the packet is routed in: the pod's, or the one the label
         // lands it in (none where the label names a pod, or nothing).

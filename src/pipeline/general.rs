@@ -23,9 +23,8 @@ use crate::tables::{NextHop, Tables, Vif, VifKind, Vrf};
 /// the slow way, not a counter of the data path's: `Stats` are the same
 /// whichever way a frame went.
 pub(super) struct Counts {
-    /// All of them (`Pipeline::general_frames`).
-    pub(super) frames: u64,
-    /// By cause (`Pipeline::general_causes`).
+    /// By cause (`Pipeline::general_causes`): each frame once, so they add
+    /// up to all of them (`Pipeline::general_frames`).
     pub(super) causes: [u64; GeneralCause::COUNT],
     /// By the index of the vif each came in on (`Pipeline::general_frames_by_vif`).
     pub(super) by_vif: Vec<u64>,
@@ -41,12 +40,7 @@ const RECORDED: usize = 1024;
 impl Counts {
     /// Counts for `vifs` vif indexes.
     pub(super) fn new(vifs: usize) -> Self {
-        Counts {
-            frames: 0,
-            causes: [0; GeneralCause::COUNT],
-            by_vif: vec![0; vifs],
-            last_batch: Vec::with_capacity(RECORDED),
-        }
+        Counts { causes: [0; GeneralCause::COUNT], by_vif: vec![0; vifs], last_batch: Vec::with_capacity(RECORDED) }
     }
 
     /// A batch begins: the last one's record goes.
@@ -69,7 +63,6 @@ impl Counts {
     ) {
         for i in super::lanes(left.frames) {
             let why = cause(ctx, vector, i, left, probes);
-            self.frames += 1;
             self.causes[why as usize] += 1;
             if let Some(n) = self.by_vif.get_mut(vector[i].vif as usize) {
                 *n += 1;

@@ -228,7 +228,7 @@ impl Pipeline {
     /// how much of the traffic takes the slow way, not a counter of the
     /// data path's: `Stats` are the same whichever way a frame went.
     pub fn general_frames(&self) -> u64 {
-        self.general.frames
+        self.general.causes.iter().sum()
     }
 
     /// `general_frames`, by why the lane left each (`GeneralCause`, in its

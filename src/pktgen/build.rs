@@ -132,43 +132,27 @@ pub fn tcp4_syn_frame(l2: L2, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u
     eth(l2, EtherType::IPV4, &ipv4(src, dst, ip_proto::TCP, 64, true, &seg))
 }
 
-/// The first packet of a flow from `src` to `dst`, as `vrctl trace` sends
-/// one through the pipeline: a UDP datagram, a TCP SYN (with an MSS), or an
-/// ICMP echo request (its id `sport`), in either family, every checksum
-/// right. `None` for another protocol, or addresses of two families.
+/// Which packet of its flow a probe is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TracePacket {
+    /// The first: for TCP, a SYN with an MSS.
+    First,
+    /// One after it: for TCP, a segment of the connection (ACK, no SYN).
+    Next,
+}
+
+/// A packet of a flow from `src` to `dst`, as `vrctl trace` sends one
+/// through the pipeline (`which`: the flow's first, then its next): a UDP
+/// datagram, a TCP segment, or an ICMP echo request (its id `sport`), in
+/// either family, every checksum right. `None` for another protocol, or
+/// addresses of two families.
 pub fn probe(
     l2: L2,
-    src: std::net::IpAddr,
-    dst: std::net::IpAddr,
+    (src, dst): (std::net::IpAddr, std::net::IpAddr),
     proto: u8,
     sport: u16,
     dport: u16,
-) -> Option<Vec<u8>> {
-    probe_packet(l2, src, dst, proto, sport, dport, true)
-}
-
-/// `probe`'s flow's next packet, as `vrctl trace` sends one after it: the
-/// same, but for TCP a segment of the connection (ACK, no SYN).
-pub fn probe_next(
-    l2: L2,
-    src: std::net::IpAddr,
-    dst: std::net::IpAddr,
-    proto: u8,
-    sport: u16,
-    dport: u16,
-) -> Option<Vec<u8>> {
-    probe_packet(l2, src, dst, proto, sport, dport, false)
-}
-
-/// `probe` (`first`) or `probe_next`.
-fn probe_packet(
-    l2: L2,
-    src: std::net::IpAddr,
-    dst: std::net::IpAddr,
-    proto: u8,
-    sport: u16,
-    dport: u16,
-    first: bool,
+    which: TracePacket,
 ) -> Option<Vec<u8>> {
     use std::net::IpAddr::{V4, V6};
     let icmp = if src.is_ipv4() { ip_proto::ICMP } else { ip_proto::ICMPV6 };
@@ -180,7 +164,7 @@ fn probe_packet(
             u[udp::HEADER_LEN..].copy_from_slice(b"vrtr");
             (u, 6)
         }
-        ip_proto::TCP if first => (syn_segment(sport, dport, 1460), 16),
+        ip_proto::TCP if which == TracePacket::First => (syn_segment(sport, dport, 1460), 16),
         ip_proto::TCP => (ack_segment(sport, dport), 16),
         p if p == icmp => {
             let echo = if p == ip_proto::ICMP { 8 } else { 128 };
