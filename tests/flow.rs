@@ -2003,6 +2003,74 @@ fn a_floating_ips_flows_are_judged_by_the_public_network_alone() {
     assert_eq!(v, Verdict::Drop(DropReason::FlowActionDrop), "blue's own flows are blue's");
 }
 
+/// A policy change that denies a floating IP's client stops the pod's
+/// answers to it at once, not only once the client sends again. The
+/// answers' entry, in the pod's network, is judged in the public network
+/// by the pair's forward entry, and was decided again only from that side:
+/// a pod streaming to its client over UDP went on through the denial for
+/// as long as the client stayed silent. Judged so alone, by the fast lane
+/// (a vector of answers) and by the general path (behind another pod's
+/// frame); and allowed again, the answers pass before the client sends.
+#[test]
+fn a_policy_change_stops_a_floating_ips_answers_at_once() {
+    let (mut lab, table) = lab_with_floating_ip();
+    lab.writer.apply(&[Op::Add(Object::Policy(PUBLIC, Policy::allow_all()))]).unwrap();
+    let (v, at_pod) = lab.run(GW, udp(9, CLIENT, FIP, 6000, 53));
+    let Verdict::Tx(pod) = v else { panic!("the client's datagram went to {v:?}") };
+    let answer = || udp(pod as u8, ip_addrs(&at_pod).1, CLIENT, 53, 6000);
+    let elsewhere = || udp(1, a1_ip(), a2_ip(), 7, 7);
+    let both_ways = |lab: &mut Lab| {
+        let alone = lab.run(pod, answer()).0;
+        let (out, _) = lab.run_with(&[(if pod == A1 { A2 } else { A1 }, elsewhere()), (pod, answer())], 0);
+        [alone, out[1].verdict]
+    };
+    assert_eq!(both_ways(&mut lab), [Verdict::Tx(GW); 2]);
+    let deny_all = Policy { rules: vec![], default: PolicyAction::Deny };
+    lab.writer.apply(&[Op::Update(Object::Policy(PUBLIC, deny_all))]).unwrap();
+    let denied = Verdict::Drop(DropReason::FlowActionDrop);
+    assert_eq!(both_ways(&mut lab), [denied; 2], "the answers, the client silent");
+    assert_eq!(both_ways(&mut lab), [denied; 2], "and the next");
+    assert_eq!(lab.run(GW, udp(9, CLIENT, FIP, 6000, 53)).0, denied, "the client");
+    assert_eq!(table.len(), 1, "the same pair, decided again");
+    lab.writer.apply(&[Op::Update(Object::Policy(PUBLIC, Policy::allow_all()))]).unwrap();
+    assert_eq!(both_ways(&mut lab), [Verdict::Tx(GW); 2], "allowed again, the client still silent");
+    let before = lab.pipeline.general_frames();
+    for _ in 0..5 {
+        assert_eq!(lab.run(pod, answer()).0, Verdict::Tx(GW));
+    }
+    assert_eq!(lab.pipeline.general_frames(), before, "decided again, the answers take the fast lane");
+}
+
+/// The same for a pair to a pod of another network on this node: the
+/// pod's answers, whose entry lives in its own network, stop as soon as
+/// the client's network denies the pair, and as soon as the pod's own
+/// network does (it judges the pair too).
+#[test]
+fn a_policy_change_stops_answers_from_a_pod_of_another_network_at_once() {
+    let (mut lab, _table) = lab_with_flows();
+    lab.writer.apply(&green_pod_ops()).unwrap();
+    lab.writer
+        .apply(&[
+            route_in(BLUE, "10.5.0.2/32", NH_G1, NO, Some(GREEN)),
+            Op::Add(Object::Policy(BLUE, Policy::allow_all())),
+            Op::Add(Object::Policy(GREEN, Policy::allow_all())),
+        ])
+        .unwrap();
+    let deny_all = Policy { rules: vec![], default: PolicyAction::Deny };
+    let denied = Verdict::Drop(DropReason::FlowActionDrop);
+    for judge in [BLUE, GREEN] {
+        assert_eq!(lab.run(A2, udp(2, a2_ip(), g1_ip(), 5000, 53)).0, Verdict::Tx(G1), "judged by {judge}");
+        let answer = || udp(7, g1_ip(), a2_ip(), 53, 5000);
+        assert_eq!(lab.run(G1, answer()).0, Verdict::Tx(A2));
+        lab.writer.apply(&[Op::Update(Object::Policy(judge, deny_all.clone()))]).unwrap();
+        assert_eq!(lab.run(G1, answer()).0, denied, "{judge} denies it, a2 silent");
+        let (out, _) = lab.run_with(&[(A1, udp(1, a1_ip(), a2_ip(), 7, 7)), (G1, answer())], 0);
+        assert_eq!(out[1].verdict, denied, "{judge}: on the general path too");
+        lab.writer.apply(&[Op::Update(Object::Policy(judge, Policy::allow_all()))]).unwrap();
+        assert_eq!(lab.run(G1, answer()).0, Verdict::Tx(A2), "{judge} allows it again");
+    }
+}
+
 #[test]
 fn a_floating_ip_reaches_its_pods_and_their_answers_come_from_it() {
     let (mut lab, table) = lab_with_floating_ip();

@@ -1084,15 +1084,22 @@ impl FlowTable {
     /// floating IP's pair, or a pair across VRFs. The entry forwards, with
     /// the rewrite it makes and the VRF its packets are routed in
     /// (`Translation`). The reverse entry of such a pair (one with a route
-    /// VRF) leaves the judging to its forward entry, as the general path
-    /// does (`pipeline::flow::on_hit`): only its action is read, not its
-    /// generation. Reads the slot's second line, where the rewrite is.
+    /// VRF) is judged as its forward entry is, under the policy of the VRF
+    /// it routes in, the forward entry's, whose generations `judging`
+    /// gives by its id (`None`: that VRF is gone), as the general path
+    /// judges it (`pipeline::flow::on_hit`). Reads the slot's second line,
+    /// where the rewrite is.
     /// Inlined: out of line, its answer came back through memory, and a
     /// hit took 37-108 instructions more (callgrind: a floating IP's
     /// clients, a pod's answers across networks, and a floating-IP pod's
     /// plain flows).
     #[inline(always)]
-    pub fn forward_translated(&self, p: &Probe, policy: PolicyGenerations) -> Option<(Forwarding, Translation)> {
+    pub fn forward_translated(
+        &self,
+        p: &Probe,
+        policy: PolicyGenerations,
+        judging: impl Fn(u32) -> Option<PolicyGenerations>,
+    ) -> Option<(Forwarding, Translation)> {
         let (i, action, ecmp, route, hash, (addrs, ports, which)) = self.search(p, |i| {
             self.read_stable(i, |s| {
                 if !s.holds(&p.words) {
@@ -1104,9 +1111,15 @@ impl FlowTable {
             })
         })?;
         let route_vrf = (which >> ROUTE_VRF_SHIFT).checked_sub(1);
-        let judged_elsewhere = action & FLAG_FORWARD_DIR == 0 && route_vrf.is_some();
-        let current =
-            if judged_elsewhere { action & 0xffff == KIND_FORWARD } else { decided_now(action, 0, Some(policy)) };
+        let current = match route_vrf.filter(|_| action & FLAG_FORWARD_DIR == 0) {
+            // Never plain, so decided under the current generation alone
+            // (`PolicyGenerations::keeps`).
+            Some(id) => {
+                action & (0xffff | FLAG_UNROUTED) == KIND_FORWARD
+                    && judging(id).is_some_and(|g| (action >> 32) as u32 == g.now)
+            }
+            None => decided_now(action, 0, Some(policy)),
+        };
         current.then(|| {
             let forwarding = Forwarding { slot: i as u32, ecmp: decode_ecmp(ecmp), route: RouteMemo(route), hash };
             (forwarding, Translation { nat: decode_nat(addrs, ports, which), route_vrf })

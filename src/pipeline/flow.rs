@@ -365,10 +365,21 @@ pub(super) fn settled<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, probe: &Probe) -> Option<F
 /// forwards, with the rewrite it makes and the VRF it routes in (a
 /// floating IP's NAT, its answers' public VRF; the network of the client
 /// a pod of another network answers). Judged as `on_hit` judges: the
-/// reverse entry of a pair across VRFs by its forward entry.
+/// reverse entry of a pair across VRFs by its forward entry, in the VRF it
+/// routes in, which the caller checks once it has that VRF
+/// (`Translation::current_under`).
 #[inline]
 pub(super) fn translated<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, probe: &Probe) -> Option<(Forwarding, Translation)> {
-    ctx.flows?.forward_translated(probe, vrf.policy_generations())
+    ctx.flows?.forward_translated(probe, vrf.policy_generations(), |id| judging(ctx.t, id))
+}
+
+/// The policy generations of VRF `id` of `t`, which judges the pairs whose
+/// reverse entries route in it (`FlowTable::forward_translated`). Inlined:
+/// out of line, the answers' hits took 15-26 instructions more (callgrind,
+/// one codegen unit).
+#[inline(always)]
+fn judging(t: &crate::tables::Tables, id: u32) -> Option<crate::flow::PolicyGenerations> {
+    t.vrf(id).map(|v| v.policy_generations())
 }
 
 /// Why the fast lane refused the flow `probe` found, for the count of why
@@ -380,14 +391,15 @@ pub(super) fn translated<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, probe: &Probe) -> Optio
 /// less into the fabric lane (decap +18-29 instructions a packet,
 /// callgrind; built with one codegen unit, no lane paid for the count).
 #[inline(never)]
-pub(super) fn refused(table: &FlowTable, probe: &Probe, vrf: &Vrf) -> Option<GeneralCause> {
+pub(super) fn refused(t: &crate::tables::Tables, table: &FlowTable, probe: &Probe, vrf: &Vrf) -> Option<GeneralCause> {
     // No tag of its key in its first bucket, where nearly every key lives:
     // new, without a look at its second (a cache miss a new flow's frame
     // paid for nothing: flow setup took 1.3x as long).
     if !probe.hinted() || table.find(probe).is_none() {
         return Some(GeneralCause::NewFlow);
     }
-    table.forward_translated(probe, vrf.policy_generations()).is_none().then_some(GeneralCause::FlowDecision)
+    let elsewhere = |id| judging(t, id);
+    table.forward_translated(probe, vrf.policy_generations(), elsewhere).is_none().then_some(GeneralCause::FlowDecision)
 }
 
 /// `prefetch_fast` and `FlowTable::prefetch_slots` at once, for a frame
@@ -598,32 +610,51 @@ pub(super) fn on_hit<B>(
 ) -> Result<(), DropReason> {
     let Some(table) = ctx.flows else { return Ok(()) };
     let mut action = hit.action;
-    // A pair is judged in its forward entry's VRF. The reverse entry of a
-    // floating IP's pair, or of a pair to a pod in another VRF, lives in
-    // the pod's VRF, under another policy: it leaves the judging to the
-    // forward entry, or the two VRFs' policies would take turns rewriting
-    // the pair on every packet.
-    let judged_here = hit.forward || hit.route_vrf.is_none();
+    // A pair is judged by its forward direction, in its forward entry's
+    // VRF (`judging`), from whichever side its packet comes. The reverse
+    // entry of a floating IP's pair, or of a pair to a pod in another VRF,
+    // lives in the pod's VRF, under another policy, and routes in the
+    // forward entry's (`create`): judged in its own, the two VRFs'
+    // policies would take turns rewriting the pair on every packet; not
+    // judged at all, as until `a_policy_change_stops_a_floating_ips_
+    // answers_at_once`, the pod's answers went on through a denial for as
+    // long as the client stayed silent. A pair whose VRF is gone is
+    // judged by nothing.
+    let elsewhere = !hit.forward && hit.route_vrf.is_some();
+    let judging = match hit.route_vrf.filter(|_| elsewhere) {
+        Some(id) => ctx.t.vrf(id),
+        None => Some(vrf),
+    };
     // Decided again after a change of a policy that judges it (a new one,
     // or none left: then the pair forwards), and while an address it
     // judges by network has no route.
-    let current = vrf.policy_generation == hit.policy_generation;
-    if judged_here && (!current || hit.unrouted) {
-        // The pair is judged by its forward direction.
-        let forward_key = if hit.forward { *key } else { key.reversed() };
-        // The pod the pair reaches on this node, if it is of another
-        // network: its policy judges the pair too (`judge`).
-        let reaches = table.key(hit.reverse).and_then(|r| reached(ctx.t, vrf, &forward_key, r.vrf, !hit.nat.is_none()));
-        if hit.unrouted || stale(vrf, hit.policy_generation, reaches) {
-            let creator = ctx.t.vif(table.creator(hit.slot));
-            let (again, _, unrouted) = judge(vrf, &forward_key, creator, reaches);
-            // Still without its route, and as decided: nothing to write.
-            if !(current && unrouted && again == action) {
-                table.decide_again(hit.slot, hit.reverse, again, vrf.policy_generation, unrouted);
+    let current = judging.is_none_or(|j| j.policy_generation == hit.policy_generation);
+    if let Some(judging) = judging.filter(|_| !current || hit.unrouted) {
+        // The pair's forward key, and the VRF of its reverse entry, where
+        // the answers come from (`None`: the forward entry's). Across VRFs,
+        // the forward entry's own key: the reverse entry's may be rewritten
+        // (a floating IP's). A pair torn meanwhile is on its way out.
+        let ends = match (hit.forward, elsewhere) {
+            (true, _) => Some((*key, table.key(hit.reverse).map(|r| r.vrf))),
+            (false, false) => Some((key.reversed(), None)),
+            (false, true) => table.key(hit.reverse).map(|f| (f, Some(key.vrf))),
+        };
+        if let Some((forward_key, reverse_vrf)) = ends {
+            // The pod the pair reaches on this node, if it is of another
+            // network: its policy judges the pair too (`judge`).
+            let natted = !hit.nat.is_none();
+            let reaches = reverse_vrf.and_then(|r| reached(ctx.t, judging, &forward_key, r, natted));
+            if hit.unrouted || stale(judging, hit.policy_generation, reaches) {
+                let creator = ctx.t.vif(table.creator(hit.slot));
+                let (again, _, unrouted) = judge(judging, &forward_key, creator, reaches);
+                // Still without its route, and as decided: nothing to write.
+                if !(current && unrouted && again == action) {
+                    table.decide_again(hit.slot, hit.reverse, again, judging.policy_generation, unrouted);
+                }
+                action = again;
+            } else {
+                table.keep_decision(hit.slot, hit.reverse, judging.policy_generation);
             }
-            action = again;
-        } else {
-            table.keep_decision(hit.slot, hit.reverse, vrf.policy_generation);
         }
     }
     table.touch(hit.slot, info.total() as u32, tcp_flags(d, info), ctx.now);

@@ -105,7 +105,7 @@ fn cause<B: AsRef<[u8]> + AsMut<[u8]>>(
     // general path's commonest frame, paid 5-7 % of its setup for that).
     if let (Some(probe), Some(table)) = (probe, ctx.flows) {
         let vrf = ctx.t.vrf(probe.key().vrf);
-        if let Some(cause) = vrf.and_then(|vrf| super::flow::refused(table, probe, vrf)) {
+        if let Some(cause) = vrf.and_then(|vrf| super::flow::refused(ctx.t, table, probe, vrf)) {
             return cause;
         }
     }
