@@ -365,9 +365,8 @@ pub(super) fn settled<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, probe: &Probe) -> Option<F
 /// forwards, with the rewrite it makes and the VRF it routes in (a
 /// floating IP's NAT, its answers' public VRF; the network of the client
 /// a pod of another network answers). Judged as `on_hit` judges: the
-/// reverse entry of a pair across VRFs by its forward entry, in the VRF it
-/// routes in, which the caller checks once it has that VRF
-/// (`Translation::current_under`).
+/// reverse entry of a pair across VRFs by its forward entry, under the
+/// policy of the VRF it routes in, the forward entry's (`judging`).
 #[inline]
 pub(super) fn translated<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, probe: &Probe) -> Option<(Forwarding, Translation)> {
     ctx.flows?.forward_translated(probe, vrf.policy_generations(), |id| judging(ctx.t, id))
@@ -611,25 +610,24 @@ pub(super) fn on_hit<B>(
     let Some(table) = ctx.flows else { return Ok(()) };
     let mut action = hit.action;
     // A pair is judged by its forward direction, in its forward entry's
-    // VRF (`judging`), from whichever side its packet comes. The reverse
-    // entry of a floating IP's pair, or of a pair to a pod in another VRF,
-    // lives in the pod's VRF, under another policy, and routes in the
-    // forward entry's (`create`): judged in its own, the two VRFs'
-    // policies would take turns rewriting the pair on every packet; not
-    // judged at all, as until `a_policy_change_stops_a_floating_ips_
-    // answers_at_once`, the pod's answers went on through a denial for as
-    // long as the client stayed silent. A pair whose VRF is gone is
-    // judged by nothing.
+    // VRF (`forward_vrf`), from whichever side its packet comes. The
+    // reverse entry of a floating IP's pair, or of a pair to a pod in
+    // another VRF, lives in the pod's VRF, under another policy, and
+    // routes in the forward entry's (`create`): judged in its own, the two
+    // VRFs' policies would take turns rewriting the pair on every packet;
+    // not judged at all, as until `277b551`, the pod's answers went on
+    // through a denial for as long as the client stayed silent. A pair
+    // whose VRF is gone is judged by nothing.
     let elsewhere = !hit.forward && hit.route_vrf.is_some();
-    let judging = match hit.route_vrf.filter(|_| elsewhere) {
+    let forward_vrf = match hit.route_vrf.filter(|_| elsewhere) {
         Some(id) => ctx.t.vrf(id),
         None => Some(vrf),
     };
     // Decided again after a change of a policy that judges it (a new one,
     // or none left: then the pair forwards), and while an address it
     // judges by network has no route.
-    let current = judging.is_none_or(|j| j.policy_generation == hit.policy_generation);
-    if let Some(judging) = judging.filter(|_| !current || hit.unrouted) {
+    let current = forward_vrf.is_none_or(|v| v.policy_generation == hit.policy_generation);
+    if let Some(forward_vrf) = forward_vrf.filter(|_| !current || hit.unrouted) {
         // The pair's forward key, and the VRF of its reverse entry, where
         // the answers come from (`None`: the forward entry's). Across VRFs,
         // the forward entry's own key: the reverse entry's may be rewritten
@@ -643,17 +641,17 @@ pub(super) fn on_hit<B>(
             // The pod the pair reaches on this node, if it is of another
             // network: its policy judges the pair too (`judge`).
             let natted = !hit.nat.is_none();
-            let reaches = reverse_vrf.and_then(|r| reached(ctx.t, judging, &forward_key, r, natted));
-            if hit.unrouted || stale(judging, hit.policy_generation, reaches) {
+            let reaches = reverse_vrf.and_then(|r| reached(ctx.t, forward_vrf, &forward_key, r, natted));
+            if hit.unrouted || stale(forward_vrf, hit.policy_generation, reaches) {
                 let creator = ctx.t.vif(table.creator(hit.slot));
-                let (again, _, unrouted) = judge(judging, &forward_key, creator, reaches);
+                let (again, _, unrouted) = judge(forward_vrf, &forward_key, creator, reaches);
                 // Still without its route, and as decided: nothing to write.
                 if !(current && unrouted && again == action) {
-                    table.decide_again(hit.slot, hit.reverse, again, judging.policy_generation, unrouted);
+                    table.decide_again(hit.slot, hit.reverse, again, forward_vrf.policy_generation, unrouted);
                 }
                 action = again;
             } else {
-                table.keep_decision(hit.slot, hit.reverse, judging.policy_generation);
+                table.keep_decision(hit.slot, hit.reverse, forward_vrf.policy_generation);
             }
         }
     }
