@@ -143,6 +143,57 @@ for i in range(flows):
 /// change, 0.5 s of reading left uncounted (what was on its way); then
 /// read for 1.5 s. Prints, per connection, the first word its server sent
 /// (its pod) and how many lines came before and after.
+/// `streamer.py`: in a pod, waits for one datagram on UDP 7790, then
+/// sends a datagram back to its sender every 10 ms for 10 s.
+const STREAMER: &str = r#"
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('', 7790))
+s.settimeout(30)
+_, peer = s.recvfrom(100)
+end = time.time() + 10
+while time.time() < end:
+    s.sendto(b'x', peer)
+    time.sleep(0.01)
+"#;
+
+/// `streamed.py VRCTL SOCKET... --move STAGED:INTENT...`: from the external
+/// client, one datagram to the floating IP's UDP 7790 (a streamer's), then
+/// silence. Counts the datagrams that come back for 1 s; moves each staged
+/// intent into place and waits until every node's policies changed; lets
+/// 0.3 s of what was in flight pass, and counts again for 1.5 s. Prints
+/// both counts.
+const STREAMED: &str = r#"
+import os, socket, subprocess, sys, time
+at = sys.argv.index('--move')
+vrctl, sockets = sys.argv[1], sys.argv[2:at]
+moves = [m.split(':') for m in sys.argv[at + 1:]]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('', 47790))
+s.settimeout(0.05)
+s.sendto(b'go', ('185.22.97.188', 7790))
+def count(secs):
+    n, end = 0, time.time() + secs
+    while time.time() < end:
+        try:
+            s.recv(100)
+            n += 1
+        except socket.timeout:
+            pass
+    return n
+def policies(sock):
+    return subprocess.run([vrctl, '--socket', sock, 'policy', 'list', '--json'], check=True, capture_output=True).stdout
+before = count(1.0)
+was = [policies(sock) for sock in sockets]
+for staged, intent in moves:
+    os.replace(staged, intent)
+end = time.time() + 10
+while any(policies(sock) == w for sock, w in zip(sockets, was)) and time.time() < end:
+    time.sleep(0.1)
+count(0.3)
+print(before, count(1.5))
+"#;
+
 const PUSHED: &str = r#"
 import os, socket, subprocess, sys, time
 args = sys.argv[1:]
@@ -734,6 +785,61 @@ fn the_lab_end_to_end() {
     assert!(traced.contains("nat     dst 10.1.0.2, dport 8080") && traced.contains("(t-a1)"), "{traced}");
     let traced = lab(&[&args[..], &["--proto", "tcp", "--dport", "8080"]].concat(), &[]);
     assert!(traced.contains("=>      drop port_not_forwarded"), "{traced}");
+
+    // A policy change stops a floating IP's answers while its client is
+    // silent: a pod streams datagrams to the external client, which sent
+    // one and then listens; the public network's policy on the pods' nodes
+    // turns to deny, and nothing more comes, though the client never sent
+    // again (until `277b551` the stream went on). Put back, it allows.
+    let streamer = format!("{}/streamer.py", lab_dir());
+    std::fs::write(&streamer, STREAMER).unwrap();
+    let streamed = format!("{}/streamed.py", lab_dir());
+    std::fs::write(&streamed, STREAMED).unwrap();
+    for pod in ["a2", "b2"] {
+        sh(pod, &format!("python3 {streamer} >/dev/null 2>&1 &"));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let public = "network = \"public\"\ndefault = \"allow\"";
+    let mut moves = Vec::new();
+    let mut allowing = Vec::new();
+    for node in ["n1", "n2"] {
+        let intent = format!("{}/{node}/intent.toml", lab_dir());
+        let was = std::fs::read_to_string(&intent).unwrap();
+        let denying = was.replacen(public, &public.replace("allow", "deny"), 1);
+        assert_ne!(denying, was, "the public network's policy in {intent}");
+        let staged = format!("{}/{node}/intent.denying", lab_dir());
+        std::fs::write(&staged, denying).unwrap();
+        moves.push(format!("{staged}:{intent}"));
+        allowing.push((intent, was));
+    }
+    let sockets = ["n1", "n2"].map(|n| format!("{}/{n}/vrouterd.sock", lab_dir())).join(" ");
+    let vrctl = env!("CARGO_BIN_EXE_vrctl");
+    let (ok, out) = sh("ext", &format!("python3 {streamed} {vrctl} {sockets} --move {}", moves.join(" ")));
+    let counts: Vec<u32> = out.split_whitespace().filter_map(|c| c.parse().ok()).collect();
+    assert!(ok && counts.len() == 2, "{out}");
+    assert!(counts[0] >= 20, "the pod streamed to the client before the change: {out}");
+    assert_eq!(counts[1], 0, "nothing came once the public policy denied the client: {out}");
+    let denied = lab(&["vrctl", "n1", "flow", "list", "--match", "203.0.113.7:47790 & proto udp", "--json"], &[])
+        + &lab(&["vrctl", "n2", "flow", "list", "--match", "203.0.113.7:47790 & proto udp", "--json"], &[]);
+    assert!(denied.contains("flow_action_drop"), "the pair, decided again by its answers: {denied}");
+    let public_default = |node: &str| -> serde_json::Value {
+        let json = |what: &str| -> serde_json::Value {
+            serde_json::from_str(&lab(&["vrctl", node, what, "list", "--json"], &[])).unwrap()
+        };
+        let vrfs = json("vrf");
+        let public = vrfs.as_array().unwrap().iter().find(|v| v["name"] == "public").unwrap()["id"].clone();
+        let policies = json("policy");
+        let policy = policies.as_array().unwrap().iter().find(|p| p["vrf"] == public);
+        policy.map_or(serde_json::Value::Null, |p| p["default"].clone())
+    };
+    for (intent, was) in &allowing {
+        std::fs::write(intent, was).unwrap();
+    }
+    let restored = (0..30).any(|_| {
+        std::thread::sleep(Duration::from_millis(200));
+        public_default("n1") == "allow" && public_default("n2") == "allow"
+    });
+    assert!(restored, "the agents put the public policy back: {:?}", public_default("n1"));
 
     // The article's policy: the nginx network reaches the leonardo service
     // on TCP 80 and nothing else, across nodes, decided in the data path.
