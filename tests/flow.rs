@@ -700,15 +700,9 @@ fn answers_from_a_pod_of_another_vrf_on_this_node_pass_its_policy() {
     assert!(table.get(opened.slot, 0).unwrap().one_way);
 }
 
-/// The answers of a pod of another VRF whose network has no route back are
-/// routed in the client's VRF by their pair whichever way they take: as
-/// their own vector (the fast lane's) and behind another vif's frame in
-/// one, where the general vector had classified them for its fast path
-/// and looked their flow up by a key of unparsed fields, dropping them as
-/// unrouted (only SYNs, which the fast path leaves, were tested).
-#[test]
-fn answers_from_a_pod_of_another_vrf_route_back_in_any_vector() {
-    let g1_ip = g1_ip();
+/// `lab_with_flows`, with green's pod g1, whose route blue imports (green
+/// has none back), and a policy that allows all in both networks.
+fn lab_with_green_open() -> (Lab, Arc<FlowTable>) {
     let (mut lab, table) = lab_with_flows();
     lab.writer.apply(&green_pod_ops()).unwrap();
     lab.writer
@@ -718,6 +712,19 @@ fn answers_from_a_pod_of_another_vrf_route_back_in_any_vector() {
             Op::Add(Object::Policy(GREEN, Policy::allow_all())),
         ])
         .unwrap();
+    (lab, table)
+}
+
+/// The answers of a pod of another VRF whose network has no route back are
+/// routed in the client's VRF by their pair whichever way they take: as
+/// their own vector (the fast lane's) and behind another vif's frame in
+/// one, where the general vector had classified them for its fast path
+/// and looked their flow up by a key of unparsed fields, dropping them as
+/// unrouted (only SYNs, which the fast path leaves, were tested).
+#[test]
+fn answers_from_a_pod_of_another_vrf_route_back_in_any_vector() {
+    let g1_ip = g1_ip();
+    let (mut lab, table) = lab_with_green_open();
     assert_eq!(lab.run(A2, udp(2, a2_ip(), g1_ip, 5000, 53)).0, Verdict::Tx(G1));
     let answer = udp(7, g1_ip, a2_ip(), 53, 5000);
     assert_eq!(lab.run(G1, answer.clone()).0, Verdict::Tx(A2), "alone");
@@ -2047,15 +2054,7 @@ fn a_policy_change_stops_a_floating_ips_answers_at_once() {
 /// network does (it judges the pair too).
 #[test]
 fn a_policy_change_stops_answers_from_a_pod_of_another_network_at_once() {
-    let (mut lab, _table) = lab_with_flows();
-    lab.writer.apply(&green_pod_ops()).unwrap();
-    lab.writer
-        .apply(&[
-            route_in(BLUE, "10.5.0.2/32", NH_G1, NO, Some(GREEN)),
-            Op::Add(Object::Policy(BLUE, Policy::allow_all())),
-            Op::Add(Object::Policy(GREEN, Policy::allow_all())),
-        ])
-        .unwrap();
+    let (mut lab, _table) = lab_with_green_open();
     let deny_all = Policy { rules: vec![], default: PolicyAction::Deny };
     let denied = Verdict::Drop(DropReason::FlowActionDrop);
     for judge in [BLUE, GREEN] {
