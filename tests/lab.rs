@@ -819,6 +819,8 @@ fn the_lab_end_to_end() {
     assert!(ok && counts.len() == 2, "{out}");
     assert!(counts[0] >= 20, "the pod streamed to the client before the change: {out}");
     assert_eq!(counts[1], 0, "nothing came once the public policy denied the client: {out}");
+    // The streamer the client did not reach still waits, the other still sends.
+    sh("a2", "pkill -f '^[^ ]*python3 [^ ]*/streamer[.]py$'");
     let denied = lab(&["vrctl", "n1", "flow", "list", "--match", "203.0.113.7:47790 & proto udp", "--json"], &[])
         + &lab(&["vrctl", "n2", "flow", "list", "--match", "203.0.113.7:47790 & proto udp", "--json"], &[]);
     assert!(denied.contains("flow_action_drop"), "the pair, decided again by its answers: {denied}");
