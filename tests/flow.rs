@@ -83,7 +83,7 @@ fn a_pair_is_two_linked_entries() {
     assert_eq!((info.age_ms, info.idle_ms, info.forward), (1_000, 300, true));
     assert!(!t.get(rev.slot, 2_000).unwrap().forward);
     // A policy change turns it to drop, both ways, and counts the pair once.
-    t.decide_again(fwd.slot, rev.slot, FlowAction::Drop(DropReason::Discard), 10, false);
+    t.decide_again(&k, &fwd, FlowAction::Drop(DropReason::Discard), 10, false);
     let again = t.lookup(&k).unwrap();
     assert_eq!((again.action, again.policy_generation), (FlowAction::Drop(DropReason::Discard), 10));
     assert_eq!(t.lookup(&k.reversed()).unwrap().action, FlowAction::Drop(DropReason::Discard));
@@ -141,9 +141,9 @@ fn only_plain_forwarding_entries_are_settled() {
     assert_eq!(told(&k, 3, 10), None, "its own changed since, and the generations wrapped past 0");
     assert_eq!(settled(&key(2, TCP), Some(9)), None, "no such flow");
     // A policy change keeps the entry plain: it settles under the new generation.
-    t.decide_again(made.slot, rev, FlowAction::Drop(DropReason::FlowActionDrop), 10, false);
+    t.decide_again(&k, &made, FlowAction::Drop(DropReason::FlowActionDrop), 10, false);
     assert_eq!(settled(&k, Some(10)), None, "dropped");
-    t.decide_again(made.slot, rev, FlowAction::Forward, 11, false);
+    t.decide_again(&k, &made, FlowAction::Forward, 11, false);
     assert_eq!(
         settled(&k, Some(11)),
         Some(Forwarding { slot: made.slot, ecmp: Some(member), route: RouteMemo::NONE, hash: 0x1111 })
@@ -450,6 +450,41 @@ fn half_a_million_pairs_fit_in_256_mib() {
         table(1000).memory_bytes(),
         FlowTable::memory_for(&FlowConfig { capacity: 1000, ..FlowConfig::default() }, 8, 8)
     );
+}
+
+/// A decision made for a pair that has gone since it was read (aged out,
+/// flushed, deleted on another thread), whose slots another pair took
+/// meanwhile, leaves that other pair alone. Until this, that pair's actions
+/// were rewritten with the gone pair's decision: a denied flow let
+/// through, or its stamp made current so that no policy judged it again;
+/// and an ECMP member pinned again for the gone pair moved it.
+#[test]
+fn a_decision_made_for_a_pair_that_went_leaves_the_next_one_alone() {
+    let t = table(4);
+    let (f, r) = pair(key(1, UDP));
+    let gone = t.create(&f, &r, 1, 5, 0).unwrap();
+    assert!(t.remove(gone.slot));
+    let (f, r) = pair(key(2, UDP));
+    let next = t.create(&f, &r, 1, 5, 0).unwrap();
+    let reused = [next.slot, next.reverse].iter().any(|s| [gone.slot, gone.reverse].contains(s));
+    assert!(reused, "the next pair takes a slot of the one that went");
+    t.decide_again(&key(1, UDP), &gone, FlowAction::Drop(DropReason::FlowActionDrop), 6, false);
+    t.keep_decision(&key(1, UDP), &gone, 7);
+    for slot in [gone.slot, gone.reverse] {
+        t.set_ecmp(&key(1, UDP), slot, Some(RouteTarget { nh: 7, label: 20 }));
+    }
+    for k in [key(2, UDP), key(2, UDP).reversed()] {
+        let h = t.lookup(&k).unwrap();
+        assert_eq!((h.action, h.policy_generation, h.ecmp), (FlowAction::Forward, 5, None), "{k:?}");
+    }
+    assert_eq!(t.redecided(), 0, "no pair decided again");
+    // The pair itself, whole, is decided again, both ways.
+    t.decide_again(&key(2, UDP), &next, FlowAction::Drop(DropReason::FlowActionDrop), 6, false);
+    for k in [key(2, UDP), key(2, UDP).reversed()] {
+        let h = t.lookup(&k).unwrap();
+        assert_eq!((h.action, h.policy_generation), (FlowAction::Drop(DropReason::FlowActionDrop), 6), "{k:?}");
+    }
+    assert_eq!(t.redecided(), 1);
 }
 
 /// Two choices of a 16-slot bucket with 1.5x slots per entry: a table fills

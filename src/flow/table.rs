@@ -1408,13 +1408,15 @@ impl FlowTable {
         })
     }
 
-    /// Rewrites part of a live entry under its stripe lock and its seqlock.
-    fn rewrite(&self, slot: u32, change: impl FnOnce(&Slot)) {
-        let Some((key, _)) = self.read(slot as usize) else { return };
-        let _g = self.lock(self.place(&key).stripe);
-        let s = &self.slots[slot as usize];
+    /// Rewrites part of entry `slot` under its stripe lock and its seqlock,
+    /// if it holds `key`: under that lock no one removes it, nor gives its
+    /// slot to another key (a pair that went since the caller read it, and
+    /// its slot taken by another, once had that one rewritten).
+    fn rewrite(&self, key: &FlowKey, slot: u32, change: impl FnOnce(&Slot)) {
+        let _g = self.lock(self.place(key).stripe);
+        let Some(s) = self.slots.get(slot as usize) else { return };
         let v = s.seq.load(Relaxed);
-        if v & (LIVE | WRITING) != LIVE || FlowKey::from_words(&s.key_words()) != key {
+        if v & (LIVE | WRITING) != LIVE || FlowKey::from_words(&s.key_words()) != *key {
             return;
         }
         s.seq.store(v | WRITING, Relaxed);
@@ -1423,39 +1425,69 @@ impl FlowTable {
         s.seq.store(((v & !(STEP - 1)) + STEP) | LIVE, Release);
     }
 
-    /// Stamps both entries of a pair (`slot` and its `reverse`) with
-    /// `generation`, their action kept: a policy change moved their VRF's
-    /// generation, but cannot change what decided them (`pipeline::flow::stale`).
-    pub fn keep_decision(&self, slot: u32, reverse: u32, generation: u32) {
-        self.rewrite_actions(slot, reverse, |w| (w & 0xffff_ffff) | (u64::from(generation) << 32));
+    /// Stamps both entries of the pair that `hit`, found by `key`, belongs
+    /// to with `generation`, their action kept: a policy change moved their
+    /// VRF's generation, but cannot change what decided them
+    /// (`pipeline::flow::stale`). Nothing, if that pair has gone since.
+    pub fn keep_decision(&self, key: &FlowKey, hit: &Hit, generation: u32) {
+        self.rewrite_actions(key, hit, |w| (w & 0xffff_ffff) | (u64::from(generation) << 32));
     }
 
-    /// Gives both entries of a pair (`slot` and its `reverse`) the action a
-    /// policy decided again, under `generation`, and whether it was decided
-    /// without a route for an address it judges by network (`unrouted`),
-    /// and counts the pair.
-    pub fn decide_again(&self, slot: u32, reverse: u32, action: FlowAction, generation: u32, unrouted: bool) {
+    /// Gives both entries of the pair that `hit`, found by `key`, belongs
+    /// to the action a policy decided again, under `generation`, and
+    /// whether it was decided without a route for an address it judges by
+    /// network (`unrouted`), and counts the pair. Nothing, if that pair has
+    /// gone since.
+    pub fn decide_again(&self, key: &FlowKey, hit: &Hit, action: FlowAction, generation: u32, unrouted: bool) {
         let unrouted = if unrouted { FLAG_UNROUTED } else { 0 };
-        self.rewrite_actions(slot, reverse, |w| {
+        let done = self.rewrite_actions(key, hit, |w| {
             encode_action(action, (w & !FLAG_UNROUTED) | unrouted, generation) | (w & TCP_BITS)
         });
-        self.redecided.fetch_add(1, Relaxed);
-    }
-
-    /// Rewrites the action words of both entries of a pair. An update, not
-    /// a store: the data path adds TCP flags to the word without the lock
-    /// (`touch`), and `new` keeps them.
-    fn rewrite_actions(&self, slot: u32, reverse: u32, new: impl Fn(u64) -> u64) {
-        for entry in [slot, reverse] {
-            self.rewrite(entry, |s| {
-                let _ = s.action.fetch_update(Relaxed, Relaxed, |w| Some(new(w)));
-            });
+        if done {
+            self.redecided.fetch_add(1, Relaxed);
         }
     }
 
-    /// Pins one entry to another ECMP member (its own went away).
-    pub fn set_ecmp(&self, slot: u32, member: Option<RouteTarget>) {
-        self.rewrite(slot, |s| s.ecmp.store(encode_ecmp(member), Relaxed));
+    /// Rewrites the action words of both entries of the pair that `hit`,
+    /// found by `key`, belongs to, under both keys' stripe locks, as
+    /// `remove` takes them: if the pair is still whole (`hit.slot` holds
+    /// `key`, and the two entries name each other), no one can remove it
+    /// meanwhile, nor give its slots to another pair. Until this, each entry
+    /// was rewritten under its own lock after a check of its own key alone:
+    /// a pair removed after the caller read it (aged out, flushed) and its
+    /// slots taken by another pair had that pair's actions rewritten with
+    /// this one's decision, a denied flow let through, or its stamp made
+    /// current so that no policy judged it again
+    /// (`a_decision_made_for_a_pair_that_went_leaves_the_next_one_alone`).
+    /// An update, not a store: the data path adds TCP flags to the word
+    /// without the lock (`touch`), and `new` keeps them. False if the pair
+    /// has gone.
+    fn rewrite_actions(&self, key: &FlowKey, hit: &Hit, new: impl Fn(u64) -> u64) -> bool {
+        let Some((rkey, _)) = self.read(hit.reverse as usize) else { return false };
+        let (s1, s2) = (self.place(key).stripe, self.place(&rkey).stripe);
+        let (a, b) = (s1.min(s2), s1.max(s2));
+        let _g1 = self.lock(a);
+        let _g2 = (a != b).then(|| self.lock(b));
+        match (self.read(hit.slot as usize), self.read(hit.reverse as usize)) {
+            (Some((k1, h1)), Some((k2, h2)))
+                if k1 == *key && k2 == rkey && h1.reverse == hit.reverse && h2.reverse == hit.slot => {}
+            _ => return false,
+        }
+        for entry in [hit.slot, hit.reverse] {
+            let s = &self.slots[entry as usize];
+            let v = s.seq.load(Relaxed);
+            s.seq.store(v | WRITING, Relaxed);
+            fence(Release);
+            let _ = s.action.fetch_update(Relaxed, Relaxed, |w| Some(new(w)));
+            s.seq.store(((v & !(STEP - 1)) + STEP) | LIVE, Release);
+        }
+        true
+    }
+
+    /// Pins entry `slot`, if it still holds `key`, to another ECMP member
+    /// (its own went away).
+    pub fn set_ecmp(&self, key: &FlowKey, slot: u32, member: Option<RouteTarget>) {
+        self.rewrite(key, slot, |s| s.ecmp.store(encode_ecmp(member), Relaxed));
     }
 
     /// Removes the pair that entry `slot` belongs to. False if it was gone.

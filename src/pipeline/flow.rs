@@ -647,11 +647,11 @@ pub(super) fn on_hit<B>(
                 let (again, _, unrouted) = judge(forward_vrf, &forward_key, creator, reaches);
                 // Still without its route, and as decided: nothing to write.
                 if !(current && unrouted && again == action) {
-                    table.decide_again(hit.slot, hit.reverse, again, forward_vrf.policy_generation, unrouted);
+                    table.decide_again(key, hit, again, forward_vrf.policy_generation, unrouted);
                 }
                 action = again;
             } else {
-                table.keep_decision(hit.slot, hit.reverse, forward_vrf.policy_generation);
+                table.keep_decision(key, hit, forward_vrf.policy_generation);
             }
         }
     }

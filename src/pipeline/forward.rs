@@ -575,8 +575,8 @@ pub(super) fn resolve<B: AsRef<[u8]> + AsMut<[u8]>>(
                 match pinned.as_ref().or_else(|| group.select(h)) {
                     Some(m) => {
                         // The flow's member went away: pin it to its new one.
-                        if let (super::flow::FlowStep::Hit(_, hit), None, Some(table)) = (&flow, pinned, ctx.flows) {
-                            table.set_ecmp(hit.slot, Some(*m));
+                        if let (super::flow::FlowStep::Hit(key, hit), None, Some(table)) = (&flow, pinned, ctx.flows) {
+                            table.set_ecmp(key, hit.slot, Some(*m));
                         }
                         target = *m;
                         member = Some(*m);
