@@ -1419,6 +1419,13 @@ impl FlowTable {
         if v & (LIVE | WRITING) != LIVE || FlowKey::from_words(&s.key_words()) != *key {
             return;
         }
+        Self::write_live(s, change);
+    }
+
+    /// Changes live slot `s`, whose key's stripe lock the caller holds,
+    /// under its seqlock: readers retry rather than see it half-written.
+    fn write_live(s: &Slot, change: impl FnOnce(&Slot)) {
+        let v = s.seq.load(Relaxed);
         s.seq.store(v | WRITING, Relaxed);
         fence(Release);
         change(s);
@@ -1474,12 +1481,9 @@ impl FlowTable {
             _ => return false,
         }
         for entry in [hit.slot, hit.reverse] {
-            let s = &self.slots[entry as usize];
-            let v = s.seq.load(Relaxed);
-            s.seq.store(v | WRITING, Relaxed);
-            fence(Release);
-            let _ = s.action.fetch_update(Relaxed, Relaxed, |w| Some(new(w)));
-            s.seq.store(((v & !(STEP - 1)) + STEP) | LIVE, Release);
+            Self::write_live(&self.slots[entry as usize], |s| {
+                let _ = s.action.fetch_update(Relaxed, Relaxed, |w| Some(new(w)));
+            });
         }
         true
     }
