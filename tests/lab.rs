@@ -136,13 +136,24 @@ for i in range(flows):
     send_ipv4_fragment(raw, src, dst, 17, 0x5000 + i, 0, True, udp[:600])
 "#;
 
-/// `pushed.py PORT VRCTL SOCKET... [--move NEW INTENT]`: twelve
-/// connections to the leonardo service from ports PORT..PORT+11, read for
-/// 0.6 s; then `vrctl flow flush` on each vrouterd or, with `--move`, NEW
-/// renamed over INTENT and, once the first vrouterd's policies show the
-/// change, 0.5 s of reading left uncounted (what was on its way); then
-/// read for 1.5 s. Prints, per connection, the first word its server sent
-/// (its pod) and how many lines came before and after.
+/// What the scripts that change a policy mid-run share (`pushed.py`,
+/// `streamed.py`): `move_intents(vrctl, sockets, moves)` renames each
+/// staged intent over the one in place (`moves`: pairs of paths), then
+/// waits, up to 10 s, until the policies of every vrouterd in `sockets`
+/// show the change.
+const MOVE_INTENTS_PY: &str = r#"
+import os, socket, subprocess, sys, time
+def policies(vrctl, sock):
+    return subprocess.run([vrctl, '--socket', sock, 'policy', 'list', '--json'], check=True, capture_output=True).stdout
+def move_intents(vrctl, sockets, moves):
+    was = [policies(vrctl, sock) for sock in sockets]
+    for staged, intent in moves:
+        os.replace(staged, intent)
+    end = time.time() + 10
+    while any(policies(vrctl, sock) == w for sock, w in zip(sockets, was)) and time.time() < end:
+        time.sleep(0.1)
+"#;
+
 /// `streamer.py`: in a pod, waits for one datagram on UDP 7790, then
 /// sends a datagram back to its sender every 10 ms for 10 s.
 const STREAMER: &str = r#"
@@ -164,7 +175,6 @@ while time.time() < end:
 /// 0.3 s of what was in flight pass, and counts again for 1.5 s. Prints
 /// both counts.
 const STREAMED: &str = r#"
-import os, socket, subprocess, sys, time
 at = sys.argv.index('--move')
 vrctl, sockets = sys.argv[1], sys.argv[2:at]
 moves = [m.split(':') for m in sys.argv[at + 1:]]
@@ -181,21 +191,20 @@ def count(secs):
         except socket.timeout:
             pass
     return n
-def policies(sock):
-    return subprocess.run([vrctl, '--socket', sock, 'policy', 'list', '--json'], check=True, capture_output=True).stdout
 before = count(1.0)
-was = [policies(sock) for sock in sockets]
-for staged, intent in moves:
-    os.replace(staged, intent)
-end = time.time() + 10
-while any(policies(sock) == w for sock, w in zip(sockets, was)) and time.time() < end:
-    time.sleep(0.1)
+move_intents(vrctl, sockets, moves)
 count(0.3)
 print(before, count(1.5))
 "#;
 
+/// `pushed.py PORT VRCTL SOCKET... [--move NEW INTENT]`: twelve
+/// connections to the leonardo service from ports PORT..PORT+11, read for
+/// 0.6 s; then `vrctl flow flush` on each vrouterd or, with `--move`, NEW
+/// renamed over INTENT and, once the first vrouterd's policies show the
+/// change, 0.5 s of reading left uncounted (what was on its way); then
+/// read for 1.5 s. Prints, per connection, the first word its server sent
+/// (its pod) and how many lines came before and after.
 const PUSHED: &str = r#"
-import os, socket, subprocess, sys, time
 args = sys.argv[1:]
 move = args[-2:] if '--move' in args else None
 args = args[:-3] if move else args
@@ -217,15 +226,9 @@ def read(secs):
             except socket.timeout:
                 pass
     return got
-def policies():
-    return subprocess.run([vrctl, '--socket', sockets[0], 'policy', 'list', '--json'], check=True, capture_output=True).stdout
 before = read(0.6)
 if move:
-    was = policies()
-    os.replace(move[0], move[1])
-    end = time.time() + 10
-    while policies() == was and time.time() < end:
-        time.sleep(0.1)
+    move_intents(vrctl, sockets[:1], [move])
     read(0.5)
 else:
     for sock in sockets:
@@ -794,7 +797,7 @@ fn the_lab_end_to_end() {
     let streamer = format!("{}/streamer.py", lab_dir());
     std::fs::write(&streamer, STREAMER).unwrap();
     let streamed = format!("{}/streamed.py", lab_dir());
-    std::fs::write(&streamed, STREAMED).unwrap();
+    std::fs::write(&streamed, format!("{MOVE_INTENTS_PY}{STREAMED}")).unwrap();
     for pod in ["a2", "b2"] {
         sh(pod, &format!("python3 {streamer} >/dev/null 2>&1 &"));
     }
@@ -989,7 +992,7 @@ fn the_lab_end_to_end() {
     }
     std::thread::sleep(Duration::from_millis(300));
     let client = format!("{}/pushed.py", lab_dir());
-    std::fs::write(&client, PUSHED).unwrap();
+    std::fs::write(&client, format!("{MOVE_INTENTS_PY}{PUSHED}")).unwrap();
     let sockets = ["n1", "n2"].map(|n| format!("{}/{n}/vrouterd.sock", lab_dir())).join(" ");
     let vrctl = env!("CARGO_BIN_EXE_vrctl");
     let (ok, out) = sh("nx1", &format!("python3 {client} 42000 {vrctl} {sockets}"));

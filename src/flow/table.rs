@@ -367,6 +367,12 @@ fn unpack_tcp(action: u64) -> u32 {
     (f & (TCP_FIN | TCP_SYN | TCP_RST)) | ((f & 0x8) << 1)
 }
 
+/// A held stripe lock.
+type StripeLock<'a> = std::sync::MutexGuard<'a, ()>;
+
+/// Both stripe locks of a pair's keys (one, where they share a stripe).
+type PairLocks<'a> = (StripeLock<'a>, Option<StripeLock<'a>>);
+
 /// One entry: two cache lines. The first holds everything a hit on an
 /// IPv4 entry that only forwards reads and writes: the key (two words, see
 /// `FlowKey::words`), the action, the pinned member, the route, the hash
@@ -855,7 +861,7 @@ impl FlowTable {
         }
     }
 
-    fn lock(&self, stripe: usize) -> std::sync::MutexGuard<'_, ()> {
+    fn lock(&self, stripe: usize) -> StripeLock<'_> {
         // The guarded data is `()`: a poisoned stripe is still a good lock.
         self.stripes[stripe].lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -1455,11 +1461,30 @@ impl FlowTable {
         }
     }
 
+    /// Both stripe locks of the pair whose entry `slot` held `key` and named
+    /// `reverse` when the caller read it, in stripe order, and the reverse
+    /// entry's key: if, once they are held, the pair is still whole (`slot`
+    /// holds `key`, and the two entries name each other). Then no one can
+    /// remove the pair, nor give its slots to another, until they drop.
+    /// `None` if the pair went meanwhile.
+    fn lock_whole_pair(&self, key: &FlowKey, slot: u32, reverse: u32) -> Option<(FlowKey, PairLocks<'_>)> {
+        let (rkey, _) = self.read(reverse as usize)?;
+        let (s1, s2) = (self.place(key).stripe, self.place(&rkey).stripe);
+        let (a, b) = (s1.min(s2), s1.max(s2));
+        let locks = (self.lock(a), (a != b).then(|| self.lock(b)));
+        match (self.read(slot as usize), self.read(reverse as usize)) {
+            (Some((k1, h1)), Some((k2, h2)))
+                if k1 == *key && k2 == rkey && h1.reverse == reverse && h2.reverse == slot =>
+            {
+                Some((rkey, locks))
+            }
+            _ => None,
+        }
+    }
+
     /// Rewrites the action words of both entries of the pair that `hit`,
     /// found by `key`, belongs to, under both keys' stripe locks, as
-    /// `remove` takes them: if the pair is still whole (`hit.slot` holds
-    /// `key`, and the two entries name each other), no one can remove it
-    /// meanwhile, nor give its slots to another pair. Until this, each entry
+    /// `remove` takes them (`lock_whole_pair`). Until this, each entry
     /// was rewritten under its own lock after a check of its own key alone:
     /// a pair removed after the caller read it (aged out, flushed) and its
     /// slots taken by another pair had that pair's actions rewritten with
@@ -1470,16 +1495,7 @@ impl FlowTable {
     /// without the lock (`touch`), and `new` keeps them. False if the pair
     /// has gone.
     fn rewrite_actions(&self, key: &FlowKey, hit: &Hit, new: impl Fn(u64) -> u64) -> bool {
-        let Some((rkey, _)) = self.read(hit.reverse as usize) else { return false };
-        let (s1, s2) = (self.place(key).stripe, self.place(&rkey).stripe);
-        let (a, b) = (s1.min(s2), s1.max(s2));
-        let _g1 = self.lock(a);
-        let _g2 = (a != b).then(|| self.lock(b));
-        match (self.read(hit.slot as usize), self.read(hit.reverse as usize)) {
-            (Some((k1, h1)), Some((k2, h2)))
-                if k1 == *key && k2 == rkey && h1.reverse == hit.reverse && h2.reverse == hit.slot => {}
-            _ => return false,
-        }
+        let Some((_, _locked)) = self.lock_whole_pair(key, hit.slot, hit.reverse) else { return false };
         for entry in [hit.slot, hit.reverse] {
             Self::write_live(&self.slots[entry as usize], |s| {
                 let _ = s.action.fetch_update(Relaxed, Relaxed, |w| Some(new(w)));
@@ -1497,16 +1513,8 @@ impl FlowTable {
     /// Removes the pair that entry `slot` belongs to. False if it was gone.
     pub fn remove(&self, slot: u32) -> bool {
         let Some((key, hit)) = self.read(slot as usize) else { return false };
-        let Some((rkey, _)) = self.read(hit.reverse as usize) else { return false };
-        let (s1, s2) = (self.place(&key).stripe, self.place(&rkey).stripe);
-        let (a, b) = (s1.min(s2), s1.max(s2));
-        let _g1 = self.lock(a);
-        let _g2 = (a != b).then(|| self.lock(b));
-        // Re-check under the locks: another remover may have been first.
-        match (self.read(slot as usize), self.read(hit.reverse as usize)) {
-            (Some((k1, h1)), Some((k2, _))) if k1 == key && k2 == rkey && h1.reverse == hit.reverse => {}
-            _ => return false,
-        }
+        // Another remover may have been first.
+        let Some((rkey, _locked)) = self.lock_whole_pair(&key, slot, hit.reverse) else { return false };
         // The pair was counted against its creating vif and the forward key's VRF.
         let s = &self.slots[slot as usize];
         let vif = origin_vif(s.origin.load(Relaxed));
