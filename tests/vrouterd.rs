@@ -346,7 +346,10 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
         ],
     );
     assert!(endless.contains("sent"), "{endless}");
-    let grown = peak_kib() - peak_before;
+    // VmHWM is the larger of the recorded peak and the resident set as
+    // last counted, and that count can fall back when vrouterd frees
+    // memory: so the second read may be the lower one.
+    let grown = peak_kib().saturating_sub(peak_before);
     assert!(grown < 16 * 1024, "vrouterd kept the endless request: peak resident set up {grown} KiB");
     let metrics = in_ns(
         &node,
