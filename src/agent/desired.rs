@@ -448,7 +448,10 @@ pub fn desired(intent: &Intent, fabric_mac: MacAddr, limits: &Limits, now: &Snap
             .collect();
         // As vrouterd reads it back, so that an unchanged policy diffs as equal.
         let def = PolicyDef { vrf, default: p.default, rules };
-        let canonical = def.to_policy().map(|pol| PolicyDef::from_policy(vrf, &pol)).map_err(|e| e.to_string())?;
+        let canonical = def
+            .to_policy()
+            .map(|pol| PolicyDef::from_policy(vrf, &pol))
+            .map_err(|e| format!("policy of {:?}: {e}", p.network))?;
         out.policies.insert(vrf, canonical);
     }
     Ok(out)

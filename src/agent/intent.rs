@@ -236,7 +236,19 @@ impl Intent {
 
     /// Checks what the types alone cannot: references, uniqueness, ranges.
     pub fn validate(&self) -> Result<(), String> {
+        if self.node.fabric.is_empty() {
+            return Err("node.fabric: the fabric interface's name is empty".into());
+        }
         let mut names = std::collections::BTreeSet::new();
+        // Labels pinned by networks and pods: one owner each.
+        let mut pinned = std::collections::BTreeMap::new();
+        let mut pin = |what: String, l: Label| -> Result<(), String> {
+            check_label(&what, l)?;
+            match pinned.insert(l, what.clone()) {
+                Some(other) => Err(format!("{what}: label {l} is pinned by {other} too")),
+                None => Ok(()),
+            }
+        };
         for n in &self.network {
             if n.name == FABRIC_VRF {
                 return Err(format!("network {:?}: the name is reserved for the underlay", n.name));
@@ -248,7 +260,7 @@ impl Intent {
                 s.parse::<Prefix>().map_err(|e| format!("network {:?}: subnet {s:?}: {e}", n.name))?;
             }
             if let Some(l) = n.label {
-                check_label(&format!("network {:?}", n.name), l)?;
+                pin(format!("network {:?}", n.name), l)?;
             }
             for m in &n.import {
                 if !self.network.iter().any(|x| &x.name == m) {
@@ -271,6 +283,9 @@ impl Intent {
             if !pods.insert(p.name.as_str()) {
                 return Err(format!("{what} is declared twice"));
             }
+            if p.interface.is_empty() {
+                return Err(format!("{what}: its interface's name is empty"));
+            }
             if !ifaces.insert(p.interface.as_str()) || p.interface == self.node.fabric {
                 return Err(format!("{what}: interface {:?} is already used", p.interface));
             }
@@ -283,7 +298,7 @@ impl Intent {
                 return Err(format!("{what}: {} is outside network {:?}'s subnets {:?}", p.ip, n.name, n.subnets));
             }
             if let Some(l) = p.label {
-                check_label(&what, l)?;
+                pin(what.clone(), l)?;
             }
             for (i, f) in p.floating_ips.iter().enumerate() {
                 let fip = format!("{what}, floating IP {}", f.address);
@@ -346,9 +361,17 @@ impl Intent {
                 }
             }
         }
-        for s in &self.service {
+        for (i, s) in self.service.iter().enumerate() {
             let what = format!("service {}", s.name.clone().unwrap_or_else(|| s.address.to_string()));
             net(&s.network, &what)?;
+            // One address of a network, one set of endpoints behind it.
+            if let Some(o) = self.service[..i].iter().find(|o| (&o.network, o.address) == (&s.network, s.address)) {
+                let other = o.name.clone().unwrap_or_else(|| o.address.to_string());
+                return Err(format!(
+                    "{what}: address {} in network {:?} is service {other}'s too",
+                    s.address, s.network
+                ));
+            }
             if s.endpoints.is_empty() {
                 return Err(format!("{what}: no endpoints"));
             }

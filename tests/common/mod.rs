@@ -3,6 +3,8 @@
 //! labels, and helpers to run frames through the pipeline.
 #![allow(dead_code)]
 
+pub mod mutate;
+
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
@@ -593,4 +595,13 @@ pub fn docs_control(writer: TablesWriter, vifs: usize, vrfs: usize) -> vrouter::
     )
     .with_flows(std::sync::Arc::new(flows), std::time::Instant::now())
     .with_tap(std::sync::Arc::new(vrouter::capture::Tap::new()))
+}
+
+/// Serves `control`'s API on a socket of the test's own, from threads of
+/// its own, as vrouterd does.
+pub fn serve_api(tag: &str, control: vrouter::api::server::Control) -> Scratch {
+    let sock = Scratch::socket(tag);
+    let listener = vrouter::api::server::bind(&sock, None).unwrap();
+    vrouter::api::server::spawn(std::sync::Arc::new(control), listener, 8).unwrap();
+    sock
 }
