@@ -312,6 +312,16 @@ impl Config {
                 return Err(format!("{}: limits.{field} = {value}: expected 1..={max}", path.display()));
             }
         }
+        // Zero would refuse every route, or every new flow of a vif or a
+        // VRF, under a limit drop: a node that starts and forwards nothing.
+        if l.routes_per_vrf == 0 {
+            return Err(format!("{}: limits.routes_per_vrf = 0: expected at least 1", path.display()));
+        }
+        for (field, value) in [("per_vif", cfg.flows.per_vif), ("per_vrf", cfg.flows.per_vrf)] {
+            if value == 0 {
+                return Err(format!("{}: flows.{field} = 0: expected at least 1", path.display()));
+            }
+        }
         if !(MIN_FRAMES..=MAX_FRAMES).contains(&cfg.dataplane.frames) {
             let f = cfg.dataplane.frames;
             return Err(format!("{}: dataplane.frames = {f}: expected {MIN_FRAMES}..={MAX_FRAMES}", path.display()));
@@ -428,6 +438,9 @@ mod tests {
                 "flows.idle_timeout = 9223372036854775807: expected 1..=2147483 seconds",
             ),
             ("[flows]\nclosed_timeout = 0\n", "flows.closed_timeout = 0: expected 1..="),
+            ("[limits]\nroutes_per_vrf = 0\n", "limits.routes_per_vrf = 0: expected at least 1"),
+            ("[flows]\nper_vif = 0\n", "flows.per_vif = 0: expected at least 1"),
+            ("[flows]\nper_vrf = 0\n", "flows.per_vrf = 0: expected at least 1"),
         ] {
             let p = write("range.toml", &format!("{base}{text}"));
             let e = Config::load(&p).unwrap_err();
