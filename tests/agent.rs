@@ -5,7 +5,6 @@ mod common;
 
 use common::Scratch;
 use serde_json::json;
-use std::time::Duration;
 use vrouter::agent::{self, Intent};
 use vrouter::api::client::Client;
 use vrouter::api::schema::{Defaults, OpDef};
@@ -87,13 +86,14 @@ fn server(tag: &str) -> (Scratch, TablesHandle) {
         fabric: "fab".into(),
         cores: vec![0],
     };
-    (common::serve_api(tag, Control::new(writer, defaults, StatsBoard::new(1, 64, 16), node)), handle)
+    (
+        common::serve_api(tag, std::sync::Arc::new(Control::new(writer, defaults, StatsBoard::new(1, 64, 16), node))),
+        handle,
+    )
 }
 
 fn client(sock: &std::path::Path) -> Client {
-    let c = Client::connect(sock, "agent-test").unwrap();
-    c.set_timeout(Some(Duration::from_secs(20)));
-    c
+    common::api_client(sock, "agent-test")
 }
 
 fn intent(text: &str) -> Intent {

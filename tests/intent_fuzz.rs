@@ -18,9 +18,7 @@ mod common;
 use common::mutate::mutate;
 use common::*;
 use serde_json::Value;
-use std::time::Duration;
 use vrouter::agent::{self, Intent};
-use vrouter::api::client::Client;
 use vrouter::tables::{Limits, TablesWriter};
 
 fn cases() -> usize {
@@ -104,9 +102,8 @@ fn every_intent_the_agent_accepts_vrouterd_takes_in_one_pass() {
     let base: Value = toml::from_str(&text).unwrap();
     let (writer, _) =
         TablesWriter::new(Limits { vifs: 64, vrfs: 16, nexthops: 1024, labels: 4096, routes_per_vrf: 10_000 });
-    let sock = serve_api("intent-fuzz", docs_control(writer, 64, 16));
-    let mut c = Client::connect(&sock, "intent-fuzz").unwrap();
-    c.set_timeout(Some(Duration::from_secs(20)));
+    let sock = serve_api("intent-fuzz", std::sync::Arc::new(docs_control(writer, 64, 16)));
+    let mut c = api_client(&sock, "intent-fuzz");
     let mac = agent::fabric_mac(&first).unwrap();
     agent::reconcile_once(&mut c, &first, mac).unwrap();
     assert!(agent::plan(&mut c, &first, mac).unwrap().is_empty(), "the example settles in one pass");

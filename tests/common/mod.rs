@@ -599,9 +599,16 @@ pub fn docs_control(writer: TablesWriter, vifs: usize, vrfs: usize) -> vrouter::
 
 /// Serves `control`'s API on a socket of the test's own, from threads of
 /// its own, as vrouterd does.
-pub fn serve_api(tag: &str, control: vrouter::api::server::Control) -> Scratch {
+pub fn serve_api(tag: &str, control: std::sync::Arc<vrouter::api::server::Control>) -> Scratch {
     let sock = Scratch::socket(tag);
     let listener = vrouter::api::server::bind(&sock, None).unwrap();
-    vrouter::api::server::spawn(std::sync::Arc::new(control), listener, 8).unwrap();
+    vrouter::api::server::spawn(control, listener, 8).unwrap();
     sock
+}
+
+/// A client of the API at `sock`, as the agent connects.
+pub fn api_client(sock: &std::path::Path, name: &str) -> vrouter::api::client::Client {
+    let c = vrouter::api::client::Client::connect(sock, name).unwrap();
+    c.set_timeout(Some(std::time::Duration::from_secs(20)));
+    c
 }
