@@ -440,6 +440,141 @@ fn readers_never_see_a_torn_entry_while_pairs_come_and_go() {
     assert!(rounds > 2 && seen > 1000, "the test raced for real: {rounds} rounds, {seen} hits");
 }
 
+/// Workers and the control plane doing everything at once to a small,
+/// crowded table (creating pairs, some across VRFs; removing, ageing,
+/// flushing; deciding again, keeping decisions, re-pinning, counting)
+/// leave it whole: each pair's entries name each other and are found by
+/// their keys, the pair count and every vif's and VRF's count match the
+/// pairs there are, and once flushed the table takes the same flows into
+/// the same slots as a new one (no slot, count or tag was leaked). A count
+/// leaked up would refuse a vif's flows for good under its limit; a slot
+/// leaked, take capacity from every flow after.
+#[test]
+fn a_table_worked_on_from_every_side_at_once_stays_whole() {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    const KEYS: u32 = 600;
+    const VIFS: u32 = 4;
+    const VRFS: u32 = 3;
+    let cfg = FlowConfig {
+        capacity: 128,
+        per_vif: 36,
+        per_vrf: 48,
+        idle_ms: 40,
+        drop_ms: 20,
+        closed_ms: 10,
+        half_open_ms: 30,
+        ..FlowConfig::default()
+    };
+    // A third of the pairs answer in another VRF, as a floating IP's do.
+    let spec = |i: u32| {
+        let k = FlowKey::v4(i % VRFS, UDP, 0x0a01_0000 | i, 0x0a02_0000 | (i % 7), 1024 + i as u16, 53);
+        let rvrf = if i % 3 == 0 { (i + 1) % VRFS } else { i % VRFS };
+        let r = FlowKey::v4(rvrf, UDP, 0x0a02_0000 | (i % 7), 0x0a01_0000 | i, 53, 1024 + i as u16);
+        let f = DirSpec { hash: i, ..DirSpec::new(k, FlowAction::Forward) };
+        (f, DirSpec { key: r, hash: !i, ..DirSpec::new(r, FlowAction::Forward) })
+    };
+    let t = Arc::new(FlowTable::new(cfg, VIFS as usize, VRFS as usize));
+    let clock = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..4u64)
+        .map(|w| {
+            let (t, clock) = (Arc::clone(&t), Arc::clone(&clock));
+            std::thread::spawn(move || {
+                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (w + 1));
+                let mut made = 0u32;
+                for op in 0..150_000u32 {
+                    let now = clock.fetch_add(u64::from(rng.below(2) as u32), Relaxed);
+                    let i = rng.below(KEYS as usize) as u32;
+                    let (f, r) = spec(i);
+                    let found = || t.lookup(&f.key);
+                    match rng.below(12) {
+                        0..=4 => {
+                            if t.create(&f, &r, i % VIFS, op, now).is_ok() {
+                                made += 1;
+                            }
+                        }
+                        5 => {
+                            // By either entry, as an operator's delete may.
+                            if let Some(h) = t.lookup(if op % 2 == 0 { &f.key } else { &r.key }) {
+                                t.remove(h.slot);
+                            }
+                        }
+                        6 => {
+                            t.sweep(now, 16);
+                        }
+                        7 => {
+                            if let Some(h) = found() {
+                                let action = if op % 2 == 0 {
+                                    FlowAction::Forward
+                                } else {
+                                    FlowAction::Drop(DropReason::FlowActionDrop)
+                                };
+                                t.decide_again(&f.key, &h, action, op, false);
+                            }
+                        }
+                        8 => {
+                            if let Some(h) = found() {
+                                t.keep_decision(&f.key, &h, op);
+                            }
+                        }
+                        9 => {
+                            if let Some(h) = found() {
+                                t.set_ecmp(&f.key, h.slot, Some(RouteTarget { nh: op % 100, label: 16 }));
+                            }
+                        }
+                        10 => {
+                            // Either direction's packet, TCP flags and all.
+                            let k = if op % 2 == 0 { f.key } else { r.key };
+                            if let Some(h) = t.lookup(&k) {
+                                t.touch(h.slot, 100, (op % 32) as u8, now);
+                            }
+                        }
+                        _ => {
+                            if op % 500 == 0 {
+                                t.flush();
+                            }
+                        }
+                    }
+                }
+                made
+            })
+        })
+        .collect();
+    let made: u32 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert!(made > 10_000, "the workers made pairs ({made}), and so raced over slots");
+
+    let now = clock.load(Relaxed);
+    let entries = t.dump(None, usize::MAX, now);
+    let forward: Vec<_> = entries.iter().filter(|e| e.forward).collect();
+    assert!(!forward.is_empty() && forward.len() <= cfg.capacity, "{} pairs", forward.len());
+    assert_eq!(entries.len(), 2 * forward.len(), "every entry has its other");
+    for e in &entries {
+        let other = t.get(e.reverse, now).unwrap_or_else(|| panic!("{e:?}: its other entry is gone"));
+        assert_eq!((other.reverse, other.forward), (e.slot, !e.forward), "{e:?} and {other:?}");
+        assert_eq!(t.lookup(&e.key).map(|h| h.slot), Some(e.slot), "{e:?} is found by its key");
+    }
+    assert_eq!(t.len(), forward.len(), "the pair count");
+    for vif in 0..VIFS {
+        let mine = forward.iter().filter(|e| e.vif == vif).count();
+        assert_eq!(t.counts(vif, 0).0 as usize, mine, "vif {vif}'s count");
+    }
+    for vrf in 0..VRFS {
+        let held = forward.iter().filter(|e| e.key.vrf == vrf).count();
+        assert_eq!(t.counts(0, vrf).1 as usize, held, "VRF {vrf}'s count");
+    }
+
+    assert_eq!(t.flush(), forward.len());
+    assert!(t.is_empty() && t.dump(None, usize::MAX, now).is_empty());
+    assert!((0..VIFS.max(VRFS)).all(|n| t.counts(n, n) == (0, 0)), "every count is back to 0");
+    let new = FlowTable::new(cfg, VIFS as usize, VRFS as usize);
+    for i in 0..KEYS {
+        let (f, r) = spec(i);
+        let slots = |t: &FlowTable| {
+            t.create(&f, &r, i % VIFS, 0, now).map(|h| (h.slot, h.reverse)).map_err(|e| format!("{e:?}"))
+        };
+        assert_eq!(slots(&t), slots(&new), "flow {i} in the flushed table and in a new one");
+    }
+}
+
 #[test]
 fn half_a_million_pairs_fit_in_256_mib() {
     let bytes = FlowTable::memory_for(&FlowConfig::default(), 4355, 4096);
