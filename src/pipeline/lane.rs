@@ -122,7 +122,11 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
     for (i, f) in frames.iter_mut().enumerate() {
         came[i] = f.len() as u32;
         let dst = match (f.vif == first).then(|| fast::classify(f, own)) {
-            Some(None) if own.is_some() => from_elsewhere(t, f, vif, vrf),
+            // Only an IPv4 packet may come from elsewhere: an IPv6 one
+            // (all IPv6 is the general path's) paid the call for nothing.
+            Some(None) if own.is_some() && f.data().get(12..14) == Some(&[0x08, 0x00]) => {
+                from_elsewhere(t, f, vif, vrf)
+            }
             dst => dst.flatten(),
         };
         let Some(dst) = dst else {
