@@ -132,6 +132,15 @@ pub fn tcp4_syn_frame(l2: L2, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u
     eth(l2, EtherType::IPV4, &ipv4(src, dst, ip_proto::TCP, 64, true, &seg))
 }
 
+/// A TCP SYN with an MSS option, IPv6, with a correct checksum.
+pub fn tcp6_syn_frame(l2: L2, src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16, mss: u16) -> Vec<u8> {
+    let mut seg = syn_segment(sport, dport, mss);
+    let acc = checksum::pseudo_v6(src.octets(), dst.octets(), ip_proto::TCP, seg.len() as u32);
+    let c = checksum::finish(checksum::sum(acc, &seg));
+    seg[16..18].copy_from_slice(&c.to_be_bytes());
+    eth(l2, EtherType::IPV6, &ipv6(src, dst, ip_proto::TCP, 64, &seg))
+}
+
 /// Which packet of its flow a probe is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TracePacket {

@@ -71,11 +71,16 @@ pub enum Case {
     /// VRF 1 by their pairs, to the remote node over MPLS over UDP. Their
     /// pairs are made by the clients' packets first (`Bench::new`).
     CrossVrfOut,
+    /// `LocalForward` over IPv6: pod a1 to pod a2, fd00:1::2 to fd00:1::3.
+    LocalForward6,
+    /// `EncapMplsoudp` over IPv6: pod a1 to the bulk IPv6 prefixes, over
+    /// MPLS over UDP on the IPv4 underlay.
+    EncapMplsoudp6,
 }
 
 impl Case {
     /// Every case, in report order.
-    pub const ALL: [Case; 12] = [
+    pub const ALL: [Case; 14] = [
         Case::LocalForward,
         Case::EncapMplsoudp,
         Case::EncapMplsogre,
@@ -88,6 +93,8 @@ impl Case {
         Case::FloatingPodEncap,
         Case::CrossVrfIn,
         Case::CrossVrfOut,
+        Case::LocalForward6,
+        Case::EncapMplsoudp6,
     ];
 
     /// The name used on the command line and in reports.
@@ -105,6 +112,8 @@ impl Case {
             Case::FloatingPodEncap => "floating_pod_encap",
             Case::CrossVrfIn => "cross_vrf_in",
             Case::CrossVrfOut => "cross_vrf_out",
+            Case::LocalForward6 => "local_forward6",
+            Case::EncapMplsoudp6 => "encap_mplsoudp6",
         }
     }
 
@@ -116,7 +125,11 @@ impl Case {
     /// The verdict every frame of this case should get.
     pub fn expected(self) -> Verdict {
         match self {
-            Case::LocalForward | Case::DecapMplsoudp | Case::DecapMplsogre | Case::FloatingIpIn => Verdict::Tx(A2),
+            Case::LocalForward
+            | Case::LocalForward6
+            | Case::DecapMplsoudp
+            | Case::DecapMplsogre
+            | Case::FloatingIpIn => Verdict::Tx(A2),
             Case::CrossVrfIn => Verdict::Tx(G1),
             _ => Verdict::Tx(FABRIC),
         }
@@ -142,6 +155,11 @@ impl Case {
     /// they run with a flow table whatever the parameters say.
     pub fn needs_flows(self) -> bool {
         self.floating_pod() || self.cross_vrf()
+    }
+
+    /// True for the cases whose pods' packets are IPv6.
+    pub fn ipv6(self) -> bool {
+        matches!(self, Case::LocalForward6 | Case::EncapMplsoudp6)
     }
 
     /// For the cases of answers, the case of the clients' packets, which
@@ -173,6 +191,10 @@ pub const A1: u32 = 1;
 pub const A2: u32 = 2;
 /// The VRF of the pods.
 pub const VRF: u32 = 1;
+/// Pod a1's IPv6 address.
+const A1_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 2);
+/// Pod a2's IPv6 address.
+const A2_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 3);
 const NH_TO_A2: u32 = 1;
 const NH_UDP: u32 = 10;
 const NH_GRE: u32 = 11;
@@ -291,8 +313,10 @@ fn node_ops(bulk: RouteTarget) -> Vec<Op> {
     fabric.ipv4 = Some(fabric_ip());
     let mut a1 = Vif::new(A1, "veth-a1", VifKind::Virtual, VRF, mac(1));
     a1.ipv4 = Some(Ipv4Addr::new(10, 1, 0, 2));
+    a1.ipv6 = Some(A1_IP6);
     let mut a2 = Vif::new(A2, "veth-a2", VifKind::Virtual, VRF, mac(2));
     a2.ipv4 = Some(Ipv4Addr::new(10, 1, 0, 3));
+    a2.ipv6 = Some(A2_IP6);
     let tunnel = |encap, n| NextHop::Tunnel(Tunnel::new(FABRIC, encap, fabric_ip(), peer_ip(n), mac(0xe0 + n)));
     let route = |p: &str, target| {
         Op::Add(Object::Route(RouteSpec {
@@ -334,7 +358,7 @@ fn node_ops(bulk: RouteTarget) -> Vec<Op> {
         Op::Add(Object::Route(RouteSpec {
             network: None,
             vrf: VRF,
-            prefix: Prefix::new(IpAddr::V6("fd00:1::3".parse().expect("literal")), 128).expect("valid"),
+            prefix: Prefix::new(IpAddr::V6(A2_IP6), 128).expect("valid"),
             target: local,
         })),
         route("0.0.0.0/0", bulk),
@@ -374,8 +398,17 @@ pub fn build_node(
 
 /// The frames of a case: `flows` distinct frames whose inner packets are
 /// `inner_len` bytes of Ethernet frame.
-pub fn frames(case: Case, v4: &[(u32, u8)], flows: usize, inner_len: usize, seed: u64) -> Vec<Vec<u8>> {
-    worker_frames(case, v4, flows, inner_len, seed, 0)
+pub fn frames(case: Case, bulk: &BulkPrefixes, flows: usize, inner_len: usize, seed: u64) -> Vec<Vec<u8>> {
+    worker_frames(case, bulk, flows, inner_len, seed, 0)
+}
+
+/// The bulk prefixes a node routes, from which the encap cases pick their
+/// destinations.
+pub struct BulkPrefixes {
+    /// IPv4 prefixes, as address and length.
+    pub v4: Vec<(u32, u8)>,
+    /// IPv6 prefixes, as address and length.
+    pub v6: Vec<(u128, u8)>,
 }
 
 /// Distinct 5-tuples a worker's frames carry: `worker_frames` wraps its
@@ -387,24 +420,28 @@ const PORTS_PER_WORKER: usize = 60_000;
 /// flows of its own.
 pub fn worker_frames(
     case: Case,
-    v4: &[(u32, u8)],
+    bulk: &BulkPrefixes,
     flows: usize,
     inner_len: usize,
     seed: u64,
     worker: u16,
 ) -> Vec<Vec<u8>> {
-    let udp = |l2, src, dst, sport, dport| build::udp4_frame(l2, src, dst, sport, dport, 64, inner_len);
-    worker_packets(case, v4, flows, seed, worker, &udp)
+    let udp = |l2, src, dst, sport, dport| match (src, dst) {
+        (IpAddr::V6(s), IpAddr::V6(d)) => build::udp6_frame(l2, s, d, sport, dport, 64, inner_len),
+        (IpAddr::V4(s), IpAddr::V4(d)) => build::udp4_frame(l2, s, d, sport, dport, 64, inner_len),
+        _ => unreachable!("a packet's addresses are of one family"),
+    };
+    worker_packets(case, bulk, flows, seed, worker, &udp)
 }
 
-/// A pod's packet from its L2 header, addresses and ports.
-type MakePacket<'a> = &'a dyn Fn(L2, Ipv4Addr, Ipv4Addr, u16, u16) -> Vec<u8>;
+/// A pod's packet from its L2 header, addresses (of one family) and ports.
+type MakePacket<'a> = &'a dyn Fn(L2, IpAddr, IpAddr, u16, u16) -> Vec<u8>;
 
 /// `worker_frames` with the packets `packet` makes (a pod's, or the one
 /// inside a tunnel for the decap cases).
 fn worker_packets(
     case: Case,
-    v4: &[(u32, u8)],
+    bulk: &BulkPrefixes,
     flows: usize,
     seed: u64,
     worker: u16,
@@ -416,6 +453,7 @@ fn worker_packets(
     let a1_l2 = L2 { src: mac(1), dst: router };
     let src = Ipv4Addr::new(10, 1, 0, 2);
     let client = |i: usize| Ipv4Addr::from(0xc612_0000 + i as u32);
+    let packet4 = |l2, src: Ipv4Addr, dst: Ipv4Addr, sport, dport| packet(l2, src.into(), dst.into(), sport, dport);
     // A packet from peer 1, over `tunnel` with `label`.
     let tunnelled = |tunnel, label: u32, i: usize, inner: &[u8]| {
         let outer = L2 { src: mac(0xe1), dst: mac(0xf0) };
@@ -426,48 +464,54 @@ fn worker_packets(
         .map(|i| {
             let sport = 1024 + (i % PORTS_PER_WORKER) as u16;
             match case {
-                Case::LocalForward => packet(a1_l2, src, Ipv4Addr::new(10, 1, 0, 3), sport, dport),
+                Case::LocalForward => packet4(a1_l2, src, Ipv4Addr::new(10, 1, 0, 3), sport, dport),
                 Case::ServiceMix if i % SERVICE_SHARE == 0 => {
                     let service = SERVICE_BASE + (i / SERVICE_SHARE) as u32 % SERVICES;
-                    packet(a1_l2, src, Ipv4Addr::from(service), sport, dport)
+                    packet4(a1_l2, src, Ipv4Addr::from(service), sport, dport)
                 }
                 Case::EncapMplsoudp
                 | Case::EncapMplsogre
                 | Case::EncapMplsoudpEcmp
                 | Case::ServiceMix
                 | Case::FloatingPodEncap => {
-                    let (p, l) = v4[(rng.next_u64() % v4.len() as u64) as usize];
+                    let (p, l) = bulk.v4[(rng.next_u64() % bulk.v4.len() as u64) as usize];
                     let host = (rng.next_u64() as u32) & !(u32::MAX.checked_shl(32 - u32::from(l)).unwrap_or(0));
                     if case == Case::FloatingPodEncap {
                         let a2_l2 = L2 { src: mac(2), dst: router };
-                        packet(a2_l2, Ipv4Addr::new(10, 1, 0, 3), Ipv4Addr::from(p | host), sport, dport)
+                        packet4(a2_l2, Ipv4Addr::new(10, 1, 0, 3), Ipv4Addr::from(p | host), sport, dport)
                     } else {
-                        packet(a1_l2, src, Ipv4Addr::from(p | host), sport, dport)
+                        packet4(a1_l2, src, Ipv4Addr::from(p | host), sport, dport)
                     }
                 }
                 Case::DecapMplsoudp | Case::DecapMplsogre => {
                     let dst = Ipv4Addr::new(10, 1, 0, 3);
                     let remote = Ipv4Addr::new(10, 2, (i >> 8) as u8, i as u8);
-                    let inner = packet(a1_l2, remote, dst, sport, dport);
+                    let inner = packet4(a1_l2, remote, dst, sport, dport);
                     let tunnel =
                         if case == Case::DecapMplsogre { build::Tunnel::Gre } else { build::Tunnel::Udp(6635) };
                     tunnelled(tunnel, LABEL_VRF, i, &inner[14..])
                 }
                 Case::FloatingIpIn => {
-                    let inner = packet(a1_l2, client(i), FLOATING_IP, sport, dport);
+                    let inner = packet4(a1_l2, client(i), FLOATING_IP, sport, dport);
                     tunnelled(build::Tunnel::Udp(6635), LABEL_PUBLIC, i, &inner[14..])
                 }
                 Case::FloatingIpOut => {
                     let a2_l2 = L2 { src: mac(2), dst: router };
-                    packet(a2_l2, Ipv4Addr::new(10, 1, 0, 3), client(i), dport, sport)
+                    packet4(a2_l2, Ipv4Addr::new(10, 1, 0, 3), client(i), dport, sport)
                 }
                 Case::CrossVrfIn => {
-                    let inner = packet(a1_l2, client(i), G1_IP, sport, dport);
+                    let inner = packet4(a1_l2, client(i), G1_IP, sport, dport);
                     tunnelled(build::Tunnel::Udp(6635), LABEL_VRF, i, &inner[14..])
                 }
                 Case::CrossVrfOut => {
                     let g1_l2 = L2 { src: mac(G1 as u8), dst: router };
-                    packet(g1_l2, G1_IP, client(i), dport, sport)
+                    packet4(g1_l2, G1_IP, client(i), dport, sport)
+                }
+                Case::LocalForward6 => packet(a1_l2, A1_IP6.into(), A2_IP6.into(), sport, dport),
+                Case::EncapMplsoudp6 => {
+                    let (p, l) = bulk.v6[(rng.next_u64() % bulk.v6.len() as u64) as usize];
+                    let host = u128::from(rng.next_u64()) & !(u128::MAX.checked_shl(128 - u32::from(l)).unwrap_or(0));
+                    packet(a1_l2, A1_IP6.into(), Ipv6Addr::from(p | host).into(), sport, dport)
                 }
             }
         })
@@ -477,10 +521,11 @@ fn worker_packets(
 /// Where the bulk routes of a case lead.
 pub fn bulk_target(case: Case) -> RouteTarget {
     match case {
-        Case::LocalForward | Case::DecapMplsoudp | Case::DecapMplsogre | Case::FloatingIpIn => {
+        Case::LocalForward | Case::LocalForward6 | Case::DecapMplsoudp | Case::DecapMplsogre | Case::FloatingIpIn => {
             RouteTarget { nh: NH_TO_A2, label: RouteTarget::NO_LABEL }
         }
         Case::EncapMplsoudp
+        | Case::EncapMplsoudp6
         | Case::ServiceMix
         | Case::FloatingIpOut
         | Case::FloatingPodEncap
@@ -523,6 +568,7 @@ fn public_vrf_ops() -> Vec<Op> {
     };
     let mut a2 = Vif::new(A2, "veth-a2", VifKind::Virtual, VRF, mac(2));
     a2.ipv4 = Some(Ipv4Addr::new(10, 1, 0, 3));
+    a2.ipv6 = Some(A2_IP6);
     a2.floating = vec![crate::tables::FloatingIp { address: FLOATING_IP, vrf: PUBLIC_VRF, ports: Vec::new() }];
     vec![
         Op::Add(Object::Vrf(VrfSpec { id: PUBLIC_VRF, name: "public".into(), gateway_v4: None, gateway_v6: None })),
@@ -597,7 +643,7 @@ pub struct Bench {
     flows: Option<std::sync::Arc<crate::flow::FlowTable>>,
     params: BenchParams,
     /// The bulk prefixes, from which siblings make frames of their own.
-    v4: std::sync::Arc<Vec<(u32, u8)>>,
+    bulk: std::sync::Arc<BulkPrefixes>,
     /// Workers made so far from this bench, itself included.
     workers: u16,
     /// The frames to send, back to back with a fixed stride, the way a
@@ -688,9 +734,11 @@ impl Bench {
     /// Builds the node and the frames.
     pub fn new(case: Case, p: BenchParams) -> Bench {
         let v4 = bgp_like_v4(p.v4_routes.max(1), 0x5eed_0004);
-        let v6 = bgp_like_v6(p.v6_routes, 0x5eed_0006);
+        // The IPv6 cases' frames go to the IPv6 prefixes: at least one.
+        let v6 = bgp_like_v6(if case.ipv6() { p.v6_routes.max(1) } else { p.v6_routes }, 0x5eed_0006);
         let (writer, handle, load_time) = build_node(bulk_target(case), &v4, &v6, 10_000);
-        let (templates, template_lens, stride) = lay_out(&frames(case, &v4, p.flows.max(1), p.frame_len, FRAME_SEED));
+        let bulk = BulkPrefixes { v4, v6 };
+        let (templates, template_lens, stride) = lay_out(&frames(case, &bulk, p.flows.max(1), p.frame_len, FRAME_SEED));
         let in_vif = case.in_vif();
         let batch = buffers(p.batch.max(1), in_vif);
         let config = PipelineConfig { fast_path: p.fast_path, ..PipelineConfig::default() };
@@ -736,7 +784,7 @@ impl Bench {
             config,
             flows,
             params: p,
-            v4: std::sync::Arc::new(v4),
+            bulk: std::sync::Arc::new(bulk),
             workers: 1,
             templates,
             template_lens,
@@ -763,7 +811,7 @@ impl Bench {
         let worker = self.workers;
         self.workers += 1;
         let p = self.params;
-        let list = worker_frames(self.case, &self.v4, p.flows.max(1), p.frame_len, FRAME_SEED, worker);
+        let list = worker_frames(self.case, &self.bulk, p.flows.max(1), p.frame_len, FRAME_SEED, worker);
         let (templates, template_lens, stride) = lay_out(&list);
         let mut sibling = Bench {
             case: self.case,
@@ -773,7 +821,7 @@ impl Bench {
             config: self.config,
             flows: self.flows.clone(),
             params: p,
-            v4: std::sync::Arc::clone(&self.v4),
+            bulk: std::sync::Arc::clone(&self.bulk),
             workers: 1,
             templates,
             template_lens,
@@ -816,7 +864,7 @@ impl Bench {
     fn let_clients_open(&mut self, worker: u16) {
         let Some(clients) = self.case.opened_by() else { return };
         let p = self.params;
-        let list = worker_frames(clients, &self.v4, p.flows.max(1), p.frame_len, FRAME_SEED, worker);
+        let list = worker_frames(clients, &self.bulk, p.flows.max(1), p.frame_len, FRAME_SEED, worker);
         let mut batch = buffers(self.batch.len(), FABRIC);
         let tables = self.handle.load();
         for chunk in list.chunks(batch.len()) {
@@ -984,10 +1032,14 @@ pub fn measure_setup(case: Case, p: BenchParams, flows: u64, syn: bool) -> Setup
             let n = PORTS_PER_WORKER.min(flows - w * PORTS_PER_WORKER);
             let seed = FRAME_SEED + w as u64;
             if syn {
-                let syn = |l2, src, dst, sport, dport| build::tcp4_syn_frame(l2, src, dst, sport, dport, 1460);
-                worker_packets(case, &b.v4, n, seed, w as u16, &syn)
+                let syn = |l2, src, dst, sport, dport| match (src, dst) {
+                    (IpAddr::V6(s), IpAddr::V6(d)) => build::tcp6_syn_frame(l2, s, d, sport, dport, 1460),
+                    (IpAddr::V4(s), IpAddr::V4(d)) => build::tcp4_syn_frame(l2, s, d, sport, dport, 1460),
+                    _ => unreachable!("a packet's addresses are of one family"),
+                };
+                worker_packets(case, &b.bulk, n, seed, w as u16, &syn)
             } else {
-                worker_frames(case, &b.v4, n, p.frame_len, seed, w as u16)
+                worker_frames(case, &b.bulk, n, p.frame_len, seed, w as u16)
             }
         })
         .collect();
@@ -1343,7 +1395,8 @@ mod tests {
     /// The route-change measurement forwards every frame of every pass,
     /// and the fast lane takes every hit, after a route change too: a flow
     /// whose remembered route is of an older table version takes it again
-    /// in the lane, not on the general path.
+    /// in the lane, not on the general path. (IPv6 has no lane yet: all of
+    /// its frames take the general path, in every pass.)
     #[test]
     fn after_a_route_change_the_fast_lane_still_takes_every_hit() {
         let p = BenchParams { v4_routes: 1000, v6_routes: 10, flows: 500, batch: 32, ..BenchParams::default() };
@@ -1352,7 +1405,9 @@ mod tests {
             let passes = [r.hit, r.after_add, r.after_delete];
             assert!(passes.iter().all(|p| p.ok == p.packets && p.packets >= 500), "{}", case.name());
             let general = (r.general_hit, r.general_after_add, r.general_after_delete);
-            assert_eq!(general, (0, 0, 0), "{}", case.name());
+            let expected =
+                if case.ipv6() { (r.hit.packets, r.after_add.packets, r.after_delete.packets) } else { (0, 0, 0) };
+            assert_eq!(general, expected, "{}", case.name());
         }
     }
 
@@ -1360,7 +1415,8 @@ mod tests {
     /// alone, in every mode: none of its frames is left to the general
     /// path, and all are forwarded. A floating-IP pod's own flows in a VRF
     /// without a policy (`floating_pod_encap`, untracked and flow-table)
-    /// left every one there until `dc0c260`.
+    /// left every one there until `dc0c260`. IPv6 has no lane yet: its
+    /// cases' frames all take the general path, forwarded there.
     #[test]
     fn every_cases_settled_traffic_takes_the_fast_lane_alone_in_every_mode() {
         let base = BenchParams { v4_routes: 1000, v6_routes: 10, flows: 500, batch: 32, ..BenchParams::default() };
@@ -1372,7 +1428,13 @@ mod tests {
         for (mode, p) in modes {
             for case in Case::ALL {
                 let (general, r) = settled_run(case, p);
-                assert_eq!((general, r.ok), (0, r.packets), "{} {mode}: to the general path, forwarded", case.name());
+                let expected = if case.ipv6() { r.packets } else { 0 };
+                assert_eq!(
+                    (general, r.ok),
+                    (expected, r.packets),
+                    "{} {mode}: to the general path, forwarded",
+                    case.name()
+                );
             }
         }
     }
@@ -1392,7 +1454,7 @@ mod tests {
     /// hit their pairs' forward entries, a floating IP's clients' included;
     /// the answers (`floating_ip_out`, `cross_vrf_out`: reverse entries) and
     /// a floating-IP pod's own flows (`lane::dropped` says why) are still
-    /// the general path's, dropped there alike.
+    /// the general path's, dropped there alike, as IPv6 (no lane yet) is.
     #[test]
     fn denied_flows_are_dropped_in_the_fast_lane() {
         let p = BenchParams {
@@ -1407,7 +1469,7 @@ mod tests {
         let general_path = [Case::FloatingIpOut, Case::FloatingPodEncap, Case::CrossVrfOut];
         for case in Case::ALL {
             let (general, r) = settled_run(case, p);
-            let expected = if general_path.contains(&case) { r.packets } else { 0 };
+            let expected = if general_path.contains(&case) || case.ipv6() { r.packets } else { 0 };
             assert_eq!((general, r.ok), (expected, r.packets), "{}: to the general path, dropped", case.name());
         }
     }
