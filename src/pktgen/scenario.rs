@@ -426,12 +426,30 @@ pub fn worker_frames(
     seed: u64,
     worker: u16,
 ) -> Vec<Vec<u8>> {
-    let udp = |l2, src, dst, sport, dport| match (src, dst) {
-        (IpAddr::V6(s), IpAddr::V6(d)) => build::udp6_frame(l2, s, d, sport, dport, 64, inner_len),
-        (IpAddr::V4(s), IpAddr::V4(d)) => build::udp4_frame(l2, s, d, sport, dport, 64, inner_len),
-        _ => unreachable!("a packet's addresses are of one family"),
+    let udp = |l2, src, dst, sport, dport| {
+        by_family(
+            src,
+            dst,
+            |s, d| build::udp4_frame(l2, s, d, sport, dport, 64, inner_len),
+            |s, d| build::udp6_frame(l2, s, d, sport, dport, 64, inner_len),
+        )
     };
     worker_packets(case, bulk, flows, seed, worker, &udp)
+}
+
+/// A packet from `src` to `dst`, made by `v4` or `v6` as their family is
+/// (the cases never mix families).
+fn by_family(
+    src: IpAddr,
+    dst: IpAddr,
+    v4: impl FnOnce(Ipv4Addr, Ipv4Addr) -> Vec<u8>,
+    v6: impl FnOnce(Ipv6Addr, Ipv6Addr) -> Vec<u8>,
+) -> Vec<u8> {
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => v4(s, d),
+        (IpAddr::V6(s), IpAddr::V6(d)) => v6(s, d),
+        _ => unreachable!("a case's packets are of one family"),
+    }
 }
 
 /// A pod's packet from its L2 header, addresses (of one family) and ports.
@@ -1032,10 +1050,13 @@ pub fn measure_setup(case: Case, p: BenchParams, flows: u64, syn: bool) -> Setup
             let n = PORTS_PER_WORKER.min(flows - w * PORTS_PER_WORKER);
             let seed = FRAME_SEED + w as u64;
             if syn {
-                let syn = |l2, src, dst, sport, dport| match (src, dst) {
-                    (IpAddr::V6(s), IpAddr::V6(d)) => build::tcp6_syn_frame(l2, s, d, sport, dport, 1460),
-                    (IpAddr::V4(s), IpAddr::V4(d)) => build::tcp4_syn_frame(l2, s, d, sport, dport, 1460),
-                    _ => unreachable!("a packet's addresses are of one family"),
+                let syn = |l2, src, dst, sport, dport| {
+                    by_family(
+                        src,
+                        dst,
+                        |s, d| build::tcp4_syn_frame(l2, s, d, sport, dport, 1460),
+                        |s, d| build::tcp6_syn_frame(l2, s, d, sport, dport, 1460),
+                    )
                 };
                 worker_packets(case, &b.bulk, n, seed, w as u16, &syn)
             } else {
