@@ -564,4 +564,18 @@ fn the_packaged_intent_is_valid() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("3 networks, 2 pods, 2 remotes, 1 services, 2 policies"), "{text}");
+    // With a policy port the agent would be refused, --check fails too,
+    // saying where: a check that passed it would send the operator on.
+    let scratch = Scratch::dir("intent-check");
+    let bad = scratch.join("intent.toml");
+    let packaged = std::fs::read_to_string(intent).unwrap();
+    assert_eq!(packaged.matches("dport = 80\n").count(), 2);
+    std::fs::write(&bad, packaged.replacen("dport = 80\n", "dport = \"http\"\n", 1)).unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_vrouter-agent")).args(["--check", "--intent"]).arg(&bad).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("policy of \"default-pod-network\"") && err.contains("\"http\""),
+        "{err}"
+    );
 }

@@ -8,9 +8,7 @@
 //! ids of the others.
 
 use super::intent::{Intent, FABRIC_VRF};
-use crate::api::schema::{
-    EncapDef, EndpointDef, LabelDef, MemberDef, NextHopDef, PolicyDef, RouteDef, RuleDef, VifDef, VifKindDef, VrfDef,
-};
+use crate::api::schema::{EncapDef, LabelDef, MemberDef, NextHopDef, PolicyDef, RouteDef, VifDef, VifKindDef, VrfDef};
 use crate::tables::{Label, Limits, NhId, VifIndex, VrfId};
 use crate::wire::MacAddr;
 use std::collections::{BTreeMap, BTreeSet};
@@ -427,27 +425,8 @@ pub fn desired(intent: &Intent, fabric_mac: MacAddr, limits: &Limits, now: &Snap
     // Policies, with networks named by their VRFs.
     for p in &intent.policy {
         let vrf = vrf_of[&p.network];
-        let side = |e: &Option<super::intent::EndpointIntent>| match e {
-            None => EndpointDef::Text("any".into()),
-            Some(super::intent::EndpointIntent::Text(t)) => EndpointDef::Text(t.clone()),
-            Some(super::intent::EndpointIntent::Network { network }) => {
-                EndpointDef::Network { network: vrf_of.get(network).copied().unwrap_or(u32::MAX) }
-            }
-        };
-        let rules = p
-            .rules
-            .iter()
-            .map(|r| RuleDef {
-                src: side(&r.src),
-                dst: side(&r.dst),
-                proto: r.proto.clone(),
-                sport: r.sport.clone(),
-                dport: r.dport.clone(),
-                action: r.action,
-            })
-            .collect();
+        let def = p.to_def(vrf, |network| vrf_of.get(network).copied().unwrap_or(u32::MAX));
         // As vrouterd reads it back, so that an unchanged policy diffs as equal.
-        let def = PolicyDef { vrf, default: p.default, rules };
         let canonical = def
             .to_policy()
             .map(|pol| PolicyDef::from_policy(vrf, &pol))

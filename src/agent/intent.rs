@@ -46,6 +46,32 @@ pub struct PolicyIntent {
     pub rules: Vec<RuleIntent>,
 }
 
+impl PolicyIntent {
+    /// The policy as the API takes it for VRF `vrf`, each network a rule
+    /// names given the VRF `vrf_of` says.
+    pub fn to_def(&self, vrf: u32, vrf_of: impl Fn(&str) -> u32) -> crate::api::schema::PolicyDef {
+        use crate::api::schema::{EndpointDef, RuleDef};
+        let side = |e: &Option<EndpointIntent>| match e {
+            None => EndpointDef::Text("any".into()),
+            Some(EndpointIntent::Text(t)) => EndpointDef::Text(t.clone()),
+            Some(EndpointIntent::Network { network }) => EndpointDef::Network { network: vrf_of(network) },
+        };
+        let rules = self
+            .rules
+            .iter()
+            .map(|r| RuleDef {
+                src: side(&r.src),
+                dst: side(&r.dst),
+                proto: r.proto.clone(),
+                sport: r.sport.clone(),
+                dport: r.dport.clone(),
+                action: r.action,
+            })
+            .collect();
+        crate::api::schema::PolicyDef { vrf, default: self.default, rules }
+    }
+}
+
 /// A rule, with networks named.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -360,6 +386,10 @@ impl Intent {
                     }
                 }
             }
+            // Its ports and protocols as vrouterd reads them, so that
+            // `vrouter-agent --check` finds what the agent would be refused
+            // (the VRFs are placeholders: the networks were checked above).
+            p.to_def(0, |_| 0).to_policy().map_err(|e| format!("{what}: {e}"))?;
         }
         for (i, s) in self.service.iter().enumerate() {
             let what = format!("service {}", s.name.clone().unwrap_or_else(|| s.address.to_string()));
