@@ -866,6 +866,14 @@ impl FlowTable {
         self.stripes[stripe].lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The stripe locks of a pair's two keys, taken in stripe order, as
+    /// every holder of two takes them (no two can deadlock); one lock when
+    /// both keys share a stripe.
+    fn lock_stripes(&self, s1: usize, s2: usize) -> PairLocks<'_> {
+        let (a, b) = (s1.min(s2), s1.max(s2));
+        (self.lock(a), (a != b).then(|| self.lock(b)))
+    }
+
     /// Reads slot `i` if it is live and stable: its key and what a hit needs.
     fn read(&self, i: usize) -> Option<(FlowKey, Hit)> {
         // Slot numbers come from outside here (the API's `flow.get` and
@@ -1365,10 +1373,7 @@ impl FlowTable {
         // lines, all at once (the lock below waits for them).
         self.fetch(&fp);
         self.fetch(&rp);
-        // Lock order by stripe index; one lock when both share a stripe.
-        let (a, b) = (fp.stripe.min(rp.stripe), fp.stripe.max(rp.stripe));
-        let _g1 = self.lock(a);
-        let _g2 = (a != b).then(|| self.lock(b));
+        let _locked = self.lock_stripes(fp.stripe, rp.stripe);
         let (ff, rf) = (self.free(&fp), self.free(&rp));
         // Then both slots the pair will likely take, both their lines.
         for i in [Self::first_choice(&fp, &ff), Self::first_choice(&rp, &rf)].into_iter().flatten() {
@@ -1469,9 +1474,7 @@ impl FlowTable {
     /// `None` if the pair went meanwhile.
     fn lock_whole_pair(&self, key: &FlowKey, slot: u32, reverse: u32) -> Option<(FlowKey, PairLocks<'_>)> {
         let (rkey, _) = self.read(reverse as usize)?;
-        let (s1, s2) = (self.place(key).stripe, self.place(&rkey).stripe);
-        let (a, b) = (s1.min(s2), s1.max(s2));
-        let locks = (self.lock(a), (a != b).then(|| self.lock(b)));
+        let locks = self.lock_stripes(self.place(key).stripe, self.place(&rkey).stripe);
         match (self.read(slot as usize), self.read(reverse as usize)) {
             (Some((k1, h1)), Some((k2, h2)))
                 if k1 == *key && k2 == rkey && h1.reverse == reverse && h2.reverse == slot =>
