@@ -300,6 +300,22 @@ fn bad_intent_is_refused_with_a_reason() {
             "service web2: address 10.96.0.10 in network \"blue\" is service web's too",
         ),
     ];
+    // A prefix served by more nodes than vrouterd's composites hold.
+    let many: String = (1..=65)
+        .map(|n| {
+            format!("\n[[remote]]\nnetwork = \"blue\"\nip = \"10.1.9.9\"\nnode = \"192.168.101.{n}\"\nlabel = 16\n")
+        })
+        .collect();
+    let cases = cases.into_iter().chain([
+        (
+            INTENT.replace(
+                "label = 17\n",
+                "label = 17\n\n[[remote]]\nnetwork = \"blue\"\nip = \"10.1.1.3\"\nnode = \"192.168.100.2\"\nlabel = 18\n",
+            ),
+            "remote 10.1.1.3 in \"blue\": node 192.168.100.2 is given twice",
+        ),
+        (INTENT.to_string() + &many, "remote 10.1.9.9 in \"blue\": served by more than 64 nodes, vrouterd's ECMP limit"),
+    ]);
     for (text, want) in cases {
         let e = Intent::from_toml(&text).unwrap_err();
         assert!(e.contains(want), "{want:?} not in {e:?}");

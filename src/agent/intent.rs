@@ -360,11 +360,22 @@ impl Intent {
                 }
             }
         }
+        // The nodes that serve each remote prefix: the members of its ECMP
+        // composite, one each, at most as many as vrouterd's composites hold.
+        let mut served: std::collections::BTreeMap<(&str, Prefix), Vec<Ipv4Addr>> = Default::default();
         for r in &self.remote {
             let what = format!("remote {} in {:?}", r.ip, r.network);
             net(&r.network, &what)?;
-            r.prefix().map_err(|e| format!("{what}: {e}"))?;
+            let prefix = r.prefix().map_err(|e| format!("{what}: {e}"))?;
             check_label(&what, r.label)?;
+            let nodes = served.entry((r.network.as_str(), prefix)).or_default();
+            if nodes.contains(&r.node) {
+                return Err(format!("{what}: node {} is given twice", r.node));
+            }
+            nodes.push(r.node);
+            if nodes.len() > MAX_MEMBERS {
+                return Err(format!("{what}: served by more than {MAX_MEMBERS} nodes, vrouterd's ECMP limit"));
+            }
         }
         let mut with_policy = std::collections::BTreeSet::new();
         for p in &self.policy {
@@ -404,6 +415,10 @@ impl Intent {
             }
             if s.endpoints.is_empty() {
                 return Err(format!("{what}: no endpoints"));
+            }
+            let distinct: std::collections::BTreeSet<_> = s.endpoints.iter().collect();
+            if distinct.len() > MAX_MEMBERS {
+                return Err(format!("{what}: more than {MAX_MEMBERS} endpoints, vrouterd's ECMP limit"));
             }
             if !s.ports.is_empty() {
                 if !s.address.is_ipv4() {
@@ -467,6 +482,9 @@ pub fn address_or_prefix(text: &str) -> Result<Prefix, String> {
     };
     text.parse().map_err(|e: crate::tables::TableError| e.to_string())
 }
+
+/// The most members an ECMP composite holds.
+const MAX_MEMBERS: usize = crate::tables::ecmp::MAX_MEMBERS;
 
 /// The VRF that holds the fabric vif.
 pub const FABRIC_VRF: &str = "fabric";
