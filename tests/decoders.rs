@@ -113,6 +113,67 @@ fn tshark_decodes_our_replies_and_errors() {
     assert_eq!(rows[3][10], "1468");
 }
 
+/// IPv6 pods' packets that the fast lane carries (`lane::from_pod6`), read
+/// by tshark: into an MPLS-over-UDP tunnel (a UDP datagram and a TCP
+/// segment), to a local pod (an ICMPv6 echo) and out of a tunnel to a pod
+/// (a remote pod's UDP answer), with the hop limit
+/// decremented, the outer IPv4 header's checksum right and every inner
+/// checksum still right; and none of them took the general path.
+#[test]
+fn tshark_decodes_ipv6_packets_the_fast_lane_carries() {
+    use std::net::IpAddr;
+    use vrouter::pktgen::build::TracePacket;
+    let mut lab = Lab::new();
+    let remote: std::net::Ipv6Addr = "fd00:2::5".parse().unwrap();
+    let next = |dst, proto, sport| {
+        build::probe(from_a1(), (IpAddr::V6(a1_ip6()), IpAddr::V6(dst)), proto, sport, 443, TracePacket::Next).unwrap()
+    };
+    let general = lab.pipeline.general_frames();
+    let frames = [
+        tx(&mut lab, A1, build::udp6_frame(from_a1(), a1_ip6(), remote, 4000, 53, 64, 100), Verdict::Tx(FABRIC)),
+        tx(&mut lab, A1, next(remote, ip_proto::TCP, 40000), Verdict::Tx(FABRIC)),
+        tx(&mut lab, A1, next(a2_ip6(), ip_proto::ICMPV6, 7), Verdict::Tx(A2)),
+        // A remote pod's answer, out of its tunnel, to a1 by its label.
+        {
+            let inner = build::udp6_frame(from_peer(), remote, a1_ip6(), 53, 4000, 64, 100);
+            let tunnel = build::Tunnel::Udp(6635);
+            let frame =
+                build::mpls_tunnel_frame(from_peer(), tunnel, peer(1), node_ip(), LABEL_A1, 64, 9, &inner[14..]);
+            tx(&mut lab, FABRIC, frame, Verdict::Tx(A1))
+        },
+    ];
+    assert_eq!(lab.pipeline.general_frames(), general, "the lane took them all");
+    let fields = [
+        "eth.dst",
+        "ip.ttl",
+        "ip.checksum.status",
+        "udp.dstport",
+        "mpls.label",
+        "mpls.ttl",
+        "ipv6.dst",
+        "ipv6.hlim",
+        "udp.checksum.status",
+        "tcp.checksum.status",
+        "icmpv6.checksum.status",
+    ];
+    let Some(rows) = tshark(&frames, &fields) else { return };
+    assert_eq!(rows.len(), 4);
+    for (row, inner_sum) in rows[..2].iter().zip([8, 9]) {
+        assert_eq!((row[1].as_str(), row[2].as_str()), ("64", GOOD), "the outer IPv4 header: {row:?}");
+        assert_eq!((row[4].as_str(), row[5].as_str()), ("42", "63"), "the route's label, the inner hop limit");
+        assert_eq!((row[6].as_str(), row[7].as_str()), ("fd00:2::5", "63"), "{row:?}");
+        assert_eq!(row[inner_sum].rsplit(',').next(), Some(GOOD), "the inner checksum: {row:?}");
+    }
+    assert_eq!(rows[0][3], "6635,53", "MPLS over UDP, then the pod's datagram");
+    let local = &rows[2];
+    assert_eq!(local[0], "02:00:00:00:00:02", "to a2's MAC");
+    assert_eq!((local[6].as_str(), local[7].as_str(), local[10].as_str()), ("fd00:1::3", "63", GOOD), "{local:?}");
+    let answer = &rows[3];
+    assert_eq!(answer[0], "02:00:00:00:00:01", "to a1's MAC, the tunnel gone: {answer:?}");
+    assert_eq!((answer[1].as_str(), answer[4].as_str()), ("", ""), "no outer IPv4 header, no label: {answer:?}");
+    assert_eq!((answer[6].as_str(), answer[7].as_str(), answer[8].as_str()), ("fd00:1::2", "63", GOOD), "{answer:?}");
+}
+
 /// The IPv6 fragment header as we build and parse it (`wire::ipv6ext`),
 /// read by tshark from frames the pipeline forwarded: next header, offset,
 /// More Fragments and the 32-bit identification.

@@ -9,11 +9,11 @@
 mod common;
 
 use common::*;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use vrouter::flow::{Endpoint, FlowConfig, FlowTable, Policy, PolicyAction, PortRange, Rule};
 use vrouter::pipeline::{Frame, Pipeline, PipelineConfig, Spill, Verdict};
-use vrouter::pktgen::build::{self, Tunnel, L2};
+use vrouter::pktgen::build::{self, TracePacket, Tunnel, L2};
 use vrouter::stats::DropReason;
 use vrouter::wire::ip_proto;
 
@@ -196,6 +196,7 @@ fn random_and_mutated_frames_never_break_the_flow_stage() {
     use vrouter::tables::{Object, Op};
     let mut lab = Lab::new();
     add_floating_ip(&mut lab);
+    add_v6_routes(&mut lab);
     // a1 forwards two of the floating IP's ports, to others; a2 takes all.
     let t = lab.handle.load();
     let mut a1 = t.vif(A1).unwrap().clone();
@@ -308,6 +309,40 @@ fn fast_corpus() -> Vec<(u32, Vec<u8>)> {
             build::mpls_tunnel_frame(from_peer(), Tunnel::Gre, peer(1), node_ip(), LABEL_A2, 64, 1, &big),
         ));
         corpus.push((A1, echo(from_a1(), a1_ip(), service_ip(), sport, 8)));
+        // IPv6, for the lane's IPv6 pass: to a2, into both kinds of tunnel,
+        // to a service, to no route; and from another source, and too big.
+        for dst in [a2_ip6(), remote_ip6(), gre_remote_ip6(), service_ip6(), "fd00:66::1".parse().unwrap()] {
+            let len = 80 + usize::from(sport);
+            corpus.push((A1, build::udp6_frame(from_a1(), a1_ip6(), dst, sport, 80, 64, len)));
+            let ends = (IpAddr::V6(a1_ip6()), IpAddr::V6(dst));
+            for proto in [ip_proto::TCP, ip_proto::ICMPV6] {
+                let next = build::probe(from_a1(), ends, proto, 3000 + sport, 443, TracePacket::Next).unwrap();
+                corpus.push((A1, next));
+            }
+        }
+        corpus.push((A1, build::udp6_frame(from_a1(), a2_ip6(), remote_ip6(), sport, 80, 64, 100)));
+        // And a remote IPv6 pod's, out of their tunnels: to a pod by its
+        // label, or routed in blue (to a pod, or back out by a tunnel).
+        let ends = (IpAddr::V6(remote_ip6()), IpAddr::V6(a1_ip6()));
+        let ack = build::probe(from_peer(), ends, ip_proto::TCP, 443, 3000 + sport, TracePacket::Next).unwrap();
+        let udp = build::udp6_frame(from_peer(), remote_ip6(), a2_ip6(), sport, 80, 64, 80 + usize::from(sport));
+        let routed = build::udp6_frame(from_peer(), remote_ip6(), gre_remote_ip6(), sport, 80, 64, 100);
+        // Too big for the pod: stripped, then given back.
+        let big = build::udp6_frame(from_peer(), remote_ip6(), a2_ip6(), sport, 80, 64, 1520 + usize::from(sport));
+        for (tunnel, label, inner) in [
+            (Tunnel::Udp(6635), LABEL_A1, &ack),
+            (Tunnel::Gre, LABEL_A2, &udp),
+            (Tunnel::Udp(6635), LABEL_BLUE, &udp),
+            (Tunnel::Gre, LABEL_BLUE, &routed),
+            (Tunnel::Udp(6635), LABEL_A2, &big),
+            (Tunnel::Gre, LABEL_BLUE, &big),
+        ] {
+            let frame =
+                build::mpls_tunnel_frame(from_peer(), tunnel, peer(1), node_ip(), label, 64, sport, &inner[14..]);
+            corpus.push((FABRIC, frame));
+        }
+        corpus
+            .push((A1, build::udp6_frame(from_a1(), a1_ip6(), remote_ip6(), sport, 80, 64, 1480 + usize::from(sport))));
         // a1's answers from the service address it holds (where the test
         // adds it: `add_a1_service_address`; elsewhere a spoofed source),
         // and from a2's address, which never routes back to a1.
@@ -319,6 +354,24 @@ fn fast_corpus() -> Vec<(u32, Vec<u8>)> {
         }
     }
     corpus
+}
+
+fn remote_ip6() -> Ipv6Addr {
+    "fd00:2::5".parse().unwrap()
+}
+fn gre_remote_ip6() -> Ipv6Addr {
+    "fd00:3::5".parse().unwrap()
+}
+fn service_ip6() -> Ipv6Addr {
+    "fd00:96::10".parse().unwrap()
+}
+
+/// The IPv6 routes `fast_corpus` sends to besides the lab's: into a GRE
+/// tunnel, and to the service's composite.
+fn add_v6_routes(lab: &mut Lab) {
+    lab.writer
+        .apply(&[route_in(BLUE, "fd00:3::/64", NH_GRE, 43, None), route_in(BLUE, "fd00:96::10/128", NH_ECMP, NO, None)])
+        .unwrap();
 }
 
 /// Runs the same mutated batches through `fast` and `general` (the fast
@@ -394,6 +447,7 @@ fn compare_paths(
 fn the_fast_path_matches_the_general_path_byte_for_byte() {
     let mut lab = Lab::new();
     add_a1_service_address(&mut lab);
+    add_v6_routes(&mut lab);
     let limits = *lab.handle.load().limits();
     let mut fast = Pipeline::new(PipelineConfig::default(), &limits);
     let mut general = Pipeline::new(PipelineConfig { fast_path: false, ..PipelineConfig::default() }, &limits);
@@ -412,6 +466,7 @@ fn the_fast_path_matches_the_general_path_with_flows() {
     use vrouter::tables::{EcmpGroup, NextHop, Object, ObjectKey, Op, RouteSpec, RouteTarget};
     let mut lab = Lab::new();
     add_a1_service_address(&mut lab);
+    add_v6_routes(&mut lab);
     let (mut fast, mut general, fast_flows, general_flows) = pipelines_with_flows(&lab);
     lab.writer.apply(&[Op::Add(Object::Policy(BLUE, deny_udp_from(0, 4)))]).unwrap();
     let route = |p: &str, nh: u32, label: u32| {
@@ -517,6 +572,7 @@ fn the_fast_path_matches_the_general_path_through_floating_ips() {
     const NH_SERVICE: u32 = 53;
     let mut lab = Lab::new();
     add_floating_ip(&mut lab);
+    add_v6_routes(&mut lab);
     let remote_client = |n: u16| Ipv4Addr::new(198, 18, 0, n as u8);
     lab.writer
         .apply(&[
@@ -651,6 +707,7 @@ fn the_fast_path_matches_the_general_path_across_networks() {
     use vrouter::tables::{Object, ObjectKey, Op, RouteSpec, RouteTarget};
     let mut lab = Lab::new();
     lab.writer.apply(&green_pod_ops()).unwrap();
+    add_v6_routes(&mut lab);
     lab.writer
         .apply(&[
             route_in(BLUE, "10.5.0.2/32", NH_G1, NO, Some(GREEN)),

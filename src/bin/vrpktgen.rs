@@ -112,8 +112,9 @@ enum Command {
         /// (remote clients to a pod of another network on this node, by a
         /// route their network imports), cross_vrf_out (that pod's answers,
         /// routed back in the clients' network by their pairs),
-        /// local_forward6 and encap_mplsoudp6 (local_forward and
-        /// encap_mplsoudp between IPv6 pods, to the IPv6 prefixes), or all.
+        /// local_forward6, encap_mplsoudp6 and decap_mplsoudp6
+        /// (local_forward, encap_mplsoudp and decap_mplsoudp between IPv6
+        /// pods, to and from the IPv6 prefixes), or all.
         #[arg(long, default_value = "all")]
         case: String,
         /// Packets to process per case.

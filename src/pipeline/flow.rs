@@ -41,7 +41,7 @@ pub(super) enum FlowStep {
 /// (`Err`, with its datagram); another protocol's is untracked, as its
 /// first is. Without `fragments`, later fragments are not keyed.
 #[inline(always)]
-fn key_of(
+pub(super) fn key_of(
     fragments: Option<(&FragmentTable, u64)>,
     vrf: u32,
     info: &IpInfo,
@@ -267,6 +267,14 @@ pub(super) fn prefetch_head(table: &FlowTable, h: &[u8; super::fast::HEAD], vrf:
         Some(key) => start_probe(table, table.probe(&key), probe),
         None => false,
     }
+}
+
+/// `prefetch_head` for a key the caller made: the IPv6 lane's
+/// (`fast6::flow_key`), whose probe fetches the whole slot, where an IPv6
+/// key's second half is.
+#[inline(always)]
+pub(super) fn prefetch_key(table: &FlowTable, key: &FlowKey, probe: &mut Probe) {
+    start_probe(table, table.probe(key), probe);
 }
 
 /// Keeps a key's probe (`made`: `FlowTable::probe`, or `probe_whole` for

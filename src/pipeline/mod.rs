@@ -17,6 +17,7 @@
 
 mod decap;
 mod fast;
+mod fast6;
 mod flow;
 mod forward;
 mod frame;

@@ -261,6 +261,7 @@ pub struct Tables {
     vrf_refs: CowVec<u32>,
     nh_refs: CowVec<u32>,
     empty_v4: Arc<Fib<u32>>,
+    empty_v6: Arc<Fib<u128>>,
 }
 
 impl Tables {
@@ -279,12 +280,18 @@ impl Tables {
             vrf_refs: CowVec::new(limits.vrfs),
             nh_refs: CowVec::new(limits.nexthops.max(1)),
             empty_v4: Arc::new(Fib::new()),
+            empty_v6: Arc::new(Fib::new()),
         }
     }
 
     /// An empty IPv4 table, to fill fixed-size arrays of table references.
     pub fn empty_fib_v4(&self) -> &Fib<u32> {
         &self.empty_v4
+    }
+
+    /// An empty IPv6 table, likewise.
+    pub fn empty_fib_v6(&self) -> &Fib<u128> {
+        &self.empty_v6
     }
 
     /// The capacities.
