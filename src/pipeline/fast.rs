@@ -295,7 +295,16 @@ pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
         }
         _ => return None,
     };
-    if let Some(c) = ctx.stats.vrf_mut(vrf.id) {
+    count_way_out(ctx.stats, vrf.id, nh, ecmp);
+    Some(verdict)
+}
+
+/// Counts, in VRF `vrf`'s counters, the way out the fast path sent a
+/// packet (a tunnel of either kind or a local vif, `nh`, through a
+/// composite if `ecmp`), as the general path counts it (`forward::resolve`).
+#[inline(always)]
+pub(super) fn count_way_out(stats: &mut crate::stats::Stats, vrf: u32, nh: &NextHop, ecmp: bool) {
+    if let Some(c) = stats.vrf_mut(vrf) {
         if ecmp {
             c.ecmp_composites += 1;
         }
@@ -305,7 +314,6 @@ pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
             _ => c.encaps += 1,
         }
     }
-    Some(verdict)
 }
 
 /// Rewrites the packet in `f` as its flow's `nat` says, before its new

@@ -20,7 +20,7 @@ use super::flow::{count_settled, policed_elsewhere};
 use super::forward::{push_tunnel, ETH};
 use super::{hash, Ctx, Frame, Verdict};
 use crate::flow::{FlowKey, Forwarding};
-use crate::tables::{NextHop, RouteTarget, TunnelEncap, Vif, Vrf};
+use crate::tables::{NextHop, RouteTarget, Vif, Vrf};
 use crate::wire::{icmpv6, ip_proto, ipv6, tcp};
 
 /// Ethernet, the IPv6 header, and the first 8 bytes of the transport
@@ -232,16 +232,7 @@ pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
         }
         _ => return None,
     };
-    if let Some(c) = ctx.stats.vrf_mut(vrf.id) {
-        if ecmp {
-            c.ecmp_composites += 1;
-        }
-        match nh {
-            NextHop::Tunnel(tun) if tun.encap == TunnelEncap::MplsOverGre => c.gre_mpls_tunnels += 1,
-            NextHop::Tunnel(_) => c.udp_mpls_tunnels += 1,
-            _ => c.encaps += 1,
-        }
-    }
+    super::fast::count_way_out(ctx.stats, vrf.id, nh, ecmp);
     Some(verdict)
 }
 
