@@ -17,6 +17,7 @@
 //! list (see `tables::writer`), and this structure holds only what the data
 //! path needs.
 
+use super::hosts::HostRoutes;
 use super::{RouteEntry, RouteTarget, VrfId};
 use ahash::AHashMap;
 use std::sync::Arc;
@@ -46,10 +47,19 @@ pub trait FibKey: Copy + Eq + std::hash::Hash + Ord + std::fmt::Debug + Send + S
     type Bytes: Copy + AsRef<[u8]>;
     /// The key as `Bytes`: a batch walk reads one a level (`lookup_batch_routes`).
     fn be_bytes(self) -> Self::Bytes;
+    /// True if the family's full-length prefixes are found by hash before
+    /// the trie is walked (`HostRoutes`): IPv6's, whose walk is sixteen levels.
+    const HOSTS_BY_HASH: bool;
+    /// The key folded to 64 bits, for `HostRoutes`' hash.
+    fn fold(self) -> u64;
+    /// The key's low 64 bits, where `HostRoutes` compares keys first.
+    fn fold_low(self) -> u64;
+    /// The key's bits above the low 64 (none for IPv4).
+    fn fold_high(self) -> u64;
 }
 
 macro_rules! fib_key {
-    ($t:ty) => {
+    ($t:ty, $hosts_by_hash:expr) => {
         impl FibKey for $t {
             const BITS: u8 = <$t>::BITS as u8;
             #[inline(always)]
@@ -77,11 +87,28 @@ macro_rules! fib_key {
             fn be_bytes(self) -> Self::Bytes {
                 self.to_be_bytes()
             }
+            const HOSTS_BY_HASH: bool = $hosts_by_hash;
+            #[inline(always)]
+            fn fold(self) -> u64 {
+                // The high half of an IPv6 pod's address is its subnet's,
+                // the same for all of them: mixed in, never cancelling out.
+                (self as u64) ^ self.fold_high().rotate_left(29)
+            }
+            #[inline(always)]
+            fn fold_high(self) -> u64 {
+                (u128::from(self) >> 64) as u64
+            }
+            #[inline(always)]
+            fn fold_low(self) -> u64 {
+                self as u64
+            }
         }
     };
 }
-fib_key!(u32);
-fib_key!(u128);
+// An IPv4 /32 is four levels: a hash probe would save little and cost
+// every other lookup its miss.
+fib_key!(u32, false);
+fib_key!(u128, true);
 
 #[derive(Clone)]
 struct Node {
@@ -134,7 +161,8 @@ pub struct Fib<K: FibKey> {
     /// The last inserts' and removes' prefixes, for a route remembered in
     /// an older version to be kept where none of them covers its key.
     recent: RecentChanges<K>,
-    _key: std::marker::PhantomData<K>,
+    /// The full-length prefixes, by hash, where `K::HOSTS_BY_HASH`.
+    hosts: HostRoutes<K>,
 }
 
 /// Most changes a table remembers (`RecentChanges`). A route remembered
@@ -242,7 +270,7 @@ impl<K: FibKey> Fib<K> {
             free_targets: Vec::new(),
             version,
             recent: RecentChanges::new(version),
-            _key: std::marker::PhantomData,
+            hosts: HostRoutes::default(),
         }
     }
 
@@ -294,6 +322,12 @@ impl<K: FibKey> Fib<K> {
     /// The longest-prefix match for `key`.
     #[inline]
     pub fn lookup(&self, key: K) -> Option<RouteTarget> {
+        if K::HOSTS_BY_HASH {
+            let host = self.hosts.leaf(key);
+            if host != EMPTY {
+                return self.target_of(host);
+            }
+        }
         let mut node = &self.nodes[0];
         let mut level = 0;
         loop {
@@ -357,7 +391,10 @@ impl<K: FibKey> Fib<K> {
         let mut pending = 0u64;
         for i in 0..n {
             bytes[i] = keys[i].be_bytes();
-            entry[i] = fibs[i].nodes[0].slots[keys[i].byte(0)];
+            let root = fibs[i].nodes[0].slots[keys[i].byte(0)];
+            // A full-length prefix is the longest match: no walk.
+            let host = if K::HOSTS_BY_HASH { fibs[i].hosts.leaf(keys[i]) } else { EMPTY };
+            entry[i] = if host != EMPTY { host } else { root };
             pending |= u64::from(entry[i] & CHILD != 0) << i;
         }
         let mut level = 1;
@@ -421,6 +458,13 @@ impl<K: FibKey> Fib<K> {
             + self.nodes.capacity() * std::mem::size_of::<Arc<Node>>()
             + self.targets.capacity() * (std::mem::size_of::<RouteTarget>() + std::mem::size_of::<VrfId>() + 4)
             + self.target_index.capacity() * (std::mem::size_of::<(RouteEntry, u32)>() + 1)
+            + self.hosts.memory_bytes()
+    }
+
+    /// Full-length prefixes found by hash (`HostRoutes`), and how many of
+    /// those only the trie finds, their bucket being full.
+    pub fn host_routes(&self) -> (usize, usize) {
+        (self.hosts.len(), self.hosts.spilled())
     }
 
     /// Number of trie nodes in use.
@@ -541,6 +585,9 @@ impl<K: FibKey> Fib<K> {
         if len == 0 {
             self.node_mut(0).inherited = new;
         }
+        if K::HOSTS_BY_HASH && len == K::BITS {
+            self.hosts.insert(key, value);
+        }
         for s in start..start + span {
             let e = self.nodes[idx as usize].slots[s];
             if e & CHILD != 0 {
@@ -559,6 +606,9 @@ impl<K: FibKey> Fib<K> {
     pub(crate) fn remove(&mut self, key: K, len: u8, old: RouteEntry, replacement: Option<(u8, RouteEntry)>) {
         self.version = next_version();
         self.recent.record(self.version, key, len);
+        if K::HOSTS_BY_HASH && len == K::BITS {
+            self.hosts.remove(key);
+        }
         let (level, rel) = place(len);
         let mut path = [(0u32, 0usize); 16];
         let mut idx = 0u32;
@@ -630,24 +680,24 @@ mod tests {
     }
 
     /// A model: the longest of all prefixes that match, by brute force.
-    struct Model(BTreeMap<(u32, u8), RouteTarget>);
+    struct Model<K: FibKey = u32>(BTreeMap<(K, u8), RouteTarget>);
 
-    impl Model {
-        fn lookup(&self, a: u32) -> Option<(RouteTarget, u8)> {
-            (0..=32u8).rev().find_map(|l| self.0.get(&(a.mask(l), l)).map(|t| (*t, l)))
+    impl<K: FibKey> Model<K> {
+        fn lookup(&self, a: K) -> Option<(RouteTarget, u8)> {
+            (0..=K::BITS).rev().find_map(|l| self.0.get(&(a.mask(l), l)).map(|t| (*t, l)))
         }
-        fn covering(&self, a: u32, len: u8) -> Option<(u8, RouteTarget)> {
+        fn covering(&self, a: K, len: u8) -> Option<(u8, RouteTarget)> {
             (0..len).rev().find_map(|l| self.0.get(&(a.mask(l), l)).map(|t| (l, *t)))
         }
     }
 
-    fn apply_insert(fib: &mut Fib<u32>, m: &mut Model, a: u32, len: u8, target: RouteTarget) {
+    fn apply_insert<K: FibKey>(fib: &mut Fib<K>, m: &mut Model<K>, a: K, len: u8, target: RouteTarget) {
         let a = a.mask(len);
         let old = m.0.insert((a, len), target);
         fib.insert(a, len, own(target), old.map(own));
     }
 
-    fn apply_remove(fib: &mut Fib<u32>, m: &mut Model, a: u32, len: u8) {
+    fn apply_remove<K: FibKey>(fib: &mut Fib<K>, m: &mut Model<K>, a: K, len: u8) {
         let a = a.mask(len);
         if let Some(old) = m.0.remove(&(a, len)) {
             let rep = m.covering(a, len);
@@ -805,6 +855,63 @@ mod tests {
         }
         assert_eq!(fib.node_count(), 1);
         assert!(fib.targets.iter().enumerate().all(|(i, _)| fib.target_refs[i] == 0));
+    }
+
+    /// IPv6 with most changes to /128s, which lookups find by hash
+    /// (`HostRoutes`) before the trie: every lookup, single and batched,
+    /// matches the brute-force model while hosts are added, moved to other
+    /// targets and removed among shorter prefixes that cover them, and a
+    /// snapshot taken midway keeps its own answers.
+    #[test]
+    fn ipv6_host_routes_match_brute_force_model_under_random_churn() {
+        let mut fib = Fib::<u128>::new();
+        let mut m = Model::<u128>(BTreeMap::new());
+        let mut rng = Rng::new(0x0128);
+        let addr = |r: &mut Rng| (0xfd00_0000_0000_0001u128 << 64) | u128::from(r.next_u64() & 0x0300_0000_0000_01ff);
+        let mut snapshot = None;
+        for round in 0..6000 {
+            let a = addr(&mut rng);
+            let len = match rng.next_u64() % 10 {
+                0 => 64 + (rng.next_u64() % 64) as u8,
+                1 => (rng.next_u64() % 65) as u8,
+                _ => 128,
+            };
+            if rng.next_u64() % 3 == 0 {
+                apply_remove(&mut fib, &mut m, a, len);
+            } else {
+                apply_insert(&mut fib, &mut m, a, len, t((rng.next_u64() % 9) as u32 + 1));
+            }
+            if round == 3000 {
+                snapshot = Some((fib.clone(), m.0.clone()));
+            }
+            if round % 100 == 0 {
+                let keys: Vec<u128> = (0..BATCH).map(|_| addr(&mut rng)).collect();
+                let mut routes = [Route { version: 0, leaf: 0 }; BATCH];
+                Fib::lookup_batch_routes(&[&fib; BATCH], &keys, &mut routes);
+                for (q, route) in keys.into_iter().zip(routes) {
+                    let want = m.lookup(q);
+                    assert_eq!(fib.lookup_with_len(q), want, "round {round} q {q:#x}");
+                    assert_eq!(fib.lookup(q), want.map(|x| x.0));
+                    assert_eq!(fib.target(route), want.map(|x| x.0));
+                }
+                let hosts = m.0.keys().filter(|&&(_, l)| l == 128).count();
+                assert_eq!(fib.host_routes().0, hosts, "every /128 is in the hash table");
+            }
+        }
+        assert!(fib.host_routes().0 > 500, "hosts enough to fill buckets: {:?}", fib.host_routes());
+        let (old, model) = snapshot.expect("taken at round 3000");
+        let m = Model(model);
+        for _ in 0..2000 {
+            let q = addr(&mut rng);
+            assert_eq!(old.lookup(q), m.lookup(q).map(|x| x.0), "the snapshot's answer for {q:#x}");
+        }
+        // Deleting everything empties the hash table, and folds the trie.
+        let mut m = m;
+        let mut fib = old;
+        for (a, l) in m.0.keys().copied().collect::<Vec<_>>() {
+            apply_remove(&mut fib, &mut m, a, l);
+        }
+        assert_eq!((fib.host_routes(), fib.node_count()), ((0, 0), 1));
     }
 
     #[test]

@@ -14,6 +14,7 @@
 mod cow;
 pub mod ecmp;
 mod ecmp_blocks;
+mod hosts;
 pub mod lpm;
 pub mod nexthop;
 pub mod vif;

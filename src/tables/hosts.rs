@@ -1,0 +1,383 @@
+//! A table's full-length prefixes (IPv6 /128s), found by hash beside the
+//! trie.
+//!
+//! A pod's IPv6 address is a /128, and the trie walks sixteen 8-bit levels
+//! to reach one: about half of an IPv6 packet's instructions. A /128 is
+//! the longest prefix there is, so a key found among the /128s needs no
+//! walk: its leaf is the longest match. Every lookup of an IPv6 table
+//! therefore asks this table first, one cache line, and walks the trie only
+//! on a miss.
+//!
+//! The trie keeps every prefix, /128s included, so this table is only a
+//! shortcut: a host it does not hold is still found by the walk. That is
+//! what keeps it simple. A bucket holds `WAYS` keys; a host whose bucket
+//! is full goes to a spill list that lookups never read and that is kept
+//! only so that a resize or a remove can place it again. A table holds
+//! one bucket or more per host, so few hosts spill (about 2 % at the
+//! fullest, well under 1 % on average).
+//!
+//! Buckets live in pages behind `Arc`s, like the trie's nodes: a snapshot's
+//! copy shares them, and a change copies only its own page.
+
+use super::lpm::FibKey;
+use std::sync::Arc;
+
+/// Keys a bucket holds: three 128-bit keys and their leaves fill one
+/// 64-byte line.
+const WAYS: usize = 3;
+/// Buckets a page holds, copied together on a change.
+const PAGE: usize = 16;
+/// An empty slot's leaf: leaves name targets from 1.
+const EMPTY: u32 = 0;
+
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Bucket<K> {
+    keys: [K; WAYS],
+    leaves: [u32; WAYS],
+}
+
+type Page<K> = [Bucket<K>; PAGE];
+
+/// True if `key` may take a free way of `bucket`: one is free, and no
+/// other key there has its low half, nor has an empty way (whose key is
+/// zero), so that a lookup's low half picks one way only (`leaf`). A key
+/// whose low half is zero, a subnet's first address, always spills.
+fn fits<K: FibKey>(bucket: &Bucket<K>, key: K) -> bool {
+    let low = key.fold_low();
+    low != 0
+        && bucket.leaves.contains(&EMPTY)
+        && (0..WAYS).all(|w| bucket.leaves[w] == EMPTY || bucket.keys[w].fold_low() != low)
+}
+
+/// The full-length prefixes of one table, each with its trie leaf value.
+#[derive(Clone)]
+pub(super) struct HostRoutes<K: FibKey> {
+    /// Empty while the table holds no host; else a power of two of buckets.
+    pages: Vec<Arc<Page<K>>>,
+    /// 64 less the log2 of the bucket count: a hash's top bits pick the bucket.
+    shift: u32,
+    /// Hosts held, spilled ones included.
+    len: usize,
+    /// Hosts whose bucket was full: never read by a lookup.
+    spilled: Arc<Vec<(K, u32)>>,
+    /// The high halves' bits that every host shares (`cover_mask`) and
+    /// their values (`cover`): a key that differs in one of them is no
+    /// host, so a lookup off the hosts' subnets, to a prefix out of the
+    /// cluster, pays three instructions and no probe. A remove leaves
+    /// them as they were, covering more than the hosts; a resize makes
+    /// them exact again.
+    cover: u64,
+    cover_mask: u64,
+}
+
+impl<K: FibKey> Default for HostRoutes<K> {
+    fn default() -> Self {
+        HostRoutes { pages: Vec::new(), shift: 63, len: 0, spilled: Arc::new(Vec::new()), cover: 0, cover_mask: 0 }
+    }
+}
+
+impl<K: FibKey> HostRoutes<K> {
+    #[inline(always)]
+    fn bucket_of(&self, key: K) -> usize {
+        // Fibonacci hashing: the multiply spreads keys that differ only in
+        // their low bits, as a subnet's pods do, over the top bits.
+        (key.fold().wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize
+    }
+
+    /// `key`'s leaf, or `EMPTY` if it is not held here (a trie walk may
+    /// still find it).
+    #[inline(always)]
+    pub(super) fn leaf(&self, key: K) -> u32 {
+        if (key.fold_high() ^ self.cover) & self.cover_mask != 0 {
+            return EMPTY;
+        }
+        let b = self.bucket_of(key);
+        let Some(page) = self.pages.get(b / PAGE) else { return EMPTY };
+        let bucket = &page[b % PAGE];
+        // The low halves pick the way and one whole key confirms it: a
+        // miss, the common case off a pod's subnet, reads a half of each.
+        // Two hosts of a bucket with the same low half leave the one that
+        // is not picked to the trie.
+        let low = key.fold_low();
+        let mut way = WAYS;
+        for w in 0..WAYS {
+            if bucket.keys[w].fold_low() == low {
+                way = w;
+            }
+        }
+        match (bucket.keys.get(way), bucket.leaves.get(way)) {
+            (Some(&k), Some(&leaf)) if k == key => leaf,
+            _ => EMPTY,
+        }
+    }
+
+    /// Hosts held.
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Hosts held but found only by the trie.
+    pub(super) fn spilled(&self) -> usize {
+        self.spilled.len()
+    }
+
+    /// Bytes held in buckets and the spill list.
+    pub(super) fn memory_bytes(&self) -> usize {
+        self.pages.len() * std::mem::size_of::<Page<K>>()
+            + self.pages.capacity() * std::mem::size_of::<Arc<Page<K>>>()
+            + self.spilled.capacity() * std::mem::size_of::<(K, u32)>()
+    }
+
+    fn buckets(&self) -> usize {
+        self.pages.len() * PAGE
+    }
+
+    /// Sets `key`'s leaf, adding it if new. `leaf` is not `EMPTY`.
+    pub(super) fn insert(&mut self, key: K, leaf: u32) {
+        debug_assert_ne!(leaf, EMPTY);
+        if self.replace(key, leaf) {
+            return;
+        }
+        self.len += 1;
+        self.widen_cover(key, self.len == 1);
+        if self.len > self.buckets() {
+            self.resize((self.buckets() * 2).max(PAGE));
+        }
+        self.place(key, leaf);
+    }
+
+    /// Drops `key`, if held.
+    pub(super) fn remove(&mut self, key: K) {
+        if let Some(i) = self.spilled.iter().position(|&(k, _)| k == key) {
+            Arc::make_mut(&mut self.spilled).swap_remove(i);
+        } else {
+            let b = self.bucket_of(key);
+            let Some(w) = self.pages.get(b / PAGE).and_then(|p| {
+                let bucket = &p[b % PAGE];
+                (0..WAYS).find(|&w| bucket.keys[w] == key && bucket.leaves[w] != EMPTY)
+            }) else {
+                return;
+            };
+            let bucket = &mut Arc::make_mut(&mut self.pages[b / PAGE])[b % PAGE];
+            bucket.keys[w] = K::zero();
+            bucket.leaves[w] = EMPTY;
+            // A host that spilled from this bucket takes the freed way.
+            let bucket = &self.pages[b / PAGE][b % PAGE];
+            if let Some(i) = self.spilled.iter().position(|&(k, _)| self.bucket_of(k) == b && fits(bucket, k)) {
+                let (k, l) = Arc::make_mut(&mut self.spilled).swap_remove(i);
+                let bucket = &mut Arc::make_mut(&mut self.pages[b / PAGE])[b % PAGE];
+                bucket.keys[w] = k;
+                bucket.leaves[w] = l;
+            }
+        }
+        self.len -= 1;
+        if self.len == 0 {
+            *self = HostRoutes::default();
+        } else if self.buckets() > PAGE && self.len < self.buckets() / 4 {
+            self.resize(self.buckets() / 2);
+        }
+    }
+
+    /// Sets the leaf of `key` if it is held; true if it was.
+    fn replace(&mut self, key: K, leaf: u32) -> bool {
+        if let Some(i) = self.spilled.iter().position(|&(k, _)| k == key) {
+            Arc::make_mut(&mut self.spilled)[i].1 = leaf;
+            return true;
+        }
+        if self.leaf(key) == EMPTY {
+            return false;
+        }
+        let b = self.bucket_of(key);
+        let bucket = &mut Arc::make_mut(&mut self.pages[b / PAGE])[b % PAGE];
+        for w in 0..WAYS {
+            if bucket.keys[w] == key && bucket.leaves[w] != EMPTY {
+                bucket.leaves[w] = leaf;
+            }
+        }
+        true
+    }
+
+    /// Clears from the cover every bit from the highest where `key`
+    /// differs from it down; `key`'s alone if it is the `first` host.
+    fn widen_cover(&mut self, key: K, first: bool) {
+        if first {
+            (self.cover, self.cover_mask) = (key.fold_high(), u64::MAX);
+            return;
+        }
+        let differ = (key.fold_high() ^ self.cover) & self.cover_mask;
+        if differ != 0 {
+            self.cover_mask &= u64::MAX.checked_shl(64 - differ.leading_zeros()).unwrap_or(0);
+        }
+    }
+
+    /// Puts a host that is not held into its bucket, or the spill list.
+    fn place(&mut self, key: K, leaf: u32) {
+        let b = self.bucket_of(key);
+        if !fits(&self.pages[b / PAGE][b % PAGE], key) {
+            Arc::make_mut(&mut self.spilled).push((key, leaf));
+            return;
+        }
+        let bucket = &mut Arc::make_mut(&mut self.pages[b / PAGE])[b % PAGE];
+        let w = bucket.leaves.iter().position(|&l| l == EMPTY).expect("fits: a way is free");
+        bucket.keys[w] = key;
+        bucket.leaves[w] = leaf;
+    }
+
+    /// Rehashes every host into `buckets` buckets (a power of two, a page or more).
+    fn resize(&mut self, buckets: usize) {
+        let mut hosts: Vec<(K, u32)> = self.spilled.iter().copied().collect();
+        for page in &self.pages {
+            for bucket in page.iter() {
+                for w in 0..WAYS {
+                    if bucket.leaves[w] != EMPTY {
+                        hosts.push((bucket.keys[w], bucket.leaves[w]));
+                    }
+                }
+            }
+        }
+        let empty = Bucket { keys: [K::zero(); WAYS], leaves: [EMPTY; WAYS] };
+        self.pages = (0..buckets / PAGE).map(|_| Arc::new([empty; PAGE])).collect();
+        self.shift = 64 - buckets.trailing_zeros();
+        self.spilled = Arc::new(Vec::new());
+        for (i, &(k, l)) in hosts.iter().enumerate() {
+            self.place(k, l);
+            self.widen_cover(k, i == 0);
+        }
+    }
+
+    /// Every host held, with its leaf, for tests.
+    #[cfg(test)]
+    fn all(&self) -> Vec<(K, u32)> {
+        let mut v: Vec<(K, u32)> = self.spilled.iter().copied().collect();
+        for page in &self.pages {
+            for bucket in page.iter() {
+                v.extend((0..WAYS).filter(|&w| bucket.leaves[w] != EMPTY).map(|w| (bucket.keys[w], bucket.leaves[w])));
+            }
+        }
+        v.sort();
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pktgen::scenario::Rng;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn a_bucket_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Bucket<u128>>(), 64);
+    }
+
+    /// Against a map, under random adds, changes and removes in a narrow
+    /// key space (so that buckets fill and hosts spill): every held host
+    /// is either found in its bucket or on the spill list, never stale,
+    /// and the table grows and shrinks with its hosts.
+    #[test]
+    fn matches_a_map_under_churn_and_spills_only_from_full_buckets() {
+        let mut rng = Rng::new(0x4057);
+        let mut hosts = HostRoutes::<u128>::default();
+        let mut model = BTreeMap::new();
+        let mut spilled_seen = 0;
+        // Random low halves: a subnet's consecutive addresses never share a
+        // bucket while the table has a bucket a host, so they would not spill.
+        let mut pool: Vec<u128> = (0..3000).map(|_| 0xfd00_0001_u128 << 96 | u128::from(rng.next_u64())).collect();
+        // Keys that share a low half with another, or whose low half is zero.
+        for i in 0..30 {
+            pool[i] = pool[i + 100] ^ 1 << 70;
+            pool[i + 30] = pool[i + 200] & !u128::from(u64::MAX);
+        }
+        for step in 0..40_000u32 {
+            // Grow for the first half, then shrink.
+            let add = rng.next_u64() % 100 < if step < 20_000 { 70 } else { 30 };
+            let key = pool[(rng.next_u64() % 3000) as usize];
+            if add {
+                let leaf = 1 + (rng.next_u64() % 1000) as u32;
+                hosts.insert(key, leaf);
+                model.insert(key, leaf);
+            } else {
+                hosts.remove(key);
+                model.remove(&key);
+            }
+            assert_eq!(hosts.len(), model.len());
+            spilled_seen = spilled_seen.max(hosts.spilled());
+            if step % 997 == 0 || step == 39_999 {
+                assert_eq!(hosts.all(), model.iter().map(|(&k, &l)| (k, l)).collect::<Vec<_>>());
+                for (&k, &l) in &model {
+                    let found = hosts.leaf(k);
+                    let spilled = hosts.spilled.contains(&(k, l));
+                    assert!((found == l && !spilled) || (found == EMPTY && spilled), "{k:x}");
+                }
+                assert!(
+                    hosts.len() <= hosts.buckets() && (hosts.buckets() <= PAGE || hosts.len() >= hosts.buckets() / 4)
+                );
+                for &(k, _) in hosts.spilled.iter() {
+                    let b = hosts.bucket_of(k);
+                    assert!(!fits(&hosts.pages[b / PAGE][b % PAGE], k), "a host spilled from a bucket with room");
+                }
+            }
+            for probe in [key, key ^ 1 << 100] {
+                if !model.contains_key(&probe) {
+                    assert_eq!(hosts.leaf(probe), EMPTY, "a host not held is not found");
+                }
+            }
+        }
+        assert!(spilled_seen > 0, "the test never filled a bucket: it checks nothing of the spill list");
+        for k in model.keys().copied().collect::<Vec<_>>() {
+            hosts.remove(k);
+        }
+        assert_eq!((hosts.len(), hosts.buckets(), hosts.spilled()), (0, 0, 0));
+    }
+
+    /// A subnet's consecutive addresses, as pods get them, go one to a
+    /// bucket: none spills, so the trie is never walked for them.
+    #[test]
+    fn consecutive_addresses_never_spill() {
+        let mut hosts = HostRoutes::<u128>::default();
+        let subnet = 0xfd00_0000_0000_0001_u128 << 64;
+        for i in 1..=5000u128 {
+            hosts.insert(subnet | i, 1);
+        }
+        assert_eq!((hosts.len(), hosts.spilled()), (5000, 0));
+        assert!((1..=5000u128).all(|i| hosts.leaf(subnet | i) == 1));
+    }
+
+    /// The cover lets through every key of the hosts' subnets, and turns
+    /// away a key that differs from all of them in a bit they share.
+    #[test]
+    fn the_cover_turns_away_keys_off_the_hosts_subnets() {
+        let mut hosts = HostRoutes::<u128>::default();
+        let subnet = |s: u128| (0xfd00_0000_0000_0000_u128 | s) << 64;
+        let covered = |h: &HostRoutes<u128>, k: u128| (k.fold_high() ^ h.cover) & h.cover_mask == 0;
+        hosts.insert(subnet(1) | 5, 1);
+        assert!(covered(&hosts, subnet(1) | 99) && !covered(&hosts, subnet(2) | 5));
+        hosts.insert(subnet(2) | 6, 1);
+        assert!(covered(&hosts, subnet(2) | 5) && covered(&hosts, subnet(3) | 5), "fd00::/62 is shared");
+        assert!(!covered(&hosts, subnet(4) | 5) && !covered(&hosts, 0x2001_0db8_u128 << 96 | 5));
+        assert_eq!(hosts.leaf(subnet(4) | 6), EMPTY);
+        // A remove leaves the cover wide; it never shrinks below a host held.
+        hosts.remove(subnet(2) | 6);
+        assert!(covered(&hosts, subnet(1) | 5) && covered(&hosts, subnet(3) | 5));
+        assert_eq!(hosts.leaf(subnet(1) | 5), 1);
+    }
+
+    /// A snapshot's copy keeps its hosts while the original changes.
+    #[test]
+    fn a_copy_is_isolated_from_later_changes() {
+        let mut a = HostRoutes::<u128>::default();
+        for k in 1..=100u128 {
+            a.insert(k, k as u32);
+        }
+        let b = a.clone();
+        a.insert(5, 555);
+        a.remove(7);
+        for k in 101..=400u128 {
+            a.insert(k, 1);
+        }
+        assert_eq!(b.all(), (1..=100u128).map(|k| (k, k as u32)).collect::<Vec<_>>());
+        assert_eq!(a.len(), 399);
+        assert!(a.leaf(5) == 555 || a.spilled.contains(&(5, 555)));
+    }
+}
