@@ -153,6 +153,13 @@ fn tcp_flags(h: &[u8; HEAD], d: &[u8]) -> u8 {
     }
 }
 
+/// What a frame `classify` accepted counts on its flow: the IPv6 packet's
+/// length, and its TCP flags (0 for other protocols).
+#[inline(always)]
+pub(super) fn flow_count(h: &[u8; HEAD], d: &[u8]) -> (usize, u8) {
+    (ipv6::HEADER_LEN + usize::from(port(h, field::PAYLOAD_LEN)), tcp_flags(h, d))
+}
+
 /// Carries out `target` for a frame `classify` accepted, or returns
 /// `None`, having changed nothing, for the general path to take it. In a
 /// VRF that tracks every flow, `flow` is the packet's settled flow: an
@@ -169,7 +176,7 @@ pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
 ) -> Option<Verdict> {
     let t = ctx.t;
     let h = head(f)?;
-    let total = ipv6::HEADER_LEN + usize::from(port(h, field::PAYLOAD_LEN));
+    let (total, flags) = flow_count(h, f.data());
     let mut nh = t.nexthop(target.nh)?;
     let mut label = target.label;
     let mut hash = flow.map(|s| s.hash);
@@ -190,7 +197,6 @@ pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
         ecmp = true;
     }
     let usable = |v: &Vif, overhead: usize| !v.flags.disabled && total + overhead <= usize::from(v.mtu);
-    let flags = tcp_flags(h, f.data());
     let hop_limit = h[field::HOP_LIMIT];
     // Its flow counts the packet once it is sure to leave, as `on_hit` does.
     let count = |ctx: &Ctx<'_, B>| {

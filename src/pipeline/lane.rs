@@ -348,13 +348,15 @@ fn from_pod6<B: AsRef<[u8]> + AsMut<[u8]>>(
             Some(_) => flow::settled(ctx, vrf, &probes[i]),
             None => None,
         };
-        let done = (table.is_none() || settled.is_some())
-            && vrf.v6.target(routes[j]).is_some_and(|target| {
-                fast6::finish(ctx, f, vrf, target, settled).is_some_and(|v| {
-                    took(ctx.stats, f, came[i], v, &mut rx);
-                    true
-                })
-            });
+        let done = match (vrf.v6.target(routes[j]), table, settled) {
+            (None, _, _) => false,
+            // Not a hit that forwards: perhaps one on a flow that drops.
+            (Some(target), Some(_), None) => dropped6(ctx, f, came[i], vrf, &probes[i], target, &mut rx),
+            (Some(target), _, settled) => fast6::finish(ctx, f, vrf, target, settled).is_some_and(|v| {
+                took(ctx.stats, f, came[i], v, &mut rx);
+                true
+            }),
+        };
         if done {
             taken |= 1 << i;
         } else {
@@ -568,6 +570,33 @@ fn dropped<B: AsRef<[u8]> + AsMut<[u8]>>(
     let Some(h) = fast::head(f) else { return false };
     let total = usize::from(u16::from_be_bytes([h[16], h[17]]));
     flow::count_settled(ctx, hit.slot, total, fast::tcp_flags(h, f.data()));
+    took(ctx.stats, f, came, super::Verdict::Drop(reason), rx);
+    true
+}
+
+/// `dropped` for a frame of an IPv6 lane (`from_pod6`, `from_fabric6`)
+/// that `fast6::classify` accepted, whose `target` is the pod its tunnel's
+/// label named or the route the lane looked up (a flow remembers an IPv4
+/// route alone). Before, a pod that kept sending what its policy denies
+/// sent every IPv6 packet through the general path.
+#[inline(never)]
+fn dropped6<B: AsRef<[u8]> + AsMut<[u8]>>(
+    ctx: &mut Ctx<'_, B>,
+    f: &mut Frame<B>,
+    came: u32,
+    vrf: &Vrf,
+    probe: &Probe,
+    target: RouteTarget,
+    rx: &mut Received,
+) -> bool {
+    let Some(table) = ctx.flows.filter(|_| probe.hinted() && vrf.tracks_every_flow()) else { return false };
+    let Some((hit, reason)) = table.dropping(probe, vrf.policy_generations()) else { return false };
+    if !flow::tracked_to(ctx.t, vrf, ctx.t.vif(f.vif), target) {
+        return false;
+    }
+    let Some(h) = fast6::head(f) else { return false };
+    let (total, flags) = fast6::flow_count(h, f.data());
+    flow::count_settled(ctx, hit.slot, total, flags);
     took(ctx.stats, f, came, super::Verdict::Drop(reason), rx);
     true
 }
@@ -900,9 +929,16 @@ fn from_fabric6<B: AsRef<[u8]> + AsMut<[u8]>>(
     let mut taken = 0u32;
     for i in lanes(tunnels) {
         let (Some(vrf), tun) = (vrfs[i], inbound[i]) else { continue };
+        // A tracked packet that is not a hit that forwards may be one on a
+        // flow that drops (`dropped6`).
+        let mut denied = false;
         let settled = if probed & (1 << i) != 0 {
             match flow::settled(ctx, vrf, &probes[i]) {
                 Some(s) => Some(s),
+                None if probes[i].hinted() => {
+                    denied = true;
+                    None
+                }
                 None => continue,
             }
         } else {
@@ -923,19 +959,23 @@ fn from_fabric6<B: AsRef<[u8]> + AsMut<[u8]>>(
         f.pull_front(strip);
         f.set_len(ETH + usize::from(tun.inner_len));
         f.data_mut()[12..14].copy_from_slice(&[0x86, 0xdd]);
-        match fast6::finish(ctx, f, vrf, target, settled) {
-            Some(v) => {
+        let done = if denied {
+            dropped6(ctx, f, came[i], vrf, &probes[i], target, &mut rx)
+        } else {
+            fast6::finish(ctx, f, vrf, target, settled).is_some_and(|v| {
                 took(ctx.stats, f, came[i], v, &mut rx);
-                if let Some(c) = ctx.stats.vrf_mut(vrf.id) {
-                    c.decaps += 1;
-                }
-                taken |= 1 << i;
+                true
+            })
+        };
+        if done {
+            if let Some(c) = ctx.stats.vrf_mut(vrf.id) {
+                c.decaps += 1;
             }
-            None => {
-                f.data_mut()[12..14].copy_from_slice(&kept);
-                f.push_front(strip);
-                f.set_len(came[i] as usize);
-            }
+            taken |= 1 << i;
+        } else {
+            f.data_mut()[12..14].copy_from_slice(&kept);
+            f.push_front(strip);
+            f.set_len(came[i] as usize);
         }
     }
     rx.count(ctx.stats, vif.index);
