@@ -352,10 +352,12 @@ fn from_pod6<B: AsRef<[u8]> + AsMut<[u8]>>(
             (None, _, _) => false,
             // Not a hit that forwards: perhaps one on a flow that drops.
             (Some(target), Some(_), None) => dropped6(ctx, f, came[i], vrf, &probes[i], target, &mut rx),
-            (Some(target), _, settled) => fast6::finish(ctx, f, vrf, target, settled).is_some_and(|v| {
-                took(ctx.stats, f, came[i], v, &mut rx);
-                true
-            }),
+            (Some(target), _, settled) => fast6::finish(ctx, f, vrf, target, settled)
+                .or_else(|| tracked6_cold(ctx, f, vrf, Some(vif), target, settled, &mut probes[i]))
+                .is_some_and(|v| {
+                    took(ctx.stats, f, came[i], v, &mut rx);
+                    true
+                }),
         };
         if done {
             taken |= 1 << i;
@@ -572,6 +574,36 @@ fn dropped<B: AsRef<[u8]> + AsMut<[u8]>>(
     flow::count_settled(ctx, hit.slot, total, fast::tcp_flags(h, f.data()));
     took(ctx.stats, f, came, super::Verdict::Drop(reason), rx);
     true
+}
+
+/// For a frame of an IPv6 pass that `fast6::finish` refused untracked
+/// (`settled` is `None`) in a VRF that does not track every flow: its
+/// verdict, if its route to `target` is one flows track there after all
+/// (`flow::tracked_to`: a composite, whose member the flow pins, where the
+/// VRF tracks flows for its ECMP routes; a pod of another network whose
+/// policy judges it) and its flow, looked up cold, only forwards. The IPv4
+/// pass knows those up front from the VRF's ECMP hint; an IPv6 route is
+/// known only once looked up. Before, every IPv6 packet to a service's
+/// address in a VRF without a policy (Kubernetes' default) took the
+/// general path. Out of line: other frames never come here.
+#[inline(never)]
+fn tracked6_cold<B: AsRef<[u8]> + AsMut<[u8]>>(
+    ctx: &mut Ctx<'_, B>,
+    f: &mut Frame<B>,
+    vrf: &Vrf,
+    in_vif: Option<&Vif>,
+    target: RouteTarget,
+    settled: Option<Forwarding>,
+    probe: &mut Probe,
+) -> Option<super::Verdict> {
+    let table = ctx.flows.filter(|_| settled.is_none() && !vrf.tracks_every_flow())?;
+    if !flow::tracked_to(ctx.t, vrf, in_vif, target) {
+        return None;
+    }
+    flow::prefetch_key(table, &fast6::flow_key(fast6::head(f)?, vrf.id), probe);
+    table.prefetch_slots(probe);
+    let settled = flow::settled(ctx, vrf, probe)?;
+    fast6::finish(ctx, f, vrf, target, Some(settled))
 }
 
 /// `dropped` for a frame of an IPv6 lane (`from_pod6`, `from_fabric6`)
@@ -962,10 +994,12 @@ fn from_fabric6<B: AsRef<[u8]> + AsMut<[u8]>>(
         let done = if denied {
             dropped6(ctx, f, came[i], vrf, &probes[i], target, &mut rx)
         } else {
-            fast6::finish(ctx, f, vrf, target, settled).is_some_and(|v| {
-                took(ctx.stats, f, came[i], v, &mut rx);
-                true
-            })
+            fast6::finish(ctx, f, vrf, target, settled)
+                .or_else(|| tracked6_cold(ctx, f, vrf, Some(vif), target, settled, &mut probes[i]))
+                .is_some_and(|v| {
+                    took(ctx.stats, f, came[i], v, &mut rx);
+                    true
+                })
         };
         if done {
             if let Some(c) = ctx.stats.vrf_mut(vrf.id) {

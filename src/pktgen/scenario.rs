@@ -79,11 +79,16 @@ pub enum Case {
     /// `DecapMplsoudp` over IPv6: from the bulk IPv6 prefixes to pod a2,
     /// out of MPLS over UDP, by the VRF's label.
     DecapMplsoudp6,
+    /// Pod a1 to `SERVICES` IPv6 service addresses (fd00:96::/120), each a
+    /// /128 to the ECMP composite over three remote nodes: Kubernetes'
+    /// IPv6 services. With a flow table and no policy, only these flows
+    /// are tracked, their members pinned.
+    Service6,
 }
 
 impl Case {
     /// Every case, in report order.
-    pub const ALL: [Case; 15] = [
+    pub const ALL: [Case; 16] = [
         Case::LocalForward,
         Case::EncapMplsoudp,
         Case::EncapMplsogre,
@@ -99,6 +104,7 @@ impl Case {
         Case::LocalForward6,
         Case::EncapMplsoudp6,
         Case::DecapMplsoudp6,
+        Case::Service6,
     ];
 
     /// The name used on the command line and in reports.
@@ -119,6 +125,7 @@ impl Case {
             Case::LocalForward6 => "local_forward6",
             Case::EncapMplsoudp6 => "encap_mplsoudp6",
             Case::DecapMplsoudp6 => "decap_mplsoudp6",
+            Case::Service6 => "service6",
         }
     }
 
@@ -165,7 +172,7 @@ impl Case {
 
     /// True for the cases whose pods' packets are IPv6.
     pub fn ipv6(self) -> bool {
-        matches!(self, Case::LocalForward6 | Case::EncapMplsoudp6 | Case::DecapMplsoudp6)
+        matches!(self, Case::LocalForward6 | Case::EncapMplsoudp6 | Case::DecapMplsoudp6 | Case::Service6)
     }
 
     /// For the cases of answers, the case of the clients' packets, which
@@ -549,6 +556,10 @@ fn worker_packets(
                     let inner = packet(a1_l2, Ipv6Addr::from(p | host).into(), A2_IP6.into(), sport, dport);
                     tunnelled(build::Tunnel::Udp(6635), LABEL_VRF, i, &inner[14..])
                 }
+                Case::Service6 => {
+                    let service = service6(i as u32 % SERVICES);
+                    packet(a1_l2, A1_IP6.into(), service.into(), sport, dport)
+                }
             }
         })
         .collect()
@@ -572,7 +583,14 @@ pub fn bulk_target(case: Case) -> RouteTarget {
         | Case::CrossVrfOut => RouteTarget { nh: NH_UDP, label: 16 },
         Case::EncapMplsogre => RouteTarget { nh: NH_GRE, label: 16 },
         Case::EncapMplsoudpEcmp => RouteTarget { nh: NH_ECMP, label: RouteTarget::NO_LABEL },
+        // Its frames go to its service addresses alone (`case_routes`).
+        Case::Service6 => RouteTarget { nh: NH_UDP, label: 16 },
     }
+}
+
+/// `Service6`'s `k`th service address.
+fn service6(k: u32) -> Ipv6Addr {
+    Ipv6Addr::from(0xfd00_0096_u128 << 96 | u128::from(k))
 }
 
 /// The routes a case has besides its bulk routes: `ServiceMix`'s service
@@ -585,14 +603,17 @@ fn case_routes(case: Case) -> Vec<Op> {
     if case.cross_vrf() {
         return green_vrf_ops();
     }
-    if case != Case::ServiceMix {
-        return Vec::new();
-    }
+    let service = |k: u32| match case {
+        Case::ServiceMix => Some((IpAddr::V4(Ipv4Addr::from(SERVICE_BASE + k)), 32)),
+        Case::Service6 => Some((IpAddr::V6(service6(k)), 128)),
+        _ => None,
+    };
     let ecmp = RouteTarget { nh: NH_ECMP, label: RouteTarget::NO_LABEL };
     (0..SERVICES)
-        .map(|k| {
-            let prefix = Prefix::new(IpAddr::V4(Ipv4Addr::from(SERVICE_BASE + k)), 32).expect("a host route");
-            Op::Add(Object::Route(RouteSpec { network: None, vrf: VRF, prefix, target: ecmp }))
+        .map_while(|k| {
+            let (addr, len) = service(k)?;
+            let prefix = Prefix::new(addr, len).expect("a host route");
+            Some(Op::Add(Object::Route(RouteSpec { network: None, vrf: VRF, prefix, target: ecmp })))
         })
         .collect()
 }
