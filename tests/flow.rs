@@ -2163,6 +2163,18 @@ fn a_floating_ip_pods_own_flows_take_the_fast_lane() {
             .unwrap();
         assert_eq!((flow.packets, flow.nat.is_none()), (10, true), "to {dst}");
     }
+    // Its IPv6 too, which no floating IP (IPv4) rewrites, in its VRF
+    // without a policy: tracked, as its IPv4 is, and in the lane after the
+    // first packet. Until the lane's IPv6 pass took them, the general path's.
+    let before = lab.pipeline.general_frames();
+    for _ in 0..10 {
+        let frame = build::udp6_frame(from_a1(), a1_ip6(), a2_ip6(), 5000, 53, 64, 100);
+        assert_eq!(lab.run(A1, frame).0, Verdict::Tx(A2));
+    }
+    assert_eq!(lab.pipeline.general_frames() - before, 1, "IPv6: the first packet alone, making its flow");
+    let flow =
+        table.dump(None, 10, 0).into_iter().find(|f| f.forward && f.key.dst == u128::from(a2_ip6())).expect("tracked");
+    assert_eq!(flow.packets, 10, "every packet counted on its flow");
 }
 
 /// A floating IP's flows are the public network's: the policy of the

@@ -73,9 +73,7 @@ pub(super) fn run<B: AsRef<[u8]> + AsMut<[u8]>>(
     match vif.kind {
         VifKind::Virtual => {
             let left = from_pod(ctx, frames, vif, probes, watch);
-            // A pod with floating IPs tracks every packet: its IPv6 is the
-            // general path's.
-            if left.frames == 0 || !vif.floating.is_empty() {
+            if left.frames == 0 {
                 return left;
             }
             from_pod6(ctx, frames, vif, left, probes, watch)
@@ -302,7 +300,9 @@ fn from_pod6<B: AsRef<[u8]> + AsMut<[u8]>>(
 ) -> Left {
     let t = ctx.t;
     let Some(vrf) = t.vrf(vif.vrf) else { return left };
-    let table = ctx.flows.filter(|_| vrf.tracks_every_flow());
+    // A pod's floating IPs make every packet of its tracked, as in
+    // `from_pod`. Its IPv6 flows are plain: a floating IP is IPv4.
+    let table = ctx.flows.filter(|_| !vif.floating.is_empty() || vrf.tracks_every_flow());
     let own = vif.ipv6.map(u128::from).filter(|_| vif.flags.source_check);
 
     // Pass one: classify, and start each tracked frame's flow lookup.
