@@ -114,7 +114,8 @@ enum Command {
         /// routed back in the clients' network by their pairs),
         /// local_forward6, encap_mplsoudp6 and decap_mplsoudp6
         /// (local_forward, encap_mplsoudp and decap_mplsoudp between IPv6
-        /// pods, to and from the IPv6 prefixes), or all.
+        /// pods, to and from the IPv6 prefixes), service6 (an IPv6 pod to
+        /// 256 IPv6 service addresses, /128s to an ECMP composite), or all.
         #[arg(long, default_value = "all")]
         case: String,
         /// Packets to process per case.
