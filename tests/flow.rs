@@ -870,6 +870,52 @@ fn answers_from_a_pod_of_another_vrf_on_this_node_pass_its_policy() {
     assert!(table.get(opened.slot, 0).unwrap().one_way);
 }
 
+/// The same over IPv6, on the general path and in the fast lane: g1's
+/// answers to a1, which green has no route to, pass on their pair's
+/// reverse entry, routed back in blue. (The general path read the packet
+/// it routed on in blue as IPv4 whatever it was, and dropped every IPv6
+/// answer across networks as invalid; the lane's IPv6 pass took none of
+/// them. The differential fuzz found it once the lane took them.)
+#[test]
+fn ipv6_answers_from_a_pod_of_another_vrf_route_back_in_the_clients_vrf() {
+    use vrouter::pipeline::{Pipeline, PipelineConfig};
+    let g1_ip6: std::net::Ipv6Addr = "fd00:5::2".parse().unwrap();
+    for fast_path in [false, true] {
+        let (mut lab, table) = lab_with_flows();
+        let limits = *lab.handle.load().limits();
+        lab.pipeline = Pipeline::new(PipelineConfig { fast_path, ..PipelineConfig::default() }, &limits);
+        lab.pipeline.set_flows(Some(table.clone()));
+        lab.writer.apply(&green_pod_ops()).unwrap();
+        let mut g1 = lab.handle.load().vif(G1).unwrap().clone();
+        g1.ipv6 = Some(g1_ip6);
+        lab.writer
+            .apply(&[
+                Op::Update(Object::Vif(g1)),
+                route_in(BLUE, "fd00:5::2/128", NH_G1, NO, Some(GREEN)),
+                route_in(GREEN, "fd00:5::2/128", NH_G1, NO, None),
+                Op::Add(Object::Policy(BLUE, Policy::allow_all())),
+                Op::Add(Object::Policy(GREEN, Policy::allow_all())),
+            ])
+            .unwrap();
+        let g1_l2 = L2 { src: mac(7), dst: router_mac() };
+        let to_g1 = build::udp6_frame(from_a1(), a1_ip6(), g1_ip6, 40000, 53, 64, 100);
+        let answer = || build::udp6_frame(g1_l2, g1_ip6, a1_ip6(), 53, 40000, 64, 100);
+        assert_eq!(lab.run(A1, to_g1).0, Verdict::Tx(G1), "fast path {fast_path}");
+        let before = lab.pipeline.general_frames();
+        for n in 0..5 {
+            let (v, out) = lab.run(G1, answer());
+            assert_eq!(v, Verdict::Tx(A1), "answer {n}, fast path {fast_path}");
+            assert_eq!(out[14 + 7], 63, "its hop limit, decremented");
+        }
+        let taken_by_the_lane = 5 - (lab.pipeline.general_frames() - before);
+        assert_eq!(taken_by_the_lane, if fast_path { 5 } else { 0 });
+        let key = FlowKey::v6(GREEN, UDP, g1_ip6.into(), a1_ip6().into(), 53, 40000);
+        let answers = table.lookup(&key).expect("the reverse entry, in g1's VRF");
+        assert_eq!((answers.forward, answers.route_vrf), (false, Some(BLUE)));
+        assert_eq!(table.get(answers.slot, 0).unwrap().packets, 5, "the answers are counted on it");
+    }
+}
+
 /// `lab_with_flows`, with green's pod g1, whose route blue imports (green
 /// has none back), and a policy that allows all in both networks.
 fn lab_with_green_open() -> (Lab, Arc<FlowTable>) {

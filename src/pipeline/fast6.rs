@@ -56,6 +56,12 @@ pub(super) fn head_of(d: &[u8]) -> Option<&[u8; HEAD]> {
     d.get(..HEAD)?.try_into().ok()
 }
 
+/// The destination address of a frame `classify` accepted.
+#[inline(always)]
+pub(super) fn destination(h: &[u8; HEAD]) -> u128 {
+    address(h, field::DST)
+}
+
 #[inline(always)]
 fn address(h: &[u8; HEAD], at: usize) -> u128 {
     let mut a = [0u8; 16];

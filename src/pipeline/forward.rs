@@ -453,7 +453,9 @@ fn follow_flow<B: AsRef<[u8]> + AsMut<[u8]>>(
         }
     }
     let public = hit.route_vrf?;
-    Some(match parse_ip(f.data(), false) {
+    // Read again: a rewrite changed it. (Read as IPv4 whatever it was, an
+    // IPv6 answer from a pod of another network was dropped as invalid.)
+    Some(match parse_ip(f.data(), info.v6) {
         Ok(natted) => route(ctx, f, public, &natted, origin, depth + 1),
         Err(r) => Verdict::Drop(r),
     })

@@ -348,16 +348,18 @@ fn from_pod6<B: AsRef<[u8]> + AsMut<[u8]>>(
             Some(_) => flow::settled(ctx, vrf, &probes[i]),
             None => None,
         };
-        let done = match (vrf.v6.target(routes[j]), table, settled) {
-            (None, _, _) => false,
-            // Not a hit that forwards: perhaps one on a flow that drops.
-            (Some(target), Some(_), None) => dropped6(ctx, f, came[i], vrf, &probes[i], target, &mut rx),
-            (Some(target), _, settled) => fast6::finish(ctx, f, vrf, target, settled)
-                .or_else(|| tracked6_cold(ctx, f, vrf, Some(vif), target, settled, &mut probes[i]))
-                .is_some_and(|v| {
-                    took(ctx.stats, f, came[i], v, &mut rx);
-                    true
-                }),
+        let target = vrf.v6.target(routes[j]);
+        let done = match (table, settled) {
+            // Not a plain hit: perhaps one that routes in another VRF, or drops.
+            (Some(_), None) => translated6(ctx, f, came[i], vrf, &probes[i], target, &mut rx),
+            (_, settled) => target.is_some_and(|target| {
+                fast6::finish(ctx, f, vrf, target, settled)
+                    .or_else(|| tracked6_cold(ctx, f, vrf, Some(vif), target, settled, &mut probes[i]))
+                    .is_some_and(|v| {
+                        took(ctx.stats, f, came[i], v, &mut rx);
+                        true
+                    })
+            }),
         };
         if done {
             taken |= 1 << i;
@@ -573,6 +575,56 @@ fn dropped<B: AsRef<[u8]> + AsMut<[u8]>>(
     let total = usize::from(u16::from_be_bytes([h[16], h[17]]));
     flow::count_settled(ctx, hit.slot, total, fast::tcp_flags(h, f.data()));
     took(ctx.stats, f, came, super::Verdict::Drop(reason), rx);
+    true
+}
+
+/// `translated` for a frame of `from_pod6` whose flow is not a plain hit
+/// (`flow::settled` found none), with `target` its route in `vrf`, if it
+/// has one: a hit on an entry that routes in another VRF (a pod's answers
+/// to a client of another network on this node, routed back in that
+/// network, where this VRF has no route to it), else perhaps one on a
+/// flow that drops (`dropped6`). An entry that rewrites is the general
+/// path's: a floating IP, a service's port, is IPv4. A composite in the
+/// other VRF takes the member the packet's hash selects, unpinned, as in
+/// `translated_hit`. Before, every IPv6 answer across networks took the
+/// general path.
+#[inline(never)]
+fn translated6<B: AsRef<[u8]> + AsMut<[u8]>>(
+    ctx: &mut Ctx<'_, B>,
+    f: &mut Frame<B>,
+    came: u32,
+    vrf: &Vrf,
+    probe: &Probe,
+    target: Option<RouteTarget>,
+    rx: &mut Received,
+) -> bool {
+    let Some((settled, tr)) = flow::translated(ctx, vrf, probe) else {
+        return target.is_some_and(|target| dropped6(ctx, f, came, vrf, probe, target, rx));
+    };
+    if !tr.nat.is_none() {
+        return false;
+    }
+    let (routed_in, target) = match tr.route_vrf {
+        None => (vrf, target),
+        Some(id) => {
+            let Some((routed_in, h)) = ctx.t.vrf(id).zip(fast6::head(f)) else { return false };
+            (routed_in, routed_in.v6.lookup(fast6::destination(h)))
+        }
+    };
+    let Some(mut target) = target else { return false };
+    let mut ecmp = false;
+    if let (Some(_), Some(NextHop::Composite(group))) = (tr.route_vrf, ctx.t.nexthop(target.nh)) {
+        let Some(member) = group.select(settled.hash) else { return false };
+        target = *member;
+        ecmp = true;
+    }
+    let Some(v) = fast6::finish(ctx, f, routed_in, target, Some(settled)) else { return false };
+    took(ctx.stats, f, came, v, rx);
+    if ecmp {
+        if let Some(c) = ctx.stats.vrf_mut(routed_in.id) {
+            c.ecmp_composites += 1;
+        }
+    }
     true
 }
 
