@@ -281,11 +281,13 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
 
 /// The lane for the IPv6 frames of a vector from pod `vif` that
 /// `from_pod` left (in `left`): plain IPv6 (`fast6::classify`), untracked,
-/// or hits on flows that only forward where the VRF tracks every flow, to
-/// a local pod or into a tunnel, in the same three passes. Every frame's
-/// route is looked up: a flow remembers an IPv4 route alone. Where only
-/// ECMP routes track flows, a packet to a composite is the general path's
-/// (`fast6::finish`). Before, all IPv6 took the general path: a pod's
+/// or hits on flows that only forward where every flow is tracked (the
+/// VRF's, or a floating-IP pod's), to a local pod or into a tunnel, in the
+/// same three passes; hits that route in another VRF or drop
+/// (`translated6`). Every frame's route is looked up: a flow remembers an
+/// IPv4 route alone. Where only ECMP routes track flows, a packet that its
+/// route says is tracked has its flow looked up cold (`tracked6_cold`).
+/// Before, all IPv6 took the general path: a pod's
 /// packets 4-5 times as long as IPv4's (`vrpktgen pipeline --case
 /// local_forward6`). Out of line: an IPv4 vector pays the call only when
 /// it left a frame, and then a look at each left frame's Ethernet type.
@@ -944,8 +946,9 @@ fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
 /// carry IPv6 (`six`, with what their outer headers said: `outer`): a
 /// plain IPv6 packet (`fast6::inspect_packet`) whose label names a local
 /// pod or a VRF to route it in (`landing`), stripped and carried out as
-/// `from_pod6` carries a pod's, untracked or a hit on a flow that only
-/// forwards in the VRF it lands in. One the fast path then refuses is
+/// `from_pod6` carries a pod's, untracked, a hit on a flow that only
+/// forwards or drops (`dropped6`) in the VRF it lands in, or one whose
+/// route says it is tracked after all (`tracked6_cold`). One the fast path then refuses is
 /// given back its outer headers, as it came. Out of line, as `from_pod6`.
 /// Before, each such packet took the general path (`vrpktgen pipeline
 /// --case decap_mplsoudp6 --general-path` measures it).

@@ -49,9 +49,9 @@ general_causes! {
     Arp => "arp";
     /// IPv6 the lane's IPv6 pass does not take: extension headers, a hop
     /// limit of 1, a SYN, DHCPv6, neighbour discovery, multicast, another
-    /// source than the pod's own; a new flow, or a flow that rewrites or
-    /// routes in another VRF; a next hop it does not carry out, a packet
-    /// too big for it.
+    /// source than the pod's own; a new flow, or one decided under an
+    /// older policy; a next hop it does not carry out, a packet too big
+    /// for it.
     Ipv6 => "ipv6";
     /// Any other Ethernet type (a VLAN tag, LLDP, ...).
     OtherEthertype => "other_ethertype";
