@@ -323,11 +323,27 @@ impl<K: FibKey> Fib<K> {
     #[inline]
     pub fn lookup(&self, key: K) -> Option<RouteTarget> {
         if K::HOSTS_BY_HASH {
-            let host = self.hosts.leaf(key);
-            if host != EMPTY {
-                return self.target_of(host);
-            }
+            return self.lookup_hosts_first(key);
         }
+        self.walk(key)
+    }
+
+    /// `lookup` for a family whose full-length prefixes are found by hash
+    /// (`HostRoutes`): asked first, then the trie. Out of line: `lookup` is
+    /// inlined into the general vector, and the probe there, in IPv6's
+    /// copy, moved IPv4's lane by 14-18 instructions a packet (callgrind).
+    #[inline(never)]
+    fn lookup_hosts_first(&self, key: K) -> Option<RouteTarget> {
+        let host = self.hosts.leaf(key);
+        if host != EMPTY {
+            return self.target_of(host);
+        }
+        self.walk(key)
+    }
+
+    /// The trie's walk for `key`.
+    #[inline(always)]
+    fn walk(&self, key: K) -> Option<RouteTarget> {
         let mut node = &self.nodes[0];
         let mut level = 0;
         loop {
