@@ -565,17 +565,39 @@ fn dropped<B: AsRef<[u8]> + AsMut<[u8]>>(
     pod: Option<RouteTarget>,
     rx: &mut Received,
 ) -> bool {
-    let Some(table) = ctx.flows.filter(|_| probe.hinted() && vrf.tracks_every_flow()) else { return false };
-    let Some((hit, reason)) = table.dropping(probe, vrf.policy_generations()) else { return false };
     // Routed first on the general path: no route is a drop of its own, and
     // a route to the node itself has no flow looked up.
-    let Some(target) = pod.or_else(|| vrf.v4.recall(hit.route.route()).flatten()) else { return false };
+    let target = |hit: &Forwarding| pod.or_else(|| vrf.v4.recall(hit.route.route()).flatten());
+    let count = |f: &Frame<B>| {
+        let h = fast::head(f)?;
+        Some((usize::from(u16::from_be_bytes([h[16], h[17]])), fast::tcp_flags(h, f.data())))
+    };
+    drop_on_flow(ctx, f, came, vrf, probe, rx, target, count)
+}
+
+/// `dropped` and `dropped6`: the frame dropped and counted on its flow if
+/// the flow drops, where the hit's route (`target`) has flows tracked;
+/// `count` gives the packet's length and TCP flags.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // `dropped`'s, and the family's two reads.
+fn drop_on_flow<B: AsRef<[u8]> + AsMut<[u8]>>(
+    ctx: &mut Ctx<'_, B>,
+    f: &mut Frame<B>,
+    came: u32,
+    vrf: &Vrf,
+    probe: &Probe,
+    rx: &mut Received,
+    target: impl FnOnce(&Forwarding) -> Option<RouteTarget>,
+    count: impl FnOnce(&Frame<B>) -> Option<(usize, u8)>,
+) -> bool {
+    let Some(table) = ctx.flows.filter(|_| probe.hinted() && vrf.tracks_every_flow()) else { return false };
+    let Some((hit, reason)) = table.dropping(probe, vrf.policy_generations()) else { return false };
+    let Some(target) = target(&hit) else { return false };
     if !flow::tracked_to(ctx.t, vrf, ctx.t.vif(f.vif), target) {
         return false;
     }
-    let Some(h) = fast::head(f) else { return false };
-    let total = usize::from(u16::from_be_bytes([h[16], h[17]]));
-    flow::count_settled(ctx, hit.slot, total, fast::tcp_flags(h, f.data()));
+    let Some((total, flags)) = count(f) else { return false };
+    flow::count_settled(ctx, hit.slot, total, flags);
     took(ctx.stats, f, came, super::Verdict::Drop(reason), rx);
     true
 }
@@ -600,7 +622,12 @@ fn translated6<B: AsRef<[u8]> + AsMut<[u8]>>(
     target: Option<RouteTarget>,
     rx: &mut Received,
 ) -> bool {
-    let Some((settled, tr)) = flow::translated(ctx, vrf, probe) else {
+    // Only the answers of a network that others import route elsewhere
+    // (`Vrf::imported_elsewhere`); elsewhere, reading for one first cost a
+    // denied flow's drop 149 instructions (callgrind, local_forward6
+    // --flow-deny). A hint: an entry it misses is the general path's.
+    let found = (vrf.imported_elsewhere > 0).then(|| flow::translated(ctx, vrf, probe)).flatten();
+    let Some((settled, tr)) = found else {
         return target.is_some_and(|target| dropped6(ctx, f, came, vrf, probe, target, rx));
     };
     if !tr.nat.is_none() {
@@ -613,19 +640,13 @@ fn translated6<B: AsRef<[u8]> + AsMut<[u8]>>(
             (routed_in, routed_in.v6.lookup(fast6::destination(h)))
         }
     };
-    let Some(mut target) = target else { return false };
-    let mut ecmp = false;
-    if let (Some(_), Some(NextHop::Composite(group))) = (tr.route_vrf, ctx.t.nexthop(target.nh)) {
-        let Some(member) = group.select(settled.hash) else { return false };
-        target = *member;
-        ecmp = true;
-    }
+    let Some((target, ecmp)) = target.and_then(|t| unpinned_member(ctx.t, tr.route_vrf, t, settled.hash)) else {
+        return false;
+    };
     let Some(v) = fast6::finish(ctx, f, routed_in, target, Some(settled)) else { return false };
     took(ctx.stats, f, came, v, rx);
     if ecmp {
-        if let Some(c) = ctx.stats.vrf_mut(routed_in.id) {
-            c.ecmp_composites += 1;
-        }
+        count_unpinned(ctx.stats, routed_in.id);
     }
     true
 }
@@ -675,16 +696,8 @@ fn dropped6<B: AsRef<[u8]> + AsMut<[u8]>>(
     target: RouteTarget,
     rx: &mut Received,
 ) -> bool {
-    let Some(table) = ctx.flows.filter(|_| probe.hinted() && vrf.tracks_every_flow()) else { return false };
-    let Some((hit, reason)) = table.dropping(probe, vrf.policy_generations()) else { return false };
-    if !flow::tracked_to(ctx.t, vrf, ctx.t.vif(f.vif), target) {
-        return false;
-    }
-    let Some(h) = fast6::head(f) else { return false };
-    let (total, flags) = fast6::flow_count(h, f.data());
-    flow::count_settled(ctx, hit.slot, total, flags);
-    took(ctx.stats, f, came, super::Verdict::Drop(reason), rx);
-    true
+    let count = |f: &Frame<B>| fast6::head(f).map(|h| fast6::flow_count(h, f.data()));
+    drop_on_flow(ctx, f, came, vrf, probe, rx, |_| Some(target), count)
 }
 
 /// Pass three for a hit that is not plain (`flow::translated`): the
@@ -754,7 +767,9 @@ fn translated_hit<B: AsRef<[u8]> + AsMut<[u8]>>(
     };
     // Routed on in another VRF to a composite (a public network's
     // gateways), the packet takes the member its hash selects, unpinned:
-    // its entry pins nothing there, as the general path does not.
+    // its entry pins nothing there, as the general path does not. (Through
+    // `unpinned_member`, as `translated6` does, this cost the answers
+    // across networks 37 instructions: callgrind, cross_vrf_out.)
     let mut ecmp = false;
     if let (Some(_), Some(NextHop::Composite(group))) = (tr.route_vrf, ctx.t.nexthop(target.nh)) {
         let Some(member) = group.select(settled.hash) else { return false };
@@ -763,11 +778,35 @@ fn translated_hit<B: AsRef<[u8]> + AsMut<[u8]>>(
     }
     let delivered = deliver(ctx, f, came, routed_in, target, Some(settled), nat, rx);
     if delivered && ecmp {
-        if let Some(c) = ctx.stats.vrf_mut(routed_in.id) {
-            c.ecmp_composites += 1;
-        }
+        count_unpinned(ctx.stats, routed_in.id);
     }
     delivered
+}
+
+/// A hit's `target` in the VRF its entry routes it in (`route_vrf`): there,
+/// a composite (a public network's gateways, a client network's nodes)
+/// gives the member the packet's `hash` selects, unpinned, since its entry
+/// pins nothing there, as the general path does not; with `true`, for
+/// `count_unpinned`. Any other target as it is. `None`: an empty composite.
+#[inline(always)]
+fn unpinned_member(
+    t: &crate::tables::Tables,
+    route_vrf: Option<u32>,
+    target: RouteTarget,
+    hash: u32,
+) -> Option<(RouteTarget, bool)> {
+    match (route_vrf, t.nexthop(target.nh)) {
+        (Some(_), Some(NextHop::Composite(group))) => group.select(hash).map(|m| (*m, true)),
+        _ => Some((target, false)),
+    }
+}
+
+/// Counts a packet sent to an `unpinned_member` on its VRF's composites.
+#[inline(always)]
+fn count_unpinned(stats: &mut crate::stats::Stats, vrf: u32) {
+    if let Some(c) = stats.vrf_mut(vrf) {
+        c.ecmp_composites += 1;
+    }
 }
 
 /// The lane for a vector from the fabric: MPLS over UDP or GRE to this node
