@@ -879,18 +879,15 @@ fn answers_from_a_pod_of_another_vrf_on_this_node_pass_its_policy() {
 #[test]
 fn ipv6_answers_from_a_pod_of_another_vrf_route_back_in_the_clients_vrf() {
     use vrouter::pipeline::{Pipeline, PipelineConfig};
-    let g1_ip6: std::net::Ipv6Addr = "fd00:5::2".parse().unwrap();
+    let g1_ip6 = g1_ip6();
     for fast_path in [false, true] {
         let (mut lab, table) = lab_with_flows();
         let limits = *lab.handle.load().limits();
         lab.pipeline = Pipeline::new(PipelineConfig { fast_path, ..PipelineConfig::default() }, &limits);
         lab.pipeline.set_flows(Some(table.clone()));
         lab.writer.apply(&green_pod_ops()).unwrap();
-        let mut g1 = lab.handle.load().vif(G1).unwrap().clone();
-        g1.ipv6 = Some(g1_ip6);
         lab.writer
             .apply(&[
-                Op::Update(Object::Vif(g1)),
                 route_in(BLUE, "fd00:5::2/128", NH_G1, NO, Some(GREEN)),
                 route_in(GREEN, "fd00:5::2/128", NH_G1, NO, None),
                 Op::Add(Object::Policy(BLUE, Policy::allow_all())),

@@ -730,12 +730,9 @@ fn the_fast_path_matches_the_general_path_across_networks() {
     lab.writer.apply(&green_pod_ops()).unwrap();
     add_v6_routes(&mut lab);
     // g1 speaks IPv6 too, reached from blue by the /128 it imports.
-    let g1_ip6: Ipv6Addr = "fd00:5::2".parse().unwrap();
-    let mut g1_vif = lab.handle.load().vif(G1).unwrap().clone();
-    g1_vif.ipv6 = Some(g1_ip6);
+    let g1_ip6 = g1_ip6();
     lab.writer
         .apply(&[
-            Op::Update(Object::Vif(g1_vif)),
             route_in(BLUE, "10.5.0.2/32", NH_G1, NO, Some(GREEN)),
             route_in(GREEN, "10.5.0.2/32", NH_G1, NO, None),
             route_in(BLUE, "fd00:5::2/128", NH_G1, NO, Some(GREEN)),

@@ -19,7 +19,7 @@
 //! Buckets live in pages behind `Arc`s, like the trie's nodes: a snapshot's
 //! copy shares them, and a change copies only its own page.
 
-use super::lpm::FibKey;
+use super::lpm::{FibKey, EMPTY};
 use std::sync::Arc;
 
 /// Keys a bucket holds: three 128-bit keys and their leaves fill one
@@ -27,8 +27,6 @@ use std::sync::Arc;
 const WAYS: usize = 3;
 /// Buckets a page holds, copied together on a change.
 const PAGE: usize = 16;
-/// An empty slot's leaf: leaves name targets from 1.
-const EMPTY: u32 = 0;
 
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
@@ -147,18 +145,19 @@ impl<K: FibKey> HostRoutes<K> {
         self.place(key, leaf);
     }
 
+    /// The bucket and way that hold `key`, if its bucket does.
+    fn way_of(&self, key: K) -> Option<(usize, usize)> {
+        let b = self.bucket_of(key);
+        let bucket = &self.pages.get(b / PAGE)?[b % PAGE];
+        (0..WAYS).find(|&w| bucket.keys[w] == key && bucket.leaves[w] != EMPTY).map(|w| (b, w))
+    }
+
     /// Drops `key`, if held.
     pub(super) fn remove(&mut self, key: K) {
         if let Some(i) = self.spilled.iter().position(|&(k, _)| k == key) {
             Arc::make_mut(&mut self.spilled).swap_remove(i);
         } else {
-            let b = self.bucket_of(key);
-            let Some(w) = self.pages.get(b / PAGE).and_then(|p| {
-                let bucket = &p[b % PAGE];
-                (0..WAYS).find(|&w| bucket.keys[w] == key && bucket.leaves[w] != EMPTY)
-            }) else {
-                return;
-            };
+            let Some((b, w)) = self.way_of(key) else { return };
             let bucket = &mut Arc::make_mut(&mut self.pages[b / PAGE])[b % PAGE];
             bucket.keys[w] = K::zero();
             bucket.leaves[w] = EMPTY;
@@ -185,16 +184,8 @@ impl<K: FibKey> HostRoutes<K> {
             Arc::make_mut(&mut self.spilled)[i].1 = leaf;
             return true;
         }
-        if self.leaf(key) == EMPTY {
-            return false;
-        }
-        let b = self.bucket_of(key);
-        let bucket = &mut Arc::make_mut(&mut self.pages[b / PAGE])[b % PAGE];
-        for w in 0..WAYS {
-            if bucket.keys[w] == key && bucket.leaves[w] != EMPTY {
-                bucket.leaves[w] = leaf;
-            }
-        }
+        let Some((b, w)) = self.way_of(key) else { return false };
+        Arc::make_mut(&mut self.pages[b / PAGE])[b % PAGE].leaves[w] = leaf;
         true
     }
 
@@ -226,16 +217,7 @@ impl<K: FibKey> HostRoutes<K> {
 
     /// Rehashes every host into `buckets` buckets (a power of two, a page or more).
     fn resize(&mut self, buckets: usize) {
-        let mut hosts: Vec<(K, u32)> = self.spilled.iter().copied().collect();
-        for page in &self.pages {
-            for bucket in page.iter() {
-                for w in 0..WAYS {
-                    if bucket.leaves[w] != EMPTY {
-                        hosts.push((bucket.keys[w], bucket.leaves[w]));
-                    }
-                }
-            }
-        }
+        let hosts = self.held();
         let empty = Bucket { keys: [K::zero(); WAYS], leaves: [EMPTY; WAYS] };
         self.pages = (0..buckets / PAGE).map(|_| Arc::new([empty; PAGE])).collect();
         self.shift = 64 - buckets.trailing_zeros();
@@ -246,15 +228,19 @@ impl<K: FibKey> HostRoutes<K> {
         }
     }
 
-    /// Every host held, with its leaf, for tests.
+    /// Every host held, with its leaf: the spilled ones, then the buckets'.
+    fn held(&self) -> Vec<(K, u32)> {
+        let mut v: Vec<(K, u32)> = self.spilled.iter().copied().collect();
+        for bucket in self.pages.iter().flat_map(|p| p.iter()) {
+            v.extend((0..WAYS).filter(|&w| bucket.leaves[w] != EMPTY).map(|w| (bucket.keys[w], bucket.leaves[w])));
+        }
+        v
+    }
+
+    /// `held`, sorted, for tests.
     #[cfg(test)]
     fn all(&self) -> Vec<(K, u32)> {
-        let mut v: Vec<(K, u32)> = self.spilled.iter().copied().collect();
-        for page in &self.pages {
-            for bucket in page.iter() {
-                v.extend((0..WAYS).filter(|&w| bucket.leaves[w] != EMPTY).map(|w| (bucket.keys[w], bucket.leaves[w])));
-            }
-        }
+        let mut v = self.held();
         v.sort();
         v
     }

@@ -27,7 +27,8 @@ const FANOUT: usize = 1 << STRIDE;
 const CHILD: u32 = 1 << 31;
 const REL_SHIFT: u32 = 27;
 const VALUE_MASK: u32 = (1 << REL_SHIFT) - 1;
-const EMPTY: u32 = 0;
+/// No leaf: a slot, or a `HostRoutes` way, that names no target.
+pub(super) const EMPTY: u32 = 0;
 /// Most keys `lookup_batch` takes at once.
 pub const BATCH: usize = 32;
 

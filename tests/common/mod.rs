@@ -499,9 +499,15 @@ pub fn g1_ip() -> Ipv4Addr {
 }
 
 /// Adds green and its pod g1 (no routes): a second network on the node.
+/// g1's IPv6 address.
+pub fn g1_ip6() -> Ipv6Addr {
+    "fd00:5::2".parse().unwrap()
+}
+
 pub fn green_pod_ops() -> Vec<Op> {
     let mut g1 = Vif::new(G1, "veth-g1", VifKind::Virtual, GREEN, mac(7));
     g1.ipv4 = Some(g1_ip());
+    g1.ipv6 = Some(g1_ip6());
     vec![
         Op::Add(Object::Vrf(VrfSpec { id: GREEN, name: "green".into(), gateway_v4: None, gateway_v6: None })),
         Op::Add(Object::Vif(g1)),
