@@ -215,6 +215,29 @@ fn every_command_prints_an_aligned_table_and_json() {
         (&1.into(), &serde_json::json!(["ecmp_routes"]))
     );
     assert_eq!(json(&sock, &["vrf", "list"]).as_array().unwrap().len(), 4);
+    // Blue's two IPv6 pods' /128s are found by hash, none spilled, and
+    // what its routes take is shown.
+    assert_eq!(row(&t, "1")[6], "2", "HOSTS6: {t}");
+    assert_eq!((&blue["status"]["hosts_v6"], &blue["status"]["hosts_v6_spilled"]), (&2.into(), &0.into()));
+    let bytes = blue["status"]["memory_bytes"].as_u64().unwrap();
+    assert!(bytes > 1024, "{bytes}");
+    assert!(row(&t, "1")[7].ends_with(" KiB") || row(&t, "1")[7].ends_with(" MiB"), "MEMORY: {t}");
+    // A /128 whose low 64 bits are zero (a subnet's first address) always
+    // spills (`tables::hosts`): the trie alone finds it, and the count says so.
+    let first = serde_json::json!({ "route": { "vrf": BLUE, "prefix": "fd00:1::/128", "nh": NH_A1 } });
+    c.call("add", first.clone()).unwrap();
+    let t = ok(&sock, &["vrf", "list"]);
+    assert_eq!(row(&t, "1")[6], "3 (1 spilled)", "{t}");
+    let hit = json(&sock, &["rt", "get", "fd00:1::", "--vrf", "blue"]);
+    assert_eq!(
+        (hit["prefix"].as_str(), hit["nexthop"]["type"].as_str()),
+        (Some("fd00:1::/128"), Some("encap")),
+        "found by the walk: {hit}"
+    );
+    c.call("delete", serde_json::json!({ "route": { "vrf": BLUE, "prefix": "fd00:1::/128" } })).unwrap();
+    let vrfs = json(&sock, &["vrf", "list"]);
+    let blue = vrfs.as_array().unwrap().iter().find(|v| v["id"] == BLUE).unwrap();
+    assert_eq!((&blue["status"]["hosts_v6"], &blue["status"]["hosts_v6_spilled"]), (&2.into(), &0.into()));
 
     // dropstats, vrfstats, info
     let t = ok(&sock, &["dropstats"]);

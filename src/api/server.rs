@@ -350,7 +350,7 @@ impl Control {
             }
             KeyDef::Vrf(id) => {
                 let v = t.vrf(*id).ok_or_else(|| missing("VRF", id))?;
-                Ok(vrf_json(v, st.writer.route_count(*id)))
+                Ok(vrf_json(v, &st.writer))
             }
             KeyDef::Nexthop(id) => {
                 let nh = t.nexthop(*id).ok_or_else(|| missing("next hop", id))?;
@@ -395,9 +395,7 @@ impl Control {
                 let counted = self.stats.read();
                 page(t.vifs().map(|v| (v.index, v)), after_id()?, limit, |_, v| self.vif_json(v, &counted))
             }
-            "vrf" => {
-                page(t.vrfs().map(|v| (v.id, v)), after_id()?, limit, |id, v| vrf_json(v, st.writer.route_count(id)))
-            }
+            "vrf" => page(t.vrfs().map(|v| (v.id, v)), after_id()?, limit, |_, v| vrf_json(v, &st.writer)),
             "nexthop" => page(t.nexthops(), after_id()?, limit, |id, nh| self.nexthop_json(&st, id, nh)),
             "label" => page(t.labels(), after_id()?, limit, |l, nh| json!({ "label": l, "nh": nh })),
             "policy" => {
@@ -973,7 +971,11 @@ fn flow_json(f: &crate::flow::FlowInfo, judged: crate::pipeline::Judgement) -> V
     })
 }
 
-fn vrf_json(v: &crate::tables::Vrf, (v4, v6): (usize, usize)) -> Value {
+fn vrf_json(v: &crate::tables::Vrf, writer: &TablesWriter) -> Value {
+    let (v4, v6) = writer.route_count(v.id);
+    // A spilled /128 is found by the trie's sixteen-level walk alone: the
+    // count says when a VRF's pods pay it (`tables::hosts`).
+    let (hosts_v6, hosts_v6_spilled) = v.v6.host_routes();
     // Why the VRF tracks flows, if it does: an operator's first question
     // when a flow shows up (or does not) where no policy is.
     let why =
@@ -982,6 +984,9 @@ fn vrf_json(v: &crate::tables::Vrf, (v4, v6): (usize, usize)) -> Value {
     let status = json!({
         "routes_v4": v4,
         "routes_v6": v6,
+        "hosts_v6": hosts_v6,
+        "hosts_v6_spilled": hosts_v6_spilled,
+        "memory_bytes": writer.vrf_memory_bytes(v.id),
         "ecmp_routes": v.ecmp_routes,
         "floating_ips": v.floating_ips,
         "tracks_flows": flows,

@@ -679,19 +679,36 @@ fn label_table(items: &[Value], nhs: &std::collections::HashMap<u64, Value>) -> 
     t.to_string()
 }
 
+/// `bytes` as an operator reads it: "812 B", "14.2 KiB", "3.1 MiB".
+fn binary_size(bytes: u64) -> String {
+    match bytes {
+        0..1024 => format!("{bytes} B"),
+        1024..1_048_576 => format!("{:.1} KiB", bytes as f64 / 1024.0),
+        _ => format!("{:.1} MiB", bytes as f64 / 1_048_576.0),
+    }
+}
+
 fn vrf_table(items: &[Value]) -> String {
-    let mut t = Table::new(&["VRF", "NAME", "GATEWAY", "GATEWAY6", "ROUTES", "ROUTES6", "FLOWS"]);
+    let mut t = Table::new(&["VRF", "NAME", "GATEWAY", "GATEWAY6", "ROUTES", "ROUTES6", "HOSTS6", "MEMORY", "FLOWS"]);
     for v in items {
+        let status = &v["status"];
         // Why it tracks flows ("policy,ecmp_routes"), or "-".
         let why: Vec<&str> =
-            v["status"]["tracks_flows"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            status["tracks_flows"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        // The /128s found by hash, and those only the trie walk finds.
+        let hosts = match status["hosts_v6_spilled"].as_u64() {
+            Some(spilled) if spilled > 0 => format!("{} ({spilled} spilled)", show(&status["hosts_v6"])),
+            _ => show(&status["hosts_v6"]),
+        };
         t.row(vec![
             show(&v["id"]),
             show(&v["name"]),
             show(&v["gateway_v4"]),
             show(&v["gateway_v6"]),
-            show(&v["status"]["routes_v4"]),
-            show(&v["status"]["routes_v6"]),
+            show(&status["routes_v4"]),
+            show(&status["routes_v6"]),
+            hosts,
+            status["memory_bytes"].as_u64().map_or_else(|| "-".to_string(), binary_size),
             if why.is_empty() { "-".to_string() } else { why.join(",") },
         ]);
     }

@@ -97,9 +97,14 @@ type Counter<T> = (&'static str, &'static str, fn(&T) -> u64);
 /// The whole exposition.
 pub fn render(control: &Control) -> String {
     let tables = control.lock().writer.tables().clone();
-    let routes: Vec<(u32, (usize, usize))> = {
+    // Per VRF: its routes by family, the bytes they take, and the /128s
+    // only the trie walk finds (`tables::hosts`).
+    let routes: Vec<(u32, (usize, usize), usize, usize)> = {
         let st = control.lock();
-        tables.vrfs().map(|v| (v.id, st.writer.route_count(v.id))).collect()
+        tables
+            .vrfs()
+            .map(|v| (v.id, st.writer.route_count(v.id), st.writer.vrf_memory_bytes(v.id), v.v6.host_routes().1))
+            .collect()
     };
     let counted = control.stats().read();
     let (s, io) = (&counted.stats, &counted.io);
@@ -171,9 +176,21 @@ pub fn render(control: &Control) -> String {
         f.sample("vrouter_table_capacity", &format!("table=\"{t}\""), cap);
     }
     f.header("vrouter_vrf_routes", "gauge", "Routes in each VRF, by family.");
-    for (id, (v4, v6)) in &routes {
+    for (id, (v4, v6), _, _) in &routes {
         f.sample("vrouter_vrf_routes", &format!("vrf=\"{id}\",family=\"inet\""), v4);
         f.sample("vrouter_vrf_routes", &format!("vrf=\"{id}\",family=\"inet6\""), v6);
+    }
+    f.header("vrouter_vrf_route_memory_bytes", "gauge", "Memory each VRF's routes take, both families.");
+    for (id, _, bytes, _) in &routes {
+        f.sample("vrouter_vrf_route_memory_bytes", &format!("vrf=\"{id}\""), bytes);
+    }
+    f.header(
+        "vrouter_vrf_host_routes_spilled",
+        "gauge",
+        "IPv6 /128s in each VRF that the trie walk alone finds, their hash bucket being full.",
+    );
+    for (id, _, _, spilled) in &routes {
+        f.sample("vrouter_vrf_host_routes_spilled", &format!("vrf=\"{id}\""), spilled);
     }
     f.header("vrouter_vrf_routes_capacity", "gauge", "Routes a VRF may hold per family.");
     f.sample("vrouter_vrf_routes_capacity", "", tables.limits().routes_per_vrf);
@@ -284,6 +301,19 @@ mod tests {
             )))
         };
         writer.apply(&[vrf(1), vrf(2), vif(1, 1), vif(2, 2)]).unwrap();
+        // Two /128s in VRF 2; a subnet's first address (its low half zero) spills.
+        let host = |prefix: &str| {
+            let target = crate::tables::RouteTarget { nh: 1, label: crate::tables::RouteTarget::NO_LABEL };
+            Op::Add(Object::Route(crate::tables::RouteSpec {
+                vrf: 2,
+                prefix: prefix.parse().unwrap(),
+                target,
+                network: None,
+            }))
+        };
+        let nh = Op::Add(Object::NextHop(1, crate::tables::NextHop::Discard));
+        writer.apply(&[nh, host("fd00:1::/128"), host("fd00:1::5/128")]).unwrap();
+        let route_bytes = writer.vrf_memory_bytes(2);
         let flows = Arc::new(FlowTable::new(FlowConfig { capacity: 1000, per_vif: 50, ..FlowConfig::default() }, 8, 8));
         // Three pairs from vif 1 in VRF 1, one from vif 2 in VRF 2; one of vif 1's goes again.
         let pair = |vrf, vif, port| {
@@ -332,6 +362,11 @@ mod tests {
         assert_eq!(sample(&text, "vrouter_vrf_flow_pairs{vrf=\"1\"}"), Some(2));
         assert_eq!(sample(&text, "vrouter_vrf_flow_pairs{vrf=\"2\"}"), Some(1));
         assert!(text.contains("# TYPE vrouter_flows_created_total counter\n"));
+        assert_eq!(sample(&text, "vrouter_vrf_routes{vrf=\"2\",family=\"inet6\"}"), Some(2));
+        assert_eq!(sample(&text, "vrouter_vrf_host_routes_spilled{vrf=\"2\"}"), Some(1));
+        assert_eq!(sample(&text, "vrouter_vrf_host_routes_spilled{vrf=\"1\"}"), Some(0));
+        assert_eq!(sample(&text, "vrouter_vrf_route_memory_bytes{vrf=\"2\"}"), Some(route_bytes as u64));
+        assert!(route_bytes > 0);
         // Without a flow table, no flow families.
         let bare = control_of(crate::tables::TablesWriter::new(limits).0);
         assert!(!render(&bare).contains("vrouter_flow"));
