@@ -2220,6 +2220,63 @@ fn a_floating_ip_pods_own_flows_take_the_fast_lane() {
     assert_eq!(flow.packets, 10, "every packet counted on its flow");
 }
 
+/// An IPv6 service address (a /128 to a composite of the node's two pods)
+/// in a VRF that tracks flows for its ECMP routes alone (the lab's, with
+/// no policy), reached from another node: the first packet makes the flow
+/// on the general path, and the others follow it in the lane, to the
+/// member it pinned, counted on it. The lane's IPv6 pass learns they are
+/// tracked only from their route, and then fetches their flows together
+/// (`flow_late6`).
+#[test]
+fn ipv6_service_flows_from_the_fabric_take_the_fast_lane_to_their_member() {
+    use vrouter::pktgen::build::Tunnel as Encap;
+    const NH_LOCAL_ECMP: u32 = 45;
+    let (mut lab, table) = lab_with_flows();
+    let members = [NH_A1, NH_A2].map(|nh| RouteTarget { nh, label: RouteTarget::NO_LABEL }).to_vec();
+    let service: std::net::Ipv6Addr = "fd00:96::a".parse().unwrap();
+    lab.writer
+        .apply(&[
+            Op::Add(Object::NextHop(NH_LOCAL_ECMP, NextHop::Composite(EcmpGroup::new(members)))),
+            route_in(BLUE, "fd00:96::a/128", NH_LOCAL_ECMP, RouteTarget::NO_LABEL, None),
+        ])
+        .unwrap();
+    let client: std::net::Ipv6Addr = "fd00:2::7".parse().unwrap();
+    for sport in [5000, 5001, 5002, 5003] {
+        let inner = build::udp6_frame(from_peer(), client, service, sport, 53, 64, 100);
+        let frame = || {
+            build::mpls_tunnel_frame(
+                from_peer(),
+                Encap::Udp(6635),
+                peer(1),
+                node_ip(),
+                LABEL_BLUE,
+                64,
+                50000,
+                &inner[14..],
+            )
+        };
+        let before = lab.pipeline.general_frames();
+        let causes = *lab.pipeline.general_causes();
+        let (first, _) = lab.run(FABRIC, frame());
+        assert!(matches!(first, Verdict::Tx(A1) | Verdict::Tx(A2)), "{first:?}");
+        for _ in 0..9 {
+            assert_eq!(lab.run(FABRIC, frame()).0, first, "port {sport}: pinned");
+        }
+        let why = general_since(&lab.pipeline, &causes);
+        assert_eq!(
+            lab.pipeline.general_frames() - before,
+            1,
+            "port {sport}: the first alone, making its flow: {why:?}"
+        );
+        let flow = table
+            .dump(None, 100, 0)
+            .into_iter()
+            .find(|f| f.forward && f.key.dst == u128::from(service) && f.key.sport == sport)
+            .expect("tracked");
+        assert_eq!(flow.packets, 10, "port {sport}: every packet counted on its flow");
+    }
+}
+
 /// A floating IP's flows are the public network's: the policy of the
 /// pods' own network, which judges flows from other networks' pods on
 /// the node, does not judge them (the floating IP is what exposes them).

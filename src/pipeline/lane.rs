@@ -27,6 +27,9 @@ use crate::stats::runtime::Stopwatch;
 use crate::stats::Stage;
 use crate::tables::{Fib, NextHop, Route, RouteTarget, Tables, Vif, VifKind, Vrf};
 
+mod late6;
+use late6::{tracked6_late, Waiting};
+
 /// Every frame of a vector, as a mask (bit `i`: frame `i`).
 #[inline(always)]
 pub(super) fn all(frames: usize) -> u32 {
@@ -340,9 +343,13 @@ fn from_pod6<B: AsRef<[u8]> + AsMut<[u8]>>(
     }
     watch.mark(Stage::Lookup);
 
-    // Pass three: each frame's next hop, carried out.
+    // Pass three: each frame's next hop, carried out. A frame that its
+    // route says is tracked after all waits, as it is, for its flow
+    // (`tracked6_late`).
     let mut rx = Received::default();
     let mut taken = 0u32;
+    let (mut later, mut waiting) = ([0u8; VECTOR], 0u32);
+    let mut m = 0;
     for j in 0..n {
         let i = usize::from(at[j]);
         let f = &mut frames[i];
@@ -354,23 +361,36 @@ fn from_pod6<B: AsRef<[u8]> + AsMut<[u8]>>(
         let done = match (table, settled) {
             // Not a plain hit: perhaps one that routes in another VRF, or drops.
             (Some(_), None) => translated6(ctx, f, came[i], vrf, &probes[i], target, &mut rx),
-            (_, settled) => target.is_some_and(|target| {
-                fast6::finish(ctx, f, vrf, target, settled)
-                    .or_else(|| tracked6_cold(ctx, f, vrf, Some(vif), target, settled, &mut probes[i]))
-                    .is_some_and(|v| {
-                        took(ctx.stats, f, came[i], v, &mut rx);
-                        true
-                    })
+            (_, settled) => target.is_some_and(|target| match fast6::finish(ctx, f, vrf, target, settled) {
+                Some(v) => {
+                    took(ctx.stats, f, came[i], v, &mut rx);
+                    true
+                }
+                None => {
+                    if tracked_after_all(ctx, vrf, Some(vif), target, settled).is_some() {
+                        later[m] = j as u8;
+                        m += 1;
+                        waiting |= 1 << i;
+                    }
+                    false
+                }
             }),
         };
         if done {
             taken |= 1 << i;
-        } else {
+        } else if waiting & (1 << i) == 0 {
             f.set_len(came[i] as usize);
         }
     }
+    let mut late = 0u32;
+    if let (Some(table), true) = (ctx.flows, m > 0) {
+        let waited = Waiting { later: &later[..m], at: &at, routes: &routes, came: &came };
+        let (t, p) = tracked6_late(ctx, table, frames, vrf, waited, probes, &mut rx);
+        (taken, late) = (taken | t, p);
+    }
     rx.count(ctx.stats, vif.index);
     watch.mark(Stage::Rewrite);
+    let probed = probed | late;
     Left { frames: left.frames & !taken, probed: left.probed | (probed & !taken) }
 }
 
@@ -671,14 +691,27 @@ fn tracked6_cold<B: AsRef<[u8]> + AsMut<[u8]>>(
     settled: Option<Forwarding>,
     probe: &mut Probe,
 ) -> Option<super::Verdict> {
-    let table = ctx.flows.filter(|_| settled.is_none() && !vrf.tracks_every_flow())?;
-    if !flow::tracked_to(ctx.t, vrf, in_vif, target) {
-        return None;
-    }
+    let table = tracked_after_all(ctx, vrf, in_vif, target, settled)?;
     flow::prefetch_key(table, &fast6::flow_key(fast6::head(f)?, vrf.id), probe);
     table.prefetch_slots(probe);
     let settled = flow::settled(ctx, vrf, probe)?;
     fast6::finish(ctx, f, vrf, target, Some(settled))
+}
+
+/// The flow table, if a frame of an IPv6 pass that `fast6::finish` refused
+/// untracked (`settled` is `None`) in `vrf` is tracked after all: the VRF
+/// does not track every flow, but its route to `target` is one flows track
+/// there (`flow::tracked_to`).
+#[inline(always)]
+fn tracked_after_all<'c, B>(
+    ctx: &Ctx<'c, B>,
+    vrf: &Vrf,
+    in_vif: Option<&Vif>,
+    target: RouteTarget,
+    settled: Option<Forwarding>,
+) -> Option<&'c crate::flow::FlowTable> {
+    let table = ctx.flows.filter(|_| settled.is_none() && !vrf.tracks_every_flow())?;
+    flow::tracked_to(ctx.t, vrf, in_vif, target).then_some(table)
 }
 
 /// `dropped` for a frame of an IPv6 lane (`from_pod6`, `from_fabric6`)
