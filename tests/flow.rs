@@ -820,6 +820,13 @@ fn tunnelled_to_g1(frame: &[u8]) -> Vec<u8> {
     build::mpls_tunnel_frame(from_peer(), Encap::Udp(6635), peer(1), node_ip(), LABEL_G1, 64, 50000, &frame[14..])
 }
 
+/// `frame` as a peer node sends it to be routed in blue: MPLS over UDP,
+/// with blue's label.
+fn tunnelled_to_blue(frame: &[u8]) -> Vec<u8> {
+    use vrouter::pktgen::build::Tunnel as Encap;
+    build::mpls_tunnel_frame(from_peer(), Encap::Udp(6635), peer(1), node_ip(), LABEL_BLUE, 64, 50000, &frame[14..])
+}
+
 /// A pod reaches a pod of another VRF on the same node (a route one
 /// network imports from the other), and each VRF's policy allows only what
 /// comes in: the answers pass, on the pair's reverse entry, which lives in
@@ -2224,12 +2231,11 @@ fn a_floating_ip_pods_own_flows_take_the_fast_lane() {
 /// in a VRF that tracks flows for its ECMP routes alone (the lab's, with
 /// no policy), reached from another node: the first packet makes the flow
 /// on the general path, and the others follow it in the lane, to the
-/// member it pinned, counted on it. The lane's IPv6 pass learns they are
-/// tracked only from their route, and then fetches their flows together
-/// (`flow_late6`).
+/// member it pinned, counted on it. The fabric's IPv6 pass learns they are
+/// tracked only from their route, and then looks each flow up
+/// (`tracked6_cold`; a pod's pass fetches them together, `tracked6_late`).
 #[test]
 fn ipv6_service_flows_from_the_fabric_take_the_fast_lane_to_their_member() {
-    use vrouter::pktgen::build::Tunnel as Encap;
     const NH_LOCAL_ECMP: u32 = 45;
     let (mut lab, table) = lab_with_flows();
     let members = [NH_A1, NH_A2].map(|nh| RouteTarget { nh, label: RouteTarget::NO_LABEL }).to_vec();
@@ -2243,18 +2249,7 @@ fn ipv6_service_flows_from_the_fabric_take_the_fast_lane_to_their_member() {
     let client: std::net::Ipv6Addr = "fd00:2::7".parse().unwrap();
     for sport in [5000, 5001, 5002, 5003] {
         let inner = build::udp6_frame(from_peer(), client, service, sport, 53, 64, 100);
-        let frame = || {
-            build::mpls_tunnel_frame(
-                from_peer(),
-                Encap::Udp(6635),
-                peer(1),
-                node_ip(),
-                LABEL_BLUE,
-                64,
-                50000,
-                &inner[14..],
-            )
-        };
+        let frame = || tunnelled_to_blue(&inner);
         let before = lab.pipeline.general_frames();
         let causes = *lab.pipeline.general_causes();
         let (first, _) = lab.run(FABRIC, frame());
@@ -2567,16 +2562,7 @@ fn a_service_address_held_as_a_floating_ip_in_its_network_forwards_its_port() {
     let mut seen = [0u32; 3];
     for port in 0..16u16 {
         let syn = tcp(L2 { src: mac(9), dst: mac(9) }, remote_ip(), cluster_ip, 40000 + port, 80);
-        let frame = build::mpls_tunnel_frame(
-            from_peer(),
-            Encap::Udp(6635),
-            peer(1),
-            node_ip(),
-            LABEL_BLUE,
-            64,
-            50000,
-            &syn[14..],
-        );
+        let frame = tunnelled_to_blue(&syn);
         let (v, at_pod) = lab.run(FABRIC, frame);
         let (pod, pod_ip) = match v {
             Verdict::Tx(p) if p == A1 => (A1, a1_ip()),
