@@ -1,7 +1,7 @@
-//! The IPv6 pass's flows known only from their routes, fetched together
-//! (`tracked6_late`). Its own module, and so its own codegen unit: in
-//! `lane.rs`, it moved the crate's partition, and the IPv4 lane's
-//! instructions a packet by +20 to +34 (callgrind), code it does not touch.
+//! The second stage of a pod's IPv6 pass (`lane::from_pod6`): the frames
+//! whose flows it learned of only from their routes, their flows fetched
+//! together (`tracked6_late`). Apart from the passes because nothing else
+//! reads what it keeps (`Waiting`).
 
 use super::{fast6, flow, lanes, took, Ctx, Frame, Received, VECTOR};
 use crate::flow::Probe;
@@ -24,10 +24,11 @@ pub(super) struct Waiting<'a> {
 /// whose policy judges them). Their flows' tag lines are fetched, then all
 /// their slots, so that the misses overlap; then each hit that only
 /// forwards is carried out. Answers those taken, and those probed; the
-/// others are given back as they came, for the general path. Before, each one's flow was
-/// looked up cold, one after another (`tracked6_cold`, which the fabric's
-/// IPv6 pass still uses). Out of line: other frames never come here, and
-/// the pass pays nothing for it but the refused frames' check.
+/// others are given back as they came, for the general path. Before, each
+/// one's flow was looked up cold, one after another (`tracked6_cold`,
+/// which the fabric's IPv6 pass still uses). Out of line: other frames
+/// never come here, and the pass pays nothing for it but the refused
+/// frames' check.
 #[inline(never)]
 pub(super) fn tracked6_late<B: AsRef<[u8]> + AsMut<[u8]>>(
     ctx: &mut Ctx<'_, B>,
