@@ -242,6 +242,10 @@ enum Command {
         /// IPv6 routes per VRF.
         #[arg(long, default_value_t = 0)]
         routes6: usize,
+        /// IPv6 pod addresses (/128s) per VRF, 100 to a node's /64, with
+        /// random interface identifiers.
+        #[arg(long, default_value_t = 0)]
+        hosts6: usize,
         /// Routes per batch.
         #[arg(long, default_value_t = 10_000)]
         batch: usize,
@@ -693,17 +697,17 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Tables { vrfs, routes, routes6, batch, readers, json } => {
-            let r = vrouter::pktgen::scenario::measure_tables(vrfs, routes, routes6, batch.max(1), readers);
+        Command::Tables { vrfs, routes, routes6, hosts6, batch, readers, json } => {
+            let r = vrouter::pktgen::scenario::measure_tables(vrfs, routes, routes6, hosts6, batch.max(1), readers);
             if json {
                 println!(
-                    "{{\"vrfs\":{vrfs},\"routes_v4\":{routes},\"routes_v6\":{routes6},\"table_bytes\":{},\"rss_bytes\":{},\"load_seconds\":{:.3},\"routes_per_second\":{:.0},\"reader_lookups\":{},\"route_batch_seconds\":{:.6},\"policy_change_seconds\":{:.6}}}",
+                    "{{\"vrfs\":{vrfs},\"routes_v4\":{routes},\"routes_v6\":{routes6},\"hosts_v6\":{hosts6},\"table_bytes\":{},\"rss_bytes\":{},\"load_seconds\":{:.3},\"routes_per_second\":{:.0},\"reader_lookups\":{},\"route_batch_seconds\":{:.6},\"policy_change_seconds\":{:.6}}}",
                     r.table_bytes, r.rss_bytes, r.load.as_secs_f64(), r.routes_per_second(), r.reader_lookups,
                     r.route_batch.as_secs_f64(), r.policy_change.as_secs_f64()
                 );
             } else {
                 println!(
-                    "{vrfs} VRF(s) x ({routes} IPv4 + {routes6} IPv6) routes: tables hold {:.1} MiB ({:.1} MiB resident growth), loaded in {:.3} s ({:.2} M routes/s)",
+                    "{vrfs} VRF(s) x ({routes} IPv4 + {routes6} IPv6 + {hosts6} IPv6 /128) routes: tables hold {:.1} MiB ({:.1} MiB resident growth), loaded in {:.3} s ({:.2} M routes/s)",
                     r.table_bytes as f64 / 1048576.0,
                     r.rss_bytes as f64 / 1048576.0,
                     r.load.as_secs_f64(),

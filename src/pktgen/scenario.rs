@@ -323,6 +323,27 @@ pub fn bgp_like_v6(n: usize, seed: u64) -> Vec<(u128, u8)> {
     out
 }
 
+/// Pods per node in `pod_hosts_v6`: each node's pods share its /64.
+pub const PODS_PER_NODE_V6: usize = 100;
+
+/// `n` distinct IPv6 pod addresses as /128s, `PODS_PER_NODE_V6` to a
+/// node's /64 (fd00:0:0:NODE::/64), each with a random interface
+/// identifier, as SLAAC or an IPAM that hashes gives them: the layout
+/// where pods share no trie nodes below their subnet.
+pub fn pod_hosts_v6(n: usize, seed: u64) -> Vec<u128> {
+    let mut rng = Rng::new(seed);
+    let mut seen = ahash::AHashSet::with_capacity(n);
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let node = (out.len() / PODS_PER_NODE_V6) as u128;
+        let addr = (0xfd00u128 << 112) | (node << 64) | u128::from(rng.next_u64().max(1));
+        if seen.insert(addr) {
+            out.push(addr);
+        }
+    }
+    out
+}
+
 /// Builds the node's tables. Bulk routes resolve to `bulk`.
 fn node_ops(bulk: RouteTarget) -> Vec<Op> {
     let router = PipelineConfig::default().router_mac;
@@ -1312,10 +1333,11 @@ pub fn resident_bytes() -> u64 {
 
 /// Builds `vrfs` VRFs of `v4` + `v6` routes each and reports memory and
 /// load rate. The prefix lists are generated before measuring starts.
-pub fn measure_tables(vrfs: usize, v4: usize, v6: usize, batch: usize, readers: usize) -> TablesReport {
+pub fn measure_tables(vrfs: usize, v4: usize, v6: usize, hosts6: usize, batch: usize, readers: usize) -> TablesReport {
     let p4 = bgp_like_v4(v4, 0x5eed_0004);
-    let p6 = bgp_like_v6(v6, 0x5eed_0006);
-    let limits = Limits { vrfs: vrfs + 2, routes_per_vrf: v4.max(v6) + 1, ..Limits::default() };
+    let mut p6 = bgp_like_v6(v6, 0x5eed_0006);
+    p6.extend(pod_hosts_v6(hosts6, 0x5eed_0128).into_iter().map(|a| (a, 128)));
+    let limits = Limits { vrfs: vrfs + 2, routes_per_vrf: v4.max(p6.len()) + 1, ..Limits::default() };
     let before = resident_bytes();
     let (mut w, handle) = TablesWriter::new(limits);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -1368,7 +1390,7 @@ pub fn measure_tables(vrfs: usize, v4: usize, v6: usize, batch: usize, readers: 
     let reader_lookups = reader_threads.into_iter().map(|t| t.join().unwrap_or(0)).sum();
     let rss = resident_bytes().saturating_sub(before);
     let table_bytes = (1..=vrfs as u32).map(|id| w.vrf_memory_bytes(id)).sum::<usize>() as u64;
-    let routes = (vrfs * (v4 + v6)) as u64;
+    let routes = (vrfs * (v4 + p6.len())) as u64;
     let route_batch = load / routes.div_ceil(batch as u64).max(1) as u32;
     let policy_change = time_policy_changes(&mut w, vrfs as u32 + 1);
     drop(w);
@@ -1534,8 +1556,8 @@ mod tests {
     /// and route batches (both run: a policy change that fails panics).
     #[test]
     fn the_tables_measurement_loads_every_route_and_times_a_policy_change() {
-        let r = measure_tables(2, 1000, 10, 100, 0);
-        assert_eq!(r.routes, 2 * 1010);
+        let r = measure_tables(2, 1000, 10, 250, 100, 0);
+        assert_eq!(r.routes, 2 * 1260);
         assert!(r.table_bytes > 0 && r.policy_change > Duration::ZERO && r.route_batch > Duration::ZERO);
     }
 
