@@ -8,13 +8,15 @@
 //! therefore asks this table first, one cache line, and walks the trie only
 //! on a miss.
 //!
-//! The trie keeps every prefix, /128s included, so this table is only a
-//! shortcut: a host it does not hold is still found by the walk. That is
-//! what keeps it simple. A bucket holds `WAYS` keys; a host whose bucket
-//! is full goes to a spill list that lookups never read and that is kept
-//! only so that a resize or a remove can place it again. A table holds
-//! one bucket or more per host, so few hosts spill (about 2 % at the
-//! fullest, well under 1 % on average).
+//! A bucket holds `WAYS` keys; a host whose bucket is full goes to a
+//! spill list that lookups never read and that is kept only so that a
+//! resize or a remove can place it again. A table holds one bucket or more
+//! per host, so few hosts spill (about 2 % at the fullest, well under 1 %
+//! on average). The trie holds only the hosts that spilled, since a lookup
+//! reads it only when this table does not answer: every change here says
+//! which hosts it left on the spill list, for the trie to take them. A
+//! host in a bucket costs the trie nothing, where its sixteen levels cost
+//! about 7 KiB of nodes for a pod with a random interface identifier.
 //!
 //! Buckets live in pages behind `Arc`s, like the trie's nodes: a snapshot's
 //! copy shares them, and a change copies only its own page.
@@ -131,18 +133,20 @@ impl<K: FibKey> HostRoutes<K> {
         self.pages.len() * PAGE
     }
 
-    /// Sets `key`'s leaf, adding it if new. `leaf` is not `EMPTY`.
-    pub(super) fn insert(&mut self, key: K, leaf: u32) {
+    /// Sets `key`'s leaf, adding it if new. `leaf` is not `EMPTY`. Every
+    /// host that this leaves on the spill list, `key` or another that a
+    /// resize moved, is pushed onto `spills` with its leaf.
+    pub(super) fn insert(&mut self, key: K, leaf: u32, spills: &mut Vec<(K, u32)>) {
         debug_assert_ne!(leaf, EMPTY);
-        if self.replace(key, leaf) {
+        if self.replace(key, leaf, spills) {
             return;
         }
         self.len += 1;
         self.widen_cover(key, self.len == 1);
         if self.len > self.buckets() {
-            self.resize((self.buckets() * 2).max(PAGE));
+            self.resize((self.buckets() * 2).max(PAGE), spills);
         }
-        self.place(key, leaf);
+        self.place(key, leaf, spills);
     }
 
     /// The bucket and way that hold `key`, if its bucket does.
@@ -152,8 +156,9 @@ impl<K: FibKey> HostRoutes<K> {
         (0..WAYS).find(|&w| bucket.keys[w] == key && bucket.leaves[w] != EMPTY).map(|w| (b, w))
     }
 
-    /// Drops `key`, if held.
-    pub(super) fn remove(&mut self, key: K) {
+    /// Drops `key`, if held. Hosts that a resize leaves on the spill list
+    /// are pushed onto `spills`, as `insert` does.
+    pub(super) fn remove(&mut self, key: K, spills: &mut Vec<(K, u32)>) {
         if let Some(i) = self.spilled.iter().position(|&(k, _)| k == key) {
             Arc::make_mut(&mut self.spilled).swap_remove(i);
         } else {
@@ -174,14 +179,16 @@ impl<K: FibKey> HostRoutes<K> {
         if self.len == 0 {
             *self = HostRoutes::default();
         } else if self.buckets() > PAGE && self.len < self.buckets() / 4 {
-            self.resize(self.buckets() / 2);
+            self.resize(self.buckets() / 2, spills);
         }
     }
 
-    /// Sets the leaf of `key` if it is held; true if it was.
-    fn replace(&mut self, key: K, leaf: u32) -> bool {
+    /// Sets the leaf of `key` if it is held; true if it was. A spilled
+    /// host is pushed onto `spills` with its new leaf.
+    fn replace(&mut self, key: K, leaf: u32, spills: &mut Vec<(K, u32)>) -> bool {
         if let Some(i) = self.spilled.iter().position(|&(k, _)| k == key) {
             Arc::make_mut(&mut self.spilled)[i].1 = leaf;
+            spills.push((key, leaf));
             return true;
         }
         let Some((b, w)) = self.way_of(key) else { return false };
@@ -202,11 +209,13 @@ impl<K: FibKey> HostRoutes<K> {
         }
     }
 
-    /// Puts a host that is not held into its bucket, or the spill list.
-    fn place(&mut self, key: K, leaf: u32) {
+    /// Puts a host that is not held into its bucket, or the spill list
+    /// and `spills`.
+    fn place(&mut self, key: K, leaf: u32, spills: &mut Vec<(K, u32)>) {
         let b = self.bucket_of(key);
         if !fits(&self.pages[b / PAGE][b % PAGE], key) {
             Arc::make_mut(&mut self.spilled).push((key, leaf));
+            spills.push((key, leaf));
             return;
         }
         let bucket = &mut Arc::make_mut(&mut self.pages[b / PAGE])[b % PAGE];
@@ -216,14 +225,14 @@ impl<K: FibKey> HostRoutes<K> {
     }
 
     /// Rehashes every host into `buckets` buckets (a power of two, a page or more).
-    fn resize(&mut self, buckets: usize) {
+    fn resize(&mut self, buckets: usize, spills: &mut Vec<(K, u32)>) {
         let hosts = self.held();
         let empty = Bucket { keys: [K::zero(); WAYS], leaves: [EMPTY; WAYS] };
         self.pages = (0..buckets / PAGE).map(|_| Arc::new([empty; PAGE])).collect();
         self.shift = 64 - buckets.trailing_zeros();
         self.spilled = Arc::new(Vec::new());
         for (i, &(k, l)) in hosts.iter().enumerate() {
-            self.place(k, l);
+            self.place(k, l, spills);
             self.widen_cover(k, i == 0);
         }
     }
@@ -267,6 +276,7 @@ mod tests {
         let mut hosts = HostRoutes::<u128>::default();
         let mut model = BTreeMap::new();
         let mut spilled_seen = 0;
+        let mut trie = BTreeMap::new();
         // Random low halves: a subnet's consecutive addresses never share a
         // bucket while the table has a bucket a host, so they would not spill.
         let mut pool: Vec<u128> = (0..3000).map(|_| 0xfd00_0001_u128 << 96 | u128::from(rng.next_u64())).collect();
@@ -279,14 +289,22 @@ mod tests {
             // Grow for the first half, then shrink.
             let add = rng.next_u64() % 100 < if step < 20_000 { 70 } else { 30 };
             let key = pool[(rng.next_u64() % 3000) as usize];
+            // What the trie would hold: what each change said it spilled,
+            // kept current as `Fib` keeps it.
+            let mut spills = Vec::new();
             if add {
                 let leaf = 1 + (rng.next_u64() % 1000) as u32;
-                hosts.insert(key, leaf);
+                hosts.insert(key, leaf, &mut spills);
                 model.insert(key, leaf);
+                if let Some(l) = trie.get_mut(&key) {
+                    *l = leaf;
+                }
             } else {
-                hosts.remove(key);
+                hosts.remove(key, &mut spills);
                 model.remove(&key);
+                trie.remove(&key);
             }
+            trie.extend(spills);
             assert_eq!(hosts.len(), model.len());
             spilled_seen = spilled_seen.max(hosts.spilled());
             if step % 997 == 0 || step == 39_999 {
@@ -299,7 +317,8 @@ mod tests {
                 assert!(
                     hosts.len() <= hosts.buckets() && (hosts.buckets() <= PAGE || hosts.len() >= hosts.buckets() / 4)
                 );
-                for &(k, _) in hosts.spilled.iter() {
+                for &(k, l) in hosts.spilled.iter() {
+                    assert_eq!(trie.get(&k), Some(&l), "a spilled host was not handed to the trie: {k:x}");
                     let b = hosts.bucket_of(k);
                     assert!(!fits(&hosts.pages[b / PAGE][b % PAGE], k), "a host spilled from a bucket with room");
                 }
@@ -312,7 +331,7 @@ mod tests {
         }
         assert!(spilled_seen > 0, "the test never filled a bucket: it checks nothing of the spill list");
         for k in model.keys().copied().collect::<Vec<_>>() {
-            hosts.remove(k);
+            hosts.remove(k, &mut Vec::new());
         }
         assert_eq!((hosts.len(), hosts.buckets(), hosts.spilled()), (0, 0, 0));
     }
@@ -324,7 +343,7 @@ mod tests {
         let mut hosts = HostRoutes::<u128>::default();
         let subnet = 0xfd00_0000_0000_0001_u128 << 64;
         for i in 1..=5000u128 {
-            hosts.insert(subnet | i, 1);
+            hosts.insert(subnet | i, 1, &mut Vec::new());
         }
         assert_eq!((hosts.len(), hosts.spilled()), (5000, 0));
         assert!((1..=5000u128).all(|i| hosts.leaf(subnet | i) == 1));
@@ -337,14 +356,14 @@ mod tests {
         let mut hosts = HostRoutes::<u128>::default();
         let subnet = |s: u128| (0xfd00_0000_0000_0000_u128 | s) << 64;
         let covered = |h: &HostRoutes<u128>, k: u128| (k.fold_high() ^ h.cover) & h.cover_mask == 0;
-        hosts.insert(subnet(1) | 5, 1);
+        hosts.insert(subnet(1) | 5, 1, &mut Vec::new());
         assert!(covered(&hosts, subnet(1) | 99) && !covered(&hosts, subnet(2) | 5));
-        hosts.insert(subnet(2) | 6, 1);
+        hosts.insert(subnet(2) | 6, 1, &mut Vec::new());
         assert!(covered(&hosts, subnet(2) | 5) && covered(&hosts, subnet(3) | 5), "fd00::/62 is shared");
         assert!(!covered(&hosts, subnet(4) | 5) && !covered(&hosts, 0x2001_0db8_u128 << 96 | 5));
         assert_eq!(hosts.leaf(subnet(4) | 6), EMPTY);
         // A remove leaves the cover wide; it never shrinks below a host held.
-        hosts.remove(subnet(2) | 6);
+        hosts.remove(subnet(2) | 6, &mut Vec::new());
         assert!(covered(&hosts, subnet(1) | 5) && covered(&hosts, subnet(3) | 5));
         assert_eq!(hosts.leaf(subnet(1) | 5), 1);
     }
@@ -354,13 +373,13 @@ mod tests {
     fn a_copy_is_isolated_from_later_changes() {
         let mut a = HostRoutes::<u128>::default();
         for k in 1..=100u128 {
-            a.insert(k, k as u32);
+            a.insert(k, k as u32, &mut Vec::new());
         }
         let b = a.clone();
-        a.insert(5, 555);
-        a.remove(7);
+        a.insert(5, 555, &mut Vec::new());
+        a.remove(7, &mut Vec::new());
         for k in 101..=400u128 {
-            a.insert(k, 1);
+            a.insert(k, 1, &mut Vec::new());
         }
         assert_eq!(b.all(), (1..=100u128).map(|k| (k, k as u32)).collect::<Vec<_>>());
         assert_eq!(a.len(), 399);

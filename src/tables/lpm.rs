@@ -439,6 +439,12 @@ impl<K: FibKey> Fib<K> {
     /// The longest-prefix match with the matched prefix length, for
     /// inspection (`vrctl rt get`). Same answer as `lookup`.
     pub fn lookup_with_len(&self, key: K) -> Option<(RouteTarget, u8)> {
+        if K::HOSTS_BY_HASH {
+            let host = self.hosts.leaf(key);
+            if host != EMPTY {
+                return self.target_of(host).map(|t| (t, K::BITS));
+            }
+        }
         let mut path = [0u32; 16];
         let mut idx = 0u32;
         let mut level = 0;
@@ -594,6 +600,42 @@ impl<K: FibKey> Fib<K> {
             let ov = self.value_of(o);
             self.release(ov);
         }
+        if K::HOSTS_BY_HASH && len == K::BITS {
+            // Held in its bucket, a host needs no trie nodes: a lookup
+            // that finds it there never walks (`HostRoutes`). The trie
+            // takes what spilled, and keeps current a host it took before.
+            let in_trie = self.trie_holds_host(key);
+            let mut spills = Vec::new();
+            self.hosts.insert(key, value, &mut spills);
+            if in_trie && !spills.iter().any(|&(k, _)| k == key) {
+                spills.push((key, value));
+            }
+            for (k, v) in spills {
+                self.install(k, len, v);
+            }
+            return;
+        }
+        self.install(key, len, value);
+    }
+
+    /// True if the trie holds `key` as a full-length prefix of its own.
+    fn trie_holds_host(&self, key: K) -> bool {
+        let mut node = &self.nodes[0];
+        for level in 0..usize::from(K::BITS) / STRIDE {
+            let e = node.slots[key.byte(level)];
+            if e & CHILD == 0 {
+                return level + 1 == usize::from(K::BITS) / STRIDE && usize::from(rel_of(e)) == STRIDE;
+            }
+            match self.nodes.get((e & !CHILD) as usize) {
+                Some(child) => node = child,
+                None => return false,
+            }
+        }
+        false
+    }
+
+    /// Puts `key/len` in the trie's slots as leaf value `value`.
+    fn install(&mut self, key: K, len: u8, value: u32) {
         let (level, rel) = place(len);
         let idx = self.descend_creating(key, level);
         let span = FANOUT >> rel;
@@ -601,9 +643,6 @@ impl<K: FibKey> Fib<K> {
         let new = leaf(value, rel);
         if len == 0 {
             self.node_mut(0).inherited = new;
-        }
-        if K::HOSTS_BY_HASH && len == K::BITS {
-            self.hosts.insert(key, value);
         }
         for s in start..start + span {
             let e = self.nodes[idx as usize].slots[s];
@@ -624,7 +663,11 @@ impl<K: FibKey> Fib<K> {
         self.version = next_version();
         self.recent.record(self.version, key, len);
         if K::HOSTS_BY_HASH && len == K::BITS {
-            self.hosts.remove(key);
+            let mut spills = Vec::new();
+            self.hosts.remove(key, &mut spills);
+            for (k, v) in spills {
+                self.install(k, len, v);
+            }
         }
         let (level, rel) = place(len);
         let mut path = [(0u32, 0usize); 16];
