@@ -268,8 +268,10 @@ mod tests {
 
     /// Against a map, under random adds, changes and removes in a narrow
     /// key space (so that buckets fill and hosts spill): every held host
-    /// is either found in its bucket or on the spill list, never stale,
-    /// and the table grows and shrinks with its hosts.
+    /// is either found in its bucket or on the spill list, never stale;
+    /// every spilled host was handed to the trie, with its current leaf,
+    /// by the change that spilled it (what `Fib` relies on); and the table
+    /// grows and shrinks with its hosts.
     #[test]
     fn matches_a_map_under_churn_and_spills_only_from_full_buckets() {
         let mut rng = Rng::new(0x4057);
