@@ -25,6 +25,10 @@ use std::sync::Arc;
 const STRIDE: usize = 8;
 const FANOUT: usize = 1 << STRIDE;
 const CHILD: u32 = 1 << 31;
+/// With `CHILD`: the child is a `Single`, not a node.
+const SINGLE: u32 = 1 << 30;
+/// A child slot's index into the nodes, or into the singles.
+const INDEX_MASK: u32 = SINGLE - 1;
 const REL_SHIFT: u32 = 27;
 const VALUE_MASK: u32 = (1 << REL_SHIFT) - 1;
 /// No leaf: a slot, or a `HostRoutes` way, that names no target.
@@ -57,10 +61,15 @@ pub trait FibKey: Copy + Eq + std::hash::Hash + Ord + std::fmt::Debug + Send + S
     fn fold_low(self) -> u64;
     /// The key's bits above the low 64 (none for IPv4).
     fn fold_high(self) -> u64;
+    /// True if a bottom node that holds one prefix and no children is
+    /// kept as a `Single`: IPv6's, whose sparse prefixes each sat alone in
+    /// a kilobyte node. IPv4's dense /24s fill their nodes, and its walk
+    /// stays without the check.
+    const SINGLES: bool;
 }
 
 macro_rules! fib_key {
-    ($t:ty, $hosts_by_hash:expr) => {
+    ($t:ty, $hosts_by_hash:expr, $singles:expr) => {
         impl FibKey for $t {
             const BITS: u8 = <$t>::BITS as u8;
             #[inline(always)]
@@ -89,6 +98,7 @@ macro_rules! fib_key {
                 self.to_be_bytes()
             }
             const HOSTS_BY_HASH: bool = $hosts_by_hash;
+            const SINGLES: bool = $singles;
             #[inline(always)]
             fn fold(self) -> u64 {
                 // The high half of an IPv6 pod's address is its subnet's,
@@ -108,8 +118,8 @@ macro_rules! fib_key {
 }
 // An IPv4 /32 is four levels: a hash probe would save little and cost
 // every other lookup its miss.
-fib_key!(u32, false);
-fib_key!(u128, true);
+fib_key!(u32, false, false);
+fib_key!(u128, true, true);
 
 #[derive(Clone)]
 struct Node {
@@ -117,6 +127,33 @@ struct Node {
     /// The leaf this node's parent slot held when the node was made, kept
     /// current since: the best prefix from the levels above.
     inherited: u32,
+}
+
+/// A node at the bottom of the trie that holds one prefix of its own and
+/// no children, kept as what its slots would be: that prefix's leaf over
+/// `span` slots from `first`, and the leaf from above elsewhere. Twelve
+/// bytes where a node takes a kilobyte: 100,000 IPv6 prefixes, most of
+/// them /48s each alone in its /40, took 103.6 MiB of nodes. The writer
+/// expands a single into a node to change it, and folds a node back into
+/// one when a change leaves it so (`Fib::compact`).
+#[derive(Clone, Copy)]
+struct Single {
+    first: u16,
+    span: u16,
+    leaf: u32,
+    inherited: u32,
+}
+
+impl Single {
+    /// The slot a node would hold for `byte`.
+    #[inline(always)]
+    fn slot(&self, byte: usize) -> u32 {
+        if byte.wrapping_sub(usize::from(self.first)) < usize::from(self.span) {
+            self.leaf
+        } else {
+            self.inherited & VALUE_MASK
+        }
+    }
 }
 
 #[inline(always)]
@@ -147,6 +184,9 @@ pub struct Fib<K: FibKey> {
     free_nodes: Vec<u32>,
     /// Stands in the slot of a freed node, so freeing never pins a live one.
     vacant: Arc<Node>,
+    /// Bottom nodes with one prefix, where `K::SINGLES`.
+    singles: Vec<Single>,
+    free_singles: Vec<u32>,
     /// Indexed by leaf value - 1: what the data path reads on every lookup.
     targets: Vec<RouteTarget>,
     /// The network of each target's addresses, indexed alike: read only
@@ -264,6 +304,8 @@ impl<K: FibKey> Fib<K> {
             nodes: vec![Arc::new(Node { slots: [EMPTY; FANOUT], inherited: EMPTY })],
             free_nodes: Vec::new(),
             vacant: Arc::new(Node { slots: [EMPTY; FANOUT], inherited: EMPTY }),
+            singles: Vec::new(),
+            free_singles: Vec::new(),
             targets: Vec::new(),
             networks: Vec::new(),
             target_refs: Vec::new(),
@@ -350,7 +392,16 @@ impl<K: FibKey> Fib<K> {
         loop {
             let e = node.slots[key.byte(level)];
             if e & CHILD != 0 {
-                node = self.nodes.get((e & !CHILD) as usize)?;
+                // A single's index, flagged, is past every node: the
+                // bounds check that a node step pays anyway finds it.
+                match self.nodes.get((e & !CHILD) as usize) {
+                    Some(child) => node = child,
+                    None if K::SINGLES => {
+                        let single = self.singles.get((e & INDEX_MASK) as usize)?;
+                        return self.target_of(single.slot(key.byte(level + 1)) & VALUE_MASK);
+                    }
+                    None => return None,
+                }
                 level += 1;
                 continue;
             }
@@ -423,6 +474,10 @@ impl<K: FibKey> Fib<K> {
                 left &= left - 1;
                 let e = match (fibs[i].nodes.get((entry[i] & !CHILD) as usize), bytes[i].as_ref().get(level)) {
                     (Some(node), Some(&b)) => node.slots[usize::from(b)],
+                    // A single, found as `walk` finds one.
+                    (None, Some(&b)) if K::SINGLES => {
+                        fibs[i].singles.get((entry[i] & INDEX_MASK) as usize).map_or(EMPTY, |s| s.slot(usize::from(b)))
+                    }
                     _ => EMPTY,
                 };
                 entry[i] = e;
@@ -445,33 +500,39 @@ impl<K: FibKey> Fib<K> {
                 return self.target_of(host).map(|t| (t, K::BITS));
             }
         }
-        let mut path = [0u32; 16];
-        let mut idx = 0u32;
+        // Each level's node's leaf from above, down to where the walk ended.
+        let mut inherited = [EMPTY; 16];
+        let mut node = &self.nodes[0];
         let mut level = 0;
-        loop {
-            path[level] = idx;
-            let e = self.nodes[idx as usize].slots[key.byte(level)];
-            if e & CHILD != 0 {
-                idx = e & !CHILD;
-                level += 1;
-                continue;
+        let e = loop {
+            inherited[level] = node.inherited;
+            let e = node.slots[key.byte(level)];
+            if e & CHILD == 0 {
+                break e;
             }
-            let v = e & VALUE_MASK;
-            if v == 0 {
-                return None;
+            level += 1;
+            if e & SINGLE != 0 {
+                let single = self.singles[(e & INDEX_MASK) as usize];
+                inherited[level] = single.inherited;
+                break single.slot(key.byte(level));
             }
-            let target = self.targets[v as usize - 1];
-            // A depth of 0 means the prefix came from an upper level: climb
-            // through the nodes' inherited leaves until one says how deep.
-            let mut rel = rel_of(e);
-            let mut at = level;
-            while rel == 0 && at > 0 {
-                rel = rel_of(self.nodes[path[at] as usize].inherited);
-                at -= 1;
-            }
-            let len = if rel == 0 { 0 } else { (at * STRIDE) as u8 + rel };
-            return Some((target, len));
+            node = &self.nodes[(e & !CHILD) as usize];
+        };
+        let v = e & VALUE_MASK;
+        if v == 0 {
+            return None;
         }
+        let target = self.targets[v as usize - 1];
+        // A depth of 0 means the prefix came from an upper level: climb
+        // through the nodes' inherited leaves until one says how deep.
+        let mut rel = rel_of(e);
+        let mut at = level;
+        while rel == 0 && at > 0 {
+            rel = rel_of(inherited[at]);
+            at -= 1;
+        }
+        let len = if rel == 0 { 0 } else { (at * STRIDE) as u8 + rel };
+        Some((target, len))
     }
 
     /// Bytes this table holds in nodes and targets (approximate).
@@ -481,6 +542,7 @@ impl<K: FibKey> Fib<K> {
             + self.nodes.capacity() * std::mem::size_of::<Arc<Node>>()
             + self.targets.capacity() * (std::mem::size_of::<RouteTarget>() + std::mem::size_of::<VrfId>() + 4)
             + self.target_index.capacity() * (std::mem::size_of::<(RouteEntry, u32)>() + 1)
+            + self.singles.capacity() * std::mem::size_of::<Single>()
             + self.hosts.memory_bytes()
     }
 
@@ -490,9 +552,14 @@ impl<K: FibKey> Fib<K> {
         (self.hosts.len(), self.hosts.spilled())
     }
 
-    /// Number of trie nodes in use.
+    /// Number of trie nodes in use, singles not counted.
     pub fn node_count(&self) -> usize {
         self.nodes.len() - self.free_nodes.len()
+    }
+
+    /// Number of bottom nodes kept as singles.
+    pub fn single_count(&self) -> usize {
+        self.singles.len() - self.free_singles.len()
     }
 
     fn intern(&mut self, e: RouteEntry) -> u32 {
@@ -532,6 +599,8 @@ impl<K: FibKey> Fib<K> {
     }
 
     fn alloc_node(&mut self, inherited: u32) -> u32 {
+        // Lookups take an index past the nodes for a single's.
+        assert!(self.nodes.len() < SINGLE as usize, "trie nodes exhausted");
         let fill = inherited & VALUE_MASK;
         let node = Arc::new(Node { slots: [fill; FANOUT], inherited });
         match self.free_nodes.pop() {
@@ -550,44 +619,115 @@ impl<K: FibKey> Fib<K> {
         Arc::make_mut(&mut self.nodes[idx as usize])
     }
 
-    /// Sets the best-from-above leaf of node `idx` to `inherited`, rewriting
-    /// every slot that took its value from above, down through the subtree.
-    fn set_inherited(&mut self, idx: u32, inherited: u32) {
+    /// The leaf from above of the node or single that slot entry `child`
+    /// names.
+    fn inherited_of(&self, child: u32) -> u32 {
+        if child & SINGLE != 0 {
+            self.singles[(child & INDEX_MASK) as usize].inherited
+        } else {
+            self.nodes[(child & !CHILD) as usize].inherited
+        }
+    }
+
+    /// Sets the best-from-above leaf of the node or single that slot entry
+    /// `child` names to `inherited`, rewriting every slot that took its
+    /// value from above, down through the subtree.
+    fn set_inherited(&mut self, child: u32, inherited: u32) {
+        if child & SINGLE != 0 {
+            self.singles[(child & INDEX_MASK) as usize].inherited = inherited;
+            return;
+        }
         let value = inherited & VALUE_MASK;
-        let node = self.node_mut(idx);
+        let node = self.node_mut(child & !CHILD);
         node.inherited = inherited;
         let mut children = [0u32; FANOUT];
         let mut n = 0;
         for s in node.slots.iter_mut() {
             if *s & CHILD != 0 {
-                children[n] = *s & !CHILD;
+                children[n] = *s;
                 n += 1;
             } else if rel_of(*s) == 0 {
                 *s = value;
             }
         }
         for &c in &children[..n] {
-            if rel_of(self.nodes[c as usize].inherited) == 0 {
+            if rel_of(self.inherited_of(c)) == 0 {
                 self.set_inherited(c, value);
             }
         }
     }
 
-    /// Walks to the node at `level` on `key`'s path, creating nodes as needed.
-    fn descend_creating(&mut self, key: K, level: usize) -> u32 {
+    /// Walks to the node at `level` on `key`'s path, creating nodes as
+    /// needed and expanding singles; with the node's parent and its slot
+    /// there, but for the root.
+    fn descend_creating(&mut self, key: K, level: usize) -> (u32, Option<(u32, usize)>) {
         let mut idx = 0u32;
+        let mut parent = None;
         for l in 0..level {
             let slot = key.byte(l);
             let e = self.nodes[idx as usize].slots[slot];
-            idx = if e & CHILD != 0 {
-                e & !CHILD
-            } else {
+            let child = if e & CHILD == 0 {
                 let child = self.alloc_node(e);
                 self.node_mut(idx).slots[slot] = CHILD | child;
                 child
+            } else if e & SINGLE != 0 {
+                self.expand(idx, slot)
+            } else {
+                e & !CHILD
             };
+            parent = Some((idx, slot));
+            idx = child;
         }
+        (idx, parent)
+    }
+
+    /// Puts the node that the single in `parent`'s `slot` stands for in
+    /// its place, to be changed, and returns it.
+    fn expand(&mut self, parent: u32, slot: usize) -> u32 {
+        let i = self.nodes[parent as usize].slots[slot] & INDEX_MASK;
+        let single = self.singles[i as usize];
+        self.free_singles.push(i);
+        let idx = self.alloc_node(single.inherited);
+        let first = usize::from(single.first);
+        self.node_mut(idx).slots[first..first + usize::from(single.span)].fill(single.leaf);
+        self.node_mut(parent).slots[slot] = CHILD | idx;
         idx
+    }
+
+    /// Keeps the node in `parent`'s `slot` as a `Single` if it has no
+    /// children and one prefix of its own, where the family keeps singles.
+    fn compact(&mut self, parent: u32, slot: usize) {
+        let e = self.nodes[parent as usize].slots[slot];
+        if !K::SINGLES || e & CHILD == 0 || e & SINGLE != 0 {
+            return;
+        }
+        let idx = e & !CHILD;
+        let node = &self.nodes[idx as usize];
+        let own = |x: u32| x & CHILD != 0 || rel_of(x) != 0;
+        let Some(first) = node.slots.iter().position(|&x| own(x)) else { return };
+        let leaf = node.slots[first];
+        let span = FANOUT >> rel_of(leaf);
+        if leaf & CHILD != 0
+            || first % span != 0
+            || node.slots[first..first + span].iter().any(|&x| x != leaf)
+            || node.slots[first + span..].iter().any(|&x| own(x))
+        {
+            return;
+        }
+        let single = Single { first: first as u16, span: span as u16, leaf, inherited: node.inherited };
+        let i = match self.free_singles.pop() {
+            Some(i) => {
+                self.singles[i as usize] = single;
+                i
+            }
+            None => {
+                self.singles.push(single);
+                (self.singles.len() - 1) as u32
+            }
+        };
+        self.node_mut(parent).slots[slot] = CHILD | SINGLE | i;
+        self.nodes[idx as usize] = Arc::clone(&self.vacant);
+        self.free_nodes.push(idx);
     }
 
     /// Installs `key/len → entry`, replacing the same prefix's old entry
@@ -618,16 +758,18 @@ impl<K: FibKey> Fib<K> {
 
     /// True if the trie holds `key` as a full-length prefix of its own.
     fn trie_holds_host(&self, key: K) -> bool {
+        let last = usize::from(K::BITS) / STRIDE - 1;
         let mut node = &self.nodes[0];
-        for level in 0..usize::from(K::BITS) / STRIDE {
+        for level in 0..=last {
             let e = node.slots[key.byte(level)];
             if e & CHILD == 0 {
-                return level + 1 == usize::from(K::BITS) / STRIDE && usize::from(rel_of(e)) == STRIDE;
+                return level == last && usize::from(rel_of(e)) == STRIDE;
             }
-            match self.nodes.get((e & !CHILD) as usize) {
-                Some(child) => node = child,
-                None => return false,
+            if e & SINGLE != 0 {
+                let single = self.singles[(e & INDEX_MASK) as usize];
+                return level + 1 == last && usize::from(rel_of(single.slot(key.byte(last)))) == STRIDE;
             }
+            node = &self.nodes[(e & !CHILD) as usize];
         }
         false
     }
@@ -642,7 +784,7 @@ impl<K: FibKey> Fib<K> {
     /// Puts `key/len` in the trie's slots as leaf value `value`.
     fn install(&mut self, key: K, len: u8, value: u32) {
         let (level, rel) = place(len);
-        let idx = self.descend_creating(key, level);
+        let (idx, parent) = self.descend_creating(key, level);
         let span = FANOUT >> rel;
         let start = key.byte(level) & !(span - 1);
         let new = leaf(value, rel);
@@ -652,13 +794,15 @@ impl<K: FibKey> Fib<K> {
         for s in start..start + span {
             let e = self.nodes[idx as usize].slots[s];
             if e & CHILD != 0 {
-                let child = e & !CHILD;
-                if rel_of(self.nodes[child as usize].inherited) <= rel {
-                    self.set_inherited(child, new);
+                if rel_of(self.inherited_of(e)) <= rel {
+                    self.set_inherited(e, new);
                 }
             } else if rel_of(e) <= rel {
                 self.node_mut(idx).slots[s] = new;
             }
+        }
+        if let Some((parent, slot)) = parent {
+            self.compact(parent, slot);
         }
     }
 
@@ -672,6 +816,12 @@ impl<K: FibKey> Fib<K> {
             self.hosts.remove(key, &mut spills);
             self.install_hosts(spills);
         }
+        // The trie may never have held it (a host held by hash), but the
+        // entry was interned all the same.
+        let ov = self.value_of(old);
+        if ov != EMPTY {
+            self.release(ov);
+        }
         let (level, rel) = place(len);
         let mut path = [(0u32, 0usize); 16];
         let mut idx = 0u32;
@@ -679,10 +829,12 @@ impl<K: FibKey> Fib<K> {
             let slot = key.byte(l);
             *step = (idx, slot);
             let e = self.nodes[idx as usize].slots[slot];
-            if e & CHILD == 0 {
-                return; // Never installed: nothing to undo.
-            }
-            idx = e & !CHILD;
+            idx = match e {
+                _ if e & CHILD == 0 => return, // Never installed: nothing to undo.
+                _ if e & SINGLE == 0 => e & !CHILD,
+                _ if l + 1 == level => self.expand(idx, slot),
+                _ => return, // Under a single, which has no children: never installed.
+            };
         }
         let with = match replacement {
             Some((rlen, t)) if usize::from(rlen) > level * STRIDE => {
@@ -699,30 +851,32 @@ impl<K: FibKey> Fib<K> {
         for s in start..start + span {
             let e = self.nodes[idx as usize].slots[s];
             if e & CHILD != 0 {
-                let child = e & !CHILD;
-                if rel_of(self.nodes[child as usize].inherited) == rel {
-                    self.set_inherited(child, with);
+                if rel_of(self.inherited_of(e)) == rel {
+                    self.set_inherited(e, with);
                 }
             } else if rel_of(e) == rel {
                 self.node_mut(idx).slots[s] = with;
             }
         }
-        let ov = self.value_of(old);
-        if ov != EMPTY {
-            self.release(ov);
-        }
-        // Fold back nodes left holding nothing of their own.
-        for l in (0..level).rev() {
+        // Fold back nodes left holding nothing of their own, and keep the
+        // lowest left as a single if it can be.
+        let mut at = level;
+        while at > 0 {
             let n = &self.nodes[idx as usize];
             if n.slots.iter().any(|&e| e & CHILD != 0 || rel_of(e) != 0) {
                 break;
             }
             let inherited = n.inherited;
-            let (parent, slot) = path[l];
+            let (parent, slot) = path[at - 1];
             self.node_mut(parent).slots[slot] = inherited;
             self.nodes[idx as usize] = Arc::clone(&self.vacant);
             self.free_nodes.push(idx);
             idx = parent;
+            at -= 1;
+        }
+        if at > 0 {
+            let (parent, slot) = path[at - 1];
+            self.compact(parent, slot);
         }
     }
 }
@@ -974,12 +1128,76 @@ mod tests {
         for (a, l) in m.0.keys().copied().collect::<Vec<_>>() {
             apply_remove(&mut fib, &mut m, a, l);
         }
-        assert_eq!((fib.host_routes(), fib.node_count()), ((0, 0), 1));
+        assert_eq!((fib.host_routes(), fib.node_count(), fib.single_count()), ((0, 0), 1, 0));
+        assert!(fib.target_refs.iter().all(|&refs| refs == 0), "every target released");
+    }
+
+    /// Sparse IPv6 prefixes, most alone at the bottom of their path and
+    /// so kept as singles, others nesting over and under them: while they
+    /// come and go, singles are made, expanded and made again, and every
+    /// lookup, with its length, single or batched, matches the model; a
+    /// snapshot keeps its answers; and deleting everything leaves the root.
+    #[test]
+    fn sparse_ipv6_prefixes_kept_as_singles_match_brute_force_model() {
+        let mut fib = Fib::<u128>::new();
+        let mut m = Model::<u128>(BTreeMap::new());
+        let mut rng = Rng::new(0x5167);
+        let addr = |r: &mut Rng| (0x2001u128 << 112) | (u128::from(r.next_u64() & 0x0003_0301_8300_0000) << 48);
+        let (mut most_singles, mut snapshot) = (0, None);
+        for round in 0..6000 {
+            let a = addr(&mut rng);
+            let len = match rng.next_u64() % 8 {
+                0 => 16 + (rng.next_u64() % 32) as u8,
+                1 => 57 + (rng.next_u64() % 72) as u8,
+                _ => 48 + (rng.next_u64() % 9) as u8,
+            };
+            if rng.next_u64() % 5 < 2 {
+                apply_remove(&mut fib, &mut m, a, len);
+            } else {
+                apply_insert(&mut fib, &mut m, a, len, t((rng.next_u64() % 9) as u32 + 1));
+            }
+            most_singles = most_singles.max(fib.single_count());
+            // At the edges of the prefix just changed, and inside it.
+            let a = a.mask(len);
+            let inside = if len == 128 { 0 } else { u128::from(rng.next_u64()) & (u128::MAX >> len) };
+            for q in
+                [a.wrapping_sub(1), a.wrapping_add(1u128.checked_shl(u32::from(128 - len)).unwrap_or(0)), a | inside]
+            {
+                assert_eq!(fib.lookup_with_len(q), m.lookup(q), "round {round} q {q:#x} next to {a:#x}/{len}");
+            }
+            if round == 3000 {
+                snapshot = Some((fib.clone(), m.0.clone()));
+            }
+            if round % 100 == 0 {
+                let keys: Vec<u128> = (0..BATCH).map(|_| addr(&mut rng) | u128::from(rng.next_u64() & 0xff)).collect();
+                let mut routes = [Route { version: 0, leaf: 0 }; BATCH];
+                Fib::lookup_batch_routes(&[&fib; BATCH], &keys, &mut routes);
+                for (q, route) in keys.into_iter().zip(routes) {
+                    let want = m.lookup(q);
+                    assert_eq!(fib.lookup_with_len(q), want, "round {round} q {q:#x}");
+                    assert_eq!(fib.lookup(q), want.map(|x| x.0));
+                    assert_eq!(fib.target(route), want.map(|x| x.0));
+                }
+            }
+        }
+        assert!(most_singles > 50, "the prefixes made few singles: {most_singles}");
+        let (old, model) = snapshot.expect("taken at round 3000");
+        let m = Model(model);
+        for _ in 0..2000 {
+            let q = addr(&mut rng);
+            assert_eq!(old.lookup_with_len(q), m.lookup(q), "the snapshot's answer for {q:#x}");
+        }
+        let (mut m, mut fib) = (m, old);
+        for (a, l) in m.0.keys().copied().collect::<Vec<_>>() {
+            apply_remove(&mut fib, &mut m, a, l);
+        }
+        assert_eq!((fib.node_count(), fib.single_count()), (1, 0));
+        assert!(fib.target_refs.iter().all(|&refs| refs == 0), "every target released");
     }
 
     /// The reason hosts go by hash: 1,000 pods' random /128s in one /64
     /// take under a tenth of the trie nodes that as many /127s take (about
-    /// seven each). The trie holds only the hosts that spilled, and those
+    /// six each, and a single at the bottom). The trie holds only the hosts that spilled, and those
     /// that had spilled before a resize found them room, which keep their
     /// leaves until removed.
     #[test]
@@ -993,13 +1211,13 @@ mod tests {
                 let key = subnet | u128::from(rng.next_u64() | 1);
                 fib.insert(key.mask(len), len, own(t(2 + i % 3)), None);
             }
-            (fib.node_count(), fib.host_routes())
+            (fib.node_count(), fib.single_count(), fib.host_routes())
         };
-        let (by_hash, (hosts, spilled)) = nodes_for(128);
-        let (in_trie, _) = nodes_for(127);
+        let (by_hash, _, (hosts, spilled)) = nodes_for(128);
+        let (in_trie, singles, _) = nodes_for(127);
         assert_eq!(hosts, 1000);
         assert!(spilled < 50, "most hosts fit their buckets: {spilled} spilled");
-        assert!(in_trie > 6000, "{in_trie} trie nodes for 1,000 /127s");
+        assert!(in_trie > 5000 && singles > 950, "{in_trie} trie nodes and {singles} singles for 1,000 /127s");
         assert!(by_hash * 10 < in_trie, "{by_hash} trie nodes for 1,000 hosts, {spilled} spilled");
     }
 
