@@ -295,6 +295,96 @@ fn an_old_snapshot_stays_valid_after_later_batches() {
     assert_eq!(w.tables().vrf(1).unwrap().v4.lookup(0x0a00_0001), None);
 }
 
+/// Batches that meet a prefix more than once (added, changed, removed and
+/// added again, its covers changing around it), in both families, with
+/// next hops added midway, and failing batches that change nothing: after
+/// every batch each lookup, with its matched length, matches a model, and
+/// removing every route leaves empty tries, IPv6's singles included.
+#[test]
+fn routes_changed_many_times_in_one_batch_match_a_model() {
+    use std::collections::BTreeMap;
+    use std::net::Ipv6Addr;
+    use vrouter::pktgen::scenario::Rng;
+    let (mut w, _) = TablesWriter::new(Limits { nexthops: 4096, routes_per_vrf: 10_000, ..Limits::default() });
+    w.apply(&[vrf(1), Op::Add(Object::NextHop(1, NextHop::Receive))]).unwrap();
+    let mut rng = Rng::new(0xba7c);
+    // Few distinct addresses, so that a batch meets a prefix more than
+    // once, and prefixes nest.
+    let v4 = |r: &mut Rng| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | (r.next_u64() as u32 & 0x0003_0103)));
+    let v6 = |r: &mut Rng| {
+        let bits = u128::from(r.next_u64() & 0x0003_0103);
+        IpAddr::V6(Ipv6Addr::from(0xfd00u128 << 112 | (bits & 0xff00) << 64 | (bits & 0x0003_00ff)))
+    };
+    let mut model: BTreeMap<Prefix, u32> = BTreeMap::new();
+    let mut nexthops = 1u32;
+    let (mut failed, mut repeated) = (0, 0);
+    for batch in 0..300 {
+        let before = model.clone();
+        let mut ops = Vec::new();
+        let mut seen = Vec::new();
+        for _ in 0..40 {
+            if rng.next_u64() % 16 == 0 {
+                nexthops += 1;
+                ops.push(Op::Add(Object::NextHop(nexthops, NextHop::Receive)));
+                continue;
+            }
+            let prefix = if rng.next_u64() % 2 == 0 {
+                Prefix::covering(v4(&mut rng), 8 + (rng.next_u64() % 25) as u8)
+            } else {
+                let len = if rng.next_u64() % 3 == 0 { 128 } else { 16 + (rng.next_u64() % 113) as u8 };
+                Prefix::covering(v6(&mut rng), len)
+            };
+            repeated += usize::from(seen.contains(&prefix));
+            seen.push(prefix);
+            if model.contains_key(&prefix) && rng.next_u64() % 2 == 0 {
+                model.remove(&prefix);
+                ops.push(Op::Delete(ObjectKey::Route(1, prefix)));
+                continue;
+            }
+            let nh = 1 + (rng.next_u64() % u64::from(nexthops)) as u32;
+            let spec =
+                RouteSpec { network: None, vrf: 1, prefix, target: RouteTarget { nh, label: RouteTarget::NO_LABEL } };
+            ops.push(if model.insert(prefix, nh).is_some() {
+                Op::Update(Object::Route(spec))
+            } else {
+                Op::Add(Object::Route(spec))
+            });
+        }
+        if batch % 7 == 3 {
+            // Fails at its end: nothing of the batch may stay.
+            ops.push(route(1, "10.200.0.0/16", 4095));
+            assert!(w.apply(&ops).is_err());
+            model = before;
+            nexthops = (1..=nexthops).rev().find(|&n| w.tables().nexthop(n).is_some()).unwrap_or(1);
+            failed += 1;
+        } else {
+            w.apply(&ops).unwrap();
+        }
+        let t = w.tables();
+        let v = t.vrf(1).unwrap();
+        for _ in 0..100 {
+            let (q4, q6) = (v4(&mut rng), v6(&mut rng));
+            let want = |q: IpAddr, bits: u8| {
+                (0..=bits).rev().find_map(|l| model.get(&Prefix::covering(q, l)).map(|&nh| (nh, l)))
+            };
+            let IpAddr::V4(a) = q4 else { unreachable!() };
+            let IpAddr::V6(b) = q6 else { unreachable!() };
+            assert_eq!(v.v4.lookup_with_len(a.into()).map(|(t, l)| (t.nh, l)), want(q4, 32), "batch {batch}: {q4}");
+            assert_eq!(v.v6.lookup_with_len(b.into()).map(|(t, l)| (t.nh, l)), want(q6, 128), "batch {batch}: {q6}");
+            assert_eq!(v.v6.lookup(b.into()).map(|t| t.nh), want(q6, 128).map(|(nh, _)| nh));
+        }
+        let (n4, n6) = w.route_count(1);
+        assert_eq!(n4 + n6, model.len(), "batch {batch}");
+    }
+    assert!(failed > 30 && repeated > 1000, "{failed} batches failed, {repeated} prefixes met again in a batch");
+    // Removing every route, in one batch, leaves empty tries.
+    let ops: Vec<Op> = model.keys().map(|&p| Op::Delete(ObjectKey::Route(1, p))).collect();
+    w.apply(&ops).unwrap();
+    let t = w.tables();
+    let v = t.vrf(1).unwrap();
+    assert_eq!((v.v4.node_count(), v.v6.node_count(), v.v6.single_count()), (1, 1, 0));
+}
+
 #[test]
 fn thousands_of_routes_match_a_model_after_random_batches() {
     let (mut w, _) = TablesWriter::new(Limits { routes_per_vrf: 100_000, ..Limits::default() });
