@@ -85,6 +85,11 @@ fn lpm(c: &mut Criterion) {
         let theirs = ref4.get_lpm(&Ipv4Net::new(Ipv4Addr::from(a), 32).unwrap()).map(|(p, _)| p.prefix_len());
         assert_eq!(ours, theirs, "{}", Ipv4Addr::from(a));
     }
+    for &a in q6.iter().take(2000) {
+        let ours = vrf.v6.lookup_with_len(a).map(|(_, l)| l);
+        let theirs = ref6.get_lpm(&Ipv6Net::new(Ipv6Addr::from(a), 128).unwrap()).map(|(p, _)| p.prefix_len());
+        assert_eq!(ours, theirs, "{}", Ipv6Addr::from(a));
+    }
 
     let mut g = c.benchmark_group("lpm");
     g.measurement_time(Duration::from_secs(if quick { 1 } else { 4 }));
