@@ -8,6 +8,10 @@
 //! child node records the prefix it inherited from its parent slot; that is
 //! what lets a delete restore the covering prefix without rescanning.
 //!
+//! IPv6 prefixes are sparse: a node at the bottom of an IPv6 trie that
+//! holds one prefix and no children is kept as a twelve-byte `Single`
+//! rather than a kilobyte of slots.
+//!
 //! Nodes live behind `Arc`s. Cloning a `Fib` for the next snapshot copies
 //! the node pointers; an insert or delete copies only the nodes on its path
 //! that an older snapshot still shares. Readers keep their snapshot intact.
@@ -922,6 +926,19 @@ mod tests {
         }
     }
 
+    /// Each of `keys` (at most `BATCH`) looked up singly, with its length,
+    /// and as a batch, answers as the model does.
+    fn assert_lookups_match<K: FibKey>(fib: &Fib<K>, m: &Model<K>, keys: &[K], round: usize) {
+        let mut routes = [Route { version: 0, leaf: 0 }; BATCH];
+        Fib::lookup_batch_routes(&[fib; BATCH][..keys.len()], keys, &mut routes[..keys.len()]);
+        for (&q, route) in keys.iter().zip(routes) {
+            let want = m.lookup(q);
+            assert_eq!(fib.lookup_with_len(q), want, "round {round} q {q:?}");
+            assert_eq!(fib.lookup(q), want.map(|x| x.0));
+            assert_eq!(fib.target(route), want.map(|x| x.0));
+        }
+    }
+
     /// A route looked up in one version of a table names its target in
     /// that version only: every change makes a version no table had.
     #[test]
@@ -1103,14 +1120,7 @@ mod tests {
             }
             if round % 100 == 0 {
                 let keys: Vec<u128> = (0..BATCH).map(|_| addr(&mut rng)).collect();
-                let mut routes = [Route { version: 0, leaf: 0 }; BATCH];
-                Fib::lookup_batch_routes(&[&fib; BATCH], &keys, &mut routes);
-                for (q, route) in keys.into_iter().zip(routes) {
-                    let want = m.lookup(q);
-                    assert_eq!(fib.lookup_with_len(q), want, "round {round} q {q:#x}");
-                    assert_eq!(fib.lookup(q), want.map(|x| x.0));
-                    assert_eq!(fib.target(route), want.map(|x| x.0));
-                }
+                assert_lookups_match(&fib, &m, &keys, round);
                 let hosts = m.0.keys().filter(|&&(_, l)| l == 128).count();
                 assert_eq!(fib.host_routes().0, hosts, "every /128 is in the hash table");
             }
@@ -1170,14 +1180,7 @@ mod tests {
             }
             if round % 100 == 0 {
                 let keys: Vec<u128> = (0..BATCH).map(|_| addr(&mut rng) | u128::from(rng.next_u64() & 0xff)).collect();
-                let mut routes = [Route { version: 0, leaf: 0 }; BATCH];
-                Fib::lookup_batch_routes(&[&fib; BATCH], &keys, &mut routes);
-                for (q, route) in keys.into_iter().zip(routes) {
-                    let want = m.lookup(q);
-                    assert_eq!(fib.lookup_with_len(q), want, "round {round} q {q:#x}");
-                    assert_eq!(fib.lookup(q), want.map(|x| x.0));
-                    assert_eq!(fib.target(route), want.map(|x| x.0));
-                }
+                assert_lookups_match(&fib, &m, &keys, round);
             }
         }
         assert!(most_singles > 50, "the prefixes made few singles: {most_singles}");
