@@ -50,6 +50,22 @@ fn fits<K: FibKey>(bucket: &Bucket<K>, key: K) -> bool {
         && (0..WAYS).all(|w| bucket.leaves[w] == EMPTY || bucket.keys[w].fold_low() != low)
 }
 
+/// What a change to `HostRoutes` did to its spill list, for the trie to
+/// follow (`Fib`): the hosts put on it, with their leaves (a host already
+/// there, given a new leaf, included), and the hosts taken off it into a
+/// bucket, in that order of events: a host may be taken off and put back
+/// in one change.
+pub(super) struct SpillChanges<K> {
+    pub(super) placed: Vec<K>,
+    pub(super) spilled: Vec<(K, u32)>,
+}
+
+impl<K> Default for SpillChanges<K> {
+    fn default() -> Self {
+        SpillChanges { placed: Vec::new(), spilled: Vec::new() }
+    }
+}
+
 /// The full-length prefixes of one table, each with its trie leaf value.
 #[derive(Clone)]
 pub(super) struct HostRoutes<K: FibKey> {
@@ -135,18 +151,19 @@ impl<K: FibKey> HostRoutes<K> {
 
     /// Sets `key`'s leaf, adding it if new. `leaf` is not `EMPTY`. Every
     /// host that this leaves on the spill list, `key` or another that a
-    /// resize moved, is pushed onto `spills` with its leaf.
-    pub(super) fn insert(&mut self, key: K, leaf: u32, spills: &mut Vec<(K, u32)>) {
+    /// resize moved, is in `changes.spilled` with its leaf; every host a
+    /// resize took off it, in `changes.placed`.
+    pub(super) fn insert(&mut self, key: K, leaf: u32, changes: &mut SpillChanges<K>) {
         debug_assert_ne!(leaf, EMPTY);
-        if self.replace(key, leaf, spills) {
+        if self.replace(key, leaf, changes) {
             return;
         }
         self.len += 1;
         self.widen_cover(key, self.len == 1);
         if self.len > self.buckets() {
-            self.resize((self.buckets() * 2).max(PAGE), spills);
+            self.resize((self.buckets() * 2).max(PAGE), changes);
         }
-        self.place(key, leaf, spills);
+        self.place(key, leaf, changes);
     }
 
     /// The bucket and way that hold `key`, if its bucket does.
@@ -156,9 +173,10 @@ impl<K: FibKey> HostRoutes<K> {
         (0..WAYS).find(|&w| bucket.keys[w] == key && bucket.leaves[w] != EMPTY).map(|w| (b, w))
     }
 
-    /// Drops `key`, if held. Hosts that a resize leaves on the spill list
-    /// are pushed onto `spills`, as `insert` does.
-    pub(super) fn remove(&mut self, key: K, spills: &mut Vec<(K, u32)>) {
+    /// Drops `key`, if held, and says what that did to the spill list, as
+    /// `insert` does: a host may take the freed way, and a resize may move
+    /// others.
+    pub(super) fn remove(&mut self, key: K, changes: &mut SpillChanges<K>) {
         if let Some(i) = self.spilled.iter().position(|&(k, _)| k == key) {
             Arc::make_mut(&mut self.spilled).swap_remove(i);
         } else {
@@ -173,22 +191,23 @@ impl<K: FibKey> HostRoutes<K> {
                 let bucket = &mut Arc::make_mut(&mut self.pages[b / PAGE])[b % PAGE];
                 bucket.keys[w] = k;
                 bucket.leaves[w] = l;
+                changes.placed.push(k);
             }
         }
         self.len -= 1;
         if self.len == 0 {
             *self = HostRoutes::default();
         } else if self.buckets() > PAGE && self.len < self.buckets() / 4 {
-            self.resize(self.buckets() / 2, spills);
+            self.resize(self.buckets() / 2, changes);
         }
     }
 
     /// Sets the leaf of `key` if it is held; true if it was. A spilled
-    /// host is pushed onto `spills` with its new leaf.
-    fn replace(&mut self, key: K, leaf: u32, spills: &mut Vec<(K, u32)>) -> bool {
+    /// host is in `changes.spilled` with its new leaf.
+    fn replace(&mut self, key: K, leaf: u32, changes: &mut SpillChanges<K>) -> bool {
         if let Some(i) = self.spilled.iter().position(|&(k, _)| k == key) {
             Arc::make_mut(&mut self.spilled)[i].1 = leaf;
-            spills.push((key, leaf));
+            changes.spilled.push((key, leaf));
             return true;
         }
         let Some((b, w)) = self.way_of(key) else { return false };
@@ -210,12 +229,12 @@ impl<K: FibKey> HostRoutes<K> {
     }
 
     /// Puts a host that is not held into its bucket, or the spill list
-    /// and `spills`.
-    fn place(&mut self, key: K, leaf: u32, spills: &mut Vec<(K, u32)>) {
+    /// and `changes.spilled`.
+    fn place(&mut self, key: K, leaf: u32, changes: &mut SpillChanges<K>) {
         let b = self.bucket_of(key);
         if !fits(&self.pages[b / PAGE][b % PAGE], key) {
             Arc::make_mut(&mut self.spilled).push((key, leaf));
-            spills.push((key, leaf));
+            changes.spilled.push((key, leaf));
             return;
         }
         let bucket = &mut Arc::make_mut(&mut self.pages[b / PAGE])[b % PAGE];
@@ -225,16 +244,21 @@ impl<K: FibKey> HostRoutes<K> {
     }
 
     /// Rehashes every host into `buckets` buckets (a power of two, a page or more).
-    fn resize(&mut self, buckets: usize, spills: &mut Vec<(K, u32)>) {
+    fn resize(&mut self, buckets: usize, changes: &mut SpillChanges<K>) {
         let hosts = self.held();
+        let was_spilled = std::mem::take(&mut self.spilled);
         let empty = Bucket { keys: [K::zero(); WAYS], leaves: [EMPTY; WAYS] };
         self.pages = (0..buckets / PAGE).map(|_| Arc::new([empty; PAGE])).collect();
         self.shift = 64 - buckets.trailing_zeros();
-        self.spilled = Arc::new(Vec::new());
+        // Hosts spilled before are placed first (`held`), so most find room.
+        let mut spilled_again = SpillChanges::default();
         for (i, &(k, l)) in hosts.iter().enumerate() {
-            self.place(k, l, spills);
+            self.place(k, l, &mut spilled_again);
             self.widen_cover(k, i == 0);
         }
+        let now_spilled = |k: &K| self.spilled.iter().any(|&(s, _)| s == *k);
+        changes.placed.extend(was_spilled.iter().map(|&(k, _)| k).filter(|k| !now_spilled(k)));
+        changes.spilled.extend(spilled_again.spilled);
     }
 
     /// Every host held, with its leaf: the spilled ones, then the buckets'.
@@ -269,15 +293,15 @@ mod tests {
     /// Against a map, under random adds, changes and removes in a narrow
     /// key space (so that buckets fill and hosts spill): every held host
     /// is either found in its bucket or on the spill list, never stale;
-    /// every spilled host was handed to the trie, with its current leaf,
-    /// by the change that spilled it (what `Fib` relies on); and the table
-    /// grows and shrinks with its hosts.
+    /// a trie that follows what each change says of the spill list holds
+    /// exactly the spilled hosts, with their current leaves (what `Fib`
+    /// relies on); and the table grows and shrinks with its hosts.
     #[test]
     fn matches_a_map_under_churn_and_spills_only_from_full_buckets() {
         let mut rng = Rng::new(0x4057);
         let mut hosts = HostRoutes::<u128>::default();
         let mut model = BTreeMap::new();
-        let mut spilled_seen = 0;
+        let (mut spilled_seen, mut placed_seen) = (0, 0);
         let mut trie = BTreeMap::new();
         // Random low halves: a subnet's consecutive addresses never share a
         // bucket while the table has a bucket a host, so they would not spill.
@@ -292,21 +316,25 @@ mod tests {
             let add = rng.next_u64() % 100 < if step < 20_000 { 70 } else { 30 };
             let key = pool[(rng.next_u64() % 3000) as usize];
             // What the trie would hold: what each change said it spilled,
-            // kept current as `Fib` keeps it.
-            let mut spills = Vec::new();
+            // less what it placed, kept current as `Fib` keeps it.
+            let mut changes = SpillChanges::default();
             if add {
                 let leaf = 1 + (rng.next_u64() % 1000) as u32;
-                hosts.insert(key, leaf, &mut spills);
+                hosts.insert(key, leaf, &mut changes);
                 model.insert(key, leaf);
                 if let Some(l) = trie.get_mut(&key) {
                     *l = leaf;
                 }
             } else {
-                hosts.remove(key, &mut spills);
+                hosts.remove(key, &mut changes);
                 model.remove(&key);
                 trie.remove(&key);
             }
-            trie.extend(spills);
+            placed_seen += changes.placed.len();
+            for k in changes.placed {
+                assert!(trie.remove(&k).is_some(), "placed a host that had not spilled: {k:x}");
+            }
+            trie.extend(changes.spilled);
             assert_eq!(hosts.len(), model.len());
             spilled_seen = spilled_seen.max(hosts.spilled());
             if step % 997 == 0 || step == 39_999 {
@@ -319,6 +347,7 @@ mod tests {
                 assert!(
                     hosts.len() <= hosts.buckets() && (hosts.buckets() <= PAGE || hosts.len() >= hosts.buckets() / 4)
                 );
+                assert_eq!(trie.len(), hosts.spilled(), "the trie holds hosts that no longer spill");
                 for &(k, l) in hosts.spilled.iter() {
                     assert_eq!(trie.get(&k), Some(&l), "a spilled host was not handed to the trie: {k:x}");
                     let b = hosts.bucket_of(k);
@@ -332,8 +361,9 @@ mod tests {
             }
         }
         assert!(spilled_seen > 0, "the test never filled a bucket: it checks nothing of the spill list");
+        assert!(placed_seen > 0, "no spilled host ever found room: it checks nothing of the placing");
         for k in model.keys().copied().collect::<Vec<_>>() {
-            hosts.remove(k, &mut Vec::new());
+            hosts.remove(k, &mut SpillChanges::default());
         }
         assert_eq!((hosts.len(), hosts.buckets(), hosts.spilled()), (0, 0, 0));
     }
@@ -345,7 +375,7 @@ mod tests {
         let mut hosts = HostRoutes::<u128>::default();
         let subnet = 0xfd00_0000_0000_0001_u128 << 64;
         for i in 1..=5000u128 {
-            hosts.insert(subnet | i, 1, &mut Vec::new());
+            hosts.insert(subnet | i, 1, &mut SpillChanges::default());
         }
         assert_eq!((hosts.len(), hosts.spilled()), (5000, 0));
         assert!((1..=5000u128).all(|i| hosts.leaf(subnet | i) == 1));
@@ -358,14 +388,14 @@ mod tests {
         let mut hosts = HostRoutes::<u128>::default();
         let subnet = |s: u128| (0xfd00_0000_0000_0000_u128 | s) << 64;
         let covered = |h: &HostRoutes<u128>, k: u128| (k.fold_high() ^ h.cover) & h.cover_mask == 0;
-        hosts.insert(subnet(1) | 5, 1, &mut Vec::new());
+        hosts.insert(subnet(1) | 5, 1, &mut SpillChanges::default());
         assert!(covered(&hosts, subnet(1) | 99) && !covered(&hosts, subnet(2) | 5));
-        hosts.insert(subnet(2) | 6, 1, &mut Vec::new());
+        hosts.insert(subnet(2) | 6, 1, &mut SpillChanges::default());
         assert!(covered(&hosts, subnet(2) | 5) && covered(&hosts, subnet(3) | 5), "fd00::/62 is shared");
         assert!(!covered(&hosts, subnet(4) | 5) && !covered(&hosts, 0x2001_0db8_u128 << 96 | 5));
         assert_eq!(hosts.leaf(subnet(4) | 6), EMPTY);
         // A remove leaves the cover wide; it never shrinks below a host held.
-        hosts.remove(subnet(2) | 6, &mut Vec::new());
+        hosts.remove(subnet(2) | 6, &mut SpillChanges::default());
         assert!(covered(&hosts, subnet(1) | 5) && covered(&hosts, subnet(3) | 5));
         assert_eq!(hosts.leaf(subnet(1) | 5), 1);
     }
@@ -375,13 +405,13 @@ mod tests {
     fn a_copy_is_isolated_from_later_changes() {
         let mut a = HostRoutes::<u128>::default();
         for k in 1..=100u128 {
-            a.insert(k, k as u32, &mut Vec::new());
+            a.insert(k, k as u32, &mut SpillChanges::default());
         }
         let b = a.clone();
-        a.insert(5, 555, &mut Vec::new());
-        a.remove(7, &mut Vec::new());
+        a.insert(5, 555, &mut SpillChanges::default());
+        a.remove(7, &mut SpillChanges::default());
         for k in 101..=400u128 {
-            a.insert(k, 1, &mut Vec::new());
+            a.insert(k, 1, &mut SpillChanges::default());
         }
         assert_eq!(b.all(), (1..=100u128).map(|k| (k, k as u32)).collect::<Vec<_>>());
         assert_eq!(a.len(), 399);

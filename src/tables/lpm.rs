@@ -21,7 +21,7 @@
 //! list (see `tables::writer`), and this structure holds only what the data
 //! path needs.
 
-use super::hosts::HostRoutes;
+use super::hosts::{HostRoutes, SpillChanges};
 use super::{RouteEntry, RouteTarget, VrfId};
 use ahash::AHashMap;
 use std::sync::Arc;
@@ -208,6 +208,10 @@ pub struct Fib<K: FibKey> {
     recent: RecentChanges<K>,
     /// The full-length prefixes, by hash, where `K::HOSTS_BY_HASH`.
     hosts: HostRoutes<K>,
+    /// Prefixes longer than the last level's start and shorter than a
+    /// host (IPv6's /121-/127): while there are none, the trie can drop a
+    /// host's leaf on its own (`follow_spills`).
+    near_hosts: u32,
 }
 
 /// Most changes a table remembers (`RecentChanges`). A route remembered
@@ -318,6 +322,7 @@ impl<K: FibKey> Fib<K> {
             version,
             recent: RecentChanges::new(version),
             hosts: HostRoutes::default(),
+            near_hosts: 0,
         }
     }
 
@@ -749,13 +754,16 @@ impl<K: FibKey> Fib<K> {
             // that finds it there never walks (`HostRoutes`). The trie
             // takes what spilled, and keeps current a host it took before.
             let in_trie = self.trie_holds_host(key);
-            let mut spills = Vec::new();
-            self.hosts.insert(key, value, &mut spills);
-            if in_trie && !spills.iter().any(|&(k, _)| k == key) {
-                spills.push((key, value));
+            let mut changes = SpillChanges::default();
+            self.hosts.insert(key, value, &mut changes);
+            if in_trie && !changes.spilled.iter().any(|&(k, _)| k == key) {
+                changes.spilled.push((key, value));
             }
-            self.install_hosts(spills);
+            self.follow_spills(changes);
             return;
+        }
+        if old.is_none() && Self::near_host(len) {
+            self.near_hosts += 1;
         }
         self.install(key, len, value);
     }
@@ -778,9 +786,26 @@ impl<K: FibKey> Fib<K> {
         false
     }
 
-    /// Puts in the trie the hosts that `HostRoutes` says it spilled.
-    fn install_hosts(&mut self, spills: Vec<(K, u32)>) {
-        for (key, value) in spills {
+    /// True for a length between a host's last trie level and a host's.
+    fn near_host(len: u8) -> bool {
+        len > K::BITS - STRIDE as u8 && len < K::BITS
+    }
+
+    /// Makes the trie follow what a change did to the hosts' spill list:
+    /// it takes each host put there, and lets go of each host taken off it
+    /// if it can tell what the host's slot holds without it. That is the
+    /// leaf from above unless a prefix of the last level (`near_hosts`)
+    /// is beneath it, perhaps hidden by hosts on both sides; then the
+    /// leaf stays, never read, until the host goes.
+    fn follow_spills(&mut self, changes: SpillChanges<K>) {
+        if self.near_hosts == 0 {
+            for key in changes.placed {
+                if self.trie_holds_host(key) {
+                    self.unlink(key, K::BITS, Some((0, EMPTY)));
+                }
+            }
+        }
+        for (key, value) in changes.spilled {
             self.install(key, K::BITS, value);
         }
     }
@@ -816,9 +841,12 @@ impl<K: FibKey> Fib<K> {
         self.version = next_version();
         self.recent.record(self.version, key, len);
         if K::HOSTS_BY_HASH && len == K::BITS {
-            let mut spills = Vec::new();
-            self.hosts.remove(key, &mut spills);
-            self.install_hosts(spills);
+            let mut changes = SpillChanges::default();
+            self.hosts.remove(key, &mut changes);
+            self.follow_spills(changes);
+        }
+        if Self::near_host(len) {
+            self.near_hosts = self.near_hosts.saturating_sub(1);
         }
         // The trie may never have held it (a host held by hash), but the
         // entry was interned all the same.
@@ -826,6 +854,14 @@ impl<K: FibKey> Fib<K> {
         if ov != EMPTY {
             self.release(ov);
         }
+        let replacement = replacement.map(|(rlen, t)| (rlen, self.value_of(t)));
+        self.unlink(key, len, replacement);
+    }
+
+    /// Takes `key/len`'s leaf out of the trie's slots, if there, for
+    /// `replacement`: the longest prefix shorter than `len` that covers
+    /// it, as its length and leaf value, if any.
+    fn unlink(&mut self, key: K, len: u8, replacement: Option<(u8, u32)>) {
         let (level, rel) = place(len);
         let mut path = [(0u32, 0usize); 16];
         let mut idx = 0u32;
@@ -841,9 +877,7 @@ impl<K: FibKey> Fib<K> {
             };
         }
         let with = match replacement {
-            Some((rlen, t)) if usize::from(rlen) > level * STRIDE => {
-                leaf(self.value_of(t), rlen - (level * STRIDE) as u8)
-            }
+            Some((rlen, value)) if usize::from(rlen) > level * STRIDE => leaf(value, rlen - (level * STRIDE) as u8),
             Some(_) => self.nodes[idx as usize].inherited & VALUE_MASK,
             None => EMPTY,
         };
@@ -1198,11 +1232,38 @@ mod tests {
         assert!(fib.target_refs.iter().all(|&refs| refs == 0), "every target released");
     }
 
+    /// A host that spilled into the trie and later found room in its bucket
+    /// leaves the trie, and the cover beneath it shows again once the host
+    /// goes: while 3,000 hosts come and then go one by one, each removed
+    /// host's address matches its /64, and the trie ends as it began.
+    #[test]
+    fn hosts_taken_off_the_spill_list_leave_the_trie_to_their_cover() {
+        let (mut fib, mut m) = (Fib::<u128>::new(), Model::<u128>(BTreeMap::new()));
+        let subnet = 0xfd00_0000_0000_0001u128 << 64;
+        apply_insert(&mut fib, &mut m, subnet, 64, t(1));
+        let empty = (fib.node_count(), fib.single_count());
+        let mut rng = Rng::new(0x0c0e);
+        let keys: Vec<u128> = (0..3000).map(|_| subnet | u128::from(rng.next_u64() | 1)).collect();
+        // A resize that leaves fewer hosts spilled took some off the list.
+        let (mut spilled, mut fewer) = (0usize, 0);
+        for &k in &keys {
+            apply_insert(&mut fib, &mut m, k, 128, t(2));
+            let now = fib.host_routes().1;
+            fewer += spilled.saturating_sub(now);
+            spilled = now;
+        }
+        assert!(fewer > 0, "no spilled host found room");
+        for &k in &keys {
+            apply_remove(&mut fib, &mut m, k, 128);
+            assert_eq!(fib.lookup_with_len(k), Some((t(1), 64)), "{k:#x}");
+        }
+        assert_eq!((fib.node_count(), fib.single_count()), empty);
+    }
+
     /// The reason hosts go by hash: 1,000 pods' random /128s in one /64
     /// take under a tenth of the trie nodes that as many /127s take (about
-    /// six each, and a single at the bottom). The trie holds only the hosts that spilled, and those
-    /// that had spilled before a resize found them room, which keep their
-    /// leaves until removed.
+    /// six each, and a single at the bottom). The trie holds only the hosts
+    /// that spilled: at most the /64's path and seven nodes for each.
     #[test]
     fn ipv6_hosts_held_by_hash_take_few_trie_nodes() {
         let subnet = 0xfd00_0000_0000_0001u128 << 64;
@@ -1222,6 +1283,8 @@ mod tests {
         assert!(spilled < 50, "most hosts fit their buckets: {spilled} spilled");
         assert!(in_trie > 5000 && singles > 950, "{in_trie} trie nodes and {singles} singles for 1,000 /127s");
         assert!(by_hash * 10 < in_trie, "{by_hash} trie nodes for 1,000 hosts, {spilled} spilled");
+        // The root and the /64's seven levels, then seven nodes a spilled host.
+        assert!(by_hash <= 8 + 7 * spilled, "{by_hash} trie nodes for {spilled} spilled hosts");
     }
 
     #[test]
