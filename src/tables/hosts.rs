@@ -51,10 +51,10 @@ fn fits<K: FibKey>(bucket: &Bucket<K>, key: K) -> bool {
 }
 
 /// What a change to `HostRoutes` did to its spill list, for the trie to
-/// follow (`Fib`): the hosts put on it, with their leaves (a host already
-/// there, given a new leaf, included), and the hosts taken off it into a
-/// bucket, in that order of events: a host may be taken off and put back
-/// in one change.
+/// follow (`Fib`): the hosts taken off it into a bucket, and the hosts put
+/// on it, with their leaves (a host already there, given a new leaf,
+/// included). Followed in that order: one change may take a host off (to
+/// a freed way) and put it back (by the resize that follows).
 pub(super) struct SpillChanges<K> {
     pub(super) placed: Vec<K>,
     pub(super) spilled: Vec<(K, u32)>,
