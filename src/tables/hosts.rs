@@ -251,14 +251,12 @@ impl<K: FibKey> HostRoutes<K> {
         self.pages = (0..buckets / PAGE).map(|_| Arc::new([empty; PAGE])).collect();
         self.shift = 64 - buckets.trailing_zeros();
         // Hosts spilled before are placed first (`held`), so most find room.
-        let mut spilled_again = SpillChanges::default();
         for (i, &(k, l)) in hosts.iter().enumerate() {
-            self.place(k, l, &mut spilled_again);
+            self.place(k, l, changes);
             self.widen_cover(k, i == 0);
         }
         let now_spilled = |k: &K| self.spilled.iter().any(|&(s, _)| s == *k);
         changes.placed.extend(was_spilled.iter().map(|&(k, _)| k).filter(|k| !now_spilled(k)));
-        changes.spilled.extend(spilled_again.spilled);
     }
 
     /// Every host held, with its leaf: the spilled ones, then the buckets'.

@@ -170,6 +170,21 @@ fn rel_of(e: u32) -> u8 {
     ((e >> REL_SHIFT) & 0xf) as u8
 }
 
+/// Puts `item` in a free slot of `items` (one of `free`, else a new one)
+/// and returns its index.
+fn take_slot<T>(items: &mut Vec<T>, free: &mut Vec<u32>, item: T) -> u32 {
+    match free.pop() {
+        Some(i) => {
+            items[i as usize] = item;
+            i
+        }
+        None => {
+            items.push(item);
+            (items.len() - 1) as u32
+        }
+    }
+}
+
 /// Level of the node that holds a prefix of `len` bits, and the prefix's
 /// depth within that node's stride (1..=8; 0 for the default route).
 fn place(len: u8) -> (usize, u8) {
@@ -509,24 +524,7 @@ impl<K: FibKey> Fib<K> {
                 return self.target_of(host).map(|t| (t, K::BITS));
             }
         }
-        // Each level's node's leaf from above, down to where the walk ended.
-        let mut inherited = [EMPTY; 16];
-        let mut node = &self.nodes[0];
-        let mut level = 0;
-        let e = loop {
-            inherited[level] = node.inherited;
-            let e = node.slots[key.byte(level)];
-            if e & CHILD == 0 {
-                break e;
-            }
-            level += 1;
-            if e & SINGLE != 0 {
-                let single = self.singles[(e & INDEX_MASK) as usize];
-                inherited[level] = single.inherited;
-                break single.slot(key.byte(level));
-            }
-            node = &self.nodes[(e & !CHILD) as usize];
-        };
+        let (e, level, inherited) = self.trie_leaf(key);
         let v = e & VALUE_MASK;
         if v == 0 {
             return None;
@@ -542,6 +540,34 @@ impl<K: FibKey> Fib<K> {
         }
         let len = if rel == 0 { 0 } else { (at * STRIDE) as u8 + rel };
         Some((target, len))
+    }
+
+    /// The trie's leaf entry for `key`, hosts held by hash aside; the level
+    /// of the node (or single) it is in; and each level's leaf from above,
+    /// down to that one.
+    fn trie_leaf(&self, key: K) -> (u32, usize, [u32; 16]) {
+        let mut inherited = [EMPTY; 16];
+        let mut node = &self.nodes[0];
+        let mut level = 0;
+        loop {
+            inherited[level] = node.inherited;
+            let e = node.slots[key.byte(level)];
+            if e & CHILD == 0 {
+                return (e, level, inherited);
+            }
+            level += 1;
+            if e & SINGLE != 0 {
+                let single = self.single(e);
+                inherited[level] = single.inherited;
+                return (single.slot(key.byte(level)), level, inherited);
+            }
+            node = &self.nodes[(e & !CHILD) as usize];
+        }
+    }
+
+    /// The single that child slot entry `e` names.
+    fn single(&self, e: u32) -> &Single {
+        &self.singles[(e & INDEX_MASK) as usize]
     }
 
     /// Bytes this table holds in nodes and targets (approximate).
@@ -611,17 +637,13 @@ impl<K: FibKey> Fib<K> {
         // Lookups take an index past the nodes for a single's.
         assert!(self.nodes.len() < SINGLE as usize, "trie nodes exhausted");
         let fill = inherited & VALUE_MASK;
-        let node = Arc::new(Node { slots: [fill; FANOUT], inherited });
-        match self.free_nodes.pop() {
-            Some(i) => {
-                self.nodes[i as usize] = node;
-                i
-            }
-            None => {
-                self.nodes.push(node);
-                (self.nodes.len() - 1) as u32
-            }
-        }
+        take_slot(&mut self.nodes, &mut self.free_nodes, Arc::new(Node { slots: [fill; FANOUT], inherited }))
+    }
+
+    /// Frees node `idx`, which no slot names any more.
+    fn free_node(&mut self, idx: u32) {
+        self.nodes[idx as usize] = Arc::clone(&self.vacant);
+        self.free_nodes.push(idx);
     }
 
     fn node_mut(&mut self, idx: u32) -> &mut Node {
@@ -632,7 +654,7 @@ impl<K: FibKey> Fib<K> {
     /// names.
     fn inherited_of(&self, child: u32) -> u32 {
         if child & SINGLE != 0 {
-            self.singles[(child & INDEX_MASK) as usize].inherited
+            self.single(child).inherited
         } else {
             self.nodes[(child & !CHILD) as usize].inherited
         }
@@ -693,9 +715,9 @@ impl<K: FibKey> Fib<K> {
     /// Puts the node that the single in `parent`'s `slot` stands for in
     /// its place, to be changed, and returns it.
     fn expand(&mut self, parent: u32, slot: usize) -> u32 {
-        let i = self.nodes[parent as usize].slots[slot] & INDEX_MASK;
-        let single = self.singles[i as usize];
-        self.free_singles.push(i);
+        let e = self.nodes[parent as usize].slots[slot];
+        let single = *self.single(e);
+        self.free_singles.push(e & INDEX_MASK);
         let idx = self.alloc_node(single.inherited);
         let first = usize::from(single.first);
         self.node_mut(idx).slots[first..first + usize::from(single.span)].fill(single.leaf);
@@ -724,19 +746,9 @@ impl<K: FibKey> Fib<K> {
             return;
         }
         let single = Single { first: first as u16, span: span as u16, leaf, inherited: node.inherited };
-        let i = match self.free_singles.pop() {
-            Some(i) => {
-                self.singles[i as usize] = single;
-                i
-            }
-            None => {
-                self.singles.push(single);
-                (self.singles.len() - 1) as u32
-            }
-        };
+        let i = take_slot(&mut self.singles, &mut self.free_singles, single);
         self.node_mut(parent).slots[slot] = CHILD | SINGLE | i;
-        self.nodes[idx as usize] = Arc::clone(&self.vacant);
-        self.free_nodes.push(idx);
+        self.free_node(idx);
     }
 
     /// Installs `key/len → entry`, replacing the same prefix's old entry
@@ -770,20 +782,8 @@ impl<K: FibKey> Fib<K> {
 
     /// True if the trie holds `key` as a full-length prefix of its own.
     fn trie_holds_host(&self, key: K) -> bool {
-        let last = usize::from(K::BITS) / STRIDE - 1;
-        let mut node = &self.nodes[0];
-        for level in 0..=last {
-            let e = node.slots[key.byte(level)];
-            if e & CHILD == 0 {
-                return level == last && usize::from(rel_of(e)) == STRIDE;
-            }
-            if e & SINGLE != 0 {
-                let single = self.singles[(e & INDEX_MASK) as usize];
-                return level + 1 == last && usize::from(rel_of(single.slot(key.byte(last)))) == STRIDE;
-            }
-            node = &self.nodes[(e & !CHILD) as usize];
-        }
-        false
+        let (e, level, _) = self.trie_leaf(key);
+        level == usize::from(K::BITS) / STRIDE - 1 && usize::from(rel_of(e)) == STRIDE
     }
 
     /// True for a length between a host's last trie level and a host's.
@@ -907,8 +907,7 @@ impl<K: FibKey> Fib<K> {
             let inherited = n.inherited;
             let (parent, slot) = path[at - 1];
             self.node_mut(parent).slots[slot] = inherited;
-            self.nodes[idx as usize] = Arc::clone(&self.vacant);
-            self.free_nodes.push(idx);
+            self.free_node(idx);
             idx = parent;
             at -= 1;
         }
