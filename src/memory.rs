@@ -36,14 +36,21 @@ const HUGE_PAGE: usize = 2 << 20;
 /// and a batch's loads would stall one after another.)
 #[inline(always)]
 pub(crate) fn prefetch<T>(r: &T) {
+    prefetch_addr((r as *const T).cast::<u8>());
+}
+
+/// `prefetch` for an address that need not be a value's, such as the
+/// reference counts just before an `Arc`'s value.
+#[inline(always)]
+pub(crate) fn prefetch_addr(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: PREFETCHT0 is a hint; it never faults, not even on a bad
     // address, and changes no state a program can observe.
     unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>((r as *const T).cast::<i8>());
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>());
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = r;
+    let _ = p;
 }
 
 /// Memory mapped with `mmap`, unmapped when dropped: the flow table's, the

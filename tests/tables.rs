@@ -472,6 +472,45 @@ fn old_snapshots_are_freed_by_the_writer_not_by_a_worker() {
     assert_eq!(w.retired(), 0);
 }
 
+/// The writer keeps the trie nodes its batches copy or free, to write
+/// again once no snapshot holds them. A batch that fails has copied
+/// nodes the published tables still hold: they must not stay in the pool,
+/// where they would hold up every reuse behind them while the tables
+/// keep them, and the pool would grow with every batch.
+#[test]
+fn a_failed_batch_leaves_the_writer_no_nodes_to_hold_up_its_pool() {
+    use std::collections::HashSet;
+    use vrouter::pktgen::scenario::Rng;
+    let (mut w, _) = TablesWriter::new(Limits { routes_per_vrf: 100_000, ..limits() });
+    let receive = |id| Op::Add(Object::NextHop(id, NextHop::Receive));
+    w.apply(&[vrf(1), receive(1), receive(2)]).unwrap();
+    let mut rng = Rng::new(0xfa11);
+    // /24s over 4,096 /16s: nearly every change copies a node of its own.
+    let mut prefixes = HashSet::new();
+    while prefixes.len() < 20_000 {
+        prefixes.insert(format!("{}/24", Ipv4Addr::from((rng.next_u64() as u32 & 0x0fff_ff00) | 0x1000_0000)));
+    }
+    let prefixes: Vec<String> = prefixes.into_iter().collect();
+    for chunk in prefixes.chunks(1000) {
+        w.apply(&chunk.iter().map(|p| route(1, p, 1)).collect::<Vec<_>>()).unwrap();
+    }
+    let mut updates = |n: usize| -> Vec<Op> {
+        (0..n)
+            .map(|_| match route(1, &prefixes[(rng.next_u64() % 20_000) as usize], 2) {
+                Op::Add(o) => Op::Update(o),
+                _ => unreachable!(),
+            })
+            .collect()
+    };
+    let mut failing = updates(2000);
+    failing.push(route(1, "10.0.0.0/8", 99));
+    assert!(matches!(err(&mut w, &failing).error, TableError::MissingReference { what: "next hop", .. }));
+    for _ in 0..100 {
+        w.apply(&updates(200)).unwrap();
+    }
+    assert!(w.pooled_nodes() <= 1000, "{} nodes pooled", w.pooled_nodes());
+}
+
 /// A VRF counts its routes to ECMP composites (it tracks flows while it
 /// has any, to pin their members), through route and next-hop changes
 /// and failed batches alike.

@@ -1388,6 +1388,9 @@ pub fn measure_tables(vrfs: usize, v4: usize, v6: usize, hosts6: usize, batch: u
     let load = started.elapsed();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let reader_lookups = reader_threads.into_iter().map(|t| t.join().unwrap_or(0)).sum();
+    // As a daemon's writer does once its batches stop: what it kept to
+    // copy into goes (`TablesWriter::reclaim`).
+    w.reclaim();
     let rss = resident_bytes().saturating_sub(before);
     let table_bytes = (1..=vrfs as u32).map(|id| w.vrf_memory_bytes(id)).sum::<usize>() as u64;
     let routes = (vrfs * (v4 + p6.len())) as u64;

@@ -3,7 +3,7 @@
 
 use super::ecmp::MAX_MEMBERS;
 use super::ecmp_blocks::EcmpBlockIndex;
-use super::lpm::{Fib, FibKey};
+use super::lpm::{Fib, FibKey, NodePool};
 use super::{
     EcmpBlocks, Label, NextHop, NhId, ReachedChanges, RouteEntry, RouteTarget, Tables, Vif, VifIndex, VifKind, Vrf,
     VrfId,
@@ -361,6 +361,9 @@ pub struct TablesWriter {
     /// frees them once it holds the last reference, so that freeing an old
     /// snapshot (tens of thousands of trie nodes) never lands on a worker.
     retired: Vec<Arc<Tables>>,
+    /// Trie nodes this writer's batches took out of the tables, reused
+    /// once no snapshot holds them.
+    node_pool: NodePool,
 }
 
 /// An address family: how its keys, prefix lists and tries are reached.
@@ -464,6 +467,7 @@ impl TablesWriter {
             policy_changes: Vec::new(),
             network_moves: Vec::new(),
             retired: Vec::new(),
+            node_pool: NodePool::new(),
         };
         (w, handle)
     }
@@ -538,8 +542,12 @@ impl TablesWriter {
         self.policy_changes.clear();
         self.network_moves.clear();
         for (index, op) in ops.iter().enumerate() {
+            if let Some(ahead) = ops.get(index + PREFETCH_AHEAD) {
+                prefetch_route_change(&work, ahead);
+            }
             if let Err(error) = self.apply_one(&mut work, op) {
                 self.rollback();
+                self.node_pool.abandon();
                 return Err(BatchError { index, error });
             }
         }
@@ -591,19 +599,28 @@ impl TablesWriter {
         }
     }
 
-    /// Frees the replaced snapshots no worker holds any more. `apply` calls
-    /// it; a daemon also calls it now and then, so that the last batch's
-    /// snapshot does not wait for the next one.
-    /// Returns how many it freed.
+    /// Frees the replaced snapshots no worker holds any more, and the
+    /// spare trie nodes past what the batches since the last call made
+    /// (`NodePool::trim`). `apply` calls it; a daemon also calls it now
+    /// and then, so that the last batch's snapshot does not wait for the
+    /// next one, and a writer gone quiet keeps no spare nodes.
+    /// Returns how many snapshots it freed.
     pub fn reclaim(&mut self) -> usize {
         let before = self.retired.len();
         self.retired.retain(|t| Arc::strong_count(t) > 1);
+        self.node_pool.trim();
         before - self.retired.len()
     }
 
     /// Replaced snapshots still held by a worker.
     pub fn retired(&self) -> usize {
         self.retired.len()
+    }
+
+    /// Trie nodes the writer took out of its tables and keeps to write
+    /// again: spare, or waiting for a replaced snapshot to go.
+    pub fn pooled_nodes(&self) -> usize {
+        self.node_pool.len()
     }
 
     fn rollback(&mut self) {
@@ -1118,7 +1135,7 @@ impl TablesWriter {
                 self.ecmp_changes.push((r.vrf, addr, r.prefix.len(), true));
             }
         }
-        Arc::make_mut(K::fib(vrf)).insert(key, r.prefix.len(), entry, old);
+        Arc::make_mut(K::fib(vrf)).with_pool(&mut self.node_pool, |f| f.insert(key, r.prefix.len(), entry, old));
         if let Some(was) = was {
             self.network_moved(w, r.vrf, was, Some(entry.network));
         }
@@ -1148,9 +1165,30 @@ impl TablesWriter {
         if let (Some(addr), true) = (K::v4(key), lost > 0) {
             self.ecmp_changes.push((vrf_id, addr, p.len(), false));
         }
-        Arc::make_mut(K::fib(vrf)).remove(key, p.len(), old, cover);
+        Arc::make_mut(K::fib(vrf)).with_pool(&mut self.node_pool, |f| f.remove(key, p.len(), old, cover));
         self.network_moved(w, vrf_id, Some(old.network), cover.map(|(_, e)| e.network));
         Ok(())
+    }
+}
+
+/// How many changes ahead of the one being applied a batch starts
+/// fetching the trie node a route change will write: enough for the
+/// miss to land before that change comes, few enough that the lines
+/// fetched are still cached when it does.
+const PREFETCH_AHEAD: usize = 8;
+
+/// Starts fetching the trie node that `op` will write, if it changes a
+/// route of a VRF that exists (`Fib::prefetch_change`).
+fn prefetch_route_change(w: &Tables, op: &Op) {
+    let (vrf, prefix) = match op {
+        Op::Add(Object::Route(r)) | Op::Update(Object::Route(r)) => (r.vrf, r.prefix),
+        Op::Delete(ObjectKey::Route(vrf, p)) => (*vrf, *p),
+        _ => return,
+    };
+    let Some(v) = w.vrf(vrf) else { return };
+    match prefix.addr() {
+        IpAddr::V4(a) => v.v4.prefetch_change(u32::from(a), prefix.len()),
+        IpAddr::V6(a) => v.v6.prefetch_change(u128::from(a), prefix.len()),
     }
 }
 
