@@ -287,12 +287,13 @@ impl NodePool {
     /// Frees the spare nodes past what the changes since the last trim
     /// made (at least `POOL_MIN`): a batch that deletes half the table
     /// leaves its nodes to the allocator, not to this pool. Nodes that a
-    /// snapshot still holds stay, to be checked again next time.
+    /// snapshot still holds stay, and do not count: with a worker holding
+    /// the last snapshot a while, the spare nodes are the batch before
+    /// last's, and the next batch needs them.
     pub fn trim(&mut self) {
         let keep = self.made.max(POOL_MIN);
-        while self.retired.len() > keep && self.retired.front().is_some_and(|n| Arc::strong_count(n) == 1) {
-            self.retired.pop_front();
-        }
+        let spare = self.retired.iter().take_while(|n| Arc::strong_count(n) == 1).count();
+        self.retired.drain(..spare.saturating_sub(keep));
         self.made = 0;
         self.retired_lately = 0;
     }
