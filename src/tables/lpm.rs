@@ -236,6 +236,9 @@ pub struct NodePool {
     retired_lately: usize,
 }
 
+/// Bytes a node takes in memory, with its `Arc`'s counts.
+const NODE_BYTES: usize = std::mem::size_of::<Node>() + 2 * std::mem::size_of::<usize>();
+
 /// Spare nodes a pool keeps at least, whatever the last batch made.
 const POOL_MIN: usize = 64;
 
@@ -306,6 +309,11 @@ impl NodePool {
     /// True if the pool holds no node.
     pub fn is_empty(&self) -> bool {
         self.retired.is_empty()
+    }
+
+    /// Bytes of the nodes held.
+    pub fn memory_bytes(&self) -> usize {
+        self.retired.len() * NODE_BYTES
     }
 }
 
@@ -706,7 +714,7 @@ impl<K: FibKey> Fib<K> {
     /// Bytes this table holds in nodes and targets (approximate).
     pub fn memory_bytes(&self) -> usize {
         let live = self.nodes.len() - self.free_nodes.len();
-        live * (std::mem::size_of::<Node>() + 16)
+        live * NODE_BYTES
             + self.nodes.capacity() * std::mem::size_of::<Arc<Node>>()
             + self.targets.capacity() * (std::mem::size_of::<RouteTarget>() + std::mem::size_of::<VrfId>() + 4)
             + self.target_index.capacity() * (std::mem::size_of::<(RouteEntry, u32)>() + 1)

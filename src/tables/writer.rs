@@ -623,6 +623,12 @@ impl TablesWriter {
         self.node_pool.len()
     }
 
+    /// Bytes of those nodes: memory the writer holds outside any VRF's
+    /// routes (`vrf_memory_bytes`).
+    pub fn pooled_node_bytes(&self) -> usize {
+        self.node_pool.memory_bytes()
+    }
+
     fn rollback(&mut self) {
         while let Some(u) = self.undo.pop() {
             match u {
