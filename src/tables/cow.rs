@@ -3,6 +3,12 @@
 //! Cloning a `CowVec` copies one pointer per chunk; writing a slot copies only
 //! that slot's chunk when an older snapshot still shares it. This is what
 //! lets a writer build the next snapshot while readers keep the current one.
+//!
+//! Only the chunks up to the highest slot ever set exist. The writer copies
+//! every table once a batch, and each pointer copied is a locked increment:
+//! with chunks for the whole capacity (524,288 next hops, twice: the table
+//! and its reference counts) that was 16,000 of them a batch, and as many
+//! decrements when the batch's snapshot went, most of a small batch's cost.
 
 use std::sync::Arc;
 
@@ -11,7 +17,10 @@ const CHUNK: usize = 64;
 /// A fixed-capacity array of optional values with chunked copy-on-write.
 #[derive(Clone)]
 pub struct CowVec<T> {
+    /// Up to the chunk of the highest slot set; a slot past them is empty.
     chunks: Vec<Arc<[Option<T>; CHUNK]>>,
+    /// What `chunks` grows by: one empty chunk, shared.
+    empty: Arc<[Option<T>; CHUNK]>,
     capacity: usize,
     occupied: usize,
 }
@@ -26,10 +35,10 @@ pub struct OutOfRange {
 }
 
 impl<T: Clone> CowVec<T> {
-    /// An empty array of `capacity` slots. All chunks share one empty chunk.
+    /// An empty array of `capacity` slots, taking no chunks yet.
     pub fn new(capacity: usize) -> Self {
         let empty: Arc<[Option<T>; CHUNK]> = Arc::new(std::array::from_fn(|_| None));
-        CowVec { chunks: vec![empty; capacity.div_ceil(CHUNK)], capacity, occupied: 0 }
+        CowVec { chunks: Vec::new(), empty, capacity, occupied: 0 }
     }
 
     /// The value in slot `i`.
@@ -44,6 +53,12 @@ impl<T: Clone> CowVec<T> {
     pub fn set(&mut self, i: usize, value: Option<T>) -> Result<Option<T>, OutOfRange> {
         if i >= self.capacity {
             return Err(OutOfRange { index: i, capacity: self.capacity });
+        }
+        if i / CHUNK >= self.chunks.len() {
+            if value.is_none() {
+                return Ok(None);
+            }
+            self.chunks.resize(i / CHUNK + 1, Arc::clone(&self.empty));
         }
         let chunk = Arc::make_mut(&mut self.chunks[i / CHUNK]);
         let old = std::mem::replace(&mut chunk[i % CHUNK], value);
@@ -102,6 +117,28 @@ mod tests {
         assert_eq!(v.len(), 1);
         assert_eq!(v.set(99, None), Ok(Some(8)));
         assert!(v.is_empty());
+    }
+
+    /// Chunks exist up to the highest slot set, so a copy of a big, mostly
+    /// empty table copies few pointers; slots past them read as empty.
+    #[test]
+    fn chunks_grow_to_the_highest_slot_set() {
+        let mut v: CowVec<u32> = CowVec::new(524_288);
+        assert_eq!(v.chunks.len(), 0);
+        assert_eq!(v.get(0), None);
+        assert_eq!(v.get(524_287), None);
+        assert_eq!(v.get_mut(9), None);
+        assert_eq!(v.set(200_000, None), Ok(None), "clearing an empty slot takes no chunk");
+        assert_eq!(v.chunks.len(), 0);
+        v.set(130, Some(1)).unwrap();
+        assert_eq!(v.chunks.len(), 3);
+        let copy = v.clone();
+        v.set(524_287, Some(2)).unwrap();
+        assert_eq!(v.chunks.len(), 524_288 / CHUNK);
+        assert_eq!((copy.get(524_287), v.get(524_287)), (None, Some(&2)));
+        assert_eq!(v.iter().map(|(i, &x)| (i, x)).collect::<Vec<_>>(), vec![(130, 1), (524_287, 2)]);
+        assert_eq!(copy.iter().count(), 1);
+        assert_eq!(v.len(), 2);
     }
 
     #[test]
