@@ -247,7 +247,12 @@ fn readers_see_whole_batches_while_the_writer_works() {
         })
         .collect();
     let target = |nh| RouteTarget { nh, label: RouteTarget::NO_LABEL };
-    for i in 0..2000u32 {
+    // At least 2,000 batches, and on until the readers have read a while
+    // (a fast writer can finish before they start), in rounds of 400,
+    // each of which adds the /16s below and removes them again.
+    let mut i = 0u32;
+    while i < 2000 || reads.load(Ordering::Relaxed) < 1000 || i % 400 != 0 {
+        assert!(i < 2_000_000, "the readers never ran");
         let nh = 1 + i % 8;
         let mut ops = vec![
             Op::Update(Object::Route(RouteSpec {
@@ -271,12 +276,13 @@ fn readers_see_whole_batches_while_the_writer_works() {
             Op::Delete(ObjectKey::Route(1, p))
         });
         w.apply(&ops).unwrap();
+        i += 1;
     }
     stop.store(true, Ordering::Relaxed);
     for r in readers {
         r.join().expect("a reader saw an inconsistent snapshot");
     }
-    assert!(reads.load(Ordering::Relaxed) > 100, "the readers ran");
+    assert!(reads.load(Ordering::Relaxed) >= 1000, "the readers ran");
     assert_eq!(w.route_count(1), (2, 0));
 }
 
