@@ -360,7 +360,9 @@ pub struct TablesWriter {
     /// Snapshots replaced but perhaps still read by a worker. The writer
     /// frees them once it holds the last reference, so that freeing an old
     /// snapshot (tens of thousands of trie nodes) never lands on a worker.
-    retired: Vec<Arc<Tables>>,
+    /// Each with the VRFs whose route tables the batch after it changed:
+    /// the ones to keep as spares when it goes.
+    retired: Vec<(Arc<Tables>, Vec<VrfId>)>,
     /// Trie nodes this writer's batches took out of the tables, reused
     /// once no snapshot holds them.
     node_pool: NodePool,
@@ -377,6 +379,8 @@ pub struct TablesWriter {
 struct SpareTables {
     v4: AHashMap<VrfId, Fib<u32>>,
     v6: AHashMap<VrfId, Fib<u128>>,
+    /// The VRFs whose tables the batch being applied has copied to change.
+    changed: Vec<VrfId>,
 }
 
 /// VRF `vrf`'s table `fib` in a batch's tables, to change: its own if no
@@ -385,6 +389,7 @@ struct SpareTables {
 /// the table since), else a clone.
 fn fib_to_change<'a, K: Family>(spares: &mut SpareTables, vrf: VrfId, fib: &'a mut Arc<Fib<K>>) -> &'a mut Fib<K> {
     if Arc::get_mut(fib).is_none() {
+        spares.changed.push(vrf);
         if let Some(mut spare) = K::spares(spares).remove(&vrf) {
             spare.copy_from(fib);
             *fib = Arc::new(spare);
@@ -393,9 +398,19 @@ fn fib_to_change<'a, K: Family>(spares: &mut SpareTables, vrf: VrfId, fib: &'a m
     Arc::make_mut(fib)
 }
 
+/// Fewest trie nodes for which a VRF's table is worth keeping a spare of:
+/// a clone of a smaller one is quick, and a spare for each of a thousand
+/// small VRFs made loading them (`vrpktgen tables --vrfs 1000 --routes 10
+/// --batch 10`) slower and 1.5 MiB bigger.
+const SPARE_MIN_NODES: usize = 64;
+
 /// Keeps `old`, VRF `vrf`'s table in a freed snapshot, as its spare, made
-/// a copy of `now`, unless an older snapshot still holds it too.
+/// a copy of `now`, unless an older snapshot still holds it too or it is
+/// small.
 fn keep_spare<K: Family>(spares: &mut SpareTables, vrf: VrfId, old: Arc<Fib<K>>, now: &Fib<K>) {
+    if now.node_count() < SPARE_MIN_NODES {
+        return;
+    }
     if let Some(mut spare) = Arc::into_inner(old) {
         spare.copy_from(now);
         K::spares(spares).insert(vrf, spare);
@@ -585,6 +600,7 @@ impl TablesWriter {
         self.ecmp_changes.clear();
         self.policy_changes.clear();
         self.network_moves.clear();
+        self.spares.changed.clear();
         for (index, op) in ops.iter().enumerate() {
             if let Some(ahead) = ops.get(index + PREFETCH_AHEAD) {
                 prefetch_route_change(&work, ahead);
@@ -606,7 +622,10 @@ impl TablesWriter {
         // reference before it returns, so the counts below are exact.
         self.handle.current.store(Arc::clone(&published));
         let old = std::mem::replace(&mut self.current, published);
-        self.retired.push(old);
+        let mut changed = std::mem::take(&mut self.spares.changed);
+        changed.sort_unstable();
+        changed.dedup();
+        self.retired.push((old, changed));
         self.reclaim();
         Ok(generation)
     }
@@ -652,11 +671,11 @@ impl TablesWriter {
     /// keeps no spare nodes. Returns how many snapshots it freed.
     pub fn reclaim(&mut self) -> usize {
         let (held, freed): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.retired).into_iter().partition(|t| Arc::strong_count(t) > 1);
+            std::mem::take(&mut self.retired).into_iter().partition(|(t, _)| Arc::strong_count(t) > 1);
         self.retired = held;
         let count = freed.len();
-        for t in freed {
-            self.keep_spares(t);
+        for (t, changed) in freed {
+            self.keep_spares(t, &changed);
         }
         let current = &self.current;
         self.spares.v4.retain(|&id, _| current.vrf(id).is_some());
@@ -666,14 +685,15 @@ impl TablesWriter {
     }
 
     /// Frees snapshot `t`, which no worker holds, keeping as spares the
-    /// route tables that the current snapshot no longer shares with it,
-    /// each made a copy of the current one at once: so a spare holds only
-    /// nodes the current tables hold, never one the node pool waits for.
-    fn keep_spares(&mut self, t: Arc<Tables>) {
+    /// route tables of VRFs `changed` that the current snapshot no longer
+    /// shares with it, each made a copy of the current one at once: so a
+    /// spare holds only nodes the current tables hold, never one the node
+    /// pool waits for.
+    fn keep_spares(&mut self, t: Arc<Tables>, changed: &[VrfId]) {
         let mut v4 = Vec::new();
         let mut v6 = Vec::new();
-        for v in t.vrfs() {
-            let Some(now) = self.current.vrf(v.id) else { continue };
+        for &id in changed {
+            let (Some(v), Some(now)) = (t.vrf(id), self.current.vrf(id)) else { continue };
             if !Arc::ptr_eq(&now.v4, &v.v4) {
                 v4.push((v.id, Arc::clone(&v.v4)));
             }
