@@ -517,6 +517,30 @@ fn a_failed_batch_leaves_the_writer_no_nodes_to_hold_up_its_pool() {
     assert!(w.pooled_nodes() <= 1000, "{} nodes pooled", w.pooled_nodes());
 }
 
+/// The writer keeps the route table of a big VRF that a batch changed as a
+/// spare for the next batch, counts what it takes, and lets it go with
+/// the VRF; a small VRF gets none.
+#[test]
+fn the_writer_keeps_a_spare_table_of_a_changed_vrf_until_it_goes() {
+    let (mut w, _) = TablesWriter::new(Limits { routes_per_vrf: 10_000, ..limits() });
+    w.apply(&[vrf(1), vrf(2), Op::Add(Object::NextHop(1, NextHop::Receive))]).unwrap();
+    // 200 /24s, each in a /16 of its own: 200 bottom nodes.
+    let big: Vec<Op> = (0..200u32).map(|i| route(1, &format!("{}.{}.1.0/24", 20 + i / 100, i % 100), 1)).collect();
+    w.apply(&big).unwrap();
+    let kept = w.spare_bytes();
+    assert!(kept > 0, "VRF 1's table before the batch is kept");
+    w.apply(&[route(2, "10.1.0.0/16", 1)]).unwrap();
+    assert_eq!(w.spare_bytes(), kept, "the small VRF gets none");
+    // The next change takes the spare, and leaves another.
+    w.apply(&[route(1, "30.0.0.0/24", 1)]).unwrap();
+    assert!(w.spare_bytes() >= kept);
+    let routes: Vec<Op> =
+        w.routes_page(1, None, 1000).unwrap().into_iter().map(|r| Op::Delete(ObjectKey::Route(1, r.prefix))).collect();
+    w.apply(&routes).unwrap();
+    w.apply(&[Op::Delete(ObjectKey::Vrf(1))]).unwrap();
+    assert_eq!(w.spare_bytes(), 0, "a deleted VRF's spare goes");
+}
+
 /// A VRF counts its routes to ECMP composites (it tracks flows while it
 /// has any, to pin their members), through route and next-hop changes
 /// and failed batches alike.

@@ -99,13 +99,13 @@ pub fn render(control: &Control) -> String {
     let tables = control.lock().writer.tables().clone();
     // Per VRF: its routes by family, the bytes they take, and the /128s
     // only the trie walk finds (`tables::hosts`).
-    let (routes, pooled) = {
+    let (routes, pooled, spares) = {
         let st = control.lock();
         let routes: Vec<(u32, (usize, usize), usize, usize)> = tables
             .vrfs()
             .map(|v| (v.id, st.writer.route_count(v.id), st.writer.vrf_memory_bytes(v.id), v.v6.host_routes().1))
             .collect();
-        (routes, st.writer.pooled_node_bytes())
+        (routes, st.writer.pooled_node_bytes(), st.writer.spare_bytes())
     };
     let counted = control.stats().read();
     let (s, io) = (&counted.stats, &counted.io);
@@ -199,6 +199,12 @@ pub fn render(control: &Control) -> String {
         "Trie nodes the table writer keeps to copy into: spare, or still in a replaced snapshot.",
     );
     f.sample("vrouter_tables_pooled_node_bytes", "", pooled);
+    f.header(
+        "vrouter_tables_spare_bytes",
+        "gauge",
+        "Route tables the table writer keeps to change next, but for the trie nodes they share with the current ones.",
+    );
+    f.sample("vrouter_tables_spare_bytes", "", spares);
     f.header("vrouter_vrf_routes_capacity", "gauge", "Routes a VRF may hold per family.");
     f.sample("vrouter_vrf_routes_capacity", "", tables.limits().routes_per_vrf);
     f.header("vrouter_tables_generation", "counter", "Batches published to the data path.");
@@ -324,6 +330,7 @@ mod tests {
         // The batch copied VRF 2's root, which the snapshot before shared.
         let pooled = writer.pooled_node_bytes();
         assert!(pooled > 0);
+        let spares = writer.spare_bytes();
         let flows = Arc::new(FlowTable::new(FlowConfig { capacity: 1000, per_vif: 50, ..FlowConfig::default() }, 8, 8));
         // Three pairs from vif 1 in VRF 1, one from vif 2 in VRF 2; one of vif 1's goes again.
         let pair = |vrf, vif, port| {
@@ -377,6 +384,7 @@ mod tests {
         assert_eq!(sample(&text, "vrouter_vrf_host_routes_spilled{vrf=\"1\"}"), Some(0));
         assert_eq!(sample(&text, "vrouter_vrf_route_memory_bytes{vrf=\"2\"}"), Some(route_bytes as u64));
         assert_eq!(sample(&text, "vrouter_tables_pooled_node_bytes"), Some(pooled as u64));
+        assert_eq!(sample(&text, "vrouter_tables_spare_bytes"), Some(spares as u64));
         assert!(route_bytes > 0);
         // Without a flow table, no flow families.
         let bare = control_of(crate::tables::TablesWriter::new(limits).0);

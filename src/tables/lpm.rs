@@ -714,12 +714,17 @@ impl<K: FibKey> Fib<K> {
     /// Bytes this table holds in nodes and targets (approximate).
     pub fn memory_bytes(&self) -> usize {
         let live = self.nodes.len() - self.free_nodes.len();
-        live * NODE_BYTES
-            + self.nodes.capacity() * std::mem::size_of::<Arc<Node>>()
+        live * NODE_BYTES + self.list_bytes() + self.hosts.memory_bytes()
+    }
+
+    /// Bytes of this table's own lists (node pointers, targets, singles),
+    /// leaving out the nodes and host pages, which a copy shares with the
+    /// table it was copied from (`copy_from`).
+    pub fn list_bytes(&self) -> usize {
+        self.nodes.capacity() * std::mem::size_of::<Arc<Node>>()
             + self.targets.capacity() * (std::mem::size_of::<RouteTarget>() + std::mem::size_of::<VrfId>() + 4)
             + self.target_index.capacity() * (std::mem::size_of::<(RouteEntry, u32)>() + 1)
             + self.singles.capacity() * std::mem::size_of::<Single>()
-            + self.hosts.memory_bytes()
     }
 
     /// Full-length prefixes found by hash (`HostRoutes`), and how many of

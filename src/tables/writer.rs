@@ -727,6 +727,13 @@ impl TablesWriter {
         self.node_pool.memory_bytes()
     }
 
+    /// Bytes of the spare route tables the writer keeps (`spares`), but
+    /// for the nodes they share with the current tables.
+    pub fn spare_bytes(&self) -> usize {
+        self.spares.v4.values().map(Fib::list_bytes).sum::<usize>()
+            + self.spares.v6.values().map(Fib::list_bytes).sum::<usize>()
+    }
+
     fn rollback(&mut self) {
         while let Some(u) = self.undo.pop() {
             match u {
