@@ -152,7 +152,7 @@ impl Node {
 /// time would change).
 #[inline(always)]
 fn prefetch_counts(node: &Arc<Node>) {
-    crate::memory::prefetch_addr(Arc::as_ptr(node).cast::<u8>().wrapping_sub(2 * std::mem::size_of::<usize>()));
+    crate::memory::prefetch_addr(Arc::as_ptr(node).cast::<u8>().wrapping_sub(ARC_COUNTS));
 }
 
 /// A node at the bottom of the trie that holds one prefix of its own and
@@ -236,8 +236,11 @@ pub struct NodePool {
     retired_lately: usize,
 }
 
+/// Bytes of the reference counts an `Arc` keeps before its value.
+const ARC_COUNTS: usize = 2 * std::mem::size_of::<usize>();
+
 /// Bytes a node takes in memory, with its `Arc`'s counts.
-const NODE_BYTES: usize = std::mem::size_of::<Node>() + 2 * std::mem::size_of::<usize>();
+const NODE_BYTES: usize = std::mem::size_of::<Node>() + ARC_COUNTS;
 
 /// Spare nodes a pool keeps at least, whatever the last batch made.
 const POOL_MIN: usize = 64;

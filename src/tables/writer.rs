@@ -383,11 +383,18 @@ struct SpareTables {
     changed: Vec<VrfId>,
 }
 
-/// VRF `vrf`'s table `fib` in a batch's tables, to change: its own if no
+/// Makes change `f` to VRF `vrf`'s table `fib` in a batch's tables, with
+/// the writer's node pool to hand. The table changed is its own if no
 /// snapshot shares it, else a copy: the VRF's spare if it has one (made a
 /// copy again here, which finds nothing to do unless something changed
 /// the table since), else a clone.
-fn fib_to_change<'a, K: Family>(spares: &mut SpareTables, vrf: VrfId, fib: &'a mut Arc<Fib<K>>) -> &'a mut Fib<K> {
+fn change_fib<K: Family>(
+    spares: &mut SpareTables,
+    pool: &mut NodePool,
+    vrf: VrfId,
+    fib: &mut Arc<Fib<K>>,
+    f: impl FnOnce(&mut Fib<K>),
+) {
     if Arc::get_mut(fib).is_none() {
         spares.changed.push(vrf);
         if let Some(mut spare) = K::spares(spares).remove(&vrf) {
@@ -395,7 +402,7 @@ fn fib_to_change<'a, K: Family>(spares: &mut SpareTables, vrf: VrfId, fib: &'a m
             *fib = Arc::new(spare);
         }
     }
-    Arc::make_mut(fib)
+    Arc::make_mut(fib).with_pool(pool, f);
 }
 
 /// Fewest trie nodes for which a VRF's table is worth keeping a spare of:
@@ -677,9 +684,6 @@ impl TablesWriter {
         for (t, changed) in freed {
             self.keep_spares(t, &changed);
         }
-        let current = &self.current;
-        self.spares.v4.retain(|&id, _| current.vrf(id).is_some());
-        self.spares.v6.retain(|&id, _| current.vrf(id).is_some());
         self.node_pool.trim();
         count
     }
@@ -688,7 +692,9 @@ impl TablesWriter {
     /// route tables of VRFs `changed` that the current snapshot no longer
     /// shares with it, each made a copy of the current one at once: so a
     /// spare holds only nodes the current tables hold, never one the node
-    /// pool waits for.
+    /// pool waits for. A spare never outlives its VRF: a VRF must lose its
+    /// routes to go, which takes the spare (`change_fib`), and a table
+    /// emptied is too small to be given another.
     fn keep_spares(&mut self, t: Arc<Tables>, changed: &[VrfId]) {
         let mut v4 = Vec::new();
         let mut v6 = Vec::new();
@@ -1246,8 +1252,9 @@ impl TablesWriter {
                 self.ecmp_changes.push((r.vrf, addr, r.prefix.len(), true));
             }
         }
-        let fib = fib_to_change(&mut self.spares, r.vrf, K::fib(vrf));
-        fib.with_pool(&mut self.node_pool, |f| f.insert(key, r.prefix.len(), entry, old));
+        change_fib(&mut self.spares, &mut self.node_pool, r.vrf, K::fib(vrf), |f| {
+            f.insert(key, r.prefix.len(), entry, old)
+        });
         if let Some(was) = was {
             self.network_moved(w, r.vrf, was, Some(entry.network));
         }
@@ -1277,8 +1284,7 @@ impl TablesWriter {
         if let (Some(addr), true) = (K::v4(key), lost > 0) {
             self.ecmp_changes.push((vrf_id, addr, p.len(), false));
         }
-        let fib = fib_to_change(&mut self.spares, vrf_id, K::fib(vrf));
-        fib.with_pool(&mut self.node_pool, |f| f.remove(key, p.len(), old, cover));
+        change_fib(&mut self.spares, &mut self.node_pool, vrf_id, K::fib(vrf), |f| f.remove(key, p.len(), old, cover));
         self.network_moved(w, vrf_id, Some(old.network), cover.map(|(_, e)| e.network));
         Ok(())
     }
