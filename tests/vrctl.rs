@@ -325,6 +325,20 @@ fn failures_are_one_line_and_non_zero() {
     assert!(!good && err.lines().count() == 1 && err.contains("is vrouterd running?"), "{err}");
 }
 
+/// `vrctl ... | head`: once the reader has gone vrctl ends, quietly and
+/// with success, whether it printed once or was refreshing rates for ever.
+#[test]
+fn a_closed_pipe_ends_vrctl_quietly() {
+    let (_c, sock) = server("closed-pipe");
+    for args in [&["vif", "list"][..], &["rt", "dump", "--vrf", "blue"], &["dropstats", "--rate", "--interval", "0.1"]]
+    {
+        let mut cmd = Command::new(VRCTL);
+        cmd.arg("--socket").arg(&sock).args(args);
+        let (status, err) = run_into_closed_pipe(&mut cmd, std::time::Duration::from_secs(30));
+        assert!(status.success() && err.is_empty(), "vrctl {args:?}: {status}: {err}");
+    }
+}
+
 #[test]
 fn shell_completion_is_generated() {
     for shell in ["bash", "zsh", "fish"] {
@@ -692,6 +706,22 @@ fn vifdump_prints_each_frame_with_its_verdict() {
     );
     assert_eq!(text.lines().count(), 1, "{text}");
     assert!(said.contains("1 frames captured"), "{said}");
+    // A reader gone (`vifdump ... | head` done) ends the capture as Ctrl-C
+    // does: stopped, with its summary, and success.
+    let child = Command::new(VRCTL)
+        .arg("--socket")
+        .arg(&sock)
+        .args(["vifdump", "veth-a1"])
+        .stdout(closed_pipe())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    feed();
+    let out = wait_within(child, std::time::Duration::from_secs(30));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.contains("0 frames captured on vif0/1"), "{}: {said}", out.status);
+    assert!(!tap.armed(), "vifdump stopped its capture");
+
     let (succeeded, _, err) = vrctl(&sock, &["vifdump", "veth-a1", "--match", "vrf 1"]);
     assert!(!succeeded && err.contains("no vrf, vif or rule"), "{err}");
 }

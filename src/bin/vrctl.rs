@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vrouter::api::client::{Client, ClientError};
-use vrouter::cli::{count, show, Table};
+use vrouter::cli::{count, reader_gone, show, Table};
 use vrouter::stats::DropReason;
 
 #[derive(Parser)]
@@ -528,9 +528,7 @@ fn emit(json: bool, v: &Value, text: impl FnOnce() -> String) -> Result<()> {
 }
 
 fn print_out(s: &str) {
-    let mut o = std::io::stdout().lock();
-    // A closed pipe (`| head`) is not an error worth reporting.
-    let _ = o.write_all(s.as_bytes()).and_then(|_| o.flush());
+    vrouter::cli::print(format_args!("{s}"));
 }
 
 fn vrf_id(c: &mut Client, v: &str) -> Result<u32> {
@@ -985,6 +983,13 @@ fn vifdump(c: &mut Client, json: bool, which: &str, write: Option<&std::path::Pa
     let started = Instant::now();
     let (mut taken, mut missed) = (0u64, 0u64);
     let mut out = std::io::stdout().lock();
+    // A reader gone (`| head`, a `tshark -i -` that quit) ends the capture
+    // as Ctrl-C does, with its summary; other write errors end it in error.
+    let gone = |wrote: std::io::Result<()>| match wrote {
+        Err(e) if reader_gone(&e) => Ok(true),
+        Err(e) => Err(io(e)),
+        Ok(()) => Ok(false),
+    };
     'reading: while !interrupted.load(std::sync::atomic::Ordering::Relaxed) {
         if how.duration.is_some_and(|d| started.elapsed() >= d) {
             break;
@@ -998,35 +1003,35 @@ fn vifdump(c: &mut Client, json: bool, which: &str, write: Option<&std::path::Pa
             let general = p["general"].as_str().map(|c| format!(", general path: {c}")).unwrap_or_default();
             let verdict = verdict_text(&p["verdict"], &names).map(|v| v + &general);
             let inbound = p["dir"] == "in";
-            if let Some(w) = &mut pcap {
+            let wrote = if let Some(w) = &mut pcap {
                 let dir = if inbound { vrouter::capture::Direction::In } else { vrouter::capture::Direction::Out };
                 let len = p["len"].as_u64().unwrap_or(0) as u32;
-                w.packet(count(&p["time_ns"]), dir, len, &data, verdict.as_deref()).map_err(io)?;
+                w.packet(count(&p["time_ns"]), dir, len, &data, verdict.as_deref())
             } else if json {
-                writeln!(out, "{p}").map_err(io)?;
+                writeln!(out, "{p}")
             } else {
                 let time = clock_time(count(&p["time_ns"]));
                 let dir = if inbound { "in " } else { "out" };
                 let what = vrouter::capture::summary(&data);
                 let verdict = verdict.map(|v| format!(" => {v}")).unwrap_or_default();
-                writeln!(out, "{time} {dir} {:>5} {what}{verdict}", show(&p["len"])).map_err(io)?;
+                writeln!(out, "{time} {dir} {:>5} {what}{verdict}", show(&p["len"]))
+            };
+            if gone(wrote)? {
+                break 'reading;
             }
             taken += 1;
             if how.count.is_some_and(|n| taken >= n) {
                 break 'reading;
             }
         }
-        if let Some(w) = &mut pcap {
-            w.flush().map_err(io)?;
+        if gone(pcap.as_mut().map_or_else(|| out.flush(), |w| w.flush()))? {
+            break 'reading;
         }
-        out.flush().map_err(io)?;
         if packets.is_empty() {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    if let Some(w) = &mut pcap {
-        w.flush().map_err(io)?;
-    }
+    gone(pcap.as_mut().map_or_else(|| out.flush(), |w| w.flush()))?;
     c.call("capture.stop", json!({}))?;
     let behind =
         if missed > 0 { " (this reader fell behind: narrow it with --match, or keep less with -s)" } else { "" };

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 use vrouter::agent::{self, AgentConfig, FileSource, IntentSource};
 use vrouter::api::client::Client;
+use vrouter::outln;
 
 #[derive(Parser)]
 #[command(name = "vrouter-agent", version, about = "Fills vrouterd's tables from the node's intent file")]
@@ -51,7 +52,7 @@ fn run(cli: &Cli) -> Result<(), String> {
     if cli.check || cli.once || cli.dry_run {
         let intent = source.poll()?.ok_or("the intent file could not be read")?;
         if cli.check {
-            println!(
+            outln!(
                 "{}: {} networks, {} pods, {} remotes, {} services, {} policies",
                 cli.intent.display(),
                 intent.network.len(),
@@ -67,12 +68,12 @@ fn run(cli: &Cli) -> Result<(), String> {
         let mac = agent::fabric_mac(&intent)?;
         if cli.dry_run {
             for op in agent::plan(&mut c, &intent, mac)? {
-                println!("{}", serde_json::to_string(&op).map_err(|e| e.to_string())?);
+                outln!("{}", serde_json::to_string(&op).map_err(|e| e.to_string())?);
             }
             return Ok(());
         }
         let o = agent::reconcile_once(&mut c, &intent, mac)?;
-        println!("added {}, updated {}, deleted {}", o.added, o.updated, o.deleted);
+        outln!("added {}, updated {}, deleted {}", o.added, o.updated, o.deleted);
         return Ok(());
     }
     let (stop, refresh) = agent::signals()?;

@@ -8,6 +8,7 @@
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
+use vrouter::outln;
 use vrouter::pktgen::scenario::{BenchParams, Case};
 
 #[derive(Parser)]
@@ -263,9 +264,15 @@ enum Command {
 /// and per flow, against hits on the same flows in the same run.
 fn flow_setups(cases: &[Case], params: BenchParams, packets: u64, syn: bool, json: bool) -> ExitCode {
     if !json {
-        println!(
+        outln!(
             "{:<22} {:>12} {:>10} {:>12} {:>10} {:>10} {:>10}",
-            "case", "M setups/s", "ns/setup", "hit ns/pkt", "setup/hit", "flows", "pairs"
+            "case",
+            "M setups/s",
+            "ns/setup",
+            "hit ns/pkt",
+            "setup/hit",
+            "flows",
+            "pairs"
         );
     }
     let mut failed = false;
@@ -275,7 +282,7 @@ fn flow_setups(cases: &[Case], params: BenchParams, packets: u64, syn: bool, jso
         // Every frame forwarded, and every setup frame a pair of its own.
         failed |= r.setup.ok != r.setup.packets || r.hit.ok != r.hit.packets || r.pairs != r.setup.packets;
         if json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::json!({
                     "case": c.name(), "proto": if syn { "tcp" } else { "udp" },
@@ -286,7 +293,7 @@ fn flow_setups(cases: &[Case], params: BenchParams, packets: u64, syn: bool, jso
                 })
             );
         } else {
-            println!(
+            outln!(
                 "{:<22} {:>12.2} {:>10.1} {:>12.1} {:>10.2} {:>10} {:>10}",
                 c.name(),
                 1e3 / setup,
@@ -310,9 +317,17 @@ fn flow_setups(cases: &[Case], params: BenchParams, packets: u64, syn: bool, jso
 /// VRF's own, against hits in the same run.
 fn policy_changes(cases: &[Case], params: BenchParams, json: bool) -> ExitCode {
     if !json {
-        println!(
+        outln!(
             "{:<22} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
-            "case", "hit ns", "other ns", "redecided", "reached ns", "redecided", "own ns", "redecided", "own/other"
+            "case",
+            "hit ns",
+            "other ns",
+            "redecided",
+            "reached ns",
+            "redecided",
+            "own ns",
+            "redecided",
+            "own/other"
         );
     }
     let mut failed = false;
@@ -324,7 +339,7 @@ fn policy_changes(cases: &[Case], params: BenchParams, json: bool) -> ExitCode {
         let passes = [r.hit, r.after_other, r.after_reached, r.after_own];
         failed |= passes.iter().any(|p| p.ok != p.packets) || r.redecided_own == 0;
         if json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::json!({
                     "case": c.name(), "flows": params.flows, "hit_ns_per_packet": hit,
@@ -335,7 +350,7 @@ fn policy_changes(cases: &[Case], params: BenchParams, json: bool) -> ExitCode {
                 })
             );
         } else {
-            println!(
+            outln!(
                 "{:<22} {:>10.1} {:>10.1} {:>10} {:>10.1} {:>10} {:>10.1} {:>10} {:>10.2}",
                 c.name(),
                 hit,
@@ -362,9 +377,16 @@ fn policy_changes(cases: &[Case], params: BenchParams, json: bool) -> ExitCode {
 /// general path.
 fn route_changes(cases: &[Case], params: BenchParams, json: bool) -> ExitCode {
     if !json {
-        println!(
+        outln!(
             "{:<22} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
-            "case", "hit ns", "general", "added ns", "general", "deleted ns", "general", "added/hit"
+            "case",
+            "hit ns",
+            "general",
+            "added ns",
+            "general",
+            "deleted ns",
+            "general",
+            "added/hit"
         );
     }
     let mut failed = false;
@@ -374,7 +396,7 @@ fn route_changes(cases: &[Case], params: BenchParams, json: bool) -> ExitCode {
             (r.hit.ns_per_packet(), r.after_add.ns_per_packet(), r.after_delete.ns_per_packet());
         failed |= [r.hit, r.after_add, r.after_delete].iter().any(|p| p.ok != p.packets);
         if json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::json!({
                     "case": c.name(), "flows": params.flows, "hit_ns_per_packet": hit,
@@ -385,7 +407,7 @@ fn route_changes(cases: &[Case], params: BenchParams, json: bool) -> ExitCode {
                 })
             );
         } else {
-            println!(
+            outln!(
                 "{:<22} {:>10.1} {:>10} {:>10.1} {:>10} {:>10.1} {:>10} {:>10.2}",
                 c.name(),
                 hit,
@@ -480,7 +502,7 @@ fn main() -> ExitCode {
                 return route_changes(&cases, params, json);
             }
             if !json {
-                println!("{:<22} {:>10} {:>10} {:>12} {:>10}", "case", "Mpps", "ns/pkt", "packets", "ok");
+                outln!("{:<22} {:>10} {:>10} {:>12} {:>10}", "case", "Mpps", "ns/pkt", "packets", "ok");
             }
             let mut failed = false;
             for c in cases {
@@ -491,12 +513,12 @@ fn main() -> ExitCode {
                 };
                 failed |= r.ok != r.packets;
                 if json {
-                    println!(
+                    outln!(
                         "{{\"case\":\"{}\",\"mpps\":{:.3},\"ns_per_packet\":{:.2},\"packets\":{},\"ok\":{},\"batch\":{},\"routes_v4\":{},\"routes_v6\":{},\"flows\":{},\"threads\":{}}}",
                         c.name(), r.mpps(), r.ns_per_packet() * threads as f64, r.packets, r.ok, batch, routes, routes6, flows, threads
                     );
                 } else {
-                    println!(
+                    outln!(
                         "{:<22} {:>10.2} {:>10.1} {:>12} {:>10}",
                         c.name(),
                         r.mpps(),
@@ -541,9 +563,9 @@ fn main() -> ExitCode {
                         "flows": flows, "rate": rate,
                     });
                     if port.json {
-                        println!("{v}");
+                        outln!("{v}");
                     } else {
-                        println!(
+                        outln!(
                             "sent {} frames ({} bytes) in {:.3} s: {:.3} Mpps",
                             r.sent,
                             r.bytes,
@@ -587,11 +609,11 @@ fn main() -> ExitCode {
                 "loss": r.lost() as f64 / s.sent.max(1) as f64, "busy_cores": r.busy_cores, "sink": sink,
             });
             if json {
-                println!("{v}");
+                outln!("{v}");
             } else {
                 let p = r.received.tally.percentiles(&[50.0, 99.0, 99.9]);
                 let us = |x: Option<u64>| x.map_or("-".to_string(), |n| format!("{:.1} µs", n as f64 / 1e3));
-                println!(
+                outln!(
                     "offered {:.3} Mpps, delivered {:.3} Mpps: {} sent, {} received, {} lost ({:.2} %) in {:.3} s; latency p50 {} p99 {} p99.9 {}",
                     s.pps() / 1e6,
                     r.delivered_pps() / 1e6,
@@ -624,10 +646,10 @@ fn main() -> ExitCode {
                     let lost = t.seq_end.saturating_sub(t.stamped);
                     let v = sink_json(&r);
                     if port.json {
-                        println!("{v}");
+                        outln!("{v}");
                     } else {
                         let us = |x: Option<u64>| x.map_or("-".to_string(), |n| format!("{:.1} µs", n as f64 / 1e3));
-                        println!(
+                        outln!(
                             "received {} frames in {} flows ({} lost, {} reordered, {} not ours) in {:.3} s: {:.3} Mpps; latency p50 {} p99 {} p99.9 {}",
                             t.stamped, t.flows_seen(), lost, t.reordered, t.other, r.seconds,
                             t.stamped as f64 / r.seconds.max(1e-9) / 1e6, us(p[0]), us(p[1]), us(p[2])
@@ -666,30 +688,30 @@ fn main() -> ExitCode {
             let secs = |d: std::time::Duration| d.as_secs_f64();
             let Some(delete) = r.delete else {
                 if json {
-                    println!(
+                    outln!(
                         "{{\"routes\":{routes},\"batch\":{},\"add_seconds\":{:.3},\"kept\":true}}",
                         p.batch,
                         secs(r.add)
                     );
                 } else {
-                    println!("{routes} IPv4 routes added through the API in {:.2} s, and kept", secs(r.add));
+                    outln!("{routes} IPv4 routes added through the API in {:.2} s, and kept", secs(r.add));
                 }
                 return ExitCode::SUCCESS;
             };
             let baseline = routeload::direct(&p);
             if json {
-                println!(
+                outln!(
                     "{{\"routes\":{routes},\"batch\":{},\"server\":\"{}\",\"add_seconds\":{:.3},\"delete_seconds\":{:.3},\"routes_per_second\":{:.0},\"direct_add_seconds\":{:.3},\"api_over_direct\":{:.2}}}",
                     p.batch, if local { "in-process" } else { "vrouterd" }, secs(r.add), secs(delete),
                     f64::from(routes) / secs(r.add), secs(baseline), secs(r.add) / secs(baseline)
                 );
             } else {
-                println!(
+                outln!(
                     "{routes} IPv4 routes in batches of {} through the API ({}): added in {:.2} s ({:.2} M routes/s), deleted in {:.2} s",
                     p.batch, if local { "in-process server, no data path" } else { "vrouterd" },
                     secs(r.add), f64::from(routes) / secs(r.add) / 1e6, secs(delete)
                 );
-                println!(
+                outln!(
                     "baseline, same run: TablesWriter::apply alone adds them in {:.2} s; the API costs x{:.2} of that",
                     secs(baseline),
                     secs(r.add) / secs(baseline)
@@ -700,13 +722,13 @@ fn main() -> ExitCode {
         Command::Tables { vrfs, routes, routes6, hosts6, batch, readers, json } => {
             let r = vrouter::pktgen::scenario::measure_tables(vrfs, routes, routes6, hosts6, batch.max(1), readers);
             if json {
-                println!(
+                outln!(
                     "{{\"vrfs\":{vrfs},\"routes_v4\":{routes},\"routes_v6\":{routes6},\"hosts_v6\":{hosts6},\"table_bytes\":{},\"rss_bytes\":{},\"load_seconds\":{:.3},\"routes_per_second\":{:.0},\"reader_lookups\":{},\"route_batch_seconds\":{:.6},\"policy_change_seconds\":{:.6}}}",
                     r.table_bytes, r.rss_bytes, r.load.as_secs_f64(), r.routes_per_second(), r.reader_lookups,
                     r.route_batch.as_secs_f64(), r.policy_change.as_secs_f64()
                 );
             } else {
-                println!(
+                outln!(
                     "{vrfs} VRF(s) x ({routes} IPv4 + {routes6} IPv6 + {hosts6} IPv6 /128) routes: tables hold {:.1} MiB ({:.1} MiB resident growth), loaded in {:.3} s ({:.2} M routes/s)",
                     r.table_bytes as f64 / 1048576.0,
                     r.rss_bytes as f64 / 1048576.0,
@@ -714,9 +736,9 @@ fn main() -> ExitCode {
                     r.routes_per_second() / 1e6
                 );
                 if readers > 0 {
-                    println!("{readers} reader(s) completed {} lookups meanwhile", r.reader_lookups);
+                    outln!("{readers} reader(s) completed {} lookups meanwhile", r.reader_lookups);
                 }
-                println!(
+                outln!(
                     "a policy change (every route looked through for one to its pods): {:.2} ms a batch, against {:.2} ms a batch of {batch} routes ({:.2}x)",
                     r.policy_change.as_secs_f64() * 1e3,
                     r.route_batch.as_secs_f64() * 1e3,
@@ -736,12 +758,12 @@ fn trace() -> ExitCode {
     let (mut n1, mut n2) = two_nodes();
     let mut ok = true;
     let step = |ok: &mut bool, title: &str, lines: Vec<String>, got: Verdict, want: Verdict| {
-        println!("\n{title}");
+        outln!("\n{title}");
         for l in lines {
-            println!("{l}");
+            outln!("{l}");
         }
         let good = got == want;
-        println!("  => {:?} {}", got, if good { "(as expected)" } else { "(UNEXPECTED)" });
+        outln!("  => {:?} {}", got, if good { "(as expected)" } else { "(UNEXPECTED)" });
         *ok &= good;
     };
     let (l, v) = trace(&mut n1, &mut n2, 1, &arp_from_pod(1, "10.1.0.2", "10.1.0.1"));
@@ -752,7 +774,7 @@ fn trace() -> ExitCode {
     step(&mut ok, "a1 -> b1 on node 2: MPLS over UDP, label 16 names b1's vif there", l, v, Verdict::Tx(1));
     let (l, v) = trace(&mut n1, &mut n2, 1, &from_pod(1, "10.1.0.2", "10.1.1.3", 1000, 64));
     step(&mut ok, "a1 -> b2 on node 2: MPLS over GRE", l, v, Verdict::Tx(2));
-    println!("\na1 -> service 10.96.0.10, 12 flows: ECMP over b1, b2, b3 by flow hash");
+    outln!("\na1 -> service 10.96.0.10, 12 flows: ECMP over b1, b2, b3 by flow hash");
     let mut per_pod = [0u32; 4];
     for sport in 0..12 {
         let (_, v) = trace(&mut n1, &mut n2, 1, &from_pod(1, "10.1.0.2", "10.96.0.10", 2000 + sport, 64));
@@ -761,7 +783,7 @@ fn trace() -> ExitCode {
         }
     }
     let spread = per_pod[1..].iter().all(|&n| n > 0);
-    println!(
+    outln!(
         "  flows per pod: b1 {}, b2 {}, b3 {} {}",
         per_pod[1],
         per_pod[2],
@@ -780,7 +802,7 @@ fn trace() -> ExitCode {
         Verdict::Drop(vrouter::stats::DropReason::NoRoute),
     );
     if ok {
-        println!("\nall steps behaved as expected");
+        outln!("\nall steps behaved as expected");
         ExitCode::SUCCESS
     } else {
         eprintln!("\nsome steps did not behave as expected");

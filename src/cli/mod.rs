@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 use std::fmt;
+use std::io::{ErrorKind, Write};
 
 /// A table whose columns are as wide as their widest cell.
 pub struct Table {
@@ -78,6 +79,47 @@ impl fmt::Display for Table {
         }
         Ok(())
     }
+}
+
+/// Writes to standard output, and ends the program when it cannot.
+///
+/// Rust ignores SIGPIPE, so a reader that went away (`vrctl ... | head`)
+/// would otherwise be an error at every write: a panic in `println!`, and
+/// a loop printing rates once a second would go on for ever, unread. A
+/// closed pipe ends the program quietly with success, as `head` meant it
+/// to; any other failure to write is said on stderr and exits 1.
+pub fn print(args: fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+        if e.kind() == ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("{}: standard output: {e}", program());
+        std::process::exit(1);
+    }
+}
+
+/// `println!` through [`print`]: for the tools' output, so that a closed
+/// pipe ends them cleanly.
+#[macro_export]
+macro_rules! outln {
+    () => {
+        $crate::cli::print(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::print(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Whether a write failed because its reader went away, which a tool takes
+/// as the end of its output, not as an error.
+pub fn reader_gone(e: &std::io::Error) -> bool {
+    e.kind() == ErrorKind::BrokenPipe
+}
+
+fn program() -> String {
+    let arg0 = std::env::args_os().next().unwrap_or_default();
+    std::path::Path::new(&arg0).file_name().unwrap_or_default().to_string_lossy().into_owned()
 }
 
 /// A JSON value as a table cell: strings bare, null as `-`.

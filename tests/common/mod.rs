@@ -417,6 +417,41 @@ pub fn run(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A standard output for a child that nobody reads: a pipe whose reader
+/// has gone, as `| head` leaves it once `head` has its lines.
+pub fn closed_pipe() -> std::process::Stdio {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    writer.into()
+}
+
+/// Waits for `child` to end and takes what it wrote (stdout and stderr, if
+/// piped); fails the test, killing it, if it is still running after
+/// `limit`: a tool that loops on unread output never ends by itself.
+pub fn wait_within(mut child: std::process::Child, limit: std::time::Duration) -> std::process::Output {
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().expect("the child's status").is_none() {
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("still running after {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("the child's output")
+}
+
+/// Runs `cmd` with its standard output a [`closed_pipe`]: its status and
+/// what it said on stderr, within `limit` (see [`wait_within`]).
+pub fn run_into_closed_pipe(
+    cmd: &mut std::process::Command,
+    limit: std::time::Duration,
+) -> (std::process::ExitStatus, String) {
+    let child = cmd.stdout(closed_pipe()).stderr(std::process::Stdio::piped()).spawn().expect("the command starts");
+    let out = wait_within(child, limit);
+    (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 /// True as root. Elsewhere it says the test (which `needs` root) is skipped,
 /// except in CI, which runs as root: there it fails.
 pub fn root_or_skip(needs: &str) -> bool {
