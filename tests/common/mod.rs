@@ -420,7 +420,13 @@ pub fn run(args: &[&str]) -> String {
 /// A standard output for a child that nobody reads: a pipe whose reader
 /// has gone, as `| head` leaves it once `head` has its lines.
 pub fn closed_pipe() -> std::process::Stdio {
-    let (reader, writer) = std::io::pipe().expect("a pipe");
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: fds has room for the two descriptors pipe2 writes.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0, "a pipe");
+    // SAFETY: pipe2 succeeded, so both are open descriptors that nothing
+    // else owns; each is owned (and closed) once.
+    let (reader, writer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     drop(reader);
     writer.into()
 }
