@@ -529,6 +529,17 @@ fn stats_and_info_report_counters_and_occupancy() {
         lab_ops().iter().filter(|o| matches!(o, vrouter::tables::Op::Add(vrouter::tables::Object::Route(_)))).count()
     );
     assert_eq!(info["limits"]["labels"], 1024);
+    let vrfs = c.call("dump", json!({ "object": "vrf" })).unwrap()["items"].clone();
+    let route_bytes: u64 = vrfs.as_array().unwrap().iter().map(|v| v["status"]["memory_bytes"].as_u64().unwrap()).sum();
+    let (spares, pooled) = {
+        let st = control.lock();
+        (st.writer.spare_bytes(), st.writer.pooled_node_bytes())
+    };
+    assert!(route_bytes > 0);
+    assert_eq!(
+        info["memory"],
+        json!({ "routes_bytes": route_bytes, "writer_spare_bytes": spares, "writer_pooled_bytes": pooled })
+    );
 
     // A vif added where another was counts from zero; updated, it keeps its counts.
     let vif = |name: &str| json!({ "vif": { "index": 20, "name": name, "kind": "virtual", "vrf": BLUE, "mac": "02:00:00:00:00:20" } });

@@ -268,6 +268,8 @@ fn every_command_prints_an_aligned_table_and_json() {
     let t = ok(&sock, &["info"]);
     assert!(row(&t, "vifs")[1..] == ["5", "64"] && row(&t, "0")[1..3] == ["1", "1234"], "{t}");
     assert!(row(&t, "0").last().unwrap() == "25.0%", "busy share: {t}");
+    let memory = t.lines().find(|l| l.starts_with("routes take ")).unwrap_or_else(|| panic!("{t}"));
+    assert!(memory.contains(" KiB;") && memory.contains("of spare route tables"), "{t}");
     let i = json(&sock, &["info"]);
     assert_eq!(i["info"]["boot_id"], "test-boot");
 }

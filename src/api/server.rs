@@ -757,6 +757,11 @@ impl Control {
         let st = self.lock();
         let t = st.writer.tables().clone();
         let routes: usize = t.vrfs().map(|v| st.writer.route_count(v.id)).map(|(a, b)| a + b).sum();
+        let memory = json!({
+            "routes_bytes": t.vrfs().map(|v| st.writer.vrf_memory_bytes(v.id)).sum::<usize>(),
+            "writer_spare_bytes": st.writer.spare_bytes(),
+            "writer_pooled_bytes": st.writer.pooled_node_bytes(),
+        });
         drop(st);
         let l = t.limits();
         let mut tables: Vec<Value> =
@@ -782,6 +787,10 @@ impl Control {
                 "labels": l.labels, "routes_per_vrf": l.routes_per_vrf,
             },
             "tables": tables,
+            // What the routes take, and what the table writer keeps
+            // besides to make the next batches cheap: the route tables it
+            // changes next (`keep_spares`) and trie nodes to copy into.
+            "memory": memory,
         })
     }
 

@@ -752,6 +752,16 @@ fn info_text(i: &Value, workers: &Value) -> String {
         t.row(vec![show(&x["table"]), show(&x["used"]), cap]);
     }
     out.push_str(&t.to_string());
+    let m = &i["memory"];
+    if !m.is_null() {
+        let size = |v: &Value| v.as_u64().map_or_else(|| "-".to_string(), binary_size);
+        out.push_str(&format!(
+            "routes take {}; the table writer keeps {} of spare route tables and {} of trie nodes to reuse\n",
+            size(&m["routes_bytes"]),
+            size(&m["writer_spare_bytes"]),
+            size(&m["writer_pooled_bytes"]),
+        ));
+    }
     out.push('\n');
     let mut w = Table::new(&["WORKER", "CORE", "RX", "TX", "TX DROPPED", "BUSY"]);
     for x in workers.as_array().into_iter().flatten() {
