@@ -541,6 +541,41 @@ fn the_writer_keeps_a_spare_table_of_a_changed_vrf_until_it_goes() {
     assert_eq!(w.spare_bytes(), 0, "a deleted VRF's spare goes");
 }
 
+/// Sparse IPv6 prefixes, each /48 in a /32 of its own as most of the
+/// global table's are, take no trie node but the root once their batch is
+/// applied: every node on their paths is kept as a single (a pass, or the
+/// /48's own). Their lookups answer as before; a /48 added beside one
+/// makes the level where they part a node, and taken away leaves it a
+/// pass again.
+#[test]
+fn a_batch_leaves_sparse_ipv6_prefixes_in_singles() {
+    let (mut w, _) = TablesWriter::new(Limits { routes_per_vrf: 10_000, ..limits() });
+    w.apply(&[vrf(1), Op::Add(Object::NextHop(1, NextHop::Receive)), Op::Add(Object::NextHop(2, NextHop::Receive))])
+        .unwrap();
+    let p = |i: u32| format!("2001:{:x}:{:x}::/48", 0x100 + i, i);
+    let routes: Vec<Op> = (0..100).map(|i| route(1, &p(i), 1 + i % 2)).collect();
+    w.apply(&routes).unwrap();
+    let v6 = |w: &TablesWriter| {
+        let t = w.tables().vrf(1).unwrap().v6.clone();
+        (t.node_count(), t.single_count())
+    };
+    // Nodes: the root, and the /24's where the hundred /32s part. Singles:
+    // passes for the /16 and /24 above, and per /48 its /32's pass and its
+    // own single.
+    assert_eq!(v6(&w), (2, 2 + 100 * 2), "trie nodes and singles after the batch");
+    let nh = |w: &TablesWriter, a: &str| {
+        w.tables().vrf(1).unwrap().lookup(true, u128::from(a.parse::<std::net::Ipv6Addr>().unwrap())).map(|t| t.nh)
+    };
+    assert_eq!(nh(&w, "2001:105:5::1"), Some(2));
+    assert_eq!(nh(&w, "2001:105:6::1"), None);
+    w.apply(&[route(1, "2001:105:5:100::/56", 1)]).unwrap();
+    assert_eq!(v6(&w), (2, 2 + 100 * 2 + 1), "the /48's own level is a pass to the /56's single");
+    assert_eq!((nh(&w, "2001:105:5:100::1"), nh(&w, "2001:105:5:200::1")), (Some(1), Some(2)));
+    w.apply(&[Op::Delete(ObjectKey::Route(1, "2001:105:5:100::/56".parse().unwrap()))]).unwrap();
+    assert_eq!(v6(&w), (2, 2 + 100 * 2));
+    assert_eq!(nh(&w, "2001:105:5:100::1"), Some(2));
+}
+
 /// A VRF counts its routes to ECMP composites (it tracks flows while it
 /// has any, to pin their members), through route and next-hop changes
 /// and failed batches alike.

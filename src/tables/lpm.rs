@@ -8,9 +8,9 @@
 //! child node records the prefix it inherited from its parent slot; that is
 //! what lets a delete restore the covering prefix without rescanning.
 //!
-//! IPv6 prefixes are sparse: a node at the bottom of an IPv6 trie that
-//! holds one prefix and no children is kept as a twelve-byte `Single`
-//! rather than a kilobyte of slots.
+//! IPv6 prefixes are sparse: a node of an IPv6 trie that holds one prefix
+//! and no children, or one child and nothing else, is kept as a
+//! twelve-byte `Single` rather than a kilobyte of slots.
 //!
 //! Nodes live behind `Arc`s. Cloning a `Fib` for the next snapshot copies
 //! the node pointers; an insert or delete copies only the nodes on its path
@@ -155,13 +155,16 @@ fn prefetch_counts(node: &Arc<Node>) {
     crate::memory::prefetch_addr(Arc::as_ptr(node).cast::<u8>().wrapping_sub(ARC_COUNTS));
 }
 
-/// A node at the bottom of the trie that holds one prefix of its own and
-/// no children, kept as what its slots would be: that prefix's leaf over
-/// `span` slots from `first`, and the leaf from above elsewhere. Twelve
-/// bytes where a node takes a kilobyte: 100,000 IPv6 prefixes, most of
-/// them /48s each alone in its /40, took 103.6 MiB of nodes. The writer
-/// expands a single into a node to change it, and folds a node back into
-/// one when a change leaves it so (`Fib::compact`).
+/// A node that holds one prefix of its own and no children, or one child
+/// and nothing else, kept as what its slots would be: that prefix's leaf
+/// over `span` slots from `first` (or the child's entry in slot `first`,
+/// `span` 1: a "pass"), and the leaf from above elsewhere. Twelve bytes
+/// where a node takes a kilobyte: 100,000 IPv6 prefixes, most of them
+/// /48s each alone in its /40, took 103.6 MiB of nodes, and the nodes
+/// above them, each /32 allocation's own /24 and /32 nodes with one child
+/// apiece, took half of what was left. The writer expands a single into a
+/// node to change it, and folds a node back into one when a change leaves
+/// it so (`Fib::compact`).
 #[derive(Clone, Copy)]
 struct Single {
     first: u16,
@@ -171,7 +174,7 @@ struct Single {
 }
 
 impl Single {
-    /// The slot a node would hold for `byte`.
+    /// The slot a node would hold for `byte`: a leaf, or (a pass's) a child.
     #[inline(always)]
     fn slot(&self, byte: usize) -> u32 {
         if byte.wrapping_sub(usize::from(self.first)) < usize::from(self.span) {
@@ -205,6 +208,13 @@ fn take_slot<T>(items: &mut Vec<T>, free: &mut Vec<u32>, item: T) -> u32 {
             (items.len() - 1) as u32
         }
     }
+}
+
+/// Where a child entry is kept: in a node's slot, or as a pass's one child.
+#[derive(Clone, Copy)]
+enum Link {
+    Slot(u32, usize),
+    Pass(u32),
 }
 
 /// Level of the node that holds a prefix of `len` bits, and the prefix's
@@ -566,7 +576,11 @@ impl<K: FibKey> Fib<K> {
                     Some(child) => node = child,
                     None if K::SINGLES => {
                         let single = self.singles.get((e & INDEX_MASK) as usize)?;
-                        return self.target_of(single.slot(key.byte(level + 1)) & VALUE_MASK);
+                        let e = single.slot(key.byte(level + 1));
+                        if e & CHILD != 0 {
+                            return self.walk_on(key, e, level + 1);
+                        }
+                        return self.target_of(e & VALUE_MASK);
                     }
                     None => return None,
                 }
@@ -575,6 +589,22 @@ impl<K: FibKey> Fib<K> {
             }
             return self.target_of(e & VALUE_MASK);
         }
+    }
+
+    /// `walk` from child entry `e` in the node (or single) at `level`, met
+    /// past a pass. Out of line: only IPv6 tables have passes, and `walk`
+    /// is inlined where IPv4's lookups run.
+    #[inline(never)]
+    fn walk_on(&self, key: K, mut e: u32, mut level: usize) -> Option<RouteTarget> {
+        while e & CHILD != 0 {
+            level += 1;
+            let byte = *key.be_bytes().as_ref().get(level)?;
+            e = match self.nodes.get((e & !CHILD) as usize) {
+                Some(node) => node.slots[usize::from(byte)],
+                None => self.singles.get((e & INDEX_MASK) as usize)?.slot(usize::from(byte)),
+            };
+        }
+        self.target_of(e & VALUE_MASK)
     }
 
     /// The network of `key`'s longest-prefix match (`RouteEntry::network`):
@@ -691,22 +721,22 @@ impl<K: FibKey> Fib<K> {
     /// down to that one.
     fn trie_leaf(&self, key: K) -> (u32, usize, [u32; 16]) {
         let mut inherited = [EMPTY; 16];
-        let mut node = &self.nodes[0];
+        inherited[0] = self.nodes[0].inherited;
+        let mut e = self.nodes[0].slots[key.byte(0)];
         let mut level = 0;
-        loop {
-            inherited[level] = node.inherited;
-            let e = node.slots[key.byte(level)];
-            if e & CHILD == 0 {
-                return (e, level, inherited);
-            }
+        while e & CHILD != 0 {
             level += 1;
             if e & SINGLE != 0 {
                 let single = self.single(e);
                 inherited[level] = single.inherited;
-                return (single.slot(key.byte(level)), level, inherited);
+                e = single.slot(key.byte(level));
+            } else {
+                let node = &self.nodes[(e & !CHILD) as usize];
+                inherited[level] = node.inherited;
+                e = node.slots[key.byte(level)];
             }
-            node = &self.nodes[(e & !CHILD) as usize];
         }
+        (e, level, inherited)
     }
 
     /// The single that child slot entry `e` names.
@@ -741,7 +771,7 @@ impl<K: FibKey> Fib<K> {
         self.nodes.len() - self.free_nodes.len()
     }
 
-    /// Number of bottom nodes kept as singles.
+    /// Number of nodes kept as singles.
     pub fn single_count(&self) -> usize {
         self.singles.len() - self.free_singles.len()
     }
@@ -880,7 +910,13 @@ impl<K: FibKey> Fib<K> {
     /// value from above, down through the subtree.
     fn set_inherited(&mut self, child: u32, inherited: u32) {
         if child & SINGLE != 0 {
-            self.singles[(child & INDEX_MASK) as usize].inherited = inherited;
+            let single = &mut self.singles[(child & INDEX_MASK) as usize];
+            single.inherited = inherited;
+            // A pass's child takes the leaf from above through it.
+            let under = single.leaf;
+            if under & CHILD != 0 && rel_of(self.inherited_of(under)) == 0 {
+                self.set_inherited(under, inherited & VALUE_MASK);
+            }
             return;
         }
         let value = inherited & VALUE_MASK;
@@ -903,47 +939,126 @@ impl<K: FibKey> Fib<K> {
         }
     }
 
-    /// Walks to the node at `level` on `key`'s path, creating nodes as
-    /// needed and expanding singles; with the node's parent and its slot
-    /// there, but for the root.
-    fn descend_creating(&mut self, key: K, level: usize) -> (u32, Option<(u32, usize)>) {
+    /// The child entry `at` holds.
+    fn link(&self, at: Link) -> u32 {
+        match at {
+            Link::Slot(node, slot) => self.nodes[node as usize].slots[slot],
+            Link::Pass(single) => self.singles[single as usize].leaf,
+        }
+    }
+
+    /// Puts child entry (or leaf) `e` where `at` says.
+    fn set_link(&mut self, at: Link, e: u32) {
+        match at {
+            Link::Slot(node, slot) => self.node_mut(node).slots[slot] = e,
+            Link::Pass(single) => self.singles[single as usize].leaf = e,
+        }
+    }
+
+    /// Walks to the node at `level` on `key`'s path to put `key`'s leaf
+    /// `new` in its slots `start..start + span`, creating nodes as needed,
+    /// going through the passes on the way and expanding other singles;
+    /// with where the parent names it (none for the root). `None` if the
+    /// walk met a leaf where a family that keeps singles needed nodes:
+    /// then the leaf is in singles made for it (`grow_singles`), and no
+    /// node is left to change.
+    fn descend_creating(
+        &mut self,
+        key: K,
+        level: usize,
+        start: usize,
+        span: usize,
+        new: u32,
+    ) -> Option<(u32, Option<Link>)> {
         let mut idx = 0u32;
         let mut parent = None;
-        for l in 0..level {
-            let slot = key.byte(l);
-            let e = self.nodes[idx as usize].slots[slot];
-            let child = if e & CHILD == 0 {
+        let mut l = 0;
+        while l < level {
+            let mut at = Link::Slot(idx, key.byte(l));
+            let mut e = self.link(at);
+            // A pass that leads the key's way is not taken apart: the
+            // levels of a sparse prefix's path stay singles.
+            while K::SINGLES && e & SINGLE != 0 && e & CHILD != 0 && l + 1 < level {
+                let pass = *self.single(e);
+                if pass.leaf & CHILD == 0 || usize::from(pass.first) != key.byte(l + 1) {
+                    break;
+                }
+                at = Link::Pass(e & INDEX_MASK);
+                e = pass.leaf;
+                l += 1;
+            }
+            idx = if e & CHILD == 0 {
+                if K::SINGLES {
+                    self.grow_singles(at, e, key, l + 1, level, start, span, new);
+                    // The node above, taken apart from a single of one
+                    // leaf where the new ones hang, may be a pass now.
+                    if let Some(above) = parent {
+                        self.compact(above);
+                    }
+                    return None;
+                }
                 let child = self.alloc_node(e);
-                self.node_mut(idx).slots[slot] = CHILD | child;
+                self.set_link(at, CHILD | child);
                 child
             } else if e & SINGLE != 0 {
-                self.expand(idx, slot)
+                self.expand(at)
             } else {
                 e & !CHILD
             };
-            parent = Some((idx, slot));
-            idx = child;
+            parent = Some(at);
+            l += 1;
         }
-        (idx, parent)
+        Some((idx, parent))
     }
 
-    /// Puts the node that the single in `parent`'s `slot` stands for in
-    /// its place, to be changed, and returns it.
-    fn expand(&mut self, parent: u32, slot: usize) -> u32 {
-        let e = self.nodes[parent as usize].slots[slot];
+    /// Puts leaf `new`, over slots `start..start + span` of the node at
+    /// `level` on `key`'s path, where `at`, naming the node at level
+    /// `from`, holds leaf `above`: in a single there, and a pass at each
+    /// level between, never a node. A sparse prefix's nodes, made only to
+    /// be folded into singles, cost a kilobyte to fill and another to look
+    /// through, at each level.
+    #[allow(clippy::too_many_arguments)]
+    fn grow_singles(
+        &mut self,
+        at: Link,
+        above: u32,
+        key: K,
+        from: usize,
+        level: usize,
+        start: usize,
+        span: usize,
+        new: u32,
+    ) {
+        // The level under `at` takes its leaf from above; the levels below
+        // it take that leaf's value, from slots of no depth.
+        let inherited = |l: usize| if l == from { above } else { above & VALUE_MASK };
+        let bottom = Single { first: start as u16, span: span as u16, leaf: new, inherited: inherited(level) };
+        let mut child = CHILD | SINGLE | take_slot(&mut self.singles, &mut self.free_singles, bottom);
+        for l in (from..level).rev() {
+            let pass = Single { first: key.byte(l) as u16, span: 1, leaf: child, inherited: inherited(l) };
+            child = CHILD | SINGLE | take_slot(&mut self.singles, &mut self.free_singles, pass);
+        }
+        self.set_link(at, child);
+    }
+
+    /// Puts the node that the single `at` names in its place, to be
+    /// changed, and returns it.
+    fn expand(&mut self, at: Link) -> u32 {
+        let e = self.link(at);
         let single = *self.single(e);
         self.free_singles.push(e & INDEX_MASK);
         let idx = self.alloc_node(single.inherited);
         let first = usize::from(single.first);
         self.node_mut(idx).slots[first..first + usize::from(single.span)].fill(single.leaf);
-        self.node_mut(parent).slots[slot] = CHILD | idx;
+        self.set_link(at, CHILD | idx);
         idx
     }
 
-    /// Keeps the node in `parent`'s `slot` as a `Single` if it has no
-    /// children and one prefix of its own, where the family keeps singles.
-    fn compact(&mut self, parent: u32, slot: usize) {
-        let e = self.nodes[parent as usize].slots[slot];
+    /// Keeps the node `at` names as a `Single` if it has no children and
+    /// one prefix of its own, or one child and nothing else, where the
+    /// family keeps singles.
+    fn compact(&mut self, at: Link) {
+        let e = self.link(at);
         if !K::SINGLES || e & CHILD == 0 || e & SINGLE != 0 {
             return;
         }
@@ -952,9 +1067,9 @@ impl<K: FibKey> Fib<K> {
         let own = |x: u32| x & CHILD != 0 || rel_of(x) != 0;
         let Some(first) = node.slots.iter().position(|&x| own(x)) else { return };
         let leaf = node.slots[first];
-        let span = FANOUT >> rel_of(leaf);
-        if leaf & CHILD != 0
-            || first % span != 0
+        // A child takes one slot; a child's entry holds no depth.
+        let span = if leaf & CHILD != 0 { 1 } else { FANOUT >> rel_of(leaf) };
+        if first % span != 0
             || node.slots[first..first + span].iter().any(|&x| x != leaf)
             || node.slots[first + span..].iter().any(|&x| own(x))
         {
@@ -962,7 +1077,7 @@ impl<K: FibKey> Fib<K> {
         }
         let single = Single { first: first as u16, span: span as u16, leaf, inherited: node.inherited };
         let i = take_slot(&mut self.singles, &mut self.free_singles, single);
-        self.node_mut(parent).slots[slot] = CHILD | SINGLE | i;
+        self.set_link(at, CHILD | SINGLE | i);
         self.free_node(idx);
     }
 
@@ -1056,10 +1171,10 @@ impl<K: FibKey> Fib<K> {
     /// Puts `key/len` in the trie's slots as leaf value `value`.
     fn install(&mut self, key: K, len: u8, value: u32) {
         let (level, rel) = place(len);
-        let (idx, parent) = self.descend_creating(key, level);
         let span = FANOUT >> rel;
         let start = key.byte(level) & !(span - 1);
         let new = leaf(value, rel);
+        let Some((idx, parent)) = self.descend_creating(key, level, start, span, new) else { return };
         if len == 0 {
             self.node_mut(0).inherited = new;
         }
@@ -1073,8 +1188,8 @@ impl<K: FibKey> Fib<K> {
                 self.node_mut(idx).slots[s] = new;
             }
         }
-        if let Some((parent, slot)) = parent {
-            self.compact(parent, slot);
+        if let Some(at) = parent {
+            self.compact(at);
         }
     }
 
@@ -1108,16 +1223,29 @@ impl<K: FibKey> Fib<K> {
         let (level, rel) = place(len);
         let mut path = [(0u32, 0usize); 16];
         let mut idx = 0u32;
+        // The levels whose singles the walk took apart, to be kept as
+        // singles again if they still can be.
+        let mut expanded = 0u32;
         for (l, step) in path.iter_mut().enumerate().take(level) {
             let slot = key.byte(l);
             *step = (idx, slot);
             let e = self.nodes[idx as usize].slots[slot];
-            idx = match e {
-                _ if e & CHILD == 0 => return, // Never installed: nothing to undo.
-                _ if e & SINGLE == 0 => e & !CHILD,
-                _ if l + 1 == level => self.expand(idx, slot),
-                _ => return, // Under a single, which has no children: never installed.
+            let below = match e {
+                _ if e & CHILD == 0 => None, // Never installed: nothing to undo.
+                _ if e & SINGLE == 0 => Some(e & !CHILD),
+                // The single it is in, or a pass on the way to it: taken
+                // apart to be changed, or to reach the node below.
+                _ if l + 1 == level || self.single(e).slot(key.byte(l + 1)) & CHILD != 0 => {
+                    expanded |= 1 << (l + 1);
+                    Some(self.expand(Link::Slot(idx, slot)))
+                }
+                _ => None, // Off a pass's one child, or under a leaf: never installed.
             };
+            let Some(below) = below else {
+                self.compact_path(&path, l, expanded);
+                return;
+            };
+            idx = below;
         }
         let with = match replacement {
             Some((rlen, value)) if usize::from(rlen) > level * STRIDE => leaf(value, rlen - (level * STRIDE) as u8),
@@ -1154,9 +1282,20 @@ impl<K: FibKey> Fib<K> {
             idx = parent;
             at -= 1;
         }
-        if at > 0 {
-            let (parent, slot) = path[at - 1];
-            self.compact(parent, slot);
+        self.compact_path(&path, at, expanded | 1 << at);
+    }
+
+    /// Keeps as singles what they can be of the nodes at the levels of
+    /// `levels` (a bit each) from 1 to `to` on `path` (each level's node
+    /// and the slot a walk took there), the deepest first, so that a node
+    /// left with one child that has just become a single becomes a pass
+    /// in turn.
+    fn compact_path(&mut self, path: &[(u32, usize); 16], to: usize, levels: u32) {
+        for l in (1..=to).rev() {
+            if levels & 1 << l != 0 {
+                let (parent, slot) = path[l - 1];
+                self.compact(Link::Slot(parent, slot));
+            }
         }
     }
 }
@@ -1450,6 +1589,7 @@ mod tests {
                 [a.wrapping_sub(1), a.wrapping_add(1u128.checked_shl(u32::from(128 - len)).unwrap_or(0)), a | inside]
             {
                 assert_eq!(fib.lookup_with_len(q), m.lookup(q), "round {round} q {q:#x} next to {a:#x}/{len}");
+                assert_eq!(fib.lookup(q), m.lookup(q).map(|x| x.0), "round {round} q {q:#x} next to {a:#x}/{len}");
             }
             if round == 3000 {
                 snapshot = Some((fib.clone(), m.0.clone()));
@@ -1472,6 +1612,51 @@ mod tests {
         }
         assert_eq!((fib.node_count(), fib.single_count()), (1, 0));
         assert!(fib.target_refs.iter().all(|&refs| refs == 0), "every target released");
+    }
+
+    /// A /48 alone in its /32, as most of the global table's are, takes
+    /// singles all the way up: passes from the root's child down, and its
+    /// own at the bottom, twelve bytes each where a node is a kilobyte. A
+    /// second /48 that parts from it at the /32 makes that level a node
+    /// again; removed, it leaves the path as it was, and the first,
+    /// removed, the root alone.
+    #[test]
+    fn a_sparse_prefix_takes_singles_all_the_way_up() {
+        let (mut fib, mut m) = (Fib::<u128>::new(), Model::<u128>(BTreeMap::new()));
+        let a = 0x2001_0db8_0001u128 << 80;
+        let b = 0x2001_0db8_0101u128 << 80;
+        let check = |fib: &Fib<u128>, m: &Model<u128>| {
+            let keys = [a, a | 1, a - 1, a + (1 << 80), b, b | 0xffff, b - 1, b + (1 << 80), 0x2001u128 << 112];
+            assert_lookups_match(fib, m, &keys, 0);
+        };
+        let shape = |fib: &Fib<u128>, m: &Model<u128>| {
+            check(fib, m);
+            (fib.node_count(), fib.single_count())
+        };
+        apply_insert(&mut fib, &mut m, a, 48, t(1));
+        assert_eq!(shape(&fib, &m), (1, 5), "the root, four passes and the /48's own");
+        apply_insert(&mut fib, &mut m, b, 48, t(2));
+        assert_eq!(shape(&fib, &m), (2, 5), "the /32 where they part is a node");
+        let snapshot = (fib.clone(), Model(m.0.clone()));
+        apply_remove(&mut fib, &mut m, b, 48);
+        assert_eq!(shape(&fib, &m), (1, 5));
+        check(&snapshot.0, &snapshot.1);
+        // A /56 under the /48: its level is a pass to the /56's single,
+        // which takes the /48's leaf from above.
+        let c = a | (0x01 << 72);
+        apply_insert(&mut fib, &mut m, c, 56, t(4));
+        assert_eq!(shape(&fib, &m), (1, 6));
+        assert_lookups_match(&fib, &m, &[c, c | 1, c - 1, c + (1 << 72)], 0);
+        apply_remove(&mut fib, &mut m, c, 56);
+        assert_eq!(shape(&fib, &m), (1, 5));
+        // A /40 over the first's pass, then the first gone: the pass at
+        // the /32 holds the /40's single; the /40 gone, nothing is left.
+        apply_insert(&mut fib, &mut m, a, 40, t(3));
+        assert_eq!(shape(&fib, &m), (1, 5));
+        apply_remove(&mut fib, &mut m, a, 48);
+        assert_eq!(shape(&fib, &m), (1, 4));
+        apply_remove(&mut fib, &mut m, a, 40);
+        assert_eq!(shape(&fib, &m), (1, 0));
     }
 
     /// A host that spilled into the trie and later found room in its bucket
@@ -1503,13 +1688,13 @@ mod tests {
     }
 
     /// The reason hosts go by hash: 1,000 pods' random /128s in one /64
-    /// take under a tenth of the trie nodes that as many /127s take (about
-    /// six each, and a single at the bottom). The trie holds only the hosts
-    /// that spilled: at most the /64's path and seven nodes for each.
+    /// take a small part of the trie that as many /127s take. The trie
+    /// holds only the hosts that spilled: at most the /64's path and
+    /// seven nodes (or singles) for each.
     #[test]
     fn ipv6_hosts_held_by_hash_take_few_trie_nodes() {
         let subnet = 0xfd00_0000_0000_0001u128 << 64;
-        let nodes_for = |len: u8| {
+        let trie_for = |len: u8| {
             let mut fib = Fib::<u128>::new();
             let mut rng = Rng::new(0x0064);
             fib.insert(subnet, 64, own(t(1)), None);
@@ -1517,16 +1702,18 @@ mod tests {
                 let key = subnet | u128::from(rng.next_u64() | 1);
                 fib.insert(key.mask(len), len, own(t(2 + i % 3)), None);
             }
-            (fib.node_count(), fib.single_count(), fib.host_routes())
+            let (nodes, singles) = (fib.node_count(), fib.single_count());
+            (nodes * NODE_BYTES + singles * std::mem::size_of::<Single>(), nodes + singles, fib.host_routes())
         };
-        let (by_hash, _, (hosts, spilled)) = nodes_for(128);
-        let (in_trie, singles, _) = nodes_for(127);
+        let (by_hash, by_hash_parts, (hosts, spilled)) = trie_for(128);
+        let (in_trie, in_trie_parts, _) = trie_for(127);
         assert_eq!(hosts, 1000);
         assert!(spilled < 50, "most hosts fit their buckets: {spilled} spilled");
-        assert!(in_trie > 5000 && singles > 950, "{in_trie} trie nodes and {singles} singles for 1,000 /127s");
-        assert!(by_hash * 10 < in_trie, "{by_hash} trie nodes for 1,000 hosts, {spilled} spilled");
-        // The root and the /64's seven levels, then seven nodes a spilled host.
-        assert!(by_hash <= 8 + 7 * spilled, "{by_hash} trie nodes for {spilled} spilled hosts");
+        // About six a /127 (a single at the bottom and the passes above it).
+        assert!(in_trie_parts > 6000, "{in_trie_parts} trie nodes and singles for 1,000 /127s");
+        assert!(by_hash * 10 < in_trie, "{by_hash} trie bytes for 1,000 hosts, {spilled} spilled, against {in_trie}");
+        // The root and the /64's seven levels, then eight a spilled host.
+        assert!(by_hash_parts <= 8 + 8 * spilled, "{by_hash_parts} trie nodes for {spilled} spilled hosts");
     }
 
     #[test]
