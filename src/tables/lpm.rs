@@ -1221,31 +1221,29 @@ impl<K: FibKey> Fib<K> {
     /// it, as its length and leaf value, if any.
     fn unlink(&mut self, key: K, len: u8, replacement: Option<(u8, u32)>) {
         let (level, rel) = place(len);
-        let mut path = [(0u32, 0usize); 16];
+        // Where each level's node (or pass) is named, from level 1 down.
+        let mut path = [Link::Slot(0, 0); 16];
+        let mut at = Link::Slot(0, key.byte(0));
         let mut idx = 0u32;
-        // The levels whose singles the walk took apart, to be kept as
-        // singles again if they still can be.
-        let mut expanded = 0u32;
         for (l, step) in path.iter_mut().enumerate().take(level) {
-            let slot = key.byte(l);
-            *step = (idx, slot);
-            let e = self.nodes[idx as usize].slots[slot];
-            let below = match e {
-                _ if e & CHILD == 0 => None, // Never installed: nothing to undo.
-                _ if e & SINGLE == 0 => Some(e & !CHILD),
-                // The single it is in, or a pass on the way to it: taken
-                // apart to be changed, or to reach the node below.
-                _ if l + 1 == level || self.single(e).slot(key.byte(l + 1)) & CHILD != 0 => {
-                    expanded |= 1 << (l + 1);
-                    Some(self.expand(Link::Slot(idx, slot)))
-                }
-                _ => None, // Off a pass's one child, or under a leaf: never installed.
-            };
-            let Some(below) = below else {
-                self.compact_path(&path, l, expanded);
-                return;
-            };
-            idx = below;
+            *step = at;
+            let e = self.link(at);
+            if e & CHILD == 0 {
+                return; // Never installed: nothing to undo.
+            }
+            if e & SINGLE == 0 {
+                idx = e & !CHILD;
+            } else if l + 1 == level {
+                // The single it is in, taken apart to be changed.
+                idx = self.expand(at);
+            } else if self.single(e).slot(key.byte(l + 1)) & CHILD != 0 {
+                // A pass on the way to it: gone through, as a change does.
+                at = Link::Pass(e & INDEX_MASK);
+                continue;
+            } else {
+                return; // Off a pass's one child, or under a leaf: never installed.
+            }
+            at = Link::Slot(idx, key.byte(l + 1));
         }
         let with = match replacement {
             Some((rlen, value)) if usize::from(rlen) > level * STRIDE => leaf(value, rlen - (level * STRIDE) as u8),
@@ -1267,35 +1265,33 @@ impl<K: FibKey> Fib<K> {
                 self.node_mut(idx).slots[s] = with;
             }
         }
-        // Fold back nodes left holding nothing of their own, and keep the
-        // lowest left as a single if it can be.
+        // Fold back the nodes and passes left holding nothing of their
+        // own: a pass whose child folded holds that child's leaf from
+        // above, which is its own only if it has a depth.
         let mut at = level;
         while at > 0 {
-            let n = &self.nodes[idx as usize];
-            if n.slots.iter().any(|&e| e & CHILD != 0 || rel_of(e) != 0) {
+            let e = self.link(path[at - 1]);
+            let (empty, inherited) = if e & SINGLE != 0 {
+                let pass = self.single(e);
+                (pass.leaf & CHILD == 0 && rel_of(pass.leaf) == 0, pass.inherited)
+            } else {
+                let n = &self.nodes[(e & !CHILD) as usize];
+                (!n.slots.iter().any(|&x| x & CHILD != 0 || rel_of(x) != 0), n.inherited)
+            };
+            if !empty {
                 break;
             }
-            let inherited = n.inherited;
-            let (parent, slot) = path[at - 1];
-            self.node_mut(parent).slots[slot] = inherited;
-            self.free_node(idx);
-            idx = parent;
+            self.set_link(path[at - 1], inherited);
+            if e & SINGLE != 0 {
+                self.free_singles.push(e & INDEX_MASK);
+            } else {
+                self.free_node(e & !CHILD);
+            }
             at -= 1;
         }
-        self.compact_path(&path, at, expanded | 1 << at);
-    }
-
-    /// Keeps as singles what they can be of the nodes at the levels of
-    /// `levels` (a bit each) from 1 to `to` on `path` (each level's node
-    /// and the slot a walk took there), the deepest first, so that a node
-    /// left with one child that has just become a single becomes a pass
-    /// in turn.
-    fn compact_path(&mut self, path: &[(u32, usize); 16], to: usize, levels: u32) {
-        for l in (1..=to).rev() {
-            if levels & 1 << l != 0 {
-                let (parent, slot) = path[l - 1];
-                self.compact(Link::Slot(parent, slot));
-            }
+        // The lowest left, if a node, may be a single now.
+        if at > 0 {
+            self.compact(path[at - 1]);
         }
     }
 }
