@@ -723,9 +723,10 @@ fn main() -> ExitCode {
             let r = vrouter::pktgen::scenario::measure_tables(vrfs, routes, routes6, hosts6, batch.max(1), readers);
             if json {
                 outln!(
-                    "{{\"vrfs\":{vrfs},\"routes_v4\":{routes},\"routes_v6\":{routes6},\"hosts_v6\":{hosts6},\"table_bytes\":{},\"rss_bytes\":{},\"load_seconds\":{:.3},\"routes_per_second\":{:.0},\"reader_lookups\":{},\"route_batch_seconds\":{:.6},\"policy_change_seconds\":{:.6}}}",
+                    "{{\"vrfs\":{vrfs},\"routes_v4\":{routes},\"routes_v6\":{routes6},\"hosts_v6\":{hosts6},\"table_bytes\":{},\"rss_bytes\":{},\"load_seconds\":{:.3},\"routes_per_second\":{:.0},\"reader_lookups\":{},\"route_batch_seconds\":{:.6},\"policy_change_seconds\":{:.6},\"delete_seconds\":{:.3},\"deletes_per_second\":{:.0}}}",
                     r.table_bytes, r.rss_bytes, r.load.as_secs_f64(), r.routes_per_second(), r.reader_lookups,
-                    r.route_batch.as_secs_f64(), r.policy_change.as_secs_f64()
+                    r.route_batch.as_secs_f64(), r.policy_change.as_secs_f64(),
+                    r.unload.as_secs_f64(), r.routes as f64 / r.unload.as_secs_f64().max(1e-9)
                 );
             } else {
                 outln!(
@@ -743,6 +744,11 @@ fn main() -> ExitCode {
                     r.policy_change.as_secs_f64() * 1e3,
                     r.route_batch.as_secs_f64() * 1e3,
                     r.policy_change.as_secs_f64() / r.route_batch.as_secs_f64().max(1e-9)
+                );
+                outln!(
+                    "deleted again in {:.3} s ({:.2} M routes/s)",
+                    r.unload.as_secs_f64(),
+                    r.routes as f64 / r.unload.as_secs_f64().max(1e-9) / 1e6
                 );
             }
             ExitCode::SUCCESS

@@ -1314,6 +1314,8 @@ pub struct TablesReport {
     /// Mean time of a batch of routes while they loaded: the same run's
     /// baseline for `policy_change`.
     pub route_batch: Duration,
+    /// Time to delete the routes again, in batches of the same size.
+    pub unload: Duration,
 }
 
 impl TablesReport {
@@ -1396,8 +1398,21 @@ pub fn measure_tables(vrfs: usize, v4: usize, v6: usize, hosts6: usize, batch: u
     let routes = (vrfs * (v4 + p6.len())) as u64;
     let route_batch = load / routes.div_ceil(batch as u64).max(1) as u32;
     let policy_change = time_policy_changes(&mut w, vrfs as u32 + 1);
+    // Made after the resident set was read, which it would swell.
+    let deletes: Vec<Op> = (1..=vrfs as u32)
+        .flat_map(|id| {
+            let v4 = p4.iter().map(|&(a, l)| (IpAddr::V4(a.into()), l));
+            let v6 = p6.iter().map(|&(a, l)| (IpAddr::V6(a.into()), l));
+            v4.chain(v6).map(move |(a, l)| Op::Delete(ObjectKey::Route(id, Prefix::new(a, l).expect("canonical"))))
+        })
+        .collect();
+    let started = Instant::now();
+    for ops in deletes.chunks(batch) {
+        w.apply(ops).expect("the routes are there");
+    }
+    let unload = started.elapsed();
     drop(w);
-    TablesReport { rss_bytes: rss, table_bytes, load, routes, reader_lookups, policy_change, route_batch }
+    TablesReport { rss_bytes: rss, table_bytes, load, routes, reader_lookups, policy_change, route_batch, unload }
 }
 
 /// The median of nine batches that each change the policy of VRF `id`, made
@@ -1555,13 +1570,15 @@ mod tests {
         }
     }
 
-    /// The tables measurement loads what it says, and times policy changes
-    /// and route batches (both run: a policy change that fails panics).
+    /// The tables measurement loads what it says, and times policy changes,
+    /// route batches and the routes' deletion (all run: a policy change
+    /// or a delete that fails panics).
     #[test]
     fn the_tables_measurement_loads_every_route_and_times_a_policy_change() {
         let r = measure_tables(2, 1000, 10, 250, 100, 0);
         assert_eq!(r.routes, 2 * 1260);
         assert!(r.table_bytes > 0 && r.policy_change > Duration::ZERO && r.route_batch > Duration::ZERO);
+        assert!(r.unload > Duration::ZERO);
     }
 
     /// The setup measurement counts what it says: each frame a flow of its
