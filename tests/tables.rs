@@ -455,6 +455,103 @@ fn thousands_of_routes_match_a_model_after_random_batches() {
     assert_eq!(w.route_count(1).0, model.len());
 }
 
+/// The same through the writer for sparse IPv6 prefixes, whose paths are
+/// passes and singles that batches take apart and fold back (with the
+/// writer's node pool and spare tables at work): after every tenth batch,
+/// the current tables and a snapshot kept from ten batches before answer
+/// as the model did then, single and batched.
+#[test]
+fn sparse_ipv6_routes_match_a_model_after_random_batches() {
+    use std::collections::BTreeMap;
+    use vrouter::tables::lpm::{Fib, Route};
+    let (mut w, handle) = TablesWriter::new(Limits { routes_per_vrf: 100_000, ..Limits::default() });
+    let mut setup = vec![vrf(1)];
+    for nh in 1..=4 {
+        setup.push(Op::Add(Object::NextHop(nh, NextHop::Receive)));
+    }
+    w.apply(&setup).unwrap();
+    let mut x = 0x6_5eedu64;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    // Few bits set past /16, so that prefixes nest, share paths and part.
+    let addr = |r: u64| (0x2001u128 << 112) | (u128::from(r & 0x0003_0301_8300_0000) << 48) | u128::from(r >> 60);
+    let longest = |model: &BTreeMap<(u128, u8), u32>, q: u128| {
+        (0..=128u8).rev().find_map(|l| {
+            let m = if l == 0 { 0 } else { q & (u128::MAX << (128 - l)) };
+            model.get(&(m, l)).map(|nh| (*nh, l))
+        })
+    };
+    // At random, and at the edges of (some 300 of) the model's prefixes and
+    // inside them.
+    let check = |fib: &Fib<u128>, model: &BTreeMap<(u128, u8), u32>, r: &mut dyn FnMut() -> u64| {
+        let mut qs: Vec<u128> = (0..64).map(|_| addr(r()) ^ u128::from(r() & 0xffff) << 64).collect();
+        for &(a, len) in model.keys().step_by(model.len() / 300 + 1) {
+            let past = a.wrapping_add(1u128.checked_shl(u32::from(128 - len)).unwrap_or(0));
+            let inside = if len == 128 { 0 } else { u128::from(r()) & (u128::MAX >> len) };
+            qs.extend([a, a.wrapping_sub(1), past, a | inside]);
+        }
+        for qs in qs.chunks(32) {
+            let mut routes = [Route { version: 0, leaf: 0 }; 32];
+            Fib::lookup_batch_routes(&vec![fib; qs.len()], qs, &mut routes[..qs.len()]);
+            for (&q, route) in qs.iter().zip(routes) {
+                let want = longest(model, q);
+                assert_eq!(fib.lookup_with_len(q).map(|(t, l)| (t.nh, l)), want, "{q:#x}");
+                assert_eq!(fib.target(route).map(|t| t.nh), want.map(|w| w.0), "{q:#x}, batched");
+            }
+        }
+    };
+    let mut model = BTreeMap::new();
+    let mut kept = None;
+    for batch in 0..300 {
+        let mut ops = Vec::new();
+        let mut touched = std::collections::HashSet::new();
+        for _ in 0..40 {
+            let len = match rnd() % 4 {
+                0 => 16 + (rnd() % 32) as u8,
+                1 => 57 + (rnd() % 72) as u8,
+                _ => 48 + (rnd() % 9) as u8,
+            };
+            let a = addr(rnd()) & (u128::MAX << (128 - len));
+            if !touched.insert((a, len)) {
+                continue;
+            }
+            let p = Prefix::new(IpAddr::V6(a.into()), len).unwrap();
+            if model.contains_key(&(a, len)) && rnd() % 2 == 0 {
+                model.remove(&(a, len));
+                ops.push(Op::Delete(ObjectKey::Route(1, p)));
+            } else {
+                let nh = (rnd() % 4) as u32 + 1;
+                let spec = RouteSpec {
+                    network: None,
+                    vrf: 1,
+                    prefix: p,
+                    target: RouteTarget { nh, label: RouteTarget::NO_LABEL },
+                };
+                ops.push(if model.insert((a, len), nh).is_some() {
+                    Op::Update(Object::Route(spec))
+                } else {
+                    Op::Add(Object::Route(spec))
+                });
+            }
+        }
+        w.apply(&ops).unwrap();
+        if batch % 10 == 9 {
+            check(&w.tables().vrf(1).unwrap().v6, &model, &mut rnd);
+            if let Some((old, old_model)) = kept.take() {
+                let old: Arc<vrouter::tables::Tables> = old;
+                check(&old.vrf(1).unwrap().v6, &old_model, &mut rnd);
+            }
+            kept = Some((handle.snapshot(), model.clone()));
+        }
+    }
+    assert_eq!(w.route_count(1).1, model.len());
+    assert!(w.tables().vrf(1).unwrap().v6.single_count() > 100, "the prefixes made singles");
+}
+
 #[test]
 fn old_snapshots_are_freed_by_the_writer_not_by_a_worker() {
     let (mut w, handle) = TablesWriter::new(limits());
