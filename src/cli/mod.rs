@@ -99,7 +99,7 @@ pub fn print(args: fmt::Arguments<'_>) {
     }
 }
 
-/// `println!` through [`print`]: for the tools' output, so that a closed
+/// `println!` through [`print()`]: for the tools' output, so that a closed
 /// pipe ends them cleanly.
 #[macro_export]
 macro_rules! outln {
