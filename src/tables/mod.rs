@@ -17,6 +17,7 @@ mod ecmp_blocks;
 mod hosts;
 pub mod lpm;
 pub mod nexthop;
+mod prefixes;
 pub mod vif;
 mod writer;
 

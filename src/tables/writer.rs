@@ -4,6 +4,7 @@
 use super::ecmp::MAX_MEMBERS;
 use super::ecmp_blocks::EcmpBlockIndex;
 use super::lpm::{Fib, FibKey, NodePool};
+use super::prefixes::Prefixes;
 use super::{
     EcmpBlocks, Label, NextHop, NhId, ReachedChanges, RouteEntry, RouteTarget, Tables, Vif, VifIndex, VifKind, Vrf,
     VrfId,
@@ -318,8 +319,8 @@ impl TablesHandle {
 /// probe; dumps sort the keys once and reuse them until the next change.
 #[derive(Default)]
 struct VrfRoutes {
-    v4: AHashMap<(u32, u8), RouteEntry>,
-    v6: AHashMap<(u128, u8), RouteEntry>,
+    v4: Prefixes<u32>,
+    v6: Prefixes<u128>,
     /// Keys in dump order, built by the first dump after a change.
     sorted: Option<SortedKeys>,
 }
@@ -426,7 +427,7 @@ fn keep_spare<K: Family>(spares: &mut SpareTables, vrf: VrfId, old: Arc<Fib<K>>,
 
 /// An address family: how its keys, prefix lists and tries are reached.
 trait Family: FibKey {
-    fn routes(r: &mut VrfRoutes) -> &mut AHashMap<(Self, u8), RouteEntry>;
+    fn routes(r: &mut VrfRoutes) -> &mut Prefixes<Self>;
     fn fib(v: &mut Vrf) -> &mut Arc<Fib<Self>>;
     fn spares(s: &mut SpareTables) -> &mut AHashMap<VrfId, Fib<Self>>;
     fn undo(vrf: VrfId, key: (Self, u8), old: Option<RouteEntry>) -> Undo;
@@ -435,7 +436,7 @@ trait Family: FibKey {
 }
 
 impl Family for u32 {
-    fn routes(r: &mut VrfRoutes) -> &mut AHashMap<(u32, u8), RouteEntry> {
+    fn routes(r: &mut VrfRoutes) -> &mut Prefixes<u32> {
         r.sorted = None;
         &mut r.v4
     }
@@ -454,7 +455,7 @@ impl Family for u32 {
 }
 
 impl Family for u128 {
-    fn routes(r: &mut VrfRoutes) -> &mut AHashMap<(u128, u8), RouteEntry> {
+    fn routes(r: &mut VrfRoutes) -> &mut Prefixes<u128> {
         r.sorted = None;
         &mut r.v6
     }
@@ -552,10 +553,7 @@ impl TablesWriter {
     /// counted from the structures' sizes and capacities.
     pub fn vrf_memory_bytes(&self, vrf: VrfId) -> usize {
         let fibs = self.current.vrf(vrf).map_or(0, |v| v.v4.memory_bytes() + v.v6.memory_bytes());
-        let lists = self.routes.get(&vrf).map_or(0, |r| {
-            r.v4.capacity() * (std::mem::size_of::<((u32, u8), RouteEntry)>() + 1)
-                + r.v6.capacity() * (std::mem::size_of::<((u128, u8), RouteEntry)>() + 1)
-        });
+        let lists = self.routes.get(&vrf).map_or(0, |r| r.v4.memory_bytes() + r.v6.memory_bytes());
         fibs + lists
     }
 
@@ -1230,7 +1228,7 @@ impl TablesWriter {
         // Only a policy that names networks needs the network the addresses
         // were in: the scan for the covering route stays off the common path.
         let was = names_networks(w, r.vrf)
-            .then(|| old.or_else(|| covering(map, key, r.prefix.len()).map(|(_, e)| e)).map(|e| e.network));
+            .then(|| old.or_else(|| map.covering(key, r.prefix.len()).map(|(_, e)| e)).map(|e| e.network));
         map.insert(k, entry);
         self.undo.push(K::undo(r.vrf, k, old));
         if let Some(o) = old {
@@ -1274,7 +1272,7 @@ impl TablesWriter {
         let map = K::routes(routes);
         let k = (key, p.len());
         let old = map.remove(&k).ok_or_else(not_found)?;
-        let cover = covering(map, key, p.len());
+        let cover = map.covering(key, p.len());
         self.undo.push(K::undo(vrf_id, k, Some(old)));
         bump(&mut w.nh_refs, old.target.nh, false);
         bump_network(w, vrf_id, old.network, false);
@@ -1318,12 +1316,6 @@ fn names_networks(w: &Tables, vrf: VrfId) -> bool {
     policy.is_some_and(|p| p.compiled.names_networks() != (false, false))
 }
 
-/// The longest route in `map` shorter than `len` that covers `key`, with
-/// its length: where `key/len`'s addresses go without that route.
-fn covering<K: Family>(map: &AHashMap<(K, u8), RouteEntry>, key: K, len: u8) -> Option<(u8, RouteEntry)> {
-    (0..len).rev().find_map(|l| map.get(&(key.mask(l), l)).map(|e| (l, *e)))
-}
-
 /// A route of `vrf` whose addresses are in another network refers to that
 /// network's VRF, which may not be removed while such routes name it, and
 /// which counts it (`Vrf::imported_elsewhere`).
@@ -1337,7 +1329,7 @@ fn bump_network(w: &mut Tables, vrf: VrfId, network: VrfId, up: bool) {
     }
 }
 
-fn restore<K: std::hash::Hash + Eq>(map: Option<&mut AHashMap<K, RouteEntry>>, key: K, old: Option<RouteEntry>) {
+fn restore<K: FibKey>(map: Option<&mut Prefixes<K>>, key: (K, u8), old: Option<RouteEntry>) {
     if let Some(map) = map {
         match old {
             Some(t) => map.insert(key, t),
