@@ -249,7 +249,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// (RFC 1141). That shortcut can give 0xffff, negative zero, where a
     /// full computation gives 0x0000 (RFC 1624 section 3); mapping it back
     /// keeps the result identical to recomputing.
-    #[inline]
+    #[inline(always)]
     pub fn decrement_ttl(&mut self) {
         let b = self.buffer.as_mut();
         b[field::TTL] = b[field::TTL].wrapping_sub(1);
