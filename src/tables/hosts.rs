@@ -142,8 +142,8 @@ impl<K: FibKey> HostRoutes<K> {
         self.spilled.len()
     }
 
-    /// Bytes held in buckets and the spill list (its entries; the tree's
-    /// nodes add their slack, a third at most once it holds a few dozen).
+    /// Bytes held in buckets and the spill list's entries (the tree's
+    /// nodes, at least half full, can take up to about twice those).
     pub(super) fn memory_bytes(&self) -> usize {
         self.pages.len() * std::mem::size_of::<Page<K>>()
             + self.pages.capacity() * std::mem::size_of::<Arc<Page<K>>>()
