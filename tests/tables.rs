@@ -636,6 +636,19 @@ fn the_writer_keeps_a_spare_table_of_a_changed_vrf_until_it_goes() {
     w.apply(&routes).unwrap();
     w.apply(&[Op::Delete(ObjectKey::Vrf(1))]).unwrap();
     assert_eq!(w.spare_bytes(), 0, "a deleted VRF's spare goes");
+
+    // A VRF of pods' IPv6 /128s has few trie nodes but many pages of
+    // their hash, a reference each in a clone: it keeps a spare too.
+    w.apply(&[vrf(3)]).unwrap();
+    let pods: Vec<Op> = (0..2000u32).map(|i| route(3, &format!("fd00:3::{:x}:{:x}/128", 0x100 + i, i), 1)).collect();
+    w.apply(&pods).unwrap();
+    let (nodes, pages) = {
+        let v6 = &w.tables().vrf(3).unwrap().v6;
+        (v6.node_count(), v6.host_pages())
+    };
+    assert!(nodes < 64 && pages >= 64, "{nodes} nodes, {pages} pages");
+    w.apply(&[route(3, "fd00:3::1:1/128", 1)]).unwrap();
+    assert!(w.spare_bytes() >= pages * 8, "the pods' VRF keeps a spare, its page list its own");
 }
 
 /// Sparse IPv6 prefixes, each /48 in a /32 of its own as most of the

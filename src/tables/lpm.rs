@@ -747,14 +747,15 @@ impl<K: FibKey> Fib<K> {
     /// Bytes this table holds in nodes and targets (approximate).
     pub fn memory_bytes(&self) -> usize {
         let live = self.nodes.len() - self.free_nodes.len();
-        live * NODE_BYTES + self.list_bytes() + self.hosts.memory_bytes()
+        live * NODE_BYTES + self.list_bytes() + self.hosts.shared_bytes()
     }
 
-    /// Bytes of this table's own lists (node pointers, targets, singles),
-    /// leaving out the nodes and host pages, which a copy shares with the
-    /// table it was copied from (`copy_from`).
+    /// Bytes of this table's own lists (node and host page pointers,
+    /// targets, singles), leaving out the nodes and host pages, which a
+    /// copy shares with the table it was copied from (`copy_from`).
     pub fn list_bytes(&self) -> usize {
         self.nodes.capacity() * std::mem::size_of::<Arc<Node>>()
+            + self.hosts.list_bytes()
             + self.targets.capacity() * (std::mem::size_of::<RouteTarget>() + std::mem::size_of::<VrfId>() + 4)
             + self.target_index.capacity() * (std::mem::size_of::<(RouteEntry, u32)>() + 1)
             + self.singles.capacity() * std::mem::size_of::<Single>()
@@ -769,6 +770,12 @@ impl<K: FibKey> Fib<K> {
     /// Number of trie nodes in use, singles not counted.
     pub fn node_count(&self) -> usize {
         self.nodes.len() - self.free_nodes.len()
+    }
+
+    /// Pages of the full-length prefixes' hash (`HostRoutes`), a kilobyte
+    /// each as a node is.
+    pub fn host_pages(&self) -> usize {
+        self.hosts.pages()
     }
 
     /// Number of nodes kept as singles.
@@ -882,7 +889,7 @@ impl<K: FibKey> Fib<K> {
         self.free_targets.clone_from(free_targets);
         self.version = *version;
         self.recent = recent.clone();
-        self.hosts = hosts.clone();
+        self.hosts.copy_from(hosts);
         self.near_hosts = *near_hosts;
     }
 

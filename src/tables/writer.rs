@@ -406,17 +406,18 @@ fn change_fib<K: Family>(
     Arc::make_mut(fib).with_pool(pool, f);
 }
 
-/// Fewest trie nodes for which a VRF's table is worth keeping a spare of:
-/// a clone of a smaller one is quick, and a spare for each of a thousand
-/// small VRFs made loading them (`vrpktgen tables --vrfs 1000 --routes 10
-/// --batch 10`) slower and 1.5 MiB bigger.
+/// Fewest trie nodes and host pages (`Fib::host_pages`; a clone takes a
+/// reference to each, as to a node) for which a VRF's table is worth
+/// keeping a spare of: a clone of a smaller one is quick, and a spare for
+/// each of a thousand small VRFs made loading them (`vrpktgen tables
+/// --vrfs 1000 --routes 10 --batch 10`) slower and 1.5 MiB bigger.
 const SPARE_MIN_NODES: usize = 64;
 
 /// Keeps `old`, VRF `vrf`'s table in a freed snapshot, as its spare, made
 /// a copy of `now`, unless an older snapshot still holds it too or it is
 /// small.
 fn keep_spare<K: Family>(spares: &mut SpareTables, vrf: VrfId, old: Arc<Fib<K>>, now: &Fib<K>) {
-    if now.node_count() < SPARE_MIN_NODES {
+    if now.node_count() + now.host_pages() < SPARE_MIN_NODES {
         return;
     }
     if let Some(mut spare) = Arc::into_inner(old) {
