@@ -154,6 +154,16 @@ impl<K: FibKey> HostRoutes<K> {
         (self.shift, self.len, self.cover, self.cover_mask) = (*shift, *len, *cover, *cover_mask);
     }
 
+    /// True if this table is `other` as `copy_from` would make it.
+    #[cfg(debug_assertions)]
+    pub(super) fn is_copy_of(&self, other: &Self) -> bool {
+        self.pages.len() == other.pages.len()
+            && self.pages.iter().zip(&other.pages).all(|(a, b)| Arc::ptr_eq(a, b))
+            && *self.spilled == *other.spilled
+            && (self.shift, self.len, self.cover, self.cover_mask)
+                == (other.shift, other.len, other.cover, other.cover_mask)
+    }
+
     /// Pages of buckets, a kilobyte each.
     pub(super) fn pages(&self) -> usize {
         self.pages.len()

@@ -165,7 +165,7 @@ fn prefetch_counts(node: &Arc<Node>) {
 /// apiece, 5.8 MiB of the 21.4 left. The writer expands a single into a
 /// node to change it, and folds a node back into one when a change leaves
 /// it so (`Fib::compact`).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 struct Single {
     first: u16,
     span: u16,
@@ -393,7 +393,7 @@ pub const RECENT_CHANGES: usize = 16;
 /// prefix that still holds it. In a cluster where pods come and go on
 /// other nodes (a /32 added or deleted on every node each time), that
 /// spares every other flow its route lookup after each change.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 struct RecentChanges<K: FibKey> {
     /// (the version the change made, its prefix, its length), the oldest
     /// at `next` once full.
@@ -891,6 +891,29 @@ impl<K: FibKey> Fib<K> {
         self.recent = recent.clone();
         self.hosts.copy_from(hosts);
         self.near_hosts = *near_hosts;
+    }
+
+    /// True if this table is `other` as `copy_from` would make it: the
+    /// same nodes and host pages, shared, and equal lists. For the
+    /// writer's debug check that a spare of `other`'s version is a copy of
+    /// it (`change_fib`).
+    #[cfg(debug_assertions)]
+    pub(crate) fn is_copy_of(&self, other: &Self) -> bool {
+        self.nodes.len() == other.nodes.len()
+            && self.nodes.iter().zip(&other.nodes).all(|(a, b)| Arc::ptr_eq(a, b))
+            && self.free_nodes == other.free_nodes
+            && Arc::ptr_eq(&self.vacant, &other.vacant)
+            && self.singles == other.singles
+            && self.free_singles == other.free_singles
+            && self.targets == other.targets
+            && self.networks == other.networks
+            && self.target_refs == other.target_refs
+            && self.target_index == other.target_index
+            && self.free_targets == other.free_targets
+            && self.version == other.version
+            && self.recent == other.recent
+            && self.hosts.is_copy_of(&other.hosts)
+            && self.near_hosts == other.near_hosts
     }
 
     /// Makes the changes in `f` with `pool`'s nodes to hand, and hands the

@@ -386,9 +386,14 @@ struct SpareTables {
 
 /// Makes change `f` to VRF `vrf`'s table `fib` in a batch's tables, with
 /// the writer's node pool to hand. The table changed is its own if no
-/// snapshot shares it, else a copy: the VRF's spare if it has one (made a
-/// copy again here, which finds nothing to do unless something changed
-/// the table since), else a clone.
+/// snapshot shares it, else a copy: the VRF's spare if it has one, else a
+/// clone. A spare was made a copy of the table when it was kept, and only
+/// this function changes a table, taking the spare as it does; so the
+/// spare is the table still, and has its version (versions are never
+/// reused: `next_version`). It is made a copy again only if its version
+/// says otherwise: copying the lists anyway (node pointers compared,
+/// targets and singles copied) was most of a one-route batch in a VRF of
+/// many.
 fn change_fib<K: Family>(
     spares: &mut SpareTables,
     pool: &mut NodePool,
@@ -399,7 +404,11 @@ fn change_fib<K: Family>(
     if Arc::get_mut(fib).is_none() {
         spares.changed.push(vrf);
         if let Some(mut spare) = K::spares(spares).remove(&vrf) {
-            spare.copy_from(fib);
+            if spare.version() != fib.version() {
+                spare.copy_from(fib);
+            }
+            #[cfg(debug_assertions)]
+            assert!(spare.is_copy_of(fib), "VRF {vrf}'s spare table is not a copy of the table it stands for");
             *fib = Arc::new(spare);
         }
     }
