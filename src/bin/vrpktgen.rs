@@ -254,6 +254,11 @@ enum Command {
         /// routes load.
         #[arg(long, default_value_t = 0)]
         readers: usize,
+        /// Give each route a label of its own, as remote pods' routes have
+        /// (their interfaces' labels): a target each, where otherwise all
+        /// routes share one.
+        #[arg(long)]
+        labels: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -719,11 +724,12 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Tables { vrfs, routes, routes6, hosts6, batch, readers, json } => {
-            let r = vrouter::pktgen::scenario::measure_tables(vrfs, routes, routes6, hosts6, batch.max(1), readers);
+        Command::Tables { vrfs, routes, routes6, hosts6, batch, readers, labels, json } => {
+            let r =
+                vrouter::pktgen::scenario::measure_tables(vrfs, routes, routes6, hosts6, batch.max(1), readers, labels);
             if json {
                 outln!(
-                    "{{\"vrfs\":{vrfs},\"routes_v4\":{routes},\"routes_v6\":{routes6},\"hosts_v6\":{hosts6},\"table_bytes\":{},\"rss_bytes\":{},\"load_seconds\":{:.3},\"routes_per_second\":{:.0},\"reader_lookups\":{},\"route_batch_seconds\":{:.6},\"policy_change_seconds\":{:.6},\"delete_seconds\":{:.3},\"deletes_per_second\":{:.0}}}",
+                    "{{\"vrfs\":{vrfs},\"labels\":{labels},\"routes_v4\":{routes},\"routes_v6\":{routes6},\"hosts_v6\":{hosts6},\"table_bytes\":{},\"rss_bytes\":{},\"load_seconds\":{:.3},\"routes_per_second\":{:.0},\"reader_lookups\":{},\"route_batch_seconds\":{:.6},\"policy_change_seconds\":{:.6},\"delete_seconds\":{:.3},\"deletes_per_second\":{:.0}}}",
                     r.table_bytes, r.rss_bytes, r.load.as_secs_f64(), r.routes_per_second(), r.reader_lookups,
                     r.route_batch.as_secs_f64(), r.policy_change.as_secs_f64(),
                     r.unload.as_secs_f64(), r.routes as f64 / r.unload.as_secs_f64().max(1e-9)

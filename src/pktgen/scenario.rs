@@ -1335,7 +1335,18 @@ pub fn resident_bytes() -> u64 {
 
 /// Builds `vrfs` VRFs of `v4` + `v6` routes each and reports memory and
 /// load rate. The prefix lists are generated before measuring starts.
-pub fn measure_tables(vrfs: usize, v4: usize, v6: usize, hosts6: usize, batch: usize, readers: usize) -> TablesReport {
+/// With `labels`, each route has a label of its own, as remote pods'
+/// routes do (their interfaces' labels): a target each in the tables,
+/// where otherwise every route shares one.
+pub fn measure_tables(
+    vrfs: usize,
+    v4: usize,
+    v6: usize,
+    hosts6: usize,
+    batch: usize,
+    readers: usize,
+    labels: bool,
+) -> TablesReport {
     let p4 = bgp_like_v4(v4, 0x5eed_0004);
     let mut p6 = bgp_like_v6(v6, 0x5eed_0006);
     p6.extend(pod_hosts_v6(hosts6, 0x5eed_0128).into_iter().map(|a| (a, 128)));
@@ -1367,7 +1378,15 @@ pub fn measure_tables(vrfs: usize, v4: usize, v6: usize, hosts6: usize, batch: u
         ops.push(Op::Add(Object::Vrf(VrfSpec { id, name: format!("vrf{id}"), gateway_v4: None, gateway_v6: None })));
     }
     w.apply(&ops).expect("VRFs fit");
-    let target = RouteTarget { nh: 1, label: RouteTarget::NO_LABEL };
+    let first = crate::wire::mpls::FIRST_UNRESERVED_LABEL;
+    let target = |i: usize| RouteTarget {
+        nh: 1,
+        label: if labels {
+            first + i as u32 % (crate::wire::mpls::MAX_LABEL + 1 - first)
+        } else {
+            RouteTarget::NO_LABEL
+        },
+    };
     let started = Instant::now();
     let mut ops = Vec::with_capacity(batch);
     for id in 1..=vrfs as u32 {
@@ -1375,9 +1394,9 @@ pub fn measure_tables(vrfs: usize, v4: usize, v6: usize, hosts6: usize, batch: u
             .iter()
             .map(|&(a, l)| (IpAddr::V4(a.into()), l))
             .chain(p6.iter().map(|&(a, l)| (IpAddr::V6(a.into()), l)));
-        for (addr, len) in routes {
+        for (i, (addr, len)) in routes.enumerate() {
             let prefix = Prefix::new(addr, len).expect("canonical");
-            ops.push(Op::Add(Object::Route(RouteSpec { network: None, vrf: id, prefix, target })));
+            ops.push(Op::Add(Object::Route(RouteSpec { network: None, vrf: id, prefix, target: target(i) })));
             if ops.len() == batch {
                 w.apply(&ops).expect("routes fit");
                 ops.clear();
@@ -1575,7 +1594,7 @@ mod tests {
     /// or a delete that fails panics).
     #[test]
     fn the_tables_measurement_loads_every_route_and_times_a_policy_change() {
-        let r = measure_tables(2, 1000, 10, 250, 100, 0);
+        let r = measure_tables(2, 1000, 10, 250, 100, 0, false);
         assert_eq!(r.routes, 2 * 1260);
         assert!(r.table_bytes > 0 && r.policy_change > Duration::ZERO && r.route_batch > Duration::ZERO);
         assert!(r.unload > Duration::ZERO);
