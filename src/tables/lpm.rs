@@ -885,7 +885,9 @@ impl<K: FibKey> Fib<K> {
         self.targets.clone_from(targets);
         self.networks.clone_from(networks);
         self.target_refs.clone_from(target_refs);
-        self.target_index.clone_from(target_index);
+        // Through std's map: AHashMap's own clone_from allocates a new
+        // table each time, where std's copies into the one it has.
+        std::collections::HashMap::clone_from(&mut self.target_index, target_index);
         self.free_targets.clone_from(free_targets);
         self.version = *version;
         self.recent = recent.clone();
