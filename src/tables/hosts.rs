@@ -157,11 +157,11 @@ impl<K: FibKey> HostRoutes<K> {
     /// True if this table is `other` as `copy_from` would make it.
     #[cfg(debug_assertions)]
     pub(super) fn is_copy_of(&self, other: &Self) -> bool {
-        self.pages.len() == other.pages.len()
-            && self.pages.iter().zip(&other.pages).all(|(a, b)| Arc::ptr_eq(a, b))
-            && *self.spilled == *other.spilled
-            && (self.shift, self.len, self.cover, self.cover_mask)
-                == (other.shift, other.len, other.cover, other.cover_mask)
+        let HostRoutes { pages, shift, len, spilled, cover, cover_mask } = other;
+        self.pages.len() == pages.len()
+            && self.pages.iter().zip(pages).all(|(a, b)| Arc::ptr_eq(a, b))
+            && *self.spilled == **spilled
+            && (self.shift, self.len, self.cover, self.cover_mask) == (*shift, *len, *cover, *cover_mask)
     }
 
     /// Pages of buckets, a kilobyte each.

@@ -901,21 +901,39 @@ impl<K: FibKey> Fib<K> {
     /// it (`change_fib`).
     #[cfg(debug_assertions)]
     pub(crate) fn is_copy_of(&self, other: &Self) -> bool {
-        self.nodes.len() == other.nodes.len()
-            && self.nodes.iter().zip(&other.nodes).all(|(a, b)| Arc::ptr_eq(a, b))
-            && self.free_nodes == other.free_nodes
-            && Arc::ptr_eq(&self.vacant, &other.vacant)
-            && self.singles == other.singles
-            && self.free_singles == other.free_singles
-            && self.targets == other.targets
-            && self.networks == other.networks
-            && self.target_refs == other.target_refs
-            && self.target_index == other.target_index
-            && self.free_targets == other.free_targets
-            && self.version == other.version
-            && self.recent == other.recent
-            && self.hosts.is_copy_of(&other.hosts)
-            && self.near_hosts == other.near_hosts
+        // Every field named, as in `copy_from`.
+        let Fib {
+            nodes,
+            free_nodes,
+            vacant,
+            singles,
+            free_singles,
+            targets,
+            networks,
+            target_refs,
+            target_index,
+            free_targets,
+            version,
+            recent,
+            hosts,
+            near_hosts,
+            pool: _,
+        } = other;
+        self.nodes.len() == nodes.len()
+            && self.nodes.iter().zip(nodes).all(|(a, b)| Arc::ptr_eq(a, b))
+            && self.free_nodes == *free_nodes
+            && Arc::ptr_eq(&self.vacant, vacant)
+            && self.singles == *singles
+            && self.free_singles == *free_singles
+            && self.targets == *targets
+            && self.networks == *networks
+            && self.target_refs == *target_refs
+            && self.target_index == *target_index
+            && self.free_targets == *free_targets
+            && self.version == *version
+            && self.recent == *recent
+            && self.hosts.is_copy_of(hosts)
+            && self.near_hosts == *near_hosts
     }
 
     /// Makes the changes in `f` with `pool`'s nodes to hand, and hands the

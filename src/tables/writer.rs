@@ -392,8 +392,8 @@ struct SpareTables {
 /// spare is the table still, and has its version (versions are never
 /// reused: `next_version`). It is made a copy again only if its version
 /// says otherwise: copying the lists anyway (node pointers compared,
-/// targets and singles copied) was most of a one-route batch in a VRF of
-/// many.
+/// targets and singles copied) was about half of a one-route batch in a
+/// big VRF.
 fn change_fib<K: Family>(
     spares: &mut SpareTables,
     pool: &mut NodePool,
