@@ -380,7 +380,24 @@ pub struct Fib<K: FibKey> {
     /// writer's, lent for each change (`with_pool`). A table changed
     /// without one (tests) keeps its own, never trimmed.
     pool: NodePool,
+    /// The nodes written since the writer copied the table for a batch
+    /// (`record_writes`), for the spare made of the table that batch
+    /// copied to take only those (`copy_from`).
+    writes: NodeWrites,
 }
+
+/// Node slots a table's changes wrote since `since`, its version when
+/// the record began; `None` once more than `MAX_RECORDED_WRITES`, or when
+/// no record was asked for.
+#[derive(Clone, Default, PartialEq)]
+struct NodeWrites {
+    since: u32,
+    nodes: Option<Vec<u32>>,
+}
+
+/// Most node writes recorded: past it a copy compares every node, which
+/// costs about what copying this many does.
+const MAX_RECORDED_WRITES: usize = 4096;
 
 /// Most changes a table remembers (`RecentChanges`). A route remembered
 /// before the oldest is looked up again, as before any was kept.
@@ -492,6 +509,7 @@ impl<K: FibKey> Fib<K> {
             hosts: HostRoutes::default(),
             near_hosts: 0,
             pool: NodePool::new(),
+            writes: NodeWrites::default(),
         }
     }
 
@@ -824,7 +842,27 @@ impl<K: FibKey> Fib<K> {
         assert!(self.nodes.len() < SINGLE as usize, "trie nodes exhausted");
         let fill = inherited & VALUE_MASK;
         let node = self.pool.make(&Node { slots: [fill; FANOUT], inherited });
-        take_slot(&mut self.nodes, &mut self.free_nodes, node)
+        let idx = take_slot(&mut self.nodes, &mut self.free_nodes, node);
+        self.wrote(idx);
+        idx
+    }
+
+    /// Starts the record of the nodes this table's changes write: the
+    /// writer calls it on the copy it makes for a batch.
+    pub(crate) fn record_writes(&mut self) {
+        let mut nodes = self.writes.nodes.take().unwrap_or_default();
+        nodes.clear();
+        self.writes = NodeWrites { since: self.version, nodes: Some(nodes) };
+    }
+
+    fn wrote(&mut self, idx: u32) {
+        if let Some(nodes) = &mut self.writes.nodes {
+            if nodes.len() < MAX_RECORDED_WRITES {
+                nodes.push(idx);
+            } else {
+                self.writes.nodes = None;
+            }
+        }
     }
 
     /// Frees node `idx`, which no slot names any more.
@@ -832,16 +870,18 @@ impl<K: FibKey> Fib<K> {
         let node = std::mem::replace(&mut self.nodes[idx as usize], Arc::clone(&self.vacant));
         self.pool.retire(node);
         self.free_nodes.push(idx);
+        self.wrote(idx);
     }
 
     /// Node `idx`, to change: copied first if a snapshot shares it.
     fn node_mut(&mut self, idx: u32) -> &mut Node {
-        let slot = &mut self.nodes[idx as usize];
-        if Arc::get_mut(slot).is_none() {
+        if Arc::get_mut(&mut self.nodes[idx as usize]).is_none() {
+            self.wrote(idx);
+            let slot = &mut self.nodes[idx as usize];
             let copy = self.pool.make(slot);
             self.pool.retire(std::mem::replace(slot, copy));
         }
-        Arc::get_mut(slot).expect("a node just copied is this table's alone")
+        Arc::get_mut(&mut self.nodes[idx as usize]).expect("a node just copied is this table's alone")
     }
 
     /// Makes this table a copy of `src`, as `clone` would, keeping its own
@@ -869,15 +909,32 @@ impl<K: FibKey> Fib<K> {
             hosts,
             near_hosts,
             pool: _,
+            writes,
         } = src;
-        self.nodes.truncate(nodes.len());
-        for (mine, theirs) in self.nodes.iter_mut().zip(nodes.iter()) {
-            if !Arc::ptr_eq(mine, theirs) {
-                *mine = Arc::clone(theirs);
+        // This table is the one `src` was copied from for its last batch
+        // if `src`'s record began at this table's version (never reused):
+        // then only the nodes that batch wrote differ.
+        let written = writes.nodes.as_ref().filter(|_| writes.since == self.version && self.nodes.len() <= nodes.len());
+        if let Some(written) = written {
+            let have = self.nodes.len();
+            self.nodes.extend_from_slice(&nodes[have..]);
+            for &i in written {
+                let (mine, theirs) = (&mut self.nodes[i as usize], &nodes[i as usize]);
+                if !Arc::ptr_eq(mine, theirs) {
+                    *mine = Arc::clone(theirs);
+                }
             }
+        } else {
+            self.nodes.truncate(nodes.len());
+            for (mine, theirs) in self.nodes.iter_mut().zip(nodes.iter()) {
+                if !Arc::ptr_eq(mine, theirs) {
+                    *mine = Arc::clone(theirs);
+                }
+            }
+            let have = self.nodes.len();
+            self.nodes.extend_from_slice(&nodes[have..]);
         }
-        let have = self.nodes.len();
-        self.nodes.extend_from_slice(&nodes[have..]);
+        self.writes.clone_from(writes);
         self.free_nodes.clone_from(free_nodes);
         self.vacant = Arc::clone(vacant);
         self.singles.clone_from(singles);
@@ -918,6 +975,7 @@ impl<K: FibKey> Fib<K> {
             hosts,
             near_hosts,
             pool: _,
+            writes: _,
         } = other;
         self.nodes.len() == nodes.len()
             && self.nodes.iter().zip(nodes).all(|(a, b)| Arc::ptr_eq(a, b))

@@ -411,6 +411,9 @@ fn change_fib<K: Family>(
             assert!(spare.is_copy_of(fib), "VRF {vrf}'s spare table is not a copy of the table it stands for");
             *fib = Arc::new(spare);
         }
+        // The batch's copy records the nodes it writes, for the spare
+        // made of the table it copied (`keep_spare`).
+        Arc::make_mut(fib).record_writes();
     }
     Arc::make_mut(fib).with_pool(pool, f);
 }
@@ -431,6 +434,8 @@ fn keep_spare<K: Family>(spares: &mut SpareTables, vrf: VrfId, old: Arc<Fib<K>>,
     }
     if let Some(mut spare) = Arc::into_inner(old) {
         spare.copy_from(now);
+        #[cfg(debug_assertions)]
+        assert!(spare.is_copy_of(now), "VRF {vrf}'s spare table was not made a copy of its table");
         K::spares(spares).insert(vrf, spare);
     }
 }
