@@ -386,13 +386,14 @@ pub struct Fib<K: FibKey> {
     writes: NodeWrites,
 }
 
-/// Node slots a table's changes wrote since `since`, its version when
-/// the record began; `None` once more than `MAX_RECORDED_WRITES`, or when
-/// no record was asked for.
+/// Node and single slots a table's changes wrote since `since`, its
+/// version when the record began; `None` once more than
+/// `MAX_RECORDED_WRITES`, or when no record was asked for.
 #[derive(Clone, Default, PartialEq)]
 struct NodeWrites {
     since: u32,
     nodes: Option<Vec<u32>>,
+    singles: Vec<u32>,
 }
 
 /// Most node writes recorded: past it a copy compares every node, which
@@ -852,17 +853,40 @@ impl<K: FibKey> Fib<K> {
     pub(crate) fn record_writes(&mut self) {
         let mut nodes = self.writes.nodes.take().unwrap_or_default();
         nodes.clear();
-        self.writes = NodeWrites { since: self.version, nodes: Some(nodes) };
+        self.writes.singles.clear();
+        self.writes =
+            NodeWrites { since: self.version, nodes: Some(nodes), singles: std::mem::take(&mut self.writes.singles) };
     }
 
     fn wrote(&mut self, idx: u32) {
         if let Some(nodes) = &mut self.writes.nodes {
-            if nodes.len() < MAX_RECORDED_WRITES {
+            if nodes.len() + self.writes.singles.len() < MAX_RECORDED_WRITES {
                 nodes.push(idx);
             } else {
                 self.writes.nodes = None;
             }
         }
+    }
+
+    fn wrote_single(&mut self, idx: u32) {
+        if self.writes.nodes.as_ref().is_some_and(|n| n.len() + self.writes.singles.len() < MAX_RECORDED_WRITES) {
+            self.writes.singles.push(idx);
+        } else {
+            self.writes.nodes = None;
+        }
+    }
+
+    /// Takes a slot for a new single.
+    fn new_single(&mut self, single: Single) -> u32 {
+        let i = take_slot(&mut self.singles, &mut self.free_singles, single);
+        self.wrote_single(i);
+        i
+    }
+
+    /// Single `i`, to change.
+    fn single_mut(&mut self, i: u32) -> &mut Single {
+        self.wrote_single(i);
+        &mut self.singles[i as usize]
     }
 
     /// Frees node `idx`, which no slot names any more.
@@ -937,7 +961,16 @@ impl<K: FibKey> Fib<K> {
         self.writes.clone_from(writes);
         self.free_nodes.clone_from(free_nodes);
         self.vacant = Arc::clone(vacant);
-        self.singles.clone_from(singles);
+        match written {
+            Some(_) if self.singles.len() <= singles.len() => {
+                let have = self.singles.len();
+                self.singles.extend_from_slice(&singles[have..]);
+                for &i in &writes.singles {
+                    self.singles[i as usize] = singles[i as usize];
+                }
+            }
+            _ => self.singles.clone_from(singles),
+        }
         self.free_singles.clone_from(free_singles);
         self.targets.clone_from(targets);
         self.networks.clone_from(networks);
@@ -1018,7 +1051,7 @@ impl<K: FibKey> Fib<K> {
     /// value from above, down through the subtree.
     fn set_inherited(&mut self, child: u32, inherited: u32) {
         if child & SINGLE != 0 {
-            let single = &mut self.singles[(child & INDEX_MASK) as usize];
+            let single = self.single_mut(child & INDEX_MASK);
             single.inherited = inherited;
             // A pass's child takes the leaf from above through it.
             let under = single.leaf;
@@ -1059,7 +1092,7 @@ impl<K: FibKey> Fib<K> {
     fn set_link(&mut self, at: Link, e: u32) {
         match at {
             Link::Slot(node, slot) => self.node_mut(node).slots[slot] = e,
-            Link::Pass(single) => self.singles[single as usize].leaf = e,
+            Link::Pass(single) => self.single_mut(single).leaf = e,
         }
     }
 
@@ -1141,10 +1174,10 @@ impl<K: FibKey> Fib<K> {
         // it take that leaf's value, from slots of no depth.
         let inherited = |l: usize| if l == from { above } else { above & VALUE_MASK };
         let bottom = Single { first: start as u16, span: span as u16, leaf: new, inherited: inherited(level) };
-        let mut child = CHILD | SINGLE | take_slot(&mut self.singles, &mut self.free_singles, bottom);
+        let mut child = CHILD | SINGLE | self.new_single(bottom);
         for l in (from..level).rev() {
             let pass = Single { first: key.byte(l) as u16, span: 1, leaf: child, inherited: inherited(l) };
-            child = CHILD | SINGLE | take_slot(&mut self.singles, &mut self.free_singles, pass);
+            child = CHILD | SINGLE | self.new_single(pass);
         }
         self.set_link(at, child);
     }
@@ -1184,7 +1217,7 @@ impl<K: FibKey> Fib<K> {
             return;
         }
         let single = Single { first: first as u16, span: span as u16, leaf, inherited: node.inherited };
-        let i = take_slot(&mut self.singles, &mut self.free_singles, single);
+        let i = self.new_single(single);
         self.set_link(at, CHILD | SINGLE | i);
         self.free_node(idx);
     }
