@@ -5,8 +5,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use vrouter::tables::{
-    BatchError, Limits, NextHop, Object, ObjectKey, Op, Prefix, RouteSpec, RouteTarget, TableError, TablesWriter, Vif,
-    VifKind, VrfSpec,
+    BatchError, Limits, NextHop, Object, ObjectKey, Op, Prefix, RouteSpec, RouteTarget, TableError, TablesHandle,
+    TablesWriter, Vif, VifKind, VrfSpec,
 };
 use vrouter::wire::MacAddr;
 
@@ -31,6 +31,18 @@ fn base() -> TablesWriter {
     let (mut w, _) = TablesWriter::new(limits());
     w.apply(&[vrf(1), Op::Add(Object::NextHop(1, NextHop::Receive))]).unwrap();
     w
+}
+
+/// A writer with VRF 1 and next hops 1 to 4, room for 100,000 routes:
+/// the random-batch model tests' start.
+fn model_writer() -> (TablesWriter, TablesHandle) {
+    let (mut w, handle) = TablesWriter::new(Limits { routes_per_vrf: 100_000, ..Limits::default() });
+    let mut setup = vec![vrf(1)];
+    for nh in 1..=4 {
+        setup.push(Op::Add(Object::NextHop(nh, NextHop::Receive)));
+    }
+    w.apply(&setup).unwrap();
+    (w, handle)
 }
 
 fn err(w: &mut TablesWriter, ops: &[Op]) -> BatchError {
@@ -393,20 +405,10 @@ fn routes_changed_many_times_in_one_batch_match_a_model() {
 
 #[test]
 fn thousands_of_routes_match_a_model_after_random_batches() {
-    let (mut w, _) = TablesWriter::new(Limits { routes_per_vrf: 100_000, ..Limits::default() });
-    let mut setup = vec![vrf(1)];
-    for nh in 1..=4 {
-        setup.push(Op::Add(Object::NextHop(nh, NextHop::Receive)));
-    }
-    w.apply(&setup).unwrap();
+    let (mut w, _) = model_writer();
     let mut model = std::collections::BTreeMap::new();
-    let mut x = 0x1234_5678u64;
-    let mut rnd = || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rng = vrouter::pktgen::scenario::Rng::new(0x1234_5678);
+    let mut rnd = || rng.next_u64();
     for _ in 0..200 {
         let mut ops = Vec::new();
         for _ in 0..50 {
@@ -464,19 +466,9 @@ fn thousands_of_routes_match_a_model_after_random_batches() {
 fn sparse_ipv6_routes_match_a_model_after_random_batches() {
     use std::collections::BTreeMap;
     use vrouter::tables::lpm::{Fib, Route};
-    let (mut w, handle) = TablesWriter::new(Limits { routes_per_vrf: 100_000, ..Limits::default() });
-    let mut setup = vec![vrf(1)];
-    for nh in 1..=4 {
-        setup.push(Op::Add(Object::NextHop(nh, NextHop::Receive)));
-    }
-    w.apply(&setup).unwrap();
-    let mut x = 0x6_5eedu64;
-    let mut rnd = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let (mut w, handle) = model_writer();
+    let mut rng = vrouter::pktgen::scenario::Rng::new(0x6_5eed);
+    let mut rnd = move || rng.next_u64();
     // Few bits set past /16, so that prefixes nest, share paths and part.
     let addr = |r: u64| (0x2001u128 << 112) | (u128::from(r & 0x0003_0301_8300_0000) << 48) | u128::from(r >> 60);
     let longest = |model: &BTreeMap<(u128, u8), u32>, q: u128| {

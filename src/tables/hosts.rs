@@ -21,7 +21,7 @@
 //! Buckets live in pages behind `Arc`s, like the trie's nodes: a snapshot's
 //! copy shares them, and a change copies only its own page.
 
-use super::lpm::{FibKey, EMPTY};
+use super::lpm::{copy_slots, FibKey, EMPTY};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -140,14 +140,7 @@ impl<K: FibKey> HostRoutes<K> {
     pub(super) fn copy_from(&mut self, src: &Self) {
         // Every field named: one added later must be copied here too.
         let HostRoutes { pages, shift, len, spilled, cover, cover_mask } = src;
-        self.pages.truncate(pages.len());
-        for (mine, theirs) in self.pages.iter_mut().zip(pages.iter()) {
-            if !Arc::ptr_eq(mine, theirs) {
-                *mine = Arc::clone(theirs);
-            }
-        }
-        let have = self.pages.len();
-        self.pages.extend_from_slice(&pages[have..]);
+        copy_slots(&mut self.pages, pages, None, Arc::ptr_eq);
         if !Arc::ptr_eq(&self.spilled, spilled) {
             self.spilled = Arc::clone(spilled);
         }

@@ -195,6 +195,41 @@ fn rel_of(e: u32) -> u8 {
     ((e >> REL_SHIFT) & 0xf) as u8
 }
 
+/// Makes `mine` the list `theirs`, writing only the slots that differ
+/// (`same` says which do not: for `Arc`s, that they point alike, so that
+/// a slot kept takes no reference). With `written`, the slots `theirs`
+/// was written at since it was `mine` (`Writes`), only those are looked
+/// at, and the slots past `mine`'s end.
+pub(super) fn copy_slots<T: Clone>(
+    mine: &mut Vec<T>,
+    theirs: &[T],
+    written: Option<&[u32]>,
+    same: impl Fn(&T, &T) -> bool,
+) {
+    let copy = |m: &mut T, t: &T| {
+        if !same(m, t) {
+            *m = t.clone();
+        }
+    };
+    match written {
+        Some(written) if mine.len() <= theirs.len() => {
+            let have = mine.len();
+            mine.extend_from_slice(&theirs[have..]);
+            for &i in written {
+                copy(&mut mine[i as usize], &theirs[i as usize]);
+            }
+        }
+        _ => {
+            mine.truncate(theirs.len());
+            for (m, t) in mine.iter_mut().zip(theirs) {
+                copy(m, t);
+            }
+            let have = mine.len();
+            mine.extend_from_slice(&theirs[have..]);
+        }
+    }
+}
+
 /// Puts `item` in a free slot of `items` (one of `free`, else a new one)
 /// and returns its index.
 fn take_slot<T>(items: &mut Vec<T>, free: &mut Vec<u32>, item: T) -> u32 {
@@ -380,24 +415,30 @@ pub struct Fib<K: FibKey> {
     /// writer's, lent for each change (`with_pool`). A table changed
     /// without one (tests) keeps its own, never trimmed.
     pool: NodePool,
-    /// The nodes written since the writer copied the table for a batch
-    /// (`record_writes`), for the spare made of the table that batch
-    /// copied to take only those (`copy_from`).
-    writes: NodeWrites,
+    /// The nodes and singles written since the writer copied the table
+    /// for a batch (`record_writes`), for the spare made of the table that
+    /// batch copied to take only those (`copy_from`); `None` when no
+    /// record was asked for, or once it passed `MAX_RECORDED_WRITES`.
+    writes: Option<Writes>,
 }
 
-/// Node and single slots a table's changes wrote since `since`, its
-/// version when the record began; `None` once more than
-/// `MAX_RECORDED_WRITES`, or when no record was asked for.
-#[derive(Clone, Default, PartialEq)]
-struct NodeWrites {
+/// Node and single slots a table's changes wrote since its version was
+/// `since`.
+#[derive(Clone, Default)]
+struct Writes {
     since: u32,
-    nodes: Option<Vec<u32>>,
+    nodes: Vec<u32>,
     singles: Vec<u32>,
 }
 
-/// Most node writes recorded: past it a copy compares every node, which
-/// costs about what copying this many does.
+/// A slot a change wrote.
+enum Wrote {
+    Node(u32),
+    Single(u32),
+}
+
+/// Most writes recorded: past it a copy compares every slot, which costs
+/// about what copying this many does.
 const MAX_RECORDED_WRITES: usize = 4096;
 
 /// Most changes a table remembers (`RecentChanges`). A route remembered
@@ -510,7 +551,7 @@ impl<K: FibKey> Fib<K> {
             hosts: HostRoutes::default(),
             near_hosts: 0,
             pool: NodePool::new(),
-            writes: NodeWrites::default(),
+            writes: None,
         }
     }
 
@@ -844,48 +885,38 @@ impl<K: FibKey> Fib<K> {
         let fill = inherited & VALUE_MASK;
         let node = self.pool.make(&Node { slots: [fill; FANOUT], inherited });
         let idx = take_slot(&mut self.nodes, &mut self.free_nodes, node);
-        self.wrote(idx);
+        self.wrote(Wrote::Node(idx));
         idx
     }
 
     /// Starts the record of the nodes this table's changes write: the
     /// writer calls it on the copy it makes for a batch.
     pub(crate) fn record_writes(&mut self) {
-        let mut nodes = self.writes.nodes.take().unwrap_or_default();
-        nodes.clear();
-        self.writes.singles.clear();
-        self.writes =
-            NodeWrites { since: self.version, nodes: Some(nodes), singles: std::mem::take(&mut self.writes.singles) };
+        self.writes = Some(Writes { since: self.version, ..Writes::default() });
     }
 
-    fn wrote(&mut self, idx: u32) {
-        if let Some(nodes) = &mut self.writes.nodes {
-            if nodes.len() + self.writes.singles.len() < MAX_RECORDED_WRITES {
-                nodes.push(idx);
-            } else {
-                self.writes.nodes = None;
-            }
+    fn wrote(&mut self, slot: Wrote) {
+        let Some(w) = &mut self.writes else { return };
+        if w.nodes.len() + w.singles.len() >= MAX_RECORDED_WRITES {
+            self.writes = None;
+            return;
         }
-    }
-
-    fn wrote_single(&mut self, idx: u32) {
-        if self.writes.nodes.as_ref().is_some_and(|n| n.len() + self.writes.singles.len() < MAX_RECORDED_WRITES) {
-            self.writes.singles.push(idx);
-        } else {
-            self.writes.nodes = None;
+        match slot {
+            Wrote::Node(i) => w.nodes.push(i),
+            Wrote::Single(i) => w.singles.push(i),
         }
     }
 
     /// Takes a slot for a new single.
     fn new_single(&mut self, single: Single) -> u32 {
         let i = take_slot(&mut self.singles, &mut self.free_singles, single);
-        self.wrote_single(i);
+        self.wrote(Wrote::Single(i));
         i
     }
 
     /// Single `i`, to change.
     fn single_mut(&mut self, i: u32) -> &mut Single {
-        self.wrote_single(i);
+        self.wrote(Wrote::Single(i));
         &mut self.singles[i as usize]
     }
 
@@ -894,13 +925,13 @@ impl<K: FibKey> Fib<K> {
         let node = std::mem::replace(&mut self.nodes[idx as usize], Arc::clone(&self.vacant));
         self.pool.retire(node);
         self.free_nodes.push(idx);
-        self.wrote(idx);
+        self.wrote(Wrote::Node(idx));
     }
 
     /// Node `idx`, to change: copied first if a snapshot shares it.
     fn node_mut(&mut self, idx: u32) -> &mut Node {
         if Arc::get_mut(&mut self.nodes[idx as usize]).is_none() {
-            self.wrote(idx);
+            self.wrote(Wrote::Node(idx));
             let slot = &mut self.nodes[idx as usize];
             let copy = self.pool.make(slot);
             self.pool.retire(std::mem::replace(slot, copy));
@@ -937,40 +968,13 @@ impl<K: FibKey> Fib<K> {
         } = src;
         // This table is the one `src` was copied from for its last batch
         // if `src`'s record began at this table's version (never reused):
-        // then only the nodes that batch wrote differ.
-        let written = writes.nodes.as_ref().filter(|_| writes.since == self.version && self.nodes.len() <= nodes.len());
-        if let Some(written) = written {
-            let have = self.nodes.len();
-            self.nodes.extend_from_slice(&nodes[have..]);
-            for &i in written {
-                let (mine, theirs) = (&mut self.nodes[i as usize], &nodes[i as usize]);
-                if !Arc::ptr_eq(mine, theirs) {
-                    *mine = Arc::clone(theirs);
-                }
-            }
-        } else {
-            self.nodes.truncate(nodes.len());
-            for (mine, theirs) in self.nodes.iter_mut().zip(nodes.iter()) {
-                if !Arc::ptr_eq(mine, theirs) {
-                    *mine = Arc::clone(theirs);
-                }
-            }
-            let have = self.nodes.len();
-            self.nodes.extend_from_slice(&nodes[have..]);
-        }
+        // then only the slots that batch wrote differ.
+        let written = writes.as_ref().filter(|w| w.since == self.version);
+        copy_slots(&mut self.nodes, nodes, written.map(|w| &w.nodes[..]), Arc::ptr_eq);
+        copy_slots(&mut self.singles, singles, written.map(|w| &w.singles[..]), |a, b| a == b);
         self.writes.clone_from(writes);
         self.free_nodes.clone_from(free_nodes);
         self.vacant = Arc::clone(vacant);
-        match written {
-            Some(_) if self.singles.len() <= singles.len() => {
-                let have = self.singles.len();
-                self.singles.extend_from_slice(&singles[have..]);
-                for &i in &writes.singles {
-                    self.singles[i as usize] = singles[i as usize];
-                }
-            }
-            _ => self.singles.clone_from(singles),
-        }
         self.free_singles.clone_from(free_singles);
         self.targets.clone_from(targets);
         self.networks.clone_from(networks);
