@@ -1387,15 +1387,15 @@ pub fn measure_tables(
             RouteTarget::NO_LABEL
         },
     };
+    // Each VRF's prefixes, IPv4 then IPv6.
+    let prefixes = || {
+        let v4 = p4.iter().map(|&(a, l)| (IpAddr::V4(a.into()), l));
+        v4.chain(p6.iter().map(|&(a, l)| (IpAddr::V6(a.into()), l))).map(|(a, l)| Prefix::new(a, l).expect("canonical"))
+    };
     let started = Instant::now();
     let mut ops = Vec::with_capacity(batch);
     for id in 1..=vrfs as u32 {
-        let routes = p4
-            .iter()
-            .map(|&(a, l)| (IpAddr::V4(a.into()), l))
-            .chain(p6.iter().map(|&(a, l)| (IpAddr::V6(a.into()), l)));
-        for (i, (addr, len)) in routes.enumerate() {
-            let prefix = Prefix::new(addr, len).expect("canonical");
+        for (i, prefix) in prefixes().enumerate() {
             ops.push(Op::Add(Object::Route(RouteSpec { network: None, vrf: id, prefix, target: target(i) })));
             if ops.len() == batch {
                 w.apply(&ops).expect("routes fit");
@@ -1418,13 +1418,8 @@ pub fn measure_tables(
     let route_batch = load / routes.div_ceil(batch as u64).max(1) as u32;
     let policy_change = time_policy_changes(&mut w, vrfs as u32 + 1);
     // Made after the resident set was read, which it would swell.
-    let deletes: Vec<Op> = (1..=vrfs as u32)
-        .flat_map(|id| {
-            let v4 = p4.iter().map(|&(a, l)| (IpAddr::V4(a.into()), l));
-            let v6 = p6.iter().map(|&(a, l)| (IpAddr::V6(a.into()), l));
-            v4.chain(v6).map(move |(a, l)| Op::Delete(ObjectKey::Route(id, Prefix::new(a, l).expect("canonical"))))
-        })
-        .collect();
+    let deletes: Vec<Op> =
+        (1..=vrfs as u32).flat_map(|id| prefixes().map(move |p| Op::Delete(ObjectKey::Route(id, p)))).collect();
     let started = Instant::now();
     for ops in deletes.chunks(batch) {
         w.apply(ops).expect("the routes are there");
