@@ -237,6 +237,16 @@ fn a_new_flow_remembers_its_first_packets_route() {
         let reverse = flows.forward_only(&flows.probe(&key.reversed()), None).expect("a plain reverse entry").route;
         assert_eq!(reverse.route().version, 0, "{key:?}: the answers' route is not this one");
     }
+    // IPv6's, in the VRF's IPv6 table.
+    for dst in [a2_ip6(), "fd00:2::9".parse().unwrap()] {
+        let frame = build::udp6_frame(from_a1(), a1_ip6(), dst, 2002, 53, 64, 100);
+        assert!(matches!(lab.run(A1, frame).0, Verdict::Tx(_)));
+        let key = FlowKey::v6(BLUE, UDP, u128::from(a1_ip6()), u128::from(dst), 2002, 53);
+        let memo = flows.forward_only(&flows.probe(&key), None).expect("a plain forward entry").route;
+        let recalled = blue.v6.recall(memo.route());
+        assert_eq!(recalled, Some(blue.v6.lookup(u128::from(dst))), "{dst}: its route, in this version");
+        assert!(recalled.unwrap().is_some());
+    }
 }
 
 #[test]
@@ -2142,6 +2152,102 @@ fn a_flow_follows_route_changes() {
         assert_eq!(send(&mut lab, remote_ip()).0, unrouted, "packet {n}: no route left");
     }
     assert_eq!(table.len(), 1, "the same pair all along (an unrouted packet makes none)");
+}
+
+/// `a_flow_follows_route_changes` for IPv6: a pod's IPv6 flow remembers
+/// the route its first packet was looked up with, in the VRF's IPv6
+/// table, so that its later packets skip the lookup; a route change sends
+/// its next packet where the new routes say (the lane looks it up again,
+/// or carries it over, and remembers it), and with no route left it is
+/// dropped. Every packet after the first stays in the lane.
+#[test]
+fn an_ipv6_flow_remembers_its_route_and_follows_route_changes() {
+    let (mut lab, table) = lab_allowing_all();
+    let remote: std::net::Ipv6Addr = "fd00:2::5".parse().unwrap();
+    let key = FlowKey::v6(BLUE, UDP, u128::from(a1_ip6()), u128::from(remote), 4000, 53);
+    let send = |lab: &mut Lab| {
+        let (v, out) = lab.run(A1, build::udp6_frame(from_a1(), a1_ip6(), remote, 4000, 53, 64, 100));
+        (v, (v == Verdict::Tx(FABRIC)).then(|| (peer_of(&out), udp_label_of(&out))))
+    };
+    let memo = |lab: &Lab| {
+        let hit = table.forward_only(&table.probe(&key), None).expect("a plain forward entry");
+        let blue = lab.writer.tables().vrf(BLUE).unwrap().clone();
+        (blue.v6.recall(hit.route.route()), blue.v6.lookup(u128::from(remote)))
+    };
+    let route = |p: &str, nh, label| {
+        Object::Route(RouteSpec {
+            network: None,
+            vrf: BLUE,
+            prefix: p.parse().unwrap(),
+            target: RouteTarget { nh, label },
+        })
+    };
+    assert_eq!(send(&mut lab).1, Some((1, 42)), "the first packet, making the flow");
+    let (recalled, looked_up) = memo(&lab);
+    assert_eq!(recalled, Some(looked_up), "its route, remembered in this version");
+    let general = lab.pipeline.general_frames();
+    for n in 0..3 {
+        assert_eq!(send(&mut lab).1, Some((1, 42)), "packet {n}: recalled");
+    }
+    lab.writer.apply(&[Op::Add(route("fd00:2::5/128", 12, 50))]).unwrap();
+    assert_eq!(memo(&lab).0, None, "a route of an older version");
+    for n in 0..2 {
+        assert_eq!(send(&mut lab).1, Some((2, 50)), "packet {n}: a longer prefix to peer 2");
+    }
+    assert_eq!(memo(&lab).0, Some(memo(&lab).1), "remembered again");
+    lab.writer.apply(&[Op::Update(route("fd00:2::5/128", 13, 51))]).unwrap();
+    assert_eq!(send(&mut lab).1, Some((3, 51)), "the route moved to peer 3");
+    // A change elsewhere in the VRF carries the route over.
+    lab.writer.apply(&[Op::Add(route("fd00:9::/64", 12, 52))]).unwrap();
+    assert_eq!(send(&mut lab).1, Some((3, 51)));
+    assert_eq!(memo(&lab).0, Some(memo(&lab).1), "carried over to this version");
+    lab.writer.apply(&[Op::Delete(ObjectKey::Route(BLUE, "fd00:2::5/128".parse().unwrap()))]).unwrap();
+    assert_eq!(send(&mut lab).1, Some((1, 42)), "back to the /64");
+    assert_eq!(lab.pipeline.general_frames(), general, "every packet after the first in the lane");
+    lab.writer.apply(&[Op::Delete(ObjectKey::Route(BLUE, "fd00:2::/64".parse().unwrap()))]).unwrap();
+    let (unrouted, _) = send(&mut lab);
+    assert!(matches!(unrouted, Verdict::Drop(_)), "no route left: {unrouted:?}");
+    assert_eq!(send(&mut lab).0, unrouted);
+    assert_eq!(table.len(), 1, "the same pair all along");
+}
+
+/// A pod's denied IPv6 flow remembers its route too: its packets are
+/// dropped in the lane on their flow, the route recalled from the second
+/// drop in the lane on, and followed when it changes.
+#[test]
+fn a_denied_ipv6_flow_remembers_its_route() {
+    let (a1, _) = a1_a2();
+    let (mut lab, table) =
+        lab_allowing(vec![allow(a1, Endpoint::Prefix("10.0.0.0/8".parse().unwrap()), UDP, PortRange::ANY)]);
+    let remote: std::net::Ipv6Addr = "fd00:2::5".parse().unwrap();
+    let key = FlowKey::v6(BLUE, UDP, u128::from(a1_ip6()), u128::from(remote), 4000, 53);
+    let send = |lab: &mut Lab| lab.run(A1, build::udp6_frame(from_a1(), a1_ip6(), remote, 4000, 53, 64, 100)).0;
+    let memo = |lab: &Lab| {
+        let blue = lab.writer.tables().vrf(BLUE).unwrap().clone();
+        let (hit, _) = table.dropping(&table.probe(&key), blue.policy_generations()).expect("a dropping entry");
+        (blue.v6.recall(hit.route.route()), blue.v6.lookup(u128::from(remote)))
+    };
+    let denied = Verdict::Drop(DropReason::FlowActionDrop);
+    assert_eq!(send(&mut lab), denied, "the first packet, making the pair");
+    let general = lab.pipeline.general_frames();
+    assert_eq!(send(&mut lab), denied);
+    assert_eq!(memo(&lab).0, Some(memo(&lab).1), "its route, remembered in this version");
+    for _ in 0..3 {
+        assert_eq!(send(&mut lab), denied);
+    }
+    lab.writer
+        .apply(&[Op::Add(Object::Route(RouteSpec {
+            network: None,
+            vrf: BLUE,
+            prefix: "fd00:2::5/128".parse().unwrap(),
+            target: RouteTarget { nh: 12, label: 50 },
+        }))])
+        .unwrap();
+    assert_eq!(send(&mut lab), denied);
+    assert_eq!(memo(&lab).0, Some(memo(&lab).1), "the new route, remembered");
+    assert_eq!(lab.pipeline.general_frames(), general, "every packet after the first dropped in the lane");
+    let flow = table.dump(None, 10, 0).into_iter().find(|f| f.forward && f.key == key).expect("the pair");
+    assert_eq!(flow.packets, 6, "every packet counted on its flow");
 }
 
 #[test]

@@ -504,6 +504,12 @@ fn the_fast_path_matches_the_general_path_with_flows() {
             // After 300 batches the policy denies more: the flows it now
             // denies stop, on both paths alike.
             300 => vec![Op::Update(Object::Policy(BLUE, deny_udp_from(0, 9)))],
+            // After 450 an IPv6 destination's flows, which remember their
+            // routes, are routed by a longer prefix to another node; after
+            // 750 by the /64 again, and the next change carries their
+            // routes over (`lane::routed6_again`).
+            450 => vec![route("fd00:2::5/128", 12, 50)],
+            750 => vec![unroute("fd00:2::5/128")],
             // After 600 the service loses a member: its flows move.
             600 => vec![Op::Update(Object::NextHop(
                 NH_ECMP,

@@ -137,8 +137,9 @@ pub struct DirSpec {
     /// composite): the pair's TCP state is judged from this direction's
     /// flags alone. Read from the forward entry.
     pub one_way: bool,
-    /// The IPv4 route its first packet was looked up with, in the VRF
-    /// of its key, for its next packets to recall (`RouteMemo`).
+    /// The route its first packet was looked up with, in the VRF of its
+    /// key (in the table of its family), for its next packets to recall
+    /// (`RouteMemo`).
     pub route: Option<Route>,
     /// Its action was decided while an address that a policy judges by
     /// its network had no route (a remote pod whose route had not come

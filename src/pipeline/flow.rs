@@ -715,7 +715,7 @@ pub(super) fn create<B>(
     // Where the ECMP routes alone make the VRF track flows, the answers,
     // routed to the client and not to a composite, are not tracked.
     let one_way = !vrf.tracks_every_flow();
-    let route = ctx.route.filter(|_| key.is_v4());
+    let route = ctx.route;
     let mut fwd = DirSpec { ecmp, hash: key_hash(seed, key), one_way, route, unrouted, ..DirSpec::new(*key, action) };
     let mut rev = DirSpec { unrouted, ..DirSpec::new(key.reversed(), action) };
     if let Some(vif) = pod {

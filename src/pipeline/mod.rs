@@ -172,10 +172,11 @@ struct Ctx<'a, B> {
     /// Where a fragment that came before its datagram's first waits.
     hold: &'a mut hold::FragmentHold,
     now: u64,
-    /// The IPv4 route stage two found for the frame the general path has in
-    /// hand, if it was looked up there: a flow made for the frame remembers
-    /// it, so that the flow's next packet is spared the lookup too. Set
-    /// only for the length of that call (`resolve_routed`).
+    /// The route stage two found for the frame the general path has in
+    /// hand (in its VRF's table of its family), if it was looked up there:
+    /// a flow made for the frame remembers it, so that the flow's next
+    /// packet is spared the lookup too. Set only for the length of that
+    /// call (`resolve_routed`).
     route: Option<Route>,
 }
 
@@ -496,6 +497,10 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
     let mut v4_keys = [0u32; VECTOR];
     let mut v4_at = [0u8; VECTOR];
     let mut n4 = 0;
+    let mut v6_fibs: [&Fib<u128>; VECTOR] = [t.empty_fib_v6(); VECTOR];
+    let mut v6_keys = [0u128; VECTOR];
+    let mut v6_at = [0u8; VECTOR];
+    let mut n6 = 0;
     for i in 0..frames.len() {
         if done[i].is_some() || recalled[i] {
             continue;
@@ -512,7 +517,12 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
                 v4_at[n4] = i as u8;
                 n4 += 1;
             }
-            Some(v) => found[i] = v.v6.lookup(p.info.dst),
+            Some(v) => {
+                v6_fibs[n6] = &v.v6;
+                v6_keys[n6] = p.info.dst;
+                v6_at[n6] = i as u8;
+                n6 += 1;
+            }
             None => {}
         }
     }
@@ -524,6 +534,13 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
         // The settled flows that had no route in this version keep this one.
         if let (Some(table), Some(s)) = (ctx.flows, settled[i]) {
             table.remember_route(&s, v4_routes[j]);
+        }
+    }
+    let mut v6_routes = [Route { version: 0, leaf: 0 }; VECTOR];
+    if n6 > 0 {
+        Fib::lookup_batch_routes(&v6_fibs[..n6], &v6_keys[..n6], &mut v6_routes[..n6]);
+        for j in 0..n6 {
+            found[usize::from(v6_at[j])] = v6_fibs[j].target(v6_routes[j]);
         }
     }
     // Flows, late: in a VRF that tracks flows for its ECMP routes alone, a
@@ -555,7 +572,10 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
     probed |= probed_late;
     let probe_of = |i: usize| (probed & (1 << i) != 0).then(|| &probes[i]);
     // For the general path only: a scan, not a per-frame array to fill.
-    let route_of = |i: usize| v4_at[..n4].iter().position(|&a| usize::from(a) == i).map(|j| v4_routes[j]);
+    let route_of = |i: usize| match v4_at[..n4].iter().position(|&a| usize::from(a) == i) {
+        Some(j) => Some(v4_routes[j]),
+        None => v6_at[..n6].iter().position(|&a| usize::from(a) == i).map(|j| v6_routes[j]),
+    };
     // Stage three: carry out each frame's next hop.
     for (i, f) in frames.iter_mut().enumerate() {
         let in_vif = f.vif;
@@ -613,7 +633,7 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
 }
 
 /// The general path for a frame of the vector, routed to `target` in
-/// `vrf`: `forward::resolve` from the top, with the frame's IPv4 route as
+/// `vrf`: `forward::resolve` from the top, with the frame's route as
 /// stage two found it (`None` if it looked none up) in `Ctx::route` for
 /// that call alone, for a flow the frame makes to remember.
 fn resolve_routed<B: AsRef<[u8]> + AsMut<[u8]>>(
