@@ -1934,14 +1934,7 @@ fn flows_under_a_wide_route_to_a_composite_keep_their_members() {
 #[test]
 fn a_service_flow_stops_counting_once_its_route_leaves_the_composite() {
     let (mut lab, flows) = lab_with_flows();
-    let route = |p: &str, nh, label| {
-        Object::Route(RouteSpec {
-            network: None,
-            vrf: BLUE,
-            prefix: p.parse().unwrap(),
-            target: RouteTarget { nh, label },
-        })
-    };
+    let route = blue_route;
     // A second service in the same block: BLUE keeps tracking flows for
     // its ECMP routes after the first one's route changes.
     lab.writer.apply(&[Op::Add(route("10.96.0.11/32", NH_ECMP, NO))]).unwrap();
@@ -2103,6 +2096,16 @@ fn a_batch_counts_every_packet_of_interleaved_flows() {
     assert_eq!(counts(1001), (1 + ny, (1 + ny) * one));
 }
 
+/// A route in BLUE, of no network, to `nh` with `label`.
+fn blue_route(prefix: &str, nh: u32, label: u32) -> Object {
+    Object::Route(RouteSpec {
+        network: None,
+        vrf: BLUE,
+        prefix: prefix.parse().unwrap(),
+        target: RouteTarget { nh, label },
+    })
+}
+
 /// The MPLS label of a frame encapsulated in MPLS over UDP.
 fn udp_label_of(frame: &[u8]) -> u32 {
     u32::from_be_bytes([0, frame[42], frame[43], frame[44]]) >> 4
@@ -2119,14 +2122,7 @@ fn a_flow_follows_route_changes() {
         let (v, out) = lab.run(A1, udp(1, a1_ip(), dst, 4000, 53));
         (v, (v == Verdict::Tx(FABRIC)).then(|| (peer_of(&out), udp_label_of(&out))))
     };
-    let route = |p: &str, nh, label| {
-        Object::Route(RouteSpec {
-            network: None,
-            vrf: BLUE,
-            prefix: p.parse().unwrap(),
-            target: RouteTarget { nh, label },
-        })
-    };
+    let route = blue_route;
     // The first packet makes the flow, the second takes the fast path and
     // looks the route up, the rest recall it.
     for n in 0..4 {
@@ -2174,14 +2170,7 @@ fn an_ipv6_flow_remembers_its_route_and_follows_route_changes() {
         let blue = lab.writer.tables().vrf(BLUE).unwrap().clone();
         (blue.v6.recall(hit.route.route()), blue.v6.lookup(u128::from(remote)))
     };
-    let route = |p: &str, nh, label| {
-        Object::Route(RouteSpec {
-            network: None,
-            vrf: BLUE,
-            prefix: p.parse().unwrap(),
-            target: RouteTarget { nh, label },
-        })
-    };
+    let route = blue_route;
     assert_eq!(send(&mut lab).1, Some((1, 42)), "the first packet, making the flow");
     let (recalled, looked_up) = memo(&lab);
     assert_eq!(recalled, Some(looked_up), "its route, remembered in this version");
@@ -2235,14 +2224,7 @@ fn a_denied_ipv6_flow_remembers_its_route() {
     for _ in 0..3 {
         assert_eq!(send(&mut lab), denied);
     }
-    lab.writer
-        .apply(&[Op::Add(Object::Route(RouteSpec {
-            network: None,
-            vrf: BLUE,
-            prefix: "fd00:2::5/128".parse().unwrap(),
-            target: RouteTarget { nh: 12, label: 50 },
-        }))])
-        .unwrap();
+    lab.writer.apply(&[Op::Add(blue_route("fd00:2::5/128", 12, 50))]).unwrap();
     assert_eq!(send(&mut lab), denied);
     assert_eq!(memo(&lab).0, Some(memo(&lab).1), "the new route, remembered");
     assert_eq!(lab.pipeline.general_frames(), general, "every packet after the first dropped in the lane");

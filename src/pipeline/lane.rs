@@ -751,8 +751,8 @@ fn drop_on_flow<B: AsRef<[u8]> + AsMut<[u8]>>(
 }
 
 /// `translated` for a frame of `from_pod6` whose flow is not a plain hit
-/// (`flow::settled` found none), with `target` its route in `vrf`, if it
-/// has one: a hit on an entry that routes in another VRF (a pod's answers
+/// (`flow::settled` found none), with `route` its route in `vrf`'s
+/// current table version: a hit on an entry that routes in another VRF (a pod's answers
 /// to a client of another network on this node, routed back in that
 /// network, where this VRF has no route to it), else perhaps one on a
 /// flow that drops (`dropped6`). An entry that rewrites is the general
@@ -801,8 +801,9 @@ fn translated6<B: AsRef<[u8]> + AsMut<[u8]>>(
     let Some((target, ecmp)) = target.and_then(|t| unpinned_member(ctx.t, tr.route_vrf, t, settled.hash)) else {
         return false;
     };
-    let Some(v) = fast6::finish(ctx, f, routed_in, target, Some(settled)) else { return false };
-    took(ctx.stats, f, came, v, rx);
+    if !deliver6(ctx, f, came, routed_in, target, Some(settled), rx) {
+        return false;
+    }
     if ecmp {
         count_unpinned(ctx.stats, routed_in.id);
     }
