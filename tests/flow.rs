@@ -2232,6 +2232,63 @@ fn a_denied_ipv6_flow_remembers_its_route() {
     assert_eq!(flow.packets, 6, "every packet counted on its flow");
 }
 
+/// `an_ipv6_flow_remembers_its_route_and_follows_route_changes` from the
+/// fabric: an IPv6 flow whose tunnel's label names the VRF (not a pod)
+/// remembers its route there, and its later packets, stripped in the
+/// fabric's IPv6 pass, skip the lookup; a route change sends the next
+/// where the new routes say, and is remembered again (looked up, or
+/// carried over where the change did not cover the destination). A denied
+/// flow's packets are dropped there on the route their flow remembers.
+#[test]
+fn an_ipv6_flow_from_the_fabric_remembers_its_route() {
+    let client: std::net::Ipv6Addr = "fd00:2::7".parse().unwrap();
+    let (mut lab, table) =
+        lab_allowing(vec![allow(Endpoint::Prefix("fd00:2::/64".parse().unwrap()), Endpoint::Any, UDP, port(53))]);
+    let send = |lab: &mut Lab, dport: u16| {
+        let inner = build::udp6_frame(from_peer(), client, a1_ip6(), 5000, dport, 64, 100);
+        lab.run(FABRIC, tunnelled_to_blue(&inner)).0
+    };
+    let memo = |lab: &Lab, dport: u16| {
+        let key = FlowKey::v6(BLUE, UDP, u128::from(client), u128::from(a1_ip6()), 5000, dport);
+        let blue = lab.writer.tables().vrf(BLUE).unwrap().clone();
+        let probe = table.probe(&key);
+        let hit =
+            table.forward_only(&probe, None).or_else(|| table.dropping(&probe, blue.policy_generations()).map(|d| d.0));
+        let hit = hit.expect("the flow's entry");
+        (blue.v6.recall(hit.route.route()), blue.v6.lookup(u128::from(a1_ip6())))
+    };
+    let denied = Verdict::Drop(DropReason::FlowActionDrop);
+    assert_eq!(send(&mut lab, 53), Verdict::Tx(A1), "the first packet, making the flow");
+    assert_eq!(send(&mut lab, 80), denied, "the first packet, making the pair");
+    let general = lab.pipeline.general_frames();
+    for n in 0..3 {
+        assert_eq!((send(&mut lab, 53), send(&mut lab, 80)), (Verdict::Tx(A1), denied), "packet {n}");
+    }
+    for dport in [53, 80] {
+        assert_eq!(memo(&lab, dport).0, Some(memo(&lab, dport).1), "port {dport}: its route, remembered");
+    }
+    lab.writer.apply(&[Op::Update(blue_route("fd00:1::2/128", NH_A2, NO))]).unwrap();
+    assert_eq!(memo(&lab, 53).0, None, "a route of an older version");
+    assert_eq!(send(&mut lab, 53), Verdict::Tx(A2), "followed the route");
+    assert_eq!(memo(&lab, 53).0, Some(memo(&lab, 53).1), "the new route, remembered");
+    for _ in 0..3 {
+        assert_eq!(send(&mut lab, 80), denied);
+    }
+    assert_eq!(memo(&lab, 80).0, Some(memo(&lab, 80).1), "the denied flow's new route, remembered");
+    lab.writer.apply(&[Op::Update(blue_route("fd00:1::2/128", NH_A1, NO))]).unwrap();
+    assert_eq!(send(&mut lab, 53), Verdict::Tx(A1), "and back");
+    // A change elsewhere in the VRF carries the route over.
+    lab.writer.apply(&[Op::Add(blue_route("fd00:9::/64", 12, 52))]).unwrap();
+    assert_eq!(send(&mut lab, 53), Verdict::Tx(A1));
+    assert_eq!(memo(&lab, 53).0, Some(memo(&lab, 53).1), "carried over to this version");
+    for _ in 0..3 {
+        assert_eq!(send(&mut lab, 53), Verdict::Tx(A1));
+    }
+    assert_eq!(lab.pipeline.general_frames(), general, "every packet after the first two in the lane");
+    let flow = table.dump(None, 10, 0).into_iter().find(|f| f.forward && f.key.dport == 80).expect("the denied pair");
+    assert_eq!(flow.packets, 7, "every denied packet counted on its flow");
+}
+
 #[test]
 fn the_pipeline_ages_flows_by_the_time_it_is_given() {
     let (mut lab, table) = lab_with_policy();
@@ -2821,4 +2878,51 @@ fn the_general_path_counts_new_flows_and_flow_decisions_apart() {
     assert_eq!(flow.packets, 6, "each packet counted on its flow");
     let gre = build::ip_frame(from_a1(), &build::ipv4(a1_ip(), a2_ip(), 47, 64, false, &[0; 8]));
     assert_eq!(counted(&mut lab, gre, denied), vec![("protocol", 1)]);
+}
+
+/// A denied IPv4 flow's packets are dropped in the lane after a route
+/// change in their VRF too, from a pod and from the fabric: the lane takes
+/// the route the flow remembers in an older version again, and remembers
+/// it. Before, the lane left such a packet to the general path, which
+/// remembers no dropping flow's route, and after any route change (a pod
+/// come or gone on another node) every packet of a denied flow took it.
+#[test]
+fn a_denied_flow_stays_in_the_lane_after_a_route_change() {
+    let client = Ipv4Addr::new(10, 2, 0, 7);
+    let (mut lab, table) =
+        lab_allowing(vec![allow(Endpoint::Prefix("10.2.0.0/24".parse().unwrap()), Endpoint::Any, UDP, port(53))]);
+    let from_fabric = |lab: &mut Lab| lab.run(FABRIC, tunnelled_to_blue(&udp(9, client, a1_ip(), 5000, 80))).0;
+    let from_pod = |lab: &mut Lab| lab.run(A1, udp(1, a1_ip(), remote_ip(), 5000, 99)).0;
+    let memo = |lab: &Lab, key: FlowKey, dst: Ipv4Addr| {
+        let blue = lab.writer.tables().vrf(BLUE).unwrap().clone();
+        let (hit, _) = table.dropping(&table.probe(&key), blue.policy_generations()).expect("a dropping entry");
+        (blue.v4.recall(hit.route.route()), blue.v4.lookup(u32::from(dst)))
+    };
+    let keys = [
+        (FlowKey::v4(BLUE, UDP, u32::from(client), u32::from(a1_ip()), 5000, 80), a1_ip()),
+        (FlowKey::v4(BLUE, UDP, u32::from(a1_ip()), u32::from(remote_ip()), 5000, 99), remote_ip()),
+    ];
+    let denied = Verdict::Drop(DropReason::FlowActionDrop);
+    assert_eq!((from_fabric(&mut lab), from_pod(&mut lab)), (denied, denied), "the first packets, making the pairs");
+    let general = lab.pipeline.general_frames();
+    // Both flows' routes change: a1's address moves to a2's next hop, the
+    // remote one gets a longer prefix; then a change that covers neither.
+    let changes =
+        [blue_route("10.1.0.2/32", NH_A2, NO), blue_route("10.2.0.5/32", 12, 50), blue_route("10.9.0.0/16", 12, 52)];
+    for (n, change) in changes.into_iter().enumerate() {
+        let op = if n == 0 { Op::Update(change) } else { Op::Add(change) };
+        lab.writer.apply(&[op]).unwrap();
+        for (key, dst) in keys {
+            assert_eq!(memo(&lab, key, dst).0, None, "change {n}: a route of an older version");
+        }
+        for _ in 0..3 {
+            assert_eq!((from_fabric(&mut lab), from_pod(&mut lab)), (denied, denied), "change {n}");
+        }
+        for (key, dst) in keys {
+            assert_eq!(memo(&lab, key, dst).0, Some(memo(&lab, key, dst).1), "change {n}: {dst}'s route, remembered");
+        }
+    }
+    assert_eq!(lab.pipeline.general_frames(), general, "every packet after the first two dropped in the lane");
+    let counted = table.dump(None, 10, 0).into_iter().filter(|f| f.forward).map(|f| f.packets).collect::<Vec<_>>();
+    assert_eq!(counted, [10, 10], "every packet counted on its flow");
 }

@@ -499,6 +499,10 @@ fn the_fast_path_matches_the_general_path_with_flows() {
         }))
     };
     let unroute = |p: &str| Op::Delete(ObjectKey::Route(BLUE, p.parse().unwrap()));
+    let reroute = |p: &str, nh: u32| match route(p, nh, NO) {
+        Op::Add(o) => Op::Update(o),
+        op => op,
+    };
     compare_paths(&mut lab, &fast_corpus(), &mut fast, &mut general, |round, lab| {
         let change = match round {
             // After 300 batches the policy denies more: the flows it now
@@ -510,6 +514,12 @@ fn the_fast_path_matches_the_general_path_with_flows() {
             // routes over (`lane::routed6_again`).
             450 => vec![route("fd00:2::5/128", 12, 50)],
             750 => vec![unroute("fd00:2::5/128")],
+            // After 500 and 800 the same for an IPv4 destination and a
+            // local pod, while the policy still denies flows to them: the
+            // denied flows' drops take their routes again in the lane
+            // (`lane::dropped`).
+            500 => vec![route("10.2.0.5/32", 12, 50), reroute("10.1.0.3/32", NH_A1)],
+            800 => vec![unroute("10.2.0.5/32"), reroute("10.1.0.3/32", NH_A2)],
             // After 600 the service loses a member: its flows move.
             600 => vec![Op::Update(Object::NextHop(
                 NH_ECMP,

@@ -1236,9 +1236,16 @@ impl FlowTable {
     /// now), nothing is written.
     #[inline]
     pub fn remember_route(&self, hit: &Forwarding, route: Route) {
-        let (Some(s), Some(new)) = (self.slots.get(hit.slot as usize), hit.route.with(route)) else { return };
-        if new != hit.route {
-            let _ = s.route.compare_exchange(hit.route.0, new.0, Relaxed, Relaxed);
+        self.remember_route_at(hit.slot, hit.route, route);
+    }
+
+    /// `remember_route` for the entry in `slot` that remembered `memo`
+    /// when it was hit: for a caller that keeps a hit's fields apart.
+    #[inline]
+    pub fn remember_route_at(&self, slot: u32, memo: RouteMemo, route: Route) {
+        let (Some(s), Some(new)) = (self.slots.get(slot as usize), memo.with(route)) else { return };
+        if new != memo {
+            let _ = s.route.compare_exchange(memo.0, new.0, Relaxed, Relaxed);
         }
     }
 

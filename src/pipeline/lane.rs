@@ -22,7 +22,7 @@ use super::fast6;
 use super::flow;
 use super::forward::ETH;
 use super::{account, lanes, Ctx, Frame, VECTOR};
-use crate::flow::{Forwarding, Nat, Probe};
+use crate::flow::{FlowTable, Forwarding, Nat, Probe, RouteMemo};
 use crate::stats::runtime::Stopwatch;
 use crate::stats::Stage;
 use crate::tables::{Fib, FibKey, NextHop, Route, RouteTarget, Tables, Vif, VifKind, Vrf};
@@ -406,7 +406,7 @@ fn from_pod6<B: AsRef<[u8]> + AsMut<[u8]>>(
                     came[i],
                     vrf,
                     &probes[i],
-                    |hit| vrf.v6.recall(hit.route.route()).flatten(),
+                    |hit, _| vrf.v6.recall(hit.route.route()).flatten(),
                     &mut rx,
                 ) =>
             {
@@ -468,7 +468,7 @@ fn routed6_again<B: AsRef<[u8]> + AsMut<[u8]>>(
         if stale & (1 << i) != 0 {
             let Some(settled) = flow::settled(ctx, vrf, &probes[i]) else { continue };
             if let Some(route) = vrf.v6.carried_over(settled.route.route(), dst) {
-                let target = remember(ctx, &vrf.v6, &settled, route);
+                let target = remember(ctx.flows, &vrf.v6, &settled, route);
                 if target.is_some_and(|t| deliver6(ctx, &mut frames[i], came[i], vrf, t, Some(settled), rx)) {
                     taken |= 1 << i;
                 }
@@ -487,7 +487,7 @@ fn routed6_again<B: AsRef<[u8]> + AsMut<[u8]>>(
         let f = &mut frames[i];
         let done = if stale & (1 << i) != 0 {
             flow::settled(ctx, vrf, &probes[i]).is_some_and(|settled| {
-                let target = remember(ctx, &vrf.v6, &settled, routes[j]);
+                let target = remember(ctx.flows, &vrf.v6, &settled, routes[j]);
                 target.is_some_and(|t| deliver6(ctx, f, came[i], vrf, t, Some(settled), rx))
             })
         } else {
@@ -634,7 +634,7 @@ fn routed_again<B: AsRef<[u8]> + AsMut<[u8]>>(
         let dst = u32::from_be_bytes([h[30], h[31], h[32], h[33]]);
         match vrf.v4.carried_over(settled.route.route(), dst) {
             Some(route) => {
-                let target = remember(ctx, &vrf.v4, &settled, route);
+                let target = remember(ctx.flows, &vrf.v4, &settled, route);
                 if target.is_some_and(|t| deliver(ctx, &mut frames[i], came[i], vrf, t, Some(settled), None, rx)) {
                     left &= !(1 << i);
                 }
@@ -652,7 +652,7 @@ fn routed_again<B: AsRef<[u8]> + AsMut<[u8]>>(
     for j in 0..n {
         let i = usize::from(at[j]);
         let Some(settled) = flow::settled(ctx, vrf, &probes[i]) else { continue };
-        let target = remember(ctx, &vrf.v4, &settled, routes[j]);
+        let target = remember(ctx.flows, &vrf.v4, &settled, routes[j]);
         if target.is_some_and(|t| deliver(ctx, &mut frames[i], came[i], vrf, t, Some(settled), None, rx)) {
             left &= !(1 << i);
         }
@@ -667,21 +667,50 @@ fn routed_again<B: AsRef<[u8]> + AsMut<[u8]>>(
 /// remembered in the hit's flow (`settled`) for its next packets; answers
 /// with its target.
 #[inline(always)]
-fn remember<B, K: FibKey>(ctx: &Ctx<'_, B>, fib: &Fib<K>, settled: &Forwarding, route: Route) -> Option<RouteTarget> {
-    if let Some(table) = ctx.flows {
-        table.remember_route(settled, route);
+fn remember<K: FibKey>(
+    flows: Option<&FlowTable>,
+    fib: &Fib<K>,
+    settled: &Forwarding,
+    route: Route,
+) -> Option<RouteTarget> {
+    remember_at(flows, fib, settled.slot, settled.route, route)
+}
+
+/// `remember` for the hit in `slot` whose flow remembered `memo`.
+#[inline(always)]
+fn remember_at<K: FibKey>(
+    flows: Option<&FlowTable>,
+    fib: &Fib<K>,
+    slot: u32,
+    memo: RouteMemo,
+    route: Route,
+) -> Option<RouteTarget> {
+    if let Some(table) = flows {
+        table.remember_route_at(slot, memo, route);
     }
     fib.target(route)
 }
 
-/// The route of `dst` in `vrf` for a hit (`settled`) whose flow remembers
-/// it in an older version of the table, carried over or looked up again
-/// (`Fib::route_again`), and remembered: `routed_again` a frame at a time,
-/// for the fabric lane and the rewriting hits. Out of line: it is the rare
-/// way.
+/// The route of `dst` in `fib` (a VRF's table of either family) for the
+/// hit in `slot` whose flow remembers it (`memo`) in an older version of
+/// the table, carried over or looked up again (`Fib::route_again`), and
+/// remembered: `routed_again` a frame at a time, for the fabric lanes, the
+/// rewriting hits and the drops. Out of line: it is the rare way (marked
+/// `#[cold]` as well, it cost the IPv4 lane 10-19 instructions a packet
+/// elsewhere, in code laid out around it: callgrind).
+/// Given the hit's fields, not the hit: a drop's hit would then have to be
+/// copied whole out of the answer `FlowTable::dropping` had just written,
+/// and that copy (a 16-byte load of what was stored in smaller pieces)
+/// stalled every drop, 5-10 ns a packet (`perf annotate`).
 #[inline(never)]
-fn route_again<B>(ctx: &Ctx<'_, B>, vrf: &Vrf, settled: &Forwarding, dst: u32) -> Option<RouteTarget> {
-    remember(ctx, &vrf.v4, settled, vrf.v4.route_again(settled.route.route(), dst))
+fn route_again<K: FibKey>(
+    flows: Option<&FlowTable>,
+    fib: &Fib<K>,
+    slot: u32,
+    memo: RouteMemo,
+    dst: K,
+) -> Option<RouteTarget> {
+    remember_at(flows, fib, slot, memo, fib.route_again(memo.route(), dst))
 }
 
 /// Pass three for a hit on a flow that drops (`FlowTable::dropping`), from
@@ -714,8 +743,21 @@ fn dropped<B: AsRef<[u8]> + AsMut<[u8]>>(
     rx: &mut Received,
 ) -> bool {
     // Routed first on the general path: no route is a drop of its own, and
-    // a route to the node itself has no flow looked up.
-    let target = |hit: &Forwarding| pod.or_else(|| vrf.v4.recall(hit.route.route()).flatten());
+    // a route to the node itself has no flow looked up. A route the flow
+    // remembers in an older version is taken again and remembered: the
+    // general path, which would take it, remembers no dropping flow's, and
+    // after any route change in the VRF every packet of a denied flow went
+    // there.
+    let flows = ctx.flows;
+    let target = |hit: &Forwarding, f: &Frame<B>| {
+        pod.or_else(|| {
+            vrf.v4.recall(hit.route.route()).unwrap_or_else(|| {
+                let h = fast::head(f)?;
+                let dst = u32::from_be_bytes([h[30], h[31], h[32], h[33]]);
+                route_again(flows, &vrf.v4, hit.slot, hit.route, dst)
+            })
+        })
+    };
     let count = |f: &Frame<B>| {
         let h = fast::head(f)?;
         Some((usize::from(u16::from_be_bytes([h[16], h[17]])), fast::tcp_flags(h, f.data())))
@@ -735,12 +777,12 @@ fn drop_on_flow<B: AsRef<[u8]> + AsMut<[u8]>>(
     vrf: &Vrf,
     probe: &Probe,
     rx: &mut Received,
-    target: impl FnOnce(&Forwarding) -> Option<RouteTarget>,
+    target: impl FnOnce(&Forwarding, &Frame<B>) -> Option<RouteTarget>,
     count: impl FnOnce(&Frame<B>) -> Option<(usize, u8)>,
 ) -> bool {
     let Some(table) = ctx.flows.filter(|_| probe.hinted() && vrf.tracks_every_flow()) else { return false };
     let Some((hit, reason)) = table.dropping(probe, vrf.policy_generations()) else { return false };
-    let Some(target) = target(&hit) else { return false };
+    let Some(target) = target(&hit, f) else { return false };
     if !flow::tracked_to(ctx.t, vrf, ctx.t.vif(f.vif), target) {
         return false;
     }
@@ -770,7 +812,6 @@ fn translated6<B: AsRef<[u8]> + AsMut<[u8]>>(
     route: Route,
     rx: &mut Received,
 ) -> bool {
-    let target = vrf.v6.target(route);
     // Only the answers of a network that others import route elsewhere
     // (`Vrf::imported_elsewhere`); elsewhere, reading for one first cost a
     // denied flow's drop 149 instructions (callgrind, local_forward6
@@ -780,19 +821,14 @@ fn translated6<B: AsRef<[u8]> + AsMut<[u8]>>(
         // A flow that drops remembers its route too, for its next
         // packets' drops (`from_pod6`).
         let flows = ctx.flows;
-        let remembered = |hit: &Forwarding| {
-            if let Some(table) = flows {
-                table.remember_route(hit, route);
-            }
-            target
-        };
+        let remembered = |hit: &Forwarding, _: &Frame<B>| remember(flows, &vrf.v6, hit, route);
         return dropped6(ctx, f, came, vrf, probe, remembered, rx);
     };
     if !tr.nat.is_none() {
         return false;
     }
     let (routed_in, target) = match tr.route_vrf {
-        None => (vrf, target),
+        None => (vrf, vrf.v6.target(route)),
         Some(id) => {
             let Some((routed_in, h)) = ctx.t.vrf(id).zip(fast6::head(f)) else { return false };
             (routed_in, routed_in.v6.lookup(fast6::destination(h)))
@@ -848,7 +884,7 @@ fn tracked_after_all<'c, B>(
     in_vif: Option<&Vif>,
     target: RouteTarget,
     settled: Option<Forwarding>,
-) -> Option<&'c crate::flow::FlowTable> {
+) -> Option<&'c FlowTable> {
     let table = ctx.flows.filter(|_| settled.is_none() && !vrf.tracks_every_flow())?;
     flow::tracked_to(ctx.t, vrf, in_vif, target).then_some(table)
 }
@@ -866,7 +902,7 @@ fn dropped6<B: AsRef<[u8]> + AsMut<[u8]>>(
     came: u32,
     vrf: &Vrf,
     probe: &Probe,
-    target: impl FnOnce(&Forwarding) -> Option<RouteTarget>,
+    target: impl FnOnce(&Forwarding, &Frame<B>) -> Option<RouteTarget>,
     rx: &mut Received,
 ) -> bool {
     let count = |f: &Frame<B>| fast6::head(f).map(|h| fast6::flow_count(h, f.data()));
@@ -926,7 +962,7 @@ fn translated_hit<B: AsRef<[u8]> + AsMut<[u8]>>(
             // the pod again, for a hairpin's answers); otherwise as it came.
             let came_to = u32::from_be_bytes([h[30], h[31], h[32], h[33]]);
             let dst = tr.nat.dst.filter(|_| tr.route_vrf.is_some()).unwrap_or(came_to);
-            route_again(ctx, routed_in, &settled, dst)
+            route_again(ctx.flows, &routed_in.v4, settled.slot, settled.route, dst)
         }),
     };
     let Some(mut target) = target else { return false };
@@ -1106,7 +1142,11 @@ fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
             // (`route_again`; `routed_again` says why).
             let settled = flow::settled(ctx, vrf, &probes[i]);
             let target = settled.and_then(|s| {
-                pod.or_else(|| vrf.v4.recall(s.route.route()).unwrap_or_else(|| route_again(ctx, vrf, &s, tun.dst)))
+                pod.or_else(|| {
+                    vrf.v4
+                        .recall(s.route.route())
+                        .unwrap_or_else(|| route_again(ctx.flows, &vrf.v4, s.slot, s.route, tun.dst))
+                })
             });
             match target {
                 Some(t) => Some(Carry::To(t, settled)),
@@ -1160,10 +1200,14 @@ fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
 /// pod or a VRF to route it in (`landing`), stripped and carried out as
 /// `from_pod6` carries a pod's, untracked, a hit on a flow that only
 /// forwards or drops (`dropped6`) in the VRF it lands in, or one whose
-/// route says it is tracked after all (`tracked6_cold`). One the fast path then refuses is
-/// given back its outer headers, as it came. Out of line, as `from_pod6`.
-/// Before, each such packet took the general path (`vrpktgen pipeline
-/// --case decap_mplsoudp6 --general-path` measures it).
+/// route says it is tracked after all (`tracked6_cold`). A hit routed in
+/// the VRF takes the route its flow remembers, as in `from_fabric`: before,
+/// each was looked up (decap_mplsoudp6 under the 100-rule policy 1,094
+/// instructions a packet, against 993 since; callgrind). One the fast
+/// path then refuses is given back its outer headers, as it came. Out of
+/// line, as `from_pod6`. Before the lane, each such packet took the
+/// general path (`vrpktgen pipeline --case decap_mplsoudp6 --general-path`
+/// measures it).
 #[inline(never)]
 #[allow(clippy::too_many_arguments)] // `from_fabric`'s, and what it found.
 fn from_fabric6<B: AsRef<[u8]> + AsMut<[u8]>>(
@@ -1178,8 +1222,9 @@ fn from_fabric6<B: AsRef<[u8]> + AsMut<[u8]>>(
 ) -> Left {
     let t = ctx.t;
 
-    // Pass one: check each tunnel and its inner packet; queue the route
-    // lookups, and start the flow lookups, that the VRF it lands in asks for.
+    // Pass one: check each tunnel and its inner packet; start the flow
+    // lookups that the VRF it lands in asks for, and queue the others'
+    // route lookups.
     let mut tunnels = 0u32;
     let mut probed = 0u32;
     let mut came = [0u32; VECTOR];
@@ -1197,8 +1242,7 @@ fn from_fabric6<B: AsRef<[u8]> + AsMut<[u8]>>(
         if let (Some(table), Some(h)) = (ctx.flows.filter(|_| vrf.tracks_every_flow()), inner) {
             flow::prefetch_key(table, &fast6::flow_key(h, vrf.id), &mut probes[i]);
             probed |= 1 << i;
-        }
-        if tun.nh.is_none() {
+        } else if tun.nh.is_none() {
             fibs[n] = &vrf.v6;
             keys[n] = dst;
             lookup_of[i] = n as u8;
@@ -1228,45 +1272,58 @@ fn from_fabric6<B: AsRef<[u8]> + AsMut<[u8]>>(
     let mut taken = 0u32;
     for i in lanes(tunnels) {
         let (Some(vrf), tun) = (vrfs[i], inbound[i]) else { continue };
-        // A tracked packet that is not a hit that forwards may be one on a
-        // flow that drops (`dropped6`).
-        let mut denied = false;
-        let settled = if probed & (1 << i) != 0 {
-            match flow::settled(ctx, vrf, &probes[i]) {
-                Some(s) => Some(s),
-                None if probes[i].hinted() => {
-                    denied = true;
-                    None
-                }
-                None => continue,
-            }
-        } else {
-            None
-        };
-        // The pod the label names, or the VRF's route.
-        let target = match tun.nh {
-            Some(nh) => Some(RouteTarget { nh, label: RouteTarget::NO_LABEL }),
-            None => {
-                let j = usize::from(lookup_of[i]);
-                fibs[j].target(routes[j])
-            }
-        };
-        let Some(target) = target else { continue };
         let f = &mut frames[i];
         let strip = usize::from(tun.inner_at) - ETH;
+        // The pod the label names, or the VRF's route: for a hit, the one
+        // its flow remembers in this table version, else carried over or
+        // looked up again (`route_again`), and remembered. A tracked
+        // packet that is not a hit that forwards may be one on a flow that
+        // drops (`dropped6`), on the route that flow remembers.
+        let pod = tun.nh.map(|nh| RouteTarget { nh, label: RouteTarget::NO_LABEL });
+        let carry = if probed & (1 << i) != 0 {
+            match flow::settled(ctx, vrf, &probes[i]) {
+                Some(s) => pod
+                    .or_else(|| {
+                        vrf.v6.recall(s.route.route()).unwrap_or_else(|| {
+                            let dst = fast6::head_of(&f.data()[strip..]).map(fast6::destination)?;
+                            route_again(ctx.flows, &vrf.v6, s.slot, s.route, dst)
+                        })
+                    })
+                    .map(|t| Carry::To(t, Some(s))),
+                None if probes[i].hinted() => Some(Carry::Dropped),
+                None => None,
+            }
+        } else {
+            let j = usize::from(lookup_of[i]);
+            pod.or_else(|| fibs[j].target(routes[j])).map(|t| Carry::To(t, None))
+        };
+        let Some(carry) = carry else { continue };
         let kept = [f.data()[strip + 12], f.data()[strip + 13]];
         f.pull_front(strip);
         f.set_len(ETH + usize::from(tun.inner_len));
         f.data_mut()[12..14].copy_from_slice(&[0x86, 0xdd]);
-        let done = if denied {
-            dropped6(ctx, f, came[i], vrf, &probes[i], |_| Some(target), &mut rx)
-        } else {
-            fast6::finish(ctx, f, vrf, target, settled)
+        let done = match carry {
+            Carry::Dropped => {
+                // As `dropped`'s: a route of an older version taken again.
+                let flows = ctx.flows;
+                let target = |hit: &Forwarding, f: &Frame<B>| {
+                    pod.or_else(|| {
+                        vrf.v6.recall(hit.route.route()).unwrap_or_else(|| {
+                            let dst = fast6::destination(fast6::head(f)?);
+                            route_again(flows, &vrf.v6, hit.slot, hit.route, dst)
+                        })
+                    })
+                };
+                dropped6(ctx, f, came[i], vrf, &probes[i], target, &mut rx)
+            }
+            // No IPv6 entry rewrites: a floating IP is IPv4.
+            Carry::Translated => false,
+            Carry::To(target, settled) => fast6::finish(ctx, f, vrf, target, settled)
                 .or_else(|| tracked6_cold(ctx, f, vrf, Some(vif), target, settled, &mut probes[i]))
                 .is_some_and(|v| {
                     took(ctx.stats, f, came[i], v, &mut rx);
                     true
-                })
+                }),
         };
         if done {
             if let Some(c) = ctx.stats.vrf_mut(vrf.id) {
