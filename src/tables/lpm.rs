@@ -23,7 +23,6 @@
 
 use super::hosts::{HostRoutes, SpillChanges};
 use super::{RouteEntry, RouteTarget, VrfId};
-use ahash::AHashMap;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -380,6 +379,77 @@ impl Clone for NodePool {
     }
 }
 
+/// A table's index of its targets: the position in `targets` (and
+/// `networks`) of each entry in use, found by the entry's hash. It holds
+/// positions alone, four bytes and a control byte a slot, and reads the
+/// entries from the lists themselves: a map keyed by the entries held
+/// seventeen bytes a slot, two thirds of what a million prefixes with a
+/// label each took beyond their trie (`vrpktgen tables --routes 1000000
+/// --labels`). The writer's alone: lookups read `targets`.
+#[derive(Default)]
+struct TargetIndex(hashbrown::HashTable<u32>);
+
+impl Clone for TargetIndex {
+    fn clone(&self) -> Self {
+        TargetIndex(self.0.clone())
+    }
+
+    /// Into the table it has (`Fib::copy_from`, every batch), not a new one.
+    fn clone_from(&mut self, source: &Self) {
+        self.0.clone_from(&source.0);
+    }
+}
+
+impl TargetIndex {
+    /// Fixed seeds: a table made a copy of another (`copy_from`) takes its
+    /// hashes as they are.
+    const HASHER: ahash::RandomState = ahash::RandomState::with_seeds(
+        0x243f_6a88_85a3_08d3,
+        0x1319_8a2e_0370_7344,
+        0xa409_3822_299f_31d0,
+        0x082e_fa98_ec4e_6c89,
+    );
+
+    fn hash(e: RouteEntry) -> u64 {
+        Self::HASHER.hash_one(e)
+    }
+
+    fn entry(i: u32, targets: &[RouteTarget], networks: &[VrfId]) -> RouteEntry {
+        RouteEntry { target: targets[i as usize], network: networks[i as usize] }
+    }
+
+    /// The position of `e`, if a target in use holds it.
+    fn find(&self, e: RouteEntry, targets: &[RouteTarget], networks: &[VrfId]) -> Option<u32> {
+        self.0.find(Self::hash(e), |&i| Self::entry(i, targets, networks) == e).copied()
+    }
+
+    /// Indexes position `i`, whose entry no other position in use holds.
+    fn insert(&mut self, i: u32, targets: &[RouteTarget], networks: &[VrfId]) {
+        let hash = Self::hash(Self::entry(i, targets, networks));
+        self.0.insert_unique(hash, i, |&j| Self::hash(Self::entry(j, targets, networks)));
+    }
+
+    /// Forgets position `i`, before its entry is overwritten.
+    fn remove(&mut self, i: u32, targets: &[RouteTarget], networks: &[VrfId]) {
+        let hash = Self::hash(Self::entry(i, targets, networks));
+        if let Ok(found) = self.0.find_entry(hash, |&j| j == i) {
+            found.remove();
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.0.capacity() * (std::mem::size_of::<u32>() + 1)
+    }
+
+    /// True if both index the same positions: for `Fib::is_copy_of`, whose
+    /// lists it is given.
+    #[cfg(any(debug_assertions, test))]
+    fn is_copy_of(&self, other: &Self, targets: &[RouteTarget], networks: &[VrfId]) -> bool {
+        self.0.len() == other.0.len()
+            && other.0.iter().all(|&i| self.find(Self::entry(i, targets, networks), targets, networks) == Some(i))
+    }
+}
+
 /// One address family's forwarding table.
 #[derive(Clone)]
 pub struct Fib<K: FibKey> {
@@ -396,7 +466,9 @@ pub struct Fib<K: FibKey> {
     /// where a policy names networks, so kept out of `targets`' lines.
     networks: Vec<VrfId>,
     target_refs: Vec<u32>,
-    target_index: AHashMap<RouteEntry, u32>,
+    /// Where each target in use is in `targets`, found by its entry's hash
+    /// (`TargetIndex`).
+    target_index: TargetIndex,
     free_targets: Vec<u32>,
     /// Changed by every insert and remove, never reused by another table
     /// in this process: what a flow that remembers its route (`Route`)
@@ -544,7 +616,7 @@ impl<K: FibKey> Fib<K> {
             targets: Vec::new(),
             networks: Vec::new(),
             target_refs: Vec::new(),
-            target_index: AHashMap::new(),
+            target_index: TargetIndex::default(),
             free_targets: Vec::new(),
             version,
             recent: RecentChanges::new(version),
@@ -817,7 +889,7 @@ impl<K: FibKey> Fib<K> {
         self.nodes.capacity() * std::mem::size_of::<Arc<Node>>()
             + self.hosts.list_bytes()
             + self.targets.capacity() * (std::mem::size_of::<RouteTarget>() + std::mem::size_of::<VrfId>() + 4)
-            + self.target_index.capacity() * (std::mem::size_of::<(RouteEntry, u32)>() + 1)
+            + self.target_index.bytes()
             + self.singles.capacity() * std::mem::size_of::<Single>()
     }
 
@@ -844,7 +916,7 @@ impl<K: FibKey> Fib<K> {
     }
 
     fn intern(&mut self, e: RouteEntry) -> u32 {
-        if let Some(&i) = self.target_index.get(&e) {
+        if let Some(i) = self.target_index.find(e, &self.targets, &self.networks) {
             self.target_refs[i as usize] += 1;
             return i + 1;
         }
@@ -862,7 +934,7 @@ impl<K: FibKey> Fib<K> {
                 (self.targets.len() - 1) as u32
             }
         };
-        self.target_index.insert(e, i);
+        self.target_index.insert(i, &self.targets, &self.networks);
         i + 1
     }
 
@@ -870,13 +942,13 @@ impl<K: FibKey> Fib<K> {
         let i = (value - 1) as usize;
         self.target_refs[i] -= 1;
         if self.target_refs[i] == 0 {
-            self.target_index.remove(&RouteEntry { target: self.targets[i], network: self.networks[i] });
+            self.target_index.remove(i as u32, &self.targets, &self.networks);
             self.free_targets.push(i as u32);
         }
     }
 
     fn value_of(&self, e: RouteEntry) -> u32 {
-        self.target_index.get(&e).map_or(EMPTY, |i| i + 1)
+        self.target_index.find(e, &self.targets, &self.networks).map_or(EMPTY, |i| i + 1)
     }
 
     fn alloc_node(&mut self, inherited: u32) -> u32 {
@@ -979,9 +1051,7 @@ impl<K: FibKey> Fib<K> {
         self.targets.clone_from(targets);
         self.networks.clone_from(networks);
         self.target_refs.clone_from(target_refs);
-        // Through std's map: AHashMap's own clone_from allocates a new
-        // table each time, where std's copies into the one it has.
-        std::collections::HashMap::clone_from(&mut self.target_index, target_index);
+        self.target_index.clone_from(target_index);
         self.free_targets.clone_from(free_targets);
         self.version = *version;
         self.recent = recent.clone();
@@ -1023,7 +1093,7 @@ impl<K: FibKey> Fib<K> {
             && self.targets == *targets
             && self.networks == *networks
             && self.target_refs == *target_refs
-            && self.target_index == *target_index
+            && self.target_index.is_copy_of(target_index, targets, networks)
             && self.free_targets == *free_targets
             && self.version == *version
             && self.recent == *recent
@@ -1645,6 +1715,53 @@ mod tests {
         }
         assert_eq!(fib.node_count(), 1);
         assert!(fib.targets.iter().enumerate().all(|(i, _)| fib.target_refs[i] == 0));
+    }
+
+    /// Routes with a label each (a VPN's), most targets used once, some
+    /// shared, coming and going: each target in use has one position, the
+    /// index finds it there, a freed position is taken again, lookups match
+    /// the model, and a copy (`copy_from`, as the writer makes each batch's
+    /// table) indexes the same positions and goes on from there alike.
+    #[test]
+    fn per_prefix_labels_are_interned_once_and_released() {
+        let mut fib = Fib::<u32>::new();
+        let mut m = Model::<u32>(BTreeMap::new());
+        let mut rng = Rng::new(0x1abe1);
+        let addr = |r: &mut Rng| 0x0a00_0000 | (r.next_u64() as u32 & 0x000f_ff00);
+        let label = |r: &mut Rng| RouteTarget { nh: 7, label: (r.next_u64() % 3000) as u32 + 16 };
+        let check = |fib: &Fib<u32>, m: &Model<u32>, round: usize| {
+            let live: std::collections::BTreeSet<RouteTarget> = m.0.values().copied().collect();
+            let used = fib.target_refs.iter().filter(|&&r| r > 0).count();
+            assert_eq!(used, live.len(), "round {round}: one position for each target in use");
+            for &target in &live {
+                let at = fib.value_of(own(target));
+                assert_ne!(at, EMPTY, "round {round}: {target:?} indexed");
+                assert_eq!(fib.targets[at as usize - 1], target, "round {round}: at its position");
+            }
+            assert_eq!(fib.value_of(own(RouteTarget { nh: 8, label: 16 })), EMPTY, "round {round}: never used");
+        };
+        for round in 0..8000 {
+            let a = addr(&mut rng);
+            if rng.next_u64() % 3 == 0 {
+                apply_remove(&mut fib, &mut m, a, 24);
+            } else {
+                apply_insert(&mut fib, &mut m, a, 24, label(&mut rng));
+            }
+            if round % 1000 == 999 {
+                check(&fib, &m, round);
+                let keys: Vec<u32> = (0..BATCH).map(|_| addr(&mut rng) | 5).collect();
+                assert_lookups_match(&fib, &m, &keys, round);
+                let mut copy = Fib::<u32>::new();
+                copy.copy_from(&fib);
+                assert!(copy.target_index.is_copy_of(&fib.target_index, &fib.targets, &fib.networks));
+                fib = copy;
+            }
+        }
+        assert!(fib.targets.len() < 3000, "freed positions taken again: {}", fib.targets.len());
+        for (a, l) in m.0.keys().copied().collect::<Vec<_>>() {
+            apply_remove(&mut fib, &mut m, a, l);
+        }
+        assert_eq!(fib.target_index.0.len(), 0, "every target released from the index");
     }
 
     /// IPv6 with most changes to /128s, which lookups find by hash
