@@ -1227,6 +1227,46 @@ fn a_policy_change_decides_again_only_the_flows_it_can_judge() {
     assert_eq!(table.redecided(), 2);
 }
 
+/// A denied pair of one VRF keeps its decision in the fast lane when
+/// another network's policy moves its VRF's generation (green's, whose pod
+/// blue reaches): its packets are dropped there, counted on the flow, and
+/// nothing is decided again. Blue's own change still decides it again.
+/// Before, each denied flow's next packet took the general path to be
+/// stamped with the new generation.
+#[test]
+fn a_denied_flow_keeps_its_decision_in_the_lane_when_another_networks_policy_changes() {
+    let (mut lab, table) = lab_with_flows();
+    lab.writer.apply(&green_joined_to_blue_ops()).unwrap();
+    let (a1, a2) = a1_a2();
+    let tcp_only = Policy { rules: vec![allow(a1, a2, TCP, PortRange::ANY)], default: PolicyAction::Deny };
+    lab.writer
+        .apply(&[Op::Add(Object::Policy(BLUE, tcp_only.clone())), Op::Add(Object::Policy(GREEN, Policy::allow_all()))])
+        .unwrap();
+    let denied = Verdict::Drop(DropReason::FlowActionDrop);
+    let send = |lab: &mut Lab| lab.run(A1, udp(1, a1_ip(), a2_ip(), 5000, 53)).0;
+    assert_eq!(send(&mut lab), denied, "the first packet, making the pair");
+    assert_eq!(send(&mut lab), denied);
+    let blue_generation = |lab: &Lab| lab.writer.tables().vrf(BLUE).unwrap().policy_generation;
+    let before = blue_generation(&lab);
+    let deny_all = Policy { rules: vec![], default: PolicyAction::Deny };
+    lab.writer.apply(&[Op::Update(Object::Policy(GREEN, deny_all))]).unwrap();
+    assert_ne!(blue_generation(&lab), before, "blue reaches green's pod");
+    let general = lab.pipeline.general_frames();
+    for n in 0..3 {
+        assert_eq!(send(&mut lab), denied, "packet {n}");
+    }
+    assert_eq!(lab.pipeline.general_frames(), general, "every packet dropped in the lane");
+    assert_eq!(table.redecided(), 0, "nothing decided again");
+    let key = FlowKey::v4(BLUE, UDP, a1_ip().into(), a2_ip().into(), 5000, 53);
+    let flow = table.dump(None, 10, 0).into_iter().find(|f| f.forward && f.key == key).expect("the pair");
+    assert_eq!((flow.packets, flow.policy_generation), (5, before), "counted, its stamp kept");
+    // Blue's own change decides it again: allowed now.
+    let udp_too = Policy { rules: vec![allow(a1, a2, UDP, PortRange::ANY)], ..tcp_only };
+    lab.writer.apply(&[Op::Update(Object::Policy(BLUE, udp_too))]).unwrap();
+    assert_eq!(send(&mut lab), Verdict::Tx(A2), "allowed by blue's new policy");
+    assert_eq!(table.redecided(), 1);
+}
+
 /// The VRFs a policy change tells to decide their flows again: its own,
 /// and every VRF with a route to one of its pods on this node, directly,
 /// through an ECMP member, or through a lookup in another VRF (taken to

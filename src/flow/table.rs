@@ -527,6 +527,20 @@ impl PolicyGenerations {
         action & (0xffff | FLAG_PLAIN | FLAG_CROSS | FLAG_UNROUTED) == KIND_FORWARD | FLAG_PLAIN
             && self.own_unchanged_since((action >> 32) as u32)
     }
+
+    /// `keeps` for the forward entry of a pair that drops (`dropping`): of
+    /// one VRF, decided with its routes, and its VRF's own policy unchanged
+    /// since. Before, a change of another network's policy that moved the
+    /// VRF's generation (one whose pods its routes reach) sent each denied
+    /// flow's next packet to the general path, at 7x a drop's cost, to be
+    /// stamped with the new generation (`vrpktgen pipeline --case all
+    /// --policy-change --flow-deny`, "reached").
+    #[cold]
+    #[inline(never)]
+    fn keeps_drop(self, action: u64) -> bool {
+        action & (0xff | FLAG_FORWARD_DIR | FLAG_CROSS | FLAG_UNROUTED) == KIND_DROP | FLAG_FORWARD_DIR
+            && self.own_unchanged_since((action >> 32) as u32)
+    }
 }
 
 /// Whether an entry's action word (`action`) says "forward", with the entry
@@ -1071,7 +1085,9 @@ impl FlowTable {
     /// rewrite, if it has one (a floating IP's DNAT), is never made for a
     /// drop. An entry decided under an older generation is left to the
     /// general path, which decides it again or keeps its decision for the
-    /// next packet. So is a reverse entry: the other side of a denied pair
+    /// next packet, unless its VRF's own policy is unchanged since and the
+    /// pair is of that VRF alone (`PolicyGenerations::keeps_drop`): then no
+    /// change since can judge it. So is a reverse entry: the other side of a denied pair
     /// may be one the policy lets open the conversation, and the general
     /// path then makes the pair again, its way round
     /// (`pipeline::flow::lookup`), which takes the policy's verdict.
@@ -1087,7 +1103,7 @@ impl FlowTable {
         })?;
         let want = KIND_DROP | FLAG_FORWARD_DIR | (u64::from(policy.now) << 32);
         let mask = 0xff | FLAG_FORWARD_DIR | FLAG_UNROUTED | (0xffff_ffff << 32);
-        if action & mask != want {
+        if action & mask != want && !policy.keeps_drop(action) {
             return None;
         }
         let FlowAction::Drop(reason) = decode_action(action) else { return None };
