@@ -150,9 +150,10 @@ enum Command {
         /// composite, whose member they pin).
         #[arg(long)]
         flow_table: bool,
-        /// With --flow-policy: the policy denies every flow (its allowing
-        /// rule left out); the warm-up makes the pairs, and the measured
-        /// packets are dropped as their flows say, "ok" when they are.
+        /// With --flow-policy (or --policy-change, --route-change): the
+        /// policy denies every flow (its allowing rule left out); the
+        /// warm-up makes the pairs, and the measured packets are dropped as
+        /// their flows say, "ok" when they are.
         #[arg(long, requires = "flow_policy")]
         flow_deny: bool,
         /// Measure flow setup instead: --packets frames, each a new flow,
@@ -340,7 +341,8 @@ fn policy_changes(cases: &[Case], params: BenchParams, json: bool) -> ExitCode {
         let r = vrouter::pktgen::scenario::measure_policy_change(c, params);
         let (hit, other, own) = (r.hit.ns_per_packet(), r.after_other.ns_per_packet(), r.after_own.ns_per_packet());
         let reached = r.after_reached.ns_per_packet();
-        // Every frame forwarded, and the own change decided every pair again.
+        // Every frame forwarded (dropped on its flow, with --flow-deny), and
+        // the own change decided every pair again.
         let passes = [r.hit, r.after_other, r.after_reached, r.after_own];
         failed |= passes.iter().any(|p| p.ok != p.packets) || r.redecided_own == 0;
         if json {
@@ -370,7 +372,7 @@ fn policy_changes(cases: &[Case], params: BenchParams, json: bool) -> ExitCode {
         }
     }
     if failed {
-        eprintln!("vrpktgen: some frames were not forwarded, or the VRF's own change decided nothing again");
+        eprintln!("vrpktgen: some frames were not forwarded (dropped, with --flow-deny), or the VRF's own change decided nothing again");
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS

@@ -795,6 +795,16 @@ pub fn policy_100(from: u32) -> crate::flow::Policy {
     Policy { rules, default: PolicyAction::Deny }
 }
 
+/// The bench's policy for a VRF whose clients are of network `from`:
+/// `policy_100`, without its allowing rule where `deny` (`--flow-deny`).
+fn bench_policy(from: u32, deny: bool) -> crate::flow::Policy {
+    let mut p100 = policy_100(from);
+    if deny {
+        p100.rules.pop();
+    }
+    p100
+}
+
 impl Default for BenchParams {
     fn default() -> Self {
         BenchParams {
@@ -831,14 +841,8 @@ impl Bench {
             let vrfs: Vec<u32> = handle.load().vrfs().map(|v| v.id).collect();
             // Green takes what VRF 1's clients send its pod.
             let from = |v| if v == GREEN_VRF { VRF } else { v };
-            let policy = |v| {
-                let mut p100 = policy_100(from(v));
-                if p.flow_deny {
-                    p100.rules.pop();
-                }
-                p100
-            };
-            let ops: Vec<Op> = vrfs.iter().map(|&v| Op::Add(Object::Policy(v, policy(v)))).collect();
+            let ops: Vec<Op> =
+                vrfs.iter().map(|&v| Op::Add(Object::Policy(v, bench_policy(from(v), p.flow_deny)))).collect();
             writer.apply(&ops).expect("a valid policy");
         } else if case.cross_vrf() {
             let allow = |v| Op::Add(Object::Policy(v, crate::flow::Policy::allow_all()));
@@ -1208,7 +1212,9 @@ pub fn measure_policy_change(case: Case, p: BenchParams) -> PolicyChangeReport {
     over_every_flow(&mut b);
     b.apply(&[Op::Update(Object::Policy(OTHER, Policy::allow_all()))]);
     let (after_reached, redecided_reached) = over_every_flow(&mut b);
-    b.apply(&[Op::Update(Object::Policy(VRF, policy_100(VRF)))]);
+    // The same rules again, a new policy all the same: under `--flow-deny`
+    // without the allowing one, so that the flows stay denied.
+    b.apply(&[Op::Update(Object::Policy(VRF, bench_policy(VRF, p.flow_deny)))]);
     let (after_own, redecided_own) = over_every_flow(&mut b);
     PolicyChangeReport { hit, after_other, redecided_other, after_reached, redecided_reached, after_own, redecided_own }
 }
