@@ -190,7 +190,8 @@ enum Command {
         /// over once as hits (the baseline of the same run), once after a
         /// pod's /32 was added to the VRF they route in (a pod on another
         /// node), and once after it was deleted; with the frames of each
-        /// pass that the fast lane left to the general path.
+        /// pass that the fast lane left to the general path. Fails if a
+        /// pass after a change left it more than the hits' pass did.
         #[arg(long, conflicts_with_all = ["flow_policy", "flow_table", "threads", "flow_setup", "policy_change"])]
         route_change: bool,
         /// Workers side by side on the same tables, one per core: their
@@ -396,12 +397,19 @@ fn route_changes(cases: &[Case], params: BenchParams, json: bool) -> ExitCode {
             "added/hit"
         );
     }
-    let mut failed = false;
+    let (mut failed, mut left) = (false, Vec::new());
     for &c in cases {
         let r = vrouter::pktgen::scenario::measure_route_change(c, params);
         let (hit, added, deleted) =
             (r.hit.ns_per_packet(), r.after_add.ns_per_packet(), r.after_delete.ns_per_packet());
         failed |= [r.hit, r.after_add, r.after_delete].iter().any(|p| p.ok != p.packets);
+        // A route change that moves none of the flows leaves the lane's
+        // hits in the lane: a pass after it that gives the general path
+        // more frames than the hits' pass did is a regression (until
+        // fc0ec19, every denied flow's packet, under --flow-deny).
+        if r.general_after_add.max(r.general_after_delete) > r.general_hit {
+            left.push(c.name());
+        }
         if json {
             outln!(
                 "{}",
@@ -428,7 +436,12 @@ fn route_changes(cases: &[Case], params: BenchParams, json: bool) -> ExitCode {
         }
     }
     if failed {
-        eprintln!("vrpktgen: some frames were not forwarded");
+        eprintln!("vrpktgen: some frames were not forwarded (dropped, with --flow-deny)");
+    }
+    if !left.is_empty() {
+        eprintln!("vrpktgen: after a route change the general path took frames the lane took before: {left:?}");
+    }
+    if failed || !left.is_empty() {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
