@@ -495,12 +495,26 @@ pub struct Fib<K: FibKey> {
 }
 
 /// Node and single slots a table's changes wrote since its version was
-/// `since`.
+/// `since`, and its targets' positions.
 #[derive(Clone, Default)]
 struct Writes {
     since: u32,
     nodes: Vec<u32>,
     singles: Vec<u32>,
+    /// `None` once past `MAX_RECORDED_WRITES` on their own, so that a big
+    /// batch to one shared target (every insert counts it again) leaves
+    /// the nodes' record whole.
+    targets: Option<TargetWrites>,
+}
+
+/// Target positions a table's changes wrote (an entry or its count), and
+/// how far down its list of free positions the changes took it: a list
+/// only pushed and popped at its end, so the positions below stayed as
+/// they were.
+#[derive(Clone, Default)]
+struct TargetWrites {
+    positions: Vec<u32>,
+    free_kept: usize,
 }
 
 /// A slot a change wrote.
@@ -918,6 +932,7 @@ impl<K: FibKey> Fib<K> {
     fn intern(&mut self, e: RouteEntry) -> u32 {
         if let Some(i) = self.target_index.find(e, &self.targets, &self.networks) {
             self.target_refs[i as usize] += 1;
+            self.wrote_target(i);
             return i + 1;
         }
         let i = match self.free_targets.pop() {
@@ -935,6 +950,7 @@ impl<K: FibKey> Fib<K> {
             }
         };
         self.target_index.insert(i, &self.targets, &self.networks);
+        self.wrote_target(i);
         i + 1
     }
 
@@ -945,6 +961,7 @@ impl<K: FibKey> Fib<K> {
             self.target_index.remove(i as u32, &self.targets, &self.networks);
             self.free_targets.push(i as u32);
         }
+        self.wrote_target(i as u32);
     }
 
     fn value_of(&self, e: RouteEntry) -> u32 {
@@ -964,7 +981,25 @@ impl<K: FibKey> Fib<K> {
     /// Starts the record of the nodes this table's changes write: the
     /// writer calls it on the copy it makes for a batch.
     pub(crate) fn record_writes(&mut self) {
-        self.writes = Some(Writes { since: self.version, ..Writes::default() });
+        let targets = TargetWrites { positions: Vec::new(), free_kept: self.free_targets.len() };
+        self.writes = Some(Writes { since: self.version, targets: Some(targets), ..Writes::default() });
+    }
+
+    /// Records target position `i` written: its entry or its count.
+    fn wrote_target(&mut self, i: u32) {
+        let Some(w) = &mut self.writes else { return };
+        let Some(t) = &mut w.targets else { return };
+        t.free_kept = t.free_kept.min(self.free_targets.len());
+        // A run of routes to one target (a label each is not) counts it
+        // again and again: one record does.
+        if t.positions.last() == Some(&i) {
+            return;
+        }
+        if t.positions.len() >= MAX_RECORDED_WRITES {
+            w.targets = None;
+            return;
+        }
+        t.positions.push(i);
     }
 
     fn wrote(&mut self, slot: Wrote) {
@@ -1048,15 +1083,52 @@ impl<K: FibKey> Fib<K> {
         self.free_nodes.clone_from(free_nodes);
         self.vacant = Arc::clone(vacant);
         self.free_singles.clone_from(free_singles);
-        self.targets.clone_from(targets);
-        self.networks.clone_from(networks);
-        self.target_refs.clone_from(target_refs);
-        self.target_index.clone_from(target_index);
-        self.free_targets.clone_from(free_targets);
+        match written.and_then(|w| w.targets.as_ref()) {
+            Some(t) if self.targets.len() <= targets.len() => self.copy_targets(src, t),
+            _ => {
+                self.targets.clone_from(targets);
+                self.networks.clone_from(networks);
+                self.target_refs.clone_from(target_refs);
+                self.target_index.clone_from(target_index);
+                self.free_targets.clone_from(free_targets);
+            }
+        }
         self.version = *version;
         self.recent = recent.clone();
         self.hosts.copy_from(hosts);
         self.near_hosts = *near_hosts;
+    }
+
+    /// `copy_from`'s part for the targets where `src`'s record of them
+    /// (`written`) began at this table's version: only the positions it
+    /// names are copied, and indexed again. A table with a label per
+    /// prefix has a target per prefix, and copying them all for every
+    /// batch was most of a one-route batch.
+    fn copy_targets(&mut self, src: &Self, written: &TargetWrites) {
+        let positions = &written.positions[..];
+        // Out with the entries being overwritten first: an entry may have
+        // moved from one written position to another.
+        for &i in positions {
+            if self.target_refs.get(i as usize).is_some_and(|&refs| refs > 0) {
+                self.target_index.remove(i, &self.targets, &self.networks);
+            }
+        }
+        copy_slots(&mut self.targets, &src.targets, Some(positions), |a, b| a == b);
+        copy_slots(&mut self.networks, &src.networks, Some(positions), |a, b| a == b);
+        copy_slots(&mut self.target_refs, &src.target_refs, Some(positions), |a, b| a == b);
+        for &i in positions {
+            // A position written twice (not in a row) is named twice.
+            if self.target_refs[i as usize] > 0
+                && self
+                    .target_index
+                    .find(TargetIndex::entry(i, &self.targets, &self.networks), &self.targets, &self.networks)
+                    .is_none()
+            {
+                self.target_index.insert(i, &self.targets, &self.networks);
+            }
+        }
+        self.free_targets.truncate(written.free_kept);
+        self.free_targets.extend_from_slice(&src.free_targets[written.free_kept..]);
     }
 
     /// True if this table is `other` as `copy_from` would make it: the
@@ -1762,6 +1834,62 @@ mod tests {
             apply_remove(&mut fib, &mut m, a, l);
         }
         assert_eq!(fib.target_index.0.len(), 0, "every target released from the index");
+    }
+
+    /// The writer's two tables a VRF, as it swaps them: the batch's copy
+    /// records what it writes, and the table it was copied from is made
+    /// its copy again from that record alone (`copy_targets`), for the
+    /// targets as for the nodes. With a label a prefix, positions are
+    /// freed, taken again, and moved between entries; every round both
+    /// tables must index each target in use at its one position and
+    /// answer as the model does. A few batches pass the record's limit
+    /// and are copied whole.
+    #[test]
+    fn labelled_tables_copied_from_their_record_of_writes_are_the_table() {
+        let mut rng = Rng::new(0x7a49e7);
+        let mut m = Model::<u32>(BTreeMap::new());
+        let addr = |r: &mut Rng| 0x0a00_0000 | (r.next_u64() as u32 & 0x0003_ff00);
+        let label = |r: &mut Rng| RouteTarget { nh: 7, label: (r.next_u64() % 600) as u32 + 16 };
+        let mut now = Fib::<u32>::new();
+        for _ in 0..2000 {
+            let a = addr(&mut rng);
+            apply_insert(&mut now, &mut m, a, 24, label(&mut rng));
+        }
+        let mut spare = now.clone();
+        let mut recorded = 0;
+        for round in 0..300 {
+            // `spare` is `now` as the last batch left it: the batch's copy.
+            spare.record_writes();
+            let changes = if round % 50 == 49 { 5000 } else { 1 + rng.next_u64() as usize % 8 };
+            for _ in 0..changes {
+                let a = addr(&mut rng);
+                if rng.next_u64() % 2 == 0 {
+                    apply_remove(&mut spare, &mut m, a, 24);
+                } else {
+                    apply_insert(&mut spare, &mut m, a, 24, label(&mut rng));
+                }
+            }
+            std::mem::swap(&mut now, &mut spare);
+            recorded += usize::from(now.writes.as_ref().is_some_and(|w| w.targets.is_some()));
+            spare.copy_from(&now);
+            for fib in [&now, &spare] {
+                let live: std::collections::BTreeSet<RouteTarget> = m.0.values().copied().collect();
+                assert_eq!(fib.target_index.0.len(), live.len(), "round {round}: one position a target in use");
+                for &target in &live {
+                    let at = fib.value_of(own(target));
+                    assert_ne!(at, EMPTY, "round {round}: {target:?} indexed");
+                    assert_eq!(fib.targets[at as usize - 1], target, "round {round}: at its position");
+                    assert!(fib.target_refs[at as usize - 1] > 0, "round {round}: {target:?} counted");
+                }
+                let keys: Vec<u32> = (0..BATCH).map(|_| addr(&mut rng) | 5).collect();
+                assert_lookups_match(fib, &m, &keys, round);
+            }
+            assert_eq!(spare.free_targets, now.free_targets, "round {round}: the free positions");
+            assert_eq!(spare.target_refs, now.target_refs, "round {round}: the counts");
+            #[cfg(debug_assertions)]
+            assert!(spare.is_copy_of(&now), "round {round}");
+        }
+        assert!(recorded >= 290, "the small batches copied from their record: {recorded} of 300");
     }
 
     /// IPv6 with most changes to /128s, which lookups find by hash
