@@ -890,6 +890,13 @@ impl<K: FibKey> Fib<K> {
         &self.singles[(e & INDEX_MASK) as usize]
     }
 
+    /// The targets of the table's routes, each once however many prefixes
+    /// share it: where its routes go, in as many steps as there are
+    /// targets, far fewer than prefixes where they share next hops.
+    pub fn targets_in_use(&self) -> impl Iterator<Item = RouteTarget> + '_ {
+        self.targets.iter().zip(&self.target_refs).filter(|&(_, &refs)| refs > 0).map(|(&target, _)| target)
+    }
+
     /// Bytes this table holds in nodes and targets (approximate).
     pub fn memory_bytes(&self) -> usize {
         let live = self.nodes.len() - self.free_nodes.len();
@@ -1875,6 +1882,9 @@ mod tests {
             for fib in [&now, &spare] {
                 let live: std::collections::BTreeSet<RouteTarget> = m.0.values().copied().collect();
                 assert_eq!(fib.target_index.0.len(), live.len(), "round {round}: one position a target in use");
+                let in_use: Vec<RouteTarget> = fib.targets_in_use().collect();
+                assert_eq!(in_use.len(), live.len(), "round {round}: each target in use once");
+                assert!(in_use.iter().all(|t| live.contains(t)), "round {round}: only targets in use");
                 for &target in &live {
                     let at = fib.value_of(own(target));
                     assert_ne!(at, EMPTY, "round {round}: {target:?} indexed");

@@ -1005,10 +1005,10 @@ impl TablesWriter {
             return;
         }
         let reaches = |nh: NhId| reaching.get(nh as usize).copied().unwrap_or(false);
+        // By the tables' targets, each once, not by prefix: a million
+        // routes to one gateway are one target.
         let by_route = |id: VrfId| {
-            self.routes.get(&id).is_some_and(|r| {
-                r.v4.values().any(|e| reaches(e.target.nh)) || r.v6.values().any(|e| reaches(e.target.nh))
-            })
+            w.vrf(id).is_some_and(|v| v.v4.targets_in_use().chain(v.v6.targets_in_use()).any(|t| reaches(t.nh)))
         };
         let by_label = w.labels().any(|(_, nh)| matches!(w.nexthop(nh), Some(NextHop::Composite(_))) && reaches(nh));
         let fabric_vrfs: Vec<VrfId> = if by_label {
