@@ -761,7 +761,7 @@ fn main() -> ExitCode {
                     outln!("{readers} reader(s) completed {} lookups meanwhile", r.reader_lookups);
                 }
                 outln!(
-                    "a policy change (every route looked through for one to its pods): {:.1} µs a batch, against {:.1} µs a batch of {batch} routes ({:.2}x)",
+                    "a policy change (each VRF's route targets looked through for one to its pods): {:.1} µs a batch, against {:.1} µs a batch of {batch} routes ({:.2}x)",
                     r.policy_change.as_secs_f64() * 1e6,
                     r.route_batch.as_secs_f64() * 1e6,
                     r.policy_change.as_secs_f64() / r.route_batch.as_secs_f64().max(1e-9)

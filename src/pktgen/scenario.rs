@@ -1315,7 +1315,8 @@ pub struct TablesReport {
     pub reader_lookups: u64,
     /// Median time of a batch that changes the policy of a network with a
     /// pod on this node that no loaded route reaches: the writer looks
-    /// through every route to find which VRFs' flows the change can judge.
+    /// through every VRF's route targets (each once, however many routes
+    /// share it) to find which VRFs' flows the change can judge.
     pub policy_change: Duration,
     /// Mean time of a batch of routes while they loaded: the same run's
     /// baseline for `policy_change`.
