@@ -306,7 +306,31 @@ fn bad_intent_is_refused_with_a_reason() {
             format!("\n[[remote]]\nnetwork = \"blue\"\nip = \"10.1.9.9\"\nnode = \"192.168.101.{n}\"\nlabel = 16\n")
         })
         .collect();
+    // An address held by more pods than vrouterd's composites hold.
+    let holders = |n: usize| -> String {
+        (1..=n)
+            .map(|n| {
+                format!(
+                    "\n[[pod]]\nname = \"h{n}\"\ninterface = \"t-h{n}\"\nnetwork = \"blue\"\nip = \"10.1.2.{n}\"\n\
+                     mac = \"02:00:00:00:01:{n:02x}\"\nallowed_addresses = [\"10.1.3.1\"]\n"
+                )
+            })
+            .collect()
+    };
+    assert!(Intent::from_toml(&(INTENT.to_string() + &holders(64))).is_ok(), "64 pods hold one address");
     let cases = cases.into_iter().chain([
+        (
+            INTENT.to_string() + &holders(65),
+            "10.1.3.1/32 in network \"blue\": held by 65 pods (floating IPs and allowed addresses), more than 64, \
+             vrouterd's ECMP limit",
+        ),
+        (
+            INTENT.replace(
+                "00:11\"\nlabel = 16\n",
+                "00:11\"\nlabel = 16\nallowed_addresses = [\"10.1.0.100\", \"10.1.0.100/32\"]\n",
+            ),
+            "pod \"a1\": allowed address 10.1.0.100/32 is given twice",
+        ),
         (
             INTENT.replace(
                 "label = 17\n",
@@ -624,4 +648,29 @@ fn an_imported_network_s_routes_are_joined_in() {
         "name = \"red\"\ngateway = \"10.1.0.1\"\nimport = [\"green\"]",
     );
     assert!(Intent::from_toml(&bad).unwrap_err().contains("imports \"green\""));
+}
+
+/// A pod that holds an address both as a floating IP of its own network
+/// and as an allowed address is that address's one holder: routed to the
+/// pod, not to a composite that names it twice.
+#[test]
+fn an_address_a_pod_holds_twice_over_is_routed_to_it_once() {
+    let (sock, handle) = server("held-twice");
+    let mut c = client(&sock);
+    let text = INTENT.replace(
+        "mac = \"02:00:00:00:00:12\"",
+        "mac = \"02:00:00:00:00:12\"\nallowed_addresses = [\"10.1.0.100\"]\n\
+         floating_ips = [{ address = \"10.1.0.100\", network = \"blue\" }]",
+    );
+    let i = intent(&text);
+    agent::reconcile_once(&mut c, &i, mac(&i)).unwrap();
+    let t = handle.load();
+    let a2 = t.vifs().find(|v| v.name == "t-a2").unwrap().index;
+    let blue = t.vrfs().find(|v| v.name == "blue").unwrap();
+    let nh = blue.v4.lookup(u32::from_be_bytes([10, 1, 0, 100])).unwrap().nh;
+    match t.nexthop(nh) {
+        Some(NextHop::Encap { oif, .. }) => assert_eq!(*oif, a2),
+        other => panic!("to a2 alone: {other:?}"),
+    }
+    assert!(agent::plan(&mut c, &i, mac(&i)).unwrap().is_empty(), "a second pass changes nothing");
 }

@@ -234,13 +234,20 @@ pub fn desired(intent: &Intent, fabric_mac: MacAddr, limits: &Limits, now: &Snap
     // prefix: floating IPs (in their public network) and allowed addresses
     // (in the pod's own), each with the pods that hold it.
     let mut held: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    let mut hold = |network: &str, prefix: String, pod: &str| {
+        let owners = held.entry((network.to_owned(), prefix)).or_default();
+        // A pod that holds a prefix both ways (a floating IP in its own
+        // network that it also lists as allowed) is one member.
+        if !owners.iter().any(|o| o == pod) {
+            owners.push(pod.to_owned());
+        }
+    };
     for p in &pods {
         for f in &p.floating_ips {
-            held.entry((f.network.clone(), host(IpAddr::V4(f.address)))).or_default().push(p.name.clone());
+            hold(&f.network, host(IpAddr::V4(f.address)), &p.name);
         }
         for a in &p.allowed_addresses {
-            let prefix = super::intent::address_or_prefix(a)?.to_string();
-            held.entry((p.network.clone(), prefix)).or_default().push(p.name.clone());
+            hold(&p.network, super::intent::address_or_prefix(a)?.to_string(), &p.name);
         }
     }
     // A prefix several nodes serve (a floating IP on pods of several nodes):

@@ -303,6 +303,9 @@ impl Intent {
         let mut pods = std::collections::BTreeSet::new();
         let mut ifaces = std::collections::BTreeSet::new();
         let mut addrs = std::collections::BTreeSet::new();
+        // The pods that hold each floating IP and allowed address, by
+        // network: the members of its ECMP composite where several do.
+        let mut held: std::collections::BTreeMap<(&str, Prefix), std::collections::BTreeSet<&str>> = Default::default();
         for p in &self.pod {
             let what = format!("pod {:?}", p.name);
             let n = net(&p.network, &what)?;
@@ -339,9 +342,19 @@ impl Intent {
                     return Err(format!("{fip} is service {name}'s address, already a floating IP of its endpoints"));
                 }
                 check_ports(&f.ports).map_err(|e| format!("{fip}: {e}"))?;
+                let host = Prefix::covering(IpAddr::V4(f.address), 32);
+                held.entry((f.network.as_str(), host)).or_default().insert(p.name.as_str());
             }
+            let mut allowed = std::collections::BTreeSet::new();
             for a in &p.allowed_addresses {
                 let prefix = address_or_prefix(a).map_err(|e| format!("{what}: allowed address {a:?}: {e}"))?;
+                // The same prefix twice, however written ("10.0.0.5" and
+                // "10.0.0.5/32"): the pod would be its composite's member
+                // twice over.
+                if !allowed.insert(prefix) {
+                    return Err(format!("{what}: allowed address {a} is given twice"));
+                }
+                held.entry((p.network.as_str(), prefix)).or_default().insert(p.name.as_str());
                 // A pod's own address, or the gateway, would be taken from
                 // it: its packets would go to this pod. (A wider prefix, as
                 // a router pod's 0.0.0.0/0, leaves them be: their host
@@ -359,6 +372,12 @@ impl Intent {
                     return Err(format!("{what}: allowed address {a} is network {:?}'s gateway", n.name));
                 }
             }
+        }
+        if let Some(((network, prefix), pods)) = held.iter().find(|(_, pods)| pods.len() > MAX_MEMBERS) {
+            return Err(format!(
+                "{prefix} in network {network:?}: held by {} pods (floating IPs and allowed addresses), more than {MAX_MEMBERS}, vrouterd's ECMP limit",
+                pods.len()
+            ));
         }
         // The nodes that serve each remote prefix: the members of its ECMP
         // composite, one each, at most as many as vrouterd's composites hold.
