@@ -885,23 +885,90 @@ impl<K: FibKey> Fib<K> {
         (e, level, inherited)
     }
 
-    /// The shortest length of `len`'s trie level: a prefix shorter than
-    /// `len` and this long or longer shares `len`'s node, where expansion
-    /// may have written over its slots, so only the writer's list of
-    /// prefixes knows it covers (`Prefixes::covering_from`); a shorter one
-    /// the trie keeps (`cover_from_above`).
-    pub(crate) fn own_level_from(len: u8) -> u8 {
-        (place(len).0 * STRIDE) as u8 + 1
+    /// The longest prefix shorter than `len` that covers `key`, with its
+    /// length and entry: what a delete of `key/len` hands the trie
+    /// (`remove`). The trie keeps the covers from the levels above
+    /// (`cover_from_above`) and mostly shows those of `len`'s own level
+    /// (`cover_in_level`); `held` answers for a length the slots cannot
+    /// tell about (the writer's list of prefixes: the entry of `key`'s
+    /// prefix of that length, if held).
+    pub(crate) fn covering(
+        &self,
+        key: K,
+        len: u8,
+        held: impl Fn(u8) -> Option<RouteEntry>,
+    ) -> Option<(u8, RouteEntry)> {
+        if len == 0 {
+            return None;
+        }
+        let (level, rel) = place(len);
+        self.cover_in_level(key, level, rel, held).or_else(|| self.cover_from_above(key, len))
     }
 
-    /// The longest prefix shorter than `own_level_from(len)` that covers
-    /// `key`, with its length and entry: the leaf from above that the
-    /// nodes on `key`'s path keep, each with its depth in its own level.
-    /// A walk along nodes the delete it serves writes next, where the
-    /// list of prefixes took a hash probe, a cache miss, for every length
-    /// it holds (for a /24 in a BGP table's mix, nine of its sixteen are
-    /// above its level).
-    pub(crate) fn cover_from_above(&self, key: K, len: u8) -> Option<(u8, RouteEntry)> {
+    /// The longest prefix of level `level`, shallower there than `rel`,
+    /// that covers `key`. For each depth `q` from the deepest, the half of
+    /// the depth-`q` block of the level's node that `key` is not in tells:
+    /// a slot there as deep as `q` is the prefix (no other of that depth
+    /// holds it), one shallower says there is none. Only where longer
+    /// prefixes wrote over the whole half (a /23 whose other /24 is
+    /// there too) is `held` asked.
+    fn cover_in_level(
+        &self,
+        key: K,
+        level: usize,
+        rel: u8,
+        held: impl Fn(u8) -> Option<RouteEntry>,
+    ) -> Option<(u8, RouteEntry)> {
+        if rel <= 1 {
+            return None;
+        }
+        // The node (or single) of `level` on `key`'s path; none, and no
+        // prefix of that level covers `key`.
+        let mut e = CHILD; // the root, as a child entry naming node 0
+        for l in 0..level {
+            e = self.slot_of(e, key.byte(l));
+            if e & CHILD == 0 {
+                return None;
+            }
+        }
+        let byte = key.byte(level);
+        let entry_of = |leaf: u32| {
+            let i = (leaf & VALUE_MASK).checked_sub(1)? as usize;
+            Some(RouteEntry { target: *self.targets.get(i)?, network: *self.networks.get(i)? })
+        };
+        'depth: for q in (1..rel).rev() {
+            let half = FANOUT >> (q + 1);
+            let other = (byte & !(2 * half - 1)) | ((byte & half) ^ half);
+            let q_len = (level * STRIDE) as u8 + q;
+            for j in other..other + half {
+                let s = self.slot_of(e, j);
+                let leaf = if s & CHILD != 0 { self.inherited_of(s) } else { s };
+                match rel_of(leaf).cmp(&q) {
+                    std::cmp::Ordering::Equal => return entry_of(leaf).map(|entry| (q_len, entry)),
+                    std::cmp::Ordering::Less => continue 'depth,
+                    std::cmp::Ordering::Greater => {}
+                }
+            }
+            if let Some(entry) = held(q_len) {
+                return Some((q_len, entry));
+            }
+        }
+        None
+    }
+
+    /// Slot `byte` of the node or single that child entry `e` names.
+    fn slot_of(&self, e: u32, byte: usize) -> u32 {
+        if e & SINGLE != 0 {
+            self.single(e).slot(byte)
+        } else {
+            self.nodes[(e & !CHILD) as usize].slots[byte]
+        }
+    }
+
+    /// The longest prefix of the levels above `len`'s that covers `key`,
+    /// with its length and entry: the leaf from above that the nodes on
+    /// `key`'s path keep, each with its depth in its own level.
+    fn cover_from_above(&self, key: K, len: u8) -> Option<(u8, RouteEntry)> {
         if len == 0 {
             return None;
         }
@@ -1683,9 +1750,14 @@ mod tests {
             // at a few lengths: the longest, one a level up, and one
             // that `q` picks.
             for len in [K::BITS, K::BITS - 9, (q.fold() % (u64::from(K::BITS) + 1)) as u8] {
-                let from = Fib::<K>::own_level_from(len).min(len);
-                let want = (0..from).rev().find_map(|l| m.0.get(&(q.mask(l), l)).map(|&t| (l, own(t))));
-                assert_eq!(fib.cover_from_above(q, len), want, "round {round} q {q:?}/{len}: its cover from above");
+                let own_level = (place(len).0 * STRIDE) as u8 + 1;
+                let above = (0..own_level.min(len)).rev().find_map(|l| m.0.get(&(q.mask(l), l)).map(|&t| (l, own(t))));
+                assert_eq!(fib.cover_from_above(q, len), above, "round {round} q {q:?}/{len}: its cover from above");
+                // The whole search, with the model for the lengths the
+                // slots do not tell about.
+                let held = |l: u8| m.0.get(&(q.mask(l), l)).map(|&t| own(t));
+                let want = m.covering(q, len).map(|(l, t)| (l, own(t)));
+                assert_eq!(fib.covering(q, len, held), want, "round {round} q {q:?}/{len}: its cover");
             }
         }
     }

@@ -59,14 +59,7 @@ impl<K: FibKey> Prefixes<K> {
     /// The longest prefix shorter than `len` that covers `key`, with its
     /// length: where `key/len`'s addresses go without that route.
     pub(super) fn covering(&self, key: K, len: u8) -> Option<(u8, RouteEntry)> {
-        self.covering_from(key, len, 0)
-    }
-
-    /// `covering`, of the prefixes `from` long or longer: the ones of
-    /// `len`'s own trie level, where the trie keeps those above
-    /// (`Fib::cover_from_above`).
-    pub(super) fn covering_from(&self, key: K, len: u8, from: u8) -> Option<(u8, RouteEntry)> {
-        let mut shorter = self.lengths & low_bits(len) & !low_bits(from);
+        let mut shorter = self.lengths & low_bits(len);
         while shorter != 0 {
             let l = 127 - shorter.leading_zeros() as u8;
             if let Some(e) = self.map.get(&(key.mask(l), l)) {

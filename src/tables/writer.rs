@@ -1298,9 +1298,7 @@ impl TablesWriter {
         // from the trie: a hash probe for each length held, a cache miss
         // each, was a sixth of a delete in a BGP table's mix (perf).
         let fib: &Fib<K> = w.vrf(vrf_id).map(|v| K::fib_of(v)).ok_or_else(not_found)?;
-        let cover = map
-            .covering_from(key, p.len(), Fib::<K>::own_level_from(p.len()))
-            .or_else(|| fib.cover_from_above(key, p.len()));
+        let cover = fib.covering(key, p.len(), |l| map.get(&(key.mask(l), l)).copied());
         debug_assert_eq!(cover, map.covering(key, p.len()), "{p} in VRF {vrf_id}: the trie's cover is the list's");
         self.undo.push(K::undo(vrf_id, k, Some(old)));
         bump(&mut w.nh_refs, old.target.nh, false);
