@@ -1294,9 +1294,10 @@ impl TablesWriter {
         let map = K::routes(routes);
         let k = (key, p.len());
         let old = map.remove(&k).ok_or_else(not_found)?;
-        // The covers of the prefix's own trie level by hash, the others
-        // from the trie: a hash probe for each length held, a cache miss
-        // each, was a sixth of a delete in a BGP table's mix (perf).
+        // The cover from the trie, the list asked only for a length the
+        // trie's slots cannot tell about: a hash probe for each length
+        // held, a cache miss each, was a sixth of a delete in a BGP
+        // table's mix (perf).
         let fib: &Fib<K> = w.vrf(vrf_id).map(|v| K::fib_of(v)).ok_or_else(not_found)?;
         let cover = fib.covering(key, p.len(), |l| map.get(&(key.mask(l), l)).copied());
         debug_assert_eq!(cover, map.covering(key, p.len()), "{p} in VRF {vrf_id}: the trie's cover is the list's");
