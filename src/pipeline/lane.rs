@@ -691,6 +691,22 @@ fn remember_at<K: FibKey>(
     fib.target(route)
 }
 
+/// The target of the route the hit in `slot` remembers (`memo`), if it is
+/// of `fib`'s current version; else `dst`'s (its destination, read only
+/// then) taken again and remembered (`route_again`). What every hit that
+/// is not routed in a batch (the fabric lanes, the rewriting hits, the
+/// drops) does first.
+#[inline(always)]
+fn recalled<K: FibKey>(
+    flows: Option<&FlowTable>,
+    fib: &Fib<K>,
+    slot: u32,
+    memo: RouteMemo,
+    dst: impl FnOnce() -> Option<K>,
+) -> Option<RouteTarget> {
+    fib.recall(memo.route()).unwrap_or_else(|| route_again(flows, fib, slot, memo, dst()?))
+}
+
 /// The route of `dst` in `fib` (a VRF's table of either family) for the
 /// hit in `slot` whose flow remembers it (`memo`) in an older version of
 /// the table, carried over or looked up again (`Fib::route_again`), and
@@ -751,10 +767,8 @@ fn dropped<B: AsRef<[u8]> + AsMut<[u8]>>(
     let flows = ctx.flows;
     let target = |hit: &Forwarding, f: &Frame<B>| {
         pod.or_else(|| {
-            vrf.v4.recall(hit.route.route()).unwrap_or_else(|| {
-                let h = fast::head(f)?;
-                let dst = u32::from_be_bytes([h[30], h[31], h[32], h[33]]);
-                route_again(flows, &vrf.v4, hit.slot, hit.route, dst)
+            recalled(flows, &vrf.v4, hit.slot, hit.route, || {
+                fast::head(f).map(|h| u32::from_be_bytes([h[30], h[31], h[32], h[33]]))
             })
         })
     };
@@ -957,12 +971,11 @@ fn translated_hit<B: AsRef<[u8]> + AsMut<[u8]>>(
     };
     let target = match (pod, tr.route_vrf) {
         (Some(pod), None) => Some(pod),
-        _ => routed_in.v4.recall(settled.route.route()).unwrap_or_else(|| {
+        _ => recalled(ctx.flows, &routed_in.v4, settled.slot, settled.route, || {
             // Routed in another VRF, the packet is routed as rewritten (to
             // the pod again, for a hairpin's answers); otherwise as it came.
             let came_to = u32::from_be_bytes([h[30], h[31], h[32], h[33]]);
-            let dst = tr.nat.dst.filter(|_| tr.route_vrf.is_some()).unwrap_or(came_to);
-            route_again(ctx.flows, &routed_in.v4, settled.slot, settled.route, dst)
+            Some(tr.nat.dst.filter(|_| tr.route_vrf.is_some()).unwrap_or(came_to))
         }),
     };
     let Some(mut target) = target else { return false };
@@ -1141,13 +1154,8 @@ fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
             // VRF changed since): carried over or looked up again
             // (`route_again`; `routed_again` says why).
             let settled = flow::settled(ctx, vrf, &probes[i]);
-            let target = settled.and_then(|s| {
-                pod.or_else(|| {
-                    vrf.v4
-                        .recall(s.route.route())
-                        .unwrap_or_else(|| route_again(ctx.flows, &vrf.v4, s.slot, s.route, tun.dst))
-                })
-            });
+            let target =
+                settled.and_then(|s| pod.or_else(|| recalled(ctx.flows, &vrf.v4, s.slot, s.route, || Some(tun.dst))));
             match target {
                 Some(t) => Some(Carry::To(t, settled)),
                 None if settled.is_none() && vrf.floating_ips > 0 => Some(Carry::Translated),
@@ -1284,9 +1292,8 @@ fn from_fabric6<B: AsRef<[u8]> + AsMut<[u8]>>(
             match flow::settled(ctx, vrf, &probes[i]) {
                 Some(s) => pod
                     .or_else(|| {
-                        vrf.v6.recall(s.route.route()).unwrap_or_else(|| {
-                            let dst = fast6::head_of(&f.data()[strip..]).map(fast6::destination)?;
-                            route_again(ctx.flows, &vrf.v6, s.slot, s.route, dst)
+                        recalled(ctx.flows, &vrf.v6, s.slot, s.route, || {
+                            fast6::head_of(&f.data()[strip..]).map(fast6::destination)
                         })
                     })
                     .map(|t| Carry::To(t, Some(s))),
@@ -1308,10 +1315,7 @@ fn from_fabric6<B: AsRef<[u8]> + AsMut<[u8]>>(
                 let flows = ctx.flows;
                 let target = |hit: &Forwarding, f: &Frame<B>| {
                     pod.or_else(|| {
-                        vrf.v6.recall(hit.route.route()).unwrap_or_else(|| {
-                            let dst = fast6::destination(fast6::head(f)?);
-                            route_again(flows, &vrf.v6, hit.slot, hit.route, dst)
-                        })
+                        recalled(flows, &vrf.v6, hit.slot, hit.route, || fast6::head(f).map(fast6::destination))
                     })
                 };
                 dropped6(ctx, f, came[i], vrf, &probes[i], target, &mut rx)

@@ -444,7 +444,6 @@ fn keep_spare<K: Family>(spares: &mut SpareTables, vrf: VrfId, old: Arc<Fib<K>>,
 trait Family: FibKey {
     fn routes(r: &mut VrfRoutes) -> &mut Prefixes<Self>;
     fn fib(v: &mut Vrf) -> &mut Arc<Fib<Self>>;
-    fn fib_of(v: &Vrf) -> &Fib<Self>;
     fn spares(s: &mut SpareTables) -> &mut AHashMap<VrfId, Fib<Self>>;
     fn undo(vrf: VrfId, key: (Self, u8), old: Option<RouteEntry>) -> Undo;
     /// The key as an IPv4 address, for the IPv4 family.
@@ -458,9 +457,6 @@ impl Family for u32 {
     }
     fn fib(v: &mut Vrf) -> &mut Arc<Fib<u32>> {
         &mut v.v4
-    }
-    fn fib_of(v: &Vrf) -> &Fib<u32> {
-        &v.v4
     }
     fn spares(s: &mut SpareTables) -> &mut AHashMap<VrfId, Fib<u32>> {
         &mut s.v4
@@ -480,9 +476,6 @@ impl Family for u128 {
     }
     fn fib(v: &mut Vrf) -> &mut Arc<Fib<u128>> {
         &mut v.v6
-    }
-    fn fib_of(v: &Vrf) -> &Fib<u128> {
-        &v.v6
     }
     fn spares(s: &mut SpareTables) -> &mut AHashMap<VrfId, Fib<u128>> {
         &mut s.v6
@@ -1294,18 +1287,17 @@ impl TablesWriter {
         let map = K::routes(routes);
         let k = (key, p.len());
         let old = map.remove(&k).ok_or_else(not_found)?;
-        // The cover from the trie, the list asked only for a length the
-        // trie's slots cannot tell about: a hash probe for each length
-        // held, a cache miss each, was a sixth of a delete in a BGP
-        // table's mix (perf).
-        let fib: &Fib<K> = w.vrf(vrf_id).map(|v| K::fib_of(v)).ok_or_else(not_found)?;
-        let cover = fib.covering(key, p.len(), |l| map.get(&(key.mask(l), l)).copied());
-        debug_assert_eq!(cover, map.covering(key, p.len()), "{p} in VRF {vrf_id}: the trie's cover is the list's");
         self.undo.push(K::undo(vrf_id, k, Some(old)));
         bump(&mut w.nh_refs, old.target.nh, false);
         bump_network(w, vrf_id, old.network, false);
         let lost = u32::from(w.nexthop(old.target.nh).is_some_and(NextHop::is_composite));
         let vrf = Arc::make_mut(w.vrfs.get_mut(vrf_id as usize).ok_or_else(not_found)?);
+        // The cover from the trie, the list asked only for a length the
+        // trie's slots cannot tell about: a hash probe for each length
+        // held, a cache miss each, was a sixth of a delete in a BGP
+        // table's mix (perf).
+        let cover = K::fib(vrf).covering(key, p.len(), |l| map.get(&(key.mask(l), l)).copied());
+        debug_assert_eq!(cover, map.covering(key, p.len()), "{p} in VRF {vrf_id}: the trie's cover is the list's");
         vrf.ecmp_routes = vrf.ecmp_routes.saturating_sub(lost);
         if let (Some(addr), true) = (K::v4(key), lost > 0) {
             self.ecmp_changes.push((vrf_id, addr, p.len(), false));
