@@ -1096,6 +1096,11 @@ fn a_route_that_moves_addresses_to_another_network_decides_flows_again() {
     lab.writer.apply(&[Op::Delete(ObjectKey::Route(GREEN, "10.2.0.7/32".parse().unwrap()))]).unwrap();
     assert_eq!(lab.run(FABRIC, remote_to_g1()).0, Verdict::Tx(G1), "and goes on once the route is gone");
     assert_eq!(table.redecided(), 3);
+    // A new route of green's own laid over blue's subnet (no route of that
+    // prefix before: the network the address was in is its cover's).
+    lab.writer.apply(&[route_in(GREEN, "10.2.0.7/32", NH_UDP, 40, None)]).unwrap();
+    assert_eq!(lab.run(FABRIC, remote_to_g1()).0, denied, "the remote pod is green's again");
+    assert_eq!(table.redecided(), 4);
 }
 
 /// A pod's network policy holds for its clients on its own node as it

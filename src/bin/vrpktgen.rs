@@ -261,6 +261,11 @@ enum Command {
         /// routes share one.
         #[arg(long)]
         labels: bool,
+        /// Give each VRF a policy that names networks, as Contrail's
+        /// policies between virtual networks do: each route change then
+        /// looks for the network its addresses were in.
+        #[arg(long)]
+        policy_networks: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -739,12 +744,21 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Tables { vrfs, routes, routes6, hosts6, batch, readers, labels, json } => {
-            let r =
-                vrouter::pktgen::scenario::measure_tables(vrfs, routes, routes6, hosts6, batch.max(1), readers, labels);
+        Command::Tables { vrfs, routes, routes6, hosts6, batch, readers, labels, policy_networks, json } => {
+            use vrouter::pktgen::scenario::{measure_tables, TablesParams};
+            let r = measure_tables(TablesParams {
+                vrfs,
+                v4: routes,
+                v6: routes6,
+                hosts6,
+                batch,
+                readers,
+                labels,
+                policy_networks,
+            });
             if json {
                 outln!(
-                    "{{\"vrfs\":{vrfs},\"labels\":{labels},\"routes_v4\":{routes},\"routes_v6\":{routes6},\"hosts_v6\":{hosts6},\"table_bytes\":{},\"rss_bytes\":{},\"load_seconds\":{:.3},\"routes_per_second\":{:.0},\"reader_lookups\":{},\"route_batch_seconds\":{:.6},\"policy_change_seconds\":{:.6},\"delete_seconds\":{:.3},\"deletes_per_second\":{:.0}}}",
+                    "{{\"vrfs\":{vrfs},\"labels\":{labels},\"policy_networks\":{policy_networks},\"routes_v4\":{routes},\"routes_v6\":{routes6},\"hosts_v6\":{hosts6},\"table_bytes\":{},\"rss_bytes\":{},\"load_seconds\":{:.3},\"routes_per_second\":{:.0},\"reader_lookups\":{},\"route_batch_seconds\":{:.6},\"policy_change_seconds\":{:.6},\"delete_seconds\":{:.3},\"deletes_per_second\":{:.0}}}",
                     r.table_bytes, r.rss_bytes, r.load.as_secs_f64(), r.routes_per_second(), r.reader_lookups,
                     r.route_batch.as_secs_f64(), r.policy_change.as_secs_f64(),
                     r.unload.as_secs_f64(), r.routes as f64 / r.unload.as_secs_f64().max(1e-9)

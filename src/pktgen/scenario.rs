@@ -1340,20 +1340,48 @@ pub fn resident_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
-/// Builds `vrfs` VRFs of `v4` + `v6` routes each and reports memory and
-/// load rate. The prefix lists are generated before measuring starts.
-/// With `labels`, each route has a label of its own, as remote pods'
-/// routes do (their interfaces' labels): a target each in the tables,
-/// where otherwise every route shares one.
-pub fn measure_tables(
-    vrfs: usize,
-    v4: usize,
-    v6: usize,
-    hosts6: usize,
-    batch: usize,
-    readers: usize,
-    labels: bool,
-) -> TablesReport {
+/// What `measure_tables` loads: `vrfs` VRFs of `v4` IPv4 prefixes, `v6`
+/// IPv6 ones and `hosts6` IPv6 pod addresses each, in batches of `batch`
+/// routes, with `readers` threads looking routes up meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TablesParams {
+    pub vrfs: usize,
+    pub v4: usize,
+    pub v6: usize,
+    pub hosts6: usize,
+    pub batch: usize,
+    pub readers: usize,
+    /// Each route a label of its own, as remote pods' routes have (their
+    /// interfaces' labels): a target each in the tables, where otherwise
+    /// every route shares one.
+    pub labels: bool,
+    /// Each VRF with a policy that names networks, as Contrail's policies
+    /// between virtual networks do: each route change then asks which
+    /// network the addresses were in (the covering route's).
+    pub policy_networks: bool,
+}
+
+impl Default for TablesParams {
+    fn default() -> Self {
+        TablesParams {
+            vrfs: 1,
+            v4: 1_000_000,
+            v6: 0,
+            hosts6: 0,
+            batch: 10_000,
+            readers: 0,
+            labels: false,
+            policy_networks: false,
+        }
+    }
+}
+
+/// Builds the VRFs and routes `p` says and reports memory, load rate,
+/// the cost of a policy change and the deletes' rate. The prefix lists are
+/// generated before measuring starts.
+pub fn measure_tables(p: TablesParams) -> TablesReport {
+    let TablesParams { vrfs, v4, v6, hosts6, batch, readers, labels, policy_networks } = p;
+    let batch = batch.max(1);
     let p4 = bgp_like_v4(v4, 0x5eed_0004);
     let mut p6 = bgp_like_v6(v6, 0x5eed_0006);
     p6.extend(pod_hosts_v6(hosts6, 0x5eed_0128).into_iter().map(|a| (a, 128)));
@@ -1385,6 +1413,10 @@ pub fn measure_tables(
         ops.push(Op::Add(Object::Vrf(VrfSpec { id, name: format!("vrf{id}"), gateway_v4: None, gateway_v6: None })));
     }
     w.apply(&ops).expect("VRFs fit");
+    if policy_networks {
+        w.apply(&(1..=vrfs as u32).map(|id| Op::Add(Object::Policy(id, policy_naming(id)))).collect::<Vec<_>>())
+            .expect("the VRFs are there");
+    }
     let first = crate::wire::mpls::FIRST_UNRESERVED_LABEL;
     let target = |i: usize| RouteTarget {
         nh: 1,
@@ -1434,6 +1466,21 @@ pub fn measure_tables(
     let unload = started.elapsed();
     drop(w);
     TablesReport { rss_bytes: rss, table_bytes, load, routes, reader_lookups, policy_change, route_batch, unload }
+}
+
+/// A policy for VRF `id` that names its own network: its addresses may
+/// reach TCP port 80 anywhere, and nothing else passes.
+fn policy_naming(id: u32) -> crate::flow::Policy {
+    use crate::flow::{Endpoint, PolicyAction, PortRange, Rule};
+    let web = Rule {
+        src: Endpoint::Network(id),
+        dst: Endpoint::Any,
+        proto: Some(crate::wire::ip_proto::TCP),
+        sport: PortRange::ANY,
+        dport: PortRange { lo: 80, hi: 80 },
+        action: PolicyAction::Allow,
+    };
+    crate::flow::Policy { rules: vec![web], default: PolicyAction::Deny }
 }
 
 /// The median of nine batches that each change the policy of VRF `id`, made
@@ -1596,10 +1643,21 @@ mod tests {
     /// or a delete that fails panics).
     #[test]
     fn the_tables_measurement_loads_every_route_and_times_a_policy_change() {
-        let r = measure_tables(2, 1000, 10, 250, 100, 0, false);
-        assert_eq!(r.routes, 2 * 1260);
-        assert!(r.table_bytes > 0 && r.policy_change > Duration::ZERO && r.route_batch > Duration::ZERO);
-        assert!(r.unload > Duration::ZERO);
+        for policy_networks in [false, true] {
+            let p = TablesParams {
+                vrfs: 2,
+                v4: 1000,
+                v6: 10,
+                hosts6: 250,
+                batch: 100,
+                policy_networks,
+                ..TablesParams::default()
+            };
+            let r = measure_tables(p);
+            assert_eq!(r.routes, 2 * 1260);
+            assert!(r.table_bytes > 0 && r.policy_change > Duration::ZERO && r.route_batch > Duration::ZERO);
+            assert!(r.unload > Duration::ZERO);
+        }
     }
 
     /// The setup measurement counts what it says: each frame a flow of its

@@ -1241,9 +1241,9 @@ impl TablesWriter {
         }
         let entry = r.entry();
         // Only a policy that names networks needs the network the addresses
-        // were in: the scan for the covering route stays off the common path.
-        let was = names_networks(w, r.vrf)
-            .then(|| old.or_else(|| map.covering(key, r.prefix.len()).map(|(_, e)| e)).map(|e| e.network));
+        // were in (`was`, below): the search for the covering route stays
+        // off the common path.
+        let names = names_networks(w, r.vrf);
         map.insert(k, entry);
         self.undo.push(K::undo(r.vrf, k, old));
         if let Some(o) = old {
@@ -1256,6 +1256,16 @@ impl TablesWriter {
             |t: Option<RouteTarget>| u32::from(t.and_then(|t| w.nexthop(t.nh)).is_some_and(NextHop::is_composite));
         let (gained, lost) = (ecmp(Some(r.target)), ecmp(old.map(|o| o.target)));
         let vrf = Arc::make_mut(w.vrfs.get_mut(r.vrf as usize).expect("checked above"));
+        // From the trie, as a delete's cover is (`del_route_in`): the list
+        // probed a hash for every shorter length it holds. The insert above
+        // changed neither: both look only at shorter prefixes.
+        let was = names.then(|| {
+            let len = r.prefix.len();
+            let covering =
+                old.is_none().then(|| K::fib(vrf).covering(key, len, |l| map.get(&(key.mask(l), l)).copied()));
+            debug_assert!(covering.is_none_or(|c| c == map.covering(key, len)), "{} in VRF {}", r.prefix, r.vrf);
+            old.or(covering.flatten().map(|(_, e)| e)).map(|e| e.network)
+        });
         vrf.ecmp_routes = (vrf.ecmp_routes + gained).saturating_sub(lost);
         if let Some(addr) = K::v4(key) {
             if lost > 0 {
