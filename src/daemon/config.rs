@@ -330,6 +330,14 @@ impl Config {
             let max = crate::io::MAX_CORES - 1;
             return Err(format!("{}: dataplane.cores: core {c}: expected 0..={max}", path.display()));
         }
+        // A worker a core: two pinned to one take turns, unseen.
+        let cores = &cfg.dataplane.cores;
+        if let Some(c) = cores.iter().enumerate().find_map(|(i, c)| cores[..i].contains(c).then_some(c)) {
+            return Err(format!(
+                "{}: dataplane.cores: core {c} twice: each worker takes a core of its own",
+                path.display()
+            ));
+        }
         if cfg.flows.capacity == 0 || cfg.flows.capacity > 16 << 20 {
             return Err(format!("{}: flows.capacity must be 1..=16777216", path.display()));
         }
@@ -432,6 +440,7 @@ mod tests {
             ("[limits]\nvrfs = 0\n", "limits.vrfs = 0"),
             ("[dataplane]\nframes = 3\n", "dataplane.frames = 3: expected 1024..=4194304"),
             ("[dataplane]\ncores = [1, 9999]\n", "dataplane.cores: core 9999: expected 0..=1023"),
+            ("[dataplane]\ncores = [1, 0, 1]\n", "dataplane.cores: core 1 twice"),
             // A timeout in seconds once overflowed its milliseconds.
             (
                 "[flows]\nidle_timeout = 9223372036854775807\n",

@@ -120,6 +120,7 @@ pub fn check(cfg: &Config) -> Result<TablesWriter, DaemonError> {
 
 /// The checked tables, and the tunnels whose MAC is to be resolved.
 fn prepare(cfg: &Config) -> Result<(TablesWriter, Resolved), DaemonError> {
+    check_cores(&cfg.dataplane.cores, crate::io::allowed_cores())?;
     let (ops, resolved) = load_tables(cfg)?;
     let (mut writer, _) = TablesWriter::new(cfg.limits.to_limits());
     writer.apply(&ops).map_err(|e| {
@@ -137,6 +138,42 @@ fn prepare(cfg: &Config) -> Result<(TablesWriter, Resolved), DaemonError> {
         }
     }
     Ok((writer, resolved))
+}
+
+/// Refuses a worker core this process may not run on (`allowed`: a core
+/// the machine lacks, or one outside its affinity), as DPDK and VPP refuse
+/// theirs: such a worker would run unpinned, sharing a core unseen, where
+/// a configuration made for another machine should be told at start.
+fn check_cores(cores: &[usize], allowed: std::io::Result<Vec<usize>>) -> Result<(), DaemonError> {
+    // Where the affinity cannot be read, pinning says what it finds.
+    let Ok(allowed) = allowed else { return Ok(()) };
+    match cores.iter().find(|c| !allowed.contains(c)) {
+        Some(c) => Err(fail(format!(
+            "dataplane.cores: core {c} is not one vrouterd may run on here (it may run on {})",
+            core_list(&allowed)
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Cores as a list of ranges, as `taskset -c` and `/proc/*/status` give them:
+/// `0-3,8`.
+fn core_list(cores: &[usize]) -> String {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < cores.len() {
+        let mut j = i;
+        while j + 1 < cores.len() && cores[j + 1] == cores[j] + 1 {
+            j += 1;
+        }
+        out.push(if i == j { cores[i].to_string() } else { format!("{}-{}", cores[i], cores[j]) });
+        i = j + 1;
+    }
+    if out.is_empty() {
+        "none".into()
+    } else {
+        out.join(",")
+    }
 }
 
 /// A port's XDP side; dropping it detaches the program.
@@ -496,5 +533,28 @@ fn sync_ports(
                 control.set_port_state(vif.index, Some(format!("down: {e}")));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A worker core outside the cores the process may run on is refused,
+    /// naming them; where the affinity cannot be read, none is.
+    #[test]
+    fn a_core_vrouterd_may_not_run_on_is_refused() {
+        assert!(check_cores(&[1, 0], Ok(vec![0, 1])).is_ok());
+        let e = check_cores(&[0, 5], Ok(vec![0, 1, 2, 4])).unwrap_err().to_string();
+        assert!(e.contains("core 5 is not one vrouterd may run on here (it may run on 0-2,4)"), "{e}");
+        let unreadable = std::io::Error::other("no affinity");
+        assert!(check_cores(&[5], Err(unreadable)).is_ok());
+    }
+
+    #[test]
+    fn cores_are_listed_as_ranges() {
+        assert_eq!(core_list(&[]), "none");
+        assert_eq!(core_list(&[3]), "3");
+        assert_eq!(core_list(&[0, 1, 2, 3, 8, 10, 11]), "0-3,8,10-11");
     }
 }

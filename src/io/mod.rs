@@ -105,6 +105,20 @@ pub fn pin_to_core(core: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// The cores this process may run on (its CPU affinity, which systemd's
+/// `CPUAffinity=` or a container's cpuset narrows), in order.
+pub fn allowed_cores() -> io::Result<Vec<usize>> {
+    // SAFETY: a zeroed cpu_set_t is the empty set; sched_getaffinity writes
+    // at most the size given, and CPU_ISSET reads inside the set.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Err(os_error("reading the CPU affinity"));
+        }
+        Ok((0..MAX_CORES).filter(|&c| libc::CPU_ISSET(c, &set)).collect())
+    }
+}
+
 /// The number of active receive queues of interface `name`, from sysfs
 /// (1 when sysfs does not say). Packets can land on any of them, so each
 /// needs its own socket.
