@@ -557,6 +557,7 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
     let advice = log.lines().find(|l| l.contains("checksums left for a NIC")).unwrap_or_else(|| panic!("{log}"));
     assert!(advice.contains("interface=\"pa1\"") && advice.contains("ethtool -K eth0 tx off"), "{advice}");
     let _ = notify.recv(&mut buf); // STOPPING=1
+    assert!(!sock.exists(), "the API socket was removed on exit");
     for dev in ["pa1", "pa2", "fab"] {
         let link = in_ns(&node, &["ip", "-d", "link", "show", dev]);
         assert!(!link.contains("prog/xdp"), "{dev} still has an XDP program after SIGTERM:\n{link}");

@@ -491,6 +491,11 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     }
     drop(done);
     drop(attached);
+    // A client then finds no vrouterd, not a socket nobody serves; the
+    // next start would replace it as stale anyway.
+    if let Err(e) = std::fs::remove_file(&cfg.api.socket) {
+        warn!(socket = %cfg.api.socket.display(), "API socket not removed: {e}");
+    }
     info!("all XDP programs detached; vrouterd stopped");
     Ok(())
 }
