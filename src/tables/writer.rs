@@ -1257,8 +1257,9 @@ impl TablesWriter {
         let (gained, lost) = (ecmp(Some(r.target)), ecmp(old.map(|o| o.target)));
         let vrf = Arc::make_mut(w.vrfs.get_mut(r.vrf as usize).expect("checked above"));
         // From the trie, as a delete's cover is (`del_route_in`): the list
-        // probed a hash for every shorter length it holds. The insert above
-        // changed neither: both look only at shorter prefixes.
+        // probed a hash for every shorter length it holds. The list took
+        // the prefix above and the trie takes it below: neither changes
+        // what they say of the shorter prefixes, the only ones asked.
         let was = names.then(|| {
             let len = r.prefix.len();
             let covering =
