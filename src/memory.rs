@@ -149,15 +149,16 @@ pub(crate) struct ZeroedSlice<T: Zeroable> {
 }
 
 impl<T: Zeroable> ZeroedSlice<T> {
-    /// Maps `len` zeroed values. Panics, like an allocation, if the memory
-    /// cannot be had.
-    pub(crate) fn new(len: usize) -> Self {
+    /// Maps `len` zeroed values, or says why the memory cannot be had: for
+    /// a table sized by configuration, whose owner tells the operator.
+    pub(crate) fn try_new(len: usize) -> io::Result<Self> {
         assert!(std::mem::align_of::<T>() <= 4096, "pages align to 4 KiB");
-        let bytes = len.checked_mul(std::mem::size_of::<T>()).expect("table size fits the address space").max(1);
+        let too_big = || io::Error::new(io::ErrorKind::OutOfMemory, format!("{len} values: past the address space"));
+        let bytes = len.checked_mul(std::mem::size_of::<T>()).ok_or_else(too_big)?.max(1);
         // Not populated: the advice must come before the first touch.
-        let map = Mapping::anonymous(bytes, false, "mapping a table").unwrap_or_else(|e| panic!("{e}"));
+        let map = Mapping::anonymous(bytes, false, "mapping a table")?;
         map.advise_huge_pages();
-        ZeroedSlice { map, len, _values: PhantomData }
+        Ok(ZeroedSlice { map, len, _values: PhantomData })
     }
 }
 
@@ -183,7 +184,7 @@ mod tests {
     #[test]
     fn slices_are_zeroed_and_usable_at_every_size() {
         for n in [0, 1, 1000, (HUGE_PAGE / 8) * 3 + 5] {
-            let s = ZeroedSlice::<Cell>::new(n);
+            let s = ZeroedSlice::<Cell>::try_new(n).unwrap();
             assert_eq!(s.len(), n);
             assert!(s.iter().all(|c| c.0.load(Relaxed) == 0));
             if let Some(last) = s.last() {

@@ -60,6 +60,27 @@ fn a_bad_configuration_is_refused_with_file_and_line() {
     assert!(err.contains(&format!("dataplane.cores: core {missing} is not one vrouterd may run on here")), "{err}");
 }
 
+/// A flow table the machine (here, the process's address-space limit)
+/// cannot hold is refused at start with what to lower, before the API
+/// socket is bound: no panic, nothing left behind.
+#[test]
+fn a_flow_table_the_process_cannot_hold_is_refused_at_start() {
+    let dir = Scratch::dir("big-flows");
+    let cfg = dir.join("vrouterd.toml");
+    std::fs::write(&cfg, "[node]\nfabric = \"eth0\"\nunderlay = \"10.0.0.1\"\n[dataplane]\ncores = [0]\n[api]\nsocket = \"api.sock\"\n[metrics]\nlisten = \"\"\n[flows]\ncapacity = 16777216\n").unwrap();
+    // 3 GB of address space: the 6 GiB the flow table maps cannot fit.
+    let script = format!("ulimit -v 3000000 && exec {VROUTERD} --config {}", cfg.display());
+    let out = Command::new("sh").args(["-c", &script]).env("RUST_BACKTRACE", "0").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("flows.capacity = 16777216: the flow table cannot be had") && err.contains("lower it"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!dir.join("api.sock").exists(), "refused before the API socket was bound");
+}
+
 fn tables() -> String {
     r#"
 [[vrf]]

@@ -248,7 +248,13 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         cores: cfg.dataplane.cores.clone(),
     };
     let board = StatsBoard::new(workers, limits.vifs, limits.vrfs);
-    let flows = Arc::new(crate::flow::FlowTable::new(cfg.flows.to_config(), limits.vifs, limits.vrfs));
+    // The largest table, sized by the configuration alone: a capacity the
+    // machine cannot hold is the operator's to lower, told before anything
+    // is touched.
+    let flows = crate::flow::FlowTable::try_new(cfg.flows.to_config(), limits.vifs, limits.vrfs).map_err(|e| {
+        fail(format!("flows.capacity = {}: the flow table cannot be had: {e}; lower it", cfg.flows.capacity))
+    })?;
+    let flows = Arc::new(flows);
     info!(pairs = cfg.flows.capacity, mib = flows.memory_bytes() >> 20, "flow table allocated");
     // Workers and the API read flow times from one origin.
     let epoch = Instant::now();

@@ -769,8 +769,15 @@ fn decode_nat(addrs: u64, ports: u32, which: u32) -> Nat {
 impl FlowTable {
     /// An empty table for `cfg.capacity` pairs, counting limits over `vifs`
     /// vifs and `vrfs` VRFs.
-    /// Timeouts past `MAX_TIMEOUT_MS` are cut to it.
+    /// Timeouts past `MAX_TIMEOUT_MS` are cut to it. Panics, like an
+    /// allocation, if the memory cannot be had (`try_new` says why).
     pub fn new(cfg: FlowConfig, vifs: usize, vrfs: usize) -> FlowTable {
+        Self::try_new(cfg, vifs, vrfs).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `new`, or why the memory for its slots cannot be had (the kernel
+    /// refused the mapping: too little memory, or the process's limit).
+    pub fn try_new(cfg: FlowConfig, vifs: usize, vrfs: usize) -> std::io::Result<FlowTable> {
         let n = Self::slots_for(cfg.capacity);
         let cut = |ms: u64| ms.min(MAX_TIMEOUT_MS);
         let cfg = FlowConfig {
@@ -780,9 +787,9 @@ impl FlowTable {
             half_open_ms: cut(cfg.half_open_ms),
             ..cfg
         };
-        FlowTable {
-            slots: ZeroedSlice::new(n),
-            tags: ZeroedSlice::new(n / BUCKET),
+        Ok(FlowTable {
+            slots: ZeroedSlice::try_new(n)?,
+            tags: ZeroedSlice::try_new(n / BUCKET)?,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             pairs: AtomicU32::new(0),
             per_vif: (0..vifs).map(|_| AtomicU32::new(0)).collect(),
@@ -793,7 +800,7 @@ impl FlowTable {
             redecided: AtomicU64::new(0),
             fragments: FragmentTable::new(cfg.fragments),
             cfg,
-        }
+        })
     }
 
     /// The configuration.
