@@ -764,8 +764,14 @@ fn main() -> ExitCode {
                     r.unload.as_secs_f64(), r.routes as f64 / r.unload.as_secs_f64().max(1e-9)
                 );
             } else {
+                let with = match (labels, policy_networks) {
+                    (false, false) => "",
+                    (true, false) => ", a label each",
+                    (false, true) => ", under policies naming networks",
+                    (true, true) => ", a label each, under policies naming networks",
+                };
                 outln!(
-                    "{vrfs} VRF(s) x ({routes} IPv4 + {routes6} IPv6 + {hosts6} IPv6 /128) routes: tables hold {:.1} MiB ({:.1} MiB resident growth), loaded in {:.3} s ({:.2} M routes/s)",
+                    "{vrfs} VRF(s) x ({routes} IPv4 + {routes6} IPv6 + {hosts6} IPv6 /128) routes{with}: tables hold {:.1} MiB ({:.1} MiB resident growth), loaded in {:.3} s ({:.2} M routes/s)",
                     r.table_bytes as f64 / 1048576.0,
                     r.rss_bytes as f64 / 1048576.0,
                     r.load.as_secs_f64(),
