@@ -81,6 +81,22 @@ fn a_flow_table_the_process_cannot_hold_is_refused_at_start() {
     assert!(!dir.join("api.sock").exists(), "refused before the API socket was bound");
 }
 
+/// A start that fails after the API socket was bound (here, the metrics
+/// port is taken) leaves no socket behind for vrctl to meet.
+#[test]
+fn a_start_that_fails_after_binding_leaves_no_api_socket() {
+    let dir = Scratch::dir("metrics-taken");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let cfg = dir.join("vrouterd.toml");
+    std::fs::write(&cfg, format!("[node]\nfabric = \"eth0\"\nunderlay = \"10.0.0.1\"\n[dataplane]\ncores = [0]\n[api]\nsocket = \"api.sock\"\n[metrics]\nlisten = \"{addr}\"\n[flows]\ncapacity = 1024\n")).unwrap();
+    let out = Command::new(VROUTERD).arg("--config").arg(&cfg).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("metrics.listen {addr}")), "{err}");
+    assert!(!dir.join("api.sock").exists(), "the API socket it bound was removed");
+}
+
 fn tables() -> String {
     r#"
 [[vrf]]

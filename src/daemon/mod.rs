@@ -176,6 +176,20 @@ fn core_list(cores: &[usize]) -> String {
     }
 }
 
+/// The API socket's file, bound by this vrouterd: removed when `run`
+/// returns, whichever way (a clean stop, or a start that failed after
+/// binding it), so that a client finds no vrouterd rather than a socket
+/// nobody serves. The next start would replace it as stale anyway.
+struct SocketFile(std::path::PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.0) {
+            warn!(socket = %self.0.display(), "API socket not removed: {e}");
+        }
+    }
+}
+
 /// A port's XDP side; dropping it detaches the program.
 type Attached = (Attachment, XskMap);
 
@@ -270,6 +284,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     // The API socket and the metrics port first: if another vrouterd holds
     // them, stop before touching any interface.
     let listener = crate::api::server::bind(&cfg.api.socket, cfg.api.group.as_deref()).map_err(fail)?;
+    let _socket_file = SocketFile(cfg.api.socket.clone());
     let metrics = if cfg.metrics.listen.is_empty() {
         None
     } else {
@@ -497,11 +512,6 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     }
     drop(done);
     drop(attached);
-    // A client then finds no vrouterd, not a socket nobody serves; the
-    // next start would replace it as stale anyway.
-    if let Err(e) = std::fs::remove_file(&cfg.api.socket) {
-        warn!(socket = %cfg.api.socket.display(), "API socket not removed: {e}");
-    }
     info!("all XDP programs detached; vrouterd stopped");
     Ok(())
 }
