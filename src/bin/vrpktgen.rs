@@ -119,11 +119,11 @@ enum Command {
         /// 256 IPv6 service addresses, /128s to an ECMP composite), or all.
         #[arg(long, default_value = "all")]
         case: String,
-        /// Packets to process per case.
-        #[arg(long, default_value_t = 10_000_000)]
+        /// Packets to process per case (whole batches: rounded up).
+        #[arg(long, default_value_t = 10_000_000, value_parser = at_least_one::<u64>)]
         packets: u64,
         /// Frames per batch.
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=4096))]
         batch: usize,
         /// IPv4 prefixes in the VRF.
         #[arg(long, default_value_t = 1_000_000)]
@@ -132,7 +132,7 @@ enum Command {
         #[arg(long, default_value_t = 100_000)]
         routes6: usize,
         /// Distinct flows.
-        #[arg(long, default_value_t = 10_000)]
+        #[arg(long, default_value_t = 10_000, value_parser = at_least_one::<usize>)]
         flows: usize,
         /// Inner frame length in bytes.
         #[arg(long, default_value_t = 64)]
@@ -215,7 +215,7 @@ enum Command {
         #[arg(long, default_value_t = 1_000_000)]
         routes: u32,
         /// Routes per batch.
-        #[arg(long, default_value_t = 10_000)]
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         batch: u32,
         /// The VRF to load into (it must exist on a running vrouterd).
         #[arg(long, default_value_t = 1)]
@@ -250,7 +250,7 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         hosts6: usize,
         /// Routes per batch.
-        #[arg(long, default_value_t = 10_000)]
+        #[arg(long, default_value_t = 10_000, value_parser = at_least_one::<usize>)]
         batch: usize,
         /// Reader threads looking routes up, as workers would, while the
         /// routes load.
@@ -270,6 +270,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// A count of at least one, for a flag where none would measure nothing
+/// (it was taken as one, unsaid).
+fn at_least_one<T>(s: &str) -> Result<T, String>
+where
+    T: std::str::FromStr + From<u8> + PartialOrd,
+    T::Err: std::fmt::Display,
+{
+    let v: T = s.parse().map_err(|e: T::Err| e.to_string())?;
+    if v < T::from(1) {
+        return Err("must be at least 1".into());
+    }
+    Ok(v)
 }
 
 /// `vrpktgen pipeline --flow-setup`: per case, flows set up per second
@@ -687,7 +701,7 @@ fn main() -> ExitCode {
         }
         Command::RouteLoad { socket, routes, batch, vrf, nh, base, keep, json } => {
             use vrouter::pktgen::routeload;
-            let p = routeload::LoadParams { routes, batch: batch.clamp(1, 100_000), vrf, nh, base, keep };
+            let p = routeload::LoadParams { routes, batch, vrf, nh, base, keep };
             let (sock, local) = match socket {
                 Some(s) => (s, false),
                 None => match routeload::local_server(vrf) {
