@@ -34,7 +34,7 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let Ok(level) = cli.log_level.parse::<tracing::Level>() else {
-        eprintln!("vrouter-agent: unknown log level {:?}", cli.log_level);
+        eprintln!("vrouter-agent: unknown log level {:?}; use error, warn, info, debug or trace", cli.log_level);
         return ExitCode::from(2);
     };
     tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).with_ansi(false).init();
