@@ -30,6 +30,7 @@ fn counts_out_of_range_are_refused_with_what_is_wanted() {
         (&["pipeline", "--batch", "0"], "0 is not in 1..=4096"),
         (&["pipeline", "--batch", "5000"], "5000 is not in 1..=4096"),
         (&["tables", "--batch", "0"], "'--batch <BATCH>': must be at least 1"),
+        (&["tables", "--vrfs", "0"], "'--vrfs <VRFS>': must be at least 1"),
         (&["route-load", "--batch", "200000"], "200000 is not in 1..=100000"),
         (&["pipeline", "--threads", "0"], "--threads must be 1..=64"),
         (&["pipeline", "--frame-len", "41"], "--frame-len must be 42..=1500"),

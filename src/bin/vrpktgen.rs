@@ -237,7 +237,7 @@ enum Command {
     /// Measure table memory (resident set growth) and route load rate.
     Tables {
         /// Number of VRFs.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = at_least_one::<usize>)]
         vrfs: usize,
         /// IPv4 routes per VRF.
         #[arg(long, default_value_t = 1_000_000)]
@@ -272,8 +272,8 @@ enum Command {
     },
 }
 
-/// A count of at least one, for a flag where none would measure nothing
-/// (it was taken as one, unsaid).
+/// A count of at least one, for a flag where none would measure nothing:
+/// refused with what is wanted, not taken as one unsaid.
 fn at_least_one<T>(s: &str) -> Result<T, String>
 where
     T: std::str::FromStr + From<u8> + PartialOrd,
