@@ -97,6 +97,62 @@ fn a_start_that_fails_after_binding_leaves_no_api_socket() {
     assert!(!dir.join("api.sock").exists(), "the API socket it bound was removed");
 }
 
+/// Kills and reaps a vrouterd the test started, however the test ends.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One request to the metrics port, answered within `patience`: the
+/// response's status line.
+fn scrape(addr: std::net::SocketAddr, patience: Duration) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(patience))?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    Ok(text.lines().next().unwrap_or("").to_string())
+}
+
+/// Connections to the metrics port that send nothing hold only
+/// themselves: a scrape is answered while they wait out their two seconds
+/// (one thread for all once held a scrape behind each of them in turn),
+/// and past the few answered at once, one more is told 503 at once.
+#[test]
+fn silent_connections_to_the_metrics_port_hold_no_scrape() {
+    let dir = Scratch::dir("metrics-silent");
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = free.local_addr().unwrap();
+    drop(free);
+    let cfg = dir.join("vrouterd.toml");
+    std::fs::write(&cfg, format!("[node]\nfabric = \"eth0\"\nunderlay = \"10.0.0.1\"\n[dataplane]\ncores = [0]\n[api]\nsocket = \"api.sock\"\n[metrics]\nlisten = \"{addr}\"\n[flows]\ncapacity = 1024\n")).unwrap();
+    let child = Command::new(VROUTERD).arg("--config").arg(&cfg).stderr(Stdio::null()).spawn().unwrap();
+    let _daemon = Daemon(child);
+    let up = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        scrape(addr, Duration::from_secs(5)).is_ok_and(|l| l.contains("200"))
+    });
+    assert!(up, "vrouterd answered on {addr}");
+    let silent: Vec<_> = (0..6).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+    // Under the two seconds the first silent one may hold a thread.
+    let status = scrape(addr, Duration::from_millis(1500)).expect("answered while six connections sat silent");
+    assert!(status.contains("200 OK"), "{status}");
+    let more: Vec<_> = (0..2).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+    // Told 503 and closed at once; closed before the request was read, the
+    // connection may be reset before the client reads the answer. Either
+    // way, not left waiting.
+    match scrape(addr, Duration::from_millis(1500)) {
+        Ok(status) => assert!(status.contains("503"), "past eight at once: {status}"),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "past eight at once: {e}"),
+    }
+    drop((silent, more));
+}
+
 fn tables() -> String {
     r#"
 [[vrf]]

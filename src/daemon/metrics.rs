@@ -1,11 +1,13 @@
 //! Prometheus metrics in the text exposition format, over a minimal HTTP
-//! server: one thread, one request per connection, `GET /metrics`.
+//! server: a thread a connection (a few at most), one request per
+//! connection, `GET /metrics`.
 //! Everything comes from the same sources as the API's `stats` and `info`.
 
 use crate::api::server::Control;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,44 +31,72 @@ impl<R: Read> Read for Deadline<R> {
     }
 }
 
-/// Serves `/metrics` on `listener` from its own thread.
+/// The most connections answered at once; one more is told 503 and
+/// closed. Prometheus keeps one scrape a target in flight.
+const MAX_CONNECTIONS: usize = 8;
+
+/// Serves `/metrics` on `listener`: each connection on a thread of its
+/// own, at most `MAX_CONNECTIONS` at a time. One thread for all let each
+/// connection that sent nothing hold every scrape behind it for its two
+/// seconds: six silent connections held a scrape 11.5 s, past
+/// Prometheus's 10 s scrape timeout.
 pub fn spawn(control: Arc<Control>, listener: TcpListener) -> std::io::Result<()> {
     std::thread::Builder::new().name("vrouter-metrics".into()).spawn(move || {
+        let open = Arc::new(AtomicUsize::new(0));
         for stream in listener.incoming() {
             let Ok(stream) = stream else { continue };
-            // A scraper that stalls gets two seconds, then the next one is served.
             let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
             let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
-            // A request is a line and a few headers: reading stops at
-            // MAX_REQUEST bytes or after REQUEST_TIME, so that a client
-            // sending without end neither fills memory nor holds the thread
-            // (a timeout per read alone lets a byte a second go on forever).
-            let until = Instant::now() + REQUEST_TIME;
-            let mut reader = BufReader::new(Deadline { inner: Read::take(&stream, MAX_REQUEST), until });
-            let mut request = String::new();
-            if reader.read_line(&mut request).is_err() {
+            if open.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+                open.fetch_sub(1, Ordering::AcqRel);
+                respond(&stream, "503 Service Unavailable", "too many connections to the metrics port\n");
                 continue;
             }
-            // Skip the headers.
-            let mut line = String::new();
-            while reader.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
-                line.clear();
+            let (control, done) = (Arc::clone(&control), Arc::clone(&open));
+            let answered = std::thread::Builder::new().name("vrouter-metrics-client".into()).spawn(move || {
+                answer(&control, &stream);
+                done.fetch_sub(1, Ordering::AcqRel);
+            });
+            if answered.is_err() {
+                open.fetch_sub(1, Ordering::AcqRel);
             }
-            let path = request.split_whitespace().nth(1).unwrap_or("");
-            let (status, body) = if request.starts_with("GET ") && (path == "/metrics" || path == "/") {
-                ("200 OK", render(&control))
-            } else {
-                ("404 Not Found", "GET /metrics\n".to_string())
-            };
-            let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let mut out = &stream;
-            let _ = out.write_all(head.as_bytes()).and_then(|_| out.write_all(body.as_bytes()));
         }
     })?;
     Ok(())
+}
+
+/// Reads one request from `stream` and answers it.
+fn answer(control: &Control, stream: &TcpStream) {
+    // A request is a line and a few headers: reading stops at MAX_REQUEST
+    // bytes or after REQUEST_TIME, so that a client sending without end
+    // neither fills memory nor holds its thread (a timeout per read alone
+    // lets a byte a second go on forever).
+    let until = Instant::now() + REQUEST_TIME;
+    let mut reader = BufReader::new(Deadline { inner: Read::take(stream, MAX_REQUEST), until });
+    let mut request = String::new();
+    if reader.read_line(&mut request).is_err() {
+        return;
+    }
+    // Skip the headers.
+    let mut line = String::new();
+    while reader.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
+        line.clear();
+    }
+    let path = request.split_whitespace().nth(1).unwrap_or("");
+    if request.starts_with("GET ") && (path == "/metrics" || path == "/") {
+        respond(stream, "200 OK", &render(control));
+    } else {
+        respond(stream, "404 Not Found", "GET /metrics\n");
+    }
+}
+
+fn respond(stream: &TcpStream, status: &str, body: &str) {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let mut out = stream;
+    let _ = out.write_all(head.as_bytes()).and_then(|_| out.write_all(body.as_bytes()));
 }
 
 /// Label values escaped as the format asks.
