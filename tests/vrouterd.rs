@@ -58,6 +58,21 @@ fn a_bad_configuration_is_refused_with_file_and_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains(&format!("dataplane.cores: core {missing} is not one vrouterd may run on here")), "{err}");
+    // An API socket group that does not exist: --check says so (it passed
+    // once, and the start failed with the socket made and left behind).
+    std::fs::write(&cfg, "[node]\nfabric = \"eth0\"\nunderlay = \"10.0.0.1\"\n[dataplane]\ncores = [0]\n[api]\nsocket = \"api.sock\"\ngroup = \"no-such-group-here\"\n[metrics]\nlisten = \"\"\n[flows]\ncapacity = 1024\n").unwrap();
+    for check in [true, false] {
+        let mut cmd = Command::new(VROUTERD);
+        cmd.arg("--config").arg(&cfg);
+        if check {
+            cmd.arg("--check");
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "check {check}: {err}");
+        assert!(err.contains("api.group: no group named \"no-such-group-here\""), "check {check}: {err}");
+        assert!(!dir.join("api.sock").exists(), "check {check}: no socket left behind");
+    }
 }
 
 /// A flow table the machine (here, the process's address-space limit)

@@ -1505,9 +1505,13 @@ fn serve_lines(control: &Control, session: &mut Session, stream: UnixStream) {
 
 /// Binds the API socket: mode 0660, group `group` when given. A stale
 /// socket file is replaced; a live one (another vrouterd) is an error.
+/// On an error nothing is left behind: the group is found before the
+/// socket is made, and a socket whose mode or group could not be set is
+/// removed again.
 pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, String> {
     use std::os::unix::fs::PermissionsExt;
     let shown = path.display();
+    let gid = group.map(group_of).transpose()?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
@@ -1518,12 +1522,18 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, String> {
         std::fs::remove_file(path).map_err(|e| format!("{shown}: {e}"))?;
     }
     let listener = UnixListener::bind(path).map_err(|e| format!("{shown}: {e}"))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(|e| format!("{shown}: {e}"))?;
-    if let Some(g) = group {
-        let gid = group_id(g).ok_or_else(|| format!("api.group: no group named {g:?}"))?;
-        std::os::unix::fs::chown(path, None, Some(gid)).map_err(|e| format!("{shown}: {e}"))?;
+    let owned = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .and_then(|_| gid.map_or(Ok(()), |gid| std::os::unix::fs::chown(path, None, Some(gid))));
+    if let Err(e) = owned {
+        let _ = std::fs::remove_file(path);
+        return Err(format!("{shown}: {e}"));
     }
     Ok(listener)
+}
+
+/// The id of group `name` (`api.group`), or why there is none.
+pub fn group_of(name: &str) -> Result<u32, String> {
+    group_id(name).ok_or_else(|| format!("api.group: no group named {name:?}"))
 }
 
 fn group_id(name: &str) -> Option<u32> {

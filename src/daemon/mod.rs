@@ -121,6 +121,9 @@ pub fn check(cfg: &Config) -> Result<TablesWriter, DaemonError> {
 /// The checked tables, and the tunnels whose MAC is to be resolved.
 fn prepare(cfg: &Config) -> Result<(TablesWriter, Resolved), DaemonError> {
     check_cores(&cfg.dataplane.cores, crate::io::allowed_cores())?;
+    if let Some(g) = &cfg.api.group {
+        crate::api::server::group_of(g).map_err(fail)?;
+    }
     let (ops, resolved) = load_tables(cfg)?;
     let (mut writer, _) = TablesWriter::new(cfg.limits.to_limits());
     writer.apply(&ops).map_err(|e| {
