@@ -112,6 +112,51 @@ fn a_start_that_fails_after_binding_leaves_no_api_socket() {
     assert!(!dir.join("api.sock").exists(), "the API socket it bound was removed");
 }
 
+/// vrouterd without the privilege its ports need (run as nobody) stops
+/// at its first port saying what it needs, not only "Operation not
+/// permitted", and leaves no API socket behind.
+#[test]
+fn a_vrouterd_without_privilege_says_what_its_ports_need() {
+    if !common::root_or_skip("vrouterd tests") {
+        return;
+    }
+    let ns = format!("vrt-np-{}", std::process::id() % 100_000);
+    let _guard = Namespaces(vec![ns.clone()], None);
+    let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+    run(&["ip", "netns", "add", &ns]);
+    in_ns(&ns, &["ip", "link", "add", "fab", "type", "veth", "peer", "name", "fab-peer"]);
+    in_ns(&ns, &["ip", "link", "set", "fab", "up"]);
+    in_ns(&ns, &["ip", "link", "set", "fab-peer", "up"]);
+    let dir = Scratch::dir("no-privilege");
+    // Nobody's to write in (the socket), and its own copy of vrouterd:
+    // the build directory may be closed to other users.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&*dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let bin = dir.join("vrouterd");
+    std::fs::copy(VROUTERD, &bin).unwrap();
+    std::fs::write(
+        dir.join("tables.toml"),
+        "[[vrf]]\nid = 0\nname = \"fabric\"\n[[vif]]\nindex = 0\nname = \"fab\"\nkind = \"fabric\"\nvrf = 0\nmac = \"02:fa:00:00:00:01\"\nipv4 = \"192.168.77.1\"\n",
+    )
+    .unwrap();
+    let cfg = dir.join("vrouterd.toml");
+    std::fs::write(&cfg, "[node]\nfabric = \"fab\"\nunderlay = \"192.168.77.1\"\n[dataplane]\ncores = [0]\nxdp_mode = \"generic\"\n[api]\nsocket = \"api.sock\"\n[metrics]\nlisten = \"\"\n[flows]\ncapacity = 1024\n[tables]\nfile = \"tables.toml\"\n").unwrap();
+    let nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns])
+        .args(nobody)
+        .arg(&bin)
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("vif 0 (fab): ") && err.contains("Operation not permitted"), "{err}");
+    assert!(err.contains("vrouterd needs root, or the capabilities its systemd unit gives it"), "{err}");
+    assert!(!dir.join("api.sock").exists(), "no API socket left behind");
+}
+
 /// Kills and reaps a vrouterd the test started, however the test ends.
 struct Daemon(std::process::Child);
 

@@ -193,6 +193,10 @@ impl Drop for SocketFile {
     }
 }
 
+/// Said after a port's "Operation not permitted".
+const PRIVILEGE_HINT: &str = " (vrouterd needs root, or the capabilities its systemd unit gives it: \
+CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW, CAP_PERFMON, CAP_IPC_LOCK, CAP_SYS_ADMIN)";
+
 /// A port's XDP side; dropping it detaches the program.
 type Attached = (Attachment, XskMap);
 
@@ -212,10 +216,15 @@ fn open_port(
     shares: &mut [Option<crate::io::xsk::UmemShare>],
 ) -> Result<(Vec<(usize, Port)>, Attached), DaemonError> {
     let what = |e: &dyn std::fmt::Display| fail(format!("vif {} ({}): {e}", vif.index, vif.name));
+    // Refused for want of privilege: say what it takes, not only the errno.
+    let denied = |e: &std::io::Error| {
+        let hint = if e.kind() == std::io::ErrorKind::PermissionDenied { PRIVILEGE_HINT } else { "" };
+        what(&format!("{e}{hint}"))
+    };
     let idx = crate::io::ifindex(&vif.name).map_err(|e| what(&e))?;
     let queues = crate::io::rx_queues(&vif.name);
     let xcfg = XskConfig { frames: cfg.dataplane.frames, mode: cfg.dataplane.bind_mode(), ..XskConfig::default() };
-    let map = XskMap::new(queues).map_err(|e| what(&e))?;
+    let map = XskMap::new(queues).map_err(|e| denied(&e))?;
     let mut ports = Vec::new();
     for q in 0..queues {
         let w = q as usize % shares.len().max(1);
@@ -223,7 +232,7 @@ fn open_port(
             Some(s) => XskSocket::open_shared(idx, q, xcfg, s),
             None => XskSocket::open(idx, q, xcfg),
         }
-        .map_err(|e| what(&format!("queue {q}: {e}")))?;
+        .map_err(|e| denied(&std::io::Error::new(e.kind(), format!("queue {q}: {e}"))))?;
         if shares[w].is_none() {
             shares[w] = Some(sock.share().map_err(|e| what(&e))?);
         }
@@ -243,8 +252,8 @@ fn open_port(
     } else {
         Program::redirect_all(&map)
     }
-    .map_err(|e| what(&e))?;
-    let link = Attachment::new(&prog, idx, cfg.dataplane.xdp_mode()).map_err(|e| what(&e))?;
+    .map_err(|e| denied(&e))?;
+    let link = Attachment::new(&prog, idx, cfg.dataplane.xdp_mode()).map_err(|e| denied(&e))?;
     let got = crate::io::neigh::xdp_attached(idx).ok().flatten().unwrap_or("unknown");
     info!(vif = vif.index, interface = %vif.name, queues, asked = ?cfg.dataplane.xdp_mode(), xdp = got, "port up");
     Ok((ports, (link, map)))
