@@ -285,6 +285,14 @@ impl Config {
         if !matches!(cfg.dataplane.bind.as_str(), "auto" | "copy" | "zero-copy") {
             return Err(bad("dataplane.bind", &cfg.dataplane.bind, "auto, copy or zero-copy"));
         }
+        if let Some(why) = crate::io::interface_name_problem(&cfg.node.fabric) {
+            return Err(format!("{}: node.fabric = {:?}: {why}", path.display(), cfg.node.fabric));
+        }
+        // The source of every tunnel and what peers address theirs to.
+        let u = cfg.node.underlay;
+        if u.is_unspecified() || u.is_multicast() || u.is_broadcast() {
+            return Err(format!("{}: node.underlay = {u}: expected a unicast address of this node", path.display()));
+        }
         if cfg.dataplane.cores.is_empty() {
             return Err(format!("{}: dataplane.cores: at least one core", path.display()));
         }
@@ -455,6 +463,25 @@ mod tests {
             let e = Config::load(&p).unwrap_err();
             assert!(e.contains(says), "{text}: {e}");
         }
+        // The node: a fabric Linux could not name, an underlay no tunnel
+        // could come from (each passed once, and failed only at its port
+        // or on the wire).
+        for (fabric, underlay, says) in [
+            ("", "10.0.0.1", "node.fabric = \"\": empty"),
+            ("a-name-of-16-byt", "10.0.0.1", "longer than the 15 bytes"),
+            ("eth0:1", "10.0.0.1", "no '/', ':' or white space"),
+            ("eth 0", "10.0.0.1", "no '/', ':' or white space"),
+            ("..", "10.0.0.1", "not an interface name"),
+            ("eth0", "0.0.0.0", "node.underlay = 0.0.0.0: expected a unicast address"),
+            ("eth0", "224.0.0.5", "node.underlay = 224.0.0.5"),
+            ("eth0", "255.255.255.255", "node.underlay = 255.255.255.255"),
+        ] {
+            let p = write("node.toml", &format!("[node]\nfabric = {fabric:?}\nunderlay = \"{underlay}\"\n"));
+            let e = Config::load(&p).unwrap_err();
+            assert!(e.contains(says), "{fabric:?} {underlay}: {e}");
+        }
+        let p = write("node.toml", "[node]\nfabric = \"a-name-of-15-by\"\nunderlay = \"10.0.0.1\"\n");
+        assert!(Config::load(&p).is_ok(), "15 bytes is a name");
         assert!(Config::load(Path::new("/nonexistent/vrouterd.toml"))
             .unwrap_err()
             .contains("/nonexistent/vrouterd.toml"));
