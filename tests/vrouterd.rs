@@ -24,6 +24,15 @@ fn in_ns(ns: &str, args: &[&str]) -> String {
     run(&full)
 }
 
+/// A vrouterd configuration for a scratch directory: fabric eth0, one
+/// worker on core 0, the API socket `api.sock` beside it with `api_extra`
+/// lines, metrics on `metrics` ("" for none), `capacity` flow pairs.
+fn scratch_config(api_extra: &str, metrics: &str, capacity: u32) -> String {
+    format!(
+        "[node]\nfabric = \"eth0\"\nunderlay = \"10.0.0.1\"\n[dataplane]\ncores = [0]\n[api]\nsocket = \"api.sock\"\n{api_extra}[metrics]\nlisten = \"{metrics}\"\n[flows]\ncapacity = {capacity}\n"
+    )
+}
+
 #[test]
 fn a_bad_configuration_is_refused_with_file_and_line() {
     let dir = Scratch::dir("bad");
@@ -60,7 +69,7 @@ fn a_bad_configuration_is_refused_with_file_and_line() {
     assert!(err.contains(&format!("dataplane.cores: core {missing} is not one vrouterd may run on here")), "{err}");
     // An API socket group that does not exist: --check says so (it passed
     // once, and the start failed with the socket made and left behind).
-    std::fs::write(&cfg, "[node]\nfabric = \"eth0\"\nunderlay = \"10.0.0.1\"\n[dataplane]\ncores = [0]\n[api]\nsocket = \"api.sock\"\ngroup = \"no-such-group-here\"\n[metrics]\nlisten = \"\"\n[flows]\ncapacity = 1024\n").unwrap();
+    std::fs::write(&cfg, scratch_config("group = \"no-such-group-here\"\n", "", 1024)).unwrap();
     for check in [true, false] {
         let mut cmd = Command::new(VROUTERD);
         cmd.arg("--config").arg(&cfg);
@@ -82,7 +91,7 @@ fn a_bad_configuration_is_refused_with_file_and_line() {
 fn a_flow_table_the_process_cannot_hold_is_refused_at_start() {
     let dir = Scratch::dir("big-flows");
     let cfg = dir.join("vrouterd.toml");
-    std::fs::write(&cfg, "[node]\nfabric = \"eth0\"\nunderlay = \"10.0.0.1\"\n[dataplane]\ncores = [0]\n[api]\nsocket = \"api.sock\"\n[metrics]\nlisten = \"\"\n[flows]\ncapacity = 16777216\n").unwrap();
+    std::fs::write(&cfg, scratch_config("", "", 16777216)).unwrap();
     // 3 GB of address space: the 6 GiB the flow table maps cannot fit.
     let script = format!("ulimit -v 3000000 && exec {VROUTERD} --config {}", cfg.display());
     let out = Command::new("sh").args(["-c", &script]).env("RUST_BACKTRACE", "0").output().unwrap();
@@ -104,7 +113,7 @@ fn a_start_that_fails_after_binding_leaves_no_api_socket() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
     let cfg = dir.join("vrouterd.toml");
-    std::fs::write(&cfg, format!("[node]\nfabric = \"eth0\"\nunderlay = \"10.0.0.1\"\n[dataplane]\ncores = [0]\n[api]\nsocket = \"api.sock\"\n[metrics]\nlisten = \"{addr}\"\n[flows]\ncapacity = 1024\n")).unwrap();
+    std::fs::write(&cfg, scratch_config("", &addr.to_string(), 1024)).unwrap();
     let out = Command::new(VROUTERD).arg("--config").arg(&cfg).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -190,7 +199,7 @@ fn silent_connections_to_the_metrics_port_hold_no_scrape() {
     let addr = free.local_addr().unwrap();
     drop(free);
     let cfg = dir.join("vrouterd.toml");
-    std::fs::write(&cfg, format!("[node]\nfabric = \"eth0\"\nunderlay = \"10.0.0.1\"\n[dataplane]\ncores = [0]\n[api]\nsocket = \"api.sock\"\n[metrics]\nlisten = \"{addr}\"\n[flows]\ncapacity = 1024\n")).unwrap();
+    std::fs::write(&cfg, scratch_config("", &addr.to_string(), 1024)).unwrap();
     let child = Command::new(VROUTERD).arg("--config").arg(&cfg).stderr(Stdio::null()).spawn().unwrap();
     let _daemon = Daemon(child);
     let up = (0..100).any(|_| {

@@ -1547,26 +1547,45 @@ fn group_id(name: &str) -> Option<u32> {
 /// Accepts clients forever, each on its own thread, at most `max_clients`
 /// at a time; one more is told so and closed.
 pub fn serve(control: Arc<Control>, listener: UnixListener, max_clients: usize) {
-    let clients = Arc::new(AtomicUsize::new(0));
-    for stream in listener.incoming() {
-        let Ok(mut stream) = stream else { continue };
-        if clients.load(Ordering::Relaxed) >= max_clients {
-            let msg = answer(
-                None,
-                Err(ApiError::new(code::TOO_MANY_CLIENTS, format!("vrouterd serves {max_clients} clients at a time"))),
-            );
-            let _ = stream.write_all(&msg).and_then(|_| stream.write_all(b"\n"));
+    let refuse = |mut stream: UnixStream| {
+        let msg = answer(
+            None,
+            Err(ApiError::new(code::TOO_MANY_CLIENTS, format!("vrouterd serves {max_clients} clients at a time"))),
+        );
+        let _ = stream.write_all(&msg).and_then(|_| stream.write_all(b"\n"));
+    };
+    accept_bounded(listener.incoming(), max_clients, "vrouter-api", move |s| serve_client(&control, s), refuse);
+}
+
+/// Accepts connections from `incoming` until it ends, each handled by
+/// `handle` on a thread of its own (named `name`), at most `max` at a
+/// time; one more is given to `refuse`, on the accepting thread, and
+/// closed. The API socket's and the metrics port's way: a client that
+/// stalls holds only its own thread.
+pub(crate) fn accept_bounded<S: Send + 'static>(
+    incoming: impl Iterator<Item = std::io::Result<S>>,
+    max: usize,
+    name: &str,
+    handle: impl Fn(S) + Send + Sync + 'static,
+    refuse: impl Fn(S),
+) {
+    let handle = Arc::new(handle);
+    let open = Arc::new(AtomicUsize::new(0));
+    for stream in incoming {
+        let Ok(stream) = stream else { continue };
+        // Only this thread adds, so a load then an add cannot overshoot.
+        if open.load(Ordering::Relaxed) >= max {
+            refuse(stream);
             continue;
         }
-        clients.fetch_add(1, Ordering::Relaxed);
-        let control = Arc::clone(&control);
-        let count = Arc::clone(&clients);
-        let spawned = std::thread::Builder::new().name("vrouter-api".into()).spawn(move || {
-            serve_client(&control, stream);
-            count.fetch_sub(1, Ordering::Relaxed);
+        open.fetch_add(1, Ordering::Relaxed);
+        let (handle, done) = (Arc::clone(&handle), Arc::clone(&open));
+        let spawned = std::thread::Builder::new().name(name.into()).spawn(move || {
+            handle(stream);
+            done.fetch_sub(1, Ordering::Relaxed);
         });
         if spawned.is_err() {
-            clients.fetch_sub(1, Ordering::Relaxed);
+            open.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }

@@ -3,11 +3,10 @@
 //! connection, `GET /metrics`.
 //! Everything comes from the same sources as the API's `stats` and `info`.
 
-use crate::api::server::Control;
+use crate::api::server::{accept_bounded, Control};
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,25 +41,15 @@ const MAX_CONNECTIONS: usize = 8;
 /// Prometheus's 10 s scrape timeout.
 pub fn spawn(control: Arc<Control>, listener: TcpListener) -> std::io::Result<()> {
     std::thread::Builder::new().name("vrouter-metrics".into()).spawn(move || {
-        let open = Arc::new(AtomicUsize::new(0));
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-            let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
-            if open.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
-                open.fetch_sub(1, Ordering::AcqRel);
-                respond(&stream, "503 Service Unavailable", "too many connections to the metrics port\n");
-                continue;
-            }
-            let (control, done) = (Arc::clone(&control), Arc::clone(&open));
-            let answered = std::thread::Builder::new().name("vrouter-metrics-client".into()).spawn(move || {
-                answer(&control, &stream);
-                done.fetch_sub(1, Ordering::AcqRel);
-            });
-            if answered.is_err() {
-                open.fetch_sub(1, Ordering::AcqRel);
-            }
-        }
+        let timed = listener.incoming().map(|s| {
+            s.inspect(|s| {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
+            })
+        });
+        let refuse =
+            |s: TcpStream| respond(&s, "503 Service Unavailable", "too many connections to the metrics port\n");
+        accept_bounded(timed, MAX_CONNECTIONS, "vrouter-metrics-client", move |s| answer(&control, &s), refuse);
     })?;
     Ok(())
 }
