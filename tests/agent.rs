@@ -292,8 +292,22 @@ fn bad_intent_is_refused_with_a_reason() {
                    ports = [{ proto = \"tcp\", port = 80, target = 8080 }]\n",
             "forwarded ports need an IPv4 service address",
         ),
-        (INTENT.replace("fabric = \"fab\"", "fabric = \"\""), "node.fabric: the fabric interface's name is empty"),
-        (INTENT.replace("interface = \"t-a2\"", "interface = \"\""), "pod \"a2\": its interface's name is empty"),
+        (INTENT.replace("fabric = \"fab\"", "fabric = \"\""), "node.fabric = \"\": empty"),
+        (INTENT.replace("interface = \"t-a2\"", "interface = \"\""), "pod \"a2\": interface \"\": empty"),
+        // Names Linux would refuse, which vrouterd refuses too.
+        (
+            INTENT.replace("interface = \"t-a2\"", "interface = \"t-a2-with-a-long-name\""),
+            "pod \"a2\": interface \"t-a2-with-a-long-name\": longer than the 15 bytes",
+        ),
+        (INTENT.replace("fabric = \"fab\"", "fabric = \"eth0:1\""), "node.fabric = \"eth0:1\": an interface name has no"),
+        (
+            INTENT.replace("mac = \"02:00:00:00:00:12\"", "mac = \"ff:ff:ff:ff:ff:ff\""),
+            "pod \"a2\": mac ff:ff:ff:ff:ff:ff: not a unicast address",
+        ),
+        (
+            INTENT.replace("fabric_mac = \"02:fa:00:00:00:01\"", "fabric_mac = \"01:00:5e:00:00:01\""),
+            "node.fabric_mac = 01:00:5e:00:00:01: not a unicast address",
+        ),
         (
             INTENT.to_string()
                 + "\n[[service]]\nname = \"web2\"\nnetwork = \"blue\"\naddress = \"10.96.0.10\"\nendpoints = [\"10.1.0.3\"]\n",

@@ -384,6 +384,8 @@ fn the_lab_end_to_end() {
         eprintln!("SKIPPED: the lab needs root");
         return;
     }
+    // Said at once, not as a capture that came back empty.
+    assert!(common::tshark_available(), "the lab test reads the wire with tshark: run tools/test, which installs it");
     let _guard = LabGuard;
     lab(&["up"], &[]);
     let info = lab(&["info", "--json"], &[]);

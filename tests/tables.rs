@@ -78,6 +78,82 @@ fn references_to_missing_objects_name_the_field() {
 }
 
 #[test]
+fn a_next_hop_takes_only_addresses_it_could_send_to_and_from() {
+    let mut w = base();
+    let fabric = Vif::new(0, "eth0", VifKind::Fabric, 1, MacAddr([2, 0, 0, 0, 0, 1]));
+    let pod = Vif::new(1, "veth1", VifKind::Virtual, 1, MacAddr([2, 0, 0, 0, 0, 2]));
+    w.apply(&[Op::Add(Object::Vif(fabric)), Op::Add(Object::Vif(pod))]).unwrap();
+    let refused = |w: &mut TablesWriter, nh: NextHop| match err(w, &[Op::Add(Object::NextHop(9, nh))]).error {
+        TableError::Invalid { field, reason } => format!("{field}: {reason}"),
+        other => panic!("refused as {other:?}"),
+    };
+    let tunnel = |sip: [u8; 4], dip: [u8; 4]| {
+        NextHop::Tunnel(vrouter::tables::Tunnel::new(
+            0,
+            vrouter::tables::TunnelEncap::MplsOverUdp,
+            sip.into(),
+            dip.into(),
+            MacAddr([2, 0, 0, 0, 0, 9]),
+        ))
+    };
+    let node = [192, 168, 0, 1];
+    for dip in [[0, 0, 0, 0], [127, 0, 0, 1], [224, 0, 0, 5], [255, 255, 255, 255]] {
+        let dip_text = Ipv4Addr::from(dip).to_string();
+        assert_eq!(
+            refused(&mut w, tunnel(node, dip)),
+            format!("dip: {dip_text} is not an address a node's tunnel can use")
+        );
+        assert!(refused(&mut w, tunnel(dip, node)).starts_with("sip: "));
+    }
+    assert_eq!(
+        refused(&mut w, tunnel(node, node)),
+        "dip: 192.168.0.1 is this node's own (sip): a tunnel leads to another node"
+    );
+    w.apply(&[Op::Add(Object::NextHop(2, tunnel(node, [192, 168, 0, 2])))]).unwrap();
+    let encap = |smac, dmac| NextHop::Encap { oif: 1, smac, dmac };
+    let good = MacAddr([2, 0, 0, 0, 0, 3]);
+    assert_eq!(refused(&mut w, encap(MacAddr::BROADCAST, good)), "smac: ff:ff:ff:ff:ff:ff is not a unicast address");
+    assert_eq!(refused(&mut w, encap(good, MacAddr::default())), "dmac: 00:00:00:00:00:00 is not a unicast address");
+    w.apply(&[Op::Add(Object::NextHop(3, encap(good, good)))]).unwrap();
+}
+
+#[test]
+fn a_vif_is_on_an_interface_it_alone_may_have() {
+    let mut w = base();
+    w.set_fabric_interface("eth0");
+    let vif = |index, name: &str, kind| Vif::new(index, name, kind, 1, MacAddr([2, 0, 0, 0, 0, index as u8 + 1]));
+    let refused = |w: &mut TablesWriter, v: Vif| match err(w, &[Op::Add(Object::Vif(v))]).error {
+        TableError::Invalid { field, reason } => format!("{field}: {reason}"),
+        other => panic!("refused as {other:?}"),
+    };
+    // Names Linux could not give an interface.
+    assert_eq!(refused(&mut w, vif(1, "", VifKind::Virtual)), "name: \"\": empty");
+    assert!(refused(&mut w, vif(1, "veth-with-a-long-name", VifKind::Virtual)).contains("longer than the 15 bytes"));
+    assert!(refused(&mut w, vif(1, "a/b", VifKind::Virtual)).contains("no '/', ':' or white space"));
+    // A pod's port takes all of its interface's traffic: not the fabric's.
+    assert_eq!(
+        refused(&mut w, vif(1, "eth0", VifKind::Virtual)),
+        "name: eth0 is this node's fabric interface (node.fabric): only the fabric vif may be on it"
+    );
+    assert!(refused(&mut w, vif(0, "eth1", VifKind::Fabric)).contains("must be on this node's fabric interface, eth0"));
+    w.apply(&[
+        Op::Add(Object::Vif(vif(0, "eth0", VifKind::Fabric))),
+        Op::Add(Object::Vif(vif(1, "veth1", VifKind::Virtual))),
+    ])
+    .unwrap();
+    // One interface, one vif; a vif updated keeps its own.
+    assert_eq!(refused(&mut w, vif(2, "veth1", VifKind::Virtual)), "name: interface veth1 is vif 1's already");
+    w.apply(&[Op::Update(Object::Vif(vif(1, "veth1", VifKind::Virtual)))]).unwrap();
+    // A station's MAC.
+    for mac in [MacAddr::BROADCAST, MacAddr([1, 0, 0x5e, 0, 0, 1]), MacAddr::default()] {
+        let mut v = vif(2, "veth2", VifKind::Virtual);
+        v.mac = mac;
+        assert_eq!(refused(&mut w, v), format!("mac: {mac} is not a unicast address"));
+    }
+    assert_eq!(w.tables().vifs().count(), 2, "nothing refused was kept");
+}
+
+#[test]
 fn objects_in_use_cannot_be_deleted() {
     let mut w = base();
     w.apply(&[route(1, "10.0.0.0/8", 1), Op::Add(Object::Label(16, 1))]).unwrap();

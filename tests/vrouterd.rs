@@ -54,6 +54,18 @@ fn a_bad_configuration_is_refused_with_file_and_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("tables.toml") && err.contains("field `nh`: next hop 9 does not exist"), "{err}");
+    // A pod's vif on the node's fabric interface would take the node off
+    // its network (its port takes all of the interface's traffic).
+    std::fs::write(
+        dir.join("tables.toml"),
+        "[[vrf]]\nid = 1\nname = \"blue\"\n[[vif]]\nindex = 1\nname = \"eth0\"\nkind = \"virtual\"\nvrf = 1\n\
+         mac = \"02:00:00:00:00:02\"\nipv4 = \"10.1.0.2\"\n",
+    )
+    .unwrap();
+    let out = Command::new(VROUTERD).arg("--config").arg(&cfg).arg("--check").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("tables.toml: operation 1: field `name`: eth0 is this node's fabric interface"), "{err}");
     // A worker core the machine lacks (or this process may not run on) is
     // refused before anything starts, with the cores it may use.
     let allowed = vrouter::io::allowed_cores().unwrap();

@@ -262,8 +262,11 @@ impl Intent {
 
     /// Checks what the types alone cannot: references, uniqueness, ranges.
     pub fn validate(&self) -> Result<(), String> {
-        if self.node.fabric.is_empty() {
-            return Err("node.fabric: the fabric interface's name is empty".into());
+        if let Some(why) = crate::tables::interface_name_problem(&self.node.fabric) {
+            return Err(format!("node.fabric = {:?}: {why}", self.node.fabric));
+        }
+        if let Some(mac) = self.node.fabric_mac.filter(|m| !m.is_unicast()) {
+            return Err(format!("node.fabric_mac = {mac}: not a unicast address"));
         }
         let mut names = std::collections::BTreeSet::new();
         // Labels pinned by networks and pods: one owner each.
@@ -312,8 +315,11 @@ impl Intent {
             if !pods.insert(p.name.as_str()) {
                 return Err(format!("{what} is declared twice"));
             }
-            if p.interface.is_empty() {
-                return Err(format!("{what}: its interface's name is empty"));
+            if let Some(why) = crate::tables::interface_name_problem(&p.interface) {
+                return Err(format!("{what}: interface {:?}: {why}", p.interface));
+            }
+            if !p.mac.is_unicast() {
+                return Err(format!("{what}: mac {}: not a unicast address", p.mac));
             }
             if !ifaces.insert(p.interface.as_str()) || p.interface == self.node.fabric {
                 return Err(format!("{what}: interface {:?} is already used", p.interface));

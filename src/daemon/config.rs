@@ -285,12 +285,12 @@ impl Config {
         if !matches!(cfg.dataplane.bind.as_str(), "auto" | "copy" | "zero-copy") {
             return Err(bad("dataplane.bind", &cfg.dataplane.bind, "auto, copy or zero-copy"));
         }
-        if let Some(why) = crate::io::interface_name_problem(&cfg.node.fabric) {
+        if let Some(why) = crate::tables::interface_name_problem(&cfg.node.fabric) {
             return Err(format!("{}: node.fabric = {:?}: {why}", path.display(), cfg.node.fabric));
         }
         // The source of every tunnel and what peers address theirs to.
         let u = cfg.node.underlay;
-        if u.is_unspecified() || u.is_multicast() || u.is_broadcast() {
+        if !crate::tables::is_tunnel_endpoint(u) {
             return Err(format!("{}: node.underlay = {u}: expected a unicast address of this node", path.display()));
         }
         if cfg.dataplane.cores.is_empty() {
@@ -475,6 +475,7 @@ mod tests {
             ("eth0", "0.0.0.0", "node.underlay = 0.0.0.0: expected a unicast address"),
             ("eth0", "224.0.0.5", "node.underlay = 224.0.0.5"),
             ("eth0", "255.255.255.255", "node.underlay = 255.255.255.255"),
+            ("eth0", "127.0.0.1", "node.underlay = 127.0.0.1"),
         ] {
             let p = write("node.toml", &format!("[node]\nfabric = {fabric:?}\nunderlay = \"{underlay}\"\n"));
             let e = Config::load(&p).unwrap_err();

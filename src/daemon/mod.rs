@@ -126,20 +126,11 @@ fn prepare(cfg: &Config) -> Result<(TablesWriter, Resolved), DaemonError> {
     }
     let (ops, resolved) = load_tables(cfg)?;
     let (mut writer, _) = TablesWriter::new(cfg.limits.to_limits());
+    writer.set_fabric_interface(&cfg.node.fabric);
     writer.apply(&ops).map_err(|e| {
         let file = cfg.tables.file.as_ref().map_or("tables".into(), |p| p.display().to_string());
         fail(format!("{file}: {e}"))
     })?;
-    let t = writer.tables();
-    let fabric = t.vifs().find(|v| v.kind == VifKind::Fabric);
-    if let Some(f) = fabric {
-        if f.name != cfg.node.fabric {
-            return Err(fail(format!(
-                "the fabric vif is named {:?} in the tables but the configuration's node.fabric is {:?}",
-                f.name, cfg.node.fabric
-            )));
-        }
-    }
     Ok((writer, resolved))
 }
 

@@ -105,23 +105,6 @@ pub fn pin_to_core(core: usize) -> io::Result<()> {
     Ok(())
 }
 
-/// Whether Linux would take `name` for an interface (the kernel's
-/// `dev_valid_name`): 1 to 15 bytes, not `.` or `..`, and no `/`, `:` or
-/// white space. The reason, if not.
-pub fn interface_name_problem(name: &str) -> Option<&'static str> {
-    if name.is_empty() {
-        Some("empty")
-    } else if name.len() > 15 {
-        Some("longer than the 15 bytes an interface name has")
-    } else if name == "." || name == ".." {
-        Some("not an interface name")
-    } else if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
-        Some("an interface name has no '/', ':' or white space")
-    } else {
-        None
-    }
-}
-
 /// The cores this process may run on (its CPU affinity, which systemd's
 /// `CPUAffinity=` or a container's cpuset narrows), in order.
 pub fn allowed_cores() -> io::Result<Vec<usize>> {

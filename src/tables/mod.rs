@@ -25,8 +25,11 @@ pub use cow::CowVec;
 pub use ecmp::EcmpGroup;
 pub use ecmp_blocks::EcmpBlocks;
 pub use lpm::{Fib, FibKey, Route};
-pub use nexthop::{NextHop, NhId, Tunnel, TunnelEncap};
-pub use vif::{check_port_maps, FloatingIp, PortForward, PortMap, Vif, VifFlags, VifIndex, VifKind, MAX_PORT_MAPS};
+pub use nexthop::{is_tunnel_endpoint, NextHop, NhId, Tunnel, TunnelEncap};
+pub use vif::{
+    check_port_maps, interface_name_problem, FloatingIp, PortForward, PortMap, Vif, VifFlags, VifIndex, VifKind,
+    MAX_PORT_MAPS,
+};
 pub use writer::{
     BatchError, Object, ObjectKey, Op, Prefix, RouteSpec, TableError, TablesHandle, TablesWriter, VrfSpec,
 };

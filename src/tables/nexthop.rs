@@ -63,6 +63,13 @@ pub struct Tunnel {
     pub(crate) ip_sum: u32,
 }
 
+/// Whether `a` could be a node's underlay address, a tunnel's end: not
+/// unspecified, loopback, multicast or broadcast, which a tunnel's packets
+/// could not be sent from or to.
+pub fn is_tunnel_endpoint(a: Ipv4Addr) -> bool {
+    !(a.is_unspecified() || a.is_loopback() || a.is_multicast() || a.is_broadcast())
+}
+
 /// Longest tunnel header: Ethernet, IPv4, UDP, MPLS.
 pub(crate) const TEMPLATE_LEN: usize = 14 + 20 + 8 + 4;
 

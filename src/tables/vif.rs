@@ -87,6 +87,23 @@ pub struct PortMap {
     pub target: u16,
 }
 
+/// Whether Linux would take `name` for an interface (the kernel's
+/// `dev_valid_name`): 1 to 15 bytes, not `.` or `..`, and no `/`, `:` or
+/// white space. The reason, if not.
+pub fn interface_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("empty")
+    } else if name.len() > 15 {
+        Some("longer than the 15 bytes an interface name has")
+    } else if name == "." || name == ".." {
+        Some("not an interface name")
+    } else if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
+        Some("an interface name has no '/', ':' or white space")
+    } else {
+        None
+    }
+}
+
 /// Whether a floating IP's forwarded ports can be used: TCP or UDP, no
 /// port 0, each of the floating IP's ports once, at most `MAX_PORT_MAPS`.
 pub fn check_port_maps(maps: &[PortMap]) -> Result<(), String> {

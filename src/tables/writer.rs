@@ -374,6 +374,11 @@ pub struct TablesWriter {
     /// the current one, a reference to every node: 21 µs a batch, not 0.34
     /// ms, for one route a batch in a VRF growing to 100,000.
     spares: SpareTables,
+    /// The node's fabric interface (vrouterd.toml's `node.fabric`), where
+    /// one is known: the fabric vif must be on it and no other vif may,
+    /// since a pod's port takes all of an interface's traffic and would
+    /// take the node off its network.
+    fabric_interface: Option<String>,
 }
 
 #[derive(Default)]
@@ -526,6 +531,13 @@ fn check_label(field: &'static str, label: Label) -> Result<(), TableError> {
     Ok(())
 }
 
+fn check_node_address(field: &'static str, a: Ipv4Addr) -> Result<(), TableError> {
+    if !super::nexthop::is_tunnel_endpoint(a) {
+        return Err(TableError::Invalid { field, reason: format!("{a} is not an address a node's tunnel can use") });
+    }
+    Ok(())
+}
+
 fn check_index(field: &'static str, value: u32, capacity: usize, min: u64) -> Result<(), TableError> {
     if u64::from(value) < min || value as usize >= capacity {
         return Err(TableError::OutOfRange { field, value: value.into(), min, max: capacity.saturating_sub(1) as u64 });
@@ -550,8 +562,15 @@ impl TablesWriter {
             retired: Vec::new(),
             node_pool: NodePool::new(),
             spares: SpareTables::default(),
+            fabric_interface: None,
         };
         (w, handle)
+    }
+
+    /// Names the node's fabric interface: from now on the fabric vif must
+    /// be on it, and no other vif may be.
+    pub fn set_fabric_interface(&mut self, name: &str) {
+        self.fabric_interface = Some(name.to_owned());
     }
 
     /// A handle readers load snapshots from.
@@ -810,8 +829,9 @@ impl TablesWriter {
         if !(68..=9216).contains(&v.mtu) {
             return Err(TableError::OutOfRange { field: "mtu", value: v.mtu.into(), min: 68, max: 9216 });
         }
-        if v.name.is_empty() {
-            return Err(TableError::Invalid { field: "name", reason: "must not be empty".into() });
+        self.check_vif_interface(w, v)?;
+        if !v.mac.is_unicast() {
+            return Err(TableError::Invalid { field: "mac", reason: format!("{} is not a unicast address", v.mac) });
         }
         for (i, fip) in v.floating.iter().enumerate() {
             if v.floating[..i].iter().any(|o| (o.address, o.vrf) == (fip.address, fip.vrf)) {
@@ -853,6 +873,35 @@ impl TablesWriter {
         }
         let _ = w.vifs.set(v.index as usize, Some(Arc::new(v.clone())));
         Ok(())
+    }
+
+    /// Whether `v` may be on the interface it names: one Linux could have,
+    /// the node's fabric for the fabric vif alone, and no other vif's.
+    /// Two ports on one interface would fight over its XDP program.
+    fn check_vif_interface(&self, w: &Tables, v: &Vif) -> Result<(), TableError> {
+        let invalid = |reason: String| Err(TableError::Invalid { field: "name", reason });
+        if let Some(why) = super::interface_name_problem(&v.name) {
+            return invalid(format!("{:?}: {why}", v.name));
+        }
+        if let Some(fabric) = &self.fabric_interface {
+            if v.kind == VifKind::Fabric && v.name != *fabric {
+                return invalid(format!(
+                    "the fabric vif must be on this node's fabric interface, {fabric} (node.fabric), not {}",
+                    v.name
+                ));
+            }
+            if v.kind != VifKind::Fabric && v.name == *fabric {
+                return invalid(format!(
+                    "{fabric} is this node's fabric interface (node.fabric): only the fabric vif may be on it"
+                ));
+            }
+        }
+        // Linear in the vifs held: a few thousand at most on a node, and
+        // vifs change at the pace pods do.
+        match w.vifs().find(|o| o.index != v.index && o.name == v.name) {
+            Some(o) => invalid(format!("interface {} is vif {}'s already", v.name, o.index)),
+            None => Ok(()),
+        }
     }
 
     fn del_vif(&mut self, w: &mut Tables, i: VifIndex) -> Result<(), TableError> {
@@ -1056,12 +1105,28 @@ impl TablesWriter {
             |field, oif: VifIndex| w.vif(oif).ok_or(TableError::MissingReference { field, what: "vif", id: oif });
         match nh {
             NextHop::Discard | NextHop::Receive => Ok(()),
-            NextHop::Encap { oif, .. } => vif_of("oif", *oif).map(|_| ()),
+            NextHop::Encap { oif, smac, dmac } => {
+                vif_of("oif", *oif)?;
+                for (field, mac) in [("smac", smac), ("dmac", dmac)] {
+                    if !mac.is_unicast() {
+                        return Err(TableError::Invalid { field, reason: format!("{mac} is not a unicast address") });
+                    }
+                }
+                Ok(())
+            }
             NextHop::Tunnel(t) => {
                 if vif_of("oif", t.oif)?.kind != VifKind::Fabric {
                     return Err(TableError::Invalid {
                         field: "oif",
                         reason: format!("vif {} is not a fabric vif", t.oif),
+                    });
+                }
+                check_node_address("sip", t.sip)?;
+                check_node_address("dip", t.dip)?;
+                if t.dip == t.sip {
+                    return Err(TableError::Invalid {
+                        field: "dip",
+                        reason: format!("{} is this node's own (sip): a tunnel leads to another node", t.dip),
                     });
                 }
                 Ok(())

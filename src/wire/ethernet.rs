@@ -14,6 +14,12 @@ impl MacAddr {
     pub fn is_multicast(&self) -> bool {
         self.0[0] & 1 == 1
     }
+
+    /// Whether a station may have this address: neither multicast
+    /// (broadcast included) nor all zeros.
+    pub fn is_unicast(&self) -> bool {
+        !self.is_multicast() && self.0 != [0; 6]
+    }
 }
 
 impl std::fmt::Display for MacAddr {
