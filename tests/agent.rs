@@ -308,6 +308,11 @@ fn bad_intent_is_refused_with_a_reason() {
             INTENT.replace("fabric_mac = \"02:fa:00:00:00:01\"", "fabric_mac = \"01:00:5e:00:00:01\""),
             "node.fabric_mac = 01:00:5e:00:00:01: not a unicast address",
         ),
+        // Addresses vrouterd would refuse: none a station could have.
+        (INTENT.replace("ip = \"10.1.0.3\"", "ip = \"224.0.0.9\""), "pod \"a2\", ip: 224.0.0.9 is a multicast address"),
+        (INTENT.replace("ip = \"10.1.0.3\"", "ip = \"10.1.0.1\""), "pod \"a2\": its address is network \"blue\"'s gateway"),
+        (INTENT.replace("node = \"192.168.100.2\"", "node = \"192.168.100.1\""), "node 192.168.100.1 is this node (node.underlay)"),
+        (INTENT.replace("name = \"red\"", "name = \"42\""), "network \"42\": a network's name is a word"),
         (
             INTENT.to_string()
                 + "\n[[service]]\nname = \"web2\"\nnetwork = \"blue\"\naddress = \"10.96.0.10\"\nendpoints = [\"10.1.0.3\"]\n",

@@ -118,6 +118,73 @@ fn a_next_hop_takes_only_addresses_it_could_send_to_and_from() {
 }
 
 #[test]
+fn vrfs_and_vifs_take_only_names_and_addresses_they_could_be_known_by() {
+    let mut w = base();
+    let refused = |w: &mut TablesWriter, op: Op| match err(w, &[op]).error {
+        TableError::Invalid { field, reason } => format!("{field}: {reason}"),
+        other => panic!("refused as {other:?}"),
+    };
+    let spec = |id, name: &str, g4: Option<[u8; 4]>, g6: Option<&str>| VrfSpec {
+        id,
+        name: name.into(),
+        gateway_v4: g4.map(Ipv4Addr::from),
+        gateway_v6: g6.map(|g| g.parse().unwrap()),
+    };
+    // A VRF's name: vrctl takes a VRF by id or name.
+    assert_eq!(refused(&mut w, Op::Add(Object::Vrf(spec(2, "", None, None)))), "name: must not be empty");
+    assert!(refused(&mut w, Op::Add(Object::Vrf(spec(2, "7", None, None)))).contains("is a number"));
+    assert_eq!(refused(&mut w, Op::Add(Object::Vrf(spec(2, "v1", None, None)))), "name: VRF 1 is named \"v1\" already");
+    w.apply(&[Op::Update(Object::Vrf(spec(1, "v1", Some([10, 1, 0, 1]), Some("fe80::1"))))]).unwrap();
+    // Gateways no station could have.
+    for (g4, g6, says) in [
+        (Some([0, 0, 0, 0]), None, "gateway_v4: 0.0.0.0 is unspecified"),
+        (Some([224, 0, 0, 1]), None, "gateway_v4: 224.0.0.1 is a multicast address"),
+        (Some([255, 255, 255, 255]), None, "gateway_v4: 255.255.255.255 is the broadcast address"),
+        (None, Some("ff02::1"), "gateway_v6: ff02::1 is a multicast address"),
+        (None, Some("::1"), "gateway_v6: ::1 is a loopback address"),
+    ] {
+        assert_eq!(refused(&mut w, Op::Update(Object::Vrf(spec(1, "v1", g4, g6)))), says);
+    }
+    // A pod's addresses, and its floating IPs.
+    let pod = |ipv4: [u8; 4], floating: Option<([u8; 4], u32)>| {
+        let mut v = Vif::new(1, "veth1", VifKind::Virtual, 1, MacAddr([2, 0, 0, 0, 0, 2]));
+        v.ipv4 = Some(ipv4.into());
+        v.floating = floating
+            .map(|(a, vrf)| vrouter::tables::FloatingIp { address: a.into(), vrf, ports: vec![] })
+            .into_iter()
+            .collect();
+        v
+    };
+    w.apply(&[vrf(2)]).unwrap();
+    assert_eq!(
+        refused(&mut w, Op::Add(Object::Vif(pod([255, 255, 255, 255], None)))),
+        "ipv4: 255.255.255.255 is the broadcast address"
+    );
+    assert_eq!(
+        refused(&mut w, Op::Add(Object::Vif(pod([127, 0, 0, 1], None)))),
+        "ipv4: 127.0.0.1 is a loopback address"
+    );
+    assert_eq!(
+        refused(&mut w, Op::Add(Object::Vif(pod([10, 1, 0, 1], None)))),
+        "ipv4: 10.1.0.1 is VRF 1's gateway, which vrouterd answers for"
+    );
+    assert_eq!(
+        refused(&mut w, Op::Add(Object::Vif(pod([10, 1, 0, 2], Some(([0, 0, 0, 0], 2)))))),
+        "floating_ips.address: 0.0.0.0 is unspecified"
+    );
+    assert_eq!(
+        refused(&mut w, Op::Add(Object::Vif(pod([10, 1, 0, 2], Some(([10, 1, 0, 2], 1)))))),
+        "floating_ips.address: 10.1.0.2 in VRF 1 is the vif's own address"
+    );
+    w.apply(&[Op::Add(Object::Vif(pod([10, 1, 0, 2], Some(([185, 22, 97, 188], 2)))))]).unwrap();
+    // The gateway moved onto the pod's address.
+    assert_eq!(
+        refused(&mut w, Op::Update(Object::Vrf(spec(1, "v1", Some([10, 1, 0, 2]), None)))),
+        "gateway_v4: 10.1.0.2 is vif 1's address"
+    );
+}
+
+#[test]
 fn a_vif_is_on_an_interface_it_alone_may_have() {
     let mut w = base();
     w.set_fabric_interface("eth0");

@@ -268,6 +268,12 @@ impl Intent {
         if let Some(mac) = self.node.fabric_mac.filter(|m| !m.is_unicast()) {
             return Err(format!("node.fabric_mac = {mac}: not a unicast address"));
         }
+        // Addresses vrouterd would refuse: none a station could have.
+        let station = |what: &str, a: IpAddr| match crate::tables::station_address_problem(a) {
+            Some(why) => Err(format!("{what}: {a} is {why}")),
+            None => Ok(()),
+        };
+        station("node.underlay", IpAddr::V4(self.node.underlay))?;
         let mut names = std::collections::BTreeSet::new();
         // Labels pinned by networks and pods: one owner each.
         let mut pinned = std::collections::BTreeMap::new();
@@ -284,6 +290,16 @@ impl Intent {
             }
             if !names.insert(n.name.as_str()) {
                 return Err(format!("network {:?} is declared twice", n.name));
+            }
+            if n.name.is_empty() || n.name.parse::<u64>().is_ok() {
+                return Err(format!("network {:?}: a network's name is a word, not empty or a number", n.name));
+            }
+            let what = format!("network {:?}", n.name);
+            if let Some(g) = n.gateway {
+                station(&format!("{what}, gateway"), IpAddr::V4(g))?;
+            }
+            if let Some(g) = n.gateway6 {
+                station(&format!("{what}, gateway6"), IpAddr::V6(g))?;
             }
             for s in &n.subnets {
                 s.parse::<Prefix>().map_err(|e| format!("network {:?}: subnet {s:?}: {e}", n.name))?;
@@ -321,6 +337,13 @@ impl Intent {
             if !p.mac.is_unicast() {
                 return Err(format!("{what}: mac {}: not a unicast address", p.mac));
             }
+            station(&format!("{what}, ip"), IpAddr::V4(p.ip))?;
+            if let Some(a) = p.ip6 {
+                station(&format!("{what}, ip6"), IpAddr::V6(a))?;
+            }
+            if n.gateway == Some(p.ip) || (p.ip6.is_some() && n.gateway6 == p.ip6) {
+                return Err(format!("{what}: its address is network {:?}'s gateway", n.name));
+            }
             if !ifaces.insert(p.interface.as_str()) || p.interface == self.node.fabric {
                 return Err(format!("{what}: interface {:?} is already used", p.interface));
             }
@@ -338,6 +361,10 @@ impl Intent {
             for (i, f) in p.floating_ips.iter().enumerate() {
                 let fip = format!("{what}, floating IP {}", f.address);
                 net(&f.network, &fip)?;
+                station(&fip, IpAddr::V4(f.address))?;
+                if (f.address, &f.network) == (p.ip, &p.network) {
+                    return Err(format!("{fip} is the pod's own address"));
+                }
                 // One address of a network, one way to translate it.
                 if p.floating_ips[..i].iter().any(|o| (o.address, &o.network) == (f.address, &f.network)) {
                     return Err(format!("{fip} is given twice"));
@@ -393,6 +420,10 @@ impl Intent {
             net(&r.network, &what)?;
             let prefix = r.prefix().map_err(|e| format!("{what}: {e}"))?;
             check_label(&what, r.label)?;
+            station(&format!("{what}, node"), IpAddr::V4(r.node))?;
+            if r.node == self.node.underlay {
+                return Err(format!("{what}: node {} is this node (node.underlay)", r.node));
+            }
             let nodes = served.entry((r.network.as_str(), prefix)).or_default();
             if nodes.contains(&r.node) {
                 return Err(format!("{what}: node {} is given twice", r.node));
@@ -440,6 +471,13 @@ impl Intent {
             }
             if s.endpoints.is_empty() {
                 return Err(format!("{what}: no endpoints"));
+            }
+            station(&what, s.address)?;
+            let owner = self.pod.iter().find(|p| {
+                p.network == s.network && [Some(IpAddr::V4(p.ip)), p.ip6.map(IpAddr::V6)].contains(&Some(s.address))
+            });
+            if let Some(p) = owner {
+                return Err(format!("{what}: address {} is pod {:?}'s own", s.address, p.name));
             }
             let distinct: std::collections::BTreeSet<_> = s.endpoints.iter().collect();
             if distinct.len() > MAX_MEMBERS {

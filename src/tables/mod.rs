@@ -27,8 +27,8 @@ pub use ecmp_blocks::EcmpBlocks;
 pub use lpm::{Fib, FibKey, Route};
 pub use nexthop::{is_tunnel_endpoint, NextHop, NhId, Tunnel, TunnelEncap};
 pub use vif::{
-    check_port_maps, interface_name_problem, FloatingIp, PortForward, PortMap, Vif, VifFlags, VifIndex, VifKind,
-    MAX_PORT_MAPS,
+    check_port_maps, interface_name_problem, station_address_problem, FloatingIp, PortForward, PortMap, Vif, VifFlags,
+    VifIndex, VifKind, MAX_PORT_MAPS,
 };
 pub use writer::{
     BatchError, Object, ObjectKey, Op, Prefix, RouteSpec, TableError, TablesHandle, TablesWriter, VrfSpec,

@@ -67,7 +67,7 @@ pub struct Tunnel {
 /// unspecified, loopback, multicast or broadcast, which a tunnel's packets
 /// could not be sent from or to.
 pub fn is_tunnel_endpoint(a: Ipv4Addr) -> bool {
-    !(a.is_unspecified() || a.is_loopback() || a.is_multicast() || a.is_broadcast())
+    super::vif::station_address_problem(a.into()).is_none()
 }
 
 /// Longest tunnel header: Ethernet, IPv4, UDP, MPLS.

@@ -1,7 +1,7 @@
 //! Virtual interfaces: every port vrouter forwards between.
 
 use crate::wire::MacAddr;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Vif index, chosen by the caller as in Contrail (`vif0/N`).
 pub type VifIndex = u32;
@@ -101,6 +101,19 @@ pub fn interface_name_problem(name: &str) -> Option<&'static str> {
         Some("an interface name has no '/', ':' or white space")
     } else {
         None
+    }
+}
+
+/// Whether a station (a pod, a node, a gateway) could have address `a`:
+/// not unspecified, loopback, multicast or broadcast, which no packet
+/// could be answered from. The reason, if not.
+pub fn station_address_problem(a: IpAddr) -> Option<&'static str> {
+    match a {
+        IpAddr::V4(a) if a.is_broadcast() => Some("the broadcast address"),
+        a if a.is_unspecified() => Some("unspecified"),
+        a if a.is_loopback() => Some("a loopback address"),
+        a if a.is_multicast() => Some("a multicast address"),
+        _ => None,
     }
 }
 

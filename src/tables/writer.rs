@@ -830,6 +830,7 @@ impl TablesWriter {
             return Err(TableError::OutOfRange { field: "mtu", value: v.mtu.into(), min: 68, max: 9216 });
         }
         self.check_vif_interface(w, v)?;
+        Self::check_vif_addresses(w, v)?;
         if !v.mac.is_unicast() {
             return Err(TableError::Invalid { field: "mac", reason: format!("{} is not a unicast address", v.mac) });
         }
@@ -904,6 +905,40 @@ impl TablesWriter {
         }
     }
 
+    /// A vif's own addresses, and its floating IPs, must be ones a station
+    /// could have, and none its VRF's gateway (which vrouterd answers for).
+    fn check_vif_addresses(w: &Tables, v: &Vif) -> Result<(), TableError> {
+        let addresses = [("ipv4", v.ipv4.map(IpAddr::V4)), ("ipv6", v.ipv6.map(IpAddr::V6))];
+        let floating = v.floating.iter().map(|f| ("floating_ips.address", Some(IpAddr::V4(f.address))));
+        for (field, a) in addresses.into_iter().chain(floating) {
+            if let Some((a, why)) = a.and_then(|a| Some((a, super::station_address_problem(a)?))) {
+                return Err(TableError::Invalid { field, reason: format!("{a} is {why}") });
+            }
+        }
+        let vrf = w.vrf(v.vrf).expect("checked by the caller");
+        let gateway = [
+            ("ipv4", v.ipv4.map(IpAddr::V4), vrf.gateway_v4.map(IpAddr::V4)),
+            ("ipv6", v.ipv6.map(IpAddr::V6), vrf.gateway_v6.map(IpAddr::V6)),
+        ];
+        for (field, a, g) in gateway {
+            if let Some(a) = a.filter(|&a| Some(a) == g) {
+                return Err(TableError::Invalid {
+                    field,
+                    reason: format!("{a} is VRF {}'s gateway, which vrouterd answers for", v.vrf),
+                });
+            }
+        }
+        for f in &v.floating {
+            if (Some(f.address), f.vrf) == (v.ipv4, v.vrf) {
+                return Err(TableError::Invalid {
+                    field: "floating_ips.address",
+                    reason: format!("{} in VRF {} is the vif's own address", f.address, f.vrf),
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn del_vif(&mut self, w: &mut Tables, i: VifIndex) -> Result<(), TableError> {
         let Some(old) = w.vif(i).cloned() else {
             return Err(TableError::NotFound { what: "vif", id: i.to_string() });
@@ -924,6 +959,7 @@ impl TablesWriter {
         check_index("id", v.id, w.limits.vrfs, 0)?;
         let old = w.vrfs.get(v.id as usize).cloned();
         Self::exists_check("VRF", v.id, old.is_some(), add)?;
+        Self::check_vrf(w, v)?;
         let vrf = match old {
             Some(o) => Vrf { name: v.name.clone(), gateway_v4: v.gateway_v4, gateway_v6: v.gateway_v6, ..(*o).clone() },
             None => {
@@ -948,6 +984,37 @@ impl TablesWriter {
             }
         };
         let _ = w.vrfs.set(v.id as usize, Some(Arc::new(vrf)));
+        Ok(())
+    }
+
+    /// A VRF's name is its own and not a number (vrctl takes a VRF by
+    /// either), and its gateways are addresses a station could have and no
+    /// vif of it holds.
+    fn check_vrf(w: &Tables, v: &VrfSpec) -> Result<(), TableError> {
+        let invalid = |field, reason: String| Err(TableError::Invalid { field, reason });
+        if v.name.is_empty() {
+            return invalid("name", "must not be empty".into());
+        }
+        if v.name.parse::<u64>().is_ok() {
+            return invalid("name", format!("{:?} is a number, which vrctl would take for a VRF's id", v.name));
+        }
+        if let Some(o) = w.vrfs().find(|o| o.id != v.id && o.name == v.name) {
+            return invalid("name", format!("VRF {} is named {:?} already", o.id, v.name));
+        }
+        let gateways = [("gateway_v4", v.gateway_v4.map(IpAddr::V4)), ("gateway_v6", v.gateway_v6.map(IpAddr::V6))];
+        for (field, g) in gateways {
+            let Some(g) = g else { continue };
+            if let Some(why) = super::station_address_problem(g) {
+                return invalid(field, format!("{g} is {why}"));
+            }
+            // Linear in the vifs held, for a change as rare as a network's.
+            let holder = w
+                .vifs()
+                .find(|x| x.vrf == v.id && (x.ipv4.map(IpAddr::V4) == Some(g) || x.ipv6.map(IpAddr::V6) == Some(g)));
+            if let Some(x) = holder {
+                return invalid(field, format!("{g} is vif {}'s address", x.index));
+            }
+        }
         Ok(())
     }
 
