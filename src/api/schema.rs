@@ -4,7 +4,7 @@ use crate::tables::{
     EcmpGroup, Label, NextHop, NhId, Object, ObjectKey, Op, RouteSpec, RouteTarget, TableError, Tunnel, TunnelEncap,
     Vif, VifFlags, VifIndex, VifKind, VrfId, VrfSpec,
 };
-use crate::wire::MacAddr;
+use crate::wire::{ip_proto, MacAddr};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -534,7 +534,9 @@ impl ProtoDef {
                 .iter()
                 .find(|(name, _)| name == n)
                 .map(|&(_, num)| num)
-                .ok_or_else(|| format!("{n:?}: tcp, udp, icmp, icmp6 or a number")),
+                // A number given as text, as ports may be.
+                .or_else(|| n.trim().parse().ok())
+                .ok_or_else(|| format!("{n:?}: tcp, udp, icmp, icmp6 or a number up to 255")),
         }
     }
 
@@ -593,12 +595,22 @@ impl PolicyDef {
                 .map(ProtoDef::number)
                 .transpose()
                 .map_err(|e| bad("proto", format!("rule {i}: {e}")))?;
+            let (sport, dport) = (ports("sport", &r.sport, i)?, ports("dport", &r.dport, i)?);
+            // Another protocol's flows have no ports (an ICMP echo's key
+            // holds its identifier there): such a rule would match by
+            // chance or never.
+            if let Some(p) = proto.filter(|p| ![ip_proto::TCP, ip_proto::UDP].contains(p)) {
+                let field = if sport != PortRange::ANY { "sport" } else { "dport" };
+                if sport != PortRange::ANY || dport != PortRange::ANY {
+                    return Err(bad(field, format!("rule {i}: ports are for tcp and udp, not protocol {p}")));
+                }
+            }
             rules.push(Rule {
                 src: endpoint("src", &r.src, i)?,
                 dst: endpoint("dst", &r.dst, i)?,
                 proto,
-                sport: ports("sport", &r.sport, i)?,
-                dport: ports("dport", &r.dport, i)?,
+                sport,
+                dport,
                 action: action(r.action),
             });
         }
@@ -933,5 +945,28 @@ nh = 1
         let bad_prefix = FILE.replace("10.1.0.2/32", "10.1.0.2/40");
         let e = TablesDef::from_toml(&bad_prefix).unwrap().add_ops(&defaults()).unwrap_err();
         assert!(e.contains("route 1") && e.contains("longer than 32"), "{e}");
+    }
+
+    #[test]
+    fn a_rule_takes_a_protocol_by_name_or_number_and_ports_only_where_flows_have_them() {
+        let policy = |rule: &str| {
+            let json = format!(r#"{{"vrf": 1, "default": "deny", "rules": [{rule}]}}"#);
+            serde_json::from_str::<PolicyDef>(&json).unwrap().to_policy()
+        };
+        let proto = |rule: &str| policy(rule).map(|p| p.rules[0].proto);
+        assert_eq!(
+            proto(r#"{"proto": "gre", "action": "allow"}"#).unwrap_err().to_string(),
+            "field `proto`: rule 0: \"gre\": tcp, udp, icmp, icmp6 or a number up to 255"
+        );
+        assert_eq!(proto(r#"{"proto": "47", "action": "allow"}"#), Ok(Some(47)));
+        assert_eq!(proto(r#"{"proto": 47, "action": "allow"}"#), Ok(Some(47)));
+        assert!(proto(r#"{"proto": "300", "action": "allow"}"#).is_err());
+        assert_eq!(proto(r#"{"proto": "udp", "dport": "53", "action": "allow"}"#), Ok(Some(17)));
+        // An echo's key holds its identifier where ports go: a rule of
+        // ICMP ports would match by chance.
+        let e = policy(r#"{"proto": "icmp", "dport": 80, "action": "allow"}"#).unwrap_err();
+        assert_eq!(e.to_string(), "field `dport`: rule 0: ports are for tcp and udp, not protocol 1");
+        let e = policy(r#"{"proto": 47, "sport": "1-2", "action": "allow"}"#).unwrap_err();
+        assert_eq!(e.to_string(), "field `sport`: rule 0: ports are for tcp and udp, not protocol 47");
     }
 }
