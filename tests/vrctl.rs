@@ -265,6 +265,8 @@ fn every_command_prints_an_aligned_table_and_json() {
     let t = ok(&sock, &["vrfstats", "--vrf", "blue"]);
     assert!(t.starts_with("VRF 1 (blue)") && row(&t, "udp_mpls_tunnels")[1] == "99", "{t}");
     assert_eq!(json(&sock, &["vrfstats"]).as_array().unwrap().len(), 4);
+    let (good, _, err) = vrctl(&sock, &["vrfstats", "--vrf", "77"]);
+    assert!(!good && err.trim() == "vrctl: VRF 77 does not exist", "{err}");
     let t = ok(&sock, &["info"]);
     assert!(row(&t, "vifs")[1..] == ["5", "64"] && row(&t, "0")[1..3] == ["1", "1234"], "{t}");
     assert!(row(&t, "0").last().unwrap() == "25.0%", "busy share: {t}");
@@ -554,8 +556,25 @@ fn flows_are_listed_matched_watched_and_removed() {
     ok(&sock, &["flow", "delete", &red[0]["index"].to_string()]);
     c.call("delete", serde_json::json!({ "route": { "vrf": RED, "prefix": "10.96.0.10/32" } })).unwrap();
 
+    // Policies deleted and made again: none listed says so; a range keeps
+    // its dash, and ports left out are any.
+    c.call("delete", serde_json::json!({ "policy": BLUE })).unwrap();
+    assert_eq!(ok(&sock, &["policy", "list"]), "no policies\n");
+    c.call(
+        "add",
+        serde_json::json!({ "policy": { "vrf": BLUE, "default": "deny", "rules": [allow_port(80), allow_port(22),
+            { "src": { "network": RED }, "proto": "udp", "sport": "1000-2000", "action": "deny" }] } }),
+    )
+    .unwrap();
     c.call("add", serde_json::json!({ "policy": { "vrf": RED, "default": "allow" } })).unwrap();
     let t = ok(&sock, &["policy", "list"]);
+    let tail = |needle: &str| -> Vec<String> {
+        let row = t.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("no {needle}: {t}"));
+        let words: Vec<String> = row.split_whitespace().map(String::from).collect();
+        words[words.len() - 4..].to_vec()
+    };
+    assert_eq!(tail("1000-2000"), ["udp", "1000-2000", "any", "deny"], "PROTO SPORT DPORT ACTION: {t}");
+    assert_eq!(tail("tcp"), ["tcp", "any", "80", "allow"], "{t}");
     assert!(t.contains("VRF 2 (red)  default allow") && t.contains("no rules: the default decides"), "{t}");
     assert!(t.contains("VRF 1 (blue)  default deny") && t.contains("10.1.0.3/32") && t.contains("allow"), "{t}");
     let red_rule = t.lines().find(|l| l.trim_start().starts_with('2')).unwrap_or_else(|| panic!("{t}"));

@@ -412,6 +412,9 @@ fn run(c: &mut Client, cli: &Cli) -> Result<()> {
                 .filter(|v| want.is_none_or(|w| v["id"] == json!(w)))
                 .cloned()
                 .collect();
+            if let (Some(w), true) = (want, vrfs.is_empty()) {
+                return Err(ClientError::Io(format!("VRF {w} does not exist")));
+            }
             emit(json, &Value::from(vrfs.clone()), || vrfstats_table(&vrfs))
         }
         Cmd::Flow { cmd } => flow(c, json, cmd),
@@ -1264,6 +1267,11 @@ fn policy_text(items: &[Value], vrfs: &[Value]) -> String {
         Some(Value::String(n)) => format!("{id} ({n})"),
         _ => show(id),
     };
+    // Left out is any; a range keeps its dash ("1000-2000").
+    let or_any = |v: &Value| if v.is_null() { "any".to_string() } else { show(v) };
+    if items.is_empty() {
+        return "no policies\n".into();
+    }
     let mut out = String::new();
     for p in items {
         out.push_str(&format!(
@@ -1282,9 +1290,9 @@ fn policy_text(items: &[Value], vrfs: &[Value]) -> String {
                 format!("  {i}"),
                 side(&r["src"]),
                 side(&r["dst"]),
-                show(&r["proto"]).replace('-', "any"),
-                show(&r["sport"]).replace('-', "any"),
-                show(&r["dport"]),
+                or_any(&r["proto"]),
+                or_any(&r["sport"]),
+                or_any(&r["dport"]),
                 show(&r["action"]),
             ]);
         }
