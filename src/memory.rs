@@ -28,6 +28,23 @@ use std::ptr::NonNull;
 /// references, no enums without a zero variant, no `NonZero`).
 pub(crate) unsafe trait Zeroable: Sized {}
 
+/// `n` copies of `v`, or the allocator's refusal: for tables sized by
+/// configured limits, which the operator should be told to lower rather
+/// than have the process abort.
+pub fn try_filled<T: Clone>(n: usize, v: T) -> Result<Vec<T>, std::collections::TryReserveError> {
+    let mut out = Vec::new();
+    out.try_reserve_exact(n)?;
+    out.resize(n, v);
+    Ok(out)
+}
+
+/// An empty vector with room for `n`, or the allocator's refusal.
+pub fn try_with_capacity<T>(n: usize) -> Result<Vec<T>, std::collections::TryReserveError> {
+    let mut out = Vec::new();
+    out.try_reserve_exact(n)?;
+    Ok(out)
+}
+
 const HUGE_PAGE: usize = 2 << 20;
 
 /// Starts fetching the cache line of `r` into every cache level, without

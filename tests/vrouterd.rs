@@ -98,9 +98,10 @@ fn a_bad_configuration_is_refused_with_file_and_line() {
 
 /// A flow table the machine (here, the process's address-space limit)
 /// cannot hold is refused at start with what to lower, before the API
-/// socket is bound: no panic, nothing left behind.
+/// socket is bound: no panic, nothing left behind. So are counters for
+/// more vifs and VRFs than it can hold.
 #[test]
-fn a_flow_table_the_process_cannot_hold_is_refused_at_start() {
+fn tables_the_process_cannot_hold_are_refused_at_start() {
     let dir = Scratch::dir("big-flows");
     let cfg = dir.join("vrouterd.toml");
     std::fs::write(&cfg, scratch_config("", "", 16777216)).unwrap();
@@ -114,6 +115,20 @@ fn a_flow_table_the_process_cannot_hold_is_refused_at_start() {
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");
+    assert!(!dir.join("api.sock").exists(), "refused before the API socket was bound");
+    // Counters sized by the largest limits: 11 GiB a worker. They aborted
+    // the process ("memory allocation failed") before.
+    let huge = scratch_config("", "", 1024) + "[limits]\nvifs = 16777216\nvrfs = 8388607\n";
+    std::fs::write(&cfg, huge).unwrap();
+    let out = Command::new("sh").args(["-c", &script]).env("RUST_BACKTRACE", "0").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("limits.vifs = 16777216 and limits.vrfs = 8388607: their counters (")
+            && err.contains("MiB a worker) cannot be had")
+            && err.contains("lower them"),
+        "{err}"
+    );
     assert!(!dir.join("api.sock").exists(), "refused before the API socket was bound");
 }
 

@@ -18,7 +18,7 @@ use crate::io::bpf::{Attachment, Program, XskMap};
 use crate::io::worker::{Port, PortCommand, Worker};
 use crate::io::xsk::{XskConfig, XskSocket};
 use crate::pipeline::{Pipeline, PipelineConfig};
-use crate::stats::{DropReason, StatsBoard, WorkerIo, PUBLISH_EVERY};
+use crate::stats::{DropReason, Stats, StatsBoard, WorkerIo, PUBLISH_EVERY};
 use crate::tables::{Tables, TablesWriter, VifKind};
 use config::Config;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -264,7 +264,24 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         fabric: cfg.node.fabric.clone(),
         cores: cfg.dataplane.cores.clone(),
     };
-    let board = StatsBoard::new(workers, limits.vifs, limits.vrfs);
+    // Counters, per worker its own and the board's copy, sized by the
+    // limits: as the flow table below, limits the machine cannot hold are
+    // the operator's to lower, told before anything is touched.
+    let counter_bytes = 2 * (Stats::bytes_for(limits.vifs, limits.vrfs) + limits.vifs * 8);
+    let counters = |e: std::collections::TryReserveError| {
+        fail(format!(
+            "limits.vifs = {} and limits.vrfs = {}: their counters ({} MiB a worker) cannot be had: {e}; lower them",
+            limits.vifs,
+            limits.vrfs,
+            counter_bytes >> 20
+        ))
+    };
+    let board = StatsBoard::try_new(workers, limits.vifs, limits.vrfs).map_err(counters)?;
+    let pipelines = (0..workers)
+        .map(|_| Pipeline::try_new(pipeline_config, &limits))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(counters)?;
+    info!(workers, mib_each = counter_bytes >> 20, "counters allocated");
     // The largest table, sized by the configuration alone: a capacity the
     // machine cannot hold is the operator's to lower, told before anything
     // is touched.
@@ -330,12 +347,12 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let mut threads = Vec::new();
     // Measured once, to turn the workers' stage cycles into time.
     let tsc_hz = crate::io::tsc_hz(Duration::from_millis(20));
-    for (w, worker_ports) in ports.into_iter().enumerate() {
+    for ((w, worker_ports), pipeline) in ports.into_iter().enumerate().zip(pipelines) {
         let (control, commands) = std::sync::mpsc::channel();
         controls.push(control);
         let core = cfg.dataplane.cores.get(w).copied();
         let worker_stop = stop.clone();
-        let pipeline = Pipeline::new(pipeline_config, &limits).with_flows(Arc::clone(&flows));
+        let pipeline = pipeline.with_flows(Arc::clone(&flows));
         let board = Arc::clone(&board);
         let mut worker =
             Worker::new(worker_ports, pipeline, handle.clone()).with_control(commands).with_tap(Arc::clone(&tap));

@@ -39,8 +39,12 @@ const RECORDED: usize = 1024;
 
 impl Counts {
     /// Counts for `vifs` vif indexes.
-    pub(super) fn new(vifs: usize) -> Self {
-        Counts { causes: [0; GeneralCause::COUNT], by_vif: vec![0; vifs], last_batch: Vec::with_capacity(RECORDED) }
+    pub(super) fn try_new(vifs: usize) -> Result<Self, std::collections::TryReserveError> {
+        Ok(Counts {
+            causes: [0; GeneralCause::COUNT],
+            by_vif: crate::memory::try_filled(vifs, 0)?,
+            last_batch: Vec::with_capacity(RECORDED),
+        })
     }
 
     /// A batch begins: the last one's record goes.

@@ -181,19 +181,29 @@ struct Ctx<'a, B> {
 }
 
 impl Pipeline {
-    /// A pipeline with counters sized for the tables' limits.
+    /// A pipeline with counters sized for the tables' limits. Panics if
+    /// their memory cannot be had; `try_new` says so instead.
     pub fn new(config: PipelineConfig, limits: &crate::tables::Limits) -> Self {
-        Pipeline {
+        Self::try_new(config, limits).unwrap_or_else(|e| panic!("counters for {limits:?}: {e}"))
+    }
+
+    /// A pipeline with counters sized for the tables' limits, or the
+    /// allocator's refusal (limits too large for the machine).
+    pub fn try_new(
+        config: PipelineConfig,
+        limits: &crate::tables::Limits,
+    ) -> Result<Self, std::collections::TryReserveError> {
+        Ok(Pipeline {
             config,
-            stats: Stats::new(limits.vifs, limits.vrfs),
+            stats: Stats::try_new(limits.vifs, limits.vrfs)?,
             flows: None,
             now: 0,
             swept_at: 0,
             sweep_owed: 0,
             scratch: Box::new(Scratch { pending: [Pending::EMPTY; VECTOR], probes: [Probe::UNUSED; VECTOR] }),
             hold: hold::FragmentHold::new(),
-            general: general::Counts::new(limits.vifs),
-        }
+            general: general::Counts::try_new(limits.vifs)?,
+        })
     }
 
     /// Tracks flows in the VRFs that track them (`Vrf::tracks_flows`), in

@@ -70,13 +70,24 @@ pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 impl StatsBoard {
     /// A board for `workers` workers whose counters are sized for `vifs` and `vrfs`.
     pub fn new(workers: usize, vifs: usize, vrfs: usize) -> Arc<StatsBoard> {
+        Self::try_new(workers, vifs, vrfs).unwrap_or_else(|e| panic!("counters for {vifs} vifs and {vrfs} VRFs: {e}"))
+    }
+
+    /// As `new`, or the allocator's refusal (limits too large for the
+    /// machine).
+    pub fn try_new(
+        workers: usize,
+        vifs: usize,
+        vrfs: usize,
+    ) -> Result<Arc<StatsBoard>, std::collections::TryReserveError> {
         // Each slot made, not cloned: a clone would not keep the room
         // `Stats::new` reserves, and a worker's first copy would allocate.
-        let slot = || {
-            let general_by_vif = Vec::with_capacity(vifs);
-            Mutex::new(Slot { stats: Stats::new(vifs, vrfs), io: WorkerIo::default(), general_by_vif })
+        let slot = || -> Result<_, std::collections::TryReserveError> {
+            let general_by_vif = crate::memory::try_with_capacity(vifs)?;
+            Ok(Mutex::new(Slot { stats: Stats::try_new(vifs, vrfs)?, io: WorkerIo::default(), general_by_vif }))
         };
-        Arc::new(StatsBoard { slots: (0..workers).map(|_| slot()).collect(), restarts: Mutex::default() })
+        let slots = (0..workers).map(|_| slot()).collect::<Result<_, _>>()?;
+        Ok(Arc::new(StatsBoard { slots, restarts: Mutex::default() }))
     }
 
     /// Number of workers.

@@ -163,18 +163,32 @@ impl Clone for Stats {
 }
 
 impl Stats {
-    /// Zeroed counters for `vifs` vifs and `vrfs` VRFs.
+    /// Zeroed counters for `vifs` vifs and `vrfs` VRFs. Panics if the
+    /// memory cannot be had; `try_new` says so instead.
     pub fn new(vifs: usize, vrfs: usize) -> Self {
-        Stats {
+        Self::try_new(vifs, vrfs).unwrap_or_else(|e| panic!("counters for {vifs} vifs and {vrfs} VRFs: {e}"))
+    }
+
+    /// Zeroed counters for `vifs` vifs and `vrfs` VRFs, or the allocator's
+    /// refusal (limits too large for the machine).
+    pub fn try_new(vifs: usize, vrfs: usize) -> Result<Self, std::collections::TryReserveError> {
+        use crate::memory::{try_filled, try_with_capacity};
+        Ok(Stats {
             drops: [0; DropReason::COUNT],
-            vifs: vec![VifCounters::default(); vifs],
-            vif_drops: Vec::with_capacity(vifs),
-            vrfs: vec![VrfCounters::default(); vrfs],
+            vifs: try_filled(vifs, VifCounters::default())?,
+            vif_drops: try_with_capacity(vifs)?,
+            vrfs: try_filled(vrfs, VrfCounters::default())?,
             to_host: 0,
             to_agent: 0,
             fragments_held: 0,
             fragments_released: 0,
-        }
+        })
+    }
+
+    /// Bytes `Stats::new(vifs, vrfs)` takes once every vif has dropped.
+    pub fn bytes_for(vifs: usize, vrfs: usize) -> usize {
+        vifs * (std::mem::size_of::<VifCounters>() + std::mem::size_of::<[u64; DropReason::COUNT]>())
+            + vrfs * std::mem::size_of::<VrfCounters>()
     }
 
     /// The count of one drop reason.
