@@ -26,18 +26,18 @@ struct Cli {
     /// Check the intent file and exit.
     #[arg(long, conflicts_with_all = ["once", "dry_run"])]
     check: bool,
-    /// Log level (error, warn, info, debug, trace).
+    /// Log level (error, warn, info, debug, trace), or RUST_LOG-style
+    /// directives (info,vrouter::agent=debug).
     #[arg(long, default_value = "info")]
     log_level: String,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Ok(level) = cli.log_level.parse::<tracing::Level>() else {
-        eprintln!("vrouter-agent: unknown log level {:?}; use error, warn, info, debug or trace", cli.log_level);
+    if let Err(e) = vrouter::cli::init_logging(&cli.log_level) {
+        eprintln!("vrouter-agent: {e}");
         return ExitCode::from(2);
-    };
-    tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).with_ansi(false).init();
+    }
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -10,7 +10,8 @@ struct Cli {
     /// Configuration file.
     #[arg(long, default_value = "/etc/vrouter/vrouterd.toml")]
     config: PathBuf,
-    /// Log level (error, warn, info, debug, trace); RUST_LOG works too.
+    /// Log level (error, warn, info, debug, trace), or RUST_LOG-style
+    /// directives (info,vrouter::api=debug); RUST_LOG works too.
     #[arg(long)]
     log_level: Option<String>,
     /// Check the configuration and tables, then exit.
@@ -21,11 +22,10 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = cli.log_level.or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "info".into());
-    let Ok(level) = level.parse::<tracing::Level>() else {
-        eprintln!("vrouterd: unknown log level {level:?}; use error, warn, info, debug or trace");
+    if let Err(e) = vrouter::cli::init_logging(&level) {
+        eprintln!("vrouterd: {e}");
         return ExitCode::from(2);
-    };
-    tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).with_ansi(false).init();
+    }
     let cfg = match vrouter::daemon::config::Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {

@@ -136,9 +136,58 @@ pub fn count(v: &Value) -> u64 {
     v.as_u64().unwrap_or(0)
 }
 
+/// Sends the program's log to stderr (journald reads it there), filtered by
+/// `filter`: a level (`error`, `warn`, `info`, `debug`, `trace`, `off`), or
+/// directives as `RUST_LOG` takes them, `TARGET=LEVEL` and a level for the
+/// rest, joined by commas (`info,vrouter::api=debug`). A word that is not a
+/// level is refused rather than read as a target that logs nothing. Blank
+/// (as an empty `RUST_LOG=`) is `info`.
+pub fn init_logging(filter: &str) -> Result<(), String> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = if filter.trim().is_empty() { "info" } else { filter };
+    let targets = parse_log_filter(filter)?;
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false).finish().with(targets).init();
+    Ok(())
+}
+
+/// The filter `init_logging` takes, read.
+pub fn parse_log_filter(filter: &str) -> Result<tracing_subscriber::filter::Targets, String> {
+    let why = |d: &str| {
+        format!(
+            "cannot read log filter {filter:?} at {d:?}: give a level (error, warn, info, debug, trace, off), \
+             or TARGET=LEVEL directives and a level joined by commas, as info,vrouter::api=debug"
+        )
+    };
+    let is_level = |l: &str| !l.is_empty() && l.parse::<tracing_subscriber::filter::LevelFilter>().is_ok();
+    for d in filter.split(',').map(str::trim) {
+        let level = d.rsplit_once('=').map_or(d, |(target, level)| if target.is_empty() { "" } else { level });
+        if !is_level(level) {
+            return Err(why(d));
+        }
+    }
+    filter.parse().map_err(|_| why(filter))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_filter_is_a_level_or_directives_and_nothing_else() {
+        use tracing::Level;
+        let on = |f: &str, target: &str, level: Level| parse_log_filter(f).unwrap().would_enable(target, &level);
+        assert!(on("info", "vrouter::api::server", Level::INFO) && !on("info", "vrouter::api::server", Level::DEBUG));
+        let f = "info,vrouter::api=debug";
+        assert!(on(f, "vrouter::api::server", Level::DEBUG) && !on(f, "vrouter::daemon", Level::DEBUG));
+        assert!(on(f, "vrouter::daemon", Level::INFO));
+        assert!(!on("off", "vrouter::daemon", Level::ERROR));
+        // A word that is not a level would be a target logging nothing.
+        for bad in ["loud", "vrouter=loud", "=debug", "info,,debug"] {
+            let e = parse_log_filter(bad).unwrap_err();
+            assert!(e.starts_with(&format!("cannot read log filter {bad:?}")), "{e}");
+        }
+    }
 
     #[test]
     fn columns_align_to_the_widest_cell() {
