@@ -206,13 +206,57 @@ impl Drop for Daemon {
 /// One request to the metrics port, answered within `patience`: the
 /// response's status line.
 fn scrape(addr: std::net::SocketAddr, patience: Duration) -> std::io::Result<String> {
+    let text = http(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", patience)?;
+    Ok(text.lines().next().unwrap_or("").to_string())
+}
+
+/// `request` sent to the metrics port, and the whole response.
+fn http(addr: std::net::SocketAddr, request: &str, patience: Duration) -> std::io::Result<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr)?;
     s.set_read_timeout(Some(patience))?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
+    s.write_all(request.as_bytes())?;
     let mut text = String::new();
     s.read_to_string(&mut text)?;
-    Ok(text.lines().next().unwrap_or("").to_string())
+    Ok(text)
+}
+
+/// The metrics port answers as HTTP clients expect: a scrape with a query
+/// (a scrape config's `params`) gets the metrics, HEAD their headers, and
+/// another method, path or a line that is not HTTP a status that says so.
+#[test]
+fn the_metrics_port_answers_as_http_clients_expect() {
+    let dir = Scratch::dir("metrics-http");
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = free.local_addr().unwrap();
+    drop(free);
+    let cfg = dir.join("vrouterd.toml");
+    std::fs::write(&cfg, scratch_config("", &addr.to_string(), 1024)).unwrap();
+    let child = Command::new(VROUTERD).arg("--config").arg(&cfg).stderr(Stdio::null()).spawn().unwrap();
+    let _daemon = Daemon(child);
+    let up = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        scrape(addr, Duration::from_secs(5)).is_ok_and(|l| l.contains("200"))
+    });
+    assert!(up, "vrouterd answered on {addr}");
+    let ask = |request: &str| http(addr, &format!("{request}\r\nHost: x\r\n\r\n"), Duration::from_secs(5)).unwrap();
+    let split = |r: &str| -> (String, String) {
+        let (head, body) = r.split_once("\r\n\r\n").unwrap_or((r, ""));
+        (head.to_string(), body.to_string())
+    };
+    let (head, body) = split(&ask("GET /metrics?target=node1 HTTP/1.1"));
+    assert!(head.starts_with("HTTP/1.1 200 OK") && body.contains("vrouter_flow_capacity 1024"), "{head}");
+    let (head, body) = split(&ask("HEAD /metrics HTTP/1.1"));
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{head}"));
+    assert!(head.starts_with("HTTP/1.1 200 OK") && length > 1000 && body.is_empty(), "{head}\n{body}");
+    let (head, _) = split(&ask("POST /metrics HTTP/1.1"));
+    assert!(head.starts_with("HTTP/1.1 405 Method Not Allowed") && head.contains("\r\nAllow: GET, HEAD"), "{head}");
+    assert!(ask("GET /nothing HTTP/1.1").starts_with("HTTP/1.1 404 Not Found"));
+    assert!(ask("garbage").starts_with("HTTP/1.1 400 Bad Request"));
 }
 
 /// Connections to the metrics port that send nothing hold only

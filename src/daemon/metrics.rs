@@ -47,8 +47,9 @@ pub fn spawn(control: Arc<Control>, listener: TcpListener) -> std::io::Result<()
                 let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
             })
         });
-        let refuse =
-            |s: TcpStream| respond(&s, "503 Service Unavailable", "too many connections to the metrics port\n");
+        let refuse = |s: TcpStream| {
+            respond(&s, "503 Service Unavailable", "", "too many connections to the metrics port\n", true)
+        };
         accept_bounded(timed, MAX_CONNECTIONS, "vrouter-metrics-client", move |s| answer(&control, &s), refuse);
     })?;
     Ok(())
@@ -71,21 +72,34 @@ fn answer(control: &Control, stream: &TcpStream) {
     while reader.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
         line.clear();
     }
-    let path = request.split_whitespace().nth(1).unwrap_or("");
-    if request.starts_with("GET ") && (path == "/metrics" || path == "/") {
-        respond(stream, "200 OK", &render(control));
-    } else {
-        respond(stream, "404 Not Found", "GET /metrics\n");
+    let mut words = request.split_whitespace();
+    let (method, target, version) = (words.next(), words.next(), words.next());
+    // The query is the scraper's (a scrape config's `params`): the
+    // metrics are the same whatever it asks.
+    let path = target.and_then(|t| t.split(['?', '#']).next());
+    let metrics = matches!(path, Some("/metrics" | "/"));
+    match method {
+        _ if !version.is_some_and(|v| v.starts_with("HTTP/")) => {
+            respond(stream, "400 Bad Request", "", "GET /metrics HTTP/1.1\n", true)
+        }
+        Some("GET") if metrics => respond(stream, "200 OK", "", &render(control), true),
+        // What a GET would answer, but the body: monitoring checks ask so.
+        Some("HEAD") if metrics => respond(stream, "200 OK", "", &render(control), false),
+        _ if metrics => respond(stream, "405 Method Not Allowed", "Allow: GET, HEAD\r\n", "GET /metrics\n", true),
+        _ => respond(stream, "404 Not Found", "", "GET /metrics\n", true),
     }
 }
 
-fn respond(stream: &TcpStream, status: &str, body: &str) {
+/// Writes a response: `headers` (each ending in CRLF) beside the usual
+/// ones, and `body`, or only its length when `send_body` is false.
+fn respond(stream: &TcpStream, status: &str, headers: &str, body: &str, send_body: bool) {
     let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n",
         body.len()
     );
     let mut out = stream;
-    let _ = out.write_all(head.as_bytes()).and_then(|_| out.write_all(body.as_bytes()));
+    let body = if send_body { body.as_bytes() } else { b"" };
+    let _ = out.write_all(head.as_bytes()).and_then(|_| out.write_all(body));
 }
 
 /// Label values escaped as the format asks.
