@@ -182,6 +182,11 @@ fn vrfs_and_vifs_take_only_names_and_addresses_they_could_be_known_by() {
         refused(&mut w, Op::Update(Object::Vrf(spec(1, "v1", Some([10, 1, 0, 2]), None)))),
         "gateway_v4: 10.1.0.2 is vif 1's address"
     );
+    // Unless the pod moves off it in the same batch, before or after.
+    let mut moved = pod([10, 1, 0, 3], None);
+    moved.floating.clear();
+    w.apply(&[Op::Update(Object::Vrf(spec(1, "v1", Some([10, 1, 0, 2]), None))), Op::Update(Object::Vif(moved))])
+        .unwrap();
 }
 
 #[test]
@@ -211,13 +216,19 @@ fn a_vif_is_on_an_interface_it_alone_may_have() {
     // One interface, one vif; a vif updated keeps its own.
     assert_eq!(refused(&mut w, vif(2, "veth1", VifKind::Virtual)), "name: interface veth1 is vif 1's already");
     w.apply(&[Op::Update(Object::Vif(vif(1, "veth1", VifKind::Virtual)))]).unwrap();
+    // Judged on the batch's result: a batch may hand an interface from one
+    // vif to another in any order (as the agent's, whose updates come
+    // before its deletions).
+    w.apply(&[Op::Add(Object::Vif(vif(2, "veth1", VifKind::Virtual))), Op::Delete(ObjectKey::Vif(1))]).unwrap();
+    assert_eq!(refused(&mut w, vif(3, "veth1", VifKind::Virtual)), "name: interface veth1 is vif 2's already");
     // A station's MAC.
     for mac in [MacAddr::BROADCAST, MacAddr([1, 0, 0x5e, 0, 0, 1]), MacAddr::default()] {
-        let mut v = vif(2, "veth2", VifKind::Virtual);
+        let mut v = vif(4, "veth4", VifKind::Virtual);
         v.mac = mac;
         assert_eq!(refused(&mut w, v), format!("mac: {mac} is not a unicast address"));
     }
     assert_eq!(w.tables().vifs().count(), 2, "nothing refused was kept");
+    assert!(w.tables().vif(1).is_none() && w.tables().vif(2).is_some());
 }
 
 #[test]
@@ -246,6 +257,34 @@ fn objects_in_use_cannot_be_deleted() {
 /// it lets go), and a route may not name a VRF that does not exist. The
 /// network counts the routes others import from it (a failed batch
 /// leaves the count as it was).
+#[test]
+fn a_network_named_by_a_policy_exists_and_stays_while_named() {
+    use vrouter::flow::{Endpoint, Policy, PolicyAction, PortRange, Rule};
+    let mut w = base();
+    let from = |n: u32| Rule {
+        src: Endpoint::Network(n),
+        dst: Endpoint::Network(1),
+        proto: None,
+        sport: PortRange::ANY,
+        dport: PortRange::ANY,
+        action: PolicyAction::Allow,
+    };
+    let policy = |rules: Vec<Rule>| Policy { rules, default: PolicyAction::Deny };
+    let e = err(&mut w, &[Op::Add(Object::Policy(1, policy(vec![from(3)])))]);
+    assert_eq!(e.error, TableError::MissingReference { field: "rules.src.network", what: "VRF", id: 3 });
+    w.apply(&[vrf(2), vrf(3), Op::Add(Object::Policy(1, policy(vec![from(2), from(3)])))]).unwrap();
+    // Named, a network stays: its id given to another would be judged so.
+    let e = err(&mut w, &[Op::Delete(ObjectKey::Vrf(2))]);
+    assert_eq!(e.error, TableError::InUse { what: "VRF", id: "2".into(), refs: 1 });
+    w.apply(&[Op::Update(Object::Policy(1, policy(vec![from(3)])))]).unwrap();
+    w.apply(&[Op::Delete(ObjectKey::Vrf(2))]).unwrap();
+    // A policy that names its own network goes with its VRF, and lets go
+    // of the others it named.
+    w.apply(&[vrf(0), Op::Add(Object::Policy(0, policy(vec![from(0), from(3)])))]).unwrap();
+    w.apply(&[Op::Delete(ObjectKey::Vrf(0))]).unwrap();
+    w.apply(&[Op::Delete(ObjectKey::Policy(1)), Op::Delete(ObjectKey::Vrf(3))]).unwrap();
+}
+
 #[test]
 fn a_network_named_by_a_route_cannot_be_deleted() {
     let mut w = base();

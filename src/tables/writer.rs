@@ -531,6 +531,57 @@ fn check_label(field: &'static str, label: Label) -> Result<(), TableError> {
     Ok(())
 }
 
+/// The networks (VRFs) `p`'s rules name, once per mention, with the field
+/// each is in.
+fn named_networks(p: &crate::flow::Policy) -> impl Iterator<Item = (&'static str, VrfId)> + '_ {
+    use crate::flow::Endpoint;
+    p.rules.iter().flat_map(|r| {
+        let side = |field, e: &Endpoint| match *e {
+            Endpoint::Network(n) => Some((field, n)),
+            _ => None,
+        };
+        side("rules.src.network", &r.src).into_iter().chain(side("rules.dst.network", &r.dst))
+    })
+}
+
+/// The vifs' interfaces and the VRFs' names in a batch's result, to find
+/// an object's name held by another.
+struct BatchNames<'t> {
+    vifs: AHashMap<&'t str, Holders>,
+    vrfs: AHashMap<&'t str, Holders>,
+}
+
+impl<'t> BatchNames<'t> {
+    fn of(w: &'t Tables) -> Self {
+        BatchNames {
+            vifs: holders(w.vifs().map(|v| (v.name.as_str(), v.index))),
+            vrfs: holders(w.vrfs().map(|v| (v.name.as_str(), v.id))),
+        }
+    }
+}
+
+/// The first two objects (by id) that hold a name: enough to name another
+/// holder to any of them.
+#[derive(Clone, Copy)]
+struct Holders(u32, Option<u32>);
+
+impl Holders {
+    fn other_than(self, id: u32) -> Option<u32> {
+        match self {
+            Holders(first, Some(second)) => Some(if first == id { second } else { first }),
+            Holders(first, None) => (first != id).then_some(first),
+        }
+    }
+}
+
+fn holders<'t>(named: impl Iterator<Item = (&'t str, u32)>) -> AHashMap<&'t str, Holders> {
+    let mut out: AHashMap<&str, Holders> = AHashMap::new();
+    for (name, id) in named {
+        out.entry(name).and_modify(|h| h.1 = h.1.or(Some(id))).or_insert(Holders(id, None));
+    }
+    out
+}
+
 fn check_node_address(field: &'static str, a: Ipv4Addr) -> Result<(), TableError> {
     if !super::nexthop::is_tunnel_endpoint(a) {
         return Err(TableError::Invalid { field, reason: format!("{a} is not an address a node's tunnel can use") });
@@ -645,6 +696,15 @@ impl TablesWriter {
                 prefetch_route_change(&work, ahead);
             }
             if let Err(error) = self.apply_one(&mut work, op) {
+                self.rollback();
+                self.node_pool.abandon();
+                return Err(BatchError { index, error });
+            }
+        }
+        let mut names = None;
+        for (index, op) in ops.iter().enumerate() {
+            if let Err(error) = Self::check_against_others(&work, op, &mut names) {
+                drop(names);
                 self.rollback();
                 self.node_pool.abandon();
                 return Err(BatchError { index, error });
@@ -829,8 +889,8 @@ impl TablesWriter {
         if !(68..=9216).contains(&v.mtu) {
             return Err(TableError::OutOfRange { field: "mtu", value: v.mtu.into(), min: 68, max: 9216 });
         }
-        self.check_vif_interface(w, v)?;
-        Self::check_vif_addresses(w, v)?;
+        self.check_vif_interface(v)?;
+        Self::check_vif_addresses(v)?;
         if !v.mac.is_unicast() {
             return Err(TableError::Invalid { field: "mac", reason: format!("{} is not a unicast address", v.mac) });
         }
@@ -879,7 +939,7 @@ impl TablesWriter {
     /// Whether `v` may be on the interface it names: one Linux could have,
     /// the node's fabric for the fabric vif alone, and no other vif's.
     /// Two ports on one interface would fight over its XDP program.
-    fn check_vif_interface(&self, w: &Tables, v: &Vif) -> Result<(), TableError> {
+    fn check_vif_interface(&self, v: &Vif) -> Result<(), TableError> {
         let invalid = |reason: String| Err(TableError::Invalid { field: "name", reason });
         if let Some(why) = super::interface_name_problem(&v.name) {
             return invalid(format!("{:?}: {why}", v.name));
@@ -897,35 +957,17 @@ impl TablesWriter {
                 ));
             }
         }
-        // Linear in the vifs held: a few thousand at most on a node, and
-        // vifs change at the pace pods do.
-        match w.vifs().find(|o| o.index != v.index && o.name == v.name) {
-            Some(o) => invalid(format!("interface {} is vif {}'s already", v.name, o.index)),
-            None => Ok(()),
-        }
+        Ok(())
     }
 
     /// A vif's own addresses, and its floating IPs, must be ones a station
-    /// could have, and none its VRF's gateway (which vrouterd answers for).
-    fn check_vif_addresses(w: &Tables, v: &Vif) -> Result<(), TableError> {
+    /// could have; a floating IP is not its own address.
+    fn check_vif_addresses(v: &Vif) -> Result<(), TableError> {
         let addresses = [("ipv4", v.ipv4.map(IpAddr::V4)), ("ipv6", v.ipv6.map(IpAddr::V6))];
         let floating = v.floating.iter().map(|f| ("floating_ips.address", Some(IpAddr::V4(f.address))));
         for (field, a) in addresses.into_iter().chain(floating) {
             if let Some((a, why)) = a.and_then(|a| Some((a, super::station_address_problem(a)?))) {
                 return Err(TableError::Invalid { field, reason: format!("{a} is {why}") });
-            }
-        }
-        let vrf = w.vrf(v.vrf).expect("checked by the caller");
-        let gateway = [
-            ("ipv4", v.ipv4.map(IpAddr::V4), vrf.gateway_v4.map(IpAddr::V4)),
-            ("ipv6", v.ipv6.map(IpAddr::V6), vrf.gateway_v6.map(IpAddr::V6)),
-        ];
-        for (field, a, g) in gateway {
-            if let Some(a) = a.filter(|&a| Some(a) == g) {
-                return Err(TableError::Invalid {
-                    field,
-                    reason: format!("{a} is VRF {}'s gateway, which vrouterd answers for", v.vrf),
-                });
             }
         }
         for f in &v.floating {
@@ -937,6 +979,66 @@ impl TablesWriter {
             }
         }
         Ok(())
+    }
+
+    /// What an object may not share with others, checked on the batch's
+    /// result (`names`: the vifs' interfaces and the VRFs' names there, made
+    /// at the first need), so that a batch may move a name or an address
+    /// from one object to another in any order: a vif's interface is no
+    /// other vif's, a VRF's name no other VRF's, and no vif holds its VRF's
+    /// gateway (which vrouterd answers for).
+    fn check_against_others<'t>(w: &'t Tables, op: &Op, names: &mut Option<BatchNames<'t>>) -> Result<(), TableError> {
+        let invalid = |field, reason: String| Err(TableError::Invalid { field, reason });
+        match op {
+            Op::Add(Object::Vif(v)) | Op::Update(Object::Vif(v)) => {
+                // The vif as the batch left it, if it did.
+                let Some(v) = w.vif(v.index) else { return Ok(()) };
+                if let Some(other) = names
+                    .get_or_insert_with(|| BatchNames::of(w))
+                    .vifs
+                    .get(v.name.as_str())
+                    .and_then(|h| h.other_than(v.index))
+                {
+                    return invalid("name", format!("interface {} is vif {other}'s already", v.name));
+                }
+                let Some(vrf) = w.vrf(v.vrf) else { return Ok(()) };
+                let gateway = [
+                    ("ipv4", v.ipv4.map(IpAddr::V4), vrf.gateway_v4.map(IpAddr::V4)),
+                    ("ipv6", v.ipv6.map(IpAddr::V6), vrf.gateway_v6.map(IpAddr::V6)),
+                ];
+                for (field, a, g) in gateway {
+                    if let Some(a) = a.filter(|&a| Some(a) == g) {
+                        return invalid(field, format!("{a} is VRF {}'s gateway, which vrouterd answers for", v.vrf));
+                    }
+                }
+                Ok(())
+            }
+            Op::Add(Object::Vrf(spec)) | Op::Update(Object::Vrf(spec)) => {
+                let Some(v) = w.vrf(spec.id) else { return Ok(()) };
+                if let Some(other) = names
+                    .get_or_insert_with(|| BatchNames::of(w))
+                    .vrfs
+                    .get(v.name.as_str())
+                    .and_then(|h| h.other_than(v.id))
+                {
+                    return invalid("name", format!("VRF {other} is named {:?} already", v.name));
+                }
+                for (field, g) in
+                    [("gateway_v4", v.gateway_v4.map(IpAddr::V4)), ("gateway_v6", v.gateway_v6.map(IpAddr::V6))]
+                {
+                    let Some(g) = g else { continue };
+                    // Linear in the vifs held, for a change as rare as a network's.
+                    let holder = w.vifs().find(|x| {
+                        x.vrf == v.id && (x.ipv4.map(IpAddr::V4) == Some(g) || x.ipv6.map(IpAddr::V6) == Some(g))
+                    });
+                    if let Some(x) = holder {
+                        return invalid(field, format!("{g} is vif {}'s address", x.index));
+                    }
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 
     fn del_vif(&mut self, w: &mut Tables, i: VifIndex) -> Result<(), TableError> {
@@ -959,7 +1061,7 @@ impl TablesWriter {
         check_index("id", v.id, w.limits.vrfs, 0)?;
         let old = w.vrfs.get(v.id as usize).cloned();
         Self::exists_check("VRF", v.id, old.is_some(), add)?;
-        Self::check_vrf(w, v)?;
+        Self::check_vrf(v)?;
         let vrf = match old {
             Some(o) => Vrf { name: v.name.clone(), gateway_v4: v.gateway_v4, gateway_v6: v.gateway_v6, ..(*o).clone() },
             None => {
@@ -990,7 +1092,7 @@ impl TablesWriter {
     /// A VRF's name is its own and not a number (vrctl takes a VRF by
     /// either), and its gateways are addresses a station could have and no
     /// vif of it holds.
-    fn check_vrf(w: &Tables, v: &VrfSpec) -> Result<(), TableError> {
+    fn check_vrf(v: &VrfSpec) -> Result<(), TableError> {
         let invalid = |field, reason: String| Err(TableError::Invalid { field, reason });
         if v.name.is_empty() {
             return invalid("name", "must not be empty".into());
@@ -998,21 +1100,10 @@ impl TablesWriter {
         if v.name.parse::<u64>().is_ok() {
             return invalid("name", format!("{:?} is a number, which vrctl would take for a VRF's id", v.name));
         }
-        if let Some(o) = w.vrfs().find(|o| o.id != v.id && o.name == v.name) {
-            return invalid("name", format!("VRF {} is named {:?} already", o.id, v.name));
-        }
         let gateways = [("gateway_v4", v.gateway_v4.map(IpAddr::V4)), ("gateway_v6", v.gateway_v6.map(IpAddr::V6))];
         for (field, g) in gateways {
-            let Some(g) = g else { continue };
-            if let Some(why) = super::station_address_problem(g) {
+            if let Some((g, why)) = g.and_then(|g| Some((g, super::station_address_problem(g)?))) {
                 return invalid(field, format!("{g} is {why}"));
-            }
-            // Linear in the vifs held, for a change as rare as a network's.
-            let holder = w
-                .vifs()
-                .find(|x| x.vrf == v.id && (x.ipv4.map(IpAddr::V4) == Some(g) || x.ipv6.map(IpAddr::V6) == Some(g)));
-            if let Some(x) = holder {
-                return invalid(field, format!("{g} is vif {}'s address", x.index));
             }
         }
         Ok(())
@@ -1035,6 +1126,20 @@ impl TablesWriter {
             (true, true, _) => return Err(TableError::Exists { what: "policy of VRF", id: id.to_string() }),
             (false, false, _) => return Err(TableError::NotFound { what: "policy of VRF", id: id.to_string() }),
             _ => {}
+        }
+        // The networks its rules name exist, and stay while named, as a
+        // route's network does: a rule naming a VRF that is gone would
+        // judge the next VRF given its id.
+        for (field, n) in p.into_iter().flat_map(named_networks) {
+            if w.vrf(n).is_none() {
+                return Err(TableError::MissingReference { field, what: "VRF", id: n });
+            }
+        }
+        for (_, n) in old.policy.iter().flat_map(|o| named_networks(&o.policy)) {
+            bump(&mut w.vrf_refs, n, false);
+        }
+        for (_, n) in p.into_iter().flat_map(named_networks) {
+            bump(&mut w.vrf_refs, n, true);
         }
         let generation = old.policy_generation.wrapping_add(1);
         let policy = p.map(|p| Arc::new(super::VrfPolicy { policy: p.clone(), compiled: p.compile(), generation }));
@@ -1151,8 +1256,13 @@ impl TablesWriter {
     }
 
     fn del_vrf(&mut self, w: &mut Tables, id: VrfId) -> Result<(), TableError> {
-        if w.vrf(id).is_none() {
+        let Some(vrf) = w.vrf(id).cloned() else {
             return Err(TableError::NotFound { what: "VRF", id: id.to_string() });
+        };
+        // Its own policy goes with it, and the references its rules held
+        // (on itself too); a refusal below discards the batch's tables.
+        for (_, n) in vrf.policy.iter().flat_map(|o| named_networks(&o.policy)) {
+            bump(&mut w.vrf_refs, n, false);
         }
         if let Some(&refs) = w.vrf_refs.get(id as usize) {
             return Err(TableError::InUse { what: "VRF", id: id.to_string(), refs });
