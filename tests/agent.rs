@@ -245,6 +245,10 @@ fn bad_intent_is_refused_with_a_reason() {
             "gateway",
         ),
         (
+            INTENT.replace("00:11\"\nlabel = 16\n", "00:11\"\nlabel = 16\nallowed_addresses = [\"10.96.0.10\"]\n"),
+            "pod \"a1\": allowed address 10.96.0.10 is service web's address",
+        ),
+        (
             INTENT.replace("00:11\"\nlabel = 16\n", "00:11\"\nlabel = 16\nallowed_addresses = [\"10.1.0.1/8\"]\n"),
             "allowed address",
         ),

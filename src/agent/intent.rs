@@ -404,6 +404,12 @@ impl Intent {
                 if gateways.into_iter().flatten().any(is) {
                     return Err(format!("{what}: allowed address {a} is network {:?}'s gateway", n.name));
                 }
+                // A service's address is its endpoints' composite already:
+                // two sets of members for one route.
+                if let Some(s) = self.service.iter().find(|s| s.network == p.network && is(s.address)) {
+                    let name = s.name.clone().unwrap_or_else(|| s.address.to_string());
+                    return Err(format!("{what}: allowed address {a} is service {name}'s address"));
+                }
             }
         }
         if let Some(((network, prefix), pods)) = held.iter().find(|(_, pods)| pods.len() > MAX_MEMBERS) {
