@@ -740,6 +740,28 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
     api.call("delete", serde_json::json!({ "policy": 1 })).unwrap();
     assert_eq!(in_ns(&a1, &["python3", "-c", connect]).trim(), "refused", "a2 answered once a1's offload was off");
 
+    // a2's vif moved to another interface has its port moved with it:
+    // closed and detached on the old, opened on the new (it stayed on the
+    // old, shown as the new, before); moved back, it forwards again.
+    in_ns(&node, &["ip", "link", "add", "pa2x", "type", "veth", "peer", "name", "pa2y"]);
+    in_ns(&node, &["ip", "link", "set", "pa2x", "up"]);
+    in_ns(&node, &["ip", "link", "set", "pa2y", "up"]);
+    let move_a2 = |api: &mut vrouter::api::client::Client, to: &str| {
+        let mut vif = api.call("get", serde_json::json!({ "vif": 2 })).unwrap();
+        vif["name"] = serde_json::json!(to);
+        api.call("update", serde_json::json!({ "vif": vif })).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let port = api.call("get", serde_json::json!({ "vif": 2 })).unwrap()["status"]["port"].clone();
+        assert_eq!(port, "up", "a2's port on {to}");
+    };
+    let xdp_on = |dev: &str| in_ns(&node, &["ip", "-d", "link", "show", dev]).contains("prog/xdp");
+    move_a2(&mut api, "pa2x");
+    assert!(xdp_on("pa2x") && !xdp_on("pa2"), "the port moved to pa2x");
+    assert!(!ping(&a1, "10.1.0.3", "1"), "a2 is not on pa2x");
+    move_a2(&mut api, "pa2");
+    assert!(xdp_on("pa2") && !xdp_on("pa2x"), "the port moved back");
+    assert!(ping(&a1, "10.1.0.3", "2"), "a1 reaches a2 again");
+
     // a3 leaves and a2's route points at discard, in one batch.
     api.call(
         "batch",

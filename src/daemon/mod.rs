@@ -191,6 +191,25 @@ CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW, CAP_PERFMON, CAP_IPC_LOCK, CAP_SYS_ADMIN)";
 /// A port's XDP side; dropping it detaches the program.
 type Attached = (Attachment, XskMap);
 
+/// An open port: the XDP side, and the vif as it was opened (its
+/// interface and kind), so that a vif updated onto another interface, or
+/// to another kind, has its port opened again.
+struct OpenPort {
+    interface: String,
+    kind: VifKind,
+    _xdp: Attached,
+}
+
+impl OpenPort {
+    fn new(vif: &crate::tables::Vif, xdp: Attached) -> OpenPort {
+        OpenPort { interface: vif.name.clone(), kind: vif.kind, _xdp: xdp }
+    }
+
+    fn serves(&self, vif: &crate::tables::Vif) -> bool {
+        self.interface == vif.name && self.kind == vif.kind
+    }
+}
+
 /// The vifs that get an AF_XDP port.
 fn port_vifs(tables: &Tables) -> Vec<crate::tables::Vif> {
     tables.vifs().filter(|v| matches!(v.kind, VifKind::Fabric | VifKind::Virtual)).cloned().collect()
@@ -338,7 +357,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         for (w, port) in vif_ports {
             ports[w].push(port);
         }
-        attached.insert(vif.index, xdp);
+        attached.insert(vif.index, OpenPort::new(&vif, xdp));
     }
     // Worker 0 owns queue 0 of every port, so the others hand it frames
     // for ports they have no socket on.
@@ -537,17 +556,22 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
 }
 
 /// Opens ports for vifs the tables gained and closes those of vifs they
-/// lost, while the worker keeps forwarding for the rest.
+/// lost, or that moved to another interface or kind (closed, then opened
+/// again), while the worker keeps forwarding for the rest.
 fn sync_ports(
     cfg: &Config,
     tables: &Tables,
-    attached: &mut std::collections::BTreeMap<u32, Attached>,
+    attached: &mut std::collections::BTreeMap<u32, OpenPort>,
     controls: &[std::sync::mpsc::Sender<PortCommand>],
     shares: &mut [Option<crate::io::xsk::UmemShare>],
     control: &Control,
 ) {
     let wanted = port_vifs(tables);
-    let gone: Vec<u32> = attached.keys().copied().filter(|i| !wanted.iter().any(|v| v.index == *i)).collect();
+    let gone: Vec<u32> = attached
+        .iter()
+        .filter(|(i, open)| !wanted.iter().any(|v| v.index == **i && open.serves(v)))
+        .map(|(i, _)| *i)
+        .collect();
     for vif in gone {
         // Detach first: the interface's traffic goes back to the kernel
         // before the socket closes.
@@ -563,7 +587,7 @@ fn sync_ports(
     for vif in &new {
         match open_port(cfg, vif, shares) {
             Ok((ports, xdp)) => {
-                attached.insert(vif.index, xdp);
+                attached.insert(vif.index, OpenPort::new(vif, xdp));
                 for (w, port) in ports {
                     let _ = controls[w].send(PortCommand::Add(Box::new(port)));
                 }
