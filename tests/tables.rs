@@ -192,8 +192,14 @@ fn vrfs_and_vifs_take_only_names_and_addresses_they_could_be_known_by() {
 #[test]
 fn a_vif_is_on_an_interface_it_alone_may_have() {
     let mut w = base();
-    w.set_fabric_interface("eth0");
-    let vif = |index, name: &str, kind| Vif::new(index, name, kind, 1, MacAddr([2, 0, 0, 0, 0, index as u8 + 1]));
+    w.set_node("eth0", Ipv4Addr::new(192, 168, 0, 1));
+    let vif = |index, name: &str, kind| {
+        let mut v = Vif::new(index, name, kind, 1, MacAddr([2, 0, 0, 0, 0, index as u8 + 1]));
+        if kind == VifKind::Fabric {
+            v.ipv4 = Some(Ipv4Addr::new(192, 168, 0, 1));
+        }
+        v
+    };
     let refused = |w: &mut TablesWriter, v: Vif| match err(w, &[Op::Add(Object::Vif(v))]).error {
         TableError::Invalid { field, reason } => format!("{field}: {reason}"),
         other => panic!("refused as {other:?}"),
@@ -208,6 +214,13 @@ fn a_vif_is_on_an_interface_it_alone_may_have() {
         "name: eth0 is this node's fabric interface (node.fabric): only the fabric vif may be on it"
     );
     assert!(refused(&mut w, vif(0, "eth1", VifKind::Fabric)).contains("must be on this node's fabric interface, eth0"));
+    // Its address is the one the fabric's XDP program steers tunnels to.
+    let mut elsewhere = vif(0, "eth0", VifKind::Fabric);
+    elsewhere.ipv4 = Some(Ipv4Addr::new(192, 168, 0, 9));
+    assert_eq!(
+        refused(&mut w, elsewhere),
+        "ipv4: the fabric vif's address is this node's underlay address, 192.168.0.1 (node.underlay)"
+    );
     w.apply(&[
         Op::Add(Object::Vif(vif(0, "eth0", VifKind::Fabric))),
         Op::Add(Object::Vif(vif(1, "veth1", VifKind::Virtual))),

@@ -126,7 +126,7 @@ fn prepare(cfg: &Config) -> Result<(TablesWriter, Resolved), DaemonError> {
     }
     let (ops, resolved) = load_tables(cfg)?;
     let (mut writer, _) = TablesWriter::new(cfg.limits.to_limits());
-    writer.set_fabric_interface(&cfg.node.fabric);
+    writer.set_node(&cfg.node.fabric, cfg.node.underlay);
     writer.apply(&ops).map_err(|e| {
         let file = cfg.tables.file.as_ref().map_or("tables".into(), |p| p.display().to_string());
         fail(format!("{file}: {e}"))

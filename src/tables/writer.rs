@@ -374,11 +374,14 @@ pub struct TablesWriter {
     /// the current one, a reference to every node: 21 µs a batch, not 0.34
     /// ms, for one route a batch in a VRF growing to 100,000.
     spares: SpareTables,
-    /// The node's fabric interface (vrouterd.toml's `node.fabric`), where
-    /// one is known: the fabric vif must be on it and no other vif may,
-    /// since a pod's port takes all of an interface's traffic and would
-    /// take the node off its network.
-    fabric_interface: Option<String>,
+    /// The node's fabric interface and underlay address (vrouterd.toml's
+    /// `node`), where known: the fabric vif must be on that interface and
+    /// no other vif may, since a pod's port takes all of an interface's
+    /// traffic and would take the node off its network; and the fabric
+    /// vif's address is the underlay's, the one its XDP program steers
+    /// tunnels to (any other, and every tunnel would be dropped as not
+    /// for us).
+    node: Option<(String, Ipv4Addr)>,
 }
 
 #[derive(Default)]
@@ -613,15 +616,16 @@ impl TablesWriter {
             retired: Vec::new(),
             node_pool: NodePool::new(),
             spares: SpareTables::default(),
-            fabric_interface: None,
+            node: None,
         };
         (w, handle)
     }
 
-    /// Names the node's fabric interface: from now on the fabric vif must
-    /// be on it, and no other vif may be.
-    pub fn set_fabric_interface(&mut self, name: &str) {
-        self.fabric_interface = Some(name.to_owned());
+    /// Names the node's fabric interface and underlay address: from now on
+    /// the fabric vif must be on that interface with that address, and no
+    /// other vif may be on it.
+    pub fn set_node(&mut self, fabric: &str, underlay: Ipv4Addr) {
+        self.node = Some((fabric.to_owned(), underlay));
     }
 
     /// A handle readers load snapshots from.
@@ -944,7 +948,15 @@ impl TablesWriter {
         if let Some(why) = super::interface_name_problem(&v.name) {
             return invalid(format!("{:?}: {why}", v.name));
         }
-        if let Some(fabric) = &self.fabric_interface {
+        if let Some((fabric, underlay)) = &self.node {
+            if v.kind == VifKind::Fabric && v.ipv4 != Some(*underlay) {
+                return Err(TableError::Invalid {
+                    field: "ipv4",
+                    reason: format!(
+                        "the fabric vif's address is this node's underlay address, {underlay} (node.underlay)"
+                    ),
+                });
+            }
             if v.kind == VifKind::Fabric && v.name != *fabric {
                 return invalid(format!(
                     "the fabric vif must be on this node's fabric interface, {fabric} (node.fabric), not {}",
