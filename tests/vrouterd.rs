@@ -762,6 +762,28 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
     assert!(xdp_on("pa2") && !xdp_on("pa2x"), "the port moved back");
     assert!(ping(&a1, "10.1.0.3", "2"), "a1 reaches a2 again");
 
+    // A vif whose interface comes later (a pod's veth made after its vif)
+    // gets its port when it comes, without another table change.
+    let mut late = api.call("get", serde_json::json!({ "vif": 2 })).unwrap();
+    late["index"] = serde_json::json!(5);
+    late["name"] = serde_json::json!("pa5");
+    late["mac"] = serde_json::json!("02:00:00:00:01:05");
+    late["ipv4"] = serde_json::json!("10.1.0.9");
+    api.call("add", serde_json::json!({ "vif": late })).unwrap();
+    let port5 = |api: &mut vrouter::api::client::Client| {
+        api.call("get", serde_json::json!({ "vif": 5 })).unwrap()["status"]["port"].as_str().unwrap_or("").to_string()
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(port5(&mut api).starts_with("down: "), "{}", port5(&mut api));
+    in_ns(&node, &["ip", "link", "add", "pa5", "type", "veth", "peer", "name", "pa5p"]);
+    in_ns(&node, &["ip", "link", "set", "pa5", "up"]);
+    let came = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        port5(&mut api) == "up"
+    });
+    assert!(came && xdp_on("pa5"), "pa5's port opened once pa5 came: {}", port5(&mut api));
+    api.call("delete", serde_json::json!({ "vif": 5 })).unwrap();
+
     // a3 leaves and a2's route points at discard, in one batch.
     api.call(
         "batch",

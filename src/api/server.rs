@@ -140,6 +140,11 @@ impl Control {
         &self.node
     }
 
+    /// The state `set_port_state` last gave vif `vif`'s port.
+    pub fn port_state(&self, vif: VifIndex) -> Option<String> {
+        self.ports.lock().unwrap_or_else(|e| e.into_inner()).get(&vif).cloned()
+    }
+
     /// Records a vif's port state, for `vif get` and `vif list`.
     pub fn set_port_state(&self, vif: VifIndex, state: Option<String>) {
         let mut p = self.ports.lock().unwrap_or_else(|e| e.into_inner());

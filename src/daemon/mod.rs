@@ -184,6 +184,9 @@ impl Drop for SocketFile {
     }
 }
 
+/// How often ports that failed to open are tried again.
+const PORT_RETRY: Duration = Duration::from_secs(2);
+
 /// Said after a port's "Operation not permitted".
 const PRIVILEGE_HINT: &str = " (vrouterd needs root, or the capabilities its systemd unit gives it: \
 CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW, CAP_PERFMON, CAP_IPC_LOCK, CAP_SYS_ADMIN)";
@@ -445,6 +448,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     info!(node = %cfg.node.underlay, fabric = %cfg.node.fabric, "vrouterd ready");
     let mut last_ping = Instant::now();
     let mut last_resolve = Instant::now();
+    let (mut ports_down, mut last_port_try) = (false, Instant::now());
     let mut unresolved = 0;
     let mut seen = first.generation();
     drop(first);
@@ -471,9 +475,13 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             st.writer.reclaim();
             st.writer.tables().clone()
         };
-        if tables.generation() != seen {
+        // A vif whose interface is not there yet (a pod's veth made after
+        // its vif) gets its port once the interface comes.
+        let retry = ports_down && last_port_try.elapsed() >= PORT_RETRY;
+        if tables.generation() != seen || retry {
             seen = tables.generation();
-            sync_ports(&cfg, &tables, &mut attached, &controls, &mut shares, &control);
+            ports_down = sync_ports(&cfg, &tables, &mut attached, &controls, &mut shares, &control);
+            last_port_try = Instant::now();
         }
         if last_advice.elapsed() >= Duration::from_secs(1) {
             last_advice = Instant::now();
@@ -557,7 +565,8 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
 
 /// Opens ports for vifs the tables gained and closes those of vifs they
 /// lost, or that moved to another interface or kind (closed, then opened
-/// again), while the worker keeps forwarding for the rest.
+/// again), while the worker keeps forwarding for the rest. A port that
+/// fails to open is tried again by the next call; true if one did.
 fn sync_ports(
     cfg: &Config,
     tables: &Tables,
@@ -565,7 +574,7 @@ fn sync_ports(
     controls: &[std::sync::mpsc::Sender<PortCommand>],
     shares: &mut [Option<crate::io::xsk::UmemShare>],
     control: &Control,
-) {
+) -> bool {
     let wanted = port_vifs(tables);
     let gone: Vec<u32> = attached
         .iter()
@@ -594,11 +603,16 @@ fn sync_ports(
                 control.set_port_state(vif.index, Some("up".into()));
             }
             Err(e) => {
-                error!("{e}");
-                control.set_port_state(vif.index, Some(format!("down: {e}")));
+                // Said once, not at every retry.
+                let state = format!("down: {e}");
+                if control.port_state(vif.index).as_deref() != Some(state.as_str()) {
+                    error!("{e}");
+                }
+                control.set_port_state(vif.index, Some(state));
             }
         }
     }
+    new.iter().any(|v| !attached.contains_key(&v.index))
 }
 
 #[cfg(test)]
