@@ -221,24 +221,32 @@ fn http(addr: std::net::SocketAddr, request: &str, patience: Duration) -> std::i
     Ok(text)
 }
 
-/// The metrics port answers as HTTP clients expect: a scrape with a query
-/// (a scrape config's `params`) gets the metrics, HEAD their headers, and
-/// another method, path or a line that is not HTTP a status that says so.
-#[test]
-fn the_metrics_port_answers_as_http_clients_expect() {
-    let dir = Scratch::dir("metrics-http");
+/// A vrouterd serving metrics on a free local port, once it answers a
+/// scrape: its scratch directory (kept while it runs), the process, and
+/// the port's address.
+fn vrouterd_with_metrics(tag: &str) -> (Scratch, Daemon, std::net::SocketAddr) {
+    let dir = Scratch::dir(tag);
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = free.local_addr().unwrap();
     drop(free);
     let cfg = dir.join("vrouterd.toml");
     std::fs::write(&cfg, scratch_config("", &addr.to_string(), 1024)).unwrap();
     let child = Command::new(VROUTERD).arg("--config").arg(&cfg).stderr(Stdio::null()).spawn().unwrap();
-    let _daemon = Daemon(child);
+    let daemon = Daemon(child);
     let up = (0..100).any(|_| {
         std::thread::sleep(Duration::from_millis(50));
         scrape(addr, Duration::from_secs(5)).is_ok_and(|l| l.contains("200"))
     });
     assert!(up, "vrouterd answered on {addr}");
+    (dir, daemon, addr)
+}
+
+/// The metrics port answers as HTTP clients expect: a scrape with a query
+/// (a scrape config's `params`) gets the metrics, HEAD their headers, and
+/// another method, path or a line that is not HTTP a status that says so.
+#[test]
+fn the_metrics_port_answers_as_http_clients_expect() {
+    let (_dir, _daemon, addr) = vrouterd_with_metrics("metrics-http");
     let ask = |request: &str| http(addr, &format!("{request}\r\nHost: x\r\n\r\n"), Duration::from_secs(5)).unwrap();
     let split = |r: &str| -> (String, String) {
         let (head, body) = r.split_once("\r\n\r\n").unwrap_or((r, ""));
@@ -265,19 +273,7 @@ fn the_metrics_port_answers_as_http_clients_expect() {
 /// and past the few answered at once, one more is told 503 at once.
 #[test]
 fn silent_connections_to_the_metrics_port_hold_no_scrape() {
-    let dir = Scratch::dir("metrics-silent");
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = free.local_addr().unwrap();
-    drop(free);
-    let cfg = dir.join("vrouterd.toml");
-    std::fs::write(&cfg, scratch_config("", &addr.to_string(), 1024)).unwrap();
-    let child = Command::new(VROUTERD).arg("--config").arg(&cfg).stderr(Stdio::null()).spawn().unwrap();
-    let _daemon = Daemon(child);
-    let up = (0..100).any(|_| {
-        std::thread::sleep(Duration::from_millis(50));
-        scrape(addr, Duration::from_secs(5)).is_ok_and(|l| l.contains("200"))
-    });
-    assert!(up, "vrouterd answered on {addr}");
+    let (_dir, _daemon, addr) = vrouterd_with_metrics("metrics-silent");
     let silent: Vec<_> = (0..6).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
     // Under the two seconds the first silent one may hold a thread.
     let status = scrape(addr, Duration::from_millis(1500)).expect("answered while six connections sat silent");

@@ -197,6 +197,13 @@ pub struct Pod {
     pub allowed_addresses: Vec<String>,
 }
 
+impl Pod {
+    /// Its own addresses, IPv4 then IPv6 where it has one.
+    pub fn addresses(&self) -> impl Iterator<Item = IpAddr> {
+        [Some(IpAddr::V4(self.ip)), self.ip6.map(IpAddr::V6)].into_iter().flatten()
+    }
+}
+
 /// A floating IP of a pod.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -337,9 +344,8 @@ impl Intent {
             if !p.mac.is_unicast() {
                 return Err(format!("{what}: mac {}: not a unicast address", p.mac));
             }
-            station(&format!("{what}, ip"), IpAddr::V4(p.ip))?;
-            if let Some(a) = p.ip6 {
-                station(&format!("{what}, ip6"), IpAddr::V6(a))?;
+            for a in p.addresses() {
+                station(&format!("{what}, {}", if a.is_ipv4() { "ip" } else { "ip6" }), a)?;
             }
             if n.gateway == Some(p.ip) || (p.ip6.is_some() && n.gateway6 == p.ip6) {
                 return Err(format!("{what}: its address is network {:?}'s gateway", n.name));
@@ -393,10 +399,7 @@ impl Intent {
                 // a router pod's 0.0.0.0/0, leaves them be: their host
                 // routes are longer.)
                 let is = |addr: IpAddr| prefix == Prefix::covering(addr, if addr.is_ipv4() { 32 } else { 128 });
-                let owner = self.pod.iter().find(|o| {
-                    o.network == p.network
-                        && [Some(IpAddr::V4(o.ip)), o.ip6.map(IpAddr::V6)].into_iter().flatten().any(is)
-                });
+                let owner = self.pod.iter().find(|o| o.network == p.network && o.addresses().any(is));
                 if let Some(o) = owner {
                     return Err(format!("{what}: allowed address {a} is pod {:?}'s own address", o.name));
                 }
@@ -479,9 +482,7 @@ impl Intent {
                 return Err(format!("{what}: no endpoints"));
             }
             station(&what, s.address)?;
-            let owner = self.pod.iter().find(|p| {
-                p.network == s.network && [Some(IpAddr::V4(p.ip)), p.ip6.map(IpAddr::V6)].contains(&Some(s.address))
-            });
+            let owner = self.pod.iter().find(|p| p.network == s.network && p.addresses().any(|a| a == s.address));
             if let Some(p) = owner {
                 return Err(format!("{what}: address {} is pod {:?}'s own", s.address, p.name));
             }

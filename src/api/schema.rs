@@ -599,11 +599,10 @@ impl PolicyDef {
             // Another protocol's flows have no ports (an ICMP echo's key
             // holds its identifier there): such a rule would match by
             // chance or never.
-            if let Some(p) = proto.filter(|p| ![ip_proto::TCP, ip_proto::UDP].contains(p)) {
-                let field = if sport != PortRange::ANY { "sport" } else { "dport" };
-                if sport != PortRange::ANY || dport != PortRange::ANY {
-                    return Err(bad(field, format!("rule {i}: ports are for tcp and udp, not protocol {p}")));
-                }
+            let ported = [("sport", sport), ("dport", dport)].into_iter().find(|&(_, r)| r != PortRange::ANY);
+            if let (Some(p), Some((field, _))) = (proto.filter(|p| ![ip_proto::TCP, ip_proto::UDP].contains(p)), ported)
+            {
+                return Err(bad(field, format!("rule {i}: ports are for tcp and udp, not protocol {p}")));
             }
             rules.push(Rule {
                 src: endpoint("src", &r.src, i)?,

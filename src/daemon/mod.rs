@@ -18,7 +18,7 @@ use crate::io::bpf::{Attachment, Program, XskMap};
 use crate::io::worker::{Port, PortCommand, Worker};
 use crate::io::xsk::{XskConfig, XskSocket};
 use crate::pipeline::{Pipeline, PipelineConfig};
-use crate::stats::{DropReason, Stats, StatsBoard, WorkerIo, PUBLISH_EVERY};
+use crate::stats::{DropReason, StatsBoard, WorkerIo, PUBLISH_EVERY};
 use crate::tables::{Tables, TablesWriter, VifKind};
 use config::Config;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -289,7 +289,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     // Counters, per worker its own and the board's copy, sized by the
     // limits: as the flow table below, limits the machine cannot hold are
     // the operator's to lower, told before anything is touched.
-    let counter_bytes = 2 * (Stats::bytes_for(limits.vifs, limits.vrfs) + limits.vifs * 8);
+    let counter_bytes = StatsBoard::bytes_per_worker(limits.vifs, limits.vrfs);
     let counters = |e: std::collections::TryReserveError| {
         fail(format!(
             "limits.vifs = {} and limits.vrfs = {}: their counters ({} MiB a worker) cannot be had: {e}; lower them",

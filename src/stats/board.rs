@@ -90,6 +90,12 @@ impl StatsBoard {
         Ok(Arc::new(StatsBoard { slots, restarts: Mutex::default() }))
     }
 
+    /// Bytes a worker's counters take for `vifs` and `vrfs`, its own and
+    /// the board's copy of them, once every vif has dropped.
+    pub fn bytes_per_worker(vifs: usize, vrfs: usize) -> usize {
+        2 * (Stats::bytes_for(vifs, vrfs) + vifs * std::mem::size_of::<u64>())
+    }
+
     /// Number of workers.
     pub fn workers(&self) -> usize {
         self.slots.len()

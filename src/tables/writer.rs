@@ -585,6 +585,28 @@ fn holders<'t>(named: impl Iterator<Item = (&'t str, u32)>) -> AHashMap<&'t str,
     out
 }
 
+/// A vif's own addresses, by field.
+fn vif_addresses(v: &Vif) -> [(&'static str, Option<IpAddr>); 2] {
+    [("ipv4", v.ipv4.map(IpAddr::V4)), ("ipv6", v.ipv6.map(IpAddr::V6))]
+}
+
+/// A VRF's gateways, by field, in the order of `vif_addresses`' families.
+fn gateways(v4: Option<Ipv4Addr>, v6: Option<Ipv6Addr>) -> [(&'static str, Option<IpAddr>); 2] {
+    [("gateway_v4", v4.map(IpAddr::V4)), ("gateway_v6", v6.map(IpAddr::V6))]
+}
+
+/// The first of `addresses` no station could have, as the error for its field.
+fn check_station_addresses(
+    addresses: impl IntoIterator<Item = (&'static str, Option<IpAddr>)>,
+) -> Result<(), TableError> {
+    for (field, a) in addresses {
+        if let Some((a, why)) = a.and_then(|a| Some((a, super::station_address_problem(a)?))) {
+            return Err(TableError::Invalid { field, reason: format!("{a} is {why}") });
+        }
+    }
+    Ok(())
+}
+
 fn check_node_address(field: &'static str, a: Ipv4Addr) -> Result<(), TableError> {
     if !super::nexthop::is_tunnel_endpoint(a) {
         return Err(TableError::Invalid { field, reason: format!("{a} is not an address a node's tunnel can use") });
@@ -893,7 +915,7 @@ impl TablesWriter {
         if !(68..=9216).contains(&v.mtu) {
             return Err(TableError::OutOfRange { field: "mtu", value: v.mtu.into(), min: 68, max: 9216 });
         }
-        self.check_vif_interface(v)?;
+        self.check_vif_on_node(v)?;
         Self::check_vif_addresses(v)?;
         if !v.mac.is_unicast() {
             return Err(TableError::Invalid { field: "mac", reason: format!("{} is not a unicast address", v.mac) });
@@ -940,10 +962,12 @@ impl TablesWriter {
         Ok(())
     }
 
-    /// Whether `v` may be on the interface it names: one Linux could have,
-    /// the node's fabric for the fabric vif alone, and no other vif's.
-    /// Two ports on one interface would fight over its XDP program.
-    fn check_vif_interface(&self, v: &Vif) -> Result<(), TableError> {
+    /// Whether `v` fits the node: its interface one Linux could have, the
+    /// node's fabric for the fabric vif alone (with the underlay address);
+    /// that no other vif is on it is checked on the batch's result
+    /// (`check_against_others`): two ports on one interface would fight
+    /// over its XDP program.
+    fn check_vif_on_node(&self, v: &Vif) -> Result<(), TableError> {
         let invalid = |reason: String| Err(TableError::Invalid { field: "name", reason });
         if let Some(why) = super::interface_name_problem(&v.name) {
             return invalid(format!("{:?}: {why}", v.name));
@@ -975,13 +999,8 @@ impl TablesWriter {
     /// A vif's own addresses, and its floating IPs, must be ones a station
     /// could have; a floating IP is not its own address.
     fn check_vif_addresses(v: &Vif) -> Result<(), TableError> {
-        let addresses = [("ipv4", v.ipv4.map(IpAddr::V4)), ("ipv6", v.ipv6.map(IpAddr::V6))];
         let floating = v.floating.iter().map(|f| ("floating_ips.address", Some(IpAddr::V4(f.address))));
-        for (field, a) in addresses.into_iter().chain(floating) {
-            if let Some((a, why)) = a.and_then(|a| Some((a, super::station_address_problem(a)?))) {
-                return Err(TableError::Invalid { field, reason: format!("{a} is {why}") });
-            }
-        }
+        check_station_addresses(vif_addresses(v).into_iter().chain(floating))?;
         for f in &v.floating {
             if (Some(f.address), f.vrf) == (v.ipv4, v.vrf) {
                 return Err(TableError::Invalid {
@@ -1014,11 +1033,7 @@ impl TablesWriter {
                     return invalid("name", format!("interface {} is vif {other}'s already", v.name));
                 }
                 let Some(vrf) = w.vrf(v.vrf) else { return Ok(()) };
-                let gateway = [
-                    ("ipv4", v.ipv4.map(IpAddr::V4), vrf.gateway_v4.map(IpAddr::V4)),
-                    ("ipv6", v.ipv6.map(IpAddr::V6), vrf.gateway_v6.map(IpAddr::V6)),
-                ];
-                for (field, a, g) in gateway {
+                for ((field, a), (_, g)) in vif_addresses(v).into_iter().zip(gateways(vrf.gateway_v4, vrf.gateway_v6)) {
                     if let Some(a) = a.filter(|&a| Some(a) == g) {
                         return invalid(field, format!("{a} is VRF {}'s gateway, which vrouterd answers for", v.vrf));
                     }
@@ -1035,14 +1050,11 @@ impl TablesWriter {
                 {
                     return invalid("name", format!("VRF {other} is named {:?} already", v.name));
                 }
-                for (field, g) in
-                    [("gateway_v4", v.gateway_v4.map(IpAddr::V4)), ("gateway_v6", v.gateway_v6.map(IpAddr::V6))]
-                {
+                for (field, g) in gateways(v.gateway_v4, v.gateway_v6) {
                     let Some(g) = g else { continue };
                     // Linear in the vifs held, for a change as rare as a network's.
-                    let holder = w.vifs().find(|x| {
-                        x.vrf == v.id && (x.ipv4.map(IpAddr::V4) == Some(g) || x.ipv6.map(IpAddr::V6) == Some(g))
-                    });
+                    let holder =
+                        w.vifs().find(|x| x.vrf == v.id && vif_addresses(x).iter().any(|&(_, a)| a == Some(g)));
                     if let Some(x) = holder {
                         return invalid(field, format!("{g} is vif {}'s address", x.index));
                     }
@@ -1112,13 +1124,7 @@ impl TablesWriter {
         if v.name.parse::<u64>().is_ok() {
             return invalid("name", format!("{:?} is a number, which vrctl would take for a VRF's id", v.name));
         }
-        let gateways = [("gateway_v4", v.gateway_v4.map(IpAddr::V4)), ("gateway_v6", v.gateway_v6.map(IpAddr::V6))];
-        for (field, g) in gateways {
-            if let Some((g, why)) = g.and_then(|g| Some((g, super::station_address_problem(g)?))) {
-                return invalid(field, format!("{g} is {why}"));
-            }
-        }
-        Ok(())
+        check_station_addresses(gateways(v.gateway_v4, v.gateway_v6))
     }
 
     /// Sets (`Some`) or removes (`None`) VRF `id`'s policy. Add needs none
