@@ -287,7 +287,7 @@ fn pods_ping_each_other_through_the_pipeline() {
         map.set(0, sock.raw_fd()).unwrap();
         let prog = Program::redirect_all(&map).unwrap();
         keep.push((Attachment::new(&prog, idx, XdpMode::Generic).unwrap(), map));
-        ports.push(Port { vif, sock });
+        ports.push(Port::new(vif, sock));
     }
     let pipeline = Pipeline::new(PipelineConfig::default(), handle.load().limits());
     let mut worker = Worker::new(ports, pipeline, handle.clone());
@@ -488,8 +488,7 @@ fn pods_on_two_nodes_talk_over_mpls_over_udp() {
                 let (fab, fab_map, fab_link) = open("fab", true);
                 let (pod, pod_map, pod_link) = open("pod", false);
                 let pipeline = Pipeline::new(PipelineConfig::default(), handle.load().limits());
-                let mut worker =
-                    Worker::new(vec![Port { vif: 0, sock: fab }, Port { vif: 1, sock: pod }], pipeline, handle);
+                let mut worker = Worker::new(vec![Port::new(0, fab), Port::new(1, pod)], pipeline, handle);
                 ready.send(()).unwrap();
                 while !stop.load(Ordering::Relaxed) {
                     if worker.poll().unwrap() == 0 {

@@ -16,7 +16,7 @@ use crate::api::schema::{Defaults, TablesDef};
 use crate::api::server::{Control, NodeInfo};
 use crate::io::bpf::{Attachment, Program, XskMap};
 use crate::io::worker::{Port, PortCommand, Worker};
-use crate::io::xsk::{XskConfig, XskSocket};
+use crate::io::xsk::{Umem, UmemShare, XskConfig, XskSocket};
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::stats::{DropReason, StatsBoard, WorkerIo, PUBLISH_EVERY};
 use crate::tables::{Tables, TablesWriter, VifKind};
@@ -187,6 +187,11 @@ impl Drop for SocketFile {
 /// How often ports that failed to open are tried again.
 const PORT_RETRY: Duration = Duration::from_secs(2);
 
+/// How often open ports' interfaces are checked: one deleted (a pod gone
+/// before its vif) has its port closed, and one made again under its name
+/// gets a new port.
+const PORT_CHECK: Duration = Duration::from_secs(1);
+
 /// Said after a port's "Operation not permitted".
 const PRIVILEGE_HINT: &str = " (vrouterd needs root, or the capabilities its systemd unit gives it: \
 CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW, CAP_PERFMON, CAP_IPC_LOCK, CAP_SYS_ADMIN)";
@@ -194,22 +199,52 @@ CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW, CAP_PERFMON, CAP_IPC_LOCK, CAP_SYS_ADMIN)";
 /// A port's XDP side; dropping it detaches the program.
 type Attached = (Attachment, XskMap);
 
-/// An open port: the XDP side, and the vif as it was opened (its
-/// interface and kind), so that a vif updated onto another interface, or
-/// to another kind, has its port opened again.
+/// An open port: the XDP side, the vif as it was opened (its interface,
+/// that interface's index, and its kind), so that a vif updated onto
+/// another interface or kind, or whose interface was deleted or made
+/// again, has its port opened again; and what other sockets need to bind
+/// to its sockets' UMEM (by worker).
 struct OpenPort {
     interface: String,
+    ifindex: u32,
     kind: VifKind,
+    umems: Vec<(usize, UmemShare)>,
     _xdp: Attached,
 }
 
 impl OpenPort {
-    fn new(vif: &crate::tables::Vif, xdp: Attached) -> OpenPort {
-        OpenPort { interface: vif.name.clone(), kind: vif.kind, _xdp: xdp }
-    }
-
     fn serves(&self, vif: &crate::tables::Vif) -> bool {
         self.interface == vif.name && self.kind == vif.kind
+    }
+
+    /// False once the interface is gone, or is another of the same name.
+    fn interface_alive(&self) -> bool {
+        crate::io::ifindex(&self.interface).is_ok_and(|i| i == self.ifindex)
+    }
+}
+
+/// Each worker's UMEM: its memory, for good (`umem`), and a socket bound
+/// to it that a new port's sockets can share it through (`anchor`), one
+/// of an open port's; with no port of the worker open, the next one
+/// registers the same memory again. One UMEM a worker, for the process's
+/// life: frames move between its ports by address, and a frame a worker
+/// holds stays valid whatever port closes.
+struct WorkerUmems {
+    umem: Vec<Option<Umem>>,
+    anchor: Vec<Option<UmemShare>>,
+}
+
+impl WorkerUmems {
+    fn new(workers: usize) -> WorkerUmems {
+        WorkerUmems { umem: vec![None; workers], anchor: vec![None; workers] }
+    }
+
+    /// Anchors taken from the ports still open: none may keep a closed
+    /// port's socket bound.
+    fn anchor_on(&mut self, attached: &std::collections::BTreeMap<u32, OpenPort>) {
+        for (w, anchor) in self.anchor.iter_mut().enumerate() {
+            *anchor = attached.values().flat_map(|o| &o.umems).find(|(at, _)| *at == w).map(|(_, s)| s.clone());
+        }
     }
 }
 
@@ -218,16 +253,30 @@ fn port_vifs(tables: &Tables) -> Vec<crate::tables::Vif> {
     tables.vifs().filter(|v| matches!(v.kind, VifKind::Fabric | VifKind::Virtual)).cloned().collect()
 }
 
-/// Opens the ports of `vif`, one per active receive queue, on the worker's
-/// UMEM when `share` is given (else the first socket registers it), and
-/// attaches its XDP program.
+/// Opens the ports of `vif`, one per active receive queue, each on its
+/// worker's UMEM, and attaches its XDP program.
 /// Queue `q` of every port belongs to worker `q % workers`; each worker's
-/// sockets share that worker's UMEM (`shares[w]`, set by its first socket).
+/// sockets share that worker's UMEM (`umems`, made by its first socket).
 fn open_port(
     cfg: &Config,
     vif: &crate::tables::Vif,
-    shares: &mut [Option<crate::io::xsk::UmemShare>],
-) -> Result<(Vec<(usize, Port)>, Attached), DaemonError> {
+    umems: &mut WorkerUmems,
+) -> Result<(Vec<(usize, Port)>, OpenPort), DaemonError> {
+    // A port that fails halfway closes the sockets it opened: the UMEMs
+    // they made or anchored are forgotten with them, as if never opened.
+    let before = (umems.umem.clone(), umems.anchor.clone());
+    let opened = open_port_sockets(cfg, vif, umems);
+    if opened.is_err() {
+        (umems.umem, umems.anchor) = before;
+    }
+    opened
+}
+
+fn open_port_sockets(
+    cfg: &Config,
+    vif: &crate::tables::Vif,
+    umems: &mut WorkerUmems,
+) -> Result<(Vec<(usize, Port)>, OpenPort), DaemonError> {
     let what = |e: &dyn std::fmt::Display| fail(format!("vif {} ({}): {e}", vif.index, vif.name));
     // Refused for want of privilege: say what it takes, not only the errno.
     let denied = |e: &std::io::Error| {
@@ -239,16 +288,19 @@ fn open_port(
     let xcfg = XskConfig { frames: cfg.dataplane.frames, mode: cfg.dataplane.bind_mode(), ..XskConfig::default() };
     let map = XskMap::new(queues).map_err(|e| denied(&e))?;
     let mut ports = Vec::new();
+    let mut shares = Vec::new();
     for q in 0..queues {
-        let w = q as usize % shares.len().max(1);
-        let sock = match &shares[w] {
-            Some(s) => XskSocket::open_shared(idx, q, xcfg, s),
-            None => XskSocket::open(idx, q, xcfg),
+        let w = q as usize % umems.anchor.len().max(1);
+        let sock = match (&umems.anchor[w], &umems.umem[w]) {
+            (Some(s), _) => XskSocket::open_shared(idx, q, xcfg, s),
+            (None, Some(u)) => XskSocket::open_on(idx, q, xcfg, u),
+            (None, None) => XskSocket::open(idx, q, xcfg),
         }
         .map_err(|e| denied(&std::io::Error::new(e.kind(), format!("queue {q}: {e}"))))?;
-        if shares[w].is_none() {
-            shares[w] = Some(sock.share().map_err(|e| what(&e))?);
-        }
+        let share = sock.share().map_err(|e| what(&e))?;
+        umems.umem[w].get_or_insert_with(|| sock.umem());
+        umems.anchor[w].get_or_insert_with(|| share.clone());
+        shares.push((w, share));
         map.set(q, sock.raw_fd()).map_err(|e| what(&e))?;
         info!(
             vif = vif.index,
@@ -258,7 +310,7 @@ fn open_port(
             copy = if sock.is_zerocopy() { "zero-copy" } else { "copy" },
             "socket bound"
         );
-        ports.push((w, Port { vif: vif.index, sock }));
+        ports.push((w, Port::new(vif.index, sock)));
     }
     let prog = if vif.kind == VifKind::Fabric {
         Program::redirect_tunnels(&map, cfg.node.underlay)
@@ -269,7 +321,8 @@ fn open_port(
     let link = Attachment::new(&prog, idx, cfg.dataplane.xdp_mode()).map_err(|e| denied(&e))?;
     let got = crate::io::neigh::xdp_attached(idx).ok().flatten().unwrap_or("unknown");
     info!(vif = vif.index, interface = %vif.name, queues, asked = ?cfg.dataplane.xdp_mode(), xdp = got, "port up");
-    Ok((ports, (link, map)))
+    let open = OpenPort { interface: vif.name.clone(), ifindex: idx, kind: vif.kind, umems: shares, _xdp: (link, map) };
+    Ok((ports, open))
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -352,19 +405,21 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let handle = control.lock().writer.handle();
     let mut ports: Vec<Vec<Port>> = (0..workers).map(|_| Vec::new()).collect();
     let mut attached = std::collections::BTreeMap::new();
-    let mut shares: Vec<Option<crate::io::xsk::UmemShare>> = vec![None; workers];
+    let mut umems = WorkerUmems::new(workers);
     let first = control.lock().writer.tables().clone();
     for vif in port_vifs(&first) {
-        let (vif_ports, xdp) = open_port(&cfg, &vif, &mut shares)?;
+        let (vif_ports, open) = open_port(&cfg, &vif, &mut umems)?;
         control.set_port_state(vif.index, Some("up".into()));
         for (w, port) in vif_ports {
             ports[w].push(port);
         }
-        attached.insert(vif.index, OpenPort::new(&vif, xdp));
+        attached.insert(vif.index, open);
     }
     // Worker 0 owns queue 0 of every port, so the others hand it frames
     // for ports they have no socket on.
     let handoffs: Vec<_> = (1..workers).map(|_| crate::io::worker::Handoff::new(1024)).collect();
+    // Ports a worker stopped using (their interface gone), to open again.
+    let (broken_tx, broken_rx) = std::sync::mpsc::channel();
     let mut controls = Vec::new();
     let mut threads = Vec::new();
     // Measured once, to turn the workers' stage cycles into time.
@@ -376,8 +431,10 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         let worker_stop = stop.clone();
         let pipeline = pipeline.with_flows(Arc::clone(&flows));
         let board = Arc::clone(&board);
-        let mut worker =
-            Worker::new(worker_ports, pipeline, handle.clone()).with_control(commands).with_tap(Arc::clone(&tap));
+        let mut worker = Worker::new(worker_ports, pipeline, handle.clone())
+            .with_control(commands)
+            .with_broken_ports(broken_tx.clone())
+            .with_tap(Arc::clone(&tap));
         worker = if w == 0 {
             worker.with_handoff_in(handoffs.clone())
         } else {
@@ -448,7 +505,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     info!(node = %cfg.node.underlay, fabric = %cfg.node.fabric, "vrouterd ready");
     let mut last_ping = Instant::now();
     let mut last_resolve = Instant::now();
-    let (mut ports_down, mut last_port_try) = (false, Instant::now());
+    let (mut ports_down, mut last_port_try, mut last_port_check) = (false, Instant::now(), Instant::now());
     let mut unresolved = 0;
     let mut seen = first.generation();
     drop(first);
@@ -478,9 +535,15 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         // A vif whose interface is not there yet (a pod's veth made after
         // its vif) gets its port once the interface comes.
         let retry = ports_down && last_port_try.elapsed() >= PORT_RETRY;
-        if tables.generation() != seen || retry {
+        let check = last_port_check.elapsed() >= PORT_CHECK;
+        if check {
+            last_port_check = Instant::now();
+        }
+        let broken: std::collections::BTreeSet<u32> = broken_rx.try_iter().collect();
+        let dead = check && attached.values().any(|o| !o.interface_alive());
+        if tables.generation() != seen || retry || dead || !broken.is_empty() {
             seen = tables.generation();
-            ports_down = sync_ports(&cfg, &tables, &mut attached, &controls, &mut shares, &control);
+            ports_down = sync_ports(&cfg, &tables, &mut attached, &controls, &mut umems, &control, &broken);
             last_port_try = Instant::now();
         }
         if last_advice.elapsed() >= Duration::from_secs(1) {
@@ -564,39 +627,53 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
 }
 
 /// Opens ports for vifs the tables gained and closes those of vifs they
-/// lost, or that moved to another interface or kind (closed, then opened
-/// again), while the worker keeps forwarding for the rest. A port that
-/// fails to open is tried again by the next call; true if one did.
+/// lost, that moved to another interface or kind, whose interface was
+/// deleted or made again, or that a worker stopped using (`broken`), the
+/// last three opened again, while the workers keep forwarding for the
+/// rest. A port that fails to open is tried again by the next call; true
+/// if one did.
 fn sync_ports(
     cfg: &Config,
     tables: &Tables,
     attached: &mut std::collections::BTreeMap<u32, OpenPort>,
     controls: &[std::sync::mpsc::Sender<PortCommand>],
-    shares: &mut [Option<crate::io::xsk::UmemShare>],
+    umems: &mut WorkerUmems,
     control: &Control,
+    broken: &std::collections::BTreeSet<u32>,
 ) -> bool {
     let wanted = port_vifs(tables);
-    let gone: Vec<u32> = attached
+    let gone: Vec<(u32, bool)> = attached
         .iter()
-        .filter(|(i, open)| !wanted.iter().any(|v| v.index == **i && open.serves(v)))
-        .map(|(i, _)| *i)
+        .map(|(i, open)| (*i, open, open.interface_alive()))
+        .filter(|(i, open, alive)| {
+            !alive || broken.contains(i) || !wanted.iter().any(|v| v.index == *i && open.serves(v))
+        })
+        .map(|(i, _, alive)| (i, alive))
         .collect();
-    for vif in gone {
+    for &(vif, alive) in &gone {
         // Detach first: the interface's traffic goes back to the kernel
-        // before the socket closes.
-        attached.remove(&vif);
+        // before the socket closes (and nothing redirects into it while
+        // the worker takes its frames back).
+        if let Some(open) = attached.remove(&vif) {
+            if !alive {
+                warn!(vif, interface = %open.interface, "the port's interface was deleted or made again");
+            }
+        }
         for c in controls {
             let _ = c.send(PortCommand::Remove(vif));
         }
         control.set_port_state(vif, None);
         info!(vif, "port down");
     }
+    if !gone.is_empty() {
+        umems.anchor_on(attached);
+    }
     // A vif whose port failed to open is retried at the next change.
     let new: Vec<_> = wanted.into_iter().filter(|v| !attached.contains_key(&v.index)).collect();
     for vif in &new {
-        match open_port(cfg, vif, shares) {
-            Ok((ports, xdp)) => {
-                attached.insert(vif.index, OpenPort::new(vif, xdp));
+        match open_port(cfg, vif, umems) {
+            Ok((ports, open)) => {
+                attached.insert(vif.index, open);
                 for (w, port) in ports {
                     let _ = controls[w].send(PortCommand::Add(Box::new(port)));
                 }

@@ -19,13 +19,26 @@ pub struct Port {
     pub vif: VifIndex,
     /// Its socket.
     pub sock: XskSocket,
+    /// The kernel refused to send from it for good (its interface went
+    /// away): nothing more is received, sent or refilled on it until the
+    /// daemon closes it (`PortCommand::Remove`), which it does once it sees
+    /// the interface gone.
+    broken: bool,
+}
+
+impl Port {
+    /// Queue `sock` of vif `vif`.
+    pub fn new(vif: VifIndex, sock: XskSocket) -> Port {
+        Port { vif, sock, broken: false }
+    }
 }
 
 /// A change to a running worker's ports, sent by the daemon.
 pub enum PortCommand {
     /// Start serving this port (one queue of a vif).
     Add(Box<Port>),
-    /// Stop serving every queue of this vif and close their sockets.
+    /// Stop serving every queue of this vif and close their sockets, its
+    /// frames kept for the others. Sent once its XDP program is detached.
     Remove(VifIndex),
 }
 
@@ -97,6 +110,8 @@ pub struct WorkerCounters {
     pub copied: u64,
     /// Frames handed to the worker that owns their output port.
     pub handed_off: u64,
+    /// Frames taken back from ports that closed, for the others.
+    pub reclaimed: u64,
     /// Cycles per stage over the sampled batches.
     pub runtime: Runtime,
 }
@@ -117,6 +132,8 @@ pub struct Worker {
     batches: u64,
     pollfds: Vec<libc::pollfd>,
     control: Option<std::sync::mpsc::Receiver<PortCommand>>,
+    /// Where the worker says which vif's port it stopped using.
+    broken_ports: Option<std::sync::mpsc::Sender<VifIndex>>,
     /// Where frames go that leave by a port this worker has no socket on.
     handoff_out: Option<std::sync::Arc<Handoff>>,
     /// Frames other workers passed to this one.
@@ -135,6 +152,9 @@ pub struct Worker {
     /// Copies of the batch's received frames, waiting for their verdicts;
     /// reserved once for a whole batch.
     staged: Vec<Staged>,
+    /// Frames of the worker's UMEM that no port holds: those of closed
+    /// ports while no other port is open, given to the next one.
+    orphans: Vec<u64>,
 }
 
 impl Worker {
@@ -151,6 +171,7 @@ impl Worker {
             batches: 0,
             pollfds: Vec::new(),
             control: None,
+            broken_ports: None,
             handoff_out: None,
             handoff_in: Vec::new(),
             spill: Spill::with_capacity(SPARES, SPARE_HEADROOM),
@@ -158,6 +179,7 @@ impl Worker {
             tap: None,
             tap_now: 0,
             staged: Vec::new(),
+            orphans: Vec::new(),
         }
     }
 
@@ -212,6 +234,13 @@ impl Worker {
         self
     }
 
+    /// Says through `tx` which vif's port the worker stopped using
+    /// (`port_failed`), for the daemon to close and open again.
+    pub fn with_broken_ports(mut self, tx: std::sync::mpsc::Sender<VifIndex>) -> Worker {
+        self.broken_ports = Some(tx);
+        self
+    }
+
     /// The kernel's counters for each port's socket, and its free frames.
     pub fn port_stats(&self) -> Vec<(VifIndex, Option<super::xsk::XskStats>, usize)> {
         self.ports.iter().map(|p| (p.vif, p.sock.stats().ok(), p.sock.free_frames())).collect()
@@ -223,13 +252,43 @@ impl Worker {
         while let Ok(cmd) = rx.try_recv() {
             match cmd {
                 PortCommand::Add(port) => self.ports.push(*port),
-                PortCommand::Remove(vif) => self.ports.retain(|p| p.vif != vif),
+                PortCommand::Remove(vif) => {
+                    for mut port in extract(&mut self.ports, |p| p.vif == vif) {
+                        let n = port.sock.surrender(&mut self.orphans);
+                        self.counters.reclaimed += n as u64;
+                        tracing::debug!(vif, frames = n, "port closed, its frames kept");
+                    }
+                }
             }
             changed = true;
         }
         if changed {
             self.port_of = index_ports(&self.ports);
+            // The daemon opens every port of a worker on one UMEM, so
+            // any port takes the orphans; rebalancing spreads them.
+            if let Some(port) = self.ports.iter_mut().find(|p| !p.broken) {
+                port.sock.adopt(&mut self.orphans);
+            }
         }
+    }
+
+    /// After the kernel refused to send from port `p`: a link that is
+    /// down has what waited dropped (counted), not kept until it comes up;
+    /// any other refusal (ENXIO: the interface is gone) makes the port
+    /// unusable, and the daemon is told, to close it and open it again
+    /// when it can. A worker never stops for one port's trouble.
+    fn port_failed(&mut self, p: usize, e: &io::Error) {
+        let port = &mut self.ports[p];
+        if e.raw_os_error() == Some(libc::ENETDOWN) {
+            self.counters.tx_dropped += u64::from(port.sock.cancel_tx());
+            return;
+        }
+        port.broken = true;
+        tracing::warn!(vif = port.vif, "port unusable until opened again: the kernel refused to send from it: {e}");
+        if let Some(tx) = &self.broken_ports {
+            let _ = tx.send(port.vif);
+        }
+        self.port_of = index_ports(&self.ports);
     }
 
     /// Frames the pipeline may need to cut a batch's frames into pieces
@@ -372,14 +431,17 @@ impl Worker {
         }
         self.drain_handoffs();
         let t0 = (self.counters.runtime.batches != timed_before).then(super::tsc);
-        for port in &mut self.ports {
+        for p in 0..self.ports.len() {
+            let port = &mut self.ports[p];
             port.sock.complete();
-            if port.sock.tx_pending() > 0 {
-                port.sock.kick_tx()?;
+            if port.sock.tx_pending() > 0 && !port.broken {
+                if let Err(e) = port.sock.kick_tx() {
+                    self.port_failed(p, &e);
+                }
             }
         }
         self.rebalance();
-        for port in &mut self.ports {
+        for port in self.ports.iter_mut().filter(|p| !p.broken) {
             port.sock.refill_to(super::xsk::FILL_TARGET);
         }
         if let Some(t0) = t0 {
@@ -394,7 +456,7 @@ impl Worker {
     fn rebalance(&mut self) {
         const LOW: usize = super::xsk::FILL_TARGET as usize;
         for i in 0..self.ports.len() {
-            if self.ports[i].sock.free_frames() >= LOW {
+            if self.ports[i].broken || self.ports[i].sock.free_frames() >= LOW {
                 continue;
             }
             let Some(j) = (0..self.ports.len())
@@ -418,7 +480,7 @@ impl Worker {
     pub fn wait(&mut self, timeout_ms: i32) -> io::Result<()> {
         let timeout_ms = if self.handoff_in.is_empty() { timeout_ms } else { timeout_ms.min(1) };
         self.pollfds.clear();
-        self.pollfds.extend(self.ports.iter().map(|p| libc::pollfd {
+        self.pollfds.extend(self.ports.iter().filter(|p| !p.broken).map(|p| libc::pollfd {
             fd: p.sock.raw_fd(),
             events: libc::POLLIN,
             revents: 0,
@@ -487,14 +549,22 @@ fn port_for(port_of: &[Option<u16>], vif: VifIndex) -> Option<usize> {
     port_of.get(vif as usize).copied().flatten().map(usize::from)
 }
 
-/// For each vif index, the position of its first port in `ports`.
+/// For each vif index, the position of its first port in `ports` that
+/// can send.
 fn index_ports(ports: &[Port]) -> Vec<Option<u16>> {
     let len = ports.iter().map(|p| p.vif as usize + 1).max().unwrap_or(0);
     let mut of = vec![None; len];
-    for (i, p) in ports.iter().enumerate().rev() {
+    for (i, p) in ports.iter().enumerate().rev().filter(|(_, p)| !p.broken) {
         of[p.vif as usize] = Some(i as u16);
     }
     of
+}
+
+/// Takes the ports `which` picks out of `ports`, keeping the others' order.
+fn extract(ports: &mut Vec<Port>, which: impl Fn(&Port) -> bool) -> Vec<Port> {
+    let (out, kept) = std::mem::take(ports).into_iter().partition(which);
+    *ports = kept;
+    out
 }
 
 fn copy_out(sock: &mut XskSocket, data: &[u8]) -> bool {

@@ -5,7 +5,8 @@
 //! (ours), in the fill ring or tx ring (the kernel's until it comes back),
 //! or received and not yet released (ours). We only ever read or write
 //! frames we own, which is what makes handing out slices of shared memory
-//! sound.
+//! sound. A socket that closes gives every frame it can account for back
+//! first (`surrender`), so a port's frames outlive the port.
 
 use super::os_error;
 use crate::memory::Mapping;
@@ -89,15 +90,36 @@ pub(crate) fn poll_all(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<
     Ok(())
 }
 
-/// What another socket needs to bind to the same UMEM: a descriptor of
-/// the socket that registered it (duplicated, so it stays valid) and the
-/// memory itself.
+/// A UMEM's memory and shape. It outlives the sockets bound to it: when a
+/// worker's last port closes, the next one registers the same memory
+/// again (`XskSocket::open_on`), so that frames a worker still holds (a
+/// fragment waiting for the rest of its datagram) stay valid.
+#[derive(Clone)]
+pub struct Umem {
+    mapping: Arc<Mapping>,
+    frame_size: u32,
+    frames: u32,
+}
+
+/// What another socket needs to bind to the same UMEM: a descriptor of a
+/// socket bound to it (duplicated, so that it stays valid) and the memory
+/// itself. Holding it keeps that socket bound: let it go with the port.
 #[derive(Clone)]
 pub struct UmemShare {
     fd: Arc<OwnedFd>,
-    umem: Arc<Mapping>,
-    frame_size: u32,
-    frames: u32,
+    umem: Umem,
+}
+
+/// Where a new socket's UMEM comes from.
+#[derive(Clone, Copy)]
+enum Memory<'a> {
+    /// New memory, registered by this socket; every frame in its stash.
+    New,
+    /// Memory no bound socket holds any more, registered again; the stash
+    /// starts empty (the frames are the worker's to give).
+    Again(&'a Umem),
+    /// A UMEM another bound socket holds; the stash starts empty.
+    Shared(&'a UmemShare),
 }
 
 /// A received frame: where it is in the UMEM and how long it is.
@@ -172,7 +194,8 @@ impl Ring {
     }
 
     fn read_u64(&self, idx: u32) -> u64 {
-        // SAFETY: as above, for the completion ring's published entries.
+        // SAFETY: as above: `idx & mask` is inside a u64 ring (completion,
+        // or fill when `surrender` reads back what we wrote).
         unsafe { self.desc.cast::<u64>().add((idx & self.mask) as usize).read() }
     }
 
@@ -182,7 +205,8 @@ impl Ring {
     }
 
     fn read_desc(&self, idx: u32) -> libc::xdp_desc {
-        // SAFETY: as `read_u64`, for the rx ring's `xdp_desc` array.
+        // SAFETY: as `read_u64`, for an `xdp_desc` ring (rx, or tx when
+        // frames are taken back from it).
         unsafe { self.desc.cast::<libc::xdp_desc>().add((idx & self.mask) as usize).read() }
     }
 }
@@ -248,36 +272,47 @@ unsafe fn getsockopt<T: Copy>(fd: &OwnedFd, opt: libc::c_int, what: &str) -> io:
 impl XskSocket {
     /// Opens a socket on queue `queue` of interface `ifindex`.
     pub fn open(ifindex: u32, queue: u32, config: XskConfig) -> io::Result<XskSocket> {
-        Self::open_mode(ifindex, queue, config, None)
+        Self::open_mode(ifindex, queue, config, Memory::New)
     }
 
     /// Opens a socket on another interface or queue that shares `share`'s
     /// UMEM, so that frames move between the two by address. Its free
     /// stash starts empty: the caller gives it frames (`give_frames`).
     pub fn open_shared(ifindex: u32, queue: u32, config: XskConfig, share: &UmemShare) -> io::Result<XskSocket> {
-        let config = XskConfig { frames: share.frames, frame_size: share.frame_size, ..config };
-        Self::open_mode(ifindex, queue, config, Some(share))
+        let config = XskConfig { frames: share.umem.frames, frame_size: share.umem.frame_size, ..config };
+        Self::open_mode(ifindex, queue, config, Memory::Shared(share))
     }
 
-    fn open_mode(ifindex: u32, queue: u32, config: XskConfig, share: Option<&UmemShare>) -> io::Result<XskSocket> {
+    /// Opens a socket that registers `umem` again, once no bound socket
+    /// holds it. Its stash starts empty, as `open_shared`'s.
+    pub fn open_on(ifindex: u32, queue: u32, config: XskConfig, umem: &Umem) -> io::Result<XskSocket> {
+        let config = XskConfig { frames: umem.frames, frame_size: umem.frame_size, ..config };
+        Self::open_mode(ifindex, queue, config, Memory::Again(umem))
+    }
+
+    fn open_mode(ifindex: u32, queue: u32, config: XskConfig, memory: Memory<'_>) -> io::Result<XskSocket> {
         match config.mode {
-            BindMode::Auto => match Self::open_with(ifindex, queue, config, libc::XDP_ZEROCOPY, share) {
+            BindMode::Auto => match Self::open_with(ifindex, queue, config, libc::XDP_ZEROCOPY, memory) {
                 Ok(s) => Ok(s),
-                Err(_) => Self::open_with(ifindex, queue, config, libc::XDP_COPY, share),
+                Err(_) => Self::open_with(ifindex, queue, config, libc::XDP_COPY, memory),
             },
-            BindMode::Copy => Self::open_with(ifindex, queue, config, libc::XDP_COPY, share),
-            BindMode::ZeroCopy => Self::open_with(ifindex, queue, config, libc::XDP_ZEROCOPY, share),
+            BindMode::Copy => Self::open_with(ifindex, queue, config, libc::XDP_COPY, memory),
+            BindMode::ZeroCopy => Self::open_with(ifindex, queue, config, libc::XDP_ZEROCOPY, memory),
         }
     }
 
     /// What another socket needs to share this one's UMEM.
     pub fn share(&self) -> io::Result<UmemShare> {
-        Ok(UmemShare {
-            fd: Arc::new(self.fd.try_clone()?),
-            umem: Arc::clone(&self.umem),
+        Ok(UmemShare { fd: Arc::new(self.fd.try_clone()?), umem: self.umem() })
+    }
+
+    /// This socket's UMEM, to register again once no socket holds it.
+    pub fn umem(&self) -> Umem {
+        Umem {
+            mapping: Arc::clone(&self.umem),
             frame_size: self.frame_size,
             frames: (self.umem.len() / self.frame_size as usize) as u32,
-        })
+        }
     }
 
     /// True when `other` uses the same UMEM, so frames can move between
@@ -297,13 +332,7 @@ impl XskSocket {
         n
     }
 
-    fn open_with(
-        ifindex: u32,
-        queue: u32,
-        c: XskConfig,
-        copy_flag: u16,
-        share: Option<&UmemShare>,
-    ) -> io::Result<XskSocket> {
+    fn open_with(ifindex: u32, queue: u32, c: XskConfig, copy_flag: u16, memory: Memory<'_>) -> io::Result<XskSocket> {
         if !c.ring_size.is_power_of_two() || !c.frame_size.is_power_of_two() || c.frames == 0 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "ring and frame sizes must be powers of two"));
         }
@@ -314,23 +343,23 @@ impl XskSocket {
         }
         // SAFETY: `raw` was just returned to us and nothing else owns it.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let umem = match share {
-            Some(s) => Arc::clone(&s.umem),
-            None => {
-                let umem_len = c.frames as usize * c.frame_size as usize;
-                let umem = Mapping::anonymous(umem_len, true, "mapping the UMEM")?;
-                let reg = libc::xdp_umem_reg {
-                    addr: umem.as_ptr() as u64,
-                    len: umem_len as u64,
-                    chunk_size: c.frame_size,
-                    headroom: 0,
-                    flags: 0,
-                    tx_metadata_len: 0,
-                };
-                setsockopt(&fd, libc::XDP_UMEM_REG, &reg, "registering the UMEM (RLIMIT_MEMLOCK? CAP_IPC_LOCK?)")?;
-                Arc::new(umem)
-            }
+        let umem_len = c.frames as usize * c.frame_size as usize;
+        let umem = match memory {
+            Memory::Shared(s) => Arc::clone(&s.umem.mapping),
+            Memory::Again(u) => Arc::clone(&u.mapping),
+            Memory::New => Arc::new(Mapping::anonymous(umem_len, true, "mapping the UMEM")?),
         };
+        if !matches!(memory, Memory::Shared(_)) {
+            let reg = libc::xdp_umem_reg {
+                addr: umem.as_ptr() as u64,
+                len: umem_len as u64,
+                chunk_size: c.frame_size,
+                headroom: 0,
+                flags: 0,
+                tx_metadata_len: 0,
+            };
+            setsockopt(&fd, libc::XDP_UMEM_REG, &reg, "registering the UMEM (RLIMIT_MEMLOCK? CAP_IPC_LOCK?)")?;
+        }
         for opt in [libc::XDP_UMEM_FILL_RING, libc::XDP_UMEM_COMPLETION_RING, libc::XDP_RX_RING, libc::XDP_TX_RING] {
             setsockopt(&fd, opt, &c.ring_size, "sizing an AF_XDP ring")?;
         }
@@ -366,16 +395,16 @@ impl XskSocket {
         );
         // A socket that shares a UMEM takes the owner's copy mode and
         // wake-up flag; it may not set its own.
-        let flags = match share {
-            Some(_) => libc::XDP_SHARED_UMEM,
-            None => copy_flag | if c.need_wakeup { libc::XDP_USE_NEED_WAKEUP } else { 0 },
+        let (flags, shared_fd) = match memory {
+            Memory::Shared(s) => (libc::XDP_SHARED_UMEM, s.fd.as_raw_fd() as u32),
+            _ => (copy_flag | if c.need_wakeup { libc::XDP_USE_NEED_WAKEUP } else { 0 }, 0),
         };
         let sa = libc::sockaddr_xdp {
             sxdp_family: libc::AF_XDP as u16,
             sxdp_flags: flags,
             sxdp_ifindex: ifindex,
             sxdp_queue_id: queue,
-            sxdp_shared_umem_fd: share.map_or(0, |s| s.fd.as_raw_fd() as u32),
+            sxdp_shared_umem_fd: shared_fd,
         };
         // A queue stays taken for a moment after the socket that held it is
         // closed: the kernel frees its buffer pool from a work queue. So a
@@ -408,9 +437,9 @@ impl XskSocket {
             comp,
             rx,
             tx,
-            free: match share {
-                Some(_) => Vec::with_capacity(c.frames as usize),
-                None => (0..c.frames as u64).rev().map(|i| i * u64::from(c.frame_size)).collect(),
+            free: match memory {
+                Memory::New => (0..c.frames as u64).rev().map(|i| i * u64::from(c.frame_size)).collect(),
+                _ => Vec::with_capacity(c.frames as usize),
             },
             need_wakeup: c.need_wakeup,
         };
@@ -567,9 +596,85 @@ impl XskSocket {
             if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EBUSY) | Some(libc::ENOBUFS)) {
                 return Ok(());
             }
-            return Err(io::Error::new(e.kind(), format!("AF_XDP transmit: {e}")));
+            // As the kernel said it, so that callers can tell a link that
+            // is down (ENETDOWN) from a socket its interface left (ENXIO).
+            return Err(e);
         }
         Ok(())
+    }
+
+    /// Takes back the frames queued for sending that the kernel has not
+    /// taken, and answers how many: for a link that is down, whose queue
+    /// would otherwise hold them until it comes up. Copy mode only, where
+    /// the kernel reads the tx ring in our own `kick_tx` alone; a
+    /// zero-copy driver may be reading it now, so there they stay.
+    pub fn cancel_tx(&mut self) -> u32 {
+        if self.zerocopy {
+            return 0;
+        }
+        let cons = self.tx.consumer().load(Ordering::Acquire);
+        let prod = self.tx.producer().load(Ordering::Relaxed);
+        let n = prod.wrapping_sub(cons);
+        for i in 0..n {
+            let addr = self.tx.read_desc(cons.wrapping_add(i)).addr;
+            self.release(addr);
+        }
+        self.tx.producer().store(cons, Ordering::Release);
+        n
+    }
+
+    /// Hands every frame this socket holds to `into`, to go on serving
+    /// the UMEM's other sockets once this one closes: its stash, what it
+    /// received and has not taken, what the kernel finished sending, and
+    /// what waits in its fill and tx rings untaken. Without it a closed
+    /// port took its share of the UMEM (a thousand frames and more) along,
+    /// and a node whose pods came and went ran out of frames to receive
+    /// into. Frames a zero-copy driver had already taken from the rings
+    /// are lost with the socket.
+    ///
+    /// Only once nothing can put a packet into the socket any more: its
+    /// XDP program detached (nothing redirects to it) or its interface
+    /// gone (the kernel unbound it). Then the kernel reads the fill ring
+    /// no further, and the socket is dropped right after.
+    pub fn surrender(&mut self, into: &mut Vec<u64>) -> usize {
+        let before = into.len();
+        self.complete();
+        let fs = u64::from(self.frame_size);
+        let rx_cons = self.rx.consumer().load(Ordering::Relaxed);
+        for i in 0..self.rx.ready() {
+            let addr = self.rx.read_desc(rx_cons.wrapping_add(i)).addr;
+            into.push(addr - addr % fs);
+        }
+        let fill_cons = self.fill.consumer().load(Ordering::Acquire);
+        let fill_prod = self.fill.producer().load(Ordering::Relaxed);
+        for i in 0..fill_prod.wrapping_sub(fill_cons) {
+            let addr = self.fill.read_u64(fill_cons.wrapping_add(i));
+            into.push(addr - addr % fs);
+        }
+        let tx_cons = self.tx.consumer().load(Ordering::Acquire);
+        let tx_prod = self.tx.producer().load(Ordering::Relaxed);
+        for i in 0..tx_prod.wrapping_sub(tx_cons) {
+            let addr = self.tx.read_desc(tx_cons.wrapping_add(i)).addr;
+            into.push(addr - addr % fs);
+        }
+        into.append(&mut self.free);
+        // Nothing is left for the kernel to take, should it still look.
+        self.rx.consumer().store(self.rx.producer().load(Ordering::Acquire), Ordering::Release);
+        self.fill.producer().store(fill_cons, Ordering::Release);
+        self.tx.producer().store(tx_cons, Ordering::Release);
+        into.len() - before
+    }
+
+    /// Takes `frames` (of this socket's UMEM, owned by the caller) into
+    /// the stash.
+    pub fn adopt(&mut self, frames: &mut Vec<u64>) {
+        self.free.append(frames);
+    }
+
+    /// Which UMEM the socket's frames are in: sockets that answer the
+    /// same move frames between them by address.
+    pub fn umem_id(&self) -> usize {
+        self.umem.as_ptr() as usize
     }
 
     /// Takes back frames the kernel finished sending. Returns how many.

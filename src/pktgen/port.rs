@@ -92,7 +92,7 @@ pub fn send(dev: &str, templates: &Templates, o: &SendOptions) -> io::Result<Sen
             r.sent += 1;
             r.bytes += len as u64;
         }
-        sock.kick_tx()?;
+        sock.kick_tx().map_err(transmit_error)?;
         if o.progress && last_progress.elapsed() >= Duration::from_secs(1) {
             last_progress = Instant::now();
             let s = start.elapsed().as_secs_f64();
@@ -103,7 +103,7 @@ pub fn send(dev: &str, templates: &Templates, o: &SendOptions) -> io::Result<Sen
     // Until the kernel has taken every frame, for at most a second.
     let drain = Instant::now();
     while sock.tx_pending() > 0 && drain.elapsed() < Duration::from_secs(1) {
-        sock.kick_tx()?;
+        sock.kick_tx().map_err(transmit_error)?;
         sock.complete();
         std::thread::sleep(Duration::from_micros(100));
     }
@@ -187,4 +187,8 @@ pub fn sink_until_ready(dev: &str, o: &SinkOptions, ready: impl FnOnce()) -> io:
     }
     let seconds = first.map_or(0.0, |f| last.duration_since(f).as_secs_f64());
     Ok(SinkReport { tally, seconds, mode })
+}
+
+fn transmit_error(e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("AF_XDP transmit: {e}"))
 }
