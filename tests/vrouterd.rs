@@ -358,6 +358,20 @@ nh = 3
     .to_string()
 }
 
+/// A pod: namespace `pod`'s eth0 (`ip`/32, MAC `mac`, gateway 10.1.0.1,
+/// checksums finished in software) paired with veth `port` in `node`.
+fn add_pod(node: &str, port: &str, pod: &str, ip: &str, mac: &str) {
+    run(&[
+        "ip", "link", "add", port, "netns", node, "type", "veth", "peer", "name", "eth0", "netns", pod, "address", mac,
+    ]);
+    in_ns(node, &["ip", "link", "set", port, "up"]);
+    in_ns(pod, &["ip", "link", "set", "eth0", "up"]);
+    in_ns(pod, &["ip", "addr", "add", &format!("{ip}/32"), "dev", "eth0"]);
+    in_ns(pod, &["ip", "route", "add", "10.1.0.1", "dev", "eth0"]);
+    in_ns(pod, &["ip", "route", "add", "default", "via", "10.1.0.1", "dev", "eth0"]);
+    let _ = Command::new("ip").args(["netns", "exec", pod, "ethtool", "-K", "eth0", "tx", "off"]).output();
+}
+
 struct Namespaces(Vec<String>, Option<std::process::Child>);
 
 impl Drop for Namespaces {
@@ -408,16 +422,7 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
         ("pa2", &a2, "10.1.0.3", "02:00:00:00:01:02"),
         ("pa3", &a3, "10.1.0.4", "02:00:00:00:01:03"),
     ] {
-        run(&[
-            "ip", "link", "add", port, "netns", &node, "type", "veth", "peer", "name", "eth0", "netns", pod, "address",
-            mac,
-        ]);
-        in_ns(&node, &["ip", "link", "set", port, "up"]);
-        in_ns(pod, &["ip", "link", "set", "eth0", "up"]);
-        in_ns(pod, &["ip", "addr", "add", &format!("{ip}/32"), "dev", "eth0"]);
-        in_ns(pod, &["ip", "route", "add", "10.1.0.1", "dev", "eth0"]);
-        in_ns(pod, &["ip", "route", "add", "default", "via", "10.1.0.1", "dev", "eth0"]);
-        let _ = Command::new("ip").args(["netns", "exec", pod, "ethtool", "-K", "eth0", "tx", "off"]).output();
+        add_pod(&node, port, pod, ip, mac);
     }
     // a1's link gets two queues on both ends: its packets can land on
     // queue 1, which a socket bound only to queue 0 would never see. Native
@@ -901,18 +906,7 @@ fn pods_coming_and_going_keep_their_frames_and_ports() {
     in_ns(&node, &["ip", "addr", "add", "192.168.77.1/24", "dev", "fab"]);
     in_ns(&node, &["ip", "link", "set", "fab", "up"]);
     in_ns(&node, &["ip", "link", "set", "fabpeer", "up"]);
-    let pod = |port: &str, ns: &str, ip: &str, mac: &str| {
-        run(&[
-            "ip", "link", "add", port, "netns", &node, "type", "veth", "peer", "name", "eth0", "netns", ns, "address",
-            mac,
-        ]);
-        in_ns(&node, &["ip", "link", "set", port, "up"]);
-        in_ns(ns, &["ip", "link", "set", "eth0", "up"]);
-        in_ns(ns, &["ip", "addr", "add", &format!("{ip}/32"), "dev", "eth0"]);
-        in_ns(ns, &["ip", "route", "add", "10.1.0.1", "dev", "eth0"]);
-        in_ns(ns, &["ip", "route", "add", "default", "via", "10.1.0.1", "dev", "eth0"]);
-        let _ = Command::new("ip").args(["netns", "exec", ns, "ethtool", "-K", "eth0", "tx", "off"]).output();
-    };
+    let pod = |port: &str, ns: &str, ip: &str, mac: &str| add_pod(&node, port, ns, ip, mac);
     pod("pa1", &a1, "10.1.0.2", "02:00:00:00:01:01");
     pod("pa2", &a2, "10.1.0.3", "02:00:00:00:01:02");
     in_ns(&node, &["ip", "link", "add", "pc", "type", "veth", "peer", "name", "pcpeer"]);

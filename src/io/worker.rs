@@ -110,8 +110,6 @@ pub struct WorkerCounters {
     pub copied: u64,
     /// Frames handed to the worker that owns their output port.
     pub handed_off: u64,
-    /// Frames taken back from ports that closed, for the others.
-    pub reclaimed: u64,
     /// Cycles per stage over the sampled batches.
     pub runtime: Runtime,
 }
@@ -255,7 +253,6 @@ impl Worker {
                 PortCommand::Remove(vif) => {
                     for mut port in extract(&mut self.ports, |p| p.vif == vif) {
                         let n = port.sock.surrender(&mut self.orphans);
-                        self.counters.reclaimed += n as u64;
                         tracing::debug!(vif, frames = n, "port closed, its frames kept");
                     }
                 }

@@ -612,12 +612,22 @@ impl XskSocket {
         if self.zerocopy {
             return 0;
         }
+        let mut taken = std::mem::take(&mut self.free);
+        let n = self.take_back_tx(&mut taken);
+        self.free = taken;
+        n
+    }
+
+    /// Moves what waits in the tx ring untaken into `into` (frame
+    /// addresses), and empties the ring.
+    fn take_back_tx(&mut self, into: &mut Vec<u64>) -> u32 {
+        let fs = u64::from(self.frame_size);
         let cons = self.tx.consumer().load(Ordering::Acquire);
         let prod = self.tx.producer().load(Ordering::Relaxed);
         let n = prod.wrapping_sub(cons);
         for i in 0..n {
             let addr = self.tx.read_desc(cons.wrapping_add(i)).addr;
-            self.release(addr);
+            into.push(addr - addr % fs);
         }
         self.tx.producer().store(cons, Ordering::Release);
         n
@@ -651,17 +661,11 @@ impl XskSocket {
             let addr = self.fill.read_u64(fill_cons.wrapping_add(i));
             into.push(addr - addr % fs);
         }
-        let tx_cons = self.tx.consumer().load(Ordering::Acquire);
-        let tx_prod = self.tx.producer().load(Ordering::Relaxed);
-        for i in 0..tx_prod.wrapping_sub(tx_cons) {
-            let addr = self.tx.read_desc(tx_cons.wrapping_add(i)).addr;
-            into.push(addr - addr % fs);
-        }
+        self.take_back_tx(into);
         into.append(&mut self.free);
         // Nothing is left for the kernel to take, should it still look.
         self.rx.consumer().store(self.rx.producer().load(Ordering::Acquire), Ordering::Release);
         self.fill.producer().store(fill_cons, Ordering::Release);
-        self.tx.producer().store(tx_cons, Ordering::Release);
         into.len() - before
     }
 
