@@ -125,7 +125,7 @@ fn af_xdp_receives_transmits_and_detaches() {
         assert!(xdp_attached(&veth.outer), "{mode:?}: the program is attached");
         let idx = ifindex(&veth.outer).unwrap();
         let want = if mode == XdpMode::Native { "native" } else { "generic" };
-        assert_eq!(vrouter::io::neigh::xdp_attached(idx).unwrap(), Some(want), "the kernel reports the mode");
+        assert_eq!(vrouter::io::netlink::xdp_attached(idx).unwrap(), Some(want), "the kernel reports the mode");
 
         // Receive: what the namespace sends reaches our socket, whole.
         veth.send_from_inside(100);
@@ -176,7 +176,7 @@ fn af_xdp_receives_transmits_and_detaches() {
         drop(link);
         drop(sock);
         assert!(!xdp_attached(&veth.outer), "{mode:?}: nothing stays attached");
-        assert_eq!(vrouter::io::neigh::xdp_attached(idx).unwrap(), None);
+        assert_eq!(vrouter::io::netlink::xdp_attached(idx).unwrap(), None);
     }
 }
 

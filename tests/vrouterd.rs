@@ -386,6 +386,14 @@ impl Drop for Namespaces {
     }
 }
 
+/// A scrape of the metrics port (9432) of the vrouterd in namespace `node`.
+fn node_metrics(node: &str) -> String {
+    in_ns(
+        node,
+        &["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9432; printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3"],
+    )
+}
+
 fn ping(ns: &str, dst: &str, count: &str) -> bool {
     Command::new("ip")
         .args(["netns", "exec", ns, "ping", "-c", count, "-i", "0.2", "-W", "1", dst])
@@ -598,10 +606,7 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
     // memory: so the second read may be the lower one.
     let grown = peak_kib().saturating_sub(peak_before);
     assert!(grown < 16 * 1024, "vrouterd kept the endless request: peak resident set up {grown} KiB");
-    let metrics = in_ns(
-        &node,
-        &["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9432; printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3"],
-    );
+    let metrics = node_metrics(&node);
     assert!(metrics.starts_with("HTTP/1.1 200 OK"), "{metrics}");
     let sample = |name: &str| -> f64 {
         metrics
@@ -612,6 +617,7 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
             .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
     };
     assert!(sample("vrouter_vif_rx_packets_total{vif=\"1\",name=\"pa1\"}") >= 200.0);
+    assert_eq!(sample("vrouter_vif_port_up{vif=\"1\",name=\"pa1\"}"), 1.0);
     assert_eq!(sample("vrouter_table_entries{table=\"vifs\"}"), 4.0);
     assert!(sample("vrouter_worker_seconds_total{worker=\"1\"}") > 0.0);
     assert!(metrics.contains("# TYPE vrouter_worker_general_path_packets_total counter"), "{metrics}");
@@ -775,14 +781,28 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
         api.call("get", serde_json::json!({ "vif": 5 })).unwrap()["status"]["port"].as_str().unwrap_or("").to_string()
     };
     std::thread::sleep(Duration::from_millis(300));
-    assert!(port5(&mut api).starts_with("down: "), "{}", port5(&mut api));
+    let why = port5(&mut api);
+    assert!(why.starts_with("down: interface pa5: ") && why.contains("No such device"), "{why}");
     in_ns(&node, &["ip", "link", "add", "pa5", "type", "veth", "peer", "name", "pa5p"]);
     in_ns(&node, &["ip", "link", "set", "pa5", "up"]);
-    let came = (0..50).any(|_| {
-        std::thread::sleep(Duration::from_millis(100));
-        port5(&mut api) == "up"
-    });
+    let port5_becomes = |api: &mut vrouter::api::client::Client, want: &str| {
+        (0..50).any(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            port5(api) == want
+        })
+    };
+    // Its peer still down, the port is open on a link with no carrier, and
+    // says so (it said "up" before, while the kernel sent nothing).
+    let came = port5_becomes(&mut api, "no carrier");
     assert!(came && xdp_on("pa5"), "pa5's port opened once pa5 came: {}", port5(&mut api));
+    in_ns(&node, &["ip", "link", "set", "pa5p", "up"]);
+    assert!(port5_becomes(&mut api, "up"), "the peer up: {}", port5(&mut api));
+    in_ns(&node, &["ip", "link", "set", "pa5", "down"]);
+    assert!(port5_becomes(&mut api, "link down"), "pa5 set down: {}", port5(&mut api));
+    let metrics = node_metrics(&node);
+    assert!(metrics.contains("\nvrouter_vif_port_up{vif=\"5\",name=\"pa5\"} 0\n"), "{metrics}");
+    in_ns(&node, &["ip", "link", "set", "pa5", "up"]);
+    assert!(port5_becomes(&mut api, "up"), "pa5 up again: {}", port5(&mut api));
     api.call("delete", serde_json::json!({ "vif": 5 })).unwrap();
 
     // a3 leaves and a2's route points at discard, in one batch.

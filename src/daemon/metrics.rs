@@ -164,6 +164,15 @@ pub fn render(control: &Control) -> String {
     for v in tables.vifs() {
         f.sample(name, &format!("vif=\"{}\",name=\"{}\"", v.index, esc(&v.name)), counted.general_from(v.index));
     }
+    // Alerting's signal for a pod cut off or a fabric down: 0 while the
+    // port failed to open, its link is down or has no carrier.
+    let name = "vrouter_vif_port_up";
+    f.header(name, "gauge", "1 if the vif's port is open on a link that is up, 0 if not (vrctl vif: PORT).");
+    for v in tables.vifs() {
+        if let Some(state) = control.port_state(v.index) {
+            f.sample(name, &format!("vif=\"{}\",name=\"{}\"", v.index, esc(&v.name)), u64::from(state == "up"));
+        }
+    }
     // A series per reason a vif has dropped for, from its first such drop:
     // most vifs have none, and every vif times every reason would be
     // thousands of zeros on a full node.

@@ -15,6 +15,7 @@ mod notify;
 use crate::api::schema::{Defaults, TablesDef};
 use crate::api::server::{Control, NodeInfo};
 use crate::io::bpf::{Attachment, Program, XskMap};
+use crate::io::netlink::Link;
 use crate::io::worker::{Port, PortCommand, Worker};
 use crate::io::xsk::{Umem, UmemShare, XskConfig, XskSocket};
 use crate::pipeline::{Pipeline, PipelineConfig};
@@ -59,7 +60,7 @@ fn load_tables(cfg: &Config) -> Result<(Vec<crate::tables::Op>, Resolved), Daemo
 /// kernel's neighbour table; asks the kernel to resolve the ones it does
 /// not know yet. One batch for all the changes. The tables lock is not held
 /// while the kernel is asked. Returns how many tunnels are still unresolved.
-fn resolve_tunnels(control: &Control) -> usize {
+fn resolve_tunnels(control: &Control, said: &mut ProbeErrors) -> usize {
     use crate::tables::{NextHop, Object, Op, Tunnel};
     let remotes: Vec<std::net::Ipv4Addr> = {
         let st = control.lock();
@@ -73,9 +74,10 @@ fn resolve_tunnels(control: &Control) -> usize {
             .collect()
     };
     if remotes.is_empty() {
+        said.0.clear();
         return 0;
     }
-    let neighbors = match crate::io::neigh::dump() {
+    let neighbors = match crate::io::netlink::neighbors() {
         Ok(n) => n,
         Err(e) => {
             warn!("reading the neighbour table: {e}");
@@ -84,13 +86,23 @@ fn resolve_tunnels(control: &Control) -> usize {
     };
     let mut unresolved = 0;
     for dip in &remotes {
-        if !neighbors.iter().any(|n| n.ip == *dip) {
-            unresolved += 1;
-            if let Err(e) = crate::io::neigh::probe(*dip) {
+        if neighbors.iter().any(|n| n.ip == *dip) {
+            said.0.remove(dip);
+            continue;
+        }
+        unresolved += 1;
+        // Probed five times a second while unresolved, for as long as the
+        // fabric is down: each remote's error said once, not each time.
+        if let Err(e) = crate::io::netlink::probe(*dip) {
+            let e = e.to_string();
+            if said.0.get(dip) != Some(&e) {
                 warn!(remote = %dip, "probing the neighbour: {e}");
+                said.0.insert(*dip, e);
             }
         }
     }
+    // Remotes no tunnel goes to any more are forgotten.
+    said.0.retain(|ip, _| remotes.contains(ip));
     let mut st = control.lock();
     let mut ops = Vec::new();
     for &id in &st.resolved {
@@ -112,6 +124,10 @@ fn resolve_tunnels(control: &Control) -> usize {
     }
     unresolved
 }
+
+/// The last error probing each unresolved remote gave, said once.
+#[derive(Default)]
+struct ProbeErrors(std::collections::BTreeMap<std::net::Ipv4Addr, String>);
 
 /// Checks the configuration and tables without touching any interface.
 pub fn check(cfg: &Config) -> Result<TablesWriter, DaemonError> {
@@ -221,6 +237,48 @@ impl OpenPort {
     fn interface_alive(&self) -> bool {
         crate::io::ifindex(&self.interface).is_ok_and(|i| i == self.ifindex)
     }
+
+    /// The port's link among `links`, if its interface is still the one
+    /// opened.
+    fn link<'a>(&self, links: &'a [Link]) -> Option<&'a Link> {
+        links.iter().find(|l| l.ifindex == self.ifindex && l.name == self.interface)
+    }
+}
+
+/// The state of the link of a port just opened on interface `ifindex`,
+/// for `vrctl vif`: "up", or why nothing leaves it ("link down", "no
+/// carrier"), logged then; "up" if the kernel cannot say.
+fn opened_port_state(vif: u32, interface: &str, ifindex: u32) -> String {
+    let links = crate::io::netlink::links().unwrap_or_default();
+    let state = links.iter().find(|l| l.ifindex == ifindex).map_or("up", Link::state);
+    if state != "up" {
+        warn!(vif, interface, "{state}: {LINK_DOWN_EFFECT}");
+    }
+    state.to_string()
+}
+
+/// Said when a port's link goes down.
+const LINK_DOWN_EFFECT: &str =
+    "nothing is sent on the port until its link is up (what is routed to it counts as TX DROPPED in `vrctl info`)";
+
+/// Follows the links of the open ports (`links`: the kernel's, just read):
+/// a port's state in `vrctl vif` says when its link is down or has no
+/// carrier, and each change is logged once.
+fn follow_links(attached: &std::collections::BTreeMap<u32, OpenPort>, links: &[Link], control: &Control) {
+    for (&vif, open) in attached {
+        let Some(link) = open.link(links) else { continue };
+        let state = link.state();
+        let was = control.port_state(vif);
+        if was.as_deref() == Some(state) {
+            continue;
+        }
+        if state == "up" {
+            info!(vif, interface = %open.interface, "link up");
+        } else {
+            warn!(vif, interface = %open.interface, "{state}: {LINK_DOWN_EFFECT}");
+        }
+        control.set_port_state(vif, Some(state.to_string()));
+    }
 }
 
 /// Each worker's UMEM: its memory, for good (`umem`), and a socket bound
@@ -272,12 +330,17 @@ fn open_port(
     opened
 }
 
+/// How a port's errors begin: which vif's, on which interface.
+fn port_error_prefix(vif: &crate::tables::Vif) -> String {
+    format!("vif {} ({}): ", vif.index, vif.name)
+}
+
 fn open_port_sockets(
     cfg: &Config,
     vif: &crate::tables::Vif,
     umems: &mut WorkerUmems,
 ) -> Result<(Vec<(usize, Port)>, OpenPort), DaemonError> {
-    let what = |e: &dyn std::fmt::Display| fail(format!("vif {} ({}): {e}", vif.index, vif.name));
+    let what = |e: &dyn std::fmt::Display| fail(format!("{}{e}", port_error_prefix(vif)));
     // Refused for want of privilege: say what it takes, not only the errno.
     let denied = |e: &std::io::Error| {
         let hint = if e.kind() == std::io::ErrorKind::PermissionDenied { PRIVILEGE_HINT } else { "" };
@@ -319,7 +382,7 @@ fn open_port_sockets(
     }
     .map_err(|e| denied(&e))?;
     let link = Attachment::new(&prog, idx, cfg.dataplane.xdp_mode()).map_err(|e| denied(&e))?;
-    let got = crate::io::neigh::xdp_attached(idx).ok().flatten().unwrap_or("unknown");
+    let got = crate::io::netlink::xdp_attached(idx).ok().flatten().unwrap_or("unknown");
     info!(vif = vif.index, interface = %vif.name, queues, asked = ?cfg.dataplane.xdp_mode(), xdp = got, "port up");
     let open = OpenPort { interface: vif.name.clone(), ifindex: idx, kind: vif.kind, umems: shares, _xdp: (link, map) };
     Ok((ports, open))
@@ -388,8 +451,9 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         Some(l)
     };
     // Give the kernel a moment to resolve the remote nodes before we start.
+    let mut probe_errors = ProbeErrors::default();
     for _ in 0..10 {
-        if resolve_tunnels(&control) == 0 {
+        if resolve_tunnels(&control, &mut probe_errors) == 0 {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -409,7 +473,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let first = control.lock().writer.tables().clone();
     for vif in port_vifs(&first) {
         let (vif_ports, open) = open_port(&cfg, &vif, &mut umems)?;
-        control.set_port_state(vif.index, Some("up".into()));
+        control.set_port_state(vif.index, Some(opened_port_state(vif.index, &vif.name, open.ifindex)));
         for (w, port) in vif_ports {
             ports[w].push(port);
         }
@@ -511,6 +575,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     drop(first);
     let mut last_advice = Instant::now();
     let mut unfinished = advice::UnfinishedChecksums::default();
+    let mut said_links_failed = false;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
         if notifier.watchdog_due(last_ping) {
@@ -524,7 +589,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         // MAC changes once a second.
         let every = if unresolved > 0 { Duration::from_millis(200) } else { Duration::from_secs(1) };
         if control.take_resolve_request() || last_resolve.elapsed() >= every {
-            unresolved = resolve_tunnels(&control);
+            unresolved = resolve_tunnels(&control, &mut probe_errors);
             last_resolve = Instant::now();
         }
         let tables = {
@@ -540,7 +605,20 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             last_port_check = Instant::now();
         }
         let broken: std::collections::BTreeSet<u32> = broken_rx.try_iter().collect();
-        let dead = check && attached.values().any(|o| !o.interface_alive());
+        // One read of the kernel's links a second: which ports' interfaces
+        // were deleted or made again, and which links went down or up.
+        let links = check.then(crate::io::netlink::links).transpose().unwrap_or_else(|e| {
+            if !said_links_failed {
+                warn!("reading the kernel's links: {e}; ports are not checked until it works");
+                said_links_failed = true;
+            }
+            None
+        });
+        if let Some(links) = &links {
+            said_links_failed = false;
+            follow_links(&attached, links, &control);
+        }
+        let dead = links.as_ref().is_some_and(|l| attached.values().any(|o| o.link(l).is_none()));
         if tables.generation() != seen || retry || dead || !broken.is_empty() {
             seen = tables.generation();
             ports_down = sync_ports(&cfg, &tables, &mut attached, &controls, &mut umems, &control, &broken);
@@ -673,15 +751,18 @@ fn sync_ports(
     for vif in &new {
         match open_port(cfg, vif, umems) {
             Ok((ports, open)) => {
+                let state = opened_port_state(vif.index, &vif.name, open.ifindex);
                 attached.insert(vif.index, open);
                 for (w, port) in ports {
                     let _ = controls[w].send(PortCommand::Add(Box::new(port)));
                 }
-                control.set_port_state(vif.index, Some("up".into()));
+                control.set_port_state(vif.index, Some(state));
             }
             Err(e) => {
-                // Said once, not at every retry.
-                let state = format!("down: {e}");
+                // Said once, not at every retry. `vrctl vif` shows the
+                // vif's number and name already.
+                let e = e.to_string();
+                let state = format!("down: {}", e.strip_prefix(&port_error_prefix(vif)).unwrap_or(&e));
                 if control.port_state(vif.index).as_deref() != Some(state.as_str()) {
                     error!("{e}");
                 }

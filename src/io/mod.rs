@@ -10,7 +10,7 @@
 #![allow(unsafe_code)]
 
 pub mod bpf;
-pub mod neigh;
+pub mod netlink;
 pub mod worker;
 pub mod xsk;
 

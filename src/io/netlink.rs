@@ -1,7 +1,9 @@
-//! rtnetlink: the kernel's neighbour table, and how XDP is attached to a
-//! link. The neighbour table gives the MAC of the underlay next hop toward a
-//! remote node, so that no MAC is configured by hand. The fabric interface keeps its address in the kernel, which keeps
-//! resolving it (ARP) as the node's own traffic needs.
+//! rtnetlink: the kernel's neighbour table, its links, and how XDP is
+//! attached to a link. The neighbour table gives the MAC of the underlay
+//! next hop toward a remote node, so that no MAC is configured by hand
+//! (the fabric interface keeps its address in the kernel, which keeps
+//! resolving it, ARP, as the node's own traffic needs). The links tell the
+//! daemon which interfaces are there, and which are up with a carrier.
 
 use super::os_error;
 use crate::wire::MacAddr;
@@ -9,6 +11,8 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+const RTM_NEWLINK: u16 = 16;
+const RTM_GETLINK: u16 = 18;
 const RTM_NEWNEIGH: u16 = 28;
 const RTM_GETNEIGH: u16 = 30;
 const NLMSG_ERROR: u16 = 2;
@@ -101,12 +105,70 @@ fn attrs(m: &[u8], skip: usize) -> impl Iterator<Item = (u16, &[u8])> {
     })
 }
 
+/// One network interface, as the kernel has it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// Its index, which a deleted and remade interface of the same name
+    /// does not keep.
+    pub ifindex: u32,
+    /// Its name.
+    pub name: String,
+    /// Set up by an administrator (`ip link set NAME up`: IFF_UP).
+    pub up: bool,
+    /// It has a carrier (IFF_LOWER_UP): for a veth, its peer is up too.
+    /// The kernel sends nothing on a link without one.
+    pub carrier: bool,
+}
+
+impl Link {
+    /// The link's state as `vrctl vif` shows it for an open port: "up",
+    /// "link down" (set down) or "no carrier" (up, its other end not).
+    pub fn state(&self) -> &'static str {
+        match (self.up, self.carrier) {
+            (false, _) => "link down",
+            (true, false) => "no carrier",
+            (true, true) => "up",
+        }
+    }
+}
+
+/// Every network interface in this network namespace.
+pub fn links() -> io::Result<Vec<Link>> {
+    let mut body = [0u8; 16]; // ifinfomsg
+    body[0] = libc::AF_UNSPEC as u8;
+    let mut out = Vec::new();
+    request(RTM_GETLINK, NLM_F_DUMP, &body, RTM_NEWLINK, |m| {
+        if let Some(link) = parse_link(m) {
+            out.push(link);
+        }
+    })?;
+    Ok(out)
+}
+
+/// An RTM_NEWLINK message's body: `ifinfomsg` (family, type, index,
+/// flags, change mask) and its attributes, of which the name is the one
+/// needed.
+fn parse_link(m: &[u8]) -> Option<Link> {
+    const IFLA_IFNAME: u16 = 3;
+    const IFF_UP: u32 = 0x1;
+    const IFF_LOWER_UP: u32 = 0x1_0000;
+    let ifindex = i32::from_ne_bytes(m.get(4..8)?.try_into().ok()?);
+    let flags = u32::from_ne_bytes(m.get(8..12)?.try_into().ok()?);
+    let name = attrs(m, 16).find(|(k, _)| *k == IFLA_IFNAME)?.1;
+    // The name comes NUL-terminated.
+    let name = name.split(|b| *b == 0).next().unwrap_or(&[]);
+    Some(Link {
+        ifindex: u32::try_from(ifindex).ok()?,
+        name: String::from_utf8_lossy(name).into_owned(),
+        up: flags & IFF_UP != 0,
+        carrier: flags & IFF_LOWER_UP != 0,
+    })
+}
+
 /// How the XDP program on interface `ifindex` is attached, as the kernel
 /// reports it: `Some("native")`, `Some("generic")`, `Some("offload")`, or
 /// `None` for none.
 pub fn xdp_attached(ifindex: u32) -> io::Result<Option<&'static str>> {
-    const RTM_NEWLINK: u16 = 16;
-    const RTM_GETLINK: u16 = 18;
     const IFLA_XDP: u16 = 43;
     const IFLA_XDP_ATTACHED: u16 = 2;
     let mut body = [0u8; 16]; // ifinfomsg
@@ -134,19 +196,19 @@ pub fn xdp_attached(ifindex: u32) -> io::Result<Option<&'static str>> {
 }
 
 /// Every usable IPv4 neighbour in this network namespace.
-pub fn dump() -> io::Result<Vec<Neighbor>> {
+pub fn neighbors() -> io::Result<Vec<Neighbor>> {
     let mut body = [0u8; 12]; // ndmsg
     body[0] = libc::AF_INET as u8;
     let mut out = Vec::new();
     request(RTM_GETNEIGH, NLM_F_DUMP, &body, RTM_NEWNEIGH, |m| {
-        if let Some(nb) = parse(m) {
+        if let Some(nb) = parse_neighbor(m) {
             out.push(nb);
         }
     })?;
     Ok(out)
 }
 
-fn parse(m: &[u8]) -> Option<Neighbor> {
+fn parse_neighbor(m: &[u8]) -> Option<Neighbor> {
     if m.len() < 12 || m[0] != libc::AF_INET as u8 {
         return None;
     }
@@ -166,14 +228,59 @@ fn parse(m: &[u8]) -> Option<Neighbor> {
     Some(Neighbor { ip: ip?, mac: mac?, ifindex })
 }
 
-/// The MAC of `ip`, if the kernel knows it.
-pub fn lookup(ip: Ipv4Addr) -> io::Result<Option<MacAddr>> {
-    Ok(dump()?.into_iter().find(|n| n.ip == ip).map(|n| n.mac))
-}
-
 /// Makes the kernel resolve `ip`: one empty UDP datagram to the discard
 /// port, which sends an ARP request if the address is not known yet.
 pub fn probe(ip: Ipv4Addr) -> io::Result<()> {
     let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
     s.send_to(&[], (ip, 9)).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An RTM_NEWLINK body: ifinfomsg, then IFLA_MTU and IFLA_IFNAME.
+    fn newlink(index: i32, flags: u32, name: &str) -> Vec<u8> {
+        let mut m = vec![0u8; 16];
+        m[4..8].copy_from_slice(&index.to_ne_bytes());
+        m[8..12].copy_from_slice(&flags.to_ne_bytes());
+        m.extend_from_slice(&8u16.to_ne_bytes());
+        m.extend_from_slice(&4u16.to_ne_bytes()); // IFLA_MTU
+        m.extend_from_slice(&1500u32.to_ne_bytes());
+        let len = 4 + name.len() + 1;
+        m.extend_from_slice(&(len as u16).to_ne_bytes());
+        m.extend_from_slice(&3u16.to_ne_bytes()); // IFLA_IFNAME
+        m.extend_from_slice(name.as_bytes());
+        m.push(0);
+        m.resize(m.len().next_multiple_of(4), 0);
+        m
+    }
+
+    #[test]
+    fn a_link_s_name_index_and_state_come_from_its_message() {
+        // IFF_UP | IFF_BROADCAST | IFF_RUNNING | IFF_MULTICAST | IFF_LOWER_UP
+        let l = parse_link(&newlink(7, 0x1_1043, "t-a1")).unwrap();
+        assert_eq!((l.ifindex, l.name.as_str(), l.up, l.carrier), (7, "t-a1", true, true));
+        assert_eq!(l.state(), "up");
+        // Set up, its veth peer down: no carrier.
+        assert_eq!(parse_link(&newlink(7, 0x1003, "t-a1")).unwrap().state(), "no carrier");
+        assert_eq!(parse_link(&newlink(7, 0x1002, "t-a1")).unwrap().state(), "link down");
+    }
+
+    #[test]
+    fn a_short_or_nameless_link_message_is_no_link() {
+        let m = newlink(7, 1, "x");
+        for cut in [0, 8, 15] {
+            assert_eq!(parse_link(&m[..cut]), None, "cut at {cut}");
+        }
+        assert_eq!(parse_link(&m[..16]), None, "no name");
+        assert_eq!(parse_link(&newlink(-1, 1, "x")), None, "a negative index");
+    }
+
+    #[test]
+    fn the_namespace_s_links_include_its_loopback() {
+        let links = links().unwrap();
+        let lo = links.iter().find(|l| l.name == "lo").expect("every namespace has lo");
+        assert_eq!(crate::io::ifindex("lo").unwrap(), lo.ifindex);
+    }
 }
