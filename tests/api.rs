@@ -1088,3 +1088,38 @@ fn mutated_requests_get_answers_never_panics() {
     assert!(info.get("result").is_some(), "{info}");
     assert_eq!(handle.load().vrf(BLUE).unwrap().v4.lookup(u32::from(a1_ip())).map(|t| t.nh), Some(NH_A1));
 }
+
+/// A client sees at once, without a call and without waiting, that
+/// vrouterd closed its connection (the agent's cue that vrouterd
+/// restarted with empty tables), and a connection that is open is not
+/// taken for closed, nor loses what the server sent meanwhile.
+#[test]
+fn a_client_sees_its_connection_closed_without_a_call() {
+    let path = Scratch::socket("closed");
+    let listener = std::os::unix::net::UnixListener::bind(&*path).unwrap();
+    let (close_tx, close_rx) = std::sync::mpsc::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+        let mut w = s;
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut r, &mut line).unwrap();
+        w.write_all(b"{\"id\":1,\"result\":{\"boot_id\":\"b1\"}}\n").unwrap();
+        line.clear();
+        std::io::BufRead::read_line(&mut r, &mut line).unwrap();
+        // The answer written before the client reads it.
+        w.write_all(b"{\"id\":2,\"result\":{\"n\":7}}\n").unwrap();
+        close_rx.recv().unwrap();
+    });
+    let mut c = Client::connect(&path, "test").unwrap();
+    c.set_timeout(Some(Duration::from_secs(5)));
+    assert_eq!(c.boot_id(), "b1");
+    assert!(!c.closed(), "open, nothing sent");
+    c.send_call("info", "{}").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!c.closed(), "open, an answer waiting");
+    assert_eq!(c.receive_result().unwrap()["n"], 7, "the answer kept for the call");
+    close_tx.send(()).unwrap();
+    server.join().unwrap();
+    assert!(c.closed(), "closed by the server");
+}

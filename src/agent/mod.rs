@@ -170,7 +170,9 @@ pub fn run(
                     }
                 }
             }
-        } else if last_check.elapsed() >= cfg.check_every {
+        } else if last_check.elapsed() >= cfg.check_every || client.as_mut().is_some_and(|c| c.closed()) {
+            // A restarted vrouterd has empty tables: its closing our
+            // connection is noticed at once, not at the next check.
             last_check = Instant::now();
             let alive = client.as_mut().map(|c| c.call("info", json!({})));
             match alive {

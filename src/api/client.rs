@@ -57,6 +57,22 @@ impl Client {
         self.hello["boot_id"].as_str().unwrap_or("")
     }
 
+    /// True if vrouterd has closed the connection (it stopped, or is
+    /// restarting): a look between calls that does not wait. Anything it
+    /// sent meanwhile stays buffered for the next call.
+    pub fn closed(&mut self) -> bool {
+        use std::io::BufRead;
+        if self.reader.get_ref().set_nonblocking(true).is_err() {
+            return false;
+        }
+        let closed = match self.reader.fill_buf() {
+            Ok(pending) => pending.is_empty(),
+            Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted),
+        };
+        let _ = self.reader.get_ref().set_nonblocking(false);
+        closed
+    }
+
     /// Gives up on a call after `t` (none by default).
     pub fn set_timeout(&self, t: Option<Duration>) {
         let _ = self.reader.get_ref().set_read_timeout(t);
