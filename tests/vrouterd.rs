@@ -633,6 +633,31 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
     assert_eq!(Some(sample("vrouter_flow_capacity") as u64), flow_stats["capacity"].as_u64(), "{metrics}");
     assert!(metrics.contains("vrouter_vif_flow_pairs{vif=\"1\",name=\"pa1\"}"), "{metrics}");
 
+    // A pod whose link's MTU is above what a port's frames hold: its long
+    // frames are lost in the kernel, before any counter of vrouterd's, so
+    // the kernel's own count is shown (they vanished unseen before).
+    let kernel_dropped = |api: &mut vrouter::api::client::Client| {
+        let vif = api.call("get", serde_json::json!({ "vif": 1 })).unwrap();
+        vif["status"]["kernel"]["rx_dropped"].as_u64().unwrap_or_else(|| panic!("{vif}"))
+    };
+    let before = kernel_dropped(&mut api);
+    in_ns(&node, &["ip", "link", "set", "pa1", "mtu", "3000"]);
+    in_ns(&a1, &["ip", "link", "set", "eth0", "mtu", "3000"]);
+    let long_ping = ["ping", "-c", "2", "-i", "0.2", "-W", "1", "-s", "2500", "-M", "dont", "10.1.0.3"];
+    let lost = Command::new("ip").args(["netns", "exec", &a1]).args(long_ping).status().unwrap();
+    assert!(!lost.success(), "2500-byte pings do not fit a frame");
+    let seen = (0..30).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        kernel_dropped(&mut api) >= before + 2
+    });
+    assert!(seen, "the kernel's drops shown: {} after {before}", kernel_dropped(&mut api));
+    let sample =
+        |metrics: &str, name: &str| metrics.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok());
+    let m = node_metrics(&node);
+    assert!(sample(&m, "vrouter_vif_kernel_rx_dropped_total{vif=\"1\",name=\"pa1\"}") >= Some(before + 2), "{m}");
+    in_ns(&a1, &["ip", "link", "set", "eth0", "mtu", "1500"]);
+    in_ns(&node, &["ip", "link", "set", "pa1", "mtu", "1500"]);
+
     // What a pod sends to its own link alone is told apart from a missing
     // route: pings to all nodes on the link, and to the limited broadcast
     // (which nothing answers, so ping's status is not asked for).

@@ -10,7 +10,7 @@
 use super::proto::{self, code, ApiError, RawRequest};
 use super::schema::{Defaults, KeyDef, NextHopDef, ObjectDef, OpDef, RouteDef, VifDef, VrfDef};
 use crate::pipeline::PipelineConfig;
-use crate::stats::{DropReason, StatsBoard};
+use crate::stats::{DropReason, SocketCounters, StatsBoard};
 use crate::tables::{NextHop, NhId, Object, Op, Prefix, TableError, TablesWriter, VifIndex};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -53,6 +53,16 @@ impl NodeInfo {
     }
 }
 
+/// A vif's port as the daemon last saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortStatus {
+    /// "up", "link down", "no carrier", or "down: " and why it did not
+    /// open.
+    pub state: String,
+    /// The kernel's counters of its sockets, once read (an open port).
+    pub sockets: Option<SocketCounters>,
+}
+
 /// Everything the API reads and changes.
 pub struct Control {
     state: Mutex<ControlState>,
@@ -60,8 +70,8 @@ pub struct Control {
     stats: Arc<StatsBoard>,
     node: NodeInfo,
     started: Instant,
-    /// Port state of each vif that has one: "up" or why it is not.
-    ports: Mutex<BTreeMap<VifIndex, String>>,
+    /// Each vif's port, where it has one (open or failing to open).
+    ports: Mutex<BTreeMap<VifIndex, PortStatus>>,
     /// Set when a batch added tunnels to resolve, so the daemon does not
     /// wait for its next periodic pass.
     resolve_now: AtomicBool,
@@ -142,16 +152,29 @@ impl Control {
 
     /// The state `set_port_state` last gave vif `vif`'s port.
     pub fn port_state(&self, vif: VifIndex) -> Option<String> {
+        self.port(vif).map(|p| p.state)
+    }
+
+    /// What the daemon last said of vif `vif`'s port.
+    pub fn port(&self, vif: VifIndex) -> Option<PortStatus> {
         self.ports.lock().unwrap_or_else(|e| e.into_inner()).get(&vif).cloned()
     }
 
-    /// Records a vif's port state, for `vif get` and `vif list`.
+    /// Records a vif's port state, for `vif get` and `vif list`; `None`:
+    /// the vif has no port (closed), its socket counters gone with it.
     pub fn set_port_state(&self, vif: VifIndex, state: Option<String>) {
         let mut p = self.ports.lock().unwrap_or_else(|e| e.into_inner());
         match state {
-            Some(s) => p.insert(vif, s),
-            None => p.remove(&vif),
+            Some(state) => p.entry(vif).or_default().state = state,
+            None => _ = p.remove(&vif),
         };
+    }
+
+    /// Records the kernel's counters of an open port's sockets.
+    pub fn set_port_sockets(&self, vif: VifIndex, counters: SocketCounters) {
+        if let Some(p) = self.ports.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&vif) {
+            p.sockets = Some(counters);
+        }
     }
 
     /// True once after a batch added tunnels whose MAC is to be resolved.
@@ -730,11 +753,20 @@ impl Control {
     /// Vif `v` with its counters.
     fn vif_json(&self, v: &crate::tables::Vif, counted: &crate::stats::Reading) -> Value {
         let c = counted.stats.vif(v.index);
-        let port = self.ports.lock().unwrap_or_else(|e| e.into_inner()).get(&v.index).cloned();
+        let port = self.port(v.index);
+        // What the kernel lost before vrouterd saw it (`SocketCounters`).
+        let sockets = port.as_ref().and_then(|p| p.sockets).map(|k| {
+            json!({
+                "rx_dropped": k.rx_dropped,
+                "rx_ring_full": k.rx_ring_full,
+                "fill_ring_empty": k.fill_ring_empty,
+                "tx_invalid": k.tx_invalid,
+            })
+        });
         with_status(
             &VifDef::from_vif(v),
             json!({
-                "port": port,
+                "port": port.map(|p| p.state),
                 "rx_packets": c.rx_packets,
                 "rx_bytes": c.rx_bytes,
                 "tx_packets": c.tx_packets,
@@ -743,6 +775,7 @@ impl Control {
                 "drops": c.drops,
                 "drop_reasons": drop_reasons(&counted.stats, v.index),
                 "general_path": counted.general_from(v.index),
+                "kernel": sockets,
             }),
         )
     }

@@ -6,20 +6,21 @@ use std::time::{Duration, Instant};
 /// How often a warning that still holds is repeated.
 pub const REPEAT: Duration = Duration::from_secs(60);
 
-/// Pods' TCP SYNs and UDP datagrams that came with their checksums left
-/// for a NIC to finish (`DropReason::UnfinishedChecksum`), per vif: each
-/// vif named at its first, then at most once every `REPEAT` while more
-/// come from any, so that pods retrying their connections do not flood
-/// the log.
+/// A count per vif whose rise the log tells of, such as pods' TCP SYNs and
+/// UDP datagrams that came with their checksums left for a NIC to finish
+/// (`DropReason::UnfinishedChecksum`), or frames the kernel dropped before
+/// vrouterd saw them: each vif named at its first, then at most once every
+/// `REPEAT` while more come from any, so that pods retrying their
+/// connections do not flood the log.
 #[derive(Debug, Default)]
-pub struct UnfinishedChecksums {
+pub struct RisingCounts {
     /// Per vif index, the count the last warning that named it reported.
     warned: Vec<u64>,
     /// When the last warning was given.
     at: Option<Instant>,
 }
 
-impl UnfinishedChecksums {
+impl RisingCounts {
     /// The vifs the log should name now, each with its count so far, from
     /// `counts`: each vif's count so far, by index.
     pub fn due(&mut self, counts: impl IntoIterator<Item = (u32, u64)>, now: Instant) -> Vec<(u32, u64)> {
@@ -55,7 +56,7 @@ mod tests {
 
     #[test]
     fn names_each_vif_at_its_first_then_once_a_minute_while_more_come() {
-        let mut w = UnfinishedChecksums::default();
+        let mut w = RisingCounts::default();
         let t0 = Instant::now();
         assert_eq!(w.due([(3, 0)], t0), [], "nothing to say");
         assert_eq!(w.due([(3, 1)], t0), [(3, 1)], "the first");

@@ -173,6 +173,27 @@ pub fn render(control: &Control) -> String {
             f.sample(name, &format!("vif=\"{}\",name=\"{}\"", v.index, esc(&v.name)), u64::from(state == "up"));
         }
     }
+    // What the kernel lost on an open port before vrouterd saw it.
+    let socket_counters: [Counter<crate::stats::SocketCounters>; 4] = [
+        (
+            "vrouter_vif_kernel_rx_dropped_total",
+            "Frames the kernel dropped on their way to vrouterd: longer than a frame holds, or no free frame.",
+            |k| k.rx_dropped,
+        ),
+        ("vrouter_vif_kernel_rx_ring_full_total", "Frames the kernel dropped, the rx ring full.", |k| k.rx_ring_full),
+        ("vrouter_vif_kernel_fill_ring_empty_total", "Times the kernel found the fill ring empty.", |k| {
+            k.fill_ring_empty
+        }),
+        ("vrouter_vif_kernel_tx_invalid_total", "Transmit descriptors the kernel refused.", |k| k.tx_invalid),
+    ];
+    let sockets: Vec<_> =
+        tables.vifs().filter_map(|v| Some((v.index, v.name.as_str(), control.port(v.index)?.sockets?))).collect();
+    for (name, help, get) in socket_counters {
+        f.header(name, "counter", help);
+        for (vif, vif_name, k) in &sockets {
+            f.sample(name, &format!("vif=\"{vif}\",name=\"{}\"", esc(vif_name)), get(k));
+        }
+    }
     // A series per reason a vif has dropped for, from its first such drop:
     // most vifs have none, and every vif times every reason would be
     // thousands of zeros on a full node.

@@ -19,7 +19,7 @@ use crate::io::netlink::Link;
 use crate::io::worker::{Port, PortCommand, Worker};
 use crate::io::xsk::{Umem, UmemShare, XskConfig, XskSocket};
 use crate::pipeline::{Pipeline, PipelineConfig};
-use crate::stats::{DropReason, StatsBoard, WorkerIo, PUBLISH_EVERY};
+use crate::stats::{DropReason, SocketCounters, StatsBoard, WorkerIo, PUBLISH_EVERY};
 use crate::tables::{Tables, TablesWriter, VifKind};
 use config::Config;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -225,6 +225,9 @@ struct OpenPort {
     ifindex: u32,
     kind: VifKind,
     umems: Vec<(usize, UmemShare)>,
+    /// The interface MTU last warned of as too large for the frames (0:
+    /// none), so that each is said once.
+    mtu_said: u32,
     _xdp: Attached,
 }
 
@@ -243,18 +246,18 @@ impl OpenPort {
     fn link<'a>(&self, links: &'a [Link]) -> Option<&'a Link> {
         links.iter().find(|l| l.ifindex == self.ifindex && l.name == self.interface)
     }
+
+    /// The kernel's counters of the port's sockets, summed over its queues.
+    fn socket_counters(&self) -> SocketCounters {
+        let each = self.umems.iter().filter_map(|(_, s)| s.socket_counters().ok());
+        each.fold(SocketCounters::default(), |sum, one| sum + one)
+    }
 }
 
-/// The state of the link of a port just opened on interface `ifindex`,
-/// for `vrctl vif`: "up", or why nothing leaves it ("link down", "no
-/// carrier"), logged then; "up" if the kernel cannot say.
-fn opened_port_state(vif: u32, interface: &str, ifindex: u32) -> String {
-    let links = crate::io::netlink::links().unwrap_or_default();
-    let state = links.iter().find(|l| l.ifindex == ifindex).map_or("up", Link::state);
-    if state != "up" {
-        warn!(vif, interface, "{state}: {LINK_DOWN_EFFECT}");
-    }
-    state.to_string()
+/// How every port's sockets are made: the UMEM's frames per the
+/// configuration, and their size.
+fn xsk_config(cfg: &Config) -> XskConfig {
+    XskConfig { frames: cfg.dataplane.frames, mode: cfg.dataplane.bind_mode(), ..XskConfig::default() }
 }
 
 /// Said when a port's link goes down.
@@ -263,10 +266,28 @@ const LINK_DOWN_EFFECT: &str =
 
 /// Follows the links of the open ports (`links`: the kernel's, just read):
 /// a port's state in `vrctl vif` says when its link is down or has no
-/// carrier, and each change is logged once.
-fn follow_links(attached: &std::collections::BTreeMap<u32, OpenPort>, links: &[Link], control: &Control) {
-    for (&vif, open) in attached {
+/// carrier, and each change is logged once, as is an MTU above what the
+/// port can receive (`longest`: the longest frame it can).
+fn follow_links(
+    attached: &mut std::collections::BTreeMap<u32, OpenPort>,
+    links: &[Link],
+    control: &Control,
+    longest: usize,
+) {
+    for (&vif, open) in attached.iter_mut() {
         let Some(link) = open.link(links) else { continue };
+        let most = longest.saturating_sub(crate::wire::ethernet::HEADER_LEN);
+        if link.mtu as usize > most && open.mtu_said != link.mtu {
+            warn!(
+                vif,
+                interface = %open.interface,
+                mtu = link.mtu,
+                "the interface's MTU is above the {most} its port can receive (frames of up to {longest} bytes): the kernel \
+                 drops longer frames before vrouterd sees them (vrctl vif get {vif}: kernel rx_dropped); \
+                 give it an MTU of {most} or less"
+            );
+            open.mtu_said = link.mtu;
+        }
         let state = link.state();
         let was = control.port_state(vif);
         if was.as_deref() == Some(state) {
@@ -348,7 +369,7 @@ fn open_port_sockets(
     };
     let idx = crate::io::ifindex(&vif.name).map_err(|e| what(&e))?;
     let queues = crate::io::rx_queues(&vif.name);
-    let xcfg = XskConfig { frames: cfg.dataplane.frames, mode: cfg.dataplane.bind_mode(), ..XskConfig::default() };
+    let xcfg = xsk_config(cfg);
     let map = XskMap::new(queues).map_err(|e| denied(&e))?;
     let mut ports = Vec::new();
     let mut shares = Vec::new();
@@ -384,7 +405,14 @@ fn open_port_sockets(
     let link = Attachment::new(&prog, idx, cfg.dataplane.xdp_mode()).map_err(|e| denied(&e))?;
     let got = crate::io::netlink::xdp_attached(idx).ok().flatten().unwrap_or("unknown");
     info!(vif = vif.index, interface = %vif.name, queues, asked = ?cfg.dataplane.xdp_mode(), xdp = got, "port up");
-    let open = OpenPort { interface: vif.name.clone(), ifindex: idx, kind: vif.kind, umems: shares, _xdp: (link, map) };
+    let open = OpenPort {
+        interface: vif.name.clone(),
+        ifindex: idx,
+        kind: vif.kind,
+        umems: shares,
+        mtu_said: 0,
+        _xdp: (link, map),
+    };
     Ok((ports, open))
 }
 
@@ -473,11 +501,14 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let first = control.lock().writer.tables().clone();
     for vif in port_vifs(&first) {
         let (vif_ports, open) = open_port(&cfg, &vif, &mut umems)?;
-        control.set_port_state(vif.index, Some(opened_port_state(vif.index, &vif.name, open.ifindex)));
+        control.set_port_state(vif.index, Some("up".into()));
         for (w, port) in vif_ports {
             ports[w].push(port);
         }
         attached.insert(vif.index, open);
+    }
+    if let Ok(links) = crate::io::netlink::links() {
+        follow_links(&mut attached, &links, &control, xsk_config(&cfg).longest_rx_frame());
     }
     // Worker 0 owns queue 0 of every port, so the others hand it frames
     // for ports they have no socket on.
@@ -574,7 +605,9 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let mut seen = first.generation();
     drop(first);
     let mut last_advice = Instant::now();
-    let mut unfinished = advice::UnfinishedChecksums::default();
+    let mut unfinished = advice::RisingCounts::default();
+    let mut lost_in_kernel = advice::RisingCounts::default();
+    let longest_rx_frame = xsk_config(&cfg).longest_rx_frame();
     let mut said_links_failed = false;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
@@ -616,7 +649,10 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         });
         if let Some(links) = &links {
             said_links_failed = false;
-            follow_links(&attached, links, &control);
+            follow_links(&mut attached, links, &control, longest_rx_frame);
+            for (&vif, open) in &attached {
+                control.set_port_sockets(vif, open.socket_counters());
+            }
         }
         let dead = links.as_ref().is_some_and(|l| attached.values().any(|o| o.link(l).is_none()));
         if tables.generation() != seen || retry || dead || !broken.is_empty() {
@@ -638,6 +674,19 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                     "a pod's TCP SYNs or UDP datagrams came with checksums left for a NIC to finish, and were \
                      dropped (vrctl dropstats --vif {vif}: unfinished_checksum): {}",
                     DropReason::UnfinishedChecksum.remedy().unwrap_or_default()
+                );
+            }
+            let kernel = attached.keys().filter_map(|&v| Some((v, control.port(v)?.sockets?.rx_dropped)));
+            for (vif, dropped) in lost_in_kernel.due(kernel.collect::<Vec<_>>(), last_advice) {
+                let interface = tables.vif(vif).map_or("?", |v| v.name.as_str());
+                warn!(
+                    dropped,
+                    vif,
+                    interface,
+                    "the kernel dropped frames on their way to vrouterd (vrctl vif get {vif}: kernel rx_dropped): \
+                     longer than the {longest_rx_frame} bytes a port's frames hold (an MTU above {}), or no free \
+                     frame to take them (fill_ring_empty counts those)",
+                    longest_rx_frame - crate::wire::ethernet::HEADER_LEN
                 );
             }
         }
@@ -671,8 +720,8 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                     vif,
                     rx_dropped = x.rx_dropped,
                     rx_ring_full = x.rx_ring_full,
-                    fill_ring_empty = x.rx_fill_ring_empty,
-                    tx_invalid = x.tx_invalid_descs,
+                    fill_ring_empty = x.fill_ring_empty,
+                    tx_invalid = x.tx_invalid,
                     free_frames = free,
                     "af_xdp counters"
                 );
@@ -751,12 +800,11 @@ fn sync_ports(
     for vif in &new {
         match open_port(cfg, vif, umems) {
             Ok((ports, open)) => {
-                let state = opened_port_state(vif.index, &vif.name, open.ifindex);
                 attached.insert(vif.index, open);
                 for (w, port) in ports {
                     let _ = controls[w].send(PortCommand::Add(Box::new(port)));
                 }
-                control.set_port_state(vif.index, Some(state));
+                control.set_port_state(vif.index, Some("up".into()));
             }
             Err(e) => {
                 // Said once, not at every retry. `vrctl vif` shows the
@@ -768,6 +816,12 @@ fn sync_ports(
                 }
                 control.set_port_state(vif.index, Some(state));
             }
+        }
+    }
+    if !new.is_empty() {
+        // A port just opened shows its link at once, not a second later.
+        if let Ok(links) = crate::io::netlink::links() {
+            follow_links(attached, &links, control, xsk_config(cfg).longest_rx_frame());
         }
     }
     new.iter().any(|v| !attached.contains_key(&v.index))

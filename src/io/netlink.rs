@@ -118,6 +118,8 @@ pub struct Link {
     /// It has a carrier (IFF_LOWER_UP): for a veth, its peer is up too.
     /// The kernel sends nothing on a link without one.
     pub carrier: bool,
+    /// Its MTU (0 if the kernel did not say).
+    pub mtu: u32,
 }
 
 impl Link {
@@ -150,11 +152,15 @@ pub fn links() -> io::Result<Vec<Link>> {
 /// needed.
 fn parse_link(m: &[u8]) -> Option<Link> {
     const IFLA_IFNAME: u16 = 3;
+    const IFLA_MTU: u16 = 4;
     const IFF_UP: u32 = 0x1;
     const IFF_LOWER_UP: u32 = 0x1_0000;
     let ifindex = i32::from_ne_bytes(m.get(4..8)?.try_into().ok()?);
     let flags = u32::from_ne_bytes(m.get(8..12)?.try_into().ok()?);
     let name = attrs(m, 16).find(|(k, _)| *k == IFLA_IFNAME)?.1;
+    let mtu = attrs(m, 16)
+        .find(|(k, v)| *k == IFLA_MTU && v.len() == 4)
+        .map_or(0, |(_, v)| u32::from_ne_bytes([v[0], v[1], v[2], v[3]]));
     // The name comes NUL-terminated.
     let name = name.split(|b| *b == 0).next().unwrap_or(&[]);
     Some(Link {
@@ -162,6 +168,7 @@ fn parse_link(m: &[u8]) -> Option<Link> {
         name: String::from_utf8_lossy(name).into_owned(),
         up: flags & IFF_UP != 0,
         carrier: flags & IFF_LOWER_UP != 0,
+        mtu,
     })
 }
 
@@ -260,7 +267,7 @@ mod tests {
     fn a_link_s_name_index_and_state_come_from_its_message() {
         // IFF_UP | IFF_BROADCAST | IFF_RUNNING | IFF_MULTICAST | IFF_LOWER_UP
         let l = parse_link(&newlink(7, 0x1_1043, "t-a1")).unwrap();
-        assert_eq!((l.ifindex, l.name.as_str(), l.up, l.carrier), (7, "t-a1", true, true));
+        assert_eq!((l.ifindex, l.name.as_str(), l.up, l.carrier, l.mtu), (7, "t-a1", true, true, 1500));
         assert_eq!(l.state(), "up");
         // Set up, its veth peer down: no carrier.
         assert_eq!(parse_link(&newlink(7, 0x1003, "t-a1")).unwrap().state(), "no carrier");

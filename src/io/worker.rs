@@ -240,7 +240,7 @@ impl Worker {
     }
 
     /// The kernel's counters for each port's socket, and its free frames.
-    pub fn port_stats(&self) -> Vec<(VifIndex, Option<super::xsk::XskStats>, usize)> {
+    pub fn port_stats(&self) -> Vec<(VifIndex, Option<crate::stats::SocketCounters>, usize)> {
         self.ports.iter().map(|p| (p.vif, p.sock.stats().ok(), p.sock.free_frames())).collect()
     }
 

@@ -10,6 +10,7 @@
 
 use super::os_error;
 use crate::memory::Mapping;
+use crate::stats::SocketCounters;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
@@ -48,6 +49,19 @@ impl Default for XskConfig {
         XskConfig { frames: 16384, frame_size: 2048, ring_size: 2048, mode: BindMode::Auto, need_wakeup: true }
     }
 }
+
+impl XskConfig {
+    /// The longest frame the kernel can receive into one of these frames:
+    /// it keeps XDP_PACKET_HEADROOM (256 bytes) in front of each. A longer
+    /// one it drops before vrouterd sees it (the socket's `rx_dropped`).
+    /// 1792 with 2 KiB frames: an interface MTU up to 1778.
+    pub fn longest_rx_frame(&self) -> usize {
+        self.frame_size as usize - XDP_PACKET_HEADROOM
+    }
+}
+
+/// What the kernel keeps in front of a received frame (XDP_PACKET_HEADROOM).
+const XDP_PACKET_HEADROOM: usize = 256;
 
 /// Binds tried while the queue is busy, 50 ms apart.
 const BIND_TRIES: u32 = 20;
@@ -108,6 +122,25 @@ pub struct Umem {
 pub struct UmemShare {
     fd: Arc<OwnedFd>,
     umem: Umem,
+}
+
+impl UmemShare {
+    /// The kernel's counters of the socket it holds.
+    pub fn socket_counters(&self) -> io::Result<SocketCounters> {
+        socket_counters(&self.fd)
+    }
+}
+
+/// The kernel's counters of the AF_XDP socket `fd`.
+fn socket_counters(fd: &OwnedFd) -> io::Result<SocketCounters> {
+    // SAFETY: `xdp_statistics` is integers only, and is what this option writes.
+    let s: libc::xdp_statistics = unsafe { getsockopt(fd, libc::XDP_STATISTICS, "reading AF_XDP statistics")? };
+    Ok(SocketCounters {
+        rx_dropped: s.rx_dropped,
+        rx_ring_full: s.rx_ring_full,
+        fill_ring_empty: s.rx_fill_ring_empty_descs,
+        tx_invalid: s.tx_invalid_descs,
+    })
 }
 
 /// Where a new socket's UMEM comes from.
@@ -209,19 +242,6 @@ impl Ring {
         // frames are taken back from it).
         unsafe { self.desc.cast::<libc::xdp_desc>().add((idx & self.mask) as usize).read() }
     }
-}
-
-/// The kernel's counters for a socket.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct XskStats {
-    /// Dropped for any reason other than invalid descriptors.
-    pub rx_dropped: u64,
-    /// Dropped because the rx ring was full.
-    pub rx_ring_full: u64,
-    /// Times the fill ring was found empty.
-    pub rx_fill_ring_empty: u64,
-    /// Invalid descriptors on tx.
-    pub tx_invalid_descs: u64,
 }
 
 /// An AF_XDP socket bound to one queue of one interface, with its own UMEM.
@@ -694,16 +714,8 @@ impl XskSocket {
     }
 
     /// The kernel's counters for this socket.
-    pub fn stats(&self) -> io::Result<XskStats> {
-        // SAFETY: `xdp_statistics` is integers only, and is what this option writes.
-        let s: libc::xdp_statistics =
-            unsafe { getsockopt(&self.fd, libc::XDP_STATISTICS, "reading AF_XDP statistics")? };
-        Ok(XskStats {
-            rx_dropped: s.rx_dropped,
-            rx_ring_full: s.rx_ring_full,
-            rx_fill_ring_empty: s.rx_fill_ring_empty_descs,
-            tx_invalid_descs: s.tx_invalid_descs,
-        })
+    pub fn stats(&self) -> io::Result<SocketCounters> {
+        socket_counters(&self.fd)
     }
 }
 

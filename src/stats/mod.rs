@@ -11,6 +11,36 @@ pub use drop::DropReason;
 pub use general::GeneralCause;
 pub use runtime::{Runtime, Stage};
 
+/// The kernel's counters of a vif's AF_XDP sockets (XDP_STATISTICS),
+/// summed over its queues: what was lost before vrouterd saw it, which no
+/// counter of its own can count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SocketCounters {
+    /// Frames the kernel could not give the socket: longer than a UMEM
+    /// frame holds, or no free frame in the fill ring.
+    pub rx_dropped: u64,
+    /// Frames dropped because the rx ring was full (vrouterd behind).
+    pub rx_ring_full: u64,
+    /// Times the kernel found the fill ring empty.
+    pub fill_ring_empty: u64,
+    /// Transmit descriptors the kernel refused as invalid.
+    pub tx_invalid: u64,
+}
+
+/// Two queues' sockets summed.
+impl std::ops::Add for SocketCounters {
+    type Output = SocketCounters;
+
+    fn add(self, other: SocketCounters) -> SocketCounters {
+        SocketCounters {
+            rx_dropped: self.rx_dropped + other.rx_dropped,
+            rx_ring_full: self.rx_ring_full + other.rx_ring_full,
+            fill_ring_empty: self.fill_ring_empty + other.fill_ring_empty,
+            tx_invalid: self.tx_invalid + other.tx_invalid,
+        }
+    }
+}
+
 /// Counters of one vif.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct VifCounters {
