@@ -276,8 +276,11 @@ fn follow_links(
 ) {
     for (&vif, open) in attached.iter_mut() {
         let Some(link) = open.link(links) else { continue };
+        // A pod's link only: the fabric's may well be larger (jumbo
+        // frames), its XDP program passing all but tunnels to the kernel,
+        // and the tunnels are as long as the pods at their far ends send.
         let most = longest.saturating_sub(crate::wire::ethernet::HEADER_LEN);
-        if link.mtu as usize > most && open.mtu_said != link.mtu {
+        if open.kind != VifKind::Fabric && link.mtu as usize > most && open.mtu_said != link.mtu {
             warn!(
                 vif,
                 interface = %open.interface,

@@ -138,12 +138,14 @@ impl Link {
 pub fn links() -> io::Result<Vec<Link>> {
     let mut body = [0u8; 16]; // ifinfomsg
     body[0] = libc::AF_UNSPEC as u8;
+    dump(RTM_GETLINK, &body, RTM_NEWLINK, parse_link)
+}
+
+/// A dump request (`kind`, with its header `body`): what `parse` makes of
+/// each reply of type `want`, where it makes something.
+fn dump<T>(kind: u16, body: &[u8], want: u16, parse: fn(&[u8]) -> Option<T>) -> io::Result<Vec<T>> {
     let mut out = Vec::new();
-    request(RTM_GETLINK, NLM_F_DUMP, &body, RTM_NEWLINK, |m| {
-        if let Some(link) = parse_link(m) {
-            out.push(link);
-        }
-    })?;
+    request(kind, NLM_F_DUMP, body, want, |m| out.extend(parse(m)))?;
     Ok(out)
 }
 
@@ -206,13 +208,7 @@ pub fn xdp_attached(ifindex: u32) -> io::Result<Option<&'static str>> {
 pub fn neighbors() -> io::Result<Vec<Neighbor>> {
     let mut body = [0u8; 12]; // ndmsg
     body[0] = libc::AF_INET as u8;
-    let mut out = Vec::new();
-    request(RTM_GETNEIGH, NLM_F_DUMP, &body, RTM_NEWNEIGH, |m| {
-        if let Some(nb) = parse_neighbor(m) {
-            out.push(nb);
-        }
-    })?;
-    Ok(out)
+    dump(RTM_GETNEIGH, &body, RTM_NEWNEIGH, parse_neighbor)
 }
 
 fn parse_neighbor(m: &[u8]) -> Option<Neighbor> {
