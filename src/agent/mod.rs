@@ -183,7 +183,7 @@ pub fn run(
                     continue;
                 }
                 _ => {
-                    warn!("lost vrouterd; forwarding continues with its last tables, reconnecting");
+                    warn!("lost the connection to vrouterd; reconnecting (a vrouterd still running forwards with the tables it has)");
                     client = None;
                     continue;
                 }
