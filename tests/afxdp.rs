@@ -532,3 +532,50 @@ fn pods_on_two_nodes_talk_over_mpls_over_udp() {
         assert_eq!(s.vif(0).rx_packets, s.vrf(1).decaps, "only tunnel packets reached vrouter from the fabric");
     }
 }
+
+/// The kernel's link news reaches a subscriber in the namespace it was
+/// made in: a link set down, one deleted, and nothing when nothing
+/// changed (what vrouterd's ports follow their interfaces by). And the
+/// links it dumps carry the state and MTU a port shows.
+#[test]
+fn link_events_and_links_follow_the_namespace_s_interfaces() {
+    use vrouter::io::netlink::{links, LinkEvents};
+    if !root_or_skip("AF_XDP tests") {
+        return;
+    }
+    let v = Veth::new("le");
+    let ns = v.ns.clone();
+    let inner = v.inner.clone();
+    let (tx, rx) = std::sync::mpsc::channel::<&'static str>();
+    let (said_tx, said_rx) = std::sync::mpsc::channel();
+    let watcher = std::thread::spawn(move || {
+        vrouter::io::enter_netns(&ns).unwrap();
+        let events = LinkEvents::open().unwrap();
+        let state = |name: &str| links().unwrap().into_iter().find(|l| l.name == name).map(|l| (l.state(), l.mtu));
+        // For each step: was there news, and the link as it is then.
+        while let Ok(step) = rx.recv() {
+            let told = (0..100).any(|_| {
+                std::thread::sleep(Duration::from_millis(10));
+                events.changed()
+            });
+            said_tx.send((step, told, state(&inner))).unwrap();
+        }
+    });
+    let step = |what: &'static str, cmd: &[&str]| {
+        if !cmd.is_empty() {
+            v.exec(cmd);
+        }
+        tx.send(what).unwrap();
+        said_rx.recv().unwrap()
+    };
+    // Before anything changes the watcher may see the veth's own setup
+    // (made just before it subscribed): take that first.
+    step("settle", &[]);
+    assert_eq!(step("nothing", &[]), ("nothing", false, Some(("up", 1500))));
+    assert_eq!(step("mtu", &["ip", "link", "set", &v.inner, "mtu", "1400"]), ("mtu", true, Some(("up", 1400))));
+    assert_eq!(step("down", &["ip", "link", "set", &v.inner, "down"]), ("down", true, Some(("link down", 1400))));
+    let gone = step("deleted", &["ip", "link", "del", &v.inner]);
+    assert_eq!(gone, ("deleted", true, None));
+    drop(tx);
+    watcher.join().unwrap();
+}

@@ -15,7 +15,7 @@ mod notify;
 use crate::api::schema::{Defaults, TablesDef};
 use crate::api::server::{Control, NodeInfo};
 use crate::io::bpf::{Attachment, Program, XskMap};
-use crate::io::netlink::Link;
+use crate::io::netlink::{Link, LinkEvents};
 use crate::io::worker::{Port, PortCommand, Worker};
 use crate::io::xsk::{Umem, UmemShare, XskConfig, XskSocket};
 use crate::pipeline::{Pipeline, PipelineConfig};
@@ -202,6 +202,10 @@ impl Drop for SocketFile {
 
 /// How often ports that failed to open are tried again.
 const PORT_RETRY: Duration = Duration::from_secs(2);
+
+/// How soon after the last try a port that failed to open is tried again
+/// when the kernel has news of a link (its interface may have come).
+const PORT_RETRY_SOONEST: Duration = Duration::from_millis(250);
 
 /// How often open ports' interfaces are checked: one deleted (a pod gone
 /// before its vif) has its port closed, and one made again under its name
@@ -612,6 +616,10 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let mut lost_in_kernel = advice::RisingCounts::default();
     let longest_rx_frame = xsk_config(&cfg).longest_rx_frame();
     let mut said_links_failed = false;
+    let mut retry_soon = false;
+    let link_events = LinkEvents::open()
+        .inspect_err(|e| warn!("{e}: ports follow their links once a second instead of as they change"))
+        .ok();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
         if notifier.watchdog_due(last_ping) {
@@ -634,9 +642,15 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             st.writer.tables().clone()
         };
         // A vif whose interface is not there yet (a pod's veth made after
-        // its vif) gets its port once the interface comes.
-        let retry = ports_down && last_port_try.elapsed() >= PORT_RETRY;
-        let check = last_port_check.elapsed() >= PORT_CHECK;
+        // its vif) gets its port once the interface comes: at the kernel's
+        // news of a link, within this loop's 100 ms, or at the next retry.
+        // (Not more often than every `PORT_RETRY_SOONEST`: a port failing
+        // to open may itself be news.)
+        let news = link_events.as_ref().is_some_and(LinkEvents::changed);
+        retry_soon |= news;
+        let since_try = last_port_try.elapsed();
+        let retry = ports_down && (since_try >= PORT_RETRY || (retry_soon && since_try >= PORT_RETRY_SOONEST));
+        let check = news || last_port_check.elapsed() >= PORT_CHECK;
         if check {
             last_port_check = Instant::now();
         }
@@ -662,6 +676,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             seen = tables.generation();
             ports_down = sync_ports(&cfg, &tables, &mut attached, &controls, &mut umems, &control, &broken);
             last_port_try = Instant::now();
+            retry_soon = false;
         }
         if last_advice.elapsed() >= Duration::from_secs(1) {
             last_advice = Instant::now();

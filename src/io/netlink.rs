@@ -36,17 +36,69 @@ pub struct Neighbor {
     pub ifindex: u32,
 }
 
-/// Sends one rtnetlink request and calls `each` with the payload of every
-/// message of type `want` in the reply, until the kernel says done (dumps)
-/// or the first reply arrives (single requests).
-fn request(kind: u16, flags: u16, body: &[u8], want: u16, mut each: impl FnMut(&[u8])) -> io::Result<()> {
+/// A netlink route socket of our own.
+fn route_socket(flags: libc::c_int) -> io::Result<OwnedFd> {
     // SAFETY: a plain socket call; the result is checked.
-    let raw = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
+    let raw =
+        unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC | flags, libc::NETLINK_ROUTE) };
     if raw < 0 {
         return Err(os_error("netlink socket"));
     }
     // SAFETY: just returned to us; nothing else owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// The kernel's news of links: a link added, deleted, or changed (up,
+/// down, carrier, MTU, name), so that ports follow their interfaces at
+/// once rather than at the next periodic look.
+pub struct LinkEvents {
+    fd: OwnedFd,
+}
+
+impl LinkEvents {
+    /// Subscribes to the link group (RTMGRP_LINK) of this network namespace.
+    pub fn open() -> io::Result<LinkEvents> {
+        const RTMGRP_LINK: u32 = 1;
+        let fd = route_socket(libc::SOCK_NONBLOCK)?;
+        // SAFETY: all-zero is a valid sockaddr_nl; the fields set are plain integers.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        addr.nl_groups = RTMGRP_LINK;
+        let len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+        // SAFETY: `addr` is a live sockaddr_nl of the length passed.
+        if unsafe { libc::bind(fd.as_raw_fd(), (&raw const addr).cast(), len) } < 0 {
+            return Err(os_error("netlink link events"));
+        }
+        Ok(LinkEvents { fd })
+    }
+
+    /// True if any link changed since the last call (or so many did that
+    /// the kernel dropped some news: ENOBUFS). Takes all the news there
+    /// is; never waits.
+    pub fn changed(&self) -> bool {
+        let mut buf = [0u8; 8192];
+        let mut any = false;
+        loop {
+            // SAFETY: `buf` is writable for its whole length.
+            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+            if n > 0 {
+                any = true;
+                continue;
+            }
+            if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOBUFS) {
+                any = true;
+                continue;
+            }
+            return any;
+        }
+    }
+}
+
+/// Sends one rtnetlink request and calls `each` with the payload of every
+/// message of type `want` in the reply, until the kernel says done (dumps)
+/// or the first reply arrives (single requests).
+fn request(kind: u16, flags: u16, body: &[u8], want: u16, mut each: impl FnMut(&[u8])) -> io::Result<()> {
+    let fd = route_socket(0)?;
     let total = 16 + body.len();
     let mut req = vec![0u8; total];
     req[0..4].copy_from_slice(&(total as u32).to_ne_bytes());
