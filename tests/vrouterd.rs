@@ -879,6 +879,20 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
     assert!(log.contains("SIGHUP: nothing to reload"), "{log}");
     let advice = log.lines().find(|l| l.contains("checksums left for a NIC")).unwrap_or_else(|| panic!("{log}"));
     assert!(advice.contains("interface=\"pa1\"") && advice.contains("ethtool -K eth0 tx off"), "{advice}");
+    // What the links told, each once though they are read every second:
+    // the fabric's MAC is not the vif's (fab was made with a MAC of its
+    // own), pa1's MTU was above what a frame holds and its long frames
+    // were lost in the kernel, pa5 had no carrier, was set down and up.
+    let once = |what: &str, interface: &str| {
+        let n = log.lines().filter(|l| l.contains(what) && l.contains(&format!("interface={interface}"))).count();
+        assert_eq!(n, 1, "{what:?} for {interface} once:\n{log}");
+    };
+    once("the fabric vif's MAC 02:fa:00:00:00:01 is not its interface's", "fab");
+    once("the interface's MTU is above the 1778", "pa1");
+    once("the kernel dropped frames longer than the 1792 bytes", "\"pa1\"");
+    once("no carrier: nothing is sent on the port", "pa5");
+    once("link down: nothing is sent on the port", "pa5");
+    assert!(log.lines().filter(|l| l.contains("link up") && l.contains("interface=pa5")).count() >= 2, "{log}");
     let _ = notify.recv(&mut buf); // STOPPING=1
     assert!(!sock.exists(), "the API socket was removed on exit");
     for dev in ["pa1", "pa2", "fab"] {

@@ -21,6 +21,7 @@ use crate::io::xsk::{Umem, UmemShare, XskConfig, XskSocket};
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::stats::{DropReason, SocketCounters, StatsBoard, WorkerIo, PUBLISH_EVERY};
 use crate::tables::{Tables, TablesWriter, VifKind};
+use crate::wire::MacAddr;
 use config::Config;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -229,9 +230,9 @@ struct OpenPort {
     ifindex: u32,
     kind: VifKind,
     umems: Vec<(usize, UmemShare)>,
-    /// The interface MTU last warned of as too large for the frames (0:
-    /// none), so that each is said once.
-    mtu_said: u32,
+    /// What the log was last told of the port's link, so that each is
+    /// said once.
+    said: LinkWarnings,
     _xdp: Attached,
 }
 
@@ -258,6 +259,15 @@ impl OpenPort {
     }
 }
 
+/// What the log was told of a port's link.
+#[derive(Default)]
+struct LinkWarnings {
+    /// An MTU above what the frames hold (0: none).
+    mtu: u32,
+    /// The interface's MAC and the fabric vif's, where they differ.
+    mac: Option<(MacAddr, MacAddr)>,
+}
+
 /// How every port's sockets are made: the UMEM's frames per the
 /// configuration, and their size.
 fn xsk_config(cfg: &Config) -> XskConfig {
@@ -275,16 +285,35 @@ const LINK_DOWN_EFFECT: &str =
 fn follow_links(
     attached: &mut std::collections::BTreeMap<u32, OpenPort>,
     links: &[Link],
+    tables: &Tables,
     control: &Control,
     longest: usize,
 ) {
     for (&vif, open) in attached.iter_mut() {
         let Some(link) = open.link(links) else { continue };
+        // The fabric vif's MAC is the source of every tunnel frame: one
+        // that is not the NIC's is a MAC the switch never learnt on this
+        // port (port security drops it), and not the one the other nodes'
+        // kernels resolve the node's address to.
+        let configured = tables.vif(vif).map(|v| v.mac);
+        let differ = match (open.kind, configured, link.mac) {
+            (VifKind::Fabric, Some(ours), Some(nic)) if ours != nic => Some((ours, nic)),
+            _ => None,
+        };
+        if let Some((ours, nic)) = differ.filter(|d| open.said.mac != Some(*d)) {
+            warn!(
+                vif,
+                interface = %open.interface,
+                "the fabric vif's MAC {ours} is not its interface's ({nic}): tunnels leave with a source MAC \
+                 that is not the NIC's; give the vif the NIC's MAC"
+            );
+        }
+        open.said.mac = differ;
         // A pod's link only: the fabric's may well be larger (jumbo
         // frames), its XDP program passing all but tunnels to the kernel,
         // and the tunnels are as long as the pods at their far ends send.
         let most = longest.saturating_sub(crate::wire::ethernet::HEADER_LEN);
-        if open.kind != VifKind::Fabric && link.mtu as usize > most && open.mtu_said != link.mtu {
+        if open.kind != VifKind::Fabric && link.mtu as usize > most && open.said.mtu != link.mtu {
             warn!(
                 vif,
                 interface = %open.interface,
@@ -293,7 +322,7 @@ fn follow_links(
                  drops longer frames before vrouterd sees them (vrctl vif get {vif}: kernel rx_dropped); \
                  give it an MTU of {most} or less"
             );
-            open.mtu_said = link.mtu;
+            open.said.mtu = link.mtu;
         }
         let state = link.state();
         let was = control.port_state(vif);
@@ -417,7 +446,7 @@ fn open_port_sockets(
         ifindex: idx,
         kind: vif.kind,
         umems: shares,
-        mtu_said: 0,
+        said: LinkWarnings::default(),
         _xdp: (link, map),
     };
     Ok((ports, open))
@@ -515,7 +544,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         attached.insert(vif.index, open);
     }
     if let Ok(links) = crate::io::netlink::links() {
-        follow_links(&mut attached, &links, &control, xsk_config(&cfg).longest_rx_frame());
+        follow_links(&mut attached, &links, &first, &control, xsk_config(&cfg).longest_rx_frame());
     }
     // Worker 0 owns queue 0 of every port, so the others hand it frames
     // for ports they have no socket on.
@@ -666,7 +695,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         });
         if let Some(links) = &links {
             said_links_failed = false;
-            follow_links(&mut attached, links, &control, longest_rx_frame);
+            follow_links(&mut attached, links, &tables, &control, longest_rx_frame);
             for (&vif, open) in &attached {
                 control.set_port_sockets(vif, open.socket_counters());
             }
@@ -694,16 +723,20 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                     DropReason::UnfinishedChecksum.remedy().unwrap_or_default()
                 );
             }
-            let kernel = attached.keys().filter_map(|&v| Some((v, control.port(v)?.sockets?.rx_dropped)));
+            // The kernel's drops for want of a free frame it counts twice,
+            // as fill_ring_empty too (a port's first frames may come before
+            // its fill ring is filled): what is left are frames too long.
+            let too_long = |k: SocketCounters| k.rx_dropped.saturating_sub(k.fill_ring_empty);
+            let kernel = attached.keys().filter_map(|&v| Some((v, too_long(control.port(v)?.sockets?))));
             for (vif, dropped) in lost_in_kernel.due(kernel.collect::<Vec<_>>(), last_advice) {
                 let interface = tables.vif(vif).map_or("?", |v| v.name.as_str());
                 warn!(
                     dropped,
                     vif,
                     interface,
-                    "the kernel dropped frames on their way to vrouterd (vrctl vif get {vif}: kernel rx_dropped): \
-                     longer than the {longest_rx_frame} bytes a port's frames hold (an MTU above {}), or no free \
-                     frame to take them (fill_ring_empty counts those)",
+                    "the kernel dropped frames longer than the {longest_rx_frame} bytes a port's frames hold on \
+                     their way to vrouterd (vrctl vif get {vif}: kernel rx_dropped, less fill_ring_empty): the \
+                     interface's MTU, or its pod's, is above {}",
                     longest_rx_frame - crate::wire::ethernet::HEADER_LEN
                 );
             }
@@ -839,7 +872,7 @@ fn sync_ports(
     if !new.is_empty() {
         // A port just opened shows its link at once, not a second later.
         if let Ok(links) = crate::io::netlink::links() {
-            follow_links(attached, &links, control, xsk_config(cfg).longest_rx_frame());
+            follow_links(attached, &links, tables, control, xsk_config(cfg).longest_rx_frame());
         }
     }
     new.iter().any(|v| !attached.contains_key(&v.index))

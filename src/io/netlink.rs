@@ -172,6 +172,8 @@ pub struct Link {
     pub carrier: bool,
     /// Its MTU (0 if the kernel did not say).
     pub mtu: u32,
+    /// Its MAC, if it has an Ethernet one.
+    pub mac: Option<MacAddr>,
 }
 
 impl Link {
@@ -205,6 +207,7 @@ fn dump<T>(kind: u16, body: &[u8], want: u16, parse: fn(&[u8]) -> Option<T>) -> 
 /// flags, change mask) and its attributes, of which the name is the one
 /// needed.
 fn parse_link(m: &[u8]) -> Option<Link> {
+    const IFLA_ADDRESS: u16 = 1;
     const IFLA_IFNAME: u16 = 3;
     const IFLA_MTU: u16 = 4;
     const IFF_UP: u32 = 0x1;
@@ -215,6 +218,9 @@ fn parse_link(m: &[u8]) -> Option<Link> {
     let mtu = attrs(m, 16)
         .find(|(k, v)| *k == IFLA_MTU && v.len() == 4)
         .map_or(0, |(_, v)| u32::from_ne_bytes([v[0], v[1], v[2], v[3]]));
+    let mac = attrs(m, 16)
+        .find(|(k, v)| *k == IFLA_ADDRESS && v.len() == 6)
+        .map(|(_, v)| MacAddr([v[0], v[1], v[2], v[3], v[4], v[5]]));
     // The name comes NUL-terminated.
     let name = name.split(|b| *b == 0).next().unwrap_or(&[]);
     Some(Link {
@@ -223,6 +229,7 @@ fn parse_link(m: &[u8]) -> Option<Link> {
         up: flags & IFF_UP != 0,
         carrier: flags & IFF_LOWER_UP != 0,
         mtu,
+        mac,
     })
 }
 
@@ -294,7 +301,8 @@ pub fn probe(ip: Ipv4Addr) -> io::Result<()> {
 mod tests {
     use super::*;
 
-    /// An RTM_NEWLINK body: ifinfomsg, then IFLA_MTU and IFLA_IFNAME.
+    /// An RTM_NEWLINK body: ifinfomsg, then IFLA_MTU, IFLA_ADDRESS and
+    /// IFLA_IFNAME.
     fn newlink(index: i32, flags: u32, name: &str) -> Vec<u8> {
         let mut m = vec![0u8; 16];
         m[4..8].copy_from_slice(&index.to_ne_bytes());
@@ -302,6 +310,9 @@ mod tests {
         m.extend_from_slice(&8u16.to_ne_bytes());
         m.extend_from_slice(&4u16.to_ne_bytes()); // IFLA_MTU
         m.extend_from_slice(&1500u32.to_ne_bytes());
+        m.extend_from_slice(&10u16.to_ne_bytes());
+        m.extend_from_slice(&1u16.to_ne_bytes()); // IFLA_ADDRESS, padded to 4
+        m.extend_from_slice(&[2, 0, 0, 0, 0, 0x11, 0, 0]);
         let len = 4 + name.len() + 1;
         m.extend_from_slice(&(len as u16).to_ne_bytes());
         m.extend_from_slice(&3u16.to_ne_bytes()); // IFLA_IFNAME
@@ -316,6 +327,7 @@ mod tests {
         // IFF_UP | IFF_BROADCAST | IFF_RUNNING | IFF_MULTICAST | IFF_LOWER_UP
         let l = parse_link(&newlink(7, 0x1_1043, "t-a1")).unwrap();
         assert_eq!((l.ifindex, l.name.as_str(), l.up, l.carrier, l.mtu), (7, "t-a1", true, true, 1500));
+        assert_eq!(l.mac, Some(MacAddr([2, 0, 0, 0, 0, 0x11])));
         assert_eq!(l.state(), "up");
         // Set up, its veth peer down: no carrier.
         assert_eq!(parse_link(&newlink(7, 0x1003, "t-a1")).unwrap().state(), "no carrier");
