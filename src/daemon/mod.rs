@@ -208,9 +208,10 @@ const PORT_RETRY: Duration = Duration::from_secs(2);
 /// when the kernel has news of a link (its interface may have come).
 const PORT_RETRY_SOONEST: Duration = Duration::from_millis(250);
 
-/// How often open ports' interfaces are checked: one deleted (a pod gone
-/// before its vif) has its port closed, and one made again under its name
-/// gets a new port.
+/// How often open ports' links are read when the kernel has told of no
+/// change (it may drop news): an interface deleted (a pod gone before its
+/// vif) has its port closed, one made again under its name gets a new
+/// port, and a link's state, MTU and MAC are followed.
 const PORT_CHECK: Duration = Duration::from_secs(1);
 
 /// Said after a port's "Operation not permitted".
