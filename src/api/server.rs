@@ -53,6 +53,18 @@ impl NodeInfo {
     }
 }
 
+/// What the kernel lost on a vif's port before vrouterd saw it
+/// (`SocketCounters`), once read; null for a vif without an open port.
+fn socket_counters_json(port: Option<&PortStatus>) -> Value {
+    let Some(k) = port.and_then(|p| p.sockets) else { return Value::Null };
+    json!({
+        "rx_dropped": k.rx_dropped,
+        "rx_ring_full": k.rx_ring_full,
+        "fill_ring_empty": k.fill_ring_empty,
+        "tx_invalid": k.tx_invalid,
+    })
+}
+
 /// A vif's port as the daemon last saw it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PortStatus {
@@ -754,15 +766,7 @@ impl Control {
     fn vif_json(&self, v: &crate::tables::Vif, counted: &crate::stats::Reading) -> Value {
         let c = counted.stats.vif(v.index);
         let port = self.port(v.index);
-        // What the kernel lost before vrouterd saw it (`SocketCounters`).
-        let sockets = port.as_ref().and_then(|p| p.sockets).map(|k| {
-            json!({
-                "rx_dropped": k.rx_dropped,
-                "rx_ring_full": k.rx_ring_full,
-                "fill_ring_empty": k.fill_ring_empty,
-                "tx_invalid": k.tx_invalid,
-            })
-        });
+        let sockets = socket_counters_json(port.as_ref());
         with_status(
             &VifDef::from_vif(v),
             json!({
@@ -848,6 +852,7 @@ impl Control {
                     "rx_errors": c.rx_errors, "drops": c.drops,
                     "drop_reasons": drop_reasons(s, v.index),
                     "general_path": counted.general_from(v.index),
+                    "kernel": socket_counters_json(self.port(v.index).as_ref()),
                 })
             })
             .collect();

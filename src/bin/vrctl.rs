@@ -913,7 +913,8 @@ fn dropstats(c: &mut Client, json: bool, rate: RateArgs, all: bool, vif: Option<
             return rates(c, json, rate, &drop_rates);
         }
         let s = c.call("stats", json!({}))?;
-        return emit(json, &s["drops"], || drop_table(&s, all, s["vifs"].as_array()));
+        let vifs = || s["vifs"].as_array().into_iter().flatten();
+        return emit(json, &s["drops"], || drop_table(&s, all, s["vifs"].as_array()) + &kernel_drops(vifs()));
     };
     let s = c.call("stats", json!({}))?;
     let found = find_vif(&s, which)?;
@@ -929,7 +930,32 @@ fn dropstats(c: &mut Client, json: bool, rate: RateArgs, all: bool, vif: Option<
         });
     }
     let mine = vif_drops(&s, index);
-    emit(json, &mine["drops"], || format!("{title}{}", drop_table(&mine, all, None)))
+    emit(json, &mine["drops"], || {
+        format!("{title}{}{}", drop_table(&mine, all, None), kernel_drops([found].into_iter()))
+    })
+}
+
+/// The vifs whose ports lost frames in the kernel, before vrouterd saw
+/// them (so under no reason above), a line each; nothing if none did.
+fn kernel_drops<'a>(vifs: impl Iterator<Item = &'a Value>) -> String {
+    let lines: Vec<String> = vifs
+        .filter_map(|v| {
+            let k = &v["kernel"];
+            let (dropped, full) = (count(&k["rx_dropped"]), count(&k["rx_ring_full"]));
+            let empty = count(&k["fill_ring_empty"]);
+            (dropped + full > 0).then(|| {
+                format!("  {}: rx_dropped {dropped}, rx_ring_full {full}, fill_ring_empty {empty}\n", vif_label(v))
+            })
+        })
+        .collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    format!(
+        "dropped in the kernel before vrouterd saw them (rx_dropped: longer than a frame holds, or no free frame, \
+         which fill_ring_empty counts too; rx_ring_full: vrouterd behind):\n{}",
+        lines.concat()
+    )
 }
 
 /// The vif named `which` (an index or an interface name) among `stats`' vifs.

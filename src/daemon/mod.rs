@@ -388,6 +388,18 @@ fn open_port(
     opened
 }
 
+/// A port that did not open (`e`) is `down` in `vrctl vif` with why, said
+/// in the log once, not at every retry.
+fn port_not_opened(control: &Control, vif: &crate::tables::Vif, e: &DaemonError) {
+    let e = e.to_string();
+    // `vrctl vif` shows the vif's number and name already.
+    let state = format!("down: {}", e.strip_prefix(&port_error_prefix(vif)).unwrap_or(&e));
+    if control.port_state(vif.index).as_deref() != Some(state.as_str()) {
+        error!("{e}");
+    }
+    control.set_port_state(vif.index, Some(state));
+}
+
 /// How a port's errors begin: which vif's, on which interface.
 fn port_error_prefix(vif: &crate::tables::Vif) -> String {
     format!("vif {} ({}): ", vif.index, vif.name)
@@ -536,8 +548,21 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let mut attached = std::collections::BTreeMap::new();
     let mut umems = WorkerUmems::new(workers);
     let first = control.lock().writer.tables().clone();
+    // The fabric's port must open: without it the node has no tunnels, and
+    // a fabric misnamed, or no privilege, is told at once. A pod's may
+    // fail (its veth not made yet after a reboot, or gone while vrouterd
+    // was down): it is tried again, as at run time, and vrouterd starts.
+    let mut ports_down = false;
     for vif in port_vifs(&first) {
-        let (vif_ports, open) = open_port(&cfg, &vif, &mut umems)?;
+        let (vif_ports, open) = match open_port(&cfg, &vif, &mut umems) {
+            Ok(opened) => opened,
+            Err(e) if vif.kind == VifKind::Fabric => return Err(e),
+            Err(e) => {
+                port_not_opened(&control, &vif, &e);
+                ports_down = true;
+                continue;
+            }
+        };
         control.set_port_state(vif.index, Some("up".into()));
         for (w, port) in vif_ports {
             ports[w].push(port);
@@ -637,7 +662,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     info!(node = %cfg.node.underlay, fabric = %cfg.node.fabric, "vrouterd ready");
     let mut last_ping = Instant::now();
     let mut last_resolve = Instant::now();
-    let (mut ports_down, mut last_port_try, mut last_port_check) = (false, Instant::now(), Instant::now());
+    let (mut last_port_try, mut last_port_check) = (Instant::now(), Instant::now());
     let mut unresolved = 0;
     let mut seen = first.generation();
     drop(first);
@@ -858,16 +883,7 @@ fn sync_ports(
                 }
                 control.set_port_state(vif.index, Some("up".into()));
             }
-            Err(e) => {
-                // Said once, not at every retry. `vrctl vif` shows the
-                // vif's number and name already.
-                let e = e.to_string();
-                let state = format!("down: {}", e.strip_prefix(&port_error_prefix(vif)).unwrap_or(&e));
-                if control.port_state(vif.index).as_deref() != Some(state.as_str()) {
-                    error!("{e}");
-                }
-                control.set_port_state(vif.index, Some(state));
-            }
+            Err(e) => port_not_opened(control, vif, &e),
         }
     }
     if !new.is_empty() {
