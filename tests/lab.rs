@@ -378,10 +378,7 @@ fn send_garbage_from(pod: &str, frames: usize) {
 
 #[test]
 fn the_lab_end_to_end() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        assert!(std::env::var_os("CI").is_none(), "CI runs as root, so this test must run there");
-        eprintln!("SKIPPED: the lab needs root");
+    if !common::root_or_skip("lab tests") {
         return;
     }
     // Said at once, not as a capture that came back empty.

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::Scratch;
+use common::{root_or_skip, Scratch};
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -374,6 +374,24 @@ fn add_pod(node: &str, port: &str, pod: &str, ip: &str, mac: &str) {
 
 struct Namespaces(Vec<String>, Option<std::process::Child>);
 
+/// Fresh namespaces `names`, removed with the guard returned, the first a
+/// node with its fabric `fab` (192.168.77.1/24; its peer `fabpeer` beside
+/// it), both up.
+fn node_with_fabric(names: &[&String]) -> Namespaces {
+    let guard = Namespaces(names.iter().map(|n| n.to_string()).collect(), None);
+    for ns in names {
+        let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        run(&["ip", "netns", "add", ns]);
+        in_ns(ns, &["ip", "link", "set", "lo", "up"]);
+    }
+    let node = names[0];
+    in_ns(node, &["ip", "link", "add", "fab", "type", "veth", "peer", "name", "fabpeer"]);
+    in_ns(node, &["ip", "addr", "add", "192.168.77.1/24", "dev", "fab"]);
+    in_ns(node, &["ip", "link", "set", "fab", "up"]);
+    in_ns(node, &["ip", "link", "set", "fabpeer", "up"]);
+    guard
+}
+
 impl Drop for Namespaces {
     fn drop(&mut self) {
         if let Some(c) = &mut self.1 {
@@ -405,26 +423,14 @@ fn ping(ns: &str, dst: &str, count: &str) -> bool {
 
 #[test]
 fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        assert!(std::env::var_os("CI").is_none(), "CI runs as root, so this test must run there");
-        eprintln!("SKIPPED: vrouterd tests need root (network namespaces, bpf)");
+    if !root_or_skip("vrouterd tests") {
         return;
     }
     let id = std::process::id() % 100_000;
     let (node, a1, a2, a3) =
         (format!("vrt-d-{id}"), format!("vrt-da1-{id}"), format!("vrt-da2-{id}"), format!("vrt-da3-{id}"));
-    let mut guard = Namespaces(vec![node.clone(), a1.clone(), a2.clone(), a3.clone()], None);
-    for ns in [&node, &a1, &a2, &a3] {
-        let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        run(&["ip", "netns", "add", ns]);
-        in_ns(ns, &["ip", "link", "set", "lo", "up"]);
-    }
     // A fabric interface for the node (unused by the pods, but configured).
-    in_ns(&node, &["ip", "link", "add", "fab", "type", "veth", "peer", "name", "fabpeer"]);
-    in_ns(&node, &["ip", "addr", "add", "192.168.77.1/24", "dev", "fab"]);
-    in_ns(&node, &["ip", "link", "set", "fab", "up"]);
-    in_ns(&node, &["ip", "link", "set", "fabpeer", "up"]);
+    let mut guard = node_with_fabric(&[&node, &a1, &a2, &a3]);
     for (port, pod, ip, mac) in [
         ("pa1", &a1, "10.1.0.2", "02:00:00:00:01:01"),
         ("pa2", &a2, "10.1.0.3", "02:00:00:00:01:02"),
@@ -962,24 +968,12 @@ fn the_packaged_intent_is_valid() {
 /// and vrouterd with it.
 #[test]
 fn pods_coming_and_going_keep_their_frames_and_ports() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        assert!(std::env::var_os("CI").is_none(), "CI runs as root, so this test must run there");
-        eprintln!("SKIPPED: vrouterd tests need root (network namespaces, bpf)");
+    if !root_or_skip("vrouterd tests") {
         return;
     }
     let id = std::process::id() % 100_000;
     let (node, a1, a2) = (format!("vrt-cn-{id}"), format!("vrt-c1-{id}"), format!("vrt-c2-{id}"));
-    let mut guard = Namespaces(vec![node.clone(), a1.clone(), a2.clone()], None);
-    for ns in [&node, &a1, &a2] {
-        let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        run(&["ip", "netns", "add", ns]);
-        in_ns(ns, &["ip", "link", "set", "lo", "up"]);
-    }
-    in_ns(&node, &["ip", "link", "add", "fab", "type", "veth", "peer", "name", "fabpeer"]);
-    in_ns(&node, &["ip", "addr", "add", "192.168.77.1/24", "dev", "fab"]);
-    in_ns(&node, &["ip", "link", "set", "fab", "up"]);
-    in_ns(&node, &["ip", "link", "set", "fabpeer", "up"]);
+    let mut guard = node_with_fabric(&[&node, &a1, &a2]);
     let pod = |port: &str, ns: &str, ip: &str, mac: &str| add_pod(&node, port, ns, ip, mac);
     pod("pa1", &a1, "10.1.0.2", "02:00:00:00:01:01");
     // a2's veth is made after vrouterd starts, as after a reboot, when the

@@ -242,13 +242,8 @@ impl OpenPort {
         self.interface == vif.name && self.kind == vif.kind
     }
 
-    /// False once the interface is gone, or is another of the same name.
-    fn interface_alive(&self) -> bool {
-        crate::io::ifindex(&self.interface).is_ok_and(|i| i == self.ifindex)
-    }
-
     /// The port's link among `links`, if its interface is still the one
-    /// opened.
+    /// opened (not deleted, nor another of the same name).
     fn link<'a>(&self, links: &'a [Link]) -> Option<&'a Link> {
         links.iter().find(|l| l.ifindex == self.ifindex && l.name == self.interface)
     }
@@ -373,11 +368,13 @@ fn port_vifs(tables: &Tables) -> Vec<crate::tables::Vif> {
 /// worker's UMEM, and attaches its XDP program.
 /// Queue `q` of every port belongs to worker `q % workers`; each worker's
 /// sockets share that worker's UMEM (`umems`, made by its first socket).
+/// Opens vif `vif`'s port, or says why not (without naming the vif: see
+/// `port_not_opened`).
 fn open_port(
     cfg: &Config,
     vif: &crate::tables::Vif,
     umems: &mut WorkerUmems,
-) -> Result<(Vec<(usize, Port)>, OpenPort), DaemonError> {
+) -> Result<(Vec<(usize, Port)>, OpenPort), String> {
     // A port that fails halfway closes the sockets it opened: the UMEMs
     // they made or anchored are forgotten with them, as if never opened.
     let before = (umems.umem.clone(), umems.anchor.clone());
@@ -388,35 +385,33 @@ fn open_port(
     opened
 }
 
-/// A port that did not open (`e`) is `down` in `vrctl vif` with why, said
-/// in the log once, not at every retry.
-fn port_not_opened(control: &Control, vif: &crate::tables::Vif, e: &DaemonError) {
-    let e = e.to_string();
-    // `vrctl vif` shows the vif's number and name already.
-    let state = format!("down: {}", e.strip_prefix(&port_error_prefix(vif)).unwrap_or(&e));
+/// A port that did not open (`why`) is `down` in `vrctl vif` with why
+/// (which shows the vif's number and name already), said in the log once,
+/// not at every retry.
+fn port_not_opened(control: &Control, vif: &crate::tables::Vif, why: &str) {
+    let state = format!("down: {why}");
     if control.port_state(vif.index).as_deref() != Some(state.as_str()) {
-        error!("{e}");
+        error!("{}", port_error(vif, why));
     }
     control.set_port_state(vif.index, Some(state));
 }
 
-/// How a port's errors begin: which vif's, on which interface.
-fn port_error_prefix(vif: &crate::tables::Vif) -> String {
-    format!("vif {} ({}): ", vif.index, vif.name)
+/// A port's error as the log and the exit say it: whose it is, and why.
+fn port_error(vif: &crate::tables::Vif, why: &str) -> String {
+    format!("vif {} ({}): {why}", vif.index, vif.name)
 }
 
 fn open_port_sockets(
     cfg: &Config,
     vif: &crate::tables::Vif,
     umems: &mut WorkerUmems,
-) -> Result<(Vec<(usize, Port)>, OpenPort), DaemonError> {
-    let what = |e: &dyn std::fmt::Display| fail(format!("{}{e}", port_error_prefix(vif)));
+) -> Result<(Vec<(usize, Port)>, OpenPort), String> {
     // Refused for want of privilege: say what it takes, not only the errno.
     let denied = |e: &std::io::Error| {
         let hint = if e.kind() == std::io::ErrorKind::PermissionDenied { PRIVILEGE_HINT } else { "" };
-        what(&format!("{e}{hint}"))
+        format!("{e}{hint}")
     };
-    let idx = crate::io::ifindex(&vif.name).map_err(|e| what(&e))?;
+    let idx = crate::io::ifindex(&vif.name).map_err(|e| e.to_string())?;
     let queues = crate::io::rx_queues(&vif.name);
     let xcfg = xsk_config(cfg);
     let map = XskMap::new(queues).map_err(|e| denied(&e))?;
@@ -430,11 +425,11 @@ fn open_port_sockets(
             (None, None) => XskSocket::open(idx, q, xcfg),
         }
         .map_err(|e| denied(&std::io::Error::new(e.kind(), format!("queue {q}: {e}"))))?;
-        let share = sock.share().map_err(|e| what(&e))?;
+        let share = sock.share().map_err(|e| e.to_string())?;
         umems.umem[w].get_or_insert_with(|| sock.umem());
         umems.anchor[w].get_or_insert_with(|| share.clone());
         shares.push((w, share));
-        map.set(q, sock.raw_fd()).map_err(|e| what(&e))?;
+        map.set(q, sock.raw_fd()).map_err(|e| e.to_string())?;
         info!(
             vif = vif.index,
             interface = %vif.name,
@@ -556,9 +551,9 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     for vif in port_vifs(&first) {
         let (vif_ports, open) = match open_port(&cfg, &vif, &mut umems) {
             Ok(opened) => opened,
-            Err(e) if vif.kind == VifKind::Fabric => return Err(e),
-            Err(e) => {
-                port_not_opened(&control, &vif, &e);
+            Err(why) if vif.kind == VifKind::Fabric => return Err(fail(port_error(&vif, &why))),
+            Err(why) => {
+                port_not_opened(&control, &vif, &why);
                 ports_down = true;
                 continue;
             }
@@ -710,28 +705,31 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             last_port_check = Instant::now();
         }
         let broken: std::collections::BTreeSet<u32> = broken_rx.try_iter().collect();
-        // One read of the kernel's links a second: which ports' interfaces
-        // were deleted or made again, and which links went down or up.
-        let links = check.then(crate::io::netlink::links).transpose().unwrap_or_else(|e| {
+        let sync = tables.generation() != seen || retry || !broken.is_empty();
+        // One read of the kernel's links a second, at its news, and for
+        // every change of ports: which ports' interfaces were deleted or
+        // made again, and which links went down or up.
+        let links = (check || sync).then(crate::io::netlink::links).transpose().unwrap_or_else(|e| {
             if !said_links_failed {
                 warn!("reading the kernel's links: {e}; ports are not checked until it works");
                 said_links_failed = true;
             }
             None
         });
+        let dead = links.as_ref().is_some_and(|l| attached.values().any(|o| o.link(l).is_none()));
+        if sync || dead {
+            seen = tables.generation();
+            ports_down =
+                sync_ports(&cfg, &tables, &mut attached, &controls, &mut umems, &control, &broken, links.as_deref());
+            last_port_try = Instant::now();
+            retry_soon = false;
+        }
         if let Some(links) = &links {
             said_links_failed = false;
             follow_links(&mut attached, links, &tables, &control, longest_rx_frame);
             for (&vif, open) in &attached {
                 control.set_port_sockets(vif, open.socket_counters());
             }
-        }
-        let dead = links.as_ref().is_some_and(|l| attached.values().any(|o| o.link(l).is_none()));
-        if tables.generation() != seen || retry || dead || !broken.is_empty() {
-            seen = tables.generation();
-            ports_down = sync_ports(&cfg, &tables, &mut attached, &controls, &mut umems, &control, &broken);
-            last_port_try = Instant::now();
-            retry_soon = false;
         }
         if last_advice.elapsed() >= Duration::from_secs(1) {
             last_advice = Instant::now();
@@ -834,8 +832,10 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
 /// lost, that moved to another interface or kind, whose interface was
 /// deleted or made again, or that a worker stopped using (`broken`), the
 /// last three opened again, while the workers keep forwarding for the
-/// rest. A port that fails to open is tried again by the next call; true
-/// if one did.
+/// rest (`links`: the kernel's, just read; none if they could not be). A
+/// port that fails to open is tried again by the next call; true if one
+/// did.
+#[allow(clippy::too_many_arguments)]
 fn sync_ports(
     cfg: &Config,
     tables: &Tables,
@@ -844,11 +844,12 @@ fn sync_ports(
     umems: &mut WorkerUmems,
     control: &Control,
     broken: &std::collections::BTreeSet<u32>,
+    links: Option<&[Link]>,
 ) -> bool {
     let wanted = port_vifs(tables);
     let gone: Vec<(u32, bool)> = attached
         .iter()
-        .map(|(i, open)| (*i, open, open.interface_alive()))
+        .map(|(i, open)| (*i, open, links.is_none_or(|l| open.link(l).is_some())))
         .filter(|(i, open, alive)| {
             !alive || broken.contains(i) || !wanted.iter().any(|v| v.index == *i && open.serves(v))
         })
@@ -883,13 +884,7 @@ fn sync_ports(
                 }
                 control.set_port_state(vif.index, Some("up".into()));
             }
-            Err(e) => port_not_opened(control, vif, &e),
-        }
-    }
-    if !new.is_empty() {
-        // A port just opened shows its link at once, not a second later.
-        if let Ok(links) = crate::io::netlink::links() {
-            follow_links(attached, &links, tables, control, xsk_config(cfg).longest_rx_frame());
+            Err(why) => port_not_opened(control, vif, &why),
         }
     }
     new.iter().any(|v| !attached.contains_key(&v.index))

@@ -205,7 +205,7 @@ fn dump<T>(kind: u16, body: &[u8], want: u16, parse: fn(&[u8]) -> Option<T>) -> 
 
 /// An RTM_NEWLINK message's body: `ifinfomsg` (family, type, index,
 /// flags, change mask) and its attributes, of which the name is the one
-/// needed.
+/// needed, the MTU and MAC kept where given.
 fn parse_link(m: &[u8]) -> Option<Link> {
     const IFLA_ADDRESS: u16 = 1;
     const IFLA_IFNAME: u16 = 3;
@@ -214,18 +214,19 @@ fn parse_link(m: &[u8]) -> Option<Link> {
     const IFF_LOWER_UP: u32 = 0x1_0000;
     let ifindex = i32::from_ne_bytes(m.get(4..8)?.try_into().ok()?);
     let flags = u32::from_ne_bytes(m.get(8..12)?.try_into().ok()?);
-    let name = attrs(m, 16).find(|(k, _)| *k == IFLA_IFNAME)?.1;
-    let mtu = attrs(m, 16)
-        .find(|(k, v)| *k == IFLA_MTU && v.len() == 4)
-        .map_or(0, |(_, v)| u32::from_ne_bytes([v[0], v[1], v[2], v[3]]));
-    let mac = attrs(m, 16)
-        .find(|(k, v)| *k == IFLA_ADDRESS && v.len() == 6)
-        .map(|(_, v)| MacAddr([v[0], v[1], v[2], v[3], v[4], v[5]]));
-    // The name comes NUL-terminated.
-    let name = name.split(|b| *b == 0).next().unwrap_or(&[]);
+    let (mut name, mut mtu, mut mac) = (None, 0, None);
+    for (kind, v) in attrs(m, 16) {
+        match (kind, v.len()) {
+            // The name comes NUL-terminated.
+            (IFLA_IFNAME, _) => name = v.split(|b| *b == 0).next(),
+            (IFLA_MTU, 4) => mtu = u32::from_ne_bytes([v[0], v[1], v[2], v[3]]),
+            (IFLA_ADDRESS, 6) => mac = Some(MacAddr([v[0], v[1], v[2], v[3], v[4], v[5]])),
+            _ => {}
+        }
+    }
     Some(Link {
         ifindex: u32::try_from(ifindex).ok()?,
-        name: String::from_utf8_lossy(name).into_owned(),
+        name: String::from_utf8_lossy(name?).into_owned(),
         up: flags & IFF_UP != 0,
         carrier: flags & IFF_LOWER_UP != 0,
         mtu,
