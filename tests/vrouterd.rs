@@ -815,6 +815,38 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
     assert!(xdp_on("pa2") && !xdp_on("pa2x"), "the port moved back");
     assert!(ping(&a1, "10.1.0.3", "2"), "a1 reaches a2 again");
 
+    // a2's link down: what is routed to a2 is its vif's tx_dropped, in
+    // the API, the metrics and dropstats, and no longer counted as sent.
+    let vif2 = |api: &mut vrouter::api::client::Client| {
+        let s = api.call("get", serde_json::json!({ "vif": 2 })).unwrap()["status"].clone();
+        (s["port"].as_str().unwrap_or("").to_string(), s["tx_packets"].as_u64(), s["tx_dropped"].as_u64())
+    };
+    in_ns(&node, &["ip", "link", "set", "pa2", "down"]);
+    let down = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        vif2(&mut api).0 == "link down"
+    });
+    assert!(down, "pa2 set down: {:?}", vif2(&mut api));
+    std::thread::sleep(Duration::from_millis(300)); // the last ping's counts published
+    let (_, sent, unsent) = vif2(&mut api);
+    assert!(!ping(&a1, "10.1.0.3", "3"), "a2's link is down");
+    std::thread::sleep(Duration::from_millis(300)); // the workers' counters, published every 100 ms
+    let (_, sent_down, unsent_down) = vif2(&mut api);
+    let lost = unsent_down.unwrap() - unsent.unwrap();
+    assert_eq!((sent_down, lost), (sent, 3), "the three echo requests routed to a2: not sent, tx_dropped");
+    let metrics = node_metrics(&node);
+    let metric = format!("\nvrouter_vif_tx_dropped_total{{vif=\"2\",name=\"pa2\"}} {}\n", unsent_down.unwrap());
+    assert!(metrics.contains(&metric), "{metric} in\n{metrics}");
+    let dropstats =
+        Command::new(env!("CARGO_BIN_EXE_vrctl")).arg("--socket").arg(&sock).arg("dropstats").output().unwrap();
+    let dropstats = String::from_utf8_lossy(&dropstats.stdout);
+    assert!(
+        dropstats.contains(&format!("routed out but not sent (no port open for the vif, its link down, or its transmit ring full):\n  vif0/2 (pa2): tx_dropped {}\n", unsent_down.unwrap())),
+        "{dropstats}"
+    );
+    in_ns(&node, &["ip", "link", "set", "pa2", "up"]);
+    assert!(ping(&a1, "10.1.0.3", "2"), "a1 reaches a2 with its link up again");
+
     // A vif whose interface comes later (a pod's veth made after its vif)
     // gets its port when it comes, without another table change.
     let mut late = api.call("get", serde_json::json!({ "vif": 2 })).unwrap();

@@ -775,6 +775,7 @@ impl Control {
                 "rx_bytes": c.rx_bytes,
                 "tx_packets": c.tx_packets,
                 "tx_bytes": c.tx_bytes,
+                "tx_dropped": c.tx_dropped,
                 "rx_errors": c.rx_errors,
                 "drops": c.drops,
                 "drop_reasons": drop_reasons(&counted.stats, v.index),
@@ -848,7 +849,7 @@ impl Control {
                 json!({
                     "index": v.index, "name": v.name,
                     "rx_packets": c.rx_packets, "rx_bytes": c.rx_bytes,
-                    "tx_packets": c.tx_packets, "tx_bytes": c.tx_bytes,
+                    "tx_packets": c.tx_packets, "tx_bytes": c.tx_bytes, "tx_dropped": c.tx_dropped,
                     "rx_errors": c.rx_errors, "drops": c.drops,
                     "drop_reasons": drop_reasons(s, v.index),
                     "general_path": counted.general_from(v.index),

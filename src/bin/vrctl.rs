@@ -554,7 +554,7 @@ fn nexthops(c: &mut Client) -> Result<std::collections::HashMap<u64, Value>> {
 fn vif_table(items: &[Value]) -> String {
     let mut t = Table::new(&[
         "VIF", "NAME", "KIND", "VRF", "MAC", "IP", "MTU", "PORT", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES",
-        "ERRORS", "DROPS", "GENERAL",
+        "TX DROPS", "ERRORS", "DROPS", "GENERAL",
     ]);
     for v in items {
         let s = &v["status"];
@@ -571,6 +571,7 @@ fn vif_table(items: &[Value]) -> String {
             show(&s["rx_bytes"]),
             show(&s["tx_packets"]),
             show(&s["tx_bytes"]),
+            show(&s["tx_dropped"]),
             show(&s["rx_errors"]),
             show(&s["drops"]),
             show(&s["general_path"]),
@@ -867,7 +868,7 @@ fn per_sec(prev: &Value, cur: &Value, secs: f64) -> f64 {
 }
 
 fn vif_rates(prev: &Value, cur: &Value, secs: f64, json: bool) -> String {
-    let keys = ["rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "rx_errors", "drops", "general_path"];
+    let keys = ["rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "tx_dropped", "rx_errors", "drops", "general_path"];
     let mut rows = Vec::new();
     for v in cur["vifs"].as_array().into_iter().flatten() {
         let before = prev["vifs"].as_array().into_iter().flatten().find(|p| p["index"] == v["index"]);
@@ -887,8 +888,18 @@ fn vif_rates(prev: &Value, cur: &Value, secs: f64, json: bool) -> String {
             .collect();
         return format!("{}\n", json!({ "interval_s": secs, "vifs": all }));
     }
-    let mut t =
-        Table::new(&["VIF", "NAME", "RX PPS", "RX MBIT/S", "TX PPS", "TX MBIT/S", "ERRORS/S", "DROPS/S", "GENERAL/S"]);
+    let mut t = Table::new(&[
+        "VIF",
+        "NAME",
+        "RX PPS",
+        "RX MBIT/S",
+        "TX PPS",
+        "TX MBIT/S",
+        "TX DROPS/S",
+        "ERRORS/S",
+        "DROPS/S",
+        "GENERAL/S",
+    ]);
     for (v, r) in rows {
         t.row(vec![
             format!("vif0/{}", show(&v["index"])),
@@ -900,6 +911,7 @@ fn vif_rates(prev: &Value, cur: &Value, secs: f64, json: bool) -> String {
             format!("{:.0}", r[4]),
             format!("{:.0}", r[5]),
             format!("{:.0}", r[6]),
+            format!("{:.0}", r[7]),
         ]);
     }
     format!("vif rates over {secs:.1} s (Ctrl-C to stop)\n{t}")
@@ -914,7 +926,7 @@ fn dropstats(c: &mut Client, json: bool, rate: RateArgs, all: bool, vif: Option<
         }
         let s = c.call("stats", json!({}))?;
         let vifs = || s["vifs"].as_array().into_iter().flatten();
-        return emit(json, &s["drops"], || drop_table(&s, all, s["vifs"].as_array()) + &kernel_drops(vifs()));
+        return emit(json, &s["drops"], || drop_table(&s, all, s["vifs"].as_array()) + &port_drops(vifs));
     };
     let s = c.call("stats", json!({}))?;
     let found = find_vif(&s, which)?;
@@ -931,12 +943,30 @@ fn dropstats(c: &mut Client, json: bool, rate: RateArgs, all: bool, vif: Option<
     }
     let mine = vif_drops(&s, index);
     emit(json, &mine["drops"], || {
-        format!("{title}{}{}", drop_table(&mine, all, None), kernel_drops([found].into_iter()))
+        format!("{title}{}{}", drop_table(&mine, all, None), port_drops(|| [found].into_iter()))
     })
 }
 
+/// What the vifs' ports lost, under no reason above: frames routed out
+/// of a vif that its port did not send, and frames the kernel dropped
+/// before vrouterd saw them; a line a vif, nothing if none did.
+fn port_drops<'a, I: Iterator<Item = &'a Value>>(vifs: impl Fn() -> I) -> String {
+    let unsent: Vec<String> = vifs()
+        .filter(|v| count(&v["tx_dropped"]) > 0)
+        .map(|v| format!("  {}: tx_dropped {}\n", vif_label(v), count(&v["tx_dropped"])))
+        .collect();
+    let mut out = String::new();
+    if !unsent.is_empty() {
+        out = format!(
+            "routed out but not sent (no port open for the vif, its link down, or its transmit ring full):\n{}",
+            unsent.concat()
+        );
+    }
+    out + &kernel_drops(vifs())
+}
+
 /// The vifs whose ports lost frames in the kernel, before vrouterd saw
-/// them (so under no reason above), a line each; nothing if none did.
+/// them, a line each; nothing if none did.
 fn kernel_drops<'a>(vifs: impl Iterator<Item = &'a Value>) -> String {
     let lines: Vec<String> = vifs
         .filter_map(|v| {

@@ -145,11 +145,16 @@ pub fn render(control: &Control) -> String {
     let mut out = String::with_capacity(16 << 10);
     let mut f = Family { out: &mut out };
 
-    let vif_counters: [Counter<crate::stats::VifCounters>; 6] = [
+    let vif_counters: [Counter<crate::stats::VifCounters>; 7] = [
         ("vrouter_vif_rx_packets_total", "Frames received on the vif.", |c| c.rx_packets),
         ("vrouter_vif_rx_bytes_total", "Bytes received on the vif.", |c| c.rx_bytes),
         ("vrouter_vif_tx_packets_total", "Frames sent on the vif.", |c| c.tx_packets),
         ("vrouter_vif_tx_bytes_total", "Bytes sent on the vif.", |c| c.tx_bytes),
+        (
+            "vrouter_vif_tx_dropped_total",
+            "Frames routed out of the vif that its port did not send (no port, link down, ring full).",
+            |c| c.tx_dropped,
+        ),
         ("vrouter_vif_rx_errors_total", "Malformed frames received on the vif.", |c| c.rx_errors),
         ("vrouter_vif_drops_total", "Frames received on the vif and dropped.", |c| c.drops),
     ];

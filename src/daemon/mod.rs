@@ -812,6 +812,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             interface = %v.name,
             rx_packets = c.rx_packets,
             tx_packets = c.tx_packets,
+            tx_dropped = c.tx_dropped,
             rx_errors = c.rx_errors,
             drops = c.drops,
             "vif counters"

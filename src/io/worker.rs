@@ -219,6 +219,7 @@ impl Worker {
                     self.counters.tx += 1;
                 } else {
                     self.counters.tx_dropped += 1;
+                    self.pipeline.count_unsent(vif, 1, u64::from(len));
                 }
                 let _ = h.free.push(buf);
             }
@@ -277,7 +278,9 @@ impl Worker {
     fn port_failed(&mut self, p: usize, e: &io::Error) {
         let port = &mut self.ports[p];
         if e.raw_os_error() == Some(libc::ENETDOWN) {
-            self.counters.tx_dropped += u64::from(port.sock.cancel_tx());
+            let (frames, bytes) = port.sock.cancel_tx();
+            self.counters.tx_dropped += u64::from(frames);
+            self.pipeline.count_unsent(port.vif, u64::from(frames), bytes);
             return;
         }
         port.broken = true;
@@ -365,6 +368,7 @@ impl Worker {
                     self.counters.tx += 1;
                 } else {
                     self.counters.tx_dropped += 1;
+                    self.pipeline.count_unsent(out, 1, f.len() as u64);
                 }
             }
             Verdict::ToHost | Verdict::ToAgent(_) => {

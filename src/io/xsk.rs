@@ -624,33 +624,35 @@ impl XskSocket {
     }
 
     /// Takes back the frames queued for sending that the kernel has not
-    /// taken, and answers how many: for a link that is down, whose queue
+    /// taken, and answers how many, and their bytes: for a link that is down, whose queue
     /// would otherwise hold them until it comes up. Copy mode only, where
     /// the kernel reads the tx ring in our own `kick_tx` alone; a
     /// zero-copy driver may be reading it now, so there they stay.
-    pub fn cancel_tx(&mut self) -> u32 {
+    pub fn cancel_tx(&mut self) -> (u32, u64) {
         if self.zerocopy {
-            return 0;
+            return (0, 0);
         }
         let mut taken = std::mem::take(&mut self.free);
-        let n = self.take_back_tx(&mut taken);
+        let cancelled = self.take_back_tx(&mut taken);
         self.free = taken;
-        n
+        cancelled
     }
 
     /// Moves what waits in the tx ring untaken into `into` (frame
-    /// addresses), and empties the ring.
-    fn take_back_tx(&mut self, into: &mut Vec<u64>) -> u32 {
+    /// addresses), and empties the ring: how many frames, of how many bytes.
+    fn take_back_tx(&mut self, into: &mut Vec<u64>) -> (u32, u64) {
         let fs = u64::from(self.frame_size);
         let cons = self.tx.consumer().load(Ordering::Acquire);
         let prod = self.tx.producer().load(Ordering::Relaxed);
         let n = prod.wrapping_sub(cons);
+        let mut bytes = 0;
         for i in 0..n {
-            let addr = self.tx.read_desc(cons.wrapping_add(i)).addr;
-            into.push(addr - addr % fs);
+            let d = self.tx.read_desc(cons.wrapping_add(i));
+            into.push(d.addr - d.addr % fs);
+            bytes += u64::from(d.len);
         }
         self.tx.producer().store(cons, Ordering::Release);
-        n
+        (n, bytes)
     }
 
     /// Hands every frame this socket holds to `into`, to go on serving

@@ -234,6 +234,12 @@ impl Pipeline {
         &self.stats
     }
 
+    /// Frames the pipeline routed out of vif `out` (counted there as
+    /// sent) that the I/O layer could not send: `Stats::count_unsent`.
+    pub fn count_unsent(&mut self, out: VifIndex, frames: u64, bytes: u64) {
+        self.stats.count_unsent(out, frames, bytes);
+    }
+
     /// Frames the fast lane left to the general vector, since the start:
     /// those it may not take (a SYN, ARP, a new flow, a drop) and those it
     /// gave back (a flow whose decision is to be made again). A measure of

@@ -48,10 +48,14 @@ pub struct VifCounters {
     pub rx_packets: u64,
     /// Bytes received.
     pub rx_bytes: u64,
-    /// Frames sent.
+    /// Frames sent: routed out of the vif and taken by its port.
     pub tx_packets: u64,
     /// Bytes sent.
     pub tx_bytes: u64,
+    /// Frames routed out of the vif that its port did not send: no port
+    /// open for it, its link down, or its transmit ring (or the hand-off
+    /// to the worker that owns the port) full. Not in `tx_packets`.
+    pub tx_dropped: u64,
     /// Received frames that were malformed.
     pub rx_errors: u64,
     /// Received frames that were dropped, for any reason.
@@ -66,6 +70,7 @@ impl VifCounters {
             rx_bytes: f(self.rx_bytes, o.rx_bytes),
             tx_packets: f(self.tx_packets, o.tx_packets),
             tx_bytes: f(self.tx_bytes, o.tx_bytes),
+            tx_dropped: f(self.tx_dropped, o.tx_dropped),
             rx_errors: f(self.rx_errors, o.rx_errors),
             drops: f(self.drops, o.drops),
         }
@@ -266,6 +271,18 @@ impl Stats {
         }
     }
 
+    /// Takes back `frames` frames of `bytes` bytes that were counted as
+    /// sent on vif `out` (`tx_packets`) when the pipeline routed them there,
+    /// and counts them as `tx_dropped`: the worker found no port to send
+    /// them by, or the port refused them. Wrapping, as `add`.
+    pub(crate) fn count_unsent(&mut self, out: u32, frames: u64, bytes: u64) {
+        if let Some(c) = self.vifs.get_mut(out as usize) {
+            c.tx_packets = c.tx_packets.wrapping_sub(frames);
+            c.tx_bytes = c.tx_bytes.wrapping_sub(bytes);
+            c.tx_dropped += frames;
+        }
+    }
+
     /// Makes room for vif `i`'s drops: within the capacity `new` reserved
     /// for every vif, so without allocating.
     #[cold]
@@ -292,7 +309,10 @@ impl Stats {
             self.vifs.resize(o.vifs.len(), VifCounters::default());
         }
         for (a, b) in self.vifs.iter_mut().zip(&o.vifs) {
-            *a = a.combine(b, |x, y| x + y);
+            // Wrapping: a worker may take back a frame another worker
+            // counted as sent (`count_unsent`), so one worker's own count
+            // can pass below zero; their sum cannot.
+            *a = a.combine(b, u64::wrapping_add);
         }
         if self.vif_drops.len() < o.vif_drops.len() {
             self.vif_drops.resize(o.vif_drops.len(), [0; DropReason::COUNT]);
@@ -343,6 +363,19 @@ mod tests {
         assert_eq!(s.vif(1).rx_packets, 15);
         assert_eq!(s.vrf(1).encaps, 2);
         assert_eq!(s.vif(99), VifCounters::default());
+    }
+
+    #[test]
+    fn a_frame_one_worker_routed_and_another_could_not_send_is_tx_dropped_not_sent() {
+        // Worker a routed 2 frames of 100 bytes out of vif 1 and handed
+        // them to worker b, which owns vif 1's port and could not send
+        // one: b's own count passes below zero, the sum does not.
+        let (mut a, mut b) = (Stats::new(4, 1), Stats::new(4, 1));
+        (a.vifs[1].tx_packets, a.vifs[1].tx_bytes) = (2, 200);
+        b.count_unsent(1, 1, 100);
+        b.count_unsent(99, 1, 100); // no such vif: nothing
+        let v = Stats::sum([&a, &b]).vif(1);
+        assert_eq!((v.tx_packets, v.tx_bytes, v.tx_dropped), (1, 100, 1));
     }
 
     #[test]
