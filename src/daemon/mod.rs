@@ -788,7 +788,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             drops = worker.pipeline().stats().total_drops(),
             "worker stopped"
         );
-        for (vif, xs, free) in worker.port_stats() {
+        for (vif, xs, free, filled) in worker.port_stats() {
             if let Some(x) = xs {
                 info!(
                     worker = w,
@@ -798,6 +798,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                     fill_ring_empty = x.fill_ring_empty,
                     tx_invalid = x.tx_invalid,
                     free_frames = free,
+                    fill_ring = filled,
                     "af_xdp counters"
                 );
             }

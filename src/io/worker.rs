@@ -3,7 +3,7 @@
 //! them against the current tables, and sends or releases each frame as its
 //! verdict says. It makes no forwarding decision of its own.
 
-use super::xsk::{RxDesc, UmemFrame, XskSocket};
+use super::xsk::{FrameShare, RxDesc, UmemFrame, XskSocket};
 use crate::capture::{Staged, Tap};
 use crate::pipeline::{Frame, Pipeline, Spill, Verdict, VECTOR};
 use crate::stats::runtime::{Stopwatch, SAMPLE_EVERY};
@@ -24,12 +24,33 @@ pub struct Port {
     /// daemon closes it (`PortCommand::Remove`), which it does once it sees
     /// the interface gone.
     broken: bool,
+    /// What it keeps of its UMEM's frames (`xsk::FrameShare`), set as
+    /// ports come and go.
+    share: FrameShare,
 }
 
 impl Port {
     /// Queue `sock` of vif `vif`.
     pub fn new(vif: VifIndex, sock: XskSocket) -> Port {
-        Port { vif, sock, broken: false }
+        let share = FrameShare::of(sock.umem_frames(), 1);
+        Port { vif, sock, broken: false, share }
+    }
+
+    /// What it keeps of its UMEM's frames.
+    pub fn share(&self) -> FrameShare {
+        self.share
+    }
+
+    /// Frames it could give to other ports (positive) or lacks (negative):
+    /// its stash, less what its fill ring lacks and its cushion. A broken
+    /// port keeps nothing.
+    fn spare_frames(&self) -> isize {
+        let need = if self.broken {
+            0
+        } else {
+            self.share.fill.saturating_sub(self.sock.fill_level()) as isize + self.share.cushion as isize
+        };
+        self.sock.free_frames() as isize - need
     }
 }
 
@@ -153,12 +174,17 @@ pub struct Worker {
     /// Frames of the worker's UMEM that no port holds: those of closed
     /// ports while no other port is open, given to the next one.
     orphans: Vec<u64>,
+    /// Per port, in `rebalance`: the frames it can spare (`Port::spare_frames`).
+    spare: Vec<isize>,
+    /// The ports sharing a UMEM when their fill share was last said to be
+    /// thin (0: never).
+    said_thin_share: usize,
 }
 
 impl Worker {
     /// A worker over `ports`.
     pub fn new(ports: Vec<Port>, pipeline: Pipeline, tables: TablesHandle) -> Worker {
-        Worker {
+        let mut w = Worker {
             port_of: index_ports(&ports),
             ports,
             pipeline,
@@ -178,6 +204,47 @@ impl Worker {
             tap_now: 0,
             staged: Vec::new(),
             orphans: Vec::new(),
+            spare: Vec::new(),
+            said_thin_share: 0,
+        };
+        w.share_frames();
+        w
+    }
+
+    /// The ports, for their fill targets.
+    pub fn ports(&self) -> &[Port] {
+        &self.ports
+    }
+
+    /// Gives each port its share of its UMEM's frames (`xsk::FrameShare`),
+    /// counting the ports on the same UMEM that can still receive. A port
+    /// holding more than its new share in its fill ring keeps the excess
+    /// until packets come (the kernel owns it), and is not refilled until
+    /// it is below.
+    fn share_frames(&mut self) {
+        let mut thin = None;
+        for i in 0..self.ports.len() {
+            let sock = &self.ports[i].sock;
+            let sharing = self.ports.iter().filter(|p| !p.broken && p.sock.shares_umem_with(sock)).count();
+            let share = FrameShare::of(sock.umem_frames(), sharing);
+            if share.is_thin() && sharing > 1 {
+                thin = Some((sharing, sock.umem_frames(), share.fill));
+            }
+            self.ports[i].share = share;
+        }
+        // Said when it first happens, and again only as the ports double:
+        // not for every pod added past it.
+        if let Some((ports, frames, fill)) = thin.filter(|&(ports, ..)| ports >= 2 * self.said_thin_share) {
+            self.said_thin_share = ports;
+            tracing::warn!(
+                ports,
+                frames,
+                fill,
+                "{ports} ports share this worker's {frames} UMEM frames: each keeps {fill} to receive into, and a \
+                 longer burst while the worker is busy elsewhere is dropped in the kernel (fill_ring_empty in \
+                 vrctl vif get); raise dataplane.frames to {} for 128 a port",
+                ports * 256
+            );
         }
     }
 
@@ -209,10 +276,12 @@ impl Worker {
     }
 
     fn drain_handoffs(&mut self) {
-        for h in &self.handoff_in {
+        // Taken for the loop (no allocation), as sending needs the worker.
+        let handoffs = std::mem::take(&mut self.handoff_in);
+        for h in &handoffs {
             while let Some((vif, len, buf)) = h.full.pop() {
                 let sent = match port_for(&self.port_of, vif) {
-                    Some(o) => copy_out(&mut self.ports[o].sock, &buf[..usize::from(len)]),
+                    Some(o) => self.copy_to(o, &buf[..usize::from(len)]),
                     None => false,
                 };
                 if sent {
@@ -224,6 +293,7 @@ impl Worker {
                 let _ = h.free.push(buf);
             }
         }
+        self.handoff_in = handoffs;
     }
 
     /// Takes port changes from `rx` between rounds, so that ports come and
@@ -240,9 +310,10 @@ impl Worker {
         self
     }
 
-    /// The kernel's counters for each port's socket, and its free frames.
-    pub fn port_stats(&self) -> Vec<(VifIndex, Option<crate::stats::SocketCounters>, usize)> {
-        self.ports.iter().map(|p| (p.vif, p.sock.stats().ok(), p.sock.free_frames())).collect()
+    /// The kernel's counters for each port's socket, its free frames and
+    /// those in its fill ring.
+    pub fn port_stats(&self) -> Vec<(VifIndex, Option<crate::stats::SocketCounters>, usize, u32)> {
+        self.ports.iter().map(|p| (p.vif, p.sock.stats().ok(), p.sock.free_frames(), p.sock.fill_level())).collect()
     }
 
     fn take_commands(&mut self) {
@@ -262,6 +333,7 @@ impl Worker {
         }
         if changed {
             self.port_of = index_ports(&self.ports);
+            self.share_frames();
             // The daemon opens every port of a worker on one UMEM, so
             // any port takes the orphans; rebalancing spreads them.
             if let Some(port) = self.ports.iter_mut().find(|p| !p.broken) {
@@ -289,6 +361,7 @@ impl Worker {
             let _ = tx.send(port.vif);
         }
         self.port_of = index_ports(&self.ports);
+        self.share_frames();
     }
 
     /// Frames the pipeline may need to cut a batch's frames into pieces
@@ -351,7 +424,7 @@ impl Worker {
                     }
                     // Another UMEM: copy.
                     Some(o) => {
-                        let ok = copy_out(&mut self.ports[o].sock, f.data());
+                        let ok = self.copy_to(o, f.data());
                         self.ports[p].sock.release(rx_addr);
                         self.counters.copied += u64::from(ok);
                         ok
@@ -377,6 +450,25 @@ impl Worker {
             }
             Verdict::Drop(_) | Verdict::Held => self.ports[p].sock.release(rx_addr),
         }
+    }
+
+    /// Copies `data` into a frame of port `o`'s and sends it; with none in
+    /// its stash, from the stash of the port on its UMEM that has the most
+    /// to spare (`rebalance` tops stashes up once a round; a burst handed
+    /// over from other workers can empty one sooner).
+    fn copy_to(&mut self, o: usize, data: &[u8]) -> bool {
+        if self.ports[o].sock.free_frames() == 0 {
+            let giver = (0..self.ports.len())
+                .filter(|&j| j != o && self.ports[j].sock.shares_umem_with(&self.ports[o].sock))
+                .max_by_key(|&j| self.ports[j].spare_frames());
+            if let Some(j) = giver.filter(|&j| self.ports[j].spare_frames() > 0) {
+                let n = (self.ports[j].spare_frames() as usize).min(VECTOR);
+                let (a, b) = self.ports.split_at_mut(j.max(o));
+                let (from, to) = if j < o { (&mut a[j], &mut b[0]) } else { (&mut b[0], &mut a[o]) };
+                from.sock.give_frames(&mut to.sock, n);
+            }
+        }
+        copy_out(&mut self.ports[o].sock, data)
     }
 
     /// Sends the frames the pipeline made from port `p`'s spare buffers,
@@ -443,7 +535,7 @@ impl Worker {
         }
         self.rebalance();
         for port in self.ports.iter_mut().filter(|p| !p.broken) {
-            port.sock.refill_to(super::xsk::FILL_TARGET);
+            port.sock.refill_to(port.share.fill);
         }
         if let Some(t0) = t0 {
             self.counters.runtime.cycles[Stage::Kick as usize] += super::tsc().wrapping_sub(t0);
@@ -452,27 +544,50 @@ impl Worker {
     }
 
     /// Frames forwarded by address end up in the stash of the port that
-    /// sent them; this moves frames back to ports running low, so that
-    /// every fill ring keeps frames to receive into.
+    /// sent them; this moves them to the ports short of frames to top their
+    /// fill rings up with (`Port::spare_frames`), from those with frames to
+    /// spare on the same UMEM, so that every fill ring keeps frames to
+    /// receive into. One pass over the ports for each UMEM (a worker has
+    /// one), however many ports are short.
     fn rebalance(&mut self) {
-        const LOW: usize = super::xsk::FILL_TARGET as usize;
-        for i in 0..self.ports.len() {
-            if self.ports[i].broken || self.ports[i].sock.free_frames() >= LOW {
-                continue;
+        let n = self.ports.len();
+        self.spare.clear();
+        self.spare.extend(self.ports.iter().map(Port::spare_frames));
+        let mut done = 0;
+        while done < n {
+            // The ports of the first UMEM not yet balanced.
+            let Some(first) = (0..n).find(|&i| self.spare[i] != isize::MIN) else { break };
+            let umem = self.ports[first].sock.umem_id();
+            let mut giver = first;
+            for taker in first..n {
+                if self.ports[taker].sock.umem_id() != umem {
+                    continue;
+                }
+                while self.spare[taker] < 0 {
+                    while giver < n && (self.ports[giver].sock.umem_id() != umem || self.spare[giver] <= 0) {
+                        giver += 1;
+                    }
+                    if giver == n {
+                        break;
+                    }
+                    let want = self.spare[giver].min(-self.spare[taker]);
+                    let (a, b) = self.ports.split_at_mut(giver.max(taker));
+                    let (from, to) =
+                        if giver < taker { (&mut a[giver], &mut b[0]) } else { (&mut b[0], &mut a[taker]) };
+                    let moved = from.sock.give_frames(&mut to.sock, want as usize) as isize;
+                    self.spare[giver] -= moved;
+                    self.spare[taker] += moved;
+                    if moved == 0 {
+                        break;
+                    }
+                }
             }
-            let Some(j) = (0..self.ports.len())
-                .filter(|&j| j != i && self.ports[j].sock.shares_umem_with(&self.ports[i].sock))
-                .max_by_key(|&j| self.ports[j].sock.free_frames())
-            else {
-                continue;
-            };
-            let spare = self.ports[j].sock.free_frames().saturating_sub(LOW) / 2;
-            if spare == 0 {
-                continue;
+            for i in first..n {
+                if self.spare[i] != isize::MIN && self.ports[i].sock.umem_id() == umem {
+                    self.spare[i] = isize::MIN;
+                    done += 1;
+                }
             }
-            let (a, b) = if i < j { self.ports.split_at_mut(j) } else { self.ports.split_at_mut(i) };
-            let (low, rich) = if i < j { (&mut a[i], &mut b[0]) } else { (&mut b[0], &mut a[j]) };
-            rich.sock.give_frames(&mut low.sock, spare);
         }
     }
 

@@ -66,8 +66,49 @@ const XDP_PACKET_HEADROOM: usize = 256;
 /// Binds tried while the queue is busy, 50 ms apart.
 const BIND_TRIES: u32 = 20;
 
-/// Frames a port keeps in its fill ring.
+/// Frames a port keeps in its fill ring at most: enough for 35 µs of a
+/// 10 Gb/s link's smallest frames while the worker is elsewhere.
 pub const FILL_TARGET: u32 = 512;
+
+/// Frames a port keeps in its fill ring at least, however many ports share
+/// the UMEM (`FrameShare`).
+pub const FILL_FLOOR: u32 = 32;
+
+/// What each of the ports sharing a UMEM keeps of its frames: in its fill
+/// ring, for the kernel to receive into, and in its stash, for copies and
+/// the pipeline's spare frames. The kernel holds a fill ring's frames until
+/// a packet comes, and nothing can take them back while the socket is
+/// open, so an idle pod's port keeps what its ring holds: with every port
+/// filled to `FILL_TARGET`, 32 ports took all of the default 16,384 frames,
+/// and the next ports had none to receive into (the kernel dropped their
+/// frames as `fill_ring_empty`). Half the UMEM goes to fill rings, in equal
+/// shares between `FILL_FLOOR` and `FILL_TARGET`; a quarter at most to the
+/// stashes' cushions; the rest moves, in flight or with the traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameShare {
+    /// Frames kept in the fill ring.
+    pub fill: u32,
+    /// Frames kept in the stash besides what the fill ring lacks, as many
+    /// as the fill ring's at most: for frames other workers hand over.
+    pub cushion: u32,
+}
+
+impl FrameShare {
+    /// The share of each of `ports` ports on a UMEM of `frames` frames.
+    pub fn of(frames: u32, ports: usize) -> FrameShare {
+        let ports = ports.max(1) as u32;
+        FrameShare {
+            fill: (frames / 2 / ports).clamp(FILL_FLOOR, FILL_TARGET),
+            cushion: (frames / 4 / ports).clamp(1, FILL_TARGET),
+        }
+    }
+
+    /// True if the fill ring's share is thin: a burst of more than 64
+    /// frames while the worker is elsewhere is dropped in the kernel.
+    pub fn is_thin(&self) -> bool {
+        self.fill < 64
+    }
+}
 
 /// One whole UMEM frame that the worker owns, as a byte buffer. Made only
 /// by `XskSocket::umem_frame`, whose contract makes it unique and keeps it
@@ -479,6 +520,11 @@ impl XskSocket {
         self.zerocopy
     }
 
+    /// Frames in the UMEM the socket is bound to.
+    pub fn umem_frames(&self) -> u32 {
+        (self.umem.len() / self.frame_size as usize) as u32
+    }
+
     /// Frames in the stash.
     pub fn free_frames(&self) -> usize {
         self.free.len()
@@ -724,5 +770,27 @@ impl XskSocket {
 impl std::fmt::Debug for XskSocket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("XskSocket").field("fd", &self.fd).field("zerocopy", &self.zerocopy).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_sharing_a_umem_keep_half_of_it_in_fill_rings_at_most() {
+        let share = |frames, ports| FrameShare::of(frames, ports);
+        // Few ports: each a full ring, and a cushion as large.
+        assert_eq!(share(16384, 3), FrameShare { fill: 512, cushion: 512 });
+        // A node's 110 pods and its fabric on one worker: 73 each, 8103 in
+        // all, where 512 each would want 56,832 of the 16,384.
+        let pods = share(16384, 111);
+        assert_eq!((pods.fill, pods.cushion), (73, 36));
+        assert!(pods.fill as usize * 111 <= 16384 / 2 && !pods.is_thin());
+        // Past 256 ports the floor holds, more than half the UMEM: thin.
+        assert_eq!(share(16384, 300).fill, FILL_FLOOR);
+        assert!(share(16384, 300).is_thin() && share(16384, 130).is_thin());
+        // No ports counted is one.
+        assert_eq!(share(4096, 0), share(4096, 1));
     }
 }
