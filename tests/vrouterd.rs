@@ -404,6 +404,37 @@ impl Drop for Namespaces {
     }
 }
 
+/// vrouterd in namespace `node` with one worker of `frames` UMEM frames,
+/// its tables file `tables`, its files in `dir`, killed with `guard`: its
+/// pid and API socket, once the socket is there.
+fn one_worker_vrouterd(
+    guard: &mut Namespaces,
+    node: &str,
+    dir: &Scratch,
+    tables: &str,
+    frames: u32,
+) -> (u32, std::path::PathBuf) {
+    std::fs::write(dir.join("tables.toml"), tables).unwrap();
+    let cfg = dir.join("vrouterd.toml");
+    std::fs::write(&cfg, format!("[node]\nfabric = \"fab\"\nunderlay = \"192.168.77.1\"\n[dataplane]\ncores = [0]\nframes = {frames}\nxdp_mode = \"native\"\n[api]\nsocket = \"api.sock\"\n[metrics]\nlisten = \"\"\n[tables]\nfile = \"tables.toml\"\n[flows]\ncapacity = 1024\n")).unwrap();
+    let child = Command::new("ip")
+        .args(["netns", "exec", node, VROUTERD, "--config"])
+        .arg(&cfg)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    guard.1 = Some(child);
+    let sock = dir.join("api.sock");
+    for _ in 0..100 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (pid, sock)
+}
+
 /// A scrape of the metrics port (9432) of the vrouterd in namespace `node`.
 fn node_metrics(node: &str) -> String {
     in_ns(
@@ -1014,25 +1045,8 @@ fn pods_coming_and_going_keep_their_frames_and_ports() {
     in_ns(&node, &["ip", "link", "set", "pc", "up"]);
     in_ns(&node, &["ip", "link", "set", "pcpeer", "up"]);
     let dir = Scratch::dir("churn");
-    std::fs::write(dir.join("tables.toml"), tables()).unwrap();
-    let cfg = dir.join("vrouterd.toml");
     // One worker, 4096 frames: three ports hold 1536 in their fill rings.
-    std::fs::write(&cfg, "[node]\nfabric = \"fab\"\nunderlay = \"192.168.77.1\"\n[dataplane]\ncores = [0]\nframes = 4096\nxdp_mode = \"native\"\n[api]\nsocket = \"api.sock\"\n[metrics]\nlisten = \"\"\n[tables]\nfile = \"tables.toml\"\n[flows]\ncapacity = 1024\n").unwrap();
-    let child = Command::new("ip")
-        .args(["netns", "exec", &node, VROUTERD, "--config"])
-        .arg(&cfg)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    guard.1 = Some(child);
-    let sock = dir.join("api.sock");
-    for _ in 0..100 {
-        if sock.exists() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (pid, sock) = one_worker_vrouterd(&mut guard, &node, &dir, &tables(), 4096);
     let mut api = vrouter::api::client::Client::connect(&sock, "test").unwrap();
     // vrouterd started (it refused to before), a2's port waiting for its veth.
     let port2 = |api: &mut vrouter::api::client::Client| {
@@ -1127,24 +1141,8 @@ fn more_pods_than_full_fill_rings_all_get_frames_to_receive_into() {
     }
     in_ns(&node, &["ip", "link", "set", "fab", "address", "02:fa:00:00:00:01"]);
     let dir = Scratch::dir("pods");
-    std::fs::write(dir.join("tables.toml"), tables).unwrap();
-    let cfg = dir.join("vrouterd.toml");
     // One worker, 2048 frames: 13 ports would want 6656 at 512 each.
-    std::fs::write(&cfg, "[node]\nfabric = \"fab\"\nunderlay = \"192.168.77.1\"\n[dataplane]\ncores = [0]\nframes = 2048\nxdp_mode = \"native\"\n[api]\nsocket = \"api.sock\"\n[metrics]\nlisten = \"\"\n[tables]\nfile = \"tables.toml\"\n[flows]\ncapacity = 1024\n").unwrap();
-    let child = Command::new("ip")
-        .args(["netns", "exec", &node, VROUTERD, "--config"])
-        .arg(&cfg)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    guard.1 = Some(child);
-    let sock = dir.join("api.sock");
-    for _ in 0..100 {
-        if sock.exists() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (_, sock) = one_worker_vrouterd(&mut guard, &node, &dir, &tables, 2048);
     let mut api = vrouter::api::client::Client::connect(&sock, "test").unwrap();
     let status = |api: &mut vrouter::api::client::Client, vif: usize| {
         api.call("get", serde_json::json!({ "vif": vif })).unwrap()["status"].clone()
