@@ -499,7 +499,9 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
 
     assert!(ping(&a1, "10.1.0.3", "3"), "a1 reaches a2 through vrouterd");
     // Many flows: a1's two queues spread them over both workers; what
-    // worker 1 receives for a2 (whose one queue is worker 0's) is handed over.
+    // worker 1 receives for a2 (whose one queue is worker 0's) is handed
+    // over, as a2's answers to a1 are the other way (a1's queue 0 is
+    // worker 1's).
     let rx = |ns: &str| in_ns(ns, &["cat", "/sys/class/net/eth0/statistics/rx_packets"]).trim().parse::<u64>().unwrap();
     let before = rx(&a2);
     in_ns(&a1, &["bash", "-c", "for i in $(seq 200); do echo -n x > /dev/udp/10.1.0.3/7777; done"]);
@@ -946,9 +948,12 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
     assert!(log.contains("port up") && log.contains("copy"), "the log says which mode each port got:\n{log}");
     assert!(log.contains("interface=pa1 queues=2"), "both of a1's queues were bound:\n{log}");
     assert!(log.contains("xdp=\"native\""), "the log says the mode each port got from the kernel:\n{log}");
-    assert!(log.contains("interface=pa1 queue=1 worker=1"), "queue 1 went to worker 1:\n{log}");
-    let w1 =
-        log.lines().find(|l| l.contains("worker stopped") && l.contains("worker=1")).unwrap_or_else(|| panic!("{log}"));
+    // Queue q of vif v's port is worker (v + q) % 2's: the pods' one-queue
+    // veths are spread over both workers, not all worker 0's.
+    for (port, queue, worker) in [("pa1", 0, 1), ("pa1", 1, 0), ("pa2", 0, 0), ("pa3", 0, 1), ("fab", 0, 0)] {
+        let bound = format!("interface={port} queue={queue} worker={worker}");
+        assert!(log.contains(&bound), "{bound}:\n{log}");
+    }
     let field = |l: &str, k: &str| {
         l.split(&format!("{k}="))
             .nth(1)
@@ -956,10 +961,14 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    assert!(
-        field(w1, "rx") > 0 && field(w1, "handed_off") > 0,
-        "worker 1 received on queue 1 and handed frames to worker 0: {w1}"
-    );
+    for w in ["worker=0", "worker=1"] {
+        let stopped =
+            log.lines().find(|l| l.contains("worker stopped") && l.contains(w)).unwrap_or_else(|| panic!("{log}"));
+        assert!(
+            field(stopped, "rx") > 0 && field(stopped, "handed_off") > 0,
+            "{w} received, and handed the other frames for the ports it has no socket on: {stopped}"
+        );
+    }
     assert!(log.contains("SIGHUP: nothing to reload"), "{log}");
     let advice = log.lines().find(|l| l.contains("checksums left for a NIC")).unwrap_or_else(|| panic!("{log}"));
     assert!(advice.contains("interface=\"pa1\"") && advice.contains("ethtool -K eth0 tx off"), "{advice}");

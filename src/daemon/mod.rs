@@ -272,7 +272,7 @@ fn xsk_config(cfg: &Config) -> XskConfig {
 
 /// Said when a port's link goes down.
 const LINK_DOWN_EFFECT: &str =
-    "nothing is sent on the port until its link is up (what is routed to it counts as TX DROPPED in `vrctl info`)";
+    "nothing is sent on the port until its link is up (what is routed to it counts as the vif's TX DROPS in `vrctl vif list`)";
 
 /// Follows the links of the open ports (`links`: the kernel's, just read):
 /// a port's state in `vrctl vif` says when its link is down or has no
@@ -366,8 +366,9 @@ fn port_vifs(tables: &Tables) -> Vec<crate::tables::Vif> {
 
 /// Opens the ports of `vif`, one per active receive queue, each on its
 /// worker's UMEM, and attaches its XDP program.
-/// Queue `q` of every port belongs to worker `q % workers`; each worker's
-/// sockets share that worker's UMEM (`umems`, made by its first socket).
+/// Queue `q` of vif `v`'s port belongs to worker `(v + q) % workers`
+/// (`worker_of`); each worker's sockets share that worker's UMEM (`umems`,
+/// made by its first socket).
 /// Opens vif `vif`'s port, or says why not (without naming the vif: see
 /// `port_not_opened`).
 fn open_port(
@@ -418,7 +419,7 @@ fn open_port_sockets(
     let mut ports = Vec::new();
     let mut shares = Vec::new();
     for q in 0..queues {
-        let w = q as usize % umems.anchor.len().max(1);
+        let w = crate::io::worker::worker_of(vif.index, q, umems.anchor.len());
         let sock = match (&umems.anchor[w], &umems.umem[w]) {
             (Some(s), _) => XskSocket::open_shared(idx, q, xcfg, s),
             (None, Some(u)) => XskSocket::open_on(idx, q, xcfg, u),
@@ -567,9 +568,14 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     if let Ok(links) = crate::io::netlink::links() {
         follow_links(&mut attached, &links, &first, &control, xsk_config(&cfg).longest_rx_frame());
     }
-    // Worker 0 owns queue 0 of every port, so the others hand it frames
-    // for ports they have no socket on.
-    let handoffs: Vec<_> = (1..workers).map(|_| crate::io::worker::Handoff::new(1024)).collect();
+    // A worker hands frames for ports it has no socket on to the worker
+    // that owns the port's queue 0: a pair of rings from each worker to
+    // each other one (`handoffs[from][to]`), 1024 buffers for each
+    // worker's frames in all.
+    let slots = (1024 / workers.saturating_sub(1).max(1)).max(128);
+    let handoffs: Vec<Vec<Option<Arc<crate::io::worker::Handoff>>>> = (0..workers)
+        .map(|from| (0..workers).map(|to| (from != to).then(|| crate::io::worker::Handoff::new(slots))).collect())
+        .collect();
     // Ports a worker stopped using (their interface gone), to open again.
     let (broken_tx, broken_rx) = std::sync::mpsc::channel();
     let mut controls = Vec::new();
@@ -587,11 +593,10 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             .with_control(commands)
             .with_broken_ports(broken_tx.clone())
             .with_tap(Arc::clone(&tap));
-        worker = if w == 0 {
-            worker.with_handoff_in(handoffs.clone())
-        } else {
-            worker.with_handoff_out(handoffs[w - 1].clone())
-        };
+        if workers > 1 {
+            let ins = handoffs.iter().filter_map(|to| to[w].clone()).collect();
+            worker = worker.with_handoff_out(handoffs[w].clone()).with_handoff_in(ins);
+        }
         let thread = std::thread::Builder::new()
             .name(format!("vrouter-worker-{w}"))
             .spawn(move || {

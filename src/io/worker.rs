@@ -153,8 +153,10 @@ pub struct Worker {
     control: Option<std::sync::mpsc::Receiver<PortCommand>>,
     /// Where the worker says which vif's port it stopped using.
     broken_ports: Option<std::sync::mpsc::Sender<VifIndex>>,
-    /// Where frames go that leave by a port this worker has no socket on.
-    handoff_out: Option<std::sync::Arc<Handoff>>,
+    /// Where frames go that leave by a port this worker has no socket on:
+    /// by worker, to the one that owns the port's queue 0 (`worker_of`);
+    /// none for this worker itself.
+    handoff_out: Vec<Option<std::sync::Arc<Handoff>>>,
     /// Frames other workers passed to this one.
     handoff_in: Vec<std::sync::Arc<Handoff>>,
     /// Spare frames for the pieces of frames the pipeline fragments, and
@@ -196,7 +198,7 @@ impl Worker {
             pollfds: Vec::new(),
             control: None,
             broken_ports: None,
-            handoff_out: None,
+            handoff_out: Vec::new(),
             handoff_in: Vec::new(),
             spill: Spill::with_capacity(SPARES, SPARE_HEADROOM),
             fragment_floor: (u64::MAX, 0),
@@ -263,13 +265,14 @@ impl Worker {
         };
     }
 
-    /// Sends frames for ports this worker lacks to the owner through `h`.
-    pub fn with_handoff_out(mut self, h: std::sync::Arc<Handoff>) -> Worker {
-        self.handoff_out = Some(h);
+    /// Sends frames for ports this worker lacks through `outs`, indexed by
+    /// worker: to the worker that owns the port's queue 0 (`worker_of`).
+    pub fn with_handoff_out(mut self, outs: Vec<Option<std::sync::Arc<Handoff>>>) -> Worker {
+        self.handoff_out = outs;
         self
     }
 
-    /// Transmits what other workers pass through `hs` (worker 0 does this).
+    /// Transmits what other workers pass through `hs`.
     pub fn with_handoff_in(mut self, hs: Vec<std::sync::Arc<Handoff>>) -> Worker {
         self.handoff_in = hs;
         self
@@ -431,7 +434,8 @@ impl Worker {
                     }
                     // No socket here: the owner of the port's queue 0 sends it.
                     None => {
-                        let ok = self.handoff_out.as_ref().is_some_and(|h| h.post(out, f.data()));
+                        let owner = worker_of(out, 0, self.handoff_out.len());
+                        let ok = matches!(self.handoff_out.get(owner), Some(Some(h)) if h.post(out, f.data()));
                         self.counters.handed_off += u64::from(ok);
                         self.ports[p].sock.release(rx_addr);
                         ok
@@ -657,6 +661,14 @@ impl Worker {
         }
         Ok(n)
     }
+}
+
+/// The worker of `workers` that serves queue `queue` of vif `vif`'s port.
+/// Offset by the vif, so that pods' veths, which mostly have one queue,
+/// spread over the workers instead of all landing on the first; queue 0's
+/// worker sends what leaves by the port, and the others hand it theirs.
+pub fn worker_of(vif: VifIndex, queue: u32, workers: usize) -> usize {
+    (vif as usize + queue as usize) % workers.max(1)
 }
 
 /// The port a frame for `vif` leaves by, if the worker has one.
