@@ -573,8 +573,16 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     // each other one (`handoffs[from][to]`), 1024 buffers for each
     // worker's frames in all.
     let slots = (1024 / workers.saturating_sub(1).max(1)).max(128);
+    let bells = (0..workers)
+        .map(|_| crate::io::worker::Doorbell::new())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail(format!("the workers' doorbells: {e}")))?;
     let handoffs: Vec<Vec<Option<Arc<crate::io::worker::Handoff>>>> = (0..workers)
-        .map(|from| (0..workers).map(|to| (from != to).then(|| crate::io::worker::Handoff::new(slots))).collect())
+        .map(|from| {
+            (0..workers)
+                .map(|to| (from != to).then(|| crate::io::worker::Handoff::new(slots, Arc::clone(&bells[to]))))
+                .collect()
+        })
         .collect();
     // Ports a worker stopped using (their interface gone), to open again.
     let (broken_tx, broken_rx) = std::sync::mpsc::channel();
@@ -595,7 +603,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             .with_tap(Arc::clone(&tap));
         if workers > 1 {
             let ins = handoffs.iter().filter_map(|to| to[w].clone()).collect();
-            worker = worker.with_handoff_out(handoffs[w].clone()).with_handoff_in(ins);
+            worker = worker.with_handoff_out(handoffs[w].clone()).with_handoff_in(ins, Arc::clone(&bells[w]));
         }
         let thread = std::thread::Builder::new()
             .name(format!("vrouter-worker-{w}"))
