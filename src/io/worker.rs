@@ -38,11 +38,6 @@ impl Port {
         Port { vif, sock, broken: false, share }
     }
 
-    /// What it keeps of its UMEM's frames.
-    pub fn share(&self) -> FrameShare {
-        self.share
-    }
-
     /// Frames it could give to other ports (positive) or lacks (negative):
     /// its stash, less what its fill ring lacks and its cushion. A broken
     /// port keeps nothing.
@@ -269,11 +264,6 @@ impl Worker {
         };
         w.share_frames();
         w
-    }
-
-    /// The ports, for their fill targets.
-    pub fn ports(&self) -> &[Port] {
-        &self.ports
     }
 
     /// Gives each port its share of its UMEM's frames (`xsk::FrameShare`),
