@@ -404,6 +404,26 @@ impl Drop for Namespaces {
     }
 }
 
+type Api = vrouter::api::client::Client;
+
+/// Vif `vif`'s status, as the API gives it.
+fn vif_status(api: &mut Api, vif: u32) -> serde_json::Value {
+    api.call("get", serde_json::json!({ "vif": vif })).unwrap()["status"].clone()
+}
+
+/// Vif `vif`'s port state (`up`, `link down`, `down: ` and why, ...).
+fn port_state(api: &mut Api, vif: u32) -> String {
+    vif_status(api, vif)["port"].as_str().unwrap_or("").to_string()
+}
+
+/// True once vif `vif`'s port is `want`, within 5 s.
+fn port_becomes(api: &mut Api, vif: u32, want: &str) -> bool {
+    (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        port_state(api, vif) == want
+    })
+}
+
 /// vrouterd in namespace `node` with one worker of `frames` UMEM frames,
 /// its tables file `tables`, its files in `dir`, killed with `guard`: its
 /// pid and API socket, once the socket is there.
@@ -513,7 +533,7 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
     let sock = dir.join("api.sock");
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&sock).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o660, "socket mode");
-    let mut api = vrouter::api::client::Client::connect(&sock, "test").unwrap();
+    let mut api = Api::connect(&sock, "test").unwrap();
 
     // Flows age on a quiet node too. With a policy, a1's UDP flows are
     // tracked; after the last frame no batch comes to drive ageing, and
@@ -529,9 +549,8 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
         "    s.sendto(b'x', ('10.1.0.3', 7000))\n",
         "    s.close()\n",
     );
-    let stats = |api: &mut vrouter::api::client::Client, what: &str| {
-        api.call("flow.stats", serde_json::json!({})).unwrap()[what].as_u64().unwrap()
-    };
+    let stats =
+        |api: &mut Api, what: &str| api.call("flow.stats", serde_json::json!({})).unwrap()[what].as_u64().unwrap();
     let created_before = stats(&mut api, "created");
     in_ns(&a1, &["python3", "-c", send]);
     // Counted as made, not as live: with the other tests' daemons busy on
@@ -546,7 +565,7 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(made, 20, "each datagram from its own port is a flow, once");
-    let pairs = |api: &mut vrouter::api::client::Client| stats(api, "pairs");
+    let pairs = |api: &mut Api| stats(api, "pairs");
     let gone = (0..40).any(|_| {
         std::thread::sleep(Duration::from_millis(100));
         pairs(&mut api) == 0
@@ -675,7 +694,7 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
     // A pod whose link's MTU is above what a port's frames hold: its long
     // frames are lost in the kernel, before any counter of vrouterd's, so
     // the kernel's own count is shown (they vanished unseen before).
-    let kernel_dropped = |api: &mut vrouter::api::client::Client| {
+    let kernel_dropped = |api: &mut Api| {
         let vif = api.call("get", serde_json::json!({ "vif": 1 })).unwrap();
         vif["status"]["kernel"]["rx_dropped"].as_u64().unwrap_or_else(|| panic!("{vif}"))
     };
@@ -715,7 +734,7 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
     // What a pod sends to its own link alone is told apart from a missing
     // route: pings to all nodes on the link, and to the limited broadcast
     // (which nothing answers, so ping's status is not asked for).
-    let dropped = |api: &mut vrouter::api::client::Client, reason: &str| {
+    let dropped = |api: &mut Api, reason: &str| {
         let st = api.call("stats", serde_json::json!({})).unwrap();
         st["drops"].as_array().unwrap().iter().find(|d| d["reason"] == reason).unwrap()["count"].as_u64().unwrap()
     };
@@ -775,7 +794,7 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
         "except socket.timeout:\n",
         "    print('timed out')\n",
     );
-    let unfinished = |api: &mut vrouter::api::client::Client| dropped(api, "unfinished_checksum");
+    let unfinished = |api: &mut Api| dropped(api, "unfinished_checksum");
     in_ns(&a1, &["ethtool", "-K", "eth0", "tx", "on"]);
     assert!(ping(&a1, "10.1.0.3", "1"), "ping works with the offload on");
     assert_eq!(in_ns(&a1, &["python3", "-c", connect]).trim(), "timed out");
@@ -832,7 +851,7 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
     in_ns(&node, &["ip", "link", "add", "pa2x", "type", "veth", "peer", "name", "pa2y"]);
     in_ns(&node, &["ip", "link", "set", "pa2x", "up"]);
     in_ns(&node, &["ip", "link", "set", "pa2y", "up"]);
-    let move_a2 = |api: &mut vrouter::api::client::Client, to: &str| {
+    let move_a2 = |api: &mut Api, to: &str| {
         let mut vif = api.call("get", serde_json::json!({ "vif": 2 })).unwrap();
         vif["name"] = serde_json::json!(to);
         api.call("update", serde_json::json!({ "vif": vif })).unwrap();
@@ -850,21 +869,17 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
 
     // a2's link down: what is routed to a2 is its vif's tx_dropped, in
     // the API, the metrics and dropstats, and no longer counted as sent.
-    let vif2 = |api: &mut vrouter::api::client::Client| {
-        let s = api.call("get", serde_json::json!({ "vif": 2 })).unwrap()["status"].clone();
-        (s["port"].as_str().unwrap_or("").to_string(), s["tx_packets"].as_u64(), s["tx_dropped"].as_u64())
+    let vif2 = |api: &mut Api| {
+        let s = vif_status(api, 2);
+        (s["tx_packets"].as_u64(), s["tx_dropped"].as_u64())
     };
     in_ns(&node, &["ip", "link", "set", "pa2", "down"]);
-    let down = (0..50).any(|_| {
-        std::thread::sleep(Duration::from_millis(100));
-        vif2(&mut api).0 == "link down"
-    });
-    assert!(down, "pa2 set down: {:?}", vif2(&mut api));
+    assert!(port_becomes(&mut api, 2, "link down"), "pa2 set down: {}", port_state(&mut api, 2));
     std::thread::sleep(Duration::from_millis(300)); // the last ping's counts published
-    let (_, sent, unsent) = vif2(&mut api);
+    let (sent, unsent) = vif2(&mut api);
     assert!(!ping(&a1, "10.1.0.3", "3"), "a2's link is down");
     std::thread::sleep(Duration::from_millis(300)); // the workers' counters, published every 100 ms
-    let (_, sent_down, unsent_down) = vif2(&mut api);
+    let (sent_down, unsent_down) = vif2(&mut api);
     let lost = unsent_down.unwrap() - unsent.unwrap();
     assert_eq!((sent_down, lost), (sent, 3), "the three echo requests routed to a2: not sent, tx_dropped");
     let metrics = node_metrics(&node);
@@ -888,20 +903,13 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
     late["mac"] = serde_json::json!("02:00:00:00:01:05");
     late["ipv4"] = serde_json::json!("10.1.0.9");
     api.call("add", serde_json::json!({ "vif": late })).unwrap();
-    let port5 = |api: &mut vrouter::api::client::Client| {
-        api.call("get", serde_json::json!({ "vif": 5 })).unwrap()["status"]["port"].as_str().unwrap_or("").to_string()
-    };
+    let port5 = |api: &mut Api| port_state(api, 5);
     std::thread::sleep(Duration::from_millis(300));
     let why = port5(&mut api);
     assert!(why.starts_with("down: interface pa5: ") && why.contains("No such device"), "{why}");
     in_ns(&node, &["ip", "link", "add", "pa5", "type", "veth", "peer", "name", "pa5p"]);
     in_ns(&node, &["ip", "link", "set", "pa5", "up"]);
-    let port5_becomes = |api: &mut vrouter::api::client::Client, want: &str| {
-        (0..50).any(|_| {
-            std::thread::sleep(Duration::from_millis(100));
-            port5(api) == want
-        })
-    };
+    let port5_becomes = |api: &mut Api, want: &str| port_becomes(api, 5, want);
     // Its peer still down, the port is open on a link with no carrier, and
     // says so (it said "up" before, while the kernel sent nothing).
     let came = port5_becomes(&mut api, "no carrier");
@@ -1056,18 +1064,13 @@ fn pods_coming_and_going_keep_their_frames_and_ports() {
     let dir = Scratch::dir("churn");
     // One worker, 4096 frames: three ports hold 1536 in their fill rings.
     let (pid, sock) = one_worker_vrouterd(&mut guard, &node, &dir, &tables(), 4096);
-    let mut api = vrouter::api::client::Client::connect(&sock, "test").unwrap();
+    let mut api = Api::connect(&sock, "test").unwrap();
     // vrouterd started (it refused to before), a2's port waiting for its veth.
-    let port2 = |api: &mut vrouter::api::client::Client| {
-        api.call("get", serde_json::json!({ "vif": 2 })).unwrap()["status"]["port"].as_str().unwrap_or("").to_string()
-    };
-    assert!(port2(&mut api).starts_with("down: interface pa2: "), "{}", port2(&mut api));
+    let why = port_state(&mut api, 2);
+    assert!(why.starts_with("down: interface pa2: "), "{why}");
     pod("pa2", &a2, "10.1.0.3", "02:00:00:00:01:02");
-    let came = (0..50).any(|_| {
-        std::thread::sleep(Duration::from_millis(100));
-        port2(&mut api) == "up"
-    });
-    assert!(came, "a2's port opened once its veth came: {}", port2(&mut api));
+    let came = port_becomes(&mut api, 2, "up");
+    assert!(came, "a2's port opened once its veth came: {}", port_state(&mut api, 2));
     assert!(ping(&a1, "10.1.0.3", "2"), "a1 reaches a2 through vrouterd");
 
     // A dozen ports opened and closed.
@@ -1152,15 +1155,16 @@ fn more_pods_than_full_fill_rings_all_get_frames_to_receive_into() {
     let dir = Scratch::dir("pods");
     // One worker, 2048 frames: 13 ports would want 6656 at 512 each.
     let (_, sock) = one_worker_vrouterd(&mut guard, &node, &dir, &tables, 2048);
-    let mut api = vrouter::api::client::Client::connect(&sock, "test").unwrap();
-    let status = |api: &mut vrouter::api::client::Client, vif: usize| {
-        api.call("get", serde_json::json!({ "vif": vif })).unwrap()["status"].clone()
-    };
+    let mut api = Api::connect(&sock, "test").unwrap();
     let all_up = (0..100).any(|_| {
         std::thread::sleep(Duration::from_millis(100));
-        (1..=PODS).all(|v| status(&mut api, v)["port"] == "up")
+        (1..=PODS as u32).all(|v| port_state(&mut api, v) == "up")
     });
-    assert!(all_up, "every pod's port up: {:?}", (1..=PODS).map(|v| status(&mut api, v)["port"].clone()));
+    assert!(
+        all_up,
+        "every pod's port up: {:?}",
+        (1..=PODS as u32).map(|v| port_state(&mut api, v)).collect::<Vec<_>>()
+    );
     assert!(ping(&pods[0], "10.1.0.3", "2") && ping(&pods[PODS - 1], "10.1.0.3", "2"), "pods 1 and 12 reach pod 2");
     // The kernel's counters are read once a second.
     std::thread::sleep(Duration::from_millis(1200));
@@ -1173,11 +1177,11 @@ fn more_pods_than_full_fill_rings_all_get_frames_to_receive_into() {
                          s.sendto(b'x' * 64, ('10.1.0.3', 9999))\n    \
                      time.sleep(0.005)\n";
     for sender in [1, PODS] {
-        let before = status(&mut api, sender);
+        let before = vif_status(&mut api, sender as u32);
         in_ns(&pods[sender - 1], &["python3", "-c", blast]);
         // The kernel's counters are read once a second.
         std::thread::sleep(Duration::from_millis(1200));
-        let after = status(&mut api, sender);
+        let after = vif_status(&mut api, sender as u32);
         let delta = |k: &str| after[k].as_u64().unwrap_or(0) - before[k].as_u64().unwrap_or(0);
         let empty = after["kernel"]["fill_ring_empty"].as_u64().unwrap_or(0)
             - before["kernel"]["fill_ring_empty"].as_u64().unwrap_or(0);

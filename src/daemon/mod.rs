@@ -365,12 +365,10 @@ fn port_vifs(tables: &Tables) -> Vec<crate::tables::Vif> {
 }
 
 /// Opens the ports of `vif`, one per active receive queue, each on its
-/// worker's UMEM, and attaches its XDP program.
-/// Queue `q` of vif `v`'s port belongs to worker `(v + q) % workers`
-/// (`worker_of`); each worker's sockets share that worker's UMEM (`umems`,
-/// made by its first socket).
-/// Opens vif `vif`'s port, or says why not (without naming the vif: see
-/// `port_not_opened`).
+/// worker's UMEM, and attaches its XDP program; or says why not, without
+/// naming the vif (see `port_not_opened`). Queue `q` of vif `v`'s port
+/// belongs to worker `(v + q) % workers` (`worker_of`); each worker's
+/// sockets share that worker's UMEM (`umems`, made by its first socket).
 fn open_port(
     cfg: &Config,
     vif: &crate::tables::Vif,

@@ -526,14 +526,12 @@ impl Worker {
     /// over from other workers can empty one sooner).
     fn copy_to(&mut self, o: usize, data: &[u8]) -> bool {
         if self.ports[o].sock.free_frames() == 0 {
-            let giver = (0..self.ports.len())
+            let richest = (0..self.ports.len())
                 .filter(|&j| j != o && self.ports[j].sock.shares_umem_with(&self.ports[o].sock))
-                .max_by_key(|&j| self.ports[j].spare_frames());
-            if let Some(j) = giver.filter(|&j| self.ports[j].spare_frames() > 0) {
-                let n = (self.ports[j].spare_frames() as usize).min(VECTOR);
-                let (a, b) = self.ports.split_at_mut(j.max(o));
-                let (from, to) = if j < o { (&mut a[j], &mut b[0]) } else { (&mut b[0], &mut a[o]) };
-                from.sock.give_frames(&mut to.sock, n);
+                .map(|j| (j, self.ports[j].spare_frames()))
+                .max_by_key(|&(_, spare)| spare);
+            if let Some((j, spare)) = richest.filter(|&(_, spare)| spare > 0) {
+                give_frames(&mut self.ports, j, o, (spare as usize).min(VECTOR));
             }
         }
         copy_out(&mut self.ports[o].sock, data)
@@ -619,13 +617,13 @@ impl Worker {
     /// receive into. One pass over the ports for each UMEM (a worker has
     /// one), however many ports are short.
     fn rebalance(&mut self) {
+        /// Marks a port whose UMEM is balanced for this round.
+        const BALANCED: isize = isize::MIN;
         let n = self.ports.len();
         self.spare.clear();
         self.spare.extend(self.ports.iter().map(Port::spare_frames));
-        let mut done = 0;
-        while done < n {
-            // The ports of the first UMEM not yet balanced.
-            let Some(first) = (0..n).find(|&i| self.spare[i] != isize::MIN) else { break };
+        // The ports of the first UMEM not yet balanced.
+        while let Some(first) = self.spare.iter().position(|&s| s != BALANCED) {
             let umem = self.ports[first].sock.umem_id();
             let mut giver = first;
             for taker in first..n {
@@ -639,11 +637,8 @@ impl Worker {
                     if giver == n {
                         break;
                     }
-                    let want = self.spare[giver].min(-self.spare[taker]);
-                    let (a, b) = self.ports.split_at_mut(giver.max(taker));
-                    let (from, to) =
-                        if giver < taker { (&mut a[giver], &mut b[0]) } else { (&mut b[0], &mut a[taker]) };
-                    let moved = from.sock.give_frames(&mut to.sock, want as usize) as isize;
+                    let want = self.spare[giver].min(-self.spare[taker]) as usize;
+                    let moved = give_frames(&mut self.ports, giver, taker, want) as isize;
                     self.spare[giver] -= moved;
                     self.spare[taker] += moved;
                     if moved == 0 {
@@ -652,16 +647,15 @@ impl Worker {
                 }
             }
             for i in first..n {
-                if self.spare[i] != isize::MIN && self.ports[i].sock.umem_id() == umem {
-                    self.spare[i] = isize::MIN;
-                    done += 1;
+                if self.ports[i].sock.umem_id() == umem {
+                    self.spare[i] = BALANCED;
                 }
             }
         }
     }
 
-    /// Sleeps until any port has something to receive, or `timeout_ms`
-    /// (less when other workers may hand frames over).
+    /// Sleeps until any port has something to receive, another worker
+    /// hands this one frames (its `Doorbell`), or `timeout_ms`.
     pub fn wait(&mut self, timeout_ms: i32) -> io::Result<()> {
         self.pollfds.clear();
         self.pollfds.extend(self.ports.iter().filter(|p| !p.broken).map(|p| libc::pollfd {
@@ -735,6 +729,14 @@ impl Worker {
         }
         Ok(n)
     }
+}
+
+/// Moves up to `n` frames from port `from`'s stash to port `to`'s (two
+/// ports of one UMEM): how many it moved.
+fn give_frames(ports: &mut [Port], from: usize, to: usize, n: usize) -> usize {
+    let (a, b) = ports.split_at_mut(from.max(to));
+    let (giver, taker) = if from < to { (&mut a[from], &mut b[0]) } else { (&mut b[0], &mut a[to]) };
+    giver.sock.give_frames(&mut taker.sock, n)
 }
 
 /// The worker of `workers` that serves queue `queue` of vif `vif`'s port.

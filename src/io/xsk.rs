@@ -670,10 +670,10 @@ impl XskSocket {
     }
 
     /// Takes back the frames queued for sending that the kernel has not
-    /// taken, and answers how many, and their bytes: for a link that is down, whose queue
-    /// would otherwise hold them until it comes up. Copy mode only, where
-    /// the kernel reads the tx ring in our own `kick_tx` alone; a
-    /// zero-copy driver may be reading it now, so there they stay.
+    /// taken, and answers how many, and their bytes: for a link that is
+    /// down, whose queue would otherwise hold them until it comes up. Copy
+    /// mode only, where the kernel reads the tx ring in our own `kick_tx`
+    /// alone; a zero-copy driver may be reading it now, so there they stay.
     pub fn cancel_tx(&mut self) -> (u32, u64) {
         if self.zerocopy {
             return (0, 0);
