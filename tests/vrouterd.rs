@@ -424,19 +424,20 @@ fn port_becomes(api: &mut Api, vif: u32, want: &str) -> bool {
     })
 }
 
-/// vrouterd in namespace `node` with one worker of `frames` UMEM frames,
-/// its tables file `tables`, its files in `dir`, killed with `guard`: its
-/// pid and API socket, once the socket is there.
+/// vrouterd in namespace `node` with one worker, `dataplane` added to its
+/// configuration's section of that name (`frames = 2048\n`), its tables
+/// file `tables`, its files in `dir`, killed with `guard`: its pid and API
+/// socket, once the socket is there.
 fn one_worker_vrouterd(
     guard: &mut Namespaces,
     node: &str,
     dir: &Scratch,
     tables: &str,
-    frames: u32,
+    dataplane: &str,
 ) -> (u32, std::path::PathBuf) {
     std::fs::write(dir.join("tables.toml"), tables).unwrap();
     let cfg = dir.join("vrouterd.toml");
-    std::fs::write(&cfg, format!("[node]\nfabric = \"fab\"\nunderlay = \"192.168.77.1\"\n[dataplane]\ncores = [0]\nframes = {frames}\nxdp_mode = \"native\"\n[api]\nsocket = \"api.sock\"\n[metrics]\nlisten = \"\"\n[tables]\nfile = \"tables.toml\"\n[flows]\ncapacity = 1024\n")).unwrap();
+    std::fs::write(&cfg, format!("[node]\nfabric = \"fab\"\nunderlay = \"192.168.77.1\"\n[dataplane]\ncores = [0]\n{dataplane}xdp_mode = \"native\"\n[api]\nsocket = \"api.sock\"\n[metrics]\nlisten = \"\"\n[tables]\nfile = \"tables.toml\"\n[flows]\ncapacity = 1024\n")).unwrap();
     let child = Command::new("ip")
         .args(["netns", "exec", node, VROUTERD, "--config"])
         .arg(&cfg)
@@ -1063,7 +1064,7 @@ fn pods_coming_and_going_keep_their_frames_and_ports() {
     in_ns(&node, &["ip", "link", "set", "pcpeer", "up"]);
     let dir = Scratch::dir("churn");
     // One worker, 4096 frames: three ports hold 1536 in their fill rings.
-    let (pid, sock) = one_worker_vrouterd(&mut guard, &node, &dir, &tables(), 4096);
+    let (pid, sock) = one_worker_vrouterd(&mut guard, &node, &dir, &tables(), "frames = 4096\n");
     let mut api = Api::connect(&sock, "test").unwrap();
     // vrouterd started (it refused to before), a2's port waiting for its veth.
     let why = port_state(&mut api, 2);
@@ -1154,7 +1155,7 @@ fn more_pods_than_full_fill_rings_all_get_frames_to_receive_into() {
     in_ns(&node, &["ip", "link", "set", "fab", "address", "02:fa:00:00:00:01"]);
     let dir = Scratch::dir("pods");
     // One worker, 2048 frames: 13 ports would want 6656 at 512 each.
-    let (_, sock) = one_worker_vrouterd(&mut guard, &node, &dir, &tables, 2048);
+    let (_, sock) = one_worker_vrouterd(&mut guard, &node, &dir, &tables, "frames = 2048\n");
     let mut api = Api::connect(&sock, "test").unwrap();
     let all_up = (0..100).any(|_| {
         std::thread::sleep(Duration::from_millis(100));
@@ -1191,4 +1192,48 @@ fn more_pods_than_full_fill_rings_all_get_frames_to_receive_into() {
             delta("rx_packets")
         );
     }
+}
+
+#[test]
+fn a_worker_polls_on_after_a_frame_so_that_a_conversation_keeps_it_awake() {
+    if !root_or_skip("vrouterd tests") {
+        return;
+    }
+    let id = std::process::id() % 100_000;
+    let (node, a1, a2) = (format!("vrt-bn-{id}"), format!("vrt-b1-{id}"), format!("vrt-b2-{id}"));
+    let mut guard = node_with_fabric(&[&node, &a1, &a2]);
+    add_pod(&node, "pa1", &a1, "10.1.0.2", "02:00:00:00:01:01");
+    add_pod(&node, "pa2", &a2, "10.1.0.3", "02:00:00:00:01:02");
+    // Wake-ups while a1 pings a2 a hundred times, 10 ms apart, with each
+    // busy_poll_us. Only this test's pods send, and a worker that sleeps
+    // between pings is woken by each.
+    let mut wakeups = Vec::new();
+    for busy_poll_us in [0, 1_000_000] {
+        let dir = Scratch::dir(&format!("busy-poll-{busy_poll_us}"));
+        let (pid, sock) =
+            one_worker_vrouterd(&mut guard, &node, &dir, &tables(), &format!("busy_poll_us = {busy_poll_us}\n"));
+        let mut api = Api::connect(&sock, "test").unwrap();
+        assert!(port_becomes(&mut api, 1, "up") && port_becomes(&mut api, 2, "up"), "the pods' ports opened");
+        assert!(ping(&a1, "10.1.0.3", "2"), "a1 reaches a2 through vrouterd");
+        let woken = |api: &mut Api| {
+            // Workers publish their counters every 100 ms.
+            std::thread::sleep(Duration::from_millis(300));
+            api.call("stats", serde_json::json!({})).unwrap()["workers"][0]["wakeups"].as_u64().unwrap()
+        };
+        let before = woken(&mut api);
+        let out = in_ns(&a1, &["ping", "-c", "100", "-i", "0.01", "-q", "10.1.0.3"]);
+        assert!(out.contains("100 received"), "{out}");
+        wakeups.push(woken(&mut api) - before);
+        drop(api);
+        run(&["kill", "-TERM", &pid.to_string()]);
+        let out = guard.1.take().unwrap().wait_with_output().unwrap();
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && log.contains(" wakeups="), "its exit log says its wake-ups:\n{log}");
+    }
+    // Sleeping at once, each ping's request woke the worker (104 for 100,
+    // measured; its answer comes back within the send that delivers the
+    // request, mostly), less those that came while its 10 ms timeout had it
+    // up; polling on for a second, none after the first did (0, measured).
+    assert!(wakeups[0] >= 80, "busy_poll_us = 0: {} wake-ups for 100 pings", wakeups[0]);
+    assert!(wakeups[1] <= 3, "busy_poll_us = 1000000: {} wake-ups for 100 pings", wakeups[1]);
 }

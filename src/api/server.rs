@@ -880,6 +880,7 @@ impl Control {
                 json!({
                     "worker": w, "core": self.node.cores.get(w),
                     "rx": io.rx, "tx": io.tx, "tx_dropped": io.tx_dropped, "handed_off": io.handed_off,
+                    "wakeups": io.wakeups,
                     "general_path": io.general_path, "general_causes": general_causes_json(&io.general_causes),
                     "busy_ns": io.busy_ns, "elapsed_ns": io.elapsed_ns,
                     "runtime": runtime_json(&io.runtime, io.tsc_hz),

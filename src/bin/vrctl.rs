@@ -767,7 +767,7 @@ fn info_text(i: &Value, workers: &Value) -> String {
         ));
     }
     out.push('\n');
-    let mut w = Table::new(&["WORKER", "CORE", "RX", "TX", "TX DROPPED", "BUSY"]);
+    let mut w = Table::new(&["WORKER", "CORE", "RX", "TX", "TX DROPPED", "WAKE-UPS", "BUSY"]);
     for x in workers.as_array().into_iter().flatten() {
         let busy = count(&x["busy_ns"]) as f64 / count(&x["elapsed_ns"]).max(1) as f64 * 100.0;
         w.row(vec![
@@ -776,6 +776,7 @@ fn info_text(i: &Value, workers: &Value) -> String {
             show(&x["rx"]),
             show(&x["tx"]),
             show(&x["tx_dropped"]),
+            show(&x["wakeups"]),
             format!("{busy:.1}%"),
         ]);
     }

@@ -286,7 +286,7 @@ pub fn render(control: &Control) -> String {
     for (w, i) in io.iter().enumerate() {
         f.sample("vrouter_worker_seconds_total", &format!("worker=\"{w}\""), i.elapsed_ns as f64 / 1e9);
     }
-    let worker_counters: [Counter<crate::stats::WorkerIo>; 4] = [
+    let worker_counters: [Counter<crate::stats::WorkerIo>; 5] = [
         ("vrouter_worker_rx_packets_total", "Frames a worker received from its ports.", |i| i.rx),
         ("vrouter_worker_tx_packets_total", "Frames a worker queued for transmission.", |i| i.tx),
         ("vrouter_worker_tx_dropped_total", "Frames a worker found no port, frame or slot for.", |i| i.tx_dropped),
@@ -294,6 +294,11 @@ pub fn render(control: &Control) -> String {
             "vrouter_worker_general_path_packets_total",
             "Frames a worker's fast lane left to the general path (ARP, SYNs, new flows, drops).",
             |i| i.general_path,
+        ),
+        (
+            "vrouter_worker_wakeups_total",
+            "Times a worker slept and a frame woke it (its latency is a scheduler wake-up).",
+            |i| i.wakeups,
         ),
     ];
     for (name, help, get) in worker_counters {

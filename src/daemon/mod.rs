@@ -593,6 +593,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         controls.push(control);
         let core = cfg.dataplane.cores.get(w).copied();
         let worker_stop = stop.clone();
+        let busy_poll = Duration::from_micros(cfg.dataplane.busy_poll_us.into());
         let pipeline = pipeline.with_flows(Arc::clone(&flows));
         let board = Arc::clone(&board);
         let mut worker = Worker::new(worker_ports, pipeline, handle.clone())
@@ -621,6 +622,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                         tx: c.tx,
                         tx_dropped: c.tx_dropped,
                         handed_off: c.handed_off,
+                        wakeups: c.wakeups,
                         general_path: worker.pipeline().general_frames(),
                         general_causes: *worker.pipeline().general_causes(),
                         busy_ns: busy.as_nanos() as u64,
@@ -630,15 +632,21 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                     };
                     board.publish(w, worker.pipeline().stats(), worker.pipeline().general_frames_by_vif(), io)
                 };
+                let mut last_frame = Instant::now();
                 while !worker_stop.load(Ordering::Relaxed) {
                     let round = Instant::now();
                     worker.set_now(round.duration_since(epoch).as_millis() as u64);
                     match worker.poll() {
+                        // Polling on (busy_poll_us): not counted as busy.
+                        Ok(0) if round.duration_since(last_frame) < busy_poll => std::hint::spin_loop(),
                         Ok(0) => {
                             worker.age();
                             let _ = worker.wait(10);
                         }
-                        Ok(_) => busy += round.elapsed(),
+                        Ok(_) => {
+                            busy += round.elapsed();
+                            last_frame = round;
+                        }
                         Err(e) => {
                             error!("worker {w}: {e}");
                             break;
@@ -796,6 +804,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             moved = c.moved,
             copied = c.copied,
             handed_off = c.handed_off,
+            wakeups = c.wakeups,
             drops = worker.pipeline().stats().total_drops(),
             "worker stopped"
         );

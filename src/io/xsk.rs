@@ -135,14 +135,15 @@ impl AsMut<[u8]> for UmemFrame {
 // SAFETY: a frame buffer is plain memory owned by one worker at a time.
 unsafe impl Send for UmemFrame {}
 
-/// Waits until one of `fds` is readable, or `timeout_ms` passes.
-pub(crate) fn poll_all(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<()> {
+/// Waits until one of `fds` is readable, or `timeout_ms` passes: whether
+/// one was (false: the time passed, or a signal came).
+pub(crate) fn poll_all(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<bool> {
     // SAFETY: `fds` is a live, writable array of pollfd and its length is passed.
     let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
     if r < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
         return Err(os_error("poll"));
     }
-    Ok(())
+    Ok(r > 0)
 }
 
 /// A UMEM's memory and shape. It outlives the sockets bound to it: when a

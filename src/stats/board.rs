@@ -20,6 +20,8 @@ pub struct WorkerIo {
     pub tx_dropped: u64,
     /// Frames handed to another worker.
     pub handed_off: u64,
+    /// Sleeps that a frame ended (`WorkerCounters::wakeups`).
+    pub wakeups: u64,
     /// Frames the fast lane left to the general path
     /// (`Pipeline::general_frames`): ARP and ND, TCP SYNs, new flows,
     /// drops, decisions to make again. A steady share of plain traffic here
