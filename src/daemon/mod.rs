@@ -234,10 +234,24 @@ struct OpenPort {
     /// What the log was last told of the port's link, so that each is
     /// said once.
     said: LinkWarnings,
+    /// Its queues and their sockets, until `steer` points the XDP
+    /// program's map at them: until then the program passes the
+    /// interface's frames to the kernel, as before the port opened.
+    unsteered: Vec<(u32, std::os::fd::RawFd)>,
     _xdp: Attached,
 }
 
 impl OpenPort {
+    /// Steers its queues to its sockets, once their workers have filled
+    /// their fill rings (`Workers::add`): a frame the program redirects
+    /// to a socket with none is dropped (fill_ring_empty).
+    fn steer(&mut self) -> Result<(), String> {
+        for (q, fd) in std::mem::take(&mut self.unsteered) {
+            self._xdp.1.set(q, fd).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
     fn serves(&self, vif: &crate::tables::Vif) -> bool {
         self.interface == vif.name && self.kind == vif.kind
     }
@@ -365,7 +379,9 @@ fn port_vifs(tables: &Tables) -> Vec<crate::tables::Vif> {
 }
 
 /// Opens the ports of `vif`, one per active receive queue, each on its
-/// worker's UMEM, and attaches its XDP program; or says why not, without
+/// worker's UMEM, and attaches its XDP program, which passes the
+/// interface's frames to the kernel until the port is steered to
+/// (`OpenPort::steer`); or says why not, without
 /// naming the vif (see `port_not_opened`). Queue `q` of vif `v`'s port
 /// belongs to worker `(v + q) % workers` (`worker_of`); each worker's
 /// sockets share that worker's UMEM (`umems`, made by its first socket).
@@ -416,6 +432,7 @@ fn open_port_sockets(
     let map = XskMap::new(queues).map_err(|e| denied(&e))?;
     let mut ports = Vec::new();
     let mut shares = Vec::new();
+    let mut unsteered = Vec::new();
     for q in 0..queues {
         let w = crate::io::worker::worker_of(vif.index, q, umems.anchor.len());
         let sock = match (&umems.anchor[w], &umems.umem[w]) {
@@ -428,7 +445,7 @@ fn open_port_sockets(
         umems.umem[w].get_or_insert_with(|| sock.umem());
         umems.anchor[w].get_or_insert_with(|| share.clone());
         shares.push((w, share));
-        map.set(q, sock.raw_fd()).map_err(|e| e.to_string())?;
+        unsteered.push((q, sock.raw_fd()));
         info!(
             vif = vif.index,
             interface = %vif.name,
@@ -454,6 +471,7 @@ fn open_port_sockets(
         kind: vif.kind,
         umems: shares,
         said: LinkWarnings::default(),
+        unsteered,
         _xdp: (link, map),
     };
     Ok((ports, open))
@@ -557,7 +575,6 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                 continue;
             }
         };
-        control.set_port_state(vif.index, Some("up".into()));
         for (w, port) in vif_ports {
             ports[w].push(port);
         }
@@ -584,6 +601,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         .collect();
     // Ports a worker stopped using (their interface gone), to open again.
     let (broken_tx, broken_rx) = std::sync::mpsc::channel();
+    let (filled_tx, filled) = std::sync::mpsc::channel();
     let mut controls = Vec::new();
     let mut threads = Vec::new();
     // Measured once, to turn the workers' stage cycles into time.
@@ -599,10 +617,12 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         let mut worker = Worker::new(worker_ports, pipeline, handle.clone())
             .with_control(commands)
             .with_broken_ports(broken_tx.clone())
+            .with_filled_ports(filled_tx.clone())
+            .with_doorbell(Arc::clone(&bells[w]))
             .with_tap(Arc::clone(&tap));
         if workers > 1 {
             let ins = handoffs.iter().filter_map(|to| to[w].clone()).collect();
-            worker = worker.with_handoff_out(handoffs[w].clone()).with_handoff_in(ins, Arc::clone(&bells[w]));
+            worker = worker.with_handoff_out(handoffs[w].clone()).with_handoff_in(ins);
         }
         let thread = std::thread::Builder::new()
             .name(format!("vrouter-worker-{w}"))
@@ -663,6 +683,20 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         threads.push(thread);
     }
     info!(workers, cores = ?cfg.dataplane.cores, "workers started");
+    let workers = Workers { controls, bells, filled };
+    // The workers filled their ports' fill rings as they were made
+    // (`Worker::new`): the ports' queues can be steered to them.
+    for vif in port_vifs(&first) {
+        if let Some(open) = attached.get_mut(&vif.index) {
+            if !steer(open, &vif, &workers, &control) {
+                if vif.kind == VifKind::Fabric {
+                    return Err(fail(format!("vif {} ({}): its queues could not be steered", vif.index, vif.name)));
+                }
+                attached.remove(&vif.index);
+                ports_down = true;
+            }
+        }
+    }
     crate::api::server::spawn(Arc::clone(&control), listener, cfg.api.max_clients)
         .map_err(|e| fail(format!("starting the API: {e}")))?;
     info!(socket = %cfg.api.socket.display(), "API listening");
@@ -739,7 +773,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         if sync || dead {
             seen = tables.generation();
             ports_down =
-                sync_ports(&cfg, &tables, &mut attached, &controls, &mut umems, &control, &broken, links.as_deref());
+                sync_ports(&cfg, &tables, &mut attached, &workers, &mut umems, &control, &broken, links.as_deref());
             last_port_try = Instant::now();
             retry_soon = false;
         }
@@ -850,6 +884,71 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     Ok(())
 }
 
+/// How long the daemon waits for workers to fill the fill rings of ports
+/// it gave them before it steers the ports' queues to them anyway: a
+/// worker takes its commands between rounds, and a round is a batch or a
+/// sleep of up to 10 ms that the daemon's doorbell ends.
+const FILL_WAIT: Duration = Duration::from_millis(500);
+
+/// What the daemon holds of its running workers.
+struct Workers {
+    /// Port changes, by worker.
+    controls: Vec<std::sync::mpsc::Sender<PortCommand>>,
+    /// Their doorbells, rung when a port is given, so that a sleeping
+    /// worker takes it at once.
+    bells: Vec<Arc<crate::io::worker::Doorbell>>,
+    /// Where they say a port given to them has frames to receive into.
+    filled: std::sync::mpsc::Receiver<u32>,
+}
+
+impl Workers {
+    /// Gives `ports` (worker, port) to their workers and waits until each
+    /// has filled their fill rings, or `FILL_WAIT`.
+    fn add(&self, ports: Vec<(usize, Port)>) {
+        // Said of ports given before, once `FILL_WAIT` had passed.
+        let _ = self.filled.try_iter().count();
+        let mut waiting = 0;
+        for (w, port) in ports {
+            if self.controls[w].send(PortCommand::Add(Box::new(port))).is_ok() {
+                self.bells[w].ring_if_asleep();
+                waiting += 1;
+            }
+        }
+        let deadline = Instant::now() + FILL_WAIT;
+        while waiting > 0 {
+            if self.filled.recv_timeout(deadline.saturating_duration_since(Instant::now())).is_err() {
+                warn!(ports = waiting, "workers did not take new ports within {FILL_WAIT:?}: steering to them anyway");
+                break;
+            }
+            waiting -= 1;
+        }
+    }
+
+    /// Has every worker close vif `vif`'s ports.
+    fn remove(&self, vif: u32) {
+        for c in &self.controls {
+            let _ = c.send(PortCommand::Remove(vif));
+        }
+    }
+}
+
+/// Steers `open`'s queues to its sockets, or, where the kernel refuses,
+/// closes its ports as one that did not open (tried again later): whether
+/// it is up.
+fn steer(open: &mut OpenPort, vif: &crate::tables::Vif, workers: &Workers, control: &Control) -> bool {
+    match open.steer() {
+        Ok(()) => {
+            control.set_port_state(vif.index, Some("up".into()));
+            true
+        }
+        Err(why) => {
+            workers.remove(vif.index);
+            port_not_opened(control, vif, &why);
+            false
+        }
+    }
+}
+
 /// Opens ports for vifs the tables gained and closes those of vifs they
 /// lost, that moved to another interface or kind, whose interface was
 /// deleted or made again, or that a worker stopped using (`broken`), the
@@ -862,7 +961,7 @@ fn sync_ports(
     cfg: &Config,
     tables: &Tables,
     attached: &mut std::collections::BTreeMap<u32, OpenPort>,
-    controls: &[std::sync::mpsc::Sender<PortCommand>],
+    workers: &Workers,
     umems: &mut WorkerUmems,
     control: &Control,
     broken: &std::collections::BTreeSet<u32>,
@@ -886,9 +985,7 @@ fn sync_ports(
                 warn!(vif, interface = %open.interface, "the port's interface was deleted or made again");
             }
         }
-        for c in controls {
-            let _ = c.send(PortCommand::Remove(vif));
-        }
+        workers.remove(vif);
         control.set_port_state(vif, None);
         info!(vif, "port down");
     }
@@ -897,16 +994,24 @@ fn sync_ports(
     }
     // A vif whose port failed to open is retried at the next change.
     let new: Vec<_> = wanted.into_iter().filter(|v| !attached.contains_key(&v.index)).collect();
+    let mut given = Vec::new();
     for vif in &new {
         match open_port(cfg, vif, umems) {
             Ok((ports, open)) => {
                 attached.insert(vif.index, open);
-                for (w, port) in ports {
-                    let _ = controls[w].send(PortCommand::Add(Box::new(port)));
-                }
-                control.set_port_state(vif.index, Some("up".into()));
+                given.extend(ports);
             }
             Err(why) => port_not_opened(control, vif, &why),
+        }
+    }
+    if !given.is_empty() {
+        workers.add(given);
+        for vif in &new {
+            if let Some(open) = attached.get_mut(&vif.index) {
+                if !steer(open, vif, workers, control) {
+                    attached.remove(&vif.index);
+                }
+            }
         }
     }
     new.iter().any(|v| !attached.contains_key(&v.index))

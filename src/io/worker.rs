@@ -138,7 +138,7 @@ impl Doorbell {
     /// fence orders the posts before the look at `asleep`, as the sleeper's
     /// orders `asleep` before its look at the hand-offs (`Worker::wait`):
     /// one of the two sees the other.
-    fn ring_if_asleep(&self) {
+    pub fn ring_if_asleep(&self) {
         fence(Ordering::SeqCst);
         if self.asleep.load(Ordering::SeqCst) && self.asleep.swap(false, Ordering::SeqCst) {
             let _ = self.ring.send(&[1]);
@@ -203,6 +203,8 @@ pub struct Worker {
     control: Option<std::sync::mpsc::Receiver<PortCommand>>,
     /// Where the worker says which vif's port it stopped using.
     broken_ports: Option<std::sync::mpsc::Sender<VifIndex>>,
+    /// Where it says which vif's new port has frames to receive into.
+    filled_ports: Option<std::sync::mpsc::Sender<VifIndex>>,
     /// Where frames go that leave by a port this worker has no socket on:
     /// by worker, to the one that owns the port's queue 0 (`worker_of`);
     /// none for this worker itself.
@@ -253,6 +255,7 @@ impl Worker {
             pollfds: Vec::new(),
             control: None,
             broken_ports: None,
+            filled_ports: None,
             handoff_out: Vec::new(),
             posted: Vec::new(),
             handoff_in: Vec::new(),
@@ -267,6 +270,7 @@ impl Worker {
             said_thin_share: 0,
         };
         w.share_frames();
+        w.fill_rings();
         w
     }
 
@@ -325,10 +329,27 @@ impl Worker {
         self
     }
 
-    /// Transmits what other workers pass through `hs`, which ring `bell`.
-    pub fn with_handoff_in(mut self, hs: Vec<std::sync::Arc<Handoff>>, bell: std::sync::Arc<Doorbell>) -> Worker {
+    /// Transmits what other workers pass through `hs` (which ring its
+    /// doorbell: `with_doorbell`).
+    pub fn with_handoff_in(mut self, hs: Vec<std::sync::Arc<Handoff>>) -> Worker {
         self.handoff_in = hs;
+        self
+    }
+
+    /// Sleeps until `bell` rings too: other workers ring it when they hand
+    /// this one frames, the daemon when it gives it ports.
+    pub fn with_doorbell(mut self, bell: std::sync::Arc<Doorbell>) -> Worker {
         self.bell = Some(bell);
+        self
+    }
+
+    /// Says through `tx` the vif of each port it was given (`PortCommand::Add`)
+    /// once the port's fill ring has frames: the daemon steers the port's
+    /// queue to it only then, so that the kernel finds a frame for the
+    /// first packet, where the first packets after the XDP program was
+    /// attached were dropped until the worker's next round.
+    pub fn with_filled_ports(mut self, tx: std::sync::mpsc::Sender<VifIndex>) -> Worker {
+        self.filled_ports = Some(tx);
         self
     }
 
@@ -391,10 +412,16 @@ impl Worker {
     fn take_commands(&mut self) {
         let Some(rx) = &self.control else { return };
         let mut changed = false;
+        // Allocates only when a port comes.
+        let mut added = Vec::new();
         while let Ok(cmd) = rx.try_recv() {
             match cmd {
-                PortCommand::Add(port) => self.ports.push(*port),
+                PortCommand::Add(port) => {
+                    added.push(port.vif);
+                    self.ports.push(*port);
+                }
                 PortCommand::Remove(vif) => {
+                    added.retain(|&v| v != vif);
                     for mut port in extract(&mut self.ports, |p| p.vif == vif) {
                         let n = port.sock.surrender(&mut self.orphans);
                         tracing::debug!(vif, frames = n, "port closed, its frames kept");
@@ -410,6 +437,12 @@ impl Worker {
             // any port takes the orphans; rebalancing spreads them.
             if let Some(port) = self.ports.iter_mut().find(|p| !p.broken) {
                 port.sock.adopt(&mut self.orphans);
+            }
+            self.fill_rings();
+            if let Some(tx) = &self.filled_ports {
+                for vif in added {
+                    let _ = tx.send(vif);
+                }
             }
         }
     }
@@ -609,14 +642,20 @@ impl Worker {
                 }
             }
         }
-        self.rebalance();
-        for port in self.ports.iter_mut().filter(|p| !p.broken) {
-            port.sock.refill_to(port.share.fill);
-        }
+        self.fill_rings();
         if let Some(t0) = t0 {
             self.counters.runtime.cycles[Stage::Kick as usize] += super::tsc().wrapping_sub(t0);
         }
         Ok(received)
+    }
+
+    /// Tops every port's fill ring up to its share, from its own stash and
+    /// others' (`rebalance`).
+    fn fill_rings(&mut self) {
+        self.rebalance();
+        for port in self.ports.iter_mut().filter(|p| !p.broken) {
+            port.sock.refill_to(port.share.fill);
+        }
     }
 
     /// Frames forwarded by address end up in the stash of the port that
