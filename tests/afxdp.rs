@@ -172,8 +172,26 @@ fn af_xdp_receives_transmits_and_detaches() {
         let stats = sock.stats().unwrap();
         assert_eq!(stats.tx_invalid, 0);
 
-        // Detach: dropping the link removes the program from the interface.
+        // Closing: three frames queued and never kicked are handed back
+        // with every other frame, and said to be unsent (the vif's
+        // tx_dropped), not lost or taken for sent.
+        for _ in 0..3 {
+            let addr = sock.alloc().unwrap();
+            let (buf, at) = sock.frame_mut(addr).unwrap();
+            buf[at..at + frame.len()].copy_from_slice(&frame);
+            assert!(sock.transmit(addr, frame.len() as u32));
+        }
         drop(link);
+        assert!(!xdp_attached(&veth.outer), "{mode:?}: nothing stays attached");
+        let mut frames = Vec::new();
+        let (handed, unsent) = sock.surrender(&mut frames);
+        assert_eq!(unsent, (3, 3 * frame.len() as u64), "{mode:?}: the three queued frames were not sent");
+        assert_eq!(handed, sock.umem_frames() as usize, "{mode:?}: every frame of the UMEM handed back");
+        frames.sort_unstable();
+        frames.dedup();
+        assert_eq!(frames.len(), handed, "{mode:?}: no frame twice");
+
+        // Detach: dropping the link removes the program from the interface.
         drop(sock);
         assert!(!xdp_attached(&veth.outer), "{mode:?}: nothing stays attached");
         assert_eq!(vrouter::io::netlink::xdp_attached(idx).unwrap(), None);

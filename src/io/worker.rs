@@ -423,8 +423,11 @@ impl Worker {
                 PortCommand::Remove(vif) => {
                     added.retain(|&v| v != vif);
                     for mut port in extract(&mut self.ports, |p| p.vif == vif) {
-                        let n = port.sock.surrender(&mut self.orphans);
-                        tracing::debug!(vif, frames = n, "port closed, its frames kept");
+                        let (n, (unsent, bytes)) = port.sock.surrender(&mut self.orphans);
+                        // Counted as sent when queued: they never left.
+                        self.counters.tx_dropped += u64::from(unsent);
+                        self.pipeline.count_unsent(vif, u64::from(unsent), bytes);
+                        tracing::debug!(vif, frames = n, unsent, "port closed, its frames kept");
                     }
                 }
             }

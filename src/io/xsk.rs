@@ -715,7 +715,11 @@ impl XskSocket {
     /// XDP program detached (nothing redirects to it) or its interface
     /// gone (the kernel unbound it). Then the kernel reads the fill ring
     /// no further, and the socket is dropped right after.
-    pub fn surrender(&mut self, into: &mut Vec<u64>) -> usize {
+    ///
+    /// Returns how many frames it handed over, and of them how many (and
+    /// their bytes) were waiting to be sent: frames that will never leave,
+    /// for the vif's `tx_dropped`.
+    pub fn surrender(&mut self, into: &mut Vec<u64>) -> (usize, (u32, u64)) {
         let before = into.len();
         self.complete();
         let fs = u64::from(self.frame_size);
@@ -730,12 +734,12 @@ impl XskSocket {
             let addr = self.fill.read_u64(fill_cons.wrapping_add(i));
             into.push(addr - addr % fs);
         }
-        self.take_back_tx(into);
+        let unsent = self.take_back_tx(into);
         into.append(&mut self.free);
         // Nothing is left for the kernel to take, should it still look.
         self.rx.consumer().store(self.rx.producer().load(Ordering::Acquire), Ordering::Release);
         self.fill.producer().store(fill_cons, Ordering::Release);
-        into.len() - before
+        (into.len() - before, unsent)
     }
 
     /// Takes `frames` (of this socket's UMEM, owned by the caller) into
