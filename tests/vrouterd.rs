@@ -392,6 +392,18 @@ fn node_with_fabric(names: &[&String]) -> Namespaces {
     guard
 }
 
+/// Fresh namespaces for a test tagged `tag`: a node with its fabric
+/// (`node_with_fabric`), pod a1 on its veth pa1 (10.1.0.2, as `tables()`
+/// has it), and a second pod's namespace, its veth the caller's to make:
+/// the guard, the node, a1 and the second pod.
+fn node_with_a1(tag: &str) -> (Namespaces, String, String, String) {
+    let id = std::process::id() % 100_000;
+    let [node, a1, second] = ["n", "1", "2"].map(|n| format!("vrt-{tag}{n}-{id}"));
+    let guard = node_with_fabric(&[&node, &a1, &second]);
+    add_pod(&node, "pa1", &a1, "10.1.0.2", "02:00:00:00:01:01");
+    (guard, node, a1, second)
+}
+
 impl Drop for Namespaces {
     fn drop(&mut self) {
         if let Some(c) = &mut self.1 {
@@ -1199,10 +1211,7 @@ fn a_worker_polls_on_after_a_frame_so_that_a_conversation_keeps_it_awake() {
     if !root_or_skip("vrouterd tests") {
         return;
     }
-    let id = std::process::id() % 100_000;
-    let (node, a1, a2) = (format!("vrt-bn-{id}"), format!("vrt-b1-{id}"), format!("vrt-b2-{id}"));
-    let mut guard = node_with_fabric(&[&node, &a1, &a2]);
-    add_pod(&node, "pa1", &a1, "10.1.0.2", "02:00:00:00:01:01");
+    let (mut guard, node, a1, a2) = node_with_a1("b");
     add_pod(&node, "pa2", &a2, "10.1.0.3", "02:00:00:00:01:02");
     // Wake-ups while a1 pings a2 a hundred times, 10 ms apart, with each
     // busy_poll_us. Only this test's pods send, and a worker that sleeps
@@ -1248,10 +1257,7 @@ fn a_port_opened_while_its_pod_sends_loses_none_of_the_first_frames() {
     if !root_or_skip("vrouterd tests") {
         return;
     }
-    let id = std::process::id() % 100_000;
-    let (node, a1, b) = (format!("vrt-fn-{id}"), format!("vrt-f1-{id}"), format!("vrt-fb-{id}"));
-    let mut guard = node_with_fabric(&[&node, &a1, &b]);
-    add_pod(&node, "pa1", &a1, "10.1.0.2", "02:00:00:00:01:01");
+    let (mut guard, node, _a1, b) = node_with_a1("f");
     add_pod(&node, "pc", &b, "10.1.0.9", "02:00:00:00:05:01");
     // b knows the gateway's MAC (vrouterd's), so that it sends its pings
     // before any port answers its ARP. Its answers have no route back, and
