@@ -438,15 +438,9 @@ fn port_becomes(api: &mut Api, vif: u32, want: &str) -> bool {
 
 /// vrouterd in namespace `node` with one worker, `dataplane` added to its
 /// configuration's section of that name (`frames = 2048\n`), its tables
-/// file `tables`, its files in `dir`, killed with `guard`: its pid and API
-/// socket, once the socket is there.
-fn one_worker_vrouterd(
-    guard: &mut Namespaces,
-    node: &str,
-    dir: &Scratch,
-    tables: &str,
-    dataplane: &str,
-) -> (u32, std::path::PathBuf) {
+/// file `tables`, its files in `dir`, killed with `guard`: its pid, and a
+/// client of its API once the socket is there.
+fn one_worker_vrouterd(guard: &mut Namespaces, node: &str, dir: &Scratch, tables: &str, dataplane: &str) -> (u32, Api) {
     std::fs::write(dir.join("tables.toml"), tables).unwrap();
     let cfg = dir.join("vrouterd.toml");
     std::fs::write(&cfg, format!("[node]\nfabric = \"fab\"\nunderlay = \"192.168.77.1\"\n[dataplane]\ncores = [0]\n{dataplane}xdp_mode = \"native\"\n[api]\nsocket = \"api.sock\"\n[metrics]\nlisten = \"\"\n[tables]\nfile = \"tables.toml\"\n[flows]\ncapacity = 1024\n")).unwrap();
@@ -465,7 +459,7 @@ fn one_worker_vrouterd(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    (pid, sock)
+    (pid, Api::connect(&sock, "test").unwrap())
 }
 
 /// A scrape of the metrics port (9432) of the vrouterd in namespace `node`.
@@ -1076,8 +1070,7 @@ fn pods_coming_and_going_keep_their_frames_and_ports() {
     in_ns(&node, &["ip", "link", "set", "pcpeer", "up"]);
     let dir = Scratch::dir("churn");
     // One worker, 4096 frames: three ports hold 1536 in their fill rings.
-    let (pid, sock) = one_worker_vrouterd(&mut guard, &node, &dir, &tables(), "frames = 4096\n");
-    let mut api = Api::connect(&sock, "test").unwrap();
+    let (pid, mut api) = one_worker_vrouterd(&mut guard, &node, &dir, &tables(), "frames = 4096\n");
     // vrouterd started (it refused to before), a2's port waiting for its veth.
     let why = port_state(&mut api, 2);
     assert!(why.starts_with("down: interface pa2: "), "{why}");
@@ -1167,8 +1160,7 @@ fn more_pods_than_full_fill_rings_all_get_frames_to_receive_into() {
     in_ns(&node, &["ip", "link", "set", "fab", "address", "02:fa:00:00:00:01"]);
     let dir = Scratch::dir("pods");
     // One worker, 2048 frames: 13 ports would want 6656 at 512 each.
-    let (_, sock) = one_worker_vrouterd(&mut guard, &node, &dir, &tables, "frames = 2048\n");
-    let mut api = Api::connect(&sock, "test").unwrap();
+    let (_, mut api) = one_worker_vrouterd(&mut guard, &node, &dir, &tables, "frames = 2048\n");
     let all_up = (0..100).any(|_| {
         std::thread::sleep(Duration::from_millis(100));
         (1..=PODS as u32).all(|v| port_state(&mut api, v) == "up")
@@ -1219,9 +1211,8 @@ fn a_worker_polls_on_after_a_frame_so_that_a_conversation_keeps_it_awake() {
     let mut wakeups = Vec::new();
     for busy_poll_us in [0, 1_000_000] {
         let dir = Scratch::dir(&format!("busy-poll-{busy_poll_us}"));
-        let (pid, sock) =
+        let (pid, mut api) =
             one_worker_vrouterd(&mut guard, &node, &dir, &tables(), &format!("busy_poll_us = {busy_poll_us}\n"));
-        let mut api = Api::connect(&sock, "test").unwrap();
         assert!(port_becomes(&mut api, 1, "up") && port_becomes(&mut api, 2, "up"), "the pods' ports opened");
         assert!(ping(&a1, "10.1.0.3", "2"), "a1 reaches a2 through vrouterd");
         let woken = |api: &mut Api| {
@@ -1266,8 +1257,7 @@ fn a_port_opened_while_its_pod_sends_loses_none_of_the_first_frames() {
     // fill_ring_empty each time the port opened.
     in_ns(&b, &["ip", "neigh", "replace", "10.1.0.1", "lladdr", "00:00:5e:00:01:00", "dev", "eth0"]);
     let dir = Scratch::dir("first-frames");
-    let (_, sock) = one_worker_vrouterd(&mut guard, &node, &dir, &tables(), "");
-    let mut api = Api::connect(&sock, "test").unwrap();
+    let (_, mut api) = one_worker_vrouterd(&mut guard, &node, &dir, &tables(), "");
     assert!(port_becomes(&mut api, 1, "up"), "a1's port opened: {}", port_state(&mut api, 1));
     let mut pinger = Command::new("ip")
         .args(["netns", "exec", &b, "ping", "-q", "-i", "0.002", "10.1.0.2"])

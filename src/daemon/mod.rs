@@ -686,17 +686,12 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let workers = Workers { controls, bells, filled };
     // The workers filled their ports' fill rings as they were made
     // (`Worker::new`): the ports' queues can be steered to them.
-    for vif in port_vifs(&first) {
-        if let Some(open) = attached.get_mut(&vif.index) {
-            if !steer(open, &vif, &workers, &control) {
-                if vif.kind == VifKind::Fabric {
-                    return Err(fail(format!("vif {} ({}): its queues could not be steered", vif.index, vif.name)));
-                }
-                attached.remove(&vif.index);
-                ports_down = true;
-            }
-        }
+    let vifs = port_vifs(&first);
+    let refused = steer_ports(&vifs, &mut attached, &workers, &control);
+    if let Some(fabric) = refused.iter().find(|v| v.kind == VifKind::Fabric) {
+        return Err(fail(port_error(fabric, "its queues could not be steered to its sockets")));
     }
+    ports_down |= !refused.is_empty();
     crate::api::server::spawn(Arc::clone(&control), listener, cfg.api.max_clients)
         .map_err(|e| fail(format!("starting the API: {e}")))?;
     info!(socket = %cfg.api.socket.display(), "API listening");
@@ -932,21 +927,30 @@ impl Workers {
     }
 }
 
-/// Steers `open`'s queues to its sockets, or, where the kernel refuses,
-/// closes its ports as one that did not open (tried again later): whether
-/// it is up.
-fn steer(open: &mut OpenPort, vif: &crate::tables::Vif, workers: &Workers, control: &Control) -> bool {
-    match open.steer() {
-        Ok(()) => {
-            control.set_port_state(vif.index, Some("up".into()));
-            true
-        }
-        Err(why) => {
-            workers.remove(vif.index);
-            port_not_opened(control, vif, &why);
-            false
+/// Steers the queues of `vifs`' new ports (in `attached`) to their
+/// sockets, once their workers have filled them (`Workers::add`). A port
+/// the kernel refuses is closed as one that did not open, tried again
+/// later: detached first, then its sockets. Answers those it closed.
+fn steer_ports<'v>(
+    vifs: impl IntoIterator<Item = &'v crate::tables::Vif>,
+    attached: &mut std::collections::BTreeMap<u32, OpenPort>,
+    workers: &Workers,
+    control: &Control,
+) -> Vec<&'v crate::tables::Vif> {
+    let mut refused = Vec::new();
+    for vif in vifs {
+        let Some(open) = attached.get_mut(&vif.index) else { continue };
+        match open.steer() {
+            Ok(()) => control.set_port_state(vif.index, Some("up".into())),
+            Err(why) => {
+                attached.remove(&vif.index);
+                workers.remove(vif.index);
+                port_not_opened(control, vif, &why);
+                refused.push(vif);
+            }
         }
     }
+    refused
 }
 
 /// Opens ports for vifs the tables gained and closes those of vifs they
@@ -1006,13 +1010,7 @@ fn sync_ports(
     }
     if !given.is_empty() {
         workers.add(given);
-        for vif in &new {
-            if let Some(open) = attached.get_mut(&vif.index) {
-                if !steer(open, vif, workers, control) {
-                    attached.remove(&vif.index);
-                }
-            }
-        }
+        steer_ports(&new, attached, workers, control);
     }
     new.iter().any(|v| !attached.contains_key(&v.index))
 }

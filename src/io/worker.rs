@@ -117,7 +117,7 @@ impl Handoff {
 
 /// Wakes a worker asleep in poll(2) when another hands it frames, so that
 /// a worker that takes hand-offs sleeps as long as any other (10 ms), not
-/// 1 ms. Rung only while it sleeps: a byte on a socket pair that the
+/// 1 ms, and when the daemon gives it ports. Rung only while it sleeps: a byte on a socket pair that the
 /// sleeper polls, one syscall for a sleep, none while it runs.
 pub struct Doorbell {
     asleep: AtomicBool,
