@@ -1489,7 +1489,14 @@ fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> std::io::Re
     buf.clear();
     let mut too_large = false;
     loop {
-        let chunk = r.fill_buf()?;
+        let chunk = match r.fill_buf() {
+            Ok(chunk) => chunk,
+            // A read with a timeout (`IDLE_TIMEOUT`) is interrupted when
+            // vrouterd is stopped and continued (SIGSTOP, a debugger): not
+            // the client's doing, so its connection stays.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
         if chunk.is_empty() {
             return Ok(Line::Closed);
         }
@@ -1658,5 +1665,34 @@ mod tests {
         assert!(matches!(read_line(&mut r, &mut buf, 10).unwrap(), Line::Message));
         assert_eq!(buf, b"{\"b\":2}");
         assert!(matches!(read_line(&mut r, &mut buf, 10).unwrap(), Line::Closed));
+    }
+
+    /// A reader whose every other read is interrupted, as a read with a
+    /// timeout is when the process is stopped and continued.
+    struct Interrupting<R> {
+        inner: R,
+        calls: usize,
+    }
+
+    impl<R: std::io::Read> std::io::Read for Interrupting<R> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            self.calls += 1;
+            if self.calls % 2 == 1 {
+                return Err(std::io::ErrorKind::Interrupted.into());
+            }
+            self.inner.read(out)
+        }
+    }
+
+    #[test]
+    fn an_interrupted_read_is_retried_not_taken_for_a_closed_client() {
+        let data = b"{\"a\":1}\n{\"b\":2}\n";
+        let mut r = BufReader::with_capacity(4, Interrupting { inner: &data[..], calls: 0 });
+        let mut buf = Vec::new();
+        assert!(matches!(read_line(&mut r, &mut buf, 64).unwrap(), Line::Message));
+        assert_eq!(buf, b"{\"a\":1}");
+        assert!(matches!(read_line(&mut r, &mut buf, 64).unwrap(), Line::Message));
+        assert_eq!(buf, b"{\"b\":2}");
+        assert!(matches!(read_line(&mut r, &mut buf, 64).unwrap(), Line::Closed));
     }
 }
