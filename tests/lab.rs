@@ -5,7 +5,6 @@
 
 mod common;
 
-use common::{tshark_fields, tshark_rows};
 use std::process::Command;
 use std::time::Duration;
 
@@ -308,23 +307,7 @@ fn capture(fields: &[&str], traffic: impl FnOnce()) -> Vec<Vec<String>> {
 /// Captures what `filter` takes on interface `dev` of namespace `lab-NS`
 /// while `traffic` runs, and reads `fields` of it with tshark.
 fn capture_at(ns: &str, dev: &str, filter: &str, fields: &[&str], traffic: impl FnOnce()) -> Vec<Vec<String>> {
-    let mut cmd = Command::new("ip");
-    let ns = format!("lab-{ns}");
-    cmd.args(["netns", "exec", &ns, "timeout", "6", "tshark", "-n", "-i", dev, "-f", filter]);
-    tshark_fields(&mut cmd, fields);
-    let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    // Send only once tshark is capturing, however long it takes to start.
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    // "Capturing on" comes before the capture process runs; "Capture started" after.
-    while std::io::BufRead::read_line(&mut stderr, &mut line).unwrap_or(0) > 0 && !line.contains("Capture started") {
-        line.clear();
-    }
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    std::thread::sleep(Duration::from_millis(200));
-    traffic();
-    let out = child.wait_with_output().unwrap();
-    tshark_rows(&out.stdout)
+    common::capture_in(&format!("lab-{ns}"), dev, filter, fields, traffic)
 }
 
 /// Sends garbage frames into the pod's side of its link, as a broken pod would.

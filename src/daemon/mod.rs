@@ -238,6 +238,9 @@ struct OpenPort {
     /// program's map at them: until then the program passes the
     /// interface's frames to the kernel, as before the port opened.
     unsteered: Vec<(u32, std::os::fd::RawFd)>,
+    /// The longest frame its sockets receive: a UMEM frame's, or, bound
+    /// for chains of them, a jumbo frame's (`io::jumbo::LONGEST`).
+    longest: usize,
     _xdp: Attached,
 }
 
@@ -291,13 +294,12 @@ const LINK_DOWN_EFFECT: &str =
 /// Follows the links of the open ports (`links`: the kernel's, just read):
 /// a port's state in `vrctl vif` says when its link is down or has no
 /// carrier, and each change is logged once, as is an MTU above what the
-/// port can receive (`longest`: the longest frame it can).
+/// port can receive (`OpenPort::longest`).
 fn follow_links(
     attached: &mut std::collections::BTreeMap<u32, OpenPort>,
     links: &[Link],
     tables: &Tables,
     control: &Control,
-    longest: usize,
 ) {
     for (&vif, open) in attached.iter_mut() {
         let Some(link) = open.link(links) else { continue };
@@ -322,6 +324,7 @@ fn follow_links(
         // A pod's link only: the fabric's may well be larger (jumbo
         // frames), its XDP program passing all but tunnels to the kernel,
         // and the tunnels are as long as the pods at their far ends send.
+        let longest = open.longest;
         let most = longest.saturating_sub(crate::wire::ethernet::HEADER_LEN);
         if open.kind != VifKind::Fabric && link.mtu as usize > most && open.said.mtu != link.mtu {
             warn!(
@@ -433,6 +436,7 @@ fn open_port_sockets(
     let mut ports = Vec::new();
     let mut shares = Vec::new();
     let mut unsteered = Vec::new();
+    let mut longest = crate::io::jumbo::LONGEST;
     for q in 0..queues {
         let w = crate::io::worker::worker_of(vif.index, q, umems.anchor.len());
         let sock = match (&umems.anchor[w], &umems.umem[w]) {
@@ -446,12 +450,16 @@ fn open_port_sockets(
         umems.anchor[w].get_or_insert_with(|| share.clone());
         shares.push((w, share));
         unsteered.push((q, sock.raw_fd()));
+        if !sock.is_multi_buffer() {
+            longest = xcfg.longest_rx_frame();
+        }
         info!(
             vif = vif.index,
             interface = %vif.name,
             queue = q,
             worker = w,
             copy = if sock.is_zerocopy() { "zero-copy" } else { "copy" },
+            jumbo = sock.is_multi_buffer(),
             "socket bound"
         );
         ports.push((w, Port::new(vif.index, sock)));
@@ -472,6 +480,7 @@ fn open_port_sockets(
         umems: shares,
         said: LinkWarnings::default(),
         unsteered,
+        longest,
         _xdp: (link, map),
     };
     Ok((ports, open))
@@ -581,7 +590,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         attached.insert(vif.index, open);
     }
     if let Ok(links) = crate::io::netlink::links() {
-        follow_links(&mut attached, &links, &first, &control, xsk_config(&cfg).longest_rx_frame());
+        follow_links(&mut attached, &links, &first, &control);
     }
     // A worker hands frames for ports it has no socket on to the worker
     // that owns the port's queue 0: a pair of rings from each worker to
@@ -712,7 +721,6 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let mut last_advice = Instant::now();
     let mut unfinished = advice::RisingCounts::default();
     let mut lost_in_kernel = advice::RisingCounts::default();
-    let longest_rx_frame = xsk_config(&cfg).longest_rx_frame();
     let mut said_links_failed = false;
     let mut retry_soon = false;
     let link_events = LinkEvents::open()
@@ -774,7 +782,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         }
         if let Some(links) = &links {
             said_links_failed = false;
-            follow_links(&mut attached, links, &tables, &control, longest_rx_frame);
+            follow_links(&mut attached, links, &tables, &control);
             for (&vif, open) in &attached {
                 control.set_port_sockets(vif, open.socket_counters());
             }
@@ -798,18 +806,25 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             // The kernel's drops for want of a free frame it counts twice,
             // as fill_ring_empty too (a port's first frames may come before
             // its fill ring is filled): what is left are frames too long.
+            // Not on a port that takes chains of frames (jumbo): none is
+            // too long for it, and a chain that found fewer free frames
+            // than it needs is counted in rx_dropped alone.
             let too_long = |k: SocketCounters| k.rx_dropped.saturating_sub(k.fill_ring_empty);
-            let kernel = attached.keys().filter_map(|&v| Some((v, too_long(control.port(v)?.sockets?))));
+            let kernel = attached
+                .iter()
+                .filter(|(_, open)| open.longest < crate::io::jumbo::LONGEST)
+                .filter_map(|(&v, _)| Some((v, too_long(control.port(v)?.sockets?))));
             for (vif, dropped) in lost_in_kernel.due(kernel.collect::<Vec<_>>(), last_advice) {
                 let interface = tables.vif(vif).map_or("?", |v| v.name.as_str());
+                let longest = attached.get(&vif).map_or(0, |o| o.longest);
                 warn!(
                     dropped,
                     vif,
                     interface,
-                    "the kernel dropped frames longer than the {longest_rx_frame} bytes a port's frames hold on \
+                    "the kernel dropped frames longer than the {longest} bytes a port's frames hold on \
                      their way to vrouterd (vrctl vif get {vif}: kernel rx_dropped, less fill_ring_empty): the \
                      interface's MTU, or its pod's, is above {}",
-                    longest_rx_frame - crate::wire::ethernet::HEADER_LEN
+                    longest.saturating_sub(crate::wire::ethernet::HEADER_LEN)
                 );
             }
         }

@@ -18,6 +18,11 @@ const BPF_FUNC_REDIRECT_MAP: i32 = 51;
 const XDP_PASS: i32 = 2;
 const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
 const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+/// `BPF_F_XDP_HAS_FRAGS` ("xdp.frags"): the program takes packets in
+/// several buffers. Without it, the kernel refuses to attach to a veth
+/// whose peer's MTU does not fit a page (ERANGE: a pod at MTU 9000), and a
+/// driver delivers no jumbo frame to it.
+const BPF_F_XDP_HAS_FRAGS: u32 = 1 << 5;
 
 /// How the XDP program is attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,7 +193,16 @@ impl Program {
         Program::load(&code, "vrouter_fabric")
     }
 
+    /// Loads `code` as a multi-buffer program, or, where the kernel has no
+    /// such programs (before 5.18: EINVAL), as a plain one.
     fn load(code: &[Insn], name: &str) -> io::Result<Program> {
+        match Program::load_with(code, name, BPF_F_XDP_HAS_FRAGS) {
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => Program::load_with(code, name, 0),
+            loaded => loaded,
+        }
+    }
+
+    fn load_with(code: &[Insn], name: &str, prog_flags: u32) -> io::Result<Program> {
         let license = b"GPL\0";
         let mut log = vec![0u8; 64 * 1024];
         let mut attr = [0u8; 128];
@@ -199,6 +213,7 @@ impl Program {
         put_u32(&mut attr, 24, 1); // log level
         put_u32(&mut attr, 28, log.len() as u32);
         put_u64(&mut attr, 32, log.as_mut_ptr() as u64);
+        put_u32(&mut attr, 44, prog_flags);
         let n = name.as_bytes();
         attr[48..48 + n.len().min(15)].copy_from_slice(&n[..n.len().min(15)]);
         put_u32(&mut attr, 68, BPF_XDP); // expected attach type

@@ -10,6 +10,7 @@
 #![allow(unsafe_code)]
 
 pub mod bpf;
+pub mod jumbo;
 pub mod netlink;
 pub mod worker;
 pub mod xsk;

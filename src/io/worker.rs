@@ -3,6 +3,7 @@
 //! them against the current tables, and sends or releases each frame as its
 //! verdict says. It makes no forwarding decision of its own.
 
+use super::jumbo::{self, Assembly, Jumbo, JumboBuf, Piece};
 use super::xsk::{FrameShare, RxDesc, UmemFrame, XskSocket};
 use crate::capture::{Staged, Tap};
 use crate::pipeline::{Frame, Pipeline, Spill, Verdict, VECTOR};
@@ -29,13 +30,16 @@ pub struct Port {
     /// What it keeps of its UMEM's frames (`xsk::FrameShare`), set as
     /// ports come and go.
     share: FrameShare,
+    /// The jumbo frame it is receiving, whose chain of frames the last
+    /// receive may have cut.
+    chain: Assembly,
 }
 
 impl Port {
     /// Queue `sock` of vif `vif`.
     pub fn new(vif: VifIndex, sock: XskSocket) -> Port {
         let share = FrameShare::of(sock.umem_frames(), 1);
-        Port { vif, sock, broken: false, share }
+        Port { vif, sock, broken: false, share, chain: Assembly::Idle }
     }
 
     /// Frames it could give to other ports (positive) or lacks (negative):
@@ -72,7 +76,12 @@ const ETH: usize = crate::wire::ethernet::HEADER_LEN;
 /// Bytes a hand-off buffer holds: one UMEM frame.
 pub const HANDOFF_FRAME: usize = 2048;
 
-type HandoffBuf = Box<[u8; HANDOFF_FRAME]>;
+/// A hand-off's buffers for jumbo frames (`jumbo::LONGEST` bytes each),
+/// as a share of its UMEM-frame ones: made as jumbo frames come, up to
+/// that many, so that a node without them never pays for them.
+const HANDOFF_JUMBO_SHARE: usize = 4;
+
+type HandoffBuf = Box<[u8]>;
 
 /// Frames one worker passes to the worker that owns the port they leave by
 /// (worker 0 owns queue 0 of every port). Buffers circulate between two
@@ -80,6 +89,9 @@ type HandoffBuf = Box<[u8; HANDOFF_FRAME]>;
 pub struct Handoff {
     full: crossbeam_queue::ArrayQueue<(VifIndex, u16, HandoffBuf)>,
     free: crossbeam_queue::ArrayQueue<HandoffBuf>,
+    free_jumbo: crossbeam_queue::ArrayQueue<HandoffBuf>,
+    /// Jumbo buffers made so far (no more than `free_jumbo` holds).
+    jumbo_made: std::sync::atomic::AtomicUsize,
     /// The receiving worker's, to wake it when it sleeps.
     bell: std::sync::Arc<Doorbell>,
 }
@@ -87,31 +99,53 @@ pub struct Handoff {
 impl Handoff {
     /// A hand-off with `slots` buffers to the worker that hears `bell`.
     pub fn new(slots: usize, bell: std::sync::Arc<Doorbell>) -> std::sync::Arc<Handoff> {
+        let jumbo = (slots / HANDOFF_JUMBO_SHARE).max(1);
         let h = Handoff {
-            full: crossbeam_queue::ArrayQueue::new(slots),
+            full: crossbeam_queue::ArrayQueue::new(slots + jumbo),
             free: crossbeam_queue::ArrayQueue::new(slots),
+            free_jumbo: crossbeam_queue::ArrayQueue::new(jumbo),
+            jumbo_made: std::sync::atomic::AtomicUsize::new(0),
             bell,
         };
         for _ in 0..slots {
-            let _ = h.free.push(Box::new([0u8; HANDOFF_FRAME]));
+            let _ = h.free.push(vec![0u8; HANDOFF_FRAME].into_boxed_slice());
         }
         std::sync::Arc::new(h)
     }
 
-    /// Posts a frame for `vif`; false when every buffer is in use.
+    /// Posts a frame for `vif`; false when every buffer of its size is in use.
     fn post(&self, vif: VifIndex, data: &[u8]) -> bool {
-        if data.len() > HANDOFF_FRAME {
-            return false;
-        }
-        let Some(mut buf) = self.free.pop() else { return false };
+        let buf = match data.len() {
+            n if n <= HANDOFF_FRAME => self.free.pop(),
+            n if n <= jumbo::LONGEST => self.jumbo_buffer(),
+            _ => None,
+        };
+        let Some(mut buf) = buf else { return false };
         buf[..data.len()].copy_from_slice(data);
         match self.full.push((vif, data.len() as u16, buf)) {
             Ok(()) => true,
             Err((_, _, buf)) => {
-                let _ = self.free.push(buf);
+                self.give_back(buf);
                 false
             }
         }
+    }
+
+    /// A free jumbo buffer, made if none is free and fewer than the queue
+    /// holds were made. Only the posting worker makes them.
+    fn jumbo_buffer(&self) -> Option<HandoffBuf> {
+        self.free_jumbo.pop().or_else(|| {
+            let made = self.jumbo_made.load(Ordering::Relaxed);
+            (made < self.free_jumbo.capacity()).then(|| {
+                self.jumbo_made.store(made + 1, Ordering::Relaxed);
+                vec![0u8; jumbo::LONGEST].into_boxed_slice()
+            })
+        })
+    }
+
+    /// Returns a buffer to the free queue of its size.
+    fn give_back(&self, buf: HandoffBuf) {
+        let _ = if buf.len() == HANDOFF_FRAME { self.free.push(buf) } else { self.free_jumbo.push(buf) };
     }
 }
 
@@ -219,6 +253,8 @@ pub struct Worker {
     /// Spare frames for the pieces of frames the pipeline fragments, and
     /// the pieces it made; reserved once, filled per batch when needed.
     spill: Spill<UmemFrame>,
+    /// Frames that came in chains of UMEM frames, put together.
+    jumbo: Jumbo,
     /// The tables' generation, and the frame length above which a frame
     /// may have to be fragmented under them.
     fragment_floor: (u64, usize),
@@ -248,7 +284,7 @@ impl Worker {
             ports,
             pipeline,
             tables,
-            descs: [RxDesc { addr: 0, len: 0 }; VECTOR],
+            descs: [RxDesc { addr: 0, len: 0, more: false }; VECTOR],
             batch: Vec::with_capacity(VECTOR),
             counters: WorkerCounters::default(),
             batches: 0,
@@ -261,6 +297,7 @@ impl Worker {
             handoff_in: Vec::new(),
             bell: None,
             spill: Spill::with_capacity(SPARES, SPARE_HEADROOM),
+            jumbo: Jumbo::new(VECTOR, SPARES),
             fragment_floor: (u64::MAX, 0),
             tap: None,
             tap_now: 0,
@@ -382,7 +419,7 @@ impl Worker {
                     self.counters.tx_dropped += 1;
                     self.pipeline.count_unsent(vif, 1, u64::from(len));
                 }
-                let _ = h.free.push(buf);
+                h.give_back(buf);
             }
         }
         self.handoff_in = handoffs;
@@ -503,11 +540,7 @@ impl Worker {
     /// Sends a frame the pipeline is done with as its verdict says, or
     /// gives it back to port `p`, whose frame it is.
     fn send(&mut self, p: usize, f: Frame<UmemFrame>) {
-        if self.tap_now != 0 {
-            if let (Some(tap), Verdict::Tx(out)) = (&self.tap, f.verdict) {
-                tap.sent(out, f.data(), self.tap_now);
-            }
-        }
+        self.tap_sent(&f);
         let rx_addr = self.ports[p].sock.addr_of(f.buf(), f.headroom());
         match f.verdict {
             Verdict::Tx(out) => {
@@ -537,30 +570,71 @@ impl Worker {
                         self.counters.copied += u64::from(ok);
                         ok
                     }
-                    // No socket here: the owner of the port's queue 0 sends it.
                     None => {
-                        let owner = worker_of(out, 0, self.handoff_out.len());
-                        let ok = matches!(self.handoff_out.get(owner), Some(Some(h)) if h.post(out, f.data()));
-                        if ok {
-                            self.posted[owner] = true;
-                        }
-                        self.counters.handed_off += u64::from(ok);
+                        let ok = self.hand_off(out, f.data());
                         self.ports[p].sock.release(rx_addr);
                         ok
                     }
                 };
-                if sent {
-                    self.counters.tx += 1;
-                } else {
-                    self.counters.tx_dropped += 1;
-                    self.pipeline.count_unsent(out, 1, f.len() as u64);
-                }
+                self.count_sent(out, sent, f.len());
             }
             Verdict::ToHost | Verdict::ToAgent(_) => {
                 self.counters.punted += 1;
                 self.ports[p].sock.release(rx_addr);
             }
             Verdict::Drop(_) | Verdict::Held => self.ports[p].sock.release(rx_addr),
+        }
+    }
+
+    /// `send` for a jumbo frame: copied out in a chain of frames, its
+    /// buffer kept for the next.
+    fn send_jumbo(&mut self, f: Frame<JumboBuf>) {
+        self.tap_sent(&f);
+        if let Verdict::Tx(out) = f.verdict {
+            let sent = match port_for(&self.port_of, out) {
+                Some(o) => {
+                    let ok = self.copy_to(o, f.data());
+                    self.counters.copied += u64::from(ok);
+                    ok
+                }
+                None => self.hand_off(out, f.data()),
+            };
+            self.count_sent(out, sent, f.len());
+        } else if matches!(f.verdict, Verdict::ToHost | Verdict::ToAgent(_)) {
+            self.counters.punted += 1;
+        }
+        self.jumbo.give(f.into_buf());
+    }
+
+    /// Copies a frame the pipeline sends to the capture, if one runs.
+    fn tap_sent<B: AsRef<[u8]> + AsMut<[u8]>>(&self, f: &Frame<B>) {
+        if self.tap_now != 0 {
+            if let (Some(tap), Verdict::Tx(out)) = (&self.tap, f.verdict) {
+                tap.sent(out, f.data(), self.tap_now);
+            }
+        }
+    }
+
+    /// Passes `data`, leaving by vif `out`, on which this worker has no
+    /// socket, to the owner of the port's queue 0.
+    fn hand_off(&mut self, out: VifIndex, data: &[u8]) -> bool {
+        let owner = worker_of(out, 0, self.handoff_out.len());
+        let ok = matches!(self.handoff_out.get(owner), Some(Some(h)) if h.post(out, data));
+        if ok {
+            self.posted[owner] = true;
+        }
+        self.counters.handed_off += u64::from(ok);
+        ok
+    }
+
+    /// Counts a frame of `len` bytes the pipeline sent out of vif `out`:
+    /// queued, or not (`tx_dropped`, and no longer in the vif's sent).
+    fn count_sent(&mut self, out: VifIndex, sent: bool, len: usize) {
+        if sent {
+            self.counters.tx += 1;
+        } else {
+            self.counters.tx_dropped += 1;
+            self.pipeline.count_unsent(out, 1, len as u64);
         }
     }
 
@@ -579,6 +653,42 @@ impl Worker {
             }
         }
         copy_out(&mut self.ports[o].sock, data)
+    }
+
+    /// Runs the round's jumbo frames through the pipeline and sends them,
+    /// as `poll_port` does its batch (`jumbo`).
+    fn process_jumbo(&mut self, vif: VifIndex, tables: &crate::tables::Tables, watch: &mut Stopwatch<'_>) {
+        if self.jumbo.batch.is_empty() {
+            return;
+        }
+        if let Some(tap) = self.tap.as_ref().filter(|t| self.tap_now != 0 && t.watches(vif)) {
+            for (at, f) in self.jumbo.batch.iter().enumerate() {
+                tap.stage(vif, at, f.data(), self.tap_now, &mut self.staged);
+            }
+        }
+        // Spares to cut a frame for a smaller MTU (`take_spares` has just
+        // worked out above which length a frame may need them).
+        if self.pipeline.has_held() || self.jumbo.batch.iter().any(|f| f.len() > self.fragment_floor.1) {
+            self.jumbo.fill_spill(SPARES);
+        }
+        let mut batch = std::mem::take(&mut self.jumbo.batch);
+        self.pipeline.process_timed(tables, &mut batch, &mut self.jumbo.spill, watch);
+        if let (false, Some(tap)) = (self.staged.is_empty(), &self.tap) {
+            let pipeline = &self.pipeline;
+            tap.post_staged(&mut self.staged, |at| (batch.get(at).map(|f| f.verdict), pipeline.general_cause_at(at)));
+        }
+        for f in batch.drain(..) {
+            self.send_jumbo(f);
+        }
+        self.jumbo.batch = batch;
+        let mut made = std::mem::take(&mut self.jumbo.spill.out);
+        for f in made.drain(..) {
+            self.send_jumbo(f);
+        }
+        self.jumbo.spill.out = made;
+        while let Some(buf) = self.jumbo.spill.free.pop() {
+            self.jumbo.give(buf);
+        }
     }
 
     /// Sends the frames the pipeline made from port `p`'s spare buffers,
@@ -742,22 +852,41 @@ impl Worker {
         if n == 0 {
             return Ok(0);
         }
-        self.counters.rx += n as u64;
         self.batches += 1;
         let mut runtime = Runtime::default();
         let mut watch = if timed { Stopwatch::started_at(super::tsc, t0, &mut runtime) } else { Stopwatch::off() };
         let vif = self.ports[p].vif;
         self.batch.clear();
+        let mut packets = 0;
         for d in &self.descs[..n] {
+            let Port { sock, chain, .. } = &mut self.ports[p];
+            if d.more || !matches!(chain, Assembly::Idle) {
+                let piece = match sock.frame_mut(d.addr) {
+                    Some((buf, at)) => buf.get(at..at + d.len as usize).unwrap_or(&[]),
+                    None => &[],
+                };
+                match self.jumbo.piece(chain, piece, d.more, vif) {
+                    Piece::More => {}
+                    Piece::Whole => packets += 1,
+                    Piece::TooLong => {
+                        packets += 1;
+                        self.pipeline.count_drop(vif, crate::stats::DropReason::FrameTooLong);
+                    }
+                }
+                sock.release(d.addr);
+                continue;
+            }
+            packets += 1;
             // SAFETY: each descriptor was just received, so its frame is
             // ours and appears once; the batch is emptied below, before the
             // socket can be dropped.
-            let Some((buf, head)) = (unsafe { self.ports[p].sock.umem_frame(d.addr) }) else { continue };
+            let Some((buf, head)) = (unsafe { sock.umem_frame(d.addr) }) else { continue };
             match Frame::new(buf, head, d.len as usize, vif) {
                 Some(f) => self.batch.push(f),
-                None => self.ports[p].sock.release(d.addr),
+                None => sock.release(d.addr),
             }
         }
+        self.counters.rx += packets;
         self.check_tap();
         if let Some(tap) = self.tap.as_ref().filter(|t| self.tap_now != 0 && t.watches(vif)) {
             for (at, f) in self.batch.iter().enumerate() {
@@ -779,6 +908,7 @@ impl Worker {
         self.batch = batch;
         self.send_spill(p);
         watch.mark(Stage::Tx);
+        self.process_jumbo(vif, &tables, &mut watch);
         if watch.is_on() {
             runtime.packets = n as u64;
             runtime.batches = 1;
@@ -828,19 +958,37 @@ fn extract(ports: &mut Vec<Port>, which: impl Fn(&Port) -> bool) -> Vec<Port> {
     out
 }
 
+/// Frames a jumbo frame is cut into at most: `jumbo::LONGEST` in 2 KiB frames.
+const CHAIN: usize = jumbo::LONGEST.div_ceil(2048);
+
+/// Copies `data` into free frames of `sock` and queues it: one frame, or a
+/// chain of them for a frame longer than one holds (a jumbo frame, where
+/// the socket takes chains). False, with every frame given back, if it
+/// has too few free frames or tx slots.
 fn copy_out(sock: &mut XskSocket, data: &[u8]) -> bool {
-    let Some(addr) = sock.alloc() else { return false };
-    let Some((buf, at)) = sock.frame_mut(addr) else { return false };
-    if at + data.len() > buf.len() {
-        sock.release(addr);
+    let frame = sock.frame_size();
+    let pieces = data.len().div_ceil(frame);
+    if data.is_empty() || pieces > CHAIN {
         return false;
     }
-    buf[at..at + data.len()].copy_from_slice(data);
-    if !sock.transmit(addr, data.len() as u32) {
-        sock.release(addr);
-        return false;
+    let mut chain = [(0u64, 0u32); CHAIN];
+    let mut taken = 0;
+    for part in data.chunks(frame) {
+        let Some(addr) = sock.alloc() else { break };
+        chain[taken] = (addr, part.len() as u32);
+        taken += 1;
+        match sock.frame_mut(addr) {
+            Some((buf, at)) if at + part.len() <= buf.len() => buf[at..at + part.len()].copy_from_slice(part),
+            _ => break,
+        }
     }
-    true
+    if taken == pieces && sock.transmit_chain(&chain[..pieces]) {
+        return true;
+    }
+    for &(addr, _) in &chain[..taken] {
+        sock.release(addr);
+    }
+    false
 }
 
 #[cfg(test)]
@@ -886,5 +1034,24 @@ mod tests {
         sender.join().unwrap();
         assert_eq!(fds[0].revents & libc::POLLIN, libc::POLLIN, "woken by the ring, not the timeout");
         assert_eq!(handoff.full.pop().map(|(vif, len, _)| (vif, len)), Some((7, 5)));
+    }
+
+    #[test]
+    fn a_hand_off_takes_jumbo_frames_in_buffers_it_makes_as_they_come_up_to_a_share_of_its_slots() {
+        let handoff = Handoff::new(16, Doorbell::new().unwrap());
+        let jumbo = vec![0x6a; 9000];
+        // 16 slots: 4 jumbo buffers, none made until the first jumbo frame.
+        assert_eq!(handoff.jumbo_made.load(Ordering::Relaxed), 0);
+        for n in 0..4 {
+            assert!(handoff.post(n, &jumbo), "jumbo frame {n}");
+        }
+        assert!(!handoff.post(4, &jumbo), "a fifth waits for a buffer back");
+        assert!(handoff.post(5, &[1; 60]), "small frames have their own buffers");
+        assert!(!handoff.post(6, &vec![0; jumbo::LONGEST + 1]), "longer than any buffer");
+        let (vif, len, buf) = handoff.full.pop().unwrap();
+        assert_eq!((vif, usize::from(len), &buf[..9000]), (0, 9000, &jumbo[..]));
+        handoff.give_back(buf);
+        assert!(handoff.post(7, &jumbo), "its buffer taken again");
+        assert_eq!(handoff.jumbo_made.load(Ordering::Relaxed), 4, "and not made again");
     }
 }

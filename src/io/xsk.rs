@@ -146,6 +146,28 @@ pub(crate) fn poll_all(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<
     Ok(r > 0)
 }
 
+/// Binds `fd` as `sa` says. A queue stays taken for a moment after the
+/// socket that held it is closed: the kernel frees its buffer pool from a
+/// work queue. So a bind right after another process let go (a restart,
+/// the next run of a tool) can see EBUSY; it is retried for up to a second.
+fn bind_retrying(fd: &OwnedFd, sa: libc::sockaddr_xdp) -> io::Result<()> {
+    for attempt in 1..=BIND_TRIES {
+        // SAFETY: `sa` is a valid sockaddr_xdp and the length says so.
+        let r = unsafe {
+            libc::bind(fd.as_raw_fd(), (&sa as *const libc::sockaddr_xdp).cast(), std::mem::size_of_val(&sa) as u32)
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if attempt == BIND_TRIES || e.raw_os_error() != Some(libc::EBUSY) {
+            return Err(e);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(())
+}
+
 /// A UMEM's memory and shape. It outlives the sockets bound to it: when a
 /// worker's last port closes, the next one registers the same memory
 /// again (`XskSocket::open_on`), so that frames a worker still holds (a
@@ -164,6 +186,9 @@ pub struct Umem {
 pub struct UmemShare {
     fd: Arc<OwnedFd>,
     umem: Umem,
+    /// The owner was bound for several buffers a packet, which a socket
+    /// sharing its UMEM inherits (it may not ask for itself).
+    multi_buffer: bool,
 }
 
 impl UmemShare {
@@ -204,6 +229,9 @@ pub struct RxDesc {
     pub addr: u64,
     /// Length.
     pub len: u32,
+    /// The packet goes on in the next descriptor (XDP_PKT_CONTD): a packet
+    /// longer than a frame, on a socket bound for several buffers a packet.
+    pub more: bool,
 }
 
 /// A single-producer, single-consumer ring shared with the kernel.
@@ -299,6 +327,7 @@ pub struct XskSocket {
     free: Vec<u64>,
     zerocopy: bool,
     need_wakeup: bool,
+    multi_buffer: bool,
 }
 
 // SAFETY: the socket owns its mappings and descriptors outright; nothing in
@@ -365,7 +394,7 @@ impl XskSocket {
 
     /// What another socket needs to share this one's UMEM.
     pub fn share(&self) -> io::Result<UmemShare> {
-        Ok(UmemShare { fd: Arc::new(self.fd.try_clone()?), umem: self.umem() })
+        Ok(UmemShare { fd: Arc::new(self.fd.try_clone()?), umem: self.umem(), multi_buffer: self.multi_buffer })
     }
 
     /// This socket's UMEM, to register again once no socket holds it.
@@ -468,24 +497,26 @@ impl XskSocket {
             sxdp_queue_id: queue,
             sxdp_shared_umem_fd: shared_fd,
         };
-        // A queue stays taken for a moment after the socket that held it is
-        // closed: the kernel frees its buffer pool from a work queue. So a
-        // bind right after another process let go (a restart, the next run
-        // of a tool) can see EBUSY; it is retried for up to a second.
-        let mut r = -1;
-        for attempt in 1..=BIND_TRIES {
-            // SAFETY: `sa` is a valid sockaddr_xdp and the length says so.
-            r = unsafe {
-                libc::bind(fd.as_raw_fd(), (&sa as *const libc::sockaddr_xdp).cast(), std::mem::size_of_val(&sa) as u32)
-            };
-            if r == 0 || attempt == BIND_TRIES || io::Error::last_os_error().raw_os_error() != Some(libc::EBUSY) {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
+        // Several buffers a packet (XDP_USE_SG), so that a frame longer than
+        // a UMEM frame (jumbo) comes in a chain of them instead of being
+        // dropped; where the kernel or the zero-copy driver has no such
+        // binding (before 6.6: EINVAL; EOPNOTSUPP), one buffer a packet.
+        let mut multi_buffer = match memory {
+            Memory::Shared(s) => s.multi_buffer,
+            _ => true,
+        };
+        let sg = if matches!(memory, Memory::Shared(_)) { 0 } else { libc::XDP_USE_SG };
+        let mut bound = bind_retrying(&fd, libc::sockaddr_xdp { sxdp_flags: flags | sg, ..sa });
+        if sg != 0 && matches!(&bound, Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP))) {
+            multi_buffer = false;
+            bound = bind_retrying(&fd, sa);
         }
-        if r != 0 {
+        if let Err(e) = bound {
             let mode = if copy_flag == libc::XDP_ZEROCOPY { "zero-copy" } else { "copy" };
-            return Err(os_error(&format!("binding AF_XDP ({mode}) to interface {ifindex} queue {queue}")));
+            return Err(io::Error::new(
+                e.kind(),
+                format!("binding AF_XDP ({mode}) to interface {ifindex} queue {queue}: {e}"),
+            ));
         }
         // SAFETY: `xdp_options` is integers only, and is what this option writes.
         let opts: io::Result<libc::xdp_options> =
@@ -504,6 +535,7 @@ impl XskSocket {
                 _ => Vec::with_capacity(c.frames as usize),
             },
             need_wakeup: c.need_wakeup,
+            multi_buffer,
         };
         // Some frames wait in the fill ring for packets; the rest stay in the
         // stash for transmitting and for other ports sharing the UMEM.
@@ -514,6 +546,12 @@ impl XskSocket {
     /// The socket's descriptor, for the XSKMAP.
     pub fn raw_fd(&self) -> std::os::fd::RawFd {
         self.fd.as_raw_fd()
+    }
+
+    /// True if a packet may come, and may be sent, in several frames
+    /// (`RxDesc::more`, `transmit_chain`).
+    pub fn is_multi_buffer(&self) -> bool {
+        self.multi_buffer
     }
 
     /// True if the driver gave us zero-copy.
@@ -563,7 +601,7 @@ impl XskSocket {
         let cons = self.rx.consumer().load(Ordering::Relaxed);
         for (i, slot) in out.iter_mut().enumerate().take(n as usize) {
             let d = self.rx.read_desc(cons.wrapping_add(i as u32));
-            *slot = RxDesc { addr: d.addr, len: d.len };
+            *slot = RxDesc { addr: d.addr, len: d.len, more: d.options & libc::XDP_PKT_CONTD != 0 };
         }
         self.rx.consumer().store(cons.wrapping_add(n), Ordering::Release);
         n as usize
@@ -642,6 +680,27 @@ impl XskSocket {
         true
     }
 
+    /// Queues one packet in several frames (`(address, length)` each, in
+    /// order), all or none: false, with nothing queued, when the tx ring
+    /// has not room for all, or the socket takes one frame a packet.
+    pub fn transmit_chain(&mut self, frames: &[(u64, u32)]) -> bool {
+        if frames.len() > 1 && !self.multi_buffer || (self.tx.free() as usize) < frames.len() {
+            return false;
+        }
+        let prod = self.tx.producer().load(Ordering::Relaxed);
+        for (i, &(addr, len)) in frames.iter().enumerate() {
+            let options = if i + 1 < frames.len() { libc::XDP_PKT_CONTD } else { 0 };
+            self.tx.write_desc(prod.wrapping_add(i as u32), libc::xdp_desc { addr, len, options });
+        }
+        self.tx.producer().store(prod.wrapping_add(frames.len() as u32), Ordering::Release);
+        true
+    }
+
+    /// The bytes a frame holds for sending: all of it, no headroom.
+    pub fn frame_size(&self) -> usize {
+        self.frame_size as usize
+    }
+
     /// Frames queued for transmission and not yet taken by the kernel.
     pub fn tx_pending(&self) -> u32 {
         self.tx.size - self.tx.free()
@@ -692,14 +751,16 @@ impl XskSocket {
         let cons = self.tx.consumer().load(Ordering::Acquire);
         let prod = self.tx.producer().load(Ordering::Relaxed);
         let n = prod.wrapping_sub(cons);
-        let mut bytes = 0;
+        let (mut packets, mut bytes) = (0, 0);
         for i in 0..n {
             let d = self.tx.read_desc(cons.wrapping_add(i));
             into.push(d.addr - d.addr % fs);
             bytes += u64::from(d.len);
+            // A packet in several frames counts once, at its last.
+            packets += u32::from(d.options & libc::XDP_PKT_CONTD == 0);
         }
         self.tx.producer().store(cons, Ordering::Release);
-        (n, bytes)
+        (packets, bytes)
     }
 
     /// Hands every frame this socket holds to `into`, to go on serving

@@ -240,6 +240,12 @@ impl Pipeline {
         self.stats.count_unsent(out, frames, bytes);
     }
 
+    /// A frame the I/O layer dropped before the pipeline saw it, for
+    /// `reason`, counted on vif `vif` as the pipeline counts its own.
+    pub fn count_drop(&mut self, vif: VifIndex, reason: crate::stats::DropReason) {
+        self.stats.count_drop(vif, reason);
+    }
+
     /// Frames the fast lane left to the general vector, since the start:
     /// those it may not take (a SYN, ARP, a new flow, a drop) and those it
     /// gave back (a flow whose decision is to be made again). A measure of

@@ -154,7 +154,7 @@ pub fn sink_until_ready(dev: &str, o: &SinkOptions, ready: impl FnOnce()) -> io:
     };
     ready();
     let mut tally = Tally::new();
-    let mut descs = [RxDesc { addr: 0, len: 0 }; BURST as usize];
+    let mut descs = [RxDesc { addr: 0, len: 0, more: false }; BURST as usize];
     let start = Instant::now();
     let (mut first, mut last) = (None, start);
     let mut last_progress = start;

@@ -144,6 +144,10 @@ drop_reasons! {
     /// A fragment that came before its datagram's first found no room to
     /// wait for it.
     FragmentQueueFull => "fragment_queue_full", "Fragment Queueing Failures";
+    /// A frame that came in several buffers (a jumbo frame) longer than a
+    /// worker puts together (`io::jumbo::LONGEST`): longer than any vif's
+    /// MTU may be.
+    FrameTooLong => "frame_too_long", "Invalid Packet";
 }
 
 #[cfg(test)]

@@ -405,6 +405,28 @@ pub fn tshark_fields(cmd: &mut std::process::Command, fields: &[&str]) {
     }
 }
 
+/// Captures what `filter` takes on interface `dev` of namespace `ns` while
+/// `traffic` runs (for up to 6 s in all), and reads `fields` of it with
+/// tshark.
+pub fn capture_in(ns: &str, dev: &str, filter: &str, fields: &[&str], traffic: impl FnOnce()) -> Vec<Vec<String>> {
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args(["netns", "exec", ns, "timeout", "6", "tshark", "-n", "-i", dev, "-f", filter]);
+    tshark_fields(&mut cmd, fields);
+    let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    // Send only once tshark is capturing, however long it takes to start.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    // "Capturing on" comes before the capture process runs; "Capture started" after.
+    while std::io::BufRead::read_line(&mut stderr, &mut line).unwrap_or(0) > 0 && !line.contains("Capture started") {
+        line.clear();
+    }
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    traffic();
+    let out = child.wait_with_output().unwrap();
+    tshark_rows(&out.stdout)
+}
+
 /// tshark's output for `tshark_fields`: per frame, the fields.
 pub fn tshark_rows(stdout: &[u8]) -> Vec<Vec<String>> {
     String::from_utf8_lossy(stdout).lines().map(|l| l.split('|').map(str::to_string).collect()).collect()
