@@ -638,18 +638,24 @@ impl Worker {
         }
     }
 
-    /// Copies `data` into a frame of port `o`'s and sends it; with none in
-    /// its stash, from the stash of the port on its UMEM that has the most
-    /// to spare (`rebalance` tops stashes up once a round; a burst handed
-    /// over from other workers can empty one sooner).
+    /// Copies `data` into a frame of port `o`'s (a chain of them, for a
+    /// jumbo frame) and sends it; with too few in its stash, from the stash
+    /// of the port on its UMEM that has the most to spare (`rebalance` tops
+    /// stashes up once a round; a burst handed over from other workers can
+    /// empty one sooner).
     fn copy_to(&mut self, o: usize, data: &[u8]) -> bool {
-        if self.ports[o].sock.free_frames() == 0 {
+        // Asked only for as many as the frame needs: a jumbo frame found a
+        // stash of 1-4 frames too few, and was dropped though others had
+        // frames to spare (a 9000-byte ping with the fabric's fill ring
+        // holding most of a small UMEM).
+        let need = data.len().div_ceil(self.ports[o].sock.frame_size()).max(1);
+        if self.ports[o].sock.free_frames() < need {
             let richest = (0..self.ports.len())
                 .filter(|&j| j != o && self.ports[j].sock.shares_umem_with(&self.ports[o].sock))
                 .map(|j| (j, self.ports[j].spare_frames()))
                 .max_by_key(|&(_, spare)| spare);
             if let Some((j, spare)) = richest.filter(|&(_, spare)| spare > 0) {
-                give_frames(&mut self.ports, j, o, (spare as usize).min(VECTOR));
+                give_frames(&mut self.ports, j, o, (spare as usize).min(VECTOR.max(need)));
             }
         }
         copy_out(&mut self.ports[o].sock, data)
