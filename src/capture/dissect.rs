@@ -4,7 +4,7 @@
 //! label and the packet inside.
 
 use crate::tables::nexthop::{MPLS_UDP_LEGACY_PORT, MPLS_UDP_PORT};
-use crate::wire::{ethernet, gre, ip_proto, ipv4, ipv6, mpls, tcp, udp};
+use crate::wire::{ethernet, gre, ip_proto, ipv4, ipv6, mpls, tcp, udp, WireError};
 use std::net::IpAddr;
 
 /// An IP packet's addresses, protocol and payload.
@@ -36,7 +36,7 @@ impl<'a> IpLayer<'a> {
         }
         match self.proto {
             ip_proto::TCP => tcp::Packet::new_checked(self.payload).ok().map(|t| (t.src_port(), t.dst_port())),
-            ip_proto::UDP => udp::Packet::new_checked(self.payload).ok().map(|u| (u.src_port(), u.dst_port())),
+            ip_proto::UDP => udp_header(self.payload).map(|u| (u.src_port(), u.dst_port())),
             _ => None,
         }
     }
@@ -49,7 +49,7 @@ impl<'a> IpLayer<'a> {
         }
         match self.proto {
             ip_proto::UDP => {
-                let u = udp::Packet::new_checked(self.payload).ok()?;
+                let u = udp_header(self.payload)?;
                 let payload: &'a [u8] = self.payload;
                 matches!(u.dst_port(), MPLS_UDP_PORT | MPLS_UDP_LEGACY_PORT).then(|| &payload[udp::HEADER_LEN..])
             }
@@ -63,14 +63,36 @@ impl<'a> IpLayer<'a> {
     }
 }
 
+/// The UDP header at the start of `b`, whole, with its datagram whole
+/// or cut short (a capture's snap length), not one that is malformed.
+fn udp_header(b: &[u8]) -> Option<udp::Packet<&[u8]>> {
+    match udp::Packet::new_checked(b) {
+        Ok(u) => Some(u),
+        Err(WireError::Truncated) if b.len() >= udp::HEADER_LEN => Some(udp::Packet::new_unchecked(b)),
+        Err(_) => None,
+    }
+}
+
 /// Why a frame's IP packet could not be read, as its summary says it.
 pub(super) type Unreadable = &'static str;
 
-/// The IP packet in `b`, of either version by its first nibble.
+/// The IP packet in `b`, of either version by its first nibble. One cut
+/// short after its header (a capture's snap length: 2,048 bytes of a
+/// 9,000-byte jumbo frame) is read as far as it goes, as tcpdump reads it.
 pub(super) fn ip_layer(b: &[u8]) -> Result<IpLayer<'_>, Unreadable> {
     match b.first().map(|v| v >> 4) {
         Some(4) => {
-            let p = ipv4::Packet::new_checked(b).map_err(|_| "IP, truncated or malformed")?;
+            let p = match ipv4::Packet::new_checked(b) {
+                Ok(p) => p,
+                // Truncated with 20 bytes or more: the header checked out
+                // and only its total length runs past the bytes there.
+                Err(WireError::Truncated)
+                    if b.len() >= ipv4::HEADER_LEN && b.len() >= ipv4::Packet::new_unchecked(b).header_len() =>
+                {
+                    ipv4::Packet::new_unchecked(b)
+                }
+                Err(_) => return Err("IP, truncated or malformed"),
+            };
             let end = usize::from(p.total_len()).min(b.len());
             Ok(IpLayer {
                 src: p.src().into(),
@@ -81,7 +103,11 @@ pub(super) fn ip_layer(b: &[u8]) -> Result<IpLayer<'_>, Unreadable> {
             })
         }
         Some(6) => {
-            let p = ipv6::Packet::new_checked(b).map_err(|_| "IP6, truncated or malformed")?;
+            let p = match ipv6::Packet::new_checked(b) {
+                Ok(p) => p,
+                Err(WireError::Truncated) if b.len() >= ipv6::HEADER_LEN => ipv6::Packet::new_unchecked(b),
+                Err(_) => return Err("IP6, truncated or malformed"),
+            };
             let end = p.total_len().min(b.len());
             Ok(IpLayer {
                 src: p.src().into(),

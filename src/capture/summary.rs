@@ -165,4 +165,26 @@ mod tests {
         assert_eq!(summary(&eth(0x0800, &[0x45, 0])), "IP, truncated or malformed");
         assert!(summary(&eth(0x88cc, &[])).ends_with("ethertype 0x88cc"));
     }
+
+    #[test]
+    fn a_jumbo_frame_cut_at_the_snap_length_reads_as_far_as_its_headers() {
+        let (a, b) = (Ipv4Addr::new(10, 1, 0, 2), Ipv4Addr::new(10, 1, 0, 3));
+        let mut ping = vec![0x5a; 8908];
+        ping[..4].copy_from_slice(&[8, 0, 0, 0]);
+        let frame = eth(0x0800, &build::ipv4(a, b, ip_proto::ICMP, 64, false, &ping));
+        assert_eq!(summary(&frame[..2048]), "IP 10.1.0.2 > 10.1.0.3: ICMP echo request");
+        let l2 =
+            build::L2 { src: crate::wire::MacAddr([2, 0, 0, 0, 0, 1]), dst: crate::wire::MacAddr([2, 0, 0, 0, 0, 2]) };
+        let six = build::udp6_frame(l2, "fd00::2".parse().unwrap(), "fd00::3".parse().unwrap(), 5000, 53, 64, 9000);
+        assert_eq!(summary(&six[..2048]), "IP6 fd00::2.5000 > fd00::3.53: UDP");
+        let to_6635 = build::Tunnel::Udp(crate::tables::nexthop::MPLS_UDP_PORT);
+        let (n1, n2) = (Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2));
+        let tunnel = build::mpls_tunnel_frame(l2, to_6635, n1, n2, 16, 64, 50000, &frame[14..]);
+        assert_eq!(
+            summary(&tunnel[..2048]),
+            "IP 192.0.2.1.50000 > 192.0.2.2.6635: UDP, MPLS label 16: IP 10.1.0.2 > 10.1.0.3: ICMP echo request"
+        );
+        // Cut inside the header it is still not read.
+        assert_eq!(summary(&frame[..14 + 19]), "IP, truncated or malformed");
+    }
 }
