@@ -114,6 +114,7 @@ fn intent_becomes_tables_and_a_second_pass_changes_nothing() {
     let t = handle.load();
     // Contrail's layout: fabric vif0/0 in VRF 0, pods from vif0/3.
     assert_eq!(t.vif(0).unwrap().name, "fab");
+    assert_eq!(t.vif(0).unwrap().mtu, 1500, "the fabric's MTU unless the intent gives one");
     let names: Vec<(u32, String)> = t.vifs().map(|v| (v.index, v.name.clone())).collect();
     assert_eq!(names, [(0, "fab".into()), (3, "t-a1".into()), (4, "t-a2".into()), (5, "t-r1".into())]);
     let blue = t.vrfs().find(|v| v.name == "blue").unwrap();
@@ -312,6 +313,10 @@ fn bad_intent_is_refused_with_a_reason() {
             INTENT.replace("fabric_mac = \"02:fa:00:00:00:01\"", "fabric_mac = \"01:00:5e:00:00:01\""),
             "node.fabric_mac = 01:00:5e:00:00:01: not a unicast address",
         ),
+        (
+            INTENT.replace("fabric_mac = \"02:fa:00:00:00:01\"", "fabric_mac = \"02:fa:00:00:00:01\"\nfabric_mtu = 9217"),
+            "node.fabric_mtu = 9217: not in 68..=9216",
+        ),
         // Addresses vrouterd would refuse: none a station could have.
         (INTENT.replace("ip = \"10.1.0.3\"", "ip = \"224.0.0.9\""), "pod \"a2\", ip: 224.0.0.9 is a multicast address"),
         (INTENT.replace("ip = \"10.1.0.3\"", "ip = \"10.1.0.1\""), "pod \"a2\": its address is network \"blue\"'s gateway"),
@@ -418,6 +423,21 @@ fn policies_come_from_the_intent_with_networks_by_name() {
 
 /// A pod that routes, or shares a VRRP address, has its source check
 /// turned off in the intent; the others keep it.
+#[test]
+fn a_jumbo_fabric_and_its_pods_mtus_come_from_the_intent() {
+    let (sock, handle) = server("jumbo");
+    let mut c = client(&sock);
+    let text = INTENT
+        .replace("fabric_mac = \"02:fa:00:00:00:01\"", "fabric_mac = \"02:fa:00:00:00:01\"\nfabric_mtu = 9100")
+        .replace("mac = \"02:00:00:00:00:12\"", "mac = \"02:00:00:00:00:12\"\nmtu = 9000");
+    let i = intent(&text);
+    agent::reconcile_once(&mut c, &i, mac(&i)).unwrap();
+    let t = handle.load();
+    let mtu = |name: &str| t.vifs().find(|v| v.name == name).unwrap().mtu;
+    assert_eq!((mtu("fab"), mtu("t-a2"), mtu("t-a1")), (9100, 9000, 1500));
+    assert!(agent::plan(&mut c, &i, mac(&i)).unwrap().is_empty(), "a second pass changes nothing");
+}
+
 #[test]
 fn a_pods_source_check_comes_from_the_intent() {
     let (sock, handle) = server("rpf");

@@ -126,7 +126,7 @@ pub fn desired(intent: &Intent, fabric_mac: MacAddr, limits: &Limits, now: &Snap
             mac: fabric_mac,
             ipv4: Some(intent.node.underlay),
             ipv6: None,
-            mtu: 1500,
+            mtu: intent.node.fabric_mtu,
             proxy_arp: true,
             mss_clamp: true,
             disabled: false,

@@ -122,6 +122,15 @@ pub struct NodeIntent {
     /// Tunnel encapsulation to other nodes, unless a remote says otherwise.
     #[serde(default = "default_encap")]
     pub encap: EncapDef,
+    /// The fabric's MTU, which the tunnels and their ICMP "too big" answers
+    /// are sized by: 1500 unless given (9000 and up on a jumbo fabric,
+    /// whose pods may then be given MTUs up to it less 32 or 28 bytes).
+    #[serde(default = "default_fabric_mtu")]
+    pub fabric_mtu: u16,
+}
+
+fn default_fabric_mtu() -> u16 {
+    1500
 }
 
 fn default_encap() -> EncapDef {
@@ -274,6 +283,10 @@ impl Intent {
         }
         if let Some(mac) = self.node.fabric_mac.filter(|m| !m.is_unicast()) {
             return Err(format!("node.fabric_mac = {mac}: not a unicast address"));
+        }
+        // vrouterd's range for a vif's MTU (`tables`), said here with its name.
+        if !(68..=9216).contains(&self.node.fabric_mtu) {
+            return Err(format!("node.fabric_mtu = {}: not in 68..=9216", self.node.fabric_mtu));
         }
         // Addresses vrouterd would refuse: none a station could have.
         let station = |what: &str, a: IpAddr| match crate::tables::station_address_problem(a) {
