@@ -509,13 +509,28 @@ fn the_lab_end_to_end() {
     assert!(answers >= 1, "b1's answers, in by fab, to a1:\n{seen}{said}");
     assert_eq!(seen.lines().count(), out_to_b1 + answers, "only b1's:\n{seen}{said}");
 
-    // A datagram bigger than the tunnel's MTU: a1's kernel cuts it into
-    // 1500-byte fragments, too long for the tunnel once encapsulated, and
-    // vrouterd cuts those again (DF is clear) into spare frames of its own.
+    // A datagram bigger than a pod's MTU: a1's kernel cuts it into
+    // 1500-byte fragments, which cross the fabric (MTU 9100) as they are.
     listen_udp(&["b1"], 7779);
     assert!(send_datagram("a1", "10.1.1.2", 7779, 3000));
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(heard("b1", 7779), 3000, "b1 reassembled the datagram from the pieces");
+
+    // Jumbo frames: j1 and j2 are at MTU 9000, the fabric at 9100. Their
+    // 8,928-byte pings (DF set) cross in one tunnel frame each way.
+    let rows = capture(&["ip.len", "mpls.label"], || {
+        assert!(sh("j1", "ping -c 3 -i 0.2 -W 1 -M do -s 8900 10.1.1.5").0, "jumbo pings j1 -> j2 across nodes");
+    });
+    let whole = rows.iter().filter(|r| r[0] == "8960,8928").count();
+    assert!(whole >= 6, "three requests and three replies, each one MPLS-over-UDP frame: {rows:?}");
+    // j1's 3,000-byte datagram (DF clear) crosses whole, and node 2 cuts
+    // it for b1's MTU of 1500, from a frame that came in as a chain, into
+    // spare buffers of its own.
+    listen_udp(&["b1"], 7781);
+    let df_clear = "import socket; s = socket.socket(2, 2); s.setsockopt(0, 10, 0); s.sendto(b'j' * 3000, ('10.1.1.2', 7781))";
+    assert!(sh("j1", &format!("python3 -c \"{df_clear}\"")).0);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(heard("b1", 7781), 3000, "b1 reassembled j1's datagram from node 2's pieces");
 
     // Reordered fragments of flows to the service: each flow's member is
     // pinned by a whole datagram first (hashed with its ports); then a
@@ -590,8 +605,9 @@ fn the_lab_end_to_end() {
     eprintln!("route churn on a live node: {stat}; {}", String::from_utf8_lossy(&load.stdout).trim());
     let blue = lab(&["vrctl", "n1", "vrf", "list", "--json"], &[]);
     let blue: serde_json::Value = serde_json::from_str(&blue).unwrap();
-    // The agent's 8: the gateway, a1, a2, a2's allowed address, b1-b3, the service.
-    assert_eq!(blue[1]["status"]["routes_v4"], 8, "the churn left nothing behind: {blue}");
+    // The agent's 10: the gateway, a1, a2, a2's allowed address, b1-b3,
+    // the jumbo pods j1 and j2, the service.
+    assert_eq!(blue[1]["status"]["routes_v4"], 10, "the churn left nothing behind: {blue}");
 
     // Headless: the agent dies, forwarding goes on with the last tables.
     let agent_pid = std::fs::read_to_string(format!("{}/n1/agent.pid", lab_dir())).unwrap();
