@@ -527,7 +527,8 @@ fn the_lab_end_to_end() {
     // it for b1's MTU of 1500, from a frame that came in as a chain, into
     // spare buffers of its own.
     listen_udp(&["b1"], 7781);
-    let df_clear = "import socket; s = socket.socket(2, 2); s.setsockopt(0, 10, 0); s.sendto(b'j' * 3000, ('10.1.1.2', 7781))";
+    let df_clear =
+        "import socket; s = socket.socket(2, 2); s.setsockopt(0, 10, 0); s.sendto(b'j' * 3000, ('10.1.1.2', 7781))";
     assert!(sh("j1", &format!("python3 -c \"{df_clear}\"")).0);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(heard("b1", 7781), 3000, "b1 reassembled j1's datagram from node 2's pieces");
