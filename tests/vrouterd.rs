@@ -1362,6 +1362,12 @@ fn jumbo_frames_cross_the_node_and_its_tunnels_whole() {
     let dir = Scratch::dir("jumbo");
     let (_, mut api) = one_worker_vrouterd(&mut guard, &node, &dir, &jumbo_tables(&peer_mac), "");
     assert!(port_becomes(&mut api, 1, "up") && port_becomes(&mut api, 2, "up"), "a1's and a2's ports opened");
+    // What a port receives, as the API says it (read once a second).
+    let longest = (0..30).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        vif_status(&mut api, 1)["longest_frame"].as_u64()
+    });
+    assert_eq!(longest, Some(9984), "{}", vif_status(&mut api, 1));
 
     // Pod to pod: 8,928-byte frames each way, which a 4 KiB UMEM frame
     // cannot hold, with DF set: whole or not at all.

@@ -73,6 +73,9 @@ pub struct PortStatus {
     pub state: String,
     /// The kernel's counters of its sockets, once read (an open port).
     pub sockets: Option<SocketCounters>,
+    /// The longest frame it receives (an open port): a UMEM frame's 1,792
+    /// bytes, or a jumbo frame's 9,984 where its sockets take chains.
+    pub longest_frame: Option<u32>,
 }
 
 /// Everything the API reads and changes.
@@ -182,10 +185,12 @@ impl Control {
         };
     }
 
-    /// Records the kernel's counters of an open port's sockets.
-    pub fn set_port_sockets(&self, vif: VifIndex, counters: SocketCounters) {
+    /// Records the kernel's counters of an open port's sockets, and the
+    /// longest frame they receive.
+    pub fn set_port_sockets(&self, vif: VifIndex, counters: SocketCounters, longest_frame: u32) {
         if let Some(p) = self.ports.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&vif) {
             p.sockets = Some(counters);
+            p.longest_frame = Some(longest_frame);
         }
     }
 
@@ -767,6 +772,7 @@ impl Control {
         let c = counted.stats.vif(v.index);
         let port = self.port(v.index);
         let sockets = socket_counters_json(port.as_ref());
+        let longest_frame = port.as_ref().and_then(|p| p.longest_frame);
         with_status(
             &VifDef::from_vif(v),
             json!({
@@ -781,6 +787,7 @@ impl Control {
                 "drop_reasons": drop_reasons(&counted.stats, v.index),
                 "general_path": counted.general_from(v.index),
                 "kernel": sockets,
+                "longest_frame": longest_frame,
             }),
         )
     }

@@ -784,7 +784,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             said_links_failed = false;
             follow_links(&mut attached, links, &tables, &control);
             for (&vif, open) in &attached {
-                control.set_port_sockets(vif, open.socket_counters());
+                control.set_port_sockets(vif, open.socket_counters(), open.longest as u32);
             }
         }
         if last_advice.elapsed() >= Duration::from_secs(1) {
