@@ -404,6 +404,14 @@ fn node_with_a1(tag: &str) -> (Namespaces, String, String, String) {
     (guard, node, a1, second)
 }
 
+/// `node_with_a1`, with the second pod a2 on its veth pa2 (10.1.0.3, as
+/// `tables()` has it).
+fn node_with_a1_a2(tag: &str) -> (Namespaces, String, String, String) {
+    let (guard, node, a1, a2) = node_with_a1(tag);
+    add_pod(&node, "pa2", &a2, "10.1.0.3", "02:00:00:00:01:02");
+    (guard, node, a1, a2)
+}
+
 impl Drop for Namespaces {
     fn drop(&mut self) {
         if let Some(c) = &mut self.1 {
@@ -1199,8 +1207,7 @@ fn a_worker_polls_on_after_a_frame_so_that_a_conversation_keeps_it_awake() {
     if !root_or_skip("vrouterd tests") {
         return;
     }
-    let (mut guard, node, a1, a2) = node_with_a1("b");
-    add_pod(&node, "pa2", &a2, "10.1.0.3", "02:00:00:00:01:02");
+    let (mut guard, node, a1, _a2) = node_with_a1_a2("b");
     // Wake-ups while a1 pings a2 a hundred times, 10 ms apart, with each
     // busy_poll_us. Only this test's pods send, and a worker that sleeps
     // between pings is woken by each.
@@ -1350,12 +1357,9 @@ fn jumbo_frames_cross_the_node_and_its_tunnels_whole() {
     if !root_or_skip("vrouterd tests") {
         return;
     }
-    let (mut guard, node, a1, a2) = node_with_a1("j");
-    add_pod(&node, "pa2", &a2, "10.1.0.3", "02:00:00:00:01:02");
-    for (ns, dev, mtu) in [(&node, "pa1", "9000"), (&a1, "eth0", "9000"), (&node, "pa2", "9000"), (&a2, "eth0", "9000")]
-        .into_iter()
-        .chain([(&node, "fab", "9100"), (&node, "fabpeer", "9100")])
-    {
+    let (mut guard, node, a1, a2) = node_with_a1_a2("j");
+    let pods = [(&node, "pa1"), (&a1, "eth0"), (&node, "pa2"), (&a2, "eth0")].map(|(ns, dev)| (ns, dev, "9000"));
+    for (ns, dev, mtu) in pods.into_iter().chain([(&node, "fab", "9100"), (&node, "fabpeer", "9100")]) {
         in_ns(ns, &["ip", "link", "set", dev, "mtu", mtu]);
     }
     let peer_mac = in_ns(&node, &["cat", "/sys/class/net/fabpeer/address"]).trim().to_string();

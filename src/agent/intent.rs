@@ -284,9 +284,10 @@ impl Intent {
         if let Some(mac) = self.node.fabric_mac.filter(|m| !m.is_unicast()) {
             return Err(format!("node.fabric_mac = {mac}: not a unicast address"));
         }
-        // vrouterd's range for a vif's MTU (`tables`), said here with its name.
-        if !(68..=9216).contains(&self.node.fabric_mtu) {
-            return Err(format!("node.fabric_mtu = {}: not in 68..=9216", self.node.fabric_mtu));
+        // vrouterd's range for a vif's MTU, said here with its name.
+        let mtus = crate::tables::vif::MTU_RANGE;
+        if !mtus.contains(&self.node.fabric_mtu) {
+            return Err(format!("node.fabric_mtu = {}: not in {mtus:?}", self.node.fabric_mtu));
         }
         // Addresses vrouterd would refuse: none a station could have.
         let station = |what: &str, a: IpAddr| match crate::tables::station_address_problem(a) {

@@ -63,36 +63,36 @@ impl<'a> IpLayer<'a> {
     }
 }
 
-/// The UDP header at the start of `b`, whole, with its datagram whole
-/// or cut short (a capture's snap length), not one that is malformed.
-fn udp_header(b: &[u8]) -> Option<udp::Packet<&[u8]>> {
-    match udp::Packet::new_checked(b) {
-        Ok(u) => Some(u),
-        Err(WireError::Truncated) if b.len() >= udp::HEADER_LEN => Some(udp::Packet::new_unchecked(b)),
+/// A header's view as `new_checked` gives it, or, where only the packet's
+/// length runs past the bytes there (a capture cut at its snap length:
+/// 2,048 bytes of a 9,000-byte jumbo frame), `cut`'s view of its header,
+/// read as far as it goes, as tcpdump reads it. None if malformed.
+fn whole_or_cut<P>(checked: Result<P, WireError>, cut: impl FnOnce() -> Option<P>) -> Option<P> {
+    match checked {
+        Ok(p) => Some(p),
+        Err(WireError::Truncated) => cut(),
         Err(_) => None,
     }
+}
+
+/// The UDP header at the start of `b`, its datagram whole or cut short.
+fn udp_header(b: &[u8]) -> Option<udp::Packet<&[u8]>> {
+    whole_or_cut(udp::Packet::new_checked(b), || (b.len() >= udp::HEADER_LEN).then(|| udp::Packet::new_unchecked(b)))
 }
 
 /// Why a frame's IP packet could not be read, as its summary says it.
 pub(super) type Unreadable = &'static str;
 
-/// The IP packet in `b`, of either version by its first nibble. One cut
-/// short after its header (a capture's snap length: 2,048 bytes of a
-/// 9,000-byte jumbo frame) is read as far as it goes, as tcpdump reads it.
+/// The IP packet in `b`, of either version by its first nibble, whole or
+/// cut short after its header (`whole_or_cut`).
 pub(super) fn ip_layer(b: &[u8]) -> Result<IpLayer<'_>, Unreadable> {
     match b.first().map(|v| v >> 4) {
         Some(4) => {
-            let p = match ipv4::Packet::new_checked(b) {
-                Ok(p) => p,
-                // Truncated with 20 bytes or more: the header checked out
-                // and only its total length runs past the bytes there.
-                Err(WireError::Truncated)
-                    if b.len() >= ipv4::HEADER_LEN && b.len() >= ipv4::Packet::new_unchecked(b).header_len() =>
-                {
-                    ipv4::Packet::new_unchecked(b)
-                }
-                Err(_) => return Err("IP, truncated or malformed"),
-            };
+            // Truncated with 20 bytes or more: the header checked out and
+            // only its total length runs past the bytes there.
+            let cut =
+                || Some(ipv4::Packet::new_unchecked(b)).filter(|p| b.len() >= ipv4::HEADER_LEN.max(p.header_len()));
+            let p = whole_or_cut(ipv4::Packet::new_checked(b), cut).ok_or("IP, truncated or malformed")?;
             let end = usize::from(p.total_len()).min(b.len());
             Ok(IpLayer {
                 src: p.src().into(),
@@ -103,11 +103,8 @@ pub(super) fn ip_layer(b: &[u8]) -> Result<IpLayer<'_>, Unreadable> {
             })
         }
         Some(6) => {
-            let p = match ipv6::Packet::new_checked(b) {
-                Ok(p) => p,
-                Err(WireError::Truncated) if b.len() >= ipv6::HEADER_LEN => ipv6::Packet::new_unchecked(b),
-                Err(_) => return Err("IP6, truncated or malformed"),
-            };
+            let cut = || (b.len() >= ipv6::HEADER_LEN).then(|| ipv6::Packet::new_unchecked(b));
+            let p = whole_or_cut(ipv6::Packet::new_checked(b), cut).ok_or("IP6, truncated or malformed")?;
             let end = p.total_len().min(b.len());
             Ok(IpLayer {
                 src: p.src().into(),

@@ -563,15 +563,9 @@ impl Worker {
                         }
                         ok
                     }
-                    // Another UMEM: copy.
-                    Some(o) => {
-                        let ok = self.copy_to(o, f.data());
-                        self.ports[p].sock.release(rx_addr);
-                        self.counters.copied += u64::from(ok);
-                        ok
-                    }
-                    None => {
-                        let ok = self.hand_off(out, f.data());
+                    // Another UMEM, or another worker's port.
+                    _ => {
+                        let ok = self.copy_out_of(out, f.data());
                         self.ports[p].sock.release(rx_addr);
                         ok
                     }
@@ -591,14 +585,7 @@ impl Worker {
     fn send_jumbo(&mut self, f: Frame<JumboBuf>) {
         self.tap_sent(&f);
         if let Verdict::Tx(out) = f.verdict {
-            let sent = match port_for(&self.port_of, out) {
-                Some(o) => {
-                    let ok = self.copy_to(o, f.data());
-                    self.counters.copied += u64::from(ok);
-                    ok
-                }
-                None => self.hand_off(out, f.data()),
-            };
+            let sent = self.copy_out_of(out, f.data());
             self.count_sent(out, sent, f.len());
         } else if matches!(f.verdict, Verdict::ToHost | Verdict::ToAgent(_)) {
             self.counters.punted += 1;
@@ -612,6 +599,20 @@ impl Worker {
             if let (Some(tap), Verdict::Tx(out)) = (&self.tap, f.verdict) {
                 tap.sent(out, f.data(), self.tap_now);
             }
+        }
+    }
+
+    /// Sends a copy of `data` out of vif `out`: into frames of this
+    /// worker's port for it, or, with none here, to the owner of the
+    /// port's queue 0 (`hand_off`).
+    fn copy_out_of(&mut self, out: VifIndex, data: &[u8]) -> bool {
+        match port_for(&self.port_of, out) {
+            Some(o) => {
+                let ok = self.copy_to(o, data);
+                self.counters.copied += u64::from(ok);
+                ok
+            }
+            None => self.hand_off(out, data),
         }
     }
 
@@ -916,7 +917,8 @@ impl Worker {
         watch.mark(Stage::Tx);
         self.process_jumbo(vif, &tables, &mut watch);
         if watch.is_on() {
-            runtime.packets = n as u64;
+            // Frames, not descriptors: a jumbo frame came in several.
+            runtime.packets = packets;
             runtime.batches = 1;
             self.counters.runtime.add(&runtime);
         }

@@ -151,7 +151,8 @@ pub(crate) fn poll_all(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<
 /// work queue. So a bind right after another process let go (a restart,
 /// the next run of a tool) can see EBUSY; it is retried for up to a second.
 fn bind_retrying(fd: &OwnedFd, sa: libc::sockaddr_xdp) -> io::Result<()> {
-    for attempt in 1..=BIND_TRIES {
+    let mut attempt = 1;
+    loop {
         // SAFETY: `sa` is a valid sockaddr_xdp and the length says so.
         let r = unsafe {
             libc::bind(fd.as_raw_fd(), (&sa as *const libc::sockaddr_xdp).cast(), std::mem::size_of_val(&sa) as u32)
@@ -163,9 +164,9 @@ fn bind_retrying(fd: &OwnedFd, sa: libc::sockaddr_xdp) -> io::Result<()> {
         if attempt == BIND_TRIES || e.raw_os_error() != Some(libc::EBUSY) {
             return Err(e);
         }
+        attempt += 1;
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    Ok(())
 }
 
 /// A UMEM's memory and shape. It outlives the sockets bound to it: when a
@@ -501,11 +502,11 @@ impl XskSocket {
         // a UMEM frame (jumbo) comes in a chain of them instead of being
         // dropped; where the kernel or the zero-copy driver has no such
         // binding (before 6.6: EINVAL; EOPNOTSUPP), one buffer a packet.
-        let mut multi_buffer = match memory {
-            Memory::Shared(s) => s.multi_buffer,
-            _ => true,
+        // A socket sharing a UMEM inherits its owner's and may not ask.
+        let (mut multi_buffer, sg) = match memory {
+            Memory::Shared(s) => (s.multi_buffer, 0),
+            _ => (true, libc::XDP_USE_SG),
         };
-        let sg = if matches!(memory, Memory::Shared(_)) { 0 } else { libc::XDP_USE_SG };
         let mut bound = bind_retrying(&fd, libc::sockaddr_xdp { sxdp_flags: flags | sg, ..sa });
         if sg != 0 && matches!(&bound, Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP))) {
             multi_buffer = false;

@@ -75,6 +75,10 @@ pub struct FloatingIp {
 /// At most this many forwarded ports a floating IP.
 pub const MAX_PORT_MAPS: usize = 16;
 
+/// The MTUs a vif may have: IPv4's least, and the largest jumbo frames
+/// switches carry (`io::jumbo` receives frames of them whole).
+pub const MTU_RANGE: std::ops::RangeInclusive<u16> = 68..=9216;
+
 /// A forwarded port of a floating IP: `port` of the floating IP, for
 /// protocol `proto` (TCP or UDP), reaches the pod's `target`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -912,8 +912,9 @@ impl TablesWriter {
         if w.vrf(v.vrf).is_none() {
             return Err(TableError::MissingReference { field: "vrf", what: "VRF", id: v.vrf });
         }
-        if !(68..=9216).contains(&v.mtu) {
-            return Err(TableError::OutOfRange { field: "mtu", value: v.mtu.into(), min: 68, max: 9216 });
+        if !super::vif::MTU_RANGE.contains(&v.mtu) {
+            let (min, max) = (*super::vif::MTU_RANGE.start(), *super::vif::MTU_RANGE.end());
+            return Err(TableError::OutOfRange { field: "mtu", value: v.mtu.into(), min: min.into(), max: max.into() });
         }
         self.check_vif_on_node(v)?;
         Self::check_vif_addresses(v)?;
