@@ -2971,3 +2971,92 @@ fn a_denied_flow_stays_in_the_lane_after_a_route_change() {
     let counted = table.dump(None, 10, 0).into_iter().filter(|f| f.forward).map(|f| f.packets).collect::<Vec<_>>();
     assert_eq!(counted, [10, 10], "every packet counted on its flow");
 }
+
+/// A worker's flow cache is an optimisation, not a second behaviour: with
+/// it and without it, the same packets of plain flows come out with the
+/// same verdicts, bytes and counters, flow entries included. Each packet
+/// differs from the last of its flow in what a hit writes anew (its length,
+/// identification and TTL), to a local pod, into an MPLS-over-UDP tunnel,
+/// into an MPLS-over-GRE one and through the service's composite. A flow
+/// removed under the cache (`flush`, as `vrctl flow flush` does) is made
+/// again by its next packet, not forwarded on what the cache kept; one
+/// longer than its way out takes whole is cut by the full way.
+#[test]
+fn the_flow_cache_forwards_as_the_full_way_does() {
+    use vrouter::pipeline::{Pipeline, PipelineConfig};
+    let mut labs = [true, false].map(|flow_cache| {
+        let (mut lab, table) = lab_allowing_all();
+        let limits = *lab.handle.load().limits();
+        lab.pipeline = Pipeline::new(PipelineConfig { flow_cache, ..PipelineConfig::default() }, &limits);
+        lab.pipeline.set_flows(Some(table.clone()));
+        (lab, table)
+    });
+    let dsts = [a2_ip(), remote_ip(), gre_remote_ip(), service_ip()];
+    // Packet `n` of the flow to `dst` (one source port a destination).
+    let packet = |n: usize, dst: Ipv4Addr| {
+        let mut f = build::udp4_frame(from_a1(), a1_ip(), dst, 7000, 53, 64 - n as u8, 100 + 37 * n);
+        f[18..20].copy_from_slice(&(n as u16 * 7919).to_be_bytes());
+        f[24..26].fill(0);
+        let sum = vrouter::wire::checksum::checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&sum.to_be_bytes());
+        f
+    };
+    let run = |labs: &mut [(Lab, Arc<FlowTable>); 2], f: Vec<u8>, what: &str| {
+        let (a, b) = (labs[0].0.run(A1, f.clone()), labs[1].0.run(A1, f));
+        assert_eq!(a, b, "{what}");
+        assert_eq!(labs[0].0.stats(), labs[1].0.stats(), "counters after {what}");
+        a.0
+    };
+    for n in 0..6 {
+        for dst in dsts {
+            let v = run(&mut labs, packet(n, dst), &format!("packet {n} to {dst}"));
+            assert!(matches!(v, Verdict::Tx(_)), "packet {n} to {dst}: {v:?}");
+        }
+    }
+    let counts = |labs: &[(Lab, Arc<FlowTable>); 2]| labs[0].0.pipeline.flow_cache_counts().expect("on");
+    let c = counts(&labs);
+    // The first packet of each makes its flow, the second fills the cache,
+    // the other four are its hits.
+    assert_eq!((c.fills, c.hits), (4, 16), "{c:?}");
+    assert_eq!(labs[1].0.pipeline.flow_cache_counts(), None, "the second lab keeps none");
+
+    for (_, table) in &labs {
+        assert_eq!(table.flush(), 4);
+    }
+    for dst in dsts {
+        run(&mut labs, packet(6, dst), &format!("the first packet to {dst} after the flush"));
+        assert_eq!(labs[0].1.len(), labs[1].1.len());
+    }
+    let c = counts(&labs);
+    assert_eq!((c.forgotten, c.hits), (4, 16), "every entry found its flow gone: {c:?}");
+    assert_eq!(labs[0].1.len(), 4, "the flows are made again");
+
+    // Longer than the fabric's MTU, with DF clear: the full way cuts it.
+    for n in 7..9 {
+        run(&mut labs, packet(n, remote_ip()), "a hit");
+    }
+    let mut long = build::udp4_frame(from_a1(), a1_ip(), remote_ip(), 7000, 53, 64, 1600);
+    long[20] = 0;
+    long[24..26].fill(0);
+    let sum = vrouter::wire::checksum::checksum(&long[14..34]);
+    long[24..26].copy_from_slice(&sum.to_be_bytes());
+    let (lens, extra) = {
+        let mut out = Vec::new();
+        for (lab, _) in labs.iter_mut() {
+            let (frames, extra) = lab.run_with(&[(A1, long.clone())], 4);
+            out.push((frames[0].verdict, frames[0].data().to_vec(), extra.len()));
+        }
+        (out[0].clone(), out[1].clone())
+    };
+    assert_eq!(lens.0, extra.0);
+    assert_eq!(lens, extra, "the long datagram, cut alike");
+    assert!(lens.2 > 0, "into fragments");
+    assert_eq!(labs[0].0.stats(), labs[1].0.stats());
+    let mut flows = labs.iter().map(|(_, t)| {
+        let mut v: Vec<_> =
+            t.dump(None, usize::MAX, 0).into_iter().map(|e| (e.key, e.packets, e.bytes, e.ecmp)).collect();
+        v.sort_by_key(|e| format!("{e:?}"));
+        v
+    });
+    assert_eq!(flows.next(), flows.next(), "the flows counted alike");
+}

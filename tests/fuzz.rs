@@ -543,6 +543,11 @@ fn the_fast_path_matches_the_general_path_with_flows() {
         lab.writer.apply(&change).unwrap();
     });
     same_flows(&fast_flows, &general_flows);
+    // The fast path's flow cache took hits, and every route and policy
+    // change above made it stale.
+    let cache = fast.flow_cache_counts().expect("a flow cache by default");
+    assert!(cache.hits > 1000 && cache.fills > 100, "{cache:?}");
+    assert!(cache.renewals >= 10, "{cache:?}");
 }
 
 /// A policy that denies UDP from source ports `lo..=hi` and allows the rest.

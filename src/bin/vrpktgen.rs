@@ -141,6 +141,10 @@ enum Command {
         /// baseline to compare against in the same run.
         #[arg(long)]
         general_path: bool,
+        /// Keep no flow cache in the pipeline: the flows' hits take the
+        /// flow table and the next hop every time, a same-run baseline.
+        #[arg(long)]
+        no_flow_cache: bool,
         /// Give the VRF a 100-rule policy: every packet goes through the
         /// flow table (flows are set up in the warm-up, then hit).
         #[arg(long)]
@@ -478,6 +482,7 @@ fn main() -> ExitCode {
             flows,
             frame_len,
             general_path,
+            no_flow_cache,
             flow_policy,
             flow_table,
             flow_deny,
@@ -527,6 +532,7 @@ fn main() -> ExitCode {
                 batch,
                 frame_len,
                 fast_path: !general_path,
+                flow_cache: !no_flow_cache,
                 flow_policy,
                 flow_table,
                 flow_deny,

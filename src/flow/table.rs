@@ -1239,7 +1239,57 @@ impl FlowTable {
     /// is on the slot's first line, which the lookup read.
     #[inline]
     pub fn touch(&self, slot: u32, bytes: u32, tcp_flags: u8, now: u64) {
-        let Some(s) = self.slots.get(slot as usize) else { return };
+        if let Some(s) = self.slots.get(slot as usize) {
+            Self::count(s, bytes, tcp_flags, now);
+        }
+    }
+
+    /// `touch`, if entry `slot` is unchanged since a reader found its
+    /// sequence count `seq` there (`sequence_of`): the flow cache's check
+    /// that what it copied of the entry still holds (the entry was not
+    /// removed, nor given to another flow, nor decided or pinned again).
+    /// False, counting nothing, if it changed.
+    #[inline(always)]
+    pub fn touch_unchanged(&self, slot: u32, seq: u32, bytes: u32, tcp_flags: u8, now: u64) -> bool {
+        let Some(s) = self.slots.get(slot as usize) else { return false };
+        if s.seq.load(Acquire) != seq {
+            return false;
+        }
+        Self::count(s, bytes, tcp_flags, now);
+        true
+    }
+
+    /// The sequence count of the entry a `forward_only` hit (`hit`, found by
+    /// `p` under `policy`) came from, if the entry still is what the hit
+    /// read: for the flow cache, which keeps it to tell later whether the
+    /// entry changed (`touch_unchanged`). Read again, with the seqlock's
+    /// two loads: `forward_only` does not keep the count, and making it do
+    /// so cost every hit the field.
+    pub fn sequence_of(&self, p: &Probe, hit: &Forwarding, policy: PolicyGenerations) -> Option<u32> {
+        let s = self.slots.get(hit.slot as usize)?;
+        let v1 = s.seq.load(Acquire);
+        if v1 & (LIVE | WRITING) != LIVE {
+            return None;
+        }
+        let same = s.holds(&p.words)
+            && decided_now(s.action.load(Relaxed), FLAG_PLAIN, Some(policy))
+            && decode_ecmp(s.ecmp.load(Relaxed)) == hit.ecmp
+            && s.hash.load(Relaxed) == hit.hash;
+        fence(Acquire);
+        (same && s.seq.load(Relaxed) == v1).then_some(v1)
+    }
+
+    /// Starts fetching the first line of entry `slot`, where a hit's count
+    /// and its sequence count are: the flow cache's second step.
+    #[inline(always)]
+    pub fn prefetch_slot(&self, slot: u32) {
+        if let Some(s) = self.slots.get(slot as usize) {
+            crate::memory::prefetch(&s.seq);
+        }
+    }
+
+    #[inline(always)]
+    fn count(s: &Slot, bytes: u32, tcp_flags: u8, now: u64) {
         let packets = s.packets.load(Relaxed).wrapping_add(1);
         s.packets.store(packets, Relaxed);
         if packets == 0 {

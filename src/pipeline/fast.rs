@@ -10,6 +10,7 @@
 //! to the general path untouched. The general path is the reference: a
 //! differential test runs both and compares every byte and counter.
 
+use super::express::Way;
 use super::flow::{count_settled, policed_elsewhere};
 use super::forward::{push_tunnel, ETH};
 use super::{hash, Ctx, Frame, PipelineConfig, Verdict};
@@ -304,14 +305,20 @@ pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
 /// composite if `ecmp`), as the general path counts it (`forward::resolve`).
 #[inline(always)]
 pub(super) fn count_way_out(stats: &mut crate::stats::Stats, vrf: u32, nh: &NextHop, ecmp: bool) {
+    count_way(stats, vrf, Way::of(nh).unwrap_or(Way::Pod), ecmp);
+}
+
+/// `count_way_out` for a way out known already (the flow cache's).
+#[inline(always)]
+pub(super) fn count_way(stats: &mut crate::stats::Stats, vrf: u32, way: Way, ecmp: bool) {
     if let Some(c) = stats.vrf_mut(vrf) {
         if ecmp {
             c.ecmp_composites += 1;
         }
-        match nh {
-            NextHop::Tunnel(tun) if tun.encap == TunnelEncap::MplsOverGre => c.gre_mpls_tunnels += 1,
-            NextHop::Tunnel(_) => c.udp_mpls_tunnels += 1,
-            _ => c.encaps += 1,
+        match way {
+            Way::Gre => c.gre_mpls_tunnels += 1,
+            Way::Udp => c.udp_mpls_tunnels += 1,
+            Way::Pod => c.encaps += 1,
         }
     }
 }

@@ -17,6 +17,7 @@
 //! encap, 2.3 times the forwarding core's target).
 
 use super::decap;
+use super::express::{self, Asked};
 use super::fast;
 use super::fast6;
 use super::flow;
@@ -64,6 +65,7 @@ pub(super) fn run<B: AsRef<[u8]> + AsMut<[u8]>>(
     ctx: &mut Ctx<'_, B>,
     frames: &mut [Frame<B>],
     probes: &mut [Probe; VECTOR],
+    asked: &mut Asked,
     watch: &mut Stopwatch<'_>,
 ) -> Left {
     let Some(first) = frames.first().map(|f| f.vif) else { return Left { frames: 0, probed: 0 } };
@@ -75,7 +77,7 @@ pub(super) fn run<B: AsRef<[u8]> + AsMut<[u8]>>(
     }
     match vif.kind {
         VifKind::Virtual => {
-            let left = from_pod(ctx, frames, vif, probes, watch);
+            let left = from_pod(ctx, frames, vif, probes, asked, watch);
             if left.frames == 0 {
                 return left;
             }
@@ -93,6 +95,7 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
     frames: &mut [Frame<B>],
     vif: &Vif,
     probes: &mut [Probe; VECTOR],
+    asked: &mut Asked,
     watch: &mut Stopwatch<'_>,
 ) -> Left {
     let t = ctx.t;
@@ -118,10 +121,15 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
     let whole_slot = floating || vrf.floating_ips > 0 || vrf.imported_elsewhere > 0;
     let hint_complete = vrf.ecmp_blocks.is_complete();
     let own = vif.ipv4.filter(|_| vif.flags.source_check);
+    // The flow cache takes plain flows' hits: not a floating IP's pod's,
+    // most of whose hits rewrite.
+    let cache = ctx.cache.as_deref().filter(|_| !floating);
 
-    // Pass one: classify, and start each tracked frame's flow lookup.
+    // Pass one: classify, and start each tracked frame's flow lookup: in
+    // the flow cache where it may be there (`cached`), else in the table.
     let mut left = 0u32;
     let mut probed = 0u32;
+    let mut cached = 0u32;
     let mut unsure = 0u32;
     let mut keys = [0u32; VECTOR];
     let mut at = [0u8; VECTOR];
@@ -154,7 +162,15 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
                 true
             }
             Some(table) => {
-                if flow::prefetch_fast(table, f, vrf, &mut probes[i]) {
+                let key = match (cache, fast::head(f)) {
+                    (Some(_), Some(h)) => express::Key::of(h, vrf.id),
+                    _ => None,
+                };
+                if let (Some(cache), Some(key)) = (cache, key) {
+                    asked.keys[i] = key;
+                    asked.at[i] = cache.prefetch(&key);
+                    cached |= 1 << i;
+                } else if flow::prefetch_fast(table, f, vrf, &mut probes[i]) {
                     probed |= 1 << i;
                     if whole_slot {
                         probes[i].fetch_whole_slot();
@@ -167,7 +183,7 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
             keys[n] = dst;
             at[n] = i as u8;
             n += 1;
-        } else if probed & (1 << i) == 0 {
+        } else if (probed | cached) & (1 << i) == 0 {
             f.set_len(came[i] as usize);
             left |= 1 << i;
         }
@@ -175,9 +191,25 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
     watch.mark(Stage::Parse);
 
     // Pass two: the flows' slots are fetched while the routes are looked up.
+    // A frame the cache has (`hits`) fetches its flow's slot; one it has
+    // not (`unfilled`) is looked up in the table, and fills the cache if
+    // the full way forwards it.
+    let (mut hits, mut unfilled) = (0u32, 0u32);
     if let Some(table) = table {
         for i in lanes(probed) {
             table.prefetch_slots(&mut probes[i]);
+        }
+        if let (Some(cache), true) = (cache, cached != 0) {
+            for i in lanes(cached) {
+                match cache.find(&asked.keys[i], asked.at[i], table) {
+                    Some(entry) => {
+                        asked.at[i] = entry;
+                        hits |= 1 << i;
+                    }
+                    None if flow::prefetch_fast(table, &frames[i], vrf, &mut probes[i]) => unfilled |= 1 << i,
+                    None => left |= give_back_as_came(&mut frames[i], came[i]) << i,
+                }
+            }
         }
     }
     let mut routes = [Route { version: 0, leaf: 0 }; VECTOR];
@@ -185,14 +217,33 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
         let fibs: [&Fib<u32>; VECTOR] = [&vrf.v4; VECTOR];
         Fib::lookup_batch_routes(&fibs[..n], &keys[..n], &mut routes[..n]);
     }
+    if let (Some(table), true) = (table, unfilled != 0) {
+        for i in lanes(unfilled) {
+            table.prefetch_slots(&mut probes[i]);
+        }
+        probed |= unfilled;
+    }
     watch.mark(Stage::Lookup);
 
     // Pass three: each frame's next hop, carried out.
     let mut rx = Received::default();
-    let give_back = |f: &mut Frame<B>, i: usize| {
-        f.set_len(came[i] as usize);
-        1u32 << i
-    };
+    let give_back = |f: &mut Frame<B>, i: usize| give_back_as_came(f, came[i]) << i;
+    if let (Some(table), Some(cache), true) = (table, ctx.cache.as_deref_mut(), hits != 0) {
+        cache.count_hits(hits);
+        for i in lanes(hits) {
+            let f = &mut frames[i];
+            match cache.forward(asked.at[i], table, f, ctx.now, ctx.stats) {
+                Ok(v) => took(ctx.stats, f, came[i], v, &mut rx),
+                Err(miss) => {
+                    if miss == express::Miss::Changed {
+                        cache.forget(asked.at[i]);
+                    }
+                    cache.uncount_hit();
+                    left |= give_back(f, i);
+                }
+            }
+        }
+    }
     if unsure != 0 {
         // A frame whose route, wider than the VRF's hint, leads to a
         // composite is tracked after all: its flow, looked up cold, pins
@@ -262,7 +313,15 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
         // route of the VRF changed since) is taken below (`routed_again`).
         let settled = flow::settled(ctx, vrf, &probes[i]);
         let done = match settled.map(|s| vrf.v4.recall(s.route.route())) {
-            Some(Some(Some(target))) => deliver(ctx, f, came[i], vrf, target, settled, None, &mut rx),
+            Some(Some(Some(target))) => {
+                let done = deliver(ctx, f, came[i], vrf, target, settled, None, &mut rx);
+                if let (true, Some(table), Some(cache), Some(s)) =
+                    (done && unfilled & (1 << i) != 0, table, ctx.cache.as_deref_mut(), settled)
+                {
+                    cache.fill(t, table, vrf, asked.keys[i], asked.at[i], &probes[i], &s, target, f);
+                }
+                done
+            }
             Some(None) => {
                 stale |= 1 << i;
                 continue;
@@ -544,6 +603,14 @@ fn from_elsewhere<B: AsRef<[u8]> + AsMut<[u8]>>(t: &Tables, f: &mut Frame<B>, vi
     // As `fast::classify` trims it, once accepted.
     f.set_len(ETH + total);
     Some(dst)
+}
+
+/// Gives a frame the lane leaves back its length as it came (`came`):
+/// `fast::classify` trimmed it. Answers 1, for the frame's bit in a mask.
+#[inline(always)]
+fn give_back_as_came<B: AsRef<[u8]> + AsMut<[u8]>>(f: &mut Frame<B>, came: u32) -> u32 {
+    f.set_len(came as usize);
+    1
 }
 
 /// What the lane received and finished from its vif, counted once a vector.

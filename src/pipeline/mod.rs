@@ -16,6 +16,7 @@
 //! copied unless it must be fragmented.
 
 mod decap;
+mod express;
 mod fast;
 mod fast6;
 mod flow;
@@ -30,6 +31,7 @@ pub mod nat;
 mod neighbor;
 mod trace;
 
+pub use express::FlowCacheCounts;
 pub use flow::{judgement, Judgement, Ruling};
 pub use frame::{Frame, Spill};
 pub use trace::{trace, Traced, TracedFlow};
@@ -90,12 +92,21 @@ pub struct PipelineConfig {
     /// every frame down the general path, which gives the same result; the
     /// switch exists so that tests can prove that.
     pub fast_path: bool,
+    /// Keep each worker's flow cache (`express`), which the fast path's
+    /// hits on plain IPv4 flows take: the same result, with fewer steps.
+    /// Off, for tests that prove it and benchmarks that weigh it.
+    pub flow_cache: bool,
 }
 
 impl Default for PipelineConfig {
     fn default() -> Self {
         // 00:00:5e:00:01:00 is the MAC Tungsten Fabric's vRouter uses.
-        PipelineConfig { router_mac: MacAddr([0x00, 0x00, 0x5e, 0x00, 0x01, 0x00]), hash_seed: 0, fast_path: true }
+        PipelineConfig {
+            router_mac: MacAddr([0x00, 0x00, 0x5e, 0x00, 0x01, 0x00]),
+            hash_seed: 0,
+            fast_path: true,
+            flow_cache: true,
+        }
     }
 }
 
@@ -120,6 +131,8 @@ pub struct Pipeline {
     hold: hold::FragmentHold,
     /// The frames the fast lane left to the general vector, counted.
     general: general::Counts,
+    /// The flow cache, with a flow table (and `PipelineConfig::flow_cache`).
+    cache: Option<Box<express::FlowCache>>,
 }
 
 /// A vector's per-frame state between its stages.
@@ -127,6 +140,8 @@ struct Scratch {
     pending: [Pending; VECTOR],
     /// Frame `i`'s flow probe, if bit `i` of the vector's `probed` mask is set.
     probes: [Probe; VECTOR],
+    /// Frame `i`'s flow cache key and set, where the lane asked the cache.
+    cached: express::Asked,
 }
 
 // A vector's frames fit the bit masks of `process_vector`.
@@ -178,6 +193,8 @@ struct Ctx<'a, B> {
     /// packet is spared the lookup too. Set only for the length of that
     /// call (`resolve_routed`).
     route: Option<Route>,
+    /// This worker's flow cache, if it keeps one.
+    cache: Option<&'a mut express::FlowCache>,
 }
 
 impl Pipeline {
@@ -200,22 +217,44 @@ impl Pipeline {
             now: 0,
             swept_at: 0,
             sweep_owed: 0,
-            scratch: Box::new(Scratch { pending: [Pending::EMPTY; VECTOR], probes: [Probe::UNUSED; VECTOR] }),
+            scratch: Box::new(Scratch {
+                pending: [Pending::EMPTY; VECTOR],
+                probes: [Probe::UNUSED; VECTOR],
+                cached: express::Asked::NONE,
+            }),
             hold: hold::FragmentHold::new(),
             general: general::Counts::try_new(limits.vifs)?,
+            cache: None,
         })
     }
 
     /// Tracks flows in the VRFs that track them (`Vrf::tracks_flows`), in
     /// `table` (shared with the other workers).
     pub fn with_flows(mut self, table: std::sync::Arc<crate::flow::FlowTable>) -> Self {
-        self.flows = Some(table);
+        self.set_flows(Some(table));
         self
     }
 
-    /// Starts (`Some`) or stops (`None`) tracking flows.
+    /// Starts (`Some`) or stops (`None`) tracking flows. The flow cache
+    /// starts empty with each table.
     pub fn set_flows(&mut self, table: Option<std::sync::Arc<crate::flow::FlowTable>>) {
+        self.cache = match &table {
+            Some(t) if self.config.flow_cache => {
+                Some(Box::new(express::FlowCache::new(t.config().capacity, self.config.hash_seed)))
+            }
+            _ => None,
+        };
         self.flows = table;
+    }
+
+    /// Bytes the flow cache takes (0 without one).
+    pub fn flow_cache_bytes(&self) -> usize {
+        self.cache.as_ref().map_or(0, |c| c.memory_bytes())
+    }
+
+    /// What the flow cache did, if the pipeline keeps one.
+    pub fn flow_cache_counts(&self) -> Option<FlowCacheCounts> {
+        self.cache.as_ref().map(|c| c.counts())
     }
 
     /// The flow table, if flows are tracked.
@@ -318,11 +357,15 @@ impl Pipeline {
             hold: &mut self.hold,
             now: self.now,
             route: None,
+            cache: self.cache.as_deref_mut(),
         };
+        if let Some(c) = ctx.cache.as_deref_mut() {
+            c.begin(tables);
+        }
         self.general.new_batch();
         for (v, vector) in frames.chunks_mut(VECTOR).enumerate() {
             // The fast lane first; the general vector takes what it left.
-            let left = lane::run(&mut ctx, vector, &mut self.scratch.probes, watch);
+            let left = lane::run(&mut ctx, vector, &mut self.scratch.probes, &mut self.scratch.cached, watch);
             if left.frames == 0 {
                 continue;
             }

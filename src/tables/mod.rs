@@ -250,11 +250,19 @@ pub struct VrfPolicy {
     pub generation: u32,
 }
 
+/// The next snapshot's `Tables::stamp`.
+pub(crate) fn next_stamp() -> u64 {
+    static STAMPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    STAMPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// One consistent snapshot of every table.
 #[derive(Clone)]
 pub struct Tables {
     limits: Limits,
     generation: u64,
+    /// Which snapshot this is, unique in the process (`stamp`).
+    stamp: u64,
     vifs: CowVec<Arc<Vif>>,
     vrfs: CowVec<Arc<Vrf>>,
     nexthops: CowVec<Arc<NextHop>>,
@@ -277,6 +285,7 @@ impl Tables {
         Tables {
             limits,
             generation: 0,
+            stamp: next_stamp(),
             vifs: CowVec::new(limits.vifs),
             vrfs: CowVec::new(limits.vrfs),
             nexthops,
@@ -307,6 +316,15 @@ impl Tables {
     /// How many batches have been published before this snapshot.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// A number no other snapshot in the process has, its writer's or
+    /// another's: what a worker's flow cache was filled from
+    /// (`pipeline::express`), which a new snapshot makes stale whatever it
+    /// changed. `generation` counts one writer's batches, and two writers'
+    /// snapshots (tests have many) share it.
+    pub fn stamp(&self) -> u64 {
+        self.stamp
     }
 
     /// Vif `i`.

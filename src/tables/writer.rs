@@ -741,6 +741,7 @@ impl TablesWriter {
         self.policies_changed_by_routes(&mut work);
         self.judge_again_reaching(&mut work);
         work.generation += 1;
+        work.stamp = super::next_stamp();
         let generation = work.generation;
         let published = Arc::new(work);
         // `store` turns every reader's claim on the old snapshot into a real

@@ -1,0 +1,441 @@
+//! The flow cache: each worker's own copy of what a hit on a plain flow
+//! needs, kept so that the flow's next packets skip the shared flow table's
+//! lookup, the route's recall and the next hop's resolution. Open vSwitch's
+//! exact-match cache and VPP's rewrite strings are the models.
+//!
+//! An entry is filled when the lane has forwarded a hit the full way
+//! (`lane::from_pod`): the flow's key, its slot in the flow table and that
+//! slot's sequence count, the vif it leaves by, and the headers the full
+//! way wrote in front of the packet, copied from the frame (a tunnel's
+//! outer headers with the flow's label and UDP source port; a pod's
+//! Ethernet header). A later packet of the flow gets those headers, with
+//! only what differs per packet written anew (lengths, identification,
+//! checksums, TTLs), exactly as the full way writes them; the differential
+//! tests hold the two together.
+//!
+//! Nothing is copied that could go stale unseen. A new tables snapshot
+//! (`Tables::stamp`: a route, a next hop, a vif, a policy changed) makes
+//! every entry stale at once; a change to the flow's entry (removed, given
+//! to another flow, decided again, pinned to another member) changes its
+//! sequence count, which every hit checks as it counts the packet
+//! (`FlowTable::touch_unchanged`). Either way the packet takes the full
+//! way, which fills the entry again.
+
+use super::fast::HEAD;
+use super::forward::ETH;
+use super::{Frame, Verdict};
+use crate::flow::{FlowTable, Forwarding, Probe};
+use crate::stats::Stats;
+use crate::tables::{NextHop, RouteTarget, Tables, TunnelEncap, VifIndex, Vrf};
+use crate::wire::{checksum, ip_proto, ipv4, mpls};
+
+/// The longest headers an entry keeps: a tunnel's outer headers.
+const HEADERS: usize = 64;
+const UDP_HEADERS: usize = ETH + TunnelEncap::MplsOverUdp.ip_overhead();
+const GRE_HEADERS: usize = ETH + TunnelEncap::MplsOverGre.ip_overhead();
+const _: () = assert!(UDP_HEADERS <= HEADERS && GRE_HEADERS <= HEADERS);
+
+/// Entries of a set. With two, a tenth of a table's worth of flows that
+/// are all busy (the pipeline's benchmark: 10,000 flows over 16K sets) had
+/// 3.7 % of them in sets of three or more, which miss every time in turn
+/// (callgrind: a fill for one packet in 12).
+const WAYS: usize = 4;
+/// Sets of the cache, at most: 64K entries of 128 bytes, 8 MiB.
+const MOST_SETS: usize = 16 * 1024;
+const LEAST_SETS: usize = 64;
+
+/// How an entry's packets leave, which decides what a hit writes and which
+/// of the VRF's counters it adds to (`fast::count_way_out`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(super) enum Way {
+    /// To a pod on this node: a new Ethernet header.
+    Pod,
+    /// Into an MPLS-over-UDP tunnel.
+    Udp,
+    /// Into an MPLS-over-GRE tunnel.
+    Gre,
+}
+
+impl Way {
+    /// The way of next hop `nh`, if the cache can take it.
+    pub(super) fn of(nh: &NextHop) -> Option<Way> {
+        match nh {
+            NextHop::Encap { .. } => Some(Way::Pod),
+            NextHop::Tunnel(t) if t.encap == TunnelEncap::MplsOverUdp => Some(Way::Udp),
+            NextHop::Tunnel(_) => Some(Way::Gre),
+            _ => None,
+        }
+    }
+}
+
+/// A packet's flow as the cache knows it: its addresses and ports as they
+/// lie in the header (compared, never read as numbers), its VRF and its
+/// protocol. TCP and UDP alone: ICMP's identifier lies elsewhere, and its
+/// flows are few.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Key {
+    addrs: u64,
+    ports: u32,
+    /// The VRF (24 bits) over the protocol; never 0, which marks a free entry.
+    id: u32,
+}
+
+impl Key {
+    /// A placeholder for arrays of keys.
+    pub(super) const NONE: Key = Key { addrs: 0, ports: 0, id: 0 };
+
+    /// The key of the packet whose first `HEAD` bytes are `h` (a frame
+    /// `fast::classify` took), in VRF `vrf`, if the cache takes its flows.
+    #[inline(always)]
+    pub(super) fn of(h: &[u8; HEAD], vrf: u32) -> Option<Key> {
+        let proto = h[23];
+        if !matches!(proto, ip_proto::TCP | ip_proto::UDP) || vrf >= 1 << 24 {
+            return None;
+        }
+        Some(Key {
+            addrs: u64::from_ne_bytes([h[26], h[27], h[28], h[29], h[30], h[31], h[32], h[33]]),
+            ports: u32::from_ne_bytes([h[34], h[35], h[36], h[37]]),
+            id: (vrf << 8) | u32::from(proto),
+        })
+    }
+}
+
+/// An entry's headers, on a line of their own.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct Headers([u8; HEADERS]);
+
+/// A cached flow: 128 bytes, the key and what a hit reads first on the
+/// first line, the headers on the second.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct Entry {
+    key: Key,
+    /// The cache's epoch the entry was filled in (`FlowCache::epoch`).
+    epoch: u32,
+    /// The flow's slot in the flow table, and its sequence count then.
+    slot: u32,
+    seq: u32,
+    out: VifIndex,
+    /// The outer IPv4 header's constant words, summed (`Tunnel::ip_sum`).
+    ip_sum: u32,
+    /// The longest packet (IPv4 total length) the way out takes whole.
+    longest: u16,
+    way: Way,
+    ecmp: bool,
+    headers: Headers,
+}
+
+const _: () = assert!(std::mem::size_of::<Entry>() == 128);
+
+impl Entry {
+    const FREE: Entry = Entry {
+        key: Key::NONE,
+        epoch: 0,
+        slot: 0,
+        seq: 0,
+        out: 0,
+        ip_sum: 0,
+        longest: 0,
+        way: Way::Pod,
+        ecmp: false,
+        headers: Headers([0; HEADERS]),
+    };
+}
+
+/// Why a cached flow's packet was not forwarded from the cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Miss {
+    /// Longer than its way out takes whole: the full way cuts it or answers
+    /// it. The entry stays.
+    TooLong,
+    /// The flow's entry changed since the cache copied it: the cache
+    /// forgets it.
+    Changed,
+}
+
+/// What a worker's flow cache did, since it was made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowCacheCounts {
+    /// Packets forwarded from the cache.
+    pub hits: u64,
+    /// Entries filled: flows' first hits, and hits after a change.
+    pub fills: u64,
+    /// Entries found changed under their flow (`Miss::Changed`) and forgotten.
+    pub forgotten: u64,
+    /// Times a new tables snapshot made every entry stale.
+    pub renewals: u64,
+}
+
+/// One worker's flow cache: sets of `WAYS` entries, each a flow's hash's.
+pub struct FlowCache {
+    entries: Box<[Entry]>,
+    /// Sets less one: the set of a hash is `hash & mask`.
+    mask: usize,
+    /// The tables snapshot the entries of `epoch` were filled from.
+    stamp: u64,
+    epoch: u32,
+    seed: u64,
+    counts: FlowCacheCounts,
+}
+
+impl FlowCache {
+    /// A cache sized for a flow table of `pairs` pairs (an entry for each
+    /// direction, within bounds).
+    pub fn new(pairs: usize, seed: u64) -> FlowCache {
+        let sets = (2 * pairs / WAYS).next_power_of_two().clamp(LEAST_SETS, MOST_SETS);
+        let entries = vec![Entry::FREE; WAYS * sets].into_boxed_slice();
+        FlowCache { entries, mask: sets - 1, stamp: 0, epoch: 1, seed, counts: FlowCacheCounts::default() }
+    }
+
+    /// What the cache did.
+    pub fn counts(&self) -> FlowCacheCounts {
+        self.counts
+    }
+
+    /// Counts a vector's hits (`mask`: a bit a packet), once a vector.
+    #[inline(always)]
+    pub(super) fn count_hits(&mut self, mask: u32) {
+        self.counts.hits += u64::from(mask.count_ones());
+    }
+
+    /// Bytes the cache takes.
+    pub fn memory_bytes(&self) -> usize {
+        self.entries.len() * std::mem::size_of::<Entry>()
+    }
+
+    /// Starts a vector on snapshot `t`: if it is not the one the entries
+    /// were filled from, they are all stale from here.
+    #[inline(always)]
+    pub(super) fn begin(&mut self, t: &Tables) {
+        if t.stamp() != self.stamp {
+            self.renew(t.stamp());
+        }
+    }
+
+    #[cold]
+    fn renew(&mut self, stamp: u64) {
+        self.stamp = stamp;
+        self.epoch = self.epoch.wrapping_add(1);
+        self.counts.renewals += 1;
+        // Once in 4G snapshots: no entry of the epoch before the wrap may
+        // pass for one of the new.
+        if self.epoch == 0 {
+            self.entries.fill(Entry::FREE);
+            self.epoch = 1;
+        }
+    }
+
+    /// The first entry of `key`'s set, whose entries' first lines it
+    /// starts fetching.
+    #[inline(always)]
+    pub(super) fn prefetch(&self, key: &Key) -> u32 {
+        let h = (key.addrs ^ self.seed).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            ^ (u64::from(key.ports) << 32 | u64::from(key.id)).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+        let at = (((h >> 32) as usize) & self.mask) * WAYS;
+        if let Some(set) = self.entries.get(at..at + WAYS) {
+            for e in set {
+                crate::memory::prefetch(e);
+            }
+        }
+        at as u32
+    }
+
+    /// The entry of `key` in the set at `at` (`prefetch`), if it is current;
+    /// then starts fetching the flow's slot, which a hit counts on.
+    #[inline(always)]
+    pub(super) fn find(&self, key: &Key, at: u32, flows: &FlowTable) -> Option<u32> {
+        let at = at as usize;
+        let set = self.entries.get(at..at + WAYS)?;
+        let k = set.iter().position(|e| e.key == *key && e.epoch == self.epoch)?;
+        flows.prefetch_slot(set[k].slot);
+        Some((at + k) as u32)
+    }
+
+    /// Forwards the frame of a cached flow (entry `at`, from `find`), a frame
+    /// `fast::classify` took, and counts it on its flow as the full way
+    /// does; the caller counts the rest (`lane::took`). Changes nothing if
+    /// it refuses.
+    #[inline(always)]
+    pub(super) fn forward<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &self,
+        at: u32,
+        flows: &FlowTable,
+        f: &mut Frame<B>,
+        now: u64,
+        stats: &mut Stats,
+    ) -> Result<Verdict, Miss> {
+        let Some(e) = self.entries.get(at as usize) else { return Err(Miss::Changed) };
+        let Some(h) = super::fast::head(f) else { return Err(Miss::Changed) };
+        let total = u16::from_be_bytes([h[16], h[17]]);
+        if total > e.longest {
+            return Err(Miss::TooLong);
+        }
+        let (ttl, ident) = (h[22] - 1, u16::from_be_bytes([h[18], h[19]]));
+        let flags = super::fast::tcp_flags(h, f.data());
+        if !flows.touch_unchanged(e.slot, e.seq, u32::from(total), flags, now) {
+            return Err(Miss::Changed);
+        }
+        let pushed = match e.way {
+            Way::Pod => {
+                const HDR: usize = ETH + ipv4::HEADER_LEN;
+                let Some(Ok(hdr)) = f.data_mut().get_mut(..HDR).map(<&mut [u8; HDR]>::try_from) else {
+                    return Err(Miss::Changed);
+                };
+                hdr[..12].copy_from_slice(&e.headers.0[..12]);
+                ipv4::Packet::new_unchecked(&mut hdr[ETH..]).decrement_ttl();
+                Ok(())
+            }
+            Way::Udp => put::<B, UDP_HEADERS, { UDP_HEADERS + ipv4::HEADER_LEN }>(f, e, ttl, ident),
+            Way::Gre => put::<B, GRE_HEADERS, { GRE_HEADERS + ipv4::HEADER_LEN }>(f, e, ttl, ident),
+        };
+        let verdict = match pushed {
+            Ok(()) => Verdict::Tx(e.out),
+            Err(r) => Verdict::Drop(r),
+        };
+        super::fast::count_way(stats, e.key.id >> 8, e.way, e.ecmp);
+        Ok(verdict)
+    }
+
+    /// Takes back a hit `count_hits` counted that the cache refused.
+    #[inline]
+    pub(super) fn uncount_hit(&mut self) {
+        self.counts.hits -= 1;
+    }
+
+    /// Forgets entry `at`, whose flow changed (`Miss::Changed`).
+    #[inline]
+    pub(super) fn forget(&mut self, at: u32) {
+        if let Some(e) = self.entries.get_mut(at as usize) {
+            e.key = Key::NONE;
+            self.counts.forgotten += 1;
+        }
+    }
+
+    /// Fills the set at `at` with `key`'s flow, whose packet in `f` the full
+    /// way has just forwarded as the hit `hit` (found by `probe`) in `vrf`
+    /// on the route to `target`, in the set's first entry: the others move
+    /// down one, and the last (the oldest filled) goes, unless a stale or
+    /// free entry, or the flow's own, is on the way. Nothing is filled if
+    /// the flow's entry changed meanwhile, or if the frame's way out is
+    /// not one the cache takes.
+    #[cold]
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)] // What the full way had in hand.
+    pub(super) fn fill<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &mut self,
+        t: &Tables,
+        flows: &FlowTable,
+        vrf: &Vrf,
+        key: Key,
+        at: u32,
+        probe: &Probe,
+        hit: &Forwarding,
+        target: RouteTarget,
+        f: &Frame<B>,
+    ) {
+        let Some(entry) = self.entry_for(t, flows, vrf, key, probe, hit, target, f) else { return };
+        let (at, epoch) = (at as usize, self.epoch);
+        if let Some(set) = self.entries.get_mut(at..at + WAYS) {
+            let gone = set.iter().position(|e| e.key == key || e.key == Key::NONE || e.epoch != epoch);
+            set[..=gone.unwrap_or(WAYS - 1)].rotate_right(1);
+            set[0] = entry;
+            self.counts.fills += 1;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn entry_for<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &self,
+        t: &Tables,
+        flows: &FlowTable,
+        vrf: &Vrf,
+        key: Key,
+        probe: &Probe,
+        hit: &Forwarding,
+        target: RouteTarget,
+        f: &Frame<B>,
+    ) -> Option<Entry> {
+        let Verdict::Tx(out) = f.verdict else { return None };
+        // The next hop the full way took (`fast::finish`): a composite's
+        // member is the one the flow is pinned to.
+        let (nh, ecmp) = match t.nexthop(target.nh)? {
+            NextHop::Composite(group) => {
+                let m = hit.ecmp.filter(|m| group.keeps(m, hit.hash))?;
+                (t.nexthop(m.nh)?, true)
+            }
+            nh => (nh, false),
+        };
+        let way = Way::of(nh)?;
+        let (oif, len, overhead, ip_sum) = match nh {
+            NextHop::Encap { oif, .. } => (*oif, 12, 0, 0),
+            NextHop::Tunnel(tun) => {
+                let len = if way == Way::Udp { UDP_HEADERS } else { GRE_HEADERS };
+                (tun.oif, len, tun.encap.ip_overhead(), tun.ip_sum)
+            }
+            _ => return None,
+        };
+        let vif = t.vif(oif)?;
+        if oif != out || vif.flags.disabled {
+            return None;
+        }
+        let mut headers = Headers([0; HEADERS]);
+        headers.0[..len].copy_from_slice(f.data().get(..len)?);
+        Some(Entry {
+            key,
+            epoch: self.epoch,
+            slot: hit.slot,
+            seq: flows.sequence_of(probe, hit, vrf.policy_generations())?,
+            out,
+            ip_sum,
+            longest: vif.mtu.saturating_sub(overhead as u16),
+            way,
+            ecmp,
+            headers,
+        })
+    }
+}
+
+/// A tunnel's outer headers of `N` bytes, an entry's, in front of the frame,
+/// with the fields that differ per packet written as `forward::push_tunnel`
+/// writes them: the outer lengths, identification (the inner packet's,
+/// `ident`) and checksum, the label's TTL, and the inner TTL decremented.
+#[inline(always)]
+fn put<B: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const M: usize>(
+    f: &mut Frame<B>,
+    e: &Entry,
+    ttl: u8,
+    ident: u16,
+) -> Result<(), crate::stats::DropReason> {
+    use crate::stats::DropReason::PushFails;
+    if !f.push_front(N - ETH) {
+        return Err(PushFails);
+    }
+    let outer_len = f.len() - ETH;
+    let Some(Ok(whole)) = f.data_mut().get_mut(..M).map(<&mut [u8; M]>::try_from) else { return Err(PushFails) };
+    let (hdr, inner) = whole.split_at_mut(N);
+    ipv4::Packet::new_unchecked(inner).decrement_ttl();
+    hdr.copy_from_slice(&e.headers.0[..N]);
+    hdr[16..18].copy_from_slice(&(outer_len as u16).to_be_bytes());
+    hdr[18..20].copy_from_slice(&ident.to_be_bytes());
+    let sum = checksum::finish(e.ip_sum + outer_len as u32 + u32::from(ident));
+    hdr[24..26].copy_from_slice(&sum.to_be_bytes());
+    if N == UDP_HEADERS {
+        hdr[38..40].copy_from_slice(&((outer_len - ipv4::HEADER_LEN) as u16).to_be_bytes());
+    }
+    hdr[N - mpls::HEADER_LEN + 3] = ttl;
+    Ok(())
+}
+
+/// What the lane asked the cache for a vector's frames: frame `i`'s key,
+/// and its set (`FlowCache::prefetch`), or, once found, its entry.
+pub(super) struct Asked {
+    pub keys: [Key; super::VECTOR],
+    pub at: [u32; super::VECTOR],
+}
+
+impl Asked {
+    /// Nothing asked yet.
+    pub const NONE: Asked = Asked { keys: [Key::NONE; super::VECTOR], at: [0; super::VECTOR] };
+}
