@@ -889,6 +889,10 @@ impl Control {
                     "rx": io.rx, "tx": io.tx, "tx_dropped": io.tx_dropped, "handed_off": io.handed_off,
                     "wakeups": io.wakeups,
                     "general_path": io.general_path, "general_causes": general_causes_json(&io.general_causes),
+                    "flow_cache": {
+                        "hits": io.flow_cache.hits, "fills": io.flow_cache.fills,
+                        "forgotten": io.flow_cache.forgotten, "renewals": io.flow_cache.renewals,
+                    },
                     "busy_ns": io.busy_ns, "elapsed_ns": io.elapsed_ns,
                     "runtime": runtime_json(&io.runtime, io.tsc_hz),
                 })

@@ -439,7 +439,8 @@ fn run(c: &mut Client, cli: &Cli) -> Result<()> {
                     json!({
                         "worker": w["worker"], "core": w["core"], "rx": w["rx"], "busy_ns": w["busy_ns"],
                         "elapsed_ns": w["elapsed_ns"], "general_path": w["general_path"],
-                        "general_causes": w["general_causes"], "runtime": w["runtime"],
+                        "general_causes": w["general_causes"], "flow_cache": w["flow_cache"],
+                        "runtime": w["runtime"],
                     })
                 })
                 .collect();
@@ -518,6 +519,22 @@ fn runtime_table(workers: &[Value]) -> String {
                     format!("{n} pkts, {:.1}% of general", n as f64 * 100.0 / general.max(1) as f64),
                 ]);
             }
+            // The plain flows' hits the flow cache forwarded: the shortest
+            // way a packet takes.
+            let cache = &w["flow_cache"];
+            t.row(vec![
+                show(&w["worker"]),
+                "flow cache".to_string(),
+                "-".to_string(),
+                "-".to_string(),
+                format!(
+                    "{} pkts, {:.1}% of rx; {} filled, {} forgotten",
+                    count(&cache["hits"]),
+                    count(&cache["hits"]) as f64 * 100.0 / rx as f64,
+                    count(&cache["fills"]),
+                    count(&cache["forgotten"]),
+                ),
+            ]);
         }
     }
     t.to_string()

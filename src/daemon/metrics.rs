@@ -286,7 +286,7 @@ pub fn render(control: &Control) -> String {
     for (w, i) in io.iter().enumerate() {
         f.sample("vrouter_worker_seconds_total", &format!("worker=\"{w}\""), i.elapsed_ns as f64 / 1e9);
     }
-    let worker_counters: [Counter<crate::stats::WorkerIo>; 5] = [
+    let worker_counters: [Counter<crate::stats::WorkerIo>; 9] = [
         ("vrouter_worker_rx_packets_total", "Frames a worker received from its ports.", |i| i.rx),
         ("vrouter_worker_tx_packets_total", "Frames a worker queued for transmission.", |i| i.tx),
         ("vrouter_worker_tx_dropped_total", "Frames a worker found no port, frame or slot for.", |i| i.tx_dropped),
@@ -299,6 +299,26 @@ pub fn render(control: &Control) -> String {
             "vrouter_worker_wakeups_total",
             "Times a worker slept and a frame woke it (its latency is a scheduler wake-up).",
             |i| i.wakeups,
+        ),
+        (
+            "vrouter_worker_flow_cache_hits_total",
+            "Packets a worker forwarded from its flow cache (a plain flow's hits, the shortest way).",
+            |i| i.flow_cache.hits,
+        ),
+        (
+            "vrouter_worker_flow_cache_fills_total",
+            "Flow cache entries a worker filled (a flow's first hit, or one after a change).",
+            |i| i.flow_cache.fills,
+        ),
+        (
+            "vrouter_worker_flow_cache_forgotten_total",
+            "Flow cache entries a worker forgot, their flow changed (removed, decided or pinned again).",
+            |i| i.flow_cache.forgotten,
+        ),
+        (
+            "vrouter_worker_flow_cache_renewals_total",
+            "Times a new tables snapshot made a worker's flow cache stale.",
+            |i| i.flow_cache.renewals,
         ),
     ];
     for (name, help, get) in worker_counters {

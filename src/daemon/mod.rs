@@ -654,6 +654,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                         wakeups: c.wakeups,
                         general_path: worker.pipeline().general_frames(),
                         general_causes: *worker.pipeline().general_causes(),
+                        flow_cache: worker.pipeline().flow_cache_counts().unwrap_or_default(),
                         busy_ns: busy.as_nanos() as u64,
                         elapsed_ns: started.elapsed().as_nanos() as u64,
                         runtime: c.runtime,

@@ -1297,9 +1297,12 @@ impl FlowTable {
         }
         s.bytes.store(s.bytes.load(Relaxed).wrapping_add(u64::from(bytes)), Relaxed);
         s.last_seen.store(now as u32, Relaxed);
-        let f = pack_tcp(u32::from(tcp_flags));
-        if f != 0 && s.action.load(Relaxed) & f != f {
-            s.action.fetch_or(f, Relaxed);
+        // Tested first: most packets carry no flags (UDP's, ICMP's).
+        if tcp_flags != 0 {
+            let f = pack_tcp(u32::from(tcp_flags));
+            if f != 0 && s.action.load(Relaxed) & f != f {
+                s.action.fetch_or(f, Relaxed);
+            }
         }
     }
 

@@ -25,7 +25,7 @@ use super::fast::HEAD;
 use super::forward::ETH;
 use super::{Frame, Verdict};
 use crate::flow::{FlowTable, Forwarding, Probe};
-use crate::stats::Stats;
+use crate::stats::{FlowCacheCounts, Stats};
 use crate::tables::{NextHop, RouteTarget, Tables, TunnelEncap, VifIndex, Vrf};
 use crate::wire::{checksum, ip_proto, ipv4, mpls};
 
@@ -82,6 +82,13 @@ pub(super) struct Key {
 }
 
 impl Key {
+    /// True if `self` is `other` and `stale` is 0: one test of the words
+    /// or'ed together, not a branch a field (`==` compiled to three).
+    #[inline(always)]
+    fn same(&self, other: &Key, stale: u32) -> bool {
+        (self.addrs ^ other.addrs) | u64::from((self.ports ^ other.ports) | (self.id ^ other.id) | stale) == 0
+    }
+
     /// A placeholder for arrays of keys.
     pub(super) const NONE: Key = Key { addrs: 0, ports: 0, id: 0 };
 
@@ -153,19 +160,6 @@ pub(super) enum Miss {
     /// The flow's entry changed since the cache copied it: the cache
     /// forgets it.
     Changed,
-}
-
-/// What a worker's flow cache did, since it was made.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FlowCacheCounts {
-    /// Packets forwarded from the cache.
-    pub hits: u64,
-    /// Entries filled: flows' first hits, and hits after a change.
-    pub fills: u64,
-    /// Entries found changed under their flow (`Miss::Changed`) and forgotten.
-    pub forgotten: u64,
-    /// Times a new tables snapshot made every entry stale.
-    pub renewals: u64,
 }
 
 /// One worker's flow cache: sets of `WAYS` entries, each a flow's hash's.
@@ -248,15 +242,15 @@ impl FlowCache {
     pub(super) fn find(&self, key: &Key, at: u32, flows: &FlowTable) -> Option<u32> {
         let at = at as usize;
         let set = self.entries.get(at..at + WAYS)?;
-        let k = set.iter().position(|e| e.key == *key && e.epoch == self.epoch)?;
+        let k = set.iter().position(|e| e.key.same(key, e.epoch ^ self.epoch))?;
         flows.prefetch_slot(set[k].slot);
         Some((at + k) as u32)
     }
 
     /// Forwards the frame of a cached flow (entry `at`, from `find`), a frame
-    /// `fast::classify` took, and counts it on its flow as the full way
-    /// does; the caller counts the rest (`lane::took`). Changes nothing if
-    /// it refuses.
+    /// `fast::classify` took, sets its verdict and counts it on its flow as
+    /// the full way does, and in `tally` for the vector's counters. Changes
+    /// nothing if it refuses.
     #[inline(always)]
     pub(super) fn forward<B: AsRef<[u8]> + AsMut<[u8]>>(
         &self,
@@ -264,16 +258,18 @@ impl FlowCache {
         flows: &FlowTable,
         f: &mut Frame<B>,
         now: u64,
+        tally: &mut Tally,
         stats: &mut Stats,
-    ) -> Result<Verdict, Miss> {
+    ) -> Result<(), Miss> {
         let Some(e) = self.entries.get(at as usize) else { return Err(Miss::Changed) };
-        let Some(h) = super::fast::head(f) else { return Err(Miss::Changed) };
+        let d = f.data();
+        let Some(h) = super::fast::head_of(d) else { return Err(Miss::Changed) };
         let total = u16::from_be_bytes([h[16], h[17]]);
         if total > e.longest {
             return Err(Miss::TooLong);
         }
         let (ttl, ident) = (h[22] - 1, u16::from_be_bytes([h[18], h[19]]));
-        let flags = super::fast::tcp_flags(h, f.data());
+        let flags = super::fast::tcp_flags(h, d);
         if !flows.touch_unchanged(e.slot, e.seq, u32::from(total), flags, now) {
             return Err(Miss::Changed);
         }
@@ -290,12 +286,19 @@ impl FlowCache {
             Way::Udp => put::<B, UDP_HEADERS, { UDP_HEADERS + ipv4::HEADER_LEN }>(f, e, ttl, ident),
             Way::Gre => put::<B, GRE_HEADERS, { GRE_HEADERS + ipv4::HEADER_LEN }>(f, e, ttl, ident),
         };
-        let verdict = match pushed {
-            Ok(()) => Verdict::Tx(e.out),
-            Err(r) => Verdict::Drop(r),
+        f.verdict = match pushed {
+            Ok(()) => {
+                tally.sent(e.out, f.len() as u64, stats);
+                Verdict::Tx(e.out)
+            }
+            Err(r) => {
+                stats.count_drop(f.vif, r);
+                Verdict::Drop(r)
+            }
         };
-        super::fast::count_way(stats, e.key.id >> 8, e.way, e.ecmp);
-        Ok(verdict)
+        tally.ways[e.way as usize] += 1;
+        tally.ecmp += u64::from(e.ecmp);
+        Ok(())
     }
 
     /// Takes back a hit `count_hits` counted that the cache refused.
@@ -426,6 +429,61 @@ fn put<B: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const M: usize>(
     }
     hdr[N - mpls::HEADER_LEN + 3] = ttl;
     Ok(())
+}
+
+/// A vector's hits' counters, added to the worker's once a vector
+/// (`flush`): the frames sent out of one vif in a row, and the VRF's ways
+/// out. Counted a packet at a time, they were a tenth of a hit's
+/// instructions (callgrind).
+pub(super) struct Tally {
+    out: VifIndex,
+    packets: u64,
+    bytes: u64,
+    ways: [u64; 3],
+    ecmp: u64,
+}
+
+impl Tally {
+    pub(super) const NONE: Tally = Tally { out: VifIndex::MAX, packets: 0, bytes: 0, ways: [0; 3], ecmp: 0 };
+
+    #[inline(always)]
+    fn sent(&mut self, out: VifIndex, bytes: u64, stats: &mut Stats) {
+        if out != self.out {
+            self.switch(out, stats);
+        }
+        self.packets += 1;
+        self.bytes += bytes;
+    }
+
+    /// Sending out of another vif than the run before: rare but for
+    /// vectors to several pods.
+    #[cold]
+    #[inline(never)]
+    fn switch(&mut self, out: VifIndex, stats: &mut Stats) {
+        self.count_sent(stats);
+        self.out = out;
+    }
+
+    #[inline(always)]
+    fn count_sent(&mut self, stats: &mut Stats) {
+        if let (Some(c), true) = (stats.vifs.get_mut(self.out as usize), self.packets != 0) {
+            c.tx_packets += self.packets;
+            c.tx_bytes += self.bytes;
+        }
+        (self.packets, self.bytes) = (0, 0);
+    }
+
+    /// Adds the vector's counts to the worker's, its hits having been in VRF `vrf`.
+    #[inline(always)]
+    pub(super) fn flush(mut self, stats: &mut Stats, vrf: u32) {
+        self.count_sent(stats);
+        if let Some(c) = stats.vrf_mut(vrf) {
+            c.ecmp_composites += self.ecmp;
+            c.encaps += self.ways[Way::Pod as usize];
+            c.udp_mpls_tunnels += self.ways[Way::Udp as usize];
+            c.gre_mpls_tunnels += self.ways[Way::Gre as usize];
+        }
+    }
 }
 
 /// What the lane asked the cache for a vector's frames: frame `i`'s key,

@@ -230,10 +230,14 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
     let give_back = |f: &mut Frame<B>, i: usize| give_back_as_came(f, came[i]) << i;
     if let (Some(table), Some(cache), true) = (table, ctx.cache.as_deref_mut(), hits != 0) {
         cache.count_hits(hits);
+        let mut tally = express::Tally::NONE;
         for i in lanes(hits) {
             let f = &mut frames[i];
-            match cache.forward(asked.at[i], table, f, ctx.now, ctx.stats) {
-                Ok(v) => took(ctx.stats, f, came[i], v, &mut rx),
+            match cache.forward(asked.at[i], table, f, ctx.now, &mut tally, ctx.stats) {
+                Ok(()) => {
+                    rx.packets += 1;
+                    rx.bytes += u64::from(came[i]);
+                }
                 Err(miss) => {
                     if miss == express::Miss::Changed {
                         cache.forget(asked.at[i]);
@@ -243,6 +247,7 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
                 }
             }
         }
+        tally.flush(ctx.stats, vrf.id);
     }
     if unsure != 0 {
         // A frame whose route, wider than the VRF's hint, leads to a

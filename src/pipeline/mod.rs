@@ -31,7 +31,6 @@ pub mod nat;
 mod neighbor;
 mod trace;
 
-pub use express::FlowCacheCounts;
 pub use flow::{judgement, Judgement, Ruling};
 pub use frame::{Frame, Spill};
 pub use trace::{trace, Traced, TracedFlow};
@@ -253,7 +252,7 @@ impl Pipeline {
     }
 
     /// What the flow cache did, if the pipeline keeps one.
-    pub fn flow_cache_counts(&self) -> Option<FlowCacheCounts> {
+    pub fn flow_cache_counts(&self) -> Option<crate::stats::FlowCacheCounts> {
         self.cache.as_ref().map(|c| c.counts())
     }
 

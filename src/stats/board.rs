@@ -9,6 +9,22 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// What a worker's flow cache did since the worker started
+/// (`Pipeline::flow_cache_counts`): the hits it forwarded, against the
+/// worker's `rx`, say how much of the traffic took the shortest way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowCacheCounts {
+    /// Packets forwarded from the cache.
+    pub hits: u64,
+    /// Entries filled: flows' first hits, and hits after a change.
+    pub fills: u64,
+    /// Entries found changed under their flow (removed, decided or pinned
+    /// again) and forgotten.
+    pub forgotten: u64,
+    /// Times a new tables snapshot made every entry stale.
+    pub renewals: u64,
+}
+
 /// A worker's own I/O counters and how it spent its time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WorkerIo {
@@ -29,6 +45,8 @@ pub struct WorkerIo {
     pub general_path: u64,
     /// `general_path` by cause (`GeneralCause`, in its counter order).
     pub general_causes: [u64; super::GeneralCause::COUNT],
+    /// What the worker's flow cache did (all 0 without one).
+    pub flow_cache: FlowCacheCounts,
     /// Time spent in rounds that received frames.
     pub busy_ns: u64,
     /// Time since the worker started.

@@ -6,7 +6,7 @@ mod drop;
 mod general;
 pub mod runtime;
 
-pub use board::{Reading, StatsBoard, WorkerIo, PUBLISH_EVERY};
+pub use board::{FlowCacheCounts, Reading, StatsBoard, WorkerIo, PUBLISH_EVERY};
 pub use drop::DropReason;
 pub use general::GeneralCause;
 pub use runtime::{Runtime, Stage};
