@@ -78,6 +78,13 @@ fn frames_and_general(node: &str) -> (u64, u64) {
     (sum("rx"), sum("general_path"))
 }
 
+/// The packets node `node`'s workers forwarded from their flow caches
+/// (`vrctl runtime`): plain flows' hits, the shortest way.
+fn flow_cache_hits(node: &str) -> u64 {
+    let w: serde_json::Value = serde_json::from_str(&lab(&["vrctl", node, "runtime", "--json"], &[])).unwrap();
+    w.as_array().unwrap().iter().map(|x| x["flow_cache"]["hits"].as_u64().unwrap()).sum()
+}
+
 /// Starts a listener on UDP `port` in each of `pods` for four seconds,
 /// appending what it hears to a file for `heard`, and gives them time to bind.
 fn listen_udp(pods: &[&str], port: u16) {
@@ -675,10 +682,16 @@ fn the_lab_end_to_end() {
         sh(pod, &cmd);
     }
     std::thread::sleep(Duration::from_millis(300));
+    let cached = flow_cache_hits("n3");
     let answers: Vec<String> = (0..20)
         .map(|_| sh("ext", "timeout 3 socat -T 2 - TCP:185.22.97.188:8080 </dev/null").1.trim().to_string())
         .collect();
     assert!(answers.iter().all(|a| a == "a2" || a == "b2"), "every connection completed: {answers:?}");
+    // The public network tracks every flow: a connection's packets after
+    // its first hit (its FIN, the last ACK) took the gateway's flow cache.
+    std::thread::sleep(Duration::from_millis(300));
+    let cached = flow_cache_hits("n3") - cached;
+    assert!(cached >= 20, "ext's connections' later packets came from n3's flow cache: {cached}");
     assert!(answers.contains(&"a2".into()) && answers.contains(&"b2".into()), "spread over both: {answers:?}");
     // A datagram too big for one packet: the external client's kernel
     // fragments it, and only the first fragment carries the ports. Every
