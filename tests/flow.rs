@@ -3060,3 +3060,46 @@ fn the_flow_cache_forwards_as_the_full_way_does() {
     });
     assert_eq!(flows.next(), flows.next(), "the flows counted alike");
 }
+
+/// The flow cache takes a pod's answers to a client of another network on
+/// this node too (routed back in the client's VRF, unrewritten), and they
+/// come out as the full way sends them, counted in the client's VRF.
+#[test]
+fn the_flow_cache_takes_answers_routed_in_the_clients_network() {
+    use vrouter::pipeline::{Pipeline, PipelineConfig};
+    let mut labs = [true, false].map(|flow_cache| {
+        let (mut lab, table) = lab_with_flows();
+        let limits = *lab.handle.load().limits();
+        lab.pipeline = Pipeline::new(PipelineConfig { flow_cache, ..PipelineConfig::default() }, &limits);
+        lab.pipeline.set_flows(Some(table.clone()));
+        lab.writer.apply(&green_joined_to_blue_ops()).unwrap();
+        lab.writer
+            .apply(&[
+                Op::Add(Object::Policy(BLUE, Policy::allow_all())),
+                Op::Add(Object::Policy(GREEN, Policy::allow_all())),
+            ])
+            .unwrap();
+        (lab, table)
+    });
+    let g1_l2 = L2 { src: mac(7), dst: router_mac() };
+    let answer = |n: usize| {
+        let mut f = build::udp4_frame(g1_l2, g1_ip(), a1_ip(), 53, 7000, 64 - n as u8, 90 + 41 * n);
+        f[18..20].copy_from_slice(&(n as u16 * 7717).to_be_bytes());
+        f[24..26].fill(0);
+        let sum = vrouter::wire::checksum::checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&sum.to_be_bytes());
+        f
+    };
+    for (lab, _) in labs.iter_mut() {
+        assert_eq!(lab.run(A1, udp(1, a1_ip(), g1_ip(), 7000, 53)).0, Verdict::Tx(G1), "a1 asks g1");
+    }
+    for n in 0..6 {
+        let (a, b) = (labs[0].0.run(G1, answer(n)), labs[1].0.run(G1, answer(n)));
+        assert_eq!(a.0, Verdict::Tx(A1), "answer {n}");
+        assert_eq!(a, b, "answer {n}");
+        assert_eq!(labs[0].0.stats(), labs[1].0.stats(), "counters after answer {n}");
+    }
+    let c = labs[0].0.pipeline.flow_cache_counts().expect("on");
+    assert_eq!((c.fills, c.hits), (1, 5), "the first answer filled the cache, the next five hit it: {c:?}");
+    assert_eq!(labs[0].0.stats().vrf(BLUE).encaps, 7, "counted where routed: the question and six answers");
+}

@@ -556,6 +556,28 @@ fn decided_now(action: u64, flags: u64, policy: Option<PolicyGenerations>) -> bo
     action & mask == want || policy.is_some_and(|g| g.keeps(action))
 }
 
+/// True if an entry with action word `action`, routing in `route_vrf`,
+/// forwards as decided now: a reverse entry routing in another VRF under
+/// that VRF's current generation (`judging`), any other under `policy`
+/// (`FlowTable::forward_translated`).
+#[inline(always)]
+fn translated_current(
+    action: u64,
+    route_vrf: Option<u32>,
+    policy: PolicyGenerations,
+    judging: impl Fn(u32) -> Option<PolicyGenerations>,
+) -> bool {
+    match route_vrf.filter(|_| action & FLAG_FORWARD_DIR == 0) {
+        // Never plain, so decided under the current generation alone
+        // (`PolicyGenerations::keeps`).
+        Some(id) => {
+            action & (0xffff | FLAG_UNROUTED) == KIND_FORWARD
+                && judging(id).is_some_and(|g| (action >> 32) as u32 == g.now)
+        }
+        None => decided_now(action, 0, Some(policy)),
+    }
+}
+
 /// What a hit on an entry that only forwards needs (`forward_only`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Forwarding {
@@ -1149,16 +1171,7 @@ impl FlowTable {
             })
         })?;
         let route_vrf = (which >> ROUTE_VRF_SHIFT).checked_sub(1);
-        let current = match route_vrf.filter(|_| action & FLAG_FORWARD_DIR == 0) {
-            // Never plain, so decided under the current generation alone
-            // (`PolicyGenerations::keeps`).
-            Some(id) => {
-                action & (0xffff | FLAG_UNROUTED) == KIND_FORWARD
-                    && judging(id).is_some_and(|g| (action >> 32) as u32 == g.now)
-            }
-            None => decided_now(action, 0, Some(policy)),
-        };
-        current.then(|| {
+        translated_current(action, route_vrf, policy, judging).then(|| {
             let forwarding = Forwarding { slot: i as u32, ecmp: decode_ecmp(ecmp), route: RouteMemo(route), hash };
             (forwarding, Translation { nat: decode_nat(addrs, ports, which), route_vrf })
         })
@@ -1266,15 +1279,41 @@ impl FlowTable {
     /// two loads: `forward_only` does not keep the count, and making it do
     /// so cost every hit the field.
     pub fn sequence_of(&self, p: &Probe, hit: &Forwarding, policy: PolicyGenerations) -> Option<u32> {
+        self.sequence_where(p, hit, |s| decided_now(s.action.load(Relaxed), FLAG_PLAIN, Some(policy)))
+    }
+
+    /// `sequence_of` for a `forward_translated` hit (`hit`, with `tr`),
+    /// judged as that judges it.
+    pub fn sequence_of_translated(
+        &self,
+        p: &Probe,
+        hit: &Forwarding,
+        tr: &Translation,
+        policy: PolicyGenerations,
+        judging: impl Fn(u32) -> Option<PolicyGenerations>,
+    ) -> Option<u32> {
+        self.sequence_where(p, hit, |s| {
+            let which = s.nat_which.load(Relaxed);
+            let route_vrf = (which >> ROUTE_VRF_SHIFT).checked_sub(1);
+            let nat = decode_nat(s.nat_addrs.load(Relaxed), s.nat_ports.load(Relaxed), which);
+            route_vrf == tr.route_vrf
+                && nat == tr.nat
+                && translated_current(s.action.load(Relaxed), route_vrf, policy, &judging)
+        })
+    }
+
+    /// The sequence count of `hit`'s entry if, read stable, it holds `p`'s
+    /// key, the hit's pinned member and hash, and passes `still`.
+    fn sequence_where(&self, p: &Probe, hit: &Forwarding, still: impl FnOnce(&Slot) -> bool) -> Option<u32> {
         let s = self.slots.get(hit.slot as usize)?;
         let v1 = s.seq.load(Acquire);
         if v1 & (LIVE | WRITING) != LIVE {
             return None;
         }
         let same = s.holds(&p.words)
-            && decided_now(s.action.load(Relaxed), FLAG_PLAIN, Some(policy))
             && decode_ecmp(s.ecmp.load(Relaxed)) == hit.ecmp
-            && s.hash.load(Relaxed) == hit.hash;
+            && s.hash.load(Relaxed) == hit.hash
+            && still(s);
         fence(Acquire);
         (same && s.seq.load(Relaxed) == v1).then_some(v1)
     }

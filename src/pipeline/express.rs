@@ -24,9 +24,9 @@
 use super::fast::HEAD;
 use super::forward::ETH;
 use super::{Frame, Verdict};
-use crate::flow::{FlowTable, Forwarding, Probe};
+use crate::flow::{FlowTable, Forwarding};
 use crate::stats::{FlowCacheCounts, Stats};
-use crate::tables::{NextHop, RouteTarget, Tables, TunnelEncap, VifIndex, Vrf};
+use crate::tables::{NextHop, RouteTarget, Tables, TunnelEncap, VifIndex};
 use crate::wire::{checksum, ip_proto, ipv4, mpls};
 
 /// The longest headers an entry keeps: a tunnel's outer headers.
@@ -125,6 +125,9 @@ struct Entry {
     slot: u32,
     seq: u32,
     out: VifIndex,
+    /// The VRF whose counters count the packets: the one they are routed
+    /// in (another network's, for a pod's answers to a client of it).
+    vrf: u32,
     /// The outer IPv4 header's constant words, summed (`Tunnel::ip_sum`).
     ip_sum: u32,
     /// The longest packet (IPv4 total length) the way out takes whole.
@@ -143,6 +146,7 @@ impl Entry {
         slot: 0,
         seq: 0,
         out: 0,
+        vrf: 0,
         ip_sum: 0,
         longest: 0,
         way: Way::Pod,
@@ -165,8 +169,8 @@ pub(super) enum Miss {
 /// One worker's flow cache: sets of `WAYS` entries, each a flow's hash's.
 pub struct FlowCache {
     entries: Box<[Entry]>,
-    /// Sets less one: the set of a hash is `hash & mask`.
-    mask: usize,
+    /// 64 less the bits of a set's number: the set of a hash is `hash >> shift`.
+    shift: u32,
     /// The tables snapshot the entries of `epoch` were filled from.
     stamp: u64,
     epoch: u32,
@@ -180,7 +184,8 @@ impl FlowCache {
     pub fn new(pairs: usize, seed: u64) -> FlowCache {
         let sets = (2 * pairs / WAYS).next_power_of_two().clamp(LEAST_SETS, MOST_SETS);
         let entries = vec![Entry::FREE; WAYS * sets].into_boxed_slice();
-        FlowCache { entries, mask: sets - 1, stamp: 0, epoch: 1, seed, counts: FlowCacheCounts::default() }
+        let shift = 64 - sets.trailing_zeros();
+        FlowCache { entries, shift, stamp: 0, epoch: 1, seed, counts: FlowCacheCounts::default() }
     }
 
     /// What the cache did.
@@ -225,9 +230,22 @@ impl FlowCache {
     /// starts fetching.
     #[inline(always)]
     pub(super) fn prefetch(&self, key: &Key) -> u32 {
-        let h = (key.addrs ^ self.seed).wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            ^ (u64::from(key.ports) << 32 | u64::from(key.id)).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
-        let at = (((h >> 32) as usize) & self.mask) * WAYS;
+        // Each word mixed on its own, its top bits folded down, before the
+        // two meet: a product's bit reaches only the bits above it, and the
+        // words' last bytes (an address's last octet, a port's low byte:
+        // read native-endian, the top of their words) vary the most. Mixed
+        // together at once, a pod's answers to successive clients from
+        // successive ports (client .n, port 1024 + n) cancelled out and
+        // shared a handful of sets (callgrind: a fill for every other
+        // packet of cross_vrf_out). The set is the last product's top bits.
+        let fold = |x: u64, k: u64| {
+            let m = x.wrapping_mul(k);
+            m ^ (m >> 29)
+        };
+        let a = fold(key.addrs ^ self.seed, 0x9e37_79b9_7f4a_7c15);
+        let b = fold(u64::from(key.ports) << 32 | u64::from(key.id), 0xc2b2_ae3d_27d4_eb4f);
+        let h = (a ^ b.rotate_left(32)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        let at = ((h >> self.shift) as usize) * WAYS;
         if let Some(set) = self.entries.get(at..at + WAYS) {
             for e in set {
                 crate::memory::prefetch(e);
@@ -296,8 +314,7 @@ impl FlowCache {
                 Verdict::Drop(r)
             }
         };
-        tally.ways[e.way as usize] += 1;
-        tally.ecmp += u64::from(e.ecmp);
+        tally.routed(e.vrf, e.way, e.ecmp, stats);
         Ok(())
     }
 
@@ -317,28 +334,25 @@ impl FlowCache {
     }
 
     /// Fills the set at `at` with `key`'s flow, whose packet in `f` the full
-    /// way has just forwarded as the hit `hit` (found by `probe`) in `vrf`
-    /// on the route to `target`, in the set's first entry: the others move
-    /// down one, and the last (the oldest filled) goes, unless a stale or
-    /// free entry, or the flow's own, is on the way. Nothing is filled if
-    /// the flow's entry changed meanwhile, or if the frame's way out is
-    /// not one the cache takes.
+    /// way has just forwarded as `way`, and whose entry in the flow table
+    /// had sequence count `seq` (`FlowTable::sequence_of`; `None`: it
+    /// changed meanwhile, and nothing is filled), in the set's first
+    /// entry: the others move down one, and the last (the oldest filled)
+    /// goes, unless a stale or free entry, or the flow's own, is on the way.
+    /// Nothing is filled either if the frame's way out is not one the
+    /// cache takes.
     #[cold]
     #[inline(never)]
-    #[allow(clippy::too_many_arguments)] // What the full way had in hand.
     pub(super) fn fill<B: AsRef<[u8]> + AsMut<[u8]>>(
         &mut self,
         t: &Tables,
-        flows: &FlowTable,
-        vrf: &Vrf,
         key: Key,
         at: u32,
-        probe: &Probe,
-        hit: &Forwarding,
-        target: RouteTarget,
+        way: &Taken,
+        seq: Option<u32>,
         f: &Frame<B>,
     ) {
-        let Some(entry) = self.entry_for(t, flows, vrf, key, probe, hit, target, f) else { return };
+        let Some(entry) = seq.and_then(|seq| self.entry_for(t, key, way, seq, f)) else { return };
         let (at, epoch) = (at as usize, self.epoch);
         if let Some(set) = self.entries.get_mut(at..at + WAYS) {
             let gone = set.iter().position(|e| e.key == key || e.key == Key::NONE || e.epoch != epoch);
@@ -348,33 +362,30 @@ impl FlowCache {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn entry_for<B: AsRef<[u8]> + AsMut<[u8]>>(
         &self,
         t: &Tables,
-        flows: &FlowTable,
-        vrf: &Vrf,
         key: Key,
-        probe: &Probe,
-        hit: &Forwarding,
-        target: RouteTarget,
+        way: &Taken,
+        seq: u32,
         f: &Frame<B>,
     ) -> Option<Entry> {
         let Verdict::Tx(out) = f.verdict else { return None };
+        let hit = &way.hit;
         // The next hop the full way took (`fast::finish`): a composite's
         // member is the one the flow is pinned to.
-        let (nh, ecmp) = match t.nexthop(target.nh)? {
+        let (nh, ecmp) = match t.nexthop(way.target.nh)? {
             NextHop::Composite(group) => {
                 let m = hit.ecmp.filter(|m| group.keeps(m, hit.hash))?;
                 (t.nexthop(m.nh)?, true)
             }
-            nh => (nh, false),
+            nh => (nh, way.unpinned),
         };
-        let way = Way::of(nh)?;
+        let kind = Way::of(nh)?;
         let (oif, len, overhead, ip_sum) = match nh {
             NextHop::Encap { oif, .. } => (*oif, 12, 0, 0),
             NextHop::Tunnel(tun) => {
-                let len = if way == Way::Udp { UDP_HEADERS } else { GRE_HEADERS };
+                let len = if kind == Way::Udp { UDP_HEADERS } else { GRE_HEADERS };
                 (tun.oif, len, tun.encap.ip_overhead(), tun.ip_sum)
             }
             _ => return None,
@@ -389,15 +400,29 @@ impl FlowCache {
             key,
             epoch: self.epoch,
             slot: hit.slot,
-            seq: flows.sequence_of(probe, hit, vrf.policy_generations())?,
+            seq,
             out,
+            vrf: way.vrf,
             ip_sum,
             longest: vif.mtu.saturating_sub(overhead as u16),
-            way,
+            way: kind,
             ecmp,
             headers,
         })
     }
+}
+
+/// How the full way forwarded a hit, for `FlowCache::fill`: the flow as
+/// read, the route's target it took, the VRF it was routed (and counted)
+/// in, and whether that VRF's composite gave it a member unpinned (an
+/// answer routed in another network: `lane::translated_hit`).
+pub(super) struct Taken {
+    pub hit: Forwarding,
+    pub target: RouteTarget,
+    pub vrf: u32,
+    pub unpinned: bool,
+    /// What else the flow's entry does: a plain hit's `None`.
+    pub tr: Option<crate::flow::Translation>,
 }
 
 /// A tunnel's outer headers of `N` bytes, an entry's, in front of the frame,
@@ -431,37 +456,57 @@ fn put<B: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const M: usize>(
     Ok(())
 }
 
-/// A vector's hits' counters, added to the worker's once a vector
-/// (`flush`): the frames sent out of one vif in a row, and the VRF's ways
-/// out. Counted a packet at a time, they were a tenth of a hit's
-/// instructions (callgrind).
+/// A vector's hits' counters, added to the worker's once a run of them
+/// ends and once a vector (`flush`): the frames sent out of one vif in a
+/// row, and the ways out routed in one VRF in a row. Counted a packet at a
+/// time, they were a tenth of a hit's instructions (callgrind).
 pub(super) struct Tally {
     out: VifIndex,
     packets: u64,
     bytes: u64,
+    vrf: u32,
     ways: [u64; 3],
     ecmp: u64,
 }
 
 impl Tally {
-    pub(super) const NONE: Tally = Tally { out: VifIndex::MAX, packets: 0, bytes: 0, ways: [0; 3], ecmp: 0 };
+    pub(super) const NONE: Tally =
+        Tally { out: VifIndex::MAX, packets: 0, bytes: 0, vrf: u32::MAX, ways: [0; 3], ecmp: 0 };
 
     #[inline(always)]
     fn sent(&mut self, out: VifIndex, bytes: u64, stats: &mut Stats) {
         if out != self.out {
-            self.switch(out, stats);
+            self.switch_out(out, stats);
         }
         self.packets += 1;
         self.bytes += bytes;
+    }
+
+    #[inline(always)]
+    fn routed(&mut self, vrf: u32, way: Way, ecmp: bool, stats: &mut Stats) {
+        if vrf != self.vrf {
+            self.switch_vrf(vrf, stats);
+        }
+        self.ways[way as usize] += 1;
+        self.ecmp += u64::from(ecmp);
     }
 
     /// Sending out of another vif than the run before: rare but for
     /// vectors to several pods.
     #[cold]
     #[inline(never)]
-    fn switch(&mut self, out: VifIndex, stats: &mut Stats) {
+    fn switch_out(&mut self, out: VifIndex, stats: &mut Stats) {
         self.count_sent(stats);
         self.out = out;
+    }
+
+    /// Routed in another VRF than the run before: a pod's answers to
+    /// clients of other networks among its plain flows.
+    #[cold]
+    #[inline(never)]
+    fn switch_vrf(&mut self, vrf: u32, stats: &mut Stats) {
+        self.count_routed(stats);
+        self.vrf = vrf;
     }
 
     #[inline(always)]
@@ -473,16 +518,22 @@ impl Tally {
         (self.packets, self.bytes) = (0, 0);
     }
 
-    /// Adds the vector's counts to the worker's, its hits having been in VRF `vrf`.
     #[inline(always)]
-    pub(super) fn flush(mut self, stats: &mut Stats, vrf: u32) {
-        self.count_sent(stats);
-        if let Some(c) = stats.vrf_mut(vrf) {
+    fn count_routed(&mut self, stats: &mut Stats) {
+        if let Some(c) = stats.vrf_mut(self.vrf) {
             c.ecmp_composites += self.ecmp;
             c.encaps += self.ways[Way::Pod as usize];
             c.udp_mpls_tunnels += self.ways[Way::Udp as usize];
             c.gre_mpls_tunnels += self.ways[Way::Gre as usize];
         }
+        (self.ways, self.ecmp) = ([0; 3], 0);
+    }
+
+    /// Adds what the vector's hits left uncounted to the worker's counters.
+    #[inline(always)]
+    pub(super) fn flush(mut self, stats: &mut Stats) {
+        self.count_sent(stats);
+        self.count_routed(stats);
     }
 }
 
@@ -496,4 +547,46 @@ pub(super) struct Asked {
 impl Asked {
     /// Nothing asked yet.
     pub const NONE: Asked = Asked { keys: [Key::NONE; super::VECTOR], at: [0; super::VECTOR] };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{FlowCache, Key, WAYS};
+
+    /// Flows that differ where real ones do (the last octet of an
+    /// address, the low byte of a port, often together) spread over the
+    /// cache's sets as random keys would: no set gets more than a few,
+    /// where the first hash put 10,000 such flows in a handful of sets.
+    #[test]
+    fn structured_flows_spread_over_the_sets() {
+        let cache = FlowCache::new(40_000, 0);
+        let sets = cache.entries.len() / WAYS;
+        fn key(src: u32, dst: u32, sport: u16, dport: u16) -> Key {
+            let mut h = [0u8; super::HEAD];
+            h[23] = 17;
+            h[26..30].copy_from_slice(&src.to_be_bytes());
+            h[30..34].copy_from_slice(&dst.to_be_bytes());
+            h[34..36].copy_from_slice(&sport.to_be_bytes());
+            h[36..38].copy_from_slice(&dport.to_be_bytes());
+            Key::of(&h, 1).unwrap()
+        }
+        type Flows = fn(u32) -> Key;
+        let patterns: [(&str, Flows); 4] = [
+            ("a client and its port together", |n| key(0x0a01_0002, 0xc612_0000 + n, 80, 1024 + n as u16)),
+            ("one server, successive ports", |n| key(0x0a01_0002, 0x0a01_0003, 1024 + n as u16, 80)),
+            ("successive servers", |n| key(0x0a01_0002, 0x0a02_0000 + n, 40000, 443)),
+            ("the first octet", |n| key((n % 256) << 24 | 5, 0x0a01_0003, 7000 + (n / 256) as u16, 53)),
+        ];
+        for (what, make) in patterns {
+            let mut per_set = vec![0u32; sets];
+            for n in 0..10_000 {
+                per_set[cache.prefetch(&make(n)) as usize / WAYS] += 1;
+            }
+            let used = per_set.iter().filter(|&&n| n > 0).count();
+            let most = per_set.iter().max().copied().unwrap_or(0);
+            // 10,000 random keys over 16K sets use about 7,400 and put at
+            // most 6 or 7 in one.
+            assert!(used > 6_800 && most <= 9, "{what}: {used} sets used, at most {most} in one");
+        }
+    }
 }

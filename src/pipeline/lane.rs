@@ -17,7 +17,7 @@
 //! encap, 2.3 times the forwarding core's target).
 
 use super::decap;
-use super::express::{self, Asked};
+use super::express::{self, Asked, Taken};
 use super::fast;
 use super::fast6;
 use super::flow;
@@ -247,7 +247,7 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
                 }
             }
         }
-        tally.flush(ctx.stats, vrf.id);
+        tally.flush(ctx.stats);
     }
     if unsure != 0 {
         // A frame whose route, wider than the VRF's hint, leads to a
@@ -299,7 +299,7 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
                         continue;
                     }
                 },
-                Some((settled, tr)) => translated_hit(ctx, f, came[i], vrf, settled, tr, None, &mut rx),
+                Some((settled, tr)) => translated_hit(ctx, f, came[i], vrf, settled, tr, None, &mut rx).is_some(),
                 None => false,
             };
             if !done {
@@ -320,10 +320,9 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
         let done = match settled.map(|s| vrf.v4.recall(s.route.route())) {
             Some(Some(Some(target))) => {
                 let done = deliver(ctx, f, came[i], vrf, target, settled, None, &mut rx);
-                if let (true, Some(table), Some(cache), Some(s)) =
-                    (done && unfilled & (1 << i) != 0, table, ctx.cache.as_deref_mut(), settled)
-                {
-                    cache.fill(t, table, vrf, asked.keys[i], asked.at[i], &probes[i], &s, target, f);
+                if let (true, Some(hit)) = (done && unfilled & (1 << i) != 0, settled) {
+                    let way = Taken { hit, target, vrf: vrf.id, unpinned: false, tr: None };
+                    fill(ctx, vrf, &asked.keys[i], asked.at[i], &probes[i], &way, f);
                 }
                 done
             }
@@ -331,7 +330,18 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
                 stale |= 1 << i;
                 continue;
             }
-            None => translated(ctx, f, came[i], vrf, &probes[i], None, &mut rx),
+            None => {
+                let mut taken = None;
+                let done = translated(ctx, f, came[i], vrf, &probes[i], None, &mut rx, &mut taken);
+                // A pod's answers to a client of another network, routed
+                // there unrewritten, are as plain to the cache.
+                if let (true, Some(way)) =
+                    (unfilled & (1 << i) != 0, taken.filter(|w| w.tr.is_some_and(|tr| tr.nat.is_none())))
+                {
+                    fill(ctx, vrf, &asked.keys[i], asked.at[i], &probes[i], &way, f);
+                }
+                done
+            }
             Some(Some(None)) => false,
         };
         if !done {
@@ -608,6 +618,34 @@ fn from_elsewhere<B: AsRef<[u8]> + AsMut<[u8]>>(t: &Tables, f: &mut Frame<B>, vi
     // As `fast::classify` trims it, once accepted.
     f.set_len(ETH + total);
     Some(dst)
+}
+
+/// Fills the flow cache with a hit the full way forwarded (`way`), which
+/// `probe` found in `vrf` (`express::FlowCache::fill`), once its flow's
+/// entry is read again, stable and unchanged, for its sequence count. The
+/// rare way: a flow's first hit, or one after a change.
+#[cold]
+#[inline(never)]
+fn fill<B: AsRef<[u8]> + AsMut<[u8]>>(
+    ctx: &mut Ctx<'_, B>,
+    vrf: &Vrf,
+    key: &express::Key,
+    at: u32,
+    probe: &Probe,
+    way: &Taken,
+    f: &Frame<B>,
+) {
+    let (t, Some(table)) = (ctx.t, ctx.flows) else { return };
+    let policy = vrf.policy_generations();
+    let seq = match &way.tr {
+        None => table.sequence_of(probe, &way.hit, policy),
+        Some(tr) => {
+            table.sequence_of_translated(probe, &way.hit, tr, policy, |id| t.vrf(id).map(|v| v.policy_generations()))
+        }
+    };
+    if let Some(cache) = ctx.cache.as_deref_mut() {
+        cache.fill(t, *key, at, way, seq, f);
+    }
 }
 
 /// Gives a frame the lane leaves back its length as it came (`came`):
@@ -1004,7 +1042,9 @@ fn dropped6<B: AsRef<[u8]> + AsMut<[u8]>>(
 /// up now and remembered: no vector-wide lookup knew which VRF to look in. False, with nothing
 /// changed, for the general path to take the frame: a new flow, a drop, a
 /// decision to make again, an ECMP member to pin again.
+/// How it forwarded the hit, if it did, is left in `taken`, for the flow cache.
 #[inline(never)]
+#[allow(clippy::too_many_arguments)] // The lane's, and the cache's answer.
 fn translated<B: AsRef<[u8]> + AsMut<[u8]>>(
     ctx: &mut Ctx<'_, B>,
     f: &mut Frame<B>,
@@ -1013,14 +1053,17 @@ fn translated<B: AsRef<[u8]> + AsMut<[u8]>>(
     probe: &Probe,
     pod: Option<RouteTarget>,
     rx: &mut Received,
+    taken: &mut Option<Taken>,
 ) -> bool {
     let Some((settled, tr)) = flow::translated(ctx, vrf, probe) else {
         return dropped(ctx, f, came, vrf, probe, pod, rx);
     };
-    translated_hit(ctx, f, came, vrf, settled, tr, pod, rx)
+    *taken = translated_hit(ctx, f, came, vrf, settled, tr, pod, rx);
+    taken.is_some()
 }
 
-/// `translated` for the hit its read found: `settled`, with `tr`.
+/// `translated` for the hit its read found: `settled`, with `tr`. How it
+/// forwarded the hit, if it did (`None`: it changed nothing).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)] // `translated`'s, read.
 fn translated_hit<B: AsRef<[u8]> + AsMut<[u8]>>(
@@ -1032,14 +1075,11 @@ fn translated_hit<B: AsRef<[u8]> + AsMut<[u8]>>(
     tr: crate::flow::Translation,
     pod: Option<RouteTarget>,
     rx: &mut Received,
-) -> bool {
-    let Some(h) = fast::head(f) else { return false };
+) -> Option<Taken> {
+    let h = fast::head(f)?;
     let routed_in = match tr.route_vrf {
         None => vrf,
-        Some(id) => match ctx.t.vrf(id) {
-            Some(v) => v,
-            None => return false,
-        },
+        Some(id) => ctx.t.vrf(id)?,
     };
     let target = match (pod, tr.route_vrf) {
         (Some(pod), None) => Some(pod),
@@ -1050,7 +1090,7 @@ fn translated_hit<B: AsRef<[u8]> + AsMut<[u8]>>(
             Some(tr.nat.dst.filter(|_| tr.route_vrf.is_some()).unwrap_or(came_to))
         }),
     };
-    let Some(mut target) = target else { return false };
+    let mut target = target?;
     let nat = (!tr.nat.is_none()).then_some(&tr.nat);
     // Routed on after its rewrite, the packet is hashed as rewritten, as
     // the general path hashes it there; the entry's own hash is of the
@@ -1066,15 +1106,16 @@ fn translated_hit<B: AsRef<[u8]> + AsMut<[u8]>>(
     // across networks 37 instructions: callgrind, cross_vrf_out.)
     let mut ecmp = false;
     if let (Some(_), Some(NextHop::Composite(group))) = (tr.route_vrf, ctx.t.nexthop(target.nh)) {
-        let Some(member) = group.select(settled.hash) else { return false };
-        target = *member;
+        target = *group.select(settled.hash)?;
         ecmp = true;
     }
-    let delivered = deliver(ctx, f, came, routed_in, target, Some(settled), nat, rx);
-    if delivered && ecmp {
+    if !deliver(ctx, f, came, routed_in, target, Some(settled), nat, rx) {
+        return None;
+    }
+    if ecmp {
         count_unpinned(ctx.stats, routed_in.id);
     }
-    delivered
+    Some(Taken { hit: settled, target, vrf: routed_in.id, unpinned: ecmp, tr: Some(tr) })
 }
 
 /// A hit's `target` in the VRF its entry routes it in (`route_vrf`): there,
@@ -1251,7 +1292,7 @@ fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
         f.data_mut()[12..14].copy_from_slice(&[0x08, 0x00]);
         let delivered = match carry {
             Carry::To(target, settled) => deliver(ctx, f, came[i], vrf, target, settled, None, &mut rx),
-            Carry::Translated => translated(ctx, f, came[i], vrf, &probes[i], pod, &mut rx),
+            Carry::Translated => translated(ctx, f, came[i], vrf, &probes[i], pod, &mut rx, &mut None),
             Carry::Dropped => dropped(ctx, f, came[i], vrf, &probes[i], pod, &mut rx),
         };
         if delivered {
