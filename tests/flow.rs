@@ -1191,14 +1191,7 @@ fn a_pods_policy_holds_for_clients_of_another_network_on_its_node() {
 #[test]
 fn a_policy_change_decides_again_only_the_flows_it_can_judge() {
     let g1_ip = g1_ip();
-    let (mut lab, table) = lab_with_flows();
-    lab.writer.apply(&green_joined_to_blue_ops()).unwrap();
-    lab.writer
-        .apply(&[
-            Op::Add(Object::Policy(BLUE, Policy::allow_all())),
-            Op::Add(Object::Policy(GREEN, Policy::allow_all())),
-        ])
-        .unwrap();
+    let (mut lab, table) = lab_with_green_joined_allowing_all();
     assert_eq!(lab.run(A1, tcp(from_a1(), a1_ip(), a2_ip(), 40000, 80)).0, Verdict::Tx(A2));
     assert_eq!(lab.run(A1, tcp(from_a1(), a1_ip(), g1_ip, 40000, 80)).0, Verdict::Tx(G1));
     let hit = |dst: Ipv4Addr| table.lookup(&FlowKey::v4(BLUE, TCP, a1_ip().into(), dst.into(), 40000, 80)).unwrap();
@@ -2983,23 +2976,12 @@ fn a_denied_flow_stays_in_the_lane_after_a_route_change() {
 /// longer than its way out takes whole is cut by the full way.
 #[test]
 fn the_flow_cache_forwards_as_the_full_way_does() {
-    use vrouter::pipeline::{Pipeline, PipelineConfig};
-    let mut labs = [true, false].map(|flow_cache| {
-        let (mut lab, table) = lab_allowing_all();
-        let limits = *lab.handle.load().limits();
-        lab.pipeline = Pipeline::new(PipelineConfig { flow_cache, ..PipelineConfig::default() }, &limits);
-        lab.pipeline.set_flows(Some(table.clone()));
-        (lab, table)
-    });
+    let mut labs = with_and_without_cache(lab_allowing_all);
     let dsts = [a2_ip(), remote_ip(), gre_remote_ip(), service_ip()];
     // Packet `n` of the flow to `dst` (one source port a destination).
     let packet = |n: usize, dst: Ipv4Addr| {
-        let mut f = build::udp4_frame(from_a1(), a1_ip(), dst, 7000, 53, 64 - n as u8, 100 + 37 * n);
-        f[18..20].copy_from_slice(&(n as u16 * 7919).to_be_bytes());
-        f[24..26].fill(0);
-        let sum = vrouter::wire::checksum::checksum(&f[14..34]);
-        f[24..26].copy_from_slice(&sum.to_be_bytes());
-        f
+        let f = build::udp4_frame(from_a1(), a1_ip(), dst, 7000, 53, 64 - n as u8, 100 + 37 * n);
+        reheadered(f, |ip| ip[4..6].copy_from_slice(&(n as u16 * 7919).to_be_bytes()))
     };
     let run = |labs: &mut [(Lab, Arc<FlowTable>); 2], f: Vec<u8>, what: &str| {
         let (a, b) = (labs[0].0.run(A1, f.clone()), labs[1].0.run(A1, f));
@@ -3035,11 +3017,7 @@ fn the_flow_cache_forwards_as_the_full_way_does() {
     for n in 7..9 {
         run(&mut labs, packet(n, remote_ip()), "a hit");
     }
-    let mut long = build::udp4_frame(from_a1(), a1_ip(), remote_ip(), 7000, 53, 64, 1600);
-    long[20] = 0;
-    long[24..26].fill(0);
-    let sum = vrouter::wire::checksum::checksum(&long[14..34]);
-    long[24..26].copy_from_slice(&sum.to_be_bytes());
+    let long = reheadered(build::udp4_frame(from_a1(), a1_ip(), remote_ip(), 7000, 53, 64, 1600), |ip| ip[6] = 0);
     let (lens, extra) = {
         let mut out = Vec::new();
         for (lab, _) in labs.iter_mut() {
@@ -3066,29 +3044,11 @@ fn the_flow_cache_forwards_as_the_full_way_does() {
 /// come out as the full way sends them, counted in the client's VRF.
 #[test]
 fn the_flow_cache_takes_answers_routed_in_the_clients_network() {
-    use vrouter::pipeline::{Pipeline, PipelineConfig};
-    let mut labs = [true, false].map(|flow_cache| {
-        let (mut lab, table) = lab_with_flows();
-        let limits = *lab.handle.load().limits();
-        lab.pipeline = Pipeline::new(PipelineConfig { flow_cache, ..PipelineConfig::default() }, &limits);
-        lab.pipeline.set_flows(Some(table.clone()));
-        lab.writer.apply(&green_joined_to_blue_ops()).unwrap();
-        lab.writer
-            .apply(&[
-                Op::Add(Object::Policy(BLUE, Policy::allow_all())),
-                Op::Add(Object::Policy(GREEN, Policy::allow_all())),
-            ])
-            .unwrap();
-        (lab, table)
-    });
+    let mut labs = with_and_without_cache(lab_with_green_joined_allowing_all);
     let g1_l2 = L2 { src: mac(7), dst: router_mac() };
     let answer = |n: usize| {
-        let mut f = build::udp4_frame(g1_l2, g1_ip(), a1_ip(), 53, 7000, 64 - n as u8, 90 + 41 * n);
-        f[18..20].copy_from_slice(&(n as u16 * 7717).to_be_bytes());
-        f[24..26].fill(0);
-        let sum = vrouter::wire::checksum::checksum(&f[14..34]);
-        f[24..26].copy_from_slice(&sum.to_be_bytes());
-        f
+        let f = build::udp4_frame(g1_l2, g1_ip(), a1_ip(), 53, 7000, 64 - n as u8, 90 + 41 * n);
+        reheadered(f, |ip| ip[4..6].copy_from_slice(&(n as u16 * 7717).to_be_bytes()))
     };
     for (lab, _) in labs.iter_mut() {
         assert_eq!(lab.run(A1, udp(1, a1_ip(), g1_ip(), 7000, 53)).0, Verdict::Tx(G1), "a1 asks g1");
@@ -3102,4 +3062,41 @@ fn the_flow_cache_takes_answers_routed_in_the_clients_network() {
     let c = labs[0].0.pipeline.flow_cache_counts().expect("on");
     assert_eq!((c.fills, c.hits), (1, 5), "the first answer filled the cache, the next five hit it: {c:?}");
     assert_eq!(labs[0].0.stats().vrf(BLUE).encaps, 7, "counted where routed: the question and six answers");
+}
+
+/// Two labs `make` makes, with their flow tables: the first keeps a flow
+/// cache (the default), the second none.
+fn with_and_without_cache(make: fn() -> (Lab, Arc<FlowTable>)) -> [(Lab, Arc<FlowTable>); 2] {
+    use vrouter::pipeline::{Pipeline, PipelineConfig};
+    [true, false].map(|flow_cache| {
+        let (mut lab, table) = make();
+        let limits = *lab.handle.load().limits();
+        lab.pipeline = Pipeline::new(PipelineConfig { flow_cache, ..PipelineConfig::default() }, &limits);
+        lab.pipeline.set_flows(Some(table.clone()));
+        (lab, table)
+    })
+}
+
+/// Frame `f`, an IPv4 packet's, with its IP header changed by `edit`
+/// and its header checksum made again.
+fn reheadered(mut f: Vec<u8>, edit: impl FnOnce(&mut [u8])) -> Vec<u8> {
+    edit(&mut f[14..34]);
+    f[24..26].fill(0);
+    let sum = vrouter::wire::checksum::checksum(&f[14..34]);
+    f[24..26].copy_from_slice(&sum.to_be_bytes());
+    f
+}
+
+/// `lab_with_flows`, with green joined to blue (`green_joined_to_blue_ops`)
+/// and both allowing all.
+fn lab_with_green_joined_allowing_all() -> (Lab, Arc<FlowTable>) {
+    let (mut lab, table) = lab_with_flows();
+    lab.writer.apply(&green_joined_to_blue_ops()).unwrap();
+    lab.writer
+        .apply(&[
+            Op::Add(Object::Policy(BLUE, Policy::allow_all())),
+            Op::Add(Object::Policy(GREEN, Policy::allow_all())),
+        ])
+        .unwrap();
+    (lab, table)
 }
