@@ -8,7 +8,9 @@
 //! slot's sequence count, the vif it leaves by, and the headers the full
 //! way wrote in front of the packet, copied from the frame (a tunnel's
 //! outer headers with the flow's label and UDP source port; a pod's
-//! Ethernet header). A later packet of the flow gets those headers, with
+//! Ethernet header). A pod's answers to a client of another network on
+//! this node, routed back unrewritten in the client's VRF, are kept the
+//! same way, counted in that VRF. A later packet of the flow gets those headers, with
 //! only what differs per packet written anew (lengths, identification,
 //! checksums, TTLs), exactly as the full way writes them; the differential
 //! tests hold the two together.
@@ -35,9 +37,9 @@ const UDP_HEADERS: usize = ETH + TunnelEncap::MplsOverUdp.ip_overhead();
 const GRE_HEADERS: usize = ETH + TunnelEncap::MplsOverGre.ip_overhead();
 const _: () = assert!(UDP_HEADERS <= HEADERS && GRE_HEADERS <= HEADERS);
 
-/// Entries of a set. With two, a tenth of a table's worth of flows that
-/// are all busy (the pipeline's benchmark: 10,000 flows over 16K sets) had
-/// 3.7 % of them in sets of three or more, which miss every time in turn
+/// Entries of a set. With two (and twice the sets), flows that are all
+/// busy (the pipeline's benchmark: 10,000 flows over 32K sets) had 3.7 %
+/// of them in sets of three or more, which miss every time in turn
 /// (callgrind: a fill for one packet in 12).
 const WAYS: usize = 4;
 /// Sets of the cache, at most: 64K entries of 128 bytes, 8 MiB.
@@ -45,7 +47,7 @@ const MOST_SETS: usize = 16 * 1024;
 const LEAST_SETS: usize = 64;
 
 /// How an entry's packets leave, which decides what a hit writes and which
-/// of the VRF's counters it adds to (`fast::count_way_out`).
+/// of the VRF's counters it adds to (`Tally`), as `fast::count_way_out` counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub(super) enum Way {
@@ -204,7 +206,7 @@ impl FlowCache {
         self.entries.len() * std::mem::size_of::<Entry>()
     }
 
-    /// Starts a vector on snapshot `t`: if it is not the one the entries
+    /// Starts a batch on snapshot `t`: if it is not the one the entries
     /// were filled from, they are all stale from here.
     #[inline(always)]
     pub(super) fn begin(&mut self, t: &Tables) {
