@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::Arc;
 use vrouter::api::schema::Defaults;
 use vrouter::api::server::{Control, NodeInfo};
-use vrouter::stats::{DropReason, GeneralCause, Stats, StatsBoard, WorkerIo};
+use vrouter::stats::{DropReason, FlowCacheCounts, GeneralCause, Stats, StatsBoard, WorkerIo};
 use vrouter::tables::{Limits, TablesHandle, TablesWriter};
 
 const VRCTL: &str = env!("CARGO_BIN_EXE_vrctl");
@@ -110,6 +110,7 @@ fn every_command_prints_an_aligned_table_and_json() {
             elapsed_ns: 1000,
             general_path: 617,
             general_causes,
+            flow_cache: FlowCacheCounts { hits: 300, fills: 7, forgotten: 2, renewals: 1 },
             ..Default::default()
         },
     );
@@ -123,9 +124,13 @@ fn every_command_prints_an_aligned_table_and_json() {
     assert!(lines[1].ends_with("600 pkts, 97.2% of general"), "{t}");
     assert_eq!(lines[2].split_whitespace().nth(1), Some("arp"), "{t}");
     assert!(lines[2].ends_with("17 pkts, 2.8% of general"), "{t}");
-    assert_eq!(lines.len(), 3, "{t}");
+    // Then what the worker's flow cache forwarded, against its rx.
+    assert_eq!(lines[3].split_whitespace().nth(1), Some("flow"), "{t}");
+    assert!(lines[3].ends_with("300 pkts, 24.3% of rx; 7 filled, 2 forgotten"), "{t}");
+    assert_eq!(lines.len(), 4, "{t}");
     let j = json(&sock, &["runtime"]);
     assert_eq!(j[0]["general_path"], 617);
+    assert_eq!(j[0]["flow_cache"]["hits"], 300);
     assert_eq!(
         (j[0]["general_causes"]["arp"].as_u64(), j[0]["general_causes"]["tcp_syn"].as_u64()),
         (Some(17), Some(0))
