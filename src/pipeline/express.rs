@@ -27,7 +27,7 @@ use super::fast::HEAD;
 use super::forward::ETH;
 use super::{Frame, Verdict};
 use crate::flow::{FlowTable, Forwarding};
-use crate::stats::{FlowCacheCounts, Stats};
+use crate::stats::{FlowCacheCounts, Stats, VrfCounters};
 use crate::tables::{NextHop, RouteTarget, Tables, TunnelEncap, VifIndex};
 use crate::wire::{checksum, ip_proto, ipv4, mpls};
 
@@ -60,6 +60,19 @@ pub(super) enum Way {
 }
 
 impl Way {
+    /// Every way, in counter order.
+    const ALL: [Way; 3] = [Way::Pod, Way::Udp, Way::Gre];
+
+    /// The VRF's counter of packets sent this way (`c`'s).
+    #[inline(always)]
+    pub(super) fn counter(self, c: &mut VrfCounters) -> &mut u64 {
+        match self {
+            Way::Pod => &mut c.encaps,
+            Way::Udp => &mut c.udp_mpls_tunnels,
+            Way::Gre => &mut c.gre_mpls_tunnels,
+        }
+    }
+
     /// The way of next hop `nh`, if the cache can take it.
     pub(super) fn of(nh: &NextHop) -> Option<Way> {
         match nh {
@@ -195,15 +208,10 @@ impl FlowCache {
         self.counts
     }
 
-    /// Counts a vector's hits (`mask`: a bit a packet), once a vector.
+    /// Counts a vector's hits (`mask`: a bit a packet, those forwarded), once a vector.
     #[inline(always)]
     pub(super) fn count_hits(&mut self, mask: u32) {
         self.counts.hits += u64::from(mask.count_ones());
-    }
-
-    /// Bytes the cache takes.
-    pub fn memory_bytes(&self) -> usize {
-        self.entries.len() * std::mem::size_of::<Entry>()
     }
 
     /// Starts a batch on snapshot `t`: if it is not the one the entries
@@ -320,12 +328,6 @@ impl FlowCache {
         Ok(())
     }
 
-    /// Takes back a hit `count_hits` counted that the cache refused.
-    #[inline]
-    pub(super) fn uncount_hit(&mut self) {
-        self.counts.hits -= 1;
-    }
-
     /// Forgets entry `at`, whose flow changed (`Miss::Changed`).
     #[inline]
     pub(super) fn forget(&mut self, at: u32) {
@@ -337,8 +339,7 @@ impl FlowCache {
 
     /// Fills the set at `at` with `key`'s flow, whose packet in `f` the full
     /// way has just forwarded as `way`, and whose entry in the flow table
-    /// had sequence count `seq` (`FlowTable::sequence_of`; `None`: it
-    /// changed meanwhile, and nothing is filled), in the set's first
+    /// has sequence count `seq` (`FlowTable::sequence_of`), in the set's first
     /// entry: the others move down one, and the last (the oldest filled)
     /// goes, unless a stale or free entry, or the flow's own, is on the way.
     /// Nothing is filled either if the frame's way out is not one the
@@ -351,10 +352,10 @@ impl FlowCache {
         key: Key,
         at: u32,
         way: &Taken,
-        seq: Option<u32>,
+        seq: u32,
         f: &Frame<B>,
     ) {
-        let Some(entry) = seq.and_then(|seq| self.entry_for(t, key, way, seq, f)) else { return };
+        let Some(entry) = self.entry_for(t, key, way, seq, f) else { return };
         let (at, epoch) = (at as usize, self.epoch);
         if let Some(set) = self.entries.get_mut(at..at + WAYS) {
             let gone = set.iter().position(|e| e.key == key || e.key == Key::NONE || e.epoch != epoch);
@@ -383,12 +384,14 @@ impl FlowCache {
             }
             nh => (nh, way.unpinned),
         };
-        let kind = Way::of(nh)?;
-        let (oif, len, overhead, ip_sum) = match nh {
-            NextHop::Encap { oif, .. } => (*oif, 12, 0, 0),
+        let (kind, oif, len, overhead, ip_sum) = match nh {
+            NextHop::Encap { oif, .. } => (Way::Pod, *oif, 12, 0, 0),
             NextHop::Tunnel(tun) => {
-                let len = if kind == Way::Udp { UDP_HEADERS } else { GRE_HEADERS };
-                (tun.oif, len, tun.encap.ip_overhead(), tun.ip_sum)
+                let (kind, len) = match tun.encap {
+                    TunnelEncap::MplsOverUdp => (Way::Udp, UDP_HEADERS),
+                    TunnelEncap::MplsOverGre => (Way::Gre, GRE_HEADERS),
+                };
+                (kind, tun.oif, len, tun.encap.ip_overhead(), tun.ip_sum)
             }
             _ => return None,
         };
@@ -524,9 +527,9 @@ impl Tally {
     fn count_routed(&mut self, stats: &mut Stats) {
         if let Some(c) = stats.vrf_mut(self.vrf) {
             c.ecmp_composites += self.ecmp;
-            c.encaps += self.ways[Way::Pod as usize];
-            c.udp_mpls_tunnels += self.ways[Way::Udp as usize];
-            c.gre_mpls_tunnels += self.ways[Way::Gre as usize];
+            for way in Way::ALL {
+                *way.counter(c) += self.ways[way as usize];
+            }
         }
         (self.ways, self.ecmp) = ([0; 3], 0);
     }

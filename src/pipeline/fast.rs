@@ -305,21 +305,11 @@ pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
 /// composite if `ecmp`), as the general path counts it (`forward::resolve`).
 #[inline(always)]
 pub(super) fn count_way_out(stats: &mut crate::stats::Stats, vrf: u32, nh: &NextHop, ecmp: bool) {
-    count_way(stats, vrf, Way::of(nh).unwrap_or(Way::Pod), ecmp);
-}
-
-/// `count_way_out` for a way out known already (the flow cache's).
-#[inline(always)]
-pub(super) fn count_way(stats: &mut crate::stats::Stats, vrf: u32, way: Way, ecmp: bool) {
     if let Some(c) = stats.vrf_mut(vrf) {
         if ecmp {
             c.ecmp_composites += 1;
         }
-        match way {
-            Way::Gre => c.gre_mpls_tunnels += 1,
-            Way::Udp => c.udp_mpls_tunnels += 1,
-            Way::Pod => c.encaps += 1,
-        }
+        *Way::of(nh).unwrap_or(Way::Pod).counter(c) += 1;
     }
 }
 

@@ -229,7 +229,7 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
     let mut rx = Received::default();
     let give_back = |f: &mut Frame<B>, i: usize| give_back_as_came(f, came[i]) << i;
     if let (Some(table), Some(cache), true) = (table, ctx.cache.as_deref_mut(), hits != 0) {
-        cache.count_hits(hits);
+        let mut refused = 0;
         let mut tally = express::Tally::NONE;
         for i in lanes(hits) {
             let f = &mut frames[i];
@@ -242,11 +242,12 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
                     if miss == express::Miss::Changed {
                         cache.forget(asked.at[i]);
                     }
-                    cache.uncount_hit();
-                    left |= give_back(f, i);
+                    refused |= give_back(f, i);
                 }
             }
         }
+        cache.count_hits(hits & !refused);
+        left |= refused;
         tally.flush(ctx.stats);
     }
     if unsure != 0 {
@@ -635,7 +636,8 @@ fn fill<B: AsRef<[u8]> + AsMut<[u8]>>(
             table.sequence_of_translated(probe, &way.hit, tr, policy, |id| t.vrf(id).map(|v| v.policy_generations()))
         }
     };
-    if let Some(cache) = ctx.cache.as_deref_mut() {
+    // `None`: the entry changed since the full way read it; nothing is kept.
+    if let (Some(cache), Some(seq)) = (ctx.cache.as_deref_mut(), seq) {
         cache.fill(t, *key, at, way, seq, f);
     }
 }

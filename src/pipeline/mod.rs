@@ -246,11 +246,6 @@ impl Pipeline {
         self.flows = table;
     }
 
-    /// Bytes the flow cache takes (0 without one).
-    pub fn flow_cache_bytes(&self) -> usize {
-        self.cache.as_ref().map_or(0, |c| c.memory_bytes())
-    }
-
     /// What the flow cache did, if the pipeline keeps one.
     pub fn flow_cache_counts(&self) -> Option<crate::stats::FlowCacheCounts> {
         self.cache.as_ref().map(|c| c.counts())
