@@ -3039,6 +3039,66 @@ fn the_flow_cache_forwards_as_the_full_way_does() {
     assert_eq!(flows.next(), flows.next(), "the flows counted alike");
 }
 
+/// The flow cache takes a tunnel's packets to a pod on this node, whether
+/// its label names the pod or the VRF to route in, over UDP and GRE: they
+/// come out stripped as the full way sends them, and are counted alike
+/// (decapsulated, on their flow, out of the pod's vif). A new tables
+/// snapshot sends them the full way again.
+#[test]
+fn the_flow_cache_takes_tunnels_to_pods_as_the_full_way_does() {
+    use vrouter::pktgen::build::Tunnel;
+    let mut labs = with_and_without_cache(lab_allowing_all);
+    let ways = [
+        (LABEL_A1, a1_ip(), Tunnel::Udp(6635), A1),
+        (LABEL_BLUE, a2_ip(), Tunnel::Udp(6635), A2),
+        (LABEL_BLUE, a1_ip(), Tunnel::Gre, A1),
+    ];
+    // Packet `n` of the flow to `dst` (one source port a way), its inner
+    // header's TTL, identification and length differing from packet to packet.
+    let packet = |n: usize, (label, dst, tunnel, _): (u32, Ipv4Addr, Tunnel, u32)| {
+        let sport = 7000 + label as u16 + u16::from(tunnel == Tunnel::Gre);
+        let inner =
+            build::udp4_frame(L2 { src: mac(9), dst: mac(9) }, remote_ip(), dst, sport, 53, 64 - n as u8, 90 + 37 * n);
+        let inner = reheadered(inner, |ip| ip[4..6].copy_from_slice(&(n as u16 * 7919).to_be_bytes()));
+        build::mpls_tunnel_frame(from_peer(), tunnel, peer(1), node_ip(), label, 64, 50000 + n as u16, &inner[14..])
+    };
+    let run = |labs: &mut [(Lab, Arc<FlowTable>); 2], n: usize| {
+        for way in ways {
+            let f = packet(n, way);
+            let (a, b) = (labs[0].0.run(FABRIC, f.clone()), labs[1].0.run(FABRIC, f));
+            assert_eq!(a.0, Verdict::Tx(way.3), "packet {n} of {way:?}");
+            assert_eq!(a, b, "packet {n} of {way:?}");
+            assert_eq!(labs[0].0.stats(), labs[1].0.stats(), "counters after packet {n} of {way:?}");
+        }
+    };
+    for n in 0..6 {
+        run(&mut labs, n);
+    }
+    let counts = |labs: &[(Lab, Arc<FlowTable>); 2]| labs[0].0.pipeline.flow_cache_counts().expect("on");
+    let c = counts(&labs);
+    // The first packet of each makes its flow, the second fills the cache,
+    // the other four are its hits.
+    assert_eq!((c.fills, c.hits), (3, 12), "{c:?}");
+    assert_eq!(labs[0].0.stats().vrf(BLUE).decaps, 18, "every packet counted decapsulated");
+
+    // A route added anywhere: the next packets take the full way, which
+    // fills the cache again.
+    for (lab, _) in labs.iter_mut() {
+        let route = RouteSpec::new(BLUE, "10.9.9.0/24".parse().unwrap(), RouteTarget { nh: NH_UDP, label: 40 });
+        lab.writer.apply(&[Op::Add(Object::Route(route))]).unwrap();
+    }
+    run(&mut labs, 6);
+    run(&mut labs, 7);
+    let c = counts(&labs);
+    assert_eq!((c.renewals > 0, c.fills, c.hits), (true, 6, 15), "{c:?}");
+    let mut flows = labs.iter().map(|(_, t)| {
+        let mut v: Vec<_> = t.dump(None, usize::MAX, 0).into_iter().map(|e| (e.key, e.packets, e.bytes)).collect();
+        v.sort_by_key(|e| format!("{e:?}"));
+        v
+    });
+    assert_eq!(flows.next(), flows.next(), "the flows counted alike");
+}
+
 /// The flow cache takes a pod's answers to a client of another network on
 /// this node too (routed back in the client's VRF, unrewritten), and they
 /// come out as the full way sends them, counted in the client's VRF.

@@ -10,10 +10,13 @@
 //! outer headers with the flow's label and UDP source port; a pod's
 //! Ethernet header). A pod's answers to a client of another network on
 //! this node, routed back unrewritten in the client's VRF, are kept the
-//! same way, counted in that VRF. A later packet of the flow gets those headers, with
-//! only what differs per packet written anew (lengths, identification,
-//! checksums, TTLs), exactly as the full way writes them; the differential
-//! tests hold the two together.
+//! same way, counted in that VRF. So are a tunnel's packets to a pod on
+//! this node (`lane::from_fabric`), keyed by their label and inner packet:
+//! a hit strips the tunnel and writes the pod's Ethernet header. A later
+//! packet of the flow gets those headers, with only what differs per
+//! packet written anew (lengths, identification, checksums, TTLs), exactly
+//! as the full way writes them; the differential tests hold the two
+//! together.
 //!
 //! Nothing is copied that could go stale unseen. A new tables snapshot
 //! (`Tables::stamp`: a route, a next hop, a vif, a policy changed) makes
@@ -92,7 +95,9 @@ impl Way {
 pub(super) struct Key {
     addrs: u64,
     ports: u32,
-    /// The VRF (24 bits) over the protocol; never 0, which marks a free entry.
+    /// The VRF (23 bits) over the protocol, or, for a tunnelled packet,
+    /// `FROM_FABRIC` and the tunnel's label over it; never 0, which marks a
+    /// free entry.
     id: u32,
 }
 
@@ -108,17 +113,49 @@ impl Key {
     pub(super) const NONE: Key = Key { addrs: 0, ports: 0, id: 0 };
 
     /// The key of the packet whose first `HEAD` bytes are `h` (a frame
-    /// `fast::classify` took), in VRF `vrf`, if the cache takes its flows.
+    /// `fast::classify` took), from a pod in VRF `vrf`, if the cache takes
+    /// its flows.
     #[inline(always)]
     pub(super) fn of(h: &[u8; HEAD], vrf: u32) -> Option<Key> {
+        if vrf >= Key::FROM_FABRIC >> 8 {
+            return None;
+        }
+        Key::with_id(h, vrf << 8)
+    }
+
+    /// The key of the packet whose first `HEAD` bytes are `h`, inside a
+    /// tunnel with label `label` (its inner packet, which `fast::inspect`
+    /// took), if the cache takes its flows. The label, not the VRF it
+    /// lands in: a pod's label and its VRF's lead the same flow to
+    /// different ways out (the pod it names; the route), and in one
+    /// tables snapshot a label always lands the same way.
+    #[inline(always)]
+    pub(super) fn of_tunnelled(h: &[u8; HEAD], label: u32) -> Option<Key> {
+        if label >= 1 << 20 {
+            return None;
+        }
+        Key::with_id(h, Key::FROM_FABRIC | label << 8)
+    }
+
+    /// Marks a tunnelled packet's key (`of_tunnelled`): a pod's key's VRF
+    /// stays below it.
+    const FROM_FABRIC: u32 = 1 << 31;
+
+    /// True for a tunnelled packet's key.
+    fn is_tunnelled(&self) -> bool {
+        self.id & Key::FROM_FABRIC != 0
+    }
+
+    #[inline(always)]
+    fn with_id(h: &[u8; HEAD], id: u32) -> Option<Key> {
         let proto = h[23];
-        if !matches!(proto, ip_proto::TCP | ip_proto::UDP) || vrf >= 1 << 24 {
+        if !matches!(proto, ip_proto::TCP | ip_proto::UDP) {
             return None;
         }
         Some(Key {
             addrs: u64::from_ne_bytes([h[26], h[27], h[28], h[29], h[30], h[31], h[32], h[33]]),
             ports: u32::from_ne_bytes([h[34], h[35], h[36], h[37]]),
-            id: (vrf << 8) | u32::from(proto),
+            id: id | u32::from(proto),
         })
     }
 }
@@ -328,6 +365,54 @@ impl FlowCache {
         Ok(())
     }
 
+    /// Forwards the frame of a cached tunnelled flow (entry `at`, from
+    /// `find`), a tunnel `lane::tunnel_in` took whose inner packet, `inner_len`
+    /// bytes long, starts `strip` bytes in (its Ethernet header's room):
+    /// strips the tunnel and gives the packet its pod's Ethernet header, as
+    /// the full way does, sets its verdict and counts it on its flow, and in
+    /// `tally`. Changes nothing if it refuses.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)] // `forward`'s, and where the inner packet lies.
+    pub(super) fn forward_tunnelled<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &self,
+        at: u32,
+        flows: &FlowTable,
+        f: &mut Frame<B>,
+        strip: usize,
+        inner_len: u16,
+        now: u64,
+        tally: &mut Tally,
+        stats: &mut Stats,
+    ) -> Result<(), Miss> {
+        let Some(e) = self.entries.get(at as usize) else { return Err(Miss::Changed) };
+        if inner_len > e.longest {
+            return Err(Miss::TooLong);
+        }
+        // `tunnel_in` checked that the inner packet lies whole in the frame:
+        // asked again, so that nothing below fails once the frame changes.
+        let end = strip + ETH + usize::from(inner_len);
+        let Some(inner) = f.data().get(strip..end) else { return Err(Miss::Changed) };
+        let Some(h) = super::fast::head_of(inner) else { return Err(Miss::Changed) };
+        let flags = super::fast::tcp_flags(h, inner);
+        if !flows.touch_unchanged(e.slot, e.seq, u32::from(inner_len), flags, now) {
+            return Err(Miss::Changed);
+        }
+        const HDR: usize = ETH + ipv4::HEADER_LEN;
+        f.pull_front(strip);
+        f.set_len(ETH + usize::from(inner_len));
+        let Some(Ok(hdr)) = f.data_mut().get_mut(..HDR).map(<&mut [u8; HDR]>::try_from) else {
+            return Err(Miss::Changed);
+        };
+        hdr[..12].copy_from_slice(&e.headers.0[..12]);
+        hdr[12..14].copy_from_slice(&[0x08, 0x00]);
+        ipv4::Packet::new_unchecked(&mut hdr[ETH..]).decrement_ttl();
+        f.verdict = Verdict::Tx(e.out);
+        tally.sent(e.out, f.len() as u64, stats);
+        tally.routed(e.vrf, Way::Pod, e.ecmp, stats);
+        tally.decaps += 1;
+        Ok(())
+    }
+
     /// Forgets entry `at`, whose flow changed (`Miss::Changed`).
     #[inline]
     pub(super) fn forget(&mut self, at: u32) {
@@ -356,6 +441,11 @@ impl FlowCache {
         f: &Frame<B>,
     ) {
         let Some(entry) = self.entry_for(t, key, way, seq, f) else { return };
+        // A tunnelled packet's hit writes a pod's Ethernet header alone
+        // (`forward_tunnelled`): one routed on into another tunnel is not kept.
+        if key.is_tunnelled() && entry.way != Way::Pod {
+            return;
+        }
         let (at, epoch) = (at as usize, self.epoch);
         if let Some(set) = self.entries.get_mut(at..at + WAYS) {
             let gone = set.iter().position(|e| e.key == key || e.key == Key::NONE || e.epoch != epoch);
@@ -472,11 +562,13 @@ pub(super) struct Tally {
     vrf: u32,
     ways: [u64; 3],
     ecmp: u64,
+    /// Tunnels stripped (`FlowCache::forward_tunnelled`), in the run's VRF.
+    decaps: u64,
 }
 
 impl Tally {
     pub(super) const NONE: Tally =
-        Tally { out: VifIndex::MAX, packets: 0, bytes: 0, vrf: u32::MAX, ways: [0; 3], ecmp: 0 };
+        Tally { out: VifIndex::MAX, packets: 0, bytes: 0, vrf: u32::MAX, ways: [0; 3], ecmp: 0, decaps: 0 };
 
     #[inline(always)]
     fn sent(&mut self, out: VifIndex, bytes: u64, stats: &mut Stats) {
@@ -527,11 +619,12 @@ impl Tally {
     fn count_routed(&mut self, stats: &mut Stats) {
         if let Some(c) = stats.vrf_mut(self.vrf) {
             c.ecmp_composites += self.ecmp;
+            c.decaps += self.decaps;
             for way in Way::ALL {
                 *way.counter(c) += self.ways[way as usize];
             }
         }
-        (self.ways, self.ecmp) = ([0; 3], 0);
+        (self.ways, self.ecmp, self.decaps) = ([0; 3], 0, 0);
     }
 
     /// Adds what the vector's hits left uncounted to the worker's counters.
