@@ -413,10 +413,11 @@ impl FlowCache {
         Ok(())
     }
 
-    /// Forgets entry `at`, whose flow changed (`Miss::Changed`).
+    /// Takes note that entry `at` refused its frame (`miss`): one whose
+    /// flow changed is forgotten.
     #[inline]
-    pub(super) fn forget(&mut self, at: u32) {
-        if let Some(e) = self.entries.get_mut(at as usize) {
+    pub(super) fn refused(&mut self, at: u32, miss: Miss) {
+        if let (Miss::Changed, Some(e)) = (miss, self.entries.get_mut(at as usize)) {
             e.key = Key::NONE;
             self.counts.forgotten += 1;
         }
@@ -645,6 +646,28 @@ pub(super) struct Asked {
 impl Asked {
     /// Nothing asked yet.
     pub const NONE: Asked = Asked { keys: [Key::NONE; super::VECTOR], at: [0; super::VECTOR] };
+
+    /// Asks `cache` for frame `i`'s flow, `key`, whose set it starts
+    /// fetching; answers frame `i`'s bit, for the lane's mask of those asked.
+    #[inline(always)]
+    pub fn ask(&mut self, cache: &FlowCache, i: usize, key: Key) -> u32 {
+        self.keys[i] = key;
+        self.at[i] = cache.prefetch(&key);
+        1 << i
+    }
+
+    /// Finds frame `i`'s flow in `cache` (`FlowCache::find`), keeping its
+    /// entry in place of its set; answers frame `i`'s bit if found, else 0.
+    #[inline(always)]
+    pub fn find(&mut self, cache: &FlowCache, i: usize, flows: &FlowTable) -> u32 {
+        match cache.find(&self.keys[i], self.at[i], flows) {
+            Some(entry) => {
+                self.at[i] = entry;
+                1 << i
+            }
+            None => 0,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -167,9 +167,7 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
                     _ => None,
                 };
                 if let (Some(cache), Some(key)) = (cache, key) {
-                    asked.keys[i] = key;
-                    asked.at[i] = cache.prefetch(&key);
-                    cached |= 1 << i;
+                    cached |= asked.ask(cache, i, key);
                 } else if flow::prefetch_fast(table, f, vrf, &mut probes[i]) {
                     probed |= 1 << i;
                     if whole_slot {
@@ -201,13 +199,13 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
         }
         if let (Some(cache), true) = (cache, cached != 0) {
             for i in lanes(cached) {
-                match cache.find(&asked.keys[i], asked.at[i], table) {
-                    Some(entry) => {
-                        asked.at[i] = entry;
-                        hits |= 1 << i;
-                    }
-                    None if flow::prefetch_fast(table, &frames[i], vrf, &mut probes[i]) => unfilled |= 1 << i,
-                    None => left |= give_back_as_came(&mut frames[i], came[i]) << i,
+                let hit = asked.find(cache, i, table);
+                if hit != 0 {
+                    hits |= hit;
+                } else if flow::prefetch_fast(table, &frames[i], vrf, &mut probes[i]) {
+                    unfilled |= 1 << i;
+                } else {
+                    left |= give_back_as_came(&mut frames[i], came[i]) << i;
                 }
             }
         }
@@ -239,9 +237,7 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
                     rx.bytes += u64::from(came[i]);
                 }
                 Err(miss) => {
-                    if miss == express::Miss::Changed {
-                        cache.forget(asked.at[i]);
-                    }
+                    cache.refused(asked.at[i], miss);
                     refused |= give_back(f, i);
                 }
             }
@@ -1243,9 +1239,7 @@ fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
                     _ => None,
                 };
                 if let (Some(cache), Some(key)) = (cache, key) {
-                    asked.keys[i] = key;
-                    asked.at[i] = cache.prefetch(&key);
-                    cached |= 1 << i;
+                    cached |= asked.ask(cache, i, key);
                 } else if inner.is_some_and(|h| flow::prefetch_head(table, h, vrf, &mut probes[i])) {
                     probed |= 1 << i;
                     // Its hit reads the rewrite too (`translated`).
@@ -1285,24 +1279,23 @@ fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
         }
         if let (Some(cache), true) = (cache, cached != 0) {
             for i in lanes(cached) {
-                match cache.find(&asked.keys[i], asked.at[i], table) {
-                    Some(entry) => {
-                        asked.at[i] = entry;
-                        hits |= 1 << i;
+                let hit = asked.find(cache, i, table);
+                if hit != 0 {
+                    hits |= hit;
+                    continue;
+                }
+                match (inbound[i].inner_head(&frames[i]), vrfs[i]) {
+                    (Some(h), Some(vrf)) if flow::prefetch_head(table, h, vrf, &mut probes[i]) => {
+                        if vrf.floating_ips > 0 {
+                            probes[i].fetch_whole_slot();
+                        }
+                        table.prefetch_slots(&mut probes[i]);
+                        unfilled |= 1 << i;
                     }
-                    None => match (inbound[i].inner_head(&frames[i]), vrfs[i]) {
-                        (Some(h), Some(vrf)) if flow::prefetch_head(table, h, vrf, &mut probes[i]) => {
-                            if vrf.floating_ips > 0 {
-                                probes[i].fetch_whole_slot();
-                            }
-                            table.prefetch_slots(&mut probes[i]);
-                            unfilled |= 1 << i;
-                        }
-                        _ => {
-                            vrfs[i] = None;
-                            left |= 1 << i;
-                        }
-                    },
+                    _ => {
+                        vrfs[i] = None;
+                        left |= 1 << i;
+                    }
                 }
             }
             probed |= unfilled;
@@ -1329,9 +1322,7 @@ fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
                     rx.bytes += u64::from(came[i]);
                 }
                 Err(miss) => {
-                    if miss == express::Miss::Changed {
-                        cache.forget(asked.at[i]);
-                    }
+                    cache.refused(asked.at[i], miss);
                     refused |= 1 << i;
                 }
             }
