@@ -1234,8 +1234,10 @@ fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
                 // Written out, not `Inbound::inner_head`: through it, a
                 // hit took 15 instructions more (callgrind).
                 let inner = f.data().get(usize::from(tun.inner_at) - ETH..).and_then(fast::head_of);
+                // Not in a VRF with floating IPs: most of its hits are their
+                // clients', which rewrite, and would only miss the cache.
                 let key = match (cache, inner) {
-                    (Some(_), Some(h)) => express::Key::of_tunnelled(h, tun.label),
+                    (Some(_), Some(h)) if vrf.floating_ips == 0 => express::Key::of_tunnelled(h, tun.label),
                     _ => None,
                 };
                 if let (Some(cache), Some(key)) = (cache, key) {
