@@ -1202,8 +1202,8 @@ fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
     for (i, f) in frames.iter_mut().enumerate() {
         came[i] = f.len() as u32;
         let found = if f.vif == first { tunnel_in(t, f.data(), vif) } else { Found::Neither };
-        let tun = match found {
-            Found::V4(tun) => tun,
+        let (tun, label) = match found {
+            Found::V4(tun, label) => (tun, label),
             Found::V6(outer) => {
                 six |= 1 << i;
                 outer6[i] = outer;
@@ -1237,7 +1237,7 @@ fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
                 // Not in a VRF with floating IPs: most of its hits are their
                 // clients', which rewrite, and would only miss the cache.
                 let key = match (cache, inner) {
-                    (Some(_), Some(h)) if vrf.floating_ips == 0 => express::Key::of_tunnelled(h, tun.label),
+                    (Some(_), Some(h)) if vrf.floating_ips == 0 => express::Key::of_tunnelled(h, label),
                     _ => None,
                 };
                 if let (Some(cache), Some(key)) = (cache, key) {
@@ -1555,7 +1555,7 @@ fn tunnel6_in(t: &Tables, d: &[u8], outer: Outer) -> Option<(Inbound, u128)> {
     let (inner_at, ip_end) = (usize::from(outer.inner_at), usize::from(outer.ip_end));
     let (dst, inner_len) = fast6::inspect_packet(d.get(inner_at - ETH..ip_end)?, None)?;
     let (vrf, nh) = landing(t, outer.label)?;
-    Some((Inbound { label: outer.label, inner_at: outer.inner_at, inner_len: inner_len as u16, dst: 0, vrf, nh }, dst))
+    Some((Inbound { inner_at: outer.inner_at, inner_len: inner_len as u16, dst: 0, vrf, nh }, dst))
 }
 
 /// How the fabric lane's pass three carries out a packet, once its tunnel
@@ -1576,8 +1576,6 @@ enum Carry {
 /// hop its label names (`None`: the label names the VRF, to route it in).
 #[derive(Clone, Copy)]
 struct Inbound {
-    /// The tunnel's label.
-    label: u32,
     inner_at: u16,
     inner_len: u16,
     /// An IPv4 packet's (`tunnel6_in` answers with an IPv6 one's beside).
@@ -1587,7 +1585,7 @@ struct Inbound {
 }
 
 impl Inbound {
-    const NONE: Inbound = Inbound { label: 0, inner_at: 0, inner_len: 0, dst: 0, vrf: 0, nh: None };
+    const NONE: Inbound = Inbound { inner_at: 0, inner_len: 0, dst: 0, vrf: 0, nh: None };
 
     /// The first `HEAD` bytes of the inner packet in `f`, the tunnel's
     /// frame, from its Ethernet header's room on.
@@ -1617,7 +1615,7 @@ fn tunnel_in(t: &Tables, d: &[u8], vif: &Vif) -> Found {
     };
     match landing(t, label) {
         Some((vrf, nh)) => {
-            Found::V4(Inbound { label, inner_at: inner_at as u16, inner_len: inner_len as u16, dst, vrf, nh })
+            Found::V4(Inbound { inner_at: inner_at as u16, inner_len: inner_len as u16, dst, vrf, nh }, label)
         }
         None => Found::Neither,
     }
@@ -1625,8 +1623,9 @@ fn tunnel_in(t: &Tables, d: &[u8], vif: &Vif) -> Found {
 
 /// What `tunnel_in` found in a frame from the fabric.
 enum Found {
-    /// A tunnel the IPv4 lane takes.
-    V4(Inbound),
+    /// A tunnel the IPv4 lane takes, and its label (kept apart: the IPv6
+    /// lane's vector of `Inbound`s has no use for it).
+    V4(Inbound, u32),
     /// A tunnel to this node around an IPv6 packet, for `from_fabric6`.
     V6(Outer),
     /// Anything else: the general path's.
