@@ -1051,10 +1051,11 @@ fn translated<B: AsRef<[u8]> + AsMut<[u8]>>(
 /// `translated` for a pod's frame the flow cache did not have (its key and
 /// set: `key`, `at`): a hit it forwards unrewritten (a pod's answers to a
 /// client of another network, routed back there) fills the cache, as a
-/// plain hit does. Apart from `translated`, so that the lanes that keep no
-/// cache (the fabric's) and the pod lane's loop carry none of it (kept in
-/// `translated` as an answer to fill in, it cost the fabric's floating-IP
-/// hits 36 instructions and the untracked pod frames 12, callgrind).
+/// plain hit does. Apart from `translated`, so that the fabric's lane
+/// (whose cache takes plain hits alone) and the pod lane's loop carry none
+/// of it (kept in `translated` as an answer to fill in, it cost the
+/// fabric's floating-IP hits 36 instructions and the untracked pod frames
+/// 12, callgrind).
 #[inline(never)]
 #[allow(clippy::too_many_arguments)] // `translated`'s, and the cache's key and set.
 fn translated_filling<B: AsRef<[u8]> + AsMut<[u8]>>(
