@@ -3091,6 +3091,41 @@ fn the_flow_cache_takes_tunnels_to_pods_as_the_full_way_does() {
     run(&mut labs, 7);
     let c = counts(&labs);
     assert_eq!((c.renewals > 0, c.fills, c.hits), (true, 6, 15), "{c:?}");
+
+    // The flows flushed: each entry finds its flow changed and is
+    // forgotten, and its packet takes the general path, which makes the
+    // flow again.
+    for (_, table) in &labs {
+        assert_eq!(table.flush(), 3);
+    }
+    run(&mut labs, 8);
+    let c = counts(&labs);
+    assert_eq!((c.forgotten, c.hits), (3, 15), "{c:?}");
+    assert_eq!(labs[0].1.len(), 3, "the flows are made again");
+
+    // Longer than a1's MTU, with DF clear, on a flow the cache has: the
+    // full way cuts it.
+    run(&mut labs, 9);
+    run(&mut labs, 10);
+    let (label, dst, tunnel, _) = ways[0];
+    let sport = 7000 + label as u16;
+    let inner = build::udp4_frame(L2 { src: mac(9), dst: mac(9) }, remote_ip(), dst, sport, 53, 64, 1600);
+    let inner = reheadered(inner, |ip| ip[6] = 0);
+    let long = build::mpls_tunnel_frame(from_peer(), tunnel, peer(1), node_ip(), label, 64, 50000, &inner[14..]);
+    let mut out = Vec::new();
+    for (lab, _) in labs.iter_mut() {
+        let (frames, extra) = lab.run_with(&[(FABRIC, long.clone())], 4);
+        out.push((
+            frames[0].verdict,
+            frames[0].data().to_vec(),
+            extra.iter().map(|f| f.data().to_vec()).collect::<Vec<_>>(),
+        ));
+    }
+    assert_eq!(out[0], out[1], "the long datagram, cut alike");
+    assert!(!out[0].2.is_empty(), "into fragments: {:?}", out[0].0);
+    assert_eq!(labs[0].0.stats(), labs[1].0.stats());
+    let c = counts(&labs);
+    assert_eq!((c.fills, c.hits, c.forgotten), (9, 18, 3), "the long one refused, its entry kept: {c:?}");
     let mut flows = labs.iter().map(|(_, t)| {
         let mut v: Vec<_> = t.dump(None, usize::MAX, 0).into_iter().map(|e| (e.key, e.packets, e.bytes)).collect();
         v.sort_by_key(|e| format!("{e:?}"));
