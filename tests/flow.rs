@@ -3059,7 +3059,7 @@ fn the_flow_cache_takes_tunnels_to_pods_as_the_full_way_does() {
         let sport = 7000 + label as u16 + u16::from(tunnel == Tunnel::Gre);
         let inner =
             build::udp4_frame(L2 { src: mac(9), dst: mac(9) }, remote_ip(), dst, sport, 53, 64 - n as u8, 90 + 37 * n);
-        let inner = reheadered(inner, |ip| ip[4..6].copy_from_slice(&(n as u16 * 7919).to_be_bytes()));
+        let inner = reheadered(inner, |ip| ip[4..6].copy_from_slice(&(n as u16).wrapping_mul(7919).to_be_bytes()));
         build::mpls_tunnel_frame(from_peer(), tunnel, peer(1), node_ip(), label, 64, 50000 + n as u16, &inner[14..])
     };
     let run = |labs: &mut [(Lab, Arc<FlowTable>); 2], n: usize| {
