@@ -3134,6 +3134,67 @@ fn the_flow_cache_takes_tunnels_to_pods_as_the_full_way_does() {
     assert_eq!(flows.next(), flows.next(), "the flows counted alike");
 }
 
+/// The flow cache takes a floating IP's clients' packets out of a tunnel
+/// (the public network's label), rewritten to their pod: they come out as
+/// the full way sends them (the destination rewritten, the IP, UDP and TCP
+/// checksums updated), counted alike (decapsulated in the public network,
+/// routed in the pod's).
+#[test]
+fn the_flow_cache_takes_a_floating_ips_clients_out_of_tunnels() {
+    use vrouter::pktgen::build::Tunnel;
+    use vrouter::wire::tcp::{FLAG_ACK, FLAG_SYN};
+    const LABEL_PUBLIC: u32 = 52;
+    let mut labs = with_and_without_cache(|| {
+        let (mut lab, table) = lab_with_floating_ip();
+        let lookup = NextHop::VrfLookup { vrf: PUBLIC };
+        lab.writer.apply(&[Op::Add(Object::NextHop(52, lookup)), Op::Add(Object::Label(LABEL_PUBLIC, 52))]).unwrap();
+        (lab, table)
+    });
+    let client = L2 { src: mac(9), dst: mac(9) };
+    let tunnelled = |inner: Vec<u8>, n: usize| {
+        let sport = 50000 + n as u16;
+        build::mpls_tunnel_frame(
+            from_peer(),
+            Tunnel::Udp(6635),
+            peer(1),
+            node_ip(),
+            LABEL_PUBLIC,
+            64,
+            sport,
+            &inner[14..],
+        )
+    };
+    // Packet `n` of a datagram flow and of a TCP connection (its SYN first),
+    // TTL, identification and length changing from packet to packet.
+    let packets = |n: usize| {
+        let ident = |ip: &mut [u8]| ip[4..6].copy_from_slice(&(n as u16).wrapping_mul(7919).to_be_bytes());
+        let datagram = reheadered(build::udp4_frame(client, CLIENT, FIP, 6000, 53, 64 - n as u8, 90 + 37 * n), ident);
+        let flags = if n == 0 { FLAG_SYN } else { FLAG_ACK };
+        let segment = reheadered(with_tcp_flags(&tcp(client, CLIENT, FIP, 40000, 80), flags), ident);
+        [tunnelled(datagram, n), tunnelled(segment, n)]
+    };
+    for n in 0..6 {
+        for (k, f) in packets(n).into_iter().enumerate() {
+            let (a, b) = (labs[0].0.run(FABRIC, f.clone()), labs[1].0.run(FABRIC, f));
+            assert!(matches!(a.0, Verdict::Tx(A1 | A2)), "packet {n} of flow {k}: {:?}", a.0);
+            assert!(matches!(ip_addrs(&a.1), (CLIENT, to) if to == a1_ip() || to == a2_ip()), "packet {n} of flow {k}");
+            assert_eq!(a, b, "packet {n} of flow {k}");
+            assert_eq!(labs[0].0.stats(), labs[1].0.stats(), "counters after packet {n} of flow {k}");
+        }
+    }
+    let c = labs[0].0.pipeline.flow_cache_counts().expect("on");
+    // The first packet of each makes its flow on the general path, the
+    // second fills the cache, the other four are its hits.
+    assert_eq!((c.fills, c.hits), (2, 8), "{c:?}");
+    assert_eq!(labs[0].0.stats().vrf(PUBLIC).decaps, 12, "decapsulated in the public network");
+    let mut flows = labs.iter().map(|(_, t)| {
+        let mut v: Vec<_> = t.dump(None, usize::MAX, 0).into_iter().map(|e| (e.key, e.packets, e.bytes)).collect();
+        v.sort_by_key(|e| format!("{e:?}"));
+        v
+    });
+    assert_eq!(flows.next(), flows.next(), "the flows counted alike");
+}
+
 /// The flow cache takes a pod's answers to a client of another network on
 /// this node too (routed back in the client's VRF, unrewritten), and they
 /// come out as the full way sends them, counted in the client's VRF.

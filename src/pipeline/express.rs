@@ -29,16 +29,16 @@
 use super::fast::HEAD;
 use super::forward::ETH;
 use super::{Frame, Verdict};
-use crate::flow::{FlowTable, Forwarding};
+use crate::flow::{FlowTable, Forwarding, Nat};
 use crate::stats::{FlowCacheCounts, Stats, VrfCounters};
 use crate::tables::{NextHop, RouteTarget, Tables, TunnelEncap, VifIndex};
 use crate::wire::{checksum, ip_proto, ipv4, mpls};
 
-/// The longest headers an entry keeps: a tunnel's outer headers.
-const HEADERS: usize = 64;
 const UDP_HEADERS: usize = ETH + TunnelEncap::MplsOverUdp.ip_overhead();
 const GRE_HEADERS: usize = ETH + TunnelEncap::MplsOverGre.ip_overhead();
-const _: () = assert!(UDP_HEADERS <= HEADERS && GRE_HEADERS <= HEADERS);
+/// The longest headers an entry keeps: a tunnel's outer headers.
+const HEADERS: usize = UDP_HEADERS;
+const _: () = assert!(GRE_HEADERS <= HEADERS);
 
 /// Entries of a set. With two (and twice the sets), flows that are all
 /// busy (the pipeline's benchmark: 10,000 flows over 32K sets) had 3.7 %
@@ -160,13 +160,78 @@ impl Key {
     }
 }
 
-/// An entry's headers, on a line of their own.
+/// What an entry writes, on a line of its own: the headers, and the
+/// flow's rewrite.
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
-struct Headers([u8; HEADERS]);
+struct Written {
+    headers: [u8; HEADERS],
+    rewrite: Rewrite,
+}
+
+/// A flow's rewrite (`flow::Nat`), packed to fit beside a tunnel's headers.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Rewrite {
+    /// The new source and destination ports, and addresses, where `which` says.
+    ports: [u16; 2],
+    addrs: [u32; 2],
+    /// Bit 0: the source address; 1: the destination; 2 and 3: the ports.
+    which: u8,
+}
+
+impl Rewrite {
+    const NONE: Rewrite = Rewrite { ports: [0; 2], addrs: [0; 2], which: 0 };
+
+    fn of(nat: &Nat) -> Rewrite {
+        let bit = |b: bool, n: u8| u8::from(b) << n;
+        Rewrite {
+            ports: [nat.sport.unwrap_or(0), nat.dport.unwrap_or(0)],
+            addrs: [nat.src.unwrap_or(0), nat.dst.unwrap_or(0)],
+            which: bit(nat.src.is_some(), 0)
+                | bit(nat.dst.is_some(), 1)
+                | bit(nat.sport.is_some(), 2)
+                | bit(nat.dport.is_some(), 3),
+        }
+    }
+
+    /// The rewrite, if the flow has one.
+    #[inline(always)]
+    fn nat(&self) -> Option<Nat> {
+        if self.which == 0 {
+            return None;
+        }
+        let has = |n: u8| self.which & (1 << n) != 0;
+        Some(Nat {
+            src: has(0).then_some(self.addrs[0]),
+            dst: has(1).then_some(self.addrs[1]),
+            sport: has(2).then_some(self.ports[0]),
+            dport: has(3).then_some(self.ports[1]),
+        })
+    }
+
+    /// Rewrites the IPv4 packet behind `f`'s Ethernet header as the full
+    /// way does (`fast::finish`), before its TTL and its new headers, if
+    /// the flow has a rewrite.
+    #[inline(always)]
+    fn apply<B: AsRef<[u8]> + AsMut<[u8]>>(&self, f: &mut Frame<B>) {
+        if self.which != 0 {
+            self.rewrite(f);
+        }
+    }
+
+    /// `apply`'s rewrite, out of line: inlined, its registers cost every
+    /// plain hit 14-40 instructions (callgrind).
+    #[inline(never)]
+    fn rewrite<B: AsRef<[u8]> + AsMut<[u8]>>(&self, f: &mut Frame<B>) {
+        if let (Some(nat), Some(ip)) = (self.nat(), f.data_mut().get_mut(ETH..)) {
+            super::nat::apply_v4_plain(ip, &nat);
+        }
+    }
+}
 
 /// A cached flow: 128 bytes, the key and what a hit reads first on the
-/// first line, the headers on the second.
+/// first line, what it writes on the second.
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
 struct Entry {
@@ -180,13 +245,17 @@ struct Entry {
     /// The VRF whose counters count the packets: the one they are routed
     /// in (another network's, for a pod's answers to a client of it).
     vrf: u32,
+    /// The VRF a tunnel's packets land in, which counts them decapsulated:
+    /// the one they are routed in, but for a floating IP's clients' (the
+    /// public network's).
+    landed: u32,
     /// The outer IPv4 header's constant words, summed (`Tunnel::ip_sum`).
     ip_sum: u32,
     /// The longest packet (IPv4 total length) the way out takes whole.
     longest: u16,
     way: Way,
     ecmp: bool,
-    headers: Headers,
+    written: Written,
 }
 
 const _: () = assert!(std::mem::size_of::<Entry>() == 128);
@@ -199,11 +268,12 @@ impl Entry {
         seq: 0,
         out: 0,
         vrf: 0,
+        landed: 0,
         ip_sum: 0,
         longest: 0,
         way: Way::Pod,
         ecmp: false,
-        headers: Headers([0; HEADERS]),
+        written: Written { headers: [0; HEADERS], rewrite: Rewrite::NONE },
     };
 }
 
@@ -344,7 +414,7 @@ impl FlowCache {
                 let Some(Ok(hdr)) = f.data_mut().get_mut(..HDR).map(<&mut [u8; HDR]>::try_from) else {
                     return Err(Miss::Changed);
                 };
-                hdr[..12].copy_from_slice(&e.headers.0[..12]);
+                hdr[..12].copy_from_slice(&e.written.headers[..12]);
                 ipv4::Packet::new_unchecked(&mut hdr[ETH..]).decrement_ttl();
                 Ok(())
             }
@@ -400,16 +470,17 @@ impl FlowCache {
         const HDR: usize = ETH + ipv4::HEADER_LEN;
         f.pull_front(strip);
         f.set_len(ETH + usize::from(inner_len));
+        e.written.rewrite.apply(f);
         let Some(Ok(hdr)) = f.data_mut().get_mut(..HDR).map(<&mut [u8; HDR]>::try_from) else {
             return Err(Miss::Changed);
         };
-        hdr[..12].copy_from_slice(&e.headers.0[..12]);
+        hdr[..12].copy_from_slice(&e.written.headers[..12]);
         hdr[12..14].copy_from_slice(&[0x08, 0x00]);
         ipv4::Packet::new_unchecked(&mut hdr[ETH..]).decrement_ttl();
         f.verdict = Verdict::Tx(e.out);
         tally.sent(e.out, f.len() as u64, stats);
         tally.routed(e.vrf, Way::Pod, e.ecmp, stats);
-        tally.decaps += 1;
+        tally.decapped(e.landed, stats);
         Ok(())
     }
 
@@ -443,8 +514,15 @@ impl FlowCache {
     ) {
         let Some(entry) = self.entry_for(t, key, way, seq, f) else { return };
         // A tunnelled packet's hit writes a pod's Ethernet header alone
-        // (`forward_tunnelled`): one routed on into another tunnel is not kept.
-        if key.is_tunnelled() && entry.way != Way::Pod {
+        // (`forward_tunnelled`): one routed on into another tunnel is not
+        // kept. A pod's hit rewrites nothing (`forward`): asking whether to
+        // cost every one of them 11 instructions (callgrind), and a pod's
+        // rewriting flows are a floating IP's, whose pod keeps no cache.
+        let kept = match key.is_tunnelled() {
+            true => entry.way == Way::Pod,
+            false => entry.written.rewrite.which == 0,
+        };
+        if !kept {
             return;
         }
         let (at, epoch) = (at as usize, self.epoch);
@@ -490,8 +568,11 @@ impl FlowCache {
         if oif != out || vif.flags.disabled {
             return None;
         }
-        let mut headers = Headers([0; HEADERS]);
-        headers.0[..len].copy_from_slice(f.data().get(..len)?);
+        let mut written = Written { headers: [0; HEADERS], rewrite: Rewrite::NONE };
+        written.headers[..len].copy_from_slice(f.data().get(..len)?);
+        if let Some(tr) = &way.tr {
+            written.rewrite = Rewrite::of(&tr.nat);
+        }
         Some(Entry {
             key,
             epoch: self.epoch,
@@ -499,11 +580,12 @@ impl FlowCache {
             seq,
             out,
             vrf: way.vrf,
+            landed: way.landed,
             ip_sum,
             longest: vif.mtu.saturating_sub(overhead as u16),
             way: kind,
             ecmp,
-            headers,
+            written,
         })
     }
 }
@@ -516,6 +598,8 @@ pub(super) struct Taken {
     pub hit: Forwarding,
     pub target: RouteTarget,
     pub vrf: u32,
+    /// The VRF a tunnel's packet landed in (`Entry::landed`); else `vrf`.
+    pub landed: u32,
     pub unpinned: bool,
     /// What else the flow's entry does: a plain hit's `None`.
     pub tr: Option<crate::flow::Translation>,
@@ -540,7 +624,7 @@ fn put<B: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const M: usize>(
     let Some(Ok(whole)) = f.data_mut().get_mut(..M).map(<&mut [u8; M]>::try_from) else { return Err(PushFails) };
     let (hdr, inner) = whole.split_at_mut(N);
     ipv4::Packet::new_unchecked(inner).decrement_ttl();
-    hdr.copy_from_slice(&e.headers.0[..N]);
+    hdr.copy_from_slice(&e.written.headers[..N]);
     hdr[16..18].copy_from_slice(&(outer_len as u16).to_be_bytes());
     hdr[18..20].copy_from_slice(&ident.to_be_bytes());
     let sum = checksum::finish(e.ip_sum + outer_len as u32 + u32::from(ident));
@@ -554,8 +638,9 @@ fn put<B: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const M: usize>(
 
 /// A vector's hits' counters, added to the worker's once a run of them
 /// ends and once a vector (`flush`): the frames sent out of one vif in a
-/// row, and the ways out routed in one VRF in a row. Counted a packet at a
-/// time, they were a tenth of a hit's instructions (callgrind).
+/// row, the ways out routed in one VRF in a row, and the tunnels stripped
+/// in one VRF in a row. Counted a packet at a time, they were a tenth of a
+/// hit's instructions (callgrind).
 pub(super) struct Tally {
     out: VifIndex,
     packets: u64,
@@ -563,13 +648,23 @@ pub(super) struct Tally {
     vrf: u32,
     ways: [u64; 3],
     ecmp: u64,
-    /// Tunnels stripped (`FlowCache::forward_tunnelled`), in the run's VRF.
+    /// The VRF the run of tunnels landed in (`FlowCache::forward_tunnelled`),
+    /// and how many.
+    landed: u32,
     decaps: u64,
 }
 
 impl Tally {
-    pub(super) const NONE: Tally =
-        Tally { out: VifIndex::MAX, packets: 0, bytes: 0, vrf: u32::MAX, ways: [0; 3], ecmp: 0, decaps: 0 };
+    pub(super) const NONE: Tally = Tally {
+        out: VifIndex::MAX,
+        packets: 0,
+        bytes: 0,
+        vrf: u32::MAX,
+        ways: [0; 3],
+        ecmp: 0,
+        landed: u32::MAX,
+        decaps: 0,
+    };
 
     #[inline(always)]
     fn sent(&mut self, out: VifIndex, bytes: u64, stats: &mut Stats) {
@@ -587,6 +682,30 @@ impl Tally {
         }
         self.ways[way as usize] += 1;
         self.ecmp += u64::from(ecmp);
+    }
+
+    #[inline(always)]
+    fn decapped(&mut self, landed: u32, stats: &mut Stats) {
+        if landed != self.landed {
+            self.switch_landed(landed, stats);
+        }
+        self.decaps += 1;
+    }
+
+    /// Tunnels landed in another VRF than the run before.
+    #[cold]
+    #[inline(never)]
+    fn switch_landed(&mut self, landed: u32, stats: &mut Stats) {
+        self.count_decapped(stats);
+        self.landed = landed;
+    }
+
+    #[inline(always)]
+    fn count_decapped(&mut self, stats: &mut Stats) {
+        if let (Some(c), true) = (stats.vrf_mut(self.landed), self.decaps != 0) {
+            c.decaps += self.decaps;
+        }
+        self.decaps = 0;
     }
 
     /// Sending out of another vif than the run before: rare but for
@@ -620,12 +739,11 @@ impl Tally {
     fn count_routed(&mut self, stats: &mut Stats) {
         if let Some(c) = stats.vrf_mut(self.vrf) {
             c.ecmp_composites += self.ecmp;
-            c.decaps += self.decaps;
             for way in Way::ALL {
                 *way.counter(c) += self.ways[way as usize];
             }
         }
-        (self.ways, self.ecmp, self.decaps) = ([0; 3], 0, 0);
+        (self.ways, self.ecmp) = ([0; 3], 0);
     }
 
     /// Adds what the vector's hits left uncounted to the worker's counters.
@@ -633,6 +751,7 @@ impl Tally {
     pub(super) fn flush(mut self, stats: &mut Stats) {
         self.count_sent(stats);
         self.count_routed(stats);
+        self.count_decapped(stats);
     }
 }
 

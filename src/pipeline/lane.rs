@@ -318,7 +318,7 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
             Some(Some(Some(target))) => {
                 let done = deliver(ctx, f, came[i], vrf, target, settled, None, &mut rx);
                 if let (true, Some(hit)) = (done && unfilled & (1 << i) != 0, settled) {
-                    let way = Taken { hit, target, vrf: vrf.id, unpinned: false, tr: None };
+                    let way = Taken { hit, target, vrf: vrf.id, landed: vrf.id, unpinned: false, tr: None };
                     fill(ctx, vrf, &asked.keys[i], asked.at[i], &probes[i], &way, f);
                 }
                 done
@@ -328,7 +328,7 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
                 continue;
             }
             None if unfilled & (1 << i) != 0 => {
-                translated_filling(ctx, f, came[i], vrf, &probes[i], &asked.keys[i], asked.at[i], &mut rx)
+                translated_filling(ctx, f, came[i], vrf, &probes[i], None, &asked.keys[i], asked.at[i], &mut rx)
             }
             None => translated(ctx, f, came[i], vrf, &probes[i], None, &mut rx),
             Some(Some(None)) => false,
@@ -1048,12 +1048,12 @@ fn translated<B: AsRef<[u8]> + AsMut<[u8]>>(
     translated_hit(ctx, f, came, vrf, settled, tr, pod, rx).is_some()
 }
 
-/// `translated` for a pod's frame the flow cache did not have (its key and
-/// set: `key`, `at`): a hit it forwards unrewritten (a pod's answers to a
-/// client of another network, routed back there) fills the cache, as a
-/// plain hit does. Apart from `translated`, so that the fabric's lane
-/// (whose cache takes plain hits alone) and the pod lane's loop carry none
-/// of it (kept in `translated` as an answer to fill in, it cost the
+/// `translated` for a frame the flow cache did not have (its key and set:
+/// `key`, `at`): a hit it forwards (a pod's answers to a client of another
+/// network, routed back there; a floating IP's client's packet out of a
+/// tunnel, rewritten to its pod) fills the cache, with its rewrite, as a
+/// plain hit does. Apart from `translated`, so that the lanes' loops carry
+/// none of it (kept in `translated` as an answer to fill in, it cost the
 /// fabric's floating-IP hits 36 instructions and the untracked pod frames
 /// 12, callgrind).
 #[inline(never)]
@@ -1064,17 +1064,16 @@ fn translated_filling<B: AsRef<[u8]> + AsMut<[u8]>>(
     came: u32,
     vrf: &Vrf,
     probe: &Probe,
+    pod: Option<RouteTarget>,
     key: &express::Key,
     at: u32,
     rx: &mut Received,
 ) -> bool {
     let Some((settled, tr)) = flow::translated(ctx, vrf, probe) else {
-        return dropped(ctx, f, came, vrf, probe, None, rx);
+        return dropped(ctx, f, came, vrf, probe, pod, rx);
     };
-    let Some(way) = translated_hit(ctx, f, came, vrf, settled, tr, None, rx) else { return false };
-    if tr.nat.is_none() {
-        fill(ctx, vrf, key, at, probe, &way, f);
-    }
+    let Some(way) = translated_hit(ctx, f, came, vrf, settled, tr, pod, rx) else { return false };
+    fill(ctx, vrf, key, at, probe, &way, f);
     true
 }
 
@@ -1131,7 +1130,7 @@ fn translated_hit<B: AsRef<[u8]> + AsMut<[u8]>>(
     if ecmp {
         count_unpinned(ctx.stats, routed_in.id);
     }
-    Some(Taken { hit: settled, target, vrf: routed_in.id, unpinned: ecmp, tr: Some(tr) })
+    Some(Taken { hit: settled, target, vrf: routed_in.id, landed: vrf.id, unpinned: ecmp, tr: Some(tr) })
 }
 
 /// A hit's `target` in the VRF its entry routes it in (`route_vrf`): there,
@@ -1235,10 +1234,8 @@ fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
                 // Written out, not `Inbound::inner_head`: through it, a
                 // hit took 15 instructions more (callgrind).
                 let inner = f.data().get(usize::from(tun.inner_at) - ETH..).and_then(fast::head_of);
-                // Not in a VRF with floating IPs: most of its hits are their
-                // clients', which rewrite, and would only miss the cache.
                 let key = match (cache, inner) {
-                    (Some(_), Some(h)) if vrf.floating_ips == 0 => express::Key::of_tunnelled(h, label),
+                    (Some(_), Some(h)) => express::Key::of_tunnelled(h, label),
                     _ => None,
                 };
                 if let (Some(cache), Some(key)) = (cache, key) {
@@ -1378,6 +1375,9 @@ fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
         f.data_mut()[12..14].copy_from_slice(&[0x08, 0x00]);
         let delivered = match carry {
             Carry::To(target, settled) => deliver(ctx, f, came[i], vrf, target, settled, None, &mut rx),
+            Carry::Translated if unfilled & (1 << i) != 0 => {
+                translated_filling(ctx, f, came[i], vrf, &probes[i], pod, &asked.keys[i], asked.at[i], &mut rx)
+            }
             Carry::Translated => translated(ctx, f, came[i], vrf, &probes[i], pod, &mut rx),
             Carry::Dropped => dropped(ctx, f, came[i], vrf, &probes[i], pod, &mut rx),
         };
@@ -1386,7 +1386,7 @@ fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
                 c.decaps += 1;
             }
             if let Some((target, hit)) = filling {
-                let way = Taken { hit, target, vrf: vrf.id, unpinned: false, tr: None };
+                let way = Taken { hit, target, vrf: vrf.id, landed: vrf.id, unpinned: false, tr: None };
                 fill(ctx, vrf, &asked.keys[i], asked.at[i], &probes[i], &way, f);
             }
         } else {
