@@ -1,4 +1,4 @@
-//! The flow cache: each worker's own copy of what a hit on a plain flow
+//! The flow cache: each worker's own copy of what a flow's hit
 //! needs, kept so that the flow's next packets skip the shared flow table's
 //! lookup, the route's recall and the next hop's resolution. Open vSwitch's
 //! exact-match cache and VPP's rewrite strings are the models.
@@ -12,7 +12,9 @@
 //! this node, routed back unrewritten in the client's VRF, are kept the
 //! same way, counted in that VRF. So are a tunnel's packets to a pod on
 //! this node (`lane::from_fabric`), keyed by their label and inner packet:
-//! a hit strips the tunnel and writes the pod's Ethernet header. A later
+//! a hit strips the tunnel and writes the pod's Ethernet header; a
+//! floating IP's clients' packets are kept with their rewrite to the pod
+//! (`Rewrite`), which the hit makes as the full way does. A later
 //! packet of the flow gets those headers, with only what differs per
 //! packet written anew (lengths, identification, checksums, TTLs), exactly
 //! as the full way writes them; the differential tests hold the two
