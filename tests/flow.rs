@@ -3030,13 +3030,7 @@ fn the_flow_cache_forwards_as_the_full_way_does() {
     assert_eq!(lens, extra, "the long datagram, cut alike");
     assert!(lens.2 > 0, "into fragments");
     assert_eq!(labs[0].0.stats(), labs[1].0.stats());
-    let mut flows = labs.iter().map(|(_, t)| {
-        let mut v: Vec<_> =
-            t.dump(None, usize::MAX, 0).into_iter().map(|e| (e.key, e.packets, e.bytes, e.ecmp)).collect();
-        v.sort_by_key(|e| format!("{e:?}"));
-        v
-    });
-    assert_eq!(flows.next(), flows.next(), "the flows counted alike");
+    assert_flows_counted_alike(&labs);
 }
 
 /// The flow cache takes a tunnel's packets to a pod on this node, whether
@@ -3126,12 +3120,7 @@ fn the_flow_cache_takes_tunnels_to_pods_as_the_full_way_does() {
     assert_eq!(labs[0].0.stats(), labs[1].0.stats());
     let c = counts(&labs);
     assert_eq!((c.fills, c.hits, c.forgotten), (9, 18, 3), "the long one refused, its entry kept: {c:?}");
-    let mut flows = labs.iter().map(|(_, t)| {
-        let mut v: Vec<_> = t.dump(None, usize::MAX, 0).into_iter().map(|e| (e.key, e.packets, e.bytes)).collect();
-        v.sort_by_key(|e| format!("{e:?}"));
-        v
-    });
-    assert_eq!(flows.next(), flows.next(), "the flows counted alike");
+    assert_flows_counted_alike(&labs);
 }
 
 /// The flow cache takes a floating IP's clients' packets out of a tunnel
@@ -3187,12 +3176,49 @@ fn the_flow_cache_takes_a_floating_ips_clients_out_of_tunnels() {
     // second fills the cache, the other four are its hits.
     assert_eq!((c.fills, c.hits), (2, 8), "{c:?}");
     assert_eq!(labs[0].0.stats().vrf(PUBLIC).decaps, 12, "decapsulated in the public network");
-    let mut flows = labs.iter().map(|(_, t)| {
-        let mut v: Vec<_> = t.dump(None, usize::MAX, 0).into_iter().map(|e| (e.key, e.packets, e.bytes)).collect();
-        v.sort_by_key(|e| format!("{e:?}"));
-        v
-    });
-    assert_eq!(flows.next(), flows.next(), "the flows counted alike");
+    assert_flows_counted_alike(&labs);
+}
+
+/// The flow cache takes a floating IP's pod's packets too: its answers to
+/// the floating IP's client, rewritten back to the floating IP and routed
+/// in the public network, and its own flows in its network, unrewritten.
+/// They come out as the full way sends them, counted alike.
+#[test]
+fn the_flow_cache_takes_a_floating_ips_pods_answers() {
+    let mut labs = with_and_without_cache(lab_with_floating_ip);
+    let first = udp(9, CLIENT, FIP, 6000, 53);
+    let (a, b) = (labs[0].0.run(GW, first.clone()), labs[1].0.run(GW, first));
+    assert_eq!(a, b, "the client's first datagram");
+    let Verdict::Tx(pod) = a.0 else { panic!("the client's datagram went to {:?}", a.0) };
+    let pod_ip = ip_addrs(&a.1).1;
+    let other_ip = if pod_ip == a1_ip() { a2_ip() } else { a1_ip() };
+    let from_pod = L2 { src: mac(pod as u8), dst: router_mac() };
+    // Packet `n` of the pod's answers and of its own flow, TTL,
+    // identification and length changing from packet to packet.
+    let packets = |n: usize| {
+        let ident = |ip: &mut [u8]| ip[4..6].copy_from_slice(&(n as u16).wrapping_mul(7919).to_be_bytes());
+        let ttl = 64 - n as u8;
+        [
+            reheadered(build::udp4_frame(from_pod, pod_ip, CLIENT, 53, 6000, ttl, 90 + 37 * n), ident),
+            reheadered(build::udp4_frame(from_pod, pod_ip, other_ip, 7, 7, ttl, 80 + 29 * n), ident),
+        ]
+    };
+    for n in 0..6 {
+        for (k, f) in packets(n).into_iter().enumerate() {
+            let (a, b) = (labs[0].0.run(pod, f.clone()), labs[1].0.run(pod, f));
+            assert_eq!(a, b, "packet {n} of flow {k}");
+            assert_eq!(labs[0].0.stats(), labs[1].0.stats(), "counters after packet {n} of flow {k}");
+            if k == 0 {
+                assert_eq!((a.0, ip_addrs(&a.1)), (Verdict::Tx(GW), (FIP, CLIENT)), "answer {n}, from the floating IP");
+            }
+        }
+    }
+    let c = labs[0].0.pipeline.flow_cache_counts().expect("on");
+    // The answers' flow was made by the client: their first fills the
+    // cache, the other five hit it. The pod's own flow is made by its
+    // first packet, filled by its second, and hit by the other four.
+    assert_eq!((c.fills, c.hits), (2, 9), "{c:?}");
+    assert_flows_counted_alike(&labs);
 }
 
 /// The flow cache takes a pod's answers to a client of another network on
@@ -3218,6 +3244,18 @@ fn the_flow_cache_takes_answers_routed_in_the_clients_network() {
     let c = labs[0].0.pipeline.flow_cache_counts().expect("on");
     assert_eq!((c.fills, c.hits), (1, 5), "the first answer filled the cache, the next five hit it: {c:?}");
     assert_eq!(labs[0].0.stats().vrf(BLUE).encaps, 7, "counted where routed: the question and six answers");
+}
+
+/// The two labs' flow tables (`with_and_without_cache`) hold the same
+/// flows, with the same packets, bytes and pinned members.
+fn assert_flows_counted_alike(labs: &[(Lab, Arc<FlowTable>); 2]) {
+    let mut flows = labs.iter().map(|(_, t)| {
+        let mut v: Vec<_> =
+            t.dump(None, usize::MAX, 0).into_iter().map(|e| (e.key, e.packets, e.bytes, e.ecmp)).collect();
+        v.sort_by_key(|e| format!("{e:?}"));
+        v
+    });
+    assert_eq!(flows.next(), flows.next(), "the flows counted alike");
 }
 
 /// Two labs `make` makes, with their flow tables: the first keeps a flow

@@ -97,7 +97,8 @@ impl Way {
 pub(super) struct Key {
     addrs: u64,
     ports: u32,
-    /// The VRF (23 bits) over the protocol, or, for a tunnelled packet,
+    /// The VRF (22 bits) over the protocol, under `FROM_FLOATING` for a
+    /// floating IP's pod's packet, or, for a tunnelled packet,
     /// `FROM_FABRIC` and the tunnel's label over it; never 0, which marks a
     /// free entry.
     id: u32,
@@ -114,15 +115,24 @@ impl Key {
     /// A placeholder for arrays of keys.
     pub(super) const NONE: Key = Key { addrs: 0, ports: 0, id: 0 };
 
-    /// The key of the packet whose first `HEAD` bytes are `h` (a frame
-    /// `fast::classify` took), from a pod in VRF `vrf`, if the cache takes
-    /// its flows.
+    /// What the keys of a pod's packets start from (`of`), once a vector:
+    /// its VRF, marked for a pod with floating IPs (`floating`), whose hits
+    /// may rewrite, so that no other pod's packet (one with the same
+    /// addresses, from a pod whose source is not checked) finds its entry,
+    /// whose rewrite a plain pod's hit would not make. `None`: a VRF too
+    /// large for a key; the cache takes none of its flows.
     #[inline(always)]
-    pub(super) fn of(h: &[u8; HEAD], vrf: u32) -> Option<Key> {
-        if vrf >= Key::FROM_FABRIC >> 8 {
-            return None;
-        }
-        Key::with_id(h, vrf << 8)
+    pub(super) fn pods(vrf: u32, floating: bool) -> Option<u32> {
+        let mark = if floating { Key::FROM_FLOATING } else { 0 };
+        (vrf < Key::FROM_FLOATING >> 8).then_some(mark | vrf << 8)
+    }
+
+    /// The key of the packet whose first `HEAD` bytes are `h` (a frame
+    /// `fast::classify` took), from a pod whose keys start from `pods`
+    /// (`Key::pods`), if the cache takes its flows.
+    #[inline(always)]
+    pub(super) fn of(h: &[u8; HEAD], pods: u32) -> Option<Key> {
+        Key::with_id(h, pods)
     }
 
     /// The key of the packet whose first `HEAD` bytes are `h`, inside a
@@ -139,9 +149,16 @@ impl Key {
         Key::with_id(h, Key::FROM_FABRIC | label << 8)
     }
 
-    /// Marks a tunnelled packet's key (`of_tunnelled`): a pod's key's VRF
-    /// stays below it.
+    /// Marks a tunnelled packet's key (`of_tunnelled`), and a floating
+    /// IP's pod's (`of_floating`): a pod's key's VRF stays below both.
     const FROM_FABRIC: u32 = 1 << 31;
+    const FROM_FLOATING: u32 = 1 << 30;
+
+    /// True if the key's hits may rewrite (`Rewrite`): a tunnelled
+    /// packet's, or a floating IP's pod's.
+    fn may_rewrite(&self) -> bool {
+        self.id & (Key::FROM_FABRIC | Key::FROM_FLOATING) != 0
+    }
 
     /// True for a tunnelled packet's key.
     fn is_tunnelled(&self) -> bool {
@@ -387,9 +404,10 @@ impl FlowCache {
     /// Forwards the frame of a cached flow (entry `at`, from `find`), a frame
     /// `fast::classify` took, sets its verdict and counts it on its flow as
     /// the full way does, and in `tally` for the vector's counters. Changes
-    /// nothing if it refuses.
+    /// nothing if it refuses. `REWRITES`: from a floating IP's pod, whose
+    /// entries may rewrite (`Key::of_floating`); no other pod asks.
     #[inline(always)]
-    pub(super) fn forward<B: AsRef<[u8]> + AsMut<[u8]>>(
+    pub(super) fn forward<B: AsRef<[u8]> + AsMut<[u8]>, const REWRITES: bool>(
         &self,
         at: u32,
         flows: &FlowTable,
@@ -409,6 +427,9 @@ impl FlowCache {
         let flags = super::fast::tcp_flags(h, d);
         if !flows.touch_unchanged(e.slot, e.seq, u32::from(total), flags, now) {
             return Err(Miss::Changed);
+        }
+        if REWRITES {
+            e.written.rewrite.apply(f);
         }
         let pushed = match e.way {
             Way::Pod => {
@@ -517,12 +538,12 @@ impl FlowCache {
         let Some(entry) = self.entry_for(t, key, way, seq, f) else { return };
         // A tunnelled packet's hit writes a pod's Ethernet header alone
         // (`forward_tunnelled`): one routed on into another tunnel is not
-        // kept. A pod's hit rewrites nothing (`forward`): asking whether to
-        // cost every one of them 11 instructions (callgrind), and a pod's
-        // rewriting flows are a floating IP's, whose pod keeps no cache.
-        let kept = match key.is_tunnelled() {
-            true => entry.way == Way::Pod,
-            false => entry.written.rewrite.which == 0,
+        // kept. A plain pod's hit rewrites nothing (`forward` asks only for
+        // a floating IP's pod's: asking for every pod's hit cost each 11
+        // instructions, callgrind).
+        let kept = match (key.is_tunnelled(), key.may_rewrite()) {
+            (true, _) => entry.way == Way::Pod,
+            (false, floating) => floating || entry.written.rewrite.which == 0,
         };
         if !kept {
             return;

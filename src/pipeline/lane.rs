@@ -121,9 +121,11 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
     let whole_slot = floating || vrf.floating_ips > 0 || vrf.imported_elsewhere > 0;
     let hint_complete = vrf.ecmp_blocks.is_complete();
     let own = vif.ipv4.filter(|_| vif.flags.source_check);
-    // The flow cache takes plain flows' hits: not a floating IP's pod's,
-    // most of whose hits rewrite.
-    let cache = ctx.cache.as_deref().filter(|_| !floating);
+    // The keys of the vif's packets start from `pods` (`Key::pods`); a VRF
+    // too large for a key takes no cache.
+    let pods = express::Key::pods(vrf.id, floating);
+    let cache = ctx.cache.as_deref().filter(|_| pods.is_some());
+    let pods = pods.unwrap_or(0);
 
     // Pass one: classify, and start each tracked frame's flow lookup: in
     // the flow cache where it may be there (`cached`), else in the table.
@@ -163,7 +165,7 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
             }
             Some(table) => {
                 let key = match (cache, fast::head(f)) {
-                    (Some(_), Some(h)) => express::Key::of(h, vrf.id),
+                    (Some(_), Some(h)) => express::Key::of(h, pods),
                     _ => None,
                 };
                 if let (Some(cache), Some(key)) = (cache, key) {
@@ -203,6 +205,9 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
                 if hit != 0 {
                     hits |= hit;
                 } else if flow::prefetch_fast(table, &frames[i], vrf, &mut probes[i]) {
+                    if whole_slot {
+                        probes[i].fetch_whole_slot();
+                    }
                     unfilled |= 1 << i;
                 } else {
                     left |= give_back_as_came(&mut frames[i], came[i]) << i;
@@ -231,7 +236,12 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
         let mut tally = express::Tally::NONE;
         for i in lanes(hits) {
             let f = &mut frames[i];
-            match cache.forward(asked.at[i], table, f, ctx.now, &mut tally, ctx.stats) {
+            let (at, now) = (asked.at[i], ctx.now);
+            let taken = match floating {
+                true => cache.forward::<B, true>(at, table, f, now, &mut tally, ctx.stats),
+                false => cache.forward::<B, false>(at, table, f, now, &mut tally, ctx.stats),
+            };
+            match taken {
                 Ok(()) => {
                     rx.packets += 1;
                     rx.bytes += u64::from(came[i]);
@@ -286,21 +296,14 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
         // generic way there, `translated_hit`: callgrind). (One match over
         // both kinds of pod, through an enum of the hits, cost the common
         // way's plain hits 34-38.)
+        // Either fills the cache if it did not have the flow (`unfilled`),
+        // with the rewrite, if any.
         if floating {
-            let done = match flow::translated(ctx, vrf, &probes[i]) {
-                Some((settled, tr)) if tr.forwards_only() => match vrf.v4.recall(settled.route.route()) {
-                    Some(Some(target)) => deliver(ctx, f, came[i], vrf, target, Some(settled), None, &mut rx),
-                    Some(None) => false,
-                    None => {
-                        stale |= 1 << i;
-                        continue;
-                    }
-                },
-                Some((settled, tr)) => translated_hit(ctx, f, came[i], vrf, settled, tr, None, &mut rx).is_some(),
-                None => false,
-            };
-            if !done {
-                left |= give_back(f, i);
+            let filling = (unfilled & (1 << i) != 0).then(|| (&asked.keys[i], asked.at[i]));
+            match floating_hit(ctx, f, came[i], vrf, &probes[i], filling, &mut rx) {
+                Some(true) => {}
+                Some(false) => left |= give_back(f, i),
+                None => stale |= 1 << i,
             }
             continue;
         }
@@ -607,6 +610,45 @@ fn from_elsewhere<B: AsRef<[u8]> + AsMut<[u8]>>(t: &Tables, f: &mut Frame<B>, vi
     // As `fast::classify` trims it, once accepted.
     f.set_len(ETH + total);
     Some(dst)
+}
+
+/// Pass three for a hit of a pod with floating IPs (`probe`'s), which
+/// `flow::translated` reads whether it rewrites or not: carried out, and
+/// filled into the flow cache where it did not have the flow (`filling`:
+/// its key and set), with the rewrite, if any. `Some(false)`: not taken,
+/// the frame unchanged; `None`: a plain hit whose route is remembered in
+/// an older table version (`routed_again`). Out of line: in `from_pod`'s
+/// loop, its registers cost plain pods' cached hits instructions
+/// (callgrind).
+#[inline(never)]
+fn floating_hit<B: AsRef<[u8]> + AsMut<[u8]>>(
+    ctx: &mut Ctx<'_, B>,
+    f: &mut Frame<B>,
+    came: u32,
+    vrf: &Vrf,
+    probe: &Probe,
+    filling: Option<(&express::Key, u32)>,
+    rx: &mut Received,
+) -> Option<bool> {
+    let (taken, done) = match flow::translated(ctx, vrf, probe) {
+        Some((hit, tr)) if tr.forwards_only() => match vrf.v4.recall(hit.route.route())? {
+            Some(target) => {
+                let done = deliver(ctx, f, came, vrf, target, Some(hit), None, rx);
+                (Some(Taken { hit, target, vrf: vrf.id, landed: vrf.id, unpinned: false, tr: Some(tr) }), done)
+            }
+            None => (None, false),
+        },
+        Some((settled, tr)) => {
+            let taken = translated_hit(ctx, f, came, vrf, settled, tr, None, rx);
+            let done = taken.is_some();
+            (taken, done)
+        }
+        None => (None, false),
+    };
+    if let (true, Some(way), Some((key, at))) = (done, &taken, filling) {
+        fill(ctx, vrf, key, at, probe, way, f);
+    }
+    Some(done)
 }
 
 /// Fills the flow cache with a hit the full way forwarded (`way`), which
@@ -1109,7 +1151,8 @@ fn translated_hit<B: AsRef<[u8]> + AsMut<[u8]>>(
     let nat = (!tr.nat.is_none()).then_some(&tr.nat);
     // Routed on after its rewrite, the packet is hashed as rewritten, as
     // the general path hashes it there; the entry's own hash is of the
-    // packet as it came.
+    // packet as it came (the flow cache checks the entry against it: `hit`).
+    let hit = settled;
     let settled = match (nat, tr.route_vrf) {
         (Some(nat), Some(_)) => Forwarding { hash: fast::translated_hash(h, nat, ctx.cfg.hash_seed), ..settled },
         _ => settled,
@@ -1130,7 +1173,7 @@ fn translated_hit<B: AsRef<[u8]> + AsMut<[u8]>>(
     if ecmp {
         count_unpinned(ctx.stats, routed_in.id);
     }
-    Some(Taken { hit: settled, target, vrf: routed_in.id, landed: vrf.id, unpinned: ecmp, tr: Some(tr) })
+    Some(Taken { hit, target, vrf: routed_in.id, landed: vrf.id, unpinned: ecmp, tr: Some(tr) })
 }
 
 /// A hit's `target` in the VRF its entry routes it in (`route_vrf`): there,
