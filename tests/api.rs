@@ -499,6 +499,8 @@ fn stats_and_info_report_counters_and_occupancy() {
             general_path: 3,
             general_causes: std::array::from_fn(|c| u64::from(c == vrouter::stats::GeneralCause::TcpSyn as usize) * 3),
             flow_cache: vrouter::stats::FlowCacheCounts { hits: 30, fills: 2, forgotten: 1, renewals: 4 },
+            tx_dropped: 2,
+            unsent: std::array::from_fn(|c| u64::from(c == vrouter::stats::Unsent::HandoffFull as usize) * 2),
             ..Default::default()
         },
     );
@@ -518,6 +520,9 @@ fn stats_and_info_report_counters_and_occupancy() {
     assert_eq!((causes["tcp_syn"].as_u64(), causes["arp"].as_u64()), (Some(3), Some(0)));
     let cache = &st["workers"][0]["flow_cache"];
     assert_eq!(cache, &json!({ "hits": 30, "fills": 2, "forgotten": 1, "renewals": 4 }));
+    let unsent = st["workers"][0]["unsent"].as_object().unwrap();
+    assert_eq!(unsent.len(), vrouter::stats::Unsent::COUNT, "every cause, zero or not");
+    assert_eq!((unsent["handoff_full"].as_u64(), unsent["no_frame"].as_u64()), (Some(2), Some(0)));
     let status = c.call("get", json!({ "vif": A1 })).unwrap()["status"].clone();
     assert_eq!((&status["rx_packets"], &status["general_path"]), (&json!(42), &json!(3)));
     let listed = c.call("dump", json!({ "object": "vif" })).unwrap()["items"].clone();

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::Arc;
 use vrouter::api::schema::Defaults;
 use vrouter::api::server::{Control, NodeInfo};
-use vrouter::stats::{DropReason, FlowCacheCounts, GeneralCause, Stats, StatsBoard, WorkerIo};
+use vrouter::stats::{DropReason, FlowCacheCounts, GeneralCause, Stats, StatsBoard, Unsent, WorkerIo};
 use vrouter::tables::{Limits, TablesHandle, TablesWriter};
 
 const VRCTL: &str = env!("CARGO_BIN_EXE_vrctl");
@@ -111,6 +111,12 @@ fn every_command_prints_an_aligned_table_and_json() {
             general_path: 617,
             general_causes,
             flow_cache: FlowCacheCounts { hits: 300, fills: 7, forgotten: 2, renewals: 1 },
+            tx_dropped: 12,
+            unsent: std::array::from_fn(|c| match Unsent::ALL[c] {
+                Unsent::TxRingFull => 9,
+                Unsent::NoPort => 3,
+                _ => 0,
+            }),
             ..Default::default()
         },
     );
@@ -127,10 +133,17 @@ fn every_command_prints_an_aligned_table_and_json() {
     // Then what the worker's flow cache forwarded, against its rx.
     assert_eq!(lines[3].split_whitespace().nth(1), Some("flow"), "{t}");
     assert!(lines[3].ends_with("300 pkts, 24.3% of rx; 7 filled, 2 forgotten"), "{t}");
-    assert_eq!(lines.len(), 4, "{t}");
+    // Then the frames it routed and could not send, and why.
+    assert!(lines[4].contains(" tx dropped ") && lines[4].ends_with("12 pkts, 1.0% of rx"), "{t}");
+    assert_eq!(lines[5].split_whitespace().nth(1), Some("tx_ring_full"), "{t}");
+    assert!(lines[5].ends_with("9 pkts, 75.0% of tx dropped"), "{t}");
+    assert_eq!(lines[6].split_whitespace().nth(1), Some("no_port"), "{t}");
+    assert!(lines[6].ends_with("3 pkts, 25.0% of tx dropped"), "{t}");
+    assert_eq!(lines.len(), 7, "{t}");
     let j = json(&sock, &["runtime"]);
     assert_eq!(j[0]["general_path"], 617);
     assert_eq!(j[0]["flow_cache"]["hits"], 300);
+    assert_eq!((j[0]["tx_dropped"].as_u64(), j[0]["unsent"]["tx_ring_full"].as_u64()), (Some(12), Some(9)));
     assert_eq!(
         (j[0]["general_causes"]["arp"].as_u64(), j[0]["general_causes"]["tcp_syn"].as_u64()),
         (Some(17), Some(0))

@@ -886,7 +886,8 @@ impl Control {
             .map(|(w, io)| {
                 json!({
                     "worker": w, "core": self.node.cores.get(w),
-                    "rx": io.rx, "tx": io.tx, "tx_dropped": io.tx_dropped, "handed_off": io.handed_off,
+                    "rx": io.rx, "tx": io.tx, "tx_dropped": io.tx_dropped, "unsent": unsent_json(&io.unsent),
+                    "handed_off": io.handed_off,
                     "wakeups": io.wakeups,
                     "general_path": io.general_path, "general_causes": general_causes_json(&io.general_causes),
                     "flow_cache": {
@@ -916,6 +917,13 @@ fn drop_reasons(stats: &crate::stats::Stats, vif: u32) -> Value {
 /// order (`GeneralCause`).
 fn general_causes_json(counts: &[u64; crate::stats::GeneralCause::COUNT]) -> Value {
     let causes = crate::stats::GeneralCause::ALL.iter().zip(counts);
+    Value::Object(causes.map(|(c, n)| (c.as_str().to_string(), json!(n))).collect())
+}
+
+/// A worker's `tx_dropped` by cause, every cause named, in counter order
+/// (`Unsent`).
+fn unsent_json(counts: &[u64; crate::stats::Unsent::COUNT]) -> Value {
+    let causes = crate::stats::Unsent::ALL.iter().zip(counts);
     Value::Object(causes.map(|(c, n)| (c.as_str().to_string(), json!(n))).collect())
 }
 

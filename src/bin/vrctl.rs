@@ -440,6 +440,7 @@ fn run(c: &mut Client, cli: &Cli) -> Result<()> {
                         "worker": w["worker"], "core": w["core"], "rx": w["rx"], "busy_ns": w["busy_ns"],
                         "elapsed_ns": w["elapsed_ns"], "general_path": w["general_path"],
                         "general_causes": w["general_causes"], "flow_cache": w["flow_cache"],
+                        "tx_dropped": w["tx_dropped"], "unsent": w["unsent"],
                         "runtime": w["runtime"],
                     })
                 })
@@ -502,23 +503,7 @@ fn runtime_table(workers: &[Value]) -> String {
                 "-".to_string(),
                 format!("{general} pkts, {:.1}% of rx", general as f64 * 100.0 / rx as f64),
             ]);
-            let mut causes: Vec<(&String, u64)> = w["general_causes"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(c, n)| (c, count(n)))
-                .filter(|(_, n)| *n > 0)
-                .collect();
-            causes.sort_by_key(|c| std::cmp::Reverse(c.1));
-            for (cause, n) in causes {
-                t.row(vec![
-                    show(&w["worker"]),
-                    format!("  {cause}"),
-                    "-".to_string(),
-                    "-".to_string(),
-                    format!("{n} pkts, {:.1}% of general", n as f64 * 100.0 / general.max(1) as f64),
-                ]);
-            }
+            cause_rows(&mut t, w, &w["general_causes"], general, "general");
             // The plain flows' hits the flow cache forwarded: the shortest
             // way a packet takes.
             let cache = &w["flow_cache"];
@@ -535,9 +520,39 @@ fn runtime_table(workers: &[Value]) -> String {
                     count(&cache["forgotten"]),
                 ),
             ]);
+            // Frames routed and not sent, and why: full queues are
+            // congestion, the rest a fault to look into.
+            let dropped = count(&w["tx_dropped"]);
+            if dropped > 0 {
+                t.row(vec![
+                    show(&w["worker"]),
+                    "tx dropped".to_string(),
+                    "-".to_string(),
+                    "-".to_string(),
+                    format!("{dropped} pkts, {:.1}% of rx", dropped as f64 * 100.0 / rx as f64),
+                ]);
+                cause_rows(&mut t, w, &w["unsent"], dropped, "tx dropped");
+            }
         }
     }
     t.to_string()
+}
+
+/// A row for each of a worker's `causes` that counted any, the largest
+/// first, with its share of their `total`.
+fn cause_rows(t: &mut Table, w: &Value, causes: &Value, total: u64, of: &str) {
+    let mut counted: Vec<(&String, u64)> =
+        causes.as_object().into_iter().flatten().map(|(c, n)| (c, count(n))).filter(|(_, n)| *n > 0).collect();
+    counted.sort_by_key(|c| std::cmp::Reverse(c.1));
+    for (cause, n) in counted {
+        t.row(vec![
+            show(&w["worker"]),
+            format!("  {cause}"),
+            "-".to_string(),
+            "-".to_string(),
+            format!("{n} pkts, {:.1}% of {of}", n as f64 * 100.0 / total.max(1) as f64),
+        ]);
+    }
 }
 
 /// Prints JSON or the table `text` makes.

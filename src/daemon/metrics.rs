@@ -336,6 +336,13 @@ pub fn render(control: &Control) -> String {
             f.sample(name, &format!("worker=\"{w}\",cause=\"{}\"", c.as_str()), *n);
         }
     }
+    let name = "vrouter_worker_tx_dropped_cause_total";
+    f.header(name, "counter", "Frames a worker routed and could not send, by why (full queues are congestion).");
+    for (w, i) in io.iter().enumerate() {
+        for (c, n) in crate::stats::Unsent::ALL.iter().zip(&i.unsent) {
+            f.sample(name, &format!("worker=\"{w}\",cause=\"{}\"", c.as_str()), *n);
+        }
+    }
     out
 }
 
@@ -452,8 +459,12 @@ mod tests {
         for _ in 0..3 {
             counted.count_drop(2, crate::stats::DropReason::FlowLimit);
         }
-        // And sent 4 frames to the general path; vif 1, none.
-        control.stats().publish(0, &counted, &[0, 0, 4], crate::stats::WorkerIo::default());
+        // And sent 4 frames to the general path; vif 1, none. Its worker
+        // could not send 5 it routed: the other worker was behind.
+        let mut unsent = [0; crate::stats::Unsent::COUNT];
+        unsent[crate::stats::Unsent::HandoffFull as usize] = 5;
+        let io = crate::stats::WorkerIo { tx_dropped: 5, unsent, ..Default::default() };
+        control.stats().publish(0, &counted, &[0, 0, 4], io);
         let text = render(&control);
         let reasons = "vrouter_vif_drop_reasons_total";
         assert_eq!(sample(&text, &format!("{reasons}{{vif=\"2\",name=\"veth2\",reason=\"flow_limit\"}}")), Some(3));
@@ -461,6 +472,9 @@ mod tests {
         let general = "vrouter_vif_general_path_packets_total";
         assert_eq!(sample(&text, &format!("{general}{{vif=\"2\",name=\"veth2\"}}")), Some(4));
         assert_eq!(sample(&text, &format!("{general}{{vif=\"1\",name=\"veth1\"}}")), Some(0));
+        let unsent = "vrouter_worker_tx_dropped_cause_total";
+        assert_eq!(sample(&text, &format!("{unsent}{{worker=\"0\",cause=\"handoff_full\"}}")), Some(5));
+        assert_eq!(sample(&text, &format!("{unsent}{{worker=\"0\",cause=\"no_port\"}}")), Some(0));
         assert_eq!(sample(&text, "vrouter_flow_pairs"), Some(3), "{text}");
         assert_eq!(sample(&text, "vrouter_flow_capacity"), Some(1000));
         assert_eq!(sample(&text, "vrouter_flow_vif_limit"), Some(50));

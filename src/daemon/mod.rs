@@ -650,6 +650,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                         rx: c.rx,
                         tx: c.tx,
                         tx_dropped: c.tx_dropped,
+                        unsent: c.unsent,
                         handed_off: c.handed_off,
                         wakeups: c.wakeups,
                         general_path: worker.pipeline().general_frames(),
@@ -850,9 +851,15 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             copied = c.copied,
             handed_off = c.handed_off,
             wakeups = c.wakeups,
+            tx_dropped = c.tx_dropped,
             drops = worker.pipeline().stats().total_drops(),
             "worker stopped"
         );
+        for (cause, n) in crate::stats::Unsent::ALL.iter().zip(c.unsent) {
+            if n > 0 {
+                info!(worker = w, cause = cause.as_str(), congestion = cause.is_congestion(), frames = n, "unsent");
+            }
+        }
         for (vif, xs, free, filled) in worker.port_stats() {
             if let Some(x) = xs {
                 info!(

@@ -8,7 +8,7 @@ use super::xsk::{FrameShare, RxDesc, UmemFrame, XskSocket};
 use crate::capture::{Staged, Tap};
 use crate::pipeline::{Frame, Pipeline, Spill, Verdict, VECTOR};
 use crate::stats::runtime::{Stopwatch, SAMPLE_EVERY};
-use crate::stats::{Runtime, Stage};
+use crate::stats::{Runtime, Stage, Unsent};
 use crate::tables::{TablesHandle, VifIndex};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -113,22 +113,20 @@ impl Handoff {
         std::sync::Arc::new(h)
     }
 
-    /// Posts a frame for `vif`; false when every buffer of its size is in use.
-    fn post(&self, vif: VifIndex, data: &[u8]) -> bool {
+    /// Posts a frame for `vif`: refused when every buffer of its size is
+    /// in use, or it is longer than any.
+    fn post(&self, vif: VifIndex, data: &[u8]) -> Result<(), Unsent> {
         let buf = match data.len() {
             n if n <= HANDOFF_FRAME => self.free.pop(),
             n if n <= jumbo::LONGEST => self.jumbo_buffer(),
-            _ => None,
+            _ => return Err(Unsent::TooLong),
         };
-        let Some(mut buf) = buf else { return false };
+        let Some(mut buf) = buf else { return Err(Unsent::HandoffFull) };
         buf[..data.len()].copy_from_slice(data);
-        match self.full.push((vif, data.len() as u16, buf)) {
-            Ok(()) => true,
-            Err((_, _, buf)) => {
-                self.give_back(buf);
-                false
-            }
-        }
+        self.full.push((vif, data.len() as u16, buf)).map_err(|(_, _, buf)| {
+            self.give_back(buf);
+            Unsent::HandoffFull
+        })
     }
 
     /// A free jumbo buffer, made if none is free and fewer than the queue
@@ -203,6 +201,8 @@ pub struct WorkerCounters {
     /// Frames the pipeline sent to a vif this worker has no port for, or
     /// that found no free frame or tx slot there.
     pub tx_dropped: u64,
+    /// `tx_dropped` by cause (`Unsent`, in its counter order).
+    pub unsent: [u64; Unsent::COUNT],
     /// Frames for the host or agent, which this worker cannot deliver yet.
     pub punted: u64,
     /// Frames sent out of another port by address, the UMEM being shared.
@@ -411,14 +411,9 @@ impl Worker {
                 taken += 1;
                 let sent = match port_for(&self.port_of, vif) {
                     Some(o) => self.copy_to(o, &buf[..usize::from(len)]),
-                    None => false,
+                    None => Err(Unsent::NoPort),
                 };
-                if sent {
-                    self.counters.tx += 1;
-                } else {
-                    self.counters.tx_dropped += 1;
-                    self.pipeline.count_unsent(vif, 1, u64::from(len));
-                }
+                self.count_sent(vif, sent, usize::from(len));
                 h.give_back(buf);
             }
         }
@@ -462,8 +457,8 @@ impl Worker {
                     for mut port in extract(&mut self.ports, |p| p.vif == vif) {
                         let (n, (unsent, bytes)) = port.sock.surrender(&mut self.orphans);
                         // Counted as sent when queued: they never left.
-                        self.counters.tx_dropped += u64::from(unsent);
-                        self.pipeline.count_unsent(vif, u64::from(unsent), bytes);
+                        let (counters, pipeline) = (&mut self.counters, &mut self.pipeline);
+                        count_unsent(counters, pipeline, Unsent::PortClosed, vif, u64::from(unsent), bytes);
                         tracing::debug!(vif, frames = n, unsent, "port closed, its frames kept");
                     }
                 }
@@ -496,8 +491,8 @@ impl Worker {
         let port = &mut self.ports[p];
         if e.raw_os_error() == Some(libc::ENETDOWN) {
             let (frames, bytes) = port.sock.cancel_tx();
-            self.counters.tx_dropped += u64::from(frames);
-            self.pipeline.count_unsent(port.vif, u64::from(frames), bytes);
+            let vif = port.vif;
+            self.count_unsent(Unsent::LinkDown, vif, u64::from(frames), bytes);
             return;
         }
         port.broken = true;
@@ -551,7 +546,7 @@ impl Worker {
                         if !ok {
                             self.ports[p].sock.release(rx_addr);
                         }
-                        ok
+                        ok.then_some(()).ok_or(Unsent::TxRingFull)
                     }
                     // Another port on the same UMEM: hand over the frame itself.
                     Some(o) if self.ports[o].sock.shares_umem_with(&self.ports[p].sock) => {
@@ -561,13 +556,13 @@ impl Worker {
                         } else {
                             self.ports[p].sock.release(rx_addr);
                         }
-                        ok
+                        ok.then_some(()).ok_or(Unsent::TxRingFull)
                     }
                     // Another UMEM, or another worker's port.
                     _ => {
-                        let ok = self.copy_out_of(out, f.data());
+                        let sent = self.copy_out_of(out, f.data());
                         self.ports[p].sock.release(rx_addr);
-                        ok
+                        sent
                     }
                 };
                 self.count_sent(out, sent, f.len());
@@ -605,12 +600,12 @@ impl Worker {
     /// Sends a copy of `data` out of vif `out`: into frames of this
     /// worker's port for it, or, with none here, to the owner of the
     /// port's queue 0 (`hand_off`).
-    fn copy_out_of(&mut self, out: VifIndex, data: &[u8]) -> bool {
+    fn copy_out_of(&mut self, out: VifIndex, data: &[u8]) -> Result<(), Unsent> {
         match port_for(&self.port_of, out) {
             Some(o) => {
-                let ok = self.copy_to(o, data);
-                self.counters.copied += u64::from(ok);
-                ok
+                let sent = self.copy_to(o, data);
+                self.counters.copied += u64::from(sent.is_ok());
+                sent
             }
             None => self.hand_off(out, data),
         }
@@ -618,25 +613,26 @@ impl Worker {
 
     /// Passes `data`, leaving by vif `out`, on which this worker has no
     /// socket, to the owner of the port's queue 0.
-    fn hand_off(&mut self, out: VifIndex, data: &[u8]) -> bool {
+    fn hand_off(&mut self, out: VifIndex, data: &[u8]) -> Result<(), Unsent> {
         let owner = worker_of(out, 0, self.handoff_out.len());
-        let ok = matches!(self.handoff_out.get(owner), Some(Some(h)) if h.post(out, data));
-        if ok {
-            self.posted[owner] = true;
-        }
-        self.counters.handed_off += u64::from(ok);
-        ok
+        let Some(Some(h)) = self.handoff_out.get(owner) else { return Err(Unsent::NoPort) };
+        h.post(out, data)?;
+        self.posted[owner] = true;
+        self.counters.handed_off += 1;
+        Ok(())
     }
 
     /// Counts a frame of `len` bytes the pipeline sent out of vif `out`:
     /// queued, or not (`tx_dropped`, and no longer in the vif's sent).
-    fn count_sent(&mut self, out: VifIndex, sent: bool, len: usize) {
-        if sent {
-            self.counters.tx += 1;
-        } else {
-            self.counters.tx_dropped += 1;
-            self.pipeline.count_unsent(out, 1, len as u64);
+    fn count_sent(&mut self, out: VifIndex, sent: Result<(), Unsent>, len: usize) {
+        match sent {
+            Ok(()) => self.counters.tx += 1,
+            Err(cause) => self.count_unsent(cause, out, 1, len as u64),
         }
+    }
+
+    fn count_unsent(&mut self, cause: Unsent, out: VifIndex, frames: u64, bytes: u64) {
+        count_unsent(&mut self.counters, &mut self.pipeline, cause, out, frames, bytes);
     }
 
     /// Copies `data` into a frame of port `o`'s (a chain of them, for a
@@ -644,7 +640,7 @@ impl Worker {
     /// of the port on its UMEM that has the most to spare (`rebalance` tops
     /// stashes up once a round; a burst handed over from other workers can
     /// empty one sooner).
-    fn copy_to(&mut self, o: usize, data: &[u8]) -> bool {
+    fn copy_to(&mut self, o: usize, data: &[u8]) -> Result<(), Unsent> {
         // Asked only for as many as the frame needs: a jumbo frame found a
         // stash of 1-4 frames too few, and was dropped though others had
         // frames to spare (a 9000-byte ping with the fabric's fill ring
@@ -966,18 +962,33 @@ fn extract(ports: &mut Vec<Port>, which: impl Fn(&Port) -> bool) -> Vec<Port> {
     out
 }
 
+/// Takes back `frames` frames (`bytes` bytes) the pipeline counted as sent
+/// out of vif `out`, and counts them dropped, by cause.
+fn count_unsent(
+    c: &mut WorkerCounters,
+    pipeline: &mut Pipeline,
+    cause: Unsent,
+    out: VifIndex,
+    frames: u64,
+    bytes: u64,
+) {
+    c.tx_dropped += frames;
+    c.unsent[cause as usize] += frames;
+    pipeline.count_unsent(out, frames, bytes);
+}
+
 /// Frames a jumbo frame is cut into at most: `jumbo::LONGEST` in 2 KiB frames.
 const CHAIN: usize = jumbo::LONGEST.div_ceil(2048);
 
 /// Copies `data` into free frames of `sock` and queues it: one frame, or a
 /// chain of them for a frame longer than one holds (a jumbo frame, where
-/// the socket takes chains). False, with every frame given back, if it
-/// has too few free frames or tx slots.
-fn copy_out(sock: &mut XskSocket, data: &[u8]) -> bool {
+/// the socket takes chains). Refused, with every frame given back, if it
+/// has too few free frames or tx slots, or is longer than it can send.
+fn copy_out(sock: &mut XskSocket, data: &[u8]) -> Result<(), Unsent> {
     let frame = sock.frame_size();
     let pieces = data.len().div_ceil(frame);
-    if data.is_empty() || pieces > CHAIN {
-        return false;
+    if data.is_empty() || pieces > CHAIN || pieces > 1 && !sock.is_multi_buffer() {
+        return Err(Unsent::TooLong);
     }
     let mut chain = [(0u64, 0u32); CHAIN];
     let mut taken = 0;
@@ -990,13 +1001,17 @@ fn copy_out(sock: &mut XskSocket, data: &[u8]) -> bool {
             _ => break,
         }
     }
-    if taken == pieces && sock.transmit_chain(&chain[..pieces]) {
-        return true;
-    }
+    let sent = if taken < pieces {
+        Err(Unsent::NoFrame)
+    } else if sock.transmit_chain(&chain[..pieces]) {
+        return Ok(());
+    } else {
+        Err(Unsent::TxRingFull)
+    };
     for &(addr, _) in &chain[..taken] {
         sock.release(addr);
     }
-    false
+    sent
 }
 
 #[cfg(test)]
@@ -1031,7 +1046,7 @@ mod tests {
             let handoff = std::sync::Arc::clone(&handoff);
             std::thread::spawn(move || {
                 std::thread::sleep(std::time::Duration::from_millis(50));
-                assert!(handoff.post(7, b"frame"));
+                assert_eq!(handoff.post(7, b"frame"), Ok(()));
                 handoff.bell.ring_if_asleep();
             })
         };
@@ -1051,15 +1066,16 @@ mod tests {
         // 16 slots: 4 jumbo buffers, none made until the first jumbo frame.
         assert_eq!(handoff.jumbo_made.load(Ordering::Relaxed), 0);
         for n in 0..4 {
-            assert!(handoff.post(n, &jumbo), "jumbo frame {n}");
+            assert_eq!(handoff.post(n, &jumbo), Ok(()), "jumbo frame {n}");
         }
-        assert!(!handoff.post(4, &jumbo), "a fifth waits for a buffer back");
-        assert!(handoff.post(5, &[1; 60]), "small frames have their own buffers");
-        assert!(!handoff.post(6, &vec![0; jumbo::LONGEST + 1]), "longer than any buffer");
+        assert_eq!(handoff.post(4, &jumbo), Err(Unsent::HandoffFull), "a fifth waits for a buffer back");
+        assert_eq!(handoff.post(5, &[1; 60]), Ok(()), "small frames have their own buffers");
+        let too_long = vec![0; jumbo::LONGEST + 1];
+        assert_eq!(handoff.post(6, &too_long), Err(Unsent::TooLong), "longer than any buffer");
         let (vif, len, buf) = handoff.full.pop().unwrap();
         assert_eq!((vif, usize::from(len), &buf[..9000]), (0, 9000, &jumbo[..]));
         handoff.give_back(buf);
-        assert!(handoff.post(7, &jumbo), "its buffer taken again");
+        assert_eq!(handoff.post(7, &jumbo), Ok(()), "its buffer taken again");
         assert_eq!(handoff.jumbo_made.load(Ordering::Relaxed), 4, "and not made again");
     }
 }

@@ -34,6 +34,8 @@ pub struct WorkerIo {
     pub tx: u64,
     /// Frames that found no port, free frame or tx slot.
     pub tx_dropped: u64,
+    /// `tx_dropped` by cause (`Unsent`, in its counter order).
+    pub unsent: [u64; super::Unsent::COUNT],
     /// Frames handed to another worker.
     pub handed_off: u64,
     /// Sleeps that a frame ended (`WorkerCounters::wakeups`).

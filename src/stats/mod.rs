@@ -5,11 +5,13 @@ mod board;
 mod drop;
 mod general;
 pub mod runtime;
+mod unsent;
 
 pub use board::{FlowCacheCounts, Reading, StatsBoard, WorkerIo, PUBLISH_EVERY};
 pub use drop::DropReason;
 pub use general::GeneralCause;
 pub use runtime::{Runtime, Stage};
+pub use unsent::Unsent;
 
 /// The kernel's counters of a vif's AF_XDP sockets (XDP_STATISTICS),
 /// summed over its queues: what was lost before vrouterd saw it, which no
