@@ -496,41 +496,34 @@ fn runtime_table(workers: &[Value]) -> String {
             // and new flows; steady traffic that lands here is slow. Then
             // why, the largest cause first.
             let general = count(&w["general_path"]);
-            t.row(vec![
-                show(&w["worker"]),
-                "general".to_string(),
-                "-".to_string(),
-                "-".to_string(),
+            count_row(
+                &mut t,
+                w,
+                "general",
                 format!("{general} pkts, {:.1}% of rx", general as f64 * 100.0 / rx as f64),
-            ]);
+            );
             cause_rows(&mut t, w, &w["general_causes"], general, "general");
             // The plain flows' hits the flow cache forwarded: the shortest
             // way a packet takes.
             let cache = &w["flow_cache"];
-            t.row(vec![
-                show(&w["worker"]),
-                "flow cache".to_string(),
-                "-".to_string(),
-                "-".to_string(),
+            let hits = count(&cache["hits"]);
+            count_row(
+                &mut t,
+                w,
+                "flow cache",
                 format!(
-                    "{} pkts, {:.1}% of rx; {} filled, {} forgotten",
-                    count(&cache["hits"]),
-                    count(&cache["hits"]) as f64 * 100.0 / rx as f64,
+                    "{hits} pkts, {:.1}% of rx; {} filled, {} forgotten",
+                    hits as f64 * 100.0 / rx as f64,
                     count(&cache["fills"]),
                     count(&cache["forgotten"]),
                 ),
-            ]);
+            );
             // Frames routed and not sent, and why: full queues are
             // congestion, the rest a fault to look into.
             let dropped = count(&w["tx_dropped"]);
             if dropped > 0 {
-                t.row(vec![
-                    show(&w["worker"]),
-                    "tx dropped".to_string(),
-                    "-".to_string(),
-                    "-".to_string(),
-                    format!("{dropped} pkts, {:.1}% of rx", dropped as f64 * 100.0 / rx as f64),
-                ]);
+                let share = dropped as f64 * 100.0 / rx as f64;
+                count_row(&mut t, w, "tx dropped", format!("{dropped} pkts, {share:.1}% of rx"));
                 cause_rows(&mut t, w, &w["unsent"], dropped, "tx dropped");
             }
         }
@@ -545,14 +538,14 @@ fn cause_rows(t: &mut Table, w: &Value, causes: &Value, total: u64, of: &str) {
         causes.as_object().into_iter().flatten().map(|(c, n)| (c, count(n))).filter(|(_, n)| *n > 0).collect();
     counted.sort_by_key(|c| std::cmp::Reverse(c.1));
     for (cause, n) in counted {
-        t.row(vec![
-            show(&w["worker"]),
-            format!("  {cause}"),
-            "-".to_string(),
-            "-".to_string(),
-            format!("{n} pkts, {:.1}% of {of}", n as f64 * 100.0 / total.max(1) as f64),
-        ]);
+        let share = n as f64 * 100.0 / total.max(1) as f64;
+        count_row(t, w, &format!("  {cause}"), format!("{n} pkts, {share:.1}% of {of}"));
     }
+}
+
+/// A row of worker `w`'s counts of `what`, no stage's cycles in it.
+fn count_row(t: &mut Table, w: &Value, what: &str, text: String) {
+    t.row(vec![show(&w["worker"]), what.to_string(), "-".to_string(), "-".to_string(), text]);
 }
 
 /// Prints JSON or the table `text` makes.
