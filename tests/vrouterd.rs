@@ -887,15 +887,31 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
         let s = vif_status(api, 2);
         (s["tx_packets"].as_u64(), s["tx_dropped"].as_u64())
     };
+    // And the workers' count of why: the link down, no other cause.
+    let unsent_by_cause = |api: &mut Api| -> std::collections::BTreeMap<String, u64> {
+        let st = api.call("stats", serde_json::json!({})).unwrap();
+        let mut by = std::collections::BTreeMap::new();
+        for w in st["workers"].as_array().unwrap() {
+            for (cause, n) in w["unsent"].as_object().unwrap() {
+                *by.entry(cause.clone()).or_default() += n.as_u64().unwrap();
+            }
+        }
+        by
+    };
     in_ns(&node, &["ip", "link", "set", "pa2", "down"]);
     assert!(port_becomes(&mut api, 2, "link down"), "pa2 set down: {}", port_state(&mut api, 2));
     std::thread::sleep(Duration::from_millis(300)); // the last ping's counts published
     let (sent, unsent) = vif2(&mut api);
+    let causes = unsent_by_cause(&mut api);
     assert!(!ping(&a1, "10.1.0.3", "3"), "a2's link is down");
     std::thread::sleep(Duration::from_millis(300)); // the workers' counters, published every 100 ms
     let (sent_down, unsent_down) = vif2(&mut api);
     let lost = unsent_down.unwrap() - unsent.unwrap();
     assert_eq!((sent_down, lost), (sent, 3), "the three echo requests routed to a2: not sent, tx_dropped");
+    let mut more = unsent_by_cause(&mut api);
+    more.retain(|cause, n| *n != causes[cause]);
+    let link_down = more.get("link_down").map(|n| n - causes["link_down"]);
+    assert_eq!((link_down, more.len()), (Some(3), 1), "the workers' causes of the three: {more:?}");
     let metrics = node_metrics(&node);
     let metric = format!("\nvrouter_vif_tx_dropped_total{{vif=\"2\",name=\"pa2\"}} {}\n", unsent_down.unwrap());
     assert!(metrics.contains(&metric), "{metric} in\n{metrics}");
