@@ -922,6 +922,9 @@ fn vrouterd_forwards_changes_tables_through_the_api_and_detaches_on_sigterm() {
         dropstats.contains(&format!("routed out but not sent (no port open for the vif, its link down, or its transmit ring full):\n  vif0/2 (pa2): tx_dropped {}\n", unsent_down.unwrap())),
         "{dropstats}"
     );
+    let why = dropstats.lines().find(|l| l.starts_with("  why, over the workers (per worker: vrctl runtime): "));
+    let link_down = format!("link_down {} (a fault)", more["link_down"]);
+    assert!(why.is_some_and(|l| l.contains(&link_down)), "{link_down} in\n{dropstats}");
     in_ns(&node, &["ip", "link", "set", "pa2", "up"]);
     assert!(ping(&a1, "10.1.0.3", "2"), "a1 reaches a2 with its link up again");
 

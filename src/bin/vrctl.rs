@@ -952,7 +952,9 @@ fn dropstats(c: &mut Client, json: bool, rate: RateArgs, all: bool, vif: Option<
         }
         let s = c.call("stats", json!({}))?;
         let vifs = || s["vifs"].as_array().into_iter().flatten();
-        return emit(json, &s["drops"], || drop_table(&s, all, s["vifs"].as_array()) + &port_drops(vifs));
+        return emit(json, &s["drops"], || {
+            drop_table(&s, all, s["vifs"].as_array()) + &port_drops(vifs) + &unsent_causes(&s["workers"])
+        });
     };
     let s = c.call("stats", json!({}))?;
     let found = find_vif(&s, which)?;
@@ -989,6 +991,24 @@ fn port_drops<'a, I: Iterator<Item = &'a Value>>(vifs: impl Fn() -> I) -> String
         );
     }
     out + &kernel_drops(vifs())
+}
+
+/// Why the workers did not send frames they routed, summed over them, the
+/// largest cause first, each marked congestion (a full queue) or a fault;
+/// nothing if they sent every one.
+fn unsent_causes(workers: &Value) -> String {
+    let mut sums: Vec<(vrouter::stats::Unsent, u64)> = vrouter::stats::Unsent::ALL
+        .iter()
+        .map(|&c| (c, workers.as_array().into_iter().flatten().map(|w| count(&w["unsent"][c.as_str()])).sum()))
+        .filter(|&(_, n)| n > 0)
+        .collect();
+    if sums.is_empty() {
+        return String::new();
+    }
+    sums.sort_by_key(|c| std::cmp::Reverse(c.1));
+    let kind = |c: vrouter::stats::Unsent| if c.is_congestion() { "congestion" } else { "a fault" };
+    let causes: Vec<String> = sums.iter().map(|&(c, n)| format!("{} {n} ({})", c.as_str(), kind(c))).collect();
+    format!("  why, over the workers (per worker: vrctl runtime): {}\n", causes.join(", "))
 }
 
 /// The vifs whose ports lost frames in the kernel, before vrouterd saw
