@@ -3033,6 +3033,89 @@ fn the_flow_cache_forwards_as_the_full_way_does() {
     assert_flows_counted_alike(&labs);
 }
 
+/// A pod's IPv6 flows take the flow cache too (`Key::of6`), with the same
+/// bytes, verdicts and counters as the full way: to a local pod, into an
+/// MPLS-over-UDP tunnel, into an MPLS-over-GRE one and through the
+/// service's composite, a datagram flow each and a TCP connection whose
+/// FIN closes it alike. An IPv6 entry keeps a fold of the addresses: a
+/// packet of another flow that folds to the same key is not forwarded on
+/// it (its flow's entry must hold its whole key).
+#[test]
+fn the_flow_cache_forwards_ipv6_as_the_full_way_does() {
+    use std::net::Ipv6Addr;
+    let mut labs = with_and_without_cache(|| {
+        let (mut lab, table) = lab_allowing_all();
+        let routes = [
+            blue_route("fd00:3::/64", NH_GRE, 43),
+            blue_route("fd00:96::10/128", NH_ECMP, NO),
+            blue_route("fd00::/16", NH_UDP, 44),
+        ];
+        lab.writer.apply(&routes.map(Op::Add)).unwrap();
+        (lab, table)
+    });
+    let dsts: [Ipv6Addr; 4] =
+        [a2_ip6(), "fd00:2::5".parse().unwrap(), "fd00:3::5".parse().unwrap(), "fd00:96::10".parse().unwrap()];
+    let run = |labs: &mut [(Lab, Arc<FlowTable>); 2], f: Vec<u8>, what: &str| {
+        let (a, b) = (labs[0].0.run(A1, f.clone()), labs[1].0.run(A1, f));
+        assert_eq!(a, b, "{what}");
+        assert_eq!(labs[0].0.stats(), labs[1].0.stats(), "counters after {what}");
+        a.0
+    };
+    // Packet `n` of a flow differs from the last in what a hit writes
+    // anew: its length and hop limit.
+    let datagram = |n: usize, dst| build::udp6_frame(from_a1(), a1_ip6(), dst, 7000, 53, 64 - n as u8, 100 + 37 * n);
+    let segment = |n: usize, dst, flags: u8| {
+        let mut tcp = vec![0u8; 20 + n];
+        tcp[..4].copy_from_slice(&[0x9c, 0x40, 0, 80]);
+        tcp[4..8].copy_from_slice(&(1000 + n as u32).to_be_bytes());
+        (tcp[12], tcp[13], tcp[14]) = (5 << 4, flags, 0x20);
+        build::ip_frame(from_a1(), &build::ipv6(a1_ip6(), dst, TCP, 64 - n as u8, &tcp))
+    };
+    for dst in dsts {
+        run(&mut labs, build::tcp6_syn_frame(from_a1(), a1_ip6(), dst, 40000, 80, 1400), &format!("the SYN to {dst}"));
+    }
+    for n in 0..6 {
+        for dst in dsts {
+            let v = run(&mut labs, datagram(n, dst), &format!("datagram {n} to {dst}"));
+            assert!(matches!(v, Verdict::Tx(_)), "datagram {n} to {dst}: {v:?}");
+            let v = run(&mut labs, segment(n, dst, 0x10), &format!("segment {n} to {dst}"));
+            assert!(matches!(v, Verdict::Tx(_)), "segment {n} to {dst}: {v:?}");
+        }
+    }
+    for dst in dsts {
+        run(&mut labs, segment(6, dst, 0x11), &format!("the FIN to {dst}"));
+    }
+    let c = labs[0].0.pipeline.flow_cache_counts().expect("on");
+    // Each datagram flow's first packet makes it, its second fills the
+    // cache, its four others hit it; each connection's SYN makes it, its
+    // first segment fills the cache, its five others and its FIN hit it.
+    assert_eq!((c.fills, c.hits), (8, 4 * 4 + 4 * 6), "{c:?}");
+    assert_flows_counted_alike(&labs);
+    let tcp_states = |t: &FlowTable| {
+        let mut v: Vec<_> = t.dump(None, usize::MAX, 0).into_iter().map(|e| (format!("{:?}", e.key), e.tcp)).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    assert_eq!(tcp_states(&labs[0].1), tcp_states(&labs[1].1), "the FINs closed alike");
+
+    // A datagram to an address that folds as fd00:2::5 does (a bit of
+    // its high half and the same bit of its low half, rotated by 32,
+    // flipped: the fold xors the halves so rotated), from the same port
+    // to the same port: its cache key is the cached flow's. Its flow's
+    // entry does not hold its whole key, so it is not sent on the cached
+    // flow's way (label 42) but made its own flow on the full way, by the
+    // /16 (label 44), and the entry it found is forgotten.
+    let twin: Ipv6Addr = "fd00:2:0:1:0:1:0:5".parse().unwrap();
+    let before = labs[0].0.pipeline.flow_cache_counts().expect("on");
+    let (v, out) = labs[0].0.run(A1, build::udp6_frame(from_a1(), a1_ip6(), twin, 7000, 53, 64, 100));
+    let (w, out_without) = labs[1].0.run(A1, build::udp6_frame(from_a1(), a1_ip6(), twin, 7000, 53, 64, 100));
+    assert_eq!((v, &out), (w, &out_without), "the twin, as without a cache");
+    assert_eq!((v, udp_label_of(&out)), (Verdict::Tx(FABRIC), 44), "by its own route");
+    let after = labs[0].0.pipeline.flow_cache_counts().expect("on");
+    assert_eq!((after.hits, after.forgotten), (before.hits, before.forgotten + 1), "{after:?}");
+    assert_flows_counted_alike(&labs);
+}
+
 /// The flow cache takes a tunnel's packets to a pod on this node, whether
 /// its label names the pod or the VRF to route in, over UDP and GRE: they
 /// come out stripped as the full way sends them, and are counted alike

@@ -1272,6 +1272,42 @@ impl FlowTable {
         true
     }
 
+    /// `touch_unchanged` for a flow the caller knows by its key's words
+    /// (`FlowKey::words`) too: the entry must hold them, read stable. The
+    /// flow cache's IPv6 entries keep a fold of the addresses, not the
+    /// addresses: a hit is sure of its flow only here.
+    #[inline(always)]
+    pub fn touch_unchanged_holding(
+        &self,
+        slot: u32,
+        seq: u32,
+        words: &[u64; 6],
+        bytes: u32,
+        tcp_flags: u8,
+        now: u64,
+    ) -> bool {
+        let Some(s) = self.slots.get(slot as usize) else { return false };
+        if s.seq.load(Acquire) != seq || !s.holds(words) {
+            return false;
+        }
+        fence(Acquire);
+        if s.seq.load(Relaxed) != seq {
+            return false;
+        }
+        Self::count(s, bytes, tcp_flags, now);
+        true
+    }
+
+    /// Starts fetching both lines of entry `slot`: `prefetch_slot`'s, and
+    /// the rest of an IPv6 key (`touch_unchanged_holding` reads it).
+    #[inline(always)]
+    pub fn prefetch_whole_slot(&self, slot: u32) {
+        if let Some(s) = self.slots.get(slot as usize) {
+            crate::memory::prefetch(&s.seq);
+            crate::memory::prefetch(&s.key_rest);
+        }
+    }
+
     /// The sequence count of the entry a `forward_only` hit (`hit`, found by
     /// `p` under `policy`) came from, if the entry still is what the hit
     /// read: for the flow cache, which keeps it to tell later whether the

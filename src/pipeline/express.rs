@@ -14,11 +14,13 @@
 //! this node (`lane::from_fabric`), keyed by their label and inner packet:
 //! a hit strips the tunnel and writes the pod's Ethernet header; a
 //! floating IP's clients' packets are kept with their rewrite to the pod
-//! (`Rewrite`), which the hit makes as the full way does. A later
-//! packet of the flow gets those headers, with only what differs per
-//! packet written anew (lengths, identification, checksums, TTLs), exactly
-//! as the full way writes them; the differential tests hold the two
-//! together.
+//! (`Rewrite`), which the hit makes as the full way does. A pod's IPv6
+//! flows are kept too (`lane::from_pod6`), keyed by a fold of their
+//! addresses: a hit checks its flow's entry holds the packet's whole key
+//! as it counts the packet. A later packet of the flow gets those headers,
+//! with only what differs per packet written anew (lengths,
+//! identification, checksums, TTLs), exactly as the full way writes them;
+//! the differential tests hold the two together.
 //!
 //! Nothing is copied that could go stale unseen. A new tables snapshot
 //! (`Tables::stamp`: a route, a next hop, a vif, a policy changed) makes
@@ -29,6 +31,7 @@
 //! way, which fills the entry again.
 
 use super::fast::HEAD;
+use super::fast6;
 use super::forward::ETH;
 use super::{Frame, Verdict};
 use crate::flow::{FlowTable, Forwarding, Nat};
@@ -89,18 +92,18 @@ impl Way {
     }
 }
 
-/// A packet's flow as the cache knows it: its addresses and ports as they
-/// lie in the header (compared, never read as numbers), its VRF and its
-/// protocol. TCP and UDP alone: ICMP's identifier lies elsewhere, and its
-/// flows are few.
+/// A packet's flow as the cache knows it: its addresses (an IPv6 packet's
+/// folded) and ports as they lie in the header (compared, never read as
+/// numbers), its VRF and its protocol. TCP and UDP alone: ICMP's
+/// identifier lies elsewhere, and its flows are few.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Key {
     addrs: u64,
     ports: u32,
-    /// The VRF (22 bits) over the protocol, under `FROM_FLOATING` for a
-    /// floating IP's pod's packet, or, for a tunnelled packet,
-    /// `FROM_FABRIC` and the tunnel's label over it; never 0, which marks a
-    /// free entry.
+    /// The VRF (21 bits) over the protocol, under `FROM_FLOATING` for a
+    /// floating IP's pod's packet or `V6` for a pod's IPv6 packet; or, for
+    /// a tunnelled packet, `FROM_FABRIC` and the tunnel's label over it;
+    /// never 0, which marks a free entry.
     id: u32,
 }
 
@@ -124,7 +127,7 @@ impl Key {
     #[inline(always)]
     pub(super) fn pods(vrf: u32, floating: bool) -> Option<u32> {
         let mark = if floating { Key::FROM_FLOATING } else { 0 };
-        (vrf < Key::FROM_FLOATING >> 8).then_some(mark | vrf << 8)
+        (vrf < Key::V6 >> 8).then_some(mark | vrf << 8)
     }
 
     /// The key of the packet whose first `HEAD` bytes are `h` (a frame
@@ -149,10 +152,41 @@ impl Key {
         Key::with_id(h, Key::FROM_FABRIC | label << 8)
     }
 
-    /// Marks a tunnelled packet's key (`of_tunnelled`), and a floating
-    /// IP's pod's (`of_floating`): a pod's key's VRF stays below both.
+    /// The key of a pod's IPv6 packet whose first `fast6::HEAD` bytes are
+    /// `h` (a frame `fast6::classify` took), in the pod's VRF `vrf`, if the
+    /// cache takes its flows. Its addresses, 32 bytes, are folded into
+    /// `addrs`: two flows may share a key, so a hit checks its flow's
+    /// entry holds the packet's whole key (`forward6`).
+    #[inline(always)]
+    pub(super) fn of6(h: &[u8; fast6::HEAD], vrf: u32) -> Option<Key> {
+        use fast6::field;
+        let proto = h[field::NEXT_HEADER];
+        if !matches!(proto, ip_proto::TCP | ip_proto::UDP) || vrf >= Key::V6 >> 8 {
+            return None;
+        }
+        let word = |at: usize| {
+            u64::from_ne_bytes([h[at], h[at + 1], h[at + 2], h[at + 3], h[at + 4], h[at + 5], h[at + 6], h[at + 7]])
+        };
+        // Each address's halves meet rotated, so that its last bytes (the
+        // top of the second word, native-endian), which vary the most,
+        // reach the product's low bits as well as its high ones.
+        let fold = |hi: u64, lo: u64, k: u64| (hi ^ lo.rotate_left(32)).wrapping_mul(k);
+        let src = fold(word(field::SRC), word(field::SRC + 8), 0x9e37_79b9_7f4a_7c15);
+        let dst = fold(word(field::DST), word(field::DST + 8), 0xc2b2_ae3d_27d4_eb4f);
+        let l4 = field::L4;
+        Some(Key {
+            addrs: src ^ dst.rotate_left(29),
+            ports: u32::from_ne_bytes([h[l4], h[l4 + 1], h[l4 + 2], h[l4 + 3]]),
+            id: Key::V6 | vrf << 8 | u32::from(proto),
+        })
+    }
+
+    /// Marks a tunnelled packet's key (`of_tunnelled`), a floating IP's
+    /// pod's (`of_floating`), and a pod's IPv6 packet's (`of6`): a pod's
+    /// key's VRF stays below all three.
     const FROM_FABRIC: u32 = 1 << 31;
     const FROM_FLOATING: u32 = 1 << 30;
+    const V6: u32 = 1 << 29;
 
     /// True if the key's hits may rewrite (`Rewrite`): a tunnelled
     /// packet's, or a floating IP's pod's.
@@ -391,13 +425,19 @@ impl FlowCache {
     }
 
     /// The entry of `key` in the set at `at` (`prefetch`), if it is current;
-    /// then starts fetching the flow's slot, which a hit counts on.
+    /// then starts fetching the flow's slot, which a hit counts on: both
+    /// its lines for an IPv6 key (`V6`), whose hit reads the rest of the
+    /// key there (`forward6`).
     #[inline(always)]
-    pub(super) fn find(&self, key: &Key, at: u32, flows: &FlowTable) -> Option<u32> {
+    pub(super) fn find<const V6: bool>(&self, key: &Key, at: u32, flows: &FlowTable) -> Option<u32> {
         let at = at as usize;
         let set = self.entries.get(at..at + WAYS)?;
         let k = set.iter().position(|e| e.key.same(key, e.epoch ^ self.epoch))?;
-        flows.prefetch_slot(set[k].slot);
+        if V6 {
+            flows.prefetch_whole_slot(set[k].slot);
+        } else {
+            flows.prefetch_slot(set[k].slot);
+        }
         Some((at + k) as u32)
     }
 
@@ -441,8 +481,8 @@ impl FlowCache {
                 ipv4::Packet::new_unchecked(&mut hdr[ETH..]).decrement_ttl();
                 Ok(())
             }
-            Way::Udp => put::<B, UDP_HEADERS, { UDP_HEADERS + ipv4::HEADER_LEN }>(f, e, ttl, ident),
-            Way::Gre => put::<B, GRE_HEADERS, { GRE_HEADERS + ipv4::HEADER_LEN }>(f, e, ttl, ident),
+            Way::Udp => put::<B, UDP_HEADERS, { UDP_HEADERS + ipv4::HEADER_LEN }, false>(f, e, ttl, ident),
+            Way::Gre => put::<B, GRE_HEADERS, { GRE_HEADERS + ipv4::HEADER_LEN }, false>(f, e, ttl, ident),
         };
         f.verdict = match pushed {
             Ok(()) => {
@@ -455,6 +495,66 @@ impl FlowCache {
             }
         };
         tally.routed(e.vrf, e.way, e.ecmp, stats);
+        Ok(())
+    }
+
+    /// `forward` for a pod's IPv6 packet (entry `at`, from `find::<true>`), a frame
+    /// `fast6::classify` took from a pod in VRF `vrf`, as `fast6::finish`
+    /// forwards it: the flow's entry must hold the packet's whole key (its
+    /// cache key folds the addresses). Changes nothing if it refuses.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)] // `forward`'s, and the VRF of the packet's flow key.
+    pub(super) fn forward6<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &self,
+        at: u32,
+        flows: &FlowTable,
+        f: &mut Frame<B>,
+        vrf: u32,
+        now: u64,
+        tally: &mut Tally,
+        stats: &mut Stats,
+    ) -> Result<(), Miss> {
+        use fast6::field;
+        let Some(e) = self.entries.get(at as usize) else { return Err(Miss::Changed) };
+        let d = f.data();
+        let Some(h) = fast6::head_of(d) else { return Err(Miss::Changed) };
+        let (total, flags) = fast6::flow_count(h, d);
+        if total > usize::from(e.longest) {
+            return Err(Miss::TooLong);
+        }
+        let hop_limit = h[field::HOP_LIMIT] - 1;
+        let words = fast6::flow_key(h, vrf).words();
+        if !flows.touch_unchanged_holding(e.slot, e.seq, &words, total as u32, flags, now) {
+            return Err(Miss::Changed);
+        }
+        // The outer identification is the flow's hash's (`fast6::finish`):
+        // the one the entry was filled with.
+        let ident = u16::from_be_bytes([e.written.headers[18], e.written.headers[19]]);
+        let pushed = match e.way {
+            Way::Pod => {
+                let Some(Ok(hdr)) = f.data_mut().get_mut(..=field::HOP_LIMIT).map(<&mut [u8; ETH + 8]>::try_from)
+                else {
+                    return Err(Miss::Changed);
+                };
+                hdr[..12].copy_from_slice(&e.written.headers[..12]);
+                hdr[field::HOP_LIMIT] = hop_limit;
+                Ok(())
+            }
+            Way::Udp => put::<B, UDP_HEADERS, { UDP_HEADERS + 8 }, true>(f, e, hop_limit, ident),
+            Way::Gre => put::<B, GRE_HEADERS, { GRE_HEADERS + 8 }, true>(f, e, hop_limit, ident),
+        };
+        match pushed {
+            Ok(()) => {
+                f.verdict = Verdict::Tx(e.out);
+                tally.sent(e.out, f.len() as u64, stats);
+                tally.routed(e.vrf, e.way, e.ecmp, stats);
+            }
+            // As `fast6::finish`: counted on its flow, dropped, not routed.
+            Err(r) => {
+                f.verdict = Verdict::Drop(r);
+                stats.count_drop(f.vif, r);
+            }
+        }
         Ok(())
     }
 
@@ -630,10 +730,11 @@ pub(super) struct Taken {
 
 /// A tunnel's outer headers of `N` bytes, an entry's, in front of the frame,
 /// with the fields that differ per packet written as `forward::push_tunnel`
-/// writes them: the outer lengths, identification (the inner packet's,
-/// `ident`) and checksum, the label's TTL, and the inner TTL decremented.
+/// writes them: the outer lengths, identification (`ident`: an IPv4
+/// packet's own, an IPv6 one's flow hash's) and checksum, the label's TTL
+/// (`ttl`), and the inner TTL, or IPv6 hop limit (`V6`), decremented to it.
 #[inline(always)]
-fn put<B: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const M: usize>(
+fn put<B: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const M: usize, const V6: bool>(
     f: &mut Frame<B>,
     e: &Entry,
     ttl: u8,
@@ -646,7 +747,11 @@ fn put<B: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const M: usize>(
     let outer_len = f.len() - ETH;
     let Some(Ok(whole)) = f.data_mut().get_mut(..M).map(<&mut [u8; M]>::try_from) else { return Err(PushFails) };
     let (hdr, inner) = whole.split_at_mut(N);
-    ipv4::Packet::new_unchecked(inner).decrement_ttl();
+    if V6 {
+        inner[fast6::field::HOP_LIMIT - ETH] = ttl;
+    } else {
+        ipv4::Packet::new_unchecked(inner).decrement_ttl();
+    }
     hdr.copy_from_slice(&e.written.headers[..N]);
     hdr[16..18].copy_from_slice(&(outer_len as u16).to_be_bytes());
     hdr[18..20].copy_from_slice(&ident.to_be_bytes());
@@ -798,11 +903,12 @@ impl Asked {
         1 << i
     }
 
-    /// Finds frame `i`'s flow in `cache` (`FlowCache::find`), keeping its
-    /// entry in place of its set; answers frame `i`'s bit if found, else 0.
+    /// Finds frame `i`'s flow in `cache` (`FlowCache::find`; `V6`: its key
+    /// is an IPv6 packet's), keeping its entry in place of its set; answers
+    /// frame `i`'s bit if found, else 0.
     #[inline(always)]
-    pub fn find(&mut self, cache: &FlowCache, i: usize, flows: &FlowTable) -> u32 {
-        match cache.find(&self.keys[i], self.at[i], flows) {
+    pub fn find<const V6: bool>(&mut self, cache: &FlowCache, i: usize, flows: &FlowTable) -> u32 {
+        match cache.find::<V6>(&self.keys[i], self.at[i], flows) {
             Some(entry) => {
                 self.at[i] = entry;
                 1 << i

@@ -28,7 +28,7 @@ use crate::wire::{icmpv6, ip_proto, ipv6, tcp};
 pub(super) const HEAD: usize = ETH + ipv6::HEADER_LEN + 8;
 const DHCPV6_SERVER_PORT: u16 = 547;
 /// Where the fields the fast path reads are, from the frame's start.
-mod field {
+pub(super) mod field {
     use super::ETH;
     pub const PAYLOAD_LEN: usize = ETH + 4;
     pub const NEXT_HEADER: usize = ETH + 6;

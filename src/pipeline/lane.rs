@@ -81,7 +81,7 @@ pub(super) fn run<B: AsRef<[u8]> + AsMut<[u8]>>(
             if left.frames == 0 {
                 return left;
             }
-            from_pod6(ctx, frames, vif, left, probes, watch)
+            from_pod6(ctx, frames, vif, left, probes, asked, watch)
         }
         VifKind::Fabric => from_fabric(ctx, frames, vif, probes, asked, watch),
         _ => Left::all(frames.len()),
@@ -201,7 +201,7 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
         }
         if let (Some(cache), true) = (cache, cached != 0) {
             for i in lanes(cached) {
-                let hit = asked.find(cache, i, table);
+                let hit = asked.find::<false>(cache, i, table);
                 if hit != 0 {
                     hits |= hit;
                 } else if flow::prefetch_fast(table, &frames[i], vrf, &mut probes[i]) {
@@ -369,6 +369,7 @@ fn from_pod6<B: AsRef<[u8]> + AsMut<[u8]>>(
     vif: &Vif,
     left: Left,
     probes: &mut [Probe; VECTOR],
+    asked: &mut Asked,
     watch: &mut Stopwatch<'_>,
 ) -> Left {
     let t = ctx.t;
@@ -377,10 +378,15 @@ fn from_pod6<B: AsRef<[u8]> + AsMut<[u8]>>(
     // `from_pod`. Its IPv6 flows are plain: a floating IP is IPv4.
     let table = ctx.flows.filter(|_| !vif.floating.is_empty() || vrf.tracks_every_flow());
     let own = vif.ipv6.map(u128::from).filter(|_| vif.flags.source_check);
+    // Its TCP and UDP flows' hits are the flow cache's, as IPv4's are
+    // (`Key::of6`), where the VRF's id fits a key.
+    let cache = ctx.cache.as_deref();
 
-    // Pass one: classify, and start each tracked frame's flow lookup; the
-    // untracked frames' destinations are looked up in pass two.
+    // Pass one: classify, and start each tracked frame's flow lookup: in
+    // the flow cache where it may be there (`cached`), else in the table;
+    // the untracked frames' destinations are looked up in pass two.
     let mut probed = 0u32;
+    let mut cached = 0u32;
     let mut keys = [0u128; VECTOR];
     let mut at = [0u8; VECTOR];
     let mut came = [0u32; VECTOR];
@@ -392,8 +398,13 @@ fn from_pod6<B: AsRef<[u8]> + AsMut<[u8]>>(
         if let Some(table) = table {
             // Classified, so its head is whole.
             if let Some(h) = fast6::head(f) {
-                flow::prefetch_key(table, &fast6::flow_key(h, vrf.id), &mut probes[i]);
-                probed |= 1 << i;
+                match cache.zip(express::Key::of6(h, vrf.id)) {
+                    Some((cache, key)) => cached |= asked.ask(cache, i, key),
+                    None => {
+                        flow::prefetch_key(table, &fast6::flow_key(h, vrf.id), &mut probes[i]);
+                        probed |= 1 << i;
+                    }
+                }
             }
             continue;
         }
@@ -403,16 +414,37 @@ fn from_pod6<B: AsRef<[u8]> + AsMut<[u8]>>(
     }
     watch.mark(Stage::Parse);
 
-    // Pass two: the flows' slots are fetched while the routes are looked up.
+    // Pass two: the flows' slots are fetched while the routes are looked
+    // up. A frame the cache has (`hits`) fetches its flow's slot; one it
+    // has not (`unfilled`) is looked up in the table, and fills the cache
+    // if the full way forwards it.
+    let (mut hits, mut unfilled) = (0u32, 0u32);
     if let Some(table) = table {
         for i in lanes(probed) {
             table.prefetch_slots(&mut probes[i]);
+        }
+        if let (Some(cache), true) = (cache, cached != 0) {
+            for i in lanes(cached) {
+                let hit = asked.find::<true>(cache, i, table);
+                if hit != 0 {
+                    hits |= hit;
+                } else if let Some(h) = fast6::head(&frames[i]) {
+                    flow::prefetch_key(table, &fast6::flow_key(h, vrf.id), &mut probes[i]);
+                    unfilled |= 1 << i;
+                }
+            }
         }
     }
     let mut routes = [Route { version: 0, leaf: 0 }; VECTOR];
     if n > 0 {
         let fibs: [&Fib<u128>; VECTOR] = [&vrf.v6; VECTOR];
         Fib::lookup_batch_routes(&fibs[..n], &keys[..n], &mut routes[..n]);
+    }
+    if let (Some(table), true) = (table, unfilled != 0) {
+        for i in lanes(unfilled) {
+            table.prefetch_slots(&mut probes[i]);
+        }
+        probed |= unfilled;
     }
     watch.mark(Stage::Lookup);
 
@@ -421,6 +453,26 @@ fn from_pod6<B: AsRef<[u8]> + AsMut<[u8]>>(
     // flow (`tracked6_late`).
     let mut rx = Received::default();
     let mut taken = 0u32;
+    if let (Some(table), Some(cache), true) = (table, ctx.cache.as_deref_mut(), hits != 0) {
+        let mut tally = express::Tally::NONE;
+        for i in lanes(hits) {
+            let f = &mut frames[i];
+            match cache.forward6(asked.at[i], table, f, vrf.id, ctx.now, &mut tally, ctx.stats) {
+                Ok(()) => {
+                    rx.packets += 1;
+                    rx.bytes += u64::from(came[i]);
+                    taken |= 1 << i;
+                }
+                // Left to the general path, as it came.
+                Err(miss) => {
+                    cache.refused(asked.at[i], miss);
+                    f.set_len(came[i] as usize);
+                }
+            }
+        }
+        cache.count_hits(hits & taken);
+        tally.flush(ctx.stats);
+    }
     let (mut later, mut waiting) = ([0u8; VECTOR], 0u32);
     let mut m = 0;
     for j in 0..n {
@@ -451,7 +503,14 @@ fn from_pod6<B: AsRef<[u8]> + AsMut<[u8]>>(
         let f = &mut frames[i];
         let settled = flow::settled(ctx, vrf, &probes[i]);
         let done = match settled.map(|s| vrf.v6.recall(s.route.route())) {
-            Some(Some(Some(target))) => deliver6(ctx, f, came[i], vrf, target, settled, &mut rx),
+            Some(Some(Some(target))) => {
+                let done = deliver6(ctx, f, came[i], vrf, target, settled, &mut rx);
+                if let (true, Some(hit)) = (done && unfilled & (1 << i) != 0, settled) {
+                    let way = Taken { hit, target, vrf: vrf.id, landed: vrf.id, unpinned: false, tr: None };
+                    fill(ctx, vrf, &asked.keys[i], asked.at[i], &probes[i], &way, f);
+                }
+                done
+            }
             Some(Some(None)) => false,
             Some(None) => {
                 stale |= 1 << i;
@@ -1322,7 +1381,7 @@ fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
         }
         if let (Some(cache), true) = (cache, cached != 0) {
             for i in lanes(cached) {
-                let hit = asked.find(cache, i, table);
+                let hit = asked.find::<false>(cache, i, table);
                 if hit != 0 {
                     hits |= hit;
                     continue;
