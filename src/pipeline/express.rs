@@ -958,4 +958,40 @@ mod tests {
             assert!(used > 6_800 && most <= 9, "{what}: {used} sets used, at most {most} in one");
         }
     }
+
+    /// IPv6 flows that differ where real ones do spread as IPv4's: the
+    /// fold of their addresses (`Key::of6`) keeps what varies.
+    #[test]
+    fn structured_ipv6_flows_spread_over_the_sets() {
+        use crate::pipeline::fast6::{field, HEAD};
+        let cache = FlowCache::new(40_000, 0);
+        let sets = cache.entries.len() / WAYS;
+        fn key(src: u128, dst: u128, sport: u16, dport: u16) -> Key {
+            let mut h = [0u8; HEAD];
+            h[field::NEXT_HEADER] = 6;
+            h[field::SRC..field::SRC + 16].copy_from_slice(&src.to_be_bytes());
+            h[field::DST..field::DST + 16].copy_from_slice(&dst.to_be_bytes());
+            h[field::L4..field::L4 + 2].copy_from_slice(&sport.to_be_bytes());
+            h[field::L4 + 2..field::L4 + 4].copy_from_slice(&dport.to_be_bytes());
+            Key::of6(&h, 1).unwrap()
+        }
+        const PODS: u128 = 0xfd00_0001 << 96;
+        const REMOTE: u128 = 0x2001_0db8 << 96;
+        type Flows = fn(u32) -> Key;
+        let patterns: [(&str, Flows); 4] = [
+            ("a client and its port together", |n| key(PODS | 2, REMOTE | u128::from(n), 80, 1024 + n as u16)),
+            ("one server, successive ports", |n| key(PODS | 2, PODS | 3, 1024 + n as u16, 80)),
+            ("successive servers", |n| key(PODS | 2, PODS | (u128::from(n) << 64) | 3, 40000, 443)),
+            ("the client's interface identifier", |n| key(REMOTE | u128::from(n) << 32, PODS | 3, 7000, 53)),
+        ];
+        for (what, make) in patterns {
+            let mut per_set = vec![0u32; sets];
+            for n in 0..10_000 {
+                per_set[cache.prefetch(&make(n)) as usize / WAYS] += 1;
+            }
+            let used = per_set.iter().filter(|&&n| n > 0).count();
+            let most = per_set.iter().max().copied().unwrap_or(0);
+            assert!(used > 6_800 && most <= 9, "{what}: {used} sets used, at most {most} in one");
+        }
+    }
 }
