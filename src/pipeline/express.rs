@@ -45,13 +45,16 @@ const GRE_HEADERS: usize = ETH + TunnelEncap::MplsOverGre.ip_overhead();
 const HEADERS: usize = UDP_HEADERS;
 const _: () = assert!(GRE_HEADERS <= HEADERS);
 
-/// Entries of a set. With two (and twice the sets), flows that are all
-/// busy (the pipeline's benchmark: 10,000 flows over 32K sets) had 3.7 %
-/// of them in sets of three or more, which miss every time in turn
-/// (callgrind: a fill for one packet in 12).
-const WAYS: usize = 4;
-/// Sets of the cache, at most: 64K entries of 128 bytes, 8 MiB.
-const MOST_SETS: usize = 16 * 1024;
+/// Entries of a set: as many as a set's line holds the keys and flow slots
+/// of (`Set`). With two (and twice the sets), flows that are all busy (the
+/// pipeline's benchmark: 10,000 flows over 32K sets) had 3.7 % of them in
+/// sets of three or more, which miss every time in turn (callgrind: a fill
+/// for one packet in 12).
+const WAYS: usize = 3;
+/// Sets of the cache, at most: 96K entries of 128 bytes and their sets'
+/// lines, 14 MiB. As many entries as sets of four had, in more sets: with
+/// 16K, flows that are all busy overflowed a set as often again.
+const MOST_SETS: usize = 32 * 1024;
 const LEAST_SETS: usize = 64;
 
 /// How an entry's packets leave, which decides what a hit writes and which
@@ -283,14 +286,30 @@ impl Rewrite {
     }
 }
 
-/// A cached flow: 128 bytes, the key and what a hit reads first on the
-/// first line, what it writes on the second.
+/// A set's keys, the flow slots their entries count on, and the epoch
+/// they were filled in (`FlowCache::epoch`), on one line: a lookup reads
+/// this line alone, and a hit its entry's two lines and its flow's slot.
+/// With the keys in the entries, a lookup read a line an entry, four.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct Set {
+    keys: [Key; WAYS],
+    slots: [u32; WAYS],
+    epoch: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<Set>() == 64);
+
+impl Set {
+    /// No entry, of no epoch: stale for every one.
+    const FREE: Set = Set { keys: [Key::NONE; WAYS], slots: [0; WAYS], epoch: 0 };
+}
+
+/// A cached flow: 128 bytes, what a hit reads first on the first line,
+/// what it writes on the second. Its key is its set's (`Set`).
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
 struct Entry {
-    key: Key,
-    /// The cache's epoch the entry was filled in (`FlowCache::epoch`).
-    epoch: u32,
     /// The flow's slot in the flow table, and its sequence count then.
     slot: u32,
     seq: u32,
@@ -315,8 +334,6 @@ const _: () = assert!(std::mem::size_of::<Entry>() == 128);
 
 impl Entry {
     const FREE: Entry = Entry {
-        key: Key::NONE,
-        epoch: 0,
         slot: 0,
         seq: 0,
         out: 0,
@@ -343,6 +360,8 @@ pub(super) enum Miss {
 
 /// One worker's flow cache: sets of `WAYS` entries, each a flow's hash's.
 pub struct FlowCache {
+    sets: Box<[Set]>,
+    /// Set `s`'s entries are `WAYS * s` on, in its keys' order.
     entries: Box<[Entry]>,
     /// 64 less the bits of a set's number: the set of a hash is `hash >> shift`.
     shift: u32,
@@ -360,7 +379,8 @@ impl FlowCache {
         let sets = (2 * pairs / WAYS).next_power_of_two().clamp(LEAST_SETS, MOST_SETS);
         let entries = vec![Entry::FREE; WAYS * sets].into_boxed_slice();
         let shift = 64 - sets.trailing_zeros();
-        FlowCache { entries, shift, stamp: 0, epoch: 1, seed, counts: FlowCacheCounts::default() }
+        let sets = vec![Set::FREE; sets].into_boxed_slice();
+        FlowCache { sets, entries, shift, stamp: 0, epoch: 1, seed, counts: FlowCacheCounts::default() }
     }
 
     /// What the cache did.
@@ -391,13 +411,12 @@ impl FlowCache {
         // Once in 4G snapshots: no entry of the epoch before the wrap may
         // pass for one of the new.
         if self.epoch == 0 {
-            self.entries.fill(Entry::FREE);
+            self.sets.fill(Set::FREE);
             self.epoch = 1;
         }
     }
 
-    /// The first entry of `key`'s set, whose entries' first lines it
-    /// starts fetching.
+    /// `key`'s set, whose line it starts fetching.
     #[inline(always)]
     pub(super) fn prefetch(&self, key: &Key) -> u32 {
         // Each word mixed on its own, its top bits folded down, before the
@@ -415,30 +434,33 @@ impl FlowCache {
         let a = fold(key.addrs ^ self.seed, 0x9e37_79b9_7f4a_7c15);
         let b = fold(u64::from(key.ports) << 32 | u64::from(key.id), 0xc2b2_ae3d_27d4_eb4f);
         let h = (a ^ b.rotate_left(32)).wrapping_mul(0xff51_afd7_ed55_8ccd);
-        let at = ((h >> self.shift) as usize) * WAYS;
-        if let Some(set) = self.entries.get(at..at + WAYS) {
-            for e in set {
-                crate::memory::prefetch(e);
-            }
+        let set = (h >> self.shift) as usize;
+        if let Some(line) = self.sets.get(set) {
+            crate::memory::prefetch(line);
         }
-        at as u32
+        set as u32
     }
 
-    /// The entry of `key` in the set at `at` (`prefetch`), if it is current;
-    /// then starts fetching the flow's slot, which a hit counts on: both
-    /// its lines for an IPv6 key (`V6`), whose hit reads the rest of the
-    /// key there (`forward6`).
+    /// The entry of `key` in set `set` (`prefetch`), if it is current;
+    /// then starts fetching the entry and the flow's slot, which a hit
+    /// counts on: both its lines for an IPv6 key (`V6`), whose hit reads
+    /// the rest of the key there (`forward6`).
     #[inline(always)]
-    pub(super) fn find<const V6: bool>(&self, key: &Key, at: u32, flows: &FlowTable) -> Option<u32> {
-        let at = at as usize;
-        let set = self.entries.get(at..at + WAYS)?;
-        let k = set.iter().position(|e| e.key.same(key, e.epoch ^ self.epoch))?;
+    pub(super) fn find<const V6: bool>(&self, key: &Key, set: u32, flows: &FlowTable) -> Option<u32> {
+        let s = self.sets.get(set as usize)?;
+        let stale = s.epoch ^ self.epoch;
+        let k = s.keys.iter().position(|k| k.same(key, stale))?;
         if V6 {
-            flows.prefetch_whole_slot(set[k].slot);
+            flows.prefetch_whole_slot(s.slots[k]);
         } else {
-            flows.prefetch_slot(set[k].slot);
+            flows.prefetch_slot(s.slots[k]);
         }
-        Some((at + k) as u32)
+        let at = set as usize * WAYS + k;
+        if let Some(e) = self.entries.get(at) {
+            crate::memory::prefetch(e);
+            crate::memory::prefetch(&e.written);
+        }
+        Some(at as u32)
     }
 
     /// Forwards the frame of a cached flow (entry `at`, from `find`), a frame
@@ -611,17 +633,19 @@ impl FlowCache {
     /// flow changed is forgotten.
     #[inline]
     pub(super) fn refused(&mut self, at: u32, miss: Miss) {
-        if let (Miss::Changed, Some(e)) = (miss, self.entries.get_mut(at as usize)) {
-            e.key = Key::NONE;
+        let (set, k) = (at as usize / WAYS, at as usize % WAYS);
+        if let (Miss::Changed, Some(s)) = (miss, self.sets.get_mut(set)) {
+            s.keys[k] = Key::NONE;
             self.counts.forgotten += 1;
         }
     }
 
-    /// Fills the set at `at` with `key`'s flow, whose packet in `f` the full
-    /// way has just forwarded as `way`, and whose entry in the flow table
+    /// Fills set `at` (`prefetch`) with `key`'s flow, whose packet in `f` the
+    /// full way has just forwarded as `way`, and whose entry in the flow table
     /// has sequence count `seq` (`FlowTable::sequence_of`), in the set's first
     /// entry: the others move down one, and the last (the oldest filled)
-    /// goes, unless a stale or free entry, or the flow's own, is on the way.
+    /// goes, unless a free entry, or the flow's own, is on the way; a set
+    /// filled in an epoch before is emptied first.
     /// Nothing is filled either if the frame's way out is not one the
     /// cache takes.
     #[cold]
@@ -635,7 +659,7 @@ impl FlowCache {
         seq: u32,
         f: &Frame<B>,
     ) {
-        let Some(entry) = self.entry_for(t, key, way, seq, f) else { return };
+        let Some(entry) = self.entry_for(t, way, seq, f) else { return };
         // A tunnelled packet's hit writes a pod's Ethernet header alone
         // (`forward_tunnelled`): one routed on into another tunnel is not
         // kept. A plain pod's hit rewrites nothing (`forward` asks only for
@@ -648,11 +672,18 @@ impl FlowCache {
         if !kept {
             return;
         }
-        let (at, epoch) = (at as usize, self.epoch);
-        if let Some(set) = self.entries.get_mut(at..at + WAYS) {
-            let gone = set.iter().position(|e| e.key == key || e.key == Key::NONE || e.epoch != epoch);
-            set[..=gone.unwrap_or(WAYS - 1)].rotate_right(1);
-            set[0] = entry;
+        let (set, epoch) = (at as usize, self.epoch);
+        let at = set * WAYS;
+        if let (Some(s), Some(entries)) = (self.sets.get_mut(set), self.entries.get_mut(at..at + WAYS)) {
+            // A set of an epoch before holds nothing current.
+            if s.epoch != epoch {
+                *s = Set { epoch, ..Set::FREE };
+            }
+            let gone = s.keys.iter().position(|k| *k == key || *k == Key::NONE).unwrap_or(WAYS - 1);
+            s.keys[..=gone].rotate_right(1);
+            s.slots[..=gone].rotate_right(1);
+            entries[..=gone].rotate_right(1);
+            (s.keys[0], s.slots[0], entries[0]) = (key, entry.slot, entry);
             self.counts.fills += 1;
         }
     }
@@ -660,7 +691,6 @@ impl FlowCache {
     fn entry_for<B: AsRef<[u8]> + AsMut<[u8]>>(
         &self,
         t: &Tables,
-        key: Key,
         way: &Taken,
         seq: u32,
         f: &Frame<B>,
@@ -697,8 +727,6 @@ impl FlowCache {
             written.rewrite = Rewrite::of(&tr.nat);
         }
         Some(Entry {
-            key,
-            epoch: self.epoch,
             slot: hit.slot,
             seq,
             out,
@@ -920,7 +948,7 @@ impl Asked {
 
 #[cfg(test)]
 mod tests {
-    use super::{FlowCache, Key, WAYS};
+    use super::{FlowCache, Key};
 
     /// Flows that differ where real ones do (the last octet of an
     /// address, the low byte of a port, often together) spread over the
@@ -929,7 +957,7 @@ mod tests {
     #[test]
     fn structured_flows_spread_over_the_sets() {
         let cache = FlowCache::new(40_000, 0);
-        let sets = cache.entries.len() / WAYS;
+        let sets = cache.sets.len();
         fn key(src: u32, dst: u32, sport: u16, dport: u16) -> Key {
             let mut h = [0u8; super::HEAD];
             h[23] = 17;
@@ -949,13 +977,13 @@ mod tests {
         for (what, make) in patterns {
             let mut per_set = vec![0u32; sets];
             for n in 0..10_000 {
-                per_set[cache.prefetch(&make(n)) as usize / WAYS] += 1;
+                per_set[cache.prefetch(&make(n)) as usize] += 1;
             }
             let used = per_set.iter().filter(|&&n| n > 0).count();
             let most = per_set.iter().max().copied().unwrap_or(0);
-            // 10,000 random keys over 16K sets use about 7,400 and put at
-            // most 6 or 7 in one.
-            assert!(used > 6_800 && most <= 9, "{what}: {used} sets used, at most {most} in one");
+            // 10,000 random keys over 32K sets use about 8,600 and put at
+            // most 5 or 6 in one.
+            assert!(used > 8_200 && most <= 8, "{what}: {used} sets used, at most {most} in one");
         }
     }
 
@@ -965,7 +993,7 @@ mod tests {
     fn structured_ipv6_flows_spread_over_the_sets() {
         use crate::pipeline::fast6::{field, HEAD};
         let cache = FlowCache::new(40_000, 0);
-        let sets = cache.entries.len() / WAYS;
+        let sets = cache.sets.len();
         fn key(src: u128, dst: u128, sport: u16, dport: u16) -> Key {
             let mut h = [0u8; HEAD];
             h[field::NEXT_HEADER] = 6;
@@ -987,11 +1015,11 @@ mod tests {
         for (what, make) in patterns {
             let mut per_set = vec![0u32; sets];
             for n in 0..10_000 {
-                per_set[cache.prefetch(&make(n)) as usize / WAYS] += 1;
+                per_set[cache.prefetch(&make(n)) as usize] += 1;
             }
             let used = per_set.iter().filter(|&&n| n > 0).count();
             let most = per_set.iter().max().copied().unwrap_or(0);
-            assert!(used > 6_800 && most <= 9, "{what}: {used} sets used, at most {most} in one");
+            assert!(used > 8_200 && most <= 8, "{what}: {used} sets used, at most {most} in one");
         }
     }
 }
