@@ -3206,6 +3206,60 @@ fn the_flow_cache_takes_tunnels_to_pods_as_the_full_way_does() {
     assert_flows_counted_alike(&labs);
 }
 
+/// The flow cache takes a tunnel's IPv6 packets to a pod on this node too,
+/// whether its label names the pod or the VRF, over UDP and GRE: stripped
+/// and counted as the full way does them; an inner packet whose addresses
+/// fold as a cached flow's takes the full way, by its own flow.
+#[test]
+fn the_flow_cache_takes_ipv6_tunnels_to_pods_as_the_full_way_does() {
+    use std::net::Ipv6Addr;
+    use vrouter::pktgen::build::Tunnel;
+    let mut labs = with_and_without_cache(lab_allowing_all);
+    let ways = [
+        (LABEL_A1, a1_ip6(), Tunnel::Udp(6635), A1),
+        (LABEL_BLUE, a2_ip6(), Tunnel::Udp(6635), A2),
+        (LABEL_BLUE, a1_ip6(), Tunnel::Gre, A1),
+    ];
+    let client: Ipv6Addr = "fd00:2::7".parse().unwrap();
+    // Packet `n` of the flow from `src` on a way (one source port a way),
+    // its hop limit and length differing from packet to packet.
+    let packet = |n: usize, src: Ipv6Addr, (label, dst, tunnel, _): (u32, Ipv6Addr, Tunnel, u32)| {
+        let sport = 7000 + label as u16 + u16::from(tunnel == Tunnel::Gre);
+        let inner = build::udp6_frame(L2 { src: mac(9), dst: mac(9) }, src, dst, sport, 53, 64 - n as u8, 90 + 37 * n);
+        build::mpls_tunnel_frame(from_peer(), tunnel, peer(1), node_ip(), label, 64, 50000 + n as u16, &inner[14..])
+    };
+    let run = |labs: &mut [(Lab, Arc<FlowTable>); 2], n: usize, src: Ipv6Addr| {
+        for way in ways {
+            let f = packet(n, src, way);
+            let (a, b) = (labs[0].0.run(FABRIC, f.clone()), labs[1].0.run(FABRIC, f));
+            assert_eq!(a.0, Verdict::Tx(way.3), "packet {n} of {way:?}");
+            assert_eq!(a, b, "packet {n} of {way:?}");
+            assert_eq!(labs[0].0.stats(), labs[1].0.stats(), "counters after packet {n} of {way:?}");
+        }
+    };
+    for n in 0..6 {
+        run(&mut labs, n, client);
+    }
+    let counts = |labs: &[(Lab, Arc<FlowTable>); 2]| labs[0].0.pipeline.flow_cache_counts().expect("on");
+    let c = counts(&labs);
+    // The first packet of each makes its flow, the second fills the cache,
+    // the other four are its hits.
+    assert_eq!((c.fills, c.hits), (3, 12), "{c:?}");
+    assert_eq!(labs[0].0.stats().vrf(BLUE).decaps, 18, "every packet counted decapsulated");
+    assert_flows_counted_alike(&labs);
+
+    // From an address that folds as the client's (a bit of its high half
+    // and the same bit of its low half, rotated by 32, flipped), on the
+    // same ways: the same cache keys, other flows. Each is made on the
+    // full way, and the entry it found forgotten.
+    let twin: Ipv6Addr = "fd00:2:0:1:0:1:0:7".parse().unwrap();
+    run(&mut labs, 6, twin);
+    let c = counts(&labs);
+    assert_eq!((c.hits, c.forgotten), (12, 3), "{c:?}");
+    assert_eq!(labs[0].1.len(), labs[1].1.len());
+    assert_flows_counted_alike(&labs);
+}
+
 /// The flow cache takes a floating IP's clients' packets out of a tunnel
 /// (the public network's label), rewritten to their pod: they come out as
 /// the full way sends them (the destination rewritten, the IP, UDP and TCP

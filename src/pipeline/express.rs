@@ -162,9 +162,27 @@ impl Key {
     /// entry holds the packet's whole key (`forward6`).
     #[inline(always)]
     pub(super) fn of6(h: &[u8; fast6::HEAD], vrf: u32) -> Option<Key> {
+        if vrf >= Key::V6 >> 8 {
+            return None;
+        }
+        Key::with_id6(h, Key::V6 | vrf << 8)
+    }
+
+    /// `of_tunnelled` for a tunnel around an IPv6 packet (its inner packet,
+    /// which `fast6::inspect_packet` took), keyed as `of6` folds it.
+    #[inline(always)]
+    pub(super) fn of_tunnelled6(h: &[u8; fast6::HEAD], label: u32) -> Option<Key> {
+        if label >= 1 << 20 {
+            return None;
+        }
+        Key::with_id6(h, Key::FROM_FABRIC | Key::V6 | label << 8)
+    }
+
+    #[inline(always)]
+    fn with_id6(h: &[u8; fast6::HEAD], id: u32) -> Option<Key> {
         use fast6::field;
         let proto = h[field::NEXT_HEADER];
-        if !matches!(proto, ip_proto::TCP | ip_proto::UDP) || vrf >= Key::V6 >> 8 {
+        if !matches!(proto, ip_proto::TCP | ip_proto::UDP) {
             return None;
         }
         let word = |at: usize| {
@@ -180,7 +198,7 @@ impl Key {
         Some(Key {
             addrs: src ^ dst.rotate_left(29),
             ports: u32::from_ne_bytes([h[l4], h[l4 + 1], h[l4 + 2], h[l4 + 3]]),
-            id: Key::V6 | vrf << 8 | u32::from(proto),
+            id: id | u32::from(proto),
         })
     }
 
@@ -622,6 +640,50 @@ impl FlowCache {
         hdr[..12].copy_from_slice(&e.written.headers[..12]);
         hdr[12..14].copy_from_slice(&[0x08, 0x00]);
         ipv4::Packet::new_unchecked(&mut hdr[ETH..]).decrement_ttl();
+        f.verdict = Verdict::Tx(e.out);
+        tally.sent(e.out, f.len() as u64, stats);
+        tally.routed(e.vrf, Way::Pod, e.ecmp, stats);
+        tally.decapped(e.landed, stats);
+        Ok(())
+    }
+
+    /// `forward_tunnelled` for a tunnel around an IPv6 packet, landed in VRF
+    /// `vrf` (its flow key's): the flow's entry must hold the inner
+    /// packet's whole key, as `forward6` asks.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)] // `forward_tunnelled`'s, and the VRF of the flow key.
+    pub(super) fn forward_tunnelled6<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &self,
+        at: u32,
+        flows: &FlowTable,
+        f: &mut Frame<B>,
+        (strip, inner_len): (usize, u16),
+        vrf: u32,
+        now: u64,
+        tally: &mut Tally,
+        stats: &mut Stats,
+    ) -> Result<(), Miss> {
+        use fast6::field;
+        let Some(e) = self.entries.get(at as usize) else { return Err(Miss::Changed) };
+        if inner_len > e.longest {
+            return Err(Miss::TooLong);
+        }
+        let end = strip + ETH + usize::from(inner_len);
+        let Some(inner) = f.data().get(strip..end) else { return Err(Miss::Changed) };
+        let Some(h) = fast6::head_of(inner) else { return Err(Miss::Changed) };
+        let (total, flags) = fast6::flow_count(h, inner);
+        let words = fast6::flow_key(h, vrf).words();
+        if !flows.touch_unchanged_holding(e.slot, e.seq, &words, total as u32, flags, now) {
+            return Err(Miss::Changed);
+        }
+        f.pull_front(strip);
+        f.set_len(ETH + usize::from(inner_len));
+        let Some(Ok(hdr)) = f.data_mut().get_mut(..=field::HOP_LIMIT).map(<&mut [u8; ETH + 8]>::try_from) else {
+            return Err(Miss::Changed);
+        };
+        hdr[..12].copy_from_slice(&e.written.headers[..12]);
+        hdr[12..14].copy_from_slice(&[0x86, 0xdd]);
+        hdr[field::HOP_LIMIT] -= 1;
         f.verdict = Verdict::Tx(e.out);
         tally.sent(e.out, f.len() as u64, stats);
         tally.routed(e.vrf, Way::Pod, e.ecmp, stats);

@@ -1504,7 +1504,7 @@ fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
     if six == 0 {
         return left;
     }
-    from_fabric6(ctx, frames, vif, left, six, &outer6, probes, watch)
+    from_fabric6(ctx, frames, vif, left, (six, &outer6), probes, asked, watch)
 }
 
 /// The lane for the tunnels `from_fabric` left (in `left`) because they
@@ -1528,18 +1528,21 @@ fn from_fabric6<B: AsRef<[u8]> + AsMut<[u8]>>(
     frames: &mut [Frame<B>],
     vif: &Vif,
     left: Left,
-    six: u32,
-    outer: &[Outer; VECTOR],
+    (six, outer): (u32, &[Outer; VECTOR]),
     probes: &mut [Probe; VECTOR],
+    asked: &mut Asked,
     watch: &mut Stopwatch<'_>,
 ) -> Left {
     let t = ctx.t;
+    let cache = ctx.cache.as_deref();
 
     // Pass one: check each tunnel and its inner packet; start the flow
-    // lookups that the VRF it lands in asks for, and queue the others'
-    // route lookups.
+    // lookups that the VRF it lands in asks for (in the flow cache where
+    // it may be there, `cached`, as `from_fabric` does), and queue the
+    // others' route lookups.
     let mut tunnels = 0u32;
     let mut probed = 0u32;
+    let mut cached = 0u32;
     let mut came = [0u32; VECTOR];
     let mut inbound = [Inbound::NONE; VECTOR];
     let mut vrfs: [Option<&Vrf>; VECTOR] = [None; VECTOR];
@@ -1553,8 +1556,13 @@ fn from_fabric6<B: AsRef<[u8]> + AsMut<[u8]>>(
         let Some(vrf) = t.vrf(tun.vrf) else { continue };
         let inner = f.data().get(usize::from(tun.inner_at) - ETH..).and_then(fast6::head_of);
         if let (Some(table), Some(h)) = (ctx.flows.filter(|_| vrf.tracks_every_flow()), inner) {
-            flow::prefetch_key(table, &fast6::flow_key(h, vrf.id), &mut probes[i]);
-            probed |= 1 << i;
+            match cache.zip(express::Key::of_tunnelled6(h, outer[i].label)) {
+                Some((cache, key)) => cached |= asked.ask(cache, i, key),
+                None => {
+                    flow::prefetch_key(table, &fast6::flow_key(h, vrf.id), &mut probes[i]);
+                    probed |= 1 << i;
+                }
+            }
         } else if tun.nh.is_none() {
             fibs[n] = &vrf.v6;
             keys[n] = dst;
@@ -1568,21 +1576,63 @@ fn from_fabric6<B: AsRef<[u8]> + AsMut<[u8]>>(
     }
     watch.mark(Stage::Parse);
 
-    // Pass two: the flows' slots are fetched while the routes are looked up.
+    // Pass two: the flows' slots are fetched while the routes are looked
+    // up; a tunnel the cache has not (`unfilled`) is looked up in the
+    // table, and fills the cache if the full way forwards it.
+    let (mut hits, mut unfilled) = (0u32, 0u32);
     if let Some(table) = ctx.flows {
         for i in lanes(probed) {
             table.prefetch_slots(&mut probes[i]);
+        }
+        if let (Some(cache), true) = (cache, cached != 0) {
+            for i in lanes(cached) {
+                let hit = asked.find::<true>(cache, i, table);
+                let inner = || frames[i].data().get(usize::from(inbound[i].inner_at) - ETH..).and_then(fast6::head_of);
+                if hit != 0 {
+                    hits |= hit;
+                } else if let (Some(vrf), Some(h)) = (vrfs[i], inner()) {
+                    flow::prefetch_key(table, &fast6::flow_key(h, vrf.id), &mut probes[i]);
+                    unfilled |= 1 << i;
+                }
+            }
         }
     }
     let mut routes = [Route { version: 0, leaf: 0 }; VECTOR];
     if n > 0 {
         Fib::lookup_batch_routes(&fibs[..n], &keys[..n], &mut routes[..n]);
     }
+    if let (Some(table), true) = (ctx.flows, unfilled != 0) {
+        for i in lanes(unfilled) {
+            table.prefetch_slots(&mut probes[i]);
+        }
+        probed |= unfilled;
+    }
     watch.mark(Stage::Lookup);
 
-    // Pass three: strip each tunnel and carry out its packet's next hop.
+    // Pass three: strip each tunnel and carry out its packet's next hop;
+    // the cache's hits first.
     let mut rx = Received::default();
     let mut taken = 0u32;
+    if let (Some(table), Some(cache), true) = (ctx.flows, ctx.cache.as_deref_mut(), hits != 0) {
+        let mut tally = express::Tally::NONE;
+        for i in lanes(hits) {
+            let (Some(vrf), tun) = (vrfs[i], inbound[i]) else { continue };
+            let inner = (usize::from(tun.inner_at) - ETH, tun.inner_len);
+            let f = &mut frames[i];
+            match cache.forward_tunnelled6(asked.at[i], table, f, inner, vrf.id, ctx.now, &mut tally, ctx.stats) {
+                Ok(()) => {
+                    rx.packets += 1;
+                    rx.bytes += u64::from(came[i]);
+                    taken |= 1 << i;
+                }
+                // Left to the general path, as it came.
+                Err(miss) => cache.refused(asked.at[i], miss),
+            }
+        }
+        cache.count_hits(hits & taken);
+        tally.flush(ctx.stats);
+        tunnels &= !hits;
+    }
     for i in lanes(tunnels) {
         let (Some(vrf), tun) = (vrfs[i], inbound[i]) else { continue };
         let f = &mut frames[i];
@@ -1627,12 +1677,22 @@ fn from_fabric6<B: AsRef<[u8]> + AsMut<[u8]>>(
             }
             // No IPv6 entry rewrites: a floating IP is IPv4.
             Carry::Translated => false,
-            Carry::To(target, settled) => fast6::finish(ctx, f, vrf, target, settled)
-                .or_else(|| tracked6_cold(ctx, f, vrf, Some(vif), target, settled, &mut probes[i]))
-                .is_some_and(|v| {
-                    took(ctx.stats, f, came[i], v, &mut rx);
-                    true
-                }),
+            Carry::To(target, settled) => {
+                let finished = fast6::finish(ctx, f, vrf, target, settled);
+                // A hit the full way forwarded fills the cache.
+                let filling = settled.filter(|_| finished.is_some() && unfilled & (1 << i) != 0);
+                let done = finished
+                    .or_else(|| tracked6_cold(ctx, f, vrf, Some(vif), target, settled, &mut probes[i]))
+                    .is_some_and(|v| {
+                        took(ctx.stats, f, came[i], v, &mut rx);
+                        true
+                    });
+                if let (true, Some(hit)) = (done, filling) {
+                    let way = Taken { hit, target, vrf: vrf.id, landed: vrf.id, unpinned: false, tr: None };
+                    fill(ctx, vrf, &asked.keys[i], asked.at[i], &probes[i], &way, f);
+                }
+                done
+            }
         };
         if done {
             if let Some(c) = ctx.stats.vrf_mut(vrf.id) {
