@@ -622,6 +622,9 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         let worker_stop = stop.clone();
         let busy_poll = Duration::from_micros(cfg.dataplane.busy_poll_us.into());
         let pipeline = pipeline.with_flows(Arc::clone(&flows));
+        if w == 0 {
+            info!(workers, mib_each = pipeline.flow_cache_bytes() >> 20, "flow caches allocated");
+        }
         let board = Arc::clone(&board);
         let mut worker = Worker::new(worker_ports, pipeline, handle.clone())
             .with_control(commands)

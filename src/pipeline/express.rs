@@ -401,6 +401,11 @@ impl FlowCache {
         FlowCache { sets, entries, shift, stamp: 0, epoch: 1, seed, counts: FlowCacheCounts::default() }
     }
 
+    /// Bytes the cache holds: its sets' lines and their entries.
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.sets) + std::mem::size_of_val(&*self.entries)
+    }
+
     /// What the cache did.
     pub fn counts(&self) -> FlowCacheCounts {
         self.counts
@@ -1047,6 +1052,16 @@ mod tests {
             // most 5 or 6 in one.
             assert!(used > 8_200 && most <= 8, "{what}: {used} sets used, at most {most} in one");
         }
+    }
+
+    /// A cache for the default flow table (512K pairs) takes its most
+    /// sets: 14 MiB, the figure the README gives a worker.
+    #[test]
+    fn a_cache_takes_at_most_14_mib() {
+        let cache = FlowCache::new(512 * 1024, 0);
+        assert_eq!(cache.memory_bytes(), 14 << 20);
+        assert_eq!(FlowCache::new(4 * 1024 * 1024, 0).memory_bytes(), 14 << 20, "whatever the table's size");
+        assert!(FlowCache::new(1000, 0).memory_bytes() < 1 << 20, "less for a small table");
     }
 
     /// IPv6 flows that differ where real ones do spread as IPv4's: the

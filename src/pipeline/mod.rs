@@ -246,6 +246,11 @@ impl Pipeline {
         self.flows = table;
     }
 
+    /// Bytes the flow cache holds (0 without one).
+    pub fn flow_cache_bytes(&self) -> usize {
+        self.cache.as_ref().map_or(0, |c| c.memory_bytes())
+    }
+
     /// What the flow cache did, if the pipeline keeps one.
     pub fn flow_cache_counts(&self) -> Option<crate::stats::FlowCacheCounts> {
         self.cache.as_ref().map(|c| c.counts())
