@@ -329,6 +329,8 @@ impl Set {
 #[derive(Clone, Copy)]
 struct Entry {
     /// The flow's slot in the flow table, and its sequence count then.
+    /// (Its set keeps a copy of the slot, so that a lookup starts fetching
+    /// the slot before the entry has come.)
     slot: u32,
     seq: u32,
     out: VifIndex,
@@ -517,15 +519,7 @@ impl FlowCache {
             e.written.rewrite.apply(f);
         }
         let pushed = match e.way {
-            Way::Pod => {
-                const HDR: usize = ETH + ipv4::HEADER_LEN;
-                let Some(Ok(hdr)) = f.data_mut().get_mut(..HDR).map(<&mut [u8; HDR]>::try_from) else {
-                    return Err(Miss::Changed);
-                };
-                hdr[..12].copy_from_slice(&e.written.headers[..12]);
-                ipv4::Packet::new_unchecked(&mut hdr[ETH..]).decrement_ttl();
-                Ok(())
-            }
+            Way::Pod => Ok(put_pod::<B, false>(f, e, None)?),
             Way::Udp => put::<B, UDP_HEADERS, { UDP_HEADERS + ipv4::HEADER_LEN }, false>(f, e, ttl, ident),
             Way::Gre => put::<B, GRE_HEADERS, { GRE_HEADERS + ipv4::HEADER_LEN }, false>(f, e, ttl, ident),
         };
@@ -576,15 +570,7 @@ impl FlowCache {
         // the one the entry was filled with.
         let ident = u16::from_be_bytes([e.written.headers[18], e.written.headers[19]]);
         let pushed = match e.way {
-            Way::Pod => {
-                let Some(Ok(hdr)) = f.data_mut().get_mut(..=field::HOP_LIMIT).map(<&mut [u8; ETH + 8]>::try_from)
-                else {
-                    return Err(Miss::Changed);
-                };
-                hdr[..12].copy_from_slice(&e.written.headers[..12]);
-                hdr[field::HOP_LIMIT] = hop_limit;
-                Ok(())
-            }
+            Way::Pod => Ok(put_pod::<B, true>(f, e, None)?),
             Way::Udp => put::<B, UDP_HEADERS, { UDP_HEADERS + 8 }, true>(f, e, hop_limit, ident),
             Way::Gre => put::<B, GRE_HEADERS, { GRE_HEADERS + 8 }, true>(f, e, hop_limit, ident),
         };
@@ -635,20 +621,11 @@ impl FlowCache {
         if !flows.touch_unchanged(e.slot, e.seq, u32::from(inner_len), flags, now) {
             return Err(Miss::Changed);
         }
-        const HDR: usize = ETH + ipv4::HEADER_LEN;
         f.pull_front(strip);
         f.set_len(ETH + usize::from(inner_len));
         e.written.rewrite.apply(f);
-        let Some(Ok(hdr)) = f.data_mut().get_mut(..HDR).map(<&mut [u8; HDR]>::try_from) else {
-            return Err(Miss::Changed);
-        };
-        hdr[..12].copy_from_slice(&e.written.headers[..12]);
-        hdr[12..14].copy_from_slice(&[0x08, 0x00]);
-        ipv4::Packet::new_unchecked(&mut hdr[ETH..]).decrement_ttl();
-        f.verdict = Verdict::Tx(e.out);
-        tally.sent(e.out, f.len() as u64, stats);
-        tally.routed(e.vrf, Way::Pod, e.ecmp, stats);
-        tally.decapped(e.landed, stats);
+        put_pod::<B, false>(f, e, Some([0x08, 0x00]))?;
+        tally.landed(e, f, stats);
         Ok(())
     }
 
@@ -668,7 +645,6 @@ impl FlowCache {
         tally: &mut Tally,
         stats: &mut Stats,
     ) -> Result<(), Miss> {
-        use fast6::field;
         let Some(e) = self.entries.get(at as usize) else { return Err(Miss::Changed) };
         if inner_len > e.longest {
             return Err(Miss::TooLong);
@@ -683,16 +659,8 @@ impl FlowCache {
         }
         f.pull_front(strip);
         f.set_len(ETH + usize::from(inner_len));
-        let Some(Ok(hdr)) = f.data_mut().get_mut(..=field::HOP_LIMIT).map(<&mut [u8; ETH + 8]>::try_from) else {
-            return Err(Miss::Changed);
-        };
-        hdr[..12].copy_from_slice(&e.written.headers[..12]);
-        hdr[12..14].copy_from_slice(&[0x86, 0xdd]);
-        hdr[field::HOP_LIMIT] -= 1;
-        f.verdict = Verdict::Tx(e.out);
-        tally.sent(e.out, f.len() as u64, stats);
-        tally.routed(e.vrf, Way::Pod, e.ecmp, stats);
-        tally.decapped(e.landed, stats);
+        put_pod::<B, true>(f, e, Some([0x86, 0xdd]))?;
+        tally.landed(e, f, stats);
         Ok(())
     }
 
@@ -823,6 +791,33 @@ pub(super) struct Taken {
     pub tr: Option<crate::flow::Translation>,
 }
 
+/// A pod's Ethernet addresses, entry `e`'s, on the front of the frame (and
+/// `ethertype`, where the frame had none: a tunnel's inner packet), and the
+/// IPv4 TTL decremented with its checksum, or the IPv6 hop limit (`V6`),
+/// as `fast::finish` and `fast6::finish` write them.
+#[inline(always)]
+fn put_pod<B: AsRef<[u8]> + AsMut<[u8]>, const V6: bool>(
+    f: &mut Frame<B>,
+    e: &Entry,
+    ethertype: Option<[u8; 2]>,
+) -> Result<(), Miss> {
+    // An IPv4 header's end: an IPv6 packet's hop limit lies before it.
+    const HDR: usize = ETH + ipv4::HEADER_LEN;
+    let Some(Ok(hdr)) = f.data_mut().get_mut(..HDR).map(<&mut [u8; HDR]>::try_from) else {
+        return Err(Miss::Changed);
+    };
+    hdr[..12].copy_from_slice(&e.written.headers[..12]);
+    if let Some(t) = ethertype {
+        hdr[12..14].copy_from_slice(&t);
+    }
+    if V6 {
+        hdr[fast6::field::HOP_LIMIT] -= 1;
+    } else {
+        ipv4::Packet::new_unchecked(&mut hdr[ETH..]).decrement_ttl();
+    }
+    Ok(())
+}
+
 /// A tunnel's outer headers of `N` bytes, an entry's, in front of the frame,
 /// with the fields that differ per packet written as `forward::push_tunnel`
 /// writes them: the outer lengths, identification (`ident`: an IPv4
@@ -888,6 +883,16 @@ impl Tally {
         landed: u32::MAX,
         decaps: 0,
     };
+
+    /// A tunnel's packet entry `e` stripped and sent to its pod, `f`:
+    /// its verdict, and counted sent, routed and decapsulated.
+    #[inline(always)]
+    fn landed<B: AsRef<[u8]> + AsMut<[u8]>>(&mut self, e: &Entry, f: &mut Frame<B>, stats: &mut Stats) {
+        f.verdict = Verdict::Tx(e.out);
+        self.sent(e.out, f.len() as u64, stats);
+        self.routed(e.vrf, Way::Pod, e.ecmp, stats);
+        self.decapped(e.landed, stats);
+    }
 
     #[inline(always)]
     fn sent(&mut self, out: VifIndex, bytes: u64, stats: &mut Stats) {
