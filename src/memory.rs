@@ -12,8 +12,14 @@
 //! allocator cannot do this: for alignments above 16 bytes it clears
 //! memory with `memset`, which touches every page first.)
 //!
+//! A frame's window of valid bytes (`window`) lives here too: it is read
+//! unchecked, once checked where it moves.
+//!
 //! This is one of the two places with `unsafe` (the other is `io`).
 #![allow(unsafe_code)]
+
+mod window;
+pub use window::{Buffer, Window};
 
 use std::io;
 use std::marker::PhantomData;

@@ -43,6 +43,9 @@ impl AsMut<[u8]> for JumboBuf {
     }
 }
 
+// SAFETY: a boxed slice's length is fixed, and both views are the whole of it.
+unsafe impl crate::memory::Buffer for JumboBuf {}
+
 /// A port's chain in progress: a chain's frames may be split between two
 /// rounds' receives.
 #[derive(Default)]

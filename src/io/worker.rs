@@ -6,6 +6,7 @@
 use super::jumbo::{self, Assembly, Jumbo, JumboBuf, Piece};
 use super::xsk::{FrameShare, RxDesc, UmemFrame, XskSocket};
 use crate::capture::{Staged, Tap};
+use crate::memory::Buffer;
 use crate::pipeline::{Frame, Pipeline, Spill, Verdict, VECTOR};
 use crate::stats::runtime::{Stopwatch, SAMPLE_EVERY};
 use crate::stats::{Runtime, Stage, Unsent};
@@ -589,7 +590,7 @@ impl Worker {
     }
 
     /// Copies a frame the pipeline sends to the capture, if one runs.
-    fn tap_sent<B: AsRef<[u8]> + AsMut<[u8]>>(&self, f: &Frame<B>) {
+    fn tap_sent<B: Buffer>(&self, f: &Frame<B>) {
         if self.tap_now != 0 {
             if let (Some(tap), Verdict::Tx(out)) = (&self.tap, f.verdict) {
                 tap.sent(out, f.data(), self.tap_now);

@@ -135,6 +135,9 @@ impl AsMut<[u8]> for UmemFrame {
 // SAFETY: a frame buffer is plain memory owned by one worker at a time.
 unsafe impl Send for UmemFrame {}
 
+// SAFETY: `len` is set once, when `umem_frame` makes the frame.
+unsafe impl crate::memory::Buffer for UmemFrame {}
+
 /// Waits until one of `fds` is readable, or `timeout_ms` passes: whether
 /// one was (false: the time passed, or a signal came).
 pub(crate) fn poll_all(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<bool> {

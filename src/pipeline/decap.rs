@@ -5,6 +5,7 @@
 
 use super::forward::{parse_ip_into, ETH};
 use super::{fast, Ctx, Frame, Origin, Pending, Step, Verdict};
+use crate::memory::Buffer;
 use crate::stats::DropReason;
 use crate::tables::nexthop::{MPLS_UDP_LEGACY_PORT, MPLS_UDP_PORT};
 use crate::tables::{NextHop, RouteTarget, Vif};
@@ -13,7 +14,7 @@ use crate::wire::{gre, ip_proto, ipv4, mpls, read_u16, udp, write_u16, EtherType
 /// A frame from the fabric vif `vif`. Like `receive`, it sets `fast` for a
 /// frame the fast path takes.
 #[inline]
-pub(super) fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
+pub(super) fn from_fabric<B: Buffer>(
     ctx: &mut Ctx<'_, B>,
     f: &mut Frame<B>,
     vif: &Vif,
@@ -23,7 +24,7 @@ pub(super) fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
     decap(ctx, f, vif, p, fast).unwrap_or_else(|r| Some(Verdict::Drop(r)))
 }
 
-fn decap<B: AsRef<[u8]> + AsMut<[u8]>>(
+fn decap<B: Buffer>(
     ctx: &mut Ctx<'_, B>,
     f: &mut Frame<B>,
     vif: &Vif,

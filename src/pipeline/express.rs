@@ -35,6 +35,7 @@ use super::fast6;
 use super::forward::ETH;
 use super::{Frame, Verdict};
 use crate::flow::{FlowTable, Forwarding, Nat};
+use crate::memory::Buffer;
 use crate::stats::{FlowCacheCounts, Stats, VrfCounters};
 use crate::tables::{NextHop, RouteTarget, Tables, TunnelEncap, VifIndex};
 use crate::wire::{checksum, ip_proto, ipv4, mpls};
@@ -288,7 +289,7 @@ impl Rewrite {
     /// way does (`fast::finish`), before its TTL and its new headers, if
     /// the flow has a rewrite.
     #[inline(always)]
-    fn apply<B: AsRef<[u8]> + AsMut<[u8]>>(&self, f: &mut Frame<B>) {
+    fn apply<B: Buffer>(&self, f: &mut Frame<B>) {
         if self.which != 0 {
             self.rewrite(f);
         }
@@ -297,7 +298,7 @@ impl Rewrite {
     /// `apply`'s rewrite, out of line: inlined, its registers cost every
     /// plain hit 14-40 instructions (callgrind).
     #[inline(never)]
-    fn rewrite<B: AsRef<[u8]> + AsMut<[u8]>>(&self, f: &mut Frame<B>) {
+    fn rewrite<B: Buffer>(&self, f: &mut Frame<B>) {
         if let (Some(nat), Some(ip)) = (self.nat(), f.data_mut().get_mut(ETH..)) {
             super::nat::apply_v4_plain(ip, &nat);
         }
@@ -494,7 +495,7 @@ impl FlowCache {
     /// nothing if it refuses. `REWRITES`: from a floating IP's pod, whose
     /// entries may rewrite (`Key::of_floating`); no other pod asks.
     #[inline(always)]
-    pub(super) fn forward<B: AsRef<[u8]> + AsMut<[u8]>, const REWRITES: bool>(
+    pub(super) fn forward<B: Buffer, const REWRITES: bool>(
         &self,
         at: u32,
         flows: &FlowTable,
@@ -543,7 +544,7 @@ impl FlowCache {
     /// cache key folds the addresses). Changes nothing if it refuses.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)] // `forward`'s, and the VRF of the packet's flow key.
-    pub(super) fn forward6<B: AsRef<[u8]> + AsMut<[u8]>>(
+    pub(super) fn forward6<B: Buffer>(
         &self,
         at: u32,
         flows: &FlowTable,
@@ -597,7 +598,7 @@ impl FlowCache {
     /// `tally`. Changes nothing if it refuses.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)] // `forward`'s, and where the inner packet lies.
-    pub(super) fn forward_tunnelled<B: AsRef<[u8]> + AsMut<[u8]>>(
+    pub(super) fn forward_tunnelled<B: Buffer>(
         &self,
         at: u32,
         flows: &FlowTable,
@@ -634,7 +635,7 @@ impl FlowCache {
     /// packet's whole key, as `forward6` asks.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)] // `forward_tunnelled`'s, and the VRF of the flow key.
-    pub(super) fn forward_tunnelled6<B: AsRef<[u8]> + AsMut<[u8]>>(
+    pub(super) fn forward_tunnelled6<B: Buffer>(
         &self,
         at: u32,
         flows: &FlowTable,
@@ -685,15 +686,7 @@ impl FlowCache {
     /// cache takes.
     #[cold]
     #[inline(never)]
-    pub(super) fn fill<B: AsRef<[u8]> + AsMut<[u8]>>(
-        &mut self,
-        t: &Tables,
-        key: Key,
-        at: u32,
-        way: &Taken,
-        seq: u32,
-        f: &Frame<B>,
-    ) {
+    pub(super) fn fill<B: Buffer>(&mut self, t: &Tables, key: Key, at: u32, way: &Taken, seq: u32, f: &Frame<B>) {
         let Some(entry) = self.entry_for(t, way, seq, f) else { return };
         // A tunnelled packet's hit writes a pod's Ethernet header alone
         // (`forward_tunnelled`): one routed on into another tunnel is not
@@ -723,13 +716,7 @@ impl FlowCache {
         }
     }
 
-    fn entry_for<B: AsRef<[u8]> + AsMut<[u8]>>(
-        &self,
-        t: &Tables,
-        way: &Taken,
-        seq: u32,
-        f: &Frame<B>,
-    ) -> Option<Entry> {
+    fn entry_for<B: Buffer>(&self, t: &Tables, way: &Taken, seq: u32, f: &Frame<B>) -> Option<Entry> {
         let Verdict::Tx(out) = f.verdict else { return None };
         let hit = &way.hit;
         // The next hop the full way took (`fast::finish`): a composite's
@@ -796,11 +783,7 @@ pub(super) struct Taken {
 /// IPv4 TTL decremented with its checksum, or the IPv6 hop limit (`V6`),
 /// as `fast::finish` and `fast6::finish` write them.
 #[inline(always)]
-fn put_pod<B: AsRef<[u8]> + AsMut<[u8]>, const V6: bool>(
-    f: &mut Frame<B>,
-    e: &Entry,
-    ethertype: Option<[u8; 2]>,
-) -> Result<(), Miss> {
+fn put_pod<B: Buffer, const V6: bool>(f: &mut Frame<B>, e: &Entry, ethertype: Option<[u8; 2]>) -> Result<(), Miss> {
     // An IPv4 header's end: an IPv6 packet's hop limit lies before it.
     const HDR: usize = ETH + ipv4::HEADER_LEN;
     let Some(Ok(hdr)) = f.data_mut().get_mut(..HDR).map(<&mut [u8; HDR]>::try_from) else {
@@ -824,7 +807,7 @@ fn put_pod<B: AsRef<[u8]> + AsMut<[u8]>, const V6: bool>(
 /// packet's own, an IPv6 one's flow hash's) and checksum, the label's TTL
 /// (`ttl`), and the inner TTL, or IPv6 hop limit (`V6`), decremented to it.
 #[inline(always)]
-fn put<B: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const M: usize, const V6: bool>(
+fn put<B: Buffer, const N: usize, const M: usize, const V6: bool>(
     f: &mut Frame<B>,
     e: &Entry,
     ttl: u8,
@@ -887,7 +870,7 @@ impl Tally {
     /// A tunnel's packet entry `e` stripped and sent to its pod, `f`:
     /// its verdict, and counted sent, routed and decapsulated.
     #[inline(always)]
-    fn landed<B: AsRef<[u8]> + AsMut<[u8]>>(&mut self, e: &Entry, f: &mut Frame<B>, stats: &mut Stats) {
+    fn landed<B: Buffer>(&mut self, e: &Entry, f: &mut Frame<B>, stats: &mut Stats) {
         f.verdict = Verdict::Tx(e.out);
         self.sent(e.out, f.len() as u64, stats);
         self.routed(e.vrf, Way::Pod, e.ecmp, stats);

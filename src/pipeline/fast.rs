@@ -15,6 +15,7 @@ use super::flow::{count_settled, policed_elsewhere};
 use super::forward::{push_tunnel, ETH};
 use super::{hash, Ctx, Frame, PipelineConfig, Verdict};
 use crate::flow::{FlowKey, Forwarding, Nat};
+use crate::memory::Buffer;
 use crate::stats::GeneralCause;
 use crate::tables::{NextHop, RouteTarget, TunnelEncap, Vif, Vrf};
 use crate::wire::{icmpv4, ip_proto, ipv4, tcp};
@@ -27,7 +28,7 @@ const DHCP_SERVER_PORT: u16 = 67;
 
 /// The first `HEAD` bytes of a frame.
 #[inline(always)]
-pub(super) fn head<B: AsRef<[u8]> + AsMut<[u8]>>(f: &Frame<B>) -> Option<&[u8; HEAD]> {
+pub(super) fn head<B: Buffer>(f: &Frame<B>) -> Option<&[u8; HEAD]> {
     head_of(f.data())
 }
 
@@ -54,7 +55,7 @@ pub(super) fn allowed(cfg: &PipelineConfig, vif: &Vif) -> bool {
 /// (`own`), only a packet from that address is one: any other source goes
 /// to the general path's reverse path check (`forward::source_ok`).
 #[inline(always)]
-pub(super) fn classify<B: AsRef<[u8]> + AsMut<[u8]>>(f: &mut Frame<B>, own: Option<Ipv4Addr>) -> Option<u32> {
+pub(super) fn classify<B: Buffer>(f: &mut Frame<B>, own: Option<Ipv4Addr>) -> Option<u32> {
     if f.data().get(12..14)? != [0x08, 0x00] {
         return None;
     }
@@ -206,7 +207,7 @@ pub(super) fn translated_hash(h: &[u8; HEAD], nat: &Nat, seed: u64) -> u32 {
 /// route a flow's packet is finished by.) `nat` is the flow's rewrite, made
 /// once everything else is decided (a floating IP's: `flow::translated`).
 #[inline(always)]
-pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
+pub(super) fn finish<B: Buffer>(
     ctx: &mut Ctx<'_, B>,
     f: &mut Frame<B>,
     vrf: &Vrf,
@@ -316,7 +317,7 @@ pub(super) fn count_way_out(stats: &mut crate::stats::Stats, vrf: u32, nh: &Next
 /// Rewrites the packet in `f` as its flow's `nat` says, before its new
 /// headers and its TTL, as the general path does (`forward::follow_flow`).
 #[inline(always)]
-fn translate<B: AsRef<[u8]> + AsMut<[u8]>>(f: &mut Frame<B>, nat: &Nat) {
+fn translate<B: Buffer>(f: &mut Frame<B>, nat: &Nat) {
     if let Some(ip) = f.data_mut().get_mut(ETH..) {
         super::nat::apply_v4_plain(ip, nat);
     }

@@ -20,6 +20,7 @@ use super::flow::{count_settled, policed_elsewhere};
 use super::forward::{push_tunnel, ETH};
 use super::{hash, Ctx, Frame, Verdict};
 use crate::flow::{FlowKey, Forwarding};
+use crate::memory::Buffer;
 use crate::tables::{NextHop, RouteTarget, Vif, Vrf};
 use crate::wire::{icmpv6, ip_proto, ipv6, tcp};
 
@@ -45,7 +46,7 @@ pub(super) mod field {
 
 /// The first `HEAD` bytes of a frame.
 #[inline(always)]
-pub(super) fn head<B: AsRef<[u8]> + AsMut<[u8]>>(f: &Frame<B>) -> Option<&[u8; HEAD]> {
+pub(super) fn head<B: Buffer>(f: &Frame<B>) -> Option<&[u8; HEAD]> {
     head_of(f.data())
 }
 
@@ -120,7 +121,7 @@ pub(super) fn inspect_packet(d: &[u8], own: Option<u128>) -> Option<(u128, usize
 /// If frame `f` is one the IPv6 fast path handles, trims its padding and
 /// returns its destination address.
 #[inline(always)]
-pub(super) fn classify<B: AsRef<[u8]> + AsMut<[u8]>>(f: &mut Frame<B>, own: Option<u128>) -> Option<u128> {
+pub(super) fn classify<B: Buffer>(f: &mut Frame<B>, own: Option<u128>) -> Option<u128> {
     let (dst, total) = inspect(f.data(), own)?;
     f.set_len(ETH + total);
     Some(dst)
@@ -173,7 +174,7 @@ pub(super) fn flow_count(h: &[u8; HEAD], d: &[u8]) -> (usize, u8) {
 /// packet. Untracked, a composite is the general path's where flows track
 /// a VRF's ECMP routes (`flow::tracked_to`): the flow pins its member.
 #[inline(always)]
-pub(super) fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
+pub(super) fn finish<B: Buffer>(
     ctx: &mut Ctx<'_, B>,
     f: &mut Frame<B>,
     vrf: &Vrf,

@@ -11,6 +11,7 @@ use crate::flow::{
     DirSpec, FlowAction, FlowInfo, FlowKey, FlowTable, Forwarding, FragmentKey, FragmentTable, Hit, Nat, PolicyAction,
     Probe, Translation,
 };
+use crate::memory::Buffer;
 use crate::stats::{DropReason, GeneralCause};
 use crate::tables::{FloatingIp, NextHop, PortForward, RouteTarget, Tables, Vif, VifKind, Vrf};
 use crate::wire::{icmpv4, icmpv6, ip_proto, ipv6ext};
@@ -245,12 +246,7 @@ pub(super) fn prefetch<B>(
 /// composite (`tracked_to`). The key comes straight from its header.
 /// False if it has none.
 #[inline(always)]
-pub(super) fn prefetch_fast<B: AsRef<[u8]> + AsMut<[u8]>>(
-    table: &FlowTable,
-    f: &Frame<B>,
-    vrf: &Vrf,
-    probe: &mut Probe,
-) -> bool {
+pub(super) fn prefetch_fast<B: Buffer>(table: &FlowTable, f: &Frame<B>, vrf: &Vrf, probe: &mut Probe) -> bool {
     match super::fast::head(f) {
         Some(h) => prefetch_head(table, h, vrf, probe),
         None => false,
@@ -414,12 +410,7 @@ pub(super) fn refused(t: &crate::tables::Tables, table: &FlowTable, probe: &Prob
 /// looked up cold. Out of line: it is the rare way (a route wider than
 /// the VRF's hint), and the lane's registers are the common way's.
 #[inline(never)]
-pub(super) fn probe_cold<B: AsRef<[u8]> + AsMut<[u8]>>(
-    table: &FlowTable,
-    f: &Frame<B>,
-    vrf: &Vrf,
-    probe: &mut Probe,
-) -> bool {
+pub(super) fn probe_cold<B: Buffer>(table: &FlowTable, f: &Frame<B>, vrf: &Vrf, probe: &mut Probe) -> bool {
     if !prefetch_fast(table, f, vrf, probe) {
         return false;
     }

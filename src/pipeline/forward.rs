@@ -7,6 +7,7 @@
 
 use super::{account, hash, icmp, neighbor, Ctx, Frame, Origin, Pending, Step, TrapReason, Verdict, MAX_DEPTH};
 use crate::flow::Probe;
+use crate::memory::Buffer;
 use crate::stats::DropReason;
 use crate::stats::VrfCounters;
 use crate::tables::{NextHop, NhId, RouteTarget, Tunnel, TunnelEncap, Vif, VifKind, Vrf};
@@ -195,12 +196,7 @@ pub(super) fn echo_ident(d: &[u8], info: &IpInfo) -> u16 {
 /// A frame from a pod, VM, the host or the agent: answered here, or to be
 /// routed in the vif's VRF.
 #[inline]
-pub(super) fn from_vif<B: AsRef<[u8]> + AsMut<[u8]>>(
-    ctx: &mut Ctx<'_, B>,
-    f: &mut Frame<B>,
-    vif: &Vif,
-    p: &mut Pending,
-) -> Step {
+pub(super) fn from_vif<B: Buffer>(ctx: &mut Ctx<'_, B>, f: &mut Frame<B>, vif: &Vif, p: &mut Pending) -> Step {
     let d = f.data();
     if d.len() < ETH {
         return Some(Verdict::Drop(DropReason::Truncated));
@@ -334,12 +330,7 @@ pub(super) fn routes_back(t: &crate::tables::Tables, vif: &Vif, back: Option<Rou
 }
 
 /// The control packets a pod sends to its router rather than through it.
-fn trap_or_neighbor<B: AsRef<[u8]> + AsMut<[u8]>>(
-    ctx: &mut Ctx<'_, B>,
-    f: &mut Frame<B>,
-    vif: &Vif,
-    info: &IpInfo,
-) -> Option<Verdict> {
+fn trap_or_neighbor<B: Buffer>(ctx: &mut Ctx<'_, B>, f: &mut Frame<B>, vif: &Vif, info: &IpInfo) -> Option<Verdict> {
     if info.total() < info.hl() + 4 || info.frag_offset != 0 {
         return None;
     }
@@ -358,7 +349,7 @@ fn trap_or_neighbor<B: AsRef<[u8]> + AsMut<[u8]>>(
 }
 
 /// Parses the packet again and routes it: for packets vrouter built itself.
-pub(super) fn reroute<B: AsRef<[u8]> + AsMut<[u8]>>(
+pub(super) fn reroute<B: Buffer>(
     ctx: &mut Ctx<'_, B>,
     f: &mut Frame<B>,
     vrf_id: u32,
@@ -375,7 +366,7 @@ pub(super) fn reroute<B: AsRef<[u8]> + AsMut<[u8]>>(
 
 /// Routes the packet in VRF `vrf_id` by its destination.
 #[inline]
-pub(super) fn route<B: AsRef<[u8]> + AsMut<[u8]>>(
+pub(super) fn route<B: Buffer>(
     ctx: &mut Ctx<'_, B>,
     f: &mut Frame<B>,
     vrf_id: u32,
@@ -399,7 +390,7 @@ pub(super) fn route<B: AsRef<[u8]> + AsMut<[u8]>>(
 
 /// No route for the destination in the packet's VRF: unless its flow says
 /// to route it in another (the answer of a floating IP), a drop.
-pub(super) fn unrouted<B: AsRef<[u8]> + AsMut<[u8]>>(
+pub(super) fn unrouted<B: Buffer>(
     ctx: &mut Ctx<'_, B>,
     f: &mut Frame<B>,
     vrf: &Vrf,
@@ -431,7 +422,7 @@ pub(super) fn unrouted<B: AsRef<[u8]> + AsMut<[u8]>>(
 /// the verdict when the flow settled the packet, `None` to go on with its
 /// route.
 #[allow(clippy::too_many_arguments)] // The packet, where it is, and its flow.
-fn follow_flow<B: AsRef<[u8]> + AsMut<[u8]>>(
+fn follow_flow<B: Buffer>(
     ctx: &mut Ctx<'_, B>,
     f: &mut Frame<B>,
     vrf: &Vrf,
@@ -468,7 +459,7 @@ fn follow_flow<B: AsRef<[u8]> + AsMut<[u8]>>(
 /// test on every packet (callgrind).
 #[cold]
 #[inline(never)]
-pub(super) fn no_route<B: AsRef<[u8]> + AsMut<[u8]>>(ctx: &mut Ctx<'_, B>, f: &Frame<B>, vrf: u32) -> Verdict {
+pub(super) fn no_route<B: Buffer>(ctx: &mut Ctx<'_, B>, f: &Frame<B>, vrf: u32) -> Verdict {
     count(ctx, vrf, |c| &mut c.discards);
     Verdict::Drop(if link_scoped_v4(f.data()) { DropReason::LinkLocal } else { DropReason::NoRoute })
 }
@@ -501,7 +492,7 @@ fn count<B>(ctx: &mut Ctx<'_, B>, vrf: u32, field: impl FnOnce(&mut VrfCounters)
 /// is the packet's flow probe from stage one (depth 0 only).
 #[inline]
 #[allow(clippy::too_many_arguments)] // The packet, where it is, and its flow probe.
-pub(super) fn resolve<B: AsRef<[u8]> + AsMut<[u8]>>(
+pub(super) fn resolve<B: Buffer>(
     ctx: &mut Ctx<'_, B>,
     f: &mut Frame<B>,
     vrf: &Vrf,
@@ -630,7 +621,7 @@ pub(super) enum Egress<'t> {
 
 /// TTL, MSS clamping and MTU, then the final headers.
 #[inline(always)]
-fn forward<B: AsRef<[u8]> + AsMut<[u8]>>(
+fn forward<B: Buffer>(
     ctx: &mut Ctx<'_, B>,
     f: &mut Frame<B>,
     vrf: &Vrf,
@@ -665,7 +656,7 @@ fn forward<B: AsRef<[u8]> + AsMut<[u8]>>(
 }
 
 #[inline(always)]
-pub(super) fn decrement_ttl<B: AsRef<[u8]> + AsMut<[u8]>>(f: &mut Frame<B>, v6: bool) {
+pub(super) fn decrement_ttl<B: Buffer>(f: &mut Frame<B>, v6: bool) {
     let Some(ip) = f.data_mut().get_mut(ETH..ETH + ipv4::HEADER_LEN) else { return };
     let Ok(fixed) = <&mut [u8; ipv4::HEADER_LEN]>::try_from(ip) else { return };
     if v6 {
@@ -678,7 +669,7 @@ pub(super) fn decrement_ttl<B: AsRef<[u8]> + AsMut<[u8]>>(f: &mut Frame<B>, v6: 
 /// Lowers the MSS of a SYN so that its segments fit through the tunnel:
 /// on the way into a tunnel, and on the way from one to a pod.
 #[inline(never)]
-fn clamp_mss<B: AsRef<[u8]> + AsMut<[u8]>>(
+fn clamp_mss<B: Buffer>(
     ctx: &Ctx<'_, B>,
     f: &mut Frame<B>,
     info: &IpInfo,
@@ -710,7 +701,7 @@ fn clamp_mss<B: AsRef<[u8]> + AsMut<[u8]>>(
 /// each piece is sent on alone. Pieces after the first go into spare buffers.
 #[cold]
 #[inline(never)]
-fn fragment<B: AsRef<[u8]> + AsMut<[u8]>>(
+fn fragment<B: Buffer>(
     ctx: &mut Ctx<'_, B>,
     f: &mut Frame<B>,
     vrf: &Vrf,
@@ -766,7 +757,7 @@ fn set_fragment(ip: &mut [u8], total: usize, offset: u16, more: bool) {
 /// Writes the final headers: a new Ethernet header for a local vif, or the
 /// whole tunnel stack for a remote node.
 #[inline(always)]
-fn emit<B: AsRef<[u8]> + AsMut<[u8]>>(f: &mut Frame<B>, info: &IpInfo, egress: Egress<'_>, out: &Vif) -> Verdict {
+fn emit<B: Buffer>(f: &mut Frame<B>, info: &IpInfo, egress: Egress<'_>, out: &Vif) -> Verdict {
     match egress {
         Egress::Local { oif, smac, dmac } => {
             let ethertype = if info.v6 { EtherType::IPV6 } else { EtherType::IPV4 };
@@ -796,7 +787,7 @@ fn emit<B: AsRef<[u8]> + AsMut<[u8]>>(f: &mut Frame<B>, info: &IpInfo, egress: E
 /// (`fast::finish`), and its TTL is decremented (to `inner_ttl`) in the
 /// same write, not through a second look at the frame.
 #[inline]
-pub(super) fn push_tunnel<B: AsRef<[u8]> + AsMut<[u8]>, const ROUTED: bool>(
+pub(super) fn push_tunnel<B: Buffer, const ROUTED: bool>(
     f: &mut Frame<B>,
     tun: &Tunnel,
     smac: MacAddr,
@@ -822,7 +813,7 @@ pub(super) fn push_tunnel<B: AsRef<[u8]> + AsMut<[u8]>, const ROUTED: bool>(
 /// `M` is `N`, or `N` and the inner IPv4 header, whose TTL is then
 /// decremented too (`push_tunnel`'s `ROUTED`).
 #[inline(always)]
-fn push_headers<B: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const M: usize>(
+fn push_headers<B: Buffer, const N: usize, const M: usize>(
     f: &mut Frame<B>,
     (tun, smac, label, hash, inner_ttl, ident): (&Tunnel, MacAddr, u32, u32, u8, u16),
 ) -> Result<(), DropReason> {

@@ -1,6 +1,7 @@
 //! Frames: a buffer with headroom, a window of valid bytes, and a verdict.
 
 use super::Verdict;
+use crate::memory::{Buffer, Window};
 use crate::stats::DropReason;
 use crate::tables::VifIndex;
 
@@ -8,105 +9,83 @@ use crate::tables::VifIndex;
 /// so that headers can be prepended in place.
 #[derive(Debug)]
 pub struct Frame<B> {
-    buf: B,
-    head: usize,
-    len: usize,
+    window: Window<B>,
     /// The vif the frame arrived on.
     pub vif: VifIndex,
     /// Set by the pipeline.
     pub verdict: Verdict,
 }
 
-impl<B: AsRef<[u8]> + AsMut<[u8]>> Frame<B> {
+impl<B: Buffer> Frame<B> {
     /// A frame whose data is `len` bytes at offset `head` of `buf`. `None`
     /// when that window does not fit in the buffer.
     pub fn new(buf: B, head: usize, len: usize, vif: VifIndex) -> Option<Self> {
-        if head.checked_add(len)? > buf.as_ref().len() {
-            return None;
-        }
-        Some(Frame { buf, head, len, vif, verdict: Verdict::Drop(DropReason::Discard) })
+        Some(Frame { window: Window::new(buf, head, len)?, vif, verdict: Verdict::Drop(DropReason::Discard) })
     }
 
     /// The frame's bytes.
     #[inline(always)]
     pub fn data(&self) -> &[u8] {
-        &self.buf.as_ref()[self.head..self.head + self.len]
+        self.window.bytes()
     }
 
     /// The frame's bytes, writable.
     #[inline(always)]
     pub fn data_mut(&mut self) -> &mut [u8] {
-        let (h, l) = (self.head, self.len);
-        &mut self.buf.as_mut()[h..h + l]
+        self.window.bytes_mut()
     }
 
     /// Length of the frame.
     #[inline]
     pub fn len(&self) -> usize {
-        self.len
+        self.window.len()
     }
 
     /// True for a zero-length frame.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.window.is_empty()
     }
 
     /// Offset of the data in the buffer: the room left for headers.
     #[inline]
     pub fn headroom(&self) -> usize {
-        self.head
+        self.window.head()
     }
 
     /// Grows the frame by `n` bytes at the front. False if the headroom is short.
     #[inline]
     pub(crate) fn push_front(&mut self, n: usize) -> bool {
-        if n > self.head {
-            return false;
-        }
-        self.head -= n;
-        self.len += n;
-        true
+        self.window.push_front(n)
     }
 
     /// Drops `n` bytes from the front. False if the frame is shorter.
     #[inline]
     pub(crate) fn pull_front(&mut self, n: usize) -> bool {
-        if n > self.len {
-            return false;
-        }
-        self.head += n;
-        self.len -= n;
-        true
+        self.window.pull_front(n)
     }
 
     /// Sets the length. False if the buffer has no room for it.
     #[inline]
     pub(crate) fn set_len(&mut self, len: usize) -> bool {
-        if self.head + len > self.buf.as_ref().len() {
-            return false;
-        }
-        self.len = len;
-        true
+        self.window.set_len(len)
     }
 
     /// Reuses the buffer for a new frame of `len` bytes at `head`. A window
     /// that does not fit leaves an empty frame.
     pub fn reset(&mut self, head: usize, len: usize, vif: VifIndex) {
-        let fits = head.checked_add(len).is_some_and(|end| end <= self.buf.as_ref().len());
-        self.head = if fits { head } else { 0 };
-        self.len = if fits { len } else { 0 };
+        self.window.reset(head, len);
         self.vif = vif;
         self.verdict = Verdict::Drop(DropReason::Discard);
     }
 
     /// Gives the buffer back.
     pub fn into_buf(self) -> B {
-        self.buf
+        self.window.into_buf()
     }
 
     /// The buffer.
     pub fn buf(&self) -> &B {
-        &self.buf
+        self.window.buf()
     }
 }
 
@@ -142,7 +121,7 @@ impl<B> Spill<B> {
     }
 }
 
-impl<B: AsRef<[u8]> + AsMut<[u8]>> Spill<B> {
+impl<B: Buffer> Spill<B> {
     /// A spare buffer as a frame of `len` bytes after the headroom, from
     /// vif `vif`: for a piece the pipeline makes (`forward::fragment`) or a
     /// held fragment it lets go (`hold`). `None` if no spare is left, or

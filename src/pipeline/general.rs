@@ -14,6 +14,7 @@ use super::forward::{routes_back, ETH};
 use super::lane::{landing, Left};
 use super::{Ctx, Frame};
 use crate::flow::Probe;
+use crate::memory::Buffer;
 use crate::stats::GeneralCause;
 use crate::tables::{NextHop, Tables, Vif, VifKind, Vrf};
 
@@ -57,7 +58,7 @@ impl Counts {
     /// from `base` on. Out of line, and only for a vector the lane left
     /// frames of.
     #[inline(never)]
-    pub(super) fn count<B: AsRef<[u8]> + AsMut<[u8]>>(
+    pub(super) fn count<B: Buffer>(
         &mut self,
         ctx: &Ctx<'_, B>,
         vector: &[Frame<B>],
@@ -88,13 +89,7 @@ impl Counts {
 /// Why the lane left frame `i` of `frames` (a vector it was given, as it
 /// left them: `left`), whose flow probe is `probes[i]` if the lane made one.
 #[inline]
-fn cause<B: AsRef<[u8]> + AsMut<[u8]>>(
-    ctx: &Ctx<'_, B>,
-    frames: &[Frame<B>],
-    i: usize,
-    left: Left,
-    probes: &[Probe],
-) -> GeneralCause {
+fn cause<B: Buffer>(ctx: &Ctx<'_, B>, frames: &[Frame<B>], i: usize, left: Left, probes: &[Probe]) -> GeneralCause {
     let Some(first) = frames.first().map(|f| f.vif) else { return GeneralCause::OtherVif };
     let Some(vif) = ctx.t.vif(first).filter(|v| !v.flags.disabled && ctx.cfg.fast_path) else {
         return GeneralCause::FastPathOff;

@@ -27,6 +27,7 @@
 use super::forward::IpInfo;
 use super::Origin;
 use crate::flow::FragmentKey;
+use crate::memory::Buffer;
 use crate::stats::DropReason;
 use crate::tables::{NextHop, RouteTarget, Tables, VifIndex};
 use std::sync::{Arc, Weak};
@@ -156,7 +157,7 @@ impl FragmentHold {
 /// (see `Waiting`), whose first fragment has not been seen.
 #[cold]
 #[inline(never)]
-pub(super) fn hold_fragment<B: AsRef<[u8]> + AsMut<[u8]>>(
+pub(super) fn hold_fragment<B: Buffer>(
     ctx: &mut super::Ctx<'_, B>,
     f: &super::Frame<B>,
     datagram: FragmentKey,

@@ -8,6 +8,7 @@
 
 use super::forward::{reroute, IpInfo, ETH};
 use super::{Ctx, Frame, Origin, Verdict};
+use crate::memory::Buffer;
 use crate::stats::DropReason;
 use crate::tables::Vrf;
 use crate::wire::{ethernet, icmpv4, icmpv6, ip_proto, ipv4, ipv6, EtherType, MacAddr};
@@ -21,7 +22,7 @@ const V6_QUOTE_MAX: usize = ipv6::MIN_MTU - ipv6::HEADER_LEN - icmpv6::HEADER_LE
 /// TTL or hop limit ran out.
 #[cold]
 #[inline(never)]
-pub(super) fn time_exceeded<B: AsRef<[u8]> + AsMut<[u8]>>(
+pub(super) fn time_exceeded<B: Buffer>(
     ctx: &mut Ctx<'_, B>,
     f: &mut Frame<B>,
     vrf: &Vrf,
@@ -40,7 +41,7 @@ pub(super) fn time_exceeded<B: AsRef<[u8]> + AsMut<[u8]>>(
 /// Too big for the path, and not to be fragmented: tell the sender the MTU.
 #[cold]
 #[inline(never)]
-pub(super) fn too_big<B: AsRef<[u8]> + AsMut<[u8]>>(
+pub(super) fn too_big<B: Buffer>(
     ctx: &mut Ctx<'_, B>,
     f: &mut Frame<B>,
     vrf: &Vrf,
@@ -58,7 +59,7 @@ pub(super) fn too_big<B: AsRef<[u8]> + AsMut<[u8]>>(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn send<B: AsRef<[u8]> + AsMut<[u8]>>(
+fn send<B: Buffer>(
     ctx: &mut Ctx<'_, B>,
     f: &mut Frame<B>,
     vrf: &Vrf,
@@ -122,7 +123,7 @@ fn may_answer_v6(f: &[u8], info: &IpInfo) -> bool {
 /// Makes room for an IP and ICMP header (`grow` bytes) in front of the
 /// packet being quoted, keeps `quote` bytes of it, and addresses the new
 /// Ethernet header back to the sender. False when the headroom is short.
-fn reply_frame<B: AsRef<[u8]> + AsMut<[u8]>>(
+fn reply_frame<B: Buffer>(
     f: &mut Frame<B>,
     grow: usize,
     quote: usize,
@@ -141,7 +142,7 @@ fn reply_frame<B: AsRef<[u8]> + AsMut<[u8]>>(
     true
 }
 
-fn build_v4<B: AsRef<[u8]> + AsMut<[u8]>>(
+fn build_v4<B: Buffer>(
     f: &mut Frame<B>,
     vrf: &Vrf,
     info: &IpInfo,
@@ -174,7 +175,7 @@ fn build_v4<B: AsRef<[u8]> + AsMut<[u8]>>(
     true
 }
 
-fn build_v6<B: AsRef<[u8]> + AsMut<[u8]>>(
+fn build_v6<B: Buffer>(
     f: &mut Frame<B>,
     vrf: &Vrf,
     info: &IpInfo,

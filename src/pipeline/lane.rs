@@ -24,6 +24,7 @@ use super::flow;
 use super::forward::ETH;
 use super::{account, lanes, Ctx, Frame, VECTOR};
 use crate::flow::{FlowTable, Forwarding, Nat, Probe, RouteMemo};
+use crate::memory::Buffer;
 use crate::stats::runtime::Stopwatch;
 use crate::stats::Stage;
 use crate::tables::{Fib, FibKey, NextHop, Route, RouteTarget, Tables, Vif, VifKind, Vrf};
@@ -61,7 +62,7 @@ impl Left {
 /// vif (a receive queue's vector comes from one vif): from a pod
 /// (`from_pod`) or from the fabric (`from_fabric`).
 #[inline(always)]
-pub(super) fn run<B: AsRef<[u8]> + AsMut<[u8]>>(
+pub(super) fn run<B: Buffer>(
     ctx: &mut Ctx<'_, B>,
     frames: &mut [Frame<B>],
     probes: &mut [Probe; VECTOR],
@@ -90,7 +91,7 @@ pub(super) fn run<B: AsRef<[u8]> + AsMut<[u8]>>(
 
 /// The lane for a vector from pod `vif`.
 #[inline(always)]
-fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
+fn from_pod<B: Buffer>(
     ctx: &mut Ctx<'_, B>,
     frames: &mut [Frame<B>],
     vif: &Vif,
@@ -363,7 +364,7 @@ fn from_pod<B: AsRef<[u8]> + AsMut<[u8]>>(
 /// IPv4 vector pays the call only when it left a frame, and then a look
 /// at each left frame's Ethernet type.
 #[inline(never)]
-fn from_pod6<B: AsRef<[u8]> + AsMut<[u8]>>(
+fn from_pod6<B: Buffer>(
     ctx: &mut Ctx<'_, B>,
     frames: &mut [Frame<B>],
     vif: &Vif,
@@ -574,7 +575,7 @@ fn from_pod6<B: AsRef<[u8]> + AsMut<[u8]>>(
 /// looked up: local_forward6 under the 100-rule policy 762 instructions a
 /// packet (callgrind), against 475 untracked.
 #[inline(never)]
-fn routed6_again<B: AsRef<[u8]> + AsMut<[u8]>>(
+fn routed6_again<B: Buffer>(
     ctx: &mut Ctx<'_, B>,
     frames: &mut [Frame<B>],
     came: &[u32; VECTOR],
@@ -632,7 +633,7 @@ fn routed6_again<B: AsRef<[u8]> + AsMut<[u8]>>(
 /// `target`, the verdict set and counted; false, with nothing changed, if
 /// the fast path will not take it after all.
 #[inline(always)]
-fn deliver6<B: AsRef<[u8]> + AsMut<[u8]>>(
+fn deliver6<B: Buffer>(
     ctx: &mut Ctx<'_, B>,
     f: &mut Frame<B>,
     came: u32,
@@ -658,7 +659,7 @@ fn deliver6<B: AsRef<[u8]> + AsMut<[u8]>>(
 /// SYN), and pay a second classification for nothing. Only IPv4 frames
 /// come here (the caller checks their Ethernet type).
 #[inline(never)]
-fn from_elsewhere<B: AsRef<[u8]> + AsMut<[u8]>>(t: &Tables, f: &mut Frame<B>, vif: &Vif, vrf: &Vrf) -> Option<u32> {
+fn from_elsewhere<B: Buffer>(t: &Tables, f: &mut Frame<B>, vif: &Vif, vrf: &Vrf) -> Option<u32> {
     // The frame's other checks first, changing nothing: most frames here
     // fail them (a SYN) and need no route lookup.
     let (dst, total) = fast::inspect(f.data(), None)?;
@@ -680,7 +681,7 @@ fn from_elsewhere<B: AsRef<[u8]> + AsMut<[u8]>>(t: &Tables, f: &mut Frame<B>, vi
 /// loop, its registers cost plain pods' cached hits instructions
 /// (callgrind).
 #[inline(never)]
-fn floating_hit<B: AsRef<[u8]> + AsMut<[u8]>>(
+fn floating_hit<B: Buffer>(
     ctx: &mut Ctx<'_, B>,
     f: &mut Frame<B>,
     came: u32,
@@ -716,7 +717,7 @@ fn floating_hit<B: AsRef<[u8]> + AsMut<[u8]>>(
 /// rare way: a flow's first hit, or one after a change.
 #[cold]
 #[inline(never)]
-fn fill<B: AsRef<[u8]> + AsMut<[u8]>>(
+fn fill<B: Buffer>(
     ctx: &mut Ctx<'_, B>,
     vrf: &Vrf,
     key: &express::Key,
@@ -742,7 +743,7 @@ fn fill<B: AsRef<[u8]> + AsMut<[u8]>>(
 /// Gives a frame the lane leaves back its length as it came (`came`):
 /// `fast::classify` trimmed it. Answers 1, for the frame's bit in a mask.
 #[inline(always)]
-fn give_back_as_came<B: AsRef<[u8]> + AsMut<[u8]>>(f: &mut Frame<B>, came: u32) -> u32 {
+fn give_back_as_came<B: Buffer>(f: &mut Frame<B>, came: u32) -> u32 {
     f.set_len(came as usize);
     1
 }
@@ -771,7 +772,7 @@ impl Received {
 /// back as it came.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)] // `fast::finish`'s, and the frame's count.
-fn deliver<B: AsRef<[u8]> + AsMut<[u8]>>(
+fn deliver<B: Buffer>(
     ctx: &mut Ctx<'_, B>,
     f: &mut Frame<B>,
     came: u32,
@@ -788,13 +789,7 @@ fn deliver<B: AsRef<[u8]> + AsMut<[u8]>>(
 
 /// A frame that came `came` bytes long, taken with verdict `v`: set and counted.
 #[inline(always)]
-fn took<B: AsRef<[u8]> + AsMut<[u8]>>(
-    stats: &mut crate::stats::Stats,
-    f: &mut Frame<B>,
-    came: u32,
-    v: super::Verdict,
-    rx: &mut Received,
-) {
+fn took<B: Buffer>(stats: &mut crate::stats::Stats, f: &mut Frame<B>, came: u32, v: super::Verdict, rx: &mut Received) {
     f.verdict = v;
     rx.packets += 1;
     rx.bytes += u64::from(came);
@@ -812,7 +807,7 @@ fn took<B: AsRef<[u8]> + AsMut<[u8]>>(
 /// (`vrpktgen pipeline --case all --route-change`). Answers with the
 /// frames it gave back, as they came.
 #[inline(never)]
-fn routed_again<B: AsRef<[u8]> + AsMut<[u8]>>(
+fn routed_again<B: Buffer>(
     ctx: &mut Ctx<'_, B>,
     frames: &mut [Frame<B>],
     came: &[u32; VECTOR],
@@ -950,7 +945,7 @@ fn route_again<K: FibKey>(
 /// pod's own denied flows are not asked: the call, even out of the hit
 /// loop, cost its answers' hits 13-15 instructions (callgrind).
 #[inline(never)]
-fn dropped<B: AsRef<[u8]> + AsMut<[u8]>>(
+fn dropped<B: Buffer>(
     ctx: &mut Ctx<'_, B>,
     f: &mut Frame<B>,
     came: u32,
@@ -985,7 +980,7 @@ fn dropped<B: AsRef<[u8]> + AsMut<[u8]>>(
 /// `count` gives the packet's length and TCP flags.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)] // `dropped`'s, and the family's two reads.
-fn drop_on_flow<B: AsRef<[u8]> + AsMut<[u8]>>(
+fn drop_on_flow<B: Buffer>(
     ctx: &mut Ctx<'_, B>,
     f: &mut Frame<B>,
     came: u32,
@@ -1018,7 +1013,7 @@ fn drop_on_flow<B: AsRef<[u8]> + AsMut<[u8]>>(
 /// `translated_hit`. Before, every IPv6 answer across networks took the
 /// general path.
 #[inline(never)]
-fn translated6<B: AsRef<[u8]> + AsMut<[u8]>>(
+fn translated6<B: Buffer>(
     ctx: &mut Ctx<'_, B>,
     f: &mut Frame<B>,
     came: u32,
@@ -1072,7 +1067,7 @@ fn translated6<B: AsRef<[u8]> + AsMut<[u8]>>(
 /// address in a VRF without a policy (Kubernetes' default) took the
 /// general path. Out of line: other frames never come here.
 #[inline(never)]
-fn tracked6_cold<B: AsRef<[u8]> + AsMut<[u8]>>(
+fn tracked6_cold<B: Buffer>(
     ctx: &mut Ctx<'_, B>,
     f: &mut Frame<B>,
     vrf: &Vrf,
@@ -1111,7 +1106,7 @@ fn tracked_after_all<'c, B>(
 /// sending what its policy denies sent every IPv6 packet through the
 /// general path.
 #[inline(never)]
-fn dropped6<B: AsRef<[u8]> + AsMut<[u8]>>(
+fn dropped6<B: Buffer>(
     ctx: &mut Ctx<'_, B>,
     f: &mut Frame<B>,
     came: u32,
@@ -1134,7 +1129,7 @@ fn dropped6<B: AsRef<[u8]> + AsMut<[u8]>>(
 /// changed, for the general path to take the frame: a new flow, a drop, a
 /// decision to make again, an ECMP member to pin again.
 #[inline(never)]
-fn translated<B: AsRef<[u8]> + AsMut<[u8]>>(
+fn translated<B: Buffer>(
     ctx: &mut Ctx<'_, B>,
     f: &mut Frame<B>,
     came: u32,
@@ -1159,7 +1154,7 @@ fn translated<B: AsRef<[u8]> + AsMut<[u8]>>(
 /// 12, callgrind).
 #[inline(never)]
 #[allow(clippy::too_many_arguments)] // `translated`'s, and the cache's key and set.
-fn translated_filling<B: AsRef<[u8]> + AsMut<[u8]>>(
+fn translated_filling<B: Buffer>(
     ctx: &mut Ctx<'_, B>,
     f: &mut Frame<B>,
     came: u32,
@@ -1182,7 +1177,7 @@ fn translated_filling<B: AsRef<[u8]> + AsMut<[u8]>>(
 /// forwarded the hit, if it did (`None`: it changed nothing).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)] // `translated`'s, read.
-fn translated_hit<B: AsRef<[u8]> + AsMut<[u8]>>(
+fn translated_hit<B: Buffer>(
     ctx: &mut Ctx<'_, B>,
     f: &mut Frame<B>,
     came: u32,
@@ -1270,7 +1265,7 @@ fn count_unpinned(stats: &mut crate::stats::Stats, vrf: u32) {
 /// before anything changes; one stripped in pass three that the fast path
 /// then refuses is given back its outer headers, as it came.
 #[inline(never)]
-fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
+fn from_fabric<B: Buffer>(
     ctx: &mut Ctx<'_, B>,
     frames: &mut [Frame<B>],
     vif: &Vif,
@@ -1523,7 +1518,7 @@ fn from_fabric<B: AsRef<[u8]> + AsMut<[u8]>>(
 /// measures it).
 #[inline(never)]
 #[allow(clippy::too_many_arguments)] // `from_fabric`'s, and what it found.
-fn from_fabric6<B: AsRef<[u8]> + AsMut<[u8]>>(
+fn from_fabric6<B: Buffer>(
     ctx: &mut Ctx<'_, B>,
     frames: &mut [Frame<B>],
     vif: &Vif,
@@ -1753,7 +1748,7 @@ impl Inbound {
     /// The first `HEAD` bytes of the inner packet in `f`, the tunnel's
     /// frame, from its Ethernet header's room on.
     #[inline(always)]
-    fn inner_head<'f, B: AsRef<[u8]> + AsMut<[u8]>>(&self, f: &'f Frame<B>) -> Option<&'f [u8; fast::HEAD]> {
+    fn inner_head<'f, B: Buffer>(&self, f: &'f Frame<B>) -> Option<&'f [u8; fast::HEAD]> {
         f.data().get(usize::from(self.inner_at) - ETH..).and_then(fast::head_of)
     }
 }

@@ -31,6 +31,7 @@ pub mod nat;
 mod neighbor;
 mod trace;
 
+pub use crate::memory::Buffer;
 pub use flow::{judgement, Judgement, Ruling};
 pub use frame::{Frame, Spill};
 pub use trace::{trace, Traced, TracedFlow};
@@ -330,7 +331,7 @@ impl Pipeline {
     /// the general vector takes the rest.
     pub fn process<B>(&mut self, tables: &Tables, frames: &mut [Frame<B>], spill: &mut Spill<B>)
     where
-        B: AsRef<[u8]> + AsMut<[u8]>,
+        B: Buffer,
     {
         self.process_timed(tables, frames, spill, &mut Stopwatch::off())
     }
@@ -344,7 +345,7 @@ impl Pipeline {
         spill: &mut Spill<B>,
         watch: &mut Stopwatch<'_>,
     ) where
-        B: AsRef<[u8]> + AsMut<[u8]>,
+        B: Buffer,
     {
         let flows = self.flows.as_deref();
         let mut ctx = Ctx {
@@ -459,7 +460,7 @@ fn scatter<B>(vector: &mut [Frame<B>], from: &[u8]) {
 }
 
 #[inline(always)]
-fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
+fn process_vector<B: Buffer>(
     ctx: &mut Ctx<'_, B>,
     frames: &mut [Frame<B>],
     scratch: &mut Scratch,
@@ -700,7 +701,7 @@ fn process_vector<B: AsRef<[u8]> + AsMut<[u8]>>(
 /// `vrf`: `forward::resolve` from the top, with the frame's route as
 /// stage two found it (`None` if it looked none up) in `Ctx::route` for
 /// that call alone, for a flow the frame makes to remember.
-fn resolve_routed<B: AsRef<[u8]> + AsMut<[u8]>>(
+fn resolve_routed<B: Buffer>(
     ctx: &mut Ctx<'_, B>,
     f: &mut Frame<B>,
     vrf: &Vrf,
@@ -725,7 +726,7 @@ fn resolve_routed<B: AsRef<[u8]> + AsMut<[u8]>>(
 /// registers do not pay for it.
 #[inline(never)]
 #[allow(clippy::too_many_arguments)] // The vector's per-frame arrays.
-fn flow_hits<B: AsRef<[u8]> + AsMut<[u8]>>(
+fn flow_hits<B: Buffer>(
     ctx: &mut Ctx<'_, B>,
     table: &crate::flow::FlowTable,
     frames: &mut [Frame<B>],
@@ -801,7 +802,7 @@ fn flow_hits<B: AsRef<[u8]> + AsMut<[u8]>>(
 /// 3-7 instructions a packet in spilled registers (callgrind).
 #[inline(never)]
 #[allow(clippy::too_many_arguments)] // The vector's per-frame arrays.
-fn flow_late<B: AsRef<[u8]> + AsMut<[u8]>>(
+fn flow_late<B: Buffer>(
     ctx: &Ctx<'_, B>,
     table: &crate::flow::FlowTable,
     frames: &[Frame<B>],
@@ -865,7 +866,7 @@ struct Last<'t> {
 /// next batch.
 #[cold]
 #[inline(never)]
-fn release_held<B: AsRef<[u8]> + AsMut<[u8]>>(ctx: &mut Ctx<'_, B>) {
+fn release_held<B: Buffer>(ctx: &mut Ctx<'_, B>) {
     for slot in 0..hold::SLOTS {
         let Some(w) = ctx.hold.get(slot) else { continue };
         let (vif, len) = (w.vif, usize::from(w.len));
@@ -896,7 +897,7 @@ fn release_held<B: AsRef<[u8]> + AsMut<[u8]>>(ctx: &mut Ctx<'_, B>) {
 
 /// A held fragment, from where `hold::hold_fragment` stopped it: its flow
 /// lookup, now that its datagram's ports are known.
-fn resume<B: AsRef<[u8]> + AsMut<[u8]>>(ctx: &mut Ctx<'_, B>, f: &mut Frame<B>, w: &hold::Waiting) -> Verdict {
+fn resume<B: Buffer>(ctx: &mut Ctx<'_, B>, f: &mut Frame<B>, w: &hold::Waiting) -> Verdict {
     let Some(vrf) = ctx.t.vrf(w.vrf) else { return forward::no_route(ctx, f, w.vrf) };
     let target = match w.still_goes_to(ctx.t) {
         Ok(target) => target,
@@ -926,7 +927,7 @@ fn account(stats: &mut Stats, in_vif: VifIndex, v: Verdict, len: usize) {
 }
 
 #[inline]
-fn receive<B: AsRef<[u8]> + AsMut<[u8]>>(
+fn receive<B: Buffer>(
     ctx: &mut Ctx<'_, B>,
     f: &mut Frame<B>,
     vif: Option<&crate::tables::Vif>,

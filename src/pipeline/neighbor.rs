@@ -4,6 +4,7 @@
 
 use super::forward::{IpInfo, ETH};
 use super::{Ctx, Frame, Verdict};
+use crate::memory::Buffer;
 use crate::stats::DropReason;
 use crate::tables::{NextHop, Tables, Vif, Vrf};
 use crate::wire::{arp, ethernet, icmpv6, ip_proto, ipv6};
@@ -24,7 +25,7 @@ fn routes_v6(t: &Tables, vrf: &Vrf, a: Ipv6Addr) -> bool {
 }
 
 /// Answers an ARP request in place.
-pub(super) fn arp<B: AsRef<[u8]> + AsMut<[u8]>>(ctx: &mut Ctx<'_, B>, f: &mut Frame<B>, vif: &Vif) -> Verdict {
+pub(super) fn arp<B: Buffer>(ctx: &mut Ctx<'_, B>, f: &mut Frame<B>, vif: &Vif) -> Verdict {
     let d = f.data();
     let Ok(p) = arp::Packet::new_checked(&d[ETH..]) else {
         return Verdict::Drop(DropReason::InvalidArp);
@@ -63,12 +64,7 @@ pub(super) fn arp<B: AsRef<[u8]> + AsMut<[u8]>>(ctx: &mut Ctx<'_, B>, f: &mut Fr
 }
 
 /// Answers a neighbour solicitation with an advertisement, in place.
-pub(super) fn nd<B: AsRef<[u8]> + AsMut<[u8]>>(
-    ctx: &mut Ctx<'_, B>,
-    f: &mut Frame<B>,
-    vif: &Vif,
-    info: &IpInfo,
-) -> Verdict {
+pub(super) fn nd<B: Buffer>(ctx: &mut Ctx<'_, B>, f: &mut Frame<B>, vif: &Vif, info: &IpInfo) -> Verdict {
     let d = f.data();
     let body = &d[ETH + info.hl()..ETH + info.total()];
     let Ok(p) = icmpv6::Packet::new_checked(body) else {

@@ -5,6 +5,7 @@
 
 use super::{fast6, flow, lanes, took, Ctx, Frame, Received, VECTOR};
 use crate::flow::Probe;
+use crate::memory::Buffer;
 use crate::tables::{Route, Vrf};
 
 /// The frames of `from_pod6`'s pass three that wait for their flows
@@ -30,7 +31,7 @@ pub(super) struct Waiting<'a> {
 /// never come here, and the pass pays nothing for it but the refused
 /// frames' check.
 #[inline(never)]
-pub(super) fn tracked6_late<B: AsRef<[u8]> + AsMut<[u8]>>(
+pub(super) fn tracked6_late<B: Buffer>(
     ctx: &mut Ctx<'_, B>,
     table: &crate::flow::FlowTable,
     frames: &mut [Frame<B>],
