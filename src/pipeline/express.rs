@@ -445,21 +445,21 @@ impl FlowCache {
     /// `key`'s set, whose line it starts fetching.
     #[inline(always)]
     pub(super) fn prefetch(&self, key: &Key) -> u32 {
-        // Each word mixed on its own, its top bits folded down, before the
-        // two meet: a product's bit reaches only the bits above it, and the
-        // words' last bytes (an address's last octet, a port's low byte:
-        // read native-endian, the top of their words) vary the most. Mixed
-        // together at once, a pod's answers to successive clients from
-        // successive ports (client .n, port 1024 + n) cancelled out and
-        // shared a handful of sets (callgrind: a fill for every other
-        // packet of cross_vrf_out). The set is the last product's top bits.
-        let fold = |x: u64, k: u64| {
-            let m = x.wrapping_mul(k);
-            m ^ (m >> 29)
-        };
-        let a = fold(key.addrs ^ self.seed, 0x9e37_79b9_7f4a_7c15);
-        let b = fold(u64::from(key.ports) << 32 | u64::from(key.id), 0xc2b2_ae3d_27d4_eb4f);
-        let h = (a ^ b.rotate_left(32)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        // The two words multiplied into 128 bits, the halves folded
+        // together (ahash's and wyhash's folded multiply): every bit of
+        // each word reaches every bit of the high half, so the last bytes
+        // of the words (an address's last octet, a port's low byte: read
+        // native-endian, the top of their words), which vary the most,
+        // reach the set's bits, which are the fold's top ones. One product
+        // where three were (each word's, then theirs: 26 instructions a
+        // lookup, callgrind). Mixed by one plain product, a pod's answers
+        // to successive clients from successive ports (client .n, port
+        // 1024 + n) shared a handful of sets; `structured_flows_spread_over_the_sets`
+        // keeps such flows apart.
+        let a = key.addrs ^ self.seed;
+        let b = (u64::from(key.ports) << 32 | u64::from(key.id)) ^ 0x9e37_79b9_7f4a_7c15;
+        let product = u128::from(a) * u128::from(b);
+        let h = (product as u64 ^ (product >> 64) as u64).wrapping_mul(0xff51_afd7_ed55_8ccd);
         let set = (h >> self.shift) as usize;
         if let Some(line) = self.sets.get(set) {
             crate::memory::prefetch(line);
