@@ -3100,6 +3100,68 @@ fn the_flow_cache_forwards_ipv6_as_the_full_way_does() {
     assert_flows_counted_alike(&labs);
 }
 
+/// Where no policy tracks every flow, only a service's (an ECMP route's)
+/// are tracked, and its IPv6 packets ask the flow cache before their route
+/// when the VRF's IPv6 hint names their address: from their second packet
+/// on, the cache forwards them as the full way does (bytes, verdicts,
+/// counters, flows and TCP states alike, against a lab without a cache).
+/// An address the hint names that no composite routes (another of the
+/// service's block) asks, misses and is routed untracked, every time.
+#[test]
+fn the_flow_cache_takes_an_ipv6_service_without_a_policy() {
+    use std::net::Ipv6Addr;
+    let mut labs = with_and_without_cache(|| {
+        let (mut lab, table) = lab_with_flows();
+        let routes = [
+            blue_route("fd00:3::/64", NH_GRE, 43),
+            blue_route("fd00:96::10/128", NH_ECMP, NO),
+            blue_route("fd00::/16", NH_UDP, 44),
+        ];
+        lab.writer.apply(&routes.map(Op::Add)).unwrap();
+        (lab, table)
+    });
+    let service: Ipv6Addr = "fd00:96::10".parse().unwrap();
+    let neighbour: Ipv6Addr = "fd00:96::11".parse().unwrap();
+    {
+        let blue = labs[0].0.writer.tables();
+        let blue = blue.vrf(BLUE).unwrap();
+        assert!(blue.tracks_flows() && !blue.tracks_every_flow(), "the service's flows alone");
+        assert!(blue.ecmp_blocks6.may_hold(u128::from(neighbour)), "the neighbour shares the service's block");
+    }
+    let dsts: [Ipv6Addr; 4] = [a2_ip6(), "fd00:3::5".parse().unwrap(), service, neighbour];
+    let run = |labs: &mut [(Lab, Arc<FlowTable>); 2], f, what: &str| run_alike(labs, A1, f, what).0;
+    let datagram = |n: usize, dst| build::udp6_frame(from_a1(), a1_ip6(), dst, 7000, 53, 64 - n as u8, 100 + 37 * n);
+    let segment = |n: usize, dst, flags: u8| {
+        let mut tcp = vec![0u8; 20 + n];
+        tcp[..4].copy_from_slice(&[0x9c, 0x40, 0, 80]);
+        tcp[4..8].copy_from_slice(&(1000 + n as u32).to_be_bytes());
+        (tcp[12], tcp[13], tcp[14]) = (5 << 4, flags, 0x20);
+        build::ip_frame(from_a1(), &build::ipv6(a1_ip6(), dst, TCP, 64 - n as u8, &tcp))
+    };
+    for dst in dsts {
+        run(&mut labs, build::tcp6_syn_frame(from_a1(), a1_ip6(), dst, 40000, 80, 1400), &format!("the SYN to {dst}"));
+    }
+    for n in 0..6 {
+        for dst in dsts {
+            let v = run(&mut labs, datagram(n, dst), &format!("datagram {n} to {dst}"));
+            assert!(matches!(v, Verdict::Tx(_)), "datagram {n} to {dst}: {v:?}");
+            let v = run(&mut labs, segment(n, dst, 0x10), &format!("segment {n} to {dst}"));
+            assert!(matches!(v, Verdict::Tx(_)), "segment {n} to {dst}: {v:?}");
+        }
+    }
+    for dst in dsts {
+        run(&mut labs, segment(6, dst, 0x11), &format!("the FIN to {dst}"));
+    }
+    let c = labs[0].0.pipeline.flow_cache_counts().expect("on");
+    // The service's datagram flow: its first packet makes it, its second
+    // fills the cache, its four others hit it; its connection: the SYN
+    // makes it, the first segment fills, five segments and the FIN hit.
+    assert_eq!((c.fills, c.hits), (2, 4 + 6), "{c:?}");
+    assert_flows_counted_alike(&labs);
+    let flows = labs[0].1.dump(None, usize::MAX, 0);
+    assert_eq!(flows.len(), 2 * 2, "the service's two pairs and no other: {flows:?}");
+}
+
 /// The flow cache takes a tunnel's packets to a pod on this node, whether
 /// its label names the pod or the VRF to route in, over UDP and GRE: they
 /// come out stripped as the full way sends them, and are counted alike

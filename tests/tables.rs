@@ -951,6 +951,45 @@ fn a_vrf_counts_its_routes_to_ecmp_composites() {
     assert!(complete(&w, 1), "the other's next hop stopped being a composite");
 }
 
+/// The IPv6 hint follows the VRF's IPv6 routes to composites as the IPv4
+/// one follows IPv4's: through route and next-hop changes, failed batches
+/// and routes too wide to count.
+#[test]
+fn a_vrf_hints_its_ipv6_routes_to_ecmp_composites() {
+    let mut w = base();
+    let ecmp = |members: &[u32]| {
+        NextHop::Composite(vrouter::tables::EcmpGroup::new(
+            members.iter().map(|&nh| RouteTarget { nh, label: RouteTarget::NO_LABEL }).collect(),
+        ))
+    };
+    let hinted = |w: &TablesWriter, a: &str| {
+        w.tables().vrf(1).unwrap().ecmp_blocks6.may_hold(u128::from(a.parse::<std::net::Ipv6Addr>().unwrap()))
+    };
+    let complete = |w: &TablesWriter| w.tables().vrf(1).unwrap().ecmp_blocks6.is_complete();
+    w.apply(&[Op::Add(Object::NextHop(2, NextHop::Receive)), Op::Add(Object::NextHop(3, ecmp(&[1, 2])))]).unwrap();
+    w.apply(&[route(1, "fd00:10:96::a/128", 3), route(1, "fd00:10:97::/120", 2), route(1, "10.96.0.10/32", 3)])
+        .unwrap();
+    assert!(hinted(&w, "fd00:10:96::a") && complete(&w));
+    assert!(!hinted(&w, "fd00:10:97::5"), "routed, but not to a composite");
+    assert!(!hinted(&w, "fd00:10:98::a"), "not routed");
+    let to_ecmp = Op::Update(Object::NextHop(2, ecmp(&[1])));
+    err(&mut w, &[to_ecmp.clone(), route(3, "10.0.0.0/8", 1)]);
+    assert!(!hinted(&w, "fd00:10:97::5"), "the failed batch changed nothing");
+    w.apply(&[to_ecmp]).unwrap();
+    assert!(hinted(&w, "fd00:10:97::5") && hinted(&w, "fd00:10:97::ff"), "its next hop became one");
+    w.apply(&[route(1, "fd00::/64", 3)]).unwrap();
+    assert!(!complete(&w) && hinted(&w, "fd00:10:96::a"), "a /64 left out, the rest still named");
+    w.apply(&[
+        Op::Delete(ObjectKey::Route(1, "fd00::/64".parse().unwrap())),
+        Op::Delete(ObjectKey::Route(1, "fd00:10:96::a/128".parse().unwrap())),
+        Op::Update(Object::NextHop(2, NextHop::Receive)),
+    ])
+    .unwrap();
+    let v = w.tables().vrf(1).unwrap();
+    assert!(v.ecmp_blocks6.is_empty() && v.ecmp_blocks6.is_complete(), "no IPv6 composite routes, no hint");
+    assert!(v.ecmp_blocks.may_hold(u32::from(std::net::Ipv4Addr::new(10, 96, 0, 10))), "IPv4's stays");
+}
+
 /// A next hop cannot be made a composite of itself: a clear error.
 #[test]
 fn a_composite_cannot_be_its_own_member() {

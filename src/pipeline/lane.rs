@@ -30,7 +30,7 @@ use crate::stats::Stage;
 use crate::tables::{Fib, FibKey, NextHop, Route, RouteTarget, Tables, Vif, VifKind, Vrf};
 
 mod late6;
-use late6::{tracked6_late, Waiting};
+use late6::{tracked6_late, Filling, Waiting};
 
 /// Every frame of a vector, as a mask (bit `i`: frame `i`).
 #[inline(always)]
@@ -382,6 +382,14 @@ fn from_pod6<B: Buffer>(
     // Its TCP and UDP flows' hits are the flow cache's, as IPv4's are
     // (`Key::of6`), where the VRF's id fits a key.
     let cache = ctx.cache.as_deref();
+    // Where only ECMP routes track flows (a service without a policy), a
+    // packet to an address the VRF's IPv6 hint names asks the cache
+    // before its route, as IPv4's do: a hit spares the route, the flow
+    // table's lookup and the next hop; a miss is routed as any other, and
+    // fills the cache if its flow takes it (`tracked6_late`). Before, each
+    // of those packets had its flow looked up after its route: `service6`
+    // 963 instructions, against 518 under a policy.
+    let late_cache = cache.filter(|_| table.is_none() && ctx.flows.is_some() && !vrf.ecmp_blocks6.is_empty());
 
     // Pass one: classify, and start each tracked frame's flow lookup: in
     // the flow cache where it may be there (`cached`), else in the table;
@@ -396,6 +404,12 @@ fn from_pod6<B: Buffer>(
         let f = &mut frames[i];
         came[i] = f.len() as u32;
         let Some(dst) = (f.vif == vif.index).then(|| fast6::classify(f, own)).flatten() else { continue };
+        if let Some(cache) = late_cache.filter(|_| vrf.ecmp_blocks6.may_hold(dst)) {
+            if let Some(key) = fast6::head(f).and_then(|h| express::Key::of6(h, vrf.id)) {
+                cached |= asked.ask(cache, i, key);
+                continue;
+            }
+        }
         if let Some(table) = table {
             // Classified, so its head is whole.
             if let Some(h) = fast6::head(f) {
@@ -436,6 +450,19 @@ fn from_pod6<B: Buffer>(
             }
         }
     }
+    // Those the cache has not are routed with the rest.
+    if let (Some(cache), Some(table), true) = (late_cache, ctx.flows, cached != 0) {
+        for i in lanes(cached) {
+            let hit = asked.find::<true>(cache, i, table);
+            if hit != 0 {
+                hits |= hit;
+            } else if let Some(h) = fast6::head(&frames[i]) {
+                (keys[n], at[n]) = (fast6::destination(h), i as u8);
+                n += 1;
+                unfilled |= 1 << i;
+            }
+        }
+    }
     let mut routes = [Route { version: 0, leaf: 0 }; VECTOR];
     if n > 0 {
         let fibs: [&Fib<u128>; VECTOR] = [&vrf.v6; VECTOR];
@@ -454,7 +481,7 @@ fn from_pod6<B: Buffer>(
     // flow (`tracked6_late`).
     let mut rx = Received::default();
     let mut taken = 0u32;
-    if let (Some(table), Some(cache), true) = (table, ctx.cache.as_deref_mut(), hits != 0) {
+    if let (Some(table), Some(cache), true) = (ctx.flows, ctx.cache.as_deref_mut(), hits != 0) {
         let mut tally = express::Tally::NONE;
         for i in lanes(hits) {
             let f = &mut frames[i];
@@ -554,7 +581,8 @@ fn from_pod6<B: Buffer>(
     }
     let mut late = 0u32;
     if let (Some(table), true) = (ctx.flows, m > 0) {
-        let waited = Waiting { later: &later[..m], at: &at, routes: &routes, came: &came };
+        let filling = Filling { asked, unfilled };
+        let waited = Waiting { later: &later[..m], at: &at, routes: &routes, came: &came, filling };
         let (t, p) = tracked6_late(ctx, table, frames, vrf, waited, probes, &mut rx);
         (taken, late) = (taken | t, p);
     }

@@ -1,6 +1,6 @@
-//! Which /24 blocks of a VRF's IPv4 space hold addresses routed to an
-//! ECMP composite, such as a service range: a bit set the first pipeline
-//! stage reads before any route lookup.
+//! Which /24 blocks of a VRF's IPv4 space (/120 blocks of its IPv6 space)
+//! hold addresses routed to an ECMP composite, such as a service range: a
+//! bit set the first pipeline stage reads before any route lookup.
 //!
 //! In a VRF that tracks flows for its ECMP routes alone, a packet's route
 //! says whether it belongs to a flow, so its flow lookup had to wait for
@@ -18,11 +18,66 @@
 
 use std::sync::Arc;
 
-/// The block's prefix length: a service range's addresses share few.
-const BLOCK_LEN: u8 = 24;
-/// Routes wider than this are left out: a /15 would mark 512 blocks, a
-/// default route all of them, and make the hint name everything.
-pub const WIDEST: u8 = 16;
+/// An address family the hint is kept for: its blocks, and the widest
+/// route it counts.
+pub trait HintFamily: Copy + Default + std::fmt::Debug + 'static {
+    /// The family's address width.
+    const ADDR_BITS: u8;
+    /// The block's prefix length: a service range's addresses share few.
+    const BLOCK_LEN: u8;
+    /// Routes wider than this are left out: 256 blocks at most. (An IPv4
+    /// /15 would mark 512, a default route all of them, and make the hint
+    /// name everything.)
+    const WIDEST: u8;
+    /// The block `k` blocks after `first`.
+    fn nth(first: Self, k: usize) -> Self;
+    /// The block's bit, of a set of 2^(`WORD` - `shift`).
+    fn index(block: Self, shift: u32) -> usize;
+    /// The width of the word `index` takes its top bits of.
+    const WORD: u32;
+    /// The block of `addr`.
+    fn block_of(addr: Self) -> Self;
+}
+
+impl HintFamily for u32 {
+    const ADDR_BITS: u8 = 32;
+    const BLOCK_LEN: u8 = 24;
+    const WIDEST: u8 = 16;
+    const WORD: u32 = 32;
+    #[inline(always)]
+    fn block_of(addr: u32) -> u32 {
+        addr >> (Self::ADDR_BITS - Self::BLOCK_LEN) as u32
+    }
+    fn nth(first: u32, k: usize) -> u32 {
+        first + k as u32
+    }
+    /// Multiplicative (Fibonacci) hashing: the top bits of the product, so
+    /// that consecutive blocks spread over the set.
+    #[inline(always)]
+    fn index(block: u32, shift: u32) -> usize {
+        (block.wrapping_mul(0x9e37_79b1) >> shift) as usize
+    }
+}
+
+impl HintFamily for u128 {
+    const ADDR_BITS: u8 = 128;
+    const BLOCK_LEN: u8 = 120;
+    const WIDEST: u8 = 112;
+    const WORD: u32 = 64;
+    #[inline(always)]
+    fn block_of(addr: u128) -> u128 {
+        addr >> (Self::ADDR_BITS - Self::BLOCK_LEN) as u32
+    }
+    fn nth(first: u128, k: usize) -> u128 {
+        first + k as u128
+    }
+    /// The block's halves folded, then as IPv4's: a service range's blocks
+    /// differ in the low half, a VRF's ranges in the high one.
+    #[inline(always)]
+    fn index(block: u128, shift: u32) -> usize {
+        ((block as u64 ^ (block >> 64) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> shift) as usize
+    }
+}
 /// Bits kept per block, at least: the share of other blocks a hint names
 /// falls to about 1 in this many.
 const BITS_PER_BLOCK: usize = 16;
@@ -34,24 +89,31 @@ const MIN_BITS: usize = 1 << 10;
 const MAX_BITS: usize = 1 << 22;
 
 /// The hint. Empty (naming no address) by default, and while the VRF has
-/// no IPv4 route of `WIDEST` bits or longer to a composite.
-#[derive(Clone, Default)]
-pub struct EcmpBlocks {
+/// no route of the family of `WIDEST` bits or longer to a composite.
+#[derive(Clone)]
+pub struct EcmpBlocks<A: HintFamily = u32> {
     bits: Option<Arc<[u64]>>,
-    /// 32 minus log2 of the set's size in bits: a product's top bits index it.
+    /// `A::WORD` minus log2 of the set's size in bits: a product's top bits index it.
     shift: u32,
-    /// No IPv4 route to a composite was left out (none is wider than
-    /// `WIDEST`). False by default: a hint no writer made claims nothing.
+    /// No route of the family to a composite was left out (none is wider
+    /// than `WIDEST`). False by default: a hint no writer made claims nothing.
     complete: bool,
+    family: std::marker::PhantomData<A>,
 }
 
-impl EcmpBlocks {
+impl<A: HintFamily> Default for EcmpBlocks<A> {
+    fn default() -> Self {
+        EcmpBlocks { bits: None, shift: 0, complete: false, family: std::marker::PhantomData }
+    }
+}
+
+impl<A: HintFamily> EcmpBlocks<A> {
     /// The hint for these routes (address and prefix length, the address
     /// masked to it), made at once; the writer counts its changes in
     /// (`EcmpBlockIndex`) instead.
     #[cfg(test)]
-    fn new(routes: impl Iterator<Item = (u32, u8)> + Clone) -> EcmpBlocks {
-        let mut index = EcmpBlockIndex::default();
+    fn new(routes: impl Iterator<Item = (A, u8)> + Clone) -> EcmpBlocks<A> {
+        let mut index = EcmpBlockIndex::<A>::default();
         for (addr, len) in routes.clone() {
             index.route(addr, len, true);
         }
@@ -61,9 +123,9 @@ impl EcmpBlocks {
     /// False if no route of `WIDEST` bits or longer to a composite covers
     /// an address of `addr`'s block; true if one may.
     #[inline(always)]
-    pub fn may_hold(&self, addr: u32) -> bool {
+    pub fn may_hold(&self, addr: A) -> bool {
         let Some(bits) = &self.bits else { return false };
-        let i = index(addr >> (32 - BLOCK_LEN), self.shift);
+        let i = A::index(A::block_of(addr), self.shift);
         bits.get(i / 64).is_some_and(|w| w >> (i % 64) & 1 != 0)
     }
 
@@ -72,7 +134,7 @@ impl EcmpBlocks {
         self.bits.is_none()
     }
 
-    /// True if every IPv4 route to a composite is counted in, so that an
+    /// True if every route of the family to a composite is counted in, so that an
     /// address `may_hold` does not name is routed to no composite.
     #[inline(always)]
     pub fn is_complete(&self) -> bool {
@@ -87,8 +149,7 @@ impl EcmpBlocks {
 /// past it or shrunk to a quarter of it: a VRF that gains a million ECMP
 /// routes in a thousand batches scans its routes about a dozen times, not
 /// a thousand.
-#[derive(Default)]
-pub(crate) struct EcmpBlockIndex {
+pub(crate) struct EcmpBlockIndex<A: HintFamily = u32> {
     /// Per bit, the pairs that hash to it; one that reaches `u16::MAX`
     /// stays there, and its bit set, until the set is sized again.
     refs: Vec<u16>,
@@ -98,25 +159,39 @@ pub(crate) struct EcmpBlockIndex {
     pairs: usize,
     /// Routes to composites left out, as wider than `WIDEST`.
     wide: usize,
+    family: std::marker::PhantomData<A>,
 }
 
-impl EcmpBlockIndex {
+impl<A: HintFamily> Default for EcmpBlockIndex<A> {
+    fn default() -> Self {
+        EcmpBlockIndex {
+            refs: Vec::new(),
+            bits: Vec::new(),
+            shift: 0,
+            pairs: 0,
+            wide: 0,
+            family: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<A: HintFamily> EcmpBlockIndex<A> {
     /// Counts (`add`) or uncounts a route to a composite, as its address
     /// and prefix length. Routes wider than `WIDEST` are left out.
-    pub(crate) fn route(&mut self, addr: u32, len: u8, add: bool) {
-        if !(WIDEST..=32).contains(&len) {
+    pub(crate) fn route(&mut self, addr: A, len: u8, add: bool) {
+        if !(A::WIDEST..=A::ADDR_BITS).contains(&len) {
             self.wide = if add { self.wide + 1 } else { self.wide.saturating_sub(1) };
             return;
         }
-        let first = addr >> (32 - BLOCK_LEN);
-        let n = blocks(len);
+        let first = A::block_of(addr);
+        let n = blocks::<A>(len);
         self.pairs = if add { self.pairs + n } else { self.pairs.saturating_sub(n) };
         if self.bits.is_empty() {
             // Sized (and filled) by the next `hint`.
             return;
         }
-        for block in first..first + n as u32 {
-            let i = index(block, self.shift);
+        for k in 0..n {
+            let i = A::index(A::nth(first, k), self.shift);
             let r = &mut self.refs[i];
             match (add, *r) {
                 (_, u16::MAX) => {}
@@ -137,7 +212,7 @@ impl EcmpBlockIndex {
 
     /// The hint as counted, to publish. `routes` lists the VRF's routes to
     /// composites as they are now, for when the set must be sized again.
-    pub(crate) fn hint<I: Iterator<Item = (u32, u8)>>(&mut self, routes: impl Fn() -> I) -> EcmpBlocks {
+    pub(crate) fn hint<I: Iterator<Item = (A, u8)>>(&mut self, routes: impl Fn() -> I) -> EcmpBlocks<A> {
         let complete = self.wide == 0;
         if self.pairs == 0 {
             *self = EcmpBlockIndex { wide: self.wide, ..EcmpBlockIndex::default() };
@@ -148,13 +223,18 @@ impl EcmpBlockIndex {
         if size > have || size * 4 <= have {
             self.refs = vec![0; size];
             self.bits = vec![0; size / 64];
-            self.shift = 32 - size.trailing_zeros();
+            self.shift = A::WORD - size.trailing_zeros();
             (self.pairs, self.wide) = (0, 0);
             for (addr, len) in routes() {
                 self.route(addr, len, true);
             }
         }
-        EcmpBlocks { bits: Some(self.bits.as_slice().into()), shift: self.shift, complete }
+        EcmpBlocks {
+            bits: Some(self.bits.as_slice().into()),
+            shift: self.shift,
+            complete,
+            family: std::marker::PhantomData,
+        }
     }
 
     /// True while it counts nothing: no route to a composite, kept or left out.
@@ -163,19 +243,12 @@ impl EcmpBlockIndex {
     }
 }
 
-fn blocks(len: u8) -> usize {
-    1 << (BLOCK_LEN - len.min(BLOCK_LEN))
+fn blocks<A: HintFamily>(len: u8) -> usize {
+    1 << (A::BLOCK_LEN - len.min(A::BLOCK_LEN))
 }
 
 fn size_for(pairs: usize) -> usize {
     pairs.saturating_mul(BITS_PER_BLOCK).next_power_of_two().clamp(MIN_BITS, MAX_BITS)
-}
-
-/// Multiplicative (Fibonacci) hashing: the top bits of the product, so
-/// that consecutive blocks spread over the set.
-#[inline(always)]
-fn index(block: u32, shift: u32) -> usize {
-    (block.wrapping_mul(0x9e37_79b1) >> shift) as usize
 }
 
 #[cfg(test)]
@@ -191,7 +264,7 @@ mod tests {
         // A thousand services, consecutive in 10.96.0.0/12, as Kubernetes
         // gives them: four blocks.
         let services: Vec<u32> = (0..1000).map(|i| 0x0a60_0000 + i).collect();
-        let h = EcmpBlocks::new(services.iter().map(|&a| (a, 32)));
+        let h = EcmpBlocks::<u32>::new(services.iter().map(|&a| (a, 32)));
         assert!(services.iter().all(|&a| h.may_hold(a)));
         let in_service_blocks = |a: u32| (0x0a60_0000..=0x0a60_03ff).contains(&a);
         let (mut named, mut n) = (0, 0);
@@ -205,14 +278,14 @@ mod tests {
 
     #[test]
     fn a_prefix_names_its_whole_range_and_a_too_wide_one_nothing() {
-        let h = EcmpBlocks::new([(0xc0a8_0000, 20), (0x0a00_0000, 8)].into_iter());
+        let h = EcmpBlocks::<u32>::new([(0xc0a8_0000, 20), (0x0a00_0000, 8)].into_iter());
         assert!((0xc0a8_0000..0xc0a8_1000u32).all(|a| h.may_hold(a)));
         assert!(!h.may_hold(0xc0a8_1000) || !h.may_hold(0xc0a8_2000), "the next blocks, both named");
         assert!(!h.is_complete(), "a /8 was left out");
-        let wide = EcmpBlocks::new([(0x0a00_0000, 8), (0, 0)].into_iter());
+        let wide = EcmpBlocks::<u32>::new([(0x0a00_0000, 8), (0, 0)].into_iter());
         assert!(wide.is_empty() && !wide.is_complete());
         assert!(!wide.may_hold(0x0a01_0203));
-        assert!(EcmpBlocks::new([(0xc0a8_0000, 20)].into_iter()).is_complete());
+        assert!(EcmpBlocks::<u32>::new([(0xc0a8_0000, 20)].into_iter()).is_complete());
     }
 
     /// Routes come and go, overlapping, in batches: the hint counted in
@@ -228,7 +301,7 @@ mod tests {
             rng
         };
         let mut live: Vec<(u32, u8)> = Vec::new();
-        let mut counted = EcmpBlockIndex::default();
+        let mut counted = EcmpBlockIndex::<u32>::default();
         for batch in 0..300 {
             for _ in 0..(next() % 40) {
                 if live.is_empty() || next() % 3 != 0 {
@@ -244,28 +317,28 @@ mod tests {
                 }
             }
             let hint = counted.hint(|| live.iter().copied());
-            let wide = live.iter().filter(|&&(_, len)| len < WIDEST).count();
+            let wide = live.iter().filter(|&&(_, len)| len < u32::WIDEST).count();
             assert_eq!(hint.is_empty(), live.len() == wide, "batch {batch}");
             assert_eq!(hint.is_complete(), wide == 0, "batch {batch}: {wide} wide routes");
             assert_eq!(counted.is_empty(), live.is_empty(), "batch {batch}");
             let Some(bits) = &hint.bits else { continue };
             let mut fresh = vec![0u64; bits.len()];
-            for &(addr, len) in live.iter().filter(|&&(_, len)| len >= WIDEST) {
-                for block in (addr >> 8)..(addr >> 8) + blocks(len) as u32 {
-                    let i = index(block, hint.shift);
+            for &(addr, len) in live.iter().filter(|&&(_, len)| len >= u32::WIDEST) {
+                for block in (addr >> 8)..(addr >> 8) + blocks::<u32>(len) as u32 {
+                    let i = u32::index(block, hint.shift);
                     fresh[i / 64] |= 1 << (i % 64);
                 }
             }
             assert_eq!(&bits[..], &fresh[..], "batch {batch}: {} routes", live.len());
             assert!(live
                 .iter()
-                .filter(|&&(_, len)| len >= WIDEST)
+                .filter(|&&(_, len)| len >= u32::WIDEST)
                 .all(|&(a, len)| hint.may_hold(a)
                     && hint.may_hold(a | u32::MAX.checked_shr(u32::from(len)).unwrap_or(0))));
         }
         // Grown for many routes, the set shrinks again when few are left;
         // a wide route counted before it is sized again counts once after.
-        counted = EcmpBlockIndex::default();
+        counted = EcmpBlockIndex::<u32>::default();
         let wide = (0x0a00_0000, 12);
         counted.route(wide.0, wide.1, true);
         let many: Vec<(u32, u8)> = (0..5000u32).map(|i| (0x0a60_0000 + (i << 8), 24)).collect();
@@ -281,18 +354,46 @@ mod tests {
 
     #[test]
     fn an_empty_hint_names_nothing() {
-        let h = EcmpBlocks::new(std::iter::empty());
+        let h = EcmpBlocks::<u32>::new(std::iter::empty());
         assert!(h.is_empty() && h.is_complete(), "counted, and nothing left out");
-        assert!(!EcmpBlocks::default().is_complete(), "made by no writer: claims nothing");
+        assert!(!EcmpBlocks::<u32>::default().is_complete(), "made by no writer: claims nothing");
         assert!(!others().any(|a| h.may_hold(a)));
-        assert!(!EcmpBlocks::default().may_hold(0));
+        assert!(!EcmpBlocks::<u32>::default().may_hold(0));
     }
 
     #[test]
     fn a_huge_set_stays_bounded_and_still_names_its_routes() {
         let routes: Vec<(u32, u8)> = (0..2_000_000u32).map(|i| (i.wrapping_mul(7919) << 8, 24)).collect();
-        let h = EcmpBlocks::new(routes.iter().copied());
+        let h = EcmpBlocks::<u32>::new(routes.iter().copied());
         assert_eq!(h.bits.as_ref().map(|b| b.len() * 64), Some(MAX_BITS));
         assert!(routes.iter().all(|&(a, _)| h.may_hold(a | 0x7f)));
+    }
+
+    /// IPv6: a thousand service addresses of a /108 (a Kubernetes IPv6
+    /// service range) and a /112 are named, few other addresses are, and
+    /// a /104 is left out.
+    #[test]
+    fn ipv6_names_its_service_addresses_and_few_others() {
+        const RANGE: u128 = 0xfd00_0010_0096 << 80;
+        let services: Vec<u128> = (0..1000).map(|i| RANGE + i * 7).collect();
+        let routed = services.iter().map(|&a| (a, 128)).chain([(RANGE | 1 << 40, 112)]);
+        let h = EcmpBlocks::<u128>::new(routed.clone());
+        assert!(h.is_complete());
+        assert!(services.iter().all(|&a| h.may_hold(a)));
+        assert!((0..0x1_0000u128).step_by(97).all(|k| h.may_hold(RANGE | 1 << 40 | k)), "the /112's every block");
+        let named_blocks = |a: u128| services.iter().any(|&s| s >> 8 == a >> 8) || (a >> 16) == (RANGE | 1 << 40) >> 16;
+        let others = (0..200_000u128).map(|i| RANGE + (i << 8) + 5).chain(
+            (0..100_000u128)
+                .map(|i| (0xfd00_0001u128 << 96) | i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)),
+        );
+        let (mut named, mut n) = (0, 0);
+        for a in others.filter(|&a| !named_blocks(a)) {
+            named += u32::from(h.may_hold(a));
+            n += 1;
+        }
+        let share = f64::from(named) / f64::from(n);
+        assert!(share < 1.5 / BITS_PER_BLOCK as f64, "{named} of {n} other addresses named");
+        let wide = EcmpBlocks::<u128>::new(routed.chain([(RANGE, 104)]));
+        assert!(!wide.is_complete() && wide.may_hold(services[0]), "the /104 left out, the rest kept");
     }
 }

@@ -192,6 +192,10 @@ pub struct Vrf {
     /// the first pipeline stage (`EcmpBlocks`). The writer publishes it
     /// again after a batch that changed the VRF's ECMP routes.
     pub ecmp_blocks: EcmpBlocks,
+    /// The same for its IPv6 space, by /120 blocks (`EcmpBlocks<u128>`):
+    /// where only ECMP routes track flows, the addresses it names ask the
+    /// flow cache before their route (`pipeline::lane::from_pod6`).
+    pub ecmp_blocks6: EcmpBlocks<u128>,
 }
 
 impl Vrf {

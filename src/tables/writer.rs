@@ -2,7 +2,7 @@
 //! published atomically.
 
 use super::ecmp::MAX_MEMBERS;
-use super::ecmp_blocks::EcmpBlockIndex;
+use super::ecmp_blocks::{EcmpBlockIndex, HintFamily};
 use super::lpm::{Fib, FibKey, NodePool};
 use super::prefixes::Prefixes;
 use super::{
@@ -350,6 +350,9 @@ pub struct TablesWriter {
     ecmp_changes: Vec<(VrfId, u32, u8, bool)>,
     /// Each VRF's count behind its `Vrf::ecmp_blocks` hint.
     ecmp_blocks: AHashMap<VrfId, EcmpBlockIndex>,
+    /// `ecmp_changes` and `ecmp_blocks` for IPv6 (`Vrf::ecmp_blocks6`).
+    ecmp_changes6: Vec<(VrfId, u128, u8, bool)>,
+    ecmp_blocks6: AHashMap<VrfId, EcmpBlockIndex<u128>>,
     /// The VRFs whose policy the batch being applied changed: once it
     /// holds, the VRFs whose flows their pods may be reached from are told
     /// (`judge_again_reaching`).
@@ -454,8 +457,12 @@ trait Family: FibKey {
     fn fib(v: &mut Vrf) -> &mut Arc<Fib<Self>>;
     fn spares(s: &mut SpareTables) -> &mut AHashMap<VrfId, Fib<Self>>;
     fn undo(vrf: VrfId, key: (Self, u8), old: Option<RouteEntry>) -> Undo;
-    /// The key as an IPv4 address, for the IPv4 family.
-    fn v4(key: Self) -> Option<u32>;
+    /// The batch's changes of the family's routes to composites
+    /// (`TablesWriter::ecmp_changes`, `ecmp_changes6`).
+    fn ecmp_changes<'a>(
+        v4: &'a mut Vec<(VrfId, u32, u8, bool)>,
+        v6: &'a mut Vec<(VrfId, u128, u8, bool)>,
+    ) -> &'a mut Vec<(VrfId, Self, u8, bool)>;
 }
 
 impl Family for u32 {
@@ -472,8 +479,11 @@ impl Family for u32 {
     fn undo(vrf: VrfId, key: (u32, u8), old: Option<RouteEntry>) -> Undo {
         Undo::V4(vrf, key, old)
     }
-    fn v4(key: u32) -> Option<u32> {
-        Some(key)
+    fn ecmp_changes<'a>(
+        v4: &'a mut Vec<(VrfId, u32, u8, bool)>,
+        _: &'a mut Vec<(VrfId, u128, u8, bool)>,
+    ) -> &'a mut Vec<(VrfId, u32, u8, bool)> {
+        v4
     }
 }
 
@@ -491,8 +501,51 @@ impl Family for u128 {
     fn undo(vrf: VrfId, key: (u128, u8), old: Option<RouteEntry>) -> Undo {
         Undo::V6(vrf, key, old)
     }
-    fn v4(_: u128) -> Option<u32> {
-        None
+    fn ecmp_changes<'a>(
+        _: &'a mut Vec<(VrfId, u32, u8, bool)>,
+        v6: &'a mut Vec<(VrfId, u128, u8, bool)>,
+    ) -> &'a mut Vec<(VrfId, u128, u8, bool)> {
+        v6
+    }
+}
+
+/// `TablesWriter::count_ecmp_blocks` for one family: `changes` counted into
+/// `index`, each changed VRF's hint made from it (and from the VRF's routes
+/// of the family, `prefixes`, when its set must be sized again) and
+/// published (`publish`).
+fn count_hints<A: HintFamily + FibKey>(
+    changes: &[(VrfId, A, u8, bool)],
+    index: &mut AHashMap<VrfId, EcmpBlockIndex<A>>,
+    routes: &AHashMap<VrfId, VrfRoutes>,
+    w: &mut Tables,
+    prefixes: impl Fn(&VrfRoutes) -> &Prefixes<A>,
+    publish: impl Fn(&mut Vrf, EcmpBlocks<A>),
+) {
+    let mut changed: Vec<VrfId> = Vec::new();
+    for &(vrf, addr, len, add) in changes {
+        index.entry(vrf).or_default().route(addr, len, add);
+        changed.push(vrf);
+    }
+    changed.sort_unstable();
+    changed.dedup();
+    for id in changed {
+        let (Some(counted), Some(routes)) = (index.get_mut(&id), routes.get(&id)) else {
+            index.remove(&id);
+            continue;
+        };
+        let to_composites = || {
+            prefixes(routes)
+                .iter()
+                .filter(|&(_, e)| w.nexthop(e.target.nh).is_some_and(NextHop::is_composite))
+                .map(|(&key, _)| key)
+        };
+        let hint = counted.hint(to_composites);
+        if counted.is_empty() {
+            index.remove(&id);
+        }
+        if let Some(vrf) = w.vrfs.get_mut(id as usize) {
+            publish(Arc::make_mut(vrf), hint);
+        }
     }
 }
 
@@ -633,6 +686,8 @@ impl TablesWriter {
             undo: Vec::new(),
             ecmp_changes: Vec::new(),
             ecmp_blocks: AHashMap::new(),
+            ecmp_changes6: Vec::new(),
+            ecmp_blocks6: AHashMap::new(),
             policy_changes: Vec::new(),
             network_moves: Vec::new(),
             retired: Vec::new(),
@@ -714,6 +769,7 @@ impl TablesWriter {
     pub fn apply(&mut self, ops: &[Op]) -> Result<u64, BatchError> {
         let mut work = (*self.current).clone();
         self.ecmp_changes.clear();
+        self.ecmp_changes6.clear();
         self.policy_changes.clear();
         self.network_moves.clear();
         self.spares.changed.clear();
@@ -756,36 +812,11 @@ impl TablesWriter {
         Ok(generation)
     }
 
-    /// Counts the batch's changes of IPv4 routes to composites into the
-    /// VRFs' hints, and publishes each changed VRF's hint once.
+    /// Counts the batch's changes of routes to composites into the VRFs'
+    /// hints, and publishes each changed VRF's hint once, per family.
     fn count_ecmp_blocks(&mut self, w: &mut Tables) {
-        let mut changed: Vec<VrfId> = Vec::new();
-        for &(vrf, addr, len, add) in &self.ecmp_changes {
-            self.ecmp_blocks.entry(vrf).or_default().route(addr, len, add);
-            changed.push(vrf);
-        }
-        changed.sort_unstable();
-        changed.dedup();
-        for id in changed {
-            let (Some(index), Some(routes)) = (self.ecmp_blocks.get_mut(&id), self.routes.get(&id)) else {
-                self.ecmp_blocks.remove(&id);
-                continue;
-            };
-            let to_composites = || {
-                routes
-                    .v4
-                    .iter()
-                    .filter(|&(_, e)| w.nexthop(e.target.nh).is_some_and(NextHop::is_composite))
-                    .map(|(&key, _)| key)
-            };
-            let hint = index.hint(to_composites);
-            if index.is_empty() {
-                self.ecmp_blocks.remove(&id);
-            }
-            if let Some(vrf) = w.vrfs.get_mut(id as usize) {
-                Arc::make_mut(vrf).ecmp_blocks = hint;
-            }
-        }
+        count_hints(&self.ecmp_changes, &mut self.ecmp_blocks, &self.routes, w, |r| &r.v4, |v, h| v.ecmp_blocks = h);
+        count_hints(&self.ecmp_changes6, &mut self.ecmp_blocks6, &self.routes, w, |r| &r.v6, |v, h| v.ecmp_blocks6 = h);
     }
 
     /// Frees the replaced snapshots no worker holds any more, keeping their
@@ -1108,6 +1139,7 @@ impl TablesWriter {
                     imported_elsewhere: 0,
                     ecmp_routes: 0,
                     ecmp_blocks: EcmpBlocks::default(),
+                    ecmp_blocks6: EcmpBlocks::default(),
                 }
             }
         };
@@ -1397,16 +1429,17 @@ impl TablesWriter {
     }
 
     /// Next hop `id` became (`now`) or stopped being an ECMP composite:
-    /// every VRF's routes to it change its `ecmp_routes`, and its IPv4
-    /// routes its hint (`ecmp_changes`). A scan of all routes, for a rare
+    /// every VRF's routes to it change its `ecmp_routes`, and their hints
+    /// (`ecmp_changes`, `ecmp_changes6`). A scan of all routes, for a rare
     /// change (a service's next hop is made a composite from the start).
     fn recount_ecmp_routes(&mut self, w: &mut Tables, id: NhId, now: bool) {
         for (&vrf_id, routes) in &self.routes {
-            let before = self.ecmp_changes.len();
+            let before = self.ecmp_changes.len() + self.ecmp_changes6.len();
             let v4 = routes.v4.iter().filter(|(_, e)| e.target.nh == id);
             self.ecmp_changes.extend(v4.map(|(&(addr, len), _)| (vrf_id, addr, len, now)));
-            let n =
-                (self.ecmp_changes.len() - before + routes.v6.values().filter(|e| e.target.nh == id).count()) as u32;
+            let v6 = routes.v6.iter().filter(|(_, e)| e.target.nh == id);
+            self.ecmp_changes6.extend(v6.map(|(&(addr, len), _)| (vrf_id, addr, len, now)));
+            let n = (self.ecmp_changes.len() + self.ecmp_changes6.len() - before) as u32;
             if n == 0 {
                 continue;
             }
@@ -1530,13 +1563,12 @@ impl TablesWriter {
             old.or(covering.flatten().map(|(_, e)| e)).map(|e| e.network)
         });
         vrf.ecmp_routes = (vrf.ecmp_routes + gained).saturating_sub(lost);
-        if let Some(addr) = K::v4(key) {
-            if lost > 0 {
-                self.ecmp_changes.push((r.vrf, addr, r.prefix.len(), false));
-            }
-            if gained > 0 {
-                self.ecmp_changes.push((r.vrf, addr, r.prefix.len(), true));
-            }
+        let changes = K::ecmp_changes(&mut self.ecmp_changes, &mut self.ecmp_changes6);
+        if lost > 0 {
+            changes.push((r.vrf, key, r.prefix.len(), false));
+        }
+        if gained > 0 {
+            changes.push((r.vrf, key, r.prefix.len(), true));
         }
         change_fib(&mut self.spares, &mut self.node_pool, r.vrf, K::fib(vrf), |f| {
             f.insert(key, r.prefix.len(), entry, old)
@@ -1572,8 +1604,8 @@ impl TablesWriter {
         let cover = K::fib(vrf).covering(key, p.len(), |l| map.get(&(key.mask(l), l)).copied());
         debug_assert_eq!(cover, map.covering(key, p.len()), "{p} in VRF {vrf_id}: the trie's cover is the list's");
         vrf.ecmp_routes = vrf.ecmp_routes.saturating_sub(lost);
-        if let (Some(addr), true) = (K::v4(key), lost > 0) {
-            self.ecmp_changes.push((vrf_id, addr, p.len(), false));
+        if lost > 0 {
+            K::ecmp_changes(&mut self.ecmp_changes, &mut self.ecmp_changes6).push((vrf_id, key, p.len(), false));
         }
         change_fib(&mut self.spares, &mut self.node_pool, vrf_id, K::fib(vrf), |f| f.remove(key, p.len(), old, cover));
         self.network_moved(w, vrf_id, Some(old.network), cover.map(|(_, e)| e.network));

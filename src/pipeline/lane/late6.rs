@@ -3,9 +3,10 @@
 //! together (`tracked6_late`). Apart from the passes because nothing else
 //! reads what it keeps (`Waiting`).
 
-use super::{fast6, flow, lanes, took, Ctx, Frame, Received, VECTOR};
+use super::{fast6, fill, flow, lanes, took, Ctx, Frame, Received, VECTOR};
 use crate::flow::Probe;
 use crate::memory::Buffer;
+use crate::pipeline::express::{Asked, Taken};
 use crate::tables::{Route, Vrf};
 
 /// The frames of `from_pod6`'s pass three that wait for their flows
@@ -15,6 +16,14 @@ pub(super) struct Waiting<'a> {
     pub(super) at: &'a [u8; VECTOR],
     pub(super) routes: &'a [Route; VECTOR],
     pub(super) came: &'a [u32; VECTOR],
+    pub(super) filling: Filling<'a>,
+}
+
+/// The frames that asked the flow cache in pass one and missed
+/// (`unfilled`, with their keys in `asked`): a hit taken here fills it.
+pub(super) struct Filling<'a> {
+    pub(super) asked: &'a Asked,
+    pub(super) unfilled: u32,
 }
 
 /// IPv4's `flow_late` for `from_pod6`: the frames of its pass three that
@@ -57,10 +66,17 @@ pub(super) fn tracked6_late<B: Buffer>(
         let f = &mut frames[i];
         let target = vrf.v6.target(w.routes[usize::from(j)]);
         let hit = (probed & (1 << i) != 0).then(|| flow::settled(ctx, vrf, &probes[i])).flatten();
-        match hit.zip(target).and_then(|(s, target)| fast6::finish(ctx, f, vrf, target, Some(s))) {
-            Some(v) => {
+        let finished =
+            hit.zip(target).and_then(|(s, target)| Some((fast6::finish(ctx, f, vrf, target, Some(s))?, s, target)));
+        match finished {
+            Some((v, hit, target)) => {
                 took(ctx.stats, f, w.came[i], v, rx);
                 taken |= 1 << i;
+                if w.filling.unfilled & (1 << i) != 0 {
+                    let way = Taken { hit, target, vrf: vrf.id, landed: vrf.id, unpinned: false, tr: None };
+                    let asked = w.filling.asked;
+                    fill(ctx, vrf, &asked.keys[i], asked.at[i], &probes[i], &way, f);
+                }
             }
             None => {
                 f.set_len(w.came[i] as usize);
