@@ -3038,43 +3038,10 @@ fn the_flow_cache_forwards_as_the_full_way_does() {
 #[test]
 fn the_flow_cache_forwards_ipv6_as_the_full_way_does() {
     use std::net::Ipv6Addr;
-    let mut labs = with_and_without_cache(|| {
-        let (mut lab, table) = lab_allowing_all();
-        let routes = [
-            blue_route("fd00:3::/64", NH_GRE, 43),
-            blue_route("fd00:96::10/128", NH_ECMP, NO),
-            blue_route("fd00::/16", NH_UDP, 44),
-        ];
-        lab.writer.apply(&routes.map(Op::Add)).unwrap();
-        (lab, table)
-    });
+    let mut labs = with_and_without_cache(|| with_ipv6_ways(lab_allowing_all()));
     let dsts: [Ipv6Addr; 4] =
         [a2_ip6(), "fd00:2::5".parse().unwrap(), "fd00:3::5".parse().unwrap(), "fd00:96::10".parse().unwrap()];
-    let run = |labs: &mut [(Lab, Arc<FlowTable>); 2], f, what: &str| run_alike(labs, A1, f, what).0;
-    // Packet `n` of a flow differs from the last in what a hit writes
-    // anew: its length and hop limit.
-    let datagram = |n: usize, dst| build::udp6_frame(from_a1(), a1_ip6(), dst, 7000, 53, 64 - n as u8, 100 + 37 * n);
-    let segment = |n: usize, dst, flags: u8| {
-        let mut tcp = vec![0u8; 20 + n];
-        tcp[..4].copy_from_slice(&[0x9c, 0x40, 0, 80]);
-        tcp[4..8].copy_from_slice(&(1000 + n as u32).to_be_bytes());
-        (tcp[12], tcp[13], tcp[14]) = (5 << 4, flags, 0x20);
-        build::ip_frame(from_a1(), &build::ipv6(a1_ip6(), dst, TCP, 64 - n as u8, &tcp))
-    };
-    for dst in dsts {
-        run(&mut labs, build::tcp6_syn_frame(from_a1(), a1_ip6(), dst, 40000, 80, 1400), &format!("the SYN to {dst}"));
-    }
-    for n in 0..6 {
-        for dst in dsts {
-            let v = run(&mut labs, datagram(n, dst), &format!("datagram {n} to {dst}"));
-            assert!(matches!(v, Verdict::Tx(_)), "datagram {n} to {dst}: {v:?}");
-            let v = run(&mut labs, segment(n, dst, 0x10), &format!("segment {n} to {dst}"));
-            assert!(matches!(v, Verdict::Tx(_)), "segment {n} to {dst}: {v:?}");
-        }
-    }
-    for dst in dsts {
-        run(&mut labs, segment(6, dst, 0x11), &format!("the FIN to {dst}"));
-    }
+    send_ipv6_flows_alike(&mut labs, &dsts);
     let c = labs[0].0.pipeline.flow_cache_counts().expect("on");
     // Each datagram flow's first packet makes it, its second fills the
     // cache, its four others hit it; each connection's SYN makes it, its
@@ -3110,16 +3077,7 @@ fn the_flow_cache_forwards_ipv6_as_the_full_way_does() {
 #[test]
 fn the_flow_cache_takes_an_ipv6_service_without_a_policy() {
     use std::net::Ipv6Addr;
-    let mut labs = with_and_without_cache(|| {
-        let (mut lab, table) = lab_with_flows();
-        let routes = [
-            blue_route("fd00:3::/64", NH_GRE, 43),
-            blue_route("fd00:96::10/128", NH_ECMP, NO),
-            blue_route("fd00::/16", NH_UDP, 44),
-        ];
-        lab.writer.apply(&routes.map(Op::Add)).unwrap();
-        (lab, table)
-    });
+    let mut labs = with_and_without_cache(|| with_ipv6_ways(lab_with_flows()));
     let service: Ipv6Addr = "fd00:96::10".parse().unwrap();
     let neighbour: Ipv6Addr = "fd00:96::11".parse().unwrap();
     {
@@ -3129,29 +3087,7 @@ fn the_flow_cache_takes_an_ipv6_service_without_a_policy() {
         assert!(blue.ecmp_blocks6.may_hold(u128::from(neighbour)), "the neighbour shares the service's block");
     }
     let dsts: [Ipv6Addr; 4] = [a2_ip6(), "fd00:3::5".parse().unwrap(), service, neighbour];
-    let run = |labs: &mut [(Lab, Arc<FlowTable>); 2], f, what: &str| run_alike(labs, A1, f, what).0;
-    let datagram = |n: usize, dst| build::udp6_frame(from_a1(), a1_ip6(), dst, 7000, 53, 64 - n as u8, 100 + 37 * n);
-    let segment = |n: usize, dst, flags: u8| {
-        let mut tcp = vec![0u8; 20 + n];
-        tcp[..4].copy_from_slice(&[0x9c, 0x40, 0, 80]);
-        tcp[4..8].copy_from_slice(&(1000 + n as u32).to_be_bytes());
-        (tcp[12], tcp[13], tcp[14]) = (5 << 4, flags, 0x20);
-        build::ip_frame(from_a1(), &build::ipv6(a1_ip6(), dst, TCP, 64 - n as u8, &tcp))
-    };
-    for dst in dsts {
-        run(&mut labs, build::tcp6_syn_frame(from_a1(), a1_ip6(), dst, 40000, 80, 1400), &format!("the SYN to {dst}"));
-    }
-    for n in 0..6 {
-        for dst in dsts {
-            let v = run(&mut labs, datagram(n, dst), &format!("datagram {n} to {dst}"));
-            assert!(matches!(v, Verdict::Tx(_)), "datagram {n} to {dst}: {v:?}");
-            let v = run(&mut labs, segment(n, dst, 0x10), &format!("segment {n} to {dst}"));
-            assert!(matches!(v, Verdict::Tx(_)), "segment {n} to {dst}: {v:?}");
-        }
-    }
-    for dst in dsts {
-        run(&mut labs, segment(6, dst, 0x11), &format!("the FIN to {dst}"));
-    }
+    send_ipv6_flows_alike(&mut labs, &dsts);
     let c = labs[0].0.pipeline.flow_cache_counts().expect("on");
     // The service's datagram flow: its first packet makes it, its second
     // fills the cache, its four others hit it; its connection: the SYN
@@ -3425,6 +3361,49 @@ fn run_alike(labs: &mut [(Lab, Arc<FlowTable>); 2], vif: u32, f: Vec<u8>, what: 
     assert_eq!(a, b, "{what}");
     assert_eq!(labs[0].0.stats(), labs[1].0.stats(), "counters after {what}");
     a
+}
+
+/// `lab` with IPv6 ways out of BLUE besides its pods: fd00:3::/64 into a
+/// GRE tunnel (label 43), the service fd00:96::10 through the composite,
+/// and the rest of fd00::/16 into a UDP tunnel (label 44).
+fn with_ipv6_ways((mut lab, table): (Lab, Arc<FlowTable>)) -> (Lab, Arc<FlowTable>) {
+    let routes = [
+        blue_route("fd00:3::/64", NH_GRE, 43),
+        blue_route("fd00:96::10/128", NH_ECMP, NO),
+        blue_route("fd00::/16", NH_UDP, 44),
+    ];
+    lab.writer.apply(&routes.map(Op::Add)).unwrap();
+    (lab, table)
+}
+
+/// From a1 to each of `dsts`, through both labs alike (`run_alike`): a
+/// TCP connection (its SYN, six segments, its FIN) and a datagram flow of
+/// six, each packet forwarded. Packet `n` of a flow differs from the last
+/// in what a hit writes anew: its length and hop limit.
+fn send_ipv6_flows_alike(labs: &mut [(Lab, Arc<FlowTable>); 2], dsts: &[std::net::Ipv6Addr]) {
+    let datagram = |n: usize, dst| build::udp6_frame(from_a1(), a1_ip6(), dst, 7000, 53, 64 - n as u8, 100 + 37 * n);
+    let segment = |n: usize, dst, flags: u8| {
+        let mut tcp = vec![0u8; 20 + n];
+        tcp[..4].copy_from_slice(&[0x9c, 0x40, 0, 80]);
+        tcp[4..8].copy_from_slice(&(1000 + n as u32).to_be_bytes());
+        (tcp[12], tcp[13], tcp[14]) = (5 << 4, flags, 0x20);
+        build::ip_frame(from_a1(), &build::ipv6(a1_ip6(), dst, TCP, 64 - n as u8, &tcp))
+    };
+    for &dst in dsts {
+        let syn = build::tcp6_syn_frame(from_a1(), a1_ip6(), dst, 40000, 80, 1400);
+        run_alike(labs, A1, syn, &format!("the SYN to {dst}"));
+    }
+    for n in 0..6 {
+        for &dst in dsts {
+            let (v, _) = run_alike(labs, A1, datagram(n, dst), &format!("datagram {n} to {dst}"));
+            assert!(matches!(v, Verdict::Tx(_)), "datagram {n} to {dst}: {v:?}");
+            let (v, _) = run_alike(labs, A1, segment(n, dst, 0x10), &format!("segment {n} to {dst}"));
+            assert!(matches!(v, Verdict::Tx(_)), "segment {n} to {dst}: {v:?}");
+        }
+    }
+    for &dst in dsts {
+        run_alike(labs, A1, segment(6, dst, 0x11), &format!("the FIN to {dst}"));
+    }
 }
 
 /// The two labs' flow tables (`with_and_without_cache`) hold the same

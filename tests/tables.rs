@@ -873,17 +873,19 @@ fn a_batch_leaves_sparse_ipv6_prefixes_in_singles() {
     assert_eq!(nh(&w, "2001:105:5:100::1"), Some(2));
 }
 
+/// A composite of next hops `members`, without labels.
+fn ecmp(members: &[u32]) -> NextHop {
+    NextHop::Composite(vrouter::tables::EcmpGroup::new(
+        members.iter().map(|&nh| RouteTarget { nh, label: RouteTarget::NO_LABEL }).collect(),
+    ))
+}
+
 /// A VRF counts its routes to ECMP composites (it tracks flows while it
 /// has any, to pin their members), through route and next-hop changes
 /// and failed batches alike.
 #[test]
 fn a_vrf_counts_its_routes_to_ecmp_composites() {
     let mut w = base();
-    let ecmp = |members: &[u32]| {
-        NextHop::Composite(vrouter::tables::EcmpGroup::new(
-            members.iter().map(|&nh| RouteTarget { nh, label: RouteTarget::NO_LABEL }).collect(),
-        ))
-    };
     let count = |w: &TablesWriter, id: u32| {
         let v = w.tables().vrf(id).unwrap();
         (v.ecmp_routes, v.tracks_flows())
@@ -957,11 +959,6 @@ fn a_vrf_counts_its_routes_to_ecmp_composites() {
 #[test]
 fn a_vrf_hints_its_ipv6_routes_to_ecmp_composites() {
     let mut w = base();
-    let ecmp = |members: &[u32]| {
-        NextHop::Composite(vrouter::tables::EcmpGroup::new(
-            members.iter().map(|&nh| RouteTarget { nh, label: RouteTarget::NO_LABEL }).collect(),
-        ))
-    };
     let hinted = |w: &TablesWriter, a: &str| {
         w.tables().vrf(1).unwrap().ecmp_blocks6.may_hold(u128::from(a.parse::<std::net::Ipv6Addr>().unwrap()))
     };
