@@ -357,8 +357,10 @@ fn from_pod<B: Buffer>(
 /// (`translated6`). A plain hit whose flow remembers its route in the
 /// VRF's current table version is not looked up, as IPv4's are not; the
 /// other hits are routed together after the rest (`routed6_again`).
-/// Where only ECMP routes track flows, a packet that its route says is
-/// tracked has its flow looked up late (`tracked6_late`). Before, all
+/// Where only ECMP routes track flows, a packet to an address the VRF's
+/// IPv6 hint names asks the flow cache first, and a packet that its route
+/// says is tracked has its flow looked up late (`tracked6_late`), which
+/// fills the cache for the next. Before, all
 /// IPv6 took the general path: a pod's packets 4-5 times as long as
 /// IPv4's (`vrpktgen pipeline --case local_forward6`). Out of line: an
 /// IPv4 vector pays the call only when it left a frame, and then a look
