@@ -615,6 +615,9 @@ impl FlowCache {
         }
         // `tunnel_in` checked that the inner packet lies whole in the frame:
         // asked again, so that nothing below fails once the frame changes.
+        // (Written out here and in `forward_tunnelled6`: a helper answering
+        // the entry and the inner packet cost the IPv6 hit 26 instructions
+        // and the IPv4 one 5, callgrind.)
         let end = strip + ETH + usize::from(inner_len);
         let Some(inner) = f.data().get(strip..end) else { return Err(Miss::Changed) };
         let Some(h) = super::fast::head_of(inner) else { return Err(Miss::Changed) };
@@ -622,12 +625,7 @@ impl FlowCache {
         if !flows.touch_unchanged(e.slot, e.seq, u32::from(inner_len), flags, now) {
             return Err(Miss::Changed);
         }
-        f.pull_front(strip);
-        f.set_len(ETH + usize::from(inner_len));
-        e.written.rewrite.apply(f);
-        put_pod::<B, false>(f, e, Some([0x08, 0x00]))?;
-        tally.landed(e, f, stats);
-        Ok(())
+        land::<B, false>(f, e, strip, inner_len, tally, stats)
     }
 
     /// `forward_tunnelled` for a tunnel around an IPv6 packet, landed in VRF
@@ -658,11 +656,7 @@ impl FlowCache {
         if !flows.touch_unchanged_holding(e.slot, e.seq, &words, total as u32, flags, now) {
             return Err(Miss::Changed);
         }
-        f.pull_front(strip);
-        f.set_len(ETH + usize::from(inner_len));
-        put_pod::<B, true>(f, e, Some([0x86, 0xdd]))?;
-        tally.landed(e, f, stats);
-        Ok(())
+        land::<B, true>(f, e, strip, inner_len, tally, stats)
     }
 
     /// Takes note that entry `at` refused its frame (`miss`): one whose
@@ -798,6 +792,29 @@ fn put_pod<B: Buffer, const V6: bool>(f: &mut Frame<B>, e: &Entry, ethertype: Op
     } else {
         ipv4::Packet::new_unchecked(&mut hdr[ETH..]).decrement_ttl();
     }
+    Ok(())
+}
+
+/// A tunnelled hit's packet (`strip` bytes in, `inner_len` long), counted
+/// on its flow, stripped and given its pod's Ethernet header by entry `e`
+/// (and, IPv4's, the entry's rewrite first), its verdict set and counted
+/// in `tally`.
+#[inline(always)]
+fn land<B: Buffer, const V6: bool>(
+    f: &mut Frame<B>,
+    e: &Entry,
+    strip: usize,
+    inner_len: u16,
+    tally: &mut Tally,
+    stats: &mut Stats,
+) -> Result<(), Miss> {
+    f.pull_front(strip);
+    f.set_len(ETH + usize::from(inner_len));
+    if !V6 {
+        e.written.rewrite.apply(f);
+    }
+    put_pod::<B, V6>(f, e, Some(if V6 { [0x86, 0xdd] } else { [0x08, 0x00] }))?;
+    tally.landed(e, f, stats);
     Ok(())
 }
 
