@@ -223,8 +223,10 @@ fn a_jumbo_frame_comes_in_a_chain_of_frames_and_leaves_in_one() {
         for d in &descs[..n] {
             let (frame, at) = sock.frame_mut(d.addr).unwrap();
             let bytes = frame[at..at + d.len as usize].to_vec();
-            // Only the datagram's chain: IPv6 neighbour chatter comes too.
-            if !chain.is_empty() || d.more {
+            // Only the datagram's chain: IPv6 neighbour chatter comes too,
+            // before it and after it, in the same receive as its end.
+            let open = chain.last().is_none_or(|(_, more, _)| *more);
+            if open && (!chain.is_empty() || d.more) {
                 chain.push((d.len, d.more, bytes));
             }
             sock.release(d.addr);
