@@ -1793,7 +1793,15 @@ impl Inbound {
 /// general path's, which says why it drops it.
 #[inline(always)]
 fn tunnel_in(t: &Tables, d: &[u8], vif: &Vif) -> Found {
-    let Some(Ok((label, inner_at, ip_end))) = decap::tunnel(d, vif) else { return Found::Neither };
+    // The common tunnel read at once; any other asked again, out of line.
+    let Some((label, inner_at, ip_end)) =
+        decap::tunnel_plain(d, vif).or_else(|| match decap::tunnel_out_of_line(d, vif) {
+            Some(Ok(found)) => Some(found),
+            _ => None,
+        })
+    else {
+        return Found::Neither;
+    };
     let Some(inner) = d.get(inner_at - ETH..ip_end) else { return Found::Neither };
     let Some((dst, inner_len)) = fast::inspect(inner, None) else {
         return match inner.get(ETH) {
