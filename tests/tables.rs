@@ -999,3 +999,56 @@ fn a_composite_cannot_be_its_own_member() {
     let e = err(&mut w, &[Op::Update(Object::NextHop(2, own))]);
     assert!(matches!(e.error, TableError::Invalid { field: "members.nh", .. }), "{e}");
 }
+
+/// A label's landing, which the fabric lane reads (`Tables::landing`), is
+/// after every batch what its next hop and vif say (`Tables::land`): a
+/// pod's label lands in its vif's VRF, and moves with the vif; a VRF's
+/// label in the VRF it names; a label to a tunnel, or gone, nowhere. A
+/// batch that fails leaves the landings as they were.
+#[test]
+fn a_label_lands_where_its_next_hop_and_vif_say() {
+    use vrouter::tables::Landing;
+    let mut w = base();
+    let mac = |b| MacAddr([2, 0, 0, 0, 0, b]);
+    let encap = |oif| NextHop::Encap { oif, smac: mac(9), dmac: mac(oif as u8) };
+    let pod = |vrf| Vif::new(3, "veth3", VifKind::Virtual, vrf, mac(3));
+    let agrees = |w: &TablesWriter| {
+        let t = w.tables();
+        for l in 0..limits().labels as u32 {
+            assert_eq!(t.landing(l), t.land(l), "label {l}");
+        }
+    };
+    w.apply(&[
+        vrf(2),
+        Op::Add(Object::Vif(pod(1))),
+        Op::Add(Object::NextHop(3, encap(3))),
+        Op::Add(Object::NextHop(4, NextHop::VrfLookup { vrf: 2 })),
+        Op::Add(Object::Label(20, 3)),
+        Op::Add(Object::Label(21, 4)),
+        Op::Add(Object::Label(22, 1)),
+    ])
+    .unwrap();
+    agrees(&w);
+    assert_eq!(w.tables().landing(20), Some(Landing { vrf: 1, pod: Some(3) }));
+    assert_eq!(w.tables().landing(21), Some(Landing { vrf: 2, pod: None }));
+    assert_eq!(w.tables().landing(22), None, "a label to a next hop that is neither");
+    // The pod moves to VRF 2: its label's packets land there.
+    w.apply(&[Op::Update(Object::Vif(pod(2)))]).unwrap();
+    agrees(&w);
+    assert_eq!(w.tables().landing(20), Some(Landing { vrf: 2, pod: Some(3) }));
+    // The VRF's label now names the pod's next hop; the label to the
+    // lookup goes.
+    w.apply(&[Op::Update(Object::Label(21, 3)), Op::Delete(ObjectKey::Label(20))]).unwrap();
+    agrees(&w);
+    assert_eq!(w.tables().landing(20), None);
+    assert_eq!(w.tables().landing(21), Some(Landing { vrf: 2, pod: Some(3) }));
+    // The next hop becomes a lookup in VRF 1.
+    w.apply(&[Op::Update(Object::NextHop(3, NextHop::VrfLookup { vrf: 1 }))]).unwrap();
+    agrees(&w);
+    assert_eq!(w.tables().landing(21), Some(Landing { vrf: 1, pod: None }));
+    // A batch that fails (its last operation) changes no landing.
+    let e = err(&mut w, &[Op::Update(Object::Label(21, 4)), Op::Add(Object::Label(23, 15))]);
+    assert_eq!(e.index, 1);
+    assert_eq!(w.tables().landing(21), Some(Landing { vrf: 1, pod: None }));
+    agrees(&w);
+}

@@ -1846,10 +1846,5 @@ impl Outer {
 /// label names the VRF, to route in).
 #[inline(always)]
 pub(super) fn landing(t: &Tables, label: u32) -> Option<(u32, Option<u32>)> {
-    let label_nh = t.label(label)?;
-    match t.nexthop(label_nh)? {
-        NextHop::Encap { oif, .. } => Some((t.vif(*oif)?.vrf, Some(label_nh))),
-        NextHop::VrfLookup { vrf } => Some((*vrf, None)),
-        _ => None,
-    }
+    t.landing(label).map(|l| (l.vrf, l.pod))
 }

@@ -793,6 +793,13 @@ impl TablesWriter {
             }
         }
         self.undo.clear();
+        let lands = |o: &Op| match o {
+            Op::Add(o) | Op::Update(o) => matches!(o, Object::Vif(_) | Object::NextHop(..) | Object::Label(..)),
+            Op::Delete(k) => matches!(k, ObjectKey::Vif(_) | ObjectKey::NextHop(_) | ObjectKey::Label(_)),
+        };
+        if ops.iter().any(lands) {
+            work.land_labels();
+        }
         self.count_ecmp_blocks(&mut work);
         self.policies_changed_by_routes(&mut work);
         self.judge_again_reaching(&mut work);
