@@ -399,7 +399,8 @@ impl Tables {
     }
 
     /// Works every label's `landing` out again (`land`), writing only the
-    /// ones that changed, so that a batch copies no chunk for nothing.
+    /// ones that changed, so that a batch copies no chunk for nothing. The
+    /// landings have the labels' capacity: no slot is out of range.
     fn land_labels(&mut self) {
         let want: Vec<(usize, Landing)> =
             self.labels.iter().filter_map(|(l, _)| Some((l, self.land(l as Label)?))).collect();

@@ -793,6 +793,8 @@ impl TablesWriter {
             }
         }
         self.undo.clear();
+        // A label lands by its next hop and, for a pod's, the vif's VRF:
+        // a batch that changes none of those leaves every landing as it was.
         let lands = |o: &Op| match o {
             Op::Add(o) | Op::Update(o) => matches!(o, Object::Vif(_) | Object::NextHop(..) | Object::Label(..)),
             Op::Delete(k) => matches!(k, ObjectKey::Vif(_) | ObjectKey::NextHop(_) | ObjectKey::Label(_)),
