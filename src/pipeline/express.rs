@@ -772,6 +772,14 @@ pub(super) struct Taken {
     pub tr: Option<crate::flow::Translation>,
 }
 
+impl Taken {
+    /// A plain hit's way (`hit`, routed to `target`) in VRF `vrf`, where it
+    /// came and was routed: no rewrite, its member pinned.
+    pub fn plain(hit: Forwarding, target: RouteTarget, vrf: u32) -> Taken {
+        Taken { hit, target, vrf, landed: vrf, unpinned: false, tr: None }
+    }
+}
+
 /// A pod's Ethernet addresses, entry `e`'s, on the front of the frame (and
 /// `ethertype`, where the frame had none: a tunnel's inner packet), and the
 /// IPv4 TTL decremented with its checksum, or the IPv6 hop limit (`V6`),

@@ -4,19 +4,19 @@
 //! from the frame and the tables, once the lane is done with a vector and
 //! before the general path changes anything, in the order the lane makes
 //! its checks (with the lane's own code where it can say why:
-//! `fast::inspect_or_why`, `lane::landing`, `flow::refused`). So the lane
+//! `fast::inspect_or_why`, `Tables::landing`, `flow::refused`). So the lane
 //! carries no cause, and a frame it takes pays nothing for this: only the
 //! general path's frames do.
 
 use super::decap;
 use super::fast;
 use super::forward::{routes_back, ETH};
-use super::lane::{landing, Left};
+use super::lane::Left;
 use super::{Ctx, Frame};
 use crate::flow::Probe;
 use crate::memory::Buffer;
 use crate::stats::GeneralCause;
-use crate::tables::{NextHop, Tables, Vif, VifKind, Vrf};
+use crate::tables::{Landing, NextHop, Tables, Vif, VifKind, Vrf};
 
 /// The frames the lane left to the general path: how many, why, from
 /// which vif, and which of the last batch's (by position, for a capture
@@ -188,7 +188,7 @@ fn from_fabric<'a>(t: &'a Tables, d: &'a [u8], vif: &Vif) -> Result<Classified<'
     };
     let inner = d.get(inner_at - ETH..ip_end).ok_or(GeneralCause::Tunnel)?;
     let (dst, total) = fast::inspect_or_why(inner, None)?;
-    let (vrf, pod) = landing(t, label).ok_or(GeneralCause::Tunnel)?;
+    let Landing { vrf, pod } = t.landing(label).ok_or(GeneralCause::Tunnel)?;
     let vrf = t.vrf(vrf).ok_or(GeneralCause::NoRoute)?;
     Ok(Classified { vrf, dst, pod, head: fast::head_of(inner), total, tracked: vrf.tracks_every_flow() })
 }

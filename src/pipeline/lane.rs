@@ -27,7 +27,7 @@ use crate::flow::{FlowTable, Forwarding, Nat, Probe, RouteMemo};
 use crate::memory::Buffer;
 use crate::stats::runtime::Stopwatch;
 use crate::stats::Stage;
-use crate::tables::{Fib, FibKey, NextHop, Route, RouteTarget, Tables, Vif, VifKind, Vrf};
+use crate::tables::{Fib, FibKey, Landing, NextHop, Route, RouteTarget, Tables, Vif, VifKind, Vrf};
 
 mod late6;
 use late6::{tracked6_late, Filling, Waiting};
@@ -322,7 +322,7 @@ fn from_pod<B: Buffer>(
             Some(Some(Some(target))) => {
                 let done = deliver(ctx, f, came[i], vrf, target, settled, None, &mut rx);
                 if let (true, Some(hit)) = (done && unfilled & (1 << i) != 0, settled) {
-                    let way = Taken { hit, target, vrf: vrf.id, landed: vrf.id, unpinned: false, tr: None };
+                    let way = Taken::plain(hit, target, vrf.id);
                     fill(ctx, vrf, &asked.keys[i], asked.at[i], &probes[i], &way, f);
                 }
                 done
@@ -536,7 +536,7 @@ fn from_pod6<B: Buffer>(
             Some(Some(Some(target))) => {
                 let done = deliver6(ctx, f, came[i], vrf, target, settled, &mut rx);
                 if let (true, Some(hit)) = (done && unfilled & (1 << i) != 0, settled) {
-                    let way = Taken { hit, target, vrf: vrf.id, landed: vrf.id, unpinned: false, tr: None };
+                    let way = Taken::plain(hit, target, vrf.id);
                     fill(ctx, vrf, &asked.keys[i], asked.at[i], &probes[i], &way, f);
                 }
                 done
@@ -1513,7 +1513,7 @@ fn from_fabric<B: Buffer>(
                 c.decaps += 1;
             }
             if let Some((target, hit)) = filling {
-                let way = Taken { hit, target, vrf: vrf.id, landed: vrf.id, unpinned: false, tr: None };
+                let way = Taken::plain(hit, target, vrf.id);
                 fill(ctx, vrf, &asked.keys[i], asked.at[i], &probes[i], &way, f);
             }
         } else {
@@ -1713,7 +1713,7 @@ fn from_fabric6<B: Buffer>(
                         true
                     });
                 if let (true, Some(hit)) = (done, filling) {
-                    let way = Taken { hit, target, vrf: vrf.id, landed: vrf.id, unpinned: false, tr: None };
+                    let way = Taken::plain(hit, target, vrf.id);
                     fill(ctx, vrf, &asked.keys[i], asked.at[i], &probes[i], &way, f);
                 }
                 done
@@ -1742,7 +1742,7 @@ fn from_fabric6<B: Buffer>(
 fn tunnel6_in(t: &Tables, d: &[u8], outer: Outer) -> Option<(Inbound, u128)> {
     let (inner_at, ip_end) = (usize::from(outer.inner_at), usize::from(outer.ip_end));
     let (dst, inner_len) = fast6::inspect_packet(d.get(inner_at - ETH..ip_end)?, None)?;
-    let (vrf, nh) = landing(t, outer.label)?;
+    let Landing { vrf, pod: nh } = t.landing(outer.label)?;
     Some((Inbound { inner_at: outer.inner_at, inner_len: inner_len as u16, dst: 0, vrf, nh }, dst))
 }
 
@@ -1793,15 +1793,7 @@ impl Inbound {
 /// general path's, which says why it drops it.
 #[inline(always)]
 fn tunnel_in(t: &Tables, d: &[u8], vif: &Vif) -> Found {
-    // The common tunnel read at once; any other asked again, out of line.
-    let Some((label, inner_at, ip_end)) =
-        decap::tunnel_plain(d, vif).or_else(|| match decap::tunnel_out_of_line(d, vif) {
-            Some(Ok(found)) => Some(found),
-            _ => None,
-        })
-    else {
-        return Found::Neither;
-    };
+    let Some(Ok((label, inner_at, ip_end))) = decap::tunnel(d, vif) else { return Found::Neither };
     let Some(inner) = d.get(inner_at - ETH..ip_end) else { return Found::Neither };
     let Some((dst, inner_len)) = fast::inspect(inner, None) else {
         return match inner.get(ETH) {
@@ -1809,8 +1801,8 @@ fn tunnel_in(t: &Tables, d: &[u8], vif: &Vif) -> Found {
             _ => Found::Neither,
         };
     };
-    match landing(t, label) {
-        Some((vrf, nh)) => {
+    match t.landing(label) {
+        Some(Landing { vrf, pod: nh }) => {
             Found::V4(Inbound { inner_at: inner_at as u16, inner_len: inner_len as u16, dst, vrf, nh }, label)
         }
         None => Found::Neither,
@@ -1839,12 +1831,4 @@ struct Outer {
 
 impl Outer {
     const NONE: Outer = Outer { label: 0, inner_at: 0, ip_end: 0 };
-}
-
-/// Where a tunnel's `label` lands its packet, if the lane takes it there:
-/// the VRF, and the pod's next hop if the label names one (`None`: the
-/// label names the VRF, to route in).
-#[inline(always)]
-pub(super) fn landing(t: &Tables, label: u32) -> Option<(u32, Option<u32>)> {
-    t.landing(label).map(|l| (l.vrf, l.pod))
 }

@@ -16,68 +16,53 @@
 //! does not name is routed to no composite, so the pipeline need not ask
 //! its route (most of a pod network's packets, which go to other pods).
 
+use super::lpm::FibKey;
 use std::sync::Arc;
 
 /// An address family the hint is kept for: its blocks, and the widest
-/// route it counts.
-pub trait HintFamily: Copy + Default + std::fmt::Debug + 'static {
-    /// The family's address width.
-    const ADDR_BITS: u8;
+/// route it counts. The rest is the address's (`FibKey`): its width, and
+/// its fold to 64 bits, whose product's top bits index the set.
+pub trait HintFamily:
+    FibKey + Default + std::ops::Shr<u32, Output = Self> + std::ops::Add<Output = Self> + From<u8>
+{
     /// The block's prefix length: a service range's addresses share few.
     const BLOCK_LEN: u8;
     /// Routes wider than this are left out: 256 blocks at most. (An IPv4
     /// /15 would mark 512, a default route all of them, and make the hint
     /// name everything.)
     const WIDEST: u8;
-    /// The block `k` blocks after `first`.
-    fn nth(first: Self, k: usize) -> Self;
-    /// The block's bit, of a set of 2^(`WORD` - `shift`).
-    fn index(block: Self, shift: u32) -> usize;
-    /// The width of the word `index` takes its top bits of.
-    const WORD: u32;
+
     /// The block of `addr`.
-    fn block_of(addr: Self) -> Self;
+    #[inline(always)]
+    fn block_of(addr: Self) -> Self {
+        addr >> u32::from(Self::BITS - Self::BLOCK_LEN)
+    }
+
+    /// The block `k` blocks after `first`: a route spans 256 at most.
+    #[inline(always)]
+    fn nth(first: Self, k: u8) -> Self {
+        first + Self::from(k)
+    }
+
+    /// The block's bit, of a set of 2^(64 - `shift`): multiplicative
+    /// (Fibonacci) hashing of the block's fold, the product's top bits, so
+    /// that consecutive blocks spread over the set.
+    #[inline(always)]
+    fn index(block: Self, shift: u32) -> usize {
+        (block.fold().wrapping_mul(0x9e37_79b9_7f4a_7c15) >> shift) as usize
+    }
 }
 
 impl HintFamily for u32 {
-    const ADDR_BITS: u8 = 32;
     const BLOCK_LEN: u8 = 24;
     const WIDEST: u8 = 16;
-    const WORD: u32 = 32;
-    #[inline(always)]
-    fn block_of(addr: u32) -> u32 {
-        addr >> (Self::ADDR_BITS - Self::BLOCK_LEN) as u32
-    }
-    fn nth(first: u32, k: usize) -> u32 {
-        first + k as u32
-    }
-    /// Multiplicative (Fibonacci) hashing: the top bits of the product, so
-    /// that consecutive blocks spread over the set.
-    #[inline(always)]
-    fn index(block: u32, shift: u32) -> usize {
-        (block.wrapping_mul(0x9e37_79b1) >> shift) as usize
-    }
 }
 
 impl HintFamily for u128 {
-    const ADDR_BITS: u8 = 128;
     const BLOCK_LEN: u8 = 120;
     const WIDEST: u8 = 112;
-    const WORD: u32 = 64;
-    #[inline(always)]
-    fn block_of(addr: u128) -> u128 {
-        addr >> (Self::ADDR_BITS - Self::BLOCK_LEN) as u32
-    }
-    fn nth(first: u128, k: usize) -> u128 {
-        first + k as u128
-    }
-    /// The block's halves folded, then as IPv4's: a service range's blocks
-    /// differ in the low half, a VRF's ranges in the high one.
-    #[inline(always)]
-    fn index(block: u128, shift: u32) -> usize {
-        ((block as u64 ^ (block >> 64) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> shift) as usize
-    }
 }
+
 /// Bits kept per block, at least: the share of other blocks a hint names
 /// falls to about 1 in this many.
 const BITS_PER_BLOCK: usize = 16;
@@ -93,7 +78,7 @@ const MAX_BITS: usize = 1 << 22;
 #[derive(Clone)]
 pub struct EcmpBlocks<A: HintFamily = u32> {
     bits: Option<Arc<[u64]>>,
-    /// `A::WORD` minus log2 of the set's size in bits: a product's top bits index it.
+    /// 64 minus log2 of the set's size in bits: a product's top bits index it.
     shift: u32,
     /// No route of the family to a composite was left out (none is wider
     /// than `WIDEST`). False by default: a hint no writer made claims nothing.
@@ -179,7 +164,7 @@ impl<A: HintFamily> EcmpBlockIndex<A> {
     /// Counts (`add`) or uncounts a route to a composite, as its address
     /// and prefix length. Routes wider than `WIDEST` are left out.
     pub(crate) fn route(&mut self, addr: A, len: u8, add: bool) {
-        if !(A::WIDEST..=A::ADDR_BITS).contains(&len) {
+        if !(A::WIDEST..=A::BITS).contains(&len) {
             self.wide = if add { self.wide + 1 } else { self.wide.saturating_sub(1) };
             return;
         }
@@ -191,7 +176,7 @@ impl<A: HintFamily> EcmpBlockIndex<A> {
             return;
         }
         for k in 0..n {
-            let i = A::index(A::nth(first, k), self.shift);
+            let i = A::index(A::nth(first, k as u8), self.shift);
             let r = &mut self.refs[i];
             match (add, *r) {
                 (_, u16::MAX) => {}
@@ -223,7 +208,7 @@ impl<A: HintFamily> EcmpBlockIndex<A> {
         if size > have || size * 4 <= have {
             self.refs = vec![0; size];
             self.bits = vec![0; size / 64];
-            self.shift = A::WORD - size.trailing_zeros();
+            self.shift = 64 - size.trailing_zeros();
             (self.pairs, self.wide) = (0, 0);
             for (addr, len) in routes() {
                 self.route(addr, len, true);

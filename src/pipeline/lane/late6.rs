@@ -73,7 +73,7 @@ pub(super) fn tracked6_late<B: Buffer>(
                 took(ctx.stats, f, w.came[i], v, rx);
                 taken |= 1 << i;
                 if w.filling.unfilled & (1 << i) != 0 {
-                    let way = Taken { hit, target, vrf: vrf.id, landed: vrf.id, unpinned: false, tr: None };
+                    let way = Taken::plain(hit, target, vrf.id);
                     let asked = w.filling.asked;
                     fill(ctx, vrf, &asked.keys[i], asked.at[i], &probes[i], &way, f);
                 }
