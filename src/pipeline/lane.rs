@@ -155,15 +155,10 @@ fn from_pod<B: Buffer>(
             left |= 1 << i;
             continue;
         };
-        let untracked = match table {
-            None => true,
+        match table {
+            None => {}
             // Not named: routed first.
-            Some(_) if !every_flow && !vrf.ecmp_blocks.may_hold(dst) => {
-                if !hint_complete {
-                    unsure |= 1 << i;
-                }
-                true
-            }
+            Some(_) if !every_flow && !vrf.ecmp_blocks.may_hold(dst) => unsure |= u32::from(!hint_complete) << i,
             Some(table) => {
                 let key = match (cache, fast::head(f)) {
                     (Some(_), Some(h)) => express::Key::of(h, pods),
@@ -176,18 +171,16 @@ fn from_pod<B: Buffer>(
                     if whole_slot {
                         probes[i].fetch_whole_slot();
                     }
+                } else {
+                    f.set_len(came[i] as usize);
+                    left |= 1 << i;
                 }
-                false
+                continue;
             }
-        };
-        if untracked {
-            keys[n] = dst;
-            at[n] = i as u8;
-            n += 1;
-        } else if (probed | cached) & (1 << i) == 0 {
-            f.set_len(came[i] as usize);
-            left |= 1 << i;
         }
+        keys[n] = dst;
+        at[n] = i as u8;
+        n += 1;
     }
     watch.mark(Stage::Parse);
 
@@ -233,7 +226,7 @@ fn from_pod<B: Buffer>(
     let mut rx = Received::default();
     let give_back = |f: &mut Frame<B>, i: usize| give_back_as_came(f, came[i]) << i;
     if let (Some(table), Some(cache), true) = (table, ctx.cache.as_deref_mut(), hits != 0) {
-        let mut refused = 0;
+        let (mut refused, mut bytes) = (0, 0);
         let mut tally = express::Tally::NONE;
         for i in lanes(hits) {
             let f = &mut frames[i];
@@ -243,16 +236,14 @@ fn from_pod<B: Buffer>(
                 false => cache.forward::<B, false>(at, table, f, now, &mut tally, ctx.stats),
             };
             match taken {
-                Ok(()) => {
-                    rx.packets += 1;
-                    rx.bytes += u64::from(came[i]);
-                }
+                Ok(()) => bytes += u64::from(came[i]),
                 Err(miss) => {
                     cache.refused(asked.at[i], miss);
                     refused |= give_back(f, i);
                 }
             }
         }
+        rx.add(hits & !refused, bytes);
         cache.count_hits(hits & !refused);
         left |= refused;
         tally.flush(ctx.stats);
@@ -484,13 +475,12 @@ fn from_pod6<B: Buffer>(
     let mut rx = Received::default();
     let mut taken = 0u32;
     if let (Some(table), Some(cache), true) = (ctx.flows, ctx.cache.as_deref_mut(), hits != 0) {
-        let mut tally = express::Tally::NONE;
+        let (mut tally, mut bytes) = (express::Tally::NONE, 0);
         for i in lanes(hits) {
             let f = &mut frames[i];
             match cache.forward6(asked.at[i], table, f, vrf.id, ctx.now, &mut tally, ctx.stats) {
                 Ok(()) => {
-                    rx.packets += 1;
-                    rx.bytes += u64::from(came[i]);
+                    bytes += u64::from(came[i]);
                     taken |= 1 << i;
                 }
                 // Left to the general path, as it came.
@@ -500,6 +490,7 @@ fn from_pod6<B: Buffer>(
                 }
             }
         }
+        rx.add(hits & taken, bytes);
         cache.count_hits(hits & taken);
         tally.flush(ctx.stats);
     }
@@ -786,6 +777,16 @@ struct Received {
 }
 
 impl Received {
+    /// Adds a loop's `taken` frames (a mask), `bytes` long together, summed
+    /// in a register as the loop went: counted into `self` a frame at a
+    /// time, which lives on the stack, a cache hit took 4 instructions
+    /// more (callgrind).
+    #[inline(always)]
+    fn add(&mut self, taken: u32, bytes: u64) {
+        self.packets += u64::from(taken.count_ones());
+        self.bytes += bytes;
+    }
+
     /// Adds what the vector brought to vif `vif`'s counters.
     #[inline(always)]
     fn count(self, stats: &mut crate::stats::Stats, vif: crate::tables::VifIndex) {
@@ -1373,6 +1374,9 @@ fn from_fabric<B: Buffer>(
                     if vrf.floating_ips > 0 {
                         probes[i].fetch_whole_slot();
                     }
+                } else {
+                    left |= 1 << i;
+                    continue;
                 }
                 false
             }
@@ -1380,10 +1384,6 @@ fn from_fabric<B: Buffer>(
             // composite; a VRF's, where the hint rules the address out.
             Some(_) => !lookup || (!vrf.ecmp_blocks.may_hold(tun.dst) && vrf.ecmp_blocks.is_complete()),
         };
-        if !untracked && (probed | cached) & (1 << i) == 0 {
-            left |= 1 << i;
-            continue;
-        }
         if untracked && lookup {
             fibs[n] = &vrf.v4;
             keys[n] = tun.dst;
@@ -1438,16 +1438,13 @@ fn from_fabric<B: Buffer>(
     // the cache's hits first.
     let mut rx = Received::default();
     if let (Some(table), Some(cache), true) = (ctx.flows, ctx.cache.as_deref_mut(), hits != 0) {
-        let mut refused = 0;
+        let (mut refused, mut bytes) = (0, 0);
         let mut tally = express::Tally::NONE;
         for i in lanes(hits) {
             let (f, tun) = (&mut frames[i], &inbound[i]);
             let strip = usize::from(tun.inner_at) - ETH;
             match cache.forward_tunnelled(asked.at[i], table, f, strip, tun.inner_len, ctx.now, &mut tally, ctx.stats) {
-                Ok(()) => {
-                    rx.packets += 1;
-                    rx.bytes += u64::from(came[i]);
-                }
+                Ok(()) => bytes += u64::from(came[i]),
                 Err(miss) => {
                     cache.refused(asked.at[i], miss);
                     refused |= 1 << i;
@@ -1455,6 +1452,7 @@ fn from_fabric<B: Buffer>(
             }
             vrfs[i] = None;
         }
+        rx.add(hits & !refused, bytes);
         cache.count_hits(hits & !refused);
         left |= refused;
         tally.flush(ctx.stats);
@@ -1639,21 +1637,21 @@ fn from_fabric6<B: Buffer>(
     let mut rx = Received::default();
     let mut taken = 0u32;
     if let (Some(table), Some(cache), true) = (ctx.flows, ctx.cache.as_deref_mut(), hits != 0) {
-        let mut tally = express::Tally::NONE;
+        let (mut tally, mut bytes) = (express::Tally::NONE, 0);
         for i in lanes(hits) {
             let (Some(vrf), tun) = (vrfs[i], inbound[i]) else { continue };
             let inner = (usize::from(tun.inner_at) - ETH, tun.inner_len);
             let f = &mut frames[i];
             match cache.forward_tunnelled6(asked.at[i], table, f, inner, vrf.id, ctx.now, &mut tally, ctx.stats) {
                 Ok(()) => {
-                    rx.packets += 1;
-                    rx.bytes += u64::from(came[i]);
+                    bytes += u64::from(came[i]);
                     taken |= 1 << i;
                 }
                 // Left to the general path, as it came.
                 Err(miss) => cache.refused(asked.at[i], miss),
             }
         }
+        rx.add(hits & taken, bytes);
         cache.count_hits(hits & taken);
         tally.flush(ctx.stats);
         tunnels &= !hits;
