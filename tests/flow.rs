@@ -1938,6 +1938,30 @@ fn only_packets_to_a_composite_are_tracked_for_ecmp_alone() {
     assert!(both.iter().any(|f| f.one_way) && both.iter().any(|f| !f.one_way), "one-way before the policy only");
 }
 
+/// A tunnel with its VRF's label, in a VRF that tracks flows for its ECMP
+/// routes alone, to an address that may lead to a composite (a service's)
+/// is the general path's: its flow pins its member. Behind an untracked
+/// tunnel in the same vector, the fast lane once kept it and carried it
+/// out on that tunnel's route (to a2; debug builds: "a route from another
+/// version"), with no flow.
+#[test]
+fn a_tunnel_to_a_service_behind_an_untracked_tunnel_is_pinned_by_its_flow() {
+    let (mut lab, flows) = lab_with_flows();
+    add_a1_service_address(&mut lab);
+    let to_a2 = tunnelled_to_blue(&udp(1, remote_ip(), a2_ip(), 7000, 53));
+    let to_service = tunnelled_to_blue(&udp(1, remote_ip(), a1_service_ip(), 7000, 53));
+    let (alone, _) = lab.run_with(&[(FABRIC, to_service.clone())], 0);
+    assert!(matches!(alone[0].verdict, Verdict::Tx(A1) | Verdict::Tx(FABRIC)), "alone: {:?}", alone[0].verdict);
+    assert_eq!(flows.len(), 1, "alone: its flow");
+    for sport in 0..8 {
+        let to_service = tunnelled_to_blue(&udp(1, remote_ip(), a1_service_ip(), 7100 + sport, 53));
+        let (out, _) = lab.run_with(&[(FABRIC, to_a2.clone()), (FABRIC, to_service)], 0);
+        assert_eq!(out[0].verdict, Verdict::Tx(A2), "the untracked tunnel");
+        assert!(matches!(out[1].verdict, Verdict::Tx(A1) | Verdict::Tx(FABRIC)), "behind it: {:?}", out[1].verdict);
+        assert_eq!(flows.len(), 2 + usize::from(sport), "behind it: a flow of its own");
+    }
+}
+
 /// A route to a composite wider than the VRF's hint's blocks (as a
 /// default route to a set of gateways is) leaves the hint unable to rule
 /// addresses out. Its packets still belong to flows that pin their members,

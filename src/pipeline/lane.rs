@@ -1382,7 +1382,12 @@ fn from_fabric<B: Buffer>(
             }
             // Only the ECMP routes track flows: a pod's label goes to no
             // composite; a VRF's, where the hint rules the address out.
-            Some(_) => !lookup || (!vrf.ecmp_blocks.may_hold(tun.dst) && vrf.ecmp_blocks.is_complete()),
+            Some(_) if !lookup || (!vrf.ecmp_blocks.may_hold(tun.dst) && vrf.ecmp_blocks.is_complete()) => true,
+            // Any other may reach a composite: the general path's.
+            Some(_) => {
+                left |= 1 << i;
+                continue;
+            }
         };
         if untracked && lookup {
             fibs[n] = &vrf.v4;
