@@ -779,7 +779,7 @@ struct Received {
 impl Received {
     /// Adds a loop's `taken` frames (a mask), `bytes` long together, summed
     /// in a register as the loop went: counted into `self` a frame at a
-    /// time, which lives on the stack, a cache hit took 4 instructions
+    /// time, which lives on the stack, a cache hit took 2-3 instructions
     /// more (callgrind).
     #[inline(always)]
     fn add(&mut self, taken: u32, bytes: u64) {

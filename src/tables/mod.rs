@@ -402,13 +402,17 @@ impl Tables {
     /// ones that changed, so that a batch copies no chunk for nothing. The
     /// landings have the labels' capacity: no slot is out of range.
     fn land_labels(&mut self) {
-        let want: Vec<(usize, Landing)> =
-            self.labels.iter().filter_map(|(l, _)| Some((l, self.land(l as Label)?))).collect();
-        let had: Vec<(usize, Landing)> = self.landings.iter().map(|(l, x)| (l, *x)).collect();
-        for &(l, _) in had.iter().filter(|(l, _)| want.binary_search_by_key(l, |w| w.0).is_err()) {
+        // A landing whose label lands nowhere now (gone, or to a next hop
+        // that is neither a pod's nor a lookup) goes; every label that lands
+        // is written where it moved.
+        let gone: Vec<usize> =
+            self.landings.iter().filter(|(l, _)| self.land(*l as Label).is_none()).map(|(l, _)| l).collect();
+        for l in gone {
             let _ = self.landings.set(l, None);
         }
-        for &(l, x) in &want {
+        let want: Vec<(usize, Landing)> =
+            self.labels.iter().filter_map(|(l, _)| Some((l, self.land(l as Label)?))).collect();
+        for (l, x) in want {
             if self.landings.get(l) != Some(&x) {
                 let _ = self.landings.set(l, Some(x));
             }
