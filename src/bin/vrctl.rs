@@ -1028,8 +1028,8 @@ fn kernel_drops<'a>(vifs: impl Iterator<Item = &'a Value>) -> String {
         return String::new();
     }
     format!(
-        "dropped in the kernel before vrouterd saw them (rx_dropped: longer than a frame holds, or no free frame, \
-         which fill_ring_empty counts too; rx_ring_full: vrouterd behind):\n{}",
+        "dropped in the kernel before vrouterd saw them (rx_dropped: no free frame, which fill_ring_empty counts too, \
+         fewer than a jumbo frame's chain needs, which it does not, or before Linux 6.6 longer than a frame; rx_ring_full: vrouterd behind):\n{}",
         lines.concat()
     )
 }

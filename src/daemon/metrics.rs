@@ -182,7 +182,7 @@ pub fn render(control: &Control) -> String {
     let socket_counters: [Counter<crate::stats::SocketCounters>; 4] = [
         (
             "vrouter_vif_kernel_rx_dropped_total",
-            "Frames the kernel dropped on their way to vrouterd: longer than a frame holds, or no free frame.",
+            "Frames the kernel dropped on their way to vrouterd: no free frame, fewer than a jumbo frame's chain needs, or (before Linux 6.6) longer than a frame.",
             |k| k.rx_dropped,
         ),
         ("vrouter_vif_kernel_rx_ring_full_total", "Frames the kernel dropped, the rx ring full.", |k| k.rx_ring_full),

@@ -75,7 +75,10 @@ pub struct Policy {
 }
 
 /// A policy compiled for the data path: prefixes as masks over the key's
-/// 128-bit addresses, so that a rule is a handful of compares.
+/// 128-bit addresses, so that a rule is a handful of compares, and the
+/// rules indexed by protocol and destination port (`RuleIndex`), so that a
+/// flow's first packet is compared with the rules that may match it, not
+/// with every rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompiledPolicy {
     rules: Vec<Compiled>,
@@ -83,6 +86,115 @@ pub struct CompiledPolicy {
     /// Whether some rule names a network as its source, and as its
     /// destination: only then must the caller find an address's network.
     networks: (bool, bool),
+    index: RuleIndex,
+}
+
+/// Which rules may match a flow, by its protocol and destination port: a
+/// policy's rules split by protocol (one protocol's, and any protocol's),
+/// and each part by destination port (one port's, by port; a range's,
+/// any port included). A flow's candidates are the rules of four lists
+/// (its protocol's and any protocol's, each its port's and the ranges'),
+/// each list in rule order, taken together in rule order, so that the
+/// first that matches is the policy's first that matches. Each rule is in
+/// one list: the index is as large as the policy.
+///
+/// Policies name a protocol and a port in most rules (Kubernetes network
+/// policies, Contrail's): a flow is compared with the few that name its
+/// own, and with the rules for any protocol or port. A policy of rules
+/// for any protocol and port is scanned whole, as without the index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RuleIndex {
+    /// Per protocol number, its part in `parts`, or `NO_PART`.
+    part_of: Box<[u16; 256]>,
+    /// The rules of each protocol some rule names.
+    parts: Vec<PortIndex>,
+    /// The rules for any protocol.
+    any: PortIndex,
+}
+
+const NO_PART: u16 = u16::MAX;
+
+/// Rules of one part of a policy, by destination port.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct PortIndex {
+    /// The ports some rule names alone, sorted, each with the range of
+    /// `by_port` that holds its rules.
+    ports: Vec<(u16, u32, u32)>,
+    /// The rules of one port, grouped by port (`ports`), each group in
+    /// rule order.
+    by_port: Vec<u32>,
+    /// The rules of a range of ports, in rule order.
+    ranged: Vec<u32>,
+}
+
+impl PortIndex {
+    fn of(rules: &[(u32, (u16, u16))]) -> PortIndex {
+        let mut single: Vec<(u16, u32)> =
+            rules.iter().filter(|(_, (lo, hi))| lo == hi).map(|&(i, (port, _))| (port, i)).collect();
+        // Stable: each port's rules stay in rule order.
+        single.sort_by_key(|&(port, _)| port);
+        let mut index = PortIndex {
+            ranged: rules.iter().filter(|(_, (lo, hi))| lo != hi).map(|&(i, _)| i).collect(),
+            ..PortIndex::default()
+        };
+        for (port, i) in single {
+            match index.ports.last_mut() {
+                Some((last, _, end)) if *last == port => *end += 1,
+                _ => index.ports.push((port, index.by_port.len() as u32, index.by_port.len() as u32 + 1)),
+            }
+            index.by_port.push(i);
+        }
+        index
+    }
+
+    /// The two lists whose rules may match destination port `port`.
+    #[inline]
+    fn lists(&self, port: u16) -> [&[u32]; 2] {
+        let one = match self.ports.binary_search_by_key(&port, |&(p, _, _)| p) {
+            Ok(k) => {
+                let (_, start, end) = self.ports[k];
+                self.by_port.get(start as usize..end as usize).unwrap_or(&[])
+            }
+            Err(_) => &[],
+        };
+        [one, &self.ranged]
+    }
+}
+
+impl RuleIndex {
+    fn of(rules: &[Compiled]) -> RuleIndex {
+        let mut part_of = Box::new([NO_PART; 256]);
+        let mut members: Vec<Vec<(u32, (u16, u16))>> = Vec::new();
+        let mut any = Vec::new();
+        for (i, r) in rules.iter().enumerate() {
+            let member = (i as u32, r.dport);
+            match u8::try_from(r.proto) {
+                Ok(p) => {
+                    if part_of[usize::from(p)] == NO_PART {
+                        part_of[usize::from(p)] = members.len() as u16;
+                        members.push(Vec::new());
+                    }
+                    members[usize::from(part_of[usize::from(p)])].push(member);
+                }
+                Err(_) => any.push(member),
+            }
+        }
+        RuleIndex { part_of, parts: members.iter().map(|m| PortIndex::of(m)).collect(), any: PortIndex::of(&any) }
+    }
+
+    /// The lists whose rules may match a flow of protocol `proto` to port
+    /// `dport`, each in rule order.
+    #[inline]
+    fn candidates(&self, proto: u8, dport: u16) -> [&[u32]; 4] {
+        let [any_port, any_range] = self.any.lists(dport);
+        match self.parts.get(usize::from(self.part_of[usize::from(proto)])) {
+            Some(part) => {
+                let [port, range] = part.lists(dport);
+                [port, range, any_port, any_range]
+            }
+            None => [&[], &[], any_port, any_range],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +243,15 @@ impl CompiledPolicy {
     #[inline]
     pub fn evaluate(&self, key: &FlowKey, src_vrf: Option<u32>, dst_vrf: Option<u32>) -> (PolicyAction, Option<usize>) {
         let proto = u16::from(key.proto);
-        for (i, r) in self.rules.iter().enumerate() {
+        let mut lists = self.index.candidates(key.proto, key.dport);
+        // The candidates in rule order: the lowest of the lists' heads, each time.
+        loop {
+            let Some(k) = (0..lists.len()).filter(|&k| !lists[k].is_empty()).min_by_key(|&k| lists[k][0]) else {
+                return (self.default, None);
+            };
+            let i = lists[k][0] as usize;
+            lists[k] = &lists[k][1..];
+            let Some(r) = self.rules.get(i) else { continue };
             if (r.proto == 256 || r.proto == proto)
                 && (r.dport.0..=r.dport.1).contains(&key.dport)
                 && (r.sport.0..=r.sport.1).contains(&key.sport)
@@ -141,7 +261,6 @@ impl CompiledPolicy {
                 return (r.action, Some(i));
             }
         }
-        (self.default, None)
     }
 
     /// Whether some rule names a network (`Endpoint::Network`) as its
@@ -210,19 +329,21 @@ impl Rule {
 impl Policy {
     /// The form the data path evaluates.
     pub fn compile(&self) -> CompiledPolicy {
+        let rules: Vec<Compiled> = self
+            .rules
+            .iter()
+            .map(|r| Compiled {
+                src: Side::of(&r.src),
+                dst: Side::of(&r.dst),
+                proto: r.proto.map_or(256, u16::from),
+                sport: (r.sport.lo, r.sport.hi),
+                dport: (r.dport.lo, r.dport.hi),
+                action: r.action,
+            })
+            .collect();
         CompiledPolicy {
-            rules: self
-                .rules
-                .iter()
-                .map(|r| Compiled {
-                    src: Side::of(&r.src),
-                    dst: Side::of(&r.dst),
-                    proto: r.proto.map_or(256, u16::from),
-                    sport: (r.sport.lo, r.sport.hi),
-                    dport: (r.dport.lo, r.dport.hi),
-                    action: r.action,
-                })
-                .collect(),
+            index: RuleIndex::of(&rules),
+            rules,
             default: self.default,
             networks: (
                 self.rules.iter().any(|r| matches!(r.src, Endpoint::Network(_))),
@@ -316,5 +437,74 @@ mod tests {
         let r = Rule { dst: Endpoint::Prefix(all), ..r };
         assert!(r.matches(&key([1, 1, 1, 1], [253, 0, 0, 1], 6, 2), None, None));
         assert!(!r.matches(&FlowKey::v6(1, 6, 1, 0xfd00 << 112, 1, 2), None, None), "0.0.0.0/0 is IPv4 only");
+    }
+
+    /// The compiled policy, whose index takes a flow to the rules that may
+    /// match it (`RuleIndex`), answers as the rules in order do, whatever
+    /// the rules: random policies of rules for one protocol or any, one
+    /// port, a range or any, prefixes of both families and networks, on
+    /// random flows from the same few protocols, ports and addresses, so
+    /// that most flows match some rule, often several.
+    #[test]
+    fn the_index_answers_as_the_rules_in_order_do() {
+        let mut rng = crate::pktgen::scenario::Rng::new(0x00c0_ffee);
+        let mut pick = |n: u64| (rng.next_u64() % n) as usize;
+        const PROTOS: [u8; 5] = [1, 6, 17, 47, 58];
+        const PORTS: [u16; 7] = [0, 22, 53, 80, 443, 1000, 65535];
+        const V4: [[u8; 4]; 4] = [[10, 1, 0, 2], [10, 1, 1, 7], [192, 168, 3, 4], [172, 16, 0, 9]];
+        let prefixes: Vec<Prefix> = ["10.1.0.0/16", "10.1.1.0/24", "192.168.0.0/16", "0.0.0.0/0", "fd00::/8", "::/0"]
+            .iter()
+            .map(|p| p.parse().expect("a prefix"))
+            .collect();
+        let (mut compared, mut matched) = (0, 0);
+        for _ in 0..2000 {
+            let endpoint = |pick: &mut dyn FnMut(u64) -> usize| match pick(4) {
+                0 => Endpoint::Any,
+                1 => Endpoint::Network(1 + pick(3) as u32),
+                _ => Endpoint::Prefix(prefixes[pick(prefixes.len() as u64)]),
+            };
+            let ports = |pick: &mut dyn FnMut(u64) -> usize| match pick(4) {
+                0 => PortRange::ANY,
+                1 => {
+                    let (a, b) = (PORTS[pick(7)], PORTS[pick(7)]);
+                    PortRange { lo: a.min(b), hi: a.max(b) }
+                }
+                _ => {
+                    let p = PORTS[pick(7)];
+                    PortRange { lo: p, hi: p }
+                }
+            };
+            let rules = (0..pick(40))
+                .map(|_| Rule {
+                    src: endpoint(&mut pick),
+                    dst: endpoint(&mut pick),
+                    proto: (pick(3) != 0).then(|| PROTOS[pick(5)]),
+                    sport: if pick(3) == 0 { ports(&mut pick) } else { PortRange::ANY },
+                    dport: ports(&mut pick),
+                    action: if pick(2) == 0 { PolicyAction::Allow } else { PolicyAction::Deny },
+                })
+                .collect();
+            let policy = Policy { rules, default: PolicyAction::Deny };
+            let compiled = policy.compile();
+            for _ in 0..50 {
+                let (proto, sport, dport) = (PROTOS[pick(5)], PORTS[pick(7)], PORTS[pick(7)]);
+                let key = if pick(4) == 0 {
+                    FlowKey::v6(1, proto, 0xfd00 << 112 | pick(3) as u128, pick(2) as u128, sport, dport)
+                } else {
+                    let [src, dst] = [V4[pick(4)], V4[pick(4)]].map(u32::from_be_bytes);
+                    FlowKey::v4(1, proto, src, dst, sport, dport)
+                };
+                let (src_vrf, dst_vrf) = (Some(1 + pick(3) as u32).filter(|_| pick(4) != 0), Some(1 + pick(3) as u32));
+                let want = policy.evaluate(&key, src_vrf, dst_vrf);
+                assert_eq!(
+                    compiled.evaluate(&key, src_vrf, dst_vrf),
+                    want,
+                    "{key:?} {src_vrf:?} {dst_vrf:?} under {policy:?}"
+                );
+                compared += 1;
+                matched += usize::from(want.1.is_some());
+            }
+        }
+        assert!(matched > compared / 4, "the flows match too seldom to test the order: {matched} of {compared}");
     }
 }
