@@ -60,6 +60,22 @@ fn flows(c: &mut Criterion) {
             black_box(policy.evaluate(&key(j), Some(1), None))
         })
     });
+    // The same 100 rules for any protocol and port, which the policy's
+    // index cannot narrow (each is compared with every flow, as every rule
+    // was before the index): the same-run baseline of the one above.
+    let unindexed = {
+        let mut p = vrouter::pktgen::scenario::policy_100(1);
+        for r in &mut p.rules {
+            (r.proto, r.dport) = (None, vrouter::flow::PortRange::ANY);
+        }
+        p.compile()
+    };
+    g.bench_function("policy100_evaluate_any_port", |b| {
+        b.iter(|| {
+            j += 1;
+            black_box(unindexed.evaluate(&key(j), Some(1), None))
+        })
+    });
 
     // Setup: new keys each time; the table is emptied (untimed) before it fills.
     let mut next = 0u64;

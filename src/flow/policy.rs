@@ -81,22 +81,24 @@ pub struct Policy {
 /// with every rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompiledPolicy {
-    rules: Vec<Compiled>,
+    /// The rules, each in one of the index's lists.
+    index: RuleIndex,
+    len: usize,
     default: PolicyAction,
     /// Whether some rule names a network as its source, and as its
     /// destination: only then must the caller find an address's network.
     networks: (bool, bool),
-    index: RuleIndex,
 }
 
-/// Which rules may match a flow, by its protocol and destination port: a
-/// policy's rules split by protocol (one protocol's, and any protocol's),
-/// and each part by destination port (one port's, by port; a range's,
-/// any port included). A flow's candidates are the rules of four lists
-/// (its protocol's and any protocol's, each its port's and the ranges'),
-/// each list in rule order, taken together in rule order, so that the
-/// first that matches is the policy's first that matches. Each rule is in
-/// one list: the index is as large as the policy.
+/// A policy's rules by protocol and destination port: split by protocol
+/// (one protocol's, and any protocol's), and each part by destination port
+/// (one port's, by port; a range's, any port included). A flow's
+/// candidates are four lists (its protocol's and any protocol's, each its
+/// port's and the ranges'), each in rule order; the lowest of the lists'
+/// first matches is the policy's first match. Each rule is in one list,
+/// where it is kept whole with its place (`Compiled::at`), so that a list
+/// is scanned in sequence as the policy was without the index: the index
+/// is as large as the policy.
 ///
 /// Policies name a protocol and a port in most rules (Kubernetes network
 /// policies, Contrail's): a flow is compared with the few that name its
@@ -122,34 +124,30 @@ struct PortIndex {
     ports: Vec<(u16, u32, u32)>,
     /// The rules of one port, grouped by port (`ports`), each group in
     /// rule order.
-    by_port: Vec<u32>,
+    by_port: Vec<Compiled>,
     /// The rules of a range of ports, in rule order.
-    ranged: Vec<u32>,
+    ranged: Vec<Compiled>,
 }
 
 impl PortIndex {
-    fn of(rules: &[(u32, (u16, u16))]) -> PortIndex {
-        let mut single: Vec<(u16, u32)> =
-            rules.iter().filter(|(_, (lo, hi))| lo == hi).map(|&(i, (port, _))| (port, i)).collect();
+    fn of(rules: Vec<Compiled>) -> PortIndex {
+        let (mut single, ranged): (Vec<Compiled>, Vec<Compiled>) =
+            rules.into_iter().partition(|r| r.dport.0 == r.dport.1);
         // Stable: each port's rules stay in rule order.
-        single.sort_by_key(|&(port, _)| port);
-        let mut index = PortIndex {
-            ranged: rules.iter().filter(|(_, (lo, hi))| lo != hi).map(|&(i, _)| i).collect(),
-            ..PortIndex::default()
-        };
-        for (port, i) in single {
-            match index.ports.last_mut() {
-                Some((last, _, end)) if *last == port => *end += 1,
-                _ => index.ports.push((port, index.by_port.len() as u32, index.by_port.len() as u32 + 1)),
+        single.sort_by_key(|r| r.dport.0);
+        let mut ports: Vec<(u16, u32, u32)> = Vec::new();
+        for (k, r) in single.iter().enumerate() {
+            match ports.last_mut() {
+                Some((port, _, end)) if *port == r.dport.0 => *end += 1,
+                _ => ports.push((r.dport.0, k as u32, k as u32 + 1)),
             }
-            index.by_port.push(i);
         }
-        index
+        PortIndex { ports, by_port: single, ranged }
     }
 
     /// The two lists whose rules may match destination port `port`.
     #[inline]
-    fn lists(&self, port: u16) -> [&[u32]; 2] {
+    fn lists(&self, port: u16) -> [&[Compiled]; 2] {
         let one = match self.ports.binary_search_by_key(&port, |&(p, _, _)| p) {
             Ok(k) => {
                 let (_, start, end) = self.ports[k];
@@ -162,37 +160,38 @@ impl PortIndex {
 }
 
 impl RuleIndex {
-    fn of(rules: &[Compiled]) -> RuleIndex {
+    fn of(rules: impl Iterator<Item = Compiled>) -> RuleIndex {
         let mut part_of = Box::new([NO_PART; 256]);
-        let mut members: Vec<Vec<(u32, (u16, u16))>> = Vec::new();
+        let mut parts: Vec<Vec<Compiled>> = Vec::new();
         let mut any = Vec::new();
-        for (i, r) in rules.iter().enumerate() {
-            let member = (i as u32, r.dport);
-            match u8::try_from(r.proto) {
+        for rule in rules {
+            match u8::try_from(rule.proto) {
                 Ok(p) => {
-                    if part_of[usize::from(p)] == NO_PART {
-                        part_of[usize::from(p)] = members.len() as u16;
-                        members.push(Vec::new());
+                    let part = &mut part_of[usize::from(p)];
+                    if *part == NO_PART {
+                        *part = parts.len() as u16;
+                        parts.push(Vec::new());
                     }
-                    members[usize::from(part_of[usize::from(p)])].push(member);
+                    parts[usize::from(*part)].push(rule);
                 }
-                Err(_) => any.push(member),
+                Err(_) => any.push(rule),
             }
         }
-        RuleIndex { part_of, parts: members.iter().map(|m| PortIndex::of(m)).collect(), any: PortIndex::of(&any) }
+        RuleIndex { part_of, parts: parts.into_iter().map(PortIndex::of).collect(), any: PortIndex::of(any) }
     }
 
     /// The lists whose rules may match a flow of protocol `proto` to port
-    /// `dport`, each in rule order.
+    /// `dport`, each in rule order: the rules for any protocol and port
+    /// first.
     #[inline]
-    fn candidates(&self, proto: u8, dport: u16) -> [&[u32]; 4] {
+    fn candidates(&self, proto: u8, dport: u16) -> [&[Compiled]; 4] {
         let [any_port, any_range] = self.any.lists(dport);
         match self.parts.get(usize::from(self.part_of[usize::from(proto)])) {
             Some(part) => {
                 let [port, range] = part.lists(dport);
-                [port, range, any_port, any_range]
+                [any_range, port, range, any_port]
             }
-            None => [&[], &[], any_port, any_range],
+            None => [any_range, any_port, &[], &[]],
         }
     }
 }
@@ -206,6 +205,8 @@ enum Side {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Compiled {
+    /// The rule's place in the policy (its index in `Policy::rules`).
+    at: u32,
     src: Side,
     dst: Side,
     /// 0..=255 a protocol; 256 any.
@@ -243,24 +244,26 @@ impl CompiledPolicy {
     #[inline]
     pub fn evaluate(&self, key: &FlowKey, src_vrf: Option<u32>, dst_vrf: Option<u32>) -> (PolicyAction, Option<usize>) {
         let proto = u16::from(key.proto);
-        let mut lists = self.index.candidates(key.proto, key.dport);
-        // The candidates in rule order: the lowest of the lists' heads, each time.
-        loop {
-            let Some(k) = (0..lists.len()).filter(|&k| !lists[k].is_empty()).min_by_key(|&k| lists[k][0]) else {
-                return (self.default, None);
-            };
-            let i = lists[k][0] as usize;
-            lists[k] = &lists[k][1..];
-            let Some(r) = self.rules.get(i) else { continue };
-            if (r.proto == 256 || r.proto == proto)
+        let matches = |r: &Compiled| {
+            (r.proto == 256 || r.proto == proto)
                 && (r.dport.0..=r.dport.1).contains(&key.dport)
                 && (r.sport.0..=r.sport.1).contains(&key.sport)
                 && r.dst.matches(key.dst, dst_vrf)
                 && r.src.matches(key.src, src_vrf)
-            {
-                return (r.action, Some(i));
+        };
+        // The first match is the lowest of each list's first match. The
+        // rules for any protocol and port first, whole, as a policy was
+        // scanned without the index (in a policy the index cannot narrow,
+        // they are all its rules); then each other list up to the best
+        // found so far.
+        let [first, rest @ ..] = self.index.candidates(key.proto, key.dport);
+        let mut best = first.iter().find(|r| matches(r)).map_or((u32::MAX, self.default), |r| (r.at, r.action));
+        for list in rest {
+            if let Some(r) = list.iter().take_while(|r| r.at < best.0).find(|r| matches(r)) {
+                best = (r.at, r.action);
             }
         }
+        (best.1, (best.0 != u32::MAX).then_some(best.0 as usize))
     }
 
     /// Whether some rule names a network (`Endpoint::Network`) as its
@@ -273,12 +276,12 @@ impl CompiledPolicy {
 
     /// Number of rules.
     pub fn len(&self) -> usize {
-        self.rules.len()
+        self.len
     }
 
     /// True with no rules.
     pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
+        self.len == 0
     }
 }
 
@@ -329,21 +332,18 @@ impl Rule {
 impl Policy {
     /// The form the data path evaluates.
     pub fn compile(&self) -> CompiledPolicy {
-        let rules: Vec<Compiled> = self
-            .rules
-            .iter()
-            .map(|r| Compiled {
-                src: Side::of(&r.src),
-                dst: Side::of(&r.dst),
-                proto: r.proto.map_or(256, u16::from),
-                sport: (r.sport.lo, r.sport.hi),
-                dport: (r.dport.lo, r.dport.hi),
-                action: r.action,
-            })
-            .collect();
+        let rules = self.rules.iter().enumerate().map(|(at, r)| Compiled {
+            at: at as u32,
+            src: Side::of(&r.src),
+            dst: Side::of(&r.dst),
+            proto: r.proto.map_or(256, u16::from),
+            sport: (r.sport.lo, r.sport.hi),
+            dport: (r.dport.lo, r.dport.hi),
+            action: r.action,
+        });
         CompiledPolicy {
-            index: RuleIndex::of(&rules),
-            rules,
+            index: RuleIndex::of(rules),
+            len: self.rules.len(),
             default: self.default,
             networks: (
                 self.rules.iter().any(|r| matches!(r.src, Endpoint::Network(_))),
