@@ -1042,6 +1042,39 @@ fn policy_rules_that_name_networks_match_their_addresses_by_route() {
     assert_eq!(lab.run(A1, tcp(from_a1(), a1_ip(), g1_ip, 40002, 80)).0, denied, "a new flow, to blue's own route");
 }
 
+/// A vector of new flows from the tunnel, their sources of two networks
+/// interleaved: each is judged by its own source's network, which the
+/// vector's stage two looks up for all of them together
+/// (`pipeline::source_networks`), not by its neighbour's. Blue's remote
+/// pods may reach g1 on port 80; green's own may not.
+#[test]
+fn a_vector_of_new_flows_is_judged_each_by_its_own_sources_network() {
+    let g1_ip = g1_ip();
+    let (mut lab, table) = lab_with_flows();
+    lab.writer.apply(&green_joined_to_blue_ops()).unwrap();
+    lab.writer
+        .apply(&[
+            route_in(GREEN, "10.2.0.0/25", NH_UDP, 40, Some(BLUE)),
+            route_in(GREEN, "10.2.0.128/25", NH_UDP, 41, None),
+        ])
+        .unwrap();
+    lab.writer.apply(&policies_naming_networks()).unwrap();
+    let from_remote = |src: Ipv4Addr, sport| tunnelled_to_g1(&tcp(from_peer(), src, g1_ip, sport, 80));
+    // Blue's at even places, green's at odd, in one vector.
+    let input: Vec<(u32, Vec<u8>)> = (0..32u8)
+        .map(|n| {
+            let src = if n % 2 == 0 { Ipv4Addr::new(10, 2, 0, n + 1) } else { Ipv4Addr::new(10, 2, 0, 128 + n) };
+            (FABRIC, from_remote(src, 40000 + u16::from(n)))
+        })
+        .collect();
+    let (frames, _) = lab.run_with(&input, 0);
+    for (n, f) in frames.iter().enumerate() {
+        let want = if n % 2 == 0 { Verdict::Tx(G1) } else { Verdict::Drop(DropReason::FlowActionDrop) };
+        assert_eq!(f.verdict, want, "frame {n}: from {}", if n % 2 == 0 { "blue" } else { "green" });
+    }
+    assert_eq!(table.len(), 32, "each made its pair");
+}
+
 /// A route change that moves addresses to another network changes what
 /// the rules that name networks match, as a change of the policy would:
 /// the VRF's pairs are decided again on their next packet, and so are the

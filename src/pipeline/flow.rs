@@ -443,8 +443,43 @@ pub(super) fn count_settled<B>(ctx: &Ctx<'_, B>, slot: u32, bytes: usize, tcp_fl
 /// And whether an address a policy judged by its network had no route
 /// (`Decision::unrouted`).
 fn judge(vrf: &Vrf, key: &FlowKey, from: Option<&Vif>, reaches: Option<&Vrf>) -> (FlowAction, Option<Ruling>, bool) {
-    let (d, rulings) = judge_by_both(vrf, key, from, reaches);
+    judge_knowing(vrf, key, from, reaches, None)
+}
+
+/// `judge`, with the source's network already looked up (`source`), if
+/// the vector's stage two looked it up with the others (`KnownSource`).
+fn judge_knowing(
+    vrf: &Vrf,
+    key: &FlowKey,
+    from: Option<&Vif>,
+    reaches: Option<&Vrf>,
+    source: Option<KnownSource>,
+) -> (FlowAction, Option<Ruling>, bool) {
+    let (d, rulings) = judge_by_both(vrf, key, from, reaches, source);
     (d.action, rulings.decided, d.unrouted)
+}
+
+/// A new flow's source address and its network in a VRF, looked up in the
+/// vector's stage two with its other route lookups, so that the misses of
+/// the vector's new flows overlap: looked up one at a time as each is
+/// decided (`decide`), a tunnel's new flows from addresses of a large
+/// table waited on each walk in turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct KnownSource {
+    /// The VRF whose routes it was looked up in.
+    pub vrf: u32,
+    /// The address as a flow key holds it (`FlowKey::src`), and its family.
+    pub addr: u128,
+    pub v6: bool,
+    /// Its route's network (`Fib::network_at`).
+    pub network: Option<crate::tables::VrfId>,
+}
+
+impl KnownSource {
+    /// The network of `key`'s source in `vrf`, if this is it.
+    fn of(self, vrf: &Vrf, key: &FlowKey) -> Option<Option<crate::tables::VrfId>> {
+        (self.vrf == vrf.id && self.v6 != key.is_v4() && self.addr == key.src).then_some(self.network)
+    }
 }
 
 /// The rules behind a flow's action: the one that decided it and, where
@@ -461,8 +496,14 @@ struct Rulings {
 
 /// `judge`, with both policies' rules where two judged: for operators,
 /// who ask which rules let a flow through, not only which decided.
-fn judge_by_both(vrf: &Vrf, key: &FlowKey, from: Option<&Vif>, reaches: Option<&Vrf>) -> (Decision, Rulings) {
-    let here = decide(vrf, key, from);
+fn judge_by_both(
+    vrf: &Vrf,
+    key: &FlowKey,
+    from: Option<&Vif>,
+    reaches: Option<&Vrf>,
+    source: Option<KnownSource>,
+) -> (Decision, Rulings) {
+    let here = decide_knowing(vrf, key, from, source);
     let Some(other) = reaches.filter(|_| here.action == FlowAction::Forward) else {
         return (here, Rulings { decided: here.rule, passed_by: None });
     };
@@ -528,7 +569,7 @@ pub fn judgement(t: &Tables, table: &FlowTable, f: &FlowInfo) -> Option<Judgemen
     let (fwd, rev) = if f.forward { (f, &other) } else { (&other, f) };
     let Some(vrf) = t.vrf(fwd.key.vrf) else { return Some(Judgement { rule: None, passed_by: None, current: true }) };
     let reaches = reached(t, vrf, &fwd.key, rev.key.vrf, !fwd.nat.is_none());
-    let rulings = judge_by_both(vrf, &fwd.key, t.vif(fwd.vif), reaches).1;
+    let rulings = judge_by_both(vrf, &fwd.key, t.vif(fwd.vif), reaches, None).1;
     Some(Judgement {
         rule: rulings.decided,
         passed_by: rulings.passed_by,
@@ -578,12 +619,21 @@ fn reached<'t>(t: &'t Tables, vrf: &Vrf, forward: &FlowKey, reverse_vrf: u32, na
 /// route. So a policy judges a remote pod's packets, which arrive by
 /// tunnel, by the pod's network, as Contrail does by the source route's.
 fn decide(vrf: &Vrf, key: &FlowKey, from: Option<&Vif>) -> Decision {
+    decide_knowing(vrf, key, from, None)
+}
+
+/// `decide`, with the source's network already looked up, if `source` is
+/// this key's in this VRF.
+fn decide_knowing(vrf: &Vrf, key: &FlowKey, from: Option<&Vif>, source: Option<KnownSource>) -> Decision {
     let Some(p) = &vrf.policy else { return Decision { action: FlowAction::Forward, rule: None, unrouted: false } };
     let (src_named, dst_named) = p.compiled.names_networks();
     let network_of = |addr: u128| vrf.network_of(!key.is_v4(), addr);
     let (src, src_routed) = match from {
         Some(v) if v.kind == VifKind::Virtual => (Some(v.vrf), true),
-        _ if src_named => network_of(key.src).map_or((None, false), |n| (Some(n), true)),
+        _ if src_named => {
+            let network = source.and_then(|s| s.of(vrf, key)).unwrap_or_else(|| network_of(key.src));
+            network.map_or((None, false), |n| (Some(n), true))
+        }
         _ => (None, true),
     };
     let dst = if dst_named { network_of(key.dst) } else { None };
@@ -697,7 +747,7 @@ pub(super) fn create<B>(
     let reaches =
         pod.filter(|o| policed_elsewhere(ctx.t, vrf, o)).and_then(|o| reached(ctx.t, vrf, key, o.vrf, fip.is_some()));
     let from = ctx.t.vif(in_vif);
-    let (action, _, unrouted) = judge(vrf, key, from, reaches);
+    let (action, _, unrouted) = judge_knowing(vrf, key, from, reaches, ctx.source);
     if let Some(stateless) = midstream(ctx.t, vrf, key, from, out, action, d, info) {
         return stateless.map(|()| Nat::default());
     }

@@ -193,6 +193,11 @@ struct Ctx<'a, B> {
     /// packet is spared the lookup too. Set only for the length of that
     /// call (`resolve_routed`).
     route: Option<Route>,
+    /// The source's network for the frame the general path has in hand,
+    /// if stage two looked it up with the vector's routes (a new flow's, in
+    /// a VRF whose policy judges sources by network): set, as `route`, only
+    /// for the length of that call.
+    source: Option<flow::KnownSource>,
     /// This worker's flow cache, if it keeps one.
     cache: Option<&'a mut express::FlowCache>,
 }
@@ -357,6 +362,7 @@ impl Pipeline {
             hold: &mut self.hold,
             now: self.now,
             route: None,
+            source: None,
             cache: self.cache.as_deref_mut(),
         };
         if let Some(c) = ctx.cache.as_deref_mut() {
@@ -427,10 +433,14 @@ pub(super) struct Pending {
     /// hop is still carried out in stage three, after its flow's lines
     /// were fetched with the others'.
     target: Option<RouteTarget>,
+    /// Its source's network, where stage two looked it up for a new flow
+    /// (`source_networks`).
+    source: Option<flow::KnownSource>,
 }
 
 impl Pending {
-    const EMPTY: Pending = Pending { info: forward::IpInfo::EMPTY, vrf: 0, origin: Origin::Vif(0), target: None };
+    const EMPTY: Pending =
+        Pending { info: forward::IpInfo::EMPTY, vrf: 0, origin: Origin::Vif(0), target: None, source: None };
 }
 
 /// Stage one's answer for a frame: finished with a verdict, or `None`
@@ -449,6 +459,11 @@ fn gather<B>(vector: &mut [Frame<B>], left: u32, from: &mut [u8; VECTOR]) -> usi
         k += 1;
     }
     k
+}
+
+/// The frames `flags` marks, as a mask.
+fn mask_of(flags: &[bool; VECTOR]) -> u32 {
+    flags.iter().enumerate().fold(0, |m, (i, &f)| m | u32::from(f) << i)
 }
 
 /// Undoes `gather`.
@@ -556,6 +571,11 @@ fn process_vector<B: Buffer>(
             &mut recalled,
             &mut done,
         );
+    }
+    // New flows' sources, where their VRF's policy judges sources by
+    // network: looked up together, as the routes are below, for `decide`.
+    if fresh != 0 {
+        source_networks(t, frames, fresh & !mask_of(&fast), &vrfs, pending);
     }
     // Stage two: every route lookup of the vector, per family, at once.
     let mut v4_fibs: [&Fib<u32>; VECTOR] = [t.empty_fib_v4(); VECTOR];
@@ -710,10 +730,66 @@ fn resolve_routed<B: Buffer>(
     route: Option<Route>,
     probe: Option<&Probe>,
 ) -> Verdict {
-    ctx.route = route;
+    (ctx.route, ctx.source) = (route, p.source);
     let verdict = forward::resolve(ctx, f, vrf, target, &p.info, p.origin, 0, probe);
-    ctx.route = None;
+    (ctx.route, ctx.source) = (None, None);
     verdict
+}
+
+/// The networks of the sources of the vector's new flows (`fresh`, parsed
+/// frames: a fast frame's source is read later, in stage three) whose
+/// VRF's policy judges sources by network and which came from no pod
+/// (whose own network a policy takes: `flow::decide`), looked up together,
+/// per family, so that their walks' misses overlap; each in its frame's
+/// `Pending::source`, which `decide` takes only for the address and VRF
+/// it was looked up for.
+#[cold]
+#[inline(never)]
+fn source_networks<B: Buffer>(
+    t: &Tables,
+    frames: &[Frame<B>],
+    fresh: u32,
+    vrfs: &[Option<&Vrf>; VECTOR],
+    pending: &mut [Pending; VECTOR],
+) {
+    let (mut v4_fibs, mut v4_keys, mut v4_at, mut n4) = ([t.empty_fib_v4(); VECTOR], [0u32; VECTOR], [0u8; VECTOR], 0);
+    let (mut v6_fibs, mut v6_keys, mut v6_at, mut n6) = ([t.empty_fib_v6(); VECTOR], [0u128; VECTOR], [0u8; VECTOR], 0);
+    for i in lanes(fresh) {
+        let (Some(v), Some(f)) = (vrfs[i], frames.get(i)) else { continue };
+        let judges_sources = v.policy.as_ref().is_some_and(|p| p.compiled.names_networks().0);
+        if !judges_sources || t.vif(f.vif).is_some_and(|vif| vif.kind == crate::tables::VifKind::Virtual) {
+            continue;
+        }
+        let info = &pending[i].info;
+        if info.v6 {
+            (v6_fibs[n6], v6_keys[n6], v6_at[n6]) = (&v.v6, info.src, i as u8);
+            n6 += 1;
+        } else {
+            (v4_fibs[n4], v4_keys[n4], v4_at[n4]) = (&v.v4, info.src as u32, i as u8);
+            n4 += 1;
+        }
+    }
+    let mut routes = [Route { version: 0, leaf: 0 }; VECTOR];
+    Fib::lookup_batch_routes(&v4_fibs[..n4], &v4_keys[..n4], &mut routes[..n4]);
+    for j in 0..n4 {
+        let i = usize::from(v4_at[j]);
+        if let Some(v) = vrfs[i] {
+            pending[i].source = Some(flow::KnownSource {
+                vrf: v.id,
+                addr: crate::flow::FlowKey::v4(0, 0, v4_keys[j], 0, 0, 0).src,
+                v6: false,
+                network: v4_fibs[j].network_at(routes[j]),
+            });
+        }
+    }
+    Fib::lookup_batch_routes(&v6_fibs[..n6], &v6_keys[..n6], &mut routes[..n6]);
+    for j in 0..n6 {
+        let i = usize::from(v6_at[j]);
+        if let Some(v) = vrfs[i] {
+            let network = v6_fibs[j].network_at(routes[j]);
+            pending[i].source = Some(flow::KnownSource { vrf: v.id, addr: v6_keys[j], v6: true, network });
+        }
+    }
 }
 
 /// Flows, step two (see `process_vector`), for the frames with a probe

@@ -760,7 +760,13 @@ impl<K: FibKey> Fib<K> {
     /// inlined into the vector, where any change to it moved every case's
     /// count: a shared walk cost local forwarding 17 instructions a packet).
     pub fn network_of(&self, key: K) -> Option<VrfId> {
-        self.lookup_route(key).leaf.checked_sub(1).and_then(|i| self.networks.get(i as usize)).copied()
+        self.network_at(self.lookup_route(key))
+    }
+
+    /// The network of the route a lookup ended at (`network_of`), for a
+    /// caller that looked it up with others (`lookup_batch_routes`).
+    pub fn network_at(&self, route: Route) -> Option<VrfId> {
+        route.leaf.checked_sub(1).and_then(|i| self.networks.get(i as usize)).copied()
     }
 
     /// Where `key`'s lookup ends in this version (`Route`), for a caller
