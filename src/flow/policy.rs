@@ -257,13 +257,14 @@ impl CompiledPolicy {
         // they are all its rules); then each other list up to the best
         // found so far.
         let [first, rest @ ..] = self.index.candidates(key.proto, key.dport);
-        let mut best = first.iter().find(|r| matches(r)).map_or((u32::MAX, self.default), |r| (r.at, r.action));
+        let mut best = first.iter().find(|r| matches(r));
         for list in rest {
-            if let Some(r) = list.iter().take_while(|r| r.at < best.0).find(|r| matches(r)) {
-                best = (r.at, r.action);
+            let before = best.map_or(u32::MAX, |b| b.at);
+            if let Some(r) = list.iter().take_while(|r| r.at < before).find(|r| matches(r)) {
+                best = Some(r);
             }
         }
-        (best.1, (best.0 != u32::MAX).then_some(best.0 as usize))
+        best.map_or((self.default, None), |r| (r.action, Some(r.at as usize)))
     }
 
     /// Whether some rule names a network (`Endpoint::Network`) as its

@@ -331,7 +331,7 @@ pub(super) fn lookup<B>(
     } else {
         FlowKey::v4(vrf.id, info.proto, info.src as u32, info.dst as u32, 0, 0)
     };
-    match decide(vrf, &bare, in_vif).action {
+    match decide(vrf, &bare, in_vif, None).action {
         FlowAction::Drop(_) => FlowStep::Denied,
         FlowAction::Forward => FlowStep::Off,
     }
@@ -350,7 +350,7 @@ fn opens_what_was_denied(vrf: &Vrf, in_vif: Option<&Vif>, key: &FlowKey, hit: &H
         && hit.action == FlowAction::Drop(DropReason::FlowActionDrop)
         && hit.nat.is_none()
         && hit.route_vrf.is_none()
-        && decide(vrf, key, in_vif).action == FlowAction::Forward
+        && decide(vrf, key, in_vif, None).action == FlowAction::Forward
 }
 
 /// The fast path's flow check, for a packet of a VRF that tracks flows,
@@ -441,14 +441,10 @@ pub(super) fn count_settled<B>(ctx: &Ctx<'_, B>, slot: u32, bytes: usize, tcp_fl
 /// rule that decided it (`Ruling`): the other network's where that judged
 /// too and has a policy, `None` where no policy judged.
 /// And whether an address a policy judged by its network had no route
-/// (`Decision::unrouted`).
-fn judge(vrf: &Vrf, key: &FlowKey, from: Option<&Vif>, reaches: Option<&Vrf>) -> (FlowAction, Option<Ruling>, bool) {
-    judge_knowing(vrf, key, from, reaches, None)
-}
-
-/// `judge`, with the source's network already looked up (`source`), if
-/// the vector's stage two looked it up with the others (`KnownSource`).
-fn judge_knowing(
+/// (`Decision::unrouted`). `source`: the source's network, where the
+/// vector's stage two looked it up (`KnownSource`; `decide` checks it is
+/// this key's).
+fn judge(
     vrf: &Vrf,
     key: &FlowKey,
     from: Option<&Vif>,
@@ -503,11 +499,11 @@ fn judge_by_both(
     reaches: Option<&Vrf>,
     source: Option<KnownSource>,
 ) -> (Decision, Rulings) {
-    let here = decide_knowing(vrf, key, from, source);
+    let here = decide(vrf, key, from, source);
     let Some(other) = reaches.filter(|_| here.action == FlowAction::Forward) else {
         return (here, Rulings { decided: here.rule, passed_by: None });
     };
-    let there = decide(other, &FlowKey { vrf: other.id, ..*key }, from);
+    let there = decide(other, &FlowKey { vrf: other.id, ..*key }, from, None);
     let both = Decision { unrouted: here.unrouted || there.unrouted, ..there };
     match there.rule {
         // No policy there: this one's rule let it through.
@@ -618,13 +614,8 @@ fn reached<'t>(t: &'t Tables, vrf: &Vrf, forward: &FlowKey, reverse_vrf: u32, na
 /// own, or the one an imported route came from), and in none without a
 /// route. So a policy judges a remote pod's packets, which arrive by
 /// tunnel, by the pod's network, as Contrail does by the source route's.
-fn decide(vrf: &Vrf, key: &FlowKey, from: Option<&Vif>) -> Decision {
-    decide_knowing(vrf, key, from, None)
-}
-
-/// `decide`, with the source's network already looked up, if `source` is
-/// this key's in this VRF.
-fn decide_knowing(vrf: &Vrf, key: &FlowKey, from: Option<&Vif>, source: Option<KnownSource>) -> Decision {
+/// `source`, if it is this key's source in `vrf`, spares that lookup.
+fn decide(vrf: &Vrf, key: &FlowKey, from: Option<&Vif>, source: Option<KnownSource>) -> Decision {
     let Some(p) = &vrf.policy else { return Decision { action: FlowAction::Forward, rule: None, unrouted: false } };
     let (src_named, dst_named) = p.compiled.names_networks();
     let network_of = |addr: u128| vrf.network_of(!key.is_v4(), addr);
@@ -693,7 +684,7 @@ pub(super) fn on_hit<B>(
             let reaches = reverse_vrf.and_then(|r| reached(ctx.t, forward_vrf, &forward_key, r, natted));
             if hit.unrouted || stale(forward_vrf, hit.policy_generation, reaches) {
                 let creator = ctx.t.vif(table.creator(hit.slot));
-                let (again, _, unrouted) = judge(forward_vrf, &forward_key, creator, reaches);
+                let (again, _, unrouted) = judge(forward_vrf, &forward_key, creator, reaches, None);
                 // Still without its route, and as decided: nothing to write.
                 if !(current && unrouted && again == action) {
                     table.decide_again(key, hit, again, forward_vrf.policy_generation, unrouted);
@@ -747,7 +738,7 @@ pub(super) fn create<B>(
     let reaches =
         pod.filter(|o| policed_elsewhere(ctx.t, vrf, o)).and_then(|o| reached(ctx.t, vrf, key, o.vrf, fip.is_some()));
     let from = ctx.t.vif(in_vif);
-    let (action, _, unrouted) = judge_knowing(vrf, key, from, reaches, ctx.source);
+    let (action, _, unrouted) = judge(vrf, key, from, reaches, ctx.source);
     if let Some(stateless) = midstream(ctx.t, vrf, key, from, out, action, d, info) {
         return stateless.map(|()| Nat::default());
     }
@@ -846,7 +837,7 @@ fn midstream(
     };
     let reaches = from.filter(|v| policed_elsewhere(t, there, v)).and_then(|v| t.vrf(v.vrf));
     let answer = FlowKey { vrf: there.id, ..key.reversed() };
-    match judge(there, &answer, pod, reaches).0 {
+    match judge(there, &answer, pod, reaches, None).0 {
         FlowAction::Forward => Some(Ok(())),
         FlowAction::Drop(r) if rst => Some(Err(r)),
         FlowAction::Drop(_) => None,
