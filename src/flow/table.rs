@@ -1060,12 +1060,36 @@ impl FlowTable {
     pub fn prefetch_pair_slots(&self, p: &Probe) {
         let reverse = self.place(&FlowKey::from_words(&p.words).reversed());
         for b in [p.at.buckets[0], reverse.buckets[0]] {
-            let free = self.tags[b].free();
-            if free != 0 {
-                let slot = &self.slots[b * BUCKET + free.trailing_zeros() as usize];
-                crate::memory::prefetch(&slot.seq);
-                crate::memory::prefetch(&slot.key_rest);
-            }
+            self.prefetch_free_slot(b);
+        }
+    }
+
+    /// `prefetch_pair_slots` for a new flow whose reverse entry's key is
+    /// not the probe's reversed (`reverse`: a floating IP's answers', say),
+    /// whose tag lines `prefetch_pair` did not fetch: the forward entry's
+    /// slot, and the reverse's tag lines (`prefetch_slot_for` is the next
+    /// step).
+    #[inline(never)]
+    pub fn prefetch_pair_apart(&self, p: &Probe, reverse: &FlowKey) {
+        self.prefetch_free_slot(p.at.buckets[0]);
+        self.fetch(&self.place(reverse));
+    }
+
+    /// Once `key`'s tag lines are in: starts fetching the slot `create`
+    /// would write it to, both lines (`prefetch_pair_slots`).
+    #[inline(never)]
+    pub fn prefetch_slot_for(&self, key: &FlowKey) {
+        self.prefetch_free_slot(self.place(key).buckets[0]);
+    }
+
+    /// Starts fetching the first free slot of bucket `b`, both lines.
+    #[inline(always)]
+    fn prefetch_free_slot(&self, b: usize) {
+        let free = self.tags[b].free();
+        if free != 0 {
+            let slot = &self.slots[b * BUCKET + free.trailing_zeros() as usize];
+            crate::memory::prefetch(&slot.seq);
+            crate::memory::prefetch(&slot.key_rest);
         }
     }
 

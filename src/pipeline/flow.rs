@@ -725,15 +725,11 @@ pub(super) fn create<B>(
 ) -> Result<Nat, DropReason> {
     let Some(table) = ctx.flows else { return Ok(Nat::default()) };
     let pod = out.filter(|v| v.kind == VifKind::Virtual);
-    let fip = pod.and_then(|v| floating(v, vrf.id, key));
-    // A floating IP that forwards some ports takes packets to those alone,
-    // with no pair for the rest: a scan of its ports fills no table.
-    let target_port = match fip.map(|f| f.forward(key.proto, key.dport)) {
-        Some(PortForward::Closed) => return Err(DropReason::PortNotForwarded),
-        Some(PortForward::To(port)) => Some(port),
-        Some(PortForward::Same) | None => None,
+    let (fip, target_port) = match pod.map(|v| to_floating(v, vrf.id, key)) {
+        Some(to) => to?.unzip(),
+        None => (None, None),
     };
-    let fip = fip.map(|f| u32::from(f.address));
+    let target_port = target_port.flatten();
     // A pod of another network on this node whose policy judges the flow too.
     let reaches =
         pod.filter(|o| policed_elsewhere(ctx.t, vrf, o)).and_then(|o| reached(ctx.t, vrf, key, o.vrf, fip.is_some()));
@@ -750,28 +746,19 @@ pub(super) fn create<B>(
     let route = ctx.route;
     let mut fwd = DirSpec { ecmp, hash: key_hash(seed, key), one_way, route, unrouted, ..DirSpec::new(*key, action) };
     let mut rev = DirSpec { unrouted, ..DirSpec::new(key.reversed(), action) };
-    if let Some(vif) = pod {
+    if let Some((vif, answers)) =
+        pod.and_then(|v| Some(v).zip(answers_in_pod(vrf.id, key, in_vif, v, fip, target_port)))
+    {
         // The answers come in on that vif and are looked up in its VRF:
         // the reverse entry lives there, and routes them back in this one.
-        if vif.vrf != vrf.id || fip.is_some() {
-            rev.key.vrf = vif.vrf;
-            rev.route_vrf = Some(vrf.id);
-            // Where they are not looked up at all, the pair is judged from
-            // this direction alone.
-            fwd.one_way |= ctx.t.vrf(vif.vrf).is_none_or(|v| !tracked_up_front(v, Some(vif)));
-        }
+        rev.key = answers.key;
+        rev.route_vrf = Some(vrf.id);
+        // Where they are not looked up at all, the pair is judged from
+        // this direction alone.
+        fwd.one_way |= ctx.t.vrf(vif.vrf).is_none_or(|v| !tracked_up_front(v, Some(vif)));
         if let Some(fip) = fip {
-            let pod = vif.ipv4.map_or(0, u32::from);
-            // A pod sent back to itself through a floating IP it holds (a
-            // service's endpoint calling its own service): from its own
-            // address, it would answer itself inside its kernel, past the
-            // translation, so its source becomes the floating IP too
-            // (hairpin NAT), and the answers' destination the pod again.
-            let hairpin = vif.index == in_vif && key.src as u32 == pod;
-            let peer = if hairpin { fip } else { key.src as u32 };
+            let (pod, hairpin) = (answers.key.src as u32, answers.hairpin);
             fwd.nat = Nat { src: hairpin.then_some(fip), dst: Some(pod), dport: target_port, ..Nat::default() };
-            let dport = target_port.unwrap_or(key.dport);
-            rev.key = FlowKey::v4(vif.vrf, key.proto, pod, peer, dport, key.sport);
             rev.nat =
                 Nat { src: Some(fip), dst: hairpin.then_some(pod), sport: target_port.map(|_| key.dport), dport: None };
         }
@@ -788,6 +775,80 @@ pub(super) fn create<B>(
         FlowAction::Forward => Ok(hit.nat),
         FlowAction::Drop(r) => Err(r),
     }
+}
+
+/// The key a new flow's answers are looked up under, where it is not the
+/// flow's reversed, in its VRF (`answers_in_pod`).
+struct Answers {
+    key: FlowKey,
+    /// The pod sent back to itself through a floating IP it holds.
+    hairpin: bool,
+}
+
+/// Where the answers of a new flow (`key`, in `vrf`, from vif `in_vif`)
+/// that leaves by pod `vif` are looked up, where not under its key
+/// reversed, in its VRF (`None`): in the pod's VRF, where it is of another
+/// network, or where the flow came to a floating IP of the pod (`fip`,
+/// forwarded to `target_port` if a port forward says so); then from the
+/// pod's address.
+fn answers_in_pod(
+    vrf: u32,
+    key: &FlowKey,
+    in_vif: u32,
+    vif: &Vif,
+    fip: Option<u32>,
+    target_port: Option<u16>,
+) -> Option<Answers> {
+    if vif.vrf == vrf && fip.is_none() {
+        return None;
+    }
+    let Some(fip) = fip else {
+        return Some(Answers { key: FlowKey { vrf: vif.vrf, ..key.reversed() }, hairpin: false });
+    };
+    let pod = vif.ipv4.map_or(0, u32::from);
+    // A pod sent back to itself through a floating IP it holds (a
+    // service's endpoint calling its own service): from its own address,
+    // it would answer itself inside its kernel, past the translation, so
+    // its source becomes the floating IP too (hairpin NAT), and the
+    // answers' destination the pod again.
+    let hairpin = vif.index == in_vif && key.src as u32 == pod;
+    let peer = if hairpin { fip } else { key.src as u32 };
+    let dport = target_port.unwrap_or(key.dport);
+    Some(Answers { key: FlowKey::v4(vif.vrf, key.proto, pod, peer, dport, key.sport), hairpin })
+}
+
+/// For a new flow (`probe`'s, in `vrf`, from vif `in_vif`) routed to
+/// `target`: the key its answers will be looked up under, where that is
+/// not the probe's reversed, in its VRF (`answers_in_pod`).
+pub(super) fn answers_apart<B>(
+    ctx: &Ctx<'_, B>,
+    vrf: &Vrf,
+    probe: &Probe,
+    target: Option<RouteTarget>,
+    in_vif: u32,
+) -> Option<FlowKey> {
+    let t = ctx.t;
+    let vif = match target.and_then(|r| t.nexthop(r.nh)) {
+        Some(NextHop::Encap { oif, .. }) => t.vif(*oif).filter(|v| v.kind == VifKind::Virtual)?,
+        _ => return None,
+    };
+    let key = probe.key();
+    let (fip, target_port) = to_floating(vif, vrf.id, &key).ok()?.unzip();
+    answers_in_pod(vrf.id, &key, in_vif, vif, fip, target_port.flatten()).map(|a| a.key)
+}
+
+/// The floating IP of pod `vif` that a flow of `vrf` (`key`) comes to, if
+/// any, and the port it forwards the flow to where that is not `key`'s.
+/// A floating IP that forwards some ports takes packets to those alone,
+/// with no pair for the rest: a scan of its ports fills no table.
+fn to_floating(vif: &Vif, vrf: u32, key: &FlowKey) -> Result<Option<(u32, Option<u16>)>, DropReason> {
+    let Some(fip) = floating(vif, vrf, key) else { return Ok(None) };
+    let port = match fip.forward(key.proto, key.dport) {
+        PortForward::Closed => return Err(DropReason::PortNotForwarded),
+        PortForward::To(port) => Some(port),
+        PortForward::Same => None,
+    };
+    Ok(Some((u32::from(fip.address), port)))
 }
 
 /// A TCP segment without SYN that finds no pair, decided without making

@@ -166,6 +166,14 @@ impl IpInfo {
         usize::from(self.header_len)
     }
 
+    /// False for `EMPTY`, where the fast path classified a frame without
+    /// parsing it (only `dst` is filled in); a parsed header is at least
+    /// 20 bytes long.
+    #[inline]
+    pub fn is_parsed(&self) -> bool {
+        self.header_len != 0
+    }
+
     /// The same packet with a new total length: for fragments.
     fn with_total(&self, total: usize) -> IpInfo {
         IpInfo { total_len: total as u16, frag: true, ..*self }

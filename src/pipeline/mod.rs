@@ -461,14 +461,6 @@ fn gather<B>(vector: &mut [Frame<B>], left: u32, from: &mut [u8; VECTOR]) -> usi
     k
 }
 
-/// The frames `flags` marks, as a mask. (`source_networks` is handed the
-/// parsed new flows as a mask, not `fast` itself: with `fast` passed, the
-/// lane's flow hit, inlined into the same function, took 4 instructions
-/// more, callgrind.)
-fn mask_of(fast: &[bool; VECTOR]) -> u32 {
-    fast.iter().enumerate().fold(0, |m, (i, &f)| m | u32::from(f) << i)
-}
-
 /// Undoes `gather`.
 #[inline(never)]
 fn scatter<B>(vector: &mut [Frame<B>], from: &[u8]) {
@@ -575,11 +567,6 @@ fn process_vector<B: Buffer>(
             &mut done,
         );
     }
-    // New flows' sources, where their VRF's policy judges sources by
-    // network: looked up together, as the routes are below, for `decide`.
-    if fresh != 0 {
-        source_networks(t, frames, fresh & !mask_of(&fast), &vrfs, pending);
-    }
     // Stage two: every route lookup of the vector, per family, at once.
     let mut v4_fibs: [&Fib<u32>; VECTOR] = [t.empty_fib_v4(); VECTOR];
     let mut v4_keys = [0u32; VECTOR];
@@ -646,15 +633,14 @@ fn process_vector<B: Buffer>(
         }
         _ => (0, 0),
     };
-    // New flows (`fresh`: no entry's tag matched): the tag lines their
-    // pairs need came in during the route lookups, so start fetching the
-    // slots `create` will write, all of them at once. With `flow_hits`'
-    // first step, a setup is 1.18-1.84x faster than when `create` fetched
-    // the tags, waited, then the slots, and waited again (docs/architecture.md).
-    if let (Some(table), true) = (ctx.flows, fresh != 0) {
-        for i in lanes(fresh) {
-            table.prefetch_pair_slots(&probes[i]);
-        }
+    // New flows (`fresh`: no entry's tag matched): their sources' networks
+    // where a policy asks, looked up together; and, as the tag lines their
+    // pairs need came in during the route lookups, the slots `create` will
+    // write, all of them at once. With `flow_hits`' first step, a setup is
+    // 1.18-1.84x faster than when `create` fetched the tags, waited, then
+    // the slots, and waited again (docs/architecture.md).
+    if fresh != 0 {
+        new_flows(ctx, frames, fresh, &vrfs, pending, probes, &found);
     }
     watch.mark(Stage::Lookup);
     probed |= probed_late;
@@ -739,8 +725,50 @@ fn resolve_routed<B: Buffer>(
     verdict
 }
 
-/// The networks of the sources of the vector's new flows (`fresh`, parsed
-/// frames: a fast frame's source is read later, in stage three) whose
+/// Stage two for the vector's new flows (`fresh`, no entry's tag matched),
+/// once their routes are known: their sources' networks
+/// (`source_networks`), and the prefetch of the slots `create` will
+/// write, both entries' of each pair (`FlowTable::prefetch_pair_slots`).
+/// Where a pair's reverse entry is not under its key reversed in its VRF
+/// (`flow::answers_apart`: a floating IP's clients' flows, a flow to a pod
+/// of another network), its place was not fetched with the probe's: its
+/// tag lines are fetched first, all the vector's together, then, once
+/// they are in, its slot. Left to `create`, each such setup waited on
+/// both, one flow after the other: 1.23-1.33x and 1.41-1.45x as long for the
+/// floating IP's clients and the other network's (tools/perf-compare
+/// --modes flow-setup). Out of line, apart from the hits' path: inlined,
+/// a hit took up to 13 instructions more (callgrind).
+#[inline(never)]
+fn new_flows<B: Buffer>(
+    ctx: &Ctx<'_, B>,
+    frames: &[Frame<B>],
+    fresh: u32,
+    vrfs: &[Option<&Vrf>; VECTOR],
+    pending: &mut [Pending; VECTOR],
+    probes: &[Probe; VECTOR],
+    found: &[Option<RouteTarget>; VECTOR],
+) {
+    source_networks(ctx.t, frames, fresh, vrfs, pending);
+    let Some(table) = ctx.flows else { return };
+    let mut apart = [crate::flow::FlowKey::v4(0, 0, 0, 0, 0, 0); VECTOR];
+    let mut n = 0;
+    for i in lanes(fresh) {
+        let in_vif = frames.get(i).map_or(0, |f| f.vif);
+        match vrfs[i].and_then(|v| flow::answers_apart(ctx, v, &probes[i], found[i], in_vif)) {
+            Some(answers) => {
+                table.prefetch_pair_apart(&probes[i], &answers);
+                apart[n] = answers;
+                n += 1;
+            }
+            None => table.prefetch_pair_slots(&probes[i]),
+        }
+    }
+    for answers in &apart[..n] {
+        table.prefetch_slot_for(answers);
+    }
+}
+
+/// The networks of the sources of the vector's new flows (`fresh`) whose
 /// VRF's policy judges sources by network and which came from no pod
 /// (whose own network a policy takes: `flow::decide`), looked up together,
 /// per family, so that their walks' misses overlap; each in its frame's
@@ -764,7 +792,15 @@ fn source_networks<B: Buffer>(
             continue;
         }
         let p = &mut pending[i];
-        let (v6, src) = (p.info.v6, p.info.src);
+        // A fast frame (a tunnel's, here) was classified, not parsed: its
+        // source is read from its IPv4 header, where the general path
+        // will find it.
+        let (v6, src) = if p.info.is_parsed() {
+            (p.info.v6, p.info.src)
+        } else {
+            let Some(h) = fast::head(f) else { continue };
+            (false, u128::from(u32::from_be_bytes([h[26], h[27], h[28], h[29]])))
+        };
         // Its network comes with the batch's routes (`networks_of`).
         let addr = if v6 { src } else { crate::flow::key::map_v4(src as u32) };
         p.source = Some(flow::KnownSource { vrf: v.id, addr, v6, network: None });
