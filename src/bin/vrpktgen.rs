@@ -107,6 +107,8 @@ enum Command {
         /// decap_mplsoudp, decap_mplsogre, service_mix (pods to remote
         /// pods, one flow in ten to a service), floating_ip_in (a
         /// gateway's clients to a pod's floating IP, DNATed),
+        /// floating_ip_shared (the same to a floating IP two pods share,
+        /// by an ECMP composite),
         /// floating_ip_out (the pod's answers, SNATed back),
         /// floating_pod_encap (that pod's own flows to remote pods, no
         /// NAT), cross_vrf_in

@@ -53,6 +53,11 @@ pub enum Case {
     /// public VRF: DNATed to the pod, as the clients of a service reached
     /// from outside the cluster are.
     FloatingIpIn,
+    /// `FloatingIpIn` to a floating IP that pods a1 and a2 share, as the
+    /// article's nginx pods share 185.22.97.188: the public VRF routes it
+    /// to an ECMP composite over the two, and each client's flow is DNATed
+    /// to the pod its hash picks, and pinned there.
+    FloatingIpShared,
     /// Pod a2's answers to those clients: SNATed back to the floating IP
     /// and routed in the public VRF, to the gateway over MPLS over UDP.
     /// Their pairs are made by the clients' packets first (`Bench::new`).
@@ -88,7 +93,7 @@ pub enum Case {
 
 impl Case {
     /// Every case, in report order.
-    pub const ALL: [Case; 16] = [
+    pub const ALL: [Case; 17] = [
         Case::LocalForward,
         Case::EncapMplsoudp,
         Case::EncapMplsogre,
@@ -97,6 +102,7 @@ impl Case {
         Case::DecapMplsogre,
         Case::ServiceMix,
         Case::FloatingIpIn,
+        Case::FloatingIpShared,
         Case::FloatingIpOut,
         Case::FloatingPodEncap,
         Case::CrossVrfIn,
@@ -118,6 +124,7 @@ impl Case {
             Case::DecapMplsogre => "decap_mplsogre",
             Case::ServiceMix => "service_mix",
             Case::FloatingIpIn => "floating_ip_in",
+            Case::FloatingIpShared => "floating_ip_shared",
             Case::FloatingIpOut => "floating_ip_out",
             Case::FloatingPodEncap => "floating_pod_encap",
             Case::CrossVrfIn => "cross_vrf_in",
@@ -134,8 +141,18 @@ impl Case {
         Case::ALL.into_iter().find(|c| c.name() == s)
     }
 
-    /// The verdict every frame of this case should get.
-    pub fn expected(self) -> Verdict {
+    /// True for the verdict the frames of this case should get.
+    pub fn delivers(self, v: Verdict) -> bool {
+        match self {
+            // Either pod behind the floating IP.
+            Case::FloatingIpShared => matches!(v, Verdict::Tx(A1 | A2)),
+            _ => v == self.expected(),
+        }
+    }
+
+    /// The verdict every frame of this case should get (of a case that
+    /// spreads its flows, one of them: `delivers`).
+    fn expected(self) -> Verdict {
         match self {
             Case::LocalForward
             | Case::LocalForward6
@@ -150,7 +167,7 @@ impl Case {
 
     /// True for the cases through a floating IP, whose NAT a flow carries.
     pub fn floating(self) -> bool {
-        matches!(self, Case::FloatingIpIn | Case::FloatingIpOut)
+        matches!(self, Case::FloatingIpIn | Case::FloatingIpShared | Case::FloatingIpOut)
     }
 
     /// True for the cases whose pod a2 holds a floating IP (in the public
@@ -192,6 +209,7 @@ impl Case {
             | Case::DecapMplsogre
             | Case::DecapMplsoudp6
             | Case::FloatingIpIn
+            | Case::FloatingIpShared
             | Case::CrossVrfIn => FABRIC,
             Case::FloatingIpOut | Case::FloatingPodEncap => A2,
             Case::CrossVrfOut => G1,
@@ -213,9 +231,12 @@ const A1_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 2);
 /// Pod a2's IPv6 address.
 const A2_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 3);
 const NH_TO_A2: u32 = 1;
+const NH_TO_A1: u32 = 3;
 const NH_UDP: u32 = 10;
 const NH_GRE: u32 = 11;
 const NH_ECMP: u32 = 20;
+/// `FloatingIpShared`'s composite over pods a1 and a2.
+const NH_FLOATING_ECMP: u32 = 21;
 const NH_VRF_LOOKUP: u32 = 30;
 const NH_PUBLIC_LOOKUP: u32 = 31;
 /// The public VRF of the floating-IP cases.
@@ -547,7 +568,7 @@ fn worker_packets(
                         if case == Case::DecapMplsogre { build::Tunnel::Gre } else { build::Tunnel::Udp(6635) };
                     tunnelled(tunnel, LABEL_VRF, i, &inner[14..])
                 }
-                Case::FloatingIpIn => {
+                Case::FloatingIpIn | Case::FloatingIpShared => {
                     let inner = packet4(a1_l2, client(i), FLOATING_IP, sport, dport);
                     tunnelled(build::Tunnel::Udp(6635), LABEL_PUBLIC, i, &inner[14..])
                 }
@@ -594,7 +615,8 @@ pub fn bulk_target(case: Case) -> RouteTarget {
         | Case::DecapMplsoudp
         | Case::DecapMplsogre
         | Case::DecapMplsoudp6
-        | Case::FloatingIpIn => RouteTarget { nh: NH_TO_A2, label: RouteTarget::NO_LABEL },
+        | Case::FloatingIpIn
+        | Case::FloatingIpShared => RouteTarget { nh: NH_TO_A2, label: RouteTarget::NO_LABEL },
         Case::EncapMplsoudp
         | Case::EncapMplsoudp6
         | Case::ServiceMix
@@ -619,7 +641,7 @@ fn service6(k: u32) -> Ipv6Addr {
 /// public VRF; the cross-VRF cases' network green.
 fn case_routes(case: Case) -> Vec<Op> {
     if case.floating_pod() {
-        return public_vrf_ops();
+        return public_vrf_ops(case == Case::FloatingIpShared);
     }
     if case.cross_vrf() {
         return green_vrf_ops();
@@ -639,26 +661,44 @@ fn case_routes(case: Case) -> Vec<Op> {
         .collect()
 }
 
-/// The floating-IP cases' public VRF: pod a2 holds `FLOATING_IP` in it,
+/// The floating-IP cases' public VRF (with `shared`, pods a1 and a2 share
+/// the address behind a composite): pod a2 holds `FLOATING_IP` in it,
 /// label 18 reaches it from the gateway, and its default route leads back
 /// to the gateway (peer 1), as the agent lays a public network out.
-fn public_vrf_ops() -> Vec<Op> {
+fn public_vrf_ops(shared: bool) -> Vec<Op> {
     let route = |p: &str, target| {
         let prefix = p.parse().expect("literal prefix");
         Op::Add(Object::Route(RouteSpec { network: None, vrf: PUBLIC_VRF, prefix, target }))
     };
-    let mut a2 = Vif::new(A2, "veth-a2", VifKind::Virtual, VRF, mac(2));
-    a2.ipv4 = Some(Ipv4Addr::new(10, 1, 0, 3));
-    a2.ipv6 = Some(A2_IP6);
-    a2.floating = vec![crate::tables::FloatingIp { address: FLOATING_IP, vrf: PUBLIC_VRF, ports: Vec::new() }];
-    vec![
+    let holding = |index, name: &str, ipv4, ipv6| {
+        let mut pod = Vif::new(index, name, VifKind::Virtual, VRF, mac(index as u8));
+        (pod.ipv4, pod.ipv6) = (Some(ipv4), Some(ipv6));
+        pod.floating = vec![crate::tables::FloatingIp { address: FLOATING_IP, vrf: PUBLIC_VRF, ports: Vec::new() }];
+        Op::Update(Object::Vif(pod))
+    };
+    let pod = |nh| RouteTarget { nh, label: RouteTarget::NO_LABEL };
+    let mut ops = vec![
         Op::Add(Object::Vrf(VrfSpec { id: PUBLIC_VRF, name: "public".into(), gateway_v4: None, gateway_v6: None })),
-        Op::Update(Object::Vif(a2)),
+        holding(A2, "veth-a2", Ipv4Addr::new(10, 1, 0, 3), A2_IP6),
         Op::Add(Object::NextHop(NH_PUBLIC_LOOKUP, NextHop::VrfLookup { vrf: PUBLIC_VRF })),
         Op::Add(Object::Label(LABEL_PUBLIC, NH_PUBLIC_LOOKUP)),
-        route("185.22.97.188/32", RouteTarget { nh: NH_TO_A2, label: RouteTarget::NO_LABEL }),
         route("0.0.0.0/0", RouteTarget { nh: NH_UDP, label: 16 }),
-    ]
+    ];
+    if shared {
+        let router = PipelineConfig::default().router_mac;
+        ops.extend([
+            holding(A1, "veth-a1", Ipv4Addr::new(10, 1, 0, 2), A1_IP6),
+            Op::Add(Object::NextHop(NH_TO_A1, NextHop::Encap { oif: A1, smac: router, dmac: mac(1) })),
+            Op::Add(Object::NextHop(
+                NH_FLOATING_ECMP,
+                NextHop::Composite(EcmpGroup::new(vec![pod(NH_TO_A1), pod(NH_TO_A2)])),
+            )),
+            route("185.22.97.188/32", pod(NH_FLOATING_ECMP)),
+        ]);
+    } else {
+        ops.push(route("185.22.97.188/32", pod(NH_TO_A2)));
+    }
+    ops
 }
 
 /// The cross-VRF cases' network green: pod g1, its route in green, the
@@ -939,12 +979,12 @@ impl Bench {
         }
         let tables = self.handle.load();
         self.pipeline.process(&tables, &mut self.batch, &mut self.spill);
-        let want = if self.params.flow_deny {
-            Verdict::Drop(crate::stats::DropReason::FlowActionDrop)
+        let denied = Verdict::Drop(crate::stats::DropReason::FlowActionDrop);
+        if self.params.flow_deny {
+            self.batch.iter().filter(|f| f.verdict == denied).count()
         } else {
-            self.case.expected()
-        };
-        self.batch.iter().filter(|f| f.verdict == want).count()
+            self.batch.iter().filter(|f| self.case.delivers(f.verdict)).count()
+        }
     }
 
     /// For the cases of answers (`Case::opened_by`), worker `worker`'s
@@ -1527,6 +1567,34 @@ mod tests {
             // Outer Ethernet, IPv4, UDP and MPLS, then the inner source.
             assert_eq!(answers.frame(0)[46 + 12..46 + 16], FLOATING_IP.octets(), "SNATed back");
             assert_eq!(answers.flows.as_ref().map(|f| f.len()), Some(100), "one pair a client");
+        }
+    }
+
+    /// `floating_ip_shared` measures what it says: the clients' flows are
+    /// spread over both pods behind the floating IP, each frame DNATed to
+    /// the address of the pod it reaches, and a flow stays with its pod.
+    #[test]
+    fn the_shared_floating_ip_spreads_its_clients_over_both_pods() {
+        let p = BenchParams { v4_routes: 1000, v6_routes: 10, flows: 32, batch: 32, ..BenchParams::default() };
+        for fast_path in [true, false] {
+            let mut b = Bench::new(Case::FloatingIpShared, BenchParams { fast_path, ..p });
+            let mut first = Vec::new();
+            for pass in 0..3 {
+                b.next = 0;
+                assert_eq!(b.run_batch(), 32, "pass {pass}: each to a pod");
+                let verdicts: Vec<Verdict> = b.batch.iter().map(|f| f.verdict).collect();
+                for (i, v) in verdicts.iter().enumerate() {
+                    let pod = if *v == Verdict::Tx(A1) { [10, 1, 0, 2] } else { [10, 1, 0, 3] };
+                    assert_eq!(b.frame(i)[30..34], pod, "frame {i} DNATed to the pod it reaches");
+                }
+                if pass == 0 {
+                    let to_a1 = verdicts.iter().filter(|v| **v == Verdict::Tx(A1)).count();
+                    assert!((4..=28).contains(&to_a1), "spread over both pods: {to_a1} of 32 to a1");
+                    first = verdicts;
+                } else {
+                    assert_eq!(verdicts, first, "pass {pass}: each flow stays with its pod");
+                }
+            }
         }
     }
 
