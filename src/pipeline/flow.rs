@@ -818,8 +818,9 @@ fn answers_in_pod(
 }
 
 /// For a new flow (`probe`'s, in `vrf`, from vif `in_vif`) routed to
-/// `target`: the key its answers will be looked up under, where that is
-/// not the probe's reversed, in its VRF (`answers_in_pod`).
+/// `target` (a composite's member, as `forward::resolve` will choose it):
+/// the key its answers will be looked up under, where that is not the
+/// probe's reversed, in its VRF (`answers_in_pod`).
 pub(super) fn answers_apart<B>(
     ctx: &Ctx<'_, B>,
     vrf: &Vrf,
@@ -828,11 +829,18 @@ pub(super) fn answers_apart<B>(
     in_vif: u32,
 ) -> Option<FlowKey> {
     let t = ctx.t;
-    let vif = match target.and_then(|r| t.nexthop(r.nh)) {
-        Some(NextHop::Encap { oif, .. }) => t.vif(*oif).filter(|v| v.kind == VifKind::Virtual)?,
+    let key = probe.key();
+    let nh = match t.nexthop(target?.nh)? {
+        // The member `forward::resolve` will choose: by the packet's hash,
+        // which is its key's (`key_hash`, for all but later fragments,
+        // whose keys are not probed).
+        NextHop::Composite(group) => t.nexthop(group.select(key_hash(ctx.cfg.hash_seed, &key))?.nh)?,
+        nh => nh,
+    };
+    let vif = match nh {
+        NextHop::Encap { oif, .. } => t.vif(*oif).filter(|v| v.kind == VifKind::Virtual)?,
         _ => return None,
     };
-    let key = probe.key();
     let (fip, target_port) = to_floating(vif, vrf.id, &key).ok()?.unzip();
     answers_in_pod(vrf.id, &key, in_vif, vif, fip, target_port.flatten()).map(|a| a.key)
 }
