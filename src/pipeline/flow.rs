@@ -725,11 +725,10 @@ pub(super) fn create<B>(
 ) -> Result<Nat, DropReason> {
     let Some(table) = ctx.flows else { return Ok(Nat::default()) };
     let pod = out.filter(|v| v.kind == VifKind::Virtual);
-    let (fip, target_port) = match pod.map(|v| to_floating(v, vrf.id, key)) {
-        Some(to) => to?.unzip(),
+    let (fip, target_port) = match pod {
+        Some(v) => to_floating(v, vrf.id, key)?,
         None => (None, None),
     };
-    let target_port = target_port.flatten();
     // A pod of another network on this node whose policy judges the flow too.
     let reaches =
         pod.filter(|o| policed_elsewhere(ctx.t, vrf, o)).and_then(|o| reached(ctx.t, vrf, key, o.vrf, fip.is_some()));
@@ -746,9 +745,8 @@ pub(super) fn create<B>(
     let route = ctx.route;
     let mut fwd = DirSpec { ecmp, hash: key_hash(seed, key), one_way, route, unrouted, ..DirSpec::new(*key, action) };
     let mut rev = DirSpec { unrouted, ..DirSpec::new(key.reversed(), action) };
-    if let Some((vif, answers)) =
-        pod.and_then(|v| Some(v).zip(answers_in_pod(vrf.id, key, in_vif, v, fip, target_port)))
-    {
+    let answers = pod.and_then(|v| answers_in_pod(vrf.id, key, in_vif, v, fip, target_port).map(|a| (v, a)));
+    if let Some((vif, answers)) = answers {
         // The answers come in on that vif and are looked up in its VRF:
         // the reverse entry lives there, and routes them back in this one.
         rev.key = answers.key;
@@ -841,22 +839,22 @@ pub(super) fn answers_apart<B>(
         NextHop::Encap { oif, .. } => t.vif(*oif).filter(|v| v.kind == VifKind::Virtual)?,
         _ => return None,
     };
-    let (fip, target_port) = to_floating(vif, vrf.id, &key).ok()?.unzip();
-    answers_in_pod(vrf.id, &key, in_vif, vif, fip, target_port.flatten()).map(|a| a.key)
+    let (fip, target_port) = to_floating(vif, vrf.id, &key).ok()?;
+    answers_in_pod(vrf.id, &key, in_vif, vif, fip, target_port).map(|a| a.key)
 }
 
 /// The floating IP of pod `vif` that a flow of `vrf` (`key`) comes to, if
 /// any, and the port it forwards the flow to where that is not `key`'s.
 /// A floating IP that forwards some ports takes packets to those alone,
 /// with no pair for the rest: a scan of its ports fills no table.
-fn to_floating(vif: &Vif, vrf: u32, key: &FlowKey) -> Result<Option<(u32, Option<u16>)>, DropReason> {
-    let Some(fip) = floating(vif, vrf, key) else { return Ok(None) };
+fn to_floating(vif: &Vif, vrf: u32, key: &FlowKey) -> Result<(Option<u32>, Option<u16>), DropReason> {
+    let Some(fip) = floating(vif, vrf, key) else { return Ok((None, None)) };
     let port = match fip.forward(key.proto, key.dport) {
         PortForward::Closed => return Err(DropReason::PortNotForwarded),
         PortForward::To(port) => Some(port),
         PortForward::Same => None,
     };
-    Ok(Some((u32::from(fip.address), port)))
+    Ok((Some(u32::from(fip.address)), port))
 }
 
 /// A TCP segment without SYN that finds no pair, decided without making
