@@ -22,5 +22,5 @@ pub use policy::{CompiledPolicy, Endpoint, Policy, PolicyAction, PortRange, Rule
 pub use stale::{stale_ends, StaleEnd};
 pub use table::{
     CreateError, DirSpec, FlowAction, FlowConfig, FlowInfo, FlowTable, Forwarding, Hit, Nat, PolicyGenerations, Probe,
-    RouteMemo, TcpState, Translation, MAX_TIMEOUT_MS, MAX_VIFS, MAX_VRFS,
+    ReverseAhead, RouteMemo, TcpState, Translation, MAX_TIMEOUT_MS, MAX_VIFS, MAX_VRFS,
 };

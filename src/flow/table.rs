@@ -725,6 +725,13 @@ impl Probe {
     }
 }
 
+/// Where `FlowTable::prefetch_pair_apart` found a reverse entry would go,
+/// for `prefetch_reverse_slot`.
+#[derive(Clone, Copy, Default)]
+pub struct ReverseAhead {
+    bucket: usize,
+}
+
 /// The flow table.
 pub struct FlowTable {
     cfg: FlowConfig,
@@ -1067,19 +1074,22 @@ impl FlowTable {
     /// `prefetch_pair_slots` for a new flow whose reverse entry's key is
     /// not the probe's reversed (`reverse`: a floating IP's answers', say),
     /// whose tag lines `prefetch_pair` did not fetch: the forward entry's
-    /// slot, and the reverse's tag lines (`prefetch_slot_for` is the next
-    /// step).
+    /// slot, and the reverse's tag lines. Once those are in,
+    /// `prefetch_reverse_slot` fetches its slot, from the place worked out
+    /// here.
     #[inline(never)]
-    pub fn prefetch_pair_apart(&self, p: &Probe, reverse: &FlowKey) {
+    pub fn prefetch_pair_apart(&self, p: &Probe, reverse: &FlowKey) -> ReverseAhead {
         self.prefetch_free_slot(p.at.buckets[0]);
-        self.fetch(&self.place(reverse));
+        let at = self.place(reverse);
+        self.fetch(&at);
+        ReverseAhead { bucket: at.buckets[0] }
     }
 
-    /// Once `key`'s tag lines are in: starts fetching the slot `create`
-    /// would write it to, both lines (`prefetch_pair_slots`).
+    /// `prefetch_pair_apart`'s second step: starts fetching the slot
+    /// `create` would write the reverse entry to, both lines.
     #[inline(never)]
-    pub fn prefetch_slot_for(&self, key: &FlowKey) {
-        self.prefetch_free_slot(self.place(key).buckets[0]);
+    pub fn prefetch_reverse_slot(&self, ahead: ReverseAhead) {
+        self.prefetch_free_slot(ahead.bucket);
     }
 
     /// Starts fetching the first free slot of bucket `b`, both lines.

@@ -750,21 +750,20 @@ fn new_flows<B: Buffer>(
 ) {
     source_networks(ctx.t, frames, fresh, vrfs, pending);
     let Some(table) = ctx.flows else { return };
-    let mut apart = [crate::flow::FlowKey::v4(0, 0, 0, 0, 0, 0); VECTOR];
+    let mut apart = [crate::flow::ReverseAhead::default(); VECTOR];
     let mut n = 0;
     for i in lanes(fresh) {
         let in_vif = frames.get(i).map_or(0, |f| f.vif);
         match vrfs[i].and_then(|v| flow::answers_apart(ctx, v, &probes[i], found[i], in_vif)) {
             Some(answers) => {
-                table.prefetch_pair_apart(&probes[i], &answers);
-                apart[n] = answers;
+                apart[n] = table.prefetch_pair_apart(&probes[i], &answers);
                 n += 1;
             }
             None => table.prefetch_pair_slots(&probes[i]),
         }
     }
-    for answers in &apart[..n] {
-        table.prefetch_slot_for(answers);
+    for &ahead in &apart[..n] {
+        table.prefetch_reverse_slot(ahead);
     }
 }
 

@@ -226,6 +226,9 @@ pub const A1: u32 = 1;
 pub const A2: u32 = 2;
 /// The VRF of the pods.
 pub const VRF: u32 = 1;
+/// Pod a1's and a2's IPv4 addresses.
+const A1_IP: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
+const A2_IP: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 3);
 /// Pod a1's IPv6 address.
 const A1_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 2);
 /// Pod a2's IPv6 address.
@@ -365,17 +368,20 @@ pub fn pod_hosts_v6(n: usize, seed: u64) -> Vec<u128> {
     out
 }
 
+/// Pod a1's or a2's vif (`index`), as the node's tables first hold it.
+fn pod_vif(index: u32) -> Vif {
+    let (name, ipv4, ipv6) = if index == A1 { ("veth-a1", A1_IP, A1_IP6) } else { ("veth-a2", A2_IP, A2_IP6) };
+    let mut pod = Vif::new(index, name, VifKind::Virtual, VRF, mac(index as u8));
+    (pod.ipv4, pod.ipv6) = (Some(ipv4), Some(ipv6));
+    pod
+}
+
 /// Builds the node's tables. Bulk routes resolve to `bulk`.
 fn node_ops(bulk: RouteTarget) -> Vec<Op> {
     let router = PipelineConfig::default().router_mac;
     let mut fabric = Vif::new(FABRIC, "eth0", VifKind::Fabric, 0, mac(0xf0));
     fabric.ipv4 = Some(fabric_ip());
-    let mut a1 = Vif::new(A1, "veth-a1", VifKind::Virtual, VRF, mac(1));
-    a1.ipv4 = Some(Ipv4Addr::new(10, 1, 0, 2));
-    a1.ipv6 = Some(A1_IP6);
-    let mut a2 = Vif::new(A2, "veth-a2", VifKind::Virtual, VRF, mac(2));
-    a2.ipv4 = Some(Ipv4Addr::new(10, 1, 0, 3));
-    a2.ipv6 = Some(A2_IP6);
+    let (a1, a2) = (pod_vif(A1), pod_vif(A2));
     let tunnel = |encap, n| NextHop::Tunnel(Tunnel::new(FABRIC, encap, fabric_ip(), peer_ip(n), mac(0xe0 + n)));
     let route = |p: &str, target| {
         Op::Add(Object::Route(RouteSpec {
@@ -670,16 +676,15 @@ fn public_vrf_ops(shared: bool) -> Vec<Op> {
         let prefix = p.parse().expect("literal prefix");
         Op::Add(Object::Route(RouteSpec { network: None, vrf: PUBLIC_VRF, prefix, target }))
     };
-    let holding = |index, name: &str, ipv4, ipv6| {
-        let mut pod = Vif::new(index, name, VifKind::Virtual, VRF, mac(index as u8));
-        (pod.ipv4, pod.ipv6) = (Some(ipv4), Some(ipv6));
+    let holding = |index| {
+        let mut pod = pod_vif(index);
         pod.floating = vec![crate::tables::FloatingIp { address: FLOATING_IP, vrf: PUBLIC_VRF, ports: Vec::new() }];
         Op::Update(Object::Vif(pod))
     };
     let pod = |nh| RouteTarget { nh, label: RouteTarget::NO_LABEL };
     let mut ops = vec![
         Op::Add(Object::Vrf(VrfSpec { id: PUBLIC_VRF, name: "public".into(), gateway_v4: None, gateway_v6: None })),
-        holding(A2, "veth-a2", Ipv4Addr::new(10, 1, 0, 3), A2_IP6),
+        holding(A2),
         Op::Add(Object::NextHop(NH_PUBLIC_LOOKUP, NextHop::VrfLookup { vrf: PUBLIC_VRF })),
         Op::Add(Object::Label(LABEL_PUBLIC, NH_PUBLIC_LOOKUP)),
         route("0.0.0.0/0", RouteTarget { nh: NH_UDP, label: 16 }),
@@ -687,7 +692,7 @@ fn public_vrf_ops(shared: bool) -> Vec<Op> {
     if shared {
         let router = PipelineConfig::default().router_mac;
         ops.extend([
-            holding(A1, "veth-a1", Ipv4Addr::new(10, 1, 0, 2), A1_IP6),
+            holding(A1),
             Op::Add(Object::NextHop(NH_TO_A1, NextHop::Encap { oif: A1, smac: router, dmac: mac(1) })),
             Op::Add(Object::NextHop(
                 NH_FLOATING_ECMP,
@@ -1584,8 +1589,8 @@ mod tests {
                 assert_eq!(b.run_batch(), 32, "pass {pass}: each to a pod");
                 let verdicts: Vec<Verdict> = b.batch.iter().map(|f| f.verdict).collect();
                 for (i, v) in verdicts.iter().enumerate() {
-                    let pod = if *v == Verdict::Tx(A1) { [10, 1, 0, 2] } else { [10, 1, 0, 3] };
-                    assert_eq!(b.frame(i)[30..34], pod, "frame {i} DNATed to the pod it reaches");
+                    let pod = if *v == Verdict::Tx(A1) { A1_IP } else { A2_IP };
+                    assert_eq!(b.frame(i)[30..34], pod.octets(), "frame {i} DNATed to the pod it reaches");
                 }
                 if pass == 0 {
                     let to_a1 = verdicts.iter().filter(|v| **v == Verdict::Tx(A1)).count();
