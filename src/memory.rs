@@ -62,6 +62,16 @@ pub(crate) fn prefetch<T>(r: &T) {
     prefetch_addr((r as *const T).cast::<u8>());
 }
 
+/// `prefetch` for the line `offset` bytes into item `i` of `items`, with
+/// no bounds check: a hint needs none. An index out of bounds (which a
+/// caller's own lookup would refuse) makes it fetch an address no one
+/// reads, which is harmless (`prefetch_addr`). A flow cache's hit made
+/// three such fetches behind checks, 10 of its instructions (callgrind).
+#[inline(always)]
+pub(crate) fn prefetch_item<T>(items: &[T], i: usize, offset: usize) {
+    prefetch_addr(items.as_ptr().wrapping_add(i).cast::<u8>().wrapping_add(offset));
+}
+
 /// `prefetch` for an address that need not be a value's, such as the
 /// reference counts just before an `Arc`'s value.
 #[inline(always)]

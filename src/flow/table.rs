@@ -1336,10 +1336,8 @@ impl FlowTable {
     /// the rest of an IPv6 key (`touch_unchanged_holding` reads it).
     #[inline(always)]
     pub fn prefetch_whole_slot(&self, slot: u32) {
-        if let Some(s) = self.slots.get(slot as usize) {
-            crate::memory::prefetch(&s.seq);
-            crate::memory::prefetch(&s.key_rest);
-        }
+        crate::memory::prefetch_item(&self.slots, slot as usize, std::mem::offset_of!(Slot, seq));
+        crate::memory::prefetch_item(&self.slots, slot as usize, std::mem::offset_of!(Slot, key_rest));
     }
 
     /// The sequence count of the entry a `forward_only` hit (`hit`, found by
@@ -1392,9 +1390,7 @@ impl FlowTable {
     /// and its sequence count are: the flow cache's second step.
     #[inline(always)]
     pub fn prefetch_slot(&self, slot: u32) {
-        if let Some(s) = self.slots.get(slot as usize) {
-            crate::memory::prefetch(&s.seq);
-        }
+        crate::memory::prefetch_item(&self.slots, slot as usize, std::mem::offset_of!(Slot, seq));
     }
 
     #[inline(always)]

@@ -103,12 +103,10 @@ impl Way {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Key {
     addrs: u64,
-    ports: u32,
-    /// The VRF (21 bits) over the protocol, under `FROM_FLOATING` for a
-    /// floating IP's pod's packet or `V6` for a pod's IPv6 packet; or, for
-    /// a tunnelled packet, `FROM_FABRIC` and the tunnel's label over it;
-    /// never 0, which marks a free entry.
-    id: u32,
+    /// The ports, in the high half, over the key's id (`Key::new`): two
+    /// words a key, so that a lookup compares two pairs of words where it
+    /// compared three, whose registers cost the hit 2-3 reloads.
+    tail: u64,
 }
 
 impl Key {
@@ -116,11 +114,26 @@ impl Key {
     /// or'ed together, not a branch a field (`==` compiled to three).
     #[inline(always)]
     fn same(&self, other: &Key, stale: u32) -> bool {
-        (self.addrs ^ other.addrs) | u64::from((self.ports ^ other.ports) | (self.id ^ other.id) | stale) == 0
+        (self.addrs ^ other.addrs) | (self.tail ^ other.tail) | u64::from(stale) == 0
     }
 
     /// A placeholder for arrays of keys.
-    pub(super) const NONE: Key = Key { addrs: 0, ports: 0, id: 0 };
+    pub(super) const NONE: Key = Key { addrs: 0, tail: 0 };
+
+    /// The key of `addrs`, the ports as they lie in the header (`ports`)
+    /// and `id`: the VRF (21 bits) over the protocol, under
+    /// `FROM_FLOATING` for a floating IP's pod's packet or `V6` for a pod's
+    /// IPv6 packet; or, for a tunnelled packet, `FROM_FABRIC` and the
+    /// tunnel's label over it; never 0, which marks a free entry.
+    #[inline(always)]
+    fn new(addrs: u64, ports: u32, id: u32) -> Key {
+        Key { addrs, tail: u64::from(ports) << 32 | u64::from(id) }
+    }
+
+    /// The key's id (`new`).
+    fn id(&self) -> u32 {
+        self.tail as u32
+    }
 
     /// What the keys of a pod's packets start from (`of`), once a vector:
     /// its VRF, marked for a pod with floating IPs (`floating`), whose hits
@@ -196,11 +209,11 @@ impl Key {
         let src = fold(word(field::SRC), word(field::SRC + 8), 0x9e37_79b9_7f4a_7c15);
         let dst = fold(word(field::DST), word(field::DST + 8), 0xc2b2_ae3d_27d4_eb4f);
         let l4 = field::L4;
-        Some(Key {
-            addrs: src ^ dst.rotate_left(29),
-            ports: u32::from_ne_bytes([h[l4], h[l4 + 1], h[l4 + 2], h[l4 + 3]]),
-            id: id | u32::from(proto),
-        })
+        Some(Key::new(
+            src ^ dst.rotate_left(29),
+            u32::from_ne_bytes([h[l4], h[l4 + 1], h[l4 + 2], h[l4 + 3]]),
+            id | u32::from(proto),
+        ))
     }
 
     /// Marks a tunnelled packet's key (`of_tunnelled`), a floating IP's
@@ -213,12 +226,12 @@ impl Key {
     /// True if the key's hits may rewrite (`Rewrite`): a tunnelled
     /// packet's, or a floating IP's pod's.
     fn may_rewrite(&self) -> bool {
-        self.id & (Key::FROM_FABRIC | Key::FROM_FLOATING) != 0
+        self.id() & (Key::FROM_FABRIC | Key::FROM_FLOATING) != 0
     }
 
     /// True for a tunnelled packet's key.
     fn is_tunnelled(&self) -> bool {
-        self.id & Key::FROM_FABRIC != 0
+        self.id() & Key::FROM_FABRIC != 0
     }
 
     #[inline(always)]
@@ -227,11 +240,11 @@ impl Key {
         if !matches!(proto, ip_proto::TCP | ip_proto::UDP) {
             return None;
         }
-        Some(Key {
-            addrs: u64::from_ne_bytes([h[26], h[27], h[28], h[29], h[30], h[31], h[32], h[33]]),
-            ports: u32::from_ne_bytes([h[34], h[35], h[36], h[37]]),
-            id: id | u32::from(proto),
-        })
+        Some(Key::new(
+            u64::from_ne_bytes([h[26], h[27], h[28], h[29], h[30], h[31], h[32], h[33]]),
+            u32::from_ne_bytes([h[34], h[35], h[36], h[37]]),
+            id | u32::from(proto),
+        ))
     }
 }
 
@@ -457,13 +470,11 @@ impl FlowCache {
         // 1024 + n) shared a handful of sets; `structured_flows_spread_over_the_sets`
         // keeps such flows apart.
         let a = key.addrs ^ self.seed;
-        let b = (u64::from(key.ports) << 32 | u64::from(key.id)) ^ 0x9e37_79b9_7f4a_7c15;
+        let b = key.tail ^ 0x9e37_79b9_7f4a_7c15;
         let product = u128::from(a) * u128::from(b);
         let h = (product as u64 ^ (product >> 64) as u64).wrapping_mul(0xff51_afd7_ed55_8ccd);
         let set = (h >> self.shift) as usize;
-        if let Some(line) = self.sets.get(set) {
-            crate::memory::prefetch(line);
-        }
+        crate::memory::prefetch_item(&self.sets, set, 0);
         set as u32
     }
 
@@ -482,10 +493,8 @@ impl FlowCache {
             flows.prefetch_slot(s.slots[k]);
         }
         let at = set as usize * WAYS + k;
-        if let Some(e) = self.entries.get(at) {
-            crate::memory::prefetch(e);
-            crate::memory::prefetch(&e.written);
-        }
+        crate::memory::prefetch_item(&self.entries, at, 0);
+        crate::memory::prefetch_item(&self.entries, at, std::mem::offset_of!(Entry, written));
         Some(at as u32)
     }
 
