@@ -1097,9 +1097,7 @@ impl FlowTable {
     fn prefetch_free_slot(&self, b: usize) {
         let free = self.tags[b].free();
         if free != 0 {
-            let slot = &self.slots[b * BUCKET + free.trailing_zeros() as usize];
-            crate::memory::prefetch(&slot.seq);
-            crate::memory::prefetch(&slot.key_rest);
+            self.prefetch_whole_slot((b * BUCKET) as u32 + free.trailing_zeros());
         }
     }
 

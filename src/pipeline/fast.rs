@@ -39,6 +39,12 @@ pub(super) fn head_of(d: &[u8]) -> Option<&[u8; HEAD]> {
     d.get(..HEAD)?.try_into().ok()
 }
 
+/// The source address of the IPv4 packet whose first `HEAD` bytes are `h`.
+#[inline(always)]
+pub(super) fn source(h: &[u8; HEAD]) -> u32 {
+    u32::from_be_bytes([h[26], h[27], h[28], h[29]])
+}
+
 /// True if frames from `vif` may take the vector's fast path at all: not
 /// where it is turned off, and not from a vif with floating IPs, whose
 /// answers need their flow's NAT (so, for the fast path, the VRF and its

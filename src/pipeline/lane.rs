@@ -684,7 +684,7 @@ fn from_elsewhere<B: Buffer>(t: &Tables, f: &mut Frame<B>, vif: &Vif, vrf: &Vrf)
     // The frame's other checks first, changing nothing: most frames here
     // fail them (a SYN) and need no route lookup.
     let (dst, total) = fast::inspect(f.data(), None)?;
-    let src = fast::head(f).map(|h| u32::from_be_bytes([h[26], h[27], h[28], h[29]]))?;
+    let src = fast::head(f).map(fast::source)?;
     if !super::forward::routes_back(t, vif, vrf.v4.lookup(src)) {
         return None;
     }

@@ -787,7 +787,7 @@ fn source_networks<B: Buffer>(
     for i in lanes(fresh) {
         let (Some(v), Some(f)) = (vrfs[i], frames.get(i)) else { continue };
         let judges_sources = v.policy.as_ref().is_some_and(|p| p.compiled.names_networks().0);
-        if !judges_sources || t.vif(f.vif).is_some_and(|vif| vif.kind == crate::tables::VifKind::Virtual) {
+        if !judges_sources || t.vif(f.vif).is_some_and(|vif| vif.kind == VifKind::Virtual) {
             continue;
         }
         let p = &mut pending[i];
@@ -798,7 +798,7 @@ fn source_networks<B: Buffer>(
             (p.info.v6, p.info.src)
         } else {
             let Some(h) = fast::head(f) else { continue };
-            (false, u128::from(u32::from_be_bytes([h[26], h[27], h[28], h[29]])))
+            (false, u128::from(fast::source(h)))
         };
         // Its network comes with the batch's routes (`networks_of`).
         let addr = if v6 { src } else { crate::flow::key::map_v4(src as u32) };
