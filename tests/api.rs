@@ -498,7 +498,7 @@ fn stats_and_info_report_counters_and_occupancy() {
             elapsed_ns: 100,
             general_path: 3,
             general_causes: std::array::from_fn(|c| u64::from(c == vrouter::stats::GeneralCause::TcpSyn as usize) * 3),
-            flow_cache: vrouter::stats::FlowCacheCounts { hits: 30, fills: 2, forgotten: 1, renewals: 4 },
+            flow_cache: vrouter::stats::FlowCacheCounts { hits: 30, fills: 2, forgotten: 1, renewals: 4, crowded: 3 },
             tx_dropped: 2,
             unsent: std::array::from_fn(|c| u64::from(c == vrouter::stats::Unsent::HandoffFull as usize) * 2),
             ..Default::default()
@@ -519,7 +519,7 @@ fn stats_and_info_report_counters_and_occupancy() {
     assert_eq!(causes.len(), vrouter::stats::GeneralCause::COUNT, "every cause, zero or not");
     assert_eq!((causes["tcp_syn"].as_u64(), causes["arp"].as_u64()), (Some(3), Some(0)));
     let cache = &st["workers"][0]["flow_cache"];
-    assert_eq!(cache, &json!({ "hits": 30, "fills": 2, "forgotten": 1, "renewals": 4 }));
+    assert_eq!(cache, &json!({ "hits": 30, "fills": 2, "forgotten": 1, "renewals": 4, "crowded": 3 }));
     let unsent = st["workers"][0]["unsent"].as_object().unwrap();
     assert_eq!(unsent.len(), vrouter::stats::Unsent::COUNT, "every cause, zero or not");
     assert_eq!((unsent["handoff_full"].as_u64(), unsent["no_frame"].as_u64()), (Some(2), Some(0)));

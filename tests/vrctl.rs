@@ -110,7 +110,7 @@ fn every_command_prints_an_aligned_table_and_json() {
             elapsed_ns: 1000,
             general_path: 617,
             general_causes,
-            flow_cache: FlowCacheCounts { hits: 300, fills: 7, forgotten: 2, renewals: 1 },
+            flow_cache: FlowCacheCounts { hits: 300, fills: 7, forgotten: 2, renewals: 1, crowded: 5 },
             tx_dropped: 12,
             unsent: std::array::from_fn(|c| match Unsent::ALL[c] {
                 Unsent::TxRingFull => 9,
@@ -132,7 +132,7 @@ fn every_command_prints_an_aligned_table_and_json() {
     assert!(lines[2].ends_with("17 pkts, 2.8% of general"), "{t}");
     // Then what the worker's flow cache forwarded, against its rx.
     assert_eq!(lines[3].split_whitespace().nth(1), Some("flow"), "{t}");
-    assert!(lines[3].ends_with("300 pkts, 24.3% of rx; 7 filled, 2 forgotten"), "{t}");
+    assert!(lines[3].ends_with("300 pkts, 24.3% of rx; 7 filled, 2 forgotten, 5 crowded"), "{t}");
     // Then the frames it routed and could not send, and why.
     assert!(lines[4].contains(" tx dropped ") && lines[4].ends_with("12 pkts, 1.0% of rx"), "{t}");
     assert_eq!(lines[5].split_whitespace().nth(1), Some("tx_ring_full"), "{t}");

@@ -893,6 +893,7 @@ impl Control {
                     "flow_cache": {
                         "hits": io.flow_cache.hits, "fills": io.flow_cache.fills,
                         "forgotten": io.flow_cache.forgotten, "renewals": io.flow_cache.renewals,
+                        "crowded": io.flow_cache.crowded,
                     },
                     "busy_ns": io.busy_ns, "elapsed_ns": io.elapsed_ns,
                     "runtime": runtime_json(&io.runtime, io.tsc_hz),

@@ -512,10 +512,11 @@ fn runtime_table(workers: &[Value]) -> String {
                 w,
                 "flow cache",
                 format!(
-                    "{hits} pkts, {:.1}% of rx; {} filled, {} forgotten",
+                    "{hits} pkts, {:.1}% of rx; {} filled, {} forgotten, {} crowded",
                     hits as f64 * 100.0 / rx as f64,
                     count(&cache["fills"]),
                     count(&cache["forgotten"]),
+                    count(&cache["crowded"]),
                 ),
             );
             // Frames routed and not sent, and why: full queues are

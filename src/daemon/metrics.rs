@@ -286,7 +286,7 @@ pub fn render(control: &Control) -> String {
     for (w, i) in io.iter().enumerate() {
         f.sample("vrouter_worker_seconds_total", &format!("worker=\"{w}\""), i.elapsed_ns as f64 / 1e9);
     }
-    let worker_counters: [Counter<crate::stats::WorkerIo>; 9] = [
+    let worker_counters: [Counter<crate::stats::WorkerIo>; 10] = [
         ("vrouter_worker_rx_packets_total", "Frames a worker received from its ports.", |i| i.rx),
         ("vrouter_worker_tx_packets_total", "Frames a worker queued for transmission.", |i| i.tx),
         ("vrouter_worker_tx_dropped_total", "Frames a worker found no port, frame or slot for.", |i| i.tx_dropped),
@@ -319,6 +319,11 @@ pub fn render(control: &Control) -> String {
             "vrouter_worker_flow_cache_renewals_total",
             "Times a new tables snapshot made a worker's flow cache stale.",
             |i| i.flow_cache.renewals,
+        ),
+        (
+            "vrouter_worker_flow_cache_crowded_total",
+            "Flow cache fills that found their set full of other live flows (one in 8 takes the oldest's place).",
+            |i| i.flow_cache.crowded,
         ),
     ];
     for (name, help, get) in worker_counters {

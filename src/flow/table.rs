@@ -1304,6 +1304,14 @@ impl FlowTable {
         true
     }
 
+    /// True if entry `slot` is unchanged since a reader found its sequence
+    /// count `seq` there: `touch_unchanged`'s test, counting nothing. The
+    /// flow cache asks it of a full set's entries, to give a new flow the
+    /// place of one whose flow is gone.
+    pub fn unchanged(&self, slot: u32, seq: u32) -> bool {
+        self.slots.get(slot as usize).is_some_and(|s| s.seq.load(Acquire) == seq)
+    }
+
     /// `touch_unchanged` for a flow the caller knows by its key's words
     /// (`FlowKey::words`) too: the entry must hold them, read stable. The
     /// flow cache's IPv6 entries keep a fold of the addresses, not the

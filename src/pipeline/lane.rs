@@ -757,7 +757,7 @@ fn fill<B: Buffer>(
     };
     // `None`: the entry changed since the full way read it; nothing is kept.
     if let (Some(cache), Some(seq)) = (ctx.cache.as_deref_mut(), seq) {
-        cache.fill(t, *key, at, way, seq, f);
+        cache.fill(t, table, *key, at, way, seq, f);
     }
 }
 

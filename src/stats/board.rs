@@ -23,6 +23,9 @@ pub struct FlowCacheCounts {
     pub forgotten: u64,
     /// Times a new tables snapshot made every entry stale.
     pub renewals: u64,
+    /// Fills that found their flow's set full of other live flows: one in
+    /// 8 took the place of the set's oldest, the others were turned away.
+    pub crowded: u64,
 }
 
 /// A worker's own I/O counters and how it spent its time.
