@@ -974,14 +974,19 @@ impl Bench {
     /// processes it. Returns how many frames got the expected verdict.
     #[inline]
     pub fn run_batch(&mut self) -> usize {
-        let n = self.template_lens.len();
+        // In locals, not read from `self` a frame: the copy's call to
+        // memcpy, which might write anywhere, made the loop load them again
+        // and store `next` each time.
+        let (templates, lens, stride, vif) = (&self.templates[..], &self.template_lens[..], self.stride, self.in_vif);
+        let mut next = self.next;
         for f in self.batch.iter_mut() {
-            let len = usize::from(self.template_lens[self.next]);
-            let at = self.next * self.stride;
-            self.next = if self.next + 1 == n { 0 } else { self.next + 1 };
-            f.reset(HEADROOM, len, self.in_vif);
-            f.data_mut().copy_from_slice(&self.templates[at..at + len]);
+            let len = usize::from(lens[next]);
+            let at = next * stride;
+            next = if next + 1 == lens.len() { 0 } else { next + 1 };
+            f.reset(HEADROOM, len, vif);
+            f.data_mut().copy_from_slice(&templates[at..at + len]);
         }
+        self.next = next;
         let tables = self.handle.load();
         self.pipeline.process(&tables, &mut self.batch, &mut self.spill);
         let denied = Verdict::Drop(crate::stats::DropReason::FlowActionDrop);
