@@ -63,7 +63,7 @@ const LEAST_SETS: usize = 64;
 /// and turns the others away. Flows that outnumber their set's ways, each
 /// taking the place of the one before, would miss every packet in turn
 /// (the pipeline's benchmark, 10,000 busy flows over 32K sets: one packet
-/// in 160 a miss, each a full way and a fill, 1,900 instructions); turned
+/// in 160 a miss, each a full way and a fill, about 900 instructions); turned
 /// away, the ones in place hit, and only the extra ones miss. Taken in
 /// now and then, a new flow is not kept out for long by flows gone idle.
 /// Open vSwitch's exact-match cache takes in one flow in 100 for the
