@@ -430,7 +430,12 @@ impl FlowCache {
     /// A cache sized for a flow table of `pairs` pairs (an entry for each
     /// direction, within bounds).
     pub fn new(pairs: usize, seed: u64) -> FlowCache {
-        let sets = (2 * pairs / WAYS).next_power_of_two().clamp(LEAST_SETS, MOST_SETS);
+        FlowCache::with_sets(2 * pairs / WAYS, seed)
+    }
+
+    /// A cache of `sets` sets, rounded up to a power of two within bounds.
+    pub fn with_sets(sets: usize, seed: u64) -> FlowCache {
+        let sets = sets.clamp(LEAST_SETS, MOST_SETS).next_power_of_two();
         let entries = vec![Entry::FREE; WAYS * sets].into_boxed_slice();
         let shift = 64 - sets.trailing_zeros();
         let sets = vec![Set::FREE; sets].into_boxed_slice();

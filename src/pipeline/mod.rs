@@ -96,6 +96,10 @@ pub struct PipelineConfig {
     /// hits on plain IPv4 flows take: the same result, with fewer steps.
     /// Off, for tests that prove it and benchmarks that weigh it.
     pub flow_cache: bool,
+    /// The flow cache's sets (of three flows), where not sized from the
+    /// flow table's capacity: rounded to a power of two, 64 to 32K. Tests
+    /// make it small, so that flows crowd its sets.
+    pub flow_cache_sets: Option<usize>,
 }
 
 impl Default for PipelineConfig {
@@ -106,6 +110,7 @@ impl Default for PipelineConfig {
             hash_seed: 0,
             fast_path: true,
             flow_cache: true,
+            flow_cache_sets: None,
         }
     }
 }
@@ -244,9 +249,10 @@ impl Pipeline {
     /// starts empty with each table.
     pub fn set_flows(&mut self, table: Option<std::sync::Arc<crate::flow::FlowTable>>) {
         self.cache = match &table {
-            Some(t) if self.config.flow_cache => {
-                Some(Box::new(express::FlowCache::new(t.config().capacity, self.config.hash_seed)))
-            }
+            Some(t) if self.config.flow_cache => Some(Box::new(match self.config.flow_cache_sets {
+                Some(sets) => express::FlowCache::with_sets(sets, self.config.hash_seed),
+                None => express::FlowCache::new(t.config().capacity, self.config.hash_seed),
+            })),
             _ => None,
         };
         self.flows = table;
