@@ -86,7 +86,10 @@ pub(super) fn inspect(d: &[u8], own: Option<Ipv4Addr>) -> Option<(u32, usize)> {
     let total = usize::from(u16::from_be_bytes([h[16], h[17]]));
     let flags_offset = u16::from_be_bytes([h[20], h[21]]);
     let (ttl, proto) = (h[22], h[23]);
-    if total < ipv4::HEADER_LEN + 8 || ETH + total > d.len() || flags_offset & 0x3fff != 0 || ttl <= 1 {
+    // `total` at least the header and 8 bytes, and within the frame, in one
+    // compare: below, the subtraction wraps past any frame's room.
+    let within = total.wrapping_sub(ipv4::HEADER_LEN + 8) <= d.len() - HEAD;
+    if !within || flags_offset & 0x3fff != 0 || ttl <= 1 {
         return None;
     }
     let dport = u16::from_be_bytes([h[36], h[37]]);
