@@ -347,14 +347,6 @@ const _: () = assert!(std::mem::size_of::<Set>() == 64);
 impl Set {
     /// No entry, of no epoch: stale for every one.
     const FREE: Set = Set { keys: [Key::NONE; WAYS], slots: [0; WAYS], epoch: 0 };
-
-    /// The way `key`'s flow is filled into: its own entry or a free one,
-    /// else one whose flow has changed (`live` is false for its way). None
-    /// if every way holds another live flow.
-    fn way_for(&self, key: &Key, live: impl Fn(usize) -> bool) -> Option<usize> {
-        let free = self.keys.iter().position(|k| k == key || *k == Key::NONE);
-        free.or_else(|| (0..WAYS).find(|&w| !live(w)))
-    }
 }
 
 /// A cached flow: 128 bytes, what a hit reads first on the first line,
@@ -753,7 +745,9 @@ impl FlowCache {
         if s.epoch != epoch {
             *s = Set { epoch, ..Set::FREE };
         }
-        let gone = match s.way_for(&key, |w| live(&entries[w])) {
+        // The flow's own entry or a free one, else one whose flow changed.
+        let own_or_free = s.keys.iter().position(|k| *k == key || *k == Key::NONE);
+        let gone = match own_or_free.or_else(|| entries.iter().position(|e| !live(e))) {
             Some(w) => w,
             None => {
                 self.counts.crowded += 1;

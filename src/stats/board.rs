@@ -24,7 +24,8 @@ pub struct FlowCacheCounts {
     /// Times a new tables snapshot made every entry stale.
     pub renewals: u64,
     /// Fills that found their flow's set full of other live flows: one in
-    /// 8 took the place of the set's oldest, the others were turned away.
+    /// the cache's `CROWDED_TURN` took the place of the set's oldest, the
+    /// others were turned away.
     pub crowded: u64,
 }
 
