@@ -2413,6 +2413,19 @@ fn the_pipeline_ages_flows_by_the_time_it_is_given() {
     assert_eq!(table.len(), 2, "at most 29,998 ms after their last packets");
     a_second_from(&mut lab, 1_000 + 30_000);
     assert_eq!(table.len(), 0, "the dropped flow after 30 s, the half-open TCP one too");
+    // Paced, not more: a second of the clock in steps of a millisecond looks
+    // over the table once, and batches at a clock that stands still look at
+    // nothing (a least step a batch looked over a busy worker's table many
+    // times a second).
+    let before = table.swept_slots();
+    a_second_from(&mut lab, 1_000 + 31_000);
+    assert_eq!(table.swept_slots() - before, table.slot_count(), "a second's sweeps: the table once");
+    let before = table.swept_slots();
+    for _ in 0..100 {
+        lab.run_with(&[], 0);
+    }
+    assert_eq!(lab.run(A1, udp(1, a1_ip(), a2_ip(), 5, 80)).0, Verdict::Drop(DropReason::FlowActionDrop));
+    assert_eq!(table.swept_slots(), before, "no time passed: nothing owed");
 }
 
 // ---- floating IPs ----

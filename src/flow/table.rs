@@ -1793,10 +1793,11 @@ impl FlowTable {
     /// pairs it removed.
     pub fn sweep(&self, now: u64, budget: usize) -> usize {
         let n = self.slots.len();
+        let budget = budget.min(n);
         let start = self.cursor.fetch_add(budget, Relaxed) % n;
         let mut removed = 0;
         let shortest = self.cfg.idle_ms.min(self.cfg.drop_ms).min(self.cfg.closed_ms).min(self.cfg.half_open_ms);
-        for k in 0..budget.min(n) {
+        for k in 0..budget {
             let i = if start + k >= n { start + k - n } else { start + k };
             // Most slots are free, or were seen too recently to expire
             // under any timeout: ruled out from two words, without the
@@ -1815,6 +1816,12 @@ impl FlowTable {
             }
         }
         removed
+    }
+
+    /// Slots the sweeps have looked at, every worker's together, since the
+    /// table was made (wrapping): the pace of ageing.
+    pub fn swept_slots(&self) -> usize {
+        self.cursor.load(Relaxed)
     }
 
     /// The key of the entry in `slot`, if it holds one.
