@@ -147,6 +147,11 @@ impl Key {
         self.tail as u32
     }
 
+    /// The protocol of the key's flow.
+    fn proto(&self) -> u8 {
+        self.id() as u8
+    }
+
     /// What the keys of a pod's packets start from (`of`), once a vector:
     /// its VRF, marked for a pod with floating IPs (`floating`), whose hits
     /// may rewrite, so that no other pod's packet (one with the same
@@ -373,6 +378,9 @@ struct Entry {
     longest: u16,
     way: Way,
     ecmp: bool,
+    /// A TCP flow's (its key's protocol): only its hits read the packet's
+    /// flags, which a UDP hit spared cost 2 instructions (callgrind).
+    tcp: bool,
     written: Written,
 }
 
@@ -389,6 +397,7 @@ impl Entry {
         longest: 0,
         way: Way::Pod,
         ecmp: false,
+        tcp: false,
         written: Written { headers: [0; HEADERS], rewrite: Rewrite::NONE },
     };
 }
@@ -538,7 +547,7 @@ impl FlowCache {
             return Err(Miss::TooLong);
         }
         let (ttl, ident) = (h[22] - 1, u16::from_be_bytes([h[18], h[19]]));
-        let flags = super::fast::tcp_flags(h, d);
+        let flags = if e.tcp { super::fast::tcp_flags(h, d) } else { 0 };
         if !flows.touch_unchanged(e.slot, e.seq, u32::from(total), flags, now) {
             return Err(Miss::Changed);
         }
@@ -647,7 +656,7 @@ impl FlowCache {
         let end = strip + ETH + usize::from(inner_len);
         let Some(inner) = f.data().get(strip..end) else { return Err(Miss::Changed) };
         let Some(h) = super::fast::head_of(inner) else { return Err(Miss::Changed) };
-        let flags = super::fast::tcp_flags(h, inner);
+        let flags = if e.tcp { super::fast::tcp_flags(h, inner) } else { 0 };
         if !flows.touch_unchanged(e.slot, e.seq, u32::from(inner_len), flags, now) {
             return Err(Miss::Changed);
         }
@@ -732,6 +741,7 @@ impl FlowCache {
         if !kept {
             return;
         }
+        let entry = Entry { tcp: key.proto() == ip_proto::TCP, ..entry };
         self.place(at as usize, key, entry, |e| flows.unchanged(e.slot, e.seq));
     }
 
@@ -806,6 +816,7 @@ impl FlowCache {
             longest: vif.mtu.saturating_sub(overhead as u16),
             way: kind,
             ecmp,
+            tcp: false,
             written,
         })
     }
