@@ -84,9 +84,6 @@ pub(super) enum Way {
 }
 
 impl Way {
-    /// Every way, in counter order.
-    const ALL: [Way; 3] = [Way::Pod, Way::Udp, Way::Gre];
-
     /// The VRF's counter of packets sent this way (`c`'s).
     #[inline(always)]
     pub(super) fn counter(self, c: &mut VrfCounters) -> &mut u64 {
@@ -365,9 +362,6 @@ struct Entry {
     slot: u32,
     seq: u32,
     out: VifIndex,
-    /// The VRF whose counters count the packets: the one they are routed
-    /// in (another network's, for a pod's answers to a client of it).
-    vrf: u32,
     /// The VRF a tunnel's packets land in, which counts them decapsulated:
     /// the one they are routed in, but for a floating IP's clients' (the
     /// public network's).
@@ -377,10 +371,14 @@ struct Entry {
     /// The longest packet (IPv4 total length) the way out takes whole.
     longest: u16,
     way: Way,
-    ecmp: bool,
     /// A TCP flow's (its key's protocol): only its hits read the packet's
     /// flags, which a UDP hit spared cost 2 instructions (callgrind).
     tcp: bool,
+    /// How its hits are counted: `out` and `way`, the VRF whose counters
+    /// count them (the one they are routed in: another network's, for a
+    /// pod's answers to a client of it), and whether a composite chose
+    /// their way (`Run`).
+    run: Run,
     written: Written,
 }
 
@@ -391,13 +389,12 @@ impl Entry {
         slot: 0,
         seq: 0,
         out: 0,
-        vrf: 0,
         landed: 0,
         ip_sum: 0,
         longest: 0,
         way: Way::Pod,
-        ecmp: false,
         tcp: false,
+        run: Run::NONE,
         written: Written { headers: [0; HEADERS], rewrite: Rewrite::NONE },
     };
 }
@@ -561,15 +558,15 @@ impl FlowCache {
         };
         f.verdict = match pushed {
             Ok(()) => {
-                tally.sent(e.out, f.len() as u64, stats);
+                tally.took(e, f.len() as u64, stats);
                 Verdict::Tx(e.out)
             }
             Err(r) => {
                 stats.count_drop(f.vif, r);
+                e.run.count_routed(1, stats);
                 Verdict::Drop(r)
             }
         };
-        tally.routed(e.vrf, e.way, e.ecmp, stats);
         Ok(())
     }
 
@@ -613,8 +610,7 @@ impl FlowCache {
         match pushed {
             Ok(()) => {
                 f.verdict = Verdict::Tx(e.out);
-                tally.sent(e.out, f.len() as u64, stats);
-                tally.routed(e.vrf, e.way, e.ecmp, stats);
+                tally.took(e, f.len() as u64, stats);
             }
             // As `fast6::finish`: counted on its flow, dropped, not routed.
             Err(r) => {
@@ -810,13 +806,12 @@ impl FlowCache {
             slot: hit.slot,
             seq,
             out,
-            vrf: way.vrf,
             landed: way.landed,
             ip_sum,
             longest: vif.mtu.saturating_sub(overhead as u16),
             way: kind,
-            ecmp,
             tcp: false,
+            run: Run::of(out, way.vrf, kind, ecmp)?,
             written,
         })
     }
@@ -927,18 +922,57 @@ fn put<B: Buffer, const N: usize, const M: usize, const V6: bool>(
     Ok(())
 }
 
+/// What a run of hits shares, and the tally counts once the run ends: the
+/// vif they leave by (`Entry::out`, the low 32 bits), the VRF they are
+/// routed in (24 bits over it), their way (`Entry::way`, 2 bits) and
+/// whether a composite chose it (the bit over those): a hit compares one
+/// word with the run's, where comparing the vif and the VRF apart and
+/// adding to the way's and the composites' counts took 5 instructions
+/// more (callgrind).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Run(u64);
+
+impl Run {
+    /// No run: above every packed one.
+    const NONE: Run = Run(u64::MAX);
+
+    /// The run of hits out of `out`, routed in `vrf` by `way`, through a
+    /// composite if `ecmp`; `None` for a VRF past 24 bits (not cached).
+    fn of(out: VifIndex, vrf: u32, way: Way, ecmp: bool) -> Option<Run> {
+        (vrf < 1 << 24)
+            .then(|| Run(u64::from(out) | u64::from(vrf) << 32 | u64::from(way as u8) << 56 | u64::from(ecmp) << 58))
+    }
+
+    fn out(self) -> VifIndex {
+        self.0 as u32
+    }
+
+    /// Adds `packets` routed this run's way to its VRF's counters.
+    fn count_routed(self, packets: u64, stats: &mut Stats) {
+        let vrf = (self.0 >> 32) as u32 & 0xff_ffff;
+        let way = match self.0 >> 56 & 3 {
+            0 => Way::Pod,
+            1 => Way::Udp,
+            _ => Way::Gre,
+        };
+        if let (Some(c), false) = (stats.vrf_mut(vrf), self == Run::NONE) {
+            *way.counter(c) += packets;
+            if self.0 >> 58 & 1 != 0 {
+                c.ecmp_composites += packets;
+            }
+        }
+    }
+}
+
 /// A vector's hits' counters, added to the worker's once a run of them
-/// ends and once a vector (`flush`): the frames sent out of one vif in a
-/// row, the ways out routed in one VRF in a row, and the tunnels stripped
-/// in one VRF in a row. Counted a packet at a time, they were a tenth of a
-/// hit's instructions (callgrind).
+/// ends and once a vector (`flush`): the frames of one `Run` in a row
+/// (sent out of one vif, routed one way in one VRF), and the tunnels
+/// stripped in one VRF in a row. Counted a packet at a time, they were a
+/// tenth of a hit's instructions (callgrind).
 pub(super) struct Tally {
-    out: VifIndex,
+    run: Run,
     packets: u64,
     bytes: u64,
-    vrf: u32,
-    ways: [u64; 3],
-    ecmp: u64,
     /// The VRF the run of tunnels landed in (`FlowCache::forward_tunnelled`),
     /// and how many.
     landed: u32,
@@ -946,43 +980,25 @@ pub(super) struct Tally {
 }
 
 impl Tally {
-    pub(super) const NONE: Tally = Tally {
-        out: VifIndex::MAX,
-        packets: 0,
-        bytes: 0,
-        vrf: u32::MAX,
-        ways: [0; 3],
-        ecmp: 0,
-        landed: u32::MAX,
-        decaps: 0,
-    };
+    pub(super) const NONE: Tally = Tally { run: Run::NONE, packets: 0, bytes: 0, landed: u32::MAX, decaps: 0 };
 
     /// A tunnel's packet entry `e` stripped and sent to its pod, `f`:
     /// its verdict, and counted sent, routed and decapsulated.
     #[inline(always)]
     fn landed<B: Buffer>(&mut self, e: &Entry, f: &mut Frame<B>, stats: &mut Stats) {
         f.verdict = Verdict::Tx(e.out);
-        self.sent(e.out, f.len() as u64, stats);
-        self.routed(e.vrf, Way::Pod, e.ecmp, stats);
+        self.took(e, f.len() as u64, stats);
         self.decapped(e.landed, stats);
     }
 
+    /// A packet of `bytes` that entry `e` sent: counted in the entry's run.
     #[inline(always)]
-    fn sent(&mut self, out: VifIndex, bytes: u64, stats: &mut Stats) {
-        if out != self.out {
-            self.switch_out(out, stats);
+    fn took(&mut self, e: &Entry, bytes: u64, stats: &mut Stats) {
+        if e.run != self.run {
+            self.switch_run(e.run, stats);
         }
         self.packets += 1;
         self.bytes += bytes;
-    }
-
-    #[inline(always)]
-    fn routed(&mut self, vrf: u32, way: Way, ecmp: bool, stats: &mut Stats) {
-        if vrf != self.vrf {
-            self.switch_vrf(vrf, stats);
-        }
-        self.ways[way as usize] += 1;
-        self.ecmp += u64::from(ecmp);
     }
 
     #[inline(always)]
@@ -1009,49 +1025,31 @@ impl Tally {
         self.decaps = 0;
     }
 
-    /// Sending out of another vif than the run before: rare but for
-    /// vectors to several pods.
+    /// Another run than the one before: rare but for vectors to several
+    /// pods, or to pods and tunnels, or of several networks' answers.
     #[cold]
     #[inline(never)]
-    fn switch_out(&mut self, out: VifIndex, stats: &mut Stats) {
-        self.count_sent(stats);
-        self.out = out;
-    }
-
-    /// Routed in another VRF than the run before: a pod's answers to
-    /// clients of other networks among its plain flows.
-    #[cold]
-    #[inline(never)]
-    fn switch_vrf(&mut self, vrf: u32, stats: &mut Stats) {
-        self.count_routed(stats);
-        self.vrf = vrf;
+    fn switch_run(&mut self, run: Run, stats: &mut Stats) {
+        self.count_run(stats);
+        self.run = run;
     }
 
     #[inline(always)]
-    fn count_sent(&mut self, stats: &mut Stats) {
-        if let (Some(c), true) = (stats.vifs.get_mut(self.out as usize), self.packets != 0) {
-            c.tx_packets += self.packets;
-            c.tx_bytes += self.bytes;
+    fn count_run(&mut self, stats: &mut Stats) {
+        if self.packets != 0 {
+            if let Some(c) = stats.vifs.get_mut(self.run.out() as usize) {
+                c.tx_packets += self.packets;
+                c.tx_bytes += self.bytes;
+            }
+            self.run.count_routed(self.packets, stats);
         }
         (self.packets, self.bytes) = (0, 0);
-    }
-
-    #[inline(always)]
-    fn count_routed(&mut self, stats: &mut Stats) {
-        if let Some(c) = stats.vrf_mut(self.vrf) {
-            c.ecmp_composites += self.ecmp;
-            for way in Way::ALL {
-                *way.counter(c) += self.ways[way as usize];
-            }
-        }
-        (self.ways, self.ecmp) = ([0; 3], 0);
     }
 
     /// Adds what the vector's hits left uncounted to the worker's counters.
     #[inline(always)]
     pub(super) fn flush(mut self, stats: &mut Stats) {
-        self.count_sent(stats);
-        self.count_routed(stats);
+        self.count_run(stats);
         self.count_decapped(stats);
     }
 }
