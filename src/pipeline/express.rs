@@ -973,8 +973,9 @@ impl Run {
 /// tenth of a hit's instructions (callgrind).
 pub(super) struct Tally {
     run: Run,
-    packets: u64,
-    bytes: u64,
+    /// The run's packets (over `SENT_BYTES`) and their bytes (under it),
+    /// added in one sum: a vector's hundreds of kilobytes fit below.
+    sent: u64,
     /// The VRF the run of tunnels landed in (`FlowCache::forward_tunnelled`),
     /// and how many.
     landed: u32,
@@ -982,7 +983,10 @@ pub(super) struct Tally {
 }
 
 impl Tally {
-    pub(super) const NONE: Tally = Tally { run: Run::NONE, packets: 0, bytes: 0, landed: u32::MAX, decaps: 0 };
+    pub(super) const NONE: Tally = Tally { run: Run::NONE, sent: 0, landed: u32::MAX, decaps: 0 };
+
+    /// Where a run's packets start in `sent`.
+    const SENT_BYTES: u32 = 48;
 
     /// A tunnel's packet entry `e` stripped and sent to its pod, `f`:
     /// its verdict, and counted sent, routed and decapsulated.
@@ -999,8 +1003,7 @@ impl Tally {
         if e.run != self.run {
             self.switch_run(e.run, stats);
         }
-        self.packets += 1;
-        self.bytes += bytes;
+        self.sent += 1 << Tally::SENT_BYTES | bytes;
     }
 
     #[inline(always)]
@@ -1038,14 +1041,15 @@ impl Tally {
 
     #[inline(always)]
     fn count_run(&mut self, stats: &mut Stats) {
-        if self.packets != 0 {
+        let (packets, bytes) = (self.sent >> Tally::SENT_BYTES, self.sent & ((1 << Tally::SENT_BYTES) - 1));
+        if packets != 0 {
             if let Some(c) = stats.vifs.get_mut(self.run.out() as usize) {
-                c.tx_packets += self.packets;
-                c.tx_bytes += self.bytes;
+                c.tx_packets += packets;
+                c.tx_bytes += bytes;
             }
-            self.run.count_routed(self.packets, stats);
+            self.run.count_routed(packets, stats);
         }
-        (self.packets, self.bytes) = (0, 0);
+        self.sent = 0;
     }
 
     /// Adds what the vector's hits left uncounted to the worker's counters.
