@@ -3108,6 +3108,45 @@ fn the_flow_cache_forwards_as_the_full_way_does() {
     assert_flows_counted_alike(&labs);
 }
 
+/// ICMP's flows are never kept in the cache, which keys a packet by the
+/// four bytes after its IP header as a TCP or UDP packet's ports: an
+/// echo's are its type, code and checksum, which two echoes of different
+/// identifiers share when their sequence numbers make up for it. Each
+/// echo below, to the service's composite (whose members they are spread
+/// over by identifier) and into a tunnel, is forwarded and counted on its
+/// own flow as without a cache, and none fills an entry.
+#[test]
+fn icmp_flows_are_never_kept_in_the_flow_cache() {
+    let mut labs = with_and_without_cache(lab_allowing_all);
+    let echo = |dst: Ipv4Addr, id: u16, seq: u16| {
+        let mut m = vec![8, 0, 0, 0];
+        m.extend_from_slice(&id.to_be_bytes());
+        m.extend_from_slice(&seq.to_be_bytes());
+        m.extend(std::iter::repeat_n(0x5a, 56));
+        let c = inet_checksum(&m);
+        m[2..4].copy_from_slice(&c.to_be_bytes());
+        build::ip_frame(from_a1(), &build::ipv4(a1_ip(), dst, ICMP, 64, false, &m))
+    };
+    for dst in [service_ip(), remote_ip()] {
+        // Identifiers 1..=8, each with the sequence number that gives
+        // every echo the same checksum.
+        for round in 0..3u16 {
+            for id in 1..=8u16 {
+                let f = echo(dst, id, 20 + 3 * round - id);
+                let v = run_alike(&mut labs, A1, f, &format!("echo {id} to {dst}, round {round}")).0;
+                assert!(matches!(v, Verdict::Tx(_)), "echo {id} to {dst}: {v:?}");
+            }
+        }
+    }
+    let c = labs[0].0.pipeline.flow_cache_counts().expect("on");
+    assert_eq!((c.fills, c.hits), (0, 0), "{c:?}");
+    for (_, table) in &labs {
+        let flows = table.dump(None, 100, 0);
+        assert_eq!(flows.len(), 32, "a pair for each echo's identifier and destination");
+        assert!(flows.iter().filter(|f| f.forward).all(|f| f.packets == 3), "each echo on its own flow");
+    }
+}
+
 /// A pod's IPv6 flows take the flow cache too (`Key::of6`), with the same
 /// bytes, verdicts and counters as the full way: to a local pod, into an
 /// MPLS-over-UDP tunnel, into an MPLS-over-GRE one and through the
