@@ -1579,10 +1579,7 @@ fn every_fragment_of_an_allowed_datagram_belongs_to_its_flow() {
     assert_eq!((lab.stats().fragments_held, lab.stats().fragments_released), (1, 1));
     // A big ping makes one pair, not one per fragment.
     let before = table.len();
-    let mut echo = vec![8, 0, 0, 0, 0x12, 0x34, 0, 1];
-    echo.extend_from_slice(&[0x44; 2000]);
-    let c = inet_checksum(&echo);
-    echo[2..4].copy_from_slice(&c.to_be_bytes());
+    let echo = icmp_echo_message(8, 0x1234, 1, 0x44, 2000);
     for f in ipv4_fragments(from_a1(), a1_ip(), a2_ip(), ICMP, 10, &echo, 800) {
         assert_eq!(lab.run(A1, f).0, Verdict::Tx(A2));
     }
@@ -1641,13 +1638,7 @@ fn pinned_then_reordered(lab: &mut Lab, whole: Vec<u8>, pieces: &[Vec<u8>], i: u
 fn an_icmp_fragment_before_its_first_waits_and_learns_its_flow() {
     let (mut lab, table) = lab_allowing_all();
     let service = Ipv4Addr::new(10, 96, 0, 10);
-    let icmp = |kind: u8, id: u16, len: usize| {
-        let mut m = vec![kind, 0, 0, 0, (id >> 8) as u8, id as u8, 0, 1];
-        m.extend(std::iter::repeat_n(0x5a, len));
-        let c = inet_checksum(&m);
-        m[2..4].copy_from_slice(&c.to_be_bytes());
-        m
-    };
+    let icmp = |kind: u8, id: u16, len: usize| icmp_echo_message(kind, id, 1, 0x5a, len);
     let mut members = std::collections::HashSet::new();
     for i in 0..45u16 {
         let whole = build::ip_frame(from_a1(), &build::ipv4(a1_ip(), service, ICMP, 64, false, &icmp(8, i, 56)));
@@ -3119,12 +3110,7 @@ fn the_flow_cache_forwards_as_the_full_way_does() {
 fn icmp_flows_are_never_kept_in_the_flow_cache() {
     let mut labs = with_and_without_cache(lab_allowing_all);
     let echo = |dst: Ipv4Addr, id: u16, seq: u16| {
-        let mut m = vec![8, 0, 0, 0];
-        m.extend_from_slice(&id.to_be_bytes());
-        m.extend_from_slice(&seq.to_be_bytes());
-        m.extend(std::iter::repeat_n(0x5a, 56));
-        let c = inet_checksum(&m);
-        m[2..4].copy_from_slice(&c.to_be_bytes());
+        let m = icmp_echo_message(8, id, seq, 0x5a, 56);
         build::ip_frame(from_a1(), &build::ipv4(a1_ip(), dst, ICMP, 64, false, &m))
     };
     for dst in [service_ip(), remote_ip()] {

@@ -163,7 +163,7 @@ impl Key {
 
     /// The key of the packet whose first `HEAD` bytes are `h` (a frame
     /// `fast::classify` took), from a pod whose keys start from `pods`
-    /// (`Key::pods`): always one (`with_id`).
+    /// (`Key::pods`), whatever its protocol (`with_id`).
     #[inline(always)]
     pub(super) fn of(h: &[u8; HEAD], pods: u32) -> Option<Key> {
         Some(Key::with_id(h, pods))
@@ -362,7 +362,6 @@ struct Entry {
     /// the slot before the entry has come.)
     slot: u32,
     seq: u32,
-    out: VifIndex,
     /// The VRF a tunnel's packets land in, which counts them decapsulated:
     /// the one they are routed in, but for a floating IP's clients' (the
     /// public network's).
@@ -375,7 +374,8 @@ struct Entry {
     /// A TCP flow's (its key's protocol): only its hits read the packet's
     /// flags, which a UDP hit spared cost 2 instructions (callgrind).
     tcp: bool,
-    /// How its hits are counted: `out` and `way`, the VRF whose counters
+    /// How its hits are counted and where they go: the vif they leave by
+    /// (`Run::out`, the entry's only copy), `way`, the VRF whose counters
     /// count them (the one they are routed in: another network's, for a
     /// pod's answers to a client of it), and whether a composite chose
     /// their way (`Run`).
@@ -389,7 +389,6 @@ impl Entry {
     const FREE: Entry = Entry {
         slot: 0,
         seq: 0,
-        out: 0,
         landed: 0,
         ip_sum: 0,
         longest: 0,
@@ -398,6 +397,18 @@ impl Entry {
         run: Run::NONE,
         written: Written { headers: [0; HEADERS], rewrite: Rewrite::NONE },
     };
+
+    /// The TCP flags of an IPv4 packet of the entry's flow (first `HEAD`
+    /// bytes `h`, `d` whole, as `fast::tcp_flags` reads them), read only
+    /// for a TCP flow's entry.
+    #[inline(always)]
+    fn tcp_flags(&self, h: &[u8; HEAD], d: &[u8]) -> u8 {
+        if self.tcp {
+            super::fast::tcp_flags(h, d)
+        } else {
+            0
+        }
+    }
 }
 
 /// Why a cached flow's packet was not forwarded from the cache.
@@ -545,8 +556,7 @@ impl FlowCache {
             return Err(Miss::TooLong);
         }
         let (ttl, ident) = (h[22] - 1, u16::from_be_bytes([h[18], h[19]]));
-        let flags = if e.tcp { super::fast::tcp_flags(h, d) } else { 0 };
-        if !flows.touch_unchanged(e.slot, e.seq, u32::from(total), flags, now) {
+        if !flows.touch_unchanged(e.slot, e.seq, u32::from(total), e.tcp_flags(h, d), now) {
             return Err(Miss::Changed);
         }
         if REWRITES {
@@ -561,7 +571,7 @@ impl FlowCache {
         // either, took 3 instructions more (callgrind).
         match pushed {
             Ok(()) => {
-                f.verdict = Verdict::Tx(e.out);
+                f.verdict = Verdict::Tx(e.run.out());
                 tally.took(e, f.len() as u64, stats);
             }
             Err(r) => {
@@ -612,7 +622,7 @@ impl FlowCache {
         };
         match pushed {
             Ok(()) => {
-                f.verdict = Verdict::Tx(e.out);
+                f.verdict = Verdict::Tx(e.run.out());
                 tally.took(e, f.len() as u64, stats);
             }
             // As `fast6::finish`: counted on its flow, dropped, not routed.
@@ -655,8 +665,7 @@ impl FlowCache {
         let end = strip + ETH + usize::from(inner_len);
         let Some(inner) = f.data().get(strip..end) else { return Err(Miss::Changed) };
         let Some(h) = super::fast::head_of(inner) else { return Err(Miss::Changed) };
-        let flags = if e.tcp { super::fast::tcp_flags(h, inner) } else { 0 };
-        if !flows.touch_unchanged(e.slot, e.seq, u32::from(inner_len), flags, now) {
+        if !flows.touch_unchanged(e.slot, e.seq, u32::from(inner_len), e.tcp_flags(h, inner), now) {
             return Err(Miss::Changed);
         }
         land::<B, false>(f, e, strip, inner_len, tally, stats)
@@ -812,7 +821,6 @@ impl FlowCache {
         Some(Entry {
             slot: hit.slot,
             seq,
-            out,
             landed: way.landed,
             ip_sum,
             longest: vif.mtu.saturating_sub(overhead as u16),
@@ -930,7 +938,7 @@ fn put<B: Buffer, const N: usize, const M: usize, const V6: bool>(
 }
 
 /// What a run of hits shares, and the tally counts once the run ends: the
-/// vif they leave by (`Entry::out`, the low 32 bits), the VRF they are
+/// vif they leave by (the low 32 bits), the VRF they are
 /// routed in (24 bits over it), their way (`Entry::way`, 2 bits) and
 /// whether a composite chose it (the bit over those): a hit compares one
 /// word with the run's, where comparing the vif and the VRF apart and
@@ -997,7 +1005,7 @@ impl Tally {
     /// its verdict, and counted sent, routed and decapsulated.
     #[inline(always)]
     fn landed<B: Buffer>(&mut self, e: &Entry, f: &mut Frame<B>, stats: &mut Stats) {
-        f.verdict = Verdict::Tx(e.out);
+        f.verdict = Verdict::Tx(e.run.out());
         self.took(e, f.len() as u64, stats);
         self.decapped(e.landed, stats);
     }

@@ -346,6 +346,19 @@ pub fn transport_checksum_v4(src: [u8; 4], dst: [u8; 4], proto: u8, seg: &[u8]) 
     inet_checksum(&pseudo)
 }
 
+/// An ICMP message of type `kind` (an echo request's 8, its reply's 0)
+/// with identifier `id` and sequence number `seq`, and `len` bytes of
+/// `fill` after them, its checksum computed independently of the crate.
+pub fn icmp_echo_message(kind: u8, id: u16, seq: u16, fill: u8, len: usize) -> Vec<u8> {
+    let mut m = vec![kind, 0, 0, 0];
+    m.extend_from_slice(&id.to_be_bytes());
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend(std::iter::repeat_n(fill, len));
+    let c = inet_checksum(&m);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    m
+}
+
 /// The Internet checksum of `data`, computed independently of the crate.
 pub fn inet_checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = 0;
