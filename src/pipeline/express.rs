@@ -163,7 +163,10 @@ impl Key {
 
     /// The key of the packet whose first `HEAD` bytes are `h` (a frame
     /// `fast::classify` took), from a pod whose keys start from `pods`
-    /// (`Key::pods`), whatever its protocol (`with_id`).
+    /// (`Key::pods`), whatever its protocol (`with_id`): always `Some`, in
+    /// the `Option` the lane's match takes (returned bare and wrapped
+    /// there, it moved the lane's register allocation by 8 instructions a
+    /// hit, callgrind).
     #[inline(always)]
     pub(super) fn of(h: &[u8; HEAD], pods: u32) -> Option<Key> {
         Some(Key::with_id(h, pods))
